@@ -1,0 +1,28 @@
+"""metatensor's TensorMap, TensorBlock and operations on Dask arrays stored in Zarr.
+
+Usually imported as ``import metatensor_dask as mtd``.
+"""
+
+from __future__ import annotations
+
+from . import config
+from .block import TensorBlock
+from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+from .io import from_metatensor, to_metatensor
+from .labels import Labels, LabelsEntry
+from .tensor import TensorMap
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Labels",
+    "LabelsEntry",
+    "MetatensorDaskError",
+    "MetatensorError",
+    "NotEqualError",
+    "TensorBlock",
+    "TensorMap",
+    "config",
+    "from_metatensor",
+    "to_metatensor",
+]

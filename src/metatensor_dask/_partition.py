@@ -1,0 +1,88 @@
+"""Gradient co-partitioning: gradient chunk *i* holds the rows of values chunk *i*.
+
+Values are chunked along samples. A gradient row belongs to the value row given by its
+``"sample"`` column. When gradient rows are grouped by that column (non-decreasing, as
+metatensor's calculators produce them), the CSR row pointer ``ptr`` (``n_samples + 1``
+entries; the gradient rows of value row ``r`` are ``ptr[r]:ptr[r + 1]``) turns any values
+chunking into a gradient chunking, so that an operation combining a value row with its
+gradient rows runs chunk by chunk with local indices: no gather, no shuffle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dask.array as da
+import numpy as np
+
+if TYPE_CHECKING:
+    from .block import TensorBlock
+
+__all__ = [
+    "co_partitioned",
+    "gradient_row_chunks",
+    "local_sample_index",
+    "row_pointer",
+]
+
+
+def row_pointer(sample_column: np.ndarray, n_samples: int) -> np.ndarray | None:
+    """The CSR row pointer of a gradient, or ``None`` when its rows are not grouped.
+
+    Parameters
+    ----------
+    sample_column
+        The gradient's ``"sample"`` column.
+    n_samples
+        Number of value rows.
+    """
+    column = np.asarray(sample_column)
+    if len(column) > 1 and np.any(column[1:] < column[:-1]):
+        return None
+    return np.searchsorted(column, np.arange(n_samples + 1), side="left").astype(np.int64)
+
+
+def block_row_pointer(block: TensorBlock, parameter: str) -> np.ndarray | None:
+    """The row pointer of ``block.gradient(parameter)``: stored, or built from its samples."""
+    gradient = block.gradient(parameter)
+    if gradient._row_pointer is None:
+        gradient._row_pointer = row_pointer(gradient.samples.column("sample"), len(block))
+    return gradient._row_pointer
+
+
+def gradient_row_chunks(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Gradient chunk sizes along rows matching the values chunks ``value_chunks``."""
+    bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
+    return tuple(int(n) for n in np.diff(pointer[bounds]))
+
+
+def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da.Array:
+    """For each gradient row, the index of its value row *within its values chunk*.
+
+    A dask array chunked as :func:`gradient_row_chunks`, built from the pointer alone
+    (no sample labels are read).
+    """
+    counts = np.diff(pointer)
+    bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
+    pieces = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        local = np.repeat(np.arange(stop - start, dtype=np.int64), counts[start:stop])
+        pieces.append(da.from_array(local, chunks=(len(local),)))
+    if not pieces:
+        return da.zeros((0,), dtype=np.int64, chunks=((0,),))
+    return da.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def co_partitioned(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Array] | None:
+    """The values and ``parameter`` gradient, the gradient rechunked so that its chunk
+    *i* holds exactly the rows of values chunk *i*; ``None`` when the gradient rows are
+    not grouped by sample (use a general path then)."""
+    values = da.asarray(block.values)
+    gradient = da.asarray(block.gradient(parameter).values)
+    pointer = block_row_pointer(block, parameter)
+    if pointer is None:
+        return None
+    chunks = gradient_row_chunks(pointer, values.chunks[0])
+    if gradient.chunks[0] != chunks:
+        gradient = gradient.rechunk({0: chunks})
+    return values, gradient

@@ -1,0 +1,414 @@
+"""``TensorBlock``: one dask array of values with its Labels, and explicit gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ._collection import ArrayContainer
+from .errors import invalid_parameter
+from .labels import Labels
+
+__all__ = ["TensorBlock"]
+
+
+def short_dtype(dtype: np.dtype) -> str:
+    """metatensor's dtype spelling in messages: ``'f64'``, ``'i32'``, ``'bool'``..."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return "bool"
+    return {"f": "f", "i": "i", "u": "u", "c": "c"}.get(dtype.kind, dtype.kind) + str(
+        8 * dtype.itemsize
+    )
+
+
+def as_block_array(values: Any) -> Any:
+    """A dask array for the values of a new block; numpy input becomes one chunk."""
+    if isinstance(values, da.Array):
+        return values
+    if isinstance(values, np.ndarray):
+        return da.from_array(values, chunks=values.shape if values.ndim else ())
+    raise TypeError(
+        f"`values` must be a dask or numpy array, got {type(values)}; "
+        "wrap other data with numpy.asarray or dask.array.from_array"
+    )
+
+
+def _check_labels(value: Any, what: str) -> Labels:
+    if not isinstance(value, Labels):
+        raise TypeError(f"`{what}` must be metatensor Labels, not {type(value)}")
+    return value
+
+
+class TensorBlock(ArrayContainer):
+    """Values with samples, components and properties Labels, and forward gradients.
+
+    Parameters
+    ----------
+    values
+        A dask array, or a numpy array (wrapped into a single-chunk dask array), of
+        shape ``(len(samples), *map(len, components), len(properties))``.
+    samples
+        One entry per row of ``values``.
+    components
+        One single-dimension, non-empty Labels per intermediate axis.
+    properties
+        One entry per column of ``values`` (last axis).
+
+    Notes
+    -----
+    Blocks are immutable in practice: dask arrays cannot be written in place. Nothing is
+    consumed: ``add_gradient`` and ``TensorMap(...)`` keep what they are given usable,
+    where metatensor releases it. ``compute()`` returns a block holding numpy arrays.
+    """
+
+    def __init__(
+        self,
+        values: Any,
+        samples: Labels,
+        components: Sequence[Labels],
+        properties: Labels,
+    ):
+        samples = _check_labels(samples, "samples")
+        properties = _check_labels(properties, "properties")
+        components = list(components)
+        for component in components:
+            if not isinstance(component, Labels):
+                raise TypeError(
+                    f"`components` elements must be metatensor Labels, not {type(component)}"
+                )
+        values = as_block_array(values)
+        _check_shape(values.shape, samples, components, properties)
+        self._init(values, samples, components, properties)
+
+    def _init(
+        self,
+        values: Any,
+        samples: Labels,
+        components: list[Labels],
+        properties: Labels,
+        gradients: dict[str, TensorBlock] | None = None,
+        path: tuple[str, ...] = (),
+        row_pointer: np.ndarray | None = None,
+    ) -> None:
+        self._values = values
+        self._samples = samples
+        self._components = components
+        self._properties = properties
+        self._gradients: dict[str, TensorBlock] = dict(gradients or {})
+        self._gradient_path = path
+        self._is_view = bool(path)
+        self._row_pointer = row_pointer
+
+    @classmethod
+    def _trusted(
+        cls,
+        values: Any,
+        samples: Labels,
+        components: Sequence[Labels],
+        properties: Labels,
+        gradients: dict[str, TensorBlock] | None = None,
+        row_pointer: np.ndarray | None = None,
+    ) -> TensorBlock:
+        """A block from parts already known to be consistent: no checks, no wrapping.
+
+        ``gradients`` are attached as they are (their paths are set here), and
+        ``row_pointer`` is this block's CSR row pointer over its parent's rows when it
+        is a gradient (see :func:`metatensor_dask._partition.row_pointer`).
+        """
+        block = cls.__new__(cls)
+        block._init(values, samples, list(components), properties, row_pointer=row_pointer)
+        for parameter, gradient in (gradients or {}).items():
+            block._gradients[parameter] = gradient._attached((parameter,))
+        return block
+
+    def _attached(self, path: tuple[str, ...]) -> TensorBlock:
+        """A shallow copy of this block marked as the gradient found at ``path``."""
+        block = TensorBlock.__new__(TensorBlock)
+        block._init(
+            self._values,
+            self._samples,
+            self._components,
+            self._properties,
+            {p: g._attached(path + (p,)) for p, g in self._gradients.items()},
+            path,
+            self._row_pointer,
+        )
+        return block
+
+    def _as_view(self) -> TensorBlock:
+        """A shallow copy that refuses new gradients (a block inside a TensorMap)."""
+        block = self._attached(self._gradient_path)
+        block._is_view = True
+        return block
+
+    # -- data and metadata -------------------------------------------------------------
+
+    @property
+    def values(self) -> Any:
+        """The values: a dask array (a numpy array after ``compute()``)."""
+        return self._values
+
+    @values.setter
+    def values(self, _: Any) -> None:
+        raise AttributeError(
+            "Direct assignment to `values` is not possible: dask arrays are immutable. "
+            "Create a new TensorBlock with the new values instead."
+        )
+
+    @property
+    def samples(self) -> Labels:
+        """Labels of the first axis (read from the store on first use for stored blocks)."""
+        return self._samples
+
+    @property
+    def components(self) -> list[Labels]:
+        """Labels of the intermediate axes."""
+        return list(self._components)
+
+    @property
+    def properties(self) -> Labels:
+        """Labels of the last axis."""
+        return self._properties
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self._values.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._values.dtype
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def is_view(self) -> bool:
+        """Whether this block lives inside a TensorMap or another block."""
+        return self._is_view
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def samples_names_and_count(self) -> tuple[list[str], int]:
+        """Names and number of samples, without loading lazy sample labels."""
+        return self._samples.names, len(self._samples)
+
+    # -- gradients ---------------------------------------------------------------------
+
+    def add_gradient(self, parameter: str, gradient: TensorBlock) -> None:
+        """Attach ``gradient`` as the gradient of these values with respect to ``parameter``.
+
+        The gradient's first sample dimension must be ``"sample"``, indexing rows of
+        these values; its components are its own ones followed by exactly the values'
+        components; its properties and dtype are the values'.
+        """
+        if self._is_view:
+            raise ValueError(
+                "cannot add gradient on this block since it is a view inside a TensorMap "
+                "or another TensorBlock; use `block.copy()` to get a block of your own"
+            )
+        if not isinstance(gradient, TensorBlock):
+            raise TypeError(f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}")
+        if parameter in self._gradients:
+            raise invalid_parameter(f"gradient with respect to '{parameter}' already exists for this block")
+        sample_names = gradient._samples.names
+        if not sample_names or sample_names[0] != "sample":
+            first = sample_names[0] if sample_names else ""
+            raise invalid_parameter(
+                f"'{first}' is not valid for the first dimension in the gradients samples "
+                "labels, it should be 'sample'"
+            )
+        column = gradient._samples.column("sample")
+        if len(column):
+            if column.min() < 0:
+                raise invalid_parameter(
+                    "invalid value for the 'sample' dimension in gradient samples: all values "
+                    f"should be positive, but we got {column.min()}"
+                )
+            if column.max() >= len(self):
+                raise invalid_parameter(
+                    "invalid value for the 'sample' dimension in gradient samples: we got "
+                    f"{column.max()}, but the values contain {len(self)} samples"
+                )
+        extra = len(gradient._components) - len(self._components)
+        if extra < 0:
+            raise invalid_parameter(
+                "gradients components should contain at least as many labels as the values components"
+            )
+        for i, component in enumerate(self._components):
+            if gradient._components[extra + i] != component:
+                raise invalid_parameter(
+                    f"gradients and values components mismatch for values component {i} "
+                    f"(dimension name is '{component.names[0]}'). Components which are specific "
+                    "to the gradients must come first, and be followed by the exact same "
+                    "components as the values."
+                )
+        if gradient._properties != self._properties:
+            raise invalid_parameter("gradient properties must be the same as values properties")
+        if gradient.dtype != self.dtype:
+            raise invalid_parameter(
+                f"the gradient values have dtype '{short_dtype(gradient.dtype)}' but the "
+                f"block values have dtype '{short_dtype(self.dtype)}'"
+            )
+        self._gradients[parameter] = gradient._attached(self._gradient_path + (parameter,))
+
+    def gradient(self, parameter: str) -> TensorBlock:
+        """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
+        try:
+            return self._gradients[parameter]
+        except KeyError:
+            raise invalid_parameter(
+                f"can not find gradients with respect to '{parameter}' in this block"
+            ) from None
+
+    def gradients_list(self) -> list[str]:
+        """Names of the gradients, in the order they were added."""
+        return list(self._gradients)
+
+    def has_gradient(self, parameter: str) -> bool:
+        return parameter in self._gradients
+
+    def gradients(self) -> Iterator[tuple[str, TensorBlock]]:
+        """``(parameter, gradient)`` pairs, in the order they were added."""
+        yield from self._gradients.items()
+
+    # -- copies and conversions -------------------------------------------------------
+
+    def copy(self, deep: bool = True) -> TensorBlock:
+        """A new block that accepts new gradients; ``deep`` copies numpy arrays (dask
+        arrays are immutable and always shared)."""
+        arrays = self._arrays()
+        if deep:
+            arrays = [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
+        return self._with_arrays(arrays)._attached(())
+
+    def __copy__(self) -> TensorBlock:
+        return self.copy(deep=False)
+
+    def __deepcopy__(self, memo: dict) -> TensorBlock:
+        return self.copy(deep=True)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorBlock:
+        """A block with values and gradients cast to ``dtype`` (the device is always cpu)."""
+        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
+            raise ValueError("metatensor-dask blocks can only live on the 'cpu' device")
+        if dtype is None:
+            return self
+        return self._with_arrays([a.astype(dtype) for a in self._arrays()])
+
+    # -- dask collection ---------------------------------------------------------------
+
+    def _arrays(self) -> list[Any]:
+        arrays = [self._values]
+        for gradient in self._gradients.values():
+            arrays.extend(gradient._arrays())
+        return arrays
+
+    def _array_count(self) -> int:
+        return 1 + sum(g._array_count() for g in self._gradients.values())
+
+    def _with_arrays(self, arrays: list[Any]) -> TensorBlock:
+        block = TensorBlock.__new__(TensorBlock)
+        gradients = {}
+        start = 1
+        for parameter, gradient in self._gradients.items():
+            count = gradient._array_count()
+            gradients[parameter] = gradient._with_arrays(arrays[start : start + count])
+            start += count
+        block._init(
+            arrays[0],
+            self._samples,
+            self._components,
+            self._properties,
+            gradients,
+            self._gradient_path,
+            self._row_pointer,
+        )
+        block._is_view = self._is_view
+        return block
+
+    def _metadata_token(self) -> Any:
+        return (
+            self._samples.names,
+            self._samples._digest or self._samples.digest(),
+            [c.digest() for c in self._components],
+            self._properties.digest(),
+            [(p, g._metadata_token()) for p, g in self._gradients.items()],
+        )
+
+    # -- text and comparisons ----------------------------------------------------------
+
+    def __str__(self) -> str:
+        from ._format import format_block
+
+        return format_block(self)
+
+    def __repr__(self) -> str:
+        from ._format import array_summary, format_block
+
+        return format_block(self) + "\n    " + array_summary(self._arrays())
+
+    def _repr_html_(self) -> str:
+        from ._format import block_html
+
+        return block_html(self)
+
+    def __eq__(self, other: object) -> bool:
+        from .operations import equal_block
+
+        return equal_block(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _check_shape(
+    shape: tuple[int, ...], samples: Labels, components: list[Labels], properties: Labels
+) -> None:
+    """metatensor's rules for values against labels (same messages)."""
+    if len(shape) != len(components) + 2:
+        raise invalid_parameter(
+            f"invalid block: the values have {len(shape)} dimensions, but we have "
+            f"{len(components) + 2} separate labels (1 for samples, {len(components)} for "
+            "components and 1 for properties)"
+        )
+    if shape[0] != len(samples):
+        raise invalid_parameter(
+            f"invalid block: the values shape along axis 0 is {shape[0]} but we have "
+            f"{len(samples)} sample label entries"
+        )
+    names: set[str] = set()
+    for i, component in enumerate(components):
+        if len(component.names) != 1:
+            raise invalid_parameter(
+                f"component labels must have a single dimension, got {len(component.names)}: "
+                f"[{', '.join(component.names)}] for component {i}"
+            )
+        if len(component) == 0:
+            raise invalid_parameter(
+                f"component '{component.names[0]}' must contain at least one entry, got 0"
+            )
+        if component.names[0] in names:
+            raise invalid_parameter(
+                "invalid block: some of the component dimensions appear more than once in "
+                "component labels"
+            )
+        names.add(component.names[0])
+        if shape[i + 1] != len(component):
+            raise invalid_parameter(
+                f"invalid block: the values shape along axis {i + 1} is {shape[i + 1]} but we "
+                f"have {len(component)} entries for the corresponding component"
+            )
+    if shape[-1] != len(properties):
+        raise invalid_parameter(
+            f"invalid block: the values shape along axis {len(shape) - 1} is {shape[-1]} but "
+            f"we have {len(properties)} property label entries"
+        )
+

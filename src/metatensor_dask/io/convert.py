@@ -1,0 +1,102 @@
+"""Conversion to and from metatensor-core objects (needs ``metatensor-core``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import numpy as np
+
+from ..block import TensorBlock, as_block_array
+from ..labels import Labels
+from ..tensor import TensorMap
+
+__all__ = ["from_metatensor", "to_metatensor"]
+
+
+def _metatensor() -> Any:
+    try:
+        import metatensor
+    except ImportError:
+        raise ImportError(
+            "converting to or from metatensor needs metatensor-core: "
+            "pip install metatensor-core"
+        ) from None
+    return metatensor
+
+
+def _labels_from(labels: Any) -> Labels:
+    return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
+
+
+def _block_from(block: Any) -> TensorBlock:
+    gradients = {p: _block_from(g) for p, g in block.gradients()}
+    values = np.array(block.values)
+    return TensorBlock._trusted(
+        as_block_array(values),
+        _labels_from(block.samples),
+        [_labels_from(c) for c in block.components],
+        _labels_from(block.properties),
+        gradients,
+    )
+
+
+def from_metatensor(data: Any) -> Any:
+    """A metatensor-dask copy of a ``metatensor`` TensorMap, TensorBlock or Labels.
+
+    Values are copied into single-chunk dask arrays; use ``.rechunk``-aware functions
+    such as :func:`metatensor_dask.open_zarr` for data that does not fit in memory.
+    """
+    metatensor = _metatensor()
+    if isinstance(data, metatensor.Labels):
+        return _labels_from(data)
+    if isinstance(data, metatensor.TensorBlock):
+        return _block_from(data)
+    if isinstance(data, metatensor.TensorMap):
+        tensor = TensorMap._trusted(
+            _labels_from(data.keys), [_block_from(b) for b in data.blocks()]
+        )
+        for key, value in data.info().items():
+            tensor.set_info(key, value)
+        return tensor
+    raise TypeError(f"expected a metatensor TensorMap, TensorBlock or Labels, got {type(data)}")
+
+
+def _labels_to(labels: Labels, metatensor: Any) -> Any:
+    return metatensor.Labels(labels.names, np.array(labels.values))
+
+
+def _block_to(block: TensorBlock, metatensor: Any) -> Any:
+    result = metatensor.TensorBlock(
+        np.array(block.values),
+        _labels_to(block.samples, metatensor),
+        [_labels_to(c, metatensor) for c in block.components],
+        _labels_to(block.properties, metatensor),
+    )
+    for parameter, gradient in block.gradients():
+        result.add_gradient(parameter, _block_to(gradient, metatensor))
+    return result
+
+
+def to_metatensor(data: Any) -> Any:
+    """A ``metatensor`` TensorMap, TensorBlock or Labels holding the computed data.
+
+    This computes every array (in one ``dask.compute`` call) and loads everything into
+    memory.
+    """
+    metatensor = _metatensor()
+    if isinstance(data, Labels):
+        return _labels_to(data, metatensor)
+    if isinstance(data, TensorBlock):
+        (computed,) = dask.compute(data)
+        return _block_to(computed, metatensor)
+    if isinstance(data, TensorMap):
+        (computed,) = dask.compute(data)
+        tensor = metatensor.TensorMap(
+            _labels_to(computed.keys, metatensor),
+            [_block_to(b, metatensor) for b in computed.blocks()],
+        )
+        for key, value in computed.info().items():
+            tensor.set_info(key, value)
+        return tensor
+    raise TypeError(f"expected a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}")

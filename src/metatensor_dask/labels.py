@@ -1,0 +1,538 @@
+"""``Labels`` and ``LabelsEntry``: named int32 metadata, with metatensor's semantics.
+
+Labels are always small next to the data they describe, so they live in numpy. The one
+exception is the sample labels of a block read from a store, which can hold millions of
+entries: such Labels are *lazy* (:meth:`Labels.lazy`) and read their entries the first
+time something needs them, while ``names`` and ``len()`` are known from the start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import invalid_parameter
+
+__all__ = ["Labels", "LabelsEntry"]
+
+_INT32 = np.iinfo(np.int32)
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"Labels names must be strings, got {type(name)} instead")
+    if not name.isidentifier() or not name.isascii():
+        raise invalid_parameter(f"'{name}' is not a valid label name")
+    return name
+
+
+def _parse_names(names: str | Sequence[str]) -> list[str]:
+    if isinstance(names, str):
+        names = [names] if names else []
+    elif not isinstance(names, Sequence):
+        raise TypeError(f"Labels names must be a sequence of strings, got {type(names)} instead")
+    parsed = [_check_name(name) for name in names]
+    seen: set[str] = set()
+    for name in parsed:
+        if name in seen:
+            raise invalid_parameter(f"label dimensions must be unique, got '{name}' multiple times")
+        seen.add(name)
+    return parsed
+
+
+def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
+    """Convert to int32, refusing values that would be truncated (metatensor truncates)."""
+    array = np.asarray(values)
+    if array.dtype == np.int32:
+        return array
+    if array.dtype.kind not in "biu":
+        if array.size == 0:
+            return array.astype(np.int32)
+        raise TypeError(f"{what} must be convertible to integers")
+    if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
+        raise ValueError(
+            f"{what} must fit in 32-bit integers, got values in "
+            f"[{array.min()}, {array.max()}]; metatensor would silently truncate them, "
+            "renumber them to stay within [-2**31, 2**31 - 1]"
+        )
+    return array.astype(np.int32)
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """One opaque scalar per row, so that rows compare, sort and hash as a whole."""
+    values = np.ascontiguousarray(values, dtype=np.int32)
+    return values.view(np.dtype((np.void, 4 * values.shape[1]))).reshape(-1)
+
+
+def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
+    if len(values) < 2 or values.shape[1] == 0:
+        # entries without dimensions are all alike; metatensor accepts them
+        return None
+    rows = _rows(values)
+    order = np.argsort(rows, kind="stable")
+    same = rows[order[1:]] == rows[order[:-1]]
+    if not same.any():
+        return None
+    # the duplicate found first when reading the entries in order
+    second = order[1:][same]
+    return values[second.min()]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+class LabelsEntry:
+    """One entry of a :class:`Labels`: names and a 1-D int32 array of values."""
+
+    def __init__(self, names: Sequence[str], values: np.ndarray):
+        values = np.asarray(values)
+        if values.ndim != 1 or values.dtype != np.int32:
+            raise ValueError("LabelsEntry values must be a 1-D int32 array")
+        if len(names) != len(values):
+            raise ValueError("LabelsEntry must have one name per value")
+        self._names = list(names)
+        self._values = values
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the dimensions."""
+        return list(self._names)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The entry's values, a read-only 1-D int32 array."""
+        return self._values
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, dimension: int | str) -> np.int32:
+        if isinstance(dimension, str):
+            try:
+                return self._values[self._names.index(dimension)]
+            except ValueError:
+                raise ValueError(
+                    f"'{dimension}' not found in the dimensions of this LabelsEntry"
+                ) from None
+        return self._values[dimension]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LabelsEntry):
+            raise TypeError(f"can only compare between LabelsEntry for equality, got {type(other)}")
+        return self._names == other._names and np.array_equal(self._values, other._values)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def print(self) -> str:
+        """The entry as ``(name=value, ...)``."""
+        return "(" + ", ".join(f"{n}={v}" for n, v in zip(self._names, self._values)) + ")"
+
+    def __repr__(self) -> str:
+        return "LabelsEntry" + self.print()
+
+    __str__ = __repr__
+
+
+class Labels:
+    """Named int32 metadata: the keys, samples, components and properties of tensors.
+
+    Parameters
+    ----------
+    names
+        Names of the dimensions: a sequence of valid identifiers, or one string.
+    values
+        Integer array-like of shape ``(n_entries, len(names))``. Values must fit in
+        int32 (metatensor silently truncates larger ones; this raises instead).
+    assume_unique
+        Skip the check that entries are unique.
+
+    Notes
+    -----
+    Differences from metatensor, all on purpose: any integer array-like is accepted as
+    ``values`` (metatensor wants a numpy array), out-of-range integers raise instead of
+    being truncated, and :meth:`append` adds the dimension at the end (metatensor 0.2.6
+    inserts it at the position given by the number of *entries*).
+    """
+
+    def __init__(
+        self,
+        names: str | Sequence[str],
+        values: Any,
+        assume_unique: bool = False,
+    ):
+        self._names = _parse_names(names)
+        array = np.asarray(values)
+        if array.ndim == 1 and array.size == 0 and not self._names:
+            array = array.reshape(0, 0)
+        if array.ndim != 2:
+            raise ValueError("`values` must be a 2D array")
+        if array.shape[1] != len(self._names):
+            if array.shape[0] == 0 and array.size == 0:
+                array = np.empty((0, len(self._names)), np.int32)
+            else:
+                raise ValueError(
+                    "`names` must have an entry for each column of the `values` array"
+                )
+        array = np.array(_to_int32(array), dtype=np.int32, order="C", copy=True)
+        if not assume_unique:
+            duplicate = _first_duplicate(array)
+            if duplicate is not None:
+                raise invalid_parameter(
+                    "can not have the same label entry multiple times: "
+                    f"[{', '.join(str(v) for v in duplicate)}] is already present"
+                )
+        self._values: np.ndarray | None = _frozen(array)
+        self._count = len(array)
+        self._loader: Callable[[], np.ndarray] | None = None
+        self._digest: str | None = None
+        self._positions: dict[bytes, int] | None = None
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def _trusted(cls, names: list[str], values: np.ndarray) -> Labels:
+        """Labels from already validated parts (int32, unique); no checks, no copy."""
+        labels = cls.__new__(cls)
+        labels._names = list(names)
+        labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
+        labels._count = len(values)
+        labels._loader = None
+        labels._digest = None
+        labels._positions = None
+        return labels
+
+    @classmethod
+    def lazy(
+        cls,
+        names: Sequence[str],
+        count: int,
+        load: Callable[[], np.ndarray],
+        digest: str | None = None,
+    ) -> Labels:
+        """Labels whose entries are read by ``load()`` the first time they are needed.
+
+        Parameters
+        ----------
+        names
+            Names of the dimensions.
+        count
+            Number of entries, known without loading them.
+        load
+            Returns the ``(count, len(names))`` int32 values.
+        digest
+            A content hash recorded when the values were written: two Labels with the
+            same digest are equal without loading either.
+        """
+        labels = cls.__new__(cls)
+        labels._names = _parse_names(list(names))
+        labels._values = None
+        labels._count = int(count)
+        labels._loader = load
+        labels._digest = digest
+        labels._positions = None
+        return labels
+
+    @staticmethod
+    def single() -> Labels:
+        """Labels with one dimension ``"_"`` and one entry ``0``, for blocks without keys."""
+        return Labels._trusted(["_"], np.zeros((1, 1), np.int32))
+
+    @staticmethod
+    def empty(names: str | Sequence[str]) -> Labels:
+        """Labels with the given names and no entries."""
+        names = _parse_names(names)
+        return Labels._trusted(names, np.empty((0, len(names)), np.int32))
+
+    @staticmethod
+    def range(name: str, end: int) -> Labels:
+        """Labels with one dimension ``name`` and entries ``0, 1, ..., end - 1``."""
+        return Labels._trusted(_parse_names([name]), np.arange(end, dtype=np.int32)[:, None])
+
+    # -- content -----------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the dimensions."""
+        return list(self._names)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The entries, a read-only ``(n_entries, n_dimensions)`` int32 array."""
+        if self._values is None:
+            assert self._loader is not None
+            values = np.asarray(self._loader(), dtype=np.int32)
+            if values.shape != (self._count, len(self._names)):
+                raise ValueError(
+                    f"stored labels {self._names} have shape {values.shape}, expected "
+                    f"{(self._count, len(self._names))}: the store is damaged"
+                )
+            self._values = _frozen(np.ascontiguousarray(values))
+            self._loader = None
+        return self._values
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the entries are in memory (always, except for lazy sample labels)."""
+        return self._values is not None
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def digest(self) -> str:
+        """A hash of the names and entries (recorded, or computed once)."""
+        if self._digest is None:
+            hasher = hashlib.blake2b(digest_size=16)
+            hasher.update(repr(self._names).encode())
+            hasher.update(np.ascontiguousarray(self.values).tobytes())
+            self._digest = hasher.hexdigest()
+        return self._digest
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[LabelsEntry]:
+        for i in range(len(self)):
+            yield self.entry(i)
+
+    def entry(self, index: int) -> LabelsEntry:
+        """The entry at ``index`` (negative indices count from the end)."""
+        return LabelsEntry(self._names, self.values[index])
+
+    def column(self, dimension: str) -> np.ndarray:
+        """The values of one dimension, a read-only 1-D int32 array."""
+        try:
+            i = self._names.index(dimension)
+        except ValueError:
+            raise ValueError(
+                f"'{dimension}' not found in the dimensions of these Labels"
+            ) from None
+        return self.values[:, i]
+
+    def __getitem__(self, index: int | str) -> LabelsEntry | np.ndarray:
+        if isinstance(index, str):
+            return self.column(index)
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            return self.entry(int(index))
+        raise TypeError(
+            f"Labels can only be indexed by a single string or integer, got {type(index)}."
+            "To select multiple columns, construct a new `Labels` object."
+        )
+
+    def _entry_row(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> np.ndarray:
+        values = entry.values if isinstance(entry, LabelsEntry) else np.asarray(entry)
+        values = np.asarray(values).reshape(-1)
+        if len(values) != len(self._names):
+            raise invalid_parameter(
+                f"expected label of size {len(self._names)} in mts_labels_position, "
+                f"got size {len(values)}"
+            )
+        return _to_int32(values)
+
+    def position(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> int | None:
+        """Index of ``entry`` in these Labels, or ``None`` when it is not there."""
+        row = self._entry_row(entry)
+        if self._positions is None:
+            rows = _rows(self.values) if self._names else np.array([b""] * len(self))
+            self._positions = {}
+            for i, key in enumerate(rows.tolist()):
+                self._positions.setdefault(bytes(key), i)
+        return self._positions.get(row.tobytes())
+
+    def __contains__(self, entry: object) -> bool:
+        return self.position(entry) is not None  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Labels):
+            raise TypeError(f"can only compare between Labels for equality, got {type(other)}")
+        if self is other:
+            return True
+        if self._names != other._names or len(self) != len(other):
+            return False
+        if self._digest is not None and self._digest == other._digest:
+            return True
+        return bool(np.array_equal(self.values, other.values))
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- set operations ----------------------------------------------------------------
+
+    def _check_same_names(self, other: Labels, operation: str) -> None:
+        if self._names != other._names:
+            raise invalid_parameter(
+                f"can not take the {operation} of these Labels, they have different "
+                f"dimensions: {_quoted(self._names)}, and {_quoted(other._names)}"
+            )
+
+    def _membership(self, other: Labels) -> np.ndarray:
+        """For each entry of ``self``: its position in ``other``, or -1."""
+        if not self._names:
+            found = np.zeros(len(self), np.int64) if len(other) else -np.ones(len(self), np.int64)
+            return found
+        mine, theirs = _rows(self.values), _rows(other.values)
+        order = np.argsort(theirs, kind="stable")
+        sorted_theirs = theirs[order]
+        where = np.searchsorted(sorted_theirs, mine)
+        where_clipped = np.minimum(where, max(len(theirs) - 1, 0))
+        hit = (where < len(theirs)) & (sorted_theirs[where_clipped] == mine) if len(theirs) else (
+            np.zeros(len(mine), bool)
+        )
+        result = -np.ones(len(mine), np.int64)
+        result[hit] = order[where_clipped[hit]]
+        return result
+
+    def union(self, other: Labels) -> Labels:
+        """Entries of ``self`` in order, then the new entries of ``other`` in order."""
+        return self.union_and_mapping(other)[0]
+
+    def union_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
+        """The union, and the positions in it of the entries of ``self`` and ``other``."""
+        self._check_same_names(other, "union")
+        in_self = other._membership(self)
+        new = in_self < 0
+        union = Labels._trusted(self._names, np.concatenate([self.values, other.values[new]]))
+        mapping_other = in_self.copy()
+        mapping_other[new] = len(self) + np.arange(int(new.sum()))
+        return union, np.arange(len(self), dtype=np.int64), mapping_other
+
+    def intersection(self, other: Labels) -> Labels:
+        """Entries of ``self`` that are also in ``other``, in the order of ``self``."""
+        return self.intersection_and_mapping(other)[0]
+
+    def intersection_and_mapping(
+        self, other: Labels
+    ) -> tuple[Labels, np.ndarray, np.ndarray]:
+        """The intersection, and positions in it of each entry of both (-1 if absent)."""
+        self._check_same_names(other, "intersection")
+        in_other = self._membership(other)
+        kept = in_other >= 0
+        mapping_self = -np.ones(len(self), np.int64)
+        mapping_self[kept] = np.arange(int(kept.sum()))
+        mapping_other = -np.ones(len(other), np.int64)
+        mapping_other[in_other[kept]] = np.arange(int(kept.sum()))
+        return Labels._trusted(self._names, self.values[kept]), mapping_self, mapping_other
+
+    def difference(self, other: Labels) -> Labels:
+        """Entries of ``self`` that are not in ``other``, in the order of ``self``."""
+        return self.difference_and_mapping(other)[0]
+
+    def difference_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray]:
+        """The difference, and the position in it of each entry of ``self`` (-1 if removed)."""
+        self._check_same_names(other, "difference")
+        kept = self._membership(other) < 0
+        mapping = -np.ones(len(self), np.int64)
+        mapping[kept] = np.arange(int(kept.sum()))
+        return Labels._trusted(self._names, self.values[kept]), mapping
+
+    def select(self, selection: Labels) -> np.ndarray:
+        """Indices (in the order of ``self``) of the entries that match any entry of
+        ``selection`` on the dimensions of ``selection``."""
+        if not isinstance(selection, Labels):
+            raise TypeError(f"`selection` must be metatensor Labels, not {type(selection)}")
+        for name in selection._names:
+            if name not in self._names:
+                raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
+        columns = [self._names.index(name) for name in selection._names]
+        mine = Labels._trusted(selection._names, self.values[:, columns])
+        return np.nonzero(mine._membership(selection) >= 0)[0].astype(np.uint64)
+
+    # -- dimensions --------------------------------------------------------------------
+
+    def insert(self, index: int, name: str, values: np.ndarray) -> Labels:
+        """New Labels with a dimension ``name`` holding ``values`` inserted at ``index``."""
+        if not isinstance(values, np.ndarray):
+            raise ValueError("`values` must be a numpy ndarray")
+        if values.ndim != 1:
+            raise ValueError("`values` must be a 1D array")
+        if len(values) != len(self):
+            raise ValueError(
+                f"the new `values` contains {len(values)} entries, but the Labels "
+                f"contains {len(self)}"
+            )
+        names = list(self._names)
+        names.insert(index, name)
+        new = np.insert(self.values, index, _to_int32(values), axis=1)
+        return Labels(names, new, assume_unique=True)
+
+    def append(self, name: str, values: np.ndarray) -> Labels:
+        """New Labels with a last dimension ``name`` holding ``values``.
+
+        metatensor-core 0.2.6 inserts at the number of *entries* instead (a bug).
+        """
+        return self.insert(len(self._names), name, values)
+
+    def remove(self, name: str) -> Labels:
+        """New Labels without the dimension ``name`` (entries must stay unique)."""
+        if name not in self._names:
+            raise ValueError(f"'{name}' not found in the dimensions of these Labels")
+        index = self._names.index(name)
+        names = self._names[:index] + self._names[index + 1 :]
+        return Labels(names, np.delete(self.values, index, axis=1))
+
+    def rename(self, old: str, new: str) -> Labels:
+        """New Labels where the dimension ``old`` is called ``new``."""
+        if old not in self._names:
+            raise ValueError(f"'{old}' not found in the dimensions of these Labels")
+        names = [new if name == old else name for name in self._names]
+        _parse_names(names)
+        return Labels._trusted(names, self.values)
+
+    def permute(self, dimensions_indexes: Sequence[int]) -> Labels:
+        """New Labels with the dimensions in the order ``dimensions_indexes``."""
+        if len(dimensions_indexes) != len(self._names):
+            raise ValueError(
+                f"the length of `dimensions_indexes` ({len(dimensions_indexes)}) does not "
+                f"match the number of dimensions in the Labels ({len(self._names)})"
+            )
+        names = [self._names[i] for i in dimensions_indexes]
+        _parse_names(names)
+        return Labels._trusted(names, self.values[:, list(dimensions_indexes)])
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Labels:
+        """Labels live on the CPU as int32; only ``device="cpu"`` is accepted."""
+        if dtype is not None:
+            raise ValueError("Labels values must be int32, `dtype` can not be changed")
+        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
+            raise ValueError("metatensor-dask Labels can only live on the 'cpu' device")
+        return self
+
+    # -- text --------------------------------------------------------------------------
+
+    def print(self, max_entries: int, indent: int = 0) -> str:
+        """The names and entries as a table; at most ``max_entries`` rows (all when < 0)."""
+        from ._format import format_labels_table
+
+        return format_labels_table(self, max_entries, indent)
+
+    def __str__(self) -> str:
+        return "Labels(\n    " + self.print(4, 4) + "\n)"
+
+    def __repr__(self) -> str:
+        return "Labels(\n    " + self.print(-1, 4) + "\n)"
+
+    def _repr_html_(self) -> str:
+        from ._format import labels_html
+
+        return labels_html(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Labels._trusted, (self._names, self.values))
+
+
+def _quoted(names: list[str]) -> str:
+    return "[" + ", ".join(f'"{name}"' for name in names) + "]"

@@ -1,0 +1,325 @@
+"""``TensorMap``: blocks indexed by key Labels, with metatensor's API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._collection import ArrayContainer
+from .block import TensorBlock, short_dtype
+from .errors import invalid_parameter
+from .labels import Labels, LabelsEntry
+
+__all__ = ["TensorMap"]
+
+
+def _gradient_signature(block: TensorBlock) -> list[Any]:
+    return sorted(
+        (
+            parameter,
+            gradient.samples.names,
+            [c.names for c in gradient.components],
+            gradient.properties.names,
+            _gradient_signature(gradient),
+        )
+        for parameter, gradient in block.gradients()
+    )
+
+
+def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
+    """metatensor's rules across the blocks of one TensorMap (same messages)."""
+    if len(blocks) != len(keys):
+        raise invalid_parameter(
+            "expected the same number of blocks as the number of entries in the keys "
+            f"({len(keys)}) when creating a `TensorMap`, got {len(blocks)}"
+        )
+    if not blocks:
+        return
+    first = blocks[0]
+    first_gradients = _gradient_signature(first)
+    for block in blocks[1:]:
+        if block.samples.names != first.samples.names:
+            raise invalid_parameter(
+                "all blocks must have the same sample dimensions, got "
+                f"[{', '.join(block.samples.names)}] and [{', '.join(first.samples.names)}]"
+            )
+        if len(block.components) != len(first.components):
+            raise invalid_parameter(
+                "all blocks must contains the same set of components, the current block has "
+                f"{len(block.components)} components while the first block has "
+                f"{len(first.components)}"
+            )
+        for mine, theirs in zip(block.components, first.components):
+            if mine.names != theirs.names:
+                raise invalid_parameter(
+                    "all blocks must have the same component dimensions, got "
+                    f"[{', '.join(mine.names)}] and [{', '.join(theirs.names)}]"
+                )
+        if block.properties.names != first.properties.names:
+            raise invalid_parameter(
+                "all blocks must have the same property dimensions, got "
+                f"[{', '.join(block.properties.names)}] and "
+                f"[{', '.join(first.properties.names)}]"
+            )
+        if block.dtype != first.dtype:
+            raise invalid_parameter(
+                "invalid tensor map: got blocks with different dtypes, at least "
+                f"'{short_dtype(first.dtype)}' and '{short_dtype(block.dtype)}' were detected"
+            )
+        if _gradient_signature(block) != first_gradients:
+            raise invalid_parameter(
+                "all blocks must have the same set of gradients, with the same sample, "
+                "property and component dimensions, and the same must be true for gradients "
+                "of gradients"
+            )
+
+
+class TensorMap(ArrayContainer):
+    """Blocks of data, each identified by one entry of ``keys``.
+
+    Parameters
+    ----------
+    keys
+        One entry per block.
+    blocks
+        Blocks with the same sample, component and property names, dtype and
+        gradients. They are not consumed (metatensor releases them): the map holds
+        views of them.
+    """
+
+    def __init__(self, keys: Labels, blocks: Sequence[TensorBlock]):
+        if not isinstance(keys, Labels):
+            raise TypeError(f"`keys` must be metatensor Labels, not {type(keys)}")
+        blocks = list(blocks)
+        for block in blocks:
+            if not isinstance(block, TensorBlock):
+                raise TypeError(
+                    f"`blocks` elements must be metatensor TensorBlock, not {type(block)}"
+                )
+            if block._gradient_path:
+                raise ValueError(
+                    "a gradient block can not be used as a block of a TensorMap; "
+                    "use `gradient.copy()` to make it a block of its own"
+                )
+        _check_blocks(keys, blocks)
+        self._init(keys, [block._as_view() for block in blocks], {})
+
+    def _init(self, keys: Labels, blocks: list[TensorBlock], info: dict[str, str]) -> None:
+        self._keys = keys
+        self._blocks = blocks
+        self._info = dict(info)
+
+    @classmethod
+    def _trusted(
+        cls, keys: Labels, blocks: list[TensorBlock], info: dict[str, str] | None = None
+    ) -> TensorMap:
+        """A map from parts already known to be consistent: no checks."""
+        tensor = cls.__new__(cls)
+        tensor._init(keys, [b if b.is_view else b._as_view() for b in blocks], info or {})
+        return tensor
+
+    # -- metadata ---------------------------------------------------------------------
+
+    @property
+    def keys(self) -> Labels:
+        """One entry per block."""
+        return self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def sample_names(self) -> list[str]:
+        return self._blocks[0].samples.names if self._blocks else []
+
+    @property
+    def component_names(self) -> list[str]:
+        return [c.names[0] for c in self._blocks[0].components] if self._blocks else []
+
+    @property
+    def property_names(self) -> list[str]:
+        return self._blocks[0].properties.names if self._blocks else []
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return self._blocks[0].dtype if self._blocks else None
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def is_view(self) -> bool:
+        return False
+
+    # -- info ------------------------------------------------------------------------
+
+    def set_info(self, key: str, value: str) -> None:
+        """Set a global string metadata entry (saved in ``info.json``)."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("TensorMap info keys and values must be strings")
+        self._info[key] = value
+
+    def get_info(self, key: str) -> str | None:
+        """A global metadata entry, or ``None``."""
+        return self._info.get(key)
+
+    def info(self) -> dict[str, str]:
+        """All global metadata entries."""
+        return dict(self._info)
+
+    # -- blocks -----------------------------------------------------------------------
+
+    def block_by_id(self, index: int) -> TensorBlock:
+        """The block at position ``index`` (negative indices count from the end)."""
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"block index must be an integer, got {type(index)}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(
+                f"block index out of bounds: we have {len(self)} blocks but the index is {index}"
+            )
+        return self._blocks[int(index)]
+
+    def blocks_by_id(self, indices: Sequence[int]) -> list[TensorBlock]:
+        return [self.block_by_id(i) for i in indices]
+
+    def _selection_labels(self, selection: Any, kwargs: dict[str, Any]) -> Labels:
+        if selection is None:
+            selection = kwargs
+        elif kwargs:
+            raise ValueError("give the selection either as an argument or as keywords, not both")
+        if isinstance(selection, LabelsEntry):
+            return Labels(selection.names, selection.values[None, :])
+        if isinstance(selection, Labels):
+            return selection
+        if isinstance(selection, dict):
+            for name, value in selection.items():
+                if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                    raise TypeError(
+                        f"expected integer values in selection, got {name}={value} of type "
+                        f"{type(value)}"
+                    )
+            return Labels(list(selection), np.array([list(selection.values())], np.int32).reshape(1, -1))
+        raise TypeError(f"invalid type for block selection: {type(selection)}")
+
+    def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
+        labels = self._selection_labels(selection, kwargs)
+        return self._keys.select(labels).astype(np.int64), labels
+
+    def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
+        """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
+        if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
+            return self.block_by_id(selection)
+        if selection is None and not kwargs:
+            raise ValueError(
+                "`block()` needs a selection: a position, a dict, keywords, Labels or a "
+                "LabelsEntry; use `blocks()` to get every block"
+            )
+        if not self._blocks:
+            raise ValueError("there are no blocks in this TensorMap")
+        matches, labels = self._matching(selection, kwargs)
+        text = _selection_text(labels)
+        if len(matches) == 0:
+            raise ValueError(f"couldn't find any block matching {text}")
+        if len(matches) > 1:
+            raise ValueError(
+                f"more than one block matched {text}, use `TensorMap.blocks` to get all of them"
+            )
+        return self._blocks[matches[0]]
+
+    def blocks(self, selection: Any = None, **kwargs: Any) -> list[TensorBlock]:
+        """Every block matching the selection (all blocks without one); a sequence of
+        integers selects by position."""
+        if selection is None and not kwargs:
+            return list(self._blocks)
+        if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
+            return [self.block_by_id(selection)]
+        if isinstance(selection, (list, tuple, np.ndarray)):
+            return self.blocks_by_id(list(selection))
+        if not self._blocks:
+            return []
+        matches, labels = self._matching(selection, kwargs)
+        if len(matches) == 0:
+            raise ValueError(f"Couldn't find any block matching '{_selection_text(labels)}'")
+        return [self._blocks[i] for i in matches]
+
+    def __getitem__(self, selection: Any) -> TensorBlock:
+        return self.block(selection)
+
+    def __iter__(self) -> Iterator[TensorBlock]:
+        return iter(self._blocks)
+
+    def items(self) -> Iterator[tuple[LabelsEntry, TensorBlock]]:
+        """``(key, block)`` pairs in key order."""
+        for i, block in enumerate(self._blocks):
+            yield self._keys.entry(i), block
+
+    # -- copies -----------------------------------------------------------------------
+
+    def copy(self, deep: bool = True) -> TensorMap:
+        """A new map (``deep`` copies numpy arrays; dask arrays are always shared)."""
+        return TensorMap._trusted(self._keys, [b.copy(deep)._as_view() for b in self._blocks], self._info)
+
+    def __copy__(self) -> TensorMap:
+        return self.copy(deep=False)
+
+    def __deepcopy__(self, memo: dict) -> TensorMap:
+        return self.copy(deep=True)
+
+    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorMap:
+        """A map with every block cast to ``dtype`` (the device is always cpu)."""
+        blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
+        return TensorMap._trusted(self._keys, blocks, self._info)
+
+    # -- dask collection --------------------------------------------------------------
+
+    def _arrays(self) -> list[Any]:
+        return [a for block in self._blocks for a in block._arrays()]
+
+    def _with_arrays(self, arrays: list[Any]) -> TensorMap:
+        blocks, start = [], 0
+        for block in self._blocks:
+            count = block._array_count()
+            blocks.append(block._with_arrays(arrays[start : start + count]))
+            start += count
+        return TensorMap._trusted(self._keys, blocks, self._info)
+
+    def _metadata_token(self) -> Any:
+        return (
+            self._keys.digest(),
+            sorted(self._info.items()),
+            [b._metadata_token() for b in self._blocks],
+        )
+
+    # -- text ------------------------------------------------------------------------
+
+    def print(self, max_keys: int) -> str:
+        """The tutorial's summary with at most ``max_keys`` keys (all when < 0)."""
+        from ._format import format_tensor
+
+        return format_tensor(self, max_keys)
+
+    def __str__(self) -> str:
+        from ._format import MAX_KEYS_IN_STR
+
+        return self.print(MAX_KEYS_IN_STR)
+
+    def __repr__(self) -> str:
+        from ._format import array_summary
+
+        return self.print(-1) + "\n" + array_summary(self._arrays())
+
+    def _repr_html_(self) -> str:
+        from ._format import tensor_html
+
+        return tensor_html(self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _selection_text(labels: Labels) -> str:
+    if len(labels) == 1:
+        return labels.entry(0).print()
+    return ", ".join(entry.print() for entry in labels)
