@@ -5,7 +5,8 @@
 # `start` only checks; slurmctld/slurmd are restarted only when slurm.conf changed.
 # Settings: SLURM_CPUS (default nproc), SLURM_MEM_MB (default what `slurmd -C` finds),
 # SLURM_WAIT (seconds allowed for each wait, default 60).
-set -euo pipefail
+set -Eeuo pipefail
+trap 'die "line $LINENO failed: $BASH_COMMAND"' ERR
 CONF=/etc/slurm/slurm.conf LOGS=/var/log/slurm WAIT=${SLURM_WAIT:-60}
 MUNGE_PID=/run/munge/munged.pid CTLD_PID=/run/slurm/slurmctld.pid SLURMD_PID=/run/slurm/slurmd.pid
 
@@ -13,7 +14,7 @@ log() { echo "[slurm] $*"; }
 die() {
   log "ERROR: $*"
   for f in $LOGS/slurmctld.log $LOGS/slurmd.log /var/log/munge/munged.log; do
-    [ -f $f ] && { log "--- tail $f"; tail -n 15 $f; }
+    [ -f "$f" ] && { log "--- tail $f"; tail -n 15 "$f"; }
   done
   exit 1
 } >&2
@@ -21,7 +22,8 @@ since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }';
 retry() { local end=$((SECONDS + WAIT)); until "$@" &>/dev/null; do ((SECONDS < end)) || return 1; sleep 0.2; done; }
 # zombies count as dead: PID 1 in containers may reap late, and kill -0 succeeds on zombies
 dead() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
-running() { [ -s "$1" ] && ! dead "$(cat "$1")"; }
+# a pid file is stale unless its pid is a live process named like the file (munged.pid -> munged)
+running() { local p; p=$(cat "$1" 2>/dev/null) && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$(basename "$1" .pid)" ] && ! dead "$p"; }
 munge_ok() { munge -n | unmunge; }
 ctld_up() { scontrol ping | grep -q UP; }
 node_idle() {
@@ -38,7 +40,7 @@ start_daemon() { # name pidfile command...; the daemons fork and write their pid
 }
 stop_daemon() { # name pidfile
   if running "$2"; then
-    local pid; pid=$(cat "$2"); kill "$pid"
+    local pid; pid=$(cat "$2"); kill "$pid" || true
     retry dead "$pid" || { log "$1 ignored SIGTERM, sending SIGKILL"; kill -9 "$pid"; }
     log "stopped $1 (pid $pid)"
   fi
@@ -48,19 +50,25 @@ stop_daemon() { # name pidfile
 install_packages() {
   local missing=() p
   for p in munge slurmctld slurmd slurm-client; do
-    dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q 'ok installed' || missing+=($p)
+    dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
-  log "installing ${missing[*]}"
+  local t=$EPOCHREALTIME; log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive # postinst cannot start services without systemd: harmless
   { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
     &>/tmp/slurm-apt.log || { tail -n 30 /tmp/slurm-apt.log >&2; die "apt-get failed"; }
+  log "installed in $(since "$t")"
 }
 
 write_conf() { # sets CHANGED=1 when slurm.conf was (re)written
-  local host cpus mem
+  local host cpus mem addr
   host=$(hostname -s)
-  getent hosts "$host" >/dev/null || { log "adding '127.0.0.1 $host' to /etc/hosts"; echo "127.0.0.1 $host" >>/etc/hosts; }
+  # slurmctld and slurmd bind to the address that gethostname() resolves to (NoInAddrAny below)
+  addr=$(getent ahostsv4 "$(hostname)" | awk 'NR == 1 { print $1 }') || true
+  if [[ $addr != 127.* ]]; then
+    log "$(hostname) resolves to '${addr:-nothing}': adding '127.0.0.1 $(hostname)' as first line of /etc/hosts"
+    printf '127.0.0.1 %s\n%s\n' "$(hostname)" "$(cat /etc/hosts)" >/etc/hosts # in place: may be a bind mount
+  fi
   cpus=${SLURM_CPUS:-$(nproc)}
   mem=${SLURM_MEM_MB:-$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')}
   mkdir -p /var/spool/slurmctld /var/spool/slurmd $LOGS /run/slurm
@@ -71,7 +79,7 @@ ClusterName=ci
 SlurmctldHost=$host(127.0.0.1)
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES DefaultTime=00:10:00 MaxTime=02:00:00 State=UP
-# bind every daemon (and srun) to 127.0.0.1, not 0.0.0.0
+# bind every daemon (and srun) to the hostname's address, 127.0.0.1, not 0.0.0.0
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 SlurmUser=slurm
 MailProg=/bin/true
@@ -113,7 +121,8 @@ start() {
   t=$EPOCHREALTIME # sbatch --wait polls every 2-10 s; polling scontrol is faster
   job=$(sbatch --parsable -J slurm.sh-check -t 1 -o /dev/null --wrap true) || die "sbatch failed"
   retry job_ended "$job" || die "job $job still queued after ${WAIT}s: $(squeue -h -j "$job" 2>&1)"
-  state=$(job_state "$job") && [ "$state" = COMPLETED ] || die "job $job (sbatch --wrap true) ended ${state:-?}"
+  state=$(job_state "$job") || true
+  [ "$state" = COMPLETED ] || die "job $job (sbatch --wrap true) ended ${state:-?}"
   log "sbatch --wrap true completed in $(since "$t")"
   log "ready in $(since "$t0"): $(sinfo -h -N -o '%N partition=%P %T cpus=%c mem=%mMB')"
 }
@@ -121,10 +130,10 @@ start() {
 status() {
   local rc=0 d
   for d in munged:$MUNGE_PID slurmctld:$CTLD_PID slurmd:$SLURMD_PID; do
-    if running ${d#*:}; then log "${d%:*} running (pid $(cat ${d#*:}))"; else log "${d%:*} not running"; rc=1; fi
+    if running "${d#*:}"; then log "${d%:*} running (pid $(cat "${d#*:}"))"; else log "${d%:*} not running"; rc=1; fi
   done
-  command -v sinfo >/dev/null && sinfo -N
-  return $rc
+  command -v sinfo >/dev/null && { sinfo -N || true; }
+  exit $rc # (return 1 would trip the ERR trap)
 }
 
 [ "$(id -u)" = 0 ] || die "must run as root"

@@ -4,6 +4,7 @@ Outside CI, a missing SLURM skips those tests. When the ``CI`` environment varia
 anything non-empty), it fails them instead, so that a broken SLURM set-up never passes unnoticed.
 """
 
+import functools
 import importlib
 import os
 import shutil
@@ -30,17 +31,23 @@ def sh(*cmd: str, timeout: float = 30) -> str:
     return proc.stdout
 
 
-def require_slurm() -> None:
-    """Return normally if ``sinfo`` works and lists a node; otherwise fail (CI) or skip."""
+@functools.cache
+def _slurm_problem() -> str | None:
+    # probed once per session: without slurmctld, each sinfo call retries for ~9 s
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        unavailable(f"SLURM commands (sinfo, sbatch) not found: {HINT}")
+        return f"SLURM commands (sinfo, sbatch) not found: {HINT}"
     try:
         nodes = sh("sinfo", "--noheader", "--Node", "--format=%N").split()
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        unavailable(f"sinfo does not work ({exc}): {HINT}")
-    else:
-        if not nodes:
-            unavailable(f"sinfo lists no node: {HINT}")
+        return f"sinfo does not work ({exc}): {HINT}"
+    return None if nodes else f"sinfo lists no node: {HINT}"
+
+
+def require_slurm() -> None:
+    """Return normally if ``sinfo`` works and lists a node; otherwise fail (CI) or skip."""
+    problem = _slurm_problem()
+    if problem is not None:
+        unavailable(problem)
 
 
 def require_module(name: str) -> ModuleType:

@@ -32,16 +32,14 @@ def test_sinfo_shows_a_usable_node():
     assert partition.rstrip("*"), lines
     assert state in {"idle", "mixed", "allocated"}, f"node {name} is {state}"
     assert int(cpus) >= 1
-    assert int(memory_mb) >= 2000, "the dask-jobqueue test asks for 2GB per job"
+    assert int(memory_mb) >= 2048, "the dask-jobqueue test asks for --mem=2G per job"
 
 
 def test_sbatch_wait_runs_a_job_that_writes_a_file(tmp_path):
-    job_id = sh(
-        "sbatch", "--wait", "--parsable", "--job-name=mtd-sbatch-test", "--time=1",
-        f"--chdir={tmp_path}", f"--output={tmp_path / 'job.out'}",
-        "--wrap", 'echo "$SLURM_JOB_ID $(hostname -s)" > result.txt',
-        timeout=JOB_TIMEOUT,
-    ).strip()  # fmt: skip
+    options = ["--wait", "--parsable", "--job-name=mtd-sbatch-test", "--time=1"]
+    options += [f"--chdir={tmp_path}", f"--output={tmp_path / 'job.out'}"]
+    script = 'echo "$SLURM_JOB_ID $(hostname -s)" > result.txt'
+    job_id = sh("sbatch", *options, "--wrap", script, timeout=JOB_TIMEOUT).strip()
     assert job_id.isdigit(), job_id
     written_id, host = (tmp_path / "result.txt").read_text().split()
     assert written_id == job_id

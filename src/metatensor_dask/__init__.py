@@ -8,8 +8,19 @@ from __future__ import annotations
 from . import config
 from .block import TensorBlock
 from .errors import MetatensorDaskError, MetatensorError, NotEqualError
-from .io import from_metatensor, to_metatensor
+from .io import (
+    from_metatensor,
+    load,
+    load_block,
+    load_labels,
+    open_zarr,
+    save,
+    to_metatensor,
+    to_zarr,
+)
 from .labels import Labels, LabelsEntry
+from . import operations
+from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
 from .tensor import TensorMap
 
 __version__ = "0.1.0.dev0"
@@ -24,5 +35,12 @@ __all__ = [
     "TensorMap",
     "config",
     "from_metatensor",
+    "load",
+    "load_block",
+    "load_labels",
+    "save",
+    "open_zarr",
     "to_metatensor",
+    "to_zarr",
+    *operations.__all__,
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import dask
 import dask.array as da
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
+from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
 
 __all__ = ["ArrayContainer"]
@@ -67,13 +68,22 @@ class ArrayContainer(DaskMethodsMixin):
 
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         plan = [
-            (True, *a.__dask_postpersist__()) if is_dask_collection(a) else (False, a, ())
+            (True, *a.__dask_postpersist__(), flatten(a.__dask_keys__()))
+            if is_dask_collection(a)
+            else (False, a, (), ())
             for a in self._arrays()
         ]
         return self._rebuild, (plan,)
 
     def _rebuild(self, dsk: Any, plan: list[Any], rename: Any = None) -> Any:
-        arrays = [
-            func(dsk, *args, rename=rename) if lazy else func for lazy, func, args in plan
-        ]
+        rename = rename or {}
+        arrays = []
+        for lazy, func, args, keys in plan:
+            if not lazy:
+                arrays.append(func)
+                continue
+            # each array keeps its own chunks only: sharing the whole persisted graph
+            # would make merging the graphs of N arrays cost N * N
+            own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
+            arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
         return self._with_arrays(arrays)

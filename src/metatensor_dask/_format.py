@@ -46,11 +46,16 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
     widths = [
         max([len(name)] + [len(str(v)) for v in shown[:, j]]) + 2 for j, name in enumerate(names)
     ]
-    lines = ["".join(_centered(name, w) for name, w in zip(names, widths)).rstrip()]
+    lines = ["".join(_centered(name, w) for name, w in zip(names, widths, strict=True)).rstrip()]
     for i, row in enumerate(shown):
         if i == head and len(shown) < n:
-            lines.append(" " * (indent + sum(widths) // 2) + "...")
-        lines.append(" " * indent + "".join(_centered(str(v), w) for v, w in zip(row, widths)).rstrip())
+            # metatensor's placement of the ellipsis
+            half = sum(widths) // 2
+            lines.append(" " * (indent + (half - 3 if half > 3 else half) + 1) + "...")
+        lines.append(
+            " " * indent
+            + "".join(_centered(str(v), w) for v, w in zip(row, widths, strict=True)).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -85,11 +90,13 @@ def format_tensor(tensor: TensorMap, max_keys: int) -> str:
 
 def nbytes_text(nbytes: float) -> str:
     """A byte count with a binary unit, as dask prints them."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.2f} {unit}"
+    if nbytes < 1024:
+        return f"{nbytes:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         nbytes /= 1024
-    raise AssertionError("unreachable")
+        if nbytes < 1024:
+            return f"{nbytes:.2f} {unit}"
+    return f"{nbytes / 1024:.2f} TiB"
 
 
 def array_summary(arrays: list) -> str:
@@ -106,7 +113,7 @@ def labels_html(labels: Labels) -> str:
     values = labels.values
     rows = list(range(len(values)))
     if len(rows) > 20:
-        rows = rows[:10] + [-1] + rows[-10:]
+        rows = [*rows[:10], -1, *rows[-10:]]
     head = "".join(f"<th>{html.escape(n)}</th>" for n in labels.names)
     body = []
     for i in rows:
@@ -136,11 +143,19 @@ def block_html(block: TensorBlock) -> str:
 
 
 def tensor_html(tensor: TensorMap) -> str:
-    """HTML table of a tensor's blocks, one row per key, without computing."""
+    """HTML table of a tensor's blocks, one row per key (the first and last 10 of
+    more than 20), without computing."""
     names = tensor.keys.names
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = list(range(len(tensor)))
+    if len(rows) > 20:
+        rows = [*rows[:10], -1, *rows[-10:]]
     body = []
-    for key, block in tensor.items():
+    for i in rows:
+        if i < 0:
+            body.append(f"<tr><td colspan='{len(names) + 4}'>…</td></tr>")
+            continue
+        key, block = tensor.keys.entry(i), tensor.block_by_id(i)
         cells = "".join(f"<td>{v}</td>" for v in key.values)
         body.append(
             f"<tr>{cells}<td>{block.shape}</td><td>{block.dtype}</td>"

@@ -62,15 +62,20 @@ def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da
     A dask array chunked as :func:`gradient_row_chunks`, built from the pointer alone
     (no sample labels are read).
     """
-    counts = np.diff(pointer)
-    bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
-    pieces = []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        local = np.repeat(np.arange(stop - start, dtype=np.int64), counts[start:stop])
-        pieces.append(da.from_array(local, chunks=(len(local),)))
-    if not pieces:
-        return da.zeros((0,), dtype=np.int64, chunks=((0,),))
-    return da.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    # one task per values chunk, each holding only its own slice of the row counts;
+    # empty chunks are kept, so that the result lines up with the gradient chunks
+    counts = da.from_array(np.diff(pointer), chunks=(tuple(value_chunks),))
+    return da.map_blocks(
+        _local_rows,
+        counts,
+        chunks=(gradient_row_chunks(pointer, value_chunks),),
+        dtype=np.int64,
+        meta=np.empty((0,), np.int64),
+    )
+
+
+def _local_rows(counts: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
 
 def co_partitioned(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Array] | None:

@@ -9,6 +9,7 @@ import dask.array as da
 import numpy as np
 
 from ._collection import ArrayContainer
+from ._indexing import BlockValues
 from .errors import invalid_parameter
 from .labels import Labels
 
@@ -20,9 +21,7 @@ def short_dtype(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if dtype.kind == "b":
         return "bool"
-    return {"f": "f", "i": "i", "u": "u", "c": "c"}.get(dtype.kind, dtype.kind) + str(
-        8 * dtype.itemsize
-    )
+    return {"c": "complex"}.get(dtype.kind, dtype.kind) + str(8 * dtype.itemsize)
 
 
 def as_block_array(values: Any) -> Any:
@@ -133,7 +132,7 @@ class TensorBlock(ArrayContainer):
             self._samples,
             self._components,
             self._properties,
-            {p: g._attached(path + (p,)) for p, g in self._gradients.items()},
+            {p: g._attached((*path, p)) for p, g in self._gradients.items()},
             path,
             self._row_pointer,
         )
@@ -150,6 +149,8 @@ class TensorBlock(ArrayContainer):
     @property
     def values(self) -> Any:
         """The values: a dask array (a numpy array after ``compute()``)."""
+        if isinstance(self._values, da.Array) and not isinstance(self._values, BlockValues):
+            self._values = BlockValues.view_of(self._values)
         return self._values
 
     @values.setter
@@ -214,8 +215,12 @@ class TensorBlock(ArrayContainer):
             )
         if not isinstance(gradient, TensorBlock):
             raise TypeError(f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}")
+        if not isinstance(parameter, str):
+            raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
         if parameter in self._gradients:
-            raise invalid_parameter(f"gradient with respect to '{parameter}' already exists for this block")
+            raise invalid_parameter(
+                f"gradient with respect to '{parameter}' already exists for this block"
+            )
         sample_names = gradient._samples.names
         if not sample_names or sample_names[0] != "sample":
             first = sample_names[0] if sample_names else ""
@@ -238,7 +243,8 @@ class TensorBlock(ArrayContainer):
         extra = len(gradient._components) - len(self._components)
         if extra < 0:
             raise invalid_parameter(
-                "gradients components should contain at least as many labels as the values components"
+                "gradients components should contain at least as many labels as the values "
+                "components"
             )
         for i, component in enumerate(self._components):
             if gradient._components[extra + i] != component:
@@ -255,7 +261,7 @@ class TensorBlock(ArrayContainer):
                 f"the gradient values have dtype '{short_dtype(gradient.dtype)}' but the "
                 f"block values have dtype '{short_dtype(self.dtype)}'"
             )
-        self._gradients[parameter] = gradient._attached(self._gradient_path + (parameter,))
+        self._gradients[parameter] = gradient._attached((*self._gradient_path, parameter))
 
     def gradient(self, parameter: str) -> TensorBlock:
         """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
@@ -334,8 +340,7 @@ class TensorBlock(ArrayContainer):
 
     def _metadata_token(self) -> Any:
         return (
-            self._samples.names,
-            self._samples._digest or self._samples.digest(),
+            self._samples._token(),
             [c.digest() for c in self._components],
             self._properties.digest(),
             [(p, g._metadata_token()) for p, g in self._gradients.items()],

@@ -32,8 +32,13 @@ def _check_name(name: Any) -> str:
 def _parse_names(names: str | Sequence[str]) -> list[str]:
     if isinstance(names, str):
         names = [names] if names else []
-    elif not isinstance(names, Sequence):
-        raise TypeError(f"Labels names must be a sequence of strings, got {type(names)} instead")
+    else:
+        try:
+            names = list(names)
+        except TypeError:
+            raise TypeError(
+                f"Labels names must be a sequence of strings, got {type(names)} instead"
+            ) from None
     parsed = [_check_name(name) for name in names]
     seen: set[str] = set()
     for name in parsed:
@@ -92,7 +97,7 @@ class LabelsEntry:
     def __init__(self, names: Sequence[str], values: np.ndarray):
         values = np.asarray(values)
         if values.ndim != 1 or values.dtype != np.int32:
-            raise ValueError("LabelsEntry values must be a 1-D int32 array")
+            raise ValueError("LabelsEntry values must be a 1-dimensional array of 32-bit integers")
         if len(names) != len(values):
             raise ValueError("LabelsEntry must have one name per value")
         self._names = list(names)
@@ -121,9 +126,11 @@ class LabelsEntry:
                 return self._values[self._names.index(dimension)]
             except ValueError:
                 raise ValueError(
-                    f"'{dimension}' not found in the dimensions of this LabelsEntry"
+                    f"'{dimension}' not found in the dimensions of these Labels"
                 ) from None
-        return self._values[dimension]
+        if isinstance(dimension, (int, np.integer)) and not isinstance(dimension, bool):
+            return self._values[dimension]
+        raise TypeError(f"can only index LabelsEntry with str or int, got {type(dimension)}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LabelsEntry):
@@ -137,7 +144,11 @@ class LabelsEntry:
 
     def print(self) -> str:
         """The entry as ``(name=value, ...)``."""
-        return "(" + ", ".join(f"{n}={v}" for n, v in zip(self._names, self._values)) + ")"
+        return (
+            "("
+            + ", ".join(f"{n}={v}" for n, v in zip(self._names, self._values, strict=True))
+            + ")"
+        )
 
     def __repr__(self) -> str:
         return "LabelsEntry" + self.print()
@@ -161,8 +172,9 @@ class Labels:
     Notes
     -----
     Differences from metatensor, all on purpose: any integer array-like is accepted as
-    ``values`` (metatensor wants a numpy array), out-of-range integers raise instead of
-    being truncated, and :meth:`append` adds the dimension at the end (metatensor 0.2.6
+    ``values`` (metatensor wants a numpy array), out-of-range integers (and, in
+    :meth:`insert`, floats) raise instead of being truncated, numpy integers index
+    entries, and :meth:`append` adds the dimension at the end (metatensor 0.2.6
     inserts it at the position given by the number of *entries*).
     """
 
@@ -174,17 +186,13 @@ class Labels:
     ):
         self._names = _parse_names(names)
         array = np.asarray(values)
-        if array.ndim == 1 and array.size == 0 and not self._names:
-            array = array.reshape(0, 0)
+        if array.ndim >= 1 and len(array) == 0:
+            # as metatensor: any array without entries means "no entries"
+            array = np.empty((0, len(self._names)), np.int32)
         if array.ndim != 2:
             raise ValueError("`values` must be a 2D array")
         if array.shape[1] != len(self._names):
-            if array.shape[0] == 0 and array.size == 0:
-                array = np.empty((0, len(self._names)), np.int32)
-            else:
-                raise ValueError(
-                    "`names` must have an entry for each column of the `values` array"
-                )
+            raise ValueError("`names` must have an entry for each column of the `values` array")
         array = np.array(_to_int32(array), dtype=np.int32, order="C", copy=True)
         if not assume_unique:
             duplicate = _first_duplicate(array)
@@ -300,6 +308,15 @@ class Labels:
             self._digest = hasher.hexdigest()
         return self._digest
 
+    def _token(self) -> Any:
+        """What identifies these Labels in a dask token, without loading lazy entries
+        that have no recorded digest (their loader stands for them)."""
+        if self._values is None and self._digest is None:
+            from dask.base import tokenize
+
+            return ("lazy", self._names, self._count, tokenize(self._loader))
+        return (self._names, self.digest())
+
     def __len__(self) -> int:
         return self._count
 
@@ -313,12 +330,14 @@ class Labels:
 
     def column(self, dimension: str) -> np.ndarray:
         """The values of one dimension, a read-only 1-D int32 array."""
+        if not isinstance(dimension, str):
+            raise TypeError(
+                f"Labels can only be indexed by a single string or integer, got {type(dimension)}"
+            )
         try:
             i = self._names.index(dimension)
         except ValueError:
-            raise ValueError(
-                f"'{dimension}' not found in the dimensions of these Labels"
-            ) from None
+            raise ValueError(f"'{dimension}' not found in the dimensions of these Labels") from None
         return self.values[:, i]
 
     def __getitem__(self, index: int | str) -> LabelsEntry | np.ndarray:
@@ -373,6 +392,10 @@ class Labels:
     # -- set operations ----------------------------------------------------------------
 
     def _check_same_names(self, other: Labels, operation: str) -> None:
+        if not isinstance(other, Labels):
+            raise TypeError(
+                f"can only take the {operation} with metatensor Labels, got {type(other)}"
+            )
         if self._names != other._names:
             raise invalid_parameter(
                 f"can not take the {operation} of these Labels, they have different "
@@ -389,8 +412,10 @@ class Labels:
         sorted_theirs = theirs[order]
         where = np.searchsorted(sorted_theirs, mine)
         where_clipped = np.minimum(where, max(len(theirs) - 1, 0))
-        hit = (where < len(theirs)) & (sorted_theirs[where_clipped] == mine) if len(theirs) else (
-            np.zeros(len(mine), bool)
+        hit = (
+            (where < len(theirs)) & (sorted_theirs[where_clipped] == mine)
+            if len(theirs)
+            else (np.zeros(len(mine), bool))
         )
         result = -np.ones(len(mine), np.int64)
         result[hit] = order[where_clipped[hit]]
@@ -411,14 +436,17 @@ class Labels:
         return union, np.arange(len(self), dtype=np.int64), mapping_other
 
     def intersection(self, other: Labels) -> Labels:
-        """Entries of ``self`` that are also in ``other``, in the order of ``self``."""
+        """Entries of both, in the order of the shorter of the two (``self`` on ties),
+        as metatensor."""
         return self.intersection_and_mapping(other)[0]
 
-    def intersection_and_mapping(
-        self, other: Labels
-    ) -> tuple[Labels, np.ndarray, np.ndarray]:
+    def intersection_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
         """The intersection, and positions in it of each entry of both (-1 if absent)."""
         self._check_same_names(other, "intersection")
+        if len(other) < len(self):
+            # as metatensor: the entries come in the order of the shorter Labels
+            intersection, mapping_other, mapping_self = other.intersection_and_mapping(self)
+            return intersection, mapping_self, mapping_other
         in_other = self._membership(other)
         kept = in_other >= 0
         mapping_self = -np.ones(len(self), np.int64)

@@ -51,7 +51,7 @@ def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
                 f"{len(block.components)} components while the first block has "
                 f"{len(first.components)}"
             )
-        for mine, theirs in zip(block.components, first.components):
+        for mine, theirs in zip(block.components, first.components, strict=True):
             if mine.names != theirs.names:
                 raise invalid_parameter(
                     "all blocks must have the same component dimensions, got "
@@ -196,12 +196,13 @@ class TensorMap(ArrayContainer):
             return selection
         if isinstance(selection, dict):
             for name, value in selection.items():
-                if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                if not isinstance(value, (int, np.integer)):
                     raise TypeError(
                         f"expected integer values in selection, got {name}={value} of type "
                         f"{type(value)}"
                     )
-            return Labels(list(selection), np.array([list(selection.values())], np.int32).reshape(1, -1))
+            values = np.array([list(selection.values())], np.int32).reshape(1, -1)
+            return Labels(list(selection), values)
         raise TypeError(f"invalid type for block selection: {type(selection)}")
 
     def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
@@ -212,13 +213,17 @@ class TensorMap(ArrayContainer):
         """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return self.block_by_id(selection)
-        if selection is None and not kwargs:
-            raise ValueError(
-                "`block()` needs a selection: a position, a dict, keywords, Labels or a "
-                "LabelsEntry; use `blocks()` to get every block"
-            )
         if not self._blocks:
             raise ValueError("there are no blocks in this TensorMap")
+        if selection is None and not kwargs:
+            # as metatensor: an empty selection matches every block
+            if len(self._blocks) == 1:
+                return self._blocks[0]
+            raise ValueError(
+                f"`block()` without a selection needs a TensorMap with a single block, this "
+                f"one has {len(self._blocks)}: select one by position, dict, keywords, Labels "
+                "or LabelsEntry, or use `blocks()` to get all of them"
+            )
         matches, labels = self._matching(selection, kwargs)
         text = _selection_text(labels)
         if len(matches) == 0:
@@ -256,11 +261,51 @@ class TensorMap(ArrayContainer):
         for i, block in enumerate(self._blocks):
             yield self._keys.entry(i), block
 
+    # -- moving metadata (see metatensor_dask.operations.keys_to) ---------------------
+
+    def keys_to_samples(
+        self,
+        keys_to_move: str | Sequence[str] | Labels,
+        *,
+        fill_value: float = 0.0,
+        sort_samples: bool = True,
+    ) -> TensorMap:
+        """Merge blocks along samples, moving ``keys_to_move`` to the end of the sample
+        names; see :func:`metatensor_dask.keys_to_samples`."""
+        from .operations.keys_to import keys_to_samples
+
+        return keys_to_samples(
+            self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples
+        )
+
+    def keys_to_properties(
+        self,
+        keys_to_move: str | Sequence[str] | Labels,
+        *,
+        fill_value: float = 0.0,
+        sort_samples: bool = True,
+    ) -> TensorMap:
+        """Merge blocks along properties, moving ``keys_to_move`` to the start of the
+        property names; see :func:`metatensor_dask.keys_to_properties`."""
+        from .operations.keys_to import keys_to_properties
+
+        return keys_to_properties(
+            self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples
+        )
+
+    def components_to_properties(self, dimensions: str | Sequence[str]) -> TensorMap:
+        """Move component dimensions to the properties; see
+        :func:`metatensor_dask.components_to_properties`."""
+        from .operations.keys_to import components_to_properties
+
+        return components_to_properties(self, dimensions)
+
     # -- copies -----------------------------------------------------------------------
 
     def copy(self, deep: bool = True) -> TensorMap:
         """A new map (``deep`` copies numpy arrays; dask arrays are always shared)."""
-        return TensorMap._trusted(self._keys, [b.copy(deep)._as_view() for b in self._blocks], self._info)
+        blocks = [b.copy(deep)._as_view() for b in self._blocks]
+        return TensorMap._trusted(self._keys, blocks, self._info)
 
     def __copy__(self) -> TensorMap:
         return self.copy(deep=False)
@@ -272,6 +317,12 @@ class TensorMap(ArrayContainer):
         """A map with every block cast to ``dtype`` (the device is always cpu)."""
         blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
+
+    def to_zarr(self, store: Any, mode: str = "w-", **kwargs: Any) -> Any:
+        """Write this tensor to a Zarr store; see :func:`metatensor_dask.to_zarr`."""
+        from .io.zarr_write import to_zarr
+
+        return to_zarr(self, store, mode, **kwargs)
 
     # -- dask collection --------------------------------------------------------------
 
@@ -315,6 +366,54 @@ class TensorMap(ArrayContainer):
         from ._format import tensor_html
 
         return tensor_html(self)
+
+    # -- arithmetic (metatensor's operators; no reflected forms, as metatensor) ---------
+
+    def __eq__(self, other: object) -> bool:
+        from .operations import equal
+
+        return equal(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __add__(self, other: Any) -> TensorMap:
+        from .operations import add
+
+        return add(self, other)
+
+    def __sub__(self, other: Any) -> TensorMap:
+        from .operations import subtract
+
+        return subtract(self, other)
+
+    def __mul__(self, other: Any) -> TensorMap:
+        from .operations import multiply
+
+        return multiply(self, other)
+
+    def __matmul__(self, other: Any) -> TensorMap:
+        from .operations import dot
+
+        return dot(self, other)
+
+    def __truediv__(self, other: Any) -> TensorMap:
+        from .operations import divide
+
+        return divide(self, other)
+
+    def __pow__(self, other: Any) -> TensorMap:
+        from .operations import pow
+
+        return pow(self, other)
+
+    def __neg__(self) -> TensorMap:
+        from .operations import multiply
+
+        return multiply(self, -1)
+
+    def __pos__(self) -> TensorMap:
+        return self
 
     __hash__ = None  # type: ignore[assignment]
 

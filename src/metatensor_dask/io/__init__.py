@@ -3,5 +3,17 @@
 from __future__ import annotations
 
 from .convert import from_metatensor, to_metatensor
+from .mts import load, load_block, load_labels, save
+from .zarr_read import open_zarr
+from .zarr_write import to_zarr
 
-__all__ = ["from_metatensor", "to_metatensor"]
+__all__ = [
+    "from_metatensor",
+    "load",
+    "load_block",
+    "load_labels",
+    "open_zarr",
+    "save",
+    "to_metatensor",
+    "to_zarr",
+]

@@ -99,4 +99,6 @@ def to_metatensor(data: Any) -> Any:
         for key, value in computed.info().items():
             tensor.set_info(key, value)
         return tensor
-    raise TypeError(f"expected a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}")
+    raise TypeError(
+        f"expected a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}"
+    )

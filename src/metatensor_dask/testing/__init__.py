@@ -63,7 +63,7 @@ def assert_equal_to_metatensor(
     if isinstance(ours, TensorMap):
         assert converted.keys == theirs.keys, "keys differ"
         assert converted.info() == theirs.info(), "info differs"
-        pairs = zip(converted.blocks(), theirs.blocks())
+        pairs = zip(converted.blocks(), theirs.blocks(), strict=True)
     else:
         pairs = iter([(converted, theirs)])
     for mine, other in pairs:
@@ -73,7 +73,7 @@ def assert_equal_to_metatensor(
 def _assert_blocks(mine: Any, other: Any, rtol: float, atol: float) -> None:
     assert mine.samples == other.samples, "samples differ"
     assert len(mine.components) == len(other.components), "components differ"
-    for a, b in zip(mine.components, other.components):
+    for a, b in zip(mine.components, other.components, strict=True):
         assert a == b, "components differ"
     assert mine.properties == other.properties, "properties differ"
     assert mine.values.dtype == other.values.dtype, (mine.values.dtype, other.values.dtype)

@@ -1,0 +1,167 @@
+"""Selection, joining and reductions: metatensor-dask out of core against metatensor.
+
+Operations: ``sum_over_samples(t, "atom")``, ``slice(t, "samples", atom < 5)`` and
+``join([t, t], "samples", add_dimension="copy")``, on featomic-like data (float64
+values ``(n, 180)``, a ``positions`` gradient of 36 rows per sample with an ``xyz``
+component, a ``strain`` gradient ``(n, 3, 3, 180)``; gradients are ~99% of the bytes).
+
+* metatensor: ``load`` the ``.mts`` file, then the operation in memory (timed);
+* metatensor-dask: ``open_zarr -> operation -> to_zarr``, store to store (timed).
+
+Each library runs in its own Python process; before each operation the peak resident
+memory counter is reset (``/proc/self/clear_refs``), so the reported peak (``VmHWM``)
+is that of the operation (for metatensor it includes the loaded tensor, which the
+operation needs in memory). Sizes come from environment variables::
+
+    MTD_BENCH_MANIP_MIB=1024 MTD_BENCH_MANIP_CHUNK=16MiB \\
+        .venv/bin/python -m pytest benchmarks/bench_operations_manipulation.py \\
+        --benchmark-enable -s
+
+``MTD_BENCH_MANIP_MIB`` is the tensor size in MiB (default 8), ``MTD_BENCH_MANIP_CHUNK``
+the store's chunk size (default 16MiB). ``-s`` prints a summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+
+SIZE_MIB = float(os.environ.get("MTD_BENCH_MANIP_MIB", "8"))
+CHUNK_SIZE = os.environ.get("MTD_BENCH_MANIP_CHUNK", "16MiB")
+N_BLOCKS = 4
+N_PROPERTIES = 180
+ATOMS = 36
+ATOMS_PER_SYSTEM = 10
+_SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
+
+_RESULTS: dict[str, dict[str, dict[str, float]]] = {}
+
+
+def _featomic_like(n_samples: int, seed: int = 0) -> metatensor.TensorMap:
+    rng = np.random.default_rng(seed)
+    properties = metatensor.Labels.range("n", N_PROPERTIES)
+    blocks = []
+    for _ in range(N_BLOCKS):
+        system = np.arange(n_samples) // ATOMS_PER_SYSTEM
+        samples = np.stack([system, np.arange(n_samples) % ATOMS_PER_SYSTEM], axis=1)
+        block = metatensor.TensorBlock(
+            rng.normal(size=(n_samples, N_PROPERTIES)),
+            metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
+            [],
+            properties,
+        )
+        rows = np.repeat(np.arange(n_samples), ATOMS)
+        gradient_samples = np.stack(
+            [rows, rows // ATOMS_PER_SYSTEM, np.tile(np.arange(ATOMS), n_samples)], axis=1
+        )
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.normal(size=(len(rows), 3, N_PROPERTIES)),
+                metatensor.Labels(["sample", "system", "atom"], gradient_samples.astype(np.int32)),
+                [metatensor.Labels.range("xyz", 3)],
+                properties,
+            ),
+        )
+        block.add_gradient(
+            "strain",
+            metatensor.TensorBlock(
+                rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
+                metatensor.Labels.range("sample", n_samples),
+                [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
+                properties,
+            ),
+        )
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("center_type", N_BLOCKS), blocks)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    n_samples = max(int(SIZE_MIB * 2**20 / _SAMPLE_BYTES / N_BLOCKS), ATOMS_PER_SYSTEM)
+    tensor = _featomic_like(n_samples)
+    root = tmp_path_factory.mktemp("manipulation")
+    metatensor.save(str(root / "input.mts"), tensor)
+    with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):
+        mtd.from_metatensor(tensor).to_zarr(str(root / "input.zarr"))
+    return root
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+
+    library, root = sys.argv[1], sys.argv[2]
+
+    def peak_mib():
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmHWM")) / 1024
+
+    def reset_peak():
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+
+    if library == "metatensor":
+        import metatensor as m
+        tensor = m.load(f"{root}/input.mts")
+        run = lambda op: op(tensor)
+    else:
+        import metatensor_dask as m
+        counter = iter(range(100))
+        def run(op):
+            op(m.open_zarr(f"{root}/input.zarr")).to_zarr(f"{root}/out-{next(counter)}.zarr")
+    selection = m.Labels(["atom"], np.arange(5).reshape(-1, 1))
+    operations = {
+        "sum_over_samples": lambda t: m.sum_over_samples(t, "atom"),
+        "slice": lambda t: m.slice(t, "samples", selection),
+        "join": lambda t: m.join([t, t], "samples", add_dimension="copy"),
+    }
+    results = {}
+    for name, op in operations.items():
+        reset_peak()
+        start = time.perf_counter()
+        run(op)
+        results[name] = {"seconds": time.perf_counter() - start, "peak_mib": peak_mib()}
+    print(json.dumps(results))
+    """
+)
+
+
+def _run(library: str, root: Path) -> dict[str, dict[str, float]]:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, library, str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+@pytest.mark.parametrize("library", ["metatensor", "metatensor-dask"])
+def test_manipulation(benchmark, inputs, library):
+    results = benchmark.pedantic(lambda: _run(library, inputs), rounds=1, iterations=1)
+    assert set(results) == {"sum_over_samples", "slice", "join"}
+    _RESULTS[library] = results
+
+
+def teardown_module():
+    print(f"\nmanipulation and reductions, {SIZE_MIB:g} MiB, chunks {CHUNK_SIZE}")
+    print(f"  {'operation':<20} {'library':<16} {'time (s)':>9} {'peak RSS (MiB)':>15}")
+    for library, results in _RESULTS.items():
+        for name, figures in results.items():
+            print(
+                f"  {name:<20} {library:<16} {figures['seconds']:9.3f} {figures['peak_mib']:15.0f}"
+            )

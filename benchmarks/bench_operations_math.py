@@ -1,0 +1,194 @@
+"""Element-wise operations: metatensor-dask against metatensor and plain dask.
+
+Two measurements (disabled in CI, like every benchmark; run with ``--benchmark-enable``):
+
+* store to store: ``open_zarr -> multiply / pow / add -> to_zarr`` on featomic-like
+  data (float64 values ``(n, 180)``, a ``positions`` gradient of 36 rows per sample,
+  a ``strain`` gradient ``(n, 3, 3, 180)``), against the same op with metatensor on
+  the data in memory, and plain ``dask.array`` ``from_zarr -> op -> to_zarr`` on the
+  same arrays (what DESIGN §7 compares throughput with);
+* 1,000 tiny blocks (values ``(10, 3, 4)``, a gradient ``(30, 3, 3, 4)``):
+  ``multiply(t, t)``, graph building + compute, against metatensor.
+
+Sizes come from environment variables::
+
+    MTD_BENCH_OPS_MIB=2048 MTD_BENCH_OPS_CHUNK=64MiB \\
+        .venv/bin/python -m pytest benchmarks/bench_operations_math.py --benchmark-enable -s
+
+``MTD_BENCH_OPS_MIB`` is the tensor size in MiB (default 32), ``MTD_BENCH_OPS_CHUNK``
+the chunk size of the store (default 16MiB). ``-s`` prints a summary table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dask
+import dask.array as da
+import metatensor
+import numpy as np
+import pytest
+import zarr
+
+import metatensor_dask as mtd
+
+SIZE_MIB = float(os.environ.get("MTD_BENCH_OPS_MIB", "32"))
+CHUNK_SIZE = os.environ.get("MTD_BENCH_OPS_CHUNK", "16MiB")
+N_BLOCKS = 2
+N_PROPERTIES = 180
+ATOMS = 36
+_SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
+_RESULTS: dict[str, float] = {}
+
+OPERATIONS = {
+    "multiply": (
+        lambda t: mtd.multiply(t, t),
+        lambda t: metatensor.multiply(t, t),
+        lambda a: a * a,
+    ),
+    "pow": (lambda t: mtd.pow(t, 2), lambda t: metatensor.pow(t, 2), lambda a: a**2),
+    "add": (lambda t: mtd.add(t, t), lambda t: metatensor.add(t, t), lambda a: a + a),
+}
+
+
+def _featomic_like(n_samples: int, seed: int = 0) -> metatensor.TensorMap:
+    rng = np.random.default_rng(seed)
+    properties = metatensor.Labels.range("n", N_PROPERTIES)
+    blocks = []
+    for _ in range(N_BLOCKS):
+        samples = np.stack([np.arange(n_samples) // 10, np.arange(n_samples) % 10], axis=1)
+        block = metatensor.TensorBlock(
+            rng.normal(size=(n_samples, N_PROPERTIES)),
+            metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
+            [],
+            properties,
+        )
+        rows = np.repeat(np.arange(n_samples), ATOMS)
+        gradient_samples = np.stack(
+            [rows, rows // 10, np.tile(np.arange(ATOMS), n_samples)], axis=1
+        )
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.normal(size=(len(rows), 3, N_PROPERTIES)),
+                metatensor.Labels(["sample", "system", "atom"], gradient_samples.astype(np.int32)),
+                [metatensor.Labels.range("xyz", 3)],
+                properties,
+            ),
+        )
+        block.add_gradient(
+            "strain",
+            metatensor.TensorBlock(
+                rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
+                metatensor.Labels.range("sample", n_samples),
+                [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
+                properties,
+            ),
+        )
+        blocks.append(block)
+    keys = metatensor.Labels.range("center_type", N_BLOCKS)
+    return metatensor.TensorMap(keys, blocks)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    n_samples = max(int(SIZE_MIB * 2**20 / _SAMPLE_BYTES / N_BLOCKS), 1)
+    theirs = _featomic_like(n_samples)
+    root = tmp_path_factory.mktemp("ops")
+    with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):
+        mtd.from_metatensor(theirs).to_zarr(str(root / "input.zarr"))
+    return theirs, root
+
+
+def _timed(label: str, function) -> float:
+    start = time.perf_counter()
+    function()
+    _RESULTS[label] = time.perf_counter() - start
+    return _RESULTS[label]
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_store_to_store(benchmark, stores, name):
+    theirs, root = stores
+    ours, eager, plain = OPERATIONS[name]
+    counter = iter(range(10**6))
+
+    def run():
+        output = str(root / f"{name}-{next(counter)}.zarr")
+        ours(mtd.open_zarr(str(root / "input.zarr"))).to_zarr(output)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    _RESULTS[f"{name}: metatensor-dask store->store"] = benchmark.stats.stats.mean
+    _timed(f"{name}: metatensor in memory (op only)", lambda: eager(theirs))
+
+    def plain_dask():
+        group = zarr.open_group(str(root / "input.zarr"), mode="r")
+        arrays = []
+        for path in _array_paths(group):
+            source = da.from_zarr(group[path])
+            target = str(root / f"plain-{name}-{next(counter)}.zarr")
+            arrays.append(plain(source).to_zarr(target, compute=False))
+        dask.compute(*arrays)
+
+    _timed(f"{name}: plain dask zarr->op->zarr", plain_dask)
+
+
+def _array_paths(group) -> list[str]:
+    """Paths of the values arrays (values and gradients) in a store."""
+    paths = []
+
+    def visit(node, prefix):
+        for key, child in node.members():
+            path = f"{prefix}{key}"
+            if isinstance(child, zarr.Array):
+                if key == "values":
+                    paths.append(path)
+            else:
+                visit(child, path + "/")
+
+    visit(group, "")
+    return paths
+
+
+def _tiny(n_blocks: int = 1000) -> metatensor.TensorMap:
+    rng = np.random.default_rng(0)
+    blocks = []
+    for _ in range(n_blocks):
+        block = metatensor.TensorBlock(
+            rng.random((10, 3, 4)),
+            metatensor.Labels.range("s", 10),
+            [metatensor.Labels.range("c", 3)],
+            metatensor.Labels.range("p", 4),
+        )
+        samples = np.stack([np.repeat(np.arange(10), 3), np.tile(np.arange(3), 10)], axis=1)
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.random((30, 3, 3, 4)),
+                metatensor.Labels(["sample", "atom"], samples.astype(np.int32)),
+                [metatensor.Labels.range("xyz", 3), metatensor.Labels.range("c", 3)],
+                metatensor.Labels.range("p", 4),
+            ),
+        )
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("k", n_blocks), blocks)
+
+
+def test_tiny_blocks_multiply(benchmark):
+    theirs = _tiny()
+    ours = mtd.from_metatensor(theirs)
+    benchmark.pedantic(lambda: mtd.multiply(ours, ours).compute(), rounds=5, iterations=1)
+    _RESULTS["1000 tiny blocks: metatensor-dask multiply build+compute"] = benchmark.stats.stats.min
+    _timed("1000 tiny blocks: metatensor-dask build only", lambda: mtd.multiply(ours, ours))
+    best = min(
+        _timed("1000 tiny blocks: metatensor multiply", lambda: metatensor.multiply(theirs, theirs))
+        for _ in range(5)
+    )
+    _RESULTS["1000 tiny blocks: metatensor multiply"] = best
+
+
+def teardown_module():
+    print(f"\nelement-wise operations, {SIZE_MIB:g} MiB, chunks {CHUNK_SIZE}")
+    for label, seconds in _RESULTS.items():
+        print(f"  {label:<60} {seconds:8.3f} s")

@@ -1,0 +1,423 @@
+"""The ``metatensor-dask`` command line (also ``python -m metatensor_dask``).
+
+Commands: ``info``, ``convert``, ``run``, ``apply``, ``submit``, ``verify`` and ``demo``;
+``metatensor-dask COMMAND --help`` describes each. Exit codes: 0 on success, 1 when the
+work failed (the message says why and what to do), 2 for a wrong command line.
+Progress and messages go to standard error; results (``info``, the job id of ``submit``)
+to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import yaml
+
+from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+
+__all__ = ["main"]
+
+PROG = "metatensor-dask"
+# failures reported as one message, without a traceback (--traceback shows it)
+_USER_ERRORS = (MetatensorDaskError, MetatensorError, NotEqualError, OSError, ValueError, TypeError)
+
+
+class UsageError(Exception):
+    """A wrong command line, detected after parsing: exit code 2 with the usage."""
+
+
+# -- shared options -----------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _chunks(text: str) -> int | str:
+    """``--chunks``: rows per chunk, or a size such as 64MiB."""
+    if text.isdigit():
+        return _positive(text)
+    try:
+        dask.utils.parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of rows or a size such as 64MiB, got '{text}'"
+        ) from None
+    return text
+
+
+def _size(text: str) -> str:
+    try:
+        dask.utils.parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB or 500MB, got '{text}'") from None
+    return text
+
+
+def _cluster_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("where to compute")
+    group.add_argument(
+        "--cluster",
+        metavar="WHERE",
+        help="'threads' (default: threads in this process), 'local' (a distributed "
+        "LocalCluster with memory limits and spilling), 'slurm' (dask-jobqueue's "
+        "SLURMCluster, configured by the jobqueue.slurm.* dask settings) or the address "
+        "of a running scheduler (tcp://host:8786)",
+    )
+    group.add_argument("--workers", "-w", type=_positive, metavar="N", help="threads, or LocalCluster worker processes")
+    group.add_argument("--jobs", "-j", type=_positive, metavar="N", help="SLURM jobs of workers (--cluster slurm)")
+    group.add_argument(
+        "--memory-limit", type=_size, metavar="SIZE",
+        help="memory of one worker (local) or one job (slurm), e.g. 4GiB",
+    )
+    return parent
+
+
+def _quiet_option() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    return parent
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    from .cluster import ClusterError, check_options
+
+    try:
+        check_options(args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit)
+    except ClusterError as error:
+        raise UsageError(str(error)) from None
+
+
+def _execution(args: argparse.Namespace) -> Any:
+    from .cluster import execution
+
+    return execution(args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit)
+
+
+def _compute(collection: Any, client: Any, quiet: bool) -> Any:
+    from .progress import compute
+
+    return compute(collection, client=client, quiet=quiet)
+
+
+def _chunk_count(tensor: Any) -> int:
+    return sum(array.npartitions for array in tensor._lazy_arrays())
+
+
+def _nbytes(tensor: Any) -> int:
+    return sum(int(array.nbytes) for array in tensor._arrays())
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .pipeline import is_metatensor_file
+
+    if is_metatensor_file(args.store):
+        from .inspection import describe_file
+
+        report = describe_file(args.store)
+    else:
+        from .inspection import describe_store
+
+        report = describe_store(args.store)
+    if args.json:
+        import json
+
+        from .inspection import report_dict
+
+        print(json.dumps(report_dict(report), indent=2))
+    else:
+        from .inspection import format_report
+
+        print(format_report(report, args.max_blocks))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .pipeline import is_metatensor_file, open_tensor
+    from .progress import Reporter
+
+    reporter = Reporter(args.quiet)
+    to_file = is_metatensor_file(args.destination)
+    if to_file and not args.destination.endswith(".mts"):
+        raise UsageError("metatensor files are written as .mts (metatensor's format): rename DST")
+    if to_file and args.shard_chunks is not None:
+        raise UsageError("--shard-chunks applies to Zarr destinations, not .mts files")
+    if not args.overwrite and "://" not in args.destination and os.path.exists(args.destination):
+        raise MetatensorDaskError(
+            f"{args.destination} already exists: delete it, choose another destination, or "
+            "pass --overwrite"
+        )
+    settings = {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
+    with dask.config.set(settings), _execution(args) as where:
+        tensor = open_tensor(args.source, chunks=args.chunks)
+        reporter.step(f"converting {args.source} -> {args.destination} on {where.description}")
+        if to_file:
+            import metatensor_dask as mtd
+
+            mtd.save(args.destination, tensor)
+        else:
+            mode = "w" if args.overwrite else "w-"
+            _compute(tensor.to_zarr(args.destination, mode=mode, compute=False), where.client, args.quiet)
+    reporter.summary(f"wrote {args.destination}", nbytes=_nbytes(tensor), chunks=_chunk_count(tensor))
+    return 0
+
+
+def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    from .progress import Reporter
+
+    reporter = Reporter(args.quiet)
+    pipeline.check_paths(resume=args.resume)
+    resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
+    with _execution(args) as where:
+        result = pipeline.build()
+        reporter.step(
+            f"{'resuming' if resuming else 'writing'} {pipeline.output} "
+            f"({len(pipeline.steps)} steps) on {where.description}"
+        )
+        _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+    done = "finished" if resuming else "wrote"
+    reporter.summary(f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    return _run_pipeline(Pipeline.from_file(args.pipeline), args)
+
+
+def _parse_arg(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
+    try:
+        return name, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return name, value
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    arguments = dict(_parse_arg(text) for text in args.arg)
+    return _run_pipeline(Pipeline.single(args.operation, args.inputs, args.output, arguments), args)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .batch import BatchJob, submit
+    from .pipeline import Pipeline
+
+    Pipeline.from_file(args.pipeline)  # refuse a broken pipeline before it waits in a queue
+    job = BatchJob(
+        args.pipeline,
+        resume=args.resume,
+        requeue=args.requeue,
+        cpus=args.cpus,
+        memory=args.mem,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        workers=args.workers,
+        memory_limit=args.memory_limit,
+        job_name=args.job_name,
+        log=args.log,
+        sbatch_options=args.sbatch_option,
+    )
+    if args.dry_run:
+        print(job.script(), end="")
+        return 0
+    job_id, script = submit(job, args.script)
+    if not args.quiet:
+        print(f"submitted {script} as SLURM job {job_id}", file=sys.stderr)
+    print(job_id)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .inspection import verify_store
+    from .progress import Reporter
+
+    reporter = Reporter(args.quiet)
+    with _execution(args) as where:
+        result = verify_store(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
+    for problem in result.problems:
+        print(f"{PROG} verify: {args.store}: {problem}", file=sys.stderr)
+    if not result.ok:
+        reporter.step(f"{len(result.problems)} problem(s) found in {args.store}")
+        return 1
+    reporter.summary(
+        f"{args.store} is complete and intact ({result.arrays} arrays, checksums verified)",
+        nbytes=result.nbytes,
+        chunks=result.regions,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    with _execution(args) as where:
+        return run_demo(args.workdir, size=args.size, where=where, quiet=args.quiet)
+
+
+# -- the parser ---------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect, convert and process metatensor tensors stored in Zarr, "
+        "out of core, on threads, a LocalCluster or SLURM.",
+        epilog="Settings (chunk size, codecs, progress) come from dask's configuration, "
+        "namespace metatensor_dask; see docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    cluster, quiet = _cluster_options(), _quiet_option()
+
+    info = commands.add_parser(
+        "info", help="show a store's keys, blocks, shapes, chunks and bytes (reads no values)",
+        description="Show what a Zarr store (or a .mts/.npz file) holds: keys, blocks, "
+        "shapes, dtypes, chunks, gradients, bytes in memory and on disk, and whether "
+        "its write completed. No values or sample labels are read.",
+    )
+    info.add_argument("store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file")
+    info.add_argument("--max-blocks", type=int, default=20, metavar="N", help="blocks listed (-1: all; default 20)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_info, parser=info)
+
+    convert = commands.add_parser(
+        "convert", parents=[cluster, quiet], help="convert between .mts/.npz files and Zarr stores",
+        description="Convert a metatensor file (.mts/.npz) to a Zarr store, a store to a "
+        "file, or a store to a store with other chunks. Data are streamed chunk by chunk.",
+    )
+    convert.add_argument("source", metavar="SRC", help="Zarr store or .mts/.npz file to read")
+    convert.add_argument("destination", metavar="DST", help="Zarr store or .mts/.npz file to write")
+    convert.add_argument(
+        "--chunks", type=_chunks, metavar="ROWS|SIZE",
+        help="value rows per chunk, or the target size of a block's largest chunk (e.g. 64MiB)",
+    )
+    convert.add_argument("--shard-chunks", type=_positive, metavar="N", help="chunks per Zarr shard")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.set_defaults(func=_convert, parser=convert)
+
+    resumable = argparse.ArgumentParser(add_help=False)
+    resumable.add_argument(
+        "--resume", action="store_true",
+        help="finish an interrupted run: keep what it wrote, compute only the rest",
+    )
+    run = commands.add_parser(
+        "run", parents=[cluster, resumable, quiet], help="run a YAML pipeline of operations",
+        description="Run a pipeline file: input stores, a sequence of operations, an output "
+        "Zarr store. See docs/cli.md for the file format.",
+    )
+    run.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    run.set_defaults(func=_run, parser=run)
+
+    apply = commands.add_parser(
+        "apply", parents=[cluster, resumable, quiet], help="apply one operation to stores",
+        description="Apply one operation of metatensor_dask.operations to input stores and "
+        "write the result, e.g. `apply pow spectrum.zarr --arg B=2 -o squared.zarr`.",
+    )
+    apply.add_argument("operation", metavar="OP", help="operation name (multiply, pow, sum_over_samples, ...)")
+    apply.add_argument("inputs", nargs="+", metavar="INPUT", help="input stores, passed as the first arguments")
+    apply.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="Zarr store to write")
+    apply.add_argument(
+        "--arg", action="append", default=[], metavar="NAME=VALUE",
+        help="keyword argument of the operation, value in YAML (e.g. B=2, sample_names=[atom])",
+    )
+    apply.set_defaults(func=_apply, parser=apply)
+
+    submit = commands.add_parser(
+        "submit", parents=[resumable, quiet], help="submit a pipeline as a SLURM batch job",
+        description="Write an sbatch script running `run PIPELINE --cluster local` in the "
+        "job's allocation (a LocalCluster sized from SLURM_CPUS_ON_NODE and "
+        "SLURM_MEM_PER_NODE), submit it, and print the job id.",
+    )
+    submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    submit.add_argument("--requeue", action="store_true", help="let SLURM requeue the job; every start resumes")
+    submit.add_argument("--cpus", type=_positive, metavar="N", help="sbatch --cpus-per-task")
+    submit.add_argument("--mem", metavar="SIZE", help="sbatch --mem (e.g. 16G)")
+    submit.add_argument("--time", metavar="TIME", help="sbatch --time (e.g. 02:00:00)")
+    submit.add_argument("--partition", metavar="NAME", help="sbatch --partition")
+    submit.add_argument("--account", metavar="NAME", help="sbatch --account")
+    submit.add_argument("--job-name", default="metatensor-dask", metavar="NAME", help="sbatch --job-name")
+    submit.add_argument("--log", metavar="PATH", help="sbatch --output (default: next to the pipeline)")
+    submit.add_argument(
+        "--sbatch-option", action="append", default=[], metavar="OPTION",
+        help="another sbatch option, e.g. --sbatch-option=--qos=long (repeatable)",
+    )
+    submit.add_argument("--workers", type=_positive, metavar="N", help="LocalCluster workers in the job")
+    submit.add_argument("--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job")
+    submit.add_argument("--script", metavar="PATH", help="where to write the sbatch script")
+    submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    submit.set_defaults(func=_submit, parser=submit)
+
+    verify = commands.add_parser(
+        "verify", parents=[cluster, quiet], help="check that a store is complete and intact",
+        description="Read every chunk of every array of a store (Zarr checks each chunk's "
+        "crc32c checksum), check its metadata and labels, and exit with 1 when anything "
+        "is wrong.",
+    )
+    verify.add_argument("store", metavar="STORE", help="Zarr store (directory or URL)")
+    verify.set_defaults(func=_verify, parser=verify)
+
+    demo = commands.add_parser(
+        "demo", parents=[cluster, quiet], help="the end-to-end demonstration (no setup needed)",
+        description="Convert the tutorial data and a generated featomic-like tensor to Zarr, "
+        "run a pipeline with gradients (pow, multiply, sum_over_samples) with progress, "
+        "check the result against plain numpy, and print a summary.",
+    )
+    demo.add_argument("--workdir", default="metatensor-dask-demo", metavar="DIR", help="where the stores go")
+    demo.add_argument("--size", type=_size, default="256MiB", metavar="SIZE", help="size of the generated tensor")
+    demo.set_defaults(func=_demo, parser=demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if hasattr(args, "cluster"):
+            _check_cluster_options(args)
+        return args.func(args)
+    except UsageError as error:
+        args.parser.error(str(error))  # exits with 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`metatensor-dask info ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except _USER_ERRORS as error:
+        if args.traceback:
+            raise
+        print(f"{PROG} {args.command}: error: {_message(error)}", file=sys.stderr)
+        return 1
+    return 2  # not reached: error() exits
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    return str(error) or type(error).__name__

@@ -1,0 +1,414 @@
+"""Looking into a stored tensor: what it holds (``info``) and whether it is intact (``verify``).
+
+Both work from the store's metadata documents (the root ``zarr.json`` holds every node's
+metadata), so that ``info`` reads no values and no labels, and ``verify`` can report a
+damaged store that :func:`metatensor_dask.open_zarr` would refuse to open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+from dask.utils import format_bytes
+from zarr.core.sync import sync
+
+from .errors import MetatensorDaskError
+from .io import zarr_layout as layout
+from .io.zarr_store import ArrayRef, get_many, list_prefix, open_store
+
+__all__ = [
+    "ArrayReport",
+    "StoreReport",
+    "describe_file",
+    "describe_store",
+    "format_report",
+    "report_dict",
+    "verify_store",
+]
+
+
+@dataclass
+class ArrayReport:
+    """One stored array: ``name`` is ``values`` or a gradient path such as ``positions``."""
+
+    path: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunk_rows: int
+    write_rows: int
+    nbytes: int
+    stored: int | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_rows) if self.shape and self.shape[0] else 0
+
+
+@dataclass
+class StoreReport:
+    """What ``metatensor-dask info`` shows."""
+
+    location: str
+    format: int
+    complete: bool
+    key_names: list[str]
+    keys: np.ndarray | None
+    sample_names: list[str]
+    component_names: list[str]
+    property_names: list[str]
+    gradients: list[str]
+    info: dict[str, str]
+    blocks: list[list[ArrayReport]] = field(default_factory=list)
+    stored: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for block in self.blocks for a in block)
+
+
+def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    (raw,) = get_many(store, ["zarr.json"])
+    attributes, nodes = layout.parse_root(raw, str(store))
+    if nodes is None:
+        raise MetatensorDaskError(
+            f"{store} has no consolidated metadata in its root 'zarr.json': it was not "
+            "written by metatensor-dask, or its write stopped before the metadata was stored"
+        )
+    return store, attributes, nodes
+
+
+def _values_arrays(block: layout.BlockLayout, name: str) -> list[tuple[str, layout.ArrayInfo]]:
+    arrays = [(name, block.values)]
+    for parameter, gradient in block.gradients.items():
+        child = parameter if name == "values" else f"{name}/{parameter}"
+        arrays.extend(_values_arrays(gradient, child))
+    return arrays
+
+
+def _stored_sizes(store: Any, prefixes: list[str]) -> list[int | None]:
+    async def size(prefix: str) -> int | None:
+        try:
+            return await store.getsize_prefix(prefix)
+        except (NotImplementedError, OSError):
+            return None
+
+    async def sizes() -> list[int | None]:
+        return list(await asyncio.gather(*(size(p) for p in prefixes)))
+
+    return sync(sizes())
+
+
+def _load_keys(store: Any, info: layout.ArrayInfo) -> np.ndarray:
+    ref = ArrayRef(store, info.path, info.document)
+    if 0 in info.shape:
+        return np.empty(info.shape, dtype=np.int32)
+    return np.asarray(ref.array()[...])
+
+
+def describe_store(location: Any, storage_options: dict[str, Any] | None = None) -> StoreReport:
+    """Summarise the tensor stored at ``location`` from its metadata (and its keys).
+
+    No values and no sample labels are read; bytes on disk are the sizes of the stored
+    objects under each array, where the store can tell them.
+    """
+    store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
+    ours = attributes[layout.ATTRIBUTE]
+    parsed = layout.parse_layout(attributes, nodes, str(location))
+    blocks = []
+    for block in parsed.blocks:
+        blocks.append(
+            [
+                ArrayReport(
+                    info.path,
+                    name,
+                    info.shape,
+                    str(info.dtype),
+                    info.chunk_rows,
+                    info.write_rows,
+                    int(np.prod(info.shape, dtype=np.int64)) * info.dtype.itemsize,
+                )
+                for name, info in _values_arrays(block, "values")
+            ]
+        )
+    flat = [a for block in blocks for a in block]
+    for report, size in zip(flat, _stored_sizes(store, [f"{a.path}/" for a in flat])):
+        report.stored = size
+    (total,) = _stored_sizes(store, [""])
+    first = parsed.blocks[0] if parsed.blocks else None
+    return StoreReport(
+        location=str(location),
+        format=int(ours["format"]),
+        complete=bool(ours.get("complete")),
+        key_names=parsed.keys.names,
+        keys=_load_keys(store, parsed.keys),
+        sample_names=first.samples.names if first else [],
+        component_names=[c.names[0] for c in first.components] if first else [],
+        property_names=first.properties.names if first and first.properties else [],
+        gradients=[name for name, _ in _values_arrays(first, "values")][1:] if first else [],
+        info=parsed.info,
+        blocks=blocks,
+        stored=total,
+    )
+
+
+def describe_file(path: str) -> StoreReport:
+    """Summarise a metatensor file (``.mts``/``.npz``): labels are read, values are not."""
+    import os
+
+    from .io import load
+
+    tensor = load(path)
+    blocks = []
+    for i, block in enumerate(tensor.blocks()):
+        arrays = [("values", block)]
+        arrays += [(name, gradient) for name, gradient in _gradients(block, "")]
+        reports = []
+        for name, part in arrays:
+            values = part.values
+            rows = values.chunks[0][0] if values.chunks[0] else 0
+            reports.append(
+                ArrayReport(f"blocks/{i}/{name}", name, values.shape, str(values.dtype), rows, rows, int(values.nbytes))
+            )
+        blocks.append(reports)
+    first = tensor.block(0) if len(tensor.keys) else None
+    return StoreReport(
+        location=path,
+        format=0,
+        complete=True,
+        key_names=tensor.keys.names,
+        keys=tensor.keys.values,
+        sample_names=first.samples.names if first else [],
+        component_names=[c.names[0] for c in first.components] if first else [],
+        property_names=first.properties.names if first else [],
+        gradients=[name for name, _ in _gradients(first, "")] if first else [],
+        info=tensor.info(),
+        blocks=blocks,
+        stored=os.path.getsize(path),
+    )
+
+
+def _gradients(block: Any, prefix: str) -> list[tuple[str, Any]]:
+    found = []
+    for parameter, gradient in block.gradients():
+        name = f"{prefix}{parameter}"
+        found.append((name, gradient))
+        found.extend(_gradients(gradient, f"{name}/"))
+    return found
+
+
+def report_dict(report: StoreReport) -> dict[str, Any]:
+    """``report`` as JSON-compatible data (``info --json``)."""
+    data = dataclasses.asdict(report)
+    data["keys"] = None if report.keys is None else report.keys.tolist()
+    data["nbytes"] = report.nbytes
+    for block in data["blocks"]:
+        for array in block:
+            array["shape"] = list(array["shape"])
+    return data
+
+
+def _bytes(n: int | None) -> str:
+    return "?" if n is None else format_bytes(n)
+
+
+def format_report(report: StoreReport, max_blocks: int = 20) -> str:
+    """The text of ``metatensor-dask info``: a header, then one line per array."""
+    version = f"format {report.format}" if report.format else "metatensor file"
+    state = "complete" if report.complete else (
+        "INCOMPLETE: a write did not finish; finish it with --resume (run) or "
+        "to_zarr(..., resume=True)"
+    )
+    lines = [
+        f"store:       {report.location} ({version}, {state})",
+        f"keys:        {len(report.blocks)} blocks, names [{', '.join(report.key_names)}]",
+        f"samples:     [{', '.join(report.sample_names)}]",
+        f"components:  [{', '.join(report.component_names)}]",
+        f"properties:  [{', '.join(report.property_names)}]",
+        f"gradients:   [{', '.join(report.gradients)}]",
+        f"bytes:       {_bytes(report.nbytes)} in memory, {_bytes(report.stored)} on disk",
+    ]
+    if report.info:
+        lines.append("info:        " + ", ".join(f"{k}={v}" for k, v in report.info.items()))
+    header = ("block", "key", "array", "shape", "dtype", "chunks", "memory", "disk")
+    rows = []
+    shown = report.blocks if max_blocks < 0 else report.blocks[:max_blocks]
+    for i, block in enumerate(shown):
+        key = "" if report.keys is None else " ".join(str(v) for v in report.keys[i])
+        for j, array in enumerate(block):
+            chunks = f"{array.n_chunks} x {array.chunk_rows} rows"
+            if array.write_rows != array.chunk_rows:
+                chunks += f" (shards of {array.write_rows})"
+            first = (str(i), key) if j == 0 else ("", "")
+            rows.append(
+                (*first, array.name, str(array.shape), array.dtype, chunks,
+                 _bytes(array.nbytes), _bytes(array.stored))
+            )
+    if rows:
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        lines.append("")
+        for row in [header, *rows]:
+            lines.append("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+    if len(shown) < len(report.blocks):
+        lines.append(f"... and {len(report.blocks) - len(shown)} more blocks (--max-blocks -1 shows all)")
+    return "\n".join(lines)
+
+
+# -- verify -----------------------------------------------------------------------------------
+
+#: target bytes read by one verification task
+_TASK_BYTES = 64 * 2**20
+
+
+def _regions(info: layout.ArrayInfo) -> list[tuple[slice, ...]]:
+    """Every write unit (shard, or chunk when unsharded) of an array, along rows."""
+    if not info.shape or 0 in info.shape:
+        return []
+    step = max(info.write_rows, 1)
+    rest = tuple(slice(0, n) for n in info.shape[1:])
+    return [(slice(start, min(start + step, info.shape[0])), *rest) for start in range(0, info.shape[0], step)]
+
+
+def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...]]]) -> tuple[int, list[str]]:
+    """A task: read each region (zarr checks every chunk's checksum); bytes read, problems."""
+    total, problems = 0, []
+    for ref, region in items:
+        try:
+            total += np.asarray(ref.array()[region]).nbytes
+        except Exception as error:  # any failure to decode is a finding, not a crash
+            rows = f"{region[0].start}:{region[0].stop}"
+            problems.append(f"{ref.path}: rows {rows} cannot be read: {type(error).__name__}: {error}")
+    return total, problems
+
+
+def _check_labels(items: list[tuple[str, ArrayRef, ArrayRef | None, int]]) -> list[str]:
+    """A task: gradient ``sample`` columns index their parent's rows, agree with the row
+    pointer, and every Labels array has unique entries."""
+    problems = []
+    for path, samples, pointer, parent_rows in items:
+        values = np.asarray(samples.array()[...]) if samples.document["shape"][0] else None
+        if values is None:
+            continue
+        if len(np.unique(values, axis=0)) != len(values):
+            problems.append(f"{samples.path}: the Labels have repeated entries")
+        if parent_rows < 0:
+            continue
+        column = values[:, 0]
+        if column.min() < 0 or column.max() >= parent_rows:
+            problems.append(
+                f"{samples.path}: 'sample' values must be in [0, {parent_rows}), got "
+                f"[{column.min()}, {column.max()}]"
+            )
+        if pointer is not None:
+            stored = np.asarray(pointer.array()[...])
+            expected = np.searchsorted(column, np.arange(parent_rows + 1), side="left")
+            if np.any(column[1:] < column[:-1]) or not np.array_equal(stored, expected):
+                problems.append(f"{pointer.path}: the row pointer does not match the gradient samples of {path}")
+    return problems
+
+
+def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, list[str]]:
+    total = sum(n for n, _ in results)
+    problems = [p for _, found in results for p in found]
+    problems += [p for found in label_problems for p in found]
+    return total, problems
+
+
+@dataclass
+class Verification:
+    """Result of :func:`verify_store`."""
+
+    location: str
+    problems: list[str]
+    arrays: int = 0
+    regions: int = 0
+    nbytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _labels_checks(store: Any, parsed: layout.TensorLayout) -> list[tuple[str, ArrayRef, ArrayRef | None, int]]:
+    def ref(info: layout.ArrayInfo) -> ArrayRef:
+        return ArrayRef(store, info.path, info.document)
+
+    checks = [("keys", ref(parsed.keys), None, -1)]
+
+    def visit(block: layout.BlockLayout, parent_rows: int) -> None:
+        checks.append((block.prefix, ref(block.samples), block.row_pointer and ref(block.row_pointer), parent_rows))
+        for info in block.components:
+            checks.append((info.path, ref(info), None, -1))
+        if block.properties is not None:
+            checks.append((block.properties.path, ref(block.properties), None, -1))
+        for gradient in block.gradients.values():
+            visit(gradient, block.values.shape[0])
+
+    for block in parsed.blocks:
+        visit(block, -1)
+    return checks
+
+
+def verify_store(
+    location: Any,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    compute: Any = None,
+) -> Verification:
+    """Check that the store at ``location`` is complete and intact.
+
+    Reads every chunk of every array (zarr verifies each chunk's ``crc32c`` checksum when
+    the store has one), checks the metadata against itself, and checks that the labels
+    are unique and that gradient ``sample`` columns and row pointers index the parent's
+    rows.
+
+    Parameters
+    ----------
+    location
+        The store (path, URL or zarr store).
+    storage_options
+        For fsspec URLs.
+    compute
+        ``compute(collection)`` runs the reading tasks (default: :func:`dask.compute`);
+        the command line passes one that shows progress on a cluster.
+    """
+    compute = compute or (lambda collection: dask.compute(collection)[0])
+    where = str(location)
+    try:
+        store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
+        parsed = layout.parse_layout(attributes, nodes, where)
+    except MetatensorDaskError as error:
+        return Verification(where, [str(error)])
+    problems = []
+    if not attributes[layout.ATTRIBUTE].get("complete"):
+        recorded = len(list_prefix(store, layout.PROGRESS_PREFIX))
+        problems.append(
+            f"the store is incomplete: a write stopped before the end ({recorded} chunks "
+            "recorded); finish it with `metatensor-dask run --resume` or "
+            "`to_zarr(..., resume=True)`"
+        )
+    infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
+    batches: list[list[tuple[ArrayRef, tuple[slice, ...]]]] = [[]]
+    size = 0
+    regions = 0
+    for info in infos:
+        ref = ArrayRef(store, info.path, info.document)
+        unit = int(np.prod(info.shape[1:], dtype=np.int64)) * info.dtype.itemsize * max(info.write_rows, 1)
+        for region in _regions(info):
+            if size + unit > _TASK_BYTES and batches[-1]:
+                batches.append([])
+                size = 0
+            batches[-1].append((ref, region))
+            size += unit
+            regions += 1
+    reads = [dask.delayed(_read_regions, pure=True)(batch) for batch in batches if batch]
+    labels = _labels_checks(store, parsed)
+    label_tasks = [dask.delayed(_check_labels, pure=True)(labels[i : i + 64]) for i in range(0, len(labels), 64)]
+    nbytes, found = compute(dask.delayed(_merge, pure=True)(reads, label_tasks))
+    return Verification(where, problems + found, len(infos), regions, nbytes)
+

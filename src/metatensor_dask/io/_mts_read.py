@@ -1,0 +1,418 @@
+"""Reading metatensor files lazily: the archive's directory and Labels now, values in
+dask tasks that each read one chunk at its offset.
+
+Errors are worded as metatensor's (``unable to load <what> from '<path>': <problem>``)
+with the remedy added where there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.highlevelgraph import HighLevelGraph
+from dask.utils import parse_bytes
+
+from .. import config
+from .._partition import gradient_row_chunks, row_pointer
+from ..block import TensorBlock
+from ..errors import MetatensorDaskError, MetatensorError, format_error
+from ..labels import Labels
+from . import _npy, _zip
+
+__all__ = ["Archive", "Chunks", "chunk_target", "display_path", "io_error", "read_file"]
+
+Chunks = int | str | None
+# bytes read at once at the start of a values member: its header, in nearly all files
+_HEADER_READ = 4096
+
+
+def display_path(path: Any) -> str:
+    """``path`` as a str, as shown in messages; only paths are accepted."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`path` must be a str or a path-like object, got {type(path)}; to read an "
+            "in-memory buffer, use `metatensor.io.load_buffer` and `mtd.from_metatensor`"
+        )
+    display = os.fspath(path)
+    if not isinstance(display, str):
+        raise TypeError(f"`path` must name a file with a str, got {type(display)}")
+    return display
+
+
+def io_error(error: OSError) -> MetatensorError:
+    """metatensor's error for a file that can not be read, naming the file."""
+    return MetatensorError(
+        f"io error: {error.strerror} (os error {error.errno}): '{error.filename}'"
+    )
+
+
+def read_file(path: Any) -> bytes:
+    """The whole content of a (small) file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise io_error(error) from None
+
+
+def chunk_target(chunks: Chunks) -> int | tuple[int]:
+    """A size target in bytes, or ``(rows,)`` for a number of value rows per chunk."""
+    if chunks is None:
+        chunks = config.get("chunk-size")
+        if isinstance(chunks, int):
+            return chunks
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, str)):
+        raise TypeError(
+            f"`chunks` must be None, a number of rows or a size such as '64MiB', got {type(chunks)}"
+        )
+    if isinstance(chunks, int):
+        if chunks < 1:
+            raise MetatensorDaskError(f"`chunks` must be at least one row per chunk, got {chunks}")
+        return (chunks,)
+    try:
+        size = parse_bytes(chunks)
+    except (ValueError, TypeError):
+        raise MetatensorDaskError(
+            f"invalid chunk size {chunks!r}: use a size such as '64MiB' or a number of rows"
+        ) from None
+    if size < 1:
+        raise MetatensorDaskError(f"the chunk size must be positive, got {chunks!r}")
+    return size
+
+
+@dataclass
+class _Part:
+    """A block or a gradient as found in the file, before its arrays exist."""
+
+    prefix: str
+    header: _npy.NpyHeader
+    member: _zip.Member
+    content: np.ndarray | None
+    """The values, for a compressed member (read eagerly)."""
+    samples: Labels
+    components: list[Labels]
+    properties: Labels
+    gradients: dict[str, _Part] = field(default_factory=dict)
+    pointer: np.ndarray | None = None
+    """CSR row pointer over the parent's rows, when the rows are grouped by sample."""
+    chunks: tuple[int, ...] = ()
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.header.shape[1:]) * self.header.dtype.itemsize
+
+
+class Archive:
+    """An open metatensor file: its directory, and readers that word errors as
+    metatensor does (``unable to load <what> from '<path>': <problem>``)."""
+
+    def __init__(self, path: str, display: str, what: str, members: dict[str, _zip.Member]):
+        self.path = path
+        self.display = display
+        self.what = what
+        self.members = members
+        self.hint = ""
+        stat = os.stat(path)
+        self.stamp = (stat.st_size, stat.st_mtime_ns)
+        self._fd: int | None = None
+        self._gradient_names: dict[str, list[str]] = {}
+        for name in members:
+            if not name.endswith("/samples.npy"):
+                continue
+            parent, _, parameter = name[: -len("/samples.npy")].rpartition("/")
+            if parent == "gradients" or parent.endswith("/gradients"):
+                prefix = parent[: -len("gradients")]
+                self._gradient_names.setdefault(prefix, []).append(parameter)
+
+    @classmethod
+    def open(cls, path: Any, what: str) -> Archive:
+        display = display_path(path)
+        absolute = os.path.abspath(display)
+        try:
+            members = _zip.read_directory(absolute)
+        except OSError as error:
+            raise io_error(error) from None
+        except _zip.ZipError as error:
+            hint = ""
+            with open(absolute, "rb") as file:
+                if file.read(6) == _npy.MAGIC:
+                    hint = ", use `load_labels` to load Labels"
+            raise format_error(
+                f"unable to load {what} from '{display}'{hint}: {error}: at '<root>'"
+            ) from None
+        return cls(absolute, display, what, members)
+
+    def error(self, problem: str) -> MetatensorError:
+        return format_error(
+            f"unable to load {self.what} from '{self.display}'{self.hint}: {problem}"
+        )
+
+    def context(self, where: str) -> _ErrorContext:
+        return _ErrorContext(self, where)
+
+    def member(self, name: str) -> _zip.Member:
+        try:
+            return self.members[name]
+        except KeyError:
+            raise self.error(f"specified file not found in archive: at '{name}'") from None
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def read(self, name: str) -> bytes:
+        member = self.member(name)
+        if not member.stored:
+            try:
+                return _zip.read_compressed(self.path, name)
+            except _zip.ZipError as error:
+                raise self.error(str(error)) from None
+        return self._pread(member.size, member.offset)
+
+    def labels(self, name: str) -> Labels:
+        data = self.read(name)
+        try:
+            names, values = _npy.labels_from_npy(data)
+        except _npy.NpyError as error:
+            raise self.error(f"{error}: at '{name}'") from None
+        with self.context(name):
+            return Labels(names, values)
+
+    def values_header(self, name: str) -> tuple[_zip.Member, _npy.NpyHeader, np.ndarray | None]:
+        """A values member, its header, and its content when it is compressed."""
+        member = self.member(name)
+        content = None
+        try:
+            if member.stored:
+                start = self._pread(min(member.size, _HEADER_READ), member.offset)
+                length = _npy.header_length(start[:12])
+                if length > len(start):
+                    start = self._pread(min(member.size, length), member.offset)
+                header = _npy.parse_header(start)
+                data_size = member.size - header.data_start
+            else:
+                data = self.read(name)
+                header = _npy.parse_header(data)
+                data_size = len(data) - header.data_start
+            _npy.check_values(header)
+        except _npy.NpyError as error:
+            raise self.error(f"{error}: at '{name}'") from None
+        if data_size != header.nbytes:
+            raise self.error(
+                f"'{name}' holds {data_size} bytes of data but its header describes "
+                f"{header.nbytes} (shape {header.shape}, dtype '{header.dtype.str}'): the "
+                "file is truncated or damaged; write it again"
+            )
+        if not member.stored:
+            content = np.frombuffer(data, header.dtype, offset=header.data_start)
+            content = content.reshape(header.shape).astype(header.dtype.newbyteorder("="))
+        return member, header, content
+
+    def part(self, prefix: str, properties: Labels | None = None) -> _Part:
+        """Read the metadata of the block (or gradient) stored under ``prefix``."""
+        member, header, content = self.values_header(prefix + "values.npy")
+        samples = self.labels(prefix + "samples.npy")
+        components = [
+            self.labels(f"{prefix}components/{j}.npy") for j in range(len(header.shape) - 2)
+        ]
+        if properties is None:
+            properties = self.labels(prefix + "properties.npy")
+        part = _Part(prefix, header, member, content, samples, components, properties)
+        for parameter in sorted(self._gradient_names.get(prefix, [])):
+            gradient = self.part(f"{prefix}gradients/{parameter}/", properties)
+            gradient.pointer = _grouped_pointer(gradient.samples, header.shape[0])
+            part.gradients[parameter] = gradient
+        return part
+
+    def info(self) -> dict[str, str]:
+        if "info.json" not in self.members:
+            return {}
+        try:
+            info = json.loads(self.read("info.json").decode("utf8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise self.error(f"'info.json' is not valid JSON: {error}") from None
+        if not isinstance(info, dict):
+            raise self.error("'info.json' should contain an object")
+        if not all(isinstance(value, str) for value in info.values()):
+            raise self.error("values in 'info.json' should be strings")
+        return info
+
+    def block(self, part: _Part, target: int | tuple[int]) -> TensorBlock:
+        """The block of ``part`` with lazy values, checked by metatensor's rules."""
+        _plan_chunks(part, target)
+        return self._build(part)
+
+    def _build(self, part: _Part) -> TensorBlock:
+        with self.context(part.prefix or "<root>"):
+            block = TensorBlock(self._values(part), part.samples, part.components, part.properties)
+            for parameter, gradient_part in part.gradients.items():
+                gradient = self._build(gradient_part)
+                gradient._row_pointer = gradient_part.pointer
+                block.add_gradient(parameter, gradient)
+        return block
+
+    def _values(self, part: _Part) -> da.Array:
+        header = part.header
+        chunks = (part.chunks, *((n,) for n in header.shape[1:]))
+        native = header.dtype.newbyteorder("=")
+        # a plain hash: dask's tokenize costs a millisecond per array
+        token = hashlib.blake2b(
+            repr((self.path, self.stamp, part.member, header.dtype.str, chunks)).encode(),
+            digest_size=16,
+        ).hexdigest()
+        name = f"mts-load-{token}"
+        if part.content is not None:
+            return da.from_array(part.content, chunks=chunks, name=name)
+        graph, start = {}, part.member.offset + header.data_start
+        inner = (0,) * (len(header.shape) - 1)
+        for i, rows in enumerate(part.chunks):
+            shape = (rows, *header.shape[1:])
+            graph[(name, i, *inner)] = (
+                _read_rows,
+                self.path,
+                self.stamp,
+                start,
+                header.dtype.str,
+                shape,
+            )
+            start += rows * part.row_bytes
+        return da.Array(
+            HighLevelGraph.from_collections(name, graph, dependencies=()),
+            name,
+            chunks,
+            meta=np.empty((0,) * len(header.shape), native),
+        )
+
+
+class _ErrorContext:
+    """Adds the file and member to metatensor's own errors about the content."""
+
+    def __init__(self, archive: Archive, where: str):
+        self.archive = archive
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        if (
+            isinstance(error, MetatensorError)
+            and not error.message.startswith("serialization format error")
+            and " (in '" not in error.message
+        ):
+            message = (
+                f"{error.message} (in '{self.where}' of '{self.archive.display}': the "
+                "file is damaged or was not written by metatensor)"
+            )
+            raise MetatensorError(message) from None
+        return False
+
+
+def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
+    """The CSR row pointer of a gradient, or ``None`` when its rows are not grouped
+    by sample or do not point at valid rows (``add_gradient`` then says why)."""
+    if not samples.names or samples.names[0] != "sample":
+        return None
+    column = samples.column("sample")
+    if len(column) and (column.min() < 0 or column.max() >= n_rows):
+        return None
+    return row_pointer(column, n_rows)
+
+
+def _regular(n_rows: int, rows: int) -> tuple[int, ...]:
+    if n_rows == 0:
+        return (0,)
+    return tuple(min(rows, n_rows - start) for start in range(0, n_rows, rows))
+
+
+def _by_size(cumulative: list[np.ndarray], target: int) -> tuple[int, ...]:
+    """Chunks along value rows such that every array's chunk stays under ``target``
+    bytes (or holds a single row). ``cumulative[k][r]`` is the number of bytes of array
+    ``k`` up to value row ``r``."""
+    n_rows = len(cumulative[0]) - 1
+    if n_rows == 0:
+        return (0,)
+    chunks, start = [], 0
+    while start < n_rows:
+        stop = n_rows
+        for cum in cumulative:
+            stop = min(stop, int(np.searchsorted(cum, cum[start] + target, side="right")) - 1)
+        stop = max(stop, start + 1)
+        chunks.append(stop - start)
+        start = stop
+    return tuple(chunks)
+
+
+def _plan_chunks(part: _Part, target: int | tuple[int]) -> None:
+    """Set the row chunks of ``part`` and of its gradients (co-partitioned when their
+    rows are grouped by sample, chunked by size on their own otherwise)."""
+    n_rows = part.header.shape[0]
+    if isinstance(target, tuple):
+        chunks = _regular(n_rows, target[0])
+        size = chunk_target(None)
+        assert isinstance(size, int)
+    else:
+        size = target
+        bounds = np.arange(n_rows + 1, dtype=np.int64)
+        cumulative = [bounds * part.row_bytes]
+        pending = [(part, bounds)]
+        while pending:
+            parent, parent_bounds = pending.pop()
+            for gradient in parent.gradients.values():
+                if gradient.pointer is not None:
+                    gradient_bounds = gradient.pointer[parent_bounds]
+                    cumulative.append(gradient_bounds * gradient.row_bytes)
+                    pending.append((gradient, gradient_bounds))
+        chunks = _by_size(cumulative, size)
+    _assign_chunks(part, chunks, size)
+
+
+def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
+    part.chunks = chunks
+    for gradient in part.gradients.values():
+        if gradient.pointer is None:
+            _plan_chunks(gradient, size)
+        else:
+            _assign_chunks(gradient, gradient_row_chunks(gradient.pointer, chunks), size)
+
+
+def _read_rows(
+    path: str, stamp: tuple[int, int], offset: int, descr: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``."""
+    dtype = np.dtype(descr)
+    out = np.empty(shape, dtype)
+    if out.nbytes:
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stat = os.fstat(fd)
+            if (stat.st_size, stat.st_mtime_ns) != stamp:
+                raise MetatensorDaskError(
+                    f"'{path}' changed since it was loaded (its size or modification time "
+                    "differs), so its values can no longer be read; load it again"
+                )
+            done = 0
+            while done < len(view):
+                count = os.preadv(fd, [view[done:]], offset + done)
+                if count == 0:
+                    raise MetatensorDaskError(
+                        f"'{path}' ended before the expected end of its data: the file is "
+                        "truncated; write it again"
+                    )
+                done += count
+        finally:
+            os.close(fd)
+    if not dtype.isnative:
+        out = out.astype(dtype.newbyteorder("="))
+    return out

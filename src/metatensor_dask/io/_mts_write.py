@@ -1,0 +1,207 @@
+"""Writing metatensor files: the archive is laid out first (every member is STORED, so
+its size is known), then each piece of data is written at its offset, dask chunks in
+dask tasks, into a temporary file renamed over the target at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.core import flatten
+from dask.delayed import Delayed
+from dask.utils import parse_bytes
+
+from .. import config
+from ..block import TensorBlock
+from ..errors import MetatensorDaskError
+from ..labels import Labels
+from . import _npy, _zip
+
+__all__ = ["Entry", "block_entries", "labels_bytes", "write_atomically"]
+
+
+@dataclass
+class Entry:
+    """One archive member: its name and its pieces, bytes or arrays, in order."""
+
+    name: str
+    pieces: list[Any]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in self.pieces)
+
+
+def labels_bytes(labels: Labels) -> bytes:
+    values = np.ascontiguousarray(labels.values, dtype="<i4")
+    shape = (len(labels),)
+    return _npy.header_bytes(_npy.labels_descr(labels.names), shape) + values.tobytes()
+
+
+def block_entries(prefix: str, block: TensorBlock, gradient: bool) -> list[Entry]:
+    try:
+        descr = _npy.values_descr(block.dtype)
+    except _npy.NpyError:
+        raise MetatensorDaskError(
+            f"values of dtype {block.dtype} can not be saved in a metatensor file, which "
+            "holds bool, integer, float (16, 32 or 64 bits) or complex values; convert "
+            "them first, e.g. with `tensor.to(dtype=np.float64)`"
+        ) from None
+    values = block.values
+    entries = [
+        Entry(prefix + "values.npy", [_npy.header_bytes(descr, block.shape), values]),
+        Entry(prefix + "samples.npy", [labels_bytes(block.samples)]),
+    ]
+    for j, component in enumerate(block.components):
+        entries.append(Entry(f"{prefix}components/{j}.npy", [labels_bytes(component)]))
+    if not gradient:
+        entries.append(Entry(prefix + "properties.npy", [labels_bytes(block.properties)]))
+    for parameter in sorted(block.gradients_list()):
+        entries.extend(
+            block_entries(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
+        )
+    return entries
+
+
+def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
+    absolute = os.path.abspath(path)
+    directory, name = os.path.split(absolute)
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            if archive:
+                _write_archive(fd, temporary, entries)
+            else:
+                _write_pieces(fd, 0, entries[0].pieces, temporary)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, absolute)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
+    """The bytes of ``array`` as metatensor stores them (C order, little-endian)."""
+    dtype = array.dtype.newbyteorder("<")
+    return np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8)
+
+
+def _write_pieces(
+    fd: int, offset: int, pieces: list[Any], path: str
+) -> list[tuple[int, int] | tuple[da.Array, int]]:
+    """Write the in-memory pieces at ``offset``; returns ``(crc, length)`` per piece
+    written, or ``(dask array, offset)`` for lazy pieces, left for :func:`_write_lazy`."""
+    crcs: list[Any] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            _pwrite_all(fd, piece, offset)
+            crcs.append((zlib.crc32(piece), len(piece)))
+        elif isinstance(piece, np.ndarray):
+            rows = _rows_per_slice(piece)
+            for start in range(0, max(len(piece), 1), rows):
+                data = _little_endian_bytes(piece[start : start + rows])
+                _pwrite_all(fd, data, offset + start * (piece.nbytes // max(len(piece), 1)))
+                crcs.append((zlib.crc32(data), data.nbytes))
+        else:
+            crcs.append((piece, offset))
+        offset += len(piece) if isinstance(piece, bytes) else piece.nbytes
+    return crcs
+
+
+def _rows_per_slice(array: np.ndarray) -> int:
+    size = parse_bytes(config.get("chunk-size"))
+    row_bytes = array.nbytes // max(len(array), 1)
+    return max(1, size // max(row_bytes, 1))
+
+
+def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
+    offsets, offset = [], 0
+    for entry in entries:
+        offsets.append(offset)
+        offset += _zip.local_header_size(entry.name) + entry.size
+    os.ftruncate(fd, offset)
+    crcs = [
+        _write_pieces(fd, start + _zip.local_header_size(entry.name), entry.pieces, path)
+        for entry, start in zip(entries, offsets, strict=True)
+    ]
+    _write_lazy(crcs, path)
+    records = []
+    for entry, start, pieces in zip(entries, offsets, crcs, strict=True):
+        crc = 0
+        for piece_crc, length in pieces:
+            crc = _zip.crc32_combine(crc, piece_crc, length)
+        _pwrite_all(fd, _zip.local_header(entry.name, crc, entry.size), start)
+        records.append((entry.name, crc, entry.size, start))
+    _pwrite_all(fd, _zip.central_directory(records, offset), offset)
+
+
+def _write_lazy(crcs: list[list[Any]], path: str) -> None:
+    """Compute the dask pieces and write every chunk at its offset, in dask tasks;
+    replace their placeholders in ``crcs`` by the ``(crc, length)`` of each chunk."""
+    lazy = [
+        (i, j, piece, offset)
+        for i, pieces in enumerate(crcs)
+        for j, (piece, offset) in enumerate(pieces)
+        if isinstance(piece, da.Array)
+    ]
+    if not lazy:
+        return
+    arrays = []
+    for _, _, array, _ in lazy:
+        if any(len(c) > 1 for c in array.chunks[1:]):
+            array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
+        arrays.append(array)
+    # one plain graph: merging thousands of high-level graphs (or optimizing them one
+    # by one) costs seconds for maps of many small blocks
+    name = f"mts-save-{os.path.basename(path)}"
+    graph: dict[Any, Any] = {}
+    for array in arrays:
+        graph.update(array.__dask_graph__())
+    keys = []
+    for k, (array, (_, _, _, offset)) in enumerate(zip(arrays, lazy, strict=True)):
+        row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
+        descr = array.dtype.newbyteorder("<").str
+        chunk_keys = []
+        for c, (key, rows) in enumerate(
+            zip(flatten(array.__dask_keys__()), array.chunks[0], strict=True)
+        ):
+            graph[(name, k, c)] = (_write_rows, key, path, offset, descr)
+            chunk_keys.append((name, k, c))
+            offset += rows * row_bytes
+        keys.append(chunk_keys)
+    graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
+    results = iter(Delayed(name, graph).compute())
+    chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
+    # from the end, so that the positions of the placeholders still to replace hold
+    for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
+        crcs[i][j : j + 1] = replacement
+
+
+def _write_rows(chunk: np.ndarray, path: str, offset: int, descr: str) -> tuple[int, int]:
+    """Write one chunk of values at ``offset`` in ``path``; its CRC-32 and length."""
+    data = np.ascontiguousarray(chunk, dtype=np.dtype(descr)).reshape(-1).view(np.uint8)
+    if data.nbytes:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            _pwrite_all(fd, data, offset)
+        finally:
+            os.close(fd)
+    return zlib.crc32(data), data.nbytes

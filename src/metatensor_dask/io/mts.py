@@ -1,0 +1,169 @@
+"""metatensor files (``.mts``, formerly ``.npz``): read lazily, written streamed.
+
+A metatensor file is a STORED ZIP archive of ``.npy`` members (layout in
+``docs/mts-files.md``). :func:`load` reads the archive's directory, the header of every
+array and all Labels (small), but no values: each chunk of values is a dask task that
+opens the file and reads its own bytes at their offset (``os.preadv``), so tasks are
+small to ship to process or cluster workers and memory holds only the chunks in use.
+:func:`save` lays out the whole archive first, then computes the values chunk by chunk
+and writes each at its offset in a temporary file, renamed over ``path`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any
+
+from ..block import TensorBlock
+from ..errors import format_error
+from ..labels import Labels
+from ..tensor import TensorMap
+from . import _npy, _zip
+from ._mts_read import Archive, Chunks, chunk_target, display_path, read_file
+from ._mts_write import Entry, block_entries, labels_bytes, write_atomically
+
+__all__ = ["load", "load_block", "load_labels", "save"]
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
+    """Open a metatensor ``TensorMap`` file (``.mts``, or ``.npz`` from older versions).
+
+    Keys, samples, components and properties are read now; values are not read: they
+    are dask arrays whose tasks each read one chunk from the file when computed.
+
+    Parameters
+    ----------
+    path
+        The file, as written by ``metatensor.save`` or :func:`save`.
+    chunks
+        How to split values along samples. ``None``: the ``chunk-size`` setting
+        (``mtd.config.get("chunk-size")``, 64 MiB by default); a size such as
+        ``"16MiB"``: the largest array of a chunk (the values, or the rows of a
+        gradient that belong to them) stays under it; an int: value rows per chunk.
+        Gradient chunk *i* holds the gradient rows whose ``"sample"`` is in values
+        chunk *i*.
+
+    Returns
+    -------
+    TensorMap
+        With lazy values and gradients.
+
+    Notes
+    -----
+    Gradients whose rows are not grouped by ``"sample"`` are chunked on their own,
+    by size. Compressed (DEFLATE) members, which metatensor never writes, are
+    decompressed into memory now. Tasks check that the file has not changed since it
+    was loaded (size and modification time) and refuse to read otherwise.
+    """
+    archive = Archive.open(path, "a TensorMap")
+    target = chunk_target(chunks)
+    if "keys.npy" not in archive.members and "values.npy" in archive.members:
+        archive.hint = ", use `load_block` to load TensorBlock"
+    keys = archive.labels("keys.npy")
+    parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
+    info = archive.info()
+    with archive.context("<root>"):
+        blocks = [archive.block(part, target) for part in parts]
+        tensor = TensorMap(keys, blocks)
+    for key, value in info.items():
+        tensor.set_info(key, value)
+    return tensor
+
+
+def load_block(path: str | os.PathLike, chunks: Chunks = None) -> TensorBlock:
+    """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
+    archive = Archive.open(path, "a TensorBlock")
+    target = chunk_target(chunks)
+    if "values.npy" not in archive.members and "keys.npy" in archive.members:
+        archive.hint = ", use `load` to load TensorMap"
+    part = archive.part("")
+    with archive.context("<root>"):
+        return archive.block(part, target)
+
+
+def load_labels(path: str | os.PathLike) -> Labels:
+    """Read a metatensor ``Labels`` file (a single ``.npy`` array, not a ZIP archive)."""
+    display = display_path(path)
+    data = read_file(path)
+    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+        hint = ""
+        try:
+            names = set(_zip.read_directory(os.fspath(path)))
+        except _zip.ZipError:
+            names = set()
+        if "keys.npy" in names:
+            hint = ", use `load` to load TensorMap"
+        elif "values.npy" in names:
+            hint = ", use `load_block` to load TensorBlock"
+        raise format_error(
+            f"unable to load Labels from '{display}'{hint}: start does not match magic string"
+        )
+    try:
+        names, values = _npy.labels_from_npy(data)
+        return Labels(names, values)
+    except _npy.NpyError as error:
+        raise format_error(f"unable to load Labels from '{display}': {error}") from None
+
+
+# -- saving ------------------------------------------------------------------------------
+
+
+def save(path: str | os.PathLike, data: TensorMap | TensorBlock | Labels) -> None:
+    """Write a TensorMap, TensorBlock or Labels in metatensor's format.
+
+    The file is the one ``metatensor.save`` writes: a STORED ZIP archive (ZIP64
+    enabled, dated 2000-01-01) of ``.npy`` members in metatensor's order, gradients
+    sorted by name, ``info.json`` when the map has info; Labels are a bare ``.npy``
+    file. Saving the same data twice gives identical bytes.
+
+    Parameters
+    ----------
+    path
+        Where to write. As metatensor does, ``.mts`` is appended (with a
+        ``UserWarning``) when the name does not end with it.
+    data
+        What to write. Lazy values are computed chunk by chunk (with the current dask
+        scheduler) and each chunk is written at its place as soon as it is ready, so
+        memory holds a few chunks at a time, not the whole tensor.
+
+    Notes
+    -----
+    The data go to a temporary file next to ``path``, renamed to ``path`` once
+    complete: an interrupted save never leaves a partial file under the final name.
+    Values are written little-endian; bool and 1-byte types get metatensor's ``<``
+    descriptor (numpy's ``|`` is refused by metatensor).
+    """
+    target = _with_extension(path)
+    if isinstance(data, Labels):
+        entries = [Entry("", [labels_bytes(data)])]
+    elif isinstance(data, TensorBlock):
+        entries = list(block_entries("", data, gradient=False))
+    elif isinstance(data, TensorMap):
+        entries = [Entry("keys.npy", [labels_bytes(data.keys)])]
+        for i, block in enumerate(data.blocks()):
+            entries.extend(block_entries(f"blocks/{i}/", block, gradient=False))
+        info = data.info()
+        if info:
+            text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)
+            entries.append(Entry("info.json", [text.encode("utf8")]))
+    else:
+        raise TypeError(
+            f"`data` must be a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}"
+        )
+    write_atomically(target, entries, archive=not isinstance(data, Labels))
+
+
+def _with_extension(path: Any) -> str:
+    display = display_path(path)
+    if display.endswith(".mts"):
+        return display
+    shown = display + ".mts" if isinstance(path, str) else os.path.basename(display) + ".mts"
+    warnings.warn(
+        f"adding '.mts' extension, the file will be saved at '{shown}'", UserWarning, stacklevel=3
+    )
+    return display + ".mts"

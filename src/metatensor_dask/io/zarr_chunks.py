@@ -1,0 +1,132 @@
+"""Chunk sizes along samples for stored tensors: user requests, size targets, grids.
+
+A block's values are chunked along samples only; its gradients follow (co-partitioning,
+see :mod:`metatensor_dask._partition`). A size target applies to the *largest*
+co-partitioned array of the block: usually a gradient, which has many rows per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.utils import parse_bytes
+
+from .. import config
+from ..errors import MetatensorDaskError
+
+__all__ = ["ChunkRequest", "aligned", "parse_chunks", "regular", "target_rows"]
+
+
+class ChunkRequest:
+    """A parsed ``chunks=`` argument: stored chunking, rows per chunk, or bytes per chunk."""
+
+    def __init__(self, kind: str, amount: int | None):
+        self.kind = kind
+        self.amount = amount
+
+    def __repr__(self) -> str:
+        return f"ChunkRequest({self.kind!r}, {self.amount!r})"
+
+
+def parse_chunks(chunks: Any) -> ChunkRequest:
+    """``None``: stored (or existing) chunking; an int: value rows per chunk; a size
+    string such as ``"64MiB"``, or ``"auto"`` for the ``chunk-size`` setting: target
+    bytes of the largest co-partitioned array."""
+    if chunks is None:
+        return ChunkRequest("keep", None)
+    if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
+        if chunks < 1:
+            raise MetatensorDaskError(f"`chunks` must be a positive number of rows, got {chunks}")
+        return ChunkRequest("rows", int(chunks))
+    if isinstance(chunks, str):
+        text = config.get("chunk-size") if chunks == "auto" else chunks
+        try:
+            amount = parse_bytes(text)
+        except ValueError:
+            amount = 0
+        if amount < 1:
+            raise MetatensorDaskError(f"`chunks` must be a size such as '64MiB', got {chunks!r}")
+        return ChunkRequest("bytes", int(amount))
+    raise MetatensorDaskError(
+        f"`chunks` must be None, a number of rows or a size string such as '64MiB', got "
+        f"{type(chunks).__name__}"
+    )
+
+
+def default_target() -> int:
+    """The ``chunk-size`` setting, in bytes."""
+    return int(parse_bytes(config.get("chunk-size")))
+
+
+def row_bytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of one row (first axis) of an array."""
+    return int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def target_rows(n_rows: int, arrays: Iterable[tuple[int, int]], target: int) -> int:
+    """Value rows per chunk so that every co-partitioned array meets ``target`` bytes.
+
+    Parameters
+    ----------
+    n_rows
+        Rows of the values.
+    arrays
+        ``(rows, bytes per row)`` of the values and of every (nested) gradient; a
+        chunk of ``r`` value rows holds on average ``r * rows / n_rows`` of their rows.
+    target
+        Bytes per chunk.
+    """
+    if n_rows == 0:
+        return 1
+    per_value_row = max((rows / n_rows) * size for rows, size in arrays)
+    if per_value_row <= 0:
+        return n_rows
+    return int(min(max(target // per_value_row, 1), n_rows))
+
+
+def regular(n: int, step: int) -> tuple[int, ...]:
+    """Chunk sizes of ``n`` rows in chunks of ``step`` (a smaller last one)."""
+    if n == 0:
+        return (0,)
+    step = max(int(step), 1)
+    full, rest = divmod(n, step)
+    return (step,) * full + ((rest,) if rest else ())
+
+
+def is_regular(chunks: tuple[int, ...]) -> bool:
+    """Whether chunk sizes form a regular grid: all equal but a smaller last one."""
+    if len(chunks) <= 1:
+        return True
+    return len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0]
+
+
+def aligned(array: da.Array, rows: int) -> da.Array:
+    """``array`` rechunked to ``rows`` rows per chunk, whole along the other axes.
+
+    This makes every dask chunk exactly one zarr chunk (or shard) of the target
+    array, so that no two tasks write to the same chunk.
+    """
+    wanted = (regular(array.shape[0], rows), *tuple((n,) for n in array.shape[1:]))
+    if array.chunks == wanted:
+        return array
+    return array.rechunk(wanted)
+
+
+def check_aligned(chunks: tuple[int, ...], rows: int, path: str) -> None:
+    """Refuse a chunking that would let two tasks write into one zarr chunk or shard."""
+    if tuple(chunks) != regular(sum(chunks), rows):
+        raise MetatensorDaskError(
+            f"the dask chunks of '{path}' ({chunks[:4]}{'...' if len(chunks) > 4 else ''} "
+            f"rows) do not coincide with its zarr chunks or shards of {rows} rows: writing "
+            f"them in parallel would corrupt data; rechunk the array to {rows} rows per "
+            "chunk (`array.rechunk({0: rows})`) before writing"
+        )
+
+
+def count(n: int, step: int) -> int:
+    """Number of chunks of ``step`` rows in ``n`` rows (at least one)."""
+    return max(math.ceil(n / max(step, 1)), 1)

@@ -1,0 +1,204 @@
+"""Codecs of the arrays written to Zarr, from the ``compressor`` and ``checksum`` settings.
+
+zarr-python builds the codec part of one template document per dtype, dimension count
+and sharding choice; every array's document is then that template with its own shape,
+chunks and attributes (:func:`metatensor_dask.io.zarr_layout.array_document`), which is
+much faster than creating each array through zarr's API.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.storage import MemoryStore
+
+from .. import config
+from ..errors import MetatensorDaskError
+
+__all__ = ["codec_settings", "template"]
+
+#: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
+_KEY_ENCODING = {"name": "default", "configuration": {"separator": "."}}
+
+
+def _compressor(value: Any) -> dict[str, Any] | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        return {"name": value, "configuration": {}}
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return {"name": value["name"], "configuration": dict(value.get("configuration") or {})}
+    raise MetatensorDaskError(
+        f"invalid setting metatensor_dask.compressor={value!r}: use null (no compression), "
+        "a Zarr codec name such as 'zstd', or {'name': ..., 'configuration': {...}}"
+    )
+
+
+def codec_settings() -> str:
+    """The current compressor/checksum settings, as a hashable JSON string."""
+    return json.dumps(
+        {
+            "compressor": _compressor(config.get("compressor")),
+            "checksum": bool(config.get("checksum")),
+        },
+        sort_keys=True,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
+    parsed = json.loads(settings)
+    compressors = [c for c in [parsed["compressor"]] if c is not None]
+    if parsed["checksum"]:
+        compressors.append({"name": "crc32c", "configuration": {}})
+    ones = (1,) * ndim
+    try:
+        array = zarr.create_array(
+            MemoryStore(),
+            shape=ones,
+            dtype=np.dtype(dtype),
+            chunks=ones,
+            shards=ones if sharded else None,
+            compressors=compressors or None,
+            filters=None,
+            chunk_key_encoding=_KEY_ENCODING,
+        )
+    except (ValueError, TypeError) as error:
+        raise MetatensorDaskError(
+            f"zarr refused the codecs {compressors} for {dtype} arrays ({error}); change "
+            "the metatensor_dask.compressor setting"
+        ) from None
+    return json.dumps(array.metadata.to_dict())
+
+
+def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
+    """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
+    return json.loads(_template(np.dtype(dtype).str, ndim, codec_settings(), sharded))
+
+
+# -- plain arrays --------------------------------------------------------------------------
+#
+# With the default settings, arrays use the simplest codecs: little-endian bytes and a
+# crc32c checksum. Their chunks are encoded and decoded here, as the Zarr v3 spec
+# defines them: the chunk's C-order bytes (edge chunks padded with the fill value 0),
+# followed by the crc32c of those bytes as a little-endian uint32. This skips the
+# per-chunk overhead of zarr's codec pipeline, which dominates for many small blocks.
+# Labels and row pointers always use these codecs, whatever the settings.
+
+_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
+_CRC32C = {"name": "crc32c"}
+
+
+def small_template(dtype: np.dtype, ndim: int) -> dict[str, Any]:
+    """A ``zarr.json`` document for a Labels or row pointer array."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [1] * ndim,
+        "data_type": np.dtype(dtype).name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1] * ndim}},
+        "chunk_key_encoding": _KEY_ENCODING,
+        "fill_value": 0,
+        "codecs": [_BYTES, _CRC32C],
+        "attributes": {},
+        "storage_transformers": [],
+    }
+
+
+def _checksum(document: dict[str, Any]) -> bool | None:
+    """For plain arrays, whether chunks end with a crc32c; ``None`` for other arrays."""
+    codecs = [{k: v for k, v in c.items() if v != {}} for c in document.get("codecs", [])]
+    if (
+        document.get("chunk_key_encoding") != _KEY_ENCODING
+        or np.dtype(document.get("data_type", "V")).kind not in "biufc"
+        or not codecs
+        or codecs[0] != _BYTES
+    ):
+        return None
+    if codecs[1:] == [_CRC32C]:
+        return True
+    return False if len(codecs) == 1 else None
+
+
+def is_plain(document: dict[str, Any]) -> bool:
+    """Whether this module encodes and decodes the chunks of the array ``document``."""
+    return _checksum(document) is not None
+
+
+def _chunk_shape(document: dict[str, Any]) -> list[int]:
+    shape = [int(n) for n in document["shape"]]
+    chunk = [int(n) for n in document["chunk_grid"]["configuration"]["chunk_shape"]]
+    if any(c < n for c, n in zip(chunk[1:], shape[1:], strict=True)):
+        raise MetatensorDaskError("plain arrays are only chunked along their first axis")
+    return chunk
+
+
+def _dtype(document: dict[str, Any]) -> np.dtype:
+    return np.dtype(document["data_type"]).newbyteorder("<")
+
+
+def chunk_key(index: int, ndim: int) -> str:
+    return "c." + ".".join([str(index)] + ["0"] * (ndim - 1))
+
+
+def encode_chunks(values: np.ndarray, document: dict[str, Any], first: int = 0) -> dict[str, bytes]:
+    """The encoded chunks holding ``values``, which start at chunk ``first``, by key."""
+    import google_crc32c
+
+    checksum = _checksum(document)
+    chunk = _chunk_shape(document)
+    values = np.asarray(values, dtype=_dtype(document))
+    chunks = {}
+    for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
+        piece = values[index * chunk[0] : (index + 1) * chunk[0]]
+        if piece.shape != tuple(chunk):
+            padded = np.zeros(chunk, dtype=values.dtype)
+            padded[tuple(slice(0, n) for n in piece.shape)] = piece
+            piece = padded
+        raw = np.ascontiguousarray(piece).tobytes()
+        if checksum:
+            raw += np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+        chunks[chunk_key(first + index, values.ndim)] = raw
+    return chunks
+
+
+def chunk_keys(document: dict[str, Any]) -> list[str]:
+    """Keys of every chunk of an array, in order."""
+    shape = [int(n) for n in document["shape"]]
+    chunk = _chunk_shape(document)
+    count = -(-shape[0] // chunk[0]) if all(shape) else 0
+    return [chunk_key(index, len(shape)) for index in range(count)]
+
+
+def decode_chunks(raw: list[bytes | None], document: dict[str, Any], path: str) -> np.ndarray:
+    """The whole array from its chunks (in :func:`chunk_keys` order; ``None`` is a
+    missing chunk, which zarr reads as the fill value)."""
+    import google_crc32c
+
+    shape = tuple(int(n) for n in document["shape"])
+    dtype = _dtype(document)
+    chunk = _chunk_shape(document)
+    size = int(np.prod(chunk)) * dtype.itemsize
+    checksum = _checksum(document)
+    pieces = []
+    for data in raw:
+        if data is None:
+            pieces.append(np.zeros(chunk, dtype=dtype))
+            continue
+        body = data[:-4] if checksum else data
+        if len(body) != size or (
+            checksum and np.uint32(google_crc32c.value(body)).astype("<u4").tobytes() != data[-4:]
+        ):
+            raise MetatensorDaskError(
+                f"a chunk of '{path}' has a wrong size or checksum: the store is damaged"
+            )
+        pieces.append(np.frombuffer(body, dtype=dtype).reshape(chunk))
+    native = dtype.newbyteorder("=")
+    if not pieces:
+        return np.zeros(shape, dtype=native)
+    array = np.concatenate(pieces)[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
+    return np.ascontiguousarray(array, dtype=native)

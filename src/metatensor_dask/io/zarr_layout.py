@@ -1,0 +1,425 @@
+"""The on-disk layout of a tensor in a Zarr v3 store: paths, documents, format checks.
+
+The layout mirrors metatensor's ``.mts`` archive, one array per ``.npy`` member (see
+``docs/zarr-format.md``, the versioned specification)::
+
+    zarr.json                         root group; attrs {"metatensor_dask": {...}, "info": {...}}
+    keys                              int32 (n_keys, n_dims); attrs {"names", "digest"}
+    blocks/<i>/values                 (n_samples, *components, n_properties)
+    blocks/<i>/samples                int32 (n_samples, d), chunked as the values
+    blocks/<i>/components/<j>         int32 (n, 1)
+    blocks/<i>/properties             int32 (n_properties, d)
+    blocks/<i>/gradients/<p>/values|samples|components/<j>
+    blocks/<i>/gradients/<p>/row_pointer   int64 (n_parent_rows + 1,), when rows are grouped
+    blocks/<i>/gradients/<p>/gradients/<q>/...
+
+This module only deals with metadata documents (JSON), never with chunk data: it
+builds the documents a writer stores and parses the ones a reader finds, checking that
+they describe a consistent tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from ..errors import MetatensorDaskError
+
+__all__ = [
+    "FORMAT",
+    "ArrayInfo",
+    "BlockLayout",
+    "TensorLayout",
+    "array_document",
+    "group_document",
+    "labels_attributes",
+    "parse_layout",
+    "parse_root",
+    "root_document",
+]
+
+#: Version of the on-disk format written by this package. Readers refuse newer ones.
+FORMAT = 1
+#: Root attribute holding this package's own metadata.
+ATTRIBUTE = "metatensor_dask"
+#: Prefix of the objects recording which chunks an unfinished write has stored.
+PROGRESS_PREFIX = ".progress/"
+
+ROW_POINTER = "row_pointer"
+
+
+def progress_marker(path: str, chunk: int) -> str:
+    """The key recording that chunk (or shard) ``chunk`` of the array ``path`` is stored:
+    flat names, so that recording costs no folders."""
+    return PROGRESS_PREFIX + quote(f"{path}/{chunk}", safe="")
+
+
+def block_prefix(index: int) -> str:
+    return f"blocks/{index}"
+
+
+def gradient_prefix(parent: str, parameter: str) -> str:
+    return f"{parent}/gradients/{parameter}"
+
+
+# -- documents ---------------------------------------------------------------------------
+
+
+def group_document(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``zarr.json`` document of a group."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+
+
+def labels_attributes(names: list[str], digest: str) -> dict[str, Any]:
+    """Attributes of a Labels array: its dimension names and a content digest."""
+    return {"names": list(names), "digest": digest}
+
+
+def array_document(
+    template: dict[str, Any],
+    shape: tuple[int, ...],
+    chunk_rows: int,
+    shard_rows: int | None,
+    attributes: dict[str, Any],
+    dimension_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """The ``zarr.json`` document of an array chunked along its first axis only.
+
+    Parameters
+    ----------
+    template
+        A document for the same dtype, number of dimensions and codecs (from
+        :func:`metatensor_dask.io.zarr_codecs.template`); sharded when ``shard_rows``.
+    shape
+        Shape of the array.
+    chunk_rows
+        Rows per chunk (the unit of reading).
+    shard_rows
+        Rows per shard (the unit of writing), a multiple of ``chunk_rows``; ``None``
+        for no sharding.
+    """
+    inner = [max(int(chunk_rows), 1)] + [max(int(n), 1) for n in shape[1:]]
+    document = dict(template)
+    document["shape"] = [int(n) for n in shape]
+    document["attributes"] = attributes
+    if shard_rows is None:
+        grid = inner
+    else:
+        grid = [int(shard_rows), *inner[1:]]
+        sharding = dict(template["codecs"][0])
+        sharding["configuration"] = dict(sharding["configuration"], chunk_shape=inner)
+        document["codecs"] = [sharding]
+    document["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": grid}}
+    if dimension_names is not None:
+        document["dimension_names"] = list(dimension_names)
+    else:
+        document.pop("dimension_names", None)
+    return document
+
+
+def root_document(
+    complete: bool,
+    info: dict[str, str],
+    nodes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The root group's document: format, completion marker, info, and every node's
+    metadata inline (zarr's consolidated metadata), so that a reader gets the whole
+    layout in one read."""
+    document = group_document(
+        {ATTRIBUTE: {"format": FORMAT, "complete": bool(complete)}, "info": dict(info)}
+    )
+    document["consolidated_metadata"] = {
+        "kind": "inline",
+        "must_understand": False,
+        "metadata": dict(sorted(nodes.items())),
+    }
+    return document
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Check the root document of a store and return (our attributes, consolidated nodes).
+
+    Raises :class:`MetatensorDaskError` for a missing store, a store not written by
+    metatensor-dask, or a format newer than :data:`FORMAT`. The nodes are ``None`` when
+    the document holds no consolidated metadata.
+    """
+    if raw is None:
+        raise MetatensorDaskError(
+            f"no Zarr group found at {where}: there is no 'zarr.json' at its root; "
+            "check the path, or write a tensor there with `tensor.to_zarr(...)`"
+        )
+    try:
+        document = json.loads(raw)
+    except ValueError as error:
+        raise MetatensorDaskError(
+            f"the root 'zarr.json' of {where} is not valid JSON ({error}): the store is damaged"
+        ) from None
+    attributes = document.get("attributes") if isinstance(document, dict) else None
+    if (
+        not isinstance(document, dict)
+        or document.get("zarr_format") != 3
+        or document.get("node_type") != "group"
+        or not isinstance(attributes, dict)
+        or not isinstance(attributes.get(ATTRIBUTE), dict)
+    ):
+        raise MetatensorDaskError(
+            f"{where} is not a metatensor-dask store: its root is not a Zarr v3 group with "
+            f"a '{ATTRIBUTE}' attribute; open other Zarr data with zarr.open_group"
+        )
+    ours = attributes[ATTRIBUTE]
+    version = ours.get("format")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MetatensorDaskError(
+            f"{where} has no valid '{ATTRIBUTE}.format' attribute (got {version!r}): "
+            "the store is damaged"
+        )
+    if version > FORMAT:
+        raise MetatensorDaskError(
+            f"{where} uses the metatensor-dask storage format {version}, newer than the "
+            f"format {FORMAT} this version reads: upgrade metatensor-dask"
+        )
+    consolidated = document.get("consolidated_metadata")
+    nodes = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+    return attributes, nodes if isinstance(nodes, dict) else None
+
+
+@dataclass
+class ArrayInfo:
+    """What a reader needs to know of one stored array, from its document."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_rows: int
+    write_rows: int
+    attributes: dict[str, Any]
+    document: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.attributes.get("names", []))
+
+    @property
+    def digest(self) -> str | None:
+        return self.attributes.get("digest")
+
+
+@dataclass
+class BlockLayout:
+    """The arrays of one block (or gradient) and of its gradients."""
+
+    prefix: str
+    values: ArrayInfo
+    samples: ArrayInfo
+    components: list[ArrayInfo]
+    properties: ArrayInfo | None
+    row_pointer: ArrayInfo | None = None
+    gradients: dict[str, BlockLayout] = field(default_factory=dict)
+
+    def arrays(self) -> list[ArrayInfo]:
+        """Every array of this block and its gradients, values first."""
+        found = [self.values, self.samples, *self.components]
+        if self.properties is not None:
+            found.append(self.properties)
+        if self.row_pointer is not None:
+            found.append(self.row_pointer)
+        for gradient in self.gradients.values():
+            found.extend(gradient.arrays())
+        return found
+
+
+@dataclass
+class TensorLayout:
+    keys: ArrayInfo
+    blocks: list[BlockLayout]
+    info: dict[str, str]
+    nodes: dict[str, dict[str, Any]]
+
+
+def _damaged(where: str, message: str) -> MetatensorDaskError:
+    return MetatensorDaskError(f"the store at {where} is damaged: {message}")
+
+
+def _dtype(name: Any, path: str, where: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        raise _damaged(where, f"'{path}' has the data type {name!r}, unknown to numpy") from None
+
+
+def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
+    """Parse the document of the array at ``path``; a clear error when it is missing."""
+    document = nodes.get(path)
+    if not isinstance(document, dict) or document.get("node_type") != "array":
+        raise _damaged(where, f"the array '{path}' is missing")
+    try:
+        shape = tuple(int(n) for n in document["shape"])
+        grid = [int(n) for n in document["chunk_grid"]["configuration"]["chunk_shape"]]
+        codecs = document.get("codecs") or [{}]
+        if codecs[0].get("name") == "sharding_indexed":
+            inner = [int(n) for n in codecs[0]["configuration"]["chunk_shape"]]
+        else:
+            inner = grid
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise _damaged(where, f"the metadata of '{path}' is not a valid Zarr v3 array") from None
+    dtype = _dtype(document.get("data_type"), path, where)
+    if len(grid) != len(shape) or len(inner) != len(shape):
+        raise _damaged(where, f"the chunk shape of '{path}' does not match its shape {shape}")
+    attributes = document.get("attributes") or {}
+    return ArrayInfo(
+        path, shape, dtype, inner[0] if inner else 1, grid[0] if grid else 1, attributes, document
+    )
+
+
+def _labels_info(
+    nodes: dict[str, Any], path: str, where: str, dims: int | None = None
+) -> ArrayInfo:
+    info = array_info(nodes, path, where)
+    if info.dtype != np.int32 or len(info.shape) != 2:
+        raise _damaged(
+            where,
+            f"the Labels array '{path}' must be 2-D int32, got {info.dtype} with shape "
+            f"{info.shape}",
+        )
+    names = info.attributes.get("names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _damaged(where, f"the Labels array '{path}' has no 'names' attribute")
+    if len(names) != info.shape[1]:
+        raise _damaged(
+            where,
+            f"the Labels array '{path}' has {info.shape[1]} columns but {len(names)} names",
+        )
+    if dims is not None and info.shape[1] != dims:
+        raise _damaged(where, f"the Labels array '{path}' must have {dims} column(s)")
+    return info
+
+
+def _gradient_index(nodes: dict[str, Any]) -> dict[str, list[str]]:
+    """For each ``<prefix>/gradients`` path, the names of the groups directly under it."""
+    index: dict[str, list[str]] = {}
+    for path, document in nodes.items():
+        parent, _, name = path.rpartition("/")
+        if (
+            parent.endswith("/gradients")
+            and isinstance(document, dict)
+            and document.get("node_type") == "group"
+        ):
+            index.setdefault(parent, []).append(name)
+    return {parent: sorted(names) for parent, names in index.items()}
+
+
+def _parse_block(
+    nodes: dict[str, Any],
+    index: dict[str, list[str]],
+    prefix: str,
+    where: str,
+    parent_rows: int | None,
+    parent: BlockLayout | None,
+) -> BlockLayout:
+    values = array_info(nodes, f"{prefix}/values", where)
+    if len(values.shape) < 2:
+        raise _damaged(where, f"'{prefix}/values' must have at least 2 dimensions")
+    samples = _labels_info(nodes, f"{prefix}/samples", where)
+    if samples.shape[0] != values.shape[0]:
+        raise _damaged(
+            where,
+            f"'{prefix}/samples' has {samples.shape[0]} entries but '{prefix}/values' has "
+            f"{values.shape[0]} rows",
+        )
+    components = []
+    for j in range(len(values.shape) - 2):
+        component = _labels_info(nodes, f"{prefix}/components/{j}", where, dims=1)
+        if component.shape[0] != values.shape[j + 1]:
+            raise _damaged(
+                where,
+                f"'{prefix}/components/{j}' has {component.shape[0]} entries but axis "
+                f"{j + 1} of '{prefix}/values' has size {values.shape[j + 1]}",
+            )
+        components.append(component)
+    if parent is None:
+        properties = _labels_info(nodes, f"{prefix}/properties", where)
+        n_properties = properties.shape[0]
+    else:
+        properties = None
+        n_properties = parent.values.shape[-1]
+        if values.dtype != parent.values.dtype:
+            raise _damaged(
+                where,
+                f"'{prefix}/values' has dtype {values.dtype} but its parent has "
+                f"{parent.values.dtype}",
+            )
+        if len(values.shape) < len(parent.values.shape) or (
+            values.shape[len(values.shape) - len(parent.values.shape) + 1 :]
+            != parent.values.shape[1:]
+        ):
+            raise _damaged(
+                where,
+                f"'{prefix}/values' has shape {values.shape}, which does not end with the "
+                f"components and properties of its parent {parent.values.shape[1:]}",
+            )
+        if not samples.names or samples.names[0] != "sample":
+            raise _damaged(where, f"the first dimension of '{prefix}/samples' must be 'sample'")
+    if values.shape[-1] != n_properties:
+        raise _damaged(
+            where,
+            f"'{prefix}/values' has {values.shape[-1]} columns but there are {n_properties} "
+            "properties",
+        )
+    row_pointer = None
+    if parent_rows is not None and f"{prefix}/{ROW_POINTER}" in nodes:
+        row_pointer = array_info(nodes, f"{prefix}/{ROW_POINTER}", where)
+        if row_pointer.dtype != np.int64 or row_pointer.shape != (parent_rows + 1,):
+            raise _damaged(
+                where,
+                f"'{prefix}/{ROW_POINTER}' must be int64 with shape ({parent_rows + 1},), got "
+                f"{row_pointer.dtype} with shape {row_pointer.shape}",
+            )
+    layout = BlockLayout(prefix, values, samples, components, properties, row_pointer)
+    for parameter in index.get(f"{prefix}/gradients", []):
+        layout.gradients[parameter] = _parse_block(
+            nodes, index, gradient_prefix(prefix, parameter), where, values.shape[0], layout
+        )
+    return layout
+
+
+def _signature(layout: BlockLayout) -> Any:
+    return (
+        layout.samples.names,
+        [c.names for c in layout.components],
+        layout.properties.names if layout.properties is not None else None,
+        str(layout.values.dtype),
+        [(p, _signature(g)) for p, g in layout.gradients.items()],
+    )
+
+
+def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) -> TensorLayout:
+    """The tensor described by a store's node documents, checked for consistency."""
+    keys = _labels_info(nodes, "keys", where)
+    index = _gradient_index(nodes)
+    blocks = [
+        _parse_block(nodes, index, block_prefix(i), where, None, None) for i in range(keys.shape[0])
+    ]
+    for i, block in enumerate(blocks[1:], start=1):
+        if _signature(block) != _signature(blocks[0]):
+            raise _damaged(
+                where,
+                f"block {i} differs from block 0 in its sample, component or property "
+                "names, its dtype or its gradients, which a TensorMap forbids",
+            )
+    info = attributes.get("info") or {}
+    if not isinstance(info, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in info.items()
+    ):
+        raise _damaged(where, "the 'info' attribute must map strings to strings")
+    return TensorLayout(keys, blocks, dict(info), nodes)

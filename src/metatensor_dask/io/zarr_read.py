@@ -1,0 +1,262 @@
+"""``open_zarr``: a lazy TensorMap over a store written by :func:`to_zarr`.
+
+Opening reads the root document (which holds every node's metadata), the keys, the
+component and property Labels (each distinct digest once) and the gradients' row
+pointers, all concurrently. It reads no values and no sample labels: samples are
+:meth:`Labels.lazy`, with the digest recorded at write time, and values are dask
+arrays whose tasks read their region of the store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .._partition import gradient_row_chunks
+from ..block import TensorBlock
+from ..errors import MetatensorDaskError
+from ..labels import Labels
+from . import zarr_chunks as chunking
+from . import zarr_layout as layout
+from .zarr_store import (
+    ArrayRef,
+    describe,
+    get_many,
+    list_prefix,
+    open_store,
+    read_arrays,
+    read_region,
+)
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+    from ..tensor import TensorMap
+
+__all__ = ["open_zarr"]
+
+
+def read_nodes(store: Store) -> dict[str, Any]:
+    """Every node document of a store, for stores without inline (consolidated) metadata."""
+    import json
+
+    keys = [
+        key
+        for key in list_prefix(store, "")
+        if key.endswith("/zarr.json") and not key.startswith(layout.PROGRESS_PREFIX)
+    ]
+    nodes = {}
+    for key, raw in zip(keys, get_many(store, keys), strict=True):
+        if raw is not None:
+            nodes[key[: -len("/zarr.json")]] = json.loads(raw)
+    return nodes
+
+
+def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
+    """Labels from their arrays, reading each distinct digest once, concurrently."""
+    first: dict[Any, int] = {}
+    for i, info in enumerate(infos):
+        first.setdefault((info.digest, tuple(info.names)) if info.digest else i, i)
+    unique = sorted(set(first.values()))
+    values = read_arrays([ArrayRef(store, infos[i].path, infos[i].document) for i in unique])
+    loaded = {}
+    for i, array in zip(unique, values, strict=True):
+        info = infos[i]
+        labels = Labels._trusted(info.names, np.asarray(array, dtype=np.int32))
+        if info.digest:
+            labels._digest = info.digest
+        loaded[i] = labels
+    return [
+        loaded[first[(info.digest, tuple(info.names)) if info.digest else i]]
+        for i, info in enumerate(infos)
+    ]
+
+
+def _lazy_samples(store: Store, info: layout.ArrayInfo) -> Labels:
+    ref = ArrayRef(store, info.path, info.document)
+
+    def load() -> np.ndarray:
+        return read_arrays([ref])[0]
+
+    return Labels.lazy(info.names, info.shape[0], load, info.digest)
+
+
+def stored_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> da.Array:
+    """A dask array over a stored array, one task per chunk of ``rows`` rows."""
+    ref = ArrayRef(store, info.path, info.document)
+    name = "open_zarr-" + tokenize(ref, rows)
+    tail = tuple(slice(0, n) for n in info.shape[1:])
+    zeros = (0,) * (len(info.shape) - 1)
+    graph = {}
+    start = 0
+    for i, size in enumerate(rows):
+        graph[(name, i, *zeros)] = (read_region, ref, (slice(start, start + size), *tail))
+        start += size
+    chunks = (rows, *((n,) for n in info.shape[1:]))
+    meta = np.empty((0,) * len(info.shape), dtype=info.dtype)
+    hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
+    return da.Array(hlg, name, chunks, meta=meta)
+
+
+def _sizes(block: layout.BlockLayout) -> list[tuple[int, int]]:
+    shape = block.values.shape
+    sizes = [(shape[0], chunking.row_bytes(shape, block.values.dtype))]
+    for gradient in block.gradients.values():
+        sizes.extend(_sizes(gradient))
+    return sizes
+
+
+def _value_rows(block: layout.BlockLayout, request: chunking.ChunkRequest) -> tuple[int, ...]:
+    n = block.values.shape[0]
+    if request.kind == "rows":
+        return chunking.regular(n, request.amount)
+    if request.kind == "bytes":
+        return chunking.regular(n, chunking.target_rows(n, _sizes(block), request.amount))
+    return chunking.regular(n, block.values.chunk_rows)
+
+
+class _Reader:
+    """Builds blocks from a parsed layout, with the small arrays already read."""
+
+    def __init__(self, store: Store, tensor: layout.TensorLayout, where: str):
+        self.store = store
+        self.where = where
+        infos = []
+        for block in tensor.blocks:
+            infos.extend(_small_labels(block))
+        labels = read_labels(store, [tensor.keys, *infos])
+        self.keys = labels[0]
+        self.labels = {info.path: value for info, value in zip(infos, labels[1:], strict=True)}
+        pointers = [a for block in tensor.blocks for a in _pointers(block)]
+        values = read_arrays([ArrayRef(store, a.path, a.document) for a in pointers])
+        self.pointers = {
+            a.path: np.asarray(v, dtype=np.int64) for a, v in zip(pointers, values, strict=True)
+        }
+
+    def block(
+        self,
+        stored: layout.BlockLayout,
+        rows: tuple[int, ...],
+        properties: Labels | None,
+        pointer: np.ndarray | None,
+    ) -> TensorBlock:
+        values = stored_array(self.store, stored.values, rows)
+        properties = (
+            properties if stored.properties is None else self.labels[stored.properties.path]
+        )
+        gradients = {}
+        for parameter, gradient in stored.gradients.items():
+            gradient_pointer = None
+            if gradient.row_pointer is not None:
+                gradient_pointer = self._pointer(gradient, stored.values.shape[0])
+                gradient_rows = gradient_row_chunks(gradient_pointer, rows)
+            else:
+                gradient_rows = chunking.regular(
+                    gradient.values.shape[0], gradient.values.chunk_rows
+                )
+            gradients[parameter] = self.block(gradient, gradient_rows, properties, gradient_pointer)
+        return TensorBlock._trusted(
+            values,
+            _lazy_samples(self.store, stored.samples),
+            [self.labels[c.path] for c in stored.components],
+            properties,
+            gradients,
+            row_pointer=pointer,
+        )
+
+    def _pointer(self, gradient: layout.BlockLayout, parent_rows: int) -> np.ndarray:
+        assert gradient.row_pointer is not None
+        pointer = self.pointers[gradient.row_pointer.path]
+        rows = gradient.values.shape[0]
+        if (
+            len(pointer) != parent_rows + 1
+            or pointer[0] != 0
+            or pointer[-1] != rows
+            or np.any(np.diff(pointer) < 0)
+        ):
+            raise MetatensorDaskError(
+                f"the store at {self.where} is damaged: '{gradient.row_pointer.path}' is not a "
+                f"non-decreasing row pointer from 0 to {rows}"
+            )
+        return pointer
+
+
+def _small_labels(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
+    found = list(block.components)
+    if block.properties is not None:
+        found.append(block.properties)
+    for gradient in block.gradients.values():
+        found.extend(_small_labels(gradient))
+    return found
+
+
+def _pointers(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
+    found = []
+    for gradient in block.gradients.values():
+        if gradient.row_pointer is not None:
+            found.append(gradient.row_pointer)
+        found.extend(_pointers(gradient))
+    return found
+
+
+def read_layout(store: Store, where: str) -> layout.TensorLayout:
+    """The checked layout of a complete store."""
+    (raw,) = get_many(store, ["zarr.json"])
+    attributes, nodes = layout.parse_root(raw, where)
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
+        raise MetatensorDaskError(
+            f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
+            "running); finish it with to_zarr(..., resume=True) and the same tensor, or "
+            "write it again with mode='w'"
+        )
+    if nodes is None:
+        nodes = read_nodes(store)
+    return layout.parse_layout(attributes, nodes, where)
+
+
+def open_zarr(
+    store: Any,
+    chunks: Any = None,
+    storage_options: dict[str, Any] | None = None,
+) -> TensorMap:
+    """Open a tensor stored by :func:`to_zarr`, lazily.
+
+    Parameters
+    ----------
+    store
+        Any zarr ``StoreLike``: a directory path, an fsspec URL (with
+        ``storage_options``), or a zarr store object.
+    chunks
+        Chunking of each block's values along samples: ``None`` for the stored
+        chunks, an int for value rows per chunk, a size string such as ``"64MiB"``
+        for a target size of the largest co-partitioned array (``"auto"``: the
+        ``chunk-size`` setting). Gradients whose rows are grouped by sample are
+        chunked to match (gradient chunk *i* holds the rows of values chunk *i*);
+        other gradients keep their stored chunks.
+    storage_options
+        Options of the fsspec filesystem, for URLs.
+
+    Returns
+    -------
+    TensorMap
+        Values and gradients are dask arrays; sample labels are read on first use.
+
+    Raises
+    ------
+    MetatensorDaskError
+        When the store is missing, incomplete (finish it with ``resume=True``), not
+        written by metatensor-dask, of a newer format, or damaged.
+    """
+    from ..tensor import TensorMap
+
+    request = chunking.parse_chunks(chunks)
+    resolved = open_store(store, storage_options, writable=False)
+    where = describe(resolved)
+    tensor = read_layout(resolved, where)
+    reader = _Reader(resolved, tensor, where)
+    blocks = [reader.block(b, _value_rows(b, request), None, None) for b in tensor.blocks]
+    return TensorMap._trusted(reader.keys, blocks, tensor.info)

@@ -1,0 +1,327 @@
+"""Access to a Zarr store: resolving store-likes, bulk metadata I/O, chunk tasks.
+
+Everything here talks to zarr's asynchronous ``Store`` interface directly, so that
+thousands of small documents are read or written concurrently instead of one by one,
+and so that no ``zarr.Array`` object is built before a task needs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import numpy as np
+from zarr.abc.store import Store
+from zarr.core.array import Array, AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore, MemoryStore, StorePath
+from zarr.storage._common import make_store_path
+
+from ..errors import MetatensorDaskError
+from .zarr_codecs import chunk_keys, decode_chunks, encode_chunks, is_plain
+
+__all__ = [
+    "ArrayRef",
+    "delete_prefix",
+    "get_many",
+    "list_prefix",
+    "open_store",
+    "plain_chunks",
+    "read_arrays",
+    "set_many",
+    "write_regions",
+]
+
+#: At most this many store requests are in flight at once in the bulk helpers.
+_CONCURRENCY = 64
+#: Threads writing local files in bulk.
+_FILE_THREADS = 4
+
+
+def _memory_kind(store: Store) -> str | None:
+    """``"object"`` for a zarr MemoryStore, ``"fsspec"`` for ``memory://``, else None."""
+    if isinstance(store, MemoryStore):
+        return "object"
+    fs = getattr(store, "fs", None)
+    protocol = getattr(getattr(fs, "sync_fs", fs), "protocol", None)
+    protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+    return "fsspec" if "memory" in protocols else None
+
+
+def _copying_scheduler(kind: str) -> str | None:
+    """Why tasks would not see this process's memory store, or ``None``.
+
+    Tasks sent to other processes see their own, empty memory. A distributed
+    Client also pickles tasks for in-process workers, which copies a zarr
+    ``MemoryStore`` (``memory://`` stores live in fsspec's global memory and survive).
+    """
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler in ("processes", "multiprocessing"):
+        return f"dask's scheduler is {scheduler!r}"
+    if "distributed" in sys.modules:
+        from distributed import get_client
+
+        try:
+            client = get_client()
+        except ValueError:
+            return None
+        address = getattr(client.scheduler, "address", "") or ""
+        if kind == "object" or not address.startswith("inproc://"):
+            return f"a distributed Client is active (scheduler at {address})"
+    return None
+
+
+def open_store(store: Any, storage_options: dict[str, Any] | None, writable: bool) -> Store:
+    """The zarr ``Store`` for any StoreLike (path, URL, store object, ...).
+
+    A memory store is refused when tasks would write to copies of it (see
+    :func:`_copying_scheduler`).
+    """
+    try:
+        path = sync(
+            make_store_path(store, mode="a" if writable else "r", storage_options=storage_options)
+        )
+    except FileNotFoundError:
+        raise MetatensorDaskError(
+            f"no Zarr store found at {store!r}: check the path, or write a tensor there "
+            "with `tensor.to_zarr(...)`"
+        ) from None
+    if path.path:
+        raise MetatensorDaskError(
+            f"stores inside another store (path {path.path!r}) are not supported; give the "
+            "store's own location"
+        )
+    resolved = path.store
+    kind = _memory_kind(resolved)
+    reason = _copying_scheduler(kind) if kind is not None else None
+    if reason is not None:
+        raise MetatensorDaskError(
+            f"this memory store can not be used here ({reason}): tasks would write to "
+            "copies of it and the data would be lost; use a directory or another fsspec "
+            "URL, or dask's threaded scheduler ('memory://' URLs also work with "
+            "distributed.LocalCluster(processes=False))"
+        )
+    return resolved
+
+
+def describe(store: Store) -> str:
+    """A short, stable description of a store, for messages and dask tokens."""
+    return f"{type(store).__name__}({store})"
+
+
+# -- bulk access to small objects ---------------------------------------------------------
+
+
+async def _bounded(coroutines: Iterable[Any]) -> list[Any]:
+    semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+    async def run(coroutine: Any) -> Any:
+        async with semaphore:
+            return await coroutine
+
+    return await asyncio.gather(*(run(c) for c in coroutines))
+
+
+def _local_root(store: Store) -> Path | None:
+    """The directory of a writable local store, which is read and written directly:
+    going through the asynchronous API costs a thread hop per file."""
+    if isinstance(store, LocalStore):
+        return Path(store.root)
+    return None
+
+
+def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
+    """The bytes stored at each key (``None`` where there is nothing)."""
+    root = _local_root(store)
+    if root is not None:
+        found: list[bytes | None] = []
+        for key in keys:
+            try:
+                found.append((root / key).read_bytes())
+            except (FileNotFoundError, NotADirectoryError):
+                found.append(None)
+        return found
+    prototype = default_buffer_prototype()
+
+    async def get(key: str) -> bytes | None:
+        buffer = await store.get(key, prototype=prototype)
+        return None if buffer is None else buffer.to_bytes()
+
+    return sync(_bounded(get(key) for key in keys))
+
+
+def _write_files(root: Path, items: dict[str, bytes]) -> None:
+    """Write files under ``root``: folders first (parents before children, one
+    ``mkdir`` each), then the files from a few threads (the system calls release the GIL)."""
+    folders = sorted({os.path.dirname(key) for key in items} - {""})
+    known = {""}
+    for folder in folders:
+        parent = os.path.dirname(folder)
+        try:
+            if parent in known:
+                os.mkdir(root / folder)
+            else:
+                os.makedirs(root / folder, exist_ok=True)
+        except FileExistsError:
+            pass
+        known.add(folder)
+
+    def write(keys: list[str]) -> None:
+        for key in keys:
+            descriptor = os.open(root / key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(descriptor, items[key])
+            finally:
+                os.close(descriptor)
+
+    keys = list(items)
+    if len(keys) < 64:
+        write(keys)
+        return
+    with ThreadPoolExecutor(_FILE_THREADS) as pool:
+        list(pool.map(write, [keys[i::_FILE_THREADS] for i in range(_FILE_THREADS)]))
+
+
+def set_many(store: Store, items: dict[str, bytes], atomic: bool = False) -> None:
+    """Store every ``key: bytes`` item, concurrently.
+
+    Local files are written directly unless ``atomic``: readers only trust a store
+    once its root document says it is complete, and a resumed write rewrites them.
+    """
+    root = _local_root(store)
+    if root is not None and not atomic and not store.read_only:
+        _write_files(root, items)
+        return
+    buffer = default_buffer_prototype().buffer
+    sync(_bounded(store.set(key, buffer.from_bytes(value)) for key, value in items.items()))
+
+
+def list_prefix(store: Store, prefix: str) -> list[str]:
+    """Every key starting with ``prefix``."""
+
+    async def collect() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    return sync(collect())
+
+
+def delete_prefix(store: Store, prefix: str) -> None:
+    """Delete every key under ``prefix`` (all keys for ``""``)."""
+    if prefix:
+        sync(store.delete_dir(prefix.rstrip("/")))
+    else:
+        sync(store.clear())
+
+
+# -- arrays --------------------------------------------------------------------------------
+
+
+class ArrayRef:
+    """A stored array as a task needs it: store, path and metadata document.
+
+    The ``zarr.Array`` is built from the document on first use (no metadata read), and
+    rebuilt after unpickling in another process.
+    """
+
+    __slots__ = ("_array", "document", "path", "store")
+
+    def __init__(self, store: Store, path: str, document: dict[str, Any]):
+        self.store = store
+        self.path = path
+        self.document = document
+        self._array: Array | None = None
+
+    def array(self) -> Array:
+        if self._array is None:
+            self._array = Array(
+                AsyncArray(metadata=self.document, store_path=StorePath(self.store, self.path))
+            )
+        return self._array
+
+    def async_array(self) -> AsyncArray:
+        return self.array()._async_array
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArrayRef, (self.store, self.path, self.document))
+
+    def __dask_tokenize__(self) -> Any:
+        return (
+            "ArrayRef",
+            describe(self.store),
+            self.path,
+            json.dumps(self.document, sort_keys=True),
+        )
+
+
+def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
+    """The whole content of each array; Labels and row pointers are decoded here, in
+    bulk, other arrays read through zarr, concurrently."""
+    results: list[np.ndarray | None] = [None] * len(refs)
+    plain = [i for i, ref in enumerate(refs) if is_plain(ref.document)]
+    keys = {i: chunk_keys(refs[i].document) for i in plain}
+    flat = [f"{refs[i].path}/{key}" for i in plain for key in keys[i]]
+    raw = iter(get_many(refs[0].store, flat) if flat else [])
+    for i in plain:
+        chunks = [next(raw) for _ in keys[i]]
+        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path)
+
+    async def read(ref: ArrayRef) -> np.ndarray:
+        shape = tuple(ref.document["shape"])
+        if 0 in shape:
+            return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
+        return np.asarray(await ref.async_array().getitem(Ellipsis))
+
+    others = [i for i in range(len(refs)) if results[i] is None]
+    for i, array in zip(others, sync(_bounded(read(refs[i]) for i in others)), strict=True):
+        results[i] = array
+    return results  # type: ignore[return-value]
+
+
+def plain_chunks(
+    path: str, document: dict[str, Any], values: np.ndarray, first: int = 0
+) -> dict[str, bytes]:
+    """The encoded chunks of a plain array (see :func:`is_plain`), by store key."""
+    return {f"{path}/{key}": data for key, data in encode_chunks(values, document, first).items()}
+
+
+def read_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
+    """A dask task: one region of a stored array."""
+    if any(s.stop <= s.start for s in region):
+        shape = tuple(max(s.stop - s.start, 0) for s in region)
+        return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
+    return np.asarray(ref.array()[region])
+
+
+def write_regions(
+    refs: list[ArrayRef],
+    regions: list[tuple[slice, ...]],
+    data: list[np.ndarray],
+    markers: list[str],
+) -> None:
+    """A dask task: store chunks (or shards) of several arrays, then record them.
+
+    Small chunks of many small blocks are grouped into one task, stored concurrently.
+    """
+
+    async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
+        await ref.async_array().setitem(region, values)
+
+    encoded: dict[str, bytes] = {}
+    others = []
+    for ref, region, values in zip(refs, regions, data, strict=True):
+        if is_plain(ref.document):
+            rows = int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+            encoded.update(plain_chunks(ref.path, ref.document, values, region[0].start // rows))
+        else:
+            others.append((ref, region, values))
+    set_many(refs[0].store, encoded)
+    sync(_bounded(write(*item) for item in others))
+    set_many(refs[0].store, dict.fromkeys(markers, b""))

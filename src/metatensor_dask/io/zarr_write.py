@@ -1,0 +1,653 @@
+"""``to_zarr``: write a tensor to a Zarr store, safely and resumably.
+
+A write goes in three phases, so that a reader never takes a half-written store for a
+whole one and an interrupted write can be finished:
+
+1. **metadata**, in the client: the list of arrays this write fills
+   (``.progress/plan.json``), the root document with ``complete: false`` and every
+   node's metadata inline, then every node's own ``zarr.json``, all in bulk; then the
+   Labels and row pointers (small next to the values);
+2. **data**, in dask tasks: one task per zarr chunk (or shard) of each values array,
+   each recording what it stored under ``.progress/<array>/<chunk>`` once it is stored
+   (chunk files can not show it: zarr skips chunks that hold only zeros);
+3. **completion**, in a final task: the root document with ``complete: true``, and the
+   progress records deleted.
+
+``resume=True`` checks that the stored metadata matches the tensor and runs only the
+data tasks that are not recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from .. import config
+from .._partition import block_row_pointer
+from ..errors import MetatensorDaskError
+from ..labels import Labels
+from . import zarr_chunks as chunking
+from . import zarr_layout as layout
+from .zarr_codecs import small_template, template
+from .zarr_store import (
+    ArrayRef,
+    delete_prefix,
+    describe,
+    get_many,
+    list_prefix,
+    open_store,
+    plain_chunks,
+    set_many,
+    write_regions,
+)
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+    from ..block import TensorBlock
+    from ..tensor import TensorMap
+
+__all__ = ["to_zarr"]
+
+_MODES = ("w-", "w", "a", "r+")
+_PLAN = layout.PROGRESS_PREFIX + "plan.json"
+#: Labels and row pointers are written from the client in batches of about this size.
+_BATCH_BYTES = 64 * 2**20
+#: Small chunks are written together by one task, up to this many and this many bytes.
+_BATCH_TASKS = 256
+_BATCH_TASK_BYTES = 2**20
+#: Fields of an array document that describe its content (not its chunking/codecs).
+_CONTENT = ("shape", "data_type", "attributes", "dimension_names")
+
+
+@dataclass
+class _Plan:
+    """What a write stores: node documents, client-side arrays, and dask arrays."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    small: dict[str, Any] = field(default_factory=dict)  # path -> callable giving values
+    data: dict[str, da.Array] = field(default_factory=dict)
+
+    def group(self, path: str) -> None:
+        self.nodes[path] = layout.group_document()
+
+    def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
+        shape = (len(labels), len(labels.names))
+        rows = chunk_rows if chunk_rows is not None else max(shape[0], 1)
+        # Labels are never sharded: their chunks are written from the client
+        self.nodes[path] = layout.array_document(
+            small_template(np.dtype(np.int32), 2),
+            shape,
+            rows,
+            None,
+            layout.labels_attributes(labels.names, labels.digest()),
+        )
+        self.small[path] = lambda: labels.values
+
+
+def _sharding(rows: int) -> int | None:
+    shards = config.get("shard-chunks")
+    if shards is None:
+        return None
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.shard-chunks={shards!r}: use null (no "
+            "sharding) or a positive number of chunks per shard"
+        )
+    return rows * shards
+
+
+def _sizes(block: TensorBlock) -> list[tuple[int, int]]:
+    """(rows, bytes per row) of the values and of every (nested) gradient."""
+    sizes = [(block.values.shape[0], chunking.row_bytes(block.values.shape, block.dtype))]
+    for _, gradient in block.gradients():
+        sizes.extend(_sizes(gradient))
+    return sizes
+
+
+def _value_rows(block: TensorBlock, request: chunking.ChunkRequest) -> int:
+    """Rows per stored chunk of a block's values."""
+    values = block.values
+    n = values.shape[0]
+    if request.kind == "rows":
+        return min(request.amount, max(n, 1))
+    if request.kind == "bytes":
+        return chunking.target_rows(n, _sizes(block), request.amount)
+    sizes = _sizes(block)
+    target = chunking.default_target()
+    chunks = getattr(values, "chunks", None) or ((n,),)
+    if all(len(c) == 1 for c in chunks[1:]) and chunking.is_regular(chunks[0]):
+        if len(chunks[0]) > 1:
+            return chunks[0][0]
+        if max(rows * size for rows, size in sizes) <= target:
+            return max(n, 1)
+    return chunking.target_rows(n, sizes, target)
+
+
+def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_gradient: bool) -> None:
+    values = da.asarray(block.values) if not isinstance(block.values, da.Array) else block.values
+    shards = _sharding(rows)
+    plan.group(prefix)
+    names = ["samples", *(c.names[0] for c in block.components), "properties"]
+    plan.nodes[f"{prefix}/values"] = layout.array_document(
+        template(values.dtype, values.ndim, shards is not None),
+        values.shape,
+        rows,
+        shards,
+        {},
+        names,
+    )
+    plan.data[f"{prefix}/values"] = values
+    plan.labels(f"{prefix}/samples", block.samples, rows)
+    if block.components:
+        plan.group(f"{prefix}/components")
+    for j, component in enumerate(block.components):
+        plan.labels(f"{prefix}/components/{j}", component, None)
+    if not is_gradient:
+        plan.labels(f"{prefix}/properties", block.properties, None)
+    if block.gradients_list():
+        plan.group(f"{prefix}/gradients")
+    n_chunks = chunking.count(values.shape[0], rows)
+    for parameter, gradient in block.gradients():
+        path = layout.gradient_prefix(prefix, parameter)
+        pointer = block_row_pointer(block, parameter)
+        m = gradient.values.shape[0]
+        if pointer is not None:
+            gradient_rows = max(-(-m // n_chunks), 1)
+            plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
+                small_template(np.dtype(np.int64), 1),
+                pointer.shape,
+                max(len(pointer), 1),
+                None,
+                {},
+            )
+            plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
+        else:
+            gradient_rows = chunking.target_rows(m, _sizes(gradient), chunking.default_target())
+        _plan_block(plan, gradient, path, gradient_rows, True)
+
+
+def _keys_plan(plan: _Plan, keys: Labels) -> None:
+    plan.labels("keys", keys, None)
+
+
+def _content(document: dict[str, Any]) -> dict[str, Any]:
+    return {name: document.get(name) for name in _CONTENT}
+
+
+def _mismatch(path: str, stored: dict[str, Any], planned: dict[str, Any]) -> str | None:
+    if stored.get("node_type") != planned.get("node_type"):
+        return f"'{path}' is a {stored.get('node_type')} in the store"
+    if planned.get("node_type") != "array":
+        return None
+    mine, theirs = _content(planned), _content(stored)
+    for name in _CONTENT:
+        if mine[name] != theirs[name]:
+            return f"'{path}' has {name} {theirs[name]!r} in the store, {mine[name]!r} here"
+    return None
+
+
+def _check_matches(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
+    """Refuse when a planned node exists in the store with different content."""
+    for path, document in plan.nodes.items():
+        if path in stored:
+            problem = _mismatch(path, stored[path], document)
+            if problem is not None:
+                raise MetatensorDaskError(
+                    f"the metadata stored at {where} does not match this tensor: {problem}; "
+                    f"{remedy}"
+                )
+
+
+def _read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    (raw,) = get_many(store, ["zarr.json"])
+    if raw is None:
+        return None
+    attributes, nodes = layout.parse_root(raw, where)
+    if nodes is None:
+        from .zarr_read import read_nodes
+
+        nodes = read_nodes(store)
+    return attributes, nodes
+
+
+def _write_documents(
+    store: Store, plan: _Plan, documents: list[str], small: list[str], nodes: dict[str, Any]
+) -> None:
+    """Write node documents, then the Labels and row pointers, in batches."""
+    batch: dict[str, bytes] = {}
+    size = 0
+    items = [(path, None) for path in documents] + [(path, path) for path in small]
+    for path, values_path in items:
+        if values_path is None:
+            batch[f"{path}/zarr.json"] = layout.encode(nodes[path])
+        else:
+            chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
+            batch.update(chunks)
+            size += sum(len(c) for c in chunks.values())
+        if size > _BATCH_BYTES or len(batch) > 50_000:
+            set_many(store, batch)
+            batch, size = {}, 0
+    set_many(store, batch)
+
+
+def _finish(store: Store, root: bytes, *written: Any) -> None:
+    """The last task: mark the store complete, then forget the progress records."""
+    set_many(store, {"zarr.json": root}, atomic=True)
+    delete_prefix(store, layout.PROGRESS_PREFIX)
+
+
+def _write_graph(
+    store: Store,
+    plan: _Plan,
+    paths: list[str],
+    nodes: dict[str, Any],
+    recorded: set[str],
+    root: bytes,
+) -> Delayed:
+    """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
+    token = tokenize(describe(store), root, paths, sorted(recorded))
+    name = f"zarr-write-{token}"
+    graph: dict[Any, Any] = {}
+    sources = []
+    batch: list[tuple[ArrayRef, tuple[slice, ...], Any, str]] = []
+    size = 0
+    limit = _BATCH_TASK_BYTES
+
+    def flush() -> None:
+        nonlocal batch, size
+        if batch:
+            refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
+            graph[(name, len(graph))] = (write_regions, refs, regions, keys, markers)
+        batch, size = [], 0
+
+    for path in paths:
+        info = layout.array_info(nodes, path, describe(store))
+        array = chunking.aligned(plan.data[path], info.write_rows)
+        chunking.check_aligned(array.chunks[0], info.write_rows, path)
+        if array.size == 0:
+            continue
+        ref = ArrayRef(store, path, nodes[path])
+        tail = (0,) * (array.ndim - 1)
+        row_bytes = chunking.row_bytes(array.shape, array.dtype)
+        start = 0
+        for i, rows in enumerate(array.chunks[0]):
+            marker = layout.progress_marker(path, i)
+            region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
+            start += rows
+            if marker in recorded:
+                continue
+            if batch and (size + rows * row_bytes > limit or len(batch) >= _BATCH_TASKS):
+                flush()
+            batch.append((ref, region, (array.name, i, *tail), marker))
+            size += rows * row_bytes
+        sources.append(array)
+    flush()
+    final = f"zarr-complete-{token}"
+    graph[final] = (_finish, store, root, *list(graph))
+    hlg = HighLevelGraph.from_collections(final, graph, dependencies=sources)
+    return Delayed(final, hlg)
+
+
+def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
+    plan = _Plan()
+    _keys_plan(plan, tensor.keys)
+    plan.group("blocks")
+    for i, block in enumerate(tensor.blocks()):
+        _plan_block(plan, block, layout.block_prefix(i), _value_rows(block, request), False)
+    return plan
+
+
+def _plan_blocks_at(
+    tensor: TensorMap, request: chunking.ChunkRequest, keys: Labels
+) -> tuple[_Plan, list[np.ndarray]]:
+    """Each block planned at its position in ``keys``; unknown keys are appended."""
+    plan = _Plan()
+    plan.group("blocks")
+    new_keys = []
+    for key, block in tensor.items():
+        position = keys.position(key)
+        if position is None:
+            position = len(keys) + len(new_keys)
+            new_keys.append(key.values)
+        _plan_block(plan, block, layout.block_prefix(position), _value_rows(block, request), False)
+    return plan, new_keys
+
+
+def _stored_keys(store: Store, nodes: dict[str, Any], where: str) -> Labels:
+    from .zarr_read import read_labels
+
+    return read_labels(store, [layout.array_info(nodes, "keys", where)])[0]
+
+
+def _plan_addition(
+    tensor: TensorMap,
+    request: chunking.ChunkRequest,
+    store: Store,
+    stored: dict[str, Any],
+    where: str,
+) -> tuple[_Plan, dict[str, Any]]:
+    """Mode "a": new keys get new blocks, known blocks their new gradients.
+
+    Returns the plan (new nodes only) and the nodes of the store once written.
+    """
+    stored_keys = _stored_keys(store, stored, where)
+    if stored_keys.names != tensor.keys.names:
+        raise MetatensorDaskError(
+            f"can not add blocks with keys {tensor.keys.names} to the store at {where}, whose "
+            f"keys are {stored_keys.names}"
+        )
+    plan, new_keys = _plan_blocks_at(tensor, request, stored_keys)
+    _check_matches(plan, stored, where, "mode='a' only adds new blocks and gradients")
+    for path in [p for p in plan.nodes if p in stored]:
+        del plan.nodes[path]
+        plan.data.pop(path, None)
+        plan.small.pop(path, None)
+    if new_keys:
+        all_keys = Labels._trusted(
+            stored_keys.names, np.concatenate([stored_keys.values, np.array(new_keys, np.int32)])
+        )
+        _keys_plan(plan, all_keys)
+    final = {**stored, **plan.nodes}
+    try:
+        layout.parse_layout({}, final, where)
+    except MetatensorDaskError as error:
+        raise MetatensorDaskError(
+            f"mode='a' can not add this tensor to {where}: the result would not be a valid "
+            f"TensorMap ({error}); every block needs the same gradients, names and dtype"
+        ) from None
+    return plan, final
+
+
+def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
+    """The tensor must have exactly the stored arrays, with the same content."""
+    stored_arrays = {p for p, d in stored.items() if d.get("node_type") == "array"}
+    planned_arrays = {p for p, d in plan.nodes.items() if d.get("node_type") == "array"}
+    if stored_arrays != planned_arrays:
+        different = sorted(stored_arrays ^ planned_arrays)[0]
+        raise MetatensorDaskError(
+            f"the metadata stored at {where} does not match this tensor: '{different}' is "
+            f"only in {'the store' if different in stored_arrays else 'the tensor'}; {remedy}"
+        )
+    _check_matches(plan, stored, where, remedy)
+
+
+def _execute(
+    store: Store,
+    plan: _Plan,
+    nodes: dict[str, Any],
+    documents: list[str],
+    data: list[str],
+    small: list[str],
+    info: dict[str, str],
+    compute: bool,
+    recorded: set[str] | None = None,
+) -> Delayed | None:
+    """Run the three phases (or, with ``recorded``, resume them)."""
+    if recorded is None:
+        delete_prefix(store, layout.PROGRESS_PREFIX)
+        record = {"data": data, "small": small}
+        if "keys" in small:
+            record["keys"] = np.asarray(plan.small["keys"]()).tolist()
+        set_many(store, {_PLAN: json.dumps(record).encode()})
+        recorded = set()
+    root = layout.root_document(False, info, nodes)
+    set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+    _write_documents(store, plan, documents, small, nodes)
+    final_root = layout.encode(layout.root_document(True, info, nodes))
+    delayed = _write_graph(store, plan, data, nodes, recorded, final_root)
+    if compute:
+        dask.compute(delayed)
+        return None
+    return delayed
+
+
+def _done(compute: bool) -> Delayed | None:
+    return None if compute else dask.delayed(_nothing)()
+
+
+def _nothing() -> None:
+    return None
+
+
+def _resume(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    existing: tuple[dict[str, Any], dict[str, Any]],
+    where: str,
+    compute: bool,
+) -> Delayed | None:
+    attributes, nodes = existing
+    (raw,) = get_many(store, [_PLAN])
+    if raw is None:
+        raise MetatensorDaskError(
+            f"the interrupted write at {where} left no record of its plan, so it can not be "
+            "resumed; use mode='w' to overwrite it"
+        )
+    record = json.loads(raw)
+    remedy = "resume with the same tensor and mode, or use mode='w' to overwrite"
+    if mode == "a":
+        keys = (
+            Labels._trusted(
+                tensor.keys.names,
+                np.array(record.get("keys") or [], np.int32).reshape(-1, len(tensor.keys.names)),
+            )
+            if "keys" in record
+            else _stored_keys(store, nodes, where)
+        )
+        plan, new_keys = _plan_blocks_at(tensor, request, keys)
+        if new_keys:
+            raise MetatensorDaskError(
+                f"the interrupted write at {where} does not know the key "
+                f"{tuple(int(v) for v in new_keys[0])}: {remedy}"
+            )
+        if "keys" in record:
+            plan.small["keys"] = lambda: keys.values
+        _check_matches(plan, nodes, where, remedy)
+    else:
+        plan = _plan_tensor(tensor, request)
+        _check_rewrite(plan, nodes, where, remedy)
+    missing = [p for p in record["data"] if p not in plan.data]
+    missing += [p for p in record["small"] if p not in plan.small]
+    if missing:
+        raise MetatensorDaskError(
+            f"the interrupted write at {where} was storing '{missing[0]}', which this tensor "
+            f"does not have: {remedy}"
+        )
+    recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    info = dict(attributes.get("info") or {})
+    return _execute(
+        store,
+        plan,
+        nodes,
+        sorted(nodes),
+        record["data"],
+        record["small"],
+        info,
+        compute,
+        recorded,
+    )
+
+
+def _already_written(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    nodes: dict[str, Any],
+    where: str,
+) -> bool:
+    """Whether a complete store already holds exactly what this write would store."""
+    try:
+        if mode == "a":
+            plan, _ = _plan_blocks_at(tensor, request, _stored_keys(store, nodes, where))
+        else:
+            plan = _plan_tensor(tensor, request)
+        for path, document in plan.nodes.items():
+            if path not in nodes or _mismatch(path, nodes[path], document) is not None:
+                return False
+    except MetatensorDaskError:
+        return False
+    return True
+
+
+@overload
+def to_zarr(
+    tensor: TensorMap,
+    store: Any,
+    mode: str = ...,
+    *,
+    compute: Literal[True] = ...,
+    resume: bool = ...,
+    chunks: Any = ...,
+    storage_options: dict[str, Any] | None = ...,
+) -> None: ...
+
+
+@overload
+def to_zarr(
+    tensor: TensorMap,
+    store: Any,
+    mode: str = ...,
+    *,
+    compute: Literal[False],
+    resume: bool = ...,
+    chunks: Any = ...,
+    storage_options: dict[str, Any] | None = ...,
+) -> Delayed: ...
+
+
+def to_zarr(
+    tensor: TensorMap,
+    store: Any,
+    mode: str = "w-",
+    *,
+    compute: bool = True,
+    resume: bool = False,
+    chunks: Any = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Delayed | None:
+    """Write ``tensor`` to a Zarr v3 store (layout: ``docs/zarr-format.md``).
+
+    Parameters
+    ----------
+    tensor
+        The tensor to write; its dask arrays are computed chunk by chunk as they are
+        stored, never all at once.
+    store
+        Any zarr ``StoreLike``: a directory path, an fsspec URL (with
+        ``storage_options``), or a zarr store object. Memory stores are refused when
+        tasks run in other processes.
+    mode
+        As xarray: ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
+        ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
+        one); ``"r+"`` rewrites the values of an existing store whose metadata (keys,
+        labels, shapes, dtypes, gradients) is identical.
+    compute
+        Write now (``True``), or write the metadata now and return a
+        :class:`dask.delayed.Delayed` that writes the data and marks the store
+        complete when computed.
+    resume
+        Finish an interrupted write of the same tensor (same mode): check that the
+        stored metadata matches and store only the chunks not recorded as written. A
+        complete store that already holds this tensor's arrays is left as it is.
+    chunks
+        Rows per stored chunk of each block's values: ``None`` keeps the values'
+        regular dask chunking along samples (a single chunk larger than the
+        ``chunk-size`` setting is split to it), an int gives value rows per chunk, a
+        size string such as ``"64MiB"`` a target for the largest co-partitioned array
+        (usually a gradient). Gradients get as many chunks as their values. Arrays
+        that already exist (``"r+"``, ``resume``) keep their stored chunks.
+    storage_options
+        Options of the fsspec filesystem, for URLs.
+
+    Returns
+    -------
+    None, or a ``Delayed`` when ``compute=False``.
+
+    Notes
+    -----
+    Settings (``dask.config``): ``metatensor_dask.chunk-size``, ``shard-chunks`` (zarr
+    chunks per shard along samples; dask chunks are aligned to shards), ``compressor``
+    and ``checksum``. Dask chunks are always rechunked to the stored chunks (or
+    shards) before writing, so that no two tasks write into the same one.
+    """
+    from ..tensor import TensorMap
+
+    if not isinstance(tensor, TensorMap):
+        raise TypeError(f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}")
+    if mode not in _MODES:
+        raise MetatensorDaskError(f"`mode` must be one of {list(_MODES)}, got {mode!r}")
+    request = chunking.parse_chunks(chunks)
+    store = open_store(store, storage_options, writable=True)
+    where = describe(store)
+    existing = _read_root(store, where)
+    complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
+
+    if existing is not None and not complete:
+        if resume:
+            return _resume(tensor, mode, request, store, existing, where, compute)
+        if mode != "w":
+            raise MetatensorDaskError(
+                f"{where} holds an incomplete write (interrupted?): call to_zarr(..., "
+                "resume=True) with the same tensor and mode to finish it, or use mode='w' "
+                "to overwrite it"
+            )
+    if complete and resume and _already_written(tensor, mode, request, store, existing[1], where):
+        return _done(compute)
+    if existing is not None and mode == "w":
+        delete_prefix(store, "")
+        existing = None
+
+    if existing is None:
+        if mode == "r+":
+            raise MetatensorDaskError(
+                f"mode='r+' rewrites an existing store, but there is none at {where}; use "
+                "mode='w-' to create one"
+            )
+        plan = _plan_tensor(tensor, request)
+        everything = sorted(plan.nodes)
+        return _execute(
+            store,
+            plan,
+            plan.nodes,
+            everything,
+            sorted(plan.data),
+            sorted(plan.small),
+            tensor.info(),
+            compute,
+        )
+    attributes, stored = existing
+    if mode == "w-":
+        raise MetatensorDaskError(
+            f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
+            "add blocks or gradients, or mode='r+' to rewrite its values"
+        )
+    info = {**(attributes.get("info") or {}), **tensor.info()}
+    if mode == "a":
+        plan, final = _plan_addition(tensor, request, store, stored, where)
+        return _execute(
+            store,
+            plan,
+            final,
+            sorted(plan.nodes),
+            sorted(plan.data),
+            sorted(plan.small),
+            info,
+            compute,
+        )
+    plan = _plan_tensor(tensor, request)
+    _check_rewrite(
+        plan, stored, where, "mode='r+' only rewrites values; use mode='w' to change metadata"
+    )
+    return _execute(store, plan, stored, [], sorted(plan.data), [], info, compute)

@@ -1,0 +1,363 @@
+"""Chunk-by-chunk dask graphs for operations on blocks, built by hand.
+
+Every function here returns a dask array whose graph has one task per output chunk
+(one layer per output array), or, when all its inputs are numpy arrays (a computed
+block), applies the kernel at once and returns a numpy array.
+
+Graphs are written as plain task dictionaries instead of through ``dask.array``
+functions because operations on maps of many small blocks are dominated by per-array
+bookkeeping: building one array this way costs tens of microseconds, a chain of
+``dask.array`` calls a few hundred.
+
+The central piece is :func:`gradient_rows`, which combines value rows with the
+gradient rows that refer to them (``A[s] * ∇B`` and the like):
+
+* when the gradient rows are grouped by their ``"sample"`` (the usual case), the
+  gradient is co-partitioned with the values (gradient chunk *i* holds the rows of
+  values chunk *i*, see :mod:`metatensor_dask._partition`) and each task indexes its
+  values chunk with local indices derived from the CSR row pointer: no sample labels
+  are read, nothing is gathered;
+* otherwise (rows in any order, allowed by metatensor), the ``"sample"`` column is read
+  and each gradient chunk's task receives the values chunks its rows refer to. This is
+  slower (more inputs per task, an index array in the graph) but exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import Task, TaskRef
+
+from .._partition import block_row_pointer, gradient_row_chunks
+
+__all__ = [
+    "as_lazy",
+    "combine_rows",
+    "compare_pairs",
+    "elementwise",
+    "gradient_rows",
+    "is_lazy",
+    "per_row_chunk",
+    "row_chunked",
+    "rows_for_gradient",
+]
+
+
+def is_lazy(array: Any) -> bool:
+    """Whether ``array`` is a dask array (as opposed to a computed numpy array)."""
+    return isinstance(array, da.Array)
+
+
+def as_lazy(array: Any) -> da.Array:
+    """``array`` as a dask array; a numpy array becomes a single chunk."""
+    if is_lazy(array):
+        return array
+    array = np.asarray(array)
+    return da.from_array(array, chunks=array.shape if array.ndim else ())
+
+
+def row_chunked(array: da.Array, row_chunks: tuple[int, ...]) -> da.Array:
+    """``array`` chunked as ``row_chunks`` along the first axis, whole along the others."""
+    target = (tuple(row_chunks), *((int(n),) for n in array.shape[1:]))
+    if array.chunks != target:
+        array = array.rechunk(target)
+    return array
+
+
+def _new_array(
+    prefix: str,
+    token: str,
+    layer: dict,
+    dependencies: Sequence[da.Array],
+    chunks: tuple[tuple[int, ...], ...],
+    dtype: np.dtype,
+) -> da.Array:
+    name = f"{prefix}-{token}"
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    return da.Array(graph, name, chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype))
+
+
+def _token(func: Callable, names: Sequence[str], *extra: Any) -> str:
+    """A deterministic name suffix from the kernel, the input array names (dask names
+    identify their content) and extra arguments (constants, index arrays)."""
+    hasher = hashlib.blake2b(digest_size=12)
+    hasher.update(f"{func.__module__}.{func.__qualname__}|{'|'.join(names)}".encode())
+    for value in extra:
+        hasher.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+    return hasher.hexdigest()
+
+
+def _task_name(func: Callable) -> str:
+    return getattr(func, "__name__", "op").strip("_").replace("_", "-")
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_dtype(func: Callable, specs: tuple, constants: tuple) -> np.dtype:
+    arrays = [np.zeros((0, *tail), dtype) for dtype, tail in specs]
+    return np.asarray(func(*arrays, *constants)).dtype
+
+
+def result_dtype(func: Callable, arrays: Sequence[Any], constants: tuple = ()) -> np.dtype:
+    """The dtype of ``func(*arrays, *constants)``, found on empty arrays (cached)."""
+    specs = tuple((np.dtype(a.dtype), tuple(int(n) for n in a.shape[1:])) for a in arrays)
+    return _cached_dtype(func, specs, constants)
+
+
+def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) -> Any:
+    """``func(*arrays, *constants)`` chunk by chunk, for arrays of identical shapes.
+
+    The arrays are aligned on the chunks of the first one; any chunking works.
+    """
+    if not any(is_lazy(a) for a in arrays):
+        return func(*arrays, *constants)
+    arrays = [as_lazy(a) for a in arrays]
+    first = arrays[0]
+    aligned = [first] + [
+        a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays[1:]
+    ]
+    dtype = result_dtype(func, aligned, constants)
+    token = _token(func, [a.name for a in aligned], constants)
+    name = f"{_task_name(func)}-{token}"
+    layer = {}
+    for index in np.ndindex(*first.numblocks):
+        key = (name, *index)
+        layer[key] = Task(key, func, *(TaskRef((a.name, *index)) for a in aligned), *constants)
+    return _new_array(_task_name(func), token, layer, aligned, first.chunks, dtype)
+
+
+def per_row_chunk(
+    func: Callable, array: Any, whole: Sequence[Any], tail: tuple[int, ...], dtype: Any
+) -> Any:
+    """``func(chunk, *whole)`` for each row chunk of ``array``; ``whole`` arrays are
+    given entirely to every task. The result has ``array``'s row chunks and trailing
+    shape ``tail``."""
+    if not is_lazy(array) and not any(is_lazy(w) for w in whole):
+        return func(array, *whole)
+    array = as_lazy(array)
+    array = row_chunked(array, array.chunks[0])
+    whole = [as_lazy(w) for w in whole]
+    whole = [w if w.npartitions == 1 else w.rechunk(w.shape) for w in whole]
+    token = _token(func, [array.name, *(w.name for w in whole)])
+    name = f"{_task_name(func)}-{token}"
+    zeros = (0,) * (array.ndim - 1)
+    refs = [TaskRef((w.name, *((0,) * w.ndim))) for w in whole]
+    layer = {}
+    for i in range(array.numblocks[0]):
+        key = (name, i, *((0,) * len(tail)))
+        layer[key] = Task(key, func, TaskRef((array.name, i, *zeros)), *refs)
+    chunks = (array.chunks[0], *((int(n),) for n in tail))
+    return _new_array(_task_name(func), token, layer, [array, *whole], chunks, np.dtype(dtype))
+
+
+def _concatenated_call(func: Callable, counts: tuple[int, ...], kwargs: dict, *chunks: Any) -> Any:
+    arrays, start = [], 0
+    for count in counts:
+        pieces = chunks[start : start + count]
+        arrays.append(np.concatenate(pieces, axis=0) if count > 1 else pieces[0])
+        start += count
+    return func(*arrays, **kwargs)
+
+
+def combine_rows(
+    func: Callable,
+    arrays: Sequence[Any],
+    shape: tuple[int, ...],
+    dtype: Any,
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """``func(*arrays, **kwargs)`` as a single task whose inputs are the whole arrays
+    (their row chunks concatenated inside the task); the result is one chunk of
+    ``shape``. For operations that need every row at once (``lstsq``, ``solve``)."""
+    kwargs = dict(kwargs or {})
+    if not any(is_lazy(a) for a in arrays):
+        return func(*arrays, **kwargs)
+    arrays = [as_lazy(a) for a in arrays]
+    arrays = [row_chunked(a, a.chunks[0]) for a in arrays]
+    token = _token(func, [a.name for a in arrays], sorted(kwargs.items()))
+    prefix = _task_name(func)
+    name = f"{prefix}-{token}"
+    refs = [
+        TaskRef((a.name, i, *((0,) * (a.ndim - 1)))) for a in arrays for i in range(a.numblocks[0])
+    ]
+    counts = tuple(a.numblocks[0] for a in arrays)
+    key = (name, *((0,) * len(shape)))
+    layer = {key: Task(key, _concatenated_call, func, counts, kwargs, *refs)}
+    chunks = tuple((int(n),) for n in shape)
+    return _new_array(prefix, token, layer, arrays, chunks, np.dtype(dtype))
+
+
+def rows_for_gradient(rows: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """Value rows (one per gradient row) reshaped to broadcast against the gradient:
+    the gradient-specific components become axes of length one."""
+    extra = gradient.ndim - rows.ndim
+    return rows.reshape(rows.shape[0], *([1] * extra), *rows.shape[1:])
+
+
+def _grouped_call(kernel: Callable, counts: np.ndarray, constants: tuple, *chunks: Any) -> Any:
+    index = np.repeat(np.arange(len(counts)), counts)
+    return kernel(*chunks, index, *constants)
+
+
+def _gathered_call(
+    kernel: Callable,
+    n_values: int,
+    n_pieces: int,
+    index: np.ndarray,
+    constants: tuple,
+    *chunks: Any,
+) -> Any:
+    values = [
+        np.concatenate(chunks[k * n_pieces : (k + 1) * n_pieces], axis=0)
+        if n_pieces > 1
+        else chunks[k * n_pieces]
+        for k in range(n_values)
+    ]
+    return kernel(*values, *chunks[n_values * n_pieces :], index, *constants)
+
+
+def gradient_rows(
+    kernel: Callable,
+    values: Sequence[Any],
+    gradients: Sequence[Any],
+    block: Any,
+    parameter: str,
+    constants: tuple = (),
+) -> Any:
+    """``kernel(*values, *gradients, index, *constants)`` chunk by chunk, where ``index``
+    gives, for each gradient row of the chunk, its value row within the values handed
+    to the kernel. The result is shaped and chunked like the gradient rows.
+
+    Parameters
+    ----------
+    kernel
+        Combines values rows (indexed by ``index``) with gradient rows.
+    values
+        Value arrays with the samples of ``block`` (e.g. the values of A and of B).
+    gradients
+        Gradient arrays with the samples of ``block.gradient(parameter)``.
+    block, parameter
+        Where the gradient's ``"sample"`` column (or its row pointer) comes from.
+    constants
+        Extra arguments of ``kernel``.
+    """
+    if not any(is_lazy(a) for a in [*values, *gradients]):
+        index = block.gradient(parameter).samples.column("sample")
+        return kernel(*values, *gradients, index, *constants)
+
+    values = [as_lazy(v) for v in values]
+    values = [row_chunked(values[0], values[0].chunks[0])] + [
+        row_chunked(v, values[0].chunks[0]) for v in values[1:]
+    ]
+    gradients = [as_lazy(g) for g in gradients]
+    dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
+    value_chunks = values[0].chunks[0]
+    pointer = block_row_pointer(block, parameter)
+    zeros_v = (0,) * (values[0].ndim - 1)
+    zeros_g = (0,) * (gradients[0].ndim - 1)
+    if pointer is not None:
+        row_chunks = gradient_row_chunks(pointer, value_chunks)
+    else:
+        row_chunks = gradients[0].chunks[0]
+    gradients = [row_chunked(g, row_chunks) for g in gradients]
+    token = _token(
+        kernel,
+        [a.name for a in [*values, *gradients]],
+        constants,
+        pointer if pointer is not None else block.gradient(parameter).samples.column("sample"),
+    )
+    prefix = _task_name(kernel)
+    name = f"{prefix}-{token}"
+    layer = {}
+    if pointer is not None:
+        counts = np.diff(pointer)
+        bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
+        for i in range(len(value_chunks)):
+            key = (name, i, *zeros_g)
+            refs = [TaskRef((v.name, i, *zeros_v)) for v in values]
+            refs += [TaskRef((g.name, i, *zeros_g)) for g in gradients]
+            local_counts = counts[bounds[i] : bounds[i + 1]]
+            layer[key] = Task(key, _grouped_call, kernel, local_counts, constants, *refs)
+    else:
+        samples = np.asarray(block.gradient(parameter).samples.column("sample"), dtype=np.int64)
+        value_bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
+        row_bounds = np.concatenate([[0], np.cumsum(row_chunks)]).astype(np.int64)
+        chunk_of = np.searchsorted(value_bounds, samples, side="right") - 1
+        for j in range(len(row_chunks)):
+            rows = slice(row_bounds[j], row_bounds[j + 1])
+            touched = np.unique(chunk_of[rows])
+            if len(touched) == 0:
+                touched = np.array([0])
+            sizes = np.array([value_chunks[t] for t in touched], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            position = np.searchsorted(touched, chunk_of[rows])
+            index = samples[rows] - value_bounds[chunk_of[rows]] + offsets[position]
+            key = (name, j, *zeros_g)
+            refs = [TaskRef((v.name, int(t), *zeros_v)) for v in values for t in touched]
+            refs += [TaskRef((g.name, j, *zeros_g)) for g in gradients]
+            layer[key] = Task(
+                key, _gathered_call, kernel, len(values), len(touched), index, constants, *refs
+            )
+    chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
+    return _new_array(prefix, token, layer, [*values, *gradients], chunks, dtype)
+
+
+def _all_true(*results: bool) -> list[bool]:
+    return list(results)
+
+
+def _compare_chunks(func: Callable, kwargs: dict, *pair: np.ndarray) -> bool:
+    return bool(func(*pair, **kwargs))
+
+
+def compare_pairs(
+    func: Callable, pairs: Sequence[tuple[Any, Any]], kwargs: dict[str, Any] | None = None
+) -> list[bool]:
+    """For each pair of same-shaped arrays, whether ``func(chunk_a, chunk_b, **kwargs)``
+    holds for every pair of aligned chunks; everything is computed in one
+    ``dask.compute`` call (none when all arrays are numpy)."""
+    kwargs = dict(kwargs or {})
+    results: list[bool] = []
+    pending: list[tuple[int, int]] = []  # (position in results, number of chunk tasks)
+    layer: dict = {}
+    dependencies: list[da.Array] = []
+    refs: list[TaskRef] = []
+    name = f"compare-{_token(func, [], sorted(kwargs.items()), len(pairs))}"
+    for a, b in pairs:
+        if not is_lazy(a) and not is_lazy(b):
+            results.append(bool(func(a, b, **kwargs)))
+            continue
+        a, b = as_lazy(a), as_lazy(b)
+        if b.chunks != a.chunks:
+            b = b.rechunk(a.chunks)
+        dependencies += [a, b]
+        for index in np.ndindex(*a.numblocks):
+            key = (name, a.name, b.name, *index)
+            layer[key] = Task(
+                key,
+                _compare_chunks,
+                func,
+                kwargs,
+                TaskRef((a.name, *index)),
+                TaskRef((b.name, *index)),
+            )
+            refs.append(TaskRef(key))
+        pending.append((len(results), int(np.prod(a.numblocks))))
+        results.append(True)
+    if not pending:
+        return results
+    layer[name] = Task(name, _all_true, *refs)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    (computed,) = dask.compute(Delayed(name, graph))
+    start = 0
+    for position, count in pending:
+        results[position] = all(computed[start : start + count])
+        start += count
+    return results

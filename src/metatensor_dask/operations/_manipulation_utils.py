@@ -1,0 +1,235 @@
+"""Helpers shared by the manipulation, selection, reduction and key-moving operations.
+
+Everything here works on the *rows* of dask arrays (the samples axis, or the rows of a
+gradient) chunk by chunk, with indices computed eagerly from Labels in numpy:
+
+* :func:`select_rows` keeps some rows, in order, one task per input chunk, so that a
+  selection never gathers a whole block;
+* :func:`take_rows` gathers rows in any order (dask's fancy indexing), optionally
+  filling missing rows (index ``-1``) with a constant;
+* :func:`coalesce` merges neighbouring chunks of arrays that are co-partitioned (values
+  and their gradients) without letting any of them grow past its input chunk size;
+* :func:`values_at_gradient_rows` gives, for every gradient row, the row of values it
+  belongs to, chunked like the gradient (no gather when rows are grouped by sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .._partition import block_row_pointer, co_partitioned, gradient_row_chunks, local_sample_index
+from ..block import TensorBlock, as_block_array
+from ..labels import Labels
+
+__all__ = [
+    "as_dask",
+    "check_no_gradients_of_gradients",
+    "coalesce",
+    "concatenate_rows",
+    "lexsort_rows",
+    "rows_only",
+    "select_rows",
+    "take_rows",
+    "unique_rows",
+    "values_at_gradient_rows",
+]
+
+
+def check_no_gradients_of_gradients(block: TensorBlock) -> None:
+    """metatensor-operations refuse gradients of gradients (same message)."""
+    for _, gradient in block.gradients():
+        if gradient.gradients_list():
+            raise NotImplementedError("gradients of gradients are not supported")
+
+
+def as_dask(array: Any) -> da.Array:
+    """A dask array (numpy arrays of computed blocks become one chunk)."""
+    return array if isinstance(array, da.Array) else as_block_array(np.asarray(array))
+
+
+def rows_only(array: da.Array) -> da.Array:
+    """The array with a single chunk along every axis but the first."""
+    wanted = {axis: -1 for axis in range(1, array.ndim) if len(array.chunks[axis]) > 1}
+    return array.rechunk(wanted) if wanted else array
+
+
+# -- label arithmetic (numpy) --------------------------------------------------------
+
+
+def lexsort_rows(values: np.ndarray, descending: bool = False) -> np.ndarray:
+    """Indices sorting the rows of a 2-D int array lexicographically (first column first)."""
+    values = np.asarray(values)
+    if values.shape[1] == 0 or len(values) == 0:
+        return np.arange(len(values), dtype=np.int64)
+    order = np.lexsort(values.T[::-1])
+    return order[::-1].copy() if descending else order
+
+
+def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique rows and, for each input row, the index of its unique row."""
+    values = np.asarray(values, dtype=np.int32)
+    if values.shape[1] == 0:
+        n = len(values)
+        return np.zeros((min(n, 1), 0), np.int32), np.zeros(n, np.int64)
+    unique, inverse = np.unique(values, axis=0, return_inverse=True)
+    return unique.astype(np.int32), inverse.reshape(-1).astype(np.int64)
+
+
+# -- row selection ------------------------------------------------------------------
+
+
+def _take_local(block: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return block[index]
+
+
+def select_rows(array: Any, rows: np.ndarray) -> da.Array:
+    """Rows ``rows`` (sorted, increasing) of ``array``, selected chunk by chunk.
+
+    Output chunk *i* holds the selected rows of input chunk *i* (possibly none), so the
+    selection of co-partitioned arrays stays co-partitioned. One task per chunk.
+    """
+    array = as_dask(array)
+    rows = np.asarray(rows, dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
+    owner = np.searchsorted(bounds, rows, side="right") - 1
+    counts = tuple(int(c) for c in np.bincount(owner, minlength=len(array.chunks[0])))
+    local = rows - bounds[owner]
+    index = da.from_array(local, chunks=(counts,))
+    axes = tuple(range(array.ndim))
+    return da.blockwise(
+        _take_local,
+        axes,
+        array,
+        axes,
+        index,
+        (0,),
+        adjust_chunks={0: counts},
+        align_arrays=False,
+        dtype=array.dtype,
+        meta=np.empty((0,) * array.ndim, array.dtype),
+    )
+
+
+def take_rows(array: Any, index: np.ndarray, fill: Any = None) -> da.Array:
+    """``array[index]`` along rows, in any order; ``-1`` entries give rows of ``fill``.
+
+    Sorted increasing indices without fill go through :func:`select_rows`; others use
+    dask's fancy indexing (output chunks no larger than the input's).
+    """
+    array = as_dask(array)
+    index = np.asarray(index, dtype=np.int64)
+    if len(index) == array.shape[0] and np.array_equal(index, np.arange(len(index))):
+        return array
+    missing = index < 0
+    if missing.any():
+        filler = da.full((1, *array.shape[1:]), fill, dtype=array.dtype)
+        array = da.concatenate([array, filler], axis=0)
+        index = np.where(missing, array.shape[0] - 1, index)
+    if len(index) == 0:
+        return array[:0]
+    if np.all(index[1:] >= index[:-1]):
+        return select_rows(array, index)
+    return array[index]
+
+
+def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:
+    """``da.concatenate`` along rows keeping every input chunk, even empty ones (dask
+    drops empty inputs), so that concatenations of co-partitioned arrays stay so."""
+    joined = da.concatenate(list(arrays), axis=0)
+    expected = tuple(n for array in arrays for n in array.chunks[0])
+    return joined if joined.chunks[0] == expected else joined.rechunk({0: expected})
+
+
+def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array]:
+    """Merge neighbouring row chunks of co-partitioned arrays.
+
+    ``arrays`` have the same number of row chunks; chunk *i* of each belongs together.
+    Consecutive chunks are merged as long as every array stays within its ``limits``
+    (rows per chunk), and empty chunks disappear, so a selection keeping few rows per
+    chunk does not leave thousands of tiny chunks. The arrays stay co-partitioned.
+    """
+    sizes = [np.asarray(a.chunks[0], dtype=np.int64) for a in arrays]
+    n_chunks = len(sizes[0])
+    groups: list[list[int]] = []
+    current = np.zeros(len(arrays), np.int64)
+    for i in range(n_chunks):
+        here = np.array([s[i] for s in sizes])
+        if groups and np.all(current + here <= np.asarray(limits)):
+            groups[-1].append(i)
+            current += here
+        else:
+            groups.append([i])
+            current = here.copy()
+    if len(groups) == n_chunks:
+        return list(arrays)
+    result = []
+    for array, size in zip(arrays, sizes, strict=False):
+        chunks = tuple(int(size[g].sum()) for g in groups)
+        result.append(array.rechunk({0: chunks}))
+    return result
+
+
+def max_rows(array: da.Array) -> int:
+    """The largest row chunk of ``array`` (at least 1)."""
+    return max([1, *array.chunks[0]])
+
+
+# -- values next to gradient rows -----------------------------------------------------
+
+
+def _expand(block: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return block[index]
+
+
+def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Array]:
+    """The ``parameter`` gradient values and, chunked like them, the value row of each
+    gradient row (``values[gradient.samples.column("sample")]``).
+
+    When the gradient rows are grouped by sample, chunk *i* of both comes from values
+    chunk *i* with local indices (no gather); otherwise dask gathers the value rows.
+    """
+    gradient = block.gradient(parameter)
+    pairs = co_partitioned(block, parameter) if len(gradient.samples) else None
+    if pairs is not None:
+        values, gradient_values = (rows_only(a) for a in pairs)
+        pointer = block_row_pointer(block, parameter)
+        local = local_sample_index(pointer, values.chunks[0])
+        axes = tuple(range(values.ndim))
+        expanded = da.blockwise(
+            _expand,
+            axes,
+            values,
+            axes,
+            local,
+            (0,),
+            adjust_chunks={0: gradient_values.chunks[0]},
+            align_arrays=False,
+            dtype=values.dtype,
+            meta=np.empty((0,) * values.ndim, values.dtype),
+        )
+        return gradient_values, expanded
+    values = rows_only(as_dask(block.values))
+    gradient_values = rows_only(as_dask(gradient.values))
+    column = np.asarray(gradient.samples.column("sample"), dtype=np.int64)
+    expanded = take_rows(values, column)
+    if len(column):
+        expanded = expanded.rechunk({0: gradient_values.chunks[0]})
+    else:
+        expanded = da.zeros((0, *values.shape[1:]), dtype=values.dtype)
+        gradient_values = gradient_values.rechunk({0: (0,)})
+    return gradient_values, expanded
+
+
+def gradient_chunks_for(samples: Labels, value_chunks: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Row chunks co-partitioning a gradient with samples ``samples`` with values chunked
+    as ``value_chunks``, or ``None`` when its rows are not grouped by ``"sample"``."""
+    from .._partition import row_pointer
+
+    pointer = row_pointer(samples.column("sample"), int(sum(value_chunks)))
+    if pointer is None:
+        return None
+    return gradient_row_chunks(pointer, value_chunks)

@@ -1,0 +1,195 @@
+"""Chunk-local segment sums with a tree combine: the engine of reductions over samples.
+
+A segment sum adds the rows of one or several co-partitioned arrays into output rows
+given by a ``target`` index computed eagerly from Labels. For every pair (input chunk
+*i*, output chunk *j*) that shares rows, one task computes the partial sums of the rows
+of chunk *i* falling in chunk *j*, with local indices; the partials of each output
+chunk are then summed pairwise in a tree (fan-in :data:`FAN_IN`). When the targets
+follow the input order (grouped samples, as featomic writes them), each output chunk
+depends on one or two input chunks, and the graph has a few tasks per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+__all__ = ["output_chunks", "rowwise", "segment_sum"]
+
+FAN_IN = 8
+
+
+def output_chunks(target: np.ndarray, input_chunks: tuple[int, ...], n_out: int) -> tuple[int, ...]:
+    """Row chunks for an output of ``n_out`` rows receiving input row ``r`` in ``target[r]``.
+
+    When the output rows appear in order in the input (each output row first seen in
+    the same or a later chunk than the previous one), output chunk *i* holds the rows
+    first seen in input chunk *i*: no output chunk has more rows than its input chunk,
+    and each depends on few input chunks. Otherwise the output is cut regularly at the
+    largest input chunk size.
+    """
+    if n_out == 0:
+        return (0,)
+    bounds = np.concatenate([[0], np.cumsum(input_chunks)]).astype(np.int64)
+    owner = np.searchsorted(bounds, np.arange(len(target)), side="right") - 1
+    first = np.full(n_out, len(input_chunks), np.int64)
+    np.minimum.at(first, target, owner)
+    if np.all(first[1:] >= first[:-1]):
+        counts = np.bincount(first, minlength=len(input_chunks))
+        return tuple(int(c) for c in counts if c > 0)
+    size = max(1, *input_chunks)
+    return tuple(min(size, n_out - start) for start in range(0, n_out, size))
+
+
+def _block_key(array: da.Array, i: int) -> tuple:
+    return (array.name, i, *([0] * (array.ndim - 1)))
+
+
+def _partial(
+    function: Callable[..., np.ndarray],
+    row_blocks: list[np.ndarray],
+    out_blocks: list[np.ndarray],
+    rows: np.ndarray,
+    targets: np.ndarray,
+    extras: list[np.ndarray],
+    shape: tuple[int, ...],
+    dtype: Any,
+) -> np.ndarray:
+    result = np.zeros(shape, dtype)
+    contributions = function(*[b[rows] for b in row_blocks], *out_blocks, *extras)
+    if len(targets) == 0:
+        return result
+    if np.any(targets[1:] < targets[:-1]):
+        # a stable sort keeps the order of the rows added to each target (as np.add.at)
+        order = np.argsort(targets, kind="stable")
+        targets, contributions = targets[order], contributions[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
+    result[targets[starts]] = np.add.reduceat(contributions, starts, axis=0)
+    return result
+
+
+def _sum(parts: list[np.ndarray]) -> np.ndarray:
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def segment_sum(
+    function: Callable[..., np.ndarray],
+    row_operands: Sequence[da.Array],
+    target: np.ndarray,
+    out_chunks: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    dtype: Any,
+    out_operands: Sequence[da.Array] = (),
+    extras: Sequence[np.ndarray] = (),
+) -> da.Array:
+    """``out[target[r]] += function(*rows_r, *out_blocks, *extras_r)`` as a dask array.
+
+    Parameters
+    ----------
+    function
+        Receives the selected rows of each row operand, the blocks of each output
+        operand (chunked like the output), and the selected entries of each extra
+        array; returns the rows to add (one per selected row).
+    row_operands
+        Arrays with identical row chunks and one chunk along other axes.
+    target
+        Output row of every input row.
+    out_chunks, out_shape, dtype
+        The output's row chunks, full shape and dtype.
+    out_operands
+        Arrays chunked like the output along rows (one chunk along other axes).
+    extras
+        numpy arrays with one entry per input row (for example local indices).
+    """
+    first = row_operands[0]
+    in_bounds = np.concatenate([[0], np.cumsum(first.chunks[0])]).astype(np.int64)
+    out_bounds = np.concatenate([[0], np.cumsum(out_chunks)]).astype(np.int64)
+    rest = tuple(out_shape[1:])
+    name = "segment-sum-" + tokenize(
+        function,
+        [a.name for a in row_operands],
+        [a.name for a in out_operands],
+        target,
+        out_chunks,
+        out_shape,
+        dtype,
+        extras,
+    )
+    partial_name = "partial-" + name
+    dsk: dict[Any, Any] = {}
+    contributions: list[list[Any]] = [[] for _ in out_chunks]
+    owner_out = np.searchsorted(out_bounds, target, side="right") - 1
+    for i in range(len(first.chunks[0])):
+        start, stop = in_bounds[i], in_bounds[i + 1]
+        owners = owner_out[start:stop]
+        order = np.argsort(owners, kind="stable")
+        split = np.flatnonzero(np.diff(owners[order])) + 1
+        for rows in np.split(order, split) if len(order) else []:
+            j = int(owners[rows[0]])
+            key = (partial_name, i, j)
+            dsk[key] = (
+                _partial,
+                function,
+                [_block_key(a, i) for a in row_operands],
+                [_block_key(a, j) for a in out_operands],
+                rows,
+                target[start:stop][rows] - out_bounds[j],
+                [np.asarray(e)[start:stop][rows] for e in extras],
+                (out_chunks[j], *rest),
+                dtype,
+            )
+            contributions[j].append(key)
+    for j, keys in enumerate(contributions):
+        out_key = (name, j, *([0] * len(rest)))
+        if not keys:
+            dsk[out_key] = (np.zeros, (out_chunks[j], *rest), dtype)
+            continue
+        level = 0
+        while len(keys) > FAN_IN:
+            grouped = []
+            for g in range(0, len(keys), FAN_IN):
+                key = (f"combine-{level}-" + name, j, g)
+                dsk[key] = (_sum, keys[g : g + FAN_IN])
+                grouped.append(key)
+            keys, level = grouped, level + 1
+        dsk[out_key] = (_sum, keys)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[*row_operands, *out_operands])
+    chunks = (tuple(out_chunks), *((n,) for n in rest))
+    return da.Array(
+        graph, name, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(out_shape), dtype)
+    )
+
+
+def rowwise(
+    function: Callable[..., np.ndarray],
+    row_chunks: tuple[int, ...],
+    trailing: tuple[int, ...],
+    *arrays: Any,
+    dtype: Any,
+) -> da.Array:
+    """``function(*blocks)`` for each row chunk of co-partitioned arrays (same number
+    of row chunks, one chunk along other axes); the result has rows chunked as
+    ``row_chunks`` and the other axes of size ``trailing`` in one chunk."""
+    out_index = tuple(range(len(trailing) + 1))
+    args: list[Any] = []
+    for k, array in enumerate(arrays):
+        args.extend([array, (0, *range(1000 * (k + 1), 1000 * (k + 1) + array.ndim - 1))])
+    return da.blockwise(
+        function,
+        out_index,
+        *args,
+        adjust_chunks={0: tuple(row_chunks)},
+        new_axes={axis: trailing[axis - 1] for axis in out_index[1:]},
+        align_arrays=False,
+        concatenate=True,
+        dtype=dtype,
+        meta=np.empty((0,) * len(out_index), dtype),
+    )

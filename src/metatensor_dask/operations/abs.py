@@ -1,0 +1,56 @@
+"""``abs``: element-wise absolute value."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..tensor import TensorMap
+from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
+from ._utils import block_like, check_tensor, no_gradients_of_gradients
+
+__all__ = ["abs"]
+
+
+def _abs_gradient(values: np.ndarray, gradient: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return gradient * rows_for_gradient(np.sign(values)[index], gradient)
+
+
+def _abs_block(block: TensorBlock) -> TensorBlock:
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        no_gradients_of_gradients(gradient)
+        gradients[parameter] = gradient_rows(
+            _abs_gradient, [block.values], [gradient.values], block, parameter
+        )
+    return block_like(block, elementwise(np.abs, [block.values]), gradients)
+
+
+def abs(A: TensorMap) -> TensorMap:
+    r"""The element-wise absolute value of ``A``, lazily.
+
+    Gradients follow, with :math:`A[s]` the value row each gradient row refers to,
+
+    .. math::
+
+        \nabla |A| = \nabla A \, \mathrm{sign}(A[s])
+
+    (zero where :math:`A[s] = 0`, as numpy's ``sign``).
+
+    Parameters
+    ----------
+    A
+        The tensor.
+
+    Returns
+    -------
+    TensorMap
+        A new map with ``A``'s metadata.
+
+    Raises
+    ------
+    TypeError
+        If ``A`` is not a TensorMap.
+    """
+    check_tensor(A, "A")
+    return TensorMap._trusted(A.keys, [_abs_block(b) for b in A.blocks()])

@@ -1,0 +1,247 @@
+"""Tensors shaped like others: ``empty_like``, ``zeros_like``, ``ones_like``,
+``random_uniform_like`` (and ``_block`` forms), and ``block_from_array``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from ..block import TensorBlock
+from ..labels import Labels
+from ..tensor import TensorMap
+from ._chunkwise import is_lazy
+from ._utils import check_gradient_presence_raise, no_gradients_of_gradients
+
+__all__ = [
+    "block_from_array",
+    "empty_like",
+    "empty_like_block",
+    "ones_like",
+    "ones_like_block",
+    "random_uniform_like",
+    "random_uniform_like_block",
+    "zeros_like",
+    "zeros_like_block",
+]
+
+
+def _empty(array: Any) -> Any:
+    return da.empty_like(array) if is_lazy(array) else np.empty_like(array, subok=False)
+
+
+def _zeros(array: Any) -> Any:
+    return da.zeros_like(array) if is_lazy(array) else np.zeros_like(array, subok=False)
+
+
+def _ones(array: Any) -> Any:
+    return da.ones_like(array) if is_lazy(array) else np.ones_like(array, subok=False)
+
+
+def _uniform(array: Any) -> Any:
+    if is_lazy(array):
+        return da.random.random(array.shape, chunks=array.chunks).astype(array.dtype)
+    return np.random.rand(*array.shape).astype(array.dtype)
+
+
+def _like_block(
+    block: TensorBlock, gradients: Sequence[str] | str | None, fill: Callable, fname: str
+) -> TensorBlock:
+    if isinstance(block, TensorMap) or not isinstance(block, TensorBlock):
+        raise TypeError(f"`block` must be a metatensor TensorBlock, not {type(block)}")
+    if isinstance(gradients, str):
+        gradients = [gradients]
+    if gradients is None:
+        gradients = block.gradients_list()
+    else:
+        gradients = list(gradients)
+        check_gradient_presence_raise(block, gradients, fname)
+    new_gradients = {}
+    for parameter in gradients:
+        gradient = block.gradient(parameter)
+        no_gradients_of_gradients(gradient)
+        new_gradients[parameter] = TensorBlock._trusted(
+            fill(gradient.values),
+            gradient.samples,
+            gradient.components,
+            gradient.properties,
+            row_pointer=gradient._row_pointer,
+        )
+    return TensorBlock._trusted(
+        fill(block.values), block.samples, block.components, block.properties, new_gradients
+    )
+
+
+def _like_tensor(
+    tensor: TensorMap, gradients: Sequence[str] | str | None, fill: Callable, fname: str
+) -> TensorMap:
+    if not isinstance(tensor, TensorMap):
+        raise TypeError(f"`tensor` must be a metatensor TensorMap, not {type(tensor)}")
+    blocks = [_like_block(block, gradients, fill, fname) for block in tensor.blocks()]
+    return TensorMap._trusted(tensor.keys, blocks)
+
+
+_PARAMETERS = """
+    Parameters
+    ----------
+    {what}
+        The {what} whose metadata, dtype and chunks are used.
+    gradients
+        The gradients to create: a name, a list of names, or ``None`` for all of them.
+    requires_grad
+        Accepted for compatibility with metatensor; does nothing (as for numpy arrays).
+
+    Raises
+    ------
+    ValueError
+        If a requested gradient does not exist.
+"""
+
+
+def empty_like(
+    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorMap:
+    return _like_tensor(tensor, gradients, _empty, "empty_like")
+
+
+def empty_like_block(
+    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorBlock:
+    return _like_block(block, gradients, _empty, "empty_like")
+
+
+def zeros_like(
+    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorMap:
+    return _like_tensor(tensor, gradients, _zeros, "zeros_like")
+
+
+def zeros_like_block(
+    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorBlock:
+    return _like_block(block, gradients, _zeros, "zeros_like")
+
+
+def ones_like(
+    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorMap:
+    return _like_tensor(tensor, gradients, _ones, "ones_like")
+
+
+def ones_like_block(
+    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorBlock:
+    return _like_block(block, gradients, _ones, "ones_like")
+
+
+def random_uniform_like(
+    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorMap:
+    return _like_tensor(tensor, gradients, _uniform, "random_uniform_like")
+
+
+def random_uniform_like_block(
+    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
+) -> TensorBlock:
+    return _like_block(block, gradients, _uniform, "random_uniform_like")
+
+
+for _function, _summary, _what in [
+    (empty_like, "A map like ``tensor`` with uninitialised values (lazy).", "tensor"),
+    (empty_like_block, "A block like ``block`` with uninitialised values (lazy).", "block"),
+    (zeros_like, "A map like ``tensor`` filled with zeros (lazy).", "tensor"),
+    (zeros_like_block, "A block like ``block`` filled with zeros (lazy).", "block"),
+    (ones_like, "A map like ``tensor`` filled with ones (lazy).", "tensor"),
+    (ones_like_block, "A block like ``block`` filled with ones (lazy).", "block"),
+    (
+        random_uniform_like,
+        "A map like ``tensor`` with values drawn uniformly in [0, 1) (lazy; numpy's global "
+        "generator for computed tensors, as metatensor).",
+        "tensor",
+    ),
+    (
+        random_uniform_like_block,
+        "A block like ``block`` with values drawn uniformly in [0, 1).",
+        "block",
+    ),
+]:
+    _function.__doc__ = _summary + "\n" + _PARAMETERS.format(what=_what)
+
+
+def _product_labels(names: list[str], shape: Sequence[int]) -> Labels:
+    values = np.array(list(itertools.product(*(range(n) for n in shape))), dtype=np.int32)
+    return Labels._trusted(names, values.reshape(-1, len(names)))
+
+
+def block_from_array(
+    array: Any,
+    sample_names: list[str] | None = None,
+    component_names: list[str] | None = None,
+    property_names: list[str] | None = None,
+) -> TensorBlock:
+    """A block (without gradients) around ``array``, with labels counting its entries.
+
+    The first ``len(sample_names)`` axes are samples and the last
+    ``len(property_names)`` axes are properties; several of them are flattened into
+    one axis whose labels are the cartesian product of the ranges. The axes in between
+    are components.
+
+    Parameters
+    ----------
+    array
+        A numpy or dask array with at least two dimensions (a dask array stays lazy).
+    sample_names
+        Defaults to ``["sample"]``.
+    component_names
+        Defaults to ``["component_1", "component_2", ...]``.
+    property_names
+        Defaults to ``["property"]``.
+
+    Returns
+    -------
+    TensorBlock
+        The new block.
+
+    Raises
+    ------
+    ValueError
+        If ``array`` has fewer than two dimensions, or fewer than the names require.
+    """
+    shape = tuple(int(n) for n in array.shape)
+    n_dimensions = len(shape)
+    if n_dimensions < 2:
+        raise ValueError(
+            "the array provided to `block_from_array`             must have at least two "
+            f"dimensions. Too few provided: {n_dimensions}"
+        )
+    sample_names = ["sample"] if sample_names is None else list(sample_names)
+    property_names = ["property"] if property_names is None else list(property_names)
+    d_samples, d_properties = len(sample_names), len(property_names)
+    d_components = n_dimensions - d_samples - d_properties
+    if d_components < 0:
+        raise ValueError(
+            f"the array provided to `block_from_array` with shape {shape} does not have "
+            "enough dimensions to match the sample and property names"
+        )
+    if component_names is None:
+        component_names = [f"component_{i + 1}" for i in range(d_components)]
+    if len(component_names) != d_components:
+        raise ValueError(
+            f"the array provided to `block_from_array` with shape {shape} does not have "
+            "enough dimensions to match the given sample, component, and property names"
+        )
+    samples = Labels(sample_names, _product_labels(sample_names, shape[:d_samples]).values)
+    component_shape = shape[d_samples : n_dimensions - d_properties]
+    components = [
+        Labels([name], np.arange(n, dtype=np.int32).reshape(-1, 1))
+        for name, n in zip(component_names, component_shape, strict=True)
+    ]
+    properties = Labels(
+        property_names, _product_labels(property_names, shape[-d_properties:]).values
+    )
+    if d_samples > 1 or d_properties > 1:
+        array = array.reshape(len(samples), *component_shape, len(properties))
+    return TensorBlock(array, samples, components, properties)

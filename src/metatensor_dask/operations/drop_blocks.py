@@ -1,0 +1,99 @@
+"""``drop_blocks``, ``filter_blocks`` and ``drop_empty_blocks``: choose blocks by key."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..labels import Labels
+from ..tensor import TensorMap
+from ._manipulation_utils import (
+    check_no_gradients_of_gradients,
+)
+from ._utils import check_tensor
+
+__all__ = ["drop_blocks", "drop_empty_blocks", "filter_blocks"]
+
+
+def _check_args(tensor: TensorMap, keys: Labels | None, copy: bool) -> None:
+    check_tensor(tensor, "tensor")
+    if keys is not None and not isinstance(keys, Labels):
+        raise TypeError(f"`keys` must be a metatensor Labels, not {type(keys)}")
+    if not isinstance(copy, bool):
+        raise TypeError(f"`copy` must be a boolean, not {type(copy)}")
+
+
+def _kept(tensor: TensorMap, positions: np.ndarray, copy: bool) -> TensorMap:
+    blocks = []
+    for i in positions:
+        block = tensor.block_by_id(int(i))
+        check_no_gradients_of_gradients(block)
+        blocks.append(block.copy() if copy else block)
+    keys = Labels._trusted(tensor.keys.names, tensor.keys.values[positions])
+    return TensorMap._trusted(keys, blocks)
+
+
+def drop_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMap:
+    """Remove the blocks whose key matches one of ``keys``.
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified.
+    keys
+        Key entries to remove; they may use a subset of the key names (every block
+        matching an entry on those names is removed).
+    copy
+        Copy numpy arrays of computed blocks (dask arrays are immutable, so they are
+        always shared).
+
+    Returns
+    -------
+    TensorMap
+        The remaining blocks, in the order of ``tensor``, with their gradients.
+    """
+    _check_args(tensor, keys, copy)
+    removed = np.zeros(len(tensor), bool)
+    removed[tensor.keys.select(keys).astype(np.int64)] = True
+    return _kept(tensor, np.nonzero(~removed)[0], copy)
+
+
+def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMap:
+    """Keep only the blocks whose key matches one of ``keys``.
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified.
+    keys
+        Key entries to keep; they may use a subset of the key names.
+    copy
+        Copy numpy arrays of computed blocks (dask arrays are always shared).
+
+    Returns
+    -------
+    TensorMap
+        The matching blocks with their gradients, in the order of ``tensor`` (not of
+        ``keys``, as in metatensor).
+    """
+    _check_args(tensor, keys, copy)
+    return _kept(tensor, tensor.keys.select(keys).astype(np.int64), copy)
+
+
+def drop_empty_blocks(tensor: TensorMap, copy: bool = False) -> TensorMap:
+    """Remove the blocks that have no data (a dimension of size zero).
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified. Shapes are metadata: nothing is computed.
+    copy
+        Copy numpy arrays of computed blocks (dask arrays are always shared).
+
+    Returns
+    -------
+    TensorMap
+        The non-empty blocks, in order, with their gradients.
+    """
+    _check_args(tensor, None, copy)
+    full = [i for i, block in enumerate(tensor.blocks()) if 0 not in block.shape]
+    return _kept(tensor, np.array(full, dtype=np.int64), copy)

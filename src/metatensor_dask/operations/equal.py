@@ -1,0 +1,147 @@
+"""``equal``: whether two tensors or blocks have the same metadata and values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..errors import NotEqualError
+from ..tensor import TensorMap
+from ._chunkwise import compare_pairs
+from ._utils import (
+    blocks_by_key,
+    check_block,
+    check_blocks_impl,
+    check_same_gradients_impl,
+    check_same_keys_impl,
+    check_tensor,
+)
+
+__all__ = ["equal", "equal_block", "equal_block_raise", "equal_raise"]
+
+
+def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a == b))
+
+
+def compare_blocks_impl(
+    pairs: list[tuple[TensorBlock, TensorBlock]],
+    compare: Callable[..., bool],
+    kwargs: dict[str, Any],
+    fname: str,
+    word: str,
+    gradient_check: list[str] | str = "all",
+) -> list[str]:
+    """metatensor's first difference for each pair of blocks ("" when they agree): the
+    shapes, the values, the metadata, the gradient metadata, then gradient values.
+    Every comparison of values is computed in a single ``dask.compute``."""
+    arrays: list[tuple[Any, Any]] = []
+    plans = []
+    for block_1, block_2 in pairs:
+        if block_1.shape != block_2.shape:
+            plans.append(("values shapes are different", None, "", []))
+            continue
+        values = len(arrays)
+        arrays.append((block_1.values, block_2.values))
+        message = check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
+            block_1, block_2, fname, gradient_check
+        )
+        gradients = []
+        if not message:
+            for parameter, gradient_1 in block_1.gradients():
+                gradients.append((parameter, len(arrays)))
+                arrays.append((gradient_1.values, block_2.gradient(parameter).values))
+        plans.append(("", values, message, gradients))
+    same = compare_pairs(compare, arrays, kwargs)
+    messages = []
+    for shape_message, values, message, gradients in plans:
+        if shape_message:
+            messages.append(shape_message)
+        elif not same[values]:
+            messages.append(f"values are not {word}")
+        elif message:
+            messages.append(message)
+        else:
+            failing = [p for p, position in gradients if not same[position]]
+            messages.append(f"gradient '{failing[0]}' values are not {word}" if failing else "")
+    return messages
+
+
+def compare_tensors_impl(
+    tensor_1: TensorMap,
+    tensor_2: TensorMap,
+    compare: Callable[..., bool],
+    kwargs: dict[str, Any],
+    fname: str,
+    word: str,
+    gradient_check: list[str] | str = "all",
+) -> str:
+    """metatensor's first difference between two maps, keys in any order."""
+    check_tensor(tensor_1, "tensor_1")
+    check_tensor(tensor_2, "tensor_2")
+    message = check_same_keys_impl(tensor_1, tensor_2, fname)
+    if message:
+        return f"the tensor maps have different keys: {message}"
+    pairs = list(zip(tensor_1.blocks(), blocks_by_key(tensor_1, tensor_2), strict=True))
+    for key, message in zip(
+        tensor_1.keys,
+        compare_blocks_impl(pairs, compare, kwargs, fname, word, gradient_check),
+        strict=True,
+    ):
+        if message:
+            return f"blocks for key {key.print()} are different: {message}"
+    return ""
+
+
+def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
+    check_block(block_1, "block_1")
+    check_block(block_2, "block_2")
+    return compare_blocks_impl([(block_1, block_2)], _array_equal, {}, "equal", "equal")[0]
+
+
+def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
+    """Whether two maps have the same keys (in any order), and blocks with the same
+    metadata, values and gradients (exact comparison; NaN differs from itself).
+
+    Computes every comparison of values in one ``dask.compute``.
+
+    Parameters
+    ----------
+    tensor_1, tensor_2
+        The maps to compare.
+
+    Returns
+    -------
+    bool
+        ``True`` when they are equal.
+    """
+    return not compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal")
+
+
+def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
+    """As :func:`equal`, raising :class:`NotEqualError` with the first difference.
+
+    Raises
+    ------
+    NotEqualError
+        Naming the first difference, e.g. ``blocks for key (a=0) are different: values
+        are not equal``.
+    """
+    message = compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal")
+    if message:
+        raise NotEqualError(message)
+
+
+def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:
+    """Whether two blocks have the same metadata, values and gradients (exactly)."""
+    return not _equal_block_impl(block_1, block_2)
+
+
+def equal_block_raise(block_1: TensorBlock, block_2: TensorBlock) -> None:
+    """As :func:`equal_block`, raising :class:`NotEqualError` with the first difference."""
+    message = _equal_block_impl(block_1, block_2)
+    if message:
+        raise NotEqualError(message)

@@ -1,0 +1,126 @@
+"""``equal_metadata``: whether two tensors or blocks have the same metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..block import TensorBlock
+from ..errors import NotEqualError
+from ..tensor import TensorMap
+from ._utils import (
+    blocks_by_key,
+    check_blocks_impl,
+    check_same_gradients_impl,
+    check_same_keys_impl,
+)
+
+__all__ = [
+    "equal_metadata",
+    "equal_metadata_block",
+    "equal_metadata_block_raise",
+    "equal_metadata_raise",
+]
+
+# metatensor names this function in every message, for maps and blocks alike
+_FNAME = "equal_metadata_block_raise"
+
+
+def _block_impl(
+    block_1: TensorBlock, block_2: TensorBlock, check: Sequence[str] | str, check_gradients: bool
+) -> str:
+    if not isinstance(block_1, TensorBlock):
+        return f"`block_1` must be a metatensor TensorBlock, not {type(block_1)}"
+    if not isinstance(block_2, TensorBlock):
+        return f"`block_2` must be a metatensor TensorBlock, not {type(block_2)}"
+    message = check_blocks_impl(block_1, block_2, _FNAME, check=check)
+    if message or not check_gradients:
+        return message
+    return check_same_gradients_impl(block_1, block_2, _FNAME, check=check)
+
+
+def _tensor_impl(
+    tensor_1: TensorMap, tensor_2: TensorMap, check: Sequence[str] | str, check_gradients: bool
+) -> str:
+    if not isinstance(tensor_1, TensorMap):
+        return f"`tensor_1` must be a metatensor TensorMap, not {type(tensor_1)}"
+    if not isinstance(tensor_2, TensorMap):
+        return f"`tensor_2` must be a metatensor TensorMap, not {type(tensor_2)}"
+    message = check_same_keys_impl(tensor_1, tensor_2, "equal_metadata_raise")
+    if message:
+        return message
+    for block_1, block_2 in zip(tensor_1.blocks(), blocks_by_key(tensor_1, tensor_2), strict=True):
+        message = _block_impl(block_1, block_2, check, check_gradients)
+        if message:
+            return message
+    return ""
+
+
+def equal_metadata(
+    tensor_1: TensorMap,
+    tensor_2: TensorMap,
+    check: Sequence[str] | str = "all",
+    check_gradients: bool = True,
+) -> bool:
+    """Whether two maps have the same keys (in any order) and blocks with the same
+    metadata. No values are computed (lazy sample labels may be read).
+
+    Parameters
+    ----------
+    tensor_1, tensor_2
+        The maps to compare; anything else makes the answer ``False``.
+    check
+        ``"all"`` or a list among ``"samples"``, ``"components"``, ``"properties"``.
+    check_gradients
+        Also compare the gradients' parameters and metadata.
+
+    Returns
+    -------
+    bool
+        ``True`` when the metadata agree.
+
+    Raises
+    ------
+    ValueError
+        If ``check`` names something else.
+    """
+    return not _tensor_impl(tensor_1, tensor_2, check, check_gradients)
+
+
+def equal_metadata_raise(
+    tensor_1: TensorMap,
+    tensor_2: TensorMap,
+    check: Sequence[str] | str = "all",
+    check_gradients: bool = True,
+) -> None:
+    """As :func:`equal_metadata`, raising :class:`NotEqualError` with the difference.
+
+    Raises
+    ------
+    NotEqualError
+        Naming the first difference (in metatensor's words).
+    """
+    message = _tensor_impl(tensor_1, tensor_2, check, check_gradients)
+    if message:
+        raise NotEqualError(message)
+
+
+def equal_metadata_block(
+    block_1: TensorBlock,
+    block_2: TensorBlock,
+    check: Sequence[str] | str = "all",
+    check_gradients: bool = True,
+) -> bool:
+    """Whether two blocks have the same metadata (see :func:`equal_metadata`)."""
+    return not _block_impl(block_1, block_2, check, check_gradients)
+
+
+def equal_metadata_block_raise(
+    block_1: TensorBlock,
+    block_2: TensorBlock,
+    check: Sequence[str] | str = "all",
+    check_gradients: bool = True,
+) -> None:
+    """As :func:`equal_metadata_block`, raising :class:`NotEqualError`."""
+    message = _block_impl(block_1, block_2, check, check_gradients)
+    if message:
+        raise NotEqualError(message)

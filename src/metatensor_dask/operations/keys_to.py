@@ -1,0 +1,536 @@
+"""Move key dimensions to samples or properties, and components to properties.
+
+These are ``TensorMap`` methods in metatensor-core; here they are functions (also
+available as methods). Blocks are merged lazily: rows are concatenated with
+``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the merged
+samples are not already in the blocks' order; gradients are rebuilt with the same
+moves and stay co-partitioned with their values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .._partition import gradient_row_chunks, row_pointer
+from ..block import TensorBlock
+from ..errors import invalid_parameter
+from ..labels import Labels
+from ..tensor import TensorMap
+from ._manipulation_utils import (
+    as_dask,
+    coalesce,
+    lexsort_rows,
+    rows_only,
+    take_rows,
+    unique_rows,
+)
+from ._utils import check_tensor
+
+__all__ = ["components_to_properties", "keys_to_properties", "keys_to_samples"]
+
+
+# -- shared ---------------------------------------------------------------------------
+
+
+def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels | None]:
+    if isinstance(keys_to_move, Labels):
+        if len(keys_to_move) == 0:
+            return keys_to_move.names, None
+        if function == "keys_to_samples":
+            raise invalid_parameter(
+                "user provided values for the keys to move is not yet implemented, "
+                "`keys_to_move` should not contain any entry when calling keys_to_samples"
+            )
+        return keys_to_move.names, keys_to_move
+    if isinstance(keys_to_move, str):
+        return [keys_to_move], None
+    if isinstance(keys_to_move, Sequence) and all(isinstance(n, str) for n in keys_to_move):
+        return list(keys_to_move), None
+    raise TypeError(
+        "`keys_to_move` must be a string, a sequence of strings or Labels, "
+        f"not {type(keys_to_move)}"
+    )
+
+
+def _first_appearance(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows in order of first appearance, and each row's position among them."""
+    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return unique[order].astype(np.int32), rank[inverse.reshape(-1)]
+
+
+def _groups(
+    tensor: TensorMap, names: list[str], function: str
+) -> tuple[Labels, list[list[int]], np.ndarray]:
+    """The remaining keys, the blocks merged into each, and the moved key columns."""
+    if len(tensor) == 0:
+        raise invalid_parameter("there are no keys to move in an empty TensorMap")
+    key_names = tensor.keys.names
+    for name in names:
+        if name not in key_names:
+            raise invalid_parameter(f"'{name}' is not part of the keys for this tensor map")
+    moved = [key_names.index(n) for n in names]
+    kept = [i for i in range(len(key_names)) if i not in moved]
+    if kept:
+        new_keys, which = _first_appearance(tensor.keys.values[:, kept])
+        keys = Labels._trusted([key_names[i] for i in kept], new_keys)
+    else:
+        keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
+    members = [list(np.flatnonzero(which == k)) for k in range(len(keys))]
+    for blocks in members:
+        first = tensor.block_by_id(blocks[0])
+        for i in blocks:
+            block = tensor.block_by_id(i)
+            if any(g.gradients_list() for _, g in block.gradients()):
+                raise invalid_parameter(
+                    f"gradient of gradients are not supported yet in {function}"
+                )
+            if len(block.components) != len(first.components) or not all(
+                a == b for a, b in zip(block.components, first.components, strict=False)
+            ):
+                where = "samples" if function == "keys_to_samples" else "properties"
+                raise invalid_parameter(
+                    f"can not move keys to {where} if the blocks have different components "
+                    "labels, call components_to_properties first"
+                )
+    return keys, members, tensor.keys.values[:, moved]
+
+
+def _merge_samples(
+    sample_values: list[np.ndarray], sort_samples: bool
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """metatensor's merged samples (first appearance, optionally sorted) and, for each
+    block, the merged position of each of its samples."""
+    merged, position = _first_appearance(np.concatenate(sample_values))
+    if sort_samples:
+        order = lexsort_rows(merged)
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        merged, position = merged[order], rank[position]
+    mappings, start = [], 0
+    for values in sample_values:
+        mappings.append(position[start : start + len(values)])
+        start += len(values)
+    return merged, mappings
+
+
+def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
+    """For each output row, the row of the concatenated inputs that fills it (the last
+    one when several do, as metatensor copies blocks in order), or -1."""
+    source = -np.ones(count, np.int64)
+    start = 0
+    for mapping in mappings:
+        source[mapping] = start + np.arange(len(mapping))
+        start += len(mapping)
+    return source
+
+
+def _merged_gradient_samples(
+    blocks: list[TensorBlock], parameter: str, mappings: list[np.ndarray]
+) -> tuple[Labels, list[np.ndarray]]:
+    """Sorted unique gradient samples after renumbering ``"sample"``, and the position
+    of each input gradient row among them."""
+    renumbered = []
+    for block, mapping in zip(blocks, mappings, strict=False):
+        rows = block.gradient(parameter).samples.values.copy()
+        rows[:, 0] = mapping[rows[:, 0]] if len(rows) else rows[:, 0]
+        renumbered.append(rows)
+    names = blocks[0].gradient(parameter).samples.names
+    merged, position = unique_rows(np.concatenate(renumbered))
+    if len(position) == 0:
+        merged = np.zeros((0, len(names)), np.int32)
+    positions, start = [], 0
+    for rows in renumbered:
+        positions.append(position[start : start + len(rows)])
+        start += len(rows)
+    return Labels._trusted(names, merged), positions
+
+
+def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: float) -> da.Array:
+    """``array`` with its last axis placed at ``columns`` of a ``width``-wide axis."""
+    if width == array.shape[-1] and np.array_equal(columns, np.arange(width)):
+        return array
+    array = rows_only(array)
+
+    def spread(block: np.ndarray) -> np.ndarray:
+        out = np.full((*block.shape[:-1], width), fill, dtype=block.dtype)
+        out[..., columns] = block
+        return out
+
+    return array.map_blocks(spread, chunks=(*array.chunks[:-1], (width,)), dtype=array.dtype)
+
+
+def _row_limit(array: da.Array) -> int:
+    return max([1, *array.chunks[0]])
+
+
+def _finish(
+    values: da.Array,
+    gradients: dict[str, tuple[da.Array, Labels, list[Labels]]],
+    samples: Labels,
+    components: list[Labels],
+    properties: Labels,
+    limits: list[int],
+) -> TensorBlock:
+    """Co-partition gradients with the values, merge small chunks, build the block."""
+    arrays, parameters = [values], []
+    for parameter, (array, gradient_samples, _) in gradients.items():
+        pointer = row_pointer(gradient_samples.column("sample"), len(samples))
+        if pointer is not None and len(gradient_samples):
+            array = array.rechunk({0: gradient_row_chunks(pointer, values.chunks[0])})
+            arrays.append(array)
+            parameters.append(parameter)
+        gradients[parameter] = (array, *gradients[parameter][1:])
+    merged = (
+        coalesce(arrays, limits[: len(arrays)]) if len(parameters) == len(gradients) else arrays
+    )
+    blocks = {}
+    for parameter, (array, gradient_samples, gradient_components) in gradients.items():
+        if parameter in parameters:
+            array = merged[1 + parameters.index(parameter)]
+        blocks[parameter] = TensorBlock._trusted(
+            array, gradient_samples, gradient_components, properties
+        )
+    return TensorBlock._trusted(merged[0], samples, components, properties, blocks)
+
+
+# -- keys to samples ------------------------------------------------------------------
+
+
+def _merge_along_samples(
+    blocks: list[TensorBlock], moved: np.ndarray, names: list[str], fill: float, sort: bool
+) -> TensorBlock:
+    first = blocks[0]
+    sample_values = [
+        np.concatenate([b.samples.values, np.repeat(key[None, :], len(b.samples), 0)], axis=1)
+        for b, key in zip(blocks, moved, strict=False)
+    ]
+    merged, mappings = _merge_samples(sample_values, sort)
+    samples = Labels._trusted(first.samples.names + names, merged)
+
+    properties = first.properties
+    for block in blocks[1:]:
+        properties = properties.union(block.properties)
+    columns = [b.properties._membership(properties) for b in blocks]
+    width = len(properties)
+
+    pieces = [
+        _spread_columns(as_dask(b.values), c, width, fill)
+        for b, c in zip(blocks, columns, strict=False)
+    ]
+    values = take_rows(da.concatenate(pieces), _source_rows(mappings, len(merged)))
+    limits = [max(_row_limit(p) for p in pieces)]
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        gradient_pieces = [
+            _spread_columns(as_dask(b.gradient(parameter).values), c, width, fill)
+            for b, c in zip(blocks, columns, strict=False)
+        ]
+        source = _source_rows(positions, len(gradient_samples))
+        array = take_rows(da.concatenate(gradient_pieces), source)
+        gradients[parameter] = (array, gradient_samples, first_gradient.components)
+        limits.append(max(_row_limit(p) for p in gradient_pieces))
+    return _finish(values, gradients, samples, first.components, properties, limits)
+
+
+def keys_to_samples(
+    tensor: TensorMap,
+    keys_to_move: str | Sequence[str] | Labels,
+    *,
+    fill_value: float = 0.0,
+    sort_samples: bool = True,
+) -> TensorMap:
+    """Merge the blocks that differ only by ``keys_to_move`` along samples.
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified.
+    keys_to_move
+        Key dimension(s) to move: a name, names, or empty Labels (their names).
+    fill_value
+        Value of the entries of properties a merged block did not have (values and
+        gradients, as metatensor does).
+    sort_samples
+        Sort the merged samples lexicographically; otherwise keep them in block order.
+
+    Returns
+    -------
+    TensorMap
+        The moved dimensions are the last sample dimensions; moving every key gives
+        the single key ``_=0``. The ``info`` of ``tensor`` is kept.
+
+    Notes
+    -----
+    Gradient rule: moving metadata does not change any value, so each gradient row
+    follows its value row: ``"sample"`` is renumbered to the merged samples and rows
+    are sorted (as metatensor does), which keeps them grouped by sample and
+    co-partitioned with the values. Values are concatenated lazily and reordered
+    only when sorting changes the order.
+    """
+    check_tensor(tensor, "tensor")
+    names, _ = _names_to_move(keys_to_move, "keys_to_samples")
+    keys, members, moved = _groups(tensor, names, "keys_to_samples")
+    blocks = [
+        _merge_along_samples(
+            [tensor.block_by_id(i) for i in m], moved[m], names, fill_value, sort_samples
+        )
+        for m in members
+    ]
+    return TensorMap._trusted(keys, blocks, tensor.info())
+
+
+# -- keys to properties ---------------------------------------------------------------
+
+
+def _placed(
+    pieces: list[tuple[int, da.Array]], width: int, rows: int, like: da.Array, fill: float
+) -> da.Array:
+    """Concatenate ``(start, array)`` pieces along the last axis of a ``width``-wide
+    array, with ``fill`` between them."""
+    row_chunks = like.chunks[0]
+    trailing = like.shape[1:-1]
+    parts, position = [], 0
+    for start, array in sorted(pieces, key=lambda p: p[0]):
+        if start > position:
+            parts.append(
+                da.full(
+                    (rows, *trailing, start - position),
+                    fill,
+                    dtype=like.dtype,
+                    chunks=(row_chunks, *trailing, start - position),
+                )
+            )
+        parts.append(rows_only(array).rechunk({0: row_chunks}))
+        position = start + array.shape[-1]
+    if position < width or not parts:
+        parts.append(
+            da.full(
+                (rows, *trailing, width - position),
+                fill,
+                dtype=like.dtype,
+                chunks=(row_chunks, *trailing, width - position),
+            )
+        )
+    joined = da.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+    return rows_only(joined)
+
+
+def _merge_along_properties(
+    blocks: list[TensorBlock],
+    moved: np.ndarray,
+    names: list[str],
+    selected: Labels | None,
+    fill: float,
+    sort: bool,
+) -> TensorBlock:
+    first = blocks[0]
+    if selected is not None:
+        for block in blocks:
+            if block.properties != first.properties:
+                raise invalid_parameter(
+                    "can not provide values for the keys to move to properties if the "
+                    "blocks have different property labels"
+                )
+        columns = [selected.names.index(n) for n in names]
+        entries = selected.values[:, columns]
+        n_props = len(first.properties)
+        property_values = np.concatenate(
+            [
+                np.repeat(entries, n_props, axis=0),
+                np.tile(first.properties.values, (len(entries), 1)),
+            ],
+            axis=1,
+        )
+        starts = []
+        for key in moved:
+            hit = np.flatnonzero(np.all(entries == key, axis=1))
+            starts.append(int(hit[0]) * n_props if len(hit) and n_props else None)
+    else:
+        property_values = np.concatenate(
+            [
+                np.concatenate(
+                    [np.repeat(key[None, :], len(b.properties), 0), b.properties.values], 1
+                )
+                for b, key in zip(blocks, moved, strict=False)
+            ]
+        )
+        starts, position = [], 0
+        for block in blocks:
+            starts.append(position if len(block.properties) else None)
+            position += len(block.properties)
+    properties = Labels._trusted(names + first.properties.names, property_values.astype(np.int32))
+    width = len(properties)
+
+    merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
+    samples = Labels._trusted(first.samples.names, merged)
+
+    def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
+        index = -np.ones(count, np.int64)
+        index[mapping] = np.arange(len(mapping))
+        return take_rows(array, index, fill=fill)
+
+    value_pieces = [
+        (start, expanded(as_dask(b.values), m, len(merged)))
+        for b, m, start in zip(blocks, mappings, starts, strict=False)
+        if start is not None
+    ]
+    template = da.zeros((len(merged), *first.shape[1:]), dtype=first.dtype)
+    like = value_pieces[0][1] if value_pieces else template
+    values = _placed(value_pieces, width, len(merged), like, fill)
+    limits = [max(_row_limit(as_dask(b.values)) for b in blocks)]
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        count = len(gradient_samples)
+        pieces = [
+            (start, expanded(as_dask(b.gradient(parameter).values), p, count))
+            for b, p, start in zip(blocks, positions, starts, strict=False)
+            if start is not None
+        ]
+        template = da.zeros((count, *first_gradient.shape[1:]), dtype=first.dtype)
+        like = pieces[0][1] if pieces else template
+        gradients[parameter] = (
+            _placed(pieces, width, count, like, fill),
+            gradient_samples,
+            first_gradient.components,
+        )
+        limits.append(max(_row_limit(as_dask(b.gradient(parameter).values)) for b in blocks))
+    return _finish(values, gradients, samples, first.components, properties, limits)
+
+
+def keys_to_properties(
+    tensor: TensorMap,
+    keys_to_move: str | Sequence[str] | Labels,
+    *,
+    fill_value: float = 0.0,
+    sort_samples: bool = True,
+) -> TensorMap:
+    """Merge the blocks that differ only by ``keys_to_move`` along properties.
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified.
+    keys_to_move
+        Key dimension(s) to move: a name, names, or Labels. Non-empty Labels give the
+        exact values of the moved dimensions: every entry gets the blocks' properties
+        (which must then be the same in all merged blocks), missing blocks are filled
+        with ``fill_value`` and blocks whose key is not listed are left out.
+    fill_value
+        Value of the entries a merged block does not have (values and gradients, as
+        metatensor does).
+    sort_samples
+        Sort the merged samples lexicographically; otherwise keep them in order of
+        first appearance.
+
+    Returns
+    -------
+    TensorMap
+        The moved dimensions are the first property dimensions; moving every key gives
+        the single key ``_=0``. The ``info`` of ``tensor`` is kept.
+
+    Notes
+    -----
+    Gradient rule: each block's gradient columns move with its value columns; the
+    gradient samples are the sorted union of the blocks' (with ``"sample"``
+    renumbered), each block filling its own columns. When all merged blocks have the
+    same samples, values are only concatenated along properties (no row gather).
+    """
+    check_tensor(tensor, "tensor")
+    names, selected = _names_to_move(keys_to_move, "keys_to_properties")
+    keys, members, moved = _groups(tensor, names, "keys_to_properties")
+    blocks = [
+        _merge_along_properties(
+            [tensor.block_by_id(i) for i in m],
+            moved[m],
+            names,
+            selected,
+            fill_value,
+            sort_samples,
+        )
+        for m in members
+    ]
+    return TensorMap._trusted(keys, blocks, tensor.info())
+
+
+# -- components to properties -----------------------------------------------------------
+
+
+def _move_component(array: da.Array, axis: int) -> da.Array:
+    array = rows_only(array)
+    moved = da.moveaxis(array, axis, -2)
+    return moved.reshape((*moved.shape[:-2], moved.shape[-2] * moved.shape[-1]))
+
+
+def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
+    position = next((i for i, c in enumerate(block.components) if c.names == [name]), None)
+    if position is None:
+        raise invalid_parameter(f"unable to find '{name}' in the components ")
+    component = block.components[position]
+    props = block.properties.values
+    properties = Labels._trusted(
+        [name, *block.properties.names],
+        np.concatenate(
+            [np.repeat(component.values, len(props), 0), np.tile(props, (len(component), 1))], 1
+        ).reshape(-1, 1 + props.shape[1]),
+    )
+    components = block.components[:position] + block.components[position + 1 :]
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        extra = len(gradient.components) - len(block.components)
+        gradients[parameter] = TensorBlock._trusted(
+            _move_component(as_dask(gradient.values), 1 + extra + position),
+            gradient.samples,
+            gradient.components[: extra + position] + gradient.components[extra + position + 1 :],
+            properties,
+            row_pointer=gradient._row_pointer,
+        )
+    return TensorBlock._trusted(
+        _move_component(as_dask(block.values), 1 + position),
+        block.samples,
+        components,
+        properties,
+        gradients,
+    )
+
+
+def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str]) -> TensorMap:
+    """Move component dimensions to the front of the properties, in every block.
+
+    Parameters
+    ----------
+    tensor
+        The input map; it is not modified.
+    dimensions
+        Name(s) of the component(s) to move. Each one is moved in turn and becomes
+        the first property dimension (so the last one given ends up first, as in
+        metatensor).
+
+    Returns
+    -------
+    TensorMap
+        The map with fewer components; property entries are (component, old
+        property) pairs, component varying slowest. The ``info`` is kept.
+
+    Notes
+    -----
+    Gradient rule: a reshape of each value row, applied identically to each gradient
+    row (the gradient's own components stay first). Rows are untouched, so chunks
+    and co-partitioning are unchanged.
+    """
+    check_tensor(tensor, "tensor")
+    names = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+    blocks = []
+    for block in tensor.blocks():
+        for name in names:
+            block = _component_moved(block, name)
+        blocks.append(block)
+    return TensorMap._trusted(tensor.keys, blocks, tensor.info())

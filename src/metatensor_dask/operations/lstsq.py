@@ -1,0 +1,101 @@
+"""``lstsq``: least-squares solution of ``X @ w = Y`` per block, gradients as equations."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..tensor import TensorMap
+from ._chunkwise import combine_rows
+from ._utils import (
+    blocks_by_key,
+    check_blocks_raise,
+    check_same_gradients_raise,
+    check_same_keys_raise,
+    check_tensor,
+)
+
+__all__ = ["lstsq"]
+
+
+def stacked_equations(X: TensorBlock, Y: TensorBlock) -> tuple[list, list]:
+    """The values of ``X`` and ``Y``, then each of their gradients, as lists of arrays
+    whose rows are equations (in metatensor's order)."""
+    xs, ys = [X.values], [Y.values]
+    for parameter, gradient in X.gradients():
+        xs.append(gradient.values)
+        ys.append(Y.gradient(parameter).values)
+    return xs, ys
+
+
+def _flat_rows(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+    n_properties = arrays[0].shape[-1]
+    flat = [a.reshape(-1, n_properties) for a in arrays]
+    return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=0)
+
+
+def _lstsq_weights(*arrays: np.ndarray, n_x: int, rcond: float | None) -> np.ndarray:
+    x = _flat_rows(arrays[:n_x])
+    y = _flat_rows(arrays[n_x:])
+    return np.linalg.lstsq(x, y, rcond=rcond)[0].T
+
+
+def _lstsq_block(X: TensorBlock, Y: TensorBlock, rcond: float | None) -> TensorBlock:
+    check_blocks_raise(X, Y, "lstsq", check=["samples", "components"])
+    check_same_gradients_raise(X, Y, "lstsq", check=["samples", "components"])
+    xs, ys = stacked_equations(X, Y)
+    shape = (len(Y.properties), len(X.properties))
+    dtype = np.result_type(X.dtype, Y.dtype)
+    weights = combine_rows(
+        _lstsq_weights, [*xs, *ys], shape, dtype, {"n_x": len(xs), "rcond": rcond}
+    )
+    return TensorBlock._trusted(weights, Y.properties, [], X.properties)
+
+
+def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = None) -> TensorMap:
+    r"""The weights :math:`w` minimising :math:`\|X w - Y\|^2` for each pair of blocks.
+
+    Values are flattened to ``(-1, n_properties)``; the gradient rows of ``X`` and
+    ``Y`` are appended as extra equations (a fit to values and gradients). The result
+    block for each key has values :math:`w^T`, the properties of ``Y`` as samples, no
+    components, the properties of ``X`` as properties and no gradients.
+
+    All the rows of a block are gathered into one task (numpy's ``lstsq``).
+
+    Parameters
+    ----------
+    X, Y
+        Maps with the same keys; blocks with the same samples and components, and the
+        same gradients (samples and components).
+    rcond
+        Cut-off ratio for small singular values, as ``numpy.linalg.lstsq``; ``None``
+        warns, as metatensor does, since numpy and torch differ there.
+    driver
+        Ignored (used by torch in metatensor).
+
+    Returns
+    -------
+    TensorMap
+        The weights, with the keys of ``X``.
+
+    Raises
+    ------
+    NotEqualError
+        If keys or block metadata differ.
+    """
+    if rcond is None:
+        warnings.warn(
+            "WARNING rcond is set to None, which will trigger the default behavior which is "
+            "different between numpy and torch lstsq function, and might depend on the "
+            "version you are using.",
+            stacklevel=2,
+        )
+    check_tensor(X, "X")
+    check_tensor(Y, "Y")
+    check_same_keys_raise(X, Y, "lstsq")
+    blocks = [
+        _lstsq_block(x, y, rcond) for x, y in zip(X.blocks(), blocks_by_key(X, Y), strict=True)
+    ]
+    return TensorMap._trusted(X.keys, blocks)

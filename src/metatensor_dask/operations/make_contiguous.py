@@ -1,0 +1,40 @@
+"""``make_contiguous``: C-contiguous arrays for values and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..tensor import TensorMap
+from ._chunkwise import elementwise
+from ._utils import block_like, check_tensor, no_gradients_of_gradients
+
+__all__ = ["make_contiguous", "make_contiguous_block"]
+
+
+def make_contiguous_block(block: TensorBlock) -> TensorBlock:
+    """A block whose values and gradients are C-contiguous: ``numpy.ascontiguousarray``
+    on numpy arrays, and on every chunk of dask arrays (lazily).
+
+    Parameters
+    ----------
+    block
+        The block.
+
+    Returns
+    -------
+    TensorBlock
+        A block with the same metadata.
+    """
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        no_gradients_of_gradients(gradient)
+        gradients[parameter] = elementwise(np.ascontiguousarray, [gradient.values])
+    return block_like(block, elementwise(np.ascontiguousarray, [block.values]), gradients)
+
+
+def make_contiguous(tensor: TensorMap) -> TensorMap:
+    """A map whose values and gradients are C-contiguous (see
+    :func:`make_contiguous_block`)."""
+    check_tensor(tensor, "tensor")
+    return TensorMap._trusted(tensor.keys, [make_contiguous_block(b) for b in tensor.blocks()])

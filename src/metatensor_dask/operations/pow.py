@@ -1,0 +1,66 @@
+"""``pow``: element-wise power of a tensor by a scalar exponent."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..tensor import TensorMap
+from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
+from ._utils import block_like, check_tensor, is_scalar, no_gradients_of_gradients
+
+__all__ = ["pow"]
+
+
+def _power(values: np.ndarray, exponent: float) -> np.ndarray:
+    return values**exponent
+
+
+def _power_gradient(
+    values: np.ndarray, gradient: np.ndarray, index: np.ndarray, exponent: float
+) -> np.ndarray:
+    return exponent * gradient * rows_for_gradient(values[index], gradient) ** (exponent - 1)
+
+
+def _pow_block(block: TensorBlock, exponent: float) -> TensorBlock:
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        no_gradients_of_gradients(gradient)
+        gradients[parameter] = gradient_rows(
+            _power_gradient, [block.values], [gradient.values], block, parameter, (exponent,)
+        )
+    values = elementwise(_power, [block.values], (exponent,))
+    return block_like(block, values, gradients)
+
+
+def pow(A: TensorMap, B: float | int) -> TensorMap:
+    r"""The element-wise power ``A ** B`` for a scalar ``B``, lazily.
+
+    Gradients follow, with :math:`A[s]` the value row each gradient row refers to,
+
+    .. math::
+
+        \nabla(A^B) = B \, \nabla A \, A[s]^{B - 1}.
+
+    Parameters
+    ----------
+    A
+        The base.
+    B
+        The exponent, a real number.
+
+    Returns
+    -------
+    TensorMap
+        A new map with ``A``'s metadata.
+
+    Raises
+    ------
+    TypeError
+        If ``A`` is not a TensorMap or ``B`` is not a scalar.
+    """
+    check_tensor(A, "A")
+    if not is_scalar(B):
+        raise TypeError(f"`B` must be a scalar value, not {type(B)}")
+    exponent = float(B)
+    return TensorMap._trusted(A.keys, [_pow_block(b, exponent) for b in A.blocks()])

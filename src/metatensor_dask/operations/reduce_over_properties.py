@@ -1,0 +1,265 @@
+"""Sum, mean, variance and standard deviation over some property dimensions.
+
+Properties sharing the values of the remaining dimensions form a group; each group
+becomes one output property (sorted). Each row chunk is reduced on its own (properties
+are one chunk), so the work is embarrassingly parallel; gradients use the value row of
+each gradient row, taken from the co-partitioned values chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..labels import Labels
+from ..tensor import TensorMap
+from ._manipulation_utils import (
+    as_dask,
+    check_no_gradients_of_gradients,
+    rows_only,
+    unique_rows,
+    values_at_gradient_rows,
+)
+from ._segments import rowwise
+from ._utils import check_block, check_tensor
+
+__all__ = [
+    "mean_over_properties",
+    "mean_over_properties_block",
+    "std_over_properties",
+    "std_over_properties_block",
+    "sum_over_properties",
+    "sum_over_properties_block",
+    "var_over_properties",
+    "var_over_properties_block",
+]
+
+Names = list[str] | str
+
+
+class _Groups:
+    """Sum the last axis by groups of columns (``group[p]`` for column ``p``)."""
+
+    def __init__(self, group: np.ndarray, n_groups: int):
+        self.group = group
+        self.order = np.argsort(group, kind="stable")
+        sorted_group = group[self.order]
+        self.starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_group)) + 1])
+        self.counts = np.bincount(group, minlength=n_groups)
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(array[..., self.order], self.starts, axis=-1)
+
+    def mean(self, array: np.ndarray) -> np.ndarray:
+        return self.sum(array) / self.counts
+
+    def var(self, array: np.ndarray) -> np.ndarray:
+        return self.sum((array - self.mean(array)[..., self.group]) ** 2) / self.counts
+
+
+def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:
+    def reduce(array: np.ndarray) -> np.ndarray:
+        if reduction == "sum":
+            return groups.sum(array)
+        if reduction == "mean":
+            return groups.mean(array)
+        result = groups.var(array)
+        return np.sqrt(result) if reduction == "std" else result
+
+    return reduce
+
+
+def _gradient_function(
+    groups: _Groups, reduction: str
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The var or std gradient of a chunk of gradient rows, given their value rows."""
+
+    def reduce(gradient: np.ndarray, values: np.ndarray) -> np.ndarray:
+        centered = values - groups.mean(values)[..., groups.group]
+        extra = gradient.ndim - values.ndim
+        shape = centered.shape[:1] + (1,) * extra + centered.shape[1:]
+        moment = groups.sum(gradient * centered.reshape(shape)) / groups.counts
+        if reduction == "var":
+            return 2 * moment
+        std = np.sqrt(groups.var(values))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result = moment / std.reshape(std.shape[:1] + (1,) * extra + std.shape[1:])
+        return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
+
+    return reduce
+
+
+def _names_list(names: Names) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _check_names(names: list[str], present: list[str]) -> None:
+    for name in names:
+        if name not in present:
+            raise ValueError(
+                f"one of the requested property name ({name}) is not part of this TensorMap"
+            )
+
+
+def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str) -> TensorBlock:
+    check_no_gradients_of_gradients(block)
+    remaining = [n for n in block.properties.names if n not in property_names]
+    if len(block.properties) == 0:
+        properties = Labels.empty(remaining or ["_"])
+        gradients = {
+            p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
+            for p, g in block.gradients()
+        }
+        return TensorBlock._trusted(
+            block.values, block.samples, block.components, properties, gradients
+        )
+    if remaining:
+        columns = [block.properties.names.index(n) for n in remaining]
+        new_properties, group = unique_rows(block.properties.values[:, columns])
+        properties = Labels._trusted(remaining, new_properties)
+    else:
+        group = np.zeros(len(block.properties), np.int64)
+        properties = Labels.single()
+    groups = _Groups(group, len(properties))
+
+    values = rows_only(as_dask(block.values))
+    result = values.map_blocks(
+        _values_function(groups, reduction),
+        chunks=(*values.chunks[:-1], (len(properties),)),
+        dtype=values.dtype,
+    )
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        function = _gradient_function(groups, reduction)
+        if reduction in ("sum", "mean"):
+            rows = rows_only(as_dask(gradient.values))
+            new = rows.map_blocks(
+                _values_function(groups, reduction),
+                chunks=(*rows.chunks[:-1], (len(properties),)),
+                dtype=rows.dtype,
+            )
+        else:
+            rows, at_rows = values_at_gradient_rows(block, parameter)
+            trailing = (*rows.shape[1:-1], len(properties))
+            new = rowwise(function, rows.chunks[0], trailing, rows, at_rows, dtype=rows.dtype)
+        gradients[parameter] = TensorBlock._trusted(
+            new,
+            gradient.samples,
+            gradient.components,
+            properties,
+            row_pointer=gradient._row_pointer,
+        )
+    return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
+
+
+def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
+    check_tensor(tensor, "tensor")
+    names = _names_list(property_names)
+    _check_names(names, tensor.property_names)
+    return TensorMap._trusted(
+        tensor.keys, [_reduce_block(b, names, reduction) for b in tensor.blocks()]
+    )
+
+
+def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:
+    check_block(block, "block")
+    names = _names_list(property_names)
+    _check_names(names, block.properties.names)
+    return _reduce_block(block, names, reduction)
+
+
+def _documented(kind: str, rule: str):
+    """Add the shared numpydoc sections of the reductions to a docstring."""
+    what = "block" if kind == "TensorBlock" else "tensor"
+
+    def decorate(function):
+        function.__doc__ += f"""
+    Parameters
+    ----------
+    {what}
+        The input; it is not modified.
+    property_names
+        The property dimension(s) to reduce over (they disappear). The remaining
+        dimensions define the groups; reducing over all of them gives the single
+        property ``_=0``.
+
+    Returns
+    -------
+    {kind}
+        A lazy result with one property per group (sorted); samples, components and
+        gradient samples are unchanged.
+
+    Notes
+    -----
+    Gradient rule: {rule}
+    """
+        return function
+
+    return decorate
+
+
+_SUM = r":math:`\nabla \sum_p x_p = \sum_p \nabla x_p`."
+_MEAN = (
+    r":math:`\nabla \bar{x} = \frac{1}{n} \sum_p \nabla x_p` over the :math:`n` "
+    "properties of the group."
+)
+_VAR = (
+    r":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_p (x_p - \bar{x}) \nabla x_p`, with "
+    "the values of the gradient row's sample. metatensor-operations 0.5.0 fails on "
+    "blocks with components (it broadcasts the counts on the wrong axis); this works."
+)
+_STD = (
+    r":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_p (x_p - \bar{x}) \nabla x_p`, 0 "
+    "where :math:`\\sigma = 0`. metatensor-operations 0.5.0 fails on blocks with "
+    "components; this works."
+)
+
+
+@_documented("TensorBlock", _SUM)
+def sum_over_properties_block(block: TensorBlock, property_names: Names) -> TensorBlock:
+    """Sum the properties of each group."""
+    return _reduce_one(block, property_names, "sum")
+
+
+@_documented("TensorMap", _SUM)
+def sum_over_properties(tensor: TensorMap, property_names: Names) -> TensorMap:
+    """Sum the properties of each group, in every block."""
+    return _reduce(tensor, property_names, "sum")
+
+
+@_documented("TensorBlock", _MEAN)
+def mean_over_properties_block(block: TensorBlock, property_names: Names) -> TensorBlock:
+    """Average the properties of each group."""
+    return _reduce_one(block, property_names, "mean")
+
+
+@_documented("TensorMap", _MEAN)
+def mean_over_properties(tensor: TensorMap, property_names: Names) -> TensorMap:
+    """Average the properties of each group, in every block."""
+    return _reduce(tensor, property_names, "mean")
+
+
+@_documented("TensorBlock", _VAR)
+def var_over_properties_block(block: TensorBlock, property_names: Names) -> TensorBlock:
+    """Variance of the properties of each group, :math:`E[(x - E[x])^2]`."""
+    return _reduce_one(block, property_names, "var")
+
+
+@_documented("TensorMap", _VAR)
+def var_over_properties(tensor: TensorMap, property_names: Names) -> TensorMap:
+    """Variance of the properties of each group, in every block."""
+    return _reduce(tensor, property_names, "var")
+
+
+@_documented("TensorBlock", _STD)
+def std_over_properties_block(block: TensorBlock, property_names: Names) -> TensorBlock:
+    """Standard deviation of the properties of each group."""
+    return _reduce_one(block, property_names, "std")
+
+
+@_documented("TensorMap", _STD)
+def std_over_properties(tensor: TensorMap, property_names: Names) -> TensorMap:
+    """Standard deviation of the properties of each group, in every block."""
+    return _reduce(tensor, property_names, "std")

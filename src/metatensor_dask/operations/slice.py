@@ -1,0 +1,226 @@
+"""``slice`` and ``slice_block``: keep some samples or properties of every block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._partition import co_partitioned
+from ..block import TensorBlock
+from ..labels import Labels
+from ..tensor import TensorMap
+from ._manipulation_utils import (
+    as_dask,
+    check_no_gradients_of_gradients,
+    coalesce,
+    select_rows,
+    take_rows,
+)
+from ._utils import check_block, check_tensor
+
+__all__ = ["slice", "slice_block"]
+
+Selection = Labels | list | np.ndarray
+
+
+def check_axis(axis: str) -> None:
+    """metatensor's check of a slicing axis (same message)."""
+    if axis not in ("samples", "properties"):
+        raise ValueError(
+            f"``axis``: {axis} is not known as a slicing axis. Please use'samples' or 'properties'"
+        )
+
+
+def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
+    """metatensor's checks of a slicing axis and selection (same messages)."""
+    check_axis(axis)
+    if isinstance(selection, np.ndarray):
+        if selection.ndim > 1:
+            raise ValueError("`selection` must be a 1-D array of integers")
+        return
+    if isinstance(selection, list):
+        return
+    if not isinstance(selection, Labels):
+        raise TypeError(
+            f"`selection` must be metatensor Labels, an array or List[int], not {type(selection)}"
+        )
+    labels = block.samples if axis == "samples" else block.properties
+    what = "sample" if axis == "samples" else "property"
+    for name in selection.names:
+        if name not in labels.names:
+            raise ValueError(f"invalid {what} name '{name}' which is not part of the input")
+
+
+def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndarray:
+    """Positions selected in ``labels``: Labels match in the order of ``labels``; a list
+    or array gives positions (negative ones count from the end) in its own order."""
+    if isinstance(selection, Labels):
+        return labels.select(selection).astype(np.int64)
+    array = np.asarray(selection)
+    if array.dtype == bool:
+        if len(array) != len(labels):
+            raise ValueError(
+                f"a boolean `selection` must have one entry per {what} ({len(labels)}), "
+                f"got {len(array)}"
+            )
+        return np.nonzero(array)[0].astype(np.int64)
+    if array.size == 0:
+        return np.zeros(0, np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"`selection` must contain integers, got {array.dtype}")
+    indices = array.astype(np.int64)
+    if indices.max() >= len(labels) or indices.min() < -len(labels):
+        bad = indices[(indices >= len(labels)) | (indices < -len(labels))][0]
+        raise IndexError(
+            f"index {bad} is out of bounds for the {len(labels)} {what} entries of this block"
+        )
+    indices = np.where(indices < 0, indices + len(labels), indices)
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError(
+            f"`selection` contains the same {what} more than once; metatensor would create "
+            f"duplicated {what} entries, remove the repeated indices"
+        )
+    return indices
+
+
+def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
+    """The block restricted to the samples at ``indices`` (unique, any order)."""
+    check_no_gradients_of_gradients(block)
+    in_order = bool(np.all(indices[1:] > indices[:-1]))
+    sample_map = -np.ones(len(block.samples), np.int64)
+    sample_map[indices] = np.arange(len(indices))
+    samples = Labels._trusted(block.samples.names, block.samples.values[indices])
+
+    values = as_dask(block.values)
+    gradient_parts = {}
+    for parameter, gradient in block.gradients():
+        pairs = co_partitioned(block, parameter) if in_order else None
+        gradient_values = pairs[1] if pairs is not None else as_dask(gradient.values)
+        column = gradient.samples.column("sample")
+        kept = np.nonzero(sample_map[column] >= 0)[0]
+        new_samples = gradient.samples.values[kept].copy()
+        new_samples[:, 0] = sample_map[new_samples[:, 0]]
+        gradient_parts[parameter] = (
+            select_rows(gradient_values, kept),
+            Labels._trusted(gradient.samples.names, new_samples),
+            gradient,
+            pairs is not None,
+        )
+
+    new_values = select_rows(values, indices) if in_order else take_rows(values, indices)
+    aligned = [p for p, part in gradient_parts.items() if part[3]]
+    if in_order:
+        arrays = [new_values, *(gradient_parts[p][0] for p in aligned)]
+        limits = [max([1, *values.chunks[0]])] + [
+            max([1, *as_dask(block.gradient(p).values).chunks[0]]) for p in aligned
+        ]
+        merged = coalesce(arrays, limits)
+        new_values = merged[0]
+        for parameter, array in zip(aligned, merged[1:], strict=False):
+            part = gradient_parts[parameter]
+            gradient_parts[parameter] = (array, *part[1:])
+
+    gradients = {
+        parameter: TensorBlock._trusted(
+            array, gradient_samples, gradient.components, block.properties
+        )
+        for parameter, (array, gradient_samples, gradient, _) in gradient_parts.items()
+    }
+    return TensorBlock._trusted(new_values, samples, block.components, block.properties, gradients)
+
+
+def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
+    """The block restricted to the properties at ``indices``, kept in their order."""
+    check_no_gradients_of_gradients(block)
+    kept = np.unique(indices)
+    properties = Labels._trusted(block.properties.names, block.properties.values[kept])
+    gradients = {
+        parameter: TensorBlock._trusted(
+            as_dask(gradient.values)[..., kept],
+            gradient.samples,
+            gradient.components,
+            properties,
+            row_pointer=gradient._row_pointer,
+        )
+        for parameter, gradient in block.gradients()
+    }
+    return TensorBlock._trusted(
+        as_dask(block.values)[..., kept], block.samples, block.components, properties, gradients
+    )
+
+
+def slice_one(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:
+    """Slice one block whose arguments were checked."""
+    if axis == "samples":
+        return slice_samples(block, selected_indices(block.samples, selection, "sample"))
+    return slice_properties(block, selected_indices(block.properties, selection, "property"))
+
+
+def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:
+    """Keep the samples or properties of ``block`` given by ``selection``.
+
+    Parameters
+    ----------
+    block
+        The block to slice; it is not modified.
+    axis
+        ``"samples"`` or ``"properties"``.
+    selection
+        :class:`Labels` (entries matching any of them on their dimensions are kept, in
+        the block's order), or a list / 1-D array of positions (negative positions count
+        from the end; along samples they are kept in the given order).
+
+    Returns
+    -------
+    TensorBlock
+        A lazy block. Along samples, values are selected chunk by chunk (output chunk
+        *i* comes from input chunk *i* when the positions are increasing, with small
+        neighbouring chunks merged), and the gradient rows of the kept samples follow
+        with their ``"sample"`` renumbered, still co-partitioned with the values.
+
+    Notes
+    -----
+    Gradient rule: slicing is linear and local, so the gradient of a kept entry is
+    the gradient of that entry. Along samples, gradient rows whose ``"sample"`` is not
+    kept are dropped and the others keep their order; along properties the same
+    properties are kept in the gradients. Unlike metatensor, repeated sample positions
+    raise (metatensor would create duplicated samples with wrong gradients), and a
+    position out of range raises an ``IndexError`` naming it.
+    """
+    check_block(block, "block")
+    check_selection(block, axis, selection)
+    return slice_one(block, axis, selection)
+
+
+def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
+    """Keep the samples or properties given by ``selection`` in every block.
+
+    Parameters
+    ----------
+    tensor
+        The map to slice; it is not modified.
+    axis
+        ``"samples"`` or ``"properties"``.
+    selection
+        :class:`Labels`, or a list / 1-D array of positions, as for
+        :func:`slice_block`.
+
+    Returns
+    -------
+    TensorMap
+        A map with the same keys, where blocks may become empty.
+
+    Notes
+    -----
+    Gradients are sliced as in :func:`slice_block`. An empty map is returned as is
+    (metatensor raises an ``IndexError`` looking for its first block). As in
+    metatensor-operations, the result has no ``info``.
+    """
+    check_tensor(tensor, "tensor")
+    if len(tensor) == 0:
+        check_axis(axis)
+        return tensor
+    check_selection(tensor.block(0), axis, selection)
+    blocks = [slice_one(block, axis, selection) for block in tensor.blocks()]
+    return TensorMap._trusted(tensor.keys, blocks)

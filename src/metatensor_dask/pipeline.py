@@ -1,0 +1,426 @@
+"""Operation pipelines: input stores, a sequence of operations, an output store.
+
+A pipeline file is YAML::
+
+    inputs:                          # name: store (Zarr directory, .mts or .npz)
+      spectrum: spectrum.zarr
+      other: {path: other.mts, chunks: 1000}    # chunks: rows, or a size such as 64MiB
+    steps:
+      - op: pow                      # a function of metatensor_dask.operations
+        inputs: spectrum             # tensors passed first, by name (default: the
+        args: {B: 2}                 #   previous step); args: keyword arguments
+        name: squared                # to refer to this result later (optional)
+      - op: multiply
+        inputs: [squared, spectrum]
+      - op: sum_over_samples
+        args: {sample_names: atom}
+    output: result.zarr              # or {path: result.zarr, from: squared}
+
+Relative paths are relative to the pipeline file. The whole file is checked before
+anything is opened or computed; errors name the line, the field and the remedy. The
+output is written with ``to_zarr(..., resume=resume)``, so an interrupted run finishes
+with ``resume=True`` without recomputing what was written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+
+__all__ = ["Input", "Pipeline", "PipelineError", "Step", "is_metatensor_file", "open_tensor"]
+
+_TOP_FIELDS = ("inputs", "steps", "output")
+_INPUT_FIELDS = ("path", "chunks")
+_STEP_FIELDS = ("op", "inputs", "args", "name")
+_OUTPUT_FIELDS = ("path", "from")
+# errors that operations raise for bad arguments or data: reported without a traceback
+_USER_ERRORS = (MetatensorError, MetatensorDaskError, NotEqualError, ValueError, TypeError, IndexError)
+
+
+class PipelineError(MetatensorDaskError):
+    """A pipeline file or step is invalid; the message names where and what to do."""
+
+
+def is_metatensor_file(path: str) -> bool:
+    """Whether ``path`` names a metatensor file (``.mts``/``.npz``) rather than a Zarr store."""
+    return path.lower().endswith((".mts", ".npz"))
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def open_tensor(path: str, chunks: int | str | None = None) -> Any:
+    """Open a Zarr store with :func:`metatensor_dask.open_zarr`, or a ``.mts``/``.npz``
+    file with :func:`metatensor_dask.load` (both lazy)."""
+    import metatensor_dask as mtd
+
+    if _is_local(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"no such store or file: '{path}'")
+    if is_metatensor_file(path):
+        return mtd.load(path, chunks=chunks)
+    return mtd.open_zarr(path, chunks=chunks)
+
+
+# -- YAML with line numbers -----------------------------------------------------------------
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """The document in ``text`` and the line (1-based) of every mapping key and list item."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise PipelineError(
+                f"{source}: the pipeline is empty; it needs `inputs`, `steps` and `output`"
+            )
+        lines: dict[tuple, int] = {(): node.start_mark.line + 1}
+        return _construct(loader, node, (), lines), lines
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise PipelineError(f"{source}{where}: this is not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _construct(loader, value_node, (*path, key), lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            items.append(_construct(loader, item, (*path, i), lines))
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def _field_name(path: tuple) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    """A named input store."""
+
+    name: str
+    path: str
+    chunks: int | str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation: ``op(*inputs, **args)``, its result called ``name``."""
+
+    op: str
+    inputs: tuple[str, ...]
+    args: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+    where: str = ""
+
+
+def _operation(name: str) -> Callable[..., Any]:
+    from . import operations
+
+    if name in operations.__all__:
+        return getattr(operations, name)
+    close = difflib.get_close_matches(name, operations.__all__, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    available = ", ".join(sorted(operations.__all__)) or "none are installed"
+    raise PipelineError(
+        f"unknown operation '{name}': {hint}operations are the functions of "
+        f"metatensor_dask.operations ({available})"
+    )
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Named inputs, a sequence of steps and the output store; see the module docs.
+
+    Build one with :meth:`from_file`, :meth:`from_text` or :meth:`single`; every
+    constructor validates the whole pipeline without reading any data.
+    """
+
+    inputs: tuple[Input, ...]
+    steps: tuple[Step, ...]
+    output: str
+    output_from: str
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str) -> Pipeline:
+        """Read and validate the pipeline file at ``path``."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as error:
+            raise PipelineError(f"cannot read the pipeline file '{path}': {error.strerror}") from None
+        return cls.from_text(text, source=path, base=os.path.dirname(os.path.abspath(path)))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<pipeline>", base: str = ".") -> Pipeline:
+        """Validate the pipeline in the YAML ``text``; relative paths are taken from ``base``."""
+        data, lines = _load_yaml(text, source)
+        return _Parser(source, lines, base).pipeline(data)
+
+    @classmethod
+    def single(
+        cls, op: str, inputs: Sequence[str], output: str, args: Mapping[str, Any] | None = None
+    ) -> Pipeline:
+        """The pipeline of one operation ``op(*inputs, **args)`` written to ``output``."""
+        names = [f"input{i}" for i in range(len(inputs))]
+        step = Step(op, tuple(names), dict(args or {}), "result", f"operation {op}")
+        pipeline = cls(
+            tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs)),
+            (step,),
+            output,
+            "result",
+        )
+        _check_call(step, step.where)
+        return pipeline
+
+    # -- checks and execution ----------------------------------------------------------
+
+    def check_paths(self, resume: bool = False) -> None:
+        """Check that local inputs exist and that the output may be written.
+
+        Raises
+        ------
+        PipelineError
+            A local input is missing, or the output exists and ``resume`` is false.
+        """
+        for item in self.inputs:
+            if _is_local(item.path) and not os.path.exists(item.path):
+                raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+        if _is_local(self.output) and os.path.exists(self.output) and not resume:
+            raise PipelineError(
+                f"the output store {self.output} already exists: delete it or choose "
+                "another output, or pass --resume to finish an interrupted run into it"
+            )
+
+    def build(self) -> Any:
+        """Open the inputs and apply the steps: the lazy TensorMap to write."""
+        from .tensor import TensorMap
+
+        results: dict[str, Any] = {}
+        for item in self.inputs:
+            try:
+                results[item.name] = open_tensor(item.path, item.chunks)
+            except _USER_ERRORS as error:
+                raise PipelineError(f"{item.where}: cannot open '{item.path}': {error}") from error
+        for step in self.steps:
+            function = _operation(step.op)
+            try:
+                result = function(*(results[name] for name in step.inputs), **step.args)
+            except _USER_ERRORS as error:
+                raise PipelineError(f"{step.where}: {step.op} failed: {error}") from error
+            if not isinstance(result, TensorMap):
+                raise PipelineError(
+                    f"{step.where}: {step.op} returns {type(result).__name__}, not a "
+                    "TensorMap; a pipeline step must give a tensor"
+                )
+            results[step.name] = result
+        return results[self.output_from]
+
+    def write(self, result: Any, resume: bool = False) -> Any:
+        """The ``Delayed`` that writes ``result`` to the output store."""
+        return result.to_zarr(self.output, mode="w-", compute=False, resume=resume)
+
+
+class _Parser:
+    """Turns the YAML document into a :class:`Pipeline`, failing with file and line."""
+
+    def __init__(self, source: str, lines: dict[tuple, int], base: str):
+        self.source = source
+        self.lines = lines
+        self.base = base
+
+    def where(self, path: tuple) -> str:
+        line = self.lines.get(path)
+        while line is None and path:
+            path = path[:-1]
+            line = self.lines.get(path)
+        return f"{self.source}, line {line} ({_field_name(path) or 'top level'})"
+
+    def fail(self, path: tuple, message: str) -> PipelineError:
+        return PipelineError(f"{self.where(path)}: {message}")
+
+    def mapping(self, value: Any, path: tuple, allowed: Sequence[str], what: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"{what} must be a mapping with the fields {', '.join(allowed)}")
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise self.fail(
+                    (*path, key), f"unknown field '{key}' in {what}: {hint}use {', '.join(allowed)}"
+                )
+        return value
+
+    def path(self, value: Any, path: tuple, what: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"{what} must be a path or URL (a string), got {value!r}")
+        if _is_local(value):
+            return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
+        return value
+
+    def name(self, value: Any, path: tuple, known: Mapping[str, tuple]) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"names must be non-empty strings, got {value!r}")
+        if value in known:
+            raise self.fail(
+                path, f"the name '{value}' is already used at line {self.lines.get(known[value])}"
+            )
+        return value
+
+    def pipeline(self, data: Any) -> Pipeline:
+        self.mapping(data, (), _TOP_FIELDS, "a pipeline")
+        for key in _TOP_FIELDS:
+            if key not in data:
+                raise self.fail((), f"the pipeline has no `{key}`: {_EXAMPLES[key]}")
+        known: dict[str, tuple] = {}
+        inputs = self.inputs(data["inputs"], known)
+        steps = self.steps(data["steps"], known, inputs)
+        output, output_from = self.output(data["output"], known, steps)
+        return Pipeline(tuple(inputs), tuple(steps), output, output_from)
+
+    def inputs(self, value: Any, known: dict[str, tuple]) -> list[Input]:
+        if not isinstance(value, dict) or not value:
+            raise self.fail(("inputs",), f"`inputs` must be a non-empty mapping: {_EXAMPLES['inputs']}")
+        inputs = []
+        for name, spec in value.items():
+            path = ("inputs", name)
+            name = self.name(name, path, known)
+            chunks = None
+            if isinstance(spec, dict):
+                self.mapping(spec, path, _INPUT_FIELDS, f"input '{name}'")
+                if "path" not in spec:
+                    raise self.fail(path, f"input '{name}' has no `path`")
+                chunks = spec.get("chunks")
+                if isinstance(chunks, bool) or not isinstance(chunks, (int, str, type(None))):
+                    raise self.fail(
+                        (*path, "chunks"),
+                        "`chunks` must be a number of rows or a size such as '64MiB'",
+                    )
+                location = self.path(spec["path"], (*path, "path"), f"input '{name}'")
+            else:
+                location = self.path(spec, path, f"input '{name}'")
+            known[name] = path
+            inputs.append(Input(name, location, chunks, self.where(path)))
+        return inputs
+
+    def steps(self, value: Any, known: dict[str, tuple], inputs: list[Input]) -> list[Step]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(("steps",), f"`steps` must be a non-empty list: {_EXAMPLES['steps']}")
+        steps: list[Step] = []
+        previous = inputs[0].name if len(inputs) == 1 else None
+        for i, spec in enumerate(value):
+            path = ("steps", i)
+            self.mapping(spec, path, _STEP_FIELDS, f"step {i}")
+            if "op" not in spec:
+                raise self.fail(path, "this step has no `op`: name an operation, e.g. `op: multiply`")
+            op = spec["op"]
+            if not isinstance(op, str):
+                raise self.fail((*path, "op"), f"`op` must be an operation name, got {op!r}")
+            try:
+                _operation(op)
+            except PipelineError as error:
+                raise self.fail((*path, "op"), str(error)) from None
+            names = spec.get("inputs", previous)
+            if names is None:
+                raise self.fail(
+                    path,
+                    f"the first step must name its `inputs`: the pipeline has {len(inputs)} "
+                    f"inputs ({', '.join(item.name for item in inputs)})",
+                )
+            names = [names] if isinstance(names, str) else names
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise self.fail((*path, "inputs"), "`inputs` must be a name or a list of names")
+            for j, name in enumerate(names):
+                if name not in known:
+                    defined = ", ".join(known) or "none"
+                    raise self.fail(
+                        (*path, "inputs", j),
+                        f"unknown tensor '{name}': inputs and named steps defined above are {defined}",
+                    )
+            args = spec.get("args", {})
+            if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+                raise self.fail((*path, "args"), "`args` must be a mapping of keyword arguments")
+            name = self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
+            known[name] = path
+            step = Step(op, tuple(names), args, name, self.where(path))
+            _check_call(step, self.where((*path, "args") if args else path))
+            steps.append(step)
+            previous = name
+        return steps
+
+    def output(self, value: Any, known: dict[str, tuple], steps: list[Step]) -> tuple[str, str]:
+        source = steps[-1].name
+        if isinstance(value, dict):
+            self.mapping(value, ("output",), _OUTPUT_FIELDS, "`output`")
+            if "path" not in value:
+                raise self.fail(("output",), f"`output` has no `path`: {_EXAMPLES['output']}")
+            if "from" in value:
+                source = value["from"]
+                if source not in known:
+                    raise self.fail(
+                        ("output", "from"), f"unknown tensor '{source}': use one of {', '.join(known)}"
+                    )
+            value, path = value["path"], ("output", "path")
+        else:
+            path = ("output",)
+        location = self.path(value, path, "`output`")
+        if is_metatensor_file(location):
+            raise self.fail(
+                path,
+                "pipelines write Zarr stores (e.g. result.zarr); convert the result to "
+                ".mts afterwards with `metatensor-dask convert`",
+            )
+        return location, source
+
+
+def _check_call(step: Step, where: str) -> None:
+    """Check that ``op(*inputs, **args)`` matches the operation's signature."""
+    function = _operation(step.op)
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # no signature to check against
+        return
+    try:
+        signature.bind(*step.inputs, **step.args)
+    except TypeError as error:
+        parameters = ", ".join(signature.parameters)
+        raise PipelineError(
+            f"{where}: {step.op}({parameters}) cannot be called with {len(step.inputs)} input "
+            f"tensor(s) and args {dict(step.args)}: {error}"
+        ) from None
+
+
+_EXAMPLES = {
+    "inputs": "name the stores to read, e.g. `inputs: {spectrum: spectrum.zarr}`",
+    "steps": "list the operations, e.g. `steps: [{op: pow, args: {B: 2}}]`",
+    "output": "name the Zarr store to write, e.g. `output: result.zarr`",
+}

@@ -1,0 +1,156 @@
+"""Progress of long computations in the command line.
+
+Locally (threaded scheduler) dask's :class:`~dask.diagnostics.ProgressBar` in a terminal,
+or one line per tenth of the tasks done in a log; on a cluster :func:`distributed.progress`. Both draw on standard error, so that standard output keeps
+only results. The ``metatensor_dask.progress`` setting turns the bars off; ``quiet``
+silences everything, the final summary line too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Any, TextIO
+
+import dask
+from dask.callbacks import Callback
+from dask.utils import format_bytes, format_time
+from distributed import futures_of, progress
+from distributed.diagnostics.progressbar import TextProgressBar
+
+from . import config
+
+__all__ = ["Reporter", "compute"]
+
+
+def _bars_wanted(quiet: bool) -> bool:
+    return not quiet and bool(config.get("progress"))
+
+
+def compute(collection: Any, *, client: Any = None, quiet: bool = False) -> Any:
+    """Compute ``collection`` (a dask collection or ``Delayed``) with a progress bar.
+
+    Parameters
+    ----------
+    collection
+        What to compute: a dask collection, or a list of them.
+    client
+        A :class:`distributed.Client` to compute on, or ``None`` for the current
+        scheduler.
+    quiet
+        Draw nothing.
+
+    Returns
+    -------
+    Any
+        The computed result.
+    """
+    show = _bars_wanted(quiet)
+    if client is None:
+        if not show:
+            return dask.compute(collection)[0]
+        if sys.stderr.isatty():
+            from dask.diagnostics import ProgressBar
+
+            bar: Any = ProgressBar(out=sys.stderr)
+        else:
+            bar = _Milestones(sys.stderr)
+        with bar:
+            return dask.compute(collection)[0]
+    future = client.compute(collection)
+    if show:
+        if sys.stderr.isatty():
+            # distributed's text bar writes to stdout
+            with contextlib.redirect_stdout(sys.stderr):
+                progress(future)
+        else:
+            _ClusterMilestones(futures_of(future), sys.stderr)
+        # the scheduler feeds the bar every 100 ms: let it see that the bar closed, or a
+        # cluster closing right after would log the feed's cancellation as an error
+        time.sleep(0.3)
+    return client.gather(future)
+
+
+def _line(done: int, total: int, seconds: float) -> str:
+    return f"progress: {100 * done // max(total, 1)}% ({done}/{total} tasks) in {format_time(seconds)}"
+
+
+class _ClusterMilestones(TextProgressBar):
+    """Progress of futures on a cluster, for logs: a line at every tenth of the tasks done."""
+
+    def __init__(self, futures: list, out: TextIO, steps: int = 10):
+        self._out = out
+        self._steps = steps
+        self._shown = 0
+        super().__init__(futures)  # listens until the futures are done
+
+    def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+        reached = self._steps * (all - remaining) // max(all, 1)
+        if reached > self._shown:
+            self._shown = reached
+            print(_line(all - remaining, all, self.elapsed), file=self._out, flush=True)
+
+    def _draw_stop(self, **kwargs: Any) -> None:
+        pass
+
+
+class _Milestones(Callback):
+    """Progress for logs (no terminal): a line at every tenth of the tasks done."""
+
+    def __init__(self, out: TextIO, steps: int = 10):
+        self._out = out
+        self._steps = steps
+
+    def _start(self, dsk: Any) -> None:
+        self._shown = 0
+        self._begin = time.perf_counter()
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: dict, worker_id: Any) -> None:
+        done = len(state["finished"])
+        total = done + len(state["ready"]) + len(state["waiting"]) + len(state["running"])
+        reached = self._steps * done // max(total, 1)
+        if reached > self._shown:
+            self._shown = reached
+            print(_line(done, total, time.perf_counter() - self._begin), file=self._out, flush=True)
+
+
+class Reporter:
+    """Messages of one command: steps on standard error and a final summary line.
+
+    Parameters
+    ----------
+    quiet
+        Print nothing.
+    out
+        Where to print (standard error by default).
+    """
+
+    def __init__(self, quiet: bool = False, out: TextIO | None = None):
+        self.quiet = quiet
+        self._out = out
+        self._start = time.perf_counter()
+
+    @property
+    def out(self) -> TextIO:
+        return self._out if self._out is not None else sys.stderr
+
+    def step(self, message: str) -> None:
+        """Print one line saying what happens next."""
+        if not self.quiet:
+            print(message, file=self.out, flush=True)
+
+    def elapsed(self) -> float:
+        """Seconds since this reporter was made."""
+        return time.perf_counter() - self._start
+
+    def summary(self, what: str, *, nbytes: int | None = None, chunks: int | None = None) -> str:
+        """Print (unless quiet) and return ``"<what> in <time>[: <bytes>, <chunks> chunks]"``."""
+        parts = []
+        if nbytes is not None:
+            parts.append(format_bytes(nbytes))
+        if chunks is not None:
+            parts.append(f"{chunks} chunks")
+        line = f"{what} in {format_time(self.elapsed())}" + (f": {', '.join(parts)}" if parts else "")
+        self.step(line)
+        return line

@@ -1,0 +1,150 @@
+"""Interrupted writes: a writer killed by SIGKILL, then resumed in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from zarr_writer_process import Counter, make_metatensor, slow_tensor
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+SCRIPT = Path(__file__).with_name("zarr_writer_process.py")
+N_CHUNKS = 40
+
+
+def _recorded(path: Path) -> int:
+    folder = path / ".progress"
+    if not folder.exists():
+        return 0
+    return len([name for name in os.listdir(folder) if name.startswith("blocks%2F0%2Fvalues%2F")])
+
+
+def _assert_same(a: mtd.TensorMap, b: mtd.TensorMap) -> None:
+    a, b = dask.compute(a, b)
+    assert a.keys == b.keys
+    for x, y in zip(a.blocks(), b.blocks(), strict=True):
+        np.testing.assert_array_equal(x.values, y.values)
+        assert x.samples == y.samples and x.properties == y.properties
+        for parameter, gradient in x.gradients():
+            np.testing.assert_array_equal(gradient.values, y.gradient(parameter).values)
+            assert gradient.samples == y.gradient(parameter).samples
+
+
+def test_killed_writer_resumes(tmp_path):
+    path = tmp_path / "killed.zarr"
+    log = tmp_path / "writer.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(path), str(N_CHUNKS), "0.1"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while _recorded(path) < 3:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    recorded = _recorded(path)
+    assert 3 <= recorded < N_CHUNKS
+
+    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
+        mtd.open_zarr(path)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete write.*resume=True"):
+        slow_tensor(N_CHUNKS, 0.0).to_zarr(path)
+
+    counter = Counter()
+    slow_tensor(N_CHUNKS, 0.0, counter).to_zarr(path, resume=True)
+    # only the chunks that were not recorded were computed again
+    assert counter.count == N_CHUNKS - recorded
+    assert not (path / ".progress").exists()
+
+    reference = tmp_path / "reference.zarr"
+    slow_tensor(N_CHUNKS, 0.0).to_zarr(reference)
+    _assert_same(mtd.open_zarr(path), mtd.open_zarr(reference))
+
+
+def test_resume_refuses_another_tensor(tmp_path):
+    path = tmp_path / "t.zarr"
+    slow_tensor(6, 0.0).to_zarr(path, compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"does not match this tensor.*mode='w'"):
+        slow_tensor(7, 0.0).to_zarr(path, resume=True)
+    # mode "w" overwrites the interrupted write instead
+    slow_tensor(7, 0.0).to_zarr(path, mode="w")
+    assert mtd.open_zarr(path).block(0).values.shape[0] == 28
+
+
+def test_resume_a_complete_store_does_nothing(tmp_path):
+    path = tmp_path / "t.zarr"
+    slow_tensor(5, 0.0).to_zarr(path)
+    counter = Counter()
+    slow_tensor(5, 0.0, counter).to_zarr(path, resume=True)
+    assert counter.count == 0
+    assert mtd.to_zarr(slow_tensor(5, 0.0), path, resume=True, compute=False).compute() is None
+    # resume of a fresh store is an ordinary write
+    slow_tensor(5, 0.0, counter).to_zarr(tmp_path / "new.zarr", resume=True)
+    assert counter.count == 5
+
+
+def test_resume_an_interrupted_addition(tmp_path):
+    theirs = make_metatensor(seed=8)
+    path = tmp_path / "t.zarr"
+    first = mtd.from_metatensor(theirs)
+
+    def select(indices):
+        keys = metatensor.Labels(theirs.keys.names, theirs.keys.values[indices])
+        return metatensor.TensorMap(keys, [theirs.block(i).copy() for i in indices])
+
+    mtd.from_metatensor(select([0])).to_zarr(path)
+    # the metadata of the addition is written, its data never is
+    mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match="resume=True"):
+        mtd.open_zarr(path)
+    mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path), select([0, 1, 2]))
+    assert first.keys == mtd.open_zarr(path).keys
+
+
+def test_resume_an_interrupted_rewrite(tmp_path):
+    path = tmp_path / "t.zarr"
+    slow_tensor(5, 0.0).to_zarr(path)
+    doubled = mtd.multiply(slow_tensor(5, 0.0), 3.0)
+    doubled.to_zarr(path, mode="r+", compute=False)
+    doubled.to_zarr(path, mode="r+", resume=True)
+    expected = tmp_path / "expected.zarr"
+    doubled.to_zarr(expected)
+    _assert_same(mtd.open_zarr(path), mtd.open_zarr(expected))
+
+
+def test_writes_are_recorded_per_chunk(tmp_path):
+    path = tmp_path / "t.zarr"
+    delayed = slow_tensor(6, 0.0).to_zarr(path, compute=False)
+    assert _recorded(path) == 0
+    plan = (path / ".progress" / "plan.json").read_text()
+    assert "blocks/0/values" in plan and "blocks/0/gradients/positions/values" in plan
+    delayed.compute()
+    assert not (path / ".progress").exists()
+
+
+def test_misaligned_dask_chunks_are_refused(tmp_path):
+    from metatensor_dask.io.zarr_chunks import check_aligned
+
+    check_aligned((4, 4, 2), 4, "blocks/0/values")
+    with pytest.raises(mtd.MetatensorDaskError, match="would corrupt data; rechunk"):
+        check_aligned((4, 3, 3), 4, "blocks/0/values")
+    with pytest.raises(mtd.MetatensorDaskError, match="would corrupt data"):
+        check_aligned((8, 2), 4, "blocks/0/values")

@@ -1,0 +1,158 @@
+"""Tensors for the Zarr tests, and a writer to run (and kill) in a subprocess.
+
+``python zarr_writer_process.py STORE N_CHUNKS DELAY`` writes :func:`slow_tensor` to
+``STORE`` one chunk at a time, each chunk taking ``DELAY`` seconds, so that a test can
+kill it in the middle of the data phase.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import dask
+import dask.array as da
+import metatensor
+import numpy as np
+
+import metatensor_dask as mtd
+
+
+def _labels(names: list[str], values: np.ndarray) -> metatensor.Labels:
+    return metatensor.Labels(names, np.asarray(values, dtype=np.int32).reshape(-1, len(names)))
+
+
+def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if np.dtype(dtype).kind == "f":
+        return rng.normal(size=shape).astype(dtype)
+    return rng.integers(-100, 100, size=shape).astype(dtype)
+
+
+def _gradient(
+    rng: np.random.Generator,
+    parent_rows: int,
+    rows_per_parent: np.ndarray,
+    extra: list[metatensor.Labels],
+    parent: metatensor.TensorBlock,
+    dtype: np.dtype,
+) -> metatensor.TensorBlock:
+    """A gradient whose rows are grouped by ``"sample"`` (as featomic writes them)."""
+    sample = np.repeat(np.arange(parent_rows), rows_per_parent)
+    atom = np.concatenate([np.arange(k) for k in rows_per_parent]) if len(sample) else sample
+    samples = _labels(["sample", "system", "atom"], np.stack([sample, sample % 3, atom], axis=1))
+    components = extra + list(parent.components)
+    shape = (len(samples), *(len(c) for c in components), len(parent.properties))
+    return metatensor.TensorBlock(
+        _values(rng, shape, dtype), samples, components, parent.properties
+    )
+
+
+def make_metatensor(
+    seed: int = 0,
+    dtype: np.dtype = np.float64,
+    n_samples: tuple[int, ...] = (23, 0, 11),
+    n_properties: tuple[int, ...] = (4, 3, 0),
+    nested: bool = True,
+) -> metatensor.TensorMap:
+    """A metatensor TensorMap with components, positions and strain gradients.
+
+    Blocks may have no samples or no properties; the positions gradient has 0 to 4
+    rows per sample and, with ``nested``, a gradient of its own (``"cell"``).
+    """
+    rng = np.random.default_rng(seed)
+    xyz = _labels(["xyz"], np.arange(3))
+    blocks = []
+    for i, (n, p) in enumerate(zip(n_samples, n_properties, strict=True)):
+        samples = _labels(["system", "atom"], np.stack([np.arange(n) // 4, np.arange(n)], axis=1))
+        components = [_labels(["o3_mu"], np.arange(-1, 2))]
+        properties = _labels(["n"], np.arange(p) + i)
+        block = metatensor.TensorBlock(
+            _values(rng, (n, 3, p), dtype), samples, components, properties
+        )
+        positions = _gradient(rng, n, rng.integers(0, 5, size=n), [xyz], block, dtype)
+        if nested:
+            rows = len(positions.samples)
+            cell = _gradient(
+                rng,
+                rows,
+                rng.integers(0, 3, size=rows),
+                [_labels(["abc"], np.arange(2))],
+                positions,
+                dtype,
+            )
+            positions.add_gradient("cell", cell)
+        block.add_gradient("positions", positions)
+        strain = _gradient(
+            rng,
+            n,
+            np.ones(n, int),
+            [_labels(["xyz_1"], np.arange(3)), _labels(["xyz_2"], np.arange(3))],
+            block,
+            dtype,
+        )
+        block.add_gradient("strain", strain)
+        blocks.append(block)
+    keys = _labels(["center_type", "neighbor_type"], [[1, 1], [1, 6], [6, 8]][: len(blocks)])
+    tensor = metatensor.TensorMap(keys, blocks)
+    tensor.set_info("creator", "zarr tests")
+    return tensor
+
+
+class Counter:
+    """Counts the value chunks computed by :func:`slow_tensor`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def slow_tensor(
+    n_chunks: int, delay: float, counter: Counter | None = None, rows: int = 4
+) -> mtd.TensorMap:
+    """One block of ``n_chunks * rows`` samples, each values chunk taking ``delay`` s,
+    with a positions gradient; the same numbers on every call."""
+    n = n_chunks * rows
+    rng = np.random.default_rng(12345)
+    base = rng.normal(size=(n, 3, 5))
+
+    def slow(chunk: np.ndarray) -> np.ndarray:
+        if chunk.size:  # dask also calls it on an empty array to learn the output type
+            time.sleep(delay)
+            if counter is not None:
+                counter.count += 1
+        return chunk * 2.0
+
+    values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(slow, dtype=np.float64)
+    block = mtd.TensorBlock(
+        values,
+        mtd.Labels(["system", "atom"], np.stack([np.arange(n) // 10, np.arange(n)], axis=1)),
+        [mtd.Labels(["o3_mu"], np.arange(-1, 2)[:, None])],
+        mtd.Labels(["n"], np.arange(5)[:, None]),
+    )
+    sample = np.repeat(np.arange(n), 2)
+    gradient = mtd.TensorBlock(
+        rng.normal(size=(2 * n, 3, 3, 5)),
+        mtd.Labels(
+            ["sample", "system", "atom"],
+            np.stack([sample, sample // 10, np.arange(2 * n) % 2], axis=1),
+        ),
+        [
+            mtd.Labels(["xyz"], np.arange(3)[:, None]),
+            mtd.Labels(["o3_mu"], np.arange(-1, 2)[:, None]),
+        ],
+        mtd.Labels(["n"], np.arange(5)[:, None]),
+    )
+    block.add_gradient("positions", gradient)
+    return mtd.TensorMap(mtd.Labels(["center_type"], np.array([[1]])), [block])
+
+
+def main() -> None:
+    store, n_chunks, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    tensor = slow_tensor(n_chunks, delay)
+    # a tiny chunk-size: each chunk is written (and recorded) by a task of its own
+    with dask.config.set({"scheduler": "synchronous", "metatensor_dask.chunk-size": "256B"}):
+        mtd.to_zarr(tensor, store)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Helpers for the tests of Operations II (manipulation, selection, reductions, keys).
+
+* :func:`tutorial`: the tutorial data as (metatensor-dask, metatensor) pairs, chunked
+  one sample per chunk so that every operation crosses chunk boundaries;
+* :func:`densified`: a metatensor map whose sparse gradients get explicit zero rows,
+  so metatensor-operations' mean/var/std normalization (by merged rows) is right;
+* :func:`finite_differences`: checks an operation's gradients numerically;
+* :func:`assert_co_partitioned`, :func:`max_chunk`: structural checks of chunking;
+* :func:`assert_same_error`: run ours and metatensor's, compare type and message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import dask.array as da
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask._partition import gradient_row_chunks, row_pointer
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "data")
+
+
+def rechunked(tensor: mtd.TensorMap, rows: int = 1) -> mtd.TensorMap:
+    """``tensor`` with values chunked every ``rows`` samples and gradients co-partitioned."""
+    blocks = []
+    for block in tensor.blocks():
+        values = da.asarray(block.values).rechunk({0: rows})
+        gradients = {}
+        for parameter, gradient in block.gradients():
+            pointer = row_pointer(gradient.samples.column("sample"), len(block))
+            array = da.asarray(gradient.values)
+            if pointer is not None and len(gradient.samples):
+                array = array.rechunk({0: gradient_row_chunks(pointer, values.chunks[0])})
+            gradients[parameter] = mtd.TensorBlock._trusted(
+                array, gradient.samples, gradient.components, gradient.properties
+            )
+        blocks.append(
+            mtd.TensorBlock._trusted(
+                values, block.samples, block.components, block.properties, gradients
+            )
+        )
+    return mtd.TensorMap._trusted(tensor.keys, blocks, tensor.info())
+
+
+def tutorial(name: str, rows: int = 1) -> tuple[mtd.TensorMap, Any]:
+    """(ours, metatensor's) for ``radial-spectrum`` or ``spherical-expansion``."""
+    theirs = metatensor.load(os.path.join(DATA, f"{name}.npz"))
+    return rechunked(mtd.from_metatensor(theirs), rows), theirs
+
+
+def to_mts(tensor: Any) -> Any:
+    return mtd.to_metatensor(tensor)
+
+
+def densified(tensor: Any, reduced: list[str]) -> Any:
+    """A metatensor map where, inside each group of samples sharing the dimensions not
+    in ``reduced``, every sample has a gradient row (zeros when missing) for every
+    non-``sample`` gradient entry that any sample of the group has."""
+    blocks = []
+    for block in tensor.blocks():
+        names = block.samples.names
+        kept = [names.index(n) for n in names if n not in reduced]
+        samples = np.asarray(block.samples.values)
+        _, group = np.unique(samples[:, kept], axis=0, return_inverse=True)
+        group = group.reshape(-1)
+        new = metatensor.TensorBlock(
+            np.array(block.values), block.samples, block.components, block.properties
+        )
+        for parameter, gradient in block.gradients():
+            rows = np.asarray(gradient.samples.values)
+            values = np.array(gradient.values)
+            present = {tuple(r) for r in rows}
+            extra = set()
+            for g in np.unique(group):
+                members = np.flatnonzero(group == g)
+                others = {tuple(r[1:]) for r in rows if group[r[0]] == g}
+                for s in members:
+                    for other in others:
+                        if (s, *other) not in present:
+                            extra.add((s, *other))
+            all_rows = np.concatenate(
+                [rows, np.array(sorted(extra), np.int32).reshape(-1, rows.shape[1])]
+            )
+            zeros = np.zeros((len(extra), *values.shape[1:]), values.dtype)
+            all_values = np.concatenate([values, zeros])
+            order = np.lexsort(all_rows.T[::-1])
+            new.add_gradient(
+                parameter,
+                metatensor.TensorBlock(
+                    all_values[order],
+                    metatensor.Labels(gradient.samples.names, all_rows[order]),
+                    gradient.components,
+                    gradient.properties,
+                ),
+            )
+        blocks.append(new)
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def _displaced(tensor: mtd.TensorMap, parameter: str, entry: tuple, step: float) -> mtd.TensorMap:
+    """Values moved by ``step`` along the gradient rows whose non-``sample`` entries are
+    ``entry`` (the values as functions of one scalar per gradient entry)."""
+    blocks = []
+    for block in tensor.blocks():
+        values = np.array(block.values, dtype=np.float64)
+        gradient = block.gradient(parameter)
+        rows = gradient.samples.values
+        gradient_values = np.asarray(gradient.values)
+        for r, row in enumerate(rows):
+            if tuple(row[1:]) == entry:
+                values[row[0]] += step * gradient_values[r]
+        blocks.append(mtd.TensorBlock(values, block.samples, block.components, block.properties))
+    return mtd.TensorMap(tensor.keys, blocks)
+
+
+def finite_differences(
+    function: Callable[[mtd.TensorMap], mtd.TensorMap],
+    tensor: mtd.TensorMap,
+    parameter: str,
+    step: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+) -> None:
+    """Check ``function``'s ``parameter`` gradient against central finite differences.
+
+    ``tensor``'s gradient must have no gradient-specific components, so that each
+    gradient entry (the gradient sample without ``"sample"``) is one scalar parameter.
+    """
+    tensor = tensor.compute()
+    result = function(tensor).compute()
+    entries = sorted(
+        {tuple(r[1:]) for b in tensor.blocks() for r in b.gradient(parameter).samples.values}
+    )
+    assert entries, "no gradient rows to check"
+    for entry in entries:
+        plus = function(_displaced(tensor, parameter, entry, step)).compute()
+        minus = function(_displaced(tensor, parameter, entry, -step)).compute()
+        for block, up, down in zip(result.blocks(), plus.blocks(), minus.blocks(), strict=True):
+            numeric = (np.asarray(up.values) - np.asarray(down.values)) / (2 * step)
+            analytic = np.zeros_like(numeric)
+            gradient = block.gradient(parameter)
+            for r, row in enumerate(gradient.samples.values):
+                if tuple(row[1:]) == entry:
+                    analytic[row[0]] += np.asarray(gradient.values)[r]
+            np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=atol)
+
+
+def max_chunk(array: Any) -> int:
+    return max([0, *array.chunks[0]])
+
+
+def assert_co_partitioned(tensor: mtd.TensorMap) -> None:
+    """Gradient chunk *i* holds the rows of values chunk *i*, for grouped gradients."""
+    for block in tensor.blocks():
+        for _, gradient in block.gradients():
+            pointer = row_pointer(gradient.samples.column("sample"), len(block))
+            if pointer is None or len(gradient.samples) == 0:
+                continue
+            expected = gradient_row_chunks(pointer, block.values.chunks[0])
+            assert gradient.values.chunks[0] == expected, (gradient.values.chunks[0], expected)
+
+
+def assert_same_error(ours: Callable[[], Any], theirs: Callable[[], Any]) -> None:
+    """Both calls raise the same exception type name with the same message."""
+    with pytest.raises(Exception) as expected:
+        theirs()
+    with pytest.raises(Exception) as actual:
+        ours()
+    assert type(actual.value).__name__ == type(expected.value).__name__, (
+        actual.value,
+        expected.value,
+    )
+    assert str(actual.value) == str(expected.value), (str(actual.value), str(expected.value))
+
+
+def snapshot(tensor: mtd.TensorMap) -> Any:
+    """A metatensor copy, to check later that an input was not modified."""
+    return to_mts(tensor)
+
+
+def check_against_metatensor(
+    ours: Callable[[], Any],
+    theirs: Callable[[], Any],
+    inputs: list[mtd.TensorMap],
+    rtol: float = 1e-12,
+    atol: float = 1e-14,
+) -> Any:
+    """Build ``ours()`` without computing, compare it with ``theirs()`` (values and
+    gradients), and check that the inputs were not modified. Returns our result."""
+    from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
+
+    before = [snapshot(t) for t in inputs]
+    with raise_if_dask_computes():
+        result = ours()
+    expected = theirs()
+    if isinstance(result, list):
+        assert len(result) == len(expected)
+        for mine, other in zip(result, expected, strict=True):
+            assert_equal_to_metatensor(mine, other, rtol=rtol, atol=atol)
+    else:
+        assert_equal_to_metatensor(result, expected, rtol=rtol, atol=atol)
+    for tensor, copy in zip(inputs, before, strict=True):
+        assert metatensor.equal(snapshot(tensor), copy), "the input was modified"
+    return result

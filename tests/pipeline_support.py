@@ -1,0 +1,48 @@
+"""Small stores and pipeline files for the command line and pipeline tests."""
+
+import os
+import textwrap
+
+import metatensor
+
+import metatensor_dask as mtd
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+SPHERICAL = os.path.join(DATA, "spherical-expansion.npz")
+RADIAL = os.path.join(DATA, "radial-spectrum.npz")
+
+# x**2 * x, then summed over atoms: values and gradients, as the demo does
+PIPELINE = """\
+inputs:
+  x: {input}
+steps:
+  - op: pow
+    inputs: x
+    args: {{B: 2}}
+    name: squared
+  - op: multiply
+    inputs: [squared, x]
+output: {output}
+"""
+
+
+def write_store(path, source=RADIAL, chunks=None):
+    """``source`` (a metatensor file) converted to a Zarr store at ``path``."""
+    mtd.load(source, chunks=chunks).to_zarr(str(path))
+    return str(path)
+
+
+def write_pipeline(directory, text=PIPELINE, **fields):
+    """A pipeline file in ``directory`` from ``text`` (dedented; ``fields``, if any, are
+    filled in with ``str.format``)."""
+    path = os.path.join(str(directory), "pipeline.yaml")
+    text = textwrap.dedent(text)
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(text.format(**fields) if fields else text)
+    return path
+
+
+def expected_cube(source=RADIAL):
+    """metatensor-operations' ``multiply(pow(x, 2), x)`` of ``source``: the oracle."""
+    x = metatensor.load(source)
+    return metatensor.multiply(metatensor.pow(x, 2), x)

@@ -1,0 +1,369 @@
+"""The ``metatensor-dask`` command line: every command, its messages and exit codes."""
+
+import glob
+import os
+import stat
+import subprocess
+import sys
+
+import metatensor
+import pytest
+from pipeline_support import RADIAL, SPHERICAL, expected_cube, write_pipeline, write_store
+
+import metatensor_dask as mtd
+from metatensor_dask.cli import main
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+COMMANDS = ["info", "convert", "run", "apply", "submit", "verify", "demo"]
+
+
+def run(capsys, *argv):
+    """``main(argv)``: (exit code, stdout, stderr); usage errors exit through SystemExit."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def store(tmp_path):
+    return write_store(tmp_path / "x.zarr")
+
+
+# -- usage ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: metatensor-dask {command}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to --cluster slurm; use --workers"),
+        (["run", "p.yaml", "--cluster", "slurm", "--workers", "2"], "--workers does not apply to --cluster slurm"),
+        (["run", "p.yaml", "--memory-limit", "2GiB"], "--memory-limit needs worker processes"),
+        (["run", "p.yaml", "--cluster", "lcoal"], "unknown cluster 'lcoal'"),
+        (["run", "p.yaml", "--workers", "0"], "expected a number of at least 1, got 0"),
+        (["convert", "a.mts", "b.zarr", "--chunks", "lots"], "expected a number of rows or a size such as 64MiB"),
+        (["convert", "a.zarr", "b.npz"], "metatensor files are written as .mts"),
+        (["convert", "a.zarr", "b.mts", "--shard-chunks", "2"], "--shard-chunks applies to Zarr destinations"),
+        (["apply", "pow", "x.zarr", "-o", "y.zarr", "--arg", "B"], "--arg expects NAME=VALUE (e.g. --arg B=2)"),
+        (["apply", "pow", "x.zarr"], "the following arguments are required: -o/--output"),
+        (["demo", "--size", "big"], "expected a size such as 4GiB or 500MB, got 'big'"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.startswith("usage: metatensor-dask")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_failures_exit_1_with_a_message(capsys, tmp_path):
+    code, out, err = run(capsys, "run", tmp_path / "missing.yaml")
+    assert (code, out) == (1, "")
+    assert err == f"metatensor-dask run: error: cannot read the pipeline file '{tmp_path / 'missing.yaml'}': No such file or directory\n"
+    code, _, err = run(capsys, "info", tmp_path / "nothing.zarr")
+    assert code == 1
+    assert err.startswith("metatensor-dask info: error: no Zarr store found at")
+
+
+def test_traceback_option_shows_the_error(capsys, tmp_path):
+    with pytest.raises(mtd.MetatensorDaskError, match="cannot read the pipeline file"):
+        main(["--traceback", "run", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("launcher", [["-m", "metatensor_dask"], None])
+def test_entry_points(launcher):
+    if launcher is None:
+        command = [os.path.join(os.path.dirname(sys.executable), "metatensor-dask")]
+    else:
+        command = [sys.executable, *launcher]
+    result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"metatensor-dask {mtd.__version__}"
+    result = subprocess.run([*command, "info"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "the following arguments are required: STORE" in result.stderr
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+
+def test_info(capsys, store):
+    code, out, err = run(capsys, "info", store, "--max-blocks", "2")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"store:       {store} (format 1, complete)"
+    assert lines[1] == "keys:        5 blocks, names [center_type, neighbor_type]"
+    assert lines[5] == "gradients:   [positions]"
+    assert lines[8].split() == ["block", "key", "array", "shape", "dtype", "chunks", "memory", "disk"]
+    assert lines[9].split()[:8] == ["0", "6", "6", "values", "(1,", "3)", "float64", "1"]
+    assert lines[10].split()[:5] == ["positions", "(1,", "3,", "3)", "float64"]
+    assert lines[-1] == "... and 3 more blocks (--max-blocks -1 shows all)"
+
+
+def test_info_reads_no_values_or_samples(capsys, store):
+    for directory in glob.glob(os.path.join(store, "blocks", "*", "**", "c"), recursive=True):
+        if os.sep + "samples" + os.sep in directory or os.sep + "values" + os.sep in directory:
+            for chunk in glob.glob(os.path.join(directory, "**"), recursive=True):
+                if os.path.isfile(chunk):
+                    os.remove(chunk)
+    code, out, _ = run(capsys, "info", store, "--json")
+    assert code == 0
+    import json
+
+    report = json.loads(out)
+    assert report["complete"] is True
+    assert report["keys"] == metatensor.load(RADIAL).keys.values.tolist()
+    assert [a["shape"] for a in report["blocks"][0]] == [[1, 3], [1, 3, 3]]
+
+
+def test_info_of_an_incomplete_store(capsys, tmp_path):
+    mtd.load(RADIAL).to_zarr(str(tmp_path / "x.zarr"), compute=False)  # data never written
+    code, out, _ = run(capsys, "info", tmp_path / "x.zarr")
+    assert code == 0
+    assert "INCOMPLETE: a write did not finish; finish it with --resume" in out.splitlines()[0]
+
+
+def test_info_of_a_metatensor_file(capsys):
+    code, out, _ = run(capsys, "info", SPHERICAL, "--max-blocks", "-1")
+    assert code == 0
+    assert out.splitlines()[0] == f"store:       {SPHERICAL} (metatensor file, complete)"
+    assert out.splitlines()[3] == "components:  [o3_mu]"
+    assert len([line for line in out.splitlines() if "positions" in line]) == 1 + 12
+
+
+# -- convert ------------------------------------------------------------------------------------
+
+
+def test_convert_round_trip(capsys, tmp_path):
+    zarr_store, mts = tmp_path / "x.zarr", tmp_path / "back.mts"
+    code, out, err = run(capsys, "convert", SPHERICAL, zarr_store, "--chunks", "1")
+    assert (code, out) == (0, "")
+    assert err.splitlines()[-1].startswith(f"wrote {zarr_store} in ")
+    code, _, _ = run(capsys, "convert", zarr_store, mts, "--quiet")
+    assert code == 0
+    original = metatensor.load(SPHERICAL)
+    back = metatensor.load(str(mts))
+    assert metatensor.equal(original, back)
+    code, _, err = run(capsys, "convert", SPHERICAL, zarr_store)
+    assert code == 1
+    assert "already exists: delete it, choose another destination, or pass --overwrite" in err
+    assert run(capsys, "convert", SPHERICAL, zarr_store, "--overwrite", "-q")[0] == 0
+
+
+def test_convert_with_shards(capsys, tmp_path):
+    code, _, _ = run(capsys, "convert", RADIAL, tmp_path / "x.zarr", "--chunks", "1", "--shard-chunks", "2", "-q")
+    assert code == 0
+    _, out, _ = run(capsys, "info", tmp_path / "x.zarr")
+    assert "(shards of 2)" in out or "1 x 1 rows" in out  # one-row blocks are one shard
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr").compute(), metatensor.load(RADIAL))
+
+
+# -- run and apply ------------------------------------------------------------------------------
+
+
+def test_run(capsys, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    code, out, err = run(capsys, "run", pipeline)
+    assert (code, out) == (0, "")
+    lines = err.splitlines()
+    assert lines[0] == f"writing {tmp_path / 'out.zarr'} (2 steps) on threads ({os.cpu_count()})" or lines[0].startswith(
+        f"writing {tmp_path / 'out.zarr'} (2 steps) on threads ("
+    )
+    assert any(line.startswith("progress: 100% (") for line in lines)
+    assert lines[-1].startswith(f"wrote {tmp_path / 'out.zarr'} in ")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube())
+
+    code, _, err = run(capsys, "run", pipeline)
+    assert code == 1
+    assert "already exists: delete it or choose another output, or pass --resume" in err
+    assert run(capsys, "run", pipeline, "--resume", "--quiet") == (0, "", "")
+
+
+def test_run_quiet_prints_nothing(capfd, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    assert main(["run", pipeline, "--quiet"]) == 0
+    assert capfd.readouterr() == ("", "")
+
+
+def test_run_on_a_local_cluster(capsys, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    code, _, err = run(capsys, "run", pipeline, "--cluster", "local", "--workers", "1", "--memory-limit", "1GiB")
+    assert code == 0, err
+    assert "on LocalCluster (1 workers x" in err
+    assert "1.00 GiB each" in err
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube())
+
+
+def test_apply(capsys, tmp_path, store):
+    out = tmp_path / "out.zarr"
+    code, _, err = run(capsys, "apply", "multiply", store, store, "-o", out, "-q")
+    assert (code, err) == (0, "")
+    x = metatensor.load(RADIAL)
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), metatensor.multiply(x, x))
+    code, _, _ = run(capsys, "apply", "pow", store, "-o", tmp_path / "p.zarr", "--arg", "B=3", "-q")
+    assert code == 0
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "p.zarr").compute(), metatensor.pow(x, 3), rtol=1e-15)
+
+
+def test_apply_errors(capsys, tmp_path, store):
+    code, _, err = run(capsys, "apply", "pow", store, "-o", tmp_path / "o.zarr", "--arg", "C=2")
+    assert code == 1
+    assert "pow(A, B) cannot be called with 1 input tensor(s) and args {'C': 2}" in err
+    code, _, err = run(capsys, "apply", "pow", tmp_path / "none.zarr", "-o", tmp_path / "o.zarr", "--arg", "B=2")
+    assert code == 1
+    assert f"input 'input0' not found: {tmp_path / 'none.zarr'}" in err
+
+
+# -- verify -------------------------------------------------------------------------------------
+
+
+def test_verify(capsys, store):
+    code, out, err = run(capsys, "verify", store)
+    assert (code, out) == (0, "")
+    assert err.splitlines()[-1].startswith(f"{store} is complete and intact (")
+
+
+def test_verify_finds_corrupted_chunks(capsys, store):
+    chunk = os.path.join(store, "blocks", "2", "gradients", "positions", "values", "c", "0", "0", "0")
+    with open(chunk, "rb") as file:
+        data = bytearray(file.read())
+    data[5] ^= 0xFF
+    with open(chunk, "wb") as file:
+        file.write(data)
+    code, _, err = run(capsys, "verify", store)
+    assert code == 1
+    rows = len(mtd.open_zarr(store).block(2).gradient("positions").samples)
+    assert f"blocks/2/gradients/positions/values: rows 0:{rows} cannot be read: ValueError: Stored and computed checksum do not match" in err
+    assert err.splitlines()[-1] == f"1 problem(s) found in {store}"
+
+
+def test_verify_finds_wrong_labels(capsys, store):
+    import zarr
+
+    samples = zarr.open_array(os.path.join(store, "blocks", "0", "gradients", "positions", "samples"), mode="r+")
+    samples[0, 0] = 7  # the block has one sample: 'sample' must be 0
+    code, _, err = run(capsys, "verify", store, "-q")
+    assert code == 1
+    assert "blocks/0/gradients/positions/samples: 'sample' values must be in [0, 1), got [7, 7]" in err
+
+
+def test_verify_finds_incomplete_stores(capsys, tmp_path):
+    mtd.load(RADIAL).to_zarr(str(tmp_path / "x.zarr"), compute=False)
+    code, _, err = run(capsys, "verify", tmp_path / "x.zarr")
+    assert code == 1
+    assert "the store is incomplete: a write stopped before the end" in err
+
+
+def test_verify_of_something_else(capsys, tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    code, _, err = run(capsys, "verify", tmp_path / "other.zarr")
+    assert code == 1
+    assert "is not a metatensor-dask store" in err
+
+
+# -- submit -------------------------------------------------------------------------------------
+
+
+def test_submit_dry_run(capsys, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    code, out, _ = run(
+        capsys, "submit", pipeline, "--requeue", "--cpus", "4", "--mem", "8G", "--time", "01:00:00",
+        "--sbatch-option=--qos=long", "--dry-run",
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for directive in ["--cpus-per-task=4", "--mem=8G", "--time=01:00:00", "--requeue", "--open-mode=append", "--qos=long"]:
+        assert f"#SBATCH {directive}" in lines
+    assert f"#SBATCH --output={tmp_path}/metatensor-dask-%j.log" in lines
+    assert lines[-1] == f"exec {sys.executable} -m metatensor_dask run {pipeline} --cluster local --resume"
+
+
+def test_submit_refuses_broken_pipelines(capsys, tmp_path):
+    pipeline = write_pipeline(tmp_path, "inputs: {x: x.zarr}\nsteps: []\noutput: o.zarr\n")
+    code, _, err = run(capsys, "submit", pipeline, "--dry-run")
+    assert code == 1
+    assert "`steps` must be a non-empty list" in err
+
+
+def _fake_sbatch(directory, body):
+    path = os.path.join(directory, "sbatch")
+    with open(path, "w") as file:
+        file.write("#!/bin/sh\n" + body)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+
+
+def test_submit_prints_the_job_id(capsys, monkeypatch, tmp_path, store):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_sbatch(bin_dir, f'cp "$2" {tmp_path}/submitted.sh\necho "4242;cluster"\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    code, out, err = run(capsys, "submit", pipeline)
+    assert (code, out) == (0, "4242\n")
+    assert "as SLURM job 4242" in err
+    script = (tmp_path / "submitted.sh").read_text()
+    assert "--requeue" not in script
+    assert script.splitlines()[-1].endswith(f"run {pipeline} --cluster local")
+
+
+def test_submit_errors(capsys, monkeypatch, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, err = run(capsys, "submit", pipeline)
+    assert code == 1
+    assert "sbatch not found: run `submit` on a SLURM login node" in err
+    _fake_sbatch(tmp_path, 'echo "sbatch: error: invalid partition" >&2\nexit 1\n')
+    code, _, err = run(capsys, "submit", pipeline)
+    assert code == 1
+    assert "sbatch refused the job" in err and "invalid partition" in err
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def test_demo(capsys, tmp_path):
+    code, out, err = run(capsys, "demo", "--workdir", tmp_path / "demo", "--size", "3MiB")
+    assert (code, out) == (0, ""), err
+    assert "[4/5] featomic-like: result equals numpy on" in err
+    assert err.splitlines()[-1].startswith("[5/5] demo finished in ")
+    for name in ["radial-spectrum.zarr", "spherical-expansion.zarr", "featomic-like.zarr", "featomic-like-result.zarr"]:
+        assert os.path.isdir(tmp_path / "demo" / name)
+    # the demo's pipeline file runs as it is
+    code, _, _ = run(capsys, "run", tmp_path / "demo" / "featomic-like-pipeline.yaml", "--resume", "-q")
+    assert code == 0
+
+
+def test_demo_check_catches_a_wrong_result():
+    from metatensor_dask.datasets import featomic_like
+    from metatensor_dask.demo import check_against_numpy
+
+    def cube_summed(x):
+        return mtd.sum_over_samples(mtd.multiply(mtd.pow(x, 2), x), "atom")
+
+    x = featomic_like(2, 12, neighbors=(3, 5), chunks=4)
+    assert check_against_numpy(x, cube_summed(x), max_rows=2) == (3, 6)
+    with pytest.raises(AssertionError, match=r"block .*, row \d+: values differ from numpy"):
+        check_against_numpy(x, mtd.sum_over_samples(mtd.multiply(x, x), "atom"))
+    # same values, positions gradients twice too large
+    doubled = mtd.TensorMap(
+        x.keys,
+        [b._with_arrays([a * 2 if i == 1 else a for i, a in enumerate(b._arrays())]) for b in x.blocks()],
+    )
+    with pytest.raises(AssertionError, match=r"gradient 'positions' values differ from numpy"):
+        check_against_numpy(x, cube_summed(doubled))

@@ -1,0 +1,201 @@
+"""Pipelines on a real SLURM (``bash .ci/slurm.sh start``): workers in batch jobs, a
+cancelled worker job, ``submit``, and a killed batch job resumed by a new submission.
+
+SLURMCluster is configured through dask-jobqueue's own settings (a ``jobqueue.yaml`` in
+``DASK_CONFIG``), bound to the loopback interface as this single-machine SLURM needs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import dask
+import numpy as np
+import pytest
+from slurm_support import require_module, require_slurm, sh
+
+import metatensor_dask as mtd
+from metatensor_dask.cli import main
+from metatensor_dask.datasets import featomic_like
+
+pytestmark = pytest.mark.slurm
+
+CLI = [sys.executable, "-m", "metatensor_dask"]
+PIPELINE = """\
+inputs: {x: x.zarr}
+steps:
+  - {op: pow, args: {B: 2}, name: squared}
+  - {op: multiply, inputs: [squared, x]}
+  - {op: sum_over_samples, args: {sample_names: atom}}
+output: {output}
+"""
+TIMEOUT = 240  # seconds for one run; the first batch job after slurmctld starts waits ~3 s
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Input store, reference result (threads), and the dask-jobqueue configuration."""
+    require_slurm()
+    require_module("dask_jobqueue")
+    directory = tmp_path_factory.mktemp("slurm")
+    # ~44 MiB in 216 chunks: long enough (several seconds on two workers) to cancel a job mid-run
+    featomic_like(4, 24, neighbors=(10, 20), chunks=4).to_zarr(str(directory / "x.zarr"))
+    (directory / "reference.yaml").write_text(PIPELINE.replace("{output}", "reference.zarr"))
+    assert main(["run", str(directory / "reference.yaml"), "--quiet"]) == 0
+    config = directory / "dask"
+    config.mkdir()
+    settings = {
+        "jobqueue": {
+            "slurm": {
+                "cores": 1,
+                "processes": 1,
+                "memory": "2GiB",
+                "walltime": "00:10:00",
+                "interface": "lo",
+                "scheduler-options": {"interface": "lo", "dashboard_address": "127.0.0.1:0"},
+                "worker-extra-args": ["--dashboard-address", "127.0.0.1:0"],
+                "log-directory": str(directory / "logs"),
+                "local-directory": str(directory),
+            }
+        }
+    }
+    (config / "jobqueue.json").write_text(json.dumps(settings))  # dask reads JSON as YAML
+    return directory
+
+
+def _env(workdir, job_name):
+    return dict(os.environ, DASK_CONFIG=str(workdir / "dask"), DASK_JOBQUEUE__SLURM__NAME=job_name)
+
+
+def _pipeline(workdir, output):
+    path = workdir / f"{output}.yaml"
+    path.write_text(PIPELINE.replace("{output}", output))
+    return str(path)
+
+
+def assert_equal_stores(workdir, output):
+    reference = mtd.open_zarr(str(workdir / "reference.zarr"))
+    result = mtd.open_zarr(str(workdir / output))
+    assert result.keys == reference.keys
+    expected, actual = dask.compute(reference._arrays(), result._arrays())
+    assert len(expected) == len(actual)
+    for a, b in zip(expected, actual):
+        np.testing.assert_array_equal(a, b)
+
+
+def _progress_records(store, at_least, timeout):
+    """Wait until a write into ``store`` recorded ``at_least`` chunks; False on timeout."""
+    deadline = time.monotonic() + timeout
+    progress = os.path.join(store, ".progress")
+    while time.monotonic() < deadline:
+        if os.path.isdir(progress) and len(os.listdir(progress)) >= at_least:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _complete(store):
+    with open(os.path.join(store, "zarr.json")) as file:
+        return json.load(file)["attributes"]["metatensor_dask"]["complete"]
+
+
+def _jobs(name):
+    return sh("squeue", "--noheader", f"--name={name}", "--format=%i").split()
+
+
+def _wait_for_job(job, timeout=TIMEOUT):
+    """The final state of a batch job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = sh("scontrol", "show", "job", job, "--oneliner").split("JobState=")[1].split()[0]
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return state
+        time.sleep(0.3)
+    sh("scancel", job)
+    raise AssertionError(f"job {job} did not end within {timeout} s")
+
+
+def test_run_on_slurm_equals_local(workdir):
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [*CLI, "run", _pipeline(workdir, "slurm.zarr"), "--cluster", "slurm", "--jobs", "2"],
+        env=_env(workdir, name), capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "on SLURMCluster (2 jobs, scheduler tcp://127.0.0.1:" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"wrote {workdir / 'slurm.zarr'} in ")
+    # the workers ran in SLURM jobs of that name, which wrote their logs
+    logs = os.listdir(workdir / "logs")
+    assert len([f for f in logs if f.startswith(name) and f.endswith(".err")]) >= 2
+    assert_equal_stores(workdir, "slurm.zarr")
+
+
+def test_cancelled_worker_job_does_not_lose_the_run(workdir):
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    store = str(workdir / "cancelled.zarr")
+    process = subprocess.Popen(
+        [*CLI, "run", _pipeline(workdir, "cancelled.zarr"), "--cluster", "slurm", "--jobs", "2", "-q"],
+        env=_env(workdir, name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert _progress_records(store, 2, TIMEOUT), "the run did not start writing"
+        jobs = _jobs(name)
+        assert len(jobs) == 2, jobs
+        sh("scancel", jobs[0])
+        assert not _complete(store), "the run ended before a worker job could be cancelled"
+        _, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+        for job in _jobs(name):
+            sh("scancel", job)
+    assert process.returncode == 0, err
+    assert_equal_stores(workdir, "cancelled.zarr")
+
+
+def test_submit_runs_to_completion(workdir):
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [*CLI, "submit", _pipeline(workdir, "submitted.zarr"), "--mem", "2G", "--job-name", name],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip()
+    assert job.isdigit()
+    assert _wait_for_job(job) == "COMPLETED"
+    log = (workdir / f"{name}-{job}.log").read_text()
+    assert f"wrote {workdir / 'submitted.zarr'} in " in log
+    assert "on LocalCluster (1 workers x 1 threads, 2.00 GiB each)" in log  # sized from the job
+    assert_equal_stores(workdir, "submitted.zarr")
+
+
+def test_killed_job_resumes_when_resubmitted(workdir):
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    store = str(workdir / "resumed.zarr")
+    pipeline = _pipeline(workdir, "resumed.zarr")
+    submit = [*CLI, "submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
+    first = subprocess.run(submit, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert _progress_records(store, 20, TIMEOUT), "the first job did not start writing"
+    sh("scancel", first)
+    assert _wait_for_job(first) == "CANCELLED"
+    assert not _complete(store)
+    chunks = os.path.join(store, "blocks")
+    written = {
+        os.path.join(root, f): os.stat(os.path.join(root, f)).st_mtime_ns
+        for root, _, files in os.walk(chunks)
+        for f in files
+        if f"{os.sep}values{os.sep}c{os.sep}" in os.path.join(root, f)
+    }
+    assert written, "the first job wrote no chunk"
+
+    second = subprocess.run(submit, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert _wait_for_job(second) == "COMPLETED"
+    log = (workdir / f"{name}-{second}.log").read_text()
+    assert f"resuming {store} (3 steps)" in log
+    assert f"finished {store} in " in log
+    assert_equal_stores(workdir, "resumed.zarr")
+    # what the first job wrote was kept, not written again
+    kept = [path for path, mtime in written.items() if os.stat(path).st_mtime_ns == mtime]
+    assert kept, "every chunk was written again"
