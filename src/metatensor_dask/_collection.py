@@ -17,6 +17,7 @@ import dask.array as da
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.core import flatten
 from dask.highlevelgraph import HighLevelGraph
+from dask.utils import ensure_dict
 
 __all__ = ["ArrayContainer"]
 
@@ -51,7 +52,12 @@ class ArrayContainer(DaskMethodsMixin):
     def __dask_tokenize__(self) -> Any:
         return (type(self).__name__, self._metadata_token(), tokenize(*self._arrays()))
 
-    __dask_optimize__ = staticmethod(da.Array.__dask_optimize__)
+    @staticmethod
+    def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        # A map holds one dask array (one graph layer) per block and gradient; culling
+        # a HighLevelGraph of thousands of layers is quadratic in their number, while
+        # culling the flat graph is linear.
+        return da.Array.__dask_optimize__(ensure_dict(dsk), list(flatten(keys)), **kwargs)
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
