@@ -14,7 +14,7 @@ venv: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,hpc]'
 
 demo: venv
-	$(BIN)/python examples/managing_gradients.py
+	$(BIN)/metatensor-dask demo
 
 test: venv
 	$(BIN)/python -m pytest

@@ -26,58 +26,20 @@ import textwrap
 from pathlib import Path
 
 import metatensor
-import numpy as np
 import pytest
+from bench_support import featomic_like, samples_per_block
 
 SIZE_MIB = float(os.environ.get("MTD_BENCH_MTS_MIB", "8"))
 CHUNK_SIZE = os.environ.get("MTD_BENCH_MTS_CHUNK", "16MiB")
 N_BLOCKS = 4
-N_PROPERTIES = 180
-ATOMS_PER_SAMPLE = 36
-# bytes per sample: values, 36 positions rows of 3, one strain row of 3 x 3
-_SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS_PER_SAMPLE + 9)
 
 _RESULTS: dict[str, dict[str, float]] = {}
-
-
-def _block(rng: np.random.Generator, n_samples: int) -> metatensor.TensorBlock:
-    properties = metatensor.Labels.range("n", N_PROPERTIES)
-    samples = np.stack([np.arange(n_samples) // 10, np.arange(n_samples) % 10], axis=1)
-    block = metatensor.TensorBlock(
-        rng.normal(size=(n_samples, N_PROPERTIES)),
-        metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
-        [],
-        properties,
-    )
-    rows = np.repeat(np.arange(n_samples), ATOMS_PER_SAMPLE)
-    neighbours = np.tile(np.arange(ATOMS_PER_SAMPLE), n_samples)
-    positions = metatensor.TensorBlock(
-        rng.normal(size=(len(rows), 3, N_PROPERTIES)),
-        metatensor.Labels(
-            ["sample", "system", "atom"],
-            np.stack([rows, rows // 10, neighbours], axis=1).astype(np.int32),
-        ),
-        [metatensor.Labels.range("xyz", 3)],
-        properties,
-    )
-    strain = metatensor.TensorBlock(
-        rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
-        metatensor.Labels.range("sample", n_samples),
-        [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
-        properties,
-    )
-    block.add_gradient("positions", positions)
-    block.add_gradient("strain", strain)
-    return block
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A featomic-like file of about ``SIZE_MIB`` MiB, written by metatensor."""
-    rng = np.random.default_rng(0)
-    per_block = max(1, int(SIZE_MIB * 2**20 / _SAMPLE_BYTES / N_BLOCKS))
-    keys = metatensor.Labels(["center_type"], np.arange(N_BLOCKS, dtype=np.int32)[:, None])
-    tensor = metatensor.TensorMap(keys, [_block(rng, per_block) for _ in range(N_BLOCKS)])
+    tensor = featomic_like(samples_per_block(SIZE_MIB, N_BLOCKS), N_BLOCKS)
     path = tmp_path_factory.mktemp("bench-mts") / "data.mts"
     metatensor.save(path, tensor)
     return path

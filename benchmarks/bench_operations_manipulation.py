@@ -32,65 +32,22 @@ from pathlib import Path
 
 import dask
 import metatensor
-import numpy as np
 import pytest
+from bench_support import ATOMS_PER_SYSTEM, featomic_like, samples_per_block
 
 import metatensor_dask as mtd
 
 SIZE_MIB = float(os.environ.get("MTD_BENCH_MANIP_MIB", "8"))
 CHUNK_SIZE = os.environ.get("MTD_BENCH_MANIP_CHUNK", "16MiB")
 N_BLOCKS = 4
-N_PROPERTIES = 180
-ATOMS = 36
-ATOMS_PER_SYSTEM = 10
-_SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
 
 _RESULTS: dict[str, dict[str, dict[str, float]]] = {}
 
 
-def _featomic_like(n_samples: int, seed: int = 0) -> metatensor.TensorMap:
-    rng = np.random.default_rng(seed)
-    properties = metatensor.Labels.range("n", N_PROPERTIES)
-    blocks = []
-    for _ in range(N_BLOCKS):
-        system = np.arange(n_samples) // ATOMS_PER_SYSTEM
-        samples = np.stack([system, np.arange(n_samples) % ATOMS_PER_SYSTEM], axis=1)
-        block = metatensor.TensorBlock(
-            rng.normal(size=(n_samples, N_PROPERTIES)),
-            metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
-            [],
-            properties,
-        )
-        rows = np.repeat(np.arange(n_samples), ATOMS)
-        gradient_samples = np.stack(
-            [rows, rows // ATOMS_PER_SYSTEM, np.tile(np.arange(ATOMS), n_samples)], axis=1
-        )
-        block.add_gradient(
-            "positions",
-            metatensor.TensorBlock(
-                rng.normal(size=(len(rows), 3, N_PROPERTIES)),
-                metatensor.Labels(["sample", "system", "atom"], gradient_samples.astype(np.int32)),
-                [metatensor.Labels.range("xyz", 3)],
-                properties,
-            ),
-        )
-        block.add_gradient(
-            "strain",
-            metatensor.TensorBlock(
-                rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
-                metatensor.Labels.range("sample", n_samples),
-                [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
-                properties,
-            ),
-        )
-        blocks.append(block)
-    return metatensor.TensorMap(metatensor.Labels.range("center_type", N_BLOCKS), blocks)
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    n_samples = max(int(SIZE_MIB * 2**20 / _SAMPLE_BYTES / N_BLOCKS), ATOMS_PER_SYSTEM)
-    tensor = _featomic_like(n_samples)
+    n_samples = samples_per_block(SIZE_MIB, N_BLOCKS, minimum=ATOMS_PER_SYSTEM)
+    tensor = featomic_like(n_samples, N_BLOCKS)
     root = tmp_path_factory.mktemp("manipulation")
     metatensor.save(str(root / "input.mts"), tensor)
     with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):

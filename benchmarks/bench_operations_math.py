@@ -30,15 +30,13 @@ import metatensor
 import numpy as np
 import pytest
 import zarr
+from bench_support import featomic_like, samples_per_block
 
 import metatensor_dask as mtd
 
 SIZE_MIB = float(os.environ.get("MTD_BENCH_OPS_MIB", "32"))
 CHUNK_SIZE = os.environ.get("MTD_BENCH_OPS_CHUNK", "16MiB")
 N_BLOCKS = 2
-N_PROPERTIES = 180
-ATOMS = 36
-_SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
 _RESULTS: dict[str, float] = {}
 
 OPERATIONS = {
@@ -52,49 +50,9 @@ OPERATIONS = {
 }
 
 
-def _featomic_like(n_samples: int, seed: int = 0) -> metatensor.TensorMap:
-    rng = np.random.default_rng(seed)
-    properties = metatensor.Labels.range("n", N_PROPERTIES)
-    blocks = []
-    for _ in range(N_BLOCKS):
-        samples = np.stack([np.arange(n_samples) // 10, np.arange(n_samples) % 10], axis=1)
-        block = metatensor.TensorBlock(
-            rng.normal(size=(n_samples, N_PROPERTIES)),
-            metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
-            [],
-            properties,
-        )
-        rows = np.repeat(np.arange(n_samples), ATOMS)
-        gradient_samples = np.stack(
-            [rows, rows // 10, np.tile(np.arange(ATOMS), n_samples)], axis=1
-        )
-        block.add_gradient(
-            "positions",
-            metatensor.TensorBlock(
-                rng.normal(size=(len(rows), 3, N_PROPERTIES)),
-                metatensor.Labels(["sample", "system", "atom"], gradient_samples.astype(np.int32)),
-                [metatensor.Labels.range("xyz", 3)],
-                properties,
-            ),
-        )
-        block.add_gradient(
-            "strain",
-            metatensor.TensorBlock(
-                rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
-                metatensor.Labels.range("sample", n_samples),
-                [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
-                properties,
-            ),
-        )
-        blocks.append(block)
-    keys = metatensor.Labels.range("center_type", N_BLOCKS)
-    return metatensor.TensorMap(keys, blocks)
-
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    n_samples = max(int(SIZE_MIB * 2**20 / _SAMPLE_BYTES / N_BLOCKS), 1)
-    theirs = _featomic_like(n_samples)
+    theirs = featomic_like(samples_per_block(SIZE_MIB, N_BLOCKS), N_BLOCKS)
     root = tmp_path_factory.mktemp("ops")
     with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):
         mtd.from_metatensor(theirs).to_zarr(str(root / "input.zarr"))

@@ -12,8 +12,9 @@ Sizes come from environment variables so that CI runs this quickly::
     MTD_BENCH_PIPELINE_SIZES=256MiB,1GiB,4GiB MTD_BENCH_PIPELINE_MEMORY=1GiB \\
         .venv/bin/python -m pytest benchmarks/bench_pipeline_memory.py --benchmark-enable -s
 
-Defaults: 48 and 96 MiB (one and two systems of 48 atoms), 2 workers of 1 GiB (above the data: the small default only keeps
-the benchmark working). ``-s`` shows the table (copied to ``docs/cli.md``).
+Defaults: 48 and 96 MiB (one and two systems of 48 atoms), 2 workers of 1 GiB (above
+the data: the small default only keeps the benchmark working). ``-s`` shows the table
+(copied to ``docs/cli.md``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def _tree_rss(process: psutil.Process) -> int:
 def _run_measured(command: list[str]) -> tuple[float, int]:
     """Run ``command``; its wall time and the peak summed RSS of it and its children."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     watched = psutil.Process(process.pid)
     peak = 0
     done = threading.Event()
@@ -98,8 +101,18 @@ def test_pipeline_memory(benchmark, workdir, size):
     pipeline = workdir / f"pipeline-{size}.yaml"
     pipeline.write_text(PIPELINE.format(input=source.name, output=output.name, name=pipeline.name))
     command = [
-        sys.executable, "-m", "metatensor_dask", "run", str(pipeline), "--quiet",
-        "--cluster", "local", "--workers", WORKERS, "--memory-limit", MEMORY,
+        sys.executable,
+        "-m",
+        "metatensor_dask",
+        "run",
+        str(pipeline),
+        "--quiet",
+        "--cluster",
+        "local",
+        "--workers",
+        WORKERS,
+        "--memory-limit",
+        MEMORY,
     ]
 
     def run() -> tuple[float, int]:
@@ -110,8 +123,13 @@ def test_pipeline_memory(benchmark, workdir, size):
         return _run_measured(command)
 
     elapsed, peak = benchmark.pedantic(run, rounds=1, iterations=1)
-    check_against_numpy(mtd.open_zarr(str(source)), mtd.open_zarr(str(output)), max_blocks=2, max_rows=2)
+    check_against_numpy(
+        mtd.open_zarr(str(source)), mtd.open_zarr(str(output)), max_blocks=2, max_rows=2
+    )
     benchmark.extra_info.update({"data_bytes": nbytes, "wall_s": elapsed, "peak_rss_bytes": peak})
     stored = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
-    ROWS.append(f"| {format_bytes(nbytes)} | {format_bytes(stored)} | {elapsed:.1f} s | {format_bytes(peak)} |")
+    ROWS.append(
+        f"| {format_bytes(nbytes)} | {format_bytes(stored)} | {elapsed:.1f} s "
+        f"| {format_bytes(peak)} |"
+    )
     assert peak > parse_bytes("10MiB")  # the sampler saw the processes

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import dask
 import metatensor
 import pytest
 from pipeline_support import RADIAL, SPHERICAL, expected_cube, write_pipeline, write_store
@@ -49,14 +50,26 @@ def test_help_of_every_command(capsys, command):
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to --cluster slurm; use --workers"),
-        (["run", "p.yaml", "--cluster", "slurm", "--workers", "2"], "--workers does not apply to --cluster slurm"),
+        (
+            ["run", "p.yaml", "--cluster", "slurm", "--workers", "2"],
+            "--workers does not apply to --cluster slurm",
+        ),
         (["run", "p.yaml", "--memory-limit", "2GiB"], "--memory-limit needs worker processes"),
         (["run", "p.yaml", "--cluster", "lcoal"], "unknown cluster 'lcoal'"),
         (["run", "p.yaml", "--workers", "0"], "expected a number of at least 1, got 0"),
-        (["convert", "a.mts", "b.zarr", "--chunks", "lots"], "expected a number of rows or a size such as 64MiB"),
+        (
+            ["convert", "a.mts", "b.zarr", "--chunks", "lots"],
+            "expected a number of rows or a size such as 64MiB",
+        ),
         (["convert", "a.zarr", "b.npz"], "metatensor files are written as .mts"),
-        (["convert", "a.zarr", "b.mts", "--shard-chunks", "2"], "--shard-chunks applies to Zarr destinations"),
-        (["apply", "pow", "x.zarr", "-o", "y.zarr", "--arg", "B"], "--arg expects NAME=VALUE (e.g. --arg B=2)"),
+        (
+            ["convert", "a.zarr", "b.mts", "--shard-chunks", "2"],
+            "--shard-chunks applies to Zarr destinations",
+        ),
+        (
+            ["apply", "pow", "x.zarr", "-o", "y.zarr", "--arg", "B"],
+            "--arg expects NAME=VALUE (e.g. --arg B=2)",
+        ),
         (["apply", "pow", "x.zarr"], "the following arguments are required: -o/--output"),
         (["demo", "--size", "big"], "expected a size such as 4GiB or 500MB, got 'big'"),
     ],
@@ -73,7 +86,10 @@ def test_usage_errors_exit_2(capsys, argv, message):
 def test_failures_exit_1_with_a_message(capsys, tmp_path):
     code, out, err = run(capsys, "run", tmp_path / "missing.yaml")
     assert (code, out) == (1, "")
-    assert err == f"metatensor-dask run: error: cannot read the pipeline file '{tmp_path / 'missing.yaml'}': No such file or directory\n"
+    assert (
+        err == "metatensor-dask run: error: cannot read the pipeline file "
+        f"'{tmp_path / 'missing.yaml'}': No such file or directory\n"
+    )
     code, _, err = run(capsys, "info", tmp_path / "nothing.zarr")
     assert code == 1
     assert err.startswith("metatensor-dask info: error: no Zarr store found at")
@@ -108,7 +124,16 @@ def test_info(capsys, store):
     assert lines[0] == f"store:       {store} (format 1, complete)"
     assert lines[1] == "keys:        5 blocks, names [center_type, neighbor_type]"
     assert lines[5] == "gradients:   [positions]"
-    assert lines[8].split() == ["block", "key", "array", "shape", "dtype", "chunks", "memory", "disk"]
+    assert lines[8].split() == [
+        "block",
+        "key",
+        "array",
+        "shape",
+        "dtype",
+        "chunks",
+        "memory",
+        "disk",
+    ]
     assert lines[9].split()[:8] == ["0", "6", "6", "values", "(1,", "3)", "float64", "1"]
     assert lines[10].split()[:5] == ["positions", "(1,", "3,", "3)", "float64"]
     assert lines[-1] == "... and 3 more blocks (--max-blocks -1 shows all)"
@@ -166,11 +191,15 @@ def test_convert_round_trip(capsys, tmp_path):
 
 
 def test_convert_with_shards(capsys, tmp_path):
-    code, _, _ = run(capsys, "convert", RADIAL, tmp_path / "x.zarr", "--chunks", "1", "--shard-chunks", "2", "-q")
+    code, _, _ = run(
+        capsys, "convert", RADIAL, tmp_path / "x.zarr", "--chunks", "1", "--shard-chunks", "2", "-q"
+    )
     assert code == 0
     _, out, _ = run(capsys, "info", tmp_path / "x.zarr")
     assert "(shards of 2)" in out or "1 x 1 rows" in out  # one-row blocks are one shard
-    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr").compute(), metatensor.load(RADIAL))
+    assert_equal_to_metatensor(
+        mtd.open_zarr(tmp_path / "x.zarr").compute(), metatensor.load(RADIAL)
+    )
 
 
 # -- run and apply ------------------------------------------------------------------------------
@@ -181,9 +210,11 @@ def test_run(capsys, tmp_path, store):
     code, out, err = run(capsys, "run", pipeline)
     assert (code, out) == (0, "")
     lines = err.splitlines()
-    assert lines[0] == f"writing {tmp_path / 'out.zarr'} (2 steps) on threads ({os.cpu_count()})" or lines[0].startswith(
-        f"writing {tmp_path / 'out.zarr'} (2 steps) on threads ("
-    )
+    assert lines[
+        0
+    ] == f"writing {tmp_path / 'out.zarr'} (2 steps) on threads ({os.cpu_count()})" or lines[
+        0
+    ].startswith(f"writing {tmp_path / 'out.zarr'} (2 steps) on threads (")
     assert any(line.startswith("progress: 100% (") for line in lines)
     assert lines[-1].startswith(f"wrote {tmp_path / 'out.zarr'} in ")
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube())
@@ -200,12 +231,33 @@ def test_run_quiet_prints_nothing(capfd, tmp_path, store):
     assert capfd.readouterr() == ("", "")
 
 
+def test_progress_setting_turns_the_bars_off(capsys, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    with dask.config.set({"metatensor_dask.progress": False}):
+        code, _, err = run(capsys, "run", pipeline)
+    assert code == 0
+    assert "progress:" not in err
+    assert err.splitlines()[-1].startswith(f"wrote {tmp_path / 'out.zarr'} in ")
+
+
+def test_progress_bar_in_a_terminal(capsys, monkeypatch, tmp_path, store):
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run(capsys, "run", pipeline)
+    assert (code, out) == (0, "")
+    assert "] | 100% Completed |" in err  # dask's ProgressBar
+    assert "progress:" not in err
+
+
 def test_run_on_a_local_cluster(capsys, tmp_path, store):
     pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
-    code, _, err = run(capsys, "run", pipeline, "--cluster", "local", "--workers", "1", "--memory-limit", "1GiB")
+    code, _, err = run(
+        capsys, "run", pipeline, "--cluster", "local", "--workers", "1", "--memory-limit", "1GiB"
+    )
     assert code == 0, err
-    assert "on LocalCluster (1 workers x" in err
+    assert "on LocalCluster (1 worker x " in err
     assert "1.00 GiB each" in err
+    assert any(line.startswith("progress: 100% (") for line in err.splitlines())
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube())
 
 
@@ -217,14 +269,18 @@ def test_apply(capsys, tmp_path, store):
     assert_equal_to_metatensor(mtd.open_zarr(out).compute(), metatensor.multiply(x, x))
     code, _, _ = run(capsys, "apply", "pow", store, "-o", tmp_path / "p.zarr", "--arg", "B=3", "-q")
     assert code == 0
-    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "p.zarr").compute(), metatensor.pow(x, 3), rtol=1e-15)
+    assert_equal_to_metatensor(
+        mtd.open_zarr(tmp_path / "p.zarr").compute(), metatensor.pow(x, 3), rtol=1e-15
+    )
 
 
 def test_apply_errors(capsys, tmp_path, store):
     code, _, err = run(capsys, "apply", "pow", store, "-o", tmp_path / "o.zarr", "--arg", "C=2")
     assert code == 1
     assert "pow(A, B) cannot be called with 1 input tensor(s) and args {'C': 2}" in err
-    code, _, err = run(capsys, "apply", "pow", tmp_path / "none.zarr", "-o", tmp_path / "o.zarr", "--arg", "B=2")
+    code, _, err = run(
+        capsys, "apply", "pow", tmp_path / "none.zarr", "-o", tmp_path / "o.zarr", "--arg", "B=2"
+    )
     assert code == 1
     assert f"input 'input0' not found: {tmp_path / 'none.zarr'}" in err
 
@@ -240,7 +296,11 @@ def test_verify(capsys, store):
 
 def test_verify_finds_corrupted_chunks(capsys, store):
     array = os.path.join(store, "blocks", "2", "gradients", "positions", "values")
-    (chunk,) = [f for f in glob.glob(os.path.join(array, "**"), recursive=True) if os.path.isfile(f) and not f.endswith("zarr.json")]
+    (chunk,) = [
+        f
+        for f in glob.glob(os.path.join(array, "**"), recursive=True)
+        if os.path.isfile(f) and not f.endswith("zarr.json")
+    ]
     with open(chunk, "rb") as file:
         data = bytearray(file.read())
     data[5] ^= 0xFF
@@ -249,18 +309,47 @@ def test_verify_finds_corrupted_chunks(capsys, store):
     code, _, err = run(capsys, "verify", store)
     assert code == 1
     rows = len(mtd.open_zarr(store).block(2).gradient("positions").samples)
-    assert f"blocks/2/gradients/positions/values: rows 0:{rows} cannot be read: ValueError: Stored and computed checksum do not match" in err
+    assert (
+        f"blocks/2/gradients/positions/values: rows 0:{rows} cannot be read: "
+        "ValueError: Stored and computed checksum do not match" in err
+    )
     assert err.splitlines()[-1] == f"1 problem(s) found in {store}"
 
 
 def test_verify_finds_wrong_labels(capsys, store):
     import zarr
 
-    samples = zarr.open_array(os.path.join(store, "blocks", "0", "gradients", "positions", "samples"), mode="r+")
+    samples = zarr.open_array(
+        os.path.join(store, "blocks", "0", "gradients", "positions", "samples"), mode="r+"
+    )
     samples[0, 0] = 7  # the block has one sample: 'sample' must be 0
     code, _, err = run(capsys, "verify", store, "-q")
     assert code == 1
-    assert "blocks/0/gradients/positions/samples: 'sample' values must be in [0, 1), got [7, 7]" in err
+    assert (
+        "blocks/0/gradients/positions/samples: 'sample' values must be in [0, 1), got [7, 7]" in err
+    )
+
+
+def test_verify_finds_repeated_labels_and_wrong_row_pointers(capsys, tmp_path):
+    import zarr
+
+    from metatensor_dask.datasets import featomic_like
+
+    store = str(tmp_path / "f.zarr")
+    featomic_like(1, 6, neighbors=(2, 3), chunks=2).to_zarr(store)
+    samples = zarr.open_array(os.path.join(store, "blocks", "0", "samples"), mode="r+")
+    samples[1] = samples[0]
+    pointer = zarr.open_array(
+        os.path.join(store, "blocks", "1", "gradients", "positions", "row_pointer"), mode="r+"
+    )
+    pointer[1] += 1
+    code, _, err = run(capsys, "verify", store, "-q")
+    assert code == 1
+    assert "blocks/0/samples: the Labels have repeated entries" in err
+    assert (
+        "blocks/1/gradients/positions/row_pointer: the row pointer does not match the "
+        "gradient samples of blocks/1/gradients/positions"
+    ) in err
 
 
 def test_verify_finds_incomplete_stores(capsys, tmp_path):
@@ -285,16 +374,36 @@ def test_verify_of_something_else(capsys, tmp_path):
 def test_submit_dry_run(capsys, tmp_path, store):
     pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
     code, out, _ = run(
-        capsys, "submit", pipeline, "--requeue", "--cpus", "4", "--mem", "8G", "--time", "01:00:00",
-        "--sbatch-option=--qos=long", "--dry-run",
+        capsys,
+        "submit",
+        pipeline,
+        "--requeue",
+        "--cpus",
+        "4",
+        "--mem",
+        "8G",
+        "--time",
+        "01:00:00",
+        "--sbatch-option=--qos=long",
+        "--dry-run",
     )
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "#!/bin/bash"
-    for directive in ["--cpus-per-task=4", "--mem=8G", "--time=01:00:00", "--requeue", "--open-mode=append", "--qos=long"]:
+    for directive in [
+        "--cpus-per-task=4",
+        "--mem=8G",
+        "--time=01:00:00",
+        "--requeue",
+        "--open-mode=append",
+        "--qos=long",
+    ]:
         assert f"#SBATCH {directive}" in lines
     assert f"#SBATCH --output={tmp_path}/metatensor-dask-%j.log" in lines
-    assert lines[-1] == f"exec {sys.executable} -m metatensor_dask run {pipeline} --cluster local --resume"
+    assert (
+        lines[-1]
+        == f"exec {sys.executable} -m metatensor_dask run {pipeline} --cluster local --resume"
+    )
 
 
 def test_submit_refuses_broken_pipelines(capsys, tmp_path):
@@ -345,10 +454,17 @@ def test_demo(capsys, tmp_path):
     assert (code, out) == (0, ""), err
     assert "[4/5] featomic-like: result equals numpy on" in err
     assert err.splitlines()[-1].startswith("[5/5] demo finished in ")
-    for name in ["radial-spectrum.zarr", "spherical-expansion.zarr", "featomic-like.zarr", "featomic-like-result.zarr"]:
+    for name in [
+        "radial-spectrum.zarr",
+        "spherical-expansion.zarr",
+        "featomic-like.zarr",
+        "featomic-like-result.zarr",
+    ]:
         assert os.path.isdir(tmp_path / "demo" / name)
     # the demo's pipeline file runs as it is
-    code, _, _ = run(capsys, "run", tmp_path / "demo" / "featomic-like-pipeline.yaml", "--resume", "-q")
+    code, _, _ = run(
+        capsys, "run", tmp_path / "demo" / "featomic-like-pipeline.yaml", "--resume", "-q"
+    )
     assert code == 0
 
 
@@ -366,7 +482,10 @@ def test_demo_check_catches_a_wrong_result():
     # same values, positions gradients twice too large
     doubled = mtd.TensorMap(
         x.keys,
-        [b._with_arrays([a * 2 if i == 1 else a for i, a in enumerate(b._arrays())]) for b in x.blocks()],
+        [
+            b._with_arrays([a * 2 if i == 1 else a for i, a in enumerate(b._arrays())])
+            for b in x.blocks()
+        ],
     )
     with pytest.raises(AssertionError, match=r"gradient 'positions' values differ from numpy"):
         check_against_numpy(x, cube_summed(doubled))

@@ -33,11 +33,19 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
     [
         ("threads", {"jobs": 2}, "--jobs only applies to --cluster slurm; use --workers"),
         ("local", {"jobs": 2}, "--jobs only applies to --cluster slurm"),
-        (None, {"memory_limit": "1GiB"}, "--memory-limit needs worker processes: add --cluster local"),
+        (
+            None,
+            {"memory_limit": "1GiB"},
+            "--memory-limit needs worker processes: add --cluster local",
+        ),
         ("slurm", {"workers": 2}, "--workers does not apply to --cluster slurm: use --jobs"),
         ("tcp://127.0.0.1:1", {"workers": 2}, "do not apply to a running scheduler"),
         ("lcoal", {}, "unknown cluster 'lcoal': use one of threads, local, slurm, or the address"),
-        ("local", {"memory_limit": "lots"}, "invalid memory limit 'lots': give a size such as '4GiB'"),
+        (
+            "local",
+            {"memory_limit": "lots"},
+            "invalid memory limit 'lots': give a size such as '4GiB'",
+        ),
     ],
 )
 def test_options_that_do_not_apply(cluster, options, message):
@@ -61,7 +69,8 @@ def test_local_cluster_has_memory_limits(no_slurm_env):
         workers = where.client.scheduler_info()["workers"].values()
         assert [w["memory_limit"] for w in workers] == [parse_bytes("512MiB")]
         threads = local_sizes(1)[1]
-        assert where.description == f"LocalCluster (1 workers x {threads} threads, 512.00 MiB each)"
+        threads = "1 thread" if threads == 1 else f"{threads} threads"
+        assert where.description == f"LocalCluster (1 worker x {threads}, 512.00 MiB each)"
         assert where.client.compute(da.arange(10, chunks=3).sum()).result() == 45
 
 
@@ -76,7 +85,9 @@ def test_scheduler_address():
 
 def test_unreachable_scheduler():
     with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
-        with pytest.raises(ClusterError, match="cannot connect to the dask scheduler at tcp://127.0.0.1:9"):
+        with pytest.raises(
+            ClusterError, match=r"cannot connect to the dask scheduler at tcp://127\.0\.0\.1:9"
+        ):
             with execution("tcp://127.0.0.1:9"):
                 pass
 
@@ -84,6 +95,8 @@ def test_unreachable_scheduler():
 def test_slurm_needs_a_job_size():
     pytest.importorskip("dask_jobqueue")
     with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
-        with pytest.raises(ClusterError, match="set jobqueue.slurm.cores and jobqueue.slurm.memory"):
+        with pytest.raises(
+            ClusterError, match=r"set jobqueue\.slurm\.cores and jobqueue\.slurm\.memory"
+        ):
             with execution("slurm", jobs=1):
                 pass

@@ -26,7 +26,7 @@ def test_tutorial_files_are_the_tutorials(name):
 
 
 def test_unknown_tutorial_file():
-    with pytest.raises(ValueError, match="unknown tutorial file 'x.npz', choose one of"):
+    with pytest.raises(ValueError, match=r"unknown tutorial file 'x\.npz', choose one of"):
         tutorial_file("x.npz")
 
 
@@ -88,7 +88,7 @@ def test_values_do_not_depend_on_chunks():
     large = featomic_like(2, 16, neighbors=(3, 7), chunks=1000, seed=5)
     other = featomic_like(2, 16, neighbors=(3, 7), chunks=3, seed=6)
     a, b, c = dask.compute(small._arrays(), large._arrays(), other._arrays())
-    for x, y, z in zip(a, b, c):
+    for x, y, z in zip(a, b, c, strict=True):
         np.testing.assert_array_equal(x, y)
         assert not np.array_equal(x, z)
 
@@ -100,7 +100,9 @@ def test_each_task_makes_only_its_chunk():
     assert len(dict(gradient.__dask_graph__())) == gradient.npartitions
     full = gradient.compute()
     start = sum(gradient.chunks[0][:2])
-    np.testing.assert_array_equal(gradient.blocks[2].compute(), full[start : start + gradient.chunks[0][2]])
+    np.testing.assert_array_equal(
+        gradient.blocks[2].compute(), full[start : start + gradient.chunks[0][2]]
+    )
 
 
 def test_chunks_by_size():

@@ -82,7 +82,9 @@ def test_metatensor_file_inputs_with_components(tmp_path):
         PIPELINE.format(input=SPHERICAL, output="out.zarr"), base=str(tmp_path)
     )
     dask.compute(pipeline.write(pipeline.build()))
-    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube(SPHERICAL))
+    assert_equal_to_metatensor(
+        mtd.open_zarr(tmp_path / "out.zarr").compute(), expected_cube(SPHERICAL)
+    )
 
 
 def test_single_operation(tmp_path, store):
@@ -93,7 +95,9 @@ def test_single_operation(tmp_path, store):
 
 
 def test_single_operation_checks_its_arguments(tmp_path):
-    with pytest.raises(PipelineError, match=r"operation pow: pow\(A, B\) cannot be called with 1 input"):
+    with pytest.raises(
+        PipelineError, match=r"operation pow: pow\(A, B\) cannot be called with 1 input"
+    ):
         Pipeline.single("pow", ["x.zarr"], "out.zarr", {"C": 2})
     with pytest.raises(PipelineError, match="unknown operation 'muliply': did you mean 'multiply'"):
         Pipeline.single("muliply", ["x.zarr"], "out.zarr")
@@ -102,7 +106,7 @@ def test_single_operation_checks_its_arguments(tmp_path):
 def test_resume_finishes_an_interrupted_write(tmp_path, store):
     pipeline = Pipeline.from_file(write_pipeline(tmp_path, input="x.zarr", output="out.zarr"))
     pipeline.write(pipeline.build())  # metadata written, data never computed: interrupted
-    with pytest.raises(PipelineError, match="already exists: delete it .* or pass --resume"):
+    with pytest.raises(PipelineError, match=r"already exists: delete it .* or pass --resume"):
         pipeline.check_paths()
     with pytest.raises(mtd.MetatensorDaskError, match="incomplete"):
         mtd.open_zarr(tmp_path / "out.zarr")
@@ -113,7 +117,9 @@ def test_resume_finishes_an_interrupted_write(tmp_path, store):
 
 def test_missing_input(tmp_path):
     pipeline = Pipeline.from_file(write_pipeline(tmp_path, input="nowhere.zarr", output="out.zarr"))
-    with pytest.raises(PipelineError, match=r"line 2 \(inputs.x\): input 'x' not found: .*nowhere.zarr"):
+    with pytest.raises(
+        PipelineError, match=r"line 2 \(inputs.x\): input 'x' not found: .*nowhere.zarr"
+    ):
         pipeline.check_paths()
 
 
@@ -139,27 +145,41 @@ HEADER = "inputs: {x: x.zarr}\n"
     [
         ("inputs: [\n", r"line 2: this is not valid YAML"),
         ("", r"the pipeline is empty; it needs `inputs`, `steps` and `output`"),
-        ("- 1\n", r"line 1 \(top level\): a pipeline must be a mapping with the fields inputs, steps, output"),
+        (
+            "- 1\n",
+            r"line 1 \(top level\): a pipeline must be a mapping with the fields inputs, steps, "
+            r"output",
+        ),
         (HEADER + "output: o.zarr\n", r"line 1 \(top level\): the pipeline has no `steps`"),
         (
             HEADER + "stpes: []\n",
             r"line 2 \(stpes\): unknown field 'stpes' in a pipeline: did you mean 'steps'\?",
         ),
-        ("inputs: {}\nsteps: [{op: pow}]\noutput: o.zarr\n", r"line 1 \(inputs\): `inputs` must be a non-empty mapping"),
-        (HEADER + "steps: []\noutput: o.zarr\n", r"line 2 \(steps\): `steps` must be a non-empty list"),
+        (
+            "inputs: {}\nsteps: [{op: pow}]\noutput: o.zarr\n",
+            r"line 1 \(inputs\): `inputs` must be a non-empty mapping",
+        ),
+        (
+            HEADER + "steps: []\noutput: o.zarr\n",
+            r"line 2 \(steps\): `steps` must be a non-empty list",
+        ),
         (
             HEADER + "steps:\n  - op: multiplyy\noutput: o.zarr\n",
             r"line 3 \(steps\[0\].op\): unknown operation 'multiplyy': did you mean 'multiply'\?",
         ),
-        (HEADER + "steps:\n  - args: {B: 2}\noutput: o.zarr\n", r"line 3 \(steps\[0\]\): this step has no `op`"),
+        (
+            HEADER + "steps:\n  - args: {B: 2}\noutput: o.zarr\n",
+            r"line 3 \(steps\[0\]\): this step has no `op`",
+        ),
         (
             HEADER + "steps:\n  - op: pow\n    inputs: [x, y]\noutput: o.zarr\n",
-            r"line 4 \(steps\[0\].inputs\[1\]\): unknown tensor 'y': inputs and named steps defined above are x",
+            r"line 4 \(steps\[0\].inputs\[1\]\): unknown tensor 'y': inputs and named steps "
+            r"defined above are x",
         ),
         (
             HEADER + "steps:\n  - op: pow\n    args: {C: 2}\noutput: o.zarr\n",
-            r"line 4 \(steps\[0\].args\): pow\(A, B\) cannot be called with 1 input tensor\(s\) and args "
-            r"\{'C': 2\}: missing a required argument: 'B'",
+            r"line 4 \(steps\[0\].args\): pow\(A, B\) cannot be called with 1 input tensor\(s\) "
+            r"and args \{'C': 2\}: missing a required argument: 'B'",
         ),
         (
             HEADER + "steps:\n  - op: pow\n    args: [2]\noutput: o.zarr\n",
@@ -171,11 +191,13 @@ HEADER = "inputs: {x: x.zarr}\n"
         ),
         (
             "inputs: {x: a.zarr, y: b.zarr}\nsteps:\n  - {op: pow, args: {B: 2}}\noutput: o.zarr\n",
-            r"line 3 \(steps\[0\]\): the first step must name its `inputs`: the pipeline has 2 inputs \(x, y\)",
+            r"line 3 \(steps\[0\]\): the first step must name its `inputs`: the pipeline has 2 "
+            r"inputs \(x, y\)",
         ),
         (
             HEADER + "steps:\n  - {op: pow, args: {B: 2}, colour: red}\noutput: o.zarr\n",
-            r"line 3 \(steps\[0\].colour\): unknown field 'colour' in step 0: use op, inputs, args, name",
+            r"line 3 \(steps\[0\].colour\): unknown field 'colour' in step 0: use op, inputs, "
+            r"args, name",
         ),
         (
             HEADER + "steps:\n  - {op: pow, args: {B: 2}}\noutput: o.mts\n",
@@ -190,7 +212,8 @@ HEADER = "inputs: {x: x.zarr}\n"
             r"line 4 \(output\): `output` has no `path`",
         ),
         (
-            "inputs:\n  x: {path: x.zarr, chunks: [1]}\nsteps:\n  - {op: pow, args: {B: 2}}\noutput: o.zarr\n",
+            "inputs:\n  x: {path: x.zarr, chunks: [1]}\nsteps:\n  - {op: pow, args: {B: "
+            "2}}\noutput: o.zarr\n",
             r"line 2 \(inputs.x.chunks\): `chunks` must be a number of rows or a size",
         ),
         (
@@ -206,7 +229,9 @@ def test_invalid_pipelines(text, message):
 
 
 def test_unreadable_pipeline_file(tmp_path):
-    with pytest.raises(PipelineError, match="cannot read the pipeline file '.*nothing.yaml': No such file"):
+    with pytest.raises(
+        PipelineError, match=r"cannot read the pipeline file '.*nothing\.yaml': No such file"
+    ):
         Pipeline.from_file(str(tmp_path / "nothing.yaml"))
 
 
@@ -229,6 +254,6 @@ def test_output_written_by_steps_is_chunked_as_the_input(tmp_path):
     dask.compute(pipeline.write(pipeline.build()))
     out = mtd.open_zarr(tmp_path / "out.zarr")
     x = mtd.open_zarr(tmp_path / "x.zarr")
-    for a, b in zip(out.blocks(), x.blocks()):
+    for a, b in zip(out.blocks(), x.blocks(), strict=True):
         assert a.values.chunks == b.values.chunks
         np.testing.assert_allclose(a.values.compute(), b.values.compute() ** 3, rtol=1e-15)

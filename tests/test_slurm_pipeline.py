@@ -82,7 +82,7 @@ def assert_equal_stores(workdir, output):
     assert result.keys == reference.keys
     expected, actual = dask.compute(reference._arrays(), result._arrays())
     assert len(expected) == len(actual)
-    for a, b in zip(expected, actual):
+    for a, b in zip(expected, actual, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -122,7 +122,10 @@ def test_run_on_slurm_equals_local(workdir):
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
         [*CLI, "run", _pipeline(workdir, "slurm.zarr"), "--cluster", "slurm", "--jobs", "2"],
-        env=_env(workdir, name), capture_output=True, text=True, timeout=TIMEOUT,
+        env=_env(workdir, name),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
     assert "on SLURMCluster (2 jobs, scheduler tcp://127.0.0.1:" in result.stderr
@@ -137,8 +140,20 @@ def test_cancelled_worker_job_does_not_lose_the_run(workdir):
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     store = str(workdir / "cancelled.zarr")
     process = subprocess.Popen(
-        [*CLI, "run", _pipeline(workdir, "cancelled.zarr"), "--cluster", "slurm", "--jobs", "2", "-q"],
-        env=_env(workdir, name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *CLI,
+            "run",
+            _pipeline(workdir, "cancelled.zarr"),
+            "--cluster",
+            "slurm",
+            "--jobs",
+            "2",
+            "-q",
+        ],
+        env=_env(workdir, name),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert _progress_records(store, 2, TIMEOUT), "the run did not start writing"
@@ -159,7 +174,9 @@ def test_submit_runs_to_completion(workdir):
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
         [*CLI, "submit", _pipeline(workdir, "submitted.zarr"), "--mem", "2G", "--job-name", name],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
@@ -167,7 +184,7 @@ def test_submit_runs_to_completion(workdir):
     assert _wait_for_job(job) == "COMPLETED"
     log = (workdir / f"{name}-{job}.log").read_text()
     assert f"wrote {workdir / 'submitted.zarr'} in " in log
-    assert "on LocalCluster (1 workers x 1 threads, 2.00 GiB each)" in log  # sized from the job
+    assert "on LocalCluster (1 worker x 1 thread, 2.00 GiB each)" in log  # sized from the job
     assert_equal_stores(workdir, "submitted.zarr")
 
 
@@ -176,7 +193,9 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     store = str(workdir / "resumed.zarr")
     pipeline = _pipeline(workdir, "resumed.zarr")
     submit = [*CLI, "submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
-    first = subprocess.run(submit, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    first = subprocess.run(
+        submit, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
     assert _progress_records(store, 20, TIMEOUT), "the first job did not start writing"
     sh("scancel", first)
     assert _wait_for_job(first) == "CANCELLED"
@@ -189,7 +208,9 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     }
     assert written, "the first job wrote no chunk"
 
-    second = subprocess.run(submit, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    second = subprocess.run(
+        submit, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
     assert _wait_for_job(second) == "COMPLETED"
     log = (workdir / f"{name}-{second}.log").read_text()
     assert f"resuming {store} (3 steps)" in log

@@ -88,7 +88,15 @@ class BatchJob:
         return options
 
     def command(self) -> list[str]:
-        command = [self.python, "-m", "metatensor_dask", "run", os.path.abspath(self.pipeline), "--cluster", "local"]
+        command = [
+            self.python,
+            "-m",
+            "metatensor_dask",
+            "run",
+            os.path.abspath(self.pipeline),
+            "--cluster",
+            "local",
+        ]
         if self.resume or self.requeue:
             command.append("--resume")
         if self.workers is not None:
@@ -105,7 +113,8 @@ class BatchJob:
             "# Written by `metatensor-dask submit`: runs the pipeline on a LocalCluster sized",
             "# from this job's allocation (SLURM_CPUS_ON_NODE, SLURM_MEM_PER_NODE).",
             f"# Submitted from {os.getcwd()} on {time.strftime('%Y-%m-%d %H:%M:%S')}.",
-            'echo "metatensor-dask: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on $(hostname)"',
+            'echo "metatensor-dask: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0}"'
+            ' "on $(hostname)"',
             f"cd {shlex.quote(os.getcwd())}",
             "exec " + shlex.join(self.command()),
         ]
@@ -129,7 +138,8 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
     if script_path is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         script_path = os.path.join(
-            os.path.dirname(os.path.abspath(job.pipeline)), f"{job.job_name}-{stamp}-{os.getpid()}.sbatch"
+            os.path.dirname(os.path.abspath(job.pipeline)),
+            f"{job.job_name}-{stamp}-{os.getpid()}.sbatch",
         )
     with open(script_path, "w", encoding="utf-8") as file:
         file.write(job.script())

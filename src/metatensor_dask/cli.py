@@ -17,6 +17,7 @@ from typing import Any
 
 import dask
 import yaml
+from dask.utils import parse_bytes
 
 from .errors import MetatensorDaskError, MetatensorError, NotEqualError
 
@@ -49,7 +50,7 @@ def _chunks(text: str) -> int | str:
     if text.isdigit():
         return _positive(text)
     try:
-        dask.utils.parse_bytes(text)
+        parse_bytes(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a number of rows or a size such as 64MiB, got '{text}'"
@@ -59,9 +60,11 @@ def _chunks(text: str) -> int | str:
 
 def _size(text: str) -> str:
     try:
-        dask.utils.parse_bytes(text)
+        parse_bytes(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB or 500MB, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4GiB or 500MB, got '{text}'"
+        ) from None
     return text
 
 
@@ -76,10 +79,20 @@ def _cluster_options() -> argparse.ArgumentParser:
         "SLURMCluster, configured by the jobqueue.slurm.* dask settings) or the address "
         "of a running scheduler (tcp://host:8786)",
     )
-    group.add_argument("--workers", "-w", type=_positive, metavar="N", help="threads, or LocalCluster worker processes")
-    group.add_argument("--jobs", "-j", type=_positive, metavar="N", help="SLURM jobs of workers (--cluster slurm)")
     group.add_argument(
-        "--memory-limit", type=_size, metavar="SIZE",
+        "--workers",
+        "-w",
+        type=_positive,
+        metavar="N",
+        help="threads, or LocalCluster worker processes",
+    )
+    group.add_argument(
+        "--jobs", "-j", type=_positive, metavar="N", help="SLURM jobs of workers (--cluster slurm)"
+    )
+    group.add_argument(
+        "--memory-limit",
+        type=_size,
+        metavar="SIZE",
         help="memory of one worker (local) or one job (slurm), e.g. 4GiB",
     )
     return parent
@@ -95,7 +108,9 @@ def _check_cluster_options(args: argparse.Namespace) -> None:
     from .cluster import ClusterError, check_options
 
     try:
-        check_options(args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit)
+        check_options(
+            args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit
+        )
     except ClusterError as error:
         raise UsageError(str(error)) from None
 
@@ -103,7 +118,9 @@ def _check_cluster_options(args: argparse.Namespace) -> None:
 def _execution(args: argparse.Namespace) -> Any:
     from .cluster import execution
 
-    return execution(args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit)
+    return execution(
+        args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit
+    )
 
 
 def _compute(collection: Any, client: Any, quiet: bool) -> Any:
@@ -162,7 +179,9 @@ def _convert(args: argparse.Namespace) -> int:
             f"{args.destination} already exists: delete it, choose another destination, or "
             "pass --overwrite"
         )
-    settings = {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
+    settings = (
+        {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
+    )
     with dask.config.set(settings), _execution(args) as where:
         tensor = open_tensor(args.source, chunks=args.chunks)
         reporter.step(f"converting {args.source} -> {args.destination} on {where.description}")
@@ -172,8 +191,12 @@ def _convert(args: argparse.Namespace) -> int:
             mtd.save(args.destination, tensor)
         else:
             mode = "w" if args.overwrite else "w-"
-            _compute(tensor.to_zarr(args.destination, mode=mode, compute=False), where.client, args.quiet)
-    reporter.summary(f"wrote {args.destination}", nbytes=_nbytes(tensor), chunks=_chunk_count(tensor))
+            _compute(
+                tensor.to_zarr(args.destination, mode=mode, compute=False), where.client, args.quiet
+            )
+    reporter.summary(
+        f"wrote {args.destination}", nbytes=_nbytes(tensor), chunks=_chunk_count(tensor)
+    )
     return 0
 
 
@@ -191,7 +214,9 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         )
         _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
     done = "finished" if resuming else "wrote"
-    reporter.summary(f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result))
+    reporter.summary(
+        f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
+    )
     return 0
 
 
@@ -289,43 +314,63 @@ def _parser() -> argparse.ArgumentParser:
         "namespace metatensor_dask; see docs/configuration.md.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of errors"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cluster, quiet = _cluster_options(), _quiet_option()
 
     info = commands.add_parser(
-        "info", help="show a store's keys, blocks, shapes, chunks and bytes (reads no values)",
+        "info",
+        help="show a store's keys, blocks, shapes, chunks and bytes (reads no values)",
         description="Show what a Zarr store (or a .mts/.npz file) holds: keys, blocks, "
         "shapes, dtypes, chunks, gradients, bytes in memory and on disk, and whether "
         "its write completed. No values or sample labels are read.",
     )
-    info.add_argument("store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file")
-    info.add_argument("--max-blocks", type=int, default=20, metavar="N", help="blocks listed (-1: all; default 20)")
+    info.add_argument(
+        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+    )
+    info.add_argument(
+        "--max-blocks",
+        type=int,
+        default=20,
+        metavar="N",
+        help="blocks listed (-1: all; default 20)",
+    )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_info, parser=info)
 
     convert = commands.add_parser(
-        "convert", parents=[cluster, quiet], help="convert between .mts/.npz files and Zarr stores",
+        "convert",
+        parents=[cluster, quiet],
+        help="convert between .mts/.npz files and Zarr stores",
         description="Convert a metatensor file (.mts/.npz) to a Zarr store, a store to a "
         "file, or a store to a store with other chunks. Data are streamed chunk by chunk.",
     )
     convert.add_argument("source", metavar="SRC", help="Zarr store or .mts/.npz file to read")
     convert.add_argument("destination", metavar="DST", help="Zarr store or .mts/.npz file to write")
     convert.add_argument(
-        "--chunks", type=_chunks, metavar="ROWS|SIZE",
+        "--chunks",
+        type=_chunks,
+        metavar="ROWS|SIZE",
         help="value rows per chunk, or the target size of a block's largest chunk (e.g. 64MiB)",
     )
-    convert.add_argument("--shard-chunks", type=_positive, metavar="N", help="chunks per Zarr shard")
+    convert.add_argument(
+        "--shard-chunks", type=_positive, metavar="N", help="chunks per Zarr shard"
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     convert.set_defaults(func=_convert, parser=convert)
 
     resumable = argparse.ArgumentParser(add_help=False)
     resumable.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="finish an interrupted run: keep what it wrote, compute only the rest",
     )
     run = commands.add_parser(
-        "run", parents=[cluster, resumable, quiet], help="run a YAML pipeline of operations",
+        "run",
+        parents=[cluster, resumable, quiet],
+        help="run a YAML pipeline of operations",
         description="Run a pipeline file: input stores, a sequence of operations, an output "
         "Zarr store. See docs/cli.md for the file format.",
     )
@@ -333,46 +378,74 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run, parser=run)
 
     apply = commands.add_parser(
-        "apply", parents=[cluster, resumable, quiet], help="apply one operation to stores",
+        "apply",
+        parents=[cluster, resumable, quiet],
+        help="apply one operation to stores",
         description="Apply one operation of metatensor_dask.operations to input stores and "
         "write the result, e.g. `apply pow spectrum.zarr --arg B=2 -o squared.zarr`.",
     )
-    apply.add_argument("operation", metavar="OP", help="operation name (multiply, pow, sum_over_samples, ...)")
-    apply.add_argument("inputs", nargs="+", metavar="INPUT", help="input stores, passed as the first arguments")
-    apply.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="Zarr store to write")
     apply.add_argument(
-        "--arg", action="append", default=[], metavar="NAME=VALUE",
+        "operation", metavar="OP", help="operation name (multiply, pow, sum_over_samples, ...)"
+    )
+    apply.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="input stores, passed as the first arguments"
+    )
+    apply.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="Zarr store to write"
+    )
+    apply.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="keyword argument of the operation, value in YAML (e.g. B=2, sample_names=[atom])",
     )
     apply.set_defaults(func=_apply, parser=apply)
 
     submit = commands.add_parser(
-        "submit", parents=[resumable, quiet], help="submit a pipeline as a SLURM batch job",
+        "submit",
+        parents=[resumable, quiet],
+        help="submit a pipeline as a SLURM batch job",
         description="Write an sbatch script running `run PIPELINE --cluster local` in the "
         "job's allocation (a LocalCluster sized from SLURM_CPUS_ON_NODE and "
         "SLURM_MEM_PER_NODE), submit it, and print the job id.",
     )
     submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
-    submit.add_argument("--requeue", action="store_true", help="let SLURM requeue the job; every start resumes")
+    submit.add_argument(
+        "--requeue", action="store_true", help="let SLURM requeue the job; every start resumes"
+    )
     submit.add_argument("--cpus", type=_positive, metavar="N", help="sbatch --cpus-per-task")
     submit.add_argument("--mem", metavar="SIZE", help="sbatch --mem (e.g. 16G)")
     submit.add_argument("--time", metavar="TIME", help="sbatch --time (e.g. 02:00:00)")
     submit.add_argument("--partition", metavar="NAME", help="sbatch --partition")
     submit.add_argument("--account", metavar="NAME", help="sbatch --account")
-    submit.add_argument("--job-name", default="metatensor-dask", metavar="NAME", help="sbatch --job-name")
-    submit.add_argument("--log", metavar="PATH", help="sbatch --output (default: next to the pipeline)")
     submit.add_argument(
-        "--sbatch-option", action="append", default=[], metavar="OPTION",
+        "--job-name", default="metatensor-dask", metavar="NAME", help="sbatch --job-name"
+    )
+    submit.add_argument(
+        "--log", metavar="PATH", help="sbatch --output (default: next to the pipeline)"
+    )
+    submit.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
         help="another sbatch option, e.g. --sbatch-option=--qos=long (repeatable)",
     )
-    submit.add_argument("--workers", type=_positive, metavar="N", help="LocalCluster workers in the job")
-    submit.add_argument("--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job")
+    submit.add_argument(
+        "--workers", type=_positive, metavar="N", help="LocalCluster workers in the job"
+    )
+    submit.add_argument(
+        "--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job"
+    )
     submit.add_argument("--script", metavar="PATH", help="where to write the sbatch script")
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     submit.set_defaults(func=_submit, parser=submit)
 
     verify = commands.add_parser(
-        "verify", parents=[cluster, quiet], help="check that a store is complete and intact",
+        "verify",
+        parents=[cluster, quiet],
+        help="check that a store is complete and intact",
         description="Read every chunk of every array of a store (Zarr checks each chunk's "
         "crc32c checksum), check its metadata and labels, and exit with 1 when anything "
         "is wrong.",
@@ -381,13 +454,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_verify, parser=verify)
 
     demo = commands.add_parser(
-        "demo", parents=[cluster, quiet], help="the end-to-end demonstration (no setup needed)",
+        "demo",
+        parents=[cluster, quiet],
+        help="the end-to-end demonstration (no setup needed)",
         description="Convert the tutorial data and a generated featomic-like tensor to Zarr, "
         "run a pipeline with gradients (pow, multiply, sum_over_samples) with progress, "
         "check the result against plain numpy, and print a summary.",
     )
-    demo.add_argument("--workdir", default="metatensor-dask-demo", metavar="DIR", help="where the stores go")
-    demo.add_argument("--size", type=_size, default="256MiB", metavar="SIZE", help="size of the generated tensor")
+    demo.add_argument(
+        "--workdir", default="metatensor-dask-demo", metavar="DIR", help="where the stores go"
+    )
+    demo.add_argument(
+        "--size", type=_size, default="256MiB", metavar="SIZE", help="size of the generated tensor"
+    )
     demo.set_defaults(func=_demo, parser=demo)
     return parser
 

@@ -49,7 +49,9 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def local_sizes(workers: int | None = None, memory_limit: str | None = None) -> tuple[int, int, int | None]:
+def local_sizes(
+    workers: int | None = None, memory_limit: str | None = None
+) -> tuple[int, int, int | None]:
     """``(workers, threads per worker, memory limit per worker in bytes or None)`` of a
     LocalCluster on this machine or in the current SLURM allocation.
 
@@ -71,6 +73,10 @@ def local_sizes(workers: int | None = None, memory_limit: str | None = None) -> 
     else:
         limit = None
     return workers, threads, limit
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _parse_memory(text: str) -> int:
@@ -103,7 +109,9 @@ def check_options(
             "of a running scheduler such as tcp://127.0.0.1:8786"
         )
     if jobs is not None and kind != "slurm":
-        raise ClusterError("--jobs only applies to --cluster slurm; use --workers for other clusters")
+        raise ClusterError(
+            "--jobs only applies to --cluster slurm; use --workers for other clusters"
+        )
     if kind == "threads" and memory_limit is not None:
         raise ClusterError("--memory-limit needs worker processes: add --cluster local (or slurm)")
     if kind == "slurm" and workers is not None:
@@ -178,9 +186,8 @@ def _local(workers: int | None, memory_limit: str | None) -> Iterator[Execution]
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
         memory = f", {format_bytes(per_worker)} each" if per_worker else ""
-        yield Execution(
-            client, f"LocalCluster ({n_workers} workers x {threads} threads{memory})"
-        )
+        shape = f"{_count(n_workers, 'worker')} x {_count(threads, 'thread')}"
+        yield Execution(client, f"LocalCluster ({shape}{memory})")
 
 
 @contextlib.contextmanager
@@ -209,7 +216,9 @@ def _slurm(jobs: int, memory_limit: str | None) -> Iterator[Execution]:
         # adaptive with a fixed size: a job that is cancelled, killed or reaches its
         # walltime is replaced, and the scheduler recomputes what its worker held
         cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
-        yield Execution(client, f"SLURMCluster ({jobs} jobs, scheduler {cluster.scheduler_address})")
+        yield Execution(
+            client, f"SLURMCluster ({jobs} jobs, scheduler {cluster.scheduler_address})"
+        )
 
 
 @contextlib.contextmanager

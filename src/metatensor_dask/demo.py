@@ -85,7 +85,9 @@ def _expected_row(block: Any, system_rows: np.ndarray, row: int) -> tuple[Any, d
 
 
 def _close(actual: np.ndarray, expected: np.ndarray, scale: np.ndarray) -> bool:
-    return actual.shape == expected.shape and bool(np.all(np.abs(actual - expected) <= 1e-12 * scale))
+    return actual.shape == expected.shape and bool(
+        np.all(np.abs(actual - expected) <= 1e-12 * scale)
+    )
 
 
 def check_against_numpy(
@@ -108,7 +110,9 @@ def check_against_numpy(
     """
     rng = np.random.default_rng(seed)
     n_blocks = len(result.keys)
-    picked = sorted({0, n_blocks - 1, *rng.choice(n_blocks, min(n_blocks, max_blocks), replace=False).tolist()})
+    picked = sorted(
+        {0, n_blocks - 1, *rng.choice(n_blocks, min(n_blocks, max_blocks), replace=False).tolist()}
+    )
     picked = picked[:max_blocks]
     rows_checked = 0
     for index in picked:
@@ -129,16 +133,22 @@ def check_against_numpy(
                 selected = np.flatnonzero(gradient.samples.column("sample") == row)
                 stored = gradient.samples.values[selected]
                 if not np.array_equal(stored, labels):
-                    raise AssertionError(f"{where}: gradient '{parameter}' samples differ from numpy")
+                    raise AssertionError(
+                        f"{where}: gradient '{parameter}' samples differ from numpy"
+                    )
                 if not _close(_rows(gradient, selected), expected, scale):
-                    raise AssertionError(f"{where}: gradient '{parameter}' values differ from numpy")
+                    raise AssertionError(
+                        f"{where}: gradient '{parameter}' values differ from numpy"
+                    )
             rows_checked += 1
     return len(picked), rows_checked
 
 
 def _stored_bytes(path: str) -> int:
     return sum(
-        os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
     )
 
 
@@ -170,25 +180,35 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
 
     stores = [os.path.join(workdir, name.replace(".npz", ".zarr")) for name in TUTORIAL_FILES]
     reporter.step(f"[1/5] converting the tutorial files {', '.join(TUTORIAL_FILES)} to Zarr")
-    run([mtd.load(tutorial_file(n)).to_zarr(s, mode="w", compute=False) for n, s in zip(TUTORIAL_FILES, stores)])
+    run(
+        [
+            mtd.load(tutorial_file(n)).to_zarr(s, mode="w", compute=False)
+            for n, s in zip(TUTORIAL_FILES, stores, strict=True)
+        ]
+    )
 
     n_systems = systems_for_size(size)
     generated = featomic_like(n_systems)
     source_store = os.path.join(workdir, "featomic-like.zarr")
     nbytes = sum(int(a.nbytes) for a in generated._arrays())
     reporter.step(
-        f"[2/5] generating a featomic-like tensor ({n_systems} systems, {len(generated.keys)} "
+        f"[2/5] generating a featomic-like tensor ({n_systems} system(s), {len(generated.keys)} "
         f"blocks, {format_bytes(nbytes)}, {_chunks(generated)} chunks) -> {source_store}"
     )
     run(generated.to_zarr(source_store, mode="w", compute=False))
 
     totals = {"written": 0, "chunks": 0}
     checks = []
-    for label, store in (("spherical-expansion", "spherical-expansion.zarr"), ("featomic-like", "featomic-like.zarr")):
+    for label, store in (
+        ("spherical-expansion", "spherical-expansion.zarr"),
+        ("featomic-like", "featomic-like.zarr"),
+    ):
         pipeline_file = os.path.join(workdir, f"{label}-pipeline.yaml")
         output = os.path.join(workdir, f"{label}-result.zarr")
         with open(pipeline_file, "w", encoding="utf-8") as file:
-            file.write(PIPELINE.format(input=store, output=os.path.basename(output), name=pipeline_file))
+            file.write(
+                PIPELINE.format(input=store, output=os.path.basename(output), name=pipeline_file)
+            )
         if os.path.exists(output):
             import shutil
 
@@ -209,13 +229,16 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
                 reporter.step(f"verify {output}: {problem}")
             return 1
         checks.append(f"{label}: {rows} rows of {blocks} blocks")
-        reporter.step(f"[4/5] {label}: result equals numpy on {rows} rows of {blocks} blocks, store verified")
+        reporter.step(
+            f"[4/5] {label}: result equals numpy on {rows} rows of {blocks} blocks, store verified"
+        )
 
-    read = _stored_bytes(source_store) + _stored_bytes(os.path.join(workdir, "spherical-expansion.zarr"))
+    read = _stored_bytes(source_store) + _stored_bytes(
+        os.path.join(workdir, "spherical-expansion.zarr")
+    )
     reporter.step(
         f"[5/5] demo finished in {format_time(reporter.elapsed())}: pipelines read "
         f"{format_bytes(read)} and wrote {format_bytes(totals['written'])} in "
         f"{totals['chunks']} chunks; checked against numpy ({'; '.join(checks)})"
     )
     return 0
-

@@ -137,7 +137,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
             ]
         )
     flat = [a for block in blocks for a in block]
-    for report, size in zip(flat, _stored_sizes(store, [f"{a.path}/" for a in flat])):
+    for report, size in zip(flat, _stored_sizes(store, [f"{a.path}/" for a in flat]), strict=True):
         report.stored = size
     (total,) = _stored_sizes(store, [""])
     first = parsed.blocks[0] if parsed.blocks else None
@@ -173,7 +173,15 @@ def describe_file(path: str) -> StoreReport:
             values = part.values
             rows = values.chunks[0][0] if values.chunks[0] else 0
             reports.append(
-                ArrayReport(f"blocks/{i}/{name}", name, values.shape, str(values.dtype), rows, rows, int(values.nbytes))
+                ArrayReport(
+                    f"blocks/{i}/{name}",
+                    name,
+                    values.shape,
+                    str(values.dtype),
+                    rows,
+                    rows,
+                    int(values.nbytes),
+                )
             )
         blocks.append(reports)
     first = tensor.block(0) if len(tensor.keys) else None
@@ -220,9 +228,13 @@ def _bytes(n: int | None) -> str:
 def format_report(report: StoreReport, max_blocks: int = 20) -> str:
     """The text of ``metatensor-dask info``: a header, then one line per array."""
     version = f"format {report.format}" if report.format else "metatensor file"
-    state = "complete" if report.complete else (
-        "INCOMPLETE: a write did not finish; finish it with --resume (run) or "
-        "to_zarr(..., resume=True)"
+    state = (
+        "complete"
+        if report.complete
+        else (
+            "INCOMPLETE: a write did not finish; finish it with --resume (run) or "
+            "to_zarr(..., resume=True)"
+        )
     )
     lines = [
         f"store:       {report.location} ({version}, {state})",
@@ -246,16 +258,26 @@ def format_report(report: StoreReport, max_blocks: int = 20) -> str:
                 chunks += f" (shards of {array.write_rows})"
             first = (str(i), key) if j == 0 else ("", "")
             rows.append(
-                (*first, array.name, str(array.shape), array.dtype, chunks,
-                 _bytes(array.nbytes), _bytes(array.stored))
+                (
+                    *first,
+                    array.name,
+                    str(array.shape),
+                    array.dtype,
+                    chunks,
+                    _bytes(array.nbytes),
+                    _bytes(array.stored),
+                )
             )
     if rows:
         widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
         lines.append("")
         for row in [header, *rows]:
-            lines.append("  ".join(text.ljust(width) for text, width in zip(row, widths)).rstrip())
+            cells = (text.ljust(width) for text, width in zip(row, widths, strict=True))
+            lines.append("  ".join(cells).rstrip())
     if len(shown) < len(report.blocks):
-        lines.append(f"... and {len(report.blocks) - len(shown)} more blocks (--max-blocks -1 shows all)")
+        lines.append(
+            f"... and {len(report.blocks) - len(shown)} more blocks (--max-blocks -1 shows all)"
+        )
     return "\n".join(lines)
 
 
@@ -271,7 +293,10 @@ def _regions(info: layout.ArrayInfo) -> list[tuple[slice, ...]]:
         return []
     step = max(info.write_rows, 1)
     rest = tuple(slice(0, n) for n in info.shape[1:])
-    return [(slice(start, min(start + step, info.shape[0])), *rest) for start in range(0, info.shape[0], step)]
+    return [
+        (slice(start, min(start + step, info.shape[0])), *rest)
+        for start in range(0, info.shape[0], step)
+    ]
 
 
 def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...]]]) -> tuple[int, list[str]]:
@@ -282,7 +307,9 @@ def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...]]]) -> tuple[int,
             total += np.asarray(ref.array()[region]).nbytes
         except Exception as error:  # any failure to decode is a finding, not a crash
             rows = f"{region[0].start}:{region[0].stop}"
-            problems.append(f"{ref.path}: rows {rows} cannot be read: {type(error).__name__}: {error}")
+            problems.append(
+                f"{ref.path}: rows {rows} cannot be read: {type(error).__name__}: {error}"
+            )
     return total, problems
 
 
@@ -291,8 +318,12 @@ def _check_labels(items: list[tuple[str, ArrayRef, ArrayRef | None, int]]) -> li
     pointer, and every Labels array has unique entries."""
     problems = []
     for path, samples, pointer, parent_rows in items:
-        values = np.asarray(samples.array()[...]) if samples.document["shape"][0] else None
-        if values is None:
+        if not samples.document["shape"][0]:
+            continue
+        try:
+            values = np.asarray(samples.array()[...])
+            stored = None if pointer is None else np.asarray(pointer.array()[...])
+        except Exception:  # unreadable chunks are reported by _read_regions
             continue
         if len(np.unique(values, axis=0)) != len(values):
             problems.append(f"{samples.path}: the Labels have repeated entries")
@@ -305,10 +336,11 @@ def _check_labels(items: list[tuple[str, ArrayRef, ArrayRef | None, int]]) -> li
                 f"[{column.min()}, {column.max()}]"
             )
         if pointer is not None:
-            stored = np.asarray(pointer.array()[...])
             expected = np.searchsorted(column, np.arange(parent_rows + 1), side="left")
             if np.any(column[1:] < column[:-1]) or not np.array_equal(stored, expected):
-                problems.append(f"{pointer.path}: the row pointer does not match the gradient samples of {path}")
+                problems.append(
+                    f"{pointer.path}: the row pointer does not match the gradient samples of {path}"
+                )
     return problems
 
 
@@ -334,14 +366,23 @@ class Verification:
         return not self.problems
 
 
-def _labels_checks(store: Any, parsed: layout.TensorLayout) -> list[tuple[str, ArrayRef, ArrayRef | None, int]]:
+def _labels_checks(
+    store: Any, parsed: layout.TensorLayout
+) -> list[tuple[str, ArrayRef, ArrayRef | None, int]]:
     def ref(info: layout.ArrayInfo) -> ArrayRef:
         return ArrayRef(store, info.path, info.document)
 
     checks = [("keys", ref(parsed.keys), None, -1)]
 
     def visit(block: layout.BlockLayout, parent_rows: int) -> None:
-        checks.append((block.prefix, ref(block.samples), block.row_pointer and ref(block.row_pointer), parent_rows))
+        checks.append(
+            (
+                block.prefix,
+                ref(block.samples),
+                block.row_pointer and ref(block.row_pointer),
+                parent_rows,
+            )
+        )
         for info in block.components:
             checks.append((info.path, ref(info), None, -1))
         if block.properties is not None:
@@ -398,7 +439,11 @@ def verify_store(
     regions = 0
     for info in infos:
         ref = ArrayRef(store, info.path, info.document)
-        unit = int(np.prod(info.shape[1:], dtype=np.int64)) * info.dtype.itemsize * max(info.write_rows, 1)
+        unit = (
+            int(np.prod(info.shape[1:], dtype=np.int64))
+            * info.dtype.itemsize
+            * max(info.write_rows, 1)
+        )
         for region in _regions(info):
             if size + unit > _TASK_BYTES and batches[-1]:
                 batches.append([])
@@ -408,7 +453,9 @@ def verify_store(
             regions += 1
     reads = [dask.delayed(_read_regions, pure=True)(batch) for batch in batches if batch]
     labels = _labels_checks(store, parsed)
-    label_tasks = [dask.delayed(_check_labels, pure=True)(labels[i : i + 64]) for i in range(0, len(labels), 64)]
+    label_tasks = [
+        dask.delayed(_check_labels, pure=True)(labels[i : i + 64])
+        for i in range(0, len(labels), 64)
+    ]
     nbytes, found = compute(dask.delayed(_merge, pure=True)(reads, label_tasks))
     return Verification(where, problems + found, len(infos), regions, nbytes)
-

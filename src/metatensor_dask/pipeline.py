@@ -42,7 +42,14 @@ _INPUT_FIELDS = ("path", "chunks")
 _STEP_FIELDS = ("op", "inputs", "args", "name")
 _OUTPUT_FIELDS = ("path", "from")
 # errors that operations raise for bad arguments or data: reported without a traceback
-_USER_ERRORS = (MetatensorError, MetatensorDaskError, NotEqualError, ValueError, TypeError, IndexError)
+_USER_ERRORS = (
+    MetatensorError,
+    MetatensorDaskError,
+    NotEqualError,
+    ValueError,
+    TypeError,
+    IndexError,
+)
 
 
 class PipelineError(MetatensorDaskError):
@@ -93,7 +100,9 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
         loader.dispose()
 
 
-def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> Any:
+def _construct(
+    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int]
+) -> Any:
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
@@ -177,7 +186,9 @@ class Pipeline:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
         except OSError as error:
-            raise PipelineError(f"cannot read the pipeline file '{path}': {error.strerror}") from None
+            raise PipelineError(
+                f"cannot read the pipeline file '{path}': {error.strerror}"
+            ) from None
         return cls.from_text(text, source=path, base=os.path.dirname(os.path.abspath(path)))
 
     @classmethod
@@ -194,7 +205,7 @@ class Pipeline:
         names = [f"input{i}" for i in range(len(inputs))]
         step = Step(op, tuple(names), dict(args or {}), "result", f"operation {op}")
         pipeline = cls(
-            tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs)),
+            tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs, strict=True)),
             (step,),
             output,
             "result",
@@ -309,7 +320,9 @@ class _Parser:
 
     def inputs(self, value: Any, known: dict[str, tuple]) -> list[Input]:
         if not isinstance(value, dict) or not value:
-            raise self.fail(("inputs",), f"`inputs` must be a non-empty mapping: {_EXAMPLES['inputs']}")
+            raise self.fail(
+                ("inputs",), f"`inputs` must be a non-empty mapping: {_EXAMPLES['inputs']}"
+            )
         inputs = []
         for name, spec in value.items():
             path = ("inputs", name)
@@ -341,7 +354,9 @@ class _Parser:
             path = ("steps", i)
             self.mapping(spec, path, _STEP_FIELDS, f"step {i}")
             if "op" not in spec:
-                raise self.fail(path, "this step has no `op`: name an operation, e.g. `op: multiply`")
+                raise self.fail(
+                    path, "this step has no `op`: name an operation, e.g. `op: multiply`"
+                )
             op = spec["op"]
             if not isinstance(op, str):
                 raise self.fail((*path, "op"), f"`op` must be an operation name, got {op!r}")
@@ -364,12 +379,15 @@ class _Parser:
                     defined = ", ".join(known) or "none"
                     raise self.fail(
                         (*path, "inputs", j),
-                        f"unknown tensor '{name}': inputs and named steps defined above are {defined}",
+                        f"unknown tensor '{name}': inputs and named steps defined above "
+                        f"are {defined}",
                     )
             args = spec.get("args", {})
             if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
                 raise self.fail((*path, "args"), "`args` must be a mapping of keyword arguments")
-            name = self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
+            name = (
+                self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
+            )
             known[name] = path
             step = Step(op, tuple(names), args, name, self.where(path))
             _check_call(step, self.where((*path, "args") if args else path))
@@ -387,7 +405,8 @@ class _Parser:
                 source = value["from"]
                 if source not in known:
                     raise self.fail(
-                        ("output", "from"), f"unknown tensor '{source}': use one of {', '.join(known)}"
+                        ("output", "from"),
+                        f"unknown tensor '{source}': use one of {', '.join(known)}",
                     )
             value, path = value["path"], ("output", "path")
         else:

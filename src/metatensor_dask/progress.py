@@ -1,7 +1,8 @@
 """Progress of long computations in the command line.
 
 Locally (threaded scheduler) dask's :class:`~dask.diagnostics.ProgressBar` in a terminal,
-or one line per tenth of the tasks done in a log; on a cluster :func:`distributed.progress`. Both draw on standard error, so that standard output keeps
+or one line per tenth of the tasks done in a log; on a cluster :func:`distributed.progress`
+(lines in a log too). Everything is drawn on standard error, so that standard output keeps
 only results. The ``metatensor_dask.progress`` setting turns the bars off; ``quiet``
 silences everything, the final summary line too.
 """
@@ -73,7 +74,9 @@ def compute(collection: Any, *, client: Any = None, quiet: bool = False) -> Any:
 
 
 def _line(done: int, total: int, seconds: float) -> str:
-    return f"progress: {100 * done // max(total, 1)}% ({done}/{total} tasks) in {format_time(seconds)}"
+    return (
+        f"progress: {100 * done // max(total, 1)}% ({done}/{total} tasks) in {format_time(seconds)}"
+    )
 
 
 class _ClusterMilestones(TextProgressBar):
@@ -151,6 +154,8 @@ class Reporter:
             parts.append(format_bytes(nbytes))
         if chunks is not None:
             parts.append(f"{chunks} chunks")
-        line = f"{what} in {format_time(self.elapsed())}" + (f": {', '.join(parts)}" if parts else "")
+        line = f"{what} in {format_time(self.elapsed())}" + (
+            f": {', '.join(parts)}" if parts else ""
+        )
         self.step(line)
         return line

@@ -175,6 +175,17 @@ def as_metatensor(tensor: mtd.TensorMap) -> metatensor.TensorMap:
     return mtd.to_metatensor(tensor)
 
 
+def assert_matches_oracle(name: str, *args: object) -> None:
+    """``mtd.<name>(*args)`` computes nothing when built and equals
+    ``metatensor.<name>`` on the metatensor-core copies of the maps among ``args``."""
+    from metatensor_dask.testing import assert_equal_to_metatensor
+
+    theirs = [as_metatensor(a) if isinstance(a, mtd.TensorMap) else a for a in args]
+    assert_equal_to_metatensor(
+        lazily(getattr(mtd, name), *args), getattr(metatensor, name)(*theirs)
+    )
+
+
 def fingerprint(tensor: mtd.TensorMap) -> list[str]:
     """Names of every array of ``tensor``: equal before and after an operation proves
     the operation did not replace the input's arrays."""

@@ -6,7 +6,11 @@
   so metatensor-operations' mean/var/std normalization (by merged rows) is right;
 * :func:`finite_differences`: checks an operation's gradients numerically;
 * :func:`assert_co_partitioned`, :func:`max_chunk`: structural checks of chunking;
-* :func:`assert_same_error`: run ours and metatensor's, compare type and message.
+* :func:`big_block`, :func:`check_out_of_core`: chunk sizes and graph growth of an
+  operation on a one-block tensor of many chunks;
+* :func:`assert_same_error`: run ours and metatensor's, compare type and message;
+* :func:`check_against_metatensor`, :func:`check_function`: lazy results equal to
+  metatensor's, inputs unmodified.
 """
 
 from __future__ import annotations
@@ -166,6 +170,52 @@ def assert_co_partitioned(tensor: mtd.TensorMap) -> None:
             assert gradient.values.chunks[0] == expected, (gradient.values.chunks[0], expected)
 
 
+def big_block(n_chunks: int, rows: int = 10, per_row: int = 3) -> mtd.TensorMap:
+    """One block of ``n_chunks`` chunks of ``rows`` samples, with a ``positions``
+    gradient of ``per_row`` rows per sample, co-partitioned with the values."""
+    n = n_chunks * rows
+    samples = mtd.Labels(["system", "atom"], np.stack([np.arange(n) // 4, np.arange(n) % 4], 1))
+    properties = mtd.Labels.range("n", 5)
+    values = da.random.default_rng(0).random((n, 5), chunks=(rows, 5))
+    block = mtd.TensorBlock(values, samples, [], properties)
+    gradient_samples = np.array([(s, s // 4, a) for s in range(n) for a in range(per_row)])
+    gradient = da.random.default_rng(1).random(
+        (len(gradient_samples), 3, 5), chunks=(rows * per_row, 3, 5)
+    )
+    block.add_gradient(
+        "positions",
+        mtd.TensorBlock(
+            gradient,
+            mtd.Labels(["sample", "system", "atom"], gradient_samples),
+            [mtd.Labels.range("xyz", 3)],
+            properties,
+        ),
+    )
+    return mtd.TensorMap(mtd.Labels.single(), [block])
+
+
+def check_out_of_core(
+    operation: Callable[[mtd.TensorMap], mtd.TensorMap],
+) -> dict[int, mtd.TensorMap]:
+    """``operation`` on :func:`big_block` maps of 10 and 20 chunks: no output chunk
+    (values or gradient) is larger than the input's, gradients stay co-partitioned, and
+    the graph added grows linearly with the number of chunks. Returns the results by
+    number of input chunks."""
+    results, sizes = {}, {}
+    for n_chunks in (10, 20):
+        tensor = big_block(n_chunks)
+        result = results[n_chunks] = operation(tensor)
+        block, source = result.block(0), tensor.block(0)
+        assert max_chunk(block.values) <= max_chunk(source.values)
+        assert max_chunk(block.gradient("positions").values) <= max_chunk(
+            source.gradient("positions").values
+        )
+        assert_co_partitioned(result)
+        sizes[n_chunks] = len(dict(result.__dask_graph__())) - len(dict(tensor.__dask_graph__()))
+    assert sizes[20] <= 2.2 * sizes[10]
+    return results
+
+
 def assert_same_error(ours: Callable[[], Any], theirs: Callable[[], Any]) -> None:
     """Both calls raise the same exception type name with the same message."""
     with pytest.raises(Exception) as expected:
@@ -208,3 +258,18 @@ def check_against_metatensor(
     for tensor, copy in zip(inputs, before, strict=True):
         assert metatensor.equal(snapshot(tensor), copy), "the input was modified"
     return result
+
+
+def check_function(
+    function: str, ours: Any, theirs: Any, *args: Any, rtol: float = 1e-12, atol: float = 1e-14
+) -> Any:
+    """:func:`check_against_metatensor` for ``function(ours, *args)`` against
+    metatensor's ``function(theirs, *args)``; ``ours`` must stay unmodified when it is a
+    map. Returns our result."""
+    return check_against_metatensor(
+        lambda: getattr(mtd, function)(ours, *args),
+        lambda: getattr(metatensor, function)(theirs, *args),
+        [ours] if isinstance(ours, mtd.TensorMap) else [],
+        rtol=rtol,
+        atol=atol,
+    )

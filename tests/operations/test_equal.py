@@ -56,32 +56,19 @@ def test_differences_same_messages(gradient):
     )
 
 
-def test_metadata_and_keys_differences():
+@pytest.mark.parametrize(
+    "modify",
+    [
+        lambda t: metatensor.rename_dimension(t, "samples", "atom", "center"),
+        lambda t: metatensor.rename_dimension(t, "keys", "o3_sigma", "sigma"),
+        metatensor.remove_gradients,
+    ],
+    ids=["samples", "keys", "gradients"],
+)
+def test_metadata_and_keys_differences(modify):
     theirs, ours = tutorial()
-    renamed_theirs = metatensor.rename_dimension(theirs, "samples", "atom", "center")
-    _messages(
-        lambda m, a, b: m.equal_raise(a, b),
-        theirs,
-        renamed_theirs,
-        ours,
-        mtd.from_metatensor(renamed_theirs),
-    )
-    keys_theirs = metatensor.rename_dimension(theirs, "keys", "o3_sigma", "sigma")
-    _messages(
-        lambda m, a, b: m.equal_raise(a, b),
-        theirs,
-        keys_theirs,
-        ours,
-        mtd.from_metatensor(keys_theirs),
-    )
-    no_gradients = metatensor.remove_gradients(theirs)
-    _messages(
-        lambda m, a, b: m.equal_raise(a, b),
-        theirs,
-        no_gradients,
-        ours,
-        mtd.from_metatensor(no_gradients),
-    )
+    other = modify(theirs)
+    _messages(lambda m, a, b: m.equal_raise(a, b), theirs, other, ours, mtd.from_metatensor(other))
 
 
 def test_nan_is_not_equal():

@@ -6,12 +6,12 @@ from hypothesis import given
 from oracle2 import (
     assert_co_partitioned,
     assert_same_error,
+    big_block,
     check_against_metatensor,
     max_chunk,
     to_mts,
     tutorial,
 )
-from test_slice import _big_block
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import strategies
@@ -119,7 +119,7 @@ def test_single_tensor_is_returned():
 def test_out_of_core_structure():
     """Joining keeps chunks, merges small ones up to the configured size, and keeps
     gradients co-partitioned."""
-    tensor = _big_block(5)
+    tensor = big_block(5)
     parts = [mtd.append_dimension(tensor, "samples", "part", i) for i in range(4)]
     result = mtd.join(parts, "samples")
     assert_co_partitioned(result)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from oracle2 import (
     assert_co_partitioned,
     assert_same_error,
-    check_against_metatensor,
+    check_function,
     finite_differences,
     to_mts,
     tutorial,
@@ -47,13 +47,7 @@ def test_like_metatensor_without_components(reduction, names):
     ours = _two_dimensions(ours, mtd)
     theirs = _two_dimensions(theirs, metatensor)
     function = f"{reduction}_over_properties"
-    result = check_against_metatensor(
-        lambda: getattr(mtd, function)(ours, names),
-        lambda: getattr(metatensor, function)(theirs, names),
-        [ours],
-        rtol=1e-10,
-        atol=1e-12,
-    )
+    result = check_function(function, ours, theirs, names, rtol=1e-10, atol=1e-12)
     assert_co_partitioned(result)
 
 
@@ -84,14 +78,7 @@ def test_with_components(reduction):
 )
 def test_random_tensors(tensor, reduction):
     theirs = to_mts(tensor)
-    function = f"{reduction}_over_properties"
-    check_against_metatensor(
-        lambda: getattr(mtd, function)(tensor, "n"),
-        lambda: getattr(metatensor, function)(theirs, "n"),
-        [tensor],
-        rtol=1e-10,
-        atol=1e-12,
-    )
+    check_function(f"{reduction}_over_properties", tensor, theirs, "n", rtol=1e-10, atol=1e-12)
 
 
 def test_errors_like_metatensor():

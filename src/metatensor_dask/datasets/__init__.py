@@ -12,7 +12,13 @@ import os
 
 from .featomic_like import featomic_like, nbytes_per_system, systems_for_size
 
-__all__ = ["TUTORIAL_FILES", "featomic_like", "nbytes_per_system", "systems_for_size", "tutorial_file"]
+__all__ = [
+    "TUTORIAL_FILES",
+    "featomic_like",
+    "nbytes_per_system",
+    "systems_for_size",
+    "tutorial_file",
+]
 
 TUTORIAL_FILES = ("radial-spectrum.npz", "spherical-expansion.npz")
 
@@ -20,5 +26,7 @@ TUTORIAL_FILES = ("radial-spectrum.npz", "spherical-expansion.npz")
 def tutorial_file(name: str) -> str:
     """The path of a shipped tutorial file, one of :data:`TUTORIAL_FILES`."""
     if name not in TUTORIAL_FILES:
-        raise ValueError(f"unknown tutorial file '{name}', choose one of {', '.join(TUTORIAL_FILES)}")
+        raise ValueError(
+            f"unknown tutorial file '{name}', choose one of {', '.join(TUTORIAL_FILES)}"
+        )
     return os.path.join(os.path.dirname(__file__), name)

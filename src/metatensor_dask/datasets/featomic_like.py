@@ -51,8 +51,10 @@ def _keys(types: Sequence[int]) -> Labels:
     return Labels._trusted(["center_type", "neighbor_1_type", "neighbor_2_type"], np.array(rows))
 
 
-def _atom_types(types: Sequence[int], atoms_per_system: int, rng: np.random.Generator) -> np.ndarray:
-    counts = [max(1, int(round(f * atoms_per_system))) for f in _TYPE_FRACTIONS[: len(types)]]
+def _atom_types(
+    types: Sequence[int], atoms_per_system: int, rng: np.random.Generator
+) -> np.ndarray:
+    counts = [max(1, round(f * atoms_per_system)) for f in _TYPE_FRACTIONS[: len(types)]]
     counts[0] += atoms_per_system - sum(counts)
     return rng.permutation(np.repeat(np.asarray(types), counts))
 
@@ -70,7 +72,7 @@ def _rows(
     """``counts[i]`` rows of shape ``shape`` for each value row ``rows[i]``, concatenated."""
     out = np.empty((int(counts.sum()), *shape))
     start = 0
-    for row, count in zip(rows.tolist(), counts.tolist()):
+    for row, count in zip(rows.tolist(), counts.tolist(), strict=True):
         rng = np.random.default_rng([seed, block, int(row), _GRADIENT_KINDS[kind]])
         out[start : start + count] = rng.standard_normal((count, *shape))
         start += count
@@ -90,9 +92,9 @@ def _chunk(
     """The chunk of one array (values or a gradient) for value rows ``bounds[i]:bounds[i+1]``."""
     i = block_info[None]["chunk-location"][0]  # type: ignore[index]
     rows = np.arange(bounds[i], bounds[i + 1])
-    return _rows(seed, block, kind, rows, np.diff(pointer[bounds[i] : bounds[i + 1] + 1]), shape).astype(
-        dtype, copy=False
-    )
+    return _rows(
+        seed, block, kind, rows, np.diff(pointer[bounds[i] : bounds[i + 1] + 1]), shape
+    ).astype(dtype, copy=False)
 
 
 def _array(
@@ -207,7 +209,9 @@ def featomic_like(
                 )
                 samples.append((system, atom))
         n = len(samples)
-        pointer = np.concatenate([[0], np.cumsum([len(g) for g in gradient_samples])]).astype(np.int64)
+        pointer = np.concatenate([[0], np.cumsum([len(g) for g in gradient_samples])]).astype(
+            np.int64
+        )
         if isinstance(target, int):
             rows_per_chunk = target
         else:

@@ -145,24 +145,32 @@ def chunk_key(index: int, ndim: int) -> str:
     return "c." + ".".join([str(index)] + ["0"] * (ndim - 1))
 
 
-def encode_chunks(values: np.ndarray, document: dict[str, Any], first: int = 0) -> dict[str, bytes]:
-    """The encoded chunks holding ``values``, which start at chunk ``first``, by key."""
+def encode_chunks(
+    values: np.ndarray, document: dict[str, Any], first: int = 0
+) -> dict[str, memoryview]:
+    """The encoded chunks holding ``values``, which start at chunk ``first``, by key.
+
+    Each chunk is copied once, straight into its encoded buffer (an edge chunk padded
+    with the fill value 0).
+    """
     import google_crc32c
 
     checksum = _checksum(document)
     chunk = _chunk_shape(document)
     values = np.asarray(values, dtype=_dtype(document))
+    size = int(np.prod(chunk)) * values.dtype.itemsize
     chunks = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
         piece = values[index * chunk[0] : (index + 1) * chunk[0]]
+        raw = np.empty(size + 4 if checksum else size, dtype=np.uint8)
+        target = raw[:size].view(values.dtype).reshape(chunk)
         if piece.shape != tuple(chunk):
-            padded = np.zeros(chunk, dtype=values.dtype)
-            padded[tuple(slice(0, n) for n in piece.shape)] = piece
-            piece = padded
-        raw = np.ascontiguousarray(piece).tobytes()
+            target[...] = 0
+        target[tuple(slice(0, n) for n in piece.shape)] = piece
         if checksum:
-            raw += np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
-        chunks[chunk_key(first + index, values.ndim)] = raw
+            crc = google_crc32c.value(raw[:size])
+            raw[size:] = np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)
+        chunks[chunk_key(first + index, values.ndim)] = raw.data
     return chunks
 
 
@@ -174,31 +182,49 @@ def chunk_keys(document: dict[str, Any]) -> list[str]:
     return [chunk_key(index, len(shape)) for index in range(count)]
 
 
+def _decoded(data: Any, document: dict[str, Any], path: str) -> np.ndarray:
+    """One chunk as an array viewing ``data`` (its checksum verified); zeros for a
+    missing chunk (``None``), which zarr reads as the fill value."""
+    import google_crc32c
+
+    dtype = _dtype(document)
+    chunk = _chunk_shape(document)
+    if data is None:
+        return np.zeros(chunk, dtype=dtype)
+    size = int(np.prod(chunk)) * dtype.itemsize
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    checksum = _checksum(document)
+    body = buffer[:-4] if checksum else buffer
+    if len(body) != size or (
+        checksum and google_crc32c.value(body) != int(buffer[-4:].view("<u4")[0])
+    ):
+        raise MetatensorDaskError(
+            f"a chunk of '{path}' has a wrong size or checksum: the store is damaged"
+        )
+    return body.view(dtype).reshape(chunk)
+
+
 def decode_chunks(raw: list[bytes | None], document: dict[str, Any], path: str) -> np.ndarray:
     """The whole array from its chunks (in :func:`chunk_keys` order; ``None`` is a
     missing chunk, which zarr reads as the fill value)."""
-    import google_crc32c
-
     shape = tuple(int(n) for n in document["shape"])
-    dtype = _dtype(document)
-    chunk = _chunk_shape(document)
-    size = int(np.prod(chunk)) * dtype.itemsize
-    checksum = _checksum(document)
-    pieces = []
-    for data in raw:
-        if data is None:
-            pieces.append(np.zeros(chunk, dtype=dtype))
-            continue
-        body = data[:-4] if checksum else data
-        if len(body) != size or (
-            checksum and np.uint32(google_crc32c.value(body)).astype("<u4").tobytes() != data[-4:]
-        ):
-            raise MetatensorDaskError(
-                f"a chunk of '{path}' has a wrong size or checksum: the store is damaged"
-            )
-        pieces.append(np.frombuffer(body, dtype=dtype).reshape(chunk))
-    native = dtype.newbyteorder("=")
-    if not pieces:
+    native = _dtype(document).newbyteorder("=")
+    if not raw:
         return np.zeros(shape, dtype=native)
-    array = np.concatenate(pieces)[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
+    array = np.concatenate([_decoded(data, document, path) for data in raw])
+    array = array[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
     return np.ascontiguousarray(array, dtype=native)
+
+
+def decode_rows(
+    raw: list[Any], document: dict[str, Any], path: str, start: int, stop: int
+) -> np.ndarray:
+    """Rows ``start:stop`` of an array, from the chunks holding them (``raw[0]`` is the
+    chunk of row ``start``). A region within one chunk views its buffer: no copy."""
+    rows = _chunk_shape(document)[0]
+    pieces = [_decoded(data, document, path) for data in raw]
+    array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    offset = (start // rows) * rows
+    array = array[start - offset : stop - offset]
+    native = _dtype(document).newbyteorder("=")
+    return array if array.dtype == native else array.astype(native)

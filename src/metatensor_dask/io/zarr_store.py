@@ -287,7 +287,7 @@ def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
 
 def plain_chunks(
     path: str, document: dict[str, Any], values: np.ndarray, first: int = 0
-) -> dict[str, bytes]:
+) -> dict[str, memoryview]:
     """The encoded chunks of a plain array (see :func:`is_plain`), by store key."""
     return {f"{path}/{key}": data for key, data in encode_chunks(values, document, first).items()}
 

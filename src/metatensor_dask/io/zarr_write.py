@@ -31,7 +31,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .. import config
-from .._partition import block_row_pointer
+from .._partition import block_row_pointer, gradient_row_chunks
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import zarr_chunks as chunking
@@ -61,7 +61,8 @@ _MODES = ("w-", "w", "a", "r+")
 _PLAN = layout.PROGRESS_PREFIX + "plan.json"
 #: Labels and row pointers are written from the client in batches of about this size.
 _BATCH_BYTES = 64 * 2**20
-#: Small chunks are written together by one task, up to this many and this many bytes.
+#: Small chunks are written together by one task, up to this many and this many bytes
+#: (or the chunk-size setting, if smaller).
 _BATCH_TASKS = 256
 _BATCH_TASK_BYTES = 2**20
 #: Fields of an array document that describe its content (not its chunking/codecs).
@@ -161,7 +162,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
         pointer = block_row_pointer(block, parameter)
         m = gradient.values.shape[0]
         if pointer is not None:
-            gradient_rows = max(-(-m // n_chunks), 1)
+            gradient_rows = _gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
             plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
                 small_template(np.dtype(np.int64), 1),
                 pointer.shape,
@@ -173,6 +174,17 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
         else:
             gradient_rows = chunking.target_rows(m, _sizes(gradient), chunking.default_target())
         _plan_block(plan, gradient, path, gradient_rows, True)
+
+
+def _gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int) -> int:
+    """Rows per stored chunk of a gradient whose values have ``n`` rows in chunks of
+    ``rows``: the co-partitioned chunking when it is a regular grid (the same number of
+    gradient rows per sample), so that operations read each gradient chunk with its
+    values chunk and no rechunking; otherwise an even split in ``n_chunks``."""
+    co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
+    if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
+        return co_partitioned[0]
+    return max(-(-m // n_chunks), 1)
 
 
 def _keys_plan(plan: _Plan, keys: Labels) -> None:
@@ -260,7 +272,7 @@ def _write_graph(
     sources = []
     batch: list[tuple[ArrayRef, tuple[slice, ...], Any, str]] = []
     size = 0
-    limit = _BATCH_TASK_BYTES
+    limit = min(_BATCH_TASK_BYTES, chunking.default_target())
 
     def flush() -> None:
         nonlocal batch, size

@@ -15,8 +15,8 @@ gradient) chunk by chunk, with indices computed eagerly from Labels in numpy:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import dask.array as da
 import numpy as np
@@ -27,10 +27,16 @@ from ..labels import Labels
 
 __all__ = [
     "as_dask",
+    "broadcast_rows",
     "check_no_gradients_of_gradients",
+    "checked_names",
     "coalesce",
     "concatenate_rows",
+    "documented_reduction",
+    "inverse_permutation",
     "lexsort_rows",
+    "max_rows",
+    "reduction_groups",
     "rows_only",
     "select_rows",
     "take_rows",
@@ -69,6 +75,13 @@ def lexsort_rows(values: np.ndarray, descending: bool = False) -> np.ndarray:
     return order[::-1].copy() if descending else order
 
 
+def inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """``rank`` such that ``rank[order[i]] == i``."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
 def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique rows and, for each input row, the index of its unique row."""
     values = np.asarray(values, dtype=np.int32)
@@ -79,10 +92,86 @@ def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique.astype(np.int32), inverse.reshape(-1).astype(np.int64)
 
 
+def checked_names(names: str | Sequence[str], present: Sequence[str], what: str) -> list[str]:
+    """``names`` as a list, each checked to be one of the ``what`` dimensions ``present``
+    (metatensor's message for the reductions)."""
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if name not in present:
+            raise ValueError(
+                f"one of the requested {what} name ({name}) is not part of this TensorMap"
+            )
+    return names
+
+
+def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:
+    """The entries left when the ``reduced`` dimensions of ``labels`` are summed over, and
+    the group (left entry) of each entry of ``labels``.
+
+    Left entries are the sorted unique values of the remaining dimensions, ``_=0`` when
+    none remains; empty ``labels`` give no entry, with the remaining names (``_`` when
+    none remains).
+    """
+    remaining = [n for n in labels.names if n not in reduced]
+    if len(labels) == 0:
+        return Labels.empty(remaining or ["_"]), np.zeros(0, np.int64)
+    if not remaining:
+        return Labels.single(), np.zeros(len(labels), np.int64)
+    columns = [labels.names.index(n) for n in remaining]
+    unique, group = unique_rows(labels.values[:, columns])
+    return Labels._trusted(remaining, unique), group
+
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def documented_reduction(
+    kind: str, axis: str, returns: str, rule: str
+) -> Callable[[Function], Function]:
+    """Append the numpydoc sections shared by the reductions over ``axis`` (``"samples"``
+    or ``"properties"``) of a ``kind`` (``"TensorBlock"`` or ``"TensorMap"``) to the
+    decorated function's docstring, with its ``returns`` text and gradient ``rule``."""
+    what = "block" if kind == "TensorBlock" else "tensor"
+    entry = "sample" if axis == "samples" else "property"
+
+    def decorate(function: Function) -> Function:
+        function.__doc__ += f"""
+
+    Parameters
+    ----------
+    {what}
+        The input; it is not modified.
+    {entry}_names
+        The {entry} dimension(s) to reduce over (they disappear). The remaining
+        dimensions define the groups; reducing over all of them gives the single
+        {entry} ``_=0``.
+
+    Returns
+    -------
+    {kind}
+        {returns}
+
+    Notes
+    -----
+    Gradient rule: {rule}
+    """
+        return function
+
+    return decorate
+
+
+def broadcast_rows(rows: np.ndarray, ndim: int) -> np.ndarray:
+    """Value rows reshaped to broadcast against gradient rows with ``ndim`` axes (the
+    gradient's own components come right after the row axis)."""
+    extra = ndim - rows.ndim
+    return rows.reshape(rows.shape[:1] + (1,) * extra + rows.shape[1:])
+
+
 # -- row selection ------------------------------------------------------------------
 
 
 def _take_local(block: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The rows ``index`` (local to the chunk) of one chunk."""
     return block[index]
 
 
@@ -181,10 +270,6 @@ def max_rows(array: da.Array) -> int:
 # -- values next to gradient rows -----------------------------------------------------
 
 
-def _expand(block: np.ndarray, index: np.ndarray) -> np.ndarray:
-    return block[index]
-
-
 def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Array]:
     """The ``parameter`` gradient values and, chunked like them, the value row of each
     gradient row (``values[gradient.samples.column("sample")]``).
@@ -200,7 +285,7 @@ def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Arra
         local = local_sample_index(pointer, values.chunks[0])
         axes = tuple(range(values.ndim))
         expanded = da.blockwise(
-            _expand,
+            _take_local,
             axes,
             values,
             axes,

@@ -1,21 +1,27 @@
-"""Metadata checks shared by the operations, with metatensor-operations' messages.
+"""Metadata checks and block builders shared by the operations.
 
-Each ``*_impl`` function returns an empty string when the check passes and the message
-metatensor would give otherwise; the ``*_raise`` forms raise :class:`NotEqualError`.
-Nothing here computes values: comparing sample Labels goes through
-:meth:`Labels.__eq__`, which answers from identity or recorded digests before reading
-entries.
+The checks give metatensor-operations' messages: each ``*_impl`` function returns an
+empty string when the check passes and the message metatensor would give otherwise;
+the ``*_raise`` forms raise :class:`NotEqualError`. Nothing here computes values:
+comparing sample Labels goes through :meth:`Labels.__eq__`, which answers from
+identity or recorded digests before reading entries. The builders (:func:`block_like`,
+:func:`derived_block`, :func:`pairwise_block`, :func:`scalar_or_tensor_operation`) put
+new (lazy) values and gradients on existing metadata, refusing gradients of gradients
+as metatensor does.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..block import TensorBlock
 from ..errors import NotEqualError
+from ..labels import Labels
 from ..tensor import TensorMap
+from ._chunkwise import elementwise, gradient_rows
 
 __all__ = [
     "block_like",
@@ -30,10 +36,15 @@ __all__ = [
     "check_same_keys_raise",
     "check_scalar_or_tensor",
     "check_tensor",
+    "derived_block",
+    "first_order_gradients",
     "is_scalar",
     "map_blocks_pairwise",
     "no_gradients_of_gradients",
+    "pairwise_block",
     "parse_check",
+    "raise_not_equal",
+    "scalar_or_tensor_operation",
 ]
 
 
@@ -70,10 +81,14 @@ def check_same_keys_impl(a: TensorMap, b: TensorMap, fname: str) -> str:
     return ""
 
 
-def check_same_keys_raise(a: TensorMap, b: TensorMap, fname: str) -> None:
-    message = check_same_keys_impl(a, b, fname)
+def raise_not_equal(message: str) -> None:
+    """Raise :class:`NotEqualError` with ``message`` unless it is empty (a check passed)."""
     if message:
         raise NotEqualError(message)
+
+
+def check_same_keys_raise(a: TensorMap, b: TensorMap, fname: str) -> None:
+    raise_not_equal(check_same_keys_impl(a, b, fname))
 
 
 def blocks_by_key(a: TensorMap, b: TensorMap) -> list[TensorBlock]:
@@ -93,36 +108,40 @@ def parse_check(check: Sequence[str] | str) -> list[str]:
     return list(check)
 
 
+_METADATA = ("samples", "components", "properties")
+
+
+def _metadata_difference(a: TensorBlock, b: TensorBlock, metadata: str) -> str:
+    """How ``a`` and ``b`` differ in ``metadata`` (one of :data:`_METADATA`): ``""``
+    when they agree, ``"count"`` for different numbers of components, ``"order"`` for
+    different (or differently ordered) labels."""
+    first, second = getattr(a, metadata), getattr(b, metadata)
+    if metadata == "components":
+        if len(first) != len(second):
+            return "count"
+        same = all(x == y for x, y in zip(first, second, strict=True))
+    else:
+        same = first == second
+    return "" if same else "order"
+
+
 def check_blocks_impl(
     a: TensorBlock, b: TensorBlock, fname: str, check: Sequence[str] | str = "all"
 ) -> str:
     """Same samples, components and/or properties, in the same order."""
     for metadata in parse_check(check):
-        if metadata == "samples":
-            if a.samples != b.samples:
-                return (
-                    f"inputs to '{fname}' should have the same samples, "
-                    "but they are not the same or not in the same order"
-                )
-        elif metadata == "properties":
-            if a.properties != b.properties:
-                return (
-                    f"inputs to '{fname}' should have the same properties, "
-                    "but they are not the same or not in the same order"
-                )
-        elif metadata == "components":
-            if len(a.components) != len(b.components):
-                return f"inputs to '{fname}' have a different number of components"
-            for first, second in zip(a.components, b.components, strict=True):
-                if first != second:
-                    return (
-                        f"inputs to '{fname}' should have the same components, "
-                        "but they are not the same or not in the same order"
-                    )
-        else:
+        if metadata not in _METADATA:
             raise ValueError(
                 f"'{metadata}' does not refer to metadata to check, "
                 "choose from 'samples', 'properties' and 'components'"
+            )
+        difference = _metadata_difference(a, b, metadata)
+        if difference == "count":
+            return f"inputs to '{fname}' have a different number of components"
+        if difference:
+            return (
+                f"inputs to '{fname}' should have the same {metadata}, "
+                "but they are not the same or not in the same order"
             )
     return ""
 
@@ -130,9 +149,7 @@ def check_blocks_impl(
 def check_blocks_raise(
     a: TensorBlock, b: TensorBlock, fname: str, check: Sequence[str] | str = "all"
 ) -> None:
-    message = check_blocks_impl(a, b, fname, check)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(check_blocks_impl(a, b, fname, check))
 
 
 def check_same_gradients_impl(
@@ -148,25 +165,18 @@ def check_same_gradients_impl(
     for parameter, gradient_a in a.gradients():
         gradient_b = b.gradient(parameter)
         for metadata in metadata_to_check:
-            different = (
-                f"gradient '{parameter}' {metadata} are not the same or not in the same order"
-            )
-            if metadata == "samples":
-                if gradient_a.samples != gradient_b.samples:
-                    return prefix + different
-            elif metadata == "properties":
-                if gradient_a.properties != gradient_b.properties:
-                    return prefix + different
-            elif metadata == "components":
-                if len(gradient_a.components) != len(gradient_b.components):
-                    return prefix + f"gradient '{parameter}' have different number of components"
-                for first, second in zip(gradient_a.components, gradient_b.components, strict=True):
-                    if first != second:
-                        return prefix + different
-            else:
+            if metadata not in _METADATA:
                 raise ValueError(
                     f"{metadata} is not a valid property to check, "
                     "choose from 'samples', 'properties' and 'components'"
+                )
+            difference = _metadata_difference(gradient_a, gradient_b, metadata)
+            if difference == "count":
+                return prefix + f"gradient '{parameter}' have different number of components"
+            if difference:
+                return (
+                    prefix
+                    + f"gradient '{parameter}' {metadata} are not the same or not in the same order"
                 )
     return ""
 
@@ -174,9 +184,7 @@ def check_same_gradients_impl(
 def check_same_gradients_raise(
     a: TensorBlock, b: TensorBlock, fname: str, check: Sequence[str] | str = "all"
 ) -> None:
-    message = check_same_gradients_impl(a, b, fname, check)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(check_same_gradients_impl(a, b, fname, check))
 
 
 def check_gradient_presence_raise(block: TensorBlock, parameters: list[str], fname: str) -> None:
@@ -195,6 +203,17 @@ def no_gradients_of_gradients(gradient: TensorBlock) -> None:
         raise NotImplementedError("gradients of gradients are not supported")
 
 
+def first_order_gradients(
+    block: TensorBlock, parameters: Sequence[str] | None = None
+) -> Iterator[tuple[str, TensorBlock]]:
+    """``(parameter, gradient)`` for each gradient of ``block`` (or for each of
+    ``parameters``, in that order), refusing gradients of gradients."""
+    for parameter in block.gradients_list() if parameters is None else parameters:
+        gradient = block.gradient(parameter)
+        no_gradients_of_gradients(gradient)
+        yield parameter, gradient
+
+
 def is_scalar(value: object) -> bool:
     """Whether ``value`` is a real number (Python or numpy), not a bool-like array."""
     return isinstance(value, numbers.Real)
@@ -206,9 +225,12 @@ def check_scalar_or_tensor(B: object) -> None:
         raise TypeError(f"`B` must be a metatensor TensorMap or a scalar value, not {type(B)}")
 
 
-def block_like(block: TensorBlock, values: Any, gradients: dict[str, Any]) -> TensorBlock:
+def block_like(
+    block: TensorBlock, values: Any, gradients: dict[str, Any], properties: Labels | None = None
+) -> TensorBlock:
     """A block with the metadata of ``block`` and new values; ``gradients`` maps each
-    kept parameter to its new gradient values (same gradient metadata as ``block``'s)."""
+    kept parameter to its new gradient values (same gradient metadata as ``block``'s).
+    ``properties``, when given, replace the properties of values and gradients."""
     new_gradients = {}
     for parameter, gradient_values in gradients.items():
         gradient = block.gradient(parameter)
@@ -216,12 +238,37 @@ def block_like(block: TensorBlock, values: Any, gradients: dict[str, Any]) -> Te
             gradient_values,
             gradient.samples,
             gradient.components,
-            gradient.properties,
+            gradient.properties if properties is None else properties,
             row_pointer=gradient._row_pointer,
         )
     return TensorBlock._trusted(
-        values, block.samples, block.components, block.properties, new_gradients
+        values,
+        block.samples,
+        block.components,
+        block.properties if properties is None else properties,
+        new_gradients,
     )
+
+
+def derived_block(
+    blocks: Sequence[TensorBlock],
+    values: Any,
+    gradient: Callable[[str, list[Any]], Any],
+    properties: Labels | None = None,
+) -> TensorBlock:
+    """A block like ``blocks[0]`` (see :func:`block_like`) with new ``values`` and, for
+    each of its gradient parameters, ``gradient(parameter, arrays)`` as gradient
+    values, where ``arrays`` holds that gradient's values in every block of ``blocks``
+    (which must all have it). Gradients of gradients are refused."""
+    first, others = blocks[0], blocks[1:]
+    gradients = {}
+    for parameter, gradient_first in first_order_gradients(first):
+        pieces = [gradient_first]
+        for other in others:
+            pieces.append(other.gradient(parameter))
+            no_gradients_of_gradients(pieces[-1])
+        gradients[parameter] = gradient(parameter, [piece.values for piece in pieces])
+    return block_like(first, values, gradients, properties)
 
 
 def map_blocks_pairwise(
@@ -239,3 +286,48 @@ def map_blocks_pairwise(
         check_same_gradients_raise(block_a, block_b, fname)
         blocks.append(function(block_a, block_b))
     return TensorMap._trusted(A.keys, blocks)
+
+
+def pairwise_block(
+    block_1: TensorBlock,
+    block_2: TensorBlock,
+    function: Callable[[Any, Any], Any],
+    gradient_kernel: Callable[..., Any] | None = None,
+) -> TensorBlock:
+    """``function(values_1, values_2)`` element-wise, with ``block_1``'s metadata.
+
+    Gradients are ``function(gradient_1, gradient_2)`` for a linear ``function``
+    (``gradient_kernel`` is ``None``), otherwise ``gradient_kernel(values_1, values_2,
+    gradient_1, gradient_2, index)`` on gradient rows (see :func:`gradient_rows`).
+    """
+    operands = [block_1.values, block_2.values]
+
+    def gradient(parameter: str, gradients: list[Any]) -> Any:
+        if gradient_kernel is None:
+            return elementwise(function, gradients)
+        return gradient_rows(gradient_kernel, operands, gradients, block_1, parameter)
+
+    return derived_block([block_1, block_2], elementwise(function, operands), gradient)
+
+
+def scalar_or_tensor_operation(
+    A: TensorMap,
+    B: object,
+    fname: str,
+    with_scalar: Callable[[TensorBlock, float], TensorBlock],
+    function: Callable[[Any, Any], Any],
+    gradient_kernel: Callable[..., Any] | None = None,
+) -> TensorMap:
+    """``A op B`` for a scalar or TensorMap ``B``, after metatensor's type checks:
+    ``with_scalar(block, float(B))`` on each block of ``A``, or :func:`pairwise_block`
+    with ``function`` and ``gradient_kernel`` on each pair of blocks (see
+    :func:`map_blocks_pairwise`, checked under the name ``fname``)."""
+    check_tensor(A, "A")
+    check_scalar_or_tensor(B)
+    if is_scalar(B):
+        constant = float(B)  # type: ignore[arg-type]
+        return TensorMap._trusted(A.keys, [with_scalar(block, constant) for block in A.blocks()])
+    with_tensor = functools.partial(
+        pairwise_block, function=function, gradient_kernel=gradient_kernel
+    )
+    return map_blocks_pairwise(A, B, fname, with_tensor)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import block_like, check_tensor, no_gradients_of_gradients
+from ._utils import check_tensor, derived_block
 
 __all__ = ["abs"]
 
@@ -17,13 +17,13 @@ def _abs_gradient(values: np.ndarray, gradient: np.ndarray, index: np.ndarray) -
 
 
 def _abs_block(block: TensorBlock) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = gradient_rows(
-            _abs_gradient, [block.values], [gradient.values], block, parameter
-        )
-    return block_like(block, elementwise(np.abs, [block.values]), gradients)
+    return derived_block(
+        [block],
+        elementwise(np.abs, [block.values]),
+        lambda parameter, gradient: gradient_rows(
+            _abs_gradient, [block.values], gradient, block, parameter
+        ),
+    )
 
 
 def abs(A: TensorMap) -> TensorMap:

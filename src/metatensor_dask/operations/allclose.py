@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..block import TensorBlock
-from ..errors import NotEqualError
 from ..tensor import TensorMap
-from ._utils import check_block
+from ._utils import check_block, raise_not_equal
 from .equal import compare_blocks_impl, compare_tensors_impl
 
 __all__ = ["allclose", "allclose_block", "allclose_block_raise", "allclose_raise"]
@@ -85,9 +84,7 @@ def allclose_raise(
         Naming the first difference, e.g. ``blocks for key (a=0) are different: values
         are not allclose``.
     """
-    message = _tensor_impl(tensor_1, tensor_2, rtol, atol, equal_nan)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(_tensor_impl(tensor_1, tensor_2, rtol, atol, equal_nan))
 
 
 def allclose_block(
@@ -110,6 +107,4 @@ def allclose_block_raise(
 ) -> None:
     """As :func:`allclose_block`, raising :class:`NotEqualError` with the first
     difference."""
-    message = _block_impl(block_1, block_2, rtol, atol, equal_nan)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(_block_impl(block_1, block_2, rtol, atol, equal_nan))

@@ -14,7 +14,7 @@ from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._chunkwise import is_lazy
-from ._utils import check_gradient_presence_raise, no_gradients_of_gradients
+from ._utils import block_like, check_gradient_presence_raise, first_order_gradients
 
 __all__ = [
     "block_from_array",
@@ -54,25 +54,14 @@ def _like_block(
         raise TypeError(f"`block` must be a metatensor TensorBlock, not {type(block)}")
     if isinstance(gradients, str):
         gradients = [gradients]
-    if gradients is None:
-        gradients = block.gradients_list()
-    else:
+    if gradients is not None:
         gradients = list(gradients)
         check_gradient_presence_raise(block, gradients, fname)
-    new_gradients = {}
-    for parameter in gradients:
-        gradient = block.gradient(parameter)
-        no_gradients_of_gradients(gradient)
-        new_gradients[parameter] = TensorBlock._trusted(
-            fill(gradient.values),
-            gradient.samples,
-            gradient.components,
-            gradient.properties,
-            row_pointer=gradient._row_pointer,
-        )
-    return TensorBlock._trusted(
-        fill(block.values), block.samples, block.components, block.properties, new_gradients
-    )
+    new_gradients = {
+        parameter: fill(gradient.values)
+        for parameter, gradient in first_order_gradients(block, gradients)
+    }
+    return block_like(block, fill(block.values), new_gradients)
 
 
 def _like_tensor(
@@ -84,7 +73,11 @@ def _like_tensor(
     return TensorMap._trusted(tensor.keys, blocks)
 
 
-_PARAMETERS = """
+_DOC = """{summary}
+
+    Gradients (all of them, or those named by ``gradients``) are created the same way,
+    with the gradient metadata of ``{what}``.
+
     Parameters
     ----------
     {what}
@@ -98,77 +91,49 @@ _PARAMETERS = """
     ------
     ValueError
         If a requested gradient does not exist.
-"""
+    """
 
 
-def empty_like(
-    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorMap:
-    return _like_tensor(tensor, gradients, _empty, "empty_like")
+def _like_functions(
+    fill: Callable, name: str, filled: str
+) -> tuple[Callable[..., TensorMap], Callable[..., TensorBlock]]:
+    """The ``name`` and ``name_block`` functions, creating arrays with ``fill``;
+    ``filled`` describes their values in the docstrings."""
+
+    def like_tensor(
+        tensor: TensorMap,
+        gradients: Sequence[str] | str | None = None,
+        requires_grad: bool = False,
+    ) -> TensorMap:
+        return _like_tensor(tensor, gradients, fill, name)
+
+    def like_block(
+        block: TensorBlock,
+        gradients: Sequence[str] | str | None = None,
+        requires_grad: bool = False,
+    ) -> TensorBlock:
+        return _like_block(block, gradients, fill, name)
+
+    for function, function_name, what in [
+        (like_tensor, name, "tensor"),
+        (like_block, f"{name}_block", "block"),
+    ]:
+        function.__name__ = function.__qualname__ = function_name
+        kind = "map" if what == "tensor" else "block"
+        summary = f"A {kind} like ``{what}`` {filled}, lazily."
+        function.__doc__ = _DOC.format(summary=summary, what=what)
+    return like_tensor, like_block
 
 
-def empty_like_block(
-    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorBlock:
-    return _like_block(block, gradients, _empty, "empty_like")
-
-
-def zeros_like(
-    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorMap:
-    return _like_tensor(tensor, gradients, _zeros, "zeros_like")
-
-
-def zeros_like_block(
-    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorBlock:
-    return _like_block(block, gradients, _zeros, "zeros_like")
-
-
-def ones_like(
-    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorMap:
-    return _like_tensor(tensor, gradients, _ones, "ones_like")
-
-
-def ones_like_block(
-    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorBlock:
-    return _like_block(block, gradients, _ones, "ones_like")
-
-
-def random_uniform_like(
-    tensor: TensorMap, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorMap:
-    return _like_tensor(tensor, gradients, _uniform, "random_uniform_like")
-
-
-def random_uniform_like_block(
-    block: TensorBlock, gradients: Sequence[str] | str | None = None, requires_grad: bool = False
-) -> TensorBlock:
-    return _like_block(block, gradients, _uniform, "random_uniform_like")
-
-
-for _function, _summary, _what in [
-    (empty_like, "A map like ``tensor`` with uninitialised values (lazy).", "tensor"),
-    (empty_like_block, "A block like ``block`` with uninitialised values (lazy).", "block"),
-    (zeros_like, "A map like ``tensor`` filled with zeros (lazy).", "tensor"),
-    (zeros_like_block, "A block like ``block`` filled with zeros (lazy).", "block"),
-    (ones_like, "A map like ``tensor`` filled with ones (lazy).", "tensor"),
-    (ones_like_block, "A block like ``block`` filled with ones (lazy).", "block"),
-    (
-        random_uniform_like,
-        "A map like ``tensor`` with values drawn uniformly in [0, 1) (lazy; numpy's global "
-        "generator for computed tensors, as metatensor).",
-        "tensor",
-    ),
-    (
-        random_uniform_like_block,
-        "A block like ``block`` with values drawn uniformly in [0, 1).",
-        "block",
-    ),
-]:
-    _function.__doc__ = _summary + "\n" + _PARAMETERS.format(what=_what)
+empty_like, empty_like_block = _like_functions(_empty, "empty_like", "with uninitialised values")
+zeros_like, zeros_like_block = _like_functions(_zeros, "zeros_like", "filled with zeros")
+ones_like, ones_like_block = _like_functions(_ones, "ones_like", "filled with ones")
+random_uniform_like, random_uniform_like_block = _like_functions(
+    _uniform,
+    "random_uniform_like",
+    "with values drawn uniformly in [0, 1) (from numpy's global generator for computed "
+    "arrays, as metatensor)",
+)
 
 
 def _product_labels(names: list[str], shape: Sequence[int]) -> Labels:

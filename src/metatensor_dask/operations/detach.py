@@ -7,28 +7,29 @@ import warnings
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_tensor, no_gradients_of_gradients
+from ._utils import check_tensor, first_order_gradients
 
 __all__ = ["detach", "detach_block", "requires_grad", "requires_grad_block"]
 
 
 def _same_block(block: TensorBlock) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = gradient
+    gradients = dict(first_order_gradients(block))
     return TensorBlock._trusted(
         block.values, block.samples, block.components, block.properties, gradients
     )
 
 
 def detach_block(block: TensorBlock) -> TensorBlock:
-    """A new block sharing the arrays of ``block``: there is no autograd graph to cut."""
+    """A new block sharing the arrays of ``block``: there is no autograd graph to cut.
+
+    Gradients are kept unchanged (the same gradient blocks).
+    """
     return _same_block(block)
 
 
 def detach(tensor: TensorMap) -> TensorMap:
-    """A new map sharing the arrays of ``tensor`` (see :func:`detach_block`)."""
+    """A new map sharing the arrays, and the gradients, of ``tensor`` (see
+    :func:`detach_block`)."""
     check_tensor(tensor, "tensor")
     return TensorMap._trusted(tensor.keys, [_same_block(b) for b in tensor.blocks()])
 
@@ -40,14 +41,15 @@ def _warn(requires_grad: bool) -> None:
 
 def requires_grad_block(block: TensorBlock, requires_grad: bool = True) -> TensorBlock:
     """A new block sharing the arrays of ``block``; warns when ``requires_grad`` is
-    True, since numpy and dask arrays cannot track gradients."""
+    True, since numpy and dask arrays cannot track gradients. Explicit gradients are
+    kept unchanged."""
     _warn(requires_grad)
     return _same_block(block)
 
 
 def requires_grad(tensor: TensorMap, requires_grad: bool = True) -> TensorMap:
-    """A new map sharing the arrays of ``tensor``; warns when ``requires_grad`` is True
-    (see :func:`requires_grad_block`)."""
+    """A new map sharing the arrays, and the gradients, of ``tensor``; warns when
+    ``requires_grad`` is True (see :func:`requires_grad_block`)."""
     check_tensor(tensor, "tensor")
     _warn(requires_grad)
     return TensorMap._trusted(tensor.keys, [_same_block(b) for b in tensor.blocks()])

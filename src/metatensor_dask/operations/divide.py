@@ -6,15 +6,8 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import (
-    block_like,
-    check_scalar_or_tensor,
-    check_tensor,
-    is_scalar,
-    map_blocks_pairwise,
-    no_gradients_of_gradients,
-)
+from ._chunkwise import elementwise, rows_for_gradient
+from ._utils import derived_block, scalar_or_tensor_operation
 
 __all__ = ["divide"]
 
@@ -31,29 +24,10 @@ def _divide_gradient(
 
 
 def _divide_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = elementwise(_divide_constant, [gradient.values], (constant,))
     values = elementwise(_divide_constant, [block.values], (constant,))
-    return block_like(block, values, gradients)
-
-
-def _divide_block_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient_1 in block_1.gradients():
-        gradient_2 = block_2.gradient(parameter)
-        no_gradients_of_gradients(gradient_1)
-        no_gradients_of_gradients(gradient_2)
-        gradients[parameter] = gradient_rows(
-            _divide_gradient,
-            [block_1.values, block_2.values],
-            [gradient_1.values, gradient_2.values],
-            block_1,
-            parameter,
-        )
-    values = elementwise(np.true_divide, [block_1.values, block_2.values])
-    return block_like(block_1, values, gradients)
+    return derived_block(
+        [block], values, lambda _, gradient: elementwise(_divide_constant, gradient, (constant,))
+    )
 
 
 def divide(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
@@ -88,9 +62,11 @@ def divide(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
     NotEqualError
         If the metadata of ``A`` and ``B`` differ.
     """
-    check_tensor(A, "A")
-    check_scalar_or_tensor(B)
-    if is_scalar(B):
-        constant = float(B)  # type: ignore[arg-type]
-        return TensorMap._trusted(A.keys, [_divide_block_constant(b, constant) for b in A.blocks()])
-    return map_blocks_pairwise(A, B, "divide", _divide_block_block)  # type: ignore[arg-type]
+    return scalar_or_tensor_operation(
+        A,
+        B,
+        "divide",
+        _divide_block_constant,
+        np.true_divide,
+        _divide_gradient,
+    )

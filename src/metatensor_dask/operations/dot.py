@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import per_row_chunk
-from ._utils import blocks_by_key, check_same_keys_raise, check_tensor, no_gradients_of_gradients
+from ._utils import blocks_by_key, check_same_keys_raise, check_tensor, derived_block
 
 __all__ = ["dot"]
 
@@ -31,21 +31,13 @@ def _dot_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
     values = per_row_chunk(
         _dot_rows, block_1.values, [block_2.values], (*block_1.shape[1:-1], n_out), dtype
     )
-    gradients = {}
-    for parameter, gradient in block_1.gradients():
-        no_gradients_of_gradients(gradient)
-        gradient_values = per_row_chunk(
-            _dot_rows, gradient.values, [block_2.values], (*gradient.shape[1:-1], n_out), dtype
-        )
-        gradients[parameter] = TensorBlock._trusted(
-            gradient_values,
-            gradient.samples,
-            gradient.components,
-            block_2.samples,
-            row_pointer=gradient._row_pointer,
-        )
-    return TensorBlock._trusted(
-        values, block_1.samples, block_1.components, block_2.samples, gradients
+    return derived_block(
+        [block_1],
+        values,
+        lambda _, gradient: per_row_chunk(
+            _dot_rows, gradient[0], [block_2.values], (*gradient[0].shape[1:-1], n_out), dtype
+        ),
+        properties=block_2.samples,
     )
 
 

@@ -50,6 +50,10 @@ def drop_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMa
     -------
     TensorMap
         The remaining blocks, in the order of ``tensor``, with their gradients.
+
+    Notes
+    -----
+    Gradient rule: kept blocks keep their gradients unchanged.
     """
     _check_args(tensor, keys, copy)
     removed = np.zeros(len(tensor), bool)
@@ -74,6 +78,10 @@ def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> Tensor
     TensorMap
         The matching blocks with their gradients, in the order of ``tensor`` (not of
         ``keys``, as in metatensor).
+
+    Notes
+    -----
+    Gradient rule: kept blocks keep their gradients unchanged.
     """
     _check_args(tensor, keys, copy)
     return _kept(tensor, tensor.keys.select(keys).astype(np.int64), copy)
@@ -93,6 +101,10 @@ def drop_empty_blocks(tensor: TensorMap, copy: bool = False) -> TensorMap:
     -------
     TensorMap
         The non-empty blocks, in order, with their gradients.
+
+    Notes
+    -----
+    Gradient rule: kept blocks keep their gradients unchanged.
     """
     _check_args(tensor, None, copy)
     full = [i for i, block in enumerate(tensor.blocks()) if 0 not in block.shape]

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from ..block import TensorBlock
-from ..errors import NotEqualError
 from ..tensor import TensorMap
 from ._chunkwise import compare_pairs
 from ._utils import (
@@ -18,6 +17,7 @@ from ._utils import (
     check_same_gradients_impl,
     check_same_keys_impl,
     check_tensor,
+    raise_not_equal,
 )
 
 __all__ = ["equal", "equal_block", "equal_block_raise", "equal_raise"]
@@ -130,9 +130,7 @@ def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
         Naming the first difference, e.g. ``blocks for key (a=0) are different: values
         are not equal``.
     """
-    message = compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal")
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal"))
 
 
 def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:
@@ -142,6 +140,4 @@ def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:
 
 def equal_block_raise(block_1: TensorBlock, block_2: TensorBlock) -> None:
     """As :func:`equal_block`, raising :class:`NotEqualError` with the first difference."""
-    message = _equal_block_impl(block_1, block_2)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(_equal_block_impl(block_1, block_2))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..block import TensorBlock
-from ..errors import NotEqualError
 from ..tensor import TensorMap
 from ._utils import (
     blocks_by_key,
     check_blocks_impl,
     check_same_gradients_impl,
     check_same_keys_impl,
+    raise_not_equal,
 )
 
 __all__ = [
@@ -99,9 +99,7 @@ def equal_metadata_raise(
     NotEqualError
         Naming the first difference (in metatensor's words).
     """
-    message = _tensor_impl(tensor_1, tensor_2, check, check_gradients)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(_tensor_impl(tensor_1, tensor_2, check, check_gradients))
 
 
 def equal_metadata_block(
@@ -121,6 +119,4 @@ def equal_metadata_block_raise(
     check_gradients: bool = True,
 ) -> None:
     """As :func:`equal_metadata_block`, raising :class:`NotEqualError`."""
-    message = _block_impl(block_1, block_2, check, check_gradients)
-    if message:
-        raise NotEqualError(message)
+    raise_not_equal(_block_impl(block_1, block_2, check, check_gradients))

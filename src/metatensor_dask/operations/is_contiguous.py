@@ -9,7 +9,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import is_lazy
-from ._utils import check_tensor, no_gradients_of_gradients
+from ._utils import check_tensor, first_order_gradients
 
 __all__ = ["is_contiguous", "is_contiguous_block"]
 
@@ -40,13 +40,9 @@ def is_contiguous_block(block: TensorBlock) -> bool:
     bool
         Whether every array is known to be C-contiguous.
     """
-    if not _array_is_contiguous(block.values):
-        return False
-    for _, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        if not _array_is_contiguous(gradient.values):
-            return False
-    return True
+    return _array_is_contiguous(block.values) and all(
+        _array_is_contiguous(gradient.values) for _, gradient in first_order_gradients(block)
+    )
 
 
 def is_contiguous(tensor: TensorMap) -> bool:

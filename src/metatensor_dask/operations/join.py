@@ -330,7 +330,11 @@ def join_blocks(
     Returns
     -------
     TensorBlock
-        A lazy block; the gradient rule is that of :func:`join`.
+        A lazy block.
+
+    Notes
+    -----
+    Gradient rule: as :func:`join`, gradient rows are stacked with their values.
     """
     if not isinstance(blocks, (list, tuple)):
         raise TypeError(f"`blocks` must be a list or a tuple, not {type(blocks)}")

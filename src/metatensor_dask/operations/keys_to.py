@@ -9,7 +9,7 @@ moves and stay co-partitioned with their values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
@@ -23,7 +23,9 @@ from ..tensor import TensorMap
 from ._manipulation_utils import (
     as_dask,
     coalesce,
+    inverse_permutation,
     lexsort_rows,
+    max_rows,
     rows_only,
     take_rows,
     unique_rows,
@@ -60,8 +62,7 @@ def _first_appearance(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique rows in order of first appearance, and each row's position among them."""
     unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
+    rank = inverse_permutation(order)
     return unique[order].astype(np.int32), rank[inverse.reshape(-1)]
 
 
@@ -102,6 +103,22 @@ def _groups(
     return keys, members, tensor.keys.values[:, moved]
 
 
+def _keys_moved(
+    tensor: TensorMap,
+    keys_to_move: Any,
+    function: str,
+    merge: Callable[[list[TensorBlock], np.ndarray, list[str], Labels | None], TensorBlock],
+) -> TensorMap:
+    """Check the arguments of ``function``, then build each new block with ``merge(blocks,
+    their moved key values, moved names, selected key entries or None)``; ``info`` is
+    kept."""
+    check_tensor(tensor, "tensor")
+    names, selected = _names_to_move(keys_to_move, function)
+    keys, members, moved = _groups(tensor, names, function)
+    blocks = [merge([tensor.block_by_id(i) for i in m], moved[m], names, selected) for m in members]
+    return TensorMap._trusted(keys, blocks, tensor.info())
+
+
 def _merge_samples(
     sample_values: list[np.ndarray], sort_samples: bool
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -110,14 +127,13 @@ def _merge_samples(
     merged, position = _first_appearance(np.concatenate(sample_values))
     if sort_samples:
         order = lexsort_rows(merged)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
-        merged, position = merged[order], rank[position]
-    mappings, start = [], 0
-    for values in sample_values:
-        mappings.append(position[start : start + len(values)])
-        start += len(values)
-    return merged, mappings
+        merged, position = merged[order], inverse_permutation(order)[position]
+    return merged, _split_like(position, sample_values)
+
+
+def _split_like(array: np.ndarray, pieces: list[np.ndarray]) -> list[np.ndarray]:
+    """``array`` (one entry per row of the concatenated ``pieces``) cut like ``pieces``."""
+    return np.split(array, np.cumsum([len(p) for p in pieces])[:-1])
 
 
 def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
@@ -145,11 +161,7 @@ def _merged_gradient_samples(
     merged, position = unique_rows(np.concatenate(renumbered))
     if len(position) == 0:
         merged = np.zeros((0, len(names)), np.int32)
-    positions, start = [], 0
-    for rows in renumbered:
-        positions.append(position[start : start + len(rows)])
-        start += len(rows)
-    return Labels._trusted(names, merged), positions
+    return Labels._trusted(names, merged), _split_like(position, renumbered)
 
 
 def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: float) -> da.Array:
@@ -164,10 +176,6 @@ def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: floa
         return out
 
     return array.map_blocks(spread, chunks=(*array.chunks[:-1], (width,)), dtype=array.dtype)
-
-
-def _row_limit(array: da.Array) -> int:
-    return max([1, *array.chunks[0]])
 
 
 def _finish(
@@ -225,7 +233,7 @@ def _merge_along_samples(
         for b, c in zip(blocks, columns, strict=False)
     ]
     values = take_rows(da.concatenate(pieces), _source_rows(mappings, len(merged)))
-    limits = [max(_row_limit(p) for p in pieces)]
+    limits = [max(max_rows(p) for p in pieces)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
         gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
@@ -236,7 +244,7 @@ def _merge_along_samples(
         source = _source_rows(positions, len(gradient_samples))
         array = take_rows(da.concatenate(gradient_pieces), source)
         gradients[parameter] = (array, gradient_samples, first_gradient.components)
-        limits.append(max(_row_limit(p) for p in gradient_pieces))
+        limits.append(max(max_rows(p) for p in gradient_pieces))
     return _finish(values, gradients, samples, first.components, properties, limits)
 
 
@@ -275,16 +283,14 @@ def keys_to_samples(
     co-partitioned with the values. Values are concatenated lazily and reordered
     only when sorting changes the order.
     """
-    check_tensor(tensor, "tensor")
-    names, _ = _names_to_move(keys_to_move, "keys_to_samples")
-    keys, members, moved = _groups(tensor, names, "keys_to_samples")
-    blocks = [
-        _merge_along_samples(
-            [tensor.block_by_id(i) for i in m], moved[m], names, fill_value, sort_samples
-        )
-        for m in members
-    ]
-    return TensorMap._trusted(keys, blocks, tensor.info())
+    return _keys_moved(
+        tensor,
+        keys_to_move,
+        "keys_to_samples",
+        lambda blocks, moved, names, _: _merge_along_samples(
+            blocks, moved, names, fill_value, sort_samples
+        ),
+    )
 
 
 # -- keys to properties ---------------------------------------------------------------
@@ -385,7 +391,7 @@ def _merge_along_properties(
     template = da.zeros((len(merged), *first.shape[1:]), dtype=first.dtype)
     like = value_pieces[0][1] if value_pieces else template
     values = _placed(value_pieces, width, len(merged), like, fill)
-    limits = [max(_row_limit(as_dask(b.values)) for b in blocks)]
+    limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
         gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
@@ -402,7 +408,7 @@ def _merge_along_properties(
             gradient_samples,
             first_gradient.components,
         )
-        limits.append(max(_row_limit(as_dask(b.gradient(parameter).values)) for b in blocks))
+        limits.append(max(max_rows(as_dask(b.gradient(parameter).values)) for b in blocks))
     return _finish(values, gradients, samples, first.components, properties, limits)
 
 
@@ -444,21 +450,14 @@ def keys_to_properties(
     renumbered), each block filling its own columns. When all merged blocks have the
     same samples, values are only concatenated along properties (no row gather).
     """
-    check_tensor(tensor, "tensor")
-    names, selected = _names_to_move(keys_to_move, "keys_to_properties")
-    keys, members, moved = _groups(tensor, names, "keys_to_properties")
-    blocks = [
-        _merge_along_properties(
-            [tensor.block_by_id(i) for i in m],
-            moved[m],
-            names,
-            selected,
-            fill_value,
-            sort_samples,
-        )
-        for m in members
-    ]
-    return TensorMap._trusted(keys, blocks, tensor.info())
+    return _keys_moved(
+        tensor,
+        keys_to_move,
+        "keys_to_properties",
+        lambda blocks, moved, names, selected: _merge_along_properties(
+            blocks, moved, names, selected, fill_value, sort_samples
+        ),
+    )
 
 
 # -- components to properties -----------------------------------------------------------

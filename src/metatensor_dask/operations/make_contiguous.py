@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise
-from ._utils import block_like, check_tensor, no_gradients_of_gradients
+from ._utils import check_tensor, derived_block
 
 __all__ = ["make_contiguous", "make_contiguous_block"]
 
@@ -26,11 +26,10 @@ def make_contiguous_block(block: TensorBlock) -> TensorBlock:
     TensorBlock
         A block with the same metadata.
     """
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = elementwise(np.ascontiguousarray, [gradient.values])
-    return block_like(block, elementwise(np.ascontiguousarray, [block.values]), gradients)
+    values = elementwise(np.ascontiguousarray, [block.values])
+    return derived_block(
+        [block], values, lambda _, gradient: elementwise(np.ascontiguousarray, gradient)
+    )
 
 
 def make_contiguous(tensor: TensorMap) -> TensorMap:

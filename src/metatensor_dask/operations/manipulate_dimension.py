@@ -22,16 +22,14 @@ __all__ = [
 ]
 
 
-def _check_axis(axis: str) -> None:
+def _check_axis(axis: str, function: str) -> None:
+    """metatensor's check of ``axis``; only ``rename_dimension`` can change components."""
     if axis not in ("keys", "samples", "components", "properties"):
         raise ValueError(
             f"'{axis}' is not a valid axis. Choose from 'keys', 'samples', 'components', "
             "or 'properties'."
         )
-
-
-def _no_components(axis: str, function: str) -> None:
-    if axis == "components":
+    if axis == "components" and function != "rename_dimension":
         raise ValueError(
             f"`{function}` can not change 'components': each component has exactly one "
             "dimension. Use 'keys', 'samples' or 'properties', or `rename_dimension` to "
@@ -39,33 +37,54 @@ def _no_components(axis: str, function: str) -> None:
         )
 
 
+Change = Callable[[Labels], Labels]
+
+
+def _unchanged(labels: Labels) -> Labels:
+    return labels
+
+
 def _relabelled(
-    tensor: TensorMap,
-    axis: str,
-    change: Callable[[Labels], Labels],
+    tensor: TensorMap, axis: str, change: Change, if_present: Change = _unchanged
 ) -> TensorMap:
-    """Apply ``change`` to the keys, or to the samples or properties of every block."""
+    """Apply ``change`` to the keys, or to the samples or properties of every block.
+
+    ``if_present`` (a change that keeps labels lacking the dimension as they are) is
+    applied to the components of blocks and gradients for ``axis="components"``, and to
+    the gradient samples for ``axis="samples"``; gradient properties follow the block's.
+    """
     keys = change(tensor.keys) if axis == "keys" else tensor.keys
     blocks = []
     for block in tensor.blocks():
         samples = change(block.samples) if axis == "samples" else block.samples
+        components = _components(block, axis, if_present)
         properties = change(block.properties) if axis == "properties" else block.properties
         gradients = {
-            parameter: _with_properties(gradient, properties)
-            for parameter, gradient in block.gradients()
+            p: _relabelled_gradient(g, axis, if_present, properties) for p, g in block.gradients()
         }
         blocks.append(
-            TensorBlock._trusted(block.values, samples, block.components, properties, gradients)
+            TensorBlock._trusted(block.values, samples, components, properties, gradients)
         )
     return TensorMap._trusted(keys, blocks)
 
 
-def _with_properties(gradient: TensorBlock, properties: Labels) -> TensorBlock:
-    nested = {p: _with_properties(g, properties) for p, g in gradient.gradients()}
+def _components(block: TensorBlock, axis: str, if_present: Change) -> list[Labels]:
+    if axis == "components":
+        return [if_present(c) for c in block.components]
+    return block.components
+
+
+def _relabelled_gradient(
+    gradient: TensorBlock, axis: str, if_present: Change, properties: Labels
+) -> TensorBlock:
+    samples = if_present(gradient.samples) if axis == "samples" else gradient.samples
+    nested = {
+        p: _relabelled_gradient(g, axis, if_present, properties) for p, g in gradient.gradients()
+    }
     return TensorBlock._trusted(
         gradient.values,
-        gradient.samples,
-        gradient.components,
+        samples,
+        _components(gradient, axis, if_present),
         properties,
         nested,
         row_pointer=gradient._row_pointer,
@@ -110,8 +129,7 @@ def insert_dimension(
     components have exactly one dimension each.
     """
     check_tensor(tensor, "tensor")
-    _check_axis(axis)
-    _no_components(axis, "insert_dimension")
+    _check_axis(axis, "insert_dimension")
     return _relabelled(
         tensor, axis, lambda labels: labels.insert(index, name, _column(values, len(labels)))
     )
@@ -126,9 +144,9 @@ def append_dimension(
 
     Notes
     -----
-    Gradients are unchanged (see :func:`insert_dimension`). The dimension goes after
-    the existing ones (metatensor-core's ``Labels.append`` inserts at the number of
-    *entries* instead; this function, like metatensor-operations', does not).
+    Gradient rule: as :func:`insert_dimension`, gradients are unchanged. The dimension
+    goes after the existing ones (metatensor-core's ``Labels.append`` inserts at the
+    number of *entries* instead; this function, like metatensor-operations', does not).
     """
     check_tensor(tensor, "tensor")
     if axis == "keys":
@@ -163,12 +181,12 @@ def remove_dimension(tensor: TensorMap, axis: str, name: str) -> TensorMap:
 
     Notes
     -----
-    Gradients are unchanged (their properties follow). ``axis="components"`` raises
-    (metatensor 0.5.0 silently does nothing).
+    Gradient rule: labels do not change values, so gradients are unchanged (their
+    properties follow). ``axis="components"`` raises (metatensor 0.5.0 silently does
+    nothing).
     """
     check_tensor(tensor, "tensor")
-    _check_axis(axis)
-    _no_components(axis, "remove_dimension")
+    _check_axis(axis, "remove_dimension")
     return _relabelled(tensor, axis, lambda labels: labels.remove(name))
 
 
@@ -191,33 +209,13 @@ def permute_dimensions(tensor: TensorMap, axis: str, dimensions_indexes: list[in
 
     Notes
     -----
-    Gradients are unchanged (their properties follow). ``axis="components"`` raises
-    (metatensor 0.5.0 silently does nothing).
+    Gradient rule: labels do not change values, so gradients are unchanged (their
+    properties follow). ``axis="components"`` raises (metatensor 0.5.0 silently does
+    nothing).
     """
     check_tensor(tensor, "tensor")
-    _check_axis(axis)
-    _no_components(axis, "permute_dimensions")
+    _check_axis(axis, "permute_dimensions")
     return _relabelled(tensor, axis, lambda labels: labels.permute(dimensions_indexes))
-
-
-def _rename_components(components: list[Labels], old: str, new: str) -> list[Labels]:
-    return [c.rename(old, new) if old in c.names else c for c in components]
-
-
-def _renamed_gradient(
-    gradient: TensorBlock, axis: str, old: str, new: str, properties: Labels
-) -> TensorBlock:
-    samples = gradient.samples
-    if axis == "samples" and old in samples.names:
-        samples = samples.rename(old, new)
-    components = gradient.components
-    if axis == "components":
-        components = _rename_components(components, old, new)
-    nested = {p: _renamed_gradient(g, axis, old, new, properties) for p, g in gradient.gradients()}
-    pointer = gradient._row_pointer
-    return TensorBlock._trusted(
-        gradient.values, samples, components, properties, nested, row_pointer=pointer
-    )
 
 
 def rename_dimension(tensor: TensorMap, axis: str, old: str, new: str) -> TensorMap:
@@ -239,26 +237,15 @@ def rename_dimension(tensor: TensorMap, axis: str, old: str, new: str) -> Tensor
 
     Notes
     -----
-    Gradients are unchanged. Renaming a sample dimension also renames it in the
-    gradient samples when they have it; renaming a component renames it in the
-    gradient components too.
+    Gradient rule: labels do not change values, so gradients are unchanged. Renaming a
+    sample dimension also renames it in the gradient samples when they have it;
+    renaming a component renames it in the gradient components too.
     """
     check_tensor(tensor, "tensor")
-    _check_axis(axis)
-    keys = tensor.keys.rename(old, new) if axis == "keys" else tensor.keys
-    blocks = []
-    for block in tensor.blocks():
-        samples = block.samples.rename(old, new) if axis == "samples" else block.samples
-        components = block.components
-        if axis == "components":
-            components = _rename_components(components, old, new)
-        properties = block.properties
-        if axis == "properties":
-            properties = properties.rename(old, new)
-        gradients = {
-            p: _renamed_gradient(g, axis, old, new, properties) for p, g in block.gradients()
-        }
-        blocks.append(
-            TensorBlock._trusted(block.values, samples, components, properties, gradients)
-        )
-    return TensorMap._trusted(keys, blocks)
+    _check_axis(axis, "rename_dimension")
+    return _relabelled(
+        tensor,
+        axis,
+        lambda labels: labels.rename(old, new),
+        lambda labels: labels.rename(old, new) if old in labels.names else labels,
+    )

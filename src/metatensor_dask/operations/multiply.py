@@ -6,15 +6,8 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import (
-    block_like,
-    check_scalar_or_tensor,
-    check_tensor,
-    is_scalar,
-    map_blocks_pairwise,
-    no_gradients_of_gradients,
-)
+from ._chunkwise import elementwise, rows_for_gradient
+from ._utils import derived_block, scalar_or_tensor_operation
 
 __all__ = ["multiply"]
 
@@ -36,31 +29,12 @@ def _multiply_gradient(
 
 
 def _multiply_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = elementwise(
-            _multiply_constant_gradient, [gradient.values], (constant,)
-        )
     values = elementwise(_multiply_constant, [block.values], (constant,))
-    return block_like(block, values, gradients)
-
-
-def _multiply_block_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient_1 in block_1.gradients():
-        gradient_2 = block_2.gradient(parameter)
-        no_gradients_of_gradients(gradient_1)
-        no_gradients_of_gradients(gradient_2)
-        gradients[parameter] = gradient_rows(
-            _multiply_gradient,
-            [block_1.values, block_2.values],
-            [gradient_1.values, gradient_2.values],
-            block_1,
-            parameter,
-        )
-    values = elementwise(np.multiply, [block_1.values, block_2.values])
-    return block_like(block_1, values, gradients)
+    return derived_block(
+        [block],
+        values,
+        lambda _, gradient: elementwise(_multiply_constant_gradient, gradient, (constant,)),
+    )
 
 
 def multiply(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
@@ -95,10 +69,11 @@ def multiply(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
     NotEqualError
         If the metadata of ``A`` and ``B`` differ.
     """
-    check_tensor(A, "A")
-    check_scalar_or_tensor(B)
-    if is_scalar(B):
-        constant = float(B)  # type: ignore[arg-type]
-        blocks = [_multiply_block_constant(b, constant) for b in A.blocks()]
-        return TensorMap._trusted(A.keys, blocks)
-    return map_blocks_pairwise(A, B, "multiply", _multiply_block_block)  # type: ignore[arg-type]
+    return scalar_or_tensor_operation(
+        A,
+        B,
+        "multiply",
+        _multiply_block_constant,
+        np.multiply,
+        _multiply_gradient,
+    )

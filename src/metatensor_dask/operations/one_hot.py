@@ -25,6 +25,10 @@ def one_hot(labels: Labels, dimension: Labels) -> np.ndarray:
         An int32 array of shape ``(len(labels), len(dimension))`` with a single 1 per
         row, in the column of that row's value in ``dimension``. Labels live in
         memory, so this is a numpy array.
+
+    Notes
+    -----
+    Gradient rule: none applies; the encoding is built from labels, not values.
     """
     if len(dimension.names) != 1:
         raise ValueError(

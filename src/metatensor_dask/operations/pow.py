@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import block_like, check_tensor, is_scalar, no_gradients_of_gradients
+from ._utils import check_tensor, derived_block, is_scalar
 
 __all__ = ["pow"]
 
@@ -23,14 +23,14 @@ def _power_gradient(
 
 
 def _pow_block(block: TensorBlock, exponent: float) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        no_gradients_of_gradients(gradient)
-        gradients[parameter] = gradient_rows(
-            _power_gradient, [block.values], [gradient.values], block, parameter, (exponent,)
-        )
     values = elementwise(_power, [block.values], (exponent,))
-    return block_like(block, values, gradients)
+    return derived_block(
+        [block],
+        values,
+        lambda parameter, gradient: gradient_rows(
+            _power_gradient, [block.values], gradient, block, parameter, (exponent,)
+        ),
+    )
 
 
 def pow(A: TensorMap, B: float | int) -> TensorMap:

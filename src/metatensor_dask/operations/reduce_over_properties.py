@@ -13,13 +13,15 @@ from collections.abc import Callable
 import numpy as np
 
 from ..block import TensorBlock
-from ..labels import Labels
 from ..tensor import TensorMap
 from ._manipulation_utils import (
     as_dask,
+    broadcast_rows,
     check_no_gradients_of_gradients,
+    checked_names,
+    documented_reduction,
+    reduction_groups,
     rows_only,
-    unique_rows,
     values_at_gradient_rows,
 )
 from ._segments import rowwise
@@ -78,36 +80,21 @@ def _gradient_function(
 
     def reduce(gradient: np.ndarray, values: np.ndarray) -> np.ndarray:
         centered = values - groups.mean(values)[..., groups.group]
-        extra = gradient.ndim - values.ndim
-        shape = centered.shape[:1] + (1,) * extra + centered.shape[1:]
-        moment = groups.sum(gradient * centered.reshape(shape)) / groups.counts
+        moment = groups.sum(gradient * broadcast_rows(centered, gradient.ndim)) / groups.counts
         if reduction == "var":
             return 2 * moment
         std = np.sqrt(groups.var(values))
         with np.errstate(divide="ignore", invalid="ignore"):
-            result = moment / std.reshape(std.shape[:1] + (1,) * extra + std.shape[1:])
+            result = moment / broadcast_rows(std, gradient.ndim)
         return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
 
     return reduce
 
 
-def _names_list(names: Names) -> list[str]:
-    return [names] if isinstance(names, str) else list(names)
-
-
-def _check_names(names: list[str], present: list[str]) -> None:
-    for name in names:
-        if name not in present:
-            raise ValueError(
-                f"one of the requested property name ({name}) is not part of this TensorMap"
-            )
-
-
 def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    remaining = [n for n in block.properties.names if n not in property_names]
+    properties, group = reduction_groups(block.properties, property_names)
     if len(block.properties) == 0:
-        properties = Labels.empty(remaining or ["_"])
         gradients = {
             p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
             for p, g in block.gradients()
@@ -115,13 +102,6 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
         return TensorBlock._trusted(
             block.values, block.samples, block.components, properties, gradients
         )
-    if remaining:
-        columns = [block.properties.names.index(n) for n in remaining]
-        new_properties, group = unique_rows(block.properties.values[:, columns])
-        properties = Labels._trusted(remaining, new_properties)
-    else:
-        group = np.zeros(len(block.properties), np.int64)
-        properties = Labels.single()
     groups = _Groups(group, len(properties))
 
     values = rows_only(as_dask(block.values))
@@ -156,8 +136,7 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
 
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = _names_list(property_names)
-    _check_names(names, tensor.property_names)
+    names = checked_names(property_names, tensor.property_names, "property")
     return TensorMap._trusted(
         tensor.keys, [_reduce_block(b, names, reduction) for b in tensor.blocks()]
     )
@@ -165,41 +144,16 @@ def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorM
 
 def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = _names_list(property_names)
-    _check_names(names, block.properties.names)
+    names = checked_names(property_names, block.properties.names, "property")
     return _reduce_block(block, names, reduction)
 
 
 def _documented(kind: str, rule: str):
-    """Add the shared numpydoc sections of the reductions to a docstring."""
-    what = "block" if kind == "TensorBlock" else "tensor"
-
-    def decorate(function):
-        function.__doc__ += f"""
-    Parameters
-    ----------
-    {what}
-        The input; it is not modified.
-    property_names
-        The property dimension(s) to reduce over (they disappear). The remaining
-        dimensions define the groups; reducing over all of them gives the single
-        property ``_=0``.
-
-    Returns
-    -------
-    {kind}
-        A lazy result with one property per group (sorted); samples, components and
-        gradient samples are unchanged.
-
-    Notes
-    -----
-    Gradient rule: {rule}
-    """
-        return function
-
-    return decorate
+    return documented_reduction(kind, "properties", _RETURNS, rule)
 
 
+_RETURNS = """A lazy result with one property per group (sorted); samples, components and
+        gradient samples are unchanged."""
 _SUM = r":math:`\nabla \sum_p x_p = \sum_p \nabla x_p`."
 _MEAN = (
     r":math:`\nabla \bar{x} = \frac{1}{n} \sum_p \nabla x_p` over the :math:`n` "

@@ -17,7 +17,11 @@ from ..labels import Labels
 from ..tensor import TensorMap
 from ._manipulation_utils import (
     as_dask,
+    broadcast_rows,
     check_no_gradients_of_gradients,
+    checked_names,
+    documented_reduction,
+    reduction_groups,
     rows_only,
     unique_rows,
     values_at_gradient_rows,
@@ -52,9 +56,7 @@ def _centered_gradient(
 ) -> np.ndarray:
     """``(x_s - mean_g) * dx`` for gradient rows, broadcasting values over the gradient's
     own components."""
-    centered = values - mean[group]
-    extra = gradient.ndim - centered.ndim
-    return gradient * centered.reshape(centered.shape[:1] + (1,) * extra + centered.shape[1:])
+    return gradient * broadcast_rows(values - mean[group], gradient.ndim)
 
 
 def _per_row(array: da.Array, counts: np.ndarray) -> da.Array:
@@ -67,30 +69,15 @@ def _std_gradient(
     centered: np.ndarray, std: np.ndarray, group: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     scale = std[group] * counts.reshape((-1,) + (1,) * (std.ndim - 1))
-    extra = centered.ndim - scale.ndim
-    scale = scale.reshape(scale.shape[:1] + (1,) * extra + scale.shape[1:])
     with np.errstate(divide="ignore", invalid="ignore"):
-        result = centered / scale
+        result = centered / broadcast_rows(scale, centered.ndim)
     return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def _names_list(names: Names) -> list[str]:
-    return [names] if isinstance(names, str) else list(names)
-
-
-def _check_names(sample_names: list[str], present: list[str]) -> None:
-    for name in sample_names:
-        if name not in present:
-            raise ValueError(
-                f"one of the requested sample name ({name}) is not part of this TensorMap"
-            )
 
 
 def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    remaining = [n for n in block.samples.names if n not in sample_names]
+    samples, group = reduction_groups(block.samples, sample_names)
     if len(block.samples) == 0:
-        samples = Labels.empty(remaining or ["_"])
         return TensorBlock._trusted(
             block.values,
             samples,
@@ -98,13 +85,6 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             block.properties,
             dict(block.gradients()),
         )
-    columns = [block.samples.names.index(n) for n in remaining]
-    if remaining:
-        new_samples, group = unique_rows(block.samples.values[:, columns])
-        samples = Labels._trusted(remaining, new_samples)
-    else:
-        group = np.zeros(len(block.samples), np.int64)
-        samples = Labels.single()
     n_groups = len(samples)
     counts = np.bincount(group, minlength=n_groups)
 
@@ -200,131 +180,85 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
 
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = _names_list(sample_names)
-    _check_names(names, tensor.sample_names)
+    names = checked_names(sample_names, tensor.sample_names, "sample")
     blocks = [_reduce_block(block, names, reduction) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks)
 
 
 def _reduce_one(block: TensorBlock, sample_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = _names_list(sample_names)
-    _check_names(names, block.samples.names)
+    names = checked_names(sample_names, block.samples.names, "sample")
     return _reduce_block(block, names, reduction)
 
 
-def _documented(kind: str):
-    """Append the shared numpydoc sections of the reductions to a docstring."""
-    what = "block" if kind == "TensorBlock" else "tensor"
+def _documented(kind: str, rule: str):
+    return documented_reduction(kind, "samples", _RETURNS, rule)
 
-    def decorate(function):
-        function.__doc__ += f"""
-    Parameters
-    ----------
-    {what}
-        The input; it is not modified.
-    sample_names
-        The sample dimension(s) to reduce over (they disappear). The remaining
-        dimensions define the groups; reducing over all of them gives the single
-        sample ``_=0``.
 
-    Returns
-    -------
-    {kind}
-        A lazy result with one sample per group, sorted. Partial sums are computed
+_RETURNS = """A lazy result with one sample per group, sorted. Partial sums are computed
         chunk by chunk and combined in a tree; gradients follow the same path. An
         empty block stays empty, with the remaining sample names (``_`` when all are
-        reduced, where metatensor gives no names and so an invalid map).
-    """
-        return function
+        reduced, where metatensor gives no names and so an invalid map)."""
+_SUM = r""":math:`\nabla \sum_i x_i = \sum_i \nabla x_i`. Gradient rows are renumbered to their
+    group, and rows with the same entries are added."""
+_MEAN = r""":math:`\nabla \bar{x} = \frac{1}{n} \sum_i \nabla x_i`, with :math:`n` the number of
+    samples in the group. metatensor-operations 0.5.0 divides by the number of gradient
+    rows merged instead, which is wrong when some samples have no gradient row for an
+    entry (sparse gradients); this follows the math."""
+_VAR = r""":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_i (x_i - \bar{x}) \nabla x_i = 2
+    (E[x \nabla x] - E[x] E[\nabla x])` over the :math:`n` samples of the group (a sample
+    without a gradient row contributes zero). metatensor-operations 0.5.0 normalizes by
+    the number of merged gradient rows (wrong for sparse gradients); this follows the
+    math."""
+_STD = r""":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_i (x_i - \bar{x}) \nabla x_i`, set
+    to 0 where :math:`\sigma = 0` (as metatensor does); normalized by the group size
+    (metatensor-operations 0.5.0 uses the number of merged gradient rows, wrong for
+    sparse gradients)."""
 
-    return decorate
 
-
-@_documented("TensorBlock")
+@_documented("TensorBlock", _SUM)
 def sum_over_samples_block(block: TensorBlock, sample_names: Names) -> TensorBlock:
-    """Sum the values of the samples in each group.
-
-    Gradient rule: :math:`\\nabla \\sum_i x_i = \\sum_i \\nabla x_i`. Gradient rows
-    are renumbered to their group, and rows with the same entries are added.
-    """
+    """Sum the values of the samples in each group."""
     return _reduce_one(block, sample_names, "sum")
 
 
-@_documented("TensorMap")
+@_documented("TensorMap", _SUM)
 def sum_over_samples(tensor: TensorMap, sample_names: Names) -> TensorMap:
-    """Sum the values of the samples in each group, in every block.
-
-    Gradient rule: :math:`\\nabla \\sum_i x_i = \\sum_i \\nabla x_i`. Gradient rows
-    are renumbered to their group, and rows with the same entries are added.
-    """
+    """Sum the values of the samples in each group, in every block."""
     return _reduce(tensor, sample_names, "sum")
 
 
-@_documented("TensorBlock")
+@_documented("TensorBlock", _MEAN)
 def mean_over_samples_block(block: TensorBlock, sample_names: Names) -> TensorBlock:
-    """Average the values of the samples in each group.
-
-    Gradient rule: :math:`\\nabla \\bar{x} = \\frac{1}{n} \\sum_i \\nabla x_i`, with
-    :math:`n` the number of samples in the group. metatensor-operations 0.5.0 divides
-    by the number of gradient rows merged instead, which is wrong when some samples
-    have no gradient row for an entry (sparse gradients); this follows the math.
-    """
+    """Average the values of the samples in each group."""
     return _reduce_one(block, sample_names, "mean")
 
 
-@_documented("TensorMap")
+@_documented("TensorMap", _MEAN)
 def mean_over_samples(tensor: TensorMap, sample_names: Names) -> TensorMap:
-    """Average the values of the samples in each group, in every block.
-
-    Gradient rule: :math:`\\nabla \\bar{x} = \\frac{1}{n} \\sum_i \\nabla x_i`, with
-    :math:`n` the number of samples in the group (metatensor-operations 0.5.0 divides by
-    the number of merged gradient rows, wrong for sparse gradients).
-    """
+    """Average the values of the samples in each group, in every block."""
     return _reduce(tensor, sample_names, "mean")
 
 
-@_documented("TensorBlock")
+@_documented("TensorBlock", _VAR)
 def var_over_samples_block(block: TensorBlock, sample_names: Names) -> TensorBlock:
-    """Variance of the values of the samples in each group, :math:`E[(x - E[x])^2]`.
-
-    Gradient rule: :math:`\\nabla \\mathrm{Var} = \\frac{2}{n} \\sum_i (x_i - \\bar{x})
-    \\nabla x_i = 2 (E[x \\nabla x] - E[x] E[\\nabla x])` over the :math:`n` samples of
-    the group (a sample without a gradient row contributes zero). metatensor-operations
-    0.5.0 normalizes by the number of merged gradient rows (wrong for sparse
-    gradients); this follows the math.
-    """
+    """Variance of the values of the samples in each group, :math:`E[(x - E[x])^2]`."""
     return _reduce_one(block, sample_names, "var")
 
 
-@_documented("TensorMap")
+@_documented("TensorMap", _VAR)
 def var_over_samples(tensor: TensorMap, sample_names: Names) -> TensorMap:
-    """Variance of the values of the samples in each group, in every block.
-
-    Gradient rule: :math:`\\nabla \\mathrm{Var} = \\frac{2}{n} \\sum_i (x_i - \\bar{x})
-    \\nabla x_i` over the :math:`n` samples of the group (metatensor-operations 0.5.0
-    normalizes by merged gradient rows, wrong for sparse gradients).
-    """
+    """Variance of the values of the samples in each group, in every block."""
     return _reduce(tensor, sample_names, "var")
 
 
-@_documented("TensorBlock")
+@_documented("TensorBlock", _STD)
 def std_over_samples_block(block: TensorBlock, sample_names: Names) -> TensorBlock:
-    """Standard deviation of the values of the samples in each group.
-
-    Gradient rule: :math:`\\nabla \\sigma = \\frac{1}{n \\sigma} \\sum_i (x_i -
-    \\bar{x}) \\nabla x_i`, set to 0 where :math:`\\sigma = 0` (as metatensor does);
-    normalized by the group size (metatensor-operations 0.5.0 uses the number of
-    merged gradient rows, wrong for sparse gradients).
-    """
+    """Standard deviation of the values of the samples in each group."""
     return _reduce_one(block, sample_names, "std")
 
 
-@_documented("TensorMap")
+@_documented("TensorMap", _STD)
 def std_over_samples(tensor: TensorMap, sample_names: Names) -> TensorMap:
-    """Standard deviation of the values of the samples in each group, in every block.
-
-    Gradient rule: :math:`\\nabla \\sigma = \\frac{1}{n \\sigma} \\sum_i (x_i -
-    \\bar{x}) \\nabla x_i`, 0 where :math:`\\sigma = 0`, normalized by the group size.
-    """
+    """Standard deviation of the values of the samples in each group, in every block."""
     return _reduce(tensor, sample_names, "std")

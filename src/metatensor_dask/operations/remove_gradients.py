@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_tensor, no_gradients_of_gradients
+from ._utils import check_tensor, first_order_gradients
 
 __all__ = ["remove_gradients", "remove_gradients_block"]
 
@@ -27,12 +27,9 @@ def remove_gradients_block(block: TensorBlock, remove: list[str] | None = None) 
     """
     if remove is None:
         remove = block.gradients_list()
-    kept = {}
-    for parameter, gradient in block.gradients():
-        if parameter in remove:
-            continue
-        no_gradients_of_gradients(gradient)
-        kept[parameter] = gradient
+    kept = dict(
+        first_order_gradients(block, [p for p in block.gradients_list() if p not in remove])
+    )
     return TensorBlock._trusted(
         block.values, block.samples, block.components, block.properties, kept
     )

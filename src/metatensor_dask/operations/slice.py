@@ -14,6 +14,7 @@ from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
     coalesce,
+    max_rows,
     select_rows,
     take_rows,
 )
@@ -112,9 +113,7 @@ def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     aligned = [p for p, part in gradient_parts.items() if part[3]]
     if in_order:
         arrays = [new_values, *(gradient_parts[p][0] for p in aligned)]
-        limits = [max([1, *values.chunks[0]])] + [
-            max([1, *as_dask(block.gradient(p).values).chunks[0]]) for p in aligned
-        ]
+        limits = [max_rows(values)] + [max_rows(as_dask(block.gradient(p).values)) for p in aligned]
         merged = coalesce(arrays, limits)
         new_values = merged[0]
         for parameter, array in zip(aligned, merged[1:], strict=False):
@@ -213,7 +212,8 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
 
     Notes
     -----
-    Gradients are sliced as in :func:`slice_block`. An empty map is returned as is
+    Gradient rule: as :func:`slice_block`, the gradients of the kept entries are
+    kept. An empty map is returned as is
     (metatensor raises an ``IndexError`` looking for its first block). As in
     metatensor-operations, the result has no ``info``.
     """

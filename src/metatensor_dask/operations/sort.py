@@ -14,6 +14,7 @@ from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
     gradient_chunks_for,
+    inverse_permutation,
     lexsort_rows,
     take_rows,
 )
@@ -77,8 +78,7 @@ def _sort_one(block: TensorBlock, axes: list[str], descending: bool) -> TensorBl
     if "samples" in axes:
         samples, order = _sorted_labels(block.samples, descending)
         values = take_rows(values, order)
-        inverse = np.empty(len(order), np.int64)
-        inverse[order] = np.arange(len(order))
+        inverse = inverse_permutation(order)
     values, components, properties = _sort_trailing(
         values, block.components, block.properties, axes, descending
     )
@@ -158,7 +158,7 @@ def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = Fa
 
     Notes
     -----
-    Gradients follow the rule of :func:`sort_block`. Unlike metatensor, a list given
+    Gradient rule: as :func:`sort_block`. Unlike metatensor, a list given
     as ``axes`` is not modified.
     """
     axes_list = _axes_list(axes)

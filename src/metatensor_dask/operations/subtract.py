@@ -6,29 +6,15 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise
-from ._utils import (
-    block_like,
-    check_scalar_or_tensor,
-    check_tensor,
-    is_scalar,
-    map_blocks_pairwise,
-    no_gradients_of_gradients,
-)
-from .add import add
+from ._utils import scalar_or_tensor_operation
+from .add import add_block_constant
 
 __all__ = ["subtract"]
 
 
-def _subtract_block_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
-    gradients = {}
-    for parameter, gradient_1 in block_1.gradients():
-        gradient_2 = block_2.gradient(parameter)
-        no_gradients_of_gradients(gradient_1)
-        no_gradients_of_gradients(gradient_2)
-        gradients[parameter] = elementwise(np.subtract, [gradient_1.values, gradient_2.values])
-    values = elementwise(np.subtract, [block_1.values, block_2.values])
-    return block_like(block_1, values, gradients)
+def _subtract_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
+    # metatensor subtracts a scalar by adding its negation
+    return add_block_constant(block, -constant)
 
 
 def subtract(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
@@ -62,9 +48,11 @@ def subtract(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
         If the metadata of ``A`` and ``B`` differ (the message names ``'add'``, as
         metatensor's does).
     """
-    check_tensor(A, "A")
-    check_scalar_or_tensor(B)
-    if is_scalar(B):
-        return add(A, -float(B))  # type: ignore[arg-type]
     # metatensor subtracts by adding -B: its checks and messages name 'add'
-    return map_blocks_pairwise(A, B, "add", _subtract_block_block)  # type: ignore[arg-type]
+    return scalar_or_tensor_operation(
+        A,
+        B,
+        "add",
+        _subtract_block_constant,
+        np.subtract,
+    )

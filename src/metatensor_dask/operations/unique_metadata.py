@@ -80,6 +80,11 @@ def unique_metadata(
     -------
     Labels
         Sorted, unique entries.
+
+    Notes
+    -----
+    Gradient rule: none applies; the result is labels, not values (with ``gradient``,
+    the labels of that gradient are read instead).
     """
     check_tensor(tensor, "tensor")
     names = _names_list(names)
@@ -99,6 +104,10 @@ def unique_metadata_block(
     """The distinct entries of the ``names`` dimensions of ``axis`` in one block.
 
     Parameters are those of :func:`unique_metadata`, for a single block.
+
+    Notes
+    -----
+    Gradient rule: none applies, as for :func:`unique_metadata`.
     """
     check_block(block, "block")
     names = _names_list(names)

@@ -1,0 +1,67 @@
+"""Featomic-like data shared by the benchmarks.
+
+Every block has float64 values ``(n, 180)`` with samples ``(system, atom)`` (10 atoms
+per system), a ``positions`` gradient of 36 rows per sample with an ``xyz`` component,
+and a ``strain`` gradient ``(n, 3, 3, 180)`` with ``xyz_2, xyz_1`` components, so
+gradients are ~99% of the bytes.
+"""
+
+from __future__ import annotations
+
+import metatensor
+import numpy as np
+
+N_PROPERTIES = 180
+ATOMS = 36
+"""Rows of the ``positions`` gradient per sample."""
+ATOMS_PER_SYSTEM = 10
+SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
+"""Bytes per sample: values, ``ATOMS`` positions rows of 3, one strain row of 3 x 3."""
+
+
+def samples_per_block(size_mib: float, n_blocks: int, minimum: int = 1) -> int:
+    """Samples per block for a tensor of about ``size_mib`` MiB (at least ``minimum``)."""
+    return max(int(size_mib * 2**20 / SAMPLE_BYTES / n_blocks), minimum)
+
+
+def featomic_block(rng: np.random.Generator, n_samples: int) -> metatensor.TensorBlock:
+    """One block of ``n_samples`` samples, values and gradients drawn from ``rng``."""
+    properties = metatensor.Labels.range("n", N_PROPERTIES)
+    system = np.arange(n_samples) // ATOMS_PER_SYSTEM
+    samples = np.stack([system, np.arange(n_samples) % ATOMS_PER_SYSTEM], axis=1)
+    block = metatensor.TensorBlock(
+        rng.normal(size=(n_samples, N_PROPERTIES)),
+        metatensor.Labels(["system", "atom"], samples.astype(np.int32)),
+        [],
+        properties,
+    )
+    rows = np.repeat(np.arange(n_samples), ATOMS)
+    gradient_samples = np.stack(
+        [rows, rows // ATOMS_PER_SYSTEM, np.tile(np.arange(ATOMS), n_samples)], axis=1
+    )
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.normal(size=(len(rows), 3, N_PROPERTIES)),
+            metatensor.Labels(["sample", "system", "atom"], gradient_samples.astype(np.int32)),
+            [metatensor.Labels.range("xyz", 3)],
+            properties,
+        ),
+    )
+    block.add_gradient(
+        "strain",
+        metatensor.TensorBlock(
+            rng.normal(size=(n_samples, 3, 3, N_PROPERTIES)),
+            metatensor.Labels.range("sample", n_samples),
+            [metatensor.Labels.range("xyz_2", 3), metatensor.Labels.range("xyz_1", 3)],
+            properties,
+        ),
+    )
+    return block
+
+
+def featomic_like(n_samples: int, n_blocks: int, seed: int = 0) -> metatensor.TensorMap:
+    """``n_blocks`` blocks of :func:`featomic_block`, keyed by ``center_type`` 0, 1, ..."""
+    rng = np.random.default_rng(seed)
+    blocks = [featomic_block(rng, n_samples) for _ in range(n_blocks)]
+    return metatensor.TensorMap(metatensor.Labels.range("center_type", n_blocks), blocks)
