@@ -88,6 +88,18 @@ def _lazy_samples(store: Store, info: layout.ArrayInfo) -> Labels:
     return Labels.lazy(info.names, info.shape[0], load, info.digest)
 
 
+def _read_into(file: Any, size: int) -> np.ndarray:
+    """Up to ``size`` bytes of ``file``, in a new uninitialised (not zero-filled) buffer."""
+    buffer = np.empty(size, dtype=np.uint8)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        count = file.readinto(view[done:])
+        if not count:
+            break
+        done += count
+    return buffer[:done]
+
+
 def _read_files(store: Store, keys: list[str]) -> list[Any]:
     """The content of each key; local files are read into writable buffers (so that
     the arrays viewing them are writable, with no copy)."""
@@ -98,8 +110,7 @@ def _read_files(store: Store, keys: list[str]) -> list[Any]:
     for key in keys:
         try:
             with open(root / key, "rb", buffering=0) as file:
-                buffer = bytearray(os.fstat(file.fileno()).st_size)
-                file.readinto(buffer)
+                buffer = _read_into(file, os.fstat(file.fileno()).st_size)
         except (FileNotFoundError, NotADirectoryError):
             buffer = None
         found.append(buffer)

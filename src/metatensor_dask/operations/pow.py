@@ -19,7 +19,11 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 def _power_gradient(
     values: np.ndarray, gradient: np.ndarray, index: np.ndarray, exponent: float
 ) -> np.ndarray:
-    return exponent * gradient * rows_for_gradient(values[index], gradient) ** (exponent - 1)
+    # metatensor's `exponent * gradient * rows ** (exponent - 1)`, in place (gradient
+    # and values share their dtype): the same bits, one temporary fewer
+    result = exponent * gradient
+    result *= rows_for_gradient(values[index], gradient) ** (exponent - 1)
+    return result
 
 
 def _pow_block(block: TensorBlock, exponent: float) -> TensorBlock:
