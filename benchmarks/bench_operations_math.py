@@ -30,6 +30,7 @@ import metatensor
 import numpy as np
 import pytest
 import zarr
+from bench_support import ELEMENTWISE_OPERATIONS as OPERATIONS
 from bench_support import featomic_like, samples_per_block
 
 import metatensor_dask as mtd
@@ -39,15 +40,6 @@ CHUNK_SIZE = os.environ.get("MTD_BENCH_OPS_CHUNK", "16MiB")
 N_BLOCKS = 2
 _RESULTS: dict[str, float] = {}
 
-OPERATIONS = {
-    "multiply": (
-        lambda t: mtd.multiply(t, t),
-        lambda t: metatensor.multiply(t, t),
-        lambda a: a * a,
-    ),
-    "pow": (lambda t: mtd.pow(t, 2), lambda t: metatensor.pow(t, 2), lambda a: a**2),
-    "add": (lambda t: mtd.add(t, t), lambda t: metatensor.add(t, t), lambda a: a + a),
-}
 
 
 @pytest.fixture(scope="module")

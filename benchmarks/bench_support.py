@@ -1,4 +1,4 @@
-"""Featomic-like data shared by the benchmarks.
+"""Featomic-like data and element-wise operations shared by the benchmarks.
 
 Every block has float64 values ``(n, 180)`` with samples ``(system, atom)`` (10 atoms
 per system), a ``positions`` gradient of 36 rows per sample with an ``xyz`` component,
@@ -11,12 +11,25 @@ from __future__ import annotations
 import metatensor
 import numpy as np
 
+import metatensor_dask as mtd
+
 N_PROPERTIES = 180
 ATOMS = 36
 """Rows of the ``positions`` gradient per sample."""
 ATOMS_PER_SYSTEM = 10
 SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS + 9)
 """Bytes per sample: values, ``ATOMS`` positions rows of 3, one strain row of 3 x 3."""
+
+ELEMENTWISE_OPERATIONS = {
+    "multiply": (
+        lambda t: mtd.multiply(t, t),
+        lambda t: metatensor.multiply(t, t),
+        lambda a: a * a,
+    ),
+    "pow": (lambda t: mtd.pow(t, 2), lambda t: metatensor.pow(t, 2), lambda a: a**2),
+    "add": (lambda t: mtd.add(t, t), lambda t: metatensor.add(t, t), lambda a: a + a),
+}
+"""Each operation as ``(metatensor-dask, metatensor, plain dask on values)``."""
 
 
 def samples_per_block(size_mib: float, n_blocks: int, minimum: int = 1) -> int:

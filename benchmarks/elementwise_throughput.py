@@ -28,20 +28,12 @@ import dask
 import dask.array as da
 import metatensor
 import zarr
+from bench_support import ELEMENTWISE_OPERATIONS as OPERATIONS
 from bench_support import featomic_like, samples_per_block
 
 import metatensor_dask as mtd
 
 N_BLOCKS = 2
-OPERATIONS = {
-    "multiply": (
-        lambda t: mtd.multiply(t, t),
-        lambda t: metatensor.multiply(t, t),
-        lambda a: a * a,
-    ),
-    "pow": (lambda t: mtd.pow(t, 2), lambda t: metatensor.pow(t, 2), lambda a: a**2),
-    "add": (lambda t: mtd.add(t, t), lambda t: metatensor.add(t, t), lambda a: a + a),
-}
 KINDS = ("metatensor-dask", "plain dask", "metatensor")
 
 
@@ -110,4 +102,9 @@ def main(size_mib: float, chunk: str, repeats: int, work: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 5:
+        sys.exit(
+            "usage: elementwise_throughput.py SIZE_MIB CHUNK REPEATS WORKDIR "
+            "(e.g. 2048 64MiB 2 /tmp/ops)"
+        )
     main(float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4])

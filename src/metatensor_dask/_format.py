@@ -63,7 +63,6 @@ def format_block(block: TensorBlock) -> str:
     """The tutorial's block summary: header, then samples/components/properties/gradients."""
     path = block._gradient_path
     header = f"Gradient TensorBlock ('{'/'.join(path)}')" if path else "TensorBlock"
-    samples = block.samples_names_and_count()
     components = block.components
     shape = ", ".join(str(len(c)) for c in components)
     component_names = [c.names[0] for c in components]
@@ -71,7 +70,7 @@ def format_block(block: TensorBlock) -> str:
     return "\n".join(
         [
             header,
-            f"    samples ({samples[1]}): {samples[0]}",
+            f"    samples ({len(block)}): {block.samples.names}",
             f"    components ({shape}): {component_names}",
             f"    properties ({len(block.properties)}): {block.properties.names}",
             f"    gradients: {gradients if gradients else None}",

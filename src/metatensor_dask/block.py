@@ -195,10 +195,6 @@ class TensorBlock(ArrayContainer):
     def __len__(self) -> int:
         return len(self._samples)
 
-    def samples_names_and_count(self) -> tuple[list[str], int]:
-        """Names and number of samples, without loading lazy sample labels."""
-        return self._samples.names, len(self._samples)
-
     # -- gradients ---------------------------------------------------------------------
 
     def add_gradient(self, parameter: str, gradient: TensorBlock) -> None:
