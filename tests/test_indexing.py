@@ -11,7 +11,7 @@ from metatensor_dask._indexing import BlockValues
 @pytest.mark.parametrize("rows", [[0], [0, 0], [0, 0, 0]])
 def test_integer_rows_with_new_axis_match_numpy(shape, rows):
     data = np.arange(np.prod(shape), dtype=float).reshape(shape)
-    values = BlockValues.view_of(da.from_array(data, chunks=(1,) + shape[1:]))
+    values = BlockValues.view_of(da.from_array(data, chunks=(1, *shape[1:])))
     rows = np.array(rows)
     index = (rows, None) + (slice(None),) * (len(shape) - 1)
     np.testing.assert_array_equal(values[index].compute(), data[index])

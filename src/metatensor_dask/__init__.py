@@ -5,7 +5,7 @@ Usually imported as ``import metatensor_dask as mtd``.
 
 from __future__ import annotations
 
-from . import config
+from . import config, operations
 from .block import TensorBlock
 from .errors import MetatensorDaskError, MetatensorError, NotEqualError
 from .io import (
@@ -19,7 +19,6 @@ from .io import (
     to_zarr,
 )
 from .labels import Labels, LabelsEntry
-from . import operations
 from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
 from .tensor import TensorMap
 
