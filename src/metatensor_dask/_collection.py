@@ -6,6 +6,12 @@ xarray's ``Dataset`` does, it delegates the protocol to its dask arrays: its gra
 the merge of theirs, ``compute()`` gives the same type holding numpy arrays, and
 ``persist()`` the same type holding persisted dask arrays. numpy arrays (a computed
 block) are carried along unchanged.
+
+Operations on maps of many tiny blocks compute them by a few grouped tasks, each
+returning a tuple of arrays; a block then holds a :class:`GroupItem` (one item of such
+a tuple) instead of a dask array. ``compute()`` asks for the group keys (a few) instead
+of one key per array, and picks the items out; the dask array of an item is only made
+when asked for (``block.values``), which is what makes such maps cheap to build.
 """
 
 from __future__ import annotations
@@ -14,19 +20,127 @@ from typing import Any
 
 import dask
 import dask.array as da
+import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import Task, TaskRef
 from dask.utils import ensure_dict
 
-__all__ = ["ArrayContainer"]
+from ._indexing import BlockValues
+
+__all__ = ["ArrayContainer", "GroupItem", "ItemValues", "materialized"]
+
+
+class ItemValues(BlockValues):
+    """The dask array of a :class:`GroupItem`: it remembers its ``item``, so that a
+    later grouped operation reads the group's result instead of recomputing it."""
+
+    __slots__ = ("item",)
+
+
+class GroupItem:
+    """Item ``position`` of the tuple computed by the task ``group_key``, standing for a
+    single-chunk dask array made on first use (:meth:`array`).
+
+    Parameters
+    ----------
+    group_key
+        The key of the group's task, also the name of ``layer``.
+    layer
+        A graph holding the group's task and everything it needs (shared by the items).
+    position
+        Where this item is in the group's result.
+    shape, dtype
+        Those of the item.
+    call
+        ``(name, func, arguments)``: the array's own task is ``func(*arguments)`` (so
+        computing one array alone runs one call, not the group).
+    """
+
+    __slots__ = ("_array", "call", "dtype", "group_key", "layer", "position", "shape")
+
+    def __init__(
+        self,
+        group_key: str,
+        layer: MaterializedLayer,
+        position: int,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        call: tuple[str, Any, tuple],
+    ):
+        self.group_key, self.layer, self.position = group_key, layer, position
+        self.shape, self.dtype, self.call = shape, dtype, call
+        self._array: da.Array | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def array(self) -> da.Array:
+        """The item as a dask array (made once)."""
+        if self._array is None:
+            name, func, arguments = self.call
+            key = (name, *((0,) * self.ndim))
+            layers = {name: {key: Task(key, func, *arguments)}, self.group_key: self.layer}
+            graph = HighLevelGraph(layers, {name: {self.group_key}, self.group_key: set()})
+            meta = np.empty((0,) * self.ndim, self.dtype)
+            array = ItemValues(graph, name, tuple((n,) for n in self.shape), meta=meta)
+            array.item = self
+            self._array = array
+        return self._array
+
+    def __dask_tokenize__(self) -> Any:
+        return (self.group_key, self.position)
+
+
+def materialized(array: Any) -> Any:
+    """``array``, or the dask array of a :class:`GroupItem`."""
+    return array.array() if isinstance(array, GroupItem) else array
+
+
+def _pick(result: Any, position: int) -> Any:
+    return result[position]
+
+
+def _request(arrays: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The keys to ask the scheduler for, and for each array ``(kind, index in the keys,
+    array)``; a group's key is asked for once, whatever the number of its items."""
+    keys: list[Any] = []
+    plan: list[Any] = []
+    groups: dict[Any, int] = {}
+    for array in arrays:
+        if isinstance(array, GroupItem):
+            if array.group_key not in groups:
+                groups[array.group_key] = len(keys)
+                keys.append(array.group_key)
+            plan.append(("item", groups[array.group_key], array))
+        elif is_dask_collection(array):
+            plan.append(("array", len(keys), array))
+            keys.append(array.__dask_keys__())
+        else:
+            plan.append(("data", -1, array))
+    return keys, plan
 
 
 class ArrayContainer(DaskMethodsMixin):
-    """Mixin: subclasses define ``_arrays()`` and ``_with_arrays(arrays)``."""
+    """Mixin: subclasses define ``_raw_arrays()`` (dask or numpy arrays, or
+    :class:`GroupItem`), ``_with_arrays(arrays)`` and ``_metadata_token()``."""
+
+    def _raw_arrays(self) -> list[Any]:
+        raise NotImplementedError
 
     def _arrays(self) -> list[Any]:
-        raise NotImplementedError
+        """The arrays, as dask (or numpy) arrays."""
+        return [materialized(a) for a in self._raw_arrays()]
+
+    def _lazy_arrays(self) -> list[da.Array]:
+        """The dask arrays among :meth:`_arrays`."""
+        return [a for a in self._arrays() if is_dask_collection(a)]
 
     def _with_arrays(self, arrays: list[Any]) -> Any:
         raise NotImplementedError
@@ -34,23 +148,32 @@ class ArrayContainer(DaskMethodsMixin):
     def _metadata_token(self) -> Any:
         raise NotImplementedError
 
-    def _lazy_arrays(self) -> list[da.Array]:
-        return [a for a in self._arrays() if is_dask_collection(a)]
-
     def __dask_graph__(self) -> HighLevelGraph | None:
-        lazy = self._lazy_arrays()
-        if not lazy:
+        graphs, groups = [], {}
+        for kind, _, array in _request(self._raw_arrays())[1]:
+            if kind == "item":
+                groups[array.group_key] = array.layer
+            elif kind == "array":
+                graphs.append(array.__dask_graph__())
+        graphs += [HighLevelGraph({key: layer}, {key: set()}) for key, layer in groups.items()]
+        if not graphs:
             return None
-        return HighLevelGraph.merge(*(a.__dask_graph__() for a in lazy))
+        return HighLevelGraph.merge(*graphs)
 
     def __dask_keys__(self) -> list[Any]:
-        return [a.__dask_keys__() for a in self._lazy_arrays()]
+        return _request(self._raw_arrays())[0]
 
     def __dask_layers__(self) -> tuple[str, ...]:
-        return tuple(layer for a in self._lazy_arrays() for layer in a.__dask_layers__())
+        layers: dict[str, None] = {}
+        for kind, _, array in _request(self._raw_arrays())[1]:
+            if kind == "item":
+                layers[array.group_key] = None
+            elif kind == "array":
+                layers.update(dict.fromkeys(array.__dask_layers__()))
+        return tuple(layers)
 
     def __dask_tokenize__(self) -> Any:
-        return (type(self).__name__, self._metadata_token(), tokenize(*self._arrays()))
+        return (type(self).__name__, self._metadata_token(), tokenize(*self._raw_arrays()))
 
     @staticmethod
     def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -58,38 +181,64 @@ class ArrayContainer(DaskMethodsMixin):
         # a HighLevelGraph of thousands of layers is quadratic in their number, while
         # culling the flat graph is linear.
         return da.Array.__dask_optimize__(ensure_dict(dsk), list(flatten(keys)), **kwargs)
+
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
-        plan = [
-            (True, *a.__dask_postcompute__()) if is_dask_collection(a) else (False, a, ())
-            for a in self._arrays()
-        ]
+        plan = []
+        for kind, index, array in _request(self._raw_arrays())[1]:
+            if kind == "item":
+                plan.append((index, _pick, (array.position,)))
+            elif kind == "array":
+                plan.append((index, *array.__dask_postcompute__()))
+            else:
+                plan.append((index, array, ()))
         return self._finalize, (plan,)
 
     def _finalize(self, results: list[Any], plan: list[Any]) -> Any:
-        computed = iter(results)
-        arrays = [func(next(computed), *args) if lazy else func for lazy, func, args in plan]
+        arrays = [func if index < 0 else func(results[index], *args) for index, func, args in plan]
         return self._with_arrays(arrays)
 
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
-        plan = [
-            (True, *a.__dask_postpersist__(), flatten(a.__dask_keys__()))
-            if is_dask_collection(a)
-            else (False, a, (), ())
-            for a in self._arrays()
-        ]
+        plan = []
+        for kind, _, array in _request(self._raw_arrays())[1]:
+            if kind == "array":
+                keys = flatten(array.__dask_keys__())
+                plan.append((kind, *array.__dask_postpersist__(), keys))
+            else:
+                plan.append((kind, array, (), ()))
         return self._rebuild, (plan,)
 
     def _rebuild(self, dsk: Any, plan: list[Any], rename: Any = None) -> Any:
         rename = rename or {}
         arrays = []
-        for lazy, func, args, keys in plan:
-            if not lazy:
+        persisted_groups: dict[Any, dict] = {}
+        for kind, func, args, keys in plan:
+            if kind == "data":
                 arrays.append(func)
+                continue
+            if kind == "item":
+                arrays.append(_persisted_item(func, dsk, rename, persisted_groups))
                 continue
             # each array keeps its own chunks only: sharing the whole persisted graph
             # would make merging the graphs of N arrays cost N * N
             own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
             arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
         return self._with_arrays(arrays)
+
+
+def _persisted_item(
+    item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, dict]
+) -> da.Array:
+    """``item`` as a dask array over the persisted result of its group (shared by the
+    items of that group)."""
+    group_key = rename.get(item.group_key, item.group_key)
+    if group_key not in persisted_groups:
+        persisted_groups[group_key] = {group_key: dsk[group_key]}
+    name = rename.get(item.call[0], item.call[0])
+    key = (name, *((0,) * item.ndim))
+    layers = {name: {key: Task(key, _pick, TaskRef(group_key), item.position)}}
+    layers[group_key] = persisted_groups[group_key]
+    graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
+    meta = np.empty((0,) * item.ndim, item.dtype)
+    return da.Array(graph, name, tuple((n,) for n in item.shape), meta=meta)

@@ -8,7 +8,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from ._collection import ArrayContainer
+from ._collection import ArrayContainer, GroupItem
 from ._indexing import BlockValues
 from .errors import invalid_parameter
 from .labels import Labels
@@ -149,6 +149,8 @@ class TensorBlock(ArrayContainer):
     @property
     def values(self) -> Any:
         """The values: a dask array (a numpy array after ``compute()``)."""
+        if isinstance(self._values, GroupItem):
+            return self._values.array()
         if isinstance(self._values, da.Array) and not isinstance(self._values, BlockValues):
             self._values = BlockValues.view_of(self._values)
         return self._values
@@ -284,7 +286,7 @@ class TensorBlock(ArrayContainer):
     def copy(self, deep: bool = True) -> TensorBlock:
         """A new block that accepts new gradients; ``deep`` copies numpy arrays (dask
         arrays are immutable and always shared)."""
-        arrays = self._arrays()
+        arrays = self._raw_arrays()
         if deep:
             arrays = [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
         return self._with_arrays(arrays)._attached(())
@@ -305,10 +307,10 @@ class TensorBlock(ArrayContainer):
 
     # -- dask collection ---------------------------------------------------------------
 
-    def _arrays(self) -> list[Any]:
+    def _raw_arrays(self) -> list[Any]:
         arrays = [self._values]
         for gradient in self._gradients.values():
-            arrays.extend(gradient._arrays())
+            arrays.extend(gradient._raw_arrays())
         return arrays
 
     def _array_count(self) -> int:

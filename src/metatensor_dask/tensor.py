@@ -326,8 +326,8 @@ class TensorMap(ArrayContainer):
 
     # -- dask collection --------------------------------------------------------------
 
-    def _arrays(self) -> list[Any]:
-        return [a for block in self._blocks for a in block._arrays()]
+    def _raw_arrays(self) -> list[Any]:
+        return [a for block in self._blocks for a in block._raw_arrays()]
 
     def _with_arrays(self, arrays: list[Any]) -> TensorMap:
         blocks, start = [], 0

@@ -20,6 +20,11 @@ gradient rows that refer to them (``A[s] * ∇B`` and the like):
 * otherwise (rows in any order, allowed by metatensor), the ``"sample"`` column is read
   and each gradient chunk's task receives the values chunks its rows refer to. This is
   slower (more inputs per task, an index array in the graph) but exact.
+
+On maps of many tiny blocks, one task per block and array costs far more than the
+arithmetic: inside :func:`~metatensor_dask.operations._grouping.grouped_tiny_blocks`,
+:func:`elementwise` and :func:`gradient_rows` record calls whose inputs are all single
+small chunks, to be run together by one task per group of blocks.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import Task, TaskRef
 
 from .._partition import block_row_pointer, gradient_row_chunks
+from ._grouping import hash_arguments, tiny_groups
 
 __all__ = [
     "as_lazy",
@@ -90,13 +96,20 @@ def _token(func: Callable, names: Sequence[str], *extra: Any) -> str:
     identify their content) and extra arguments (constants, index arrays)."""
     hasher = hashlib.blake2b(digest_size=12)
     hasher.update(f"{func.__module__}.{func.__qualname__}|{'|'.join(names)}".encode())
-    for value in extra:
-        hasher.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+    hash_arguments(hasher, extra)
     return hasher.hexdigest()
 
 
+@functools.lru_cache(maxsize=512)
 def _task_name(func: Callable) -> str:
     return getattr(func, "__name__", "op").strip("_").replace("_", "-")
+
+
+def _trailing_shape(array: Any) -> tuple[int, ...]:
+    # from the chunks of a dask array: ``.shape`` costs more than the rest here
+    if is_lazy(array):
+        return tuple(int(sum(c)) for c in array.chunks[1:])
+    return tuple(int(n) for n in array.shape[1:])
 
 
 @functools.lru_cache(maxsize=512)
@@ -107,7 +120,7 @@ def _cached_dtype(func: Callable, specs: tuple, constants: tuple) -> np.dtype:
 
 def result_dtype(func: Callable, arrays: Sequence[Any], constants: tuple = ()) -> np.dtype:
     """The dtype of ``func(*arrays, *constants)``, found on empty arrays (cached)."""
-    specs = tuple((np.dtype(a.dtype), tuple(int(n) for n in a.shape[1:])) for a in arrays)
+    specs = tuple((np.dtype(a.dtype), _trailing_shape(a)) for a in arrays)
     return _cached_dtype(func, specs, constants)
 
 
@@ -118,6 +131,10 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     """
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, *constants)
+    groups = tiny_groups(arrays)
+    if groups is not None:
+        dtype = result_dtype(func, arrays, constants)
+        return groups.record(_task_name(func), func, arrays, constants, (arrays[0], dtype))
     arrays = [as_lazy(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
@@ -251,6 +268,16 @@ def gradient_rows(
     if not any(is_lazy(a) for a in [*values, *gradients]):
         index = block.gradient(parameter).samples.column("sample")
         return kernel(*values, *gradients, index, *constants)
+    groups = tiny_groups([*values, *gradients])
+    if groups is not None:
+        pointer = block_row_pointer(block, parameter)
+        if pointer is None:
+            index = block.gradient(parameter).samples.column("sample").astype(np.int64)
+        else:
+            index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
+        inputs = [*values, *gradients]
+        like = (gradients[0], result_dtype(kernel, [*inputs, index[:0]], constants))
+        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
 
     values = [as_lazy(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [

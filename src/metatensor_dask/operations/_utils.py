@@ -7,7 +7,8 @@ comparing sample Labels goes through :meth:`Labels.__eq__`, which answers from
 identity or recorded digests before reading entries. The builders (:func:`block_like`,
 :func:`derived_block`, :func:`pairwise_block`, :func:`scalar_or_tensor_operation`) put
 new (lazy) values and gradients on existing metadata, refusing gradients of gradients
-as metatensor does.
+as metatensor does; :func:`grouped` and :func:`map_blocks` run the work on tiny blocks
+as a few grouped tasks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import NotEqualError
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows
+from ._grouping import grouped_tiny_blocks
 
 __all__ = [
     "block_like",
@@ -38,7 +40,9 @@ __all__ = [
     "check_tensor",
     "derived_block",
     "first_order_gradients",
+    "grouped",
     "is_scalar",
+    "map_blocks",
     "map_blocks_pairwise",
     "no_gradients_of_gradients",
     "pairwise_block",
@@ -321,13 +325,28 @@ def scalar_or_tensor_operation(
     """``A op B`` for a scalar or TensorMap ``B``, after metatensor's type checks:
     ``with_scalar(block, float(B))`` on each block of ``A``, or :func:`pairwise_block`
     with ``function`` and ``gradient_kernel`` on each pair of blocks (see
-    :func:`map_blocks_pairwise`, checked under the name ``fname``)."""
+    :func:`map_blocks_pairwise`, checked under the name ``fname``). Tiny blocks are
+    computed by a few grouped tasks (see :func:`grouped_tiny_blocks`)."""
     check_tensor(A, "A")
     check_scalar_or_tensor(B)
     if is_scalar(B):
         constant = float(B)  # type: ignore[arg-type]
-        return TensorMap._trusted(A.keys, [with_scalar(block, constant) for block in A.blocks()])
+        return map_blocks(A, lambda block: with_scalar(block, constant))
     with_tensor = functools.partial(
         pairwise_block, function=function, gradient_kernel=gradient_kernel
     )
-    return map_blocks_pairwise(A, B, fname, with_tensor)  # type: ignore[arg-type]
+    return grouped(lambda: map_blocks_pairwise(A, B, fname, with_tensor))  # type: ignore[arg-type]
+
+
+def grouped(build: Callable[[], TensorMap]) -> TensorMap:
+    """``build()``, where the work on tiny single-chunk blocks is done by a few grouped
+    tasks instead of one task per array (see :func:`grouped_tiny_blocks`)."""
+    with grouped_tiny_blocks() as groups:
+        result = build()
+    return result._with_arrays(groups.finish(result._raw_arrays()))
+
+
+def map_blocks(A: TensorMap, function: Callable[[TensorBlock], TensorBlock]) -> TensorMap:
+    """``function`` on each block of ``A``, tiny blocks grouped (see :func:`grouped`);
+    the result has ``A``'s keys."""
+    return grouped(lambda: TensorMap._trusted(A.keys, [function(block) for block in A.blocks()]))

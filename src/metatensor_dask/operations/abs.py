@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import check_tensor, derived_block
+from ._utils import check_tensor, derived_block, map_blocks
 
 __all__ = ["abs"]
 
@@ -53,4 +53,4 @@ def abs(A: TensorMap) -> TensorMap:
         If ``A`` is not a TensorMap.
     """
     check_tensor(A, "A")
-    return TensorMap._trusted(A.keys, [_abs_block(b) for b in A.blocks()])
+    return map_blocks(A, _abs_block)

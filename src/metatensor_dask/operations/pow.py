@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
-from ._utils import check_tensor, derived_block, is_scalar
+from ._utils import check_tensor, derived_block, is_scalar, map_blocks
 
 __all__ = ["pow"]
 
@@ -67,4 +67,4 @@ def pow(A: TensorMap, B: float | int) -> TensorMap:
     if not is_scalar(B):
         raise TypeError(f"`B` must be a scalar value, not {type(B)}")
     exponent = float(B)
-    return TensorMap._trusted(A.keys, [_pow_block(b, exponent) for b in A.blocks()])
+    return map_blocks(A, lambda block: _pow_block(block, exponent))

@@ -1,0 +1,204 @@
+"""One task for many tiny blocks.
+
+On a map of many tiny blocks, dask's bookkeeping for one task (and one dask array) per
+block and gradient costs far more than the arithmetic: 1,000 blocks of a few KiB take
+tens of microseconds each to build into graphs, and as much to schedule. Inside
+:func:`grouped_tiny_blocks`, the chunk-wise functions of
+:mod:`~metatensor_dask.operations._chunkwise` record each call whose inputs are all
+single small chunks instead of building a task; :meth:`TinyGroups.finish` then makes
+one task per group of calls (returning the tuple of their results) and gives each
+result as a :class:`~metatensor_dask._collection.GroupItem`. Computing a map fetches the
+few group keys; the dask array of an item is made only when asked for.
+
+Large or chunked arrays never go through here: they keep one task per chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.highlevelgraph import MaterializedLayer
+from dask.task_spec import Task, TaskRef
+from dask.utils import ensure_dict
+
+from .._collection import GroupItem, ItemValues
+
+__all__ = ["TinyGroups", "grouped_tiny_blocks", "hash_arguments", "tiny_groups"]
+
+# A single-chunk array of at most this many bytes is tiny; a group holds calls on at
+# most this many input bytes (several groups keep every core busy on larger maps).
+TINY_BYTES = 256 * 1024
+GROUP_BYTES = 8 * 1024 * 1024
+
+
+def hash_arguments(hasher: Any, arguments: Sequence[Any]) -> None:
+    """Feed constants and index arrays to ``hasher`` (for deterministic task names)."""
+    for value in arguments:
+        hasher.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+
+
+class _Pending:
+    """The result of a recorded call, until :meth:`TinyGroups.finish`."""
+
+    __slots__ = ("dtype", "group", "position", "shape")
+
+    def __init__(self, group: int, position: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.group, self.position, self.shape, self.dtype = group, position, shape, dtype
+
+
+class _Group:
+    """Calls recorded for one task: ``(prefix, func, n_inputs, extra)`` each, and
+    their inputs one after the other."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Callable, int, tuple]] = []
+        self.starts: list[int] = []
+        self.inputs: list[da.Array] = []
+        self.bytes = 0
+        self.hasher = hashlib.blake2b(digest_size=12)
+
+
+def _run_group(calls: list[tuple[Callable, tuple, tuple]], *chunks: Any) -> tuple[Any, ...]:
+    """Each call ``(func, picks, extra)`` takes one argument per entry of ``picks`` from
+    the next chunks (the chunk itself for ``None``, else that item of it, the result of
+    an earlier group), then ``extra``; the results in call order."""
+    results, start = [], 0
+    for func, picks, extra in calls:
+        arguments = [
+            chunk if pick is None else chunk[pick]
+            for chunk, pick in zip(chunks[start : start + len(picks)], picks, strict=True)
+        ]
+        results.append(func(*arguments, *extra))
+        start += len(picks)
+    return tuple(results)
+
+
+def single_chunk_bytes(arrays: Sequence[Any]) -> int | None:
+    """The bytes of ``arrays`` when each is a single-chunk dask array of at most
+    :data:`TINY_BYTES`, else None (read from the chunks: ``.shape`` costs more)."""
+    total = 0
+    for array in arrays:
+        if not isinstance(array, da.Array) or any(len(c) != 1 for c in array.chunks):
+            return None
+        size = array.dtype.itemsize
+        for chunk in array.chunks:
+            size *= chunk[0]
+        if size > TINY_BYTES:
+            return None
+        total += size
+    return total
+
+
+class TinyGroups:
+    """Calls on tiny single-chunk arrays, recorded to run as one task per group."""
+
+    def __init__(self) -> None:
+        self.groups: list[_Group] = []
+
+    def record(
+        self,
+        prefix: str,
+        func: Callable,
+        arrays: Sequence[da.Array],
+        extra: tuple,
+        like: tuple[da.Array, np.dtype],
+    ) -> _Pending:
+        """Record ``func(*arrays, *extra)``, whose result has the shape of ``like[0]``
+        and the dtype ``like[1]``; ``prefix`` names the result's own task."""
+        size = single_chunk_bytes(arrays) or 0
+        if not self.groups or self.groups[-1].bytes + size > GROUP_BYTES:
+            self.groups.append(_Group())
+        group = self.groups[-1]
+        group.calls.append((prefix, func, len(arrays), extra))
+        group.starts.append(len(group.inputs))
+        group.inputs.extend(arrays)
+        group.bytes += size
+        group.hasher.update(f"{func.__module__}.{func.__qualname__}".encode())
+        for array in arrays:
+            group.hasher.update(array.name.encode())
+        hash_arguments(group.hasher, extra)
+        shape = tuple(int(c[0]) for c in like[0].chunks)
+        return _Pending(len(self.groups) - 1, len(group.calls) - 1, shape, np.dtype(like[1]))
+
+    def finish(self, arrays: list[Any]) -> list[Any]:
+        """``arrays`` with each recorded result replaced by its
+        :class:`~metatensor_dask._collection.GroupItem`; the item's own task runs its
+        call alone, so computing one array computes one block, not its group."""
+        sources = [_group_source(group) for group in self.groups]
+        finished = []
+        for array in arrays:
+            if not isinstance(array, _Pending):
+                finished.append(array)
+                continue
+            group = self.groups[array.group]
+            group_key, layer, refs = sources[array.group]
+            prefix, func, count, extra = group.calls[array.position]
+            start = group.starts[array.position]
+            call = (
+                f"{prefix}-{group_key}-{array.position}",
+                func,
+                (*refs[start : start + count], *extra),
+            )
+            item = GroupItem(group_key, layer, array.position, array.shape, array.dtype, call)
+            finished.append(item)
+        return finished
+
+
+def _group_source(group: _Group) -> tuple[str, MaterializedLayer, list[TaskRef]]:
+    """The group's key, one flat graph with its task and everything its inputs need
+    (shared by all its items, so that merging their graphs stays linear), and a
+    reference to each input."""
+    group_key = f"tiny-blocks-{group.hasher.hexdigest()}"
+    layer: dict = {}
+    seen: set[str] = set()
+    for array in group.inputs:
+        for name, input_layer in array.dask.layers.items():
+            if name not in seen:
+                seen.add(name)
+                layer.update(ensure_dict(input_layer))
+    refs = [TaskRef((a.name, *((0,) * len(a.chunks)))) for a in group.inputs]
+    # the arrays of items of an earlier group are read from that group's result
+    items = [getattr(a, "item", None) if isinstance(a, ItemValues) else None for a in group.inputs]
+    group_refs = [
+        ref if item is None else TaskRef(item.group_key)
+        for ref, item in zip(refs, items, strict=True)
+    ]
+    picks = [None if item is None else item.position for item in items]
+    calls = [
+        (func, tuple(picks[start : start + count]), extra)
+        for (_, func, count, extra), start in zip(group.calls, group.starts, strict=True)
+    ]
+    layer[group_key] = Task(group_key, _run_group, calls, *group_refs)
+    return group_key, MaterializedLayer(layer), refs
+
+
+_ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(
+    "metatensor_dask_tiny_groups", default=None
+)
+
+
+@contextlib.contextmanager
+def grouped_tiny_blocks() -> Iterator[TinyGroups]:
+    """Within this context, the chunk-wise functions return placeholders for calls on
+    tiny single-chunk arrays; ``groups.finish(arrays)`` replaces the placeholders
+    among ``arrays`` (which must all be given) by group items."""
+    groups = TinyGroups()
+    token = _ACTIVE.set(groups)
+    try:
+        yield groups
+    finally:
+        _ACTIVE.reset(token)
+
+
+def tiny_groups(arrays: Sequence[Any]) -> TinyGroups | None:
+    """The active groups when ``arrays`` are all tiny single chunks, else None."""
+    groups = _ACTIVE.get()
+    if groups is None or single_chunk_bytes(arrays) is None:
+        return None
+    return groups
