@@ -11,7 +11,9 @@ component, a ``strain`` gradient ``(n, 3, 3, 180)``; gradients are ~99% of the b
 Each library runs in its own Python process; before each operation the peak resident
 memory counter is reset (``/proc/self/clear_refs``), so the reported peak (``VmHWM``)
 is that of the operation (for metatensor it includes the loaded tensor, which the
-operation needs in memory). Sizes come from environment variables::
+operation needs in memory), and dirty pages are flushed (``os.sync``), so that the
+writes of the inputs and of earlier operations do not slow down this one's. Sizes come
+from environment variables::
 
     MTD_BENCH_MANIP_MIB=1024 MTD_BENCH_MANIP_CHUNK=16MiB \\
         .venv/bin/python -m pytest benchmarks/bench_operations_manipulation.py \\
@@ -57,7 +59,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 _SCRIPT = textwrap.dedent(
     """
-    import json, sys, time
+    import json, os, sys, time
     import numpy as np
 
     library, root = sys.argv[1], sys.argv[2]
@@ -87,6 +89,7 @@ _SCRIPT = textwrap.dedent(
     }
     results = {}
     for name, op in operations.items():
+        os.sync()
         reset_peak()
         start = time.perf_counter()
         run(op)

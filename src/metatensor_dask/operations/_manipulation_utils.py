@@ -9,8 +9,6 @@ gradient) chunk by chunk, with indices computed eagerly from Labels in numpy:
   filling missing rows (index ``-1``) with a constant;
 * :func:`coalesce` merges neighbouring chunks of arrays that are co-partitioned (values
   and their gradients) without letting any of them grow past its input chunk size;
-* :func:`regular_grid` rechunks values to a regular grid of rows and their gradients to
-  match, so that a store can take the chunks as they are;
 * :func:`values_at_gradient_rows` gives, for every gradient row, the row of values it
   belongs to, chunked like the gradient (no gather when rows are grouped by sample).
 """
@@ -25,7 +23,6 @@ import numpy as np
 
 from .._partition import block_row_pointer, co_partitioned, gradient_row_chunks, local_sample_index
 from ..block import TensorBlock, as_block_array
-from ..io.zarr_chunks import regular
 from ..labels import Labels
 
 __all__ = [
@@ -40,7 +37,6 @@ __all__ = [
     "lexsort_rows",
     "max_rows",
     "reduction_groups",
-    "regular_grid",
     "rows_only",
     "select_rows",
     "take_rows",
@@ -268,37 +264,6 @@ def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array
         chunks = tuple(int(size[g].sum()) for g in groups)
         result.append(array.rechunk({0: chunks}))
     return result
-
-
-def regular_grid(
-    values: da.Array, gradients: Sequence[tuple[da.Array, np.ndarray]], limits: Sequence[int]
-) -> list[da.Array] | None:
-    """``values`` rechunked to a regular grid of rows, and its gradients co-partitioned.
-
-    The step is the largest multiple of the values' largest chunk that keeps every array
-    within its ``limits`` (rows per chunk: values first, then each gradient, given with
-    its CSR row pointer). All chunks but the last then have the same number of rows, so
-    that a Zarr store takes them as they are (``to_zarr`` would rechunk irregular chunks
-    again). ``None`` when no such step exists (empty values, or gradient rows spread so
-    unevenly that one step breaks a limit): use :func:`coalesce` then.
-    """
-    n = values.shape[0]
-    if n == 0:
-        return None
-    base = max_rows(values)
-    steps = min(limits[0] // base, -(-n // base))
-    for (array, _), limit in zip(gradients, limits[1:], strict=True):
-        if array.shape[0]:
-            steps = min(steps, int(limit * n / array.shape[0]) // base)
-    for step in range(max(steps, 1) * base, 0, -base):
-        value_chunks = regular(n, step)
-        chunks = [gradient_row_chunks(pointer, value_chunks) for _, pointer in gradients]
-        if all(max(c) <= limit for c, limit in zip(chunks, limits[1:], strict=True)):
-            return [
-                values.rechunk({0: value_chunks}),
-                *(a.rechunk({0: c}) for (a, _), c in zip(gradients, chunks, strict=True)),
-            ]
-    return None
 
 
 def max_rows(array: da.Array) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import config
-from .._partition import co_partitioned
+from .._partition import block_row_pointer, co_partitioned
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -65,41 +65,43 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
     values = [as_dask(block.values) for block in blocks]
     joined_values = concatenate_rows(values)
     gradients = {}
-    aligned_parameters = []
-    aligned_arrays = []
+    aligned: list[tuple[str, da.Array, np.ndarray]] = []
     limits = [_row_limit(values)]
     for parameter, first_gradient in first.gradients():
-        pieces, all_aligned = [], True
+        pieces, pointers, all_aligned = [], [], True
         shifted = []
-        shift = 0
+        shift = rows = 0
         for block in blocks:
-            array, aligned = _rows_of(block, parameter)
+            array, block_aligned = _rows_of(block, parameter)
             pieces.append(array)
-            all_aligned &= aligned
+            all_aligned &= block_aligned
+            if all_aligned:
+                pointers.append(block_row_pointer(block, parameter)[:-1] + rows)
             gradient_samples = block.gradient(parameter).samples.values.copy()
             gradient_samples[:, 0] += shift
             shifted.append(gradient_samples)
             shift += len(block.samples)
+            rows += array.shape[0]
         joined = concatenate_rows(pieces)
         gradient_samples = Labels(first_gradient.samples.names, np.concatenate(shifted))
-        gradients[parameter] = (joined, gradient_samples, first_gradient.components)
+        gradients[parameter] = (joined, gradient_samples, first_gradient.components, None)
         if all_aligned:
-            aligned_parameters.append(parameter)
-            aligned_arrays.append(joined)
+            pointer = np.concatenate([*pointers, [rows]]).astype(np.int64)
+            aligned.append((parameter, joined, pointer))
             limits.append(_row_limit(pieces))
 
-    merged = coalesce([joined_values, *aligned_arrays], limits)
+    merged = coalesce([joined_values, *(array for _, array, _ in aligned)], limits)
     joined_values = merged[0]
-    for parameter, array in zip(aligned_parameters, merged[1:], strict=False):
-        gradients[parameter] = (array, *gradients[parameter][1:])
+    for (parameter, _, pointer), array in zip(aligned, merged[1:], strict=True):
+        gradients[parameter] = (array, *gradients[parameter][1:3], pointer)
     return TensorBlock._trusted(
         joined_values,
         samples,
         first.components,
         first.properties,
         {
-            p: TensorBlock._trusted(array, s, c, first.properties)
-            for p, (array, s, c) in gradients.items()
+            p: TensorBlock._trusted(array, s, c, first.properties, row_pointer=pointer)
+            for p, (array, s, c, pointer) in gradients.items()
         },
     )
 
