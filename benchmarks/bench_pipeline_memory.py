@@ -32,7 +32,7 @@ from dask.utils import format_bytes, parse_bytes
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like, systems_for_size
-from metatensor_dask.demo import PIPELINE, check_against_numpy
+from metatensor_dask.execution.demo import PIPELINE, check_against_numpy
 
 SIZES = os.environ.get("MTD_BENCH_PIPELINE_SIZES", "48MiB,96MiB").split(",")
 MEMORY = os.environ.get("MTD_BENCH_PIPELINE_MEMORY", "1GiB")

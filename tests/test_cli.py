@@ -13,7 +13,7 @@ import pytest
 from pipeline_support import RADIAL, SPHERICAL, expected_cube, write_pipeline, write_store
 
 import metatensor_dask as mtd
-from metatensor_dask.cli import main
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 COMMANDS = ["info", "convert", "run", "apply", "submit", "verify", "demo"]
@@ -470,7 +470,7 @@ def test_demo(capsys, tmp_path):
 
 def test_demo_check_catches_a_wrong_result():
     from metatensor_dask.datasets import featomic_like
-    from metatensor_dask.demo import check_against_numpy
+    from metatensor_dask.execution.demo import check_against_numpy
 
     def cube_summed(x):
         return mtd.sum_over_samples(mtd.multiply(mtd.pow(x, 2), x), "atom")

@@ -5,7 +5,7 @@ import dask.array as da
 import pytest
 from dask.utils import parse_bytes
 
-from metatensor_dask.cluster import ClusterError, check_options, execution, local_sizes
+from metatensor_dask.execution.cluster import ClusterError, check_options, execution, local_sizes
 
 
 @pytest.fixture

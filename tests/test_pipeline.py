@@ -10,7 +10,7 @@ import pytest
 from pipeline_support import PIPELINE, RADIAL, SPHERICAL, expected_cube, write_pipeline, write_store
 
 import metatensor_dask as mtd
-from metatensor_dask.pipeline import Pipeline, PipelineError
+from metatensor_dask.execution.pipeline import Pipeline, PipelineError
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 

@@ -261,7 +261,7 @@ class TensorMap(ArrayContainer):
         for i, block in enumerate(self._blocks):
             yield self._keys.entry(i), block
 
-    # -- moving metadata (see metatensor_dask.operations.keys_to) ---------------------
+    # -- moving metadata (see metatensor_dask.operations._keys_to) ---------------------
 
     def keys_to_samples(
         self,
@@ -272,7 +272,7 @@ class TensorMap(ArrayContainer):
     ) -> TensorMap:
         """Merge blocks along samples, moving ``keys_to_move`` to the end of the sample
         names; see :func:`metatensor_dask.keys_to_samples`."""
-        from .operations.keys_to import keys_to_samples
+        from .operations._keys_to import keys_to_samples
 
         return keys_to_samples(
             self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples
@@ -287,7 +287,7 @@ class TensorMap(ArrayContainer):
     ) -> TensorMap:
         """Merge blocks along properties, moving ``keys_to_move`` to the start of the
         property names; see :func:`metatensor_dask.keys_to_properties`."""
-        from .operations.keys_to import keys_to_properties
+        from .operations._keys_to import keys_to_properties
 
         return keys_to_properties(
             self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples
@@ -296,7 +296,7 @@ class TensorMap(ArrayContainer):
     def components_to_properties(self, dimensions: str | Sequence[str]) -> TensorMap:
         """Move component dimensions to the properties; see
         :func:`metatensor_dask.components_to_properties`."""
-        from .operations.keys_to import components_to_properties
+        from .operations._keys_to import components_to_properties
 
         return components_to_properties(self, dimensions)
 

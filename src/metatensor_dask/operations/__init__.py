@@ -9,15 +9,15 @@ built-ins inside this namespace, as in metatensor.
 from __future__ import annotations
 
 from ..errors import NotEqualError  # noqa: F401  (metatensor.operations.NotEqualError)
-from .abs import abs
-from .add import add
-from .allclose import (
+from ._abs import abs
+from ._add import add
+from ._allclose import (
     allclose,
     allclose_block,
     allclose_block_raise,
     allclose_raise,
 )
-from .creation import (
+from ._creation import (
     block_from_array,
     empty_like,
     empty_like_block,
@@ -28,43 +28,43 @@ from .creation import (
     zeros_like,
     zeros_like_block,
 )
-from .detach import (
+from ._detach import (
     detach,
     detach_block,
     requires_grad,
     requires_grad_block,
 )
-from .divide import divide
-from .dot import dot
-from .drop_blocks import drop_blocks, drop_empty_blocks, filter_blocks
-from .equal import (
+from ._divide import divide
+from ._dot import dot
+from ._drop_blocks import drop_blocks, drop_empty_blocks, filter_blocks
+from ._equal import (
     equal,
     equal_block,
     equal_block_raise,
     equal_raise,
 )
-from .equal_metadata import (
+from ._equal_metadata import (
     equal_metadata,
     equal_metadata_block,
     equal_metadata_block_raise,
     equal_metadata_raise,
 )
-from .is_contiguous import is_contiguous, is_contiguous_block
-from .join import join, join_blocks
-from .keys_to import components_to_properties, keys_to_properties, keys_to_samples
-from .lstsq import lstsq
-from .make_contiguous import make_contiguous, make_contiguous_block
-from .manipulate_dimension import (
+from ._is_contiguous import is_contiguous, is_contiguous_block
+from ._join import join, join_blocks
+from ._keys_to import components_to_properties, keys_to_properties, keys_to_samples
+from ._lstsq import lstsq
+from ._make_contiguous import make_contiguous, make_contiguous_block
+from ._manipulate_dimension import (
     append_dimension,
     insert_dimension,
     permute_dimensions,
     remove_dimension,
     rename_dimension,
 )
-from .multiply import multiply
-from .one_hot import one_hot
-from .pow import pow
-from .reduce_over_properties import (
+from ._multiply import multiply
+from ._one_hot import one_hot
+from ._pow import pow
+from ._reduce_over_properties import (
     mean_over_properties,
     mean_over_properties_block,
     std_over_properties,
@@ -74,7 +74,7 @@ from .reduce_over_properties import (
     var_over_properties,
     var_over_properties_block,
 )
-from .reduce_over_samples import (
+from ._reduce_over_samples import (
     mean_over_samples,
     mean_over_samples_block,
     std_over_samples,
@@ -84,13 +84,13 @@ from .reduce_over_samples import (
     var_over_samples,
     var_over_samples_block,
 )
-from .remove_gradients import remove_gradients, remove_gradients_block
-from .slice import slice, slice_block
-from .solve import solve
-from .sort import sort, sort_block
-from .split import split, split_block
-from .subtract import subtract
-from .unique_metadata import unique_metadata, unique_metadata_block
+from ._remove_gradients import remove_gradients, remove_gradients_block
+from ._slice import slice, slice_block
+from ._solve import solve
+from ._sort import sort, sort_block
+from ._split import split, split_block
+from ._subtract import subtract
+from ._unique_metadata import unique_metadata, unique_metadata_block
 
 __all__ = [
     "abs",

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
 
 __all__ = ["Input", "Pipeline", "PipelineError", "Step", "is_metatensor_file", "open_tensor"]
 
@@ -151,7 +151,7 @@ class Step:
 
 
 def _operation(name: str) -> Callable[..., Any]:
-    from . import operations
+    from .. import operations
 
     if name in operations.__all__:
         return getattr(operations, name)
@@ -234,7 +234,7 @@ class Pipeline:
 
     def build(self) -> Any:
         """Open the inputs and apply the steps: the lazy TensorMap to write."""
-        from .tensor import TensorMap
+        from ..tensor import TensorMap
 
         results: dict[str, Any] = {}
         for item in self.inputs:

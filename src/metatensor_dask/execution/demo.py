@@ -166,8 +166,8 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
     """
     import metatensor_dask as mtd
 
-    from .datasets import TUTORIAL_FILES, featomic_like, systems_for_size, tutorial_file
-    from .inspection import verify_store
+    from ..datasets import TUTORIAL_FILES, featomic_like, systems_for_size, tutorial_file
+    from ..io.inspection import verify_store
     from .pipeline import Pipeline
 
     reporter = Reporter(quiet)

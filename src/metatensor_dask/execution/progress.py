@@ -20,7 +20,7 @@ from dask.utils import format_bytes, format_time
 from distributed import futures_of, progress
 from distributed.diagnostics.progressbar import TextProgressBar
 
-from . import config
+from .. import config
 
 __all__ = ["Reporter", "compute"]
 

@@ -2,7 +2,7 @@
 
 The job runs ``metatensor-dask run PIPELINE --cluster local`` inside its allocation: a
 :class:`distributed.LocalCluster` sized from ``SLURM_CPUS_ON_NODE`` and
-``SLURM_MEM_PER_NODE`` (see :func:`metatensor_dask.cluster.local_sizes`). With
+``SLURM_MEM_PER_NODE`` (see :func:`metatensor_dask.execution.cluster.local_sizes`). With
 ``requeue``, SLURM may requeue the job (after a node failure or preemption) and every
 start runs ``run --resume``, which keeps what earlier starts wrote.
 """
@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import MetatensorDaskError
+from ..errors import MetatensorDaskError
 
 __all__ = ["BatchJob", "SubmitError", "submit"]
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._utils import scalar_or_tensor_operation
-from .add import add_block_constant
+from ._add import add_block_constant
 
 __all__ = ["subtract"]
 

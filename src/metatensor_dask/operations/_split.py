@@ -7,7 +7,7 @@ from typing import Any
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._utils import check_block, check_tensor
-from .slice import Selection, check_selection, slice_one
+from ._slice import Selection, check_selection, slice_one
 
 __all__ = ["split", "split_block"]
 

@@ -19,7 +19,7 @@ import dask
 import yaml
 from dask.utils import parse_bytes
 
-from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
 
 __all__ = ["main"]
 
@@ -144,21 +144,21 @@ def _info(args: argparse.Namespace) -> int:
     from .pipeline import is_metatensor_file
 
     if is_metatensor_file(args.store):
-        from .inspection import describe_file
+        from ..io.inspection import describe_file
 
         report = describe_file(args.store)
     else:
-        from .inspection import describe_store
+        from ..io.inspection import describe_store
 
         report = describe_store(args.store)
     if args.json:
         import json
 
-        from .inspection import report_dict
+        from ..io.inspection import report_dict
 
         print(json.dumps(report_dict(report), indent=2))
     else:
-        from .inspection import format_report
+        from ..io.inspection import format_report
 
         print(format_report(report, args.max_blocks))
     return 0
@@ -274,7 +274,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .inspection import verify_store
+    from ..io.inspection import verify_store
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -304,7 +304,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

@@ -23,7 +23,7 @@ from typing import Any
 import dask
 from dask.utils import format_bytes, parse_bytes
 
-from .errors import MetatensorDaskError
+from ..errors import MetatensorDaskError
 
 __all__ = ["ClusterError", "Execution", "check_options", "execution", "local_sizes"]
 

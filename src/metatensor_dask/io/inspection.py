@@ -17,9 +17,9 @@ import numpy as np
 from dask.utils import format_bytes
 from zarr.core.sync import sync
 
-from .errors import MetatensorDaskError
-from .io import zarr_layout as layout
-from .io.zarr_store import ArrayRef, get_many, list_prefix, open_store
+from ..errors import MetatensorDaskError
+from . import zarr_layout as layout
+from .zarr_store import ArrayRef, get_many, list_prefix, open_store
 
 __all__ = [
     "ArrayReport",
@@ -161,7 +161,7 @@ def describe_file(path: str) -> StoreReport:
     """Summarise a metatensor file (``.mts``/``.npz``): labels are read, values are not."""
     import os
 
-    from .io import load
+    from .mts import load
 
     tensor = load(path)
     blocks = []
