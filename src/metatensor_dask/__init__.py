@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from . import config, operations
 from .block import TensorBlock
-from .errors import MetatensorDaskError, MetatensorError, NotEqualError
+from .errors import (
+    DamagedFileError,
+    DamagedStoreError,
+    IncompleteStoreError,
+    MetatensorDaskError,
+    MetatensorError,
+    NotEqualError,
+    StoreLockedError,
+    UnsafeNameError,
+)
 from .io import (
     from_metatensor,
     load,
@@ -25,13 +34,18 @@ from .tensor import TensorMap
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DamagedFileError",
+    "DamagedStoreError",
+    "IncompleteStoreError",
     "Labels",
     "LabelsEntry",
     "MetatensorDaskError",
     "MetatensorError",
     "NotEqualError",
+    "StoreLockedError",
     "TensorBlock",
     "TensorMap",
+    "UnsafeNameError",
     "config",
     "from_metatensor",
     "load",

@@ -10,7 +10,16 @@ format versions) derive from :class:`MetatensorDaskError`.
 
 from __future__ import annotations
 
-__all__ = ["MetatensorDaskError", "MetatensorError", "NotEqualError"]
+__all__ = [
+    "DamagedFileError",
+    "DamagedStoreError",
+    "IncompleteStoreError",
+    "MetatensorDaskError",
+    "MetatensorError",
+    "NotEqualError",
+    "StoreLockedError",
+    "UnsafeNameError",
+]
 
 
 class MetatensorError(Exception):
@@ -41,7 +50,52 @@ def format_error(message: str) -> MetatensorError:
 
 
 class MetatensorDaskError(ValueError):
-    """Base class of the errors that only metatensor-dask raises (storage, chunking)."""
+    """Base class of the errors that only metatensor-dask raises (storage, chunking).
+
+    The hierarchy, all catchable as ``MetatensorDaskError`` (and so as ``ValueError``)::
+
+        MetatensorDaskError
+        ├── DamagedStoreError      stored bytes or metadata contradict themselves
+        │   └── DamagedFileError   ... in a .mts/.npz file (also a MetatensorError)
+        ├── IncompleteStoreError   a store whose write has not finished
+        ├── StoreLockedError       another writer holds the store
+        └── UnsafeNameError        a name that cannot become a path component
+    """
+
+
+class DamagedStoreError(MetatensorDaskError):
+    """A store's data or metadata is damaged: a missing chunk or array, a checksum that
+    does not match, metadata that contradicts the data or itself.
+
+    The message names the store, the array and the chunk where it can, and the remedy
+    (``metatensor-dask verify``, converting the source again).
+    """
+
+
+class DamagedFileError(DamagedStoreError, MetatensorError):
+    """A ``.mts``/``.npz`` file is damaged (a CRC-32 that does not match, a truncated or
+    edited member). Also a :class:`MetatensorError`, which is what metatensor-core raises
+    for such files."""
+
+    def __init__(self, message: str):
+        DamagedStoreError.__init__(self, message)
+        self.message = message
+        self.status = None
+
+
+class IncompleteStoreError(MetatensorDaskError):
+    """A store whose write did not finish (still running, or killed): its completion
+    marker is missing. Resume the write with ``resume=True`` or wait for it to end."""
+
+
+class StoreLockedError(MetatensorDaskError):
+    """Another writer holds the store's lock. The message names the holder (owner, host,
+    pid, start, last heartbeat) and what to do with a stale lock."""
+
+
+class UnsafeNameError(MetatensorDaskError):
+    """A name (e.g. of a gradient) that would become a path but is not a safe single path
+    component (empty, ``.``, ``..``, containing ``/``, ``\\`` or control characters)."""
 
 
 class NotEqualError(Exception):
