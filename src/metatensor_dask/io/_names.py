@@ -1,0 +1,43 @@
+"""Names that become paths: one safe path component each, checked before any write.
+
+A gradient name becomes a folder of a Zarr store (``blocks/<i>/gradients/<name>``) and
+part of a member name in a ``.mts`` archive (``blocks/<i>/gradients/<name>/values.npy``).
+metatensor accepts any string there, so ``"../../x"`` would write outside the store and
+``"a/b"`` would read back as a nested gradient. Such names are refused up front.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from ..errors import UnsafeNameError
+
+__all__ = ["check_path_component"]
+
+_RESERVED = {"", ".", ".."}
+
+
+def check_path_component(name: object, what: str) -> None:
+    """Raise :class:`~metatensor_dask.errors.UnsafeNameError` unless ``name`` is a string
+    usable as one path component on every platform and in a zip member name.
+
+    Parameters
+    ----------
+    name
+        The name to check.
+    what
+        What the name is, for the message (e.g. ``"gradient name"``).
+    """
+    if not isinstance(name, str):
+        raise UnsafeNameError(f"{what} must be a string, got {type(name).__name__}")
+    bad = [
+        char
+        for char in name
+        if char in "/\\" or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    ]
+    if name in _RESERVED or bad or name != name.strip():
+        raise UnsafeNameError(
+            f"{what} {name!r} cannot be stored: it must be a single path component "
+            "(not empty, '.' or '..', without '/', '\\', control characters or leading "
+            "or trailing spaces); rename it, e.g. with a plain word such as 'positions'"
+        )
