@@ -135,6 +135,8 @@ def documented_reduction(
     entry = "sample" if axis == "samples" else "property"
 
     def decorate(function: Function) -> Function:
+        if function.__doc__ is None:  # python -OO strips docstrings
+            return function
         function.__doc__ += f"""
 
     Parameters
