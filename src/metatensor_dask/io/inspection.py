@@ -15,10 +15,10 @@ from typing import Any
 import dask
 import numpy as np
 from dask.utils import format_bytes
-from zarr.core.sync import sync
 
 from ..errors import MetatensorDaskError
 from . import zarr_layout as layout
+from ._zarr_internals import sync
 from .zarr_store import ArrayRef, get_many, list_prefix, open_store
 
 __all__ = [
