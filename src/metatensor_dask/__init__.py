@@ -28,6 +28,7 @@ from .io import (
     save,
     to_metatensor,
     to_zarr,
+    verify,
 )
 from .labels import Labels, LabelsEntry
 from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
@@ -59,5 +60,6 @@ __all__ = [
     "open_zarr",
     "to_metatensor",
     "to_zarr",
+    "verify",
     *operations.__all__,
 ]

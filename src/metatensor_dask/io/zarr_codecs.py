@@ -78,7 +78,8 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
 
 def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
     """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
-    return json.loads(_template(np.dtype(dtype).str, ndim, codec_settings(), sharded))
+    little = np.dtype(dtype).newbyteorder("<").str  # the format stores little-endian bytes
+    return json.loads(_template(little, ndim, codec_settings(), sharded))
 
 
 # -- plain arrays --------------------------------------------------------------------------
