@@ -515,10 +515,13 @@ def verify_store(
     where = str(location)
     try:
         store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
-        parsed = layout.parse_layout(attributes, nodes, describe(store))
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
     problems = _metadata_problems(store, nodes)
+    try:
+        parsed = layout.parse_layout(attributes, nodes, describe(store))
+    except MetatensorDaskError as error:
+        return Verification(where, [str(error), *problems])
     notes = []
     if not attributes[layout.ATTRIBUTE].get("complete"):
         recorded = len(list_prefix(store, layout.PROGRESS_PREFIX))
