@@ -316,3 +316,14 @@ def test_checksum_errors_name_the_array(tmp_path):
     raw[-1] ^= 0xFF
     chunk.write_bytes(bytes(raw))
     _damaged(path, r"rows 0:\d+ of the array 'blocks/0/values' can not be decoded \(")
+
+
+def test_operations_on_out_of_range_gradient_samples_raise_damage(tmp_path):
+    path = tmp_path / "t.zarr"
+    _write(path, make_metatensor(seed=2, nested=False))
+    _rewrite_labels(
+        path, "blocks/0/gradients/positions/samples", lambda v: v.__setitem__((-1, 0), 30)
+    )
+    tensor = mtd.open_zarr(path)
+    with pytest.raises(mtd.DamagedStoreError, match="of a parent with 23 rows"):
+        mtd.sum_over_samples(tensor, "atom").block(0).gradient("positions").values.compute()

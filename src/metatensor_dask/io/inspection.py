@@ -482,7 +482,7 @@ def verify(
             check_file(os.fspath(location))
         except DamagedStoreError as error:
             return Verification(os.fspath(location), [str(error)])
-        return Verification(os.fspath(location), [], arrays=0)
+        return Verification(os.fspath(location), [])
     return verify_store(location, storage_options, compute=compute)
 
 

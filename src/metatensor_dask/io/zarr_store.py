@@ -303,7 +303,7 @@ class ArrayRef:
 
 def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
     """The whole content of each array; Labels and row pointers are decoded here, in
-    bulk, other arrays read through zarr, concurrently."""
+    bulk, other arrays read through zarr (see :meth:`ArrayRef.read`)."""
     results: list[np.ndarray | None] = [None] * len(refs)
     plain = [i for i, ref in enumerate(refs) if is_plain(ref.document)]
     keys = {i: chunk_keys(refs[i].document) for i in plain}
