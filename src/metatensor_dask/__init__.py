@@ -12,8 +12,10 @@ from .errors import (
     DamagedStoreError,
     IncompleteStoreError,
     MetatensorDaskError,
+    MetatensorDaskWarning,
     MetatensorError,
     NotEqualError,
+    StoreFormatWarning,
     StoreLockedError,
     UnsafeNameError,
 )
@@ -26,6 +28,7 @@ from .io import (
     save,
     to_metatensor,
     to_zarr,
+    verify,
 )
 from .labels import Labels, LabelsEntry
 from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
@@ -40,8 +43,10 @@ __all__ = [
     "Labels",
     "LabelsEntry",
     "MetatensorDaskError",
+    "MetatensorDaskWarning",
     "MetatensorError",
     "NotEqualError",
+    "StoreFormatWarning",
     "StoreLockedError",
     "TensorBlock",
     "TensorMap",
@@ -55,5 +60,6 @@ __all__ = [
     "open_zarr",
     "to_metatensor",
     "to_zarr",
+    "verify",
     *operations.__all__,
 ]

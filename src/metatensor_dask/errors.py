@@ -15,8 +15,10 @@ __all__ = [
     "DamagedStoreError",
     "IncompleteStoreError",
     "MetatensorDaskError",
+    "MetatensorDaskWarning",
     "MetatensorError",
     "NotEqualError",
+    "StoreFormatWarning",
     "StoreLockedError",
     "UnsafeNameError",
 ]
@@ -103,3 +105,15 @@ class NotEqualError(Exception):
 
     Same name and meaning as ``metatensor.NotEqualError`` (metatensor-operations).
     """
+
+
+class MetatensorDaskWarning(UserWarning):
+    """Base class of the warnings that only metatensor-dask emits; filter them with
+    ``warnings.filterwarnings("ignore", category=mtd.MetatensorDaskWarning)``."""
+
+
+class StoreFormatWarning(MetatensorDaskWarning):
+    """A store of an older format that gives weaker guarantees. Format 1 stores with a
+    compressor or sharding did not store all-zero chunks, so a missing chunk there can
+    not be told from damage and reads as zeros; ``metatensor-dask convert OLD NEW``
+    writes a store of the current format."""

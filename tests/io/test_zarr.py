@@ -120,7 +120,12 @@ def test_stored_chunk_grids_are_regular(tmp_path, generated):
 def test_layout(tmp_path, generated):
     mtd.from_metatensor(generated).to_zarr(tmp_path / "t.zarr")
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
-    assert group.attrs["metatensor_dask"] == {"format": 1, "complete": True}
+    assert group.attrs["metatensor_dask"] == {
+        "format": 2,
+        "complete": True,
+        "dtype": "float64",
+        "gradients": ["positions", "positions/cell", "strain"],
+    }
     assert group.attrs["info"] == {"creator": "zarr tests"}
     assert group["keys"].attrs["names"] == ["center_type", "neighbor_type"]
     np.testing.assert_array_equal(group["keys"][:], generated.keys.values)
@@ -345,11 +350,12 @@ def test_plain_chunks_match_zarr(tmp_path):
     for key in keys:
         assert (tmp_path / "z.zarr" / key).read_bytes() == encoded[key]
     raw = [(tmp_path / "z.zarr" / key).read_bytes() for key in keys]
-    np.testing.assert_array_equal(decode_chunks(raw, document, "z"), values)
-    # zarr skips chunks of zeros: a missing chunk reads as zeros
-    np.testing.assert_array_equal(decode_chunks([None, *raw[1:]], document, "z")[:3], 0)
-    with pytest.raises(mtd.MetatensorDaskError, match="wrong size or checksum"):
-        decode_chunks([raw[0][:-1] + b"\0", *raw[1:]], document, "z")
+    np.testing.assert_array_equal(decode_chunks(raw, document, "z", "s"), values)
+    # every chunk is stored, all-zero ones too: a missing chunk is damage
+    with pytest.raises(mtd.DamagedStoreError, match=r"chunk 'c\.0\.0' of the array 'z' is missing"):
+        decode_chunks([None, *raw[1:]], document, "z", "s")
+    with pytest.raises(mtd.DamagedStoreError, match=r"checksum of the chunk 'c\.0\.0'"):
+        decode_chunks([raw[0][:-1] + b"\0", *raw[1:]], document, "z", "s")
 
 
 def test_mts_conversion_both_ways(tmp_path, generated):

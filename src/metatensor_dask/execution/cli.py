@@ -274,12 +274,12 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..io.inspection import verify_store
+    from ..io.inspection import verify
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
     with _execution(args) as where:
-        result = verify_store(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
+        result = verify(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
     for problem in result.problems:
         print(f"{PROG} verify: {args.store}: {problem}", file=sys.stderr)
     if not result.ok:

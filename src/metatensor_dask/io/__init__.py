@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .convert import from_metatensor, to_metatensor
+from .inspection import Verification, verify
 from .mts import load, load_block, load_labels, save
 from .zarr_read import open_zarr
 from .zarr_write import to_zarr
 
 __all__ = [
+    "Verification",
     "from_metatensor",
     "load",
     "load_block",
@@ -16,4 +18,5 @@ __all__ = [
     "save",
     "to_metatensor",
     "to_zarr",
+    "verify",
 ]

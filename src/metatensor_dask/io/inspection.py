@@ -9,25 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import dask
 import numpy as np
 from dask.utils import format_bytes
-from zarr.core.sync import sync
 
-from ..errors import MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
-from .zarr_store import ArrayRef, get_many, list_prefix, open_store
+from ._zarr_internals import sync
+from .zarr_codecs import is_plain
+from .zarr_integrity import checked_labels
+from .zarr_store import (
+    ArrayRef,
+    describe,
+    get_many,
+    list_prefix,
+    open_store,
+    read_arrays,
+    read_region,
+)
 
 __all__ = [
     "ArrayReport",
     "StoreReport",
+    "Verification",
     "describe_file",
     "describe_store",
     "format_report",
     "report_dict",
+    "verify",
     "verify_store",
 ]
 
@@ -105,10 +118,8 @@ def _stored_sizes(store: Any, prefixes: list[str]) -> list[int | None]:
 
 
 def _load_keys(store: Any, info: layout.ArrayInfo) -> np.ndarray:
-    ref = ArrayRef(store, info.path, info.document)
-    if 0 in info.shape:
-        return np.empty(info.shape, dtype=np.int32)
-    return np.asarray(ref.array()[...])
+    (keys,) = read_arrays([ArrayRef(store, info.path, info.document)])
+    return keys
 
 
 def describe_store(location: Any, storage_options: dict[str, Any] | None = None) -> StoreReport:
@@ -300,47 +311,51 @@ def _regions(info: layout.ArrayInfo) -> list[tuple[slice, ...]]:
 
 
 def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...]]]) -> tuple[int, list[str]]:
-    """A task: read each region (zarr checks every chunk's checksum); bytes read, problems."""
+    """A task: read each region (every chunk present, its size and checksum right);
+    bytes read, problems."""
+    from .zarr_read import read_plain_region
+
     total, problems = 0, []
     for ref, region in items:
+        read = read_plain_region if is_plain(ref.document) else read_region
         try:
-            total += np.asarray(ref.array()[region]).nbytes
-        except Exception as error:  # any failure to decode is a finding, not a crash
-            rows = f"{region[0].start}:{region[0].stop}"
-            problems.append(
-                f"{ref.path}: rows {rows} cannot be read: {type(error).__name__}: {error}"
-            )
+            total += read(ref, region).nbytes
+        except DamagedStoreError as error:
+            problems.append(str(error))
     return total, problems
 
 
-def _check_labels(items: list[tuple[str, ArrayRef, ArrayRef | None, int]]) -> list[str]:
-    """A task: gradient ``sample`` columns index their parent's rows, agree with the row
-    pointer, and every Labels array has unique entries."""
+@dataclass
+class _LabelsCheck:
+    """One Labels array to check, with what its content must agree with."""
+
+    info: layout.ArrayInfo
+    parent_rows: int | None = None
+    pointer: layout.ArrayInfo | None = None
+
+
+def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
+    """A task: Labels match their digest and have no repeated entries; gradient
+    ``sample`` columns index their parent's rows as the row pointer says."""
+    where = describe(store)
     problems = []
-    for path, samples, pointer, parent_rows in items:
-        if not samples.document["shape"][0]:
-            continue
+    for check in checks:
+        refs = [ArrayRef(store, check.info.path, check.info.document)]
+        if check.pointer is not None:
+            refs.append(ArrayRef(store, check.pointer.path, check.pointer.document))
         try:
-            values = np.asarray(samples.array()[...])
-            stored = None if pointer is None else np.asarray(pointer.array()[...])
-        except Exception:  # unreadable chunks are reported by _read_regions
-            continue
-        if len(np.unique(values, axis=0)) != len(values):
-            problems.append(f"{samples.path}: the Labels have repeated entries")
-        if parent_rows < 0:
-            continue
-        column = values[:, 0]
-        if column.min() < 0 or column.max() >= parent_rows:
-            problems.append(
-                f"{samples.path}: 'sample' values must be in [0, {parent_rows}), got "
-                f"[{column.min()}, {column.max()}]"
+            arrays = read_arrays(refs)
+            checked_labels(
+                where,
+                check.info.path,
+                check.info.names,
+                arrays[0],
+                check.info.digest,
+                check.parent_rows,
+                arrays[1] if check.pointer is not None else None,
             )
-        if pointer is not None:
-            expected = np.searchsorted(column, np.arange(parent_rows + 1), side="left")
-            if np.any(column[1:] < column[:-1]) or not np.array_equal(stored, expected):
-                problems.append(
-                    f"{pointer.path}: the row pointer does not match the gradient samples of {path}"
-                )
+        except DamagedStoreError as error:
+            problems.append(str(error))
     return problems
 
 
@@ -353,46 +368,122 @@ def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, li
 
 @dataclass
 class Verification:
-    """Result of :func:`verify_store`."""
+    """What :func:`metatensor_dask.verify` found.
+
+    Attributes
+    ----------
+    location
+        The store or file checked.
+    problems
+        One message per problem found (empty when the data is intact).
+    notes
+        What could not be checked, e.g. missing chunks of format 1 stores with a
+        compressor or sharding (whose writer skipped all-zero chunks).
+    arrays
+        Number of arrays checked.
+    regions
+        Number of chunks (or shards) read.
+    nbytes
+        Bytes of data read and checked.
+    """
 
     location: str
     problems: list[str]
+    notes: list[str] = field(default_factory=list)
     arrays: int = 0
     regions: int = 0
     nbytes: int = 0
 
     @property
     def ok(self) -> bool:
+        """Whether no problem was found."""
         return not self.problems
 
 
-def _labels_checks(
-    store: Any, parsed: layout.TensorLayout
-) -> list[tuple[str, ArrayRef, ArrayRef | None, int]]:
-    def ref(info: layout.ArrayInfo) -> ArrayRef:
-        return ArrayRef(store, info.path, info.document)
+def _labels_checks(parsed: layout.TensorLayout) -> list[_LabelsCheck]:
+    checks = [_LabelsCheck(parsed.keys)]
 
-    checks = [("keys", ref(parsed.keys), None, -1)]
-
-    def visit(block: layout.BlockLayout, parent_rows: int) -> None:
-        checks.append(
-            (
-                block.prefix,
-                ref(block.samples),
-                block.row_pointer and ref(block.row_pointer),
-                parent_rows,
-            )
-        )
-        for info in block.components:
-            checks.append((info.path, ref(info), None, -1))
+    def visit(block: layout.BlockLayout, parent_rows: int | None) -> None:
+        checks.append(_LabelsCheck(block.samples, parent_rows, block.row_pointer))
+        checks.extend(_LabelsCheck(info) for info in block.components)
         if block.properties is not None:
-            checks.append((block.properties.path, ref(block.properties), None, -1))
+            checks.append(_LabelsCheck(block.properties))
         for gradient in block.gradients.values():
             visit(gradient, block.values.shape[0])
 
     for block in parsed.blocks:
-        visit(block, -1)
+        visit(block, None)
     return checks
+
+
+def _metadata_problems(store: Any, nodes: dict[str, Any]) -> list[str]:
+    """Every node's own ``zarr.json`` against the copy in the root (consolidated)."""
+    from .zarr_read import read_nodes
+
+    try:
+        on_disk = read_nodes(store)
+    except DamagedStoreError as error:
+        return [str(error)]
+    problems = []
+    for path in sorted(set(nodes) | set(on_disk)):
+        if path not in on_disk:
+            problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
+        elif path not in nodes:
+            problems.append(
+                f"{path}: stored, but missing from the consolidated metadata in the root "
+                "'zarr.json' (readers do not see it)"
+            )
+        elif on_disk[path] != nodes[path]:
+            problems.append(
+                f"{path}: its 'zarr.json' differs from the consolidated metadata in the root"
+            )
+    return problems
+
+
+def verify(
+    location: Any,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    compute: Any = None,
+) -> Verification:
+    """Check that a Zarr store (or a ``.mts``/``.npz`` file) is complete and intact.
+
+    For a Zarr store, reads every chunk of every array, checks every node's metadata
+    against the consolidated copy, and every data-vs-labels invariant (see
+    :func:`verify_store`). For a metatensor file, checks every member's CRC-32 and
+    structure.
+
+    Parameters
+    ----------
+    location
+        A Zarr store (path, URL or zarr store) or a ``.mts``/``.npz`` path.
+    storage_options
+        For fsspec URLs.
+    compute
+        ``compute(collection)`` runs the reading tasks (default: :func:`dask.compute`).
+
+    Returns
+    -------
+    Verification
+        The problems found (``.ok`` when there are none) and what was read.
+
+    Examples
+    --------
+    >>> report = mtd.verify("features.zarr")  # doctest: +SKIP
+    >>> report.ok, report.problems  # doctest: +SKIP
+    (True, [])
+    """
+    if isinstance(location, (str, os.PathLike)) and os.fspath(location).lower().endswith(
+        (".mts", ".npz")
+    ):
+        from .mts import check_file
+
+        try:
+            check_file(os.fspath(location))
+        except DamagedStoreError as error:
+            return Verification(os.fspath(location), [str(error)])
+        return Verification(os.fspath(location), [])
+    return verify_store(location, storage_options, compute=compute)
 
 
 def verify_store(
@@ -401,12 +492,14 @@ def verify_store(
     *,
     compute: Any = None,
 ) -> Verification:
-    """Check that the store at ``location`` is complete and intact.
+    """Check that the Zarr store at ``location`` is complete and intact.
 
-    Reads every chunk of every array (zarr verifies each chunk's ``crc32c`` checksum when
-    the store has one), checks the metadata against itself, and checks that the labels
-    are unique and that gradient ``sample`` columns and row pointers index the parent's
-    rows.
+    Checks, in order: the root document and the consolidated metadata (as
+    :func:`metatensor_dask.open_zarr` does); every node's own ``zarr.json`` against the
+    consolidated copy, both ways; every chunk of every array present (format 2 stores
+    every chunk), of the right size and with a matching checksum; Labels against their
+    recorded digest, without repeated entries; gradient ``sample`` columns within their
+    parent's rows and in agreement with the row pointer.
 
     Parameters
     ----------
@@ -422,10 +515,14 @@ def verify_store(
     where = str(location)
     try:
         store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
-        parsed = layout.parse_layout(attributes, nodes, where)
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
-    problems = []
+    problems = _metadata_problems(store, nodes)
+    try:
+        parsed = layout.parse_layout(attributes, nodes, describe(store))
+    except MetatensorDaskError as error:
+        return Verification(where, [str(error), *problems])
+    notes = []
     if not attributes[layout.ATTRIBUTE].get("complete"):
         recorded = len(list_prefix(store, layout.PROGRESS_PREFIX))
         problems.append(
@@ -434,11 +531,18 @@ def verify_store(
             "`to_zarr(..., resume=True)`"
         )
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
+    lenient = [info.path for info in infos if info.missing_ok]
+    if lenient:
+        notes.append(
+            f"format {parsed.format}: {len(lenient)} arrays with a compressor or sharding "
+            "did not store all-zero chunks, so a lost chunk there can not be detected; "
+            "`metatensor-dask convert` the store to the current format"
+        )
     batches: list[list[tuple[ArrayRef, tuple[slice, ...]]]] = [[]]
     size = 0
     regions = 0
     for info in infos:
-        ref = ArrayRef(store, info.path, info.document)
+        ref = ArrayRef(store, info.path, info.document, info.missing_ok)
         unit = (
             int(np.prod(info.shape[1:], dtype=np.int64))
             * info.dtype.itemsize
@@ -452,10 +556,10 @@ def verify_store(
             size += unit
             regions += 1
     reads = [dask.delayed(_read_regions, pure=True)(batch) for batch in batches if batch]
-    labels = _labels_checks(store, parsed)
+    labels = _labels_checks(parsed)
     label_tasks = [
-        dask.delayed(_check_labels, pure=True)(labels[i : i + 64])
+        dask.delayed(_check_labels, pure=True)(store, labels[i : i + 64])
         for i in range(0, len(labels), 64)
     ]
     nbytes, found = compute(dask.delayed(_merge, pure=True)(reads, label_tasks))
-    return Verification(where, problems + found, len(infos), regions, nbytes)
+    return Verification(where, problems + found, notes, len(infos), regions, nbytes)

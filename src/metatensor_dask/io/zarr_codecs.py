@@ -18,6 +18,7 @@ from zarr.storage import MemoryStore
 
 from .. import config
 from ..errors import MetatensorDaskError
+from .zarr_integrity import damaged, missing_chunk
 
 __all__ = ["codec_settings", "template"]
 
@@ -77,7 +78,8 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
 
 def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
     """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
-    return json.loads(_template(np.dtype(dtype).str, ndim, codec_settings(), sharded))
+    little = np.dtype(dtype).newbyteorder("<").str  # the format stores little-endian bytes
+    return json.loads(_template(little, ndim, codec_settings(), sharded))
 
 
 # -- plain arrays --------------------------------------------------------------------------
@@ -182,49 +184,53 @@ def chunk_keys(document: dict[str, Any]) -> list[str]:
     return [chunk_key(index, len(shape)) for index in range(count)]
 
 
-def _decoded(data: Any, document: dict[str, Any], path: str) -> np.ndarray:
-    """One chunk as an array viewing ``data`` (its checksum verified); zeros for a
-    missing chunk (``None``), which zarr reads as the fill value."""
+def _decoded(data: Any, document: dict[str, Any], path: str, where: str, index: int) -> np.ndarray:
+    """Chunk ``index`` as an array viewing ``data``, its size and checksum verified; a
+    missing chunk (``None``) is damage: every chunk is stored, all-zero ones too."""
     import google_crc32c
 
     dtype = _dtype(document)
     chunk = _chunk_shape(document)
+    key = chunk_key(index, len(chunk))
     if data is None:
-        return np.zeros(chunk, dtype=dtype)
+        raise missing_chunk(where, path, key)
     size = int(np.prod(chunk)) * dtype.itemsize
     buffer = np.frombuffer(data, dtype=np.uint8)
     checksum = _checksum(document)
     body = buffer[:-4] if checksum else buffer
-    if len(body) != size or (
-        checksum and google_crc32c.value(body) != int(buffer[-4:].view("<u4")[0])
-    ):
-        raise MetatensorDaskError(
-            f"a chunk of '{path}' has a wrong size or checksum: the store is damaged"
+    if len(body) != size:
+        raise damaged(
+            where, f"the chunk '{key}' of the array '{path}' has {len(body)} bytes, not {size}"
         )
+    if checksum and google_crc32c.value(body) != int(buffer[-4:].view("<u4")[0]):
+        raise damaged(where, f"the checksum of the chunk '{key}' of the array '{path}' is wrong")
     return body.view(dtype).reshape(chunk)
 
 
-def decode_chunks(raw: list[bytes | None], document: dict[str, Any], path: str) -> np.ndarray:
+def decode_chunks(
+    raw: list[bytes | None], document: dict[str, Any], path: str, where: str
+) -> np.ndarray:
     """The whole array from its chunks (in :func:`chunk_keys` order; ``None`` is a
-    missing chunk, which zarr reads as the fill value)."""
+    missing chunk, which is damage)."""
     shape = tuple(int(n) for n in document["shape"])
     native = _dtype(document).newbyteorder("=")
     if not raw:
         return np.zeros(shape, dtype=native)
-    array = np.concatenate([_decoded(data, document, path) for data in raw])
+    array = np.concatenate([_decoded(data, document, path, where, i) for i, data in enumerate(raw)])
     array = array[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
     return np.ascontiguousarray(array, dtype=native)
 
 
 def decode_rows(
-    raw: list[Any], document: dict[str, Any], path: str, start: int, stop: int
+    raw: list[Any], document: dict[str, Any], path: str, where: str, start: int, stop: int
 ) -> np.ndarray:
     """Rows ``start:stop`` of an array, from the chunks holding them (``raw[0]`` is the
     chunk of row ``start``). A region within one chunk views its buffer: no copy."""
     rows = _chunk_shape(document)[0]
-    pieces = [_decoded(data, document, path) for data in raw]
+    first = start // rows
+    pieces = [_decoded(data, document, path, where, first + i) for i, data in enumerate(raw)]
     array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-    offset = (start // rows) * rows
+    offset = first * rows
     array = array[start - offset : stop - offset]
     native = _dtype(document).newbyteorder("=")
     return array if array.dtype == native else array.astype(native)

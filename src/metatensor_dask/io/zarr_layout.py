@@ -28,6 +28,8 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import MetatensorDaskError
+from .zarr_codecs import is_plain
+from .zarr_integrity import damaged as _damaged
 
 __all__ = [
     "FORMAT",
@@ -43,7 +45,9 @@ __all__ = [
 ]
 
 #: Version of the on-disk format written by this package. Readers refuse newer ones.
-FORMAT = 1
+#: Format 2 guarantees that every chunk is stored (all-zero ones too) and records the
+#: values' dtype and the gradient names in the root attributes; format 1 is still read.
+FORMAT = 2
 #: Root attribute holding this package's own metadata.
 ATTRIBUTE = "metatensor_dask"
 #: Prefix of the objects recording which chunks an unfinished write has stored.
@@ -129,15 +133,40 @@ def root_document(
     """The root group's document: format, completion marker, info, and every node's
     metadata inline (zarr's consolidated metadata), so that a reader gets the whole
     layout in one read."""
-    document = group_document(
-        {ATTRIBUTE: {"format": FORMAT, "complete": bool(complete)}, "info": dict(info)}
-    )
+    ours: dict[str, Any] = {"format": FORMAT, "complete": bool(complete)}
+    ours.update(_records(nodes))
+    document = group_document({ATTRIBUTE: ours, "info": dict(info)})
     document["consolidated_metadata"] = {
         "kind": "inline",
         "must_understand": False,
         "metadata": dict(sorted(nodes.items())),
     }
     return document
+
+
+def _gradient_names(nodes: dict[str, Any], prefix: str) -> list[str]:
+    """Gradient paths (``positions``, ``positions/cell``...) under the block ``prefix``."""
+    marker = f"{prefix}/gradients/"
+    found = []
+    for path, document in nodes.items():
+        if path.startswith(marker) and isinstance(document, dict):
+            rest = path[len(marker) :].split("/")
+            if (
+                document.get("node_type") == "group"
+                and all(part == "gradients" for part in rest[1::2])
+                and len(rest) % 2 == 1
+            ):
+                found.append("/".join(rest[0::2]))
+    return sorted(found)
+
+
+def _records(nodes: dict[str, Any]) -> dict[str, Any]:
+    """What the root records of the tensor (format 2), so that metadata edited in one
+    place does not go unnoticed: the values' dtype and the gradient names."""
+    values = nodes.get(f"{block_prefix(0)}/values")
+    if not isinstance(values, dict):
+        return {"dtype": None, "gradients": []}
+    return {"dtype": values.get("data_type"), "gradients": _gradient_names(nodes, block_prefix(0))}
 
 
 def encode(document: dict[str, Any]) -> bytes:
@@ -162,9 +191,7 @@ def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str,
     try:
         document = json.loads(raw)
     except ValueError as error:
-        raise MetatensorDaskError(
-            f"the root 'zarr.json' of {where} is not valid JSON ({error}): the store is damaged"
-        ) from None
+        raise _damaged(where, f"its root 'zarr.json' is not valid JSON ({error})") from None
     attributes = document.get("attributes") if isinstance(document, dict) else None
     if (
         not isinstance(document, dict)
@@ -180,10 +207,9 @@ def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str,
     ours = attributes[ATTRIBUTE]
     version = ours.get("format")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise MetatensorDaskError(
-            f"{where} has no valid '{ATTRIBUTE}.format' attribute (got {version!r}): "
-            "the store is damaged"
-        )
+        raise _damaged(where, f"it has no valid '{ATTRIBUTE}.format' attribute (got {version!r})")
+    if version < 1:
+        raise _damaged(where, f"its '{ATTRIBUTE}.format' attribute is {version}")
     if version > FORMAT:
         raise MetatensorDaskError(
             f"{where} uses the metatensor-dask storage format {version}, newer than the "
@@ -205,6 +231,9 @@ class ArrayInfo:
     write_rows: int
     attributes: dict[str, Any]
     document: dict[str, Any]
+    #: Whether a missing chunk is read as zeros (format 1 arrays with a compressor or
+    #: sharding, whose writer skipped all-zero chunks) instead of being damage.
+    missing_ok: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -245,10 +274,7 @@ class TensorLayout:
     blocks: list[BlockLayout]
     info: dict[str, str]
     nodes: dict[str, dict[str, Any]]
-
-
-def _damaged(where: str, message: str) -> MetatensorDaskError:
-    return MetatensorDaskError(f"the store at {where} is damaged: {message}")
+    format: int = FORMAT
 
 
 def _dtype(name: Any, path: str, where: str) -> np.dtype:
@@ -258,8 +284,45 @@ def _dtype(name: Any, path: str, where: str) -> np.dtype:
         raise _damaged(where, f"'{path}' has the data type {name!r}, unknown to numpy") from None
 
 
+#: Codecs after ``bytes`` that the format allows: compressors and the checksum. The
+#: ``bytes`` codec must be little-endian, so that no edit of the metadata can make a
+#: reader reinterpret the stored bytes.
+_BYTES_CODECS = ("crc32c", "zstd", "blosc", "gzip")
+_LITTLE = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def _codec_problem(codecs: Any, top: bool) -> str | None:
+    """What the format does not allow in a codec list (``None`` when allowed)."""
+    if not isinstance(codecs, list) or not codecs or not isinstance(codecs[0], dict):
+        return "no codecs"
+    first = codecs[0]
+    if top and first.get("name") == "sharding_indexed" and len(codecs) == 1:
+        configuration = first.get("configuration") or {}
+        if configuration.get("index_location", "end") != "end" or configuration.get(
+            "index_codecs"
+        ) != [_LITTLE, {"name": "crc32c"}]:
+            return "a shard index other than little-endian bytes and crc32c at the end"
+        return _codec_problem(configuration.get("codecs"), False)
+    if {k: v for k, v in first.items() if v != {}} != _LITTLE and first != {"name": "bytes"}:
+        return f"the first codec {first}, not little-endian 'bytes'"
+    for codec in codecs[1:]:
+        name = codec.get("name") if isinstance(codec, dict) else None
+        if not isinstance(name, str) or not (
+            name in _BYTES_CODECS or name.startswith("numcodecs.")
+        ):
+            return f"the codec {codec}"
+    return None
+
+
+def _fill_is_zero(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_fill_is_zero(v) for v in value)
+    return not isinstance(value, str) and value == 0
+
+
 def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
-    """Parse the document of the array at ``path``; a clear error when it is missing."""
+    """Parse the document of the array at ``path``, checking what the format allows
+    (chunk grid, codecs, dtype, fill value); a clear error when it is missing."""
     document = nodes.get(path)
     if not isinstance(document, dict) or document.get("node_type") != "array":
         raise _damaged(where, f"the array '{path}' is missing")
@@ -271,12 +334,27 @@ def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
             inner = [int(n) for n in codecs[0]["configuration"]["chunk_shape"]]
         else:
             inner = grid
-    except (KeyError, TypeError, ValueError, IndexError):
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise _damaged(where, f"the metadata of '{path}' is not a valid Zarr v3 array") from None
     dtype = _dtype(document.get("data_type"), path, where)
+    if dtype.kind not in "biufc":
+        raise _damaged(where, f"'{path}' has the data type {dtype}, which the format forbids")
     if len(grid) != len(shape) or len(inner) != len(shape):
         raise _damaged(where, f"the chunk shape of '{path}' does not match its shape {shape}")
+    if (
+        min(grid + inner, default=1) < 1
+        or any(g % i for g, i in zip(grid, inner, strict=True))
+        or document["chunk_grid"].get("name") != "regular"
+    ):
+        raise _damaged(where, f"'{path}' has an invalid chunk grid {grid} (chunks {inner})")
+    problem = _codec_problem(document.get("codecs"), True)
+    if problem is not None:
+        raise _damaged(where, f"'{path}' uses {problem}, which the format forbids")
+    if not _fill_is_zero(document.get("fill_value")):
+        raise _damaged(where, f"'{path}' has the fill value {document.get('fill_value')!r}, not 0")
     attributes = document.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise _damaged(where, f"the attributes of '{path}' are not a mapping")
     return ArrayInfo(
         path, shape, dtype, inner[0] if inner else 1, grid[0] if grid else 1, attributes, document
     )
@@ -404,12 +482,17 @@ def _signature(layout: BlockLayout) -> Any:
 
 
 def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) -> TensorLayout:
-    """The tensor described by a store's node documents, checked for consistency."""
+    """The tensor described by a store's node documents, checked for consistency (and,
+    since format 2, against what the root records); ``attributes`` of ``{}`` check a
+    layout about to be written."""
     keys = _labels_info(nodes, "keys", where)
     index = _gradient_index(nodes)
     blocks = [
         _parse_block(nodes, index, block_prefix(i), where, None, None) for i in range(keys.shape[0])
     ]
+    extra = block_prefix(keys.shape[0])
+    if any(path == extra or path.startswith(extra + "/") for path in nodes):
+        raise _damaged(where, f"it has more blocks than its {keys.shape[0]} keys ('{extra}')")
     for i, block in enumerate(blocks[1:], start=1):
         if _signature(block) != _signature(blocks[0]):
             raise _damaged(
@@ -417,9 +500,23 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
                 f"block {i} differs from block 0 in its sample, component or property "
                 "names, its dtype or its gradients, which a TensorMap forbids",
             )
+    ours = attributes.get(ATTRIBUTE) or {}
+    version = ours.get("format", FORMAT)
+    if version >= 2 and ours:
+        recorded = {"dtype": ours.get("dtype"), "gradients": ours.get("gradients")}
+        if recorded != _records(nodes):
+            raise _damaged(
+                where,
+                f"its arrays ({_records(nodes)}) disagree with what its root records "
+                f"({recorded}): dtypes or gradients were edited or lost",
+            )
+    if version == 1:
+        for block in blocks:
+            for info in block.arrays():
+                info.missing_ok = not is_plain(info.document)
     info = attributes.get("info") or {}
     if not isinstance(info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in info.items()
     ):
         raise _damaged(where, "the 'info' attribute must map strings to strings")
-    return TensorLayout(keys, blocks, dict(info), nodes)
+    return TensorLayout(keys, blocks, dict(info), nodes, version)

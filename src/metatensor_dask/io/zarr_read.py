@@ -10,6 +10,7 @@ arrays whose tasks read their region of the store.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -19,11 +20,12 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._partition import gradient_row_chunks
 from ..block import TensorBlock
-from ..errors import MetatensorDaskError
+from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import zarr_chunks as chunking
 from . import zarr_layout as layout
 from .zarr_codecs import chunk_key, decode_rows, is_plain
+from .zarr_integrity import checked_labels, damaged
 from .zarr_store import (
     ArrayRef,
     _local_root,
@@ -55,12 +57,16 @@ def read_nodes(store: Store) -> dict[str, Any]:
     nodes = {}
     for key, raw in zip(keys, get_many(store, keys), strict=True):
         if raw is not None:
-            nodes[key[: -len("/zarr.json")]] = json.loads(raw)
+            try:
+                nodes[key[: -len("/zarr.json")]] = json.loads(raw)
+            except ValueError as error:
+                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
     return nodes
 
 
 def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
-    """Labels from their arrays, reading each distinct digest once, concurrently."""
+    """Labels from their arrays, reading each distinct digest once, concurrently, and
+    checked against their digest (see :func:`checked_labels`)."""
     first: dict[Any, int] = {}
     for i, info in enumerate(infos):
         first.setdefault((info.digest, tuple(info.names)) if info.digest else i, i)
@@ -69,21 +75,28 @@ def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
     loaded = {}
     for i, array in zip(unique, values, strict=True):
         info = infos[i]
-        labels = Labels._trusted(info.names, np.asarray(array, dtype=np.int32))
-        if info.digest:
-            labels._digest = info.digest
-        loaded[i] = labels
+        loaded[i] = checked_labels(describe(store), info.path, info.names, array, info.digest)
     return [
         loaded[first[(info.digest, tuple(info.names)) if info.digest else i]]
         for i, info in enumerate(infos)
     ]
 
 
-def _lazy_samples(store: Store, info: layout.ArrayInfo) -> Labels:
+def _lazy_samples(
+    store: Store,
+    info: layout.ArrayInfo,
+    parent_rows: int | None = None,
+    pointer: np.ndarray | None = None,
+) -> Labels:
+    """Sample Labels read on first use, and checked then (see :func:`checked_labels`)."""
     ref = ArrayRef(store, info.path, info.document)
 
     def load() -> np.ndarray:
-        return read_arrays([ref])[0]
+        (values,) = read_arrays([ref])
+        where = describe(store)
+        return checked_labels(
+            where, info.path, info.names, values, info.digest, parent_rows, pointer
+        ).values
 
     return Labels.lazy(info.names, info.shape[0], load, info.digest)
 
@@ -129,12 +142,14 @@ def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
     keys = [
         f"{ref.path}/{chunk_key(i, ndim)}" for i in range(start // rows, (stop - 1) // rows + 1)
     ]
-    return decode_rows(_read_files(ref.store, keys), ref.document, ref.path, start, stop)
+    return decode_rows(
+        _read_files(ref.store, keys), ref.document, ref.path, describe(ref.store), start, stop
+    )
 
 
 def stored_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> da.Array:
     """A dask array over a stored array, one task per chunk of ``rows`` rows."""
-    ref = ArrayRef(store, info.path, info.document)
+    ref = ArrayRef(store, info.path, info.document, info.missing_ok)
     name = "open_zarr-" + tokenize(ref, rows)
     tail = tuple(slice(0, n) for n in info.shape[1:])
     zeros = (0,) * (len(info.shape) - 1)
@@ -191,6 +206,7 @@ class _Reader:
         rows: tuple[int, ...],
         properties: Labels | None,
         pointer: np.ndarray | None,
+        parent_rows: int | None = None,
     ) -> TensorBlock:
         values = stored_array(self.store, stored.values, rows)
         properties = (
@@ -206,10 +222,12 @@ class _Reader:
                 gradient_rows = chunking.regular(
                     gradient.values.shape[0], gradient.values.chunk_rows
                 )
-            gradients[parameter] = self.block(gradient, gradient_rows, properties, gradient_pointer)
+            gradients[parameter] = self.block(
+                gradient, gradient_rows, properties, gradient_pointer, stored.values.shape[0]
+            )
         return TensorBlock._trusted(
             values,
-            _lazy_samples(self.store, stored.samples),
+            _lazy_samples(self.store, stored.samples, parent_rows, pointer),
             [self.labels[c.path] for c in stored.components],
             properties,
             gradients,
@@ -226,9 +244,10 @@ class _Reader:
             or pointer[-1] != rows
             or np.any(np.diff(pointer) < 0)
         ):
-            raise MetatensorDaskError(
-                f"the store at {self.where} is damaged: '{gradient.row_pointer.path}' is not a "
-                f"non-decreasing row pointer from 0 to {rows}"
+            raise damaged(
+                self.where,
+                f"'{gradient.row_pointer.path}' is not a non-decreasing row pointer from 0 to "
+                f"{rows}",
             )
         return pointer
 
@@ -256,14 +275,24 @@ def read_layout(store: Store, where: str) -> layout.TensorLayout:
     (raw,) = get_many(store, ["zarr.json"])
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        raise MetatensorDaskError(
+        raise IncompleteStoreError(
             f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
             "running); finish it with to_zarr(..., resume=True) and the same tensor, or "
             "write it again with mode='w'"
         )
     if nodes is None:
         nodes = read_nodes(store)
-    return layout.parse_layout(attributes, nodes, where)
+    tensor = layout.parse_layout(attributes, nodes, where)
+    if any(info.missing_ok for block in tensor.blocks for info in block.arrays()):
+        warnings.warn(
+            f"{where} is a format {tensor.format} store with a compressor or sharding: its "
+            "writer did not store all-zero chunks, so a lost chunk there reads as zeros "
+            f"instead of raising an error; `metatensor-dask convert` it to a new store of "
+            f"format {layout.FORMAT}, which stores every chunk",
+            StoreFormatWarning,
+            stacklevel=3,
+        )
+    return tensor
 
 
 def open_zarr(

@@ -18,15 +18,15 @@ from typing import Any
 
 import dask.config
 import numpy as np
+from zarr import Array, AsyncArray
 from zarr.abc.store import Store
-from zarr.core.array import Array, AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.buffer import default_buffer_prototype
 from zarr.storage import LocalStore, MemoryStore, StorePath
-from zarr.storage._common import make_store_path
 
-from ..errors import MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError
+from ._zarr_internals import make_store_path, sync
 from .zarr_codecs import chunk_keys, decode_chunks, encode_chunks, is_plain
+from .zarr_integrity import CheckedStore, damaged
 
 __all__ = [
     "ArrayRef",
@@ -228,29 +228,68 @@ class ArrayRef:
     """A stored array as a task needs it: store, path and metadata document.
 
     The ``zarr.Array`` is built from the document on first use (no metadata read), and
-    rebuilt after unpickling in another process.
+    rebuilt after unpickling in another process. Arrays are written with every chunk
+    stored, all-zero ones too, and read through a :class:`CheckedStore`, which refuses
+    missing chunks unless ``missing_ok`` (format 1 stores with a compressor or
+    sharding, which skipped all-zero chunks).
     """
 
-    __slots__ = ("_array", "document", "path", "store")
+    __slots__ = ("_array", "_reader", "document", "missing_ok", "path", "store")
 
-    def __init__(self, store: Store, path: str, document: dict[str, Any]):
+    def __init__(self, store: Store, path: str, document: dict[str, Any], missing_ok: bool = False):
         self.store = store
         self.path = path
         self.document = document
+        self.missing_ok = missing_ok
         self._array: Array | None = None
+        self._reader: Array | None = None
 
     def array(self) -> Array:
+        """The array, for writing: every chunk is stored, all-zero ones too."""
         if self._array is None:
             self._array = Array(
-                AsyncArray(metadata=self.document, store_path=StorePath(self.store, self.path))
+                AsyncArray(
+                    metadata=self.document,
+                    store_path=StorePath(self.store, self.path),
+                    config={"write_empty_chunks": True},
+                )
             )
         return self._array
 
     def async_array(self) -> AsyncArray:
-        return self.array()._async_array
+        return self.array().async_array
+
+    def reader(self) -> Array:
+        """The array, for reading: a missing chunk is a :class:`DamagedStoreError`."""
+        if self._reader is None:
+            store = (
+                self.store
+                if self.missing_ok
+                else CheckedStore(self.store, self.path, self.document, describe(self.store))
+            )
+            self._reader = Array(
+                AsyncArray(metadata=self.document, store_path=StorePath(store, self.path))
+            )
+        return self._reader
+
+    def read(self, region: Any) -> np.ndarray:
+        """``region`` of the array; a chunk that does not decode (checksum, size) is a
+        :class:`DamagedStoreError` naming the array and the rows."""
+        try:
+            return np.asarray(self.reader()[region])
+        except DamagedStoreError:
+            raise
+        except (ValueError, RuntimeError, OSError, TypeError, IndexError) as error:
+            rows = region[0] if isinstance(region, tuple) else region
+            where = f"rows {rows.start}:{rows.stop}" if isinstance(rows, slice) else "its chunks"
+            raise damaged(
+                describe(self.store),
+                f"{where} of the array '{self.path}' can not be decoded "
+                f"({type(error).__name__}: {error})",
+            ) from None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ArrayRef, (self.store, self.path, self.document))
+        return (ArrayRef, (self.store, self.path, self.document, self.missing_ok))
 
     def __dask_tokenize__(self) -> Any:
         return (
@@ -258,12 +297,13 @@ class ArrayRef:
             describe(self.store),
             self.path,
             json.dumps(self.document, sort_keys=True),
+            self.missing_ok,
         )
 
 
 def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
     """The whole content of each array; Labels and row pointers are decoded here, in
-    bulk, other arrays read through zarr, concurrently."""
+    bulk, other arrays read through zarr (see :meth:`ArrayRef.read`)."""
     results: list[np.ndarray | None] = [None] * len(refs)
     plain = [i for i, ref in enumerate(refs) if is_plain(ref.document)]
     keys = {i: chunk_keys(refs[i].document) for i in plain}
@@ -271,17 +311,10 @@ def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
     raw = iter(get_many(refs[0].store, flat) if flat else [])
     for i in plain:
         chunks = [next(raw) for _ in keys[i]]
-        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path)
-
-    async def read(ref: ArrayRef) -> np.ndarray:
-        shape = tuple(ref.document["shape"])
-        if 0 in shape:
-            return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
-        return np.asarray(await ref.async_array().getitem(Ellipsis))
-
-    others = [i for i in range(len(refs)) if results[i] is None]
-    for i, array in zip(others, sync(_bounded(read(refs[i]) for i in others)), strict=True):
-        results[i] = array
+        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, describe(refs[i].store))
+    for i in range(len(refs)):
+        if results[i] is None:
+            results[i] = read_region(refs[i], tuple(slice(0, n) for n in refs[i].document["shape"]))
     return results  # type: ignore[return-value]
 
 
@@ -297,7 +330,7 @@ def read_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
     if any(s.stop <= s.start for s in region):
         shape = tuple(max(s.stop - s.start, 0) for s in region)
         return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
-    return np.asarray(ref.array()[region])
+    return ref.read(region)
 
 
 def write_regions(

@@ -1,0 +1,177 @@
+"""Refusing damage on the read side: missing chunks, and the messages naming it.
+
+Since format 2 every chunk of every array is stored, all-zero ones too (and every inner
+chunk of a shard), so a chunk that is not there always means damage. zarr itself reads
+a missing chunk as the fill value; :class:`CheckedStore` is the store arrays are read
+through, and turns a missing chunk, or a shard whose index lists a missing inner
+chunk, into a :class:`~metatensor_dask.errors.DamagedStoreError` before any data is
+decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from zarr.abc.store import SuffixByteRequest
+from zarr.storage import WrapperStore
+
+from ..errors import DamagedStoreError
+from ..labels import Labels
+
+__all__ = ["CheckedStore", "checked_labels", "damaged", "missing_chunk"]
+
+#: An empty entry (offset and length) of a shard index.
+_EMPTY = np.uint64(2**64 - 1)
+
+
+def damaged(where: str, message: str) -> DamagedStoreError:
+    """The error for a damaged store: what is wrong, and what to do about it."""
+    return DamagedStoreError(
+        f"the store at {where} is damaged: {message}; `metatensor-dask verify` lists every "
+        "problem; write or convert the tensor again from its source"
+    )
+
+
+def missing_chunk(where: str, path: str, key: str) -> DamagedStoreError:
+    return damaged(where, f"the chunk '{key}' of the array '{path}' is missing")
+
+
+def shard_index_entries(document: dict[str, Any]) -> int | None:
+    """Inner chunks per shard of a sharded array (``None`` when not sharded)."""
+    codecs = document.get("codecs") or [{}]
+    if codecs[0].get("name") != "sharding_indexed":
+        return None
+    outer = document["chunk_grid"]["configuration"]["chunk_shape"]
+    inner = codecs[0]["configuration"]["chunk_shape"]
+    return int(np.prod([o // i for o, i in zip(outer, inner, strict=True)]))
+
+
+def missing_inner_chunks(index: bytes, document: dict[str, Any], shard: int) -> int:
+    """Inner chunks of shard ``shard`` that hold rows of the array but are listed as
+    missing in its ``index`` (pairs of ``<u8`` per inner chunk, then a checksum).
+
+    Arrays are chunked along their first axis only, so inner chunk ``j`` holds the rows
+    from ``shard * shard_rows + j * inner_rows``; those past the end of the array are
+    never stored.
+    """
+    entries = shard_index_entries(document) or 0
+    pairs = np.frombuffer(index[: 16 * entries], dtype="<u8").reshape(entries, 2)
+    outer = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    inner = int(document["codecs"][0]["configuration"]["chunk_shape"][0])
+    starts = shard * outer + inner * np.arange(entries)
+    holding = starts < int(document["shape"][0])
+    return int(np.count_nonzero(holding & (pairs[:, 0] == _EMPTY)))
+
+
+class CheckedStore(WrapperStore[Any]):
+    """A read-only view of a store for reading one array, where a missing chunk (or
+    inner chunk of a shard) raises :class:`DamagedStoreError`.
+
+    Parameters
+    ----------
+    store
+        The store.
+    path
+        The array's path in it.
+    document
+        The array's metadata document.
+    where
+        The store's description, for messages.
+    """
+
+    def __init__(self, store: Any, path: str, document: dict[str, Any], where: str):
+        super().__init__(store)
+        self._path = path
+        self._document = document
+        self._where = where
+        self._entries = shard_index_entries(document)
+
+    def _with_store(self, store: Any) -> CheckedStore:
+        return type(self)(store, self._path, self._document, self._where)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        found = await self._store.get(key, prototype, byte_range)
+        if key.endswith("zarr.json"):
+            return found
+        if found is None:
+            raise missing_chunk(self._where, self._path, key.rpartition("/")[2])
+        whole = byte_range is None or (
+            isinstance(byte_range, SuffixByteRequest)
+            and self._entries is not None
+            and byte_range.suffix == 16 * self._entries + 4
+        )
+        if self._entries is not None and whole:
+            size = 16 * self._entries + 4
+            name = key.rpartition("/")[2]
+            if len(found) < size:
+                raise damaged(
+                    self._where,
+                    f"the shard '{name}' of the array '{self._path}' is truncated "
+                    f"({len(found)} bytes)",
+                )
+            index = found.as_numpy_array()[-size:].tobytes()
+            empty = missing_inner_chunks(index, self._document, int(name.split(".")[1]))
+            if empty:
+                raise damaged(
+                    self._where,
+                    f"{empty} chunk(s) of the shard '{name}' of the array '{self._path}' are "
+                    "missing",
+                )
+        return found
+
+
+def checked_labels(
+    where: str,
+    path: str,
+    names: list[str],
+    values: np.ndarray,
+    digest: str | None,
+    parent_rows: int | None = None,
+    pointer: np.ndarray | None = None,
+) -> Labels:
+    """Labels read from a store, after checking that they are what was written.
+
+    Parameters
+    ----------
+    where, path
+        The store's description and the array's path, for messages.
+    names, values
+        The Labels' names and entries as read.
+    digest
+        The digest recorded at write time (``None`` for none).
+    parent_rows
+        For gradient samples, the number of rows of the parent block: the ``sample``
+        column must index them.
+    pointer
+        For gradient samples grouped by sample, the stored row pointer, which must
+        agree with the ``sample`` column.
+
+    Raises
+    ------
+    DamagedStoreError
+        When the entries do not match the recorded digest, repeat an entry, or (for
+        gradient samples) do not index the parent's rows as the row pointer says.
+    """
+    labels = Labels._trusted(names, np.asarray(values, dtype=np.int32))
+    if digest is not None and labels.digest() != digest:
+        raise damaged(where, f"the Labels '{path}' do not match the digest recorded when written")
+    rows = labels.values
+    if len(rows) > 1 and len(np.unique(rows, axis=0)) != len(rows):
+        raise damaged(where, f"the Labels '{path}' have repeated entries")
+    if parent_rows is not None and len(rows):
+        column = rows[:, 0]
+        low, high = int(column.min()), int(column.max())
+        if low < 0 or high >= parent_rows:
+            raise damaged(
+                where,
+                f"the gradient samples '{path}' refer to the sample rows [{low}, {high}] of a "
+                f"parent with {parent_rows} rows",
+            )
+        if pointer is not None and not np.array_equal(
+            column, np.repeat(np.arange(parent_rows, dtype=np.int32), np.diff(pointer))
+        ):
+            raise damaged(
+                where, f"the gradient samples '{path}' disagree with the stored row pointer"
+            )
+    return labels
