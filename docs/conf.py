@@ -67,13 +67,14 @@ sphinx_gallery_conf = {
 # API reference, from __all__
 
 
-def _section(title: str, module: str, names: list[str], toctree: bool = True) -> list[str]:
+def _section(title: str, module: str, names: list[str], describe: bool = False) -> list[str]:
+    """An autosummary table of ``names``; ``describe``: the module's docstring first."""
     if not names:
         return []
-    lines = [title, "-" * len(title), "", f".. currentmodule:: {module}", "", ".. autosummary::"]
-    if toctree:
-        lines.append("   :toctree: generated")
-    lines.append("")
+    lines = [title, "-" * len(title), ""]
+    if describe:  # the docstring's examples run as doctests too
+        lines += [f".. automodule:: {module}", ""]
+    lines += [f".. currentmodule:: {module}", "", ".. autosummary::", "   :toctree: generated", ""]
     lines += [f"   {name}" for name in sorted(names, key=str.lower)]
     return [*lines, ""]
 
@@ -107,19 +108,24 @@ def _write_api_reference() -> None:
             "Data sets",
             "metatensor_dask.datasets",
             [n for n in datasets.__all__ if callable(getattr(datasets, n))],
+            describe=True,
         ),
-        *_section("Test kit", "metatensor_dask.testing", list(testing.__all__)),
+        *_section("Test kit", "metatensor_dask.testing", list(testing.__all__), describe=True),
         *_section(
             "Hypothesis strategies",
             "metatensor_dask.testing.strategies",
             list(testing.strategies.__all__),
+            describe=True,
         ),
     ]
     text = "\n".join(lines)
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "api.rst")
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as file:
-            file.write(text)
+    if os.path.exists(path):
+        with open(path) as file:
+            if file.read() == text:
+                return  # unchanged: Sphinx need not reread it
+    with open(path, "w") as file:
+        file.write(text)
 
 
 import metatensor_dask.testing.strategies  # noqa: E402  (needs hypothesis)
