@@ -67,6 +67,9 @@ sphinx_gallery_conf = {
 # API reference, from __all__
 
 
+_DOCUMENTED: set[str] = set()
+
+
 def _section(title: str, module: str, names: list[str], describe: bool = False) -> list[str]:
     """An autosummary table of ``names``; ``describe``: the module's docstring first."""
     if not names:
@@ -76,6 +79,7 @@ def _section(title: str, module: str, names: list[str], describe: bool = False) 
         lines += [f".. automodule:: {module}", ""]
     lines += [f".. currentmodule:: {module}", "", ".. autosummary::", "   :toctree: generated", ""]
     lines += [f"   {name}" for name in sorted(names, key=str.lower)]
+    _DOCUMENTED.update(f"{module}.{name}" for name in names)
     return [*lines, ""]
 
 
@@ -119,7 +123,14 @@ def _write_api_reference() -> None:
         ),
     ]
     text = "\n".join(lines)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "api.rst")
+    here = os.path.dirname(os.path.abspath(__file__))
+    # pages of names no longer public would be orphans (a warning): remove them
+    generated = os.path.join(here, "generated")
+    if os.path.isdir(generated):
+        for name in os.listdir(generated):
+            if name.endswith(".rst") and name[: -len(".rst")] not in _DOCUMENTED:
+                os.remove(os.path.join(generated, name))
+    path = os.path.join(here, "api.rst")
     if os.path.exists(path):
         with open(path) as file:
             if file.read() == text:
