@@ -34,7 +34,7 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "generated/*.md", "auto_examples/*.ipynb", "**/*.zip"]
+exclude_patterns = ["_build"]
 
 html_theme = "furo"
 html_title = f"metatensor-dask {release}"
