@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench venv
+.PHONY: demo test bench venv docs test-lowest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,3 +21,25 @@ test: venv
 
 bench: venv
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only
+
+# The documentation site, warnings as errors: the tutorials of examples/ run while it
+# builds, then the snippets of the pages and docstrings run as doctests.
+DOCS_VENV ?= .venv-docs
+docs:
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet -e '.[docs]'
+	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
+
+# The fast tests with the lowest versions of dask, distributed, zarr and numpy that
+# pyproject.toml declares, so that the declared floors stay true.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_TESTS = tests/test_labels.py tests/test_block.py tests/test_tensor.py \
+	tests/operations/test_multiply.py tests/operations/test_equal.py tests/io/test_zarr.py \
+	tests/io/test_mts.py tests/test_examples.py tests/test_readme.py
+test-lowest:
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(PYTHON) .ci/lowest_versions.py > $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST_VENV)/constraints.txt -e '.[test]'
+	$(LOWEST_VENV)/bin/python .ci/lowest_versions.py --check
+	$(LOWEST_VENV)/bin/python -m pytest -m "not slurm" $(LOWEST_TESTS)

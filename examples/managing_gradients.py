@@ -10,13 +10,10 @@ Values and gradients are dask arrays: nothing is computed until ``.compute()`` (
 function that must return a Python value, such as ``equal``).
 """
 
-import os
-
 # %%
 import metatensor_dask as metatensor
 from metatensor_dask import TensorBlock, TensorMap
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+from metatensor_dask.datasets import tutorial_file  # the tutorial's files, shipped
 
 # %%
 # Amazing gradients and where to find them
@@ -24,7 +21,7 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 #
 # A tensor map with two dimensions for the keys, and 5 blocks:
 
-radial_spectrum = metatensor.load(os.path.join(DATA, "radial-spectrum.npz"))
+radial_spectrum = metatensor.load(tutorial_file("radial-spectrum.npz"))
 print(radial_spectrum)
 
 # %%
@@ -67,7 +64,7 @@ print(gradient.values.compute())
 # What if the values have components?
 # -----------------------------------
 
-spherical_expansion = metatensor.load(os.path.join(DATA, "spherical-expansion.npz"))
+spherical_expansion = metatensor.load(tutorial_file("spherical-expansion.npz"))
 print(spherical_expansion)
 
 # %%

@@ -5,6 +5,8 @@ Usually imported as ``import metatensor_dask as mtd``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import config, operations
 from .block import TensorBlock
 from .errors import (
@@ -24,17 +26,30 @@ from .io import (
     load,
     load_block,
     load_labels,
-    open_zarr,
     save,
     to_metatensor,
-    to_zarr,
-    verify,
 )
 from .labels import Labels, LabelsEntry
 from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
 from .tensor import TensorMap
 
 __version__ = "0.1.0.dev0"
+
+
+if TYPE_CHECKING:
+    from .io import open_zarr, to_zarr, verify
+
+
+def __getattr__(name):
+    # these import zarr: only when first used (see metatensor_dask.io)
+    if name in ("open_zarr", "to_zarr", "verify"):
+        from . import io
+
+        value = getattr(io, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DamagedFileError",

@@ -1,0 +1,37 @@
+"""Every tutorial of examples/ runs as a script, warnings as errors (``make docs`` runs
+them too, through sphinx-gallery; this keeps them checked by ``make test``)."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def test_every_example_is_a_gallery_script():
+    assert os.path.isfile(os.path.join(EXAMPLES, "GALLERY_HEADER.rst"))
+    scripts = sorted(name for name in os.listdir(EXAMPLES) if name.endswith(".py"))
+    assert scripts[0] == "managing_gradients.py"  # the seed tutorial is example 1
+    for name in scripts:
+        with open(os.path.join(EXAMPLES, name), encoding="utf-8") as file:
+            text = file.read()
+        title = text.split('"""')[1].strip().splitlines()
+        assert len(title) > 1 and set(title[1]) == {"="}, f"{name}: no sphinx-gallery title"
+
+
+def test_store_to_store_writes_and_checks_its_result(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-W", "error", os.path.join(EXAMPLES, "store_to_store.py")],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "True"
+    assert "100% Completed" in result.stdout
+    (work,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    assert sorted(path.name for path in work.iterdir()) == ["descriptors.zarr", "squared.zarr"]
