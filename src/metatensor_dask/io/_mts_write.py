@@ -22,7 +22,7 @@ from .. import config
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
-from . import _npy, _zip
+from . import _mts_integrity, _npy, _zip
 
 __all__ = ["Entry", "block_entries", "labels_bytes", "write_atomically"]
 
@@ -187,12 +187,19 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
             chunk_keys.append((name, k, c))
             offset += rows * row_bytes
         keys.append(chunk_keys)
+    # the CRC checks of the members read whole from a file run with the writes
+    checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
     graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
-    results = iter(Delayed(name, graph).compute())
+    graph[f"{name}-checked"] = (_first, name, checks)
+    results = iter(Delayed(f"{name}-checked", graph).compute())
     chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
         crcs[i][j : j + 1] = replacement
+
+
+def _first(value: Any, ignored: Any) -> Any:
+    return value
 
 
 def _write_rows(chunk: np.ndarray, path: str, offset: int, descr: str) -> tuple[int, int]:
