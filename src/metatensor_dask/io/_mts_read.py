@@ -213,6 +213,32 @@ class Archive:
         _mts_integrity.check_crc(self.display, name, zlib.crc32(data), member.crc)
         return data
 
+    def check_member(self, name: str) -> None:
+        """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
+        member = self.member(name)
+        if not member.stored:
+            with self._inflating(member) as stream:
+                while stream.read(_INFLATE_READ):
+                    pass
+            return
+        buffer = memoryview(bytearray(min(member.size, _INFLATE_READ)))
+        crc, done = 0, 0
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as error:
+            raise io_error(error) from None
+        try:
+            while done < member.size:
+                piece = buffer[: min(len(buffer), member.size - done)]
+                count = os.preadv(fd, [piece], member.offset + done)
+                if count == 0:
+                    raise _mts_integrity.damaged(self.display, name, "the file ends early")
+                crc = zlib.crc32(piece[:count], crc)
+                done += count
+        finally:
+            os.close(fd)
+        _mts_integrity.check_crc(self.display, name, crc, member.crc)
+
     def _inflating(self, member: _zip.Member) -> _Inflating:
         try:
             return _Inflating(self, member, _zip.open_compressed(self.path, member))

@@ -23,6 +23,7 @@ from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
+from ._names import check_path_component
 
 __all__ = ["Entry", "block_entries", "labels_bytes", "write_atomically"]
 
@@ -64,6 +65,8 @@ def block_entries(prefix: str, block: TensorBlock, gradient: bool) -> list[Entry
     if not gradient:
         entries.append(Entry(prefix + "properties.npy", [labels_bytes(block.properties)]))
     for parameter in sorted(block.gradients_list()):
+        # the name becomes a folder of the archive: refused before anything is written
+        check_path_component(parameter, "gradient name")
         entries.extend(
             block_entries(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
         )
