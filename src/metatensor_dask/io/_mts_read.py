@@ -154,14 +154,12 @@ class Archive:
                 f"unable to load {self.what} from '{self.display}': member '{name}': {error}"
             ) from None
         if "gradients/" in name and not _GRADIENT_MEMBER.fullmatch(name):
-            parts = name.split("/")
-            where = len(parts) - 1 - parts[::-1].index("gradients")
-            gradient = "/".join(parts[where + 1 : -1])
             raise UnsafeNameError(
-                f"unable to load {self.what} from '{self.display}': member '{name}' belongs "
-                f"to a gradient named {gradient!r}, which is not a single path component: "
-                "the file was written with a name that metatensor-dask refuses; rename "
-                "the gradient where the file was made"
+                f"unable to load {self.what} from '{self.display}': member '{name}' is not "
+                "laid out as a gradient's (gradients/<name>/values.npy, samples.npy or "
+                "components/<j>.npy): its gradient name is not a single path component "
+                "(such as 'a/b'), which metatensor-dask refuses, or the file is damaged; "
+                "rename the gradient where the file was made"
             )
 
     @classmethod

@@ -112,6 +112,7 @@ def load_labels(path: str | os.PathLike) -> Labels:
 
 # -- checking ----------------------------------------------------------------------------
 
+
 def check_file(path: str | os.PathLike) -> None:
     """Check a metatensor file whole: every member's CRC-32, and that its content agrees.
 
