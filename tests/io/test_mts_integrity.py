@@ -86,13 +86,18 @@ def test_damaged_values_header_is_refused(tmp_path):
 # -- values: checked by every computation that reads a member whole ----------------------
 
 
-@pytest.mark.parametrize("chunks", [None, 1, 7])
+@pytest.mark.parametrize("chunks", [None, 1, 2])
 def test_a_clean_file_computes_as_metatensor_loads_it(chunks):
     tensor = mtd.load(SPHERICAL, chunks=chunks)
-    assert_equal_to_metatensor(tensor.compute(), metatensor.load(str(SPHERICAL)))
+    expected = metatensor.load(str(SPHERICAL))
+    assert_equal_to_metatensor(tensor.compute(), expected)
+    assert_equal_to_metatensor(tensor.persist().compute(), expected)
     # the checks are part of what a whole map computes
+    # members of several chunks are checked by a task of their own, part of what a
+    # whole map computes; a member of one chunk is checked by its read task
     checks = [key for key in tensor.__dask_keys__() if str(key).startswith("mts-check-")]
-    assert len(checks) == 2 * len(tensor) == 24
+    assert len(checks) == sum(array.npartitions > 1 for array in tensor._lazy_arrays())
+    assert (len(checks) > 0) == (chunks is not None)
 
 
 @pytest.mark.parametrize("chunks", [None, 1, 7])
@@ -108,9 +113,15 @@ def test_computing_a_damaged_map_or_block_fails(damaged, chunks):
         dask.compute(tensor.block(8), scheduler="processes", num_workers=2)
     with pytest.raises(mtd.DamagedFileError):
         tensor.persist()
-    # other blocks, and a slice (which can not be checked), are still read
+    # other blocks are still read; so is a slice of a member of several chunks (which
+    # can not be checked), while a member of one chunk is checked by any read
     tensor.block(1).compute()
-    tensor.block(8).gradient("positions").values[:2].compute()
+    gradient = tensor.block(8).gradient("positions").values
+    if gradient.npartitions > 1:
+        gradient[:2].compute()
+    else:
+        with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+            gradient[:2].compute()
 
 
 def test_saving_a_damaged_file_fails_and_writes_nothing(damaged, tmp_path):
@@ -137,7 +148,7 @@ def test_convert_refuses_a_damaged_file(damaged, tmp_path, capsys):
     assert not (tmp_path / "copy.mts").exists()
 
 
-def test_process_workers_of_a_local_cluster_check_too(damaged):
+def test_process_workers_of_a_local_cluster_check_too(damaged, tmp_path):
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
@@ -148,8 +159,15 @@ def test_process_workers_of_a_local_cluster_check_too(damaged):
         tensor = mtd.load(damaged, chunks=5)
         with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
             tensor.compute()
+        with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+            tensor.to_zarr(tmp_path / "copy.zarr")
+        with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+            mtd.save(tmp_path / "copy.mts", tensor)
         clean = mtd.load(SPHERICAL, chunks=5).compute()
     assert_equal_to_metatensor(clean, metatensor.load(str(SPHERICAL)))
+    with pytest.raises(mtd.MetatensorDaskError, match="is incomplete"):
+        mtd.open_zarr(tmp_path / "copy.zarr")
+    assert not (tmp_path / "copy.mts").exists()
 
 
 # -- check_file --------------------------------------------------------------------------

@@ -74,6 +74,13 @@ def _check_member(check: MemberCheck, crcs: list[int]) -> None:
     check_crc(check.display, check.member, crc, check.expected)
 
 
+def _checked(read: tuple[Any, int], check: MemberCheck) -> Any:
+    """The array of a one-chunk member's read, once its CRC-32 is checked."""
+    array, crc = read
+    _check_member(check, [crc])
+    return array
+
+
 def values_graph(
     token: str, reads: list[tuple[Any, ...]], chunk_index: tuple[int, ...], check: MemberCheck
 ) -> tuple[str, HighLevelGraph]:
@@ -83,9 +90,14 @@ def values_graph(
     array's chunk ``i`` (key ``(name, i, *chunk_index)``) and the chunk's CRC are picked
     out of it by two tasks; the check layer (key ``mts-check-<token>``) depends on the
     CRCs only. It is in the graph but not among the array's keys: it runs only when
-    asked for (:func:`member_checks`).
+    asked for (:func:`member_checks`). A member read by one task is checked by that
+    task, which then returns the array only: any computation that reads it is checked,
+    at no extra task.
     """
     name, read, crc, key = _LOAD + token, _READ + token, _CRC + token, _CHECK + token
+    if len(reads) == 1:
+        layer = {(name, 0, *chunk_index): (_checked, reads[0], check)}
+        return name, HighLevelGraph({name: layer}, {name: set()})
     layers: dict[str, dict[Any, Any]] = {read: {}, name: {}, crc: {}, key: {}}
     for i, task in enumerate(reads):
         layers[read][(read, i)] = task
@@ -97,7 +109,8 @@ def values_graph(
 
 
 def member_checks(arrays: Iterable[Any]) -> list[str]:
-    """The keys of the CRC checks of the members that ``arrays`` hold whole.
+    """The keys of the CRC checks of the members of several chunks that ``arrays``
+    hold whole.
 
     An array read from a metatensor file by :func:`metatensor_dask.load` reads every
     chunk of its member when computed whole: its check belongs to the computation.

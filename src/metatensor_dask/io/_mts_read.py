@@ -287,7 +287,6 @@ class Archive:
     def _header(self, name: str, read: Any, size: int) -> tuple[_npy.NpyHeader, bytes]:
         """The checked header of values member ``name`` of ``size`` bytes, and the bytes
         read to parse it; ``read(n)`` returns the next ``n`` bytes of the member."""
-        start = b""
         try:
             start = read(min(size, _HEADER_READ))
             length = _npy.header_length(start[:12])
