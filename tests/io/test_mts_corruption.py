@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like
 from metatensor_dask.io.mts import check_file
 
 DATA = Path(__file__).parents[1] / "data"
@@ -49,7 +50,7 @@ def _delete(data: bytes, rng: np.random.Generator) -> bytes:
     return data[:start] + data[start + int(rng.integers(1, 8)) :]
 
 
-EDITS = {"flip": (_flip, 150), "truncate": (_truncate, 20), "overwrite": (_overwrite, 40)}
+EDITS = {"flip": (_flip, 100), "truncate": (_truncate, 20), "overwrite": (_overwrite, 40)}
 EDITS.update({"insert": (_insert, 20), "delete": (_delete, 20)})
 
 
@@ -97,17 +98,22 @@ def _verdict(path: Path, expected: metatensor.TensorMap, chunks: int | None) -> 
     return loaded
 
 
-def _metatensor_verdict(path: Path, expected: metatensor.TensorMap) -> str:
-    try:
-        loaded = metatensor.load(str(path))
-    except Exception:
-        return "error"
-    return "same" if metatensor.equal(loaded, expected) else "different"
+@pytest.fixture(scope="module", params=["spherical-expansion", "float32"])
+def source(request, tmp_path_factory) -> Path:
+    """The tutorial file (float64), or a small featomic-like map of float32 with
+    gradients written by metatensor-dask."""
+    if request.param == "spherical-expansion":
+        return DATA / "spherical-expansion.npz"
+    path = tmp_path_factory.mktemp("fuzz") / "float32.mts"
+    tensor = featomic_like(2, 3, neighbors=(2, 3), dtype=np.float32)
+    properties = tensor.block(0).properties
+    few = mtd.Labels(properties.names, properties.values[:4])
+    mtd.save(path, mtd.slice(tensor, "properties", few))
+    return path
 
 
 @pytest.mark.parametrize("edit", list(EDITS))
-def test_damaged_bytes_never_give_wrong_numbers(tmp_path, edit):
-    source = DATA / "spherical-expansion.npz"
+def test_damaged_bytes_never_give_wrong_numbers(tmp_path, source, edit):
     original = source.read_bytes()
     expected = metatensor.load(str(source))
     function, count = EDITS[edit]
@@ -116,10 +122,7 @@ def test_damaged_bytes_never_give_wrong_numbers(tmp_path, edit):
     for case in range(count):
         path = tmp_path / f"{edit}-{case}.npz"
         path.write_bytes(function(original, rng))
-        ours = _verdict(path, expected, chunks=[None, 2][case % 2])
+        # one value row per chunk: members of several chunks, checked by combining CRCs
+        ours = _verdict(path, expected, chunks=[None, 1][case % 2])
         verdicts[ours] += 1
-        # metatensor-core may accept some of these bytes (e.g. an edited zip comment or
-        # timestamp); whatever it loads that differs from the original, we refuse
-        if _metatensor_verdict(path, expected) == "different":
-            assert ours == "error", f"{path}: metatensor loads other data, we did not refuse"
     assert verdicts["error"] > 0
