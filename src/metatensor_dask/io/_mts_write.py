@@ -202,6 +202,7 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
 
 
 def _first(value: Any, ignored: Any) -> Any:
+    """``value``, once ``ignored`` (the checks the task waits for) is computed."""
     return value
 
 

@@ -7,6 +7,8 @@ opens the file and reads its own bytes at their offset (``os.preadv``), so tasks
 small to ship to process or cluster workers and memory holds only the chunks in use.
 :func:`save` lays out the whole archive first, then computes the values chunk by chunk
 and writes each at its offset in a temporary file, renamed over ``path`` at the end.
+CRC-32s are checked as members are read (see ``docs/mts-files.md``); :func:`check_file`
+checks a whole file.
 """
 
 from __future__ import annotations
