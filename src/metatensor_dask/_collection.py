@@ -161,7 +161,12 @@ class ArrayContainer(DaskMethodsMixin):
         return HighLevelGraph.merge(*graphs)
 
     def __dask_keys__(self) -> list[Any]:
-        return _request(self._raw_arrays())[0]
+        # the CRC checks of the file members read whole come last: their results
+        # (None) are not part of the computed container
+        from .io._mts_integrity import member_checks
+
+        raw = self._raw_arrays()
+        return _request(raw)[0] + member_checks(raw)
 
     def __dask_layers__(self) -> tuple[str, ...]:
         layers: dict[str, None] = {}

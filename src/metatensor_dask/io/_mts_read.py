@@ -11,26 +11,35 @@ import hashlib
 import json
 import math
 import os
+import re
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
 from .. import config
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
-from ..errors import MetatensorDaskError, MetatensorError, format_error
+from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
-from . import _npy, _zip
+from . import _mts_integrity, _npy, _zip
+from ._names import check_path_component
 
 __all__ = ["Archive", "Chunks", "chunk_target", "display_path", "io_error", "read_file"]
 
 Chunks = int | str | None
 # bytes read at once at the start of a values member: its header, in nearly all files
 _HEADER_READ = 4096
+# bytes decompressed at once from a compressed member
+_INFLATE_READ = 1 << 24
+# a member inside a gradient: gradients/<name>/ then the block's own members
+_GRADIENT_MEMBER = re.compile(
+    r"(?:.*/)?gradients/[^/]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)"
+)
 
 
 def display_path(path: Any) -> str:
@@ -96,6 +105,8 @@ class _Part:
     member: _zip.Member
     content: np.ndarray | None
     """The values, for a compressed member (read eagerly)."""
+    header_crc: int
+    """CRC-32 of the member's ``.npy`` header."""
     samples: Labels
     components: list[Labels]
     properties: Labels
@@ -124,12 +135,32 @@ class Archive:
         self._fd: int | None = None
         self._gradient_names: dict[str, list[str]] = {}
         for name in members:
+            self._check_member_name(name)
             if not name.endswith("/samples.npy"):
                 continue
             parent, _, parameter = name[: -len("/samples.npy")].rpartition("/")
             if parent == "gradients" or parent.endswith("/gradients"):
                 prefix = parent[: -len("gradients")]
                 self._gradient_names.setdefault(prefix, []).append(parameter)
+
+    def _check_member_name(self, name: str) -> None:
+        """Refuse member names that would escape a folder once extracted, and gradients
+        whose name holds a ``/`` (metatensor writes them, but reads them back wrong)."""
+        try:
+            for component in name.split("/"):
+                check_path_component(component, "a member name component")
+        except UnsafeNameError as error:
+            raise UnsafeNameError(
+                f"unable to load {self.what} from '{self.display}': member '{name}': {error}"
+            ) from None
+        if "gradients/" in name and not _GRADIENT_MEMBER.fullmatch(name):
+            raise UnsafeNameError(
+                f"unable to load {self.what} from '{self.display}': member '{name}' is not "
+                "laid out as a gradient's (gradients/<name>/values.npy, samples.npy or "
+                "components/<j>.npy): its gradient name is not a single path component "
+                "(such as 'a/b'), which metatensor-dask refuses, or the file is damaged; "
+                "rename the gradient where the file was made"
+            )
 
     @classmethod
     def open(cls, path: Any, what: str) -> Archive:
@@ -171,13 +202,46 @@ class Archive:
             os.close(fd)
 
     def read(self, name: str) -> bytes:
+        """The whole (small) member ``name``, its CRC-32 checked."""
         member = self.member(name)
         if not member.stored:
-            try:
-                return _zip.read_compressed(self.path, name)
-            except _zip.ZipError as error:
-                raise self.error(str(error)) from None
-        return self._pread(member.size, member.offset)
+            with self._inflating(member) as stream:
+                return stream.read()
+        data = self._pread(member.size, member.offset)
+        _mts_integrity.check_crc(self.display, name, zlib.crc32(data), member.crc)
+        return data
+
+    def check_member(self, name: str) -> None:
+        """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
+        member = self.member(name)
+        if not member.stored:
+            with self._inflating(member) as stream:
+                while stream.read(_INFLATE_READ):
+                    pass
+            return
+        buffer = memoryview(bytearray(min(member.size, _INFLATE_READ)))
+        crc, done = 0, 0
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as error:
+            raise io_error(error) from None
+        try:
+            while done < member.size:
+                piece = buffer[: min(len(buffer), member.size - done)]
+                count = os.preadv(fd, [piece], member.offset + done)
+                if count == 0:
+                    raise _mts_integrity.damaged(self.display, name, "the file ends early")
+                crc = zlib.crc32(piece[:count], crc)
+                done += count
+        finally:
+            os.close(fd)
+        _mts_integrity.check_crc(self.display, name, crc, member.crc)
+
+    def _inflating(self, member: _zip.Member) -> _Inflating:
+        try:
+            return _Inflating(self, member, _zip.open_compressed(self.path, member))
+        except _zip.ZipError as error:
+            raise self.error(f"{error}: at '{member.name}'") from None
 
     def labels(self, name: str) -> Labels:
         data = self.read(name)
@@ -188,46 +252,68 @@ class Archive:
         with self.context(name):
             return Labels(names, values)
 
-    def values_header(self, name: str) -> tuple[_zip.Member, _npy.NpyHeader, np.ndarray | None]:
-        """A values member, its header, and its content when it is compressed."""
+    def values_header(
+        self, name: str
+    ) -> tuple[_zip.Member, _npy.NpyHeader, np.ndarray | None, int]:
+        """A values member, its header, its content when it is compressed, and the
+        CRC-32 of its header."""
         member = self.member(name)
-        content = None
+        if not member.stored:
+            with self._inflating(member) as stream:
+                header, start = self._header(name, stream.read, member.uncompressed_size)
+                content = np.empty(header.shape, header.dtype)
+                view = memoryview(content.reshape(-1).view(np.uint8))
+                view[: len(start) - header.data_start] = start[header.data_start :]
+                done = len(start) - header.data_start
+                while done < len(view):
+                    count = stream.readinto(view[done : done + _INFLATE_READ])
+                    if not count:
+                        raise stream.damage("the compressed data ends early")
+                    done += count
+                stream.read(1)  # the end of the stream, where the CRC-32 is checked
+            content = content.astype(header.dtype.newbyteorder("="), copy=False)
+            return member, header, content, 0
+        position = member.offset
+
+        def read(size: int) -> bytes:
+            nonlocal position
+            data = self._pread(size, position)
+            position += len(data)
+            return data
+
+        header, start = self._header(name, read, member.size)
+        return member, header, None, zlib.crc32(start[: header.data_start])
+
+    def _header(self, name: str, read: Any, size: int) -> tuple[_npy.NpyHeader, bytes]:
+        """The checked header of values member ``name`` of ``size`` bytes, and the bytes
+        read to parse it; ``read(n)`` returns the next ``n`` bytes of the member."""
         try:
-            if member.stored:
-                start = self._pread(min(member.size, _HEADER_READ), member.offset)
-                length = _npy.header_length(start[:12])
-                if length > len(start):
-                    start = self._pread(min(member.size, length), member.offset)
-                header = _npy.parse_header(start)
-                data_size = member.size - header.data_start
-            else:
-                data = self.read(name)
-                header = _npy.parse_header(data)
-                data_size = len(data) - header.data_start
+            start = read(min(size, _HEADER_READ))
+            length = _npy.header_length(start[:12])
+            if length > len(start):
+                start += read(min(size, length) - len(start))
+            header = _npy.parse_header(start)
             _npy.check_values(header)
         except _npy.NpyError as error:
             raise self.error(f"{error}: at '{name}'") from None
-        if data_size != header.nbytes:
+        if size - header.data_start != header.nbytes:
             raise self.error(
-                f"'{name}' holds {data_size} bytes of data but its header describes "
-                f"{header.nbytes} (shape {header.shape}, dtype '{header.dtype.str}'): the "
-                "file is truncated or damaged; write it again"
+                f"'{name}' holds {size - header.data_start} bytes of data but its header "
+                f"describes {header.nbytes} (shape {header.shape}, dtype "
+                f"'{header.dtype.str}'): the file is truncated or damaged; write it again"
             )
-        if not member.stored:
-            content = np.frombuffer(data, header.dtype, offset=header.data_start)
-            content = content.reshape(header.shape).astype(header.dtype.newbyteorder("="))
-        return member, header, content
+        return header, start
 
     def part(self, prefix: str, properties: Labels | None = None) -> _Part:
         """Read the metadata of the block (or gradient) stored under ``prefix``."""
-        member, header, content = self.values_header(prefix + "values.npy")
+        member, header, content, header_crc = self.values_header(prefix + "values.npy")
         samples = self.labels(prefix + "samples.npy")
         components = [
             self.labels(f"{prefix}components/{j}.npy") for j in range(len(header.shape) - 2)
         ]
         if properties is None:
             properties = self.labels(prefix + "properties.npy")
-        part = _Part(prefix, header, member, content, samples, components, properties)
+        part = _Part(prefix, header, member, content, header_crc, samples, components, properties)
         for parameter in sorted(self._gradient_names.get(prefix, [])):
             gradient = self.part(f"{prefix}gradients/{parameter}/", properties)
             gradient.pointer = _grouped_pointer(gradient.samples, header.shape[0])
@@ -270,28 +356,52 @@ class Archive:
             repr((self.path, self.stamp, part.member, header.dtype.str, chunks)).encode(),
             digest_size=16,
         ).hexdigest()
-        name = f"mts-load-{token}"
         if part.content is not None:
-            return da.from_array(part.content, chunks=chunks, name=name)
-        graph, start = {}, part.member.offset + header.data_start
+            return da.from_array(part.content, chunks=chunks, name=f"mts-load-{token}")
+        start = part.member.offset + header.data_start
         inner = (0,) * (len(header.shape) - 1)
-        for i, rows in enumerate(part.chunks):
+        reads, lengths = [], []
+        for rows in part.chunks:
             shape = (rows, *header.shape[1:])
-            graph[(name, i, *inner)] = (
-                _read_rows,
-                self.path,
-                self.stamp,
-                start,
-                header.dtype.str,
-                shape,
-            )
+            reads.append((_read_rows, self.path, self.stamp, start, header.dtype.str, shape))
+            lengths.append(rows * part.row_bytes)
             start += rows * part.row_bytes
-        return da.Array(
-            HighLevelGraph.from_collections(name, graph, dependencies=()),
-            name,
-            chunks,
-            meta=np.empty((0,) * len(header.shape), native),
+        check = _mts_integrity.MemberCheck(
+            self.display, part.member.name, part.member.crc, part.header_crc, tuple(lengths)
         )
+        name, graph = _mts_integrity.values_graph(token, reads, inner, check)
+        return da.Array(graph, name, chunks, meta=np.empty((0,) * len(header.shape), native))
+
+
+class _Inflating:
+    """A compressed member being read: decompression and CRC errors become
+    :class:`~metatensor_dask.errors.DamagedFileError` naming the file and member."""
+
+    def __init__(self, archive: Archive, member: _zip.Member, stream: Any):
+        self.archive, self.member, self.stream = archive, member, stream
+
+    def damage(self, problem: str) -> MetatensorError:
+        return _mts_integrity.damaged(self.archive.display, self.member.name, problem)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read(size)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            problem = str(error)
+            if "CRC" in problem:
+                problem = f"Invalid checksum ({problem})"
+            raise self.damage(problem) from None
+
+    def readinto(self, view: memoryview) -> int:
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def __enter__(self) -> _Inflating:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self.stream.close()
 
 
 class _ErrorContext:
@@ -388,12 +498,13 @@ def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
 
 def _read_rows(
     path: str, stamp: tuple[int, int], offset: int, descr: str, shape: tuple[int, ...]
-) -> np.ndarray:
-    """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``."""
+) -> tuple[np.ndarray, int]:
+    """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``,
+    and the CRC-32 of the bytes read."""
     dtype = np.dtype(descr)
     out = np.empty(shape, dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
     if out.nbytes:
-        view = memoryview(out.reshape(-1).view(np.uint8))
         fd = os.open(path, os.O_RDONLY)
         try:
             stat = os.fstat(fd)
@@ -413,6 +524,7 @@ def _read_rows(
                 done += count
         finally:
             os.close(fd)
+    crc = zlib.crc32(view)
     if not dtype.isnative:
         out = out.astype(dtype.newbyteorder("="))
-    return out
+    return out, crc

@@ -22,7 +22,8 @@ from .. import config
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
-from . import _npy, _zip
+from . import _mts_integrity, _npy, _zip
+from ._names import check_path_component
 
 __all__ = ["Entry", "block_entries", "labels_bytes", "write_atomically"]
 
@@ -64,6 +65,8 @@ def block_entries(prefix: str, block: TensorBlock, gradient: bool) -> list[Entry
     if not gradient:
         entries.append(Entry(prefix + "properties.npy", [labels_bytes(block.properties)]))
     for parameter in sorted(block.gradients_list()):
+        # the name becomes a folder of the archive: refused before anything is written
+        check_path_component(parameter, "gradient name")
         entries.extend(
             block_entries(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
         )
@@ -187,12 +190,20 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
             chunk_keys.append((name, k, c))
             offset += rows * row_bytes
         keys.append(chunk_keys)
+    # the CRC checks of the members read whole from a file run with the writes
+    checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
     graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
-    results = iter(Delayed(name, graph).compute())
+    graph[f"{name}-checked"] = (_first, name, checks)
+    results = iter(Delayed(f"{name}-checked", graph).compute())
     chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
         crcs[i][j : j + 1] = replacement
+
+
+def _first(value: Any, ignored: Any) -> Any:
+    """``value``, once ``ignored`` (the checks the task waits for) is computed."""
+    return value
 
 
 def _write_rows(chunk: np.ndarray, path: str, offset: int, descr: str) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import os
 import struct
 import zipfile
 from dataclasses import dataclass
+from typing import IO
 
 __all__ = [
     "Member",
@@ -23,9 +24,12 @@ __all__ = [
     "crc32_combine",
     "local_header",
     "local_header_size",
+    "open_compressed",
     "read_directory",
 ]
 
+# the largest expansion of DEFLATE (a 258-byte match in one 2-bit code, RFC 1951)
+MAX_DEFLATE_RATIO = 1032
 # beyond these, sizes/offsets/entry counts go into ZIP64 fields (module globals, so
 # that tests can lower them)
 ZIP64_LIMIT = 0xFFFFFFFF
@@ -61,6 +65,10 @@ class Member:
     """Number of bytes stored (compressed size)."""
     stored: bool
     """Whether the bytes are stored as they are (False: compressed)."""
+    crc: int
+    """The CRC-32 of the uncompressed bytes, as the central directory records it."""
+    uncompressed_size: int
+    """Number of bytes once decompressed (``size`` for a stored member)."""
 
 
 def read_directory(path: str) -> dict[str, Member]:
@@ -86,6 +94,12 @@ def read_directory(path: str) -> dict[str, Member]:
                 raise ZipError(f"invalid Zip archive: bad local header for '{info.filename}'")
             name_length, extra_length = _LOCAL.unpack(local)[-2:]
             offset = info.header_offset + _LOCAL.size + name_length + extra_length
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if stored and info.file_size != info.compress_size:
+                raise ZipError(
+                    f"'{info.filename}' is stored uncompressed but its sizes differ "
+                    f"({info.compress_size} and {info.file_size} bytes)"
+                )
             if offset + info.compress_size > file_size:
                 raise ZipError(
                     f"'{info.filename}' extends past the end of the file, which is truncated"
@@ -94,20 +108,37 @@ def read_directory(path: str) -> dict[str, Member]:
                 info.filename,
                 offset,
                 info.compress_size,
-                info.compress_type == zipfile.ZIP_STORED,
+                stored,
+                info.CRC,
+                info.file_size,
             )
     finally:
         os.close(fd)
     return members
 
 
-def read_compressed(path: str, name: str) -> bytes:
-    """The uncompressed content of member ``name``."""
+def open_compressed(path: str, member: Member) -> IO[bytes]:
+    """A stream of the uncompressed content of a compressed ``member``.
+
+    The stream stops at the size declared in the archive's directory and checks the
+    CRC-32 once read to its end (``zipfile.BadZipFile`` when it differs). Declared
+    sizes that DEFLATE cannot reach from the stored bytes (a "zip bomb") are refused.
+    """
+    if member.uncompressed_size > MAX_DEFLATE_RATIO * member.size + 1024:
+        raise ZipError(
+            f"'{member.name}' declares {member.uncompressed_size} uncompressed bytes from "
+            f"{member.size} compressed ones, more than DEFLATE can produce: the archive is "
+            "damaged or crafted"
+        )
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(name)
-    except (zipfile.BadZipFile, NotImplementedError, OSError) as error:
-        raise ZipError(f"can not decompress '{name}': {error}") from None
+        archive = zipfile.ZipFile(path)
+        try:
+            return archive.open(member.name)
+        finally:
+            # the member stream keeps the file open on its own
+            archive.close()
+    except (zipfile.BadZipFile, NotImplementedError) as error:
+        raise ZipError(f"can not decompress '{member.name}': {error}") from None
 
 
 def _encoded(name: str) -> tuple[bytes, int]:

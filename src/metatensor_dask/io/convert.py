@@ -19,8 +19,7 @@ def _metatensor() -> Any:
         import metatensor
     except ImportError:
         raise ImportError(
-            "converting to or from metatensor needs metatensor-core: "
-            "pip install metatensor-core"
+            "converting to or from metatensor needs metatensor-core: pip install metatensor-core"
         ) from None
     return metatensor
 

@@ -7,6 +7,8 @@ opens the file and reads its own bytes at their offset (``os.preadv``), so tasks
 small to ship to process or cluster workers and memory holds only the chunks in use.
 :func:`save` lays out the whole archive first, then computes the values chunk by chunk
 and writes each at its offset in a temporary file, renamed over ``path`` at the end.
+CRC-32s are checked as members are read (see ``docs/mts-files.md``); :func:`check_file`
+checks a whole file.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import warnings
 from typing import Any
 
 from ..block import TensorBlock
-from ..errors import format_error
+from ..errors import DamagedFileError, MetatensorError, format_error
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
-from ._mts_read import Archive, Chunks, chunk_target, display_path, read_file
+from ._mts_read import Archive, Chunks, chunk_target, display_path, io_error, read_file
 from ._mts_write import Entry, block_entries, labels_bytes, write_atomically
 
-__all__ = ["load", "load_block", "load_labels", "save"]
+__all__ = ["check_file", "load", "load_block", "load_labels", "save"]
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -108,6 +110,58 @@ def load_labels(path: str | os.PathLike) -> Labels:
         return Labels(names, values)
     except _npy.NpyError as error:
         raise format_error(f"unable to load Labels from '{display}': {error}") from None
+
+
+# -- checking ----------------------------------------------------------------------------
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Check a metatensor file whole: every member's CRC-32, and that its content agrees.
+
+    Every member is read in pieces of bounded size (memory does not grow with the
+    file) and its CRC-32 checked. Then the file is loaded as :func:`load` (or :func:`load_block`,
+    :func:`load_labels`) does, which checks metatensor's rules: values shapes against
+    labels, unique labels entries, gradient ``"sample"`` entries that point at existing
+    rows, dtypes.
+
+    Parameters
+    ----------
+    path
+        A TensorMap, TensorBlock or Labels file (``.mts`` or ``.npz``).
+
+    Raises
+    ------
+    DamagedFileError
+        When a CRC-32 does not match or the content breaks a rule; the message names
+        the file and the member.
+    MetatensorError
+        ``io error: ...`` when the file can not be read.
+    """
+    display = display_path(path)
+    try:
+        with open(display, "rb") as file:
+            labels_file = file.read(len(_npy.MAGIC)) == _npy.MAGIC
+    except OSError as error:
+        raise io_error(error) from None
+    try:
+        if labels_file:
+            load_labels(path)
+            return
+        archive = Archive.open(path, "a metatensor file")
+        for name in archive.members:
+            archive.check_member(name)
+        if "keys.npy" in archive.members or "values.npy" not in archive.members:
+            load(path)
+        else:
+            load_block(path)
+    except DamagedFileError:
+        raise
+    except MetatensorError as error:
+        if error.message.startswith("io error"):
+            raise
+        raise DamagedFileError(
+            f"'{display}' is damaged: {error.message}; write it again from its source"
+        ) from error
 
 
 # -- saving ------------------------------------------------------------------------------

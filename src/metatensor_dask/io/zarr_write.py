@@ -36,6 +36,7 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import zarr_chunks as chunking
 from . import zarr_layout as layout
+from ._mts_integrity import member_checks
 from .zarr_codecs import small_template, template
 from .zarr_store import (
     ArrayRef,
@@ -304,7 +305,9 @@ def _write_graph(
         sources.append(array)
     flush()
     final = f"zarr-complete-{token}"
-    graph[final] = (_finish, store, root, *list(graph))
+    # the store is complete only once the CRCs of the .mts members read whole match
+    checks = member_checks(plan.data[path] for path in paths)
+    graph[final] = (_finish, store, root, *list(graph), *checks)
     hlg = HighLevelGraph.from_collections(final, graph, dependencies=sources)
     return Delayed(final, hlg)
 

@@ -1,0 +1,126 @@
+"""CRC-32 checks of the members of metatensor files, at no extra read.
+
+A member's CRC-32 (recorded in the archive's directory) covers its ``.npy`` header and
+all its data. Labels are read whole, and checked when read. Values are read by chunk
+tasks, each of which also returns the CRC-32 of the bytes it read; one small task per
+member combines those CRCs (:func:`~metatensor_dask.io._zip.crc32_combine`) and raises
+:class:`~metatensor_dask.errors.DamagedFileError` when the result differs. That task
+depends only on the CRCs, never on the chunks, so memory stays bounded; it runs when it
+is asked for (:func:`member_checks` gives the keys to ask for), which the collections
+and writers do for every array that is a whole member read from a file.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+from dask.highlevelgraph import HighLevelGraph
+
+from ..errors import DamagedFileError
+from . import _zip
+
+__all__ = [
+    "MemberCheck",
+    "check_crc",
+    "damaged",
+    "member_checks",
+    "values_graph",
+]
+
+_LOAD, _READ, _CRC, _CHECK = "mts-load-", "mts-read-", "mts-crc-", "mts-check-"
+
+
+def damaged(display: str, member: str, problem: str) -> DamagedFileError:
+    """The error for a damaged member of the file ``display``."""
+    return DamagedFileError(
+        f"'{display}' is damaged: {problem} in member '{member}'; the file changed after it "
+        "was written (disk or transfer error, or an edit): write it again from its source"
+    )
+
+
+def check_crc(display: str, member: str, actual: int, expected: int) -> None:
+    """Raise :class:`DamagedFileError` when ``actual`` is not the recorded CRC-32."""
+    if actual != expected:
+        raise damaged(
+            display,
+            member,
+            f"Invalid checksum: the CRC-32 of the data is {actual:08x}, the archive "
+            f"records {expected:08x}",
+        )
+
+
+@dataclass(frozen=True)
+class MemberCheck:
+    """What the check task of one values member needs besides the chunks' CRCs."""
+
+    display: str
+    member: str
+    expected: int
+    """The CRC-32 recorded in the archive's directory."""
+    header_crc: int
+    """The CRC-32 of the member's ``.npy`` header (read at load)."""
+    lengths: tuple[int, ...]
+    """Bytes read by each chunk task, in order."""
+
+
+def _check_member(check: MemberCheck, crcs: list[int]) -> None:
+    crc = check.header_crc
+    for chunk_crc, length in zip(crcs, check.lengths, strict=True):
+        crc = _zip.crc32_combine(crc, chunk_crc, length)
+    check_crc(check.display, check.member, crc, check.expected)
+
+
+def _checked(read: tuple[Any, int], check: MemberCheck) -> Any:
+    """The array of a one-chunk member's read, once its CRC-32 is checked."""
+    array, crc = read
+    _check_member(check, [crc])
+    return array
+
+
+def values_graph(
+    token: str, reads: list[tuple[Any, ...]], chunk_index: tuple[int, ...], check: MemberCheck
+) -> tuple[str, HighLevelGraph]:
+    """The graph of the dask array of one values member, and the array's name.
+
+    ``reads[i]`` is the task reading chunk ``i``, which returns ``(array, crc)``. The
+    array's chunk ``i`` (key ``(name, i, *chunk_index)``) and the chunk's CRC are picked
+    out of it by two tasks; the check layer (key ``mts-check-<token>``) depends on the
+    CRCs only. It is in the graph but not among the array's keys: it runs only when
+    asked for (:func:`member_checks`). A member read by one task is checked by that
+    task, which then returns the array only: any computation that reads it is checked,
+    at no extra task.
+    """
+    name, read, crc, key = _LOAD + token, _READ + token, _CRC + token, _CHECK + token
+    if len(reads) == 1:
+        layer = {(name, 0, *chunk_index): (_checked, reads[0], check)}
+        return name, HighLevelGraph({name: layer}, {name: set()})
+    layers: dict[str, dict[Any, Any]] = {read: {}, name: {}, crc: {}, key: {}}
+    for i, task in enumerate(reads):
+        layers[read][(read, i)] = task
+        layers[name][(name, i, *chunk_index)] = (operator.getitem, (read, i), 0)
+        layers[crc][(crc, i)] = (operator.getitem, (read, i), 1)
+    layers[key][key] = (_check_member, check, list(layers[crc]))
+    dependencies = {read: set(), name: {read}, crc: {read}, key: {crc}}
+    return name, HighLevelGraph(layers, dependencies)
+
+
+def member_checks(arrays: Iterable[Any]) -> list[str]:
+    """The keys of the CRC checks of the members of several chunks that ``arrays``
+    hold whole.
+
+    An array read from a metatensor file by :func:`metatensor_dask.load` reads every
+    chunk of its member when computed whole: its check belongs to the computation.
+    Arrays derived from it (a slice, an operation) are not matched: they may read part
+    of a member only, which can not be checked.
+    """
+    keys = []
+    for array in arrays:
+        if isinstance(array, da.Array) and array.name.startswith(_LOAD):
+            key = _CHECK + array.name[len(_LOAD) :]
+            if key in array.dask.layers:
+                keys.append(key)
+    return keys
