@@ -366,3 +366,21 @@ def test_unsafe_member_names_are_refused_when_reading(tmp_path, name):
         mtd.load(path)
     with pytest.raises(mtd.UnsafeNameError):
         check_file(path)
+
+
+# -- mtd.verify and the CLI's verify on metatensor files ----------------------------------
+
+
+def test_verify_reports_a_clean_file_intact(tmp_path, capsys):
+    path = Path(shutil.copy(SPHERICAL, tmp_path / "clean.npz"))
+    report = mtd.verify(path)
+    assert report.ok and report.problems == []
+    assert main(["verify", str(path), "--quiet"]) == 0
+
+
+def test_verify_names_the_damaged_member(damaged, capsys):
+    report = mtd.verify(damaged)
+    assert not report.ok
+    assert len(report.problems) == 1 and "Invalid checksum" in report.problems[0]
+    assert main(["verify", str(damaged), "--quiet"]) == 1
+    assert "Invalid checksum" in capsys.readouterr().err
