@@ -49,7 +49,7 @@ def test_help_of_every_command(capsys, command):
     [
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to --cluster slurm; use --workers"),
+        (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to batch-system clusters"),
         (
             ["run", "p.yaml", "--cluster", "slurm", "--workers", "2"],
             "--workers does not apply to --cluster slurm",
@@ -439,7 +439,7 @@ def test_submit_errors(capsys, monkeypatch, tmp_path, store):
     monkeypatch.setenv("PATH", str(tmp_path))
     code, _, err = run(capsys, "submit", pipeline)
     assert code == 1
-    assert "sbatch not found: run `submit` on a SLURM login node" in err
+    assert "sbatch not found: run `submit --scheduler slurm` on a login node" in err
     _fake_sbatch(tmp_path, 'echo "sbatch: error: invalid partition" >&2\nexit 1\n')
     code, _, err = run(capsys, "submit", pipeline)
     assert code == 1

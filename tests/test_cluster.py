@@ -31,8 +31,8 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
 @pytest.mark.parametrize(
     ("cluster", "options", "message"),
     [
-        ("threads", {"jobs": 2}, "--jobs only applies to --cluster slurm; use --workers"),
-        ("local", {"jobs": 2}, "--jobs only applies to --cluster slurm"),
+        ("threads", {"jobs": 2}, "--jobs only applies to batch-system clusters"),
+        ("local", {"jobs": 2}, r"--jobs only applies to batch-system clusters \(--cluster slurm\|pbs"),
         (
             None,
             {"memory_limit": "1GiB"},
@@ -40,7 +40,7 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
         ),
         ("slurm", {"workers": 2}, "--workers does not apply to --cluster slurm: use --jobs"),
         ("tcp://127.0.0.1:1", {"workers": 2}, "do not apply to a running scheduler"),
-        ("lcoal", {}, "unknown cluster 'lcoal': use one of threads, local, slurm, or the address"),
+        ("lcoal", {}, "unknown cluster 'lcoal': use one of threads, local, slurm, pbs, sge"),
         (
             "local",
             {"memory_limit": "lots"},
@@ -96,7 +96,7 @@ def test_slurm_needs_a_job_size():
     pytest.importorskip("dask_jobqueue")
     with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
         with pytest.raises(
-            ClusterError, match=r"set jobqueue\.slurm\.cores and jobqueue\.slurm\.memory"
+            ClusterError, match=r"set cores and memory of jobqueue\.slurm"
         ):
             with execution("slurm", jobs=1):
                 pass

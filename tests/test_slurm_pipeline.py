@@ -18,8 +18,8 @@ import pytest
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
-from metatensor_dask.execution.cli import main
 from metatensor_dask.datasets import featomic_like
+from metatensor_dask.execution.cli import main
 
 pytestmark = pytest.mark.slurm
 

@@ -75,9 +75,10 @@ def _cluster_options() -> argparse.ArgumentParser:
         "--cluster",
         metavar="WHERE",
         help="'threads' (default: threads in this process), 'local' (a distributed "
-        "LocalCluster with memory limits and spilling), 'slurm' (dask-jobqueue's "
-        "SLURMCluster, configured by the jobqueue.slurm.* dask settings) or the address "
-        "of a running scheduler (tcp://host:8786)",
+        "LocalCluster with memory limits and spilling), a batch system: 'slurm', 'pbs', "
+        "'sge', 'lsf', 'htcondor', 'oar', 'moab' (dask-jobqueue's clusters, configured by "
+        "its jobqueue.<name>.* dask settings), or the address of a running scheduler "
+        "(tcp://host:8786)",
     )
     group.add_argument(
         "--workers",
@@ -87,13 +88,17 @@ def _cluster_options() -> argparse.ArgumentParser:
         help="threads, or LocalCluster worker processes",
     )
     group.add_argument(
-        "--jobs", "-j", type=_positive, metavar="N", help="SLURM jobs of workers (--cluster slurm)"
+        "--jobs",
+        "-j",
+        type=_positive,
+        metavar="N",
+        help="batch jobs of workers (--cluster slurm, pbs, ...)",
     )
     group.add_argument(
         "--memory-limit",
         type=_size,
         metavar="SIZE",
-        help="memory of one worker (local) or one job (slurm), e.g. 4GiB",
+        help="memory of one worker (local) or one job (slurm, pbs, ...), e.g. 4GiB",
     )
     return parent
 
@@ -119,7 +124,11 @@ def _execution(args: argparse.Namespace) -> Any:
     from .cluster import execution
 
     return execution(
-        args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit
+        args.cluster,
+        workers=args.workers,
+        jobs=args.jobs,
+        memory_limit=args.memory_limit,
+        quiet=args.quiet,
     )
 
 
@@ -244,31 +253,36 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ._directives import JobOptionError
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
 
     Pipeline.from_file(args.pipeline)  # refuse a broken pipeline before it waits in a queue
-    job = BatchJob(
-        args.pipeline,
-        resume=args.resume,
-        requeue=args.requeue,
-        cpus=args.cpus,
-        memory=args.mem,
-        time=args.time,
-        partition=args.partition,
-        account=args.account,
-        workers=args.workers,
-        memory_limit=args.memory_limit,
-        job_name=args.job_name,
-        log=args.log,
-        sbatch_options=args.sbatch_option,
-    )
+    try:
+        job = BatchJob(
+            args.pipeline,
+            resume=args.resume,
+            requeue=args.requeue,
+            cpus=args.cpus,
+            memory=args.mem,
+            time=args.time,
+            partition=args.partition,
+            account=args.account,
+            workers=args.workers,
+            memory_limit=args.memory_limit,
+            job_name=args.job_name,
+            log=args.log,
+            options=args.option,
+            scheduler=args.scheduler,
+        )
+    except JobOptionError as error:
+        raise UsageError(str(error)) from None
     if args.dry_run:
         print(job.script(), end="")
         return 0
     job_id, script = submit(job, args.script)
     if not args.quiet:
-        print(f"submitted {script} as SLURM job {job_id}", file=sys.stderr)
+        print(f"submitted {script} as {args.scheduler.upper()} job {job_id}", file=sys.stderr)
     print(job_id)
     return 0
 
@@ -405,32 +419,48 @@ def _parser() -> argparse.ArgumentParser:
     submit = commands.add_parser(
         "submit",
         parents=[resumable, quiet],
-        help="submit a pipeline as a SLURM batch job",
-        description="Write an sbatch script running `run PIPELINE --cluster local` in the "
-        "job's allocation (a LocalCluster sized from SLURM_CPUS_ON_NODE and "
-        "SLURM_MEM_PER_NODE), submit it, and print the job id.",
+        help="submit a pipeline as a SLURM or PBS batch job",
+        description="Write a batch script running `run PIPELINE --cluster local` in the "
+        "job's allocation (a LocalCluster sized from the job: SLURM_CPUS_ON_NODE and "
+        "SLURM_MEM_PER_NODE, or NCPUS under PBS), submit it with sbatch or qsub, and print "
+        "the job id. Every value is checked before anything is written or submitted.",
     )
     submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
     submit.add_argument(
+        "--scheduler",
+        choices=["slurm", "pbs"],
+        default="slurm",
+        help="the batch system: slurm (sbatch, default) or pbs (qsub, PBS Pro)",
+    )
+    submit.add_argument(
         "--requeue", action="store_true", help="let SLURM requeue the job; every start resumes"
     )
-    submit.add_argument("--cpus", type=_positive, metavar="N", help="sbatch --cpus-per-task")
-    submit.add_argument("--mem", metavar="SIZE", help="sbatch --mem (e.g. 16G)")
-    submit.add_argument("--time", metavar="TIME", help="sbatch --time (e.g. 02:00:00)")
-    submit.add_argument("--partition", metavar="NAME", help="sbatch --partition")
-    submit.add_argument("--account", metavar="NAME", help="sbatch --account")
     submit.add_argument(
-        "--job-name", default="metatensor-dask", metavar="NAME", help="sbatch --job-name"
+        "--cpus", type=_positive, metavar="N", help="cores (sbatch --cpus-per-task, PBS ncpus)"
     )
     submit.add_argument(
-        "--log", metavar="PATH", help="sbatch --output (default: next to the pipeline)"
+        "--mem", metavar="SIZE", help="memory of the job: 16G, 500M or megabytes (sbatch --mem)"
     )
     submit.add_argument(
+        "--time", metavar="TIME", help="walltime, e.g. 02:00:00 (SLURM also 1-12:00:00)"
+    )
+    submit.add_argument(
+        "--partition", "--queue", metavar="NAME", help="partition (SLURM) or queue (PBS)"
+    )
+    submit.add_argument("--account", metavar="NAME", help="account to charge")
+    submit.add_argument(
+        "--job-name", default="metatensor-dask", metavar="NAME", help="the job's name"
+    )
+    submit.add_argument(
+        "--log", metavar="PATH", help="the job's output (default: next to the pipeline)"
+    )
+    submit.add_argument(
+        "--option",
         "--sbatch-option",
         action="append",
         default=[],
         metavar="OPTION",
-        help="another sbatch option, e.g. --sbatch-option=--qos=long (repeatable)",
+        help="another sbatch or qsub option, e.g. --option=--qos=long (repeatable)",
     )
     submit.add_argument(
         "--workers", type=_positive, metavar="N", help="LocalCluster workers in the job"
@@ -438,7 +468,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job"
     )
-    submit.add_argument("--script", metavar="PATH", help="where to write the sbatch script")
+    submit.add_argument("--script", metavar="PATH", help="where to write the batch script")
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     submit.set_defaults(func=_submit, parser=submit)
 
