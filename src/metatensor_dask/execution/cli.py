@@ -19,13 +19,12 @@ import dask
 import yaml
 from dask.utils import parse_bytes
 
-from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..errors import MetatensorDaskError
+from .pipeline import describe
 
 __all__ = ["main"]
 
 PROG = "metatensor-dask"
-# failures reported as one message, without a traceback (--traceback shows it)
-_USER_ERRORS = (MetatensorDaskError, MetatensorError, NotEqualError, OSError, ValueError, TypeError)
 
 
 class UsageError(Exception):
@@ -210,6 +209,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    from .pipeline import PipelineError
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -221,7 +221,13 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "
             f"({len(pipeline.steps)} steps) on {where.description}"
         )
-        _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+        try:
+            _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+        except Exception as error:
+            steps = ", ".join(step.op for step in pipeline.steps)
+            raise PipelineError(
+                f"computing the steps ({steps}) into {pipeline.output} failed: {describe(error)}"
+            ) from error
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
@@ -518,15 +524,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader of our output went away (`metatensor-dask info ... | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except _USER_ERRORS as error:
+    except Exception as error:
+        # one line, whatever failed (--traceback shows where)
         if args.traceback:
             raise
-        print(f"{PROG} {args.command}: error: {_message(error)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return 1
     return 2  # not reached: error() exits
 
 
-def _message(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.strerror}: {error.filename}"
-    return str(error) or type(error).__name__
+def _message(error: BaseException, args: argparse.Namespace) -> str:
+    """``describe(error)``, naming the file the command reads when a JSON, YAML or text
+    decoding error does not."""
+    import json
+
+    message = describe(error)
+    if isinstance(error, (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError)):
+        subject = next(
+            (
+                getattr(args, name)
+                for name in ("pipeline", "store", "source")
+                if getattr(args, name, None)
+            ),
+            None,
+        )
+        if subject is not None and subject not in message:
+            return f"{subject}: {message}"
+    return message
