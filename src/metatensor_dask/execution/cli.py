@@ -329,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect, convert and process metatensor tensors stored in Zarr, "
-        "out of core, on threads, a LocalCluster or SLURM.",
+        "out of core, on threads, a LocalCluster or an HPC batch system.",
         epilog="Settings (chunk size, codecs, progress) come from dask's configuration, "
         "namespace metatensor_dask; see docs/configuration.md.",
     )
