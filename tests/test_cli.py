@@ -529,6 +529,28 @@ def test_a_failing_step_is_one_line_naming_the_step(capsys, tmp_path, store):
     assert err.startswith("metatensor-dask apply: error: operation sum_over_samples: "), err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
+    # an exception that is not a user error (here an AttributeError: one_hot wants Labels)
+    # used to escape with its traceback; it is one line too, with its type, and the line
+    # of the step in a pipeline file
+    code, out, err = run(
+        capsys, "apply", "one_hot", store, "-o", tmp_path / "o.zarr", "--arg", "dimension=1"
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        "metatensor-dask apply: error: operation one_hot: one_hot failed: AttributeError: "
+        "'int' object has no attribute 'names'\n"
+    )
+    pipeline = write_pipeline(
+        tmp_path,
+        "inputs: {x: x.zarr}\nsteps:\n  - {op: one_hot, args: {dimension: 1}}\noutput: o.zarr\n",
+    )
+    code, _, err = run(capsys, "run", pipeline, "-q")
+    assert code == 1
+    assert err.startswith(f"metatensor-dask run: error: {pipeline}, line 3 (steps[0]): one_hot "), (
+        err
+    )
+    assert err.endswith("AttributeError: 'int' object has no attribute 'names'\n")
+
 
 def test_a_pipeline_file_that_is_not_text_is_named(capsys, tmp_path):
     path = tmp_path / "binary.yaml"
@@ -607,3 +629,25 @@ def test_join_arguments_are_checked_before_running(capsys, tmp_path, store):
     assert code == 1
     assert "join(tensors, axis, different_keys, add_dimension) cannot be called" in err
     assert "missing a required argument: 'axis'" in err
+
+
+def test_bare_json_errors_name_the_store(capsys, tmp_path, store):
+    # without consolidated metadata every node's zarr.json is read: a broken one raised a
+    # JSONDecodeError whose message named no file
+    root = os.path.join(store, "zarr.json")
+    with open(root) as file:
+        document = json.load(file)
+    del document["consolidated_metadata"]
+    with open(root, "w") as file:
+        json.dump(document, file)
+    with open(os.path.join(store, "blocks", "0", "values", "zarr.json"), "w") as file:
+        file.write("{not json")
+    code, _, err = run(capsys, "convert", store, tmp_path / "x.mts", "-q")
+    assert code == 1
+    assert err == (
+        f"metatensor-dask convert: error: {store}: invalid JSON (Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1))\n"
+    )
+    code, _, err = run(capsys, "apply", "abs", store, "-o", tmp_path / "o.zarr", "-q")
+    assert code == 1
+    assert f"cannot open '{store}': invalid JSON (Expecting property name" in err
