@@ -10,7 +10,7 @@ from metatensor_dask.execution.cluster import ClusterError, check_options, execu
 
 @pytest.fixture
 def no_slurm_env(monkeypatch):
-    for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE"):
+    for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE", "NCPUS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -20,6 +20,11 @@ def test_local_sizes_from_the_slurm_allocation(monkeypatch):
     assert local_sizes() == (4, 4, 32000 * 2**20 // 4)
     assert local_sizes(workers=2) == (2, 8, 16000 * 2**20)
     assert local_sizes(memory_limit="1GiB") == (4, 4, 2**30)  # per worker, explicit wins
+
+
+def test_local_sizes_from_a_pbs_job(monkeypatch, no_slurm_env):
+    monkeypatch.setenv("NCPUS", "6")  # what PBS sets in a job of ncpus=6
+    assert local_sizes() == (3, 2, None)
 
 
 def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
@@ -32,7 +37,11 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
     ("cluster", "options", "message"),
     [
         ("threads", {"jobs": 2}, "--jobs only applies to batch-system clusters"),
-        ("local", {"jobs": 2}, r"--jobs only applies to batch-system clusters \(--cluster slurm\|pbs"),
+        (
+            "local",
+            {"jobs": 2},
+            r"--jobs only applies to batch-system clusters \(--cluster slurm\|pbs",
+        ),
         (
             None,
             {"memory_limit": "1GiB"},
@@ -95,8 +104,6 @@ def test_unreachable_scheduler():
 def test_slurm_needs_a_job_size():
     pytest.importorskip("dask_jobqueue")
     with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
-        with pytest.raises(
-            ClusterError, match=r"set cores and memory of jobqueue\.slurm"
-        ):
+        with pytest.raises(ClusterError, match=r"set cores and memory of jobqueue\.slurm"):
             with execution("slurm", jobs=1):
                 pass

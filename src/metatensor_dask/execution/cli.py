@@ -439,7 +439,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the batch system: slurm (sbatch, default) or pbs (qsub, PBS Pro)",
     )
     submit.add_argument(
-        "--requeue", action="store_true", help="let SLURM requeue the job; every start resumes"
+        "--requeue",
+        action="store_true",
+        help="let the batch system requeue the job; every start resumes",
     )
     submit.add_argument(
         "--cpus", type=_positive, metavar="N", help="cores (sbatch --cpus-per-task, PBS ncpus)"
