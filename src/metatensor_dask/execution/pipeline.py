@@ -16,6 +16,9 @@ A pipeline file is YAML::
         args: {sample_names: atom}
     output: result.zarr              # or {path: result.zarr, from: squared}
 
+An operation whose first parameter is a list of tensors (``join``) gets the step's
+inputs as that list: ``{op: join, inputs: [a, b], args: {axis: samples}}``.
+
 Relative paths are relative to the pipeline file. The whole file is checked before
 anything is opened or computed; errors name the line, the field and the remedy. The
 output is written with ``to_zarr(..., resume=resume)``, so an interrupted run finishes
