@@ -157,7 +157,7 @@ def test_pbs_script(capsys, tmp_path, pipeline):
         f"#PBS -o {tmp_path}/mtd.log",
         "#PBS -j oe",
         "#PBS -r y",
-        "#PBS '-m abe'",
+        "#PBS -m abe",
     ]
     assert "#SBATCH" not in out
     assert "NCPUS" in out and "${PBS_JOBID}" in out
@@ -185,6 +185,8 @@ def test_pbs_memory_in_pbs_units(pipeline, memory, pbs):
 def test_pbs_refuses_what_a_pbs_line_cannot_hold(tmp_path, pipeline):
     with pytest.raises(JobOptionError, match=r"the log path .* has spaces, quotes or backslashes"):
         BatchJob(pipeline, scheduler="pbs", log="my log.txt")
+    with pytest.raises(JobOptionError, match=r"the option .* has quotes or backslashes"):
+        BatchJob(pipeline, scheduler="pbs", options=["-N 'x'"])
     with pytest.raises(JobOptionError, match="the time limit '1-00:00:00' is not a walltime"):
         BatchJob(pipeline, scheduler="pbs", time="1-00:00:00")  # SLURM's day format
     # ... which SLURM takes

@@ -31,8 +31,10 @@ __all__ = ["SCHEDULERS", "BatchJob", "SubmitError", "submit"]
 
 # batch systems that `submit` writes scripts for: (directive prefix, submit command)
 SCHEDULERS = {"slurm": ("#SBATCH", "sbatch"), "pbs": ("#PBS", "qsub")}
-# characters that a #PBS line cannot carry safely (qsub's directive parser does not
-# follow shell quoting everywhere)
+# characters that a #PBS line cannot carry safely: qsub's directive parser does not follow
+# shell quoting, so values are written unquoted and may not have quotes (nor spaces, for
+# a path)
+_PBS_QUOTES = re.compile(r"['\"\\]")
 _PBS_UNSAFE_PATH = re.compile(r"[\s'\"\\]")
 
 
@@ -119,6 +121,11 @@ class BatchJob:
                     f"the option {option!r} is not an option of {self.submit_command}: "
                     "give it as it is given on its command line, e.g. --qos=long"
                 )
+            if not self.slurm and _PBS_QUOTES.search(option):
+                raise JobOptionError(
+                    f"the option {option!r} has quotes or backslashes, which a #PBS line "
+                    "cannot hold: give the option without them"
+                )
         for what, path in (
             ("the pipeline path", os.path.abspath(self.pipeline)),
             ("the working directory", self.workdir),
@@ -189,7 +196,7 @@ class BatchJob:
             options.append(f"-A {self.account}")
         # output and errors in one log; rerunnable only when asked
         options += [f"-o {self.log_path}", "-j oe", f"-r {'y' if self.requeue else 'n'}"]
-        return options + [shlex.quote(option) for option in self.options]
+        return options + list(self.options)
 
     def command(self) -> list[str]:
         command = [
