@@ -124,3 +124,26 @@ def test_jobs_need_a_size(kind):
 def test_unknown_batch_system():
     with pytest.raises(ClusterError, match="unknown batch system 'torque': use one of slurm, pbs"):
         jobqueue_cluster("torque")
+
+
+@pytest.mark.parametrize(("kind", "command"), [("pbs", "qsub"), ("lsf", "bsub"), ("oar", "oarsub")])
+def test_run_without_the_submit_command_fails_at_once(capsys, monkeypatch, tmp_path, kind, command):
+    """Without it dask-jobqueue's job submissions failed in the background (a traceback
+    each time) and the run waited for workers forever."""
+    from pipeline_support import write_pipeline, write_store
+
+    from metatensor_dask.execution.cli import main
+
+    write_store(tmp_path / "x.zarr")
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with dask.config.set(settings(kind)):
+        code = main(["run", pipeline, "--cluster", kind, "--jobs", "1", "-q"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err == (
+        f"metatensor-dask run: error: {command} not found: --cluster {kind} submits its "
+        f"workers' jobs with {command}; run on a login node of the {kind.upper()} cluster, "
+        "or choose another --cluster\n"
+    )
+    assert not (tmp_path / "out.zarr").exists()

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -303,14 +304,23 @@ def _jobqueue(kind: str, jobs: int, memory_limit: str | None) -> Iterator[Execut
 
     if jobs < 1:
         raise ClusterError(f"the number of jobs must be at least 1, got {jobs}")
-    with jobqueue_cluster(kind, memory_limit) as cluster, Client(cluster) as client:
-        # adaptive with a fixed size: a job that is cancelled, killed or reaches its
-        # walltime is replaced, and the scheduler recomputes what its worker held
-        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
-        yield Execution(
-            client,
-            f"{type(cluster).__name__} ({jobs} jobs, scheduler {cluster.scheduler_address})",
-        )
+    with jobqueue_cluster(kind, memory_limit) as cluster:
+        # without it every job submission fails in the background and the run waits forever
+        command = cluster.job_cls.submit_command
+        if shutil.which(command) is None:
+            raise ClusterError(
+                f"{command} not found: --cluster {kind} submits its workers' jobs with "
+                f"{command}; run on a login node of the {kind.upper()} cluster, or choose "
+                "another --cluster"
+            )
+        with Client(cluster) as client:
+            # adaptive with a fixed size: a job that is cancelled, killed or reaches its
+            # walltime is replaced, and the scheduler recomputes what its worker held
+            cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
+            yield Execution(
+                client,
+                f"{type(cluster).__name__} ({jobs} jobs, scheduler {cluster.scheduler_address})",
+            )
 
 
 @contextlib.contextmanager
