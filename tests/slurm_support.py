@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-HINT = "start one with `sudo bash .ci/slurm.sh start` (see docs/slurm.md)"
+HINT = "start one with `sudo bash .ci/slurm.sh start` (see docs/clusters.md)"
 
 
 def unavailable(reason: str) -> None:

@@ -16,6 +16,7 @@ import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+CLI = [sys.executable, "-m", "metatensor_dask"]
 COMMANDS = ["info", "convert", "run", "apply", "submit", "verify", "demo"]
 
 
@@ -49,7 +50,7 @@ def test_help_of_every_command(capsys, command):
     [
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to --cluster slurm; use --workers"),
+        (["run", "p.yaml", "--jobs", "2"], "--jobs only applies to batch-system clusters"),
         (
             ["run", "p.yaml", "--cluster", "slurm", "--workers", "2"],
             "--workers does not apply to --cluster slurm",
@@ -438,7 +439,7 @@ def test_submit_errors(capsys, monkeypatch, tmp_path, store):
     monkeypatch.setenv("PATH", str(tmp_path))
     code, _, err = run(capsys, "submit", pipeline)
     assert code == 1
-    assert "sbatch not found: run `submit` on a SLURM login node" in err
+    assert "sbatch not found: run `submit --scheduler slurm` on a login node" in err
     _fake_sbatch(tmp_path, 'echo "sbatch: error: invalid partition" >&2\nexit 1\n')
     code, _, err = run(capsys, "submit", pipeline)
     assert code == 1
@@ -488,3 +489,164 @@ def test_demo_check_catches_a_wrong_result():
     )
     with pytest.raises(AssertionError, match=r"gradient 'positions' values differ from numpy"):
         check_against_numpy(x, cube_summed(doubled))
+
+
+# -- failures inside pipelines: one line, no traceback --------------------------------------
+
+
+def _damage_a_chunk(store):
+    with open(os.path.join(store, "blocks", "0", "values", "c.0.0"), "wb") as file:
+        file.write(b"garbage")
+
+
+def test_quiet_failure_on_a_local_cluster_prints_one_line(tmp_path, store):
+    _damage_a_chunk(store)
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    result = subprocess.run(
+        [*CLI, "run", pipeline, "--cluster", "local", "--workers", "1", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    # without the silenced worker logs, "distributed.worker - ERROR - Compute Failed" and
+    # its traceback came first
+    assert result.stderr.splitlines() == [
+        "metatensor-dask run: error: computing the steps (pow, multiply) into "
+        f"{tmp_path / 'out.zarr'} failed: a chunk of 'blocks/0/values' has a wrong size or "
+        "checksum: the store is damaged"
+    ]
+
+
+def test_a_failing_step_is_one_line_naming_the_step(capsys, tmp_path, store):
+    # the operation refuses its argument while the pipeline is built
+    code, out, err = run(
+        capsys, "apply", "sum_over_samples", store, "-o", tmp_path / "o.zarr", "--arg",
+        "sample_names=[nothing]",
+    )  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err.startswith("metatensor-dask apply: error: operation sum_over_samples: "), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+    # an exception that is not a user error (here an AttributeError: one_hot wants Labels)
+    # used to escape with its traceback; it is one line too, with its type, and the line
+    # of the step in a pipeline file
+    code, out, err = run(
+        capsys, "apply", "one_hot", store, "-o", tmp_path / "o.zarr", "--arg", "dimension=1"
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        "metatensor-dask apply: error: operation one_hot: one_hot failed: AttributeError: "
+        "'int' object has no attribute 'names'\n"
+    )
+    pipeline = write_pipeline(
+        tmp_path,
+        "inputs: {x: x.zarr}\nsteps:\n  - {op: one_hot, args: {dimension: 1}}\noutput: o.zarr\n",
+    )
+    code, _, err = run(capsys, "run", pipeline, "-q")
+    assert code == 1
+    assert err.startswith(f"metatensor-dask run: error: {pipeline}, line 3 (steps[0]): one_hot "), (
+        err
+    )
+    assert err.endswith("AttributeError: 'int' object has no attribute 'names'\n")
+
+
+def test_a_pipeline_file_that_is_not_text_is_named(capsys, tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"inputs: \xff\xfe\n")
+    code, _, err = run(capsys, "run", path)
+    assert code == 1
+    assert err == (
+        f"metatensor-dask run: error: {path}: the pipeline file is not UTF-8 text (byte 8): "
+        "save it as UTF-8\n"
+    )
+
+
+def test_broken_json_inside_a_store_names_the_store(capsys, tmp_path, store):
+    # an interrupted write (metadata and plan written, no chunk) whose plan is then damaged
+    mtd.open_zarr(store).to_zarr(str(tmp_path / "out.zarr"), compute=False)
+    (tmp_path / "out.zarr" / ".progress" / "plan.json").write_text("{not json")
+    pipeline = write_pipeline(
+        tmp_path, "inputs: {x: x.zarr}\nsteps: [{op: abs}]\noutput: out.zarr\n"
+    )
+    code, _, err = run(capsys, "run", pipeline, "--resume", "-q")
+    assert code == 1
+    assert err.startswith(
+        f"metatensor-dask run: error: computing the steps (abs) into {tmp_path / 'out.zarr'} "
+        "failed: invalid JSON (Expecting property name enclosed in double quotes"
+    ), err
+
+
+# -- operations taking a list of tensors: join ----------------------------------------------
+
+
+def test_apply_join_equals_metatensor(capsys, tmp_path, store):
+    x = metatensor.load(RADIAL)
+    code, _, err = run(
+        capsys, "apply", "join", store, store, "-o", tmp_path / "s.zarr",
+        "--arg", "axis=samples", "--arg", "add_dimension=tensor", "-q",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    expected = metatensor.join([x, x], axis="samples", add_dimension="tensor")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "s.zarr").compute(), expected)
+
+    # different keys: the second input lacks two blocks
+    fewer = metatensor.drop_blocks(x, metatensor.Labels(x.keys.names, x.keys.values[:2]))
+    metatensor.save(str(tmp_path / "fewer.mts"), fewer)
+    code, _, err = run(
+        capsys, "apply", "join", store, tmp_path / "fewer.mts", "-o", tmp_path / "u.zarr",
+        "--arg", "axis=properties", "--arg", "different_keys=union",
+        "--arg", "add_dimension=tensor", "-q",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    expected = metatensor.join(
+        [x, fewer], axis="properties", different_keys="union", add_dimension="tensor"
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "u.zarr").compute(), expected)
+
+
+def test_join_in_a_pipeline_with_several_inputs(capsys, tmp_path, store):
+    metatensor.save(str(tmp_path / "y.mts"), metatensor.pow(metatensor.load(RADIAL), 2))
+    pipeline = write_pipeline(
+        tmp_path,
+        """\
+        inputs: {x: x.zarr, y: y.mts}
+        steps:
+          - {op: join, inputs: [x, y, x], args: {axis: samples, add_dimension: tensor}}
+        output: joined.zarr
+        """,
+    )
+    code, _, err = run(capsys, "run", pipeline, "-q")
+    assert (code, err) == (0, "")
+    x, y = metatensor.load(RADIAL), metatensor.load(str(tmp_path / "y.mts"))
+    expected = metatensor.join([x, y, x], axis="samples", add_dimension="tensor")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "joined.zarr").compute(), expected)
+
+
+def test_join_arguments_are_checked_before_running(capsys, tmp_path, store):
+    code, _, err = run(capsys, "apply", "join", store, store, "-o", tmp_path / "o.zarr")
+    assert code == 1
+    assert "join(tensors, axis, different_keys, add_dimension) cannot be called" in err
+    assert "missing a required argument: 'axis'" in err
+
+
+def test_bare_json_errors_name_the_store(capsys, tmp_path, store):
+    # without consolidated metadata every node's zarr.json is read: a broken one raised a
+    # JSONDecodeError whose message named no file
+    root = os.path.join(store, "zarr.json")
+    with open(root) as file:
+        document = json.load(file)
+    del document["consolidated_metadata"]
+    with open(root, "w") as file:
+        json.dump(document, file)
+    with open(os.path.join(store, "blocks", "0", "values", "zarr.json"), "w") as file:
+        file.write("{not json")
+    code, _, err = run(capsys, "convert", store, tmp_path / "x.mts", "-q")
+    assert code == 1
+    assert err == (
+        f"metatensor-dask convert: error: {store}: invalid JSON (Expecting property name "
+        "enclosed in double quotes: line 1 column 2 (char 1))\n"
+    )
+    code, _, err = run(capsys, "apply", "abs", store, "-o", tmp_path / "o.zarr", "-q")
+    assert code == 1
+    assert f"cannot open '{store}': invalid JSON (Expecting property name" in err

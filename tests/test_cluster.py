@@ -10,7 +10,7 @@ from metatensor_dask.execution.cluster import ClusterError, check_options, execu
 
 @pytest.fixture
 def no_slurm_env(monkeypatch):
-    for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE"):
+    for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE", "NCPUS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -22,6 +22,11 @@ def test_local_sizes_from_the_slurm_allocation(monkeypatch):
     assert local_sizes(memory_limit="1GiB") == (4, 4, 2**30)  # per worker, explicit wins
 
 
+def test_local_sizes_from_a_pbs_job(monkeypatch, no_slurm_env):
+    monkeypatch.setenv("NCPUS", "6")  # what PBS sets in a job of ncpus=6
+    assert local_sizes() == (3, 2, None)
+
+
 def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
     monkeypatch.setenv("SLURM_CPUS_ON_NODE", "3")
     assert local_sizes() == (3, 1, None)  # one worker per core up to 4 cores
@@ -31,8 +36,12 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
 @pytest.mark.parametrize(
     ("cluster", "options", "message"),
     [
-        ("threads", {"jobs": 2}, "--jobs only applies to --cluster slurm; use --workers"),
-        ("local", {"jobs": 2}, "--jobs only applies to --cluster slurm"),
+        ("threads", {"jobs": 2}, "--jobs only applies to batch-system clusters"),
+        (
+            "local",
+            {"jobs": 2},
+            r"--jobs only applies to batch-system clusters \(--cluster slurm\|pbs",
+        ),
         (
             None,
             {"memory_limit": "1GiB"},
@@ -40,7 +49,7 @@ def test_local_sizes_small_machines(monkeypatch, no_slurm_env):
         ),
         ("slurm", {"workers": 2}, "--workers does not apply to --cluster slurm: use --jobs"),
         ("tcp://127.0.0.1:1", {"workers": 2}, "do not apply to a running scheduler"),
-        ("lcoal", {}, "unknown cluster 'lcoal': use one of threads, local, slurm, or the address"),
+        ("lcoal", {}, "unknown cluster 'lcoal': use one of threads, local, slurm, pbs, sge"),
         (
             "local",
             {"memory_limit": "lots"},
@@ -95,8 +104,6 @@ def test_unreachable_scheduler():
 def test_slurm_needs_a_job_size():
     pytest.importorskip("dask_jobqueue")
     with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
-        with pytest.raises(
-            ClusterError, match=r"set jobqueue\.slurm\.cores and jobqueue\.slurm\.memory"
-        ):
+        with pytest.raises(ClusterError, match=r"set cores and memory of jobqueue\.slurm"):
             with execution("slurm", jobs=1):
                 pass

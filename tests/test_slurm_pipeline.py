@@ -18,8 +18,8 @@ import pytest
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
-from metatensor_dask.execution.cli import main
 from metatensor_dask.datasets import featomic_like
+from metatensor_dask.execution.cli import main
 
 pytestmark = pytest.mark.slurm
 
@@ -219,3 +219,28 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     # what the first job wrote was kept, not written again
     kept = [path for path, mtime in written.items() if os.stat(path).st_mtime_ns == mtime]
     assert kept, "every chunk was written again"
+
+
+def test_submit_from_a_directory_with_spaces_and_quotes(workdir):
+    """The job starts in, and writes next to, a directory whose name has spaces, quotes
+    and shell syntax; nothing of that name runs."""
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
+    directory.mkdir()
+    os.symlink(workdir / "x.zarr", directory / "x.zarr")
+    pipeline = directory / "pipeline.yaml"
+    pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
+    result = subprocess.run(
+        [*CLI, "submit", str(pipeline), "--mem", "2G", "--job-name", name],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip()
+    assert _wait_for_job(job) == "COMPLETED"
+    log = (directory / f"{name}-{job}.log").read_text()
+    assert f"wrote {directory / 'out.zarr'} in " in log
+    assert_equal_stores(directory.parent, os.path.join(directory.name, "out.zarr"))
+    assert not [f for _, _, files in os.walk(workdir) for f in files if "CANARY" in f]

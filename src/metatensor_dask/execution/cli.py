@@ -19,13 +19,12 @@ import dask
 import yaml
 from dask.utils import parse_bytes
 
-from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..errors import MetatensorDaskError
+from .pipeline import describe
 
 __all__ = ["main"]
 
 PROG = "metatensor-dask"
-# failures reported as one message, without a traceback (--traceback shows it)
-_USER_ERRORS = (MetatensorDaskError, MetatensorError, NotEqualError, OSError, ValueError, TypeError)
 
 
 class UsageError(Exception):
@@ -75,9 +74,10 @@ def _cluster_options() -> argparse.ArgumentParser:
         "--cluster",
         metavar="WHERE",
         help="'threads' (default: threads in this process), 'local' (a distributed "
-        "LocalCluster with memory limits and spilling), 'slurm' (dask-jobqueue's "
-        "SLURMCluster, configured by the jobqueue.slurm.* dask settings) or the address "
-        "of a running scheduler (tcp://host:8786)",
+        "LocalCluster with memory limits and spilling), a batch system: 'slurm', 'pbs', "
+        "'sge', 'lsf', 'htcondor', 'oar', 'moab' (dask-jobqueue's clusters, configured by "
+        "its jobqueue.<name>.* dask settings), or the address of a running scheduler "
+        "(tcp://host:8786)",
     )
     group.add_argument(
         "--workers",
@@ -87,13 +87,17 @@ def _cluster_options() -> argparse.ArgumentParser:
         help="threads, or LocalCluster worker processes",
     )
     group.add_argument(
-        "--jobs", "-j", type=_positive, metavar="N", help="SLURM jobs of workers (--cluster slurm)"
+        "--jobs",
+        "-j",
+        type=_positive,
+        metavar="N",
+        help="batch jobs of workers (--cluster slurm, pbs, ...)",
     )
     group.add_argument(
         "--memory-limit",
         type=_size,
         metavar="SIZE",
-        help="memory of one worker (local) or one job (slurm), e.g. 4GiB",
+        help="memory of one worker (local) or one job (slurm, pbs, ...), e.g. 4GiB",
     )
     return parent
 
@@ -119,7 +123,11 @@ def _execution(args: argparse.Namespace) -> Any:
     from .cluster import execution
 
     return execution(
-        args.cluster, workers=args.workers, jobs=args.jobs, memory_limit=args.memory_limit
+        args.cluster,
+        workers=args.workers,
+        jobs=args.jobs,
+        memory_limit=args.memory_limit,
+        quiet=args.quiet,
     )
 
 
@@ -201,6 +209,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    from .pipeline import PipelineError
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -212,7 +221,13 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "
             f"({len(pipeline.steps)} steps) on {where.description}"
         )
-        _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+        try:
+            _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+        except Exception as error:
+            steps = ", ".join(step.op for step in pipeline.steps)
+            raise PipelineError(
+                f"computing the steps ({steps}) into {pipeline.output} failed: {describe(error)}"
+            ) from error
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
@@ -244,31 +259,36 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ._directives import JobOptionError
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
 
     Pipeline.from_file(args.pipeline)  # refuse a broken pipeline before it waits in a queue
-    job = BatchJob(
-        args.pipeline,
-        resume=args.resume,
-        requeue=args.requeue,
-        cpus=args.cpus,
-        memory=args.mem,
-        time=args.time,
-        partition=args.partition,
-        account=args.account,
-        workers=args.workers,
-        memory_limit=args.memory_limit,
-        job_name=args.job_name,
-        log=args.log,
-        sbatch_options=args.sbatch_option,
-    )
+    try:
+        job = BatchJob(
+            args.pipeline,
+            resume=args.resume,
+            requeue=args.requeue,
+            cpus=args.cpus,
+            memory=args.mem,
+            time=args.time,
+            partition=args.partition,
+            account=args.account,
+            workers=args.workers,
+            memory_limit=args.memory_limit,
+            job_name=args.job_name,
+            log=args.log,
+            options=args.option,
+            scheduler=args.scheduler,
+        )
+    except JobOptionError as error:
+        raise UsageError(str(error)) from None
     if args.dry_run:
         print(job.script(), end="")
         return 0
     job_id, script = submit(job, args.script)
     if not args.quiet:
-        print(f"submitted {script} as SLURM job {job_id}", file=sys.stderr)
+        print(f"submitted {script} as {args.scheduler.upper()} job {job_id}", file=sys.stderr)
     print(job_id)
     return 0
 
@@ -309,7 +329,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect, convert and process metatensor tensors stored in Zarr, "
-        "out of core, on threads, a LocalCluster or SLURM.",
+        "out of core, on threads, a LocalCluster or an HPC batch system.",
         epilog="Settings (chunk size, codecs, progress) come from dask's configuration, "
         "namespace metatensor_dask; see docs/configuration.md.",
     )
@@ -405,32 +425,50 @@ def _parser() -> argparse.ArgumentParser:
     submit = commands.add_parser(
         "submit",
         parents=[resumable, quiet],
-        help="submit a pipeline as a SLURM batch job",
-        description="Write an sbatch script running `run PIPELINE --cluster local` in the "
-        "job's allocation (a LocalCluster sized from SLURM_CPUS_ON_NODE and "
-        "SLURM_MEM_PER_NODE), submit it, and print the job id.",
+        help="submit a pipeline as a SLURM or PBS batch job",
+        description="Write a batch script running `run PIPELINE --cluster local` in the "
+        "job's allocation (a LocalCluster sized from the job: SLURM_CPUS_ON_NODE and "
+        "SLURM_MEM_PER_NODE, or NCPUS under PBS), submit it with sbatch or qsub, and print "
+        "the job id. Every value is checked before anything is written or submitted.",
     )
     submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
     submit.add_argument(
-        "--requeue", action="store_true", help="let SLURM requeue the job; every start resumes"
-    )
-    submit.add_argument("--cpus", type=_positive, metavar="N", help="sbatch --cpus-per-task")
-    submit.add_argument("--mem", metavar="SIZE", help="sbatch --mem (e.g. 16G)")
-    submit.add_argument("--time", metavar="TIME", help="sbatch --time (e.g. 02:00:00)")
-    submit.add_argument("--partition", metavar="NAME", help="sbatch --partition")
-    submit.add_argument("--account", metavar="NAME", help="sbatch --account")
-    submit.add_argument(
-        "--job-name", default="metatensor-dask", metavar="NAME", help="sbatch --job-name"
+        "--scheduler",
+        choices=["slurm", "pbs"],
+        default="slurm",
+        help="the batch system: slurm (sbatch, default) or pbs (qsub, PBS Pro)",
     )
     submit.add_argument(
-        "--log", metavar="PATH", help="sbatch --output (default: next to the pipeline)"
+        "--requeue",
+        action="store_true",
+        help="let the batch system requeue the job; every start resumes",
     )
     submit.add_argument(
+        "--cpus", type=_positive, metavar="N", help="cores (sbatch --cpus-per-task, PBS ncpus)"
+    )
+    submit.add_argument(
+        "--mem", metavar="SIZE", help="memory of the job: 16G, 500M or megabytes (sbatch --mem)"
+    )
+    submit.add_argument(
+        "--time", metavar="TIME", help="walltime, e.g. 02:00:00 (SLURM also 1-12:00:00)"
+    )
+    submit.add_argument(
+        "--partition", "--queue", metavar="NAME", help="partition (SLURM) or queue (PBS)"
+    )
+    submit.add_argument("--account", metavar="NAME", help="account to charge")
+    submit.add_argument(
+        "--job-name", default="metatensor-dask", metavar="NAME", help="the job's name"
+    )
+    submit.add_argument(
+        "--log", metavar="PATH", help="the job's output (default: next to the pipeline)"
+    )
+    submit.add_argument(
+        "--option",
         "--sbatch-option",
         action="append",
         default=[],
         metavar="OPTION",
-        help="another sbatch option, e.g. --sbatch-option=--qos=long (repeatable)",
+        help="another sbatch or qsub option, e.g. --option=--qos=long (repeatable)",
     )
     submit.add_argument(
         "--workers", type=_positive, metavar="N", help="LocalCluster workers in the job"
@@ -438,7 +476,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job"
     )
-    submit.add_argument("--script", metavar="PATH", help="where to write the sbatch script")
+    submit.add_argument("--script", metavar="PATH", help="where to write the batch script")
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     submit.set_defaults(func=_submit, parser=submit)
 
@@ -488,15 +526,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader of our output went away (`metatensor-dask info ... | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except _USER_ERRORS as error:
+    except Exception as error:
+        # one line, whatever failed (--traceback shows where)
         if args.traceback:
             raise
-        print(f"{PROG} {args.command}: error: {_message(error)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return 1
     return 2  # not reached: error() exits
 
 
-def _message(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.strerror}: {error.filename}"
-    return str(error) or type(error).__name__
+def _message(error: BaseException, args: argparse.Namespace) -> str:
+    """``describe(error)``, naming the file the command reads when a JSON, YAML or text
+    decoding error does not."""
+    import json
+
+    message = describe(error)
+    if isinstance(error, (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError)):
+        subject = next(
+            (
+                getattr(args, name)
+                for name in ("pipeline", "store", "source")
+                if getattr(args, name, None)
+            ),
+            None,
+        )
+        if subject is not None and subject not in message:
+            return f"{subject}: {message}"
+    return message

@@ -5,17 +5,22 @@
   each with a memory limit (workers spill to disk past dask's ``distributed.worker.memory``
   thresholds); inside a SLURM allocation it is sized from ``SLURM_CPUS_ON_NODE`` and
   ``SLURM_MEM_PER_NODE``;
-* ``"slurm"``: a :class:`dask_jobqueue.SLURMCluster` (the ``hpc`` extra), configured by
-  dask-jobqueue's own ``jobqueue.slurm.*`` settings, with ``jobs`` batch jobs kept alive
-  (a job that dies or is cancelled is replaced);
+* ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"``: the
+  dask-jobqueue cluster of that batch system (the ``hpc`` extra: ``SLURMCluster``,
+  ``PBSCluster``...), configured by dask-jobqueue's own ``jobqueue.<name>.*`` settings, with
+  ``jobs`` batch jobs kept alive (a job that dies or is cancelled is replaced). Every
+  setting that goes into the job script is checked first (no control characters; names,
+  walltimes and memory sizes in their formats);
 * anything else is the address of a running scheduler (``tcp://host:8786``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +29,30 @@ import dask
 from dask.utils import format_bytes, parse_bytes
 
 from ..errors import MetatensorDaskError
+from ._directives import check_memory, check_name, check_text, check_walltime
 
-__all__ = ["ClusterError", "Execution", "check_options", "execution", "local_sizes"]
+__all__ = [
+    "JOBQUEUE",
+    "ClusterError",
+    "Execution",
+    "check_options",
+    "execution",
+    "jobqueue_cluster",
+    "local_sizes",
+]
 
-CLUSTERS = ("threads", "local", "slurm")
+# dask-jobqueue's clusters, by the name of their configuration section (jobqueue.<name>),
+# with the format of their walltime (see _directives.check_walltime)
+JOBQUEUE = {
+    "slurm": ("SLURMCluster", "slurm"),
+    "pbs": ("PBSCluster", "hms"),
+    "sge": ("SGECluster", "hms"),
+    "lsf": ("LSFCluster", "lsf"),
+    "htcondor": ("HTCondorCluster", None),
+    "oar": ("OARCluster", "hms"),
+    "moab": ("MoabCluster", "hms"),
+}
+CLUSTERS = ("threads", "local", *JOBQUEUE)
 
 
 class ClusterError(MetatensorDaskError):
@@ -43,9 +68,10 @@ class Execution:
 
 
 def _cores() -> int:
-    slurm = os.environ.get("SLURM_CPUS_ON_NODE")
-    if slurm:
-        return int(slurm)
+    # the allocation of a SLURM job, or of a PBS job
+    for variable in ("SLURM_CPUS_ON_NODE", "NCPUS"):
+        if os.environ.get(variable):
+            return int(os.environ[variable])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -108,14 +134,15 @@ def check_options(
             f"unknown cluster '{kind}': use one of {', '.join(CLUSTERS)}, or the address "
             "of a running scheduler such as tcp://127.0.0.1:8786"
         )
-    if jobs is not None and kind != "slurm":
+    if jobs is not None and kind not in JOBQUEUE:
         raise ClusterError(
-            "--jobs only applies to --cluster slurm; use --workers for other clusters"
+            f"--jobs only applies to batch-system clusters (--cluster {'|'.join(JOBQUEUE)}); "
+            "use --workers for other clusters"
         )
     if kind == "threads" and memory_limit is not None:
         raise ClusterError("--memory-limit needs worker processes: add --cluster local (or slurm)")
-    if kind == "slurm" and workers is not None:
-        raise ClusterError("--workers does not apply to --cluster slurm: use --jobs")
+    if kind in JOBQUEUE and workers is not None:
+        raise ClusterError(f"--workers does not apply to --cluster {kind}: use --jobs")
     if kind not in CLUSTERS and (workers is not None or memory_limit is not None):
         raise ClusterError(
             "--workers and --memory-limit do not apply to a running scheduler: size its "
@@ -132,19 +159,24 @@ def execution(
     workers: int | None = None,
     jobs: int | None = None,
     memory_limit: str | None = None,
+    quiet: bool = False,
 ) -> Iterator[Execution]:
     """Run the computations of the ``with`` block on ``cluster`` (see the module docs).
 
     Parameters
     ----------
     cluster
-        ``None``/``"threads"``, ``"local"``, ``"slurm"`` or a scheduler address.
+        ``None``/``"threads"``, ``"local"``, a batch system (``"slurm"``, ``"pbs"``,
+        ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"``) or a scheduler address.
     workers
         Threads (threaded scheduler) or worker processes (``local``).
     jobs
-        SLURM batch jobs (``slurm`` only).
+        Batch jobs of workers (batch systems only).
     memory_limit
-        Memory limit of a worker (``local``) or of a job (``slurm``), e.g. ``"4GiB"``.
+        Memory limit of a worker (``local``) or of a job (batch systems), e.g. ``"4GiB"``.
+    quiet
+        Silence distributed's log messages (of the scheduler, the nannies and the local
+        workers): a failed task is then reported once, by the exception it raises.
 
     Yields
     ------
@@ -153,23 +185,28 @@ def execution(
     """
     check_options(cluster, workers=workers, jobs=jobs, memory_limit=memory_limit)
     kind = cluster or "threads"
+    level = logging.CRITICAL if quiet else logging.WARNING
     if kind == "threads":
         threads = workers or _cores()
         with dask.config.set(scheduler="threads", num_workers=threads):
             yield Execution(None, f"threads ({threads})")
     elif kind == "local":
-        with _local(workers, memory_limit) as execution_:
-            yield execution_
-    elif kind == "slurm":
-        with _slurm(jobs or 1, memory_limit) as execution_:
+        with _local(workers, memory_limit, level) as execution_:
             yield execution_
     else:
-        with _connect(kind) as execution_:
-            yield execution_
+        from distributed.utils import silence_logging_cmgr
+
+        with silence_logging_cmgr(level):
+            if kind in JOBQUEUE:
+                with _jobqueue(kind, jobs or 1, memory_limit) as execution_:
+                    yield execution_
+            else:
+                with _connect(kind) as execution_:
+                    yield execution_
 
 
 @contextlib.contextmanager
-def _local(workers: int | None, memory_limit: str | None) -> Iterator[Execution]:
+def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterator[Execution]:
     from distributed import Client, LocalCluster
 
     n_workers, threads, limit = local_sizes(workers, memory_limit)
@@ -180,6 +217,7 @@ def _local(workers: int | None, memory_limit: str | None) -> Iterator[Execution]
             memory_limit=limit if limit is not None else "auto",
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
+            silence_logs=level,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -190,35 +228,99 @@ def _local(workers: int | None, memory_limit: str | None) -> Iterator[Execution]
         yield Execution(client, f"LocalCluster ({shape}{memory})")
 
 
-@contextlib.contextmanager
-def _slurm(jobs: int, memory_limit: str | None) -> Iterator[Execution]:
+def _check_settings(kind: str, settings: dict[str, Any], memory_limit: str | None) -> None:
+    """Refuse ``jobqueue.<kind>`` settings that would be unsafe or wrong in a job script."""
+
+    def strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
+        if isinstance(value, str):
+            yield key, value
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                yield from strings(item, f"{key}.{name}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield from strings(item, f"{key}[{i}]")
+
+    for key, text in strings(settings, f"jobqueue.{kind}"):
+        check_text(key, text)
+    for key in ("name", "account", "project"):
+        if settings.get(key) is not None:
+            check_name(f"jobqueue.{kind}.{key}", settings[key])
+    if settings.get("queue") is not None:
+        check_name(f"jobqueue.{kind}.queue", settings["queue"], queue=True)
+    style = JOBQUEUE[kind][1]
+    if style is not None and settings.get("walltime") is not None:
+        check_walltime(f"jobqueue.{kind}.walltime", settings["walltime"], style)
+    if memory_limit is None and settings.get("memory") is not None:
+        check_memory(f"jobqueue.{kind}.memory", settings["memory"])
+    # HTCondor jobs also need their disk space
+    sizes = ("cores", "memory", "disk") if kind == "htcondor" else ("cores", "memory")
+    for key in sizes:
+        if key == "memory" and memory_limit is not None:
+            continue
+        if settings.get(key) is None:
+            name = f"DASK_JOBQUEUE__{kind.upper()}__{key.upper()}"
+            raise ClusterError(
+                f"{kind.upper()} jobs need a size: set {' and '.join(sizes)} of "
+                f"jobqueue.{kind} in dask's configuration (e.g. ~/.config/dask/jobqueue.yaml, "
+                f"or the environment variable {name}); jobqueue.{kind}.{key} is not set"
+            )
+
+
+def jobqueue_cluster(kind: str, memory_limit: str | None = None) -> Any:
+    """The dask-jobqueue cluster ``kind`` (``"slurm"``, ``"pbs"``...), with no job started.
+
+    Its settings come from dask's configuration, ``jobqueue.<kind>.*``; ``memory_limit``
+    replaces ``jobqueue.<kind>.memory``. Its scheduler runs in this process; jobs start
+    when it is scaled, and ``cluster.job_script()`` shows their script.
+
+    Raises
+    ------
+    ClusterError
+        dask-jobqueue is not installed, ``kind`` is not one of its clusters, or the
+        size of a job (cores, memory) is not set.
+    JobOptionError
+        A setting has a control character or the wrong format.
+    """
+    if kind not in JOBQUEUE:
+        raise ClusterError(f"unknown batch system '{kind}': use one of {', '.join(JOBQUEUE)}")
     try:
-        from dask_jobqueue import SLURMCluster
+        import dask_jobqueue
     except ImportError:
         raise ClusterError(
-            "--cluster slurm needs dask-jobqueue: pip install 'metatensor-dask[hpc]'"
+            f"--cluster {kind} needs dask-jobqueue: pip install 'metatensor-dask[hpc]'"
         ) from None
+    settings = dict(dask.config.get(f"jobqueue.{kind}", None) or {})
+    _check_settings(kind, settings, memory_limit)
+    kwargs: dict[str, Any] = {}
+    if memory_limit is not None:
+        kwargs["memory"] = format_bytes(_parse_memory(memory_limit)).replace(" ", "")
+    return getattr(dask_jobqueue, JOBQUEUE[kind][0])(**kwargs)
+
+
+@contextlib.contextmanager
+def _jobqueue(kind: str, jobs: int, memory_limit: str | None) -> Iterator[Execution]:
     from distributed import Client
 
     if jobs < 1:
         raise ClusterError(f"the number of jobs must be at least 1, got {jobs}")
-    kwargs: dict[str, Any] = {}
-    if memory_limit is not None:
-        kwargs["memory"] = format_bytes(_parse_memory(memory_limit)).replace(" ", "")
-    for key in ("cores", "memory"):
-        if key not in kwargs and dask.config.get(f"jobqueue.slurm.{key}", None) is None:
+    with jobqueue_cluster(kind, memory_limit) as cluster:
+        # without it every job submission fails in the background and the run waits forever
+        command = cluster.job_cls.submit_command
+        if shutil.which(command) is None:
             raise ClusterError(
-                f"SLURM jobs need a size: set jobqueue.slurm.cores and jobqueue.slurm.memory "
-                "in dask's configuration (e.g. ~/.config/dask/jobqueue.yaml, or the environment "
-                f"variable DASK_JOBQUEUE__SLURM__{key.upper()}); jobqueue.slurm.{key} is not set"
+                f"{command} not found: --cluster {kind} submits its workers' jobs with "
+                f"{command}; run on a login node of the {kind.upper()} cluster, or choose "
+                "another --cluster"
             )
-    with SLURMCluster(**kwargs) as cluster, Client(cluster) as client:
-        # adaptive with a fixed size: a job that is cancelled, killed or reaches its
-        # walltime is replaced, and the scheduler recomputes what its worker held
-        cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
-        yield Execution(
-            client, f"SLURMCluster ({jobs} jobs, scheduler {cluster.scheduler_address})"
-        )
+        with Client(cluster) as client:
+            # adaptive with a fixed size: a job that is cancelled, killed or reaches its
+            # walltime is replaced, and the scheduler recomputes what its worker held
+            cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
+            yield Execution(
+                client,
+                f"{type(cluster).__name__} ({jobs} jobs, scheduler {cluster.scheduler_address})",
+            )
 
 
 @contextlib.contextmanager

@@ -16,6 +16,9 @@ A pipeline file is YAML::
         args: {sample_names: atom}
     output: result.zarr              # or {path: result.zarr, from: squared}
 
+An operation whose first parameter is a list of tensors (``join``) gets the step's
+inputs as that list: ``{op: join, inputs: [a, b], args: {axis: samples}}``.
+
 Relative paths are relative to the pipeline file. The whole file is checked before
 anything is opened or computed; errors name the line, the field and the remedy. The
 output is written with ``to_zarr(..., resume=resume)``, so an interrupted run finishes
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,17 +39,28 @@ import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
 
-__all__ = ["Input", "Pipeline", "PipelineError", "Step", "is_metatensor_file", "open_tensor"]
+__all__ = [
+    "USER_ERRORS",
+    "Input",
+    "Pipeline",
+    "PipelineError",
+    "Step",
+    "describe",
+    "is_metatensor_file",
+    "open_tensor",
+]
 
 _TOP_FIELDS = ("inputs", "steps", "output")
 _INPUT_FIELDS = ("path", "chunks")
 _STEP_FIELDS = ("op", "inputs", "args", "name")
 _OUTPUT_FIELDS = ("path", "from")
-# errors that operations raise for bad arguments or data: reported without a traceback
-_USER_ERRORS = (
+# errors that mean wrong arguments, files or data rather than a bug: their message says
+# it all. Any other exception is reported with its type (see `describe`).
+USER_ERRORS = (
     MetatensorError,
     MetatensorDaskError,
     NotEqualError,
+    OSError,
     ValueError,
     TypeError,
     IndexError,
@@ -54,6 +69,23 @@ _USER_ERRORS = (
 
 class PipelineError(MetatensorDaskError):
     """A pipeline file or step is invalid; the message names where and what to do."""
+
+
+def describe(error: BaseException) -> str:
+    """``error`` in one line: its message, with its type when the message alone is not
+    enough (an unexpected exception, or a JSON, YAML or text decoding error)."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.strerror}: {error.filename}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON ({error})"
+    if isinstance(error, yaml.YAMLError):
+        return "invalid YAML (" + " ".join(str(error).split()) + ")"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text ({error})"
+    message = " ".join(str(error).split())
+    if isinstance(error, USER_ERRORS) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def is_metatensor_file(path: str) -> bool:
@@ -189,6 +221,11 @@ class Pipeline:
             raise PipelineError(
                 f"cannot read the pipeline file '{path}': {error.strerror}"
             ) from None
+        except UnicodeDecodeError as error:
+            raise PipelineError(
+                f"{path}: the pipeline file is not UTF-8 text (byte {error.start}): save it "
+                "as UTF-8"
+            ) from None
         return cls.from_text(text, source=path, base=os.path.dirname(os.path.abspath(path)))
 
     @classmethod
@@ -240,14 +277,17 @@ class Pipeline:
         for item in self.inputs:
             try:
                 results[item.name] = open_tensor(item.path, item.chunks)
-            except _USER_ERRORS as error:
-                raise PipelineError(f"{item.where}: cannot open '{item.path}': {error}") from error
+            except Exception as error:
+                raise PipelineError(
+                    f"{item.where}: cannot open '{item.path}': {describe(error)}"
+                ) from error
         for step in self.steps:
             function = _operation(step.op)
+            tensors = [results[name] for name in step.inputs]
             try:
-                result = function(*(results[name] for name in step.inputs), **step.args)
-            except _USER_ERRORS as error:
-                raise PipelineError(f"{step.where}: {step.op} failed: {error}") from error
+                result = function(*_positional(function, tensors), **step.args)
+            except Exception as error:
+                raise PipelineError(f"{step.where}: {step.op} failed: {describe(error)}") from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
                     f"{step.where}: {step.op} returns {type(result).__name__}, not a "
@@ -421,15 +461,36 @@ class _Parser:
         return location, source
 
 
+def _takes_a_list(function: Callable[..., Any]) -> bool:
+    """Whether the first parameter of ``function`` is a list of tensors (``join``)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not parameters:
+        return False
+    annotation = parameters[0].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return str(text).startswith(("list[", "tuple[", "Sequence["))
+
+
+def _positional(function: Callable[..., Any], tensors: Sequence[Any]) -> list[Any]:
+    """The positional arguments of a step: its input tensors, or one list of them for an
+    operation that takes a list (``join(tensors, axis=...)``), so that the step's args
+    fill the other parameters."""
+    return [list(tensors)] if _takes_a_list(function) else list(tensors)
+
+
 def _check_call(step: Step, where: str) -> None:
-    """Check that ``op(*inputs, **args)`` matches the operation's signature."""
+    """Check that ``op(*inputs, **args)`` (``op([inputs], **args)`` for an operation
+    taking a list of tensors) matches the operation's signature."""
     function = _operation(step.op)
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # no signature to check against
         return
     try:
-        signature.bind(*step.inputs, **step.args)
+        signature.bind(*_positional(function, step.inputs), **step.args)
     except TypeError as error:
         parameters = ", ".join(signature.parameters)
         raise PipelineError(
