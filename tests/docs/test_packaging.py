@@ -85,11 +85,6 @@ def test_the_lowest_versions_are_read_from_pyproject():
             assert f">={pins[name]}" in requirement
 
 
-# docs/cli.md is being rewritten on another branch: remove it from here once its citation
-# of a document outside the repository is gone
-KNOWN_CITATIONS = {"docs/cli.md"}
-
-
 def test_no_page_cites_documents_outside_the_repository():
     cited = []
     for folder in ("docs", "examples", "src"):
@@ -106,5 +101,4 @@ def test_no_page_cites_documents_outside_the_repository():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
         if re.search(r"DESIGN|§", file.read()):
             cited.append("README.md")
-    files = {entry.rsplit(":", 1)[0] for entry in cited}
-    assert files <= KNOWN_CITATIONS, cited
+    assert cited == []

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_block, raise_not_equal
 from ._equal import compare_blocks_impl, compare_tensors_impl
+from ._utils import check_block, raise_not_equal
 
 __all__ = ["allclose", "allclose_block", "allclose_block_raise", "allclose_raise"]
 

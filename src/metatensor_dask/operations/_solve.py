@@ -7,8 +7,8 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import combine_rows
-from ._utils import blocks_by_key, check_same_gradients_raise, check_same_keys_raise, check_tensor
 from ._lstsq import _flat_rows, stacked_equations
+from ._utils import blocks_by_key, check_same_gradients_raise, check_same_keys_raise, check_tensor
 
 __all__ = ["solve"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_block, check_tensor
 from ._slice import Selection, check_selection, slice_one
+from ._utils import check_block, check_tensor
 
 __all__ = ["split", "split_block"]
 

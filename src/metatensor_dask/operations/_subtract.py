@@ -6,8 +6,8 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import scalar_or_tensor_operation
 from ._add import add_block_constant
+from ._utils import scalar_or_tensor_operation
 
 __all__ = ["subtract"]
 
