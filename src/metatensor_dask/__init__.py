@@ -5,7 +5,8 @@ Usually imported as ``import metatensor_dask as mtd``.
 
 from __future__ import annotations
 
-from . import config, operations
+# _graph first: it refuses dask settings this package cannot work with
+from . import _graph, config, operations  # noqa: F401  (_graph: checked on import)
 from .block import TensorBlock
 from .errors import (
     DamagedFileError,

@@ -16,10 +16,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.highlevelgraph import HighLevelGraph
 from dask.utils import parse_bytes
 
-from .. import config
+from .. import _graph, config
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError, MetatensorError, format_error
@@ -256,9 +255,9 @@ class Archive:
         with self.context(part.prefix or "<root>"):
             block = TensorBlock(self._values(part), part.samples, part.components, part.properties)
             for parameter, gradient_part in part.gradients.items():
-                gradient = self._build(gradient_part)
-                gradient._row_pointer = gradient_part.pointer
-                block.add_gradient(parameter, gradient)
+                block.add_gradient(parameter, self._build(gradient_part))
+                if gradient_part.pointer is not None:
+                    block.set_row_pointer(parameter, gradient_part.pointer)
         return block
 
     def _values(self, part: _Part) -> da.Array:
@@ -286,12 +285,7 @@ class Archive:
                 shape,
             )
             start += rows * part.row_bytes
-        return da.Array(
-            HighLevelGraph.from_collections(name, graph, dependencies=()),
-            name,
-            chunks,
-            meta=np.empty((0,) * len(header.shape), native),
-        )
+        return _graph.array_from_tasks(name, graph, (), chunks, native)
 
 
 class _ErrorContext:

@@ -14,11 +14,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.core import flatten
-from dask.delayed import Delayed
 from dask.utils import parse_bytes
 
-from .. import config
+from .. import _graph, config
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -173,22 +171,20 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     # by one) costs seconds for maps of many small blocks
     name = f"mts-save-{os.path.basename(path)}"
     graph: dict[Any, Any] = {}
-    for array in arrays:
-        graph.update(array.__dask_graph__())
     keys = []
     for k, (array, (_, _, _, offset)) in enumerate(zip(arrays, lazy, strict=True)):
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str
         chunk_keys = []
         for c, (key, rows) in enumerate(
-            zip(flatten(array.__dask_keys__()), array.chunks[0], strict=True)
+            zip(_graph.chunk_keys(array), array.chunks[0], strict=True)
         ):
             graph[(name, k, c)] = (_write_rows, key, path, offset, descr)
             chunk_keys.append((name, k, c))
             offset += rows * row_bytes
         keys.append(chunk_keys)
     graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
-    results = iter(Delayed(name, graph).compute())
+    results = iter(_graph.flat_delayed(name, graph, arrays).compute())
     chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
