@@ -533,3 +533,15 @@ def test_nbytes_and_npartitions_count_values_and_gradients_without_computing():
     assert computed.npartitions == 4
     empty = mtd.TensorMap(mtd.Labels.range("key", 0), [])
     assert (empty.nbytes, empty.npartitions) == (0, 0)
+
+
+def test_sizes_of_grouped_tiny_blocks_need_no_dask_array_per_block():
+    block = _block_with_gradient(chunks=3)
+    tensor = mtd.TensorMap(mtd.Labels.range("key", 2), [block, block.copy()])
+    product = mtd.multiply(tensor, tensor)
+    held = product.block(0)._values
+    assert held.__class__.__name__ == "GroupItem"
+    with raise_if_dask_computes():
+        assert product.nbytes == tensor.nbytes
+        assert product.npartitions == 4
+    assert held._array is None
