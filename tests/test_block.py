@@ -545,3 +545,11 @@ def test_sizes_of_grouped_tiny_blocks_need_no_dask_array_per_block():
         assert product.nbytes == tensor.nbytes
         assert product.npartitions == 4
     assert held._array is None
+
+
+def test_row_pointer_of_a_stored_block_is_read_only(tmp_path):
+    block = _block_with_gradient()
+    mtd.TensorMap(mtd.Labels.range("key", 1), [block]).to_zarr(tmp_path / "t.zarr")
+    pointer = mtd.open_zarr(tmp_path / "t.zarr").block(0).gradient("positions").row_pointer
+    np.testing.assert_array_equal(pointer, [0, 1, 1, 3])
+    assert not pointer.flags.writeable

@@ -126,6 +126,9 @@ class TensorBlock(ArrayContainer):
         is a gradient (see :func:`metatensor_dask._partition.row_pointer`).
         """
         block = cls.__new__(cls)
+        if row_pointer is not None and row_pointer.flags.writeable:
+            row_pointer = row_pointer.view()
+            row_pointer.flags.writeable = False
         block._init(values, samples, list(components), properties, row_pointer=row_pointer)
         for parameter, gradient in (gradients or {}).items():
             block._gradients[parameter] = gradient._attached((parameter,))
