@@ -456,3 +456,100 @@ def test_dask_compute_of_a_block_returns_a_block():
     assert isinstance(persisted.values, da.Array)
     assert persisted.values.chunks == block.values.chunks
     np.testing.assert_array_equal(persisted.values.compute(), computed.values)
+
+
+# -- row pointer, bytes and chunks --------------------------------------------------------
+
+
+def _block_with_gradient(chunks=2):
+    """Values (3, 2, 4) in chunks of ``chunks`` rows; gradient rows point at 0, 2, 2."""
+    block = make_block(mtd, values=da.ones((3, 2, 4), chunks=(chunks, 2, 4)))
+    samples = labels(mtd, ["sample", "atom"], [[0, 0], [2, 1], [2, 3]])
+    block.add_gradient("positions", make_gradient(mtd, samples=samples))
+    return block
+
+
+def test_row_pointer_is_none_until_attached_then_read_only():
+    block = _block_with_gradient()
+    assert block.gradient("positions").row_pointer is None
+    block.set_row_pointer("positions", [0, 1, 1, 3])
+    pointer = block.gradient("positions").row_pointer
+    assert pointer.dtype == np.int64
+    np.testing.assert_array_equal(pointer, [0, 1, 1, 3])
+    with pytest.raises(ValueError, match="read-only"):
+        pointer[0] = 1
+    # a block inside a map takes a pointer too, and keeps it through copies and compute
+    tensor = mtd.TensorMap(mtd.Labels.range("key", 1), [block])
+    np.testing.assert_array_equal(
+        tensor.block(0).copy().gradient("positions").row_pointer, [0, 1, 1, 3]
+    )
+    computed = tensor.compute().block(0).gradient("positions")
+    np.testing.assert_array_equal(computed.row_pointer, [0, 1, 1, 3])
+
+
+@pytest.mark.parametrize(
+    ("pointer", "problem"),
+    [
+        ([[0, 1, 1, 3]], "1-D integer array"),
+        ([0.0, 1.0, 1.0, 3.0], "1-D integer array"),
+        ([0, 1, 3], "must have 4 entries"),
+        ([1, 1, 1, 3], "start at 0 and end at the 3 gradient rows"),
+        ([0, 1, 1, 2], "start at 0 and end at the 3 gradient rows"),
+        ([0, 2, 1, 3], "non-decreasing"),
+    ],
+)
+def test_invalid_row_pointers_are_refused_naming_the_gradient(pointer, problem):
+    block = _block_with_gradient()
+    with pytest.raises(mtd.MetatensorDaskError, match=problem) as error:
+        block.set_row_pointer("positions", np.array(pointer))
+    assert "'positions' gradient" in str(error.value)
+    assert block.gradient("positions").row_pointer is None
+
+
+def test_row_pointer_for_a_missing_gradient_is_metatensors_error():
+    block = _block_with_gradient()
+    with pytest.raises(mtd.MetatensorError, match="can not find gradients with respect to 'x'"):
+        block.set_row_pointer("x", [0, 1, 1, 3])
+
+
+def test_operations_attach_the_pointer_they_build():
+    block = _block_with_gradient()
+    tensor = mtd.TensorMap(mtd.Labels.range("key", 1), [block])
+    mtd.multiply(tensor, tensor)
+    np.testing.assert_array_equal(tensor.block(0).gradient("positions").row_pointer, [0, 1, 1, 3])
+
+
+def test_nbytes_and_npartitions_count_values_and_gradients_without_computing():
+    block = _block_with_gradient(chunks=2)
+    with raise_if_dask_computes():
+        # values: 3 * 2 * 4 float64 in 2 chunks; gradient: 3 * 3 * 2 * 4 numpy (1 chunk)
+        assert block.nbytes == (24 + 72) * 8
+        assert block.npartitions == 3
+        tensor = mtd.TensorMap(mtd.Labels.range("key", 2), [block, block.copy()])
+        assert tensor.nbytes == 2 * block.nbytes
+        assert tensor.npartitions == 6
+    computed = tensor.compute()
+    assert computed.nbytes == tensor.nbytes
+    assert computed.npartitions == 4
+    empty = mtd.TensorMap(mtd.Labels.range("key", 0), [])
+    assert (empty.nbytes, empty.npartitions) == (0, 0)
+
+
+def test_sizes_of_grouped_tiny_blocks_need_no_dask_array_per_block():
+    block = _block_with_gradient(chunks=3)
+    tensor = mtd.TensorMap(mtd.Labels.range("key", 2), [block, block.copy()])
+    product = mtd.multiply(tensor, tensor)
+    held = product.block(0)._values
+    assert held.__class__.__name__ == "GroupItem"
+    with raise_if_dask_computes():
+        assert product.nbytes == tensor.nbytes
+        assert product.npartitions == 4
+    assert held._array is None
+
+
+def test_row_pointer_of_a_stored_block_is_read_only(tmp_path):
+    block = _block_with_gradient()
+    mtd.TensorMap(mtd.Labels.range("key", 1), [block]).to_zarr(tmp_path / "t.zarr")
+    pointer = mtd.open_zarr(tmp_path / "t.zarr").block(0).gradient("positions").row_pointer
+    np.testing.assert_array_equal(pointer, [0, 1, 1, 3])
+    assert not pointer.flags.writeable

@@ -513,8 +513,10 @@ def test_quiet_failure_on_a_local_cluster_prints_one_line(tmp_path, store):
     # its traceback came first
     assert result.stderr.splitlines() == [
         "metatensor-dask run: error: computing the steps (pow, multiply) into "
-        f"{tmp_path / 'out.zarr'} failed: a chunk of 'blocks/0/values' has a wrong size or "
-        "checksum: the store is damaged"
+        f"{tmp_path / 'out.zarr'} failed: the store at {tmp_path / 'x.zarr'} is damaged: "
+        "the chunk 'c.0.0' of the array 'blocks/0/values' has 3 bytes, not 24; "
+        "`metatensor-dask verify` lists every problem; write or convert the tensor again "
+        "from its source"
     ]
 
 
@@ -644,9 +646,12 @@ def test_bare_json_errors_name_the_store(capsys, tmp_path, store):
     code, _, err = run(capsys, "convert", store, tmp_path / "x.mts", "-q")
     assert code == 1
     assert err == (
-        f"metatensor-dask convert: error: {store}: invalid JSON (Expecting property name "
-        "enclosed in double quotes: line 1 column 2 (char 1))\n"
+        f"metatensor-dask convert: error: the store at {store} is damaged: "
+        "'blocks/0/values/zarr.json' is not valid JSON (Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)); `metatensor-dask verify` lists every "
+        "problem; write or convert the tensor again from its source\n"
     )
     code, _, err = run(capsys, "apply", "abs", store, "-o", tmp_path / "o.zarr", "-q")
     assert code == 1
-    assert f"cannot open '{store}': invalid JSON (Expecting property name" in err
+    assert f"cannot open '{store}': the store at {store} is damaged: " in err
+    assert "'blocks/0/values/zarr.json' is not valid JSON (Expecting property name" in err

@@ -76,7 +76,7 @@ def test_gradients_are_co_partitioned():
         value_chunks = block.values.chunks[0]
         assert set(value_chunks[:-1]) == {5}
         for _, gradient in block.gradients():
-            pointer = gradient._row_pointer
+            pointer = gradient.row_pointer
             bounds = np.concatenate([[0], np.cumsum(value_chunks)])
             assert gradient.values.chunks[0] == tuple(np.diff(pointer[bounds]))
             expected = np.searchsorted(gradient.samples.column("sample"), np.arange(len(block) + 1))

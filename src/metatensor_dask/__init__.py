@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import config, operations
+# _graph first: it refuses dask settings this package cannot work with
+from . import _graph, config, operations  # noqa: F401  (_graph: checked on import)
 from .block import TensorBlock
 from .errors import (
     DamagedFileError,

@@ -22,21 +22,10 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
-from dask.core import flatten
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-from dask.task_spec import Task, TaskRef
-from dask.utils import ensure_dict
 
-from ._indexing import BlockValues
+from . import _graph
 
-__all__ = ["ArrayContainer", "GroupItem", "ItemValues", "materialized"]
-
-
-class ItemValues(BlockValues):
-    """The dask array of a :class:`GroupItem`: it remembers its ``item``, so that a
-    later grouped operation reads the group's result instead of recomputing it."""
-
-    __slots__ = ("item",)
+__all__ = ["ArrayContainer", "GroupItem", "materialized"]
 
 
 class GroupItem:
@@ -48,7 +37,8 @@ class GroupItem:
     group_key
         The key of the group's task, also the name of ``layer``.
     layer
-        A graph holding the group's task and everything it needs (shared by the items).
+        A graph holding the group's task and everything it needs (shared by the items),
+        from :func:`~metatensor_dask._graph.group_layer`.
     position
         Where this item is in the group's result.
     shape, dtype
@@ -63,7 +53,7 @@ class GroupItem:
     def __init__(
         self,
         group_key: str,
-        layer: MaterializedLayer,
+        layer: Any,
         position: int,
         shape: tuple[int, ...],
         dtype: np.dtype,
@@ -85,13 +75,10 @@ class GroupItem:
         """The item as a dask array (made once)."""
         if self._array is None:
             name, func, arguments = self.call
-            key = (name, *((0,) * self.ndim))
-            layers = {name: {key: Task(key, func, *arguments)}, self.group_key: self.layer}
-            graph = HighLevelGraph(layers, {name: {self.group_key}, self.group_key: set()})
-            meta = np.empty((0,) * self.ndim, self.dtype)
-            array = ItemValues(graph, name, tuple((n,) for n in self.shape), meta=meta)
-            array.item = self
-            self._array = array
+            group = (self.group_key, self.layer)
+            self._array = _graph.item_array(
+                name, func, arguments, group, self.shape, self.dtype, item=self
+            )
         return self._array
 
     def __dask_tokenize__(self) -> Any:
@@ -138,27 +125,35 @@ class ArrayContainer(DaskMethodsMixin):
         """The arrays, as dask (or numpy) arrays."""
         return [materialized(a) for a in self._raw_arrays()]
 
-    def _lazy_arrays(self) -> list[da.Array]:
-        """The dask arrays among :meth:`_arrays`."""
-        return [a for a in self._arrays() if is_dask_collection(a)]
-
     def _with_arrays(self, arrays: list[Any]) -> Any:
         raise NotImplementedError
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the values and of every gradient (of every block), as dask's
+        ``Array.nbytes``: from the shapes and dtypes, nothing is computed or read."""
+        return sum(int(array.nbytes) for array in self._raw_arrays())
+
+    @property
+    def npartitions(self) -> int:
+        """Number of chunks of the values and of every gradient (of every block): the
+        number of tasks that compute them, about. A numpy array (after ``compute()``)
+        counts as one chunk."""
+        return sum(
+            array.npartitions if isinstance(array, da.Array) else 1 for array in self._raw_arrays()
+        )
 
     def _metadata_token(self) -> Any:
         raise NotImplementedError
 
-    def __dask_graph__(self) -> HighLevelGraph | None:
-        graphs, groups = [], {}
+    def __dask_graph__(self) -> Any:
+        arrays, groups = [], {}
         for kind, _, array in _request(self._raw_arrays())[1]:
             if kind == "item":
                 groups[array.group_key] = array.layer
             elif kind == "array":
-                graphs.append(array.__dask_graph__())
-        graphs += [HighLevelGraph({key: layer}, {key: set()}) for key, layer in groups.items()]
-        if not graphs:
-            return None
-        return HighLevelGraph.merge(*graphs)
+                arrays.append(array)
+        return _graph.collection_graph(arrays, groups)
 
     def __dask_keys__(self) -> list[Any]:
         # the CRC checks of the file members read whole come last: their results
@@ -182,10 +177,8 @@ class ArrayContainer(DaskMethodsMixin):
 
     @staticmethod
     def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        # A map holds one dask array (one graph layer) per block and gradient; culling
-        # a HighLevelGraph of thousands of layers is quadratic in their number, while
-        # culling the flat graph is linear.
-        return da.Array.__dask_optimize__(ensure_dict(dsk), list(flatten(keys)), **kwargs)
+        # a map holds one dask array (one graph layer) per block and gradient
+        return _graph.optimize_flat(dsk, keys, **kwargs)
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
@@ -208,7 +201,7 @@ class ArrayContainer(DaskMethodsMixin):
         plan = []
         for kind, _, array in _request(self._raw_arrays())[1]:
             if kind == "array":
-                keys = flatten(array.__dask_keys__())
+                keys = _graph.chunk_keys(array)
                 plan.append((kind, *array.__dask_postpersist__(), keys))
             else:
                 plan.append((kind, array, (), ()))
@@ -241,9 +234,6 @@ def _persisted_item(
     if group_key not in persisted_groups:
         persisted_groups[group_key] = {group_key: dsk[group_key]}
     name = rename.get(item.call[0], item.call[0])
-    key = (name, *((0,) * item.ndim))
-    layers = {name: {key: Task(key, _pick, TaskRef(group_key), item.position)}}
-    layers[group_key] = persisted_groups[group_key]
-    graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
-    meta = np.empty((0,) * item.ndim, item.dtype)
-    return da.Array(graph, name, tuple((n,) for n in item.shape), meta=meta)
+    arguments = (_graph.ref(group_key), item.position)
+    group = (group_key, persisted_groups[group_key])
+    return _graph.item_array(name, _pick, arguments, group, item.shape, item.dtype)

@@ -45,9 +45,11 @@ def row_pointer(sample_column: np.ndarray, n_samples: int) -> np.ndarray | None:
 def block_row_pointer(block: TensorBlock, parameter: str) -> np.ndarray | None:
     """The row pointer of ``block.gradient(parameter)``: stored, or built from its samples."""
     gradient = block.gradient(parameter)
-    if gradient._row_pointer is None:
-        gradient._row_pointer = row_pointer(gradient.samples.column("sample"), len(block))
-    return gradient._row_pointer
+    if gradient.row_pointer is None:
+        pointer = row_pointer(gradient.samples.column("sample"), len(block))
+        if pointer is not None:
+            block.set_row_pointer(parameter, pointer)
+    return gradient.row_pointer
 
 
 def gradient_row_chunks(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> tuple[int, ...]:

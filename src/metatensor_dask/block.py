@@ -8,9 +8,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from . import _graph
 from ._collection import ArrayContainer, GroupItem
-from ._indexing import BlockValues
-from .errors import invalid_parameter
+from .errors import MetatensorDaskError, invalid_parameter
 from .labels import Labels
 
 __all__ = ["TensorBlock"]
@@ -62,6 +62,11 @@ class TensorBlock(ArrayContainer):
     Blocks are immutable in practice: dask arrays cannot be written in place. Nothing is
     consumed: ``add_gradient`` and ``TensorMap(...)`` keep what they are given usable,
     where metatensor releases it. ``compute()`` returns a block holding numpy arrays.
+
+    A gradient whose rows are grouped by their ``"sample"`` (non-decreasing, as
+    featomic writes them) has a row pointer (:attr:`row_pointer`, attached with
+    :meth:`set_row_pointer`), with which operations pair each values chunk with its
+    gradient rows without reading sample labels.
     """
 
     def __init__(
@@ -93,7 +98,9 @@ class TensorBlock(ArrayContainer):
         path: tuple[str, ...] = (),
         row_pointer: np.ndarray | None = None,
     ) -> None:
-        self._values = values
+        # dask arrays are held as the seam's BlockValues, so that the tutorial's
+        # ``values[rows, None, :]`` works on any chunking (a view, made once)
+        self._values = _graph.block_values(values)
         self._samples = samples
         self._components = components
         self._properties = properties
@@ -119,6 +126,9 @@ class TensorBlock(ArrayContainer):
         is a gradient (see :func:`metatensor_dask._partition.row_pointer`).
         """
         block = cls.__new__(cls)
+        if row_pointer is not None and row_pointer.flags.writeable:
+            row_pointer = row_pointer.view()
+            row_pointer.flags.writeable = False
         block._init(values, samples, list(components), properties, row_pointer=row_pointer)
         for parameter, gradient in (gradients or {}).items():
             block._gradients[parameter] = gradient._attached((parameter,))
@@ -151,8 +161,6 @@ class TensorBlock(ArrayContainer):
         """The values: a dask array (a numpy array after ``compute()``)."""
         if isinstance(self._values, GroupItem):
             return self._values.array()
-        if isinstance(self._values, da.Array) and not isinstance(self._values, BlockValues):
-            self._values = BlockValues.view_of(self._values)
         return self._values
 
     @values.setter
@@ -260,6 +268,45 @@ class TensorBlock(ArrayContainer):
                 f"block values have dtype '{short_dtype(self.dtype)}'"
             )
         self._gradients[parameter] = gradient._attached((*self._gradient_path, parameter))
+
+    @property
+    def row_pointer(self) -> np.ndarray | None:
+        """The CSR row pointer of this gradient over its parent's value rows, or None.
+
+        An int64 array of ``n_samples + 1`` entries (``n_samples`` rows in the values
+        this block is the gradient of): the gradient rows of value row ``r`` are
+        ``row_pointer[r]:row_pointer[r + 1]``. It exists only when the gradient rows are
+        grouped by their ``"sample"`` (non-decreasing), and is None until it is attached
+        with :meth:`set_row_pointer` (stores hold it; operations attach it when they
+        first need it). The array is read-only.
+        """
+        return self._row_pointer
+
+    def set_row_pointer(self, parameter: str, pointer: Any) -> None:
+        """Attach the row pointer of the gradient with respect to ``parameter``.
+
+        The pointer is checked against the shapes only (the gradient's ``"sample"``
+        column is not read): it must be a 1-D integer array of ``len(self) + 1``
+        entries starting at 0, non-decreasing, whose last entry is the number of
+        gradient rows. Attaching it to a block inside a TensorMap is allowed: the
+        pointer describes the data, it does not change it.
+
+        Parameters
+        ----------
+        parameter
+            Which gradient the pointer belongs to.
+        pointer
+            The CSR row pointer (see :attr:`row_pointer`).
+
+        Raises
+        ------
+        MetatensorDaskError
+            When the pointer does not fit these values and that gradient.
+        """
+        gradient = self.gradient(parameter)
+        gradient._row_pointer = _checked_pointer(
+            pointer, self.shape[0], gradient.shape[0], parameter
+        )
 
     def gradient(self, parameter: str) -> TensorBlock:
         """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
@@ -415,3 +462,31 @@ def _check_shape(
             f"we have {len(properties)} property label entries"
         )
 
+
+def _checked_pointer(pointer: Any, n_samples: int, n_rows: int, parameter: str) -> np.ndarray:
+    """``pointer`` as a read-only int64 array, after checking that it is the row
+    pointer of a gradient of ``n_rows`` rows over ``n_samples`` value rows."""
+    array = np.asarray(pointer)
+    problem = None
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        problem = f"it must be a 1-D integer array, got {array.dtype} of shape {array.shape}"
+    elif len(array) != n_samples + 1:
+        problem = (
+            f"it must have {n_samples + 1} entries (one more than the samples), got {len(array)}"
+        )
+    elif array[0] != 0 or array[-1] != n_rows:
+        problem = (
+            f"it must start at 0 and end at the {n_rows} gradient rows, "
+            f"got {array[0]} and {array[-1]}"
+        )
+    elif np.any(array[1:] < array[:-1]):
+        problem = "its entries must be non-decreasing"
+    if problem is not None:
+        raise MetatensorDaskError(
+            f"invalid row pointer for the '{parameter}' gradient: {problem}; build it with "
+            "numpy.searchsorted(sample_column, numpy.arange(n_samples + 1)) from the "
+            "gradient's sorted 'sample' column"
+        )
+    view = array.astype(np.int64, copy=False).view()
+    view.flags.writeable = False
+    return view

@@ -138,11 +138,11 @@ def _compute(collection: Any, client: Any, quiet: bool) -> Any:
 
 
 def _chunk_count(tensor: Any) -> int:
-    return sum(array.npartitions for array in tensor._lazy_arrays())
+    return tensor.npartitions
 
 
 def _nbytes(tensor: Any) -> int:
-    return sum(int(array.nbytes) for array in tensor._arrays())
+    return tensor.nbytes
 
 
 # -- commands ---------------------------------------------------------------------------------

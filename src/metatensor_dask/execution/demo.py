@@ -153,7 +153,7 @@ def _stored_bytes(path: str) -> int:
 
 
 def _chunks(tensor: Any) -> int:
-    return sum(array.npartitions for array in tensor._lazy_arrays())
+    return tensor.npartitions
 
 
 def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: bool = False) -> int:

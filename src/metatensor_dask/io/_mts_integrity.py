@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
-from dask.highlevelgraph import HighLevelGraph
 
 from ..errors import DamagedFileError
 from . import _zip
@@ -83,12 +82,12 @@ def _checked(read: tuple[Any, int], check: MemberCheck) -> Any:
 
 def values_graph(
     token: str, reads: list[tuple[Any, ...]], chunk_index: tuple[int, ...], check: MemberCheck
-) -> tuple[str, HighLevelGraph]:
-    """The graph of the dask array of one values member, and the array's name.
+) -> tuple[str, dict[Any, Any]]:
+    """The name of the dask array of one values member, and its tasks.
 
     ``reads[i]`` is the task reading chunk ``i``, which returns ``(array, crc)``. The
     array's chunk ``i`` (key ``(name, i, *chunk_index)``) and the chunk's CRC are picked
-    out of it by two tasks; the check layer (key ``mts-check-<token>``) depends on the
+    out of it by two tasks; the check task (key ``mts-check-<token>``) depends on the
     CRCs only. It is in the graph but not among the array's keys: it runs only when
     asked for (:func:`member_checks`). A member read by one task is checked by that
     task, which then returns the array only: any computation that reads it is checked,
@@ -96,16 +95,16 @@ def values_graph(
     """
     name, read, crc, key = _LOAD + token, _READ + token, _CRC + token, _CHECK + token
     if len(reads) == 1:
-        layer = {(name, 0, *chunk_index): (_checked, reads[0], check)}
-        return name, HighLevelGraph({name: layer}, {name: set()})
-    layers: dict[str, dict[Any, Any]] = {read: {}, name: {}, crc: {}, key: {}}
+        return name, {(name, 0, *chunk_index): (_checked, reads[0], check)}
+    tasks: dict[Any, Any] = {}
+    crc_keys = []
     for i, task in enumerate(reads):
-        layers[read][(read, i)] = task
-        layers[name][(name, i, *chunk_index)] = (operator.getitem, (read, i), 0)
-        layers[crc][(crc, i)] = (operator.getitem, (read, i), 1)
-    layers[key][key] = (_check_member, check, list(layers[crc]))
-    dependencies = {read: set(), name: {read}, crc: {read}, key: {crc}}
-    return name, HighLevelGraph(layers, dependencies)
+        tasks[(read, i)] = task
+        tasks[(name, i, *chunk_index)] = (operator.getitem, (read, i), 0)
+        tasks[(crc, i)] = (operator.getitem, (read, i), 1)
+        crc_keys.append((crc, i))
+    tasks[key] = (_check_member, check, crc_keys)
+    return name, tasks
 
 
 def member_checks(arrays: Iterable[Any]) -> list[str]:
@@ -121,6 +120,6 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
     for array in arrays:
         if isinstance(array, da.Array) and array.name.startswith(_LOAD):
             key = _CHECK + array.name[len(_LOAD) :]
-            if key in array.dask.layers:
+            if key in array.__dask_graph__():
                 keys.append(key)
     return keys

@@ -21,7 +21,7 @@ import dask.array as da
 import numpy as np
 from dask.utils import parse_bytes
 
-from .. import config
+from .. import _graph, config
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
@@ -342,9 +342,9 @@ class Archive:
         with self.context(part.prefix or "<root>"):
             block = TensorBlock(self._values(part), part.samples, part.components, part.properties)
             for parameter, gradient_part in part.gradients.items():
-                gradient = self._build(gradient_part)
-                gradient._row_pointer = gradient_part.pointer
-                block.add_gradient(parameter, gradient)
+                block.add_gradient(parameter, self._build(gradient_part))
+                if gradient_part.pointer is not None:
+                    block.set_row_pointer(parameter, gradient_part.pointer)
         return block
 
     def _values(self, part: _Part) -> da.Array:
@@ -369,8 +369,8 @@ class Archive:
         check = _mts_integrity.MemberCheck(
             self.display, part.member.name, part.member.crc, part.header_crc, tuple(lengths)
         )
-        name, graph = _mts_integrity.values_graph(token, reads, inner, check)
-        return da.Array(graph, name, chunks, meta=np.empty((0,) * len(header.shape), native))
+        name, tasks = _mts_integrity.values_graph(token, reads, inner, check)
+        return _graph.array_from_tasks(name, tasks, (), chunks, native)
 
 
 class _Inflating:

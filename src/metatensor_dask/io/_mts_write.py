@@ -14,11 +14,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.core import flatten
-from dask.delayed import Delayed
 from dask.utils import parse_bytes
 
-from .. import config
+from .. import _graph, config
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -176,15 +174,13 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     # by one) costs seconds for maps of many small blocks
     name = f"mts-save-{os.path.basename(path)}"
     graph: dict[Any, Any] = {}
-    for array in arrays:
-        graph.update(array.__dask_graph__())
     keys = []
     for k, (array, (_, _, _, offset)) in enumerate(zip(arrays, lazy, strict=True)):
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str
         chunk_keys = []
         for c, (key, rows) in enumerate(
-            zip(flatten(array.__dask_keys__()), array.chunks[0], strict=True)
+            zip(_graph.chunk_keys(array), array.chunks[0], strict=True)
         ):
             graph[(name, k, c)] = (_write_rows, key, path, offset, descr)
             chunk_keys.append((name, k, c))
@@ -194,7 +190,7 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
     graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
     graph[f"{name}-checked"] = (_first, name, checks)
-    results = iter(Delayed(f"{name}-checked", graph).compute())
+    results = iter(_graph.flat_delayed(f"{name}-checked", graph, arrays).compute())
     chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
 
+from .. import _graph
 from .._partition import gradient_row_chunks
 from ..block import TensorBlock
 from ..errors import IncompleteStoreError, StoreFormatWarning
@@ -160,9 +160,7 @@ def stored_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) ->
         graph[(name, i, *zeros)] = (read, ref, (slice(start, start + size), *tail))
         start += size
     chunks = (rows, *((n,) for n in info.shape[1:]))
-    meta = np.empty((0,) * len(info.shape), dtype=info.dtype)
-    hlg = HighLevelGraph.from_collections(name, graph, dependencies=())
-    return da.Array(hlg, name, chunks, meta=meta)
+    return _graph.array_from_tasks(name, graph, (), chunks, info.dtype)
 
 
 def _sizes(block: layout.BlockLayout) -> list[tuple[int, int]]:

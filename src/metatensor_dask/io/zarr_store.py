@@ -113,7 +113,10 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
 
 
 def describe(store: Store) -> str:
-    """A short, stable description of a store, for messages and dask tokens."""
+    """A short, stable description of a store, for messages and dask tokens: the
+    directory of a local store, the URL or repr of any other."""
+    if isinstance(store, LocalStore):
+        return str(store.root)
     return f"{type(store).__name__}({store})"
 
 

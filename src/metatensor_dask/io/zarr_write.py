@@ -28,9 +28,8 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
-from .. import config
+from .. import _graph, config
 from .._partition import block_row_pointer, gradient_row_chunks
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -308,8 +307,7 @@ def _write_graph(
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
     graph[final] = (_finish, store, root, *list(graph), *checks)
-    hlg = HighLevelGraph.from_collections(final, graph, dependencies=sources)
-    return Delayed(final, hlg)
+    return _graph.delayed_from_tasks(final, graph, sources)
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:

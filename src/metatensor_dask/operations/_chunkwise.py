@@ -7,7 +7,8 @@ block), applies the kernel at once and returns a numpy array.
 Graphs are written as plain task dictionaries instead of through ``dask.array``
 functions because operations on maps of many small blocks are dominated by per-array
 bookkeeping: building one array this way costs tens of microseconds, a chain of
-``dask.array`` calls a few hundred.
+``dask.array`` calls a few hundred. :mod:`metatensor_dask._graph` turns the task
+dictionaries into dask arrays.
 
 The central piece is :func:`gradient_rows`, which combines value rows with the
 gradient rows that refer to them (``A[s] * ∇B`` and the like):
@@ -37,10 +38,9 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
-from dask.task_spec import Task, TaskRef
 
+from .. import _graph
+from .._graph import chunk_ref, task
 from .._partition import block_row_pointer, gradient_row_chunks
 from ._grouping import hash_arguments, tiny_groups
 
@@ -86,9 +86,7 @@ def _new_array(
     chunks: tuple[tuple[int, ...], ...],
     dtype: np.dtype,
 ) -> da.Array:
-    name = f"{prefix}-{token}"
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    return da.Array(graph, name, chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype))
+    return _graph.array_from_tasks(f"{prefix}-{token}", layer, dependencies, chunks, dtype)
 
 
 def _token(func: Callable, names: Sequence[str], *extra: Any) -> str:
@@ -146,7 +144,7 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     layer = {}
     for index in np.ndindex(*first.numblocks):
         key = (name, *index)
-        layer[key] = Task(key, func, *(TaskRef((a.name, *index)) for a in aligned), *constants)
+        layer[key] = task(key, func, *(chunk_ref(a, *index) for a in aligned), *constants)
     return _new_array(_task_name(func), token, layer, aligned, first.chunks, dtype)
 
 
@@ -165,11 +163,11 @@ def per_row_chunk(
     token = _token(func, [array.name, *(w.name for w in whole)])
     name = f"{_task_name(func)}-{token}"
     zeros = (0,) * (array.ndim - 1)
-    refs = [TaskRef((w.name, *((0,) * w.ndim))) for w in whole]
+    refs = [chunk_ref(w, *((0,) * w.ndim)) for w in whole]
     layer = {}
     for i in range(array.numblocks[0]):
         key = (name, i, *((0,) * len(tail)))
-        layer[key] = Task(key, func, TaskRef((array.name, i, *zeros)), *refs)
+        layer[key] = task(key, func, chunk_ref(array, i, *zeros), *refs)
     chunks = (array.chunks[0], *((int(n),) for n in tail))
     return _new_array(_task_name(func), token, layer, [array, *whole], chunks, np.dtype(dtype))
 
@@ -201,12 +199,10 @@ def combine_rows(
     token = _token(func, [a.name for a in arrays], sorted(kwargs.items()))
     prefix = _task_name(func)
     name = f"{prefix}-{token}"
-    refs = [
-        TaskRef((a.name, i, *((0,) * (a.ndim - 1)))) for a in arrays for i in range(a.numblocks[0])
-    ]
+    refs = [chunk_ref(a, i, *((0,) * (a.ndim - 1))) for a in arrays for i in range(a.numblocks[0])]
     counts = tuple(a.numblocks[0] for a in arrays)
     key = (name, *((0,) * len(shape)))
-    layer = {key: Task(key, _concatenated_call, func, counts, kwargs, *refs)}
+    layer = {key: task(key, _concatenated_call, func, counts, kwargs, *refs)}
     chunks = tuple((int(n),) for n in shape)
     return _new_array(prefix, token, layer, arrays, chunks, np.dtype(dtype))
 
@@ -308,10 +304,10 @@ def gradient_rows(
         bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
         for i in range(len(value_chunks)):
             key = (name, i, *zeros_g)
-            refs = [TaskRef((v.name, i, *zeros_v)) for v in values]
-            refs += [TaskRef((g.name, i, *zeros_g)) for g in gradients]
+            refs = [chunk_ref(v, i, *zeros_v) for v in values]
+            refs += [chunk_ref(g, i, *zeros_g) for g in gradients]
             local_counts = counts[bounds[i] : bounds[i + 1]]
-            layer[key] = Task(key, _grouped_call, kernel, local_counts, constants, *refs)
+            layer[key] = task(key, _grouped_call, kernel, local_counts, constants, *refs)
     else:
         samples = np.asarray(block.gradient(parameter).samples.column("sample"), dtype=np.int64)
         value_bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
@@ -327,9 +323,9 @@ def gradient_rows(
             position = np.searchsorted(touched, chunk_of[rows])
             index = samples[rows] - value_bounds[chunk_of[rows]] + offsets[position]
             key = (name, j, *zeros_g)
-            refs = [TaskRef((v.name, int(t), *zeros_v)) for v in values for t in touched]
-            refs += [TaskRef((g.name, j, *zeros_g)) for g in gradients]
-            layer[key] = Task(
+            refs = [chunk_ref(v, int(t), *zeros_v) for v in values for t in touched]
+            refs += [chunk_ref(g, j, *zeros_g) for g in gradients]
+            layer[key] = task(
                 key, _gathered_call, kernel, len(values), len(touched), index, constants, *refs
             )
     chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
@@ -355,7 +351,7 @@ def compare_pairs(
     pending: list[tuple[int, int]] = []  # (position in results, number of chunk tasks)
     layer: dict = {}
     dependencies: list[da.Array] = []
-    refs: list[TaskRef] = []
+    refs: list[Any] = []
     name = f"compare-{_token(func, [], sorted(kwargs.items()), len(pairs))}"
     for a, b in pairs:
         if not is_lazy(a) and not is_lazy(b):
@@ -367,22 +363,16 @@ def compare_pairs(
         dependencies += [a, b]
         for index in np.ndindex(*a.numblocks):
             key = (name, a.name, b.name, *index)
-            layer[key] = Task(
-                key,
-                _compare_chunks,
-                func,
-                kwargs,
-                TaskRef((a.name, *index)),
-                TaskRef((b.name, *index)),
+            layer[key] = task(
+                key, _compare_chunks, func, kwargs, chunk_ref(a, *index), chunk_ref(b, *index)
             )
-            refs.append(TaskRef(key))
+            refs.append(_graph.ref(key))
         pending.append((len(results), int(np.prod(a.numblocks))))
         results.append(True)
     if not pending:
         return results
-    layer[name] = Task(name, _all_true, *refs)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    (computed,) = dask.compute(Delayed(name, graph))
+    layer[name] = task(name, _all_true, *refs)
+    (computed,) = dask.compute(_graph.delayed_from_tasks(name, layer, dependencies))
     start = 0
     for position, count in pending:
         results[position] = all(computed[start : start + count])

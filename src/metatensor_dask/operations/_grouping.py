@@ -23,11 +23,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.highlevelgraph import MaterializedLayer
-from dask.task_spec import Task, TaskRef
-from dask.utils import ensure_dict
 
-from .._collection import GroupItem, ItemValues
+from .. import _graph
+from .._collection import GroupItem
 
 __all__ = ["TinyGroups", "grouped_tiny_blocks", "hash_arguments", "tiny_groups"]
 
@@ -150,23 +148,17 @@ class TinyGroups:
         return finished
 
 
-def _group_source(group: _Group) -> tuple[str, MaterializedLayer, list[TaskRef]]:
+def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     """The group's key, one flat graph with its task and everything its inputs need
     (shared by all its items, so that merging their graphs stays linear), and a
     reference to each input."""
     group_key = f"tiny-blocks-{group.hasher.hexdigest()}"
-    layer: dict = {}
-    seen: set[str] = set()
-    for array in group.inputs:
-        for name, input_layer in array.dask.layers.items():
-            if name not in seen:
-                seen.add(name)
-                layer.update(ensure_dict(input_layer))
-    refs = [TaskRef((a.name, *((0,) * len(a.chunks)))) for a in group.inputs]
+    layer = _graph.flat_tasks(group.inputs)
+    refs = [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in group.inputs]
     # the arrays of items of an earlier group are read from that group's result
-    items = [getattr(a, "item", None) if isinstance(a, ItemValues) else None for a in group.inputs]
+    items = [_graph.item_of(a) for a in group.inputs]
     group_refs = [
-        ref if item is None else TaskRef(item.group_key)
+        ref if item is None else _graph.ref(item.group_key)
         for ref, item in zip(refs, items, strict=True)
     ]
     picks = [None if item is None else item.position for item in items]
@@ -174,8 +166,8 @@ def _group_source(group: _Group) -> tuple[str, MaterializedLayer, list[TaskRef]]
         (func, tuple(picks[start : start + count]), extra)
         for (_, func, count, extra), start in zip(group.calls, group.starts, strict=True)
     ]
-    layer[group_key] = Task(group_key, _run_group, calls, *group_refs)
-    return group_key, MaterializedLayer(layer), refs
+    layer[group_key] = _graph.task(group_key, _run_group, calls, *group_refs)
+    return group_key, _graph.group_layer(layer), refs
 
 
 _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(

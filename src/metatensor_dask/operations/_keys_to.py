@@ -490,7 +490,7 @@ def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
             gradient.samples,
             gradient.components[: extra + position] + gradient.components[extra + position + 1 :],
             properties,
-            row_pointer=gradient._row_pointer,
+            row_pointer=gradient.row_pointer,
         )
     return TensorBlock._trusted(
         _move_component(as_dask(block.values), 1 + position),

@@ -87,7 +87,7 @@ def _relabelled_gradient(
         _components(gradient, axis, if_present),
         properties,
         nested,
-        row_pointer=gradient._row_pointer,
+        row_pointer=gradient.row_pointer,
     )
 
 

@@ -129,7 +129,7 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
             gradient.samples,
             gradient.components,
             properties,
-            row_pointer=gradient._row_pointer,
+            row_pointer=gradient.row_pointer,
         )
     return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
 

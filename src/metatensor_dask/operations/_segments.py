@@ -17,7 +17,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+
+from .. import _graph
 
 __all__ = ["output_chunks", "rowwise", "segment_sum"]
 
@@ -161,11 +162,8 @@ def segment_sum(
                 grouped.append(key)
             keys, level = grouped, level + 1
         dsk[out_key] = (_sum, keys)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[*row_operands, *out_operands])
     chunks = (tuple(out_chunks), *((n,) for n in rest))
-    return da.Array(
-        graph, name, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(out_shape), dtype)
-    )
+    return _graph.array_from_tasks(name, dsk, [*row_operands, *out_operands], chunks, dtype)
 
 
 def rowwise(

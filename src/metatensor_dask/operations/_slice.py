@@ -140,7 +140,7 @@ def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
             gradient.samples,
             gradient.components,
             properties,
-            row_pointer=gradient._row_pointer,
+            row_pointer=gradient.row_pointer,
         )
         for parameter, gradient in block.gradients()
     }

@@ -243,7 +243,7 @@ def block_like(
             gradient.samples,
             gradient.components,
             gradient.properties if properties is None else properties,
-            row_pointer=gradient._row_pointer,
+            row_pointer=gradient.row_pointer,
         )
     return TensorBlock._trusted(
         values,

@@ -1,0 +1,269 @@
+"""Every dask graph this package builds by hand, behind one seam.
+
+Operations on maps of many small blocks are dominated by dask's per-array bookkeeping:
+building one array from a task dictionary costs tens of microseconds, a chain of
+``dask.array`` calls a few hundred. So the chunk-wise operations, the grouping of tiny
+blocks and the readers and writers of stores write their graphs as task dictionaries,
+and this module is the only one that turns those dictionaries into dask collections
+(and the only one that knows dask's task classes and graph layers). Moving to dask's
+array expressions means rewriting this module, not its callers.
+
+Graphs are dictionaries ``{key: task}``: a task is made by :func:`task` (a call whose
+arguments may hold references made by :func:`ref` or :func:`chunk_ref`), or is a
+tuple ``(func, *arguments)`` whose arguments may be keys, as dask documents custom
+graphs.
+
+dask's array expressions (``array.query-planning``) cannot hold such graphs; the package
+refuses that setting when it is imported (:func:`check_query_planning`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import dask.array.core
+import numpy as np
+from dask.core import flatten
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import Task, TaskRef
+from dask.utils import ensure_dict
+
+from .errors import MetatensorDaskError
+
+__all__ = [
+    "BlockValues",
+    "array_from_tasks",
+    "block_values",
+    "check_query_planning",
+    "chunk_keys",
+    "chunk_ref",
+    "collection_graph",
+    "delayed_from_tasks",
+    "flat_delayed",
+    "flat_tasks",
+    "group_layer",
+    "item_array",
+    "item_of",
+    "optimize_flat",
+    "ref",
+    "task",
+]
+
+
+def check_query_planning() -> None:
+    """Refuse dask's array expressions (``array.query-planning``), chosen by dask when
+    ``dask.array`` is first imported.
+
+    Raises
+    ------
+    MetatensorDaskError
+        When ``dask.array`` runs on array expressions: this package builds its graphs
+        from task dictionaries, which those arrays cannot hold.
+    """
+    if da.Array is not dask.array.core.Array:
+        raise MetatensorDaskError(
+            "metatensor-dask needs dask arrays without query planning, but dask.array "
+            "was imported with `array.query-planning` enabled; set "
+            "DASK_ARRAY__QUERY_PLANNING=False in the environment, or call "
+            'dask.config.set({"array.query-planning": False}) before the first import '
+            "of dask.array or metatensor_dask"
+        )
+
+
+check_query_planning()
+
+
+# -- tasks ------------------------------------------------------------------------------
+
+
+def task(key: Any, func: Callable, *arguments: Any) -> Any:
+    """The task ``key``: ``func(*arguments)``, arguments may be references (:func:`ref`)."""
+    return Task(key, func, *arguments)
+
+
+def ref(key: Any) -> Any:
+    """A reference to the result of task ``key``, as an argument of :func:`task`."""
+    return TaskRef(key)
+
+
+def chunk_ref(array: da.Array, *index: int) -> Any:
+    """A reference to chunk ``index`` of ``array``, as an argument of :func:`task`."""
+    return TaskRef((array.name, *index))
+
+
+def chunk_keys(array: da.Array) -> list[Any]:
+    """The keys of the chunks of ``array``, in C order."""
+    return list(flatten(array.__dask_keys__()))
+
+
+# -- arrays and delayed results ---------------------------------------------------------
+
+
+def _meta(ndim: int, dtype: Any) -> np.ndarray:
+    return np.empty((0,) * ndim, dtype)
+
+
+def array_from_tasks(
+    name: str,
+    tasks: Mapping[Any, Any],
+    dependencies: Sequence[Any],
+    chunks: tuple[tuple[int, ...], ...],
+    dtype: Any,
+) -> BlockValues:
+    """A dask array whose chunk ``(i, j, ...)`` is the task ``(name, i, j, ...)``.
+
+    Parameters
+    ----------
+    name
+        The array's name, also the first element of its keys; names the content.
+    tasks
+        The array's tasks (and any intermediate ones), by key.
+    dependencies
+        The dask collections whose chunks the tasks refer to.
+    chunks
+        The array's chunks, normalised (a tuple of chunk sizes per axis).
+    dtype
+        The array's dtype (its chunks are numpy arrays).
+    """
+    graph = HighLevelGraph.from_collections(name, tasks, dependencies=dependencies)
+    dtype = np.dtype(dtype)
+    return BlockValues(graph, name, chunks, dtype=dtype, meta=_meta(len(chunks), dtype))
+
+
+def delayed_from_tasks(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:
+    """A delayed result: task ``name`` of ``tasks``, which refer to ``dependencies``."""
+    return Delayed(name, HighLevelGraph.from_collections(name, tasks, dependencies=dependencies))
+
+
+def flat_delayed(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:
+    """As :func:`delayed_from_tasks`, with one flat graph: merging (and optimising)
+    thousands of layered graphs costs seconds on maps of many small blocks."""
+    graph: dict[Any, Any] = {}
+    for collection in dependencies:
+        graph.update(collection.__dask_graph__())
+    graph.update(tasks)
+    return Delayed(name, graph)
+
+
+def flat_tasks(arrays: Iterable[da.Array]) -> dict[Any, Any]:
+    """All the tasks that ``arrays`` need, as one dictionary (each graph layer once)."""
+    tasks: dict[Any, Any] = {}
+    seen: set[str] = set()
+    for array in arrays:
+        for name, layer in array.dask.layers.items():
+            if name not in seen:
+                seen.add(name)
+                tasks.update(ensure_dict(layer))
+    return tasks
+
+
+# -- tensors as dask collections -------------------------------------------------------
+
+
+def group_layer(tasks: dict[Any, Any]) -> Any:
+    """The graph of a group of tiny blocks: its task and everything it needs, shared
+    by the arrays of its items (see :func:`item_array`)."""
+    return MaterializedLayer(tasks)
+
+
+def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> Any:
+    """The graph of a tensor: that of its dask ``arrays`` merged with the graphs of
+    ``groups`` (``{group key: group_layer(...)}``); None when both are empty."""
+    graphs = [array.__dask_graph__() for array in arrays]
+    graphs += [HighLevelGraph({key: layer}, {key: set()}) for key, layer in groups.items()]
+    if not graphs:
+        return None
+    return HighLevelGraph.merge(*graphs)
+
+
+def optimize_flat(graph: Any, keys: Any, **kwargs: Any) -> Any:
+    """dask.array's optimisation of ``graph`` for ``keys``, on the flat graph: culling
+    a layered graph of thousands of layers (one per block array) is quadratic in their
+    number, culling the flat graph is linear."""
+    return da.Array.__dask_optimize__(ensure_dict(graph), list(flatten(keys)), **kwargs)
+
+
+class BlockValues(da.Array):
+    """A dask array whose ``__getitem__`` also takes ``[int_array, None, ...]``, and
+    that may stand for an item of a group of tiny blocks (``item``).
+
+    dask 2026.8 fails on an integer-array index combined with ``None`` when the integer
+    array selects every row in order (``'Alias' object has no attribute 'args'``), as
+    ``values[gradient.samples["sample"], None, :]`` does for a strain gradient (one row
+    per sample) or a block of one sample. metatensor's tutorial broadcasts values to
+    gradient rows exactly so, hence this subclass: it applies such an index in two
+    steps, the index without ``None``, then the new axes. Every other index goes to
+    dask unchanged.
+    """
+
+    __slots__ = ("item",)
+
+    def __getitem__(self, index: Any) -> Any:
+        split = _split_new_axes(index)
+        if split is None:
+            return super().__getitem__(index)
+        first, second = split
+        return super().__getitem__(first)[second]
+
+
+def block_values(array: Any) -> Any:
+    """``array`` as :class:`BlockValues` when it is another dask array (a view over the
+    same graph), else unchanged."""
+    if isinstance(array, da.Array) and not isinstance(array, BlockValues):
+        return BlockValues(array.dask, array.name, array.chunks, meta=array._meta)
+    return array
+
+
+def item_of(array: Any) -> Any:
+    """The group item that ``array`` was made for by :func:`item_array`, else None."""
+    return getattr(array, "item", None) if isinstance(array, BlockValues) else None
+
+
+def item_array(
+    name: str,
+    func: Callable,
+    arguments: tuple,
+    group: tuple[str, Any],
+    shape: tuple[int, ...],
+    dtype: Any,
+    item: Any = None,
+) -> BlockValues:
+    """A single-chunk array computed by ``func(*arguments)``, whose arguments refer to
+    the group ``group = (key, group_layer(...))``; ``item`` is remembered
+    (:func:`item_of`) so that later groups read the group's result instead."""
+    group_key, layer = group
+    key = (name, *((0,) * len(shape)))
+    layers = {name: {key: Task(key, func, *arguments)}, group_key: layer}
+    graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
+    dtype = np.dtype(dtype)
+    array = BlockValues(graph, name, tuple((n,) for n in shape), meta=_meta(len(shape), dtype))
+    array.item = item
+    return array
+
+
+def _is_integer_array(item: Any) -> bool:
+    if isinstance(item, list):
+        item = np.asarray(item)
+    return isinstance(item, (np.ndarray, da.Array)) and item.dtype.kind in "iu"
+
+
+def _split_new_axes(index: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    """``(index without None, index adding the new axes)``, or None to leave as is."""
+    if not isinstance(index, tuple):
+        return None
+    if not any(item is None for item in index) or any(item is Ellipsis for item in index):
+        return None
+    arrays = [item for item in index if _is_integer_array(item)]
+    if len(arrays) != 1 or np.ndim(arrays[0]) != 1:
+        return None
+    without_none = tuple(item for item in index if item is not None)
+    new_axes = []
+    for item in index:
+        if item is None:
+            new_axes.append(None)
+        elif not isinstance(item, (int, np.integer)):
+            new_axes.append(slice(None))
+    return without_none, tuple(new_axes)
