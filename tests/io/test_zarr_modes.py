@@ -52,9 +52,26 @@ def test_mode_w_overwrites(tmp_path, theirs):
 
 def test_mode_a_adds_blocks(tmp_path, theirs):
     mtd.from_metatensor(_select(theirs, [0, 2])).to_zarr(tmp_path / "t.zarr", chunks=4)
-    # a tensor with one known key (skipped) and a new one (appended)
-    mtd.from_metatensor(_select(theirs, [2, 1])).to_zarr(tmp_path / "t.zarr", mode="a")
+    mtd.from_metatensor(_select(theirs, [1])).to_zarr(tmp_path / "t.zarr", mode="a")
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), _select(theirs, [0, 2, 1]))
+
+
+def test_mode_a_refuses_a_stored_key(tmp_path, theirs):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_select(theirs, [0, 2])).to_zarr(path)
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    remedies = r"append them \(appending samples.*mode='r\+'.*mode='w'"
+    # the same block again: it would be a silent no-op
+    with pytest.raises(
+        mtd.MetatensorDaskError, match=r"key \(6, 8\) is already stored.*" + remedies
+    ):
+        mtd.from_metatensor(_select(theirs, [2, 1])).to_zarr(path, mode="a")
+    # other samples under a stored key
+    other = make_metatensor(seed=9, n_samples=(5,), n_properties=(4,))
+    with pytest.raises(mtd.MetatensorDaskError, match=r"'blocks/0/.*" + remedies):
+        mtd.from_metatensor(other).to_zarr(path, mode="a")
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert_equal_to_metatensor(mtd.open_zarr(path), _select(theirs, [0, 2]))
 
 
 def test_mode_a_adds_gradients(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,14 +65,23 @@ def test_killed_writer_resumes(tmp_path):
 
     with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
         mtd.open_zarr(path)
-    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete write.*resume=True"):
+    # the killed writer's lock is stale: only resume=True (or mode="w") takes it over
+    holder = json.loads((path / ".lock").read_text())
+    assert holder["pid"] == process.pid
+    with pytest.raises(
+        mtd.StoreLockedError,
+        match=rf"looks gone.*pid {process.pid}.*no process {process.pid} runs.*resume=True",
+    ):
         slow_tensor(N_CHUNKS, 0.0).to_zarr(path)
+    with pytest.raises(mtd.StoreLockedError, match="looks gone"):
+        slow_tensor(N_CHUNKS, 0.0).to_zarr(path, mode="a")
 
     counter = Counter()
     slow_tensor(N_CHUNKS, 0.0, counter).to_zarr(path, resume=True)
     # only the chunks that were not recorded were computed again
     assert counter.count == N_CHUNKS - recorded
     assert not (path / ".progress").exists()
+    assert not (path / ".lock").exists()
 
     reference = tmp_path / "reference.zarr"
     slow_tensor(N_CHUNKS, 0.0).to_zarr(reference)

@@ -121,7 +121,11 @@ def slow_tensor(
                 counter.count += 1
         return chunk * 2.0
 
-    values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(slow, dtype=np.float64)
+    # named explicitly: the delay and the counter do not change the numbers, so every
+    # call is the same computation (dask would otherwise tokenize the closure)
+    values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(
+        slow, dtype=np.float64, name=f"slow-values-{n_chunks}-{rows}"
+    )
     block = mtd.TensorBlock(
         values,
         mtd.Labels(["system", "atom"], np.stack([np.arange(n) // 10, np.arange(n)], axis=1)),

@@ -13,13 +13,19 @@ whole one and an interrupted write can be finished:
 3. **completion**, in a final task: the root document with ``complete: true``, and the
    progress records deleted.
 
-``resume=True`` checks that the stored metadata matches the tensor and runs only the
-data tasks that are not recorded.
+One writer at a time: the write holds the store's lock (:mod:`._lock`) from its start
+until the completion task, which checks that it still holds it before marking the store
+complete. The plan records a token of what is written (the dask arrays, the metadata and
+the info), kept in the root document once complete; ``resume=True`` refuses a store whose
+token is another one, checks that the stored metadata matches the tensor and runs only
+the data tasks that are not recorded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -29,6 +35,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from zarr.core.sync import sync
 
 from .. import config
 from .._partition import block_row_pointer, gradient_row_chunks
@@ -36,6 +43,8 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import zarr_chunks as chunking
 from . import zarr_layout as layout
+from ._lock import LOCK_KEY, StoreLock, WriteId
+from ._names import check_path_component
 from .zarr_codecs import small_template, template
 from .zarr_store import (
     ArrayRef,
@@ -48,6 +57,7 @@ from .zarr_store import (
     set_many,
     write_regions,
 )
+from .zarr_store import _local_root as local_root
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -67,6 +77,8 @@ _BATCH_TASKS = 256
 _BATCH_TASK_BYTES = 2**20
 #: Fields of an array document that describe its content (not its chunking/codecs).
 _CONTENT = ("shape", "data_type", "attributes", "dimension_names")
+#: Root attribute (under ``metatensor_dask``) holding the token of the last write.
+_TOKEN = "token"
 
 
 @dataclass
@@ -251,10 +263,13 @@ def _write_documents(
     set_many(store, batch)
 
 
-def _finish(store: Store, root: bytes, *written: Any) -> None:
-    """The last task: mark the store complete, then forget the progress records."""
+def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
+    """The last task: check that this write still holds the lock, mark the store
+    complete, forget the progress records and release the lock."""
+    lock.check()
     set_many(store, {"zarr.json": root}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
+    lock.release()
 
 
 def _write_graph(
@@ -264,6 +279,7 @@ def _write_graph(
     nodes: dict[str, Any],
     recorded: set[str],
     root: bytes,
+    lock: WriteId,
 ) -> Delayed:
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
     token = tokenize(describe(store), root, paths, sorted(recorded))
@@ -304,7 +320,7 @@ def _write_graph(
         sources.append(array)
     flush()
     final = f"zarr-complete-{token}"
-    graph[final] = (_finish, store, root, *list(graph))
+    graph[final] = (_finish, store, root, lock, *list(graph))
     hlg = HighLevelGraph.from_collections(final, graph, dependencies=sources)
     return Delayed(final, hlg)
 
@@ -346,10 +362,12 @@ def _plan_addition(
     store: Store,
     stored: dict[str, Any],
     where: str,
-) -> tuple[_Plan, dict[str, Any]]:
+) -> tuple[_Plan, dict[str, Any], str]:
     """Mode "a": new keys get new blocks, known blocks their new gradients.
 
-    Returns the plan (new nodes only) and the nodes of the store once written.
+    Returns the plan (new nodes only), the nodes of the store once written and the
+    write's token. A known key that brings no new gradient is refused: it would be a
+    silent no-op.
     """
     stored_keys = _stored_keys(store, stored, where)
     if stored_keys.names != tensor.keys.names:
@@ -358,7 +376,22 @@ def _plan_addition(
             f"keys are {stored_keys.names}"
         )
     plan, new_keys = _plan_blocks_at(tensor, request, stored_keys)
-    _check_matches(plan, stored, where, "mode='a' only adds new blocks and gradients")
+    token = _token(plan, tensor)
+    remedy = (
+        "mode='a' only adds blocks with new keys and new gradients of stored blocks; to "
+        "add samples to stored blocks append them (appending samples is not available "
+        "yet), to rewrite the values of stored blocks use mode='r+', to replace the store "
+        "use mode='w'"
+    )
+    _check_matches(plan, stored, where, remedy)
+    for key in tensor.keys:
+        position = stored_keys.position(key)
+        prefix = layout.block_prefix(position) + "/" if position is not None else None
+        if prefix is not None and all(p in stored for p in plan.nodes if p.startswith(prefix)):
+            raise MetatensorDaskError(
+                f"the key {tuple(int(v) for v in key.values)} is already stored in {where}, "
+                f"with everything this tensor has for it: {remedy}"
+            )
     for path in [p for p in plan.nodes if p in stored]:
         del plan.nodes[path]
         plan.data.pop(path, None)
@@ -376,7 +409,7 @@ def _plan_addition(
             f"mode='a' can not add this tensor to {where}: the result would not be a valid "
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
-    return plan, final
+    return plan, final, token
 
 
 def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
@@ -392,6 +425,26 @@ def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
     _check_matches(plan, stored, where, remedy)
 
 
+def _token(plan: _Plan, tensor: TensorMap) -> str:
+    """A deterministic token of what ``plan`` stores: dask's token of each values array
+    (its graph and inputs), the content of each array document (with the Labels
+    digests), the row pointers and the tensor's info."""
+    return tokenize(
+        [(path, plan.data[path]) for path in sorted(plan.data)],
+        [
+            (path, _content(document))
+            for path, document in sorted(plan.nodes.items())
+            if document.get("node_type") == "array"
+        ],
+        [
+            (path, np.asarray(plan.small[path]()))
+            for path in sorted(plan.small)
+            if path.endswith(layout.ROW_POINTER)
+        ],
+        sorted(tensor.info().items()),
+    )
+
+
 def _execute(
     store: Store,
     plan: _Plan,
@@ -401,12 +454,15 @@ def _execute(
     small: list[str],
     info: dict[str, str],
     compute: bool,
+    write: tuple[WriteId, str],
     recorded: set[str] | None = None,
 ) -> Delayed | None:
-    """Run the three phases (or, with ``recorded``, resume them)."""
+    """Run the three phases (or, with ``recorded``, resume them) of the write ``write``
+    (its lock and its token)."""
+    lock, token = write
     if recorded is None:
         delete_prefix(store, layout.PROGRESS_PREFIX)
-        record = {"data": data, "small": small}
+        record = {"data": data, "small": small, "token": token}
         if "keys" in small:
             record["keys"] = np.asarray(plan.small["keys"]()).tolist()
         set_many(store, {_PLAN: json.dumps(record).encode()})
@@ -414,20 +470,18 @@ def _execute(
     root = layout.root_document(False, info, nodes)
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     _write_documents(store, plan, documents, small, nodes)
-    final_root = layout.encode(layout.root_document(True, info, nodes))
-    delayed = _write_graph(store, plan, data, nodes, recorded, final_root)
+    final_root = layout.root_document(True, info, nodes)
+    final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+    delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
     if compute:
         dask.compute(delayed)
         return None
     return delayed
 
 
-def _done(compute: bool) -> Delayed | None:
-    return None if compute else dask.delayed(_nothing)()
-
-
-def _nothing() -> None:
-    return None
+def _done(compute: bool, lock: WriteId) -> Delayed | None:
+    """Nothing to write: the lock is released now, or when the Delayed runs."""
+    return None if compute else dask.delayed(lock.release, pure=False)()
 
 
 def _resume(
@@ -438,6 +492,7 @@ def _resume(
     existing: tuple[dict[str, Any], dict[str, Any]],
     where: str,
     compute: bool,
+    lock: WriteId,
 ) -> Delayed | None:
     attributes, nodes = existing
     (raw,) = get_many(store, [_PLAN])
@@ -463,11 +518,13 @@ def _resume(
                 f"the interrupted write at {where} does not know the key "
                 f"{tuple(int(v) for v in new_keys[0])}: {remedy}"
             )
+        token = _token(plan, tensor)
         if "keys" in record:
             plan.small["keys"] = lambda: keys.values
         _check_matches(plan, nodes, where, remedy)
     else:
         plan = _plan_tensor(tensor, request)
+        token = _token(plan, tensor)
         _check_rewrite(plan, nodes, where, remedy)
     missing = [p for p in record["data"] if p not in plan.data]
     missing += [p for p in record["small"] if p not in plan.small]
@@ -475,6 +532,13 @@ def _resume(
         raise MetatensorDaskError(
             f"the interrupted write at {where} was storing '{missing[0]}', which this tensor "
             f"does not have: {remedy}"
+        )
+    if record.get("token") != token:
+        raise MetatensorDaskError(
+            f"the interrupted write at {where} was storing another computation: the same "
+            "shapes and labels, but other values, another graph or other inputs (e.g. "
+            "other arguments of an operation), or another info; resume=True only "
+            "finishes the same write: use mode='w' to overwrite it with this one"
         )
     recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
     info = dict(attributes.get("info") or {})
@@ -487,30 +551,60 @@ def _resume(
         record["small"],
         info,
         compute,
+        (lock, token),
         recorded,
     )
 
 
-def _already_written(
+def _stored_token(
     tensor: TensorMap,
     mode: str,
     request: chunking.ChunkRequest,
     store: Store,
-    nodes: dict[str, Any],
+    existing: tuple[dict[str, Any], dict[str, Any]],
     where: str,
 ) -> bool:
-    """Whether a complete store already holds exactly what this write would store."""
-    try:
-        if mode == "a":
-            plan, _ = _plan_blocks_at(tensor, request, _stored_keys(store, nodes, where))
-        else:
-            plan = _plan_tensor(tensor, request)
-        for path, document in plan.nodes.items():
-            if path not in nodes or _mismatch(path, nodes[path], document) is not None:
-                return False
-    except MetatensorDaskError:
+    """Whether a complete store was written by the write of this tensor in this mode
+    (the token in its root document is this write's)."""
+    stored = existing[0][layout.ATTRIBUTE].get(_TOKEN)
+    if stored is None:
         return False
-    return True
+    if mode == "a":
+        plan, new_keys = _plan_blocks_at(tensor, request, _stored_keys(store, existing[1], where))
+        if new_keys:
+            return False
+    else:
+        plan = _plan_tensor(tensor, request)
+    return bool(stored == _token(plan, tensor))
+
+
+def _check_names(block: TensorBlock) -> None:
+    """Refuse gradient names (nested ones too) that would not be one path component."""
+    for parameter, gradient in block.gradients():
+        check_path_component(parameter, "gradient name")
+        _check_names(gradient)
+
+
+def _clear(store: Store) -> None:
+    """Delete everything in the store but its lock."""
+    root = local_root(store)
+    if root is not None:
+        for entry in os.scandir(root):
+            if entry.name == LOCK_KEY:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return
+
+    async def clear() -> None:
+        for name in [name async for name in store.list_dir("")]:
+            if name != LOCK_KEY:
+                await store.delete_dir(name)
+                await store.delete(name)
+
+    sync(clear())
 
 
 @overload
@@ -600,25 +694,61 @@ def to_zarr(
         raise TypeError(f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}")
     if mode not in _MODES:
         raise MetatensorDaskError(f"`mode` must be one of {list(_MODES)}, got {mode!r}")
+    for block in tensor.blocks():
+        _check_names(block)
     request = chunking.parse_chunks(chunks)
     store = open_store(store, storage_options, writable=True)
-    where = describe(store)
+    lock = StoreLock(store, describe(store))
+    lock.acquire(takeover=resume or mode == "w")
+    try:
+        delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
+    except BaseException:
+        lock.release()
+        raise
+    if delayed is None:
+        lock.release()
+    else:
+        lock.hand_over()
+    return delayed
+
+
+def _write(
+    tensor: TensorMap,
+    store: Store,
+    mode: str,
+    request: chunking.ChunkRequest,
+    compute: bool,
+    resume: bool,
+    lock: WriteId,
+) -> Delayed | None:
+    """:func:`to_zarr` once the lock is taken."""
+    where = lock.where
     existing = _read_root(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:
         if resume:
-            return _resume(tensor, mode, request, store, existing, where, compute)
+            return _resume(tensor, mode, request, store, existing, where, compute, lock)
         if mode != "w":
             raise MetatensorDaskError(
                 f"{where} holds an incomplete write (interrupted?): call to_zarr(..., "
                 "resume=True) with the same tensor and mode to finish it, or use mode='w' "
                 "to overwrite it"
             )
-    if complete and resume and _already_written(tensor, mode, request, store, existing[1], where):
-        return _done(compute)
+    if complete and resume:
+        if _stored_token(tensor, mode, request, store, existing, where):
+            return _done(compute, lock)
+        if mode != "w":
+            raise MetatensorDaskError(
+                f"{where} is complete, but holds another computation than this one: "
+                "resume=True only finishes the same write; use mode='w' to overwrite it"
+            )
     if existing is not None and mode == "w":
-        delete_prefix(store, "")
+        # incomplete first, so that a reader opening it from now on is refused
+        attributes, stored = existing
+        incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
+        set_many(store, {"zarr.json": layout.encode(incomplete)}, atomic=True)
+        _clear(store)
         existing = None
 
     if existing is None:
@@ -638,6 +768,7 @@ def to_zarr(
             sorted(plan.small),
             tensor.info(),
             compute,
+            (lock, _token(plan, tensor)),
         )
     attributes, stored = existing
     if mode == "w-":
@@ -647,7 +778,7 @@ def to_zarr(
         )
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
-        plan, final = _plan_addition(tensor, request, store, stored, where)
+        plan, final, token = _plan_addition(tensor, request, store, stored, where)
         return _execute(
             store,
             plan,
@@ -657,9 +788,12 @@ def to_zarr(
             sorted(plan.small),
             info,
             compute,
+            (lock, token),
         )
     plan = _plan_tensor(tensor, request)
     _check_rewrite(
         plan, stored, where, "mode='r+' only rewrites values; use mode='w' to change metadata"
     )
-    return _execute(store, plan, stored, [], sorted(plan.data), [], info, compute)
+    return _execute(
+        store, plan, stored, [], sorted(plan.data), [], info, compute, (lock, _token(plan, tensor))
+    )
