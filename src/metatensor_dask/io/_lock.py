@@ -169,15 +169,15 @@ class WriteId:
 
 class StoreLock:
     """The lock of one write: taken by :meth:`acquire`, refreshed by a daemon thread,
-    given back by :meth:`release` (or by the final task of a ``compute=False`` write)."""
+    given back by :meth:`release` (or by the final task of a ``compute=False`` write);
+    stale after ``limit`` seconds without heartbeat."""
 
-    def __init__(self, store: Store, where: str):
+    def __init__(self, store: Store, where: str, limit: float):
         self.ref = WriteId(store, where, uuid.uuid4().hex)
         self._root = local_root(store)
-        self._limit = timeout()
+        self._limit = limit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._created_root = False
         now = time.time()
         self._holder = Holder(
             getpass.getuser(), socket.gethostname(), os.getpid(), now, now, self.ref.write_id
@@ -229,9 +229,7 @@ class StoreLock:
             pending.stop()
 
     def _acquire_local(self, root: Path, takeover: bool) -> None:
-        if not root.exists():
-            root.mkdir(parents=True, exist_ok=True)
-            self._created_root = True
+        root.mkdir(parents=True, exist_ok=True)
         path = root / LOCK_KEY
         for _ in range(20):
             try:
@@ -316,11 +314,6 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
-        if self._created_root and self._root is not None:
-            try:
-                self._root.rmdir()  # a refused write leaves no empty folder behind
-            except OSError:
-                pass
 
 
 def _read(path: Path) -> bytes | None:

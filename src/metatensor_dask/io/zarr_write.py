@@ -44,6 +44,7 @@ from ..labels import Labels
 from . import zarr_chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId
+from ._lock import timeout as lock_timeout
 from ._names import check_path_component
 from .zarr_codecs import small_template, template
 from .zarr_store import (
@@ -697,8 +698,9 @@ def to_zarr(
     for block in tensor.blocks():
         _check_names(block)
     request = chunking.parse_chunks(chunks)
+    limit = lock_timeout()
     store = open_store(store, storage_options, writable=True)
-    lock = StoreLock(store, describe(store))
+    lock = StoreLock(store, describe(store), limit)
     lock.acquire(takeover=resume or mode == "w")
     try:
         delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
