@@ -200,3 +200,72 @@ def test_tensor_method_and_function_agree(tmp_path, theirs):
 def test_to_zarr_needs_a_tensor(tmp_path, theirs):
     with pytest.raises(TypeError, match="TensorMap"):
         mtd.to_zarr(theirs, tmp_path / "t.zarr")
+
+
+def _with_gradient(path: list[str]) -> metatensor.TensorMap:
+    """A one-block tensor with a gradient, nested along ``path`` (names as given)."""
+    n = 3
+    properties = metatensor.Labels.range("p", 2)
+
+    def block(rows: int, samples: metatensor.Labels) -> metatensor.TensorBlock:
+        return metatensor.TensorBlock(np.ones((rows, 2)), samples, [], properties)
+
+    parent = block(n, metatensor.Labels.range("s", n))
+    gradients = [
+        block(n, metatensor.Labels(["sample"], np.arange(n, dtype=np.int32)[:, None])) for _ in path
+    ]
+    for name, child, inner in reversed(
+        list(zip(path, gradients, [parent, *gradients][: len(path)], strict=True))
+    ):
+        inner.add_gradient(name, child)
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [parent])
+
+
+@pytest.mark.parametrize(
+    "names", [["../../x"], ["a/b"], [".."], ["positions", "../../../evil"], ["ok\n"]]
+)
+def test_unsafe_gradient_names_are_refused(tmp_path, names):
+    tensor = mtd.from_metatensor(_with_gradient(names))
+    store = tmp_path / "deep" / "t.zarr"
+    for mode in ("w-", "w", "a"):
+        with pytest.raises(mtd.UnsafeNameError, match=r"gradient name .* cannot be stored"):
+            tensor.to_zarr(store, mode=mode)
+    assert list(tmp_path.rglob("*")) == []
+    # an existing store is left as it was, even by mode "w"
+    safe = _with_gradient(["positions"])
+    mtd.from_metatensor(safe).to_zarr(store)
+    with pytest.raises(mtd.UnsafeNameError):
+        tensor.to_zarr(store, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(store), safe)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+
+
+def test_an_overwrite_is_incomplete_from_its_start(tmp_path):
+    theirs = make_metatensor(seed=5, nested=False)  # multiply refuses nested gradients
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path)
+    delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
+        mtd.open_zarr(path)
+    dask.compute(delayed)
+    assert_equal_to_metatensor(mtd.open_zarr(path), _doubled(theirs))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the read side to refuse missing chunks (a reader opened before the "
+    "overwrite reads the chunks by their old metadata and gets zarr's fill value)",
+)
+def test_a_reader_opened_before_an_overwrite_never_sees_zeros(tmp_path):
+    theirs = make_metatensor(seed=5, nested=False)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path)
+    reader = mtd.open_zarr(path)
+    # the overwrite's metadata is written, its data not yet
+    delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
+    try:
+        # the old data is gone: the only right answer is a clear error
+        with pytest.raises(mtd.MetatensorDaskError):
+            reader.block(0).values.compute()
+    finally:
+        dask.compute(delayed)
