@@ -126,6 +126,11 @@ def test_resume_an_interrupted_addition(tmp_path):
         mtd.open_zarr(path)
     mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(path), select([0, 1, 2]))
+    # a requeued job resumes the finished addition: nothing to do, and no error
+    mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", resume=True)
+    with pytest.raises(mtd.MetatensorDaskError, match="already stored"):
+        mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(path), select([0, 1, 2]))
     assert first.keys == mtd.open_zarr(path).keys
 
 

@@ -263,6 +263,8 @@ class StoreLock:
                 # another writer took it over first and this moved its fresh lock: put it back
                 try:
                     os.link(aside, path)
+                except FileExistsError:
+                    pass  # yet another writer holds it now
                 finally:
                     os.unlink(aside)
                 self._refuse(moved, False)

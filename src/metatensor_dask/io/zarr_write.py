@@ -571,7 +571,10 @@ def _stored_token(
     if stored is None:
         return False
     if mode == "a":
-        plan, new_keys = _plan_blocks_at(tensor, request, _stored_keys(store, existing[1], where))
+        keys = _stored_keys(store, existing[1], where)
+        if keys.names != tensor.keys.names:
+            return False
+        plan, new_keys = _plan_blocks_at(tensor, request, keys)
         if new_keys:
             return False
     else:
@@ -658,16 +661,19 @@ def to_zarr(
     mode
         As xarray: ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
-        one); ``"r+"`` rewrites the values of an existing store whose metadata (keys,
+        one), and refuses a key that is already stored and brings no new gradient;
+        ``"r+"`` rewrites the values of an existing store whose metadata (keys,
         labels, shapes, dtypes, gradients) is identical.
     compute
         Write now (``True``), or write the metadata now and return a
         :class:`dask.delayed.Delayed` that writes the data and marks the store
-        complete when computed.
+        complete when computed. The store stays locked until the ``Delayed`` has run.
     resume
-        Finish an interrupted write of the same tensor (same mode): check that the
-        stored metadata matches and store only the chunks not recorded as written. A
-        complete store that already holds this tensor's arrays is left as it is.
+        Finish an interrupted write of the same computation (same mode): check that
+        its recorded token (of the dask graphs, metadata and info) and the stored
+        metadata match, and store only the chunks not recorded as written. A
+        complete store written by the same computation is left as it is. Takes over
+        the lock of a writer that is gone.
     chunks
         Rows per stored chunk of each block's values: ``None`` keeps the values'
         regular dask chunking along samples (a single chunk larger than the
@@ -682,12 +688,24 @@ def to_zarr(
     -------
     None, or a ``Delayed`` when ``compute=False``.
 
+    Raises
+    ------
+    StoreLockedError
+        Another writer holds the store (the message names it), its lock is stale and
+        neither ``resume`` nor ``mode="w"`` is given, or this write lost its lock.
+    UnsafeNameError
+        A gradient name is not a single safe path component; nothing is written.
+    MetatensorDaskError
+        The store does not fit the mode, or ``resume`` finds another computation.
+
     Notes
     -----
     Settings (``dask.config``): ``metatensor_dask.chunk-size``, ``shard-chunks`` (zarr
-    chunks per shard along samples; dask chunks are aligned to shards), ``compressor``
-    and ``checksum``. Dask chunks are always rechunked to the stored chunks (or
-    shards) before writing, so that no two tasks write into the same one.
+    chunks per shard along samples; dask chunks are aligned to shards), ``compressor``,
+    ``checksum`` and ``lock-timeout`` (after which a lock without heartbeat is stale).
+    Dask chunks are always rechunked to the stored chunks (or shards) before writing,
+    so that no two tasks write into the same one. One writer at a time: see "Writers:
+    locking and resume" in ``docs/zarr-format.md``.
     """
     from ..tensor import TensorMap
 
