@@ -228,6 +228,21 @@ class StoreLock:
         if pending is not None:
             pending.stop()
 
+    def _wait_if_remote(self, holder: Holder) -> Holder | None:
+        """A live-looking holder on another host, when taking over: wait until its
+        heartbeat is older than the timeout (a requeued job restarts while the lock of
+        the killed one still looks fresh), unless it changes meanwhile. Returns the
+        holder as it is then (``None`` if released)."""
+        if holder.host == socket.gethostname() or holder.stale_reason(self._limit):
+            return holder
+        deadline = holder.heartbeat + self._limit + 0.1
+        while time.time() < deadline:
+            time.sleep(min(max(deadline - time.time(), 0.0), self._limit / 10))
+            current = self.ref.holder()
+            if current != holder:
+                return current  # refreshed (alive), released or taken by another
+        return holder
+
     def _acquire_local(self, root: Path, takeover: bool) -> None:
         root.mkdir(parents=True, exist_ok=True)
         path = root / LOCK_KEY
@@ -249,6 +264,10 @@ class StoreLock:
             if holder is None:  # being written by its creator
                 time.sleep(0.05)
                 holder = Holder.parse(_read(path))
+            if takeover and holder is not None:
+                holder = self._wait_if_remote(holder)
+                if holder is None:
+                    continue  # released meanwhile: try again
             self._refuse(holder, takeover)
             assert holder is not None
             # move the stale lock aside atomically: of several writers taking it over,
@@ -277,7 +296,14 @@ class StoreLock:
     def _acquire_other(self, takeover: bool) -> None:
         (raw,) = get_many(self.ref.store, [LOCK_KEY])
         if raw is not None:
-            self._refuse(Holder.parse(raw), takeover)
+            holder = Holder.parse(raw)
+            if takeover and holder is not None:
+                holder = self._wait_if_remote(holder)
+                released = holder is None
+            else:
+                released = False
+            if not released:
+                self._refuse(holder, takeover)
         set_many(self.ref.store, {LOCK_KEY: self._holder.encode()})
         time.sleep(_CONFIRM_SECONDS)
         holder = self.ref.holder()
@@ -289,17 +315,26 @@ class StoreLock:
     def _beat(self) -> None:
         interval = max(self._limit / 5, 0.01)
         while not self._stop.wait(interval):
-            holder = self.ref.holder()
-            if holder is None or holder.write_id != self.ref.write_id:
-                break  # released by the final task, or taken over
-            fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
-            if self._root is not None:
-                temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
-                temporary.write_bytes(fresh.encode())
-                os.replace(temporary, self._root / LOCK_KEY)
-            else:
-                set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
+            try:
+                if not self._refresh():
+                    break  # released by the final task, or taken over
+            except OSError:
+                break  # the store is gone: the write fails, or its completion task does
         _DELAYED.pop(self.ref.write_id, None)
+
+    def _refresh(self) -> bool:
+        """Refresh the heartbeat if this write still holds the lock; whether it does."""
+        holder = self.ref.holder()
+        if holder is None or holder.write_id != self.ref.write_id:
+            return False
+        fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
+        if self._root is not None:
+            temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
+            temporary.write_bytes(fresh.encode())
+            os.replace(temporary, self._root / LOCK_KEY)
+        else:
+            set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
+        return True
 
     def hand_over(self) -> None:
         """The lock now belongs to a ``compute=False`` write: its final task releases it;
