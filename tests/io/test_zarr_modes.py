@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from dask.delayed import Delayed
+from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 from zarr_writer_process import make_metatensor
 
@@ -48,6 +49,23 @@ def test_mode_w_overwrites(tmp_path, theirs):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), other)
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
     assert "2" not in group["blocks"]
+
+
+def test_mode_w_overwrites_an_fsspec_store(theirs):
+    pytest.importorskip("fsspec")
+    url = "memory://zarr-tests/overwritten.zarr"
+    mtd.from_metatensor(theirs).to_zarr(url, mode="w")
+    other = _select(theirs, [2, 0])
+    mtd.from_metatensor(other).to_zarr(url, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(url), other)
+    store = zarr.storage.FsspecStore.from_url(url)
+
+    async def listing() -> list[str]:
+        return [key async for key in store.list()]
+
+    keys = sync(listing())
+    assert "zarr.json" in keys
+    assert not [key for key in keys if key.startswith(("blocks/2/", ".lock", ".progress"))]
 
 
 def test_mode_a_adds_blocks(tmp_path, theirs):
