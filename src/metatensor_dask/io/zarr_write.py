@@ -428,15 +428,16 @@ def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
 
 def _token(plan: _Plan, tensor: TensorMap) -> str:
     """A deterministic token of what ``plan`` stores: dask's token of each values array
-    (its graph and inputs), the content of each array document (with the Labels
-    digests), the row pointers and the tensor's info."""
+    (its name: a token of its graph and inputs), the content of each array document
+    (with the Labels digests), the row pointers and the tensor's info."""
+    documents = [
+        (path, _content(document))
+        for path, document in sorted(plan.nodes.items())
+        if document.get("node_type") == "array"
+    ]
     return tokenize(
-        [(path, plan.data[path]) for path in sorted(plan.data)],
-        [
-            (path, _content(document))
-            for path, document in sorted(plan.nodes.items())
-            if document.get("node_type") == "array"
-        ],
+        [(path, plan.data[path].name) for path in sorted(plan.data)],
+        json.dumps(documents, sort_keys=True),  # one string: tokenized in one pass
         [
             (path, np.asarray(plan.small[path]()))
             for path in sorted(plan.small)
