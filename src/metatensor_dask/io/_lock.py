@@ -36,7 +36,7 @@ from .zarr_store import get_many, set_many
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["LOCK_KEY", "StoreLock", "WriteId"]
+__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "timeout"]
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
