@@ -120,11 +120,13 @@ def test_stored_chunk_grids_are_regular(tmp_path, generated):
 def test_layout(tmp_path, generated):
     mtd.from_metatensor(generated).to_zarr(tmp_path / "t.zarr")
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
-    assert group.attrs["metatensor_dask"] == {
+    ours = group.attrs["metatensor_dask"]
+    assert ours == {
         "format": 2,
         "complete": True,
         "dtype": "float64",
         "gradients": ["positions", "positions/cell", "strain"],
+        "token": ours["token"],
     }
     assert group.attrs["info"] == {"creator": "zarr tests"}
     assert group["keys"].attrs["names"] == ["center_type", "neighbor_type"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from dask.delayed import Delayed
+from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 from zarr_writer_process import make_metatensor
 
@@ -50,11 +51,45 @@ def test_mode_w_overwrites(tmp_path, theirs):
     assert "2" not in group["blocks"]
 
 
+def test_mode_w_overwrites_an_fsspec_store(theirs):
+    pytest.importorskip("fsspec")
+    url = "memory://zarr-tests/overwritten.zarr"
+    mtd.from_metatensor(theirs).to_zarr(url, mode="w")
+    other = _select(theirs, [2, 0])
+    mtd.from_metatensor(other).to_zarr(url, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(url), other)
+    store = zarr.storage.FsspecStore.from_url(url)
+
+    async def listing() -> list[str]:
+        return [key async for key in store.list()]
+
+    keys = sync(listing())
+    assert "zarr.json" in keys
+    assert not [key for key in keys if key.startswith(("blocks/2/", ".lock", ".progress"))]
+
+
 def test_mode_a_adds_blocks(tmp_path, theirs):
     mtd.from_metatensor(_select(theirs, [0, 2])).to_zarr(tmp_path / "t.zarr", chunks=4)
-    # a tensor with one known key (skipped) and a new one (appended)
-    mtd.from_metatensor(_select(theirs, [2, 1])).to_zarr(tmp_path / "t.zarr", mode="a")
+    mtd.from_metatensor(_select(theirs, [1])).to_zarr(tmp_path / "t.zarr", mode="a")
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), _select(theirs, [0, 2, 1]))
+
+
+def test_mode_a_refuses_a_stored_key(tmp_path, theirs):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_select(theirs, [0, 2])).to_zarr(path)
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    remedies = r"append them \(appending samples.*mode='r\+'.*mode='w'"
+    # the same block again: it would be a silent no-op
+    with pytest.raises(
+        mtd.MetatensorDaskError, match=r"key \(6, 8\) is already stored.*" + remedies
+    ):
+        mtd.from_metatensor(_select(theirs, [2, 1])).to_zarr(path, mode="a")
+    # other samples under a stored key
+    other = make_metatensor(seed=9, n_samples=(5,), n_properties=(4,))
+    with pytest.raises(mtd.MetatensorDaskError, match=r"'blocks/0/.*" + remedies):
+        mtd.from_metatensor(other).to_zarr(path, mode="a")
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert_equal_to_metatensor(mtd.open_zarr(path), _select(theirs, [0, 2]))
 
 
 def test_mode_a_adds_gradients(tmp_path):
@@ -183,3 +218,67 @@ def test_tensor_method_and_function_agree(tmp_path, theirs):
 def test_to_zarr_needs_a_tensor(tmp_path, theirs):
     with pytest.raises(TypeError, match="TensorMap"):
         mtd.to_zarr(theirs, tmp_path / "t.zarr")
+
+
+def _with_gradient(path: list[str]) -> metatensor.TensorMap:
+    """A one-block tensor with a gradient, nested along ``path`` (names as given)."""
+    n = 3
+    properties = metatensor.Labels.range("p", 2)
+
+    def block(rows: int, samples: metatensor.Labels) -> metatensor.TensorBlock:
+        return metatensor.TensorBlock(np.ones((rows, 2)), samples, [], properties)
+
+    parent = block(n, metatensor.Labels.range("s", n))
+    gradients = [
+        block(n, metatensor.Labels(["sample"], np.arange(n, dtype=np.int32)[:, None])) for _ in path
+    ]
+    for name, child, inner in reversed(
+        list(zip(path, gradients, [parent, *gradients][: len(path)], strict=True))
+    ):
+        inner.add_gradient(name, child)
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [parent])
+
+
+@pytest.mark.parametrize(
+    "names", [["../../x"], ["a/b"], [".."], ["positions", "../../../evil"], ["ok\n"]]
+)
+def test_unsafe_gradient_names_are_refused(tmp_path, names):
+    tensor = mtd.from_metatensor(_with_gradient(names))
+    store = tmp_path / "deep" / "t.zarr"
+    for mode in ("w-", "w", "a"):
+        with pytest.raises(mtd.UnsafeNameError, match=r"gradient name .* cannot be stored"):
+            tensor.to_zarr(store, mode=mode)
+    assert list(tmp_path.rglob("*")) == []
+    # an existing store is left as it was, even by mode "w"
+    safe = _with_gradient(["positions"])
+    mtd.from_metatensor(safe).to_zarr(store)
+    with pytest.raises(mtd.UnsafeNameError):
+        tensor.to_zarr(store, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(store), safe)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+
+
+def test_an_overwrite_is_incomplete_from_its_start(tmp_path):
+    theirs = make_metatensor(seed=5, nested=False)  # multiply refuses nested gradients
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path)
+    delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
+        mtd.open_zarr(path)
+    dask.compute(delayed)
+    assert_equal_to_metatensor(mtd.open_zarr(path), _doubled(theirs))
+
+
+def test_a_reader_opened_before_an_overwrite_never_sees_zeros(tmp_path):
+    theirs = make_metatensor(seed=5, nested=False)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path)
+    reader = mtd.open_zarr(path)
+    # the overwrite's metadata is written, its data not yet
+    delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
+    try:
+        # the old data is gone: the only right answer is a clear error
+        with pytest.raises(mtd.DamagedStoreError, match="missing"):
+            reader.block(0).values.compute()
+    finally:
+        dask.compute(delayed)

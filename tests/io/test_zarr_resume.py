@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,14 +65,23 @@ def test_killed_writer_resumes(tmp_path):
 
     with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
         mtd.open_zarr(path)
-    with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete write.*resume=True"):
+    # the killed writer's lock is stale: only resume=True (or mode="w") takes it over
+    holder = json.loads((path / ".lock").read_text())
+    assert holder["pid"] == process.pid
+    with pytest.raises(
+        mtd.StoreLockedError,
+        match=rf"looks gone.*pid {process.pid}.*no process {process.pid} runs.*resume=True",
+    ):
         slow_tensor(N_CHUNKS, 0.0).to_zarr(path)
+    with pytest.raises(mtd.StoreLockedError, match="looks gone"):
+        slow_tensor(N_CHUNKS, 0.0).to_zarr(path, mode="a")
 
     counter = Counter()
     slow_tensor(N_CHUNKS, 0.0, counter).to_zarr(path, resume=True)
     # only the chunks that were not recorded were computed again
     assert counter.count == N_CHUNKS - recorded
     assert not (path / ".progress").exists()
+    assert not (path / ".lock").exists()
 
     reference = tmp_path / "reference.zarr"
     slow_tensor(N_CHUNKS, 0.0).to_zarr(reference)
@@ -116,6 +126,11 @@ def test_resume_an_interrupted_addition(tmp_path):
         mtd.open_zarr(path)
     mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(path), select([0, 1, 2]))
+    # a requeued job resumes the finished addition: nothing to do, and no error
+    mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a", resume=True)
+    with pytest.raises(mtd.MetatensorDaskError, match="already stored"):
+        mtd.from_metatensor(select([1, 2])).to_zarr(path, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(path), select([0, 1, 2]))
     assert first.keys == mtd.open_zarr(path).keys
 
 
@@ -148,3 +163,73 @@ def test_misaligned_dask_chunks_are_refused(tmp_path):
         check_aligned((4, 3, 3), 4, "blocks/0/values")
     with pytest.raises(mtd.MetatensorDaskError, match="would corrupt data"):
         check_aligned((8, 2), 4, "blocks/0/values")
+
+
+def _kill_after_progress(command: list[str], path: Path, log: Path, env: dict | None = None) -> int:
+    """Run ``command``, SIGKILL it once it recorded a few chunks of ``path``; how many."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def count() -> int:
+        folder = path / ".progress"
+        return len(os.listdir(folder)) if folder.exists() else 0
+
+    try:
+        deadline = time.monotonic() + 120
+        while count() < 5:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the writer made no progress"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return count()
+
+
+def test_resume_refuses_another_computation(tmp_path):
+    path = tmp_path / "t.zarr"
+    command = [sys.executable, str(SCRIPT), str(path), str(N_CHUNKS), "0.1"]
+    recorded = _kill_after_progress(command, path, tmp_path / "writer.log")
+    # same shapes, labels and dtypes, other values: it would mix both
+    doubled = mtd.multiply(slow_tensor(N_CHUNKS, 0.0), 2.0)
+    with pytest.raises(
+        mtd.MetatensorDaskError, match=r"another computation.*use mode='w' to overwrite"
+    ):
+        doubled.to_zarr(path, resume=True)
+    assert len(os.listdir(path / ".progress")) == recorded
+    assert not (path / ".lock").exists()
+    # the same computation resumes; then a complete store refuses another one too
+    slow_tensor(N_CHUNKS, 0.0).to_zarr(path, resume=True)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"complete, but holds another computation"):
+        doubled.to_zarr(path, resume=True)
+    doubled.to_zarr(path, mode="w", resume=True)
+    expected = tmp_path / "expected.zarr"
+    doubled.to_zarr(expected)
+    _assert_same(mtd.open_zarr(path), mtd.open_zarr(expected))
+
+
+def test_cli_resume_refuses_other_arguments(tmp_path):
+    source = tmp_path / "x.zarr"
+    slow_tensor(300, 0.0, rows=1).to_zarr(source)
+    output = tmp_path / "pow.zarr"
+
+    def apply(b: int, *options: str) -> list[str]:
+        return [
+            sys.executable, "-m", "metatensor_dask", "apply", "pow", str(source),
+            "-o", str(output), "--arg", f"B={b}", "-q", "-w", "1", *options,
+        ]  # fmt: skip
+
+    tiny = {"DASK_METATENSOR_DASK__CHUNK_SIZE": "256B"}  # one task per chunk
+    _kill_after_progress(apply(2), output, tmp_path / "apply.log", tiny)
+    for state in ("interrupted", "complete"):
+        refused = subprocess.run(apply(3, "--resume"), capture_output=True, text=True)
+        assert refused.returncode == 1, refused
+        assert "another computation" in refused.stderr and "mode='w'" in refused.stderr
+        if state == "interrupted":
+            finished = subprocess.run(apply(2, "--resume"), capture_output=True, text=True)
+            assert finished.returncode == 0, finished.stderr
+    expected = mtd.pow(mtd.open_zarr(source), 2)
+    _assert_same(mtd.open_zarr(output), expected)

@@ -1,12 +1,17 @@
 """Tensors for the Zarr tests, and a writer to run (and kill) in a subprocess.
 
-``python zarr_writer_process.py STORE N_CHUNKS DELAY`` writes :func:`slow_tensor` to
-``STORE`` one chunk at a time, each chunk taking ``DELAY`` seconds, so that a test can
-kill it in the middle of the data phase.
+``python zarr_writer_process.py STORE N_CHUNKS DELAY [--mode M] [--scale S] [--key K]
+[--resume] [--go FILE]`` writes ``S * slow_tensor(N_CHUNKS, DELAY, key=K)`` to ``STORE``
+one chunk at a time, each chunk taking ``DELAY`` seconds, so that a test can kill it in
+the middle of the data phase. With ``--go``, it waits for ``FILE`` to exist before
+writing, so that several writers start together. It prints ``done`` at the end, or
+``locked: <message>`` and exits with 3 when another writer holds the store.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import time
 
@@ -106,10 +111,10 @@ class Counter:
 
 
 def slow_tensor(
-    n_chunks: int, delay: float, counter: Counter | None = None, rows: int = 4
+    n_chunks: int, delay: float, counter: Counter | None = None, rows: int = 4, key: int = 1
 ) -> mtd.TensorMap:
-    """One block of ``n_chunks * rows`` samples, each values chunk taking ``delay`` s,
-    with a positions gradient; the same numbers on every call."""
+    """One block (of key ``key``) of ``n_chunks * rows`` samples, each values chunk
+    taking ``delay`` s, with a positions gradient; the same numbers on every call."""
     n = n_chunks * rows
     rng = np.random.default_rng(12345)
     base = rng.normal(size=(n, 3, 5))
@@ -121,7 +126,11 @@ def slow_tensor(
                 counter.count += 1
         return chunk * 2.0
 
-    values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(slow, dtype=np.float64)
+    # named explicitly: the delay and the counter do not change the numbers, so every
+    # call is the same computation (dask would otherwise tokenize the closure)
+    values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(
+        slow, dtype=np.float64, name=f"slow-values-{n_chunks}-{rows}"
+    )
     block = mtd.TensorBlock(
         values,
         mtd.Labels(["system", "atom"], np.stack([np.arange(n) // 10, np.arange(n)], axis=1)),
@@ -142,15 +151,38 @@ def slow_tensor(
         mtd.Labels(["n"], np.arange(5)[:, None]),
     )
     block.add_gradient("positions", gradient)
-    return mtd.TensorMap(mtd.Labels(["center_type"], np.array([[1]])), [block])
+    return mtd.TensorMap(mtd.Labels(["center_type"], np.array([[key]])), [block])
 
 
 def main() -> None:
-    store, n_chunks, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    tensor = slow_tensor(n_chunks, delay)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("store")
+    parser.add_argument("n_chunks", type=int)
+    parser.add_argument("delay", type=float)
+    parser.add_argument("--mode", default="w-")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--key", type=int, default=1)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--go")
+    args = parser.parse_args()
+    tensor = slow_tensor(args.n_chunks, args.delay, key=args.key)
+    if args.scale != 1.0:
+        tensor = mtd.multiply(tensor, args.scale)
+    while args.go is not None and not os.path.exists(args.go):
+        time.sleep(0.005)
     # a tiny chunk-size: each chunk is written (and recorded) by a task of its own
     with dask.config.set({"scheduler": "synchronous", "metatensor_dask.chunk-size": "256B"}):
-        mtd.to_zarr(tensor, store)
+        try:
+            mtd.to_zarr(
+                tensor,
+                args.store,
+                args.mode,
+                resume=args.resume,
+                storage_options={"auto_mkdir": True} if "://" in args.store else None,
+            )
+        except mtd.StoreLockedError as error:
+            print(f"locked: {error}", flush=True)
+            sys.exit(3)
     print("done", flush=True)
 
 

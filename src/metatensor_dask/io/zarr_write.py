@@ -13,13 +13,19 @@ whole one and an interrupted write can be finished:
 3. **completion**, in a final task: the root document with ``complete: true``, and the
    progress records deleted.
 
-``resume=True`` checks that the stored metadata matches the tensor and runs only the
-data tasks that are not recorded.
+One writer at a time: the write holds the store's lock (:mod:`._lock`) from its start
+until the completion task, which checks that it still holds it before marking the store
+complete. The plan records a token of what is written (the dask arrays, the metadata and
+the info), kept in the root document once complete; ``resume=True`` refuses a store whose
+token is another one, checks that the stored metadata matches the tensor and runs only
+the data tasks that are not recorded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -35,7 +41,11 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import zarr_chunks as chunking
 from . import zarr_layout as layout
+from ._lock import LOCK_KEY, StoreLock, WriteId
+from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
+from ._names import check_path_component
+from ._zarr_internals import sync
 from .zarr_codecs import small_template, template
 from .zarr_store import (
     ArrayRef,
@@ -48,6 +58,7 @@ from .zarr_store import (
     set_many,
     write_regions,
 )
+from .zarr_store import _local_root as local_root
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -67,6 +78,8 @@ _BATCH_TASKS = 256
 _BATCH_TASK_BYTES = 2**20
 #: Fields of an array document that describe its content (not its chunking/codecs).
 _CONTENT = ("shape", "data_type", "attributes", "dimension_names")
+#: Root attribute (under ``metatensor_dask``) holding the token of the last write.
+_TOKEN = "token"
 
 
 @dataclass
@@ -251,10 +264,13 @@ def _write_documents(
     set_many(store, batch)
 
 
-def _finish(store: Store, root: bytes, *written: Any) -> None:
-    """The last task: mark the store complete, then forget the progress records."""
+def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
+    """The last task: check that this write still holds the lock, mark the store
+    complete, forget the progress records and release the lock."""
+    lock.check()
     set_many(store, {"zarr.json": root}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
+    lock.release()
 
 
 def _write_graph(
@@ -264,6 +280,7 @@ def _write_graph(
     nodes: dict[str, Any],
     recorded: set[str],
     root: bytes,
+    lock: WriteId,
 ) -> Delayed:
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
     token = tokenize(describe(store), root, paths, sorted(recorded))
@@ -306,7 +323,7 @@ def _write_graph(
     final = f"zarr-complete-{token}"
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
-    graph[final] = (_finish, store, root, *list(graph), *checks)
+    graph[final] = (_finish, store, root, lock, *list(graph), *checks)
     return _graph.delayed_from_tasks(final, graph, sources)
 
 
@@ -347,10 +364,12 @@ def _plan_addition(
     store: Store,
     stored: dict[str, Any],
     where: str,
-) -> tuple[_Plan, dict[str, Any]]:
+) -> tuple[_Plan, dict[str, Any], str]:
     """Mode "a": new keys get new blocks, known blocks their new gradients.
 
-    Returns the plan (new nodes only) and the nodes of the store once written.
+    Returns the plan (new nodes only), the nodes of the store once written and the
+    write's token. A known key that brings no new gradient is refused: it would be a
+    silent no-op.
     """
     stored_keys = _stored_keys(store, stored, where)
     if stored_keys.names != tensor.keys.names:
@@ -359,7 +378,22 @@ def _plan_addition(
             f"keys are {stored_keys.names}"
         )
     plan, new_keys = _plan_blocks_at(tensor, request, stored_keys)
-    _check_matches(plan, stored, where, "mode='a' only adds new blocks and gradients")
+    token = _token(plan, tensor)
+    remedy = (
+        "mode='a' only adds blocks with new keys and new gradients of stored blocks; to "
+        "add samples to stored blocks append them (appending samples is not available "
+        "yet), to rewrite the values of stored blocks use mode='r+', to replace the store "
+        "use mode='w'"
+    )
+    _check_matches(plan, stored, where, remedy)
+    for key in tensor.keys:
+        position = stored_keys.position(key)
+        prefix = layout.block_prefix(position) + "/" if position is not None else None
+        if prefix is not None and all(p in stored for p in plan.nodes if p.startswith(prefix)):
+            raise MetatensorDaskError(
+                f"the key {tuple(int(v) for v in key.values)} is already stored in {where}, "
+                f"with everything this tensor has for it: {remedy}"
+            )
     for path in [p for p in plan.nodes if p in stored]:
         del plan.nodes[path]
         plan.data.pop(path, None)
@@ -377,7 +411,7 @@ def _plan_addition(
             f"mode='a' can not add this tensor to {where}: the result would not be a valid "
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
-    return plan, final
+    return plan, final, token
 
 
 def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
@@ -393,6 +427,27 @@ def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
     _check_matches(plan, stored, where, remedy)
 
 
+def _token(plan: _Plan, tensor: TensorMap) -> str:
+    """A deterministic token of what ``plan`` stores: dask's token of each values array
+    (its name: a token of its graph and inputs), the content of each array document
+    (with the Labels digests), the row pointers and the tensor's info."""
+    documents = [
+        (path, _content(document))
+        for path, document in sorted(plan.nodes.items())
+        if document.get("node_type") == "array"
+    ]
+    return tokenize(
+        [(path, plan.data[path].name) for path in sorted(plan.data)],
+        json.dumps(documents, sort_keys=True),  # one string: tokenized in one pass
+        [
+            (path, np.asarray(plan.small[path]()))
+            for path in sorted(plan.small)
+            if path.endswith(layout.ROW_POINTER)
+        ],
+        sorted(tensor.info().items()),
+    )
+
+
 def _execute(
     store: Store,
     plan: _Plan,
@@ -402,12 +457,15 @@ def _execute(
     small: list[str],
     info: dict[str, str],
     compute: bool,
+    write: tuple[WriteId, str],
     recorded: set[str] | None = None,
 ) -> Delayed | None:
-    """Run the three phases (or, with ``recorded``, resume them)."""
+    """Run the three phases (or, with ``recorded``, resume them) of the write ``write``
+    (its lock and its token)."""
+    lock, token = write
     if recorded is None:
         delete_prefix(store, layout.PROGRESS_PREFIX)
-        record = {"data": data, "small": small}
+        record = {"data": data, "small": small, "token": token}
         if "keys" in small:
             record["keys"] = np.asarray(plan.small["keys"]()).tolist()
         set_many(store, {_PLAN: json.dumps(record).encode()})
@@ -415,20 +473,18 @@ def _execute(
     root = layout.root_document(False, info, nodes)
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     _write_documents(store, plan, documents, small, nodes)
-    final_root = layout.encode(layout.root_document(True, info, nodes))
-    delayed = _write_graph(store, plan, data, nodes, recorded, final_root)
+    final_root = layout.root_document(True, info, nodes)
+    final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+    delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
     if compute:
         dask.compute(delayed)
         return None
     return delayed
 
 
-def _done(compute: bool) -> Delayed | None:
-    return None if compute else dask.delayed(_nothing)()
-
-
-def _nothing() -> None:
-    return None
+def _done(compute: bool, lock: WriteId) -> Delayed | None:
+    """Nothing to write: the lock is released now, or when the Delayed runs."""
+    return None if compute else dask.delayed(lock.release, pure=False)()
 
 
 def _resume(
@@ -439,6 +495,7 @@ def _resume(
     existing: tuple[dict[str, Any], dict[str, Any]],
     where: str,
     compute: bool,
+    lock: WriteId,
 ) -> Delayed | None:
     attributes, nodes = existing
     (raw,) = get_many(store, [_PLAN])
@@ -464,11 +521,13 @@ def _resume(
                 f"the interrupted write at {where} does not know the key "
                 f"{tuple(int(v) for v in new_keys[0])}: {remedy}"
             )
+        token = _token(plan, tensor)
         if "keys" in record:
             plan.small["keys"] = lambda: keys.values
         _check_matches(plan, nodes, where, remedy)
     else:
         plan = _plan_tensor(tensor, request)
+        token = _token(plan, tensor)
         _check_rewrite(plan, nodes, where, remedy)
     missing = [p for p in record["data"] if p not in plan.data]
     missing += [p for p in record["small"] if p not in plan.small]
@@ -476,6 +535,13 @@ def _resume(
         raise MetatensorDaskError(
             f"the interrupted write at {where} was storing '{missing[0]}', which this tensor "
             f"does not have: {remedy}"
+        )
+    if record.get("token") != token:
+        raise MetatensorDaskError(
+            f"the interrupted write at {where} was storing another computation: the same "
+            "shapes and labels, but other values, another graph or other inputs (e.g. "
+            "other arguments of an operation), or another info; resume=True only "
+            "finishes the same write: use mode='w' to overwrite it with this one"
         )
     recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
     info = dict(attributes.get("info") or {})
@@ -488,30 +554,63 @@ def _resume(
         record["small"],
         info,
         compute,
+        (lock, token),
         recorded,
     )
 
 
-def _already_written(
+def _stored_token(
     tensor: TensorMap,
     mode: str,
     request: chunking.ChunkRequest,
     store: Store,
-    nodes: dict[str, Any],
+    existing: tuple[dict[str, Any], dict[str, Any]],
     where: str,
 ) -> bool:
-    """Whether a complete store already holds exactly what this write would store."""
-    try:
-        if mode == "a":
-            plan, _ = _plan_blocks_at(tensor, request, _stored_keys(store, nodes, where))
-        else:
-            plan = _plan_tensor(tensor, request)
-        for path, document in plan.nodes.items():
-            if path not in nodes or _mismatch(path, nodes[path], document) is not None:
-                return False
-    except MetatensorDaskError:
+    """Whether a complete store was written by the write of this tensor in this mode
+    (the token in its root document is this write's)."""
+    stored = existing[0][layout.ATTRIBUTE].get(_TOKEN)
+    if stored is None:
         return False
-    return True
+    if mode == "a":
+        keys = _stored_keys(store, existing[1], where)
+        if keys.names != tensor.keys.names:
+            return False
+        plan, new_keys = _plan_blocks_at(tensor, request, keys)
+        if new_keys:
+            return False
+    else:
+        plan = _plan_tensor(tensor, request)
+    return bool(stored == _token(plan, tensor))
+
+
+def _check_names(block: TensorBlock) -> None:
+    """Refuse gradient names (nested ones too) that would not be one path component."""
+    for parameter, gradient in block.gradients():
+        check_path_component(parameter, "gradient name")
+        _check_names(gradient)
+
+
+def _clear(store: Store) -> None:
+    """Delete everything in the store but its lock."""
+    root = local_root(store)
+    if root is not None:
+        for entry in os.scandir(root):
+            if entry.name == LOCK_KEY:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        return
+
+    async def clear() -> None:
+        for name in [name async for name in store.list_dir("")]:
+            if name != LOCK_KEY:
+                await store.delete_dir(name)
+                await store.delete(name)
+
+    sync(clear())
 
 
 @overload
@@ -564,16 +663,19 @@ def to_zarr(
     mode
         As xarray: ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
-        one); ``"r+"`` rewrites the values of an existing store whose metadata (keys,
+        one), and refuses a key that is already stored and brings no new gradient;
+        ``"r+"`` rewrites the values of an existing store whose metadata (keys,
         labels, shapes, dtypes, gradients) is identical.
     compute
         Write now (``True``), or write the metadata now and return a
         :class:`dask.delayed.Delayed` that writes the data and marks the store
-        complete when computed.
+        complete when computed. The store stays locked until the ``Delayed`` has run.
     resume
-        Finish an interrupted write of the same tensor (same mode): check that the
-        stored metadata matches and store only the chunks not recorded as written. A
-        complete store that already holds this tensor's arrays is left as it is.
+        Finish an interrupted write of the same computation (same mode): check that
+        its recorded token (of the dask graphs, metadata and info) and the stored
+        metadata match, and store only the chunks not recorded as written. A
+        complete store written by the same computation is left as it is. Takes over
+        the lock of a writer that is gone.
     chunks
         Rows per stored chunk of each block's values: ``None`` keeps the values'
         regular dask chunking along samples (a single chunk larger than the
@@ -588,12 +690,24 @@ def to_zarr(
     -------
     None, or a ``Delayed`` when ``compute=False``.
 
+    Raises
+    ------
+    StoreLockedError
+        Another writer holds the store (the message names it), its lock is stale and
+        neither ``resume`` nor ``mode="w"`` is given, or this write lost its lock.
+    UnsafeNameError
+        A gradient name is not a single safe path component; nothing is written.
+    MetatensorDaskError
+        The store does not fit the mode, or ``resume`` finds another computation.
+
     Notes
     -----
     Settings (``dask.config``): ``metatensor_dask.chunk-size``, ``shard-chunks`` (zarr
-    chunks per shard along samples; dask chunks are aligned to shards), ``compressor``
-    and ``checksum``. Dask chunks are always rechunked to the stored chunks (or
-    shards) before writing, so that no two tasks write into the same one.
+    chunks per shard along samples; dask chunks are aligned to shards), ``compressor``,
+    ``checksum`` and ``lock-timeout`` (after which a lock without heartbeat is stale).
+    Dask chunks are always rechunked to the stored chunks (or shards) before writing,
+    so that no two tasks write into the same one. One writer at a time: see "Writers:
+    locking and resume" in ``docs/zarr-format.md``.
     """
     from ..tensor import TensorMap
 
@@ -601,25 +715,62 @@ def to_zarr(
         raise TypeError(f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}")
     if mode not in _MODES:
         raise MetatensorDaskError(f"`mode` must be one of {list(_MODES)}, got {mode!r}")
+    for block in tensor.blocks():
+        _check_names(block)
     request = chunking.parse_chunks(chunks)
+    limit = lock_timeout()
     store = open_store(store, storage_options, writable=True)
-    where = describe(store)
+    lock = StoreLock(store, describe(store), limit)
+    lock.acquire(takeover=resume or mode == "w")
+    try:
+        delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
+    except BaseException:
+        lock.release()
+        raise
+    if delayed is None:
+        lock.release()
+    else:
+        lock.hand_over()
+    return delayed
+
+
+def _write(
+    tensor: TensorMap,
+    store: Store,
+    mode: str,
+    request: chunking.ChunkRequest,
+    compute: bool,
+    resume: bool,
+    lock: WriteId,
+) -> Delayed | None:
+    """:func:`to_zarr` once the lock is taken."""
+    where = lock.where
     existing = _read_root(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:
         if resume:
-            return _resume(tensor, mode, request, store, existing, where, compute)
+            return _resume(tensor, mode, request, store, existing, where, compute, lock)
         if mode != "w":
             raise MetatensorDaskError(
                 f"{where} holds an incomplete write (interrupted?): call to_zarr(..., "
                 "resume=True) with the same tensor and mode to finish it, or use mode='w' "
                 "to overwrite it"
             )
-    if complete and resume and _already_written(tensor, mode, request, store, existing[1], where):
-        return _done(compute)
+    if complete and resume:
+        if _stored_token(tensor, mode, request, store, existing, where):
+            return _done(compute, lock)
+        if mode != "w":
+            raise MetatensorDaskError(
+                f"{where} is complete, but holds another computation than this one: "
+                "resume=True only finishes the same write; use mode='w' to overwrite it"
+            )
     if existing is not None and mode == "w":
-        delete_prefix(store, "")
+        # incomplete first, so that a reader opening it from now on is refused
+        attributes, stored = existing
+        incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
+        set_many(store, {"zarr.json": layout.encode(incomplete)}, atomic=True)
+        _clear(store)
         existing = None
 
     if existing is None:
@@ -639,6 +790,7 @@ def to_zarr(
             sorted(plan.small),
             tensor.info(),
             compute,
+            (lock, _token(plan, tensor)),
         )
     attributes, stored = existing
     if mode == "w-":
@@ -648,7 +800,7 @@ def to_zarr(
         )
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
-        plan, final = _plan_addition(tensor, request, store, stored, where)
+        plan, final, token = _plan_addition(tensor, request, store, stored, where)
         return _execute(
             store,
             plan,
@@ -658,9 +810,12 @@ def to_zarr(
             sorted(plan.small),
             info,
             compute,
+            (lock, token),
         )
     plan = _plan_tensor(tensor, request)
     _check_rewrite(
         plan, stored, where, "mode='r+' only rewrites values; use mode='w' to change metadata"
     )
-    return _execute(store, plan, stored, [], sorted(plan.data), [], info, compute)
+    return _execute(
+        store, plan, stored, [], sorted(plan.data), [], info, compute, (lock, _token(plan, tensor))
+    )

@@ -1,0 +1,359 @@
+"""One writer per store: a lock file at the root of a Zarr store.
+
+The lock (``.lock``, JSON) names its holder: owner (user), host, pid, start time, a
+heartbeat that a daemon thread of the holder refreshes, and a write id. It is taken with
+an atomic create (``O_EXCL``) in local directories. Other stores (fsspec URLs, memory
+stores) have no atomic create: there the lock is written, then read back, and the write
+id is checked again before the completion marker is written, so that of two writers
+racing for such a store at most one marks it complete.
+
+A lock is *stale* when its holder is gone: same host and no process with its pid, or a
+heartbeat older than the ``metatensor_dask.lock-timeout`` setting. ``resume=True`` (to
+finish the write) and ``mode="w"`` (to start over) take a stale lock over; other writers
+get a :class:`StoreLockedError` saying how to proceed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dask.utils import parse_timedelta
+
+from .. import config
+from ..errors import MetatensorDaskError, StoreLockedError
+from ._zarr_internals import sync
+from .zarr_store import _local_root as local_root
+from .zarr_store import get_many, set_many
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "timeout"]
+
+#: The key of the lock at the root of a store.
+LOCK_KEY = ".lock"
+#: How long a writer without atomic create waits before reading its lock back.
+_CONFIRM_SECONDS = 0.2
+#: Locks of ``compute=False`` writes of this process, by write id, until they end.
+_DELAYED: dict[str, StoreLock] = {}
+
+
+def timeout() -> float:
+    """The ``lock-timeout`` setting, in seconds."""
+    value = config.get("lock-timeout")
+    try:
+        seconds = parse_timedelta(value, default="seconds")
+    except (ValueError, TypeError, KeyError):
+        seconds = None
+    if seconds is None or seconds <= 0:
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.lock-timeout={value!r}: use a duration such "
+            "as '5 minutes' or a number of seconds"
+        )
+    return float(seconds)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a lock file says about the writer that holds it."""
+
+    owner: str
+    host: str
+    pid: int
+    start: float
+    heartbeat: float
+    write_id: str
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> Holder | None:
+        """The holder in a lock file, ``None`` for no file or an unreadable one."""
+        if raw is None:
+            return None
+        try:
+            fields = json.loads(raw)
+            return cls(
+                str(fields["owner"]),
+                str(fields["host"]),
+                int(fields["pid"]),
+                float(fields["start"]),
+                float(fields["heartbeat"]),
+                str(fields["write_id"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    def describe(self) -> str:
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.start))
+        age = max(time.time() - self.heartbeat, 0.0)
+        return (
+            f"user {self.owner} on host {self.host}, pid {self.pid}, started {started}, "
+            f"last heartbeat {age:.0f} s ago"
+        )
+
+    def stale_reason(self, limit: float) -> str | None:
+        """Why the holder is gone, or ``None`` when it may still be writing."""
+        if self.host == socket.gethostname():
+            if self.pid == os.getpid():
+                pending = _DELAYED.get(self.write_id)
+                if pending is not None:
+                    return "it belongs to a to_zarr(..., compute=False) of this process"
+                return None
+            if not _alive(self.pid):
+                return f"no process {self.pid} runs on this host"
+        age = time.time() - self.heartbeat
+        if age > limit:
+            return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class WriteId:
+    """What a task needs to check and release the lock of its write (picklable)."""
+
+    store: Store
+    where: str
+    write_id: str
+
+    def holder(self) -> Holder | None:
+        return Holder.parse(get_many(self.store, [LOCK_KEY])[0])
+
+    def check(self) -> None:
+        """Raise :class:`StoreLockedError` unless this write still holds the lock."""
+        holder = self.holder()
+        if holder is None or holder.write_id != self.write_id:
+            who = "nobody" if holder is None else holder.describe()
+            raise StoreLockedError(
+                f"another writer took the lock of {self.where} while this write "
+                f"ran (it is now held by {who}): the store is left incomplete and may mix "
+                "both writes; make sure only one job writes there, then write it again with "
+                "mode='w'"
+            )
+
+    def release(self) -> None:
+        """Delete the lock if this write holds it."""
+        holder = self.holder()
+        if holder is None or holder.write_id != self.write_id:
+            return
+        root = local_root(self.store)
+        if root is not None:
+            try:
+                os.unlink(root / LOCK_KEY)
+            except FileNotFoundError:
+                pass
+        else:
+            sync(self.store.delete(LOCK_KEY))
+
+
+class StoreLock:
+    """The lock of one write: taken by :meth:`acquire`, refreshed by a daemon thread,
+    given back by :meth:`release` (or by the final task of a ``compute=False`` write);
+    stale after ``limit`` seconds without heartbeat."""
+
+    def __init__(self, store: Store, where: str, limit: float):
+        self.ref = WriteId(store, where, uuid.uuid4().hex)
+        self._root = local_root(store)
+        self._limit = limit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        now = time.time()
+        self._holder = Holder(
+            getpass.getuser(), socket.gethostname(), os.getpid(), now, now, self.ref.write_id
+        )
+
+    # -- taking the lock ------------------------------------------------------------------
+
+    def acquire(self, takeover: bool) -> None:
+        """Take the lock, or raise :class:`StoreLockedError` naming its holder.
+
+        Parameters
+        ----------
+        takeover
+            Take over a stale lock (``resume=True`` or ``mode="w"``).
+        """
+        if self._root is not None:
+            self._acquire_local(self._root, takeover)
+        else:
+            self._acquire_other(takeover)
+        self._thread = threading.Thread(
+            target=self._beat, name=f"metatensor-dask lock {self.ref.where}", daemon=True
+        )
+        self._thread.start()
+
+    def _refuse(self, holder: Holder | None, takeover: bool) -> None:
+        """Raise unless ``holder`` is stale and ``takeover``; then forget its Delayed."""
+        where = self.ref.where
+        if holder is None:
+            raise StoreLockedError(
+                f"{where} is locked by a writer whose lock file '{LOCK_KEY}' can not be read "
+                "(it is being written, or damaged): try again; if no other job writes there, "
+                f"delete '{LOCK_KEY}' from the store"
+            )
+        reason = holder.stale_reason(self._limit)
+        if reason is None:
+            raise StoreLockedError(
+                f"{where} is being written by another writer ({holder.describe()}): only one "
+                "writer at a time may write a store; wait for it to finish, or write to "
+                "another store"
+            )
+        if not takeover:
+            raise StoreLockedError(
+                f"{where} is locked by a writer that looks gone ({holder.describe()}; "
+                f"{reason}): to finish its write pass resume=True (--resume) with the same "
+                "tensor, to start over use mode='w'; both take the lock over"
+            )
+        pending = _DELAYED.pop(holder.write_id, None)
+        if pending is not None:
+            pending.stop()
+
+    def _wait_if_remote(self, holder: Holder) -> Holder | None:
+        """A live-looking holder on another host, when taking over: wait until its
+        heartbeat is older than the timeout (a requeued job restarts while the lock of
+        the killed one still looks fresh), unless it changes meanwhile. Returns the
+        holder as it is then (``None`` if released)."""
+        if holder.host == socket.gethostname() or holder.stale_reason(self._limit):
+            return holder
+        deadline = holder.heartbeat + self._limit + 0.1
+        while time.time() < deadline:
+            time.sleep(min(max(deadline - time.time(), 0.0), self._limit / 10))
+            current = self.ref.holder()
+            if current != holder:
+                return current  # refreshed (alive), released or taken by another
+        return holder
+
+    def _acquire_local(self, root: Path, takeover: bool) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        path = root / LOCK_KEY
+        for _ in range(20):
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                try:
+                    os.write(descriptor, self._holder.encode())
+                finally:
+                    os.close(descriptor)
+                return
+            try:
+                holder = Holder.parse(path.read_bytes())
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if holder is None:  # being written by its creator
+                time.sleep(0.05)
+                holder = Holder.parse(_read(path))
+            if takeover and holder is not None:
+                holder = self._wait_if_remote(holder)
+                if holder is None:
+                    continue  # released meanwhile: try again
+            self._refuse(holder, takeover)
+            assert holder is not None
+            # move the stale lock aside atomically: of several writers taking it over,
+            # one moves it, the others find it gone and try again
+            aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue
+            moved = Holder.parse(_read(aside))
+            if moved is None or moved.write_id != holder.write_id:
+                # another writer took it over first and this moved its fresh lock: put it back
+                try:
+                    os.link(aside, path)
+                except FileExistsError:
+                    pass  # yet another writer holds it now
+                finally:
+                    os.unlink(aside)
+                self._refuse(moved, False)
+            os.unlink(aside)
+        raise StoreLockedError(
+            f"{self.ref.where}: could not take the lock, other writers keep taking it; make "
+            "sure only one job writes there"
+        )
+
+    def _acquire_other(self, takeover: bool) -> None:
+        (raw,) = get_many(self.ref.store, [LOCK_KEY])
+        if raw is not None:
+            holder = Holder.parse(raw)
+            if takeover and holder is not None:
+                holder = self._wait_if_remote(holder)
+                released = holder is None
+            else:
+                released = False
+            if not released:
+                self._refuse(holder, takeover)
+        set_many(self.ref.store, {LOCK_KEY: self._holder.encode()})
+        time.sleep(_CONFIRM_SECONDS)
+        holder = self.ref.holder()
+        if holder is None or holder.write_id != self.ref.write_id:
+            self._refuse(holder, False)
+
+    # -- holding it -----------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        interval = max(self._limit / 5, 0.01)
+        while not self._stop.wait(interval):
+            try:
+                if not self._refresh():
+                    break  # released by the final task, or taken over
+            except OSError:
+                break  # the store is gone: the write fails, or its completion task does
+        _DELAYED.pop(self.ref.write_id, None)
+
+    def _refresh(self) -> bool:
+        """Refresh the heartbeat if this write still holds the lock; whether it does."""
+        holder = self.ref.holder()
+        if holder is None or holder.write_id != self.ref.write_id:
+            return False
+        fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
+        if self._root is not None:
+            temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
+            temporary.write_bytes(fresh.encode())
+            os.replace(temporary, self._root / LOCK_KEY)
+        else:
+            set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
+        return True
+
+    def hand_over(self) -> None:
+        """The lock now belongs to a ``compute=False`` write: its final task releases it;
+        until then the heartbeat goes on, and a resume in this process may take it over."""
+        _DELAYED[self.ref.write_id] = self
+
+    def stop(self) -> None:
+        """Stop the heartbeat (without releasing the lock)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lock if this write still holds it."""
+        self.stop()
+        self.ref.release()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
