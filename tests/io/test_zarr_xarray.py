@@ -54,9 +54,7 @@ def test_xarray_open_datatree_reads_what_we_read(tmp_path, consolidated):
         "o3_mu",
         "properties",
     )
-    assert tree["blocks/0/gradients/positions/row_pointer"].dims == (
-        "positions_row_pointer_entry",
-    )
+    assert tree["blocks/0/gradients/positions/row_pointer"].dims == ("positions_row_pointer_entry",)
     group = zarr.open_group(path, mode="r")
     arrays = [a for _, a in group.members(max_depth=None) if isinstance(a, zarr.Array)]
     assert len(arrays) > 40
