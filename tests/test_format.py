@@ -365,7 +365,7 @@ def test_html_reprs_are_present_and_lazy(radial_spectrum):
     with raise_if_dask_computes():
         tensor_html = radial_spectrum._repr_html_()
         block_html = radial_spectrum.block(2)._repr_html_()
-    assert tensor_html.startswith("<div>")
+    assert tensor_html.startswith("<div class='mtd-repr'><style>")
     assert "<th>center_type</th><th>neighbor_type</th>" in tensor_html
     assert tensor_html.count("<tr>") == 1 + len(radial_spectrum)
     assert "positions" in tensor_html

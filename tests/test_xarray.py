@@ -86,5 +86,5 @@ def test_to_xarray_refuses_axes_xarray_can_not_name():
 def test_to_xarray_names_the_missing_dependency(monkeypatch):
     block = mtd.load(tutorial_file("spherical-expansion.npz")).block(0)
     monkeypatch.setitem(sys.modules, "xarray", None)  # `import xarray` raises ImportError
-    with pytest.raises(ImportError, match="needs xarray.*pip install xarray"):
+    with pytest.raises(ImportError, match=r"needs xarray.*pip install xarray"):
         block.to_xarray()
