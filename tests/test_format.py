@@ -375,6 +375,13 @@ def test_html_reprs_are_present_and_lazy(radial_spectrum):
     assert labels_html.count("<tr>") == 1 + 4
 
 
+def test_html_of_an_empty_tensor():
+    tensor = mtd.TensorMap(mtd.Labels(["k"], np.zeros((0, 1), dtype=np.int32)), [])
+    text = tensor._repr_html_()
+    assert "<b>TensorMap</b> with 0 blocks<br>" in text and "None" not in text
+    assert text.count("<tr>") == 1
+
+
 def test_html_truncates_long_tables():
     tensor = many_keys_tensor(50)
     text = tensor._repr_html_()

@@ -197,12 +197,11 @@ def tensor_html(tensor: TensorMap) -> str:
             f"</td><td>{nbytes_text(nbytes)}</td></tr>"
         )
     count = len(tensor)
-    gradients = [p for p, _ in _parts(tensor.block_by_id(0))] if count else []
-    title = (
-        f"<b>TensorMap</b> with {count} block{'' if count == 1 else 's'} of {tensor.dtype}, "
-        f"gradients: {html.escape(', '.join(gradients)) if gradients else 'none'}<br>"
-        f"{_summary(tensor._arrays())}"
-    )
+    title = f"<b>TensorMap</b> with {count} block{'' if count == 1 else 's'}"
+    if count:
+        gradients = ", ".join(p for p, _ in _parts(tensor.block_by_id(0)))
+        title += f" of {tensor.dtype}, gradients: {html.escape(gradients or 'none')}"
+    title += f"<br>{_summary(tensor._arrays())}"
     return _html(title, _table([*names, "shape", "chunks", "bytes"], body))
 
 
