@@ -98,8 +98,8 @@ def _scope(path: str) -> tuple[str, str]:
     return prefix, "_".join(rest)
 
 
-def dimension_names(path: str, ndim: int, components: list[str] | None = None) -> list[str]:
-    """Zarr's ``dimension_names`` of the array at ``path`` with ``ndim`` dimensions.
+def dimension_names(path: str, components: list[str] | None = None) -> list[str]:
+    """Zarr's ``dimension_names`` of the array at ``path``.
 
     ``values``: ``samples``, the ``components`` names, ``properties`` (a gradient's
     samples are ``<gradient>_samples``); Labels: ``<name>_entry`` and
@@ -110,7 +110,9 @@ def dimension_names(path: str, ndim: int, components: list[str] | None = None) -
     prefix, name = _scope(path)
     if name == "values":
         return [f"{prefix}samples", *(components or []), "properties"]
-    return [f"{prefix}{name}_entry", f"{prefix}{name}_dimension"][:ndim]
+    if name == ROW_POINTER:
+        return [f"{prefix}{name}_entry"]
+    return [f"{prefix}{name}_entry", f"{prefix}{name}_dimension"]
 
 
 def labels_attributes(names: list[str], digest: str) -> dict[str, Any]:

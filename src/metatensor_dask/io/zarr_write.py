@@ -92,7 +92,7 @@ class _Plan:
             rows,
             None,
             layout.labels_attributes(labels.names, labels.digest()),
-            layout.dimension_names(path, 2),
+            layout.dimension_names(path),
         )
         self.small[path] = lambda: labels.values
 
@@ -140,9 +140,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
     values = da.asarray(block.values) if not isinstance(block.values, da.Array) else block.values
     shards = _sharding(rows)
     plan.group(prefix)
-    names = layout.dimension_names(
-        f"{prefix}/values", values.ndim, [c.names[0] for c in block.components]
-    )
+    names = layout.dimension_names(f"{prefix}/values", [c.names[0] for c in block.components])
     plan.nodes[f"{prefix}/values"] = layout.array_document(
         template(values.dtype, values.ndim, shards is not None),
         values.shape,
@@ -174,7 +172,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
                 max(len(pointer), 1),
                 None,
                 {},
-                layout.dimension_names(f"{path}/{layout.ROW_POINTER}", 1),
+                layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
