@@ -365,7 +365,7 @@ def test_html_reprs_are_present_and_lazy(radial_spectrum):
     with raise_if_dask_computes():
         tensor_html = radial_spectrum._repr_html_()
         block_html = radial_spectrum.block(2)._repr_html_()
-    assert tensor_html.startswith("<div>")
+    assert tensor_html.startswith("<div class='mtd-repr'><style>")
     assert "<th>center_type</th><th>neighbor_type</th>" in tensor_html
     assert tensor_html.count("<tr>") == 1 + len(radial_spectrum)
     assert "positions" in tensor_html
@@ -373,6 +373,13 @@ def test_html_reprs_are_present_and_lazy(radial_spectrum):
     labels_html = radial_spectrum.block(2).gradient("positions").samples._repr_html_()
     assert "<th>sample</th><th>system</th><th>atom</th>" in labels_html
     assert labels_html.count("<tr>") == 1 + 4
+
+
+def test_html_of_an_empty_tensor():
+    tensor = mtd.TensorMap(mtd.Labels(["k"], np.zeros((0, 1), dtype=np.int32)), [])
+    text = tensor._repr_html_()
+    assert "<b>TensorMap</b> with 0 blocks<br>" in text and "None" not in text
+    assert text.count("<tr>") == 1
 
 
 def test_html_truncates_long_tables():

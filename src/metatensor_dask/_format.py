@@ -107,69 +107,109 @@ def array_summary(arrays: list) -> str:
     return f"{state}: {len(arrays)} arrays, {nbytes_text(nbytes)}, {chunks} chunks"
 
 
+#: One style sheet for every HTML repr, scoped to its ``mtd-repr`` class; colours are
+#: translucent greys, readable on light and dark notebook themes.
+_STYLE = (
+    "<style>"
+    ".mtd-repr table{border-collapse:collapse;margin:0.4em 0;font-size:0.9em}"
+    ".mtd-repr th,.mtd-repr td{padding:0.2em 0.6em;text-align:right;white-space:nowrap;"
+    "font-variant-numeric:tabular-nums}"
+    ".mtd-repr thead th{border-bottom:1px solid rgba(128,128,128,0.6)}"
+    ".mtd-repr tbody tr:nth-child(odd){background:rgba(128,128,128,0.1)}"
+    ".mtd-repr th[scope=row]{text-align:left}"
+    ".mtd-repr pre{margin:0.2em 0}"
+    ".mtd-repr .mtd-summary{opacity:0.75}"
+    "</style>"
+)
+
+
+def _html(title: str, table: str) -> str:
+    return f"<div class='mtd-repr'>{_STYLE}<div>{title}</div>{table}</div>"
+
+
+def _table(head: list[str], body: list[str]) -> str:
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in head)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _shown_rows(count: int) -> list[int]:
+    """Every row index up to 20 rows; else the first and last 10 around a ``-1``."""
+    rows = list(range(count))
+    return [*rows[:10], -1, *rows[-10:]] if count > 20 else rows
+
+
 def labels_html(labels: Labels) -> str:
     """A small HTML table of Labels (first and last 10 entries)."""
     values = labels.values
-    rows = list(range(len(values)))
-    if len(rows) > 20:
-        rows = [*rows[:10], -1, *rows[-10:]]
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in labels.names)
     body = []
-    for i in rows:
+    for i in _shown_rows(len(values)):
         if i < 0:
             body.append(f"<tr><td colspan='{len(labels.names)}'>…</td></tr>")
         else:
             body.append("<tr>" + "".join(f"<td>{v}</td>" for v in values[i]) + "</tr>")
-    return (
-        f"<div><b>Labels</b> ({len(values)} entries)<table><thead><tr>{head}</tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    title = f"<b>Labels</b> ({len(values)} entries)"
+    return _html(title, _table(labels.names, body))
+
+
+def _summary(arrays: list) -> str:
+    return f"<span class='mtd-summary'>{html.escape(array_summary(arrays))}</span>"
+
+
+def _parts(block: TensorBlock, path: str = "") -> list[tuple[str, TensorBlock]]:
+    """``(gradient path, block)`` of a block's gradients, nested ones too, in order."""
+    found = []
+    for parameter, gradient in block.gradients():
+        name = f"{path}/{parameter}" if path else parameter
+        found.append((name, gradient))
+        found.extend(_parts(gradient, name))
+    return found
 
 
 def block_html(block: TensorBlock) -> str:
-    """HTML summary of a block: shapes, dtype, chunks and gradients, without computing."""
-    rows = [("values", block)] + [(f"gradient '{p}'", g) for p, g in block.gradients()]
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{b.shape}</td><td>{b.dtype}</td>"
-        f"<td>{html.escape(_chunks_text(b.values))}</td></tr>"
+    """HTML summary of a block: the text summary, then one row per array (values and
+    every gradient) with shape, dtype, chunks and bytes, without computing."""
+    rows = [("values", block)] + [(f"gradient '{p}'", g) for p, g in _parts(block)]
+    body = [
+        f"<tr><th scope='row'>{html.escape(name)}</th><td>{b.shape}</td><td>{b.dtype}</td>"
+        f"<td>{html.escape(_chunks_text(b.values))}</td><td>{nbytes_text(b.values.nbytes)}</td>"
+        "</tr>"
         for name, b in rows
-    )
-    return (
-        f"<div><pre>{html.escape(format_block(block))}</pre><table><thead><tr><th></th>"
-        f"<th>shape</th><th>dtype</th><th>chunks</th></tr></thead><tbody>{body}</tbody>"
-        "</table></div>"
-    )
+    ]
+    title = f"<pre>{html.escape(format_block(block))}</pre>{_summary(block._arrays())}"
+    return _html(title, _table(["", "shape", "dtype", "chunks", "bytes"], body))
 
 
 def tensor_html(tensor: TensorMap) -> str:
-    """HTML table of a tensor's blocks, one row per key (the first and last 10 of
-    more than 20), without computing."""
+    """HTML summary of a tensor, without computing: dtype and gradient names (every
+    block has the same), then one row per key (the first and last 10 of more than 20)
+    with the values' shape and chunks and the bytes of values and gradients."""
     names = tensor.keys.names
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = list(range(len(tensor)))
-    if len(rows) > 20:
-        rows = [*rows[:10], -1, *rows[-10:]]
     body = []
-    for i in rows:
+    for i in _shown_rows(len(tensor)):
         if i < 0:
-            body.append(f"<tr><td colspan='{len(names) + 4}'>…</td></tr>")
+            body.append(f"<tr><td colspan='{len(names) + 3}'>…</td></tr>")
             continue
         key, block = tensor.keys.entry(i), tensor.block_by_id(i)
         cells = "".join(f"<td>{v}</td>" for v in key.values)
+        nbytes = sum(a.nbytes for a in block._arrays())
         body.append(
-            f"<tr>{cells}<td>{block.shape}</td><td>{block.dtype}</td>"
-            f"<td>{html.escape(_chunks_text(block.values))}</td>"
-            f"<td>{html.escape(', '.join(block.gradients_list()))}</td></tr>"
+            f"<tr>{cells}<td>{block.shape}</td><td>{html.escape(_chunks_text(block.values))}"
+            f"</td><td>{nbytes_text(nbytes)}</td></tr>"
         )
-    return (
-        f"<div><b>TensorMap</b> with {len(tensor)} blocks<table><thead><tr>{head}"
-        "<th>shape</th><th>dtype</th><th>chunks</th><th>gradients</th></tr></thead>"
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    count = len(tensor)
+    title = f"<b>TensorMap</b> with {count} block{'' if count == 1 else 's'}"
+    if count:
+        gradients = ", ".join(p for p, _ in _parts(tensor.block_by_id(0)))
+        title += f" of {tensor.dtype}, gradients: {html.escape(gradients or 'none')}"
+    title += f"<br>{_summary(tensor._arrays())}"
+    return _html(title, _table([*names, "shape", "chunks", "bytes"], body))
 
 
 def _chunks_text(array: object) -> str:
+    """``count × largest chunk shape`` of a dask array, ``in memory`` for numpy."""
     chunks = getattr(array, "chunks", None)
     if chunks is None:
         return "in memory"
-    return f"{len(chunks[0])} along samples" if chunks else "1"
+    count = int(np.prod([len(c) for c in chunks]))
+    largest = tuple(max(c, default=0) for c in chunks)
+    return f"{count} × {largest}"

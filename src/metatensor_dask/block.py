@@ -352,6 +352,24 @@ class TensorBlock(ArrayContainer):
             return self
         return self._with_arrays([a.astype(dtype) for a in self._arrays()])
 
+    def to_xarray(self) -> Any:
+        """The values as a lazy ``xarray.DataArray`` (xarray is an optional dependency).
+
+        Dimensions are ``samples``, the component names and ``properties``; samples and
+        properties are indexed by a pandas MultiIndex whose levels are the Labels names
+        (``array.sel(system=0)``), components by plain index coordinates. The data is
+        this block's dask array: building the DataArray computes no values (it reads
+        the sample labels). Gradients are blocks of their own: convert them with
+        ``block.gradient(name).to_xarray()``.
+
+        Returns
+        -------
+        xarray.DataArray
+        """
+        from ._xarray import block_to_xarray
+
+        return block_to_xarray(self)
+
     # -- dask collection ---------------------------------------------------------------
 
     def _raw_arrays(self) -> list[Any]:

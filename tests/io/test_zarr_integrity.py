@@ -204,6 +204,10 @@ def _open_refused(path, match: str) -> None:
         (lambda a, n: n["keys"].update(shape=[2, 2]), "more blocks than its 2 keys"),
         (lambda a, n: n["blocks/0/samples"].update(shape=[22, 2]), "has 22 entries"),
         (
+            lambda a, n: n["blocks/0/values"].update(dimension_names=["samples"]),
+            r"invalid dimension names \['samples'\] for \(",
+        ),
+        (
             lambda a, n: n["blocks/0/gradients/positions/row_pointer"].update(shape=[5]),
             "row_pointer' must be int64 with shape",
         ),

@@ -37,6 +37,7 @@ __all__ = [
     "BlockLayout",
     "TensorLayout",
     "array_document",
+    "dimension_names",
     "group_document",
     "labels_attributes",
     "parse_layout",
@@ -76,6 +77,42 @@ def gradient_prefix(parent: str, parameter: str) -> str:
 def group_document(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``zarr.json`` document of a group."""
     return {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
+
+
+def _scope(path: str) -> tuple[str, str]:
+    """(prefix of the dimension names, name within its block) of the array at ``path``.
+
+    The prefix is empty for the arrays of a block and ``positions_`` (``positions_cell_``
+    for a gradient of a gradient...) for those of a gradient, so that no dimension name
+    repeats with another size along a path from the root: xarray's ``open_datatree``
+    aligns every group with its ancestors.
+    """
+    parts = path.split("/")
+    if parts[0] != "blocks" or len(parts) < 3:
+        return "", "_".join(parts)
+    rest = parts[2:]
+    prefix = ""
+    while len(rest) > 2 and rest[0] == "gradients":
+        prefix += f"{rest[1]}_"
+        rest = rest[2:]
+    return prefix, "_".join(rest)
+
+
+def dimension_names(path: str, components: list[str] | None = None) -> list[str]:
+    """Zarr's ``dimension_names`` of the array at ``path``.
+
+    ``values``: ``samples``, the ``components`` names, ``properties`` (a gradient's
+    samples are ``<gradient>_samples``); Labels: ``<name>_entry`` and
+    ``<name>_dimension`` (``samples_entry``, ``components_0_entry``...); row pointers:
+    ``row_pointer_entry``; the names of a gradient's own arrays start with its prefix
+    (``positions_samples_entry``).
+    """
+    prefix, name = _scope(path)
+    if name == "values":
+        return [f"{prefix}samples", *(components or []), "properties"]
+    if name == ROW_POINTER:
+        return [f"{prefix}{name}_entry"]
+    return [f"{prefix}{name}_entry", f"{prefix}{name}_dimension"]
 
 
 def labels_attributes(names: list[str], digest: str) -> dict[str, Any]:
@@ -352,6 +389,14 @@ def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
         raise _damaged(where, f"'{path}' uses {problem}, which the format forbids")
     if not _fill_is_zero(document.get("fill_value")):
         raise _damaged(where, f"'{path}' has the fill value {document.get('fill_value')!r}, not 0")
+    names = document.get("dimension_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != len(shape)
+        or not all(name is None or isinstance(name, str) for name in names)
+    ):
+        # absent in stores written before every array carried them: accepted
+        raise _damaged(where, f"'{path}' has invalid dimension names {names!r} for {shape}")
     attributes = document.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise _damaged(where, f"the attributes of '{path}' are not a mapping")

@@ -77,7 +77,9 @@ _BATCH_BYTES = 64 * 2**20
 _BATCH_TASKS = 256
 _BATCH_TASK_BYTES = 2**20
 #: Fields of an array document that describe its content (not its chunking/codecs).
-_CONTENT = ("shape", "data_type", "attributes", "dimension_names")
+#: Not ``dimension_names``: they follow from the paths and Labels names, and stores
+#: written before every array carried them are still extended and rewritten.
+_CONTENT = ("shape", "data_type", "attributes")
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
 
@@ -103,6 +105,7 @@ class _Plan:
             rows,
             None,
             layout.labels_attributes(labels.names, labels.digest()),
+            layout.dimension_names(path),
         )
         self.small[path] = lambda: labels.values
 
@@ -150,7 +153,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
     values = da.asarray(block.values) if not isinstance(block.values, da.Array) else block.values
     shards = _sharding(rows)
     plan.group(prefix)
-    names = ["samples", *(c.names[0] for c in block.components), "properties"]
+    names = layout.dimension_names(f"{prefix}/values", [c.names[0] for c in block.components])
     plan.nodes[f"{prefix}/values"] = layout.array_document(
         template(values.dtype, values.ndim, shards is not None),
         values.shape,
@@ -182,6 +185,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
                 max(len(pointer), 1),
                 None,
                 {},
+                layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
