@@ -50,6 +50,44 @@ def test_random_tensors(tensor, reduction, names):
     check_function(f"{reduction}_over_samples", tensor, dense, names, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_one_gradient_row_after_an_empty_chunk(reduction):
+    """A gradient of one row chunked as (0, 1), as co-partitioning gives when the first
+    values chunk has no gradient rows: dask 2026.8's element-wise operators take such an
+    axis for a broadcast one (found by test_random_tensors)."""
+    import dask.array as da
+
+    def labels(names, values):
+        return mtd.Labels(names, np.array(values, dtype=np.int32))
+
+    xyz = labels(["xyz"], [[0], [1], [2]])
+    block = mtd.TensorBlock(
+        da.from_array(np.array([[1.5], [2.5]]), chunks=((1, 1), (1,))),
+        labels(["system", "atom"], [[0, 0], [0, 1]]),
+        [],
+        labels(["p"], [[0]]),
+    )
+    positions = da.from_array(np.array([[[1.0], [2.0], [4.0]]]), chunks=((0, 1), (3,), (1,)))
+    block.add_gradient(
+        "positions",
+        mtd.TensorBlock(
+            positions,
+            labels(["sample", "system", "atom"], [[1, 0, 0]]),
+            [xyz],
+            labels(["p"], [[0]]),
+        ),
+    )
+    tensor = mtd.TensorMap(labels(["k"], [[0]]), [block])
+    check_function(
+        f"{reduction}_over_samples",
+        tensor,
+        densified(to_mts(tensor), ["system"]),
+        ["system"],
+        rtol=1e-10,
+        atol=1e-12,
+    )
+
+
 def _one_parameter_per_entry(tensor):
     """The x component of the positions gradient only: one scalar per gradient entry."""
     blocks = []

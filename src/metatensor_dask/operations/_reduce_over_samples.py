@@ -59,10 +59,18 @@ def _centered_gradient(
     return gradient * broadcast_rows(values - mean[group], gradient.ndim)
 
 
-def _per_row(array: da.Array, counts: np.ndarray) -> da.Array:
-    """``counts`` chunked as the rows of ``array``, shaped to broadcast against it."""
-    column = da.from_array(counts.astype(array.dtype), chunks=(array.chunks[0],))
-    return column.reshape((-1,) + (1,) * (array.ndim - 1))
+def _divided_by_counts(array: da.Array, counts: np.ndarray, scale: float = 1.0) -> da.Array:
+    """``scale * array`` divided row by row by ``counts`` (one entry per row)."""
+    column = counts.astype(array.dtype).reshape((-1,) + (1,) * (array.ndim - 1))
+    column = da.from_array(column, chunks=(array.chunks[0],) + ((1,),) * (array.ndim - 1))
+    # chunk by chunk, not `scale * array / column`: dask 2026.8's element-wise operators
+    # take an axis of length 1 chunked as (0, 1) for a broadcast one (a wrong shape and
+    # missing tasks)
+    return da.map_blocks(_scaled_quotient, array, column, scale, dtype=array.dtype)
+
+
+def _scaled_quotient(array: np.ndarray, counts: np.ndarray, scale: float) -> np.ndarray:
+    return scale * array / counts if scale != 1.0 else array / counts
 
 
 def _std_gradient(
@@ -92,7 +100,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
     shape = (n_groups, *values.shape[1:])
     chunks = output_chunks(group, values.chunks[0], n_groups)
     total = segment_sum(_identity, [values], group, chunks, shape, values.dtype)
-    mean = total / _per_row(total, counts)
+    mean = _divided_by_counts(total, counts)
     if reduction == "sum":
         result = total
     elif reduction == "mean":
@@ -108,7 +116,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             out_operands=[mean],
             extras=[_local(group, chunks)],
         )
-        result = squares / _per_row(squares, counts)
+        result = _divided_by_counts(squares, counts)
         if reduction == "std":
             result = da.sqrt(result)
 
@@ -130,7 +138,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             summed = segment_sum(
                 _identity, [rows], merged_index, gradient_chunks, gradient_shape, rows.dtype
             )
-            new = summed if reduction == "sum" else summed / _per_row(summed, merged_counts)
+            new = summed if reduction == "sum" else _divided_by_counts(summed, merged_counts)
         else:
             rows, at_rows = values_at_gradient_rows(block, parameter)
             column = gradient.samples.column("sample")
@@ -147,7 +155,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
                 extras=[_local(group[column], chunks)],
             )
             if reduction == "var":
-                new = 2 * centered / _per_row(centered, merged_counts)
+                new = _divided_by_counts(centered, merged_counts, scale=2.0)
             else:
                 local_group = da.from_array(
                     _local(merged[:, 0].astype(np.int64), chunks), chunks=(gradient_chunks,)
