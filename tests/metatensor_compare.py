@@ -2,6 +2,7 @@
 
 import metatensor
 import numpy as np
+import pytest
 
 import metatensor_dask as mtd
 
@@ -20,13 +21,22 @@ def run_both(build):
     return results
 
 
-def assert_same_error(build):
-    """Both raise, with the same exception type name and the same message."""
-    theirs, ours = run_both(build)
-    assert isinstance(theirs, Exception), f"metatensor did not raise: {theirs!r}"
-    assert isinstance(ours, Exception), f"mtd did not raise: {ours!r}"
-    assert type(ours).__name__ == type(theirs).__name__, (ours, theirs)
-    assert str(ours) == str(theirs)
+def assert_same_error(ours, theirs):
+    """Both calls raise the same exception type name with the same message."""
+    with pytest.raises(Exception) as expected:
+        theirs()
+    with pytest.raises(Exception) as actual:
+        ours()
+    assert type(actual.value).__name__ == type(expected.value).__name__, (
+        actual.value,
+        expected.value,
+    )
+    assert str(actual.value) == str(expected.value), (str(actual.value), str(expected.value))
+
+
+def assert_same_error_of(build):
+    """``build(metatensor)`` and ``build(mtd)`` raise the same error (see above)."""
+    assert_same_error(lambda: build(mtd), lambda: build(metatensor))
 
 
 def assert_same_labels(ours, theirs):
@@ -45,3 +55,18 @@ def assert_same_result(build):
         if isinstance(result, Exception):
             raise result
     assert_same_labels(ours, theirs)
+
+
+def assembled(keys, parts, info=None):
+    """A map built with the public constructors from ``parts``: for each block
+    ``(values, samples, components, properties, {parameter: gradient block})``."""
+    blocks = []
+    for values, samples, components, properties, gradients in parts:
+        block = mtd.TensorBlock(values, samples, components, properties)
+        for parameter, gradient in gradients.items():
+            block.add_gradient(parameter, gradient)
+        blocks.append(block)
+    tensor = mtd.TensorMap(keys, blocks)
+    for name, value in (info or {}).items():
+        tensor.set_info(name, value)
+    return tensor

@@ -6,10 +6,10 @@ import textwrap
 import metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.datasets import tutorial_file
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-SPHERICAL = os.path.join(DATA, "spherical-expansion.npz")
-RADIAL = os.path.join(DATA, "radial-spectrum.npz")
+SPHERICAL = tutorial_file("spherical-expansion.npz")
+RADIAL = tutorial_file("radial-spectrum.npz")
 
 # x**2 * x, then summed over atoms: values and gradients, as the demo does
 PIPELINE = """\

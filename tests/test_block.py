@@ -6,7 +6,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from metatensor_compare import assert_same_error, run_both
+from metatensor_compare import assert_same_error_of, run_both
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import raise_if_dask_computes
@@ -146,7 +146,7 @@ def test_compute_gives_numpy_values_and_gradients():
     ],
 )
 def test_construction_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """Conversion to and from metatensor-core objects, and the comparison helper."""
 
-import os
 import sys
 
 import dask.array as da
@@ -11,10 +10,9 @@ from hypothesis import given
 from metatensor_compare import assert_same_labels
 
 import metatensor_dask as mtd
+from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 from metatensor_dask.testing.strategies import tensor_maps
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def metatensor_tensor(dtype=np.float64, info=True):
@@ -113,7 +111,7 @@ def test_empty_tensor_round_trip():
 
 @pytest.mark.parametrize("name", ["radial-spectrum.npz", "spherical-expansion.npz"])
 def test_tutorial_data_round_trip(name):
-    theirs = metatensor.load(os.path.join(DATA, name))
+    theirs = metatensor.load(tutorial_file(name))
     ours = mtd.from_metatensor(theirs)
     assert_equal_to_metatensor(ours, theirs)
     assert metatensor.equal(mtd.to_metatensor(ours), theirs)

@@ -1,7 +1,5 @@
 """Text and HTML output: the seed tutorial's layout, truncation rules, and laziness."""
 
-import os
-
 import dask.array as da
 import metatensor
 import numpy as np
@@ -9,9 +7,8 @@ import pytest
 
 import metatensor_dask as mtd
 from metatensor_dask._format import MAX_KEYS_IN_STR, nbytes_text
+from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.testing import raise_if_dask_computes
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def tokens(text):
@@ -21,12 +18,12 @@ def tokens(text):
 
 @pytest.fixture(scope="module")
 def radial_spectrum():
-    return mtd.from_metatensor(metatensor.load(os.path.join(DATA, "radial-spectrum.npz")))
+    return mtd.from_metatensor(metatensor.load(tutorial_file("radial-spectrum.npz")))
 
 
 @pytest.fixture(scope="module")
 def spherical_expansion():
-    return mtd.from_metatensor(metatensor.load(os.path.join(DATA, "spherical-expansion.npz")))
+    return mtd.from_metatensor(metatensor.load(tutorial_file("spherical-expansion.npz")))
 
 
 # -- the seed tutorial's output ----------------------------------------------------------------
@@ -167,7 +164,7 @@ def test_spherical_expansion_prints_as_the_seed(spherical_expansion):
 
 def test_metatensor_prints_differently():
     """The seed's layout is the spec: metatensor 0.2.6 itself prints another one."""
-    theirs = metatensor.load(os.path.join(DATA, "radial-spectrum.npz"))
+    theirs = metatensor.load(tutorial_file("radial-spectrum.npz"))
     assert tokens(str(theirs)) != tokens(SEED_RADIAL_SPECTRUM)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from metatensor_compare import (
-    assert_same_error,
+    assert_same_error_of,
     assert_same_labels,
     assert_same_result,
     run_both,
@@ -77,7 +77,7 @@ def test_construction_same_as_metatensor(build):
     ],
 )
 def test_construction_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 def test_values_are_read_only_int32_copies():
@@ -231,7 +231,7 @@ def test_indexing_with_a_bool_is_refused():
     ],
 )
 def test_access_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 @pytest.mark.parametrize(
@@ -400,8 +400,8 @@ def test_set_operations_with_different_names_same_error(operation):
         first = m.Labels(["a", "b"], np.array([[0, 1]]))
         return getattr(first, f"{operation}_and_mapping")(m.Labels(["a"], np.array([[0]])))
 
-    assert_same_error(build)
-    assert_same_error(build_mapping)
+    assert_same_error_of(build)
+    assert_same_error_of(build_mapping)
 
 
 @pytest.mark.parametrize(
@@ -412,7 +412,7 @@ def test_set_operations_with_different_names_same_error(operation):
     ],
 )
 def test_select_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 @pytest.mark.parametrize(
@@ -514,7 +514,7 @@ def test_dimension_changes_same_as_metatensor(build):
     ],
 )
 def test_dimension_change_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 # -- text --------------------------------------------------------------------------------------

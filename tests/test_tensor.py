@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from metatensor_compare import assert_same_error, assert_same_labels, run_both
+from metatensor_compare import assert_same_error_of, assert_same_labels, run_both
 
 import metatensor_dask as mtd
 
@@ -87,7 +87,7 @@ CONSTRUCTION_ERRORS = {
 
 @pytest.mark.parametrize("build", CONSTRUCTION_ERRORS.values(), ids=CONSTRUCTION_ERRORS.keys())
 def test_construction_errors_same_as_metatensor(build):
-    assert_same_error(build)
+    assert_same_error_of(build)
 
 
 def other_gradient(module, parameter="positions", sample_names=("sample", "atom"), extra="xyz"):
@@ -114,7 +114,7 @@ def other_gradient(module, parameter="positions", sample_names=("sample", "atom"
     ids=["parameter", "gradient samples", "gradient components"],
 )
 def test_gradient_mismatch_across_blocks_same_as_metatensor(second):
-    assert_same_error(lambda m: m.TensorMap(make_keys(m, 2), [make_block(m), second(m)]))
+    assert_same_error_of(lambda m: m.TensorMap(make_keys(m, 2), [make_block(m), second(m)]))
 
 
 def test_allowed_differences_between_blocks_same_as_metatensor():
@@ -273,7 +273,7 @@ SELECTION_ERRORS = {
 
 @pytest.mark.parametrize("select", SELECTION_ERRORS.values(), ids=SELECTION_ERRORS.keys())
 def test_selection_errors_same_as_metatensor(select):
-    assert_same_error(lambda m: select(make_tensor(m), m))
+    assert_same_error_of(lambda m: select(make_tensor(m), m))
 
 
 def empty_tensor(module):
@@ -281,8 +281,8 @@ def empty_tensor(module):
 
 
 def test_empty_map_same_as_metatensor():
-    assert_same_error(lambda m: empty_tensor(m).block(a=0))
-    assert_same_error(lambda m: empty_tensor(m).block())
+    assert_same_error_of(lambda m: empty_tensor(m).block(a=0))
+    assert_same_error_of(lambda m: empty_tensor(m).block())
     theirs, ours = run_both(lambda m: (empty_tensor(m).blocks(), empty_tensor(m).blocks(a=1)))
     assert ours == theirs == ([], [])
 

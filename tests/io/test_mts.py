@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
+from metatensor_dask.datasets import TUTORIAL_FILES as TUTORIAL_NAMES
+from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.io import _zip
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes, strategies
 
-DATA = Path(__file__).parents[1] / "data"
-TUTORIAL_FILES = [DATA / "radial-spectrum.npz", DATA / "spherical-expansion.npz"]
+TUTORIAL_FILES = [Path(tutorial_file(name)) for name in TUTORIAL_NAMES]
 
 
 # -- generated tensors (metatensor-core objects) ------------------------------------------

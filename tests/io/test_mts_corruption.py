@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
-from metatensor_dask.datasets import featomic_like
+from metatensor_dask.datasets import featomic_like, tutorial_file
 from metatensor_dask.io.mts import check_file
 
-DATA = Path(__file__).parents[1] / "data"
 # named errors: metatensor's (DamagedFileError is one) and metatensor-dask's own
 NAMED = (mtd.MetatensorError, mtd.MetatensorDaskError)
 
@@ -103,7 +102,7 @@ def source(request, tmp_path_factory) -> Path:
     """The tutorial file (float64), or a small featomic-like map of float32 with
     gradients written by metatensor-dask."""
     if request.param == "spherical-expansion":
-        return DATA / "spherical-expansion.npz"
+        return Path(tutorial_file("spherical-expansion.npz"))
     path = tmp_path_factory.mktemp("fuzz") / "float32.mts"
     tensor = featomic_like(2, 3, neighbors=(2, 3), dtype=np.float32)
     properties = tensor.block(0).properties

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.execution.cli import main
 from metatensor_dask.io import _zip
 from metatensor_dask.io.mts import check_file
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
-DATA = Path(__file__).parents[1] / "data"
-SPHERICAL = DATA / "spherical-expansion.npz"
+SPHERICAL = Path(tutorial_file("spherical-expansion.npz"))
 GRADIENT = "blocks/8/gradients/positions/values.npy"
 
 

@@ -15,9 +15,8 @@ from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
+from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
-
-DATA = os.path.join(os.path.dirname(__file__), "..", "data")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def generated() -> metatensor.TensorMap:
 @pytest.mark.parametrize("name", ["spherical-expansion.npz", "radial-spectrum.npz"])
 @pytest.mark.parametrize("chunks", [None, 1, "1KiB"])
 def test_tutorial_data_round_trip(tmp_path, name, chunks):
-    theirs = metatensor.load(os.path.join(DATA, name))
+    theirs = metatensor.load(tutorial_file(name))
     mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr", chunks=chunks)
     for read_chunks in [None, "2KiB"]:
         assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr", chunks=read_chunks), theirs)

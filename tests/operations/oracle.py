@@ -5,22 +5,21 @@ The oracle is metatensor-operations run on the same data (``metatensor.<op>``).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import dask.array as da
 import metatensor
 import numpy as np
+from metatensor_compare import assembled
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
-
-DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+from metatensor_dask.datasets import tutorial_file
 
 
 def tutorial(name: str = "spherical-expansion") -> tuple[metatensor.TensorMap, mtd.TensorMap]:
     """A tutorial file loaded by metatensor, and the same data as metatensor-dask."""
-    theirs = metatensor.load(os.path.join(DATA, f"{name}.npz"))
+    theirs = metatensor.load(tutorial_file(f"{name}.npz"))
     return theirs, mtd.from_metatensor(theirs)
 
 
@@ -37,18 +36,14 @@ def rechunked(tensor: mtd.TensorMap, rows: int, arbitrary: int | None = None) ->
                 chunks = {0: gradient_row_chunks(pointer, values.chunks[0])}
             else:
                 chunks = {0: arbitrary}
-            gradients[parameter] = mtd.TensorBlock._trusted(
+            gradients[parameter] = mtd.TensorBlock(
                 da.asarray(gradient.values).rechunk(chunks),
                 gradient.samples,
                 gradient.components,
                 gradient.properties,
             )
-        blocks.append(
-            mtd.TensorBlock._trusted(
-                values, block.samples, block.components, block.properties, gradients
-            )
-        )
-    return mtd.TensorMap._trusted(tensor.keys, blocks)
+        blocks.append((values, block.samples, block.components, block.properties, gradients))
+    return assembled(tensor.keys, blocks)
 
 
 def shuffled_gradients(tensor: mtd.TensorMap, seed: int = 0) -> mtd.TensorMap:
@@ -59,22 +54,15 @@ def shuffled_gradients(tensor: mtd.TensorMap, seed: int = 0) -> mtd.TensorMap:
         gradients = {}
         for parameter, gradient in block.gradients():
             order = rng.permutation(len(gradient.samples))
-            gradients[parameter] = mtd.TensorBlock._trusted(
+            gradients[parameter] = mtd.TensorBlock(
                 da.asarray(gradient.values)[order].rechunk({0: 5}),
                 mtd.Labels(gradient.samples.names, gradient.samples.values[order]),
                 gradient.components,
                 gradient.properties,
             )
-        blocks.append(
-            mtd.TensorBlock._trusted(
-                da.asarray(block.values).rechunk({0: 2}),
-                block.samples,
-                block.components,
-                block.properties,
-                gradients,
-            )
-        )
-    return mtd.TensorMap._trusted(tensor.keys, blocks)
+        values = da.asarray(block.values).rechunk({0: 2})
+        blocks.append((values, block.samples, block.components, block.properties, gradients))
+    return assembled(tensor.keys, blocks)
 
 
 def _direction_rows(gradient: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -118,15 +106,15 @@ def displaced(
     for block, lazy, u in zip(computed.blocks(), tensor.blocks(), direction, strict=True):
         values = block.values + eps * directional_derivative(block, parameter, u)
         blocks.append(
-            mtd.TensorBlock._trusted(
+            (
                 da.from_array(values, chunks=lazy.values.chunks),
                 block.samples,
                 block.components,
                 block.properties,
-                {p: g for p, g in lazy.gradients()},
+                dict(lazy.gradients()),
             )
         )
-    return mtd.TensorMap._trusted(tensor.keys, blocks)
+    return assembled(tensor.keys, blocks)
 
 
 def check_finite_differences(

@@ -15,19 +15,22 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
 import metatensor
 import numpy as np
-import pytest
+
+# one copy of the error comparison, shared with the model's tests
+from metatensor_compare import (
+    assembled,
+    assert_same_error,  # noqa: F401  (re-exported)
+)
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
-
-DATA = os.path.join(os.path.dirname(__file__), "..", "data")
+from metatensor_dask.datasets import tutorial_file
 
 
 def rechunked(tensor: mtd.TensorMap, rows: int = 1) -> mtd.TensorMap:
@@ -41,20 +44,16 @@ def rechunked(tensor: mtd.TensorMap, rows: int = 1) -> mtd.TensorMap:
             array = da.asarray(gradient.values)
             if pointer is not None and len(gradient.samples):
                 array = array.rechunk({0: gradient_row_chunks(pointer, values.chunks[0])})
-            gradients[parameter] = mtd.TensorBlock._trusted(
+            gradients[parameter] = mtd.TensorBlock(
                 array, gradient.samples, gradient.components, gradient.properties
             )
-        blocks.append(
-            mtd.TensorBlock._trusted(
-                values, block.samples, block.components, block.properties, gradients
-            )
-        )
-    return mtd.TensorMap._trusted(tensor.keys, blocks, tensor.info())
+        blocks.append((values, block.samples, block.components, block.properties, gradients))
+    return assembled(tensor.keys, blocks, tensor.info())
 
 
 def tutorial(name: str, rows: int = 1) -> tuple[mtd.TensorMap, Any]:
     """(ours, metatensor's) for ``radial-spectrum`` or ``spherical-expansion``."""
-    theirs = metatensor.load(os.path.join(DATA, f"{name}.npz"))
+    theirs = metatensor.load(tutorial_file(f"{name}.npz"))
     return rechunked(mtd.from_metatensor(theirs), rows), theirs
 
 
@@ -214,19 +213,6 @@ def check_out_of_core(
         sizes[n_chunks] = len(dict(result.__dask_graph__())) - len(dict(tensor.__dask_graph__()))
     assert sizes[20] <= 2.2 * sizes[10]
     return results
-
-
-def assert_same_error(ours: Callable[[], Any], theirs: Callable[[], Any]) -> None:
-    """Both calls raise the same exception type name with the same message."""
-    with pytest.raises(Exception) as expected:
-        theirs()
-    with pytest.raises(Exception) as actual:
-        ours()
-    assert type(actual.value).__name__ == type(expected.value).__name__, (
-        actual.value,
-        expected.value,
-    )
-    assert str(actual.value) == str(expected.value), (str(actual.value), str(expected.value))
 
 
 def snapshot(tensor: mtd.TensorMap) -> Any:

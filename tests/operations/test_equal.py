@@ -75,7 +75,7 @@ def test_nan_is_not_equal():
     theirs, _ = tutorial("radial-spectrum")
     block = theirs.block(0).copy()
     block.values[0, 0] = np.nan
-    nan = mtd.TensorBlock._trusted(
+    nan = mtd.TensorBlock(
         mtd.from_metatensor(block).values,
         mtd.from_metatensor(block).samples,
         [],

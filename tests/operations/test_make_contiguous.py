@@ -20,10 +20,10 @@ def _transposed(theirs):
 def test_computed_tensors_as_metatensor():
     theirs, _ = tutorial()
     fortran = _transposed(metatensor.remove_gradients(theirs))
-    ours = mtd.TensorMap._trusted(
+    ours = mtd.TensorMap(
         mtd.from_metatensor(fortran).keys,
         [
-            mtd.TensorBlock._trusted(
+            mtd.TensorBlock(
                 np.asfortranarray(b.values),
                 mtd.from_metatensor(b).samples,
                 mtd.from_metatensor(b).components,

@@ -32,12 +32,10 @@ def _system(n=4, seed=0):
 def test_matches_metatensor():
     x, y = _system()
     ours_x = mtd.from_metatensor(x)
-    ours_x = mtd.TensorMap._trusted(
+    ours_x = mtd.TensorMap(
         ours_x.keys,
         [
-            mtd.TensorBlock._trusted(
-                b.values.rechunk({0: 1}), b.samples, b.components, b.properties
-            )
+            mtd.TensorBlock(b.values.rechunk({0: 1}), b.samples, b.components, b.properties)
             for b in ours_x.blocks()
         ],
     )
