@@ -60,7 +60,7 @@ def test_help_of_every_command(capsys, command):
         (["run", "p.yaml", "--workers", "0"], "expected a number of at least 1, got 0"),
         (
             ["convert", "a.mts", "b.zarr", "--chunks", "lots"],
-            "expected a number of rows or a size such as 64MiB",
+            "`chunks` must be a size such as '64MiB' or a number of rows, got 'lots'",
         ),
         (["convert", "a.zarr", "b.npz"], "metatensor files are written as .mts"),
         (

@@ -183,7 +183,7 @@ class ArrayContainer(DaskMethodsMixin):
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
-        plan = []
+        plan: list[tuple[Any, ...]] = []
         for kind, index, array in _request(self._raw_arrays())[1]:
             if kind == "item":
                 plan.append((index, _pick, (array.position,)))

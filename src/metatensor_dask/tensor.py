@@ -212,7 +212,7 @@ class TensorMap(ArrayContainer):
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
         """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
-            return self.block_by_id(selection)
+            return self.block_by_id(int(selection))
         if not self._blocks:
             raise ValueError("there are no blocks in this TensorMap")
         if selection is None and not kwargs:
@@ -240,7 +240,7 @@ class TensorMap(ArrayContainer):
         if selection is None and not kwargs:
             return list(self._blocks)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
-            return [self.block_by_id(selection)]
+            return [self.block_by_id(int(selection))]
         if isinstance(selection, (list, tuple, np.ndarray)):
             return self.blocks_by_id(list(selection))
         if not self._blocks:

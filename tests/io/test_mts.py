@@ -307,7 +307,7 @@ def test_default_chunk_size_comes_from_the_configuration(tmp_path):
     ("chunks", "error", "message"),
     [
         (0, mtd.MetatensorDaskError, "at least one row per chunk"),
-        ("lots", mtd.MetatensorDaskError, "invalid chunk size 'lots'"),
+        ("lots", mtd.MetatensorDaskError, "must be a size such as '64MiB' or a number of rows"),
         (True, TypeError, "`chunks` must be None, a number of rows or a size"),
         (2.5, TypeError, "`chunks` must be None, a number of rows or a size"),
     ],

@@ -210,9 +210,18 @@ def test_size_targets_apply_to_the_largest_array(tmp_path):
     assert auto.values.chunks == opened.values.chunks
 
 
-@pytest.mark.parametrize("chunks", [0, -2, "lots", 1.5, True])
-def test_invalid_chunks(tmp_path, generated, chunks):
-    with pytest.raises(mtd.MetatensorDaskError, match="`chunks`"):
+@pytest.mark.parametrize(
+    ("chunks", "error"),
+    [
+        (0, mtd.MetatensorDaskError),
+        (-2, mtd.MetatensorDaskError),
+        ("lots", mtd.MetatensorDaskError),
+        (1.5, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_invalid_chunks(tmp_path, generated, chunks, error):
+    with pytest.raises(error, match="`chunks`"):
         mtd.from_metatensor(generated).to_zarr(tmp_path / "t.zarr", chunks=chunks)
 
 

@@ -156,7 +156,7 @@ def test_writes_are_recorded_per_chunk(tmp_path):
 
 
 def test_misaligned_dask_chunks_are_refused(tmp_path):
-    from metatensor_dask.io.zarr_chunks import check_aligned
+    from metatensor_dask.io.chunks import check_aligned
 
     check_aligned((4, 4, 2), 4, "blocks/0/values")
     with pytest.raises(mtd.MetatensorDaskError, match="would corrupt data; rechunk"):

@@ -20,6 +20,7 @@ import yaml
 from dask.utils import parse_bytes
 
 from ..errors import MetatensorDaskError
+from ..io.chunks import parse_chunks
 from .pipeline import describe
 
 __all__ = ["main"]
@@ -45,16 +46,13 @@ def _positive(text: str) -> int:
 
 
 def _chunks(text: str) -> int | str:
-    """``--chunks``: rows per chunk, or a size such as 64MiB."""
-    if text.isdigit():
-        return _positive(text)
+    """``--chunks``: rows per chunk, or a size such as 64MiB (checked as the readers do)."""
+    value: int | str = int(text) if text.isdigit() else text
     try:
-        parse_bytes(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of rows or a size such as 64MiB, got '{text}'"
-        ) from None
-    return text
+        parse_chunks(value)
+    except (MetatensorDaskError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _size(text: str) -> str:

@@ -19,17 +19,17 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.utils import parse_bytes
 
-from .. import _graph, config
+from .. import _graph
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
+from . import chunks as chunking
 from ._names import check_path_component
 
-__all__ = ["Archive", "Chunks", "chunk_target", "display_path", "io_error", "read_file"]
+__all__ = ["Archive", "Chunks", "display_path", "io_error", "read_file"]
 
 Chunks = int | str | None
 # bytes read at once at the start of a values member: its header, in nearly all files
@@ -69,31 +69,6 @@ def read_file(path: Any) -> bytes:
             return file.read()
     except OSError as error:
         raise io_error(error) from None
-
-
-def chunk_target(chunks: Chunks) -> int | tuple[int]:
-    """A size target in bytes, or ``(rows,)`` for a number of value rows per chunk."""
-    if chunks is None:
-        chunks = config.get("chunk-size")
-        if isinstance(chunks, int):
-            return chunks
-    if isinstance(chunks, bool) or not isinstance(chunks, (int, str)):
-        raise TypeError(
-            f"`chunks` must be None, a number of rows or a size such as '64MiB', got {type(chunks)}"
-        )
-    if isinstance(chunks, int):
-        if chunks < 1:
-            raise MetatensorDaskError(f"`chunks` must be at least one row per chunk, got {chunks}")
-        return (chunks,)
-    try:
-        size = parse_bytes(chunks)
-    except (ValueError, TypeError):
-        raise MetatensorDaskError(
-            f"invalid chunk size {chunks!r}: use a size such as '64MiB' or a number of rows"
-        ) from None
-    if size < 1:
-        raise MetatensorDaskError(f"the chunk size must be positive, got {chunks!r}")
-    return size
 
 
 @dataclass
@@ -333,9 +308,9 @@ class Archive:
             raise self.error("values in 'info.json' should be strings")
         return info
 
-    def block(self, part: _Part, target: int | tuple[int]) -> TensorBlock:
+    def block(self, part: _Part, request: chunking.ChunkRequest) -> TensorBlock:
         """The block of ``part`` with lazy values, checked by metatensor's rules."""
-        _plan_chunks(part, target)
+        _plan_chunks(part, request)
         return self._build(part)
 
     def _build(self, part: _Part) -> TensorBlock:
@@ -439,12 +414,6 @@ def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
     return row_pointer(column, n_rows)
 
 
-def _regular(n_rows: int, rows: int) -> tuple[int, ...]:
-    if n_rows == 0:
-        return (0,)
-    return tuple(min(rows, n_rows - start) for start in range(0, n_rows, rows))
-
-
 def _by_size(cumulative: list[np.ndarray], target: int) -> tuple[int, ...]:
     """Chunks along value rows such that every array's chunk stays under ``target``
     bytes (or holds a single row). ``cumulative[k][r]`` is the number of bytes of array
@@ -463,16 +432,15 @@ def _by_size(cumulative: list[np.ndarray], target: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def _plan_chunks(part: _Part, target: int | tuple[int]) -> None:
+def _plan_chunks(part: _Part, request: chunking.ChunkRequest) -> None:
     """Set the row chunks of ``part`` and of its gradients (co-partitioned when their
     rows are grouped by sample, chunked by size on their own otherwise)."""
     n_rows = part.header.shape[0]
-    if isinstance(target, tuple):
-        chunks = _regular(n_rows, target[0])
-        size = chunk_target(None)
-        assert isinstance(size, int)
+    if request.kind == "rows":
+        chunks = chunking.regular(n_rows, request.amount)
+        size = chunking.default_target()
     else:
-        size = target
+        size = request.or_default().amount
         bounds = np.arange(n_rows + 1, dtype=np.int64)
         cumulative = [bounds * part.row_bytes]
         pending = [(part, bounds)]
@@ -491,7 +459,7 @@ def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
     part.chunks = chunks
     for gradient in part.gradients.values():
         if gradient.pointer is None:
-            _plan_chunks(gradient, size)
+            _plan_chunks(gradient, chunking.ChunkRequest("bytes", size))
         else:
             _assign_chunks(gradient, gradient_row_chunks(gradient.pointer, chunks), size)
 

@@ -23,8 +23,9 @@ from ..errors import DamagedFileError, MetatensorError, format_error
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
-from ._mts_read import Archive, Chunks, chunk_target, display_path, io_error, read_file
+from ._mts_read import Archive, Chunks, display_path, io_error, read_file
 from ._mts_write import Entry, block_entries, labels_bytes, write_atomically
+from .chunks import parse_chunks
 
 __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
 
@@ -63,14 +64,14 @@ def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
     was loaded (size and modification time) and refuse to read otherwise.
     """
     archive = Archive.open(path, "a TensorMap")
-    target = chunk_target(chunks)
+    request = parse_chunks(chunks)
     if "keys.npy" not in archive.members and "values.npy" in archive.members:
         archive.hint = ", use `load_block` to load TensorBlock"
     keys = archive.labels("keys.npy")
     parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
     info = archive.info()
     with archive.context("<root>"):
-        blocks = [archive.block(part, target) for part in parts]
+        blocks = [archive.block(part, request) for part in parts]
         tensor = TensorMap(keys, blocks)
     for key, value in info.items():
         tensor.set_info(key, value)
@@ -80,12 +81,12 @@ def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
 def load_block(path: str | os.PathLike, chunks: Chunks = None) -> TensorBlock:
     """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
     archive = Archive.open(path, "a TensorBlock")
-    target = chunk_target(chunks)
+    request = parse_chunks(chunks)
     if "values.npy" not in archive.members and "keys.npy" in archive.members:
         archive.hint = ", use `load` to load TensorMap"
     part = archive.part("")
     with archive.context("<root>"):
-        return archive.block(part, target)
+        return archive.block(part, request)
 
 
 def load_labels(path: str | os.PathLike) -> Labels:

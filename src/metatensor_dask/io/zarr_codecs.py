@@ -23,7 +23,7 @@ from .zarr_integrity import damaged, missing_chunk
 __all__ = ["codec_settings", "template"]
 
 #: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
-_KEY_ENCODING = {"name": "default", "configuration": {"separator": "."}}
+_KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
 
 
 def _compressor(value: Any) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from .._partition import gradient_row_chunks
 from ..block import TensorBlock
 from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
-from . import zarr_chunks as chunking
+from . import chunks as chunking
 from . import zarr_layout as layout
 from .zarr_codecs import chunk_key, decode_rows, is_plain
 from .zarr_integrity import checked_labels, damaged
@@ -104,7 +104,7 @@ def _lazy_samples(
 def _read_into(file: Any, size: int) -> np.ndarray:
     """Up to ``size`` bytes of ``file``, in a new uninitialised (not zero-filled) buffer."""
     buffer = np.empty(size, dtype=np.uint8)
-    view, done = memoryview(buffer), 0
+    view, done = buffer.data, 0
     while done < size:
         count = file.readinto(view[done:])
         if not count:

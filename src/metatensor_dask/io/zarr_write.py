@@ -39,7 +39,7 @@ from .. import _graph, config
 from .._partition import block_row_pointer, gradient_row_chunks
 from ..errors import MetatensorDaskError
 from ..labels import Labels
-from . import zarr_chunks as chunking
+from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId
 from ._lock import timeout as lock_timeout

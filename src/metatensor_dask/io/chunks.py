@@ -1,4 +1,7 @@
-"""Chunk sizes along samples for stored tensors: user requests, size targets, grids.
+"""Chunk sizes along samples: the ``chunks=`` argument, size targets, regular grids.
+
+The one parser of ``chunks=`` for every reader and writer (``load``, ``open_zarr``,
+``to_zarr``).
 
 A block's values are chunked along samples only; its gradients follow (co-partitioning,
 see :mod:`metatensor_dask._partition`). A size target applies to the *largest*
@@ -9,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -21,15 +25,18 @@ from ..errors import MetatensorDaskError
 __all__ = ["ChunkRequest", "aligned", "parse_chunks", "regular", "target_rows"]
 
 
+@dataclass(frozen=True)
 class ChunkRequest:
-    """A parsed ``chunks=`` argument: stored chunking, rows per chunk, or bytes per chunk."""
+    """A parsed ``chunks=`` argument: ``"keep"`` the stored (or existing) chunking,
+    ``amount`` value ``"rows"`` per chunk, or ``amount`` ``"bytes"`` per chunk of the
+    largest co-partitioned array."""
 
-    def __init__(self, kind: str, amount: int | None):
-        self.kind = kind
-        self.amount = amount
+    kind: Literal["keep", "rows", "bytes"]
+    amount: int = 0
 
-    def __repr__(self) -> str:
-        return f"ChunkRequest({self.kind!r}, {self.amount!r})"
+    def or_default(self) -> ChunkRequest:
+        """This request, with ``"keep"`` read as the ``chunk-size`` setting."""
+        return ChunkRequest("bytes", default_target()) if self.kind == "keep" else self
 
 
 def parse_chunks(chunks: Any) -> ChunkRequest:
@@ -37,22 +44,24 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
     string such as ``"64MiB"``, or ``"auto"`` for the ``chunk-size`` setting: target
     bytes of the largest co-partitioned array."""
     if chunks is None:
-        return ChunkRequest("keep", None)
+        return ChunkRequest("keep")
     if isinstance(chunks, (int, np.integer)) and not isinstance(chunks, bool):
         if chunks < 1:
-            raise MetatensorDaskError(f"`chunks` must be a positive number of rows, got {chunks}")
+            raise MetatensorDaskError(f"`chunks` must be at least one row per chunk, got {chunks}")
         return ChunkRequest("rows", int(chunks))
     if isinstance(chunks, str):
         text = config.get("chunk-size") if chunks == "auto" else chunks
         try:
             amount = parse_bytes(text)
-        except ValueError:
+        except (ValueError, TypeError):
             amount = 0
         if amount < 1:
-            raise MetatensorDaskError(f"`chunks` must be a size such as '64MiB', got {chunks!r}")
+            raise MetatensorDaskError(
+                f"`chunks` must be a size such as '64MiB' or a number of rows, got {chunks!r}"
+            )
         return ChunkRequest("bytes", int(amount))
-    raise MetatensorDaskError(
-        f"`chunks` must be None, a number of rows or a size string such as '64MiB', got "
+    raise TypeError(
+        f"`chunks` must be None, a number of rows or a size such as '64MiB', got "
         f"{type(chunks).__name__}"
     )
 
