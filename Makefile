@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench venv docs test-lowest
+.PHONY: demo test bench venv docs test-lowest typecheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Static types of the package (src/), with mypy's settings in pyproject.toml.
+typecheck: venv
+	$(BIN)/python -m pip install --quiet 'mypy>=1.13' 'types-PyYAML>=6'
+	$(BIN)/python -m mypy
 
 bench: venv
 	$(BIN)/python -m pytest benchmarks --benchmark-enable --benchmark-only

@@ -200,6 +200,7 @@ class BlockValues(da.Array):
     """
 
     __slots__ = ("item",)
+    item: Any
 
     def __getitem__(self, index: Any) -> Any:
         split = _split_new_axes(index)
@@ -260,7 +261,7 @@ def _split_new_axes(index: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]] | Non
     if len(arrays) != 1 or np.ndim(arrays[0]) != 1:
         return None
     without_none = tuple(item for item in index if item is not None)
-    new_axes = []
+    new_axes: list[slice | None] = []
     for item in index:
         if item is None:
             new_axes.append(None)

@@ -198,7 +198,8 @@ def featomic_like(
     target = parse_bytes(config.get("chunk-size")) if chunks is None else chunks
     blocks = []
     for index, (center, _, _) in enumerate(keys.values.tolist()):
-        samples, gradient_samples = [], []
+        samples: list[tuple[int, int]] = []
+        gradient_samples: list[np.ndarray] = []
         for system, system_types in enumerate(atom_types):
             for atom in np.flatnonzero(system_types == center):
                 count = int(rng.integers(low, high + 1))
@@ -207,7 +208,7 @@ def featomic_like(
                 gradient_samples.append(
                     np.column_stack([np.full(count, len(samples)), np.full(count, system), chosen])
                 )
-                samples.append((system, atom))
+                samples.append((system, int(atom)))
         n = len(samples)
         pointer = np.concatenate([[0], np.cumsum([len(g) for g in gradient_samples])]).astype(
             np.int64

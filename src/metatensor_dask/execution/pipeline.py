@@ -437,6 +437,7 @@ class _Parser:
 
     def output(self, value: Any, known: dict[str, tuple], steps: list[Step]) -> tuple[str, str]:
         source = steps[-1].name
+        path: tuple[str, ...]
         if isinstance(value, dict):
             self.mapping(value, ("output",), _OUTPUT_FIELDS, "`output`")
             if "path" not in value:

@@ -237,7 +237,7 @@ class Archive:
             with self._inflating(member) as stream:
                 header, start = self._header(name, stream.read, member.uncompressed_size)
                 content = np.empty(header.shape, header.dtype)
-                view = memoryview(content.reshape(-1).view(np.uint8))
+                view = content.reshape(-1).view(np.uint8).data
                 view[: len(start) - header.data_start] = start[header.data_start :]
                 done = len(start) - header.data_start
                 while done < len(view):
@@ -389,7 +389,7 @@ class _ErrorContext:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         if (
             isinstance(error, MetatensorError)
             and not error.message.startswith("serialization format error")
@@ -400,7 +400,6 @@ class _ErrorContext:
                 "file is damaged or was not written by metatensor)"
             )
             raise MetatensorError(message) from None
-        return False
 
 
 def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
@@ -471,7 +470,7 @@ def _read_rows(
     and the CRC-32 of the bytes read."""
     dtype = np.dtype(descr)
     out = np.empty(shape, dtype)
-    view = memoryview(out.reshape(-1).view(np.uint8))
+    view = out.reshape(-1).view(np.uint8).data
     if out.nbytes:
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -120,7 +120,7 @@ def _write_pieces(
             for start in range(0, max(len(piece), 1), rows):
                 data = _little_endian_bytes(piece[start : start + rows])
                 _pwrite_all(fd, data, offset + start * (piece.nbytes // max(len(piece), 1)))
-                crcs.append((zlib.crc32(data), data.nbytes))
+                crcs.append((zlib.crc32(data.data), data.nbytes))
         else:
             crcs.append((piece, offset))
         offset += len(piece) if isinstance(piece, bytes) else piece.nbytes
@@ -139,7 +139,7 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
         offsets.append(offset)
         offset += _zip.local_header_size(entry.name) + entry.size
     os.ftruncate(fd, offset)
-    crcs = [
+    crcs: list[list[Any]] = [
         _write_pieces(fd, start + _zip.local_header_size(entry.name), entry.pieces, path)
         for entry, start in zip(entries, offsets, strict=True)
     ]
@@ -211,4 +211,4 @@ def _write_rows(chunk: np.ndarray, path: str, offset: int, descr: str) -> tuple[
             _pwrite_all(fd, data, offset)
         finally:
             os.close(fd)
-    return zlib.crc32(data), data.nbytes
+    return zlib.crc32(data.data), data.nbytes

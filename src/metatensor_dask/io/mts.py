@@ -96,12 +96,12 @@ def load_labels(path: str | os.PathLike) -> Labels:
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         hint = ""
         try:
-            names = set(_zip.read_directory(os.fspath(path)))
+            members = set(_zip.read_directory(os.fspath(path)))
         except _zip.ZipError:
-            names = set()
-        if "keys.npy" in names:
+            members = set()
+        if "keys.npy" in members:
             hint = ", use `load` to load TensorMap"
-        elif "values.npy" in names:
+        elif "values.npy" in members:
             hint = ", use `load_block` to load TensorBlock"
         raise format_error(
             f"unable to load Labels from '{display}'{hint}: start does not match magic string"

@@ -559,9 +559,9 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
         for block in blocks:
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
-    info = attributes.get("info") or {}
-    if not isinstance(info, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in info.items()
+    tensor_info = attributes.get("info") or {}
+    if not isinstance(tensor_info, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()
     ):
         raise _damaged(where, "the 'info' attribute must map strings to strings")
-    return TensorLayout(keys, blocks, dict(info), nodes, version)
+    return TensorLayout(keys, blocks, dict(tensor_info), nodes, version)

@@ -210,6 +210,7 @@ class _Reader:
         properties = (
             properties if stored.properties is None else self.labels[stored.properties.path]
         )
+        assert properties is not None, "a gradient has its parent's properties"
         gradients = {}
         for parameter, gradient in stored.gradients.items():
             gradient_pointer = None

@@ -161,7 +161,7 @@ def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
     return sync(_bounded(get(key) for key in keys))
 
 
-def _write_files(root: Path, items: dict[str, bytes]) -> None:
+def _write_files(root: Path, items: dict[str, bytes | memoryview]) -> None:
     """Write files under ``root``: folders first (parents before children, one
     ``mkdir`` each), then the files from a few threads (the system calls release the GIL)."""
     folders = sorted({os.path.dirname(key) for key in items} - {""})
@@ -193,7 +193,7 @@ def _write_files(root: Path, items: dict[str, bytes]) -> None:
         list(pool.map(write, [keys[i::_FILE_THREADS] for i in range(_FILE_THREADS)]))
 
 
-def set_many(store: Store, items: dict[str, bytes], atomic: bool = False) -> None:
+def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = False) -> None:
     """Store every ``key: bytes`` item, concurrently.
 
     Local files are written directly unless ``atomic``: readers only trust a store
@@ -251,7 +251,8 @@ class ArrayRef:
         """The array, for writing: every chunk is stored, all-zero ones too."""
         if self._array is None:
             self._array = Array(
-                AsyncArray(
+                # zarr types the metadata document as a TypedDict, ours is a plain dict
+                AsyncArray(  # type: ignore[call-overload]
                     metadata=self.document,
                     store_path=StorePath(self.store, self.path),
                     config={"write_empty_chunks": True},
@@ -271,7 +272,9 @@ class ArrayRef:
                 else CheckedStore(self.store, self.path, self.document, describe(self.store))
             )
             self._reader = Array(
-                AsyncArray(metadata=self.document, store_path=StorePath(store, self.path))
+                AsyncArray(  # type: ignore[call-overload]
+                    metadata=self.document, store_path=StorePath(store, self.path)
+                )
             )
         return self._reader
 
@@ -350,7 +353,7 @@ def write_regions(
     async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
         await ref.async_array().setitem(region, values)
 
-    encoded: dict[str, bytes] = {}
+    encoded: dict[str, bytes | memoryview] = {}
     others = []
     for ref, region, values in zip(refs, regions, data, strict=True):
         if is_plain(ref.document):

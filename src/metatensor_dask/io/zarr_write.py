@@ -252,7 +252,7 @@ def _write_documents(
     store: Store, plan: _Plan, documents: list[str], small: list[str], nodes: dict[str, Any]
 ) -> None:
     """Write node documents, then the Labels and row pointers, in batches."""
-    batch: dict[str, bytes] = {}
+    batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
     for path, values_path in items:
@@ -346,7 +346,7 @@ def _plan_blocks_at(
     """Each block planned at its position in ``keys``; unknown keys are appended."""
     plan = _Plan()
     plan.group("blocks")
-    new_keys = []
+    new_keys: list[np.ndarray] = []
     for key, block in tensor.items():
         position = keys.position(key)
         if position is None:
@@ -761,7 +761,7 @@ def _write(
                 "resume=True) with the same tensor and mode to finish it, or use mode='w' "
                 "to overwrite it"
             )
-    if complete and resume:
+    if existing is not None and complete and resume:
         if _stored_token(tensor, mode, request, store, existing, where):
             return _done(compute, lock)
         if mode != "w":

@@ -39,7 +39,7 @@ def compare_blocks_impl(
     shapes, the values, the metadata, the gradient metadata, then gradient values.
     Every comparison of values is computed in a single ``dask.compute``."""
     arrays: list[tuple[Any, Any]] = []
-    plans = []
+    plans: list[tuple[str, int | None, str, list[tuple[str, int]]]] = []
     for block_1, block_2 in pairs:
         if block_1.shape != block_2.shape:
             plans.append(("values shapes are different", None, "", []))
@@ -57,10 +57,10 @@ def compare_blocks_impl(
         plans.append(("", values, message, gradients))
     same = compare_pairs(compare, arrays, kwargs)
     messages = []
-    for shape_message, values, message, gradients in plans:
+    for shape_message, position, message, gradients in plans:
         if shape_message:
             messages.append(shape_message)
-        elif not same[values]:
+        elif position is not None and not same[position]:
             messages.append(f"values are not {word}")
         elif message:
             messages.append(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.array as da
 import numpy as np
 from dask.utils import parse_bytes
@@ -64,7 +66,7 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
 
     values = [as_dask(block.values) for block in blocks]
     joined_values = concatenate_rows(values)
-    gradients = {}
+    gradients: dict[str, tuple[Any, ...]] = {}
     aligned: list[tuple[str, da.Array, np.ndarray]] = []
     limits = [_row_limit(values)]
     for parameter, first_gradient in first.gradients():
@@ -76,15 +78,17 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
             pieces.append(array)
             all_aligned &= block_aligned
             if all_aligned:
-                pointers.append(block_row_pointer(block, parameter)[:-1] + rows)
+                pointer = block_row_pointer(block, parameter)
+                assert pointer is not None, "aligned rows have a row pointer"
+                pointers.append(pointer[:-1] + rows)
             gradient_samples = block.gradient(parameter).samples.values.copy()
             gradient_samples[:, 0] += shift
             shifted.append(gradient_samples)
             shift += len(block.samples)
             rows += array.shape[0]
         joined = concatenate_rows(pieces)
-        gradient_samples = Labels(first_gradient.samples.names, np.concatenate(shifted))
-        gradients[parameter] = (joined, gradient_samples, first_gradient.components, None)
+        joined_samples = Labels(first_gradient.samples.names, np.concatenate(shifted))
+        gradients[parameter] = (joined, joined_samples, first_gradient.components, None)
         if all_aligned:
             pointer = np.concatenate([*pointers, [rows]]).astype(np.int64)
             aligned.append((parameter, joined, pointer))
@@ -156,7 +160,7 @@ def _join_properties(
             union = union.union(block.gradient(parameter).samples)
         reference, _ = _rows_of(first, parameter)
         target = reference.chunks[0] if len(union) == reference.shape[0] else None
-        pieces = []
+        gradient_pieces: list[da.Array] = []
         for block in blocks:
             gradient = block.gradient(parameter)
             array = as_dask(gradient.values)
@@ -167,9 +171,9 @@ def _join_properties(
                 array = take_rows(array, index, fill=0)
             if target is None:
                 target = array.chunks[0]
-            pieces.append(array.rechunk({0: target}))
+            gradient_pieces.append(array.rechunk({0: target}))
         gradients[parameter] = TensorBlock._trusted(
-            _concatenate_columns(pieces), union, first_gradient.components, properties
+            _concatenate_columns(gradient_pieces), union, first_gradient.components, properties
         )
     return TensorBlock._trusted(values, first.samples, first.components, properties, gradients)
 

@@ -83,7 +83,7 @@ def _groups(
         keys = Labels._trusted([key_names[i] for i in kept], new_keys)
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
-    members = [list(np.flatnonzero(which == k)) for k in range(len(keys))]
+    members = [[int(i) for i in np.flatnonzero(which == k)] for k in range(len(keys))]
     for blocks in members:
         first = tensor.block_by_id(blocks[0])
         for i in blocks:
@@ -175,7 +175,7 @@ def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: floa
         out[..., columns] = block
         return out
 
-    return array.map_blocks(spread, chunks=(*array.chunks[:-1], (width,)), dtype=array.dtype)
+    return da.map_blocks(spread, array, chunks=(*array.chunks[:-1], (width,)), dtype=array.dtype)
 
 
 def _finish(

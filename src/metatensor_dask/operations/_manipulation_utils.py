@@ -288,6 +288,7 @@ def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Arra
     if pairs is not None:
         values, gradient_values = (rows_only(a) for a in pairs)
         pointer = block_row_pointer(block, parameter)
+        assert pointer is not None, "co-partitioned gradients have a row pointer"
         local = local_sample_index(pointer, values.chunks[0])
         axes = tuple(range(values.ndim))
         expanded = da.blockwise(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import dask.array as da
 import numpy as np
 
 from ..block import TensorBlock
@@ -105,8 +106,9 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
     groups = _Groups(group, len(properties))
 
     values = rows_only(as_dask(block.values))
-    result = values.map_blocks(
+    result = da.map_blocks(
         _values_function(groups, reduction),
+        values,
         chunks=(*values.chunks[:-1], (len(properties),)),
         dtype=values.dtype,
     )
@@ -115,8 +117,9 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
         function = _gradient_function(groups, reduction)
         if reduction in ("sum", "mean"):
             rows = rows_only(as_dask(gradient.values))
-            new = rows.map_blocks(
+            new = da.map_blocks(
                 _values_function(groups, reduction),
+                rows,
                 chunks=(*rows.chunks[:-1], (len(properties),)),
                 dtype=rows.dtype,
             )

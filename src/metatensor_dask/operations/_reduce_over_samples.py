@@ -130,6 +130,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         merged, merged_index = unique_rows(renumbered)
         merged_samples = Labels._trusted(gradient.samples.names, merged)
         pointer = row_pointer(merged[:, 0], n_groups)
+        assert pointer is not None, "unique_rows sorts the merged samples by their first column"
         gradient_chunks = gradient_row_chunks(pointer, chunks)
         merged_counts = counts[merged[:, 0]]
         gradient_shape = (len(merged), *gradient.shape[1:])

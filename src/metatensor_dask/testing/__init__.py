@@ -63,7 +63,7 @@ def assert_equal_to_metatensor(
     if isinstance(ours, TensorMap):
         assert converted.keys == theirs.keys, "keys differ"
         assert converted.info() == theirs.info(), "info differs"
-        pairs = zip(converted.blocks(), theirs.blocks(), strict=True)
+        pairs: Iterator[tuple[Any, Any]] = zip(converted.blocks(), theirs.blocks(), strict=True)
     else:
         pairs = iter([(converted, theirs)])
     for mine, other in pairs:
