@@ -29,9 +29,8 @@ from . import _mts_integrity, _npy, _zip
 from . import chunks as chunking
 from ._names import check_path_component
 
-__all__ = ["Archive", "Chunks", "display_path", "io_error", "read_file"]
+__all__ = ["Archive", "display_path", "io_error", "read_file"]
 
-Chunks = int | str | None
 # bytes read at once at the start of a values member: its header, in nearly all files
 _HEADER_READ = 4096
 # bytes decompressed at once from a compressed member

@@ -17,6 +17,7 @@ import dask
 import numpy as np
 from dask.utils import format_bytes
 
+from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
 from ._zarr_internals import sync
@@ -441,7 +442,7 @@ def _metadata_problems(store: Any, nodes: dict[str, Any]) -> list[str]:
 
 
 def verify(
-    location: Any,
+    location: StoreLike,
     storage_options: dict[str, Any] | None = None,
     *,
     compute: Any = None,

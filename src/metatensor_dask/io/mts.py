@@ -18,12 +18,13 @@ import os
 import warnings
 from typing import Any
 
+from .._typing import ChunksLike, PathLike
 from ..block import TensorBlock
 from ..errors import DamagedFileError, MetatensorError, format_error
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
-from ._mts_read import Archive, Chunks, display_path, io_error, read_file
+from ._mts_read import Archive, display_path, io_error, read_file
 from ._mts_write import Entry, block_entries, labels_bytes, write_atomically
 from .chunks import parse_chunks
 
@@ -33,7 +34,7 @@ __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
 # -- loading -----------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
+def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
     """Open a metatensor ``TensorMap`` file (``.mts``, or ``.npz`` from older versions).
 
     Keys, samples, components and properties are read now; values are not read: they
@@ -78,7 +79,7 @@ def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
     return tensor
 
 
-def load_block(path: str | os.PathLike, chunks: Chunks = None) -> TensorBlock:
+def load_block(path: PathLike, chunks: ChunksLike = None) -> TensorBlock:
     """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
     archive = Archive.open(path, "a TensorBlock")
     request = parse_chunks(chunks)
@@ -89,7 +90,7 @@ def load_block(path: str | os.PathLike, chunks: Chunks = None) -> TensorBlock:
         return archive.block(part, request)
 
 
-def load_labels(path: str | os.PathLike) -> Labels:
+def load_labels(path: PathLike) -> Labels:
     """Read a metatensor ``Labels`` file (a single ``.npy`` array, not a ZIP archive)."""
     display = display_path(path)
     data = read_file(path)
@@ -168,7 +169,7 @@ def check_file(path: str | os.PathLike) -> None:
 # -- saving ------------------------------------------------------------------------------
 
 
-def save(path: str | os.PathLike, data: TensorMap | TensorBlock | Labels) -> None:
+def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
     """Write a TensorMap, TensorBlock or Labels in metatensor's format.
 
     The file is the one ``metatensor.save`` writes: a STORED ZIP archive (ZIP64

@@ -19,6 +19,7 @@ from dask.base import tokenize
 
 from .. import _graph
 from .._partition import gradient_row_chunks
+from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
 from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
@@ -295,8 +296,8 @@ def read_layout(store: Store, where: str) -> layout.TensorLayout:
 
 
 def open_zarr(
-    store: Any,
-    chunks: Any = None,
+    store: StoreLike,
+    chunks: ChunksLike = None,
     storage_options: dict[str, Any] | None = None,
 ) -> TensorMap:
     """Open a tensor stored by :func:`to_zarr`, lazily.
