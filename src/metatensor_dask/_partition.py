@@ -22,6 +22,7 @@ __all__ = [
     "co_partitioned",
     "gradient_row_chunks",
     "local_sample_index",
+    "misplaced_row",
     "row_pointer",
 ]
 
@@ -40,6 +41,33 @@ def row_pointer(sample_column: np.ndarray, n_samples: int) -> np.ndarray | None:
     if len(column) > 1 and np.any(column[1:] < column[:-1]):
         return None
     return np.searchsorted(column, np.arange(n_samples + 1), side="left").astype(np.int64)
+
+
+def misplaced_row(column: np.ndarray, counts: np.ndarray, first: int = 0) -> tuple[int, int] | None:
+    """The first gradient row that is not where the row pointer puts it, or None.
+
+    Parameters
+    ----------
+    column
+        The ``"sample"`` column of the gradient rows of the value rows ``first``,
+        ``first + 1``, ... (consecutive gradient rows, ``sum(counts)`` of them).
+    counts
+        The number of gradient rows of each of these value rows, by the row pointer
+        (``numpy.diff`` of its entries ``first:first + len(counts) + 1``).
+    first
+        The first of these value rows.
+
+    Returns
+    -------
+    tuple[int, int] | None
+        ``(gradient row within column, value row the pointer gives it)`` for the first
+        row whose ``"sample"`` differs, None when all agree.
+    """
+    expected = np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)
+    wrong = np.flatnonzero(column != expected)
+    if len(wrong) == 0:
+        return None
+    return int(wrong[0]), int(expected[wrong[0]])
 
 
 def block_row_pointer(block: TensorBlock, parameter: str) -> np.ndarray | None:

@@ -236,6 +236,22 @@ def _gathered_call(
     return kernel(*values, *chunks[n_values * n_pieces :], index, *constants)
 
 
+def _checked_index(
+    block: Any, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
+) -> da.Array | None:
+    """For a gradient whose samples are still in a store: the index of each gradient
+    row's value row within its values chunk, read from the stored ``"sample"`` column by
+    each chunk's task and checked there against ``pointer`` (see
+    :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`), so that a damaged
+    row pointer raises instead of pairing rows wrongly. None otherwise: samples in
+    memory were checked as a whole against the stored pointer when they were read, or
+    the pointer was computed from them (``.mts`` files, in-memory blocks)."""
+    if pointer is None:
+        return None
+    source = block.gradient(parameter).samples._stored_source()
+    return None if source is None else source.local_index(pointer, value_chunks)
+
+
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -267,13 +283,17 @@ def gradient_rows(
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
-        if pointer is None:
-            index = block.gradient(parameter).samples.column("sample").astype(np.int64)
+        checked = _checked_index(block, parameter, pointer, (len(block),))
+        if checked is not None:
+            inputs, extra = [*values, *gradients, checked], constants
         else:
-            index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
-        inputs = [*values, *gradients]
-        like = (gradients[0], result_dtype(kernel, [*inputs, index[:0]], constants))
-        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
+            if pointer is None:
+                index = block.gradient(parameter).samples.column("sample").astype(np.int64)
+            else:
+                index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
+            inputs, extra = [*values, *gradients], (index, *constants)
+        dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
+        return groups.record(_task_name(kernel), kernel, inputs, extra, (gradients[0], dtype))
 
     values = [as_lazy(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
@@ -290,16 +310,24 @@ def gradient_rows(
     else:
         row_chunks = gradients[0].chunks[0]
     gradients = [row_chunked(g, row_chunks) for g in gradients]
+    checked = _checked_index(block, parameter, pointer, value_chunks)
+    inputs = [*values, *gradients] if checked is None else [*values, *gradients, checked]
     token = _token(
         kernel,
-        [a.name for a in [*values, *gradients]],
+        [a.name for a in inputs],
         constants,
         pointer if pointer is not None else block.gradient(parameter).samples.column("sample"),
     )
     prefix = _task_name(kernel)
     name = f"{prefix}-{token}"
     layer = {}
-    if pointer is not None:
+    if checked is not None:
+        for i in range(len(value_chunks)):
+            key = (name, i, *zeros_g)
+            refs = [chunk_ref(v, i, *zeros_v) for v in values]
+            refs += [chunk_ref(g, i, *zeros_g) for g in gradients]
+            layer[key] = task(key, kernel, *refs, chunk_ref(checked, i), *constants)
+    elif pointer is not None:
         counts = np.diff(pointer)
         bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
         for i in range(len(value_chunks)):
@@ -329,7 +357,7 @@ def gradient_rows(
                 key, _gathered_call, kernel, len(values), len(touched), index, constants, *refs
             )
     chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
-    return _new_array(prefix, token, layer, [*values, *gradients], chunks, dtype)
+    return _new_array(prefix, token, layer, inputs, chunks, dtype)
 
 
 def _all_true(*results: bool) -> list[bool]:
