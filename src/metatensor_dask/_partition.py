@@ -24,6 +24,7 @@ __all__ = [
     "local_sample_index",
     "misplaced_row",
     "row_pointer",
+    "stored_local_index",
 ]
 
 
@@ -102,6 +103,27 @@ def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da
         dtype=np.int64,
         meta=np.empty((0,), np.int64),
     )
+
+
+def stored_local_index(
+    block: TensorBlock, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
+) -> da.Array | None:
+    """:func:`local_sample_index`, read from the store and checked, for a gradient whose
+    samples are still in a store (not loaded); None otherwise.
+
+    Each chunk's task reads the stored ``"sample"`` column of its own gradient rows and
+    checks it against ``pointer`` (see
+    :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`), so that a damaged
+    row pointer raises instead of pairing value rows with the wrong gradient rows.
+    Samples in memory are not checked again: those read from a store were checked as a
+    whole against its row pointer when read, and otherwise (``.mts`` files, blocks
+    built in memory) the pointer was computed from them, or attached with
+    :meth:`~metatensor_dask.block.TensorBlock.set_row_pointer`, which is trusted.
+    """
+    if pointer is None:
+        return None
+    source = block.gradient(parameter).samples._stored_source()
+    return None if source is None else source.local_index(pointer, value_chunks)
 
 
 def _local_rows(counts: np.ndarray) -> np.ndarray:

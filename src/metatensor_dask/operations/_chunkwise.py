@@ -17,7 +17,10 @@ gradient rows that refer to them (``A[s] * ∇B`` and the like):
   gradient is co-partitioned with the values (gradient chunk *i* holds the rows of
   values chunk *i*, see :mod:`metatensor_dask._partition`) and each task indexes its
   values chunk with local indices derived from the CSR row pointer: no sample labels
-  are read, nothing is gathered;
+  are read, nothing is gathered. When the gradient samples are still in a store, each
+  task takes these indices from the stored ``"sample"`` column of its own rows, checked
+  against the pointer (see :func:`~metatensor_dask._partition.stored_local_index`), so
+  that a damaged pointer raises instead of pairing the wrong rows;
 * otherwise (rows in any order, allowed by metatensor), the ``"sample"`` column is read
   and each gradient chunk's task receives the values chunks its rows refer to. This is
   slower (more inputs per task, an index array in the graph) but exact.
@@ -41,7 +44,7 @@ import numpy as np
 
 from .. import _graph
 from .._graph import chunk_ref, task
-from .._partition import block_row_pointer, gradient_row_chunks
+from .._partition import block_row_pointer, gradient_row_chunks, stored_local_index
 from ._grouping import hash_arguments, tiny_groups
 
 __all__ = [
@@ -236,22 +239,6 @@ def _gathered_call(
     return kernel(*values, *chunks[n_values * n_pieces :], index, *constants)
 
 
-def _checked_index(
-    block: Any, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
-) -> da.Array | None:
-    """For a gradient whose samples are still in a store: the index of each gradient
-    row's value row within its values chunk, read from the stored ``"sample"`` column by
-    each chunk's task and checked there against ``pointer`` (see
-    :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`), so that a damaged
-    row pointer raises instead of pairing rows wrongly. None otherwise: samples in
-    memory were checked as a whole against the stored pointer when they were read, or
-    the pointer was computed from them (``.mts`` files, in-memory blocks)."""
-    if pointer is None:
-        return None
-    source = block.gradient(parameter).samples._stored_source()
-    return None if source is None else source.local_index(pointer, value_chunks)
-
-
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -283,7 +270,7 @@ def gradient_rows(
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
-        checked = _checked_index(block, parameter, pointer, (len(block),))
+        checked = stored_local_index(block, parameter, pointer, (len(block),))
         if checked is not None:
             inputs, extra = [*values, *gradients, checked], constants
         else:
@@ -310,7 +297,7 @@ def gradient_rows(
     else:
         row_chunks = gradients[0].chunks[0]
     gradients = [row_chunked(g, row_chunks) for g in gradients]
-    checked = _checked_index(block, parameter, pointer, value_chunks)
+    checked = stored_local_index(block, parameter, pointer, value_chunks)
     inputs = [*values, *gradients] if checked is None else [*values, *gradients, checked]
     token = _token(
         kernel,
