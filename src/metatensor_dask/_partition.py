@@ -10,7 +10,7 @@ gradient rows runs chunk by chunk with local indices: no gather, no shuffle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -25,6 +25,7 @@ __all__ = [
     "misplaced_row",
     "row_pointer",
     "stored_local_index",
+    "stored_sample_column",
 ]
 
 
@@ -105,14 +106,12 @@ def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da
     )
 
 
-def stored_local_index(
-    block: TensorBlock, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
-) -> da.Array | None:
-    """:func:`local_sample_index`, read from the store and checked, for a gradient whose
-    samples are still in a store (not loaded); None otherwise.
+def stored_sample_column(block: TensorBlock, parameter: str, pointer: np.ndarray | None) -> Any:
+    """The stored ``"sample"`` column of a gradient with a row pointer whose samples
+    are still in a store (not loaded), else None.
 
-    Each chunk's task reads the stored ``"sample"`` column of its own gradient rows and
-    checks it against ``pointer`` (see
+    With it, chunk-wise tasks read the ``"sample"`` column of their own gradient rows
+    and check it against ``pointer`` (see
     :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`), so that a damaged
     row pointer raises instead of pairing value rows with the wrong gradient rows.
     Samples in memory are not checked again: those read from a store were checked as a
@@ -122,7 +121,15 @@ def stored_local_index(
     """
     if pointer is None:
         return None
-    source = block.gradient(parameter).samples._stored_source()
+    return block.gradient(parameter).samples._stored_source()
+
+
+def stored_local_index(
+    block: TensorBlock, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
+) -> da.Array | None:
+    """:func:`local_sample_index`, read from the store and checked by each chunk's task,
+    for a gradient with a :func:`stored_sample_column`; None otherwise."""
+    source = stored_sample_column(block, parameter, pointer)
     return None if source is None else source.local_index(pointer, value_chunks)
 
 

@@ -88,8 +88,7 @@ class StoredSampleColumn:
             key = (name, i)
             tasks[key] = _graph.task(
                 key,
-                _checked_index,
-                self,
+                self.checked_index,
                 i,
                 (int(row_bounds[i]), int(row_bounds[i + 1])),
                 first,
@@ -98,28 +97,28 @@ class StoredSampleColumn:
         chunks = (gradient_row_chunks(pointer, value_chunks),)
         return _graph.array_from_tasks(name, tasks, (), chunks, np.int64)
 
+    def __repr__(self) -> str:
+        # deterministic: it takes part in the names of grouped tasks
+        return f"StoredSampleColumn({self.where!r}, {self.ref.path!r}, {self.column})"
 
-def _checked_index(
-    source: StoredSampleColumn,
-    chunk: int,
-    rows: tuple[int, int],
-    first: int,
-    counts: np.ndarray,
-) -> np.ndarray:
-    """A dask task: the gradient rows ``rows`` of values chunk ``chunk`` (the value rows
-    from ``first``, with ``counts`` gradient rows each), as indices within that chunk."""
-    start, stop = rows
-    ref = source.ref
-    region = (slice(start, stop), slice(0, int(ref.document["shape"][1])))
-    column = source.read(ref, region)[:, source.column]
-    misplaced = misplaced_row(column, counts, first)
-    if misplaced is not None:
-        row, value_row = misplaced
-        raise damaged(
-            source.where,
-            f"the gradient samples '{ref.path}' disagree with the stored row pointer in "
-            f"chunk {chunk} (the gradient rows {start}:{stop} of the value rows "
-            f"{first}:{first + len(counts)}): "
-            f"{misplaced_message(start + row, int(column[row]), value_row)}",
-        )
-    return column.astype(np.int64) - first
+    def checked_index(
+        self, chunk: int, rows: tuple[int, int], first: int, counts: np.ndarray
+    ) -> np.ndarray:
+        """Run by a task: the gradient rows ``rows`` of values chunk ``chunk`` (the
+        value rows from ``first``, with ``counts`` gradient rows each), read from the
+        store and checked, as indices of value rows within that chunk."""
+        start, stop = rows
+        ref = self.ref
+        region = (slice(start, stop), slice(0, int(ref.document["shape"][1])))
+        column = self.read(ref, region)[:, self.column]
+        misplaced = misplaced_row(column, counts, first)
+        if misplaced is not None:
+            row, value_row = misplaced
+            raise damaged(
+                self.where,
+                f"the gradient samples '{ref.path}' disagree with the stored row pointer in "
+                f"chunk {chunk} (the gradient rows {start}:{stop} of the value rows "
+                f"{first}:{first + len(counts)}): "
+                f"{misplaced_message(start + row, int(column[row]), value_row)}",
+            )
+        return column.astype(np.int64) - first

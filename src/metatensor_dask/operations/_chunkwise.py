@@ -44,7 +44,12 @@ import numpy as np
 
 from .. import _graph
 from .._graph import chunk_ref, task
-from .._partition import block_row_pointer, gradient_row_chunks, stored_local_index
+from .._partition import (
+    block_row_pointer,
+    gradient_row_chunks,
+    stored_local_index,
+    stored_sample_column,
+)
 from ._grouping import hash_arguments, tiny_groups
 
 __all__ = [
@@ -239,6 +244,16 @@ def _gathered_call(
     return kernel(*values, *chunks[n_values * n_pieces :], index, *constants)
 
 
+def _with_stored_index(*arguments: Any) -> Any:
+    """``kernel(*chunks, index, *constants)`` for the arguments ``(*chunks, kernel,
+    source, counts, constants)`` of one single-chunk block, its ``index`` read from the
+    stored ``"sample"`` column and checked (see
+    :meth:`~metatensor_dask.io.zarr_columns.StoredSampleColumn.checked_index`)."""
+    *chunks, kernel, source, counts, constants = arguments
+    index = source.checked_index(0, (0, int(counts.sum())), 0, counts)
+    return kernel(*chunks, index, *constants)
+
+
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -270,17 +285,19 @@ def gradient_rows(
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
-        checked = stored_local_index(block, parameter, pointer, (len(block),))
-        if checked is not None:
-            inputs, extra = [*values, *gradients, checked], constants
+        inputs = [*values, *gradients]
+        dtype = result_dtype(kernel, [*inputs, np.zeros(0, np.int64)], constants)
+        like = (gradients[0], dtype)
+        source = stored_sample_column(block, parameter, pointer)
+        if source is not None:
+            # the group's task reads and checks the index itself: no task of its own
+            extra = (kernel, source, np.diff(pointer), constants)
+            return groups.record(_task_name(kernel), _with_stored_index, inputs, extra, like)
+        if pointer is None:
+            index = block.gradient(parameter).samples.column("sample").astype(np.int64)
         else:
-            if pointer is None:
-                index = block.gradient(parameter).samples.column("sample").astype(np.int64)
-            else:
-                index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
-            inputs, extra = [*values, *gradients], (index, *constants)
-        dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
-        return groups.record(_task_name(kernel), kernel, inputs, extra, (gradients[0], dtype))
+            index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
+        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
 
     values = [as_lazy(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
