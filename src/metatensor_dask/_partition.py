@@ -10,7 +10,7 @@ gradient rows runs chunk by chunk with local indices: no gather, no shuffle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -22,7 +22,10 @@ __all__ = [
     "co_partitioned",
     "gradient_row_chunks",
     "local_sample_index",
+    "misplaced_row",
     "row_pointer",
+    "stored_local_index",
+    "stored_sample_column",
 ]
 
 
@@ -40,6 +43,33 @@ def row_pointer(sample_column: np.ndarray, n_samples: int) -> np.ndarray | None:
     if len(column) > 1 and np.any(column[1:] < column[:-1]):
         return None
     return np.searchsorted(column, np.arange(n_samples + 1), side="left").astype(np.int64)
+
+
+def misplaced_row(column: np.ndarray, counts: np.ndarray, first: int = 0) -> tuple[int, int] | None:
+    """The first gradient row that is not where the row pointer puts it, or None.
+
+    Parameters
+    ----------
+    column
+        The ``"sample"`` column of the gradient rows of the value rows ``first``,
+        ``first + 1``, ... (consecutive gradient rows, ``sum(counts)`` of them).
+    counts
+        The number of gradient rows of each of these value rows, by the row pointer
+        (``numpy.diff`` of its entries ``first:first + len(counts) + 1``).
+    first
+        The first of these value rows.
+
+    Returns
+    -------
+    tuple[int, int] | None
+        ``(gradient row within column, value row the pointer gives it)`` for the first
+        row whose ``"sample"`` differs, None when all agree.
+    """
+    expected = np.repeat(np.arange(first, first + len(counts), dtype=np.int64), counts)
+    wrong = np.flatnonzero(column != expected)
+    if len(wrong) == 0:
+        return None
+    return int(wrong[0]), int(expected[wrong[0]])
 
 
 def block_row_pointer(block: TensorBlock, parameter: str) -> np.ndarray | None:
@@ -74,6 +104,33 @@ def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da
         dtype=np.int64,
         meta=np.empty((0,), np.int64),
     )
+
+
+def stored_sample_column(block: TensorBlock, parameter: str, pointer: np.ndarray | None) -> Any:
+    """The stored ``"sample"`` column of a gradient with a row pointer whose samples
+    are still in a store (not loaded), else None.
+
+    With it, chunk-wise tasks read the ``"sample"`` column of their own gradient rows
+    and check it against ``pointer`` (see
+    :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`), so that a damaged
+    row pointer raises instead of pairing value rows with the wrong gradient rows.
+    Samples in memory are not checked again: those read from a store were checked as a
+    whole against its row pointer when read, and otherwise (``.mts`` files, blocks
+    built in memory) the pointer was computed from them, or attached with
+    :meth:`~metatensor_dask.block.TensorBlock.set_row_pointer`, which is trusted.
+    """
+    if pointer is None:
+        return None
+    return block.gradient(parameter).samples._stored_source()
+
+
+def stored_local_index(
+    block: TensorBlock, parameter: str, pointer: np.ndarray | None, value_chunks: tuple[int, ...]
+) -> da.Array | None:
+    """:func:`local_sample_index`, read from the store and checked by each chunk's task,
+    for a gradient with a :func:`stored_sample_column`; None otherwise."""
+    source = stored_sample_column(block, parameter, pointer)
+    return None if source is None else source.local_index(pointer, value_chunks)
 
 
 def _local_rows(counts: np.ndarray) -> np.ndarray:

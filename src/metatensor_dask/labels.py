@@ -204,6 +204,7 @@ class Labels:
         self._values: np.ndarray | None = _frozen(array)
         self._count = len(array)
         self._loader: Callable[[], np.ndarray] | None = None
+        self._stored: Any = None
         self._digest: str | None = None
         self._positions: dict[bytes, int] | None = None
 
@@ -217,6 +218,7 @@ class Labels:
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
         labels._count = len(values)
         labels._loader = None
+        labels._stored = None
         labels._digest = None
         labels._positions = None
         return labels
@@ -228,6 +230,7 @@ class Labels:
         count: int,
         load: Callable[[], np.ndarray],
         digest: str | None = None,
+        stored: Any = None,
     ) -> Labels:
         """Labels whose entries are read by ``load()`` the first time they are needed.
 
@@ -242,12 +245,16 @@ class Labels:
         digest
             A content hash recorded when the values were written: two Labels with the
             same digest are equal without loading either.
+        stored
+            Where the entries are stored, for tasks that read a part of them without
+            loading them all (see :meth:`_stored_source`).
         """
         labels = cls.__new__(cls)
         labels._names = _parse_names(list(names))
         labels._values = None
         labels._count = int(count)
         labels._loader = load
+        labels._stored = stored
         labels._digest = digest
         labels._positions = None
         return labels
@@ -288,12 +295,20 @@ class Labels:
                 )
             self._values = _frozen(np.ascontiguousarray(values))
             self._loader = None
+            self._stored = None
         return self._values
 
     @property
     def is_loaded(self) -> bool:
         """Whether the entries are in memory (always, except for lazy sample labels)."""
         return self._values is not None
+
+    def _stored_source(self) -> Any:
+        """Where these lazy entries are stored, as given to :meth:`lazy` (for gradient
+        samples read from a Zarr store: a
+        :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`); None once they
+        are in memory, where they have been checked as a whole."""
+        return self._stored if self._values is None else None
 
     @property
     def device(self) -> str:

@@ -16,10 +16,11 @@ import numpy as np
 from zarr.abc.store import SuffixByteRequest
 from zarr.storage import WrapperStore
 
+from .._partition import misplaced_row
 from ..errors import DamagedStoreError
 from ..labels import Labels
 
-__all__ = ["CheckedStore", "checked_labels", "damaged", "missing_chunk"]
+__all__ = ["CheckedStore", "checked_labels", "damaged", "misplaced_message", "missing_chunk"]
 
 #: An empty entry (offset and length) of a shard index.
 _EMPTY = np.uint64(2**64 - 1)
@@ -129,6 +130,7 @@ def checked_labels(
     digest: str | None,
     parent_rows: int | None = None,
     pointer: np.ndarray | None = None,
+    chunk_rows: int | None = None,
 ) -> Labels:
     """Labels read from a store, after checking that they are what was written.
 
@@ -146,6 +148,8 @@ def checked_labels(
     pointer
         For gradient samples grouped by sample, the stored row pointer, which must
         agree with the ``sample`` column.
+    chunk_rows
+        Rows per stored chunk of the Labels, to name the chunk of a misplaced row.
 
     Raises
     ------
@@ -168,10 +172,22 @@ def checked_labels(
                 f"the gradient samples '{path}' refer to the sample rows [{low}, {high}] of a "
                 f"parent with {parent_rows} rows",
             )
-        if pointer is not None and not np.array_equal(
-            column, np.repeat(np.arange(parent_rows, dtype=np.int32), np.diff(pointer))
-        ):
+        misplaced = None if pointer is None else misplaced_row(column, np.diff(pointer))
+        if misplaced is not None:
+            row, value_row = misplaced
+            chunk = "" if chunk_rows is None else f" (in its stored chunk {row // chunk_rows})"
             raise damaged(
-                where, f"the gradient samples '{path}' disagree with the stored row pointer"
+                where,
+                f"the gradient samples '{path}' disagree with the stored row pointer: "
+                f"{misplaced_message(row, int(column[row]), value_row)}{chunk}",
             )
     return labels
+
+
+def misplaced_message(row: int, sample: int, value_row: int) -> str:
+    """What is wrong with gradient row ``row`` (see
+    :func:`~metatensor_dask._partition.misplaced_row`)."""
+    return (
+        f"the gradient row {row} has the sample {sample}, where the row pointer puts it in "
+        f"the value row {value_row}"
+    )

@@ -26,6 +26,7 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from .zarr_codecs import chunk_key, decode_rows, is_plain
+from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels, damaged
 from .zarr_store import (
     ArrayRef,
@@ -89,17 +90,31 @@ def _lazy_samples(
     parent_rows: int | None = None,
     pointer: np.ndarray | None = None,
 ) -> Labels:
-    """Sample Labels read on first use, and checked then (see :func:`checked_labels`)."""
+    """Sample Labels read on first use, and checked then (see :func:`checked_labels`);
+    those of a gradient with a row pointer also carry their stored ``"sample"`` column,
+    which chunk-wise operations read and check chunk by chunk (see
+    :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`)."""
     ref = ArrayRef(store, info.path, info.document)
+    where = describe(store)
 
     def load() -> np.ndarray:
         (values,) = read_arrays([ref])
-        where = describe(store)
         return checked_labels(
-            where, info.path, info.names, values, info.digest, parent_rows, pointer
+            where,
+            info.path,
+            info.names,
+            values,
+            info.digest,
+            parent_rows,
+            pointer,
+            info.chunk_rows,
         ).values
 
-    return Labels.lazy(info.names, info.shape[0], load, info.digest)
+    stored = None
+    if pointer is not None and "sample" in info.names:
+        read = read_plain_region if is_plain(info.document) else read_region
+        stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
+    return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
 
 
 def _read_into(file: Any, size: int) -> np.ndarray:

@@ -17,7 +17,10 @@ gradient rows that refer to them (``A[s] * ∇B`` and the like):
   gradient is co-partitioned with the values (gradient chunk *i* holds the rows of
   values chunk *i*, see :mod:`metatensor_dask._partition`) and each task indexes its
   values chunk with local indices derived from the CSR row pointer: no sample labels
-  are read, nothing is gathered;
+  are read, nothing is gathered. When the gradient samples are still in a store, each
+  task takes these indices from the stored ``"sample"`` column of its own rows, checked
+  against the pointer (see :func:`~metatensor_dask._partition.stored_local_index`), so
+  that a damaged pointer raises instead of pairing the wrong rows;
 * otherwise (rows in any order, allowed by metatensor), the ``"sample"`` column is read
   and each gradient chunk's task receives the values chunks its rows refer to. This is
   slower (more inputs per task, an index array in the graph) but exact.
@@ -41,7 +44,12 @@ import numpy as np
 
 from .. import _graph
 from .._graph import chunk_ref, task
-from .._partition import block_row_pointer, gradient_row_chunks
+from .._partition import (
+    block_row_pointer,
+    gradient_row_chunks,
+    stored_local_index,
+    stored_sample_column,
+)
 from ._grouping import hash_arguments, tiny_groups
 
 __all__ = [
@@ -236,6 +244,16 @@ def _gathered_call(
     return kernel(*values, *chunks[n_values * n_pieces :], index, *constants)
 
 
+def _with_stored_index(*arguments: Any) -> Any:
+    """``kernel(*chunks, index, *constants)`` for the arguments ``(*chunks, kernel,
+    source, counts, constants)`` of one single-chunk block, its ``index`` read from the
+    stored ``"sample"`` column and checked (see
+    :meth:`~metatensor_dask.io.zarr_columns.StoredSampleColumn.checked_index`)."""
+    *chunks, kernel, source, counts, constants = arguments
+    index = source.checked_index(0, (0, int(counts.sum())), 0, counts)
+    return kernel(*chunks, index, *constants)
+
+
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -267,12 +285,18 @@ def gradient_rows(
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
+        inputs = [*values, *gradients]
+        dtype = result_dtype(kernel, [*inputs, np.zeros(0, np.int64)], constants)
+        like = (gradients[0], dtype)
+        source = stored_sample_column(block, parameter, pointer)
+        if source is not None:
+            # the group's task reads and checks the index itself: no task of its own
+            extra = (kernel, source, np.diff(pointer), constants)
+            return groups.record(_task_name(kernel), _with_stored_index, inputs, extra, like)
         if pointer is None:
             index = block.gradient(parameter).samples.column("sample").astype(np.int64)
         else:
             index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
-        inputs = [*values, *gradients]
-        like = (gradients[0], result_dtype(kernel, [*inputs, index[:0]], constants))
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
 
     values = [as_lazy(v) for v in values]
@@ -290,16 +314,24 @@ def gradient_rows(
     else:
         row_chunks = gradients[0].chunks[0]
     gradients = [row_chunked(g, row_chunks) for g in gradients]
+    checked = stored_local_index(block, parameter, pointer, value_chunks)
+    inputs = [*values, *gradients] if checked is None else [*values, *gradients, checked]
     token = _token(
         kernel,
-        [a.name for a in [*values, *gradients]],
+        [a.name for a in inputs],
         constants,
         pointer if pointer is not None else block.gradient(parameter).samples.column("sample"),
     )
     prefix = _task_name(kernel)
     name = f"{prefix}-{token}"
     layer = {}
-    if pointer is not None:
+    if checked is not None:
+        for i in range(len(value_chunks)):
+            key = (name, i, *zeros_g)
+            refs = [chunk_ref(v, i, *zeros_v) for v in values]
+            refs += [chunk_ref(g, i, *zeros_g) for g in gradients]
+            layer[key] = task(key, kernel, *refs, chunk_ref(checked, i), *constants)
+    elif pointer is not None:
         counts = np.diff(pointer)
         bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
         for i in range(len(value_chunks)):
@@ -329,7 +361,7 @@ def gradient_rows(
                 key, _gathered_call, kernel, len(values), len(touched), index, constants, *refs
             )
     chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
-    return _new_array(prefix, token, layer, [*values, *gradients], chunks, dtype)
+    return _new_array(prefix, token, layer, inputs, chunks, dtype)
 
 
 def _all_true(*results: bool) -> list[bool]:

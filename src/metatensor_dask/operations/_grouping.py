@@ -36,9 +36,15 @@ GROUP_BYTES = 8 * 1024 * 1024
 
 
 def hash_arguments(hasher: Any, arguments: Sequence[Any]) -> None:
-    """Feed constants and index arrays to ``hasher`` (for deterministic task names)."""
+    """Feed constants, index arrays and functions to ``hasher`` (for deterministic task
+    names: a function by its qualified name, not its address)."""
     for value in arguments:
-        hasher.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+        if isinstance(value, np.ndarray):
+            hasher.update(value.tobytes())
+        elif callable(value) and hasattr(value, "__qualname__"):
+            hasher.update(f"{value.__module__}.{value.__qualname__}".encode())
+        else:
+            hasher.update(repr(value).encode())
 
 
 class _Pending:

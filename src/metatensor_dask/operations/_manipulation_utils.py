@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 import dask.array as da
 import numpy as np
 
-from .._partition import block_row_pointer, co_partitioned, gradient_row_chunks, local_sample_index
+from .._partition import (
+    block_row_pointer,
+    co_partitioned,
+    gradient_row_chunks,
+    local_sample_index,
+    stored_local_index,
+)
 from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 
@@ -289,7 +295,9 @@ def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Arra
         values, gradient_values = (rows_only(a) for a in pairs)
         pointer = block_row_pointer(block, parameter)
         assert pointer is not None, "co-partitioned gradients have a row pointer"
-        local = local_sample_index(pointer, values.chunks[0])
+        local = stored_local_index(block, parameter, pointer, values.chunks[0])
+        if local is None:
+            local = local_sample_index(pointer, values.chunks[0])
         axes = tuple(range(values.ndim))
         expanded = da.blockwise(
             _take_local,
