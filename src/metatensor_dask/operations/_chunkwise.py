@@ -289,7 +289,7 @@ def gradient_rows(
         dtype = result_dtype(kernel, [*inputs, np.zeros(0, np.int64)], constants)
         like = (gradients[0], dtype)
         source = stored_sample_column(block, parameter, pointer)
-        if source is not None:
+        if source is not None and pointer is not None:
             # the group's task reads and checks the index itself: no task of its own
             extra = (kernel, source, np.diff(pointer), constants)
             return groups.record(_task_name(kernel), _with_stored_index, inputs, extra, like)
