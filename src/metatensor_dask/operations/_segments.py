@@ -54,23 +54,52 @@ def _partial(
     function: Callable[..., np.ndarray],
     row_blocks: list[np.ndarray],
     out_blocks: list[np.ndarray],
-    rows: np.ndarray,
-    targets: np.ndarray,
+    rows: slice | np.ndarray,
+    runs: tuple[np.ndarray | None, np.ndarray, np.ndarray],
     extras: list[np.ndarray],
     shape: tuple[int, ...],
     dtype: Any,
 ) -> np.ndarray:
+    """The sums of the ``rows`` of one input chunk into one output chunk, with the
+    ``runs`` of :func:`_runs`."""
+    order, starts, targets = runs
     result = np.zeros(shape, dtype)
     contributions = function(*[b[rows] for b in row_blocks], *out_blocks, *extras)
-    if len(targets) == 0:
-        return result
+    if order is not None:
+        contributions = contributions[order]
+    result[targets] = np.add.reduceat(contributions, starts, axis=0)
+    return result
+
+
+def _runs(targets: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(order, starts, targets)``: rows taken in ``order`` (``None``: as they are),
+    runs of equal targets starting at ``starts`` are summed into ``targets``.
+
+    Computed when building the graph: a task holds one entry per output row it
+    receives, not one per input row (a 4 GiB store's graph was 16 MB, most of it these).
+    """
+    order = None
     if np.any(targets[1:] < targets[:-1]):
         # a stable sort keeps the order of the rows added to each target (as np.add.at)
         order = np.argsort(targets, kind="stable")
-        targets, contributions = targets[order], contributions[order]
+        targets = targets[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
-    result[targets[starts]] = np.add.reduceat(contributions, starts, axis=0)
-    return result
+    return _small(order), _small(starts), _small(targets[starts])
+
+
+def _small(indices: np.ndarray | None) -> np.ndarray | None:
+    """Chunk-local ``indices`` as int32 when they fit: half the bytes in the graph."""
+    if indices is None or len(indices) == 0 or indices.max() >= 2**31:
+        return indices
+    return indices.astype(np.int32)
+
+
+def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
+    """Increasing ``rows`` as a slice when they are contiguous: a task then takes a view
+    of its input chunk instead of copying the rows (usual for grouped samples)."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return _small(rows)
 
 
 def _sum(parts: list[np.ndarray]) -> np.ndarray:
@@ -140,8 +169,8 @@ def segment_sum(
                 function,
                 [_block_key(a, i) for a in row_operands],
                 [_block_key(a, j) for a in out_operands],
-                rows,
-                target[start:stop][rows] - out_bounds[j],
+                _as_slice(rows),
+                _runs(target[start:stop][rows] - out_bounds[j]),
                 [np.asarray(e)[start:stop][rows] for e in extras],
                 (out_chunks[j], *rest),
                 dtype,
