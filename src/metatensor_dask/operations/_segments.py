@@ -12,6 +12,7 @@ depends on one or two input chunks, and the graph has a few tasks per chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import dask.array as da
@@ -55,36 +56,57 @@ def _partial(
     row_blocks: list[np.ndarray],
     out_blocks: list[np.ndarray],
     rows: slice | np.ndarray,
-    runs: tuple[np.ndarray | None, np.ndarray, np.ndarray],
+    plan: tuple[Any, ...],
     extras: list[np.ndarray],
     shape: tuple[int, ...],
     dtype: Any,
 ) -> np.ndarray:
-    """The sums of the ``rows`` of one input chunk into one output chunk, with the
-    ``runs`` of :func:`_runs`."""
-    order, starts, targets = runs
+    """The sums of the ``rows`` of one input chunk into one output chunk, as ``plan``
+    (from :func:`_plan`) says."""
     result = np.zeros(shape, dtype)
     contributions = function(*[b[rows] for b in row_blocks], *out_blocks, *extras)
+    if plan[0] == "runs":
+        _, bounds, targets = plan
+        for start, stop in pairwise(bounds.tolist()):
+            # distinct targets within a run: a fancy-indexed += adds each row once
+            result[targets[start:stop]] += contributions[start:stop]
+        return result
+    _, order, starts, targets = plan
     if order is not None:
         contributions = contributions[order]
     result[targets] = np.add.reduceat(contributions, starts, axis=0)
     return result
 
 
-def _runs(targets: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """``(order, starts, targets)``: rows taken in ``order`` (``None``: as they are),
-    runs of equal targets starting at ``starts`` are summed into ``targets``.
+#: Rows per run, on average, from which unsorted targets are added run by run.
+RUN_LENGTH = 8
 
-    Computed when building the graph: a task holds one entry per output row it
-    receives, not one per input row (a 4 GiB store's graph was 16 MB, most of it these).
+
+def _plan(targets: np.ndarray) -> tuple[Any, ...]:
+    """How a task adds its contributions into the output rows ``targets``.
+
+    * ``("reduceat", order, starts, targets)``: the rows taken in ``order`` (``None``:
+      as they are, when ``targets`` are sorted), runs of equal targets starting at
+      ``starts`` summed into ``targets``;
+    * ``("runs", bounds, targets)``: targets made of long increasing runs (gradient rows
+      grouped by sample, each run the neighbours of one sample): each run is added with
+      one ``+=``, without reordering the rows (4x faster than sorting a 64 MiB chunk).
+
+    Rows reach each target in their order, as with ``np.add.at``. Computed when building
+    the graph, with chunk-local indices as int32 (a 4 GiB store's graph was 16 MB).
     """
-    order = None
     if np.any(targets[1:] < targets[:-1]):
-        # a stable sort keeps the order of the rows added to each target (as np.add.at)
+        breaks = np.flatnonzero(targets[1:] <= targets[:-1]) + 1
+        if (len(breaks) + 1) * RUN_LENGTH <= len(targets):
+            bounds = np.concatenate([[0], breaks, [len(targets)]])
+            return "runs", _small(bounds), _small(targets)
+        # a stable sort keeps the order of the rows added to each target
         order = np.argsort(targets, kind="stable")
         targets = targets[order]
+    else:
+        order = None
     starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
-    return _small(order), _small(starts), _small(targets[starts])
+    return "reduceat", _small(order), _small(starts), _small(targets[starts])
 
 
 def _small(indices: np.ndarray | None) -> np.ndarray | None:
@@ -170,7 +192,7 @@ def segment_sum(
                 [_block_key(a, i) for a in row_operands],
                 [_block_key(a, j) for a in out_operands],
                 _as_slice(rows),
-                _runs(target[start:stop][rows] - out_bounds[j]),
+                _plan(target[start:stop][rows] - out_bounds[j]),
                 [np.asarray(e)[start:stop][rows] for e in extras],
                 (out_chunks[j], *rest),
                 dtype,
