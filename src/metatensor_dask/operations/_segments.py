@@ -92,8 +92,9 @@ def _plan(targets: np.ndarray) -> tuple[Any, ...]:
       grouped by sample, each run the neighbours of one sample): each run is added with
       one ``+=``, without reordering the rows (4x faster than sorting a 64 MiB chunk).
 
-    Rows reach each target in their order, as with ``np.add.at``. Computed when building
-    the graph, with chunk-local indices as int32 (a 4 GiB store's graph was 16 MB).
+    Rows are added to each target in their order (with ``"runs"``, one by one, exactly
+    as ``np.add.at``). Computed when building the graph, with chunk-local indices as
+    int32 (a 4 GiB store's graph was 16 MB).
     """
     if np.any(targets[1:] < targets[:-1]):
         breaks = np.flatnonzero(targets[1:] <= targets[:-1]) + 1
@@ -101,17 +102,17 @@ def _plan(targets: np.ndarray) -> tuple[Any, ...]:
             bounds = np.concatenate([[0], breaks, [len(targets)]])
             return "runs", _small(bounds), _small(targets)
         # a stable sort keeps the order of the rows added to each target
-        order = np.argsort(targets, kind="stable")
+        order = _small(np.argsort(targets, kind="stable"))
         targets = targets[order]
     else:
         order = None
     starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
-    return "reduceat", _small(order), _small(starts), _small(targets[starts])
+    return "reduceat", order, _small(starts), _small(targets[starts])
 
 
-def _small(indices: np.ndarray | None) -> np.ndarray | None:
+def _small(indices: np.ndarray) -> np.ndarray:
     """Chunk-local ``indices`` as int32 when they fit: half the bytes in the graph."""
-    if indices is None or len(indices) == 0 or indices.max() >= 2**31:
+    if len(indices) == 0 or indices.max() >= 2**31:
         return indices
     return indices.astype(np.int32)
 
