@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import metatensor
 import numpy as np
 import pytest
@@ -86,3 +87,36 @@ def test_a_missing_chunk_is_damage(tmp_path):
         mtd.DamagedStoreError, match=r"chunk 'c\.2\.0\.0' of the array 'blocks/0/values' is missing"
     ):
         values.compute()
+
+
+@pytest.mark.parametrize("chunks", [None, 3, 7])
+def test_every_stored_chunk_is_read_once(tmp_path, monkeypatch, chunks):
+    # gradient rows per sample vary: their co-partitioned dask chunks cut the regular
+    # stored chunks, and dask chunks of 3 or 7 value rows cut stored chunks of 4
+    from metatensor_dask.io import zarr_read
+
+    theirs = make_metatensor(seed=5, n_samples=(23, 0, 11))
+    mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr", chunks=4)
+    ours = mtd.open_zarr(tmp_path / "t.zarr", chunks=chunks)
+    read: list[str] = []
+    original = zarr_read._read_files
+
+    def counted(store, keys):
+        read.extend(keys)
+        return original(store, keys)
+
+    monkeypatch.setattr(zarr_read, "_read_files", counted)
+
+    def arrays(block):
+        return [block.values, *(a for _, g in block.gradients() for a in arrays(g))]
+
+    ours_arrays = [a for b in ours.blocks() for a in arrays(b)]
+    computed = dask.compute(*ours_arrays, scheduler="sync")
+    stored = sorted(
+        str(path.relative_to(tmp_path / "t.zarr"))
+        for path in (tmp_path / "t.zarr").glob("blocks/*/**/values/c.*")
+    )
+    assert sorted(read) == stored
+    expected = [a for b in theirs.blocks() for a in arrays(b)]
+    for array, values in zip(computed, expected, strict=True):
+        np.testing.assert_array_equal(array, values)

@@ -117,12 +117,17 @@ def _lazy_samples(
     return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
 
 
+#: Bytes asked of the system per read call. One call for a whole 64 MiB chunk file read
+#: it at 0.47 GB/s from disk, 8-16 MiB calls at 1.2 GB/s (page cache dropped, 2 threads).
+_READ_SIZE = 8 * 2**20
+
+
 def _read_into(file: Any, size: int) -> np.ndarray:
     """Up to ``size`` bytes of ``file``, in a new uninitialised (not zero-filled) buffer."""
     buffer = np.empty(size, dtype=np.uint8)
     view, done = buffer.data, 0
     while done < size:
-        count = file.readinto(view[done:])
+        count = file.readinto(view[done : done + _READ_SIZE])
         if not count:
             break
         done += count
@@ -196,6 +201,27 @@ def _value_rows(block: layout.BlockLayout, request: chunking.ChunkRequest) -> tu
     return chunking.regular(n, block.values.chunk_rows)
 
 
+def read_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> da.Array:
+    """A dask array over a stored array with row chunks ``rows``, reading each stored
+    chunk once.
+
+    A task reads whole chunks (a chunk's checksum covers all of it), so chunks of
+    ``rows`` that cut stored chunks (co-partitioned gradients: a regular grid on disk,
+    the rows of each values chunk in dask) would read the chunks they share twice,
+    doubling the bytes read. Then one task reads each stored chunk and dask's rechunk
+    cuts and joins them (views, and one copy of the rows that span two chunks).
+    """
+    stored = chunking.regular(info.shape[0], info.chunk_rows)
+    if _aligned(rows, stored):
+        return stored_array(store, info, rows)
+    return stored_array(store, info, stored).rechunk({0: rows})
+
+
+def _aligned(rows: tuple[int, ...], stored: tuple[int, ...]) -> bool:
+    """Whether every boundary of ``rows`` is a boundary of the ``stored`` chunks."""
+    return set(np.cumsum(rows).tolist()) <= set(np.cumsum(stored).tolist())
+
+
 class _Reader:
     """Builds blocks from a parsed layout, with the small arrays already read."""
 
@@ -222,7 +248,7 @@ class _Reader:
         pointer: np.ndarray | None,
         parent_rows: int | None = None,
     ) -> TensorBlock:
-        values = stored_array(self.store, stored.values, rows)
+        values = read_array(self.store, stored.values, rows)
         properties = (
             properties if stored.properties is None else self.labels[stored.properties.path]
         )

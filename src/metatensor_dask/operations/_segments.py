@@ -12,6 +12,7 @@ depends on one or two input chunks, and the graph has a few tasks per chunk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import dask.array as da
@@ -55,23 +56,74 @@ def _partial(
     function: Callable[..., np.ndarray],
     row_blocks: list[np.ndarray],
     out_blocks: list[np.ndarray],
-    rows: np.ndarray,
-    targets: np.ndarray,
+    rows: slice | np.ndarray,
+    plan: tuple[Any, ...],
     extras: list[np.ndarray],
     shape: tuple[int, ...],
     dtype: Any,
 ) -> np.ndarray:
+    """The sums of the ``rows`` of one input chunk into one output chunk, as ``plan``
+    (from :func:`_plan`) says."""
     result = np.zeros(shape, dtype)
     contributions = function(*[b[rows] for b in row_blocks], *out_blocks, *extras)
-    if len(targets) == 0:
+    if plan[0] == "runs":
+        _, bounds, targets = plan
+        for start, stop in pairwise(bounds.tolist()):
+            # distinct targets within a run: a fancy-indexed += adds each row once
+            result[targets[start:stop]] += contributions[start:stop]
         return result
-    if np.any(targets[1:] < targets[:-1]):
-        # a stable sort keeps the order of the rows added to each target (as np.add.at)
-        order = np.argsort(targets, kind="stable")
-        targets, contributions = targets[order], contributions[order]
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
-    result[targets[starts]] = np.add.reduceat(contributions, starts, axis=0)
+    _, order, starts, targets = plan
+    if order is not None:
+        contributions = contributions[order]
+    result[targets] = np.add.reduceat(contributions, starts, axis=0)
     return result
+
+
+#: Rows per run, on average, from which unsorted targets are added run by run.
+RUN_LENGTH = 8
+
+
+def _plan(targets: np.ndarray) -> tuple[Any, ...]:
+    """How a task adds its contributions into the output rows ``targets``.
+
+    * ``("reduceat", order, starts, targets)``: the rows taken in ``order`` (``None``:
+      as they are, when ``targets`` are sorted), runs of equal targets starting at
+      ``starts`` summed into ``targets``;
+    * ``("runs", bounds, targets)``: targets made of long increasing runs (gradient rows
+      grouped by sample, each run the neighbours of one sample): each run is added with
+      one ``+=``, without reordering the rows (4x faster than sorting a 64 MiB chunk).
+
+    Rows are added to each target in their order (with ``"runs"``, one by one, exactly
+    as ``np.add.at``). Computed when building the graph, with chunk-local indices as
+    int32 (a 4 GiB store's graph was 16 MB).
+    """
+    if np.any(targets[1:] < targets[:-1]):
+        breaks = np.flatnonzero(targets[1:] <= targets[:-1]) + 1
+        if (len(breaks) + 1) * RUN_LENGTH <= len(targets):
+            bounds = np.concatenate([[0], breaks, [len(targets)]])
+            return "runs", _small(bounds), _small(targets)
+        # a stable sort keeps the order of the rows added to each target
+        order = _small(np.argsort(targets, kind="stable"))
+        targets = targets[order]
+    else:
+        order = None
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
+    return "reduceat", order, _small(starts), _small(targets[starts])
+
+
+def _small(indices: np.ndarray) -> np.ndarray:
+    """Chunk-local ``indices`` as int32 when they fit: half the bytes in the graph."""
+    if len(indices) == 0 or indices.max() >= 2**31:
+        return indices
+    return indices.astype(np.int32)
+
+
+def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
+    """Increasing ``rows`` as a slice when they are contiguous: a task then takes a view
+    of its input chunk instead of copying the rows (usual for grouped samples)."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return _small(rows)
 
 
 def _sum(parts: list[np.ndarray]) -> np.ndarray:
@@ -141,8 +193,8 @@ def segment_sum(
                 function,
                 [_block_key(a, i) for a in row_operands],
                 [_block_key(a, j) for a in out_operands],
-                rows,
-                target[start:stop][rows] - out_bounds[j],
+                _as_slice(rows),
+                _plan(target[start:stop][rows] - out_bounds[j]),
                 [np.asarray(e)[start:stop][rows] for e in extras],
                 (out_chunks[j], *rest),
                 dtype,

@@ -1,0 +1,250 @@
+"""Reading a store from disk: the library next to a raw read of the same files.
+
+A featomic-like store (:func:`metatensor_dask.datasets.featomic_like`, ~99% gradients)
+of ``MTD_BENCH_DISK_GIB`` GiB is written once; then, in one run, with the page cache
+dropped before each step (``sync; echo 3 > /proc/sys/vm/drop_caches``):
+
+a. **raw read**: one thread reads every file of the store in order, 16 MiB ``readinto``
+   calls into one buffer (the floor: the disk, nothing else);
+b. **read every array**: the sum of every values and gradient array, in one
+   ``dask.compute`` on the threaded scheduler (checksums verified, as on every read);
+c. **pipeline**: the demo pipeline (:data:`metatensor_dask.execution.demo.PIPELINE`,
+   ``sum_over_samples(pow(x, 2) * x, "atom")`` with gradients) from store to store, on
+   threads and on a ``LocalCluster`` of ``MTD_BENCH_DISK_WORKERS`` workers (default 2)
+   limited to ``MTD_BENCH_DISK_MEMORY`` each (default 2 GiB);
+d. the peak resident memory of this process and its children (the workers), sampled
+   every 50 ms during each step.
+
+Run it with::
+
+    MTD_BENCH_DISK_GIB=4 .venv/bin/python -m pytest benchmarks/bench_disk_speed.py \\
+        --benchmark-enable -s
+
+``-s`` shows the table of times and their ratios to the raw read (copied to
+``docs/performance.md``). Dropping the page cache needs root: where it cannot be done,
+the timed run is skipped with a message. In the normal test run (timing disabled) the
+default tiny store is read warm, without dropping the machine's page cache, which only
+checks that every step works and gives the right result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import psutil
+import pytest
+import zarr
+from dask.utils import format_bytes
+
+import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like, systems_for_size
+from metatensor_dask.execution.cluster import execution
+from metatensor_dask.execution.demo import PIPELINE, check_against_numpy
+from metatensor_dask.execution.pipeline import Pipeline
+
+# the demo pipeline's graph grows with the store (about 1.3 MB per GiB, the sum over
+# samples' row targets): distributed warns from 10 MB on, which is not a failure here
+pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+
+GIB = float(os.environ.get("MTD_BENCH_DISK_GIB", "0.03"))
+WORKERS = int(os.environ.get("MTD_BENCH_DISK_WORKERS", "2"))
+MEMORY = os.environ.get("MTD_BENCH_DISK_MEMORY", "2GiB")
+READ_SIZE = 16 * 2**20
+CHECKED_ARRAYS = 6
+"""Arrays whose sums are checked against zarr-python (the first ones: all of a block)."""
+
+
+def drop_page_cache() -> None:
+    """Write dirty pages, then drop the page cache (root only).
+
+    Raises
+    ------
+    PermissionError
+        When this process may not drop the page cache.
+    """
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as file:
+        file.write("3\n")
+
+
+def raw_read(path: Path) -> int:
+    """Read every file under ``path``, in order, with 16 MiB calls; the bytes read."""
+    view = memoryview(bytearray(READ_SIZE))
+    total = 0
+    for root, folders, files in os.walk(path):
+        folders.sort()
+        for name in sorted(files):
+            with open(os.path.join(root, name), "rb", buffering=0) as file:
+                while count := file.readinto(view):
+                    total += count
+    return total
+
+
+def _arrays(block: Any) -> list[Any]:
+    """The values of ``block`` and of its gradients (nested ones too)."""
+    return [block.values, *(a for _, gradient in block.gradients() for a in _arrays(gradient))]
+
+
+def _paths(block: Any, prefix: str) -> list[str]:
+    """The store paths of the arrays of :func:`_arrays`, in the same order."""
+    found = [prefix + "values"]
+    for name, gradient in block.gradients():
+        found.extend(_paths(gradient, f"{prefix}gradients/{name}/"))
+    return found
+
+
+def sum_every_array(path: Path) -> list[float]:
+    """The sum of every values and gradient array of the store, in one compute."""
+    tensor = mtd.open_zarr(str(path))
+    arrays = [a for block in tensor.blocks() for a in _arrays(block)]
+    return [float(s) for s in dask.compute(*[a.sum() for a in arrays])]
+
+
+def run_pipeline(source: Path, output: Path) -> None:
+    """The demo pipeline from ``source`` to ``output``, on the active scheduler."""
+    if output.exists():
+        shutil.rmtree(output)
+    text = PIPELINE.format(input=source.name, output=output.name, name="bench")
+    pipeline = Pipeline.from_text(text, base=str(source.parent))
+    dask.compute(pipeline.write(pipeline.build()))
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@contextmanager
+def peak_rss() -> Any:
+    """Sample the summed RSS of this process and its children every 50 ms; yields a
+    dict whose ``"peak"`` is the largest sum seen (filled in on exit)."""
+    me, found = psutil.Process(), {"peak": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            found["peak"] = max(found["peak"], _tree_rss(me))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield found
+    finally:
+        done.set()
+        sampler.join()
+        found["peak"] = max(found["peak"], _tree_rss(me))
+
+
+@contextmanager
+def local_cluster() -> Any:
+    """A LocalCluster of ``WORKERS`` workers limited to ``MEMORY``, active, whose workers
+    have imported the library (a fixed cost of a few seconds, not reading)."""
+    with execution("local", workers=WORKERS, memory_limit=MEMORY) as where:
+        where.client.run(importlib.import_module, "metatensor_dask.operations")
+        where.client.run(importlib.import_module, "metatensor_dask.io.zarr_read")
+        yield where
+
+
+Step = tuple[Callable[[], AbstractContextManager[Any]], Callable[[], Any]]
+"""A context to run a step in (set up before the clock starts) and the step itself."""
+
+
+def measure(steps: dict[str, Step], cold: bool) -> dict[str, tuple[float, int]]:
+    """Wall time and peak RSS of each step, run in order, the page cache dropped just
+    before each when ``cold``."""
+    results = {}
+    for name, (context, step) in steps.items():
+        with context():
+            if cold:
+                drop_page_cache()
+            with peak_rss() as rss:
+                start = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - start
+        results[name] = (elapsed, rss["peak"])
+    return results
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("disk-speed")
+    path = workdir / "x.zarr"
+    featomic_like(systems_for_size(f"{GIB}GiB")).to_zarr(str(path))
+    yield path
+    shutil.rmtree(workdir)
+
+
+def test_disk_speed(benchmark, store):
+    cold = benchmark.enabled
+    if cold:
+        try:
+            drop_page_cache()
+        except OSError as error:
+            pytest.skip(
+                f"the page cache can not be dropped here ({error}): run as root to time "
+                "reads from disk"
+            )
+    stored = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+    outputs = {kind: store.parent / f"out-{kind}.zarr" for kind in ("threads", "local")}
+    found: dict[str, Any] = {}
+    steps: dict[str, Step] = {
+        "raw read": (nullcontext, lambda: found.setdefault("raw", raw_read(store))),
+        "read every array": (
+            lambda: execution("threads"),
+            lambda: found.setdefault("sums", sum_every_array(store)),
+        ),
+        "pipeline, threads": (
+            lambda: execution("threads"),
+            lambda: run_pipeline(store, outputs["threads"]),
+        ),
+        f"pipeline, LocalCluster {WORKERS} x {MEMORY}": (
+            local_cluster,
+            lambda: run_pipeline(store, outputs["local"]),
+        ),
+    }
+    results = benchmark.pedantic(measure, (steps, cold), rounds=1, iterations=1)
+
+    assert found["raw"] == stored
+    # the sums against zarr-python's own reading of the same arrays
+    group = zarr.open_group(str(store), mode="r")
+    source = mtd.open_zarr(str(store))
+    paths = [p for i, block in enumerate(source.blocks()) for p in _paths(block, f"blocks/{i}/")]
+    assert len(paths) == len(found["sums"])
+    for path, total in list(zip(paths, found["sums"], strict=True))[:CHECKED_ARRAYS]:
+        np.testing.assert_allclose(total, np.sum(group[path][...]), rtol=1e-10, atol=1e-8)
+    for output in outputs.values():
+        check_against_numpy(source, mtd.open_zarr(str(output)), max_blocks=2, max_rows=2)
+        shutil.rmtree(output)
+
+    raw = results["raw read"][0]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\n{format_bytes(stored)} stored, page cache {'dropped' if cold else 'warm'} "
+        f"before each step, load average {load}, {os.cpu_count()} cores"
+    )
+    print("| step | time | GB/s | / raw read | peak RSS (all processes) |")
+    print("|---|---|---|---|---|")
+    for name, (elapsed, peak) in results.items():
+        print(
+            f"| {name} | {elapsed:.2f} s | {stored / elapsed / 1e9:.2f} | {elapsed / raw:.2f}x "
+            f"| {format_bytes(peak)} |"
+        )
+    benchmark.extra_info.update(
+        {"stored_bytes": stored, **{name: t for name, (t, _) in results.items()}}
+    )
