@@ -38,6 +38,7 @@ __version__ = "0.1.0.dev0"
 
 
 if TYPE_CHECKING:
+    from .execution.ingest import write_batches
     from .io import open_zarr, to_zarr, verify
 
 
@@ -49,6 +50,11 @@ def __getattr__(name):
         value = getattr(io, name)
         globals()[name] = value
         return value
+    if name == "write_batches":
+        from .execution.ingest import write_batches
+
+        globals()[name] = write_batches
+        return write_batches
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -77,5 +83,6 @@ __all__ = [
     "to_metatensor",
     "to_zarr",
     "verify",
+    "write_batches",
     *operations.__all__,
 ]
