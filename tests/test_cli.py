@@ -191,6 +191,33 @@ def test_convert_round_trip(capsys, tmp_path):
     assert run(capsys, "convert", SPHERICAL, zarr_store, "--overwrite", "-q")[0] == 0
 
 
+def test_convert_many_files_into_one_store(capsys, tmp_path):
+    """featomic numbers the systems of every file from 0: --renumber system makes them
+    follow each other."""
+    from ingest_support import soap
+    from test_ingest import renumbered
+
+    batches = [soap([0, 1]), soap([2]), soap([3, 4, 5])]
+    paths = []
+    for i, batch in enumerate(batches):
+        paths.append(tmp_path / f"{i}.mts")
+        metatensor.save(str(paths[-1]), batch)
+    out = tmp_path / "all.zarr"
+    code, _, err = run(capsys, "convert", *paths[:2], out, "--append", "--renumber", "system")
+    assert code == 0, err
+    assert run(capsys, "convert", paths[2], out, "--append", "--renumber", "system", "-q")[0] == 0
+    expected = metatensor.join(
+        [renumbered(batches[0], 0), renumbered(batches[1], 2), renumbered(batches[2], 3)],
+        axis="samples",
+        different_keys="union",
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), expected)
+    code, _, err = run(capsys, "convert", *paths, tmp_path / "other.zarr")
+    assert code == 2 and "several sources go into one store with --append" in err
+    code, _, err = run(capsys, "convert", paths[0], tmp_path / "x.mts", "--append")
+    assert code == 2 and "DST must be one" in err
+
+
 def test_convert_with_shards(capsys, tmp_path):
     code, _, _ = run(
         capsys, "convert", RADIAL, tmp_path / "x.zarr", "--chunks", "1", "--shard-chunks", "2", "-q"
