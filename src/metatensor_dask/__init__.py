@@ -38,23 +38,17 @@ __version__ = "0.1.0.dev0"
 
 
 if TYPE_CHECKING:
-    from .execution.ingest import write_batches
-    from .io import open_zarr, to_zarr, verify
+    from .io import open_zarr, to_zarr, verify, write_batches
 
 
 def __getattr__(name):
     # these import zarr: only when first used (see metatensor_dask.io)
-    if name in ("open_zarr", "to_zarr", "verify"):
+    if name in ("open_zarr", "to_zarr", "verify", "write_batches"):
         from . import io
 
         value = getattr(io, name)
         globals()[name] = value
         return value
-    if name == "write_batches":
-        from .execution.ingest import write_batches
-
-        globals()[name] = write_batches
-        return write_batches
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

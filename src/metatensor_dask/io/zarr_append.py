@@ -24,6 +24,7 @@ or as after it; ``resume=True`` with the same tensor finishes it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,11 +112,9 @@ def _key_text(key: Any) -> str:
 class _Planner:
     """Builds the :class:`AppendPlan` of a tensor against a stored layout."""
 
-    def __init__(self, store: Store, where: str, stored: layout.TensorLayout, keys: Labels):
+    def __init__(self, store: Store, where: str, stored: layout.TensorLayout):
         self.store = store
         self.where = where
-        self.stored = stored
-        self.keys = keys
         self.plan = AppendPlan(dict(stored.nodes), info=dict(stored.info))
         self.labels: dict[str, Labels] = {}
 
@@ -226,13 +225,8 @@ class _Planner:
             self.extend_block(gradient, child, n_old, f"{what}, gradient '{parameter}'")
 
 
-def _new_blocks(plan: AppendPlan, blocks: list[tuple[int, TensorBlock]], rows: Any) -> None:
-    """Plan blocks of new keys at their positions, written whole."""
-    from .zarr_write import _Plan, _plan_block, _value_rows
-
-    new = _Plan()
-    for index, block in blocks:
-        _plan_block(new, block, layout.block_prefix(index), _value_rows(block, rows), False)
+def _add_whole(plan: AppendPlan, new: Any) -> None:
+    """Add the nodes of a plain write's plan (``zarr_write._Plan``), written whole."""
     for path, document in new.nodes.items():
         plan.nodes[path] = document
         plan.changed.append(path)
@@ -256,12 +250,18 @@ def _stored_layout(
     return layout.parse_layout(attributes, nodes, where)
 
 
+#: Plans blocks (at their indices) written whole, and the keys when given, as a plain
+#: write does (``zarr_write._plan_whole``); passed in, since ``to_zarr`` calls this module.
+PlanWhole = Callable[[list[tuple[int, "TensorBlock"]], "Labels | None", chunking.ChunkRequest], Any]
+
+
 def plan_append(
     tensor: TensorMap,
     store: Store,
     where: str,
     existing: tuple[dict[str, Any], dict[str, Any]] | None,
     chunks: chunking.ChunkRequest,
+    plan_whole: PlanWhole,
 ) -> AppendPlan:
     """What appending ``tensor`` (already renumbered) to the store stores.
 
@@ -270,14 +270,8 @@ def plan_append(
     Every check is made here, before anything is written.
     """
     if existing is None or "keys" not in existing[1]:
-        from .zarr_write import _plan_tensor
-
-        new = _plan_tensor(tensor, chunks)
-        plan = AppendPlan(dict(new.nodes), sorted(new.nodes), info=tensor.info())
-        for path, data in new.data.items():
-            plan.rows.append(_Rows(path, 0, new.nodes[path], data))
-        for path, values in new.small.items():
-            plan.rows.append(_Rows(path, 0, new.nodes[path], np.asarray(values())))
+        plan = AppendPlan({}, info=tensor.info())
+        _add_whole(plan, plan_whole(list(enumerate(tensor.blocks())), tensor.keys, chunks))
         return plan
     stored = _stored_layout(store, where, existing)
     (keys,) = read_labels(store, [stored.keys])
@@ -286,7 +280,7 @@ def plan_append(
             f"can not append to {where}: the tensor's keys are {tensor.keys.names}, the "
             f"store's {keys.names}; nothing was written"
         )
-    planner = _Planner(store, where, stored, keys)
+    planner = _Planner(store, where, stored)
     touched, new_blocks, new_keys = [], [], []
     for key, block in tensor.items():
         position = keys.position(key)
@@ -307,7 +301,7 @@ def plan_append(
     plan = planner.plan
     plan.info.update(tensor.info())
     if new_blocks:
-        _new_blocks(plan, new_blocks, chunks)
+        _add_whole(plan, plan_whole(new_blocks, None, chunks))
         values = np.concatenate([keys.values, np.array(new_keys, np.int32)])
         full = Labels._trusted(keys.names, values)
         attributes = layout.labels_attributes(keys.names, full.digest())
@@ -451,13 +445,12 @@ def append(
     renumber: Renumber | None,
     resume: bool,
     compute: bool,
+    existing: tuple[dict[str, Any], dict[str, Any]] | None,
+    plan_whole: PlanWhole,
 ) -> Delayed | None:
     """:func:`~metatensor_dask.io.zarr_write.to_zarr` with ``append_dim="samples"``,
-    once the lock is taken."""
-    from .zarr_write import _read_root
-
+    once the lock is taken and the root read (``existing``, ``None`` without store)."""
     where = lock.where
-    existing = _read_root(store, where)
     token = _token(tensor, renumber)
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
     if existing is not None and ours.get("complete") is not True:
@@ -474,10 +467,10 @@ def append(
             delete_prefix(store, layout.PROGRESS_PREFIX)
             raw = None
         elif not resume or interrupted != token:
+            other = "; this is another tensor or renumber" if resume else ""
             raise MetatensorDaskError(
                 f"an append to {where} was interrupted (the store still reads as before it): "
-                "finish it with resume=True and the same tensor and renumber; "
-                + ("this is another tensor" if resume else "")
+                f"finish it with resume=True and the same tensor and renumber{other}"
             )
         else:
             recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
@@ -485,7 +478,7 @@ def append(
         return None if compute else dask.delayed(lock.release, pure=False)()
     if renumber is not None:
         tensor = renumbered(tensor, renumber, existing)
-    plan = plan_append(tensor, store, where, existing, chunks)
+    plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = layout.root_document(True, plan.info, plan.nodes)

@@ -333,11 +333,20 @@ def _write_graph(
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
+    return _plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request)
+
+
+def _plan_whole(
+    blocks: list[tuple[int, TensorBlock]], keys: Labels | None, request: chunking.ChunkRequest
+) -> _Plan:
+    """Blocks planned whole at their indices (and the keys, when given): what an append
+    writes for a new store or new keys."""
     plan = _Plan()
-    _keys_plan(plan, tensor.keys)
-    plan.group("blocks")
-    for i, block in enumerate(tensor.blocks()):
-        _plan_block(plan, block, layout.block_prefix(i), _value_rows(block, request), False)
+    if keys is not None:
+        _keys_plan(plan, keys)
+        plan.group("blocks")
+    for index, block in blocks:
+        _plan_block(plan, block, layout.block_prefix(index), _value_rows(block, request), False)
     return plan
 
 
@@ -760,7 +769,18 @@ def to_zarr(
         if append_dim is None:
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
         else:
-            delayed = append(tensor, store, lock.ref, request, renumbering, resume, compute)
+            existing = _read_root(store, lock.ref.where)
+            delayed = append(
+                tensor,
+                store,
+                lock.ref,
+                request,
+                renumbering,
+                resume,
+                compute,
+                existing,
+                _plan_whole,
+            )
     except BaseException:
         lock.release()
         raise

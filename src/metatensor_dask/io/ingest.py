@@ -28,15 +28,15 @@ import dask
 
 from .. import config
 from ..errors import MetatensorDaskError
-from ..io import zarr_layout as layout
-from ..io._lock import StoreLock, WriteId
-from ..io._lock import timeout as lock_timeout
-from ..io.zarr_append import commit, documents, plan_append, store_now
-from ..io.zarr_chunks import ChunkRequest, parse_chunks
-from ..io.zarr_renumber import shifted
-from ..io.zarr_store import describe, open_store, set_many
-from ..io.zarr_write import _read_root
 from ..tensor import TensorMap
+from . import zarr_layout as layout
+from ._lock import StoreLock, WriteId
+from ._lock import timeout as lock_timeout
+from .zarr_append import commit, documents, plan_append, store_now
+from .zarr_chunks import ChunkRequest, parse_chunks
+from .zarr_renumber import shifted
+from .zarr_store import describe, open_store, set_many
+from .zarr_write import _plan_whole, _read_root
 
 __all__ = ["write_batches"]
 
@@ -52,7 +52,7 @@ def _as_tensor(result: Any, index: int, first: Any) -> TensorMap:
     except ImportError:
         metatensor = None
     if metatensor is not None and isinstance(result, metatensor.TensorMap):
-        from ..io.convert import from_metatensor
+        from .convert import from_metatensor
 
         return from_metatensor(result)
     raise MetatensorDaskError(
@@ -78,7 +78,7 @@ def _commit_batch(
     if run["renumber"] is not None:
         tensor = shifted(tensor, run["renumber"], start)
     where = lock.where
-    plan = plan_append(tensor, store, where, _read_root(store, where), chunks)
+    plan = plan_append(tensor, store, where, _read_root(store, where), chunks, _plan_whole)
     lock.check()
     store_now(store, plan)
     root = layout.root_document(False, plan.info, plan.nodes)
