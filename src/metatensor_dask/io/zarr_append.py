@@ -24,6 +24,8 @@ or as after it; ``resume=True`` with the same tensor finishes it.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,7 @@ from .zarr_renumber import Renumber, renumbered
 from .zarr_samples import extend_attributes
 from .zarr_store import (
     ArrayRef,
+    _local_root,
     delete_prefix,
     describe,
     get_many,
@@ -347,7 +350,20 @@ def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, v
         key = f"{path}/{chunk_key(first, values.ndim)}"
         tail[key] = chunks.pop(key)
     set_many(store, chunks)
-    set_many(store, tail, atomic=True)
+    _replace(store, tail)
+
+
+def _replace(store: Store, items: dict[str, Any]) -> None:
+    """Store each item atomically: on local disks written to a temporary file renamed
+    over the key (directly: zarr's asynchronous API costs a thread hop per file)."""
+    root = _local_root(store)
+    if root is None:
+        set_many(store, items, atomic=True)
+        return
+    for key, data in items.items():
+        temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
+        temporary.write_bytes(data)
+        os.replace(temporary, root / key)
 
 
 def _store_task(store: Store, path: str, document: dict, offset: int, values: Any, marker: str):
@@ -385,7 +401,7 @@ def commit(store: Store, found: dict[str, bytes]) -> None:
     """Store the node documents, then the root document (atomically): the appended rows
     are visible from then on."""
     set_many(store, {key: value for key, value in found.items() if key != "zarr.json"})
-    set_many(store, {"zarr.json": found["zarr.json"]}, atomic=True)
+    _replace(store, {"zarr.json": found["zarr.json"]})
 
 
 def _finish(store: Store, found: dict[str, bytes], lock: WriteId, *written: Any) -> None:
