@@ -122,7 +122,7 @@ def test_info(capsys, store):
     code, out, err = run(capsys, "info", store, "--max-blocks", "2")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"store:       {store} (format 2, complete)"
+    assert lines[0] == f"store:       {store} (format 3, complete)"
     assert lines[1] == "keys:        5 blocks, names [center_type, neighbor_type]"
     assert lines[5] == "gradients:   [positions]"
     assert lines[8].split() == [
@@ -189,6 +189,33 @@ def test_convert_round_trip(capsys, tmp_path):
     assert code == 1
     assert "already exists: delete it, choose another destination, or pass --overwrite" in err
     assert run(capsys, "convert", SPHERICAL, zarr_store, "--overwrite", "-q")[0] == 0
+
+
+def test_convert_many_files_into_one_store(capsys, tmp_path):
+    """featomic numbers the systems of every file from 0: --renumber system makes them
+    follow each other."""
+    from ingest_support import soap
+    from test_ingest import renumbered
+
+    batches = [soap([0, 1]), soap([2]), soap([3, 4, 5])]
+    paths = []
+    for i, batch in enumerate(batches):
+        paths.append(tmp_path / f"{i}.mts")
+        metatensor.save(str(paths[-1]), batch)
+    out = tmp_path / "all.zarr"
+    code, _, err = run(capsys, "convert", *paths[:2], out, "--append", "--renumber", "system")
+    assert code == 0, err
+    assert run(capsys, "convert", paths[2], out, "--append", "--renumber", "system", "-q")[0] == 0
+    expected = metatensor.join(
+        [renumbered(batches[0], 0), renumbered(batches[1], 2), renumbered(batches[2], 3)],
+        axis="samples",
+        different_keys="union",
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), expected)
+    code, _, err = run(capsys, "convert", *paths, tmp_path / "other.zarr")
+    assert code == 2 and "several sources go into one store with --append" in err
+    code, _, err = run(capsys, "convert", paths[0], tmp_path / "x.mts", "--append")
+    assert code == 2 and "DST must be one" in err
 
 
 def test_convert_with_shards(capsys, tmp_path):

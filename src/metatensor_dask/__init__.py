@@ -38,12 +38,12 @@ __version__ = "0.1.0.dev0"
 
 
 if TYPE_CHECKING:
-    from .io import open_zarr, to_zarr, verify
+    from .io import open_zarr, to_zarr, verify, write_batches
 
 
 def __getattr__(name):
     # these import zarr: only when first used (see metatensor_dask.io)
-    if name in ("open_zarr", "to_zarr", "verify"):
+    if name in ("open_zarr", "to_zarr", "verify", "write_batches"):
         from . import io
 
         value = getattr(io, name)
@@ -77,5 +77,6 @@ __all__ = [
     "to_metatensor",
     "to_zarr",
     "verify",
+    "write_batches",
     *operations.__all__,
 ]

@@ -318,7 +318,7 @@ class TensorMap(ArrayContainer):
         blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 
-    def to_zarr(self, store: Any, mode: str = "w-", **kwargs: Any) -> Any:
+    def to_zarr(self, store: Any, mode: str | None = None, **kwargs: Any) -> Any:
         """Write this tensor to a Zarr store; see :func:`metatensor_dask.to_zarr`."""
         from .io.zarr_write import to_zarr
 

@@ -16,6 +16,7 @@ from zarr_writer_process import make_metatensor
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
 from metatensor_dask.datasets import tutorial_file
+from metatensor_dask.io.zarr_samples import chained_digest
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 
@@ -121,7 +122,7 @@ def test_layout(tmp_path, generated):
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
     ours = group.attrs["metatensor_dask"]
     assert ours == {
-        "format": 2,
+        "format": 3,
         "complete": True,
         "dtype": "float64",
         "gradients": ["positions", "positions/cell", "strain"],
@@ -137,7 +138,11 @@ def test_layout(tmp_path, generated):
     samples = group["blocks/0/samples"]
     assert samples.dtype == np.int32 and samples.attrs["names"] == ["system", "atom"]
     assert samples.chunks[0] == values.chunks[0]
-    assert samples.attrs["digest"] == mtd.from_metatensor(block.samples).digest()
+    assert samples.attrs["digest"] == chained_digest(["system", "atom"], block.samples.values)
+    # what an append extends without reading the stored samples (format 3)
+    assert samples.attrs["max"] == [int(v) for v in block.samples.values[-1]]
+    assert samples.attrs["column_max"] == [int(v) for v in block.samples.values.max(axis=0)]
+    assert samples.attrs["chain"]["rows"] == 0  # fewer rows than one chained block
     np.testing.assert_array_equal(group["blocks/0/components/0"][:], block.components[0].values)
     np.testing.assert_array_equal(group["blocks/0/properties"][:], block.properties.values)
     positions = block.gradient("positions")
@@ -149,6 +154,7 @@ def test_layout(tmp_path, generated):
     )
     pointer = group[f"{prefix}/row_pointer"][:]
     assert pointer.dtype == np.int64 and pointer.shape == (len(block.samples) + 1,)
+    assert group[f"{prefix}/row_pointer"].chunks == values.chunks[:1]  # format 3
     np.testing.assert_array_equal(
         pointer,
         np.searchsorted(positions.samples.column("sample"), np.arange(len(block.samples) + 1)),
@@ -311,7 +317,9 @@ def test_sample_digests_compare_without_loading(tmp_path, generated):
     b = mtd.open_zarr(tmp_path / "b.zarr").block(0)
     assert a.samples == b.samples
     assert not a.samples.is_loaded and not b.samples.is_loaded
-    assert a.samples.digest() == tensor.block(0).samples.digest()
+    # stored sample digests are chained (format 3): a function of names and entries only
+    samples = tensor.block(0).samples
+    assert a.samples.digest() == chained_digest(samples.names, samples.values)
     # different content: different digests, and equality loads and compares
     c = mtd.open_zarr(tmp_path / "a.zarr").block(2)
     assert c.samples != a.samples

@@ -1,11 +1,13 @@
 """Tensors for the Zarr tests, and a writer to run (and kill) in a subprocess.
 
 ``python zarr_writer_process.py STORE N_CHUNKS DELAY [--mode M] [--scale S] [--key K]
-[--resume] [--go FILE]`` writes ``S * slow_tensor(N_CHUNKS, DELAY, key=K)`` to ``STORE``
+[--resume] [--go FILE] [--append]`` writes ``S * slow_tensor(N_CHUNKS, DELAY, key=K)`` to ``STORE``
 one chunk at a time, each chunk taking ``DELAY`` seconds, so that a test can kill it in
 the middle of the data phase. With ``--go``, it waits for ``FILE`` to exist before
-writing, so that several writers start together. It prints ``done`` at the end, or
-``locked: <message>`` and exits with 3 when another writer holds the store.
+writing, so that several writers start together. With ``--append`` it appends the
+samples instead (``append_dim="samples"``, ``renumber={"system": "next"}``). It
+prints ``done`` at the end, or ``locked: <message>`` and exits with 3 when another
+writer holds the store.
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--key", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--go")
+    parser.add_argument("--append", action="store_true")
     args = parser.parse_args()
     tensor = slow_tensor(args.n_chunks, args.delay, key=args.key)
     if args.scale != 1.0:
@@ -173,10 +176,12 @@ def main() -> None:
     # a tiny chunk-size: each chunk is written (and recorded) by a task of its own
     with dask.config.set({"scheduler": "synchronous", "metatensor_dask.chunk-size": "256B"}):
         try:
+            appending = {"append_dim": "samples", "renumber": {"system": "next"}}
             mtd.to_zarr(
                 tensor,
                 args.store,
-                args.mode,
+                None if args.append else args.mode,
+                **(appending if args.append else {}),
                 resume=args.resume,
                 storage_options={"auto_mkdir": True} if "://" in args.store else None,
             )

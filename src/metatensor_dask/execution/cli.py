@@ -175,34 +175,55 @@ def _convert(args: argparse.Namespace) -> int:
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
-    to_file = is_metatensor_file(args.destination)
-    if to_file and not args.destination.endswith(".mts"):
+    *sources, destination = args.paths
+    if not sources:
+        raise UsageError("give the sources (SRC...) and then the destination (DST)")
+    to_file = is_metatensor_file(destination)
+    if args.append:
+        if to_file or args.overwrite:
+            raise UsageError(
+                "--append appends to a Zarr store: DST must be one, without --overwrite"
+            )
+    elif len(sources) > 1:
+        raise UsageError("several sources go into one store with --append")
+    elif args.renumber is not None:
+        raise UsageError("--renumber is used with --append")
+    if to_file and not destination.endswith(".mts"):
         raise UsageError("metatensor files are written as .mts (metatensor's format): rename DST")
     if to_file and args.shard_chunks is not None:
         raise UsageError("--shard-chunks applies to Zarr destinations, not .mts files")
-    if not args.overwrite and "://" not in args.destination and os.path.exists(args.destination):
+    exists = "://" not in destination and os.path.exists(destination)
+    if not args.overwrite and not args.append and exists:
         raise MetatensorDaskError(
-            f"{args.destination} already exists: delete it, choose another destination, or "
-            "pass --overwrite"
+            f"{destination} already exists: delete it, choose another destination, or "
+            "pass --overwrite (or --append)"
         )
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
+    nbytes = chunks = 0
     with dask.config.set(settings), _execution(args) as where:
-        tensor = open_tensor(args.source, chunks=args.chunks)
-        reporter.step(f"converting {args.source} -> {args.destination} on {where.description}")
-        if to_file:
-            import metatensor_dask as mtd
+        for source in sources:
+            tensor = open_tensor(source, chunks=args.chunks)
+            reporter.step(f"converting {source} -> {destination} on {where.description}")
+            if to_file:
+                import metatensor_dask as mtd
 
-            mtd.save(args.destination, tensor)
-        else:
-            mode = "w" if args.overwrite else "w-"
-            _compute(
-                tensor.to_zarr(args.destination, mode=mode, compute=False), where.client, args.quiet
-            )
-    reporter.summary(
-        f"wrote {args.destination}", nbytes=_nbytes(tensor), chunks=_chunk_count(tensor)
-    )
+                mtd.save(destination, tensor)
+            elif args.append:
+                renumber = None if args.renumber is None else {args.renumber: "next"}
+                delayed = tensor.to_zarr(
+                    destination, append_dim="samples", renumber=renumber, compute=False
+                )
+                _compute(delayed, where.client, args.quiet)
+            else:
+                mode = "w" if args.overwrite else "w-"
+                _compute(
+                    tensor.to_zarr(destination, mode=mode, compute=False), where.client, args.quiet
+                )
+            nbytes += _nbytes(tensor)
+            chunks += _chunk_count(tensor)
+    reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
 
 
@@ -363,10 +384,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[cluster, quiet],
         help="convert between .mts/.npz files and Zarr stores",
         description="Convert a metatensor file (.mts/.npz) to a Zarr store, a store to a "
-        "file, or a store to a store with other chunks. Data are streamed chunk by chunk.",
+        "file, or a store to a store with other chunks; with --append, append the samples "
+        "of several sources to one store, in order. Data are streamed chunk by chunk.",
     )
-    convert.add_argument("source", metavar="SRC", help="Zarr store or .mts/.npz file to read")
-    convert.add_argument("destination", metavar="DST", help="Zarr store or .mts/.npz file to write")
+    convert.add_argument(
+        "paths",
+        nargs="+",
+        metavar="SRC... DST",
+        help="Zarr stores or .mts/.npz files to read (several with --append), then the Zarr "
+        "store or .mts file to write",
+    )
     convert.add_argument(
         "--chunks",
         type=_chunks,
@@ -377,6 +404,17 @@ def _parser() -> argparse.ArgumentParser:
         "--shard-chunks", type=_positive, metavar="N", help="chunks per Zarr shard"
     )
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.add_argument(
+        "--append",
+        action="store_true",
+        help="append the samples of each SRC to the Zarr store DST (created if missing)",
+    )
+    convert.add_argument(
+        "--renumber",
+        metavar="DIM",
+        help="with --append: shift the sample dimension DIM of each SRC past the largest value "
+        "stored (e.g. system, which featomic numbers from 0 in every file)",
+    )
     convert.set_defaults(func=_convert, parser=convert)
 
     resumable = argparse.ArgumentParser(add_help=False)

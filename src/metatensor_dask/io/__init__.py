@@ -10,6 +10,7 @@ from .mts import load, load_block, load_labels, save
 # zarr (and what it imports) takes a third of the package's import time and is not needed
 # to work with .mts files: open_zarr, to_zarr and verify are imported on first access.
 if TYPE_CHECKING:
+    from .ingest import write_batches
     from .inspection import Verification, verify
     from .zarr_read import open_zarr
     from .zarr_write import to_zarr
@@ -19,6 +20,7 @@ _LAZY = {
     "to_zarr": ".zarr_write",
     "verify": ".inspection",
     "Verification": ".inspection",
+    "write_batches": ".ingest",
 }
 
 
@@ -47,4 +49,5 @@ __all__ = [
     "to_metatensor",
     "to_zarr",
     "verify",
+    "write_batches",
 ]

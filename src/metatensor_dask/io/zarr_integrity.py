@@ -19,6 +19,7 @@ from zarr.storage import WrapperStore
 from .._partition import misplaced_row
 from ..errors import DamagedStoreError
 from ..labels import Labels
+from .zarr_samples import chained_digest, is_chained
 
 __all__ = ["CheckedStore", "checked_labels", "damaged", "misplaced_message", "missing_chunk"]
 
@@ -158,7 +159,8 @@ def checked_labels(
         gradient samples) do not index the parent's rows as the row pointer says.
     """
     labels = Labels._trusted(names, np.asarray(values, dtype=np.int32))
-    if digest is not None and labels.digest() != digest:
+    actual = chained_digest(names, labels.values) if is_chained(digest) else labels.digest()
+    if digest is not None and actual != digest:
         raise damaged(where, f"the Labels '{path}' do not match the digest recorded when written")
     rows = labels.values
     if len(rows) > 1 and len(np.unique(rows, axis=0)) != len(rows):

@@ -47,8 +47,10 @@ __all__ = [
 
 #: Version of the on-disk format written by this package. Readers refuse newer ones.
 #: Format 2 guarantees that every chunk is stored (all-zero ones too) and records the
-#: values' dtype and the gradient names in the root attributes; format 1 is still read.
-FORMAT = 2
+#: values' dtype and the gradient names in the root attributes; format 3 that sample
+#: Labels carry records an append extends (:mod:`.zarr_samples`) and that row pointers
+#: are chunked as their parent's values. Formats 1 and 2 are still read.
+FORMAT = 3
 #: Root attribute holding this package's own metadata.
 ATTRIBUTE = "metatensor_dask"
 #: Prefix of the objects recording which chunks an unfinished write has stored.

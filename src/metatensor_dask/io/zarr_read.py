@@ -318,8 +318,8 @@ def read_layout(store: Store, where: str) -> layout.TensorLayout:
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
         raise IncompleteStoreError(
             f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
-            "running); finish it with to_zarr(..., resume=True) and the same tensor, or "
-            "write it again with mode='w'"
+            "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
+            "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
         )
     if nodes is None:
         nodes = read_nodes(store)

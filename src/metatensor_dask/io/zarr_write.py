@@ -46,7 +46,10 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_path_component
 from ._zarr_internals import sync
+from .zarr_append import append
 from .zarr_codecs import small_template, template
+from .zarr_renumber import parse_renumber
+from .zarr_samples import sample_attributes
 from .zarr_store import (
     ArrayRef,
     delete_prefix,
@@ -98,13 +101,19 @@ class _Plan:
     def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
         shape = (len(labels), len(labels.names))
         rows = chunk_rows if chunk_rows is not None else max(shape[0], 1)
+        # samples (chunked) carry the records that appends extend (format 3)
+        attributes = (
+            sample_attributes(labels.names, labels.values)
+            if chunk_rows is not None
+            else layout.labels_attributes(labels.names, labels.digest())
+        )
         # Labels are never sharded: their chunks are written from the client
         self.nodes[path] = layout.array_document(
             small_template(np.dtype(np.int32), 2),
             shape,
             rows,
             None,
-            layout.labels_attributes(labels.names, labels.digest()),
+            attributes,
             layout.dimension_names(path),
         )
         self.small[path] = lambda: labels.values
@@ -182,7 +191,7 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
             plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
                 small_template(np.dtype(np.int64), 1),
                 pointer.shape,
-                max(len(pointer), 1),
+                rows,  # chunked as the values (format 3): an append rewrites one chunk
                 None,
                 {},
                 layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
@@ -332,11 +341,20 @@ def _write_graph(
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
+    return _plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request)
+
+
+def _plan_whole(
+    blocks: list[tuple[int, TensorBlock]], keys: Labels | None, request: chunking.ChunkRequest
+) -> _Plan:
+    """Blocks planned whole at their indices (and the keys, when given): what an append
+    writes for a new store or new keys."""
     plan = _Plan()
-    _keys_plan(plan, tensor.keys)
-    plan.group("blocks")
-    for i, block in enumerate(tensor.blocks()):
-        _plan_block(plan, block, layout.block_prefix(i), _value_rows(block, request), False)
+    if keys is not None:
+        _keys_plan(plan, keys)
+        plan.group("blocks")
+    for index, block in blocks:
+        _plan_block(plan, block, layout.block_prefix(index), _value_rows(block, request), False)
     return plan
 
 
@@ -621,12 +639,14 @@ def _clear(store: Store) -> None:
 def to_zarr(
     tensor: TensorMap,
     store: Any,
-    mode: str = ...,
+    mode: str | None = ...,
     *,
     compute: Literal[True] = ...,
     resume: bool = ...,
     chunks: Any = ...,
     storage_options: dict[str, Any] | None = ...,
+    append_dim: str | None = ...,
+    renumber: dict[str, int | str] | None = ...,
 ) -> None: ...
 
 
@@ -634,24 +654,28 @@ def to_zarr(
 def to_zarr(
     tensor: TensorMap,
     store: Any,
-    mode: str = ...,
+    mode: str | None = ...,
     *,
     compute: Literal[False],
     resume: bool = ...,
     chunks: Any = ...,
     storage_options: dict[str, Any] | None = ...,
+    append_dim: str | None = ...,
+    renumber: dict[str, int | str] | None = ...,
 ) -> Delayed: ...
 
 
 def to_zarr(
     tensor: TensorMap,
     store: Any,
-    mode: str = "w-",
+    mode: str | None = None,
     *,
     compute: bool = True,
     resume: bool = False,
     chunks: Any = None,
     storage_options: dict[str, Any] | None = None,
+    append_dim: str | None = None,
+    renumber: dict[str, int | str] | None = None,
 ) -> Delayed | None:
     """Write ``tensor`` to a Zarr v3 store (layout: ``docs/zarr-format.md``).
 
@@ -665,7 +689,8 @@ def to_zarr(
         ``storage_options``), or a zarr store object. Memory stores are refused when
         tasks run in other processes.
     mode
-        As xarray: ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
+        As xarray: ``None`` (the default) means ``"a"`` with ``append_dim`` and ``"w-"``
+        without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
         one), and refuses a key that is already stored and brings no new gradient;
         ``"r+"`` rewrites the values of an existing store whose metadata (keys,
@@ -689,6 +714,18 @@ def to_zarr(
         that already exist (``"r+"``, ``resume``) keep their stored chunks.
     storage_options
         Options of the fsspec filesystem, for URLs.
+    append_dim
+        ``"samples"``: append each block's samples after the stored ones (gradient rows
+        follow, their ``"sample"`` shifted); keys not stored become new blocks after
+        the stored ones, and a store that does not exist is created. Components,
+        properties, gradients and dtype must be the stored ones. The cost is
+        proportional to the appended data (format 3 stores; older ones are refused,
+        ``metatensor-dask convert`` upgrades them). See ``docs/ingestion.md``.
+    renumber
+        With ``append_dim``: ``{dimension: offset}`` adds ``offset`` (an int, or
+        ``"next"``: one past the largest stored value) to that sample dimension of the
+        blocks and of their gradients, so that per-batch ids (featomic numbers systems
+        from 0 in every call) become global.
 
     Returns
     -------
@@ -717,8 +754,18 @@ def to_zarr(
 
     if not isinstance(tensor, TensorMap):
         raise TypeError(f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}")
+    if mode is None:
+        mode = "w-" if append_dim is None else "a"
     if mode not in _MODES:
         raise MetatensorDaskError(f"`mode` must be one of {list(_MODES)}, got {mode!r}")
+    if append_dim is not None and (append_dim != "samples" or mode != "a"):
+        raise MetatensorDaskError(
+            f"`append_dim` can only be 'samples', with mode 'a' (or None), got "
+            f"append_dim={append_dim!r} and mode={mode!r}"
+        )
+    renumbering = parse_renumber(renumber)
+    if renumbering is not None and append_dim is None:
+        raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
     for block in tensor.blocks():
         _check_names(block)
     request = chunking.parse_chunks(chunks)
@@ -727,7 +774,21 @@ def to_zarr(
     lock = StoreLock(store, describe(store), limit)
     lock.acquire(takeover=resume or mode == "w")
     try:
-        delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
+        if append_dim is None:
+            delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
+        else:
+            existing = _read_root(store, lock.ref.where)
+            delayed = append(
+                tensor,
+                store,
+                lock.ref,
+                request,
+                renumbering,
+                resume,
+                compute,
+                existing,
+                _plan_whole,
+            )
     except BaseException:
         lock.release()
         raise

@@ -1,0 +1,143 @@
+"""Ingestion: ``write_batches`` of featomic batches against the featomic computations alone.
+
+Each measurement runs in its own Python process, on a 2-worker ``LocalCluster``
+(processes), and reports its wall time and the peak resident memory of the process and
+its workers together (sampled every 20 ms). The batches are featomic's SOAP power
+spectrum with positions gradients of rattled silicon supercells (64 atoms each),
+``BATCH`` structures per batch:
+
+* ``featomic alone``: every batch computed on the cluster and dropped;
+* ``write_batches``: the same batches computed and committed to a Zarr store.
+
+Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overhead
+target is at most 25% of the featomic time, with the same peak memory at both sizes.
+Sizes come from environment variables, so that CI runs this quickly::
+
+    MTD_BENCH_INGEST_ITEMS=64 MTD_BENCH_INGEST_BATCH=4 \\
+        .venv/bin/python -m pytest benchmarks/bench_ingestion.py --benchmark-enable -s
+
+``MTD_BENCH_INGEST_ITEMS`` (default 2) and ``MTD_BENCH_INGEST_BATCH`` (default 2);
+``-s`` shows the summary table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ITEMS = int(os.environ.get("MTD_BENCH_INGEST_ITEMS", "2"))
+BATCH = int(os.environ.get("MTD_BENCH_INGEST_BATCH", "2"))
+
+_RESULTS: dict[tuple[str, int], dict[str, float]] = {}
+
+_PRELUDE = """
+import json, sys, threading, time
+import psutil
+from distributed import Client, LocalCluster
+import metatensor_dask as mtd
+
+def soap(items):
+    import ase.build, featomic
+    frames = []
+    for item in items:
+        frame = ase.build.bulk("Si", cubic=True) * (2, 2, 2)
+        frame.rattle(0.05, seed=item)
+        frames.append(frame)
+    calculator = featomic.SoapPowerSpectrum(
+        cutoff={"radius": 4.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
+        density={"type": "Gaussian", "width": 0.3},
+        basis={"type": "TensorProduct", "max_angular": 4,
+               "radial": {"type": "Gto", "max_radial": 4}},
+    )
+    return calculator.compute(frames, gradients=["positions"])
+
+def dropped(items):
+    soap(items)
+
+peak = 0
+stop = threading.Event()
+def sample():
+    global peak
+    me = psutil.Process()
+    while not stop.wait(0.02):
+        total = 0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass
+        peak = max(peak, total)
+
+n_items, batch, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+items = list(range(n_items))
+with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \\
+        Client(cluster) as client:
+    client.run(soap, [0])  # warm up: imports in the workers
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+"""
+
+_REPORT = """
+    seconds = time.perf_counter() - start
+    stop.set()
+print(json.dumps({"seconds": seconds, "peak_mib": peak / 2**20}))
+"""
+
+SCRIPTS = {
+    "featomic alone": """
+        batches = [items[i : i + batch] for i in range(0, n_items, batch)]
+        client.gather(client.map(dropped, batches, pure=False))
+    """,
+    "write_batches": """
+        mtd.write_batches(soap, items, target, batch_size=batch, quiet=True)
+    """,
+}
+
+
+def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
+    body = textwrap.indent(textwrap.dedent(SCRIPTS[name]), "    ")
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELUDE + body + _REPORT, str(n_items), str(BATCH), str(target)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    _RESULTS[(name, n_items)] = result
+    return result
+
+
+@pytest.mark.parametrize("n_items", [ITEMS, 4 * ITEMS])
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_ingestion(benchmark, tmp_path, name, n_items):
+    target = tmp_path / "soap.zarr"
+    result = benchmark.pedantic(_run, args=(name, n_items, target), rounds=1, iterations=1)
+    benchmark.extra_info.update(result, n_items=n_items, batch=BATCH)
+    if name == "write_batches":
+        import metatensor_dask as mtd
+
+        tensor = mtd.open_zarr(target)
+        systems = {int(s) for b in tensor.blocks() for s in b.samples.column("system")}
+        assert systems == set(range(n_items))
+
+
+def test_summary():
+    """Print the figures measured above (shown with ``pytest -s``)."""
+    print(f"\nSOAP power spectrum of 64-atom Si cells, batches of {BATCH}, 2-worker LocalCluster")
+    for n_items in (ITEMS, 4 * ITEMS):
+        alone = _RESULTS.get(("featomic alone", n_items))
+        written = _RESULTS.get(("write_batches", n_items))
+        if alone is None or written is None:
+            continue
+        overhead = 100 * (written["seconds"] / alone["seconds"] - 1)
+        print(
+            f"{n_items:5d} structures: featomic {alone['seconds']:6.2f} s "
+            f"(peak {alone['peak_mib']:5.0f} MiB), write_batches {written['seconds']:6.2f} s "
+            f"(peak {written['peak_mib']:5.0f} MiB): overhead {overhead:+.0f}%"
+        )

@@ -1,0 +1,508 @@
+"""Appending samples to a stored tensor: ``to_zarr(store, append_dim="samples")``.
+
+Each block's rows go after the stored ones, its gradients' rows after theirs (their
+``"sample"`` column shifted by the rows stored before); a key that is not stored becomes
+a new block after the stored ones. The cost is proportional to the appended data: the
+format 3 records of the stored samples (:mod:`.zarr_samples`) give the extended digest,
+the uniqueness check and ``renumber={dim: "next"}`` without reading the store, and every
+array is extended at its end, rewriting at most its last, partial chunk (or shard).
+
+An append never changes what a reader of the store sees until its last step:
+
+1. the append is recorded (``.progress/append.json``, with its token);
+2. the data: rows beyond the stored shapes (invisible to readers, whose metadata ends
+   there) and the partial last chunk of each array, rewritten with its stored rows
+   unchanged and written atomically (temporary file and rename on local disks); each
+   values chunk records itself under ``.progress/`` when stored;
+3. the node documents, then the root document (atomically), which makes the appended
+   rows visible; then the records are deleted.
+
+Killed at any point, the store reads as before the append (until step 3's root write)
+or as after it; ``resume=True`` with the same tensor finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+
+from .. import _graph
+from .._partition import block_row_pointer
+from ..errors import MetatensorDaskError
+from ..labels import Labels
+from . import chunks as chunking
+from . import zarr_layout as layout
+from ._lock import WriteId
+from .zarr_codecs import chunk_key, is_plain
+from .zarr_read import read_labels, read_plain_region
+from .zarr_renumber import Renumber, renumbered
+from .zarr_samples import extend_attributes
+from .zarr_store import (
+    ArrayRef,
+    _local_root,
+    delete_prefix,
+    describe,
+    get_many,
+    list_prefix,
+    plain_chunks,
+    read_arrays,
+    read_region,
+    set_many,
+)
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+    from ..block import TensorBlock
+    from ..tensor import TensorMap
+
+__all__ = ["AppendPlan", "append", "plan_append", "store_now"]
+
+#: The record of an append in progress.
+RECORD = layout.PROGRESS_PREFIX + "append.json"
+#: Root attribute (under ``metatensor_dask``) holding the token of the last write.
+_TOKEN = "token"
+
+
+@dataclass
+class _Rows:
+    """Rows appended to one stored array, starting at row ``offset``."""
+
+    path: str
+    offset: int
+    document: dict[str, Any]
+    data: Any  # numpy or dask array
+
+
+@dataclass
+class AppendPlan:
+    """What an append stores: the nodes once done, the documents it changes, the rows."""
+
+    nodes: dict[str, dict[str, Any]]
+    changed: list[str] = field(default_factory=list)
+    rows: list[_Rows] = field(default_factory=list)
+    info: dict[str, str] = field(default_factory=dict)
+
+    def extend(self, path: str, offset: int, data: Any, attributes: dict | None = None) -> None:
+        """Append ``data`` to the stored array ``path`` of ``offset`` rows."""
+        document = dict(self.nodes[path])
+        document["shape"] = [offset + int(data.shape[0]), *document["shape"][1:]]
+        if attributes is not None:
+            document["attributes"] = attributes
+        if document != self.nodes[path]:
+            self.nodes[path] = document
+            self.changed.append(path)
+        if data.shape[0]:
+            self.rows.append(_Rows(path, offset, document, data))
+
+
+def _key_text(key: Any) -> str:
+    return (
+        "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values, strict=True)) + ")"
+    )
+
+
+class _Planner:
+    """Builds the :class:`AppendPlan` of a tensor against a stored layout."""
+
+    def __init__(self, store: Store, where: str, stored: layout.TensorLayout):
+        self.store = store
+        self.where = where
+        self.plan = AppendPlan(dict(stored.nodes), info=dict(stored.info))
+        self.labels: dict[str, Labels] = {}
+
+    def refuse(self, what: str, problem: str) -> MetatensorDaskError:
+        return MetatensorDaskError(
+            f"can not append to {self.where}: {what} {problem}; nothing was written. Only "
+            "samples can be appended: components, properties, gradients and dtype must be "
+            "the stored ones"
+        )
+
+    def check(
+        self, block: TensorBlock, stored: layout.BlockLayout, what: str, labels: bool
+    ) -> None:
+        """The metadata of ``block`` against a stored block, before anything is written:
+        names, dtype and gradients, and with ``labels`` (a stored key) the component and
+        property entries too."""
+        if block.samples.names != stored.samples.names:
+            raise self.refuse(
+                what, f"has the samples {block.samples.names}, the store {stored.samples.names}"
+            )
+        if block.values.dtype != stored.values.dtype:
+            raise self.refuse(
+                what, f"has the dtype {block.values.dtype}, the store {stored.values.dtype}"
+            )
+        names = [c.names for c in block.components]
+        if names != [info.names for info in stored.components] or (
+            labels
+            and any(
+                self.labels[info.path] != mine
+                for mine, info in zip(block.components, stored.components, strict=True)
+            )
+        ):
+            raise self.refuse(what, "has other components than the stored ones")
+        if stored.properties is not None and (
+            block.properties.names != stored.properties.names
+            or (labels and self.labels[stored.properties.path] != block.properties)
+        ):
+            raise self.refuse(what, "has other properties than the stored ones")
+        gradients = sorted(block.gradients_list())
+        if gradients != sorted(stored.gradients):
+            raise self.refuse(
+                what, f"has the gradients {gradients}, the store {sorted(stored.gradients)}"
+            )
+        for parameter, gradient in block.gradients():
+            self.check(
+                gradient, stored.gradients[parameter], f"{what}, gradient '{parameter}'", labels
+            )
+
+    def unique(self, samples: np.ndarray, stored: layout.BlockLayout, what: str) -> None:
+        """Refuse samples already stored: O(1) when they all sort after the largest
+        stored one, else by reading the stored samples."""
+        largest = stored.samples.attributes.get("max")
+        if len(samples) == 0 or largest is None:
+            return
+        smallest = samples[np.lexsort(samples.T[::-1])[0]]
+        if [int(v) for v in smallest] > list(largest):
+            return
+        (old,) = read_arrays([ArrayRef(self.store, stored.samples.path, stored.samples.document)])
+        rows = np.dtype((np.void, 4 * samples.shape[1]))
+        repeated = np.isin(
+            np.ascontiguousarray(samples, np.int32).view(rows).ravel(),
+            np.ascontiguousarray(old, np.int32).view(rows).ravel(),
+        )
+        if np.any(repeated):
+            entry = [int(v) for v in samples[np.argmax(repeated)]]
+            raise MetatensorDaskError(
+                f"can not append to {self.where}: {what} has the sample "
+                f"{dict(zip(stored.samples.names, entry, strict=True))}, which is already "
+                "stored; nothing was written. Number the batches apart, e.g. with "
+                "renumber={'system': 'next'}"
+            )
+
+    def extend_block(
+        self, block: TensorBlock, stored: layout.BlockLayout, shift: int | None, what: str
+    ) -> None:
+        """Append the rows of ``block`` (a gradient when ``shift``, the rows its
+        ``"sample"`` column is shifted by) to the stored block."""
+        n_old = stored.values.shape[0]
+        samples = np.array(block.samples.values, dtype=np.int32)
+        if shift is not None:
+            if len(samples) and int(samples[:, 0].max()) + shift > np.iinfo(np.int32).max:
+                raise self.refuse(what, "would have more than 2**31 rows")
+            samples[:, 0] += shift
+        else:
+            self.unique(samples, stored, what)
+        info = stored.samples
+        chain_rows = int(info.attributes["chain"]["rows"])
+        ref = ArrayRef(self.store, info.path, info.document)
+        rest = read_region(ref, (slice(chain_rows, n_old), slice(0, samples.shape[1])))
+        attributes = extend_attributes(info.attributes, np.asarray(rest, np.int32), samples)
+        self.plan.extend(stored.values.path, n_old, block.values)
+        self.plan.extend(info.path, n_old, samples, attributes)
+        for parameter, gradient in block.gradients():
+            child = stored.gradients[parameter]
+            if child.row_pointer is not None:
+                pointer = block_row_pointer(block, parameter)
+                if pointer is None:
+                    raise self.refuse(
+                        f"{what}, gradient '{parameter}'",
+                        "has rows not grouped by 'sample', but the stored rows are (they have "
+                        "a row pointer)",
+                    )
+                self.plan.extend(
+                    child.row_pointer.path,
+                    n_old + 1,
+                    pointer[1:] + np.int64(child.values.shape[0]),
+                )
+            self.extend_block(gradient, child, n_old, f"{what}, gradient '{parameter}'")
+
+
+def _add_whole(plan: AppendPlan, new: Any) -> None:
+    """Add the nodes of a plain write's plan (``zarr_write._Plan``), written whole."""
+    for path, document in new.nodes.items():
+        plan.nodes[path] = document
+        plan.changed.append(path)
+    for path, data in new.data.items():
+        plan.rows.append(_Rows(path, 0, new.nodes[path], data))
+    for path, values in new.small.items():
+        plan.rows.append(_Rows(path, 0, new.nodes[path], np.asarray(values())))
+
+
+def _stored_layout(
+    store: Store, where: str, existing: tuple[dict[str, Any], dict[str, Any]]
+) -> layout.TensorLayout:
+    attributes, nodes = existing
+    version = attributes[layout.ATTRIBUTE].get("format")
+    if isinstance(version, int) and version < 3:
+        raise MetatensorDaskError(
+            f"can not append to {where}: it uses the storage format {version}, whose labels "
+            "records can not be extended without rewriting the store; `metatensor-dask "
+            "convert` it to a new store (format 3) and append to that one"
+        )
+    return layout.parse_layout(attributes, nodes, where)
+
+
+#: Plans blocks (at their indices) written whole, and the keys when given, as a plain
+#: write does (``zarr_write._plan_whole``); passed in, since ``to_zarr`` calls this module.
+PlanWhole = Callable[[list[tuple[int, "TensorBlock"]], "Labels | None", chunking.ChunkRequest], Any]
+
+
+def plan_append(
+    tensor: TensorMap,
+    store: Store,
+    where: str,
+    existing: tuple[dict[str, Any], dict[str, Any]] | None,
+    chunks: chunking.ChunkRequest,
+    plan_whole: PlanWhole,
+) -> AppendPlan:
+    """What appending ``tensor`` (already renumbered) to the store stores.
+
+    ``existing`` is the stored root attributes and nodes, ``None`` (or nodes without
+    ``keys``) for a new store, which is then planned as a plain write of ``tensor``.
+    Every check is made here, before anything is written.
+    """
+    if existing is None or "keys" not in existing[1]:
+        plan = AppendPlan({}, info=tensor.info())
+        _add_whole(plan, plan_whole(list(enumerate(tensor.blocks())), tensor.keys, chunks))
+        return plan
+    stored = _stored_layout(store, where, existing)
+    (keys,) = read_labels(store, [stored.keys])
+    if keys.names != tensor.keys.names:
+        raise MetatensorDaskError(
+            f"can not append to {where}: the tensor's keys are {tensor.keys.names}, the "
+            f"store's {keys.names}; nothing was written"
+        )
+    planner = _Planner(store, where, stored)
+    touched: list[Any] = []
+    new_blocks: list[Any] = []
+    new_keys: list[np.ndarray] = []
+    for key, block in tensor.items():
+        position = keys.position(key)
+        if position is None:
+            position = len(keys) + len(new_keys)
+            new_keys.append(key.values)
+            new_blocks.append((position, block))
+            if stored.blocks:
+                planner.check(block, stored.blocks[0], f"the block {_key_text(key)}", False)
+        else:
+            touched.append((key, block, stored.blocks[position]))
+    infos = [info for _, _, s in touched for info in _small(s)]
+    planner.labels = dict(zip([i.path for i in infos], read_labels(store, infos), strict=True))
+    for key, block, stored_block in touched:
+        planner.check(block, stored_block, f"the block {_key_text(key)}", True)
+    for key, block, stored_block in touched:
+        planner.extend_block(block, stored_block, None, f"the block {_key_text(key)}")
+    plan = planner.plan
+    plan.info.update(tensor.info())
+    if new_blocks:
+        _add_whole(plan, plan_whole(new_blocks, None, chunks))
+        values = np.concatenate([keys.values, np.array(new_keys, np.int32)])
+        full = Labels._trusted(keys.names, values)
+        attributes = layout.labels_attributes(keys.names, full.digest())
+        plan.extend("keys", len(keys), values[len(keys) :], attributes)
+    return plan
+
+
+def _small(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
+    found = list(block.components)
+    if block.properties is not None:
+        found.append(block.properties)
+    for gradient in block.gradients.values():
+        found.extend(_small(gradient))
+    return found
+
+
+# -- storing ---------------------------------------------------------------------------
+
+
+def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, values: Any) -> None:
+    """Store ``values`` at row ``offset`` of an array whose document is ``document``; a
+    partial first chunk keeps its stored rows and is replaced atomically."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return
+    ref = ArrayRef(store, path, document)
+    if not is_plain(document):
+        # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
+        region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
+        ref.array()[region] = values
+        return
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    head = offset % rows
+    if head:
+        stored = read_plain_region(
+            ref, (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:]))
+        )
+        values = np.concatenate([stored, values])
+    first = (offset - head) // rows
+    chunks: dict[str, bytes | memoryview] = dict(plain_chunks(path, document, values, first))
+    tail = {}
+    if head:
+        key = f"{path}/{chunk_key(first, values.ndim)}"
+        tail[key] = chunks.pop(key)
+    set_many(store, chunks)
+    _replace(store, tail)
+
+
+def _replace(store: Store, items: dict[str, Any]) -> None:
+    """Store each item atomically: on local disks written to a temporary file renamed
+    over the key (directly: zarr's asynchronous API costs a thread hop per file)."""
+    root = _local_root(store)
+    if root is None:
+        set_many(store, items, atomic=True)
+        return
+    for key, data in items.items():
+        temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
+        temporary.write_bytes(data)
+        os.replace(temporary, root / key)
+
+
+def _store_task(store: Store, path: str, document: dict, offset: int, values: Any, marker: str):
+    store_rows(store, path, document, offset, values)
+    set_many(store, {marker: b""})
+
+
+def _aligned(offset: int, count: int, step: int) -> tuple[int, ...]:
+    """Chunk sizes of ``count`` rows from row ``offset`` that end on multiples of ``step``."""
+    sizes, position = [], offset
+    while position < offset + count:
+        end = min((position // step + 1) * step, offset + count)
+        sizes.append(end - position)
+        position = end
+    return tuple(sizes)
+
+
+def store_now(store: Store, plan: AppendPlan) -> None:
+    """Store every row of ``plan`` from this process (dask arrays computed here)."""
+    for rows in plan.rows:
+        data = rows.data
+        if isinstance(data, da.Array):
+            (data,) = dask.compute(data, scheduler="synchronous")
+        store_rows(store, rows.path, rows.document, rows.offset, data)
+
+
+def documents(plan: AppendPlan, root: dict[str, Any]) -> dict[str, bytes]:
+    """The node documents the plan changes, and the root document, by key."""
+    found = {f"{p}/zarr.json": layout.encode(plan.nodes[p]) for p in plan.changed}
+    found["zarr.json"] = layout.encode(root)
+    return found
+
+
+def commit(store: Store, found: dict[str, bytes]) -> None:
+    """Store the node documents, then the root document (atomically): the appended rows
+    are visible from then on."""
+    set_many(store, {key: value for key, value in found.items() if key != "zarr.json"})
+    _replace(store, {"zarr.json": found["zarr.json"]})
+
+
+def _finish(store: Store, found: dict[str, bytes], lock: WriteId, *written: Any) -> None:
+    """The last task: check the lock, commit the metadata, forget the records, unlock."""
+    lock.check()
+    commit(store, found)
+    delete_prefix(store, layout.PROGRESS_PREFIX)
+    lock.release()
+
+
+def _graph_of(
+    store: Store, plan: AppendPlan, root: dict, lock: WriteId, recorded: set[str]
+) -> Delayed:
+    """Client-side rows now; one task per stored chunk of the dask rows; the commit."""
+    token = tokenize(describe(store), root, sorted(recorded))
+    graph: dict[Any, Any] = {}
+    sources = []
+    for rows in plan.rows:
+        if rows.data.size == 0:
+            continue  # no chunk holds it
+        if not isinstance(rows.data, da.Array):
+            store_rows(store, rows.path, rows.document, rows.offset, rows.data)
+            continue
+        step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+        sizes = _aligned(rows.offset, rows.data.shape[0], step)
+        array = rows.data.rechunk((sizes, *((n,) for n in rows.data.shape[1:])))
+        tail = (0,) * (array.ndim - 1)
+        start = rows.offset
+        for i, size in enumerate(sizes):
+            marker = layout.progress_marker(rows.path, start // step)
+            if marker not in recorded:
+                graph[(f"zarr-append-{token}", len(graph))] = (
+                    _store_task,
+                    store,
+                    rows.path,
+                    rows.document,
+                    start,
+                    (array.name, i, *tail),
+                    marker,
+                )
+            start += size
+        sources.append(array)
+    final = f"zarr-append-commit-{token}"
+    graph[final] = (_finish, store, documents(plan, root), lock, *list(graph))
+    return _graph.delayed_from_tasks(final, graph, sources)
+
+
+def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
+    return tokenize("append", tensor, None if renumber is None else renumber.spec())
+
+
+def append(
+    tensor: TensorMap,
+    store: Store,
+    lock: WriteId,
+    chunks: chunking.ChunkRequest,
+    renumber: Renumber | None,
+    resume: bool,
+    compute: bool,
+    existing: tuple[dict[str, Any], dict[str, Any]] | None,
+    plan_whole: PlanWhole,
+) -> Delayed | None:
+    """:func:`~metatensor_dask.io.zarr_write.to_zarr` with ``append_dim="samples"``,
+    once the lock is taken and the root read (``existing``, ``None`` without store)."""
+    where = lock.where
+    token = _token(tensor, renumber)
+    ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
+    if existing is not None and ours.get("complete") is not True:
+        raise MetatensorDaskError(
+            f"can not append to {where}: it holds an incomplete write (interrupted?); finish "
+            "it with to_zarr(..., resume=True) and the same tensor and mode, or overwrite it "
+            "with mode='w'"
+        )
+    (raw,) = get_many(store, [RECORD])
+    recorded: set[str] = set()
+    if raw is not None:
+        interrupted = json.loads(raw).get("token")
+        if ours.get(_TOKEN) == interrupted:  # committed, but its records were left
+            delete_prefix(store, layout.PROGRESS_PREFIX)
+            raw = None
+        elif not resume or interrupted != token:
+            other = "; this is another tensor or renumber" if resume else ""
+            raise MetatensorDaskError(
+                f"an append to {where} was interrupted (the store still reads as before it): "
+                f"finish it with resume=True and the same tensor and renumber{other}"
+            )
+        else:
+            recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    if raw is None and resume and ours.get(_TOKEN) == token:
+        return None if compute else dask.delayed(lock.release, pure=False)()
+    if renumber is not None:
+        tensor = renumbered(tensor, renumber, existing)
+    plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
+    if raw is None:
+        set_many(store, {RECORD: json.dumps({"token": token}).encode()})
+    root = layout.root_document(True, plan.info, plan.nodes)
+    root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+    delayed = _graph_of(store, plan, root, lock, recorded)
+    if compute:
+        dask.compute(delayed)
+        return None
+    return delayed

@@ -1,0 +1,123 @@
+"""Renumbering one sample dimension before an append, so that per-batch ids become global.
+
+featomic numbers the systems of every call from 0: two batches computed separately both
+have ``system = 0, 1, ...``. ``renumber={"system": offset}`` adds ``offset`` to the
+``"system"`` column of every block's samples and of every gradient's samples (their
+``"sample"`` column, which indexes rows of the parent, is shifted by the append itself);
+``"next"`` takes one past the largest ``"system"`` stored in any block, which the store
+records (format 3), so it costs no read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..block import TensorBlock
+from ..errors import MetatensorDaskError
+from ..labels import Labels
+
+if TYPE_CHECKING:
+    from ..tensor import TensorMap
+
+__all__ = ["Renumber", "parse_renumber", "renumbered", "shifted"]
+
+
+@dataclass(frozen=True)
+class Renumber:
+    """Shift the sample dimension ``dimension`` by ``offset`` (an int, or ``"next"``)."""
+
+    dimension: str
+    offset: int | str
+
+    def spec(self) -> tuple[str, int | str]:
+        return (self.dimension, self.offset)
+
+
+def parse_renumber(renumber: Any) -> Renumber | None:
+    """Check a ``renumber`` argument: ``None`` or ``{dimension: int | "next"}``."""
+    if renumber is None:
+        return None
+    if not isinstance(renumber, dict) or len(renumber) != 1:
+        raise MetatensorDaskError(
+            f"`renumber` must be a dict with one sample dimension, e.g. {{'system': 'next'}}, "
+            f"got {renumber!r}"
+        )
+    ((dimension, offset),) = renumber.items()
+    valid_int = isinstance(offset, (int, np.integer)) and not isinstance(offset, bool)
+    if not isinstance(dimension, str) or not (valid_int or offset == "next"):
+        raise MetatensorDaskError(
+            f"`renumber` maps a sample dimension name to an int offset or 'next', got {renumber!r}"
+        )
+    return Renumber(dimension, int(offset) if valid_int else "next")
+
+
+def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str) -> int:
+    """One past the largest stored value of ``dimension`` (0 for an empty store), from
+    the records of the blocks' samples."""
+    if existing is None:
+        return 0
+    largest = -1
+    for path, document in existing[1].items():
+        parts = path.split("/")
+        if len(parts) != 3 or parts[0] != "blocks" or parts[2] != "samples":
+            continue
+        attributes = document.get("attributes") or {}
+        names, maxima = attributes.get("names") or [], attributes.get("column_max")
+        if dimension in names and maxima is not None:
+            largest = max(largest, int(maxima[names.index(dimension)]))
+    return largest + 1
+
+
+def _shift(labels: Labels, dimension: str, offset: int) -> Labels:
+    if dimension not in labels.names or offset == 0:
+        return labels
+    values = np.array(labels.values, dtype=np.int64)
+    column = labels.names.index(dimension)
+    values[:, column] += offset
+    if len(values) and (values[:, column].max() > np.iinfo(np.int32).max):
+        raise MetatensorDaskError(
+            f"renumbering '{dimension}' by {offset} goes past the int32 range of Labels"
+        )
+    return Labels._trusted(labels.names, values.astype(np.int32))
+
+
+def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:
+    gradients = {p: _block(g, dimension, offset) for p, g in block.gradients()}
+    return TensorBlock._trusted(
+        block.values,
+        _shift(block.samples, dimension, offset),
+        block.components,
+        block.properties,
+        gradients,
+        row_pointer=block.row_pointer,
+    )
+
+
+def shifted(tensor: TensorMap, dimension: str, offset: int) -> TensorMap:
+    """``tensor`` with ``offset`` added to the sample dimension ``dimension`` of its
+    blocks and of their gradients (never to a gradient's ``"sample"`` column)."""
+    from ..tensor import TensorMap
+
+    if dimension == "sample" or (len(tensor) and dimension not in tensor.sample_names):
+        raise MetatensorDaskError(
+            f"can not renumber '{dimension}': it is not a sample dimension of this tensor "
+            f"({tensor.sample_names})"
+        )
+    blocks = [_block(block, dimension, offset) for block in tensor.blocks()]
+    return TensorMap._trusted(tensor.keys, blocks, tensor.info())
+
+
+def renumbered(
+    tensor: TensorMap,
+    renumber: Renumber,
+    existing: tuple[dict[str, Any], dict[str, Any]] | None,
+) -> TensorMap:
+    """``tensor`` renumbered for an append to the store whose root attributes and
+    nodes are ``existing`` (``None`` for a new store)."""
+    offset = renumber.offset
+    if offset == "next":
+        offset = _next(existing, renumber.dimension)
+    return shifted(tensor, renumber.dimension, int(offset))

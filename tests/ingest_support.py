@@ -1,0 +1,82 @@
+"""Batches for the write_batches tests: featomic SOAP power spectra of small molecules,
+and a process that writes them (to be killed).
+
+``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume]`` runs
+``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads, each
+batch sleeping ``DELAY`` seconds first, and prints ``done``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+#: Small molecules (ase's names), cycled through by the items.
+MOLECULES = ("H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2")
+
+
+def structures(items: list[int]) -> list:
+    import ase.build
+
+    frames = []
+    for item in items:
+        frame = ase.build.molecule(MOLECULES[item % len(MOLECULES)])
+        frame.rattle(0.01, seed=item)  # each item its own numbers
+        frames.append(frame)
+    return frames
+
+
+def soap(items: list[int]):
+    """featomic's SOAP power spectrum of ``items`` with positions gradients (systems
+    numbered from 0 in every call)."""
+    import featomic
+
+    calculator = featomic.SoapPowerSpectrum(
+        cutoff={"radius": 3.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
+        density={"type": "Gaussian", "width": 0.3},
+        basis={
+            "type": "TensorProduct",
+            "max_angular": 2,
+            "radial": {"type": "Gto", "max_radial": 2},
+        },
+    )
+    return calculator.compute(structures(items), gradients=["positions"])
+
+
+class Slow:
+    """``soap`` after ``delay`` seconds."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+
+    def __call__(self, items: list[int]):
+        time.sleep(self.delay)
+        return soap(items)
+
+
+def main() -> None:
+    import dask
+
+    import metatensor_dask as mtd
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("store")
+    parser.add_argument("n_items", type=int)
+    parser.add_argument("batch_size", type=int)
+    parser.add_argument("delay", type=float)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(
+            Slow(args.delay),
+            list(range(args.n_items)),
+            args.store,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            quiet=True,
+        )
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Appending samples to a store: the result is metatensor's join of the batches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import metatensor
+import numpy as np
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+
+def shifted(tensor: metatensor.TensorMap, offset: int, name: str = "system"):
+    """``tensor`` with ``offset`` added to the sample dimension ``name`` of its blocks
+    and gradients (what ``renumber`` does), built with metatensor."""
+
+    def shift(labels: metatensor.Labels) -> metatensor.Labels:
+        if name not in labels.names:
+            return labels
+        values = np.array(labels.values)
+        values[:, labels.names.index(name)] += offset
+        return metatensor.Labels(labels.names, values)
+
+    def block(b: metatensor.TensorBlock) -> metatensor.TensorBlock:
+        new = metatensor.TensorBlock(
+            np.array(b.values), shift(b.samples), b.components, b.properties
+        )
+        for parameter, gradient in b.gradients():
+            new.add_gradient(parameter, block(gradient))
+        return new
+
+    return metatensor.TensorMap(tensor.keys, [block(b) for b in tensor.blocks()])
+
+
+def select(tensor: metatensor.TensorMap, keys: list[tuple[int, int]]) -> metatensor.TensorMap:
+    """Blocks of ``tensor`` for some keys (in that order)."""
+    labels = metatensor.Labels(tensor.keys.names, np.array(keys, dtype=np.int32))
+    blocks = [tensor.block(dict(zip(labels.names, key, strict=True))).copy() for key in keys]
+    return metatensor.TensorMap(labels, blocks)
+
+
+def join(batches: list[metatensor.TensorMap]) -> metatensor.TensorMap:
+    """metatensor's join, which does not support gradients of gradients: the nested
+    ``cell`` gradients are removed first, and checked by :func:`assert_nested`."""
+    flat = []
+    for batch in batches:
+        blocks = []
+        for b in batch.blocks():
+            block = metatensor.TensorBlock(b.values, b.samples, b.components, b.properties)
+            for parameter, gradient in b.gradients():
+                block.add_gradient(
+                    parameter,
+                    metatensor.TensorBlock(
+                        gradient.values,
+                        gradient.samples,
+                        gradient.components,
+                        gradient.properties,
+                    ),
+                )
+            blocks.append(block)
+        flat.append(metatensor.TensorMap(batch.keys, blocks))
+    return metatensor.join(flat, axis="samples", different_keys="union")
+
+
+def assert_equal_to_join(stored: mtd.TensorMap, batches: list[metatensor.TensorMap]) -> None:
+    """``stored`` equals the join of ``batches``, nested gradients included: the
+    ``cell`` gradient of ``positions`` is the batches' one after another, its
+    ``"sample"`` shifted by the ``positions`` rows before."""
+    stored = stored.compute()
+    nested = {}
+    for key, block in stored.items():
+        positions = block.gradient("positions")
+        if positions.gradients_list():
+            nested[tuple(int(v) for v in key.values)] = positions.gradient("cell")
+    flat = mtd.remove_gradients(stored, ["positions"])
+    expected = join(batches)
+    assert_equal_to_metatensor(flat, metatensor.remove_gradients(expected, ["positions"]))
+    for key, block in stored.items():
+        theirs = expected.block(expected.keys.position(key.values)).gradient("positions")
+        np.testing.assert_array_equal(block.gradient("positions").values, theirs.values)
+        assert block.gradient("positions").samples == mtd.from_metatensor(theirs.samples)
+        if not nested:
+            continue
+        values, samples, rows = [], [], 0
+        for batch in batches:
+            position = batch.keys.position(key.values)
+            if position is None:
+                continue
+            positions = batch.block(position).gradient("positions")
+            cell = positions.gradient("cell")
+            values.append(cell.values)
+            moved = np.array(cell.samples.values)
+            moved[:, 0] += rows
+            samples.append(moved)
+            rows += len(positions.samples)
+        cell = nested[tuple(int(v) for v in key.values)]
+        np.testing.assert_array_equal(cell.values, np.concatenate(values))
+        np.testing.assert_array_equal(cell.samples.values, np.concatenate(samples))
+
+
+def files(path: Path) -> dict[str, str]:
+    """Every file of a store, with a hash of its content."""
+    found = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = Path(folder) / name
+            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
+    return found
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_appends_equal_join(tmp_path, dtype):
+    a = make_metatensor(0, dtype=dtype)
+    # keys come and go: (1, 6) is missing here, (8, 8) is new; (6, 8) has no rows
+    b = make_metatensor(1, dtype=dtype, n_samples=(7, 5, 0), n_properties=(4, 3, 0))
+    b = metatensor.TensorMap(
+        metatensor.Labels(b.keys.names, np.array([[1, 1], [8, 8], [6, 8]], np.int32)),
+        [blk.copy() for blk in b.blocks()],
+    )
+    c = select(make_metatensor(2, dtype=dtype, n_samples=(9, 4, 6)), [(6, 8), (1, 6)])
+    batches = [a, shifted(b, 100), shifted(c, 200)]
+    path = tmp_path / "appended.zarr"
+    for batch in batches:
+        mtd.from_metatensor(batch).to_zarr(path, append_dim="samples", chunks=4)
+    assert_equal_to_join(mtd.open_zarr(path), batches)
+    assert mtd.verify(path).ok
+    assert not (path / ".progress").exists() and not (path / ".lock").exists()
+
+
+def test_append_by_the_method_and_small_chunks(tmp_path):
+    """Many small chunks: each array's partial last chunk is completed by the next
+    append, which keeps the stored rows; nested gradients follow."""
+    batches = [
+        shifted(make_metatensor(i, n_samples=(n, 2, 3)), 10 * i) for i, n in enumerate((5, 1, 0, 6))
+    ]
+    path = tmp_path / "t.zarr"
+    for batch in batches:
+        mtd.from_metatensor(batch).to_zarr(path, append_dim="samples", chunks=3)
+    assert_equal_to_join(mtd.open_zarr(path, chunks=2), batches)
+    assert mtd.verify(path).ok
+
+
+def test_empty_batch(tmp_path):
+    a = make_metatensor(0)
+    empty = metatensor.TensorMap(metatensor.Labels(a.keys.names, np.empty((0, 2), np.int32)), [])
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(a).to_zarr(path, append_dim="samples")
+    before = files(path)
+    mtd.from_metatensor(empty).to_zarr(path, append_dim="samples")
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), a)
+    after = files(path)
+    assert after.keys() == before.keys()
+
+
+def test_append_to_nothing_creates(tmp_path):
+    a = make_metatensor(3)
+    path = tmp_path / "new.zarr"
+    mtd.to_zarr(mtd.from_metatensor(a), path, append_dim="samples")
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), a)
+
+
+def test_lazy_append_is_lazy(tmp_path):
+    """Building the append writes metadata and labels only: values are computed by
+    the returned Delayed."""
+    from metatensor_dask.testing import raise_if_dask_computes
+
+    path = tmp_path / "t.zarr"
+    a = make_metatensor(0, nested=False)
+    mtd.from_metatensor(a).to_zarr(path)
+    b = mtd.multiply(mtd.from_metatensor(shifted(make_metatensor(1, nested=False), 50)), 2.0)
+    with raise_if_dask_computes():
+        delayed = b.to_zarr(path, append_dim="samples", compute=False)
+    # not visible until computed
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), a)
+    delayed.compute()
+    b = mtd.to_metatensor(b.compute())
+    assert_equal_to_join(mtd.open_zarr(path), [a, b])
+
+
+def test_unsorted_samples_are_checked_by_reading(tmp_path):
+    """Samples that do not sort after the stored ones are compared with them: no
+    duplicate, so the append goes on."""
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(shifted(make_metatensor(0), 100)).to_zarr(path)
+    early = make_metatensor(1)  # systems 0.. sort before the stored 100..
+    mtd.from_metatensor(early).to_zarr(path, append_dim="samples")
+    assert_equal_to_join(mtd.open_zarr(path), [shifted(make_metatensor(0), 100), early])
+
+
+# -- errors: nothing is written ------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(make_metatensor(0)).to_zarr(path)
+    return path
+
+
+def _refused(store: Path, tensor, match: str, **kwargs) -> None:
+    before = files(store)
+    with pytest.raises(mtd.MetatensorDaskError, match=match):
+        mtd.to_zarr(tensor, store, append_dim="samples", **kwargs)
+    assert files(store) == before
+
+
+def _edit_block(tensor: metatensor.TensorMap, edit) -> metatensor.TensorMap:
+    return metatensor.TensorMap(tensor.keys, [edit(b) for b in tensor.blocks()])
+
+
+def test_duplicate_samples_refused(store):
+    _refused(
+        store,
+        mtd.from_metatensor(make_metatensor(0)),
+        r"the block \(center_type=1, neighbor_type=1\) has the sample \{'system': 0, 'atom': 0\}"
+        r", which is already stored.*renumber",
+    )
+
+
+def test_other_properties_refused(store):
+    def edit(b):
+        props = metatensor.Labels(b.properties.names, b.properties.values + 50)
+        return metatensor.TensorBlock(b.values, b.samples, b.components, props)
+
+    tensor = mtd.from_metatensor(_edit_block(shifted(make_metatensor(1), 50), edit))
+    _refused(store, tensor, "has other properties than the stored ones")
+
+
+def test_other_components_refused(store):
+    def edit(b):
+        component = metatensor.Labels(["o3_mu"], np.arange(3, dtype=np.int32)[:, None])
+        block = metatensor.TensorBlock(b.values, b.samples, [component], b.properties)
+        return block
+
+    tensor = mtd.from_metatensor(_edit_block(shifted(make_metatensor(1), 50), edit))
+    _refused(store, tensor, "has other components than the stored ones")
+
+
+def test_other_gradients_refused(store):
+    def edit(b):
+        new = metatensor.TensorBlock(b.values, b.samples, b.components, b.properties)
+        new.add_gradient("positions", b.gradient("positions").copy())
+        return new
+
+    tensor = mtd.from_metatensor(_edit_block(shifted(make_metatensor(1), 50), edit))
+    _refused(
+        store, tensor, r"has the gradients \['positions'\], the store \['positions', 'strain'\]"
+    )
+
+
+def test_other_dtype_refused(store):
+    tensor = mtd.from_metatensor(shifted(make_metatensor(1, dtype=np.float32), 50))
+    _refused(store, tensor, "has the dtype float32, the store float64")
+
+
+def test_new_key_of_another_kind_refused(store):
+    """A new key's block must be like the stored blocks (a TensorMap's rule)."""
+    other = make_metatensor(1, dtype=np.float32)
+    tensor = mtd.from_metatensor(select(other, [(6, 8)]))
+    tensor = mtd.TensorMap(mtd.Labels(tensor.keys.names, np.array([[9, 9]])), tensor.blocks())
+    _refused(store, tensor, r"the block \(center_type=9, neighbor_type=9\) has the dtype")
+
+
+def test_other_sample_names_refused(store):
+    tensor = mtd.rename_dimension(
+        mtd.from_metatensor(shifted(make_metatensor(1), 50)), "samples", "atom", "center"
+    )
+    _refused(store, tensor, r"has the samples \['system', 'center'\]")
+
+
+def test_other_key_names_refused(store):
+    tensor = mtd.rename_dimension(
+        mtd.from_metatensor(shifted(make_metatensor(1), 50)), "keys", "center_type", "a"
+    )
+    _refused(store, tensor, r"the tensor's keys are \['a', 'neighbor_type'\]")
+
+
+def test_append_dim_and_mode_checked(store):
+    tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
+    _refused(store, tensor, "`append_dim` can only be 'samples'", mode="w")
+    before = files(store)
+    with pytest.raises(mtd.MetatensorDaskError, match="`append_dim` can only be 'samples'"):
+        mtd.to_zarr(tensor, store, append_dim="properties")
+    with pytest.raises(mtd.MetatensorDaskError, match="only used with append_dim"):
+        mtd.to_zarr(tensor, store, mode="a", renumber={"system": 1})
+    assert files(store) == before
+
+
+def test_older_format_refused(store):
+    root = json.loads((store / "zarr.json").read_text())
+    root["attributes"]["metatensor_dask"]["format"] = 2
+    (store / "zarr.json").write_text(json.dumps(root))
+    tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
+    _refused(store, tensor, "storage format 2.*`metatensor-dask convert`")
+
+
+def test_gradient_rows_not_grouped_refused(store):
+    def edit(b):
+        new = metatensor.TensorBlock(b.values, b.samples, b.components, b.properties)
+        for parameter, gradient in b.gradients():
+            order = np.arange(len(gradient.samples))
+            if parameter == "positions":
+                order = order[::-1]
+            gradient = metatensor.TensorBlock(
+                gradient.values[order],
+                metatensor.Labels(gradient.samples.names, gradient.samples.values[order]),
+                gradient.components,
+                gradient.properties,
+            )
+            new.add_gradient(parameter, gradient)
+        return new
+
+    tensor = _edit_block(shifted(make_metatensor(1, nested=False), 50), edit)
+    path = store.parent / "flat.zarr"
+    mtd.from_metatensor(make_metatensor(0, nested=False)).to_zarr(path)
+    _refused(path, mtd.from_metatensor(tensor), "rows not grouped by 'sample'")
+
+
+def test_verify_passes_after_appends(store):
+    for i in range(1, 4):
+        mtd.from_metatensor(make_metatensor(i)).to_zarr(
+            store, append_dim="samples", renumber={"system": "next"}
+        )
+    report = mtd.verify(store)
+    assert report.ok, report.problems

@@ -1,0 +1,183 @@
+"""write_batches: many batches computed in parallel, committed in order into one store,
+equal to metatensor's join of the renumbered batches, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from ingest_support import Slow, soap
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+SCRIPT = Path(__file__).with_name("ingest_support.py")
+
+
+def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
+    """``system`` shifted by ``offset`` in samples and gradient samples (metatensor)."""
+
+    def shift(labels):
+        if "system" not in labels.names:
+            return labels
+        values = np.array(labels.values)
+        values[:, labels.names.index("system")] += offset
+        return metatensor.Labels(labels.names, values)
+
+    blocks = []
+    for b in tensor.blocks():
+        block = metatensor.TensorBlock(b.values, shift(b.samples), b.components, b.properties)
+        for parameter, g in b.gradients():
+            block.add_gradient(
+                parameter,
+                metatensor.TensorBlock(g.values, shift(g.samples), g.components, g.properties),
+            )
+        blocks.append(block)
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:
+    batches = [
+        renumbered(soap(list(range(start, min(start + batch_size, n_items)))), start)
+        for start in range(0, n_items, batch_size)
+    ]
+    return metatensor.join(batches, axis="samples", different_keys="union")
+
+
+def files(path: Path) -> dict[str, str]:
+    found = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = Path(folder) / name
+            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
+    return found
+
+
+def test_featomic_batches_equal_join(tmp_path):
+    """Keys come and go (molecules without some species), systems are renumbered by
+    the index of each batch's first item."""
+    path = tmp_path / "soap.zarr"
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(soap, list(range(9)), path, batch_size=2, quiet=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(9, 2))
+    assert mtd.verify(path).ok
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+    assert root["complete"] is True and root["batches"]["committed"] == 5
+
+
+def test_metatensor_dask_batches_and_progress(tmp_path, capfd):
+    def function(items):
+        return mtd.from_metatensor(soap(items))
+
+    path = tmp_path / "t.zarr"
+    with dask.config.set({"num_workers": 2, "metatensor_dask.progress": True}):
+        mtd.write_batches(function, list(range(5)), path, batch_size=3)
+    assert "2/2 batches computed, 2/2 committed" in capfd.readouterr().err
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 3))
+
+
+def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path):
+    from distributed import Client, LocalCluster
+
+    threads = tmp_path / "threads.zarr"
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(soap, list(range(8)), threads, batch_size=1, window=3, quiet=True)
+    cluster = tmp_path / "cluster.zarr"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as local,
+        Client(local),
+    ):
+        mtd.write_batches(soap, list(range(8)), cluster, batch_size=1, quiet=True)
+    assert files(threads) == files(cluster)
+    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, 1))
+
+
+def failing(items):
+    if 5 in items:
+        raise RuntimeError("no structure 5")
+    return soap(items)
+
+
+def test_a_failing_batch_stops_the_run_and_resume_continues(tmp_path):
+    path = tmp_path / "t.zarr"
+    with (
+        dask.config.set(num_workers=2),
+        pytest.raises(
+            mtd.MetatensorDaskError,
+            match=r"batch 2 \(items 4 to 5, first item 4\) failed: RuntimeError: no structure "
+            r"5; the 2 batches before it are committed",
+        ),
+    ):
+        mtd.write_batches(failing, list(range(8)), path, batch_size=2, quiet=True)
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(path)
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+    assert root["batches"]["committed"] == 2
+    for kwargs, wrong in [
+        ({"batch_size": 3}, "batch_size was 2, here it is 3"),
+        ({"batch_size": 2, "run_id": "x"}, "run_id was None, here it is 'x'"),
+    ]:
+        with pytest.raises(mtd.MetatensorDaskError, match=wrong):
+            mtd.write_batches(soap, list(range(8)), path, resume=True, quiet=True, **kwargs)
+    with pytest.raises(mtd.MetatensorDaskError, match="n_items was 8, here it is 9"):
+        mtd.write_batches(soap, list(range(9)), path, batch_size=2, resume=True, quiet=True)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"already exists.*resume=True"):
+        mtd.write_batches(soap, list(range(8)), path, batch_size=2, quiet=True)
+    mtd.write_batches(soap, list(range(8)), path, batch_size=2, resume=True, quiet=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
+    # a finished run is left as it is
+    before = files(path)
+    mtd.write_batches(soap, list(range(8)), path, batch_size=2, resume=True, quiet=True)
+    assert files(path) == before
+
+
+def test_arguments_checked(tmp_path):
+    path = tmp_path / "t.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match="`batch_size` must be a positive int"):
+        mtd.write_batches(soap, [1], path, batch_size=0)
+    with pytest.raises(mtd.MetatensorDaskError, match="`items` is empty"):
+        mtd.write_batches(soap, [], path)
+    with pytest.raises(mtd.MetatensorDaskError, match="returned a list for batch 0"):
+        mtd.write_batches(lambda items: [], [1], path, quiet=True)
+
+
+def test_killed_run_resumes(tmp_path):
+    path = tmp_path / "killed.zarr"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(path), "10", "1", "0.3"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the run made no progress"
+            try:
+                root = json.loads((path / "zarr.json").read_text())
+            except (FileNotFoundError, ValueError):
+                root = None
+            if root and root["attributes"]["metatensor_dask"]["batches"]["committed"] >= 3:
+                break
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(path)
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(Slow(0.0), list(range(10)), path, batch_size=1, resume=True, quiet=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(10, 1))
+    assert mtd.verify(path).ok
