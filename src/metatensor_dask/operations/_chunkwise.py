@@ -42,7 +42,7 @@ import numpy as np
 from .. import _graph
 from .._graph import chunk_ref, task
 from .._partition import block_row_pointer, gradient_row_chunks
-from ._grouping import hash_arguments, tiny_groups
+from ._grouping import hash_arguments, single_chunk_shape, tiny_groups
 
 __all__ = [
     "as_lazy",
@@ -132,7 +132,8 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     groups = tiny_groups(arrays)
     if groups is not None:
         dtype = result_dtype(func, arrays, constants)
-        return groups.record(_task_name(func), func, arrays, constants, (arrays[0], dtype))
+        shape = single_chunk_shape(arrays[0])
+        return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
     arrays = [as_lazy(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
@@ -272,8 +273,9 @@ def gradient_rows(
         else:
             index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
         inputs = [*values, *gradients]
-        like = (gradients[0], result_dtype(kernel, [*inputs, index[:0]], constants))
-        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
+        dtype = result_dtype(kernel, [*inputs, index[:0]], constants)
+        shape = single_chunk_shape(gradients[0])
+        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
     values = [as_lazy(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [

@@ -20,7 +20,7 @@ from dask.base import tokenize
 
 from .. import _graph
 
-__all__ = ["output_chunks", "rowwise", "segment_sum"]
+__all__ = ["output_chunks", "rowwise", "segment_sum", "segment_sum_now"]
 
 FAN_IN = 8
 
@@ -72,6 +72,29 @@ def _partial(
     starts = np.concatenate([[0], np.flatnonzero(np.diff(targets)) + 1])
     result[targets[starts]] = np.add.reduceat(contributions, starts, axis=0)
     return result
+
+
+def segment_sum_now(
+    function: Callable[..., np.ndarray],
+    row_operands: Sequence[np.ndarray],
+    target: np.ndarray,
+    out_shape: tuple[int, ...],
+    dtype: Any,
+    out_operands: Sequence[np.ndarray] = (),
+    extras: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """:func:`segment_sum` on numpy arrays, at once (the arithmetic of one chunk)."""
+    rows = np.arange(len(target))
+    return _partial(
+        function,
+        list(row_operands),
+        list(out_operands),
+        rows,
+        target,
+        list(extras),
+        out_shape,
+        dtype,
+    )
 
 
 def _sum(parts: list[np.ndarray]) -> np.ndarray:
