@@ -62,16 +62,16 @@ def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
     decompressed into memory now. Tasks check that the file has not changed since it
     was loaded (size and modification time) and refuse to read otherwise.
     """
-    archive = Archive.open(path, "a TensorMap")
     target = chunk_target(chunks)
-    if "keys.npy" not in archive.members and "values.npy" in archive.members:
-        archive.hint = ", use `load_block` to load TensorBlock"
-    keys = archive.labels("keys.npy")
-    parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
-    info = archive.info()
-    with archive.context("<root>"):
-        blocks = [archive.block(part, target) for part in parts]
-        tensor = TensorMap(keys, blocks)
+    with Archive.open(path, "a TensorMap") as archive:
+        if "keys.npy" not in archive.members and "values.npy" in archive.members:
+            archive.hint = ", use `load_block` to load TensorBlock"
+        keys = archive.labels("keys.npy")
+        parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
+        info = archive.info()
+        with archive.context("<root>"):
+            blocks = [archive.block(part, target) for part in parts]
+            tensor = TensorMap(keys, blocks)
     for key, value in info.items():
         tensor.set_info(key, value)
     return tensor
@@ -79,13 +79,13 @@ def load(path: str | os.PathLike, chunks: Chunks = None) -> TensorMap:
 
 def load_block(path: str | os.PathLike, chunks: Chunks = None) -> TensorBlock:
     """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
-    archive = Archive.open(path, "a TensorBlock")
     target = chunk_target(chunks)
-    if "values.npy" not in archive.members and "keys.npy" in archive.members:
-        archive.hint = ", use `load` to load TensorMap"
-    part = archive.part("")
-    with archive.context("<root>"):
-        return archive.block(part, target)
+    with Archive.open(path, "a TensorBlock") as archive:
+        if "values.npy" not in archive.members and "keys.npy" in archive.members:
+            archive.hint = ", use `load` to load TensorMap"
+        part = archive.part("")
+        with archive.context("<root>"):
+            return archive.block(part, target)
 
 
 def load_labels(path: str | os.PathLike) -> Labels:
@@ -147,9 +147,9 @@ def check_file(path: str | os.PathLike) -> None:
         if labels_file:
             load_labels(path)
             return
-        archive = Archive.open(path, "a metatensor file")
-        for name in archive.members:
-            archive.check_member(name)
+        with Archive.open(path, "a metatensor file") as archive:
+            for name in archive.members:
+                archive.check_member(name)
         if "keys.npy" in archive.members or "values.npy" not in archive.members:
             load(path)
         else:
