@@ -119,6 +119,13 @@ def checked_names(names: str | Sequence[str], present: Sequence[str], what: str)
     return names
 
 
+def reduction_dtype(dtype: np.dtype, reduction: str) -> np.dtype:
+    """The dtype of a ``"sum"``, ``"mean"``, ``"var"`` or ``"std"`` of ``dtype`` values."""
+    if reduction == "sum":
+        return np.dtype(dtype)
+    return np.true_divide(np.ones(1, dtype), np.ones(1, dtype)).dtype
+
+
 def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:
     """The entries left when the ``reduced`` dimensions of ``labels`` are summed over, and
     the group (left entry) of each entry of ``labels``.

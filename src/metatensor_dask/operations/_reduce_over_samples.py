@@ -22,6 +22,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    reduction_dtype,
     reduction_groups,
     rows_only,
     unique_rows,
@@ -142,12 +143,6 @@ def _merged_rows(gradient: TensorBlock, group: np.ndarray) -> tuple[np.ndarray, 
     return merged, merged_index, Labels._trusted(gradient.samples.names, merged)
 
 
-def _result_dtype(dtype: np.dtype, reduction: str) -> np.dtype:
-    if reduction == "sum":
-        return dtype
-    return np.true_divide(np.ones(1, dtype), np.ones(1, dtype)).dtype
-
-
 def _grouped_block(
     groups: TinyGroups,
     block: TensorBlock,
@@ -166,7 +161,7 @@ def _grouped_block(
         [values],
         (group, counts, reduction),
         shape,
-        _result_dtype(values.dtype, reduction),
+        reduction_dtype(values.dtype, reduction),
     )
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -182,7 +177,7 @@ def _grouped_block(
             [values, gradient.values],
             (group, counts, column, merged_index, merged_group, reduction),
             (len(merged), *single_chunk_shape(gradient.values)[1:]),
-            _result_dtype(gradient.values.dtype, reduction),
+            reduction_dtype(gradient.values.dtype, reduction),
         )
         pointer = row_pointer(merged_group, len(samples))
         gradients[parameter] = TensorBlock._trusted(
