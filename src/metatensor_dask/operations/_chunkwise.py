@@ -374,7 +374,8 @@ def compare_pairs(
     if not pending:
         return results
     layer[name] = task(name, _all_true, *refs)
-    (computed,) = dask.compute(_graph.delayed_from_tasks(name, layer, dependencies))
+    # one flat graph: culling a graph of one layer per array is quadratic in the arrays
+    (computed,) = dask.compute(_graph.flat_delayed(name, layer, dependencies))
     start = 0
     for position, count in pending:
         results[position] = all(computed[start : start + count])
