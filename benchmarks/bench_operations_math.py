@@ -27,11 +27,10 @@ import time
 import dask
 import dask.array as da
 import metatensor
-import numpy as np
 import pytest
 import zarr
 from bench_support import ELEMENTWISE_OPERATIONS as OPERATIONS
-from bench_support import featomic_like, samples_per_block
+from bench_support import featomic_like, samples_per_block, tiny_blocks
 
 import metatensor_dask as mtd
 
@@ -102,32 +101,8 @@ def _array_paths(group) -> list[str]:
     return paths
 
 
-def _tiny(n_blocks: int = 1000) -> metatensor.TensorMap:
-    rng = np.random.default_rng(0)
-    blocks = []
-    for _ in range(n_blocks):
-        block = metatensor.TensorBlock(
-            rng.random((10, 3, 4)),
-            metatensor.Labels.range("s", 10),
-            [metatensor.Labels.range("c", 3)],
-            metatensor.Labels.range("p", 4),
-        )
-        samples = np.stack([np.repeat(np.arange(10), 3), np.tile(np.arange(3), 10)], axis=1)
-        block.add_gradient(
-            "positions",
-            metatensor.TensorBlock(
-                rng.random((30, 3, 3, 4)),
-                metatensor.Labels(["sample", "atom"], samples.astype(np.int32)),
-                [metatensor.Labels.range("xyz", 3), metatensor.Labels.range("c", 3)],
-                metatensor.Labels.range("p", 4),
-            ),
-        )
-        blocks.append(block)
-    return metatensor.TensorMap(metatensor.Labels.range("k", n_blocks), blocks)
-
-
 def test_tiny_blocks_multiply(benchmark):
-    theirs = _tiny()
+    theirs = tiny_blocks(1000)
     ours = mtd.from_metatensor(theirs)
     label = "1000 tiny blocks: metatensor-dask multiply build+compute"
     timings = []

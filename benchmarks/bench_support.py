@@ -78,3 +78,30 @@ def featomic_like(n_samples: int, n_blocks: int, seed: int = 0) -> metatensor.Te
     rng = np.random.default_rng(seed)
     blocks = [featomic_block(rng, n_samples) for _ in range(n_blocks)]
     return metatensor.TensorMap(metatensor.Labels.range("center_type", n_blocks), blocks)
+
+
+def tiny_blocks(n_blocks: int, seed: int = 0) -> metatensor.TensorMap:
+    """``n_blocks`` tiny blocks: values ``(10, 3, 4)`` with samples ``(system, atom)``
+    (2 systems of 5 atoms), one ``positions`` gradient ``(30, 3, 3, 4)``; keys
+    ``(a, k)`` with ``a = i % 10`` and ``k = i // 10``, so that moving ``k`` leaves at
+    most 10 blocks."""
+    rng = np.random.default_rng(seed)
+    samples = metatensor.Labels(
+        ["system", "atom"], np.stack([np.arange(10) // 5, np.arange(10) % 5], axis=1)
+    )
+    components = [metatensor.Labels.range("c", 3)]
+    properties = metatensor.Labels.range("p", 4)
+    rows = np.stack([np.repeat(np.arange(10), 3), np.tile(np.arange(3), 10)], axis=1)
+    gradient_samples = metatensor.Labels(["sample", "neighbor"], rows.astype(np.int32))
+    gradient_components = [metatensor.Labels.range("xyz", 3), *components]
+    blocks = []
+    for _ in range(n_blocks):
+        block = metatensor.TensorBlock(rng.random((10, 3, 4)), samples, components, properties)
+        gradient = metatensor.TensorBlock(
+            rng.random((30, 3, 3, 4)), gradient_samples, gradient_components, properties
+        )
+        block.add_gradient("positions", gradient)
+        blocks.append(block)
+    index = np.arange(n_blocks)
+    keys = metatensor.Labels(["a", "k"], np.stack([index % 10, index // 10], axis=1))
+    return metatensor.TensorMap(keys, blocks)

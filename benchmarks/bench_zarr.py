@@ -29,6 +29,7 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+from bench_support import tiny_blocks
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -41,39 +42,8 @@ ATOMS_PER_SAMPLE = 36
 _SAMPLE_BYTES = 8 * N_PROPERTIES * (1 + 3 * ATOMS_PER_SAMPLE + 9)
 
 
-def _tiny_map(n_blocks: int) -> metatensor.TensorMap:
-    rng = np.random.default_rng(0)
-    blocks = []
-    components = [metatensor.Labels.range("o3_mu", 3)]
-    properties = metatensor.Labels.range("n", 4)
-    rows = np.repeat(np.arange(10), 3)
-    for _ in range(n_blocks):
-        block = metatensor.TensorBlock(
-            rng.normal(size=(10, 3, 4)),
-            metatensor.Labels(
-                ["system", "atom"],
-                np.stack([np.arange(10) // 3, np.arange(10)], 1).astype(np.int32),
-            ),
-            components,
-            properties,
-        )
-        gradient = metatensor.TensorBlock(
-            rng.normal(size=(30, 3, 3, 4)),
-            metatensor.Labels(
-                ["sample", "system", "atom"],
-                np.stack([rows, rows // 3, np.arange(30)], 1).astype(np.int32),
-            ),
-            [metatensor.Labels.range("xyz", 3), *components],
-            properties,
-        )
-        block.add_gradient("positions", gradient)
-        blocks.append(block)
-    keys = metatensor.Labels.range("key", n_blocks)
-    return metatensor.TensorMap(keys, blocks)
-
-
 def test_tiny_blocks(benchmark, tmp_path):
-    theirs = _tiny_map(N_TINY)
+    theirs = tiny_blocks(N_TINY)
     tensor = mtd.from_metatensor(theirs)
     count = iter(range(10**6))
 

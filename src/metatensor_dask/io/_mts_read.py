@@ -107,6 +107,9 @@ class Archive:
         stat = os.stat(path)
         self.stamp = (stat.st_size, stat.st_mtime_ns)
         self._fd: int | None = None
+        # members with the same bytes (the samples or properties that many blocks
+        # share) give the same Labels, parsed and checked once
+        self._labels: dict[bytes, Labels] = {}
         self._gradient_names: dict[str, list[str]] = {}
         for name in members:
             self._check_member_name(name)
@@ -168,12 +171,20 @@ class Archive:
         except KeyError:
             raise self.error(f"specified file not found in archive: at '{name}'") from None
 
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def _pread(self, size: int, offset: int) -> bytes:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            return os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
+        # one descriptor for all the reads (opened once: a file holds 5 or more
+        # members per block) until the archive is closed (``with``)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._fd, size, offset)
 
     def read(self, name: str) -> bytes:
         """The whole (small) member ``name``, its CRC-32 checked."""
@@ -219,12 +230,17 @@ class Archive:
 
     def labels(self, name: str) -> Labels:
         data = self.read(name)
+        known = self._labels.get(data)
+        if known is not None:
+            return known
         try:
             names, values = _npy.labels_from_npy(data)
         except _npy.NpyError as error:
             raise self.error(f"{error}: at '{name}'") from None
         with self.context(name):
-            return Labels(names, values)
+            labels = Labels(names, values)
+        self._labels[data] = labels
+        return labels
 
     def values_header(
         self, name: str

@@ -92,6 +92,10 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
         raise
 
 
+_BATCH_BYTES = 8 * 2**20
+"""Bytes of values that one task writes at most (more when a single chunk is larger)."""
+
+
 def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     view = memoryview(data).cast("B")
     done = 0
@@ -148,7 +152,8 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     for entry, start, pieces in zip(entries, offsets, crcs, strict=True):
         crc = 0
         for piece_crc, length in pieces:
-            crc = _zip.crc32_combine(crc, piece_crc, length)
+            # combining with the CRC of nothing is a no-op, and costs a few microseconds
+            crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
         _pwrite_all(fd, _zip.local_header(entry.name, crc, entry.size), start)
         records.append((entry.name, crc, entry.size, start))
     _pwrite_all(fd, _zip.central_directory(records, offset), offset)
@@ -174,24 +179,35 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     # by one) costs seconds for maps of many small blocks
     name = f"mts-save-{os.path.basename(path)}"
     graph: dict[Any, Any] = {}
-    keys = []
-    for k, (array, (_, _, _, offset)) in enumerate(zip(arrays, lazy, strict=True)):
+    counts, batches = [], []
+    batch: list[tuple[Any, int, str]] = []
+    batch_bytes = 0
+    for array, (_, _, _, offset) in zip(arrays, lazy, strict=True):
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str
-        chunk_keys = []
-        for c, (key, rows) in enumerate(
-            zip(_graph.chunk_keys(array), array.chunks[0], strict=True)
-        ):
-            graph[(name, k, c)] = (_write_rows, key, path, offset, descr)
-            chunk_keys.append((name, k, c))
+        counts.append(len(array.chunks[0]))
+        for key, rows in zip(_graph.chunk_keys(array), array.chunks[0], strict=True):
+            # consecutive chunks are written by one task up to _BATCH_BYTES: a task per
+            # chunk costs more than writing it on maps of many tiny blocks
+            if batch and batch_bytes + rows * row_bytes > _BATCH_BYTES:
+                batches.append(batch)
+                batch, batch_bytes = [], 0
+            batch.append((key, offset, descr))
+            batch_bytes += rows * row_bytes
             offset += rows * row_bytes
-        keys.append(chunk_keys)
+    batches.append(batch)
+    batch_keys = []
+    for b, batch in enumerate(batches):
+        chunk_keys = [key for key, _, _ in batch]
+        places = [(offset, descr) for _, offset, descr in batch]
+        graph[(name, b)] = (_write_batch, chunk_keys, path, places)
+        batch_keys.append((name, b))
     # the CRC checks of the members read whole from a file run with the writes
     checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
-    graph[name] = (tuple, [key for chunk_keys in keys for key in chunk_keys])
+    graph[name] = (_concatenated, batch_keys)
     graph[f"{name}-checked"] = (_first, name, checks)
     results = iter(_graph.flat_delayed(f"{name}-checked", graph, arrays).compute())
-    chunk_crcs = [[next(results) for _ in chunk_keys] for chunk_keys in keys]
+    chunk_crcs = [[next(results) for _ in range(count)] for count in counts]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
         crcs[i][j : j + 1] = replacement
@@ -202,13 +218,23 @@ def _first(value: Any, ignored: Any) -> Any:
     return value
 
 
-def _write_rows(chunk: np.ndarray, path: str, offset: int, descr: str) -> tuple[int, int]:
-    """Write one chunk of values at ``offset`` in ``path``; its CRC-32 and length."""
-    data = np.ascontiguousarray(chunk, dtype=np.dtype(descr)).reshape(-1).view(np.uint8)
-    if data.nbytes:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            _pwrite_all(fd, data, offset)
-        finally:
-            os.close(fd)
-    return zlib.crc32(data.data), data.nbytes
+def _concatenated(lists: list[list[Any]]) -> list[Any]:
+    return [item for items in lists for item in items]
+
+
+def _write_batch(
+    chunks: list[np.ndarray], path: str, places: list[tuple[int, str]]
+) -> list[tuple[int, int]]:
+    """Write each chunk of values at its ``(offset, descr)`` in ``path``; the CRC-32 and
+    length of each."""
+    results = []
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for chunk, (offset, descr) in zip(chunks, places, strict=True):
+            data = np.ascontiguousarray(chunk, dtype=np.dtype(descr)).reshape(-1).view(np.uint8)
+            if data.nbytes:
+                _pwrite_all(fd, data, offset)
+            results.append((zlib.crc32(data.data), data.nbytes))
+    finally:
+        os.close(fd)
+    return results

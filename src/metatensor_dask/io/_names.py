@@ -8,6 +8,7 @@ metatensor accepts any string there, so ``"../../x"`` would write outside the st
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from ..errors import UnsafeNameError
@@ -30,14 +31,21 @@ def check_path_component(name: object, what: str) -> None:
     """
     if not isinstance(name, str):
         raise UnsafeNameError(f"{what} must be a string, got {type(name).__name__}")
-    bad = [
-        char
-        for char in name
-        if char in "/\\" or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"}
-    ]
-    if name in _RESERVED or bad or name != name.strip():
+    if not _is_safe(name):
         raise UnsafeNameError(
             f"{what} {name!r} cannot be stored: it must be a single path component "
             "(not empty, '.' or '..', without '/', '\\', control characters or leading "
             "or trailing spaces); rename it, e.g. with a plain word such as 'positions'"
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_safe(name: str) -> bool:
+    """Whether ``name`` is a safe path component (cached: the member names of a file of
+    many blocks repeat the same few components)."""
+    bad = [
+        char
+        for char in name
+        if char in "/\\" or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    ]
+    return not (name in _RESERVED or bad or name != name.strip())

@@ -44,6 +44,9 @@ _LOCATOR64 = struct.Struct("<4sIQI")
 _DOS_TIME, _DOS_DATE = 0, (20 << 9) | (1 << 5) | 1
 _VERSION_MADE_BY = (3 << 8) | 46  # unix, zip 4.6
 _VERSION_NEEDED, _VERSION_NEEDED_ZIP64 = 20, 45
+# metatensor's ZIP64 end record says "made by and needs zip 4.6", host 0 (with more than
+# 65,534 members, e.g. 10,000 blocks with gradients, or 4 GiB)
+_VERSION_END64 = 46
 _UNIX_MODE = 0o100644 << 16
 _UTF8_FLAG = 0x800
 # the local ZIP64 extra field always written: id, size, uncompressed and compressed size
@@ -196,7 +199,7 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
         end += _END64.pack(
-            b"PK\x06\x06", _END64.size - 12, _VERSION_MADE_BY, _VERSION_NEEDED_ZIP64,
+            b"PK\x06\x06", _END64.size - 12, _VERSION_END64, _VERSION_END64,
             0, 0, count, count, size, start,
         )  # fmt: skip
         end += _LOCATOR64.pack(b"PK\x06\x07", 0, start + size, 1)

@@ -32,8 +32,8 @@ from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
-from .zarr_append import commit, documents, plan_append, store_now
 from .chunks import ChunkRequest, parse_chunks
+from .zarr_append import commit, documents, plan_append, store_now
 from .zarr_renumber import shifted
 from .zarr_store import describe, open_store, set_many
 from .zarr_write import _plan_whole, _read_root

@@ -64,16 +64,16 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
     decompressed into memory now. Tasks check that the file has not changed since it
     was loaded (size and modification time) and refuse to read otherwise.
     """
-    archive = Archive.open(path, "a TensorMap")
     request = parse_chunks(chunks)
-    if "keys.npy" not in archive.members and "values.npy" in archive.members:
-        archive.hint = ", use `load_block` to load TensorBlock"
-    keys = archive.labels("keys.npy")
-    parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
-    info = archive.info()
-    with archive.context("<root>"):
-        blocks = [archive.block(part, request) for part in parts]
-        tensor = TensorMap(keys, blocks)
+    with Archive.open(path, "a TensorMap") as archive:
+        if "keys.npy" not in archive.members and "values.npy" in archive.members:
+            archive.hint = ", use `load_block` to load TensorBlock"
+        keys = archive.labels("keys.npy")
+        parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
+        info = archive.info()
+        with archive.context("<root>"):
+            blocks = [archive.block(part, request) for part in parts]
+            tensor = TensorMap(keys, blocks)
     for key, value in info.items():
         tensor.set_info(key, value)
     return tensor
@@ -81,13 +81,13 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
 
 def load_block(path: PathLike, chunks: ChunksLike = None) -> TensorBlock:
     """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
-    archive = Archive.open(path, "a TensorBlock")
     request = parse_chunks(chunks)
-    if "values.npy" not in archive.members and "keys.npy" in archive.members:
-        archive.hint = ", use `load` to load TensorMap"
-    part = archive.part("")
-    with archive.context("<root>"):
-        return archive.block(part, request)
+    with Archive.open(path, "a TensorBlock") as archive:
+        if "values.npy" not in archive.members and "keys.npy" in archive.members:
+            archive.hint = ", use `load` to load TensorMap"
+        part = archive.part("")
+        with archive.context("<root>"):
+            return archive.block(part, request)
 
 
 def load_labels(path: PathLike) -> Labels:
@@ -149,9 +149,9 @@ def check_file(path: str | os.PathLike) -> None:
         if labels_file:
             load_labels(path)
             return
-        archive = Archive.open(path, "a metatensor file")
-        for name in archive.members:
-            archive.check_member(name)
+        with Archive.open(path, "a metatensor file") as archive:
+            for name in archive.members:
+                archive.check_member(name)
         if "keys.npy" in archive.members or "values.npy" not in archive.members:
             load(path)
         else:

@@ -50,7 +50,7 @@ from .._partition import (
     stored_local_index,
     stored_sample_column,
 )
-from ._grouping import hash_arguments, tiny_groups
+from ._grouping import hash_arguments, single_chunk_shape, tiny_groups
 
 __all__ = [
     "as_lazy",
@@ -140,7 +140,8 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     groups = tiny_groups(arrays)
     if groups is not None:
         dtype = result_dtype(func, arrays, constants)
-        return groups.record(_task_name(func), func, arrays, constants, (arrays[0], dtype))
+        shape = single_chunk_shape(arrays[0])
+        return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
     arrays = [as_lazy(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
@@ -287,17 +288,18 @@ def gradient_rows(
         pointer = block_row_pointer(block, parameter)
         inputs = [*values, *gradients]
         dtype = result_dtype(kernel, [*inputs, np.zeros(0, np.int64)], constants)
-        like = (gradients[0], dtype)
+        shape = single_chunk_shape(gradients[0])
         source = stored_sample_column(block, parameter, pointer)
         if source is not None and pointer is not None:
             # the group's task reads and checks the index itself: no task of its own
             extra = (kernel, source, np.diff(pointer), constants)
-            return groups.record(_task_name(kernel), _with_stored_index, inputs, extra, like)
+            name = _task_name(kernel)
+            return groups.record(name, _with_stored_index, inputs, extra, shape, dtype)
         if pointer is None:
             index = block.gradient(parameter).samples.column("sample").astype(np.int64)
         else:
             index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
-        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), like)
+        return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
     values = [as_lazy(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
@@ -404,7 +406,8 @@ def compare_pairs(
     if not pending:
         return results
     layer[name] = task(name, _all_true, *refs)
-    (computed,) = dask.compute(_graph.delayed_from_tasks(name, layer, dependencies))
+    # one flat graph: culling a graph of one layer per array is quadratic in the arrays
+    (computed,) = dask.compute(_graph.flat_delayed(name, layer, dependencies))
     start = 0
     for position, count in pending:
         results[position] = all(computed[start : start + count])

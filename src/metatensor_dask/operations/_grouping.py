@@ -27,7 +27,13 @@ import numpy as np
 from .. import _graph
 from .._collection import GroupItem
 
-__all__ = ["TinyGroups", "grouped_tiny_blocks", "hash_arguments", "tiny_groups"]
+__all__ = [
+    "TinyGroups",
+    "grouped_tiny_blocks",
+    "hash_arguments",
+    "single_chunk_shape",
+    "tiny_groups",
+]
 
 # A single-chunk array of at most this many bytes is tiny; a group holds calls on at
 # most this many input bytes (several groups keep every core busy on larger maps).
@@ -99,6 +105,11 @@ def single_chunk_bytes(arrays: Sequence[Any]) -> int | None:
     return total
 
 
+def single_chunk_shape(array: da.Array) -> tuple[int, ...]:
+    """The shape of a single-chunk dask array (read from its chunks, which is faster)."""
+    return tuple(int(c[0]) for c in array.chunks)
+
+
 class TinyGroups:
     """Calls on tiny single-chunk arrays, recorded to run as one task per group."""
 
@@ -111,10 +122,11 @@ class TinyGroups:
         func: Callable,
         arrays: Sequence[da.Array],
         extra: tuple,
-        like: tuple[da.Array, np.dtype],
+        shape: tuple[int, ...],
+        dtype: Any,
     ) -> _Pending:
-        """Record ``func(*arrays, *extra)``, whose result has the shape of ``like[0]``
-        and the dtype ``like[1]``; ``prefix`` names the result's own task."""
+        """Record ``func(*arrays, *extra)``, whose result has ``shape`` and ``dtype``;
+        ``prefix`` names the result's own task."""
         size = single_chunk_bytes(arrays) or 0
         if not self.groups or self.groups[-1].bytes + size > GROUP_BYTES:
             self.groups.append(_Group())
@@ -127,8 +139,7 @@ class TinyGroups:
         for array in arrays:
             group.hasher.update(array.name.encode())
         hash_arguments(group.hasher, extra)
-        shape = tuple(int(c[0]) for c in like[0].chunks)
-        return _Pending(len(self.groups) - 1, len(group.calls) - 1, shape, np.dtype(like[1]))
+        return _Pending(len(self.groups) - 1, len(group.calls) - 1, shape, np.dtype(dtype))
 
     def finish(self, arrays: list[Any]) -> list[Any]:
         """``arrays`` with each recorded result replaced by its

@@ -94,8 +94,23 @@ def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if values.shape[1] == 0:
         n = len(values)
         return np.zeros((min(n, 1), 0), np.int32), np.zeros(n, np.int64)
-    unique, inverse = np.unique(values, axis=0, return_inverse=True)
-    return unique.astype(np.int32), inverse.reshape(-1).astype(np.int64)
+    # ``np.unique(axis=0)`` costs several times more than this on the small Labels of
+    # tiny blocks, and maps may hold 100,000 of them: up to two int32 columns are
+    # packed (order-preserving) into one int64 key, more are lexsorted
+    if values.shape[1] <= 2:
+        shifted = (values.astype(np.int64) + 2**31).astype(np.uint64)
+        key = shifted[:, 0]
+        if values.shape[1] == 2:
+            key = (key << np.uint64(32)) | shifted[:, 1]
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        return values[first], inverse.reshape(-1).astype(np.int64)
+    order = lexsort_rows(values)
+    ordered = values[order]
+    starts = np.ones(len(values), bool)
+    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    inverse = np.empty(len(values), np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    return ordered[starts], inverse
 
 
 def checked_names(names: str | Sequence[str], present: Sequence[str], what: str) -> list[str]:
@@ -108,6 +123,13 @@ def checked_names(names: str | Sequence[str], present: Sequence[str], what: str)
                 f"one of the requested {what} name ({name}) is not part of this TensorMap"
             )
     return names
+
+
+def reduction_dtype(dtype: np.dtype, reduction: str) -> np.dtype:
+    """The dtype of a ``"sum"``, ``"mean"``, ``"var"`` or ``"std"`` of ``dtype`` values."""
+    if reduction == "sum":
+        return np.dtype(dtype)
+    return np.true_divide(np.ones(1, dtype), np.ones(1, dtype)).dtype
 
 
 def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:

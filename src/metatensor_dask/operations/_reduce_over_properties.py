@@ -14,19 +14,22 @@ import dask.array as da
 import numpy as np
 
 from ..block import TensorBlock
+from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import TinyGroups, single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     broadcast_rows,
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    reduction_dtype,
     reduction_groups,
     rows_only,
     values_at_gradient_rows,
 )
 from ._segments import rowwise
-from ._utils import check_block, check_tensor
+from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
     "mean_over_properties",
@@ -92,6 +95,53 @@ def _gradient_function(
     return reduce
 
 
+def _reduced(array: np.ndarray, group: np.ndarray, n_groups: int, reduction: str) -> np.ndarray:
+    """The reduction of a whole (tiny) array of values or gradient rows."""
+    return _values_function(_Groups(group, n_groups), reduction)(array)
+
+
+def _reduced_gradient(
+    values: np.ndarray,
+    gradient: np.ndarray,
+    column: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    reduction: str,
+) -> np.ndarray:
+    """The var or std gradient of a whole (tiny) gradient; ``column`` is its
+    ``"sample"``."""
+    return _gradient_function(_Groups(group, n_groups), reduction)(gradient, values[column])
+
+
+def _grouped_block(
+    groups: TinyGroups, block: TensorBlock, properties: Labels, group: np.ndarray, reduction: str
+) -> TensorBlock:
+    """The reduction of a tiny single-chunk block as calls run by the tasks of
+    ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
+    n_groups = len(properties)
+    constants = (group, n_groups, reduction)
+    values = block.values
+    shape = (*single_chunk_shape(values)[:-1], n_groups)
+    dtype = reduction_dtype(values.dtype, reduction)
+    name = f"{reduction}-over-properties"
+    result = groups.record(name, _reduced, [values], constants, shape, dtype)
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        rows = gradient.values
+        shape = (*single_chunk_shape(rows)[:-1], n_groups)
+        dtype = reduction_dtype(rows.dtype, reduction)
+        if reduction in ("sum", "mean"):
+            new = groups.record(name, _reduced, [rows], constants, shape, dtype)
+        else:
+            column = gradient.samples.column("sample").astype(np.int64)
+            inputs = [values, rows]
+            new = groups.record(name, _reduced_gradient, inputs, (column, *constants), shape, dtype)
+        gradients[parameter] = TensorBlock._trusted(
+            new, gradient.samples, gradient.components, properties, row_pointer=gradient.row_pointer
+        )
+    return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
+
+
 def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     properties, group = reduction_groups(block.properties, property_names)
@@ -103,6 +153,9 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
         return TensorBlock._trusted(
             block.values, block.samples, block.components, properties, gradients
         )
+    tiny = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
+    if tiny is not None:
+        return _grouped_block(tiny, block, properties, group, reduction)
     groups = _Groups(group, len(properties))
 
     values = rows_only(as_dask(block.values))
@@ -140,9 +193,7 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     names = checked_names(property_names, tensor.property_names, "property")
-    return TensorMap._trusted(
-        tensor.keys, [_reduce_block(b, names, reduction) for b in tensor.blocks()]
-    )
+    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
 
 
 def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:

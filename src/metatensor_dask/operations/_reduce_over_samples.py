@@ -15,19 +15,21 @@ from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import TinyGroups, single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     broadcast_rows,
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    reduction_dtype,
     reduction_groups,
     rows_only,
     unique_rows,
     values_at_gradient_rows,
 )
-from ._segments import output_chunks, rowwise, segment_sum
-from ._utils import check_block, check_tensor
+from ._segments import output_chunks, rowwise, segment_sum, segment_sum_now
+from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
     "mean_over_samples",
@@ -82,6 +84,116 @@ def _std_gradient(
     return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _as_rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``counts`` in the dtype of ``like``, shaped to broadcast against its rows."""
+    return counts.astype(like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _reduced_values(
+    values: np.ndarray, group: np.ndarray, counts: np.ndarray, reduction: str
+) -> np.ndarray:
+    """The reduction of a whole block's values at once (the arithmetic of the chunked
+    path, on one chunk)."""
+    shape = (len(counts), *values.shape[1:])
+    total = segment_sum_now(_identity, [values], group, shape, values.dtype)
+    if reduction == "sum":
+        return total
+    mean = total / _as_rows(counts, total)
+    if reduction == "mean":
+        return mean
+    squares = segment_sum_now(
+        _squared_deviation, [values], group, shape, values.dtype, [mean], [group]
+    )
+    variance = squares / _as_rows(counts, squares)
+    return variance if reduction == "var" else np.sqrt(variance)
+
+
+def _reduced_gradient(
+    values: np.ndarray,
+    gradient: np.ndarray,
+    group: np.ndarray,
+    counts: np.ndarray,
+    column: np.ndarray,
+    merged_index: np.ndarray,
+    merged_group: np.ndarray,
+    reduction: str,
+) -> np.ndarray:
+    """The reduction of a whole gradient at once; ``column`` is its ``"sample"``,
+    ``merged_index`` the output row of each of its rows, ``merged_group`` the output
+    sample of each output row."""
+    shape = (len(merged_group), *gradient.shape[1:])
+    merged_counts = counts[merged_group]
+    if reduction in ("sum", "mean"):
+        summed = segment_sum_now(_identity, [gradient], merged_index, shape, gradient.dtype)
+        return summed if reduction == "sum" else summed / _as_rows(merged_counts, summed)
+    mean = _reduced_values(values, group, counts, "mean")
+    centered = segment_sum_now(
+        _centered_gradient,
+        [gradient, values[column]],
+        merged_index,
+        shape,
+        gradient.dtype,
+        [mean],
+        [group[column]],
+    )
+    if reduction == "var":
+        return 2 * centered / _as_rows(merged_counts, centered)
+    std = _reduced_values(values, group, counts, "std")
+    return _std_gradient(centered, std, merged_group, merged_counts.astype(gradient.dtype))
+
+
+def _merged_rows(gradient: TensorBlock, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, Labels]:
+    """The gradient rows renumbered to their group, with the same entries merged: the
+    merged rows, the merged row of each row, and the merged samples."""
+    renumbered = gradient.samples.values.copy()
+    renumbered[:, 0] = group[renumbered[:, 0]]
+    merged, merged_index = unique_rows(renumbered)
+    return merged, merged_index, Labels._trusted(gradient.samples.names, merged)
+
+
+def _grouped_block(
+    groups: TinyGroups,
+    block: TensorBlock,
+    samples: Labels,
+    group: np.ndarray,
+    reduction: str,
+) -> TensorBlock:
+    """The reduction of a tiny single-chunk block as calls run by the tasks of
+    ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
+    counts = np.bincount(group, minlength=len(samples))
+    values = block.values
+    shape = (len(samples), *single_chunk_shape(values)[1:])
+    result = groups.record(
+        f"{reduction}-over-samples",
+        _reduced_values,
+        [values],
+        (group, counts, reduction),
+        shape,
+        reduction_dtype(values.dtype, reduction),
+    )
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        if len(gradient.samples) == 0:
+            gradients[parameter] = gradient
+            continue
+        merged, merged_index, merged_samples = _merged_rows(gradient, group)
+        column = gradient.samples.column("sample").astype(np.int64)
+        merged_group = merged[:, 0].astype(np.int64)
+        new = groups.record(
+            f"{reduction}-over-samples-gradient",
+            _reduced_gradient,
+            [values, gradient.values],
+            (group, counts, column, merged_index, merged_group, reduction),
+            (len(merged), *single_chunk_shape(gradient.values)[1:]),
+            reduction_dtype(gradient.values.dtype, reduction),
+        )
+        pointer = row_pointer(merged_group, len(samples))
+        gradients[parameter] = TensorBlock._trusted(
+            new, merged_samples, gradient.components, block.properties, row_pointer=pointer
+        )
+    return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
+
+
 def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     samples, group = reduction_groups(block.samples, sample_names)
@@ -93,6 +205,9 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             block.properties,
             dict(block.gradients()),
         )
+    groups = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
+    if groups is not None:
+        return _grouped_block(groups, block, samples, group, reduction)
     n_groups = len(samples)
     counts = np.bincount(group, minlength=n_groups)
 
@@ -125,10 +240,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         if len(gradient.samples) == 0:
             gradients[parameter] = gradient
             continue
-        renumbered = gradient.samples.values.copy()
-        renumbered[:, 0] = group[renumbered[:, 0]]
-        merged, merged_index = unique_rows(renumbered)
-        merged_samples = Labels._trusted(gradient.samples.names, merged)
+        merged, merged_index, merged_samples = _merged_rows(gradient, group)
         pointer = row_pointer(merged[:, 0], n_groups)
         assert pointer is not None, "unique_rows sorts the merged samples by their first column"
         gradient_chunks = gradient_row_chunks(pointer, chunks)
@@ -190,8 +302,7 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     names = checked_names(sample_names, tensor.sample_names, "sample")
-    blocks = [_reduce_block(block, names, reduction) for block in tensor.blocks()]
-    return TensorMap._trusted(tensor.keys, blocks)
+    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
 
 
 def _reduce_one(block: TensorBlock, sample_names: Names, reduction: str) -> TensorBlock:

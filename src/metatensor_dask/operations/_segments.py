@@ -21,7 +21,7 @@ from dask.base import tokenize
 
 from .. import _graph
 
-__all__ = ["output_chunks", "rowwise", "segment_sum"]
+__all__ = ["output_chunks", "rowwise", "segment_sum", "segment_sum_now"]
 
 FAN_IN = 8
 
@@ -124,6 +124,30 @@ def _as_slice(rows: np.ndarray) -> slice | np.ndarray:
     if rows[-1] - rows[0] + 1 == len(rows):
         return slice(int(rows[0]), int(rows[-1]) + 1)
     return _small(rows)
+
+
+def segment_sum_now(
+    function: Callable[..., np.ndarray],
+    row_operands: Sequence[np.ndarray],
+    target: np.ndarray,
+    out_shape: tuple[int, ...],
+    dtype: Any,
+    out_operands: Sequence[np.ndarray] = (),
+    extras: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """:func:`segment_sum` on numpy arrays, at once (the arithmetic of one chunk)."""
+    if len(target) == 0:
+        return np.zeros(out_shape, dtype)
+    return _partial(
+        function,
+        list(row_operands),
+        list(out_operands),
+        slice(0, len(target)),
+        _plan(np.asarray(target)),
+        list(extras),
+        out_shape,
+        dtype,
+    )
 
 
 def _sum(parts: list[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,202 @@
+"""Maps of many tiny blocks: metatensor-dask against metatensor, side by side.
+
+Every block is tiny (values ``(10, 3, 4)``, one ``positions`` gradient
+``(30, 3, 3, 4)``, see :func:`bench_support.tiny_blocks`), so what is measured is the
+cost per block of metadata, graphs and scheduling, not arithmetic. For each number of
+blocks, each case runs metatensor-dask (building the lazy result, then computing it)
+and metatensor (eager) in turn, ``MTD_BENCH_REPEATS`` times interleaved; the table
+gives medians of CPU time (``time.process_time``, all threads: the machine may be
+shared) and of wall time, and the ratio metatensor-dask / metatensor of CPU times.
+
+Files: ``.mts`` load (metatensor-dask: lazy, labels read) and save; Zarr write, against
+the *floor* (plain Python creating the same files with the same sizes), and Zarr open
+(labels read), against metatensor's load of the same data from ``.mts``.
+
+Sizes come from environment variables; the default (50 blocks) keeps the normal test
+run fast::
+
+    MTD_BENCH_BLOCKS=1000,10000 MTD_BENCH_REPEATS=3 \\
+        .venv/bin/python -m pytest benchmarks/bench_many_blocks.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from bench_support import tiny_blocks
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+BLOCKS = [int(n) for n in os.environ.get("MTD_BENCH_BLOCKS", "50").split(",")]
+REPEATS = int(os.environ.get("MTD_BENCH_REPEATS", "1"))
+
+OPERATIONS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "multiply": (lambda t: mtd.multiply(t, t), lambda t: metatensor.multiply(t, t)),
+    "add": (lambda t: mtd.add(t, t), lambda t: metatensor.add(t, t)),
+    "sum_over_samples": (
+        lambda t: mtd.sum_over_samples(t, "atom"),
+        lambda t: metatensor.sum_over_samples(t, "atom"),
+    ),
+    "sum_over_properties": (
+        lambda t: mtd.sum_over_properties(t, "p"),
+        lambda t: metatensor.sum_over_properties(t, "p"),
+    ),
+    "slice samples": (
+        lambda t: mtd.slice(t, "samples", mtd.Labels(["system"], np.array([[0]]))),
+        lambda t: metatensor.slice(t, "samples", metatensor.Labels(["system"], np.array([[0]]))),
+    ),
+    "join samples": (
+        lambda t: mtd.join([t, t], "samples", add_dimension="tensor"),
+        lambda t: metatensor.join([t, t], "samples", add_dimension="tensor"),
+    ),
+    "keys_to_samples": (lambda t: t.keys_to_samples("k"), lambda t: t.keys_to_samples("k")),
+    "keys_to_properties": (
+        lambda t: t.keys_to_properties("k"),
+        lambda t: t.keys_to_properties("k"),
+    ),
+    "equal": (lambda t: mtd.equal(t, t), lambda t: metatensor.equal(t, t)),
+    "allclose": (lambda t: mtd.allclose(t, t), lambda t: metatensor.allclose(t, t)),
+}
+"""Each operation as ``(metatensor-dask, metatensor)``."""
+
+FILES = ["save .mts", "load .mts", "Zarr write", "Zarr open"]
+
+_ROWS: list[tuple[str, int, dict[str, float]]] = []
+
+
+def _clock(function: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``function()``, its CPU time and its wall time."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = function()
+    return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _compute(result: Any) -> Any:
+    return dask.compute(result)[0] if dask.is_dask_collection(result) else result
+
+
+def _median(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(s[name] for s in samples) for name in samples[0]}
+
+
+@pytest.fixture(scope="module")
+def maps() -> dict[int, tuple[metatensor.TensorMap, mtd.TensorMap]]:
+    """For each number of blocks, the map with metatensor and with metatensor-dask."""
+    result = {}
+    for n in BLOCKS:
+        theirs = tiny_blocks(n)
+        result[n] = (theirs, mtd.from_metatensor(theirs))
+    return result
+
+
+def _operation(name: str, theirs: Any, ours: Any, check: bool) -> dict[str, float]:
+    lazy, eager = OPERATIONS[name]
+    built, build_cpu, build_wall = _clock(lambda: lazy(ours))
+    computed, cpu, wall = _clock(lambda: _compute(built))
+    expected, their_cpu, their_wall = _clock(lambda: eager(theirs))
+    if check:
+        if isinstance(expected, metatensor.TensorMap):
+            # reductions may add in another order
+            assert_equal_to_metatensor(computed, expected, rtol=1e-12)
+        else:
+            assert computed == expected
+    return {
+        "build": build_cpu,
+        "cpu": build_cpu + cpu,
+        "wall": build_wall + wall,
+        "their cpu": their_cpu,
+        "their wall": their_wall,
+    }
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_operation(benchmark, maps, name):
+    def run() -> None:
+        for n, (theirs, ours) in maps.items():
+            samples = [_operation(name, theirs, ours, i == 0) for i in range(REPEATS)]
+            _ROWS.append((name, n, _median(samples)))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+
+
+def _sizes(root: Path) -> list[tuple[str, int]]:
+    """Every file under ``root``, as ``(relative path, size)``."""
+    return [
+        (str(path.relative_to(root)), path.stat().st_size)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def _create_files(root: Path, sizes: list[tuple[str, int]]) -> None:
+    """The floor of a Zarr write: the same files with the same sizes, plain Python."""
+    for relative, size in sizes:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bytes(size))
+
+
+def _files(theirs: Any, ours: Any, root: Path, check: bool) -> dict[str, dict[str, float]]:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    rows = {}
+    _, cpu, wall = _clock(lambda: mtd.save(root / "ours.mts", ours))
+    _, their_cpu, their_wall = _clock(lambda: metatensor.save(root / "theirs.mts", theirs))
+    rows["save .mts"] = (cpu, wall, their_cpu, their_wall)
+    if check:
+        assert (root / "ours.mts").read_bytes() == (root / "theirs.mts").read_bytes()
+
+    loaded, cpu, wall = _clock(lambda: mtd.load(root / "theirs.mts"))
+    _, their_cpu, their_wall = _clock(lambda: metatensor.load(root / "theirs.mts"))
+    rows["load .mts"] = (cpu, wall, their_cpu, their_wall)
+    if check:
+        assert_equal_to_metatensor(loaded, theirs)
+
+    _, cpu, wall = _clock(lambda: ours.to_zarr(root / "ours.zarr"))
+    sizes = _sizes(root / "ours.zarr")
+    _, floor_cpu, floor_wall = _clock(lambda: _create_files(root / "floor", sizes))
+    rows["Zarr write"] = (cpu, wall, floor_cpu, floor_wall)
+
+    opened, cpu, wall = _clock(lambda: mtd.open_zarr(root / "ours.zarr"))
+    _, their_cpu, their_wall = _clock(lambda: metatensor.load(root / "theirs.mts"))
+    rows["Zarr open"] = (cpu, wall, their_cpu, their_wall)
+    if check:
+        assert_equal_to_metatensor(opened, theirs)
+    names = ("cpu", "wall", "their cpu", "their wall")
+    return {case: dict(zip(names, row, strict=True)) for case, row in rows.items()}
+
+
+def test_files(benchmark, maps, tmp_path):
+    def run() -> None:
+        for n, (theirs, ours) in maps.items():
+            samples = [_files(theirs, ours, tmp_path / "files", i == 0) for i in range(REPEATS)]
+            for case in FILES:
+                _ROWS.append((case, n, _median([s[case] for s in samples])))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+
+
+def teardown_module() -> None:
+    load = os.getloadavg()
+    print(f"\nmany tiny blocks, medians of {REPEATS}; load average {load[0]:.2f}")
+    print("metatensor column: eager metatensor; for Zarr write, the file-creation floor")
+    header = f"{'case':<20} {'blocks':>7} {'mtd cpu':>9} {'(build)':>9} {'mtd wall':>9}"
+    print(header + f" {'mt cpu':>9} {'mt wall':>9} {'cpu ratio':>9}")
+    for name, n, row in _ROWS:
+        ratio = row["cpu"] / max(row["their cpu"], 1e-9)
+        build = f"{row['build']:9.3f}" if "build" in row else f"{'':>9}"
+        print(
+            f"{name:<20} {n:>7} {row['cpu']:9.3f} {build} {row['wall']:9.3f}"
+            f" {row['their cpu']:9.3f} {row['their wall']:9.3f} {ratio:9.2f}"
+        )
