@@ -51,9 +51,9 @@ from .._partition import (
     stored_sample_column,
 )
 from ._grouping import hash_arguments, single_chunk_shape, tiny_groups
+from ._manipulation_utils import as_dask
 
 __all__ = [
-    "as_lazy",
     "combine_rows",
     "compare_pairs",
     "elementwise",
@@ -68,14 +68,6 @@ __all__ = [
 def is_lazy(array: Any) -> bool:
     """Whether ``array`` is a dask array (as opposed to a computed numpy array)."""
     return isinstance(array, da.Array)
-
-
-def as_lazy(array: Any) -> da.Array:
-    """``array`` as a dask array; a numpy array becomes a single chunk."""
-    if is_lazy(array):
-        return array
-    array = np.asarray(array)
-    return da.from_array(array, chunks=array.shape if array.ndim else ())
 
 
 def row_chunked(array: da.Array, row_chunks: tuple[int, ...]) -> da.Array:
@@ -142,7 +134,7 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
         dtype = result_dtype(func, arrays, constants)
         shape = single_chunk_shape(arrays[0])
         return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
-    arrays = [as_lazy(a) for a in arrays]
+    arrays = [as_dask(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
         a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays[1:]
@@ -165,9 +157,9 @@ def per_row_chunk(
     shape ``tail``."""
     if not is_lazy(array) and not any(is_lazy(w) for w in whole):
         return func(array, *whole)
-    array = as_lazy(array)
+    array = as_dask(array)
     array = row_chunked(array, array.chunks[0])
-    whole = [as_lazy(w) for w in whole]
+    whole = [as_dask(w) for w in whole]
     whole = [w if w.npartitions == 1 else w.rechunk(w.shape) for w in whole]
     token = _token(func, [array.name, *(w.name for w in whole)])
     name = f"{_task_name(func)}-{token}"
@@ -203,7 +195,7 @@ def combine_rows(
     kwargs = dict(kwargs or {})
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, **kwargs)
-    arrays = [as_lazy(a) for a in arrays]
+    arrays = [as_dask(a) for a in arrays]
     arrays = [row_chunked(a, a.chunks[0]) for a in arrays]
     token = _token(func, [a.name for a in arrays], sorted(kwargs.items()))
     prefix = _task_name(func)
@@ -301,11 +293,11 @@ def gradient_rows(
             index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
-    values = [as_lazy(v) for v in values]
+    values = [as_dask(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
         row_chunked(v, values[0].chunks[0]) for v in values[1:]
     ]
-    gradients = [as_lazy(g) for g in gradients]
+    gradients = [as_dask(g) for g in gradients]
     dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
     value_chunks = values[0].chunks[0]
     pointer = block_row_pointer(block, parameter)
@@ -391,7 +383,7 @@ def compare_pairs(
         if not is_lazy(a) and not is_lazy(b):
             results.append(bool(func(a, b, **kwargs)))
             continue
-        a, b = as_lazy(a), as_lazy(b)
+        a, b = as_dask(a), as_dask(b)
         if b.chunks != a.chunks:
             b = b.rechunk(a.chunks)
         dependencies += [a, b]
