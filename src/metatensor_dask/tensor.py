@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._collection import ArrayContainer
+from ._typing import ChunksLike, StoreLike, ZarrMode
 from .block import TensorBlock, short_dtype
 from .errors import invalid_parameter
 from .labels import Labels, LabelsEntry
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
 
 __all__ = ["TensorMap"]
 
@@ -318,11 +322,32 @@ class TensorMap(ArrayContainer):
         blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 
-    def to_zarr(self, store: Any, mode: str | None = None, **kwargs: Any) -> Any:
+    def to_zarr(
+        self,
+        store: StoreLike,
+        mode: ZarrMode | None = None,
+        *,
+        compute: bool = True,
+        resume: bool = False,
+        chunks: ChunksLike = None,
+        storage_options: dict[str, Any] | None = None,
+        append_dim: str | None = None,
+        renumber: dict[str, int | str] | None = None,
+    ) -> Delayed | None:
         """Write this tensor to a Zarr store; see :func:`metatensor_dask.to_zarr`."""
         from .io.zarr_write import to_zarr
 
-        return to_zarr(self, store, mode, **kwargs)
+        return to_zarr(
+            self,
+            store,
+            mode,
+            compute=compute,
+            resume=resume,
+            chunks=chunks,
+            storage_options=storage_options,
+            append_dim=append_dim,
+            renumber=renumber,
+        )
 
     # -- dask collection --------------------------------------------------------------
 

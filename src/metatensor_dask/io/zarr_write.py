@@ -37,6 +37,7 @@ from dask.delayed import Delayed
 
 from .. import _graph, config
 from .._partition import block_row_pointer, gradient_row_chunks
+from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import chunks as chunking
@@ -638,12 +639,12 @@ def _clear(store: Store) -> None:
 @overload
 def to_zarr(
     tensor: TensorMap,
-    store: Any,
-    mode: str | None = ...,
+    store: StoreLike,
+    mode: ZarrMode | None = ...,
     *,
     compute: Literal[True] = ...,
     resume: bool = ...,
-    chunks: Any = ...,
+    chunks: ChunksLike = ...,
     storage_options: dict[str, Any] | None = ...,
     append_dim: str | None = ...,
     renumber: dict[str, int | str] | None = ...,
@@ -653,26 +654,41 @@ def to_zarr(
 @overload
 def to_zarr(
     tensor: TensorMap,
-    store: Any,
-    mode: str | None = ...,
+    store: StoreLike,
+    mode: ZarrMode | None = ...,
     *,
     compute: Literal[False],
     resume: bool = ...,
-    chunks: Any = ...,
+    chunks: ChunksLike = ...,
     storage_options: dict[str, Any] | None = ...,
     append_dim: str | None = ...,
     renumber: dict[str, int | str] | None = ...,
 ) -> Delayed: ...
 
 
+@overload
 def to_zarr(
     tensor: TensorMap,
-    store: Any,
-    mode: str | None = None,
+    store: StoreLike,
+    mode: ZarrMode | None = ...,
+    *,
+    compute: bool = ...,
+    resume: bool = ...,
+    chunks: ChunksLike = ...,
+    storage_options: dict[str, Any] | None = ...,
+    append_dim: str | None = ...,
+    renumber: dict[str, int | str] | None = ...,
+) -> Delayed | None: ...
+
+
+def to_zarr(
+    tensor: TensorMap,
+    store: StoreLike,
+    mode: ZarrMode | None = None,
     *,
     compute: bool = True,
     resume: bool = False,
-    chunks: Any = None,
+    chunks: ChunksLike = None,
     storage_options: dict[str, Any] | None = None,
     append_dim: str | None = None,
     renumber: dict[str, int | str] | None = None,
