@@ -297,7 +297,7 @@ def plan_append(
                 planner.check(block, stored.blocks[0], f"the block {_key_text(key)}", False)
         else:
             touched.append((key, block, stored.blocks[position]))
-    infos = [info for _, _, s in touched for info in _small(s)]
+    infos = [info for _, _, s in touched for info in s.small_labels()]
     planner.labels = dict(zip([i.path for i in infos], read_labels(store, infos), strict=True))
     for key, block, stored_block in touched:
         planner.check(block, stored_block, f"the block {_key_text(key)}", True)
@@ -312,15 +312,6 @@ def plan_append(
         attributes = layout.labels_attributes(keys.names, full.digest())
         plan.extend("keys", len(keys), values[len(keys) :], attributes)
     return plan
-
-
-def _small(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
-    found = list(block.components)
-    if block.properties is not None:
-        found.append(block.properties)
-    for gradient in block.gradients.values():
-        found.extend(_small(gradient))
-    return found
 
 
 # -- storing ---------------------------------------------------------------------------

@@ -295,6 +295,16 @@ class BlockLayout:
     row_pointer: ArrayInfo | None = None
     gradients: dict[str, BlockLayout] = field(default_factory=dict)
 
+    def small_labels(self) -> list[ArrayInfo]:
+        """The components and properties arrays of this block and its gradients (the
+        Labels read whole when a store is opened)."""
+        found = list(self.components)
+        if self.properties is not None:
+            found.append(self.properties)
+        for gradient in self.gradients.values():
+            found.extend(gradient.small_labels())
+        return found
+
     def arrays(self) -> list[ArrayInfo]:
         """Every array of this block and its gradients, values first."""
         found = [self.values, self.samples, *self.components]

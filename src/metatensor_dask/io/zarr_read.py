@@ -230,7 +230,7 @@ class _Reader:
         self.where = where
         infos = []
         for block in tensor.blocks:
-            infos.extend(_small_labels(block))
+            infos.extend(block.small_labels())
         labels = read_labels(store, [tensor.keys, *infos])
         self.keys = labels[0]
         self.labels = {info.path: value for info, value in zip(infos, labels[1:], strict=True)}
@@ -291,15 +291,6 @@ class _Reader:
                 f"{rows}",
             )
         return pointer
-
-
-def _small_labels(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
-    found = list(block.components)
-    if block.properties is not None:
-        found.append(block.properties)
-    for gradient in block.gradients.values():
-        found.extend(_small_labels(gradient))
-    return found
 
 
 def _pointers(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
