@@ -35,3 +35,36 @@ def test_store_to_store_writes_and_checks_its_result(tmp_path):
     assert "100% Completed" in result.stdout
     (work,) = [path for path in tmp_path.iterdir() if path.is_dir()]
     assert sorted(path.name for path in work.iterdir()) == ["descriptors.zarr", "squared.zarr"]
+
+
+def _run_example(name, tmp_path, *warning_filters):
+    result = subprocess.run(
+        [sys.executable, "-W", "error", *warning_filters, os.path.join(EXAMPLES, name)],
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_featomic_batches_make_one_verified_store(tmp_path):
+    output = _run_example("one_store_from_featomic_batches.py", tmp_path)
+    assert output.split()[-1] == "True"  # verify
+    # the first block after the sum over atoms: one row per system that has such atoms
+    assert "(7, 27) (24, 3, 27)" in output
+    (work,) = [path for path in tmp_path.iterdir() if path.is_dir()]
+    assert [path.name for path in work.iterdir()] == ["soap.zarr"]
+
+
+def test_the_pipeline_runs_on_jobqueue_workers(tmp_path):
+    # dask-jobqueue's local jobs are killed without being waited for when the cluster
+    # closes (ResourceWarning from its own code, after the result is printed)
+    output = _run_example("on_batch_system_workers.py", tmp_path, "-W", "ignore::ResourceWarning")
+    # the job script: a dask worker with the memory asked for, on the loopback
+    assert "distributed.cli.dask_worker tcp://127.0.0.1:" in output
+    assert "--memory-limit 1.00GiB" in output
+    assert output.split()[-1] == "True"
