@@ -27,6 +27,7 @@ from typing import Any
 import dask
 
 from .. import config
+from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
 from ..tensor import TensorMap
 from . import zarr_layout as layout
@@ -145,13 +146,13 @@ def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -
 def write_batches(
     function: Callable[[list[Any]], Any],
     items: Sequence[Any],
-    store: Any,
+    store: StoreLike,
     batch_size: int = 1,
     renumber: str | None = "system",
     resume: bool = False,
     run_id: str | None = None,
     *,
-    chunks: Any = None,
+    chunks: ChunksLike = None,
     window: int | None = None,
     quiet: bool = False,
     storage_options: dict[str, Any] | None = None,
