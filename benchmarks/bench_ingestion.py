@@ -76,7 +76,7 @@ def sample():
 
 n_items, batch, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 items = list(range(n_items))
-with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \\
+with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \\
         Client(cluster) as client:
     client.run(soap, [0])  # warm up: imports in the workers
     threading.Thread(target=sample, daemon=True).start()

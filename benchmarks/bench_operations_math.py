@@ -40,7 +40,6 @@ N_BLOCKS = 2
 _RESULTS: dict[str, float] = {}
 
 
-
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     theirs = featomic_like(samples_per_block(SIZE_MIB, N_BLOCKS), N_BLOCKS)

@@ -40,7 +40,14 @@ mtd.to_zarr(tensor, os.path.join(WORK, "descriptors.zarr"))
 # The job script is what the batch system would receive (here, run by bash).
 
 # on the loopback interface: the scheduler and its workers are on this machine
-cluster = LocalCluster(cores=1, processes=1, memory="1GiB", walltime="00:10:00", interface="lo")
+cluster = LocalCluster(
+    cores=1,
+    processes=1,
+    memory="1GiB",
+    walltime="00:10:00",
+    interface="lo",
+    scheduler_options={"dashboard_address": "127.0.0.1:0"},
+)
 print(cluster.job_script())
 cluster.scale(jobs=2)
 client = Client(cluster)

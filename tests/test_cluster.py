@@ -86,7 +86,7 @@ def test_local_cluster_has_memory_limits(no_slurm_env):
 def test_scheduler_address():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
         with execution(cluster.scheduler_address) as where:
             assert where.description == f"scheduler {cluster.scheduler_address}"
             assert where.client.compute(da.ones(4, chunks=2).sum()).result() == 4

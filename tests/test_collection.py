@@ -324,7 +324,7 @@ def test_computing_does_not_load_lazy_sample_labels():
 def test_distributed_client_is_used_when_active():
     distributed = pytest.importorskip("distributed")
     with distributed.Client(
-        processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+        processes=False, n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0"
     ) as client:
         tensor = random_tensor()
         computed = tensor.compute()

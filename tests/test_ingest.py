@@ -94,7 +94,7 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path):
         mtd.write_batches(soap, list(range(8)), threads, batch_size=1, window=3, quiet=True)
     cluster = tmp_path / "cluster.zarr"
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as local,
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
     ):
         mtd.write_batches(soap, list(range(8)), cluster, batch_size=1, quiet=True)

@@ -819,7 +819,6 @@ def test_unsupported_values_are_not_saved(tmp_path):
         mtd.save(tmp_path / "x.mts", np.zeros(3))
 
 
-
 def test_zip64_end_record_is_metatensors():
     """With 65,535 members or more (10,000 blocks with a gradient), the ZIP64 end record
     holds the versions metatensor writes there (4.6 made by and needed, host 0), so

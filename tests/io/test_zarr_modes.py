@@ -190,7 +190,7 @@ def test_memory_stores_with_a_distributed_client():
     theirs = make_metatensor(seed=1, nested=False)
     tensor = mtd.from_metatensor(theirs)
     with distributed.Client(
-        processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+        processes=False, n_workers=1, threads_per_worker=2, dashboard_address="127.0.0.1:0"
     ):
         # tasks are pickled: a MemoryStore object would be copied, fsspec's memory is global
         with pytest.raises(mtd.MetatensorDaskError, match="distributed Client"):
@@ -198,7 +198,7 @@ def test_memory_stores_with_a_distributed_client():
         tensor.to_zarr("memory://zarr-tests/inproc.zarr", mode="w")
         assert_equal_to_metatensor(mtd.open_zarr("memory://zarr-tests/inproc.zarr"), theirs)
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
     ) as cluster:
         with distributed.Client(cluster):
             with pytest.raises(mtd.MetatensorDaskError, match="distributed Client"):

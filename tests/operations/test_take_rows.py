@@ -7,9 +7,7 @@ import pytest
 from metatensor_dask.operations._manipulation_utils import take_rows
 
 
-@pytest.mark.parametrize(
-    "chunks", [((0, 0, 0, 3), 2), ((1, 0, 2), 2), ((3,), 2), ((0, 3, 0), 2)]
-)
+@pytest.mark.parametrize("chunks", [((0, 0, 0, 3), 2), ((1, 0, 2), 2), ((3,), 2), ((0, 3, 0), 2)])
 @pytest.mark.parametrize("index", [[2, 0, 1], [1, 1, 0], [2, -1, 0], []])
 def test_matches_numpy(chunks, index):
     data = np.arange(6.0).reshape(3, 2)
