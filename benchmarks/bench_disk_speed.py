@@ -44,6 +44,7 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from bench_support import tree_rss
 from dask.utils import format_bytes
 
 import metatensor_dask as mtd
@@ -119,16 +120,6 @@ def run_pipeline(source: Path, output: Path) -> None:
     dask.compute(pipeline.write(pipeline.build()))
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 @contextmanager
 def peak_rss() -> Any:
     """Sample the summed RSS of this process and its children every 50 ms; yields a
@@ -138,7 +129,7 @@ def peak_rss() -> Any:
 
     def sample() -> None:
         while not done.is_set():
-            found["peak"] = max(found["peak"], _tree_rss(me))
+            found["peak"] = max(found["peak"], tree_rss(me))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -148,7 +139,7 @@ def peak_rss() -> Any:
     finally:
         done.set()
         sampler.join()
-        found["peak"] = max(found["peak"], _tree_rss(me))
+        found["peak"] = max(found["peak"], tree_rss(me))
 
 
 @contextmanager

@@ -28,6 +28,7 @@ import time
 import dask
 import psutil
 import pytest
+from bench_support import tree_rss
 from dask.utils import format_bytes, parse_bytes
 
 import metatensor_dask as mtd
@@ -39,16 +40,6 @@ MEMORY = os.environ.get("MTD_BENCH_PIPELINE_MEMORY", "1GiB")
 WORKERS = os.environ.get("MTD_BENCH_PIPELINE_WORKERS", "2")
 CHUNK_SIZE = os.environ.get("MTD_BENCH_PIPELINE_CHUNK", "16MiB")
 ROWS: list[str] = []
-
-
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def _run_measured(command: list[str]) -> tuple[float, int]:
@@ -65,7 +56,7 @@ def _run_measured(command: list[str]) -> tuple[float, int]:
         nonlocal peak
         while not done.is_set():
             try:
-                peak = max(peak, _tree_rss(watched))
+                peak = max(peak, tree_rss(watched))
             except psutil.NoSuchProcess:
                 return
             time.sleep(0.05)

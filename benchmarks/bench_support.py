@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import metatensor
 import numpy as np
+import psutil
 
 import metatensor_dask as mtd
 
@@ -105,3 +106,14 @@ def tiny_blocks(n_blocks: int, seed: int = 0) -> metatensor.TensorMap:
     index = np.arange(n_blocks)
     keys = metatensor.Labels(["a", "k"], np.stack([index % 10, index // 10], axis=1))
     return metatensor.TensorMap(keys, blocks)
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident memory of ``process`` and of all its children (the workers), in bytes."""
+    total = 0
+    for child in [process, *process.children(recursive=True)]:
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total

@@ -21,18 +21,9 @@ def test_every_example_is_a_gallery_script():
 
 
 def test_store_to_store_writes_and_checks_its_result(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-W", "error", os.path.join(EXAMPLES, "store_to_store.py")],
-        cwd=tmp_path,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-1] == "True"
-    assert "100% Completed" in result.stdout
+    output = _run_example("store_to_store.py", tmp_path)
+    assert output.split()[-1] == "True"
+    assert "100% Completed" in output
     (work,) = [path for path in tmp_path.iterdir() if path.is_dir()]
     assert sorted(path.name for path in work.iterdir()) == ["descriptors.zarr", "squared.zarr"]
 
