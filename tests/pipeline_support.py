@@ -7,6 +7,7 @@ import metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import tutorial_file
+from metatensor_dask.execution.cli import main
 
 SPHERICAL = tutorial_file("spherical-expansion.npz")
 RADIAL = tutorial_file("radial-spectrum.npz")
@@ -46,3 +47,13 @@ def expected_cube(source=RADIAL):
     """metatensor-operations' ``multiply(pow(x, 2), x)`` of ``source``: the oracle."""
     x = metatensor.load(source)
     return metatensor.multiply(metatensor.pow(x, 2), x)
+
+
+def run(capsys, *argv):
+    """``main(argv)``: (exit code, stdout, stderr); usage errors exit through SystemExit."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -9,25 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from pipeline_support import expected_cube, write_pipeline, write_store
+from pipeline_support import expected_cube, run, write_pipeline, write_store
 
 import metatensor_dask as mtd
 from metatensor_dask.execution._directives import JobOptionError
 from metatensor_dask.execution.batch import BatchJob, SubmitError, submit
-from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # a directory name that runs commands if a script copies it unquoted
 HOSTILE_DIR = "dir with 'single' \"double\" $(touch CANARY1) `touch CANARY2`; touch CANARY3"
-
-
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def canaries(root):

@@ -10,7 +10,14 @@ import sys
 import dask
 import metatensor
 import pytest
-from pipeline_support import RADIAL, SPHERICAL, expected_cube, write_pipeline, write_store
+from pipeline_support import (
+    RADIAL,
+    SPHERICAL,
+    expected_cube,
+    run,
+    write_pipeline,
+    write_store,
+)
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -18,16 +25,6 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 
 CLI = [sys.executable, "-m", "metatensor_dask"]
 COMMANDS = ["info", "convert", "run", "apply", "submit", "verify", "demo"]
-
-
-def run(capsys, *argv):
-    """``main(argv)``: (exit code, stdout, stderr); usage errors exit through SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
