@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -290,14 +289,6 @@ def test_append_dim_and_mode_checked(store):
     with pytest.raises(mtd.MetatensorDaskError, match="only used with append_dim"):
         mtd.to_zarr(tensor, store, mode="a", renumber={"system": 1})
     assert files(store) == before
-
-
-def test_older_format_refused(store):
-    root = json.loads((store / "zarr.json").read_text())
-    root["attributes"]["metatensor_dask"]["format"] = 2
-    (store / "zarr.json").write_text(json.dumps(root))
-    tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
-    _refused(store, tensor, "storage format 2.*`metatensor-dask convert`")
 
 
 def test_gradient_rows_not_grouped_refused(store):

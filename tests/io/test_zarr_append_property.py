@@ -16,9 +16,7 @@ import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, strategies
 
 
-def _batch(
-    tensor: metatensor.TensorMap, picked: list[list[int] | None]
-) -> metatensor.TensorMap:
+def _batch(tensor: metatensor.TensorMap, picked: list[list[int] | None]) -> metatensor.TensorMap:
     """The samples ``picked[i]`` (positions, in order) of block ``i`` of ``tensor``;
     blocks picked ``None`` are left out (their key is not in the batch)."""
     keys, blocks = [], []
@@ -66,9 +64,7 @@ def _appends(draw: st.DrawFn):
                 subset = draw(st.sets(st.integers(0, n - 1), max_size=n)) if n else set()
                 picked.append(sorted(subset))
         batches.append(_batch(core, picked))
-        renumbers.append(
-            None if kind == "none" else ("next" if kind == "next" else 100 * k)
-        )
+        renumbers.append(None if kind == "none" else ("next" if kind == "next" else 100 * k))
     chunks = [draw(st.integers(1, 4)) for _ in range(n_batches)]
     return batches, renumbers, chunks
 
