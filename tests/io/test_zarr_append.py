@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import metatensor
@@ -231,6 +232,76 @@ def test_other_properties_refused(store):
     _refused(store, tensor, "has other properties than the stored ones")
 
 
+def _edit_one(tensor: metatensor.TensorMap, edit, index: int = -1) -> metatensor.TensorMap:
+    """``tensor`` with its block ``index`` replaced by ``edit(block)``."""
+    blocks = [b.copy() for b in tensor.blocks()]
+    blocks[index] = edit(blocks[index])
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def _with_gradient(block, parameter: str, edit) -> metatensor.TensorBlock:
+    """``block`` with its gradient ``parameter`` replaced by ``edit(gradient)``."""
+    new = metatensor.TensorBlock(block.values, block.samples, block.components, block.properties)
+    for name, gradient in block.gradients():
+        new.add_gradient(name, edit(gradient) if name == parameter else gradient.copy())
+    return new
+
+
+def _other_component(block, position: int) -> metatensor.TensorBlock:
+    """``block`` (without gradients of its own) with other entries of one component."""
+    components = list(block.components)
+    old = components[position]
+    components[position] = metatensor.Labels(old.names, old.values + 1)
+    return metatensor.TensorBlock(block.values, block.samples, components, block.properties)
+
+
+def test_mismatch_in_a_later_block_refused_before_any_block_is_written(store):
+    """The first block is fine: the second one's properties are checked before
+    anything of the first one is written."""
+
+    def edit(b):
+        props = metatensor.Labels(b.properties.names, b.properties.values + 50)
+        new = metatensor.TensorBlock(b.values, b.samples, b.components, props)
+        for parameter, gradient in b.gradients():
+            new.add_gradient(parameter, _with_properties(gradient, props))
+        return new
+
+    tensor = mtd.from_metatensor(_edit_one(shifted(make_metatensor(1), 50), edit, 1))
+    _refused(store, tensor, r"the block \(center_type=1, neighbor_type=6\) has other properties")
+
+
+def _with_properties(block, properties) -> metatensor.TensorBlock:
+    new = metatensor.TensorBlock(block.values, block.samples, block.components, properties)
+    for parameter, gradient in block.gradients():
+        new.add_gradient(parameter, _with_properties(gradient, properties))
+    return new
+
+
+def test_other_gradient_components_refused(store):
+    """Other entries of strain's second component, in the last block only."""
+    tensor = _edit_one(
+        shifted(make_metatensor(1), 50),
+        lambda b: _with_gradient(b, "strain", lambda g: _other_component(g, 1)),
+    )
+    _refused(
+        store,
+        mtd.from_metatensor(tensor),
+        r"the block \(center_type=6, neighbor_type=8\), gradient 'strain' has other components",
+    )
+
+
+def test_other_nested_gradient_components_refused(store):
+    def edit(b):
+        return _with_gradient(
+            b,
+            "positions",
+            lambda g: _with_gradient(g, "cell", lambda c: _other_component(c, 0)),
+        )
+
+    tensor = mtd.from_metatensor(_edit_one(shifted(make_metatensor(1), 50), edit))
+    _refused(store, tensor, r"gradient 'positions', gradient 'cell' has other components")
+
+
 def test_other_components_refused(store):
     def edit(b):
         component = metatensor.Labels(["o3_mu"], np.arange(3, dtype=np.int32)[:, None])
@@ -280,9 +351,30 @@ def test_other_key_names_refused(store):
     _refused(store, tensor, r"the tensor's keys are \['a', 'neighbor_type'\]")
 
 
+@pytest.mark.parametrize("mode", ["w", "w-", "r+"])
+def test_append_dim_with_another_mode_refused(store, tmp_path, mode):
+    """As xarray: append_dim goes with mode 'a' (or None) only; the store is not
+    overwritten, and none is created."""
+    tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
+    _refused(store, tensor, rf"with mode 'a' \(or None\).*mode='{re.escape(mode)}'", mode=mode)
+    with pytest.raises(mtd.MetatensorDaskError, match="`append_dim` can only be 'samples'"):
+        mtd.to_zarr(tensor, tmp_path / "new.zarr", mode=mode, append_dim="samples")
+    assert not (tmp_path / "new.zarr").exists()
+
+
+def test_explicit_mode_a_appends(store):
+    second = shifted(make_metatensor(1), 50)
+    mtd.to_zarr(mtd.from_metatensor(second), store, mode="a", append_dim="samples")
+    assert_equal_to_join(mtd.open_zarr(store), [make_metatensor(0), second])
+
+
+def test_metatensor_core_tensor_refused(store):
+    with pytest.raises(TypeError, match="must be a metatensor_dask TensorMap"):
+        mtd.to_zarr(shifted(make_metatensor(1), 50), store, append_dim="samples")
+
+
 def test_append_dim_and_mode_checked(store):
     tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
-    _refused(store, tensor, "`append_dim` can only be 'samples'", mode="w")
     before = files(store)
     with pytest.raises(mtd.MetatensorDaskError, match="`append_dim` can only be 'samples'"):
         mtd.to_zarr(tensor, store, append_dim="properties")

@@ -86,9 +86,7 @@ def test_killed_append_reads_as_before_or_after_and_resumes(tmp_path, codecs, mo
         assert_equal_to_metatensor(mtd.open_zarr(path).compute(), first)
     # the killed writer's lock is only taken over by resume=True
     with pytest.raises(mtd.StoreLockedError, match="looks gone"):
-        mtd.from_metatensor(second).to_zarr(
-            path, append_dim="samples", renumber={"system": "next"}
-        )
+        mtd.from_metatensor(second).to_zarr(path, append_dim="samples", renumber={"system": "next"})
     mtd.from_metatensor(second).to_zarr(
         path, append_dim="samples", renumber={"system": "next"}, chunks=3, resume=True
     )
