@@ -412,3 +412,42 @@ def test_verify_passes_after_appends(store):
         )
     report = mtd.verify(store)
     assert report.ok, report.problems
+
+
+def _shuffled_gradients(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
+    """``tensor`` with the rows of its positions gradients reversed (not grouped by
+    ``"sample"``: the store has no row pointer for them)."""
+
+    def edit(b):
+        new = metatensor.TensorBlock(b.values, b.samples, b.components, b.properties)
+        for parameter, gradient in b.gradients():
+            if parameter == "positions":
+                order = np.arange(len(gradient.samples))[::-1]
+                gradient = metatensor.TensorBlock(
+                    gradient.values[order],
+                    metatensor.Labels(gradient.samples.names, gradient.samples.values[order]),
+                    gradient.components,
+                    gradient.properties,
+                )
+            new.add_gradient(parameter, gradient.copy())
+        return new
+
+    return _edit_block(tensor, edit)
+
+
+def test_append_to_gradients_without_row_pointer(tmp_path):
+    """Gradient rows stored without a row pointer (not grouped) take appended rows,
+    grouped or not."""
+    path = tmp_path / "t.zarr"
+    first = _shuffled_gradients(make_metatensor(0, nested=False))
+    mtd.from_metatensor(first).to_zarr(path, chunks=4)
+    assert not (path / "blocks/0/gradients/positions/row_pointer").exists()
+    batches = [
+        first,
+        shifted(make_metatensor(1, nested=False), 50),
+        shifted(_shuffled_gradients(make_metatensor(2, nested=False)), 100),
+    ]
+    for batch in batches[1:]:
+        mtd.from_metatensor(batch).to_zarr(path, append_dim="samples", chunks=3)
+    assert mtd.verify(path).ok
+    assert_equal_to_join(mtd.open_zarr(path), batches)
