@@ -47,6 +47,17 @@ def _grid(document: dict) -> tuple[list[int], list[dict]]:
     return document["chunk_grid"]["configuration"]["chunk_shape"], document["codecs"]
 
 
+def _codecs(document: dict) -> list[dict]:
+    """The codecs of an array document, and the shard's chunks per shard."""
+    codecs = [dict(codec) for codec in document["codecs"]]
+    if codecs[0]["name"] == "sharding_indexed":
+        configuration = dict(codecs[0]["configuration"])
+        rows = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+        configuration["chunk_shape"] = rows // configuration["chunk_shape"][0]
+        codecs[0] = {**codecs[0], "configuration": configuration}
+    return codecs
+
+
 def _batches(dtype=np.float64) -> list[metatensor.TensorMap]:
     """Four batches, systems numbered apart: keys come and go, one block has no rows,
     one batch is empty; every block has a positions gradient (an ``xyz`` component and
@@ -82,7 +93,8 @@ def test_appends_keep_codecs_and_chunking(tmp_path, codecs, dtype):
     path = tmp_path / "t.zarr"
     with dask.config.set(_settings(codecs)):
         mtd.from_metatensor(batches[0]).to_zarr(path, chunks=4)
-    stored = {p: _grid(d) for p, d in _arrays(path).items()}
+    stored_documents = _arrays(path)
+    stored = {p: _grid(d) for p, d in stored_documents.items()}
     # the settings of the append are not those of the store: the store's are kept
     other = "sharded-zstd" if codecs == "default" else "default"
     with dask.config.set(_settings(other)):
@@ -92,6 +104,11 @@ def test_appends_keep_codecs_and_chunking(tmp_path, codecs, dtype):
     after = _arrays(path)
     for array, grid in stored.items():
         assert _grid(after[array]) == grid, array
+    # new keys' blocks are written with the store's codecs, not the append's settings
+    assert any(array not in stored for array in after)
+    for array, document in after.items():
+        if array.endswith("values"):
+            assert _codecs(document) == _codecs(stored_documents["blocks/0/values"]), array
     report = mtd.verify(path)
     assert report.ok, report.problems
     assert_equal_to_join(mtd.open_zarr(path), batches)
