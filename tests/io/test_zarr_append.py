@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -449,5 +450,35 @@ def test_append_to_gradients_without_row_pointer(tmp_path):
     ]
     for batch in batches[1:]:
         mtd.from_metatensor(batch).to_zarr(path, append_dim="samples", chunks=3)
+    assert mtd.verify(path).ok
+    assert_equal_to_join(mtd.open_zarr(path), batches)
+
+
+def test_store_created_by_appends_keeps_the_rows_per_chunk_asked(tmp_path):
+    """A first batch with few rows (or none) in a block: an append creating the store
+    (or a new key) keeps ``chunks=`` rows per chunk instead of the block's rows, and
+    gives its gradients room at their rows per value row, so that later appends fill
+    few chunks."""
+    path = tmp_path / "t.zarr"
+    sizes = {"n_properties": (4, 3, 2)}
+    first = make_metatensor(0, n_samples=(3, 0, 2), **sizes)
+    mtd.from_metatensor(first).to_zarr(path, append_dim="samples", chunks=16)
+    batches = [first]
+    for i in range(1, 4):
+        batches.append(shifted(make_metatensor(i, n_samples=(13, 11, 12), **sizes), 100 * i))
+        mtd.from_metatensor(batches[-1]).to_zarr(path, append_dim="samples")
+    root = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    for i in range(3):
+        values = root[f"blocks/{i}/values"]
+        assert values["chunk_grid"]["configuration"]["chunk_shape"][0] == 16
+        n = values["shape"][0]
+        assert len(list((path / f"blocks/{i}/values").glob("c.*"))) == -(-n // 16)
+        strain = root[f"blocks/{i}/gradients/strain/values"]  # one row per sample
+        assert strain["chunk_grid"]["configuration"]["chunk_shape"][0] == 16
+    # a plain write keeps its rows per chunk at most the block's rows
+    mtd.from_metatensor(first).to_zarr(tmp_path / "plain.zarr", chunks=16)
+    plain = json.loads((tmp_path / "plain.zarr" / "zarr.json").read_text())
+    values = plain["consolidated_metadata"]["metadata"]["blocks/0/values"]
+    assert values["chunk_grid"]["configuration"]["chunk_shape"][0] == 3
     assert mtd.verify(path).ok
     assert_equal_to_join(mtd.open_zarr(path), batches)
