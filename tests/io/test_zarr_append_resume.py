@@ -147,3 +147,37 @@ def test_a_second_writer_racing_an_append_is_refused(store, tmp_path):
             process.send_signal(signal.SIGKILL)
     assert "done" in log.read_text()
     _assert_equal(mtd.open_zarr(store), _expected())
+
+
+def test_appenders_started_together_lose_no_rows(store, tmp_path):
+    """Three appends started at the same moment: each either appends or is refused
+    with StoreLockedError (exit 3) before writing anything; retried one after the
+    other, the refused ones complete the store, which then holds every batch once."""
+    go = tmp_path / "go"
+    command = [sys.executable, str(SCRIPT), str(store), str(N_CHUNKS), "0.0", "--append"]
+    processes = []
+    for i in range(3):
+        with open(tmp_path / f"append{i}.log", "wb") as output:
+            processes.append(
+                subprocess.Popen(
+                    [*command, "--go", str(go)],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    go.touch()
+    codes = [process.wait(timeout=300) for process in processes]
+    logs = [(tmp_path / f"append{i}.log").read_text() for i in range(3)]
+    assert set(codes) <= {0, 3} and 0 in codes, logs
+    for code, log in zip(codes, logs, strict=True):
+        assert ("done" in log) if code == 0 else ("locked: " in log), log
+    first = mtd.to_metatensor(slow_tensor(N_CHUNKS, 0.0).compute())
+    appended = codes.count(0)
+    _assert_equal(mtd.open_zarr(store), join([shifted(first, 5 * k) for k in range(appended + 1)]))
+    with dask.config.set(SETTINGS):
+        for _ in range(codes.count(3)):
+            mtd.to_zarr(
+                slow_tensor(N_CHUNKS, 0.0), store, append_dim="samples", renumber={"system": "next"}
+            )
+    _assert_equal(mtd.open_zarr(store), join([shifted(first, 5 * k) for k in range(4)]))
+    assert mtd.verify(store).ok
