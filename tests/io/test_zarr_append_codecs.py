@@ -31,7 +31,7 @@ CODECS = {
 }
 
 
-def _settings(name: str) -> dict:
+def codec_settings(name: str) -> dict:
     return {f"metatensor_dask.{key}": value for key, value in CODECS[name].items()}
 
 
@@ -91,13 +91,13 @@ def test_appends_keep_codecs_and_chunking(tmp_path, codecs, dtype):
     re-chunked to them; the store reads as metatensor's join and verifies."""
     batches = _batches(dtype)
     path = tmp_path / "t.zarr"
-    with dask.config.set(_settings(codecs)):
+    with dask.config.set(codec_settings(codecs)):
         mtd.from_metatensor(batches[0]).to_zarr(path, chunks=4)
     stored_documents = _arrays(path)
     stored = {p: _grid(d) for p, d in stored_documents.items()}
     # the settings of the append are not those of the store: the store's are kept
     other = "sharded-zstd" if codecs == "default" else "default"
-    with dask.config.set(_settings(other)):
+    with dask.config.set(codec_settings(other)):
         mtd.from_metatensor(batches[1]).to_zarr(path, append_dim="samples", chunks=3)
         mtd.from_metatensor(batches[2]).to_zarr(path, append_dim="samples", chunks=5)
         _opened(tmp_path / "c.zarr", batches[3]).to_zarr(path, append_dim="samples")
@@ -127,7 +127,7 @@ def test_only_the_partial_last_chunk_is_rewritten(tmp_path, codecs, lazy):
     stored rows of each array, when it is partial (a whole shard when sharded)."""
     path = tmp_path / "t.zarr"
     first = make_metatensor(0, n_samples=(23, 0, 11))
-    with dask.config.set(_settings(codecs)):
+    with dask.config.set(codec_settings(codecs)):
         mtd.from_metatensor(first).to_zarr(path, chunks=4)
     before_files, before = _chunk_files(path), _arrays(path)
     second = shifted(make_metatensor(1, n_samples=(9, 3, 6)), 100)

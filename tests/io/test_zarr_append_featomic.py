@@ -8,7 +8,7 @@ import dask
 import pytest
 from ingest_support import soap
 from test_zarr_append import assert_equal_to_join, shifted
-from test_zarr_append_codecs import _settings
+from test_zarr_append_codecs import codec_settings
 
 import metatensor_dask as mtd
 
@@ -20,7 +20,7 @@ def test_featomic_batches_appended(tmp_path, codecs):
     batches = [soap([0, 1]), soap([2, 3]), soap([4, 5, 6])]  # the last one has N
     path = tmp_path / "soap.zarr"
     expected, systems = [], 0
-    with dask.config.set(_settings(codecs)):
+    with dask.config.set(codec_settings(codecs)):
         for batch in batches:
             mtd.from_metatensor(batch).to_zarr(
                 path, append_dim="samples", renumber={"system": "next"}, chunks=7

@@ -13,7 +13,7 @@ import dask
 import metatensor
 import pytest
 from test_zarr_append import assert_equal_to_join, shifted
-from test_zarr_append_codecs import _settings
+from test_zarr_append_codecs import codec_settings
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -75,7 +75,7 @@ def _largest_system(tensor: metatensor.TensorMap) -> int:
 def test_killed_append_reads_as_before_or_after_and_resumes(tmp_path, codecs, moment):
     first, second = make_metatensor(0), make_metatensor(1)
     path = tmp_path / "t.zarr"
-    with dask.config.set(_settings(codecs)):
+    with dask.config.set(codec_settings(codecs)):
         mtd.from_metatensor(first).to_zarr(path, chunks=4)
     finished = _append_killed(path, moment)
     assert finished.returncode == -9, finished.stdout + finished.stderr

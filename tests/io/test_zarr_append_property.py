@@ -6,11 +6,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import dask
 import metatensor
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from test_zarr_append import join, shifted
+from test_zarr_append_codecs import CODECS, codec_settings
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, strategies
@@ -36,8 +38,9 @@ def _batch(tensor: metatensor.TensorMap, picked: list[list[int] | None]) -> meta
 
 @st.composite
 def _appends(draw: st.DrawFn):
-    """A tensor, 1 to 4 batches of its samples (keys present or not, blocks possibly
-    without rows), the renumbering of each append and its rows per chunk."""
+    """1 to 4 batches of the samples of a tensor (keys present or not, blocks possibly
+    without rows), the renumbering of each append, its rows per chunk, and the codecs
+    of the store."""
     tensor = draw(
         strategies.tensor_maps(max_blocks=3, max_samples=7, dtypes=(np.float64, np.float32))
     )
@@ -66,7 +69,7 @@ def _appends(draw: st.DrawFn):
         batches.append(_batch(core, picked))
         renumbers.append(None if kind == "none" else ("next" if kind == "next" else 100 * k))
     chunks = [draw(st.integers(1, 4)) for _ in range(n_batches)]
-    return batches, renumbers, chunks
+    return batches, renumbers, chunks, draw(st.sampled_from(sorted(CODECS)))
 
 
 def _largest_system(batches: list[metatensor.TensorMap]) -> int:
@@ -82,9 +85,9 @@ def _largest_system(batches: list[metatensor.TensorMap]) -> int:
 
 @given(_appends())
 def test_appended_batches_read_as_their_join(appends):
-    batches, renumbers, chunks = appends
+    batches, renumbers, chunks, codecs = appends
     expected_batches = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, dask.config.set(codec_settings(codecs)):
         path = Path(folder) / "t.zarr"
         for batch, renumber, rows in zip(batches, renumbers, chunks, strict=True):
             if renumber is None:
