@@ -32,6 +32,7 @@ CODECS = {
 
 
 def codec_settings(name: str) -> dict:
+    """The ``dask.config`` settings of ``CODECS[name]``."""
     return {f"metatensor_dask.{key}": value for key, value in CODECS[name].items()}
 
 
