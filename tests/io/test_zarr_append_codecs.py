@@ -150,3 +150,17 @@ def test_only_the_partial_last_chunk_is_rewritten(tmp_path, codecs, lazy):
     assert rewritten, "the test appends to partial chunks"
     assert mtd.verify(path).ok
     assert_equal_to_join(mtd.open_zarr(path), [first, second])
+
+
+@pytest.mark.parametrize("codecs", ["default", "sharded-zstd"])
+def test_append_a_store_to_itself(tmp_path, codecs):
+    """The appended tensor read lazily from the store it goes to (other dask chunks):
+    its tasks read stored chunks while the append replaces the partial last ones."""
+    first = make_metatensor(0)
+    path = tmp_path / "t.zarr"
+    with dask.config.set(codec_settings(codecs)):
+        mtd.from_metatensor(first).to_zarr(path, chunks=4)
+    mtd.open_zarr(path, chunks=3).to_zarr(path, append_dim="samples", renumber={"system": "next"})
+    largest = max(int(max(block.samples.column("system"), default=-1)) for block in first)
+    assert mtd.verify(path).ok
+    assert_equal_to_join(mtd.open_zarr(path), [first, shifted(first, largest + 1)])
