@@ -11,9 +11,11 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+from zarr.storage import MemoryStore, WrapperStore
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.io.zarr_samples import CHAIN_ROWS
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -482,3 +484,54 @@ def test_store_created_by_appends_keeps_the_rows_per_chunk_asked(tmp_path):
     assert values["chunk_grid"]["configuration"]["chunk_shape"][0] == 3
     assert mtd.verify(path).ok
     assert_equal_to_join(mtd.open_zarr(path), batches)
+
+
+class _RecordingStore(WrapperStore):
+    """A store recording the keys read through it."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.read: list[str] = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.read.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        self.read.extend(key for key, _ in key_ranges)
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+
+def _systems(start: int, n: int) -> mtd.TensorMap:
+    systems = np.arange(start, start + n, dtype=np.int32)
+    block = mtd.TensorBlock(
+        np.ones((n, 1)),
+        mtd.Labels(["system", "atom"], np.stack([systems, systems % 3], axis=1)),
+        [],
+        mtd.Labels(["n"], np.zeros((1, 1), np.int32)),
+    )
+    return mtd.TensorMap(mtd.Labels(["k"], np.zeros((1, 1), np.int32)), [block])
+
+
+def _chunks_read(store: _RecordingStore, array: str) -> set[int]:
+    prefix = f"blocks/0/{array}/c."
+    return {int(key[len(prefix) :].split(".")[0]) for key in store.read if key.startswith(prefix)}
+
+
+def test_append_reads_in_proportion_to_the_appended_rows():
+    """Samples sorting after the stored ones: the append reads the partial last chunk
+    of the values and of the samples, and the samples since the last record of their
+    chained digest (fewer than CHAIN_ROWS), not the stored data. Samples that do not
+    sort after them: every stored sample is read, to refuse duplicates."""
+    store = _RecordingStore(MemoryStore())
+    n = CHAIN_ROWS + 5_000
+    _systems(0, n).to_zarr(store, chunks=1000)
+    store.read.clear()
+    _systems(n, 10).to_zarr(store, append_dim="samples")
+    assert _chunks_read(store, "values") == {n // 1000}
+    assert min(_chunks_read(store, "samples")) == CHAIN_ROWS // 1000
+    store.read.clear()
+    _systems(-10, 10).to_zarr(store, append_dim="samples")
+    assert _chunks_read(store, "samples") == set(range(-(-(n + 10) // 1000)))
+    batches = [mtd.to_metatensor(_systems(s, k)) for s, k in ((0, n), (n, 10), (-10, 10))]
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), join(batches))
