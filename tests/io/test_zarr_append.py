@@ -535,3 +535,44 @@ def test_append_reads_in_proportion_to_the_appended_rows():
     assert _chunks_read(store, "samples") == set(range(-(-(n + 10) // 1000)))
     batches = [mtd.to_metatensor(_systems(s, k)) for s, k in ((0, n), (n, 10), (-10, 10))]
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), join(batches))
+
+
+@pytest.mark.parametrize(
+    ("renumber", "match"),
+    [
+        ("system", r"`renumber` must be a dict with one sample dimension"),
+        ({"system": 1, "atom": 2}, r"`renumber` must be a dict with one sample dimension"),
+        ({"system": 1.5}, r"maps a sample dimension name to an int offset or 'next'"),
+        ({"system": True}, r"maps a sample dimension name to an int offset or 'next'"),
+        ({"system": "last"}, r"maps a sample dimension name to an int offset or 'next'"),
+        ({"center": 1}, r"can not renumber 'center': it is not a sample dimension"),
+        ({"sample": 1}, r"can not renumber 'sample'"),
+        ({"system": 2**31 - 3}, r"renumbering 'system' by 2147483645 goes past the int32 range"),
+        ({"system": -(2**31) - 1}, r"by -2147483649 goes past the int32 range"),
+        ({"system": 2**70}, r"by 1180591620717411303424 goes past the int32 range"),
+    ],
+)
+def test_bad_renumber_refused(store, renumber, match):
+    _refused(store, mtd.from_metatensor(make_metatensor(1)), match, renumber=renumber)
+
+
+def test_duplicate_in_a_later_block_refused(store):
+    """The samples of the first blocks are new; the last sample of the last block is
+    stored (it does not sort after the stored ones, so they are read)."""
+
+    def edit(b):
+        values = np.array(b.samples.values)
+        values[-1] = [0, 0]
+        new = metatensor.TensorBlock(
+            b.values, metatensor.Labels(b.samples.names, values), b.components, b.properties
+        )
+        for parameter, gradient in b.gradients():
+            new.add_gradient(parameter, gradient.copy())
+        return new
+
+    tensor = mtd.from_metatensor(_edit_one(shifted(make_metatensor(1), 50), edit))
+    _refused(
+        store,
+        tensor,
+        r"the block \(center_type=6, neighbor_type=8\) has the sample \{'system': 0, 'atom': 0\}",
+    )
