@@ -4,6 +4,7 @@ writer racing an append is refused and no rows are lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,22 @@ def store(tmp_path):
 
 @pytest.mark.parametrize("kill_after", [0, 1, 6])
 def test_killed_append_reads_as_before_and_resumes(store, tmp_path, kill_after):
+    _killed_and_resumed(store, tmp_path, kill_after)
+
+
+def test_killed_append_to_a_sharded_compressed_store_resumes(tmp_path):
+    """The same, on a store of zstd shards of 3 chunks: the appended values are
+    written (and recorded) a shard at a time."""
+    path = tmp_path / "sharded.zarr"
+    sharded = {"metatensor_dask.shard-chunks": 3, "metatensor_dask.compressor": "zstd"}
+    with dask.config.set({**SETTINGS, **sharded}):
+        mtd.to_zarr(slow_tensor(N_CHUNKS, 0.0), path)
+    values = json.loads((path / "blocks/0/values/zarr.json").read_text())
+    assert values["codecs"][0]["name"] == "sharding_indexed"
+    _killed_and_resumed(path, tmp_path, 1)
+
+
+def _killed_and_resumed(store: Path, tmp_path: Path, kill_after: int) -> None:
     before = mtd.open_zarr(store).compute()
     log = tmp_path / "append.log"
     process = _start_append(store, log, 0.1)
