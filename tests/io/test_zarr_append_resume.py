@@ -4,6 +4,7 @@ writer racing an append is refused and no rows are lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,22 @@ def store(tmp_path):
 
 @pytest.mark.parametrize("kill_after", [0, 1, 6])
 def test_killed_append_reads_as_before_and_resumes(store, tmp_path, kill_after):
+    _killed_and_resumed(store, tmp_path, kill_after)
+
+
+def test_killed_append_to_a_sharded_compressed_store_resumes(tmp_path):
+    """The same, on a store of zstd shards of 3 chunks: the appended values are
+    written (and recorded) a shard at a time."""
+    path = tmp_path / "sharded.zarr"
+    sharded = {"metatensor_dask.shard-chunks": 3, "metatensor_dask.compressor": "zstd"}
+    with dask.config.set({**SETTINGS, **sharded}):
+        mtd.to_zarr(slow_tensor(N_CHUNKS, 0.0), path)
+    values = json.loads((path / "blocks/0/values/zarr.json").read_text())
+    assert values["codecs"][0]["name"] == "sharding_indexed"
+    _killed_and_resumed(path, tmp_path, 1)
+
+
+def _killed_and_resumed(store: Path, tmp_path: Path, kill_after: int) -> None:
     before = mtd.open_zarr(store).compute()
     log = tmp_path / "append.log"
     process = _start_append(store, log, 0.1)
@@ -147,3 +164,37 @@ def test_a_second_writer_racing_an_append_is_refused(store, tmp_path):
             process.send_signal(signal.SIGKILL)
     assert "done" in log.read_text()
     _assert_equal(mtd.open_zarr(store), _expected())
+
+
+def test_appenders_started_together_lose_no_rows(store, tmp_path):
+    """Three appends started at the same moment: each either appends or is refused
+    with StoreLockedError (exit 3) before writing anything; retried one after the
+    other, the refused ones complete the store, which then holds every batch once."""
+    go = tmp_path / "go"
+    command = [sys.executable, str(SCRIPT), str(store), str(N_CHUNKS), "0.0", "--append"]
+    processes = []
+    for i in range(3):
+        with open(tmp_path / f"append{i}.log", "wb") as output:
+            processes.append(
+                subprocess.Popen(
+                    [*command, "--go", str(go)],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    go.touch()
+    codes = [process.wait(timeout=300) for process in processes]
+    logs = [(tmp_path / f"append{i}.log").read_text() for i in range(3)]
+    assert set(codes) <= {0, 3} and 0 in codes, logs
+    for code, log in zip(codes, logs, strict=True):
+        assert ("done" in log) if code == 0 else ("locked: " in log), log
+    first = mtd.to_metatensor(slow_tensor(N_CHUNKS, 0.0).compute())
+    appended = codes.count(0)
+    _assert_equal(mtd.open_zarr(store), join([shifted(first, 5 * k) for k in range(appended + 1)]))
+    with dask.config.set(SETTINGS):
+        for _ in range(codes.count(3)):
+            mtd.to_zarr(
+                slow_tensor(N_CHUNKS, 0.0), store, append_dim="samples", renumber={"system": "next"}
+            )
+    _assert_equal(mtd.open_zarr(store), join([shifted(first, 5 * k) for k in range(4)]))
+    assert mtd.verify(store).ok

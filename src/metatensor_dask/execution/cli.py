@@ -212,8 +212,13 @@ def _convert(args: argparse.Namespace) -> int:
                 mtd.save(destination, tensor)
             elif args.append:
                 renumber = None if args.renumber is None else {args.renumber: "next"}
+                # --chunks also sizes the blocks an append creates (kept as they grow)
                 delayed = tensor.to_zarr(
-                    destination, append_dim="samples", renumber=renumber, compute=False
+                    destination,
+                    append_dim="samples",
+                    renumber=renumber,
+                    chunks=args.chunks,
+                    compute=False,
                 )
                 _compute(delayed, where.client, args.quiet)
             else:

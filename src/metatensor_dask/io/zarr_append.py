@@ -253,6 +253,29 @@ def _stored_layout(
     return layout.parse_layout(attributes, nodes, where)
 
 
+def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
+    """The settings (compressor, checksum, shard-chunks) giving the codecs of the stored
+    values array ``document``, with which new keys are written: a store keeps its
+    codecs whatever the settings of an append. ``{}`` (the current settings) when they
+    can not give them (several compressors)."""
+    codecs, shards = document["codecs"], None
+    if codecs[0]["name"] == "sharding_indexed":
+        configuration = codecs[0]["configuration"]
+        outer = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+        shards = outer // configuration["chunk_shape"][0]
+        codecs = configuration["codecs"]
+    after = codecs[1:]  # after "bytes"
+    checksum = bool(after) and after[-1]["name"] == "crc32c"
+    compressors = after[:-1] if checksum else after
+    if len(compressors) > 1:
+        return {}
+    return {
+        "metatensor_dask.compressor": compressors[0] if compressors else None,
+        "metatensor_dask.checksum": checksum,
+        "metatensor_dask.shard-chunks": shards,
+    }
+
+
 #: Plans blocks (at their indices) written whole, and the keys when given, as a plain
 #: write does (``zarr_write._plan_whole``); passed in, since ``to_zarr`` calls this module.
 PlanWhole = Callable[[list[tuple[int, "TensorBlock"]], "Labels | None", chunking.ChunkRequest], Any]
@@ -306,7 +329,9 @@ def plan_append(
     plan = planner.plan
     plan.info.update(tensor.info())
     if new_blocks:
-        _add_whole(plan, plan_whole(new_blocks, None, chunks))
+        settings = _codec_settings(stored.blocks[0].values.document) if stored.blocks else {}
+        with dask.config.set(settings):
+            _add_whole(plan, plan_whole(new_blocks, None, chunks))
         values = np.concatenate([keys.values, np.array(new_keys, np.int32)])
         full = Labels._trusted(keys.names, values)
         attributes = layout.labels_attributes(keys.names, full.digest())

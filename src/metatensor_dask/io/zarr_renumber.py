@@ -76,11 +76,15 @@ def _shift(labels: Labels, dimension: str, offset: int) -> Labels:
         return labels
     values = np.array(labels.values, dtype=np.int64)
     column = labels.names.index(dimension)
-    values[:, column] += offset
-    if len(values) and (values[:, column].max() > np.iinfo(np.int32).max):
+    limits = np.iinfo(np.int32)
+    if len(values) and (  # with Python ints: no overflow, whatever the offset
+        int(values[:, column].max()) + offset > limits.max
+        or int(values[:, column].min()) + offset < limits.min
+    ):
         raise MetatensorDaskError(
             f"renumbering '{dimension}' by {offset} goes past the int32 range of Labels"
         )
+    values[:, column] += offset
     return Labels._trusted(labels.names, values.astype(np.int32))
 
 

@@ -140,12 +140,13 @@ def _sizes(block: TensorBlock) -> list[tuple[int, int]]:
     return sizes
 
 
-def _value_rows(block: TensorBlock, request: chunking.ChunkRequest) -> int:
-    """Rows per stored chunk of a block's values."""
+def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: bool = False) -> int:
+    """Rows per stored chunk of a block's values; a number of rows asked for is kept
+    when ``growing`` (appends fill the chunks), else capped to the block's rows."""
     values = block.values
     n = values.shape[0]
     if request.kind == "rows":
-        return min(request.amount, max(n, 1))
+        return request.amount if growing else min(request.amount, max(n, 1))
     if request.kind == "bytes":
         return chunking.target_rows(n, _sizes(block), request.amount)
     sizes = _sizes(block)
@@ -207,7 +208,11 @@ def _gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int
     """Rows per stored chunk of a gradient whose values have ``n`` rows in chunks of
     ``rows``: the co-partitioned chunking when it is a regular grid (the same number of
     gradient rows per sample), so that operations read each gradient chunk with its
-    values chunk and no rechunking; otherwise an even split in ``n_chunks``."""
+    values chunk and no rechunking; otherwise an even split in ``n_chunks``. Values
+    chunks with room for more rows than ``n`` (appends fill them) give the gradient
+    as much room, at its rows per value row."""
+    if rows > n:
+        return max(-(-rows * m // n), 1) if m and n else rows
     co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
     if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
         return co_partitioned[0]
@@ -342,20 +347,25 @@ def _write_graph(
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
-    return _plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request)
+    return _plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request, growing=False)
 
 
 def _plan_whole(
-    blocks: list[tuple[int, TensorBlock]], keys: Labels | None, request: chunking.ChunkRequest
+    blocks: list[tuple[int, TensorBlock]],
+    keys: Labels | None,
+    request: chunking.ChunkRequest,
+    growing: bool = True,
 ) -> _Plan:
     """Blocks planned whole at their indices (and the keys, when given): what an append
-    writes for a new store or new keys."""
+    writes for a new store or new keys (``growing``: ``chunks=`` rows are kept, not
+    capped to the block's rows, since appends fill them)."""
     plan = _Plan()
     if keys is not None:
         _keys_plan(plan, keys)
         plan.group("blocks")
     for index, block in blocks:
-        _plan_block(plan, block, layout.block_prefix(index), _value_rows(block, request), False)
+        rows = _value_rows(block, request, growing)
+        _plan_block(plan, block, layout.block_prefix(index), rows, False)
     return plan
 
 
