@@ -37,15 +37,16 @@ class Layout(NamedTuple):
 
 
 LAYOUTS = {
-    "zero-samples": Layout([], [2], 3, ((0,), (1, 1), (2, 1))),
+    "zero-samples": Layout([], [2], 3, ((0, 0), (1, 1), (2, 1))),
     "one-sample": Layout([2], [2], 3, ((0, 1), (2,), (1, 2))),
     "one-sample-no-rows": Layout([0], [], 2, ((1, 0), (0, 2))),
     "component-1": Layout([1, 0, 2, 1], [1], 3, ((2, 2), (0, 1), (3,))),
     "one-property": Layout([1, 1, 1], [], 1, ((1, 0, 2), (0, 1))),
-    "zero-properties": Layout([1, 2, 0], [2], 0, ((3,), (1, 1), (0,))),
+    "zero-properties": Layout([1, 2, 0], [2], 0, ((3,), (1, 1), (0, 0))),
     "gradient-zero-rows": Layout([0, 0, 0], [2], 2, ((1, 2), (2,), (2,))),
     "empty-chunks": Layout([2, 0, 1, 1, 2, 1], [2], 3, ((0, 1, 2, 0, 3), (1, 1), (0, 3))),
     "length-1-chunks": Layout([1, 2, 1], [1], 1, ((1, 1, 1), (1,), (1,))),
+    "split-length-1": Layout([1, 0, 2], [1, 2], 1, ((0, 3), (1, 0), (2,), (0, 1, 0))),
 }
 
 
@@ -54,9 +55,14 @@ def _split(n: int) -> tuple[int, ...]:
     return (0, n // 2, n - n // 2) if n else (0,)
 
 
-def _maps(layout: Layout, seed: int, positive: bool = False) -> tuple[Any, mtd.TensorMap]:
+def _maps(
+    layout: Layout, seed: int, positive: bool = False, reverse: bool = False
+) -> tuple[Any, mtd.TensorMap]:
     """(metatensor, metatensor-dask) maps of two blocks (keys ``k``, ``t``) with
-    ``layout``; samples ``(s, a)`` are in decreasing order so that sorting moves rows."""
+    ``layout``; samples ``(s, a)`` are in decreasing order so that sorting moves rows.
+    ``reverse`` reverses the chunks along every axis (another chunking, same shape)."""
+    if reverse:
+        layout = layout._replace(chunks=tuple(c[::-1] for c in layout.chunks))
     rng = np.random.default_rng(seed)
     n = len(layout.rows)
     order = np.arange(n)[::-1]
@@ -230,7 +236,7 @@ def _with_arrays(template: Any, arrays: Callable[[Any], tuple[Any, dict[str, Any
 def _spread_over_properties(tensor: Any, std: bool) -> Any:
     """var (or std) over all properties, from the definition:
     ``var = mean((x - mean(x))**2)``, ``d var = 2 mean((x - mean(x)) dx)``,
-    ``d std = d var / (2 std)``."""
+    ``d std = d var / (2 std)`` (0 where std is 0, as metatensor)."""
     template = metatensor.sum_over_properties(tensor, "p")
     inputs = {tuple(k): block for k, block in zip(tensor.keys, tensor.blocks(), strict=True)}
 
@@ -248,7 +254,14 @@ def _spread_over_properties(tensor: Any, std: bool) -> Any:
             d_var = 2 * (rows * np.asarray(gradient.values)).mean(axis=-1, keepdims=True)
             parents = np.sqrt(var)[np.asarray(gradient.samples.column("sample"))]
             parents = parents.reshape((*rows.shape[:-1], 1))
-            gradients[parameter] = d_var / (2 * parents) if std else d_var
+            # metatensor's convention: no gradient where std is 0 (a single property)
+            d_std = np.divide(
+                d_var,
+                2 * parents,
+                out=np.zeros_like(d_var),
+                where=np.broadcast_to(parents > 0, d_var.shape),
+            )
+            gradients[parameter] = d_std if std else d_var
         return (np.sqrt(var) if std else var), gradients
 
     return _with_arrays(template, arrays)
@@ -337,12 +350,12 @@ UPSTREAM_BUGS: list[tuple[set[str], set[str], Callable[[Any, Any], Any]]] = [
     ),
     # var/std over properties do not broadcast over components of length > 1
     (
-        {"one-sample", "empty-chunks"},
+        {"one-sample", "empty-chunks", "split-length-1"},
         {"var_over_properties"},
         lambda a, b: _spread_over_properties(a, False),
     ),
     (
-        {"one-sample", "empty-chunks"},
+        {"one-sample", "empty-chunks", "split-length-1"},
         {"std_over_properties"},
         lambda a, b: _spread_over_properties(b, True),
     ),
@@ -431,8 +444,18 @@ def _compare(ours: Any, theirs: Any, tolerant: bool) -> None:
 @pytest.fixture(scope="module", params=list(LAYOUTS))
 def pair(request: pytest.FixtureRequest) -> tuple[str, tuple, tuple]:
     layout = LAYOUTS[request.param]
-    (a_theirs, a_ours), (b_theirs, b_ours) = _maps(layout, 0), _maps(layout, 1, positive=True)
+    (a_theirs, a_ours), (b_theirs, b_ours) = _maps(layout, 0), _maps(layout, 1, True, True)
     return request.param, (a_ours, b_ours), (a_theirs, b_theirs)
+
+
+def test_soundness_check_sees_chunks_of_the_wrong_shape():
+    values = da.from_array(np.ones((3, 1)), chunks=((1, 2), (0, 1)))
+    wrong = mtd.TensorMap(
+        mtd.Labels.range("k", 1),
+        [mtd.TensorBlock(values + 1.0, mtd.Labels.range("s", 3), [], mtd.Labels.range("p", 1))],
+    )
+    with pytest.raises(AssertionError):
+        assert_arrays_are_sound(wrong)
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
