@@ -151,6 +151,15 @@ def _moved(module: Any, tensor: Any, name: str, dimension: str) -> Any:
     return getattr(tensor, name)(dimension)
 
 
+def _square(module: Any, tensor: Any) -> Any:
+    """The first ``len(properties)`` samples of each block, without gradients, so
+    that blocks without components are square (for ``solve``)."""
+    tensor = module.remove_gradients(tensor)
+    block = tensor.block(0)
+    first = np.asarray(block.samples.values)[: len(block.properties)]
+    return module.slice(tensor, "samples", module.Labels(block.samples.names, first))
+
+
 # name -> f(module, a, b) with a, b maps of the same layout (b strictly positive)
 OPERATIONS: dict[str, Callable[[Any, Any, Any], Any]] = {
     "add": lambda m, a, b: m.add(a, b),
@@ -189,6 +198,10 @@ OPERATIONS: dict[str, Callable[[Any, Any, Any], Any]] = {
     "sort": lambda m, a, b: m.sort(a),
     "sort-samples-descending": lambda m, a, b: m.sort(a, "samples", descending=True),
     "remove_gradients": lambda m, a, b: m.remove_gradients(a),
+    "zeros_like": lambda m, a, b: m.zeros_like(a),
+    "ones_like": lambda m, a, b: m.ones_like(a, gradients=[]),
+    "drop_empty_blocks": lambda m, a, b: m.drop_empty_blocks(a),
+    "solve": lambda m, a, b: m.solve(_square(m, b), _square(m, a)),
     "append_dimension": lambda m, a, b: m.append_dimension(a, "samples", "new", 3),
     "insert_dimension": lambda m, a, b: m.insert_dimension(a, "properties", 0, "new", 1),
     "permute_dimensions": lambda m, a, b: m.permute_dimensions(a, "samples", [1, 0]),
@@ -415,20 +428,25 @@ def _arrays(tensor: mtd.TensorMap) -> list[Any]:
     return arrays
 
 
+def assert_array_is_sound(array: Any) -> None:
+    """``array`` has one task per chunk, and each task gives an array of the declared
+    chunk shape (so the assembled array has the declared shape)."""
+    assert isinstance(array, da.Array)
+    keys = list(flatten(array.__dask_keys__()))
+    graph = dict(array.__dask_graph__())
+    assert len(keys) == int(np.prod(array.numblocks)), "missing chunks"
+    assert all(key in graph for key in keys), "missing tasks"
+    chunks = dask.get(graph, keys)
+    for key, chunk in zip(keys, chunks, strict=True):
+        expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
+        assert np.shape(chunk) == expected, (key, np.shape(chunk), expected)
+    assert np.shape(array.compute()) == array.shape
+
+
 def assert_arrays_are_sound(tensor: mtd.TensorMap) -> None:
-    """Every output array has one task per chunk, and each task gives an array of the
-    declared chunk shape (so the assembled array has the declared shape)."""
+    """Every values and gradient array of ``tensor`` is sound (see above)."""
     for array in _arrays(tensor):
-        assert isinstance(array, da.Array)
-        keys = list(flatten(array.__dask_keys__()))
-        graph = dict(array.__dask_graph__())
-        assert len(keys) == int(np.prod(array.numblocks)), "missing chunks"
-        assert all(key in graph for key in keys), "missing tasks"
-        chunks = dask.get(graph, keys)
-        for key, chunk in zip(keys, chunks, strict=True):
-            expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
-            assert np.shape(chunk) == expected, (key, np.shape(chunk), expected)
-        assert np.shape(array.compute()) == array.shape
+        assert_array_is_sound(array)
 
 
 def _compare(ours: Any, theirs: Any, tolerant: bool) -> None:
@@ -491,11 +509,25 @@ QUERIES: dict[str, Callable[[Any, Any, Any], Any]] = {
     "allclose-self": lambda m, a, b: m.allclose(a, a),
     "allclose-other": lambda m, a, b: m.allclose(a, b),
     "equal_metadata": lambda m, a, b: m.equal_metadata(a, b),
+    "is_contiguous": lambda m, a, b: m.is_contiguous(m.make_contiguous(a)),
     "one_hot": lambda m, a, b: m.one_hot(
         a.block(0).samples,
         _labels(m, ["s"], [[0], [1], [2], [3]]),
     ),
 }
+
+
+def test_fancy_indexing_of_values(pair):
+    """The tutorial's ``values[gradient.samples["sample"], None, :]``, and a reversed
+    selection of rows, over empty and length-1 chunks."""
+    _, (ours, _), (theirs, _) = pair
+    for mine, other in zip(ours.blocks(), theirs.blocks(), strict=True):
+        rows = np.asarray(other.gradient("positions").samples.column("sample"))
+        reversed_rows = np.arange(len(other.samples))[::-1]
+        for index in [(rows, None, slice(None)), (reversed_rows,), (rows,)]:
+            result = mine.values[index]
+            assert_array_is_sound(result)
+            np.testing.assert_array_equal(result.compute(), np.asarray(other.values)[index])
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
