@@ -34,6 +34,8 @@ class Layout(NamedTuple):
     components: list[int]
     properties: int
     chunks: tuple[tuple[int, ...], ...]
+    # the second block's gradient rows per sample and sample chunks, when they differ
+    second: tuple[list[int], tuple[int, ...]] | None = None
 
 
 LAYOUTS = {
@@ -47,6 +49,7 @@ LAYOUTS = {
     "empty-chunks": Layout([2, 0, 1, 1, 2, 1], [2], 3, ((0, 1, 2, 0, 3), (1, 1), (0, 3))),
     "length-1-chunks": Layout([1, 2, 1], [1], 1, ((1, 1, 1), (1,), (1,))),
     "split-length-1": Layout([1, 0, 2], [1, 2], 1, ((0, 3), (1, 0), (2,), (0, 1, 0))),
+    "empty-and-full": Layout([], [2], 2, ((0, 0), (2,), (1, 1)), ([1, 3, 0], (1, 0, 2))),
 }
 
 
@@ -64,20 +67,21 @@ def _maps(
     if reverse:
         layout = layout._replace(chunks=tuple(c[::-1] for c in layout.chunks))
     rng = np.random.default_rng(seed)
-    n = len(layout.rows)
-    order = np.arange(n)[::-1]
-    sample_values = np.stack([order // 2, order % 2], axis=1).astype(np.int32)
-    gradient_samples = np.array(
-        [
-            (s, *sample_values[s][:1], r)
-            for s, count in enumerate(layout.rows)
-            for r in range(count)
-        ],
-        dtype=np.int32,
-    ).reshape(-1, 3)
     shape = (*layout.components, layout.properties)
     theirs, ours = [], []
-    for _ in range(2):
+    for index in range(2):
+        if index and layout.second:
+            rows, row_chunks = layout.second
+            chunks = (row_chunks[::-1] if reverse else row_chunks, *layout.chunks[1:])
+        else:
+            rows, chunks = layout.rows, layout.chunks
+        n = len(rows)
+        order = np.arange(n)[::-1]
+        sample_values = np.stack([order // 2, order % 2], axis=1).astype(np.int32)
+        gradient_samples = np.array(
+            [(s, *sample_values[s][:1], r) for s, count in enumerate(rows) for r in range(count)],
+            dtype=np.int32,
+        ).reshape(-1, 3)
         values = rng.random((n, *shape)) + (0.5 if positive else -0.5)
         gradient = rng.random((len(gradient_samples), 3, *shape)) - 0.5
         parts = []
@@ -91,9 +95,9 @@ def _maps(
             )
             xyz = module.Labels(["xyz"], np.arange(3, dtype=np.int32).reshape(-1, 1))
             if module is mtd:
-                block_values = da.from_array(values, chunks=layout.chunks)
+                block_values = da.from_array(values, chunks=chunks)
                 gradient_values = da.from_array(
-                    gradient, chunks=(_split(len(gradient)), (1, 2), *layout.chunks[1:])
+                    gradient, chunks=(_split(len(gradient)), (1, 2), *chunks[1:])
                 )
             else:
                 block_values, gradient_values = values, gradient
@@ -299,6 +303,7 @@ def _sorted_samples(tensor: Any, descending: bool = False) -> Any:
             rows = np.asarray(gradient.samples.values).copy()
             rows[:, 0] = renumbered[rows[:, 0]]
             by_row = np.lexsort(rows.T[::-1])
+            by_row = by_row[::-1] if descending else by_row  # as metatensor
             new.add_gradient(
                 parameter,
                 metatensor.TensorBlock(
@@ -345,23 +350,24 @@ def _empty_weights(x: Any, y: Any) -> Any:
 UPSTREAM_BUGS: list[tuple[set[str], set[str], Callable[[Any, Any], Any]]] = [
     # sort: IndexError on blocks or gradients without rows, or without properties
     (
-        {"zero-samples", "one-sample-no-rows", "gradient-zero-rows", "zero-properties"},
+        {"zero-samples", "one-sample-no-rows", "gradient-zero-rows", "zero-properties"}
+        | {"empty-and-full"},
         {"sort"},
         lambda a, b: _sorted_samples(a),
     ),
     (
-        {"zero-samples", "one-sample-no-rows", "gradient-zero-rows"},
+        {"zero-samples", "one-sample-no-rows", "gradient-zero-rows", "empty-and-full"},
         {"sort-samples-descending"},
         lambda a, b: _sorted_samples(a, descending=True),
     ),
     # var/std over properties do not broadcast over components of length > 1
     (
-        {"one-sample", "empty-chunks", "split-length-1"},
+        {"one-sample", "empty-chunks", "split-length-1", "empty-and-full"},
         {"var_over_properties"},
         lambda a, b: _spread_over_properties(a, False),
     ),
     (
-        {"one-sample", "empty-chunks", "split-length-1"},
+        {"one-sample", "empty-chunks", "split-length-1", "empty-and-full"},
         {"std_over_properties"},
         lambda a, b: _spread_over_properties(b, True),
     ),
@@ -533,6 +539,7 @@ def test_query_matches_metatensor(pair, name):
         ("var_over_properties", lambda a: _spread_over_properties(a, False)),
         ("std_over_properties", lambda a: _spread_over_properties(a, True)),
         ("sort", _sorted_samples),
+        ("sort-samples-descending", lambda a: _sorted_samples(a, descending=True)),
     ],
 )
 def test_math_oracles_agree_with_metatensor_where_it_works(name, oracle):
