@@ -212,6 +212,14 @@ OPERATIONS: dict[str, Callable[[Any, Any, Any], Any]] = {
     "remove_dimension": lambda m, a, b: m.remove_dimension(a, "keys", "k"),
     "rename_dimension": lambda m, a, b: m.rename_dimension(a, "properties", "p", "q"),
     "drop_blocks": lambda m, a, b: m.drop_blocks(a, _labels(m, ["t"], [[0]])),
+    "filter_blocks": lambda m, a, b: m.filter_blocks(a, _labels(m, ["t"], [[1]])),
+    "detach": lambda m, a, b: m.detach(a),
+    "join-union": lambda m, a, b: m.join(
+        [a, m.drop_blocks(b, _labels(m, ["t"], [[0]]))],
+        "samples",
+        different_keys="union",
+        add_dimension="tensor",
+    ),
     "make_contiguous": lambda m, a, b: m.make_contiguous(a),
     "lstsq": lambda m, a, b: m.lstsq(a, b, rcond=1e-10),
     "lstsq-no-gradients": lambda m, a, b: m.lstsq(
