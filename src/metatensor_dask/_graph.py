@@ -220,11 +220,25 @@ class BlockValues(da.Array):
     item: Any
 
     def __getitem__(self, index: Any) -> Any:
+        array = _without_empty_chunks(self) if _has_integer_array(index) else self
         split = _split_new_axes(index)
         if split is None:
-            return super().__getitem__(index)
+            return da.Array.__getitem__(array, index)
         first, second = split
-        return super().__getitem__(first)[second]
+        return da.Array.__getitem__(array, first)[second]
+
+
+def _has_integer_array(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(_is_integer_array(item) for item in items)
+
+
+def _without_empty_chunks(array: da.Array) -> da.Array:
+    """``array`` without its empty chunks: dask 2026.8 fails to index an axis of more
+    chunks than entries (``(0, 1)``) with an integer array (``range() arg 3 must not be
+    zero``). Only the chunk boundaries change, no data moves."""
+    chunks = tuple(tuple(c for c in axis if c) or (0,) for axis in array.chunks)
+    return array if chunks == array.chunks else array.rechunk(chunks)
 
 
 def block_values(array: Any) -> Any:

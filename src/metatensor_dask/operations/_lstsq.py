@@ -31,8 +31,8 @@ def stacked_equations(X: TensorBlock, Y: TensorBlock) -> tuple[list, list]:
 
 
 def _flat_rows(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
-    n_properties = arrays[0].shape[-1]
-    flat = [a.reshape(-1, n_properties) for a in arrays]
+    # explicit row counts: ``reshape(-1, 0)`` is ambiguous for blocks without properties
+    flat = [a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) for a in arrays]
     return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=0)
 
 
