@@ -49,6 +49,7 @@ __all__ = [
     "held_chunk",
     "item_array",
     "item_of",
+    "layer_tasks",
     "optimize_flat",
     "ref",
     "task",
@@ -218,6 +219,11 @@ def group_layer(tasks: dict[Any, Any]) -> Any:
     """The graph of a group of tiny blocks: its task and everything it needs, shared
     by the arrays of its items (see :func:`item_array`)."""
     return MaterializedLayer(tasks)
+
+
+def layer_tasks(layer: Any) -> dict[Any, Any]:
+    """The tasks of a group's graph (from :func:`group_layer`), as a dictionary."""
+    return ensure_dict(layer)
 
 
 def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> Any:

@@ -170,6 +170,12 @@ class TensorBlock(ArrayContainer):
             "Create a new TensorBlock with the new values instead."
         )
 
+    def _held_values(self) -> Any:
+        """The values as held: a dask or numpy array, or a
+        :class:`~metatensor_dask._collection.GroupItem` (whose dask array :attr:`values`
+        makes), for operations that read a group's result directly."""
+        return self._values
+
     @property
     def samples(self) -> Labels:
         """Labels of the first axis (read from the store on first use for stored blocks)."""

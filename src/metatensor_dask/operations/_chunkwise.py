@@ -38,7 +38,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -55,7 +54,6 @@ from ._manipulation_utils import as_dask
 
 __all__ = [
     "combine_rows",
-    "compare_pairs",
     "elementwise",
     "gradient_rows",
     "is_lazy",
@@ -356,52 +354,3 @@ def gradient_rows(
             )
     chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
     return _new_array(prefix, token, layer, inputs, chunks, dtype)
-
-
-def _all_true(*results: bool) -> list[bool]:
-    return list(results)
-
-
-def _compare_chunks(func: Callable, kwargs: dict, *pair: np.ndarray) -> bool:
-    return bool(func(*pair, **kwargs))
-
-
-def compare_pairs(
-    func: Callable, pairs: Sequence[tuple[Any, Any]], kwargs: dict[str, Any] | None = None
-) -> list[bool]:
-    """For each pair of same-shaped arrays, whether ``func(chunk_a, chunk_b, **kwargs)``
-    holds for every pair of aligned chunks; everything is computed in one
-    ``dask.compute`` call (none when all arrays are numpy)."""
-    kwargs = dict(kwargs or {})
-    results: list[bool] = []
-    pending: list[tuple[int, int]] = []  # (position in results, number of chunk tasks)
-    layer: dict = {}
-    dependencies: list[da.Array] = []
-    refs: list[Any] = []
-    name = f"compare-{_token(func, [], sorted(kwargs.items()), len(pairs))}"
-    for a, b in pairs:
-        if not is_lazy(a) and not is_lazy(b):
-            results.append(bool(func(a, b, **kwargs)))
-            continue
-        a, b = as_dask(a), as_dask(b)
-        if b.chunks != a.chunks:
-            b = b.rechunk(a.chunks)
-        dependencies += [a, b]
-        for index in np.ndindex(*a.numblocks):
-            key = (name, a.name, b.name, *index)
-            layer[key] = task(
-                key, _compare_chunks, func, kwargs, chunk_ref(a, *index), chunk_ref(b, *index)
-            )
-            refs.append(_graph.ref(key))
-        pending.append((len(results), int(np.prod(a.numblocks))))
-        results.append(True)
-    if not pending:
-        return results
-    layer[name] = task(name, _all_true, *refs)
-    # one flat graph: culling a graph of one layer per array is quadratic in the arrays
-    (computed,) = dask.compute(_graph.flat_delayed(name, layer, dependencies))
-    start = 0
-    for position, count in pending:
-        results[position] = all(computed[start : start + count])
-        start += count
-    return results
