@@ -274,6 +274,7 @@ class TensorBlock(ArrayContainer):
                 f"block values have dtype '{short_dtype(self.dtype)}'"
             )
         self._gradients[parameter] = gradient._attached((*self._gradient_path, parameter))
+        self._forget()
 
     @property
     def row_pointer(self) -> np.ndarray | None:
@@ -407,13 +408,16 @@ class TensorBlock(ArrayContainer):
         block._is_view = self._is_view
         return block
 
-    def _metadata_token(self) -> Any:
-        return (
-            self._samples._token(),
-            [c.digest() for c in self._components],
-            self._properties.digest(),
-            [(p, g._metadata_token()) for p, g in self._gradients.items()],
-        )
+    def _feed_metadata(self, hasher: Any) -> None:
+        hasher.update(repr(self._samples._token()).encode())
+        hasher.update(f"|{len(self._components)}|".encode())
+        for component in self._components:
+            hasher.update(component.digest().encode())
+        hasher.update(self._properties.digest().encode())
+        hasher.update(f"|{len(self._gradients)}|".encode())
+        for parameter, gradient in self._gradients.items():
+            hasher.update(f"{parameter!r}".encode())
+            gradient._feed_metadata(hasher)
 
     # -- text and comparisons ----------------------------------------------------------
 
