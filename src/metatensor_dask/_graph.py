@@ -108,6 +108,16 @@ def held_chunk(array: da.Array) -> np.ndarray | None:
     blocks built from memory, a graph node per block array costs dask more (ordering,
     scheduling, culling) than the arithmetic.
     """
+    if not isinstance(array, BlockValues):
+        return _held_chunk(array)
+    try:
+        return array.held
+    except AttributeError:  # not looked for yet (the array is immutable)
+        array.held = _held_chunk(array)
+        return array.held
+
+
+def _held_chunk(array: da.Array) -> np.ndarray | None:
     layers = getattr(array.dask, "layers", None)
     if layers is None or len(layers) != 1:
         return None
@@ -256,9 +266,10 @@ class BlockValues(da.Array):
     dask unchanged.
     """
 
-    __slots__ = ("group", "item")
+    __slots__ = ("group", "held", "item")
     item: Any
     group: tuple[str, Any] | None
+    held: np.ndarray | None
 
     def __getitem__(self, index: Any) -> Any:
         split = _split_new_axes(index)

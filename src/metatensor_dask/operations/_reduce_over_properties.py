@@ -113,6 +113,24 @@ def _reduced_gradient(
     return _gradient_function(_Groups(group, n_groups), reduction)(gradient, values[column])
 
 
+class _SharedGroups:
+    """:func:`reduction_groups` of the properties for one reduction, done once per
+    distinct Labels (told apart by their digest): the blocks of a map usually share
+    their properties, and on maps of many tiny blocks this costs more than the sums."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self._groups: dict[str, tuple[Labels, np.ndarray]] = {}
+
+    def __call__(self, properties: Labels) -> tuple[Labels, np.ndarray]:
+        key = properties.digest()
+        if key not in self._groups:
+            reduced, group = reduction_groups(properties, self.names)
+            group.flags.writeable = False  # shared by the blocks with these properties
+            self._groups[key] = (reduced, group)
+        return self._groups[key]
+
+
 def _grouped_block(
     groups: TinyGroups, block: TensorBlock, properties: Labels, group: np.ndarray, reduction: str
 ) -> TensorBlock:
@@ -142,9 +160,9 @@ def _grouped_block(
     return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
 
 
-def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str) -> TensorBlock:
+def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    properties, group = reduction_groups(block.properties, property_names)
+    properties, group = shared(block.properties)
     if len(block.properties) == 0:
         gradients = {
             p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
@@ -192,14 +210,14 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
 
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = checked_names(property_names, tensor.property_names, "property")
-    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
+    shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))
+    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 
 def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = checked_names(property_names, block.properties.names, "property")
-    return _reduce_block(block, names, reduction)
+    shared = _SharedGroups(checked_names(property_names, block.properties.names, "property"))
+    return _reduce_block(block, shared, reduction)
 
 
 def _documented(kind: str, rule: str):

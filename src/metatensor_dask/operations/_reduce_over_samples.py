@@ -8,6 +8,8 @@ loaded whole, and gradients follow the same path as their values.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import dask.array as da
 import numpy as np
 
@@ -142,25 +144,73 @@ def _reduced_gradient(
     return _std_gradient(centered, std, merged_group, merged_counts.astype(gradient.dtype))
 
 
-def _merged_rows(gradient: TensorBlock, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, Labels]:
-    """The gradient rows renumbered to their group, with the same entries merged: the
-    merged rows, the merged row of each row, and the merged samples."""
-    renumbered = gradient.samples.values.copy()
-    renumbered[:, 0] = group[renumbered[:, 0]]
-    merged, merged_index = unique_rows(renumbered)
-    return merged, merged_index, Labels._trusted(gradient.samples.names, merged)
+class _Merged(NamedTuple):
+    """A gradient's rows renumbered to their group, the same entries merged."""
+
+    samples: Labels  # the merged samples
+    index: np.ndarray  # the merged row of each row
+    group: np.ndarray  # the output sample of each merged row (int64)
+    column: np.ndarray  # the gradient's "sample" column (int64)
+    pointer: np.ndarray  # the merged rows' row pointer over the output samples
+
+
+class _SharedLabels:
+    """The label arithmetic of one reduction, done once per distinct Labels.
+
+    Blocks often share their samples (a ``.mts`` file stores identical Labels once, and
+    the blocks of a map of many small structures have the same atoms), and on maps of
+    many tiny blocks this arithmetic costs more than the sums. Labels are told apart
+    by their digest.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self._groups: dict[str, tuple[Labels, np.ndarray, np.ndarray]] = {}
+        self._merged: dict[tuple[str, str], _Merged] = {}
+
+    def groups(self, samples: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
+        """The output samples, the group (output sample) of each sample, and the number
+        of samples in each group."""
+        key = samples.digest()
+        if key not in self._groups:
+            reduced, group = reduction_groups(samples, self.names)
+            counts = np.bincount(group, minlength=len(reduced))
+            self._groups[key] = (reduced, _frozen(group), _frozen(counts))
+        return self._groups[key]
+
+    def merged(self, gradient: TensorBlock, samples: Labels) -> _Merged:
+        """The rows of ``gradient`` (of a block with ``samples``) merged by group."""
+        key = (gradient.samples.digest(), samples.digest())
+        if key not in self._merged:
+            reduced, group, _ = self.groups(samples)
+            renumbered = gradient.samples.values.copy()
+            renumbered[:, 0] = group[renumbered[:, 0]]
+            merged, index = unique_rows(renumbered)
+            merged_group = merged[:, 0].astype(np.int64)
+            pointer = row_pointer(merged_group, len(reduced))
+            assert pointer is not None, "unique_rows sorts the merged rows by their first column"
+            self._merged[key] = _Merged(
+                Labels._trusted(gradient.samples.names, merged),
+                _frozen(index),
+                _frozen(merged_group),
+                _frozen(gradient.samples.column("sample").astype(np.int64)),
+                _frozen(pointer),
+            )
+        return self._merged[key]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array``, read-only (it is shared by the blocks with the same Labels)."""
+    array.flags.writeable = False
+    return array
 
 
 def _grouped_block(
-    groups: TinyGroups,
-    block: TensorBlock,
-    samples: Labels,
-    group: np.ndarray,
-    reduction: str,
+    groups: TinyGroups, block: TensorBlock, shared: _SharedLabels, reduction: str
 ) -> TensorBlock:
     """The reduction of a tiny single-chunk block as calls run by the tasks of
     ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
-    counts = np.bincount(group, minlength=len(samples))
+    samples, group, counts = shared.groups(block.samples)
     values = block.values
     shape = (len(samples), *single_chunk_shape(values)[1:])
     result = groups.record(
@@ -176,27 +226,24 @@ def _grouped_block(
         if len(gradient.samples) == 0:
             gradients[parameter] = gradient
             continue
-        merged, merged_index, merged_samples = _merged_rows(gradient, group)
-        column = gradient.samples.column("sample").astype(np.int64)
-        merged_group = merged[:, 0].astype(np.int64)
+        merged = shared.merged(gradient, block.samples)
         new = groups.record(
             f"{reduction}-over-samples-gradient",
             _reduced_gradient,
             [values, gradient.values],
-            (group, counts, column, merged_index, merged_group, reduction),
-            (len(merged), *single_chunk_shape(gradient.values)[1:]),
+            (group, counts, merged.column, merged.index, merged.group, reduction),
+            (len(merged.samples), *single_chunk_shape(gradient.values)[1:]),
             reduction_dtype(gradient.values.dtype, reduction),
         )
-        pointer = row_pointer(merged_group, len(samples))
         gradients[parameter] = TensorBlock._trusted(
-            new, merged_samples, gradient.components, block.properties, row_pointer=pointer
+            new, merged.samples, gradient.components, block.properties, row_pointer=merged.pointer
         )
     return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
 
 
-def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -> TensorBlock:
+def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    samples, group = reduction_groups(block.samples, sample_names)
+    samples, group, counts = shared.groups(block.samples)
     if len(block.samples) == 0:
         return TensorBlock._trusted(
             block.values,
@@ -207,9 +254,8 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         )
     groups = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
     if groups is not None:
-        return _grouped_block(groups, block, samples, group, reduction)
+        return _grouped_block(groups, block, shared, reduction)
     n_groups = len(samples)
-    counts = np.bincount(group, minlength=n_groups)
 
     values = rows_only(as_dask(block.values))
     shape = (n_groups, *values.shape[1:])
@@ -240,12 +286,11 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         if len(gradient.samples) == 0:
             gradients[parameter] = gradient
             continue
-        merged, merged_index, merged_samples = _merged_rows(gradient, group)
-        pointer = row_pointer(merged[:, 0], n_groups)
-        assert pointer is not None, "unique_rows sorts the merged samples by their first column"
+        merged = shared.merged(gradient, block.samples)
+        merged_index, merged_samples, pointer = merged.index, merged.samples, merged.pointer
         gradient_chunks = gradient_row_chunks(pointer, chunks)
-        merged_counts = counts[merged[:, 0]]
-        gradient_shape = (len(merged), *gradient.shape[1:])
+        merged_counts = counts[merged.group]
+        gradient_shape = (len(merged_samples), *gradient.shape[1:])
         if reduction in ("sum", "mean"):
             rows = rows_only(as_dask(gradient.values))
             summed = segment_sum(
@@ -254,7 +299,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             new = summed if reduction == "sum" else _divided_by_counts(summed, merged_counts)
         else:
             rows, at_rows = values_at_gradient_rows(block, parameter)
-            column = gradient.samples.column("sample")
+            column = merged.column
             if rows.chunks[0] != at_rows.chunks[0]:
                 at_rows = at_rows.rechunk({0: rows.chunks[0]})
             centered = segment_sum(
@@ -271,7 +316,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
                 new = _divided_by_counts(centered, merged_counts, scale=2.0)
             else:
                 local_group = da.from_array(
-                    _local(merged[:, 0].astype(np.int64), chunks), chunks=(gradient_chunks,)
+                    _local(merged.group, chunks), chunks=(gradient_chunks,)
                 )
                 count_rows = da.from_array(
                     merged_counts.astype(rows.dtype), chunks=(gradient_chunks,)
@@ -301,14 +346,14 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
 
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = checked_names(sample_names, tensor.sample_names, "sample")
-    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
+    shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))
+    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 
 def _reduce_one(block: TensorBlock, sample_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = checked_names(sample_names, block.samples.names, "sample")
-    return _reduce_block(block, names, reduction)
+    shared = _SharedLabels(checked_names(sample_names, block.samples.names, "sample"))
+    return _reduce_block(block, shared, reduction)
 
 
 def _documented(kind: str, rule: str):
