@@ -189,9 +189,7 @@ def _reduced_gradient(
     if reduction == "var":
         return 2 * centered / _as_rows(merged_counts, centered)
     std = _reduced_values(values, grouping, "std")
-    return _std_gradient(
-        centered, std, merged.merged_group, merged_counts.astype(gradient.dtype)
-    )
+    return _std_gradient(centered, std, merged.merged_group, merged_counts.astype(gradient.dtype))
 
 
 class _Merged(NamedTuple):
