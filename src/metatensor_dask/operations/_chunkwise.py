@@ -101,22 +101,23 @@ def _task_name(func: Callable) -> str:
     return getattr(func, "__name__", "op").strip("_").replace("_", "-")
 
 
-def _trailing_shape(array: Any) -> tuple[int, ...]:
-    # from the chunks of a dask array: ``.shape`` costs more than the rest here
-    if is_lazy(array):
-        return tuple(int(sum(c)) for c in array.chunks[1:])
-    return tuple(int(n) for n in array.shape[1:])
-
-
 @functools.lru_cache(maxsize=512)
 def _cached_dtype(func: Callable, specs: tuple, constants: tuple) -> np.dtype:
-    arrays = [np.zeros((0, *tail), dtype) for dtype, tail in specs]
+    # a trailing axis is a size, or the chunks of a dask array along it
+    arrays = [
+        np.zeros((0, *(n if isinstance(n, int) else sum(n) for n in tail)), dtype)
+        for dtype, tail in specs
+    ]
     return np.asarray(func(*arrays, *constants)).dtype
 
 
 def result_dtype(func: Callable, arrays: Sequence[Any], constants: tuple = ()) -> np.dtype:
     """The dtype of ``func(*arrays, *constants)``, found on empty arrays (cached)."""
-    specs = tuple((np.dtype(a.dtype), _trailing_shape(a)) for a in arrays)
+    # a dask array's trailing shape as its chunks: adding them up costs more than the
+    # rest on maps of many tiny blocks
+    specs = tuple(
+        (a.dtype, a.chunks[1:] if isinstance(a, da.Array) else a.shape[1:]) for a in arrays
+    )
     return _cached_dtype(func, specs, constants)
 
 
@@ -245,6 +246,17 @@ def _with_stored_index(*arguments: Any) -> Any:
     return kernel(*chunks, index, *constants)
 
 
+@functools.lru_cache(maxsize=256)
+def _rows_of_pointer(pointer: bytes) -> np.ndarray:
+    """The value row of each gradient row, from the bytes of an int64 row pointer
+    (read-only; blocks with the same pointer share it: maps of many tiny blocks often
+    have the same gradient structure in every block)."""
+    counts = np.diff(np.frombuffer(pointer, np.int64))
+    index = np.repeat(np.arange(len(counts)), counts)
+    index.flags.writeable = False
+    return index
+
+
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -288,7 +300,7 @@ def gradient_rows(
         if pointer is None:
             index = block.gradient(parameter).samples.column("sample").astype(np.int64)
         else:
-            index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
+            index = _rows_of_pointer(np.ascontiguousarray(pointer, np.int64).tobytes())
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
     values = [as_dask(v) for v in values]

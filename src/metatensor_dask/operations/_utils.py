@@ -297,8 +297,9 @@ def _pairwise_blocks(
     check_same_keys_raise(A, B, fname)
     blocks = []
     for block_a, block_b in zip(A.blocks(), blocks_by_key(A, B), strict=True):
-        check_blocks_raise(block_a, block_b, fname)
-        check_same_gradients_raise(block_a, block_b, fname)
+        if block_b is not block_a:  # (a block has its own metadata: `A op A`)
+            check_blocks_raise(block_a, block_b, fname)
+            check_same_gradients_raise(block_a, block_b, fname)
         blocks.append(function(block_a, block_b))
     return blocks
 
