@@ -251,7 +251,8 @@ def _rows_of_pointer(pointer: bytes) -> np.ndarray:
     """The value row of each gradient row, from the bytes of an int64 row pointer
     (read-only; blocks with the same pointer share it: maps of many tiny blocks often
     have the same gradient structure in every block)."""
-    counts = np.diff(np.frombuffer(pointer, np.int64))
+    starts = np.asarray(np.frombuffer(pointer, np.int64), dtype=np.int64)
+    counts = starts[1:] - starts[:-1]
     index = np.repeat(np.arange(len(counts)), counts)
     index.flags.writeable = False
     return index

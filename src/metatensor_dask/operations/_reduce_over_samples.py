@@ -196,7 +196,7 @@ class _Merged(NamedTuple):
     """A gradient's rows renumbered to their group, the same entries merged."""
 
     samples: Labels  # the merged samples
-    index: np.ndarray  # the merged row of each row
+    merged_rows: np.ndarray  # the merged row of each row
     pointer: np.ndarray  # the merged rows' row pointer over the output samples
     rows: _MergedRows  # what the grouped tasks need
 
@@ -334,7 +334,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
             gradients[parameter] = gradient
             continue
         merged = shared.merged(gradient, block.samples)
-        merged_index, merged_samples, pointer = merged.index, merged.samples, merged.pointer
+        merged_index, merged_samples, pointer = merged.merged_rows, merged.samples, merged.pointer
         gradient_chunks = gradient_row_chunks(pointer, chunks)
         merged_counts = counts[merged.rows.merged_group]
         gradient_shape = (len(merged_samples), *gradient.shape[1:])
