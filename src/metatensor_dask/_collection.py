@@ -126,10 +126,34 @@ def _request(arrays: list[Any]) -> tuple[list[Any], list[Any]]:
 
 class ArrayContainer(DaskMethodsMixin):
     """Mixin: subclasses define ``_raw_arrays()`` (dask or numpy arrays, or
-    :class:`GroupItem`), ``_with_arrays(arrays)`` and ``_metadata_token()``."""
+    :class:`GroupItem`), ``_with_arrays(arrays)`` and ``_feed_metadata(hasher)``.
+
+    What the dask protocol derives from the arrays (the keys to ask for, the graph, the
+    token) is made once per container and kept (``dask.compute`` asks for each several
+    times, and each walks every block): a subclass whose arrays or metadata change
+    calls :meth:`_forget`.
+    """
+
+    _derived: dict[str, Any] | None = None
 
     def _raw_arrays(self) -> list[Any]:
         raise NotImplementedError
+
+    def _forget(self) -> None:
+        """Drop what was derived from the arrays and metadata (they changed)."""
+        self._derived = None
+
+    def _once(self, name: str, make: Any) -> Any:
+        """``make()``, made once per container (see :meth:`_forget`)."""
+        if self._derived is None:
+            self._derived = {}
+        if name not in self._derived:
+            self._derived[name] = make()
+        return self._derived[name]
+
+    def _requested(self) -> tuple[list[Any], list[Any]]:
+        """:func:`_request` of the arrays, made once."""
+        return self._once("request", lambda: _request(self._raw_arrays()))
 
     def _arrays(self) -> list[Any]:
         """The arrays, as dask (or numpy) arrays."""
@@ -153,12 +177,16 @@ class ArrayContainer(DaskMethodsMixin):
             array.npartitions if isinstance(array, da.Array) else 1 for array in self._raw_arrays()
         )
 
-    def _metadata_token(self) -> Any:
+    def _feed_metadata(self, hasher: Any) -> None:
+        """Feed what identifies the metadata to ``hasher`` (for the dask token)."""
         raise NotImplementedError
 
     def __dask_graph__(self) -> Any:
+        return self._once("graph", self._graph)
+
+    def _graph(self) -> Any:
         arrays, groups = [], {}
-        for kind, _, array in _request(self._raw_arrays())[1]:
+        for kind, _, array in self._requested()[1]:
             if kind == "item":
                 groups[array.group_key] = array.layer
             elif kind == "array":
@@ -170,12 +198,12 @@ class ArrayContainer(DaskMethodsMixin):
         # (None) are not part of the computed container
         from .io._mts_integrity import member_checks
 
-        raw = self._raw_arrays()
-        return _request(raw)[0] + member_checks(raw)
+        keys = self._once("keys", lambda: self._requested()[0] + member_checks(self._raw_arrays()))
+        return list(keys)
 
     def __dask_layers__(self) -> tuple[str, ...]:
         layers: dict[str, None] = {}
-        for kind, _, array in _request(self._raw_arrays())[1]:
+        for kind, _, array in self._requested()[1]:
             if kind == "item":
                 layers[array.group_key] = None
             elif kind == "array":
@@ -183,14 +211,17 @@ class ArrayContainer(DaskMethodsMixin):
         return tuple(layers)
 
     def __dask_tokenize__(self) -> Any:
-        # one digest: dask's tokenizer walks nested containers item by item, which costs
-        # seconds on the metadata of 10,000 blocks
+        return (type(self).__name__, self._once("token", self._token))
+
+    def _token(self) -> str:
+        # one digest, fed piece by piece: dask's tokenizer walks nested containers item
+        # by item, which costs seconds on the metadata of 10,000 blocks
         hasher = hashlib.blake2b(digest_size=16)
-        hasher.update(repr(self._metadata_token()).encode())
+        self._feed_metadata(hasher)
         for array in self._raw_arrays():
             hasher.update(_array_token(array).encode())
             hasher.update(b"\0")
-        return (type(self).__name__, hasher.hexdigest())
+        return hasher.hexdigest()
 
     @staticmethod
     def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -201,7 +232,7 @@ class ArrayContainer(DaskMethodsMixin):
 
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         plan: list[tuple[Any, ...]] = []
-        for kind, index, array in _request(self._raw_arrays())[1]:
+        for kind, index, array in self._requested()[1]:
             if kind == "item":
                 plan.append((index, _pick, (array.position,)))
             elif kind == "array":
@@ -216,7 +247,7 @@ class ArrayContainer(DaskMethodsMixin):
 
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         plan = []
-        for kind, _, array in _request(self._raw_arrays())[1]:
+        for kind, _, array in self._requested()[1]:
             if kind == "array":
                 keys = _graph.chunk_keys(array)
                 plan.append((kind, *array.__dask_postpersist__(), keys))

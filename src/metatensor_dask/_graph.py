@@ -28,7 +28,7 @@ import numpy as np
 from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-from dask.task_spec import Task, TaskRef
+from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
 from .errors import MetatensorDaskError
@@ -45,8 +45,11 @@ __all__ = [
     "flat_delayed",
     "flat_tasks",
     "group_layer",
+    "group_of",
+    "held_chunk",
     "item_array",
     "item_of",
+    "layer_tasks",
     "optimize_flat",
     "ref",
     "task",
@@ -90,8 +93,43 @@ def ref(key: Any) -> Any:
 
 
 def chunk_ref(array: da.Array, *index: int) -> Any:
-    """A reference to chunk ``index`` of ``array``, as an argument of :func:`task`."""
-    return TaskRef((array.name, *index))
+    """A reference to chunk ``index`` of ``array``, as an argument of :func:`task`; the
+    chunk itself when ``array`` is one chunk of data in memory (see :func:`held_chunk`),
+    so that the task needs no graph node of its own for it."""
+    held = held_chunk(array)
+    return TaskRef((array.name, *index)) if held is None else held
+
+
+def held_chunk(array: da.Array) -> np.ndarray | None:
+    """The numpy array that is the only chunk of ``array`` when its graph holds that
+    array itself (``dask.array.from_array`` of one chunk, a persisted array), else None.
+
+    Tasks take such a chunk as an argument instead of a reference: on maps of many tiny
+    blocks built from memory, a graph node per block array costs dask more (ordering,
+    scheduling, culling) than the arithmetic.
+    """
+    if not isinstance(array, BlockValues):
+        return _held_chunk(array)
+    try:
+        return array.held
+    except AttributeError:  # not looked for yet (the array is immutable)
+        array.held = _held_chunk(array)
+        return array.held
+
+
+def _held_chunk(array: da.Array) -> np.ndarray | None:
+    layers = getattr(array.dask, "layers", None)
+    if layers is None or len(layers) != 1:
+        return None
+    mapping = getattr(next(iter(layers.values())), "mapping", None)
+    if not isinstance(mapping, dict) or len(mapping) != 1:
+        return None
+    ((key, value),) = mapping.items()
+    if not isinstance(key, tuple) or key[0] != array.name:
+        return None
+    if isinstance(value, DataNode):
+        value = value.value
+    return value if type(value) is np.ndarray else None
 
 
 def chunk_keys(array: da.Array) -> list[Any]:
@@ -166,11 +204,18 @@ def flat_delayed(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any
 
 
 def flat_tasks(arrays: Iterable[da.Array]) -> dict[Any, Any]:
-    """All the tasks that ``arrays`` need, as one dictionary (each graph layer once)."""
+    """All the tasks that ``arrays`` need, as one dictionary (each graph layer once);
+    none for the arrays that :func:`chunk_ref` passes as data (:func:`held_chunk`)."""
     tasks: dict[Any, Any] = {}
     seen: set[str] = set()
     for array in arrays:
-        for name, layer in array.dask.layers.items():
+        if held_chunk(array) is not None:
+            continue
+        layers = dict(array.dask.layers)
+        group = group_of(array)
+        if group is not None:  # an item of a group (see `item_array`), read by later groups
+            layers.setdefault(*group)
+        for name, layer in layers.items():
             if name not in seen:
                 seen.add(name)
                 tasks.update(ensure_dict(layer))
@@ -184,6 +229,11 @@ def group_layer(tasks: dict[Any, Any]) -> Any:
     """The graph of a group of tiny blocks: its task and everything it needs, shared
     by the arrays of its items (see :func:`item_array`)."""
     return MaterializedLayer(tasks)
+
+
+def layer_tasks(layer: Any) -> dict[Any, Any]:
+    """The tasks of a group's graph (from :func:`group_layer`), as a dictionary."""
+    return ensure_dict(layer)
 
 
 def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> Any:
@@ -216,8 +266,10 @@ class BlockValues(da.Array):
     dask unchanged.
     """
 
-    __slots__ = ("item",)
+    __slots__ = ("group", "held", "item")
     item: Any
+    group: tuple[str, Any] | None
+    held: np.ndarray | None
 
     def __getitem__(self, index: Any) -> Any:
         array = _without_empty_chunks(self) if _has_integer_array(index) else self
@@ -254,6 +306,11 @@ def item_of(array: Any) -> Any:
     return getattr(array, "item", None) if isinstance(array, BlockValues) else None
 
 
+def group_of(array: Any) -> tuple[str, Any] | None:
+    """The group ``(key, layer)`` that :func:`item_array` made ``array`` from, else None."""
+    return getattr(array, "group", None) if isinstance(array, BlockValues) else None
+
+
 def item_array(
     name: str,
     func: Callable,
@@ -264,14 +321,20 @@ def item_array(
     item: Any = None,
 ) -> BlockValues:
     """A single-chunk array computed by ``func(*arguments)``, whose arguments refer to
-    the group ``group = (key, group_layer(...))``; ``item`` is remembered
-    (:func:`item_of`) so that later groups read the group's result instead."""
+    the group ``group = (key, group_layer(...))``; ``item`` and ``group`` are
+    remembered (:func:`item_of`, :func:`group_of`) so that later groups read the
+    group's result instead. The array's graph holds the group only when its task needs
+    it: dask's culling keeps every layer left once no key remains to look for."""
     group_key, layer = group
     key = (name, *((0,) * len(shape)))
-    layers = {name: {key: Task(key, func, *arguments)}, group_key: layer}
-    graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
+    own = Task(key, func, *arguments)
+    if own.dependencies:
+        layers = {name: {key: own}, group_key: layer}
+        graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
+    else:  # its inputs are data (see `chunk_ref`)
+        graph = HighLevelGraph({name: MaterializedLayer({key: own})}, {name: set()})
     array = _new_array(graph, name, tuple((n,) for n in shape), np.dtype(dtype))
-    array.item = item
+    array.item, array.group = item, group
     return array
 
 

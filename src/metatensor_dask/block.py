@@ -118,20 +118,28 @@ class TensorBlock(ArrayContainer):
         properties: Labels,
         gradients: dict[str, TensorBlock] | None = None,
         row_pointer: np.ndarray | None = None,
+        path: tuple[str, ...] = (),
     ) -> TensorBlock:
         """A block from parts already known to be consistent: no checks, no wrapping.
 
-        ``gradients`` are attached as they are (their paths are set here), and
-        ``row_pointer`` is this block's CSR row pointer over its parent's rows when it
-        is a gradient (see :func:`metatensor_dask._partition.row_pointer`).
+        ``gradients`` are attached as they are: a gradient made for its place (``path``
+        ``(parameter,)``, see below) is taken itself, any other block as a copy marked
+        as a gradient. ``row_pointer`` is this block's CSR row pointer over its parent's
+        rows when it is a gradient (see :func:`metatensor_dask._partition.row_pointer`),
+        and ``path`` its place when it is made to be the gradient of a new block
+        (``(parameter,)``): maps of many blocks then build each gradient once.
         """
         block = cls.__new__(cls)
         if row_pointer is not None and row_pointer.flags.writeable:
             row_pointer = row_pointer.view()
             row_pointer.flags.writeable = False
-        block._init(values, samples, list(components), properties, row_pointer=row_pointer)
+        block._init(
+            values, samples, list(components), properties, path=path, row_pointer=row_pointer
+        )
         for parameter, gradient in (gradients or {}).items():
-            block._gradients[parameter] = gradient._attached((parameter,))
+            if gradient._gradient_path != (parameter,):
+                gradient = gradient._attached((parameter,))
+            block._gradients[parameter] = gradient
         return block
 
     def _attached(self, path: tuple[str, ...]) -> TensorBlock:
@@ -169,6 +177,12 @@ class TensorBlock(ArrayContainer):
             "Direct assignment to `values` is not possible: dask arrays are immutable. "
             "Create a new TensorBlock with the new values instead."
         )
+
+    def _held_values(self) -> Any:
+        """The values as held: a dask or numpy array, or a
+        :class:`~metatensor_dask._collection.GroupItem` (whose dask array :attr:`values`
+        makes), for operations that read a group's result directly."""
+        return self._values
 
     @property
     def samples(self) -> Labels:
@@ -268,6 +282,7 @@ class TensorBlock(ArrayContainer):
                 f"block values have dtype '{short_dtype(self.dtype)}'"
             )
         self._gradients[parameter] = gradient._attached((*self._gradient_path, parameter))
+        self._forget()
 
     @property
     def row_pointer(self) -> np.ndarray | None:
@@ -381,7 +396,9 @@ class TensorBlock(ArrayContainer):
     def _array_count(self) -> int:
         return 1 + sum(g._array_count() for g in self._gradients.values())
 
-    def _with_arrays(self, arrays: list[Any]) -> TensorBlock:
+    def _with_arrays(self, arrays: list[Any], view: bool | None = None) -> TensorBlock:
+        """This block holding ``arrays`` (those of :meth:`_raw_arrays`, in order); a view
+        (inside a map) when ``view``, as this block when None."""
         block = TensorBlock.__new__(TensorBlock)
         gradients = {}
         start = 1
@@ -398,16 +415,19 @@ class TensorBlock(ArrayContainer):
             self._gradient_path,
             self._row_pointer,
         )
-        block._is_view = self._is_view
+        block._is_view = self._is_view if view is None else view
         return block
 
-    def _metadata_token(self) -> Any:
-        return (
-            self._samples._token(),
-            [c.digest() for c in self._components],
-            self._properties.digest(),
-            [(p, g._metadata_token()) for p, g in self._gradients.items()],
-        )
+    def _feed_metadata(self, hasher: Any) -> None:
+        hasher.update(repr(self._samples._token()).encode())
+        hasher.update(f"|{len(self._components)}|".encode())
+        for component in self._components:
+            hasher.update(component.digest().encode())
+        hasher.update(self._properties.digest().encode())
+        hasher.update(f"|{len(self._gradients)}|".encode())
+        for parameter, gradient in self._gradients.items():
+            hasher.update(f"{parameter!r}".encode())
+            gradient._feed_metadata(hasher)
 
     # -- text and comparisons ----------------------------------------------------------
 

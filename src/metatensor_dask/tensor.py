@@ -165,6 +165,7 @@ class TensorMap(ArrayContainer):
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("TensorMap info keys and values must be strings")
         self._info[key] = value
+        self._forget()
 
     def get_info(self, key: str) -> str | None:
         """A global metadata entry, or ``None``."""
@@ -352,7 +353,8 @@ class TensorMap(ArrayContainer):
     # -- dask collection --------------------------------------------------------------
 
     def _raw_arrays(self) -> list[Any]:
-        return [a for block in self._blocks for a in block._raw_arrays()]
+        arrays = self._once("arrays", lambda: [a for b in self._blocks for a in b._raw_arrays()])
+        return list(arrays)
 
     def _with_arrays(self, arrays: list[Any]) -> TensorMap:
         blocks, start = [], 0
@@ -362,12 +364,12 @@ class TensorMap(ArrayContainer):
             start += count
         return TensorMap._trusted(self._keys, blocks, self._info)
 
-    def _metadata_token(self) -> Any:
-        return (
-            self._keys.digest(),
-            sorted(self._info.items()),
-            [b._metadata_token() for b in self._blocks],
-        )
+    def _feed_metadata(self, hasher: Any) -> None:
+        hasher.update(self._keys.digest().encode())
+        hasher.update(repr(sorted(self._info.items())).encode())
+        hasher.update(f"|{len(self._blocks)}|".encode())
+        for block in self._blocks:
+            block._feed_metadata(hasher)
 
     # -- text ------------------------------------------------------------------------
 

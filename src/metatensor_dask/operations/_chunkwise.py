@@ -38,7 +38,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -55,7 +54,6 @@ from ._manipulation_utils import as_dask
 
 __all__ = [
     "combine_rows",
-    "compare_pairs",
     "elementwise",
     "gradient_rows",
     "is_lazy",
@@ -103,22 +101,23 @@ def _task_name(func: Callable) -> str:
     return getattr(func, "__name__", "op").strip("_").replace("_", "-")
 
 
-def _trailing_shape(array: Any) -> tuple[int, ...]:
-    # from the chunks of a dask array: ``.shape`` costs more than the rest here
-    if is_lazy(array):
-        return tuple(int(sum(c)) for c in array.chunks[1:])
-    return tuple(int(n) for n in array.shape[1:])
-
-
 @functools.lru_cache(maxsize=512)
 def _cached_dtype(func: Callable, specs: tuple, constants: tuple) -> np.dtype:
-    arrays = [np.zeros((0, *tail), dtype) for dtype, tail in specs]
+    # a trailing axis is a size, or the chunks of a dask array along it
+    arrays = [
+        np.zeros((0, *(n if isinstance(n, int) else sum(n) for n in tail)), dtype)
+        for dtype, tail in specs
+    ]
     return np.asarray(func(*arrays, *constants)).dtype
 
 
 def result_dtype(func: Callable, arrays: Sequence[Any], constants: tuple = ()) -> np.dtype:
     """The dtype of ``func(*arrays, *constants)``, found on empty arrays (cached)."""
-    specs = tuple((np.dtype(a.dtype), _trailing_shape(a)) for a in arrays)
+    # a dask array's trailing shape as its chunks: adding them up costs more than the
+    # rest on maps of many tiny blocks
+    specs = tuple(
+        (a.dtype, a.chunks[1:] if isinstance(a, da.Array) else a.shape[1:]) for a in arrays
+    )
     return _cached_dtype(func, specs, constants)
 
 
@@ -247,6 +246,18 @@ def _with_stored_index(*arguments: Any) -> Any:
     return kernel(*chunks, index, *constants)
 
 
+@functools.lru_cache(maxsize=256)
+def _rows_of_pointer(pointer: bytes) -> np.ndarray:
+    """The value row of each gradient row, from the bytes of an int64 row pointer
+    (read-only; blocks with the same pointer share it: maps of many tiny blocks often
+    have the same gradient structure in every block)."""
+    starts = np.asarray(np.frombuffer(pointer, np.int64), dtype=np.int64)
+    counts = starts[1:] - starts[:-1]
+    index = np.repeat(np.arange(len(counts)), counts)
+    index.flags.writeable = False
+    return index
+
+
 def gradient_rows(
     kernel: Callable,
     values: Sequence[Any],
@@ -290,7 +301,7 @@ def gradient_rows(
         if pointer is None:
             index = block.gradient(parameter).samples.column("sample").astype(np.int64)
         else:
-            index = np.repeat(np.arange(len(pointer) - 1), np.diff(pointer))
+            index = _rows_of_pointer(np.ascontiguousarray(pointer, np.int64).tobytes())
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
     values = [as_dask(v) for v in values]
@@ -356,52 +367,3 @@ def gradient_rows(
             )
     chunks = (tuple(row_chunks), *((int(n),) for n in gradients[0].shape[1:]))
     return _new_array(prefix, token, layer, inputs, chunks, dtype)
-
-
-def _all_true(*results: bool) -> list[bool]:
-    return list(results)
-
-
-def _compare_chunks(func: Callable, kwargs: dict, *pair: np.ndarray) -> bool:
-    return bool(func(*pair, **kwargs))
-
-
-def compare_pairs(
-    func: Callable, pairs: Sequence[tuple[Any, Any]], kwargs: dict[str, Any] | None = None
-) -> list[bool]:
-    """For each pair of same-shaped arrays, whether ``func(chunk_a, chunk_b, **kwargs)``
-    holds for every pair of aligned chunks; everything is computed in one
-    ``dask.compute`` call (none when all arrays are numpy)."""
-    kwargs = dict(kwargs or {})
-    results: list[bool] = []
-    pending: list[tuple[int, int]] = []  # (position in results, number of chunk tasks)
-    layer: dict = {}
-    dependencies: list[da.Array] = []
-    refs: list[Any] = []
-    name = f"compare-{_token(func, [], sorted(kwargs.items()), len(pairs))}"
-    for a, b in pairs:
-        if not is_lazy(a) and not is_lazy(b):
-            results.append(bool(func(a, b, **kwargs)))
-            continue
-        a, b = as_dask(a), as_dask(b)
-        if b.chunks != a.chunks:
-            b = b.rechunk(a.chunks)
-        dependencies += [a, b]
-        for index in np.ndindex(*a.numblocks):
-            key = (name, a.name, b.name, *index)
-            layer[key] = task(
-                key, _compare_chunks, func, kwargs, chunk_ref(a, *index), chunk_ref(b, *index)
-            )
-            refs.append(_graph.ref(key))
-        pending.append((len(results), int(np.prod(a.numblocks))))
-        results.append(True)
-    if not pending:
-        return results
-    layer[name] = task(name, _all_true, *refs)
-    # one flat graph: culling a graph of one layer per array is quadratic in the arrays
-    (computed,) = dask.compute(_graph.flat_delayed(name, layer, dependencies))
-    start = 0
-    for position, count in pending:
-        results[position] = all(computed[start : start + count])
-        start += count
-    return results

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import compare_pairs
+from ._compare import compare_pairs
 from ._utils import (
     blocks_by_key,
     check_block,
@@ -45,7 +45,7 @@ def compare_blocks_impl(
             plans.append(("values shapes are different", None, "", []))
             continue
         values = len(arrays)
-        arrays.append((block_1.values, block_2.values))
+        arrays.append((block_1._held_values(), block_2._held_values()))
         message = check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
             block_1, block_2, fname, gradient_check
         )
@@ -53,7 +53,8 @@ def compare_blocks_impl(
         if not message:
             for parameter, gradient_1 in block_1.gradients():
                 gradients.append((parameter, len(arrays)))
-                arrays.append((gradient_1.values, block_2.gradient(parameter).values))
+                gradient_2 = block_2.gradient(parameter)
+                arrays.append((gradient_1._held_values(), gradient_2._held_values()))
         plans.append(("", values, message, gradients))
     same = compare_pairs(compare, arrays, kwargs)
     messages = []

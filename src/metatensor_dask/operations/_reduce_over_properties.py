@@ -8,6 +8,7 @@ each gradient row, taken from the co-partitioned values chunk.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import dask.array as da
@@ -46,7 +47,12 @@ Names = list[str] | str
 
 
 class _Groups:
-    """Sum the last axis by groups of columns (``group[p]`` for column ``p``)."""
+    """Sum the last axis by groups of columns (``group[p]`` for column ``p``).
+
+    Made once per distinct properties of a map (see :class:`_SharedGroups`), and given
+    as such to the tasks of tiny blocks; its ``repr`` is a digest of the groups (it
+    names those tasks).
+    """
 
     def __init__(self, group: np.ndarray, n_groups: int):
         self.group = group
@@ -54,6 +60,12 @@ class _Groups:
         sorted_group = group[self.order]
         self.starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_group)) + 1])
         self.counts = np.bincount(group, minlength=n_groups)
+        hasher = hashlib.blake2b(np.ascontiguousarray(group, np.int64).tobytes(), digest_size=12)
+        hasher.update(str(n_groups).encode())
+        self.digest = hasher.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"_Groups({self.digest})"
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         return np.add.reduceat(array[..., self.order], self.starts, axis=-1)
@@ -95,31 +107,44 @@ def _gradient_function(
     return reduce
 
 
-def _reduced(array: np.ndarray, group: np.ndarray, n_groups: int, reduction: str) -> np.ndarray:
+def _reduced(array: np.ndarray, groups: _Groups, reduction: str) -> np.ndarray:
     """The reduction of a whole (tiny) array of values or gradient rows."""
-    return _values_function(_Groups(group, n_groups), reduction)(array)
+    return _values_function(groups, reduction)(array)
 
 
 def _reduced_gradient(
-    values: np.ndarray,
-    gradient: np.ndarray,
-    column: np.ndarray,
-    group: np.ndarray,
-    n_groups: int,
-    reduction: str,
+    values: np.ndarray, gradient: np.ndarray, column: np.ndarray, groups: _Groups, reduction: str
 ) -> np.ndarray:
     """The var or std gradient of a whole (tiny) gradient; ``column`` is its
     ``"sample"``."""
-    return _gradient_function(_Groups(group, n_groups), reduction)(gradient, values[column])
+    return _gradient_function(groups, reduction)(gradient, values[column])
+
+
+class _SharedGroups:
+    """:func:`reduction_groups` of the properties for one reduction, and their
+    :class:`_Groups`, made once per distinct Labels (told apart by their digest): the
+    blocks of a map usually share their properties, and on maps of many tiny blocks
+    this costs more than the sums."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self._groups: dict[str, tuple[Labels, _Groups]] = {}
+
+    def __call__(self, properties: Labels) -> tuple[Labels, _Groups]:
+        key = properties.digest()
+        if key not in self._groups:
+            reduced, group = reduction_groups(properties, self.names)
+            self._groups[key] = (reduced, _Groups(group, len(reduced)))
+        return self._groups[key]
 
 
 def _grouped_block(
-    groups: TinyGroups, block: TensorBlock, properties: Labels, group: np.ndarray, reduction: str
+    groups: TinyGroups, block: TensorBlock, properties: Labels, by: _Groups, reduction: str
 ) -> TensorBlock:
     """The reduction of a tiny single-chunk block as calls run by the tasks of
     ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
     n_groups = len(properties)
-    constants = (group, n_groups, reduction)
+    constants = (by, reduction)
     values = block.values
     shape = (*single_chunk_shape(values)[:-1], n_groups)
     dtype = reduction_dtype(values.dtype, reduction)
@@ -142,9 +167,9 @@ def _grouped_block(
     return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
 
 
-def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str) -> TensorBlock:
+def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    properties, group = reduction_groups(block.properties, property_names)
+    properties, groups = shared(block.properties)
     if len(block.properties) == 0:
         gradients = {
             p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
@@ -155,8 +180,7 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
         )
     tiny = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
     if tiny is not None:
-        return _grouped_block(tiny, block, properties, group, reduction)
-    groups = _Groups(group, len(properties))
+        return _grouped_block(tiny, block, properties, groups, reduction)
 
     values = rows_only(as_dask(block.values))
     result = da.map_blocks(
@@ -192,14 +216,14 @@ def _reduce_block(block: TensorBlock, property_names: list[str], reduction: str)
 
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = checked_names(property_names, tensor.property_names, "property")
-    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
+    shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))
+    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 
 def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = checked_names(property_names, block.properties.names, "property")
-    return _reduce_block(block, names, reduction)
+    shared = _SharedGroups(checked_names(property_names, block.properties.names, "property"))
+    return _reduce_block(block, shared, reduction)
 
 
 def _documented(kind: str, rule: str):

@@ -8,6 +8,9 @@ loaded whole, and gradients follow the same path as their values.
 
 from __future__ import annotations
 
+import hashlib
+from typing import NamedTuple
+
 import dask.array as da
 import numpy as np
 
@@ -28,7 +31,7 @@ from ._manipulation_utils import (
     unique_rows,
     values_at_gradient_rows,
 )
-from ._segments import output_chunks, rowwise, segment_sum, segment_sum_now
+from ._segments import output_chunks, rowwise, segment_sum
 from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
@@ -89,21 +92,80 @@ def _as_rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
     return counts.astype(like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
 
 
-def _reduced_values(
-    values: np.ndarray, group: np.ndarray, counts: np.ndarray, reduction: str
-) -> np.ndarray:
+class _Segments:
+    """How the rows of an array are added into output rows: ``targets[r]`` for row
+    ``r``, ``size`` output rows. Worked out once per distinct Labels (see
+    :class:`_SharedLabels`) instead of in every task: the rows are taken in ``order``
+    (None when ``targets`` are sorted), and the runs starting at ``starts`` are added into
+    the rows ``into``; each output row adds its rows in their order, as a chunk of the
+    chunk-by-chunk path (:func:`segment_sum`) does.
+    """
+
+    def __init__(self, targets: np.ndarray, size: int):
+        hasher = hashlib.blake2b(np.ascontiguousarray(targets, np.int64).tobytes(), digest_size=12)
+        hasher.update(str(size).encode())
+        self.digest = hasher.hexdigest()
+        self.size = size
+        self.order = None
+        if len(targets) > 1 and np.any(targets[1:] < targets[:-1]):
+            self.order = np.argsort(targets, kind="stable")
+            targets = targets[self.order]
+        self.starts = np.flatnonzero(np.diff(targets, prepend=-1))
+        self.into = targets[self.starts]
+
+    def __repr__(self) -> str:
+        # what names the grouped tasks (see `hash_arguments`)
+        return f"_Segments({self.digest})"
+
+    def sum(self, rows: np.ndarray) -> np.ndarray:
+        """The sums of ``rows`` into the output rows."""
+        result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
+        if len(self.starts):
+            ordered = rows if self.order is None else rows[self.order]
+            result[self.into] = np.add.reduceat(ordered, self.starts, axis=0)
+        return result
+
+
+class _Grouping:
+    """The samples of a block by group: ``group`` (int64) for each sample, ``counts``
+    samples in each group, and how to add them (:class:`_Segments`)."""
+
+    def __init__(self, group: np.ndarray, counts: np.ndarray):
+        self.group, self.counts = group, counts
+        self.segments = _Segments(group, len(counts))
+
+    def __repr__(self) -> str:
+        return f"_Grouping({self.segments.digest})"
+
+
+class _MergedRows:
+    """The rows of a gradient merged by group: ``column`` (its ``"sample"``, int64),
+    ``merged_group`` (the output sample of each merged row) and how to add the rows
+    into the merged rows (:class:`_Segments`)."""
+
+    def __init__(self, column: np.ndarray, index: np.ndarray, merged_group: np.ndarray):
+        self.column, self.merged_group = column, merged_group
+        self.segments = _Segments(index, len(merged_group))
+        hasher = hashlib.blake2b(column.tobytes(), digest_size=12)
+        hasher.update(merged_group.tobytes())
+        hasher.update(self.segments.digest.encode())
+        self.digest = hasher.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"_MergedRows({self.digest})"
+
+
+def _reduced_values(values: np.ndarray, grouping: _Grouping, reduction: str) -> np.ndarray:
     """The reduction of a whole block's values at once (the arithmetic of the chunked
     path, on one chunk)."""
-    shape = (len(counts), *values.shape[1:])
-    total = segment_sum_now(_identity, [values], group, shape, values.dtype)
+    group, counts, segments = grouping.group, grouping.counts, grouping.segments
+    total = segments.sum(values)
     if reduction == "sum":
         return total
     mean = total / _as_rows(counts, total)
     if reduction == "mean":
         return mean
-    squares = segment_sum_now(
-        _squared_deviation, [values], group, shape, values.dtype, [mean], [group]
-    )
+    squares = segments.sum(_squared_deviation(values, mean, group))
     variance = squares / _as_rows(counts, squares)
     return variance if reduction == "var" else np.sqrt(variance)
 
@@ -111,63 +173,97 @@ def _reduced_values(
 def _reduced_gradient(
     values: np.ndarray,
     gradient: np.ndarray,
-    group: np.ndarray,
-    counts: np.ndarray,
-    column: np.ndarray,
-    merged_index: np.ndarray,
-    merged_group: np.ndarray,
+    grouping: _Grouping,
+    merged: _MergedRows,
     reduction: str,
 ) -> np.ndarray:
-    """The reduction of a whole gradient at once; ``column`` is its ``"sample"``,
-    ``merged_index`` the output row of each of its rows, ``merged_group`` the output
-    sample of each output row."""
-    shape = (len(merged_group), *gradient.shape[1:])
-    merged_counts = counts[merged_group]
+    """The reduction of a whole gradient at once."""
+    merged_counts = grouping.counts[merged.merged_group]
     if reduction in ("sum", "mean"):
-        summed = segment_sum_now(_identity, [gradient], merged_index, shape, gradient.dtype)
+        summed = merged.segments.sum(gradient)
         return summed if reduction == "sum" else summed / _as_rows(merged_counts, summed)
-    mean = _reduced_values(values, group, counts, "mean")
-    centered = segment_sum_now(
-        _centered_gradient,
-        [gradient, values[column]],
-        merged_index,
-        shape,
-        gradient.dtype,
-        [mean],
-        [group[column]],
-    )
+    column = merged.column
+    mean = _reduced_values(values, grouping, "mean")
+    rows = _centered_gradient(gradient, values[column], mean, grouping.group[column])
+    centered = merged.segments.sum(rows)
     if reduction == "var":
         return 2 * centered / _as_rows(merged_counts, centered)
-    std = _reduced_values(values, group, counts, "std")
-    return _std_gradient(centered, std, merged_group, merged_counts.astype(gradient.dtype))
+    std = _reduced_values(values, grouping, "std")
+    return _std_gradient(centered, std, merged.merged_group, merged_counts.astype(gradient.dtype))
 
 
-def _merged_rows(gradient: TensorBlock, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, Labels]:
-    """The gradient rows renumbered to their group, with the same entries merged: the
-    merged rows, the merged row of each row, and the merged samples."""
-    renumbered = gradient.samples.values.copy()
-    renumbered[:, 0] = group[renumbered[:, 0]]
-    merged, merged_index = unique_rows(renumbered)
-    return merged, merged_index, Labels._trusted(gradient.samples.names, merged)
+class _Merged(NamedTuple):
+    """A gradient's rows renumbered to their group, the same entries merged."""
+
+    samples: Labels  # the merged samples
+    merged_rows: np.ndarray  # the merged row of each row
+    pointer: np.ndarray  # the merged rows' row pointer over the output samples
+    rows: _MergedRows  # what the grouped tasks need
+
+
+class _SharedLabels:
+    """The label arithmetic of one reduction, done once per distinct Labels.
+
+    Blocks often share their samples (a ``.mts`` file stores identical Labels once, and
+    the blocks of a map of many small structures have the same atoms), and on maps of
+    many tiny blocks this arithmetic costs more than the sums. Labels are told apart
+    by their digest.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self._groups: dict[str, tuple[Labels, _Grouping]] = {}
+        self._merged: dict[tuple[str, str], _Merged] = {}
+
+    def groups(self, samples: Labels) -> tuple[Labels, _Grouping]:
+        """The output samples, and the group (output sample) of each sample."""
+        key = samples.digest()
+        if key not in self._groups:
+            reduced, group = reduction_groups(samples, self.names)
+            counts = np.bincount(group, minlength=len(reduced))
+            self._groups[key] = (reduced, _Grouping(_frozen(group), _frozen(counts)))
+        return self._groups[key]
+
+    def merged(self, gradient: TensorBlock, samples: Labels) -> _Merged:
+        """The rows of ``gradient`` (of a block with ``samples``) merged by group."""
+        key = (gradient.samples.digest(), samples.digest())
+        if key not in self._merged:
+            reduced, grouping = self.groups(samples)
+            renumbered = gradient.samples.values.copy()
+            renumbered[:, 0] = grouping.group[renumbered[:, 0]]
+            merged, index = unique_rows(renumbered)
+            merged_group = _frozen(merged[:, 0].astype(np.int64))
+            pointer = row_pointer(merged_group, len(reduced))
+            assert pointer is not None, "unique_rows sorts the merged rows by their first column"
+            column = _frozen(gradient.samples.column("sample").astype(np.int64))
+            self._merged[key] = _Merged(
+                Labels._trusted(gradient.samples.names, merged),
+                _frozen(index),
+                _frozen(pointer),
+                _MergedRows(column, index, merged_group),
+            )
+        return self._merged[key]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array``, read-only (it is shared by the blocks with the same Labels)."""
+    array.flags.writeable = False
+    return array
 
 
 def _grouped_block(
-    groups: TinyGroups,
-    block: TensorBlock,
-    samples: Labels,
-    group: np.ndarray,
-    reduction: str,
+    groups: TinyGroups, block: TensorBlock, shared: _SharedLabels, reduction: str
 ) -> TensorBlock:
     """The reduction of a tiny single-chunk block as calls run by the tasks of
     ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
-    counts = np.bincount(group, minlength=len(samples))
+    samples, grouping = shared.groups(block.samples)
     values = block.values
     shape = (len(samples), *single_chunk_shape(values)[1:])
     result = groups.record(
         f"{reduction}-over-samples",
         _reduced_values,
         [values],
-        (group, counts, reduction),
+        (grouping, reduction),
         shape,
         reduction_dtype(values.dtype, reduction),
     )
@@ -176,27 +272,24 @@ def _grouped_block(
         if len(gradient.samples) == 0:
             gradients[parameter] = gradient
             continue
-        merged, merged_index, merged_samples = _merged_rows(gradient, group)
-        column = gradient.samples.column("sample").astype(np.int64)
-        merged_group = merged[:, 0].astype(np.int64)
+        merged = shared.merged(gradient, block.samples)
         new = groups.record(
             f"{reduction}-over-samples-gradient",
             _reduced_gradient,
             [values, gradient.values],
-            (group, counts, column, merged_index, merged_group, reduction),
-            (len(merged), *single_chunk_shape(gradient.values)[1:]),
+            (grouping, merged.rows, reduction),
+            (len(merged.samples), *single_chunk_shape(gradient.values)[1:]),
             reduction_dtype(gradient.values.dtype, reduction),
         )
-        pointer = row_pointer(merged_group, len(samples))
         gradients[parameter] = TensorBlock._trusted(
-            new, merged_samples, gradient.components, block.properties, row_pointer=pointer
+            new, merged.samples, gradient.components, block.properties, row_pointer=merged.pointer
         )
     return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
 
 
-def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -> TensorBlock:
+def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    samples, group = reduction_groups(block.samples, sample_names)
+    samples, grouping = shared.groups(block.samples)
     if len(block.samples) == 0:
         return TensorBlock._trusted(
             block.values,
@@ -207,9 +300,9 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         )
     groups = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
     if groups is not None:
-        return _grouped_block(groups, block, samples, group, reduction)
+        return _grouped_block(groups, block, shared, reduction)
     n_groups = len(samples)
-    counts = np.bincount(group, minlength=n_groups)
+    group, counts = grouping.group, grouping.counts
 
     values = rows_only(as_dask(block.values))
     shape = (n_groups, *values.shape[1:])
@@ -240,12 +333,11 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
         if len(gradient.samples) == 0:
             gradients[parameter] = gradient
             continue
-        merged, merged_index, merged_samples = _merged_rows(gradient, group)
-        pointer = row_pointer(merged[:, 0], n_groups)
-        assert pointer is not None, "unique_rows sorts the merged samples by their first column"
+        merged = shared.merged(gradient, block.samples)
+        merged_index, merged_samples, pointer = merged.merged_rows, merged.samples, merged.pointer
         gradient_chunks = gradient_row_chunks(pointer, chunks)
-        merged_counts = counts[merged[:, 0]]
-        gradient_shape = (len(merged), *gradient.shape[1:])
+        merged_counts = counts[merged.rows.merged_group]
+        gradient_shape = (len(merged_samples), *gradient.shape[1:])
         if reduction in ("sum", "mean"):
             rows = rows_only(as_dask(gradient.values))
             summed = segment_sum(
@@ -254,7 +346,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
             new = summed if reduction == "sum" else _divided_by_counts(summed, merged_counts)
         else:
             rows, at_rows = values_at_gradient_rows(block, parameter)
-            column = gradient.samples.column("sample")
+            column = merged.rows.column
             if rows.chunks[0] != at_rows.chunks[0]:
                 at_rows = at_rows.rechunk({0: rows.chunks[0]})
             centered = segment_sum(
@@ -271,7 +363,7 @@ def _reduce_block(block: TensorBlock, sample_names: list[str], reduction: str) -
                 new = _divided_by_counts(centered, merged_counts, scale=2.0)
             else:
                 local_group = da.from_array(
-                    _local(merged[:, 0].astype(np.int64), chunks), chunks=(gradient_chunks,)
+                    _local(merged.rows.merged_group, chunks), chunks=(gradient_chunks,)
                 )
                 count_rows = da.from_array(
                     merged_counts.astype(rows.dtype), chunks=(gradient_chunks,)
@@ -301,14 +393,14 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
 
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    names = checked_names(sample_names, tensor.sample_names, "sample")
-    return map_blocks(tensor, lambda block: _reduce_block(block, names, reduction))
+    shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))
+    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 
 def _reduce_one(block: TensorBlock, sample_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
-    names = checked_names(sample_names, block.samples.names, "sample")
-    return _reduce_block(block, names, reduction)
+    shared = _SharedLabels(checked_names(sample_names, block.samples.names, "sample"))
+    return _reduce_block(block, shared, reduction)
 
 
 def _documented(kind: str, rule: str):

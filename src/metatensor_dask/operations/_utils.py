@@ -244,6 +244,7 @@ def block_like(
             gradient.components,
             gradient.properties if properties is None else properties,
             row_pointer=gradient.row_pointer,
+            path=(parameter,),
         )
     return TensorBlock._trusted(
         values,
@@ -283,13 +284,24 @@ def map_blocks_pairwise(
 ) -> TensorMap:
     """``function`` on each pair of blocks with the same key, after metatensor's checks
     (same keys, same block metadata, same gradients); the result has ``A``'s keys."""
+    return TensorMap._trusted(A.keys, _pairwise_blocks(A, B, fname, function))
+
+
+def _pairwise_blocks(
+    A: TensorMap,
+    B: TensorMap,
+    fname: str,
+    function: Callable[[TensorBlock, TensorBlock], TensorBlock],
+) -> list[TensorBlock]:
+    """The blocks of :func:`map_blocks_pairwise`."""
     check_same_keys_raise(A, B, fname)
     blocks = []
     for block_a, block_b in zip(A.blocks(), blocks_by_key(A, B), strict=True):
-        check_blocks_raise(block_a, block_b, fname)
-        check_same_gradients_raise(block_a, block_b, fname)
+        if block_b is not block_a:  # (a block has its own metadata: `A op A`)
+            check_blocks_raise(block_a, block_b, fname)
+            check_same_gradients_raise(block_a, block_b, fname)
         blocks.append(function(block_a, block_b))
-    return TensorMap._trusted(A.keys, blocks)
+    return blocks
 
 
 def pairwise_block(
@@ -335,18 +347,25 @@ def scalar_or_tensor_operation(
     with_tensor = functools.partial(
         pairwise_block, function=function, gradient_kernel=gradient_kernel
     )
-    return grouped(lambda: map_blocks_pairwise(A, B, fname, with_tensor))  # type: ignore[arg-type]
+    return grouped(A.keys, lambda: _pairwise_blocks(A, B, fname, with_tensor))  # type: ignore[arg-type]
 
 
-def grouped(build: Callable[[], TensorMap]) -> TensorMap:
-    """``build()``, where the work on tiny single-chunk blocks is done by a few grouped
-    tasks instead of one task per array (see :func:`grouped_tiny_blocks`)."""
+def grouped(keys: Labels, build: Callable[[], list[TensorBlock]]) -> TensorMap:
+    """The map of ``keys`` and the blocks ``build()`` makes, where the work on tiny
+    single-chunk blocks is done by a few grouped tasks instead of one task per array
+    (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
-        result = build()
-    return result._with_arrays(groups.finish(result._raw_arrays()))
+        blocks = build()
+    finished = groups.finish([array for block in blocks for array in block._raw_arrays()])
+    views, start = [], 0
+    for block in blocks:
+        count = block._array_count()
+        views.append(block._with_arrays(finished[start : start + count], view=True))
+        start += count
+    return TensorMap._trusted(keys, views)
 
 
 def map_blocks(A: TensorMap, function: Callable[[TensorBlock], TensorBlock]) -> TensorMap:
     """``function`` on each block of ``A``, tiny blocks grouped (see :func:`grouped`);
     the result has ``A``'s keys."""
-    return grouped(lambda: TensorMap._trusted(A.keys, [function(block) for block in A.blocks()]))
+    return grouped(A.keys, lambda: [function(block) for block in A.blocks()])

@@ -1,0 +1,158 @@
+"""Comparisons of the values of many pairs of arrays, in one ``dask.compute``.
+
+``equal`` and ``allclose`` compare every array of two maps. On maps of many tiny
+blocks, one task per pair of arrays costs the scheduler far more than the comparison,
+so pairs of chunks are compared by a few tasks of up to
+:data:`~metatensor_dask.operations._grouping.GROUP_BYTES` of inputs each, whatever the
+number of blocks: tasks grow with the bytes and the chunks, not with the arrays. An
+array that is an item of a grouped result
+(:class:`~metatensor_dask._collection.GroupItem`) is read from its group's result, so
+that comparing the lazy result of an operation on tiny blocks adds no task per block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .. import _graph
+from .._collection import GroupItem, materialized
+from ._grouping import GROUP_BYTES, hash_arguments
+from ._manipulation_utils import as_dask
+
+__all__ = ["compare_pairs"]
+
+# a chunk as an argument of a comparison task: (data or reference, item of it or None)
+_Source = tuple[Any, int | None]
+
+
+def _compare_group(
+    func: Callable, kwargs: dict, picks: tuple[int | None, ...], *chunks: Any
+) -> list[bool]:
+    """``func(a, b, **kwargs)`` for each pair of consecutive chunks (an entry of
+    ``picks`` that is not None takes that item of its chunk, a group's result)."""
+    arrays = [
+        chunk if pick is None else chunk[pick] for chunk, pick in zip(chunks, picks, strict=True)
+    ]
+    return [bool(func(arrays[i], arrays[i + 1], **kwargs)) for i in range(0, len(arrays), 2)]
+
+
+def _concatenated(*lists: list[bool]) -> list[bool]:
+    return [value for results in lists for value in results]
+
+
+class _Plan:
+    """Pairs of chunks to compare, gathered into tasks of at most ``GROUP_BYTES``."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[tuple[_Source, _Source]]] = [[]]
+        self.group_bytes = 0
+        self.tasks: dict[Any, Any] = {}
+        self.arrays: list[da.Array] = []
+        self.hasher = hashlib.blake2b(digest_size=12)
+
+    def add(self, a: _Source, b: _Source, nbytes: int) -> None:
+        if self.groups[-1] and self.group_bytes + nbytes > GROUP_BYTES:
+            self.groups.append([])
+            self.group_bytes = 0
+        self.groups[-1].append((a, b))
+        self.group_bytes += nbytes
+
+    def source(self, array: Any) -> _Source:
+        """``array`` (one chunk) as an argument of a task; its graph is recorded."""
+        if isinstance(array, GroupItem):
+            self.hasher.update(f"{array.group_key}/{array.position}".encode())
+            if array.group_key not in self.tasks:
+                self.tasks.update(_graph.layer_tasks(array.layer))
+            return _graph.ref(array.group_key), array.position
+        if isinstance(array, da.Array):
+            self.hasher.update(array.name.encode())
+            self.arrays.append(array)
+            return _graph.chunk_ref(array, *((0,) * array.ndim)), None
+        self.hasher.update(np.ascontiguousarray(array).tobytes())
+        return array, None
+
+    def chunked(self, a: da.Array, b: da.Array) -> None:
+        """Chunk by chunk, ``b`` aligned on the chunks of ``a``."""
+        if b.chunks != a.chunks:
+            b = b.rechunk(a.chunks)
+        self.hasher.update(f"{a.name}|{b.name}".encode())
+        self.arrays += [a, b]
+        itemsize = a.dtype.itemsize + b.dtype.itemsize
+        for index in np.ndindex(*a.numblocks):
+            size = itemsize
+            for axis, i in enumerate(index):
+                size *= a.chunks[axis][i]
+            source_a = (_graph.chunk_ref(a, *index), None)
+            self.add(source_a, (_graph.chunk_ref(b, *index), None), size)
+
+    def compute(self, func: Callable, kwargs: dict) -> list[bool]:
+        """The result of each comparison, in the order they were added."""
+        hash_arguments(self.hasher, [func, repr(sorted(kwargs.items()))])
+        name = f"compare-{self.hasher.hexdigest()}"
+        tasks = _graph.flat_tasks(self.arrays)
+        tasks.update(self.tasks)
+        refs = []
+        for i, group in enumerate(self.groups):
+            key = (name, i)
+            sources = [source for pair in group for source in pair]
+            picks = tuple(pick for _, pick in sources)
+            arguments = [argument for argument, _ in sources]
+            tasks[key] = _graph.task(key, _compare_group, func, kwargs, picks, *arguments)
+            refs.append(_graph.ref(key))
+        tasks[name] = _graph.task(name, _concatenated, *refs)
+        # one flat graph: culling a graph of one layer per array is quadratic in them
+        (computed,) = dask.compute(_graph.flat_delayed(name, tasks, []))
+        return computed
+
+
+def _single_chunk(array: Any) -> bool:
+    if isinstance(array, da.Array):
+        return all(len(axis) == 1 for axis in array.chunks)
+    return True  # numpy arrays and group items
+
+
+def _nbytes(array: Any) -> int:
+    return int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
+
+
+def compare_pairs(
+    func: Callable, pairs: Sequence[tuple[Any, Any]], kwargs: dict[str, Any] | None = None
+) -> list[bool]:
+    """For each pair of same-shaped arrays, whether ``func(chunk_a, chunk_b, **kwargs)``
+    holds for every pair of aligned chunks; everything is computed in one
+    ``dask.compute`` call (none when all arrays are numpy).
+
+    An array is a dask or numpy array, or a group item (see
+    :class:`~metatensor_dask._collection.GroupItem`), read from its group's result.
+    """
+    kwargs = dict(kwargs or {})
+    results: list[bool] = []
+    pending: list[tuple[int, int]] = []  # (position in results, number of chunk pairs)
+    plan = _Plan()
+    for a, b in pairs:
+        if not isinstance(a, (da.Array, GroupItem)) and not isinstance(b, (da.Array, GroupItem)):
+            results.append(bool(func(a, b, **kwargs)))
+            continue
+        if _single_chunk(a) and _single_chunk(b):
+            plan.add(plan.source(a), plan.source(b), _nbytes(a) + _nbytes(b))
+            count = 1
+        else:
+            x, y = as_dask(materialized(a)), as_dask(materialized(b))
+            plan.chunked(x, y)
+            count = int(np.prod(x.numblocks))
+        pending.append((len(results), count))
+        results.append(True)
+    if not pending:
+        return results
+    computed = plan.compute(func, kwargs)
+    start = 0
+    for position, count in pending:
+        results[position] = all(computed[start : start + count])
+        start += count
+    return results
