@@ -43,10 +43,14 @@ GROUP_BYTES = 8 * 1024 * 1024
 
 def hash_arguments(hasher: Any, arguments: Sequence[Any]) -> None:
     """Feed constants, index arrays and functions to ``hasher`` (for deterministic task
-    names: a function by its qualified name, not its address)."""
+    names: a function by its qualified name, not its address; an object with a
+    ``digest()`` method, such as Labels, by its digest)."""
     for value in arguments:
+        digest = getattr(value, "digest", None)
         if isinstance(value, np.ndarray):
             hasher.update(value.tobytes())
+        elif callable(digest):
+            hasher.update(str(digest()).encode())
         elif callable(value) and hasattr(value, "__qualname__"):
             hasher.update(f"{value.__module__}.{value.__qualname__}".encode())
         else:

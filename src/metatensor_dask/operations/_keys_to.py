@@ -30,7 +30,9 @@ from ._manipulation_utils import (
     take_rows,
     unique_rows,
 )
-from ._utils import check_tensor
+from ._grouping import single_chunk_bytes
+from ._placement import Placement, assembled
+from ._utils import check_tensor, grouped
 
 __all__ = ["components_to_properties", "keys_to_properties", "keys_to_samples"]
 
@@ -60,10 +62,18 @@ def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels 
 
 def _first_appearance(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique rows in order of first appearance, and each row's position among them."""
-    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    unique, inverse = unique_rows(rows)
+    first = np.full(len(unique), len(rows), np.int64)
+    np.minimum.at(first, inverse, np.arange(len(rows)))
     order = np.argsort(first, kind="stable")
-    rank = inverse_permutation(order)
-    return unique[order].astype(np.int32), rank[inverse.reshape(-1)]
+    return unique[order].astype(np.int32), inverse_permutation(order)[inverse]
+
+
+def _members(which: np.ndarray, count: int) -> list[np.ndarray]:
+    """For each of ``count`` groups, the positions ``i`` (increasing) with
+    ``which[i]`` equal to it."""
+    order = np.argsort(which, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(which, minlength=count))[:-1])
 
 
 def _groups(
@@ -83,7 +93,7 @@ def _groups(
         keys = Labels._trusted([key_names[i] for i in kept], new_keys)
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
-    members = [[int(i) for i in np.flatnonzero(which == k)] for k in range(len(keys))]
+    members = [[int(i) for i in m] for m in _members(which, len(keys))]
     for blocks in members:
         first = tensor.block_by_id(blocks[0])
         for i in blocks:
@@ -115,15 +125,32 @@ def _keys_moved(
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
     keys, members, moved = _groups(tensor, names, function)
-    blocks = [merge([tensor.block_by_id(i) for i in m], moved[m], names, selected) for m in members]
-    return TensorMap._trusted(keys, blocks, tensor.info())
+
+    def build() -> TensorMap:
+        blocks = [
+            merge([tensor.block_by_id(i) for i in m], moved[m], names, selected) for m in members
+        ]
+        return TensorMap._trusted(keys, blocks, tensor.info())
+
+    # blocks made of tiny blocks are built by a few grouped tasks
+    return grouped(build)
 
 
 def _merge_samples(
     sample_values: list[np.ndarray], sort_samples: bool
-) -> tuple[np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, list[np.ndarray | int]]:
     """metatensor's merged samples (first appearance, optionally sorted) and, for each
-    block, the merged position of each of its samples."""
+    block, the merged position of each of its samples (0 when the block's samples are
+    the merged samples, in order)."""
+    first = sample_values[0]
+    if all(v is first or np.array_equal(v, first) for v in sample_values[1:]):
+        # blocks with the same samples (the usual case): no search needed
+        if not sort_samples:
+            return first, [0] * len(sample_values)
+        order = lexsort_rows(first)
+        in_order = bool(np.all(order == np.arange(len(order))))
+        rank = 0 if in_order else inverse_permutation(order)
+        return first[order], [rank] * len(sample_values)
     merged, position = _first_appearance(np.concatenate(sample_values))
     if sort_samples:
         order = lexsort_rows(merged)
@@ -131,9 +158,30 @@ def _merge_samples(
     return merged, _split_like(position, sample_values)
 
 
+def _stacked_samples(
+    stacked: np.ndarray, counts: list[int], sort_samples: bool
+) -> tuple[np.ndarray, list[np.ndarray | int]]:
+    """The samples of the blocks (``counts`` rows each, all different: each block has
+    its own moved key values) one after the other, optionally sorted, and for each
+    block the position of each of its samples (its first position when they stay
+    consecutive)."""
+    starts = np.cumsum([0] + counts[:-1])
+    if not sort_samples:
+        return stacked, [int(s) for s in starts]
+    order = lexsort_rows(stacked)
+    return stacked[order], np.split(inverse_permutation(order), starts[1:])
+
+
 def _split_like(array: np.ndarray, pieces: list[np.ndarray]) -> list[np.ndarray]:
     """``array`` (one entry per row of the concatenated ``pieces``) cut like ``pieces``."""
     return np.split(array, np.cumsum([len(p) for p in pieces])[:-1])
+
+
+def _as_index(target: np.ndarray | int, count: int) -> np.ndarray:
+    """A placement target (see :class:`Placement`) as positions, for ``count`` entries."""
+    if isinstance(target, np.ndarray):
+        return target
+    return np.arange(target, target + count, dtype=np.int64)
 
 
 def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
@@ -148,20 +196,34 @@ def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
 
 
 def _merged_gradient_samples(
-    blocks: list[TensorBlock], parameter: str, mappings: list[np.ndarray]
+    blocks: list[TensorBlock], parameter: str, mappings: list[np.ndarray | int]
 ) -> tuple[Labels, list[np.ndarray]]:
-    """Sorted unique gradient samples after renumbering ``"sample"``, and the position
-    of each input gradient row among them."""
-    renumbered = []
-    for block, mapping in zip(blocks, mappings, strict=False):
-        rows = block.gradient(parameter).samples.values.copy()
-        rows[:, 0] = mapping[rows[:, 0]] if len(rows) else rows[:, 0]
-        renumbered.append(rows)
+    """Sorted unique gradient samples after renumbering ``"sample"`` with ``mappings``
+    (the merged position of each block's samples), and the position of each input
+    gradient row among them."""
+    pieces = [block.gradient(parameter).samples.values for block in blocks]
     names = blocks[0].gradient(parameter).samples.names
-    merged, position = unique_rows(np.concatenate(renumbered))
+    renumbered = np.concatenate(pieces)
+    if len(renumbered):
+        counts = [len(block.samples) for block in blocks]
+        position = np.concatenate([_as_index(m, n) for m, n in zip(mappings, counts, strict=True)])
+        offsets = np.repeat(np.cumsum([0] + counts[:-1]), [len(p) for p in pieces])
+        renumbered[:, 0] = position[renumbered[:, 0] + offsets]
+    merged, position = unique_rows(renumbered)
     if len(position) == 0:
         merged = np.zeros((0, len(names)), np.int32)
-    return Labels._trusted(names, merged), _split_like(position, renumbered)
+    return Labels._trusted(names, merged), _split_like(position, pieces)
+
+
+def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, list[np.ndarray | int]]:
+    """The union of the blocks' properties (in order of first appearance, as
+    metatensor's repeated unions), and where each block's properties are in it."""
+    first = blocks[0].properties
+    if all(block.properties == first for block in blocks[1:]):
+        return first, [0] * len(blocks)
+    pieces = [block.properties.values for block in blocks]
+    union, position = _first_appearance(np.concatenate(pieces))
+    return Labels._trusted(first.names, union), list(_split_like(position, pieces))
 
 
 def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: float) -> da.Array:
@@ -211,35 +273,96 @@ def _finish(
 # -- keys to samples ------------------------------------------------------------------
 
 
+def _all_arrays(blocks: list[TensorBlock]) -> list[Any]:
+    """The values and every gradient of ``blocks``."""
+    arrays = [block.values for block in blocks]
+    for parameter in blocks[0].gradients_list():
+        arrays += [block.gradient(parameter).values for block in blocks]
+    return arrays
+
+
+def _assembled_block(
+    prefix: str,
+    blocks: list[TensorBlock],
+    rows: dict[str, tuple[Labels, list[np.ndarray | int]]],
+    samples: Labels,
+    properties: Labels,
+    columns: list[np.ndarray | int | None],
+    fill: float,
+) -> TensorBlock:
+    """The merged block of tiny blocks, each array one numpy call (see
+    :mod:`._placement`): ``rows`` gives, for the values (``""``) and each gradient,
+    the output samples and where each block's rows go; ``columns`` where each block's
+    properties go (None: the block is left out)."""
+    first = blocks[0]
+    width = len(properties)
+    used = [i for i, c in enumerate(columns) if c is not None]
+
+    def merged(arrays: list[Any], targets: list[np.ndarray | int], count: int, like: Any) -> Any:
+        shape = (count, *like.shape[1:-1], width)
+        placement = Placement([targets[i] for i in used], [columns[i] for i in used])
+        dtype = np.result_type(*(array.dtype for array in arrays))
+        return assembled(prefix, [arrays[i] for i in used], placement, shape, dtype, fill)
+
+    values = merged([b.values for b in blocks], rows[""][1], len(samples), first.values)
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        gradient_samples, targets = rows[parameter]
+        arrays = [block.gradient(parameter).values for block in blocks]
+        gradients[parameter] = TensorBlock._trusted(
+            merged(arrays, targets, len(gradient_samples), first_gradient.values),
+            gradient_samples,
+            first_gradient.components,
+            properties,
+            row_pointer=row_pointer(gradient_samples.column("sample"), len(samples)),
+        )
+    return TensorBlock._trusted(values, samples, first.components, properties, gradients)
+
+
+def _is_grouped(blocks: list[TensorBlock], columns: list[np.ndarray | int | None]) -> bool:
+    """Whether the merge of ``blocks`` takes the path of tiny blocks: every array a
+    tiny single chunk, and some block placed (``columns`` not None)."""
+    placed = any(c is not None for c in columns)
+    return placed and single_chunk_bytes(_all_arrays(blocks)) is not None
+
+
 def _merge_along_samples(
     blocks: list[TensorBlock], moved: np.ndarray, names: list[str], fill: float, sort: bool
 ) -> TensorBlock:
     first = blocks[0]
-    sample_values = [
-        np.concatenate([b.samples.values, np.repeat(key[None, :], len(b.samples), 0)], axis=1)
-        for b, key in zip(blocks, moved, strict=False)
-    ]
-    merged, mappings = _merge_samples(sample_values, sort)
+    counts = [len(block.samples) for block in blocks]
+    sample_values = np.hstack(
+        [
+            np.concatenate([block.samples.values for block in blocks]),
+            np.repeat(moved.astype(np.int32), counts, axis=0),
+        ]
+    )
+    merged, mappings = _stacked_samples(sample_values, counts, sort)
     samples = Labels._trusted(first.samples.names + names, merged)
-
-    properties = first.properties
-    for block in blocks[1:]:
-        properties = properties.union(block.properties)
-    columns = [b.properties._membership(properties) for b in blocks]
+    properties, columns = _properties_union(blocks)
     width = len(properties)
+    rows = {"": (samples, mappings)}
+    for parameter in first.gradients_list():
+        rows[parameter] = _merged_gradient_samples(blocks, parameter, mappings)
+    if _is_grouped(blocks, columns):
+        return _assembled_block(
+            "keys-to-samples", blocks, rows, samples, properties, columns, fill
+        )
 
+    index_columns = [_as_index(c, len(b.properties)) for b, c in zip(blocks, columns, strict=True)]
     pieces = [
         _spread_columns(as_dask(b.values), c, width, fill)
-        for b, c in zip(blocks, columns, strict=False)
+        for b, c in zip(blocks, index_columns, strict=True)
     ]
-    values = take_rows(da.concatenate(pieces), _source_rows(mappings, len(merged)))
+    sources = [_as_index(m, n) for m, n in zip(mappings, counts, strict=True)]
+    values = take_rows(da.concatenate(pieces), _source_rows(sources, len(merged)))
     limits = [max(max_rows(p) for p in pieces)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        gradient_samples, positions = rows[parameter]
         gradient_pieces = [
             _spread_columns(as_dask(b.gradient(parameter).values), c, width, fill)
-            for b, c in zip(blocks, columns, strict=False)
+            for b, c in zip(blocks, index_columns, strict=True)
         ]
         source = _source_rows(positions, len(gradient_samples))
         array = take_rows(da.concatenate(gradient_pieces), source)
@@ -355,28 +478,33 @@ def _merge_along_properties(
             ],
             axis=1,
         )
-        starts = []
-        for key in moved:
-            hit = np.flatnonzero(np.all(entries == key, axis=1))
-            starts.append(int(hit[0]) * n_props if len(hit) and n_props else None)
+        # the entry of each block's key (-1 for a block left out)
+        keys = Labels._trusted(names, moved.astype(np.int32))
+        where = keys._membership(Labels._trusted(names, entries.astype(np.int32)))
+        starts = [int(w) * n_props if w >= 0 and n_props else None for w in where]
     else:
-        property_values = np.concatenate(
+        counts = [len(block.properties) for block in blocks]
+        property_values = np.hstack(
             [
-                np.concatenate(
-                    [np.repeat(key[None, :], len(b.properties), 0), b.properties.values], 1
-                )
-                for b, key in zip(blocks, moved, strict=False)
+                np.repeat(moved.astype(np.int32), counts, axis=0),
+                np.concatenate([block.properties.values for block in blocks]),
             ]
         )
-        starts, position = [], 0
-        for block in blocks:
-            starts.append(position if len(block.properties) else None)
-            position += len(block.properties)
+        offsets = np.cumsum([0] + counts[:-1])
+        starts = [int(o) if n else None for o, n in zip(offsets, counts, strict=True)]
     properties = Labels._trusted(names + first.properties.names, property_values.astype(np.int32))
     width = len(properties)
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
     samples = Labels._trusted(first.samples.names, merged)
+    rows = {"": (samples, mappings)}
+    for parameter in first.gradients_list():
+        rows[parameter] = _merged_gradient_samples(blocks, parameter, mappings)
+    if _is_grouped(blocks, starts):
+        return _assembled_block(
+            "keys-to-properties", blocks, rows, samples, properties, starts, fill
+        )
+    mappings = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
         index = -np.ones(count, np.int64)
@@ -394,7 +522,7 @@ def _merge_along_properties(
     limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        gradient_samples, positions = rows[parameter]
         count = len(gradient_samples)
         pieces = [
             (start, expanded(as_dask(b.gradient(parameter).values), p, count))

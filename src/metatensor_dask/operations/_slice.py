@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._partition import co_partitioned
+from .._partition import co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -18,7 +18,9 @@ from ._manipulation_utils import (
     select_rows,
     take_rows,
 )
-from ._utils import check_block, check_tensor
+from ._grouping import tiny_groups
+from ._placement import taken
+from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = ["slice", "slice_block"]
 
@@ -85,26 +87,62 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
     return indices
 
 
+def _all_tiny(block: TensorBlock) -> bool:
+    """Whether the arrays of ``block`` are tiny single chunks, grouped while building
+    a map (see :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
+    return tiny_groups([block.values, *(g.values for _, g in block.gradients())]) is not None
+
+
+def _gradient_rows(gradient: TensorBlock, sample_map: np.ndarray) -> tuple[np.ndarray, Labels]:
+    """The gradient rows of the kept samples, and their samples with ``"sample"``
+    renumbered by ``sample_map`` (-1 for a sample that is not kept)."""
+    samples = gradient.samples.values
+    new_column = sample_map[samples[:, 0]]
+    kept = np.flatnonzero(new_column >= 0)
+    new_samples = samples[kept]
+    new_samples[:, 0] = new_column[kept]
+    return kept, Labels._trusted(gradient.samples.names, new_samples)
+
+
+def _grouped_samples(
+    block: TensorBlock, indices: np.ndarray, samples: Labels, sample_map: np.ndarray
+) -> TensorBlock | None:
+    """The sliced block as grouped calls (see :mod:`._placement`), or None when its
+    arrays are not all tiny single chunks."""
+    if not _all_tiny(block):
+        return None
+    values = taken("slice-samples", block.values, indices, "rows")
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        kept, gradient_samples = _gradient_rows(gradient, sample_map)
+        array = taken("slice-samples-gradient", gradient.values, kept, "rows")
+        pointer = row_pointer(gradient_samples.values[:, 0], len(indices))
+        gradients[parameter] = TensorBlock._trusted(
+            array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
+        )
+    return TensorBlock._trusted(values, samples, block.components, block.properties, gradients)
+
+
 def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     """The block restricted to the samples at ``indices`` (unique, any order)."""
     check_no_gradients_of_gradients(block)
     in_order = bool(np.all(indices[1:] > indices[:-1]))
-    sample_map = -np.ones(len(block.samples), np.int64)
+    sample_map = np.full(len(block.samples), -1, np.int64)
     sample_map[indices] = np.arange(len(indices))
     samples = Labels._trusted(block.samples.names, block.samples.values[indices])
+    grouped_block = _grouped_samples(block, indices, samples, sample_map)
+    if grouped_block is not None:
+        return grouped_block
 
     values = as_dask(block.values)
     gradient_parts = {}
     for parameter, gradient in block.gradients():
         pairs = co_partitioned(block, parameter) if in_order else None
         gradient_values = pairs[1] if pairs is not None else as_dask(gradient.values)
-        column = gradient.samples.column("sample")
-        kept = np.nonzero(sample_map[column] >= 0)[0]
-        new_samples = gradient.samples.values[kept].copy()
-        new_samples[:, 0] = sample_map[new_samples[:, 0]]
+        kept, gradient_samples = _gradient_rows(gradient, sample_map)
         gradient_parts[parameter] = (
             select_rows(gradient_values, kept),
-            Labels._trusted(gradient.samples.names, new_samples),
+            gradient_samples,
             gradient,
             pairs is not None,
         )
@@ -134,6 +172,9 @@ def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     kept = np.unique(indices)
     properties = Labels._trusted(block.properties.names, block.properties.values[kept])
+    grouped_block = _grouped_properties(block, kept, properties)
+    if grouped_block is not None:
+        return grouped_block
     gradients = {
         parameter: TensorBlock._trusted(
             as_dask(gradient.values)[..., kept],
@@ -147,6 +188,27 @@ def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     return TensorBlock._trusted(
         as_dask(block.values)[..., kept], block.samples, block.components, properties, gradients
     )
+
+
+def _grouped_properties(
+    block: TensorBlock, kept: np.ndarray, properties: Labels
+) -> TensorBlock | None:
+    """The block restricted to the properties ``kept`` as grouped calls (see
+    :mod:`._placement`), or None when its arrays are not all tiny single chunks."""
+    if not _all_tiny(block):
+        return None
+    values = taken("slice-properties", block.values, kept, "columns")
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        array = taken("slice-properties-gradient", gradient.values, kept, "columns")
+        gradients[parameter] = TensorBlock._trusted(
+            array,
+            gradient.samples,
+            gradient.components,
+            properties,
+            row_pointer=gradient.row_pointer,
+        )
+    return TensorBlock._trusted(values, block.samples, block.components, properties, gradients)
 
 
 def slice_one(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:
@@ -222,5 +284,17 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
         check_axis(axis)
         return tensor
     check_selection(tensor.block(0), axis, selection)
-    blocks = [slice_one(block, axis, selection) for block in tensor.blocks()]
-    return TensorMap._trusted(tensor.keys, blocks)
+    # blocks often share their Labels: the positions are found once for each Labels
+    found: dict[int, tuple[Labels, np.ndarray]] = {}
+
+    def one(block: TensorBlock) -> TensorBlock:
+        labels = block.samples if axis == "samples" else block.properties
+        if id(labels) not in found:
+            what = "sample" if axis == "samples" else "property"
+            found[id(labels)] = (labels, selected_indices(labels, selection, what))
+        indices = found[id(labels)][1]
+        if axis == "samples":
+            return slice_samples(block, indices)
+        return slice_properties(block, indices)
+
+    return map_blocks(tensor, one)
