@@ -29,8 +29,10 @@ from .._collection import GroupItem
 
 __all__ = [
     "TinyGroups",
+    "active_groups",
     "grouped_tiny_blocks",
     "hash_arguments",
+    "single_chunk_bytes",
     "single_chunk_shape",
     "tiny_groups",
 ]
@@ -128,10 +130,12 @@ class TinyGroups:
         extra: tuple,
         shape: tuple[int, ...],
         dtype: Any,
+        nbytes: int | None = None,
     ) -> _Pending:
         """Record ``func(*arrays, *extra)``, whose result has ``shape`` and ``dtype``;
-        ``prefix`` names the result's own task."""
-        size = single_chunk_bytes(arrays) or 0
+        ``prefix`` names the result's own task; ``nbytes`` are those of ``arrays``
+        (found from their chunks when not given)."""
+        size = (single_chunk_bytes(arrays) or 0) if nbytes is None else nbytes
         if not self.groups or self.groups[-1].bytes + size > GROUP_BYTES:
             self.groups.append(_Group())
         group = self.groups[-1]
@@ -179,7 +183,7 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     # the arrays of items of an earlier group are read from that group's result
     items = [_graph.item_of(a) for a in group.inputs]
     group_refs = [
-        ref if item is None else _graph.ref(item.group_key)
+        _graph.ref(item.group_key) if item is not None else _inlined(layer, ref)
         for ref, item in zip(refs, items, strict=True)
     ]
     picks = [None if item is None else item.position for item in items]
@@ -189,6 +193,14 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     ]
     layer[group_key] = _graph.task(group_key, _run_group, calls, *group_refs)
     return group_key, _graph.group_layer(layer), refs
+
+
+def _inlined(layer: dict, ref: Any) -> Any:
+    """The input ``ref`` refers to: its numpy array when the graph holds it as data
+    (the group's task then reads it directly: thousands of data keys cost the
+    scheduler more than the group's work), else ``ref`` itself."""
+    value = layer.get(ref.key)
+    return value if isinstance(value, np.ndarray) else ref
 
 
 _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(
@@ -207,6 +219,11 @@ def grouped_tiny_blocks() -> Iterator[TinyGroups]:
         yield groups
     finally:
         _ACTIVE.reset(token)
+
+
+def active_groups() -> TinyGroups | None:
+    """The groups of the enclosing :func:`grouped_tiny_blocks`, or None."""
+    return _ACTIVE.get()
 
 
 def tiny_groups(arrays: Sequence[Any]) -> TinyGroups | None:

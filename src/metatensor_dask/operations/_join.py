@@ -115,12 +115,13 @@ def _grouped_join_samples(blocks: list[TensorBlock], samples: Labels) -> TensorB
         array = _stacked(
             "join-samples-gradient", arrays, placement, (int(rows[-1]), *first_gradient.shape[1:])
         )
+        gradient_samples = _joined_gradient_samples(blocks, parameter)
         gradients[parameter] = TensorBlock._trusted(
             array,
-            _joined_gradient_samples(blocks, parameter),
+            gradient_samples,
             first_gradient.components,
             first.properties,
-            row_pointer=_joined_pointer(blocks, parameter),
+            row_pointer=row_pointer(gradient_samples.values[:, 0], len(samples)),
         )
     return TensorBlock._trusted(values, samples, first.components, first.properties, gradients)
 

@@ -31,7 +31,7 @@ from ._manipulation_utils import (
     unique_rows,
 )
 from ._grouping import single_chunk_bytes
-from ._placement import Placement, assembled
+from ._placement import Placement, Target, assembled
 from ._utils import check_tensor, grouped
 
 __all__ = ["components_to_properties", "keys_to_properties", "keys_to_samples"]
@@ -138,7 +138,7 @@ def _keys_moved(
 
 def _merge_samples(
     sample_values: list[np.ndarray], sort_samples: bool
-) -> tuple[np.ndarray, list[np.ndarray | int]]:
+) -> tuple[np.ndarray, Sequence[Target]]:
     """metatensor's merged samples (first appearance, optionally sorted) and, for each
     block, the merged position of each of its samples (0 when the block's samples are
     the merged samples, in order)."""
@@ -160,7 +160,7 @@ def _merge_samples(
 
 def _stacked_samples(
     stacked: np.ndarray, counts: list[int], sort_samples: bool
-) -> tuple[np.ndarray, list[np.ndarray | int]]:
+) -> tuple[np.ndarray, Sequence[Target]]:
     """The samples of the blocks (``counts`` rows each, all different: each block has
     its own moved key values) one after the other, optionally sorted, and for each
     block the position of each of its samples (its first position when they stay
@@ -177,7 +177,7 @@ def _split_like(array: np.ndarray, pieces: list[np.ndarray]) -> list[np.ndarray]
     return np.split(array, np.cumsum([len(p) for p in pieces])[:-1])
 
 
-def _as_index(target: np.ndarray | int, count: int) -> np.ndarray:
+def _as_index(target: Target, count: int) -> np.ndarray:
     """A placement target (see :class:`Placement`) as positions, for ``count`` entries."""
     if isinstance(target, np.ndarray):
         return target
@@ -196,7 +196,7 @@ def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
 
 
 def _merged_gradient_samples(
-    blocks: list[TensorBlock], parameter: str, mappings: list[np.ndarray | int]
+    blocks: list[TensorBlock], parameter: str, mappings: Sequence[Target]
 ) -> tuple[Labels, list[np.ndarray]]:
     """Sorted unique gradient samples after renumbering ``"sample"`` with ``mappings``
     (the merged position of each block's samples), and the position of each input
@@ -215,7 +215,7 @@ def _merged_gradient_samples(
     return Labels._trusted(names, merged), _split_like(position, pieces)
 
 
-def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, list[np.ndarray | int]]:
+def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, Sequence[Target]]:
     """The union of the blocks' properties (in order of first appearance, as
     metatensor's repeated unions), and where each block's properties are in it."""
     first = blocks[0].properties
@@ -284,10 +284,10 @@ def _all_arrays(blocks: list[TensorBlock]) -> list[Any]:
 def _assembled_block(
     prefix: str,
     blocks: list[TensorBlock],
-    rows: dict[str, tuple[Labels, list[np.ndarray | int]]],
+    rows: dict[str, tuple[Labels, Sequence[Target]]],
     samples: Labels,
     properties: Labels,
-    columns: list[np.ndarray | int | None],
+    columns: Sequence[Target | None],
     fill: float,
 ) -> TensorBlock:
     """The merged block of tiny blocks, each array one numpy call (see
@@ -296,13 +296,14 @@ def _assembled_block(
     properties go (None: the block is left out)."""
     first = blocks[0]
     width = len(properties)
-    used = [i for i, c in enumerate(columns) if c is not None]
+    placed = [(i, c) for i, c in enumerate(columns) if c is not None]
 
-    def merged(arrays: list[Any], targets: list[np.ndarray | int], count: int, like: Any) -> Any:
+    def merged(arrays: list[Any], targets: Sequence[Target], count: int, like: Any) -> Any:
         shape = (count, *like.shape[1:-1], width)
-        placement = Placement([targets[i] for i in used], [columns[i] for i in used])
+        placement = Placement([targets[i] for i, _ in placed], [c for _, c in placed])
         dtype = np.result_type(*(array.dtype for array in arrays))
-        return assembled(prefix, [arrays[i] for i in used], placement, shape, dtype, fill)
+        pieces = [arrays[i] for i, _ in placed]
+        return assembled(prefix, pieces, placement, shape, dtype, fill)
 
     values = merged([b.values for b in blocks], rows[""][1], len(samples), first.values)
     gradients = {}
@@ -319,7 +320,7 @@ def _assembled_block(
     return TensorBlock._trusted(values, samples, first.components, properties, gradients)
 
 
-def _is_grouped(blocks: list[TensorBlock], columns: list[np.ndarray | int | None]) -> bool:
+def _is_grouped(blocks: list[TensorBlock], columns: Sequence[Target | None]) -> bool:
     """Whether the merge of ``blocks`` takes the path of tiny blocks: every array a
     tiny single chunk, and some block placed (``columns`` not None)."""
     placed = any(c is not None for c in columns)
@@ -341,9 +342,11 @@ def _merge_along_samples(
     samples = Labels._trusted(first.samples.names + names, merged)
     properties, columns = _properties_union(blocks)
     width = len(properties)
-    rows = {"": (samples, mappings)}
-    for parameter in first.gradients_list():
-        rows[parameter] = _merged_gradient_samples(blocks, parameter, mappings)
+    gradient_rows = {
+        parameter: _merged_gradient_samples(blocks, parameter, mappings)
+        for parameter in first.gradients_list()
+    }
+    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
     if _is_grouped(blocks, columns):
         return _assembled_block(
             "keys-to-samples", blocks, rows, samples, properties, columns, fill
@@ -359,7 +362,7 @@ def _merge_along_samples(
     limits = [max(max_rows(p) for p in pieces)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = rows[parameter]
+        gradient_samples, positions = gradient_rows[parameter]
         gradient_pieces = [
             _spread_columns(as_dask(b.gradient(parameter).values), c, width, fill)
             for b, c in zip(blocks, index_columns, strict=True)
@@ -497,14 +500,16 @@ def _merge_along_properties(
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
     samples = Labels._trusted(first.samples.names, merged)
-    rows = {"": (samples, mappings)}
-    for parameter in first.gradients_list():
-        rows[parameter] = _merged_gradient_samples(blocks, parameter, mappings)
+    gradient_rows = {
+        parameter: _merged_gradient_samples(blocks, parameter, mappings)
+        for parameter in first.gradients_list()
+    }
+    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
     if _is_grouped(blocks, starts):
         return _assembled_block(
             "keys-to-properties", blocks, rows, samples, properties, starts, fill
         )
-    mappings = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
+    indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
         index = -np.ones(count, np.int64)
@@ -513,7 +518,7 @@ def _merge_along_properties(
 
     value_pieces = [
         (start, expanded(as_dask(b.values), m, len(merged)))
-        for b, m, start in zip(blocks, mappings, starts, strict=False)
+        for b, m, start in zip(blocks, indices, starts, strict=False)
         if start is not None
     ]
     template = da.zeros((len(merged), *first.shape[1:]), dtype=first.dtype)
@@ -522,7 +527,7 @@ def _merge_along_properties(
     limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = rows[parameter]
+        gradient_samples, positions = gradient_rows[parameter]
         count = len(gradient_samples)
         pieces = [
             (start, expanded(as_dask(b.gradient(parameter).values), p, count))

@@ -6,7 +6,8 @@ in a wider array): through dask's fancy indexing and concatenation, each would b
 dozen tasks and arrays per block. Here each output array is one numpy call on whole
 input arrays:
 
-* :func:`taken` records ``array[index]`` (rows) or ``array[..., index]`` (columns);
+* :func:`taken` records ``array[index]`` (rows) or ``array[..., index]`` (columns)
+  in the active groups;
 * :func:`assembled` records the placement of several arrays into one new array
   (:class:`Placement` says where each goes, the rest is a fill value).
 
@@ -20,6 +21,7 @@ return None).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -28,9 +30,15 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
-from ._grouping import hash_arguments, single_chunk_bytes, single_chunk_shape, tiny_groups
+from ._grouping import (
+    TinyGroups,
+    active_groups,
+    hash_arguments,
+    single_chunk_bytes,
+    single_chunk_shape,
+)
 
-__all__ = ["Placement", "assembled", "place", "taken"]
+__all__ = ["Placement", "Target", "assembled", "place", "taken"]
 
 Target = int | np.ndarray
 """Where a piece goes along an axis: the first of consecutive positions, or positions."""
@@ -84,7 +92,10 @@ class Placement:
     def rows_within(self, piece_rows: Sequence[int], start: int, stop: int) -> tuple[list[int], Placement]:
         """The pieces with rows in the output rows ``start:stop`` (``piece_rows`` gives
         each piece's number of rows), and their placement in those rows alone."""
-        kept, rows, columns, sources = [], [], [], []
+        kept: list[int] = []
+        rows: list[Target] = []
+        columns: list[Target] = []
+        sources: list[np.ndarray | None] = []
         for i, (target, n) in enumerate(zip(self.rows, piece_rows, strict=True)):
             if self.sources[i] is not None:
                 raise ValueError("a placement with source rows can not be cut again")
@@ -138,19 +149,23 @@ def take_columns_now(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return array[..., index]
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_bytes(text: str) -> int:
+    return int(parse_bytes(text))
+
+
 def _row_limit(shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Rows per output chunk: the configured chunk size, at least one row."""
-    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    return max(1, parse_bytes(config.get("chunk-size")) // max(1, row_bytes))
+    row_bytes = dtype.itemsize
+    for n in shape[1:]:
+        row_bytes *= n
+    return max(1, _parsed_bytes(config.get("chunk-size")) // max(1, row_bytes))
 
 
-def taken(prefix: str, array: Any, index: np.ndarray, axis: str) -> Any:
-    """``array[index]`` along ``axis`` (``"rows"`` or ``"columns"``) as a grouped call
-    on a tiny single-chunk ``array``, or None when ``array`` is not one or no grouping
-    is active."""
-    groups = tiny_groups([array])
-    if groups is None:
-        return None
+def taken(groups: TinyGroups, prefix: str, array: Any, index: np.ndarray, axis: str) -> Any:
+    """``array[index]`` along ``axis`` (``"rows"`` or ``"columns"``), recorded in
+    ``groups`` for a tiny single-chunk ``array`` (see
+    :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
     shape = list(single_chunk_shape(array))
     shape[0 if axis == "rows" else -1] = len(index)
     func = take_rows_now if axis == "rows" else take_columns_now
@@ -170,13 +185,15 @@ def assembled(
     documentation); None unless every piece is a tiny single-chunk dask array.
     """
     dtype = np.dtype(dtype)
-    if not pieces or single_chunk_bytes(pieces) is None:
+    nbytes = single_chunk_bytes(pieces) if pieces else None
+    if nbytes is None:
         return None
-    extra = (placement, tuple(shape), dtype, fill)
+    # the dtype by its string: its repr, hashed into the task name, costs more
+    extra = (placement, tuple(shape), dtype.str, fill)
     limit = _row_limit(shape, dtype)
-    groups = tiny_groups(pieces)
+    groups = active_groups()
     if groups is not None and shape[0] <= limit:
-        return groups.record(prefix, place, list(pieces), extra, tuple(shape), dtype)
+        return groups.record(prefix, place, list(pieces), extra, tuple(shape), dtype, nbytes)
     return _row_chunks(prefix, list(pieces), placement, tuple(shape), dtype, fill, limit)
 
 

@@ -18,7 +18,7 @@ from ._manipulation_utils import (
     select_rows,
     take_rows,
 )
-from ._grouping import tiny_groups
+from ._grouping import TinyGroups, tiny_groups
 from ._placement import taken
 from ._utils import check_block, check_tensor, map_blocks
 
@@ -87,10 +87,10 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
     return indices
 
 
-def _all_tiny(block: TensorBlock) -> bool:
-    """Whether the arrays of ``block`` are tiny single chunks, grouped while building
-    a map (see :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
-    return tiny_groups([block.values, *(g.values for _, g in block.gradients())]) is not None
+def _tiny_groups(block: TensorBlock) -> TinyGroups | None:
+    """The active groups when the arrays of ``block`` are tiny single chunks (see
+    :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
+    return tiny_groups([block.values, *(g.values for _, g in block.gradients())])
 
 
 def _gradient_rows(gradient: TensorBlock, sample_map: np.ndarray) -> tuple[np.ndarray, Labels]:
@@ -109,13 +109,14 @@ def _grouped_samples(
 ) -> TensorBlock | None:
     """The sliced block as grouped calls (see :mod:`._placement`), or None when its
     arrays are not all tiny single chunks."""
-    if not _all_tiny(block):
+    groups = _tiny_groups(block)
+    if groups is None:
         return None
-    values = taken("slice-samples", block.values, indices, "rows")
+    values = taken(groups, "slice-samples", block.values, indices, "rows")
     gradients = {}
     for parameter, gradient in block.gradients():
         kept, gradient_samples = _gradient_rows(gradient, sample_map)
-        array = taken("slice-samples-gradient", gradient.values, kept, "rows")
+        array = taken(groups, "slice-samples-gradient", gradient.values, kept, "rows")
         pointer = row_pointer(gradient_samples.values[:, 0], len(indices))
         gradients[parameter] = TensorBlock._trusted(
             array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
@@ -195,12 +196,13 @@ def _grouped_properties(
 ) -> TensorBlock | None:
     """The block restricted to the properties ``kept`` as grouped calls (see
     :mod:`._placement`), or None when its arrays are not all tiny single chunks."""
-    if not _all_tiny(block):
+    groups = _tiny_groups(block)
+    if groups is None:
         return None
-    values = taken("slice-properties", block.values, kept, "columns")
+    values = taken(groups, "slice-properties", block.values, kept, "columns")
     gradients = {}
     for parameter, gradient in block.gradients():
-        array = taken("slice-properties-gradient", gradient.values, kept, "columns")
+        array = taken(groups, "slice-properties-gradient", gradient.values, kept, "columns")
         gradients[parameter] = TensorBlock._trusted(
             array,
             gradient.samples,
@@ -284,15 +286,16 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
         check_axis(axis)
         return tensor
     check_selection(tensor.block(0), axis, selection)
-    # blocks often share their Labels: the positions are found once for each Labels
-    found: dict[int, tuple[Labels, np.ndarray]] = {}
+    # blocks often have the same Labels: the positions are found once for each
+    found: dict[str, np.ndarray] = {}
+    what = "sample" if axis == "samples" else "property"
 
     def one(block: TensorBlock) -> TensorBlock:
         labels = block.samples if axis == "samples" else block.properties
-        if id(labels) not in found:
-            what = "sample" if axis == "samples" else "property"
-            found[id(labels)] = (labels, selected_indices(labels, selection, what))
-        indices = found[id(labels)][1]
+        digest = labels.digest()
+        indices = found.get(digest)
+        if indices is None:
+            indices = found[digest] = selected_indices(labels, selection, what)
         if axis == "samples":
             return slice_samples(block, indices)
         return slice_properties(block, indices)
