@@ -13,6 +13,7 @@ from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
@@ -20,7 +21,6 @@ from ._manipulation_utils import (
     concatenate_rows,
     take_rows,
 )
-from ._grouping import single_chunk_bytes
 from ._placement import Placement, assembled
 from ._utils import (
     check_blocks_raise,
@@ -62,7 +62,7 @@ def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None) -> Lab
         return Labels(first.samples.names, values)
     counts = [len(block.samples) for block in blocks]
     index = np.repeat(np.arange(len(blocks), dtype=np.int32), counts)[:, None]
-    return Labels._trusted(first.samples.names + [add_dimension], np.hstack([values, index]))
+    return Labels._trusted([*first.samples.names, add_dimension], np.hstack([values, index]))
 
 
 def _joined_gradient_samples(blocks: list[TensorBlock], parameter: str) -> Labels:

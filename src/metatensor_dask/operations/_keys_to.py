@@ -20,6 +20,7 @@ from ..block import TensorBlock
 from ..errors import invalid_parameter
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
     coalesce,
@@ -30,7 +31,6 @@ from ._manipulation_utils import (
     take_rows,
     unique_rows,
 )
-from ._grouping import single_chunk_bytes
 from ._placement import Placement, Target, assembled
 from ._utils import check_tensor, grouped
 
@@ -165,7 +165,7 @@ def _stacked_samples(
     its own moved key values) one after the other, optionally sorted, and for each
     block the position of each of its samples (its first position when they stay
     consecutive)."""
-    starts = np.cumsum([0] + counts[:-1])
+    starts = np.cumsum([0, *counts[:-1]])
     if not sort_samples:
         return stacked, [int(s) for s in starts]
     order = lexsort_rows(stacked)
@@ -207,7 +207,7 @@ def _merged_gradient_samples(
     if len(renumbered):
         counts = [len(block.samples) for block in blocks]
         position = np.concatenate([_as_index(m, n) for m, n in zip(mappings, counts, strict=True)])
-        offsets = np.repeat(np.cumsum([0] + counts[:-1]), [len(p) for p in pieces])
+        offsets = np.repeat(np.cumsum([0, *counts[:-1]]), [len(p) for p in pieces])
         renumbered[:, 0] = position[renumbered[:, 0] + offsets]
     merged, position = unique_rows(renumbered)
     if len(position) == 0:
@@ -348,9 +348,7 @@ def _merge_along_samples(
     }
     rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
     if _is_grouped(blocks, columns):
-        return _assembled_block(
-            "keys-to-samples", blocks, rows, samples, properties, columns, fill
-        )
+        return _assembled_block("keys-to-samples", blocks, rows, samples, properties, columns, fill)
 
     index_columns = [_as_index(c, len(b.properties)) for b, c in zip(blocks, columns, strict=True)]
     pieces = [
@@ -493,7 +491,7 @@ def _merge_along_properties(
                 np.concatenate([block.properties.values for block in blocks]),
             ]
         )
-        offsets = np.cumsum([0] + counts[:-1])
+        offsets = np.cumsum([0, *counts[:-1]])
         starts = [int(o) if n else None for o, n in zip(offsets, counts, strict=True)]
     properties = Labels._trusted(names + first.properties.names, property_values.astype(np.int32))
     width = len(properties)

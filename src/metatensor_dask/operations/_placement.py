@@ -89,7 +89,9 @@ class Placement:
             self._digest = hasher.digest()
         return self._digest.hex()
 
-    def rows_within(self, piece_rows: Sequence[int], start: int, stop: int) -> tuple[list[int], Placement]:
+    def rows_within(
+        self, piece_rows: Sequence[int], start: int, stop: int
+    ) -> tuple[list[int], Placement]:
         """The pieces with rows in the output rows ``start:stop`` (``piece_rows`` gives
         each piece's number of rows), and their placement in those rows alone."""
         kept: list[int] = []

@@ -10,6 +10,7 @@ from .._partition import co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import TinyGroups, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
@@ -18,7 +19,6 @@ from ._manipulation_utils import (
     select_rows,
     take_rows,
 )
-from ._grouping import TinyGroups, tiny_groups
 from ._placement import taken
 from ._utils import check_block, check_tensor, map_blocks
 
