@@ -100,10 +100,12 @@ def single_chunk_bytes(arrays: Sequence[Any]) -> int | None:
     :data:`TINY_BYTES`, else None (read from the chunks: ``.shape`` costs more)."""
     total = 0
     for array in arrays:
-        if not isinstance(array, da.Array) or any(len(c) != 1 for c in array.chunks):
+        if not isinstance(array, da.Array):
             return None
-        size = array.dtype.itemsize
+        size = array._meta.dtype.itemsize
         for chunk in array.chunks:
+            if len(chunk) != 1:
+                return None
             size *= chunk[0]
         if size > TINY_BYTES:
             return None

@@ -28,6 +28,7 @@ from ._manipulation_utils import (
     lexsort_rows,
     max_rows,
     rows_only,
+    same_labels,
     take_rows,
     unique_rows,
 )
@@ -94,22 +95,21 @@ def _groups(
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
     members = [[int(i) for i in m] for m in _members(which, len(keys))]
-    for blocks in members:
-        first = tensor.block_by_id(blocks[0])
-        for i in blocks:
-            block = tensor.block_by_id(i)
-            if any(g.gradients_list() for _, g in block.gradients()):
-                raise invalid_parameter(
-                    f"gradient of gradients are not supported yet in {function}"
-                )
-            if len(block.components) != len(first.components) or not all(
-                a == b for a, b in zip(block.components, first.components, strict=False)
-            ):
-                where = "samples" if function == "keys_to_samples" else "properties"
-                raise invalid_parameter(
-                    f"can not move keys to {where} if the blocks have different components "
-                    "labels, call components_to_properties first"
-                )
+    for positions in members:
+        blocks = [tensor.block_by_id(i) for i in positions]
+        if any(g.gradients_list() for block in blocks for _, g in block.gradients()):
+            raise invalid_parameter(f"gradient of gradients are not supported yet in {function}")
+        components = [block.components for block in blocks]
+        reference = components[0]
+        same = all(len(c) == len(reference) for c in components) and all(
+            same_labels([c[k] for c in components], reference[k]) for k in range(len(reference))
+        )
+        if not same:
+            where = "samples" if function == "keys_to_samples" else "properties"
+            raise invalid_parameter(
+                f"can not move keys to {where} if the blocks have different components "
+                "labels, call components_to_properties first"
+            )
     return keys, members, tensor.keys.values[:, moved]
 
 
@@ -219,7 +219,7 @@ def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, Sequence[Targe
     """The union of the blocks' properties (in order of first appearance, as
     metatensor's repeated unions), and where each block's properties are in it."""
     first = blocks[0].properties
-    if all(block.properties == first for block in blocks[1:]):
+    if same_labels([block.properties for block in blocks], first):
         return first, [0] * len(blocks)
     pieces = [block.properties.values for block in blocks]
     union, position = _first_appearance(np.concatenate(pieces))
@@ -273,14 +273,6 @@ def _finish(
 # -- keys to samples ------------------------------------------------------------------
 
 
-def _all_arrays(blocks: list[TensorBlock]) -> list[Any]:
-    """The values and every gradient of ``blocks``."""
-    arrays = [block.values for block in blocks]
-    for parameter in blocks[0].gradients_list():
-        arrays += [block.gradient(parameter).values for block in blocks]
-    return arrays
-
-
 def _assembled_block(
     prefix: str,
     blocks: list[TensorBlock],
@@ -289,42 +281,42 @@ def _assembled_block(
     properties: Labels,
     columns: Sequence[Target | None],
     fill: float,
-) -> TensorBlock:
+) -> TensorBlock | None:
     """The merged block of tiny blocks, each array one numpy call (see
-    :mod:`._placement`): ``rows`` gives, for the values (``""``) and each gradient,
-    the output samples and where each block's rows go; ``columns`` where each block's
-    properties go (None: the block is left out)."""
+    :mod:`._placement`), or None unless every array placed is a tiny single chunk.
+
+    ``rows`` gives, for the values (``""``) and each gradient, the output samples and
+    where each block's rows go; ``columns`` where each block's properties go (None:
+    the block is left out).
+    """
     first = blocks[0]
-    width = len(properties)
     placed = [(i, c) for i, c in enumerate(columns) if c is not None]
+    arrays = {"": [block.values for block in blocks]}
+    for parameter in first.gradients_list():
+        arrays[parameter] = [block.gradient(parameter).values for block in blocks]
+    pieces = {key: [values[i] for i, _ in placed] for key, values in arrays.items()}
+    sizes = {key: single_chunk_bytes(values) for key, values in pieces.items()}
+    if not placed or any(size is None for size in sizes.values()):
+        return None
 
-    def merged(arrays: list[Any], targets: Sequence[Target], count: int, like: Any) -> Any:
-        shape = (count, *like.shape[1:-1], width)
-        placement = Placement([targets[i] for i, _ in placed], [c for _, c in placed])
-        dtype = np.result_type(*(array.dtype for array in arrays))
-        pieces = [arrays[i] for i, _ in placed]
-        return assembled(prefix, pieces, placement, shape, dtype, fill)
+    def merged(key: str) -> Any:
+        count = len(rows[key][0])
+        shape = (count, *arrays[key][0].shape[1:-1], len(properties))
+        placement = Placement([rows[key][1][i] for i, _ in placed], [c for _, c in placed])
+        dtype = np.result_type(*(array.dtype for array in arrays[key]))
+        return assembled(prefix, pieces[key], placement, shape, dtype, fill, sizes[key])
 
-    values = merged([b.values for b in blocks], rows[""][1], len(samples), first.values)
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, targets = rows[parameter]
-        arrays = [block.gradient(parameter).values for block in blocks]
+        gradient_samples = rows[parameter][0]
         gradients[parameter] = TensorBlock._trusted(
-            merged(arrays, targets, len(gradient_samples), first_gradient.values),
+            merged(parameter),
             gradient_samples,
             first_gradient.components,
             properties,
             row_pointer=row_pointer(gradient_samples.column("sample"), len(samples)),
         )
-    return TensorBlock._trusted(values, samples, first.components, properties, gradients)
-
-
-def _is_grouped(blocks: list[TensorBlock], columns: Sequence[Target | None]) -> bool:
-    """Whether the merge of ``blocks`` takes the path of tiny blocks: every array a
-    tiny single chunk, and some block placed (``columns`` not None)."""
-    placed = any(c is not None for c in columns)
-    return placed and single_chunk_bytes(_all_arrays(blocks)) is not None
+    return TensorBlock._trusted(merged(""), samples, first.components, properties, gradients)
 
 
 def _merge_along_samples(
@@ -347,8 +339,11 @@ def _merge_along_samples(
         for parameter in first.gradients_list()
     }
     rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
-    if _is_grouped(blocks, columns):
-        return _assembled_block("keys-to-samples", blocks, rows, samples, properties, columns, fill)
+    grouped_block = _assembled_block(
+        "keys-to-samples", blocks, rows, samples, properties, columns, fill
+    )
+    if grouped_block is not None:
+        return grouped_block
 
     index_columns = [_as_index(c, len(b.properties)) for b, c in zip(blocks, columns, strict=True)]
     pieces = [
@@ -503,10 +498,11 @@ def _merge_along_properties(
         for parameter in first.gradients_list()
     }
     rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
-    if _is_grouped(blocks, starts):
-        return _assembled_block(
-            "keys-to-properties", blocks, rows, samples, properties, starts, fill
-        )
+    grouped_block = _assembled_block(
+        "keys-to-properties", blocks, rows, samples, properties, starts, fill
+    )
+    if grouped_block is not None:
+        return grouped_block
     indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:

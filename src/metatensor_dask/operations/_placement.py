@@ -78,14 +78,23 @@ class Placement:
     def digest(self) -> str:
         """A hash of the whole placement (names the tasks that use it)."""
         if self._digest is None:
+            # one description of every target (-1: a start, -2: None, else the length
+            # of an index), then the starts, then the indices, hashed at once
+            kinds, starts, indices = [], [], []
+            for target in (*self.rows, *self.columns, *self.sources):
+                if isinstance(target, np.ndarray):
+                    kinds.append(len(target))
+                    indices.append(target)
+                elif target is None:
+                    kinds.append(-2)
+                else:
+                    kinds.append(-1)
+                    starts.append(target)
             hasher = hashlib.blake2b(digest_size=16)
-            for part in (self.rows, self.columns, self.sources):
-                for target in part:
-                    if isinstance(target, np.ndarray):
-                        hasher.update(b"a%d:" % len(target))
-                        hasher.update(np.ascontiguousarray(target, np.int64).tobytes())
-                    else:
-                        hasher.update(b"s%r;" % (target,))
+            hasher.update(np.asarray(kinds, np.int64).tobytes())
+            hasher.update(np.asarray(starts, np.int64).tobytes())
+            if indices:
+                hasher.update(np.concatenate(indices).astype(np.int64).tobytes())
             self._digest = hasher.digest()
         return self._digest.hex()
 
@@ -181,14 +190,18 @@ def assembled(
     shape: tuple[int, ...],
     dtype: Any,
     fill: float,
+    nbytes: int | None = None,
 ) -> Any:
     """The array of ``shape`` holding ``pieces`` where ``placement`` says and ``fill``
     elsewhere, as a grouped call or a dask array of row chunks (see the module's
     documentation); None unless every piece is a tiny single-chunk dask array.
+    ``nbytes``, when given, are those of the pieces, already checked to be tiny
+    single chunks.
     """
     dtype = np.dtype(dtype)
-    nbytes = single_chunk_bytes(pieces) if pieces else None
     if nbytes is None:
+        nbytes = single_chunk_bytes(pieces) if pieces else None
+    if nbytes is None or not pieces:
         return None
     # the dtype by its string: its repr, hashed into the task name, costs more
     extra = (placement, tuple(shape), dtype.str, fill)
