@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -93,19 +94,50 @@ def _tiny_groups(block: TensorBlock) -> TinyGroups | None:
     return tiny_groups([block.values, *(g.values for _, g in block.gradients())])
 
 
-def _gradient_rows(gradient: TensorBlock, sample_map: np.ndarray) -> tuple[np.ndarray, Labels]:
-    """The gradient rows of the kept samples, and their samples with ``"sample"``
-    renumbered by ``sample_map`` (-1 for a sample that is not kept)."""
+class _Memo:
+    """Sliced metadata, found once for each distinct input (keyed by Labels digests):
+    the blocks of a map often have the same samples, properties or gradient samples,
+    and then share the sliced Labels too."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, ...], Any] = {}
+
+    def get(self, key: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+        value = self._entries.get(key)
+        if value is None:
+            value = self._entries[key] = compute()
+        return value
+
+
+def _sliced_samples(labels: Labels, indices: np.ndarray) -> tuple[bool, np.ndarray, Labels]:
+    """Whether ``indices`` increase, the new position of each sample (-1 when it is
+    not kept), and the new samples."""
+    in_order = bool(np.all(indices[1:] > indices[:-1]))
+    sample_map = np.full(len(labels), -1, np.int64)
+    sample_map[indices] = np.arange(len(indices))
+    return in_order, sample_map, Labels._trusted(labels.names, labels.values[indices])
+
+
+def _gradient_rows(
+    gradient: TensorBlock, sample_map: np.ndarray, n_samples: int
+) -> tuple[np.ndarray, Labels, np.ndarray | None]:
+    """The gradient rows of the kept samples, their samples with ``"sample"``
+    renumbered by ``sample_map`` (-1 for a sample that is not kept), and their row
+    pointer over the ``n_samples`` kept samples (None when not grouped by sample)."""
     samples = gradient.samples.values
     new_column = sample_map[samples[:, 0]]
     kept = np.flatnonzero(new_column >= 0)
     new_samples = samples[kept]
     new_samples[:, 0] = new_column[kept]
-    return kept, Labels._trusted(gradient.samples.names, new_samples)
+    pointer = row_pointer(new_samples[:, 0], n_samples)
+    return kept, Labels._trusted(gradient.samples.names, new_samples), pointer
 
 
 def _grouped_samples(
-    block: TensorBlock, indices: np.ndarray, samples: Labels, sample_map: np.ndarray
+    block: TensorBlock,
+    indices: np.ndarray,
+    samples: Labels,
+    gradient_rows: Callable[[str, TensorBlock], tuple[np.ndarray, Labels, np.ndarray | None]],
 ) -> TensorBlock | None:
     """The sliced block as grouped calls (see :mod:`._placement`), or None when its
     arrays are not all tiny single chunks."""
@@ -115,23 +147,33 @@ def _grouped_samples(
     values = taken(groups, "slice-samples", block.values, indices, "rows")
     gradients = {}
     for parameter, gradient in block.gradients():
-        kept, gradient_samples = _gradient_rows(gradient, sample_map)
+        kept, gradient_samples, pointer = gradient_rows(parameter, gradient)
         array = taken(groups, "slice-samples-gradient", gradient.values, kept, "rows")
-        pointer = row_pointer(gradient_samples.values[:, 0], len(indices))
         gradients[parameter] = TensorBlock._trusted(
             array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
         )
     return TensorBlock._trusted(values, samples, block.components, block.properties, gradients)
 
 
-def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
-    """The block restricted to the samples at ``indices`` (unique, any order)."""
+def slice_samples(
+    block: TensorBlock, indices: np.ndarray, memo: _Memo | None = None
+) -> TensorBlock:
+    """The block restricted to the samples at ``indices`` (unique, any order);
+    ``memo`` shares metadata between the blocks of a map."""
     check_no_gradients_of_gradients(block)
-    in_order = bool(np.all(indices[1:] > indices[:-1]))
-    sample_map = np.full(len(block.samples), -1, np.int64)
-    sample_map[indices] = np.arange(len(indices))
-    samples = Labels._trusted(block.samples.names, block.samples.values[indices])
-    grouped_block = _grouped_samples(block, indices, samples, sample_map)
+    memo = memo or _Memo()
+    key = block.samples.digest()
+    in_order, sample_map, samples = memo.get(
+        ("samples", key), lambda: _sliced_samples(block.samples, indices)
+    )
+
+    def gradient_rows(
+        parameter: str, gradient: TensorBlock
+    ) -> tuple[np.ndarray, Labels, np.ndarray | None]:
+        rows_key = ("gradient", key, gradient.samples.digest())
+        return memo.get(rows_key, lambda: _gradient_rows(gradient, sample_map, len(indices)))
+
+    grouped_block = _grouped_samples(block, indices, samples, gradient_rows)
     if grouped_block is not None:
         return grouped_block
 
@@ -140,7 +182,7 @@ def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     for parameter, gradient in block.gradients():
         pairs = co_partitioned(block, parameter) if in_order else None
         gradient_values = pairs[1] if pairs is not None else as_dask(gradient.values)
-        kept, gradient_samples = _gradient_rows(gradient, sample_map)
+        kept, gradient_samples, _ = gradient_rows(parameter, gradient)
         gradient_parts[parameter] = (
             select_rows(gradient_values, kept),
             gradient_samples,
@@ -168,11 +210,22 @@ def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     return TensorBlock._trusted(new_values, samples, block.components, block.properties, gradients)
 
 
-def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
-    """The block restricted to the properties at ``indices``, kept in their order."""
-    check_no_gradients_of_gradients(block)
+def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray, Labels]:
     kept = np.unique(indices)
-    properties = Labels._trusted(block.properties.names, block.properties.values[kept])
+    return kept, Labels._trusted(labels.names, labels.values[kept])
+
+
+def slice_properties(
+    block: TensorBlock, indices: np.ndarray, memo: _Memo | None = None
+) -> TensorBlock:
+    """The block restricted to the properties at ``indices``, kept in their order;
+    ``memo`` shares metadata between the blocks of a map."""
+    check_no_gradients_of_gradients(block)
+    memo = memo or _Memo()
+    kept, properties = memo.get(
+        ("properties", block.properties.digest()),
+        lambda: _sliced_properties(block.properties, indices),
+    )
     grouped_block = _grouped_properties(block, kept, properties)
     if grouped_block is not None:
         return grouped_block
@@ -286,18 +339,17 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
         check_axis(axis)
         return tensor
     check_selection(tensor.block(0), axis, selection)
-    # blocks often have the same Labels: the positions are found once for each
-    found: dict[str, np.ndarray] = {}
+    # blocks often have the same Labels: each distinct one is sliced once
+    memo = _Memo()
     what = "sample" if axis == "samples" else "property"
 
     def one(block: TensorBlock) -> TensorBlock:
         labels = block.samples if axis == "samples" else block.properties
-        digest = labels.digest()
-        indices = found.get(digest)
-        if indices is None:
-            indices = found[digest] = selected_indices(labels, selection, what)
+        indices = memo.get(
+            ("selection", labels.digest()), lambda: selected_indices(labels, selection, what)
+        )
         if axis == "samples":
-            return slice_samples(block, indices)
-        return slice_properties(block, indices)
+            return slice_samples(block, indices, memo)
+        return slice_properties(block, indices, memo)
 
     return map_blocks(tensor, one)
