@@ -1,4 +1,9 @@
-"""``join`` and ``join_blocks``: concatenate tensors along samples or properties."""
+"""``join`` and ``join_blocks``: concatenate tensors along samples or properties.
+
+Blocks whose arrays are all tiny single chunks are joined by one numpy call per output
+array (see :mod:`._placement`), run by a few grouped tasks for a whole map; others are
+concatenated chunk by chunk with dask.
+"""
 
 from __future__ import annotations
 
@@ -385,7 +390,9 @@ def join(
     Notes
     -----
     Along samples, values are concatenated lazily (no copy); neighbouring small
-    chunks are merged up to the configured ``metatensor_dask.chunk-size``. Gradient
+    chunks are merged up to the configured ``metatensor_dask.chunk-size``. Blocks
+    whose arrays are all tiny single chunks are joined by one numpy call per output
+    array, a few grouped tasks for the whole map. Gradient
     rule: joining stacks independent entries, so gradient rows are concatenated with
     ``"sample"`` shifted by the number of samples before them, and stay co-partitioned
     with the values. Along properties the samples must be the same; the gradient

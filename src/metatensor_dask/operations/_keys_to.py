@@ -1,10 +1,13 @@
 """Move key dimensions to samples or properties, and components to properties.
 
 These are ``TensorMap`` methods in metatensor-core; here they are functions (also
-available as methods). Blocks are merged lazily: rows are concatenated with
-``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the merged
-samples are not already in the blocks' order; gradients are rebuilt with the same
-moves and stay co-partitioned with their values.
+available as methods). The merged metadata (samples, properties, gradient samples and
+where each block's entries go) is found with numpy on all merged blocks at once.
+Merged blocks that are all tiny single chunks become one numpy call per output array
+(see :mod:`._placement`), run by a few grouped tasks; otherwise rows are concatenated
+with ``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the
+merged samples are not already in the blocks' order. Gradients are rebuilt with the
+same moves and stay co-partitioned with their values.
 """
 
 from __future__ import annotations
@@ -400,7 +403,8 @@ def keys_to_samples(
     follows its value row: ``"sample"`` is renumbered to the merged samples and rows
     are sorted (as metatensor does), which keeps them grouped by sample and
     co-partitioned with the values. Values are concatenated lazily and reordered
-    only when sorting changes the order.
+    only when sorting changes the order; blocks that are all tiny single chunks are
+    merged by one numpy call per output array.
     """
     return _keys_moved(
         tensor,

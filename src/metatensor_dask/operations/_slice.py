@@ -1,4 +1,9 @@
-"""``slice`` and ``slice_block``: keep some samples or properties of every block."""
+"""``slice`` and ``slice_block``: keep some samples or properties of every block.
+
+The sliced metadata is found once for each distinct Labels of a map. Blocks whose
+arrays are all tiny single chunks are sliced by one numpy call per array, run by a few
+grouped tasks for the whole map (see :mod:`._placement`); others chunk by chunk.
+"""
 
 from __future__ import annotations
 
@@ -294,6 +299,8 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
         *i* comes from input chunk *i* when the positions are increasing, with small
         neighbouring chunks merged), and the gradient rows of the kept samples follow
         with their ``"sample"`` renumbered, still co-partitioned with the values.
+        Within :func:`slice`, a tiny single-chunk block is sliced by one numpy call
+        per array, grouped with other blocks' calls.
 
     Notes
     -----
