@@ -132,6 +132,16 @@ def place(*arguments: Any) -> np.ndarray:
     """The array ``(*pieces, placement, shape, dtype, fill)``: ``fill`` everywhere but
     where ``placement`` puts the pieces (numpy, for one task)."""
     *pieces, placement, shape, dtype, fill = arguments
+    if _stacked_rows(pieces, placement, shape):
+        # pieces spanning every column, rows anywhere (keys_to_samples): one
+        # concatenation and one scatter instead of one scatter per piece
+        out = np.full(shape, fill, dtype=dtype)
+        targets = [
+            target if isinstance(target, np.ndarray) else np.arange(target, target + len(piece))
+            for piece, target in zip(pieces, placement.rows, strict=True)
+        ]
+        out[np.concatenate(targets)] = np.concatenate(pieces)
+        return out
     out = np.full(shape, fill, dtype=dtype)
     middle = [np.arange(n) for n in shape[1:-1]]
     for piece, rows, columns, source in zip(
@@ -148,6 +158,16 @@ def place(*arguments: Any) -> np.ndarray:
         else:
             out[rows, ..., columns] = piece
     return out
+
+
+def _stacked_rows(pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...]) -> bool:
+    """Whether each piece fills whole rows of the output (all its rows, every column)."""
+    if not pieces or any(source is not None for source in placement.sources):
+        return False
+    return all(
+        not isinstance(columns, np.ndarray) and columns == 0 and piece.shape[-1] == shape[-1]
+        for piece, columns in zip(pieces, placement.columns, strict=True)
+    )
 
 
 def take_rows_now(array: np.ndarray, index: np.ndarray) -> np.ndarray:
