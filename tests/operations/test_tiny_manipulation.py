@@ -1,6 +1,8 @@
 """``slice``, ``join`` and ``keys_to_*`` on maps of many tiny blocks: one numpy call per
 output array, a few grouped tasks per map, results equal to metatensor's."""
 
+import gc
+
 import dask
 import dask.array as da
 import metatensor
@@ -223,3 +225,17 @@ def test_names_are_deterministic_and_depend_on_selection():
     assert first.__dask_keys__() == second.__dask_keys__()
     assert first.__dask_keys__() != other.__dask_keys__()
     assert dask.base.tokenize(first) != dask.base.tokenize(other)
+
+
+def test_garbage_collector_paused_while_building_only():
+    ours, _ = _ours_and_theirs("", 3, uniform=True)
+    assert gc.isenabled()
+    with pytest.raises(IndexError, match="out of bounds"):
+        mtd.slice(ours, "samples", np.array([100]))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        mtd.slice(ours, "samples", np.array([0]))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
