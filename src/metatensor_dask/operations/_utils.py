@@ -343,7 +343,7 @@ def grouped(build: Callable[[], TensorMap]) -> TensorMap:
     tasks instead of one task per array (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
         result = build()
-    return result._with_arrays(groups.finish(result._raw_arrays()))
+        return result._with_arrays(groups.finish(result._raw_arrays()))
 
 
 def map_blocks(A: TensorMap, function: Callable[[TensorBlock], TensorBlock]) -> TensorMap:
