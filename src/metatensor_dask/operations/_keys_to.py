@@ -83,8 +83,9 @@ def _members(which: np.ndarray, count: int) -> list[np.ndarray]:
 
 def _groups(
     tensor: TensorMap, names: list[str], function: str
-) -> tuple[Labels, list[list[int]], np.ndarray]:
-    """The remaining keys, the blocks merged into each, and the moved key columns."""
+) -> tuple[Labels, list[list[int]], list[list[TensorBlock]], np.ndarray]:
+    """The remaining keys, the positions of the blocks merged into each and these
+    blocks, and the moved key columns."""
     if len(tensor) == 0:
         raise invalid_parameter("there are no keys to move in an empty TensorMap")
     key_names = tensor.keys.names
@@ -99,8 +100,8 @@ def _groups(
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
     members = [[int(i) for i in m] for m in _members(which, len(keys))]
-    for positions in members:
-        blocks = [tensor.block_by_id(i) for i in positions]
+    merged = [[tensor.block_by_id(i) for i in positions] for positions in members]
+    for blocks in merged:
         if any(g.gradients_list() for block in blocks for _, g in block.gradients()):
             raise invalid_parameter(f"gradient of gradients are not supported yet in {function}")
         components = [block.components for block in blocks]
@@ -114,7 +115,7 @@ def _groups(
                 f"can not move keys to {where} if the blocks have different components "
                 "labels, call components_to_properties first"
             )
-    return keys, members, tensor.keys.values[:, moved]
+    return keys, members, merged, tensor.keys.values[:, moved]
 
 
 def _keys_moved(
@@ -128,11 +129,12 @@ def _keys_moved(
     kept."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
-    keys, members, moved = _groups(tensor, names, function)
+    keys, members, merged, moved = _groups(tensor, names, function)
 
     def build() -> TensorMap:
         blocks = [
-            merge([tensor.block_by_id(i) for i in m], moved[m], names, selected) for m in members
+            merge(group, moved[m], names, selected)
+            for m, group in zip(members, merged, strict=True)
         ]
         return TensorMap._trusted(keys, blocks, tensor.info())
 
