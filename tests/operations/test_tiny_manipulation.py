@@ -172,17 +172,19 @@ def test_mixed_tiny_and_chunked_blocks(name):
     assert_equal_to_metatensor(result, CASES[name][1](theirs))
 
 
-def test_large_outputs_are_cut_in_row_chunks():
-    """An output beyond the configured chunk size gets row chunks, one task each."""
+@pytest.mark.parametrize("sort_samples", [True, False])
+def test_large_outputs_are_cut_in_row_chunks(sort_samples):
+    """An output beyond the configured chunk size gets row chunks, one task each (rows
+    of a block in several chunks when sorted, blocks cut between chunks when not)."""
     ours, theirs = _ours_and_theirs("", 30, uniform=True)
     with dask.config.set({"metatensor_dask.chunk-size": "400B"}):
-        result = lazily(mtd.keys_to_samples, ours, "k")
+        result = lazily(lambda: mtd.keys_to_samples(ours, "k", sort_samples=sort_samples))
     values = result.block(0).values
     assert values.numblocks[0] > 1
     assert max(values.chunks[0]) * 2 * 3 * 8 <= 400
     gradient = result.block(0).gradient("positions").values
     assert scheduled_tasks(gradient) == gradient.numblocks[0]
-    assert_equal_to_metatensor(result, theirs.keys_to_samples("k"))
+    assert_equal_to_metatensor(result, theirs.keys_to_samples("k", sort_samples=sort_samples))
 
 
 def test_blocks_outside_a_map():
@@ -239,3 +241,16 @@ def test_garbage_collector_paused_while_building_only():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_join_union_of_different_keys(axis):
+    """Missing blocks count as empty ones, grouped with the others."""
+    ours, theirs = _ours_and_theirs("", 12, uniform=True)
+    dropped = metatensor.Labels(["a", "k"], theirs.keys.values[::2])
+    half = metatensor.drop_blocks(theirs, dropped)
+    tensors = [mtd.from_metatensor(half), ours]
+    result = lazily(mtd.join, tensors, axis, "union", "tensor")
+    assert scheduled_tasks(result) == 1
+    expected = metatensor.join([half, theirs], axis, different_keys="union", add_dimension="tensor")
+    assert_equal_to_metatensor(result, expected)

@@ -15,7 +15,7 @@ from dask.utils import parse_bytes
 
 from .. import config
 from .._partition import block_row_pointer, co_partitioned, row_pointer
-from ..block import TensorBlock
+from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._grouping import single_chunk_bytes
@@ -292,6 +292,12 @@ def _concatenate_columns(arrays: list[da.Array]) -> da.Array:
     return joined.rechunk({joined.ndim - 1: -1}) if len(joined.chunks[-1]) > 1 else joined
 
 
+def _no_entries(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An array of ``shape``, which has a zero, held as data (no task to compute it;
+    grouped tasks read it directly)."""
+    return as_block_array(np.zeros(shape, dtype=dtype))
+
+
 def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
     """A block with the metadata of ``block`` and no samples (or no properties)."""
     check_no_gradients_of_gradients(block)
@@ -312,13 +318,13 @@ def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
             gradient_samples = gradient.samples
             gradient_shape = (*gradient.shape[:-1], 0)
         gradients[parameter] = TensorBlock._trusted(
-            da.zeros(gradient_shape, dtype=block.dtype),
+            _no_entries(gradient_shape, block.dtype),
             gradient_samples,
             gradient.components,
             properties,
         )
     return TensorBlock._trusted(
-        da.zeros(shape, dtype=block.dtype), samples, block.components, properties, gradients
+        _no_entries(shape, block.dtype), samples, block.components, properties, gradients
     )
 
 
