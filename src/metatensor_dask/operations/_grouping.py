@@ -31,6 +31,7 @@ from .._collection import GroupItem
 __all__ = [
     "TinyGroups",
     "active_groups",
+    "chunk_arguments",
     "grouped_tiny_blocks",
     "hash_arguments",
     "paused_gc",
@@ -201,6 +202,13 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     ]
     layer[group_key] = _graph.task(group_key, _run_group, calls, *group_refs)
     return group_key, _graph.group_layer(layer), refs
+
+
+def chunk_arguments(arrays: Sequence[da.Array]) -> list[Any]:
+    """For each single-chunk array, what a task takes for its chunk: the numpy array
+    when the graph holds it as data (see :func:`_inlined`), else a reference."""
+    layer = _graph.flat_tasks(arrays)
+    return [_inlined(layer, _graph.chunk_ref(a, *((0,) * len(a.chunks)))) for a in arrays]
 
 
 def _inlined(layer: dict, ref: Any) -> Any:

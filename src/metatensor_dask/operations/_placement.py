@@ -33,6 +33,7 @@ from .. import _graph, config
 from ._grouping import (
     TinyGroups,
     active_groups,
+    chunk_arguments,
     hash_arguments,
     single_chunk_bytes,
     single_chunk_shape,
@@ -252,10 +253,12 @@ def _row_chunks(
     starts = list(range(0, shape[0], limit)) or [0]
     chunks = tuple(min(limit, shape[0] - start) for start in starts)
     zeros = (0,) * (len(shape) - 1)
+    # inputs held as data are given to the tasks directly (as in grouped tasks)
+    arguments = chunk_arguments(pieces)
     layer = {}
     for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
         kept, local = placement.rows_within(piece_rows, start, start + size)
-        refs = [_graph.chunk_ref(pieces[i], *((0,) * pieces[i].ndim)) for i in kept]
+        refs = [arguments[i] for i in kept]
         key = (name, j, *zeros)
         chunk_shape = (size, *shape[1:])
         layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
