@@ -218,7 +218,10 @@ def flat_tasks(arrays: Iterable[da.Array]) -> dict[Any, Any]:
         for name, layer in layers.items():
             if name not in seen:
                 seen.add(name)
-                tasks.update(ensure_dict(layer))
+                # a materialized layer's own dictionary: ``dict(layer)`` goes through
+                # the Mapping protocol, key by key
+                mapping = getattr(layer, "mapping", None)
+                tasks.update(mapping if type(mapping) is dict else ensure_dict(layer))
     return tasks
 
 

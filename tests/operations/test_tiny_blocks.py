@@ -156,8 +156,8 @@ def test_persist_and_chained_operations():
     assert scheduled_tasks(persisted) == 8 * 2
     expected = metatensor.multiply(theirs, theirs)
     assert_equal_to_metatensor(persisted, expected)
-    # the second operation reads the first one's grouped result, the only task it
-    # needs (its other inputs are data): dask fuses the two
+    # the second operation reads the first one's grouped result (its other inputs are
+    # data, inlined in its task: dask fuses the two tasks)
     chained = mtd.add(product, ours)
     assert scheduled_tasks(chained) == 1
     assert_equal_to_metatensor(chained, metatensor.add(expected, theirs))

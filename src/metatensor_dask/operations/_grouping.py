@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -29,8 +30,12 @@ from .._collection import GroupItem
 
 __all__ = [
     "TinyGroups",
+    "active_groups",
+    "chunk_arguments",
     "grouped_tiny_blocks",
     "hash_arguments",
+    "paused_gc",
+    "single_chunk_bytes",
     "single_chunk_shape",
     "tiny_groups",
 ]
@@ -43,10 +48,14 @@ GROUP_BYTES = 8 * 1024 * 1024
 
 def hash_arguments(hasher: Any, arguments: Sequence[Any]) -> None:
     """Feed constants, index arrays and functions to ``hasher`` (for deterministic task
-    names: a function by its qualified name, not its address)."""
+    names: a function by its qualified name, not its address; an object with a
+    ``digest()`` method, such as Labels, by its digest)."""
     for value in arguments:
+        digest = getattr(value, "digest", None)
         if isinstance(value, np.ndarray):
             hasher.update(value.tobytes())
+        elif callable(digest):
+            hasher.update(str(digest()).encode())
         elif callable(value) and hasattr(value, "__qualname__"):
             hasher.update(f"{value.__module__}.{value.__qualname__}".encode())
         else:
@@ -94,10 +103,12 @@ def single_chunk_bytes(arrays: Sequence[Any]) -> int | None:
     :data:`TINY_BYTES`, else None (read from the chunks: ``.shape`` costs more)."""
     total = 0
     for array in arrays:
-        if not isinstance(array, da.Array) or any(len(c) != 1 for c in array.chunks):
+        if not isinstance(array, da.Array):
             return None
-        size = array.dtype.itemsize
+        size = array._meta.dtype.itemsize
         for chunk in array.chunks:
+            if len(chunk) != 1:
+                return None
             size *= chunk[0]
         if size > TINY_BYTES:
             return None
@@ -124,10 +135,12 @@ class TinyGroups:
         extra: tuple,
         shape: tuple[int, ...],
         dtype: Any,
+        nbytes: int | None = None,
     ) -> _Pending:
         """Record ``func(*arrays, *extra)``, whose result has ``shape`` and ``dtype``;
-        ``prefix`` names the result's own task."""
-        size = single_chunk_bytes(arrays) or 0
+        ``prefix`` names the result's own task; ``nbytes`` are those of ``arrays``
+        (found from their chunks when not given)."""
+        size = (single_chunk_bytes(arrays) or 0) if nbytes is None else nbytes
         if not self.groups or self.groups[-1].bytes + size > GROUP_BYTES:
             self.groups.append(_Group())
         group = self.groups[-1]
@@ -145,6 +158,10 @@ class TinyGroups:
         """``arrays`` with each recorded result replaced by its
         :class:`~metatensor_dask._collection.GroupItem`; the item's own task runs its
         call alone, so computing one array computes one block, not its group."""
+        with paused_gc():
+            return self._finished(arrays)
+
+    def _finished(self, arrays: list[Any]) -> list[Any]:
         sources = [_group_source(group) for group in self.groups]
         finished = []
         for array in arrays:
@@ -175,7 +192,7 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     # the arrays of items of an earlier group are read from that group's result
     items = [_graph.item_of(a) for a in group.inputs]
     group_refs = [
-        ref if item is None else _graph.ref(item.group_key)
+        _graph.ref(item.group_key) if item is not None else _inlined(layer, ref)
         for ref, item in zip(refs, items, strict=True)
     ]
     picks = [None if item is None else item.position for item in items]
@@ -187,22 +204,63 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     return group_key, _graph.group_layer(layer), refs
 
 
+def chunk_arguments(arrays: Sequence[da.Array]) -> list[Any]:
+    """For each single-chunk array, what a task takes for its chunk: the numpy array
+    when the graph holds it as data (see :func:`_inlined`), else a reference."""
+    layer = _graph.flat_tasks(arrays)
+    return [_inlined(layer, _graph.chunk_ref(a, *((0,) * len(a.chunks)))) for a in arrays]
+
+
+def _inlined(layer: dict, ref: Any) -> Any:
+    """The input ``ref`` refers to: its numpy array when the graph holds it as data
+    (the group's task then reads it directly: thousands of data keys cost the
+    scheduler more than the group's work), else ``ref`` itself."""
+    value = layer.get(ref.key)
+    return value if isinstance(value, np.ndarray) else ref
+
+
 _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(
     "metatensor_dask_tiny_groups", default=None
 )
 
 
 @contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it runs) for the duration.
+
+    Building a map of many blocks allocates millions of small objects that live on, and
+    no reference cycles; each of them counts towards the collector's thresholds, and
+    each full collection walks every object of the process (a map's own metadata, the
+    input map's...), so that building 10,000 blocks triggered collections costing
+    seconds, more than the building itself. Collections resume afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def grouped_tiny_blocks() -> Iterator[TinyGroups]:
     """Within this context, the chunk-wise functions return placeholders for calls on
     tiny single-chunk arrays; ``groups.finish(arrays)`` replaces the placeholders
-    among ``arrays`` (which must all be given) by group items."""
+    among ``arrays`` (which must all be given) by group items. The garbage collector
+    is paused (see :func:`paused_gc`)."""
     groups = TinyGroups()
     token = _ACTIVE.set(groups)
     try:
-        yield groups
+        with paused_gc():
+            yield groups
     finally:
         _ACTIVE.reset(token)
+
+
+def active_groups() -> TinyGroups | None:
+    """The groups of the enclosing :func:`grouped_tiny_blocks`, or None."""
+    return _ACTIVE.get()
 
 
 def tiny_groups(arrays: Sequence[Any]) -> TinyGroups | None:

@@ -1,4 +1,9 @@
-"""``join`` and ``join_blocks``: concatenate tensors along samples or properties."""
+"""``join`` and ``join_blocks``: concatenate tensors along samples or properties.
+
+Blocks whose arrays are all tiny single chunks are joined by one numpy call per output
+array (see :mod:`._placement`), run by a few grouped tasks for a whole map; others are
+concatenated chunk by chunk with dask.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,11 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import config
-from .._partition import block_row_pointer, co_partitioned
-from ..block import TensorBlock
+from .._partition import block_row_pointer, co_partitioned, row_pointer
+from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
@@ -20,7 +26,13 @@ from ._manipulation_utils import (
     concatenate_rows,
     take_rows,
 )
-from ._utils import check_blocks_raise, check_same_gradients_raise, check_same_keys_raise
+from ._placement import Placement, assembled
+from ._utils import (
+    check_blocks_raise,
+    check_same_gradients_raise,
+    check_same_keys_raise,
+    grouped,
+)
 
 __all__ = ["join", "join_blocks"]
 
@@ -46,6 +58,79 @@ def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
     return as_dask(gradient.values), False
 
 
+def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None) -> Labels:
+    """The samples of the blocks one after the other, with the index of each block as
+    the ``add_dimension`` (then unique by construction), else checked to be unique."""
+    first = blocks[0]
+    values = np.concatenate([block.samples.values for block in blocks])
+    if add_dimension is None:
+        return Labels(first.samples.names, values)
+    counts = [len(block.samples) for block in blocks]
+    index = np.repeat(np.arange(len(blocks), dtype=np.int32), counts)[:, None]
+    return Labels._trusted([*first.samples.names, add_dimension], np.hstack([values, index]))
+
+
+def _joined_gradient_samples(blocks: list[TensorBlock], parameter: str) -> Labels:
+    """The gradient samples of the blocks one after the other, ``"sample"`` shifted by
+    the samples before each block (unique: the blocks' samples do not overlap)."""
+    pieces = [block.gradient(parameter).samples.values for block in blocks]
+    shifts = np.cumsum([0] + [len(block.samples) for block in blocks[:-1]])
+    values = np.concatenate(pieces)
+    values[:, 0] += np.repeat(shifts, [len(piece) for piece in pieces]).astype(np.int32)
+    return Labels._trusted(blocks[0].gradient(parameter).samples.names, values)
+
+
+def _joined_pointer(blocks: list[TensorBlock], parameter: str) -> np.ndarray | None:
+    """The row pointer of the joined gradient, when every block's rows are grouped."""
+    pointers, rows = [], 0
+    for block in blocks:
+        pointer = block_row_pointer(block, parameter)
+        if pointer is None:
+            return None
+        pointers.append(pointer[:-1] + rows)
+        rows += int(pointer[-1])
+    return np.concatenate([*pointers, [rows]]).astype(np.int64)
+
+
+def _block_arrays(blocks: list[TensorBlock]) -> list[Any]:
+    """The values and every gradient of ``blocks``."""
+    arrays = [block.values for block in blocks]
+    for parameter in blocks[0].gradients_list():
+        arrays += [block.gradient(parameter).values for block in blocks]
+    return arrays
+
+
+def _stacked(prefix: str, arrays: list[Any], placement: Placement, shape: tuple[int, ...]) -> Any:
+    dtype = np.result_type(*(array.dtype for array in arrays))
+    return assembled(prefix, arrays, placement, shape, dtype, 0.0)
+
+
+def _grouped_join_samples(blocks: list[TensorBlock], samples: Labels) -> TensorBlock:
+    """The blocks stacked along samples by one numpy call per array (tiny blocks)."""
+    first = blocks[0]
+    starts = np.cumsum([0] + [len(block.samples) for block in blocks[:-1]])
+    placement = Placement([int(s) for s in starts], [0] * len(blocks))
+    shape = (len(samples), *first.shape[1:])
+    values = _stacked("join-samples", [block.values for block in blocks], placement, shape)
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        arrays = [block.gradient(parameter).values for block in blocks]
+        rows = np.cumsum([0] + [array.shape[0] for array in arrays])
+        placement = Placement([int(r) for r in rows[:-1]], [0] * len(blocks))
+        array = _stacked(
+            "join-samples-gradient", arrays, placement, (int(rows[-1]), *first_gradient.shape[1:])
+        )
+        gradient_samples = _joined_gradient_samples(blocks, parameter)
+        gradients[parameter] = TensorBlock._trusted(
+            array,
+            gradient_samples,
+            first_gradient.components,
+            first.properties,
+            row_pointer=row_pointer(gradient_samples.values[:, 0], len(samples)),
+        )
+    return TensorBlock._trusted(values, samples, first.components, first.properties, gradients)
+
+
 def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | None) -> TensorBlock:
     if len(blocks) == 1:
         return blocks[0]
@@ -54,15 +139,9 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
         check_blocks_raise(first, block, fname, ["components", "properties"])
         check_same_gradients_raise(first, block, fname, ["components"])
         check_no_gradients_of_gradients(block)
-
-    sample_values = [block.samples.values for block in blocks]
-    if add_dimension is not None:
-        sample_values = [
-            np.concatenate([v, np.full((len(v), 1), i, np.int32)], axis=1)
-            for i, v in enumerate(sample_values)
-        ]
-    names = first.samples.names + ([add_dimension] if add_dimension is not None else [])
-    samples = Labels(names, np.concatenate(sample_values))
+    samples = _joined_samples(blocks, add_dimension)
+    if single_chunk_bytes(_block_arrays(blocks)) is not None:
+        return _grouped_join_samples(blocks, samples)
 
     values = [as_dask(block.values) for block in blocks]
     joined_values = concatenate_rows(values)
@@ -70,27 +149,17 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
     aligned: list[tuple[str, da.Array, np.ndarray]] = []
     limits = [_row_limit(values)]
     for parameter, first_gradient in first.gradients():
-        pieces, pointers, all_aligned = [], [], True
-        shifted = []
-        shift = rows = 0
+        pieces, all_aligned = [], True
         for block in blocks:
             array, block_aligned = _rows_of(block, parameter)
             pieces.append(array)
             all_aligned &= block_aligned
-            if all_aligned:
-                pointer = block_row_pointer(block, parameter)
-                assert pointer is not None, "aligned rows have a row pointer"
-                pointers.append(pointer[:-1] + rows)
-            gradient_samples = block.gradient(parameter).samples.values.copy()
-            gradient_samples[:, 0] += shift
-            shifted.append(gradient_samples)
-            shift += len(block.samples)
-            rows += array.shape[0]
         joined = concatenate_rows(pieces)
-        joined_samples = Labels(first_gradient.samples.names, np.concatenate(shifted))
+        joined_samples = _joined_gradient_samples(blocks, parameter)
         gradients[parameter] = (joined, joined_samples, first_gradient.components, None)
         if all_aligned:
-            pointer = np.concatenate([*pointers, [rows]]).astype(np.int64)
+            pointer = _joined_pointer(blocks, parameter)
+            assert pointer is not None, "aligned rows have a row pointer"
             aligned.append((parameter, joined, pointer))
             limits.append(_row_limit(pieces))
 
@@ -148,24 +217,24 @@ def _join_properties(
                 for i, v in enumerate(pieces)
             ]
             names = [*names, add_dimension]
-        properties = Labels(names, np.concatenate(pieces))
+            properties = Labels._trusted(names, np.concatenate(pieces))
+        else:
+            properties = Labels(names, np.concatenate(pieces))
+    if single_chunk_bytes(_block_arrays(blocks)) is not None:
+        return _grouped_join_properties(blocks, properties)
 
     first_values = as_dask(first.values)
     row_chunks = first_values.chunks[0]
     values = _concatenate_columns([as_dask(b.values).rechunk({0: row_chunks}) for b in blocks])
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        union = first_gradient.samples
-        for block in blocks[1:]:
-            union = union.union(block.gradient(parameter).samples)
+        union, positions = _gradient_union(blocks, parameter)
         reference, _ = _rows_of(first, parameter)
         target = reference.chunks[0] if len(union) == reference.shape[0] else None
         gradient_pieces: list[da.Array] = []
-        for block in blocks:
-            gradient = block.gradient(parameter)
-            array = as_dask(gradient.values)
-            if gradient.samples != union:
-                _, _, mapping = union.union_and_mapping(gradient.samples)
+        for block, mapping in zip(blocks, positions, strict=True):
+            array = as_dask(block.gradient(parameter).values)
+            if mapping is not None:
                 index = -np.ones(len(union), np.int64)
                 index[mapping] = np.arange(len(mapping))
                 array = take_rows(array, index, fill=0)
@@ -178,9 +247,55 @@ def _join_properties(
     return TensorBlock._trusted(values, first.samples, first.components, properties, gradients)
 
 
+def _gradient_union(
+    blocks: list[TensorBlock], parameter: str
+) -> tuple[Labels, list[np.ndarray | None]]:
+    """The union of the blocks' gradient samples (in metatensor's order), and for each
+    block the position in it of each of its gradient rows (None when they are the
+    union itself)."""
+    union = blocks[0].gradient(parameter).samples
+    for block in blocks[1:]:
+        union = union.union(block.gradient(parameter).samples)
+    positions: list[np.ndarray | None] = []
+    for block in blocks:
+        samples = block.gradient(parameter).samples
+        positions.append(None if samples == union else union.union_and_mapping(samples)[2])
+    return union, positions
+
+
+def _grouped_join_properties(blocks: list[TensorBlock], properties: Labels) -> TensorBlock:
+    """The blocks side by side along properties by one numpy call per array (tiny
+    blocks); gradient rows a block lacks are zeros in its columns."""
+    first = blocks[0]
+    starts = [int(s) for s in np.cumsum([0] + [len(b.properties) for b in blocks[:-1]])]
+    placement = Placement([0] * len(blocks), starts)
+    shape = (*first.shape[:-1], len(properties))
+    values = _stacked("join-properties", [block.values for block in blocks], placement, shape)
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        union, positions = _gradient_union(blocks, parameter)
+        rows = [0 if p is None else p for p in positions]
+        shape = (len(union), *first_gradient.shape[1:-1], len(properties))
+        arrays = [block.gradient(parameter).values for block in blocks]
+        gradients[parameter] = TensorBlock._trusted(
+            _stacked("join-properties-gradient", arrays, Placement(rows, starts), shape),
+            union,
+            first_gradient.components,
+            properties,
+            row_pointer=row_pointer(union.column("sample"), len(first.samples)),
+        )
+    return TensorBlock._trusted(values, first.samples, first.components, properties, gradients)
+
+
 def _concatenate_columns(arrays: list[da.Array]) -> da.Array:
     joined = da.concatenate(arrays, axis=-1)
     return joined.rechunk({joined.ndim - 1: -1}) if len(joined.chunks[-1]) > 1 else joined
+
+
+def _no_entries(shape: tuple[int, ...], dtype: Any) -> Any:
+    """An array of ``shape``, which has a zero, held as data (no task to compute it;
+    grouped tasks read it directly)."""
+    return as_block_array(np.zeros(shape, dtype=dtype))
 
 
 def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
@@ -203,13 +318,13 @@ def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
             gradient_samples = gradient.samples
             gradient_shape = (*gradient.shape[:-1], 0)
         gradients[parameter] = TensorBlock._trusted(
-            da.zeros(gradient_shape, dtype=block.dtype),
+            _no_entries(gradient_shape, block.dtype),
             gradient_samples,
             gradient.components,
             properties,
         )
     return TensorBlock._trusted(
-        da.zeros(shape, dtype=block.dtype), samples, block.components, properties, gradients
+        _no_entries(shape, block.dtype), samples, block.components, properties, gradients
     )
 
 
@@ -281,7 +396,9 @@ def join(
     Notes
     -----
     Along samples, values are concatenated lazily (no copy); neighbouring small
-    chunks are merged up to the configured ``metatensor_dask.chunk-size``. Gradient
+    chunks are merged up to the configured ``metatensor_dask.chunk-size``. Blocks
+    whose arrays are all tiny single chunks are joined by one numpy call per output
+    array, a few grouped tasks for the whole map. Gradient
     rule: joining stacks independent entries, so gradient rows are concatenated with
     ``"sample"`` shifted by the number of samples before them, and stay co-partitioned
     with the values. Along properties the samples must be the same; the gradient
@@ -313,10 +430,13 @@ def join(
                 "samples with different sample names will lose information and is not "
                 "supported."
             )
-        blocks = [_join_samples(b, "join", add_dimension) for b in per_key]
+        join_one = _join_samples
     else:
-        blocks = [_join_properties(b, "join", add_dimension) for b in per_key]
-    return TensorMap._trusted(keys, blocks)
+        join_one = _join_properties
+    # tiny blocks are joined by a few grouped tasks (see grouped_tiny_blocks)
+    return grouped(
+        lambda: TensorMap._trusted(keys, [join_one(b, "join", add_dimension) for b in per_key])
+    )
 
 
 def join_blocks(

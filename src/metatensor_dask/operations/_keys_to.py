@@ -1,14 +1,18 @@
 """Move key dimensions to samples or properties, and components to properties.
 
 These are ``TensorMap`` methods in metatensor-core; here they are functions (also
-available as methods). Blocks are merged lazily: rows are concatenated with
-``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the merged
-samples are not already in the blocks' order; gradients are rebuilt with the same
-moves and stay co-partitioned with their values.
+available as methods). The merged metadata (samples, properties, gradient samples and
+where each block's entries go) is found with numpy on all merged blocks at once.
+Merged blocks that are all tiny single chunks become one numpy call per output array
+(see :mod:`._placement`), run by a few grouped tasks; otherwise rows are concatenated
+with ``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the
+merged samples are not already in the blocks' order. Gradients are rebuilt with the
+same moves and stay co-partitioned with their values.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +24,7 @@ from ..block import TensorBlock
 from ..errors import invalid_parameter
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
     coalesce,
@@ -27,10 +32,12 @@ from ._manipulation_utils import (
     lexsort_rows,
     max_rows,
     rows_only,
+    same_labels,
     take_rows,
     unique_rows,
 )
-from ._utils import check_tensor
+from ._placement import Placement, Target, assembled
+from ._utils import check_tensor, grouped
 
 __all__ = ["components_to_properties", "keys_to_properties", "keys_to_samples"]
 
@@ -60,16 +67,25 @@ def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels 
 
 def _first_appearance(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique rows in order of first appearance, and each row's position among them."""
-    unique, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    unique, inverse = unique_rows(rows)
+    first = np.full(len(unique), len(rows), np.int64)
+    np.minimum.at(first, inverse, np.arange(len(rows)))
     order = np.argsort(first, kind="stable")
-    rank = inverse_permutation(order)
-    return unique[order].astype(np.int32), rank[inverse.reshape(-1)]
+    return unique[order].astype(np.int32), inverse_permutation(order)[inverse]
+
+
+def _members(which: np.ndarray, count: int) -> list[np.ndarray]:
+    """For each of ``count`` groups, the positions ``i`` (increasing) with
+    ``which[i]`` equal to it."""
+    order = np.argsort(which, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(which, minlength=count))[:-1])
 
 
 def _groups(
     tensor: TensorMap, names: list[str], function: str
-) -> tuple[Labels, list[list[int]], np.ndarray]:
-    """The remaining keys, the blocks merged into each, and the moved key columns."""
+) -> tuple[Labels, list[list[int]], list[list[TensorBlock]], np.ndarray]:
+    """The remaining keys, the positions of the blocks merged into each and these
+    blocks, and the moved key columns."""
     if len(tensor) == 0:
         raise invalid_parameter("there are no keys to move in an empty TensorMap")
     key_names = tensor.keys.names
@@ -83,24 +99,23 @@ def _groups(
         keys = Labels._trusted([key_names[i] for i in kept], new_keys)
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
-    members = [[int(i) for i in np.flatnonzero(which == k)] for k in range(len(keys))]
-    for blocks in members:
-        first = tensor.block_by_id(blocks[0])
-        for i in blocks:
-            block = tensor.block_by_id(i)
-            if any(g.gradients_list() for _, g in block.gradients()):
-                raise invalid_parameter(
-                    f"gradient of gradients are not supported yet in {function}"
-                )
-            if len(block.components) != len(first.components) or not all(
-                a == b for a, b in zip(block.components, first.components, strict=False)
-            ):
-                where = "samples" if function == "keys_to_samples" else "properties"
-                raise invalid_parameter(
-                    f"can not move keys to {where} if the blocks have different components "
-                    "labels, call components_to_properties first"
-                )
-    return keys, members, tensor.keys.values[:, moved]
+    members = [[int(i) for i in m] for m in _members(which, len(keys))]
+    merged = [[tensor.block_by_id(i) for i in positions] for positions in members]
+    for blocks in merged:
+        if any(g.gradients_list() for block in blocks for _, g in block.gradients()):
+            raise invalid_parameter(f"gradient of gradients are not supported yet in {function}")
+        components = [block.components for block in blocks]
+        reference = components[0]
+        same = all(len(c) == len(reference) for c in components) and all(
+            same_labels([c[k] for c in components], reference[k]) for k in range(len(reference))
+        )
+        if not same:
+            where = "samples" if function == "keys_to_samples" else "properties"
+            raise invalid_parameter(
+                f"can not move keys to {where} if the blocks have different components "
+                "labels, call components_to_properties first"
+            )
+    return keys, members, merged, tensor.keys.values[:, moved]
 
 
 def _keys_moved(
@@ -114,16 +129,34 @@ def _keys_moved(
     kept."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
-    keys, members, moved = _groups(tensor, names, function)
-    blocks = [merge([tensor.block_by_id(i) for i in m], moved[m], names, selected) for m in members]
-    return TensorMap._trusted(keys, blocks, tensor.info())
+    keys, members, merged, moved = _groups(tensor, names, function)
+
+    def build() -> TensorMap:
+        blocks = [
+            merge(group, moved[m], names, selected)
+            for m, group in zip(members, merged, strict=True)
+        ]
+        return TensorMap._trusted(keys, blocks, tensor.info())
+
+    # blocks made of tiny blocks are built by a few grouped tasks
+    return grouped(build)
 
 
 def _merge_samples(
     sample_values: list[np.ndarray], sort_samples: bool
-) -> tuple[np.ndarray, list[np.ndarray]]:
+) -> tuple[np.ndarray, Sequence[Target]]:
     """metatensor's merged samples (first appearance, optionally sorted) and, for each
-    block, the merged position of each of its samples."""
+    block, the merged position of each of its samples (0 when the block's samples are
+    the merged samples, in order)."""
+    first = sample_values[0]
+    if all(v is first or np.array_equal(v, first) for v in sample_values[1:]):
+        # blocks with the same samples (the usual case): no search needed
+        if not sort_samples:
+            return first, [0] * len(sample_values)
+        order = lexsort_rows(first)
+        in_order = bool(np.all(order == np.arange(len(order))))
+        rank = 0 if in_order else inverse_permutation(order)
+        return first[order], [rank] * len(sample_values)
     merged, position = _first_appearance(np.concatenate(sample_values))
     if sort_samples:
         order = lexsort_rows(merged)
@@ -131,9 +164,47 @@ def _merge_samples(
     return merged, _split_like(position, sample_values)
 
 
-def _split_like(array: np.ndarray, pieces: list[np.ndarray]) -> list[np.ndarray]:
+def _stacked_samples(
+    stacked: np.ndarray, counts: list[int], sort_samples: bool
+) -> tuple[np.ndarray, Sequence[Target]]:
+    """The samples of the blocks (``counts`` rows each, all different: each block has
+    its own moved key values) one after the other, optionally sorted, and for each
+    block the position of each of its samples (its first position when they stay
+    consecutive)."""
+    starts = np.cumsum([0, *counts[:-1]])
+    if not sort_samples:
+        return stacked, [int(s) for s in starts]
+    order = lexsort_rows(stacked)
+    return stacked[order], _split(inverse_permutation(order), counts)
+
+
+def _split(array: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """``array`` cut in consecutive pieces of ``counts`` entries."""
+    bounds = np.cumsum([0, *counts]).tolist()
+    # slices between Python ints: ``np.split`` costs several times more per piece
+    return [array[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+
+def _split_like(array: np.ndarray, pieces: Sequence[Any]) -> list[np.ndarray]:
     """``array`` (one entry per row of the concatenated ``pieces``) cut like ``pieces``."""
-    return np.split(array, np.cumsum([len(p) for p in pieces])[:-1])
+    return _split(array, [len(p) for p in pieces])
+
+
+def _positions(mappings: Sequence[Target], counts: list[int]) -> np.ndarray:
+    """The targets of ``mappings`` (see :class:`Placement`, ``counts`` entries each)
+    as one array of positions."""
+    if all(isinstance(m, int) for m in mappings):
+        offsets = np.cumsum([0, *counts[:-1]])
+        shift = np.asarray(mappings, np.int64) - offsets
+        return np.repeat(shift, counts) + np.arange(sum(counts), dtype=np.int64)
+    return np.concatenate([_as_index(m, n) for m, n in zip(mappings, counts, strict=True)])
+
+
+def _as_index(target: Target, count: int) -> np.ndarray:
+    """A placement target (see :class:`Placement`) as positions, for ``count`` entries."""
+    if isinstance(target, np.ndarray):
+        return target
+    return np.arange(target, target + count, dtype=np.int64)
 
 
 def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
@@ -148,20 +219,34 @@ def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
 
 
 def _merged_gradient_samples(
-    blocks: list[TensorBlock], parameter: str, mappings: list[np.ndarray]
+    blocks: list[TensorBlock], parameter: str, mappings: Sequence[Target]
 ) -> tuple[Labels, list[np.ndarray]]:
-    """Sorted unique gradient samples after renumbering ``"sample"``, and the position
-    of each input gradient row among them."""
-    renumbered = []
-    for block, mapping in zip(blocks, mappings, strict=False):
-        rows = block.gradient(parameter).samples.values.copy()
-        rows[:, 0] = mapping[rows[:, 0]] if len(rows) else rows[:, 0]
-        renumbered.append(rows)
+    """Sorted unique gradient samples after renumbering ``"sample"`` with ``mappings``
+    (the merged position of each block's samples), and the position of each input
+    gradient row among them."""
+    pieces = [block.gradient(parameter).samples.values for block in blocks]
     names = blocks[0].gradient(parameter).samples.names
-    merged, position = unique_rows(np.concatenate(renumbered))
+    renumbered = np.concatenate(pieces)
+    if len(renumbered):
+        counts = [len(block.samples) for block in blocks]
+        position = _positions(mappings, counts)
+        offsets = np.repeat(np.cumsum([0, *counts[:-1]]), [len(p) for p in pieces])
+        renumbered[:, 0] = position[renumbered[:, 0] + offsets]
+    merged, position = unique_rows(renumbered)
     if len(position) == 0:
         merged = np.zeros((0, len(names)), np.int32)
-    return Labels._trusted(names, merged), _split_like(position, renumbered)
+    return Labels._trusted(names, merged), _split_like(position, pieces)
+
+
+def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, Sequence[Target]]:
+    """The union of the blocks' properties (in order of first appearance, as
+    metatensor's repeated unions), and where each block's properties are in it."""
+    first = blocks[0].properties
+    if same_labels([block.properties for block in blocks], first):
+        return first, [0] * len(blocks)
+    pieces = [block.properties.values for block in blocks]
+    union, position = _first_appearance(np.concatenate(pieces))
+    return Labels._trusted(first.names, union), list(_split_like(position, pieces))
 
 
 def _spread_columns(array: da.Array, columns: np.ndarray, width: int, fill: float) -> da.Array:
@@ -211,35 +296,92 @@ def _finish(
 # -- keys to samples ------------------------------------------------------------------
 
 
+def _assembled_block(
+    prefix: str,
+    blocks: list[TensorBlock],
+    rows: dict[str, tuple[Labels, Sequence[Target]]],
+    samples: Labels,
+    properties: Labels,
+    columns: Sequence[Target | None],
+    fill: float,
+) -> TensorBlock | None:
+    """The merged block of tiny blocks, each array one numpy call (see
+    :mod:`._placement`), or None unless every array placed is a tiny single chunk.
+
+    ``rows`` gives, for the values (``""``) and each gradient, the output samples and
+    where each block's rows go; ``columns`` where each block's properties go (None:
+    the block is left out).
+    """
+    first = blocks[0]
+    placed = [(i, c) for i, c in enumerate(columns) if c is not None]
+    arrays = {"": [block.values for block in blocks]}
+    for parameter in first.gradients_list():
+        arrays[parameter] = [block.gradient(parameter).values for block in blocks]
+    pieces = {key: [values[i] for i, _ in placed] for key, values in arrays.items()}
+    sizes = {key: single_chunk_bytes(values) for key, values in pieces.items()}
+    if not placed or any(size is None for size in sizes.values()):
+        return None
+
+    def merged(key: str) -> Any:
+        count = len(rows[key][0])
+        shape = (count, *arrays[key][0].shape[1:-1], len(properties))
+        placement = Placement([rows[key][1][i] for i, _ in placed], [c for _, c in placed])
+        dtype = np.result_type(*(array.dtype for array in arrays[key]))
+        return assembled(prefix, pieces[key], placement, shape, dtype, fill, sizes[key])
+
+    gradients = {}
+    for parameter, first_gradient in first.gradients():
+        gradient_samples = rows[parameter][0]
+        gradients[parameter] = TensorBlock._trusted(
+            merged(parameter),
+            gradient_samples,
+            first_gradient.components,
+            properties,
+            row_pointer=row_pointer(gradient_samples.column("sample"), len(samples)),
+        )
+    return TensorBlock._trusted(merged(""), samples, first.components, properties, gradients)
+
+
 def _merge_along_samples(
     blocks: list[TensorBlock], moved: np.ndarray, names: list[str], fill: float, sort: bool
 ) -> TensorBlock:
     first = blocks[0]
-    sample_values = [
-        np.concatenate([b.samples.values, np.repeat(key[None, :], len(b.samples), 0)], axis=1)
-        for b, key in zip(blocks, moved, strict=False)
-    ]
-    merged, mappings = _merge_samples(sample_values, sort)
+    counts = [len(block.samples) for block in blocks]
+    sample_values = np.hstack(
+        [
+            np.concatenate([block.samples.values for block in blocks]),
+            np.repeat(moved.astype(np.int32), counts, axis=0),
+        ]
+    )
+    merged, mappings = _stacked_samples(sample_values, counts, sort)
     samples = Labels._trusted(first.samples.names + names, merged)
-
-    properties = first.properties
-    for block in blocks[1:]:
-        properties = properties.union(block.properties)
-    columns = [b.properties._membership(properties) for b in blocks]
+    properties, columns = _properties_union(blocks)
     width = len(properties)
+    gradient_rows = {
+        parameter: _merged_gradient_samples(blocks, parameter, mappings)
+        for parameter in first.gradients_list()
+    }
+    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
+    grouped_block = _assembled_block(
+        "keys-to-samples", blocks, rows, samples, properties, columns, fill
+    )
+    if grouped_block is not None:
+        return grouped_block
 
+    index_columns = [_as_index(c, len(b.properties)) for b, c in zip(blocks, columns, strict=True)]
     pieces = [
         _spread_columns(as_dask(b.values), c, width, fill)
-        for b, c in zip(blocks, columns, strict=False)
+        for b, c in zip(blocks, index_columns, strict=True)
     ]
-    values = take_rows(da.concatenate(pieces), _source_rows(mappings, len(merged)))
+    sources = [_as_index(m, n) for m, n in zip(mappings, counts, strict=True)]
+    values = take_rows(da.concatenate(pieces), _source_rows(sources, len(merged)))
     limits = [max(max_rows(p) for p in pieces)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        gradient_samples, positions = gradient_rows[parameter]
         gradient_pieces = [
             _spread_columns(as_dask(b.gradient(parameter).values), c, width, fill)
-            for b, c in zip(blocks, columns, strict=False)
+            for b, c in zip(blocks, index_columns, strict=True)
         ]
         source = _source_rows(positions, len(gradient_samples))
         array = take_rows(da.concatenate(gradient_pieces), source)
@@ -281,7 +423,8 @@ def keys_to_samples(
     follows its value row: ``"sample"`` is renumbered to the merged samples and rows
     are sorted (as metatensor does), which keeps them grouped by sample and
     co-partitioned with the values. Values are concatenated lazily and reordered
-    only when sorting changes the order.
+    only when sorting changes the order; blocks that are all tiny single chunks are
+    merged by one numpy call per output array.
     """
     return _keys_moved(
         tensor,
@@ -355,28 +498,36 @@ def _merge_along_properties(
             ],
             axis=1,
         )
-        starts = []
-        for key in moved:
-            hit = np.flatnonzero(np.all(entries == key, axis=1))
-            starts.append(int(hit[0]) * n_props if len(hit) and n_props else None)
+        # the entry of each block's key (-1 for a block left out)
+        keys = Labels._trusted(names, moved.astype(np.int32))
+        where = keys._membership(Labels._trusted(names, entries.astype(np.int32)))
+        starts = [int(w) * n_props if w >= 0 and n_props else None for w in where]
     else:
-        property_values = np.concatenate(
+        counts = [len(block.properties) for block in blocks]
+        property_values = np.hstack(
             [
-                np.concatenate(
-                    [np.repeat(key[None, :], len(b.properties), 0), b.properties.values], 1
-                )
-                for b, key in zip(blocks, moved, strict=False)
+                np.repeat(moved.astype(np.int32), counts, axis=0),
+                np.concatenate([block.properties.values for block in blocks]),
             ]
         )
-        starts, position = [], 0
-        for block in blocks:
-            starts.append(position if len(block.properties) else None)
-            position += len(block.properties)
+        offsets = np.cumsum([0, *counts[:-1]])
+        starts = [int(o) if n else None for o, n in zip(offsets, counts, strict=True)]
     properties = Labels._trusted(names + first.properties.names, property_values.astype(np.int32))
     width = len(properties)
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
     samples = Labels._trusted(first.samples.names, merged)
+    gradient_rows = {
+        parameter: _merged_gradient_samples(blocks, parameter, mappings)
+        for parameter in first.gradients_list()
+    }
+    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
+    grouped_block = _assembled_block(
+        "keys-to-properties", blocks, rows, samples, properties, starts, fill
+    )
+    if grouped_block is not None:
+        return grouped_block
+    indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
         index = -np.ones(count, np.int64)
@@ -385,7 +536,7 @@ def _merge_along_properties(
 
     value_pieces = [
         (start, expanded(as_dask(b.values), m, len(merged)))
-        for b, m, start in zip(blocks, mappings, starts, strict=False)
+        for b, m, start in zip(blocks, indices, starts, strict=False)
         if start is not None
     ]
     template = da.zeros((len(merged), *first.shape[1:]), dtype=first.dtype)
@@ -394,7 +545,7 @@ def _merge_along_properties(
     limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        gradient_samples, positions = _merged_gradient_samples(blocks, parameter, mappings)
+        gradient_samples, positions = gradient_rows[parameter]
         count = len(gradient_samples)
         pieces = [
             (start, expanded(as_dask(b.gradient(parameter).values), p, count))

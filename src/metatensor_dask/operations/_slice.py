@@ -1,15 +1,22 @@
-"""``slice`` and ``slice_block``: keep some samples or properties of every block."""
+"""``slice`` and ``slice_block``: keep some samples or properties of every block.
+
+The sliced metadata is found once for each distinct Labels of a map. Blocks whose
+arrays are all tiny single chunks are sliced by one numpy call per array, run by a few
+grouped tasks for the whole map (see :mod:`._placement`); others chunk by chunk.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .._partition import co_partitioned
+from .._partition import co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import TinyGroups, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
@@ -18,7 +25,8 @@ from ._manipulation_utils import (
     select_rows,
     take_rows,
 )
-from ._utils import check_block, check_tensor
+from ._placement import taken
+from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = ["slice", "slice_block"]
 
@@ -85,26 +93,104 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
     return indices
 
 
-def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
-    """The block restricted to the samples at ``indices`` (unique, any order)."""
-    check_no_gradients_of_gradients(block)
+def _tiny_groups(block: TensorBlock) -> TinyGroups | None:
+    """The active groups when the arrays of ``block`` are tiny single chunks (see
+    :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
+    return tiny_groups([block.values, *(g.values for _, g in block.gradients())])
+
+
+class _Memo:
+    """Sliced metadata, found once for each distinct input (keyed by Labels digests):
+    the blocks of a map often have the same samples, properties or gradient samples,
+    and then share the sliced Labels too."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, ...], Any] = {}
+
+    def get(self, key: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+        value = self._entries.get(key)
+        if value is None:
+            value = self._entries[key] = compute()
+        return value
+
+
+def _sliced_samples(labels: Labels, indices: np.ndarray) -> tuple[bool, np.ndarray, Labels]:
+    """Whether ``indices`` increase, the new position of each sample (-1 when it is
+    not kept), and the new samples."""
     in_order = bool(np.all(indices[1:] > indices[:-1]))
-    sample_map = -np.ones(len(block.samples), np.int64)
+    sample_map = np.full(len(labels), -1, np.int64)
     sample_map[indices] = np.arange(len(indices))
-    samples = Labels._trusted(block.samples.names, block.samples.values[indices])
+    return in_order, sample_map, Labels._trusted(labels.names, labels.values[indices])
+
+
+def _gradient_rows(
+    gradient: TensorBlock, sample_map: np.ndarray, n_samples: int
+) -> tuple[np.ndarray, Labels, np.ndarray | None]:
+    """The gradient rows of the kept samples, their samples with ``"sample"``
+    renumbered by ``sample_map`` (-1 for a sample that is not kept), and their row
+    pointer over the ``n_samples`` kept samples (None when not grouped by sample)."""
+    samples = gradient.samples.values
+    new_column = sample_map[samples[:, 0]]
+    kept = np.flatnonzero(new_column >= 0)
+    new_samples = samples[kept]
+    new_samples[:, 0] = new_column[kept]
+    pointer = row_pointer(new_samples[:, 0], n_samples)
+    return kept, Labels._trusted(gradient.samples.names, new_samples), pointer
+
+
+def _grouped_samples(
+    block: TensorBlock,
+    indices: np.ndarray,
+    samples: Labels,
+    gradient_rows: Callable[[str, TensorBlock], tuple[np.ndarray, Labels, np.ndarray | None]],
+) -> TensorBlock | None:
+    """The sliced block as grouped calls (see :mod:`._placement`), or None when its
+    arrays are not all tiny single chunks."""
+    groups = _tiny_groups(block)
+    if groups is None:
+        return None
+    values = taken(groups, "slice-samples", block.values, indices, "rows")
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        kept, gradient_samples, pointer = gradient_rows(parameter, gradient)
+        array = taken(groups, "slice-samples-gradient", gradient.values, kept, "rows")
+        gradients[parameter] = TensorBlock._trusted(
+            array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
+        )
+    return TensorBlock._trusted(values, samples, block.components, block.properties, gradients)
+
+
+def slice_samples(
+    block: TensorBlock, indices: np.ndarray, memo: _Memo | None = None
+) -> TensorBlock:
+    """The block restricted to the samples at ``indices`` (unique, any order);
+    ``memo`` shares metadata between the blocks of a map."""
+    check_no_gradients_of_gradients(block)
+    memo = memo or _Memo()
+    key = block.samples.digest()
+    in_order, sample_map, samples = memo.get(
+        ("samples", key), lambda: _sliced_samples(block.samples, indices)
+    )
+
+    def gradient_rows(
+        parameter: str, gradient: TensorBlock
+    ) -> tuple[np.ndarray, Labels, np.ndarray | None]:
+        rows_key = ("gradient", key, gradient.samples.digest())
+        return memo.get(rows_key, lambda: _gradient_rows(gradient, sample_map, len(indices)))
+
+    grouped_block = _grouped_samples(block, indices, samples, gradient_rows)
+    if grouped_block is not None:
+        return grouped_block
 
     values = as_dask(block.values)
     gradient_parts = {}
     for parameter, gradient in block.gradients():
         pairs = co_partitioned(block, parameter) if in_order else None
         gradient_values = pairs[1] if pairs is not None else as_dask(gradient.values)
-        column = gradient.samples.column("sample")
-        kept = np.nonzero(sample_map[column] >= 0)[0]
-        new_samples = gradient.samples.values[kept].copy()
-        new_samples[:, 0] = sample_map[new_samples[:, 0]]
+        kept, gradient_samples, _ = gradient_rows(parameter, gradient)
         gradient_parts[parameter] = (
             select_rows(gradient_values, kept),
-            Labels._trusted(gradient.samples.names, new_samples),
+            gradient_samples,
             gradient,
             pairs is not None,
         )
@@ -129,11 +215,25 @@ def slice_samples(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     return TensorBlock._trusted(new_values, samples, block.components, block.properties, gradients)
 
 
-def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
-    """The block restricted to the properties at ``indices``, kept in their order."""
-    check_no_gradients_of_gradients(block)
+def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray, Labels]:
     kept = np.unique(indices)
-    properties = Labels._trusted(block.properties.names, block.properties.values[kept])
+    return kept, Labels._trusted(labels.names, labels.values[kept])
+
+
+def slice_properties(
+    block: TensorBlock, indices: np.ndarray, memo: _Memo | None = None
+) -> TensorBlock:
+    """The block restricted to the properties at ``indices``, kept in their order;
+    ``memo`` shares metadata between the blocks of a map."""
+    check_no_gradients_of_gradients(block)
+    memo = memo or _Memo()
+    kept, properties = memo.get(
+        ("properties", block.properties.digest()),
+        lambda: _sliced_properties(block.properties, indices),
+    )
+    grouped_block = _grouped_properties(block, kept, properties)
+    if grouped_block is not None:
+        return grouped_block
     gradients = {
         parameter: TensorBlock._trusted(
             as_dask(gradient.values)[..., kept],
@@ -147,6 +247,28 @@ def slice_properties(block: TensorBlock, indices: np.ndarray) -> TensorBlock:
     return TensorBlock._trusted(
         as_dask(block.values)[..., kept], block.samples, block.components, properties, gradients
     )
+
+
+def _grouped_properties(
+    block: TensorBlock, kept: np.ndarray, properties: Labels
+) -> TensorBlock | None:
+    """The block restricted to the properties ``kept`` as grouped calls (see
+    :mod:`._placement`), or None when its arrays are not all tiny single chunks."""
+    groups = _tiny_groups(block)
+    if groups is None:
+        return None
+    values = taken(groups, "slice-properties", block.values, kept, "columns")
+    gradients = {}
+    for parameter, gradient in block.gradients():
+        array = taken(groups, "slice-properties-gradient", gradient.values, kept, "columns")
+        gradients[parameter] = TensorBlock._trusted(
+            array,
+            gradient.samples,
+            gradient.components,
+            properties,
+            row_pointer=gradient.row_pointer,
+        )
+    return TensorBlock._trusted(values, block.samples, block.components, properties, gradients)
 
 
 def slice_one(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:
@@ -177,6 +299,8 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
         *i* comes from input chunk *i* when the positions are increasing, with small
         neighbouring chunks merged), and the gradient rows of the kept samples follow
         with their ``"sample"`` renumbered, still co-partitioned with the values.
+        Within :func:`slice`, a tiny single-chunk block is sliced by one numpy call
+        per array, grouped with other blocks' calls.
 
     Notes
     -----
@@ -222,5 +346,17 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
         check_axis(axis)
         return tensor
     check_selection(tensor.block(0), axis, selection)
-    blocks = [slice_one(block, axis, selection) for block in tensor.blocks()]
-    return TensorMap._trusted(tensor.keys, blocks)
+    # blocks often have the same Labels: each distinct one is sliced once
+    memo = _Memo()
+    what = "sample" if axis == "samples" else "property"
+
+    def one(block: TensorBlock) -> TensorBlock:
+        labels = block.samples if axis == "samples" else block.properties
+        indices = memo.get(
+            ("selection", labels.digest()), lambda: selected_indices(labels, selection, what)
+        )
+        if axis == "samples":
+            return slice_samples(block, indices, memo)
+        return slice_properties(block, indices, memo)
+
+    return map_blocks(tensor, one)

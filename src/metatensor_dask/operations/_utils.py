@@ -356,13 +356,13 @@ def grouped(keys: Labels, build: Callable[[], list[TensorBlock]]) -> TensorMap:
     (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
         blocks = build()
-    finished = groups.finish([array for block in blocks for array in block._raw_arrays()])
-    views, start = [], 0
-    for block in blocks:
-        count = block._array_count()
-        views.append(block._with_arrays(finished[start : start + count], view=True))
-        start += count
-    return TensorMap._trusted(keys, views)
+        finished = groups.finish([array for block in blocks for array in block._raw_arrays()])
+        views, start = [], 0
+        for block in blocks:
+            count = block._array_count()
+            views.append(block._with_arrays(finished[start : start + count], view=True))
+            start += count
+        return TensorMap._trusted(keys, views)
 
 
 def map_blocks(A: TensorMap, function: Callable[[TensorBlock], TensorBlock]) -> TensorMap:

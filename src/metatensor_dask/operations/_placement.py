@@ -1,0 +1,266 @@
+"""New arrays made of the rows and columns of tiny single-chunk arrays, in numpy.
+
+``slice``, ``join`` and the ``keys_to_*`` operations on maps of many tiny blocks do
+numpy's work on each block (take some rows, stack blocks, place each block's columns
+in a wider array): through dask's fancy indexing and concatenation, each would be a
+dozen tasks and arrays per block. Here each output array is one numpy call on whole
+input arrays:
+
+* :func:`taken` records ``array[index]`` (rows) or ``array[..., index]`` (columns)
+  in the active groups;
+* :func:`assembled` records the placement of several arrays into one new array
+  (:class:`Placement` says where each goes, the rest is a fill value).
+
+Inside :func:`~metatensor_dask.operations._grouping.grouped_tiny_blocks` the calls run
+in the grouped tasks (one per group of blocks). An output larger than the configured
+``metatensor_dask.chunk-size``, or one made outside that context, becomes a dask array
+of row chunks, one task each, that reads only the inputs its rows come from. Inputs
+in several chunks, or large, are left to the chunk-by-chunk paths (the functions
+return None).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from dask.utils import parse_bytes
+
+from .. import _graph, config
+from ._grouping import (
+    TinyGroups,
+    active_groups,
+    chunk_arguments,
+    hash_arguments,
+    single_chunk_bytes,
+    single_chunk_shape,
+)
+
+__all__ = ["Placement", "Target", "assembled", "place", "taken"]
+
+Target = int | np.ndarray
+"""Where a piece goes along an axis: the first of consecutive positions, or positions."""
+
+
+class Placement:
+    """Where each piece of an assembled array goes.
+
+    Parameters
+    ----------
+    rows
+        For each piece, its first output row (its rows are consecutive there), or the
+        output row of each of its rows.
+    columns
+        For each piece, its first output column (last axis), or the output column of
+        each of its columns.
+    sources
+        For each piece, None (all its rows), or the rows of it that are placed.
+    """
+
+    __slots__ = ("_digest", "columns", "rows", "sources")
+
+    def __init__(
+        self,
+        rows: Sequence[Target],
+        columns: Sequence[Target],
+        sources: Sequence[np.ndarray | None] | None = None,
+    ):
+        self.rows = list(rows)
+        self.columns = list(columns)
+        self.sources = list(sources) if sources is not None else [None] * len(self.rows)
+        self._digest: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def digest(self) -> str:
+        """A hash of the whole placement (names the tasks that use it)."""
+        if self._digest is None:
+            # one description of every target (-1: a start, -2: None, else the length
+            # of an index), then the starts, then the indices, hashed at once
+            kinds, starts, indices = [], [], []
+            for target in (*self.rows, *self.columns, *self.sources):
+                if isinstance(target, np.ndarray):
+                    kinds.append(len(target))
+                    indices.append(target)
+                elif target is None:
+                    kinds.append(-2)
+                else:
+                    kinds.append(-1)
+                    starts.append(target)
+            hasher = hashlib.blake2b(digest_size=16)
+            hasher.update(np.asarray(kinds, np.int64).tobytes())
+            hasher.update(np.asarray(starts, np.int64).tobytes())
+            if indices:
+                hasher.update(np.concatenate(indices).astype(np.int64).tobytes())
+            self._digest = hasher.digest()
+        return self._digest.hex()
+
+    def rows_within(
+        self, piece_rows: Sequence[int], start: int, stop: int
+    ) -> tuple[list[int], Placement]:
+        """The pieces with rows in the output rows ``start:stop`` (``piece_rows`` gives
+        each piece's number of rows), and their placement in those rows alone."""
+        kept: list[int] = []
+        rows: list[Target] = []
+        columns: list[Target] = []
+        sources: list[np.ndarray | None] = []
+        for i, (target, n) in enumerate(zip(self.rows, piece_rows, strict=True)):
+            if self.sources[i] is not None:
+                raise ValueError("a placement with source rows can not be cut again")
+            if isinstance(target, np.ndarray):
+                inside = np.flatnonzero((target >= start) & (target < stop))
+                if len(inside) == 0:
+                    continue
+                rows.append(target[inside] - start)
+                sources.append(None if len(inside) == n else inside)
+            else:
+                low, high = max(start, target), min(stop, target + n)
+                if low >= high:
+                    continue
+                rows.append(low - start)
+                whole = low == target and high == target + n
+                sources.append(None if whole else np.arange(low - target, high - target))
+            kept.append(i)
+            columns.append(self.columns[i])
+        return kept, Placement(rows, columns, sources)
+
+
+def place(*arguments: Any) -> np.ndarray:
+    """The array ``(*pieces, placement, shape, dtype, fill)``: ``fill`` everywhere but
+    where ``placement`` puts the pieces (numpy, for one task)."""
+    *pieces, placement, shape, dtype, fill = arguments
+    if _stacked_rows(pieces, placement, shape):
+        # pieces spanning every column, rows anywhere (keys_to_samples): one
+        # concatenation and one scatter instead of one scatter per piece
+        out = np.full(shape, fill, dtype=dtype)
+        targets = [
+            target if isinstance(target, np.ndarray) else np.arange(target, target + len(piece))
+            for piece, target in zip(pieces, placement.rows, strict=True)
+        ]
+        out[np.concatenate(targets)] = np.concatenate(pieces)
+        return out
+    out = np.full(shape, fill, dtype=dtype)
+    middle = [np.arange(n) for n in shape[1:-1]]
+    for piece, rows, columns, source in zip(
+        pieces, placement.rows, placement.columns, placement.sources, strict=True
+    ):
+        if source is not None:
+            piece = piece[source]
+        if not isinstance(rows, np.ndarray):
+            rows = slice(rows, rows + piece.shape[0])
+        if not isinstance(columns, np.ndarray):
+            columns = slice(columns, columns + piece.shape[-1])
+        if isinstance(rows, np.ndarray) and isinstance(columns, np.ndarray):
+            out[np.ix_(rows, *middle, columns)] = piece
+        else:
+            out[rows, ..., columns] = piece
+    return out
+
+
+def _stacked_rows(pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...]) -> bool:
+    """Whether each piece fills whole rows of the output (all its rows, every column)."""
+    if not pieces or any(source is not None for source in placement.sources):
+        return False
+    return all(
+        not isinstance(columns, np.ndarray) and columns == 0 and piece.shape[-1] == shape[-1]
+        for piece, columns in zip(pieces, placement.columns, strict=True)
+    )
+
+
+def take_rows_now(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` (numpy, for one task)."""
+    return array[index]
+
+
+def take_columns_now(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[..., index]`` (numpy, for one task)."""
+    return array[..., index]
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_bytes(text: str) -> int:
+    return int(parse_bytes(text))
+
+
+def _row_limit(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Rows per output chunk: the configured chunk size, at least one row."""
+    row_bytes = dtype.itemsize
+    for n in shape[1:]:
+        row_bytes *= n
+    return max(1, _parsed_bytes(config.get("chunk-size")) // max(1, row_bytes))
+
+
+def taken(groups: TinyGroups, prefix: str, array: Any, index: np.ndarray, axis: str) -> Any:
+    """``array[index]`` along ``axis`` (``"rows"`` or ``"columns"``), recorded in
+    ``groups`` for a tiny single-chunk ``array`` (see
+    :func:`~metatensor_dask.operations._grouping.tiny_groups`)."""
+    shape = list(single_chunk_shape(array))
+    shape[0 if axis == "rows" else -1] = len(index)
+    func = take_rows_now if axis == "rows" else take_columns_now
+    return groups.record(prefix, func, [array], (index,), tuple(shape), array.dtype)
+
+
+def assembled(
+    prefix: str,
+    pieces: Sequence[Any],
+    placement: Placement,
+    shape: tuple[int, ...],
+    dtype: Any,
+    fill: float,
+    nbytes: int | None = None,
+) -> Any:
+    """The array of ``shape`` holding ``pieces`` where ``placement`` says and ``fill``
+    elsewhere, as a grouped call or a dask array of row chunks (see the module's
+    documentation); None unless every piece is a tiny single-chunk dask array.
+    ``nbytes``, when given, are those of the pieces, already checked to be tiny
+    single chunks.
+    """
+    dtype = np.dtype(dtype)
+    if nbytes is None:
+        nbytes = single_chunk_bytes(pieces) if pieces else None
+    if nbytes is None or not pieces:
+        return None
+    # the dtype by its string: its repr, hashed into the task name, costs more
+    extra = (placement, tuple(shape), dtype.str, fill)
+    limit = _row_limit(shape, dtype)
+    groups = active_groups()
+    if groups is not None and shape[0] <= limit:
+        return groups.record(prefix, place, list(pieces), extra, tuple(shape), dtype, nbytes)
+    return _row_chunks(prefix, list(pieces), placement, tuple(shape), dtype, fill, limit)
+
+
+def _row_chunks(
+    prefix: str,
+    pieces: list[Any],
+    placement: Placement,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    fill: float,
+    limit: int,
+) -> Any:
+    """The assembled array in chunks of at most ``limit`` rows, one task each."""
+    hasher = hashlib.blake2b(digest_size=12)
+    hasher.update(prefix.encode())
+    for piece in pieces:
+        hasher.update(piece.name.encode())
+    hash_arguments(hasher, [placement, shape, dtype, fill])
+    name = f"{prefix}-{hasher.hexdigest()}"
+    piece_rows = [int(piece.chunks[0][0]) for piece in pieces]
+    starts = list(range(0, shape[0], limit)) or [0]
+    chunks = tuple(min(limit, shape[0] - start) for start in starts)
+    zeros = (0,) * (len(shape) - 1)
+    # inputs held as data are given to the tasks directly (as in grouped tasks)
+    arguments = chunk_arguments(pieces)
+    layer = {}
+    for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
+        kept, local = placement.rows_within(piece_rows, start, start + size)
+        refs = [arguments[i] for i in kept]
+        key = (name, j, *zeros)
+        chunk_shape = (size, *shape[1:])
+        layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
+    all_chunks = (chunks, *((n,) for n in shape[1:]))
+    return _graph.array_from_tasks(name, layer, pieces, all_chunks, dtype)
