@@ -395,18 +395,6 @@ UPSTREAM_BUGS: list[tuple[set[str], set[str], Callable[[Any, Any], Any]]] = [
     ),
 ]
 
-# Failures of metatensor-dask in files being edited by others: (layout, operation)
-_COMPONENTS_RESHAPE = (
-    "components_to_properties on a block without properties: dask's reshape of the "
-    "(rows, 2, 0) array (component and empty property axes) to (rows, 0) raises "
-    "NotImplementedError in _keys_to._move_component; zero-size arrays need the "
-    "reshape done per chunk (map_blocks) instead"
-)
-XFAIL: dict[tuple[str, str], str] = {
-    ("zero-properties", "components_to_properties"): _COMPONENTS_RESHAPE,
-}
-
-
 def _theirs(layout: str, name: str, a: Any, b: Any) -> Any:
     for layouts, names, oracle in UPSTREAM_BUGS:
         if layout in layouts and name in names:
@@ -475,10 +463,8 @@ def test_soundness_check_sees_chunks_of_the_wrong_shape():
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
-def test_operation_matches_metatensor(pair, name, request):
+def test_operation_matches_metatensor(pair, name):
     layout, ours, theirs = pair
-    if (layout, name) in XFAIL:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=XFAIL[(layout, name)]))
     try:
         expected = _theirs(layout, name, *theirs)
     except Exception as error:  # the same bad input must fail the same way here

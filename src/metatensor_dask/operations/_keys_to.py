@@ -614,10 +614,26 @@ def keys_to_properties(
 # -- components to properties -----------------------------------------------------------
 
 
+def _merge_last_two(chunk: np.ndarray) -> np.ndarray:
+    # the size is spelled out: ``reshape(..., -1)`` is ambiguous for zero-size chunks
+    return chunk.reshape((*chunk.shape[:-2], chunk.shape[-2] * chunk.shape[-1]))
+
+
 def _move_component(array: da.Array, axis: int) -> da.Array:
-    array = rows_only(array)
-    moved = da.moveaxis(array, axis, -2)
-    return moved.reshape((*moved.shape[:-2], moved.shape[-2] * moved.shape[-1]))
+    """``array`` with axis ``axis`` moved before the properties and merged with them.
+
+    Every axis but the rows is one chunk, so each row chunk is reshaped on its own
+    (dask's ``reshape`` refuses arrays of zero size, e.g. blocks without properties).
+    """
+    moved = da.moveaxis(rows_only(array), axis, -2)
+    merged = moved.shape[-2] * moved.shape[-1]
+    return moved.map_blocks(
+        _merge_last_two,
+        chunks=(*moved.chunks[:-2], (merged,)),
+        drop_axis=moved.ndim - 1,
+        dtype=moved.dtype,
+        meta=np.empty((0,) * (moved.ndim - 1), moved.dtype),
+    )
 
 
 def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
