@@ -395,6 +395,7 @@ UPSTREAM_BUGS: list[tuple[set[str], set[str], Callable[[Any, Any], Any]]] = [
     ),
 ]
 
+
 def _theirs(layout: str, name: str, a: Any, b: Any) -> Any:
     for layouts, names, oracle in UPSTREAM_BUGS:
         if layout in layouts and name in names:
