@@ -275,12 +275,23 @@ class BlockValues(da.Array):
     held: np.ndarray | None
 
     def __getitem__(self, index: Any) -> Any:
-        array = _without_empty_chunks(self) if _has_integer_array(index) else self
-        split = _split_new_axes(index)
-        if split is None:
-            return da.Array.__getitem__(array, index)
-        first, second = split
-        return da.Array.__getitem__(array, first)[second]
+        try:
+            return _indexed(self, index)
+        except ValueError:
+            # dask 2026.8 fails to index an axis of more chunks than entries (``(0, 1)``)
+            # with an integer array; only then are the empty chunks dropped, so that
+            # every other result keeps its chunks (gradients stay co-partitioned)
+            if not _has_integer_array(index):
+                raise
+            return _indexed(_without_empty_chunks(self), index)
+
+
+def _indexed(array: da.Array, index: Any) -> Any:
+    split = _split_new_axes(index)
+    if split is None:
+        return da.Array.__getitem__(array, index)
+    first, second = split
+    return da.Array.__getitem__(array, first)[second]
 
 
 def _has_integer_array(index: Any) -> bool:

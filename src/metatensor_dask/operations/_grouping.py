@@ -192,7 +192,7 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
     # the arrays of items of an earlier group are read from that group's result
     items = [_graph.item_of(a) for a in group.inputs]
     group_refs = [
-        _graph.ref(item.group_key) if item is not None else _inlined(layer, ref)
+        _graph.ref(item.group_key) if item is not None else ref
         for ref, item in zip(refs, items, strict=True)
     ]
     picks = [None if item is None else item.position for item in items]
@@ -206,17 +206,9 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
 
 def chunk_arguments(arrays: Sequence[da.Array]) -> list[Any]:
     """For each single-chunk array, what a task takes for its chunk: the numpy array
-    when the graph holds it as data (see :func:`_inlined`), else a reference."""
-    layer = _graph.flat_tasks(arrays)
-    return [_inlined(layer, _graph.chunk_ref(a, *((0,) * len(a.chunks)))) for a in arrays]
-
-
-def _inlined(layer: dict, ref: Any) -> Any:
-    """The input ``ref`` refers to: its numpy array when the graph holds it as data
-    (the group's task then reads it directly: thousands of data keys cost the
-    scheduler more than the group's work), else ``ref`` itself."""
-    value = layer.get(ref.key)
-    return value if isinstance(value, np.ndarray) else ref
+    when the graph holds it as data (see :func:`metatensor_dask._graph.held_chunk`),
+    else a reference."""
+    return [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in arrays]
 
 
 _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(

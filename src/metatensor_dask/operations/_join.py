@@ -434,9 +434,7 @@ def join(
     else:
         join_one = _join_properties
     # tiny blocks are joined by a few grouped tasks (see grouped_tiny_blocks)
-    return grouped(
-        lambda: TensorMap._trusted(keys, [join_one(b, "join", add_dimension) for b in per_key])
-    )
+    return grouped(keys, lambda: [join_one(b, "join", add_dimension) for b in per_key])
 
 
 def join_blocks(

@@ -131,15 +131,14 @@ def _keys_moved(
     names, selected = _names_to_move(keys_to_move, function)
     keys, members, merged, moved = _groups(tensor, names, function)
 
-    def build() -> TensorMap:
-        blocks = [
+    def build() -> list[TensorBlock]:
+        return [
             merge(group, moved[m], names, selected)
             for m, group in zip(members, merged, strict=True)
         ]
-        return TensorMap._trusted(keys, blocks, tensor.info())
 
     # blocks made of tiny blocks are built by a few grouped tasks
-    return grouped(build)
+    return grouped(keys, build, tensor.info())
 
 
 def _merge_samples(

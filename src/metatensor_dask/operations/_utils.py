@@ -350,8 +350,10 @@ def scalar_or_tensor_operation(
     return grouped(A.keys, lambda: _pairwise_blocks(A, B, fname, with_tensor))  # type: ignore[arg-type]
 
 
-def grouped(keys: Labels, build: Callable[[], list[TensorBlock]]) -> TensorMap:
-    """The map of ``keys`` and the blocks ``build()`` makes, where the work on tiny
+def grouped(
+    keys: Labels, build: Callable[[], list[TensorBlock]], info: dict[str, str] | None = None
+) -> TensorMap:
+    """The map of ``keys`` (and ``info``) and the blocks ``build()`` makes, where the work on tiny
     single-chunk blocks is done by a few grouped tasks instead of one task per array
     (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
@@ -362,7 +364,7 @@ def grouped(keys: Labels, build: Callable[[], list[TensorBlock]]) -> TensorMap:
             count = block._array_count()
             views.append(block._with_arrays(finished[start : start + count], view=True))
             start += count
-        return TensorMap._trusted(keys, views)
+        return TensorMap._trusted(keys, views, info)
 
 
 def map_blocks(A: TensorMap, function: Callable[[TensorBlock], TensorBlock]) -> TensorMap:
