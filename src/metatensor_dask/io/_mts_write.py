@@ -206,7 +206,9 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
     graph[name] = (_concatenated, batch_keys)
     graph[f"{name}-checked"] = (_first, name, checks)
-    results = iter(_graph.flat_delayed(f"{name}-checked", graph, arrays).compute())
+    # every layer once: the arrays of a group of tiny blocks share their group's layer
+    graph.update(_graph.flat_tasks(arrays))
+    results = iter(_graph.flat_delayed(f"{name}-checked", graph, []).compute())
     chunk_crcs = [[next(results) for _ in range(count)] for count in counts]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):

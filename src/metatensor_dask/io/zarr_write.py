@@ -338,7 +338,9 @@ def _write_graph(
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
     graph[final] = (_finish, store, root, lock, *list(graph), *checks)
-    return _graph.delayed_from_tasks(final, graph, sources)
+    # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
+    # in time quadratic in the number of layers
+    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
