@@ -25,6 +25,7 @@ from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
+from ._gc import collector_paused
 from .zarr_codecs import chunk_key, decode_rows, is_plain
 from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels, damaged
@@ -365,7 +366,8 @@ def open_zarr(
     request = chunking.parse_chunks(chunks)
     resolved = open_store(store, storage_options, writable=False)
     where = describe(resolved)
-    tensor = read_layout(resolved, where)
-    reader = _Reader(resolved, tensor, where)
-    blocks = [reader.block(b, _value_rows(b, request), None, None) for b in tensor.blocks]
-    return TensorMap._trusted(reader.keys, blocks, tensor.info)
+    with collector_paused():
+        tensor = read_layout(resolved, where)
+        reader = _Reader(resolved, tensor, where)
+        blocks = [reader.block(b, _value_rows(b, request), None, None) for b in tensor.blocks]
+        return TensorMap._trusted(reader.keys, blocks, tensor.info)

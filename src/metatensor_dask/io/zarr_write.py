@@ -42,6 +42,7 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
+from ._gc import collector_paused
 from ._lock import LOCK_KEY, StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
@@ -356,8 +357,10 @@ def _plan_whole(
     if keys is not None:
         _keys_plan(plan, keys)
         plan.group("blocks")
-    for index, block in blocks:
-        _plan_block(plan, block, layout.block_prefix(index), _value_rows(block, request), False)
+    with collector_paused():
+        for index, block in blocks:
+            rows = _value_rows(block, request)
+            _plan_block(plan, block, layout.block_prefix(index), rows, False)
     return plan
 
 
