@@ -11,7 +11,6 @@ the CRC-32 of each member is assembled from the CRCs of its pieces.
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 import struct
 import zipfile
@@ -87,45 +86,32 @@ def read_directory(path: str) -> dict[str, Member]:
     except zipfile.BadZipFile as error:
         raise ZipError(f"invalid Zip archive: {error}") from None
     members = {}
-    with open(path, "rb") as file:
-        file_size = os.fstat(file.fileno()).st_size
-        # the local headers are read from a map of the file: one system call for all
-        # of them instead of one each (a file of 10,000 blocks has 80,000 members)
-        data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if file_size else b""
-        try:
-            for info in infos:
-                if info.flag_bits & 0x1:
-                    raise ZipError(f"'{info.filename}' is encrypted, which is not supported")
-                start = info.header_offset
-                if (
-                    start < 0
-                    or start + _LOCAL.size > file_size
-                    or data[start : start + 4] != b"PK\x03\x04"
-                ):
-                    raise ZipError(f"invalid Zip archive: bad local header for '{info.filename}'")
-                name_length, extra_length = _LOCAL_LENGTHS.unpack_from(data, start + 26)
-                offset = start + _LOCAL.size + name_length + extra_length
-                stored = info.compress_type == zipfile.ZIP_STORED
-                if stored and info.file_size != info.compress_size:
-                    raise ZipError(
-                        f"'{info.filename}' is stored uncompressed but its sizes differ "
-                        f"({info.compress_size} and {info.file_size} bytes)"
-                    )
-                if offset + info.compress_size > file_size:
-                    raise ZipError(
-                        f"'{info.filename}' extends past the end of the file, which is truncated"
-                    )
-                members[info.filename] = Member(
-                    info.filename,
-                    offset,
-                    info.compress_size,
-                    stored,
-                    info.CRC,
-                    info.file_size,
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        file_size = os.fstat(fd).st_size
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise ZipError(f"'{info.filename}' is encrypted, which is not supported")
+            local = os.pread(fd, _LOCAL.size, info.header_offset)
+            if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
+                raise ZipError(f"invalid Zip archive: bad local header for '{info.filename}'")
+            name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
+            offset = info.header_offset + _LOCAL.size + name_length + extra_length
+            stored = info.compress_type == zipfile.ZIP_STORED
+            if stored and info.file_size != info.compress_size:
+                raise ZipError(
+                    f"'{info.filename}' is stored uncompressed but its sizes differ "
+                    f"({info.compress_size} and {info.file_size} bytes)"
                 )
-        finally:
-            if isinstance(data, mmap.mmap):
-                data.close()
+            if offset + info.compress_size > file_size:
+                raise ZipError(
+                    f"'{info.filename}' extends past the end of the file, which is truncated"
+                )
+            members[info.filename] = Member(
+                info.filename, offset, info.compress_size, stored, info.CRC, info.file_size
+            )
+    finally:
+        os.close(fd)
     return members
 
 
