@@ -17,6 +17,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
+from .._gc import collector_paused
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -109,15 +110,50 @@ def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype).reshape(-1).view(np.uint8)
 
 
+class _Gathered:
+    """Small writes (headers, Labels) gathered and written in runs of adjacent bytes,
+    one system call per run: a map of many tiny blocks has several members per block."""
+
+    #: Bytes joined into one write at most.
+    RUN = 16 * 2**20
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.items: list[tuple[int, bytes]] = []
+
+    def add(self, offset: int, data: bytes) -> None:
+        self.items.append((offset, data))
+
+    def flush(self) -> None:
+        self.items.sort(key=lambda item: item[0])
+        run: list[bytes] = []
+        start = end = 0
+        for offset, data in self.items:
+            if run and (offset != end or end - start > self.RUN):
+                _pwrite_all(self.fd, b"".join(run), start)
+                run = []
+            if not run:
+                start = end = offset
+            run.append(data)
+            end += len(data)
+        if run:
+            _pwrite_all(self.fd, b"".join(run), start)
+        self.items = []
+
+
 def _write_pieces(
-    fd: int, offset: int, pieces: list[Any], path: str
+    fd: int, offset: int, pieces: list[Any], path: str, gathered: _Gathered | None = None
 ) -> list[tuple[int, int] | tuple[da.Array, int]]:
-    """Write the in-memory pieces at ``offset``; returns ``(crc, length)`` per piece
-    written, or ``(dask array, offset)`` for lazy pieces, left for :func:`_write_lazy`."""
+    """Write the in-memory pieces at ``offset`` (bytes through ``gathered``, when
+    given); returns ``(crc, length)`` per piece written, or ``(dask array, offset)``
+    for lazy pieces, left for :func:`_write_lazy`."""
     crcs: list[Any] = []
     for piece in pieces:
         if isinstance(piece, bytes):
-            _pwrite_all(fd, piece, offset)
+            if gathered is None:
+                _pwrite_all(fd, piece, offset)
+            else:
+                gathered.add(offset, piece)
             crcs.append((zlib.crc32(piece), len(piece)))
         elif isinstance(piece, np.ndarray):
             rows = _rows_per_slice(piece)
@@ -138,25 +174,32 @@ def _rows_per_slice(array: np.ndarray) -> int:
 
 
 def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
-    offsets, offset = [], 0
+    offsets, sizes, offset = [], [], 0
     for entry in entries:
         offsets.append(offset)
-        offset += _zip.local_header_size(entry.name) + entry.size
+        sizes.append(entry.size)
+        offset += _zip.local_header_size(entry.name) + sizes[-1]
     os.ftruncate(fd, offset)
-    crcs: list[list[Any]] = [
-        _write_pieces(fd, start + _zip.local_header_size(entry.name), entry.pieces, path)
-        for entry, start in zip(entries, offsets, strict=True)
-    ]
+    gathered = _Gathered(fd)
+    with collector_paused():
+        crcs: list[list[Any]] = [
+            _write_pieces(
+                fd, start + _zip.local_header_size(entry.name), entry.pieces, path, gathered
+            )
+            for entry, start in zip(entries, offsets, strict=True)
+        ]
     _write_lazy(crcs, path)
     records = []
-    for entry, start, pieces in zip(entries, offsets, crcs, strict=True):
-        crc = 0
-        for piece_crc, length in pieces:
-            # combining with the CRC of nothing is a no-op, and costs a few microseconds
-            crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
-        _pwrite_all(fd, _zip.local_header(entry.name, crc, entry.size), start)
-        records.append((entry.name, crc, entry.size, start))
-    _pwrite_all(fd, _zip.central_directory(records, offset), offset)
+    with collector_paused():
+        for entry, start, size, pieces in zip(entries, offsets, sizes, crcs, strict=True):
+            crc = 0
+            for piece_crc, length in pieces:
+                # combining with the CRC of nothing is a no-op, and costs microseconds
+                crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
+            gathered.add(start, _zip.local_header(entry.name, crc, size))
+            records.append((entry.name, crc, size, start))
+        gathered.add(offset, _zip.central_directory(records, offset))
+        gathered.flush()
 
 
 def _write_lazy(crcs: list[list[Any]], path: str) -> None:
@@ -206,7 +249,9 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
     graph[name] = (_concatenated, batch_keys)
     graph[f"{name}-checked"] = (_first, name, checks)
-    results = iter(_graph.flat_delayed(f"{name}-checked", graph, arrays).compute())
+    # every layer once: the arrays of a group of tiny blocks share their group's layer
+    graph.update(_graph.flat_tasks(arrays))
+    results = iter(_graph.flat_delayed(f"{name}-checked", graph, []).compute())
     chunk_crcs = [[next(results) for _ in range(count)] for count in counts]
     # from the end, so that the positions of the placeholders still to replace hold
     for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):

@@ -14,8 +14,7 @@ import functools
 import os
 import struct
 import zipfile
-from dataclasses import dataclass
-from typing import IO
+from typing import IO, NamedTuple
 
 __all__ = [
     "Member",
@@ -36,6 +35,8 @@ ZIP64_LIMIT = 0xFFFFFFFF
 ZIP64_COUNT_LIMIT = 0xFFFF
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
+# the name and extra field lengths, the last two fields of a local header
+_LOCAL_LENGTHS = struct.Struct("<HH")
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END = struct.Struct("<4sHHHHIIH")
 _END64 = struct.Struct("<4sQHHIIQQQQ")
@@ -57,9 +58,8 @@ class ZipError(Exception):
     """A malformed archive; the caller adds which file it was."""
 
 
-@dataclass(frozen=True)
-class Member:
-    """Where the bytes of one member are."""
+class Member(NamedTuple):
+    """Where the bytes of one member are (a tuple: archives hold many thousands)."""
 
     name: str
     offset: int
@@ -95,7 +95,7 @@ def read_directory(path: str) -> dict[str, Member]:
             local = os.pread(fd, _LOCAL.size, info.header_offset)
             if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
                 raise ZipError(f"invalid Zip archive: bad local header for '{info.filename}'")
-            name_length, extra_length = _LOCAL.unpack(local)[-2:]
+            name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
             offset = info.header_offset + _LOCAL.size + name_length + extra_length
             stored = info.compress_type == zipfile.ZIP_STORED
             if stored and info.file_size != info.compress_size:
@@ -108,12 +108,7 @@ def read_directory(path: str) -> dict[str, Member]:
                     f"'{info.filename}' extends past the end of the file, which is truncated"
                 )
             members[info.filename] = Member(
-                info.filename,
-                offset,
-                info.compress_size,
-                stored,
-                info.CRC,
-                info.file_size,
+                info.filename, offset, info.compress_size, stored, info.CRC, info.file_size
             )
     finally:
         os.close(fd)

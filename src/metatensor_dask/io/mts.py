@@ -18,6 +18,7 @@ import os
 import warnings
 from typing import Any
 
+from .._gc import collector_paused
 from .._typing import ChunksLike, PathLike
 from ..block import TensorBlock
 from ..errors import DamagedFileError, MetatensorError, format_error
@@ -65,7 +66,7 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
     was loaded (size and modification time) and refuse to read otherwise.
     """
     request = parse_chunks(chunks)
-    with Archive.open(path, "a TensorMap") as archive:
+    with collector_paused(), Archive.open(path, "a TensorMap") as archive:
         if "keys.npy" not in archive.members and "values.npy" in archive.members:
             archive.hint = ", use `load_block` to load TensorBlock"
         keys = archive.labels("keys.npy")
@@ -201,8 +202,9 @@ def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
         entries = list(block_entries("", data, gradient=False))
     elif isinstance(data, TensorMap):
         entries = [Entry("keys.npy", [labels_bytes(data.keys)])]
-        for i, block in enumerate(data.blocks()):
-            entries.extend(block_entries(f"blocks/{i}/", block, gradient=False))
+        with collector_paused():
+            for i, block in enumerate(data.blocks()):
+                entries.extend(block_entries(f"blocks/{i}/", block, gradient=False))
         info = data.info()
         if info:
             text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)

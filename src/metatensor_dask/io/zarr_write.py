@@ -36,6 +36,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from .. import _graph, config
+from .._gc import collector_paused
 from .._partition import block_row_pointer, gradient_row_chunks
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
@@ -343,7 +344,9 @@ def _write_graph(
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
     graph[final] = (_finish, store, root, lock, *list(graph), *checks)
-    return _graph.delayed_from_tasks(final, graph, sources)
+    # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
+    # in time quadratic in the number of layers
+    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
 def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
@@ -363,9 +366,10 @@ def _plan_whole(
     if keys is not None:
         _keys_plan(plan, keys)
         plan.group("blocks")
-    for index, block in blocks:
-        rows = _value_rows(block, request, growing)
-        _plan_block(plan, block, layout.block_prefix(index), rows, False)
+    with collector_paused():
+        for index, block in blocks:
+            rows = _value_rows(block, request, growing)
+            _plan_block(plan, block, layout.block_prefix(index), rows, False)
     return plan
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import gc
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from .. import _graph
 from .._collection import GroupItem
+from .._gc import collector_paused
 
 __all__ = [
     "TinyGroups",
@@ -34,7 +34,6 @@ __all__ = [
     "chunk_arguments",
     "grouped_tiny_blocks",
     "hash_arguments",
-    "paused_gc",
     "single_chunk_bytes",
     "single_chunk_shape",
     "tiny_groups",
@@ -158,7 +157,7 @@ class TinyGroups:
         """``arrays`` with each recorded result replaced by its
         :class:`~metatensor_dask._collection.GroupItem`; the item's own task runs its
         call alone, so computing one array computes one block, not its group."""
-        with paused_gc():
+        with collector_paused():
             return self._finished(arrays)
 
     def _finished(self, arrays: list[Any]) -> list[Any]:
@@ -217,34 +216,15 @@ _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Python's cyclic garbage collector paused (if it runs) for the duration.
-
-    Building a map of many blocks allocates millions of small objects that live on, and
-    no reference cycles; each of them counts towards the collector's thresholds, and
-    each full collection walks every object of the process (a map's own metadata, the
-    input map's...), so that building 10,000 blocks triggered collections costing
-    seconds, more than the building itself. Collections resume afterwards.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-@contextlib.contextmanager
 def grouped_tiny_blocks() -> Iterator[TinyGroups]:
     """Within this context, the chunk-wise functions return placeholders for calls on
     tiny single-chunk arrays; ``groups.finish(arrays)`` replaces the placeholders
     among ``arrays`` (which must all be given) by group items. The garbage collector
-    is paused (see :func:`paused_gc`)."""
+    is paused (see :func:`metatensor_dask._gc.collector_paused`)."""
     groups = TinyGroups()
     token = _ACTIVE.set(groups)
     try:
-        with paused_gc():
+        with collector_paused():
             yield groups
     finally:
         _ACTIVE.reset(token)

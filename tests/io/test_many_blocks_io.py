@@ -1,0 +1,143 @@
+"""Files of maps of many tiny blocks: the cost of writing, saving and opening them must
+not grow faster than the number of blocks. Calls are counted, not timed."""
+
+from __future__ import annotations
+
+import gc
+
+import metatensor
+import numpy as np
+import pytest
+from dask.highlevelgraph import Layer
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+
+def tiny(n_blocks: int) -> metatensor.TensorMap:
+    """``n_blocks`` blocks of 4 samples, 2 properties and a gradient of 2 rows per sample."""
+    rng = np.random.default_rng(n_blocks)
+    samples = metatensor.Labels.range("s", 4)
+    properties = metatensor.Labels.range("p", 2)
+    rows = np.stack([np.repeat(np.arange(4), 2), np.tile([0, 1], 4)], axis=1)
+    gradient_samples = metatensor.Labels(["sample", "atom"], rows.astype(np.int32))
+    blocks = []
+    for _ in range(n_blocks):
+        block = metatensor.TensorBlock(rng.random((4, 2)), samples, [], properties)
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.random((8, 3, 2)),
+                gradient_samples,
+                [metatensor.Labels.range("xyz", 3)],
+                properties,
+            ),
+        )
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("k", n_blocks), blocks)
+
+
+@pytest.fixture
+def culled_layers(monkeypatch):
+    """The number of graph layers dask culls, by layer (each cull of a layer copies the
+    set of keys still needed: one layer per array made writes quadratic in blocks)."""
+    calls = []
+    cull = Layer.cull
+
+    def counting(self, *args, **kwargs):
+        calls.append(self)
+        return cull(self, *args, **kwargs)
+
+    monkeypatch.setattr(Layer, "cull", counting)
+    return calls
+
+
+@pytest.mark.parametrize("operation", ["copy", "multiply"])
+def test_writing_culls_one_flat_graph(tmp_path, culled_layers, operation):
+    theirs = tiny(30)
+    tensor = mtd.from_metatensor(theirs)
+    if operation == "multiply":  # grouped tiny blocks, sharing their group's tasks
+        tensor = mtd.multiply(tensor, tensor)
+        theirs = metatensor.multiply(theirs, theirs)
+    tensor.to_zarr(tmp_path / "t.zarr")
+    assert len(culled_layers) <= 1
+    mtd.save(tmp_path / "t.mts", tensor)
+    assert len(culled_layers) <= 2
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
+    assert_equal_to_metatensor(mtd.load(tmp_path / "t.mts"), theirs)
+
+
+def test_loading_and_opening_build_blocks_with_the_collector_paused(tmp_path, monkeypatch):
+    from metatensor_dask.io import _mts_read, zarr_read
+
+    theirs = tiny(5)
+    mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr")
+    metatensor.save(tmp_path / "t.mts", theirs)
+    states = []
+
+    def recording(function):
+        def wrapper(*args, **kwargs):
+            states.append(gc.isenabled())
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(_mts_read.Archive, "part", recording(_mts_read.Archive.part))
+    monkeypatch.setattr(zarr_read._Reader, "block", recording(zarr_read._Reader.block))
+    assert gc.isenabled()
+    assert_equal_to_metatensor(mtd.load(tmp_path / "t.mts"), theirs)
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
+    assert states and not any(states)
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_by_the_caller_stays_disabled():
+    from metatensor_dask._gc import collector_paused
+
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("the collector runs again after an error")
+    assert gc.isenabled()
+
+
+def test_opening_reads_one_metadata_document_and_builds_no_zarr_array(tmp_path, monkeypatch):
+    import zarr
+    from zarr.storage import LocalStore, WrapperStore
+
+    class Recording(WrapperStore):
+        def __init__(self, store):
+            super().__init__(store)
+            self.reads: list[str] = []
+
+        async def get(self, key, prototype, byte_range=None):
+            self.reads.append(key)
+            return await super().get(key, prototype, byte_range)
+
+    theirs = tiny(12)
+    mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr")
+    built = []
+    init = zarr.AsyncArray.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(zarr.AsyncArray, "__init__", counting)
+    store = Recording(LocalStore(tmp_path / "t.zarr", read_only=True))
+    tensor = mtd.open_zarr(store)
+    assert [key for key in store.reads if key.endswith("zarr.json")] == ["zarr.json"]
+    assert not built
+    # the Labels shared by every block are read once, each row pointer once
+    assert len([key for key in store.reads if "/properties/" in key]) == 1
+    pointers = [key for key in store.reads if "/row_pointer/" in key]
+    assert len(pointers) == len(set(pointers))
+    assert {key.rpartition("/")[0] for key in pointers} == {
+        f"blocks/{i}/gradients/positions/row_pointer" for i in range(12)
+    }
+    assert_equal_to_metatensor(tensor, theirs)
