@@ -38,6 +38,7 @@ __all__ = [
     "array_from_tasks",
     "block_values",
     "check_query_planning",
+    "chunk_inputs",
     "chunk_keys",
     "chunk_ref",
     "collection_graph",
@@ -135,6 +136,14 @@ def _held_chunk(array: da.Array) -> np.ndarray | None:
 def chunk_keys(array: da.Array) -> list[Any]:
     """The keys of the chunks of ``array``, in C order."""
     return list(flatten(array.__dask_keys__()))
+
+
+def chunk_inputs(array: da.Array) -> list[Any]:
+    """What a task takes for each chunk of ``array``, in C order: the chunk's key, or
+    the chunk itself when :func:`held_chunk` finds it (graphs made with
+    :func:`flat_tasks` have no node for such a chunk)."""
+    held = held_chunk(array)
+    return chunk_keys(array) if held is None else [held]
 
 
 # -- arrays and delayed results ---------------------------------------------------------

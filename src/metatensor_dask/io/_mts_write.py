@@ -229,7 +229,7 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str
         counts.append(len(array.chunks[0]))
-        for key, rows in zip(_graph.chunk_keys(array), array.chunks[0], strict=True):
+        for key, rows in zip(_graph.chunk_inputs(array), array.chunks[0], strict=True):
             # consecutive chunks are written by one task up to _BATCH_BYTES: a task per
             # chunk costs more than writing it on maps of many tiny blocks
             if batch and batch_bytes + rows * row_bytes > _BATCH_BYTES:

@@ -325,9 +325,9 @@ def _write_graph(
         if array.size == 0:
             continue
         ref = ArrayRef(store, path, nodes[path])
-        tail = (0,) * (array.ndim - 1)
         row_bytes = chunking.row_bytes(array.shape, array.dtype)
         start = 0
+        inputs = _graph.chunk_inputs(array)
         for i, rows in enumerate(array.chunks[0]):
             marker = layout.progress_marker(path, i)
             region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
@@ -336,7 +336,7 @@ def _write_graph(
                 continue
             if batch and (size + rows * row_bytes > limit or len(batch) >= _BATCH_TASKS):
                 flush()
-            batch.append((ref, region, (array.name, i, *tail), marker))
+            batch.append((ref, region, inputs[i], marker))
             size += rows * row_bytes
         sources.append(array)
     flush()
