@@ -18,23 +18,28 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 from __future__ import annotations
 
 import os
-import sys
-import time
+import threading
+import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
+import dask.array as da
+import numpy as np
 
 from .. import config
 from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
+from ..block import TensorBlock
 from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
-from .zarr_append import commit, documents, plan_append, store_now
+from .ingest_progress import BatchProgress
+from .zarr_append import AppendPlan, commit, documents, plan_append, store_now
 from .zarr_renumber import shifted
 from .zarr_store import describe, open_store, set_many
 from .zarr_write import _plan_whole, _read_root
@@ -45,7 +50,30 @@ __all__ = ["write_batches"]
 RUN = "batches"
 
 
-def _as_tensor(result: Any, index: int, first: Any) -> TensorMap:
+def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
+    """A metatensor-dask view of a metatensor-core TensorMap: its values wrapped, not
+    copied nor hashed, into single-chunk dask arrays, recorded by name in ``arrays``."""
+    from .convert import _labels_from
+
+    def block_from(block: Any) -> TensorBlock:
+        values = np.asarray(block.values)
+        wrapped = da.from_array(values, chunks=values.shape, name=f"batch-{uuid.uuid4().hex}")
+        arrays[wrapped.name] = values
+        return TensorBlock._trusted(
+            wrapped,
+            _labels_from(block.samples),
+            [_labels_from(c) for c in block.components],
+            _labels_from(block.properties),
+            {p: block_from(g) for p, g in block.gradients()},
+        )
+
+    found = TensorMap._trusted(_labels_from(tensor.keys), [block_from(b) for b in tensor.blocks()])
+    for key, value in tensor.info().items():
+        found.set_info(key, value)
+    return found
+
+
+def _as_tensor(result: Any, index: int, first: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
     if isinstance(result, TensorMap):
         return result
     try:
@@ -53,13 +81,22 @@ def _as_tensor(result: Any, index: int, first: Any) -> TensorMap:
     except ImportError:
         metatensor = None
     if metatensor is not None and isinstance(result, metatensor.TensorMap):
-        from .convert import from_metatensor
-
-        return from_metatensor(result)
+        return _from_core(result, arrays)
     raise MetatensorDaskError(
         f"the function returned a {type(result).__name__} for batch {index} (first item "
         f"{first!r}); it must return a metatensor or metatensor-dask TensorMap"
     )
+
+
+def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
+    """The rows of ``plan`` as numpy arrays: the batch's own arrays as they are, the
+    others (lazy results, rechunked new blocks) computed here."""
+    for rows in plan.rows:
+        if isinstance(rows.data, da.Array):
+            found = arrays.get(rows.data.name)
+            if found is None:
+                (found,) = dask.compute(rows.data, scheduler="synchronous")
+            rows.data = found
 
 
 def _commit_batch(
@@ -70,26 +107,26 @@ def _commit_batch(
     index: int,
     first: Any,
     result: Any,
+    previous: Any = None,
 ) -> int:
     """Append batch ``index`` (its samples renumbered by the index of its first item)
     and commit its metadata with the run record, in one atomic root write. Returns the
-    rows appended."""
-    tensor = _as_tensor(result, index, first)
+    rows appended. ``previous`` (ignored) is the commit of the batch before, so that a
+    scheduler runs the commits in order."""
+    arrays: dict[str, np.ndarray] = {}
+    tensor = _as_tensor(result, index, first, arrays)
     start = index * run["batch_size"]
     if run["renumber"] is not None:
         tensor = shifted(tensor, run["renumber"], start)
     where = lock.where
     plan = plan_append(tensor, store, where, _read_root(store, where), chunks, _plan_whole)
+    _concrete(plan, arrays)
     lock.check()
     store_now(store, plan)
     root = layout.root_document(False, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
     commit(store, documents(plan, root))
     return sum(len(block.samples) for block in tensor.blocks())
-
-
-def _call(function: Callable[[list[Any]], Any], batch: list[Any]) -> Any:
-    return function(batch)
 
 
 def _client() -> Any:
@@ -101,28 +138,6 @@ def _client() -> Any:
         return default_client()
     except ValueError:
         return None
-
-
-class _Progress:
-    """One line on standard error per committed batch (at most one a second), as the
-    command line's progress; off with the ``progress`` setting or ``quiet``."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total = total
-        self.show = not quiet and bool(config.get("progress"))
-        self.last = 0.0
-        self.start = time.monotonic()
-
-    def update(self, computed: int, committed: int) -> None:
-        now = time.monotonic()
-        if self.show and (committed == self.total or now - self.last >= 1.0):
-            self.last = now
-            print(
-                f"write_batches: {computed}/{self.total} batches computed, {committed}/"
-                f"{self.total} committed ({now - self.start:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -> int:
@@ -261,57 +276,60 @@ def _run(
         root = layout.group_document({layout.ATTRIBUTE: ours, "info": {}})
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     client = _client()
+    progress = BatchProgress(total, not quiet and bool(config.get("progress")))
+    pool = None if client is not None else ThreadPoolExecutor(_threads(None))
+    computed = _Counter(committed)
+    inflight: deque[tuple[int, Any, Any]] = deque()
+    previous = None  # the commit of the batch before (on a cluster)
     size = run["batch_size"]
-    progress = _Progress(total, quiet)
-    if client is not None:
-        workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        pool = None
-    else:
-        workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-        pool = ThreadPoolExecutor(workers)
-    limit = window if window is not None else 2 * workers
-    pending: dict[int, Any] = {}
     submitted = committed
     try:
-        for index in range(committed, total):
-            while submitted < total and submitted < index + max(limit, 1):
+        while committed < total:
+            limit = window if window is not None else 2 * _threads(client)
+            while submitted < total and submitted < committed + max(limit, 1):
                 batch = items[submitted * size : (submitted + 1) * size]
-                submit = pool.submit if pool is not None else _pure_false(client)
-                pending[submitted] = submit(_call, function, batch)
-                submitted += 1
-            future = pending.pop(index)
-            first = items[index * size]
-            try:
                 if pool is not None:
-                    _commit_batch(store, lock, request, run, index, first, future.result())
+                    future = pool.submit(function, batch)
+                    done = None
                 else:
-                    client.submit(
-                        _commit_batch,
-                        store,
-                        lock,
-                        request,
-                        run,
-                        index,
-                        first,
-                        future,
-                        pure=False,
-                    ).result()
+                    future = client.submit(function, batch, pure=False)
+                    # runs where the batch is, after the commit before: no client round trip
+                    done = client.submit(
+                        _commit_batch, store, lock, request, run, submitted, batch[0], future,
+                        previous, pure=False,
+                    )  # fmt: skip
+                    previous = done
+                future.add_done_callback(computed.add)
+                inflight.append((submitted, future, done))
+                submitted += 1
+            index, future, done = inflight.popleft()
+            try:
+                if done is None:
+                    result = _wait(future, progress, computed, committed)
+                    _commit_batch(store, lock, request, run, index, items[index * size], result)
+                    del result
+                else:
+                    _wait(done, progress, computed, committed)
             except Exception as error:
                 raise MetatensorDaskError(
                     f"batch {index} (items {index * size} to "
-                    f"{min((index + 1) * size, len(items)) - 1}, first item {first!r}) failed: "
-                    f"{type(error).__name__}: {error}; the {index} batches before it are "
-                    f"committed to {where}: fix the problem and call write_batches(..., "
-                    "resume=True) to continue after them"
+                    f"{min((index + 1) * size, len(items)) - 1}, first item "
+                    f"{items[index * size]!r}) failed: {type(error).__name__}: {error}; the "
+                    f"{index} batches before it are committed to {where}: fix the problem "
+                    "and call write_batches(..., resume=True) to continue after them"
                 ) from error
-            del future
-            done = sum(1 for f in pending.values() if f.done())
-            progress.update(index + 1 + done, index + 1)
+            del future, done
+            committed += 1
+            progress.update(computed.count, committed)
     finally:
-        for future in pending.values():
+        for _, future, done in inflight:
             future.cancel()
+            if done is not None:
+                done.cancel()
+        inflight.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        progress.close()
     lock.check()
     attributes, nodes = _read_root(store, where) or ({}, {})
     root = layout.root_document(True, attributes.get("info") or {}, nodes)
@@ -319,8 +337,35 @@ def _run(
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
 
 
-def _pure_false(client: Any) -> Callable[..., Any]:
-    def submit(*args: Any) -> Any:
-        return client.submit(*args, pure=False)
+def _threads(client: Any) -> int:
+    """Threads computing batches: those of the cluster's workers, else dask's
+    ``num_workers`` setting (default: the CPUs)."""
+    if client is not None:
+        return max(sum(client.nthreads().values()), 1)
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
 
-    return submit
+
+class _Counter:
+    """Batches computed: counted as their futures finish (from any thread)."""
+
+    def __init__(self, start: int):
+        self.count = start
+        self._lock = threading.Lock()
+
+    def add(self, future: Any) -> None:
+        if not future.cancelled():
+            with self._lock:
+                self.count += 1
+
+
+def _wait(future: Any, progress: BatchProgress, computed: _Counter, committed: int) -> Any:
+    """The result of ``future``, the progress redrawn while waiting."""
+    if not progress.show:
+        return future.result()
+    while True:
+        try:
+            return future.result(timeout=BatchProgress.REDRAW)
+        except TimeoutError:
+            if future.done():
+                raise  # raised by the batch itself
+            progress.update(computed.count, committed)
