@@ -17,6 +17,10 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import importlib
 import os
 import threading
 import uuid
@@ -48,6 +52,9 @@ __all__ = ["write_batches"]
 
 #: Root attribute (under ``metatensor_dask``) recording the run.
 RUN = "batches"
+
+#: What a commit needs besides its batch: the store, the lock, the chunks, the run.
+_Target = tuple[Any, WriteId, ChunkRequest, dict[str, Any]]
 
 
 def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
@@ -277,58 +284,15 @@ def _run(
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     client = _client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
-    pool = None if client is not None else ThreadPoolExecutor(_threads(None))
-    computed = _Counter(committed)
-    inflight: deque[tuple[int, Any, Any]] = deque()
-    previous = None  # the commit of the batch before (on a cluster)
-    size = run["batch_size"]
-    submitted = committed
+    batches = _Batches(function, items, run["batch_size"], committed, window)
+    commit_args: _Target = (store, lock, request, run)
     try:
-        while committed < total:
-            limit = window if window is not None else 2 * _threads(client)
-            while submitted < total and submitted < committed + max(limit, 1):
-                batch = items[submitted * size : (submitted + 1) * size]
-                if pool is not None:
-                    future = pool.submit(function, batch)
-                    done = None
-                else:
-                    future = client.submit(function, batch, pure=False)
-                    # runs where the batch is, after the commit before: no client round trip
-                    done = client.submit(
-                        _commit_batch, store, lock, request, run, submitted, batch[0], future,
-                        previous, pure=False,
-                    )  # fmt: skip
-                    previous = done
-                future.add_done_callback(computed.add)
-                inflight.append((submitted, future, done))
-                submitted += 1
-            index, future, done = inflight.popleft()
-            try:
-                if done is None:
-                    result = _wait(future, progress, computed, committed)
-                    _commit_batch(store, lock, request, run, index, items[index * size], result)
-                    del result
-                else:
-                    _wait(done, progress, computed, committed)
-            except Exception as error:
-                raise MetatensorDaskError(
-                    f"batch {index} (items {index * size} to "
-                    f"{min((index + 1) * size, len(items)) - 1}, first item "
-                    f"{items[index * size]!r}) failed: {type(error).__name__}: {error}; the "
-                    f"{index} batches before it are committed to {where}: fix the problem "
-                    "and call write_batches(..., resume=True) to continue after them"
-                ) from error
-            del future, done
-            committed += 1
-            progress.update(computed.count, committed)
+        if client is None:
+            _on_threads(batches, commit_args, progress)
+        else:
+            _on_cluster(client, batches, commit_args, progress)
     finally:
-        for _, future, done in inflight:
-            future.cancel()
-            if done is not None:
-                done.cancel()
-        inflight.clear()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        batches.cancel()
         progress.close()
     lock.check()
     attributes, nodes = _read_root(store, where) or ({}, {})
@@ -337,28 +301,149 @@ def _run(
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
 
 
-def _threads(client: Any) -> int:
-    """Threads computing batches: those of the cluster's workers, else dask's
-    ``num_workers`` setting (default: the CPUs)."""
-    if client is not None:
-        return max(sum(client.nthreads().values()), 1)
-    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+class _Batches:
+    """The batches of a run: what is computed, committed, and the failure messages."""
 
-
-class _Counter:
-    """Batches computed: counted as their futures finish (from any thread)."""
-
-    def __init__(self, start: int):
-        self.count = start
+    def __init__(
+        self,
+        function: Callable[[list[Any]], Any],
+        items: list[Any],
+        size: int,
+        committed: int,
+        window: int | None,
+    ):
+        self.function = function
+        self.items = items
+        self.size = size
+        self.total = -(-len(items) // size)
+        self.committed = committed
+        self.submitted = committed
+        self.window = window
+        self.computed = committed
+        self.futures: deque[Any] = deque()  # computations not committed, in order
         self._lock = threading.Lock()
 
-    def add(self, future: Any) -> None:
+    def batch(self, index: int) -> list[Any]:
+        return self.items[index * self.size : (index + 1) * self.size]
+
+    def wanted(self, threads: int) -> bool:
+        """Whether another batch may be computed: the window is not full."""
+        limit = self.window if self.window is not None else 2 * threads
+        return self.submitted < self.total and self.submitted < self.committed + max(limit, 1)
+
+    def started(self, future: Any) -> None:
+        """Record the computation of the next batch."""
+        future.add_done_callback(self._done)
+        self.futures.append(future)
+        self.submitted += 1
+
+    def _done(self, future: Any) -> None:  # called from another thread
         if not future.cancelled():
             with self._lock:
-                self.count += 1
+                self.computed += 1
+
+    def finished(self) -> None:
+        """The oldest batch is committed: forget it."""
+        self.futures.popleft()
+        self.committed += 1
+
+    def failure(self, index: int, error: Exception, where: str) -> MetatensorDaskError:
+        last = min((index + 1) * self.size, len(self.items)) - 1
+        return MetatensorDaskError(
+            f"batch {index} (items {index * self.size} to {last}, first item "
+            f"{self.items[index * self.size]!r}) failed: {type(error).__name__}: {error}; "
+            f"the {index} batches before it are committed to {where}: fix the problem and "
+            "call write_batches(..., resume=True) to continue after them"
+        )
+
+    def cancel(self) -> None:
+        for future in self.futures:
+            future.cancel()
+        self.futures.clear()
 
 
-def _wait(future: Any, progress: BatchProgress, computed: _Counter, committed: int) -> Any:
+def _on_threads(batches: _Batches, commit_args: _Target, progress: BatchProgress) -> None:
+    """Batches computed by a pool of threads, committed in order by this thread."""
+    threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            while batches.committed < batches.total:
+                while batches.wanted(threads):
+                    batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
+                index = batches.committed
+                try:
+                    result = _wait(batches.futures[0], progress, batches)
+                    _commit_batch(*commit_args, index, batches.items[index * batches.size], result)
+                except Exception as error:
+                    raise batches.failure(index, error, commit_args[1].where) from error
+                del result
+                batches.finished()
+                progress.update(batches.computed, batches.committed)
+        finally:
+            batches.cancel()
+
+
+def _on_cluster(
+    client: Any, batches: _Batches, commit_args: _Target, progress: BatchProgress
+) -> None:
+    """Batches computed on the workers of ``client``, each committed by the worker that
+    holds it (so that no batch travels), after the commit before it: the scheduler runs
+    the commits in order without waiting for this process."""
+
+    # the workers import this module (a second or more: dask.array, zarr...) in a thread
+    # while they compute the first batches, rather than when the first commit reaches them
+    client.run(functools.partial(asyncio.to_thread, importlib.import_module, __name__), wait=False)
+    commits: deque[Any] = deque()  # submitted, not yet seen done, in order
+    try:
+        _commit_in_order(client, batches, commit_args, progress, commits)
+    finally:
+        for future in commits:
+            future.cancel()
+
+
+def _commit_in_order(
+    client: Any,
+    batches: _Batches,
+    commit_args: _Target,
+    progress: BatchProgress,
+    commits: deque[Any],
+) -> None:
+    from distributed import wait
+
+    previous = None
+    while batches.committed < batches.total:
+        threads = max(sum(client.nthreads().values()), 1)
+        while batches.wanted(threads):
+            index = batches.submitted
+            batches.started(client.submit(batches.function, batches.batch(index), pure=False))
+        # the next commits whose batch is computed, pinned to the worker holding it
+        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
+            index = batches.committed + len(commits)
+            future = batches.futures[len(commits)]
+            holders = list(client.who_has([future]).get(future.key, ()))
+            previous = client.submit(
+                _commit_batch, *commit_args, index, batches.items[index * batches.size], future,
+                previous, workers=holders or None, allow_other_workers=True, pure=False,
+            )  # fmt: skip
+            commits.append(previous)
+        if commits and commits[0].done():
+            index = batches.committed
+            try:
+                commits.popleft().result()
+            except Exception as error:
+                raise batches.failure(index, error, commit_args[1].where) from error
+            batches.finished()
+            progress.update(batches.computed, batches.committed)
+            continue
+        pending = [commits[0]] if commits else []
+        if len(commits) < len(batches.futures):
+            pending.append(batches.futures[len(commits)])
+        with contextlib.suppress(TimeoutError):
+            wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
+        progress.update(batches.computed, batches.committed)
+
+
+def _wait(future: Any, progress: BatchProgress, batches: _Batches) -> Any:
     """The result of ``future``, the progress redrawn while waiting."""
     if not progress.show:
         return future.result()
@@ -368,4 +453,4 @@ def _wait(future: Any, progress: BatchProgress, computed: _Counter, committed: i
         except TimeoutError:
             if future.done():
                 raise  # raised by the batch itself
-            progress.update(computed.count, committed)
+            progress.update(batches.computed, batches.committed)
