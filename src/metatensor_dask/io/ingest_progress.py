@@ -12,7 +12,6 @@ import sys
 import time
 from typing import TextIO
 
-from dask.utils import format_time
 
 __all__ = ["BatchProgress"]
 
@@ -53,7 +52,7 @@ class BatchProgress:
         """The text shown for these counts."""
         return (
             f"write_batches: {computed}/{self.total} batches computed, {committed}/"
-            f"{self.total} committed in {format_time(time.monotonic() - self._start)}"
+            f"{self.total} committed in {time.monotonic() - self._start:.1f} s"
         )
 
     def update(self, computed: int, committed: int) -> None:
