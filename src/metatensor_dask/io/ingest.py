@@ -5,9 +5,13 @@
 pool of threads). Batches are *committed* (appended to the store, see
 :mod:`metatensor_dask.io.zarr_append`) one at a time and in item order, through a window
 of at most ``window`` batches computed ahead: a batch done before its turn waits in
-(worker) memory. On a cluster, the commit of a batch runs on the worker that holds it,
-so batches never travel through the client; there is no staging copy. The store is
-therefore the same, byte for byte, whatever the scheduling.
+(worker) memory. On a cluster, the commit of a batch runs on the worker that holds it
+(batches never travel, there is no staging copy), and depends on the commit of the batch
+before it, so that the scheduler runs the commits in order without a round trip through
+this process. The store is therefore the same, byte for byte, whatever the scheduling.
+A metatensor-core result is committed from its own memory: wrapped, neither copied nor
+hashed, and each of its bytes encoded and written once (an append rewrites the partial
+chunk it starts in, see :mod:`metatensor_dask.io.zarr_append`).
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
@@ -210,10 +214,12 @@ def write_batches(
         first batch.
     window
         At most this many batches computed and not yet committed (default: twice the
-        number of workers or threads); bounds the memory whatever the number of
-        batches.
+        threads of the workers, or dask's ``num_workers`` threads); bounds the memory
+        whatever the number of batches.
     quiet
-        No progress lines.
+        Show no progress (batches computed and committed, on standard error: one line
+        redrawn in place on a terminal, a line per tenth of the batches otherwise; the
+        ``progress`` setting turns it off too).
     storage_options
         Options of the fsspec filesystem, for URLs.
 
@@ -411,8 +417,9 @@ def _commit_in_order(
     from distributed import wait
 
     previous = None
+    threads = 0  # of the workers, read again after each commit: workers come and go
     while batches.committed < batches.total:
-        threads = max(sum(client.nthreads().values()), 1)
+        threads = threads or max(sum(client.nthreads().values()), 1)
         while batches.wanted(threads):
             index = batches.submitted
             batches.started(client.submit(batches.function, batches.batch(index), pure=False))
@@ -426,6 +433,7 @@ def _commit_in_order(
                 previous, workers=holders or None, allow_other_workers=True, pure=False,
             )  # fmt: skip
             commits.append(previous)
+            del future  # released once committed: the batches.futures entry is the last
         if commits and commits[0].done():
             index = batches.committed
             try:
@@ -434,6 +442,7 @@ def _commit_in_order(
                 raise batches.failure(index, error, commit_args[1].where) from error
             batches.finished()
             progress.update(batches.computed, batches.committed)
+            threads = 0
             continue
         pending = [commits[0]] if commits else []
         if len(commits) < len(batches.futures):
