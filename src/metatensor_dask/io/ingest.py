@@ -21,10 +21,7 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import importlib
 import os
 import threading
 import uuid
@@ -45,7 +42,7 @@ from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
-from .chunks import ChunkRequest, parse_chunks
+from .chunks import ChunkRequest, default_target, parse_chunks
 from .ingest_progress import BatchProgress
 from .zarr_append import AppendPlan, commit, documents, plan_append, store_now
 from .zarr_renumber import shifted
@@ -68,8 +65,11 @@ def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
 
     def block_from(block: Any) -> TensorBlock:
         values = np.asarray(block.values)
-        wrapped = da.from_array(values, chunks=values.shape, name=f"batch-{uuid.uuid4().hex}")
-        arrays[wrapped.name] = values
+        # one chunk holding the array itself (``da.from_array`` would copy it)
+        name = f"batch-{uuid.uuid4().hex}"
+        chunks = tuple((n,) for n in values.shape)
+        wrapped = da.Array({(name, *(0,) * values.ndim): values}, name, chunks, meta=values[:0])
+        arrays[name] = values
         return TensorBlock._trusted(
             wrapped,
             _labels_from(block.samples),
@@ -110,6 +110,28 @@ def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
             rows.data = found
 
 
+#: Chunks of at least this many bytes, whatever the batches.
+SMALLEST_CHUNK = 4 * 2**20
+
+
+def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
+    """The chunking of the blocks a batch creates. By default (``chunks=None``), the
+    ``chunk-size`` setting, but at most a quarter of the batch's largest array (and at
+    least :data:`SMALLEST_CHUNK`): each append rewrites the partial chunk it starts in,
+    so that this keeps the bytes written again below a quarter of a batch."""
+    if request.kind != "keep":
+        return request
+
+    def sizes(block: TensorBlock) -> list[int]:
+        found = [int(block.values.nbytes)]
+        for _, gradient in block.gradients():
+            found += sizes(gradient)
+        return found
+
+    largest = max((n for block in tensor.blocks() for n in sizes(block)), default=0)
+    return ChunkRequest("bytes", min(default_target(), max(largest // 4, SMALLEST_CHUNK)))
+
+
 def _commit_batch(
     store: Any,
     lock: WriteId,
@@ -130,6 +152,7 @@ def _commit_batch(
     if run["renumber"] is not None:
         tensor = shifted(tensor, run["renumber"], start)
     where = lock.where
+    chunks = _append_chunks(chunks, tensor)
     plan = plan_append(tensor, store, where, _read_root(store, where), chunks, _plan_whole)
     _concrete(plan, arrays)
     lock.check()
@@ -210,8 +233,10 @@ def write_batches(
     run_id
         A name of the run, recorded and checked by ``resume``.
     chunks
-        Chunks of the store (as :func:`~metatensor_dask.to_zarr`), chosen from the
-        first batch.
+        Chunks of the store (as :func:`~metatensor_dask.to_zarr`), chosen for each
+        block from the batch that creates it. By default, the ``chunk-size`` setting,
+        but at most a quarter of that batch's largest array (at least 4 MiB): each batch
+        rewrites the partial chunk it starts in, so this bounds what is written twice.
     window
         At most this many batches computed and not yet committed (default: twice the
         threads of the workers, or dask's ``num_workers`` threads); bounds the memory
@@ -396,9 +421,6 @@ def _on_cluster(
     holds it (so that no batch travels), after the commit before it: the scheduler runs
     the commits in order without waiting for this process."""
 
-    # the workers import this module (a second or more: dask.array, zarr...) in a thread
-    # while they compute the first batches, rather than when the first commit reaches them
-    client.run(functools.partial(asyncio.to_thread, importlib.import_module, __name__), wait=False)
     commits: deque[Any] = deque()  # submitted, not yet seen done, in order
     try:
         _commit_in_order(client, batches, commit_args, progress, commits)
@@ -420,9 +442,14 @@ def _commit_in_order(
     threads = 0  # of the workers, read again after each commit: workers come and go
     while batches.committed < batches.total:
         threads = threads or max(sum(client.nthreads().values()), 1)
+        first = not batches.futures
         while batches.wanted(threads):
             index = batches.submitted
             batches.started(client.submit(batches.function, batches.batch(index), pure=False))
+        if first:
+            # the workers import this module (a second or more: dask.array, zarr...) while
+            # they compute the first batches, not when the first commit reaches them
+            client.run(_imported, wait=False)
         # the next commits whose batch is computed, pinned to the worker holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             index = batches.committed + len(commits)
@@ -450,6 +477,11 @@ def _commit_in_order(
         with contextlib.suppress(TimeoutError):
             wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
         progress.update(batches.computed, batches.committed)
+
+
+async def _imported() -> None:
+    """Nothing: a worker imports this module to unpickle it, in its event loop (an
+    import from another thread could race with the loop's own imports)."""
 
 
 def _wait(future: Any, progress: BatchProgress, batches: _Batches) -> Any:
