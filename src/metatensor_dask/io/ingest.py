@@ -442,18 +442,18 @@ def _commit_in_order(
     threads = 0  # of the workers, read again after each commit: workers come and go
     while batches.committed < batches.total:
         threads = threads or max(sum(client.nthreads().values()), 1)
-        first = not batches.futures
         while batches.wanted(threads):
             index = batches.submitted
             batches.started(client.submit(batches.function, batches.batch(index), pure=False))
-        if first:
-            # the workers import this module (a second or more: dask.array, zarr...) while
-            # they compute the first batches, not when the first commit reaches them
-            client.run(_imported, wait=False)
         # the next commits whose batch is computed, pinned to the worker holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             index = batches.committed + len(commits)
             future = batches.futures[len(commits)]
+            if previous is None:
+                # every worker imports this module (a second or more: dask.array, zarr...)
+                # now, while computing its next batch, rather than each when its first
+                # commit reaches it (its window of batches computed, its thread idle)
+                client.run(_imported, wait=False)
             holders = list(client.who_has([future]).get(future.key, ()))
             previous = client.submit(
                 _commit_batch, *commit_args, index, batches.items[index * batches.size], future,
