@@ -157,20 +157,27 @@ def test_progress_shown_from_a_cluster(tmp_path, capfd):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(4, 1))
 
 
-def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path):
+@pytest.mark.parametrize("chunks", [None, 3], ids=["default-chunks", "3-rows"])
+def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
+    """With 3 rows per chunk, batches span whole chunks, stored by the workers in
+    parallel while the commits run in order."""
     from distributed import Client, LocalCluster
 
+    size = 1 if chunks is None else 3
     threads = tmp_path / "threads.zarr"
     with dask.config.set(num_workers=2):
-        mtd.write_batches(soap, list(range(8)), threads, batch_size=1, window=3, quiet=True)
+        mtd.write_batches(
+            soap, list(range(8)), threads, batch_size=size, window=3, chunks=chunks, quiet=True
+        )
     cluster = tmp_path / "cluster.zarr"
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
     ):
-        mtd.write_batches(soap, list(range(8)), cluster, batch_size=1, quiet=True)
+        mtd.write_batches(soap, list(range(8)), cluster, batch_size=size, chunks=chunks, quiet=True)
     assert files(threads) == files(cluster)
-    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, 1))
+    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, size))
+    assert mtd.verify(cluster).ok
 
 
 def failing(items):

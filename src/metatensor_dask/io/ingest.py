@@ -44,9 +44,10 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, default_target, parse_chunks
 from .ingest_progress import BatchProgress
-from .zarr_append import AppendPlan, commit, documents, plan_append, store_now
+from .zarr_append import AppendPlan, commit, documents, plan_append, store_now, store_rows
+from .zarr_codecs import is_plain
 from .zarr_renumber import shifted
-from .zarr_store import describe, open_store, set_many
+from .zarr_store import describe, open_store, plain_chunks, set_many
 from .zarr_write import _plan_whole, _read_root
 
 __all__ = ["write_batches"]
@@ -99,15 +100,51 @@ def _as_tensor(result: Any, index: int, first: Any, arrays: dict[str, np.ndarray
     )
 
 
-def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
+def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> list[int | None]:
     """The rows of ``plan`` as numpy arrays: the batch's own arrays as they are, the
-    others (lazy results, rechunked new blocks) computed here."""
+    others (lazy results, rechunked new blocks) computed here. Returns, for each rows,
+    the position of its batch array in ``arrays`` (``None`` for the others)."""
+    names = {name: position for position, name in enumerate(arrays)}
+    sources: list[int | None] = []
     for rows in plan.rows:
+        source = None
         if isinstance(rows.data, da.Array):
-            found = arrays.get(rows.data.name)
-            if found is None:
-                (found,) = dask.compute(rows.data, scheduler="synchronous")
-            rows.data = found
+            source = names.get(rows.data.name)
+            if source is None:
+                (rows.data,) = dask.compute(rows.data, scheduler="synchronous")
+            else:
+                rows.data = arrays[rows.data.name]
+        sources.append(source)
+    return sources
+
+
+#: Rows of a batch array stored by another task: (position of the array in the batch,
+#: first row, end row, stored array path, its document, index of its first chunk).
+Interior = tuple[int, int, int, str, dict[str, Any], int]
+
+
+def _store_batch(store: Any, plan: AppendPlan, sources: list[int | None]) -> list[Interior]:
+    """Store the rows of ``plan``, but the whole chunks of the batch's own arrays in
+    plain arrays, returned: no other batch shares them, so that they can be stored by
+    any task, in parallel, while the partial chunks at both ends of each array are
+    stored here (the next batch merges its rows into the last one)."""
+    interior: list[Interior] = []
+    for rows, source in zip(plan.rows, sources, strict=True):
+        data, offset = rows.data, rows.offset
+        end = offset + int(data.shape[0])
+        if source is not None and is_plain(rows.document):
+            step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+            head = min(-(-offset // step) * step, end)
+            tail = max(end // step * step, head)
+            if tail > head:
+                interior.append(
+                    (source, head - offset, tail - offset, rows.path, rows.document, head // step)
+                )
+                store_rows(store, rows.path, rows.document, offset, data[: head - offset])
+                store_rows(store, rows.path, rows.document, tail, data[tail - offset :])
+                continue
+        store_rows(store, rows.path, rows.document, offset, data)
+    return interior
 
 
 #: Chunks of at least this many bytes, whatever the batches.
@@ -132,6 +169,71 @@ def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
     return ChunkRequest("bytes", min(default_target(), max(largest // 4, SMALLEST_CHUNK)))
 
 
+def _plan_batch(
+    store: Any,
+    lock: WriteId,
+    chunks: ChunkRequest,
+    run: dict[str, Any],
+    index: int,
+    first: Any,
+    result: Any,
+    previous: dict[str, Any] | None = None,
+    parallel: bool = False,
+) -> dict[str, Any]:
+    """Append batch ``index`` (its samples renumbered by the index of its first item)
+    after the batches committed before it, ``previous`` (what this function returned
+    for the batch before, ``None`` to read the store). Returns the documents to commit
+    (its metadata, with the run record), and with ``parallel`` the whole chunks of its
+    arrays left to store (``"interior"``, see :func:`_store_batch`)."""
+    arrays: dict[str, np.ndarray] = {}
+    tensor = _as_tensor(result, index, first, arrays)
+    start = index * run["batch_size"]
+    if run["renumber"] is not None:
+        tensor = shifted(tensor, run["renumber"], start)
+    where = lock.where
+    if previous is None:
+        existing = _read_root(store, where)
+    else:
+        existing = _parse_root(previous["documents"]["zarr.json"], where)
+    chunks = _append_chunks(chunks, tensor)
+    plan = plan_append(tensor, store, where, existing, chunks, _plan_whole)
+    sources = _concrete(plan, arrays)
+    lock.check()
+    if parallel:
+        interior = _store_batch(store, plan, sources)
+    else:
+        interior = []
+        store_now(store, plan)
+    root = layout.root_document(False, plan.info, plan.nodes)
+    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
+    return {"documents": documents(plan, root), "interior": interior}
+
+
+def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    attributes, nodes = layout.parse_root(raw, where)
+    assert nodes is not None, "a root written by write_batches holds the nodes"
+    return attributes, nodes
+
+
+def _store_interior(store: Any, lock: WriteId, result: Any, planned: dict[str, Any]) -> None:
+    """Store the whole chunks :func:`_plan_batch` left (on the worker holding the batch)."""
+    arrays: dict[str, np.ndarray] = {}
+    _as_tensor(result, -1, None, arrays)
+    found = list(arrays.values())
+    lock.check()
+    for source, begin, end, path, document, first in planned["interior"]:
+        set_many(store, dict(plain_chunks(path, document, found[source][begin:end], first)))
+
+
+def _finish_batch(
+    store: Any, lock: WriteId, planned: dict[str, Any], previous: Any, stored: Any
+) -> None:
+    """Commit the metadata of a batch, once it is stored and the batch before it
+    committed (``previous`` and ``stored``, ignored, order it in a task graph)."""
+    lock.check()
+    commit(store, planned["documents"])
+
+
 def _commit_batch(
     store: Any,
     lock: WriteId,
@@ -140,27 +242,11 @@ def _commit_batch(
     index: int,
     first: Any,
     result: Any,
-    previous: Any = None,
-) -> int:
-    """Append batch ``index`` (its samples renumbered by the index of its first item)
-    and commit its metadata with the run record, in one atomic root write. Returns the
-    rows appended. ``previous`` (ignored) is the commit of the batch before, so that a
-    scheduler runs the commits in order."""
-    arrays: dict[str, np.ndarray] = {}
-    tensor = _as_tensor(result, index, first, arrays)
-    start = index * run["batch_size"]
-    if run["renumber"] is not None:
-        tensor = shifted(tensor, run["renumber"], start)
-    where = lock.where
-    chunks = _append_chunks(chunks, tensor)
-    plan = plan_append(tensor, store, where, _read_root(store, where), chunks, _plan_whole)
-    _concrete(plan, arrays)
-    lock.check()
-    store_now(store, plan)
-    root = layout.root_document(False, plan.info, plan.nodes)
-    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
-    commit(store, documents(plan, root))
-    return sum(len(block.samples) for block in tensor.blocks())
+) -> None:
+    """Append batch ``index`` and commit its metadata with the run record, in one
+    atomic root write, from this thread."""
+    planned = _plan_batch(store, lock, chunks, run, index, first, result)
+    commit(store, planned["documents"])
 
 
 def _client() -> Any:
@@ -438,7 +524,7 @@ def _commit_in_order(
 ) -> None:
     from distributed import wait
 
-    previous = None
+    previous = planned = None
     threads = 0  # of the workers, read again after each commit: workers come and go
     while batches.committed < batches.total:
         threads = threads or max(sum(client.nthreads().values()), 1)
@@ -454,10 +540,18 @@ def _commit_in_order(
                 # now, while computing its next batch, rather than each when its first
                 # commit reaches it (its window of batches computed, its thread idle)
                 client.run(_imported, wait=False)
-            holders = list(client.who_has([future]).get(future.key, ()))
+            holders = list(client.who_has([future]).get(future.key, ())) or None
+            planned = client.submit(
+                _plan_batch, *commit_args, index, batches.items[index * batches.size], future,
+                planned, True, workers=holders, allow_other_workers=True, pure=False,
+            )  # fmt: skip
+            stored = client.submit(
+                _store_interior, commit_args[0], commit_args[1], future, planned,
+                workers=holders, allow_other_workers=True, pure=False,
+            )  # fmt: skip
             previous = client.submit(
-                _commit_batch, *commit_args, index, batches.items[index * batches.size], future,
-                previous, workers=holders or None, allow_other_workers=True, pure=False,
+                _finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
+                pure=False,
             )  # fmt: skip
             commits.append(previous)
             del future  # released once committed: the batches.futures entry is the last
