@@ -219,6 +219,29 @@ def test_a_failing_batch_stops_the_run_and_resume_continues(tmp_path):
     assert files(path) == before
 
 
+def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_path):
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "t.zarr"
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
+        ) as local,
+        Client(local),
+    ):
+        with pytest.raises(
+            mtd.MetatensorDaskError,
+            match=r"batch 2 \(items 4 to 5, first item 4\) failed: RuntimeError: no structure "
+            r"5; the 2 batches before it are committed",
+        ):
+            mtd.write_batches(failing, list(range(8)), path, batch_size=2, chunks=2, quiet=True)
+        root = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+        assert root["batches"]["committed"] == 2
+        mtd.write_batches(soap, list(range(8)), path, batch_size=2, chunks=2, resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
+    assert mtd.verify(path).ok
+
+
 def test_arguments_checked(tmp_path):
     path = tmp_path / "t.zarr"
     with pytest.raises(mtd.MetatensorDaskError, match="`batch_size` must be a positive int"):

@@ -5,13 +5,18 @@
 pool of threads). Batches are *committed* (appended to the store, see
 :mod:`metatensor_dask.io.zarr_append`) one at a time and in item order, through a window
 of at most ``window`` batches computed ahead: a batch done before its turn waits in
-(worker) memory. On a cluster, the commit of a batch runs on the worker that holds it
-(batches never travel, there is no staging copy), and depends on the commit of the batch
-before it, so that the scheduler runs the commits in order without a round trip through
-this process. The store is therefore the same, byte for byte, whatever the scheduling.
-A metatensor-core result is committed from its own memory: wrapped, neither copied nor
-hashed, and each of its bytes encoded and written once (an append rewrites the partial
-chunk it starts in, see :mod:`metatensor_dask.io.zarr_append`).
+(worker) memory. On a cluster, each batch is appended by the worker that holds it
+(batches never travel, there is no staging copy), in three tasks: its *plan* (where its
+rows go, after the plan of the batch before it), which also stores the small arrays and
+the partial chunks at both ends of each array; the whole chunks in between, which no
+other batch shares, stored in parallel with everything else; and the *commit* of its
+metadata, after its chunks and the commit of the batch before it. The scheduler runs
+these chains in order without a round trip through this process. On threads, this
+process plans, stores and commits each batch in turn. The store is the same, byte for
+byte, whatever the scheduling. A metatensor-core result is stored from its own memory:
+wrapped, neither copied nor hashed, and each of its bytes encoded and written once
+(but the partial chunk each batch starts in, rewritten with its stored rows, see
+:mod:`metatensor_dask.io.zarr_append`).
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
@@ -36,8 +41,8 @@ import numpy as np
 
 from .. import config
 from .._typing import ChunksLike, StoreLike
-from ..errors import MetatensorDaskError
 from ..block import TensorBlock
+from ..errors import MetatensorDaskError
 from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
@@ -540,14 +545,16 @@ def _commit_in_order(
                 # now, while computing its next batch, rather than each when its first
                 # commit reaches it (its window of batches computed, its thread idle)
                 client.run(_imported, wait=False)
-            holders = list(client.who_has([future]).get(future.key, ())) or None
+            holders = list(client.who_has([future]).get(future.key, ()))
+            # (none when the batch failed: its tasks fail at once, wherever they run)
+            pin = {"workers": holders, "allow_other_workers": True} if holders else {}
             planned = client.submit(
                 _plan_batch, *commit_args, index, batches.items[index * batches.size], future,
-                planned, True, workers=holders, allow_other_workers=True, pure=False,
+                planned, True, pure=False, **pin,
             )  # fmt: skip
             stored = client.submit(
                 _store_interior, commit_args[0], commit_args[1], future, planned,
-                workers=holders, allow_other_workers=True, pure=False,
+                pure=False, **pin,
             )  # fmt: skip
             previous = client.submit(
                 _finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
