@@ -575,7 +575,9 @@ def _commit_in_order(
         pending = [commits[0]] if commits else []
         if len(commits) < len(batches.futures):
             pending.append(batches.futures[len(commits)])
-        with contextlib.suppress(TimeoutError):
+        # a timeout, or a future that failed or was cancelled (distributed raises for
+        # those): the loop looks at each future again, in order, and raises for the first
+        with contextlib.suppress(Exception):
             wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
         progress.update(batches.computed, batches.committed)
 
