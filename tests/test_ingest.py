@@ -224,9 +224,7 @@ def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_pat
 
     path = tmp_path / "t.zarr"
     with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0"
-        ) as local,
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
     ):
         with pytest.raises(

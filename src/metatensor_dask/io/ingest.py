@@ -26,6 +26,7 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -479,8 +480,12 @@ class _Batches:
         )
 
     def cancel(self) -> None:
+        """Stop the computations: a pool's are cancelled, a cluster's released (the
+        scheduler forgets them; cancelling futures whose dependencies are failing can
+        break the client's connection)."""
         for future in self.futures:
-            future.cancel()
+            if isinstance(future, concurrent.futures.Future):
+                future.cancel()
         self.futures.clear()
 
 
@@ -516,8 +521,7 @@ def _on_cluster(
     try:
         _commit_in_order(client, batches, commit_args, progress, commits)
     finally:
-        for future in commits:
-            future.cancel()
+        commits.clear()  # released, see _Batches.cancel
 
 
 def _commit_in_order(
