@@ -4,6 +4,7 @@ equal to metatensor's join of the renumbered batches, resumable."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from ingest_support import Slow, soap
 
 import metatensor_dask as mtd
+from metatensor_dask.io import ingest_progress
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
@@ -82,24 +84,100 @@ def test_metatensor_dask_batches_and_progress(tmp_path, capfd):
     path = tmp_path / "t.zarr"
     with dask.config.set({"num_workers": 2, "metatensor_dask.progress": True}):
         mtd.write_batches(function, list(range(5)), path, batch_size=3)
-    assert "2/2 batches computed, 2/2 committed" in capfd.readouterr().err
+    lines = capfd.readouterr().err.splitlines()
+    # not a terminal: plain lines, the last one with every batch computed and committed
+    assert lines and all(line.startswith("write_batches: ") for line in lines)
+    assert "2/2 batches computed, 2/2 committed in " in lines[-1]
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 3))
 
 
-def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path):
+@pytest.mark.parametrize(
+    ("quiet", "setting"), [(True, True), (False, False)], ids=["quiet", "setting-off"]
+)
+def test_progress_off(tmp_path, capfd, quiet, setting):
+    with dask.config.set({"num_workers": 2, "metatensor_dask.progress": setting}):
+        mtd.write_batches(soap, list(range(3)), tmp_path / "t.zarr", quiet=quiet)
+    assert capfd.readouterr().err == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_is_one_line_redrawn(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(ingest_progress.time, "monotonic", lambda: clock[0])
+    out = Terminal()
+    progress = ingest_progress.BatchProgress(4, show=True, out=out)
+    progress.update(1, 0)
+    progress.update(2, 0)  # within REDRAW of the last drawing: skipped
+    clock[0] = 1.0
+    progress.update(3, 1)
+    clock[0] = 1.01
+    progress.update(4, 4)  # the last one is always drawn
+    progress.close()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    drawn = text[:-1].split("\r")[1:]
+    assert [d.strip() for d in drawn] == [
+        "write_batches: 1/4 batches computed, 0/4 committed in 0.0 s",
+        "write_batches: 3/4 batches computed, 1/4 committed in 1.0 s",
+        "write_batches: 4/4 batches computed, 4/4 committed in 1.0 s",
+    ]
+    # a shorter line blanks the end of a longer one
+    assert all(len(d) >= len(drawn[0]) for d in drawn)
+
+
+def test_progress_in_a_log_is_a_line_per_tenth():
+    out = io.StringIO()
+    progress = ingest_progress.BatchProgress(20, show=True, out=out)
+    for committed in range(21):
+        progress.update(min(committed + 3, 20), committed)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11  # at 0, 2, 4, ... 20 batches committed
+    assert lines[1].startswith("write_batches: 5/20 batches computed, 2/20 committed")
+    assert lines[-1].startswith("write_batches: 20/20 batches computed, 20/20 committed")
+    assert "\r" not in out.getvalue()
+
+
+def test_progress_shown_from_a_cluster(tmp_path, capfd):
     from distributed import Client, LocalCluster
 
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local),
+        dask.config.set({"metatensor_dask.progress": True}),
+    ):
+        mtd.write_batches(soap, list(range(4)), tmp_path / "t.zarr", batch_size=1, window=2)
+    lines = capfd.readouterr().err.splitlines()
+    ours = [line for line in lines if line.startswith("write_batches: ")]
+    assert "4/4 batches computed, 4/4 committed" in ours[-1]
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(4, 1))
+
+
+@pytest.mark.parametrize("chunks", [None, 3], ids=["default-chunks", "3-rows"])
+def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
+    """With 3 rows per chunk, batches span whole chunks, stored by the workers in
+    parallel while the commits run in order."""
+    from distributed import Client, LocalCluster
+
+    size = 1 if chunks is None else 3
     threads = tmp_path / "threads.zarr"
     with dask.config.set(num_workers=2):
-        mtd.write_batches(soap, list(range(8)), threads, batch_size=1, window=3, quiet=True)
+        mtd.write_batches(
+            soap, list(range(8)), threads, batch_size=size, window=3, chunks=chunks, quiet=True
+        )
     cluster = tmp_path / "cluster.zarr"
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
     ):
-        mtd.write_batches(soap, list(range(8)), cluster, batch_size=1, quiet=True)
+        mtd.write_batches(soap, list(range(8)), cluster, batch_size=size, chunks=chunks, quiet=True)
     assert files(threads) == files(cluster)
-    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, 1))
+    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, size))
+    assert mtd.verify(cluster).ok
 
 
 def failing(items):
@@ -139,6 +217,27 @@ def test_a_failing_batch_stops_the_run_and_resume_continues(tmp_path):
     before = files(path)
     mtd.write_batches(soap, list(range(8)), path, batch_size=2, resume=True, quiet=True)
     assert files(path) == before
+
+
+def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_path):
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "t.zarr"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local),
+    ):
+        with pytest.raises(
+            mtd.MetatensorDaskError,
+            match=r"batch 2 \(items 4 to 5, first item 4\) failed: RuntimeError: no structure "
+            r"5; the 2 batches before it are committed",
+        ):
+            mtd.write_batches(failing, list(range(8)), path, batch_size=2, chunks=2, quiet=True)
+        root = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+        assert root["batches"]["committed"] == 2
+        mtd.write_batches(soap, list(range(8)), path, batch_size=2, chunks=2, resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
+    assert mtd.verify(path).ok
 
 
 def test_arguments_checked(tmp_path):

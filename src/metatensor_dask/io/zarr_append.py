@@ -43,7 +43,7 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import WriteId
-from .zarr_codecs import chunk_key, is_plain
+from .zarr_codecs import is_plain
 from .zarr_read import read_labels, read_plain_region
 from .zarr_renumber import Renumber, renumbered
 from .zarr_samples import extend_attributes
@@ -356,19 +356,18 @@ def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, v
         return
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     head = offset % rows
+    first = offset // rows
+    partial = {}
     if head:
+        # only the partial chunk is merged with its stored rows, not the whole values
         stored = read_plain_region(
             ref, (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:]))
         )
-        values = np.concatenate([stored, values])
-    first = (offset - head) // rows
-    chunks: dict[str, bytes | memoryview] = dict(plain_chunks(path, document, values, first))
-    tail = {}
-    if head:
-        key = f"{path}/{chunk_key(first, values.ndim)}"
-        tail[key] = chunks.pop(key)
-    set_many(store, chunks)
-    _replace(store, tail)
+        merged = np.concatenate([stored, values[: rows - head]])
+        partial = plain_chunks(path, document, merged, first)
+        values, first = values[rows - head :], first + 1
+    set_many(store, dict(plain_chunks(path, document, values, first)))
+    _replace(store, partial)
 
 
 def _replace(store: Store, items: dict[str, Any]) -> None:
