@@ -30,6 +30,7 @@ checks that every step works and gives the right result.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 import threading
@@ -120,6 +121,17 @@ def run_pipeline(source: Path, output: Path) -> None:
     dask.compute(pipeline.write(pipeline.build()))
 
 
+def _rss(processes: list[psutil.Process]) -> int:
+    """The summed resident memory of ``processes`` (those that have exited count 0)."""
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 @contextmanager
 def peak_rss() -> Any:
     """Sample the summed RSS of this process and its children every 50 ms; yields a
@@ -128,8 +140,14 @@ def peak_rss() -> Any:
     done = threading.Event()
 
     def sample() -> None:
+        # finding the children scans every process of the machine: once a second only
+        # (each scan cost as much CPU as a worker's reads, every 50 ms)
+        processes: list[psutil.Process] = []
+        found_at = -math.inf
         while not done.is_set():
-            found["peak"] = max(found["peak"], tree_rss(me))
+            if time.monotonic() - found_at > 1.0:
+                processes, found_at = [me, *me.children(recursive=True)], time.monotonic()
+            found["peak"] = max(found["peak"], _rss(processes))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
