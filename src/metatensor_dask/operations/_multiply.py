@@ -6,7 +6,7 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, rows_for_gradient
+from ._chunkwise import elementwise, row_blocks, rows_for_gradient
 from ._utils import derived_block, scalar_or_tensor_operation
 
 __all__ = ["multiply"]
@@ -23,13 +23,22 @@ def _multiply_constant_gradient(gradient: np.ndarray, constant: float) -> np.nda
 def _multiply_gradient(
     a: np.ndarray, b: np.ndarray, gradient_a: np.ndarray, gradient_b: np.ndarray, index: np.ndarray
 ) -> np.ndarray:
-    # `a[s] * grad_b + grad_a * b[s]`, the sum made in place when the dtypes allow it:
-    # the same bits, one gradient-sized temporary fewer
-    result = rows_for_gradient(a[index], gradient_a) * gradient_b
-    other = gradient_a * rows_for_gradient(b[index], gradient_a)
-    if result.dtype != np.result_type(result, other):
-        return result + other
-    result += other
+    # `a[s] * grad_b + grad_a * b[s]`; when every array has one dtype, block by block of
+    # rows (see `row_blocks`), into one result and one block-sized temporary
+    dtype = np.result_type(a, b, gradient_a, gradient_b)
+    if any(x.dtype != dtype for x in (a, b, gradient_a, gradient_b)):
+        return rows_for_gradient(a[index], gradient_a) * gradient_b + gradient_a * (
+            rows_for_gradient(b[index], gradient_a)
+        )
+    result = np.empty(np.broadcast_shapes(gradient_a.shape, gradient_b.shape), dtype)
+    blocks = list(row_blocks(result))
+    other = np.empty_like(result[blocks[0]] if blocks else result)
+    for rows in blocks:
+        values = index[rows]
+        np.multiply(rows_for_gradient(a[values], gradient_a), gradient_b[rows], out=result[rows])
+        term = other[: len(values)]
+        np.multiply(gradient_a[rows], rows_for_gradient(b[values], gradient_a), out=term)
+        result[rows] += term
     return result
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
+from ._chunkwise import elementwise, gradient_rows, row_blocks, rows_for_gradient
 from ._utils import check_tensor, derived_block, is_scalar, map_blocks
 
 __all__ = ["pow"]
@@ -19,10 +19,17 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 def _power_gradient(
     values: np.ndarray, gradient: np.ndarray, index: np.ndarray, exponent: float
 ) -> np.ndarray:
-    # metatensor's `exponent * gradient * rows ** (exponent - 1)`, in place (gradient
-    # and values share their dtype): the same bits, one temporary fewer
-    result = exponent * gradient
-    result *= rows_for_gradient(values[index], gradient) ** (exponent - 1)
+    # metatensor's `exponent * gradient * rows ** (exponent - 1)`, block by block of rows
+    # (see `row_blocks`) into the result: the same bits, no chunk-sized temporary
+    result = exponent * gradient[:0]
+    if result.dtype != gradient.dtype or result.dtype != values.dtype:
+        result = exponent * gradient
+        result *= rows_for_gradient(values[index], gradient) ** (exponent - 1)
+        return result
+    result = np.empty_like(gradient)
+    for rows in row_blocks(gradient):
+        np.multiply(exponent, gradient[rows], out=result[rows])
+        result[rows] *= rows_for_gradient(values[index[rows]], gradient) ** (exponent - 1)
     return result
 
 
