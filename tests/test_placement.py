@@ -30,14 +30,29 @@ def test_row_positions():
     assert row_positions(keys) == {("a-1", 0, 0): (0, 3), ("a-1", 2, 1): (2, 3), ("b-2", 0): (0, 1)}
 
 
-def test_local_workers_environment(no_slurm_env):
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ": {"MTD_TEST_KEPT": "yes"}}),
-        execution("local", workers=1) as where,
-    ):
-        names = [*WORKER_ENVIRONMENT, "MTD_TEST_KEPT"]
+def _workers_environment(names: list[str]) -> list[dict[str, str | None]]:
+    with execution("local", workers=1) as where:
         found = where.client.run(lambda: {name: os.environ.get(name) for name in names})
-        assert list(found.values()) == [{**WORKER_ENVIRONMENT, "MTD_TEST_KEPT": "yes"}]
+    return list(found.values())
+
+
+def test_local_workers_environment(no_slurm_env, monkeypatch):
+    # distributed writes the pre-spawn environment of every nanny it starts into this
+    # process's environment, where it then wins over the configuration
+    for name in WORKER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {"MTD_TEST_KEPT": "yes"}}):
+        found = _workers_environment([*WORKER_ENVIRONMENT, "MTD_TEST_KEPT"])
+    assert found == [{**WORKER_ENVIRONMENT, "MTD_TEST_KEPT": "yes"}]
+
+
+def test_process_environment_wins(no_slurm_env, monkeypatch):
+    """A value set in the environment is the user's choice, as for distributed."""
+    for name in WORKER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    found = _workers_environment(list(WORKER_ENVIRONMENT))
+    assert found == [{**WORKER_ENVIRONMENT, "MALLOC_ARENA_MAX": "4"}]
 
 
 def test_rows_stay_on_one_worker(no_slurm_env):

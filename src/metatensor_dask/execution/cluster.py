@@ -67,7 +67,9 @@ CLUSTERS = ("threads", "local", *JOBQUEUE)
 #: page by page (16,384 zeroed pages per 64 MiB chunk), and the workers of the demo
 #: pipeline spent a quarter more CPU than with these settings. Up to 256 MiB, blocks
 #: come from one heap (one arena: the workers' threads share it) and are reused; free
-#: memory beyond 256 MiB at its top is given back.
+#: memory beyond 256 MiB at its top is given back. As for every pre-spawn variable of
+#: distributed, a value already in the environment of the process wins (distributed
+#: itself writes the values it gives to its workers there).
 WORKER_ENVIRONMENT = {
     "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
     "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
