@@ -38,7 +38,6 @@ def test_array_from_tasks_is_a_lazy_dask_array_over_its_dependencies():
 def test_legacy_tuple_tasks_and_delayed_results():
     x = da.arange(4, chunks=2)
     tasks = {"total": (sum, [(np.sum, (x.name, 0)), (np.sum, (x.name, 1))])}
-    assert _graph.delayed_from_tasks("total", tasks, [x]).compute() == 6
     assert _graph.flat_delayed("total", tasks, [x]).compute() == 6
 
 

@@ -42,7 +42,6 @@ __all__ = [
     "chunk_keys",
     "chunk_ref",
     "collection_graph",
-    "delayed_from_tasks",
     "flat_delayed",
     "flat_tasks",
     "group_layer",
@@ -197,14 +196,10 @@ def _new_array(
     return array
 
 
-def delayed_from_tasks(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:
-    """A delayed result: task ``name`` of ``tasks``, which refer to ``dependencies``."""
-    return Delayed(name, HighLevelGraph.from_collections(name, tasks, dependencies=dependencies))
-
-
 def flat_delayed(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:
-    """As :func:`delayed_from_tasks`, with one flat graph: merging (and optimising)
-    thousands of layered graphs costs seconds on maps of many small blocks."""
+    """A delayed result: task ``name`` of ``tasks``, which refer to ``dependencies``, in
+    one flat graph (merging, culling and optimising thousands of layered graphs costs
+    seconds, quadratic in the layers, on maps of many small blocks)."""
     graph: dict[Any, Any] = {}
     for collection in dependencies:
         graph.update(collection.__dask_graph__())

@@ -141,3 +141,29 @@ def test_opening_reads_one_metadata_document_and_builds_no_zarr_array(tmp_path, 
         f"blocks/{i}/gradients/positions/row_pointer" for i in range(12)
     }
     assert_equal_to_metatensor(tensor, theirs)
+
+
+@pytest.mark.parametrize("operation", ["copy", "multiply"])
+def test_appending_culls_one_flat_graph(tmp_path, culled_layers, operation):
+    theirs = tiny(30)
+    tensor = mtd.from_metatensor(theirs)
+    if operation == "multiply":
+        tensor = mtd.multiply(tensor, tensor)
+        theirs = metatensor.multiply(theirs, theirs)
+    tensor.to_zarr(tmp_path / "t.zarr")
+    before = len(culled_layers)
+    tensor.to_zarr(tmp_path / "t.zarr", append_dim="samples", renumber={"s": "next"})
+    assert len(culled_layers) - before <= 1
+    second = mtd.to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute())
+    for key, block in second.items():
+        values = block.values
+        np.testing.assert_array_equal(values[:4], theirs.block(key).values)
+        np.testing.assert_array_equal(values[4:], theirs.block(key).values)
+        np.testing.assert_array_equal(block.samples.column("s"), np.arange(8))
+        gradient = block.gradient("positions")
+        expected = theirs.block(key).gradient("positions")
+        np.testing.assert_array_equal(gradient.values[:8], expected.values)
+        np.testing.assert_array_equal(gradient.values[8:], expected.values)
+        np.testing.assert_array_equal(
+            gradient.samples.column("sample"), np.repeat(np.arange(8), 2)
+        )

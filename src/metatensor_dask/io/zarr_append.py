@@ -445,7 +445,7 @@ def _graph_of(
         step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
         sizes = _aligned(rows.offset, rows.data.shape[0], step)
         array = rows.data.rechunk((sizes, *((n,) for n in rows.data.shape[1:])))
-        tail = (0,) * (array.ndim - 1)
+        inputs = _graph.chunk_inputs(array)
         start = rows.offset
         for i, size in enumerate(sizes):
             marker = layout.progress_marker(rows.path, start // step)
@@ -456,14 +456,15 @@ def _graph_of(
                     rows.path,
                     rows.document,
                     start,
-                    (array.name, i, *tail),
+                    inputs[i],
                     marker,
                 )
             start += size
         sources.append(array)
     final = f"zarr-append-commit-{token}"
     graph[final] = (_finish, store, documents(plan, root), lock, *list(graph))
-    return _graph.delayed_from_tasks(final, graph, sources)
+    # one flat graph, as for whole writes: culling one layer per array is quadratic
+    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
