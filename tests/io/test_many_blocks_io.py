@@ -164,6 +164,4 @@ def test_appending_culls_one_flat_graph(tmp_path, culled_layers, operation):
         expected = theirs.block(key).gradient("positions")
         np.testing.assert_array_equal(gradient.values[:8], expected.values)
         np.testing.assert_array_equal(gradient.values[8:], expected.values)
-        np.testing.assert_array_equal(
-            gradient.samples.column("sample"), np.repeat(np.arange(8), 2)
-        )
+        np.testing.assert_array_equal(gradient.samples.column("sample"), np.repeat(np.arange(8), 2))
