@@ -17,14 +17,13 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
-from .._gc import collector_paused
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
 from ._names import check_path_component
 
-__all__ = ["Entry", "block_entries", "labels_bytes", "write_atomically"]
+__all__ = ["Encoder", "Entry", "labels_bytes", "write_atomically"]
 
 
 @dataclass
@@ -45,31 +44,49 @@ def labels_bytes(labels: Labels) -> bytes:
     return _npy.header_bytes(_npy.labels_descr(labels.names), shape) + values.tobytes()
 
 
-def block_entries(prefix: str, block: TensorBlock, gradient: bool) -> list[Entry]:
-    try:
-        descr = _npy.values_descr(block.dtype)
-    except _npy.NpyError:
-        raise MetatensorDaskError(
-            f"values of dtype {block.dtype} can not be saved in a metatensor file, which "
-            "holds bool, integer, float (16, 32 or 64 bits) or complex values; convert "
-            "them first, e.g. with `tensor.to(dtype=np.float64)`"
-        ) from None
-    values = block.values
-    entries = [
-        Entry(prefix + "values.npy", [_npy.header_bytes(descr, block.shape), values]),
-        Entry(prefix + "samples.npy", [labels_bytes(block.samples)]),
-    ]
-    for j, component in enumerate(block.components):
-        entries.append(Entry(f"{prefix}components/{j}.npy", [labels_bytes(component)]))
-    if not gradient:
-        entries.append(Entry(prefix + "properties.npy", [labels_bytes(block.properties)]))
-    for parameter in sorted(block.gradients_list()):
-        # the name becomes a folder of the archive: refused before anything is written
-        check_path_component(parameter, "gradient name")
-        entries.extend(
-            block_entries(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
-        )
-    return entries
+class Encoder:
+    """Turns blocks into archive entries. Labels are encoded once per object (the
+    blocks of a map often share their components and properties), and values held in
+    memory as one numpy chunk are taken as that array, to be written without dask."""
+
+    def __init__(self) -> None:
+        # by id: the Labels are kept alive here, so that no id is reused
+        self._labels: dict[int, tuple[Labels, bytes]] = {}
+
+    def labels(self, labels: Labels) -> bytes:
+        known = self._labels.get(id(labels))
+        if known is None:
+            known = self._labels[id(labels)] = (labels, labels_bytes(labels))
+        return known[1]
+
+    def block(self, prefix: str, block: TensorBlock, gradient: bool) -> list[Entry]:
+        try:
+            descr = _npy.values_descr(block.dtype)
+        except _npy.NpyError:
+            raise MetatensorDaskError(
+                f"values of dtype {block.dtype} can not be saved in a metatensor file, which "
+                "holds bool, integer, float (16, 32 or 64 bits) or complex values; convert "
+                "them first, e.g. with `tensor.to(dtype=np.float64)`"
+            ) from None
+        values = block.values
+        if isinstance(values, da.Array):
+            held = _graph.held_chunk(values)
+            values = values if held is None else held
+        entries = [
+            Entry(prefix + "values.npy", [_npy.header_bytes(descr, block.shape), values]),
+            Entry(prefix + "samples.npy", [self.labels(block.samples)]),
+        ]
+        for j, component in enumerate(block.components):
+            entries.append(Entry(f"{prefix}components/{j}.npy", [self.labels(component)]))
+        if not gradient:
+            entries.append(Entry(prefix + "properties.npy", [self.labels(block.properties)]))
+        for parameter in sorted(block.gradients_list()):
+            # the name becomes a folder of the archive: refused before anything is written
+            check_path_component(parameter, "gradient name")
+            entries.extend(
+                self.block(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
+            )
+        return entries
 
 
 def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
@@ -82,7 +99,7 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
             if archive:
                 _write_archive(fd, temporary, entries)
             else:
-                _write_pieces(fd, 0, entries[0].pieces, temporary)
+                _write_pieces(fd, 0, entries[0].pieces)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -95,6 +112,10 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
 
 _BATCH_BYTES = 8 * 2**20
 """Bytes of values that one task writes at most (more when a single chunk is larger)."""
+
+_GATHER_BYTES = 2**16
+"""In-memory arrays up to this size are written with the headers and Labels around
+them, in gathered writes; larger ones in slices of the chunk size, on their own."""
 
 
 def _pwrite_all(fd: int, data: Any, offset: int) -> None:
@@ -111,22 +132,23 @@ def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
 
 
 class _Gathered:
-    """Small writes (headers, Labels) gathered and written in runs of adjacent bytes,
-    one system call per run: a map of many tiny blocks has several members per block."""
+    """Small writes (headers, Labels, small arrays) gathered and written in runs of
+    adjacent bytes, one system call per run: a map of many tiny blocks has several
+    members per block."""
 
     #: Bytes joined into one write at most.
     RUN = 16 * 2**20
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: list[tuple[int, bytes]] = []
+        self.items: list[tuple[int, Any]] = []
 
-    def add(self, offset: int, data: bytes) -> None:
+    def add(self, offset: int, data: Any) -> None:
         self.items.append((offset, data))
 
     def flush(self) -> None:
         self.items.sort(key=lambda item: item[0])
-        run: list[bytes] = []
+        run: list[Any] = []
         start = end = 0
         for offset, data in self.items:
             if run and (offset != end or end - start > self.RUN):
@@ -141,30 +163,63 @@ class _Gathered:
         self.items = []
 
 
+@dataclass
+class _Lazy:
+    """A dask piece of a member, to be written at ``offset`` by :func:`_write_lazy`.
+    ``seed`` is the CRC-32 of the ``prefix`` bytes of the member before it (its header):
+    the task writing the first chunk continues that CRC, so that no combination is
+    needed for a member of one chunk."""
+
+    array: da.Array
+    offset: int
+    seed: int
+    prefix: int
+
+
 def _write_pieces(
-    fd: int, offset: int, pieces: list[Any], path: str, gathered: _Gathered | None = None
-) -> list[tuple[int, int] | tuple[da.Array, int]]:
-    """Write the in-memory pieces at ``offset`` (bytes through ``gathered``, when
-    given); returns ``(crc, length)`` per piece written, or ``(dask array, offset)``
-    for lazy pieces, left for :func:`_write_lazy`."""
-    crcs: list[Any] = []
+    fd: int, offset: int, pieces: list[Any], gathered: _Gathered | None = None
+) -> list[Any]:
+    """Write the in-memory pieces at ``offset`` (small ones through ``gathered``, when
+    given). Returns the member's segments in order: ``(crc, length)`` of runs of bytes
+    written, and a :class:`_Lazy` for each dask piece (which takes in the run before
+    it), left for :func:`_write_lazy`."""
+    segments: list[Any] = []
+    crc = length = 0
     for piece in pieces:
-        if isinstance(piece, bytes):
-            if gathered is None:
-                _pwrite_all(fd, piece, offset)
-            else:
-                gathered.add(offset, piece)
-            crcs.append((zlib.crc32(piece), len(piece)))
-        elif isinstance(piece, np.ndarray):
-            rows = _rows_per_slice(piece)
-            for start in range(0, max(len(piece), 1), rows):
-                data = _little_endian_bytes(piece[start : start + rows])
-                _pwrite_all(fd, data, offset + start * (piece.nbytes // max(len(piece), 1)))
-                crcs.append((zlib.crc32(data.data), data.nbytes))
+        if isinstance(piece, da.Array):
+            segments.append(_Lazy(piece, offset, crc, length))
+            crc = length = 0
+            offset += int(piece.nbytes)
+            continue
+        if isinstance(piece, np.ndarray):
+            if piece.nbytes > _GATHER_BYTES or gathered is None:
+                crc, length = _write_array(fd, offset, piece, crc, length)
+                offset += piece.nbytes
+                continue
+            piece = _little_endian_bytes(piece).tobytes()
+        if gathered is None:
+            _pwrite_all(fd, piece, offset)
         else:
-            crcs.append((piece, offset))
-        offset += len(piece) if isinstance(piece, bytes) else piece.nbytes
-    return crcs
+            gathered.add(offset, piece)
+        crc = zlib.crc32(piece, crc)
+        length += len(piece)
+        offset += len(piece)
+    if length or not segments:
+        segments.append((crc, length))
+    return segments
+
+
+def _write_array(fd: int, offset: int, array: np.ndarray, crc: int, length: int) -> tuple[int, int]:
+    """Write ``array`` at ``offset`` in slices of the chunk size; the CRC-32 ``crc`` of
+    the ``length`` bytes before it, continued over it."""
+    rows = _rows_per_slice(array)
+    row_bytes = array.nbytes // max(len(array), 1)
+    for start in range(0, max(len(array), 1), rows):
+        data = _little_endian_bytes(array[start : start + rows])
+        _pwrite_all(fd, data, offset + start * row_bytes)
+        crc = zlib.crc32(data.data, crc)
+        length += data.nbytes
+    return crc, length
 
 
 def _rows_per_slice(array: np.ndarray) -> int:
@@ -174,47 +229,62 @@ def _rows_per_slice(array: np.ndarray) -> int:
 
 
 def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
-    offsets, sizes, offset = [], [], 0
-    for entry in entries:
-        offsets.append(offset)
-        sizes.append(entry.size)
-        offset += _zip.local_header_size(entry.name) + sizes[-1]
-    os.ftruncate(fd, offset)
+    """Write the archive of ``entries`` in one pass over the members, in file order:
+    a member held in memory has its CRC-32, hence its local header, at once, and its
+    bytes join those of its neighbours in one write; the members with dask pieces get
+    their local header once those are computed."""
     gathered = _Gathered(fd)
-    with collector_paused():
-        crcs: list[list[Any]] = [
-            _write_pieces(
-                fd, start + _zip.local_header_size(entry.name), entry.pieces, path, gathered
-            )
-            for entry, start in zip(entries, offsets, strict=True)
-        ]
-    _write_lazy(crcs, path)
-    records = []
-    with collector_paused():
-        for entry, start, size, pieces in zip(entries, offsets, sizes, crcs, strict=True):
+    segments: list[list[Any]] = []
+    records: list[tuple[str, int, int, int]] = []
+    lazy: list[int] = []
+    offset = 0
+    for entry in entries:
+        size = entry.size
+        data_start = offset + _zip.local_header_size(entry.name)
+        # the local header's place, before the member's bytes (filled now when they are
+        # all in memory, else left empty and the header added after the computation)
+        header_at = len(gathered.items)
+        gathered.add(offset, b"")
+        pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
+        if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
+            crc = pieces[0][0]
+            gathered.items[header_at] = (offset, _zip.local_header(entry.name, crc, size))
+        else:
             crc = 0
-            for piece_crc, length in pieces:
+            lazy.append(len(records))
+        segments.append(pieces)
+        records.append((entry.name, crc, size, offset))
+        offset = data_start + size
+    os.ftruncate(fd, offset)
+    if lazy:
+        _write_lazy([segments[i] for i in lazy], path)
+        for i in lazy:
+            name, _, size, start = records[i]
+            crc = 0
+            for piece_crc, length in segments[i]:
                 # combining with the CRC of nothing is a no-op, and costs microseconds
                 crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
-            gathered.add(start, _zip.local_header(entry.name, crc, size))
-            records.append((entry.name, crc, size, start))
-        gathered.add(offset, _zip.central_directory(records, offset))
-        gathered.flush()
+            gathered.items.append((start, _zip.local_header(name, crc, size)))
+            records[i] = (name, crc, size, start)
+    gathered.add(offset, _zip.central_directory(records, offset))
+    gathered.flush()
 
 
-def _write_lazy(crcs: list[list[Any]], path: str) -> None:
+def _write_lazy(segments: list[list[Any]], path: str) -> None:
     """Compute the dask pieces and write every chunk at its offset, in dask tasks;
-    replace their placeholders in ``crcs`` by the ``(crc, length)`` of each chunk."""
+    replace each :class:`_Lazy` in ``segments`` by the ``(crc, length)`` of its chunks
+    (the first one including the bytes before it, see :class:`_Lazy`)."""
     lazy = [
-        (i, j, piece, offset)
-        for i, pieces in enumerate(crcs)
-        for j, (piece, offset) in enumerate(pieces)
-        if isinstance(piece, da.Array)
+        (i, j, piece)
+        for i, pieces in enumerate(segments)
+        for j, piece in enumerate(pieces)
+        if isinstance(piece, _Lazy)
     ]
     if not lazy:
         return
     arrays = []
-    for _, _, array, _ in lazy:
+    for _, _, piece in lazy:
+        array = piece.array
         if any(len(c) > 1 for c in array.chunks[1:]):
             array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
         arrays.append(array)
@@ -223,39 +293,46 @@ def _write_lazy(crcs: list[list[Any]], path: str) -> None:
     name = f"mts-save-{os.path.basename(path)}"
     graph: dict[Any, Any] = {}
     counts, batches = [], []
-    batch: list[tuple[Any, int, str]] = []
+    batch: list[tuple[Any, tuple[int, str, int]]] = []
     batch_bytes = 0
-    for array, (_, _, _, offset) in zip(arrays, lazy, strict=True):
+    for array, (_, _, piece) in zip(arrays, lazy, strict=True):
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str
         counts.append(len(array.chunks[0]))
+        offset, seed = piece.offset, piece.seed
         for key, rows in zip(_graph.chunk_inputs(array), array.chunks[0], strict=True):
             # consecutive chunks are written by one task up to _BATCH_BYTES: a task per
             # chunk costs more than writing it on maps of many tiny blocks
             if batch and batch_bytes + rows * row_bytes > _BATCH_BYTES:
                 batches.append(batch)
                 batch, batch_bytes = [], 0
-            batch.append((key, offset, descr))
+            batch.append((key, (offset, descr, seed)))
             batch_bytes += rows * row_bytes
             offset += rows * row_bytes
+            seed = 0
     batches.append(batch)
     batch_keys = []
     for b, batch in enumerate(batches):
-        chunk_keys = [key for key, _, _ in batch]
-        places = [(offset, descr) for _, offset, descr in batch]
+        chunk_keys = [key for key, _ in batch]
+        places = [place for _, place in batch]
         graph[(name, b)] = (_write_batch, chunk_keys, path, places)
         batch_keys.append((name, b))
     # the CRC checks of the members read whole from a file run with the writes
-    checks = _mts_integrity.member_checks(array for _, _, array, _ in lazy)
+    checks = _mts_integrity.member_checks(arrays)
     graph[name] = (_concatenated, batch_keys)
     graph[f"{name}-checked"] = (_first, name, checks)
     # every layer once: the arrays of a group of tiny blocks share their group's layer
     graph.update(_graph.flat_tasks(arrays))
     results = iter(_graph.flat_delayed(f"{name}-checked", graph, []).compute())
-    chunk_crcs = [[next(results) for _ in range(count)] for count in counts]
-    # from the end, so that the positions of the placeholders still to replace hold
-    for (i, j, _, _), replacement in reversed(list(zip(lazy, chunk_crcs, strict=True))):
-        crcs[i][j : j + 1] = replacement
+    replacements = []
+    for (_, _, piece), count in zip(lazy, counts, strict=True):
+        chunk_crcs = [next(results) for _ in range(count)]
+        crc, length = chunk_crcs[0]
+        chunk_crcs[0] = (crc, length + piece.prefix)
+        replacements.append(chunk_crcs)
+    # from the end, so that the positions of the pieces still to replace hold
+    for (i, j, _), replacement in reversed(list(zip(lazy, replacements, strict=True))):
+        segments[i][j : j + 1] = replacement
 
 
 def _first(value: Any, ignored: Any) -> Any:
@@ -268,18 +345,18 @@ def _concatenated(lists: list[list[Any]]) -> list[Any]:
 
 
 def _write_batch(
-    chunks: list[np.ndarray], path: str, places: list[tuple[int, str]]
+    chunks: list[np.ndarray], path: str, places: list[tuple[int, str, int]]
 ) -> list[tuple[int, int]]:
-    """Write each chunk of values at its ``(offset, descr)`` in ``path``; the CRC-32 and
-    length of each."""
+    """Write each chunk of values at its ``(offset, descr, seed)`` in ``path``; the
+    CRC-32 (continued from ``seed``) and length of each."""
     results = []
     fd = os.open(path, os.O_WRONLY)
     try:
-        for chunk, (offset, descr) in zip(chunks, places, strict=True):
+        for chunk, (offset, descr, seed) in zip(chunks, places, strict=True):
             data = np.ascontiguousarray(chunk, dtype=np.dtype(descr)).reshape(-1).view(np.uint8)
             if data.nbytes:
                 _pwrite_all(fd, data, offset)
-            results.append((zlib.crc32(data.data), data.nbytes))
+            results.append((zlib.crc32(data.data, seed), data.nbytes))
     finally:
         os.close(fd)
     return results

@@ -186,8 +186,10 @@ def labels_descr(names: list[str]) -> str:
     return "[" + "".join(f"('{name}', '<i4'), " for name in names) + "]"
 
 
+@functools.lru_cache(maxsize=1024)
 def header_bytes(descr: str, shape: tuple[int, ...]) -> bytes:
-    """A header laid out as metatensor writes it (so that saved files are identical)."""
+    """A header laid out as metatensor writes it (so that saved files are identical);
+    remembered, as maps of many blocks repeat the same few."""
     text = (
         "{ 'descr': "
         + descr

@@ -26,7 +26,7 @@ from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
 from ._mts_read import Archive, display_path, io_error, read_file
-from ._mts_write import Entry, block_entries, labels_bytes, write_atomically
+from ._mts_write import Encoder, Entry, labels_bytes, write_atomically
 from .chunks import parse_chunks
 
 __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
@@ -196,24 +196,27 @@ def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
     descriptor (numpy's ``|`` is refused by metatensor).
     """
     target = _with_extension(path)
-    if isinstance(data, Labels):
-        entries = [Entry("", [labels_bytes(data)])]
-    elif isinstance(data, TensorBlock):
-        entries = list(block_entries("", data, gradient=False))
-    elif isinstance(data, TensorMap):
-        entries = [Entry("keys.npy", [labels_bytes(data.keys)])]
-        with collector_paused():
+    encoder = Encoder()
+    # a map of many blocks makes many objects, and no garbage cycle
+    with collector_paused():
+        if isinstance(data, Labels):
+            entries = [Entry("", [labels_bytes(data)])]
+        elif isinstance(data, TensorBlock):
+            entries = encoder.block("", data, gradient=False)
+        elif isinstance(data, TensorMap):
+            entries = [Entry("keys.npy", [labels_bytes(data.keys)])]
             for i, block in enumerate(data.blocks()):
-                entries.extend(block_entries(f"blocks/{i}/", block, gradient=False))
-        info = data.info()
-        if info:
-            text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)
-            entries.append(Entry("info.json", [text.encode("utf8")]))
-    else:
-        raise TypeError(
-            f"`data` must be a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}"
-        )
-    write_atomically(target, entries, archive=not isinstance(data, Labels))
+                entries.extend(encoder.block(f"blocks/{i}/", block, gradient=False))
+            info = data.info()
+            if info:
+                text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)
+                entries.append(Entry("info.json", [text.encode("utf8")]))
+        else:
+            raise TypeError(
+                "`data` must be a metatensor_dask TensorMap, TensorBlock or Labels, got "
+                f"{type(data)}"
+            )
+        write_atomically(target, entries, archive=not isinstance(data, Labels))
 
 
 def _with_extension(path: Any) -> str:
