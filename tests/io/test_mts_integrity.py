@@ -115,15 +115,40 @@ def test_computing_a_damaged_map_or_block_fails(damaged, chunks):
         dask.compute(tensor.block(8), scheduler="processes", num_workers=2)
     with pytest.raises(mtd.DamagedFileError):
         tensor.persist()
-    # other blocks are still read; so is a slice of a member of several chunks (which
-    # can not be checked), while a member of one chunk is checked by any read
-    tensor.block(1).compute()
+    # an array computed alone reads its member alone: other blocks are still read;
+    # so is a slice of a member of several chunks (which can not be checked), while
+    # a member of one chunk is checked by any read
+    tensor.block(1).values.compute()
+    damaged_group = _group_key(tensor.block(8).gradient("positions"))
+    if damaged_group is not None and _group_key(tensor.block(1)) == damaged_group:
+        # tiny blocks are read by groups of neighbours, each member checked by its
+        # group's task: the blocks of the damaged member's group are refused too
+        with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+            tensor.block(1).compute()
+    else:
+        tensor.block(1).compute()
     gradient = tensor.block(8).gradient("positions").values
     if gradient.npartitions > 1:
         gradient[:2].compute()
     else:
         with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
             gradient[:2].compute()
+
+
+def _group_key(block) -> str | None:
+    """The group whose task reads the values of ``block``, if any."""
+    return getattr(block._held_values(), "group_key", None)
+
+
+def test_blocks_outside_the_damaged_group_are_read(damaged, monkeypatch):
+    from metatensor_dask.io import _mts_tiny
+
+    monkeypatch.setattr(_mts_tiny, "GROUP_BYTES", 1)  # a group per member
+    tensor = mtd.load(damaged)
+    expected = metatensor.load(str(SPHERICAL))
+    assert_equal_to_metatensor(tensor.block(1).compute(), expected.block(1))
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+        tensor.block(8).compute()
 
 
 def test_saving_a_damaged_file_fails_and_writes_nothing(damaged, tmp_path):

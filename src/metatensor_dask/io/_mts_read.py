@@ -14,6 +14,7 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +22,12 @@ import dask.array as da
 import numpy as np
 
 from .. import _graph
+from .._collection import GroupItem
 from .._partition import gradient_row_chunks, row_pointer
-from ..block import TensorBlock
+from ..block import TensorBlock, _check_shape
 from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
-from . import _mts_integrity, _npy, _zip
+from . import _mts_integrity, _mts_tiny, _npy, _zip
 from . import chunks as chunking
 from ._names import check_path_component
 
@@ -33,12 +35,20 @@ __all__ = ["Archive", "display_path", "io_error", "read_file"]
 
 # bytes read at once at the start of a values member: its header, in nearly all files
 _HEADER_READ = 4096
+# bytes of a values member read with the directory: its header, in nearly all files
+_VALUES_HEAD = 256
 # bytes decompressed at once from a compressed member
 _INFLATE_READ = 1 << 24
 # a member inside a gradient: gradients/<name>/ then the block's own members
 _GRADIENT_MEMBER = re.compile(
     r"(?:.*/)?gradients/[^/]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)"
 )
+
+
+def _wanted(name: str, size: int) -> int:
+    """The first bytes of member ``name`` to read with the archive's directory: all of
+    the Labels and ``info.json`` (read at load), the start of values (their header)."""
+    return _VALUES_HEAD if name.endswith("values.npy") else size
 
 
 def display_path(path: Any) -> str:
@@ -98,11 +108,20 @@ class Archive:
     """An open metatensor file: its directory, and readers that word errors as
     metatensor does (``unable to load <what> from '<path>': <problem>``)."""
 
-    def __init__(self, path: str, display: str, what: str, members: dict[str, _zip.Member]):
+    def __init__(
+        self,
+        path: str,
+        display: str,
+        what: str,
+        members: dict[str, _zip.Member],
+        heads: dict[str, bytes] | None = None,
+    ):
         self.path = path
         self.display = display
         self.what = what
         self.members = members
+        # the first bytes of members, read with the directory (see `_wanted`)
+        self.heads = heads or {}
         self.hint = ""
         stat = os.stat(path)
         self.stamp = (stat.st_size, stat.st_mtime_ns)
@@ -144,7 +163,7 @@ class Archive:
         display = display_path(path)
         absolute = os.path.abspath(display)
         try:
-            members = _zip.read_directory(absolute)
+            members, heads = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error) from None
         except _zip.ZipError as error:
@@ -155,7 +174,7 @@ class Archive:
             raise format_error(
                 f"unable to load {what} from '{display}'{hint}: {error}: at '<root>'"
             ) from None
-        return cls(absolute, display, what, members)
+        return cls(absolute, display, what, members, heads)
 
     def error(self, problem: str) -> MetatensorError:
         return format_error(
@@ -192,7 +211,9 @@ class Archive:
         if not member.stored:
             with self._inflating(member) as stream:
                 return stream.read()
-        data = self._pread(member.size, member.offset)
+        data = self.heads.get(name, b"")
+        if len(data) != member.size:
+            data = self._pread(member.size, member.offset)
         _mts_integrity.check_crc(self.display, name, zlib.crc32(data), member.crc)
         return data
 
@@ -264,10 +285,14 @@ class Archive:
             content = content.astype(header.dtype.newbyteorder("="), copy=False)
             return member, header, content, 0
         position = member.offset
+        head = self.heads.get(name, b"")
 
         def read(size: int) -> bytes:
-            nonlocal position
-            data = self._pread(size, position)
+            nonlocal position, head
+            if head:  # first, the bytes read with the directory
+                data, head = head, b""
+            else:
+                data = self._pread(size, position)
             position += len(data)
             return data
 
@@ -323,10 +348,39 @@ class Archive:
             raise self.error("values in 'info.json' should be strings")
         return info
 
-    def block(self, part: _Part, request: chunking.ChunkRequest) -> TensorBlock:
-        """The block of ``part`` with lazy values, checked by metatensor's rules."""
-        _plan_chunks(part, request)
-        return self._build(part)
+    def blocks(self, parts: list[_Part], request: chunking.ChunkRequest) -> list[TensorBlock]:
+        """The blocks of ``parts`` with lazy values, checked by metatensor's rules.
+
+        Tiny blocks (each array in one chunk, :data:`~._mts_tiny.TINY_BYTES` in all) are
+        read by groups of neighbours (:mod:`._mts_tiny`); the others array by array,
+        chunk by chunk.
+        """
+        if request.kind == "keep":
+            request = request.or_default()  # the setting, read once
+        for part in parts:
+            _plan_chunks(part, request)
+        tiny = [_is_tiny(part) for part in parts]
+        reads = [
+            read for part, small in zip(parts, tiny, strict=True) if small for read in _reads(part)
+        ]
+        items = iter(_mts_tiny.group_items(self.path, self.display, self.stamp, reads))
+        return [
+            self._tiny_block(part, items) if small else self._build(part)
+            for part, small in zip(parts, tiny, strict=True)
+        ]
+
+    def _tiny_block(self, part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
+        """The block of ``part``, its arrays (and its gradients') the next ``items``."""
+        with self.context(part.prefix or "<root>"):
+            _check_shape(part.header.shape, part.samples, part.components, part.properties)
+            block = TensorBlock._trusted(
+                next(items), part.samples, part.components, part.properties
+            )
+            for parameter, gradient_part in part.gradients.items():
+                block.add_gradient(parameter, self._tiny_block(gradient_part, items))
+                if gradient_part.pointer is not None:
+                    block.set_row_pointer(parameter, gradient_part.pointer)
+        return block
 
     def _build(self, part: _Part) -> TensorBlock:
         with self.context(part.prefix or "<root>"):
@@ -428,6 +482,39 @@ def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
     return row_pointer(column, n_rows)
 
 
+def _is_tiny(part: _Part) -> bool:
+    """Whether ``part`` and its gradients are stored arrays of one chunk each, of at
+    most :data:`~._mts_tiny.TINY_BYTES` together."""
+    total = 0
+    pending = [part]
+    while pending:
+        current = pending.pop()
+        if current.content is not None or len(current.chunks) != 1:
+            return False
+        total += current.member.size
+        pending.extend(current.gradients.values())
+    return total <= _mts_tiny.TINY_BYTES
+
+
+def _reads(part: _Part) -> list[_mts_tiny.MemberRead]:
+    """The members of ``part``: its values, then its gradients' (depth first)."""
+    header, member = part.header, part.member
+    reads = [
+        _mts_tiny.MemberRead(
+            member.name,
+            member.offset,
+            member.size,
+            header.data_start,
+            header.dtype.str,
+            header.shape,
+            member.crc,
+        )
+    ]
+    for gradient in part.gradients.values():
+        reads.extend(_reads(gradient))
+    return reads
+
+
 def _by_size(cumulative: list[np.ndarray], target: int) -> tuple[int, ...]:
     """Chunks along value rows such that every array's chunk stays under ``target``
     bytes (or holds a single row). ``cumulative[k][r]`` is the number of bytes of array
@@ -450,6 +537,10 @@ def _plan_chunks(part: _Part, request: chunking.ChunkRequest) -> None:
     """Set the row chunks of ``part`` and of its gradients (co-partitioned when their
     rows are grouped by sample, chunked by size on their own otherwise)."""
     n_rows = part.header.shape[0]
+    if request.kind == "bytes" and _total_bytes(part) <= request.amount:
+        # the whole block fits in one chunk: so does each of its arrays
+        _assign_whole(part)
+        return
     if request.kind == "rows":
         chunks = chunking.regular(n_rows, request.amount)
         size = chunking.default_target()
@@ -467,6 +558,17 @@ def _plan_chunks(part: _Part, request: chunking.ChunkRequest) -> None:
                     pending.append((gradient, gradient_bounds))
         chunks = _by_size(cumulative, size)
     _assign_chunks(part, chunks, size)
+
+
+def _total_bytes(part: _Part) -> int:
+    """Bytes of the values of ``part`` and of its gradients'."""
+    return part.header.nbytes + sum(_total_bytes(g) for g in part.gradients.values())
+
+
+def _assign_whole(part: _Part) -> None:
+    part.chunks = (part.header.shape[0],)
+    for gradient in part.gradients.values():
+        _assign_whole(gradient)
 
 
 def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:

@@ -14,6 +14,7 @@ import functools
 import os
 import struct
 import zipfile
+from collections.abc import Callable
 from typing import IO, NamedTuple
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "local_header_size",
     "open_compressed",
     "read_directory",
+    "read_members",
 ]
 
 # the largest expansion of DEFLATE (a 258-byte match in one 2-bit code, RFC 1951)
@@ -80,39 +82,228 @@ def read_directory(path: str) -> dict[str, Member]:
     Raises :class:`ZipError` for a file that is not a ZIP archive, is truncated or has
     encrypted members; ``OSError`` when the file can not be read.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except zipfile.BadZipFile as error:
-        raise ZipError(f"invalid Zip archive: {error}") from None
-    members = {}
+    return read_members(path, lambda name, size: 0)[0]
+
+
+def read_members(
+    path: str, wanted: Callable[[str, int], int]
+) -> tuple[dict[str, Member], dict[str, bytes]]:
+    """Every member of the archive at ``path``, by name, and the first bytes of some.
+
+    The central directory is read at once and parsed here; the local headers (which
+    give where each member's bytes start) are read in few reads of adjacent bytes, with
+    the first ``wanted(name, size)`` bytes of each stored member: a file of many small
+    members (the Labels and headers of many blocks) is read in a few system calls.
+
+    Returns
+    -------
+    members, heads
+        The members by name, and for each stored member whose ``wanted`` is positive,
+        its first ``min(wanted, size)`` bytes (unchecked).
+
+    Raises
+    ------
+    ZipError
+        For a file that is not a ZIP archive, is truncated, spans several disks or has
+        encrypted members.
+    OSError
+        When the file can not be read.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         file_size = os.fstat(fd).st_size
-        for info in infos:
-            if info.flag_bits & 0x1:
-                raise ZipError(f"'{info.filename}' is encrypted, which is not supported")
-            local = os.pread(fd, _LOCAL.size, info.header_offset)
-            if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
-                raise ZipError(f"invalid Zip archive: bad local header for '{info.filename}'")
-            name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
-            offset = info.header_offset + _LOCAL.size + name_length + extra_length
-            stored = info.compress_type == zipfile.ZIP_STORED
-            if stored and info.file_size != info.compress_size:
-                raise ZipError(
-                    f"'{info.filename}' is stored uncompressed but its sizes differ "
-                    f"({info.compress_size} and {info.file_size} bytes)"
-                )
-            if offset + info.compress_size > file_size:
-                raise ZipError(
-                    f"'{info.filename}' extends past the end of the file, which is truncated"
-                )
-            members[info.filename] = Member(
-                info.filename, offset, info.compress_size, stored, info.CRC, info.file_size
-            )
+        try:
+            records = _central_records(fd, file_size)
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as error:
+            raise ZipError(f"invalid Zip archive: {error}") from None
+        return _locate(fd, file_size, records, wanted)
     finally:
         os.close(fd)
-    return members
+
+
+class _Record(NamedTuple):
+    """What the central directory says of a member."""
+
+    name: str
+    name_length: int
+    """Bytes of the name as stored."""
+    flags: int
+    method: int
+    crc: int
+    compressed: int
+    uncompressed: int
+    header_offset: int
+
+
+# the end of central directory record is at most this far from the end (its comment)
+_END_SEARCH = _END.size + 0xFFFF
+
+
+def _central_records(fd: int, file_size: int) -> list[_Record]:
+    """The records of the central directory, in file order of their local headers."""
+    tail_start = max(0, file_size - _END_SEARCH)
+    tail = os.pread(fd, file_size - tail_start, tail_start)
+    end = tail.rfind(b"PK\x05\x06")
+    while end >= 0 and end + _END.size + int.from_bytes(tail[end + 20 : end + 22], "little") > len(
+        tail
+    ):
+        end = tail.rfind(b"PK\x05\x06", 0, end)
+    if end < 0 or end + _END.size > len(tail):
+        raise ZipError("invalid Zip archive: File is not a zip file")
+    _, disk, start_disk, _, count, size, offset, _ = _END.unpack_from(tail, end)
+    location = tail_start + end
+    locator = end - _LOCATOR64.size
+    if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+        _, _, end64, _ = _LOCATOR64.unpack_from(tail, locator)
+        record = os.pread(fd, _END64.size, end64)
+        if len(record) < _END64.size or record[:4] != b"PK\x06\x06":
+            raise ZipError("invalid Zip archive: corrupt ZIP64 end of central directory record")
+        fields = _END64.unpack_from(record)
+        disk, start_disk, count, size, offset = (
+            fields[4],
+            fields[5],
+            fields[7],
+            fields[8],
+            fields[9],
+        )
+        location = end64
+    if disk or start_disk:
+        raise ZipError("invalid Zip archive: archives that span several disks are not supported")
+    # bytes before the archive (a self-extracting stub) shift every offset
+    shift = location - size - offset
+    if shift < 0 or size > location:
+        raise ZipError("invalid Zip archive: the central directory does not fit in the file")
+    directory = os.pread(fd, size, offset + shift)
+    if len(directory) < size:
+        raise ZipError("invalid Zip archive: the central directory is truncated")
+    records = []
+    position = 0
+    for _ in range(count):
+        fields = _CENTRAL.unpack_from(directory, position)
+        if fields[0] != b"PK\x01\x02":
+            raise ZipError("invalid Zip archive: Bad magic number for central directory")
+        flags, method, crc = fields[3], fields[4], fields[7]
+        compressed, uncompressed = fields[8], fields[9]
+        name_length, extra_length, comment_length = fields[10], fields[11], fields[12]
+        header_offset = fields[16]
+        position += _CENTRAL.size
+        raw_name = directory[position : position + name_length]
+        extra = directory[position + name_length : position + name_length + extra_length]
+        position += name_length + extra_length + comment_length
+        if position > size:
+            raise ZipError("invalid Zip archive: the central directory is truncated")
+        if 0xFFFFFFFF in (compressed, uncompressed, header_offset):
+            uncompressed, compressed, header_offset = _zip64_fields(
+                extra, uncompressed, compressed, header_offset
+            )
+        name = raw_name.decode("utf8" if flags & _UTF8_FLAG else "cp437")
+        records.append(
+            _Record(
+                name,
+                name_length,
+                flags,
+                method,
+                crc,
+                compressed,
+                uncompressed,
+                header_offset + shift,
+            )
+        )
+    records.sort(key=lambda record: record.header_offset)
+    return records
+
+
+def _zip64_fields(extra: bytes, *values: int) -> tuple[int, ...]:
+    """The sizes and offset a ZIP64 extra field holds for those marked 0xFFFFFFFF
+    (uncompressed size, compressed size, local header offset: in this order)."""
+    position = 0
+    while position + 4 <= len(extra):
+        kind, length = struct.unpack_from("<HH", extra, position)
+        if kind == 1:
+            data = extra[position + 4 : position + 4 + length]
+            found, index = [], 0
+            for value in values:
+                if value == 0xFFFFFFFF:
+                    found.append(struct.unpack_from("<Q", data, index)[0])
+                    index += 8
+                else:
+                    found.append(value)
+            return tuple(found)
+        position += 4 + length
+    raise ZipError("invalid Zip archive: a ZIP64 size or offset is missing")
+
+
+# bytes read after a local header's name: its extra field, in nearly all files
+_EXTRA_GUESS = 64
+# adjacent ranges closer than this are read in one read (copying a few kB costs less
+# than a system call), up to _RUN bytes per read
+_GAP = 1 << 14
+_RUN = 1 << 24
+
+
+def _locate(
+    fd: int, file_size: int, records: list[_Record], wanted: Callable[[str, int], int]
+) -> tuple[dict[str, Member], dict[str, bytes]]:
+    """Read the local headers of ``records`` (and the wanted first bytes of each) in
+    runs of adjacent bytes; the members and those bytes."""
+    ranges = []
+    for record in records:
+        if record.flags & 0x1:
+            raise ZipError(f"'{record.name}' is encrypted, which is not supported")
+        want = wanted(record.name, record.compressed) if record.method == zipfile.ZIP_STORED else 0
+        want = min(want, record.compressed)
+        stop = record.header_offset + _LOCAL.size + record.name_length
+        ranges.append((record.header_offset, stop + _EXTRA_GUESS + want, want))
+    members: dict[str, Member] = {}
+    heads: dict[str, bytes] = {}
+    i = 0
+    while i < len(records):
+        # a run of ranges with small gaps between them, read at once
+        start, stop, _ = ranges[i]
+        j = i + 1
+        while j < len(records) and ranges[j][0] - stop <= _GAP and ranges[j][1] - start <= _RUN:
+            stop = max(stop, ranges[j][1])
+            j += 1
+        data = os.pread(fd, min(stop, file_size) - start, start)
+        for k in range(i, j):
+            record, (begin, _, want) = records[k], ranges[k]
+            member, head = _member(fd, file_size, record, data, begin - start, want)
+            members[record.name] = member
+            if want > 0:
+                heads[record.name] = head
+        i = j
+    return members, heads
+
+
+def _member(
+    fd: int, file_size: int, record: _Record, data: bytes, at: int, want: int
+) -> tuple[Member, bytes]:
+    """The member of ``record`` from its local header at ``data[at:]`` (read again from
+    the file when the header or wanted bytes go past ``data``), and its first ``want``
+    bytes."""
+    local = data[at : at + _LOCAL.size]
+    if len(local) < _LOCAL.size:
+        local = os.pread(fd, _LOCAL.size, record.header_offset)
+    if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
+        raise ZipError(f"invalid Zip archive: bad local header for '{record.name}'")
+    name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
+    offset = record.header_offset + _LOCAL.size + name_length + extra_length
+    stored = record.method == zipfile.ZIP_STORED
+    if stored and record.uncompressed != record.compressed:
+        raise ZipError(
+            f"'{record.name}' is stored uncompressed but its sizes differ "
+            f"({record.compressed} and {record.uncompressed} bytes)"
+        )
+    if offset + record.compressed > file_size:
+        raise ZipError(f"'{record.name}' extends past the end of the file, which is truncated")
+    member = Member(record.name, offset, record.compressed, stored, record.crc, record.uncompressed)
+    head = b""
+    if want > 0:
+        begin = at + (offset - record.header_offset)
+        head = data[begin : begin + want]
+        if len(head) < want:
+            head = os.pread(fd, want, offset)
+    return member, head
 
 
 def open_compressed(path: str, member: Member) -> IO[bytes]:

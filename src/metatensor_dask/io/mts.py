@@ -73,8 +73,7 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
         parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
         info = archive.info()
         with archive.context("<root>"):
-            blocks = [archive.block(part, request) for part in parts]
-            tensor = TensorMap(keys, blocks)
+            tensor = TensorMap(keys, archive.blocks(parts, request))
     for key, value in info.items():
         tensor.set_info(key, value)
     return tensor
@@ -88,7 +87,7 @@ def load_block(path: PathLike, chunks: ChunksLike = None) -> TensorBlock:
             archive.hint = ", use `load` to load TensorMap"
         part = archive.part("")
         with archive.context("<root>"):
-            return archive.block(part, request)
+            return archive.blocks([part], request)[0]
 
 
 def load_labels(path: PathLike) -> Labels:

@@ -1,0 +1,150 @@
+"""The tiny blocks of metatensor files, read by groups.
+
+A file of many tiny blocks would give one dask array (a graph layer, a task, a name
+hashed) per values member. Instead, the values and gradients of neighbouring tiny
+blocks are items of a group: one task reads the bytes spanning the group's members in
+one read, checks the CRC-32 of each member and returns their arrays. A block holds a
+:class:`~metatensor_dask._collection.GroupItem` per array; computing one array alone
+(``block.values.compute()``) reads and checks its member alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _graph
+from .._collection import GroupItem
+from ..errors import MetatensorDaskError
+from . import _mts_integrity
+
+__all__ = ["GROUP_BYTES", "TINY_BYTES", "MemberRead", "group_items"]
+
+TINY_BYTES = 256 * 1024
+"""Blocks whose values and gradients hold at most this many bytes (each in one chunk)
+are read by groups."""
+GROUP_BYTES = 8 * 2**20
+"""Bytes of the file that one group task reads at most (more for a single member)."""
+
+
+@dataclass(frozen=True)
+class MemberRead:
+    """A values member as its group reads it."""
+
+    name: str
+    offset: int
+    """Position in the file of the member's first byte (its ``.npy`` header)."""
+    size: int
+    """Bytes of the member, header included."""
+    data_start: int
+    """Bytes of the header."""
+    descr: str
+    shape: tuple[int, ...]
+    crc: int
+    """The CRC-32 that the archive's directory records."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What a group task reads: ``members``, all within ``length`` bytes from
+    ``start`` in ``path`` (opaque to dask: one argument, not walked)."""
+
+    path: str
+    display: str
+    stamp: tuple[int, int]
+    start: int
+    length: int
+    members: tuple[MemberRead, ...]
+
+
+def group_items(
+    path: str, display: str, stamp: tuple[int, int], reads: list[MemberRead]
+) -> list[GroupItem]:
+    """An item per member of ``reads`` (in order), consecutive members gathered in
+    groups that span at most :data:`GROUP_BYTES` of the file."""
+    items: list[GroupItem] = []
+    first = 0
+    while first < len(reads):
+        low, high = reads[first].offset, reads[first].offset + reads[first].size
+        last = first + 1
+        while last < len(reads):
+            read = reads[last]
+            new_low, new_high = min(low, read.offset), max(high, read.offset + read.size)
+            if new_high - new_low > GROUP_BYTES:
+                break
+            low, high = new_low, new_high
+            last += 1
+        group = _Group(path, display, stamp, low, high - low, tuple(reads[first:last]))
+        items.extend(_items(group))
+        first = last
+    return items
+
+
+def _items(group: _Group) -> list[GroupItem]:
+    # a plain hash of what identifies the bytes read: dask's tokenize costs more
+    token = hashlib.blake2b(
+        repr((group.path, group.stamp, group.start, group.length, len(group.members))).encode(),
+        digest_size=16,
+    ).hexdigest()
+    key = f"mts-group-{token}"
+    layer = _graph.group_layer({key: _graph.task(key, read_group, group)})
+    items = []
+    for position, member in enumerate(group.members):
+        alone = _Group(
+            group.path, group.display, group.stamp, member.offset, member.size, (member,)
+        )
+        call = (f"mts-item-{token}-{position}", read_member, (alone,))
+        dtype = np.dtype(member.descr).newbyteorder("=")
+        items.append(GroupItem(key, layer, position, member.shape, dtype, call))
+    return items
+
+
+def read_group(group: _Group) -> tuple[np.ndarray, ...]:
+    """The arrays of the group's members, each member's CRC-32 checked."""
+    data = _read(group.path, group.stamp, group.start, group.length)
+    arrays = []
+    for member in group.members:
+        begin = member.offset - group.start
+        view = data[begin : begin + member.size]
+        _mts_integrity.check_crc(group.display, member.name, zlib.crc32(view), member.crc)
+        dtype = np.dtype(member.descr)
+        array = np.frombuffer(view[member.data_start :], dtype=dtype).reshape(member.shape)
+        # a copy of its own (the group's buffer is released), in native byte order
+        arrays.append(array.astype(dtype.newbyteorder("="), copy=True))
+    return tuple(arrays)
+
+
+def read_member(group: _Group) -> np.ndarray:
+    """The array of the one member of ``group``, its CRC-32 checked."""
+    return read_group(group)[0]
+
+
+def _read(path: str, stamp: tuple[int, int], offset: int, length: int) -> memoryview:
+    """``length`` bytes at ``offset`` of ``path``, which must not have changed since
+    ``stamp`` (its size and modification time) was taken."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        if (stat.st_size, stat.st_mtime_ns) != stamp:
+            raise MetatensorDaskError(
+                f"'{path}' changed since it was loaded (its size or modification time "
+                "differs), so its values can no longer be read; load it again"
+            )
+        done = 0
+        while done < length:
+            count = os.preadv(fd, [view[done:]], offset + done)
+            if count == 0:
+                raise MetatensorDaskError(
+                    f"'{path}' ended before the expected end of its data: the file is "
+                    "truncated; write it again"
+                )
+            done += count
+    finally:
+        os.close(fd)
+    return view
