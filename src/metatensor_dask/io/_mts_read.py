@@ -130,14 +130,32 @@ class Archive:
         # share) give the same Labels, parsed and checked once
         self._labels: dict[bytes, Labels] = {}
         self._gradient_names: dict[str, list[str]] = {}
+        # row pointers by (gradient samples, parent rows): shared Labels, shared pointer
+        self._pointers: dict[tuple[int, int], np.ndarray | None] = {}
+        # the metadata of tiny blocks already checked (see `_tiny_block`)
+        self._checked: set[Any] = set()
+        self._check_member_names(list(members))
         for name in members:
-            self._check_member_name(name)
             if not name.endswith("/samples.npy"):
                 continue
             parent, _, parameter = name[: -len("/samples.npy")].rpartition("/")
             if parent == "gradients" or parent.endswith("/gradients"):
                 prefix = parent[: -len("gradients")]
                 self._gradient_names.setdefault(prefix, []).append(parameter)
+
+    def _check_member_names(self, names: list[str]) -> None:
+        """:meth:`_check_member_name` of every name; the components that many names
+        share (``blocks``, ``values.npy``...) are checked once."""
+        components = {component for name in names for component in name.split("/")}
+        try:
+            for component in components:
+                check_path_component(component, "a member name component")
+            safe = True
+        except UnsafeNameError:
+            safe = False
+        for name in names:
+            if not safe or "gradients/" in name:
+                self._check_member_name(name)
 
     def _check_member_name(self, name: str) -> None:
         """Refuse member names that would escape a folder once extracted, and gradients
@@ -331,7 +349,10 @@ class Archive:
         part = _Part(prefix, header, member, content, header_crc, samples, components, properties)
         for parameter in sorted(self._gradient_names.get(prefix, [])):
             gradient = self.part(f"{prefix}gradients/{parameter}/", properties)
-            gradient.pointer = _grouped_pointer(gradient.samples, header.shape[0])
+            known = (id(gradient.samples), header.shape[0])
+            if known not in self._pointers:
+                self._pointers[known] = _grouped_pointer(gradient.samples, header.shape[0])
+            gradient.pointer = self._pointers[known]
             part.gradients[parameter] = gradient
         return part
 
@@ -370,7 +391,15 @@ class Archive:
         ]
 
     def _tiny_block(self, part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
-        """The block of ``part``, its arrays (and its gradients') the next ``items``."""
+        """The block of ``part``, its arrays (and its gradients') the next ``items``.
+
+        metatensor's rules are checked once per metadata: the Labels of a file are
+        shared objects (one per distinct content), so blocks with the same Labels,
+        shapes and dtypes pass the same checks, which their first block ran.
+        """
+        signature = _signature(part)
+        if signature in self._checked:
+            return _trusted_block(part, items)
         with self.context(part.prefix or "<root>"):
             _check_shape(part.header.shape, part.samples, part.components, part.properties)
             block = TensorBlock._trusted(
@@ -380,6 +409,7 @@ class Archive:
                 block.add_gradient(parameter, self._tiny_block(gradient_part, items))
                 if gradient_part.pointer is not None:
                     block.set_row_pointer(parameter, gradient_part.pointer)
+        self._checked.add(signature)
         return block
 
     def _build(self, part: _Part) -> TensorBlock:
@@ -480,6 +510,34 @@ def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
     if len(column) and (column.min() < 0 or column.max() >= n_rows):
         return None
     return row_pointer(column, n_rows)
+
+
+def _signature(part: _Part) -> Any:
+    """What metatensor's checks of the block of ``part`` depend on: its Labels (by
+    identity: the archive shares them by content), shape, dtype, gradients and row
+    pointers."""
+    return (
+        id(part.samples),
+        tuple(id(component) for component in part.components),
+        id(part.properties),
+        part.header.shape,
+        part.header.dtype.str,
+        id(part.pointer),
+        tuple((parameter, _signature(g)) for parameter, g in part.gradients.items()),
+    )
+
+
+def _trusted_block(part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
+    """The block of ``part`` from the next ``items``, without checks (see
+    :meth:`Archive._tiny_block`); gradients are attached at their place by
+    ``_trusted``, as ``add_gradient`` does."""
+    values = next(items)
+    gradients = {
+        parameter: _trusted_block(gradient, items) for parameter, gradient in part.gradients.items()
+    }
+    return TensorBlock._trusted(
+        values, part.samples, part.components, part.properties, gradients, part.pointer
+    )
 
 
 def _is_tiny(part: _Part) -> bool:

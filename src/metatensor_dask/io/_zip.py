@@ -121,18 +121,9 @@ def read_members(
         os.close(fd)
 
 
-class _Record(NamedTuple):
-    """What the central directory says of a member."""
-
-    name: str
-    name_length: int
-    """Bytes of the name as stored."""
-    flags: int
-    method: int
-    crc: int
-    compressed: int
-    uncompressed: int
-    header_offset: int
+_Record = tuple[int, str, int, int, int, int, int]
+"""What the central directory says of a member: its local header's offset, name,
+flags, compression method, CRC-32, compressed and uncompressed sizes."""
 
 
 # the end of central directory record is at most this far from the end (its comment)
@@ -176,41 +167,39 @@ def _central_records(fd: int, file_size: int) -> list[_Record]:
     directory = os.pread(fd, size, offset + shift)
     if len(directory) < size:
         raise ZipError("invalid Zip archive: the central directory is truncated")
-    records = []
+    records: list[_Record] = []
     position = 0
+    unpack = _CENTRAL.unpack_from
     for _ in range(count):
-        fields = _CENTRAL.unpack_from(directory, position)
+        fields = unpack(directory, position)
         if fields[0] != b"PK\x01\x02":
             raise ZipError("invalid Zip archive: Bad magic number for central directory")
         flags, method, crc = fields[3], fields[4], fields[7]
-        compressed, uncompressed = fields[8], fields[9]
-        name_length, extra_length, comment_length = fields[10], fields[11], fields[12]
-        header_offset = fields[16]
-        position += _CENTRAL.size
-        raw_name = directory[position : position + name_length]
-        extra = directory[position + name_length : position + name_length + extra_length]
-        position += name_length + extra_length + comment_length
+        compressed, uncompressed, header_offset = fields[8], fields[9], fields[16]
+        start = position + _CENTRAL.size
+        name_end = start + fields[10]
+        position = name_end + fields[11] + fields[12]
         if position > size:
             raise ZipError("invalid Zip archive: the central directory is truncated")
         if 0xFFFFFFFF in (compressed, uncompressed, header_offset):
             uncompressed, compressed, header_offset = _zip64_fields(
-                extra, uncompressed, compressed, header_offset
-            )
-        name = raw_name.decode("utf8" if flags & _UTF8_FLAG else "cp437")
-        records.append(
-            _Record(
-                name,
-                name_length,
-                flags,
-                method,
-                crc,
-                compressed,
+                directory[name_end : name_end + fields[11]],
                 uncompressed,
-                header_offset + shift,
+                compressed,
+                header_offset,
             )
-        )
-    records.sort(key=lambda record: record.header_offset)
+        raw = directory[start:name_end]
+        if raw.isascii():
+            name = raw.decode("ascii")
+        else:
+            name = raw.decode("utf8" if flags & _UTF8_FLAG else "cp437")
+        records.append((header_offset + shift, name, flags, method, crc, compressed, uncompressed))
+    records.sort(key=_first)
     return records
+
+
+def _first(record: _Record) -> int:
+    return record[0]
 
 
 def _zip64_fields(extra: bytes, *values: int) -> tuple[int, ...]:
@@ -247,13 +236,13 @@ def _locate(
     """Read the local headers of ``records`` (and the wanted first bytes of each) in
     runs of adjacent bytes; the members and those bytes."""
     ranges = []
-    for record in records:
-        if record.flags & 0x1:
-            raise ZipError(f"'{record.name}' is encrypted, which is not supported")
-        want = wanted(record.name, record.compressed) if record.method == zipfile.ZIP_STORED else 0
-        want = min(want, record.compressed)
-        stop = record.header_offset + _LOCAL.size + record.name_length
-        ranges.append((record.header_offset, stop + _EXTRA_GUESS + want, want))
+    for header_offset, name, flags, method, _, compressed, _ in records:
+        if flags & 0x1:
+            raise ZipError(f"'{name}' is encrypted, which is not supported")
+        want = min(wanted(name, compressed), compressed) if method == zipfile.ZIP_STORED else 0
+        # the local header repeats the name: as long as in the directory, in practice
+        stop = header_offset + _LOCAL.size + len(name) + _EXTRA_GUESS + want
+        ranges.append((header_offset, stop, want))
     members: dict[str, Member] = {}
     heads: dict[str, bytes] = {}
     i = 0
@@ -266,44 +255,39 @@ def _locate(
             j += 1
         data = os.pread(fd, min(stop, file_size) - start, start)
         for k in range(i, j):
-            record, (begin, _, want) = records[k], ranges[k]
-            member, head = _member(fd, file_size, record, data, begin - start, want)
-            members[record.name] = member
+            record, (header_offset, _, want) = records[k], ranges[k]
+            at = header_offset - start
+            local = data[at : at + _LOCAL.size]
+            if len(local) < _LOCAL.size:
+                local = os.pread(fd, _LOCAL.size, header_offset)
+            member = _member(record, local, file_size)
+            members[member.name] = member
             if want > 0:
-                heads[record.name] = head
+                begin = at + member.offset - header_offset
+                head = data[begin : begin + want]
+                heads[member.name] = (
+                    head if len(head) == want else os.pread(fd, want, member.offset)
+                )
         i = j
     return members, heads
 
 
-def _member(
-    fd: int, file_size: int, record: _Record, data: bytes, at: int, want: int
-) -> tuple[Member, bytes]:
-    """The member of ``record`` from its local header at ``data[at:]`` (read again from
-    the file when the header or wanted bytes go past ``data``), and its first ``want``
-    bytes."""
-    local = data[at : at + _LOCAL.size]
-    if len(local) < _LOCAL.size:
-        local = os.pread(fd, _LOCAL.size, record.header_offset)
+def _member(record: _Record, local: bytes, file_size: int) -> Member:
+    """The member of ``record`` whose local header is ``local``, checked."""
+    header_offset, name, _, method, crc, compressed, uncompressed = record
     if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
-        raise ZipError(f"invalid Zip archive: bad local header for '{record.name}'")
+        raise ZipError(f"invalid Zip archive: bad local header for '{name}'")
     name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
-    offset = record.header_offset + _LOCAL.size + name_length + extra_length
-    stored = record.method == zipfile.ZIP_STORED
-    if stored and record.uncompressed != record.compressed:
+    offset = header_offset + _LOCAL.size + name_length + extra_length
+    stored = method == zipfile.ZIP_STORED
+    if stored and uncompressed != compressed:
         raise ZipError(
-            f"'{record.name}' is stored uncompressed but its sizes differ "
-            f"({record.compressed} and {record.uncompressed} bytes)"
+            f"'{name}' is stored uncompressed but its sizes differ "
+            f"({compressed} and {uncompressed} bytes)"
         )
-    if offset + record.compressed > file_size:
-        raise ZipError(f"'{record.name}' extends past the end of the file, which is truncated")
-    member = Member(record.name, offset, record.compressed, stored, record.crc, record.uncompressed)
-    head = b""
-    if want > 0:
-        begin = at + (offset - record.header_offset)
-        head = data[begin : begin + want]
-        if len(head) < want:
-            head = os.pread(fd, want, offset)
-    return member, head
+    if offset + compressed > file_size:
+        raise ZipError(f"'{name}' extends past the end of the file, which is truncated")
+    return Member(name, offset, compressed, stored, crc, uncompressed)
 
 
 def open_compressed(path: str, member: Member) -> IO[bytes]:
