@@ -144,22 +144,33 @@ class Archive:
                 self._gradient_names.setdefault(prefix, []).append(parameter)
 
     def _check_member_names(self, names: list[str]) -> None:
-        """:meth:`_check_member_name` of every name; the components that many names
-        share (``blocks``, ``values.npy``...) are checked once."""
+        """Refuse member names that would escape a folder once extracted, and gradients
+        whose name holds a ``/`` (metatensor writes them, but reads them back wrong).
+
+        The components that many names share (``blocks``, ``values.npy``, block
+        numbers) are checked once each; the first bad name is then looked for.
+        """
         components = {component for name in names for component in name.split("/")}
         try:
             for component in components:
-                check_path_component(component, "a member name component")
-            safe = True
+                # plain ASCII letters and digits (block numbers) are safe
+                if not (component.isascii() and component.isalnum()):
+                    check_path_component(component, "a member name component")
         except UnsafeNameError:
-            safe = False
-        for name in names:
-            if not safe or "gradients/" in name:
+            for name in names:
                 self._check_member_name(name)
+        for name in names:
+            if "gradients/" in name and not _GRADIENT_MEMBER.fullmatch(name):
+                raise UnsafeNameError(
+                    f"unable to load {self.what} from '{self.display}': member '{name}' is "
+                    "not laid out as a gradient's (gradients/<name>/values.npy, samples.npy "
+                    "or components/<j>.npy): its gradient name is not a single path "
+                    "component (such as 'a/b'), which metatensor-dask refuses, or the file "
+                    "is damaged; rename the gradient where the file was made"
+                )
 
     def _check_member_name(self, name: str) -> None:
-        """Refuse member names that would escape a folder once extracted, and gradients
-        whose name holds a ``/`` (metatensor writes them, but reads them back wrong)."""
+        """Refuse ``name`` when one of its components is not a safe path component."""
         try:
             for component in name.split("/"):
                 check_path_component(component, "a member name component")
@@ -167,14 +178,6 @@ class Archive:
             raise UnsafeNameError(
                 f"unable to load {self.what} from '{self.display}': member '{name}': {error}"
             ) from None
-        if "gradients/" in name and not _GRADIENT_MEMBER.fullmatch(name):
-            raise UnsafeNameError(
-                f"unable to load {self.what} from '{self.display}': member '{name}' is not "
-                "laid out as a gradient's (gradients/<name>/values.npy, samples.npy or "
-                "components/<j>.npy): its gradient name is not a single path component "
-                "(such as 'a/b'), which metatensor-dask refuses, or the file is damaged; "
-                "rename the gradient where the file was made"
-            )
 
     @classmethod
     def open(cls, path: Any, what: str) -> Archive:

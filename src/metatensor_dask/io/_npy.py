@@ -125,8 +125,10 @@ def _parse_dict(text: str) -> tuple[np.dtype, tuple[int, ...], bool]:
 _parse_dict_cached = functools.lru_cache(maxsize=1024)(_parse_dict)
 
 
+@functools.lru_cache(maxsize=1024)
 def check_values(header: NpyHeader) -> None:
-    """The rules for a values member: C order, a plain numeric or bool dtype."""
+    """The rules for a values member: C order, a plain numeric or bool dtype (a header
+    that passes is remembered: files repeat the same few)."""
     if header.fortran_order:
         raise NpyError("data can not be loaded from fortran-order arrays")
     if header.dtype.fields is not None:
