@@ -1,9 +1,11 @@
 """The ZIP container of metatensor files: where each member's bytes are, and how to
 write a STORED archive whose members are filled at known offsets.
 
-Reading uses :mod:`zipfile` for the central directory, then each member's local header
+Reading parses the central directory (read at once), then each member's local header
 for the offset of its first byte, so that array data can be read in place with
-``os.pread``. Writing lays out every member before any data exists (all members are
+``os.pread``; the local headers and the first bytes of small members are read in runs of
+adjacent bytes (few reads for a file of many members). Compressed members are read
+with :mod:`zipfile`. Writing lays out every member before any data exists (all members are
 STORED, so sizes are known in advance): data is written at its offset in any order, and
 the CRC-32 of each member is assembled from the CRCs of its pieces.
 """

@@ -4,7 +4,9 @@ A metatensor file is a STORED ZIP archive of ``.npy`` members (layout in
 ``docs/mts-files.md``). :func:`load` reads the archive's directory, the header of every
 array and all Labels (small), but no values: each chunk of values is a dask task that
 opens the file and reads its own bytes at their offset (``os.preadv``), so tasks are
-small to ship to process or cluster workers and memory holds only the chunks in use.
+small to ship to process or cluster workers and memory holds only the chunks in use;
+the arrays of tiny blocks are read by groups of neighbours, one task and one read per
+group (``_mts_tiny``).
 :func:`save` lays out the whole archive first, then computes the values chunk by chunk
 and writes each at its offset in a temporary file, renamed over ``path`` at the end.
 CRC-32s are checked as members are read (see ``docs/mts-files.md``); :func:`check_file`
