@@ -19,6 +19,8 @@ import zipfile
 from collections.abc import Callable
 from typing import IO, NamedTuple
 
+import numpy as np
+
 __all__ = [
     "Member",
     "ZipError",
@@ -256,22 +258,63 @@ def _locate(
             stop = max(stop, ranges[j][1])
             j += 1
         data = os.pread(fd, min(stop, file_size) - start, start)
-        for k in range(i, j):
-            record, (header_offset, _, want) = records[k], ranges[k]
-            at = header_offset - start
-            local = data[at : at + _LOCAL.size]
-            if len(local) < _LOCAL.size:
-                local = os.pread(fd, _LOCAL.size, header_offset)
-            member = _member(record, local, file_size)
+        found = _run_members(records[i:j], data, start, file_size)
+        if found is None:  # one by one, to say what is wrong
+            found = [
+                _member(record, _local_header(fd, data, start, record[0]), file_size)
+                for record in records[i:j]
+            ]
+        for member, (_, _, want) in zip(found, ranges[i:j], strict=True):
             members[member.name] = member
             if want > 0:
-                begin = at + member.offset - header_offset
+                begin = member.offset - start
                 head = data[begin : begin + want]
                 heads[member.name] = (
                     head if len(head) == want else os.pread(fd, want, member.offset)
                 )
         i = j
     return members, heads
+
+
+def _local_header(fd: int, data: bytes, start: int, header_offset: int) -> bytes:
+    """The local header at ``header_offset``, from ``data`` (read from ``start``) or
+    read again when ``data`` ends before it."""
+    local = data[header_offset - start : header_offset - start + _LOCAL.size]
+    return local if len(local) == _LOCAL.size else os.pread(fd, _LOCAL.size, header_offset)
+
+
+_LOCAL_SIGNATURE = np.frombuffer(b"PK\x03\x04", np.uint8)
+
+
+def _run_members(
+    records: list[_Record], data: bytes, start: int, file_size: int
+) -> list[Member] | None:
+    """The members of ``records`` from their local headers in ``data`` (read from
+    ``start``), all at once; None when one of them is not whole in ``data`` or is
+    wrong (:func:`_member` then says why)."""
+    count = len(records)
+    headers = np.fromiter((record[0] for record in records), np.int64, count) - start
+    if count == 0 or headers.max() + _LOCAL.size > len(data):
+        return None
+    local = np.frombuffer(data, np.uint8)[headers[:, None] + np.arange(_LOCAL.size)]
+    lengths = local[:, 26:30].astype(np.int64)
+    offsets = headers + start + _LOCAL.size + lengths[:, 0] + 256 * lengths[:, 1]
+    offsets += lengths[:, 2] + 256 * lengths[:, 3]
+    compressed = np.fromiter((record[5] for record in records), np.int64, count)
+    uncompressed = np.fromiter((record[6] for record in records), np.int64, count)
+    stored = np.fromiter((record[3] == zipfile.ZIP_STORED for record in records), bool, count)
+    if (
+        not (local[:, :4] == _LOCAL_SIGNATURE).all()
+        or (stored & (compressed != uncompressed)).any()
+        or (offsets + compressed > file_size).any()
+    ):
+        return None
+    return [
+        Member(record[1], offset, record[5], is_stored, record[4], record[6])
+        for record, offset, is_stored in zip(
+            records, offsets.tolist(), stored.tolist(), strict=True
+        )
+    ]
 
 
 def _member(record: _Record, local: bytes, file_size: int) -> Member:
