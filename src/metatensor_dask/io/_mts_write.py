@@ -134,33 +134,57 @@ def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
 class _Gathered:
     """Small writes (headers, Labels, small arrays) gathered and written in runs of
     adjacent bytes, one system call per run: a map of many tiny blocks has several
-    members per block."""
+    members per block. Each item is a list of pieces written one after the other from
+    its offset (a whole member: its local header and its bytes)."""
 
     #: Bytes joined into one write at most.
     RUN = 16 * 2**20
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: list[tuple[int, Any]] = []
+        self.items: list[tuple[int, int, list[Any]]] = []
 
     def add(self, offset: int, data: Any) -> None:
-        self.items.append((offset, data))
+        self.items.append((offset, len(data), [data]))
+
+    def add_pieces(self, offset: int, length: int, pieces: list[Any]) -> None:
+        """Write ``pieces`` (``length`` bytes in all) one after the other from ``offset``."""
+        self.items.append((offset, length, pieces))
 
     def flush(self) -> None:
-        self.items.sort(key=lambda item: item[0])
+        # added in file order but for a few (the headers of members written by dask)
+        self.items.sort(key=_offset)
         run: list[Any] = []
         start = end = 0
-        for offset, data in self.items:
+        for offset, length, pieces in self.items:
             if run and (offset != end or end - start > self.RUN):
                 _pwrite_all(self.fd, b"".join(run), start)
                 run = []
             if not run:
                 start = end = offset
-            run.append(data)
-            end += len(data)
+            run.extend(pieces)
+            end += length
         if run:
             _pwrite_all(self.fd, b"".join(run), start)
         self.items = []
+
+
+def _offset(item: tuple[int, int, list[Any]]) -> int:
+    return item[0]
+
+
+def _in_memory(pieces: list[Any]) -> list[bytes] | None:
+    """The bytes of ``pieces`` when they are all bytes or small in-memory arrays (to be
+    gathered), else None."""
+    found = []
+    for piece in pieces:
+        if type(piece) is bytes:
+            found.append(piece)
+        elif isinstance(piece, np.ndarray) and piece.nbytes <= _GATHER_BYTES:
+            found.append(_little_endian_bytes(piece).tobytes())
+        else:
+            return None
+    return found
 
 
 @dataclass
@@ -239,21 +263,31 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     lazy: list[int] = []
     offset = 0
     for entry in entries:
+        name = entry.name
+        data = _in_memory(entry.pieces)
+        if data is not None:
+            # the common case for a map of tiny blocks: the whole member at once
+            crc = size = 0
+            for piece in data:
+                crc = zlib.crc32(piece, crc)
+                size += len(piece)
+            header = _zip.local_header(name, crc, size)
+            gathered.add_pieces(offset, len(header) + size, [header, *data])
+            segments.append([(crc, size)])
+            records.append((name, crc, size, offset))
+            offset += len(header) + size
+            continue
         size = entry.size
-        data_start = offset + _zip.local_header_size(entry.name)
-        # the local header's place, before the member's bytes (filled now when they are
-        # all in memory, else left empty and the header added after the computation)
-        header_at = len(gathered.items)
-        gathered.add(offset, b"")
+        data_start = offset + _zip.local_header_size(name)
         pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
         if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
             crc = pieces[0][0]
-            gathered.items[header_at] = (offset, _zip.local_header(entry.name, crc, size))
+            gathered.add(offset, _zip.local_header(name, crc, size))
         else:
             crc = 0
             lazy.append(len(records))
         segments.append(pieces)
-        records.append((entry.name, crc, size, offset))
+        records.append((name, crc, size, offset))
         offset = data_start + size
     os.ftruncate(fd, offset)
     if lazy:
@@ -264,7 +298,7 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             for piece_crc, length in segments[i]:
                 # combining with the CRC of nothing is a no-op, and costs microseconds
                 crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
-            gathered.items.append((start, _zip.local_header(name, crc, size)))
+            gathered.add(start, _zip.local_header(name, crc, size))
             records[i] = (name, crc, size, start)
     gathered.add(offset, _zip.central_directory(records, offset))
     gathered.flush()
