@@ -29,7 +29,7 @@ from ..tensor import TensorMap
 from . import _npy, _zip
 from ._mts_read import Archive, display_path, io_error, read_file
 from ._mts_write import Encoder, Entry, labels_bytes, write_atomically
-from .chunks import parse_chunks
+from .chunks import ChunkRequest, parse_chunks
 
 __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
 
@@ -68,7 +68,14 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
     was loaded (size and modification time) and refuse to read otherwise.
     """
     request = parse_chunks(chunks)
-    with collector_paused(), Archive.open(path, "a TensorMap") as archive:
+    with collector_paused():
+        # what only the load needs (the archive's directory, the parts of the blocks)
+        # is freed before the collector resumes, which then walks less
+        return _load(path, request)
+
+
+def _load(path: PathLike, request: ChunkRequest) -> TensorMap:
+    with Archive.open(path, "a TensorMap") as archive:
         if "keys.npy" not in archive.members and "values.npy" in archive.members:
             archive.hint = ", use `load_block` to load TensorBlock"
         keys = archive.labels("keys.npy")
