@@ -202,21 +202,24 @@ def encode_chunks(
     """
     import google_crc32c
 
-    checksum = _checksum(document)
-    chunk = _chunk_shape(document)
-    values = np.asarray(values, dtype=_dtype(document))
-    size = int(np.prod(chunk)) * values.dtype.itemsize
+    encoding = _ChunkFormat.of(document)
+    chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
+    values = np.asarray(values, dtype=encoding.dtype)
+    full = tuple(chunk)
     chunks = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
         piece = values[index * chunk[0] : (index + 1) * chunk[0]]
         raw = np.empty(size + 4 if checksum else size, dtype=np.uint8)
-        target = raw[:size].view(values.dtype).reshape(chunk)
-        if piece.shape != tuple(chunk):
+        target = raw[:size].view(values.dtype).reshape(full)
+        if piece.shape == full:
+            target[...] = piece
+        else:
             target[...] = 0
-        target[tuple(slice(0, n) for n in piece.shape)] = piece
+            target[tuple(slice(0, n) for n in piece.shape)] = piece
         if checksum:
-            crc = google_crc32c.value(raw[:size])
-            raw[size:] = np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)
+            raw[size:] = np.frombuffer(
+                google_crc32c.value(raw[:size]).to_bytes(4, "little"), np.uint8
+            )
         chunks[chunk_key(first + index, values.ndim)] = raw.data
     return chunks
 

@@ -208,8 +208,13 @@ def _records(nodes: dict[str, Any]) -> dict[str, Any]:
     return {"dtype": values.get("data_type"), "gradients": _gradient_names(nodes, block_prefix(0))}
 
 
+#: Compact JSON, one encoder for every document (``json.dumps`` with options builds one
+#: per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from .zarr_store import (
     describe,
     get_many,
     list_prefix,
+    make_folders,
     open_store,
     plain_chunks,
     set_many,
@@ -509,6 +510,7 @@ def _execute(
         recorded = set()
     root = layout.root_document(False, info, nodes)
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+    make_folders(store, documents)
     _write_documents(store, plan, documents, small, nodes)
     final_root = layout.root_document(True, info, nodes)
     final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
