@@ -178,3 +178,13 @@ def test_files_in_missing_folders_are_written(tmp_path):
     assert get_many(store, keys) == [*few.values(), *many.values()]
     make_folders(store, ["x", "x/y", "z/w"])
     assert (tmp_path / "s" / "x" / "y").is_dir() and (tmp_path / "s" / "z" / "w").is_dir()
+
+
+def test_repeated_documents_are_written_as_encoded(store):
+    from metatensor_dask.io.zarr_layout import encode
+
+    root = json.loads((store / "zarr.json").read_text())
+    nodes = root["consolidated_metadata"]["metadata"]
+    for path, document in nodes.items():
+        assert (store / path / "zarr.json").read_bytes() == encode(document), path
+    assert mtd.verify(store).ok

@@ -272,9 +272,10 @@ def _write_documents(
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
+    encoder = layout.RepeatEncoder()
     for path, values_path in items:
         if values_path is None:
-            batch[f"{path}/zarr.json"] = layout.encode(nodes[path])
+            batch[f"{path}/zarr.json"] = encoder.encode(path, nodes[path])
         else:
             chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
             batch.update(chunks)
