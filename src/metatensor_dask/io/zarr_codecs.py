@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -111,8 +113,29 @@ def small_template(dtype: np.dtype, ndim: int) -> dict[str, Any]:
     }
 
 
+#: The codecs of Labels and row pointers, and of values with the default settings.
+_PLAIN_CRC32C = [_BYTES, _CRC32C]
+
+
+@functools.lru_cache(maxsize=64)
+def _numeric(name: str) -> bool:
+    """Whether the data type ``name`` is a numeric type numpy knows."""
+    try:
+        return np.dtype(name).kind in "biufc"
+    except TypeError:
+        return False
+
+
 def _checksum(document: dict[str, Any]) -> bool | None:
     """For plain arrays, whether chunks end with a crc32c; ``None`` for other arrays."""
+    data_type = document.get("data_type", "V")
+    if (
+        document.get("codecs") == _PLAIN_CRC32C  # the common case, in one comparison
+        and document.get("chunk_key_encoding") == _KEY_ENCODING
+        and isinstance(data_type, str)
+        and _numeric(data_type)
+    ):
+        return True
     codecs = [{k: v for k, v in c.items() if v != {}} for c in document.get("codecs", [])]
     if (
         document.get("chunk_key_encoding") != _KEY_ENCODING
@@ -140,7 +163,29 @@ def _chunk_shape(document: dict[str, Any]) -> list[int]:
 
 
 def _dtype(document: dict[str, Any]) -> np.dtype:
-    return np.dtype(document["data_type"]).newbyteorder("<")
+    name = document["data_type"]
+    return _little(name) if isinstance(name, str) else np.dtype(name).newbyteorder("<")
+
+
+@functools.lru_cache(maxsize=64)
+def _little(name: str) -> np.dtype:
+    return np.dtype(name).newbyteorder("<")
+
+
+@dataclass(frozen=True)
+class _ChunkFormat:
+    """How the chunks of a plain array are encoded: what decoding one needs."""
+
+    dtype: np.dtype
+    shape: list[int]
+    size: int
+    checksum: bool
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> _ChunkFormat:
+        dtype = _dtype(document)
+        chunk = _chunk_shape(document)
+        return cls(dtype, chunk, math.prod(chunk) * dtype.itemsize, bool(_checksum(document)))
 
 
 def chunk_key(index: int, ndim: int) -> str:
@@ -157,21 +202,24 @@ def encode_chunks(
     """
     import google_crc32c
 
-    checksum = _checksum(document)
-    chunk = _chunk_shape(document)
-    values = np.asarray(values, dtype=_dtype(document))
-    size = int(np.prod(chunk)) * values.dtype.itemsize
+    encoding = _ChunkFormat.of(document)
+    chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
+    values = np.asarray(values, dtype=encoding.dtype)
+    full = tuple(chunk)
     chunks = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
         piece = values[index * chunk[0] : (index + 1) * chunk[0]]
         raw = np.empty(size + 4 if checksum else size, dtype=np.uint8)
-        target = raw[:size].view(values.dtype).reshape(chunk)
-        if piece.shape != tuple(chunk):
+        target = raw[:size].view(values.dtype).reshape(full)
+        if piece.shape == full:
+            target[...] = piece
+        else:
             target[...] = 0
-        target[tuple(slice(0, n) for n in piece.shape)] = piece
+            target[tuple(slice(0, n) for n in piece.shape)] = piece
         if checksum:
-            crc = google_crc32c.value(raw[:size])
-            raw[size:] = np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)
+            raw[size:] = np.frombuffer(
+                google_crc32c.value(raw[:size]).to_bytes(4, "little"), np.uint8
+            )
         chunks[chunk_key(first + index, values.ndim)] = raw.data
     return chunks
 
@@ -184,27 +232,25 @@ def chunk_keys(document: dict[str, Any]) -> list[str]:
     return [chunk_key(index, len(shape)) for index in range(count)]
 
 
-def _decoded(data: Any, document: dict[str, Any], path: str, where: str, index: int) -> np.ndarray:
+def _decoded(data: Any, chunks: _ChunkFormat, path: str, where: str, index: int) -> np.ndarray:
     """Chunk ``index`` as an array viewing ``data``, its size and checksum verified; a
     missing chunk (``None``) is damage: every chunk is stored, all-zero ones too."""
     import google_crc32c
 
-    dtype = _dtype(document)
-    chunk = _chunk_shape(document)
-    key = chunk_key(index, len(chunk))
     if data is None:
-        raise missing_chunk(where, path, key)
-    size = int(np.prod(chunk)) * dtype.itemsize
+        raise missing_chunk(where, path, chunk_key(index, len(chunks.shape)))
     buffer = np.frombuffer(data, dtype=np.uint8)
-    checksum = _checksum(document)
-    body = buffer[:-4] if checksum else buffer
+    size = chunks.size
+    body = buffer[:-4] if chunks.checksum else buffer
     if len(body) != size:
+        key = chunk_key(index, len(chunks.shape))
         raise damaged(
             where, f"the chunk '{key}' of the array '{path}' has {len(body)} bytes, not {size}"
         )
-    if checksum and google_crc32c.value(body) != int(buffer[-4:].view("<u4")[0]):
+    if chunks.checksum and google_crc32c.value(body) != int.from_bytes(buffer[-4:], "little"):
+        key = chunk_key(index, len(chunks.shape))
         raise damaged(where, f"the checksum of the chunk '{key}' of the array '{path}' is wrong")
-    return body.view(dtype).reshape(chunk)
+    return body.view(chunks.dtype).reshape(chunks.shape)
 
 
 def decode_chunks(
@@ -216,7 +262,9 @@ def decode_chunks(
     native = _dtype(document).newbyteorder("=")
     if not raw:
         return np.zeros(shape, dtype=native)
-    array = np.concatenate([_decoded(data, document, path, where, i) for i, data in enumerate(raw)])
+    chunks = _ChunkFormat.of(document)
+    pieces = [_decoded(data, chunks, path, where, i) for i, data in enumerate(raw)]
+    array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     array = array[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
     return np.ascontiguousarray(array, dtype=native)
 
@@ -226,9 +274,10 @@ def decode_rows(
 ) -> np.ndarray:
     """Rows ``start:stop`` of an array, from the chunks holding them (``raw[0]`` is the
     chunk of row ``start``). A region within one chunk views its buffer: no copy."""
-    rows = _chunk_shape(document)[0]
+    chunks = _ChunkFormat.of(document)
+    rows = chunks.shape[0]
     first = start // rows
-    pieces = [_decoded(data, document, path, where, first + i) for i, data in enumerate(raw)]
+    pieces = [_decoded(data, chunks, path, where, first + i) for i, data in enumerate(raw)]
     array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     offset = first * rows
     array = array[start - offset : stop - offset]

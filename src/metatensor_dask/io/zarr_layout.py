@@ -208,8 +208,32 @@ def _records(nodes: dict[str, Any]) -> dict[str, Any]:
     return {"dtype": values.get("data_type"), "gradients": _gradient_names(nodes, block_prefix(0))}
 
 
+#: Compact JSON, one encoder for every document (``json.dumps`` with options builds one
+#: per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
+
+
+class RepeatEncoder:
+    """Encodes the node documents of a write, reusing the bytes of the last document
+    encoded at the same place in another block (``values``, ``gradients/positions``...)
+    when it is equal: the blocks of a map mostly repeat their documents, and comparing
+    two equal documents (in C) is much cheaper than encoding one."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    def encode(self, path: str, document: dict[str, Any]) -> bytes:
+        place = path.partition("/")[2].partition("/")[2] if path.startswith("blocks/") else path
+        last = self._last.get(place)
+        if last is not None and last[0] == document:
+            return last[1]
+        encoded = encode(document)
+        self._last[place] = (document, encoded)
+        return encoded
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -327,11 +351,22 @@ class TensorLayout:
 
 
 def _dtype(name: Any, path: str, where: str) -> np.dtype:
+    if isinstance(name, str):
+        known = _DTYPES.get(name)
+        if known is not None:
+            return known
     try:
-        return np.dtype(name)
+        dtype = np.dtype(name)
     except TypeError:
         raise _damaged(where, f"'{path}' has the data type {name!r}, unknown to numpy") from None
+    if isinstance(name, str) and len(_DTYPES) < 64:
+        _DTYPES[name] = dtype
+    return dtype
 
+
+#: numpy dtypes by their name in documents: ``np.dtype(name)`` costs more than the rest
+#: of the parsing of a small array's document.
+_DTYPES: dict[str, np.dtype] = {}
 
 #: Codecs after ``bytes`` that the format allows: compressors and the checksum. The
 #: ``bytes`` codec must be little-endian, so that no edit of the metadata can make a
@@ -363,24 +398,89 @@ def _codec_problem(codecs: Any, top: bool) -> str | None:
     return None
 
 
+class _Allowed:
+    """What was already found allowed while parsing the documents of one store,
+    compared by value: the arrays of a store share a few codec lists, and the arrays
+    at the same place in every block (``values``, ``gradients/positions/samples``...)
+    usually have the same checked fields; comparing equal JSON values is much cheaper
+    than checking them again."""
+
+    def __init__(self) -> None:
+        self.codecs: list[Any] = []
+        #: For each place in a block, the last document checked there and its info.
+        self.arrays: dict[str, tuple[dict[str, Any], ArrayInfo]] = {}
+
+    def known(self, path: str, document: dict[str, Any]) -> ArrayInfo | None:
+        """The info of ``document`` at ``path``, when its checked fields are those of the
+        last document checked at the same place in another block."""
+        found = self.arrays.get(path.partition("/")[2].partition("/")[2])
+        if found is None:
+            return None
+        previous, info = found
+        attributes = document.get("attributes") or {}
+        # equal documents (one comparison, in C) are the common case; sample Labels
+        # differ in their attributes only
+        if document != previous and (
+            not isinstance(attributes, dict)
+            or document.get("shape") != previous.get("shape")
+            or document.get("chunk_grid") != previous.get("chunk_grid")
+            or document.get("codecs") != previous.get("codecs")
+            or document.get("data_type") != previous.get("data_type")
+            or document.get("fill_value") != previous.get("fill_value")
+            or document.get("dimension_names") != previous.get("dimension_names")
+        ):
+            return None
+        return ArrayInfo(
+            path, info.shape, info.dtype, info.chunk_rows, info.write_rows, attributes, document
+        )
+
+    def remember(self, path: str, info: ArrayInfo) -> None:
+        self.arrays[path.partition("/")[2].partition("/")[2]] = (info.document, info)
+
+    def codec_problem(self, codecs: Any) -> str | None:
+        if codecs in self.codecs:
+            return None
+        problem = _codec_problem(codecs, True)
+        if problem is None and len(self.codecs) < 16:
+            self.codecs.append(json.loads(json.dumps(codecs)))  # a copy nobody changes
+        return problem
+
+
 def _fill_is_zero(value: Any) -> bool:
     if isinstance(value, list):
         return all(_fill_is_zero(v) for v in value)
     return not isinstance(value, str) and value == 0
 
 
-def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
+def _ints(values: Any) -> tuple[int, ...]:
+    """A shape or chunk shape as ints (a ``ValueError`` or ``TypeError`` otherwise)."""
+    if type(values) is list and all(type(n) is int for n in values):
+        return tuple(values)
+    return tuple(int(n) for n in values)
+
+
+def array_info(
+    nodes: dict[str, Any], path: str, where: str, allowed: _Allowed | None = None
+) -> ArrayInfo:
     """Parse the document of the array at ``path``, checking what the format allows
-    (chunk grid, codecs, dtype, fill value); a clear error when it is missing."""
+    (chunk grid, codecs, dtype, fill value); a clear error when it is missing.
+
+    ``allowed`` remembers the codec lists already checked, when parsing many arrays.
+    """
     document = nodes.get(path)
     if not isinstance(document, dict) or document.get("node_type") != "array":
         raise _damaged(where, f"the array '{path}' is missing")
+    if allowed is not None:
+        known = allowed.known(path, document)
+        if known is not None:
+            return known
     try:
-        shape = tuple(int(n) for n in document["shape"])
-        grid = [int(n) for n in document["chunk_grid"]["configuration"]["chunk_shape"]]
+        shape = _ints(document["shape"])
+        grid_document = document["chunk_grid"]
+        grid = _ints(grid_document["configuration"]["chunk_shape"])
         codecs = document.get("codecs") or [{}]
         if codecs[0].get("name") == "sharding_indexed":
-            inner = [int(n) for n in codecs[0]["configuration"]["chunk_shape"]]
+            inner = _ints(codecs[0]["configuration"]["chunk_shape"])
         else:
             inner = grid
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
@@ -392,35 +492,49 @@ def array_info(nodes: dict[str, Any], path: str, where: str) -> ArrayInfo:
         raise _damaged(where, f"the chunk shape of '{path}' does not match its shape {shape}")
     if (
         min(grid + inner, default=1) < 1
-        or any(g % i for g, i in zip(grid, inner, strict=True))
-        or document["chunk_grid"].get("name") != "regular"
+        or (inner is not grid and any(g % i for g, i in zip(grid, inner, strict=True)))
+        or grid_document.get("name") != "regular"
     ):
-        raise _damaged(where, f"'{path}' has an invalid chunk grid {grid} (chunks {inner})")
-    problem = _codec_problem(document.get("codecs"), True)
+        raise _damaged(
+            where, f"'{path}' has an invalid chunk grid {list(grid)} (chunks {list(inner)})"
+        )
+    problem = (
+        _codec_problem(document.get("codecs"), True)
+        if allowed is None
+        else allowed.codec_problem(document.get("codecs"))
+    )
     if problem is not None:
         raise _damaged(where, f"'{path}' uses {problem}, which the format forbids")
-    if not _fill_is_zero(document.get("fill_value")):
-        raise _damaged(where, f"'{path}' has the fill value {document.get('fill_value')!r}, not 0")
+    fill = document.get("fill_value")
+    if not (type(fill) is int and fill == 0) and not _fill_is_zero(fill):
+        raise _damaged(where, f"'{path}' has the fill value {fill!r}, not 0")
     names = document.get("dimension_names")
     if names is not None and (
-        not isinstance(names, list)
+        type(names) is not list
         or len(names) != len(shape)
-        or not all(name is None or isinstance(name, str) for name in names)
+        or not all(name is None or type(name) is str for name in names)
     ):
         # absent in stores written before every array carried them: accepted
         raise _damaged(where, f"'{path}' has invalid dimension names {names!r} for {shape}")
     attributes = document.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise _damaged(where, f"the attributes of '{path}' are not a mapping")
-    return ArrayInfo(
+    info = ArrayInfo(
         path, shape, dtype, inner[0] if inner else 1, grid[0] if grid else 1, attributes, document
     )
+    if allowed is not None:
+        allowed.remember(path, info)
+    return info
 
 
 def _labels_info(
-    nodes: dict[str, Any], path: str, where: str, dims: int | None = None
+    nodes: dict[str, Any],
+    path: str,
+    where: str,
+    dims: int | None = None,
+    allowed: _Allowed | None = None,
 ) -> ArrayInfo:
-    info = array_info(nodes, path, where)
+    info = array_info(nodes, path, where, allowed)
     if info.dtype != np.int32 or len(info.shape) != 2:
         raise _damaged(
             where,
@@ -461,11 +575,12 @@ def _parse_block(
     where: str,
     parent_rows: int | None,
     parent: BlockLayout | None,
+    allowed: _Allowed,
 ) -> BlockLayout:
-    values = array_info(nodes, f"{prefix}/values", where)
+    values = array_info(nodes, f"{prefix}/values", where, allowed)
     if len(values.shape) < 2:
         raise _damaged(where, f"'{prefix}/values' must have at least 2 dimensions")
-    samples = _labels_info(nodes, f"{prefix}/samples", where)
+    samples = _labels_info(nodes, f"{prefix}/samples", where, allowed=allowed)
     if samples.shape[0] != values.shape[0]:
         raise _damaged(
             where,
@@ -474,7 +589,7 @@ def _parse_block(
         )
     components = []
     for j in range(len(values.shape) - 2):
-        component = _labels_info(nodes, f"{prefix}/components/{j}", where, dims=1)
+        component = _labels_info(nodes, f"{prefix}/components/{j}", where, 1, allowed)
         if component.shape[0] != values.shape[j + 1]:
             raise _damaged(
                 where,
@@ -483,7 +598,7 @@ def _parse_block(
             )
         components.append(component)
     if parent is None:
-        properties = _labels_info(nodes, f"{prefix}/properties", where)
+        properties = _labels_info(nodes, f"{prefix}/properties", where, allowed=allowed)
         n_properties = properties.shape[0]
     else:
         properties = None
@@ -513,7 +628,7 @@ def _parse_block(
         )
     row_pointer = None
     if parent_rows is not None and f"{prefix}/{ROW_POINTER}" in nodes:
-        row_pointer = array_info(nodes, f"{prefix}/{ROW_POINTER}", where)
+        row_pointer = array_info(nodes, f"{prefix}/{ROW_POINTER}", where, allowed)
         if row_pointer.dtype != np.int64 or row_pointer.shape != (parent_rows + 1,):
             raise _damaged(
                 where,
@@ -523,17 +638,25 @@ def _parse_block(
     layout = BlockLayout(prefix, values, samples, components, properties, row_pointer)
     for parameter in index.get(f"{prefix}/gradients", []):
         layout.gradients[parameter] = _parse_block(
-            nodes, index, gradient_prefix(prefix, parameter), where, values.shape[0], layout
+            nodes,
+            index,
+            gradient_prefix(prefix, parameter),
+            where,
+            values.shape[0],
+            layout,
+            allowed,
         )
     return layout
 
 
 def _signature(layout: BlockLayout) -> Any:
+    """What every block of a tensor shares: names, dtype and gradients (the names as
+    stored: checked to be lists of strings)."""
     return (
-        layout.samples.names,
-        [c.names for c in layout.components],
-        layout.properties.names if layout.properties is not None else None,
-        str(layout.values.dtype),
+        layout.samples.attributes.get("names"),
+        [c.attributes.get("names") for c in layout.components],
+        layout.properties.attributes.get("names") if layout.properties is not None else None,
+        layout.values.dtype,
         [(p, _signature(g)) for p, g in layout.gradients.items()],
     )
 
@@ -544,8 +667,10 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
     layout about to be written."""
     keys = _labels_info(nodes, "keys", where)
     index = _gradient_index(nodes)
+    allowed = _Allowed()
     blocks = [
-        _parse_block(nodes, index, block_prefix(i), where, None, None) for i in range(keys.shape[0])
+        _parse_block(nodes, index, block_prefix(i), where, None, None, allowed)
+        for i in range(keys.shape[0])
     ]
     extra = block_prefix(keys.shape[0])
     if any(path == extra or path.startswith(extra + "/") for path in nodes):

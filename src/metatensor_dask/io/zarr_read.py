@@ -10,8 +10,10 @@ arrays whose tasks read their region of the store.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import dask.array as da
@@ -50,8 +52,6 @@ __all__ = ["open_zarr"]
 
 def read_nodes(store: Store) -> dict[str, Any]:
     """Every node document of a store, for stores without inline (consolidated) metadata."""
-    import json
-
     keys = [
         key
         for key in list_prefix(store, "")
@@ -169,12 +169,15 @@ def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
     )
 
 
-def stored_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> da.Array:
-    """A dask array over a stored array, one task per chunk of ``rows`` rows."""
+def stored_array(
+    store: Store, info: layout.ArrayInfo, rows: tuple[int, ...], metadata: str
+) -> da.Array:
+    """A dask array over a stored array, one task per chunk of ``rows`` rows;
+    ``metadata`` is a digest of the store's metadata (see :func:`read_layout`), which
+    names the array's content with its path (dask's tokenize of each array's document
+    costs ~0.3 ms)."""
     ref = ArrayRef(store, info.path, info.document, info.missing_ok)
-    # a plain hash of what names the content (the document as parsed from the store,
-    # in its stored order): dask's tokenize of the document costs ~0.3 ms per array
-    described = repr((describe(store), info.path, info.document, info.missing_ok, rows))
+    described = f"{describe(store)}\0{metadata}\0{info.path}\0{info.missing_ok}\0{rows}"
     name = "open_zarr-" + hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
     tail = tuple(slice(0, n) for n in info.shape[1:])
     zeros = (0,) * (len(info.shape) - 1)
@@ -205,7 +208,9 @@ def _value_rows(block: layout.BlockLayout, request: chunking.ChunkRequest) -> tu
     return chunking.regular(n, block.values.chunk_rows)
 
 
-def read_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> da.Array:
+def read_array(
+    store: Store, info: layout.ArrayInfo, rows: tuple[int, ...], metadata: str
+) -> da.Array:
     """A dask array over a stored array with row chunks ``rows``, reading each stored
     chunk once.
 
@@ -217,21 +222,22 @@ def read_array(store: Store, info: layout.ArrayInfo, rows: tuple[int, ...]) -> d
     """
     stored = chunking.regular(info.shape[0], info.chunk_rows)
     if _aligned(rows, stored):
-        return stored_array(store, info, rows)
-    return stored_array(store, info, stored).rechunk({0: rows})
+        return stored_array(store, info, rows, metadata)
+    return stored_array(store, info, stored, metadata).rechunk({0: rows})
 
 
 def _aligned(rows: tuple[int, ...], stored: tuple[int, ...]) -> bool:
     """Whether every boundary of ``rows`` is a boundary of the ``stored`` chunks."""
-    return set(np.cumsum(rows).tolist()) <= set(np.cumsum(stored).tolist())
+    return rows == stored or set(accumulate(rows)) <= set(accumulate(stored))
 
 
 class _Reader:
     """Builds blocks from a parsed layout, with the small arrays already read."""
 
-    def __init__(self, store: Store, tensor: layout.TensorLayout, where: str):
+    def __init__(self, store: Store, tensor: layout.TensorLayout, metadata: str, where: str):
         self.store = store
         self.where = where
+        self.metadata = metadata
         infos = []
         for block in tensor.blocks:
             infos.extend(block.small_labels())
@@ -252,7 +258,7 @@ class _Reader:
         pointer: np.ndarray | None,
         parent_rows: int | None = None,
     ) -> TensorBlock:
-        values = read_array(self.store, stored.values, rows)
+        values = read_array(self.store, stored.values, rows, self.metadata)
         properties = (
             properties if stored.properties is None else self.labels[stored.properties.path]
         )
@@ -262,7 +268,11 @@ class _Reader:
             gradient_pointer = None
             if gradient.row_pointer is not None:
                 gradient_pointer = self._pointer(gradient, stored.values.shape[0])
-                gradient_rows = gradient_row_chunks(gradient_pointer, rows)
+                gradient_rows = (
+                    (gradient.values.shape[0],)  # checked: the pointer ends there
+                    if len(rows) == 1
+                    else gradient_row_chunks(gradient_pointer, rows)
+                )
             else:
                 gradient_rows = chunking.regular(
                     gradient.values.shape[0], gradient.values.chunk_rows
@@ -287,7 +297,7 @@ class _Reader:
             len(pointer) != parent_rows + 1
             or pointer[0] != 0
             or pointer[-1] != rows
-            or np.any(np.diff(pointer) < 0)
+            or (pointer[1:] < pointer[:-1]).any()
         ):
             raise damaged(
                 self.where,
@@ -306,8 +316,9 @@ def _pointers(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
     return found
 
 
-def read_layout(store: Store, where: str) -> layout.TensorLayout:
-    """The checked layout of a complete store."""
+def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
+    """The checked layout of a complete store, and a digest of its metadata (of the
+    root document, which holds every node's metadata, or of every node's document)."""
     (raw,) = get_many(store, ["zarr.json"])
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
@@ -316,8 +327,10 @@ def read_layout(store: Store, where: str) -> layout.TensorLayout:
             "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
             "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
         )
+    metadata = hashlib.blake2b(raw or b"", digest_size=16)
     if nodes is None:
         nodes = read_nodes(store)
+        metadata.update(json.dumps(nodes, sort_keys=True).encode())
     tensor = layout.parse_layout(attributes, nodes, where)
     if any(info.missing_ok for block in tensor.blocks for info in block.arrays()):
         warnings.warn(
@@ -328,7 +341,7 @@ def read_layout(store: Store, where: str) -> layout.TensorLayout:
             StoreFormatWarning,
             stacklevel=3,
         )
-    return tensor
+    return tensor, metadata.hexdigest()
 
 
 def open_zarr(
@@ -370,7 +383,7 @@ def open_zarr(
     resolved = open_store(store, storage_options, writable=False)
     where = describe(resolved)
     with collector_paused():
-        tensor = read_layout(resolved, where)
-        reader = _Reader(resolved, tensor, where)
+        tensor, metadata = read_layout(resolved, where)
+        reader = _Reader(resolved, tensor, metadata, where)
         blocks = [reader.block(b, _value_rows(b, request), None, None) for b in tensor.blocks]
         return TensorMap._trusted(reader.keys, blocks, tensor.info)

@@ -33,6 +33,7 @@ __all__ = [
     "delete_prefix",
     "get_many",
     "list_prefix",
+    "make_folders",
     "open_store",
     "plain_chunks",
     "read_arrays",
@@ -162,24 +163,20 @@ def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
 
 
 def _write_files(root: Path, items: dict[str, bytes | memoryview]) -> None:
-    """Write files under ``root``: folders first (parents before children, one
-    ``mkdir`` each), then the files from a few threads (the system calls release the GIL)."""
-    folders = sorted({os.path.dirname(key) for key in items} - {""})
-    known = {""}
-    for folder in folders:
-        parent = os.path.dirname(folder)
-        try:
-            if parent in known:
-                os.mkdir(root / folder)
-            else:
-                os.makedirs(root / folder, exist_ok=True)
-        except FileExistsError:
-            pass
-        known.add(folder)
+    """Write files under ``root``, from a few threads (the system calls release the
+    GIL). A file whose folder is missing creates it (see :func:`make_folders`, which
+    creates many at once)."""
+    base = str(root)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 
     def write(keys: list[str]) -> None:
         for key in keys:
-            descriptor = os.open(root / key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            path = f"{base}/{key}"
+            try:
+                descriptor = os.open(path, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                descriptor = os.open(path, flags, 0o644)
             try:
                 os.write(descriptor, items[key])
             finally:
@@ -191,6 +188,24 @@ def _write_files(root: Path, items: dict[str, bytes | memoryview]) -> None:
         return
     with ThreadPoolExecutor(_FILE_THREADS) as pool:
         list(pool.map(write, [keys[i::_FILE_THREADS] for i in range(_FILE_THREADS)]))
+
+
+def make_folders(store: Store, folders: list[str]) -> None:
+    """Create the folders of a local store (parents before children, one ``mkdir``
+    each), before writing the files in them; nothing for other stores, which have no
+    folders."""
+    root = _local_root(store)
+    if root is None or store.read_only:
+        return
+    base = str(root)
+    for folder in sorted(folders):
+        path = f"{base}/{folder}"
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(path, exist_ok=True)
 
 
 def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = False) -> None:

@@ -58,6 +58,7 @@ from .zarr_store import (
     describe,
     get_many,
     list_prefix,
+    make_folders,
     open_store,
     plain_chunks,
     set_many,
@@ -271,9 +272,10 @@ def _write_documents(
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
+    encoder = layout.RepeatEncoder()
     for path, values_path in items:
         if values_path is None:
-            batch[f"{path}/zarr.json"] = layout.encode(nodes[path])
+            batch[f"{path}/zarr.json"] = encoder.encode(path, nodes[path])
         else:
             chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
             batch.update(chunks)
@@ -468,6 +470,11 @@ def _token(plan: _Plan, tensor: TensorMap) -> str:
     """A deterministic token of what ``plan`` stores: dask's token of each values array
     (its name: a token of its graph and inputs), the content of each array document
     (with the Labels digests), the row pointers and the tensor's info."""
+    with collector_paused():
+        return _tokenize_plan(plan, tensor)
+
+
+def _tokenize_plan(plan: _Plan, tensor: TensorMap) -> str:
     documents = [
         (path, _content(document))
         for path, document in sorted(plan.nodes.items())
@@ -500,19 +507,22 @@ def _execute(
     """Run the three phases (or, with ``recorded``, resume them) of the write ``write``
     (its lock and its token)."""
     lock, token = write
-    if recorded is None:
-        delete_prefix(store, layout.PROGRESS_PREFIX)
-        record = {"data": data, "small": small, "token": token}
-        if "keys" in small:
-            record["keys"] = np.asarray(plan.small["keys"]()).tolist()
-        set_many(store, {_PLAN: json.dumps(record).encode()})
-        recorded = set()
-    root = layout.root_document(False, info, nodes)
-    set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
-    _write_documents(store, plan, documents, small, nodes)
-    final_root = layout.root_document(True, info, nodes)
-    final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
-    delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
+    # the metadata of thousands of blocks: many long-lived objects, no garbage cycles
+    with collector_paused():
+        if recorded is None:
+            delete_prefix(store, layout.PROGRESS_PREFIX)
+            record = {"data": data, "small": small, "token": token}
+            if "keys" in small:
+                record["keys"] = np.asarray(plan.small["keys"]()).tolist()
+            set_many(store, {_PLAN: json.dumps(record).encode()})
+            recorded = set()
+        root = layout.root_document(False, info, nodes)
+        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+        make_folders(store, documents)
+        _write_documents(store, plan, documents, small, nodes)
+        final_root = layout.root_document(True, info, nodes)
+        final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+        delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
     if compute:
         dask.compute(delayed)
         return None
