@@ -93,7 +93,7 @@ class Pacing:
         The budget of a worker without a memory limit, in bytes.
     """
 
-    def __init__(self, fraction: float = 0.25, default_budget: int = 512 * 2**20):
+    def __init__(self, fraction: float = 0.125, default_budget: int = 512 * 2**20):
         self.fraction = fraction
         self.default_budget = default_budget
         self.held: dict[str, list[tuple[Any, Any]]] = {}
