@@ -101,10 +101,12 @@ class RootsInMemory(SchedulerPlugin):
         self.most: dict[str, int] = {}
         self.where: dict = {}
         self.scheduler = None
+        self.kept_back = 0
 
     def transition(self, key, start, finish, *args, **kwargs):
         if not (isinstance(key, tuple) and key[0].startswith(self.prefix)):
             return
+        self.kept_back += finish == "no-worker"
         if finish == "memory":
             worker = next(iter(self.scheduler.tasks[key].who_has)).address
             self.where[key] = worker
@@ -147,6 +149,7 @@ def test_roots_released_a_few_at_a_time(no_slurm_env):
     # worker has nothing else to run
     assert len(observer.most) == 2
     assert max(observer.most.values()) <= 2, observer.most
+    assert observer.kept_back == 40
 
 
 def test_roots_left_to_their_worker_without_pacing(no_slurm_env):
@@ -159,6 +162,20 @@ def test_roots_left_to_their_worker_without_pacing(no_slurm_env):
         result = where.client.compute(total, optimize_graph=False).result()
     assert result == 4000 * 1000 * 30.0
     assert max(observer.most.values()) > 2, observer.most
+
+
+def test_no_pacing_where_tasks_without_worker_fail(no_slurm_env):
+    """A scheduler that fails tasks left in ``no-worker`` for a time would fail held
+    roots: nothing is held there."""
+    with (
+        dask.config.set({"distributed.scheduler.no-workers-timeout": "1s"}),
+        execution("local", workers=2) as where,
+    ):
+        observer = _observe(where, "ones-timeout")
+        total = _chain(4000, 100, "ones-timeout")
+        result = where.client.compute(total, optimize_graph=False).result()
+    assert result == 4000 * 1000 * 30.0
+    assert observer.kept_back == 0
 
 
 def test_task_needing_many_held_roots(no_slurm_env):

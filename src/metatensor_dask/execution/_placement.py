@@ -23,7 +23,8 @@ message later), so the reads ran far ahead of the tasks that consume them: a wor
 the demo pipeline held ~1 GiB of chunks, at the spill threshold. :class:`RowPlacement`
 therefore keeps the root tasks of each worker back (in distributed's ``no-worker`` state,
 restricted to :data:`HELD`, a worker that never exists) and releases them in the order of
-their priorities (see :class:`Pacing`).
+their priorities (see :class:`Pacing`), unless the scheduler fails tasks left without a
+worker for a time (``distributed.scheduler.no-workers-timeout``).
 """
 
 from __future__ import annotations
@@ -182,6 +183,8 @@ class RowPlacement(SchedulerPlugin):
         workers = sorted(ws.address for ws in scheduler.running)
         if not workers:
             return
+        # a scheduler that fails tasks left in `no-worker` too long would fail held ones
+        pacing = self.pacing and not getattr(scheduler, "no_workers_timeout", None)
         held = False
         for key, (i, n) in row_positions(tasks).items():
             ts = scheduler.tasks.get(key)
@@ -195,7 +198,7 @@ class RowPlacement(SchedulerPlugin):
                 or ts.resource_restrictions
             ):
                 continue
-            root = self.pacing and not ts.dependencies
+            root = pacing and not ts.dependencies
             if len(workers) < 2 and not root:
                 continue
             worker = workers[(2 * i + 1) * len(workers) // (2 * n)]
