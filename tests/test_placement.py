@@ -7,8 +7,9 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import wait
+from distributed.diagnostics.plugin import SchedulerPlugin
 
-from metatensor_dask.execution._placement import row_positions
+from metatensor_dask.execution._placement import Pacing, RowPlacement, row_positions
 from metatensor_dask.execution.cluster import WORKER_ENVIRONMENT, execution
 
 
@@ -87,3 +88,121 @@ def test_user_restrictions_are_kept(no_slurm_env):
         wait(persisted)
         holders = where.client.who_has(persisted)
         assert {w for found in holders.values() for w in found} == {workers[1]}
+
+
+class RootsInMemory(SchedulerPlugin):
+    """Counts, per worker, the results of tasks of ``name`` held at once (the most)."""
+
+    name = "test-roots-in-memory"
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.held: dict[str, set] = {}
+        self.most: dict[str, int] = {}
+        self.where: dict = {}
+        self.scheduler = None
+        self.kept_back = 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if not (isinstance(key, tuple) and key[0].startswith(self.prefix)):
+            return
+        self.kept_back += finish == "no-worker"
+        if finish == "memory":
+            worker = next(iter(self.scheduler.tasks[key].who_has)).address
+            self.where[key] = worker
+            self.held.setdefault(worker, set()).add(key)
+            self.most[worker] = max(self.most.get(worker, 0), len(self.held[worker]))
+        elif start == "memory" and key in self.where:
+            self.held[self.where.pop(key)].discard(key)
+
+
+def _chain(rows: int, chunk: int, name: str):
+    """Root tasks (``name``) each feeding a chain of three tasks, then a sum."""
+    x = da.ones((rows, 1000), chunks=(chunk, 1000), name=name)
+    for factor in (2.0, 3.0, 5.0):
+        x = x.map_blocks(np.multiply, factor, dtype=float)
+    return x.sum()
+
+
+def _replace_placement(where, placement: RowPlacement) -> None:
+    with pytest.warns(UserWarning, match="overwriting"):
+        where.client.register_plugin(placement)
+
+
+def _observe(where, prefix: str) -> RootsInMemory:
+    scheduler = where.client.cluster.scheduler
+    observer = RootsInMemory(prefix)
+    observer.scheduler = scheduler
+    scheduler.add_plugin(observer)
+    return observer
+
+
+def test_roots_released_a_few_at_a_time(no_slurm_env):
+    """Each worker holds a bounded number of root results, however many roots it has."""
+    with execution("local", workers=2) as where:
+        _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
+        observer = _observe(where, "ones-paced")
+        total = _chain(4000, 100, "ones-paced")
+        result = where.client.compute(total, optimize_graph=False).result()
+    assert result == 4000 * 1000 * 30.0
+    # 20 roots per worker, one thread each: one active root, and one more when the
+    # worker has nothing else to run
+    assert len(observer.most) == 2
+    assert max(observer.most.values()) <= 2, observer.most
+    assert observer.kept_back == 40
+
+
+def test_roots_left_to_their_worker_without_pacing(no_slurm_env):
+    """The same graph, every root sent at once: the reads run ahead (what pacing is for;
+    this checks that the test above can fail)."""
+    with execution("local", workers=2) as where:
+        _replace_placement(where, RowPlacement(False))
+        observer = _observe(where, "ones-unpaced")
+        total = _chain(4000, 100, "ones-unpaced")
+        result = where.client.compute(total, optimize_graph=False).result()
+    assert result == 4000 * 1000 * 30.0
+    assert max(observer.most.values()) > 2, observer.most
+
+
+def test_no_pacing_where_tasks_without_worker_fail(no_slurm_env):
+    """A scheduler that fails tasks left in ``no-worker`` for a time would fail held
+    roots: nothing is held there."""
+    with (
+        dask.config.set({"distributed.scheduler.no-workers-timeout": "1s"}),
+        execution("local", workers=2) as where,
+    ):
+        observer = _observe(where, "ones-timeout")
+        total = _chain(4000, 100, "ones-timeout")
+        result = where.client.compute(total, optimize_graph=False).result()
+    assert result == 4000 * 1000 * 30.0
+    assert observer.kept_back == 0
+
+
+def test_task_needing_many_held_roots(no_slurm_env):
+    """A task combining more roots than pacing lets a worker hold still runs: a worker
+    with nothing to run gets its next root."""
+    with execution("local", workers=2) as where:
+        _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
+        x = da.ones(4000, chunks=100, name="ones-many") * 3.0
+        total = x.sum(split_every=40)
+        assert where.client.compute(total).result(timeout=60) == 12000.0
+
+
+def test_held_roots_resubmitted_after_cancel(no_slurm_env):
+    with execution("local", workers=2) as where:
+        total = _chain(4000, 100, "ones-cancelled")
+        future = where.client.compute(total, optimize_graph=False)
+        future.cancel()
+        again = where.client.compute(total, optimize_graph=False)
+        assert again.result(timeout=60) == 4000 * 1000 * 30.0
+
+
+def test_held_roots_of_a_retired_worker(no_slurm_env):
+    """What was kept back for a worker that leaves runs on the others."""
+    with execution("local", workers=2) as where:
+        _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
+        workers = sorted(where.client.scheduler_info()["workers"])
+        total = _chain(4000, 100, "ones-retired")
+        future = where.client.compute(total, optimize_graph=False)
+        where.client.retire_workers([workers[1]])
+        assert future.result(timeout=60) == 4000 * 1000 * 30.0

@@ -1,4 +1,5 @@
-"""Keeping the tasks of the same rows on the same worker of a cluster.
+"""Keeping the tasks of the same rows on the same worker of a cluster, and the reads of
+each worker a few at a time.
 
 The arrays of a block (values, every gradient, and what operations derive from them) are
 co-partitioned along their first axis: chunk ``i`` of a gradient pairs with chunk ``i``
@@ -11,26 +12,44 @@ are often read on different workers and one of them crosses over: on a 2-worker
 :class:`RowPlacement` gives each worker a contiguous range of every array's rows
 instead: task ``(name, i, ...)`` of an array of ``n`` chunks along its first axis goes to
 worker ``floor(workers * (i + 1/2) / n)``, so the chunks of the same rows, of every
-array, land on the same worker, and each worker streams its range in the order of the
-graph's priorities. The restriction is loose: when that worker has gone, any worker runs
-the task. Tasks that carry their own restrictions keep them, and arrays of fewer chunks
-than workers are left to the scheduler.
+array, land on the same worker. The restriction is loose: when that worker has gone, any
+worker runs the task. Tasks that carry their own restrictions keep them, and arrays of
+fewer chunks than workers are left to the scheduler.
+
+Distributed holds back root tasks (those without dependencies: the reads) only when they
+are unrestricted; a worker given all the reads of its range at once runs one whenever no
+other task is ready, which happens after every task (its dependents reach the worker one
+message later), so the reads ran far ahead of the tasks that consume them: a worker of
+the demo pipeline held ~1 GiB of chunks, at the spill threshold. :class:`RowPlacement`
+therefore keeps the root tasks of each worker back (in distributed's ``no-worker`` state,
+restricted to :data:`HELD`, a worker that never exists) and releases them in the order of
+their priorities (see :class:`Pacing`), unless the scheduler fails tasks left without a
+worker for a time (``distributed.scheduler.no-workers-timeout``).
 """
 
 from __future__ import annotations
 
+import heapq
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-__all__ = ["RowPlacement", "row_positions"]
+__all__ = ["HELD", "Pacing", "RowPlacement", "row_positions"]
 
 
 #: Tasks whose keys number pieces rather than rows: dask's rechunk numbers the pieces
 #: it cuts from each chunk in one sequence. Left to the scheduler, they run where the
 #: chunk they cut is.
 NOT_ROWS = ("rechunk-split-",)
+
+#: The worker restriction of a root task kept back: no worker has this address, so the
+#: scheduler leaves the task in ``no-worker`` until it is released.
+HELD = "metatensor-dask-held"
+
+#: States of a released root task that stopped running without a result.
+_GONE = ("released", "forgotten", "erred")
 
 
 def row_positions(keys: Iterable[Any]) -> dict[Any, tuple[int, int]]:
@@ -52,27 +71,194 @@ def row_positions(keys: Iterable[Any]) -> dict[Any, tuple[int, int]]:
     return {key: (key[1], counts[key[0]]) for key in found}
 
 
+class Pacing:
+    """Which kept-back root tasks of each worker to release now.
+
+    The next kept-back task of a worker, in priority order, is released while
+
+    * the data the worker holds (all of it: what the released tasks read and what was
+      computed from it), with the expected size of the root tasks released to it and
+      still running (the mean size of the finished root tasks of their group, else
+      half the budget), is under the budget: ``fraction`` of the worker's memory limit
+      (``default_budget`` bytes for workers without a limit); or
+    * the worker has fewer tasks to run than threads: nothing it holds can go on
+      without more input, so holding back would leave it idle (and could leave a task
+      waiting forever for inputs that are kept back).
+
+    Parameters
+    ----------
+    fraction
+        Share of a worker's memory limit that its data may fill before root tasks are
+        kept back.
+    default_budget
+        The budget of a worker without a memory limit, in bytes.
+    """
+
+    def __init__(self, fraction: float = 0.125, default_budget: int = 512 * 2**20):
+        self.fraction = fraction
+        self.default_budget = default_budget
+        self.held: dict[str, list[tuple[Any, Any]]] = {}
+        self.running: dict[str, set[Any]] = {}
+        self.owner: dict[Any, str] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}
+
+    def hold(self, worker: str, key: Any, priority: Any) -> None:
+        """Keep ``key`` (of ``priority``) back for ``worker``."""
+        heapq.heappush(self.held.setdefault(worker, []), (priority, key))
+
+    def done(self, key: Any, group: str | None = None, nbytes: int = -1) -> bool:
+        """Stop counting released ``key`` as running (it finished, giving ``nbytes`` to
+        the mean of ``group``, or was released); whether it was counted."""
+        worker = self.owner.pop(key, None)
+        if worker is None:
+            return False
+        self.running[worker].discard(key)
+        if group is not None and nbytes >= 0:
+            total, count = self.sizes.get(group, (0, 0))
+            self.sizes[group] = (total + nbytes, count + 1)
+        return True
+
+    def orphans(self, worker: str) -> list[tuple[Any, Any]]:
+        """Remove and return what was kept back for ``worker`` (which has left)."""
+        for key in self.running.pop(worker, set()):
+            self.owner.pop(key, None)
+        return self.held.pop(worker, [])
+
+    def _expected(self, ts: Any, budget: float) -> float:
+        total, count = self.sizes.get(ts.group.name, (0, 0))
+        return total / count if count else budget / 2
+
+    def release(self, scheduler: Any) -> dict[Any, str]:
+        """Release what the rules above allow (restricted, loosely, to their worker);
+        the recommendations (``{key: "processing"}``) to send to ``scheduler``."""
+        recommendations: dict[Any, str] = {}
+        for worker, heap in self.held.items():
+            ws = scheduler.workers.get(worker)
+            if ws is None or not heap:
+                continue
+            running = self.running.setdefault(worker, set())
+            budget = ws.memory_limit * self.fraction if ws.memory_limit else self.default_budget
+            tasks = (scheduler.tasks.get(key) for key in running)
+            held = ws.nbytes + sum(self._expected(ts, budget) for ts in tasks if ts is not None)
+            busy = len(ws.processing)
+            while heap and (held < budget or busy < ws.nthreads):
+                _, key = heapq.heappop(heap)
+                ts = scheduler.tasks.get(key)
+                if ts is None or ts.state != "no-worker" or ts.worker_restrictions != {HELD}:
+                    continue  # cancelled, or already released
+                ts.worker_restrictions = {worker}
+                ts.loose_restrictions = True
+                recommendations[key] = "processing"
+                running.add(key)
+                self.owner[key] = worker
+                held += self._expected(ts, budget)
+                busy += 1
+        return recommendations
+
+
 class RowPlacement(SchedulerPlugin):
-    """A scheduler plugin placing the chunks of the same rows on the same worker (see
-    the module's documentation)."""
+    """A scheduler plugin placing the chunks of the same rows on the same worker, and
+    releasing the root tasks of each worker a few at a time (see the module's
+    documentation).
+
+    Parameters
+    ----------
+    pacing
+        How root tasks are kept back (see :class:`Pacing`; ``None``: its defaults);
+        ``False`` sends every task to its worker at once.
+    """
 
     name = "metatensor-dask-row-placement"
 
+    def __init__(self, pacing: Pacing | Literal[False] | None = None):
+        self.pacing = pacing is not False
+        self._pace = pacing or Pacing()
+        self._scheduler: Any = None
+        self._pending = False
+
     def update_graph(self, scheduler: Any, *, tasks: list[Any], **kwargs: Any) -> None:
-        """Restrict the new ``tasks`` (loosely) to the worker of their rows."""
+        """Restrict the new ``tasks`` (loosely) to the worker of their rows, and keep
+        their root tasks back."""
+        self._scheduler = scheduler
         workers = sorted(ws.address for ws in scheduler.running)
-        if len(workers) < 2:
+        if not workers:
             return
+        # a scheduler that fails tasks left in `no-worker` too long would fail held ones
+        pacing = self.pacing and not getattr(scheduler, "no_workers_timeout", None)
+        held = False
         for key, (i, n) in row_positions(tasks).items():
             ts = scheduler.tasks.get(key)
-            if (
+            if ts is None or ts.state != "released":
+                continue
+            # kept back by an earlier graph and released (cancelled) since: ours again
+            if ts.worker_restrictions != {HELD} and (
                 n < len(workers)
-                or ts is None
-                or ts.state != "released"
                 or ts.worker_restrictions
                 or ts.host_restrictions
                 or ts.resource_restrictions
             ):
                 continue
-            ts.worker_restrictions = {workers[(2 * i + 1) * len(workers) // (2 * n)]}
-            ts.loose_restrictions = True
+            root = pacing and not ts.dependencies
+            if len(workers) < 2 and not root:
+                continue
+            worker = workers[(2 * i + 1) * len(workers) // (2 * n)]
+            if root:
+                ts.worker_restrictions = {HELD}
+                ts.loose_restrictions = False
+                self._pace.hold(worker, key, ts.priority)
+                held = True
+            else:
+                ts.worker_restrictions = {worker}
+                ts.loose_restrictions = True
+        if held:
+            self._schedule()
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any
+    ) -> None:
+        """Follow the released root tasks; release more when a worker finishes a task
+        or lets data go."""
+        if finish == "memory" and key in self._pace.owner:
+            ts = self._scheduler.tasks[key]
+            self._pace.done(key, ts.group.name, ts.nbytes)
+        elif finish in _GONE:
+            self._pace.done(key)
+        # a worker whose data shrank, or that finished a task, may take more
+        if (start == "memory" or finish == "memory") and any(self._pace.held.values()):
+            self._schedule()
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        """Give what was kept back for ``worker`` to the remaining workers."""
+        self._adopt(scheduler, self._pace.orphans(worker), leaving=worker)
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        """Give a new worker what was kept back while no worker was running."""
+        self._adopt(scheduler, self._pace.orphans(HELD))
+
+    def restart(self, scheduler: Any) -> None:
+        """Forget everything: the scheduler forgot its tasks."""
+        self._pace = Pacing(self._pace.fraction, self._pace.default_budget)
+
+    def _adopt(
+        self, scheduler: Any, orphans: list[tuple[Any, Any]], leaving: str | None = None
+    ) -> None:
+        self._scheduler = scheduler
+        workers = sorted(ws.address for ws in scheduler.running if ws.address != leaving)
+        for j, (priority, key) in enumerate(sorted(orphans)):
+            self._pace.hold(workers[j % len(workers)] if workers else HELD, key, priority)
+        if orphans:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Release tasks once the scheduler's current transitions are done."""
+        if not self._pending and self._scheduler is not None:
+            self._pending = True
+            self._scheduler.loop.add_callback(self._release)
+
+    def _release(self) -> None:
+        self._pending = False
+        recommendations = self._pace.release(self._scheduler)
+        if recommendations:
+            self._scheduler.transitions(
+                recommendations, stimulus_id=f"row-placement-release-{time.time()}"
+            )

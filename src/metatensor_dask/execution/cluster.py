@@ -61,18 +61,19 @@ JOBQUEUE = {
 CLUSTERS = ("threads", "local", *JOBQUEUE)
 
 #: Environment of the worker processes of a ``local`` cluster, over distributed's
-#: ``distributed.nanny.pre-spawn-environ``. glibc serves allocations from 64 MiB up with
-#: ``mmap`` and gives them back on ``free`` (and distributed asks it to give back every
-#: free 64 KiB at the top of its heap): every chunk-sized temporary was then faulted in
-#: page by page (16,384 zeroed pages per 64 MiB chunk), and the workers of the demo
-#: pipeline spent a quarter more CPU than with these settings. Up to 256 MiB, blocks
-#: come from one heap (one arena: the workers' threads share it) and are reused; free
-#: memory beyond 256 MiB at its top is given back. As for every pre-spawn variable of
-#: distributed, a value already in the environment of the process wins (distributed
-#: itself writes the values it gives to its workers there).
+#: ``distributed.nanny.pre-spawn-environ``. distributed asks glibc to give back every free
+#: 64 KiB at the top of its heap, so the blocks of every task's temporaries were returned
+#: and faulted in again page by page. Here allocations from 16 MiB up (chunk-sized
+#: arrays) are served by ``mmap`` and returned on ``free`` (numpy asks for huge pages for
+#: them: few page faults), smaller ones come from one heap (one arena: the workers'
+#: threads share it), and free memory at its top is given back beyond 64 MiB. With
+#: 64 MiB chunks, serving them from the heap too (a 256 MiB threshold) kept up to
+#: 0.9 GiB per worker of freed chunks resident, for no less CPU. As for every pre-spawn
+#: variable of distributed, a value already in the environment of the process wins
+#: (distributed itself writes the values it gives to its workers there).
 WORKER_ENVIRONMENT = {
-    "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20),
+    "MALLOC_MMAP_THRESHOLD_": str(16 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20),
     "MALLOC_ARENA_MAX": "1",
 }
 
