@@ -66,6 +66,18 @@ def soap(items):
 def dropped(items):
     soap(items)
 
+def cpu_seconds():
+    # CPU seconds (user + system) of this process and of each live child (the
+    # workers), by pid: comparable under load, when wall times are not
+    me = psutil.Process()
+    found = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            found[process.pid] = sum(process.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return found
+
 peak = 0
 stop = threading.Event()
 def sample():
@@ -86,13 +98,21 @@ with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.
         Client(cluster) as client:
     client.run(soap, [0])  # warm up: imports in the workers
     threading.Thread(target=sample, daemon=True).start()
+    cpu_start = cpu_seconds()
     start = time.perf_counter()
 """
 
 _REPORT = """
     seconds = time.perf_counter() - start
+    cpu_end = cpu_seconds()
     stop.set()
-print(json.dumps({"seconds": seconds, "peak_mib": peak / 2**20}))
+used = {pid: cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_end.items()}
+client_cpu = used.pop(psutil.Process().pid)
+workers_cpu = sum(used.values())
+print(json.dumps({
+    "seconds": seconds, "peak_mib": peak / 2**20, "cpu_s": client_cpu + workers_cpu,
+    "client_cpu_s": client_cpu, "workers_cpu_s": workers_cpu,
+}))
 """
 
 SCRIPTS = {
@@ -144,10 +164,14 @@ def test_summary():
             continue
         peaks.append(written["peak_mib"])
         overhead = 100 * (written["seconds"] / alone["seconds"] - 1)
+        cpu_overhead = 100 * (written["cpu_s"] / alone["cpu_s"] - 1)
         print(
             f"{n_items:5d} structures: featomic {alone['seconds']:6.2f} s "
-            f"(peak {alone['peak_mib']:5.0f} MiB), write_batches {written['seconds']:6.2f} s "
-            f"(peak {written['peak_mib']:5.0f} MiB): overhead {overhead:+.0f}%"
+            f"(cpu {alone['cpu_s']:6.2f} s, peak {alone['peak_mib']:5.0f} MiB), "
+            f"write_batches {written['seconds']:6.2f} s (cpu {written['cpu_s']:6.2f} s: "
+            f"client {written['client_cpu_s']:5.2f}, workers {written['workers_cpu_s']:6.2f}; "
+            f"peak {written['peak_mib']:5.0f} MiB): overhead {overhead:+.0f}% wall, "
+            f"{cpu_overhead:+.0f}% cpu"
         )
     if len(peaks) == 2:
         print(f"write_batches peak memory at 4x the data: {peaks[1] - peaks[0]:+.0f} MiB")
