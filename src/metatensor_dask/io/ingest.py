@@ -53,7 +53,8 @@ from .ingest_progress import BatchProgress
 from .zarr_append import AppendPlan, commit, documents, plan_append, store_now, store_rows
 from .zarr_codecs import is_plain
 from .zarr_renumber import shifted
-from .zarr_store import describe, open_store, plain_chunks, set_many
+from .zarr_rows import chunk_parts, write_parts
+from .zarr_store import describe, open_store, set_many
 from .zarr_write import _plan_whole, _read_root
 
 __all__ = ["write_batches"]
@@ -228,7 +229,7 @@ def _store_interior(store: Any, lock: WriteId, result: Any, planned: dict[str, A
     found = list(arrays.values())
     lock.check()
     for source, begin, end, path, document, first in planned["interior"]:
-        set_many(store, dict(plain_chunks(path, document, found[source][begin:end], first)))
+        write_parts(store, chunk_parts(path, document, found[source][begin:end], first))
 
 
 def _finish_batch(
@@ -444,6 +445,7 @@ class _Batches:
         self.window = window
         self.computed = committed
         self.futures: deque[Any] = deque()  # computations not committed, in order
+        self.workers: deque[str | None] = deque()  # where each was sent
         self._lock = threading.Lock()
 
     def batch(self, index: int) -> list[Any]:
@@ -454,11 +456,22 @@ class _Batches:
         limit = self.window if self.window is not None else 2 * threads
         return self.submitted < self.total and self.submitted < self.committed + max(limit, 1)
 
-    def started(self, future: Any) -> None:
-        """Record the computation of the next batch."""
+    def started(self, future: Any, worker: str | None = None) -> None:
+        """Record the computation of the next batch (sent to ``worker``)."""
         future.add_done_callback(self._done)
         self.futures.append(future)
+        self.workers.append(worker)
         self.submitted += 1
+
+    def least_loaded(self, threads: dict[str, int]) -> str | None:
+        """The worker (of those with their ``threads``) holding the fewest batches not
+        committed per thread, so that each holds its share of the window, whatever
+        the number of batches (``None`` without workers)."""
+        held = {worker: 0 for worker in threads}
+        for worker in self.workers:
+            if worker in held:
+                held[worker] += 1
+        return min(held, key=lambda w: (held[w] / max(threads[w], 1), w), default=None)
 
     def _done(self, future: Any) -> None:  # called from another thread
         if not future.cancelled():
@@ -468,6 +481,7 @@ class _Batches:
     def finished(self) -> None:
         """The oldest batch is committed: forget it."""
         self.futures.popleft()
+        self.workers.popleft()
         self.committed += 1
 
     def failure(self, index: int, error: Exception, where: str) -> MetatensorDaskError:
@@ -487,6 +501,7 @@ class _Batches:
             if isinstance(future, concurrent.futures.Future):
                 future.cancel()
         self.futures.clear()
+        self.workers.clear()
 
 
 def _on_threads(batches: _Batches, commit_args: _Target, progress: BatchProgress) -> None:
@@ -534,12 +549,18 @@ def _commit_in_order(
     from distributed import wait
 
     previous = planned = None
-    threads = 0  # of the workers, read again after each commit: workers come and go
+    workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
     while batches.committed < batches.total:
-        threads = threads or max(sum(client.nthreads().values()), 1)
-        while batches.wanted(threads):
+        workers = workers or client.nthreads()
+        while batches.wanted(max(sum(workers.values()), 1)):
             index = batches.submitted
-            batches.started(client.submit(batches.function, batches.batch(index), pure=False))
+            # each worker computes its share of the window: its memory holds at most
+            # that many batches, however long the run
+            worker = batches.least_loaded(workers)
+            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
+            batches.started(
+                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
+            )
         # the next commits whose batch is computed, pinned to the worker holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             index = batches.committed + len(commits)
@@ -552,6 +573,8 @@ def _commit_in_order(
             holders = list(client.who_has([future]).get(future.key, ()))
             # (none when the batch failed: its tasks fail at once, wherever they run)
             pin = {"workers": holders, "allow_other_workers": True} if holders else {}
+            # before the computations queued on the worker: a commit frees a batch
+            pin["priority"] = 1
             planned = client.submit(
                 _plan_batch, *commit_args, index, batches.items[index * batches.size], future,
                 planned, True, pure=False, **pin,
@@ -562,7 +585,7 @@ def _commit_in_order(
             )  # fmt: skip
             previous = client.submit(
                 _finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
-                pure=False,
+                pure=False, priority=1,
             )  # fmt: skip
             commits.append(previous)
             del future  # released once committed: the batches.futures entry is the last
@@ -574,7 +597,7 @@ def _commit_in_order(
                 raise batches.failure(index, error, commit_args[1].where) from error
             batches.finished()
             progress.update(batches.computed, batches.committed)
-            threads = 0
+            workers = {}
             continue
         pending = [commits[0]] if commits else []
         if len(commits) < len(batches.futures):
