@@ -66,6 +66,15 @@ def soap(items):
 def dropped(items):
     soap(items)
 
+def written(items, folder):
+    # the floor of any ingestion: the bytes of values and gradients written to files
+    import os
+    import numpy as np
+    for i, block in enumerate(soap(items).blocks()):
+        arrays = [block.values, *(g.values for _, g in block.gradients())]
+        for j, array in enumerate(arrays):
+            np.asarray(array).tofile(os.path.join(folder, f"{items[0]}-{i}-{j}.bin"))
+
 def cpu_seconds():
     # CPU seconds (user + system) of this process and of each live child (the
     # workers), by pid: comparable under load, when wall times are not
@@ -120,6 +129,12 @@ SCRIPTS = {
         batches = [items[i : i + batch] for i in range(0, n_items, batch)]
         client.gather(client.map(dropped, batches, pure=False))
     """,
+    "featomic + raw files": """
+        import os
+        os.makedirs(target)
+        batches = [items[i : i + batch] for i in range(0, n_items, batch)]
+        client.gather(client.map(written, batches, folder=target, pure=False))
+    """,
     "write_batches": """
         mtd.write_batches(soap, items, target, batch_size=batch, quiet=True)
     """,
@@ -159,19 +174,21 @@ def test_summary():
     peaks = []
     for n_items in (ITEMS, 4 * ITEMS):
         alone = _RESULTS.get(("featomic alone", n_items))
-        written = _RESULTS.get(("write_batches", n_items))
-        if alone is None or written is None:
+        if alone is None:
             continue
-        peaks.append(written["peak_mib"])
-        overhead = 100 * (written["seconds"] / alone["seconds"] - 1)
-        cpu_overhead = 100 * (written["cpu_s"] / alone["cpu_s"] - 1)
-        print(
-            f"{n_items:5d} structures: featomic {alone['seconds']:6.2f} s "
-            f"(cpu {alone['cpu_s']:6.2f} s, peak {alone['peak_mib']:5.0f} MiB), "
-            f"write_batches {written['seconds']:6.2f} s (cpu {written['cpu_s']:6.2f} s: "
-            f"client {written['client_cpu_s']:5.2f}, workers {written['workers_cpu_s']:6.2f}; "
-            f"peak {written['peak_mib']:5.0f} MiB): overhead {overhead:+.0f}% wall, "
-            f"{cpu_overhead:+.0f}% cpu"
-        )
+        print(f"{n_items:5d} structures:")
+        for name in SCRIPTS:
+            found = _RESULTS.get((name, n_items))
+            if found is None:
+                continue
+            if name == "write_batches":
+                peaks.append(found["peak_mib"])
+            wall = 100 * (found["seconds"] / alone["seconds"] - 1)
+            cpu = 100 * (found["cpu_s"] / alone["cpu_s"] - 1)
+            print(
+                f"  {name:20s} {found['seconds']:6.2f} s ({wall:+4.0f}%), "
+                f"cpu {found['cpu_s']:6.2f} s ({cpu:+4.0f}%; client {found['client_cpu_s']:5.2f}, "
+                f"workers {found['workers_cpu_s']:6.2f}), peak {found['peak_mib']:5.0f} MiB"
+            )
     if len(peaks) == 2:
         print(f"write_batches peak memory at 4x the data: {peaks[1] - peaks[0]:+.0f} MiB")
