@@ -21,6 +21,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.sizeof import sizeof
 
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
@@ -41,6 +42,27 @@ RUN = "batches"
 
 #: What a commit needs besides its batch: the store, the lock, the chunks, the run.
 Target = tuple[Any, WriteId, ChunkRequest, dict[str, Any]]
+
+
+def _block_bytes(block: Any) -> int:
+    found = int(getattr(block.values, "nbytes", 0))
+    return found + sum(_block_bytes(gradient) for _, gradient in block.gradients())
+
+
+@sizeof.register_lazy("metatensor")
+def _metatensor_sizes() -> None:
+    """Tell dask (and distributed's scheduler) the size of metatensor-core results: the
+    bytes of their arrays. Taking a batch for a few bytes, the scheduler would move the
+    tasks appending it to an idle worker (work stealing), copying the whole batch."""
+    import metatensor
+
+    @sizeof.register(metatensor.TensorMap)
+    def tensor_bytes(tensor: Any) -> int:
+        return sum(_block_bytes(block) for block in tensor.blocks())
+
+    @sizeof.register(metatensor.TensorBlock)
+    def block_bytes(block: Any) -> int:
+        return _block_bytes(block)
 
 
 def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:

@@ -160,6 +160,9 @@ def _commit_in_order(
 ) -> None:
     from distributed import wait
 
+    # every worker imports this module now (a second or more: dask.array, zarr...), before
+    # it computes: its batches' sizes are then known to the scheduler from the first one
+    client.run(_imported)
     previous = planned = None
     workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
     while batches.committed < batches.total:
@@ -177,11 +180,6 @@ def _commit_in_order(
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             index = batches.committed + len(commits)
             future = batches.futures[len(commits)]
-            if previous is None:
-                # every worker imports this module (a second or more: dask.array, zarr...)
-                # now, while computing its next batch, rather than each when its first
-                # commit reaches it (its window of batches computed, its thread idle)
-                client.run(_imported, wait=False)
             holders = list(client.who_has([future]).get(future.key, ()))
             # (none when the batch failed: its tasks fail at once, wherever they run)
             pin = {"workers": holders, "allow_other_workers": True} if holders else {}
@@ -223,7 +221,8 @@ def _commit_in_order(
 
 async def _imported() -> None:
     """Nothing: a worker imports this module to unpickle it, in its event loop (an
-    import from another thread could race with the loop's own imports)."""
+    import from another thread could race with the loop's own imports), and with it
+    the size of metatensor-core results (see :mod:`.ingest_batch`)."""
 
 
 def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:
