@@ -1,12 +1,15 @@
 """Ingestion: ``write_batches`` of featomic batches against the featomic computations alone.
 
 Each measurement runs in its own Python process, on a 2-worker ``LocalCluster``
-(processes), and reports its wall time and the peak resident memory of the process and
-its workers together (sampled every 20 ms). The batches are featomic's SOAP power
-spectrum with positions gradients of rattled silicon supercells (64 atoms each),
-``BATCH`` structures per batch:
+(processes), and reports its wall time, the peak resident memory of the process and its
+workers together (sampled every 20 ms), and the CPU seconds of the process (client and
+scheduler) and of its workers, which a loaded machine inflates much less than wall times.
+The batches are featomic's SOAP power spectrum with positions gradients of rattled
+silicon supercells (64 atoms each), ``BATCH`` structures per batch:
 
 * ``featomic alone``: every batch computed on the cluster and dropped;
+* ``featomic + raw files``: every batch computed, its arrays written to files by the
+  worker (the floor of any ingestion: the bytes written, nothing else);
 * ``write_batches``: the same batches computed and committed to a Zarr store.
 
 Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overhead
