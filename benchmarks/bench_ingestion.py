@@ -1,12 +1,15 @@
 """Ingestion: ``write_batches`` of featomic batches against the featomic computations alone.
 
 Each measurement runs in its own Python process, on a 2-worker ``LocalCluster``
-(processes), and reports its wall time and the peak resident memory of the process and
-its workers together (sampled every 20 ms). The batches are featomic's SOAP power
-spectrum with positions gradients of rattled silicon supercells (64 atoms each),
-``BATCH`` structures per batch:
+(processes), and reports its wall time, the peak resident memory of the process and its
+workers together (sampled every 20 ms), and the CPU seconds of the process (client and
+scheduler) and of its workers, which a loaded machine inflates much less than wall times.
+The batches are featomic's SOAP power spectrum with positions gradients of rattled
+silicon supercells (64 atoms each), ``BATCH`` structures per batch:
 
 * ``featomic alone``: every batch computed on the cluster and dropped;
+* ``featomic + raw files``: every batch computed, its arrays written to files by the
+  worker (the floor of any ingestion: the bytes written, nothing else);
 * ``write_batches``: the same batches computed and committed to a Zarr store.
 
 Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overhead
@@ -66,6 +69,27 @@ def soap(items):
 def dropped(items):
     soap(items)
 
+def written(items, folder):
+    # the floor of any ingestion: the bytes of values and gradients written to files
+    import os
+    import numpy as np
+    for i, block in enumerate(soap(items).blocks()):
+        arrays = [block.values, *(g.values for _, g in block.gradients())]
+        for j, array in enumerate(arrays):
+            np.asarray(array).tofile(os.path.join(folder, f"{items[0]}-{i}-{j}.bin"))
+
+def cpu_seconds():
+    # CPU seconds (user + system) of this process and of each live child (the
+    # workers), by pid: comparable under load, when wall times are not
+    me = psutil.Process()
+    found = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            found[process.pid] = sum(process.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return found
+
 peak = 0
 stop = threading.Event()
 def sample():
@@ -86,19 +110,33 @@ with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.
         Client(cluster) as client:
     client.run(soap, [0])  # warm up: imports in the workers
     threading.Thread(target=sample, daemon=True).start()
+    cpu_start = cpu_seconds()
     start = time.perf_counter()
 """
 
 _REPORT = """
     seconds = time.perf_counter() - start
+    cpu_end = cpu_seconds()
     stop.set()
-print(json.dumps({"seconds": seconds, "peak_mib": peak / 2**20}))
+used = {pid: cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_end.items()}
+client_cpu = used.pop(psutil.Process().pid)
+workers_cpu = sum(used.values())
+print(json.dumps({
+    "seconds": seconds, "peak_mib": peak / 2**20, "cpu_s": client_cpu + workers_cpu,
+    "client_cpu_s": client_cpu, "workers_cpu_s": workers_cpu,
+}))
 """
 
 SCRIPTS = {
     "featomic alone": """
         batches = [items[i : i + batch] for i in range(0, n_items, batch)]
         client.gather(client.map(dropped, batches, pure=False))
+    """,
+    "featomic + raw files": """
+        import os
+        os.makedirs(target)
+        batches = [items[i : i + batch] for i in range(0, n_items, batch)]
+        client.gather(client.map(written, batches, folder=target, pure=False))
     """,
     "write_batches": """
         mtd.write_batches(soap, items, target, batch_size=batch, quiet=True)
@@ -139,15 +177,21 @@ def test_summary():
     peaks = []
     for n_items in (ITEMS, 4 * ITEMS):
         alone = _RESULTS.get(("featomic alone", n_items))
-        written = _RESULTS.get(("write_batches", n_items))
-        if alone is None or written is None:
+        if alone is None:
             continue
-        peaks.append(written["peak_mib"])
-        overhead = 100 * (written["seconds"] / alone["seconds"] - 1)
-        print(
-            f"{n_items:5d} structures: featomic {alone['seconds']:6.2f} s "
-            f"(peak {alone['peak_mib']:5.0f} MiB), write_batches {written['seconds']:6.2f} s "
-            f"(peak {written['peak_mib']:5.0f} MiB): overhead {overhead:+.0f}%"
-        )
+        print(f"{n_items:5d} structures:")
+        for name in SCRIPTS:
+            found = _RESULTS.get((name, n_items))
+            if found is None:
+                continue
+            if name == "write_batches":
+                peaks.append(found["peak_mib"])
+            wall = 100 * (found["seconds"] / alone["seconds"] - 1)
+            cpu = 100 * (found["cpu_s"] / alone["cpu_s"] - 1)
+            print(
+                f"  {name:20s} {found['seconds']:6.2f} s ({wall:+4.0f}%), "
+                f"cpu {found['cpu_s']:6.2f} s ({cpu:+4.0f}%; client {found['client_cpu_s']:5.2f}, "
+                f"workers {found['workers_cpu_s']:6.2f}), peak {found['peak_mib']:5.0f} MiB"
+            )
     if len(peaks) == 2:
         print(f"write_batches peak memory at 4x the data: {peaks[1] - peaks[0]:+.0f} MiB")

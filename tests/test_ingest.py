@@ -180,6 +180,30 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
     assert mtd.verify(cluster).ok
 
 
+
+def test_each_worker_computes_its_share_of_the_window():
+    """Computations go to the worker holding the fewest batches not committed (per
+    thread), so that none holds more than its share of the window, however long the
+    run: the peak memory does not grow with the number of batches."""
+    import concurrent.futures
+
+    from metatensor_dask.io.ingest_schedule import Batches
+
+    batches = Batches(soap, list(range(10)), 1, 0, 4)
+    workers = {"tcp://b": 1, "tcp://a": 1}
+    sent = []
+    while batches.wanted(2):
+        sent.append(batches.least_loaded(workers))
+        batches.started(concurrent.futures.Future(), sent[-1])
+    assert sent == ["tcp://a", "tcp://b", "tcp://a", "tcp://b"]
+    batches.finished()  # the first batch, on a, committed: a computes the next one
+    assert batches.least_loaded(workers) == "tcp://a"
+    # a worker with 3 threads takes 3 times the batches of a worker with one
+    assert batches.least_loaded({"tcp://a": 1, "tcp://b": 3}) == "tcp://b"
+    # batches sent to a worker that left do not count; no worker, no choice
+    assert batches.least_loaded({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
+    assert batches.least_loaded({}) is None
+
 def failing(items):
     if 5 in items:
         raise RuntimeError("no structure 5")

@@ -24,8 +24,6 @@ or as after it; ``resume=True`` with the same tensor finishes it.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,17 +44,15 @@ from ._lock import WriteId
 from .zarr_codecs import is_plain
 from .zarr_read import read_labels, read_plain_region
 from .zarr_renumber import Renumber, renumbered
+from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
 from .zarr_store import (
     ArrayRef,
-    _local_root,
     delete_prefix,
     describe,
     get_many,
     list_prefix,
-    plain_chunks,
     read_arrays,
-    read_region,
     set_many,
 )
 
@@ -206,7 +202,7 @@ class _Planner:
         info = stored.samples
         chain_rows = int(info.attributes["chain"]["rows"])
         ref = ArrayRef(self.store, info.path, info.document)
-        rest = read_region(ref, (slice(chain_rows, n_old), slice(0, samples.shape[1])))
+        rest = read_plain_region(ref, (slice(chain_rows, n_old), slice(0, samples.shape[1])))
         attributes = extend_attributes(info.attributes, np.asarray(rest, np.int32), samples)
         self.plan.extend(stored.values.path, n_old, block.values)
         self.plan.extend(info.path, n_old, samples, attributes)
@@ -356,31 +352,25 @@ def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, v
         return
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     head = offset % rows
-    first = offset // rows
-    partial = {}
+    stored = None
     if head:
         # only the partial chunk is merged with its stored rows, not the whole values
-        stored = read_plain_region(
-            ref, (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:]))
+        stored = row_bytes(
+            read_plain_region(
+                ref, (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:]))
+            ),
+            document,
         )
-        merged = np.concatenate([stored, values[: rows - head]])
-        partial = plain_chunks(path, document, merged, first)
-        values, first = values[rows - head :], first + 1
-    set_many(store, dict(plain_chunks(path, document, values, first)))
+    chunks = chunk_parts(path, document, values, offset // rows, stored)
+    partial = {key: chunks.pop(key) for key in list(chunks)[:1]} if head else {}
+    write_parts(store, chunks)
     _replace(store, partial)
 
 
-def _replace(store: Store, items: dict[str, Any]) -> None:
-    """Store each item atomically: on local disks written to a temporary file renamed
-    over the key (directly: zarr's asynchronous API costs a thread hop per file)."""
-    root = _local_root(store)
-    if root is None:
-        set_many(store, items, atomic=True)
-        return
-    for key, data in items.items():
-        temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
-        temporary.write_bytes(data)
-        os.replace(temporary, root / key)
+def _replace(store: Store, items: dict[str, Parts]) -> None:
+    """Store each item (given by its parts) atomically: on local disks written to a
+    temporary file renamed over the key."""
+    write_parts(store, items, atomic=True)
 
 
 def _store_task(store: Store, path: str, document: dict, offset: int, values: Any, marker: str):
@@ -418,7 +408,7 @@ def commit(store: Store, found: dict[str, bytes]) -> None:
     """Store the node documents, then the root document (atomically): the appended rows
     are visible from then on."""
     set_many(store, {key: value for key, value in found.items() if key != "zarr.json"})
-    _replace(store, {"zarr.json": found["zarr.json"]})
+    _replace(store, {"zarr.json": [np.frombuffer(found["zarr.json"], np.uint8)]})
 
 
 def _finish(store: Store, found: dict[str, bytes], lock: WriteId, *written: Any) -> None:

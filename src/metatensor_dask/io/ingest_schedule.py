@@ -1,0 +1,238 @@
+"""Where the batches of :func:`~metatensor_dask.io.ingest.write_batches` run, through a
+window of batches computed and not yet committed, committed in item order.
+
+On a ``distributed`` cluster, each worker computes its share of the window, and each
+batch is planned, stored and committed (:mod:`.ingest_batch`) by the worker holding it,
+after the batch before it: the scheduler runs these chains without a round trip
+through this process, which only keeps the window full. Elsewhere, a pool of threads
+computes the batches and this thread commits them in turn.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dask
+
+from ..errors import MetatensorDaskError
+from .ingest_batch import Target, commit_batch, finish_batch, plan_batch, store_interior
+from .ingest_progress import BatchProgress
+
+__all__ = ["Batches", "active_client", "on_cluster", "on_threads"]
+
+
+def active_client() -> Any:
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+class Batches:
+    """The batches of a run: what is computed, committed, and the failure messages."""
+
+    def __init__(
+        self,
+        function: Callable[[list[Any]], Any],
+        items: list[Any],
+        size: int,
+        committed: int,
+        window: int | None,
+    ):
+        self.function = function
+        self.items = items
+        self.size = size
+        self.total = -(-len(items) // size)
+        self.committed = committed
+        self.submitted = committed
+        self.window = window
+        self.computed = committed
+        self.futures: deque[Any] = deque()  # computations not committed, in order
+        self.workers: deque[str | None] = deque()  # where each was sent
+        self._lock = threading.Lock()
+
+    def batch(self, index: int) -> list[Any]:
+        return self.items[index * self.size : (index + 1) * self.size]
+
+    def wanted(self, threads: int) -> bool:
+        """Whether another batch may be computed: the window is not full."""
+        limit = self.window if self.window is not None else 2 * threads
+        return self.submitted < self.total and self.submitted < self.committed + max(limit, 1)
+
+    def started(self, future: Any, worker: str | None = None) -> None:
+        """Record the computation of the next batch (sent to ``worker``)."""
+        future.add_done_callback(self._done)
+        self.futures.append(future)
+        self.workers.append(worker)
+        self.submitted += 1
+
+    def least_loaded(self, threads: dict[str, int]) -> str | None:
+        """The worker (of those with their ``threads``) holding the fewest batches not
+        committed per thread, so that each holds its share of the window, whatever
+        the number of batches (``None`` without workers)."""
+        held = {worker: 0 for worker in threads}
+        for worker in self.workers:
+            if worker in held:
+                held[worker] += 1
+        return min(held, key=lambda w: (held[w] / max(threads[w], 1), w), default=None)
+
+    def _done(self, future: Any) -> None:  # called from another thread
+        if not future.cancelled():
+            with self._lock:
+                self.computed += 1
+
+    def finished(self) -> None:
+        """The oldest batch is committed: forget it."""
+        self.futures.popleft()
+        self.workers.popleft()
+        self.committed += 1
+
+    def failure(self, index: int, error: Exception, where: str) -> MetatensorDaskError:
+        last = min((index + 1) * self.size, len(self.items)) - 1
+        return MetatensorDaskError(
+            f"batch {index} (items {index * self.size} to {last}, first item "
+            f"{self.items[index * self.size]!r}) failed: {type(error).__name__}: {error}; "
+            f"the {index} batches before it are committed to {where}: fix the problem and "
+            "call write_batches(..., resume=True) to continue after them"
+        )
+
+    def cancel(self) -> None:
+        """Stop the computations: a pool's are cancelled, a cluster's released (the
+        scheduler forgets them; cancelling futures whose dependencies are failing can
+        break the client's connection)."""
+        for future in self.futures:
+            if isinstance(future, concurrent.futures.Future):
+                future.cancel()
+        self.futures.clear()
+        self.workers.clear()
+
+
+def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
+    """Batches computed by a pool of threads, committed in order by this thread."""
+    threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
+        try:
+            while batches.committed < batches.total:
+                while batches.wanted(threads):
+                    batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
+                index = batches.committed
+                try:
+                    result = _wait(batches.futures[0], progress, batches)
+                    commit_batch(*commit_args, index, batches.items[index * batches.size], result)
+                except Exception as error:
+                    raise batches.failure(index, error, commit_args[1].where) from error
+                del result
+                batches.finished()
+                progress.update(batches.computed, batches.committed)
+        finally:
+            batches.cancel()
+
+
+def on_cluster(client: Any, batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
+    """Batches computed on the workers of ``client``, each committed by the worker that
+    holds it (so that no batch travels), after the commit before it: the scheduler runs
+    the commits in order without waiting for this process."""
+
+    commits: deque[Any] = deque()  # submitted, not yet seen done, in order
+    try:
+        _commit_in_order(client, batches, commit_args, progress, commits)
+    finally:
+        commits.clear()  # released, see Batches.cancel
+
+
+def _commit_in_order(
+    client: Any,
+    batches: Batches,
+    commit_args: Target,
+    progress: BatchProgress,
+    commits: deque[Any],
+) -> None:
+    from distributed import wait
+
+    # every worker imports this module now (a second or more: dask.array, zarr...), before
+    # it computes: its batches' sizes are then known to the scheduler from the first one
+    client.run(_imported)
+    previous = planned = None
+    workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
+    while batches.committed < batches.total:
+        workers = workers or client.nthreads()
+        while batches.wanted(max(sum(workers.values()), 1)):
+            index = batches.submitted
+            # each worker computes its share of the window: its memory holds at most
+            # that many batches, however long the run
+            worker = batches.least_loaded(workers)
+            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
+            batches.started(
+                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
+            )
+        # the next commits whose batch is computed, pinned to the worker holding it
+        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
+            index = batches.committed + len(commits)
+            future = batches.futures[len(commits)]
+            holders = list(client.who_has([future]).get(future.key, ()))
+            # (none when the batch failed: its tasks fail at once, wherever they run)
+            pin = {"workers": holders, "allow_other_workers": True} if holders else {}
+            # before the computations queued on the worker: a commit frees a batch
+            pin["priority"] = 1
+            planned = client.submit(
+                plan_batch, *commit_args, index, batches.items[index * batches.size], future,
+                planned, True, pure=False, **pin,
+            )  # fmt: skip
+            stored = client.submit(
+                store_interior, commit_args[0], commit_args[1], future, planned,
+                pure=False, **pin,
+            )  # fmt: skip
+            previous = client.submit(
+                finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
+                pure=False, priority=1,
+            )  # fmt: skip
+            commits.append(previous)
+            del future  # released once committed: the batches.futures entry is the last
+        if commits and commits[0].done():
+            index = batches.committed
+            try:
+                commits.popleft().result()
+            except Exception as error:
+                raise batches.failure(index, error, commit_args[1].where) from error
+            batches.finished()
+            progress.update(batches.computed, batches.committed)
+            workers = {}
+            continue
+        pending = [commits[0]] if commits else []
+        if len(commits) < len(batches.futures):
+            pending.append(batches.futures[len(commits)])
+        # a timeout, or a future that failed or was cancelled (distributed raises for
+        # those): the loop looks at each future again, in order, and raises for the first
+        with contextlib.suppress(Exception):
+            wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
+        progress.update(batches.computed, batches.committed)
+
+
+async def _imported() -> None:
+    """Nothing: a worker imports this module to unpickle it, in its event loop (an
+    import from another thread could race with the loop's own imports), and with it
+    the size of metatensor-core results (see :mod:`.ingest_batch`)."""
+
+
+def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:
+    """The result of ``future``, the progress redrawn while waiting."""
+    if not progress.show:
+        return future.result()
+    while True:
+        try:
+            return future.result(timeout=BatchProgress.REDRAW)
+        except TimeoutError:
+            if future.done():
+                raise  # raised by the batch itself
+            progress.update(batches.computed, batches.committed)

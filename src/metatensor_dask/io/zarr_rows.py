@@ -1,0 +1,125 @@
+"""Chunks of plain arrays written from the memory of their rows, without encoding copies.
+
+A plain chunk (see :func:`~metatensor_dask.io.zarr_codecs.is_plain`) is the C-order
+bytes of its rows, padded with zeros to the chunk's size, then (with a checksum) the
+crc32c of those bytes. Rather than copying each chunk into an encoded buffer, a chunk
+is described here by its *parts*, views of the rows' own memory followed by the padding
+and the checksum, and a local file is written from them in one ``writev``. Appends use
+this: a batch of tens of MiB would otherwise be copied once more into freshly allocated
+memory, whose page faults cost more than writing the bytes to the page cache.
+
+The bytes stored are exactly those of
+:func:`~metatensor_dask.io.zarr_codecs.encode_chunks`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key
+from .zarr_store import _local_root, set_many
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+__all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts"]
+
+#: One encoded chunk: byte arrays whose concatenation is the chunk.
+Parts = list[np.ndarray]
+
+
+def row_bytes(values: Any, document: dict[str, Any]) -> np.ndarray:
+    """The C-order little-endian bytes of ``values`` for the array ``document``, as a
+    flat ``uint8`` view of their memory (a copy only when they are not already so)."""
+    values = np.ascontiguousarray(values, dtype=_dtype(document))
+    return values.reshape(-1).view(np.uint8)
+
+
+def _with_checksum(parts: Parts) -> Parts:
+    import google_crc32c
+
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    return [*parts, np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)]
+
+
+def chunk_parts(
+    path: str,
+    document: dict[str, Any],
+    values: Any,
+    first: int,
+    stored: np.ndarray | None = None,
+) -> dict[str, Parts]:
+    """The parts of the chunks holding ``values`` (rows of the array ``document`` at
+    ``path``, from the start of chunk ``first``), by store key.
+
+    ``stored`` (bytes, see :func:`row_bytes`) are rows already stored at the start of
+    chunk ``first``, which ``values`` follow.
+    """
+    checksum = bool(_checksum(document))
+    chunk = _chunk_shape(document)
+    data = row_bytes(values, document)
+    if data.size == 0:
+        return {}
+    # chunks are wider than their array only along empty axes
+    assert list(chunk[1:]) == list(np.shape(values)[1:]), "a chunk holds whole rows"
+    row_size = data.size // int(np.shape(values)[0])
+    chunk_size = int(np.prod(chunk)) * _dtype(document).itemsize
+    before = 0 if stored is None else stored.size
+    found: dict[str, Parts] = {}
+    position, index = 0, first
+    while position < data.size:
+        room = chunk_size - (before if index == first else 0)
+        piece = data[position : position + room]
+        parts = [stored, piece] if index == first and stored is not None else [piece]
+        filled = sum(part.size for part in parts)
+        if filled < chunk_size:
+            parts.append(np.zeros(chunk_size - filled, np.uint8))
+        found[f"{path}/{chunk_key(index, len(chunk))}"] = (
+            _with_checksum(parts) if checksum else parts
+        )
+        position += piece.size
+        index += 1
+    assert (chunk_size - before) % row_size == 0, "stored rows are whole rows"
+    return found
+
+
+def _write(name: Any, parts: Parts) -> None:
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        pending = [part.data for part in parts if part.size]
+        while pending:
+            written = os.writev(descriptor, pending)
+            while pending and written >= pending[0].nbytes:
+                written -= pending[0].nbytes
+                pending.pop(0)
+            if pending and written:
+                pending[0] = pending[0][written:]
+    finally:
+        os.close(descriptor)
+
+
+def write_parts(store: Store, items: dict[str, Parts], atomic: bool = False) -> None:
+    """Store each chunk given by its parts; with ``atomic``, each replaces the stored one
+    at once (on local disks: written to a temporary file renamed over it)."""
+    root = _local_root(store)
+    if root is None or store.read_only:
+        set_many(
+            store, {key: b"".join(p.data for p in parts) for key, parts in items.items()}, atomic
+        )
+        return
+    folders = {os.path.dirname(key) for key in items}
+    for folder in sorted(folders - {""}):
+        os.makedirs(root / folder, exist_ok=True)
+    for key, parts in items.items():
+        if atomic:
+            temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
+            _write(temporary, parts)
+            os.replace(temporary, root / key)
+        else:
+            _write(root / key, parts)

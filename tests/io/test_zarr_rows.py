@@ -1,0 +1,75 @@
+"""Chunks written from the memory of their rows (``zarr_rows``): the same bytes as the
+encoded chunks, whatever the layout of the rows, with or without stored rows first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from metatensor_dask.io.zarr_codecs import encode_chunks, small_template
+from metatensor_dask.io.zarr_layout import array_document, encode
+from metatensor_dask.io.zarr_rows import chunk_parts, row_bytes, write_parts
+from metatensor_dask.io.zarr_store import open_store
+
+
+def _document(shape: tuple[int, ...], rows: int, checksum: bool) -> dict:
+    document = array_document(small_template(np.float64, len(shape)), shape, rows, None, {})
+    if not checksum:
+        document["codecs"] = document["codecs"][:1]
+    return document
+
+
+def _joined(parts: dict[str, list[np.ndarray]]) -> dict[str, bytes]:
+    return {key: b"".join(p.tobytes() for p in chunk) for key, chunk in parts.items()}
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "fortran", "big-endian", "rows of a view"])
+def test_parts_are_the_encoded_chunks(checksum, layout):
+    values = np.random.default_rng(0).normal(size=(11, 3, 2))
+    if layout == "fortran":
+        values = np.asfortranarray(values)
+    elif layout == "big-endian":
+        values = values.astype(">f8")
+    elif layout == "rows of a view":
+        values = np.random.default_rng(0).normal(size=(22, 3, 2))[::2]
+    document = _document((11, 3, 2), 4, checksum)
+    # from chunk 2 on: 4 + 4 + 3 rows, the last padded with zeros
+    parts = chunk_parts("a/values", document, values, 2)
+    expected = {f"a/values/{k}": bytes(v) for k, v in encode_chunks(values, document, 2).items()}
+    assert list(parts) == ["a/values/c.2.0.0", "a/values/c.3.0.0", "a/values/c.4.0.0"]
+    assert _joined(parts) == expected
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_stored_rows_come_first(checksum):
+    values = np.random.default_rng(1).normal(size=(9, 2))
+    document = _document((12, 2), 5, checksum)
+    # 3 rows stored at the start of chunk 1, then 2 + 5 + 2 appended rows
+    parts = chunk_parts("v", document, values[3:], 1, row_bytes(values[:3], document))
+    expected = {f"v/{k}": bytes(v) for k, v in encode_chunks(values, document, 1).items()}
+    assert _joined(parts) == expected
+
+
+def test_no_rows_no_chunks():
+    document = _document((0, 2), 5, True)
+    assert chunk_parts("v", document, np.zeros((0, 2)), 0) == {}
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_written_chunks_read_back_with_zarr(tmp_path, atomic):
+    values = np.random.default_rng(2).normal(size=(7, 3))
+    document = _document((7, 3), 3, True)
+    store = open_store(tmp_path / "z.zarr", None, writable=True)
+    write_parts(store, {"a/zarr.json": [np.frombuffer(encode(document), np.uint8)]})
+    write_parts(store, chunk_parts("a", document, values, 0), atomic=atomic)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "z.zarr" / "a")[:], values)
+    # no temporary files left
+    assert sorted(p.name for p in (tmp_path / "z.zarr" / "a").iterdir()) == [
+        "c.0.0",
+        "c.1.0",
+        "c.2.0",
+        "zarr.json",
+    ]
+
