@@ -25,6 +25,7 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 
 from . import _graph
+from ._gc import collector_paused, without_collector
 
 __all__ = ["ArrayContainer", "GroupItem", "materialized"]
 
@@ -148,7 +149,9 @@ class ArrayContainer(DaskMethodsMixin):
         if self._derived is None:
             self._derived = {}
         if name not in self._derived:
-            self._derived[name] = make()
+            # a walk over every block of a map, making objects for each
+            with collector_paused():
+                self._derived[name] = make()
         return self._derived[name]
 
     def _requested(self) -> tuple[list[Any], list[Any]]:
@@ -201,6 +204,7 @@ class ArrayContainer(DaskMethodsMixin):
         keys = self._once("keys", lambda: self._requested()[0] + member_checks(self._raw_arrays()))
         return list(keys)
 
+    @without_collector
     def __dask_layers__(self) -> tuple[str, ...]:
         layers: dict[str, None] = {}
         for kind, _, array in self._requested()[1]:
@@ -230,6 +234,7 @@ class ArrayContainer(DaskMethodsMixin):
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
+    @without_collector
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         plan: list[tuple[Any, ...]] = []
         for kind, index, array in self._requested()[1]:
@@ -241,10 +246,12 @@ class ArrayContainer(DaskMethodsMixin):
                 plan.append((index, array, ()))
         return self._finalize, (plan,)
 
+    @without_collector
     def _finalize(self, results: list[Any], plan: list[Any]) -> Any:
         arrays = [func if index < 0 else func(results[index], *args) for index, func, args in plan]
         return self._with_arrays(arrays)
 
+    @without_collector
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         plan = []
         for kind, _, array in self._requested()[1]:
@@ -255,6 +262,7 @@ class ArrayContainer(DaskMethodsMixin):
                 plan.append((kind, array, (), ()))
         return self._rebuild, (plan,)
 
+    @without_collector
     def _rebuild(self, dsk: Any, plan: list[Any], rename: Any = None) -> Any:
         rename = rename or {}
         arrays = []

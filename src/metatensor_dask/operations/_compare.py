@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import _graph
 from .._collection import GroupItem, materialized
+from .._gc import without_collector
 from ._grouping import GROUP_BYTES, hash_arguments
 from ._manipulation_utils import as_dask
 
@@ -31,6 +32,7 @@ __all__ = ["compare_pairs"]
 _Source = tuple[Any, int | None]
 
 
+@without_collector
 def _compare_group(
     func: Callable, kwargs: dict, picks: tuple[int | None, ...], *chunks: Any
 ) -> list[bool]:

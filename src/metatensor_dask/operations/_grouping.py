@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _graph
 from .._collection import GroupItem
-from .._gc import collector_paused
+from .._gc import collector_paused, without_collector
 
 __all__ = [
     "TinyGroups",
@@ -82,6 +82,7 @@ class _Group:
         self.hasher = hashlib.blake2b(digest_size=12)
 
 
+@without_collector
 def _run_group(calls: list[tuple[Callable, tuple, tuple]], *chunks: Any) -> tuple[Any, ...]:
     """Each call ``(func, picks, extra)`` takes one argument per entry of ``picks`` from
     the next chunks (the chunk itself for ``None``, else that item of it, the result of

@@ -14,6 +14,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import config
+from .._gc import without_collector
 from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock, as_block_array
 from ..labels import Labels
@@ -367,6 +368,7 @@ def _aligned_keys(
     return keys, per_key
 
 
+@without_collector
 def join(
     tensors: list[TensorMap],
     axis: str,

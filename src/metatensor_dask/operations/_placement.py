@@ -30,6 +30,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
+from .._gc import without_collector
 from ._grouping import (
     TinyGroups,
     active_groups,
@@ -129,6 +130,7 @@ class Placement:
         return kept, Placement(rows, columns, sources)
 
 
+@without_collector
 def place(*arguments: Any) -> np.ndarray:
     """The array ``(*pieces, placement, shape, dtype, fill)``: ``fill`` everywhere but
     where ``placement`` puts the pieces (numpy, for one task)."""

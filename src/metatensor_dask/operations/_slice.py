@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import without_collector
 from .._partition import co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
@@ -316,6 +317,7 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
     return slice_one(block, axis, selection)
 
 
+@without_collector
 def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
     """Keep the samples or properties given by ``selection`` in every block.
 

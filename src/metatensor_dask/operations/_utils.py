@@ -18,6 +18,7 @@ import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .._gc import without_collector
 from ..block import TensorBlock
 from ..errors import NotEqualError
 from ..labels import Labels
@@ -350,6 +351,7 @@ def scalar_or_tensor_operation(
     return grouped(A.keys, lambda: _pairwise_blocks(A, B, fname, with_tensor))  # type: ignore[arg-type]
 
 
+@without_collector
 def grouped(
     keys: Labels, build: Callable[[], list[TensorBlock]], info: dict[str, str] | None = None
 ) -> TensorMap:
