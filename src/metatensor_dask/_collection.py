@@ -17,6 +17,7 @@ when asked for (``block.values``), which is what makes such maps cheap to build.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -47,10 +48,12 @@ class GroupItem:
         Those of the item.
     call
         ``(name, func, arguments)``: the array's own task is ``func(*arguments)`` (so
-        computing one array alone runs one call, not the group).
+        computing one array alone runs one call, not the group); or a function giving
+        it from ``position``, shared by the items of a group (a map of many blocks
+        then holds no tuples per item until their arrays are asked for).
     """
 
-    __slots__ = ("_array", "call", "dtype", "group_key", "layer", "position", "shape")
+    __slots__ = ("_array", "_call", "dtype", "group_key", "layer", "position", "shape")
 
     def __init__(
         self,
@@ -59,11 +62,17 @@ class GroupItem:
         position: int,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        call: tuple[str, Any, tuple],
+        call: tuple[str, Any, tuple] | Callable[[int], tuple[str, Any, tuple]],
     ):
         self.group_key, self.layer, self.position = group_key, layer, position
-        self.shape, self.dtype, self.call = shape, dtype, call
+        self.shape, self.dtype, self._call = shape, dtype, call
         self._array: da.Array | None = None
+
+    @property
+    def call(self) -> tuple[str, Any, tuple]:
+        """``(name, func, arguments)`` of the array's own task."""
+        call = self._call
+        return call(self.position) if callable(call) else call
 
     @property
     def ndim(self) -> int:

@@ -156,9 +156,9 @@ def _grouped_samples(
         kept, gradient_samples, pointer = gradient_rows(parameter, gradient)
         array = taken(groups, "slice-samples-gradient", gradient.values, kept, "rows")
         gradients[parameter] = TensorBlock._trusted(
-            array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
+            array, gradient_samples, gradient._components, block.properties, row_pointer=pointer
         )
-    return TensorBlock._trusted(values, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(values, samples, block._components, block.properties, gradients)
 
 
 def slice_samples(
@@ -209,11 +209,11 @@ def slice_samples(
 
     gradients = {
         parameter: TensorBlock._trusted(
-            array, gradient_samples, gradient.components, block.properties
+            array, gradient_samples, gradient._components, block.properties
         )
         for parameter, (array, gradient_samples, gradient, _) in gradient_parts.items()
     }
-    return TensorBlock._trusted(new_values, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(new_values, samples, block._components, block.properties, gradients)
 
 
 def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray, Labels]:
@@ -239,14 +239,14 @@ def slice_properties(
         parameter: TensorBlock._trusted(
             as_dask(gradient.values)[..., kept],
             gradient.samples,
-            gradient.components,
+            gradient._components,
             properties,
             row_pointer=gradient.row_pointer,
         )
         for parameter, gradient in block.gradients()
     }
     return TensorBlock._trusted(
-        as_dask(block.values)[..., kept], block.samples, block.components, properties, gradients
+        as_dask(block.values)[..., kept], block.samples, block._components, properties, gradients
     )
 
 
@@ -265,11 +265,11 @@ def _grouped_properties(
         gradients[parameter] = TensorBlock._trusted(
             array,
             gradient.samples,
-            gradient.components,
+            gradient._components,
             properties,
             row_pointer=gradient.row_pointer,
         )
-    return TensorBlock._trusted(values, block.samples, block.components, properties, gradients)
+    return TensorBlock._trusted(values, block.samples, block._components, properties, gradients)
 
 
 def slice_one(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:

@@ -242,7 +242,7 @@ def block_like(
         new_gradients[parameter] = TensorBlock._trusted(
             gradient_values,
             gradient.samples,
-            gradient.components,
+            gradient._components,
             gradient.properties if properties is None else properties,
             row_pointer=gradient.row_pointer,
             path=(parameter,),
@@ -250,7 +250,7 @@ def block_like(
     return TensorBlock._trusted(
         values,
         block.samples,
-        block.components,
+        block._components,
         block.properties if properties is None else properties,
         new_gradients,
     )
