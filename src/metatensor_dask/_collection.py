@@ -17,6 +17,7 @@ when asked for (``block.values``), which is what makes such maps cheap to build.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -25,6 +26,7 @@ import numpy as np
 from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
 
 from . import _graph
+from ._gc import collector_paused, without_collector
 
 __all__ = ["ArrayContainer", "GroupItem", "materialized"]
 
@@ -46,10 +48,12 @@ class GroupItem:
         Those of the item.
     call
         ``(name, func, arguments)``: the array's own task is ``func(*arguments)`` (so
-        computing one array alone runs one call, not the group).
+        computing one array alone runs one call, not the group); or a function giving
+        it from ``position``, shared by the items of a group (a map of many blocks
+        then holds no tuples per item until their arrays are asked for).
     """
 
-    __slots__ = ("_array", "call", "dtype", "group_key", "layer", "position", "shape")
+    __slots__ = ("_array", "_call", "dtype", "group_key", "layer", "position", "shape")
 
     def __init__(
         self,
@@ -58,11 +62,17 @@ class GroupItem:
         position: int,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        call: tuple[str, Any, tuple],
+        call: tuple[str, Any, tuple] | Callable[[int], tuple[str, Any, tuple]],
     ):
         self.group_key, self.layer, self.position = group_key, layer, position
-        self.shape, self.dtype, self.call = shape, dtype, call
+        self.shape, self.dtype, self._call = shape, dtype, call
         self._array: da.Array | None = None
+
+    @property
+    def call(self) -> tuple[str, Any, tuple]:
+        """``(name, func, arguments)`` of the array's own task."""
+        call = self._call
+        return call(self.position) if callable(call) else call
 
     @property
     def ndim(self) -> int:
@@ -148,7 +158,9 @@ class ArrayContainer(DaskMethodsMixin):
         if self._derived is None:
             self._derived = {}
         if name not in self._derived:
-            self._derived[name] = make()
+            # a walk over every block of a map, making objects for each
+            with collector_paused():
+                self._derived[name] = make()
         return self._derived[name]
 
     def _requested(self) -> tuple[list[Any], list[Any]]:
@@ -201,6 +213,7 @@ class ArrayContainer(DaskMethodsMixin):
         keys = self._once("keys", lambda: self._requested()[0] + member_checks(self._raw_arrays()))
         return list(keys)
 
+    @without_collector
     def __dask_layers__(self) -> tuple[str, ...]:
         layers: dict[str, None] = {}
         for kind, _, array in self._requested()[1]:
@@ -230,6 +243,7 @@ class ArrayContainer(DaskMethodsMixin):
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
+    @without_collector
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         plan: list[tuple[Any, ...]] = []
         for kind, index, array in self._requested()[1]:
@@ -241,10 +255,12 @@ class ArrayContainer(DaskMethodsMixin):
                 plan.append((index, array, ()))
         return self._finalize, (plan,)
 
+    @without_collector
     def _finalize(self, results: list[Any], plan: list[Any]) -> Any:
         arrays = [func if index < 0 else func(results[index], *args) for index, func, args in plan]
         return self._with_arrays(arrays)
 
+    @without_collector
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
         plan = []
         for kind, _, array in self._requested()[1]:
@@ -255,6 +271,7 @@ class ArrayContainer(DaskMethodsMixin):
                 plan.append((kind, array, (), ()))
         return self._rebuild, (plan,)
 
+    @without_collector
     def _rebuild(self, dsk: Any, plan: list[Any], rename: Any = None) -> Any:
         rename = rename or {}
         arrays = []

@@ -31,6 +31,7 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
+from ._gc import without_collector
 from .errors import MetatensorDaskError
 
 __all__ = [
@@ -253,6 +254,7 @@ def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> A
     return HighLevelGraph.merge(*graphs)
 
 
+@without_collector
 def optimize_flat(graph: Any, keys: Any, **kwargs: Any) -> Any:
     """dask.array's optimisation of ``graph`` for ``keys``, on the flat graph: culling
     a layered graph of thousands of layers (one per block array) is quadratic in their

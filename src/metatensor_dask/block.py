@@ -92,7 +92,7 @@ class TensorBlock(ArrayContainer):
         self,
         values: Any,
         samples: Labels,
-        components: list[Labels],
+        components: Sequence[Labels],
         properties: Labels,
         gradients: dict[str, TensorBlock] | None = None,
         path: tuple[str, ...] = (),
@@ -102,7 +102,8 @@ class TensorBlock(ArrayContainer):
         # ``values[rows, None, :]`` works on any chunking (a view, made once)
         self._values = _graph.block_values(values)
         self._samples = samples
-        self._components = components
+        # a tuple, shared by the blocks derived from this one (not a list per block)
+        self._components = tuple(components)
         self._properties = properties
         self._gradients: dict[str, TensorBlock] = dict(gradients or {})
         self._gradient_path = path
@@ -133,9 +134,7 @@ class TensorBlock(ArrayContainer):
         if row_pointer is not None and row_pointer.flags.writeable:
             row_pointer = row_pointer.view()
             row_pointer.flags.writeable = False
-        block._init(
-            values, samples, list(components), properties, path=path, row_pointer=row_pointer
-        )
+        block._init(values, samples, components, properties, path=path, row_pointer=row_pointer)
         for parameter, gradient in (gradients or {}).items():
             if gradient._gradient_path != (parameter,):
                 gradient = gradient._attached((parameter,))

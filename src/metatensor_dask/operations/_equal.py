@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import without_collector
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._compare import compare_pairs
@@ -27,6 +28,7 @@ def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a == b))
 
 
+@without_collector
 def compare_blocks_impl(
     pairs: list[tuple[TensorBlock, TensorBlock]],
     compare: Callable[..., bool],

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _graph
 from .._collection import GroupItem
-from .._gc import collector_paused
+from .._gc import collector_paused, without_collector
 
 __all__ = [
     "TinyGroups",
@@ -71,17 +71,20 @@ class _Pending:
 
 
 class _Group:
-    """Calls recorded for one task: ``(prefix, func, n_inputs, extra)`` each, and
-    their inputs one after the other."""
+    """Calls recorded for one task, as parallel lists (not a tuple per call: maps of
+    many blocks keep fewer objects), and their inputs one after the other."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, Callable, int, tuple]] = []
+        self.prefixes: list[str] = []
+        self.funcs: list[Callable] = []
+        self.extras: list[tuple] = []
         self.starts: list[int] = []
         self.inputs: list[da.Array] = []
         self.bytes = 0
         self.hasher = hashlib.blake2b(digest_size=12)
 
 
+@without_collector
 def _run_group(calls: list[tuple[Callable, tuple, tuple]], *chunks: Any) -> tuple[Any, ...]:
     """Each call ``(func, picks, extra)`` takes one argument per entry of ``picks`` from
     the next chunks (the chunk itself for ``None``, else that item of it, the result of
@@ -143,7 +146,9 @@ class TinyGroups:
         if not self.groups or self.groups[-1].bytes + size > GROUP_BYTES:
             self.groups.append(_Group())
         group = self.groups[-1]
-        group.calls.append((prefix, func, len(arrays), extra))
+        group.prefixes.append(prefix)
+        group.funcs.append(func)
+        group.extras.append(extra)
         group.starts.append(len(group.inputs))
         group.inputs.extend(arrays)
         group.bytes += size
@@ -151,7 +156,7 @@ class TinyGroups:
         for array in arrays:
             group.hasher.update(array.name.encode())
         hash_arguments(group.hasher, extra)
-        return _Pending(len(self.groups) - 1, len(group.calls) - 1, shape, np.dtype(dtype))
+        return _Pending(len(self.groups) - 1, len(group.funcs) - 1, shape, np.dtype(dtype))
 
     def finish(self, arrays: list[Any]) -> list[Any]:
         """``arrays`` with each recorded result replaced by its
@@ -161,30 +166,51 @@ class TinyGroups:
             return self._finished(arrays)
 
     def _finished(self, arrays: list[Any]) -> list[Any]:
-        sources = [_group_source(group) for group in self.groups]
+        sources = []
+        for group in self.groups:
+            group_key, layer, calls, refs = _group_source(group)
+            own = _OwnCalls(group_key, group.prefixes, calls, group.starts, refs)
+            sources.append((group_key, layer, own.call))
         finished = []
         for array in arrays:
             if not isinstance(array, _Pending):
                 finished.append(array)
                 continue
-            group = self.groups[array.group]
-            group_key, layer, refs = sources[array.group]
-            prefix, func, count, extra = group.calls[array.position]
-            start = group.starts[array.position]
-            call = (
-                f"{prefix}-{group_key}-{array.position}",
-                func,
-                (*refs[start : start + count], *extra),
-            )
+            group_key, layer, call = sources[array.group]
             item = GroupItem(group_key, layer, array.position, array.shape, array.dtype, call)
             finished.append(item)
         return finished
 
 
-def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
+class _OwnCalls:
+    """The task of each item of a group alone (``GroupItem.call``), made when asked for:
+    one object per group instead of tuples per item."""
+
+    __slots__ = ("calls", "group_key", "prefixes", "refs", "starts")
+
+    def __init__(
+        self,
+        group_key: str,
+        prefixes: list[str],
+        calls: list[tuple[Callable, tuple, tuple]],
+        starts: list[int],
+        refs: list[Any],
+    ):
+        self.group_key, self.prefixes, self.calls = group_key, prefixes, calls
+        self.starts, self.refs = starts, refs
+
+    def call(self, position: int) -> tuple[str, Callable, tuple]:
+        """``(name, func, arguments)`` of the call at ``position``."""
+        func, picks, extra = self.calls[position]
+        start = self.starts[position]
+        arguments = (*self.refs[start : start + len(picks)], *extra)
+        return f"{self.prefixes[position]}-{self.group_key}-{position}", func, arguments
+
+
+def _group_source(group: _Group) -> tuple[str, Any, list[Any], list[Any]]:
     """The group's key, one flat graph with its task and everything its inputs need
-    (shared by all its items, so that merging their graphs stays linear), and a
-    reference to each input."""
+    (shared by all its items, so that merging their graphs stays linear), the calls of
+    the task ``(func, picks, extra)`` and a reference to each input."""
     group_key = f"tiny-blocks-{group.hasher.hexdigest()}"
     layer = _graph.flat_tasks(group.inputs)
     refs = [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in group.inputs]
@@ -195,12 +221,15 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any]]:
         for ref, item in zip(refs, items, strict=True)
     ]
     picks = [None if item is None else item.position for item in items]
+    ends = [*group.starts[1:], len(group.inputs)]
     calls = [
-        (func, tuple(picks[start : start + count]), extra)
-        for (_, func, count, extra), start in zip(group.calls, group.starts, strict=True)
+        (func, tuple(picks[start:end]), extra)
+        for func, extra, start, end in zip(
+            group.funcs, group.extras, group.starts, ends, strict=True
+        )
     ]
     layer[group_key] = _graph.task(group_key, _run_group, calls, *group_refs)
-    return group_key, _graph.group_layer(layer), refs
+    return group_key, _graph.group_layer(layer), calls, refs
 
 
 def chunk_arguments(arrays: Sequence[da.Array]) -> list[Any]:

@@ -14,6 +14,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import config
+from .._gc import without_collector
 from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock, as_block_array
 from ..labels import Labels
@@ -124,11 +125,11 @@ def _grouped_join_samples(blocks: list[TensorBlock], samples: Labels) -> TensorB
         gradients[parameter] = TensorBlock._trusted(
             array,
             gradient_samples,
-            first_gradient.components,
+            first_gradient._components,
             first.properties,
             row_pointer=row_pointer(gradient_samples.values[:, 0], len(samples)),
         )
-    return TensorBlock._trusted(values, samples, first.components, first.properties, gradients)
+    return TensorBlock._trusted(values, samples, first._components, first.properties, gradients)
 
 
 def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | None) -> TensorBlock:
@@ -156,7 +157,7 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
             all_aligned &= block_aligned
         joined = concatenate_rows(pieces)
         joined_samples = _joined_gradient_samples(blocks, parameter)
-        gradients[parameter] = (joined, joined_samples, first_gradient.components, None)
+        gradients[parameter] = (joined, joined_samples, first_gradient._components, None)
         if all_aligned:
             pointer = _joined_pointer(blocks, parameter)
             assert pointer is not None, "aligned rows have a row pointer"
@@ -170,7 +171,7 @@ def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | No
     return TensorBlock._trusted(
         joined_values,
         samples,
-        first.components,
+        first._components,
         first.properties,
         {
             p: TensorBlock._trusted(array, s, c, first.properties, row_pointer=pointer)
@@ -242,9 +243,9 @@ def _join_properties(
                 target = array.chunks[0]
             gradient_pieces.append(array.rechunk({0: target}))
         gradients[parameter] = TensorBlock._trusted(
-            _concatenate_columns(gradient_pieces), union, first_gradient.components, properties
+            _concatenate_columns(gradient_pieces), union, first_gradient._components, properties
         )
-    return TensorBlock._trusted(values, first.samples, first.components, properties, gradients)
+    return TensorBlock._trusted(values, first.samples, first._components, properties, gradients)
 
 
 def _gradient_union(
@@ -280,11 +281,11 @@ def _grouped_join_properties(blocks: list[TensorBlock], properties: Labels) -> T
         gradients[parameter] = TensorBlock._trusted(
             _stacked("join-properties-gradient", arrays, Placement(rows, starts), shape),
             union,
-            first_gradient.components,
+            first_gradient._components,
             properties,
             row_pointer=row_pointer(union.column("sample"), len(first.samples)),
         )
-    return TensorBlock._trusted(values, first.samples, first.components, properties, gradients)
+    return TensorBlock._trusted(values, first.samples, first._components, properties, gradients)
 
 
 def _concatenate_columns(arrays: list[da.Array]) -> da.Array:
@@ -367,6 +368,7 @@ def _aligned_keys(
     return keys, per_key
 
 
+@without_collector
 def join(
     tensors: list[TensorMap],
     axis: str,

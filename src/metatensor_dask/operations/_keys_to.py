@@ -19,6 +19,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .._gc import without_collector
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import invalid_parameter
@@ -389,6 +390,7 @@ def _merge_along_samples(
     return _finish(values, gradients, samples, first.components, properties, limits)
 
 
+@without_collector
 def keys_to_samples(
     tensor: TensorMap,
     keys_to_move: str | Sequence[str] | Labels,
@@ -562,6 +564,7 @@ def _merge_along_properties(
     return _finish(values, gradients, samples, first.components, properties, limits)
 
 
+@without_collector
 def keys_to_properties(
     tensor: TensorMap,
     keys_to_move: str | Sequence[str] | Labels,

@@ -30,6 +30,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
+from .._gc import without_collector
 from ._grouping import (
     TinyGroups,
     active_groups,
@@ -60,7 +61,7 @@ class Placement:
         For each piece, None (all its rows), or the rows of it that are placed.
     """
 
-    __slots__ = ("_digest", "columns", "rows", "sources")
+    __slots__ = ("_digest", "_spans", "columns", "rows", "sources")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class Placement:
         self.columns = list(columns)
         self.sources = list(sources) if sources is not None else [None] * len(self.rows)
         self._digest: bytes | None = None
+        self._spans: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -104,13 +106,20 @@ class Placement:
     ) -> tuple[list[int], Placement]:
         """The pieces with rows in the output rows ``start:stop`` (``piece_rows`` gives
         each piece's number of rows), and their placement in those rows alone."""
+        if len(piece_rows) != len(self.rows):
+            raise ValueError("one number of rows per piece is needed")
+        if any(source is not None for source in self.sources):
+            raise ValueError("a placement with source rows can not be cut again")
+        first, last = self._row_spans(piece_rows)
+        # only the pieces whose rows may overlap are looked at: a map of many blocks
+        # cut in many row chunks would otherwise look at every piece for every chunk
+        candidates = np.flatnonzero((last >= start) & (first < stop))
         kept: list[int] = []
         rows: list[Target] = []
         columns: list[Target] = []
         sources: list[np.ndarray | None] = []
-        for i, (target, n) in enumerate(zip(self.rows, piece_rows, strict=True)):
-            if self.sources[i] is not None:
-                raise ValueError("a placement with source rows can not be cut again")
+        for i in candidates.tolist():
+            target, n = self.rows[i], piece_rows[i]
             if isinstance(target, np.ndarray):
                 inside = np.flatnonzero((target >= start) & (target < stop))
                 if len(inside) == 0:
@@ -128,7 +137,27 @@ class Placement:
             columns.append(self.columns[i])
         return kept, Placement(rows, columns, sources)
 
+    def _row_spans(self, piece_rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The first and last output row of each piece (last < first for none), found
+        once (the pieces, so their rows, are those of this placement)."""
+        if self._spans is None:
+            self._spans = self._find_spans(piece_rows)
+        return self._spans
 
+    def _find_spans(self, piece_rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        first = np.empty(len(self.rows), np.int64)
+        last = np.empty(len(self.rows), np.int64)
+        for i, (target, n) in enumerate(zip(self.rows, piece_rows, strict=True)):
+            if not isinstance(target, np.ndarray):
+                first[i], last[i] = target, target + n - 1
+            elif len(target):
+                first[i], last[i] = target.min(), target.max()
+            else:
+                first[i], last[i] = 0, -1
+        return first, last
+
+
+@without_collector
 def place(*arguments: Any) -> np.ndarray:
     """The array ``(*pieces, placement, shape, dtype, fill)``: ``fill`` everywhere but
     where ``placement`` puts the pieces (numpy, for one task)."""

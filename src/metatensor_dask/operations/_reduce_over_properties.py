@@ -14,6 +14,7 @@ from collections.abc import Callable
 import dask.array as da
 import numpy as np
 
+from .._gc import without_collector
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -214,6 +215,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
     return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
 
 
+@without_collector
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))

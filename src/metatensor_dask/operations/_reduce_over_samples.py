@@ -14,6 +14,7 @@ from typing import NamedTuple
 import dask.array as da
 import numpy as np
 
+from .._gc import without_collector
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
@@ -391,6 +392,7 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
     return target - bounds[owner]
 
 
+@without_collector
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))

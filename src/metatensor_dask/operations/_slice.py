@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gc import without_collector
 from .._partition import co_partitioned, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
@@ -155,9 +156,9 @@ def _grouped_samples(
         kept, gradient_samples, pointer = gradient_rows(parameter, gradient)
         array = taken(groups, "slice-samples-gradient", gradient.values, kept, "rows")
         gradients[parameter] = TensorBlock._trusted(
-            array, gradient_samples, gradient.components, block.properties, row_pointer=pointer
+            array, gradient_samples, gradient._components, block.properties, row_pointer=pointer
         )
-    return TensorBlock._trusted(values, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(values, samples, block._components, block.properties, gradients)
 
 
 def slice_samples(
@@ -208,11 +209,11 @@ def slice_samples(
 
     gradients = {
         parameter: TensorBlock._trusted(
-            array, gradient_samples, gradient.components, block.properties
+            array, gradient_samples, gradient._components, block.properties
         )
         for parameter, (array, gradient_samples, gradient, _) in gradient_parts.items()
     }
-    return TensorBlock._trusted(new_values, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(new_values, samples, block._components, block.properties, gradients)
 
 
 def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray, Labels]:
@@ -238,14 +239,14 @@ def slice_properties(
         parameter: TensorBlock._trusted(
             as_dask(gradient.values)[..., kept],
             gradient.samples,
-            gradient.components,
+            gradient._components,
             properties,
             row_pointer=gradient.row_pointer,
         )
         for parameter, gradient in block.gradients()
     }
     return TensorBlock._trusted(
-        as_dask(block.values)[..., kept], block.samples, block.components, properties, gradients
+        as_dask(block.values)[..., kept], block.samples, block._components, properties, gradients
     )
 
 
@@ -264,11 +265,11 @@ def _grouped_properties(
         gradients[parameter] = TensorBlock._trusted(
             array,
             gradient.samples,
-            gradient.components,
+            gradient._components,
             properties,
             row_pointer=gradient.row_pointer,
         )
-    return TensorBlock._trusted(values, block.samples, block.components, properties, gradients)
+    return TensorBlock._trusted(values, block.samples, block._components, properties, gradients)
 
 
 def slice_one(block: TensorBlock, axis: str, selection: Selection) -> TensorBlock:
@@ -316,6 +317,7 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
     return slice_one(block, axis, selection)
 
 
+@without_collector
 def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
     """Keep the samples or properties given by ``selection`` in every block.
 

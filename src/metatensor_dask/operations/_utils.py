@@ -18,6 +18,7 @@ import numbers
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from .._gc import without_collector
 from ..block import TensorBlock
 from ..errors import NotEqualError
 from ..labels import Labels
@@ -241,7 +242,7 @@ def block_like(
         new_gradients[parameter] = TensorBlock._trusted(
             gradient_values,
             gradient.samples,
-            gradient.components,
+            gradient._components,
             gradient.properties if properties is None else properties,
             row_pointer=gradient.row_pointer,
             path=(parameter,),
@@ -249,7 +250,7 @@ def block_like(
     return TensorBlock._trusted(
         values,
         block.samples,
-        block.components,
+        block._components,
         block.properties if properties is None else properties,
         new_gradients,
     )
@@ -350,6 +351,7 @@ def scalar_or_tensor_operation(
     return grouped(A.keys, lambda: _pairwise_blocks(A, B, fname, with_tensor))  # type: ignore[arg-type]
 
 
+@without_collector
 def grouped(
     keys: Labels, build: Callable[[], list[TensorBlock]], info: dict[str, str] | None = None
 ) -> TensorMap:

@@ -1,0 +1,97 @@
+"""The pause of the cyclic garbage collector (``metatensor_dask._gc``)."""
+
+import gc
+import threading
+
+import pytest
+
+from metatensor_dask._gc import collector_paused, without_collector
+
+
+@pytest.fixture(autouse=True)
+def _collector_running():
+    assert gc.isenabled()
+    yield
+    gc.enable()
+
+
+def test_paused_then_resumed_even_on_error():
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError
+    assert gc.isenabled()
+
+
+def test_nested_pauses_resume_at_the_outermost_end():
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_by_the_caller_stays_disabled():
+    gc.disable()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+def test_overlapping_pauses_of_threads_resume_when_the_last_ends():
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with collector_paused():
+            first_in.set()
+            second_in.wait()
+        first_out.set()
+
+    def second():
+        first_in.wait()
+        with collector_paused():
+            second_in.set()
+            first_out.wait()
+            seen.append(gc.isenabled())  # the first pause ended, this one runs
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_without_collector_runs_the_function_paused():
+    @without_collector
+    def state(value):
+        """Documented."""
+        return value, gc.isenabled()
+
+    assert state(3) == (3, False)
+    assert gc.isenabled()
+    assert state.__doc__ == "Documented."
+
+    @without_collector
+    def failing():
+        raise ValueError("bad")
+
+    with pytest.raises(ValueError, match="bad"):
+        failing()
+    assert gc.isenabled()
+
+
+def test_objects_frozen_by_the_program_stay_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with collector_paused():
+            made = [[] for _ in range(1000)]
+        assert gc.get_freeze_count() == frozen
+        assert made
+    finally:
+        gc.unfreeze()
