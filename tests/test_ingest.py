@@ -180,7 +180,6 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
     assert mtd.verify(cluster).ok
 
 
-
 def test_each_worker_computes_its_share_of_the_window():
     """Computations go to the worker holding the fewest batches not committed (per
     thread), so that none holds more than its share of the window, however long the
@@ -203,6 +202,7 @@ def test_each_worker_computes_its_share_of_the_window():
     # batches sent to a worker that left do not count; no worker, no choice
     assert batches.least_loaded({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
     assert batches.least_loaded({}) is None
+
 
 def failing(items):
     if 5 in items:

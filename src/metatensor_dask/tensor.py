@@ -279,9 +279,7 @@ class TensorMap(ArrayContainer):
         names; see :func:`metatensor_dask.keys_to_samples`."""
         from .operations._keys_to import keys_to_samples
 
-        return keys_to_samples(
-            self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples
-        )
+        return keys_to_samples(self, keys_to_move, fill_value=fill_value, sort_samples=sort_samples)
 
     def keys_to_properties(
         self,

@@ -72,4 +72,3 @@ def test_written_chunks_read_back_with_zarr(tmp_path, atomic):
         "c.2.0",
         "zarr.json",
     ]
-
