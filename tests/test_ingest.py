@@ -264,6 +264,35 @@ def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_pat
     assert mtd.verify(path).ok
 
 
+def dying_once(marker: str, items):
+    """The batches of ``soap``, but the worker computing item 4 dies the first time."""
+    if 4 in items and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)
+    return soap(items)
+
+
+def test_a_worker_dying_mid_run_loses_nothing(tmp_path):
+    """A worker process that dies (a batch job ending, a node lost) takes the batches
+    it held with it; distributed computes them again elsewhere and the run completes
+    with the store it would have written otherwise."""
+    import functools
+
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "t.zarr"
+    marker = tmp_path / "died"
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local),
+    ):
+        function = functools.partial(dying_once, str(marker))
+        mtd.write_batches(function, list(range(8)), path, batch_size=2, chunks=2, quiet=True)
+    assert marker.exists()
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
+    assert mtd.verify(path).ok
+
+
 def test_arguments_checked(tmp_path):
     path = tmp_path / "t.zarr"
     with pytest.raises(mtd.MetatensorDaskError, match="`batch_size` must be a positive int"):
