@@ -25,7 +25,7 @@ from .. import _graph
 from .._collection import GroupItem
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock, _check_shape
-from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
+from ..errors import MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
 from . import _mts_integrity, _mts_tiny, _npy, _zip
 from . import chunks as chunking
@@ -650,25 +650,7 @@ def _read_rows(
     out = np.empty(shape, dtype)
     view = out.reshape(-1).view(np.uint8).data
     if out.nbytes:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            stat = os.fstat(fd)
-            if (stat.st_size, stat.st_mtime_ns) != stamp:
-                raise MetatensorDaskError(
-                    f"'{path}' changed since it was loaded (its size or modification time "
-                    "differs), so its values can no longer be read; load it again"
-                )
-            done = 0
-            while done < len(view):
-                count = os.preadv(fd, [view[done:]], offset + done)
-                if count == 0:
-                    raise MetatensorDaskError(
-                        f"'{path}' ended before the expected end of its data: the file is "
-                        "truncated; write it again"
-                    )
-                done += count
-        finally:
-            os.close(fd)
+        _mts_tiny.read_into(path, stamp, offset, view)
     crc = zlib.crc32(view)
     if not dtype.isnative:
         out = out.astype(dtype.newbyteorder("="))

@@ -124,10 +124,15 @@ def read_member(group: _Group) -> np.ndarray:
 
 
 def _read(path: str, stamp: tuple[int, int], offset: int, length: int) -> memoryview:
-    """``length`` bytes at ``offset`` of ``path``, which must not have changed since
-    ``stamp`` (its size and modification time) was taken."""
-    buffer = bytearray(length)
-    view = memoryview(buffer)
+    """``length`` bytes at ``offset`` of ``path`` (see :func:`read_into`)."""
+    view = memoryview(bytearray(length))
+    read_into(path, stamp, offset, view)
+    return view
+
+
+def read_into(path: str, stamp: tuple[int, int], offset: int, view: memoryview) -> None:
+    """Fill ``view`` with the bytes at ``offset`` of ``path``, which must not have
+    changed since ``stamp`` (its size and modification time) was taken."""
     fd = os.open(path, os.O_RDONLY)
     try:
         stat = os.fstat(fd)
@@ -137,7 +142,7 @@ def _read(path: str, stamp: tuple[int, int], offset: int, length: int) -> memory
                 "differs), so its values can no longer be read; load it again"
             )
         done = 0
-        while done < length:
+        while done < len(view):
             count = os.preadv(fd, [view[done:]], offset + done)
             if count == 0:
                 raise MetatensorDaskError(
@@ -147,4 +152,3 @@ def _read(path: str, stamp: tuple[int, int], offset: int, length: int) -> memory
             done += count
     finally:
         os.close(fd)
-    return view
