@@ -190,15 +190,16 @@ def _rewrite(path: Path, transform) -> dict[str, bytes]:
     return members
 
 
+def big_endian(name, array):
+    """``array`` (a member named ``name``) stored big-endian, for :func:`_rewrite`."""
+    if array.dtype.names:
+        return array.astype([(n, ">i4") for n in array.dtype.names])
+    return array.astype(array.dtype.newbyteorder(">"))
+
+
 def test_big_endian_files_load(tmp_path):
     expected = make_tensor()
     metatensor.save(tmp_path / "little.mts", expected)
-
-    def big_endian(name, array):
-        if array.dtype.names:
-            return array.astype([(n, ">i4") for n in array.dtype.names])
-        return array.astype(array.dtype.newbyteorder(">"))
-
     _write_members(tmp_path / "big.mts", _rewrite(tmp_path / "little.mts", big_endian))
     loaded = mtd.load(tmp_path / "big.mts", chunks=2)
     assert loaded.block(0).values.dtype == np.dtype("=f8")

@@ -9,7 +9,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from test_mts import _load_npy, _members, _npy, _rewrite, _write_members, make_tensor
+from test_mts import _load_npy, _members, _npy, _rewrite, _write_members, big_endian, make_tensor
 
 import metatensor_dask as mtd
 from metatensor_dask._collection import GroupItem
@@ -103,12 +103,6 @@ def test_grouped_blocks_are_those_read_one_by_one(tmp_path, monkeypatch):
 def test_grouped_big_endian_files_load(tmp_path):
     expected = tiny_map(5)
     metatensor.save(tmp_path / "little.mts", expected)
-
-    def big_endian(name, array):
-        if array.dtype.names:
-            return array.astype([(n, ">i4") for n in array.dtype.names])
-        return array.astype(array.dtype.newbyteorder(">"))
-
     _write_members(tmp_path / "big.mts", _rewrite(tmp_path / "little.mts", big_endian))
     loaded = mtd.load(tmp_path / "big.mts")
     assert _groups(loaded)
