@@ -179,12 +179,12 @@ def _run(
     client = active_client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
     batches = Batches(function, items, run["batch_size"], committed, window)
-    commit_args: Target = (store, lock, request, run)
+    target = Target(store, lock, request, run)
     try:
         if client is None:
-            on_threads(batches, commit_args, progress)
+            on_threads(batches, target, progress)
         else:
-            on_cluster(client, batches, commit_args, progress)
+            on_cluster(client, batches, target, progress)
     finally:
         batches.cancel()
         progress.close()

@@ -11,7 +11,6 @@ computes the batches and this thread commits them in turn.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import threading
 from collections import deque
@@ -60,6 +59,8 @@ class Batches:
         self.computed = committed
         self.futures: deque[Any] = deque()  # computations not committed, in order
         self.workers: deque[str | None] = deque()  # where each was sent
+        #: Set when a future given to :meth:`started` or :meth:`watch` finishes.
+        self.changed = threading.Event()
         self._lock = threading.Lock()
 
     def batch(self, index: int) -> list[Any]:
@@ -87,10 +88,18 @@ class Batches:
                 held[worker] += 1
         return min(held, key=lambda w: (held[w] / max(threads[w], 1), w), default=None)
 
+    def watch(self, future: Any) -> None:
+        """Set :attr:`changed` when ``future`` finishes."""
+        future.add_done_callback(self._changed)
+
+    def _changed(self, future: Any) -> None:  # called from another thread
+        self.changed.set()
+
     def _done(self, future: Any) -> None:  # called from another thread
         if not future.cancelled():
             with self._lock:
                 self.computed += 1
+        self.changed.set()
 
     def finished(self) -> None:
         """The oldest batch is committed: forget it."""
@@ -118,7 +127,7 @@ class Batches:
         self.workers.clear()
 
 
-def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
+def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> None:
     """Batches computed by a pool of threads, committed in order by this thread."""
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
@@ -129,9 +138,9 @@ def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -
                 index = batches.committed
                 try:
                     result = _wait(batches.futures[0], progress, batches)
-                    commit_batch(*commit_args, index, batches.items[index * batches.size], result)
+                    commit_batch(target, index, batches.items[index * batches.size], result)
                 except Exception as error:
-                    raise batches.failure(index, error, commit_args[1].where) from error
+                    raise batches.failure(index, error, target.lock.where) from error
                 del result
                 batches.finished()
                 progress.update(batches.computed, batches.committed)
@@ -139,14 +148,14 @@ def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -
             batches.cancel()
 
 
-def on_cluster(client: Any, batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
+def on_cluster(client: Any, batches: Batches, target: Target, progress: BatchProgress) -> None:
     """Batches computed on the workers of ``client``, each committed by the worker that
     holds it (so that no batch travels), after the commit before it: the scheduler runs
     the commits in order without waiting for this process."""
 
     commits: deque[Any] = deque()  # submitted, not yet seen done, in order
     try:
-        _commit_in_order(client, batches, commit_args, progress, commits)
+        _commit_in_order(client, batches, target, progress, commits)
     finally:
         commits.clear()  # released, see Batches.cancel
 
@@ -154,18 +163,18 @@ def on_cluster(client: Any, batches: Batches, commit_args: Target, progress: Bat
 def _commit_in_order(
     client: Any,
     batches: Batches,
-    commit_args: Target,
+    target: Target,
     progress: BatchProgress,
     commits: deque[Any],
 ) -> None:
-    from distributed import wait
-
     # every worker imports this module now (a second or more: dask.array, zarr...), before
     # it computes: its batches' sizes are then known to the scheduler from the first one
     client.run(_imported)
     previous = planned = None
     workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
     while batches.committed < batches.total:
+        # cleared before looking at the futures: one finishing from now on sets it again
+        batches.changed.clear()
         workers = workers or client.nthreads()
         while batches.wanted(max(sum(workers.values()), 1)):
             index = batches.submitted
@@ -186,36 +195,35 @@ def _commit_in_order(
             # before the computations queued on the worker: a commit frees a batch
             pin["priority"] = 1
             planned = client.submit(
-                plan_batch, *commit_args, index, batches.items[index * batches.size], future,
+                plan_batch, target, index, batches.items[index * batches.size], future,
                 planned, True, pure=False, **pin,
             )  # fmt: skip
             stored = client.submit(
-                store_interior, commit_args[0], commit_args[1], future, planned,
-                pure=False, **pin,
+                store_interior, target, future, planned, pure=False, **pin
             )  # fmt: skip
             previous = client.submit(
-                finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
-                pure=False, priority=1,
+                finish_batch, target, planned, previous, stored, pure=False, priority=1
             )  # fmt: skip
+            batches.watch(previous)
             commits.append(previous)
-            del future  # released once committed: the batches.futures entry is the last
+            del future, stored  # released once committed: the batches.futures entry is the last
         if commits and commits[0].done():
             index = batches.committed
             try:
                 commits.popleft().result()
             except Exception as error:
-                raise batches.failure(index, error, commit_args[1].where) from error
+                raise batches.failure(index, error, target.lock.where) from error
             batches.finished()
             progress.update(batches.computed, batches.committed)
             workers = {}
             continue
-        pending = [commits[0]] if commits else []
-        if len(commits) < len(batches.futures):
-            pending.append(batches.futures[len(commits)])
-        # a timeout, or a future that failed or was cancelled (distributed raises for
-        # those): the loop looks at each future again, in order, and raises for the first
-        with contextlib.suppress(Exception):
-            wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
+        # woken by a computation or a commit finishing (failed or cancelled ones too),
+        # else to redraw the progress. Not distributed's ``wait``: each of its timeouts
+        # raises an exception whose traceback holds the futures waited for in a reference
+        # cycle, so that the batches they hold stayed in the workers' memory until
+        # Python's garbage collector ran, which a long run made ever more likely to
+        # exceed the window
+        batches.changed.wait(BatchProgress.REDRAW)
         progress.update(batches.computed, batches.committed)
 
 
