@@ -29,8 +29,9 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target
+from .ingest_cluster import on_cluster
 from .ingest_progress import BatchProgress
-from .ingest_schedule import Batches, active_client, on_cluster, on_threads
+from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_store import describe, open_store, set_many
 from .zarr_write import _read_root
 

@@ -42,6 +42,7 @@ __all__ = ["RUN", "Target", "commit_batch", "finish_batch", "plan_batch", "store
 #: Root attribute (under ``metatensor_dask``) recording the run.
 RUN = "batches"
 
+
 @dataclass(frozen=True)
 class Target:
     """What appending any batch of a run needs besides the batch."""

@@ -1,11 +1,10 @@
 """Where the batches of :func:`~metatensor_dask.io.ingest.write_batches` run, through a
 window of batches computed and not yet committed, committed in item order.
 
-On a ``distributed`` cluster, each worker computes its share of the window, and each
-batch is planned, stored and committed (:mod:`.ingest_batch`) by the worker holding it,
-after the batch before it: the scheduler runs these chains without a round trip
-through this process, which only keeps the window full. Elsewhere, a pool of threads
-computes the batches and this thread commits them in turn.
+:class:`Batches` follows the batches of a run. On a ``distributed`` cluster, each
+worker computes its share of the window and appends the batches it holds (see
+:mod:`.ingest_cluster`). Elsewhere, a pool of threads computes the batches and this
+thread commits them in turn (:func:`on_threads`).
 """
 
 from __future__ import annotations
@@ -21,10 +20,10 @@ from typing import Any
 import dask
 
 from ..errors import MetatensorDaskError
-from .ingest_batch import Target, commit_batch, finish_batch, plan_batch, store_interior
+from .ingest_batch import Target, commit_batch
 from .ingest_progress import BatchProgress
 
-__all__ = ["Batches", "active_client", "on_cluster", "on_threads"]
+__all__ = ["Batches", "active_client", "on_threads"]
 
 
 def active_client() -> Any:
@@ -146,91 +145,6 @@ def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> Non
                 progress.update(batches.computed, batches.committed)
         finally:
             batches.cancel()
-
-
-def on_cluster(client: Any, batches: Batches, target: Target, progress: BatchProgress) -> None:
-    """Batches computed on the workers of ``client``, each committed by the worker that
-    holds it (so that no batch travels), after the commit before it: the scheduler runs
-    the commits in order without waiting for this process."""
-
-    commits: deque[Any] = deque()  # submitted, not yet seen done, in order
-    try:
-        _commit_in_order(client, batches, target, progress, commits)
-    finally:
-        commits.clear()  # released, see Batches.cancel
-
-
-def _commit_in_order(
-    client: Any,
-    batches: Batches,
-    target: Target,
-    progress: BatchProgress,
-    commits: deque[Any],
-) -> None:
-    # every worker imports this module now (a second or more: dask.array, zarr...), before
-    # it computes: its batches' sizes are then known to the scheduler from the first one
-    client.run(_imported)
-    previous = planned = None
-    workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
-    while batches.committed < batches.total:
-        # cleared before looking at the futures: one finishing from now on sets it again
-        batches.changed.clear()
-        workers = workers or client.nthreads()
-        while batches.wanted(max(sum(workers.values()), 1)):
-            index = batches.submitted
-            # each worker computes its share of the window: its memory holds at most
-            # that many batches, however long the run
-            worker = batches.least_loaded(workers)
-            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
-            batches.started(
-                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
-            )
-        # the next commits whose batch is computed, pinned to the worker holding it
-        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
-            index = batches.committed + len(commits)
-            future = batches.futures[len(commits)]
-            holders = list(client.who_has([future]).get(future.key, ()))
-            # (none when the batch failed: its tasks fail at once, wherever they run)
-            pin = {"workers": holders, "allow_other_workers": True} if holders else {}
-            # before the computations queued on the worker: a commit frees a batch
-            pin["priority"] = 1
-            planned = client.submit(
-                plan_batch, target, index, batches.items[index * batches.size], future,
-                planned, True, pure=False, **pin,
-            )  # fmt: skip
-            stored = client.submit(
-                store_interior, target, future, planned, pure=False, **pin
-            )  # fmt: skip
-            previous = client.submit(
-                finish_batch, target, planned, previous, stored, pure=False, priority=1
-            )  # fmt: skip
-            batches.watch(previous)
-            commits.append(previous)
-            del future, stored  # released once committed: the batches.futures entry is the last
-        if commits and commits[0].done():
-            index = batches.committed
-            try:
-                commits.popleft().result()
-            except Exception as error:
-                raise batches.failure(index, error, target.lock.where) from error
-            batches.finished()
-            progress.update(batches.computed, batches.committed)
-            workers = {}
-            continue
-        # woken by a computation or a commit finishing (failed or cancelled ones too),
-        # else to redraw the progress. Not distributed's ``wait``: each of its timeouts
-        # raises an exception whose traceback holds the futures waited for in a reference
-        # cycle, so that the batches they hold stayed in the workers' memory until
-        # Python's garbage collector ran, which a long run made ever more likely to
-        # exceed the window
-        batches.changed.wait(BatchProgress.REDRAW)
-        progress.update(batches.computed, batches.committed)
-
-
-async def _imported() -> None:
-    """Nothing: a worker imports this module to unpickle it, in its event loop (an
-    import from another thread could race with the loop's own imports), and with it
-    the size of metatensor-core results (see :mod:`.ingest_batch`)."""
 
 
 def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:
