@@ -228,6 +228,30 @@ def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(6, 1))
 
 
+def test_the_views_of_a_committed_batch_are_freed_without_the_garbage_collector(tmp_path):
+    """Views of the arrays of a featomic result (Rust memory, through DLPack) hold it in
+    reference cycles: the tasks appending a batch free them before they end, or the
+    batch would stay in memory after its commit until Python's cyclic garbage collector
+    ran (disabled here)."""
+    import gc
+
+    def views() -> int:
+        return sum(type(o).__name__ == "LP_DLManagedTensorVersioned" for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = views()
+        with dask.config.set(num_workers=1):
+            mtd.write_batches(soap, list(range(4)), tmp_path / "t.zarr", batch_size=2, quiet=True)
+        left = views() - before
+    finally:
+        gc.enable()
+        gc.collect()
+    assert left == 0
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(4, 2))
+
+
 def _sizes(items):
     """dask's size of a metatensor-core batch, and the bytes of its arrays."""
     from dask.sizeof import sizeof

@@ -23,7 +23,7 @@ from .ingest_schedule import Batches
 
 __all__ = ["on_cluster"]
 
-#: Seconds between two looks at the workers while no commit ends (one after each commit).
+#: Seconds between two looks at the workers (a round trip to the scheduler).
 WORKERS_CHECKED = 1.0
 
 
@@ -60,7 +60,7 @@ def _commit_in_order(
     # every worker imports this module now (a second or more: dask.array, zarr...), before
     # it computes: its batches' sizes are then known to the scheduler from the first one
     client.run(_imported)
-    workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
+    workers: dict[str, int] = {}  # their threads, read again every second: they come and go
     checked = 0.0
     while batches.committed < batches.total:
         # cleared before looking at the futures: one finishing from now on sets it again
@@ -88,7 +88,6 @@ def _commit_in_order(
                 raise batches.failure(index, error, target.lock.where) from error
             batches.finished()
             progress.update(batches.computed, batches.committed)
-            workers = {}
             continue
         # woken by a computation or a commit finishing (failed or cancelled ones too),
         # else to redraw the progress. Not distributed's ``wait``: each of its timeouts
