@@ -90,12 +90,12 @@ def _commit_in_order(
             progress.update(batches.computed, batches.committed)
             continue
         # woken by a computation or a commit finishing (failed or cancelled ones too),
-        # else to redraw the progress. Not distributed's ``wait``: each of its timeouts
-        # raises an exception whose traceback holds the futures waited for in a reference
-        # cycle, so that the batches they hold stayed in the workers' memory until
-        # Python's garbage collector ran, which a long run made ever more likely to
-        # exceed the window
-        batches.changed.wait(BatchProgress.REDRAW)
+        # else to redraw the progress or look at the workers. Not distributed's
+        # ``wait``: each of its timeouts raises an exception whose traceback holds the
+        # futures waited for in a reference cycle, so that the batches they hold stayed
+        # in the workers' memory until Python's garbage collector ran, which a long run
+        # made ever more likely to exceed the window
+        batches.changed.wait(BatchProgress.REDRAW if progress.show else WORKERS_CHECKED)
         progress.update(batches.computed, batches.committed)
 
 
