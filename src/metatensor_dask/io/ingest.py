@@ -5,10 +5,10 @@
 pool of threads). Batches are *committed* (appended to the store, see
 :mod:`metatensor_dask.io.zarr_append`) one at a time and in item order, through a window
 of at most ``window`` batches computed ahead: a batch done before its turn waits in
-(worker) memory. Where they run and in which order is :mod:`.ingest_schedule`'s job;
-what is done with each batch (planned, stored, committed, by the worker holding it on a
-cluster: batches never travel) :mod:`.ingest_batch`'s. The store is the same, byte for
-byte, whatever the scheduling.
+(worker) memory. Where they run and in which order is the job of :mod:`.ingest_schedule`
+(threads) and :mod:`.ingest_cluster` (a cluster); what is done with each batch (planned,
+stored, committed, by the worker holding it on a cluster: batches never travel)
+:mod:`.ingest_batch`'s. The store is the same, byte for byte, whatever the scheduling.
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
