@@ -204,6 +204,79 @@ def test_each_worker_computes_its_share_of_the_window():
     assert batches.least_loaded({}) is None
 
 
+def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path):
+    """The futures of a run are released as soon as their batch is committed, not by
+    Python's garbage collector (disabled here): a batch kept in a reference cycle stays
+    in a worker's memory after its commit, beyond the window."""
+    import gc
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local) as client,
+    ):
+        gc.collect()
+        gc.disable()
+        try:
+            # each batch waited for over several redraws of the progress
+            mtd.write_batches(Slow(0.3), list(range(6)), tmp_path / "t.zarr", quiet=True)
+            held = [str(key) for key, count in client.refcount.items() if count > 0]
+        finally:
+            gc.enable()
+    assert held == []
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(6, 1))
+
+
+def test_the_views_of_a_committed_batch_are_freed_without_the_garbage_collector(tmp_path):
+    """Views of the arrays of a featomic result (Rust memory, through DLPack) hold it in
+    reference cycles: the tasks appending a batch free them before they end, or the
+    batch would stay in memory after its commit until Python's cyclic garbage collector
+    ran (disabled here)."""
+    import gc
+
+    def views() -> int:
+        return sum(type(o).__name__ == "LP_DLManagedTensorVersioned" for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = views()
+        with dask.config.set(num_workers=1):
+            mtd.write_batches(soap, list(range(4)), tmp_path / "t.zarr", batch_size=2, quiet=True)
+        left = views() - before
+    finally:
+        gc.enable()
+        gc.collect()
+    assert left == 0
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(4, 2))
+
+
+def _sizes(items):
+    """dask's size of a metatensor-core batch, and the bytes of its arrays."""
+    from dask.sizeof import sizeof
+
+    tensor = soap(items)
+    blocks = [b for block in tensor.blocks() for b in (block, *dict(block.gradients()).values())]
+    return sizeof(tensor), sum(block.values.nbytes for block in blocks)
+
+
+def test_workers_know_the_size_of_batches_computed_before_the_run(tmp_path):
+    """A worker that measured a metatensor-core TensorMap before its first batch (dask
+    then cached the size of any object for the type) learns its real size: taking a
+    batch for a few bytes, distributed's scheduler would copy it to idle workers."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local) as client,
+    ):
+        client.run(soap, [0])  # a result measured, as when warming the workers up
+        mtd.write_batches(soap, list(range(2)), tmp_path / "t.zarr", quiet=True)
+        ((found, arrays),) = client.run(_sizes, [0, 1]).values()
+    assert found == arrays > 1000
+
+
 def failing(items):
     if 5 in items:
         raise RuntimeError("no structure 5")

@@ -5,10 +5,10 @@
 pool of threads). Batches are *committed* (appended to the store, see
 :mod:`metatensor_dask.io.zarr_append`) one at a time and in item order, through a window
 of at most ``window`` batches computed ahead: a batch done before its turn waits in
-(worker) memory. Where they run and in which order is :mod:`.ingest_schedule`'s job;
-what is done with each batch (planned, stored, committed, by the worker holding it on a
-cluster: batches never travel) :mod:`.ingest_batch`'s. The store is the same, byte for
-byte, whatever the scheduling.
+(worker) memory. Where they run and in which order is the job of :mod:`.ingest_schedule`
+(threads) and :mod:`.ingest_cluster` (a cluster); what is done with each batch (planned,
+stored, committed, by the worker holding it on a cluster: batches never travel)
+:mod:`.ingest_batch`'s. The store is the same, byte for byte, whatever the scheduling.
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
@@ -29,8 +29,9 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target
+from .ingest_cluster import on_cluster
 from .ingest_progress import BatchProgress
-from .ingest_schedule import Batches, active_client, on_cluster, on_threads
+from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_store import describe, open_store, set_many
 from .zarr_write import _read_root
 
@@ -179,12 +180,12 @@ def _run(
     client = active_client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
     batches = Batches(function, items, run["batch_size"], committed, window)
-    commit_args: Target = (store, lock, request, run)
+    target = Target(store, lock, request, run)
     try:
         if client is None:
-            on_threads(batches, commit_args, progress)
+            on_threads(batches, target, progress)
         else:
-            on_cluster(client, batches, commit_args, progress)
+            on_cluster(client, batches, target, progress)
     finally:
         batches.cancel()
         progress.close()

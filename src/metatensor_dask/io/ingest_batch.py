@@ -15,7 +15,13 @@ memory: wrapped, neither copied nor hashed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -40,8 +46,19 @@ __all__ = ["RUN", "Target", "commit_batch", "finish_batch", "plan_batch", "store
 #: Root attribute (under ``metatensor_dask``) recording the run.
 RUN = "batches"
 
-#: What a commit needs besides its batch: the store, the lock, the chunks, the run.
-Target = tuple[Any, WriteId, ChunkRequest, dict[str, Any]]
+
+@dataclass(frozen=True)
+class Target:
+    """What appending any batch of a run needs besides the batch."""
+
+    #: The store (a zarr store).
+    store: Any
+    #: The lock held by the run, checked before each write.
+    lock: WriteId
+    #: The chunks asked for.
+    chunks: ChunkRequest
+    #: The run record (``run_id``, ``batch_size``, ``n_items``, ``renumber``).
+    run: dict[str, Any]
 
 
 def _block_bytes(block: Any) -> int:
@@ -49,8 +66,7 @@ def _block_bytes(block: Any) -> int:
     return found + sum(_block_bytes(gradient) for _, gradient in block.gradients())
 
 
-@sizeof.register_lazy("metatensor")
-def _metatensor_sizes() -> None:
+def _register_sizes() -> None:
     """Tell dask (and distributed's scheduler) the size of metatensor-core results: the
     bytes of their arrays. Taking a batch for a few bytes, the scheduler would move the
     tasks appending it to an idle worker (work stealing), copying the whole batch."""
@@ -63,6 +79,14 @@ def _metatensor_sizes() -> None:
     @sizeof.register(metatensor.TensorBlock)
     def block_bytes(block: Any) -> int:
         return _block_bytes(block)
+
+
+# Registered now when metatensor is imported already: a TensorMap measured before (a
+# worker's first results) made dask cache the size of any object for its type, which a
+# lazy registration would not replace.
+sizeof.register_lazy("metatensor", _register_sizes)
+if "metatensor" in sys.modules:
+    _register_sizes()
 
 
 def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
@@ -176,21 +200,33 @@ def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
 
 
 def plan_batch(
-    store: Any,
-    lock: WriteId,
-    chunks: ChunkRequest,
-    run: dict[str, Any],
+    target: Target,
     index: int,
     first: Any,
     result: Any,
     previous: dict[str, Any] | None = None,
     parallel: bool = False,
 ) -> dict[str, Any]:
+    """:func:`_plan_batch`, the views it takes of the batch's arrays freed as it ends
+    (see :func:`_views_freed`)."""
+    with _views_freed():
+        return _plan_batch(target, index, first, result, previous, parallel)
+
+
+def _plan_batch(
+    target: Target,
+    index: int,
+    first: Any,
+    result: Any,
+    previous: dict[str, Any] | None,
+    parallel: bool,
+) -> dict[str, Any]:
     """Append batch ``index`` (its samples renumbered by the index of its first item)
     after the batches committed before it, ``previous`` (what this function returned
     for the batch before, ``None`` to read the store). Returns the documents to commit
     (its metadata, with the run record), and with ``parallel`` the whole chunks of its
     arrays left to store (``"interior"``, see :func:`_store_batch`)."""
+    store, lock, run = target.store, target.lock, target.run
     arrays: dict[str, np.ndarray] = {}
     tensor = _as_tensor(result, index, first, arrays)
     start = index * run["batch_size"]
@@ -201,7 +237,7 @@ def plan_batch(
         existing = _read_root(store, where)
     else:
         existing = _parse_root(previous["documents"]["zarr.json"], where)
-    chunks = _append_chunks(chunks, tensor)
+    chunks = _append_chunks(target.chunks, tensor)
     plan = plan_append(tensor, store, where, existing, chunks, _plan_whole)
     sources = _concrete(plan, arrays)
     lock.check()
@@ -221,35 +257,67 @@ def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]
     return attributes, nodes
 
 
-def store_interior(store: Any, lock: WriteId, result: Any, planned: dict[str, Any]) -> None:
+def store_interior(target: Target, result: Any, planned: dict[str, Any]) -> None:
     """Store the whole chunks :func:`plan_batch` left (on the worker holding the batch)."""
+    with _views_freed():
+        _store_interior(target, result, planned)
+
+
+def _store_interior(target: Target, result: Any, planned: dict[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
     _as_tensor(result, -1, None, arrays)
     found = list(arrays.values())
-    lock.check()
+    target.lock.check()
     for source, begin, end, path, document, first in planned["interior"]:
-        write_parts(store, chunk_parts(path, document, found[source][begin:end], first))
+        write_parts(target.store, chunk_parts(path, document, found[source][begin:end], first))
 
 
-def finish_batch(
-    store: Any, lock: WriteId, planned: dict[str, Any], previous: Any, stored: Any
-) -> None:
+def finish_batch(target: Target, planned: dict[str, Any], previous: Any, stored: Any) -> None:
     """Commit the metadata of a batch, once it is stored and the batch before it
     committed (``previous`` and ``stored``, ignored, order it in a task graph)."""
-    lock.check()
-    commit(store, planned["documents"])
+    target.lock.check()
+    commit(target.store, planned["documents"])
 
 
-def commit_batch(
-    store: Any,
-    lock: WriteId,
-    chunks: ChunkRequest,
-    run: dict[str, Any],
-    index: int,
-    first: Any,
-    result: Any,
-) -> None:
+def commit_batch(target: Target, index: int, first: Any, result: Any) -> None:
     """Append batch ``index`` and commit its metadata with the run record, in one
     atomic root write, from this thread."""
-    planned = plan_batch(store, lock, chunks, run, index, first, result)
-    commit(store, planned["documents"])
+    planned = plan_batch(target, index, first, result)
+    commit(target.store, planned["documents"])
+
+
+class _Paused:
+    """The cyclic garbage collector, paused while any task of :func:`_views_freed` runs."""
+
+    lock = threading.Lock()
+    running = 0
+    #: Whether it was enabled when the first of them started.
+    enabled = True
+
+
+@contextlib.contextmanager
+def _views_freed() -> Iterator[None]:
+    """Free, as the task ends, the views of a metatensor-core batch's arrays it took.
+
+    Each view of an array that metatensor-core does not own from Python (featomic's are
+    Rust's) holds a DLPack tensor in a reference cycle, which holds the memory of the
+    whole array: it is only freed by Python's cyclic garbage collector, whose full
+    collections come rarely and cost ~0.1 s on a worker. Batches committed stayed in
+    memory, and the longer the run, the more of them. Here the cyclic collector pauses
+    while these tasks run (nothing they allocate is moved to an older generation), and
+    the youngest generation, these tasks' objects, is collected when the last one ends.
+    """
+    with _Paused.lock:
+        _Paused.running += 1
+        if _Paused.running == 1:
+            _Paused.enabled = gc.isenabled()
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _Paused.lock:
+            _Paused.running -= 1
+            if _Paused.running == 0:
+                if _Paused.enabled:
+                    gc.enable()
+                gc.collect(0)

@@ -1,17 +1,15 @@
 """Where the batches of :func:`~metatensor_dask.io.ingest.write_batches` run, through a
 window of batches computed and not yet committed, committed in item order.
 
-On a ``distributed`` cluster, each worker computes its share of the window, and each
-batch is planned, stored and committed (:mod:`.ingest_batch`) by the worker holding it,
-after the batch before it: the scheduler runs these chains without a round trip
-through this process, which only keeps the window full. Elsewhere, a pool of threads
-computes the batches and this thread commits them in turn.
+:class:`Batches` follows the batches of a run. On a ``distributed`` cluster, each
+worker computes its share of the window and appends the batches it holds (see
+:mod:`.ingest_cluster`). Elsewhere, a pool of threads computes the batches and this
+thread commits them in turn (:func:`on_threads`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import threading
 from collections import deque
@@ -22,10 +20,10 @@ from typing import Any
 import dask
 
 from ..errors import MetatensorDaskError
-from .ingest_batch import Target, commit_batch, finish_batch, plan_batch, store_interior
+from .ingest_batch import Target, commit_batch
 from .ingest_progress import BatchProgress
 
-__all__ = ["Batches", "active_client", "on_cluster", "on_threads"]
+__all__ = ["Batches", "active_client", "on_threads"]
 
 
 def active_client() -> Any:
@@ -60,6 +58,8 @@ class Batches:
         self.computed = committed
         self.futures: deque[Any] = deque()  # computations not committed, in order
         self.workers: deque[str | None] = deque()  # where each was sent
+        #: Set when a future given to :meth:`started` or :meth:`watch` finishes.
+        self.changed = threading.Event()
         self._lock = threading.Lock()
 
     def batch(self, index: int) -> list[Any]:
@@ -87,10 +87,18 @@ class Batches:
                 held[worker] += 1
         return min(held, key=lambda w: (held[w] / max(threads[w], 1), w), default=None)
 
+    def watch(self, future: Any) -> None:
+        """Set :attr:`changed` when ``future`` finishes."""
+        future.add_done_callback(self._changed)
+
+    def _changed(self, future: Any) -> None:  # called from another thread
+        self.changed.set()
+
     def _done(self, future: Any) -> None:  # called from another thread
         if not future.cancelled():
             with self._lock:
                 self.computed += 1
+        self.changed.set()
 
     def finished(self) -> None:
         """The oldest batch is committed: forget it."""
@@ -118,7 +126,7 @@ class Batches:
         self.workers.clear()
 
 
-def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
+def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> None:
     """Batches computed by a pool of threads, committed in order by this thread."""
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
@@ -129,100 +137,14 @@ def on_threads(batches: Batches, commit_args: Target, progress: BatchProgress) -
                 index = batches.committed
                 try:
                     result = _wait(batches.futures[0], progress, batches)
-                    commit_batch(*commit_args, index, batches.items[index * batches.size], result)
+                    commit_batch(target, index, batches.items[index * batches.size], result)
                 except Exception as error:
-                    raise batches.failure(index, error, commit_args[1].where) from error
+                    raise batches.failure(index, error, target.lock.where) from error
                 del result
                 batches.finished()
                 progress.update(batches.computed, batches.committed)
         finally:
             batches.cancel()
-
-
-def on_cluster(client: Any, batches: Batches, commit_args: Target, progress: BatchProgress) -> None:
-    """Batches computed on the workers of ``client``, each committed by the worker that
-    holds it (so that no batch travels), after the commit before it: the scheduler runs
-    the commits in order without waiting for this process."""
-
-    commits: deque[Any] = deque()  # submitted, not yet seen done, in order
-    try:
-        _commit_in_order(client, batches, commit_args, progress, commits)
-    finally:
-        commits.clear()  # released, see Batches.cancel
-
-
-def _commit_in_order(
-    client: Any,
-    batches: Batches,
-    commit_args: Target,
-    progress: BatchProgress,
-    commits: deque[Any],
-) -> None:
-    from distributed import wait
-
-    # every worker imports this module now (a second or more: dask.array, zarr...), before
-    # it computes: its batches' sizes are then known to the scheduler from the first one
-    client.run(_imported)
-    previous = planned = None
-    workers: dict[str, int] = {}  # their threads, read again after each commit: they come and go
-    while batches.committed < batches.total:
-        workers = workers or client.nthreads()
-        while batches.wanted(max(sum(workers.values()), 1)):
-            index = batches.submitted
-            # each worker computes its share of the window: its memory holds at most
-            # that many batches, however long the run
-            worker = batches.least_loaded(workers)
-            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
-            batches.started(
-                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
-            )
-        # the next commits whose batch is computed, pinned to the worker holding it
-        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
-            index = batches.committed + len(commits)
-            future = batches.futures[len(commits)]
-            holders = list(client.who_has([future]).get(future.key, ()))
-            # (none when the batch failed: its tasks fail at once, wherever they run)
-            pin = {"workers": holders, "allow_other_workers": True} if holders else {}
-            # before the computations queued on the worker: a commit frees a batch
-            pin["priority"] = 1
-            planned = client.submit(
-                plan_batch, *commit_args, index, batches.items[index * batches.size], future,
-                planned, True, pure=False, **pin,
-            )  # fmt: skip
-            stored = client.submit(
-                store_interior, commit_args[0], commit_args[1], future, planned,
-                pure=False, **pin,
-            )  # fmt: skip
-            previous = client.submit(
-                finish_batch, commit_args[0], commit_args[1], planned, previous, stored,
-                pure=False, priority=1,
-            )  # fmt: skip
-            commits.append(previous)
-            del future  # released once committed: the batches.futures entry is the last
-        if commits and commits[0].done():
-            index = batches.committed
-            try:
-                commits.popleft().result()
-            except Exception as error:
-                raise batches.failure(index, error, commit_args[1].where) from error
-            batches.finished()
-            progress.update(batches.computed, batches.committed)
-            workers = {}
-            continue
-        pending = [commits[0]] if commits else []
-        if len(commits) < len(batches.futures):
-            pending.append(batches.futures[len(commits)])
-        # a timeout, or a future that failed or was cancelled (distributed raises for
-        # those): the loop looks at each future again, in order, and raises for the first
-        with contextlib.suppress(Exception):
-            wait(pending, timeout=BatchProgress.REDRAW, return_when="FIRST_COMPLETED")
-        progress.update(batches.computed, batches.committed)
-
-
-async def _imported() -> None:
-    """Nothing: a worker imports this module to unpickle it, in its event loop (an
-    import from another thread could race with the loop's own imports), and with it
-    the size of metatensor-core results (see :mod:`.ingest_batch`)."""
 
 
 def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:

@@ -1,0 +1,142 @@
+"""The batches of :func:`~metatensor_dask.io.ingest.write_batches` on a ``distributed``
+cluster: each computed by a worker, then planned, stored and committed
+(:mod:`.ingest_batch`) by the worker holding it, after the batch before it.
+
+The scheduler runs these chains without a round trip through this process, which keeps
+the window full and watches the workers. The tasks appending a batch may only run on the
+worker holding it: distributed's work stealing would otherwise move them to an idle
+worker, with a copy of the batch. When that worker leaves (a batch job ending, a node
+lost), distributed computes its batches again elsewhere and the chain is submitted again
+from the first batch it held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .ingest_batch import Target, finish_batch, plan_batch, store_interior
+from .ingest_progress import BatchProgress
+from .ingest_schedule import Batches
+
+__all__ = ["on_cluster"]
+
+#: Seconds between two looks at the workers (a round trip to the scheduler).
+WORKERS_CHECKED = 1.0
+
+
+@dataclass
+class _Commit:
+    """The tasks appending one batch, submitted and not yet seen done."""
+
+    #: The worker holding the batch, to which they are pinned (``None``: a failed batch).
+    holder: str | None
+    #: Its plan (the next batch is planned after it).
+    planned: Any
+    #: Its commit (the next batch is committed after it).
+    finished: Any
+
+
+def on_cluster(client: Any, batches: Batches, target: Target, progress: BatchProgress) -> None:
+    """Batches computed on the workers of ``client``, each committed by the worker that
+    holds it (so that no batch travels), after the commit before it: the scheduler runs
+    the commits in order without waiting for this process."""
+    commits: deque[_Commit] = deque()  # submitted, not yet seen done, in order
+    try:
+        _commit_in_order(client, batches, target, progress, commits)
+    finally:
+        commits.clear()  # released, see Batches.cancel
+
+
+def _commit_in_order(
+    client: Any,
+    batches: Batches,
+    target: Target,
+    progress: BatchProgress,
+    commits: deque[_Commit],
+) -> None:
+    # every worker imports this module now (a second or more: dask.array, zarr...), before
+    # it computes: its batches' sizes are then known to the scheduler from the first one
+    client.run(_imported)
+    workers: dict[str, int] = {}  # their threads, read again every second: they come and go
+    checked = 0.0
+    while batches.committed < batches.total:
+        # cleared before looking at the futures: one finishing from now on sets it again
+        batches.changed.clear()
+        if not workers or time.monotonic() - checked > WORKERS_CHECKED:
+            workers, checked = client.nthreads(), time.monotonic()
+            _forget_lost(commits, workers)
+        while batches.wanted(max(sum(workers.values()), 1)):
+            index = batches.submitted
+            # each worker computes its share of the window: its memory holds at most
+            # that many batches, however long the run (free to run elsewhere: no data)
+            worker = batches.least_loaded(workers)
+            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
+            batches.started(
+                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
+            )
+        # the next commits whose batch is computed, pinned to the worker holding it
+        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
+            commits.append(_submit(client, batches, target, commits))
+        if commits and commits[0].finished.done():
+            index = batches.committed
+            try:
+                commits.popleft().finished.result()
+            except Exception as error:
+                raise batches.failure(index, error, target.lock.where) from error
+            batches.finished()
+            progress.update(batches.computed, batches.committed)
+            continue
+        # woken by a computation or a commit finishing (failed or cancelled ones too),
+        # else to redraw the progress or look at the workers. Not distributed's
+        # ``wait``: each of its timeouts raises an exception whose traceback holds the
+        # futures waited for in a reference cycle, so that the batches they hold stayed
+        # in the workers' memory until Python's garbage collector ran, which a long run
+        # made ever more likely to exceed the window
+        batches.changed.wait(BatchProgress.REDRAW if progress.show else WORKERS_CHECKED)
+        progress.update(batches.computed, batches.committed)
+
+
+def _submit(client: Any, batches: Batches, target: Target, commits: deque[_Commit]) -> _Commit:
+    """The tasks appending the next computed batch, after those of ``commits``."""
+    index = batches.committed + len(commits)
+    future = batches.futures[len(commits)]
+    holders = list(client.who_has([future]).get(future.key, ()))
+    # (none when the batch failed: its tasks fail at once, wherever they run); first
+    # among the tasks queued on the worker: a commit frees a batch
+    pin = {"workers": holders[:1], "allow_other_workers": False} if holders else {}
+    before = commits[-1] if commits else None
+    # the first batch not committed is planned after the store's root document
+    planned = client.submit(
+        plan_batch, target, index, batches.items[index * batches.size], future,
+        before.planned if before else None, True, pure=False, priority=1, **pin,
+    )  # fmt: skip
+    stored = client.submit(
+        store_interior, target, future, planned, pure=False, priority=1, **pin
+    )  # fmt: skip
+    finished = client.submit(
+        finish_batch, target, planned, before.finished if before else None, stored,
+        pure=False, priority=1,
+    )  # fmt: skip
+    batches.watch(finished)
+    return _Commit(holders[0] if holders else None, planned, finished)
+
+
+def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> None:
+    """Forget (release) the commits from the first whose batch was held by a worker that
+    left: pinned to it, they would wait for it forever. distributed computes the batches
+    it held again, on the workers left, and the loop submits these commits again, after
+    the ones before (or the store's root, when none is left). A task of the forgotten
+    ones still running writes the bytes its new copy writes."""
+    lost = [c.holder is not None and c.holder not in workers for c in commits]
+    if True in lost:
+        for _ in range(len(commits) - lost.index(True)):
+            commits.pop()
+
+
+async def _imported() -> None:
+    """Nothing: a worker imports this module to unpickle it, in its event loop (an
+    import from another thread could race with the loop's own imports), and with it
+    the size of metatensor-core results (see :mod:`.ingest_batch`)."""
