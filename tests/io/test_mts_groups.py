@@ -9,6 +9,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 from test_mts import _load_npy, _members, _npy, _rewrite, _write_members, big_endian, make_tensor
 
 import metatensor_dask as mtd
@@ -175,6 +176,62 @@ def test_saving_a_loaded_map_of_tiny_blocks_gives_metatensors_bytes(tmp_path):
     metatensor.save(tmp_path / "theirs.mts", expected)
     mtd.save(tmp_path / "ours.mts", mtd.load(tmp_path / "theirs.mts"))
     assert (tmp_path / "ours.mts").read_bytes() == (tmp_path / "theirs.mts").read_bytes()
+
+
+def _tasks_run(function) -> list:
+    """The keys of the dask tasks that ``function()`` runs (one thread)."""
+    keys: list = []
+    with dask.config.set(scheduler="sync"), Callback(pretask=lambda key, *_: keys.append(key)):
+        function()
+    return keys
+
+
+def test_a_loaded_map_of_tiny_blocks_is_saved_by_groups(tmp_path, monkeypatch):
+    """Saving a map loaded from a file of tiny blocks runs a read and a write per group
+    (not a task per member); the file is metatensor's, and so is a part of the map."""
+    expected = tiny_map(40)
+    metatensor.save(tmp_path / "theirs.mts", expected)
+    monkeypatch.setattr(_mts_tiny, "GROUP_BYTES", 4096)
+    with raise_if_dask_computes():
+        tensor = mtd.load(tmp_path / "theirs.mts")
+    groups = _groups(tensor)
+    assert 10 <= len(groups) <= 40
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "ours.mts", tensor))
+    # a read and a write per group, the results gathered, the checks waited for
+    assert len(tasks) == 2 * len(groups) + 2
+    assert groups <= set(tasks)
+    assert (tmp_path / "ours.mts").read_bytes() == (tmp_path / "theirs.mts").read_bytes()
+
+    # some blocks of some groups only: their groups read whole, their items written
+    selected = [0, 1, 2, 17, 39]
+    keys = mtd.Labels(tensor.keys.names, tensor.keys.values[selected])
+    part = mtd.TensorMap(keys, [tensor.block(i) for i in selected])
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "part.mts", part))
+    assert len(tasks) == 2 * len(_groups(part)) + 2 < 2 * len(groups)
+    kept = metatensor.TensorMap(
+        metatensor.Labels(expected.keys.names, expected.keys.values[selected]),
+        [expected.block(i).copy() for i in selected],
+    )
+    metatensor.save(tmp_path / "theirs-part.mts", kept)
+    assert (tmp_path / "part.mts").read_bytes() == (tmp_path / "theirs-part.mts").read_bytes()
+
+
+def test_a_map_computed_by_groups_is_saved_by_groups(tmp_path, monkeypatch):
+    """The items of groups made by an operation are written by their groups too;
+    every value and gradient is metatensor's."""
+    expected = tiny_map(30)
+    metatensor.save(tmp_path / "theirs.mts", expected)
+    monkeypatch.setattr(_mts_tiny, "GROUP_BYTES", 4096)
+    loaded = mtd.load(tmp_path / "theirs.mts")
+    product = mtd.multiply(loaded, loaded)
+    items = [a for block in product.blocks() for a in block._raw_arrays()]
+    groups = _groups(product)
+    assert groups and all(isinstance(a, GroupItem) for a in items)
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "ours.mts", product))
+    assert len(tasks) < len(items)
+    assert_equal_to_metatensor(
+        mtd.load(tmp_path / "ours.mts"), metatensor.multiply(expected, expected)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.dtype(">f4"), np.int16, bool])
