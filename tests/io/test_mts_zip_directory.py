@@ -4,6 +4,7 @@ as Python's :mod:`zipfile` finds, whatever the names, sizes and layout."""
 from __future__ import annotations
 
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -137,3 +138,32 @@ def test_damaged_directories_are_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(_zip.ZipError, match="Bad magic number for central directory"):
         _zip.read_directory(str(path))
+
+
+def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_path):
+    """The records laid out all at once (ASCII names, no ZIP64 field) are those made one
+    by one; an archive of them reads back with zipfile."""
+    rng = np.random.default_rng(1)
+    entries = []
+    offset = 0
+    for i in range(300):
+        size = int(rng.integers(0, 5000))
+        name = f"blocks/{i}/{'values' if i % 2 else 'samples'}.npy"
+        entries.append((name, int(rng.integers(0, 2**32)), size, offset))
+        offset += int(rng.integers(100, 10000))
+    one_by_one = b"".join(_zip._record(*entry) for entry in entries)
+    directory = _zip.central_directory(entries, offset)
+    assert directory[: len(one_by_one)] == one_by_one
+    # a real archive: members written at their offsets, then the directory
+    path = tmp_path / "written.zip"
+    data = bytearray()
+    records = []
+    for name, content in (("a.npy", b"abc"), ("b/c.npy", b""), ("d.npy", bytes(range(200)))):
+        crc = zlib.crc32(content)
+        records.append((name, crc, len(content), len(data)))
+        data += _zip.local_header(name, crc, len(content)) + content
+    path.write_bytes(bytes(data) + _zip.central_directory(records, len(data)))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert archive.read("d.npy") == bytes(range(200))
+    _check(path)

@@ -51,8 +51,8 @@ def _nbytes(piece: Any) -> int:
 
 def labels_bytes(labels: Labels) -> bytes:
     values = np.ascontiguousarray(labels.values, dtype="<i4")
-    shape = (len(labels),)
-    return _npy.header_bytes(_npy.labels_descr(labels.names), shape) + values.tobytes()
+    descr = _npy.labels_descr(tuple(labels.names))
+    return _npy.header_bytes(descr, (len(values),)) + values.tobytes()
 
 
 class Encoder:
@@ -82,11 +82,12 @@ class Encoder:
         # an item of a group (tiny blocks read from a file, or computed by groups) is
         # kept as it is: its group is computed once for all its items (_write_lazy)
         values = block._held_values()
+        shape = tuple(values.shape)
         if isinstance(values, da.Array):
             held = _graph.held_chunk(values)
             values = values if held is None else held
         entries = [
-            Entry(prefix + "values.npy", [_npy.header_bytes(descr, block.shape), values]),
+            Entry(prefix + "values.npy", [_npy.header_bytes(descr, shape), values]),
             Entry(prefix + "samples.npy", [self.labels(block.samples)]),
         ]
         for j, component in enumerate(block.components):

@@ -513,44 +513,37 @@ def local_header_size(name: str) -> int:
 def local_header(name: str, crc: int, size: int) -> bytes:
     """The local header of a STORED member, with a ZIP64 extra field (as metatensor)."""
     encoded, flags = _encoded(name)
-    return (
-        _LOCAL.pack(
-            b"PK\x03\x04", _VERSION_NEEDED, flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE,
-            crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), _LOCAL_EXTRA.size,
-        )
-        + encoded
-        + _LOCAL_EXTRA.pack(1, 16, size, size)
+    return _local_struct(len(encoded)).pack(
+        b"PK\x03\x04", _VERSION_NEEDED, flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE,
+        crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), _LOCAL_EXTRA.size,
+        encoded, 1, 16, size, size,
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _local_struct(name_length: int) -> struct.Struct:
+    """A whole local header, its name of ``name_length`` bytes (one pack per member)."""
+    return struct.Struct(_LOCAL.format + f"{name_length}s" + _LOCAL_EXTRA.format[1:])
 
 
 def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> bytes:
     """The central directory and end records, written at ``start``.
 
-    ``entries`` are ``(name, crc, size, local header offset)`` in file order.
+    ``entries`` are ``(name, crc, size, local header offset)`` in file order. When
+    every name is ASCII and no size or offset needs ZIP64 fields (the common case), the
+    records are laid out all at once (numpy); otherwise one by one.
     """
-    records = []
-    for name, crc, size, offset in entries:
-        encoded, flags = _encoded(name)
-        extra = b""
-        if size >= ZIP64_LIMIT:
-            extra += struct.pack("<QQ", size, size)
-        if offset >= ZIP64_LIMIT:
-            extra += struct.pack("<Q", offset)
-        if extra:
-            extra = struct.pack("<HH", 1, len(extra)) + extra
-        records.append(
-            _CENTRAL.pack(
-                b"PK\x01\x02", _VERSION_MADE_BY,
-                _VERSION_NEEDED_ZIP64 if extra else _VERSION_NEEDED,
-                flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
-                _field(size), _field(size),
-                len(encoded), len(extra), 0, 0, 0, _UNIX_MODE, _field(offset),
-            )
-            + encoded
-            + extra
-        )  # fmt: skip
-    directory = b"".join(records)
-    count, size = len(entries), len(directory)
+    count = len(entries)
+    names = [entry[0] for entry in entries]
+    joined = "".join(names)
+    sizes = np.fromiter((entry[2] for entry in entries), np.int64, count)
+    offsets = np.fromiter((entry[3] for entry in entries), np.int64, count)
+    if count and joined.isascii() and max(sizes.max(), offsets.max()) < ZIP64_LIMIT:
+        crcs = np.fromiter((entry[1] for entry in entries), np.uint32, count)
+        directory = _plain_records(names, joined, crcs, sizes, offsets)
+    else:
+        directory = b"".join(_record(*entry) for entry in entries)
+    size = len(directory)
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
         end += _END64.pack(
@@ -561,6 +554,66 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
     small_count = count if count < ZIP64_COUNT_LIMIT else 0xFFFF
     end += _END.pack(b"PK\x05\x06", 0, 0, small_count, small_count, _field(size), _field(start), 0)
     return directory + end
+
+
+def _record(name: str, crc: int, size: int, offset: int) -> bytes:
+    """The central directory record of one STORED member."""
+    encoded, flags = _encoded(name)
+    extra = b""
+    if size >= ZIP64_LIMIT:
+        extra += struct.pack("<QQ", size, size)
+    if offset >= ZIP64_LIMIT:
+        extra += struct.pack("<Q", offset)
+    if extra:
+        extra = struct.pack("<HH", 1, len(extra)) + extra
+    return (
+        _CENTRAL.pack(
+            b"PK\x01\x02", _VERSION_MADE_BY,
+            _VERSION_NEEDED_ZIP64 if extra else _VERSION_NEEDED,
+            flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
+            _field(size), _field(size),
+            len(encoded), len(extra), 0, 0, 0, _UNIX_MODE, _field(offset),
+        )
+        + encoded
+        + extra
+    )  # fmt: skip
+
+
+# every field of a central directory record (see _CENTRAL), at its offset
+_CENTRAL_RECORD = np.dtype(
+    {
+        "names": ["signature", "made_by", "needed", "flags", "method", "time", "date", "crc",
+                  "compressed", "uncompressed", "name", "extra", "comment", "disk",
+                  "internal", "external", "offset"],
+        "formats": ["<u4", "<u2", "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u4",
+                    "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4"],
+        "offsets": [0, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 30, 32, 34, 36, 38, 42],
+        "itemsize": _CENTRAL.size,
+    }
+)  # fmt: skip
+
+
+def _plain_records(
+    names: list[str], joined: str, crcs: np.ndarray, sizes: np.ndarray, offsets: np.ndarray
+) -> bytes:
+    """The records of STORED members with ASCII names ``names`` (``joined``: one after
+    the other) and sizes and offsets below the ZIP64 limit, as :func:`_record` makes
+    them one by one."""
+    count = len(names)
+    lengths = np.fromiter(map(len, names), np.int64, count)
+    table = np.zeros(count, _CENTRAL_RECORD)
+    table["signature"] = int.from_bytes(b"PK\x01\x02", "little")
+    table["made_by"], table["needed"] = _VERSION_MADE_BY, _VERSION_NEEDED
+    table["method"], table["time"], table["date"] = zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE
+    table["crc"], table["compressed"], table["uncompressed"] = crcs, sizes, sizes
+    table["name"], table["external"], table["offset"] = lengths, _UNIX_MODE, offsets
+    before = np.cumsum(lengths) - lengths
+    starts = np.arange(count) * _CENTRAL.size + before
+    out = np.empty(count * _CENTRAL.size + int(lengths.sum()), np.uint8)
+    out[starts[:, None] + np.arange(_CENTRAL.size)] = table.view(np.uint8).reshape(count, -1)
+    positions = np.arange(len(joined)) + np.repeat(starts + _CENTRAL.size - before, lengths)
+    out[positions] = np.frombuffer(joined.encode("ascii"), np.uint8)
+    return out.tobytes()
 
 
 def _field(value: int) -> int:
