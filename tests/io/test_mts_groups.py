@@ -147,6 +147,28 @@ def test_a_later_block_with_another_shape_is_checked(tmp_path):
         mtd.load(path)
 
 
+def test_a_later_block_breaking_the_maps_rules_is_refused(tmp_path):
+    """The rules across blocks (dimension names, dtype) are checked on the blocks of
+    distinct metadata: a later block that breaks them gives metatensor's message."""
+    metatensor.save(tmp_path / "t.mts", tiny_map(8))
+    members = _members(tmp_path / "t.mts")
+    samples = _load_npy(members["blocks/5/samples.npy"]).copy()
+    samples.dtype.names = ("other",)
+    path = _with_member(tmp_path, tmp_path / "t.mts", "blocks/5/samples.npy", _npy(samples))
+    with pytest.raises(metatensor.MetatensorError, match="same sample dimensions"):
+        metatensor.load(str(path))
+    with pytest.raises(mtd.MetatensorError, match=r"same sample dimensions, got \[other\]"):
+        mtd.load(path)
+
+    for name in ("blocks/6/values.npy", "blocks/6/gradients/positions/values.npy"):
+        members[name] = _npy(_load_npy(members[name]).astype(np.float32))
+    _write_members(tmp_path / "dtype.mts", members)
+    with pytest.raises(metatensor.MetatensorError, match="different dtypes"):
+        metatensor.load(str(tmp_path / "dtype.mts"))
+    with pytest.raises(mtd.MetatensorError, match="different dtypes, at least 'f64' and 'f32'"):
+        mtd.load(tmp_path / "dtype.mts")
+
+
 def test_a_damaged_member_fails_its_group_only(tmp_path, monkeypatch):
     metatensor.save(tmp_path / "t.mts", tiny_map(30))
     data = bytearray((tmp_path / "t.mts").read_bytes())

@@ -140,6 +140,9 @@ class Archive:
         self._pointers: dict[tuple[int, int], np.ndarray | None] = {}
         # the metadata of tiny blocks already checked (see `_tiny_block`)
         self._checked: set[Any] = set()
+        # the blocks made by the last `blocks` that were checked: one for each distinct
+        # metadata (the other blocks have the metadata of one of them)
+        self.distinct: list[TensorBlock] = []
         # the checked headers of values members, by their bytes: files repeat a few
         self._headers: dict[bytes, tuple[_npy.NpyHeader, int]] = {}
         names = list(members)
@@ -422,10 +425,20 @@ class Archive:
             read for part, small in zip(parts, tiny, strict=True) if small for read in _reads(part)
         ]
         items = iter(_mts_tiny.group_items(self.path, self.display, self.stamp, reads))
-        return [
-            self._tiny_block(part, items) if small else self._build(part)
-            for part, small in zip(parts, tiny, strict=True)
-        ]
+        blocks = []
+        self.distinct = []
+        for part, small in zip(parts, tiny, strict=True):
+            if small:
+                signature = _signature(part)
+                if signature in self._checked:
+                    blocks.append(_trusted_block(part, items))
+                    continue
+                block = self._checked_block(part, items, signature)
+            else:
+                block = self._build(part)
+            blocks.append(block)
+            self.distinct.append(block)
+        return blocks
 
     def _tiny_block(self, part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
         """The block of ``part``, its arrays (and its gradients') the next ``items``.
@@ -437,6 +450,13 @@ class Archive:
         signature = _signature(part)
         if signature in self._checked:
             return _trusted_block(part, items)
+        return self._checked_block(part, items, signature)
+
+    def _checked_block(
+        self, part: _Part, items: Iterator[GroupItem], signature: tuple[Any, ...]
+    ) -> TensorBlock:
+        """The block of ``part`` (see :meth:`_tiny_block`), checked; its ``signature``
+        is then known to pass."""
         with self.context(part.prefix or "<root>"):
             _check_shape(part.header.shape, part.samples, part.components, part.properties)
             block = TensorBlock._trusted(
