@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,18 @@ def _pwrite_all(fd: int, data: Any, offset: int) -> None:
         done += os.pwrite(fd, view[done:], offset + done)
 
 
+# byte orders that are little-endian already (1-byte types have none)
+_LITTLE = {"<", "|", *(["="] if sys.byteorder == "little" else [])}
+
+
+def _stored_bytes(array: np.ndarray) -> bytes:
+    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian),
+    in one copy when its byte order already is."""
+    if array.dtype.byteorder in _LITTLE:
+        return array.tobytes()
+    return _little_endian_bytes(array).tobytes()
+
+
 def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
     """The bytes of ``array`` as metatensor stores them (C order, little-endian)."""
     dtype = array.dtype.newbyteorder("<")
@@ -195,7 +208,7 @@ def _in_memory(pieces: list[Any]) -> list[bytes] | None:
         if type(piece) is bytes:
             found.append(piece)
         elif isinstance(piece, np.ndarray) and piece.nbytes <= _GATHER_BYTES:
-            found.append(_little_endian_bytes(piece).tobytes())
+            found.append(_stored_bytes(piece))
         else:
             return None
     return found
@@ -235,7 +248,7 @@ def _write_pieces(
                 crc, length = _write_array(fd, offset, piece, crc, length)
                 offset += piece.nbytes
                 continue
-            piece = _little_endian_bytes(piece).tobytes()
+            piece = _stored_bytes(piece)
         if gathered is None:
             _pwrite_all(fd, piece, offset)
         else:
