@@ -9,6 +9,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 from test_mts import _load_npy, _members, _npy, _rewrite, _write_members, big_endian, make_tensor
 
 import metatensor_dask as mtd
@@ -146,6 +147,28 @@ def test_a_later_block_with_another_shape_is_checked(tmp_path):
         mtd.load(path)
 
 
+def test_a_later_block_breaking_the_maps_rules_is_refused(tmp_path):
+    """The rules across blocks (dimension names, dtype) are checked on the blocks of
+    distinct metadata: a later block that breaks them gives metatensor's message."""
+    metatensor.save(tmp_path / "t.mts", tiny_map(8))
+    members = _members(tmp_path / "t.mts")
+    samples = _load_npy(members["blocks/5/samples.npy"]).copy()
+    samples.dtype.names = ("other",)
+    path = _with_member(tmp_path, tmp_path / "t.mts", "blocks/5/samples.npy", _npy(samples))
+    with pytest.raises(metatensor.MetatensorError, match="same sample dimensions"):
+        metatensor.load(str(path))
+    with pytest.raises(mtd.MetatensorError, match=r"same sample dimensions, got \[other\]"):
+        mtd.load(path)
+
+    for name in ("blocks/6/values.npy", "blocks/6/gradients/positions/values.npy"):
+        members[name] = _npy(_load_npy(members[name]).astype(np.float32))
+    _write_members(tmp_path / "dtype.mts", members)
+    with pytest.raises(metatensor.MetatensorError, match="different dtypes"):
+        metatensor.load(str(tmp_path / "dtype.mts"))
+    with pytest.raises(mtd.MetatensorError, match="different dtypes, at least 'f64' and 'f32'"):
+        mtd.load(tmp_path / "dtype.mts")
+
+
 def test_a_damaged_member_fails_its_group_only(tmp_path, monkeypatch):
     metatensor.save(tmp_path / "t.mts", tiny_map(30))
     data = bytearray((tmp_path / "t.mts").read_bytes())
@@ -175,6 +198,62 @@ def test_saving_a_loaded_map_of_tiny_blocks_gives_metatensors_bytes(tmp_path):
     metatensor.save(tmp_path / "theirs.mts", expected)
     mtd.save(tmp_path / "ours.mts", mtd.load(tmp_path / "theirs.mts"))
     assert (tmp_path / "ours.mts").read_bytes() == (tmp_path / "theirs.mts").read_bytes()
+
+
+def _tasks_run(function) -> list:
+    """The keys of the dask tasks that ``function()`` runs (one thread)."""
+    keys: list = []
+    with dask.config.set(scheduler="sync"), Callback(pretask=lambda key, *_: keys.append(key)):
+        function()
+    return keys
+
+
+def test_a_loaded_map_of_tiny_blocks_is_saved_by_groups(tmp_path, monkeypatch):
+    """Saving a map loaded from a file of tiny blocks runs a read and a write per group
+    (not a task per member); the file is metatensor's, and so is a part of the map."""
+    expected = tiny_map(40)
+    metatensor.save(tmp_path / "theirs.mts", expected)
+    monkeypatch.setattr(_mts_tiny, "GROUP_BYTES", 4096)
+    with raise_if_dask_computes():
+        tensor = mtd.load(tmp_path / "theirs.mts")
+    groups = _groups(tensor)
+    assert 10 <= len(groups) <= 40
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "ours.mts", tensor))
+    # a read and a write per group, the results gathered, the checks waited for
+    assert len(tasks) == 2 * len(groups) + 2
+    assert groups <= set(tasks)
+    assert (tmp_path / "ours.mts").read_bytes() == (tmp_path / "theirs.mts").read_bytes()
+
+    # some blocks of some groups only: their groups read whole, their items written
+    selected = [0, 1, 2, 17, 39]
+    keys = mtd.Labels(tensor.keys.names, tensor.keys.values[selected])
+    part = mtd.TensorMap(keys, [tensor.block(i) for i in selected])
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "part.mts", part))
+    assert len(tasks) == 2 * len(_groups(part)) + 2 < 2 * len(groups)
+    kept = metatensor.TensorMap(
+        metatensor.Labels(expected.keys.names, expected.keys.values[selected]),
+        [expected.block(i).copy() for i in selected],
+    )
+    metatensor.save(tmp_path / "theirs-part.mts", kept)
+    assert (tmp_path / "part.mts").read_bytes() == (tmp_path / "theirs-part.mts").read_bytes()
+
+
+def test_a_map_computed_by_groups_is_saved_by_groups(tmp_path, monkeypatch):
+    """The items of groups made by an operation are written by their groups too;
+    every value and gradient is metatensor's."""
+    expected = tiny_map(30)
+    metatensor.save(tmp_path / "theirs.mts", expected)
+    monkeypatch.setattr(_mts_tiny, "GROUP_BYTES", 4096)
+    loaded = mtd.load(tmp_path / "theirs.mts")
+    product = mtd.multiply(loaded, loaded)
+    items = [a for block in product.blocks() for a in block._raw_arrays()]
+    groups = _groups(product)
+    assert groups and all(isinstance(a, GroupItem) for a in items)
+    tasks = _tasks_run(lambda: mtd.save(tmp_path / "ours.mts", product))
+    assert len(tasks) < len(items)
+    assert_equal_to_metatensor(
+        mtd.load(tmp_path / "ours.mts"), metatensor.multiply(expected, expected)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.dtype(">f4"), np.int16, bool])

@@ -43,12 +43,18 @@ _INFLATE_READ = 1 << 24
 _GRADIENT_MEMBER = re.compile(
     r"(?:.*/)?gradients/[^/]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)"
 )
+# the same for names one per line (none holding a line break)
+_GRADIENT_MEMBERS = re.compile(
+    r"(?:(?:[^\n]*/)?gradients/[^/\n]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)\n)*"
+)
 
 
-def _wanted(name: str, size: int) -> int:
-    """The first bytes of member ``name`` to read with the archive's directory: all of
-    the Labels and ``info.json`` (read at load), the start of values (their header)."""
-    return _VALUES_HEAD if name.endswith("values.npy") else size
+def _wanted(names: list[str], sizes: np.ndarray) -> np.ndarray:
+    """The first bytes of the members ``names`` to read with the archive's directory:
+    all of the Labels and ``info.json`` (read at load), the start of values (their
+    header)."""
+    values = np.fromiter((name.endswith("values.npy") for name in names), bool, len(names))
+    return np.where(values, _VALUES_HEAD, sizes)
 
 
 def display_path(path: Any) -> str:
@@ -128,29 +134,41 @@ class Archive:
         self._fd: int | None = None
         # members with the same bytes (the samples or properties that many blocks
         # share) give the same Labels, parsed and checked once
-        self._labels: dict[bytes, Labels] = {}
+        self._labels: dict[bytes, tuple[Labels, int]] = {}
         self._gradient_names: dict[str, list[str]] = {}
         # row pointers by (gradient samples, parent rows): shared Labels, shared pointer
         self._pointers: dict[tuple[int, int], np.ndarray | None] = {}
         # the metadata of tiny blocks already checked (see `_tiny_block`)
         self._checked: set[Any] = set()
-        self._check_member_names(list(members))
-        for name in members:
+        # the blocks made by the last `blocks` that were checked: one for each distinct
+        # metadata (the other blocks have the metadata of one of them)
+        self.distinct: list[TensorBlock] = []
+        # the checked headers of values members, by their bytes: files repeat a few
+        self._headers: dict[bytes, tuple[_npy.NpyHeader, int]] = {}
+        names = list(members)
+        gradient_members = [name for name in names if "gradients/" in name]
+        self._check_member_names(names, gradient_members)
+        for name in gradient_members:
             if not name.endswith("/samples.npy"):
                 continue
             parent, _, parameter = name[: -len("/samples.npy")].rpartition("/")
             if parent == "gradients" or parent.endswith("/gradients"):
                 prefix = parent[: -len("gradients")]
                 self._gradient_names.setdefault(prefix, []).append(parameter)
+        for parameters in self._gradient_names.values():
+            parameters.sort()
 
-    def _check_member_names(self, names: list[str]) -> None:
+    def _check_member_names(self, names: list[str], gradient_members: list[str]) -> None:
         """Refuse member names that would escape a folder once extracted, and gradients
-        whose name holds a ``/`` (metatensor writes them, but reads them back wrong).
+        whose name holds a ``/`` (metatensor writes them, but reads them back wrong);
+        ``gradient_members`` are the names holding ``gradients/``.
 
         The components that many names share (``blocks``, ``values.npy``, block
-        numbers) are checked once each; the first bad name is then looked for.
+        numbers) are checked once each, and the gradients' names all at once (one
+        regular expression over them, one per line); the first bad name is then looked
+        for.
         """
-        components = {component for name in names for component in name.split("/")}
+        components = set("/".join(names).split("/"))
         try:
             for component in components:
                 # plain ASCII letters and digits (block numbers) are safe
@@ -159,8 +177,11 @@ class Archive:
         except UnsafeNameError:
             for name in names:
                 self._check_member_name(name)
-        for name in names:
-            if "gradients/" in name and not _GRADIENT_MEMBER.fullmatch(name):
+        lines = "\n".join(gradient_members) + "\n"
+        if lines.count("\n") == len(gradient_members) and _GRADIENT_MEMBERS.fullmatch(lines):
+            return
+        for name in gradient_members:
+            if not _GRADIENT_MEMBER.fullmatch(name):
                 raise UnsafeNameError(
                     f"unable to load {self.what} from '{self.display}': member '{name}' is "
                     "not laid out as a gradient's (gradients/<name>/values.npy, samples.npy "
@@ -271,17 +292,25 @@ class Archive:
             raise self.error(f"{error}: at '{member.name}'") from None
 
     def labels(self, name: str) -> Labels:
+        """The Labels of member ``name``, its CRC-32 checked; members with the same
+        bytes give the same object."""
+        member, data = self.members.get(name), self.heads.get(name)
+        if member is not None and data is not None and len(data) == member.size:
+            # bytes seen before have a known CRC-32: the member's must be it
+            known = self._labels.get(data)
+            if known is not None and known[1] == member.crc:
+                return known[0]
         data = self.read(name)
         known = self._labels.get(data)
         if known is not None:
-            return known
+            return known[0]
         try:
             names, values = _npy.labels_from_npy(data)
         except _npy.NpyError as error:
             raise self.error(f"{error}: at '{name}'") from None
         with self.context(name):
             labels = Labels(names, values)
-        self._labels[data] = labels
+        self._labels[data] = (labels, zlib.crc32(data))
         return labels
 
     def values_header(
@@ -290,6 +319,12 @@ class Archive:
         """A values member, its header, its content when it is compressed, and the
         CRC-32 of its header."""
         member = self.member(name)
+        head = self.heads.get(name, b"")
+        if member.stored and len(head) >= 10 and head[6] == 1:
+            # a version 1 header seen before: checked then (the size is the member's)
+            known = self._headers.get(head[: 10 + int.from_bytes(head[8:10], "little")])
+            if known is not None and member.size - known[0].data_start == known[0].nbytes:
+                return member, known[0], None, known[1]
         if not member.stored:
             with self._inflating(member) as stream:
                 header, start = self._header(name, stream.read, member.uncompressed_size)
@@ -318,7 +353,9 @@ class Archive:
             return data
 
         header, start = self._header(name, read, member.size)
-        return member, header, None, zlib.crc32(start[: header.data_start])
+        raw = start[: header.data_start]
+        self._headers[raw] = (header, zlib.crc32(raw))
+        return member, header, None, self._headers[raw][1]
 
     def _header(self, name: str, read: Any, size: int) -> tuple[_npy.NpyHeader, bytes]:
         """The checked header of values member ``name`` of ``size`` bytes, and the bytes
@@ -350,7 +387,7 @@ class Archive:
         if properties is None:
             properties = self.labels(prefix + "properties.npy")
         part = _Part(prefix, header, member, content, header_crc, samples, components, properties)
-        for parameter in sorted(self._gradient_names.get(prefix, [])):
+        for parameter in self._gradient_names.get(prefix, ()):
             gradient = self.part(f"{prefix}gradients/{parameter}/", properties)
             known = (id(gradient.samples), header.shape[0])
             if known not in self._pointers:
@@ -388,10 +425,20 @@ class Archive:
             read for part, small in zip(parts, tiny, strict=True) if small for read in _reads(part)
         ]
         items = iter(_mts_tiny.group_items(self.path, self.display, self.stamp, reads))
-        return [
-            self._tiny_block(part, items) if small else self._build(part)
-            for part, small in zip(parts, tiny, strict=True)
-        ]
+        blocks = []
+        self.distinct = []
+        for part, small in zip(parts, tiny, strict=True):
+            if small:
+                signature = _signature(part)
+                if signature in self._checked:
+                    blocks.append(_trusted_block(part, items))
+                    continue
+                block = self._checked_block(part, items, signature)
+            else:
+                block = self._build(part)
+            blocks.append(block)
+            self.distinct.append(block)
+        return blocks
 
     def _tiny_block(self, part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
         """The block of ``part``, its arrays (and its gradients') the next ``items``.
@@ -403,6 +450,13 @@ class Archive:
         signature = _signature(part)
         if signature in self._checked:
             return _trusted_block(part, items)
+        return self._checked_block(part, items, signature)
+
+    def _checked_block(
+        self, part: _Part, items: Iterator[GroupItem], signature: tuple[Any, ...]
+    ) -> TensorBlock:
+        """The block of ``part`` (see :meth:`_tiny_block`), checked; its ``signature``
+        is then known to pass."""
         with self.context(part.prefix or "<root>"):
             _check_shape(part.header.shape, part.samples, part.components, part.properties)
             block = TensorBlock._trusted(
@@ -515,31 +569,35 @@ def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:
     return row_pointer(column, n_rows)
 
 
-def _signature(part: _Part) -> Any:
+def _signature(part: _Part) -> tuple[Any, ...]:
     """What metatensor's checks of the block of ``part`` depend on: its Labels (by
-    identity: the archive shares them by content), shape, dtype, gradients and row
-    pointers."""
-    return (
-        id(part.samples),
-        tuple(id(component) for component in part.components),
-        id(part.properties),
-        part.header.shape,
-        part.header.dtype.str,
+    identity: the archive shares them by content), shape and dtype (its header, shared
+    by the archive too), row pointer and gradients."""
+    signature: tuple[Any, ...] = (
+        id(part.header),
         id(part.pointer),
-        tuple((parameter, _signature(g)) for parameter, g in part.gradients.items()),
+        id(part.samples),
+        id(part.properties),
+        *map(id, part.components),
     )
+    for parameter, gradient in part.gradients.items():
+        signature += (parameter, _signature(gradient))
+    return signature
 
 
-def _trusted_block(part: _Part, items: Iterator[GroupItem]) -> TensorBlock:
+def _trusted_block(
+    part: _Part, items: Iterator[GroupItem], path: tuple[str, ...] = ()
+) -> TensorBlock:
     """The block of ``part`` from the next ``items``, without checks (see
-    :meth:`Archive._tiny_block`); gradients are attached at their place by
-    ``_trusted``, as ``add_gradient`` does."""
+    :meth:`Archive._tiny_block`); gradients are made for their place (``path``), as
+    ``add_gradient`` would attach them."""
     values = next(items)
     gradients = {
-        parameter: _trusted_block(gradient, items) for parameter, gradient in part.gradients.items()
+        parameter: _trusted_block(gradient, items, (parameter,))
+        for parameter, gradient in part.gradients.items()
     }
     return TensorBlock._trusted(
-        values, part.samples, part.components, part.properties, gradients, part.pointer
+        values, part.samples, part.components, part.properties, gradients, part.pointer, path
     )
 
 
@@ -560,17 +618,18 @@ def _is_tiny(part: _Part) -> bool:
 def _reads(part: _Part) -> list[_mts_tiny.MemberRead]:
     """The members of ``part``: its values, then its gradients' (depth first)."""
     header, member = part.header, part.member
-    reads = [
-        _mts_tiny.MemberRead(
-            member.name,
-            member.offset,
-            member.size,
-            header.data_start,
-            header.dtype.str,
-            header.shape,
-            member.crc,
-        )
-    ]
+    read = _mts_tiny.MemberRead(
+        member.name,
+        member.offset,
+        member.size,
+        header.data_start,
+        header.dtype.str,
+        header.shape,
+        member.crc,
+    )
+    if not part.gradients:
+        return [read]
+    reads = [read]
     for gradient in part.gradients.values():
         reads.extend(_reads(gradient))
     return reads

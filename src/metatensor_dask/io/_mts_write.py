@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from dask.utils import parse_bytes
 
 from .. import _graph, config
+from .._collection import GroupItem
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -35,13 +37,23 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in self.pieces)
+        return sum(map(_nbytes, self.pieces))
+
+
+def _nbytes(piece: Any) -> int:
+    """Bytes of a piece: bytes, an array, or an item of a group (whose ``nbytes``
+    goes through numpy, slow for many thousands)."""
+    if isinstance(piece, bytes):
+        return len(piece)
+    if isinstance(piece, GroupItem):
+        return math.prod(piece.shape) * piece.dtype.itemsize
+    return int(piece.nbytes)
 
 
 def labels_bytes(labels: Labels) -> bytes:
     values = np.ascontiguousarray(labels.values, dtype="<i4")
-    shape = (len(labels),)
-    return _npy.header_bytes(_npy.labels_descr(labels.names), shape) + values.tobytes()
+    descr = _npy.labels_descr(tuple(labels.names))
+    return _npy.header_bytes(descr, (len(values),)) + values.tobytes()
 
 
 class Encoder:
@@ -68,12 +80,15 @@ class Encoder:
                 "holds bool, integer, float (16, 32 or 64 bits) or complex values; convert "
                 "them first, e.g. with `tensor.to(dtype=np.float64)`"
             ) from None
-        values = block.values
+        # an item of a group (tiny blocks read from a file, or computed by groups) is
+        # kept as it is: its group is computed once for all its items (_write_lazy)
+        values = block._held_values()
+        shape = tuple(values.shape)
         if isinstance(values, da.Array):
             held = _graph.held_chunk(values)
             values = values if held is None else held
         entries = [
-            Entry(prefix + "values.npy", [_npy.header_bytes(descr, block.shape), values]),
+            Entry(prefix + "values.npy", [_npy.header_bytes(descr, shape), values]),
             Entry(prefix + "samples.npy", [self.labels(block.samples)]),
         ]
         for j, component in enumerate(block.components):
@@ -123,6 +138,18 @@ def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     done = 0
     while done < len(view):
         done += os.pwrite(fd, view[done:], offset + done)
+
+
+# byte orders that are little-endian already (1-byte types have none)
+_LITTLE = {"<", "|", *(["="] if sys.byteorder == "little" else [])}
+
+
+def _stored_bytes(array: np.ndarray) -> bytes:
+    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian),
+    in one copy when its byte order already is."""
+    if array.dtype.byteorder in _LITTLE:
+        return array.tobytes()
+    return _little_endian_bytes(array).tobytes()
 
 
 def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
@@ -181,7 +208,7 @@ def _in_memory(pieces: list[Any]) -> list[bytes] | None:
         if type(piece) is bytes:
             found.append(piece)
         elif isinstance(piece, np.ndarray) and piece.nbytes <= _GATHER_BYTES:
-            found.append(_little_endian_bytes(piece).tobytes())
+            found.append(_stored_bytes(piece))
         else:
             return None
     return found
@@ -189,12 +216,13 @@ def _in_memory(pieces: list[Any]) -> list[bytes] | None:
 
 @dataclass
 class _Lazy:
-    """A dask piece of a member, to be written at ``offset`` by :func:`_write_lazy`.
+    """A dask piece of a member (a dask array, or an item of a group), to be written at
+    ``offset`` by :func:`_write_lazy`.
     ``seed`` is the CRC-32 of the ``prefix`` bytes of the member before it (its header):
     the task writing the first chunk continues that CRC, so that no combination is
     needed for a member of one chunk."""
 
-    array: da.Array
+    array: da.Array | GroupItem
     offset: int
     seed: int
     prefix: int
@@ -210,17 +238,17 @@ def _write_pieces(
     segments: list[Any] = []
     crc = length = 0
     for piece in pieces:
-        if isinstance(piece, da.Array):
+        if isinstance(piece, (da.Array, GroupItem)):
             segments.append(_Lazy(piece, offset, crc, length))
             crc = length = 0
-            offset += int(piece.nbytes)
+            offset += _nbytes(piece)
             continue
         if isinstance(piece, np.ndarray):
             if piece.nbytes > _GATHER_BYTES or gathered is None:
                 crc, length = _write_array(fd, offset, piece, crc, length)
                 offset += piece.nbytes
                 continue
-            piece = _little_endian_bytes(piece).tobytes()
+            piece = _stored_bytes(piece)
         if gathered is None:
             _pwrite_all(fd, piece, offset)
         else:
@@ -307,7 +335,11 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
 def _write_lazy(segments: list[list[Any]], path: str) -> None:
     """Compute the dask pieces and write every chunk at its offset, in dask tasks;
     replace each :class:`_Lazy` in ``segments`` by the ``(crc, length)`` of its chunks
-    (the first one including the bytes before it, see :class:`_Lazy`)."""
+    (the first one including the bytes before it, see :class:`_Lazy`).
+
+    The chunks of dask arrays are written in batches of consecutive chunks; the items
+    of a group (the tiny blocks of a loaded file) by one task per group, which takes
+    the group's result: a map of many tiny blocks is saved by a few tasks."""
     lazy = [
         (i, j, piece)
         for i, pieces in enumerate(segments)
@@ -316,57 +348,107 @@ def _write_lazy(segments: list[list[Any]], path: str) -> None:
     ]
     if not lazy:
         return
-    arrays = []
-    for _, _, piece in lazy:
-        array = piece.array
-        if any(len(c) > 1 for c in array.chunks[1:]):
-            array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
-        arrays.append(array)
     # one plain graph: merging thousands of high-level graphs (or optimizing them one
     # by one) costs seconds for maps of many small blocks
     name = f"mts-save-{os.path.basename(path)}"
-    graph: dict[Any, Any] = {}
-    counts, batches = [], []
-    batch: list[tuple[Any, tuple[int, str, int]]] = []
-    batch_bytes = 0
-    for array, (_, _, piece) in zip(arrays, lazy, strict=True):
-        row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
-        descr = array.dtype.newbyteorder("<").str
-        counts.append(len(array.chunks[0]))
-        offset, seed = piece.offset, piece.seed
-        for key, rows in zip(_graph.chunk_inputs(array), array.chunks[0], strict=True):
-            # consecutive chunks are written by one task up to _BATCH_BYTES: a task per
-            # chunk costs more than writing it on maps of many tiny blocks
-            if batch and batch_bytes + rows * row_bytes > _BATCH_BYTES:
-                batches.append(batch)
-                batch, batch_bytes = [], 0
-            batch.append((key, (offset, descr, seed)))
-            batch_bytes += rows * row_bytes
-            offset += rows * row_bytes
-            seed = 0
-    batches.append(batch)
-    batch_keys = []
-    for b, batch in enumerate(batches):
-        chunk_keys = [key for key, _ in batch]
-        places = [place for _, place in batch]
-        graph[(name, b)] = (_write_batch, chunk_keys, path, places)
-        batch_keys.append((name, b))
-    # the CRC checks of the members read whole from a file run with the writes
-    checks = _mts_integrity.member_checks(arrays)
-    graph[name] = (_concatenated, batch_keys)
-    graph[f"{name}-checked"] = (_first, name, checks)
-    # every layer once: the arrays of a group of tiny blocks share their group's layer
-    graph.update(_graph.flat_tasks(arrays))
-    results = iter(_graph.flat_delayed(f"{name}-checked", graph, []).compute())
+    plan = _WritePlan(name, path)
+    for index, (_, _, piece) in enumerate(lazy):
+        if isinstance(piece.array, GroupItem):
+            plan.add_item(index, piece.array, piece)
+        else:
+            plan.add_array(index, piece.array, piece)
+    results = plan.compute()
     replacements = []
-    for (_, _, piece), count in zip(lazy, counts, strict=True):
-        chunk_crcs = [next(results) for _ in range(count)]
+    for (_, _, piece), chunk_crcs in zip(lazy, results, strict=True):
         crc, length = chunk_crcs[0]
         chunk_crcs[0] = (crc, length + piece.prefix)
         replacements.append(chunk_crcs)
     # from the end, so that the positions of the pieces still to replace hold
     for (i, j, _), replacement in reversed(list(zip(lazy, replacements, strict=True))):
         segments[i][j : j + 1] = replacement
+
+
+class _WritePlan:
+    """The write tasks of the dask pieces of one save, and where their results go.
+
+    Each write task returns the ``(crc, length)`` of the chunks it writes; ``targets``
+    says, for each task, which piece and chunk each result is."""
+
+    def __init__(self, name: str, path: str):
+        self.name, self.path = name, path
+        self.writes: list[tuple[Any, list[tuple[int, int]]]] = []
+        self.counts: list[int] = []
+        self.arrays: list[da.Array] = []
+        self.batch: list[tuple[Any, tuple[int, str, int]]] = []
+        self.batch_targets: list[tuple[int, int]] = []
+        self.batch_bytes = 0
+        # by group key: its layer, and the items to write (place and target)
+        self.groups: dict[str, tuple[Any, list[tuple[int, int, str, int]], list[Any]]] = {}
+
+    def add_array(self, index: int, array: da.Array, piece: _Lazy) -> None:
+        """Piece ``index``, a dask array: its chunks join the batches."""
+        if any(len(c) > 1 for c in array.chunks[1:]):
+            array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
+        self.arrays.append(array)
+        row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
+        descr = array.dtype.newbyteorder("<").str
+        self.counts.append(len(array.chunks[0]))
+        offset, seed = piece.offset, piece.seed
+        chunks = zip(_graph.chunk_inputs(array), array.chunks[0], strict=True)
+        for c, (key, rows) in enumerate(chunks):
+            # consecutive chunks are written by one task up to _BATCH_BYTES: a task per
+            # chunk costs more than writing it on maps of many tiny blocks
+            if self.batch and self.batch_bytes + rows * row_bytes > _BATCH_BYTES:
+                self._close_batch()
+            self.batch.append((key, (offset, descr, seed)))
+            self.batch_targets.append((index, c))
+            self.batch_bytes += rows * row_bytes
+            offset += rows * row_bytes
+            seed = 0
+
+    def add_item(self, index: int, item: GroupItem, piece: _Lazy) -> None:
+        """Piece ``index``, an item of a group: written by its group's write task."""
+        self.counts.append(1)
+        descr = item.dtype.newbyteorder("<").str
+        _, places, targets = self.groups.setdefault(item.group_key, (item.layer, [], []))
+        places.append((item.position, piece.offset, descr, piece.seed))
+        targets.append((index, 0))
+
+    def _close_batch(self) -> None:
+        chunk_keys = [key for key, _ in self.batch]
+        places = [place for _, place in self.batch]
+        self.writes.append(((_write_batch, chunk_keys, self.path, places), self.batch_targets))
+        self.batch, self.batch_targets, self.batch_bytes = [], [], 0
+
+    def compute(self) -> list[list[tuple[int, int]]]:
+        """Run the writes; the ``(crc, length)`` of each chunk of each piece."""
+        if self.batch:
+            self._close_batch()
+        graph: dict[Any, Any] = {}
+        write_keys = []
+        for b, (task, _) in enumerate(self.writes):
+            graph[(self.name, b)] = task
+            write_keys.append((self.name, b))
+        for g, (group_key, (layer, places, _)) in enumerate(self.groups.items()):
+            key = (f"{self.name}-group", g)
+            graph[key] = _graph.task(key, _write_group, _graph.ref(group_key), self.path, places)
+            graph.update(_graph.layer_tasks(layer))
+            write_keys.append(key)
+        # the CRC checks of the members read whole from a file run with the writes (a
+        # group's task checks its members itself)
+        checks = _mts_integrity.member_checks(self.arrays)
+        graph[self.name] = (_concatenated, write_keys)
+        graph[f"{self.name}-checked"] = (_first, self.name, checks)
+        # every layer once: the arrays of a group of tiny blocks share their group's layer
+        graph.update(_graph.flat_tasks(self.arrays))
+        flat = iter(_graph.flat_delayed(f"{self.name}-checked", graph, []).compute())
+        results: list[list[Any]] = [[None] * count for count in self.counts]
+        targets = [target for _, target in self.writes]
+        targets += [group_targets for _, _, group_targets in self.groups.values()]
+        for task_targets in targets:
+            for piece, chunk in task_targets:
+                results[piece][chunk] = next(flat)
+        return results
 
 
 def _first(value: Any, ignored: Any) -> Any:
@@ -376,6 +458,15 @@ def _first(value: Any, ignored: Any) -> Any:
 
 def _concatenated(lists: list[list[Any]]) -> list[Any]:
     return [item for items in lists for item in items]
+
+
+def _write_group(
+    arrays: tuple[np.ndarray, ...], path: str, places: list[tuple[int, int, str, int]]
+) -> list[tuple[int, int]]:
+    """Write items of a group's result ``arrays`` at their ``(position, offset, descr,
+    seed)`` in ``path`` (see :func:`_write_batch`)."""
+    chunks = [arrays[position] for position, _, _, _ in places]
+    return _write_batch(chunks, path, [(offset, descr, seed) for _, offset, descr, seed in places])
 
 
 def _write_batch(

@@ -174,6 +174,7 @@ def labels_from_npy(data: bytes) -> tuple[list[str], np.ndarray]:
     return names, values.astype(np.int32)
 
 
+@functools.lru_cache(maxsize=64)
 def values_descr(dtype: np.dtype) -> str:
     """metatensor's descr literal for values: little-endian, ``<`` even for 1-byte
     types (``"'<f8'"``)."""
@@ -183,8 +184,10 @@ def values_descr(dtype: np.dtype) -> str:
     return f"'<{dtype.kind}{dtype.itemsize}'"
 
 
-def labels_descr(names: list[str]) -> str:
-    """metatensor's descr literal for Labels: one ``<i4`` field per dimension."""
+@functools.lru_cache(maxsize=1024)
+def labels_descr(names: tuple[str, ...]) -> str:
+    """metatensor's descr literal for Labels: one ``<i4`` field per dimension
+    (remembered: the Labels of a map repeat a few names)."""
     return "[" + "".join(f"('{name}', '<i4'), " for name in names) + "]"
 
 

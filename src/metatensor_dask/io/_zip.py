@@ -13,11 +13,12 @@ the CRC-32 of each member is assembled from the CRCs of its pieces.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import struct
 import zipfile
 from collections.abc import Callable
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -86,18 +87,27 @@ def read_directory(path: str) -> dict[str, Member]:
     Raises :class:`ZipError` for a file that is not a ZIP archive, is truncated or has
     encrypted members; ``OSError`` when the file can not be read.
     """
-    return read_members(path, lambda name, size: 0)[0]
+    return read_members(path, _nothing)[0]
 
 
 def read_members(
-    path: str, wanted: Callable[[str, int], int]
+    path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray]
 ) -> tuple[dict[str, Member], dict[str, bytes]]:
     """Every member of the archive at ``path``, by name, and the first bytes of some.
 
-    The central directory is read at once and parsed here; the local headers (which
-    give where each member's bytes start) are read in few reads of adjacent bytes, with
-    the first ``wanted(name, size)`` bytes of each stored member: a file of many small
-    members (the Labels and headers of many blocks) is read in a few system calls.
+    The central directory is read at once and parsed here, all its records together
+    (numpy); the local headers (which give where each member's bytes start) are read in
+    few reads of adjacent bytes, with the first bytes of each stored member that
+    ``wanted`` asks for: a file of many small members (the Labels and headers of many
+    blocks) is read in a few system calls, and parsed with little Python per member.
+
+    Parameters
+    ----------
+    path
+        The archive.
+    wanted
+        ``wanted(names, sizes)``: for the members named ``names`` (in file order) of
+        ``sizes`` stored bytes, how many of their first bytes to read (an int array).
 
     Returns
     -------
@@ -117,24 +127,61 @@ def read_members(
     try:
         file_size = os.fstat(fd).st_size
         try:
-            records = _central_records(fd, file_size)
+            directory = _central_directory(fd, file_size)
         except (struct.error, IndexError, ValueError, UnicodeDecodeError) as error:
             raise ZipError(f"invalid Zip archive: {error}") from None
-        return _locate(fd, file_size, records, wanted)
+        return _locate(fd, file_size, directory, wanted)
     finally:
         os.close(fd)
 
 
-_Record = tuple[int, str, int, int, int, int, int]
-"""What the central directory says of a member: its local header's offset, name,
-flags, compression method, CRC-32, compressed and uncompressed sizes."""
+def _nothing(names: list[str], sizes: np.ndarray) -> np.ndarray:
+    return np.zeros(len(names), np.int64)
 
+
+class _Directory(NamedTuple):
+    """What the central directory says of the members, one column per field, in file
+    order of their local headers."""
+
+    names: list[str]
+    name_lengths: np.ndarray
+    """Bytes of each encoded name."""
+    header_offsets: np.ndarray
+    """Position of each local header in the file."""
+    flags: np.ndarray
+    methods: np.ndarray
+    crcs: np.ndarray
+    compressed: np.ndarray
+    uncompressed: np.ndarray
+
+    def record(self, k: int) -> tuple[int, str, int, int, int, int]:
+        """Member ``k``: local header offset, name, method, CRC-32, sizes."""
+        return (
+            int(self.header_offsets[k]),
+            self.names[k],
+            int(self.methods[k]),
+            int(self.crcs[k]),
+            int(self.compressed[k]),
+            int(self.uncompressed[k]),
+        )
+
+
+# the fixed fields of a central directory record that are used, at their offsets
+_CENTRAL_FIELDS = np.dtype(
+    {
+        "names": ["flags", "method", "crc", "compressed", "uncompressed", "name", "extra",
+                  "header_offset"],
+        "formats": ["<u2", "<u2", "<u4", "<u4", "<u4", "<u2", "<u2", "<u4"],
+        "offsets": [8, 10, 16, 20, 24, 28, 30, 42],
+        "itemsize": _CENTRAL.size,
+    }
+)  # fmt: skip
 
 # the end of central directory record is at most this far from the end (its comment)
 _END_SEARCH = _END.size + 0xFFFF
 
 
-def _central_records(fd: int, file_size: int) -> list[_Record]:
+def _central_directory(fd: int, file_size: int) -> _Directory:
     """The records of the central directory, in file order of their local headers."""
     tail_start = max(0, file_size - _END_SEARCH)
     tail = os.pread(fd, file_size - tail_start, tail_start)
@@ -171,39 +218,89 @@ def _central_records(fd: int, file_size: int) -> list[_Record]:
     directory = os.pread(fd, size, offset + shift)
     if len(directory) < size:
         raise ZipError("invalid Zip archive: the central directory is truncated")
-    records: list[_Record] = []
+    buffer = np.frombuffer(directory, np.uint8)
+    starts = _record_starts(directory, buffer, count)
+    table = buffer[starts[:, None] + np.arange(_CENTRAL.size)].view(_CENTRAL_FIELDS)[:, 0]
+    name_lengths = table["name"].astype(np.int64)
+    compressed = table["compressed"].astype(np.int64)
+    uncompressed = table["uncompressed"].astype(np.int64)
+    header_offsets = table["header_offset"].astype(np.int64)
+    marked = (compressed == 0xFFFFFFFF) | (uncompressed == 0xFFFFFFFF)
+    for k in np.flatnonzero(marked | (header_offsets == 0xFFFFFFFF)).tolist():
+        extra = int(starts[k] + _CENTRAL.size + name_lengths[k])
+        uncompressed[k], compressed[k], header_offsets[k] = _zip64_fields(
+            directory[extra : extra + int(table["extra"][k])],
+            int(uncompressed[k]),
+            int(compressed[k]),
+            int(header_offsets[k]),
+        )
+    header_offsets += shift
+    names = _names(directory, buffer, starts + _CENTRAL.size, name_lengths, table["flags"])
+    columns = [name_lengths, header_offsets, table["flags"], table["method"], table["crc"]]
+    columns += [compressed, uncompressed]
+    if count > 1 and (np.diff(header_offsets) < 0).any():
+        order = np.argsort(header_offsets, kind="stable")
+        names = [names[k] for k in order.tolist()]
+        columns = [column[order] for column in columns]
+    return _Directory(names, *columns)
+
+
+def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarray:
+    """Where each of the ``count`` records of ``directory`` starts.
+
+    The signatures found in the bytes are the records when they chain (each record
+    ends where the next found begins, from the first byte), which is checked at once;
+    otherwise (a signature inside a name, or a damaged directory) the records are
+    walked one by one, which says what is wrong.
+    """
+    size = len(directory)
+    if count and size >= _CENTRAL.size:
+        found = np.flatnonzero(
+            (buffer[:-3] == 0x50) & (buffer[1:-2] == 0x4B) & (buffer[2:-1] == 1) & (buffer[3:] == 2)
+        )
+        if len(found) == count and found[0] == 0 and found[-1] + _CENTRAL.size <= size:
+            lengths = buffer[found[:, None] + np.arange(28, 34)].astype(np.int64)
+            ends = found + _CENTRAL.size + lengths[:, 0::2].sum(axis=1)
+            ends += 256 * lengths[:, 1::2].sum(axis=1)
+            if (ends[:-1] == found[1:]).all() and ends[-1] <= size:
+                return found
+    starts = []
     position = 0
-    unpack = _CENTRAL.unpack_from
     for _ in range(count):
-        fields = unpack(directory, position)
+        fields = _CENTRAL.unpack_from(directory, position)
         if fields[0] != b"PK\x01\x02":
             raise ZipError("invalid Zip archive: Bad magic number for central directory")
-        flags, method, crc = fields[3], fields[4], fields[7]
-        compressed, uncompressed, header_offset = fields[8], fields[9], fields[16]
-        start = position + _CENTRAL.size
-        name_end = start + fields[10]
-        position = name_end + fields[11] + fields[12]
+        starts.append(position)
+        position += _CENTRAL.size + fields[10] + fields[11] + fields[12]
         if position > size:
             raise ZipError("invalid Zip archive: the central directory is truncated")
-        if 0xFFFFFFFF in (compressed, uncompressed, header_offset):
-            uncompressed, compressed, header_offset = _zip64_fields(
-                directory[name_end : name_end + fields[11]],
-                uncompressed,
-                compressed,
-                header_offset,
-            )
-        raw = directory[start:name_end]
-        if raw.isascii():
-            name = raw.decode("ascii")
+    return np.array(starts, np.int64)
+
+
+def _names(
+    directory: bytes, buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, flags: Any
+) -> list[str]:
+    """The names of ``lengths`` bytes at ``starts`` of ``directory``: all decoded at
+    once when they are ASCII (as metatensor writes them), else one by one (UTF-8 when
+    flagged, else code page 437, as ZIP says)."""
+    count, total = len(starts), int(lengths.sum())
+    if total == 0:
+        return [""] * count
+    before = np.cumsum(lengths) - lengths
+    raw = buffer[np.arange(total) + np.repeat(starts - before, lengths)]
+    if raw.max() < 0x80 and raw.min() > 0:
+        # the names one after the other, each followed by a NUL byte
+        joined = np.zeros(total + count, np.uint8)
+        joined[np.arange(total) + np.repeat(np.arange(count), lengths)] = raw
+        return joined.tobytes().decode("ascii").split("\0")[:-1]
+    names = []
+    for start, length, flag in zip(starts.tolist(), lengths.tolist(), flags.tolist(), strict=True):
+        name = directory[start : start + length]
+        if name.isascii():
+            names.append(name.decode("ascii"))
         else:
-            name = raw.decode("utf8" if flags & _UTF8_FLAG else "cp437")
-        records.append((header_offset + shift, name, flags, method, crc, compressed, uncompressed))
-    records.sort(key=_first)
-    return records
-
-
-def _first(record: _Record) -> int:
-    return record[0]
+            names.append(name.decode("utf8" if flag & _UTF8_FLAG else "cp437"))
+    return names
 
 
 def _zip64_fields(extra: bytes, *values: int) -> tuple[int, ...]:
@@ -235,50 +332,99 @@ _RUN = 1 << 24
 
 
 def _locate(
-    fd: int, file_size: int, records: list[_Record], wanted: Callable[[str, int], int]
+    fd: int,
+    file_size: int,
+    directory: _Directory,
+    wanted: Callable[[list[str], np.ndarray], np.ndarray],
 ) -> tuple[dict[str, Member], dict[str, bytes]]:
-    """Read the local headers of ``records`` (and the wanted first bytes of each) in
-    runs of adjacent bytes; the members and those bytes."""
-    ranges = []
-    for header_offset, name, flags, method, _, compressed, _ in records:
-        if flags & 0x1:
-            raise ZipError(f"'{name}' is encrypted, which is not supported")
-        want = min(wanted(name, compressed), compressed) if method == zipfile.ZIP_STORED else 0
-        # the local header repeats the name: as long as in the directory, in practice
-        stop = header_offset + _LOCAL.size + len(name) + _EXTRA_GUESS + want
-        ranges.append((header_offset, stop, want))
+    """Read the local headers of the members of ``directory`` (and the wanted first
+    bytes of each) in runs of adjacent bytes; the members and those bytes."""
+    names, count = directory.names, len(directory.names)
+    encrypted = np.flatnonzero(directory.flags & 0x1)
+    if len(encrypted):
+        raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
     members: dict[str, Member] = {}
     heads: dict[str, bytes] = {}
-    i = 0
-    while i < len(records):
-        # a run of ranges with small gaps between them, read at once
-        start, stop, _ = ranges[i]
-        j = i + 1
-        while j < len(records) and ranges[j][0] - stop <= _GAP and ranges[j][1] - start <= _RUN:
-            stop = max(stop, ranges[j][1])
-            j += 1
-        data = os.pread(fd, min(stop, file_size) - start, start)
-        found = _run_members(records[i:j], data, start, file_size)
-        if found is None:  # one by one, to say what is wrong
-            found = [
-                _member(record, _local_header(fd, data, start, record[0]), file_size)
-                for record in records[i:j]
-            ]
-        for member, (_, _, want) in zip(found, ranges[i:j], strict=True):
-            members[member.name] = member
-            if want > 0:
-                begin = member.offset - start
-                head = data[begin : begin + want]
-                heads[member.name] = (
-                    head if len(head) == want else os.pread(fd, want, member.offset)
+    if not count:
+        return members, heads
+    sizes = directory.compressed
+    want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)
+    want[directory.methods != zipfile.ZIP_STORED] = 0
+    starts = directory.header_offsets
+    # the local header repeats the name: as long as in the directory, in practice
+    stops = starts + _LOCAL.size + directory.name_lengths + _EXTRA_GUESS + want
+    reach = np.maximum.accumulate(stops)
+    # runs of ranges with small gaps between them, each read at once (up to _RUN bytes)
+    breaks = np.flatnonzero(starts[1:] - reach[:-1] > _GAP) + 1
+    bounds = [0, *breaks.tolist(), count]
+    for first, end in itertools.pairwise(bounds):
+        i = first
+        while i < end:
+            j = i + max(1, int(np.searchsorted(reach[i:end], starts[i] + _RUN, side="right")))
+            start = int(starts[i])
+            data = os.pread(fd, min(int(reach[j - 1]), file_size) - start, start)
+            offsets = _run_offsets(directory, i, j, data, start, file_size)
+            if offsets is None:  # one by one, to say what is wrong
+                found = [
+                    _member(
+                        directory.record(k),
+                        _local_header(fd, data, start, k, directory),
+                        file_size,
+                    )
+                    for k in range(i, j)
+                ]
+                offsets = np.array([member.offset for member in found], np.int64)
+            else:
+                found = list(
+                    map(
+                        Member,
+                        names[i:j],
+                        offsets.tolist(),
+                        directory.compressed[i:j].tolist(),
+                        (directory.methods[i:j] == zipfile.ZIP_STORED).tolist(),
+                        directory.crcs[i:j].tolist(),
+                        directory.uncompressed[i:j].tolist(),
+                    )
                 )
-        i = j
+            members.update(zip(names[i:j], found, strict=True))
+            heads.update(_heads(fd, names[i:j], offsets, want[i:j], data, start))
+            i = j
     return members, heads
 
 
-def _local_header(fd: int, data: bytes, start: int, header_offset: int) -> bytes:
-    """The local header at ``header_offset``, from ``data`` (read from ``start``) or
-    read again when ``data`` ends before it."""
+def _heads(
+    fd: int, names: list[str], offsets: np.ndarray, want: np.ndarray, data: bytes, start: int
+) -> dict[str, bytes]:
+    """The first ``want`` bytes of the members ``names`` whose ``want`` is positive, by
+    name, from ``data`` (read from ``start``) or read again when it ends before them;
+    the members' data start at ``offsets``."""
+    wanted = np.flatnonzero(want)
+    if not len(wanted):
+        return {}
+    picked = [names[k] for k in wanted.tolist()] if len(wanted) < len(names) else names
+    begins = offsets[wanted] - start
+    ends = begins + want[wanted]
+    if ends.max() <= len(data):
+        return dict(
+            zip(
+                picked,
+                map(data.__getitem__, map(slice, begins.tolist(), ends.tolist())),
+                strict=True,
+            )
+        )
+    heads = {}
+    for name, offset, size in zip(
+        picked, offsets[wanted].tolist(), want[wanted].tolist(), strict=True
+    ):
+        head = data[offset - start : offset - start + size]
+        heads[name] = head if len(head) == size else os.pread(fd, size, offset)
+    return heads
+
+
+def _local_header(fd: int, data: bytes, start: int, k: int, directory: _Directory) -> bytes:
+    """The local header of member ``k``, from ``data`` (read from ``start``) or read
+    again when ``data`` ends before it."""
+    header_offset = int(directory.header_offsets[k])
     local = data[header_offset - start : header_offset - start + _LOCAL.size]
     return local if len(local) == _LOCAL.size else os.pread(fd, _LOCAL.size, header_offset)
 
@@ -286,40 +432,34 @@ def _local_header(fd: int, data: bytes, start: int, header_offset: int) -> bytes
 _LOCAL_SIGNATURE = np.frombuffer(b"PK\x03\x04", np.uint8)
 
 
-def _run_members(
-    records: list[_Record], data: bytes, start: int, file_size: int
-) -> list[Member] | None:
-    """The members of ``records`` from their local headers in ``data`` (read from
-    ``start``), all at once; None when one of them is not whole in ``data`` or is
-    wrong (:func:`_member` then says why)."""
-    count = len(records)
-    headers = np.fromiter((record[0] for record in records), np.int64, count) - start
-    if count == 0 or headers.max() + _LOCAL.size > len(data):
+def _run_offsets(
+    directory: _Directory, i: int, j: int, data: bytes, start: int, file_size: int
+) -> np.ndarray | None:
+    """Where the data of members ``i`` to ``j`` (excluded) of ``directory`` start, from
+    their local headers in ``data`` (read from ``start``), all at once; None when one of
+    them is not whole in ``data`` or is wrong (:func:`_member` then says why)."""
+    headers = directory.header_offsets[i:j] - start
+    if headers.max() + _LOCAL.size > len(data):
         return None
     local = np.frombuffer(data, np.uint8)[headers[:, None] + np.arange(_LOCAL.size)]
     lengths = local[:, 26:30].astype(np.int64)
     offsets = headers + start + _LOCAL.size + lengths[:, 0] + 256 * lengths[:, 1]
     offsets += lengths[:, 2] + 256 * lengths[:, 3]
-    compressed = np.fromiter((record[5] for record in records), np.int64, count)
-    uncompressed = np.fromiter((record[6] for record in records), np.int64, count)
-    stored = np.fromiter((record[3] == zipfile.ZIP_STORED for record in records), bool, count)
+    compressed, uncompressed = directory.compressed[i:j], directory.uncompressed[i:j]
+    stored = directory.methods[i:j] == zipfile.ZIP_STORED
     if (
         not (local[:, :4] == _LOCAL_SIGNATURE).all()
         or (stored & (compressed != uncompressed)).any()
         or (offsets + compressed > file_size).any()
     ):
         return None
-    return [
-        Member(record[1], offset, record[5], is_stored, record[4], record[6])
-        for record, offset, is_stored in zip(
-            records, offsets.tolist(), stored.tolist(), strict=True
-        )
-    ]
+    return offsets
 
 
-def _member(record: _Record, local: bytes, file_size: int) -> Member:
-    """The member of ``record`` whose local header is ``local``, checked."""
-    header_offset, name, _, method, crc, compressed, uncompressed = record
+def _member(record: tuple[int, str, int, int, int, int], local: bytes, file_size: int) -> Member:
+    """The member of ``record`` (see :meth:`_Directory.record`) whose local header is
+    ``local``, checked."""
+    header_offset, name, method, crc, compressed, uncompressed = record
     if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
         raise ZipError(f"invalid Zip archive: bad local header for '{name}'")
     name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
@@ -373,44 +513,37 @@ def local_header_size(name: str) -> int:
 def local_header(name: str, crc: int, size: int) -> bytes:
     """The local header of a STORED member, with a ZIP64 extra field (as metatensor)."""
     encoded, flags = _encoded(name)
-    return (
-        _LOCAL.pack(
-            b"PK\x03\x04", _VERSION_NEEDED, flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE,
-            crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), _LOCAL_EXTRA.size,
-        )
-        + encoded
-        + _LOCAL_EXTRA.pack(1, 16, size, size)
+    return _local_struct(len(encoded)).pack(
+        b"PK\x03\x04", _VERSION_NEEDED, flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE,
+        crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), _LOCAL_EXTRA.size,
+        encoded, 1, 16, size, size,
     )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _local_struct(name_length: int) -> struct.Struct:
+    """A whole local header, its name of ``name_length`` bytes (one pack per member)."""
+    return struct.Struct(_LOCAL.format + f"{name_length}s" + _LOCAL_EXTRA.format[1:])
 
 
 def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> bytes:
     """The central directory and end records, written at ``start``.
 
-    ``entries`` are ``(name, crc, size, local header offset)`` in file order.
+    ``entries`` are ``(name, crc, size, local header offset)`` in file order. When
+    every name is ASCII and no size or offset needs ZIP64 fields (the common case), the
+    records are laid out all at once (numpy); otherwise one by one.
     """
-    records = []
-    for name, crc, size, offset in entries:
-        encoded, flags = _encoded(name)
-        extra = b""
-        if size >= ZIP64_LIMIT:
-            extra += struct.pack("<QQ", size, size)
-        if offset >= ZIP64_LIMIT:
-            extra += struct.pack("<Q", offset)
-        if extra:
-            extra = struct.pack("<HH", 1, len(extra)) + extra
-        records.append(
-            _CENTRAL.pack(
-                b"PK\x01\x02", _VERSION_MADE_BY,
-                _VERSION_NEEDED_ZIP64 if extra else _VERSION_NEEDED,
-                flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
-                _field(size), _field(size),
-                len(encoded), len(extra), 0, 0, 0, _UNIX_MODE, _field(offset),
-            )
-            + encoded
-            + extra
-        )  # fmt: skip
-    directory = b"".join(records)
-    count, size = len(entries), len(directory)
+    count = len(entries)
+    names = [entry[0] for entry in entries]
+    joined = "".join(names)
+    sizes = np.fromiter((entry[2] for entry in entries), np.int64, count)
+    offsets = np.fromiter((entry[3] for entry in entries), np.int64, count)
+    if count and joined.isascii() and max(sizes.max(), offsets.max()) < ZIP64_LIMIT:
+        crcs = np.fromiter((entry[1] for entry in entries), np.uint32, count)
+        directory = _plain_records(names, joined, crcs, sizes, offsets)
+    else:
+        directory = b"".join(_record(*entry) for entry in entries)
+    size = len(directory)
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
         end += _END64.pack(
@@ -421,6 +554,66 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
     small_count = count if count < ZIP64_COUNT_LIMIT else 0xFFFF
     end += _END.pack(b"PK\x05\x06", 0, 0, small_count, small_count, _field(size), _field(start), 0)
     return directory + end
+
+
+def _record(name: str, crc: int, size: int, offset: int) -> bytes:
+    """The central directory record of one STORED member."""
+    encoded, flags = _encoded(name)
+    extra = b""
+    if size >= ZIP64_LIMIT:
+        extra += struct.pack("<QQ", size, size)
+    if offset >= ZIP64_LIMIT:
+        extra += struct.pack("<Q", offset)
+    if extra:
+        extra = struct.pack("<HH", 1, len(extra)) + extra
+    return (
+        _CENTRAL.pack(
+            b"PK\x01\x02", _VERSION_MADE_BY,
+            _VERSION_NEEDED_ZIP64 if extra else _VERSION_NEEDED,
+            flags, zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE, crc,
+            _field(size), _field(size),
+            len(encoded), len(extra), 0, 0, 0, _UNIX_MODE, _field(offset),
+        )
+        + encoded
+        + extra
+    )  # fmt: skip
+
+
+# every field of a central directory record (see _CENTRAL), at its offset
+_CENTRAL_RECORD = np.dtype(
+    {
+        "names": ["signature", "made_by", "needed", "flags", "method", "time", "date", "crc",
+                  "compressed", "uncompressed", "name", "extra", "comment", "disk",
+                  "internal", "external", "offset"],
+        "formats": ["<u4", "<u2", "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u4",
+                    "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4"],
+        "offsets": [0, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 30, 32, 34, 36, 38, 42],
+        "itemsize": _CENTRAL.size,
+    }
+)  # fmt: skip
+
+
+def _plain_records(
+    names: list[str], joined: str, crcs: np.ndarray, sizes: np.ndarray, offsets: np.ndarray
+) -> bytes:
+    """The records of STORED members with ASCII names ``names`` (``joined``: one after
+    the other) and sizes and offsets below the ZIP64 limit, as :func:`_record` makes
+    them one by one."""
+    count = len(names)
+    lengths = np.fromiter(map(len, names), np.int64, count)
+    table = np.zeros(count, _CENTRAL_RECORD)
+    table["signature"] = int.from_bytes(b"PK\x01\x02", "little")
+    table["made_by"], table["needed"] = _VERSION_MADE_BY, _VERSION_NEEDED
+    table["method"], table["time"], table["date"] = zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE
+    table["crc"], table["compressed"], table["uncompressed"] = crcs, sizes, sizes
+    table["name"], table["external"], table["offset"] = lengths, _UNIX_MODE, offsets
+    before = np.cumsum(lengths) - lengths
+    starts = np.arange(count) * _CENTRAL.size + before
+    out = np.empty(count * _CENTRAL.size + int(lengths.sum()), np.uint8)
+    out[starts[:, None] + np.arange(_CENTRAL.size)] = table.view(np.uint8).reshape(count, -1)
+    positions = np.arange(len(joined)) + np.repeat(starts + _CENTRAL.size - before, lengths)
+    out[positions] = np.frombuffer(joined.encode("ascii"), np.uint8)
+    return out.tobytes()
 
 
 def _field(value: int) -> int:

@@ -81,11 +81,28 @@ def _load(path: PathLike, request: ChunkRequest) -> TensorMap:
         keys = archive.labels("keys.npy")
         parts = [archive.part(f"blocks/{i}/") for i in range(len(keys))]
         info = archive.info()
+        blocks = archive.blocks(parts, request)
         with archive.context("<root>"):
-            tensor = TensorMap(keys, archive.blocks(parts, request))
+            tensor = _tensor(keys, blocks, archive.distinct)
     for key, value in info.items():
         tensor.set_info(key, value)
     return tensor
+
+
+def _tensor(keys: Labels, blocks: list[TensorBlock], distinct: list[TensorBlock]) -> TensorMap:
+    """The map of ``blocks``, one per entry of ``keys``; ``distinct`` are blocks among
+    them that hold every metadata of the others (see ``Archive.blocks``).
+
+    metatensor's rules across the blocks of a map (the same dimension names, dtype and
+    gradients as the first block) depend on that metadata only: they are checked on
+    the first block and the distinct ones (with their own messages), and the map is
+    then made without checking each block again.
+    """
+    checked = distinct
+    if blocks and (not distinct or distinct[0] is not blocks[0]):
+        checked = [blocks[0], *distinct]
+    TensorMap(Labels.range("block", len(checked)), checked)
+    return TensorMap._trusted(keys, blocks)
 
 
 def load_block(path: PathLike, chunks: ChunksLike = None) -> TensorBlock:
