@@ -29,7 +29,7 @@ def as_block_array(values: Any) -> Any:
     if isinstance(values, da.Array):
         return values
     if isinstance(values, np.ndarray):
-        return da.from_array(values, chunks=values.shape if values.ndim else ())
+        return _graph.in_memory_array(values)
     raise TypeError(
         f"`values` must be a dask or numpy array, got {type(values)}; "
         "wrap other data with numpy.asarray or dask.array.from_array"
