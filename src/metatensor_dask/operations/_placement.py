@@ -145,29 +145,36 @@ class _RowSpans:
 
     def __init__(self, rows: Sequence[Target], piece_rows: Sequence[int]):
         count = len(rows)
-        self.first = np.empty(count, np.int64)
-        self.last = np.empty(count, np.int64)
-        self.scattered = np.zeros(count, bool)
-        targets = []
-        for i, (target, n) in enumerate(zip(rows, piece_rows, strict=True)):
-            if not isinstance(target, np.ndarray):
-                self.first[i], self.last[i] = target, target + n - 1
-                continue
-            self.scattered[i] = True
-            targets.append(np.asarray(target, np.int64))
-            if len(target):
-                self.first[i], self.last[i] = target.min(), target.max()
-            else:
-                self.first[i], self.last[i] = 0, -1
-        lengths = np.array([len(t) for t in targets], np.int64)
+        self.scattered = np.fromiter(
+            (isinstance(target, np.ndarray) for target in rows), dtype=bool, count=count
+        )
+        starts = np.fromiter(
+            (0 if isinstance(target, np.ndarray) else target for target in rows),
+            dtype=np.int64,
+            count=count,
+        )
+        self.first = starts
+        self.last = starts + np.asarray(piece_rows, dtype=np.int64) - 1
+        targets = [np.asarray(t, np.int64) for t in rows if isinstance(t, np.ndarray)]
+        lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
         self.targets = np.concatenate(targets) if targets else np.empty(0, np.int64)
         # for each scattered piece (by its index among all pieces): where its rows start
-        # in `targets`; for each row of `targets`: its piece
+        # in `targets`, how many; for each row of `targets`: its piece
+        offsets = np.cumsum(lengths) - lengths
         self.offsets = np.zeros(count, np.int64)
-        self.offsets[self.scattered] = np.cumsum(lengths) - lengths
+        self.offsets[self.scattered] = offsets
         self.counts = np.zeros(count, np.int64)
         self.counts[self.scattered] = lengths
         self.pieces = np.repeat(np.flatnonzero(self.scattered), lengths)
+        # first and last row of each scattered piece, all at once (none: last < first)
+        scattered = np.flatnonzero(self.scattered)
+        some = lengths > 0
+        self.first[scattered] = 0
+        self.last[scattered] = -1
+        if some.any():
+            at = offsets[some]
+            self.first[scattered[some]] = np.minimum.reduceat(self.targets, at)
+            self.last[scattered[some]] = np.maximum.reduceat(self.targets, at)
 
     def scattered_within(self, start: int, stop: int) -> dict[int, tuple[Target, np.ndarray | None]]:
         """For each scattered piece with rows in ``start:stop``: the output rows there
@@ -178,13 +185,16 @@ class _RowSpans:
             return {}
         pieces = self.pieces[inside]
         boundaries = np.flatnonzero(np.diff(pieces)) + 1
-        local = np.split(inside - self.offsets[pieces], boundaries)
-        targets = np.split(self.targets[inside] - start, boundaries)
+        local = inside - self.offsets[pieces]
+        targets = self.targets[inside] - start
+        firsts = pieces[np.r_[0, boundaries]]
+        # slices, not numpy.split (which costs microseconds per piece)
+        bounds = np.r_[0, boundaries, len(inside)].tolist()
+        whole = (np.diff(bounds) == self.counts[firsts]).tolist()
         found: dict[int, tuple[Target, np.ndarray | None]] = {}
-        for piece, rows, source in zip(
-            pieces[np.r_[0, boundaries]].tolist(), targets, local, strict=True
-        ):
-            found[piece] = (rows, None if len(source) == self.counts[piece] else source)
+        for j, piece in enumerate(firsts.tolist()):
+            a, b = bounds[j], bounds[j + 1]
+            found[piece] = (targets[a:b], None if whole[j] else local[a:b])
         return found
 
 
