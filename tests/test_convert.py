@@ -74,6 +74,62 @@ def test_from_metatensor_copies_the_values():
     np.testing.assert_array_equal(ours.block(0).values.compute(), before)
 
 
+def _shared_and_distinct_labels():
+    """Four blocks: the first three share their samples, components and properties
+    Labels objects (their gradients share theirs too); the last one has Labels of the
+    same values made apart, and one block has an empty gradient (no rows)."""
+    rng = np.random.default_rng(1)
+    samples = metatensor.Labels(["s"], np.array([[0], [1], [2]]))
+    components = [metatensor.Labels(["c"], np.array([[0], [1]]))]
+    properties = metatensor.Labels(["p"], np.array([[0], [1], [2], [3]]))
+    gradient_samples = metatensor.Labels(["sample", "atom"], np.array([[0, 0], [2, 1]]))
+    blocks = []
+    for i in range(4):
+        if i == 3:
+            samples = metatensor.Labels(["s"], np.array([[0], [1], [2]]))
+            properties = metatensor.Labels(["p"], np.array([[0], [1], [2], [3]]))
+        block = metatensor.TensorBlock(rng.random((3, 2, 4)), samples, components, properties)
+        rows = metatensor.Labels.empty(["sample", "atom"]) if i == 1 else gradient_samples
+        gradient = metatensor.TensorBlock(
+            rng.random((len(rows), 2, 4)), rows, components, properties
+        )
+        block.add_gradient("positions", gradient)
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("k", 4), blocks)
+
+
+def test_labels_shared_in_metatensor_are_shared():
+    theirs = _shared_and_distinct_labels()
+    ours = mtd.from_metatensor(theirs)
+    first, second, third, last = ours.blocks()
+    for block in (second, third):
+        assert block.samples is first.samples
+        assert block.components[0] is first.components[0]
+        assert block.properties is first.properties
+    positions = [b.gradient("positions") for b in ours.blocks()]
+    assert positions[0].samples is positions[2].samples is positions[3].samples
+    assert positions[1].samples is not positions[0].samples
+    assert len(positions[1].samples) == 0
+    assert positions[0].properties is first.properties
+    assert positions[0].components[0] is first.components[0]
+    # equal values made apart in metatensor stay apart (and equal)
+    assert last.samples is not first.samples and last.samples == first.samples
+    assert last.properties is not first.properties and last.properties == first.properties
+    assert positions[3].properties is last.properties
+    # a block converted alone shares within itself
+    block = mtd.from_metatensor(theirs.block(0))
+    assert block.gradient("positions").properties is block.properties
+    # results are those of metatensor
+    assert_equal_to_metatensor(ours, theirs)
+    for ours_result, theirs_result in [
+        (mtd.multiply(ours, ours), metatensor.multiply(theirs, theirs)),
+        (mtd.sum_over_samples(ours, "s"), metatensor.sum_over_samples(theirs, "s")),
+        (ours.keys_to_properties("k"), theirs.keys_to_properties("k")),
+    ]:
+        # reductions may add in another order
+        assert_equal_to_metatensor(ours_result, theirs_result, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
 def test_round_trip_keeps_dtype_and_everything(dtype):
     theirs = metatensor_tensor(dtype=dtype)

@@ -205,3 +205,41 @@ def test_gradients_without_rows(value_chunks):
     assert sum(gradient.chunks[0]) == 0
     local = local_sample_index(row_pointer(np.array([], dtype=np.int32), n), value_chunks)
     assert local.shape == (0,)
+
+
+def _blocks_sharing_gradient_samples(samples, n_samples):
+    blocks = []
+    for _ in range(3):
+        block = mtd.TensorBlock(
+            da.zeros((n_samples, 2), chunks=(n_samples, 2)),
+            mtd.Labels.range("s", n_samples),
+            [],
+            mtd.Labels.range("p", 2),
+        )
+        gradient = mtd.TensorBlock(
+            da.zeros((len(samples), 3, 2), chunks=(len(samples), 3, 2)),
+            samples,
+            [mtd.Labels.range("xyz", 3)],
+            mtd.Labels.range("p", 2),
+        )
+        block.add_gradient("positions", gradient)
+        blocks.append(block)
+    return blocks
+
+
+def test_blocks_sharing_gradient_samples_share_the_row_pointer():
+    samples = mtd.Labels(["sample", "atom"], np.array([[0, 0], [1, 0], [1, 1], [2, 1]]))
+    first, second, _ = _blocks_sharing_gradient_samples(samples, 3)
+    pointer = block_row_pointer(first, "positions")
+    np.testing.assert_array_equal(pointer, [0, 1, 3, 4])
+    assert block_row_pointer(second, "positions") is pointer
+    assert second.gradient("positions").row_pointer is pointer
+    assert not pointer.flags.writeable
+    # the same samples under more value rows: another pointer
+    (longer, *_) = _blocks_sharing_gradient_samples(samples, 5)
+    np.testing.assert_array_equal(block_row_pointer(longer, "positions"), [0, 1, 3, 4, 4, 4])
+    # rows not grouped by sample: no pointer for any block
+    shuffled = mtd.Labels(["sample", "atom"], np.array([[1, 0], [0, 0]]))
+    for block in _blocks_sharing_gradient_samples(shuffled, 2):
+        assert block_row_pointer(block, "positions") is None
+

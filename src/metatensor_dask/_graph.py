@@ -25,6 +25,7 @@ from typing import Any
 import dask.array as da
 import dask.array.core
 import numpy as np
+from dask.base import tokenize
 from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
@@ -44,6 +45,7 @@ __all__ = [
     "chunk_ref",
     "collection_graph",
     "flat_delayed",
+    "in_memory_array",
     "flat_tasks",
     "group_layer",
     "group_of",
@@ -180,6 +182,18 @@ def array_from_tasks(
     else:
         graph = HighLevelGraph({name: MaterializedLayer(tasks)}, {name: set()})
     return _new_array(graph, name, chunks, np.dtype(dtype))
+
+
+def in_memory_array(values: np.ndarray) -> BlockValues:
+    """``values`` as a single-chunk dask array whose graph holds it (as
+    ``dask.array.from_array(values, chunks=values.shape)`` does, so that
+    :func:`held_chunk` finds it), named after its content, without dask's constructor:
+    converting a map of tiny blocks made one ``from_array`` per array (half a
+    millisecond each)."""
+    name = f"array-{tokenize(values)}"
+    key = (name, *((0,) * values.ndim))
+    graph = HighLevelGraph({name: MaterializedLayer({key: values})}, {name: set()})
+    return _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
 
 
 def _new_array(

@@ -76,9 +76,21 @@ def block_row_pointer(block: TensorBlock, parameter: str) -> np.ndarray | None:
     """The row pointer of ``block.gradient(parameter)``: stored, or built from its samples."""
     gradient = block.gradient(parameter)
     if gradient.row_pointer is None:
-        pointer = row_pointer(gradient.samples.column("sample"), len(block))
+        # made and checked (as `set_row_pointer` does) once per gradient samples:
+        # the blocks of a map often share them; the gradient has one row per entry
+        samples, n_samples = gradient.samples, len(block)
+
+        def make() -> np.ndarray | None:
+            from .block import checked_row_pointer
+
+            pointer = row_pointer(samples.column("sample"), n_samples)
+            if pointer is None:
+                return None
+            return checked_row_pointer(pointer, n_samples, len(samples), parameter)
+
+        pointer = samples._derived(("row pointer", n_samples), make)
         if pointer is not None:
-            block.set_row_pointer(parameter, pointer)
+            block._set_checked_row_pointer(parameter, pointer)
     return gradient.row_pointer
 
 

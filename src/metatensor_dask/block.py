@@ -29,7 +29,7 @@ def as_block_array(values: Any) -> Any:
     if isinstance(values, da.Array):
         return values
     if isinstance(values, np.ndarray):
-        return da.from_array(values, chunks=values.shape if values.ndim else ())
+        return _graph.in_memory_array(values)
     raise TypeError(
         f"`values` must be a dask or numpy array, got {type(values)}; "
         "wrap other data with numpy.asarray or dask.array.from_array"
@@ -318,9 +318,14 @@ class TensorBlock(ArrayContainer):
             When the pointer does not fit these values and that gradient.
         """
         gradient = self.gradient(parameter)
-        gradient._row_pointer = _checked_pointer(
+        gradient._row_pointer = checked_row_pointer(
             pointer, self.shape[0], gradient.shape[0], parameter
         )
+
+    def _set_checked_row_pointer(self, parameter: str, pointer: np.ndarray) -> None:
+        """Attach ``pointer``, already checked by :func:`checked_row_pointer` against
+        the shapes of these values and of that gradient."""
+        self.gradient(parameter)._row_pointer = pointer
 
     def gradient(self, parameter: str) -> TensorBlock:
         """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
@@ -500,7 +505,7 @@ def _check_shape(
         )
 
 
-def _checked_pointer(pointer: Any, n_samples: int, n_rows: int, parameter: str) -> np.ndarray:
+def checked_row_pointer(pointer: Any, n_samples: int, n_rows: int, parameter: str) -> np.ndarray:
     """``pointer`` as a read-only int64 array, after checking that it is the row
     pointer of a gradient of ``n_rows`` rows over ``n_samples`` value rows."""
     array = np.asarray(pointer)

@@ -207,6 +207,7 @@ class Labels:
         self._stored: Any = None
         self._digest: str | None = None
         self._positions: dict[bytes, int] | None = None
+        self._memo: dict[Any, Any] | None = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -221,6 +222,7 @@ class Labels:
         labels._stored = None
         labels._digest = None
         labels._positions = None
+        labels._memo = None
         return labels
 
     @classmethod
@@ -257,6 +259,7 @@ class Labels:
         labels._stored = stored
         labels._digest = digest
         labels._positions = None
+        labels._memo = None
         return labels
 
     @staticmethod
@@ -322,6 +325,17 @@ class Labels:
             hasher.update(np.ascontiguousarray(self.values).tobytes())
             self._digest = hasher.hexdigest()
         return self._digest
+
+    def _derived(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, made once for these Labels and ``key``: what is derived from
+        the entries alone (a gradient's row pointer...), shared by every block that
+        holds these Labels. ``make`` must not depend on anything else than the
+        entries and ``key``."""
+        if self._memo is None:
+            self._memo = {}
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def _token(self) -> Any:
         """What identifies these Labels in a dask token, without loading lazy entries

@@ -187,6 +187,19 @@ def test_large_outputs_are_cut_in_row_chunks(sort_samples):
     assert_equal_to_metatensor(result, theirs.keys_to_samples("k", sort_samples=sort_samples))
 
 
+@pytest.mark.parametrize("uniform", [True, False])
+def test_properties_merged_beyond_the_chunk_size_are_cut_in_row_chunks(uniform):
+    """``keys_to_properties`` beyond the chunk size: each row chunk takes the rows of
+    every piece that fall in it (pieces cut between chunks), the rest is filled."""
+    ours, theirs = _ours_and_theirs("", 30, uniform=uniform)
+    with dask.config.set({"metatensor_dask.chunk-size": "600B"}):
+        result = lazily(mtd.keys_to_properties, ours, "k")
+    gradient = result.block(0).gradient("positions").values
+    assert gradient.numblocks[0] > 1
+    assert scheduled_tasks(gradient) == gradient.numblocks[0]
+    assert_equal_to_metatensor(result, theirs.keys_to_properties("k"))
+
+
 def test_blocks_outside_a_map():
     """``join_blocks`` and ``slice_block`` on tiny blocks give one task per array."""
     ours, theirs = _ours_and_theirs("", 4, uniform=True)

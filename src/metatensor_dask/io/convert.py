@@ -24,18 +24,47 @@ def _metatensor() -> Any:
     return metatensor
 
 
+class _SharedLabels:
+    """Converts metatensor Labels, one metatensor-dask Labels per metatensor Labels.
+
+    metatensor hands out a new Python object for every ``block.samples`` (or
+    ``properties``, ``components``), but the blocks of a map often hold the *same*
+    Labels underneath (a map built with one ``samples`` object for every block, a
+    loaded map whose blocks share their Labels): their ``values`` are views of the same
+    memory. Such Labels become one metatensor-dask Labels, whose digest, positions and
+    derived metadata are then worked out once for all the blocks. Labels are told
+    apart by the address, shape, strides and names of their values; each values array
+    seen is kept alive for the conversion, so that no address is reused meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._converted: dict[tuple[Any, ...], tuple[np.ndarray, Labels]] = {}
+
+    def __call__(self, labels: Any) -> Labels:
+        values = np.asarray(labels.values)
+        names = tuple(labels.names)
+        if values.dtype != np.int32 or values.ndim != 2:
+            return _labels_from(labels)
+        key = (values.__array_interface__["data"][0], values.shape, values.strides, names)
+        seen = self._converted.get(key)
+        if seen is None:
+            seen = (values, _labels_from(labels))
+            self._converted[key] = seen
+        return seen[1]
+
+
 def _labels_from(labels: Any) -> Labels:
     return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
 
 
-def _block_from(block: Any) -> TensorBlock:
-    gradients = {p: _block_from(g) for p, g in block.gradients()}
+def _block_from(block: Any, shared: _SharedLabels) -> TensorBlock:
+    gradients = {p: _block_from(g, shared) for p, g in block.gradients()}
     values = np.array(block.values)
     return TensorBlock._trusted(
         as_block_array(values),
-        _labels_from(block.samples),
-        [_labels_from(c) for c in block.components],
-        _labels_from(block.properties),
+        shared(block.samples),
+        [shared(c) for c in block.components],
+        shared(block.properties),
         gradients,
     )
 
@@ -45,15 +74,18 @@ def from_metatensor(data: Any) -> Any:
 
     Values are copied into single-chunk dask arrays; use ``.rechunk``-aware functions
     such as :func:`metatensor_dask.open_zarr` for data that does not fit in memory.
+    Labels that the blocks share in metatensor (the same Labels given to several
+    blocks) are one Labels object in the copy too.
     """
     metatensor = _metatensor()
     if isinstance(data, metatensor.Labels):
         return _labels_from(data)
     if isinstance(data, metatensor.TensorBlock):
-        return _block_from(data)
+        return _block_from(data, _SharedLabels())
     if isinstance(data, metatensor.TensorMap):
+        shared = _SharedLabels()
         tensor = TensorMap._trusted(
-            _labels_from(data.keys), [_block_from(b) for b in data.blocks()]
+            _labels_from(data.keys), [_block_from(b, shared) for b in data.blocks()]
         )
         for key, value in data.info().items():
             tensor.set_info(key, value)

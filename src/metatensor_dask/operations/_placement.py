@@ -73,7 +73,7 @@ class Placement:
         self.columns = list(columns)
         self.sources = list(sources) if sources is not None else [None] * len(self.rows)
         self._digest: bytes | None = None
-        self._spans: tuple[np.ndarray, np.ndarray] | None = None
+        self._spans: _RowSpans | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,51 +110,92 @@ class Placement:
             raise ValueError("one number of rows per piece is needed")
         if any(source is not None for source in self.sources):
             raise ValueError("a placement with source rows can not be cut again")
-        first, last = self._row_spans(piece_rows)
+        spans = self._row_spans(piece_rows)
         # only the pieces whose rows may overlap are looked at: a map of many blocks
         # cut in many row chunks would otherwise look at every piece for every chunk
-        candidates = np.flatnonzero((last >= start) & (first < stop))
-        kept: list[int] = []
-        rows: list[Target] = []
-        columns: list[Target] = []
-        sources: list[np.ndarray | None] = []
-        for i in candidates.tolist():
+        candidates = np.flatnonzero((spans.last >= start) & (spans.first < stop))
+        found: dict[int, tuple[Target, np.ndarray | None]] = {}
+        if spans.scattered[candidates].any():
+            found.update(spans.scattered_within(start, stop))
+        for i in candidates[~spans.scattered[candidates]].tolist():
             target, n = self.rows[i], piece_rows[i]
-            if isinstance(target, np.ndarray):
-                inside = np.flatnonzero((target >= start) & (target < stop))
-                if len(inside) == 0:
-                    continue
-                rows.append(target[inside] - start)
-                sources.append(None if len(inside) == n else inside)
-            else:
-                low, high = max(start, target), min(stop, target + n)
-                if low >= high:
-                    continue
-                rows.append(low - start)
+            low, high = max(start, target), min(stop, target + n)
+            if low < high:
                 whole = low == target and high == target + n
-                sources.append(None if whole else np.arange(low - target, high - target))
-            kept.append(i)
-            columns.append(self.columns[i])
-        return kept, Placement(rows, columns, sources)
+                found[i] = (low - start, None if whole else np.arange(low - target, high - target))
+        kept = sorted(found)
+        rows = [found[i][0] for i in kept]
+        sources = [found[i][1] for i in kept]
+        return kept, Placement(rows, [self.columns[i] for i in kept], sources)
 
-    def _row_spans(self, piece_rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The first and last output row of each piece (last < first for none), found
-        once (the pieces, so their rows, are those of this placement)."""
+    def _row_spans(self, piece_rows: Sequence[int]) -> _RowSpans:
+        """Where the rows of each piece go, found once (the pieces, so their rows, are
+        those of this placement)."""
         if self._spans is None:
-            self._spans = self._find_spans(piece_rows)
+            self._spans = _RowSpans(self.rows, piece_rows)
         return self._spans
 
-    def _find_spans(self, piece_rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        first = np.empty(len(self.rows), np.int64)
-        last = np.empty(len(self.rows), np.int64)
-        for i, (target, n) in enumerate(zip(self.rows, piece_rows, strict=True)):
-            if not isinstance(target, np.ndarray):
-                first[i], last[i] = target, target + n - 1
-            elif len(target):
-                first[i], last[i] = target.min(), target.max()
-            else:
-                first[i], last[i] = 0, -1
-        return first, last
+
+class _RowSpans:
+    """The first and last output row of each piece of a placement (last < first for
+    none), and the rows of the pieces placed row by row (``scattered``), all of them in
+    one array, to cut in row ranges with a few numpy calls whatever the pieces."""
+
+    __slots__ = ("counts", "first", "last", "offsets", "pieces", "scattered", "targets")
+
+    def __init__(self, rows: Sequence[Target], piece_rows: Sequence[int]):
+        count = len(rows)
+        self.scattered = np.fromiter(
+            (isinstance(target, np.ndarray) for target in rows), dtype=bool, count=count
+        )
+        starts = np.fromiter(
+            (0 if isinstance(target, np.ndarray) else target for target in rows),
+            dtype=np.int64,
+            count=count,
+        )
+        self.first = starts
+        self.last = starts + np.asarray(piece_rows, dtype=np.int64) - 1
+        targets = [np.asarray(t, np.int64) for t in rows if isinstance(t, np.ndarray)]
+        lengths = np.fromiter((len(t) for t in targets), dtype=np.int64, count=len(targets))
+        self.targets = np.concatenate(targets) if targets else np.empty(0, np.int64)
+        # for each scattered piece (by its index among all pieces): where its rows start
+        # in `targets`, how many; for each row of `targets`: its piece
+        offsets = np.cumsum(lengths) - lengths
+        self.offsets = np.zeros(count, np.int64)
+        self.offsets[self.scattered] = offsets
+        self.counts = np.zeros(count, np.int64)
+        self.counts[self.scattered] = lengths
+        self.pieces = np.repeat(np.flatnonzero(self.scattered), lengths)
+        # first and last row of each scattered piece, all at once (none: last < first)
+        scattered = np.flatnonzero(self.scattered)
+        some = lengths > 0
+        self.first[scattered] = 0
+        self.last[scattered] = -1
+        if some.any():
+            at = offsets[some]
+            self.first[scattered[some]] = np.minimum.reduceat(self.targets, at)
+            self.last[scattered[some]] = np.maximum.reduceat(self.targets, at)
+
+    def scattered_within(self, start: int, stop: int) -> dict[int, tuple[Target, np.ndarray | None]]:
+        """For each scattered piece with rows in ``start:stop``: the output rows there
+        (counted from ``start``) and which of its rows they are (None: all)."""
+        # positions in `targets`, so grouped by piece, in each piece in its row order
+        inside = np.flatnonzero((self.targets >= start) & (self.targets < stop))
+        if not len(inside):
+            return {}
+        pieces = self.pieces[inside]
+        boundaries = np.flatnonzero(np.diff(pieces)) + 1
+        local = inside - self.offsets[pieces]
+        targets = self.targets[inside] - start
+        firsts = pieces[np.r_[0, boundaries]]
+        # slices, not numpy.split (which costs microseconds per piece)
+        bounds = np.r_[0, boundaries, len(inside)].tolist()
+        whole = (np.diff(bounds) == self.counts[firsts]).tolist()
+        found: dict[int, tuple[Target, np.ndarray | None]] = {}
+        for j, piece in enumerate(firsts.tolist()):
+            a, b = bounds[j], bounds[j + 1]
+            found[piece] = (targets[a:b], None if whole[j] else local[a:b])
+        return found
 
 
 @without_collector
@@ -163,8 +204,13 @@ def place(*arguments: Any) -> np.ndarray:
     where ``placement`` puts the pieces (numpy, for one task)."""
     *pieces, placement, shape, dtype, fill = arguments
     if _stacked_rows(pieces, placement, shape):
-        # pieces spanning every column, rows anywhere (keys_to_samples): one
-        # concatenation and one scatter instead of one scatter per piece
+        # pieces spanning every column, rows anywhere (keys_to_samples, and its row
+        # chunks, which take some rows of a few pieces): one concatenation and one
+        # scatter instead of one scatter per piece
+        pieces = [
+            piece if source is None else piece[source]
+            for piece, source in zip(pieces, placement.sources, strict=True)
+        ]
         out = np.full(shape, fill, dtype=dtype)
         targets = [
             target if isinstance(target, np.ndarray) else np.arange(target, target + len(piece))
@@ -191,8 +237,8 @@ def place(*arguments: Any) -> np.ndarray:
 
 
 def _stacked_rows(pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...]) -> bool:
-    """Whether each piece fills whole rows of the output (all its rows, every column)."""
-    if not pieces or any(source is not None for source in placement.sources):
+    """Whether each piece fills whole rows of the output (every column)."""
+    if not pieces:
         return False
     return all(
         not isinstance(columns, np.ndarray) and columns == 0 and piece.shape[-1] == shape[-1]
@@ -292,4 +338,8 @@ def _row_chunks(
         chunk_shape = (size, *shape[1:])
         layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
     all_chunks = (chunks, *((n,) for n in shape[1:]))
-    return _graph.array_from_tasks(name, layer, pieces, all_chunks, dtype)
+    # one flat graph: the tasks of the pieces not held as data, and the row chunks
+    # (thousands of pieces as dependencies made thousands of graph layers to merge)
+    tasks = _graph.flat_tasks(pieces)
+    tasks.update(layer)
+    return _graph.array_from_tasks(name, tasks, [], all_chunks, dtype)
