@@ -95,3 +95,37 @@ def test_objects_frozen_by_the_program_stay_frozen():
         assert made
     finally:
         gc.unfreeze()
+
+
+class _Cycle:
+    """An object in a reference cycle, noted in ``freed`` when collected."""
+
+    def __init__(self, freed: list) -> None:
+        self.me = self
+        self.freed = freed
+
+    def __del__(self) -> None:
+        self.freed.append(True)
+
+
+@pytest.mark.parametrize("disabled_by_caller", [False, True])
+def test_young_collected_frees_the_cycles_of_the_pauses_when_the_last_ends(disabled_by_caller):
+    if disabled_by_caller:
+        gc.disable()
+    freed = []
+    with collector_paused(young_collected=True):
+        with collector_paused():  # a pause that asks for nothing inside it
+            _Cycle(freed)
+        _Cycle(freed)
+        assert freed == []
+    assert freed == [True, True]
+    assert gc.isenabled() is not disabled_by_caller
+
+
+def test_without_young_collected_cycles_wait_for_a_collection():
+    freed = []
+    with collector_paused():
+        _Cycle(freed)
+    assert freed == []
+    gc.collect()
+    assert freed == [True]

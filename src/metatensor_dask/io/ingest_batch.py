@@ -15,12 +15,8 @@ memory: wrapped, neither copied nor hashed.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +25,7 @@ import dask.array as da
 import numpy as np
 from dask.sizeof import sizeof
 
+from .._gc import collector_paused
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..tensor import TensorMap
@@ -207,9 +204,15 @@ def plan_batch(
     previous: dict[str, Any] | None = None,
     parallel: bool = False,
 ) -> dict[str, Any]:
-    """:func:`_plan_batch`, the views it takes of the batch's arrays freed as it ends
-    (see :func:`_views_freed`)."""
-    with _views_freed():
+    """:func:`_plan_batch`, the views it takes of the batch's arrays freed as it ends.
+
+    Each view of an array that metatensor-core does not own from Python (featomic's are
+    Rust's) holds a DLPack tensor in a reference cycle, which holds the memory of the
+    whole array: only Python's cyclic garbage collector frees it, and its full passes
+    come rarely (~0.1 s each on a worker), so committed batches stayed in memory, more
+    of them the longer the run. The collector is paused while the task runs and the
+    youngest generation, the task's objects, collected when it ends."""
+    with collector_paused(young_collected=True):
         return _plan_batch(target, index, first, result, previous, parallel)
 
 
@@ -258,8 +261,9 @@ def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def store_interior(target: Target, result: Any, planned: dict[str, Any]) -> None:
-    """Store the whole chunks :func:`plan_batch` left (on the worker holding the batch)."""
-    with _views_freed():
+    """Store the whole chunks :func:`plan_batch` left (on the worker holding the batch),
+    the views of the batch's arrays freed as it ends (see :func:`plan_batch`)."""
+    with collector_paused(young_collected=True):
         _store_interior(target, result, planned)
 
 
@@ -284,40 +288,3 @@ def commit_batch(target: Target, index: int, first: Any, result: Any) -> None:
     atomic root write, from this thread."""
     planned = plan_batch(target, index, first, result)
     commit(target.store, planned["documents"])
-
-
-class _Paused:
-    """The cyclic garbage collector, paused while any task of :func:`_views_freed` runs."""
-
-    lock = threading.Lock()
-    running = 0
-    #: Whether it was enabled when the first of them started.
-    enabled = True
-
-
-@contextlib.contextmanager
-def _views_freed() -> Iterator[None]:
-    """Free, as the task ends, the views of a metatensor-core batch's arrays it took.
-
-    Each view of an array that metatensor-core does not own from Python (featomic's are
-    Rust's) holds a DLPack tensor in a reference cycle, which holds the memory of the
-    whole array: it is only freed by Python's cyclic garbage collector, whose full
-    collections come rarely and cost ~0.1 s on a worker. Batches committed stayed in
-    memory, and the longer the run, the more of them. Here the cyclic collector pauses
-    while these tasks run (nothing they allocate is moved to an older generation), and
-    the youngest generation, these tasks' objects, is collected when the last one ends.
-    """
-    with _Paused.lock:
-        _Paused.running += 1
-        if _Paused.running == 1:
-            _Paused.enabled = gc.isenabled()
-            gc.disable()
-    try:
-        yield
-    finally:
-        with _Paused.lock:
-            _Paused.running -= 1
-            if _Paused.running == 0:
-                if _Paused.enabled:
-                    gc.enable()
-                gc.collect(0)
