@@ -143,8 +143,9 @@ def _rss(processes: list[psutil.Process]) -> int:
 @contextmanager
 def peak_rss() -> Any:
     """Sample the summed RSS of this process and its children every 50 ms; yields a
-    dict whose ``"peak"`` is the largest sum seen (filled in on exit)."""
-    me, found = psutil.Process(), {"peak": 0}
+    dict whose ``"peak"`` is the largest sum seen and ``"own"`` the largest RSS of this
+    process alone (the client, and a ``LocalCluster``'s scheduler), filled in on exit."""
+    me, found = psutil.Process(), {"peak": 0, "own": 0}
     done = threading.Event()
 
     def sample() -> None:
@@ -156,6 +157,7 @@ def peak_rss() -> Any:
             if time.monotonic() - found_at > 1.0:
                 processes, found_at = [me, *me.children(recursive=True)], time.monotonic()
             found["peak"] = max(found["peak"], _rss(processes))
+            found["own"] = max(found["own"], _rss([me]))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -166,6 +168,7 @@ def peak_rss() -> Any:
         done.set()
         sampler.join()
         found["peak"] = max(found["peak"], tree_rss(me))
+        found["own"] = max(found["own"], _rss([me]))
 
 
 @contextmanager
@@ -194,9 +197,10 @@ def cpu_time() -> float:
     return total
 
 
-def measure(steps: dict[str, Step], cold: bool) -> dict[str, tuple[float, int, float]]:
-    """Wall time, peak RSS and CPU time (this process and the workers) of each step, run
-    in order, the page cache dropped just before each when ``cold``."""
+def measure(steps: dict[str, Step], cold: bool) -> dict[str, tuple[float, int, float, int]]:
+    """Wall time, peak RSS and CPU time (this process and the workers), and peak RSS of
+    this process alone, of each step, run in order, the page cache dropped just before
+    each when ``cold``."""
     results = {}
     for name, (context, step) in steps.items():
         with context():
@@ -208,7 +212,7 @@ def measure(steps: dict[str, Step], cold: bool) -> dict[str, tuple[float, int, f
                 step()
                 elapsed = time.perf_counter() - start
                 cpu = cpu_time() - cpu
-        results[name] = (elapsed, rss["peak"], cpu)
+        results[name] = (elapsed, rss["peak"], cpu, rss["own"])
     return results
 
 
@@ -307,14 +311,15 @@ def test_disk_speed(benchmark, store):
         f"before each step, load average {load}, {os.cpu_count()} cores"
     )
     print(
-        "| step | time | GB/s | / raw read | CPU time (all processes) | peak RSS (all processes) |"
+        "| step | time | GB/s | / raw read | CPU time (all processes) | peak RSS (all processes) "
+        "| peak RSS (this process) |"
     )
-    print("|---|---|---|---|---|---|")
-    for name, (elapsed, peak, cpu) in results.items():
+    print("|---|---|---|---|---|---|---|")
+    for name, (elapsed, peak, cpu, own) in results.items():
         print(
             f"| {name} | {elapsed:.2f} s | {stored / elapsed / 1e9:.2f} | {elapsed / raw:.2f}x "
-            f"| {cpu:.1f} s | {format_bytes(peak)} |"
+            f"| {cpu:.1f} s | {format_bytes(peak)} | {format_bytes(own)} |"
         )
     benchmark.extra_info.update(
-        {"stored_bytes": stored, **{name: t for name, (t, _, _) in results.items()}}
+        {"stored_bytes": stored, **{name: t for name, (t, _, _, _) in results.items()}}
     )

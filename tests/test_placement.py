@@ -206,3 +206,39 @@ def test_held_roots_of_a_retired_worker(no_slurm_env):
         future = where.client.compute(total, optimize_graph=False)
         where.client.retire_workers([workers[1]])
         assert future.result(timeout=60) == 4000 * 1000 * 30.0
+
+
+def _late_inputs(name: str, through: bool):
+    """Chunks of ``name``-big each joined with a small chunk of another root array (or
+    a task computed from it when ``through``), which the graph's order (a lower user
+    priority) puts after every chunk of ``name``-big."""
+    x = da.ones((4000, 1000), chunks=(100, 1000), name=f"{name}-big")
+    with dask.annotate(priority=-100):
+        small = da.ones((4000, 1), chunks=(100, 1), name=f"{name}-small")
+        if through:
+            small = small.map_blocks(np.add, 0.0, dtype=float)
+    return (x * small).map_blocks(np.multiply, 2.0, dtype=float).sum()
+
+
+@pytest.mark.parametrize(
+    ("with_rule", "through"), [(True, False), (True, True), (False, False), (False, True)]
+)
+def test_inputs_kept_back_released_with_their_data(no_slurm_env, with_rule, through):
+    """A chunk in memory whose task waits only for a kept-back root (directly, or
+    through one task) gets that root first: each worker holds a few chunks, not all
+    those read before the late roots. The same graph, that rule switched off, holds
+    many (the test can fail)."""
+    with execution("local", workers=2) as where:
+        pacing = Pacing(fraction=0.0)
+        if not with_rule:
+            pacing.needed = lambda ts: {}  # type: ignore[method-assign]
+        _replace_placement(where, RowPlacement(pacing))
+        name = f"ones-late-{with_rule}-{through}"
+        observer = _observe(where, f"{name}-big")
+        total = where.client.compute(_late_inputs(name, through), optimize_graph=False).result()
+    assert total == 4000 * 1000 * 2.0
+    assert len(observer.most) == 2
+    if with_rule:
+        assert max(observer.most.values()) <= 3, observer.most
+    else:
+        assert max(observer.most.values()) > 10, observer.most

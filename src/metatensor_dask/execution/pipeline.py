@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ._memory import give_back_free_memory
 
 __all__ = [
     "USER_ERRORS",
@@ -297,8 +298,16 @@ class Pipeline:
         return results[self.output_from]
 
     def write(self, result: Any, resume: bool = False) -> Any:
-        """The ``Delayed`` that writes ``result`` to the output store."""
-        return result.to_zarr(self.output, mode="w-", compute=False, resume=resume)
+        """The ``Delayed`` that writes ``result`` to the output store.
+
+        The memory that building the graph freed is given back to the system here
+        (:func:`~metatensor_dask.execution._memory.give_back_free_memory`): it would stay
+        resident in this process, where a cluster's scheduler runs, during the whole
+        computation.
+        """
+        delayed = result.to_zarr(self.output, mode="w-", compute=False, resume=resume)
+        give_back_free_memory()
+        return delayed
 
 
 class _Parser:
