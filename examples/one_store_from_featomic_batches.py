@@ -22,7 +22,12 @@ import featomic
 import metatensor_dask as mtd
 
 WORK = tempfile.mkdtemp()
-MOLECULES = ["H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2", "C2H6"]
+# built here, once: ase reads its molecule collection on first use, which threads
+# racing each other can see half-read
+MOLECULES = [
+    ase.build.molecule(name)
+    for name in ["H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2", "C2H6"]
+]
 
 # %%
 # The descriptor of one batch
@@ -39,8 +44,8 @@ calculator = featomic.SoapPowerSpectrum(
 )
 
 
-def soap(names):
-    return calculator.compute([ase.build.molecule(n) for n in names], gradients=["positions"])
+def soap(systems):
+    return calculator.compute(systems, gradients=["positions"])
 
 
 # %%

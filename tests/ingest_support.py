@@ -9,18 +9,32 @@ batch sleeping ``DELAY`` seconds first, and prints ``done``.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 #: Small molecules (ase's names), cycled through by the items.
 MOLECULES = ("H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2")
 
 
-def structures(items: list[int]) -> list:
-    import ase.build
+_TEMPLATES: dict = {}
+_TEMPLATES_LOCK = threading.Lock()
 
+
+def _molecule(name: str):
+    """A copy of ase's molecule ``name``: ase reads its collection on first use, which
+    batches computed on threads at once can see half-read (a KeyError)."""
+    with _TEMPLATES_LOCK:
+        if name not in _TEMPLATES:
+            import ase.build
+
+            _TEMPLATES[name] = ase.build.molecule(name)
+        return _TEMPLATES[name].copy()
+
+
+def structures(items: list[int]) -> list:
     frames = []
     for item in items:
-        frame = ase.build.molecule(MOLECULES[item % len(MOLECULES)])
+        frame = _molecule(MOLECULES[item % len(MOLECULES)])
         frame.rattle(0.01, seed=item)  # each item its own numbers
         frames.append(frame)
     return frames
