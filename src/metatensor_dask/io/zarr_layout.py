@@ -20,6 +20,7 @@ they describe a consistent tensor.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,22 @@ def progress_marker(path: str, chunk: int) -> str:
     """The key recording that chunk (or shard) ``chunk`` of the array ``path`` is stored:
     flat names, so that recording costs no folders."""
     return PROGRESS_PREFIX + quote(f"{path}/{chunk}", safe="")
+
+
+#: Where the records of the chunks stored by each task of a write are (see
+#: :func:`batch_record`); no marker starts so (they start with an array's path).
+BATCH_PREFIX = PROGRESS_PREFIX + "batch-"
+
+
+def batch_record(markers: list[str]) -> dict[str, bytes]:
+    """The record of a write task that stored the chunks ``markers`` (see
+    :func:`progress_marker`), as ``{key: content}``: the JSON object
+    ``{"chunks": markers}``, at a key that follows from it (a task run again rewrites
+    its own record). Written once every chunk it names is stored; read back by
+    :func:`~metatensor_dask.io.zarr_progress.recorded_chunks`."""
+    content = json.dumps({"chunks": markers}).encode()
+    name = hashlib.blake2b(content, digest_size=16).hexdigest()
+    return {f"{BATCH_PREFIX}{name}.json": content}
 
 
 def block_prefix(index: int) -> str:

@@ -27,6 +27,7 @@ from ..errors import DamagedStoreError, MetatensorDaskError
 from ._zarr_internals import make_store_path, sync
 from .zarr_codecs import chunk_keys, decode_chunks, encode_chunks, is_plain
 from .zarr_integrity import CheckedStore, damaged
+from .zarr_layout import batch_record
 
 __all__ = [
     "ArrayRef",
@@ -360,7 +361,9 @@ def write_regions(
     data: list[np.ndarray],
     markers: list[str],
 ) -> None:
-    """A dask task: store chunks (or shards) of several arrays, then record them.
+    """A dask task: store chunks (or shards) of several arrays, then record them
+    (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
+    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
 
     Small chunks of many small blocks are grouped into one task, stored concurrently.
     """
@@ -378,4 +381,4 @@ def write_regions(
             others.append((ref, region, values))
     set_many(refs[0].store, encoded)
     sync(_bounded(write(*item) for item in others))
-    set_many(refs[0].store, dict.fromkeys(markers, b""))
+    set_many(refs[0].store, batch_record(markers))

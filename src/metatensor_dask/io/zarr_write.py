@@ -7,9 +7,11 @@ whole one and an interrupted write can be finished:
    (``.progress/plan.json``), the root document with ``complete: false`` and every
    node's metadata inline, then every node's own ``zarr.json``, all in bulk; then the
    Labels and row pointers (small next to the values);
-2. **data**, in dask tasks: one task per zarr chunk (or shard) of each values array,
-   each recording what it stored under ``.progress/<array>/<chunk>`` once it is stored
-   (chunk files can not show it: zarr skips chunks that hold only zeros);
+2. **data**, in dask tasks, each storing chunks (or shards) of the values arrays (one
+   large chunk, or one chunk of each of many small arrays), then recording the chunks
+   it stored in one record under ``.progress/`` once they are
+   stored (see :mod:`.zarr_progress`; chunk files can not show it: a chunk file may be
+   half-written);
 3. **completion**, in a final task: the root document with ``complete: true``, and the
    progress records deleted.
 
@@ -50,6 +52,7 @@ from ._names import check_path_component
 from ._zarr_internals import sync
 from .zarr_append import append
 from .zarr_codecs import small_template, template
+from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
 from .zarr_samples import sample_attributes
 from .zarr_store import (
@@ -57,7 +60,6 @@ from .zarr_store import (
     delete_prefix,
     describe,
     get_many,
-    list_prefix,
     make_folders,
     open_store,
     plain_chunks,
@@ -590,7 +592,7 @@ def _resume(
             "other arguments of an operation), or another info; resume=True only "
             "finishes the same write: use mode='w' to overwrite it with this one"
         )
-    recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    recorded = recorded_chunks(store)
     info = dict(attributes.get("info") or {})
     return _execute(
         store,
