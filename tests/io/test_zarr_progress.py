@@ -63,7 +63,7 @@ def test_resume_skips_the_recorded_chunks(tmp_path):
     # a recorded chunk is not written again: losing it now shows that
     (path / "blocks" / "3" / "values" / "c.0.0").unlink()
     mtd.from_metatensor(tiny(N_BLOCKS)).to_zarr(path, resume=True)
-    with pytest.raises(mtd.DamagedStoreError, match="'c.0.0' of the array 'blocks/3/values'"):
+    with pytest.raises(mtd.DamagedStoreError, match=r"'c\.0\.0' of the array 'blocks/3/values'"):
         mtd.open_zarr(path).block(3).values.compute()
 
 
@@ -101,6 +101,6 @@ def test_per_chunk_markers_of_older_writes_are_honoured(tmp_path):
     (path / "blocks" / "5" / "values" / "c.0.0").unlink()
     mtd.from_metatensor(tiny(N_BLOCKS)).to_zarr(path, resume=True)
     tensor = mtd.open_zarr(path)
-    with pytest.raises(mtd.DamagedStoreError, match="'c.0.0' of the array 'blocks/5/values'"):
+    with pytest.raises(mtd.DamagedStoreError, match=r"'c\.0\.0' of the array 'blocks/5/values'"):
         tensor.block(5).values.compute()
     np.testing.assert_array_equal(tensor.block(4).values.compute(), tiny(N_BLOCKS).block(4).values)
