@@ -314,6 +314,9 @@ class ArrayInfo:
     #: Whether a missing chunk is read as zeros (format 1 arrays with a compressor or
     #: sharding, whose writer skipped all-zero chunks) instead of being damage.
     missing_ok: bool = False
+    #: Whether its chunks are plain (see
+    #: :func:`~metatensor_dask.io.zarr_codecs.is_plain`): decoded without zarr.
+    plain: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -435,9 +438,12 @@ class _Allowed:
             return None
         previous, info = found
         attributes = document.get("attributes") or {}
-        # equal documents (one comparison, in C) are the common case; sample Labels
-        # differ in their attributes only
-        if document != previous and (
+        # equal documents (one comparison, in C) are the common case, and then share
+        # one object (readers memoize what they derive from a document by identity);
+        # sample Labels differ in their attributes only
+        if document == previous:
+            document = previous
+        elif (
             not isinstance(attributes, dict)
             or document.get("shape") != previous.get("shape")
             or document.get("chunk_grid") != previous.get("chunk_grid")
@@ -445,10 +451,18 @@ class _Allowed:
             or document.get("data_type") != previous.get("data_type")
             or document.get("fill_value") != previous.get("fill_value")
             or document.get("dimension_names") != previous.get("dimension_names")
+            or document.get("chunk_key_encoding") != previous.get("chunk_key_encoding")
         ):
             return None
         return ArrayInfo(
-            path, info.shape, info.dtype, info.chunk_rows, info.write_rows, attributes, document
+            path,
+            info.shape,
+            info.dtype,
+            info.chunk_rows,
+            info.write_rows,
+            attributes,
+            document,
+            plain=info.plain,
         )
 
     def remember(self, path: str, info: ArrayInfo) -> None:
@@ -537,7 +551,14 @@ def array_info(
     if not isinstance(attributes, dict):
         raise _damaged(where, f"the attributes of '{path}' are not a mapping")
     info = ArrayInfo(
-        path, shape, dtype, inner[0] if inner else 1, grid[0] if grid else 1, attributes, document
+        path,
+        shape,
+        dtype,
+        inner[0] if inner else 1,
+        grid[0] if grid else 1,
+        attributes,
+        document,
+        plain=is_plain(document),
     )
     if allowed is not None:
         allowed.remember(path, info)

@@ -28,7 +28,7 @@ from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from .zarr_codecs import chunk_key, decode_rows, is_plain
+from .zarr_codecs import chunk_key, decode_rows
 from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels, damaged
 from .zarr_store import (
@@ -113,7 +113,7 @@ def _lazy_samples(
 
     stored = None
     if pointer is not None and "sample" in info.names:
-        read = read_plain_region if is_plain(info.document) else read_region
+        read = read_plain_region if info.plain else read_region
         stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
     return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
 
@@ -181,7 +181,7 @@ def stored_array(
     name = "open_zarr-" + hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
     tail = tuple(slice(0, n) for n in info.shape[1:])
     zeros = (0,) * (len(info.shape) - 1)
-    read = read_plain_region if is_plain(info.document) else read_region
+    read = read_plain_region if info.plain else read_region
     graph = {}
     start = 0
     for i, size in enumerate(rows):
