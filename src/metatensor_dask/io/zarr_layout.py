@@ -71,7 +71,7 @@ def progress_marker(path: str, chunk: int) -> str:
 BATCH_PREFIX = PROGRESS_PREFIX + "batch-"
 
 
-def batch_record(markers: list[str]) -> dict[str, bytes]:
+def batch_record(markers: list[str]) -> dict[str, bytes | memoryview]:
     """The record of a write task that stored the chunks ``markers`` (see
     :func:`progress_marker`), as ``{key: content}``: the JSON object
     ``{"chunks": markers}``, at a key that follows from it (a task run again rewrites
