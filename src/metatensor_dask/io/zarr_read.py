@@ -191,20 +191,14 @@ def stored_array(
     return _graph.array_from_tasks(name, graph, (), chunks, info.dtype)
 
 
-def _sizes(block: layout.BlockLayout) -> list[tuple[int, int]]:
-    shape = block.values.shape
-    sizes = [(shape[0], chunking.row_bytes(shape, block.values.dtype))]
-    for gradient in block.gradients.values():
-        sizes.extend(_sizes(gradient))
-    return sizes
-
-
 def _value_rows(block: layout.BlockLayout, request: chunking.ChunkRequest) -> tuple[int, ...]:
     n = block.values.shape[0]
     if request.kind == "rows":
         return chunking.regular(n, request.amount)
     if request.kind == "bytes":
-        return chunking.regular(n, chunking.target_rows(n, _sizes(block), request.amount))
+        return chunking.regular(
+            n, chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+        )
     return chunking.regular(n, block.values.chunk_rows)
 
 

@@ -136,14 +136,6 @@ def _sharding(rows: int) -> int | None:
     return rows * shards
 
 
-def _sizes(block: TensorBlock) -> list[tuple[int, int]]:
-    """(rows, bytes per row) of the values and of every (nested) gradient."""
-    sizes = [(block.values.shape[0], chunking.row_bytes(block.values.shape, block.dtype))]
-    for _, gradient in block.gradients():
-        sizes.extend(_sizes(gradient))
-    return sizes
-
-
 def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: bool = False) -> int:
     """Rows per stored chunk of a block's values; a number of rows asked for is kept
     when ``growing`` (appends fill the chunks), else capped to the block's rows."""
@@ -152,8 +144,8 @@ def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: boo
     if request.kind == "rows":
         return request.amount if growing else min(request.amount, max(n, 1))
     if request.kind == "bytes":
-        return chunking.target_rows(n, _sizes(block), request.amount)
-    sizes = _sizes(block)
+        return chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+    sizes = chunking.data_sizes(block)
     target = chunking.default_target()
     chunks = getattr(values, "chunks", None) or ((n,),)
     if all(len(c) == 1 for c in chunks[1:]) and chunking.is_regular(chunks[0]):
@@ -204,7 +196,9 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
-            gradient_rows = chunking.target_rows(m, _sizes(gradient), chunking.default_target())
+            gradient_rows = chunking.target_rows(
+                m, chunking.data_sizes(gradient), chunking.default_target()
+            )
         _plan_block(plan, gradient, path, gradient_rows, True)
 
 
