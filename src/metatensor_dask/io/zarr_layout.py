@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -38,7 +39,10 @@ __all__ = [
     "BlockLayout",
     "TensorLayout",
     "array_document",
+    "batch_record",
     "dimension_names",
+    "encode_nodes",
+    "encode_root",
     "group_document",
     "labels_attributes",
     "parse_layout",
@@ -230,7 +234,7 @@ def _records(nodes: dict[str, Any]) -> dict[str, Any]:
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def encode(document: dict[str, Any]) -> bytes:
+def encode(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
 
 
@@ -251,6 +255,24 @@ class RepeatEncoder:
         encoded = encode(document)
         self._last[place] = (document, encoded)
         return encoded
+
+
+def encode_nodes(nodes: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    """Every node's document encoded (see :class:`RepeatEncoder`), by path, sorted."""
+    encoder = RepeatEncoder()
+    return {path: encoder.encode(path, nodes[path]) for path in sorted(nodes)}
+
+
+def encode_root(document: dict[str, Any], encoded: dict[str, bytes]) -> bytes:
+    """:func:`encode` of the root ``document`` (see :func:`root_document`), its inline
+    metadata joined from the nodes' documents already ``encoded`` (see
+    :func:`encode_nodes`) rather than encoded again: a write encodes every node once,
+    for its own ``zarr.json``, and the root twice (incomplete, then complete)."""
+    placeholder = f"metadata-{uuid.uuid4().hex}"
+    consolidated = {**document["consolidated_metadata"], "metadata": placeholder}
+    head = encode({**document, "consolidated_metadata": consolidated})
+    metadata = b",".join(encode(path) + b":" + raw for path, raw in encoded.items())
+    return head.replace(encode(placeholder), b"{" + metadata + b"}", 1)
 
 
 # -- parsing ------------------------------------------------------------------------------

@@ -262,16 +262,21 @@ def _read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def _write_documents(
-    store: Store, plan: _Plan, documents: list[str], small: list[str], nodes: dict[str, Any]
+    store: Store,
+    plan: _Plan,
+    documents: list[str],
+    small: list[str],
+    nodes: dict[str, Any],
+    encoded: dict[str, bytes],
 ) -> None:
-    """Write node documents, then the Labels and row pointers, in batches."""
+    """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
+    the Labels and row pointers, in batches."""
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
-    encoder = layout.RepeatEncoder()
     for path, values_path in items:
         if values_path is None:
-            batch[f"{path}/zarr.json"] = encoder.encode(path, nodes[path])
+            batch[f"{path}/zarr.json"] = encoded[path]
         else:
             chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
             batch.update(chunks)
@@ -512,13 +517,15 @@ def _execute(
                 record["keys"] = np.asarray(plan.small["keys"]()).tolist()
             set_many(store, {_PLAN: json.dumps(record).encode()})
             recorded = set()
+        encoded = layout.encode_nodes(nodes)
         root = layout.root_document(False, info, nodes)
-        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+        set_many(store, {"zarr.json": layout.encode_root(root, encoded)}, atomic=True)
         make_folders(store, documents)
-        _write_documents(store, plan, documents, small, nodes)
+        _write_documents(store, plan, documents, small, nodes, encoded)
         final_root = layout.root_document(True, info, nodes)
         final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
-        delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
+        final = layout.encode_root(final_root, encoded)
+        delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         dask.compute(delayed)
         return None
