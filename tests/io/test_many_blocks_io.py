@@ -9,6 +9,7 @@ import metatensor
 import numpy as np
 import pytest
 from dask.highlevelgraph import Layer
+from store_support import CountingStore
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -108,16 +109,7 @@ def test_a_collector_disabled_by_the_caller_stays_disabled():
 
 def test_opening_reads_one_metadata_document_and_builds_no_zarr_array(tmp_path, monkeypatch):
     import zarr
-    from zarr.storage import LocalStore, WrapperStore
-
-    class Recording(WrapperStore):
-        def __init__(self, store):
-            super().__init__(store)
-            self.reads: list[str] = []
-
-        async def get(self, key, prototype, byte_range=None):
-            self.reads.append(key)
-            return await super().get(key, prototype, byte_range)
+    from zarr.storage import LocalStore
 
     theirs = tiny(12)
     mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr")
@@ -129,7 +121,7 @@ def test_opening_reads_one_metadata_document_and_builds_no_zarr_array(tmp_path, 
         init(self, *args, **kwargs)
 
     monkeypatch.setattr(zarr.AsyncArray, "__init__", counting)
-    store = Recording(LocalStore(tmp_path / "t.zarr", read_only=True))
+    store = CountingStore(LocalStore(tmp_path / "t.zarr", read_only=True))
     tensor = mtd.open_zarr(store)
     assert [key for key in store.reads if key.endswith("zarr.json")] == ["zarr.json"]
     assert not built

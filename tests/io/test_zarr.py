@@ -10,7 +10,8 @@ import metatensor
 import numpy as np
 import pytest
 import zarr
-from zarr.storage import LocalStore, WrapperStore
+from store_support import CountingStore
+from zarr.storage import LocalStore
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -238,29 +239,6 @@ def test_single_chunk_larger_than_the_target_is_split(tmp_path):
     assert len(mtd.open_zarr(tmp_path / "t.zarr").block(0).values.chunks[0]) > 1
     mtd.from_metatensor(theirs).to_zarr(tmp_path / "t2.zarr")
     assert mtd.open_zarr(tmp_path / "t2.zarr").block(0).values.chunks[0] == (60,)
-
-
-class CountingStore(WrapperStore):
-    """Records every key read."""
-
-    def __init__(self, store):
-        super().__init__(store)
-        self.reads: list[str] = []
-
-    async def get(self, key, prototype, byte_range=None):
-        self.reads.append(key)
-        return await super().get(key, prototype, byte_range)
-
-    async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        self.reads.extend(key for key, _ in key_ranges)
-        return await super().get_partial_values(prototype, key_ranges)
-
-    def _with_store(self, store):
-        return self  # keep counting when zarr asks for a read-only copy
-
-    def with_read_only(self, read_only=False):
-        return self
 
 
 def _data_reads(reads: list[str]) -> list[str]:

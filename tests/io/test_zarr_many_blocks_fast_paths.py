@@ -188,3 +188,18 @@ def test_repeated_documents_are_written_as_encoded(store):
     for path, document in nodes.items():
         assert (store / path / "zarr.json").read_bytes() == encode(document), path
     assert mtd.verify(store).ok
+
+
+@pytest.mark.parametrize("info", [{}, {"note": 'a "quoted" é \u0000 metadata'}])
+def test_the_root_is_encoded_from_the_encoded_nodes_as_a_whole(tmp_path, info):
+    from metatensor_dask.io import zarr_layout as layout
+
+    tensor = mtd.from_metatensor(tiny(3))
+    tensor.to_zarr(tmp_path / "t.zarr")
+    raw = (tmp_path / "t.zarr" / "zarr.json").read_bytes()
+    _, nodes = layout.parse_root(raw, "t")
+    for complete in (False, True):
+        document = layout.root_document(complete, info, nodes)
+        joined = layout.encode_root(document, layout.encode_nodes(nodes))
+        assert joined == layout.encode(document)
+        assert json.loads(joined) == document

@@ -9,7 +9,7 @@ import json
 import metatensor
 import pytest
 import zarr
-from test_zarr import CountingStore
+from store_support import CountingStore
 from zarr.storage import LocalStore
 from zarr_writer_process import make_metatensor
 

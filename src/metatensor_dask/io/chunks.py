@@ -76,6 +76,24 @@ def row_bytes(shape: tuple[int, ...], dtype: Any) -> int:
     return int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
+def data_sizes(block: Any) -> list[tuple[int, int]]:
+    """``(rows, bytes per row)`` of the values of ``block`` and of every (nested)
+    gradient, as :func:`target_rows` takes them.
+
+    ``block`` is a :class:`~metatensor_dask.block.TensorBlock` (a tensor being written)
+    or the :class:`~metatensor_dask.io.zarr_layout.BlockLayout` of a stored one (a store
+    being opened): both have ``values`` with a shape and dtype, and gradients (a method
+    giving ``(parameter, gradient)`` pairs, or a mapping).
+    """
+    values = block.values
+    sizes = [(values.shape[0], row_bytes(values.shape, values.dtype))]
+    gradients = block.gradients
+    children = gradients.values() if isinstance(gradients, dict) else (g for _, g in gradients())
+    for gradient in children:
+        sizes.extend(data_sizes(gradient))
+    return sizes
+
+
 def target_rows(n_rows: int, arrays: Iterable[tuple[int, int]], target: int) -> int:
     """Value rows per chunk so that every co-partitioned array meets ``target`` bytes.
 

@@ -23,11 +23,11 @@ from . import zarr_layout as layout
 from ._zarr_internals import sync
 from .zarr_codecs import is_plain
 from .zarr_integrity import checked_labels
+from .zarr_progress import recorded_chunks
 from .zarr_store import (
     ArrayRef,
     describe,
     get_many,
-    list_prefix,
     open_store,
     read_arrays,
     read_region,
@@ -525,7 +525,7 @@ def verify_store(
         return Verification(where, [str(error), *problems])
     notes = []
     if not attributes[layout.ATTRIBUTE].get("complete"):
-        recorded = len(list_prefix(store, layout.PROGRESS_PREFIX))
+        recorded = len(recorded_chunks(store))
         problems.append(
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "
             "recorded); finish it with `metatensor-dask run --resume` or "

@@ -173,7 +173,7 @@ def _little(name: str) -> np.dtype:
 
 
 @dataclass(frozen=True)
-class _ChunkFormat:
+class ChunkFormat:
     """How the chunks of a plain array are encoded: what decoding one needs."""
 
     dtype: np.dtype
@@ -182,10 +182,21 @@ class _ChunkFormat:
     checksum: bool
 
     @classmethod
-    def of(cls, document: dict[str, Any]) -> _ChunkFormat:
+    def of(cls, document: dict[str, Any]) -> ChunkFormat | None:
+        """The format of the chunks of ``document``; None when they are not plain."""
+        checksum = _checksum(document)
+        if checksum is None:
+            return None
         dtype = _dtype(document)
         chunk = _chunk_shape(document)
-        return cls(dtype, chunk, math.prod(chunk) * dtype.itemsize, bool(_checksum(document)))
+        return cls(dtype, chunk, math.prod(chunk) * dtype.itemsize, checksum)
+
+
+def _plain_format(document: dict[str, Any]) -> ChunkFormat:
+    encoding = ChunkFormat.of(document)
+    if encoding is None:
+        raise MetatensorDaskError("the chunks of this array are not plain")
+    return encoding
 
 
 def chunk_key(index: int, ndim: int) -> str:
@@ -202,7 +213,7 @@ def encode_chunks(
     """
     import google_crc32c
 
-    encoding = _ChunkFormat.of(document)
+    encoding = _plain_format(document)
     chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
     values = np.asarray(values, dtype=encoding.dtype)
     full = tuple(chunk)
@@ -232,7 +243,7 @@ def chunk_keys(document: dict[str, Any]) -> list[str]:
     return [chunk_key(index, len(shape)) for index in range(count)]
 
 
-def _decoded(data: Any, chunks: _ChunkFormat, path: str, where: str, index: int) -> np.ndarray:
+def _decoded(data: Any, chunks: ChunkFormat, path: str, where: str, index: int) -> np.ndarray:
     """Chunk ``index`` as an array viewing ``data``, its size and checksum verified; a
     missing chunk (``None``) is damage: every chunk is stored, all-zero ones too."""
     import google_crc32c
@@ -254,15 +265,20 @@ def _decoded(data: Any, chunks: _ChunkFormat, path: str, where: str, index: int)
 
 
 def decode_chunks(
-    raw: list[bytes | None], document: dict[str, Any], path: str, where: str
+    raw: list[bytes | None],
+    document: dict[str, Any],
+    path: str,
+    where: str,
+    chunks: ChunkFormat | None = None,
 ) -> np.ndarray:
     """The whole array from its chunks (in :func:`chunk_keys` order; ``None`` is a
-    missing chunk, which is damage)."""
+    missing chunk, which is damage); ``chunks`` is :meth:`ChunkFormat.of` the
+    ``document``, when known."""
     shape = tuple(int(n) for n in document["shape"])
     native = _dtype(document).newbyteorder("=")
     if not raw:
         return np.zeros(shape, dtype=native)
-    chunks = _ChunkFormat.of(document)
+    chunks = chunks or _plain_format(document)
     pieces = [_decoded(data, chunks, path, where, i) for i, data in enumerate(raw)]
     array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     array = array[(slice(0, shape[0]), *(slice(0, n) for n in shape[1:]))]
@@ -274,7 +290,7 @@ def decode_rows(
 ) -> np.ndarray:
     """Rows ``start:stop`` of an array, from the chunks holding them (``raw[0]`` is the
     chunk of row ``start``). A region within one chunk views its buffer: no copy."""
-    chunks = _ChunkFormat.of(document)
+    chunks = _plain_format(document)
     rows = chunks.shape[0]
     first = start // rows
     pieces = [_decoded(data, chunks, path, where, first + i) for i, data in enumerate(raw)]

@@ -20,7 +20,9 @@ they describe a consistent tensor.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +39,10 @@ __all__ = [
     "BlockLayout",
     "TensorLayout",
     "array_document",
+    "batch_record",
     "dimension_names",
+    "encode_nodes",
+    "encode_root",
     "group_document",
     "labels_attributes",
     "parse_layout",
@@ -63,6 +68,22 @@ def progress_marker(path: str, chunk: int) -> str:
     """The key recording that chunk (or shard) ``chunk`` of the array ``path`` is stored:
     flat names, so that recording costs no folders."""
     return PROGRESS_PREFIX + quote(f"{path}/{chunk}", safe="")
+
+
+#: Where the records of the chunks stored by each task of a write are (see
+#: :func:`batch_record`); no marker starts so (they start with an array's path).
+BATCH_PREFIX = PROGRESS_PREFIX + "batch-"
+
+
+def batch_record(markers: list[str]) -> dict[str, bytes | memoryview]:
+    """The record of a write task that stored the chunks ``markers`` (see
+    :func:`progress_marker`), as ``{key: content}``: the JSON object
+    ``{"chunks": markers}``, at a key that follows from it (a task run again rewrites
+    its own record). Written once every chunk it names is stored; read back by
+    :func:`~metatensor_dask.io.zarr_progress.recorded_chunks`."""
+    content = json.dumps({"chunks": markers}).encode()
+    name = hashlib.blake2b(content, digest_size=16).hexdigest()
+    return {f"{BATCH_PREFIX}{name}.json": content}
 
 
 def block_prefix(index: int) -> str:
@@ -213,7 +234,7 @@ def _records(nodes: dict[str, Any]) -> dict[str, Any]:
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
-def encode(document: dict[str, Any]) -> bytes:
+def encode(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
 
 
@@ -234,6 +255,24 @@ class RepeatEncoder:
         encoded = encode(document)
         self._last[place] = (document, encoded)
         return encoded
+
+
+def encode_nodes(nodes: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    """Every node's document encoded (see :class:`RepeatEncoder`), by path, sorted."""
+    encoder = RepeatEncoder()
+    return {path: encoder.encode(path, nodes[path]) for path in sorted(nodes)}
+
+
+def encode_root(document: dict[str, Any], encoded: dict[str, bytes]) -> bytes:
+    """:func:`encode` of the root ``document`` (see :func:`root_document`), its inline
+    metadata joined from the nodes' documents already ``encoded`` (see
+    :func:`encode_nodes`) rather than encoded again: a write encodes every node once,
+    for its own ``zarr.json``, and the root twice (incomplete, then complete)."""
+    placeholder = f"metadata-{uuid.uuid4().hex}"
+    consolidated = {**document["consolidated_metadata"], "metadata": placeholder}
+    head = encode({**document, "consolidated_metadata": consolidated})
+    metadata = b",".join(encode(path) + b":" + raw for path, raw in encoded.items())
+    return head.replace(encode(placeholder), b"{" + metadata + b"}", 1)
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -297,6 +336,9 @@ class ArrayInfo:
     #: Whether a missing chunk is read as zeros (format 1 arrays with a compressor or
     #: sharding, whose writer skipped all-zero chunks) instead of being damage.
     missing_ok: bool = False
+    #: Whether its chunks are plain (see
+    #: :func:`~metatensor_dask.io.zarr_codecs.is_plain`): decoded without zarr.
+    plain: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -418,9 +460,12 @@ class _Allowed:
             return None
         previous, info = found
         attributes = document.get("attributes") or {}
-        # equal documents (one comparison, in C) are the common case; sample Labels
-        # differ in their attributes only
-        if document != previous and (
+        # equal documents (one comparison, in C) are the common case, and then share
+        # one object (readers memoize what they derive from a document by identity);
+        # sample Labels differ in their attributes only
+        if document == previous:
+            document = previous
+        elif (
             not isinstance(attributes, dict)
             or document.get("shape") != previous.get("shape")
             or document.get("chunk_grid") != previous.get("chunk_grid")
@@ -428,10 +473,18 @@ class _Allowed:
             or document.get("data_type") != previous.get("data_type")
             or document.get("fill_value") != previous.get("fill_value")
             or document.get("dimension_names") != previous.get("dimension_names")
+            or document.get("chunk_key_encoding") != previous.get("chunk_key_encoding")
         ):
             return None
         return ArrayInfo(
-            path, info.shape, info.dtype, info.chunk_rows, info.write_rows, attributes, document
+            path,
+            info.shape,
+            info.dtype,
+            info.chunk_rows,
+            info.write_rows,
+            attributes,
+            document,
+            plain=info.plain,
         )
 
     def remember(self, path: str, info: ArrayInfo) -> None:
@@ -520,7 +573,14 @@ def array_info(
     if not isinstance(attributes, dict):
         raise _damaged(where, f"the attributes of '{path}' are not a mapping")
     info = ArrayInfo(
-        path, shape, dtype, inner[0] if inner else 1, grid[0] if grid else 1, attributes, document
+        path,
+        shape,
+        dtype,
+        inner[0] if inner else 1,
+        grid[0] if grid else 1,
+        attributes,
+        document,
+        plain=is_plain(document),
     )
     if allowed is not None:
         allowed.remember(path, info)

@@ -28,7 +28,7 @@ from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from .zarr_codecs import chunk_key, decode_rows, is_plain
+from .zarr_codecs import chunk_key, decode_rows
 from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels, damaged
 from .zarr_store import (
@@ -113,7 +113,7 @@ def _lazy_samples(
 
     stored = None
     if pointer is not None and "sample" in info.names:
-        read = read_plain_region if is_plain(info.document) else read_region
+        read = read_plain_region if info.plain else read_region
         stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
     return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
 
@@ -181,7 +181,7 @@ def stored_array(
     name = "open_zarr-" + hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
     tail = tuple(slice(0, n) for n in info.shape[1:])
     zeros = (0,) * (len(info.shape) - 1)
-    read = read_plain_region if is_plain(info.document) else read_region
+    read = read_plain_region if info.plain else read_region
     graph = {}
     start = 0
     for i, size in enumerate(rows):
@@ -191,20 +191,14 @@ def stored_array(
     return _graph.array_from_tasks(name, graph, (), chunks, info.dtype)
 
 
-def _sizes(block: layout.BlockLayout) -> list[tuple[int, int]]:
-    shape = block.values.shape
-    sizes = [(shape[0], chunking.row_bytes(shape, block.values.dtype))]
-    for gradient in block.gradients.values():
-        sizes.extend(_sizes(gradient))
-    return sizes
-
-
 def _value_rows(block: layout.BlockLayout, request: chunking.ChunkRequest) -> tuple[int, ...]:
     n = block.values.shape[0]
     if request.kind == "rows":
         return chunking.regular(n, request.amount)
     if request.kind == "bytes":
-        return chunking.regular(n, chunking.target_rows(n, _sizes(block), request.amount))
+        return chunking.regular(
+            n, chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+        )
     return chunking.regular(n, block.values.chunk_rows)
 
 

@@ -25,8 +25,9 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._zarr_internals import make_store_path, sync
-from .zarr_codecs import chunk_keys, decode_chunks, encode_chunks, is_plain
+from .zarr_codecs import ChunkFormat, chunk_keys, decode_chunks, encode_chunks, is_plain
 from .zarr_integrity import CheckedStore, damaged
+from .zarr_layout import batch_record
 
 __all__ = [
     "ArrayRef",
@@ -142,17 +143,32 @@ def _local_root(store: Store) -> Path | None:
     return None
 
 
+def _read_file(name: str) -> bytes | None:
+    """The bytes of a local file (``None`` when there is none), with plain system calls:
+    opening thousands of tiny files (Labels, row pointers) through ``pathlib`` and
+    buffered files cost twice as much."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        size = os.fstat(descriptor).st_size
+        data = os.read(descriptor, size + 1)  # one call for a file of that size
+        if len(data) == size:
+            return data
+        pieces = [data]  # read short, or the file changed meanwhile: read to its end
+        while piece := os.read(descriptor, 2**20):
+            pieces.append(piece)
+        return b"".join(pieces)
+    finally:
+        os.close(descriptor)
+
+
 def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
     """The bytes stored at each key (``None`` where there is nothing)."""
     root = _local_root(store)
     if root is not None:
-        found: list[bytes | None] = []
-        for key in keys:
-            try:
-                found.append((root / key).read_bytes())
-            except (FileNotFoundError, NotADirectoryError):
-                found.append(None)
-        return found
+        return [_read_file(f"{root}/{key}") for key in keys]
     prototype = default_buffer_prototype()
 
     async def get(key: str) -> bytes | None:
@@ -326,13 +342,21 @@ def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
     """The whole content of each array; Labels and row pointers are decoded here, in
     bulk, other arrays read through zarr (see :meth:`ArrayRef.read`)."""
     results: list[np.ndarray | None] = [None] * len(refs)
-    plain = [i for i, ref in enumerate(refs) if is_plain(ref.document)]
+    # maps of many blocks share documents (see zarr_layout.ArrayInfo): what follows
+    # from one is worked out once
+    formats: dict[int, ChunkFormat | None] = {}
+    for ref in refs:
+        if id(ref.document) not in formats:
+            formats[id(ref.document)] = ChunkFormat.of(ref.document)
+    plain = [i for i, ref in enumerate(refs) if formats[id(ref.document)] is not None]
     keys = {i: chunk_keys(refs[i].document) for i in plain}
     flat = [f"{refs[i].path}/{key}" for i in plain for key in keys[i]]
     raw = iter(get_many(refs[0].store, flat) if flat else [])
+    where = describe(refs[0].store) if refs else ""
     for i in plain:
         chunks = [next(raw) for _ in keys[i]]
-        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, describe(refs[i].store))
+        encoding = formats[id(refs[i].document)]
+        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, where, encoding)
     for i in range(len(refs)):
         if results[i] is None:
             results[i] = read_region(refs[i], tuple(slice(0, n) for n in refs[i].document["shape"]))
@@ -360,7 +384,9 @@ def write_regions(
     data: list[np.ndarray],
     markers: list[str],
 ) -> None:
-    """A dask task: store chunks (or shards) of several arrays, then record them.
+    """A dask task: store chunks (or shards) of several arrays, then record them
+    (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
+    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
 
     Small chunks of many small blocks are grouped into one task, stored concurrently.
     """
@@ -378,4 +404,4 @@ def write_regions(
             others.append((ref, region, values))
     set_many(refs[0].store, encoded)
     sync(_bounded(write(*item) for item in others))
-    set_many(refs[0].store, dict.fromkeys(markers, b""))
+    set_many(refs[0].store, batch_record(markers))

@@ -7,9 +7,11 @@ whole one and an interrupted write can be finished:
    (``.progress/plan.json``), the root document with ``complete: false`` and every
    node's metadata inline, then every node's own ``zarr.json``, all in bulk; then the
    Labels and row pointers (small next to the values);
-2. **data**, in dask tasks: one task per zarr chunk (or shard) of each values array,
-   each recording what it stored under ``.progress/<array>/<chunk>`` once it is stored
-   (chunk files can not show it: zarr skips chunks that hold only zeros);
+2. **data**, in dask tasks, each storing chunks (or shards) of the values arrays (one
+   large chunk, or one chunk of each of many small arrays), then recording the chunks
+   it stored in one record under ``.progress/`` once they are
+   stored (see :mod:`.zarr_progress`; chunk files can not show it: a chunk file may be
+   half-written);
 3. **completion**, in a final task: the root document with ``complete: true``, and the
    progress records deleted.
 
@@ -50,6 +52,7 @@ from ._names import check_path_component
 from ._zarr_internals import sync
 from .zarr_append import append
 from .zarr_codecs import small_template, template
+from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
 from .zarr_samples import sample_attributes
 from .zarr_store import (
@@ -57,7 +60,6 @@ from .zarr_store import (
     delete_prefix,
     describe,
     get_many,
-    list_prefix,
     make_folders,
     open_store,
     plain_chunks,
@@ -134,14 +136,6 @@ def _sharding(rows: int) -> int | None:
     return rows * shards
 
 
-def _sizes(block: TensorBlock) -> list[tuple[int, int]]:
-    """(rows, bytes per row) of the values and of every (nested) gradient."""
-    sizes = [(block.values.shape[0], chunking.row_bytes(block.values.shape, block.dtype))]
-    for _, gradient in block.gradients():
-        sizes.extend(_sizes(gradient))
-    return sizes
-
-
 def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: bool = False) -> int:
     """Rows per stored chunk of a block's values; a number of rows asked for is kept
     when ``growing`` (appends fill the chunks), else capped to the block's rows."""
@@ -150,8 +144,8 @@ def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: boo
     if request.kind == "rows":
         return request.amount if growing else min(request.amount, max(n, 1))
     if request.kind == "bytes":
-        return chunking.target_rows(n, _sizes(block), request.amount)
-    sizes = _sizes(block)
+        return chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+    sizes = chunking.data_sizes(block)
     target = chunking.default_target()
     chunks = getattr(values, "chunks", None) or ((n,),)
     if all(len(c) == 1 for c in chunks[1:]) and chunking.is_regular(chunks[0]):
@@ -202,7 +196,9 @@ def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_grad
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
-            gradient_rows = chunking.target_rows(m, _sizes(gradient), chunking.default_target())
+            gradient_rows = chunking.target_rows(
+                m, chunking.data_sizes(gradient), chunking.default_target()
+            )
         _plan_block(plan, gradient, path, gradient_rows, True)
 
 
@@ -266,16 +262,21 @@ def _read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def _write_documents(
-    store: Store, plan: _Plan, documents: list[str], small: list[str], nodes: dict[str, Any]
+    store: Store,
+    plan: _Plan,
+    documents: list[str],
+    small: list[str],
+    nodes: dict[str, Any],
+    encoded: dict[str, bytes],
 ) -> None:
-    """Write node documents, then the Labels and row pointers, in batches."""
+    """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
+    the Labels and row pointers, in batches."""
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
-    encoder = layout.RepeatEncoder()
     for path, values_path in items:
         if values_path is None:
-            batch[f"{path}/zarr.json"] = encoder.encode(path, nodes[path])
+            batch[f"{path}/zarr.json"] = encoded[path]
         else:
             chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
             batch.update(chunks)
@@ -516,13 +517,15 @@ def _execute(
                 record["keys"] = np.asarray(plan.small["keys"]()).tolist()
             set_many(store, {_PLAN: json.dumps(record).encode()})
             recorded = set()
+        encoded = layout.encode_nodes(nodes)
         root = layout.root_document(False, info, nodes)
-        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+        set_many(store, {"zarr.json": layout.encode_root(root, encoded)}, atomic=True)
         make_folders(store, documents)
-        _write_documents(store, plan, documents, small, nodes)
+        _write_documents(store, plan, documents, small, nodes, encoded)
         final_root = layout.root_document(True, info, nodes)
         final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
-        delayed = _write_graph(store, plan, data, nodes, recorded, layout.encode(final_root), lock)
+        final = layout.encode_root(final_root, encoded)
+        delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         dask.compute(delayed)
         return None
@@ -590,7 +593,7 @@ def _resume(
             "other arguments of an operation), or another info; resume=True only "
             "finishes the same write: use mode='w' to overwrite it with this one"
         )
-    recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    recorded = recorded_chunks(store)
     info = dict(attributes.get("info") or {})
     return _execute(
         store,
