@@ -20,6 +20,8 @@ from slurm_support import require_module, require_slurm, sh
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
 from metatensor_dask.execution.cli import main
+from metatensor_dask.io.zarr_progress import recorded_chunks
+from metatensor_dask.io.zarr_store import open_store
 
 pytestmark = pytest.mark.slurm
 
@@ -87,12 +89,15 @@ def assert_equal_stores(workdir, output):
 
 
 def _progress_records(store, at_least, timeout):
-    """Wait until a write into ``store`` recorded ``at_least`` chunks; False on timeout."""
+    """Wait until a write into ``store`` recorded ``at_least`` chunks (its progress
+    records name them; a record being written reads as naming none); False on timeout."""
     deadline = time.monotonic() + timeout
     progress = os.path.join(store, ".progress")
     while time.monotonic() < deadline:
-        if os.path.isdir(progress) and len(os.listdir(progress)) >= at_least:
-            return True
+        if os.path.isdir(progress):
+            recorded = recorded_chunks(open_store(store, None, writable=False))
+            if len(recorded) >= at_least:
+                return True
         time.sleep(0.05)
     return False
 
