@@ -242,4 +242,3 @@ def test_blocks_sharing_gradient_samples_share_the_row_pointer():
     shuffled = mtd.Labels(["sample", "atom"], np.array([[1, 0], [0, 0]]))
     for block in _blocks_sharing_gradient_samples(shuffled, 2):
         assert block_row_pointer(block, "positions") is None
-

@@ -176,7 +176,9 @@ class _RowSpans:
             self.first[scattered[some]] = np.minimum.reduceat(self.targets, at)
             self.last[scattered[some]] = np.maximum.reduceat(self.targets, at)
 
-    def scattered_within(self, start: int, stop: int) -> dict[int, tuple[Target, np.ndarray | None]]:
+    def scattered_within(
+        self, start: int, stop: int
+    ) -> dict[int, tuple[Target, np.ndarray | None]]:
         """For each scattered piece with rows in ``start:stop``: the output rows there
         (counted from ``start``) and which of its rows they are (None: all)."""
         # positions in `targets`, so grouped by piece, in each piece in its row order
