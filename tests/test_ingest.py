@@ -159,9 +159,9 @@ def test_progress_shown_from_a_cluster(tmp_path, capfd):
 
 @pytest.mark.parametrize("chunks", [None, 3], ids=["default-chunks", "3-rows"])
 def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
-    """With 3 rows per chunk, batches span whole chunks, stored by the workers in
-    parallel while the commits run in order."""
-    from distributed import Client, LocalCluster
+    """With 3 rows per chunk, batches span whole chunks; on a cluster, each batch is
+    computed by one task and appended (planned, stored, committed) by one more."""
+    from distributed import Client, LocalCluster, get_task_stream
 
     size = 1 if chunks is None else 3
     threads = tmp_path / "threads.zarr"
@@ -173,8 +173,12 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
+        get_task_stream() as stream,
     ):
         mtd.write_batches(soap, list(range(8)), cluster, batch_size=size, chunks=chunks, quiet=True)
+    names = sorted(task["key"].split("-")[0] for task in stream.data)
+    batches = -(-8 // size)
+    assert names == ["append_batch"] * batches + ["soap"] * batches
     assert files(threads) == files(cluster)
     assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, size))
     assert mtd.verify(cluster).ok

@@ -72,3 +72,30 @@ def test_written_chunks_read_back_with_zarr(tmp_path, atomic):
         "c.2.0",
         "zarr.json",
     ]
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_padding_is_not_written_to_local_files(tmp_path, monkeypatch, checksum):
+    """The zero padding of an edge chunk is skipped (a hole in the file, read as zeros):
+    the file holds the encoded chunk, but only its rows and checksum are written."""
+    import os
+
+    values = np.random.default_rng(3).normal(size=(5, 4))
+    document = _document((5, 4), 4, checksum)
+    written = []
+    writev = os.writev
+
+    def counted(descriptor, buffers):
+        count = writev(descriptor, buffers)
+        written.append(count)
+        return count
+
+    monkeypatch.setattr(os, "writev", counted)
+    store = open_store(tmp_path / "z.zarr", None, writable=True)
+    write_parts(store, chunk_parts("a", document, values, 0), atomic=True)
+    expected = encode_chunks(values, document, 0)
+    for key, encoded in expected.items():
+        assert (tmp_path / "z.zarr" / "a" / key).read_bytes() == bytes(encoded)
+    # 5 rows of 4 doubles and the checksums; the 3 rows of padding of the last chunk not
+    assert sum(written) == 5 * 4 * 8 + (8 if checksum else 0)
+    assert sum(len(bytes(e)) for e in expected.values()) == sum(written) + 3 * 4 * 8

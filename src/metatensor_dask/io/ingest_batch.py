@@ -3,14 +3,12 @@ committed.
 
 A batch (the result of the user's function: a metatensor or metatensor-dask
 ``TensorMap``) is renumbered by the index of its first item and appended after the
-batches committed before it (see :mod:`metatensor_dask.io.zarr_append`), in three steps
-that a cluster runs as three tasks on the worker holding the batch: its *plan* (where
-its rows go, after the plan of the batch before it), which also stores the small arrays
-and the partial chunks at both ends of each array; the whole chunks in between, which
-no other batch shares (:func:`store_interior`); and the *commit* of its metadata with
-the run record, in one atomic root write (:func:`finish_batch`). On threads,
-:func:`commit_batch` does all three. A metatensor-core result is stored from its own
-memory: wrapped, neither copied nor hashed.
+batches committed before it (see :mod:`metatensor_dask.io.zarr_append`): planned (where
+its rows go, from the root document of the batch before it), stored, and its metadata
+committed with the run record in one atomic root write, by one function,
+:func:`append_batch`, which a cluster runs as one task on the worker holding the batch.
+A metatensor-core result is stored from its own memory: wrapped, neither copied nor
+hashed.
 """
 
 from __future__ import annotations
@@ -32,13 +30,11 @@ from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import WriteId
 from .chunks import ChunkRequest, default_target
-from .zarr_append import AppendPlan, commit, documents, plan_append, store_now, store_rows
-from .zarr_codecs import is_plain
+from .zarr_append import AppendPlan, commit, documents, plan_append, store_now
 from .zarr_renumber import shifted
-from .zarr_rows import chunk_parts, write_parts
 from .zarr_write import _plan_whole, _read_root
 
-__all__ = ["RUN", "Target", "commit_batch", "finish_batch", "plan_batch", "store_interior"]
+__all__ = ["RUN", "Target", "append_batch"]
 
 #: Root attribute (under ``metatensor_dask``) recording the run.
 RUN = "batches"
@@ -127,51 +123,16 @@ def _as_tensor(result: Any, index: int, first: Any, arrays: dict[str, np.ndarray
     )
 
 
-def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> list[int | None]:
+def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
     """The rows of ``plan`` as numpy arrays: the batch's own arrays as they are, the
-    others (lazy results, rechunked new blocks) computed here. Returns, for each rows,
-    the position of its batch array in ``arrays`` (``None`` for the others)."""
-    names = {name: position for position, name in enumerate(arrays)}
-    sources: list[int | None] = []
+    others (lazy results, rechunked new blocks) computed here."""
     for rows in plan.rows:
-        source = None
         if isinstance(rows.data, da.Array):
-            source = names.get(rows.data.name)
-            if source is None:
+            own = arrays.get(rows.data.name)
+            if own is None:
                 (rows.data,) = dask.compute(rows.data, scheduler="synchronous")
             else:
-                rows.data = arrays[rows.data.name]
-        sources.append(source)
-    return sources
-
-
-#: Rows of a batch array stored by another task: (position of the array in the batch,
-#: first row, end row, stored array path, its document, index of its first chunk).
-Interior = tuple[int, int, int, str, dict[str, Any], int]
-
-
-def _store_batch(store: Any, plan: AppendPlan, sources: list[int | None]) -> list[Interior]:
-    """Store the rows of ``plan``, but the whole chunks of the batch's own arrays in
-    plain arrays, returned: no other batch shares them, so that they can be stored by
-    any task, in parallel, while the partial chunks at both ends of each array are
-    stored here (the next batch merges its rows into the last one)."""
-    interior: list[Interior] = []
-    for rows, source in zip(plan.rows, sources, strict=True):
-        data, offset = rows.data, rows.offset
-        end = offset + int(data.shape[0])
-        if source is not None and is_plain(rows.document):
-            step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
-            head = min(-(-offset // step) * step, end)
-            tail = max(end // step * step, head)
-            if tail > head:
-                interior.append(
-                    (source, head - offset, tail - offset, rows.path, rows.document, head // step)
-                )
-                store_rows(store, rows.path, rows.document, offset, data[: head - offset])
-                store_rows(store, rows.path, rows.document, tail, data[tail - offset :])
-                continue
-        store_rows(store, rows.path, rows.document, offset, data)
-    return interior
+                rows.data = own
 
 
 #: Chunks of at least this many bytes, whatever the batches.
@@ -196,39 +157,42 @@ def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
     return ChunkRequest("bytes", min(default_target(), max(largest // 4, SMALLEST_CHUNK)))
 
 
-def plan_batch(
+def append_batch(
     target: Target,
     index: int,
     first: Any,
     result: Any,
-    previous: dict[str, Any] | None = None,
-    parallel: bool = False,
-) -> dict[str, Any]:
-    """:func:`_plan_batch`, the views it takes of the batch's arrays freed as it ends.
+    previous: bytes | None = None,
+) -> bytes:
+    """Append batch ``index`` (its samples renumbered by the index of its first item)
+    after the batches committed before it, and commit its metadata with the run record
+    in one atomic root write.
+
+    ``previous`` is what this function returned for the batch before (its root
+    document), ``None`` to read the store's. Returns the root document committed, from
+    which the next batch is planned without reading the store. On a cluster, this is
+    the one task appending a batch, run by the worker holding it after the task of the
+    batch before: the chain of these tasks commits the batches in order.
 
     Each view of an array that metatensor-core does not own from Python (featomic's are
     Rust's) holds a DLPack tensor in a reference cycle, which holds the memory of the
     whole array: only Python's cyclic garbage collector frees it, and its full passes
     come rarely (~0.1 s each on a worker), so committed batches stayed in memory, more
-    of them the longer the run. The collector is paused while the task runs and the
-    youngest generation, the task's objects, collected when it ends."""
+    of them the longer the run. The collector is paused while this runs and the
+    youngest generation, this function's objects, collected when it ends.
+    """
     with collector_paused(young_collected=True):
-        return _plan_batch(target, index, first, result, previous, parallel)
+        found = _plan_batch(target, index, first, result, previous)
+        target.lock.check()
+        commit(target.store, found)
+        return found["zarr.json"]
 
 
 def _plan_batch(
-    target: Target,
-    index: int,
-    first: Any,
-    result: Any,
-    previous: dict[str, Any] | None,
-    parallel: bool,
-) -> dict[str, Any]:
-    """Append batch ``index`` (its samples renumbered by the index of its first item)
-    after the batches committed before it, ``previous`` (what this function returned
-    for the batch before, ``None`` to read the store). Returns the documents to commit
-    (its metadata, with the run record), and with ``parallel`` the whole chunks of its
-    arrays left to store (``"interior"``, see :func:`_store_batch`)."""
+    target: Target, index: int, first: Any, result: Any, previous: bytes | None
+) -> dict[str, bytes]:
+    """Store batch ``index`` after ``previous`` (see :func:`append_batch`); returns the
+    documents to commit (its metadata, with the run record), by key."""
     store, lock, run = target.store, target.lock, target.run
     arrays: dict[str, np.ndarray] = {}
     tensor = _as_tensor(result, index, first, arrays)
@@ -239,52 +203,18 @@ def _plan_batch(
     if previous is None:
         existing = _read_root(store, where)
     else:
-        existing = _parse_root(previous["documents"]["zarr.json"], where)
+        existing = _parse_root(previous, where)
     chunks = _append_chunks(target.chunks, tensor)
     plan = plan_append(tensor, store, where, existing, chunks, _plan_whole)
-    sources = _concrete(plan, arrays)
+    _concrete(plan, arrays)
     lock.check()
-    if parallel:
-        interior = _store_batch(store, plan, sources)
-    else:
-        interior = []
-        store_now(store, plan)
+    store_now(store, plan)
     root = layout.root_document(False, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
-    return {"documents": documents(plan, root), "interior": interior}
+    return documents(plan, root)
 
 
 def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     attributes, nodes = layout.parse_root(raw, where)
     assert nodes is not None, "a root written by write_batches holds the nodes"
     return attributes, nodes
-
-
-def store_interior(target: Target, result: Any, planned: dict[str, Any]) -> None:
-    """Store the whole chunks :func:`plan_batch` left (on the worker holding the batch),
-    the views of the batch's arrays freed as it ends (see :func:`plan_batch`)."""
-    with collector_paused(young_collected=True):
-        _store_interior(target, result, planned)
-
-
-def _store_interior(target: Target, result: Any, planned: dict[str, Any]) -> None:
-    arrays: dict[str, np.ndarray] = {}
-    _as_tensor(result, -1, None, arrays)
-    found = list(arrays.values())
-    target.lock.check()
-    for source, begin, end, path, document, first in planned["interior"]:
-        write_parts(target.store, chunk_parts(path, document, found[source][begin:end], first))
-
-
-def finish_batch(target: Target, planned: dict[str, Any], previous: Any, stored: Any) -> None:
-    """Commit the metadata of a batch, once it is stored and the batch before it
-    committed (``previous`` and ``stored``, ignored, order it in a task graph)."""
-    target.lock.check()
-    commit(target.store, planned["documents"])
-
-
-def commit_batch(target: Target, index: int, first: Any, result: Any) -> None:
-    """Append batch ``index`` and commit its metadata with the run record, in one
-    atomic root write, from this thread."""
-    planned = plan_batch(target, index, first, result)
-    commit(target.store, planned["documents"])

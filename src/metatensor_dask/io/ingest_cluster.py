@@ -1,10 +1,11 @@
 """The batches of :func:`~metatensor_dask.io.ingest.write_batches` on a ``distributed``
-cluster: each computed by a worker, then planned, stored and committed
-(:mod:`.ingest_batch`) by the worker holding it, after the batch before it.
+cluster: each computed by a worker, then appended (:func:`.ingest_batch.append_batch`:
+planned, stored and committed, one task) by the worker holding it, after the batch
+before it.
 
-The scheduler runs these chains without a round trip through this process, which keeps
-the window full and watches the workers. The tasks appending a batch may only run on the
-worker holding it: distributed's work stealing would otherwise move them to an idle
+The scheduler runs this chain without a round trip through this process, which keeps
+the window full and watches the workers. The task appending a batch may only run on the
+worker holding it: distributed's work stealing would otherwise move it to an idle
 worker, with a copy of the batch. When that worker leaves (a batch job ending, a node
 lost), distributed computes its batches again elsewhere and the chain is submitted again
 from the first batch it held.
@@ -17,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .ingest_batch import Target, finish_batch, plan_batch, store_interior
+from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 
@@ -29,14 +30,12 @@ WORKERS_CHECKED = 1.0
 
 @dataclass
 class _Commit:
-    """The tasks appending one batch, submitted and not yet seen done."""
+    """The task appending one batch, submitted and not yet seen done."""
 
-    #: The worker holding the batch, to which they are pinned (``None``: a failed batch).
+    #: The worker holding the batch, to which it is pinned (``None``: a failed batch).
     holder: str | None
-    #: Its plan (the next batch is planned after it).
-    planned: Any
-    #: Its commit (the next batch is committed after it).
-    finished: Any
+    #: The task (the next batch is appended after it, from the root it returns).
+    appended: Any
 
 
 def on_cluster(client: Any, batches: Batches, target: Target, progress: BatchProgress) -> None:
@@ -80,12 +79,15 @@ def _commit_in_order(
         # the next commits whose batch is computed, pinned to the worker holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             commits.append(_submit(client, batches, target, commits))
-        if commits and commits[0].finished.done():
+        if commits and commits[0].appended.done():
             index = batches.committed
+            appended = commits.popleft().appended
             try:
-                commits.popleft().finished.result()
+                if appended.status != "finished":  # the root it returns is not fetched
+                    appended.result()  # raises the batch's error
             except Exception as error:
                 raise batches.failure(index, error, target.lock.where) from error
+            del appended
             batches.finished()
             progress.update(batches.computed, batches.committed)
             continue
@@ -100,28 +102,21 @@ def _commit_in_order(
 
 
 def _submit(client: Any, batches: Batches, target: Target, commits: deque[_Commit]) -> _Commit:
-    """The tasks appending the next computed batch, after those of ``commits``."""
+    """The task appending the next computed batch, after those of ``commits``."""
     index = batches.committed + len(commits)
     future = batches.futures[len(commits)]
     holders = list(client.who_has([future]).get(future.key, ()))
-    # (none when the batch failed: its tasks fail at once, wherever they run); first
-    # among the tasks queued on the worker: a commit frees a batch
+    # (none when the batch failed: its task fails at once, wherever it runs); first
+    # among the tasks queued on the worker: appending frees a batch
     pin = {"workers": holders[:1], "allow_other_workers": False} if holders else {}
-    before = commits[-1] if commits else None
-    # the first batch not committed is planned after the store's root document
-    planned = client.submit(
-        plan_batch, target, index, batches.items[index * batches.size], future,
-        before.planned if before else None, True, pure=False, priority=1, **pin,
+    # the first batch not committed is planned from the store's root document
+    before = commits[-1].appended if commits else None
+    appended = client.submit(
+        append_batch, target, index, batches.items[index * batches.size], future, before,
+        pure=False, priority=1, **pin,
     )  # fmt: skip
-    stored = client.submit(
-        store_interior, target, future, planned, pure=False, priority=1, **pin
-    )  # fmt: skip
-    finished = client.submit(
-        finish_batch, target, planned, before.finished if before else None, stored,
-        pure=False, priority=1,
-    )  # fmt: skip
-    batches.watch(finished)
-    return _Commit(holders[0] if holders else None, planned, finished)
+    batches.watch(appended)
+    return _Commit(holders[0] if holders else None, appended)
 
 
 def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import dask
 
 from ..errors import MetatensorDaskError
-from .ingest_batch import Target, commit_batch
+from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 
 __all__ = ["Batches", "active_client", "on_threads"]
@@ -131,13 +131,15 @@ def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> Non
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
         try:
+            root = None  # the root committed last: the first batch reads the store's
             while batches.committed < batches.total:
                 while batches.wanted(threads):
                     batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
                 index = batches.committed
                 try:
                     result = _wait(batches.futures[0], progress, batches)
-                    commit_batch(target, index, batches.items[index * batches.size], result)
+                    first = batches.items[index * batches.size]
+                    root = append_batch(target, index, first, result, root)
                 except Exception as error:
                     raise batches.failure(index, error, target.lock.where) from error
                 del result

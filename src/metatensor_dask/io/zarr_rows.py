@@ -8,6 +8,11 @@ and the checksum, and a local file is written from them in one ``writev``. Appen
 this: a batch of tens of MiB would otherwise be copied once more into freshly allocated
 memory, whose page faults cost more than writing the bytes to the page cache.
 
+The zero padding of an edge chunk is a view of one buffer of zeros kept for the
+process and never written (its pages all map the kernel's page of zeros): a local file
+skips it, leaving a hole that reads as zeros, so that it costs neither fresh memory nor
+page cache (an edge chunk of a batch is, on average, half padding).
+
 The bytes stored are exactly those of
 :func:`~metatensor_dask.io.zarr_codecs.encode_chunks`.
 """
@@ -30,6 +35,21 @@ __all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts"]
 
 #: One encoded chunk: byte arrays whose concatenation is the chunk.
 Parts = list[np.ndarray]
+
+#: Zeros padding edge chunks (see :func:`_zeros`).
+_ZEROS = np.zeros(0, np.uint8)
+
+
+def _zeros(count: int) -> np.ndarray:
+    """``count`` zero bytes, a view of :data:`_ZEROS` (grown when too small, never
+    written): no fresh memory for each padding, and :func:`_write` knows them."""
+    global _ZEROS
+    zeros = _ZEROS
+    if zeros.size < count:
+        zeros = np.zeros(count, np.uint8)
+        zeros.flags.writeable = False
+        _ZEROS = zeros
+    return zeros[:count]
 
 
 def row_bytes(values: Any, document: dict[str, Any]) -> np.ndarray:
@@ -79,7 +99,7 @@ def chunk_parts(
         parts = [stored, piece] if index == first and stored is not None else [piece]
         filled = sum(part.size for part in parts)
         if filled < chunk_size:
-            parts.append(np.zeros(chunk_size - filled, np.uint8))
+            parts.append(_zeros(chunk_size - filled))
         found[f"{path}/{chunk_key(index, len(chunk))}"] = (
             _with_checksum(parts) if checksum else parts
         )
@@ -90,18 +110,32 @@ def chunk_parts(
 
 
 def _write(name: Any, parts: Parts) -> None:
+    """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole)."""
     descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        pending = [part.data for part in parts if part.size]
-        while pending:
-            written = os.writev(descriptor, pending)
-            while pending and written >= pending[0].nbytes:
-                written -= pending[0].nbytes
-                pending.pop(0)
-            if pending and written:
-                pending[0] = pending[0][written:]
+        pending: list[memoryview] = []
+        for part in parts:
+            if part.size and part.base is _ZEROS:
+                _writev(descriptor, pending)
+                pending = []
+                os.lseek(descriptor, part.size, os.SEEK_CUR)
+            elif part.size:
+                pending.append(part.data)
+        _writev(descriptor, pending)
+        # a hole at the end: the file's size, which a seek does not set
+        os.ftruncate(descriptor, os.lseek(descriptor, 0, os.SEEK_CUR))
     finally:
         os.close(descriptor)
+
+
+def _writev(descriptor: int, pending: list[memoryview]) -> None:
+    while pending:
+        written = os.writev(descriptor, pending)
+        while pending and written >= pending[0].nbytes:
+            written -= pending[0].nbytes
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
 
 
 def write_parts(store: Store, items: dict[str, Parts], atomic: bool = False) -> None:
