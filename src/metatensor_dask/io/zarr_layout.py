@@ -538,10 +538,11 @@ class _Allowed:
             return None
         previous, info = found
         attributes = document.get("attributes") or {}
-        # equal documents (one comparison, in C) are the common case, and then share
-        # one object (readers memoize what they derive from a document by identity);
-        # sample Labels differ in their attributes only
-        if document == previous:
+        # equal documents (one object when read by `loads_root`, else one comparison,
+        # in C) are the common case, and then share one object (readers memoize what
+        # they derive from a document by identity); sample Labels differ in their
+        # attributes only
+        if document is previous or document == previous:
             document = previous
         elif (
             not isinstance(attributes, dict)
