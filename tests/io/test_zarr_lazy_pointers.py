@@ -98,7 +98,9 @@ def test_nested_gradients_read_their_pointers_on_first_use_too(tmp_path, pointer
             their_positions.gradient("cell").samples.column("sample"), len(their_positions)
         )
         np.testing.assert_array_equal(pointer, expected)
-    assert pointer_reads == [f"{POINTER.format(i)[:-12]}/gradients/cell/row_pointer" for i in range(3)]
+    assert pointer_reads == [
+        f"{POINTER.format(i)[:-12]}/gradients/cell/row_pointer" for i in range(3)
+    ]
     assert_equal_to_metatensor(tensor, theirs)
 
 
@@ -131,7 +133,7 @@ def test_a_damaged_pointer_raises_at_first_use(written, local, damage):
     with pytest.raises(mtd.DamagedStoreError, match=message):
         block_row_pointer(tensor.block(2), "positions")
     with pytest.raises(mtd.DamagedStoreError, match=message):
-        mtd.open_zarr(_store(path, local)).block(2).gradient("positions").samples.values
+        _ = mtd.open_zarr(_store(path, local)).block(2).gradient("positions").samples.values
 
 
 @pytest.mark.parametrize("local", [True, False])

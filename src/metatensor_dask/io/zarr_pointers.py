@@ -108,7 +108,7 @@ class StoredPointers:
         found = self._checked.get(path)
         if found is not None:
             return found
-        info, parent_rows, rows = self._pending[path]
+        _, parent_rows, rows = self._pending[path]
         value = self._read.pop(path, None)
         if value is None:
             value = self._fetch(path)
