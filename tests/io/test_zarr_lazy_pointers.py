@@ -5,6 +5,8 @@ any of its numbers is used."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import metatensor
 import numpy as np
 import pytest
@@ -165,3 +167,18 @@ def test_blocks_of_several_chunks_still_read_their_pointers_when_opened(written,
     assert {POINTER.format(0), POINTER.format(2)} <= set(pointer_reads)
     assert tensor.block(0).gradient("positions").row_pointer is not None
     assert_equal_to_metatensor(mtd.multiply(tensor, tensor), metatensor.multiply(theirs, theirs))
+
+
+def test_threads_asking_at_once_read_each_pointer_once(written, pointer_reads):
+    path, theirs = written
+    tensor = mtd.open_zarr(path)
+    blocks = [block for block in tensor.blocks() for _ in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        pointers = list(pool.map(lambda b: block_row_pointer(b, "positions"), blocks))
+    assert sorted(pointer_reads) == sorted(POINTER.format(i) for i in range(3))
+    for i, their_block in enumerate(theirs.blocks()):
+        expected = row_pointer(
+            their_block.gradient("positions").samples.column("sample"), len(their_block)
+        )
+        for pointer in pointers[8 * i : 8 * i + 8]:
+            np.testing.assert_array_equal(pointer, expected)

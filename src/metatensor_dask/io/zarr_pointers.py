@@ -18,6 +18,7 @@ the one computed from the entries, which would load them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -85,6 +86,7 @@ class StoredPointers:
         #: Pointers read in a batch, not checked yet.
         self._read: dict[str, np.ndarray] = {}
         self._checked: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def add(self, info: ArrayInfo, parent_rows: int, rows: int) -> Callable[[], np.ndarray]:
         """Register the pointer ``info`` over ``parent_rows`` value rows and ``rows``
@@ -104,18 +106,23 @@ class StoredPointers:
         return found
 
     def get(self, path: str) -> np.ndarray:
-        """The checked pointer at ``path`` (registered with :meth:`add`)."""
+        """The checked pointer at ``path`` (registered with :meth:`add`); threads
+        asking for pointers at once read each once."""
         found = self._checked.get(path)
         if found is not None:
             return found
-        _, parent_rows, rows = self._pending[path]
-        value = self._read.pop(path, None)
-        if value is None:
-            value = self._fetch(path)
-        pointer = checked_pointer(self._where, path, value, parent_rows, rows)
-        self._checked[path] = pointer
-        del self._pending[path]
-        return pointer
+        with self._lock:
+            found = self._checked.get(path)
+            if found is not None:
+                return found
+            _, parent_rows, rows = self._pending[path]
+            value = self._read.pop(path, None)
+            if value is None:
+                value = self._fetch(path)
+            pointer = checked_pointer(self._where, path, value, parent_rows, rows)
+            self._checked[path] = pointer
+            del self._pending[path]
+            return pointer
 
     def _fetch(self, path: str) -> np.ndarray:
         """The stored content of the pointer at ``path``, and on a remote store those of
