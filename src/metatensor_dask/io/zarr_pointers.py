@@ -173,6 +173,8 @@ class PointedSamples(Labels):
         return samples
 
     def _derived(self, key: Any, make: Callable[[], Any]) -> Any:
+        # the key of `block_row_pointer`; were it changed, the tests of stored
+        # pointers read on first use find the samples loaded instead
         if key == ("row pointer", self._parent_rows):
             return super()._derived(key, self._pointer)
         return super()._derived(key, make)
