@@ -12,7 +12,7 @@ from dask.highlevelgraph import Layer
 from store_support import CountingStore
 
 import metatensor_dask as mtd
-from metatensor_dask.testing import assert_equal_to_metatensor
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 
 def tiny(n_blocks: int) -> metatensor.TensorMap:
@@ -125,14 +125,22 @@ def test_opening_reads_one_metadata_document_and_builds_no_zarr_array(tmp_path, 
     tensor = mtd.open_zarr(store)
     assert [key for key in store.reads if key.endswith("zarr.json")] == ["zarr.json"]
     assert not built
-    # the Labels shared by every block are read once, each row pointer once
+    # the Labels shared by every block are read once; the row pointers of blocks of one
+    # chunk are not read until an operation needs them
     assert len([key for key in store.reads if "/properties/" in key]) == 1
+    assert not [key for key in store.reads if "/row_pointer/" in key]
+    with raise_if_dask_computes():
+        product = mtd.multiply(tensor, tensor)
+    # then each once, all in one batch (not a local store: one round trip each)
     pointers = [key for key in store.reads if "/row_pointer/" in key]
     assert len(pointers) == len(set(pointers))
     assert {key.rpartition("/")[0] for key in pointers} == {
         f"blocks/{i}/gradients/positions/row_pointer" for i in range(12)
     }
+    assert not any(block.gradient("positions").samples.is_loaded for block in tensor.blocks())
+    assert_equal_to_metatensor(product, metatensor.multiply(theirs, theirs))
     assert_equal_to_metatensor(tensor, theirs)
+    assert len(pointers) == len([key for key in store.reads if "/row_pointer/" in key])
 
 
 @pytest.mark.parametrize("operation", ["copy", "multiply"])

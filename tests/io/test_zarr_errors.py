@@ -162,3 +162,9 @@ def test_stores_without_inline_metadata_still_open(store):
     del root["consolidated_metadata"]
     (store / "zarr.json").write_text(json.dumps(root))
     assert_equal_to_metatensor(mtd.open_zarr(store), make_metatensor(seed=4))
+
+
+@pytest.mark.parametrize("path", ["blocks/3", "blocks/3/values", "blocks/3/gradients/x/values"])
+def test_a_node_of_a_block_past_the_keys(store, path):
+    _edit(store, lambda attrs, nodes: nodes.update({path: nodes["blocks/0/values"]}))
+    _open_fails(store, "more blocks than its 3 keys \\('blocks/3'\\)")

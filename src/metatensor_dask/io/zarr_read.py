@@ -1,10 +1,12 @@
 """``open_zarr``: a lazy TensorMap over a store written by :func:`to_zarr`.
 
 Opening reads the root document (which holds every node's metadata), the keys, the
-component and property Labels (each distinct digest once) and the gradients' row
-pointers, all concurrently. It reads no values and no sample labels: samples are
-:meth:`Labels.lazy`, with the digest recorded at write time, and values are dask
-arrays whose tasks read their region of the store.
+component and property Labels (each distinct digest once) and the row pointers of the
+gradients of blocks cut into several chunks, all concurrently. It reads no values, no
+sample labels and no other row pointer: samples are :meth:`Labels.lazy`, with the
+digest recorded at write time, the other row pointers are read on first use (see
+:mod:`.zarr_pointers`), and values are dask arrays whose tasks read their region of
+the store.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from . import zarr_layout as layout
 from .zarr_codecs import chunk_key, decode_rows
 from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels, damaged
+from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
     ArrayRef,
     _local_root,
@@ -89,11 +93,12 @@ def _lazy_samples(
     store: Store,
     info: layout.ArrayInfo,
     parent_rows: int | None = None,
-    pointer: np.ndarray | None = None,
+    pointer: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> Labels:
     """Sample Labels read on first use, and checked then (see :func:`checked_labels`);
-    those of a gradient with a row pointer also carry their stored ``"sample"`` column,
-    which chunk-wise operations read and check chunk by chunk (see
+    those of a gradient with a row ``pointer`` (the checked pointer, or the function
+    reading it on first use, see :mod:`.zarr_pointers`) also carry their stored
+    ``"sample"`` column, which chunk-wise operations read and check chunk by chunk (see
     :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`)."""
     ref = ArrayRef(store, info.path, info.document)
     where = describe(store)
@@ -107,7 +112,7 @@ def _lazy_samples(
             values,
             info.digest,
             parent_rows,
-            pointer,
+            pointer if pointer is None or isinstance(pointer, np.ndarray) else pointer(),
             info.chunk_rows,
         ).values
 
@@ -115,7 +120,12 @@ def _lazy_samples(
     if pointer is not None and "sample" in info.names:
         read = read_plain_region if info.plain else read_region
         stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
-    return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
+    if pointer is None or isinstance(pointer, np.ndarray):
+        return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
+    assert parent_rows is not None, "a row pointer is over the rows of a parent"
+    return PointedSamples.stored(
+        info.names, info.shape[0], load, info.digest, stored, pointer, parent_rows
+    )
 
 
 #: Bytes asked of the system per read call. One call for a whole 64 MiB chunk file read
@@ -226,9 +236,21 @@ def _aligned(rows: tuple[int, ...], stored: tuple[int, ...]) -> bool:
 
 
 class _Reader:
-    """Builds blocks from a parsed layout, with the small arrays already read."""
+    """Builds blocks from a parsed layout, with the small arrays already read.
 
-    def __init__(self, store: Store, tensor: layout.TensorLayout, metadata: str, where: str):
+    ``rows`` are the values chunks of each block: the row pointers of the gradients
+    cut into several chunks are read now, together; the others when first used (see
+    :mod:`.zarr_pointers`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        tensor: layout.TensorLayout,
+        metadata: str,
+        where: str,
+        rows: list[tuple[int, ...]],
+    ):
         self.store = store
         self.where = where
         self.metadata = metadata
@@ -238,10 +260,15 @@ class _Reader:
         labels = read_labels(store, [tensor.keys, *infos])
         self.keys = labels[0]
         self.labels = {info.path: value for info, value in zip(infos, labels[1:], strict=True)}
-        pointers = [a for block in tensor.blocks for a in _pointers(block)]
-        values = read_arrays([ArrayRef(store, a.path, a.document) for a in pointers])
-        self.pointers = {
-            a.path: np.asarray(v, dtype=np.int64) for a, v in zip(pointers, values, strict=True)
+        self.pointers = StoredPointers(store, where)
+        needed = [
+            found
+            for block, block_rows in zip(tensor.blocks, rows, strict=True)
+            for found in _needed_pointers(block, len(block_rows))
+        ]
+        self.needed = {
+            info.path: pointer
+            for (info, _, _), pointer in zip(needed, self.pointers.read_now(needed), strict=True)
         }
 
     def block(
@@ -249,7 +276,7 @@ class _Reader:
         stored: layout.BlockLayout,
         rows: tuple[int, ...],
         properties: Labels | None,
-        pointer: np.ndarray | None,
+        pointer: np.ndarray | Callable[[], np.ndarray] | None,
         parent_rows: int | None = None,
     ) -> TensorBlock:
         values = read_array(self.store, stored.values, rows, self.metadata)
@@ -259,18 +286,20 @@ class _Reader:
         assert properties is not None, "a gradient has its parent's properties"
         gradients = {}
         for parameter, gradient in stored.gradients.items():
-            gradient_pointer = None
-            if gradient.row_pointer is not None:
-                gradient_pointer = self._pointer(gradient, stored.values.shape[0])
-                gradient_rows = (
-                    (gradient.values.shape[0],)  # checked: the pointer ends there
-                    if len(rows) == 1
-                    else gradient_row_chunks(gradient_pointer, rows)
-                )
-            else:
+            gradient_pointer: np.ndarray | Callable[[], np.ndarray] | None = None
+            if gradient.row_pointer is None:
                 gradient_rows = chunking.regular(
                     gradient.values.shape[0], gradient.values.chunk_rows
                 )
+            elif len(rows) == 1:
+                # the pointer ends there (checked when read)
+                gradient_rows = (gradient.values.shape[0],)
+                gradient_pointer = self.pointers.add(
+                    gradient.row_pointer, stored.values.shape[0], gradient.values.shape[0]
+                )
+            else:
+                gradient_pointer = self.needed[gradient.row_pointer.path]
+                gradient_rows = gradient_row_chunks(gradient_pointer, rows)
             gradients[parameter] = self.block(
                 gradient, gradient_rows, properties, gradient_pointer, stored.values.shape[0]
             )
@@ -280,33 +309,25 @@ class _Reader:
             [self.labels[c.path] for c in stored.components],
             properties,
             gradients,
-            row_pointer=pointer,
+            row_pointer=pointer if isinstance(pointer, np.ndarray) else None,
         )
 
-    def _pointer(self, gradient: layout.BlockLayout, parent_rows: int) -> np.ndarray:
-        assert gradient.row_pointer is not None
-        pointer = self.pointers[gradient.row_pointer.path]
-        rows = gradient.values.shape[0]
-        if (
-            len(pointer) != parent_rows + 1
-            or pointer[0] != 0
-            or pointer[-1] != rows
-            or (pointer[1:] < pointer[:-1]).any()
-        ):
-            raise damaged(
-                self.where,
-                f"'{gradient.row_pointer.path}' is not a non-decreasing row pointer from 0 to "
-                f"{rows}",
-            )
-        return pointer
 
-
-def _pointers(block: layout.BlockLayout) -> list[layout.ArrayInfo]:
+def _needed_pointers(
+    block: layout.BlockLayout, chunks: int
+) -> list[tuple[layout.ArrayInfo, int, int]]:
+    """The row pointers (array, value rows, gradient rows) that cut the gradients of
+    ``block``, of ``chunks`` values chunks, and of its gradients, into chunks."""
     found = []
     for gradient in block.gradients.values():
-        if gradient.row_pointer is not None:
-            found.append(gradient.row_pointer)
-        found.extend(_pointers(gradient))
+        rows = gradient.values.shape[0]
+        if gradient.row_pointer is None:
+            gradient_chunks = len(chunking.regular(rows, gradient.values.chunk_rows))
+        else:
+            gradient_chunks = chunks
+            if chunks > 1:
+                found.append((gradient.row_pointer, block.values.shape[0], rows))
+        found.extend(_needed_pointers(gradient, gradient_chunks))
     return found
 
 
@@ -378,6 +399,10 @@ def open_zarr(
     where = describe(resolved)
     with collector_paused():
         tensor, metadata = read_layout(resolved, where)
-        reader = _Reader(resolved, tensor, metadata, where)
-        blocks = [reader.block(b, _value_rows(b, request), None, None) for b in tensor.blocks]
+        rows = [_value_rows(b, request) for b in tensor.blocks]
+        reader = _Reader(resolved, tensor, metadata, where, rows)
+        blocks = [
+            reader.block(b, block_rows, None, None)
+            for b, block_rows in zip(tensor.blocks, rows, strict=True)
+        ]
         return TensorMap._trusted(reader.keys, blocks, tensor.info)
