@@ -178,7 +178,7 @@ def test_operations_on_each_layout(tmp_path, layout, stored):
         for i, tensor in enumerate(ours):
             tensor.to_zarr(tmp_path / f"{i}.zarr")
         ours = [mtd.open_zarr(tmp_path / f"{i}.zarr") for i in range(2)]
-    for name, (mine, reference) in OPERATIONS.items():
+    for mine, reference in OPERATIONS.values():
         result = lazily(mine, *ours)
         assert_equal_to_metatensor(result, reference(*theirs))
 
@@ -188,6 +188,6 @@ def test_operations_on_rows_in_any_order(layout):
     # the gradient rows shuffled: each chunk's rows gathered from several values chunks
     theirs = [_tensor(layout, seed) for seed in (0, 1)]
     ours = [rechunked(mtd.from_metatensor(t), 2, arbitrary=4) for t in theirs]
-    for name, (mine, reference) in OPERATIONS.items():
+    for mine, reference in OPERATIONS.values():
         result = lazily(mine, *ours)
         assert_equal_to_metatensor(result, reference(*theirs))
