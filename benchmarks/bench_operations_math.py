@@ -8,7 +8,12 @@ Two measurements (disabled in CI, like every benchmark; run with ``--benchmark-e
   the data in memory, and plain ``dask.array`` ``from_zarr -> op -> to_zarr`` on the
   same arrays (what DESIGN §7 compares throughput with);
 * 1,000 tiny blocks (values ``(10, 3, 4)``, a gradient ``(30, 3, 3, 4)``):
-  ``multiply(t, t)``, graph building + compute, against metatensor.
+  ``multiply(t, t)``, graph building + compute, against metatensor;
+* the gradient kernels on one chunk of a positions gradient (36 rows of ``3 x 180``
+  float64 per sample), each layout: regular (36 rows per sample, in order) and varying
+  counts (30 to 42), CPU time (minimum of 20 calls) against plain ``g * g`` on the same
+  chunk. ``MTD_BENCH_KERNEL_MIB`` sets the chunk size (default 4; 64 for the figures of
+  ``docs/performance.md``).
 
 Sizes come from environment variables::
 
@@ -27,15 +32,21 @@ import time
 import dask
 import dask.array as da
 import metatensor
+import numpy as np
 import pytest
 import zarr
 from bench_support import ELEMENTWISE_OPERATIONS as OPERATIONS
 from bench_support import featomic_like, samples_per_block, tiny_blocks
 
 import metatensor_dask as mtd
+from metatensor_dask.operations._abs import _abs_gradient
+from metatensor_dask.operations._divide import _divide_gradient
+from metatensor_dask.operations._multiply import _multiply_gradient
+from metatensor_dask.operations._pow import _power_gradient
 
 SIZE_MIB = float(os.environ.get("MTD_BENCH_OPS_MIB", "32"))
 CHUNK_SIZE = os.environ.get("MTD_BENCH_OPS_CHUNK", "16MiB")
+KERNEL_MIB = float(os.environ.get("MTD_BENCH_KERNEL_MIB", "4"))
 N_BLOCKS = 2
 _RESULTS: dict[str, float] = {}
 
@@ -117,7 +128,47 @@ def test_tiny_blocks_multiply(benchmark):
     _RESULTS["1000 tiny blocks: metatensor multiply"] = min(eager)
 
 
+def _kernel_inputs(layout: str) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(0)
+    n = max(1, int(KERNEL_MIB * 2**20 / (36 * 3 * 180 * 8)))
+    a, b = (rng.uniform(0.5, 2.0, size=(n, 180)) for _ in range(2))
+    counts = np.full(n, 36) if layout == "regular" else rng.integers(30, 43, n)
+    index = np.repeat(np.arange(n), counts)
+    g, h = (rng.normal(size=(len(index), 3, 180)) for _ in range(2))
+    return a, b, g, h, index
+
+
+KERNELS = {
+    "multiply(t, t)": lambda a, b, g, h, index: _multiply_gradient(a, a, g, g, index),
+    "multiply(t, u)": lambda a, b, g, h, index: _multiply_gradient(a, b, g, h, index),
+    "pow(t, 2)": lambda a, b, g, h, index: _power_gradient(a, g, index, 2.0),
+    "pow(t, 3)": lambda a, b, g, h, index: _power_gradient(a, g, index, 3.0),
+    "divide(t, u)": lambda a, b, g, h, index: _divide_gradient(a, b, g, h, index),
+    "abs(t)": lambda a, b, g, h, index: _abs_gradient(a, g, index),
+}
+
+
+def _cpu_seconds(function, calls: int = 20) -> float:
+    times = []
+    for _ in range(calls):
+        start = time.process_time()
+        function()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
+@pytest.mark.parametrize("layout", ["regular", "varying counts"])
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_gradient_kernel(benchmark, kernel, layout):
+    arrays = _kernel_inputs(layout)
+    benchmark.pedantic(lambda: KERNELS[kernel](*arrays), rounds=3, iterations=1)
+    label = f"kernel {kernel}, {layout}, {KERNEL_MIB:g} MiB (CPU)"
+    _RESULTS[label] = _cpu_seconds(lambda: KERNELS[kernel](*arrays))
+    gradient = arrays[2]
+    _RESULTS[f"plain g * g, {KERNEL_MIB:g} MiB (CPU)"] = _cpu_seconds(lambda: gradient * gradient)
+
+
 def teardown_module():
     print(f"\nelement-wise operations, {SIZE_MIB:g} MiB, chunks {CHUNK_SIZE}")
     for label, seconds in _RESULTS.items():
-        print(f"  {label:<60} {seconds:8.3f} s")
+        print(f"  {label:<60} {seconds:9.4f} s")

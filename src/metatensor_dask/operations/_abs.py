@@ -6,14 +6,25 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, gradient_rows, rows_for_gradient
+from ._chunkwise import elementwise, gradient_rows
 from ._utils import check_tensor, derived_block, map_blocks
+from ._value_rows import ValueRows, gathered_rows, one_block
 
 __all__ = ["abs"]
 
 
 def _abs_gradient(values: np.ndarray, gradient: np.ndarray, index: np.ndarray) -> np.ndarray:
-    return gradient * rows_for_gradient(np.sign(values)[index], gradient)
+    # metatensor's `gradient * sign(values)[s]`; block by block (see `ValueRows`) for a
+    # large gradient of the values' dtype
+    signs = np.sign(values)
+    if one_block(gradient) or signs.dtype != gradient.dtype:
+        return gradient * gathered_rows(signs, index, gradient.ndim)
+    result = np.empty_like(gradient)
+    layout = ValueRows(index, len(values), gradient.shape, gradient.itemsize)
+    out, grad = layout.shaped(result), layout.shaped(gradient)
+    for block in layout.blocks():
+        np.multiply(grad[block], layout.rows(signs, block), out=out[block])
+    return result
 
 
 def _abs_block(block: TensorBlock) -> TensorBlock:

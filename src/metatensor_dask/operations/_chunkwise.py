@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
@@ -58,9 +58,7 @@ __all__ = [
     "gradient_rows",
     "is_lazy",
     "per_row_chunk",
-    "row_blocks",
     "row_chunked",
-    "rows_for_gradient",
 ]
 
 
@@ -206,31 +204,6 @@ def combine_rows(
     layer = {key: task(key, _concatenated_call, func, counts, kwargs, *refs)}
     chunks = tuple((int(n),) for n in shape)
     return _new_array(prefix, token, layer, arrays, chunks, np.dtype(dtype))
-
-
-def rows_for_gradient(rows: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-    """Value rows (one per gradient row) reshaped to broadcast against the gradient:
-    the gradient-specific components become axes of length one."""
-    extra = gradient.ndim - rows.ndim
-    return rows.reshape(rows.shape[0], *([1] * extra), *rows.shape[1:])
-
-
-#: Bytes of gradient rows that a kernel computes at a time (:func:`row_blocks`).
-ROW_BLOCK_BYTES = 2**19
-
-
-def row_blocks(array: np.ndarray) -> Iterator[slice]:
-    """Slices of the rows of ``array``, :data:`ROW_BLOCK_BYTES` at a time.
-
-    A kernel that computes a 64 MiB gradient chunk block by block keeps its temporaries
-    in the CPU's cache instead of writing and reading chunk-sized ones: the product rule
-    of ``multiply`` ran 35% faster, with the same operations on every element (the same
-    bits).
-    """
-    row_bytes = array.itemsize * int(np.prod(array.shape[1:]))
-    step = max(1, ROW_BLOCK_BYTES // max(1, row_bytes))
-    for start in range(0, len(array), step):
-        yield slice(start, min(start + step, len(array)))
 
 
 def _grouped_call(kernel: Callable, counts: np.ndarray, constants: tuple, *chunks: Any) -> Any:

@@ -6,8 +6,9 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, rows_for_gradient
+from ._chunkwise import elementwise
 from ._utils import derived_block, scalar_or_tensor_operation
+from ._value_rows import ValueRows, gathered_rows, one_block
 
 __all__ = ["divide"]
 
@@ -19,8 +20,31 @@ def _divide_constant(values: np.ndarray, constant: float) -> np.ndarray:
 def _divide_gradient(
     a: np.ndarray, b: np.ndarray, gradient_a: np.ndarray, gradient_b: np.ndarray, index: np.ndarray
 ) -> np.ndarray:
-    b_rows = rows_for_gradient(b[index], gradient_a)
-    return -rows_for_gradient(a[index], gradient_a) * gradient_b / b_rows**2 + gradient_a / b_rows
+    # metatensor's `-a[s] * grad_b / b[s] ** 2 + grad_a / b[s]`; for a large gradient
+    # whose arrays have one dtype, `-a` and `b ** 2` on the values chunks once (element
+    # by element: the same bits as on gathered rows), the rest block by block (see
+    # `ValueRows`)
+    dtype = np.result_type(a, b, gradient_a, gradient_b)
+    mixed = dtype.kind not in "fc" or any(x.dtype != dtype for x in (a, b, gradient_a, gradient_b))
+    if one_block(gradient_a) or mixed:
+        b_rows = gathered_rows(b, index, gradient_a.ndim)
+        a_rows = gathered_rows(a, index, gradient_a.ndim)
+        return -a_rows * gradient_b / b_rows**2 + gradient_a / b_rows
+    negated, squared = -a, b**2
+    result = np.empty(gradient_a.shape, dtype)
+    layout = ValueRows(index, len(a), result.shape, dtype.itemsize)
+    out, grad_a, grad_b = (
+        layout.shaped(result),
+        layout.shaped(gradient_a),
+        layout.shaped(gradient_b),
+    )
+    scratch = layout.scratch(result)
+    for block in layout.blocks():
+        first = np.multiply(layout.rows(negated, block), grad_b[block], out=out[block])
+        np.divide(first, layout.rows(squared, block), out=first)
+        second = np.divide(grad_a[block], layout.rows(b, block), out=scratch[: len(first)])
+        np.add(first, second, out=first)
+    return result
 
 
 def _divide_block_constant(block: TensorBlock, constant: float) -> TensorBlock:

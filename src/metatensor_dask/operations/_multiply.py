@@ -6,8 +6,9 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, row_blocks, rows_for_gradient
+from ._chunkwise import elementwise
 from ._utils import derived_block, scalar_or_tensor_operation
+from ._value_rows import ValueRows, gathered_rows, one_block
 
 __all__ = ["multiply"]
 
@@ -23,22 +24,34 @@ def _multiply_constant_gradient(gradient: np.ndarray, constant: float) -> np.nda
 def _multiply_gradient(
     a: np.ndarray, b: np.ndarray, gradient_a: np.ndarray, gradient_b: np.ndarray, index: np.ndarray
 ) -> np.ndarray:
-    # `a[s] * grad_b + grad_a * b[s]`; when every array has one dtype, block by block of
-    # rows (see `row_blocks`), into one result and one block-sized temporary
+    # metatensor's `a[s] * grad_b + grad_a * b[s]`; for a large gradient whose arrays
+    # have one dtype, block by block (see `ValueRows`) into the result and one
+    # block-sized temporary
     dtype = np.result_type(a, b, gradient_a, gradient_b)
-    if any(x.dtype != dtype for x in (a, b, gradient_a, gradient_b)):
-        return rows_for_gradient(a[index], gradient_a) * gradient_b + gradient_a * (
-            rows_for_gradient(b[index], gradient_a)
+    if one_block(gradient_a) or any(x.dtype != dtype for x in (a, b, gradient_a, gradient_b)):
+        ndim = gradient_a.ndim
+        return gathered_rows(a, index, ndim) * gradient_b + gradient_a * gathered_rows(
+            b, index, ndim
         )
-    result = np.empty(np.broadcast_shapes(gradient_a.shape, gradient_b.shape), dtype)
-    blocks = list(row_blocks(result))
-    other = np.empty_like(result[blocks[0]] if blocks else result)
-    for rows in blocks:
-        values = index[rows]
-        np.multiply(rows_for_gradient(a[values], gradient_a), gradient_b[rows], out=result[rows])
-        term = other[: len(values)]
-        np.multiply(gradient_a[rows], rows_for_gradient(b[values], gradient_a), out=term)
-        result[rows] += term
+    result = np.empty(gradient_a.shape, dtype)
+    layout = ValueRows(index, len(a), result.shape, dtype.itemsize)
+    out, grad_a, grad_b = (
+        layout.shaped(result),
+        layout.shaped(gradient_a),
+        layout.shaped(gradient_b),
+    )
+    if a is b and gradient_a is gradient_b:
+        # a square (`multiply(t, t)`): `x * g + g * x` is `x * g` doubled, bit for bit
+        # (IEEE products commute; doubling is exact): one product instead of two
+        for block in layout.blocks():
+            product = np.multiply(layout.rows(a, block), grad_a[block], out=out[block])
+            np.add(product, product, out=product)
+        return result
+    scratch = layout.scratch(result)
+    for block in layout.blocks():
+        product = np.multiply(layout.rows(a, block), grad_b[block], out=out[block])
+        term = np.multiply(grad_a[block], layout.rows(b, block), out=scratch[: len(product)])
+        np.add(product, term, out=product)
     return result
 
 

@@ -6,8 +6,9 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import elementwise, gradient_rows, row_blocks, rows_for_gradient
+from ._chunkwise import elementwise, gradient_rows
 from ._utils import check_tensor, derived_block, is_scalar, map_blocks
+from ._value_rows import ValueRows, gathered_rows, one_block
 
 __all__ = ["pow"]
 
@@ -19,17 +20,21 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 def _power_gradient(
     values: np.ndarray, gradient: np.ndarray, index: np.ndarray, exponent: float
 ) -> np.ndarray:
-    # metatensor's `exponent * gradient * rows ** (exponent - 1)`, block by block of rows
-    # (see `row_blocks`) into the result: the same bits, no chunk-sized temporary
-    result = exponent * gradient[:0]
-    if result.dtype != gradient.dtype or result.dtype != values.dtype:
-        result = exponent * gradient
-        result *= rows_for_gradient(values[index], gradient) ** (exponent - 1)
-        return result
+    # metatensor's `exponent * gradient * rows ** (exponent - 1)`; for a large gradient
+    # of the values' dtype, the power taken on the values chunk once (the same bits as on
+    # gathered rows: it acts element by element), the gradient scaled block by block
+    # (see `ValueRows`)
+    dtype = values.dtype
+    if one_block(gradient) or gradient.dtype != dtype or (exponent * gradient[:0]).dtype != dtype:
+        rows = gathered_rows(values, index, gradient.ndim)
+        return exponent * gradient * rows ** (exponent - 1)
+    powered = values ** (exponent - 1)
     result = np.empty_like(gradient)
-    for rows in row_blocks(gradient):
-        np.multiply(exponent, gradient[rows], out=result[rows])
-        result[rows] *= rows_for_gradient(values[index[rows]], gradient) ** (exponent - 1)
+    layout = ValueRows(index, len(values), gradient.shape, gradient.itemsize)
+    out, grad = layout.shaped(result), layout.shaped(gradient)
+    for block in layout.blocks():
+        scaled = np.multiply(exponent, grad[block], out=out[block])
+        np.multiply(scaled, layout.rows(powered, block), out=scaled)
     return result
 
 
