@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -241,11 +242,13 @@ def _rows_placed(
     measured several times slower on outputs of tens of megabytes, and one
     concatenation of all pieces is a temporary the size of the output, which beyond
     the allocator's threshold (32 MiB) is fresh memory from the system each time,
-    paid in page faults; batches reuse the same memory. The rows the pieces cover get
-    no first pass of ``fill``.
+    paid in page faults; batches reuse the same memory. The rows the pieces cover of
+    an output larger than a batch get no first pass of ``fill`` (a smaller one is
+    filled first, which costs less than finding the rows none covers).
     """
-    out = np.empty(shape, dtype=dtype)
-    covered = np.zeros(shape[0], dtype=bool)
+    large = math.prod(shape) * np.dtype(dtype).itemsize > BATCH_BYTES
+    out = np.empty(shape, dtype=dtype) if large else np.full(shape, fill, dtype=dtype)
+    covered = np.zeros(shape[0], dtype=bool) if large else None
     batch: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     size = 0
@@ -262,18 +265,23 @@ def _rows_placed(
             batch, targets, size = [], [], 0
     if batch:
         _scatter(out, covered, batch, targets)
-    if not covered.all():
+    if covered is not None and not covered.all():
         out[~covered] = fill
     return out
 
 
 def _scatter(
-    out: np.ndarray, covered: np.ndarray, pieces: list[np.ndarray], targets: list[np.ndarray]
+    out: np.ndarray,
+    covered: np.ndarray | None,
+    pieces: list[np.ndarray],
+    targets: list[np.ndarray],
 ) -> None:
-    """``pieces`` written into the rows ``targets`` of ``out``, marked in ``covered``."""
+    """``pieces`` written into the rows ``targets`` of ``out``, marked in ``covered``
+    (if given)."""
     rows = np.concatenate(targets) if len(targets) > 1 else targets[0]
     out[rows] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    covered[rows] = True
+    if covered is not None:
+        covered[rows] = True
 
 
 def _stacked_rows(pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...]) -> bool:
