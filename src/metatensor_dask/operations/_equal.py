@@ -98,7 +98,7 @@ def compare_tensors_impl(
     first = next((i for i, message in enumerate(messages) if message), None)
     if first is None:
         return ""
-    return f"blocks for key {tensor_1.keys[first].print()} are different: {messages[first]}"
+    return f"blocks for key {tensor_1.keys.entry(first).print()} are different: {messages[first]}"
 
 
 def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
