@@ -58,3 +58,13 @@ def test_collections_do_not_grow_with_the_blocks(name):
     collections(function, small)  # imports and caches of the first call
     assert collections(function, large) <= collections(function, small) + 8
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("name", ["equal", "allclose"])
+def test_comparisons_trigger_no_collection_per_block(name):
+    """Comparing maps is paused from the keys to the answer: 400 blocks trigger no
+    more collections than 20 (they triggered one per 100 blocks)."""
+    function = OPERATIONS[name]
+    small, large = (mtd.from_metatensor(tiny(n)) for n in (20, 400))
+    collections(function, small)
+    assert collections(function, large) <= collections(function, small)

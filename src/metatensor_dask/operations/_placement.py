@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,9 @@ __all__ = ["Placement", "Target", "assembled", "place", "taken"]
 
 Target = int | np.ndarray
 """Where a piece goes along an axis: the first of consecutive positions, or positions."""
+
+BATCH_BYTES = 4 * 2**20
+"""Bytes of pieces concatenated at once when placing rows (see :func:`place`)."""
 
 
 class Placement:
@@ -206,20 +210,9 @@ def place(*arguments: Any) -> np.ndarray:
     where ``placement`` puts the pieces (numpy, for one task)."""
     *pieces, placement, shape, dtype, fill = arguments
     if _stacked_rows(pieces, placement, shape):
-        # pieces spanning every column, rows anywhere (keys_to_samples, and its row
-        # chunks, which take some rows of a few pieces): one concatenation and one
-        # scatter instead of one scatter per piece
-        pieces = [
-            piece if source is None else piece[source]
-            for piece, source in zip(pieces, placement.sources, strict=True)
-        ]
-        out = np.full(shape, fill, dtype=dtype)
-        targets = [
-            target if isinstance(target, np.ndarray) else np.arange(target, target + len(piece))
-            for piece, target in zip(pieces, placement.rows, strict=True)
-        ]
-        out[np.concatenate(targets)] = np.concatenate(pieces)
-        return out
+        # pieces spanning every column, rows anywhere (keys_to_samples, join, and their
+        # row chunks, which take some rows of a few pieces)
+        return _rows_placed(pieces, placement, shape, dtype, fill)
     out = np.full(shape, fill, dtype=dtype)
     middle = [np.arange(n) for n in shape[1:-1]]
     for piece, rows, columns, source in zip(
@@ -236,6 +229,59 @@ def place(*arguments: Any) -> np.ndarray:
         else:
             out[rows, ..., columns] = piece
     return out
+
+
+def _rows_placed(
+    pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...], dtype: Any, fill: float
+) -> np.ndarray:
+    """The pieces (their ``placement.sources`` rows) in their rows of a new array,
+    ``fill`` in the rows none of them covers.
+
+    Pieces are concatenated and scattered by batches of about :data:`BATCH_BYTES`, in
+    order: one scatter per piece, whose rows may be spread over the whole output, was
+    measured several times slower on outputs of tens of megabytes, and one
+    concatenation of all pieces is a temporary the size of the output, which beyond
+    the allocator's threshold (32 MiB) is fresh memory from the system each time,
+    paid in page faults; batches reuse the same memory. The rows the pieces cover of
+    an output larger than a batch get no first pass of ``fill`` (a smaller one is
+    filled first, which costs less than finding the rows none covers).
+    """
+    large = math.prod(shape) * np.dtype(dtype).itemsize > BATCH_BYTES
+    out = np.empty(shape, dtype=dtype) if large else np.full(shape, fill, dtype=dtype)
+    covered = np.zeros(shape[0], dtype=bool) if large else None
+    batch: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    size = 0
+    for piece, target, source in zip(pieces, placement.rows, placement.sources, strict=True):
+        if source is not None:
+            piece = piece[source]
+        if not isinstance(target, np.ndarray):
+            target = np.arange(target, target + piece.shape[0])
+        batch.append(piece)
+        targets.append(target)
+        size += piece.nbytes
+        if size >= BATCH_BYTES:
+            _scatter(out, covered, batch, targets)
+            batch, targets, size = [], [], 0
+    if batch:
+        _scatter(out, covered, batch, targets)
+    if covered is not None and not covered.all():
+        out[~covered] = fill
+    return out
+
+
+def _scatter(
+    out: np.ndarray,
+    covered: np.ndarray | None,
+    pieces: list[np.ndarray],
+    targets: list[np.ndarray],
+) -> None:
+    """``pieces`` written into the rows ``targets`` of ``out``, marked in ``covered``
+    (if given)."""
+    rows = np.concatenate(targets) if len(targets) > 1 else targets[0]
+    out[rows] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    if covered is not None:
+        covered[rows] = True
 
 
 def _stacked_rows(pieces: list[np.ndarray], placement: Placement, shape: tuple[int, ...]) -> bool:
