@@ -5,7 +5,8 @@ bytes of its rows, padded with zeros to the chunk's size, then (with a checksum)
 crc32c of those bytes. Rather than copying each chunk into an encoded buffer, a chunk
 is described here by its *parts*, views of the rows' own memory followed by the padding
 and the checksum, and a local file is written from them in one ``writev``. Appends use
-this: a batch of tens of MiB would otherwise be copied once more into freshly allocated
+this, and so do the write tasks of ``to_zarr`` (:func:`write_regions`): a batch of tens
+of MiB, or a 64 MiB chunk, would otherwise be copied once more into freshly allocated
 memory, whose page faults cost more than writing the bytes to the page cache.
 
 The zero padding of an edge chunk is a view of one buffer of zeros kept for the
@@ -25,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key
-from .zarr_store import _local_root, set_many
+from ._zarr_internals import sync
+from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
+from .zarr_layout import batch_record
+from .zarr_store import ArrayRef, _bounded, _local_root, set_many, write_files
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts"]
+__all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts", "write_regions"]
 
 #: One encoded chunk: byte arrays whose concatenation is the chunk.
 Parts = list[np.ndarray]
@@ -147,13 +150,42 @@ def write_parts(store: Store, items: dict[str, Parts], atomic: bool = False) -> 
             store, {key: b"".join(p.data for p in parts) for key, parts in items.items()}, atomic
         )
         return
-    folders = {os.path.dirname(key) for key in items}
-    for folder in sorted(folders - {""}):
+    if not atomic:
+        write_files(root, items, _write)
+        return
+    for folder in sorted({os.path.dirname(key) for key in items} - {""}):
         os.makedirs(root / folder, exist_ok=True)
     for key, parts in items.items():
-        if atomic:
-            temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
-            _write(temporary, parts)
-            os.replace(temporary, root / key)
+        temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
+        _write(temporary, parts)
+        os.replace(temporary, root / key)
+
+
+def write_regions(
+    refs: list[ArrayRef],
+    regions: list[tuple[slice, ...]],
+    data: list[np.ndarray],
+    markers: list[str],
+) -> None:
+    """A dask task: store chunks (or shards) of several arrays, then record them
+    (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
+    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
+
+    Small chunks of many small blocks are grouped into one task, stored concurrently;
+    plain chunks are written from the memory of their rows (see :func:`chunk_parts`).
+    """
+
+    async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
+        await ref.async_array().setitem(region, values)
+
+    plain: dict[str, Parts] = {}
+    others = []
+    for ref, region, values in zip(refs, regions, data, strict=True):
+        if is_plain(ref.document):
+            rows = _chunk_shape(ref.document)[0]
+            plain.update(chunk_parts(ref.path, ref.document, values, region[0].start // rows))
         else:
-            _write(root / key, parts)
+            others.append((ref, region, values))
+    write_parts(refs[0].store, plain)
+    sync(_bounded(write(*item) for item in others))
+    set_many(refs[0].store, batch_record(markers))

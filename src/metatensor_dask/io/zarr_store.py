@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,8 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._zarr_internals import make_store_path, sync
-from .zarr_codecs import ChunkFormat, chunk_keys, decode_chunks, encode_chunks, is_plain
+from .zarr_codecs import ChunkFormat, chunk_keys, decode_chunks, encode_chunks
 from .zarr_integrity import CheckedStore, damaged
-from .zarr_layout import batch_record
 
 __all__ = [
     "ArrayRef",
@@ -39,7 +38,7 @@ __all__ = [
     "plain_chunks",
     "read_arrays",
     "set_many",
-    "write_regions",
+    "write_files",
 ]
 
 #: At most this many store requests are in flight at once in the bulk helpers.
@@ -178,32 +177,37 @@ def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
     return sync(_bounded(get(key) for key in keys))
 
 
-def _write_files(root: Path, items: dict[str, bytes | memoryview]) -> None:
-    """Write files under ``root``, from a few threads (the system calls release the
-    GIL). A file whose folder is missing creates it (see :func:`make_folders`, which
-    creates many at once)."""
-    base = str(root)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+def _write_bytes(path: str, data: bytes | memoryview) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
 
-    def write(keys: list[str]) -> None:
+
+def write_files(
+    root: Path, items: dict[str, Any], write: Callable[[str, Any], None] = _write_bytes
+) -> None:
+    """Write each file ``root/key`` with ``write(its path, items[key])``, from a few
+    threads (the system calls release the GIL). A file whose folder is missing creates
+    it (see :func:`make_folders`, which creates many at once)."""
+    base = str(root)
+
+    def write_all(keys: list[str]) -> None:
         for key in keys:
             path = f"{base}/{key}"
             try:
-                descriptor = os.open(path, flags, 0o644)
+                write(path, items[key])
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                descriptor = os.open(path, flags, 0o644)
-            try:
-                os.write(descriptor, items[key])
-            finally:
-                os.close(descriptor)
+                write(path, items[key])
 
     keys = list(items)
     if len(keys) < 64:
-        write(keys)
+        write_all(keys)
         return
     with ThreadPoolExecutor(_FILE_THREADS) as pool:
-        list(pool.map(write, [keys[i::_FILE_THREADS] for i in range(_FILE_THREADS)]))
+        list(pool.map(write_all, [keys[i::_FILE_THREADS] for i in range(_FILE_THREADS)]))
 
 
 def make_folders(store: Store, folders: list[str]) -> None:
@@ -232,7 +236,7 @@ def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = 
     """
     root = _local_root(store)
     if root is not None and not atomic and not store.read_only:
-        _write_files(root, items)
+        write_files(root, items)
         return
     buffer = default_buffer_prototype().buffer
     sync(_bounded(store.set(key, buffer.from_bytes(value)) for key, value in items.items()))
@@ -376,32 +380,3 @@ def read_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
         shape = tuple(max(s.stop - s.start, 0) for s in region)
         return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
     return ref.read(region)
-
-
-def write_regions(
-    refs: list[ArrayRef],
-    regions: list[tuple[slice, ...]],
-    data: list[np.ndarray],
-    markers: list[str],
-) -> None:
-    """A dask task: store chunks (or shards) of several arrays, then record them
-    (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
-    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
-
-    Small chunks of many small blocks are grouped into one task, stored concurrently.
-    """
-
-    async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
-        await ref.async_array().setitem(region, values)
-
-    encoded: dict[str, bytes | memoryview] = {}
-    others = []
-    for ref, region, values in zip(refs, regions, data, strict=True):
-        if is_plain(ref.document):
-            rows = int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
-            encoded.update(plain_chunks(ref.path, ref.document, values, region[0].start // rows))
-        else:
-            others.append((ref, region, values))
-    set_many(refs[0].store, encoded)
-    sync(_bounded(write(*item) for item in others))
-    set_many(refs[0].store, batch_record(markers))

@@ -54,6 +54,7 @@ from .zarr_append import append
 from .zarr_codecs import small_template, template
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
+from .zarr_rows import write_regions
 from .zarr_samples import sample_attributes
 from .zarr_store import (
     ArrayRef,
@@ -64,7 +65,6 @@ from .zarr_store import (
     open_store,
     plain_chunks,
     set_many,
-    write_regions,
 )
 from .zarr_store import _local_root as local_root
 
