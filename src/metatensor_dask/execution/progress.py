@@ -34,7 +34,7 @@ def _bars_wanted(quiet: bool) -> bool:
 
 
 def compute(
-    collection: Any, *, client: Any = None, quiet: bool = False, window: int = windows.DEFAULT_SIZE
+    collection: Any, *, client: Any = None, quiet: bool = False, window: int | None = None
 ) -> Any:
     """Compute ``collection`` (a dask collection or ``Delayed``) with a progress bar.
 
@@ -50,7 +50,8 @@ def compute(
     window
         On a cluster, a ``Delayed`` (such as the write of a store) is computed by windows
         of about this many tasks (see :mod:`~metatensor_dask.execution.windows`), so
-        that the scheduler never holds the whole graph.
+        that the scheduler never holds the whole graph; default: the
+        ``metatensor_dask.window-tasks`` setting.
 
     Returns
     -------
@@ -76,7 +77,7 @@ def compute(
                 client,
                 dict(collection.__dask_graph__()),
                 collection.key,
-                size=window,
+                size=window or int(config.get("window-tasks")),
                 progress=bar.update if bar else None,
             )
         finally:

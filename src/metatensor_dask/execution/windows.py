@@ -18,19 +18,18 @@ first and, if released by the time the second needs them, again).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dask._task_spec import DataNode, GraphNode, convert_legacy_task
-from dask.core import get_dependencies
+from dask.core import get_dependencies, keys_in_tasks
+from dask.typing import Key
 
-__all__ = ["DEFAULT_AHEAD", "DEFAULT_SIZE", "Window", "compute_windowed", "split"]
+__all__ = ["DEFAULT_AHEAD", "Window", "compute_windowed", "split"]
 
-#: Tasks per window: small next to a large store's graph (tens of thousands of tasks),
-#: large enough to keep the workers of a node busy across the end of a window.
-DEFAULT_SIZE = 2000
-#: Windows in flight besides the oldest unfinished one.
+#: Windows in flight besides the oldest unfinished one: the next window's tasks are
+#: ready when the oldest one ends, so that the workers do not wait for a submission.
 DEFAULT_AHEAD = 1
 
 
@@ -40,17 +39,17 @@ class Window:
     ``weights`` of which (the tasks of ``graph`` counted with each key, summing to the
     size of ``graph``) measure progress."""
 
-    keys: tuple[Hashable, ...]
-    graph: dict[Hashable, Any]
+    keys: tuple[Key, ...]
+    graph: dict[Key, Any]
     weights: tuple[int, ...]
 
 
 def _closures(
-    graph: Mapping[Hashable, Any], roots: Sequence[Hashable]
-) -> tuple[list[list[Hashable]], dict[Hashable, list[Hashable]]]:
+    graph: Mapping[Key, Any], roots: Sequence[Key]
+) -> tuple[list[list[Key]], dict[Key, list[Key]]]:
     """The tasks first reached from each of ``roots`` (depth first, in order), and the
     dependencies of every task reached."""
-    dependencies: dict[Hashable, list[Hashable]] = {}
+    dependencies: dict[Key, list[Key]] = {}
     owned = []
     for root in roots:
         mine = []
@@ -67,12 +66,12 @@ def _closures(
     return owned, dependencies
 
 
-def _parts(owned: list[list[Hashable]], dependencies: Mapping[Hashable, list[Hashable]]) -> list[int]:
+def _parts(owned: list[list[Key]], dependencies: Mapping[Key, list[Key]]) -> list[int]:
     """For each root (of :func:`_closures`), the index of the first root of its
     independent part (roots whose tasks are connected through shared tasks)."""
-    parent: dict[Hashable, Hashable] = {}
+    parent: dict[Key, Key] = {}
 
-    def find(key: Hashable) -> Hashable:
+    def find(key: Key) -> Key:
         root = key
         while parent.get(root, root) != root:
             root = parent[root]
@@ -87,13 +86,11 @@ def _parts(owned: list[list[Hashable]], dependencies: Mapping[Hashable, list[Has
                 other = find(dependency)
                 if other != top:
                     parent[other] = top
-    first: dict[Hashable, int] = {}
+    first: dict[Key, int] = {}
     return [first.setdefault(find(keys[0]), i) for i, keys in enumerate(owned)]
 
 
-def split(
-    graph: Mapping[Hashable, Any], roots: Sequence[Hashable], size: int = DEFAULT_SIZE
-) -> list[Window]:
+def split(graph: Mapping[Key, Any], roots: Sequence[Key], size: int) -> list[Window]:
     """Cut the computation of ``roots`` (keys of ``graph``) into windows of about
     ``size`` tasks (see the module's documentation), in the order of ``roots``.
 
@@ -129,15 +126,15 @@ def split(
 
 
 def _window(
-    graph: Mapping[Hashable, Any],
-    roots: Sequence[Hashable],
-    owned: list[list[Hashable]],
-    dependencies: Mapping[Hashable, list[Hashable]],
+    graph: Mapping[Key, Any],
+    roots: Sequence[Key],
+    owned: list[list[Key]],
+    dependencies: Mapping[Key, list[Key]],
     members: list[int],
 ) -> Window:
     """The window of the roots ``members``: their tasks, with those that earlier roots
     reached first (shared with an earlier window) and that they need."""
-    tasks: dict[Hashable, Any] = {}
+    tasks: dict[Key, Any] = {}
     weights = []
     for i in members:
         stack = [roots[i]]
@@ -154,10 +151,10 @@ def _window(
 
 def compute_windowed(
     client: Any,
-    graph: Mapping[Hashable, Any],
-    key: Hashable,
+    graph: Mapping[Key, Any],
+    key: Key,
     *,
-    size: int = DEFAULT_SIZE,
+    size: int,
     ahead: int = DEFAULT_AHEAD,
     progress: Callable[[int, int], None] | None = None,
 ) -> Any:
@@ -190,14 +187,14 @@ def compute_windowed(
     """
     from distributed import as_completed
 
-    roots = list(dict.fromkeys(get_dependencies(graph, key, as_list=True)))
+    roots = list(dict.fromkeys(keys_in_tasks(graph, [graph[key]], as_list=True)))
     windows = split(graph, roots, size)
     total = sum(len(w.graph) for w in windows) + 1
     weight = {k: w for window in windows for k, w in zip(window.keys, window.weights, strict=True)}
     pending: Iterator[Window] = iter(windows)
     queue = as_completed(with_results=True, raise_errors=True)
-    in_flight: list[set[Hashable]] = []
-    results: dict[Hashable, Any] = {}
+    in_flight: list[set[Key]] = []
+    results: dict[Key, Any] = {}
     done = 0
 
     def submit() -> None:
