@@ -7,8 +7,8 @@ a run grew with the store. The result of a write is one final task (marking the 
 complete) that depends on every task storing chunks: here those tasks are cut into
 *windows*, consecutive in the order of the graph, of about ``size`` tasks with what they
 need, and a window is submitted only once all but ``ahead`` of those before it are
-done; the final task runs last, on the results of every window (kept as futures: small,
-what a storing task returns).
+done. The result of each storing task (small: ``None``) is brought back as soon as it
+is done and the task forgotten; the final task runs last, on those results.
 
 Windows follow the graph's independent parts (the blocks of a tensor, which share no
 task): a window takes whole parts while they fit, and a part larger than a window is cut
