@@ -11,7 +11,9 @@ b. **read every array**: the sum of every values and gradient array, in one
 c. **pipeline**: the demo pipeline (:data:`metatensor_dask.execution.demo.PIPELINE`,
    ``sum_over_samples(pow(x, 2) * x, "atom")`` with gradients) from store to store, on
    threads and on a ``LocalCluster`` of ``MTD_BENCH_DISK_WORKERS`` workers (default 2)
-   limited to ``MTD_BENCH_DISK_MEMORY`` each (default 2 GiB);
+   limited to ``MTD_BENCH_DISK_MEMORY`` each (default 2 GiB), as ``metatensor-dask run``
+   computes it (on the cluster by windows of tasks, the ``metatensor_dask.window-tasks``
+   setting);
    ``MTD_BENCH_DISK_SKIP`` (e.g. ``read,threads``) leaves steps out;
 d. the peak resident memory of this process and its children (the workers), sampled
    every 50 ms during each step, and their CPU time.
@@ -50,12 +52,14 @@ import pytest
 import zarr
 from bench_support import tree_rss
 from dask.utils import format_bytes
+from distributed import default_client
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like, systems_for_size
 from metatensor_dask.execution.cluster import execution
 from metatensor_dask.execution.demo import PIPELINE, check_against_numpy
 from metatensor_dask.execution.pipeline import Pipeline
+from metatensor_dask.execution.progress import compute
 
 # the demo pipeline's graph grows with the store (about 1.3 MB per GiB, the sum over
 # samples' row targets): distributed warns from 10 MB on, which is not a failure here
@@ -120,13 +124,14 @@ def sum_every_array(path: Path) -> list[float]:
     return [float(s) for s in dask.compute(*[a.sum() for a in arrays])]
 
 
-def run_pipeline(source: Path, output: Path) -> None:
-    """The demo pipeline from ``source`` to ``output``, on the active scheduler."""
+def run_pipeline(source: Path, output: Path, client: Any = None) -> None:
+    """The demo pipeline from ``source`` to ``output``, as the command line runs it: on
+    the threaded scheduler, or on ``client``'s cluster by windows of tasks."""
     if output.exists():
         shutil.rmtree(output)
     text = PIPELINE.format(input=source.name, output=output.name, name="bench")
     pipeline = Pipeline.from_text(text, base=str(source.parent))
-    dask.compute(pipeline.write(pipeline.build()))
+    compute(pipeline.write(pipeline.build()), client=client, quiet=True)
 
 
 def _rss(processes: list[psutil.Process]) -> int:
@@ -282,7 +287,7 @@ def test_disk_speed(benchmark, store):
         ),
         f"pipeline, LocalCluster {WORKERS} x {MEMORY}": (
             local_context,
-            lambda: run_pipeline(store, outputs["local"]),
+            lambda: run_pipeline(store, outputs["local"], default_client()),
         ),
     }
     kinds = ["raw", "read", "threads", "local"]

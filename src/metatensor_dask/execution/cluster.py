@@ -15,7 +15,9 @@
 
 On the clusters started here (``local`` and the batch systems), whose scheduler runs in
 this process, the tasks of the same rows of co-partitioned arrays run on the same worker
-(:class:`~metatensor_dask.execution._placement.RowPlacement`).
+(:class:`~metatensor_dask.execution._placement.RowPlacement`), and the workers give
+their free heap memory back to the system every second
+(:class:`~metatensor_dask.execution._trim.TrimHeap`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dask.utils import format_bytes, parse_bytes
 from ..errors import MetatensorDaskError
 from ._directives import check_memory, check_name, check_text, check_walltime
 from ._placement import RowPlacement
+from ._trim import TrimHeap
 
 __all__ = [
     "JOBQUEUE",
@@ -247,6 +250,7 @@ def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterato
         Client(cluster) as client,
     ):
         client.register_plugin(RowPlacement())
+        client.register_plugin(TrimHeap())
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
         memory = f", {format_bytes(per_worker)} each" if per_worker else ""
@@ -341,6 +345,7 @@ def _jobqueue(kind: str, jobs: int, memory_limit: str | None) -> Iterator[Execut
             )
         with Client(cluster) as client:
             client.register_plugin(RowPlacement())
+            client.register_plugin(TrimHeap())
             # adaptive with a fixed size: a job that is cancelled, killed or reaches its
             # walltime is replaced, and the scheduler recomputes what its worker held
             cluster.adapt(minimum_jobs=jobs, maximum_jobs=jobs)

@@ -2,7 +2,9 @@
 
 Locally (threaded scheduler) dask's :class:`~dask.diagnostics.ProgressBar` in a terminal,
 or one line per tenth of the tasks done in a log; on a cluster :func:`distributed.progress`
-(lines in a log too). Everything is drawn on standard error, so that standard output keeps
+(lines in a log too), or, for a result submitted by windows of tasks
+(:mod:`~metatensor_dask.execution.windows`: a store → store write), one bar over all the
+windows. Everything is drawn on standard error, so that standard output keeps
 only results. The ``metatensor_dask.progress`` setting turns the bars off; ``quiet``
 silences everything, the final summary line too.
 """
@@ -16,11 +18,13 @@ from typing import Any, TextIO
 
 import dask
 from dask.callbacks import Callback
+from dask.delayed import Delayed
 from dask.utils import format_bytes, format_time
 from distributed import futures_of, progress
 from distributed.diagnostics.progressbar import TextProgressBar
 
 from .. import config
+from . import windows
 
 __all__ = ["Reporter", "compute"]
 
@@ -29,7 +33,9 @@ def _bars_wanted(quiet: bool) -> bool:
     return not quiet and bool(config.get("progress"))
 
 
-def compute(collection: Any, *, client: Any = None, quiet: bool = False) -> Any:
+def compute(
+    collection: Any, *, client: Any = None, quiet: bool = False, window: int | None = None
+) -> Any:
     """Compute ``collection`` (a dask collection or ``Delayed``) with a progress bar.
 
     Parameters
@@ -41,6 +47,11 @@ def compute(collection: Any, *, client: Any = None, quiet: bool = False) -> Any:
         scheduler.
     quiet
         Draw nothing.
+    window
+        On a cluster, a ``Delayed`` (such as the write of a store) is computed by windows
+        of about this many tasks (see :mod:`~metatensor_dask.execution.windows`), so
+        that the scheduler never holds the whole graph; default: the
+        ``metatensor_dask.window-tasks`` setting.
 
     Returns
     -------
@@ -59,6 +70,19 @@ def compute(collection: Any, *, client: Any = None, quiet: bool = False) -> Any:
             bar = _Milestones(sys.stderr)
         with bar:
             return dask.compute(collection)[0]
+    if isinstance(collection, Delayed):
+        bar = _Bar(sys.stderr, terminal=sys.stderr.isatty()) if show else None
+        try:
+            return windows.compute_windowed(
+                client,
+                dict(collection.__dask_graph__()),
+                collection.key,
+                size=window or int(config.get("window-tasks")),
+                progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     future = client.compute(collection)
     if show:
         if sys.stderr.isatty():
@@ -77,6 +101,42 @@ def _line(done: int, total: int, seconds: float) -> str:
     return (
         f"progress: {100 * done // max(total, 1)}% ({done}/{total} tasks) in {format_time(seconds)}"
     )
+
+
+class _Bar:
+    """Progress fed as ``update(done, total)``: a bar redrawn in place in a terminal
+    (as dask's), else a line at every tenth of the tasks done."""
+
+    def __init__(self, out: TextIO, terminal: bool, steps: int = 10, width: int = 40):
+        self._out = out
+        self._terminal = terminal
+        self._steps = steps
+        self._width = width
+        self._shown = 0
+        self._begin = time.perf_counter()
+        self._last = (0, 0)
+
+    def update(self, done: int, total: int) -> None:
+        """Show that ``done`` of ``total`` tasks are done."""
+        self._last = (done, total)
+        elapsed = time.perf_counter() - self._begin
+        if self._terminal:
+            filled = self._width * done // max(total, 1)
+            bar = "#" * filled + " " * (self._width - filled)
+            percent = 100 * done // max(total, 1)
+            self._out.write(f"\r[{bar}] | {percent:3d}% Completed | {format_time(elapsed)}")
+            self._out.flush()
+            return
+        reached = self._steps * done // max(total, 1)
+        if reached > self._shown:
+            self._shown = reached
+            print(_line(done, total, elapsed), file=self._out, flush=True)
+
+    def close(self) -> None:
+        """End the bar's line (in a terminal)."""
+        if self._terminal and self._last != (0, 0):
+            self._out.write("\n")
+            self._out.flush()
 
 
 class _ClusterMilestones(TextProgressBar):
