@@ -6,7 +6,7 @@ Two measurements (disabled in CI, like every benchmark; run with ``--benchmark-e
   data (float64 values ``(n, 180)``, a ``positions`` gradient of 36 rows per sample,
   a ``strain`` gradient ``(n, 3, 3, 180)``), against the same op with metatensor on
   the data in memory, and plain ``dask.array`` ``from_zarr -> op -> to_zarr`` on the
-  same arrays (what DESIGN §7 compares throughput with);
+  same arrays (the reference of the throughput target);
 * 1,000 tiny blocks (values ``(10, 3, 4)``, a gradient ``(30, 3, 3, 4)``):
   ``multiply(t, t)``, graph building + compute, against metatensor;
 * the gradient kernels on one chunk of a positions gradient (36 rows of ``3 x 180``

@@ -87,7 +87,7 @@ def test_the_lowest_versions_are_read_from_pyproject():
 
 def test_no_page_cites_documents_outside_the_repository():
     cited = []
-    for folder in ("docs", "examples", "src"):
+    for folder in ("docs", "examples", "src", "benchmarks"):
         for directory, _, files in os.walk(os.path.join(ROOT, folder)):
             if "_build" in directory or "generated" in directory:
                 continue
