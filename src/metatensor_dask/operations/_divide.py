@@ -33,11 +33,7 @@ def _divide_gradient(
     negated, squared = -a, b**2
     result = np.empty(gradient_a.shape, dtype)
     layout = ValueRows(index, len(a), result.shape, dtype.itemsize)
-    out, grad_a, grad_b = (
-        layout.shaped(result),
-        layout.shaped(gradient_a),
-        layout.shaped(gradient_b),
-    )
+    out, grad_a, grad_b = layout.shaped_all(result, gradient_a, gradient_b)
     scratch = layout.scratch(result)
     for block in layout.blocks():
         first = np.multiply(layout.rows(negated, block), grad_b[block], out=out[block])

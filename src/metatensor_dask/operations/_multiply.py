@@ -35,11 +35,7 @@ def _multiply_gradient(
         )
     result = np.empty(gradient_a.shape, dtype)
     layout = ValueRows(index, len(a), result.shape, dtype.itemsize)
-    out, grad_a, grad_b = (
-        layout.shaped(result),
-        layout.shaped(gradient_a),
-        layout.shaped(gradient_b),
-    )
+    out, grad_a, grad_b = layout.shaped_all(result, gradient_a, gradient_b)
     if a is b and gradient_a is gradient_b:
         # a square (`multiply(t, t)`): `x * g + g * x` is `x * g` doubled, bit for bit
         # (IEEE products commute; doubling is exact): one product instead of two

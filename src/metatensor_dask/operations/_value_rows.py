@@ -113,6 +113,10 @@ class ValueRows:
             return array
         return array.reshape(self._n, self._k, *array.shape[1:])
 
+    def shaped_all(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """:meth:`shaped` of each of ``arrays``."""
+        return tuple(self.shaped(array) for array in arrays)
+
     def blocks(self) -> list[slice]:
         """Slices along the first axis of :meth:`shaped` arrays."""
         return self._blocks
