@@ -103,6 +103,22 @@ def _line(done: int, total: int, seconds: float) -> str:
     )
 
 
+class _Tenths:
+    """Lines for logs: one at every tenth (``steps``) of the tasks done."""
+
+    def __init__(self, out: TextIO, steps: int = 10):
+        self._out = out
+        self._steps = steps
+        self._shown = 0
+
+    def report(self, done: int, total: int, elapsed: float) -> None:
+        """Print a line if ``done`` of ``total`` reaches a new tenth."""
+        reached = self._steps * done // max(total, 1)
+        if reached > self._shown:
+            self._shown = reached
+            print(_line(done, total, elapsed), file=self._out, flush=True)
+
+
 class _Bar:
     """Progress fed as ``update(done, total)``: a bar redrawn in place in a terminal
     (as dask's), else a line at every tenth of the tasks done."""
@@ -110,9 +126,8 @@ class _Bar:
     def __init__(self, out: TextIO, terminal: bool, steps: int = 10, width: int = 40):
         self._out = out
         self._terminal = terminal
-        self._steps = steps
+        self._tenths = _Tenths(out, steps)
         self._width = width
-        self._shown = 0
         self._begin = time.perf_counter()
         self._last = (0, 0)
 
@@ -127,10 +142,7 @@ class _Bar:
             self._out.write(f"\r[{bar}] | {percent:3d}% Completed | {format_time(elapsed)}")
             self._out.flush()
             return
-        reached = self._steps * done // max(total, 1)
-        if reached > self._shown:
-            self._shown = reached
-            print(_line(done, total, elapsed), file=self._out, flush=True)
+        self._tenths.report(done, total, elapsed)
 
     def close(self) -> None:
         """End the bar's line (in a terminal)."""
@@ -143,16 +155,11 @@ class _ClusterMilestones(TextProgressBar):
     """Progress of futures on a cluster, for logs: a line at every tenth of the tasks done."""
 
     def __init__(self, futures: list, out: TextIO, steps: int = 10):
-        self._out = out
-        self._steps = steps
-        self._shown = 0
+        self._tenths = _Tenths(out, steps)
         super().__init__(futures)  # listens until the futures are done
 
     def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
-        reached = self._steps * (all - remaining) // max(all, 1)
-        if reached > self._shown:
-            self._shown = reached
-            print(_line(all - remaining, all, self.elapsed), file=self._out, flush=True)
+        self._tenths.report(all - remaining, all, self.elapsed)
 
     def _draw_stop(self, **kwargs: Any) -> None:
         pass
@@ -166,16 +173,13 @@ class _Milestones(Callback):
         self._steps = steps
 
     def _start(self, dsk: Any) -> None:
-        self._shown = 0
+        self._tenths = _Tenths(self._out, self._steps)
         self._begin = time.perf_counter()
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: dict, worker_id: Any) -> None:
         done = len(state["finished"])
         total = done + len(state["ready"]) + len(state["waiting"]) + len(state["running"])
-        reached = self._steps * done // max(total, 1)
-        if reached > self._shown:
-            self._shown = reached
-            print(_line(done, total, time.perf_counter() - self._begin), file=self._out, flush=True)
+        self._tenths.report(done, total, time.perf_counter() - self._begin)
 
 
 class Reporter:
