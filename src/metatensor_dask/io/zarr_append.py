@@ -51,6 +51,7 @@ from .zarr_store import (
     list_prefix,
     read_arrays,
     read_labels,
+    read_nodes,
     read_plain_region,
     set_many,
 )
@@ -241,8 +242,6 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
         return None
     attributes, nodes = layout.parse_root(raw, where)
     if nodes is None:
-        from .zarr_read import read_nodes
-
         nodes = read_nodes(store)
     return attributes, nodes
 

@@ -31,16 +31,16 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from .zarr_columns import StoredSampleColumn
-from .zarr_integrity import checked_labels, damaged
+from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
     ArrayRef,
     describe,
     get_many,
-    list_prefix,
     open_store,
     read_arrays,
     read_labels,
+    read_nodes,
     read_plain_region,
     read_region,
 )
@@ -51,23 +51,6 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
 
 __all__ = ["open_zarr"]
-
-
-def read_nodes(store: Store) -> dict[str, Any]:
-    """Every node document of a store, for stores without inline (consolidated) metadata."""
-    keys = [
-        key
-        for key in list_prefix(store, "")
-        if key.endswith("/zarr.json") and not key.startswith(layout.PROGRESS_PREFIX)
-    ]
-    nodes = {}
-    for key, raw in zip(keys, get_many(store, keys), strict=True):
-        if raw is not None:
-            try:
-                nodes[key[: -len("/zarr.json")]] = json.loads(raw)
-            except ValueError as error:
-                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
-    return nodes
 
 
 def _lazy_samples(

@@ -34,6 +34,7 @@ from .zarr_codecs import (
     encode_chunks,
 )
 from .zarr_integrity import CheckedStore, checked_labels, damaged
+from .zarr_layout import PROGRESS_PREFIX
 
 if TYPE_CHECKING:
     from ..labels import Labels
@@ -49,6 +50,7 @@ __all__ = [
     "plain_chunks",
     "read_arrays",
     "read_labels",
+    "read_nodes",
     "read_plain_region",
     "set_many",
     "write_files",
@@ -462,3 +464,20 @@ def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
         loaded[first[(info.digest, tuple(info.names)) if info.digest else i]]
         for i, info in enumerate(infos)
     ]
+
+
+def read_nodes(store: Store) -> dict[str, Any]:
+    """Every node document of a store, for stores without inline (consolidated) metadata."""
+    keys = [
+        key
+        for key in list_prefix(store, "")
+        if key.endswith("/zarr.json") and not key.startswith(PROGRESS_PREFIX)
+    ]
+    nodes = {}
+    for key, raw in zip(keys, get_many(store, keys), strict=True):
+        if raw is not None:
+            try:
+                nodes[key[: -len("/zarr.json")]] = json.loads(raw)
+            except ValueError as error:
+                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
+    return nodes
