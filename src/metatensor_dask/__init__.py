@@ -98,8 +98,9 @@ def __dir__() -> list[str]:
 def _refuse_query_planning() -> None:
     """Refuse dask's array expressions now, on import, without importing ``dask.array``
     when it is not imported yet: ``dask.array`` chooses them from the
-    ``array.query-planning`` setting on its first import. Otherwise the check runs
-    when a module first builds dask arrays (they all import ``_graph``, which checks)."""
+    ``array.query-planning`` setting on its first import. Otherwise ``_graph`` checks
+    when first imported: by ``TensorBlock``'s module, before any array of this package
+    is built."""
     if "dask.array" in _sys.modules or _dask_config.get("array.query-planning", None):
         from . import _graph  # noqa: F401  (raises when refused)
 

@@ -1,4 +1,5 @@
-"""Access to a Zarr store: resolving store-likes, bulk metadata I/O, chunk tasks.
+"""Access to a Zarr store: resolving store-likes, bulk metadata I/O, chunk tasks, and the
+plain reads (node documents, Labels, rows of plain chunks) that need no dask array.
 
 Everything here talks to zarr's asynchronous ``Store`` interface directly, so that
 thousands of small documents are read or written concurrently instead of one by one,
@@ -432,9 +433,10 @@ def _read_files(store: Store, keys: list[str]) -> list[Any]:
 
 
 def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
-    """Rows of a stored array with plain codecs (a dask task when reading a store) (see
+    """Rows of a stored array with plain codecs (see
     :func:`~metatensor_dask.io.zarr_codecs.is_plain`), decoded here from its chunk files
-    rather than through zarr's codec pipeline, which copies every chunk twice more."""
+    rather than through zarr's codec pipeline, which copies every chunk twice more: the
+    task of a reader's chunk, or the stored rows of the partial chunk an append starts in."""
     start, stop = region[0].start, region[0].stop
     if stop <= start or any(s.stop <= s.start for s in region[1:]):
         return read_region(ref, region)
