@@ -1,15 +1,23 @@
 """metatensor's TensorMap, TensorBlock and operations on Dask arrays stored in Zarr.
 
 Usually imported as ``import metatensor_dask as mtd``.
+
+The public names are imported on first use (PEP 562): ``dask.array`` (which imports
+xarray and pandas when they are installed) and zarr take most of the package's import
+time, and a process that only appends batches to a store (a worker of
+``write_batches``) needs neither ``dask.array`` nor the operations.
 """
 
 from __future__ import annotations
 
+import importlib as _importlib
+import sys as _sys
 from typing import TYPE_CHECKING
+from typing import Any as _Any
 
-# _graph first: it refuses dask settings this package cannot work with
-from . import _graph, config, operations  # noqa: F401  (_graph: checked on import)
-from .block import TensorBlock
+from dask import config as _dask_config
+
+from . import config
 from .errors import (
     DamagedFileError,
     DamagedStoreError,
@@ -22,34 +30,82 @@ from .errors import (
     StoreLockedError,
     UnsafeNameError,
 )
-from .io import (
-    from_metatensor,
-    load,
-    load_block,
-    load_labels,
-    save,
-    to_metatensor,
-)
-from .labels import Labels, LabelsEntry
-from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
-from .tensor import TensorMap
+from .operations import __all__ as _operations
 
 __version__ = "0.1.0.dev0"
 
-
 if TYPE_CHECKING:
-    from .io import open_zarr, to_zarr, verify, write_batches
+    from . import block, errors, io, labels, operations, tensor  # noqa: F401
+    from .block import TensorBlock
+    from .io import (
+        from_metatensor,
+        load,
+        load_block,
+        load_labels,
+        open_zarr,
+        save,
+        to_metatensor,
+        to_zarr,
+        verify,
+        write_batches,
+    )
+    from .labels import Labels, LabelsEntry
+    from .operations import *  # noqa: F403  (the operations, as metatensor exports them)
+    from .tensor import TensorMap
+
+#: Where each public name lives, imported on first access.
+_LAZY = {
+    "TensorBlock": ".block",
+    "Labels": ".labels",
+    "LabelsEntry": ".labels",
+    "TensorMap": ".tensor",
+    **dict.fromkeys(
+        [
+            "from_metatensor",
+            "load",
+            "load_block",
+            "load_labels",
+            "open_zarr",
+            "save",
+            "to_metatensor",
+            "to_zarr",
+            "verify",
+            "write_batches",
+        ],
+        ".io",
+    ),
+    **dict.fromkeys(_operations, ".operations"),
+}
+#: The modules that an ``import metatensor_dask`` used to make attributes of the package.
+_SUBMODULES = ("block", "errors", "io", "labels", "operations", "tensor")
 
 
-def __getattr__(name):
-    # these import zarr: only when first used (see metatensor_dask.io)
-    if name in ("open_zarr", "to_zarr", "verify", "write_batches"):
-        from . import io
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        value = getattr(io, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
+
+
+def _refuse_query_planning() -> None:
+    """Refuse dask's array expressions now, on import, without importing ``dask.array``
+    when it is not imported yet: ``dask.array`` chooses them from the
+    ``array.query-planning`` setting on its first import. Otherwise ``_graph`` checks
+    when first imported: by ``TensorBlock``'s module, before any array of this package
+    is built."""
+    if "dask.array" in _sys.modules or _dask_config.get("array.query-planning", None):
+        from . import _graph  # noqa: F401  (raises when refused)
+
+
+_refuse_query_planning()
 
 
 __all__ = [
@@ -78,5 +134,5 @@ __all__ = [
     "to_zarr",
     "verify",
     "write_batches",
-    *operations.__all__,
+    *_operations,
 ]

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import dask.array as da
 import numpy as np
 
 if TYPE_CHECKING:
+    import dask.array as da
+
     from .block import TensorBlock
 
 __all__ = [
@@ -106,6 +107,8 @@ def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da
     A dask array chunked as :func:`gradient_row_chunks`, built from the pointer alone
     (no sample labels are read).
     """
+    import dask.array as da
+
     # one task per values chunk, each holding only its own slice of the row counts;
     # empty chunks are kept, so that the result lines up with the gradient chunks
     counts = da.from_array(np.diff(pointer), chunks=(tuple(value_chunks),))
@@ -153,6 +156,8 @@ def co_partitioned(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Arr
     """The values and ``parameter`` gradient, the gradient rechunked so that its chunk
     *i* holds exactly the rows of values chunk *i*; ``None`` when the gradient rows are
     not grouped by sample (use a general path then)."""
+    import dask.array as da
+
     values = da.asarray(block.values)
     gradient = da.asarray(block.gradient(parameter).values)
     pointer = block_row_pointer(block, parameter)

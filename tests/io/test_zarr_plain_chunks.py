@@ -93,19 +93,19 @@ def test_a_missing_chunk_is_damage(tmp_path):
 def test_every_stored_chunk_is_read_once(tmp_path, monkeypatch, chunks):
     # gradient rows per sample vary: their co-partitioned dask chunks cut the regular
     # stored chunks, and dask chunks of 3 or 7 value rows cut stored chunks of 4
-    from metatensor_dask.io import zarr_read
+    from metatensor_dask.io import zarr_store
 
     theirs = make_metatensor(seed=5, n_samples=(23, 0, 11))
     mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr", chunks=4)
     ours = mtd.open_zarr(tmp_path / "t.zarr", chunks=chunks)
     read: list[str] = []
-    original = zarr_read._read_files
+    original = zarr_store._read_files
 
     def counted(store, keys):
         read.extend(keys)
         return original(store, keys)
 
-    monkeypatch.setattr(zarr_read, "_read_files", counted)
+    monkeypatch.setattr(zarr_store, "_read_files", counted)
 
     def arrays(block):
         return [block.values, *(a for _, g in block.gradients() for a in arrays(g))]

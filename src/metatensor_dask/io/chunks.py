@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask.array as da
 import numpy as np
 from dask.utils import parse_bytes
 
 from .. import config
 from ..errors import MetatensorDaskError
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["ChunkRequest", "aligned", "parse_chunks", "regular", "target_rows"]
 

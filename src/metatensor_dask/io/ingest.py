@@ -32,8 +32,8 @@ from .ingest_batch import RUN, Target
 from .ingest_cluster import on_cluster
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
+from .zarr_append import read_root
 from .zarr_store import describe, open_store, set_many
-from .zarr_write import _read_root
 
 __all__ = ["write_batches"]
 
@@ -161,7 +161,7 @@ def _run(
     quiet: bool,
 ) -> None:
     where = lock.where
-    existing = _read_root(store, where)
+    existing = read_root(store, where)
     committed = 0
     if existing is not None:
         ours = existing[0][layout.ATTRIBUTE]
@@ -190,7 +190,7 @@ def _run(
         batches.cancel()
         progress.close()
     lock.check()
-    attributes, nodes = _read_root(store, where) or ({}, {})
+    attributes, nodes = read_root(store, where) or ({}, {})
     root = layout.root_document(True, attributes.get("info") or {}, nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": total}
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)

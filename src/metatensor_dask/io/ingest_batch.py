@@ -7,32 +7,43 @@ batches committed before it (see :mod:`metatensor_dask.io.zarr_append`): planned
 its rows go, from the root document of the batch before it), stored, and its metadata
 committed with the run record in one atomic root write, by one function,
 :func:`append_batch`, which a cluster runs as one task on the worker holding the batch.
-A metatensor-core result is stored from its own memory: wrapped, neither copied nor
-hashed.
+A metatensor-core result is stored from its own memory, neither copied nor hashed, and
+planned without dask arrays (:mod:`.ingest_core`): a worker appending batches to an
+existing store imports neither ``dask.array`` nor the writer of whole tensors.
 """
 
 from __future__ import annotations
 
 import sys
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
-import dask.array as da
 import numpy as np
+from dask.base import is_dask_collection
 from dask.sizeof import sizeof
 
 from .._gc import collector_paused
-from ..block import TensorBlock
 from ..errors import MetatensorDaskError
-from ..tensor import TensorMap
 from . import zarr_layout as layout
 from ._lock import WriteId
 from .chunks import ChunkRequest, default_target
-from .zarr_append import AppendPlan, commit, documents, plan_append, store_now
+from .ingest_core import CoreBlock, CoreTensor, core_view
+from .zarr_append import (
+    AppendPlan,
+    PlanWhole,
+    commit,
+    documents,
+    plan_append,
+    read_root,
+    store_now,
+)
 from .zarr_renumber import shifted
-from .zarr_write import _plan_whole, _read_root
+
+if TYPE_CHECKING:
+    from ..block import TensorBlock
+    from ..labels import Labels
+    from ..tensor import TensorMap
 
 __all__ = ["RUN", "Target", "append_batch"]
 
@@ -82,41 +93,19 @@ if "metatensor" in sys.modules:
     _register_sizes()
 
 
-def _from_core(tensor: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
-    """A metatensor-dask view of a metatensor-core TensorMap: its values wrapped, not
-    copied nor hashed, into single-chunk dask arrays, recorded by name in ``arrays``."""
-    from .convert import _labels_from
-
-    def block_from(block: Any) -> TensorBlock:
-        values = np.asarray(block.values)
-        # one chunk holding the array itself (``da.from_array`` would copy it)
-        name = f"batch-{uuid.uuid4().hex}"
-        chunks = tuple((n,) for n in values.shape)
-        wrapped = da.Array({(name, *(0,) * values.ndim): values}, name, chunks, meta=values[:0])
-        arrays[name] = values
-        return TensorBlock._trusted(
-            wrapped,
-            _labels_from(block.samples),
-            [_labels_from(c) for c in block.components],
-            _labels_from(block.properties),
-            {p: block_from(g) for p, g in block.gradients()},
-        )
-
-    found = TensorMap._trusted(_labels_from(tensor.keys), [block_from(b) for b in tensor.blocks()])
-    for key, value in tensor.info().items():
-        found.set_info(key, value)
-    return found
-
-
-def _as_tensor(result: Any, index: int, first: Any, arrays: dict[str, np.ndarray]) -> TensorMap:
-    if isinstance(result, TensorMap):
-        return result
-    try:
-        import metatensor
-    except ImportError:
-        metatensor = None
-    if metatensor is not None and isinstance(result, metatensor.TensorMap):
-        return _from_core(result, arrays)
+def _as_tensor(
+    result: Any, index: int, first: Any, renumber: tuple[str, int] | None
+) -> TensorMap | CoreTensor:
+    """The batch ``result`` renumbered by ``renumber`` (``(dimension, offset)``): a
+    metatensor-core result seen through :func:`.ingest_core.core_view` (neither copied
+    nor hashed, no dask), a metatensor-dask one :func:`~.zarr_renumber.shifted`."""
+    # each checked only when its module is imported: the result's type is then
+    core = sys.modules.get("metatensor")
+    if core is not None and isinstance(result, core.TensorMap):
+        return core_view(result, renumber)
+    ours = sys.modules.get("metatensor_dask.tensor")
+    if ours is not None and isinstance(result, ours.TensorMap):
+        return result if renumber is None else shifted(result, *renumber)
     raise MetatensorDaskError(
         f"the function returned a {type(result).__name__} for batch {index} (first item "
         f"{first!r}); it must return a metatensor or metatensor-dask TensorMap"
@@ -127,7 +116,7 @@ def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
     """The rows of ``plan`` as numpy arrays: the batch's own arrays as they are, the
     others (lazy results, rechunked new blocks) computed here."""
     for rows in plan.rows:
-        if isinstance(rows.data, da.Array):
+        if is_dask_collection(rows.data):
             own = arrays.get(rows.data.name)
             if own is None:
                 (rows.data,) = dask.compute(rows.data, scheduler="synchronous")
@@ -139,7 +128,7 @@ def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
 SMALLEST_CHUNK = 4 * 2**20
 
 
-def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
+def _append_chunks(request: ChunkRequest, tensor: TensorMap | CoreTensor) -> ChunkRequest:
     """The chunking of the blocks a batch creates. By default (``chunks=None``), the
     ``chunk-size`` setting, but at most a quarter of the batch's largest array (and at
     least :data:`SMALLEST_CHUNK`): each append rewrites the partial chunk it starts in,
@@ -147,7 +136,7 @@ def _append_chunks(request: ChunkRequest, tensor: TensorMap) -> ChunkRequest:
     if request.kind != "keep":
         return request
 
-    def sizes(block: TensorBlock) -> list[int]:
+    def sizes(block: TensorBlock | CoreBlock) -> list[int]:
         found = [int(block.values.nbytes)]
         for _, gradient in block.gradients():
             found += sizes(gradient)
@@ -194,24 +183,40 @@ def _plan_batch(
     """Store batch ``index`` after ``previous`` (see :func:`append_batch`); returns the
     documents to commit (its metadata, with the run record), by key."""
     store, lock, run = target.store, target.lock, target.run
-    arrays: dict[str, np.ndarray] = {}
-    tensor = _as_tensor(result, index, first, arrays)
     start = index * run["batch_size"]
-    if run["renumber"] is not None:
-        tensor = shifted(tensor, run["renumber"], start)
+    renumber = None if run["renumber"] is None else (run["renumber"], start)
+    tensor = _as_tensor(result, index, first, renumber)
     where = lock.where
     if previous is None:
-        existing = _read_root(store, where)
+        existing = read_root(store, where)
     else:
         existing = _parse_root(previous, where)
     chunks = _append_chunks(target.chunks, tensor)
-    plan = plan_append(tensor, store, where, existing, chunks, _plan_whole)
+    # the arrays of metatensor-core blocks written whole, by the name of their dask array
+    arrays: dict[str, np.ndarray] = {}
+    # (a CoreTensor has the part of TensorMap's interface that plan_append reads)
+    plan = plan_append(tensor, store, where, existing, chunks, _whole(arrays))  # type: ignore[arg-type]
     _concrete(plan, arrays)
     lock.check()
     store_now(store, plan)
     root = layout.root_document(False, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
     return documents(plan, root)
+
+
+def _whole(arrays: dict[str, np.ndarray]) -> PlanWhole:
+    """How :func:`~.zarr_append.plan_append` plans the blocks a batch writes whole (the
+    first batch, a new key), as a plain write does: metatensor-core blocks become
+    TensorBlocks of their own arrays, recorded in ``arrays``. The writer (and
+    ``dask.array``) is imported only then."""
+
+    def plan_whole(blocks: list[tuple[int, Any]], keys: Labels | None, request: ChunkRequest):
+        from .zarr_write import _plan_whole
+
+        found = [(i, b.as_block(arrays) if isinstance(b, CoreBlock) else b) for i, b in blocks]
+        return _plan_whole(found, keys, request)
+
+    return plan_whole
 
 
 def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:

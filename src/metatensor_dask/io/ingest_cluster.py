@@ -56,8 +56,8 @@ def _commit_in_order(
     progress: BatchProgress,
     commits: deque[_Commit],
 ) -> None:
-    # every worker imports this module now (a second or more: dask.array, zarr...), before
-    # it computes: its batches' sizes are then known to the scheduler from the first one
+    # every worker imports this module now (zarr, not dask.array: a few tenths of a second),
+    # before it computes: its batches' sizes are then known to the scheduler from the first
     client.run(_imported)
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
     checked = 0.0

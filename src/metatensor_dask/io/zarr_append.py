@@ -29,12 +29,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask
-import dask.array as da
 import numpy as np
-from dask.base import tokenize
+from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
-from .. import _graph
 from .._partition import block_row_pointer
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -42,7 +40,6 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import WriteId
 from .zarr_codecs import is_plain
-from .zarr_read import read_labels, read_plain_region
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
@@ -53,6 +50,9 @@ from .zarr_store import (
     get_many,
     list_prefix,
     read_arrays,
+    read_labels,
+    read_nodes,
+    read_plain_region,
     set_many,
 )
 
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from ..block import TensorBlock
     from ..tensor import TensorMap
 
-__all__ = ["AppendPlan", "append", "plan_append", "store_now"]
+__all__ = ["AppendPlan", "append", "plan_append", "read_root", "store_now"]
 
 #: The record of an append in progress.
 RECORD = layout.PROGRESS_PREFIX + "append.json"
@@ -235,6 +235,17 @@ def _add_whole(plan: AppendPlan, new: Any) -> None:
         plan.rows.append(_Rows(path, 0, new.nodes[path], np.asarray(values())))
 
 
+def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The stored root attributes and node documents, ``None`` without a root document."""
+    (raw,) = get_many(store, ["zarr.json"])
+    if raw is None:
+        return None
+    attributes, nodes = layout.parse_root(raw, where)
+    if nodes is None:
+        nodes = read_nodes(store)
+    return attributes, nodes
+
+
 def _stored_layout(
     store: Store, where: str, existing: tuple[dict[str, Any], dict[str, Any]]
 ) -> layout.TensorLayout:
@@ -392,7 +403,7 @@ def store_now(store: Store, plan: AppendPlan) -> None:
     """Store every row of ``plan`` from this process (dask arrays computed here)."""
     for rows in plan.rows:
         data = rows.data
-        if isinstance(data, da.Array):
+        if is_dask_collection(data):
             (data,) = dask.compute(data, scheduler="synchronous")
         store_rows(store, rows.path, rows.document, rows.offset, data)
 
@@ -423,13 +434,15 @@ def _graph_of(
     store: Store, plan: AppendPlan, root: dict, lock: WriteId, recorded: set[str]
 ) -> Delayed:
     """Client-side rows now; one task per stored chunk of the dask rows; the commit."""
+    from .. import _graph
+
     token = tokenize(describe(store), root, sorted(recorded))
     graph: dict[Any, Any] = {}
     sources = []
     for rows in plan.rows:
         if rows.data.size == 0:
             continue  # no chunk holds it
-        if not isinstance(rows.data, da.Array):
+        if not is_dask_collection(rows.data):
             store_rows(store, rows.path, rows.document, rows.offset, rows.data)
             continue
         step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])

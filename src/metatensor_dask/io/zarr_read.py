@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from itertools import accumulate
@@ -31,18 +30,18 @@ from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from .zarr_codecs import chunk_key, decode_rows
 from .zarr_columns import StoredSampleColumn
-from .zarr_integrity import checked_labels, damaged
+from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
     ArrayRef,
-    _local_root,
     describe,
     get_many,
-    list_prefix,
     open_store,
     read_arrays,
+    read_labels,
+    read_nodes,
+    read_plain_region,
     read_region,
 )
 
@@ -52,41 +51,6 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
 
 __all__ = ["open_zarr"]
-
-
-def read_nodes(store: Store) -> dict[str, Any]:
-    """Every node document of a store, for stores without inline (consolidated) metadata."""
-    keys = [
-        key
-        for key in list_prefix(store, "")
-        if key.endswith("/zarr.json") and not key.startswith(layout.PROGRESS_PREFIX)
-    ]
-    nodes = {}
-    for key, raw in zip(keys, get_many(store, keys), strict=True):
-        if raw is not None:
-            try:
-                nodes[key[: -len("/zarr.json")]] = json.loads(raw)
-            except ValueError as error:
-                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
-    return nodes
-
-
-def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
-    """Labels from their arrays, reading each distinct digest once, concurrently, and
-    checked against their digest (see :func:`checked_labels`)."""
-    first: dict[Any, int] = {}
-    for i, info in enumerate(infos):
-        first.setdefault((info.digest, tuple(info.names)) if info.digest else i, i)
-    unique = sorted(set(first.values()))
-    values = read_arrays([ArrayRef(store, infos[i].path, infos[i].document) for i in unique])
-    loaded = {}
-    for i, array in zip(unique, values, strict=True):
-        info = infos[i]
-        loaded[i] = checked_labels(describe(store), info.path, info.names, array, info.digest)
-    return [
-        loaded[first[(info.digest, tuple(info.names)) if info.digest else i]]
-        for i, info in enumerate(infos)
-    ]
 
 
 def _lazy_samples(
@@ -125,57 +89,6 @@ def _lazy_samples(
     assert parent_rows is not None, "a row pointer is over the rows of a parent"
     return PointedSamples.stored(
         info.names, info.shape[0], load, info.digest, stored, pointer, parent_rows
-    )
-
-
-#: Bytes asked of the system per read call. One call for a whole 64 MiB chunk file read
-#: it at 0.47 GB/s from disk, 8-16 MiB calls at 1.2 GB/s (page cache dropped, 2 threads).
-_READ_SIZE = 8 * 2**20
-
-
-def _read_into(file: Any, size: int) -> np.ndarray:
-    """Up to ``size`` bytes of ``file``, in a new uninitialised (not zero-filled) buffer."""
-    buffer = np.empty(size, dtype=np.uint8)
-    view, done = buffer.data, 0
-    while done < size:
-        count = file.readinto(view[done : done + _READ_SIZE])
-        if not count:
-            break
-        done += count
-    return buffer[:done]
-
-
-def _read_files(store: Store, keys: list[str]) -> list[Any]:
-    """The content of each key; local files are read into writable buffers (so that
-    the arrays viewing them are writable, with no copy)."""
-    root = _local_root(store)
-    if root is None:
-        return get_many(store, keys)
-    found: list[Any] = []
-    for key in keys:
-        try:
-            with open(root / key, "rb", buffering=0) as file:
-                buffer = _read_into(file, os.fstat(file.fileno()).st_size)
-        except (FileNotFoundError, NotADirectoryError):
-            buffer = None
-        found.append(buffer)
-    return found
-
-
-def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
-    """A dask task: rows of a stored array with plain codecs (see
-    :func:`~metatensor_dask.io.zarr_codecs.is_plain`), decoded here from its chunk files
-    rather than through zarr's codec pipeline, which copies every chunk twice more."""
-    start, stop = region[0].start, region[0].stop
-    if stop <= start or any(s.stop <= s.start for s in region[1:]):
-        return read_region(ref, region)
-    rows = int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    ndim = len(ref.document["shape"])
-    keys = [
-        f"{ref.path}/{chunk_key(i, ndim)}" for i in range(start // rows, (stop - 1) // rows + 1)
-    ]
-    return decode_rows(
-        _read_files(ref.store, keys), ref.document, ref.path, describe(ref.store), start, stop
     )
 
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 
 if TYPE_CHECKING:
+    from ..block import TensorBlock
     from ..tensor import TensorMap
 
-__all__ = ["Renumber", "parse_renumber", "renumbered", "shifted"]
+__all__ = ["Renumber", "check_dimension", "parse_renumber", "renumbered", "shift", "shifted"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str
     return largest + 1
 
 
-def _shift(labels: Labels, dimension: str, offset: int) -> Labels:
+def shift(labels: Labels, dimension: str, offset: int) -> Labels:
+    """``labels`` with ``offset`` added to their ``dimension`` (when they have it)."""
     if dimension not in labels.names or offset == 0:
         return labels
     values = np.array(labels.values, dtype=np.int64)
@@ -89,10 +90,12 @@ def _shift(labels: Labels, dimension: str, offset: int) -> Labels:
 
 
 def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:
+    from ..block import TensorBlock
+
     gradients = {p: _block(g, dimension, offset) for p, g in block.gradients()}
     return TensorBlock._trusted(
         block.values,
-        _shift(block.samples, dimension, offset),
+        shift(block.samples, dimension, offset),
         block.components,
         block.properties,
         gradients,
@@ -100,16 +103,22 @@ def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:
     )
 
 
+def check_dimension(dimension: str, sample_names: list[str], has_blocks: bool) -> None:
+    """Refuse to renumber ``dimension`` of a tensor whose blocks have the samples
+    ``sample_names`` when it is not one of them, or is a gradient's ``"sample"``."""
+    if dimension == "sample" or (has_blocks and dimension not in sample_names):
+        raise MetatensorDaskError(
+            f"can not renumber '{dimension}': it is not a sample dimension of this tensor "
+            f"({sample_names})"
+        )
+
+
 def shifted(tensor: TensorMap, dimension: str, offset: int) -> TensorMap:
     """``tensor`` with ``offset`` added to the sample dimension ``dimension`` of its
     blocks and of their gradients (never to a gradient's ``"sample"`` column)."""
     from ..tensor import TensorMap
 
-    if dimension == "sample" or (len(tensor) and dimension not in tensor.sample_names):
-        raise MetatensorDaskError(
-            f"can not renumber '{dimension}': it is not a sample dimension of this tensor "
-            f"({tensor.sample_names})"
-        )
+    check_dimension(dimension, tensor.sample_names, len(tensor) > 0)
     blocks = [_block(block, dimension, offset) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks, tensor.info())
 

@@ -1,4 +1,5 @@
-"""Access to a Zarr store: resolving store-likes, bulk metadata I/O, chunk tasks.
+"""Access to a Zarr store: resolving store-likes, bulk metadata I/O, chunk tasks, and the
+plain reads (node documents, Labels, rows of plain chunks) that need no dask array.
 
 Everything here talks to zarr's asynchronous ``Store`` interface directly, so that
 thousands of small documents are read or written concurrently instead of one by one,
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.config
 import numpy as np
@@ -25,8 +26,20 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._zarr_internals import make_store_path, sync
-from .zarr_codecs import ChunkFormat, chunk_keys, decode_chunks, encode_chunks
-from .zarr_integrity import CheckedStore, damaged
+from .zarr_codecs import (
+    ChunkFormat,
+    chunk_key,
+    chunk_keys,
+    decode_chunks,
+    decode_rows,
+    encode_chunks,
+)
+from .zarr_integrity import CheckedStore, checked_labels, damaged
+from .zarr_layout import PROGRESS_PREFIX
+
+if TYPE_CHECKING:
+    from ..labels import Labels
+    from . import zarr_layout as layout
 
 __all__ = [
     "ArrayRef",
@@ -37,6 +50,9 @@ __all__ = [
     "open_store",
     "plain_chunks",
     "read_arrays",
+    "read_labels",
+    "read_nodes",
+    "read_plain_region",
     "set_many",
     "write_files",
 ]
@@ -380,3 +396,90 @@ def read_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
         shape = tuple(max(s.stop - s.start, 0) for s in region)
         return np.empty(shape, dtype=np.dtype(ref.document["data_type"]))
     return ref.read(region)
+
+
+#: Bytes asked of the system per read call. One call for a whole 64 MiB chunk file read
+#: it at 0.47 GB/s from disk, 8-16 MiB calls at 1.2 GB/s (page cache dropped, 2 threads).
+_READ_SIZE = 8 * 2**20
+
+
+def _read_into(file: Any, size: int) -> np.ndarray:
+    """Up to ``size`` bytes of ``file``, in a new uninitialised (not zero-filled) buffer."""
+    buffer = np.empty(size, dtype=np.uint8)
+    view, done = buffer.data, 0
+    while done < size:
+        count = file.readinto(view[done : done + _READ_SIZE])
+        if not count:
+            break
+        done += count
+    return buffer[:done]
+
+
+def _read_files(store: Store, keys: list[str]) -> list[Any]:
+    """The content of each key; local files are read into writable buffers (so that
+    the arrays viewing them are writable, with no copy)."""
+    root = _local_root(store)
+    if root is None:
+        return get_many(store, keys)
+    found: list[Any] = []
+    for key in keys:
+        try:
+            with open(root / key, "rb", buffering=0) as file:
+                buffer = _read_into(file, os.fstat(file.fileno()).st_size)
+        except (FileNotFoundError, NotADirectoryError):
+            buffer = None
+        found.append(buffer)
+    return found
+
+
+def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
+    """Rows of a stored array with plain codecs (see
+    :func:`~metatensor_dask.io.zarr_codecs.is_plain`), decoded here from its chunk files
+    rather than through zarr's codec pipeline, which copies every chunk twice more: the
+    task of a reader's chunk, or the stored rows of the partial chunk an append starts in."""
+    start, stop = region[0].start, region[0].stop
+    if stop <= start or any(s.stop <= s.start for s in region[1:]):
+        return read_region(ref, region)
+    rows = int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    ndim = len(ref.document["shape"])
+    keys = [
+        f"{ref.path}/{chunk_key(i, ndim)}" for i in range(start // rows, (stop - 1) // rows + 1)
+    ]
+    return decode_rows(
+        _read_files(ref.store, keys), ref.document, ref.path, describe(ref.store), start, stop
+    )
+
+
+def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
+    """Labels from their arrays, reading each distinct digest once, concurrently, and
+    checked against their digest (see :func:`checked_labels`)."""
+    first: dict[Any, int] = {}
+    for i, info in enumerate(infos):
+        first.setdefault((info.digest, tuple(info.names)) if info.digest else i, i)
+    unique = sorted(set(first.values()))
+    values = read_arrays([ArrayRef(store, infos[i].path, infos[i].document) for i in unique])
+    loaded = {}
+    for i, array in zip(unique, values, strict=True):
+        info = infos[i]
+        loaded[i] = checked_labels(describe(store), info.path, info.names, array, info.digest)
+    return [
+        loaded[first[(info.digest, tuple(info.names)) if info.digest else i]]
+        for i, info in enumerate(infos)
+    ]
+
+
+def read_nodes(store: Store) -> dict[str, Any]:
+    """Every node document of a store, for stores without inline (consolidated) metadata."""
+    keys = [
+        key
+        for key in list_prefix(store, "")
+        if key.endswith("/zarr.json") and not key.startswith(PROGRESS_PREFIX)
+    ]
+    nodes = {}
+    for key, raw in zip(keys, get_many(store, keys), strict=True):
+        if raw is not None:
+            try:
+                nodes[key[: -len("/zarr.json")]] = json.loads(raw)
+            except ValueError as error:
+                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
+    return nodes

@@ -50,7 +50,7 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_path_component
 from ._zarr_internals import sync
-from .zarr_append import append
+from .zarr_append import append, read_root
 from .zarr_codecs import small_template, template
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -247,18 +247,6 @@ def _check_matches(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
                     f"the metadata stored at {where} does not match this tensor: {problem}; "
                     f"{remedy}"
                 )
-
-
-def _read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    (raw,) = get_many(store, ["zarr.json"])
-    if raw is None:
-        return None
-    attributes, nodes = layout.parse_root(raw, where)
-    if nodes is None:
-        from .zarr_read import read_nodes
-
-        nodes = read_nodes(store)
-    return attributes, nodes
 
 
 def _write_documents(
@@ -820,7 +808,7 @@ def to_zarr(
         if append_dim is None:
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
         else:
-            existing = _read_root(store, lock.ref.where)
+            existing = read_root(store, lock.ref.where)
             delayed = append(
                 tensor,
                 store,
@@ -853,7 +841,7 @@ def _write(
 ) -> Delayed | None:
     """:func:`to_zarr` once the lock is taken."""
     where = lock.where
-    existing = _read_root(store, where)
+    existing = read_root(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:

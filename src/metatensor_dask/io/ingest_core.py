@@ -1,0 +1,135 @@
+"""A metatensor-core result of :func:`~metatensor_dask.io.ingest.write_batches` as an
+append plans it: its arrays as they are (numpy views of metatensor's memory, neither
+copied nor hashed), its Labels converted, its samples renumbered.
+
+:class:`CoreTensor` and :class:`CoreBlock` have the part of the interface of
+:class:`~metatensor_dask.tensor.TensorMap` and :class:`~metatensor_dask.block.TensorBlock`
+that :func:`~metatensor_dask.io.zarr_append.plan_append` reads, without dask arrays: a
+worker appending batches to a store then never imports ``dask.array`` (nor xarray and
+pandas, which it imports). Blocks written whole (the first batch, a new key) become
+:class:`~metatensor_dask.block.TensorBlock` (:meth:`CoreBlock.as_block`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._partition import row_pointer
+from ..labels import Labels, LabelsEntry
+from .zarr_renumber import check_dimension, shift
+
+if TYPE_CHECKING:
+    from ..block import TensorBlock
+
+__all__ = ["CoreBlock", "CoreTensor", "core_view"]
+
+
+def _labels(labels: Any) -> Labels:
+    return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
+
+
+class CoreBlock:
+    """One block of a metatensor-core result (or one of its gradients)."""
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        samples: Labels,
+        components: list[Labels],
+        properties: Labels,
+        gradients: dict[str, CoreBlock],
+        n_parent: int | None,
+    ):
+        self.values = values
+        self.samples = samples
+        self.components = components
+        self.properties = properties
+        self._gradients = gradients
+        #: For a gradient (``n_parent`` rows in its block), its row pointer, ``None``
+        #: when its rows are not grouped by sample
+        self.row_pointer = (
+            None if n_parent is None else row_pointer(samples.column("sample"), n_parent)
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def gradients(self) -> Iterator[tuple[str, CoreBlock]]:
+        return iter(self._gradients.items())
+
+    def gradients_list(self) -> list[str]:
+        return list(self._gradients)
+
+    def gradient(self, parameter: str) -> CoreBlock:
+        return self._gradients[parameter]
+
+    def as_block(self, arrays: dict[str, np.ndarray]) -> TensorBlock:
+        """This block as a :class:`~metatensor_dask.block.TensorBlock` of one-chunk dask
+        arrays holding the arrays themselves, recorded by name in ``arrays``."""
+        import dask.array as da
+
+        from ..block import TensorBlock
+
+        # one chunk holding the array itself (``da.from_array`` would copy it)
+        name = f"batch-{uuid.uuid4().hex}"
+        chunks = tuple((n,) for n in self.values.shape)
+        task = {(name, *(0,) * self.values.ndim): self.values}
+        wrapped = da.Array(task, name, chunks, meta=self.values[:0])
+        arrays[name] = self.values
+        gradients = {p: g.as_block(arrays) for p, g in self.gradients()}
+        return TensorBlock._trusted(
+            wrapped, self.samples, self.components, self.properties, gradients
+        )
+
+
+class CoreTensor:
+    """A metatensor-core TensorMap: its keys, :class:`CoreBlock` and info."""
+
+    def __init__(self, keys: Labels, blocks: list[CoreBlock], info: dict[str, str]):
+        self.keys = keys
+        self._blocks = blocks
+        self._info = info
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def blocks(self) -> list[CoreBlock]:
+        return list(self._blocks)
+
+    def items(self) -> Iterator[tuple[LabelsEntry, CoreBlock]]:
+        return zip(self.keys, self._blocks, strict=True)
+
+    def info(self) -> dict[str, str]:
+        return dict(self._info)
+
+
+def _block(block: Any, renumber: tuple[str, int] | None, n_parent: int | None) -> CoreBlock:
+    samples = _labels(block.samples)
+    if renumber is not None:
+        samples = shift(samples, *renumber)
+    n_rows = len(samples)
+    return CoreBlock(
+        np.asarray(block.values),
+        samples,
+        [_labels(c) for c in block.components],
+        _labels(block.properties),
+        {p: _block(g, renumber, n_rows) for p, g in block.gradients()},
+        n_parent,
+    )
+
+
+def core_view(tensor: Any, renumber: tuple[str, int] | None) -> CoreTensor:
+    """A metatensor-core ``tensor`` seen as an append plans it, with ``offset`` added to
+    the sample dimension ``dimension`` of its blocks and gradients when ``renumber`` is
+    ``(dimension, offset)`` (as :func:`~metatensor_dask.io.zarr_renumber.shifted`)."""
+    blocks = list(tensor.blocks())
+    if renumber is not None:
+        names = list(blocks[0].samples.names) if blocks else []
+        check_dimension(renumber[0], names, bool(blocks))
+    return CoreTensor(
+        _labels(tensor.keys), [_block(b, renumber, None) for b in blocks], tensor.info()
+    )

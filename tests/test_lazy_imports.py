@@ -1,0 +1,122 @@
+"""What importing the package costs: the public names are imported on first use, and a
+worker appending batches to a store (``write_batches``) never imports ``dask.array``
+(which imports xarray and pandas), the operations or the dask readers.
+
+Each check runs in a fresh interpreter, where nothing is imported yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+
+#: Imported by ``dask.array`` (xarray and pandas when installed), never by an append.
+HEAVY = ["dask.array", "xarray", "pandas"]
+
+
+def _run(code: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _imported_by(code: str) -> list[str]:
+    """The modules of ``HEAVY`` and of this package that ``code`` imports."""
+    out = _run(
+        f"""
+        import sys
+        {code}
+        print(sorted(m for m in sys.modules if m in {HEAVY!r} or m.startswith("metatensor_dask")))
+        """
+    )
+    return json.loads(out.strip().replace("'", '"'))
+
+
+def test_the_package_imports_no_dask_array():
+    found = _imported_by("import metatensor_dask")
+    assert not set(HEAVY) & set(found), found
+    assert "metatensor_dask.operations._add" not in found
+    assert "metatensor_dask.io.zarr_read" not in found
+
+
+def test_what_a_worker_imports_to_append_batches():
+    found = _imported_by(
+        "import metatensor_dask.io.ingest_batch, metatensor_dask.io.ingest_cluster"
+    )
+    assert not set(HEAVY) & set(found), found
+    for module in ("block", "tensor", "_graph", "_collection", "io.zarr_read", "io.zarr_write"):
+        assert f"metatensor_dask.{module}" not in found
+
+
+def test_workers_appending_batches_import_no_dask_array(tmp_path):
+    """A run stopped after its first batch (the store created, with dask), resumed on a
+    cluster whose worker process appends the next batches of metatensor-core results:
+    that worker imports none of ``HEAVY``, and the store holds every batch."""
+    pytest.importorskip("metatensor")
+    code = f"""
+        import sys
+        import numpy as np
+        import metatensor
+        from distributed import Client, LocalCluster
+        import metatensor_dask as mtd
+
+        def batch(items):
+            if items[0] > 0 and "fail" in sys.argv:
+                raise RuntimeError("stopped")
+            rng = np.random.default_rng(items[0])
+            samples = metatensor.Labels(
+                ["system", "atom"], np.array([[i // 2, i % 2] for i in range(4)], np.int32)
+            )
+            properties = metatensor.Labels.range("n", 3)
+            block = metatensor.TensorBlock(rng.random((4, 3)), samples, [], properties)
+            rows = np.array([[i, i // 2, 0] for i in range(4)], np.int32)
+            gradient = metatensor.TensorBlock(
+                rng.random((4, 3, 3)),
+                metatensor.Labels(["sample", "system", "atom"], rows),
+                [metatensor.Labels.range("xyz", 3)],
+                properties,
+            )
+            block.add_gradient("positions", gradient)
+            return metatensor.TensorMap(metatensor.Labels.range("key", 1), [block])
+
+        store = {str(tmp_path / "t.zarr")!r}
+        try:
+            sys.argv.append("fail")
+            mtd.write_batches(batch, range(8), store, batch_size=2, quiet=True)
+        except mtd.MetatensorDaskError:
+            sys.argv.remove("fail")
+        if __name__ == "__main__":
+            with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster:
+                with Client(cluster) as client:
+                    mtd.write_batches(
+                        batch, range(8), store, batch_size=2, resume=True, quiet=True
+                    )
+                    print(client.run(lambda: sorted(sys.modules)).popitem()[1])
+    """
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(code))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"'))
+    assert "metatensor_dask.io.ingest_batch" in imported
+    assert not set(HEAVY) & set(imported)
+    stored = mtd.open_zarr(tmp_path / "t.zarr")
+    assert len(stored.block(0)) == 16
+    expected = [np.random.default_rng(first).random((4, 3)) for first in range(0, 8, 2)]
+    np.testing.assert_array_equal(stored.block(0).values.compute(), np.concatenate(expected))
