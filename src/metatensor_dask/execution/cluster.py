@@ -84,7 +84,7 @@ WORKER_ENVIRONMENT = {
 #: Scheduler settings of a ``local`` cluster. Work stealing is off: it moves tasks that
 #: :class:`~metatensor_dask.execution._placement.RowPlacement` put with their rows (a
 #: loose restriction) to whichever worker is idle, and their inputs with them. On the demo
-#: pipeline at 4 GiB, 2 workers sent each other 0.84-1.63 GB in six runs with stealing
+#: pipeline at 4 GiB, 2 workers sent each other 0.84-1.63 GB in seven runs with stealing
 #: (pieces of nearly whole stored chunks of 55-60 MB among them), 0.49 GB without it.
 LOCAL_SCHEDULER = {"distributed.scheduler.work-stealing": False}
 
