@@ -144,7 +144,9 @@ class ArrayContainer(DaskMethodsMixin):
     calls :meth:`_forget`.
     """
 
-    _derived: dict[str, Any] | None = None
+    # no instance dictionary: maps of many blocks hold two containers per block (a
+    # block and its gradient), each a few attributes
+    __slots__ = ("_derived",)
 
     def _raw_arrays(self) -> list[Any]:
         raise NotImplementedError
@@ -155,7 +157,7 @@ class ArrayContainer(DaskMethodsMixin):
 
     def _once(self, name: str, make: Any) -> Any:
         """``make()``, made once per container (see :meth:`_forget`)."""
-        if self._derived is None:
+        if getattr(self, "_derived", None) is None:
             self._derived = {}
         if name not in self._derived:
             # a walk over every block of a map, making objects for each

@@ -69,6 +69,17 @@ class TensorBlock(ArrayContainer):
     gradient rows without reading sample labels.
     """
 
+    __slots__ = (
+        "_components",
+        "_gradient_path",
+        "_gradients",
+        "_is_view",
+        "_properties",
+        "_row_pointer",
+        "_samples",
+        "_values",
+    )
+
     def __init__(
         self,
         values: Any,

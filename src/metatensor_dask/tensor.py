@@ -93,6 +93,8 @@ class TensorMap(ArrayContainer):
         views of them.
     """
 
+    __slots__ = ("_blocks", "_info", "_keys")
+
     def __init__(self, keys: Labels, blocks: Sequence[TensorBlock]):
         if not isinstance(keys, Labels):
             raise TypeError(f"`keys` must be metatensor Labels, not {type(keys)}")

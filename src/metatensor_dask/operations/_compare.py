@@ -57,7 +57,8 @@ class _Plan:
         self.group_bytes = 0
         self.tasks: dict[Any, Any] = {}
         self.arrays: list[da.Array] = []
-        self.hasher = hashlib.blake2b(digest_size=12)
+        # what names the comparisons, hashed at once in :meth:`compute`
+        self.names: list[bytes] = []
 
     def add(self, a: _Source, b: _Source, nbytes: int) -> None:
         if self.groups[-1] and self.group_bytes + nbytes > GROUP_BYTES:
@@ -66,25 +67,39 @@ class _Plan:
         self.groups[-1].append((a, b))
         self.group_bytes += nbytes
 
-    def source(self, array: Any) -> _Source:
-        """``array`` (one chunk) as an argument of a task; its graph is recorded."""
+    def single(self, array: Any) -> tuple[_Source, int] | None:
+        """``array`` as an argument of a task and its bytes when it is one chunk (its
+        graph recorded), else None. One look at each array: a map of many tiny blocks
+        pays this for every values and gradient array."""
         if isinstance(array, GroupItem):
-            self.hasher.update(f"{array.group_key}/{array.position}".encode())
+            self.names.append(f"{array.group_key}/{array.position}".encode())
             if array.group_key not in self.tasks:
                 self.tasks.update(_graph.layer_tasks(array.layer))
-            return _graph.ref(array.group_key), array.position
+            nbytes = math.prod(array.shape) * array.dtype.itemsize
+            return (_graph.ref(array.group_key), array.position), nbytes
         if isinstance(array, da.Array):
-            self.hasher.update(array.name.encode())
+            held = _graph.held_chunk(array)
+            if held is not None:  # the chunk itself is the argument, no task needed
+                self.names.append(array.name.encode())
+                return (held, None), held.nbytes
+            # math.prod: numpy's reduction costs microseconds per call
+            nbytes = array.dtype.itemsize
+            for axis in array.chunks:
+                if len(axis) != 1:
+                    return None
+                nbytes *= axis[0]
+            self.names.append(array.name.encode())
             self.arrays.append(array)
-            return _graph.chunk_ref(array, *((0,) * array.ndim)), None
-        self.hasher.update(np.ascontiguousarray(array).tobytes())
-        return array, None
+            return (_graph.chunk_ref(array, *((0,) * array.ndim)), None), nbytes
+        data = np.ascontiguousarray(array).tobytes()
+        self.names.append(hashlib.blake2b(data, digest_size=16).hexdigest().encode())
+        return (array, None), array.nbytes
 
     def chunked(self, a: da.Array, b: da.Array) -> None:
         """Chunk by chunk, ``b`` aligned on the chunks of ``a``."""
         if b.chunks != a.chunks:
             b = b.rechunk(a.chunks)
-        self.hasher.update(f"{a.name}|{b.name}".encode())
+        self.names.append(f"{a.name}|{b.name}".encode())
         self.arrays += [a, b]
         itemsize = a.dtype.itemsize + b.dtype.itemsize
         for index in np.ndindex(*a.numblocks):
@@ -96,8 +111,9 @@ class _Plan:
 
     def compute(self, func: Callable, kwargs: dict) -> list[bool]:
         """The result of each comparison, in the order they were added."""
-        hash_arguments(self.hasher, [func, repr(sorted(kwargs.items()))])
-        name = f"compare-{self.hasher.hexdigest()}"
+        hasher = hashlib.blake2b(b"\0".join(self.names), digest_size=12)
+        hash_arguments(hasher, [func, repr(sorted(kwargs.items()))])
+        name = f"compare-{hasher.hexdigest()}"
         tasks = _graph.flat_tasks(self.arrays)
         tasks.update(self.tasks)
         refs = []
@@ -112,17 +128,6 @@ class _Plan:
         # one flat graph: culling a graph of one layer per array is quadratic in them
         (computed,) = dask.compute(_graph.flat_delayed(name, tasks, []))
         return computed
-
-
-def _single_chunk(array: Any) -> bool:
-    if isinstance(array, da.Array):
-        return all(len(axis) == 1 for axis in array.chunks)
-    return True  # numpy arrays and group items
-
-
-def _nbytes(array: Any) -> int:
-    # math.prod: numpy's reduction costs microseconds per call, paid per array
-    return math.prod(array.shape) * array.dtype.itemsize
 
 
 def compare_pairs(
@@ -143,8 +148,9 @@ def compare_pairs(
         if not isinstance(a, (da.Array, GroupItem)) and not isinstance(b, (da.Array, GroupItem)):
             results.append(bool(func(a, b, **kwargs)))
             continue
-        if _single_chunk(a) and _single_chunk(b):
-            plan.add(plan.source(a), plan.source(b), _nbytes(a) + _nbytes(b))
+        single_a, single_b = plan.single(a), plan.single(b)
+        if single_a is not None and single_b is not None:
+            plan.add(single_a[0], single_b[0], single_a[1] + single_b[1])
             count = 1
         else:
             x, y = as_dask(materialized(a)), as_dask(materialized(b))

@@ -33,6 +33,7 @@ __all__ = [
     "check_blocks_impl",
     "check_blocks_raise",
     "check_gradient_presence_raise",
+    "check_metadata_names",
     "check_same_gradients_impl",
     "check_same_gradients_raise",
     "check_same_keys_impl",
@@ -114,6 +115,17 @@ def parse_check(check: Sequence[str] | str) -> list[str]:
 
 
 _METADATA = ("samples", "components", "properties")
+
+
+def check_metadata_names(check: Sequence[str] | str) -> None:
+    """Raise metatensor's ``ValueError`` unless ``check`` names gradient metadata
+    (``"all"`` or some of ``samples``, ``components``, ``properties``)."""
+    for metadata in parse_check(check):
+        if metadata not in _METADATA:
+            raise ValueError(
+                f"{metadata} is not a valid property to check, "
+                "choose from 'samples', 'properties' and 'components'"
+            )
 
 
 def _metadata_difference(a: TensorBlock, b: TensorBlock, metadata: str) -> str:
