@@ -372,12 +372,11 @@ def grouped(
     (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
         blocks = build()
-        finished = groups.finish([array for block in blocks for array in block._raw_arrays()])
-        views, start = [], 0
+        arrays: list[Any] = []
         for block in blocks:
-            count = block._array_count()
-            views.append(block._with_arrays(finished[start : start + count], view=True))
-            start += count
+            block._collect_arrays(arrays)
+        finished = iter(groups.finish(arrays))
+        views = [block._rebuilt(finished, view=True) for block in blocks]
         return TensorMap._trusted(keys, views, info)
 
 
