@@ -9,6 +9,7 @@ loaded whole, and gradients follow the same path as their values.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import NamedTuple
 
 import dask.array as da
@@ -259,14 +260,16 @@ def _grouped_block(
     ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
     samples, grouping = shared.groups(block.samples)
     values = block.values
-    shape = (len(samples), *single_chunk_shape(values)[1:])
+    values_shape = single_chunk_shape(values)
+    values_bytes = math.prod(values_shape) * values.dtype.itemsize
     result = groups.record(
         f"{reduction}-over-samples",
         _reduced_values,
         [values],
         (grouping, reduction),
-        shape,
+        (len(samples), *values_shape[1:]),
         reduction_dtype(values.dtype, reduction),
+        values_bytes,
     )
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -274,18 +277,27 @@ def _grouped_block(
             gradients[parameter] = gradient
             continue
         merged = shared.merged(gradient, block.samples)
+        gradient_values = gradient.values
+        gradient_shape = single_chunk_shape(gradient_values)
         new = groups.record(
             f"{reduction}-over-samples-gradient",
             _reduced_gradient,
-            [values, gradient.values],
+            [values, gradient_values],
             (grouping, merged.rows, reduction),
-            (len(merged.samples), *single_chunk_shape(gradient.values)[1:]),
-            reduction_dtype(gradient.values.dtype, reduction),
+            (len(merged.samples), *gradient_shape[1:]),
+            reduction_dtype(gradient_values.dtype, reduction),
+            values_bytes + math.prod(gradient_shape) * gradient_values.dtype.itemsize,
         )
+        # made for its place: the block below takes it as it is (no copy)
         gradients[parameter] = TensorBlock._trusted(
-            new, merged.samples, gradient.components, block.properties, row_pointer=merged.pointer
+            new,
+            merged.samples,
+            gradient._components,
+            block.properties,
+            row_pointer=merged.pointer,
+            path=(parameter,),
         )
-    return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(result, samples, block._components, block.properties, gradients)
 
 
 def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:
