@@ -64,6 +64,7 @@ class Encoder:
     def __init__(self) -> None:
         # by id: the Labels are kept alive here, so that no id is reused
         self._labels: dict[int, tuple[Labels, bytes]] = {}
+        self._parameters: set[str] = set()  # gradient names already checked
 
     def labels(self, labels: Labels) -> bytes:
         known = self._labels.get(id(labels))
@@ -91,15 +92,19 @@ class Encoder:
             Entry(prefix + "values.npy", [_npy.header_bytes(descr, shape), values]),
             Entry(prefix + "samples.npy", [self.labels(block.samples)]),
         ]
-        for j, component in enumerate(block.components):
+        for j, component in enumerate(block._components):
             entries.append(Entry(f"{prefix}components/{j}.npy", [self.labels(component)]))
         if not gradient:
             entries.append(Entry(prefix + "properties.npy", [self.labels(block.properties)]))
-        for parameter in sorted(block.gradients_list()):
-            # the name becomes a folder of the archive: refused before anything is written
-            check_path_component(parameter, "gradient name")
+        gradients = block._gradients
+        for parameter in sorted(gradients):
+            if parameter not in self._parameters:
+                # the name becomes a folder of the archive: refused before anything is
+                # written
+                check_path_component(parameter, "gradient name")
+                self._parameters.add(parameter)
             entries.extend(
-                self.block(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
+                self.block(f"{prefix}gradients/{parameter}/", gradients[parameter], True)
             )
         return entries
 
@@ -290,13 +295,22 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     records: list[tuple[str, int, int, int]] = []
     lazy: list[int] = []
     offset = 0
+    # the CRC-32 of a member's first piece, by id: Labels and headers shared by many
+    # members are one bytes object each (the entries keep them alive)
+    first_crcs: dict[int, int] = {}
     for entry in entries:
         name = entry.name
         data = _in_memory(entry.pieces)
         if data is not None:
             # the common case for a map of tiny blocks: the whole member at once
             crc = size = 0
-            for piece in data:
+            rest = data
+            if data and data[0] is entry.pieces[0]:  # not a copy made for this member
+                known = first_crcs.get(id(data[0]))
+                if known is None:
+                    known = first_crcs[id(data[0])] = zlib.crc32(data[0])
+                crc, size, rest = known, len(data[0]), data[1:]
+            for piece in rest:
                 crc = zlib.crc32(piece, crc)
                 size += len(piece)
             header = _zip.local_header(name, crc, size)
