@@ -27,10 +27,47 @@ from .._gc import without_collector
 from ._grouping import GROUP_BYTES, hash_arguments
 from ._manipulation_utils import as_dask
 
-__all__ = ["compare_pairs"]
+__all__ = ["array_equal", "compare_pairs"]
 
 # a chunk as an argument of a comparison task: (data or reference, item of it or None)
 _Source = tuple[Any, int | None]
+
+
+def array_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are equal everywhere (NaN differs from itself)."""
+    return bool(np.all(a == b))
+
+
+# the element-wise test of each comparison whose answer is "everywhere": a group of
+# same-typed pairs is then tested in one call on all their elements (one numpy call
+# per pair of tiny arrays cost more than the comparisons)
+_ELEMENTWISE: dict[Callable, Callable] = {array_equal: np.equal, np.allclose: np.isclose}
+
+
+def _together(elementwise: Callable, kwargs: dict, arrays: list[Any]) -> list[bool] | None:
+    """For each pair of consecutive ``arrays``, whether ``elementwise`` holds
+    everywhere, from one call on all their elements; None unless every array is a
+    numeric numpy array of one dtype and the arrays of each pair have one shape."""
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    if dtype is None or dtype.kind not in "biufc":
+        return None
+    for i in range(0, len(arrays), 2):
+        a, b = arrays[i], arrays[i + 1]
+        if (
+            type(a) is not np.ndarray
+            or type(b) is not np.ndarray
+            or a.dtype != dtype
+            or b.dtype != dtype
+            or a.shape != b.shape
+        ):
+            return None
+    firsts = np.concatenate([a.reshape(-1) for a in arrays[0::2]])
+    seconds = np.concatenate([b.reshape(-1) for b in arrays[1::2]])
+    failed = np.cumsum(~elementwise(firsts, seconds, **kwargs), dtype=np.int64)
+    ends = np.cumsum([a.size for a in arrays[0::2]], dtype=np.int64)
+    before = np.concatenate([[0], failed])
+    starts = np.concatenate([[0], ends[:-1]])
+    return (before[ends] == before[starts]).tolist()
 
 
 @without_collector
@@ -42,6 +79,11 @@ def _compare_group(
     arrays = [
         chunk if pick is None else chunk[pick] for chunk, pick in zip(chunks, picks, strict=True)
     ]
+    elementwise = _ELEMENTWISE.get(func)
+    if elementwise is not None and len(arrays) > 2:
+        together = _together(elementwise, kwargs, arrays)
+        if together is not None:
+            return together
     return [bool(func(arrays[i], arrays[i + 1], **kwargs)) for i in range(0, len(arrays), 2)]
 
 

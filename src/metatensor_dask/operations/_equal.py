@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .._gc import without_collector
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._compare import compare_pairs
+from ._compare import array_equal, compare_pairs
 from ._utils import (
     blocks_by_key,
     check_block,
@@ -23,10 +21,6 @@ from ._utils import (
 )
 
 __all__ = ["equal", "equal_block", "equal_block_raise", "equal_raise"]
-
-
-def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a == b))
 
 
 def _same_metadata(a: TensorBlock, b: TensorBlock) -> bool:
@@ -130,7 +124,7 @@ def compare_tensors_impl(
 def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
     check_block(block_1, "block_1")
     check_block(block_2, "block_2")
-    return compare_blocks_impl([(block_1, block_2)], _array_equal, {}, "equal", "equal")[0]
+    return compare_blocks_impl([(block_1, block_2)], array_equal, {}, "equal", "equal")[0]
 
 
 def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
@@ -149,7 +143,7 @@ def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
     bool
         ``True`` when they are equal.
     """
-    return not compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal")
+    return not compare_tensors_impl(tensor_1, tensor_2, array_equal, {}, "equal", "equal")
 
 
 def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
@@ -161,7 +155,7 @@ def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
         Naming the first difference, e.g. ``blocks for key (a=0) are different: values
         are not equal``.
     """
-    raise_not_equal(compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal"))
+    raise_not_equal(compare_tensors_impl(tensor_1, tensor_2, array_equal, {}, "equal", "equal"))
 
 
 def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:
