@@ -291,9 +291,10 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     bytes join those of its neighbours in one write; the members with dask pieces get
     their local header once those are computed."""
     gathered = _Gathered(fd)
-    segments: list[list[Any]] = []
+    # the segments of the members with dask pieces, by their position in ``records``
+    # (none kept for the members written at once: most of a map of tiny blocks)
+    segments: dict[int, list[Any]] = {}
     records: list[tuple[str, int, int, int]] = []
-    lazy: list[int] = []
     offset = 0
     # the CRC-32 of a member's first piece, by id: Labels and headers shared by many
     # members are one bytes object each (the entries keep them alive)
@@ -315,7 +316,6 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
                 size += len(piece)
             header = _zip.local_header(name, crc, size)
             gathered.add_pieces(offset, len(header) + size, [header, *data])
-            segments.append([(crc, size)])
             records.append((name, crc, size, offset))
             offset += len(header) + size
             continue
@@ -327,14 +327,13 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             gathered.add(offset, _zip.local_header(name, crc, size))
         else:
             crc = 0
-            lazy.append(len(records))
-        segments.append(pieces)
+            segments[len(records)] = pieces
         records.append((name, crc, size, offset))
         offset = data_start + size
     os.ftruncate(fd, offset)
-    if lazy:
-        _write_lazy([segments[i] for i in lazy], path)
-        for i in lazy:
+    if segments:
+        _write_lazy(list(segments.values()), path)
+        for i in segments:
             name, _, size, start = records[i]
             crc = 0
             for piece_crc, length in segments[i]:
