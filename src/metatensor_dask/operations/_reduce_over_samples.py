@@ -114,6 +114,8 @@ class _Segments:
             targets = targets[self.order]
         self.starts = np.flatnonzero(np.diff(targets, prepend=-1))
         self.into = targets[self.starts]
+        # every output row has rows (the common case): the sums are the output
+        self.complete = len(self.into) == size
 
     def __repr__(self) -> str:
         # what names the grouped tasks (see `hash_arguments`)
@@ -121,10 +123,14 @@ class _Segments:
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
         """The sums of ``rows`` into the output rows."""
+        if not len(self.starts):
+            return np.zeros((self.size, *rows.shape[1:]), rows.dtype)
+        ordered = rows if self.order is None else rows[self.order]
+        sums = np.add.reduceat(ordered, self.starts, axis=0)
+        if self.complete:
+            return sums if sums.dtype == rows.dtype else sums.astype(rows.dtype)
         result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
-        if len(self.starts):
-            ordered = rows if self.order is None else rows[self.order]
-            result[self.into] = np.add.reduceat(ordered, self.starts, axis=0)
+        result[self.into] = sums
         return result
 
 
@@ -180,10 +186,12 @@ def _reduced_gradient(
     reduction: str,
 ) -> np.ndarray:
     """The reduction of a whole gradient at once."""
+    if reduction == "sum":
+        return merged.segments.sum(gradient)
     merged_counts = grouping.counts[merged.merged_group]
-    if reduction in ("sum", "mean"):
+    if reduction == "mean":
         summed = merged.segments.sum(gradient)
-        return summed if reduction == "sum" else summed / _as_rows(merged_counts, summed)
+        return summed / _as_rows(merged_counts, summed)
     column = merged.column
     mean = _reduced_values(values, grouping, "mean")
     rows = _centered_gradient(gradient, values[column], mean, grouping.group[column])
