@@ -296,22 +296,13 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     segments: dict[int, list[Any]] = {}
     records: list[tuple[str, int, int, int]] = []
     offset = 0
-    # the CRC-32 of a member's first piece, by id: Labels and headers shared by many
-    # members are one bytes object each (the entries keep them alive)
-    first_crcs: dict[int, int] = {}
     for entry in entries:
         name = entry.name
         data = _in_memory(entry.pieces)
         if data is not None:
             # the common case for a map of tiny blocks: the whole member at once
             crc = size = 0
-            rest = data
-            if data and data[0] is entry.pieces[0]:  # not a copy made for this member
-                known = first_crcs.get(id(data[0]))
-                if known is None:
-                    known = first_crcs[id(data[0])] = zlib.crc32(data[0])
-                crc, size, rest = known, len(data[0]), data[1:]
-            for piece in rest:
+            for piece in data:
                 crc = zlib.crc32(piece, crc)
                 size += len(piece)
             header = _zip.local_header(name, crc, size)
