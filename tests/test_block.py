@@ -553,3 +553,40 @@ def test_row_pointer_of_a_stored_block_is_read_only(tmp_path):
     pointer = mtd.open_zarr(tmp_path / "t.zarr").block(0).gradient("positions").row_pointer
     np.testing.assert_array_equal(pointer, [0, 1, 1, 3])
     assert not pointer.flags.writeable
+
+
+def test_blocks_and_maps_hold_no_instance_dictionary():
+    # a map of many blocks holds two blocks per block (values and gradient): their
+    # attributes are slots, not a dictionary each; copies and pickles keep working
+    import pickle
+
+    tensor = _one_block_map()
+    block = tensor.block(0)
+    for container in (tensor, block, block.gradient("positions")):
+        assert not hasattr(container, "__dict__")
+    again = pickle.loads(pickle.dumps(tensor))
+    assert mtd.equal(again, tensor)
+    copied = block.copy()
+    copied.add_gradient("other", block.gradient("positions").copy())
+    assert copied.gradients_list() == ["positions", "other"]
+    with pytest.raises(AttributeError):
+        block.anything = 1
+
+
+def _one_block_map():
+    block = mtd.TensorBlock(
+        np.arange(12.0).reshape(2, 2, 3),
+        mtd.Labels.range("s", 2),
+        [mtd.Labels.range("c", 2)],
+        mtd.Labels.range("p", 3),
+    )
+    block.add_gradient(
+        "positions",
+        mtd.TensorBlock(
+            np.ones((2, 2, 3)),
+            mtd.Labels(["sample"], np.array([[0], [1]], dtype=np.int32)),
+            [mtd.Labels.range("c", 2)],
+            mtd.Labels.range("p", 3),
+        ),
+    )
+    return mtd.TensorMap(mtd.Labels.range("k", 1), [block])

@@ -144,7 +144,10 @@ class ArrayContainer(DaskMethodsMixin):
     calls :meth:`_forget`.
     """
 
-    _derived: dict[str, Any] | None = None
+    # no instance dictionary: maps of many blocks hold two containers per block (a
+    # block and its gradient), each a few attributes
+    __slots__ = ("_derived",)
+    _derived: dict[str, Any] | None
 
     def _raw_arrays(self) -> list[Any]:
         raise NotImplementedError
@@ -155,13 +158,14 @@ class ArrayContainer(DaskMethodsMixin):
 
     def _once(self, name: str, make: Any) -> Any:
         """``make()``, made once per container (see :meth:`_forget`)."""
-        if self._derived is None:
-            self._derived = {}
-        if name not in self._derived:
+        derived = getattr(self, "_derived", None)
+        if derived is None:
+            derived = self._derived = {}
+        if name not in derived:
             # a walk over every block of a map, making objects for each
             with collector_paused():
-                self._derived[name] = make()
-        return self._derived[name]
+                derived[name] = make()
+        return derived[name]
 
     def _requested(self) -> tuple[list[Any], list[Any]]:
         """:func:`_request` of the arrays, made once."""
@@ -231,9 +235,7 @@ class ArrayContainer(DaskMethodsMixin):
         # by item, which costs seconds on the metadata of 10,000 blocks
         hasher = hashlib.blake2b(digest_size=16)
         self._feed_metadata(hasher)
-        for array in self._raw_arrays():
-            hasher.update(_array_token(array).encode())
-            hasher.update(b"\0")
+        hasher.update("\0".join(map(_array_token, self._raw_arrays())).encode())
         return hasher.hexdigest()
 
     @staticmethod

@@ -69,6 +69,17 @@ class TensorBlock(ArrayContainer):
     gradient rows without reading sample labels.
     """
 
+    __slots__ = (
+        "_components",
+        "_gradient_path",
+        "_gradients",
+        "_is_view",
+        "_properties",
+        "_row_pointer",
+        "_samples",
+        "_values",
+    )
+
     def __init__(
         self,
         values: Any,
@@ -392,26 +403,29 @@ class TensorBlock(ArrayContainer):
     # -- dask collection ---------------------------------------------------------------
 
     def _raw_arrays(self) -> list[Any]:
-        arrays = [self._values]
-        for gradient in self._gradients.values():
-            arrays.extend(gradient._raw_arrays())
+        arrays: list[Any] = []
+        self._collect_arrays(arrays)
         return arrays
 
-    def _array_count(self) -> int:
-        return 1 + sum(g._array_count() for g in self._gradients.values())
+    def _collect_arrays(self, arrays: list[Any]) -> None:
+        """Append the values, then each gradient's arrays, to ``arrays``."""
+        arrays.append(self._values)
+        for gradient in self._gradients.values():
+            gradient._collect_arrays(arrays)
 
     def _with_arrays(self, arrays: list[Any], view: bool | None = None) -> TensorBlock:
         """This block holding ``arrays`` (those of :meth:`_raw_arrays`, in order); a view
         (inside a map) when ``view``, as this block when None."""
+        return self._rebuilt(iter(arrays), view)
+
+    def _rebuilt(self, arrays: Iterator[Any], view: bool | None = None) -> TensorBlock:
+        """As :meth:`_with_arrays`, taking this block's arrays from ``arrays`` (one
+        iterator over the arrays of many blocks: no count nor slice per block)."""
         block = TensorBlock.__new__(TensorBlock)
-        gradients = {}
-        start = 1
-        for parameter, gradient in self._gradients.items():
-            count = gradient._array_count()
-            gradients[parameter] = gradient._with_arrays(arrays[start : start + count])
-            start += count
+        values = next(arrays)
+        gradients = {p: g._rebuilt(arrays) for p, g in self._gradients.items()}
         block._init(
-            arrays[0],
+            values,
             self._samples,
             self._components,
             self._properties,
@@ -423,15 +437,17 @@ class TensorBlock(ArrayContainer):
         return block
 
     def _feed_metadata(self, hasher: Any) -> None:
-        hasher.update(repr(self._samples._token()).encode())
-        hasher.update(f"|{len(self._components)}|".encode())
-        for component in self._components:
-            hasher.update(component.digest().encode())
-        hasher.update(self._properties.digest().encode())
-        hasher.update(f"|{len(self._gradients)}|".encode())
+        hasher.update(self._metadata_text().encode())
+
+    def _metadata_text(self) -> str:
+        """The metadata of this block and its gradients as one string (one update of a
+        hasher per block, not one per Labels)."""
+        parts = [repr(self._samples._token()), str(len(self._components))]
+        parts += [component.digest() for component in self._components]
+        parts += [self._properties.digest(), str(len(self._gradients))]
         for parameter, gradient in self._gradients.items():
-            hasher.update(f"{parameter!r}".encode())
-            gradient._feed_metadata(hasher)
+            parts += [repr(parameter), gradient._metadata_text()]
+        return "|".join(parts)
 
     # -- text and comparisons ----------------------------------------------------------
 

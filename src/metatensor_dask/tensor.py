@@ -93,6 +93,8 @@ class TensorMap(ArrayContainer):
         views of them.
     """
 
+    __slots__ = ("_blocks", "_info", "_keys")
+
     def __init__(self, keys: Labels, blocks: Sequence[TensorBlock]):
         if not isinstance(keys, Labels):
             raise TypeError(f"`keys` must be metatensor Labels, not {type(keys)}")
@@ -351,15 +353,18 @@ class TensorMap(ArrayContainer):
     # -- dask collection --------------------------------------------------------------
 
     def _raw_arrays(self) -> list[Any]:
-        arrays = self._once("arrays", lambda: [a for b in self._blocks for a in b._raw_arrays()])
+        arrays = self._once("arrays", self._collected_arrays)
         return list(arrays)
 
-    def _with_arrays(self, arrays: list[Any]) -> TensorMap:
-        blocks, start = [], 0
+    def _collected_arrays(self) -> list[Any]:
+        arrays: list[Any] = []
         for block in self._blocks:
-            count = block._array_count()
-            blocks.append(block._with_arrays(arrays[start : start + count]))
-            start += count
+            block._collect_arrays(arrays)
+        return arrays
+
+    def _with_arrays(self, arrays: list[Any]) -> TensorMap:
+        taken = iter(arrays)
+        blocks = [block._rebuilt(taken) for block in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 
     def _feed_metadata(self, hasher: Any) -> None:

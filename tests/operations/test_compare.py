@@ -101,3 +101,52 @@ def test_grouped_item_against_its_own_array():
     alone = mtd.TensorMap(product.keys, blocks)
     assert mtd.equal(mtd.remove_gradients(product), alone)
     np.testing.assert_array_equal(arrays[2].compute(), product.block(2).values.compute())
+
+
+def _pairs(rng, dtypes, shapes):
+    """Pairs of arrays, the second a copy with a few changes (NaN, inf, small and large
+    differences) in some pairs."""
+    pairs = []
+    for i, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
+        a = (rng.normal(size=shape) * 10).astype(dtype)
+        b = a.copy()
+        if b.size and i % 3 == 1:
+            change = rng.choice([1e-14, 1e-6, 1.0, np.nan, np.inf])
+            if np.dtype(dtype).kind in "iu":
+                change = 1
+            b.reshape(-1)[rng.integers(b.size)] += change
+        if a.size and i % 5 == 2 and np.dtype(dtype).kind == "f":
+            a.reshape(-1)[0] = b.reshape(-1)[0] = np.nan
+        pairs.append((a, b))
+    # and one that differs whatever the tolerances
+    a = np.arange(4, dtype=dtypes[0])
+    pairs.append((a, a + 100))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("mixed", [False, True])
+@pytest.mark.parametrize(
+    ("func", "kwargs"),
+    [
+        (_compare.array_equal, {}),
+        (np.allclose, {"rtol": 1e-13, "atol": 1e-12, "equal_nan": False}),
+        (np.allclose, {"rtol": 0.0, "atol": 1e-5, "equal_nan": True}),
+    ],
+)
+def test_group_of_comparisons_gives_each_pairs_answer(seed, mixed, func, kwargs):
+    # a group's pairs are compared together when they share a dtype (one call on all
+    # their elements), one by one otherwise: both give each pair's own answer
+    rng = np.random.default_rng(seed)
+    n = 12
+    dtypes = [rng.choice(["float32", "float64", "int64"]) for _ in range(n)] if mixed else None
+    dtypes = dtypes or ["float64"] * n
+    shapes = [tuple(rng.integers(0, 4, size=rng.integers(1, 4))) for _ in range(n)]
+    pairs = _pairs(rng, dtypes, shapes)
+    expected = [bool(func(a, b, **kwargs)) for a, b in pairs]
+    assert not all(expected)
+    chunks = [array for pair in pairs for array in pair]
+    got = _compare._compare_group(func, kwargs, (None,) * len(chunks), *chunks)
+    assert got == expected
+    if not mixed:
+        assert _compare._together(_compare._ELEMENTWISE[func], kwargs, chunks) == expected

@@ -14,7 +14,11 @@ from oracle2 import (
 )
 
 import metatensor_dask as mtd
-from metatensor_dask.testing import strategies
+from metatensor_dask.testing import (
+    assert_equal_to_metatensor,
+    raise_if_dask_computes,
+    strategies,
+)
 
 
 def _pieces(ours, theirs, axis):
@@ -197,3 +201,62 @@ def test_errors_like_metatensor():
     ]
     for mine, other in cases:
         assert_same_error(mine, other)
+
+
+def _shared_labels_map(n_blocks: int, system: int, seed: int) -> metatensor.TensorMap:
+    """Tiny blocks cycling through three kinds of samples (3, 0 and 2 samples), each
+    kind one Labels object shared by its blocks, as metatensor shares them."""
+    rng = np.random.default_rng(seed)
+    kinds = []
+    for n in (3, 0, 2):
+        entries = np.stack([np.full(n, system), np.arange(n)], axis=1).astype(np.int32)
+        rows = np.stack([np.repeat(np.arange(n), 2), np.tile(np.arange(2), n)], axis=1)
+        kinds.append(
+            (
+                metatensor.Labels(["system", "atom"], entries),
+                metatensor.Labels(["sample", "neighbor"], rows.astype(np.int32)),
+            )
+        )
+    components = [metatensor.Labels.range("c", 2)]
+    properties = metatensor.Labels.range("p", 3)
+    blocks = []
+    for i in range(n_blocks):
+        samples, gradient_samples = kinds[i % 3]
+        block = metatensor.TensorBlock(
+            rng.random((len(samples), 2, 3)), samples, components, properties
+        )
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.random((len(gradient_samples), 3, 2, 3)),
+                gradient_samples,
+                [metatensor.Labels.range("xyz", 3), *components],
+                properties,
+            ),
+        )
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("k", n_blocks), blocks)
+
+
+@pytest.mark.parametrize("add_dimension", [None, "tensor"])
+def test_many_blocks_sharing_labels(add_dimension):
+    # the output blocks of inputs holding the same Labels share their joined Labels
+    # (made once per kind), and every block equals metatensor's, values and gradients
+    first, second = _shared_labels_map(30, 0, 1), _shared_labels_map(30, 1, 2)
+    ours = [mtd.from_metatensor(first), mtd.from_metatensor(second)]
+    with raise_if_dask_computes():
+        result = mtd.join(ours, "samples", add_dimension=add_dimension)
+    expected = metatensor.join([first, second], "samples", add_dimension=add_dimension)
+    assert_equal_to_metatensor(result, expected)
+    blocks = result.blocks()
+    for i, block in enumerate(blocks):
+        same_kind = blocks[i % 3]
+        assert block.samples is same_kind.samples
+        gradient = block.gradient("positions")
+        assert gradient.samples is same_kind.gradient("positions").samples
+        np.testing.assert_array_equal(
+            gradient.row_pointer,
+            np.searchsorted(gradient.samples.column("sample"), np.arange(len(block.samples) + 1)),
+        )
+    assert blocks[0].samples is not blocks[1].samples
+    assert blocks[0].samples is not blocks[2].samples

@@ -64,6 +64,7 @@ class Encoder:
     def __init__(self) -> None:
         # by id: the Labels are kept alive here, so that no id is reused
         self._labels: dict[int, tuple[Labels, bytes]] = {}
+        self._parameters: set[str] = set()  # gradient names already checked
 
     def labels(self, labels: Labels) -> bytes:
         known = self._labels.get(id(labels))
@@ -91,15 +92,19 @@ class Encoder:
             Entry(prefix + "values.npy", [_npy.header_bytes(descr, shape), values]),
             Entry(prefix + "samples.npy", [self.labels(block.samples)]),
         ]
-        for j, component in enumerate(block.components):
+        for j, component in enumerate(block._components):
             entries.append(Entry(f"{prefix}components/{j}.npy", [self.labels(component)]))
         if not gradient:
             entries.append(Entry(prefix + "properties.npy", [self.labels(block.properties)]))
-        for parameter in sorted(block.gradients_list()):
-            # the name becomes a folder of the archive: refused before anything is written
-            check_path_component(parameter, "gradient name")
+        gradients = block._gradients
+        for parameter in sorted(gradients):
+            if parameter not in self._parameters:
+                # the name becomes a folder of the archive: refused before anything is
+                # written
+                check_path_component(parameter, "gradient name")
+                self._parameters.add(parameter)
             entries.extend(
-                self.block(f"{prefix}gradients/{parameter}/", block.gradient(parameter), True)
+                self.block(f"{prefix}gradients/{parameter}/", gradients[parameter], True)
             )
         return entries
 
@@ -286,9 +291,10 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     bytes join those of its neighbours in one write; the members with dask pieces get
     their local header once those are computed."""
     gathered = _Gathered(fd)
-    segments: list[list[Any]] = []
+    # the segments of the members with dask pieces, by their position in ``records``
+    # (none kept for the members written at once: most of a map of tiny blocks)
+    segments: dict[int, list[Any]] = {}
     records: list[tuple[str, int, int, int]] = []
-    lazy: list[int] = []
     offset = 0
     for entry in entries:
         name = entry.name
@@ -301,7 +307,6 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
                 size += len(piece)
             header = _zip.local_header(name, crc, size)
             gathered.add_pieces(offset, len(header) + size, [header, *data])
-            segments.append([(crc, size)])
             records.append((name, crc, size, offset))
             offset += len(header) + size
             continue
@@ -313,14 +318,13 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             gathered.add(offset, _zip.local_header(name, crc, size))
         else:
             crc = 0
-            lazy.append(len(records))
-        segments.append(pieces)
+            segments[len(records)] = pieces
         records.append((name, crc, size, offset))
         offset = data_start + size
     os.ftruncate(fd, offset)
-    if lazy:
-        _write_lazy([segments[i] for i in lazy], path)
-        for i in lazy:
+    if segments:
+        _write_lazy(list(segments.values()), path)
+        for i in segments:
             name, _, size, start = records[i]
             crc = 0
             for piece_crc, length in segments[i]:

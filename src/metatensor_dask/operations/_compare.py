@@ -27,10 +27,47 @@ from .._gc import without_collector
 from ._grouping import GROUP_BYTES, hash_arguments
 from ._manipulation_utils import as_dask
 
-__all__ = ["compare_pairs"]
+__all__ = ["array_equal", "compare_pairs"]
 
 # a chunk as an argument of a comparison task: (data or reference, item of it or None)
 _Source = tuple[Any, int | None]
+
+
+def array_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are equal everywhere (NaN differs from itself)."""
+    return bool(np.all(a == b))
+
+
+# the element-wise test of each comparison whose answer is "everywhere": a group of
+# same-typed pairs is then tested in one call on all their elements (one numpy call
+# per pair of tiny arrays cost more than the comparisons)
+_ELEMENTWISE: dict[Callable, Callable] = {array_equal: np.equal, np.allclose: np.isclose}
+
+
+def _together(elementwise: Callable, kwargs: dict, arrays: list[Any]) -> list[bool] | None:
+    """For each pair of consecutive ``arrays``, whether ``elementwise`` holds
+    everywhere, from one call on all their elements; None unless every array is a
+    numeric numpy array of one dtype and the arrays of each pair have one shape."""
+    dtype = arrays[0].dtype if isinstance(arrays[0], np.ndarray) else None
+    if dtype is None or dtype.kind not in "biufc":
+        return None
+    for i in range(0, len(arrays), 2):
+        a, b = arrays[i], arrays[i + 1]
+        if (
+            type(a) is not np.ndarray
+            or type(b) is not np.ndarray
+            or a.dtype != dtype
+            or b.dtype != dtype
+            or a.shape != b.shape
+        ):
+            return None
+    firsts = np.concatenate([a.reshape(-1) for a in arrays[0::2]])
+    seconds = np.concatenate([b.reshape(-1) for b in arrays[1::2]])
+    failed = np.cumsum(~elementwise(firsts, seconds, **kwargs), dtype=np.int64)
+    ends = np.cumsum([a.size for a in arrays[0::2]], dtype=np.int64)
+    before = np.concatenate([[0], failed])
+    starts = np.concatenate([[0], ends[:-1]])
+    return (before[ends] == before[starts]).tolist()
 
 
 @without_collector
@@ -42,6 +79,11 @@ def _compare_group(
     arrays = [
         chunk if pick is None else chunk[pick] for chunk, pick in zip(chunks, picks, strict=True)
     ]
+    elementwise = _ELEMENTWISE.get(func)
+    if elementwise is not None and len(arrays) > 2:
+        together = _together(elementwise, kwargs, arrays)
+        if together is not None:
+            return together
     return [bool(func(arrays[i], arrays[i + 1], **kwargs)) for i in range(0, len(arrays), 2)]
 
 
@@ -57,7 +99,8 @@ class _Plan:
         self.group_bytes = 0
         self.tasks: dict[Any, Any] = {}
         self.arrays: list[da.Array] = []
-        self.hasher = hashlib.blake2b(digest_size=12)
+        # what names the comparisons, hashed at once in :meth:`compute`
+        self.names: list[bytes] = []
 
     def add(self, a: _Source, b: _Source, nbytes: int) -> None:
         if self.groups[-1] and self.group_bytes + nbytes > GROUP_BYTES:
@@ -66,25 +109,39 @@ class _Plan:
         self.groups[-1].append((a, b))
         self.group_bytes += nbytes
 
-    def source(self, array: Any) -> _Source:
-        """``array`` (one chunk) as an argument of a task; its graph is recorded."""
+    def single(self, array: Any) -> tuple[_Source, int] | None:
+        """``array`` as an argument of a task and its bytes when it is one chunk (its
+        graph recorded), else None. One look at each array: a map of many tiny blocks
+        pays this for every values and gradient array."""
         if isinstance(array, GroupItem):
-            self.hasher.update(f"{array.group_key}/{array.position}".encode())
+            self.names.append(f"{array.group_key}/{array.position}".encode())
             if array.group_key not in self.tasks:
                 self.tasks.update(_graph.layer_tasks(array.layer))
-            return _graph.ref(array.group_key), array.position
+            nbytes = math.prod(array.shape) * array.dtype.itemsize
+            return (_graph.ref(array.group_key), array.position), nbytes
         if isinstance(array, da.Array):
-            self.hasher.update(array.name.encode())
+            held = _graph.held_chunk(array)
+            if held is not None:  # the chunk itself is the argument, no task needed
+                self.names.append(array.name.encode())
+                return (held, None), held.nbytes
+            # math.prod: numpy's reduction costs microseconds per call
+            nbytes = array.dtype.itemsize
+            for axis in array.chunks:
+                if len(axis) != 1:
+                    return None
+                nbytes *= axis[0]
+            self.names.append(array.name.encode())
             self.arrays.append(array)
-            return _graph.chunk_ref(array, *((0,) * array.ndim)), None
-        self.hasher.update(np.ascontiguousarray(array).tobytes())
-        return array, None
+            return (_graph.chunk_ref(array, *((0,) * array.ndim)), None), nbytes
+        data = np.ascontiguousarray(array).tobytes()
+        self.names.append(hashlib.blake2b(data, digest_size=16).hexdigest().encode())
+        return (array, None), array.nbytes
 
     def chunked(self, a: da.Array, b: da.Array) -> None:
         """Chunk by chunk, ``b`` aligned on the chunks of ``a``."""
         if b.chunks != a.chunks:
             b = b.rechunk(a.chunks)
-        self.hasher.update(f"{a.name}|{b.name}".encode())
+        self.names.append(f"{a.name}|{b.name}".encode())
         self.arrays += [a, b]
         itemsize = a.dtype.itemsize + b.dtype.itemsize
         for index in np.ndindex(*a.numblocks):
@@ -96,8 +153,9 @@ class _Plan:
 
     def compute(self, func: Callable, kwargs: dict) -> list[bool]:
         """The result of each comparison, in the order they were added."""
-        hash_arguments(self.hasher, [func, repr(sorted(kwargs.items()))])
-        name = f"compare-{self.hasher.hexdigest()}"
+        hasher = hashlib.blake2b(b"\0".join(self.names), digest_size=12)
+        hash_arguments(hasher, [func, repr(sorted(kwargs.items()))])
+        name = f"compare-{hasher.hexdigest()}"
         tasks = _graph.flat_tasks(self.arrays)
         tasks.update(self.tasks)
         refs = []
@@ -112,17 +170,6 @@ class _Plan:
         # one flat graph: culling a graph of one layer per array is quadratic in them
         (computed,) = dask.compute(_graph.flat_delayed(name, tasks, []))
         return computed
-
-
-def _single_chunk(array: Any) -> bool:
-    if isinstance(array, da.Array):
-        return all(len(axis) == 1 for axis in array.chunks)
-    return True  # numpy arrays and group items
-
-
-def _nbytes(array: Any) -> int:
-    # math.prod: numpy's reduction costs microseconds per call, paid per array
-    return math.prod(array.shape) * array.dtype.itemsize
 
 
 def compare_pairs(
@@ -143,8 +190,9 @@ def compare_pairs(
         if not isinstance(a, (da.Array, GroupItem)) and not isinstance(b, (da.Array, GroupItem)):
             results.append(bool(func(a, b, **kwargs)))
             continue
-        if _single_chunk(a) and _single_chunk(b):
-            plan.add(plan.source(a), plan.source(b), _nbytes(a) + _nbytes(b))
+        single_a, single_b = plan.single(a), plan.single(b)
+        if single_a is not None and single_b is not None:
+            plan.add(single_a[0], single_b[0], single_a[1] + single_b[1])
             count = 1
         else:
             x, y = as_dask(materialized(a)), as_dask(materialized(b))

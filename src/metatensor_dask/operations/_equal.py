@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from .._gc import without_collector
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._compare import compare_pairs
+from ._compare import array_equal, compare_pairs
 from ._utils import (
     blocks_by_key,
     check_block,
     check_blocks_impl,
+    check_metadata_names,
     check_same_gradients_impl,
     check_same_keys_impl,
     check_tensor,
@@ -24,8 +23,24 @@ from ._utils import (
 __all__ = ["equal", "equal_block", "equal_block_raise", "equal_raise"]
 
 
-def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a == b))
+def _same_metadata(a: TensorBlock, b: TensorBlock) -> bool:
+    """Whether ``a`` and ``b`` have the same samples, components and properties, and
+    gradients with the same parameters and metadata: one pass over each block's
+    attributes, where no difference needs a message."""
+    if not (
+        a._samples == b._samples
+        and a._components == b._components
+        and a._properties == b._properties
+    ):
+        return False
+    gradients_a, gradients_b = a._gradients, b._gradients
+    if len(gradients_a) != len(gradients_b):
+        return False
+    for parameter, gradient_a in gradients_a.items():
+        gradient_b = gradients_b.get(parameter)
+        if gradient_b is None or not _same_metadata(gradient_a, gradient_b):
+            return False
+    return True
 
 
 @without_collector
@@ -40,23 +55,28 @@ def compare_blocks_impl(
     """metatensor's first difference for each pair of blocks ("" when they agree): the
     shapes, the values, the metadata, the gradient metadata, then gradient values.
     Every comparison of values is computed in a single ``dask.compute``."""
+    check_metadata_names(gradient_check)
     arrays: list[tuple[Any, Any]] = []
     plans: list[tuple[str, int | None, str, list[tuple[str, int]]]] = []
     for block_1, block_2 in pairs:
-        if block_1.shape != block_2.shape:
+        values_1, values_2 = block_1._values, block_2._values
+        if values_1.shape != values_2.shape:
             plans.append(("values shapes are different", None, "", []))
             continue
         values = len(arrays)
-        arrays.append((block_1._held_values(), block_2._held_values()))
-        message = check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
-            block_1, block_2, fname, gradient_check
-        )
+        arrays.append((values_1, values_2))
+        message = ""
+        if not _same_metadata(block_1, block_2):
+            # the first difference, in metatensor's order and words
+            message = check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
+                block_1, block_2, fname, gradient_check
+            )
         gradients = []
         if not message:
-            for parameter, gradient_1 in block_1.gradients():
+            gradients_2 = block_2._gradients
+            for parameter, gradient_1 in block_1._gradients.items():
                 gradients.append((parameter, len(arrays)))
-                gradient_2 = block_2.gradient(parameter)
-                arrays.append((gradient_1._held_values(), gradient_2._held_values()))
+                arrays.append((gradient_1._values, gradients_2[parameter]._values))
         plans.append(("", values, message, gradients))
     same = compare_pairs(compare, arrays, kwargs)
     messages = []
@@ -104,7 +124,7 @@ def compare_tensors_impl(
 def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
     check_block(block_1, "block_1")
     check_block(block_2, "block_2")
-    return compare_blocks_impl([(block_1, block_2)], _array_equal, {}, "equal", "equal")[0]
+    return compare_blocks_impl([(block_1, block_2)], array_equal, {}, "equal", "equal")[0]
 
 
 def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
@@ -123,7 +143,7 @@ def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
     bool
         ``True`` when they are equal.
     """
-    return not compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal")
+    return not compare_tensors_impl(tensor_1, tensor_2, array_equal, {}, "equal", "equal")
 
 
 def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
@@ -135,7 +155,7 @@ def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
         Naming the first difference, e.g. ``blocks for key (a=0) are different: values
         are not equal``.
     """
-    raise_not_equal(compare_tensors_impl(tensor_1, tensor_2, _array_equal, {}, "equal", "equal"))
+    raise_not_equal(compare_tensors_impl(tensor_1, tensor_2, array_equal, {}, "equal", "equal"))
 
 
 def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:

@@ -31,6 +31,7 @@ from .._gc import collector_paused, without_collector
 __all__ = [
     "TinyGroups",
     "active_groups",
+    "argument_bytes",
     "chunk_arguments",
     "grouped_tiny_blocks",
     "hash_arguments",
@@ -45,20 +46,25 @@ TINY_BYTES = 256 * 1024
 GROUP_BYTES = 8 * 1024 * 1024
 
 
+def argument_bytes(value: Any) -> bytes:
+    """What names a constant, index array or function in a task name (a function by
+    its qualified name, not its address; an object with a ``digest()`` method, such as
+    Labels, by its digest)."""
+    if isinstance(value, np.ndarray):
+        return value.tobytes()
+    digest = getattr(value, "digest", None)
+    if callable(digest):
+        return str(digest()).encode()
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{value.__module__}.{value.__qualname__}".encode()
+    return repr(value).encode()
+
+
 def hash_arguments(hasher: Any, arguments: Sequence[Any]) -> None:
     """Feed constants, index arrays and functions to ``hasher`` (for deterministic task
-    names: a function by its qualified name, not its address; an object with a
-    ``digest()`` method, such as Labels, by its digest)."""
+    names, see :func:`argument_bytes`)."""
     for value in arguments:
-        digest = getattr(value, "digest", None)
-        if isinstance(value, np.ndarray):
-            hasher.update(value.tobytes())
-        elif callable(digest):
-            hasher.update(str(digest()).encode())
-        elif callable(value) and hasattr(value, "__qualname__"):
-            hasher.update(f"{value.__module__}.{value.__qualname__}".encode())
-        else:
-            hasher.update(repr(value).encode())
+        hasher.update(argument_bytes(value))
 
 
 class _Pending:
@@ -74,6 +80,8 @@ class _Group:
     """Calls recorded for one task, as parallel lists (not a tuple per call: maps of
     many blocks keep fewer objects), and their inputs one after the other."""
 
+    __slots__ = ("bytes", "extras", "funcs", "inputs", "names", "prefixes", "starts")
+
     def __init__(self) -> None:
         self.prefixes: list[str] = []
         self.funcs: list[Callable] = []
@@ -81,7 +89,8 @@ class _Group:
         self.starts: list[int] = []
         self.inputs: list[da.Array] = []
         self.bytes = 0
-        self.hasher = hashlib.blake2b(digest_size=12)
+        # what names the group's task (functions, inputs, arguments), hashed at once
+        self.names: list[bytes] = []
 
 
 @without_collector
@@ -152,10 +161,10 @@ class TinyGroups:
         group.starts.append(len(group.inputs))
         group.inputs.extend(arrays)
         group.bytes += size
-        group.hasher.update(f"{func.__module__}.{func.__qualname__}".encode())
-        for array in arrays:
-            group.hasher.update(array.name.encode())
-        hash_arguments(group.hasher, extra)
+        names = group.names
+        names.append(f"{func.__module__}.{func.__qualname__}".encode())
+        names += [array.name.encode() for array in arrays]
+        names += [argument_bytes(value) for value in extra]
         return _Pending(len(self.groups) - 1, len(group.funcs) - 1, shape, np.dtype(dtype))
 
     def finish(self, arrays: list[Any]) -> list[Any]:
@@ -211,7 +220,8 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any], list[Any]]:
     """The group's key, one flat graph with its task and everything its inputs need
     (shared by all its items, so that merging their graphs stays linear), the calls of
     the task ``(func, picks, extra)`` and a reference to each input."""
-    group_key = f"tiny-blocks-{group.hasher.hexdigest()}"
+    hasher = hashlib.blake2b(b"\0".join(group.names), digest_size=12)
+    group_key = f"tiny-blocks-{hasher.hexdigest()}"
     layer = _graph.flat_tasks(group.inputs)
     refs = [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in group.inputs]
     # the arrays of items of an earlier group are read from that group's result

@@ -7,6 +7,7 @@ concatenated chunk by chunk with dask.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -106,43 +107,109 @@ def _stacked(prefix: str, arrays: list[Any], placement: Placement, shape: tuple[
     return assembled(prefix, arrays, placement, shape, dtype, 0.0)
 
 
-def _grouped_join_samples(blocks: list[TensorBlock], samples: Labels) -> TensorBlock:
+class _Shared:
+    """What the output blocks of one join share: the joined samples and gradient
+    samples of inputs holding the same Labels, and the placements of pieces of the same
+    lengths, made once (a map of many blocks whose blocks share their Labels then makes
+    a few Labels and placements, not some per block, and their digests once)."""
+
+    __slots__ = ("_made",)
+
+    def __init__(self) -> None:
+        self._made: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, made once for ``key`` (the ids in a key are those of Labels that
+        the input blocks hold for the whole join)."""
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = make()
+        return made
+
+
+def _placement(shared: _Shared, lengths: list[int]) -> Placement:
+    """The pieces of ``lengths`` rows one after the other."""
+
+    def make() -> Placement:
+        starts = np.cumsum([0, *lengths[:-1]])
+        return Placement([int(s) for s in starts], [0] * len(lengths))
+
+    return shared.get(("placement", *lengths), make)
+
+
+def _grouped_join_samples(
+    blocks: list[TensorBlock], samples: Labels, shared: _Shared
+) -> TensorBlock:
     """The blocks stacked along samples by one numpy call per array (tiny blocks)."""
     first = blocks[0]
-    starts = np.cumsum([0] + [len(block.samples) for block in blocks[:-1]])
-    placement = Placement([int(s) for s in starts], [0] * len(blocks))
+    placement = _placement(shared, [len(block._samples) for block in blocks])
     shape = (len(samples), *first.shape[1:])
     values = _stacked("join-samples", [block.values for block in blocks], placement, shape)
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        arrays = [block.gradient(parameter).values for block in blocks]
-        rows = np.cumsum([0] + [array.shape[0] for array in arrays])
-        placement = Placement([int(r) for r in rows[:-1]], [0] * len(blocks))
+        inputs = [block._gradients[parameter] for block in blocks]
+        arrays = [gradient.values for gradient in inputs]
+        lengths = [int(array.shape[0]) for array in arrays]
+        placement = _placement(shared, lengths)
         array = _stacked(
-            "join-samples-gradient", arrays, placement, (int(rows[-1]), *first_gradient.shape[1:])
+            "join-samples-gradient", arrays, placement, (sum(lengths), *first_gradient.shape[1:])
         )
-        gradient_samples = _joined_gradient_samples(blocks, parameter)
+
+        def make(parameter: str = parameter) -> tuple[Labels, np.ndarray | None]:
+            gradient_samples = _joined_gradient_samples(blocks, parameter)
+            pointer = row_pointer(gradient_samples.values[:, 0], len(samples))
+            return gradient_samples, pointer
+
+        key = ("gradient", parameter, *(id(b._samples) for b in blocks))
+        gradient_samples, pointer = shared.get(
+            (*key, *(id(gradient._samples) for gradient in inputs)), make
+        )
         gradients[parameter] = TensorBlock._trusted(
             array,
             gradient_samples,
             first_gradient._components,
             first.properties,
-            row_pointer=row_pointer(gradient_samples.values[:, 0], len(samples)),
+            row_pointer=pointer,
         )
     return TensorBlock._trusted(values, samples, first._components, first.properties, gradients)
 
 
-def _join_samples(blocks: list[TensorBlock], fname: str, add_dimension: str | None) -> TensorBlock:
-    if len(blocks) == 1:
-        return blocks[0]
-    first = blocks[0]
-    for block in blocks:
+def _check_joinable_samples(first: TensorBlock, block: TensorBlock, fname: str) -> None:
+    """metatensor's checks of a block joined along samples with ``first``; the checks
+    that word the error run only when a quick comparison finds a difference."""
+    same = (
+        first._components == block._components
+        and first._properties == block._properties
+        and first._gradients.keys() == block._gradients.keys()
+        and all(
+            first._gradients[p]._components == gradient._components
+            for p, gradient in block._gradients.items()
+        )
+    )
+    if not same:
         check_blocks_raise(first, block, fname, ["components", "properties"])
         check_same_gradients_raise(first, block, fname, ["components"])
-        check_no_gradients_of_gradients(block)
-    samples = _joined_samples(blocks, add_dimension)
+    check_no_gradients_of_gradients(block)
+
+
+def _join_samples(
+    blocks: list[TensorBlock],
+    fname: str,
+    add_dimension: str | None,
+    shared: _Shared | None = None,
+) -> TensorBlock:
+    if len(blocks) == 1:
+        return blocks[0]
+    shared = _Shared() if shared is None else shared
+    first = blocks[0]
+    for block in blocks:
+        _check_joinable_samples(first, block, fname)
+    samples = shared.get(
+        ("samples", add_dimension, *(id(block._samples) for block in blocks)),
+        lambda: _joined_samples(blocks, add_dimension),
+    )
     if single_chunk_bytes(_block_arrays(blocks)) is not None:
-        return _grouped_join_samples(blocks, samples)
+        return _grouped_join_samples(blocks, samples, shared)
 
     values = [as_dask(block.values) for block in blocks]
     joined_values = concatenate_rows(values)
@@ -432,11 +499,12 @@ def join(
                 "samples with different sample names will lose information and is not "
                 "supported."
             )
-        join_one = _join_samples
-    else:
-        join_one = _join_properties
+        shared = _Shared()
+        return grouped(
+            keys, lambda: [_join_samples(b, "join", add_dimension, shared) for b in per_key]
+        )
     # tiny blocks are joined by a few grouped tasks (see grouped_tiny_blocks)
-    return grouped(keys, lambda: [join_one(b, "join", add_dimension) for b in per_key])
+    return grouped(keys, lambda: [_join_properties(b, "join", add_dimension) for b in per_key])
 
 
 def join_blocks(

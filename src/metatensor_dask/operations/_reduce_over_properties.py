@@ -9,6 +9,7 @@ each gradient row, taken from the co-partitioned values chunk.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 
 import dask.array as da
@@ -147,25 +148,37 @@ def _grouped_block(
     n_groups = len(properties)
     constants = (by, reduction)
     values = block.values
-    shape = (*single_chunk_shape(values)[:-1], n_groups)
+    values_shape = single_chunk_shape(values)
+    values_bytes = math.prod(values_shape) * values.dtype.itemsize
     dtype = reduction_dtype(values.dtype, reduction)
     name = f"{reduction}-over-properties"
-    result = groups.record(name, _reduced, [values], constants, shape, dtype)
+    shape = (*values_shape[:-1], n_groups)
+    result = groups.record(name, _reduced, [values], constants, shape, dtype, values_bytes)
     gradients = {}
     for parameter, gradient in block.gradients():
         rows = gradient.values
-        shape = (*single_chunk_shape(rows)[:-1], n_groups)
+        rows_shape = single_chunk_shape(rows)
+        rows_bytes = math.prod(rows_shape) * rows.dtype.itemsize
+        shape = (*rows_shape[:-1], n_groups)
         dtype = reduction_dtype(rows.dtype, reduction)
         if reduction in ("sum", "mean"):
-            new = groups.record(name, _reduced, [rows], constants, shape, dtype)
+            new = groups.record(name, _reduced, [rows], constants, shape, dtype, rows_bytes)
         else:
             column = gradient.samples.column("sample").astype(np.int64)
             inputs = [values, rows]
-            new = groups.record(name, _reduced_gradient, inputs, (column, *constants), shape, dtype)
+            extra = (column, *constants)
+            nbytes = values_bytes + rows_bytes
+            new = groups.record(name, _reduced_gradient, inputs, extra, shape, dtype, nbytes)
+        # made for its place: the block below takes it as it is (no copy)
         gradients[parameter] = TensorBlock._trusted(
-            new, gradient.samples, gradient.components, properties, row_pointer=gradient.row_pointer
+            new,
+            gradient.samples,
+            gradient._components,
+            properties,
+            row_pointer=gradient.row_pointer,
+            path=(parameter,),
         )
-    return TensorBlock._trusted(result, block.samples, block.components, properties, gradients)
+    return TensorBlock._trusted(result, block.samples, block._components, properties, gradients)
 
 
 def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> TensorBlock:

@@ -9,6 +9,7 @@ loaded whole, and gradients follow the same path as their values.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import NamedTuple
 
 import dask.array as da
@@ -113,6 +114,8 @@ class _Segments:
             targets = targets[self.order]
         self.starts = np.flatnonzero(np.diff(targets, prepend=-1))
         self.into = targets[self.starts]
+        # every output row has rows (the common case): the sums are the output
+        self.complete = len(self.into) == size
 
     def __repr__(self) -> str:
         # what names the grouped tasks (see `hash_arguments`)
@@ -120,10 +123,14 @@ class _Segments:
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
         """The sums of ``rows`` into the output rows."""
+        if not len(self.starts):
+            return np.zeros((self.size, *rows.shape[1:]), rows.dtype)
+        ordered = rows if self.order is None else rows[self.order]
+        sums = np.add.reduceat(ordered, self.starts, axis=0)
+        if self.complete:
+            return sums if sums.dtype == rows.dtype else sums.astype(rows.dtype)
         result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
-        if len(self.starts):
-            ordered = rows if self.order is None else rows[self.order]
-            result[self.into] = np.add.reduceat(ordered, self.starts, axis=0)
+        result[self.into] = sums
         return result
 
 
@@ -179,10 +186,12 @@ def _reduced_gradient(
     reduction: str,
 ) -> np.ndarray:
     """The reduction of a whole gradient at once."""
+    if reduction == "sum":
+        return merged.segments.sum(gradient)
     merged_counts = grouping.counts[merged.merged_group]
-    if reduction in ("sum", "mean"):
+    if reduction == "mean":
         summed = merged.segments.sum(gradient)
-        return summed if reduction == "sum" else summed / _as_rows(merged_counts, summed)
+        return summed / _as_rows(merged_counts, summed)
     column = merged.column
     mean = _reduced_values(values, grouping, "mean")
     rows = _centered_gradient(gradient, values[column], mean, grouping.group[column])
@@ -259,14 +268,16 @@ def _grouped_block(
     ``groups`` (one task per group of blocks, see :func:`grouped_tiny_blocks`)."""
     samples, grouping = shared.groups(block.samples)
     values = block.values
-    shape = (len(samples), *single_chunk_shape(values)[1:])
+    values_shape = single_chunk_shape(values)
+    values_bytes = math.prod(values_shape) * values.dtype.itemsize
     result = groups.record(
         f"{reduction}-over-samples",
         _reduced_values,
         [values],
         (grouping, reduction),
-        shape,
+        (len(samples), *values_shape[1:]),
         reduction_dtype(values.dtype, reduction),
+        values_bytes,
     )
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -274,18 +285,27 @@ def _grouped_block(
             gradients[parameter] = gradient
             continue
         merged = shared.merged(gradient, block.samples)
+        gradient_values = gradient.values
+        gradient_shape = single_chunk_shape(gradient_values)
         new = groups.record(
             f"{reduction}-over-samples-gradient",
             _reduced_gradient,
-            [values, gradient.values],
+            [values, gradient_values],
             (grouping, merged.rows, reduction),
-            (len(merged.samples), *single_chunk_shape(gradient.values)[1:]),
-            reduction_dtype(gradient.values.dtype, reduction),
+            (len(merged.samples), *gradient_shape[1:]),
+            reduction_dtype(gradient_values.dtype, reduction),
+            values_bytes + math.prod(gradient_shape) * gradient_values.dtype.itemsize,
         )
+        # made for its place: the block below takes it as it is (no copy)
         gradients[parameter] = TensorBlock._trusted(
-            new, merged.samples, gradient.components, block.properties, row_pointer=merged.pointer
+            new,
+            merged.samples,
+            gradient._components,
+            block.properties,
+            row_pointer=merged.pointer,
+            path=(parameter,),
         )
-    return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
+    return TensorBlock._trusted(result, samples, block._components, block.properties, gradients)
 
 
 def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:

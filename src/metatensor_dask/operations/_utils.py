@@ -33,6 +33,7 @@ __all__ = [
     "check_blocks_impl",
     "check_blocks_raise",
     "check_gradient_presence_raise",
+    "check_metadata_names",
     "check_same_gradients_impl",
     "check_same_gradients_raise",
     "check_same_keys_impl",
@@ -114,6 +115,17 @@ def parse_check(check: Sequence[str] | str) -> list[str]:
 
 
 _METADATA = ("samples", "components", "properties")
+
+
+def check_metadata_names(check: Sequence[str] | str) -> None:
+    """Raise metatensor's ``ValueError`` unless ``check`` names gradient metadata
+    (``"all"`` or some of ``samples``, ``components``, ``properties``)."""
+    for metadata in parse_check(check):
+        if metadata not in _METADATA:
+            raise ValueError(
+                f"{metadata} is not a valid property to check, "
+                "choose from 'samples', 'properties' and 'components'"
+            )
 
 
 def _metadata_difference(a: TensorBlock, b: TensorBlock, metadata: str) -> str:
@@ -360,12 +372,11 @@ def grouped(
     (see :func:`grouped_tiny_blocks`)."""
     with grouped_tiny_blocks() as groups:
         blocks = build()
-        finished = groups.finish([array for block in blocks for array in block._raw_arrays()])
-        views, start = [], 0
+        arrays: list[Any] = []
         for block in blocks:
-            count = block._array_count()
-            views.append(block._with_arrays(finished[start : start + count], view=True))
-            start += count
+            block._collect_arrays(arrays)
+        finished = iter(groups.finish(arrays))
+        views = [block._rebuilt(finished, view=True) for block in blocks]
         return TensorMap._trusted(keys, views, info)
 
 
