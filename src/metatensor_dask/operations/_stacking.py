@@ -26,11 +26,15 @@ import numpy as np
 
 from .. import _graph
 from .._gc import without_collector
+from .._row_buffer import RowBuffer
 from ._grouping import active_groups, hash_arguments
 from ._pieces import Pieces
 from ._placement import Placement, place, row_limit
 
 __all__ = ["ColumnStarts", "RowTargets", "stacked"]
+
+BUFFER_CHUNKS = 4
+"""Most row chunks of an output written into one :class:`RowBuffer`."""
 
 BATCH_BYTES = 4 * 2**20
 """Bytes of pieces concatenated at once when placing rows (see :meth:`RowTargets.placed`)."""
@@ -79,10 +83,15 @@ class RowTargets:
         return kept, RowTargets(local, self.counts[kept], stop - start)
 
     def placed(
-        self, arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any, fill: Any
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The output: the pieces' rows at their targets, ``fill`` in the rows none
-        covers.
+        """The output (written into ``out`` when given): the pieces' rows at their
+        targets, ``fill`` in the rows none covers.
 
         Pieces are concatenated and scattered by batches of about
         :data:`BATCH_BYTES`: one scatter per piece was measured several times slower
@@ -90,7 +99,10 @@ class RowTargets:
         temporary the size of the output (fresh memory from the system beyond the
         allocator's threshold); batches reuse the same memory.
         """
-        out = np.empty(shape, dtype) if self.covered else np.full(shape, fill, dtype)
+        if out is None:
+            out = np.empty(shape, dtype)
+        if not self.covered:
+            out[...] = fill
         bounds = np.concatenate([[0], np.cumsum(self.counts)])
         if bounds[-1] == 0:
             return out
@@ -150,10 +162,15 @@ class ColumnStarts:
         return kept, ColumnStarts(self.starts, self.widths, (start, stop))
 
     def placed(
-        self, arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any, fill: Any
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The output: the pieces side by side, ``fill`` in the columns none covers
-        (one concatenation)."""
+        """The output (written into ``out`` when given): the pieces side by side,
+        ``fill`` in the columns none covers (one concatenation)."""
         if self.rows is not None:
             arrays = [array[self.rows[0] : self.rows[1]] for array in arrays]
         parts: list[np.ndarray] = []
@@ -167,7 +184,8 @@ class ColumnStarts:
             position = start + width
         if position < shape[-1]:
             parts.append(np.full((*shape[:-1], shape[-1] - position), fill, dtype))
-        out = np.empty(shape, dtype)
+        if out is None:
+            out = np.empty(shape, dtype)
         if parts:
             np.concatenate(parts, axis=-1, out=out)
         return out
@@ -190,12 +208,30 @@ class _General:
         return index, _General(local, self.rows[index])
 
     def placed(
-        self, arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any, fill: Any
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        return place(*arrays, self.placement, shape, dtype, fill)
+        result = place(*arrays, self.placement, shape, dtype, fill)
+        if out is None:
+            return result
+        out[...] = result
+        return out
 
 
 Layout = RowTargets | ColumnStarts | _General
+
+
+@without_collector
+def merge_pieces_into(buffer: RowBuffer, start: int, *arguments: Any) -> np.ndarray:
+    """:func:`merge_pieces` written into the rows of ``buffer`` from ``start`` on,
+    which it returns (numpy, for one task)."""
+    *chunks, pieces, layout, shape, dtype, fill = arguments
+    out = buffer.rows(start, start + shape[0])
+    return layout.placed(pieces.arrays(chunks), shape, np.dtype(dtype), fill, out)
 
 
 @without_collector
@@ -247,15 +283,25 @@ def _row_chunks(
     starts = list(range(0, shape[0], limit)) or [0]
     chunks = tuple(min(limit, shape[0] - start) for start in starts)
     zeros = (0,) * (len(shape) - 1)
-    layer = {}
+    layer: dict[Any, Any] = {}
+    # a few chunks write into one buffer, which computing the array gives whole
+    # (no second copy of the rows, see `RowBuffer`); more stay arrays of their own, so
+    # that an array streamed chunk by chunk is never all in memory
+    buffer = f"{name}-buffer" if 1 < len(starts) <= BUFFER_CHUNKS else None
+    if buffer is not None:
+        layer[buffer] = _graph.task(buffer, RowBuffer, tuple(shape), dtype.str)
     for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
         kept, local = layout.within(start, start + size)
         part = pieces.subset(kept)
         refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
         key = (name, j, *zeros)
-        layer[key] = _graph.task(
-            key, merge_pieces, *refs, part, local, (size, *shape[1:]), dtype.str, fill
-        )
+        arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
+        if buffer is None:
+            layer[key] = _graph.task(key, merge_pieces, *arguments)
+        else:
+            layer[key] = _graph.task(
+                key, merge_pieces_into, _graph.ref(buffer), start, *arguments
+            )
     all_chunks = (chunks, *((n,) for n in shape[1:]))
     # one flat graph: the tasks of the pieces that are not data, and the row chunks
     tasks = _graph.flat_tasks(pieces.inputs)
