@@ -260,14 +260,21 @@ def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
     return source
 
 
-def _merged_gradient_samples(
-    blocks: list[TensorBlock], parameter: str, rows: _Rows
-) -> tuple[Labels, _Rows]:
-    """Sorted unique gradient samples after renumbering ``"sample"`` with ``rows``
-    (where each block's samples go), and where each input gradient row goes among
-    them."""
-    pieces = [block.gradient(parameter).samples.values for block in blocks]
-    names = blocks[0].gradient(parameter).samples.names
+def _gradients_of(blocks: list[TensorBlock], parameter: str) -> list[TensorBlock]:
+    """The ``parameter`` gradient of each block (metatensor's error when one has none)."""
+    found = [block._gradients.get(parameter) for block in blocks]
+    if any(gradient is None for gradient in found):
+        missing = next(b for b, g in zip(blocks, found, strict=True) if g is None)
+        missing.gradient(parameter)  # raises
+    return found  # type: ignore[return-value]
+
+
+def _merged_gradient_samples(gradients: list[TensorBlock], rows: _Rows) -> tuple[Labels, _Rows]:
+    """Sorted unique samples of the ``gradients`` of the merged blocks after
+    renumbering ``"sample"`` with ``rows`` (where each block's samples go), and where
+    each input gradient row goes among them."""
+    pieces = [gradient.samples.values for gradient in gradients]
+    names = gradients[0].samples.names
     counts = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
     renumbered = np.concatenate(pieces)
     if len(renumbered):
@@ -340,6 +347,7 @@ def _finish(
 def _assembled_block(
     prefix: str,
     blocks: list[TensorBlock],
+    gradients_of: dict[str, list[TensorBlock]],
     rows: dict[str, tuple[Labels, _Rows]],
     samples: Labels,
     properties: Labels,
@@ -349,8 +357,9 @@ def _assembled_block(
     """The merged block of tiny blocks, each array one numpy call (see
     :mod:`._stacking`), or None unless every array placed is a tiny single chunk.
 
-    ``rows`` gives, for the values (``""``) and each gradient, the output samples and
-    where each block's rows go; ``columns`` where each block's properties go (None:
+    ``gradients_of`` gives each block's gradient of each parameter; ``rows``, for the
+    values (``""``) and each gradient, the output samples and where each block's rows
+    go; ``columns`` where each block's properties go (None:
     the block is left out).
     """
     first = blocks[0]
@@ -362,7 +371,8 @@ def _assembled_block(
     held = {"": [block._held_values() for block in chosen]}
     shapes = {"": first.shape}
     for parameter, gradient in first.gradients():
-        held[parameter] = [block.gradient(parameter)._held_values() for block in chosen]
+        of = gradients_of[parameter]
+        held[parameter] = [g._held_values() for g in (of if everyone else [of[i] for i in placed])]
         shapes[parameter] = gradient.shape
     pieces = {}
     for key, arrays in held.items():
@@ -421,13 +431,14 @@ def _merge_along_samples(
     samples = Labels._trusted(first.samples.names + names, merged)
     properties, columns = _properties_union(blocks)
     width = len(properties)
+    gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
     gradient_rows = {
-        parameter: _merged_gradient_samples(blocks, parameter, mappings)
-        for parameter in first.gradients_list()
+        parameter: _merged_gradient_samples(gradients, mappings)
+        for parameter, gradients in gradients_of.items()
     }
     rows: dict[str, tuple[Labels, _Rows]] = {"": (samples, mappings), **gradient_rows}
     grouped_block = _assembled_block(
-        "keys-to-samples", blocks, rows, samples, properties, columns, fill
+        "keys-to-samples", blocks, gradients_of, rows, samples, properties, columns, fill
     )
     if grouped_block is not None:
         return grouped_block
@@ -583,19 +594,18 @@ def _merge_along_properties(
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
     samples = Labels._trusted(first.samples.names, merged)
+    gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
     gradient_rows = {
-        parameter: _merged_gradient_samples(blocks, parameter, mappings)
-        for parameter in first.gradients_list()
+        parameter: _merged_gradient_samples(gradients, mappings)
+        for parameter, gradients in gradients_of.items()
     }
     rows: dict[str, tuple[Labels, _Rows]] = {"": (samples, mappings), **gradient_rows}
     grouped_block = _assembled_block(
-        "keys-to-properties", blocks, rows, samples, properties, starts, fill
+        "keys-to-properties", blocks, gradients_of, rows, samples, properties, starts, fill
     )
     if grouped_block is not None:
         return grouped_block
-    indices = [
-        _as_index(m, len(b.samples)) for m, b in zip(mappings.targets, blocks, strict=True)
-    ]
+    indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings.targets, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
         index = -np.ones(count, np.int64)

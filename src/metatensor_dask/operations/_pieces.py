@@ -79,6 +79,8 @@ class Pieces:
 
     def subset(self, kept: np.ndarray) -> Pieces:
         """The pieces at the positions ``kept``, in that order."""
+        if len(kept) == len(self.data) and (kept == np.arange(len(kept))).all():
+            return self
         data = [self.data[i] for i in kept.tolist()]
         if self.inputs:
             # the position among the inputs of each piece that is one
