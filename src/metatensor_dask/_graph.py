@@ -194,7 +194,9 @@ def in_memory_array(values: np.ndarray) -> BlockValues:
     name = f"array-{tokenize(values)}"
     key = (name, *((0,) * values.ndim))
     graph = HighLevelGraph({name: MaterializedLayer({key: values})}, {name: set()})
-    return _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
+    array = _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
+    array.held = values if type(values) is np.ndarray else None  # see `held_chunk`
+    return array
 
 
 def _new_array(
