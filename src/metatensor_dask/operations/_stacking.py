@@ -113,10 +113,14 @@ class RowTargets:
             np.searchsorted(bounds, np.arange(0, bounds[-1], step), side="right") - 1
         )
         ends = [*firsts[1:].tolist(), len(arrays)]
+        # one batch array for all batches: a new one each time would be memory from
+        # the system each time (beyond the allocator's threshold)
+        largest = int(np.max(bounds[ends] - bounds[firsts]))
+        scratch = np.empty((largest, *shape[1:]), dtype)
         keep_all = bool((self.targets >= 0).all())
         for first, end in zip(firsts.tolist(), ends, strict=True):
-            batch = arrays[first:end]
-            rows = np.concatenate(batch) if len(batch) > 1 else batch[0]
+            size = int(bounds[end] - bounds[first])
+            rows = np.concatenate(arrays[first:end], out=scratch[:size])
             targets = self.targets[bounds[first] : bounds[end]]
             if keep_all:
                 out[targets] = rows
