@@ -4,7 +4,8 @@ These are ``TensorMap`` methods in metatensor-core; here they are functions (als
 available as methods). The merged metadata (samples, properties, gradient samples and
 where each block's entries go) is found with numpy on all merged blocks at once.
 Merged blocks that are all tiny single chunks become one numpy call per output array
-(see :mod:`._placement`), run by a few grouped tasks; otherwise rows are concatenated
+or row chunk (see :mod:`._stacking`; their arrays are walked once, see
+:mod:`._pieces`), run by a few grouped tasks; otherwise rows are concatenated
 with ``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the
 merged samples are not already in the blocks' order. Gradients are rebuilt with the
 same moves and stay co-partitioned with their values.
