@@ -145,3 +145,17 @@ def test_tasks_grow_with_chunks_not_blocks(name):
     chunks = sum(a.numblocks[0] for a in arrays)
     buffers = sum(any("buffer" in str(k) for k in a.__dask_graph__()) for a in arrays)
     assert scheduled_tasks(result) <= chunks + buffers
+
+
+@pytest.mark.parametrize("chunk_size", CHUNK_SIZES)
+@pytest.mark.parametrize("method", ["keys_to_samples", "keys_to_properties"])
+def test_on_results_of_grouped_tasks_and_computed_maps(method, chunk_size):
+    """Pieces that are items of an earlier operation's groups, or numpy arrays."""
+    theirs = many(36)
+    ours = mtd.from_metatensor(theirs)
+    settings = {} if chunk_size is None else {"metatensor_dask.chunk-size": chunk_size}
+    with dask.config.set(settings):
+        chained = lazily(lambda: getattr(mtd, method)(mtd.add(ours, ours), "k"))
+        computed = getattr(mtd, method)(ours.compute(), "k")
+    assert_equal_to_metatensor(chained, getattr(metatensor.add(theirs, theirs), method)("k"))
+    assert_equal_to_metatensor(computed, getattr(theirs, method)("k"))
