@@ -4,6 +4,7 @@ call, a few row chunks written into one buffer or many row chunks; nothing compu
 while building; tasks that grow with the chunks, not with the blocks."""
 
 import itertools
+import pickle
 
 import dask
 import dask.array as da
@@ -16,6 +17,7 @@ from test_tiny_blocks import scheduled_tasks
 from test_tiny_manipulation import many
 
 import metatensor_dask as mtd
+from metatensor_dask._row_buffer import RowBuffer, whole
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -159,3 +161,20 @@ def test_on_results_of_grouped_tasks_and_computed_maps(method, chunk_size):
         computed = getattr(mtd, method)(ours.compute(), "k")
     assert_equal_to_metatensor(chained, getattr(metatensor.add(theirs, theirs), method)("k"))
     assert_equal_to_metatensor(computed, getattr(theirs, method)("k"))
+
+
+def test_a_buffer_sent_to_another_process_is_a_new_one():
+    """Its memory is not sent; the chunks written there are joined as usual."""
+    buffer = RowBuffer((6, 2), np.float64)
+    buffer.rows(0, 3)[...] = 1.0
+    copy = pickle.loads(pickle.dumps(buffer))
+    assert copy.shape == (6, 2) and copy.dtype == np.float64
+    assert len(pickle.dumps(buffer)) < 6 * 2 * 8
+    first, second = copy.rows(0, 3), copy.rows(3, 6)
+    first[...], second[...] = 1.0, 2.0
+    sent = [pickle.loads(pickle.dumps(chunk)) for chunk in (first, second)]
+    assert whole(sent) is None
+    joined = whole([first, second])
+    assert joined is not None and joined.base is None
+    assert whole([first, second]) is None  # handed out once
+    np.testing.assert_array_equal(joined, [[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3)
