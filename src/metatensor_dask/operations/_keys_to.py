@@ -385,11 +385,14 @@ def _assembled_block(
     # properties stacked along rows, or of the same rows side by side
     starts = [c for c in columns if c is not None]
     by_rows = everyone and all(isinstance(c, int) and c == 0 for c in starts)
-    by_columns = all(isinstance(c, int) for c in starts) and all(
-        r.in_order(len(labels)) for labels, r in rows.values()
+    by_columns = (
+        not by_rows
+        and all(isinstance(c, int) for c in starts)
+        and all(r.in_order(len(labels)) for labels, r in rows.values())
     )
-    widths = np.array([len(blocks[i].properties) for i in placed], np.int64)
-    order = np.argsort(np.asarray(starts if by_columns else [], np.int64), kind="stable")
+    if by_columns:
+        widths = np.array([len(blocks[i].properties) for i in placed], np.int64)
+        order = np.argsort(np.asarray(starts, np.int64), kind="stable")
 
     def merged(key: str) -> Any:
         labels, where = rows[key]
