@@ -12,12 +12,16 @@ import dask.array.core
 import metatensor
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oracle import lazily
 from test_tiny_blocks import scheduled_tasks
 from test_tiny_manipulation import many
 
 import metatensor_dask as mtd
 from metatensor_dask._row_buffer import RowBuffer, whole
+from metatensor_dask.operations._keys_to import _unique_grouped_rows
+from metatensor_dask.operations._manipulation_utils import unique_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -178,3 +182,29 @@ def test_a_buffer_sent_to_another_process_is_a_new_one():
     assert joined is not None and joined.base is None
     assert whole([first, second]) is None  # handed out once
     np.testing.assert_array_equal(joined, [[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(-2, 2), st.integers(0, 2)), max_size=12),
+    st.integers(1, 3),
+)
+def test_unique_grouped_rows_as_unique_rows(entries, columns):
+    """The linear merge of gradient samples gives the sorted unique rows, or None."""
+    rows = np.array(entries, np.int32).reshape(-1, 3)[:, :columns]
+    found = _unique_grouped_rows(rows, 5)
+    if found is None:
+        return
+    merged, position = found
+    expected, expected_position = unique_rows(rows)
+    np.testing.assert_array_equal(merged, expected)
+    np.testing.assert_array_equal(position, expected_position)
+
+
+def test_unique_grouped_rows_found_or_not():
+    grouped = np.array([[2, 0], [2, 3], [0, 1], [1, 0], [1, 2]], np.int32)
+    merged, position = _unique_grouped_rows(grouped, 3)
+    np.testing.assert_array_equal(merged, grouped[[2, 3, 4, 0, 1]])
+    np.testing.assert_array_equal(position, [3, 4, 0, 1, 2])
+    for rows in ([[1, 0], [0, 0], [1, 1]], [[0, 1], [0, 0]], [[0, 1], [0, 1]], [[0], [0]]):
+        assert _unique_grouped_rows(np.array(rows, np.int32), 2) is None

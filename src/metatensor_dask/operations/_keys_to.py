@@ -281,10 +281,42 @@ def _merged_gradient_samples(gradients: list[TensorBlock], rows: _Rows) -> tuple
     if len(renumbered):
         offsets = np.repeat(np.cumsum(rows.counts) - rows.counts, counts)
         renumbered[:, 0] = rows.positions[renumbered[:, 0] + offsets]
-    merged, position = unique_rows(renumbered)
+    found = _unique_grouped_rows(renumbered, int(rows.positions.max(initial=-1)) + 1)
+    merged, position = unique_rows(renumbered) if found is None else found
     if len(position) == 0:
         merged = np.zeros((0, len(names)), np.int32)
     return Labels._trusted(names, merged), _Rows(counts, positions=position)
+
+
+def _unique_grouped_rows(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`unique_rows` of ``rows`` in linear time, when the rows of each value of
+    the first column (in ``[0, size)``) are consecutive, increasing and distinct by the
+    other columns (``keys_to_samples``: each merged sample is one block's, whose
+    gradient rows are grouped by sample); else None (a sort is needed)."""
+    n = len(rows)
+    if n == 0 or rows.shape[1] == 0:
+        return None
+    first = rows[:, 0].astype(np.int64)
+    change = np.ones(n, bool)
+    change[1:] = first[1:] != first[:-1]
+    runs = np.flatnonzero(change)
+    counts = np.bincount(first, minlength=size)
+    if len(runs) != np.count_nonzero(counts):
+        return None  # a value of the first column in several runs
+    if n > 1 and not change[1:].all():
+        if rows.shape[1] == 1:
+            return None  # repeated rows
+        within = ~change[1:]
+        difference = rows[1:, 1:][within].astype(np.int64) - rows[:-1, 1:][within]
+        differs = difference != 0
+        leading = difference[np.arange(len(difference)), differs.argmax(axis=1)]
+        if not (differs.any(axis=1) & (leading > 0)).all():
+            return None  # rows not increasing within a run
+    rank = np.arange(n) - runs[np.cumsum(change) - 1]
+    position = (np.cumsum(counts) - counts)[first] + rank
+    merged = np.empty_like(rows)
+    merged[position] = rows
+    return merged, position
 
 
 def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, Sequence[Target]]:
