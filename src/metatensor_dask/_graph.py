@@ -33,6 +33,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
 from ._gc import without_collector
+from ._row_buffer import own_chunk, whole
 from .errors import MetatensorDaskError
 
 __all__ = [
@@ -193,7 +194,9 @@ def in_memory_array(values: np.ndarray) -> BlockValues:
     name = f"array-{tokenize(values)}"
     key = (name, *((0,) * values.ndim))
     graph = HighLevelGraph({name: MaterializedLayer({key: values})}, {name: set()})
-    return _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
+    array = _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
+    array.held = values if type(values) is np.ndarray else None  # see `held_chunk`
+    return array
 
 
 def _new_array(
@@ -294,6 +297,13 @@ class BlockValues(da.Array):
     group: tuple[str, Any] | None
     held: np.ndarray | None
 
+    def __dask_postcompute__(self) -> tuple[Callable, tuple]:
+        return _finalized, ()
+
+    def __dask_postpersist__(self) -> tuple[Callable, tuple]:
+        rebuild, arguments = da.Array.__dask_postpersist__(self)
+        return _owned_rebuild, (rebuild, *arguments)
+
     def __getitem__(self, index: Any) -> Any:
         try:
             return _indexed(self, index)
@@ -304,6 +314,23 @@ class BlockValues(da.Array):
             if not _has_integer_array(index):
                 raise
             return _indexed(_without_empty_chunks(self), index)
+
+
+def _finalized(results: Any) -> Any:
+    """dask's ``finalize`` of an array's computed chunks, or the array that row chunks
+    written in place into one buffer are the rows of (see :mod:`._row_buffer`)."""
+    if isinstance(results, list) and len(results) > 1:
+        joined = whole(list(flatten(results)))
+        if joined is not None:
+            return joined
+    return dask.array.core.finalize(results)
+
+
+def _owned_rebuild(dsk: Any, rebuild: Callable, *arguments: Any, rename: Any = None) -> Any:
+    """dask's rebuild of a persisted array, with chunks of their own (not rows of a
+    buffer that a later ``compute`` hands out, see :mod:`._row_buffer`)."""
+    owned = {key: own_chunk(value) for key, value in dict(dsk).items()}
+    return rebuild(owned, *arguments, rename=rename)
 
 
 def _indexed(array: da.Array, index: Any) -> Any:

@@ -4,7 +4,8 @@ These are ``TensorMap`` methods in metatensor-core; here they are functions (als
 available as methods). The merged metadata (samples, properties, gradient samples and
 where each block's entries go) is found with numpy on all merged blocks at once.
 Merged blocks that are all tiny single chunks become one numpy call per output array
-(see :mod:`._placement`), run by a few grouped tasks; otherwise rows are concatenated
+or row chunk (see :mod:`._stacking`; their arrays are walked once, see
+:mod:`._pieces`), run by a few grouped tasks; otherwise rows are concatenated
 with ``dask.array.concatenate`` and only reordered (dask's fancy indexing) when the
 merged samples are not already in the blocks' order. Gradients are rebuilt with the
 same moves and stay co-partitioned with their values.
@@ -25,7 +26,6 @@ from ..block import TensorBlock
 from ..errors import invalid_parameter
 from ..labels import Labels
 from ..tensor import TensorMap
-from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
     coalesce,
@@ -37,7 +37,9 @@ from ._manipulation_utils import (
     take_rows,
     unique_rows,
 )
-from ._placement import Placement, Target, assembled
+from ._pieces import tiny_pieces
+from ._placement import Placement, Target
+from ._stacking import ColumnStarts, RowTargets, stacked
 from ._utils import check_tensor, grouped
 
 __all__ = ["components_to_properties", "keys_to_properties", "keys_to_samples"]
@@ -84,7 +86,7 @@ def _members(which: np.ndarray, count: int) -> list[np.ndarray]:
 
 def _groups(
     tensor: TensorMap, names: list[str], function: str
-) -> tuple[Labels, list[list[int]], list[list[TensorBlock]], np.ndarray]:
+) -> tuple[Labels, list[np.ndarray], list[list[TensorBlock]], np.ndarray]:
     """The remaining keys, the positions of the blocks merged into each and these
     blocks, and the moved key columns."""
     if len(tensor) == 0:
@@ -100,12 +102,13 @@ def _groups(
         keys = Labels._trusted([key_names[i] for i in kept], new_keys)
     else:
         keys, which = Labels.single(), np.zeros(len(tensor), np.int64)
-    members = [[int(i) for i in m] for m in _members(which, len(keys))]
-    merged = [[tensor.block_by_id(i) for i in positions] for positions in members]
-    for blocks in merged:
-        if any(g.gradients_list() for block in blocks for _, g in block.gradients()):
-            raise invalid_parameter(f"gradient of gradients are not supported yet in {function}")
-        components = [block.components for block in blocks]
+    members = _members(which, len(keys))
+    blocks = tensor.blocks()
+    if any(g._gradients for block in blocks for g in block._gradients.values()):
+        raise invalid_parameter(f"gradient of gradients are not supported yet in {function}")
+    merged = [[blocks[i] for i in positions.tolist()] for positions in members]
+    for group in merged:
+        components = [block._components for block in group]
         reference = components[0]
         same = all(len(c) == len(reference) for c in components) and all(
             same_labels([c[k] for c in components], reference[k]) for k in range(len(reference))
@@ -142,40 +145,80 @@ def _keys_moved(
     return grouped(keys, build, tensor.info())
 
 
-def _merge_samples(
-    sample_values: list[np.ndarray], sort_samples: bool
-) -> tuple[np.ndarray, Sequence[Target]]:
-    """metatensor's merged samples (first appearance, optionally sorted) and, for each
-    block, the merged position of each of its samples (0 when the block's samples are
-    the merged samples, in order)."""
+def _merge_samples(sample_values: list[np.ndarray], sort_samples: bool) -> tuple[np.ndarray, _Rows]:
+    """metatensor's merged samples (first appearance, optionally sorted) and where each
+    block's samples go (each block's target 0 when its samples are the merged samples,
+    in order)."""
     first = sample_values[0]
+    counts = np.fromiter((len(v) for v in sample_values), np.int64, len(sample_values))
     if all(v is first or np.array_equal(v, first) for v in sample_values[1:]):
         # blocks with the same samples (the usual case): no search needed
         if not sort_samples:
-            return first, [0] * len(sample_values)
+            return first, _Rows(counts, targets=[0] * len(sample_values))
         order = lexsort_rows(first)
         in_order = bool(np.all(order == np.arange(len(order))))
         rank = 0 if in_order else inverse_permutation(order)
-        return first[order], [rank] * len(sample_values)
+        return first[order], _Rows(counts, targets=[rank] * len(sample_values))
     merged, position = _first_appearance(np.concatenate(sample_values))
     if sort_samples:
         order = lexsort_rows(merged)
         merged, position = merged[order], inverse_permutation(order)[position]
-    return merged, _split_like(position, sample_values)
+    return merged, _Rows(counts, positions=position)
 
 
 def _stacked_samples(
-    stacked: np.ndarray, counts: list[int], sort_samples: bool
-) -> tuple[np.ndarray, Sequence[Target]]:
+    stacked: np.ndarray, counts: np.ndarray, sort_samples: bool
+) -> tuple[np.ndarray, _Rows]:
     """The samples of the blocks (``counts`` rows each, all different: each block has
-    its own moved key values) one after the other, optionally sorted, and for each
-    block the position of each of its samples (its first position when they stay
-    consecutive)."""
-    starts = np.cumsum([0, *counts[:-1]])
+    its own moved key values) one after the other, optionally sorted, and where each
+    block's samples go (each block's first position when they stay consecutive)."""
     if not sort_samples:
-        return stacked, [int(s) for s in starts]
+        starts = np.cumsum(counts) - counts
+        return stacked, _Rows(counts, targets=starts.tolist())
     order = lexsort_rows(stacked)
-    return stacked[order], _split(inverse_permutation(order), counts)
+    return stacked[order], _Rows(counts, positions=inverse_permutation(order))
+
+
+class _Rows:
+    """Where the rows of merged blocks go in the output (``counts`` rows each): for
+    the rows of all blocks one after the other, their output row (:attr:`positions`),
+    or for each block, its target (:attr:`targets`, see :class:`Placement`); each is
+    found from the other when first asked for."""
+
+    __slots__ = ("_positions", "_targets", "counts")
+
+    def __init__(
+        self,
+        counts: np.ndarray,
+        positions: np.ndarray | None = None,
+        targets: Sequence[Target] | None = None,
+    ):
+        self.counts = np.asarray(counts, np.int64)
+        self._positions, self._targets = positions, targets
+
+    @property
+    def positions(self) -> np.ndarray:
+        if self._positions is None:
+            assert self._targets is not None
+            self._positions = _positions(self._targets, self.counts.tolist())
+        return self._positions
+
+    @property
+    def targets(self) -> Sequence[Target]:
+        if self._targets is None:
+            assert self._positions is not None
+            self._targets = _split(self._positions, self.counts.tolist())
+        return self._targets
+
+    def in_order(self, size: int) -> bool:
+        """Whether every block's rows are all ``size`` output rows, in order."""
+        if not (self.counts == size).all():
+            return False
+        if self._targets is not None and all(isinstance(t, int) and t == 0 for t in self._targets):
+            return True
+        if size == 0:
+            return True
+        return bool((self.positions.reshape(-1, size) == np.arange(size)).all())
 
 
 def _split(array: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
@@ -218,24 +261,62 @@ def _source_rows(mappings: list[np.ndarray], count: int) -> np.ndarray:
     return source
 
 
-def _merged_gradient_samples(
-    blocks: list[TensorBlock], parameter: str, mappings: Sequence[Target]
-) -> tuple[Labels, list[np.ndarray]]:
-    """Sorted unique gradient samples after renumbering ``"sample"`` with ``mappings``
-    (the merged position of each block's samples), and the position of each input
-    gradient row among them."""
-    pieces = [block.gradient(parameter).samples.values for block in blocks]
-    names = blocks[0].gradient(parameter).samples.names
+def _gradients_of(blocks: list[TensorBlock], parameter: str) -> list[TensorBlock]:
+    """The ``parameter`` gradient of each block (metatensor's error when one has none)."""
+    found = [block._gradients.get(parameter) for block in blocks]
+    if any(gradient is None for gradient in found):
+        missing = next(b for b, g in zip(blocks, found, strict=True) if g is None)
+        missing.gradient(parameter)  # raises
+    return found  # type: ignore[return-value]
+
+
+def _merged_gradient_samples(gradients: list[TensorBlock], rows: _Rows) -> tuple[Labels, _Rows]:
+    """Sorted unique samples of the ``gradients`` of the merged blocks after
+    renumbering ``"sample"`` with ``rows`` (where each block's samples go), and where
+    each input gradient row goes among them."""
+    pieces = [gradient.samples.values for gradient in gradients]
+    names = gradients[0].samples.names
+    counts = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
     renumbered = np.concatenate(pieces)
     if len(renumbered):
-        counts = [len(block.samples) for block in blocks]
-        position = _positions(mappings, counts)
-        offsets = np.repeat(np.cumsum([0, *counts[:-1]]), [len(p) for p in pieces])
-        renumbered[:, 0] = position[renumbered[:, 0] + offsets]
-    merged, position = unique_rows(renumbered)
+        offsets = np.repeat(np.cumsum(rows.counts) - rows.counts, counts)
+        renumbered[:, 0] = rows.positions[renumbered[:, 0] + offsets]
+    found = _unique_grouped_rows(renumbered, int(rows.positions.max(initial=-1)) + 1)
+    merged, position = unique_rows(renumbered) if found is None else found
     if len(position) == 0:
         merged = np.zeros((0, len(names)), np.int32)
-    return Labels._trusted(names, merged), _split_like(position, pieces)
+    return Labels._trusted(names, merged), _Rows(counts, positions=position)
+
+
+def _unique_grouped_rows(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`unique_rows` of ``rows`` in linear time, when the rows of each value of
+    the first column (in ``[0, size)``) are consecutive, increasing and distinct by the
+    other columns (``keys_to_samples``: each merged sample is one block's, whose
+    gradient rows are grouped by sample); else None (a sort is needed)."""
+    n = len(rows)
+    if n == 0 or rows.shape[1] == 0:
+        return None
+    first = rows[:, 0].astype(np.int64)
+    change = np.ones(n, bool)
+    change[1:] = first[1:] != first[:-1]
+    runs = np.flatnonzero(change)
+    counts = np.bincount(first, minlength=size)
+    if len(runs) != np.count_nonzero(counts):
+        return None  # a value of the first column in several runs
+    if n > 1 and not change[1:].all():
+        if rows.shape[1] == 1:
+            return None  # repeated rows
+        within = ~change[1:]
+        difference = rows[1:, 1:][within].astype(np.int64) - rows[:-1, 1:][within]
+        differs = difference != 0
+        leading = difference[np.arange(len(difference)), differs.argmax(axis=1)]
+        if not (differs.any(axis=1) & (leading > 0)).all():
+            return None  # rows not increasing within a run
+    rank = np.arange(n) - runs[np.cumsum(change) - 1]
+    position = (np.cumsum(counts) - counts)[first] + rank
+    merged = np.empty_like(rows)
+    merged[position] = rows
+    return merged, position
 
 
 def _properties_union(blocks: list[TensorBlock]) -> tuple[Labels, Sequence[Target]]:
@@ -299,35 +380,66 @@ def _finish(
 def _assembled_block(
     prefix: str,
     blocks: list[TensorBlock],
-    rows: dict[str, tuple[Labels, Sequence[Target]]],
+    gradients_of: dict[str, list[TensorBlock]],
+    rows: dict[str, tuple[Labels, _Rows]],
     samples: Labels,
     properties: Labels,
     columns: Sequence[Target | None],
     fill: float,
 ) -> TensorBlock | None:
     """The merged block of tiny blocks, each array one numpy call (see
-    :mod:`._placement`), or None unless every array placed is a tiny single chunk.
+    :mod:`._stacking`), or None unless every array placed is a tiny single chunk.
 
-    ``rows`` gives, for the values (``""``) and each gradient, the output samples and
-    where each block's rows go; ``columns`` where each block's properties go (None:
+    ``gradients_of`` gives each block's gradient of each parameter; ``rows``, for the
+    values (``""``) and each gradient, the output samples and where each block's rows
+    go; ``columns`` where each block's properties go (None:
     the block is left out).
     """
     first = blocks[0]
-    placed = [(i, c) for i, c in enumerate(columns) if c is not None]
-    arrays = {"": [block.values for block in blocks]}
-    for parameter in first.gradients_list():
-        arrays[parameter] = [block.gradient(parameter).values for block in blocks]
-    pieces = {key: [values[i] for i, _ in placed] for key, values in arrays.items()}
-    sizes = {key: single_chunk_bytes(values) for key, values in pieces.items()}
-    if not placed or any(size is None for size in sizes.values()):
+    placed = [i for i, c in enumerate(columns) if c is not None]
+    if not placed:
         return None
+    everyone = len(placed) == len(blocks)
+    chosen = blocks if everyone else [blocks[i] for i in placed]
+    held = {"": [block._held_values() for block in chosen]}
+    shapes = {"": first.shape}
+    for parameter, gradient in first.gradients():
+        of = gradients_of[parameter]
+        held[parameter] = [g._held_values() for g in (of if everyone else [of[i] for i in placed])]
+        shapes[parameter] = gradient.shape
+    pieces = {}
+    for key, arrays in held.items():
+        found = tiny_pieces(arrays)
+        if found is None:
+            return None
+        pieces[key] = found
+    # the common layouts, each a few arrays whatever the blocks: blocks of the same
+    # properties stacked along rows, or of the same rows side by side
+    starts = [c for c in columns if c is not None]
+    by_rows = everyone and all(isinstance(c, int) and c == 0 for c in starts)
+    by_columns = (
+        not by_rows
+        and all(isinstance(c, int) for c in starts)
+        and all(r.in_order(len(labels)) for labels, r in rows.values())
+    )
+    if by_columns:
+        widths = np.array([len(blocks[i].properties) for i in placed], np.int64)
+        order = np.argsort(np.asarray(starts, np.int64), kind="stable")
 
     def merged(key: str) -> Any:
-        count = len(rows[key][0])
-        shape = (count, *arrays[key][0].shape[1:-1], len(properties))
-        placement = Placement([rows[key][1][i] for i, _ in placed], [c for _, c in placed])
-        dtype = np.result_type(*(array.dtype for array in arrays[key]))
-        return assembled(prefix, pieces[key], placement, shape, dtype, fill, sizes[key])
+        labels, where = rows[key]
+        part = pieces[key]
+        shape = (len(labels), *shapes[key][1:-1], len(properties))
+        layout: Any
+        if by_rows:
+            layout = RowTargets(where.positions, where.counts, len(labels))
+        elif by_columns:
+            part = part.subset(order)
+            layout = ColumnStarts(np.asarray(starts, np.int64)[order], widths[order])
+        else:
+            targets = where.targets
+            layout = Placement([targets[i] for i in placed], starts)
+        return stacked(prefix, part, layout, shape, part.dtype, fill)
 
     gradients = {}
     for parameter, first_gradient in first.gradients():
@@ -346,24 +458,23 @@ def _merge_along_samples(
     blocks: list[TensorBlock], moved: np.ndarray, names: list[str], fill: float, sort: bool
 ) -> TensorBlock:
     first = blocks[0]
-    counts = [len(block.samples) for block in blocks]
-    sample_values = np.hstack(
-        [
-            np.concatenate([block.samples.values for block in blocks]),
-            np.repeat(moved.astype(np.int32), counts, axis=0),
-        ]
+    sample_values = [block.samples.values for block in blocks]
+    counts = np.fromiter((len(v) for v in sample_values), np.int64, len(sample_values))
+    stacked_values = np.hstack(
+        [np.concatenate(sample_values), np.repeat(moved.astype(np.int32), counts, axis=0)]
     )
-    merged, mappings = _stacked_samples(sample_values, counts, sort)
+    merged, mappings = _stacked_samples(stacked_values, counts, sort)
     samples = Labels._trusted(first.samples.names + names, merged)
     properties, columns = _properties_union(blocks)
     width = len(properties)
+    gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
     gradient_rows = {
-        parameter: _merged_gradient_samples(blocks, parameter, mappings)
-        for parameter in first.gradients_list()
+        parameter: _merged_gradient_samples(gradients, mappings)
+        for parameter, gradients in gradients_of.items()
     }
-    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
+    rows: dict[str, tuple[Labels, _Rows]] = {"": (samples, mappings), **gradient_rows}
     grouped_block = _assembled_block(
-        "keys-to-samples", blocks, rows, samples, properties, columns, fill
+        "keys-to-samples", blocks, gradients_of, rows, samples, properties, columns, fill
     )
     if grouped_block is not None:
         return grouped_block
@@ -373,7 +484,7 @@ def _merge_along_samples(
         _spread_columns(as_dask(b.values), c, width, fill)
         for b, c in zip(blocks, index_columns, strict=True)
     ]
-    sources = [_as_index(m, n) for m, n in zip(mappings, counts, strict=True)]
+    sources = [_as_index(m, n) for m, n in zip(mappings.targets, counts.tolist(), strict=True)]
     values = take_rows(da.concatenate(pieces), _source_rows(sources, len(merged)))
     limits = [max(max_rows(p) for p in pieces)]
     gradients = {}
@@ -383,7 +494,8 @@ def _merge_along_samples(
             _spread_columns(as_dask(b.gradient(parameter).values), c, width, fill)
             for b, c in zip(blocks, index_columns, strict=True)
         ]
-        source = _source_rows(positions, len(gradient_samples))
+        targets = zip(positions.targets, positions.counts.tolist(), strict=True)
+        source = _source_rows([_as_index(t, n) for t, n in targets], len(gradient_samples))
         array = take_rows(da.concatenate(gradient_pieces), source)
         gradients[parameter] = (array, gradient_samples, first_gradient.components)
         limits.append(max(max_rows(p) for p in gradient_pieces))
@@ -518,17 +630,18 @@ def _merge_along_properties(
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
     samples = Labels._trusted(first.samples.names, merged)
+    gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
     gradient_rows = {
-        parameter: _merged_gradient_samples(blocks, parameter, mappings)
-        for parameter in first.gradients_list()
+        parameter: _merged_gradient_samples(gradients, mappings)
+        for parameter, gradients in gradients_of.items()
     }
-    rows: dict[str, tuple[Labels, Sequence[Target]]] = {"": (samples, mappings), **gradient_rows}
+    rows: dict[str, tuple[Labels, _Rows]] = {"": (samples, mappings), **gradient_rows}
     grouped_block = _assembled_block(
-        "keys-to-properties", blocks, rows, samples, properties, starts, fill
+        "keys-to-properties", blocks, gradients_of, rows, samples, properties, starts, fill
     )
     if grouped_block is not None:
         return grouped_block
-    indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings, blocks, strict=True)]
+    indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings.targets, blocks, strict=True)]
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
         index = -np.ones(count, np.int64)
@@ -549,8 +662,10 @@ def _merge_along_properties(
         gradient_samples, positions = gradient_rows[parameter]
         count = len(gradient_samples)
         pieces = [
-            (start, expanded(as_dask(b.gradient(parameter).values), p, count))
-            for b, p, start in zip(blocks, positions, starts, strict=False)
+            (start, expanded(as_dask(b.gradient(parameter).values), _as_index(p, n), count))
+            for b, p, n, start in zip(
+                blocks, positions.targets, positions.counts.tolist(), starts, strict=False
+            )
             if start is not None
         ]
         template = da.zeros((count, *first_gradient.shape[1:]), dtype=first.dtype)

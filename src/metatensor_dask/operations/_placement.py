@@ -41,7 +41,7 @@ from ._grouping import (
     single_chunk_shape,
 )
 
-__all__ = ["Placement", "Target", "assembled", "place", "taken"]
+__all__ = ["Placement", "Target", "assembled", "place", "row_limit", "taken"]
 
 Target = int | np.ndarray
 """Where a piece goes along an axis: the first of consecutive positions, or positions."""
@@ -309,7 +309,7 @@ def _parsed_bytes(text: str) -> int:
     return int(parse_bytes(text))
 
 
-def _row_limit(shape: tuple[int, ...], dtype: np.dtype) -> int:
+def row_limit(shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Rows per output chunk: the configured chunk size, at least one row."""
     row_bytes = dtype.itemsize
     for n in shape[1:]:
@@ -349,7 +349,7 @@ def assembled(
         return None
     # the dtype by its string: its repr, hashed into the task name, costs more
     extra = (placement, tuple(shape), dtype.str, fill)
-    limit = _row_limit(shape, dtype)
+    limit = row_limit(shape, dtype)
     groups = active_groups()
     if groups is not None and shape[0] <= limit:
         return groups.record(prefix, place, list(pieces), extra, tuple(shape), dtype, nbytes)

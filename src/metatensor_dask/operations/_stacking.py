@@ -1,0 +1,328 @@
+"""One output array made of many tiny pieces, for ``keys_to_samples`` and
+``keys_to_properties``.
+
+The pieces come as one :class:`~._pieces.Pieces` record and their places as one
+*layout*, which says where every piece goes with a few numpy arrays for all of them:
+
+* :class:`RowTargets`: pieces spanning every column, each of their rows at some output
+  row (``keys_to_samples``): the output row of every input row, pieces one after the
+  other;
+* :class:`ColumnStarts`: pieces holding every output row in order, side by side along
+  the last axis (``keys_to_properties`` of blocks with the same samples);
+* any other placement, a :class:`~._placement.Placement` (one target per piece).
+
+:func:`stacked` records the merge as one call of the active groups of tiny blocks when
+the output is within the configured chunk size, or builds it in row chunks of at most
+that size, one task each, which take only the pieces with rows in their chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _graph
+from .._gc import without_collector
+from .._row_buffer import RowBuffer
+from ._grouping import active_groups, hash_arguments
+from ._pieces import Pieces
+from ._placement import Placement, place, row_limit
+
+__all__ = ["ColumnStarts", "RowTargets", "stacked"]
+
+BUFFER_CHUNKS = 4
+"""Most row chunks of an output written into one :class:`RowBuffer`."""
+
+BATCH_BYTES = 4 * 2**20
+"""Bytes of pieces concatenated at once when placing rows (see :meth:`RowTargets.placed`)."""
+
+
+class RowTargets:
+    """Pieces spanning every column, placed row by row.
+
+    Parameters
+    ----------
+    targets
+        The output row of every row of the pieces (their rows one after the other), or
+        -1 for a row left out.
+    counts
+        The rows of each piece.
+    size
+        The output's rows.
+    """
+
+    __slots__ = ("counts", "covered", "size", "targets")
+
+    def __init__(self, targets: np.ndarray, counts: np.ndarray, size: int):
+        self.targets = np.asarray(targets, np.int64)
+        self.counts = np.asarray(counts, np.int64)
+        self.size = size
+        placed = np.zeros(size, bool)
+        placed[self.targets[self.targets >= 0]] = True
+        self.covered = bool(placed.all())
+        """Whether every output row gets a row of a piece (no fill needed)."""
+
+    def digest(self) -> str:
+        hasher = hashlib.blake2b(digest_size=12)
+        hasher.update(self.targets.tobytes())
+        hasher.update(self.counts.tobytes())
+        hasher.update(str(self.size).encode())
+        return hasher.hexdigest()
+
+    def within(self, start: int, stop: int) -> tuple[np.ndarray, RowTargets]:
+        """The pieces with rows in the output rows ``start:stop``, and their layout in
+        those rows alone."""
+        inside = (self.targets >= start) & (self.targets < stop)
+        piece = np.repeat(np.arange(len(self.counts)), self.counts)
+        kept = np.flatnonzero(np.bincount(piece[inside], minlength=len(self.counts)))
+        rows = np.repeat(np.isin(np.arange(len(self.counts)), kept), self.counts)
+        local = np.where(inside[rows], self.targets[rows] - start, -1)
+        return kept, RowTargets(local, self.counts[kept], stop - start)
+
+    def placed(
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The output (written into ``out`` when given): the pieces' rows at their
+        targets, ``fill`` in the rows none covers.
+
+        Pieces are concatenated and scattered by batches of about
+        :data:`BATCH_BYTES`: one scatter per piece was measured several times slower
+        on outputs of tens of megabytes, and one concatenation of all pieces is a
+        temporary the size of the output (fresh memory from the system beyond the
+        allocator's threshold); batches reuse the same memory.
+        """
+        if out is None:
+            out = np.empty(shape, dtype)
+        if not self.covered:
+            out[...] = fill
+        bounds = np.concatenate([[0], np.cumsum(self.counts)])
+        if bounds[-1] == 0:
+            return out
+        row_bytes = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
+        # the first piece of each batch: a new batch every BATCH_BYTES of rows
+        step = max(1, BATCH_BYTES // row_bytes)
+        firsts = np.unique(
+            np.searchsorted(bounds, np.arange(0, bounds[-1], step), side="right") - 1
+        )
+        ends = [*firsts[1:].tolist(), len(arrays)]
+        # one batch array for all batches: a new one each time would be memory from
+        # the system each time (beyond the allocator's threshold)
+        largest = int(np.max(bounds[ends] - bounds[firsts]))
+        scratch = np.empty((largest, *shape[1:]), dtype)
+        keep_all = bool((self.targets >= 0).all())
+        for first, end in zip(firsts.tolist(), ends, strict=True):
+            size = int(bounds[end] - bounds[first])
+            rows = np.concatenate(arrays[first:end], out=scratch[:size])
+            targets = self.targets[bounds[first] : bounds[end]]
+            if keep_all:
+                out[targets] = rows
+            else:
+                placed = targets >= 0
+                out[targets[placed]] = rows[placed]
+        return out
+
+
+class ColumnStarts:
+    """Pieces holding every output row (or rows ``rows`` of them) in order, side by
+    side along the last axis.
+
+    Parameters
+    ----------
+    starts
+        The first output column of each piece, increasing.
+    widths
+        The columns of each piece.
+    rows
+        ``(start, stop)``: the rows of the pieces that the output holds, or None (all).
+    """
+
+    __slots__ = ("rows", "starts", "widths")
+
+    def __init__(self, starts: np.ndarray, widths: np.ndarray, rows: tuple[int, int] | None = None):
+        self.starts = np.asarray(starts, np.int64)
+        self.widths = np.asarray(widths, np.int64)
+        self.rows = rows
+
+    def digest(self) -> str:
+        hasher = hashlib.blake2b(digest_size=12)
+        hasher.update(self.starts.tobytes())
+        hasher.update(self.widths.tobytes())
+        hasher.update(repr(self.rows).encode())
+        return hasher.hexdigest()
+
+    def within(self, start: int, stop: int) -> tuple[np.ndarray, ColumnStarts]:
+        """Every piece, and the layout of the output rows ``start:stop`` alone."""
+        kept = np.arange(len(self.starts))
+        return kept, ColumnStarts(self.starts, self.widths, (start, stop))
+
+    def placed(
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The output (written into ``out`` when given): the pieces side by side,
+        ``fill`` in the columns none covers.
+
+        Neighbouring pieces are concatenated by batches of about :data:`BATCH_BYTES`,
+        each then copied into its columns: one concatenation of all pieces into the
+        output writes a few bytes of every row for each piece, all over an output of
+        tens of megabytes (measured about ten times slower).
+        """
+        if out is None:
+            out = np.empty(shape, dtype)
+        if self.rows is not None:
+            arrays = [array[self.rows[0] : self.rows[1]] for array in arrays]
+        column_bytes = max(1, math.prod(shape[:-1]) * np.dtype(dtype).itemsize)
+        batch: list[np.ndarray] = []
+        first = position = 0
+        for start, width, array in zip(
+            self.starts.tolist(), self.widths.tolist(), arrays, strict=True
+        ):
+            if start > position:
+                _copy_columns(out, batch, first)
+                out[..., position:start] = fill
+                batch = []
+            if not batch:
+                first = start
+            batch.append(array)
+            position = start + width
+            if (position - first) * column_bytes >= BATCH_BYTES:
+                _copy_columns(out, batch, first)
+                batch = []
+        _copy_columns(out, batch, first)
+        out[..., position:] = fill
+        return out
+
+
+def _copy_columns(out: np.ndarray, batch: list[np.ndarray], first: int) -> None:
+    """The ``batch`` of pieces, side by side, into the columns of ``out`` from ``first``."""
+    if batch:
+        joined = np.concatenate(batch, axis=-1) if len(batch) > 1 else batch[0]
+        out[..., first : first + joined.shape[-1]] = joined
+
+
+class _General:
+    """Any :class:`~._placement.Placement` of the pieces, with the rows of each."""
+
+    __slots__ = ("placement", "rows")
+
+    def __init__(self, placement: Placement, rows: np.ndarray):
+        self.placement, self.rows = placement, rows
+
+    def digest(self) -> str:
+        return self.placement.digest()
+
+    def within(self, start: int, stop: int) -> tuple[np.ndarray, _General]:
+        kept, local = self.placement.rows_within(self.rows.tolist(), start, stop)
+        index = np.asarray(kept, np.int64)
+        return index, _General(local, self.rows[index])
+
+    def placed(
+        self,
+        arrays: list[np.ndarray],
+        shape: tuple[int, ...],
+        dtype: Any,
+        fill: Any,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        result = place(*arrays, self.placement, shape, dtype, fill)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+
+Layout = RowTargets | ColumnStarts | _General
+
+
+@without_collector
+def merge_pieces_into(buffer: RowBuffer, start: int, *arguments: Any) -> np.ndarray:
+    """:func:`merge_pieces` written into the rows of ``buffer`` from ``start`` on,
+    which it returns (numpy, for one task)."""
+    *chunks, pieces, layout, shape, dtype, fill = arguments
+    out = buffer.rows(start, start + shape[0])
+    return layout.placed(pieces.arrays(chunks), shape, np.dtype(dtype), fill, out)
+
+
+@without_collector
+def merge_pieces(*arguments: Any) -> np.ndarray:
+    """The array ``(*chunks, pieces, layout, shape, dtype, fill)``: the pieces (the
+    chunks being those of their inputs) where the layout puts them (numpy, for one
+    task)."""
+    *chunks, pieces, layout, shape, dtype, fill = arguments
+    return layout.placed(pieces.arrays(chunks), shape, np.dtype(dtype), fill)
+
+
+def stacked(
+    prefix: str,
+    pieces: Pieces,
+    layout: RowTargets | ColumnStarts | Placement,
+    shape: tuple[int, ...],
+    dtype: Any,
+    fill: float,
+) -> Any:
+    """The array of ``shape`` holding ``pieces`` where ``layout`` says and ``fill``
+    elsewhere: a grouped call, or a dask array of row chunks (see the module's
+    documentation)."""
+    dtype = np.dtype(dtype)
+    where = _General(layout, pieces.rows) if isinstance(layout, Placement) else layout
+    limit = row_limit(shape, dtype)
+    groups = active_groups()
+    extra = (pieces, where, tuple(shape), dtype.str, fill)
+    if groups is not None and shape[0] <= limit:
+        return groups.record(
+            prefix, merge_pieces, pieces.inputs, extra, shape, dtype, pieces.nbytes
+        )
+    return _row_chunks(prefix, pieces, where, tuple(shape), dtype, fill, limit)
+
+
+def _row_chunks(
+    prefix: str,
+    pieces: Pieces,
+    layout: Layout,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    fill: float,
+    limit: int,
+) -> Any:
+    """The array in chunks of at most ``limit`` rows, one task each."""
+    hasher = hashlib.blake2b(digest_size=12)
+    hasher.update(prefix.encode())
+    hash_arguments(hasher, [pieces, layout, shape, dtype.str, fill])
+    name = f"{prefix}-{hasher.hexdigest()}"
+    starts = list(range(0, shape[0], limit)) or [0]
+    chunks = tuple(min(limit, shape[0] - start) for start in starts)
+    zeros = (0,) * (len(shape) - 1)
+    layer: dict[Any, Any] = {}
+    # a few chunks write into one buffer, which computing the array gives whole
+    # (no second copy of the rows, see `RowBuffer`); more stay arrays of their own, so
+    # that an array streamed chunk by chunk is never all in memory
+    buffer = f"{name}-buffer" if 1 < len(starts) <= BUFFER_CHUNKS else None
+    if buffer is not None:
+        layer[buffer] = _graph.task(buffer, RowBuffer, tuple(shape), dtype.str)
+    for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
+        kept, local = layout.within(start, start + size)
+        part = pieces.subset(kept)
+        refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
+        key = (name, j, *zeros)
+        arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
+        if buffer is None:
+            layer[key] = _graph.task(key, merge_pieces, *arguments)
+        else:
+            layer[key] = _graph.task(key, merge_pieces_into, _graph.ref(buffer), start, *arguments)
+    all_chunks = (chunks, *((n,) for n in shape[1:]))
+    # one flat graph: the tasks of the pieces that are not data, and the row chunks
+    tasks = _graph.flat_tasks(pieces.inputs)
+    tasks.update(layer)
+    return _graph.array_from_tasks(name, tasks, [], all_chunks, dtype)
