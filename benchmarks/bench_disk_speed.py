@@ -181,9 +181,17 @@ def local_cluster() -> Any:
     """A LocalCluster of ``WORKERS`` workers limited to ``MEMORY``, active, whose workers
     have imported the library (a fixed cost of a few seconds, not reading)."""
     with execution("local", workers=WORKERS, memory_limit=MEMORY) as where:
-        where.client.run(importlib.import_module, "metatensor_dask.operations")
-        where.client.run(importlib.import_module, "metatensor_dask.io.zarr_read")
+        where.client.run(import_everything)
         yield where
+
+
+def import_everything() -> None:
+    """Import every public name of the package and its Zarr reader (the package
+    imports its modules on first use; here, before the clock starts)."""
+    package = importlib.import_module("metatensor_dask")
+    for name in package.__all__:
+        getattr(package, name)
+    importlib.import_module("metatensor_dask.io.zarr_read")
 
 
 Step = tuple[Callable[[], AbstractContextManager[Any]], Callable[[], Any]]
