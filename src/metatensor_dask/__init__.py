@@ -10,14 +10,13 @@ time, and a process that only appends batches to a store (a worker of
 
 from __future__ import annotations
 
-import importlib as _importlib
 import sys as _sys
 from typing import TYPE_CHECKING
-from typing import Any as _Any
 
 from dask import config as _dask_config
 
 from . import config
+from ._lazy import lazy_names as _lazy_names
 from .errors import (
     DamagedFileError,
     DamagedStoreError,
@@ -80,19 +79,7 @@ _LAZY = {
 _SUBMODULES = ("block", "errors", "io", "labels", "operations", "tensor")
 
 
-def __getattr__(name: str) -> _Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-    elif name in _SUBMODULES:
-        value = _importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY, *_SUBMODULES})
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, _SUBMODULES)
 
 
 def _refuse_query_planning() -> None:

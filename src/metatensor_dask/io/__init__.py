@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING
-from typing import Any as _Any
+
+from .._lazy import lazy_names as _lazy_names
 
 # Every name is imported on first access (PEP 562): zarr and dask.array (which imports
 # xarray and pandas) take most of the package's import time, a worker appending batches
@@ -32,17 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)
 
 __all__ = [
     "Verification",

@@ -8,10 +8,9 @@ built-ins inside this namespace, as in metatensor.
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
-from typing import Any as _Any
 
+from .._lazy import lazy_names as _lazy_names
 from ..errors import NotEqualError  # noqa: F401  (metatensor.operations.NotEqualError)
 
 if _typing.TYPE_CHECKING:  # (not TYPE_CHECKING: the namespace is the operations')
@@ -169,20 +168,10 @@ _MODULES = {
     "_subtract": ["subtract"],
     "_unique_metadata": ["unique_metadata", "unique_metadata_block"],
 }
-_LAZY = {name: module for module, names in _MODULES.items() for name in names}
+_LAZY = {name: f".{module}" for module, names in _MODULES.items() for name in names}
 
 
-def __getattr__(name: str) -> _Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)
 
 __all__ = [
     "abs",
