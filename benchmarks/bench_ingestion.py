@@ -10,7 +10,12 @@ silicon supercells (64 atoms each), ``BATCH`` structures per batch:
 * ``featomic alone``: every batch computed on the cluster and dropped;
 * ``featomic + raw files``: every batch computed, its arrays written to files by the
   worker (the floor of any ingestion: the bytes written, nothing else);
-* ``write_batches``: the same batches computed and committed to a Zarr store.
+* ``featomic + raw files, drop-behind``: the same, each file's write-back started once
+  written and the oldest dropped from the page cache as appends do (the ``drop-behind``
+  setting);
+* ``write_batches, drop-behind off``: the same batches computed and committed to a Zarr
+  store, their pages left in the page cache;
+* ``write_batches``: the same with the default ``drop-behind``.
 
 Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overhead
 target is at most 25% of the featomic time, with the same peak memory at both sizes.
@@ -69,14 +74,23 @@ def soap(items):
 def dropped(items):
     soap(items)
 
-def written(items, folder):
+def written(items, folder, drop_behind=None):
     # the floor of any ingestion: the bytes of values and gradients written to files
+    # (with drop_behind, dropped from the page cache as appends do)
     import os
     import numpy as np
+    from metatensor_dask.io import _page_cache
     for i, block in enumerate(soap(items).blocks()):
         arrays = [block.values, *(g.values for _, g in block.gradients())]
         for j, array in enumerate(arrays):
-            np.asarray(array).tofile(os.path.join(folder, f"{items[0]}-{i}-{j}.bin"))
+            path = os.path.join(folder, f"{items[0]}-{i}-{j}.bin")
+            with open(path, "wb") as file:
+                np.asarray(array).tofile(file)
+                file.flush()
+                if drop_behind is not None:
+                    _page_cache.start_write_back(file.fileno(), array.nbytes)
+            if drop_behind is not None:
+                _page_cache.written(path, array.nbytes, drop_behind)
 
 def cpu_seconds():
     # CPU seconds (user + system) of this process and of each live child (the
@@ -144,6 +158,19 @@ SCRIPTS = {
         batches = [items[i : i + batch] for i in range(0, n_items, batch)]
         client.gather(client.map(written, batches, folder=target, pure=False))
     """,
+    "featomic + raw files, drop-behind": """
+        import os
+        from metatensor_dask.io import _page_cache
+        os.makedirs(target)
+        batches = [items[i : i + batch] for i in range(0, n_items, batch)]
+        limit = _page_cache.budget()
+        client.gather(client.map(written, batches, folder=target, drop_behind=limit, pure=False))
+    """,
+    "write_batches, drop-behind off": """
+        import dask
+        with dask.config.set({"metatensor_dask.drop-behind": False}):
+            mtd.write_batches(soap, items, target, batch_size=batch, quiet=True)
+    """,
     "write_batches": """
         mtd.write_batches(soap, items, target, batch_size=batch, quiet=True)
     """,
@@ -169,7 +196,7 @@ def test_ingestion(benchmark, tmp_path, name, n_items):
     target = tmp_path / "soap.zarr"
     result = benchmark.pedantic(_run, args=(name, n_items, target), rounds=1, iterations=1)
     benchmark.extra_info.update(result, n_items=n_items, batch=BATCH)
-    if name == "write_batches":
+    if name.startswith("write_batches"):
         import metatensor_dask as mtd
 
         tensor = mtd.open_zarr(target)
@@ -195,7 +222,7 @@ def test_summary():
             wall = 100 * (found["seconds"] / alone["seconds"] - 1)
             cpu = 100 * (found["cpu_s"] / alone["cpu_s"] - 1)
             print(
-                f"  {name:20s} {found['seconds']:6.2f} s ({wall:+4.0f}%), "
+                f"  {name:34s} {found['seconds']:6.2f} s ({wall:+4.0f}%), "
                 f"cpu {found['cpu_s']:6.2f} s ({cpu:+4.0f}%; client {found['client_cpu_s']:5.2f}, "
                 f"workers {found['workers_cpu_s']:6.2f}), peak {found['peak_mib']:5.0f} MiB"
             )

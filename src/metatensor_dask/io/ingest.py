@@ -24,6 +24,7 @@ from typing import Any
 from .. import config
 from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
+from . import _page_cache
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
@@ -139,11 +140,24 @@ def write_batches(
     total = -(-len(items) // batch_size)
     run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
     request = parse_chunks(chunks)
+    drop_behind = _page_cache.budget()
     resolved = open_store(store, storage_options, writable=True)
     lock = StoreLock(resolved, describe(resolved), lock_timeout())
     lock.acquire(takeover=resume)
     try:
-        _run(function, items, resolved, lock.ref, request, run, total, resume, window, quiet)
+        _run(
+            function,
+            items,
+            resolved,
+            lock.ref,
+            request,
+            run,
+            total,
+            resume,
+            window,
+            quiet,
+            drop_behind,
+        )
     finally:
         lock.release()
 
@@ -159,6 +173,7 @@ def _run(
     resume: bool,
     window: int | None,
     quiet: bool,
+    drop_behind: int | None,
 ) -> None:
     where = lock.where
     existing = read_root(store, where)
@@ -180,7 +195,7 @@ def _run(
     client = active_client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
     batches = Batches(function, items, run["batch_size"], committed, window)
-    target = Target(store, lock, request, run)
+    target = Target(store, lock, request, run, drop_behind)
     try:
         if client is None:
             on_threads(batches, target, progress)

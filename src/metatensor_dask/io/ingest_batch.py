@@ -63,6 +63,9 @@ class Target:
     chunks: ChunkRequest
     #: The run record (``run_id``, ``batch_size``, ``n_items``, ``renumber``).
     run: dict[str, Any]
+    #: Bytes of the chunk files written by a process left in the page cache (the
+    #: newest), ``None`` to leave them all (see :mod:`._page_cache`).
+    drop_behind: int | None = None
 
 
 def _block_bytes(block: Any) -> int:
@@ -198,7 +201,7 @@ def _plan_batch(
     plan = plan_append(tensor, store, where, existing, chunks, _whole(arrays))  # type: ignore[arg-type]
     _concrete(plan, arrays)
     lock.check()
-    store_now(store, plan)
+    store_now(store, plan, target.drop_behind)
     root = layout.root_document(False, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
     return documents(plan, root)

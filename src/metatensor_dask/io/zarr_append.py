@@ -349,9 +349,18 @@ def plan_append(
 # -- storing ---------------------------------------------------------------------------
 
 
-def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, values: Any) -> None:
+def store_rows(
+    store: Store,
+    path: str,
+    document: dict[str, Any],
+    offset: int,
+    values: Any,
+    drop_behind: int | None = None,
+) -> None:
     """Store ``values`` at row ``offset`` of an array whose document is ``document``; a
-    partial first chunk keeps its stored rows and is replaced atomically."""
+    partial first chunk keeps its stored rows and is replaced atomically. The files
+    leave the page cache once on disk with ``drop_behind`` (see
+    :func:`~.zarr_rows.write_parts`)."""
     values = np.asarray(values)
     if values.size == 0:
         return
@@ -374,18 +383,26 @@ def store_rows(store: Store, path: str, document: dict[str, Any], offset: int, v
         )
     chunks = chunk_parts(path, document, values, offset // rows, stored)
     partial = {key: chunks.pop(key) for key in list(chunks)[:1]} if head else {}
-    write_parts(store, chunks)
-    _replace(store, partial)
+    write_parts(store, chunks, drop_behind=drop_behind)
+    _replace(store, partial, drop_behind=drop_behind)
 
 
-def _replace(store: Store, items: dict[str, Parts]) -> None:
+def _replace(store: Store, items: dict[str, Parts], drop_behind: int | None = None) -> None:
     """Store each item (given by its parts) atomically: on local disks written to a
     temporary file renamed over the key."""
-    write_parts(store, items, atomic=True)
+    write_parts(store, items, atomic=True, drop_behind=drop_behind)
 
 
-def _store_task(store: Store, path: str, document: dict, offset: int, values: Any, marker: str):
-    store_rows(store, path, document, offset, values)
+def _store_task(
+    store: Store,
+    path: str,
+    document: dict,
+    offset: int,
+    values: Any,
+    marker: str,
+    drop_behind: int | None,
+):
+    store_rows(store, path, document, offset, values, drop_behind)
     set_many(store, {marker: b""})
 
 
@@ -399,13 +416,13 @@ def _aligned(offset: int, count: int, step: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def store_now(store: Store, plan: AppendPlan) -> None:
+def store_now(store: Store, plan: AppendPlan, drop_behind: int | None = None) -> None:
     """Store every row of ``plan`` from this process (dask arrays computed here)."""
     for rows in plan.rows:
         data = rows.data
         if is_dask_collection(data):
             (data,) = dask.compute(data, scheduler="synchronous")
-        store_rows(store, rows.path, rows.document, rows.offset, data)
+        store_rows(store, rows.path, rows.document, rows.offset, data, drop_behind)
 
 
 def documents(plan: AppendPlan, root: dict[str, Any]) -> dict[str, bytes]:
@@ -431,7 +448,12 @@ def _finish(store: Store, found: dict[str, bytes], lock: WriteId, *written: Any)
 
 
 def _graph_of(
-    store: Store, plan: AppendPlan, root: dict, lock: WriteId, recorded: set[str]
+    store: Store,
+    plan: AppendPlan,
+    root: dict,
+    lock: WriteId,
+    recorded: set[str],
+    drop_behind: int | None,
 ) -> Delayed:
     """Client-side rows now; one task per stored chunk of the dask rows; the commit."""
     from .. import _graph
@@ -443,7 +465,7 @@ def _graph_of(
         if rows.data.size == 0:
             continue  # no chunk holds it
         if not is_dask_collection(rows.data):
-            store_rows(store, rows.path, rows.document, rows.offset, rows.data)
+            store_rows(store, rows.path, rows.document, rows.offset, rows.data, drop_behind)
             continue
         step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
         sizes = _aligned(rows.offset, rows.data.shape[0], step)
@@ -461,6 +483,7 @@ def _graph_of(
                     start,
                     inputs[i],
                     marker,
+                    drop_behind,
                 )
             start += size
         sources.append(array)
@@ -484,9 +507,11 @@ def append(
     compute: bool,
     existing: tuple[dict[str, Any], dict[str, Any]] | None,
     plan_whole: PlanWhole,
+    drop_behind: int | None = None,
 ) -> Delayed | None:
     """:func:`~metatensor_dask.io.zarr_write.to_zarr` with ``append_dim="samples"``,
-    once the lock is taken and the root read (``existing``, ``None`` without store)."""
+    once the lock is taken and the root read (``existing``, ``None`` without store);
+    ``drop_behind`` as in :func:`store_rows`."""
     where = lock.where
     token = _token(tensor, renumber)
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
@@ -520,7 +545,7 @@ def append(
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = layout.root_document(True, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
-    delayed = _graph_of(store, plan, root, lock, recorded)
+    delayed = _graph_of(store, plan, root, lock, recorded, drop_behind)
     if compute:
         dask.compute(delayed)
         return None

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _page_cache
 from ._zarr_internals import sync
 from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_layout import batch_record
@@ -112,8 +114,9 @@ def chunk_parts(
     return found
 
 
-def _write(name: Any, parts: Parts) -> None:
-    """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole)."""
+def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
+    """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole).
+    With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`)."""
     descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         pending: list[memoryview] = []
@@ -126,7 +129,10 @@ def _write(name: Any, parts: Parts) -> None:
                 pending.append(part.data)
         _writev(descriptor, pending)
         # a hole at the end: the file's size, which a seek does not set
-        os.ftruncate(descriptor, os.lseek(descriptor, 0, os.SEEK_CUR))
+        size = os.lseek(descriptor, 0, os.SEEK_CUR)
+        os.ftruncate(descriptor, size)
+        if write_back:
+            _page_cache.start_write_back(descriptor, size)
     finally:
         os.close(descriptor)
 
@@ -141,24 +147,36 @@ def _writev(descriptor: int, pending: list[memoryview]) -> None:
             pending[0] = pending[0][written:]
 
 
-def write_parts(store: Store, items: dict[str, Parts], atomic: bool = False) -> None:
+def write_parts(
+    store: Store, items: dict[str, Parts], atomic: bool = False, drop_behind: int | None = None
+) -> None:
     """Store each chunk given by its parts; with ``atomic``, each replaces the stored one
-    at once (on local disks: written to a temporary file renamed over it)."""
+    at once (on local disks: written to a temporary file renamed over it).
+
+    ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
+    page cache once on disk, but for the newest files of this process holding at most
+    this many bytes.
+    """
     root = _local_root(store)
     if root is None or store.read_only:
         set_many(
             store, {key: b"".join(p.data for p in parts) for key, parts in items.items()}, atomic
         )
         return
+    write_back = drop_behind is not None
     if not atomic:
-        write_files(root, items, _write)
-        return
-    for folder in sorted({os.path.dirname(key) for key in items} - {""}):
-        os.makedirs(root / folder, exist_ok=True)
-    for key, parts in items.items():
-        temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
-        _write(temporary, parts)
-        os.replace(temporary, root / key)
+        write_files(root, items, partial(_write, write_back=write_back))
+    else:
+        for folder in sorted({os.path.dirname(key) for key in items} - {""}):
+            os.makedirs(root / folder, exist_ok=True)
+        for key, parts in items.items():
+            temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
+            _write(temporary, parts, write_back)
+            os.replace(temporary, root / key)
+    if drop_behind is not None:
+        for key, parts in items.items():
+            size = sum(part.size for part in parts if part.base is not _ZEROS)
+            _page_cache.written(f"{root}/{key}", size, drop_behind)
 
 
 def write_regions(

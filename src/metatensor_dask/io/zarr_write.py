@@ -43,6 +43,7 @@ from .._partition import block_row_pointer, gradient_row_chunks
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
+from . import _page_cache
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId
@@ -801,6 +802,7 @@ def to_zarr(
         _check_names(block)
     request = chunking.parse_chunks(chunks)
     limit = lock_timeout()
+    drop_behind = _page_cache.budget()
     store = open_store(store, storage_options, writable=True)
     lock = StoreLock(store, describe(store), limit)
     lock.acquire(takeover=resume or mode == "w")
@@ -819,6 +821,7 @@ def to_zarr(
                 compute,
                 existing,
                 _plan_whole,
+                drop_behind,
             )
     except BaseException:
         lock.release()
