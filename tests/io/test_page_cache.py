@@ -160,7 +160,7 @@ def test_an_invalid_setting_is_refused_before_the_store_is_touched(tmp_path, val
     store = tmp_path / "t.zarr"
     with (
         dask.config.set({"metatensor_dask.drop-behind": value}),
-        pytest.raises(mtd.MetatensorDaskError, match="drop-behind=.*use a size such as"),
+        pytest.raises(mtd.MetatensorDaskError, match=r"drop-behind=.*use a size such as"),
     ):
         mtd.write_batches(batch, [0], store, quiet=True)
     assert not store.exists()
