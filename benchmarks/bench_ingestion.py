@@ -88,7 +88,7 @@ def written(items, folder, drop_behind=None):
                 np.asarray(array).tofile(file)
                 file.flush()
                 if drop_behind is not None:
-                    _page_cache.start_write_back(file.fileno(), array.nbytes)
+                    _page_cache.start_write_back(file.fileno(), array.nbytes, path)
             if drop_behind is not None:
                 _page_cache.written(path, array.nbytes, drop_behind)
 

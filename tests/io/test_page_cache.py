@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import sys
+from collections import deque
 from pathlib import Path
 
 import dask
@@ -183,3 +185,30 @@ def test_files_removed_before_their_turn_are_skipped(tmp_path):
     _page_cache.written(str(gone), _page_cache.SMALLEST_FILE, 2**40)
     gone.unlink()
     _page_cache.written(str(tmp_path / "other"), _page_cache.SMALLEST_FILE, 0)
+
+
+@pytest.mark.parametrize(
+    ("code", "raised"), [(errno.EIO, True), (errno.ENOSPC, True), (errno.EINVAL, False)]
+)
+def test_a_file_that_did_not_reach_the_disk_raises(tmp_path, monkeypatch, code, raised):
+    """An I/O error or a full disk reported by the write-back is raised, naming the
+    file, rather than its pages (the only copy) dropped; a file system without the
+    call (EINVAL) leaves the file to the kernel."""
+    if _page_cache.budget() is None:
+        pytest.skip("no drop-behind on this system")
+
+    def failing(descriptor, offset, count, flags):
+        ctypes.set_errno(code)
+        return -1
+
+    monkeypatch.setattr(_page_cache, "_SYNC_FILE_RANGE", failing)
+    # none of the files of earlier tests comes first
+    monkeypatch.setattr(_page_cache, "_files", deque())
+    monkeypatch.setattr(_page_cache, "_held", 0)
+    path = tmp_path / "chunk"
+    path.write_bytes(b"x" * _page_cache.SMALLEST_FILE)
+    if raised:
+        with pytest.raises(OSError, match=f"{os.strerror(code)}: writing .*chunk to disk failed"):
+            _page_cache.written(str(path), _page_cache.SMALLEST_FILE, 0)
+    else:
+        _page_cache.written(str(path), _page_cache.SMALLEST_FILE, 0)

@@ -13,12 +13,15 @@ dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). The next p
 kernel hands out are then those just freed.
 
 This is advice: the bytes stored are the same. Where the system calls are missing
-(outside Linux) nothing is dropped; a file removed since it was written is skipped.
+(outside Linux) nothing is dropped; a file removed since it was written is skipped. A
+file whose write to disk failed (an I/O error, a full disk) raises ``OSError`` rather
+than having its only copy dropped: without drop-behind such a failure is never seen.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 import threading
@@ -78,10 +81,24 @@ def budget() -> int | None:
     return None if _SYNC_FILE_RANGE is None else found
 
 
-def start_write_back(descriptor: int, size: int) -> None:
-    """Start writing the file open as ``descriptor`` to disk, without waiting."""
+#: What ``sync_file_range`` reports of a file whose bytes did not reach the disk; other
+#: errors (a file system without the call) leave the file to the kernel.
+_LOST = {errno.EIO, errno.ENOSPC, errno.EDQUOT}
+
+
+def _sync(descriptor: int, flags: int, path: str) -> None:
+    assert _SYNC_FILE_RANGE is not None
+    if _SYNC_FILE_RANGE(descriptor, 0, 0, flags) != 0:
+        code = ctypes.get_errno()
+        if code in _LOST:
+            raise OSError(code, f"{os.strerror(code)}: writing {path} to disk failed", path)
+
+
+def start_write_back(descriptor: int, size: int, path: str) -> None:
+    """Start writing the file ``path``, open as ``descriptor``, to disk, without
+    waiting."""
     if _SYNC_FILE_RANGE is not None and size >= SMALLEST_FILE:
-        _SYNC_FILE_RANGE(descriptor, 0, 0, _WRITE)
+        _sync(descriptor, _WRITE, path)
 
 
 def written(path: str, size: int, limit: int) -> None:
@@ -104,14 +121,15 @@ def written(path: str, size: int, limit: int) -> None:
 
 
 def _drop(path: str) -> None:
-    """Wait until the file ``path`` is on disk, then drop its pages from the cache."""
-    assert _SYNC_FILE_RANGE is not None
+    """Wait until the file ``path`` is on disk, then drop its pages from the cache.
+    Raises ``OSError`` when its bytes could not be written to disk (rather than
+    dropping pages that are the only copy)."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
-        return  # replaced or removed: its pages went with it
+        return  # removed: its pages went with it
     try:
-        _SYNC_FILE_RANGE(descriptor, 0, 0, _WAIT_WRITE_WAIT)
+        _sync(descriptor, _WAIT_WRITE_WAIT, path)
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(descriptor)

@@ -132,7 +132,7 @@ def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
         size = os.lseek(descriptor, 0, os.SEEK_CUR)
         os.ftruncate(descriptor, size)
         if write_back:
-            _page_cache.start_write_back(descriptor, size)
+            _page_cache.start_write_back(descriptor, size, str(name))
     finally:
         os.close(descriptor)
 
