@@ -126,7 +126,9 @@ def write_batches(
     -----
     The result equals metatensor's ``join(batches, axis="samples",
     different_keys="union")`` of the renumbered batches: keys in order of first
-    appearance, samples in item order. See ``docs/ingestion.md``.
+    appearance, samples in item order. Chunk files leave the page cache once on disk,
+    but for the newest ones, up to the ``drop-behind`` setting per process (256 MiB by
+    default). See ``docs/ingestion.md``.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise MetatensorDaskError(f"`batch_size` must be a positive int, got {batch_size!r}")
