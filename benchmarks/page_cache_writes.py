@@ -13,9 +13,15 @@ written, and its wall time without the pauses, for:
 * ``plain, right after freeing``: ``plain`` right after the files of the previous case
   were deleted (their page cache freed a moment before).
 
+* ``memory``: no file, fresh memory of the same size written by numpy, after a rest;
+* ``memory, right after freeing``: the same right after the memory of the case before
+  was freed.
+
 The files of each case are deleted before the next, after a rest of ``REST`` seconds
 (so that the memory they freed has gone back to the free pool, as it has in a long
-run). Run as a script (not collected by pytest)::
+run); on a virtual machine that hands free memory back to its host, pages free for a
+while cost much more to touch again than pages freed a moment before. Run as a script
+(not collected by pytest)::
 
     .venv/bin/python benchmarks/page_cache_writes.py FOLDER [COUNT] [REPEATS] [REST]
 
@@ -63,6 +69,14 @@ def _write(folder: str, count: int, data: np.ndarray, drop_behind: bool) -> tupl
     return _cpu() - cpu, time.perf_counter() - wall - count * PAUSE
 
 
+def _touch(count: int) -> tuple[float, float]:
+    """CPU seconds and wall seconds of filling fresh memory of ``count`` files' size."""
+    cpu, wall = _cpu(), time.perf_counter()
+    memory = np.ones(count * FILE_BYTES // 8)
+    del memory
+    return _cpu() - cpu, time.perf_counter() - wall
+
+
 def main() -> None:
     folder = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 32
@@ -84,6 +98,10 @@ def main() -> None:
             cpu, wall = _write(os.path.join(folder, "files"), count, data, drop_behind)
             print(f"{case:28s} {cpu / gib:10.2f} {wall / gib:11.2f}", flush=True)
             shutil.rmtree(os.path.join(folder, "files"))
+        time.sleep(rest)
+        for case in ["memory", "memory, right after freeing"]:
+            cpu, wall = _touch(count)
+            print(f"{case:28s} {cpu / gib:10.2f} {wall / gib:11.2f}", flush=True)
 
 
 if __name__ == "__main__":
