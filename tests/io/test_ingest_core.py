@@ -13,7 +13,6 @@ import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
 from metatensor_dask.io.ingest_core import core_view
 from metatensor_dask.io.zarr_renumber import shifted
-from metatensor_dask.testing import assert_equal_to_metatensor
 
 
 def _same_block(view, ours, theirs, parent=None, parameter=None):
@@ -51,24 +50,6 @@ def test_core_view_equals_the_renumbered_tensor(seed, renumber):
     assert [k.values.tolist() for k, _ in view.items()] == ours.keys.values.tolist()
     for block, mine, core in zip(view.blocks(), ours.blocks(), theirs.blocks(), strict=True):
         _same_block(block, mine, core)
-
-
-def test_as_block_wraps_the_arrays_themselves():
-    theirs = make_metatensor(seed=3)
-    view = core_view(theirs, None)
-    arrays: dict[str, np.ndarray] = {}
-    blocks = [block.as_block(arrays) for block in view.blocks()]
-    tensor = mtd.TensorMap(view.keys, blocks)
-    for key, value in theirs.info().items():
-        tensor.set_info(key, value)
-    assert_equal_to_metatensor(tensor, theirs)
-    core = theirs.block(0)
-    pairs = [
-        (tensor.block(0).values, core.values),
-        (tensor.block(0).gradient("positions").values, core.gradient("positions").values),
-    ]
-    for array, original in pairs:
-        assert np.shares_memory(arrays[array.name], np.asarray(original))  # not copied
 
 
 @pytest.mark.parametrize(

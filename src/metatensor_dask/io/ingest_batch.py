@@ -8,8 +8,9 @@ its rows go, from the root document of the batch before it), stored, and its met
 committed with the run record in one atomic root write, by one function,
 :func:`append_batch`, which a cluster runs as one task on the worker holding the batch.
 A metatensor-core result is stored from its own memory, neither copied nor hashed, and
-planned without dask arrays (:mod:`.ingest_core`): a worker appending batches to an
-existing store imports neither ``dask.array`` nor the writer of whole tensors.
+planned without dask arrays (:mod:`.ingest_core`), the blocks it creates too (the first
+batch, a new key: :mod:`.zarr_plan`): a worker running batches imports neither
+``dask.array`` nor the writer of whole tensors.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dask
-import numpy as np
 from dask.base import is_dask_collection
 from dask.sizeof import sizeof
 
@@ -31,18 +31,17 @@ from .chunks import ChunkRequest, default_target
 from .ingest_core import CoreBlock, CoreTensor, core_view
 from .zarr_append import (
     AppendPlan,
-    PlanWhole,
     commit,
     documents,
     plan_append,
     read_root,
     store_now,
 )
+from .zarr_plan import plan_whole
 from .zarr_renumber import shifted
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
-    from ..labels import Labels
     from ..tensor import TensorMap
 
 __all__ = ["RUN", "Target", "append_batch"]
@@ -115,16 +114,13 @@ def _as_tensor(
     )
 
 
-def _concrete(plan: AppendPlan, arrays: dict[str, np.ndarray]) -> None:
-    """The rows of ``plan`` as numpy arrays: the batch's own arrays as they are, the
-    others (lazy results, rechunked new blocks) computed here."""
-    for rows in plan.rows:
-        if is_dask_collection(rows.data):
-            own = arrays.get(rows.data.name)
-            if own is None:
-                (rows.data,) = dask.compute(rows.data, scheduler="synchronous")
-            else:
-                rows.data = own
+def _computed(plan: AppendPlan) -> None:
+    """The dask rows of ``plan`` (a metatensor-dask result) computed here, in one pass:
+    their values and gradients may share the computation."""
+    lazy = [rows for rows in plan.rows if is_dask_collection(rows.data)]
+    found = dask.compute(*(rows.data for rows in lazy), scheduler="synchronous")
+    for rows, data in zip(lazy, found, strict=True):
+        rows.data = data
 
 
 #: Chunks of at least this many bytes, whatever the batches.
@@ -195,31 +191,15 @@ def _plan_batch(
     else:
         existing = _parse_root(previous, where)
     chunks = _append_chunks(target.chunks, tensor)
-    # the arrays of metatensor-core blocks written whole, by the name of their dask array
-    arrays: dict[str, np.ndarray] = {}
     # (a CoreTensor has the part of TensorMap's interface that plan_append reads)
-    plan = plan_append(tensor, store, where, existing, chunks, _whole(arrays))  # type: ignore[arg-type]
-    _concrete(plan, arrays)
+    plan = plan_append(tensor, store, where, existing, chunks, plan_whole)  # type: ignore[arg-type]
+    if not isinstance(tensor, CoreTensor):
+        _computed(plan)
     lock.check()
     store_now(store, plan, target.drop_behind)
     root = layout.root_document(False, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
     return documents(plan, root)
-
-
-def _whole(arrays: dict[str, np.ndarray]) -> PlanWhole:
-    """How :func:`~.zarr_append.plan_append` plans the blocks a batch writes whole (the
-    first batch, a new key), as a plain write does: metatensor-core blocks become
-    TensorBlocks of their own arrays, recorded in ``arrays``. The writer (and
-    ``dask.array``) is imported only then."""
-
-    def plan_whole(blocks: list[tuple[int, Any]], keys: Labels | None, request: ChunkRequest):
-        from .zarr_write import _plan_whole
-
-        found = [(i, b.as_block(arrays) if isinstance(b, CoreBlock) else b) for i, b in blocks]
-        return _plan_whole(found, keys, request)
-
-    return plan_whole
 
 
 def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -4,26 +4,22 @@ copied nor hashed), its Labels converted, its samples renumbered.
 
 :class:`CoreTensor` and :class:`CoreBlock` have the part of the interface of
 :class:`~metatensor_dask.tensor.TensorMap` and :class:`~metatensor_dask.block.TensorBlock`
-that :func:`~metatensor_dask.io.zarr_append.plan_append` reads, without dask arrays: a
-worker appending batches to a store then never imports ``dask.array`` (nor xarray and
-pandas, which it imports). Blocks written whole (the first batch, a new key) become
-:class:`~metatensor_dask.block.TensorBlock` (:meth:`CoreBlock.as_block`).
+that :func:`~metatensor_dask.io.zarr_append.plan_append` reads, without dask arrays, and
+that :func:`~metatensor_dask.io.zarr_plan.plan_whole` reads for the blocks written whole
+(the first batch, a new key): a worker writing batches to a store then never imports
+``dask.array`` (nor xarray and pandas, which it imports).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._partition import row_pointer
 from ..labels import Labels, LabelsEntry
 from .zarr_renumber import check_dimension, shift
-
-if TYPE_CHECKING:
-    from ..block import TensorBlock
 
 __all__ = ["CoreBlock", "CoreTensor", "core_view"]
 
@@ -66,24 +62,6 @@ class CoreBlock:
 
     def gradient(self, parameter: str) -> CoreBlock:
         return self._gradients[parameter]
-
-    def as_block(self, arrays: dict[str, np.ndarray]) -> TensorBlock:
-        """This block as a :class:`~metatensor_dask.block.TensorBlock` of one-chunk dask
-        arrays holding the arrays themselves, recorded by name in ``arrays``."""
-        import dask.array as da
-
-        from ..block import TensorBlock
-
-        # one chunk holding the array itself (``da.from_array`` would copy it)
-        name = f"batch-{uuid.uuid4().hex}"
-        chunks = tuple((n,) for n in self.values.shape)
-        task = {(name, *(0,) * self.values.ndim): self.values}
-        wrapped = da.Array(task, name, chunks, meta=self.values[:0])
-        arrays[name] = self.values
-        gradients = {p: g.as_block(arrays) for p, g in self.gradients()}
-        return TensorBlock._trusted(
-            wrapped, self.samples, self.components, self.properties, gradients
-        )
 
 
 class CoreTensor:

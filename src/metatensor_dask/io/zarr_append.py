@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from ..block import TensorBlock
     from ..tensor import TensorMap
+    from .zarr_plan import Plan
 
 __all__ = ["AppendPlan", "append", "plan_append", "read_root", "store_now"]
 
@@ -224,8 +225,9 @@ class _Planner:
             self.extend_block(gradient, child, n_old, f"{what}, gradient '{parameter}'")
 
 
-def _add_whole(plan: AppendPlan, new: Any) -> None:
-    """Add the nodes of a plain write's plan (``zarr_write._Plan``), written whole."""
+def _add_whole(plan: AppendPlan, new: Plan) -> None:
+    """Add the nodes of blocks planned whole (:func:`~.zarr_plan.plan_whole`): the
+    values arrays as they are (dask or numpy), the Labels and row pointers as numpy."""
     for path, document in new.nodes.items():
         plan.nodes[path] = document
         plan.changed.append(path)
@@ -283,9 +285,12 @@ def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Plans blocks (at their indices) written whole, and the keys when given, as a plain
-#: write does (``zarr_write._plan_whole``); passed in, since ``to_zarr`` calls this module.
-PlanWhole = Callable[[list[tuple[int, "TensorBlock"]], "Labels | None", chunking.ChunkRequest], Any]
+#: Plans blocks (at their indices) written whole, and the keys when given
+#: (:func:`~.zarr_plan.plan_whole`): ``to_zarr`` stores the values in dask tasks, a batch
+#: of ``write_batches`` from its own arrays.
+PlanWhole = Callable[
+    [list[tuple[int, "TensorBlock"]], "Labels | None", chunking.ChunkRequest], "Plan"
+]
 
 
 def plan_append(

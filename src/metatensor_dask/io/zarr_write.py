@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
@@ -37,9 +37,8 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
 
-from .. import _graph, config
+from .. import _graph
 from .._gc import collector_paused
-from .._partition import block_row_pointer, gradient_row_chunks
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -52,11 +51,10 @@ from ._mts_integrity import member_checks
 from ._names import check_path_component
 from ._zarr_internals import sync
 from .zarr_append import append, read_root
-from .zarr_codecs import small_template, template
+from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
 from .zarr_rows import write_regions
-from .zarr_samples import sample_attributes
 from .zarr_store import (
     ArrayRef,
     delete_prefix,
@@ -93,135 +91,6 @@ _CONTENT = ("shape", "data_type", "attributes")
 _TOKEN = "token"
 
 
-@dataclass
-class _Plan:
-    """What a write stores: node documents, client-side arrays, and dask arrays."""
-
-    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    small: dict[str, Any] = field(default_factory=dict)  # path -> callable giving values
-    data: dict[str, da.Array] = field(default_factory=dict)
-
-    def group(self, path: str) -> None:
-        self.nodes[path] = layout.group_document()
-
-    def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
-        shape = (len(labels), len(labels.names))
-        rows = chunk_rows if chunk_rows is not None else max(shape[0], 1)
-        # samples (chunked) carry the records that appends extend (format 3)
-        attributes = (
-            sample_attributes(labels.names, labels.values)
-            if chunk_rows is not None
-            else layout.labels_attributes(labels.names, labels.digest())
-        )
-        # Labels are never sharded: their chunks are written from the client
-        self.nodes[path] = layout.array_document(
-            small_template(np.dtype(np.int32), 2),
-            shape,
-            rows,
-            None,
-            attributes,
-            layout.dimension_names(path),
-        )
-        self.small[path] = lambda: labels.values
-
-
-def _sharding(rows: int) -> int | None:
-    shards = config.get("shard-chunks")
-    if shards is None:
-        return None
-    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
-        raise MetatensorDaskError(
-            f"invalid setting metatensor_dask.shard-chunks={shards!r}: use null (no "
-            "sharding) or a positive number of chunks per shard"
-        )
-    return rows * shards
-
-
-def _value_rows(block: TensorBlock, request: chunking.ChunkRequest, growing: bool = False) -> int:
-    """Rows per stored chunk of a block's values; a number of rows asked for is kept
-    when ``growing`` (appends fill the chunks), else capped to the block's rows."""
-    values = block.values
-    n = values.shape[0]
-    if request.kind == "rows":
-        return request.amount if growing else min(request.amount, max(n, 1))
-    if request.kind == "bytes":
-        return chunking.target_rows(n, chunking.data_sizes(block), request.amount)
-    sizes = chunking.data_sizes(block)
-    target = chunking.default_target()
-    chunks = getattr(values, "chunks", None) or ((n,),)
-    if all(len(c) == 1 for c in chunks[1:]) and chunking.is_regular(chunks[0]):
-        if len(chunks[0]) > 1:
-            return chunks[0][0]
-        if max(rows * size for rows, size in sizes) <= target:
-            return max(n, 1)
-    return chunking.target_rows(n, sizes, target)
-
-
-def _plan_block(plan: _Plan, block: TensorBlock, prefix: str, rows: int, is_gradient: bool) -> None:
-    values = da.asarray(block.values) if not isinstance(block.values, da.Array) else block.values
-    shards = _sharding(rows)
-    plan.group(prefix)
-    names = layout.dimension_names(f"{prefix}/values", [c.names[0] for c in block.components])
-    plan.nodes[f"{prefix}/values"] = layout.array_document(
-        template(values.dtype, values.ndim, shards is not None),
-        values.shape,
-        rows,
-        shards,
-        {},
-        names,
-    )
-    plan.data[f"{prefix}/values"] = values
-    plan.labels(f"{prefix}/samples", block.samples, rows)
-    if block.components:
-        plan.group(f"{prefix}/components")
-    for j, component in enumerate(block.components):
-        plan.labels(f"{prefix}/components/{j}", component, None)
-    if not is_gradient:
-        plan.labels(f"{prefix}/properties", block.properties, None)
-    if block.gradients_list():
-        plan.group(f"{prefix}/gradients")
-    n_chunks = chunking.count(values.shape[0], rows)
-    for parameter, gradient in block.gradients():
-        path = layout.gradient_prefix(prefix, parameter)
-        pointer = block_row_pointer(block, parameter)
-        m = gradient.values.shape[0]
-        if pointer is not None:
-            gradient_rows = _gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
-            plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
-                small_template(np.dtype(np.int64), 1),
-                pointer.shape,
-                rows,  # chunked as the values (format 3): an append rewrites one chunk
-                None,
-                {},
-                layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
-            )
-            plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
-        else:
-            gradient_rows = chunking.target_rows(
-                m, chunking.data_sizes(gradient), chunking.default_target()
-            )
-        _plan_block(plan, gradient, path, gradient_rows, True)
-
-
-def _gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int) -> int:
-    """Rows per stored chunk of a gradient whose values have ``n`` rows in chunks of
-    ``rows``: the co-partitioned chunking when it is a regular grid (the same number of
-    gradient rows per sample), so that operations read each gradient chunk with its
-    values chunk and no rechunking; otherwise an even split in ``n_chunks``. Values
-    chunks with room for more rows than ``n`` (appends fill them) give the gradient
-    as much room, at its rows per value row."""
-    if rows > n:
-        return max(-(-rows * m // n), 1) if m and n else rows
-    co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
-    if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
-        return co_partitioned[0]
-    return max(-(-m // n_chunks), 1)
-
-
-def _keys_plan(plan: _Plan, keys: Labels) -> None:
-    plan.labels("keys", keys, None)
-
-
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {name: document.get(name) for name in _CONTENT}
 
@@ -238,7 +107,7 @@ def _mismatch(path: str, stored: dict[str, Any], planned: dict[str, Any]) -> str
     return None
 
 
-def _check_matches(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
+def _check_matches(plan: Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
     """Refuse when a planned node exists in the store with different content."""
     for path, document in plan.nodes.items():
         if path in stored:
@@ -252,7 +121,7 @@ def _check_matches(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
 
 def _write_documents(
     store: Store,
-    plan: _Plan,
+    plan: Plan,
     documents: list[str],
     small: list[str],
     nodes: dict[str, Any],
@@ -287,7 +156,7 @@ def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
 
 def _write_graph(
     store: Store,
-    plan: _Plan,
+    plan: Plan,
     paths: list[str],
     nodes: dict[str, Any],
     recorded: set[str],
@@ -341,35 +210,33 @@ def _write_graph(
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
-def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> _Plan:
-    return _plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request, growing=False)
-
-
-def _plan_whole(
-    blocks: list[tuple[int, TensorBlock]],
-    keys: Labels | None,
-    request: chunking.ChunkRequest,
-    growing: bool = True,
-) -> _Plan:
-    """Blocks planned whole at their indices (and the keys, when given): what an append
-    writes for a new store or new keys (``growing``: ``chunks=`` rows are kept, not
-    capped to the block's rows, since appends fill them)."""
-    plan = _Plan()
-    if keys is not None:
-        _keys_plan(plan, keys)
-        plan.group("blocks")
-    with collector_paused():
-        for index, block in blocks:
-            rows = _value_rows(block, request, growing)
-            _plan_block(plan, block, layout.block_prefix(index), rows, False)
+def _lazy(plan: Plan) -> Plan:
+    """``plan`` with dask values arrays: a computed block's numpy values become one (as
+    ``dask.array.asarray`` makes it, named by a hash of its content), which the write
+    stores in its tasks and its token names."""
+    for path, values in plan.data.items():
+        if not isinstance(values, da.Array):
+            plan.data[path] = da.asarray(values)
     return plan
+
+
+def _plan_tensor(tensor: TensorMap, request: chunking.ChunkRequest) -> Plan:
+    return _lazy(plan_whole(list(enumerate(tensor.blocks())), tensor.keys, request, growing=False))
+
+
+def _plan_appended(
+    blocks: Sequence[tuple[int, TensorBlock]], keys: Labels | None, request: chunking.ChunkRequest
+) -> Plan:
+    """The blocks an append writes whole (see :func:`~.zarr_plan.plan_whole`), stored by
+    the tasks of the append."""
+    return _lazy(plan_whole(blocks, keys, request))
 
 
 def _plan_blocks_at(
     tensor: TensorMap, request: chunking.ChunkRequest, keys: Labels
-) -> tuple[_Plan, list[np.ndarray]]:
+) -> tuple[Plan, list[np.ndarray]]:
     """Each block planned at its position in ``keys``; unknown keys are appended."""
-    plan = _Plan()
+    plan = Plan()
     plan.group("blocks")
     new_keys: list[np.ndarray] = []
     for key, block in tensor.items():
@@ -377,8 +244,8 @@ def _plan_blocks_at(
         if position is None:
             position = len(keys) + len(new_keys)
             new_keys.append(key.values)
-        _plan_block(plan, block, layout.block_prefix(position), _value_rows(block, request), False)
-    return plan, new_keys
+        plan_block(plan, block, layout.block_prefix(position), value_rows(block, request), False)
+    return _lazy(plan), new_keys
 
 
 def _stored_keys(store: Store, nodes: dict[str, Any], where: str) -> Labels:
@@ -393,7 +260,7 @@ def _plan_addition(
     store: Store,
     stored: dict[str, Any],
     where: str,
-) -> tuple[_Plan, dict[str, Any], str]:
+) -> tuple[Plan, dict[str, Any], str]:
     """Mode "a": new keys get new blocks, known blocks their new gradients.
 
     Returns the plan (new nodes only), the nodes of the store once written and the
@@ -431,7 +298,7 @@ def _plan_addition(
         all_keys = Labels._trusted(
             stored_keys.names, np.concatenate([stored_keys.values, np.array(new_keys, np.int32)])
         )
-        _keys_plan(plan, all_keys)
+        plan_keys(plan, all_keys)
     final = {**stored, **plan.nodes}
     try:
         layout.parse_layout({}, final, where)
@@ -443,7 +310,7 @@ def _plan_addition(
     return plan, final, token
 
 
-def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
+def _check_rewrite(plan: Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
     """The tensor must have exactly the stored arrays, with the same content."""
     stored_arrays = {p for p, d in stored.items() if d.get("node_type") == "array"}
     planned_arrays = {p for p, d in plan.nodes.items() if d.get("node_type") == "array"}
@@ -456,7 +323,7 @@ def _check_rewrite(plan: _Plan, stored: dict[str, Any], where: str, remedy: str)
     _check_matches(plan, stored, where, remedy)
 
 
-def _token(plan: _Plan, tensor: TensorMap) -> str:
+def _token(plan: Plan, tensor: TensorMap) -> str:
     """A deterministic token of what ``plan`` stores: dask's token of each values array
     (its name: a token of its graph and inputs), the content of each array document
     (with the Labels digests), the row pointers and the tensor's info."""
@@ -464,7 +331,7 @@ def _token(plan: _Plan, tensor: TensorMap) -> str:
         return _tokenize_plan(plan, tensor)
 
 
-def _tokenize_plan(plan: _Plan, tensor: TensorMap) -> str:
+def _tokenize_plan(plan: Plan, tensor: TensorMap) -> str:
     documents = [
         (path, _content(document))
         for path, document in sorted(plan.nodes.items())
@@ -484,7 +351,7 @@ def _tokenize_plan(plan: _Plan, tensor: TensorMap) -> str:
 
 def _execute(
     store: Store,
-    plan: _Plan,
+    plan: Plan,
     nodes: dict[str, Any],
     documents: list[str],
     data: list[str],
@@ -820,7 +687,7 @@ def to_zarr(
                 resume,
                 compute,
                 existing,
-                _plan_whole,
+                _plan_appended,
                 drop_behind,
             )
     except BaseException:

@@ -1,0 +1,223 @@
+"""The plan of blocks written whole: their node documents, chunking and arrays.
+
+What :func:`~metatensor_dask.io.zarr_write.to_zarr` stores for a tensor, and what an
+append stores for the blocks it creates (a new store, a new key): the documents of the
+groups and arrays, the rows per chunk of each block's values and gradients, the Labels
+and row pointers (written from the client) and the values arrays.
+
+A block is planned from what it has in common with
+:class:`~metatensor_dask.block.TensorBlock`: values with a shape and dtype, Labels,
+gradients. A metatensor-core batch of
+:func:`~metatensor_dask.io.ingest.write_batches`, seen through
+:class:`~metatensor_dask.io.ingest_core.CoreBlock`, is planned with its numpy arrays as
+they are: this module imports neither ``dask.array`` nor the dask graphs, so that the
+worker writing the first batch of a run does not import them either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import config
+from .._gc import collector_paused
+from .._partition import block_row_pointer, gradient_row_chunks
+from ..errors import MetatensorDaskError
+from . import chunks as chunking
+from . import zarr_layout as layout
+from .ingest_core import CoreBlock
+from .zarr_codecs import small_template, template
+from .zarr_samples import sample_attributes
+
+if TYPE_CHECKING:
+    from ..block import TensorBlock
+    from ..labels import Labels
+
+__all__ = [
+    "Plan",
+    "gradient_rows",
+    "plan_block",
+    "plan_keys",
+    "plan_whole",
+    "sharding",
+    "value_rows",
+]
+
+
+@dataclass
+class Plan:
+    """What a write stores: node documents, client-side arrays, and values arrays."""
+
+    #: Documents of the groups and arrays, by path.
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Labels and row pointers, written from the client: path -> callable giving values.
+    small: dict[str, Any] = field(default_factory=dict)
+    #: Values arrays by path: the blocks' own, dask or numpy arrays.
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def group(self, path: str) -> None:
+        """Plan a group at ``path``."""
+        self.nodes[path] = layout.group_document()
+
+    def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
+        """Plan ``labels`` at ``path``, in chunks of ``chunk_rows`` rows (samples, which
+        appends extend) or in one chunk (``None``)."""
+        shape = (len(labels), len(labels.names))
+        rows = chunk_rows if chunk_rows is not None else max(shape[0], 1)
+        # samples (chunked) carry the records that appends extend (format 3)
+        attributes = (
+            sample_attributes(labels.names, labels.values)
+            if chunk_rows is not None
+            else layout.labels_attributes(labels.names, labels.digest())
+        )
+        # Labels are never sharded: their chunks are written from the client
+        self.nodes[path] = layout.array_document(
+            small_template(np.dtype(np.int32), 2),
+            shape,
+            rows,
+            None,
+            attributes,
+            layout.dimension_names(path),
+        )
+        self.small[path] = lambda: labels.values
+
+
+def sharding(rows: int) -> int | None:
+    """Rows per shard of an array stored in chunks of ``rows`` rows, by the
+    ``shard-chunks`` setting; ``None`` when not sharded."""
+    shards = config.get("shard-chunks")
+    if shards is None:
+        return None
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.shard-chunks={shards!r}: use null (no "
+            "sharding) or a positive number of chunks per shard"
+        )
+    return rows * shards
+
+
+def value_rows(
+    block: TensorBlock | CoreBlock, request: chunking.ChunkRequest, growing: bool = False
+) -> int:
+    """Rows per stored chunk of a block's values; a number of rows asked for is kept
+    when ``growing`` (appends fill the chunks), else capped to the block's rows. Values
+    without dask chunks (numpy) count as one chunk."""
+    values = block.values
+    n = values.shape[0]
+    if request.kind == "rows":
+        return request.amount if growing else min(request.amount, max(n, 1))
+    if request.kind == "bytes":
+        return chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+    sizes = chunking.data_sizes(block)
+    target = chunking.default_target()
+    chunks = getattr(values, "chunks", None) or ((n,),)
+    if all(len(c) == 1 for c in chunks[1:]) and chunking.is_regular(chunks[0]):
+        if len(chunks[0]) > 1:
+            return chunks[0][0]
+        if max(rows * size for rows, size in sizes) <= target:
+            return max(n, 1)
+    return chunking.target_rows(n, sizes, target)
+
+
+def _row_pointer(block: TensorBlock | CoreBlock, parameter: str) -> np.ndarray | None:
+    """The row pointer of a gradient of ``block``: a metatensor-core block's gradients
+    have theirs (``None`` when their rows are not grouped by sample); a
+    :class:`~metatensor_dask.block.TensorBlock` builds it when not attached."""
+    if isinstance(block, CoreBlock):
+        return block.gradient(parameter).row_pointer
+    return block_row_pointer(block, parameter)
+
+
+def plan_block(
+    plan: Plan, block: TensorBlock | CoreBlock, prefix: str, rows: int, is_gradient: bool
+) -> None:
+    """Plan ``block`` (a gradient when ``is_gradient``: no properties of its own) and
+    its gradients at ``prefix``, its values in chunks of ``rows`` rows; the values
+    arrays are planned as they are (dask or numpy)."""
+    values = block.values
+    shards = sharding(rows)
+    plan.group(prefix)
+    names = layout.dimension_names(f"{prefix}/values", [c.names[0] for c in block.components])
+    plan.nodes[f"{prefix}/values"] = layout.array_document(
+        template(values.dtype, values.ndim, shards is not None),
+        values.shape,
+        rows,
+        shards,
+        {},
+        names,
+    )
+    plan.data[f"{prefix}/values"] = values
+    plan.labels(f"{prefix}/samples", block.samples, rows)
+    if block.components:
+        plan.group(f"{prefix}/components")
+    for j, component in enumerate(block.components):
+        plan.labels(f"{prefix}/components/{j}", component, None)
+    if not is_gradient:
+        plan.labels(f"{prefix}/properties", block.properties, None)
+    if block.gradients_list():
+        plan.group(f"{prefix}/gradients")
+    n_chunks = chunking.count(values.shape[0], rows)
+    for parameter, gradient in block.gradients():
+        path = layout.gradient_prefix(prefix, parameter)
+        pointer = _row_pointer(block, parameter)
+        m = gradient.values.shape[0]
+        if pointer is not None:
+            chunk_rows = gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
+            plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
+                small_template(np.dtype(np.int64), 1),
+                pointer.shape,
+                rows,  # chunked as the values (format 3): an append rewrites one chunk
+                None,
+                {},
+                layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
+            )
+            plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
+        else:
+            chunk_rows = chunking.target_rows(
+                m, chunking.data_sizes(gradient), chunking.default_target()
+            )
+        plan_block(plan, gradient, path, chunk_rows, True)
+
+
+def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int) -> int:
+    """Rows per stored chunk of a gradient whose values have ``n`` rows in chunks of
+    ``rows``: the co-partitioned chunking when it is a regular grid (the same number of
+    gradient rows per sample), so that operations read each gradient chunk with its
+    values chunk and no rechunking; otherwise an even split in ``n_chunks``. Values
+    chunks with room for more rows than ``n`` (appends fill them) give the gradient
+    as much room, at its rows per value row."""
+    if rows > n:
+        return max(-(-rows * m // n), 1) if m and n else rows
+    co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
+    if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
+        return co_partitioned[0]
+    return max(-(-m // n_chunks), 1)
+
+
+def plan_keys(plan: Plan, keys: Labels) -> None:
+    """Plan the keys of the tensor."""
+    plan.labels("keys", keys, None)
+
+
+def plan_whole(
+    blocks: Sequence[tuple[int, TensorBlock | CoreBlock]],
+    keys: Labels | None,
+    request: chunking.ChunkRequest,
+    growing: bool = True,
+) -> Plan:
+    """Blocks planned whole at their indices (and the keys, when given): what an append
+    writes for a new store or new keys (``growing``: ``chunks=`` rows are kept, not
+    capped to the block's rows, since appends fill them), and with ``growing=False``
+    what a plain write stores."""
+    plan = Plan()
+    if keys is not None:
+        plan_keys(plan, keys)
+        plan.group("blocks")
+    with collector_paused():
+        for index, block in blocks:
+            rows = value_rows(block, request, growing)
+            plan_block(plan, block, layout.block_prefix(index), rows, False)
+    return plan
