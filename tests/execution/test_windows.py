@@ -103,8 +103,9 @@ def test_the_scheduler_holds_a_window_or_two(client):
     finally:
         scheduler.remove_plugin(name="most-tasks")
     assert result == sum((b + 1) * i for b in range(40) for i in range(4))
-    # two windows in flight (a few tasks more while forgetting) against 201 in all
-    assert 10 < plugin.most <= 30, plugin.most
+    # two windows in flight, and a third submitted while the scheduler still forgets
+    # the one done (its release is a message: under load it lags), against 201 in all
+    assert 10 < plugin.most <= 3 * 10 + 10, plugin.most
     assert seen[-1] == (len(graph), len(graph))
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
