@@ -7,9 +7,9 @@ blocks, each case runs metatensor-dask (building the lazy result, then computing
 and metatensor (eager) in turn, ``MTD_BENCH_REPEATS`` times interleaved; the table
 gives medians of CPU time (``time.process_time``, all threads: the machine may be
 shared) and of wall time, and the ratio metatensor-dask / metatensor of CPU times; for
-the operations, also the medians of metatensor-dask's user and system time (``os.times``),
-each close to its share of the CPU time: system time is mostly the first touch of memory new to the
-process (large results).
+the operations, also the medians of metatensor-dask's user and system time
+(``os.times``), each close to its share of the CPU time: system time is mostly the
+first touch of memory new to the process (large results).
 
 Files: ``.mts`` load (metatensor-dask: lazy, labels read), save, and load then save
 (a file copied: metatensor's eager load and save against ours, values read by groups of

@@ -19,7 +19,7 @@ from test_tiny_blocks import scheduled_tasks
 from test_tiny_manipulation import many
 
 import metatensor_dask as mtd
-from metatensor_dask._row_buffer import buffer, rows, whole
+from metatensor_dask import _row_buffer
 from metatensor_dask.operations._keys_to import _unique_grouped_rows
 from metatensor_dask.operations._manipulation_utils import unique_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -170,16 +170,16 @@ def test_on_results_of_grouped_tasks_and_computed_maps(method, chunk_size):
 def test_a_buffer_sent_to_another_process_is_no_buffer():
     """Its rows sent elsewhere are copies, joined as usual; the rows themselves give
     the buffer, once."""
-    array = buffer((6, 2), np.float64)
-    first, second = rows(array, 0, 3), rows(array, 3, 6)
+    array = _row_buffer.buffer((6, 2), np.float64)
+    first, second = _row_buffer.rows(array, 0, 3), _row_buffer.rows(array, 3, 6)
     first[...], second[...] = 1.0, 2.0
     sent = [pickle.loads(pickle.dumps(chunk)) for chunk in (first, second)]
-    assert whole(sent) is None
+    assert _row_buffer.whole(sent) is None
     copy = pickle.loads(pickle.dumps(array))
-    assert whole([rows(copy, 0, 3), rows(copy, 3, 6)]) is None
-    joined = whole([first, second])
+    assert _row_buffer.whole([copy[:3], copy[3:]]) is None
+    joined = _row_buffer.whole([first, second])
     assert joined is array
-    assert whole([first, second]) is None  # handed out once
+    assert _row_buffer.whole([first, second]) is None  # handed out once
     np.testing.assert_array_equal(joined, [[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3)
 
 

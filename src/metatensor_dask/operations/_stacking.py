@@ -27,9 +27,9 @@ import numpy as np
 from .. import _graph
 from .. import _row_buffer as row_buffer
 from .._gc import without_collector
-from ._grouping import active_groups, hash_arguments
+from ._grouping import active_groups
 from ._pieces import Pieces
-from ._placement import Placement, place, row_limit
+from ._placement import Placement, place, row_chunked, row_limit
 
 __all__ = ["ColumnStarts", "RowTargets", "stacked"]
 
@@ -308,40 +308,33 @@ def _row_chunks(
     fill: float,
     limit: int,
 ) -> Any:
-    """The array in chunks of at most ``limit`` rows, one task each."""
-    hasher = hashlib.blake2b(digest_size=12)
-    hasher.update(prefix.encode())
-    hash_arguments(hasher, [pieces, layout, shape, dtype.str, fill])
-    name = f"{prefix}-{hasher.hexdigest()}"
-    starts = list(range(0, shape[0], limit)) or [0]
-    chunks = tuple(min(limit, shape[0] - start) for start in starts)
-    zeros = (0,) * (len(shape) - 1)
-    layer: dict[Any, Any] = {}
-    if 1 < len(starts) <= BUFFER_CHUNKS:
+    """The array in chunks of at most ``limit`` rows (see :func:`~._placement.row_chunked`)."""
+
+    def buffered(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
         # a few chunks: one task writes the whole array into a buffer, which computing
         # the array gives whole (no second copy of the rows, see `_row_buffer`), and
         # each piece is read once (the rows of one piece may be in every chunk)
-        buffer = f"{name}-buffer"
+        buffer = f"{chunks[0][0][0]}-buffer"
         refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in pieces.inputs]
         arguments = (*refs, pieces, layout, shape, dtype.str, fill)
-        layer[buffer] = _graph.task(buffer, merge_pieces_into_buffer, *arguments)
-        for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
-            key = (name, j, *zeros)
-            layer[key] = _graph.task(
-                key, row_buffer.rows, _graph.ref(buffer), start, start + size
-            )
-    else:
+        layer = {buffer: _graph.task(buffer, merge_pieces_into_buffer, *arguments)}
+        for key, start, size in chunks:
+            layer[key] = _graph.task(key, row_buffer.rows, _graph.ref(buffer), start, start + size)
+        return layer
+
+    def separate(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
         # more chunks stay arrays of their own, so that an array streamed chunk by
         # chunk is never all in memory
-        for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
+        layer = {}
+        for key, start, size in chunks:
             kept, local = layout.within(start, start + size)
             part = pieces.subset(kept)
             refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
-            key = (name, j, *zeros)
             arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
             layer[key] = _graph.task(key, merge_pieces, *arguments)
-    all_chunks = (chunks, *((n,) for n in shape[1:]))
-    # one flat graph: the tasks of the pieces that are not data, and the row chunks
-    tasks = _graph.flat_tasks(pieces.inputs)
-    tasks.update(layer)
-    return _graph.array_from_tasks(name, tasks, [], all_chunks, dtype)
+        return layer
+
+    few = 1 < -(-shape[0] // limit) <= BUFFER_CHUNKS
+    hashed = [pieces, layout, shape, dtype.str, fill]
+    tasks = buffered if few else separate
+    return row_chunked(prefix, hashed, shape, dtype, limit, pieces.inputs, tasks)
