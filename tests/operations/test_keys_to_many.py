@@ -20,6 +20,7 @@ from test_tiny_manipulation import many
 
 import metatensor_dask as mtd
 from metatensor_dask import _row_buffer
+from metatensor_dask.operations import _stacking
 from metatensor_dask.operations._keys_to import _unique_grouped_rows
 from metatensor_dask.operations._manipulation_utils import unique_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -100,6 +101,30 @@ def test_few_row_chunks_computed_without_joining_them(monkeypatch):
     computed = gradient.compute()
     np.testing.assert_array_equal(computed, expected.block(0).gradient("positions").values)
     assert_equal_to_metatensor(result, expected)
+
+
+@pytest.mark.parametrize("name", ["samples", "samples unsorted"])
+def test_few_row_chunks_placed_by_one_task(monkeypatch, name):
+    """The rows of every block are in every row chunk when samples are sorted: one
+    task places all of them, once, into the buffer that the chunks are views of."""
+    calls = []
+    placed = _stacking.RowTargets.placed
+
+    def counted(self, arrays, shape, *rest):
+        calls.append(shape[0])
+        return placed(self, arrays, shape, *rest)
+
+    monkeypatch.setattr(_stacking.RowTargets, "placed", counted)
+    theirs = many(36, uniform=True)
+    with dask.config.set({"metatensor_dask.chunk-size": "4KiB"}):
+        result = lazily(CASES[name][0], mtd.from_metatensor(theirs))
+    gradient = result.block(0).gradient("positions").values
+    assert 1 < gradient.numblocks[0] <= 4
+    calls.clear()
+    computed = gradient.compute()
+    assert calls == [len(computed)]
+    expected = CASES[name][1](theirs).block(0).gradient("positions").values
+    np.testing.assert_array_equal(computed, expected)
 
 
 def test_persisted_rows_are_not_shared_with_computed_arrays():

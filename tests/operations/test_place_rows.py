@@ -95,3 +95,12 @@ def test_column_starts_in_batches(monkeypatch, batch_bytes):
     np.testing.assert_array_equal(kept, np.arange(5))
     part = local.placed(pieces, (2, 2, 11), np.float64, 9.0)
     np.testing.assert_array_equal(part, expected[1:3])
+
+
+def test_row_targets_later_pieces_win():
+    """Rows placed twice hold the later piece's row, as metatensor copies blocks in
+    order."""
+    pieces = [np.zeros((2, 3)), np.ones((2, 3)), np.full((1, 3), 2.0)]
+    layout = RowTargets(np.array([0, 1, 1, 2, 0]), [2, 2, 1], 4)
+    result = layout.placed(pieces, (4, 3), np.float64, -1.0)
+    np.testing.assert_array_equal(result, [[2, 2, 2], [1, 1, 1], [1, 1, 1], [-1, -1, -1]])
