@@ -75,9 +75,11 @@ def test_row_targets_in_batches(monkeypatch, batch_bytes):
     np.testing.assert_array_equal(part, expected[2:8])
 
 
-def test_column_starts():
+@pytest.mark.parametrize("batch_bytes", [1, 100, 2**30])
+def test_column_starts_in_batches(monkeypatch, batch_bytes):
     """Pieces side by side with gaps before, between and after them, filled; written
     into a given array; the rows of a row chunk alone."""
+    monkeypatch.setattr(_stacking, "BATCH_BYTES", batch_bytes)
     rng = np.random.default_rng(2)
     widths = [2, 1, 3, 0, 2]
     starts = [1, 3, 4, 7, 7]
