@@ -13,7 +13,9 @@ The pieces come as one :class:`~._pieces.Pieces` record and their places as one
 
 :func:`stacked` records the merge as one call of the active groups of tiny blocks when
 the output is within the configured chunk size, or builds it in row chunks of at most
-that size, one task each, which take only the pieces with rows in their chunk.
+that size: a few of them (:data:`BUFFER_CHUNKS`) are views of one buffer that one task
+fills, reading each piece once; more are one task each, which takes only the pieces
+with rows in its chunk.
 """
 
 from __future__ import annotations
