@@ -6,7 +6,10 @@ cost per block of metadata, graphs and scheduling, not arithmetic. For each numb
 blocks, each case runs metatensor-dask (building the lazy result, then computing it)
 and metatensor (eager) in turn, ``MTD_BENCH_REPEATS`` times interleaved; the table
 gives medians of CPU time (``time.process_time``, all threads: the machine may be
-shared) and of wall time, and the ratio metatensor-dask / metatensor of CPU times.
+shared) and of wall time, and the ratio metatensor-dask / metatensor of CPU times; for
+the operations, also the medians of metatensor-dask's user and system time
+(``os.times``), each close to its share of the CPU time: system time is mostly the
+first touch of memory new to the process (large results).
 
 Files: ``.mts`` load (metatensor-dask: lazy, labels read), save, and load then save
 (a file copied: metatensor's eager load and save against ours, values read by groups of
@@ -92,11 +95,23 @@ def _clock(function: Callable[[], Any], collect: bool = True) -> tuple[Any, floa
     full garbage collection runs first, unclocked: the collector's debt left by what
     ran before (building the maps, the previous case, metatensor's garbage) is not
     charged to the next case (the debt a case leaves is charged to none)."""
+    result, cpu, wall, _ = _clock_split(function, collect)
+    return result, cpu, wall
+
+
+def _clock_split(
+    function: Callable[[], Any], collect: bool = True
+) -> tuple[Any, float, float, tuple[float, float]]:
+    """:func:`_clock`, with the CPU time split in user and system time (``os.times``,
+    all threads of the process)."""
     if collect:
         gc.collect()
+    before = os.times()
     cpu, wall = time.process_time(), time.perf_counter()
     result = function()
-    return result, time.process_time() - cpu, time.perf_counter() - wall
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    after = os.times()
+    return result, cpu, wall, (after.user - before.user, after.system - before.system)
 
 
 def _compute(result: Any) -> Any:
@@ -123,9 +138,16 @@ def maps() -> dict[int, tuple[metatensor.TensorMap | None, mtd.TensorMap]]:
 def _timed(lazy: Callable[[Any], Any], ours: Any) -> dict[str, float]:
     """CPU and wall times of building and computing ``lazy(ours)`` (the result is not
     kept: it is not held while metatensor runs)."""
-    built, build_cpu, build_wall = _clock(lambda: lazy(ours))
-    _, cpu, wall = _clock(lambda: _compute(built), collect=False)  # the build's debt counts
-    return {"build": build_cpu, "cpu": build_cpu + cpu, "wall": build_wall + wall}
+    built, build_cpu, build_wall, build_split = _clock_split(lambda: lazy(ours))
+    # the build's debt counts
+    _, cpu, wall, split = _clock_split(lambda: _compute(built), collect=False)
+    return {
+        "build": build_cpu,
+        "cpu": build_cpu + cpu,
+        "wall": build_wall + wall,
+        "user": build_split[0] + split[0],
+        "system": build_split[1] + split[1],
+    }
 
 
 def _operation(name: str, theirs: Any, ours: Any, check: bool) -> dict[str, float]:
@@ -227,8 +249,10 @@ def teardown_module() -> None:
     load = os.getloadavg()
     print(f"\nmany tiny blocks, medians of {REPEATS}; load average {load[0]:.2f}")
     print("metatensor column: eager metatensor; for Zarr write, the file-creation floor")
+    print("mtd user / mtd sys: the user and system parts of mtd cpu (operations only)")
     header = f"{'case':<20} {'blocks':>7} {'mtd cpu':>9} {'(build)':>9} {'per block':>9}"
-    print(header + f" {'mtd wall':>9} {'mt cpu':>9} {'mt wall':>9} {'cpu ratio':>9}")
+    header += f" {'mtd wall':>9} {'mt cpu':>9} {'mt wall':>9} {'cpu ratio':>9}"
+    print(header + f" {'mtd user':>9} {'mtd sys':>9}")
     for name, n, row in _ROWS:
         build = f"{row['build']:9.3f}" if "build" in row else f"{'':>9}"
         per_block = f"{row['cpu'] / n * 1e6:7.1f}us"
@@ -238,4 +262,5 @@ def teardown_module() -> None:
         else:
             theirs = f"{'—':>9} {'—':>9} {'—':>9}"
         ours = f"{row['cpu']:9.3f} {build} {per_block} {row['wall']:9.3f}"
-        print(f"{name:<20} {n:>7} {ours} {theirs}")
+        split = f" {row['user']:9.3f} {row['system']:9.3f}" if "user" in row else ""
+        print(f"{name:<20} {n:>7} {ours} {theirs}{split}")

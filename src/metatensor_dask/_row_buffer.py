@@ -1,29 +1,28 @@
-"""Row chunks written in place into one array, so that computing the whole array does
-not copy them.
+"""Row chunks that are views of one array, so that computing the whole array does not
+copy them.
 
 A dask array in several row chunks is computed chunk by chunk and its chunks are then
 joined into a new array (dask's ``concatenate3``): for an array of tens of megabytes,
 that is a second array of its size, beyond the C allocator's threshold (32 MiB) fresh
-memory from the system, paid in page faults. When the tasks of the row chunks instead
-write their rows into one :class:`RowBuffer` (each returning its rows, a view of the
-buffer), :func:`whole` gives the buffer itself from the chunks: no copy.
+memory from the system, paid in page faults. When one task instead writes the whole
+array into a :func:`buffer` and the tasks of the row chunks return views of its rows,
+:func:`whole` gives the buffer itself from the chunks: no copy.
 
 The buffer is handed out once: :func:`whole` forgets it, and :func:`own_chunk` copies
 a chunk of a buffer not handed out yet (chunks kept by ``persist``), so that an array
-returned by ``compute`` shares its memory with nothing else. In another process (a
-cluster's worker), a buffer is a new one: the chunks that come back are copies, which
-are joined as usual.
+returned by ``compute`` shares its memory with nothing else. Sent to another process
+(a cluster's worker), a buffer or a chunk is a copy that is no buffer: the chunks that
+come back are joined as usual.
 """
 
 from __future__ import annotations
 
-import threading
 import weakref
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RowBuffer", "own_chunk", "whole"]
+__all__ = ["buffer", "own_chunk", "rows", "whole"]
 
 _UNCLAIMED: dict[int, weakref.ref[np.ndarray]] = {}
 """The arrays of the buffers whose rows are being written and not yet handed out, by
@@ -40,32 +39,17 @@ def _is_unclaimed(array: np.ndarray) -> bool:
     return ref is not None and ref() is array
 
 
-class RowBuffer:
-    """An array of ``shape`` and ``dtype``, made on first use, whose row ranges the
-    tasks of the row chunks of one dask array fill in place.
+def buffer(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A new array of ``shape`` and ``dtype`` whose row chunks (views of its rows,
+    in order) :func:`whole` gives back as the array."""
+    array = np.empty(shape, dtype)
+    _unclaimed(array)
+    return array
 
-    Parameters
-    ----------
-    shape, dtype
-        Those of the whole array.
-    """
 
-    def __init__(self, shape: tuple[int, ...], dtype: Any):
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self._array: np.ndarray | None = None
-        self._lock = threading.Lock()
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """The rows ``start:stop`` of the array, to be written (a view)."""
-        with self._lock:
-            if self._array is None:
-                self._array = np.empty(self.shape, self.dtype)
-                _unclaimed(self._array)
-        return self._array[start:stop]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # in another process, a buffer of its own: its memory is not sent
-        return (RowBuffer, (self.shape, self.dtype.str))
+def rows(array: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The rows ``start:stop`` of a :func:`buffer` (a view, for one task)."""
+    return array[start:stop]
 
 
 def _base(chunk: Any) -> np.ndarray | None:

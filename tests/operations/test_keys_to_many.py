@@ -19,7 +19,8 @@ from test_tiny_blocks import scheduled_tasks
 from test_tiny_manipulation import many
 
 import metatensor_dask as mtd
-from metatensor_dask._row_buffer import RowBuffer, whole
+from metatensor_dask import _row_buffer
+from metatensor_dask.operations import _stacking
 from metatensor_dask.operations._keys_to import _unique_grouped_rows
 from metatensor_dask.operations._manipulation_utils import unique_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -102,6 +103,30 @@ def test_few_row_chunks_computed_without_joining_them(monkeypatch):
     assert_equal_to_metatensor(result, expected)
 
 
+@pytest.mark.parametrize("name", ["samples", "samples unsorted"])
+def test_few_row_chunks_placed_by_one_task(monkeypatch, name):
+    """The rows of every block are in every row chunk when samples are sorted: one
+    task places all of them, once, into the buffer that the chunks are views of."""
+    calls = []
+    placed = _stacking.RowTargets.placed
+
+    def counted(self, arrays, shape, *rest):
+        calls.append(shape[0])
+        return placed(self, arrays, shape, *rest)
+
+    monkeypatch.setattr(_stacking.RowTargets, "placed", counted)
+    theirs = many(36, uniform=True)
+    with dask.config.set({"metatensor_dask.chunk-size": "4KiB"}):
+        result = lazily(CASES[name][0], mtd.from_metatensor(theirs))
+    gradient = result.block(0).gradient("positions").values
+    assert 1 < gradient.numblocks[0] <= 4
+    calls.clear()
+    computed = gradient.compute()
+    assert calls == [len(computed)]
+    expected = CASES[name][1](theirs).block(0).gradient("positions").values
+    np.testing.assert_array_equal(computed, expected)
+
+
 def test_persisted_rows_are_not_shared_with_computed_arrays():
     result, gradient, expected = _few_row_chunks()
     reference = expected.block(0).gradient("positions").values
@@ -167,20 +192,19 @@ def test_on_results_of_grouped_tasks_and_computed_maps(method, chunk_size):
     assert_equal_to_metatensor(computed, getattr(theirs, method)("k"))
 
 
-def test_a_buffer_sent_to_another_process_is_a_new_one():
-    """Its memory is not sent; the chunks written there are joined as usual."""
-    buffer = RowBuffer((6, 2), np.float64)
-    buffer.rows(0, 3)[...] = 1.0
-    copy = pickle.loads(pickle.dumps(buffer))
-    assert copy.shape == (6, 2) and copy.dtype == np.float64
-    assert len(pickle.dumps(buffer)) < 6 * 2 * 8
-    first, second = copy.rows(0, 3), copy.rows(3, 6)
+def test_a_buffer_sent_to_another_process_is_no_buffer():
+    """Its rows sent elsewhere are copies, joined as usual; the rows themselves give
+    the buffer, once."""
+    array = _row_buffer.buffer((6, 2), np.float64)
+    first, second = _row_buffer.rows(array, 0, 3), _row_buffer.rows(array, 3, 6)
     first[...], second[...] = 1.0, 2.0
     sent = [pickle.loads(pickle.dumps(chunk)) for chunk in (first, second)]
-    assert whole(sent) is None
-    joined = whole([first, second])
-    assert joined is not None and joined.base is None
-    assert whole([first, second]) is None  # handed out once
+    assert _row_buffer.whole(sent) is None
+    copy = pickle.loads(pickle.dumps(array))
+    assert _row_buffer.whole([copy[:3], copy[3:]]) is None
+    joined = _row_buffer.whole([first, second])
+    assert joined is array
+    assert _row_buffer.whole([first, second]) is None  # handed out once
     np.testing.assert_array_equal(joined, [[1.0, 1.0]] * 3 + [[2.0, 2.0]] * 3)
 
 

@@ -63,12 +63,12 @@ def test_row_targets_in_batches(monkeypatch, batch_bytes):
     pieces = [rng.random((n, 2, 3)) for n in (3, 0, 2, 4)]
     targets = np.array([4, 0, 7, 2, -1, 9, 1, 3, -1])
     layout = RowTargets(targets, [3, 0, 2, 4], 10)
-    assert not layout.covered  # rows 5, 6 and 8
     expected = np.full((10, 2, 3), -1.5)
     rows = np.concatenate(pieces)
     expected[targets[targets >= 0]] = rows[targets >= 0]
     result = layout.placed(pieces, (10, 2, 3), np.float64, -1.5)
     np.testing.assert_array_equal(result, expected)
+    assert (result[[5, 6, 8]] == -1.5).all()
     kept, local = layout.within(2, 8)
     np.testing.assert_array_equal(kept, [0, 2, 3])
     part = local.placed([pieces[i] for i in kept], (6, 2, 3), np.float64, -1.5)
@@ -95,3 +95,12 @@ def test_column_starts_in_batches(monkeypatch, batch_bytes):
     np.testing.assert_array_equal(kept, np.arange(5))
     part = local.placed(pieces, (2, 2, 11), np.float64, 9.0)
     np.testing.assert_array_equal(part, expected[1:3])
+
+
+def test_row_targets_later_pieces_win():
+    """Rows placed twice hold the later piece's row, as metatensor copies blocks in
+    order."""
+    pieces = [np.zeros((2, 3)), np.ones((2, 3)), np.full((1, 3), 2.0)]
+    layout = RowTargets(np.array([0, 1, 1, 2, 0]), [2, 2, 1], 4)
+    result = layout.placed(pieces, (4, 3), np.float64, -1.0)
+    np.testing.assert_array_equal(result, [[2, 2, 2], [1, 1, 1], [1, 1, 1], [-1, -1, -1]])

@@ -114,39 +114,47 @@ def tiny_pieces(arrays: Sequence[Any]) -> Pieces | None:
     names: list[str] = []
     rows: list[int] = []
     sizes: list[int] = []
-    dtypes: set[np.dtype] = set()
+    dtypes: list[np.dtype] = []
+    last = None
+    held_chunk = _graph.held_chunk
     for array in arrays:
         if isinstance(array, GroupItem):
             array = array.array()
         if not isinstance(array, da.Array):
             return None
-        chunks = array.chunks
-        dtype = array._meta.dtype
-        size = dtype.itemsize
-        for chunk in chunks:
-            if len(chunk) != 1:
-                return None
-            size *= chunk[0]
+        held = held_chunk(array)
+        if held is not None:
+            # the chunk itself tells its bytes, rows and dtype (fewer objects to
+            # read than the array's chunks and meta, on maps of many blocks)
+            size, count, dtype = held.nbytes, len(held), held.dtype
+        else:
+            chunks = array.chunks
+            dtype = array._meta.dtype
+            size = dtype.itemsize
+            for chunk in chunks:
+                if len(chunk) != 1:
+                    return None
+                size *= chunk[0]
+            count = chunks[0][0]
+            inputs.append(array)
         if size > TINY_BYTES:
             return None
-        sizes.append(size)
-        held = _graph.held_chunk(array)
         data.append(held)
-        if held is None:
-            inputs.append(array)
+        sizes.append(size)
         names.append(array.name)
-        rows.append(chunks[0][0])
-        dtypes.add(dtype)
+        rows.append(count)
+        if dtype is not last:
+            dtypes.append(dtype)
+            last = dtype
     if not data:
         return None
     hasher = hashlib.blake2b(digest_size=12)
     hasher.update("\0".join(names).encode())
-    dtype = np.result_type(*dtypes)
     return Pieces(
         data,
         inputs,
         np.asarray(rows, np.int64),
         hasher.hexdigest(),
         np.asarray(sizes, np.int64),
-        dtype,
+        np.result_type(*dtypes),
     )

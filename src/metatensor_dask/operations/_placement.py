@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from ._grouping import (
     single_chunk_shape,
 )
 
-__all__ = ["Placement", "Target", "assembled", "place", "row_limit", "taken"]
+__all__ = ["Placement", "Target", "assembled", "place", "row_chunked", "row_limit", "taken"]
 
 Target = int | np.ndarray
 """Where a piece goes along an axis: the first of consecutive positions, or positions."""
@@ -366,28 +366,52 @@ def _row_chunks(
     limit: int,
 ) -> Any:
     """The assembled array in chunks of at most ``limit`` rows, one task each."""
-    hasher = hashlib.blake2b(digest_size=12)
-    hasher.update(prefix.encode())
-    for piece in pieces:
-        hasher.update(piece.name.encode())
-    hash_arguments(hasher, [placement, shape, dtype, fill])
-    name = f"{prefix}-{hasher.hexdigest()}"
     piece_rows = [int(piece.chunks[0][0]) for piece in pieces]
-    starts = list(range(0, shape[0], limit)) or [0]
-    chunks = tuple(min(limit, shape[0] - start) for start in starts)
-    zeros = (0,) * (len(shape) - 1)
     # inputs held as data are given to the tasks directly (as in grouped tasks)
     arguments = chunk_arguments(pieces)
-    layer = {}
-    for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
-        kept, local = placement.rows_within(piece_rows, start, start + size)
-        refs = [arguments[i] for i in kept]
-        key = (name, j, *zeros)
-        chunk_shape = (size, *shape[1:])
-        layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
-    all_chunks = (chunks, *((n,) for n in shape[1:]))
-    # one flat graph: the tasks of the pieces not held as data, and the row chunks
-    # (thousands of pieces as dependencies made thousands of graph layers to merge)
-    tasks = _graph.flat_tasks(pieces)
-    tasks.update(layer)
-    return _graph.array_from_tasks(name, tasks, [], all_chunks, dtype)
+
+    def tasks(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
+        layer = {}
+        for key, start, size in chunks:
+            kept, local = placement.rows_within(piece_rows, start, start + size)
+            refs = [arguments[i] for i in kept]
+            chunk_shape = (size, *shape[1:])
+            layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
+        return layer
+
+    names = "\0".join(piece.name for piece in pieces)
+    hashed = [names, placement, shape, dtype, fill]
+    return row_chunked(prefix, hashed, shape, dtype, limit, pieces, tasks)
+
+
+def row_chunked(
+    prefix: str,
+    hashed: Sequence[Any],
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    limit: int,
+    inputs: Sequence[Any],
+    tasks: Callable[[list[tuple[Any, int, int]]], dict[Any, Any]],
+) -> Any:
+    """A dask array of ``shape`` in chunks of at most ``limit`` rows.
+
+    Its name is ``prefix`` and a hash of ``hashed`` (see
+    :func:`~._grouping.hash_arguments`); ``tasks(chunks)`` gives the tasks that make
+    the row chunks, given for each its key, first row and rows, and any task they
+    need; the graph is those tasks and the tasks of ``inputs``, flat (thousands of
+    pieces as dependencies made thousands of graph layers to merge).
+    """
+    hasher = hashlib.blake2b(digest_size=12)
+    hasher.update(prefix.encode())
+    hash_arguments(hasher, hashed)
+    name = f"{prefix}-{hasher.hexdigest()}"
+    starts = list(range(0, shape[0], limit)) or [0]
+    sizes = tuple(min(limit, shape[0] - start) for start in starts)
+    zeros = (0,) * (len(shape) - 1)
+    chunks = [
+        ((name, j, *zeros), start, size)
+        for j, (start, size) in enumerate(zip(starts, sizes, strict=True))
+    ]
+    graph = _graph.flat_tasks(inputs)
+    graph.update(tasks(chunks))
+    return _graph.array_from_tasks(name, graph, [], (sizes, *((n,) for n in shape[1:])), dtype)

@@ -13,7 +13,9 @@ The pieces come as one :class:`~._pieces.Pieces` record and their places as one
 
 :func:`stacked` records the merge as one call of the active groups of tiny blocks when
 the output is within the configured chunk size, or builds it in row chunks of at most
-that size, one task each, which take only the pieces with rows in their chunk.
+that size: a few of them (:data:`BUFFER_CHUNKS`) are views of one buffer that one task
+fills, reading each piece once; more are one task each, which takes only the pieces
+with rows in its chunk.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ from typing import Any
 import numpy as np
 
 from .. import _graph
+from .. import _row_buffer as row_buffer
 from .._gc import without_collector
-from .._row_buffer import RowBuffer
-from ._grouping import active_groups, hash_arguments
+from ._grouping import active_groups
 from ._pieces import Pieces
-from ._placement import Placement, place, row_limit
+from ._placement import Placement, place, row_chunked, row_limit
 
 __all__ = ["ColumnStarts", "RowTargets", "stacked"]
 
 BUFFER_CHUNKS = 4
-"""Most row chunks of an output written into one :class:`RowBuffer`."""
+"""Most row chunks of an output written by one task into one buffer (see
+:mod:`metatensor_dask._row_buffer`)."""
 
 BATCH_BYTES = 4 * 2**20
 """Bytes of pieces concatenated at once when placing rows (see :meth:`RowTargets.placed`)."""
@@ -54,16 +57,12 @@ class RowTargets:
         The output's rows.
     """
 
-    __slots__ = ("counts", "covered", "size", "targets")
+    __slots__ = ("counts", "size", "targets")
 
     def __init__(self, targets: np.ndarray, counts: np.ndarray, size: int):
         self.targets = np.asarray(targets, np.int64)
         self.counts = np.asarray(counts, np.int64)
         self.size = size
-        placed = np.zeros(size, bool)
-        placed[self.targets[self.targets >= 0]] = True
-        self.covered = bool(placed.all())
-        """Whether every output row gets a row of a piece (no fill needed)."""
 
     def digest(self) -> str:
         hasher = hashlib.blake2b(digest_size=12)
@@ -91,43 +90,58 @@ class RowTargets:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The output (written into ``out`` when given): the pieces' rows at their
-        targets, ``fill`` in the rows none covers.
-
-        Pieces are concatenated and scattered by batches of about
-        :data:`BATCH_BYTES`: one scatter per piece was measured several times slower
-        on outputs of tens of megabytes, and one concatenation of all pieces is a
-        temporary the size of the output (fresh memory from the system beyond the
-        allocator's threshold); batches reuse the same memory.
-        """
+        targets, ``fill`` in the rows none covers (see :func:`_scatter_rows`)."""
         if out is None:
             out = np.empty(shape, dtype)
-        if not self.covered:
-            out[...] = fill
-        bounds = np.concatenate([[0], np.cumsum(self.counts)])
-        if bounds[-1] == 0:
-            return out
-        row_bytes = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
-        # the first piece of each batch: a new batch every BATCH_BYTES of rows
-        step = max(1, BATCH_BYTES // row_bytes)
-        firsts = np.unique(
-            np.searchsorted(bounds, np.arange(0, bounds[-1], step), side="right") - 1
-        )
-        ends = [*firsts[1:].tolist(), len(arrays)]
-        # one batch array for all batches: a new one each time would be memory from
-        # the system each time (beyond the allocator's threshold)
-        largest = int(np.max(bounds[ends] - bounds[firsts]))
-        scratch = np.empty((largest, *shape[1:]), dtype)
-        keep_all = bool((self.targets >= 0).all())
-        for first, end in zip(firsts.tolist(), ends, strict=True):
-            size = int(bounds[end] - bounds[first])
-            rows = np.concatenate(arrays[first:end], out=scratch[:size])
-            targets = self.targets[bounds[first] : bounds[end]]
-            if keep_all:
-                out[targets] = rows
-            else:
-                placed = targets >= 0
-                out[targets[placed]] = rows[placed]
+        covered = np.zeros(self.size, bool)
+        covered[self.targets[self.targets >= 0]] = True
+        if not covered.all():
+            out[~covered] = fill
+        _scatter_rows(out, arrays, self.targets, self.counts)
         return out
+
+
+def _row_bytes(shape: tuple[int, ...], dtype: Any) -> int:
+    return max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
+
+
+def _scatter_rows(
+    out: np.ndarray, arrays: list[np.ndarray], targets: np.ndarray, counts: np.ndarray
+) -> None:
+    """The rows of ``arrays`` (``counts`` each) written at ``targets`` (-1: left out).
+
+    Pieces are concatenated and scattered by batches of about :data:`BATCH_BYTES`:
+    one scatter per piece was measured several times slower on outputs of tens of
+    megabytes, and one concatenation of all pieces is a temporary the size of the
+    output (fresh memory from the system beyond the allocator's threshold); batches
+    reuse the same memory. Writing the pieces straight into the output instead (one
+    concatenation into the output's rows when they go to consecutive rows, or one
+    into a strided view of it when their rows are interleaved) was measured no
+    faster at 100,000 blocks, and slower for interleaved rows: the cost is in reading
+    each piece's memory, not in the second copy, which reads a batch still in cache.
+    Of rows placed twice, the later piece's is kept.
+    """
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    if bounds[-1] == 0:
+        return
+    # the first piece of each batch: a new batch every BATCH_BYTES of rows
+    step = max(1, BATCH_BYTES // _row_bytes(out.shape, out.dtype))
+    firsts = np.unique(np.searchsorted(bounds, np.arange(0, bounds[-1], step), side="right") - 1)
+    ends = [*firsts[1:].tolist(), len(arrays)]
+    # one batch array for all batches: a new one each time would be memory from
+    # the system each time (beyond the allocator's threshold)
+    largest = int(np.max(bounds[ends] - bounds[firsts]))
+    scratch = np.empty((largest, *out.shape[1:]), out.dtype)
+    keep_all = bool((targets >= 0).all())
+    for first, end in zip(firsts.tolist(), ends, strict=True):
+        size = int(bounds[end] - bounds[first])
+        rows = np.concatenate(arrays[first:end], out=scratch[:size])
+        placed = targets[bounds[first] : bounds[end]]
+        if keep_all:
+            out[placed] = rows
+        else:
+            kept = placed >= 0
+            out[placed[kept]] = rows[kept]
 
 
 class ColumnStarts:
@@ -247,11 +261,11 @@ Layout = RowTargets | ColumnStarts | _General
 
 
 @without_collector
-def merge_pieces_into(buffer: RowBuffer, start: int, *arguments: Any) -> np.ndarray:
-    """:func:`merge_pieces` written into the rows of ``buffer`` from ``start`` on,
-    which it returns (numpy, for one task)."""
+def merge_pieces_into_buffer(*arguments: Any) -> np.ndarray:
+    """:func:`merge_pieces` written into a new :func:`~metatensor_dask._row_buffer.buffer`
+    (numpy, for one task)."""
     *chunks, pieces, layout, shape, dtype, fill = arguments
-    out = buffer.rows(start, start + shape[0])
+    out = row_buffer.buffer(shape, dtype)
     return layout.placed(pieces.arrays(chunks), shape, np.dtype(dtype), fill, out)
 
 
@@ -296,33 +310,33 @@ def _row_chunks(
     fill: float,
     limit: int,
 ) -> Any:
-    """The array in chunks of at most ``limit`` rows, one task each."""
-    hasher = hashlib.blake2b(digest_size=12)
-    hasher.update(prefix.encode())
-    hash_arguments(hasher, [pieces, layout, shape, dtype.str, fill])
-    name = f"{prefix}-{hasher.hexdigest()}"
-    starts = list(range(0, shape[0], limit)) or [0]
-    chunks = tuple(min(limit, shape[0] - start) for start in starts)
-    zeros = (0,) * (len(shape) - 1)
-    layer: dict[Any, Any] = {}
-    # a few chunks write into one buffer, which computing the array gives whole
-    # (no second copy of the rows, see `RowBuffer`); more stay arrays of their own, so
-    # that an array streamed chunk by chunk is never all in memory
-    buffer = f"{name}-buffer" if 1 < len(starts) <= BUFFER_CHUNKS else None
-    if buffer is not None:
-        layer[buffer] = _graph.task(buffer, RowBuffer, tuple(shape), dtype.str)
-    for j, (start, size) in enumerate(zip(starts, chunks, strict=True)):
-        kept, local = layout.within(start, start + size)
-        part = pieces.subset(kept)
-        refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
-        key = (name, j, *zeros)
-        arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
-        if buffer is None:
+    """The array in chunks of at most ``limit`` rows (see :func:`~._placement.row_chunked`)."""
+
+    def buffered(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
+        # a few chunks: one task writes the whole array into a buffer, which computing
+        # the array gives whole (no second copy of the rows, see `_row_buffer`), and
+        # each piece is read once (the rows of one piece may be in every chunk)
+        buffer = f"{chunks[0][0][0]}-buffer"
+        refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in pieces.inputs]
+        arguments = (*refs, pieces, layout, shape, dtype.str, fill)
+        layer = {buffer: _graph.task(buffer, merge_pieces_into_buffer, *arguments)}
+        for key, start, size in chunks:
+            layer[key] = _graph.task(key, row_buffer.rows, _graph.ref(buffer), start, start + size)
+        return layer
+
+    def separate(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
+        # more chunks stay arrays of their own, so that an array streamed chunk by
+        # chunk is never all in memory
+        layer = {}
+        for key, start, size in chunks:
+            kept, local = layout.within(start, start + size)
+            part = pieces.subset(kept)
+            refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
+            arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
             layer[key] = _graph.task(key, merge_pieces, *arguments)
-        else:
-            layer[key] = _graph.task(key, merge_pieces_into, _graph.ref(buffer), start, *arguments)
-    all_chunks = (chunks, *((n,) for n in shape[1:]))
-    # one flat graph: the tasks of the pieces that are not data, and the row chunks
-    tasks = _graph.flat_tasks(pieces.inputs)
-    tasks.update(layer)
-    return _graph.array_from_tasks(name, tasks, [], all_chunks, dtype)
+        return layer
+
+    few = 1 < -(-shape[0] // limit) <= BUFFER_CHUNKS
+    hashed = [pieces, layout, shape, dtype.str, fill]
+    tasks = buffered if few else separate
+    return row_chunked(prefix, hashed, shape, dtype, limit, pieces.inputs, tasks)
