@@ -1,5 +1,5 @@
 """Batches for the write_batches tests: featomic SOAP power spectra of small molecules,
-and a process that writes them (to be killed).
+a process that writes them (to be killed), and the files of a store by content.
 
 ``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume]`` runs
 ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads, each
@@ -9,8 +9,11 @@ batch sleeping ``DELAY`` seconds first, and prints ``done``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import threading
 import time
+from pathlib import Path
 
 #: Small molecules (ase's names), cycled through by the items.
 MOLECULES = ("H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2")
@@ -55,6 +58,16 @@ def soap(items: list[int]):
         },
     )
     return calculator.compute(structures(items), gradients=["positions"])
+
+
+def store_files(path: Path) -> dict[str, str]:
+    """Every file of the store at ``path`` (relative path), with a hash of its bytes."""
+    found = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = Path(folder) / name
+            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
+    return found
 
 
 class Slow:

@@ -3,7 +3,6 @@ equal to metatensor's join of the renumbered batches, resumable."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,7 +16,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import Slow, soap
+from ingest_support import Slow, soap, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
@@ -54,15 +53,6 @@ def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:
         for start in range(0, n_items, batch_size)
     ]
     return metatensor.join(batches, axis="samples", different_keys="union")
-
-
-def files(path: Path) -> dict[str, str]:
-    found = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            full = Path(folder) / name
-            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
-    return found
 
 
 def test_featomic_batches_equal_join(tmp_path):
@@ -179,7 +169,7 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
     names = sorted(task["key"].split("-")[0] for task in stream.data)
     batches = -(-8 // size)
     assert names == ["append_batch"] * batches + ["soap"] * batches
-    assert files(threads) == files(cluster)
+    assert store_files(threads) == store_files(cluster)
     assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, size))
     assert mtd.verify(cluster).ok
 
@@ -315,9 +305,9 @@ def test_a_failing_batch_stops_the_run_and_resume_continues(tmp_path):
     mtd.write_batches(soap, list(range(8)), path, batch_size=2, resume=True, quiet=True)
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
     # a finished run is left as it is
-    before = files(path)
+    before = store_files(path)
     mtd.write_batches(soap, list(range(8)), path, batch_size=2, resume=True, quiet=True)
-    assert files(path) == before
+    assert store_files(path) == before
 
 
 def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_path):

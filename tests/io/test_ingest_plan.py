@@ -4,14 +4,11 @@ metatensor-dask tensor of the batch, and stores with the same bytes."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import dask
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io.chunks import ChunkRequest
@@ -104,16 +101,6 @@ def _shifted(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
     return metatensor.TensorMap(tensor.keys, blocks)
 
 
-def files(path: Path) -> dict[str, str]:
-    """A hash of every file of a store, by path."""
-    found = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            full = Path(folder) / name
-            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
-    return found
-
-
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
@@ -137,8 +124,8 @@ def test_core_batches_store_the_bytes_of_metatensor_dask_batches(
     with dask.config.set({"metatensor_dask.shard-chunks": shards}):
         for name, function in (("core", core), ("ours", ours)):
             mtd.write_batches(function, items, stores[name], BATCH, chunks=chunks, quiet=True)
-    found = files(stores["core"])
-    assert found == files(stores["ours"])
+    found = store_files(stores["core"])
+    assert found == store_files(stores["ours"])
     # key 2 (the third key to appear) has no row pointer: its rows are not grouped
     pointer = "blocks/{}/gradients/positions/row_pointer/zarr.json"
     assert pointer.format(0) in found and pointer.format(2) not in found

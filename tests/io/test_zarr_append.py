@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import store_files
 from zarr.storage import MemoryStore, WrapperStore
 from zarr_writer_process import make_metatensor
 
@@ -107,16 +106,6 @@ def assert_equal_to_join(stored: mtd.TensorMap, batches: list[metatensor.TensorM
         np.testing.assert_array_equal(cell.samples.values, np.concatenate(samples))
 
 
-def files(path: Path) -> dict[str, str]:
-    """Every file of a store, with a hash of its content."""
-    found = {}
-    for folder, _, names in os.walk(path):
-        for name in names:
-            full = Path(folder) / name
-            found[str(full.relative_to(path))] = hashlib.sha1(full.read_bytes()).hexdigest()
-    return found
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_appends_equal_join(tmp_path, dtype):
     a = make_metatensor(0, dtype=dtype)
@@ -154,10 +143,10 @@ def test_empty_batch(tmp_path):
     empty = metatensor.TensorMap(metatensor.Labels(a.keys.names, np.empty((0, 2), np.int32)), [])
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(a).to_zarr(path, append_dim="samples")
-    before = files(path)
+    before = store_files(path)
     mtd.from_metatensor(empty).to_zarr(path, append_dim="samples")
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), a)
-    after = files(path)
+    after = store_files(path)
     assert after.keys() == before.keys()
 
 
@@ -207,10 +196,10 @@ def store(tmp_path):
 
 
 def _refused(store: Path, tensor, match: str, **kwargs) -> None:
-    before = files(store)
+    before = store_files(store)
     with pytest.raises(mtd.MetatensorDaskError, match=match):
         mtd.to_zarr(tensor, store, append_dim="samples", **kwargs)
-    assert files(store) == before
+    assert store_files(store) == before
 
 
 def _edit_block(tensor: metatensor.TensorMap, edit) -> metatensor.TensorMap:
@@ -378,12 +367,12 @@ def test_metatensor_core_tensor_refused(store):
 
 def test_append_dim_and_mode_checked(store):
     tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
-    before = files(store)
+    before = store_files(store)
     with pytest.raises(mtd.MetatensorDaskError, match="`append_dim` can only be 'samples'"):
         mtd.to_zarr(tensor, store, append_dim="properties")
     with pytest.raises(mtd.MetatensorDaskError, match="only used with append_dim"):
         mtd.to_zarr(tensor, store, mode="a", renumber={"system": 1})
-    assert files(store) == before
+    assert store_files(store) == before
 
 
 def test_gradient_rows_not_grouped_refused(store):
