@@ -9,9 +9,8 @@ from pathlib import Path
 import dask
 import ingest_support
 import pytest
-from ingest_support import soap
+from ingest_support import soap, store_files
 from slurm_support import require_module, require_slurm
-from test_ingest import files
 
 import metatensor_dask as mtd
 
@@ -55,4 +54,4 @@ def test_write_batches_on_slurm_equals_threads(tmp_path):
         client.wait_for_workers(2, timeout=180)
         slurm = tmp_path / "slurm.zarr"
         mtd.write_batches(soap, list(range(6)), slurm, batch_size=2, quiet=True)
-    assert files(slurm) == files(threads)
+    assert store_files(slurm) == store_files(threads)

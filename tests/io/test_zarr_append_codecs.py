@@ -12,7 +12,8 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from test_zarr_append import assert_equal_to_join, files, select, shifted
+from ingest_support import store_files
+from test_zarr_append import assert_equal_to_join, select, shifted
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -118,7 +119,7 @@ def test_appends_keep_codecs_and_chunking(tmp_path, codecs, dtype):
 
 def _chunk_files(path: Path) -> dict[str, str]:
     """The chunk files of a store (not the documents), with a hash of their content."""
-    return {k: v for k, v in files(path).items() if "/c." in k and ".progress" not in k}
+    return {k: v for k, v in store_files(path).items() if "/c." in k and ".progress" not in k}
 
 
 @pytest.mark.parametrize("codecs", ["default", "zstd", "sharded", "sharded-zstd"])

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_zarr_append import assert_equal_to_join, files, shifted
+from ingest_support import store_files
+from test_zarr_append import assert_equal_to_join, shifted
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -67,14 +68,14 @@ def old(request, tmp_path):
 
 def test_older_formats_are_refused_with_the_remedy(old):
     path, version = old
-    before = files(path)
+    before = store_files(path)
     tensor = mtd.from_metatensor(shifted(make_metatensor(1), 50))
     with pytest.raises(
         mtd.MetatensorDaskError,
         match=rf"can not append to .*storage format {version}.*`metatensor-dask convert`",
     ):
         tensor.to_zarr(path, append_dim="samples", renumber={"system": "next"})
-    assert files(path) == before
+    assert store_files(path) == before
 
 
 def test_convert_upgrades_then_appends(old, capsys):
