@@ -1,5 +1,6 @@
 """Batches for the write_batches tests: featomic SOAP power spectra of small molecules,
-a process that writes them (to be killed), and the files of a store by content.
+a process that writes them (to be killed), the batches renumbered as ``write_batches``
+renumbers them (for metatensor's join), and the files of a store by content.
 
 ``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume]`` runs
 ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads, each
@@ -14,6 +15,9 @@ import os
 import threading
 import time
 from pathlib import Path
+
+import metatensor
+import numpy as np
 
 #: Small molecules (ase's names), cycled through by the items.
 MOLECULES = ("H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2")
@@ -58,6 +62,28 @@ def soap(items: list[int]):
         },
     )
     return calculator.compute(structures(items), gradients=["positions"])
+
+
+def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
+    """``system`` shifted by ``offset`` in samples and gradient samples (metatensor)."""
+
+    def shift(labels: metatensor.Labels) -> metatensor.Labels:
+        if "system" not in labels.names:
+            return labels
+        values = np.array(labels.values)
+        values[:, labels.names.index("system")] += offset
+        return metatensor.Labels(labels.names, values)
+
+    blocks = []
+    for b in tensor.blocks():
+        block = metatensor.TensorBlock(b.values, shift(b.samples), b.components, b.properties)
+        for parameter, g in b.gradients():
+            block.add_gradient(
+                parameter,
+                metatensor.TensorBlock(g.values, shift(g.samples), g.components, g.properties),
+            )
+        blocks.append(block)
+    return metatensor.TensorMap(tensor.keys, blocks)
 
 
 def store_files(path: Path) -> dict[str, str]:

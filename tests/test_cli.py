@@ -191,8 +191,7 @@ def test_convert_round_trip(capsys, tmp_path):
 def test_convert_many_files_into_one_store(capsys, tmp_path):
     """featomic numbers the systems of every file from 0: --renumber system makes them
     follow each other."""
-    from ingest_support import soap
-    from test_ingest import renumbered
+    from ingest_support import renumbered, soap
 
     batches = [soap([0, 1]), soap([2]), soap([3, 4, 5])]
     paths = []

@@ -14,37 +14,14 @@ from pathlib import Path
 
 import dask
 import metatensor
-import numpy as np
 import pytest
-from ingest_support import Slow, soap, store_files
+from ingest_support import Slow, renumbered, soap, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
-
-
-def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``system`` shifted by ``offset`` in samples and gradient samples (metatensor)."""
-
-    def shift(labels):
-        if "system" not in labels.names:
-            return labels
-        values = np.array(labels.values)
-        values[:, labels.names.index("system")] += offset
-        return metatensor.Labels(labels.names, values)
-
-    blocks = []
-    for b in tensor.blocks():
-        block = metatensor.TensorBlock(b.values, shift(b.samples), b.components, b.properties)
-        for parameter, g in b.gradients():
-            block.add_gradient(
-                parameter,
-                metatensor.TensorBlock(g.values, shift(g.samples), g.components, g.properties),
-            )
-        blocks.append(block)
-    return metatensor.TensorMap(tensor.keys, blocks)
 
 
 def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:

@@ -8,7 +8,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import store_files
+from ingest_support import renumbered, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io.chunks import ChunkRequest
@@ -74,33 +74,6 @@ def core_batch(items: list[int], schedule: str, dtype: type) -> metatensor.Tenso
     return tensor
 
 
-def _shifted(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``system`` shifted by ``offset`` in the samples and gradient samples."""
-
-    def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        values = np.array(labels.values)
-        values[:, list(labels.names).index("system")] += offset
-        return metatensor.Labels(labels.names, values)
-
-    blocks = []
-    for block in tensor.blocks():
-        new = metatensor.TensorBlock(
-            block.values, shift(block.samples), block.components, block.properties
-        )
-        for parameter, gradient in block.gradients():
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    gradient.values,
-                    shift(gradient.samples),
-                    gradient.components,
-                    gradient.properties,
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
-
-
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(
@@ -131,7 +104,7 @@ def test_core_batches_store_the_bytes_of_metatensor_dask_batches(
     assert pointer.format(0) in found and pointer.format(2) not in found
     batches = [core(items[i : i + BATCH]) for i in range(0, n_items, BATCH)]
     expected = metatensor.join(
-        [_shifted(b, i * BATCH) for i, b in enumerate(batches) if len(b)],
+        [renumbered(b, i * BATCH) for i, b in enumerate(batches) if len(b)],
         axis="samples",
         different_keys="union",
     )

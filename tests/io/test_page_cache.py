@@ -15,6 +15,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import renumbered
 
 import metatensor_dask as mtd
 from metatensor_dask.io import _page_cache
@@ -41,20 +42,11 @@ def batch(items: list[int]) -> metatensor.TensorMap:
 
 def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:
     """metatensor's join of the batches, ``system`` renumbered by their first item."""
-    tensors = []
-    for first in range(0, n_items, batch_size):
-        tensor = batch(list(range(first, min(first + batch_size, n_items))))
-        block = tensor.block(0)
-        samples = block.samples.values.copy()
-        samples[:, 0] += first
-        shifted = metatensor.TensorBlock(
-            block.values,
-            metatensor.Labels(["system", "atom"], samples),
-            [],
-            block.properties,
-        )
-        tensors.append(metatensor.TensorMap(tensor.keys, [shifted]))
-    return metatensor.join(tensors, axis="samples", different_keys="union")
+    batches = [
+        renumbered(batch(list(range(first, min(first + batch_size, n_items)))), first)
+        for first in range(0, n_items, batch_size)
+    ]
+    return metatensor.join(batches, axis="samples", different_keys="union")
 
 
 def resident_pages(path: Path) -> int:
