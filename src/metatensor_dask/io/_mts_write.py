@@ -23,6 +23,7 @@ from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
+from ._file_writes import write_all
 from ._names import check_path_component
 
 __all__ = ["Encoder", "Entry", "labels_bytes", "write_atomically"]
@@ -138,13 +139,6 @@ _GATHER_BYTES = 2**16
 them, in gathered writes; larger ones in slices of the chunk size, on their own."""
 
 
-def _pwrite_all(fd: int, data: Any, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
-
-
 # byte orders that are little-endian already (1-byte types have none)
 _LITTLE = {"<", "|", *(["="] if sys.byteorder == "little" else [])}
 
@@ -165,11 +159,11 @@ def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
 
 class _Gathered:
     """Small writes (headers, Labels, small arrays) gathered and written in runs of
-    adjacent bytes, one system call per run: a map of many tiny blocks has several
-    members per block. Each item is a list of pieces written one after the other from
-    its offset (a whole member: its local header and its bytes)."""
+    adjacent bytes, a few system calls per run (see :mod:`._file_writes`): a map of many
+    tiny blocks has several members per block. Each item is a list of pieces written one
+    after the other from its offset (a whole member: its local header and its bytes)."""
 
-    #: Bytes joined into one write at most.
+    #: Bytes of one run at most.
     RUN = 16 * 2**20
 
     def __init__(self, fd: int):
@@ -190,14 +184,14 @@ class _Gathered:
         start = end = 0
         for offset, length, pieces in self.items:
             if run and (offset != end or end - start > self.RUN):
-                _pwrite_all(self.fd, b"".join(run), start)
+                write_all(self.fd, run, start)
                 run = []
             if not run:
                 start = end = offset
             run.extend(pieces)
             end += length
         if run:
-            _pwrite_all(self.fd, b"".join(run), start)
+            write_all(self.fd, run, start)
         self.items = []
 
 
@@ -255,7 +249,7 @@ def _write_pieces(
                 continue
             piece = _stored_bytes(piece)
         if gathered is None:
-            _pwrite_all(fd, piece, offset)
+            write_all(fd, [piece], offset)
         else:
             gathered.add(offset, piece)
         crc = zlib.crc32(piece, crc)
@@ -273,7 +267,7 @@ def _write_array(fd: int, offset: int, array: np.ndarray, crc: int, length: int)
     row_bytes = array.nbytes // max(len(array), 1)
     for start in range(0, max(len(array), 1), rows):
         data = _little_endian_bytes(array[start : start + rows])
-        _pwrite_all(fd, data, offset + start * row_bytes)
+        write_all(fd, [data], offset + start * row_bytes)
         crc = zlib.crc32(data.data, crc)
         length += data.nbytes
     return crc, length
@@ -484,7 +478,7 @@ def _write_batch(
         for chunk, (offset, descr, seed) in zip(chunks, places, strict=True):
             data = np.ascontiguousarray(chunk, dtype=np.dtype(descr)).reshape(-1).view(np.uint8)
             if data.nbytes:
-                _pwrite_all(fd, data, offset)
+                write_all(fd, [data], offset)
             results.append((zlib.crc32(data.data, seed), data.nbytes))
     finally:
         os.close(fd)

@@ -4,7 +4,8 @@ A plain chunk (see :func:`~metatensor_dask.io.zarr_codecs.is_plain`) is the C-or
 bytes of its rows, padded with zeros to the chunk's size, then (with a checksum) the
 crc32c of those bytes. Rather than copying each chunk into an encoded buffer, a chunk
 is described here by its *parts*, views of the rows' own memory followed by the padding
-and the checksum, and a local file is written from them in one ``writev``. Appends use
+and the checksum, and a local file is written from them (with ``writev``, in calls of
+at most 128 KiB: see :mod:`._file_writes`). Appends use
 this, and so do the write tasks of ``to_zarr`` (:func:`write_regions`): a batch of tens
 of MiB, or a 64 MiB chunk, would otherwise be copied once more into freshly allocated
 memory, whose page faults cost more than writing the bytes to the page cache.
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _page_cache
+from ._file_writes import write_all
 from ._zarr_internals import sync
 from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_layout import batch_record
@@ -122,12 +124,12 @@ def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
         pending: list[memoryview] = []
         for part in parts:
             if part.size and part.base is _ZEROS:
-                _writev(descriptor, pending)
+                write_all(descriptor, pending)
                 pending = []
                 os.lseek(descriptor, part.size, os.SEEK_CUR)
             elif part.size:
                 pending.append(part.data)
-        _writev(descriptor, pending)
+        write_all(descriptor, pending)
         # a hole at the end: the file's size, which a seek does not set
         size = os.lseek(descriptor, 0, os.SEEK_CUR)
         os.ftruncate(descriptor, size)
@@ -135,16 +137,6 @@ def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
             _page_cache.start_write_back(descriptor, size, str(name))
     finally:
         os.close(descriptor)
-
-
-def _writev(descriptor: int, pending: list[memoryview]) -> None:
-    while pending:
-        written = os.writev(descriptor, pending)
-        while pending and written >= pending[0].nbytes:
-            written -= pending[0].nbytes
-            pending.pop(0)
-        if pending and written:
-            pending[0] = pending[0][written:]
 
 
 def write_parts(

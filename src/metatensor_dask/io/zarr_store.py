@@ -25,6 +25,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
+from ._file_writes import write_all
 from ._zarr_internals import make_store_path, sync
 from .zarr_codecs import (
     ChunkFormat,
@@ -196,7 +197,7 @@ def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
 def _write_bytes(path: str, data: bytes | memoryview) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(descriptor, data)
+        write_all(descriptor, [data])
     finally:
         os.close(descriptor)
 
