@@ -5,17 +5,23 @@ benchmark) in a folder, one after the other with a pause between them (the batch
 computed), and reports the CPU seconds of this process (user + system) per GiB
 written, and its wall time without the pauses, for:
 
-* ``plain``: ``write`` of each file, its pages left in the page cache (what any writer
-  does by default);
+* ``plain``: one ``write`` of each file, its pages left in the page cache (what any
+  writer does by default);
+* ``plain, 128 KiB calls``: the same in calls of 128 KiB, as metatensor-dask writes
+  (:mod:`metatensor_dask.io._file_writes`): the page cache holds them in blocks of that
+  size rather than of 2 MiB;
 * ``drop-behind``: the same, each file's write-back started at once and the files older
   than the newest 256 MiB dropped from the page cache once on disk, as appends do
   (:mod:`metatensor_dask.io._page_cache`);
 * ``plain, right after freeing``: ``plain`` right after the files of the previous case
   were deleted (their page cache freed a moment before).
 
-* ``memory``: no file, fresh memory of the same size written by numpy, after a rest;
+* ``memory``: no file, fresh memory of the same size written by numpy (advising huge
+  pages, numpy's default), after a rest;
 * ``memory, right after freeing``: the same right after the memory of the case before
-  was freed.
+  was freed;
+* ``memory, no huge pages``: the same after a rest, numpy's huge-page advice off (the
+  ``huge-pages`` setting, :mod:`metatensor_dask._huge_pages`).
 
 The files of each case are deleted before the next, after a rest of ``REST`` seconds
 (so that the memory they freed has gone back to the free pool, as it has in a long
@@ -37,8 +43,10 @@ import sys
 import time
 
 import numpy as np
+from numpy._core import multiarray
 
 from metatensor_dask.io import _page_cache
+from metatensor_dask.io._file_writes import write_all
 
 FILE_BYTES = 50 * 2**20
 PAUSE = 0.2
@@ -50,7 +58,9 @@ def _cpu() -> float:
     return times.user + times.system
 
 
-def _write(folder: str, count: int, data: np.ndarray, drop_behind: bool) -> tuple[float, float]:
+def _write(
+    folder: str, count: int, data: np.ndarray, drop_behind: bool, pieces: bool
+) -> tuple[float, float]:
     """CPU seconds and wall seconds (pauses left out) of writing ``count`` files."""
     os.makedirs(folder)
     cpu, wall = _cpu(), time.perf_counter()
@@ -58,7 +68,10 @@ def _write(folder: str, count: int, data: np.ndarray, drop_behind: bool) -> tupl
         path = os.path.join(folder, f"{i}.bin")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(descriptor, data.data)
+            if pieces:
+                write_all(descriptor, [data])
+            else:
+                os.write(descriptor, data.data)
             if drop_behind:
                 _page_cache.start_write_back(descriptor, data.nbytes, path)
         finally:
@@ -69,12 +82,15 @@ def _write(folder: str, count: int, data: np.ndarray, drop_behind: bool) -> tupl
     return _cpu() - cpu, time.perf_counter() - wall - count * PAUSE
 
 
-def _touch(count: int) -> tuple[float, float]:
+def _touch(count: int, huge_pages: bool) -> tuple[float, float]:
     """CPU seconds and wall seconds of filling fresh memory of ``count`` files' size."""
+    before = multiarray._set_madvise_hugepage(huge_pages)
     cpu, wall = _cpu(), time.perf_counter()
     memory = np.ones(count * FILE_BYTES // 8)
     del memory
-    return _cpu() - cpu, time.perf_counter() - wall
+    cpu, wall = _cpu() - cpu, time.perf_counter() - wall
+    multiarray._set_madvise_hugepage(before)
+    return cpu, wall
 
 
 def main() -> None:
@@ -88,19 +104,26 @@ def main() -> None:
     print(f"{count} files of {size} MiB ({gib:.2f} GiB) in {folder}, {rest:.0f} s rests")
     print(f"{'case':28s} {'CPU s/GiB':>10s} {'wall s/GiB':>11s}")
     for _ in range(repeats):
-        for case, drop_behind, rested in [
-            ("plain", False, True),
-            ("plain, right after freeing", False, False),
-            ("drop-behind", True, True),
+        for case, drop_behind, pieces, rested in [
+            ("plain", False, False, True),
+            ("plain, right after freeing", False, False, False),
+            ("plain, 128 KiB calls", False, True, True),
+            ("drop-behind", True, False, True),
         ]:
             if rested:
                 time.sleep(rest)
-            cpu, wall = _write(os.path.join(folder, "files"), count, data, drop_behind)
+            files = os.path.join(folder, "files")
+            cpu, wall = _write(files, count, data, drop_behind, pieces)
             print(f"{case:28s} {cpu / gib:10.2f} {wall / gib:11.2f}", flush=True)
-            shutil.rmtree(os.path.join(folder, "files"))
-        time.sleep(rest)
-        for case in ["memory", "memory, right after freeing"]:
-            cpu, wall = _touch(count)
+            shutil.rmtree(files)
+        for case, huge_pages, rested in [
+            ("memory", True, True),
+            ("memory, right after freeing", True, False),
+            ("memory, no huge pages", False, True),
+        ]:
+            if rested:
+                time.sleep(rest)
+            cpu, wall = _touch(count, huge_pages)
             print(f"{case:28s} {cpu / gib:10.2f} {wall / gib:11.2f}", flush=True)
 
 

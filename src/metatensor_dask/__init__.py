@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from dask import config as _dask_config
 
-from . import config
+from . import _huge_pages, config
 from ._lazy import lazy_names as _lazy_names
 from .errors import (
     DamagedFileError,
@@ -32,6 +32,8 @@ from .errors import (
 from .operations import __all__ as _operations
 
 __version__ = "0.1.0.dev0"
+
+_huge_pages.apply()
 
 if TYPE_CHECKING:
     from . import block, errors, io, labels, operations, tensor  # noqa: F401

@@ -4,7 +4,7 @@ The defaults live in ``metatensor_dask.yaml`` beside this module; users override
 as any dask setting: a YAML file in dask's config directories,
 ``dask.config.set({"metatensor_dask.chunk-size": "128MiB"})``, or an environment
 variable such as ``DASK_METATENSOR_DASK__CHUNK_SIZE=128MiB``. Values are read at call
-time.
+time, but for ``huge-pages``, read at import (see :mod:`._huge_pages`).
 """
 
 from __future__ import annotations

@@ -54,9 +54,7 @@ def test_the_file_holds_the_buffers_in_order(tmp_path_factory, sizes, seed):
 
 
 @given(sizes=sizes, seed=st.integers(0, 2**16), offset=st.integers(0, 3 * PIECE_BYTES))
-def test_writing_at_an_offset_leaves_the_rest_of_the_file(
-    tmp_path_factory, sizes, seed, offset
-):
+def test_writing_at_an_offset_leaves_the_rest_of_the_file(tmp_path_factory, sizes, seed, offset):
     buffers = _buffers(sizes, seed)
     before = _buffers([offset + sum(sizes) + 10], seed + 1)[0]
     path = tmp_path_factory.mktemp("writes") / "file"

@@ -1,15 +1,15 @@
 """Writing bytes to local files in system calls of at most :data:`PIECE_BYTES`.
 
 Since Linux 6.x, the page cache of a file system with large folios (ext4 from 6.16,
-XFS, btrfs) holds the bytes of one ``write`` in pages sized to it: a call of 8 MiB asks
-the kernel for blocks of 2 MiB of contiguous memory, one of 64 KiB for blocks of
-64 KiB. On a virtual machine that hands free memory back to its host (free page
-reporting, which reports exactly such large free blocks), a large block is memory the
-host must find again, page by page, before the copy: measured on such a machine
-(``benchmarks/page_cache_writes.py``), writing 1 GiB of 8 MiB files cost 2.6 to 3.6 s
-of CPU in 8 MiB calls and 0.3 to 0.5 s in calls of 32 to 128 KiB. Elsewhere the smaller
-calls cost a few more system calls (about a hundred per 8 MiB chunk file, microseconds
-each).
+XFS, btrfs) holds the bytes of one ``write`` in blocks of memory sized to it: a call of
+8 MiB asks the kernel for blocks of 2 MiB, one of 128 KiB for blocks of 128 KiB. On a
+virtual machine that hands free memory back to its host (free page reporting), the
+blocks handed back are those of 2 MiB and more; smaller ones can come from free memory
+the host still backs. Measured on such a machine (``benchmarks/page_cache_writes.py``),
+writing 1 GiB of 8 MiB files cost 2.6 to 3.6 s of system time in 8 MiB calls and 0.3
+to 0.5 s in calls of 32 to 128 KiB just after other programs had freed gigabytes, and
+about the same (2.4 to 3.3 s) in both ways when they had not. The smaller calls cost a
+few more system calls (64 per 8 MiB chunk file, a few microseconds each).
 
 The bytes written are the same; each function writes all of them (a short write is
 continued) or raises.
