@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
+from metatensor_dask.io import zarr_rows
 from metatensor_dask.io.zarr_codecs import encode_chunks, small_template
 from metatensor_dask.io.zarr_layout import array_document, encode
 from metatensor_dask.io.zarr_rows import chunk_parts, row_bytes, write_parts
@@ -99,3 +100,28 @@ def test_padding_is_not_written_to_local_files(tmp_path, monkeypatch, checksum):
     # 5 rows of 4 doubles and the checksums; the 3 rows of padding of the last chunk not
     assert sum(written) == 5 * 4 * 8 + (8 if checksum else 0)
     assert sum(len(bytes(e)) for e in expected.values()) == sum(written) + 3 * 4 * 8
+
+
+def test_padding_made_before_a_larger_one_is_still_skipped(tmp_path, monkeypatch):
+    """The parts of a chunk padded before another chunk needed more zeros (another
+    batch, another thread) still leave their padding unwritten."""
+    import os
+
+    small = _document((5, 4), 4, checksum=True)
+    early = chunk_parts("a", small, np.ones((5, 4)), 0)
+    zarr_rows._zeros(2**30)  # more zeros than any chunk before (pages never touched)
+    written = []
+    writev = os.writev
+
+    def counted(descriptor, buffers):
+        count = writev(descriptor, buffers)
+        written.append(count)
+        return count
+
+    monkeypatch.setattr(os, "writev", counted)
+    store = open_store(tmp_path / "z.zarr", None, writable=True)
+    write_parts(store, early)
+    expected = encode_chunks(np.ones((5, 4)), small, 0)
+    for key, encoded in expected.items():
+        assert (tmp_path / "z.zarr" / "a" / key).read_bytes() == bytes(encoded)
+    assert sum(written) == 5 * 4 * 8 + 8

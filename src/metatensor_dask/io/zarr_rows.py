@@ -43,20 +43,28 @@ __all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts", "write_regions"]
 #: One encoded chunk: byte arrays whose concatenation is the chunk.
 Parts = list[np.ndarray]
 
-#: Zeros padding edge chunks (see :func:`_zeros`).
-_ZEROS = np.zeros(0, np.uint8)
+#: The buffers of zeros padding edge chunks (see :func:`_zeros`), the largest last.
+#: The smaller ones are kept: parts made before a larger one was needed are views of
+#: them, and must still be known as padding (their pages map the kernel's page of
+#: zeros: they cost no memory).
+_ZEROS: list[np.ndarray] = [np.zeros(0, np.uint8)]
 
 
 def _zeros(count: int) -> np.ndarray:
-    """``count`` zero bytes, a view of :data:`_ZEROS` (grown when too small, never
-    written): no fresh memory for each padding, and :func:`_write` knows them."""
-    global _ZEROS
-    zeros = _ZEROS
+    """``count`` zero bytes, a view of a buffer of :data:`_ZEROS` (a larger one made
+    when too small, never written): no fresh memory for each padding, and
+    :func:`_write` knows them (:func:`_is_padding`)."""
+    zeros = _ZEROS[-1]
     if zeros.size < count:
-        zeros = np.zeros(count, np.uint8)
+        zeros = np.zeros(max(count, 2 * zeros.size), np.uint8)
         zeros.flags.writeable = False
-        _ZEROS = zeros
+        _ZEROS.append(zeros)
     return zeros[:count]
+
+
+def _is_padding(part: np.ndarray) -> bool:
+    """Whether ``part`` is zeros of :func:`_zeros`."""
+    return any(part.base is zeros for zeros in _ZEROS)
 
 
 def row_bytes(values: Any, document: dict[str, Any]) -> np.ndarray:
@@ -123,7 +131,7 @@ def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
     try:
         pending: list[memoryview] = []
         for part in parts:
-            if part.size and part.base is _ZEROS:
+            if part.size and _is_padding(part):
                 write_all(descriptor, pending)
                 pending = []
                 os.lseek(descriptor, part.size, os.SEEK_CUR)
@@ -167,7 +175,7 @@ def write_parts(
             os.replace(temporary, root / key)
     if drop_behind is not None:
         for key, parts in items.items():
-            size = sum(part.size for part in parts if part.base is not _ZEROS)
+            size = sum(part.size for part in parts if not _is_padding(part))
             _page_cache.written(f"{root}/{key}", size, drop_behind)
 
 
