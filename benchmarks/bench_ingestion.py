@@ -1,9 +1,15 @@
 """Ingestion: ``write_batches`` of featomic batches against the featomic computations alone.
 
 Each measurement runs in its own Python process, on a 2-worker ``LocalCluster``
-(processes), and reports its wall time, the peak resident memory of the process and its
-workers together (sampled every 20 ms), and the CPU seconds of the process (client and
-scheduler) and of its workers, which a loaded machine inflates much less than wall times.
+(processes, one thread each, and ``RAYON_NUM_THREADS=1``: featomic computes with a pool
+of threads of its own, as many as the machine's cores by default, so that two workers on
+two cores would run four threads, whose waits inflate the CPU time of every case by
+different amounts: measured with the measuring script, three runs of each in turn,
+``write_batches`` took 15.19 s of CPU with one thread per worker and 18.19 s without,
+featomic alone 11.15 and 12.68 s), and reports its wall time, the peak resident memory
+of the process and its workers together (sampled every 20 ms), and the CPU seconds of
+the process (client and scheduler) and of its workers, which a loaded machine inflates
+much less than wall times.
 The batches are featomic's SOAP power spectrum with positions gradients of rattled
 silicon supercells (64 atoms each), ``BATCH`` structures per batch:
 
@@ -193,7 +199,7 @@ def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
     body = textwrap.indent(textwrap.dedent(SCRIPTS[name]), "    ")
     done = subprocess.run(
         [sys.executable, "-c", _PRELUDE + body + _REPORT, str(n_items), str(BATCH), str(target)],
-        env={**os.environ, **ENVIRONMENT.get(name, {})},
+        env={**os.environ, "RAYON_NUM_THREADS": "1", **ENVIRONMENT.get(name, {})},
         check=True,
         capture_output=True,
         text=True,
