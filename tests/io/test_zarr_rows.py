@@ -3,6 +3,8 @@ encoded chunks, whatever the layout of the rows, with or without stored rows fir
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import zarr
@@ -75,23 +77,27 @@ def test_written_chunks_read_back_with_zarr(tmp_path, atomic):
     ]
 
 
-@pytest.mark.parametrize("checksum", [True, False])
-def test_padding_is_not_written_to_local_files(tmp_path, monkeypatch, checksum):
-    """The zero padding of an edge chunk is skipped (a hole in the file, read as zeros):
-    the file holds the encoded chunk, but only its rows and checksum are written."""
-    import os
-
-    values = np.random.default_rng(3).normal(size=(5, 4))
-    document = _document((5, 4), 4, checksum)
-    written = []
+@pytest.fixture
+def written(monkeypatch) -> list[int]:
+    """The byte counts of the ``os.writev`` calls made during the test."""
+    counts: list[int] = []
     writev = os.writev
 
     def counted(descriptor, buffers):
         count = writev(descriptor, buffers)
-        written.append(count)
+        counts.append(count)
         return count
 
     monkeypatch.setattr(os, "writev", counted)
+    return counts
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_padding_is_not_written_to_local_files(tmp_path, written, checksum):
+    """The zero padding of an edge chunk is skipped (a hole in the file, read as zeros):
+    the file holds the encoded chunk, but only its rows and checksum are written."""
+    values = np.random.default_rng(3).normal(size=(5, 4))
+    document = _document((5, 4), 4, checksum)
     store = open_store(tmp_path / "z.zarr", None, writable=True)
     write_parts(store, chunk_parts("a", document, values, 0), atomic=True)
     expected = encode_chunks(values, document, 0)
@@ -102,23 +108,12 @@ def test_padding_is_not_written_to_local_files(tmp_path, monkeypatch, checksum):
     assert sum(len(bytes(e)) for e in expected.values()) == sum(written) + 3 * 4 * 8
 
 
-def test_padding_made_before_a_larger_one_is_still_skipped(tmp_path, monkeypatch):
+def test_padding_made_before_a_larger_one_is_still_skipped(tmp_path, written):
     """The parts of a chunk padded before another chunk needed more zeros (another
     batch, another thread) still leave their padding unwritten."""
-    import os
-
     small = _document((5, 4), 4, checksum=True)
     early = chunk_parts("a", small, np.ones((5, 4)), 0)
     zarr_rows._zeros(2**30)  # more zeros than any chunk before (pages never touched)
-    written = []
-    writev = os.writev
-
-    def counted(descriptor, buffers):
-        count = writev(descriptor, buffers)
-        written.append(count)
-        return count
-
-    monkeypatch.setattr(os, "writev", counted)
     store = open_store(tmp_path / "z.zarr", None, writable=True)
     write_parts(store, early)
     expected = encode_chunks(np.ones((5, 4)), small, 0)
