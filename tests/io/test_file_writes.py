@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metatensor_dask.io._file_writes import PIECE_BYTES, write_all
+from metatensor_dask.io._file_writes import MOST_BUFFERS, PIECE_BYTES, write_all
 
 
 def _write_calls() -> int:
@@ -97,6 +97,26 @@ def test_no_call_writes_more_than_a_piece_and_small_buffers_share_calls(tmp_path
     finally:
         os.close(descriptor)
     assert calls == math.ceil(sum(sizes) / PIECE_BYTES)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the count is Linux's")
+@pytest.mark.parametrize("offset", [None, 3])
+def test_many_tiny_buffers_take_calls_of_at_most_the_buffers_a_call_takes(tmp_path, offset):
+    """5,000 buffers of 10 bytes (50 kB: one piece by size) go in calls of at most
+    ``MOST_BUFFERS`` buffers, which ``writev`` refuses beyond."""
+    buffers = _buffers([10] * 5000, 1)
+    path = tmp_path / "file"
+    path.write_bytes(b"abc")
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        os.lseek(descriptor, 3, os.SEEK_SET)
+        calls = _write_calls()
+        assert write_all(descriptor, buffers, offset) == 50_000
+        calls = _write_calls() - calls
+    finally:
+        os.close(descriptor)
+    assert calls == math.ceil(5000 / MOST_BUFFERS)
+    assert path.read_bytes() == b"abc" + b"".join(buffers)
 
 
 def test_a_write_the_file_refuses_raises(tmp_path):

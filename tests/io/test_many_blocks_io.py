@@ -165,3 +165,22 @@ def test_appending_culls_one_flat_graph(tmp_path, culled_layers, operation):
         np.testing.assert_array_equal(gradient.values[:8], expected.values)
         np.testing.assert_array_equal(gradient.values[8:], expected.values)
         np.testing.assert_array_equal(gradient.samples.column("sample"), np.repeat(np.arange(8), 2))
+
+
+def test_saving_thousands_of_the_smallest_blocks_gives_metatensor_file(tmp_path):
+    """Blocks of one value: their members (a few hundred bytes each, header included)
+    are gathered into writes of thousands of buffers, more than one ``writev`` takes;
+    metatensor reads the file back equal."""
+    blocks = [
+        metatensor.TensorBlock(
+            np.full((1, 1), float(i)),
+            metatensor.Labels.range("s", 1),
+            [],
+            metatensor.Labels.range("p", 1),
+        )
+        for i in range(2000)
+    ]
+    expected = metatensor.TensorMap(metatensor.Labels.range("k", 2000), blocks)
+    mtd.save(tmp_path / "tiny.mts", mtd.from_metatensor(expected))
+    assert metatensor.equal(metatensor.load(tmp_path / "tiny.mts"), expected)
+    assert_equal_to_metatensor(mtd.load(tmp_path / "tiny.mts"), expected)

@@ -18,32 +18,46 @@ continued) or raises.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["PIECE_BYTES", "write_all"]
+__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "write_all"]
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
 
+MOST_BUFFERS = 1024
+"""Buffers given to one system call at most (``IOV_MAX`` on Linux and macOS: more, and
+``writev`` fails)."""
 
-def _pieces(buffers: Iterable[Any]) -> Iterable[list[memoryview]]:
+
+def _groups(buffers: Iterable[Any]) -> Iterator[tuple[list[memoryview], int]]:
     """The bytes of ``buffers``, in order, as groups of views of at most
-    :data:`PIECE_BYTES` bytes in all (small buffers gathered into one group)."""
+    :data:`PIECE_BYTES` bytes and :data:`MOST_BUFFERS` views (small buffers gathered
+    into one group), each with its number of bytes."""
     group: list[memoryview] = []
-    room = PIECE_BYTES
+    size = 0
     for buffer in buffers:
         view = memoryview(buffer).cast("B")
         while view.nbytes:
-            piece = view[:room]
+            piece = view[: PIECE_BYTES - size]
             group.append(piece)
+            size += piece.nbytes
             view = view[piece.nbytes :]
-            room -= piece.nbytes
-            if room == 0:
-                yield group
-                group, room = [], PIECE_BYTES
+            if size == PIECE_BYTES or len(group) == MOST_BUFFERS:
+                yield group, size
+                group, size = [], 0
     if group:
-        yield group
+        yield group, size
+
+
+def _after(group: list[memoryview], count: int) -> list[memoryview]:
+    """The views of ``group`` without their first ``count`` bytes (a short write)."""
+    for index, view in enumerate(group):
+        if count < view.nbytes:
+            return [view[count:], *group[index + 1 :]]
+        count -= view.nbytes
+    return []
 
 
 def write_all(descriptor: int, buffers: Iterable[Any], offset: int | None = None) -> int:
@@ -51,18 +65,16 @@ def write_all(descriptor: int, buffers: Iterable[Any], offset: int | None = None
     ``descriptor``, at ``offset`` (``pwritev``), or at the file's position when it is
     ``None`` (``writev``). Returns the number of bytes written."""
     total = 0
-    for group in _pieces(buffers):
-        while group:
+    for group, size in _groups(buffers):
+        while size:
             if offset is None:
                 written = os.writev(descriptor, group)
             else:
                 written = os.pwritev(descriptor, group, offset + total)
             if written == 0:
-                raise OSError(f"no byte of {sum(v.nbytes for v in group)} could be written")
+                raise OSError(f"no byte of {size} could be written")
             total += written
-            while group and written >= group[0].nbytes:
-                written -= group[0].nbytes
-                group.pop(0)
-            if group and written:
-                group[0] = group[0][written:]
+            size -= written
+            if size:
+                group = _after(group, written)
     return total
