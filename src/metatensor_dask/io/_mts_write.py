@@ -163,9 +163,6 @@ class _Gathered:
     tiny blocks has several members per block. Each item is a list of pieces written one
     after the other from its offset (a whole member: its local header and its bytes)."""
 
-    #: Bytes of one run at most.
-    RUN = 16 * 2**20
-
     def __init__(self, fd: int):
         self.fd = fd
         self.items: list[tuple[int, int, list[Any]]] = []
@@ -183,7 +180,7 @@ class _Gathered:
         run: list[Any] = []
         start = end = 0
         for offset, length, pieces in self.items:
-            if run and (offset != end or end - start > self.RUN):
+            if run and offset != end:
                 write_all(self.fd, run, start)
                 run = []
             if not run:
