@@ -5,7 +5,7 @@ bytes of its rows, padded with zeros to the chunk's size, then (with a checksum)
 crc32c of those bytes. Rather than copying each chunk into an encoded buffer, a chunk
 is described here by its *parts*, views of the rows' own memory followed by the padding
 and the checksum, and a local file is written from them (with ``writev``, in calls of
-at most 128 KiB: see :mod:`._file_writes`). Appends use
+at most 128 KiB and 1,024 buffers: see :mod:`._file_writes`). Appends use
 this, and so do the write tasks of ``to_zarr`` (:func:`write_regions`): a batch of tens
 of MiB, or a 64 MiB chunk, would otherwise be copied once more into freshly allocated
 memory, whose page faults cost more than writing the bytes to the page cache.
