@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import metatensor
 import numpy as np
+import pytest
+from ingest_support import store_files
 from test_zarr_append import shifted
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -92,3 +95,55 @@ def test_next_after_negative_systems(tmp_path):
         mtd.from_metatensor(batch).to_zarr(path, append_dim="samples", renumber={"system": "next"})
     expected = _join([first, shifted(second, -7)])
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
+
+
+def _files(tmp_path, tensors: list[metatensor.TensorMap]) -> list[str]:
+    paths = []
+    for i, tensor in enumerate(tensors):
+        paths.append(str(tmp_path / f"{i}.mts"))
+        metatensor.save(paths[-1], tensor)
+    return paths
+
+
+def test_convert_sources_with_other_keys(tmp_path):
+    """Keys only in later files, a block without rows: the files, each numbered past
+    the ones before, after the systems stored."""
+    stored = _tensor({0: _block(0, [0, 1])})
+    files = [
+        _tensor({1: _block(1, [0, 1, 2]), 0: _block(2, [])}),
+        _tensor({2: _block(3, [0]), 0: _block(4, [0, 1])}),
+    ]
+    out = tmp_path / "all.zarr"
+    mtd.from_metatensor(stored).to_zarr(out)
+    common = ["--append", "--renumber", "system", "-q"]
+    assert main(["convert", *_files(tmp_path, files), str(out), *common]) == 0
+    expected = [stored, shifted(files[0], 2), shifted(files[1], 5)]
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), _join(expected))
+
+
+@pytest.mark.parametrize(
+    ("last", "renumber", "message"),
+    [
+        # a dtype the store has not: refused when its turn came, after the others
+        (_tensor({0: _block(5, [0], np.float32)}), True, "has the dtype float32"),
+        # the same samples as the file before it
+        (_tensor({1: _block(1, [0, 1, 2])}), False, "can not be appended together"),
+        # other properties than the file before it, for a key the store has not
+        (
+            _tensor({1: metatensor.slice_block(_block(6, [7]), "properties", _labels(["p"], [1]))}),
+            True,
+            "can not be appended together",
+        ),
+    ],
+)
+def test_convert_refuses_all_sources_before_writing(tmp_path, capsys, last, renumber, message):
+    """One source that can not be appended: the call fails before anything is written,
+    the sources before it too."""
+    out = tmp_path / "all.zarr"
+    mtd.from_metatensor(_tensor({0: _block(0, [0, 1])})).to_zarr(out)
+    before = store_files(out)
+    first = _tensor({1: _block(1, [0, 1, 2]), 0: _block(2, [10])})
+    common = ["--append", "-q", *(["--renumber", "system"] if renumber else [])]
+    assert main(["convert", *_files(tmp_path, [first, last]), str(out), *common]) == 1
+    assert message in capsys.readouterr().err
+    assert store_files(out) == before
