@@ -201,33 +201,37 @@ def _convert(args: argparse.Namespace) -> int:
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
-    nbytes = chunks = 0
     with dask.config.set(settings), _execution(args) as where:
-        for source in sources:
-            tensor = open_tensor(source, chunks=args.chunks)
-            reporter.step(f"converting {source} -> {destination} on {where.description}")
-            if to_file:
-                import metatensor_dask as mtd
+        tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
+        reporter.step(f"converting {', '.join(sources)} -> {destination} on {where.description}")
+        if to_file:
+            import metatensor_dask as mtd
 
-                mtd.save(destination, tensor)
-            elif args.append:
-                renumber = None if args.renumber is None else {args.renumber: "next"}
-                # --chunks also sizes the blocks an append creates (kept as they grow)
-                delayed = tensor.to_zarr(
-                    destination,
-                    append_dim="samples",
-                    renumber=renumber,
-                    chunks=args.chunks,
-                    compute=False,
-                )
-                _compute(delayed, where.client, args.quiet)
-            else:
-                mode = "w" if args.overwrite else "w-"
-                _compute(
-                    tensor.to_zarr(destination, mode=mode, compute=False), where.client, args.quiet
-                )
-            nbytes += _nbytes(tensor)
-            chunks += _chunk_count(tensor)
+            mtd.save(destination, tensors[0])
+        elif args.append:
+            from ._sources import joined_sources
+
+            # one append of all the sources: it stores them all, or refused none of them
+            tensor = joined_sources(tensors, sources, args.renumber)
+            renumber: dict[str, int | str] | None = (
+                None if args.renumber is None else {args.renumber: "next"}
+            )
+            # --chunks also sizes the blocks an append creates (kept as they grow)
+            delayed = tensor.to_zarr(
+                destination,
+                append_dim="samples",
+                renumber=renumber,
+                chunks=args.chunks,
+                compute=False,
+            )
+            _compute(delayed, where.client, args.quiet)
+        else:
+            mode = "w" if args.overwrite else "w-"
+            _compute(
+                tensors[0].to_zarr(destination, mode=mode, compute=False), where.client, args.quiet
+            )
+        nbytes = sum(_nbytes(tensor) for tensor in tensors)
+        chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
 

@@ -135,10 +135,10 @@ class _Planner:
             raise self.refuse(
                 what, f"has the samples {block.samples.names}, the store {stored.samples.names}"
             )
-        if block.values.dtype != stored.values.dtype:
-            raise self.refuse(
-                what, f"has the dtype {block.values.dtype}, the store {stored.values.dtype}"
-            )
+        # the byte order is not part of the dtype: rows are stored little-endian
+        dtype = np.dtype(block.values.dtype).newbyteorder("<")
+        if dtype != stored.values.dtype.newbyteorder("<"):
+            raise self.refuse(what, f"has the dtype {dtype}, the store {stored.values.dtype}")
         names = [c.names for c in block.components]
         if names != [info.names for info in stored.components] or (
             labels

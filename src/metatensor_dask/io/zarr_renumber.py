@@ -55,11 +55,11 @@ def parse_renumber(renumber: Any) -> Renumber | None:
 
 
 def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str) -> int:
-    """One past the largest stored value of ``dimension`` (0 for an empty store), from
-    the records of the blocks' samples."""
+    """One past the largest stored value of ``dimension`` (0 for a store without
+    samples), from the records of the blocks' samples."""
     if existing is None:
         return 0
-    largest = -1
+    found = []
     for path, document in existing[1].items():
         parts = path.split("/")
         if len(parts) != 3 or parts[0] != "blocks" or parts[2] != "samples":
@@ -67,8 +67,8 @@ def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str
         attributes = document.get("attributes") or {}
         names, maxima = attributes.get("names") or [], attributes.get("column_max")
         if dimension in names and maxima is not None:
-            largest = max(largest, int(maxima[names.index(dimension)]))
-    return largest + 1
+            found.append(int(maxima[names.index(dimension)]))
+    return max(found) + 1 if found else 0
 
 
 def shift(labels: Labels, dimension: str, offset: int) -> Labels:

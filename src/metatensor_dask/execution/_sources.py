@@ -1,0 +1,84 @@
+"""Several sources of ``convert --append`` as one tensor, so that one append stores them
+all or, refused, none of them.
+
+Each source is renumbered past the ones before it (with ``--renumber``), the sources are
+checked to be joinable (the dtype, which a join would promote, and through the join the
+keys, labels and gradients), then joined along samples (the union of their keys). The
+append of the joined tensor checks it against the store before writing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+import metatensor_dask as mtd
+
+from ..errors import MetatensorDaskError
+from ..io.zarr_renumber import shifted
+
+__all__ = ["joined_sources"]
+
+
+def _largest(tensor: mtd.TensorMap, dimension: str) -> int | None:
+    """The largest value of the sample dimension ``dimension`` of ``tensor``'s blocks,
+    ``None`` without samples."""
+    found = [
+        int(np.max(block.samples.column(dimension)))
+        for block in tensor.blocks()
+        if len(block.samples)
+    ]
+    return max(found, default=None)
+
+
+def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> None:
+    """The values of every source have one dtype (in any byte order)."""
+    first = None
+    for tensor, name in zip(tensors, names, strict=True):
+        for block in tensor.blocks():
+            dtype = np.dtype(block.values.dtype).newbyteorder("<")
+            if first is None:
+                first = (dtype, name)
+            elif dtype != first[0]:
+                raise MetatensorDaskError(
+                    f"{name} has the dtype {dtype}, {first[1]} {first[0]}: the sources of one "
+                    "append must have the same dtype; nothing was written. Convert them to "
+                    "one dtype first"
+                )
+
+
+def joined_sources(
+    tensors: Sequence[mtd.TensorMap], names: Sequence[str], renumber: str | None
+) -> mtd.TensorMap:
+    """``tensors`` (read from the files ``names``) as one tensor to append.
+
+    With ``renumber`` (a sample dimension), each tensor's ``renumber`` column is shifted
+    to one past the largest value of the tensors before it; the append of the result
+    with ``renumber={dimension: "next"}`` then numbers them all past the store. Their
+    ``info`` is merged, later sources winning, as successive appends merge it.
+    """
+    if len(tensors) == 1:
+        return tensors[0]
+    _check_dtypes(tensors, names)
+    renumbered = []
+    largest: int | None = None
+    for tensor in tensors:
+        if renumber is not None:
+            tensor = shifted(tensor, renumber, 0 if largest is None else largest + 1)
+            found = _largest(tensor, renumber)
+            largest = found if largest is None or found is None else max(largest, found)
+        renumbered.append(tensor)
+    present = [tensor for tensor in renumbered if len(tensor)] or renumbered[:1]
+    try:
+        joined = mtd.join(present, axis="samples", different_keys="union")
+    except Exception as error:
+        raise MetatensorDaskError(
+            f"the sources {', '.join(names)} can not be appended together: {error}; nothing "
+            "was written. Give them the same labels and gradients, and number their samples "
+            "apart (--renumber)"
+        ) from error
+    for tensor in tensors:
+        for key, value in tensor.info().items():
+            joined.set_info(key, value)
+    return joined
