@@ -23,6 +23,7 @@ from . import zarr_layout as layout
 from ._zarr_internals import sync
 from .zarr_codecs import is_plain
 from .zarr_integrity import checked_labels
+from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
 from .zarr_store import (
     ArrayRef,
@@ -336,8 +337,9 @@ class _LabelsCheck:
 
 
 def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
-    """A task: Labels match their digest and have no repeated entries; gradient
-    ``sample`` columns index their parent's rows as the row pointer says."""
+    """A task: Labels match their digest and have no repeated entries; row pointers
+    are non-decreasing from 0 to their gradient's rows; gradient ``sample`` columns
+    index their parent's rows as the row pointer says."""
     where = describe(store)
     problems = []
     for check in checks:
@@ -346,6 +348,18 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
             refs.append(ArrayRef(store, check.pointer.path, check.pointer.document))
         try:
             arrays = read_arrays(refs)
+        except DamagedStoreError as error:
+            problems.append(str(error))
+            continue
+        pointer = None
+        if check.pointer is not None and check.parent_rows is not None:
+            try:
+                pointer = checked_pointer(
+                    where, check.pointer.path, arrays[1], check.parent_rows, check.info.shape[0]
+                )
+            except DamagedStoreError as error:
+                problems.append(str(error))  # the samples are still checked, without it
+        try:
             checked_labels(
                 where,
                 check.info.path,
@@ -353,7 +367,7 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
                 arrays[0],
                 check.info.digest,
                 check.parent_rows,
-                arrays[1] if check.pointer is not None else None,
+                pointer,
             )
         except DamagedStoreError as error:
             problems.append(str(error))
@@ -499,8 +513,9 @@ def verify_store(
     :func:`metatensor_dask.open_zarr` does); every node's own ``zarr.json`` against the
     consolidated copy, both ways; every chunk of every array present (format 2 stores
     every chunk), of the right size and with a matching checksum; Labels against their
-    recorded digest, without repeated entries; gradient ``sample`` columns within their
-    parent's rows and in agreement with the row pointer.
+    recorded digest, without repeated entries; row pointers non-decreasing from 0 to
+    their gradient's rows; gradient ``sample`` columns within their parent's rows and in
+    agreement with the row pointer.
 
     Parameters
     ----------

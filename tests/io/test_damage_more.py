@@ -1,0 +1,71 @@
+"""Damage the other suites do not cover: chunks swapped within an array, array
+documents and root attributes edited consistently, and the progress records of an
+interrupted write or append cut short. Each case reads back the original data or gives
+one of the package's errors, naming the file and the remedy; ``verify`` reports what the
+reader refuses, and never raises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask
+import metatensor
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+
+POINTER = "blocks/0/gradients/positions/row_pointer"
+CODECS = {
+    "default": {},
+    "zstd": {"metatensor_dask.compressor": "zstd"},
+    "sharded": {"metatensor_dask.shard-chunks": 2},
+}
+
+
+def _write(path: Path, codecs: str = "default") -> metatensor.TensorMap:
+    theirs = make_metatensor(seed=11, nested=False)
+    with dask.config.set(CODECS[codecs]):
+        mtd.from_metatensor(theirs).to_zarr(path, chunks=3)
+    return theirs
+
+
+def _edit_root(path: Path, change) -> None:
+    """Apply ``change(root)`` to the root document."""
+    root = json.loads((path / "zarr.json").read_text())
+    change(root)
+    (path / "zarr.json").write_text(json.dumps(root))
+
+
+def _edit_array(path: Path, node: str, change) -> None:
+    """Apply ``change(document)`` to an array's consolidated and own documents."""
+    root = json.loads((path / "zarr.json").read_text())
+    document = root["consolidated_metadata"]["metadata"][node]
+    change(document)
+    (path / "zarr.json").write_text(json.dumps(root))
+    (path / node / "zarr.json").write_text(json.dumps(document))
+
+
+def _swap(first: Path, second: Path) -> None:
+    data = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(data)
+
+
+def _refused(path: Path, match: str) -> None:
+    """Opening and computing fails with ``match``, and verify reports it."""
+    with pytest.raises(mtd.MetatensorDaskError, match=match):
+        with dask.config.set(scheduler="synchronous"):
+            tensor = mtd.open_zarr(path)
+            mtd.sum_over_samples(tensor, "atom").compute()
+            mtd.multiply(tensor, tensor).compute()
+    report = mtd.verify(path)
+    assert any(match in problem for problem in report.problems), report.problems
+
+
+def test_swapped_row_pointer_chunks_are_reported_by_verify(tmp_path):
+    path = tmp_path / "t.zarr"
+    _write(path)
+    _swap(path / POINTER / "c.0", path / POINTER / "c.1")
+    _refused(path, f"'{POINTER}' is not a non-decreasing row pointer from 0 to")
