@@ -69,3 +69,21 @@ def test_swapped_row_pointer_chunks_are_reported_by_verify(tmp_path):
     _write(path)
     _swap(path / POINTER / "c.0", path / POINTER / "c.1")
     _refused(path, f"'{POINTER}' is not a non-decreasing row pointer from 0 to")
+
+
+@pytest.mark.parametrize("codecs", sorted(CODECS))
+def test_an_array_document_of_another_zarr_format_is_refused(tmp_path, codecs):
+    path = tmp_path / "t.zarr"
+    _write(path, codecs)
+    _edit_array(path, "blocks/0/values", lambda document: document.update(zarr_format=2))
+    _refused(path, "the metadata of 'blocks/0/values' is not a valid Zarr v3 array")
+
+
+@pytest.mark.parametrize("complete", [1, "false", "true", None])
+def test_verify_reports_a_completion_flag_the_reader_refuses(tmp_path, complete):
+    path = tmp_path / "t.zarr"
+    _write(path)
+    _edit_root(path, lambda root: root["attributes"]["metatensor_dask"].update(complete=complete))
+    with pytest.raises(mtd.IncompleteStoreError, match="is incomplete"):
+        mtd.open_zarr(path)
+    assert any("the store is incomplete" in problem for problem in mtd.verify(path).problems)

@@ -157,7 +157,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
     return StoreReport(
         location=str(location),
         format=int(ours["format"]),
-        complete=bool(ours.get("complete")),
+        complete=ours.get("complete") is True,
         key_names=parsed.keys.names,
         keys=_load_keys(store, parsed.keys),
         sample_names=first.samples.names if first else [],
@@ -539,7 +539,7 @@ def verify_store(
     except MetatensorDaskError as error:
         return Verification(where, [str(error), *problems])
     notes = []
-    if not attributes[layout.ATTRIBUTE].get("complete"):
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
         recorded = len(recorded_chunks(store))
         problems.append(
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "

@@ -602,6 +602,8 @@ def array_info(
     document = nodes.get(path)
     if not isinstance(document, dict) or document.get("node_type") != "array":
         raise _damaged(where, f"the array '{path}' is missing")
+    if document.get("zarr_format") != 3:
+        raise _damaged(where, f"the metadata of '{path}' is not a valid Zarr v3 array")
     if allowed is not None:
         known = allowed.known(path, document)
         if known is not None:
