@@ -15,6 +15,7 @@ import pytest
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 POINTER = "blocks/0/gradients/positions/row_pointer"
 CODECS = {
@@ -87,3 +88,41 @@ def test_verify_reports_a_completion_flag_the_reader_refuses(tmp_path, complete)
     with pytest.raises(mtd.IncompleteStoreError, match="is incomplete"):
         mtd.open_zarr(path)
     assert any("the store is incomplete" in problem for problem in mtd.verify(path).problems)
+
+
+#: records cut short by a kill while they were written, or overwritten with other JSON
+RECORDS = [b"", b'{"tok', b"[1]", b'{"data": 5, "small": []}']
+
+
+def _append(tensor: metatensor.TensorMap, path: Path, **kwargs) -> None:
+    mtd.from_metatensor(tensor).to_zarr(
+        path, append_dim="samples", renumber={"system": "next"}, chunks=3, **kwargs
+    )
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_a_damaged_append_record_is_refused_then_started_over(tmp_path, record):
+    first, second = _write(tmp_path / "t.zarr"), make_metatensor(seed=12, nested=False)
+    _write(tmp_path / "clean.zarr")
+    _append(second, tmp_path / "clean.zarr")
+    (tmp_path / "t.zarr" / ".progress").mkdir()
+    (tmp_path / "t.zarr" / ".progress" / "append.json").write_bytes(record)
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), first)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"'\.progress/append\.json' is damaged"):
+        _append(second, tmp_path / "t.zarr")
+    _append(second, tmp_path / "t.zarr", resume=True)
+    assert mtd.equal(mtd.open_zarr(tmp_path / "t.zarr"), mtd.open_zarr(tmp_path / "clean.zarr"))
+    assert mtd.verify(tmp_path / "t.zarr").ok
+    assert not (tmp_path / "t.zarr" / ".progress").exists()
+
+
+@pytest.mark.parametrize("record", RECORDS)
+def test_a_damaged_write_plan_is_refused_by_resume(tmp_path, record):
+    path = tmp_path / "t.zarr"
+    tensor = mtd.from_metatensor(make_metatensor(seed=11, nested=False))
+    tensor.to_zarr(path, chunks=3, compute=False)  # interrupted: the plan is recorded
+    (path / ".progress" / "plan.json").write_bytes(record)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"'\.progress/plan\.json'.*mode='w'"):
+        tensor.to_zarr(path, chunks=3, resume=True)
+    tensor.to_zarr(path, chunks=3, mode="w")
+    assert mtd.equal(mtd.open_zarr(path), tensor)
