@@ -126,3 +126,49 @@ def test_a_damaged_write_plan_is_refused_by_resume(tmp_path, record):
         tensor.to_zarr(path, chunks=3, resume=True)
     tensor.to_zarr(path, chunks=3, mode="w")
     assert mtd.equal(mtd.open_zarr(path), tensor)
+
+
+SAMPLES = "blocks/0/samples"
+#: edits of the records a Labels array carries that leave no way to check or extend it
+MALFORMED = {
+    "no digest (keys)": ("keys", lambda a: a.pop("digest")),
+    "no digest (properties)": ("blocks/0/properties", lambda a: a.pop("digest")),
+    "no digest (samples)": (SAMPLES, lambda a: a.pop("digest")),
+    "no chain": (SAMPLES, lambda a: a.pop("chain")),
+    "chain rows not an int": (SAMPLES, lambda a: a["chain"].update(rows="x")),
+    "chain rows past the entries": (SAMPLES, lambda a: a["chain"].update(rows=2**16)),
+    "chain state not hex": (SAMPLES, lambda a: a["chain"].update(state="zz")),
+    "max not an entry": (SAMPLES, lambda a: a.update(max="x")),
+    "no column_max": (SAMPLES, lambda a: a.pop("column_max")),
+    "column_max of another width": (SAMPLES, lambda a: a.update(column_max=[None])),
+}
+
+
+@pytest.mark.parametrize("edit", list(MALFORMED))
+def test_labels_records_that_can_not_be_used_are_refused(tmp_path, edit):
+    path = tmp_path / "t.zarr"
+    _write(path)
+    node, change = MALFORMED[edit]
+    _edit_array(path, node, lambda document: change(document["attributes"]))
+    match = f"the Labels array '{node}' has no valid"
+    _refused(path, match)
+    with pytest.raises(mtd.DamagedStoreError, match=match):
+        _append(make_metatensor(seed=12, nested=False), path)
+
+
+#: edits of the append records of the samples that leave them well formed, but wrong
+WRONG = {
+    "max lowered": lambda a: a.update(max=[0, 0]),
+    "column_max lowered": lambda a: a.update(column_max=[0, 0]),
+    "chain state of other rows": lambda a: a["chain"].update(state="00" * 16),
+}
+
+
+@pytest.mark.parametrize("edit", list(WRONG))
+def test_verify_finds_sample_records_that_disagree_with_the_entries(tmp_path, edit):
+    path = tmp_path / "t.zarr"
+    theirs = _write(path)
+    _edit_array(path, SAMPLES, lambda document: WRONG[edit](document["attributes"]))
+    assert_equal_to_metatensor(mtd.open_zarr(path), theirs)  # the entries are intact
+    problems = mtd.verify(path).problems
+    assert any(f"the records of '{SAMPLES}' disagree with its entries" in p for p in problems)

@@ -22,9 +22,10 @@ from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
 from ._zarr_internals import sync
 from .zarr_codecs import is_plain
-from .zarr_integrity import checked_labels
+from .zarr_integrity import checked_labels, damaged
 from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
+from .zarr_samples import is_chained, sample_attributes
 from .zarr_store import (
     ArrayRef,
     describe,
@@ -371,7 +372,29 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
             )
         except DamagedStoreError as error:
             problems.append(str(error))
+        problem = _records_problem(check.info, arrays[0])
+        if problem is not None:
+            problems.append(str(damaged(where, problem)))
     return problems
+
+
+def _records_problem(info: layout.ArrayInfo, values: np.ndarray) -> str | None:
+    """What is wrong with the records that appends trust instead of reading the entries
+    (format 3 samples: ``chain``, ``max``, ``column_max``), ``None`` when they agree."""
+    if not is_chained(info.digest):
+        return None
+    expected = sample_attributes(info.names, np.asarray(values, dtype=np.int32))
+    wrong = [
+        name
+        for name in ("chain", "max", "column_max")
+        if info.attributes.get(name) != expected[name]
+    ]
+    if not wrong:
+        return None
+    return (
+        f"the records of '{info.path}' disagree with its entries ({', '.join(wrong)}), "
+        "which an append would trust"
+    )
 
 
 def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, list[str]]:

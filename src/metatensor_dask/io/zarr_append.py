@@ -563,7 +563,7 @@ def append(
     if raw is None and resume and ours.get(_TOKEN) == token:
         return None if compute else dask.delayed(lock.release, pure=False)()
     if renumber is not None:
-        tensor = renumbered(tensor, renumber, existing)
+        tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
