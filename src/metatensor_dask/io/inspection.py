@@ -22,8 +22,10 @@ from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
 from ._zarr_internals import sync
 from .zarr_codecs import is_plain
-from .zarr_integrity import checked_labels
+from .zarr_integrity import checked_labels, damaged
+from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
+from .zarr_samples import is_chained, sample_attributes
 from .zarr_store import (
     ArrayRef,
     describe,
@@ -156,7 +158,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
     return StoreReport(
         location=str(location),
         format=int(ours["format"]),
-        complete=bool(ours.get("complete")),
+        complete=ours.get("complete") is True,
         key_names=parsed.keys.names,
         keys=_load_keys(store, parsed.keys),
         sample_names=first.samples.names if first else [],
@@ -336,8 +338,9 @@ class _LabelsCheck:
 
 
 def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
-    """A task: Labels match their digest and have no repeated entries; gradient
-    ``sample`` columns index their parent's rows as the row pointer says."""
+    """A task: Labels match their digest and have no repeated entries; row pointers
+    are non-decreasing from 0 to their gradient's rows; gradient ``sample`` columns
+    index their parent's rows as the row pointer says."""
     where = describe(store)
     problems = []
     for check in checks:
@@ -346,6 +349,18 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
             refs.append(ArrayRef(store, check.pointer.path, check.pointer.document))
         try:
             arrays = read_arrays(refs)
+        except DamagedStoreError as error:
+            problems.append(str(error))
+            continue
+        pointer = None
+        if check.pointer is not None and check.parent_rows is not None:
+            try:
+                pointer = checked_pointer(
+                    where, check.pointer.path, arrays[1], check.parent_rows, check.info.shape[0]
+                )
+            except DamagedStoreError as error:
+                problems.append(str(error))  # the samples are still checked, without it
+        try:
             checked_labels(
                 where,
                 check.info.path,
@@ -353,11 +368,33 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
                 arrays[0],
                 check.info.digest,
                 check.parent_rows,
-                arrays[1] if check.pointer is not None else None,
+                pointer,
             )
         except DamagedStoreError as error:
             problems.append(str(error))
+        problem = _records_problem(check.info, arrays[0])
+        if problem is not None:
+            problems.append(str(damaged(where, problem)))
     return problems
+
+
+def _records_problem(info: layout.ArrayInfo, values: np.ndarray) -> str | None:
+    """What is wrong with the records that appends trust instead of reading the entries
+    (format 3 samples: ``chain``, ``max``, ``column_max``), ``None`` when they agree."""
+    if not is_chained(info.digest):
+        return None
+    expected = sample_attributes(info.names, np.asarray(values, dtype=np.int32))
+    wrong = [
+        name
+        for name in ("chain", "max", "column_max")
+        if info.attributes.get(name) != expected[name]
+    ]
+    if not wrong:
+        return None
+    return (
+        f"the records of '{info.path}' disagree with its entries ({', '.join(wrong)}), "
+        "which an append would trust"
+    )
 
 
 def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, list[str]]:
@@ -499,8 +536,9 @@ def verify_store(
     :func:`metatensor_dask.open_zarr` does); every node's own ``zarr.json`` against the
     consolidated copy, both ways; every chunk of every array present (format 2 stores
     every chunk), of the right size and with a matching checksum; Labels against their
-    recorded digest, without repeated entries; gradient ``sample`` columns within their
-    parent's rows and in agreement with the row pointer.
+    recorded digest, without repeated entries; row pointers non-decreasing from 0 to
+    their gradient's rows; gradient ``sample`` columns within their parent's rows and in
+    agreement with the row pointer.
 
     Parameters
     ----------
@@ -524,7 +562,7 @@ def verify_store(
     except MetatensorDaskError as error:
         return Verification(where, [str(error), *problems])
     notes = []
-    if not attributes[layout.ATTRIBUTE].get("complete"):
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
         recorded = len(recorded_chunks(store))
         problems.append(
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "

@@ -498,6 +498,16 @@ def _graph_of(
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
+def _recorded_token(raw: bytes) -> str | None:
+    """The token of the append recorded in ``raw`` (``None`` for a damaged record)."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    token = record.get("token") if isinstance(record, dict) else None
+    return token if isinstance(token, str) else None
+
+
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
     return tokenize("append", tensor, None if renumber is None else renumber.spec())
 
@@ -529,8 +539,17 @@ def append(
     (raw,) = get_many(store, [RECORD])
     recorded: set[str] = set()
     if raw is not None:
-        interrupted = json.loads(raw).get("token")
-        if ours.get(_TOKEN) == interrupted:  # committed, but its records were left
+        interrupted = _recorded_token(raw)
+        if interrupted is None and not resume:
+            raise MetatensorDaskError(
+                f"an append to {where} was interrupted and its record '{RECORD}' is damaged "
+                "(cut short while it was written): append again with resume=True, which "
+                "starts that append over"
+            )
+        if interrupted is None or ours.get(_TOKEN) == interrupted:
+            # cut short: the append stopped before it stored anything a reader sees (its
+            # rows beyond the stored shapes are written again); or committed, with its
+            # records left
             delete_prefix(store, layout.PROGRESS_PREFIX)
             raw = None
         elif not resume or interrupted != token:
@@ -544,7 +563,7 @@ def append(
     if raw is None and resume and ours.get(_TOKEN) == token:
         return None if compute else dask.delayed(lock.release, pure=False)()
     if renumber is not None:
-        tensor = renumbered(tensor, renumber, existing)
+        tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})

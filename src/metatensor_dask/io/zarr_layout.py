@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import MetatensorDaskError
 from .zarr_codecs import is_plain
 from .zarr_integrity import damaged as _damaged
+from .zarr_samples import is_chained, records_problem
 
 __all__ = [
     "FORMAT",
@@ -602,6 +603,8 @@ def array_info(
     document = nodes.get(path)
     if not isinstance(document, dict) or document.get("node_type") != "array":
         raise _damaged(where, f"the array '{path}' is missing")
+    if document.get("zarr_format") != 3:
+        raise _damaged(where, f"the metadata of '{path}' is not a valid Zarr v3 array")
     if allowed is not None:
         known = allowed.known(path, document)
         if known is not None:
@@ -690,6 +693,18 @@ def _labels_info(
         )
     if dims is not None and info.shape[1] != dims:
         raise _damaged(where, f"the Labels array '{path}' must have {dims} column(s)")
+    digest = info.attributes.get("digest")
+    # every writer records a digest; a chained one (format 3 samples) comes with the
+    # records that appends extend
+    problem = (
+        "digest"
+        if not isinstance(digest, str)
+        else records_problem(info.attributes, *info.shape)
+        if is_chained(digest)
+        else None
+    )
+    if problem is not None:
+        raise _damaged(where, f"the Labels array '{path}' has no valid '{problem}' attribute")
     return info
 
 

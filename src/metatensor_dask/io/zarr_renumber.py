@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import MetatensorDaskError
 from ..labels import Labels
+from .zarr_integrity import damaged
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
@@ -54,7 +55,9 @@ def parse_renumber(renumber: Any) -> Renumber | None:
     return Renumber(dimension, int(offset) if valid_int else "next")
 
 
-def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str) -> int:
+def _next(
+    existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str, where: str
+) -> int:
     """One past the largest stored value of ``dimension`` (0 for a store without
     samples), from the records of the blocks' samples."""
     if existing is None:
@@ -66,8 +69,15 @@ def _next(existing: tuple[dict[str, Any], dict[str, Any]] | None, dimension: str
             continue
         attributes = document.get("attributes") or {}
         names, maxima = attributes.get("names") or [], attributes.get("column_max")
-        if dimension in names and maxima is not None:
-            found.append(int(maxima[names.index(dimension)]))
+        if dimension not in names or maxima is None:
+            continue
+        if (
+            type(maxima) is not list
+            or len(maxima) != len(names)
+            or not all(type(v) is int for v in maxima)
+        ):
+            raise damaged(where, f"the Labels array '{path}' has no valid 'column_max' attribute")
+        found.append(int(maxima[names.index(dimension)]))
     return max(found) + 1 if found else 0
 
 
@@ -127,10 +137,11 @@ def renumbered(
     tensor: TensorMap,
     renumber: Renumber,
     existing: tuple[dict[str, Any], dict[str, Any]] | None,
+    where: str,
 ) -> TensorMap:
-    """``tensor`` renumbered for an append to the store whose root attributes and
-    nodes are ``existing`` (``None`` for a new store)."""
+    """``tensor`` renumbered for an append to the store ``where`` whose root attributes
+    and nodes are ``existing`` (``None`` for a new store)."""
     offset = renumber.offset
     if offset == "next":
-        offset = _next(existing, renumber.dimension)
+        offset = _next(existing, renumber.dimension, where)
     return shifted(tensor, renumber.dimension, int(offset))

@@ -30,6 +30,7 @@ __all__ = [
     "chained_digest",
     "extend_attributes",
     "is_chained",
+    "records_problem",
     "sample_attributes",
 ]
 
@@ -91,6 +92,33 @@ def sample_attributes(names: list[str], values: np.ndarray) -> dict[str, Any]:
         "max": largest,
         "column_max": columns,
     }
+
+
+def _is_entry(value: Any, dims: int) -> bool:
+    return type(value) is list and len(value) == dims and all(type(v) is int for v in value)
+
+
+def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | None:
+    """The record of the attributes of a ``samples`` array of ``rows`` entries of ``dims``
+    values that is malformed (``"chain"``, ``"max"``, ``"column_max"``), ``None`` when
+    all are well formed. Whether they agree with the entries needs the entries."""
+    chain = attributes.get("chain")
+    hashed = chain.get("rows") if isinstance(chain, dict) else None
+    state = chain.get("state") if isinstance(chain, dict) else None
+    if (
+        type(hashed) is not int
+        or hashed % CHAIN_ROWS
+        or not 0 <= rows - hashed < CHAIN_ROWS
+        or not isinstance(state, str)
+        or len(state) != 32
+        or any(c not in "0123456789abcdef" for c in state)
+    ):
+        return "chain"
+    for name in ("max", "column_max"):
+        value = attributes.get(name, False)
+        if (value is not None or rows) and not _is_entry(value, dims):
+            return name
+    return None
 
 
 def extend_attributes(

@@ -393,6 +393,28 @@ def _done(compute: bool, lock: WriteId) -> Delayed | None:
     return None if compute else dask.delayed(lock.release, pure=False)()
 
 
+def _plan_record(raw: bytes, key_dims: int) -> dict[str, Any] | None:
+    """The plan recorded by a write in ``raw`` (``None`` for a damaged record): the
+    paths of its ``data`` and ``small`` arrays, and the ``keys`` it adds (rows of
+    ``key_dims`` ints) if any."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    paths = [record.get("data"), record.get("small")]
+    if not all(type(p) is list and all(type(path) is str for path in p) for p in paths):
+        return None
+    keys = record.get("keys", [])
+    if type(keys) is not list or not all(
+        type(row) is list and len(row) == key_dims and all(type(v) is int for v in row)
+        for row in keys
+    ):
+        return None
+    return record
+
+
 def _resume(
     tensor: TensorMap,
     mode: str,
@@ -410,13 +432,19 @@ def _resume(
             f"the interrupted write at {where} left no record of its plan, so it can not be "
             "resumed; use mode='w' to overwrite it"
         )
-    record = json.loads(raw)
+    record = _plan_record(raw, len(tensor.keys.names))
+    if record is None:
+        raise MetatensorDaskError(
+            f"the interrupted write at {where} left a damaged record of its plan "
+            f"('{_PLAN}', cut short while it was written), so it can not be resumed; use "
+            "mode='w' to overwrite it"
+        )
     remedy = "resume with the same tensor and mode, or use mode='w' to overwrite"
     if mode == "a":
         keys = (
             Labels._trusted(
                 tensor.keys.names,
-                np.array(record.get("keys") or [], np.int32).reshape(-1, len(tensor.keys.names)),
+                np.array(record["keys"] or [], np.int32).reshape(-1, len(tensor.keys.names)),
             )
             if "keys" in record
             else _stored_keys(store, nodes, where)
