@@ -21,6 +21,7 @@ stores holding the same samples have the same digest.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,10 @@ def sample_attributes(names: list[str], values: np.ndarray) -> dict[str, Any]:
     }
 
 
+_STATE = re.compile("[0-9a-f]{32}")
+"""A chain state: 16 bytes in lowercase hex."""
+
+
 def _is_entry(value: Any, dims: int) -> bool:
     return type(value) is list and len(value) == dims and all(type(v) is int for v in value)
 
@@ -110,8 +115,7 @@ def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | N
         or hashed % CHAIN_ROWS
         or not 0 <= rows - hashed < CHAIN_ROWS
         or not isinstance(state, str)
-        or len(state) != 32
-        or any(c not in "0123456789abcdef" for c in state)
+        or _STATE.fullmatch(state) is None
     ):
         return "chain"
     for name in ("max", "column_max"):
