@@ -239,3 +239,60 @@ def test_resume_waits_for_the_lock_of_a_job_on_another_node(tmp_path, kind):
     assert 0.5 < time.monotonic() - start < 10
     assert not (path / ".lock").exists()
     np.testing.assert_array_equal(_values(path), _expected(1.0, 6))
+
+
+def _unreadable_lock(path: Path, age: float) -> None:
+    """What a writer killed between creating its lock file and writing it leaves (where
+    the lock is not created in one step), last written ``age`` seconds ago."""
+    (path / ".lock").write_bytes(b"")
+    then = time.time() - age
+    os.utime(path / ".lock", (then, then))
+
+
+def test_a_killed_writer_with_an_unreadable_lock_is_resumed_once_the_lock_is_old(tmp_path):
+    path = tmp_path / "t.zarr"
+    writer = _start(tmp_path, "writer.log", str(path), "40", "0.1")
+    try:
+        _wait_for(lambda: _recorded(path) >= 2, writer)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    with dask.config.set({"metatensor_dask.lock-timeout": 5}):
+        _unreadable_lock(path, 1.0)
+        with pytest.raises(
+            mtd.StoreLockedError,
+            match=r"can not be read \(last written 1 s ago.*lock-timeout \(5 s\)",
+        ):
+            slow_tensor(40, 0.0).to_zarr(path, resume=True)
+        _unreadable_lock(path, 60.0)
+        with pytest.raises(
+            mtd.StoreLockedError, match=r"looks gone \(its lock file '.lock' can not be read"
+        ):
+            slow_tensor(40, 0.0).to_zarr(path, mode="a")
+        slow_tensor(40, 0.0).to_zarr(path, resume=True)
+    np.testing.assert_array_equal(_values(path), _expected(1.0, 40))
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".lock")) == []
+
+
+def test_an_old_unreadable_lock_is_taken_over_by_an_overwrite(tmp_path):
+    path = tmp_path / "t.zarr"
+    path.mkdir()
+    _unreadable_lock(path, 60.0)
+    with dask.config.set({"metatensor_dask.lock-timeout": 5}):
+        slow_tensor(3, 0.0).to_zarr(path, mode="w")
+    np.testing.assert_array_equal(_values(path), _expected(1.0, 3))
+    assert not (path / ".lock").exists()
+
+
+def test_a_lock_is_created_whole(tmp_path):
+    """The lock file holds its writer from the start, and no temporary file is left."""
+    path = tmp_path / "t.zarr"
+    delayed = slow_tensor(3, 0.0).to_zarr(path, compute=False)
+    holder = json.loads((path / ".lock").read_bytes())
+    assert holder["pid"] == os.getpid()
+    assert [p.name for p in path.iterdir() if p.name.startswith(".lock")] == [".lock"]
+    delayed.compute()
+    assert not (path / ".lock").exists()

@@ -1,14 +1,18 @@
 """One writer per store: a lock file at the root of a Zarr store.
 
 The lock (``.lock``, JSON) names its holder: owner (user), host, pid, start time, a
-heartbeat that a daemon thread of the holder refreshes, and a write id. It is taken with
-an atomic create (``O_EXCL``) in local directories. Other stores (fsspec URLs, memory
+heartbeat that a daemon thread of the holder refreshes, and a write id. In local
+directories it is taken with an atomic create of the whole file (written aside, then
+hard-linked to ``.lock``, which fails when a lock exists), so that no killed writer leaves
+an empty lock behind. Other stores (fsspec URLs, memory
 stores) have no atomic create: there the lock is written, then read back, and the write
 id is checked again before the completion marker is written, so that of two writers
 racing for such a store at most one marks it complete.
 
 A lock is *stale* when its holder is gone: same host and no process with its pid, or a
-heartbeat older than the ``metatensor_dask.lock-timeout`` setting. ``resume=True`` (to
+heartbeat older than the ``metatensor_dask.lock-timeout`` setting; a local lock file that
+can not be read (left by a writer killed while it wrote it, where hard links are not
+available) once it was last written longer ago than that. ``resume=True`` (to
 finish the write) and ``mode="w"`` (to start over) take a stale lock over; other writers
 get a :class:`StoreLockedError` saying how to proceed.
 """
@@ -242,42 +246,63 @@ class StoreLock:
                 return current  # refreshed (alive), released or taken by another
         return holder
 
+    def _refuse_unreadable(self, age: float, takeover: bool) -> None:
+        """Raise unless a local lock file that can not be read, last written ``age``
+        seconds ago, is stale and ``takeover``."""
+        where, limit = self.ref.where, self._limit
+        if age <= limit:
+            raise StoreLockedError(
+                f"{where} is locked by a writer whose lock file '{LOCK_KEY}' can not be read "
+                f"(last written {age:.0f} s ago: it is being written, or its writer was "
+                f"killed): try again; once it is older than the lock-timeout ({limit:.0f} s), "
+                "resume=True (--resume) or mode='w' take it over"
+            )
+        if not takeover:
+            raise StoreLockedError(
+                f"{where} is locked by a writer that looks gone (its lock file '{LOCK_KEY}' "
+                f"can not be read and was last written {age:.0f} s ago; lock-timeout: "
+                f"{limit:.0f} s): to finish its write pass resume=True (--resume) with the "
+                "same tensor, to start over use mode='w'; both take the lock over"
+            )
+
     def _acquire_local(self, root: Path, takeover: bool) -> None:
         root.mkdir(parents=True, exist_ok=True)
         path = root / LOCK_KEY
+        aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
         for _ in range(20):
-            try:
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pass
-            else:
-                try:
-                    os.write(descriptor, self._holder.encode())
-                finally:
-                    os.close(descriptor)
+            if _create(path, self._holder.encode(), root / f"{aside.name}.tmp"):
                 return
-            try:
-                holder = Holder.parse(path.read_bytes())
-            except FileNotFoundError:
+            raw = _read(path)
+            if raw is None:
                 continue  # released meanwhile: try again
-            if holder is None:  # being written by its creator
+            holder = Holder.parse(raw)
+            if holder is None:  # being written by its creator (without a hard link)
                 time.sleep(0.05)
-                holder = Holder.parse(_read(path))
-            if takeover and holder is not None:
-                holder = self._wait_if_remote(holder)
-                if holder is None:
-                    continue  # released meanwhile: try again
-            self._refuse(holder, takeover)
-            assert holder is not None
+                raw = _read(path)
+                if raw is None:
+                    continue
+                holder = Holder.parse(raw)
+            if holder is None:
+                age = _age(path)
+                if age is None:
+                    continue
+                self._refuse_unreadable(age, takeover)
+            else:
+                if takeover:
+                    waited = self._wait_if_remote(holder)
+                    if waited is None:
+                        continue  # released meanwhile: try again
+                    if waited != holder:
+                        holder, raw = waited, _read(path)
+                self._refuse(holder, takeover)
             # move the stale lock aside atomically: of several writers taking it over,
             # one moves it, the others find it gone and try again
-            aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
             try:
                 os.rename(path, aside)
             except FileNotFoundError:
                 continue
-            moved = Holder.parse(_read(aside))
-            if moved is None or moved.write_id != holder.write_id:
+            moved = _read(aside)
+            if moved != raw:
                 # another writer took it over first and this moved its fresh lock: put it back
                 try:
                     os.link(aside, path)
@@ -285,7 +310,7 @@ class StoreLock:
                     pass  # yet another writer holds it now
                 finally:
                     os.unlink(aside)
-                self._refuse(moved, False)
+                self._refuse(Holder.parse(moved), False)
             os.unlink(aside)
         raise StoreLockedError(
             f"{self.ref.where}: could not take the lock, other writers keep taking it; make "
@@ -350,6 +375,37 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+def _create(path: Path, data: bytes, temporary: Path) -> bool:
+    """Create the file ``path`` holding ``data``, unless it exists (then False), in one
+    step: ``data`` is written to ``temporary``, then hard-linked to ``path``. On a file
+    system without hard links, ``path`` is created, then written."""
+    temporary.write_bytes(data)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(descriptor, data)
+        finally:
+            os.close(descriptor)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return True
+
+
+def _age(path: Path) -> float | None:
+    """Seconds since ``path`` was last written (``None`` when it is gone)."""
+    try:
+        return max(time.time() - path.stat().st_mtime, 0.0)
+    except FileNotFoundError:
+        return None
 
 
 def _read(path: Path) -> bytes | None:
