@@ -248,6 +248,8 @@ class Pipeline:
             output,
             "result",
         )
+        if is_metatensor_file(output):
+            raise PipelineError(f"output '{output}': {_NOT_A_FILE}")
         _check_call(step, step.where)
         return pipeline
 
@@ -463,11 +465,7 @@ class _Parser:
             path = ("output",)
         location = self.path(value, path, "`output`")
         if is_metatensor_file(location):
-            raise self.fail(
-                path,
-                "pipelines write Zarr stores (e.g. result.zarr); convert the result to "
-                ".mts afterwards with `metatensor-dask convert`",
-            )
+            raise self.fail(path, _NOT_A_FILE)
         return location, source
 
 
@@ -509,6 +507,10 @@ def _check_call(step: Step, where: str) -> None:
         ) from None
 
 
+_NOT_A_FILE = (
+    "pipelines write Zarr stores (e.g. result.zarr); convert the result to .mts afterwards "
+    "with `metatensor-dask convert`"
+)
 _EXAMPLES = {
     "inputs": "name the stores to read, e.g. `inputs: {spectrum: spectrum.zarr}`",
     "steps": "list the operations, e.g. `steps: [{op: pow, args: {B: 2}}]`",
