@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ._arguments import ArgumentError, typed_arguments
 from ._memory import give_back_free_memory
 
 __all__ = [
@@ -241,7 +242,12 @@ class Pipeline:
     ) -> Pipeline:
         """The pipeline of one operation ``op(*inputs, **args)`` written to ``output``."""
         names = [f"input{i}" for i in range(len(inputs))]
-        step = Step(op, tuple(names), dict(args or {}), "result", f"operation {op}")
+        where = f"operation {op}"
+        try:
+            typed = typed_arguments(_operation(op), args or {})
+        except ArgumentError as error:
+            raise PipelineError(f"{where}: {error}") from None
+        step = Step(op, tuple(names), typed, "result", where)
         pipeline = cls(
             tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs, strict=True)),
             (step,),
@@ -440,6 +446,10 @@ class _Parser:
                 self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
             )
             known[name] = path
+            try:
+                args = typed_arguments(_operation(op), args)
+            except ArgumentError as error:
+                raise self.fail((*path, "args"), str(error)) from None
             step = Step(op, tuple(names), args, name, self.where(path))
             _check_call(step, self.where((*path, "args") if args else path))
             steps.append(step)
