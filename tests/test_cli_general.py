@@ -9,6 +9,7 @@ import pytest
 from pipeline_support import SPHERICAL, run, write_pipeline, write_store
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.pipeline import Pipeline, PipelineError
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -121,3 +122,46 @@ def test_a_malformed_labels_argument_names_its_line(capsys, tmp_path):
     code, _, err = run(capsys, "run", path)
     assert code == 1
     assert "pipeline.yaml, line 4 (steps[0].args): `selection`: every dimension" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "key"),
+    [
+        ("inputs: {x: x.zarr, x: y.zarr}\nsteps: [{op: abs}]\noutput: o.zarr\n", "line 1", "x"),
+        (
+            "inputs: {x: x.zarr}\nsteps:\n  - op: pow\n    args: {B: 2, B: 3}\noutput: o.zarr\n",
+            "line 4",
+            "B",
+        ),
+        (
+            "inputs: {x: x.zarr}\nsteps: [{op: abs}]\noutput: o.zarr\noutput: p.zarr\n",
+            "line 4",
+            "output",
+        ),
+    ],
+)
+def test_a_key_given_twice_in_a_pipeline_is_refused(capsys, tmp_path, store, text, where, key):
+    path = write_pipeline(tmp_path, text)
+    code, _, err = run(capsys, "run", path)
+    assert code == 1
+    assert f"pipeline.yaml, {where}" in err and f"'{key}' is given twice" in err, err
+    assert not os.path.exists(tmp_path / "o.zarr") and not os.path.exists(tmp_path / "p.zarr")
+
+
+def test_an_arg_given_twice_is_refused(capsys, tmp_path, store):
+    out = tmp_path / "o.zarr"
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=2", "--arg", "B=3", "-o", out)
+    assert code == 2
+    assert "--arg B is given twice" in err
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("chunks", ["lots", -5, 0])
+def test_input_chunks_are_checked_with_the_file(tmp_path, chunks):
+    path = write_pipeline(
+        tmp_path,
+        f"inputs:\n  x: {{path: absent.zarr, chunks: {chunks}}}\n"
+        "steps: [{op: abs}]\noutput: o.zarr\n",
+    )
+    with pytest.raises(PipelineError, match=r"pipeline.yaml, line 2 \(inputs.x.chunks\): `chunks`"):
+        Pipeline.from_file(path)

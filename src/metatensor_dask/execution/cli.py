@@ -282,7 +282,12 @@ def _parse_arg(text: str) -> tuple[str, Any]:
 def _apply(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    arguments = dict(_parse_arg(text) for text in args.arg)
+    arguments: dict[str, Any] = {}
+    for text in args.arg:
+        name, value = _parse_arg(text)
+        if name in arguments:
+            raise UsageError(f"--arg {name} is given twice: keep one")
+        arguments[name] = value
     return _run_pipeline(Pipeline.single(args.operation, args.inputs, args.output, arguments), args)
 
 

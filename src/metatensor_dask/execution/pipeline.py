@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..io.chunks import parse_chunks
 from ._arguments import ArgumentError, typed_arguments
 from ._memory import give_back_free_memory
 
@@ -124,7 +125,7 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
                 f"{source}: the pipeline is empty; it needs `inputs`, `steps` and `output`"
             )
         lines: dict[tuple, int] = {(): node.start_mark.line + 1}
-        return _construct(loader, node, (), lines), lines
+        return _construct(loader, node, (), lines, source), lines
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -135,20 +136,27 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
 
 
 def _construct(
-    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int]
+    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _construct(loader, value_node, (*path, key), lines)
+            line = key_node.start_mark.line + 1
+            if key in result:
+                # YAML would keep the last silently: a typo or a forgotten copy
+                raise PipelineError(
+                    f"{source}, line {line} ({_field_name((*path, key))}): '{key}' is given "
+                    f"twice (first at line {lines[(*path, key)]}): keep one"
+                )
+            lines[(*path, key)] = line
+            result[key] = _construct(loader, value_node, (*path, key), lines, source)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             lines[(*path, i)] = item.start_mark.line + 1
-            items.append(_construct(loader, item, (*path, i), lines))
+            items.append(_construct(loader, item, (*path, i), lines, source))
         return items
     return loader.construct_object(node, deep=True)
 
@@ -395,6 +403,10 @@ class _Parser:
                         (*path, "chunks"),
                         "`chunks` must be a number of rows or a size such as '64MiB'",
                     )
+                try:
+                    parse_chunks(chunks)
+                except MetatensorDaskError as error:
+                    raise self.fail((*path, "chunks"), str(error)) from None
                 location = self.path(spec["path"], (*path, "path"), f"input '{name}'")
             else:
                 location = self.path(spec, path, f"input '{name}'")
