@@ -165,3 +165,12 @@ def test_input_chunks_are_checked_with_the_file(tmp_path, chunks):
     )
     with pytest.raises(PipelineError, match=r"pipeline.yaml, line 2 \(inputs.x.chunks\): `chunks`"):
         Pipeline.from_file(path)
+
+
+def test_verify_of_a_metatensor_file_says_what_was_checked(capsys, tmp_path):
+    path = tmp_path / "x.mts"
+    metatensor.save(path, metatensor.load(SPHERICAL))
+    code, _, err = run(capsys, "verify", path)
+    assert code == 0
+    assert "0 arrays" not in err and "0 B" not in err, err
+    assert f"{path} is intact: every member's CRC-32 and metatensor's rules checked" in err, err

@@ -338,6 +338,13 @@ def _verify(args: argparse.Namespace) -> int:
     if not result.ok:
         reporter.step(f"{len(result.problems)} problem(s) found in {args.store}")
         return 1
+    from .pipeline import is_metatensor_file
+
+    if is_metatensor_file(args.store):
+        reporter.step(
+            f"{args.store} is intact: every member's CRC-32 and metatensor's rules checked"
+        )
+        return 0
     reporter.summary(
         f"{args.store} is complete and intact ({result.arrays} arrays, checksums verified)",
         nbytes=result.nbytes,
@@ -538,7 +545,9 @@ def _parser() -> argparse.ArgumentParser:
         "crc32c checksum), check its metadata and labels, and exit with 1 when anything "
         "is wrong.",
     )
-    verify.add_argument("store", metavar="STORE", help="Zarr store (directory or URL)")
+    verify.add_argument(
+        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+    )
     verify.set_defaults(func=_verify, parser=verify)
 
     demo = commands.add_parser(
