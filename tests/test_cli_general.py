@@ -174,3 +174,22 @@ def test_verify_of_a_metatensor_file_says_what_was_checked(capsys, tmp_path):
     assert code == 0
     assert "0 arrays" not in err and "0 B" not in err, err
     assert f"{path} is intact: every member's CRC-32 and metatensor's rules checked" in err, err
+
+
+@pytest.mark.parametrize("kind", ["block", "labels"])
+@pytest.mark.parametrize("command", ["info", "convert", "apply"])
+def test_a_block_or_labels_file_is_named_with_a_remedy(capsys, tmp_path, kind, command):
+    block = metatensor.load(SPHERICAL).block(0)
+    path = tmp_path / f"{kind}.mts"
+    metatensor.save(path, block if kind == "block" else block.samples)
+    argv = {
+        "info": ["info", path],
+        "convert": ["convert", path, tmp_path / "out.zarr"],
+        "apply": ["apply", "abs", path, "-o", tmp_path / "out.zarr"],
+    }[command]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    what = "a TensorBlock" if kind == "block" else "Labels"
+    assert f"'{path}' holds {what}, not a TensorMap" in err, err
+    assert "metatensor.TensorMap" in err and "load_block" not in err
+    assert not os.path.exists(tmp_path / "out.zarr")

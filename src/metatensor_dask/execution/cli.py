@@ -147,12 +147,13 @@ def _nbytes(tensor: Any) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .pipeline import is_metatensor_file
+    from .pipeline import is_metatensor_file, tensor_file
 
     if is_metatensor_file(args.store):
         from ..io.inspection import describe_file
 
-        report = describe_file(args.store)
+        with tensor_file(args.store):
+            report = describe_file(args.store)
     else:
         from ..io.inspection import describe_store
 

@@ -27,11 +27,12 @@ with ``resume=True`` without recomputing what was written.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "describe",
     "is_metatensor_file",
     "open_tensor",
+    "tensor_file",
 ]
 
 _TOP_FIELDS = ("inputs", "steps", "output")
@@ -108,8 +110,32 @@ def open_tensor(path: str, chunks: int | str | None = None) -> Any:
     if _is_local(path) and not os.path.exists(path):
         raise FileNotFoundError(f"no such store or file: '{path}'")
     if is_metatensor_file(path):
-        return mtd.load(path, chunks=chunks)
+        with tensor_file(path):
+            return mtd.load(path, chunks=chunks)
     return mtd.open_zarr(path, chunks=chunks)
+
+
+@contextlib.contextmanager
+def tensor_file(path: str) -> Iterator[None]:
+    """Around the reading of the TensorMap file ``path``: a TensorBlock or Labels file
+    (which metatensor's message sends to ``load_block``/``load_labels``, functions a
+    command line user can not call) is refused naming what it holds and what to do."""
+    import metatensor_dask as mtd
+
+    try:
+        yield
+    except MetatensorError:
+        for what, load in (("a TensorBlock", mtd.load_block), ("Labels", mtd.load_labels)):
+            try:
+                load(path)
+            except MetatensorError:
+                continue
+            raise MetatensorDaskError(
+                f"'{path}' holds {what}, not a TensorMap, and the command line reads "
+                "TensorMap files: make a map of it in Python (for a block: "
+                "`metatensor.TensorMap(metatensor.Labels.single(), [block])`) and save that"
+            ) from None
+        raise
 
 
 # -- YAML with line numbers -----------------------------------------------------------------
