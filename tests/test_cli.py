@@ -598,7 +598,8 @@ def test_broken_json_inside_a_store_names_the_store(capsys, tmp_path, store):
     assert code == 1
     assert err.startswith(
         f"metatensor-dask run: error: computing the steps (abs) into {tmp_path / 'out.zarr'} "
-        "failed: invalid JSON (Expecting property name enclosed in double quotes"
+        f"failed: the interrupted write at {tmp_path / 'out.zarr'} left a damaged record of "
+        "its plan ('.progress/plan.json', cut short while it was written)"
     ), err
 
 

@@ -784,6 +784,15 @@ def test_missing_file():
         mtd.load("/nonexistent/data.mts")
 
 
+@pytest.mark.parametrize("load", [mtd.load, mtd.load_block, mtd.load_labels])
+def test_a_directory_is_named_in_the_error(tmp_path, load):
+    (tmp_path / "store.mts").mkdir()
+    with pytest.raises(mtd.MetatensorError) as error:
+        load(tmp_path / "store.mts")
+    assert str(error.value).startswith("io error: Is a directory (os error 21): '")
+    assert str(tmp_path / "store.mts") in str(error.value)
+
+
 def test_the_wrong_loader_says_which_one_to_use(tmp_path):
     block = make_tensor(nested=False).block(0)
     metatensor.save(tmp_path / "block.mts", block)

@@ -147,12 +147,13 @@ def _nbytes(tensor: Any) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .pipeline import is_metatensor_file
+    from .pipeline import is_metatensor_file, tensor_file
 
     if is_metatensor_file(args.store):
         from ..io.inspection import describe_file
 
-        report = describe_file(args.store)
+        with tensor_file(args.store):
+            report = describe_file(args.store)
     else:
         from ..io.inspection import describe_store
 
@@ -282,7 +283,12 @@ def _parse_arg(text: str) -> tuple[str, Any]:
 def _apply(args: argparse.Namespace) -> int:
     from .pipeline import Pipeline
 
-    arguments = dict(_parse_arg(text) for text in args.arg)
+    arguments: dict[str, Any] = {}
+    for text in args.arg:
+        name, value = _parse_arg(text)
+        if name in arguments:
+            raise UsageError(f"--arg {name} is given twice: keep one")
+        arguments[name] = value
     return _run_pipeline(Pipeline.single(args.operation, args.inputs, args.output, arguments), args)
 
 
@@ -333,6 +339,13 @@ def _verify(args: argparse.Namespace) -> int:
     if not result.ok:
         reporter.step(f"{len(result.problems)} problem(s) found in {args.store}")
         return 1
+    from .pipeline import is_metatensor_file
+
+    if is_metatensor_file(args.store):
+        reporter.step(
+            f"{args.store} is intact: every member's CRC-32 and metatensor's rules checked"
+        )
+        return 0
     reporter.summary(
         f"{args.store} is complete and intact ({result.arrays} arrays, checksums verified)",
         nbytes=result.nbytes,
@@ -533,7 +546,9 @@ def _parser() -> argparse.ArgumentParser:
         "crc32c checksum), check its metadata and labels, and exit with 1 when anything "
         "is wrong.",
     )
-    verify.add_argument("store", metavar="STORE", help="Zarr store (directory or URL)")
+    verify.add_argument(
+        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+    )
     verify.set_defaults(func=_verify, parser=verify)
 
     demo = commands.add_parser(

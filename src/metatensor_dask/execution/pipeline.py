@@ -27,17 +27,20 @@ with ``resume=True`` without recomputing what was written.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..io.chunks import parse_chunks
+from ._arguments import ArgumentError, typed_arguments
 from ._memory import give_back_free_memory
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "describe",
     "is_metatensor_file",
     "open_tensor",
+    "tensor_file",
 ]
 
 _TOP_FIELDS = ("inputs", "steps", "output")
@@ -106,8 +110,32 @@ def open_tensor(path: str, chunks: int | str | None = None) -> Any:
     if _is_local(path) and not os.path.exists(path):
         raise FileNotFoundError(f"no such store or file: '{path}'")
     if is_metatensor_file(path):
-        return mtd.load(path, chunks=chunks)
+        with tensor_file(path):
+            return mtd.load(path, chunks=chunks)
     return mtd.open_zarr(path, chunks=chunks)
+
+
+@contextlib.contextmanager
+def tensor_file(path: str) -> Iterator[None]:
+    """Around the reading of the TensorMap file ``path``: a TensorBlock or Labels file
+    (which metatensor's message sends to ``load_block``/``load_labels``, functions a
+    command line user can not call) is refused naming what it holds and what to do."""
+    import metatensor_dask as mtd
+
+    try:
+        yield
+    except MetatensorError:
+        for what, load in (("a TensorBlock", mtd.load_block), ("Labels", mtd.load_labels)):
+            try:
+                load(path)
+            except MetatensorError:
+                continue
+            raise MetatensorDaskError(
+                f"'{path}' holds {what}, not a TensorMap, and the command line reads "
+                "TensorMap files: make a map of it in Python (for a block: "
+                "`metatensor.TensorMap(metatensor.Labels.single(), [block])`) and save that"
+            ) from None
+        raise
 
 
 # -- YAML with line numbers -----------------------------------------------------------------
@@ -123,7 +151,7 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
                 f"{source}: the pipeline is empty; it needs `inputs`, `steps` and `output`"
             )
         lines: dict[tuple, int] = {(): node.start_mark.line + 1}
-        return _construct(loader, node, (), lines), lines
+        return _construct(loader, node, (), lines, source), lines
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
@@ -134,20 +162,27 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
 
 
 def _construct(
-    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int]
+    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _construct(loader, value_node, (*path, key), lines)
+            line = key_node.start_mark.line + 1
+            if key in result:
+                # YAML would keep the last silently: a typo or a forgotten copy
+                raise PipelineError(
+                    f"{source}, line {line} ({_field_name((*path, key))}): '{key}' is given "
+                    f"twice (first at line {lines[(*path, key)]}): keep one"
+                )
+            lines[(*path, key)] = line
+            result[key] = _construct(loader, value_node, (*path, key), lines, source)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             lines[(*path, i)] = item.start_mark.line + 1
-            items.append(_construct(loader, item, (*path, i), lines))
+            items.append(_construct(loader, item, (*path, i), lines, source))
         return items
     return loader.construct_object(node, deep=True)
 
@@ -241,13 +276,20 @@ class Pipeline:
     ) -> Pipeline:
         """The pipeline of one operation ``op(*inputs, **args)`` written to ``output``."""
         names = [f"input{i}" for i in range(len(inputs))]
-        step = Step(op, tuple(names), dict(args or {}), "result", f"operation {op}")
+        where = f"operation {op}"
+        try:
+            typed = typed_arguments(_operation(op), args or {})
+        except ArgumentError as error:
+            raise PipelineError(f"{where}: {error}") from None
+        step = Step(op, tuple(names), typed, "result", where)
         pipeline = cls(
             tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs, strict=True)),
             (step,),
             output,
             "result",
         )
+        if is_metatensor_file(output):
+            raise PipelineError(f"output '{output}': {_NOT_A_FILE}")
         _check_call(step, step.where)
         return pipeline
 
@@ -387,6 +429,10 @@ class _Parser:
                         (*path, "chunks"),
                         "`chunks` must be a number of rows or a size such as '64MiB'",
                     )
+                try:
+                    parse_chunks(chunks)
+                except MetatensorDaskError as error:
+                    raise self.fail((*path, "chunks"), str(error)) from None
                 location = self.path(spec["path"], (*path, "path"), f"input '{name}'")
             else:
                 location = self.path(spec, path, f"input '{name}'")
@@ -438,6 +484,10 @@ class _Parser:
                 self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
             )
             known[name] = path
+            try:
+                args = typed_arguments(_operation(op), args)
+            except ArgumentError as error:
+                raise self.fail((*path, "args"), str(error)) from None
             step = Step(op, tuple(names), args, name, self.where(path))
             _check_call(step, self.where((*path, "args") if args else path))
             steps.append(step)
@@ -463,11 +513,7 @@ class _Parser:
             path = ("output",)
         location = self.path(value, path, "`output`")
         if is_metatensor_file(location):
-            raise self.fail(
-                path,
-                "pipelines write Zarr stores (e.g. result.zarr); convert the result to "
-                ".mts afterwards with `metatensor-dask convert`",
-            )
+            raise self.fail(path, _NOT_A_FILE)
         return location, source
 
 
@@ -509,6 +555,10 @@ def _check_call(step: Step, where: str) -> None:
         ) from None
 
 
+_NOT_A_FILE = (
+    "pipelines write Zarr stores (e.g. result.zarr); convert the result to .mts afterwards "
+    "with `metatensor-dask convert`"
+)
 _EXAMPLES = {
     "inputs": "name the stores to read, e.g. `inputs: {spectrum: spectrum.zarr}`",
     "steps": "list the operations, e.g. `steps: [{op: pow, args: {B: 2}}]`",

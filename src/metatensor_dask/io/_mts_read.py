@@ -70,11 +70,11 @@ def display_path(path: Any) -> str:
     return display
 
 
-def io_error(error: OSError) -> MetatensorError:
-    """metatensor's error for a file that can not be read, naming the file."""
-    return MetatensorError(
-        f"io error: {error.strerror} (os error {error.errno}): '{error.filename}'"
-    )
+def io_error(error: OSError, path: str | None = None) -> MetatensorError:
+    """metatensor's error for a file that can not be read, naming the file (``path`` when
+    the error does not, as a read from a directory's descriptor)."""
+    filename = error.filename if error.filename is not None else path
+    return MetatensorError(f"io error: {error.strerror} (os error {error.errno}): '{filename}'")
 
 
 def read_file(path: Any) -> bytes:
@@ -207,7 +207,7 @@ class Archive:
         try:
             members, heads = _zip.read_members(absolute, _wanted)
         except OSError as error:
-            raise io_error(error) from None
+            raise io_error(error, absolute) from None
         except _zip.ZipError as error:
             hint = ""
             with open(absolute, "rb") as file:
