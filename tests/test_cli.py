@@ -587,6 +587,23 @@ def test_a_pipeline_file_that_is_not_text_is_named(capsys, tmp_path):
     )
 
 
+@pytest.mark.parametrize("given", ["spectrum.mts", "spectrum.zarr"])
+def test_a_tensor_given_to_run_is_named(capsys, tmp_path, given):
+    path = tmp_path / given
+    if given.endswith(".mts"):
+        path.write_bytes(b"PK")
+    else:
+        path.mkdir()
+    code, _, err = run(capsys, "run", path)
+    assert code == 1
+    what = "a metatensor file" if given.endswith(".mts") else "a directory"
+    assert err == (
+        f"metatensor-dask run: error: '{path}' is {what}, not a pipeline: `run` takes a YAML "
+        "pipeline file; to apply one operation to a tensor use `metatensor-dask apply OP "
+        "INPUT -o OUTPUT`, to convert it `metatensor-dask convert`\n"
+    )
+
+
 def test_broken_json_inside_a_store_names_the_store(capsys, tmp_path, store):
     # an interrupted write (metadata and plan written, no chunk) whose plan is then damaged
     mtd.open_zarr(store).to_zarr(str(tmp_path / "out.zarr"), compute=False)

@@ -250,6 +250,13 @@ class Pipeline:
     @classmethod
     def from_file(cls, path: str) -> Pipeline:
         """Read and validate the pipeline file at ``path``."""
+        if is_metatensor_file(path) or os.path.isdir(path):
+            what = "a metatensor file" if is_metatensor_file(path) else "a directory"
+            raise PipelineError(
+                f"'{path}' is {what}, not a pipeline: `run` takes a YAML pipeline file; "
+                "to apply one operation to a tensor use `metatensor-dask apply OP INPUT -o "
+                "OUTPUT`, to convert it `metatensor-dask convert`"
+            )
         try:
             with open(path, encoding="utf-8") as file:
                 text = file.read()
