@@ -1,0 +1,215 @@
+"""Appends killed (SIGKILL, in subprocesses) at random moments, racing each other and
+racing readers: the store always reads as one of its committed states (or refuses
+with a clear error), ``resume=True`` finishes an interrupted append, even one killed
+while resuming, and no row is lost.
+
+The kills fall at random delays (seeded: ``MTD_RACE_SEED``) over the whole duration of
+an append; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import pytest
+from race_process import CHUNKS, fingerprint, race_tensor
+from test_zarr_append import assert_equal_to_join, shifted
+from test_zarr_append_codecs import codec_settings
+
+import metatensor_dask as mtd
+
+SCRIPT = Path(__file__).with_name("race_process.py")
+KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
+SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
+#: Systems of a race tensor (its samples' largest ``system`` is 7, see ``SAMPLES``).
+SYSTEMS = 8
+
+
+def _start(*arguments: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        process.kill()
+        raise AssertionError(line + process.stdout.read())
+    return process
+
+
+def _killed_after(process: subprocess.Popen, delay: float) -> str:
+    """Kill ``process`` ``delay`` seconds after it said ``ready``; its output after."""
+    time.sleep(delay)
+    process.kill()
+    return _ended(process)
+
+
+def _ended(process: subprocess.Popen, timeout: float = 120) -> str:
+    """The output of ``process`` once it ended."""
+    with process:
+        output = process.stdout.read()
+        process.wait(timeout=timeout)
+    return output
+
+
+def _duration(path: Path) -> float:
+    """Seconds an append to ``path`` takes in a subprocess, from ``ready`` to ``done``."""
+    process = _start("append", str(path), "1")
+    start = time.monotonic()
+    line = process.stdout.readline()
+    duration = time.monotonic() - start
+    output = _ended(process)
+    assert line.strip() == "done" and process.returncode == 0, line + output
+    return duration
+
+
+def _append(path: Path, seed: int, **kwargs) -> None:
+    mtd.from_metatensor(race_tensor(seed)).to_zarr(
+        path, append_dim="samples", renumber={"system": "next"}, chunks=CHUNKS, **kwargs
+    )
+
+
+def _state(path: Path) -> str:
+    """The fingerprint of the store, or ``refused: ...`` for a clear error."""
+    try:
+        return fingerprint(mtd.open_zarr(path).compute())
+    except mtd.IncompleteStoreError as error:
+        return f"refused: {error}"
+
+
+@pytest.fixture(params=["default", "sharded-zstd"])
+def states(request, tmp_path):
+    """A store of ``race_tensor(0)`` (``base.zarr``), and the fingerprints of it and of
+    it after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after
+    the other in this process."""
+    base = tmp_path / "base.zarr"
+    with dask.config.set(codec_settings(request.param)):
+        mtd.from_metatensor(race_tensor(0)).to_zarr(base, chunks=CHUNKS)
+        reference = tmp_path / "reference.zarr"
+        shutil.copytree(base, reference)
+        found = [_state(reference)]
+        for seed in (1, 2):
+            _append(reference, seed)
+            found.append(_state(reference))
+    return base, found
+
+
+def _assert_readable(path: Path, allowed: list[str], what: str) -> None:
+    state = _state(path)
+    assert state in allowed, f"{what}: the store reads as none of its committed states: {state}"
+    report = mtd.verify(path)
+    # a killed append is named, and may leave node documents newer than the root, or
+    # one cut short (documented)
+    expected = ("was interrupted", "consolidated", "cut short by the unfinished write")
+    unexpected = [p for p in report.problems if not any(e in p for e in expected)]
+    assert not unexpected, f"{what}: {unexpected}"
+
+
+def test_appends_killed_at_random_moments_resume(states, tmp_path):
+    """Each append killed at a random moment reads as before or after it; every other
+    one is resumed in a subprocess killed at a random moment too; then resumed here,
+    it equals the join, and a plain append after it works."""
+    base, (before, after, after_two) = states
+    rng = random.Random(SEED)
+    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
+    for kill in range(KILLS):
+        path = shutil.copytree(base, tmp_path / f"killed{kill}.zarr")
+        delay = rng.uniform(0.0, 1.2 * duration)
+        what = f"seed {SEED}, kill {kill}, append killed after {delay:.3f} s of {duration:.3f} s"
+        _killed_after(_start("append", str(path), "1"), delay)
+        _assert_readable(path, [before, after], what)
+        if kill % 2:
+            delay = rng.uniform(0.0, 1.2 * duration)
+            what += f", its resume killed after {delay:.3f} s"
+            _killed_after(_start("append", str(path), "1", "--resume"), delay)
+            _assert_readable(path, [before, after], what)
+        _append(path, 1, resume=True)
+        assert _state(path) == after, what
+        assert mtd.verify(path).ok, what
+        assert not (path / ".progress").exists() and not (path / ".lock").exists(), what
+        _append(path, 2)
+        assert _state(path) == after_two, what
+    first, second, third = (race_tensor(seed) for seed in range(3))
+    assert_equal_to_join(
+        mtd.open_zarr(path), [first, shifted(second, SYSTEMS), shifted(third, 2 * SYSTEMS)]
+    )
+
+
+def test_two_appenders_at_random_moments_lose_no_rows(states, tmp_path):
+    """Two appends started at random moments of each other: one gets StoreLockedError
+    before writing anything (or both append, one after the other); the store is one
+    of the sequential outcomes, and the refused append, retried, completes it."""
+    base, _ = states
+    rng = random.Random(SEED + 1)
+    reference = {}
+    for order in [(1,), (2,), (1, 2), (2, 1)]:
+        path = shutil.copytree(base, tmp_path / ("reference" + "".join(map(str, order))))
+        for seed in order:
+            _append(path, seed)
+        reference[_state(path)] = order
+    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
+    for race in range(KILLS):
+        path = shutil.copytree(base, tmp_path / f"raced{race}.zarr")
+        go = tmp_path / f"go{race}"
+        offset = rng.uniform(0.0, 1.2 * duration)
+        what = f"seed {SEED + 1}, race {race}, the second append {offset:.3f} s after the first"
+        writers = [
+            _start("append", str(path), "1", "--go", str(go)),
+            _start("append", str(path), "2", "--go", str(go), "--after", str(offset)),
+        ]
+        go.touch()
+        outputs = [_ended(writer) for writer in writers]
+        codes = [writer.returncode for writer in writers]
+        assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
+        for code, output in zip(codes, outputs, strict=True):
+            assert ("done" in output) if code == 0 else ("locked: " in output), f"{what}: {output}"
+        order = reference.get(_state(path))
+        assert order is not None, f"{what}: the store is none of the sequential outcomes"
+        assert len(order) == codes.count(0), f"{what}: {order} stored, exit codes {codes}"
+        for seed, code in zip((1, 2), codes, strict=True):
+            if code == 3:
+                _append(path, seed)
+                order = (*order, seed)
+        assert reference.get(_state(path)) == order and len(order) == 2, what
+        assert mtd.verify(path).ok, what
+
+
+def test_readers_during_appends_see_committed_states(states, tmp_path):
+    """A reader process computes values and gradients (sample labels too) in a loop
+    while appends happen: each read equals a committed state; a reader that opened the
+    store before the appends reads it as it was then."""
+    base, _ = states
+    path = shutil.copytree(base, tmp_path / "read.zarr")
+    reference = shutil.copytree(base, tmp_path / "reference3.zarr")
+    committed = [_state(reference)]
+    for seed in (1, 2, 3):
+        _append(reference, seed)
+        committed.append(_state(reference))
+    log = tmp_path / "reads.log"
+    reader = _start("read", str(path), str(log), "600")
+    try:
+        for seed in (1, 2, 3):
+            time.sleep(0.2)
+            _append(path, seed)
+        time.sleep(0.2)
+    finally:
+        reader.kill()
+        _ended(reader)
+    lines = log.read_text().splitlines()[:-1]  # the last one may be cut short
+    fresh = [line.split(" ", 1)[1] for line in lines if line.startswith("ok ")]
+    stale = [line.split(" ", 1)[1] for line in lines if line.startswith("stale ")]
+    assert len(fresh) + len(stale) == len(lines), [
+        line for line in lines if "error" in line.split(" ", 1)[0]
+    ]
+    assert set(fresh) <= set(committed) and len(set(fresh)) > 1, lines
+    assert set(stale) == {committed[0]}, lines
+    assert _state(path) == committed[-1]
