@@ -9,6 +9,7 @@ an append; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -213,3 +214,98 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
     assert set(fresh) <= set(committed) and len(set(fresh)) > 1, lines
     assert set(stale) == {committed[0]}, lines
     assert _state(path) == committed[-1]
+
+
+#: Appends ``race_tensor(1)`` to the store ``argv[1]`` (or, with ``argv[2] ==
+#: "batches"``, runs write_batches into it), killed (SIGKILL) while it writes its node
+#: documents: the others are written, the first one is left cut short, as a kill in the
+#: middle of its write leaves it.
+CUT_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {folder!r})
+import metatensor_dask as mtd
+from metatensor_dask.io import zarr_append
+from race_process import CHUNKS, race_tensor
+
+path, what = sys.argv[1], sys.argv[2]
+original = zarr_append.set_many
+commits = []
+
+def cut(store, items, *args, **kwargs):
+    if items and all(key.endswith("/zarr.json") for key in items):
+        commits.append(1)
+        if what == "append" or len(commits) == 2:  # write_batches: its second batch
+            (key, value), *others = items.items()
+            original(store, dict(others))
+            original(store, {{key: value[: len(value) // 2]}})
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(store, items, *args, **kwargs)
+
+zarr_append.set_many = cut
+if what == "append":
+    mtd.from_metatensor(race_tensor(1)).to_zarr(
+        path, append_dim="samples", renumber={{"system": "next"}}, chunks=CHUNKS
+    )
+else:
+    batch = lambda items: race_tensor(items[0])
+    mtd.write_batches(batch, [1, 2, 3], path, chunks=CHUNKS, quiet=True)
+"""
+
+
+def _cut(path: Path, what: str) -> None:
+    script = CUT_SCRIPT.format(folder=str(Path(__file__).parent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(path), what],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert finished.returncode == -9, finished.stdout + finished.stderr
+
+
+def _cut_documents(path: Path) -> list[str]:
+    """The node documents of the store at ``path`` that are not valid JSON."""
+    found = []
+    for document in path.rglob("zarr.json"):
+        try:
+            json.loads(document.read_bytes())
+        except ValueError:
+            found.append(str(document.relative_to(path)))
+    return found
+
+
+def test_verify_names_an_append_killed_while_writing_documents(states, tmp_path):
+    """A node document cut short by the kill of an append is the append's, not damage:
+    verify says the append was interrupted and how to finish it (not to write the
+    store again from its source), and still compares the other documents."""
+    base, (before, after, _) = states
+    path = shutil.copytree(base, tmp_path / "cut.zarr")
+    _cut(path, "append")
+    assert _cut_documents(path), "the kill left no document cut short"
+    assert _state(path) == before
+    report = mtd.verify(path)
+    text = "\n".join(report.problems)
+    assert "from its source" not in text, text
+    assert "an append to" in text and "was interrupted" in text and "resume=True" in text, text
+    assert "not valid JSON" in text and "differs from the consolidated metadata" in text, text
+    _append(path, 1, resume=True)
+    assert _state(path) == after
+    assert mtd.verify(path).ok
+
+
+def test_verify_names_a_run_killed_while_writing_documents(tmp_path):
+    """The same for a run of write_batches, whose store is incomplete: verify names
+    ``write_batches(..., resume=True)``."""
+    path = tmp_path / "cut.zarr"
+    _cut(path, "batches")
+    assert _cut_documents(path), "the kill left no document cut short"
+    report = mtd.verify(path)
+    text = "\n".join(report.problems)
+    assert "from its source" not in text, text
+    assert "the store is incomplete" in text and "write_batches(..., resume=True)" in text, text
+    mtd.write_batches(
+        lambda items: race_tensor(items[0]), [1, 2, 3], path, chunks=CHUNKS, resume=True, quiet=True
+    )
+    assert mtd.verify(path).ok

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
     from .zarr_plan import Plan
 
-__all__ = ["AppendPlan", "append", "plan_append", "read_root", "store_now"]
+__all__ = ["AppendPlan", "append", "interrupted", "plan_append", "read_root", "store_now"]
 
 #: The record of an append in progress.
 RECORD = layout.PROGRESS_PREFIX + "append.json"
@@ -506,6 +506,15 @@ def _recorded_token(raw: bytes) -> str | None:
         return None
     token = record.get("token") if isinstance(record, dict) else None
     return token if isinstance(token, str) else None
+
+
+def interrupted(store: Store, attributes: dict[str, Any]) -> bool:
+    """Whether an append to the store whose root attributes are ``attributes`` was
+    interrupted: its record is left, and the root does not hold its token (the records
+    of an append killed once committed are left too)."""
+    (raw,) = get_many(store, [RECORD])
+    ours = attributes[layout.ATTRIBUTE]
+    return raw is not None and _recorded_token(raw) != ours.get(_TOKEN)
 
 
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
