@@ -184,6 +184,37 @@ def test_two_appenders_at_random_moments_lose_no_rows(states, tmp_path):
         assert mtd.verify(path).ok, what
 
 
+def test_two_resumes_of_a_killed_append_at_random_moments(states, tmp_path):
+    """An append killed at a random moment, then resumed by two processes started at
+    random moments of each other (two requeued jobs): one takes the killed writer's
+    lock over, the other gets StoreLockedError or finds the append done; the store
+    is the append once."""
+    base, (_, after, after_two) = states
+    rng = random.Random(SEED + 2)
+    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
+    for race in range(KILLS):
+        path = shutil.copytree(base, tmp_path / f"resumed{race}.zarr")
+        delay, offset = rng.uniform(0.0, duration), rng.uniform(0.0, 1.2 * duration)
+        what = (
+            f"seed {SEED + 2}, race {race}, append killed after {delay:.3f} s, the second "
+            f"resume {offset:.3f} s after the first"
+        )
+        _killed_after(_start("append", str(path), "1"), delay)
+        go = tmp_path / f"go{race}"
+        resumes = [
+            _start("append", str(path), "1", "--resume", "--go", str(go)),
+            _start("append", str(path), "1", "--resume", "--go", str(go), "--after", str(offset)),
+        ]
+        go.touch()
+        outputs = [_ended(process) for process in resumes]
+        codes = [process.returncode for process in resumes]
+        assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
+        assert _state(path) == after, what
+        assert mtd.verify(path).ok, what
+        _append(path, 2)
+        assert _state(path) == after_two, what
+
+
 def test_readers_during_appends_see_committed_states(states, tmp_path):
     """A reader process computes values and gradients (sample labels too) in a loop
     while appends happen: each read equals a committed state; a reader that opened the
