@@ -340,3 +340,21 @@ def test_verify_names_a_run_killed_while_writing_documents(tmp_path):
         lambda items: race_tensor(items[0]), [1, 2, 3], path, chunks=CHUNKS, resume=True, quiet=True
     )
     assert mtd.verify(path).ok
+
+
+def test_an_append_killed_while_creating_a_store_is_incomplete(tmp_path):
+    """An append that creates the store, killed before its root document is written,
+    leaves a store that readers and verify call incomplete, naming resume=True (not a
+    missing store to write again); resume=True finishes it."""
+    path = tmp_path / "created.zarr"
+    _cut(path, "append")
+    assert not (path / "zarr.json").exists() and (path / ".progress").exists()
+    with pytest.raises(mtd.IncompleteStoreError, match=r"did not finish.*resume=True"):
+        mtd.open_zarr(path)
+    (problem,) = mtd.verify(path).problems
+    assert "did not finish" in problem and "resume=True" in problem, problem
+    with pytest.raises(mtd.StoreLockedError, match="looks gone"):
+        _append(path, 1)
+    _append(path, 1, resume=True)
+    assert _state(path) == fingerprint(race_tensor(1))
+    assert mtd.verify(path).ok

@@ -91,7 +91,11 @@ class StoreReport:
 
 
 def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from .zarr_read import check_started
+
     (raw,) = get_many(store, ["zarr.json"])
+    if raw is None:
+        check_started(store, str(store))
     attributes, nodes = layout.parse_root(raw, str(store))
     if nodes is None:
         raise MetatensorDaskError(

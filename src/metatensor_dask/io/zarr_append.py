@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["AppendPlan", "append", "interrupted", "plan_append", "read_root", "store_now"]
 
 #: The record of an append in progress.
-RECORD = layout.PROGRESS_PREFIX + "append.json"
+RECORD = layout.APPEND_KEY
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
 
