@@ -145,6 +145,34 @@ def test_appends_killed_at_random_moments_resume(states, tmp_path):
     )
 
 
+def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
+    """An append to a path where no store exists (it creates the store) killed at a
+    random moment: nothing there, or refused as incomplete, or the store; resumed, the
+    store; a plain append after it works."""
+    reference = tmp_path / "reference.zarr"
+    _append(reference, 1)
+    created = _state(reference)
+    _append(reference, 2)
+    both = _state(reference)
+    rng = random.Random(SEED + 3)
+    duration = _duration(tmp_path / "timed.zarr")
+    for kill in range(KILLS):
+        path = tmp_path / f"killed{kill}.zarr"
+        delay = rng.uniform(0.0, 1.2 * duration)
+        what = (
+            f"seed {SEED + 3}, kill {kill}, append killed after {delay:.3f} s of {duration:.3f} s"
+        )
+        _killed_after(_start("append", str(path), "1"), delay)
+        if (path / "zarr.json").exists() or (path / ".lock").exists():
+            state = _state(path)
+            assert state == created or state.startswith("refused: "), f"{what}: {state}"
+        _append(path, 1, resume=True)
+        assert _state(path) == created, what
+        assert mtd.verify(path).ok, what
+        _append(path, 2)
+        assert _state(path) == both, what
+
+
 def test_two_appenders_at_random_moments_lose_no_rows(states, tmp_path):
     """Two appends started at random moments of each other: one gets StoreLockedError
     before writing anything (or both append, one after the other); the store is one
