@@ -386,3 +386,73 @@ def test_an_append_killed_while_creating_a_store_is_incomplete(tmp_path):
     _append(path, 1, resume=True)
     assert _state(path) == fingerprint(race_tensor(1))
     assert mtd.verify(path).ok
+
+
+#: Appends ``race_tensor(SEED)`` (``argv[2]``) to the store ``argv[1]``, killed
+#: (SIGKILL) at the moment ``argv[3]``: ``cleaning``, once committed, while it deletes
+#: its records, the record of the append gone and the chunk records not yet; or
+#: ``recorded``, once the append is recorded, before it stores anything.
+MOMENT_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {folder!r})
+import metatensor_dask as mtd
+from metatensor_dask.io import zarr_append
+from race_process import CHUNKS, race_tensor
+
+path, seed, moment = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+set_many, delete_prefix = zarr_append.set_many, zarr_append.delete_prefix
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def cleaning(store, prefix):
+    record = os.path.join(path, zarr_append.RECORD)
+    if not os.path.exists(record):  # before the append is recorded
+        return delete_prefix(store, prefix)
+    os.unlink(record)
+    die()
+
+def recorded(store, items, *args, **kwargs):
+    set_many(store, items, *args, **kwargs)
+    if zarr_append.RECORD in items:
+        die()
+
+if moment == "cleaning":
+    zarr_append.delete_prefix = cleaning
+else:
+    zarr_append.set_many = recorded
+mtd.from_metatensor(race_tensor(seed)).to_zarr(
+    path, append_dim="samples", renumber={{"system": "next"}}, chunks=CHUNKS
+)
+"""
+
+
+def _killed_at(path: Path, seed: int, moment: str) -> None:
+    script = MOMENT_SCRIPT.format(folder=str(Path(__file__).parent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    finished = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(seed), moment],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert finished.returncode == -9, finished.stdout + finished.stderr
+
+
+def test_chunk_records_left_by_a_committed_append_are_not_taken_for_the_next(states, tmp_path):
+    """An append killed while it deletes its records once committed (the record of the
+    append deleted first, chunk records left), then the next append killed before it
+    stores anything: its resume stores every chunk, not trusting the chunk records
+    of the append before (which name some of the same chunks)."""
+    base, (_, after, after_two) = states
+    path = shutil.copytree(base, tmp_path / "stale.zarr")
+    _killed_at(path, 1, "cleaning")
+    assert _state(path) == after
+    assert any(name != "append.json" for name in os.listdir(path / ".progress"))
+    _append(path, 1, resume=True)  # done already: takes the lock over, stores nothing
+    assert _state(path) == after and not (path / ".lock").exists()
+    _killed_at(path, 2, "recorded")
+    _append(path, 2, resume=True)
+    assert _state(path) == after_two
+    assert mtd.verify(path).ok

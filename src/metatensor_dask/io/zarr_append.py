@@ -558,8 +558,7 @@ def append(
         if interrupted is None or ours.get(_TOKEN) == interrupted:
             # cut short: the append stopped before it stored anything a reader sees (its
             # rows beyond the stored shapes are written again); or committed, with its
-            # records left
-            delete_prefix(store, layout.PROGRESS_PREFIX)
+            # records left (deleted below)
             raw = None
         elif not resume or interrupted != token:
             other = "; this is another tensor or renumber" if resume else ""
@@ -569,6 +568,10 @@ def append(
             )
         else:
             recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    if raw is None:
+        # no append to finish: records left are of a committed append killed while it
+        # deleted them (its own record first), and name chunks this append stores too
+        delete_prefix(store, layout.PROGRESS_PREFIX)
     if raw is None and resume and ours.get(_TOKEN) == token:
         return None if compute else dask.delayed(lock.release, pure=False)()
     if renumber is not None:
