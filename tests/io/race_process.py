@@ -12,7 +12,9 @@ holds the store.
 loaded too) and writes one line to ``LOG``: ``ok <fingerprint>``, or ``error
 <ExceptionType>: <message>``. It also keeps the tensor it opened first and computes it
 again each time (``stale <fingerprint>`` or ``stale-error ...``): a reader that opened
-the store before an append started.
+the store before an append started; and the tensor it opened in the loop before,
+computed for the first time (``late ...``): opened before an append, its sample labels
+and row pointers read after it.
 """
 
 from __future__ import annotations
@@ -88,19 +90,26 @@ def _read(store: str, log: str, seconds: float) -> None:
 
     def line(kind: str, opened) -> str:
         try:
+            if isinstance(opened, Exception):
+                raise opened
             tensor = opened() if callable(opened) else opened
             return f"{kind} {fingerprint(tensor.compute())}"
         except Exception as error:  # every error is reported, for the test to judge
             return f"{kind}-error {type(error).__name__}: {error}".replace("\n", " ")
 
-    first = mtd.open_zarr(store)
+    first = late = mtd.open_zarr(store)
     print("ready", flush=True)
     end = time.monotonic() + seconds
     with open(log, "w") as output:
         while time.monotonic() < end:
             output.write(line("ok", lambda: mtd.open_zarr(store)) + "\n")
             output.write(line("stale", first) + "\n")
+            output.write(line("late", late) + "\n")
             output.flush()
+            try:
+                late = mtd.open_zarr(store)
+            except Exception as error:  # written as a late-error line next time
+                late = error
     print("done", flush=True)
 
 

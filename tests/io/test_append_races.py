@@ -243,10 +243,21 @@ def test_two_resumes_of_a_killed_append_at_random_moments(states, tmp_path):
         assert _state(path) == after_two, what
 
 
+def _wait_for_reads(log: Path, reader: subprocess.Popen, count: int) -> None:
+    """Wait until the reader wrote ``count`` more lines to ``log``."""
+    start = len(log.read_text().splitlines()) if log.exists() else 0
+    deadline = time.monotonic() + 60
+    while not log.exists() or len(log.read_text().splitlines()) < start + count:
+        assert reader.poll() is None, "the reader stopped"
+        assert time.monotonic() < deadline, "the reader made no progress"
+        time.sleep(0.01)
+
+
 def test_readers_during_appends_see_committed_states(states, tmp_path):
     """A reader process computes values and gradients (sample labels too) in a loop
     while appends happen: each read equals a committed state; a reader that opened the
-    store before the appends reads it as it was then."""
+    store before the appends reads it as it was then, also when it reads its sample
+    labels and row pointers after an append."""
     base, _ = states
     path = shutil.copytree(base, tmp_path / "read.zarr")
     reference = shutil.copytree(base, tmp_path / "reference3.zarr")
@@ -257,21 +268,24 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
     log = tmp_path / "reads.log"
     reader = _start("read", str(path), str(log), "600")
     try:
-        for seed in (1, 2, 3):
-            time.sleep(0.2)
-            _append(path, seed)
-        time.sleep(0.2)
+        for seed in (1, 2, 3, None):
+            # a few reads of each state (of each kind: fresh, stale, late)
+            _wait_for_reads(log, reader, 6)
+            if seed is not None:
+                _append(path, seed)
     finally:
         reader.kill()
         _ended(reader)
     lines = log.read_text().splitlines()[:-1]  # the last one may be cut short
     fresh = [line.split(" ", 1)[1] for line in lines if line.startswith("ok ")]
     stale = [line.split(" ", 1)[1] for line in lines if line.startswith("stale ")]
-    assert len(fresh) + len(stale) == len(lines), [
+    late = [line.split(" ", 1)[1] for line in lines if line.startswith("late ")]
+    assert len(fresh) + len(stale) + len(late) == len(lines), [
         line for line in lines if "error" in line.split(" ", 1)[0]
     ]
     assert set(fresh) <= set(committed) and len(set(fresh)) > 1, lines
     assert set(stale) == {committed[0]}, lines
+    assert set(late) <= set(committed) and len(set(late)) > 1, lines
     assert _state(path) == committed[-1]
 
 
