@@ -290,9 +290,10 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
 
 
 #: Appends ``race_tensor(1)`` to the store ``argv[1]`` (or, with ``argv[2] ==
-#: "batches"``, runs write_batches into it), killed (SIGKILL) while it writes its node
-#: documents: the others are written, the first one is left cut short, as a kill in the
-#: middle of its write leaves it.
+#: "batches"`` or ``"first-batch"``, runs write_batches into it), killed (SIGKILL) while
+#: it writes its node documents (of its second batch, or its first): the others are
+#: written, the first one is left cut short, as a kill in the middle of its write
+#: leaves it.
 CUT_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {folder!r})
@@ -307,7 +308,7 @@ commits = []
 def cut(store, items, *args, **kwargs):
     if items and all(key.endswith("/zarr.json") for key in items):
         commits.append(1)
-        if what == "append" or len(commits) == 2:  # write_batches: its second batch
+        if len(commits) == (2 if what == "batches" else 1):
             (key, value), *others = items.items()
             original(store, dict(others))
             original(store, {{key: value[: len(value) // 2]}})
@@ -469,4 +470,23 @@ def test_chunk_records_left_by_a_committed_append_are_not_taken_for_the_next(sta
     _killed_at(path, 2, "recorded")
     _append(path, 2, resume=True)
     assert _state(path) == after_two
+    assert mtd.verify(path).ok
+
+
+def test_a_run_killed_while_committing_its_first_batch_resumes(tmp_path):
+    """A run of write_batches killed while it commits its first batch (some node
+    documents written, the root not yet): the store is incomplete, and the resume
+    writes the first batch again, not taking those documents for a stored tensor."""
+    reference = tmp_path / "reference.zarr"
+    batch = lambda items: race_tensor(items[0])  # noqa: E731
+    mtd.write_batches(batch, [1, 2, 3], reference, chunks=CHUNKS, quiet=True)
+    path = tmp_path / "cut.zarr"
+    _cut(path, "first-batch")
+    assert _cut_documents(path), "the kill left no document cut short"
+    with pytest.raises(mtd.IncompleteStoreError, match=r"write_batches\(\.\.\., resume=True\)"):
+        mtd.open_zarr(path)
+    problems = mtd.verify(path).problems
+    assert any("write_batches(..., resume=True)" in p for p in problems), problems
+    mtd.write_batches(batch, [1, 2, 3], path, chunks=CHUNKS, resume=True, quiet=True)
+    assert _state(path) == _state(reference)
     assert mtd.verify(path).ok
