@@ -2,9 +2,10 @@
 a process that writes them (to be killed), the batches renumbered as ``write_batches``
 renumbers them (for metatensor's join), and the files of a store by content.
 
-``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume]`` runs
-``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads, each
-batch sleeping ``DELAY`` seconds first, and prints ``done``.
+``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume] [--chunks ROWS]``
+runs ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads,
+each batch sleeping ``DELAY`` seconds first; it prints ``ready`` before the run starts
+and ``done`` after it.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def main() -> None:
     parser.add_argument("batch_size", type=int)
     parser.add_argument("delay", type=float)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--chunks", type=int)
     args = parser.parse_args()
+    print("ready", flush=True)
     with dask.config.set(num_workers=2):
         mtd.write_batches(
             Slow(args.delay),
@@ -126,6 +129,7 @@ def main() -> None:
             args.store,
             batch_size=args.batch_size,
             resume=args.resume,
+            chunks=args.chunks,
             quiet=True,
         )
     print("done", flush=True)

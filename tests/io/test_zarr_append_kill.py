@@ -46,7 +46,7 @@ if moment == "tail":  # a partial last chunk (of samples at least), being replac
 if moment == "documents":  # the data and the node documents stored, not the root
     wrap("_replace", lambda store, items: "zarr.json" in items)
 if moment == "records":  # committed, the records of the append not yet deleted
-    wrap("delete_prefix", lambda store, prefix: True)
+    wrap("delete_prefix", lambda store, prefix: os.path.exists(f"{{path}}/{{zarr_append.RECORD}}"))
 mtd.from_metatensor(make_metatensor(1)).to_zarr(
     path, append_dim="samples", renumber={{"system": "next"}}, chunks=3
 )

@@ -191,8 +191,10 @@ def _run(
         if ours.get("complete") is True:
             return
     else:
-        ours = {"format": layout.FORMAT, "complete": False, RUN: {**run, "committed": 0}}
-        root = layout.group_document({layout.ATTRIBUTE: ours, "info": {}})
+        # with its (empty) nodes inline: the node documents of a first batch killed
+        # before its root was written are then not taken for stored blocks
+        root = layout.root_document(False, {}, {})
+        root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     client = active_client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))

@@ -21,6 +21,8 @@ from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
 from ._zarr_internals import sync
+from .ingest_batch import RUN
+from .zarr_append import RECORD, interrupted
 from .zarr_codecs import is_plain
 from .zarr_integrity import checked_labels, damaged
 from .zarr_pointers import checked_pointer
@@ -89,7 +91,11 @@ class StoreReport:
 
 
 def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from .zarr_read import check_started
+
     (raw,) = get_many(store, ["zarr.json"])
+    if raw is None:
+        check_started(store, str(store))
     attributes, nodes = layout.parse_root(raw, str(store))
     if nodes is None:
         raise MetatensorDaskError(
@@ -454,16 +460,54 @@ def _labels_checks(parsed: layout.TensorLayout) -> list[_LabelsCheck]:
     return checks
 
 
-def _metadata_problems(store: Any, nodes: dict[str, Any]) -> list[str]:
-    """Every node's own ``zarr.json`` against the copy in the root (consolidated)."""
+def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
+    """The write the store holds unfinished (killed, or still running) and how to
+    finish it; ``None`` when there is none."""
+    ours = attributes[layout.ATTRIBUTE]
+    if ours.get("complete") is not True:
+        recorded = len(recorded_chunks(store))
+        remedy = (
+            "`write_batches(..., resume=True)` and the same arguments"
+            if RUN in ours
+            else "`metatensor-dask run --resume` or `to_zarr(..., resume=True)`"
+        )
+        return (
+            f"the store is incomplete: a write stopped before the end ({recorded} chunks "
+            f"recorded); finish it with {remedy}"
+        )
+    if interrupted(store, attributes):
+        return (
+            f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
+            "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
+            "resume=True) and the same tensor and renumber"
+        )
+    return None
+
+
+def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> list[str]:
+    """Every node's own ``zarr.json`` against the copy in the root (consolidated).
+
+    With an ``unfinished`` write, a document that is not valid JSON is that write's,
+    cut short when it was killed, which finishing the write stores again.
+    """
     from .zarr_read import read_nodes
 
-    try:
-        on_disk = read_nodes(store)
-    except DamagedStoreError as error:
-        return [str(error)]
+    invalid: dict[str, str] = {}
+    on_disk = read_nodes(store, invalid)
     problems = []
+    for path, error in sorted(invalid.items()):
+        if unfinished:
+            problems.append(
+                f"{path}: its 'zarr.json' is not valid JSON ({error}): cut short by the "
+                "unfinished write, which stores it again when finished"
+            )
+        else:
+            problems.append(
+                str(damaged(describe(store), f"'{path}/zarr.json' is not valid JSON ({error})"))
+            )
     for path in sorted(set(nodes) | set(on_disk)):
+        if path in invalid:
+            continue
         if path not in on_disk:
             problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
         elif path not in nodes:
@@ -556,19 +600,18 @@ def verify_store(
         store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
-    problems = _metadata_problems(store, nodes)
+    unfinished = _unfinished(store, attributes)
+    problems = _metadata_problems(store, nodes, unfinished is not None)
+    if unfinished is not None and not nodes:
+        # a run of write_batches that committed no batch yet: nothing else to check
+        return Verification(where, [*problems, unfinished])
     try:
         parsed = layout.parse_layout(attributes, nodes, describe(store))
     except MetatensorDaskError as error:
-        return Verification(where, [str(error), *problems])
+        return Verification(where, [str(error), *problems, *filter(None, [unfinished])])
     notes = []
-    if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        recorded = len(recorded_chunks(store))
-        problems.append(
-            f"the store is incomplete: a write stopped before the end ({recorded} chunks "
-            "recorded); finish it with `metatensor-dask run --resume` or "
-            "`to_zarr(..., resume=True)`"
-        )
+    if unfinished is not None:
+        problems.append(unfinished)
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
     lenient = [info.path for info in infos if info.missing_ok]
     if lenient:

@@ -63,10 +63,10 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
     from .zarr_plan import Plan
 
-__all__ = ["AppendPlan", "append", "plan_append", "read_root", "store_now"]
+__all__ = ["AppendPlan", "append", "interrupted", "plan_append", "read_root", "store_now"]
 
 #: The record of an append in progress.
-RECORD = layout.PROGRESS_PREFIX + "append.json"
+RECORD = layout.APPEND_KEY
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
 
@@ -508,6 +508,15 @@ def _recorded_token(raw: bytes) -> str | None:
     return token if isinstance(token, str) else None
 
 
+def interrupted(store: Store, attributes: dict[str, Any]) -> bool:
+    """Whether an append to the store whose root attributes are ``attributes`` was
+    interrupted: its record is left, and the root does not hold its token (the records
+    of an append killed once committed are left too)."""
+    (raw,) = get_many(store, [RECORD])
+    ours = attributes[layout.ATTRIBUTE]
+    return raw is not None and _recorded_token(raw) != ours.get(_TOKEN)
+
+
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
     return tokenize("append", tensor, None if renumber is None else renumber.spec())
 
@@ -549,8 +558,7 @@ def append(
         if interrupted is None or ours.get(_TOKEN) == interrupted:
             # cut short: the append stopped before it stored anything a reader sees (its
             # rows beyond the stored shapes are written again); or committed, with its
-            # records left
-            delete_prefix(store, layout.PROGRESS_PREFIX)
+            # records left (deleted below)
             raw = None
         elif not resume or interrupted != token:
             other = "; this is another tensor or renumber" if resume else ""
@@ -560,6 +568,10 @@ def append(
             )
         else:
             recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
+    if raw is None:
+        # no append to finish: records left are of a committed append killed while it
+        # deleted them (its own record first), and name chunks this append stores too
+        delete_prefix(store, layout.PROGRESS_PREFIX)
     if raw is None and resume and ours.get(_TOKEN) == token:
         return None if compute else dask.delayed(lock.release, pure=False)()
     if renumber is not None:

@@ -64,6 +64,10 @@ FORMAT = 3
 ATTRIBUTE = "metatensor_dask"
 #: Prefix of the objects recording which chunks an unfinished write has stored.
 PROGRESS_PREFIX = ".progress/"
+#: The plan of a write of whole blocks, stored first (before the root document).
+PLAN_KEY = PROGRESS_PREFIX + "plan.json"
+#: The record of an append, stored first (before the root document of a new store).
+APPEND_KEY = PROGRESS_PREFIX + "append.json"
 
 ROW_POINTER = "row_pointer"
 

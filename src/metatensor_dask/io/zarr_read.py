@@ -30,6 +30,7 @@ from ..errors import IncompleteStoreError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
+from ._lock import LOCK_KEY
 from .zarr_columns import StoredSampleColumn
 from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
@@ -244,17 +245,33 @@ def _needed_pointers(
     return found
 
 
+def incomplete(where: str) -> IncompleteStoreError:
+    """The error for a store whose write did not finish."""
+    return IncompleteStoreError(
+        f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
+        "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
+        "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
+    )
+
+
+def check_started(store: Store, where: str) -> None:
+    """Refuse a store without root document as incomplete when a write to it started:
+    its lock, the plan of a write or the record of an append are stored before the
+    root (and left by a writer killed before it)."""
+    keys = [LOCK_KEY, layout.PLAN_KEY, layout.APPEND_KEY]
+    if any(raw is not None for raw in get_many(store, keys)):
+        raise incomplete(where)
+
+
 def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
     """The checked layout of a complete store, and a digest of its metadata (of the
     root document, which holds every node's metadata, or of every node's document)."""
     (raw,) = get_many(store, ["zarr.json"])
+    if raw is None:
+        check_started(store, where)
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        raise IncompleteStoreError(
-            f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
-            "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
-            "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
-        )
+        raise incomplete(where)
     metadata = hashlib.blake2b(raw or b"", digest_size=16)
     if nodes is None:
         nodes = read_nodes(store)

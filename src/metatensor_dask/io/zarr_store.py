@@ -469,8 +469,12 @@ def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
     ]
 
 
-def read_nodes(store: Store) -> dict[str, Any]:
-    """Every node document of a store, for stores without inline (consolidated) metadata."""
+def read_nodes(store: Store, invalid: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every node document of a store, for stores without inline (consolidated) metadata.
+
+    A document that is not valid JSON is a :class:`DamagedStoreError`, or with
+    ``invalid``, recorded there (its node's path: the JSON error) and left out.
+    """
     keys = [
         key
         for key in list_prefix(store, "")
@@ -482,5 +486,7 @@ def read_nodes(store: Store) -> dict[str, Any]:
             try:
                 nodes[key[: -len("/zarr.json")]] = json.loads(raw)
             except ValueError as error:
-                raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
+                if invalid is None:
+                    raise damaged(describe(store), f"'{key}' is not valid JSON ({error})") from None
+                invalid[key[: -len("/zarr.json")]] = str(error)
     return nodes

@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 __all__ = ["to_zarr"]
 
 _MODES = ("w-", "w", "a", "r+")
-_PLAN = layout.PROGRESS_PREFIX + "plan.json"
+_PLAN = layout.PLAN_KEY
 #: Labels and row pointers are written from the client in batches of about this size.
 _BATCH_BYTES = 64 * 2**20
 #: Small chunks are written together by one task, up to this many and this many bytes

@@ -1,0 +1,128 @@
+"""write_batches runs (on threads, in subprocesses) killed by SIGKILL at random moments,
+and their resumes killed too: the store is refused as incomplete until the run is
+finished, ``resume=True`` finishes it equal to metatensor's join of the batches, and a
+plain append after it works.
+
+The kills fall at random delays (seeded: ``MTD_RACE_SEED``) over the whole duration of
+a run; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import metatensor
+from ingest_support import Slow, renumbered, soap
+from test_ingest import expected
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+SCRIPT = Path(__file__).with_name("ingest_support.py")
+KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
+SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
+N_ITEMS = 12
+BATCH_SIZE = 2
+#: Rows per chunk: many chunks, and most batches start in a partial one.
+CHUNKS = 3
+
+
+def _start(path: Path, *options: str) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        process.kill()
+        raise AssertionError(line + process.stdout.read())
+    return process
+
+
+def _ended(process: subprocess.Popen) -> str:
+    with process:
+        output = process.stdout.read()
+        process.wait(timeout=120)
+    return output
+
+
+def _killed_after(process: subprocess.Popen, delay: float) -> str:
+    time.sleep(delay)
+    process.kill()
+    return _ended(process)
+
+
+def _duration(path: Path) -> float:
+    """Seconds a run takes in a subprocess, from ``ready`` to ``done``."""
+    process = _start(path, "--chunks", str(CHUNKS))
+    start = time.monotonic()
+    line = process.stdout.readline()
+    duration = time.monotonic() - start
+    output = _ended(process)
+    assert line.strip() == "done" and process.returncode == 0, line + output
+    return duration
+
+
+def _assert_refused_or_finished(path: Path, whole: metatensor.TensorMap, what: str) -> None:
+    """The store of a killed run: refused as incomplete (or absent, when killed before
+    its first write), or whole."""
+    if not (path / "zarr.json").exists():
+        return
+    try:
+        stored = mtd.open_zarr(path)
+    except mtd.IncompleteStoreError as error:
+        assert "incomplete" in str(error), f"{what}: {error}"
+    else:
+        assert_equal_to_metatensor(stored.compute(), whole)
+    report = mtd.verify(path)
+    expected = ("the store is incomplete", "consolidated", "cut short by the unfinished write")
+    unexpected = [p for p in report.problems if not any(e in p for e in expected)]
+    assert not unexpected, f"{what}: {unexpected}"
+
+
+def test_runs_killed_at_random_moments_resume(tmp_path):
+    """Each run killed at a random moment; every other one resumed in a subprocess
+    killed at a random moment too; then resumed here: the join of the batches, and a
+    plain append after it."""
+    whole = expected(N_ITEMS, BATCH_SIZE)
+    extra = renumbered(soap([N_ITEMS, N_ITEMS + 1]), N_ITEMS)
+    rng = random.Random(SEED)
+    duration = _duration(tmp_path / "timed.zarr")
+    for kill in range(KILLS):
+        path = tmp_path / f"killed{kill}.zarr"
+        delay = rng.uniform(0.0, 1.2 * duration)
+        what = f"seed {SEED}, kill {kill}, run killed after {delay:.3f} s of {duration:.3f} s"
+        _killed_after(_start(path, "--chunks", str(CHUNKS)), delay)
+        _assert_refused_or_finished(path, whole, what)
+        if kill % 2:
+            delay = rng.uniform(0.0, 1.2 * duration)
+            what += f", its resume killed after {delay:.3f} s"
+            _killed_after(_start(path, "--chunks", str(CHUNKS), "--resume"), delay)
+            _assert_refused_or_finished(path, whole, what)
+        with dask.config.set(num_workers=2):
+            mtd.write_batches(
+                Slow(0.0),
+                list(range(N_ITEMS)),
+                path,
+                batch_size=BATCH_SIZE,
+                resume=True,
+                chunks=CHUNKS,
+                quiet=True,
+            )
+        assert_equal_to_metatensor(mtd.open_zarr(path).compute(), whole)
+        report = mtd.verify(path)
+        assert report.ok, f"{what}: {report.problems}"
+        assert not (path / ".progress").exists() and not (path / ".lock").exists(), what
+        mtd.from_metatensor(extra).to_zarr(path, append_dim="samples")
+        assert_equal_to_metatensor(
+            mtd.open_zarr(path).compute(),
+            metatensor.join([whole, extra], axis="samples", different_keys="union"),
+        )
