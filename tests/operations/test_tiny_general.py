@@ -6,6 +6,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from metatensor_compare import assert_same_error_of
 from oracle import rechunked
 
 import metatensor_dask as mtd
@@ -72,3 +73,54 @@ def test_reductions_of_integers_declare_the_dtype_they_compute(tmp_path, axis, r
     assert_equal_to_metatensor(mtd.remove_gradients(computed), expected, rtol=1e-12)
     mtd.to_zarr(result, tmp_path / "reduced.zarr")
     assert mtd.equal(mtd.open_zarr(tmp_path / "reduced.zarr"), computed)
+
+
+def with_gradients_of_gradients(module, n_blocks: int):
+    """``n_blocks`` blocks with components ``a`` and ``c`` and a ``positions``
+    gradient that has a ``positions`` gradient of its own (metatensor allows them)."""
+    rng = np.random.default_rng(1)
+
+    def labels(name, count):
+        return module.Labels([name], np.arange(count, dtype=np.int32).reshape(-1, 1))
+
+    components = [labels("a", 2), labels("c", 3)]
+    blocks = []
+    for _ in range(n_blocks):
+        block = module.TensorBlock(
+            rng.random((2, 2, 3, 4)), labels("s", 2), components, labels("p", 4)
+        )
+        gradient = module.TensorBlock(
+            rng.random((2, 3, 2, 3, 4)),
+            labels("sample", 2),
+            [labels("xyz", 3), *components],
+            labels("p", 4),
+        )
+        gradient.add_gradient(
+            "positions",
+            module.TensorBlock(
+                rng.random((1, 3, 3, 2, 3, 4)),
+                labels("sample", 1),
+                [labels("xyz_2", 3), labels("xyz", 3), *components],
+                labels("p", 4),
+            ),
+        )
+        block.add_gradient("positions", gradient)
+        blocks.append(block)
+    return module.TensorMap(labels("k", n_blocks), blocks)
+
+
+@pytest.mark.parametrize("dimensions", ["c", "a", ["c", "a"]])
+def test_components_to_properties_moves_them_in_gradients_of_gradients(dimensions):
+    theirs = with_gradients_of_gradients(metatensor, 3).components_to_properties(dimensions)
+    ours = with_gradients_of_gradients(mtd, 3).components_to_properties(dimensions)
+    assert_equal_to_metatensor(ours, theirs)
+
+
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_join_refuses_gradients_of_gradients_with_metatensors_message(axis):
+    def join(module):
+        tensor = with_gradients_of_gradients(module, 3)
+        operations = metatensor if module is metatensor else mtd
+        return operations.join([tensor, tensor], axis, add_dimension="tensor")
+
+    assert_same_error_of(join)
