@@ -10,7 +10,7 @@ from metatensor_compare import assert_same_error_of
 from oracle import rechunked
 
 import metatensor_dask as mtd
-from metatensor_dask.testing import assert_equal_to_metatensor
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 
 def integer_map(n_blocks: int) -> metatensor.TensorMap:
@@ -124,3 +124,29 @@ def test_join_refuses_gradients_of_gradients_with_metatensors_message(axis):
         return operations.join([tensor, tensor], axis, add_dimension="tensor")
 
     assert_same_error_of(join)
+
+
+@pytest.mark.parametrize("operation", ["add", "subtract"])
+def test_a_scalar_added_to_integers_with_gradients_is_refused(operation):
+    """metatensor's result has float64 values and int64 gradients, which its blocks
+    refuse: the same error, before anything is computed."""
+    assert_same_error_of(lambda module: getattr(module, operation)(_as(module, integer_map(3)), 2))
+
+
+def test_subtracting_integers_gives_metatensors_float64(tmp_path):
+    """metatensor subtracts by adding ``B * -1.0``: float64 values and gradients."""
+    theirs = integer_map(4)
+    other = metatensor.multiply(theirs, 3)
+    other = metatensor.TensorMap(other.keys, [b.to(dtype=np.int64) for b in other.blocks()])
+    expected = metatensor.subtract(theirs, other)
+    ours = tiny_and_chunked(theirs)
+    with raise_if_dask_computes():
+        result = mtd.subtract(ours, mtd.from_metatensor(other))
+    assert {array.dtype for block in result.blocks() for array in _arrays(block)} == {
+        np.dtype(np.float64)
+    }
+    assert_equal_to_metatensor(result, expected)
+
+
+def _as(module, theirs):
+    return theirs if module is metatensor else mtd.from_metatensor(theirs)
