@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..block import TensorBlock
+from ..block import TensorBlock, short_dtype
+from ..errors import invalid_parameter
 from ..tensor import TensorMap
 from ._chunkwise import elementwise
 from ._utils import derived_block, scalar_or_tensor_operation
@@ -17,8 +18,14 @@ def _add_constant(values: np.ndarray, constant: float) -> np.ndarray:
 
 
 def add_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
-    """``block + constant``: the gradients are kept as they are."""
+    """``block + constant``: the gradients are kept as they are (refused, as metatensor
+    refuses them, when the values change dtype: integers plus a float)."""
     values = elementwise(_add_constant, [block.values], (constant,))
+    if values.dtype != block.dtype and block.gradients_list():
+        raise invalid_parameter(
+            f"the gradient values have dtype '{short_dtype(block.dtype)}' but the "
+            f"block values have dtype '{short_dtype(values.dtype)}'"
+        )
     return derived_block([block], values, lambda _, gradient: gradient[0])
 
 

@@ -189,7 +189,7 @@ def _check_joinable_samples(first: TensorBlock, block: TensorBlock, fname: str) 
     if not same:
         check_blocks_raise(first, block, fname, ["components", "properties"])
         check_same_gradients_raise(first, block, fname, ["components"])
-    check_no_gradients_of_gradients(block)
+    check_no_gradients_of_gradients(block, not_yet=True)
 
 
 def _join_samples(
@@ -256,7 +256,7 @@ def _join_properties(
     for block in blocks:
         check_blocks_raise(first, block, fname, ["samples", "components"])
         check_same_gradients_raise(first, block, fname, ["components"])
-        check_no_gradients_of_gradients(block)
+        check_no_gradients_of_gradients(block, not_yet=True)
 
     different_names = any(b.properties.names != first.properties.names for b in blocks)
     if different_names:

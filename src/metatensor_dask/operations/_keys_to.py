@@ -765,23 +765,25 @@ def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
             [np.repeat(component.values, len(props), 0), np.tile(props, (len(component), 1))], 1
         ).reshape(-1, 1 + props.shape[1]),
     )
-    components = block.components[:position] + block.components[position + 1 :]
-    gradients = {}
-    for parameter, gradient in block.gradients():
-        extra = len(gradient.components) - len(block.components)
-        gradients[parameter] = TensorBlock._trusted(
-            _move_component(as_dask(gradient.values), 1 + extra + position),
-            gradient.samples,
-            gradient.components[: extra + position] + gradient.components[extra + position + 1 :],
-            properties,
-            row_pointer=gradient.row_pointer,
-        )
+    return _with_component_moved(block, len(block.components) - position, properties)
+
+
+def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels) -> TensorBlock:
+    """``block`` (values or a gradient, and its gradients in turn) with its component
+    ``from_end`` places from the end of its components moved to ``properties``: a
+    gradient's own components come first, so the moved one is as far from the end."""
+    position = len(block.components) - from_end
+    gradients = {
+        parameter: _with_component_moved(gradient, from_end, properties)
+        for parameter, gradient in block.gradients()
+    }
     return TensorBlock._trusted(
         _move_component(as_dask(block.values), 1 + position),
         block.samples,
-        components,
+        block.components[:position] + block.components[position + 1 :],
         properties,
         gradients,
+        row_pointer=block.row_pointer,
     )
 
 

@@ -52,11 +52,13 @@ __all__ = [
 ]
 
 
-def check_no_gradients_of_gradients(block: TensorBlock) -> None:
-    """metatensor-operations refuse gradients of gradients (same message)."""
+def check_no_gradients_of_gradients(block: TensorBlock, not_yet: bool = False) -> None:
+    """metatensor-operations refuse gradients of gradients (same message: "not yet
+    supported" where ``not_yet``, as its ``join`` words it)."""
     for _, gradient in block.gradients():
         if gradient.gradients_list():
-            raise NotImplementedError("gradients of gradients are not supported")
+            support = "not yet supported" if not_yet else "not supported"
+            raise NotImplementedError(f"gradients of gradients are {support}")
 
 
 def as_dask(array: Any) -> da.Array:

@@ -201,7 +201,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
         _values_function(groups, reduction),
         values,
         chunks=(*values.chunks[:-1], (len(properties),)),
-        dtype=values.dtype,
+        dtype=reduction_dtype(values.dtype, reduction),
     )
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -212,12 +212,13 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
                 _values_function(groups, reduction),
                 rows,
                 chunks=(*rows.chunks[:-1], (len(properties),)),
-                dtype=rows.dtype,
+                dtype=reduction_dtype(rows.dtype, reduction),
             )
         else:
             rows, at_rows = values_at_gradient_rows(block, parameter)
             trailing = (*rows.shape[1:-1], len(properties))
-            new = rowwise(function, rows.chunks[0], trailing, rows, at_rows, dtype=rows.dtype)
+            dtype = reduction_dtype(rows.dtype, reduction)
+            new = rowwise(function, rows.chunks[0], trailing, rows, at_rows, dtype=dtype)
         gradients[parameter] = TensorBlock._trusted(
             new,
             gradient.samples,

@@ -67,13 +67,15 @@ def _centered_gradient(
 
 
 def _divided_by_counts(array: da.Array, counts: np.ndarray, scale: float = 1.0) -> da.Array:
-    """``scale * array`` divided row by row by ``counts`` (one entry per row)."""
+    """``scale * array`` divided row by row by ``counts`` (one entry per row), in the
+    dtype of a quotient (float64 for integers)."""
     column = counts.astype(array.dtype).reshape((-1,) + (1,) * (array.ndim - 1))
     column = da.from_array(column, chunks=(array.chunks[0],) + ((1,),) * (array.ndim - 1))
     # chunk by chunk, not `scale * array / column`: dask 2026.8's element-wise operators
     # take an axis of length 1 chunked as (0, 1) for a broadcast one (a wrong shape and
     # missing tasks)
-    return da.map_blocks(_scaled_quotient, array, column, scale, dtype=array.dtype)
+    dtype = reduction_dtype(array.dtype, "mean")
+    return da.map_blocks(_scaled_quotient, array, column, scale, dtype=dtype)
 
 
 def _scaled_quotient(array: np.ndarray, counts: np.ndarray, scale: float) -> np.ndarray:
@@ -341,7 +343,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
             group,
             chunks,
             shape,
-            values.dtype,
+            mean.dtype,
             out_operands=[mean],
             extras=[_local(group, chunks)],
         )
@@ -376,7 +378,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
                 merged_index,
                 gradient_chunks,
                 gradient_shape,
-                rows.dtype,
+                mean.dtype,
                 out_operands=[mean],
                 extras=[_local(group[column], chunks)],
             )
@@ -397,7 +399,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
                     result,
                     local_group,
                     count_rows,
-                    dtype=rows.dtype,
+                    dtype=result.dtype,
                 )
         gradients[parameter] = TensorBlock._trusted(
             new, merged_samples, gradient.components, block.properties, row_pointer=pointer

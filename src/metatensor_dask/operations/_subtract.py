@@ -12,6 +12,13 @@ from ._utils import scalar_or_tensor_operation
 __all__ = ["subtract"]
 
 
+def _subtract(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a - b`` in the dtype of metatensor's ``a + b * -1.0`` (float64 for integers;
+    the same bits: negating is exact)."""
+    dtype = np.result_type(a.dtype, np.result_type(b.dtype, -1.0))
+    return np.subtract(a, b, dtype=dtype)
+
+
 def _subtract_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
     # metatensor subtracts a scalar by adding its negation
     return add_block_constant(block, -constant)
@@ -54,5 +61,5 @@ def subtract(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
         B,
         "add",
         _subtract_block_constant,
-        np.subtract,
+        _subtract,
     )
