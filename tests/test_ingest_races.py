@@ -9,64 +9,38 @@ a run; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dask
 import metatensor
 from ingest_support import Slow, renumbered, soap
+from kill_support import KILLS, SEED, ended, killed_after, started
 from test_ingest import expected
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
-KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
-SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
 N_ITEMS = 12
 BATCH_SIZE = 2
 #: Rows per chunk: many chunks, and most batches start in a partial one.
 CHUNKS = 3
 
 
-def _start(path: Path, *options: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        process.kill()
-        raise AssertionError(line + process.stdout.read())
-    return process
-
-
-def _ended(process: subprocess.Popen) -> str:
-    with process:
-        output = process.stdout.read()
-        process.wait(timeout=120)
-    return output
-
-
-def _killed_after(process: subprocess.Popen, delay: float) -> str:
-    time.sleep(delay)
-    process.kill()
-    return _ended(process)
+def _run(path: Path, *options: str):
+    """A ``write_batches`` run (``ingest_support.py``) to ``path``, once it is ready."""
+    return started(str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options)
 
 
 def _duration(path: Path) -> float:
     """Seconds a run takes in a subprocess, from ``ready`` to ``done``."""
-    process = _start(path, "--chunks", str(CHUNKS))
+    process = _run(path, "--chunks", str(CHUNKS))
     start = time.monotonic()
     line = process.stdout.readline()
     duration = time.monotonic() - start
-    output = _ended(process)
+    output = ended(process)
     assert line.strip() == "done" and process.returncode == 0, line + output
     return duration
 
@@ -100,12 +74,12 @@ def test_runs_killed_at_random_moments_resume(tmp_path):
         path = tmp_path / f"killed{kill}.zarr"
         delay = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED}, kill {kill}, run killed after {delay:.3f} s of {duration:.3f} s"
-        _killed_after(_start(path, "--chunks", str(CHUNKS)), delay)
+        killed_after(_run(path, "--chunks", str(CHUNKS)), delay)
         _assert_refused_or_finished(path, whole, what)
         if kill % 2:
             delay = rng.uniform(0.0, 1.2 * duration)
             what += f", its resume killed after {delay:.3f} s"
-            _killed_after(_start(path, "--chunks", str(CHUNKS), "--resume"), delay)
+            killed_after(_run(path, "--chunks", str(CHUNKS), "--resume"), delay)
             _assert_refused_or_finished(path, whole, what)
         with dask.config.set(num_workers=2):
             mtd.write_batches(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dask
 import pytest
+from kill_support import KILLS, SEED, ended, killed_after, started
 from race_process import CHUNKS, fingerprint, race_tensor
 from test_zarr_append import assert_equal_to_join, shifted
 from test_zarr_append_codecs import codec_settings
@@ -27,48 +28,22 @@ from test_zarr_append_codecs import codec_settings
 import metatensor_dask as mtd
 
 SCRIPT = Path(__file__).with_name("race_process.py")
-KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
-SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
 #: Systems of a race tensor (its samples' largest ``system`` is 7, see ``SAMPLES``).
 SYSTEMS = 8
 
 
-def _start(*arguments: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        process.kill()
-        raise AssertionError(line + process.stdout.read())
-    return process
-
-
-def _killed_after(process: subprocess.Popen, delay: float) -> str:
-    """Kill ``process`` ``delay`` seconds after it said ``ready``; its output after."""
-    time.sleep(delay)
-    process.kill()
-    return _ended(process)
-
-
-def _ended(process: subprocess.Popen, timeout: float = 120) -> str:
-    """The output of ``process`` once it ended."""
-    with process:
-        output = process.stdout.read()
-        process.wait(timeout=timeout)
-    return output
+def _writer(*arguments: str):
+    """``race_process.py arguments...`` (a writer or a reader), once it is ready."""
+    return started(str(SCRIPT), *arguments)
 
 
 def _duration(path: Path) -> float:
     """Seconds an append to ``path`` takes in a subprocess, from ``ready`` to ``done``."""
-    process = _start("append", str(path), "1")
+    process = _writer("append", str(path), "1")
     start = time.monotonic()
     line = process.stdout.readline()
     duration = time.monotonic() - start
-    output = _ended(process)
+    output = ended(process)
     assert line.strip() == "done" and process.returncode == 0, line + output
     return duration
 
@@ -126,12 +101,12 @@ def test_appends_killed_at_random_moments_resume(states, tmp_path):
         path = shutil.copytree(base, tmp_path / f"killed{kill}.zarr")
         delay = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED}, kill {kill}, append killed after {delay:.3f} s of {duration:.3f} s"
-        _killed_after(_start("append", str(path), "1"), delay)
+        killed_after(_writer("append", str(path), "1"), delay)
         _assert_readable(path, [before, after], what)
         if kill % 2:
             delay = rng.uniform(0.0, 1.2 * duration)
             what += f", its resume killed after {delay:.3f} s"
-            _killed_after(_start("append", str(path), "1", "--resume"), delay)
+            killed_after(_writer("append", str(path), "1", "--resume"), delay)
             _assert_readable(path, [before, after], what)
         _append(path, 1, resume=True)
         assert _state(path) == after, what
@@ -162,7 +137,7 @@ def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
         what = (
             f"seed {SEED + 3}, kill {kill}, append killed after {delay:.3f} s of {duration:.3f} s"
         )
-        _killed_after(_start("append", str(path), "1"), delay)
+        killed_after(_writer("append", str(path), "1"), delay)
         if (path / "zarr.json").exists() or (path / ".lock").exists():
             state = _state(path)
             assert state == created or state.startswith("refused: "), f"{what}: {state}"
@@ -192,11 +167,11 @@ def test_two_appenders_at_random_moments_lose_no_rows(states, tmp_path):
         offset = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED + 1}, race {race}, the second append {offset:.3f} s after the first"
         writers = [
-            _start("append", str(path), "1", "--go", str(go)),
-            _start("append", str(path), "2", "--go", str(go), "--after", str(offset)),
+            _writer("append", str(path), "1", "--go", str(go)),
+            _writer("append", str(path), "2", "--go", str(go), "--after", str(offset)),
         ]
         go.touch()
-        outputs = [_ended(writer) for writer in writers]
+        outputs = [ended(writer) for writer in writers]
         codes = [writer.returncode for writer in writers]
         assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
         for code, output in zip(codes, outputs, strict=True):
@@ -227,14 +202,14 @@ def test_two_resumes_of_a_killed_append_at_random_moments(states, tmp_path):
             f"seed {SEED + 2}, race {race}, append killed after {delay:.3f} s, the second "
             f"resume {offset:.3f} s after the first"
         )
-        _killed_after(_start("append", str(path), "1"), delay)
+        killed_after(_writer("append", str(path), "1"), delay)
         go = tmp_path / f"go{race}"
         resumes = [
-            _start("append", str(path), "1", "--resume", "--go", str(go)),
-            _start("append", str(path), "1", "--resume", "--go", str(go), "--after", str(offset)),
+            _writer("append", str(path), "1", "--resume", "--go", str(go)),
+            _writer("append", str(path), "1", "--resume", "--go", str(go), "--after", str(offset)),
         ]
         go.touch()
-        outputs = [_ended(process) for process in resumes]
+        outputs = [ended(process) for process in resumes]
         codes = [process.returncode for process in resumes]
         assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
         assert _state(path) == after, what
@@ -266,7 +241,7 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
         _append(reference, seed)
         committed.append(_state(reference))
     log = tmp_path / "reads.log"
-    reader = _start("read", str(path), str(log), "600")
+    reader = _writer("read", str(path), str(log), "600")
     try:
         for seed in (1, 2, 3, None):
             # a few reads of each state (of each kind: fresh, stale, late)
@@ -275,7 +250,7 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
                 _append(path, seed)
     finally:
         reader.kill()
-        _ended(reader)
+        ended(reader)
     lines = log.read_text().splitlines()[:-1]  # the last one may be cut short
     fresh = [line.split(" ", 1)[1] for line in lines if line.startswith("ok ")]
     stale = [line.split(" ", 1)[1] for line in lines if line.startswith("stale ")]
