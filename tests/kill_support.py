@@ -44,3 +44,13 @@ def killed_after(process: subprocess.Popen, delay: float) -> str:
     time.sleep(delay)
     process.kill()
     return ended(process)
+
+
+def seconds_to_done(process: subprocess.Popen) -> float:
+    """Seconds from ``ready`` until ``process`` printed ``done`` (it must end well)."""
+    start = time.monotonic()
+    line = process.stdout.readline()
+    duration = time.monotonic() - start
+    output = ended(process)
+    assert line.strip() == "done" and process.returncode == 0, line + output
+    return duration

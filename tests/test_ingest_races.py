@@ -10,13 +10,12 @@ a run; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import dask
 import metatensor
 from ingest_support import Slow, renumbered, soap
-from kill_support import KILLS, SEED, ended, killed_after, started
+from kill_support import KILLS, SEED, killed_after, seconds_to_done, started
 from test_ingest import expected
 
 import metatensor_dask as mtd
@@ -36,13 +35,7 @@ def _run(path: Path, *options: str):
 
 def _duration(path: Path) -> float:
     """Seconds a run takes in a subprocess, from ``ready`` to ``done``."""
-    process = _run(path, "--chunks", str(CHUNKS))
-    start = time.monotonic()
-    line = process.stdout.readline()
-    duration = time.monotonic() - start
-    output = ended(process)
-    assert line.strip() == "done" and process.returncode == 0, line + output
-    return duration
+    return seconds_to_done(_run(path, "--chunks", str(CHUNKS)))
 
 
 def _assert_refused_or_finished(path: Path, whole: metatensor.TensorMap, what: str) -> None:

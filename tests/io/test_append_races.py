@@ -20,7 +20,7 @@ from pathlib import Path
 
 import dask
 import pytest
-from kill_support import KILLS, SEED, ended, killed_after, started
+from kill_support import KILLS, SEED, ended, killed_after, seconds_to_done, started
 from race_process import CHUNKS, fingerprint, race_tensor
 from test_zarr_append import assert_equal_to_join, shifted
 from test_zarr_append_codecs import codec_settings
@@ -39,13 +39,7 @@ def _writer(*arguments: str):
 
 def _duration(path: Path) -> float:
     """Seconds an append to ``path`` takes in a subprocess, from ``ready`` to ``done``."""
-    process = _writer("append", str(path), "1")
-    start = time.monotonic()
-    line = process.stdout.readline()
-    duration = time.monotonic() - start
-    output = ended(process)
-    assert line.strip() == "done" and process.returncode == 0, line + output
-    return duration
+    return seconds_to_done(_writer("append", str(path), "1"))
 
 
 def _append(path: Path, seed: int, **kwargs) -> None:
