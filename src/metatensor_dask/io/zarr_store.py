@@ -35,7 +35,7 @@ from .zarr_codecs import (
     decode_rows,
     encode_chunks,
 )
-from .zarr_integrity import CheckedStore, checked_labels, damaged
+from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_entries
 from .zarr_layout import PROGRESS_PREFIX
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ class ArrayRef:
         index and one of its chunks can see the index of one file and the bytes of the
         other.
         """
-        if _sharded(self.document):
+        if shard_index_entries(self.document) is not None:
             try:
                 return np.asarray(self.reader()[region])
             except (DamagedStoreError, ValueError, RuntimeError, OSError, TypeError, IndexError):
@@ -371,11 +371,6 @@ class ArrayRef:
             json.dumps(self.document, sort_keys=True),
             self.missing_ok,
         )
-
-
-def _sharded(document: dict[str, Any]) -> bool:
-    codecs = document.get("codecs") or [{}]
-    return isinstance(codecs[0], dict) and codecs[0].get("name") == "sharding_indexed"
 
 
 def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
