@@ -15,7 +15,9 @@ Files: ``.mts`` load (metatensor-dask: lazy, labels read), save, and load then s
 (a file copied: metatensor's eager load and save against ours, values read by groups of
 blocks as they are written); Zarr write, against
 the *floor* (plain Python creating the same files with the same sizes), and Zarr open
-(labels read), against metatensor's load of the same data from ``.mts``.
+(labels read), against metatensor's load of the same data from ``.mts``. Every repeat
+of the file cases writes into a new folder, and nothing is deleted until the module is
+done; ours and the floor take turns to go first (see :func:`_zarr_write`).
 
 Sizes come from environment variables; the default (50 blocks) keeps the normal test
 run fast::
@@ -37,8 +39,9 @@ import gc
 import os
 import shutil
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +196,39 @@ def _create_files(root: Path, sizes: list[tuple[str, int]]) -> None:
         path.write_bytes(bytes(size))
 
 
-def _files(theirs: Any, ours: Any, root: Path, check: bool) -> dict[str, dict[str, float]]:
-    shutil.rmtree(root, ignore_errors=True)
+def _zarr_write(ours: Any, root: Path, repeat: int, sizes: list[tuple[str, int]] | None):
+    """CPU and wall times of ``to_zarr`` and of its floor, each into a new folder.
+
+    Both are measured on the same file system state: nothing is deleted between
+    repeats (ext4 without a journal skips the inodes deleted in the last minute or so
+    when it allocates new ones, which slows whichever write comes first after a
+    deletion), and ours and the floor take turns to go first. The floor of repeat 0
+    copies the sizes of the store just written; later repeats reuse them.
+    """
+
+    def write() -> None:
+        ours.to_zarr(root / f"ours-{repeat}.zarr")
+
+    def floor() -> None:
+        assert sizes is not None
+        _create_files(root / f"floor-{repeat}", sizes)
+
+    if repeat % 2 == 1 and sizes is not None:
+        _, floor_cpu, floor_wall = _clock(floor)
+        _, cpu, wall = _clock(write)
+    else:
+        _, cpu, wall = _clock(write)
+        if sizes is None:
+            sizes = _sizes(root / f"ours-{repeat}.zarr")
+        _, floor_cpu, floor_wall = _clock(floor)
+    return (cpu, wall, floor_cpu, floor_wall), sizes
+
+
+def _files(
+    theirs: Any, ours: Any, root: Path, repeat: int, sizes: list[tuple[str, int]] | None
+) -> tuple[dict[str, dict[str, float]], list[tuple[str, int]]]:
+    """One repeat of every file case, in the new folder ``root``."""
+    check = repeat == 0
     root.mkdir(parents=True)
     rows = {}
     _, cpu, wall = _clock(lambda: mtd.save(root / "ours.mts", ours))
@@ -219,26 +253,36 @@ def _files(theirs: Any, ours: Any, root: Path, check: bool) -> dict[str, dict[st
     if check:
         assert (root / "again.mts").read_bytes() == (root / "theirs.mts").read_bytes()
 
-    _, cpu, wall = _clock(lambda: ours.to_zarr(root / "ours.zarr"))
-    sizes = _sizes(root / "ours.zarr")
-    _, floor_cpu, floor_wall = _clock(lambda: _create_files(root / "floor", sizes))
-    rows["Zarr write"] = (cpu, wall, floor_cpu, floor_wall)
+    rows["Zarr write"], sizes = _zarr_write(ours, root, repeat, sizes)
 
-    opened, cpu, wall = _clock(lambda: mtd.open_zarr(root / "ours.zarr"))
+    store = root / f"ours-{repeat}.zarr"
+    opened, cpu, wall = _clock(lambda: mtd.open_zarr(store))
     _, their_cpu, their_wall = _clock(lambda: metatensor.load(root / "theirs.mts"))
     rows["Zarr open"] = (cpu, wall, their_cpu, their_wall)
     if check:
         assert_equal_to_metatensor(opened, theirs)
     names = ("cpu", "wall", "their cpu", "their wall")
-    return {case: dict(zip(names, row, strict=True)) for case, row in rows.items()}
+    return {case: dict(zip(names, row, strict=True)) for case, row in rows.items()}, sizes
 
 
-def test_files(benchmark, maps, tmp_path):
+@pytest.fixture(scope="module")
+def files_folder() -> Iterator[Path]:
+    """A folder for the file cases, removed once the module is done: nothing is
+    deleted while they run (see :func:`_zarr_write`)."""
+    folder = Path(tempfile.mkdtemp(prefix="mtd-bench-files-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_files(benchmark, maps, files_folder):
     def run() -> None:
         for n, (theirs, ours) in maps.items():
             if theirs is None:
                 continue  # the file cases compare with metatensor's files
-            samples = [_files(theirs, ours, tmp_path / "files", i == 0) for i in range(REPEATS)]
+            samples, sizes = [], None
+            for i in range(REPEATS):
+                sample, sizes = _files(theirs, ours, files_folder / f"{n}-{i}", i, sizes)
+                samples.append(sample)
             for case in FILES:
                 _ROWS.append((case, n, _median([s[case] for s in samples])))
 

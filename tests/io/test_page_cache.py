@@ -1,5 +1,5 @@
-"""Drop-behind: the chunk files of appends leave the page cache once on disk, under the
-``drop-behind`` setting; what is stored does not change."""
+"""Drop-behind: the chunk files of writes and appends leave the page cache once on disk,
+under the ``drop-behind`` setting; what is stored does not change."""
 
 from __future__ import annotations
 
@@ -124,12 +124,30 @@ def test_the_setting_reaches_the_workers_of_a_cluster(tmp_path, dropping_filesys
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), expected(6, 2))
 
 
+@pytest.mark.parametrize("setting", ["0", False], ids=["drop-everything", "off"])
+def test_plain_writes_drop_what_they_wrote(tmp_path, dropping_filesystem, setting):
+    """``to_zarr`` of a whole tensor: its chunk files leave the cache once on disk,
+    unless the setting is off; what is stored is the same."""
+    store = tmp_path / "t.zarr"
+    with dask.config.set({"metatensor_dask.drop-behind": setting}):
+        mtd.from_metatensor(expected(4, 4)).to_zarr(store, chunks="4MiB")
+    cached = [resident_pages(file) for file in chunk_files(store)]
+    assert len(cached) == 4
+    if setting is False:
+        assert all(cached), cached
+    else:
+        assert not any(cached), cached
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), expected(4, 4))
+    assert mtd.verify(store).ok
+
+
 def test_appends_drop_what_they_wrote(tmp_path, dropping_filesystem):
     """``to_zarr(append_dim="samples")``: the appended chunks leave the cache, the
-    chunks of the plain write before them stay (a plain write keeps its pages)."""
+    chunks of the plain write before them, written with drop-behind off, stay."""
     store = tmp_path / "t.zarr"
     first = mtd.from_metatensor(batch([0, 1]))
-    first.to_zarr(store, chunks="4MiB")
+    with dask.config.set({"metatensor_dask.drop-behind": False}):
+        first.to_zarr(store, chunks="4MiB")
     with dask.config.set({"metatensor_dask.drop-behind": "0"}):
         mtd.from_metatensor(batch([2, 3])).to_zarr(
             store, append_dim="samples", renumber={"system": "next"}

@@ -1,11 +1,12 @@
-"""Drop-behind: chunk files an append wrote leave the page cache once they are on disk.
+"""Drop-behind: chunk files a write or an append wrote leave the page cache once they are
+on disk.
 
-Ingesting a dataset larger than memory writes every byte once and reads it again much
-later, if at all. Through the page cache alone, these bytes stay cached until memory
+Writing or ingesting a dataset larger than memory writes every byte once and reads it
+again much later, if at all. Through the page cache alone, these bytes stay cached until memory
 runs out, evicting what other programs (and the readers of the store) use, and each
 new page is memory the kernel must find first: on a virtual machine that hands free
 memory back to its host, that costs ten times the copy (measured in
-``docs/ingestion.md``). Here, each chunk file of an append starts its write-back as soon
+``docs/ingestion.md``). Here, each chunk file of a write or an append starts its write-back as soon
 as it is written (``sync_file_range``, which does not wait); the process remembers the
 files it wrote, and once they hold more than the ``drop-behind`` setting, the oldest are
 waited for (their write-back started long before, so that it is usually done) and

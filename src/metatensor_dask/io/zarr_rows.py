@@ -184,13 +184,16 @@ def write_regions(
     regions: list[tuple[slice, ...]],
     data: list[np.ndarray],
     markers: list[str],
+    drop_behind: int | None = None,
 ) -> None:
     """A dask task: store chunks (or shards) of several arrays, then record them
     (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
     record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
 
     Small chunks of many small blocks are grouped into one task, stored concurrently;
-    plain chunks are written from the memory of their rows (see :func:`chunk_parts`).
+    plain chunks are written from the memory of their rows (see :func:`chunk_parts`),
+    and leave the page cache once on disk with ``drop_behind`` (see
+    :func:`write_parts`).
     """
 
     async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
@@ -204,6 +207,6 @@ def write_regions(
             plain.update(chunk_parts(ref.path, ref.document, values, region[0].start // rows))
         else:
             others.append((ref, region, values))
-    write_parts(refs[0].store, plain)
+    write_parts(refs[0].store, plain, drop_behind=drop_behind)
     sync(_bounded(write(*item) for item in others))
     set_many(refs[0].store, batch_record(markers))

@@ -171,12 +171,13 @@ def _write_graph(
     batch: list[tuple[ArrayRef, tuple[slice, ...], Any, str]] = []
     size = 0
     limit = min(_BATCH_TASK_BYTES, chunking.default_target())
+    drop_behind = _page_cache.budget()
 
     def flush() -> None:
         nonlocal batch, size
         if batch:
             refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
-            graph[(name, len(graph))] = (write_regions, refs, regions, keys, markers)
+            graph[(name, len(graph))] = (write_regions, refs, regions, keys, markers, drop_behind)
         batch, size = [], 0
 
     for path in paths:
@@ -672,10 +673,12 @@ def to_zarr(
     -----
     Settings (``dask.config``): ``metatensor_dask.chunk-size``, ``shard-chunks`` (zarr
     chunks per shard along samples; dask chunks are aligned to shards), ``compressor``,
-    ``checksum`` and ``lock-timeout`` (after which a lock without heartbeat is stale).
-    Dask chunks are always rechunked to the stored chunks (or shards) before writing,
-    so that no two tasks write into the same one. One writer at a time: see "Writers:
-    locking and resume" in ``docs/zarr-format.md``.
+    ``checksum``, ``lock-timeout`` (after which a lock without heartbeat is stale) and
+    ``drop-behind`` (uncompressed chunk files leave the page cache once on disk, but for
+    the newest of each process; see ``docs/configuration.md``). Dask chunks are always
+    rechunked to the stored chunks (or shards) before writing, so that no two tasks
+    write into the same one. One writer at a time: see "Writers: locking and resume" in
+    ``docs/zarr-format.md``.
     """
     from ..tensor import TensorMap
 
