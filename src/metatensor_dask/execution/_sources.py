@@ -16,6 +16,7 @@ import numpy as np
 import metatensor_dask as mtd
 
 from ..errors import MetatensorDaskError
+from ..io.zarr_codecs import stored_dtype
 from ..io.zarr_renumber import shifted
 
 __all__ = ["joined_sources"]
@@ -37,7 +38,7 @@ def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> Non
     first = None
     for tensor, name in zip(tensors, names, strict=True):
         for block in tensor.blocks():
-            dtype = np.dtype(block.values.dtype).newbyteorder("<")
+            dtype = stored_dtype(block.values.dtype)
             if first is None:
                 first = (dtype, name)
             elif dtype != first[0]:

@@ -39,7 +39,7 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import WriteId
-from .zarr_codecs import is_plain
+from .zarr_codecs import is_plain, stored_dtype
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
@@ -135,9 +135,8 @@ class _Planner:
             raise self.refuse(
                 what, f"has the samples {block.samples.names}, the store {stored.samples.names}"
             )
-        # the byte order is not part of the dtype: rows are stored little-endian
-        dtype = np.dtype(block.values.dtype).newbyteorder("<")
-        if dtype != stored.values.dtype.newbyteorder("<"):
+        dtype = stored_dtype(block.values.dtype)
+        if dtype != stored_dtype(stored.values.dtype):
             raise self.refuse(what, f"has the dtype {dtype}, the store {stored.values.dtype}")
         names = [c.names for c in block.components]
         if names != [info.names for info in stored.components] or (

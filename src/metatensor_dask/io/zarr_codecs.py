@@ -78,10 +78,15 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
     return json.dumps(array.metadata.to_dict())
 
 
+def stored_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as the format stores it: little-endian. Values in either byte order
+    are stored alike, so that two dtypes match when their stored dtypes do."""
+    return np.dtype(dtype).newbyteorder("<")
+
+
 def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
     """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
-    little = np.dtype(dtype).newbyteorder("<").str  # the format stores little-endian bytes
-    return json.loads(_template(little, ndim, codec_settings(), sharded))
+    return json.loads(_template(stored_dtype(dtype).str, ndim, codec_settings(), sharded))
 
 
 # -- plain arrays --------------------------------------------------------------------------
