@@ -73,6 +73,21 @@ def chunk_files(store: Path) -> list[Path]:
     return sorted(folder.glob("c.*"), key=lambda path: int(path.name.split(".")[1]))
 
 
+def check_written(
+    store: Path, setting: object, n_chunks: int, tensor: metatensor.TensorMap
+) -> None:
+    """``store`` holds ``tensor`` in ``n_chunks`` chunk files, all in the page cache when
+    drop-behind is off (``setting`` False), none otherwise."""
+    cached = [resident_pages(file) for file in chunk_files(store)]
+    assert len(cached) == n_chunks
+    if setting is False:
+        assert all(cached), cached
+    else:
+        assert not any(cached), cached
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), tensor)
+    assert mtd.verify(store).ok
+
+
 @pytest.fixture
 def dropping_filesystem(tmp_path):
     """Skip where the file system of ``tmp_path`` keeps pages that were advised out
@@ -97,15 +112,7 @@ def test_write_batches_drops_the_chunks_it_wrote(tmp_path, dropping_filesystem, 
     store = tmp_path / "t.zarr"
     with dask.config.set({"metatensor_dask.drop-behind": setting, "num_workers": 2}):
         mtd.write_batches(batch, list(range(6)), store, batch_size=2, quiet=True)
-    files = chunk_files(store)
-    assert len(files) == 6
-    cached = [resident_pages(file) for file in files]
-    if setting is False:
-        assert all(cached), cached
-    else:
-        assert not any(cached), cached
-    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), expected(6, 2))
-    assert mtd.verify(store).ok
+    check_written(store, setting, 6, expected(6, 2))
 
 
 def test_the_setting_reaches_the_workers_of_a_cluster(tmp_path, dropping_filesystem):
@@ -131,14 +138,7 @@ def test_plain_writes_drop_what_they_wrote(tmp_path, dropping_filesystem, settin
     store = tmp_path / "t.zarr"
     with dask.config.set({"metatensor_dask.drop-behind": setting}):
         mtd.from_metatensor(expected(4, 4)).to_zarr(store, chunks="4MiB")
-    cached = [resident_pages(file) for file in chunk_files(store)]
-    assert len(cached) == 4
-    if setting is False:
-        assert all(cached), cached
-    else:
-        assert not any(cached), cached
-    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), expected(4, 4))
-    assert mtd.verify(store).ok
+    check_written(store, setting, 4, expected(4, 4))
 
 
 def test_appends_drop_what_they_wrote(tmp_path, dropping_filesystem):
