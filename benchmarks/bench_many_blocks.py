@@ -196,7 +196,9 @@ def _create_files(root: Path, sizes: list[tuple[str, int]]) -> None:
         path.write_bytes(bytes(size))
 
 
-def _zarr_write(ours: Any, root: Path, repeat: int, sizes: list[tuple[str, int]] | None):
+def _zarr_write(
+    ours: Any, root: Path, repeat: int, sizes: list[tuple[str, int]] | None
+) -> tuple[tuple[float, float, float, float], list[tuple[str, int]]]:
     """CPU and wall times of ``to_zarr`` and of its floor, each into a new folder.
 
     Both are measured on the same file system state: nothing is deleted between

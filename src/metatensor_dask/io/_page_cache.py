@@ -2,16 +2,16 @@
 on disk.
 
 Writing or ingesting a dataset larger than memory writes every byte once and reads it
-again much later, if at all. Through the page cache alone, these bytes stay cached until memory
-runs out, evicting what other programs (and the readers of the store) use, and each
-new page is memory the kernel must find first: on a virtual machine that hands free
+again much later, if at all. Through the page cache alone, these bytes stay cached until
+memory runs out, evicting what other programs (and the readers of the store) use, and
+each new page is memory the kernel must find first: on a virtual machine that hands free
 memory back to its host, that costs ten times the copy (measured in
-``docs/ingestion.md``). Here, each chunk file of a write or an append starts its write-back as soon
-as it is written (``sync_file_range``, which does not wait); the process remembers the
-files it wrote, and once they hold more than the ``drop-behind`` setting, the oldest are
-waited for (their write-back started long before, so that it is usually done) and
-dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). The next pages the
-kernel hands out are then those just freed.
+``docs/ingestion.md``). Here, each chunk file of a write or an append starts its
+write-back as soon as it is written (``sync_file_range``, which does not wait); the
+process remembers the files it wrote, and once they hold more than the ``drop-behind``
+setting, the oldest are waited for (their write-back started long before, so that it is
+usually done) and dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``).
+The next pages the kernel hands out are then those just freed.
 
 This is advice: the bytes stored are the same. Where the system calls are missing
 (outside Linux) nothing is dropped; a file removed since it was written is skipped. A
