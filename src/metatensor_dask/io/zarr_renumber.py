@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from .zarr_integrity import damaged
+from .zarr_samples import is_entry
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
@@ -71,11 +72,7 @@ def _next(
         names, maxima = attributes.get("names") or [], attributes.get("column_max")
         if dimension not in names or maxima is None:
             continue
-        if (
-            type(maxima) is not list
-            or len(maxima) != len(names)
-            or not all(type(v) is int for v in maxima)
-        ):
+        if not is_entry(maxima, len(names)):
             raise damaged(where, f"the Labels array '{path}' has no valid 'column_max' attribute")
         found.append(int(maxima[names.index(dimension)]))
     return max(found) + 1 if found else 0

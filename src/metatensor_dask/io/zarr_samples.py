@@ -31,6 +31,7 @@ __all__ = [
     "chained_digest",
     "extend_attributes",
     "is_chained",
+    "is_entry",
     "records_problem",
     "sample_attributes",
 ]
@@ -99,7 +100,8 @@ _STATE = re.compile("[0-9a-f]{32}")
 """A chain state: 16 bytes in lowercase hex."""
 
 
-def _is_entry(value: Any, dims: int) -> bool:
+def is_entry(value: Any, dims: int) -> bool:
+    """Whether ``value``, read from a JSON record, is one Labels entry of ``dims`` ints."""
     return type(value) is list and len(value) == dims and all(type(v) is int for v in value)
 
 
@@ -120,7 +122,7 @@ def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | N
         return "chain"
     for name in ("max", "column_max"):
         value = attributes.get(name, False)
-        if (value is not None or rows) and not _is_entry(value, dims):
+        if (value is not None or rows) and not is_entry(value, dims):
             return name
     return None
 

@@ -55,6 +55,7 @@ from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
 from .zarr_rows import write_regions
+from .zarr_samples import is_entry
 from .zarr_store import (
     ArrayRef,
     delete_prefix,
@@ -408,10 +409,7 @@ def _plan_record(raw: bytes, key_dims: int) -> dict[str, Any] | None:
     if not all(type(p) is list and all(type(path) is str for path in p) for p in paths):
         return None
     keys = record.get("keys", [])
-    if type(keys) is not list or not all(
-        type(row) is list and len(row) == key_dims and all(type(v) is int for v in row)
-        for row in keys
-    ):
+    if type(keys) is not list or not all(is_entry(row, key_dims) for row in keys):
         return None
     return record
 
