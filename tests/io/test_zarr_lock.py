@@ -296,3 +296,21 @@ def test_a_lock_is_created_whole(tmp_path):
     assert [p.name for p in path.iterdir() if p.name.startswith(".lock")] == [".lock"]
     delayed.compute()
     assert not (path / ".lock").exists()
+
+
+def test_files_left_by_killed_lock_takers_are_removed(tmp_path):
+    """A writer killed between writing its lock aside and linking or removing it leaves
+    ``.lock.<id>.tmp`` or ``.lock.<id>``; the next writer removes those older than
+    ``lock-timeout`` (a live writer's are younger: it removes them within moments)."""
+    path = tmp_path / "t.zarr"
+    slow_tensor(3, 0.0).to_zarr(path)
+    old = [path / ".lock.0123abcd.tmp", path / ".lock.0123abcd"]
+    fresh = path / ".lock.4567ef01.tmp"
+    for left in [*old, fresh]:
+        left.write_bytes(b'{"pid": 1}')
+    for left in old:
+        os.utime(left, (time.time() - 60, time.time() - 60))
+    with dask.config.set({"metatensor_dask.lock-timeout": 5}):
+        slow_tensor(3, 0.0, key=2).to_zarr(path, mode="a")
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".lock")) == [fresh.name]
+    assert len(mtd.open_zarr(path)) == 2

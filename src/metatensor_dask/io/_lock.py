@@ -4,10 +4,11 @@ The lock (``.lock``, JSON) names its holder: owner (user), host, pid, start time
 heartbeat that a daemon thread of the holder refreshes, and a write id. In local
 directories it is taken with an atomic create of the whole file (written aside, then
 hard-linked to ``.lock``, which fails when a lock exists), so that no killed writer leaves
-an empty lock behind. Other stores (fsspec URLs, memory
-stores) have no atomic create: there the lock is written, then read back, and the write
-id is checked again before the completion marker is written, so that of two writers
-racing for such a store at most one marks it complete.
+an empty lock behind; the copies written aside by writers killed before they removed them
+are removed by the next writer to take the lock, once older than the lock timeout. Other
+stores (fsspec URLs, memory stores) have no atomic create: there the lock is written,
+then read back, and the write id is checked again before the completion marker is
+written, so that of two writers racing for such a store at most one marks it complete.
 
 A lock is *stale* when its holder is gone: same host and no process with its pid, or a
 heartbeat older than the ``metatensor_dask.lock-timeout`` setting; a local lock file that
@@ -271,6 +272,7 @@ class StoreLock:
         aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
         for _ in range(20):
             if _create(path, self._holder.encode(), root / f"{aside.name}.tmp"):
+                _remove_left_over(root, self._limit)
                 return
             raw = _read(path)
             if raw is None:
@@ -398,6 +400,16 @@ def _create(path: Path, data: bytes, temporary: Path) -> bool:
     finally:
         temporary.unlink(missing_ok=True)
     return True
+
+
+def _remove_left_over(root: Path, limit: float) -> None:
+    """Remove the lock files written aside (``.lock.<id>.tmp``, ``.lock.<id>``) by
+    writers killed before they removed them: those last written longer than ``limit``
+    seconds ago (a live writer removes its own within moments)."""
+    for left in root.glob(f"{LOCK_KEY}.*"):
+        age = _age(left)
+        if age is not None and age > limit:
+            left.unlink(missing_ok=True)
 
 
 def _age(path: Path) -> float | None:
