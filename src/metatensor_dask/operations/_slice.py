@@ -63,7 +63,7 @@ def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
 
 
 def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndarray:
-    """Positions selected in ``labels``: Labels match in the order of ``labels``; a list
+    """Positions selected in ``labels``: Labels match as ``Labels.select`` orders them; a list
     or array gives positions (negative ones count from the end) in its own order."""
     if isinstance(selection, Labels):
         return labels.select(selection).astype(np.int64)
@@ -289,9 +289,11 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
     axis
         ``"samples"`` or ``"properties"``.
     selection
-        :class:`Labels` (entries matching any of them on their dimensions are kept, in
-        the block's order), or a list / 1-D array of positions (negative positions count
-        from the end; along samples they are kept in the given order).
+        :class:`Labels` (entries matching any of them on their dimensions are kept),
+        or a list / 1-D array of positions (negative positions count from the end).
+        Along properties the block's order is kept; along samples, positions are kept
+        in the given order, and Labels in the order :meth:`Labels.select` gives (the
+        selection's order when it has every sample dimension, in the same order).
 
     Returns
     -------
