@@ -97,3 +97,16 @@ def test_filter_blocks_with_every_key_dimension_follows_the_selection(maps):
     # every dimension, in the same order
     check(_select_keys_in_selection_order, maps)
     check(lambda m, t: m.filter_blocks(t, labels(m, t.keys.names[:1], [[8], [1]])), maps)
+
+
+@pytest.mark.parametrize(
+    ("names", "values"),
+    [
+        (["system", "atom"], [[1, 3], [0, 0], [5, 2], [99, 0]]),
+        (["atom", "system"], [[1, 2], [0, 0]]),
+        (["system"], [[3], [1], [0]]),
+    ],
+)
+def test_slice_samples_by_labels_in_metatensor_order(maps, names, values):
+    check(lambda m, t: m.slice(t, "samples", labels(m, names, values)), maps)
+    check(lambda m, t: m.slice_block(t.block(1), "samples", labels(m, names, values)), maps)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import co_partitioned, row_pointer
+from .._partition import co_partitioned, gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -207,12 +207,16 @@ def slice_samples(
             part = gradient_parts[parameter]
             gradient_parts[parameter] = (array, *part[1:])
 
-    gradients = {
-        parameter: TensorBlock._trusted(
-            array, gradient_samples, gradient._components, block.properties
+    gradients = {}
+    for parameter, (array, gradient_samples, gradient, is_aligned) in gradient_parts.items():
+        pointer = gradient_rows(parameter, gradient)[2]
+        if not is_aligned and pointer is not None and len(gradient_samples):
+            # rows that were not grouped by sample (or values reordered) may be grouped
+            # once sliced: co-partition them with the new values, as a grouped input's
+            array = array.rechunk({0: gradient_row_chunks(pointer, new_values.chunks[0])})
+        gradients[parameter] = TensorBlock._trusted(
+            array, gradient_samples, gradient._components, block.properties, row_pointer=pointer
         )
-        for parameter, (array, gradient_samples, gradient, _) in gradient_parts.items()
-    }
     return TensorBlock._trusted(new_values, samples, block._components, block.properties, gradients)
 
 
