@@ -110,3 +110,11 @@ def test_filter_blocks_with_every_key_dimension_follows_the_selection(maps):
 def test_slice_samples_by_labels_in_metatensor_order(maps, names, values):
     check(lambda m, t: m.slice(t, "samples", labels(m, names, values)), maps)
     check(lambda m, t: m.slice_block(t.block(1), "samples", labels(m, names, values)), maps)
+
+
+@pytest.mark.parametrize("selection", [[1, 1], [2, 0, 2], np.array([0, 0])])
+def test_slice_properties_with_repeated_positions_keeps_each_once(maps, selection):
+    # metatensor slices properties with a mask: a repeated position is kept once, in
+    # the block's order (repeated *sample* positions raise, see test_slice.py)
+    check(lambda m, t: m.slice_block(t.block(0), "properties", selection), maps)
+    check(lambda m, t: m.split_block(t.block(1), "properties", [selection, [0]]), maps)

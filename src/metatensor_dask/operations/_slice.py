@@ -64,7 +64,8 @@ def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
 
 def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndarray:
     """Positions selected in ``labels``: Labels match as ``Labels.select`` orders them; a list
-    or array gives positions (negative ones count from the end) in its own order."""
+    or array gives positions (negative ones count from the end) in its own order, each
+    once (repeated sample positions raise, repeated property positions are kept)."""
     if isinstance(selection, Labels):
         return labels.select(selection).astype(np.int64)
     array = np.asarray(selection)
@@ -86,7 +87,9 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
             f"index {bad} is out of bounds for the {len(labels)} {what} entries of this block"
         )
     indices = np.where(indices < 0, indices + len(labels), indices)
-    if len(np.unique(indices)) != len(indices):
+    # along properties metatensor applies a mask, so a repeated position is kept once;
+    # along samples it would duplicate the sample
+    if what == "sample" and len(np.unique(indices)) != len(indices):
         raise ValueError(
             f"`selection` contains the same {what} more than once; metatensor would create "
             f"duplicated {what} entries, remove the repeated indices"
