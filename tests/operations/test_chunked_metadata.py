@@ -118,3 +118,106 @@ def test_slice_properties_with_repeated_positions_keeps_each_once(maps, selectio
     # the block's order (repeated *sample* positions raise, see test_slice.py)
     check(lambda m, t: m.slice_block(t.block(0), "properties", selection), maps)
     check(lambda m, t: m.split_block(t.block(1), "properties", [selection, [0]]), maps)
+
+
+# -- sort ------------------------------------------------------------------------------
+
+
+def _components_sorted(components: list[Any], descending: bool) -> list[Any]:
+    """``components`` sorted by metatensor (through a block that has them)."""
+    if not components:
+        return []
+    shape = (1, *(len(c) for c in components), 1)
+    single = metatensor.Labels.range("_", 1)
+    block = metatensor.TensorBlock(np.zeros(shape), single, components, single)
+    return list(metatensor.sort_block(block, "components", descending).components)
+
+
+def _metatensor_sort_block(block: Any, axes: list[str], descending: bool) -> Any:
+    """metatensor's ``sort_block``, also where it fails or is wrong.
+
+    Its ``argsort_labels_values`` indexes an empty 1-D array, so axes of no entries are
+    not given to it (sorting them changes nothing) and gradients of no rows are sorted
+    without it; no axis at all gives a copy (it adds the gradients twice); and a block
+    of no samples gets its components and properties sorted (it returns them as they
+    are)."""
+    sizes = {"samples": len(block.samples), "properties": len(block.properties)}
+    axes = [a for a in axes if sizes.get(a, 1) > 0]
+    empty = [p for p, g in block.gradients() if len(g.samples) == 0]
+    kept = metatensor.remove_gradients_block(block, empty)
+    if len(block.samples) == 0:
+        shape = (1, *block.values.shape[1:])
+        single = metatensor.Labels(block.samples.names, np.zeros((1, len(block.samples.names)), np.int32))
+        probe = metatensor.TensorBlock(np.zeros(shape), single, kept.components, kept.properties)
+        probe = metatensor.sort_block(probe, axes, descending) if axes else probe
+        result = metatensor.TensorBlock(
+            block.values.copy(), block.samples, probe.components, probe.properties
+        )
+    else:
+        result = metatensor.sort_block(kept, axes, descending) if axes else kept.copy()
+    for parameter in empty:
+        gradient = block.gradient(parameter)
+        extra = gradient.components[: len(gradient.components) - len(block.components)]
+        if "components" in axes:
+            extra = _components_sorted(extra, descending)
+        components = [*extra, *result.components]
+        shape = (0, *(len(c) for c in components), len(result.properties))
+        result.add_gradient(
+            parameter,
+            metatensor.TensorBlock(
+                np.zeros(shape, block.values.dtype), gradient.samples, components, result.properties
+            ),
+        )
+    return result
+
+
+def metatensor_sort(tensor: Any, axes: str | list[str], descending: bool) -> Any:
+    """metatensor's ``sort`` (see :func:`_metatensor_sort_block` for where it fails)."""
+    names = ["samples", "components", "properties"]
+    requested = [axes] if isinstance(axes, str) else list(axes)
+    block_axes = names if "all" in requested else [a for a in requested if a in names]
+    keys = tensor.keys
+    if "all" in requested or "keys" in requested:
+        keys = metatensor.sort(metatensor.remove_gradients(tensor), "keys", descending).keys
+    blocks = [_metatensor_sort_block(tensor.block(k), block_axes, descending) for k in keys]
+    return metatensor.TensorMap(keys, blocks)
+
+
+def _samples_reversed(m: Any, t: Any) -> Any:
+    return m.permute_dimensions(t, "samples", [1, 0])
+
+
+AXES = ["all", "keys", "samples", "components", "properties", ["properties", "samples"]]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("axes", [*AXES, ["keys", "samples"]])
+def test_sort(maps, axes, descending):
+    ours, theirs, _ = maps
+    with raise_if_dask_computes():
+        result = mtd.sort(_samples_reversed(mtd, ours), axes, descending)
+    assert_same(result, metatensor_sort(_samples_reversed(metatensor, theirs), axes, descending))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("axes", [a for a in AXES if a != "keys"])
+def test_sort_block(maps, axes, descending):
+    ours, theirs, _ = maps
+    for i in range(len(ours)):
+        with raise_if_dask_computes():
+            result = mtd.sort_block(_samples_reversed(mtd, ours).block(i), axes, descending)
+        block = _samples_reversed(metatensor, theirs).block(i)
+        block_axes = ["samples", "components", "properties"] if axes == "all" else axes
+        block_axes = [block_axes] if isinstance(block_axes, str) else block_axes
+        assert_same(result, _metatensor_sort_block(block, block_axes, descending))
+
+
+def test_sort_oracle_is_metatensor_where_metatensor_works(maps):
+    _, theirs, _ = maps
+    kept = metatensor.drop_empty_blocks(theirs)
+    if any(len(g.samples) == 0 for b in kept.blocks() for _, g in b.gradients()):
+        pytest.skip("metatensor fails on gradients without rows")
+    for axes in ["all", ["samples", "properties"]]:
+        for descending in (False, True):
+            expected = metatensor.sort(kept, axes, descending)
+            assert metatensor.equal(metatensor_sort(kept, axes, descending), expected)
