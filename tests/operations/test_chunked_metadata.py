@@ -147,7 +147,8 @@ def _metatensor_sort_block(block: Any, axes: list[str], descending: bool) -> Any
     kept = metatensor.remove_gradients_block(block, empty)
     if len(block.samples) == 0:
         shape = (1, *block.values.shape[1:])
-        single = metatensor.Labels(block.samples.names, np.zeros((1, len(block.samples.names)), np.int32))
+        entry = np.zeros((1, len(block.samples.names)), np.int32)
+        single = metatensor.Labels(block.samples.names, entry)
         probe = metatensor.TensorBlock(np.zeros(shape), single, kept.components, kept.properties)
         probe = metatensor.sort_block(probe, axes, descending) if axes else probe
         result = metatensor.TensorBlock(
