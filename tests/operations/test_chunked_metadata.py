@@ -222,3 +222,19 @@ def test_sort_oracle_is_metatensor_where_metatensor_works(maps):
         for descending in (False, True):
             expected = metatensor.sort(kept, axes, descending)
             assert metatensor.equal(metatensor_sort(kept, axes, descending), expected)
+
+
+# -- keys to samples / properties ------------------------------------------------------
+
+
+def _no_properties(m: Any, t: Any) -> Any:
+    """The blocks of ``t`` that have no properties (and gradients)."""
+    empty = [i for i, b in enumerate(t.blocks()) if len(b.properties) == 0]
+    return m.filter_blocks(t, labels(m, t.keys.names, t.keys.values[empty]))
+
+
+def test_keys_to_properties_of_blocks_without_properties(maps):
+    # dask's automatic chunks divide by zero for arrays with an axis of length 0
+    check(lambda m, t: t.keys_to_properties([]), maps)
+    check(lambda m, t: _no_properties(m, t).keys_to_properties(t.keys.names[-1:]), maps)
+    check(lambda m, t: _no_properties(m, t).keys_to_samples(t.keys.names[-1:]), maps)
