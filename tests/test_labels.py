@@ -664,3 +664,23 @@ def test_dimension_changes_of_drawn_labels_same_as_metatensor(values, data):
         assert rows[first_repeat] == duplicate
     else:
         assert_same_labels(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("names", "selection"),
+    [
+        (["a", "b"], [[2, 4], [0, 1], [9, 9], [1, 1]]),
+        (["b", "a"], [[4, 2], [1, 0]]),
+        (["a"], [[2], [0]]),
+    ],
+)
+def test_select_order_same_as_metatensor(names, selection):
+    # with every dimension, in the same order, metatensor gives the selection's order;
+    # otherwise the order of the labels
+    values = np.array([[0, 1], [1, 2], [0, 3], [1, 1], [2, 4]])
+    mine = mtd.Labels(["a", "b"], values).select(mtd.Labels(names, np.array(selection)))
+    other = metatensor.Labels(["a", "b"], values).select(
+        metatensor.Labels(names, np.array(selection))
+    )
+    assert mine.dtype == other.dtype
+    np.testing.assert_array_equal(mine, other)

@@ -497,13 +497,20 @@ class Labels:
         return Labels._trusted(self._names, self.values[kept]), mapping
 
     def select(self, selection: Labels) -> np.ndarray:
-        """Indices (in the order of ``self``) of the entries that match any entry of
-        ``selection`` on the dimensions of ``selection``."""
+        """Indices of the entries that match any entry of ``selection`` on the
+        dimensions of ``selection``.
+
+        As metatensor: when ``selection`` has every dimension of ``self``, in the same
+        order, the indices follow the order of ``selection`` (entries absent from
+        ``self`` are skipped); otherwise they follow the order of ``self``."""
         if not isinstance(selection, Labels):
             raise TypeError(f"`selection` must be metatensor Labels, not {type(selection)}")
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
+        if selection._names == self._names:
+            found = selection._membership(self)
+            return found[found >= 0].astype(np.uint64)
         columns = [self._names.index(name) for name in selection._names]
         mine = Labels._trusted(selection._names, self.values[:, columns])
         return np.nonzero(mine._membership(selection) >= 0)[0].astype(np.uint64)

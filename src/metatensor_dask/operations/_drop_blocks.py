@@ -76,8 +76,9 @@ def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> Tensor
     Returns
     -------
     TensorMap
-        The matching blocks with their gradients, in the order of ``tensor`` (not of
-        ``keys``, as in metatensor).
+        The matching blocks with their gradients, in the order of ``tensor``; in the
+        order of ``keys`` when ``keys`` has every key dimension, in the same order (as
+        metatensor, see :meth:`Labels.select`).
 
     Notes
     -----

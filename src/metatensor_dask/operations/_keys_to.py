@@ -585,6 +585,15 @@ def _placed(
     return rows_only(joined)
 
 
+def _template(rows: int, block: TensorBlock, rows_per_chunk: int) -> da.Array:
+    """Zeros of ``rows`` rows shaped like ``block``'s other axes, in chunks of
+    ``rows_per_chunk`` rows: the row chunks and dtype of a merged array that no block
+    contributes columns to. (dask's automatic chunks divide by zero when an axis has
+    length 0.)"""
+    shape = (rows, *block.shape[1:])
+    return da.zeros(shape, dtype=block.dtype, chunks=(rows_per_chunk, *shape[1:]))
+
+
 def _merge_along_properties(
     blocks: list[TensorBlock],
     moved: np.ndarray,
@@ -653,10 +662,9 @@ def _merge_along_properties(
         for b, m, start in zip(blocks, indices, starts, strict=False)
         if start is not None
     ]
-    template = da.zeros((len(merged), *first.shape[1:]), dtype=first.dtype)
-    like = value_pieces[0][1] if value_pieces else template
-    values = _placed(value_pieces, width, len(merged), like, fill)
     limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
+    like = value_pieces[0][1] if value_pieces else _template(len(merged), first, limits[0])
+    values = _placed(value_pieces, width, len(merged), like, fill)
     gradients = {}
     for parameter, first_gradient in first.gradients():
         gradient_samples, positions = gradient_rows[parameter]
@@ -668,14 +676,13 @@ def _merge_along_properties(
             )
             if start is not None
         ]
-        template = da.zeros((count, *first_gradient.shape[1:]), dtype=first.dtype)
-        like = pieces[0][1] if pieces else template
+        limits.append(max(max_rows(as_dask(b.gradient(parameter).values)) for b in blocks))
+        like = pieces[0][1] if pieces else _template(count, first_gradient, limits[-1])
         gradients[parameter] = (
             _placed(pieces, width, count, like, fill),
             gradient_samples,
             first_gradient.components,
         )
-        limits.append(max(max_rows(as_dask(b.gradient(parameter).values)) for b in blocks))
     return _finish(values, gradients, samples, first.components, properties, limits)
 
 

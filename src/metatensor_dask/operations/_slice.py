@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import co_partitioned, row_pointer
+from .._partition import co_partitioned, gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -63,8 +63,9 @@ def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
 
 
 def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndarray:
-    """Positions selected in ``labels``: Labels match in the order of ``labels``; a list
-    or array gives positions (negative ones count from the end) in its own order."""
+    """Positions selected in ``labels``: Labels match as ``Labels.select`` orders them; a list
+    or array gives positions (negative ones count from the end) in its own order, each
+    once (repeated sample positions raise, repeated property positions are kept)."""
     if isinstance(selection, Labels):
         return labels.select(selection).astype(np.int64)
     array = np.asarray(selection)
@@ -86,7 +87,9 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
             f"index {bad} is out of bounds for the {len(labels)} {what} entries of this block"
         )
     indices = np.where(indices < 0, indices + len(labels), indices)
-    if len(np.unique(indices)) != len(indices):
+    # along properties metatensor applies a mask, so a repeated position is kept once;
+    # along samples it would duplicate the sample
+    if what == "sample" and len(np.unique(indices)) != len(indices):
         raise ValueError(
             f"`selection` contains the same {what} more than once; metatensor would create "
             f"duplicated {what} entries, remove the repeated indices"
@@ -207,12 +210,16 @@ def slice_samples(
             part = gradient_parts[parameter]
             gradient_parts[parameter] = (array, *part[1:])
 
-    gradients = {
-        parameter: TensorBlock._trusted(
-            array, gradient_samples, gradient._components, block.properties
+    gradients = {}
+    for parameter, (array, gradient_samples, gradient, is_aligned) in gradient_parts.items():
+        pointer = gradient_rows(parameter, gradient)[2]
+        if not is_aligned and pointer is not None and len(gradient_samples):
+            # rows that were not grouped by sample (or values reordered) may be grouped
+            # once sliced: co-partition them with the new values, as a grouped input's
+            array = array.rechunk({0: gradient_row_chunks(pointer, new_values.chunks[0])})
+        gradients[parameter] = TensorBlock._trusted(
+            array, gradient_samples, gradient._components, block.properties, row_pointer=pointer
         )
-        for parameter, (array, gradient_samples, gradient, _) in gradient_parts.items()
-    }
     return TensorBlock._trusted(new_values, samples, block._components, block.properties, gradients)
 
 
@@ -289,9 +296,11 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
     axis
         ``"samples"`` or ``"properties"``.
     selection
-        :class:`Labels` (entries matching any of them on their dimensions are kept, in
-        the block's order), or a list / 1-D array of positions (negative positions count
-        from the end; along samples they are kept in the given order).
+        :class:`Labels` (entries matching any of them on their dimensions are kept),
+        or a list / 1-D array of positions (negative positions count from the end).
+        Along properties the block's order is kept; along samples, positions are kept
+        in the given order, and Labels in the order :meth:`Labels.select` gives (the
+        selection's order when it has every sample dimension, in the same order).
 
     Returns
     -------
