@@ -231,6 +231,17 @@ def test_gradients_over_samples_by_finite_differences(chunked, reduction, names,
     )
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_reductions_keep_the_float_dtype_they_declare(chunked, axis, dtype, reduction):
+    ours = chunked(featomic_like(dtype, seed=11))
+    name = "atom" if axis == "samples" else "n"
+    result = getattr(mtd, f"{reduction}_over_{axis}")(ours, name)
+    assert_declared_dtypes(result)
+    assert {array.dtype for array in _arrays(result)} == {np.dtype(dtype)}
+
+
 @pytest.mark.parametrize("components", [True, False])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_reductions_over_properties_are_metatensors(chunked, reduction, components):
@@ -248,3 +259,35 @@ def test_reductions_over_properties_are_metatensors(chunked, reduction, componen
         return
     expected = getattr(metatensor, f"{reduction}_over_properties")(theirs, "p")
     assert_equal_to_metatensor(result, expected, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+def test_reductions_of_tiny_float32_blocks_keep_their_dtype(reduction):
+    """The same on single-chunk blocks (reduced by groups of blocks in a few tasks)."""
+    ours = mtd.from_metatensor(featomic_like(np.float32, seed=11))
+    for axis, name in (("samples", "atom"), ("properties", "n")):
+        result = getattr(mtd, f"{reduction}_over_{axis}")(ours, name)
+        assert_declared_dtypes(result)
+        assert {array.dtype for array in _arrays(result)} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_float32_reductions_with_gradients_where_metatensor_fails(chunked, axis, reduction):
+    """metatensor 0.5.0 makes float64 gradients for float32 values, then refuses them;
+    the values are its values, the gradients those of the float64 data, in float32."""
+    theirs = featomic_like(np.float32, seed=13, components=False)
+    name = "atom" if axis == "samples" else "n"
+    function = f"{reduction}_over_{axis}"
+    with pytest.raises(metatensor.MetatensorError, match="gradient values have dtype 'f64'"):
+        getattr(metatensor, function)(theirs, name)
+    result = getattr(mtd, function)(chunked(theirs), name).compute()
+    expected = getattr(metatensor, function)(metatensor.remove_gradients(theirs), name)
+    assert_equal_to_metatensor(mtd.remove_gradients(result), expected, rtol=1e-6, atol=1e-6)
+    in_float64 = getattr(mtd, function)(irregular(theirs.to(dtype=np.float64)), name).compute()
+    for ours, exact in zip(result.blocks(), in_float64.blocks(), strict=True):
+        assert sorted(ours.gradients_list()) == sorted(exact.gradients_list())
+        for parameter, gradient in ours.gradients():
+            assert gradient.values.dtype == np.float32
+            expected_rows = exact.gradient(parameter).values
+            np.testing.assert_allclose(gradient.values, expected_rows, rtol=1e-4, atol=1e-5)

@@ -72,11 +72,16 @@ class _Groups:
     def sum(self, array: np.ndarray) -> np.ndarray:
         return np.add.reduceat(array[..., self.order], self.starts, axis=-1)
 
+    def divided(self, sums: np.ndarray) -> np.ndarray:
+        """``sums`` divided by the size of their group, in the dtype of a quotient of
+        ``sums`` (float32 stays float32, as the lazy arrays declare)."""
+        return sums / self.counts.astype(reduction_dtype(sums.dtype, "mean"))
+
     def mean(self, array: np.ndarray) -> np.ndarray:
-        return self.sum(array) / self.counts
+        return self.divided(self.sum(array))
 
     def var(self, array: np.ndarray) -> np.ndarray:
-        return self.sum((array - self.mean(array)[..., self.group]) ** 2) / self.counts
+        return self.divided(self.sum((array - self.mean(array)[..., self.group]) ** 2))
 
 
 def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -98,7 +103,7 @@ def _gradient_function(
 
     def reduce(gradient: np.ndarray, values: np.ndarray) -> np.ndarray:
         centered = values - groups.mean(values)[..., groups.group]
-        moment = groups.sum(gradient * broadcast_rows(centered, gradient.ndim)) / groups.counts
+        moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
         if reduction == "var":
             return 2 * moment
         std = np.sqrt(groups.var(values))
