@@ -291,3 +291,185 @@ def test_float32_reductions_with_gradients_where_metatensor_fails(chunked, axis,
             assert gradient.values.dtype == np.float32
             expected_rows = exact.gradient(parameter).values
             np.testing.assert_allclose(gradient.values, expected_rows, rtol=1e-4, atol=1e-5)
+
+
+def _weights(theirs, dtype, n=3):
+    rng = np.random.default_rng(14)
+    blocks = [
+        metatensor.TensorBlock(
+            rng.uniform(-1, 1, (n, len(block.properties))).astype(dtype),
+            metatensor.Labels.range("weight", n),
+            [],
+            block.properties,
+        )
+        for block in theirs.blocks()
+    ]
+    return metatensor.TensorMap(theirs.keys, blocks)
+
+
+@pytest.mark.parametrize("weights_dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("components", [True, False])
+def test_dot_is_metatensors(chunked, components, dtype, weights_dtype):
+    theirs = featomic_like(dtype, seed=15, grouped=False, components=components, n_properties=17)
+    weights = _weights(theirs, weights_dtype)
+    ours = chunked(theirs), irregular(weights)
+    with raise_if_dask_computes():
+        result = mtd.dot(*ours)
+    # BLAS rounds a product of a few rows (one row: a matrix-vector product) otherwise
+    # than the product of the whole block: equal to rounding (docs/operations.md)
+    tolerance = 1e-13 if np.result_type(dtype, weights_dtype) == np.float64 else 1e-5
+    computed = assert_declared_dtypes(result)
+    assert_equal_to_metatensor(
+        computed, metatensor.dot(theirs, weights), rtol=tolerance, atol=tolerance
+    )
+
+
+def _linear_system(dtype, seed, properties=4):
+    """X (no components, positions gradient in any order) and Y of the same samples."""
+    x = featomic_like(dtype, seed, grouped=False, components=False, gradients=("positions",))
+    y = featomic_like(dtype, seed + 1, grouped=False, components=False, n_properties=2)
+    y = metatensor.remove_gradients(y, ["strain", "cell"])
+    y = metatensor.rename_dimension(y, "properties", "n", "target")
+    return x, y
+
+
+@pytest.mark.parametrize("rcond", [1e-10, 0.5])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstsq_with_gradients_is_metatensors(chunked, dtype, rcond):
+    x, y = _linear_system(dtype, 16)
+    # the empty block and the block without positions rows give no equation: drop them
+    keys = metatensor.Labels(["center_type"], np.array([[1], [8]], dtype=np.int32))
+    x, y = metatensor.filter_blocks(x, keys), metatensor.filter_blocks(y, keys)
+    ours = chunked(x), chunked(y)
+    with raise_if_dask_computes():
+        result = mtd.lstsq(*ours, rcond=rcond)
+    tolerance = 1e-10 if dtype == np.float64 else 1e-4
+    expected = metatensor.lstsq(x, y, rcond=rcond)
+    assert_equal_to_metatensor(result, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_lstsq_without_rcond_warns_as_metatensor(chunked):
+    x, y = _linear_system(np.float64, 17)
+    keys = metatensor.Labels(["center_type"], np.array([[1]], dtype=np.int32))
+    x, y = metatensor.filter_blocks(x, keys), metatensor.filter_blocks(y, keys)
+    with pytest.warns(UserWarning) as theirs:
+        expected = metatensor.lstsq(x, y, rcond=None)
+    ours = chunked(x), chunked(y)
+    with pytest.warns(UserWarning) as warned:
+        result = mtd.lstsq(*ours, rcond=None)
+    assert [str(w.message) for w in warned] == [str(w.message) for w in theirs]
+    assert_equal_to_metatensor(result, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_solve_is_metatensors(chunked, dtype):
+    rng = np.random.default_rng(18)
+    blocks_x, blocks_y = [], []
+    for n in (7, 11):
+        samples = metatensor.Labels.range("s", n)
+        matrix = rng.uniform(-1, 1, (n, n)) + n * np.eye(n)
+        blocks_x.append(
+            metatensor.TensorBlock(
+                matrix.astype(dtype), samples, [], metatensor.Labels.range("p", n)
+            )
+        )
+        blocks_y.append(
+            metatensor.TensorBlock(
+                rng.uniform(-1, 1, (n, 2)).astype(dtype),
+                samples,
+                [],
+                metatensor.Labels.range("q", 2),
+            )
+        )
+    keys = metatensor.Labels.range("k", 2)
+    x, y = metatensor.TensorMap(keys, blocks_x), metatensor.TensorMap(keys, blocks_y)
+    ours = chunked(x), chunked(y)
+    with raise_if_dask_computes():
+        result = mtd.solve(*ours)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    assert_equal_to_metatensor(result, metatensor.solve(x, y), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("gradients", [None, ["strain"], "cell", []], ids=str)
+@pytest.mark.parametrize("function", ["zeros_like", "ones_like"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_zeros_and_ones_like_are_metatensors(chunked, dtype, function, gradients):
+    theirs = featomic_like(dtype, seed=19, grouped=False)
+    ours = chunked(theirs)
+    with raise_if_dask_computes():
+        result = getattr(mtd, function)(ours, gradients)
+    computed = assert_declared_dtypes(result)
+    assert_equal_to_metatensor(computed, getattr(metatensor, function)(theirs, gradients))
+
+
+@pytest.mark.parametrize("gradients", [None, ["positions", "cell"], []], ids=str)
+@pytest.mark.parametrize("function", ["empty_like", "random_uniform_like"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_empty_and_random_like_have_metatensors_metadata(chunked, dtype, function, gradients):
+    theirs = featomic_like(dtype, seed=20)
+    ours = chunked(theirs)
+    with raise_if_dask_computes():
+        result = getattr(mtd, function)(ours, gradients)
+    computed = assert_declared_dtypes(result)
+    expected = getattr(metatensor, function)(theirs, gradients)
+    converted = mtd.to_metatensor(computed)
+    assert metatensor.equal_metadata(converted, expected)
+    for mine, other in zip(converted.blocks(), expected.blocks(), strict=True):
+        assert sorted(mine.gradients_list()) == sorted(other.gradients_list())
+        assert mine.values.dtype == other.values.dtype == dtype
+    # the values of each array keep the chunks of the input's
+    for block, source in zip(result.blocks(), ours.blocks(), strict=True):
+        assert block.values.chunks == source.values.chunks
+    if function == "random_uniform_like":
+        drawn = np.concatenate([np.ravel(a) for a in _arrays(computed)])
+        assert drawn.min() >= 0 and drawn.max() < 1
+        assert len(np.unique(drawn)) > 0.99 * len(drawn), "chunks drew the same numbers"
+
+
+@pytest.mark.parametrize("remove", [None, ["positions"], ["strain", "cell"], []], ids=str)
+def test_remove_gradients_and_detach_are_metatensors(chunked, remove):
+    theirs = featomic_like(np.float32, seed=21, grouped=False)
+    ours = chunked(theirs)
+    with raise_if_dask_computes():
+        removed = mtd.remove_gradients(ours, remove)
+        detached = mtd.detach(ours)
+    assert_equal_to_metatensor(removed, metatensor.remove_gradients(theirs, remove))
+    assert_equal_to_metatensor(detached, metatensor.detach(theirs))
+
+
+def test_one_hot_of_stored_samples_is_metatensors(tmp_path):
+    theirs = featomic_like(seed=22)
+    ours = stored(theirs, tmp_path / "stored.zarr")
+    dimension = [[2], [0], [1]]
+    for block, other in zip(ours.blocks(), theirs.blocks(), strict=True):
+        result = mtd.one_hot(block.samples, mtd.Labels(["atom"], np.array(dimension)))
+        expected = metatensor.one_hot(
+            other.samples, metatensor.Labels(["atom"], np.array(dimension, dtype=np.int32))
+        )
+        assert result.dtype == expected.dtype
+        np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+def test_nan_and_inf_through_mean_var_std_over_samples(chunked, reduction):
+    """With dense gradients (strain), metatensor's rule is right: same values and
+    gradients, but where a group holds an infinite value the variance is NaN and so is
+    its gradient here, metatensor's ``E[x∇x] - E[x]E[∇x]`` gives ±inf or NaN."""
+    theirs = _with_nan_and_inf(featomic_like(seed=23, gradients=("strain",)))
+    function = f"{reduction}_over_samples"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = getattr(metatensor, function)(theirs, "atom")
+        result = getattr(mtd, function)(chunked(theirs), "atom").compute()
+    if reduction != "var":
+        assert_equal_to_metatensor(result, expected, rtol=1e-12, atol=1e-12)
+        return
+    assert_equal_to_metatensor(
+        mtd.remove_gradients(result), metatensor.remove_gradients(expected), rtol=1e-12
+    )
+    for block, other in zip(result.blocks(), expected.blocks(), strict=True):
+        ours, theirs_rows = block.gradient("strain").values, other.gradient("strain").values
+        finite = np.isfinite(theirs_rows)
+        np.testing.assert_allclose(ours[finite], theirs_rows[finite], rtol=1e-12, atol=1e-12)
+        assert np.isnan(ours[~finite]).all()
