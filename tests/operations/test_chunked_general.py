@@ -261,14 +261,19 @@ def test_reductions_over_properties_are_metatensors(chunked, reduction, componen
     assert_equal_to_metatensor(result, expected, rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
-def test_reductions_of_tiny_float32_blocks_keep_their_dtype(reduction):
-    """The same on single-chunk blocks (reduced by groups of blocks in a few tasks)."""
-    ours = mtd.from_metatensor(featomic_like(np.float32, seed=11))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_reductions_of_tiny_blocks_keep_their_dtype(reduction, dtype):
+    """The same on single-chunk blocks (reduced by groups of blocks in a few tasks);
+    integers give float64 means, variances and deviations, as in metatensor."""
+    theirs = _integers(featomic_like(seed=11), dtype)
+    ours = mtd.from_metatensor(theirs)
+    float64 = reduction != "sum" and dtype == np.int32
     for axis, name in (("samples", "atom"), ("properties", "n")):
         result = getattr(mtd, f"{reduction}_over_{axis}")(ours, name)
         assert_declared_dtypes(result)
-        assert {array.dtype for array in _arrays(result)} == {np.dtype(np.float32)}
+        expected = np.dtype(np.float64 if float64 else dtype)
+        assert {array.dtype for array in _arrays(result)} == {expected}
 
 
 @pytest.mark.parametrize("reduction", ["mean", "var", "std"])
@@ -473,3 +478,94 @@ def test_nan_and_inf_through_mean_var_std_over_samples(chunked, reduction):
         finite = np.isfinite(theirs_rows)
         np.testing.assert_allclose(ours[finite], theirs_rows[finite], rtol=1e-12, atol=1e-12)
         assert np.isnan(ours[~finite]).all()
+
+
+def _times_three(array, dtype):
+    array = np.asarray(array) * 3
+    return (array if np.issubdtype(dtype, np.floating) else np.round(array)).astype(dtype)
+
+
+def _integers(theirs, dtype):
+    """``theirs`` with values and gradients times 3 in ``dtype`` (rounded to integers
+    for integer dtypes)."""
+    blocks = []
+    for block in theirs.blocks():
+        new = metatensor.TensorBlock(
+            _times_three(block.values, dtype),
+            block.samples,
+            block.components,
+            block.properties,
+        )
+        for parameter, gradient in block.gradients():
+            new.add_gradient(
+                parameter,
+                metatensor.TensorBlock(
+                    _times_three(gradient.values, dtype),
+                    gradient.samples,
+                    gradient.components,
+                    gradient.properties,
+                ),
+            )
+        blocks.append(new)
+    return metatensor.TensorMap(theirs.keys, blocks)
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda m, a, b: m.add(a, b),
+        lambda m, a, b: m.multiply(a, 3),
+        lambda m, a, b: m.divide(a, b),
+        lambda m, a, b: m.pow(a, 2),
+        lambda m, a, b: m.abs(a),
+        lambda m, a, b: m.sum_over_samples(a, "atom"),
+        lambda m, a, b: m.sum_over_properties(a, "n"),
+        lambda m, a, b: m.zeros_like(a),
+    ],
+    ids=["add", "multiply", "divide", "pow", "abs", "sum_samples", "sum_props", "zeros_like"],
+)
+@pytest.mark.parametrize(
+    "dtypes", [(np.int32, np.int32), (np.int32, np.int64)], ids=["int32,int32", "int32,int64"]
+)
+def test_integer_maps_keep_metatensors_dtypes(chunked, dtypes, operation):
+    first = _integers(featomic_like(seed=24), dtypes[0])
+    second = _integers(featomic_like(seed=25), dtypes[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 0 / 0 in both
+        expected = operation(metatensor, first, second)
+        computed = assert_declared_dtypes(operation(mtd, chunked(first), chunked(second)))
+    assert_equal_to_metatensor(computed, expected)
+
+
+def _with_a_block_without_properties(theirs):
+    """``theirs`` with the properties of its last block sliced away."""
+    blocks = [block.copy() for block in theirs.blocks()]
+    empty = metatensor.Labels(["n"], np.zeros((0, 1), dtype=np.int32))
+    blocks[-1] = metatensor.slice_block(blocks[-1], "properties", empty)
+    return metatensor.TensorMap(theirs.keys, blocks)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_integer_means_are_float64_in_every_block(chunked, axis, reduction):
+    """Blocks without samples (or without properties) and gradients without rows have
+    nothing to reduce, and still take the float64 of the others: metatensor-core
+    refuses a map (or a block) of several dtypes. metatensor 0.5.0 fails here."""
+    theirs = featomic_like(seed=26, components=False)
+    theirs = _with_a_block_without_properties(_integers(theirs, np.int32))
+    name = "atom" if axis == "samples" else "n"
+    function = f"{reduction}_over_{axis}"
+    with pytest.raises(metatensor.MetatensorError):
+        getattr(metatensor, function)(theirs, name)
+    result = getattr(mtd, function)(chunked(theirs), name)
+    computed = assert_declared_dtypes(result)
+    assert {array.dtype for array in _arrays(result)} == {np.dtype(np.float64)}
+    mtd.to_metatensor(computed)  # a valid metatensor map
+    # the values of the blocks with something to reduce are those of the float64 data
+    as_floats = metatensor.remove_gradients(theirs.to(dtype=np.float64))
+    for i, block in enumerate(as_floats.blocks()):
+        if len(block.samples) and len(block.properties):
+            expected = getattr(metatensor, f"{function}_block")(block, name)
+            assert_equal_to_metatensor(
+                mtd.remove_gradients_block(computed.block(i)), expected, rtol=1e-12, atol=1e-12
+            )

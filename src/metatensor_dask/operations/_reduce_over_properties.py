@@ -26,6 +26,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    in_reduction_dtype,
     reduction_dtype,
     reduction_groups,
     rows_only,
@@ -70,7 +71,8 @@ class _Groups:
         return f"_Groups({self.digest})"
 
     def sum(self, array: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(array[..., self.order], self.starts, axis=-1)
+        # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
+        return np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
 
     def divided(self, sums: np.ndarray) -> np.ndarray:
         """``sums`` divided by the size of their group, in the dtype of a quotient of
@@ -190,6 +192,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
     check_no_gradients_of_gradients(block)
     properties, groups = shared(block.properties)
     if len(block.properties) == 0:
+        block = in_reduction_dtype(block, reduction)
         gradients = {
             p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
             for p, g in block.gradients()
