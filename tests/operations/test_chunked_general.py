@@ -7,6 +7,7 @@ among the others (``chunked_maps.py``). Finite differences decide where metatens
 wrong (docs/operations-ii.md)."""
 
 import itertools
+import tempfile
 import warnings
 
 import dask
@@ -14,9 +15,11 @@ import metatensor
 import numpy as np
 import pytest
 from chunked_maps import entry_finite_differences, featomic_like, irregular, stored
+from hypothesis import given
+from hypothesis import strategies as st
 
 import metatensor_dask as mtd
-from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes, strategies
 
 LAYOUTS = ["irregular", "zarr"]
 REDUCTIONS = ["sum", "mean", "var", "std"]
@@ -569,3 +572,31 @@ def test_integer_means_are_float64_in_every_block(chunked, axis, reduction):
             assert_equal_to_metatensor(
                 mtd.remove_gradients_block(computed.block(i)), expected, rtol=1e-12, atol=1e-12
             )
+
+
+@given(
+    pair=strategies.tensor_pairs(
+        max_samples=6, dtypes=(np.float64, np.float32), positive=(False, True), grouped=False
+    ),
+    rows=st.integers(1, 3),
+)
+def test_random_maps_through_a_store(pair, rows):
+    """Random maps (gradient rows shuffled) written in chunks of ``rows`` and opened."""
+    first, second = pair
+    theirs = mtd.to_metatensor(first), mtd.to_metatensor(second)
+    with tempfile.TemporaryDirectory() as directory:
+        mtd.to_zarr(first, f"{directory}/first.zarr", chunks=rows)
+        opened = mtd.open_zarr(f"{directory}/first.zarr")
+        with raise_if_dask_computes():
+            results = [
+                mtd.multiply(opened, second),
+                mtd.divide(opened, second),
+                mtd.sum_over_samples(opened, "atom"),
+            ]
+        expected = [
+            metatensor.multiply(*theirs),
+            metatensor.divide(*theirs),
+            metatensor.sum_over_samples(theirs[0], "atom"),
+        ]
+        for result, other, tolerance in zip(results, expected, [0, 0, 1e-5], strict=True):
+            assert_equal_to_metatensor(result, other, rtol=tolerance, atol=tolerance)
