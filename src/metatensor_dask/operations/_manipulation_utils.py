@@ -39,6 +39,7 @@ __all__ = [
     "coalesce",
     "concatenate_rows",
     "documented_reduction",
+    "in_reduction_dtype",
     "inverse_permutation",
     "lexsort_rows",
     "max_rows",
@@ -146,6 +147,26 @@ def reduction_dtype(dtype: np.dtype, reduction: str) -> np.dtype:
     if reduction == "sum":
         return np.dtype(dtype)
     return np.true_divide(np.ones(1, dtype), np.ones(1, dtype)).dtype
+
+
+def in_reduction_dtype(block: TensorBlock, reduction: str) -> TensorBlock:
+    """``block`` (with its gradients) in the dtype of its ``reduction``, for a block (or
+    gradient) with nothing to reduce, left as it is otherwise: its arrays take the dtype
+    of the reduced ones (integers give float64 means), as one map or block has one
+    dtype."""
+    gradients = {p: in_reduction_dtype(g, reduction) for p, g in block.gradients()}
+    values = block.values
+    dtype = reduction_dtype(values.dtype, reduction)
+    if values.dtype != dtype:
+        values = values.astype(dtype)
+    return TensorBlock._trusted(
+        values,
+        block.samples,
+        block.components,
+        block.properties,
+        gradients,
+        row_pointer=block.row_pointer,
+    )
 
 
 def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:

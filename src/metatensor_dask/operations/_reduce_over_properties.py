@@ -26,6 +26,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    in_reduction_dtype,
     reduction_dtype,
     reduction_groups,
     rows_only,
@@ -70,13 +71,19 @@ class _Groups:
         return f"_Groups({self.digest})"
 
     def sum(self, array: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(array[..., self.order], self.starts, axis=-1)
+        # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
+        return np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
+
+    def divided(self, sums: np.ndarray) -> np.ndarray:
+        """``sums`` divided by the size of their group, in the dtype of a quotient of
+        ``sums`` (float32 stays float32, as the lazy arrays declare)."""
+        return sums / self.counts.astype(reduction_dtype(sums.dtype, "mean"))
 
     def mean(self, array: np.ndarray) -> np.ndarray:
-        return self.sum(array) / self.counts
+        return self.divided(self.sum(array))
 
     def var(self, array: np.ndarray) -> np.ndarray:
-        return self.sum((array - self.mean(array)[..., self.group]) ** 2) / self.counts
+        return self.divided(self.sum((array - self.mean(array)[..., self.group]) ** 2))
 
 
 def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -98,7 +105,7 @@ def _gradient_function(
 
     def reduce(gradient: np.ndarray, values: np.ndarray) -> np.ndarray:
         centered = values - groups.mean(values)[..., groups.group]
-        moment = groups.sum(gradient * broadcast_rows(centered, gradient.ndim)) / groups.counts
+        moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
         if reduction == "var":
             return 2 * moment
         std = np.sqrt(groups.var(values))
@@ -185,6 +192,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
     check_no_gradients_of_gradients(block)
     properties, groups = shared(block.properties)
     if len(block.properties) == 0:
+        block = in_reduction_dtype(block, reduction)
         gradients = {
             p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
             for p, g in block.gradients()

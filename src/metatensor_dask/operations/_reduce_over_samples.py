@@ -27,6 +27,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     checked_names,
     documented_reduction,
+    in_reduction_dtype,
     reduction_dtype,
     reduction_groups,
     rows_only,
@@ -284,7 +285,7 @@ def _grouped_block(
     gradients = {}
     for parameter, gradient in block.gradients():
         if len(gradient.samples) == 0:
-            gradients[parameter] = gradient
+            gradients[parameter] = in_reduction_dtype(gradient, reduction)
             continue
         merged = shared.merged(gradient, block.samples)
         gradient_values = gradient.values
@@ -314,6 +315,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     check_no_gradients_of_gradients(block)
     samples, grouping = shared.groups(block.samples)
     if len(block.samples) == 0:
+        block = in_reduction_dtype(block, reduction)
         return TensorBlock._trusted(
             block.values,
             samples,
@@ -354,7 +356,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     gradients = {}
     for parameter, gradient in block.gradients():
         if len(gradient.samples) == 0:
-            gradients[parameter] = gradient
+            gradients[parameter] = in_reduction_dtype(gradient, reduction)
             continue
         merged = shared.merged(gradient, block.samples)
         merged_index, merged_samples, pointer = merged.merged_rows, merged.samples, merged.pointer
