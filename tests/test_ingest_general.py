@@ -80,3 +80,25 @@ def test_gradient_rows_not_grouped_in_a_later_batch(tmp_path):
     batches += [renumbered(sorted_batch([start, start + 1]), start) for start in (2, 4)]
     expected = metatensor.join(batches, axis="samples", different_keys="union")
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
+
+
+def test_a_run_that_committed_nothing_resumes_with_other_arguments(tmp_path):
+    """The first batch refused (``renumber`` names no sample dimension): the error says
+    to fix the problem and resume, which works with the corrected arguments, since no
+    batch depends on them yet."""
+    path = tmp_path / "t.zarr"
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=r"batch 0 .*can not renumber 'structure': it is not a sample dimension.*"
+        r"resume=True",
+    ):
+        mtd.write_batches(sorted_batch, range(6), path, 2, renumber="structure", quiet=True)
+    mtd.write_batches(sorted_batch, range(6), path, 2, resume=True, quiet=True)
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+    assert root["batches"]["renumber"] == "system"
+    expected = metatensor.join(
+        [renumbered(sorted_batch([start, start + 1]), start) for start in (0, 2, 4)],
+        axis="samples",
+        different_keys="union",
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
