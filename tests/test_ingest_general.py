@@ -102,3 +102,16 @@ def test_a_run_that_committed_nothing_resumes_with_other_arguments(tmp_path):
         different_keys="union",
     )
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
+
+
+def test_repeated_samples_without_renumber_name_the_remedy_of_write_batches(tmp_path):
+    """Batches numbered from 0 each, ``renumber=None``: the second batch repeats the
+    first one's samples; the error gives write_batches' remedy, not to_zarr's."""
+    path = tmp_path / "t.zarr"
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=r"batch 1 .*has the sample \{'system': 0\}, which is already stored; nothing "
+        r"was written\. Number the batches apart: .*renumber='system' \(write_batches, "
+        r"in a new run",
+    ):
+        mtd.write_batches(sorted_batch, range(6), path, 2, renumber=None, quiet=True)

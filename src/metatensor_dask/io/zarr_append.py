@@ -182,8 +182,10 @@ class _Planner:
             raise MetatensorDaskError(
                 f"can not append to {self.where}: {what} has the sample "
                 f"{dict(zip(stored.samples.names, entry, strict=True))}, which is already "
-                "stored; nothing was written. Number the batches apart, e.g. with "
-                "renumber={'system': 'next'}"
+                "stored; nothing was written. Number the batches apart: "
+                "renumber={'system': 'next'} (to_zarr), renumber='system' (write_batches, in "
+                "a new run: resume keeps the run's renumber), --renumber system (convert "
+                "--append)"
             )
 
     def extend_block(
