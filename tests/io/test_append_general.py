@@ -147,3 +147,42 @@ def test_convert_refuses_all_sources_before_writing(tmp_path, capsys, last, renu
     assert main(["convert", *_files(tmp_path, [first, last]), str(out), *common]) == 1
     assert message in capsys.readouterr().err
     assert store_files(out) == before
+
+
+def _damaged_copy(tmp_path, tensor: metatensor.TensorMap, name: str) -> str:
+    """``tensor`` saved by metatensor, one byte of its last block's values flipped: the
+    file opens (its labels are intact), its CRC-32 fails when the values are read."""
+    path = tmp_path / name
+    metatensor.save(str(path), tensor)
+    raw = bytearray(path.read_bytes())
+    start = raw.find(tensor.block(len(tensor) - 1).values.tobytes())
+    assert start > 0
+    raw[start + 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    return str(path)
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_convert_with_a_damaged_source_writes_nothing(tmp_path, capsys, exists):
+    """One file among many with damaged values: the command fails naming it, before
+    anything is written (the store is not left locked with an append to finish that
+    only the damaged file could finish), and the good files append afterwards."""
+    out = tmp_path / "all.zarr"
+    stored = _tensor({0: _block(0, [0, 1])})
+    if exists:
+        mtd.from_metatensor(stored).to_zarr(out)
+    before = store_files(out) if exists else None
+    good = _files(tmp_path, [_tensor({0: _block(1, [0, 1, 2])}), _tensor({1: _block(2, [0])})])
+    damaged = _damaged_copy(tmp_path, _tensor({0: _block(3, [0]), 2: _block(4, [0, 1])}), "d.mts")
+    common = ["--append", "--renumber", "system", "-q"]
+    assert main(["convert", good[0], damaged, good[1], str(out), *common]) == 1
+    assert f"'{damaged}' is damaged" in capsys.readouterr().err
+    assert (store_files(out) if out.exists() else None) == before
+    assert main(["convert", *good, str(out), *common]) == 0
+    offset = 2 if exists else 0
+    expected = [stored] if exists else []
+    expected += [
+        shifted(metatensor.load(good[0]), offset),
+        shifted(metatensor.load(good[1]), offset + 3),
+    ]
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), _join(expected))

@@ -4,7 +4,10 @@ all or, refused, none of them.
 Each source is renumbered past the ones before it (with ``--renumber``), the sources are
 checked to be joinable (the dtype, which a join would promote, and through the join the
 keys, labels and gradients), then joined along samples (the union of their keys). The
-append of the joined tensor checks it against the store before writing anything.
+append of the joined tensor checks it against the store before writing anything. The
+metatensor files among the sources are checked whole first (every member's CRC-32): a
+damaged file found while its values stream into the store would leave there an append
+that only that file could finish.
 """
 
 from __future__ import annotations
@@ -19,7 +22,22 @@ from ..errors import MetatensorDaskError
 from ..io.zarr_codecs import stored_dtype
 from ..io.zarr_renumber import shifted
 
-__all__ = ["joined_sources"]
+__all__ = ["check_files", "joined_sources"]
+
+
+def check_files(names: Sequence[str], destination: str) -> None:
+    """Refuse the sources ``names`` if a metatensor file among them is damaged (its
+    CRC-32s, then its content, as :func:`metatensor_dask.verify` checks them), before
+    anything is written to ``destination``."""
+    for name in names:
+        if not name.lower().endswith((".mts", ".npz")):
+            continue
+        report = mtd.verify(name)
+        if not report.ok:
+            raise MetatensorDaskError(
+                f"{report.problems[0]}; nothing was written to {destination}, the other "
+                "sources neither: append them without it, or once it is written again"
+            )
 
 
 def _largest(tensor: mtd.TensorMap, dimension: str) -> int | None:

@@ -210,8 +210,9 @@ def _convert(args: argparse.Namespace) -> int:
 
             mtd.save(destination, tensors[0])
         elif args.append:
-            from ._sources import joined_sources
+            from ._sources import check_files, joined_sources
 
+            check_files(sources, destination)
             # one append of all the sources: it stores them all, or refused none of them
             tensor = joined_sources(tensors, sources, args.renumber)
             renumber: dict[str, int | str] | None = (

@@ -41,12 +41,16 @@ __all__ = ["write_batches"]
 
 def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -> int:
     """Batches committed by the interrupted run recorded in ``stored``, which must be
-    this run."""
+    this run once it has committed a batch (before, nothing depends on its arguments: a
+    run whose first batch was refused resumes with corrected ones)."""
     if stored is None:
         raise MetatensorDaskError(
             f"{where} was not written by write_batches: there is no run to resume; write to "
             "another store"
         )
+    committed = int(stored.get("committed", 0))
+    if committed == 0:
+        return 0
     for name in ("run_id", "batch_size", "n_items", "renumber"):
         if stored.get(name) != run[name]:
             raise MetatensorDaskError(
@@ -54,7 +58,7 @@ def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -
                 f"{stored.get(name)!r}, here it is {run[name]!r}; resume with the same items, "
                 "batch_size, renumber and run_id, or write to another store"
             )
-    return int(stored.get("committed", 0))
+    return committed
 
 
 def write_batches(
@@ -94,7 +98,8 @@ def write_batches(
     resume
         Continue the interrupted run that wrote ``store``, after its last committed
         batch; refused when ``batch_size``, the number of items, ``renumber`` or
-        ``run_id`` differ. A finished run is left as it is.
+        ``run_id`` differ, once a batch is committed (a run that committed none resumes
+        with other arguments). A finished run is left as it is.
     run_id
         A name of the run, recorded and checked by ``resume``.
     chunks

@@ -182,8 +182,10 @@ class _Planner:
             raise MetatensorDaskError(
                 f"can not append to {self.where}: {what} has the sample "
                 f"{dict(zip(stored.samples.names, entry, strict=True))}, which is already "
-                "stored; nothing was written. Number the batches apart, e.g. with "
-                "renumber={'system': 'next'}"
+                "stored; nothing was written. Number the batches apart: "
+                "renumber={'system': 'next'} (to_zarr), renumber='system' (write_batches, in "
+                "a new run: resume keeps the run's renumber), --renumber system (convert "
+                "--append)"
             )
 
     def extend_block(
@@ -211,10 +213,13 @@ class _Planner:
             if child.row_pointer is not None:
                 pointer = block_row_pointer(block, parameter)
                 if pointer is None:
-                    raise self.refuse(
-                        f"{what}, gradient '{parameter}'",
-                        "has rows not grouped by 'sample', but the stored rows are (they have "
-                        "a row pointer)",
+                    raise MetatensorDaskError(
+                        f"can not append to {self.where}: {what}, gradient '{parameter}' has "
+                        "rows not grouped by 'sample', but the stored rows are (they have a row "
+                        "pointer, which the first rows stored gave); nothing was written. Group "
+                        "the gradient rows of every tensor appended by their 'sample', e.g. "
+                        "with metatensor.sort(tensor, axes='samples') (metatensor_dask.sort for "
+                        "its maps)"
                     )
                 self.plan.extend(
                     child.row_pointer.path,
