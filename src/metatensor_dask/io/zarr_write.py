@@ -146,6 +146,14 @@ def _write_documents(
     set_many(store, batch)
 
 
+def _store_locked(lock: WriteId, *arguments: Any) -> None:
+    """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
+    ``Delayed`` computed again once its write ended (and released the lock), or a
+    writer whose lock was taken over, stores nothing over what came after it."""
+    lock.check(stored=False)
+    write_regions(*arguments)
+
+
 def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
     """The last task: check that this write still holds the lock, mark the store
     complete, forget the progress records and release the lock."""
@@ -178,7 +186,8 @@ def _write_graph(
         nonlocal batch, size
         if batch:
             refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
-            graph[(name, len(graph))] = (write_regions, refs, regions, keys, markers, drop_behind)
+            task = (_store_locked, lock, refs, regions, keys, markers, drop_behind)
+            graph[(name, len(graph))] = task
         batch, size = [], 0
 
     for path in paths:
