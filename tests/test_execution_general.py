@@ -2,6 +2,8 @@
 compute=False)`` computed twice, after the store changed, with other writes, under each
 scheduler."""
 
+import io
+import logging
 import os
 
 import metatensor
@@ -47,3 +49,29 @@ def test_a_delayed_write_computed_again_leaves_a_newer_store_alone(tmp_path):
     with pytest.raises(StoreLockedError):
         delayed.compute()
     assert mtd.equal(mtd.open_zarr(out), newer)
+
+
+def test_a_persisted_map_of_tiny_blocks_reuses_no_key_of_its_computation(tmp_path):
+    # distributed: "Detected different `run_spec` for key ... This can cause failures and
+    # deadlocks", when a key computed before (a block of the group, by its own task) came
+    # back as the pick of the persisted group's result
+    distributed = pytest.importorskip("distributed")
+    messages = io.StringIO()
+    handler = logging.StreamHandler(messages)
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    tensor = mtd.load(SPHERICAL)
+    try:
+        with (
+            distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c,
+            distributed.Client(c) as client,
+        ):
+            first = mtd.to_zarr(mtd.multiply(tensor, tensor), tmp_path / "a.zarr", compute=False)
+            future = client.compute(first)
+            future.result()
+            persisted = mtd.multiply(tensor, tensor).persist()
+            mtd.to_zarr(persisted, tmp_path / "b.zarr")
+    finally:
+        logger.removeHandler(handler)
+    assert "Detected different `run_spec`" not in messages.getvalue()
+    assert mtd.equal(mtd.open_zarr(tmp_path / "b.zarr"), mtd.open_zarr(tmp_path / "a.zarr"))
