@@ -193,3 +193,17 @@ def test_a_block_or_labels_file_is_named_with_a_remedy(capsys, tmp_path, kind, c
     assert f"'{path}' holds {what}, not a TensorMap" in err, err
     assert "metatensor.TensorMap" in err and "load_block" not in err
     assert not os.path.exists(tmp_path / "out.zarr")
+
+
+@pytest.mark.parametrize("spelling", ["x.zarr", "./x.zarr/"])
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
+    capsys, monkeypatch, tmp_path, store, spelling, resume
+):
+    before = sorted(os.listdir(store))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=2", "-o", spelling, "-q", *resume)
+    assert code == 1
+    assert "is the input" in err and "choose another output" in err
+    assert sorted(os.listdir(store)) == before
+    assert mtd.verify(store).ok
