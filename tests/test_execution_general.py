@@ -5,6 +5,7 @@ scheduler."""
 import io
 import logging
 import os
+import sys
 
 import metatensor
 import pytest
@@ -75,3 +76,27 @@ def test_a_persisted_map_of_tiny_blocks_reuses_no_key_of_its_computation(tmp_pat
         logger.removeHandler(handler)
     assert "Detected different `run_spec`" not in messages.getvalue()
     assert mtd.equal(mtd.open_zarr(tmp_path / "b.zarr"), mtd.open_zarr(tmp_path / "a.zarr"))
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_a_dask_progress_bar_of_the_user_is_the_only_bar(capsys, registered):
+    # the user's bar and ours drew together: two bars in a terminal, and in a log dask's
+    # bar (without end of line) ran into our lines
+    from dask.diagnostics import ProgressBar
+
+    from metatensor_dask.execution.progress import compute
+
+    tensor = mtd.multiply(mtd.load(SPHERICAL), 2.0)
+    bar = ProgressBar(out=sys.stderr)
+    if registered:
+        bar.register()
+        try:
+            compute(tensor)
+        finally:
+            bar.unregister()
+    else:
+        with bar:
+            compute(tensor)
+    err = capsys.readouterr().err
+    assert "progress:" not in err
+    assert err.count("100% Completed") == 1
