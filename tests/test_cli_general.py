@@ -207,3 +207,14 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
     assert "is the input" in err and "choose another output" in err
     assert sorted(os.listdir(store)) == before
     assert mtd.verify(store).ok
+
+
+def test_resume_of_another_pipeline_is_refused_with_a_command_line_remedy(capsys, tmp_path, store):
+    out = tmp_path / "out.zarr"
+    # an interrupted run: the metadata written, the Delayed never computed
+    Pipeline.single("pow", [store], str(out), {"B": 2}).write(mtd.pow(mtd.open_zarr(store), 2))
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=3", "-o", out, "--resume", "-q")
+    assert code == 1
+    assert "computing" not in err  # nothing was computed
+    assert f"cannot resume {out}" in err and "another computation" in err
+    assert f"from the command line, delete {out} to start over" in err

@@ -19,7 +19,7 @@ import dask
 import yaml
 from dask.utils import parse_bytes
 
-from ..errors import MetatensorDaskError
+from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
 from .pipeline import describe
 
@@ -248,10 +248,17 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         result = pipeline.build()
         reporter.step(
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "
-            f"({len(pipeline.steps)} steps) on {where.description}"
+            f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
+            f"{where.description}"
         )
         try:
-            _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+            delayed = pipeline.write(result, resume=args.resume)
+        except StoreLockedError:
+            raise
+        except MetatensorDaskError as error:
+            raise PipelineError(_refused(pipeline.output, resuming, error)) from error
+        try:
+            _compute(delayed, where.client, args.quiet)
         except Exception as error:
             steps = ", ".join(step.op for step in pipeline.steps)
             raise PipelineError(
@@ -262,6 +269,16 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
     )
     return 0
+
+
+def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:
+    """The message of a write of ``output`` that ``to_zarr`` refused before computing,
+    with the remedies of the command line (its own name ``mode='w'`` and
+    ``resume=True``)."""
+    message = f"cannot {'resume' if resuming else 'write'} {output}: {describe(error)}"
+    if not resuming:
+        return message
+    return f"{message}; from the command line, delete {output} to start over"
 
 
 def _run(args: argparse.Namespace) -> int:
