@@ -100,3 +100,17 @@ def test_a_dask_progress_bar_of_the_user_is_the_only_bar(capsys, registered):
     err = capsys.readouterr().err
     assert "progress:" not in err
     assert err.count("100% Completed") == 1
+
+
+@pytest.mark.parametrize("options", [{"mode": "a"}, {"mode": "r+"}, {"append_dim": "samples"}])
+def test_a_second_write_while_a_delayed_one_waits_says_to_compute_it_first(tmp_path, options):
+    out = str(tmp_path / "out.zarr")
+    tensor = mtd.load(SPHERICAL)
+    pending = mtd.to_zarr(tensor, out, compute=False)
+    with pytest.raises(StoreLockedError) as error:
+        mtd.to_zarr(mtd.multiply(tensor, 2.0), out, compute=False, **options)
+    message = str(error.value)
+    assert "looks gone" not in message
+    assert "whose Delayed has not run: compute it first" in message
+    pending.compute()
+    assert_equal_to_metatensor(mtd.open_zarr(out), metatensor.load(SPHERICAL))

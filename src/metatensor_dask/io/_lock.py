@@ -239,14 +239,22 @@ class StoreLock:
                 "writer at a time may write a store; wait for it to finish, or write to "
                 "another store"
             )
+        pending = _DELAYED.get(holder.write_id)
+        if not takeover and pending is not None:
+            raise StoreLockedError(
+                f"{where} is being written by a to_zarr(..., compute=False) of this process "
+                "whose Delayed has not run: compute it first (dask.compute), then write "
+                "again; or take its write over, with resume=True and its tensor (to finish "
+                "it now) or mode='w' (to start over), after which its Delayed fails"
+            )
         if not takeover:
             raise StoreLockedError(
                 f"{where} is locked by a writer that looks gone ({holder.describe()}; "
                 f"{reason}): to finish its write pass resume=True (--resume) with the same "
                 "tensor, to start over use mode='w'; both take the lock over"
             )
-        pending = _DELAYED.pop(holder.write_id, None)
         if pending is not None:
+            _DELAYED.pop(holder.write_id, None)
             pending.stop()
 
     def _wait_if_remote(self, holder: Holder) -> Holder | None:
