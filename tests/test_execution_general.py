@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+import dask
 import metatensor
 import pytest
 
@@ -114,3 +115,20 @@ def test_a_second_write_while_a_delayed_one_waits_says_to_compute_it_first(tmp_p
     assert "whose Delayed has not run: compute it first" in message
     pending.compute()
     assert_equal_to_metatensor(mtd.open_zarr(out), metatensor.load(SPHERICAL))
+
+
+@pytest.mark.parametrize("kind", ["object", "url"])
+def test_a_delayed_write_to_a_memory_store_refuses_tasks_in_other_processes(tmp_path, kind):
+    # the scheduler is chosen when the Delayed is computed, after to_zarr checked it: the
+    # tasks stored a copy of a MemoryStore (silently: the store stayed incomplete), or
+    # found no lock in their own empty memory:// (and said the Delayed had already run)
+    from zarr.storage import MemoryStore
+
+    store = MemoryStore() if kind == "object" else f"memory://{tmp_path.name}.zarr"
+    tensor = mtd.load(SPHERICAL)
+    delayed = mtd.to_zarr(tensor, store, compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match="memory store can not be used here"):
+        dask.compute(delayed, scheduler="processes", num_workers=1)
+    # the threaded scheduler still writes it; its lock was kept
+    mtd.to_zarr(tensor, store, resume=True)
+    assert mtd.equal(mtd.open_zarr(store), tensor)

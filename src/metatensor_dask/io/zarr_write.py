@@ -58,10 +58,12 @@ from .zarr_rows import write_regions
 from .zarr_samples import is_entry
 from .zarr_store import (
     ArrayRef,
+    check_memory_owner,
     delete_prefix,
     describe,
     get_many,
     make_folders,
+    memory_owner,
     open_store,
     plain_chunks,
     set_many,
@@ -146,17 +148,23 @@ def _write_documents(
     set_many(store, batch)
 
 
-def _store_locked(lock: WriteId, *arguments: Any) -> None:
+def _store_locked(lock: WriteId, owner: tuple[int, int] | None, *arguments: Any) -> None:
     """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
     ``Delayed`` computed again once its write ended (and released the lock), or a
-    writer whose lock was taken over, stores nothing over what came after it."""
+    writer whose lock was taken over, stores nothing over what came after it; nor does
+    a task given a copy of a memory store (``owner``, see :func:`memory_owner`)."""
+    check_memory_owner(lock.store, owner)
     lock.check(stored=False)
     write_regions(*arguments)
 
 
-def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
-    """The last task: check that this write still holds the lock, mark the store
-    complete, forget the progress records and release the lock."""
+def _finish(
+    store: Store, root: bytes, lock: WriteId, owner: tuple[int, int] | None, *written: Any
+) -> None:
+    """The last task: check that this write still holds the lock (of the memory store
+    ``owner`` itself, not a copy), mark the store complete, forget the progress records
+    and release the lock."""
+    check_memory_owner(store, owner)
     lock.check()
     set_many(store, {"zarr.json": root}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
@@ -181,12 +189,13 @@ def _write_graph(
     size = 0
     limit = min(_BATCH_TASK_BYTES, chunking.default_target())
     drop_behind = _page_cache.budget()
+    owner = memory_owner(store)
 
     def flush() -> None:
         nonlocal batch, size
         if batch:
             refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
-            task = (_store_locked, lock, refs, regions, keys, markers, drop_behind)
+            task = (_store_locked, lock, owner, refs, regions, keys, markers, drop_behind)
             graph[(name, len(graph))] = task
         batch, size = [], 0
 
@@ -215,7 +224,7 @@ def _write_graph(
     final = f"zarr-complete-{token}"
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
-    graph[final] = (_finish, store, root, lock, *list(graph), *checks)
+    graph[final] = (_finish, store, root, lock, owner, *list(graph), *checks)
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
@@ -622,7 +631,8 @@ def to_zarr(
     store
         Any zarr ``StoreLike``: a directory path, an fsspec URL (with
         ``storage_options``), or a zarr store object. Memory stores are refused when
-        tasks run in other processes.
+        tasks run in other processes (or, for a zarr ``MemoryStore``, on a copy of it),
+        by the call or, with ``compute=False``, by the tasks when they run.
     mode
         As xarray: ``None`` (the default) means ``"a"`` with ``append_dim`` and ``"w-"``
         without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
