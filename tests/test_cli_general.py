@@ -218,3 +218,40 @@ def test_resume_of_another_pipeline_is_refused_with_a_command_line_remedy(capsys
     assert "computing" not in err  # nothing was computed
     assert f"cannot resume {out}" in err and "another computation" in err
     assert f"from the command line, delete {out} to start over" in err
+
+
+def _submit_pipeline(tmp_path, inputs, output):
+    text = f"inputs: {{x: {inputs}}}\nsteps: [{{op: abs}}]\noutput: {output}\n"
+    return write_pipeline(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("output", "options", "message"),
+    [
+        ("x.zarr", [], "is the input 'x'"),
+        ("x.zarr", ["--resume"], "is the input 'x'"),
+        ("done.zarr", [], "already exists"),
+    ],
+)
+def test_submit_refuses_an_output_the_job_would_refuse(
+    capsys, tmp_path, store, output, options, message
+):
+    # found only once the job had waited in the queue
+    os.mkdir(tmp_path / "done.zarr")
+    pipeline = _submit_pipeline(tmp_path, "x.zarr", output)
+    code, out, err = run(capsys, "submit", pipeline, "--dry-run", *options)
+    assert (code, out) == (1, "")
+    assert message in err
+
+
+def test_submit_resumes_an_existing_output_and_warns_of_a_missing_input(capsys, tmp_path, store):
+    os.mkdir(tmp_path / "done.zarr")
+    pipeline = _submit_pipeline(tmp_path, "x.zarr", "done.zarr")
+    for option in ("--resume", "--requeue"):
+        code, out, _ = run(capsys, "submit", pipeline, "--dry-run", option)
+        assert code == 0 and "metatensor_dask run" in out
+    # an input that an earlier job (--option=--dependency=...) may still make
+    pipeline = _submit_pipeline(tmp_path, "later.zarr", "new.zarr")
+    code, out, err = run(capsys, "submit", pipeline, "--dry-run")
+    assert code == 0 and "metatensor_dask run" in out
+    assert "warning" in err and "later.zarr" in err and "does not exist now" in err

@@ -314,7 +314,17 @@ def _submit(args: argparse.Namespace) -> int:
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
 
-    Pipeline.from_file(args.pipeline)  # refuse a broken pipeline before it waits in a queue
+    # refuse a broken pipeline, or an output its job would refuse, before it waits in a
+    # queue; an input may be made by an earlier job (--option=--dependency=...)
+    pipeline = Pipeline.from_file(args.pipeline)
+    pipeline.check_output(resume=args.resume or args.requeue)
+    for item in pipeline.missing_inputs():
+        if not args.quiet:
+            print(
+                f"{PROG} submit: warning: {item.where}: input '{item.name}' does not exist "
+                f"now ({item.path}): the job fails unless it is made before the job starts",
+                file=sys.stderr,
+            )
     try:
         job = BatchJob(
             args.pipeline,

@@ -318,9 +318,24 @@ class Pipeline:
             A local input is missing, the output is one of the inputs, or the output
             exists and ``resume`` is false.
         """
+        for item in self.missing_inputs():
+            raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+        self.check_output(resume)
+
+    def missing_inputs(self) -> list[Input]:
+        """The local inputs that do not exist."""
+        return [i for i in self.inputs if _is_local(i.path) and not os.path.exists(i.path)]
+
+    def check_output(self, resume: bool = False) -> None:
+        """Check that the output may be written: it is none of the inputs, and does not
+        exist unless ``resume``.
+
+        Raises
+        ------
+        PipelineError
+            The output is one of the inputs, or it exists and ``resume`` is false.
+        """
         for item in self.inputs:
-            if _is_local(item.path) and not os.path.exists(item.path):
-                raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
             if _same_local_path(item.path, self.output):
                 raise PipelineError(
                     f"the output store {self.output} is the input '{item.name}': a pipeline "
