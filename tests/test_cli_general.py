@@ -255,3 +255,12 @@ def test_submit_resumes_an_existing_output_and_warns_of_a_missing_input(capsys, 
     code, out, err = run(capsys, "submit", pipeline, "--dry-run")
     assert code == 0 and "metatensor_dask run" in out
     assert "warning" in err and "later.zarr" in err and "does not exist now" in err
+
+
+def test_convert_refuses_to_overwrite_its_source(capsys, tmp_path, store):
+    # it emptied the store, then failed reading it ('the store is damaged')
+    before = sorted(os.listdir(store))
+    code, _, err = run(capsys, "convert", store, store, "--chunks", "3", "--overwrite", "-q")
+    assert code == 1
+    assert "is the source" in err and "another destination" in err
+    assert sorted(os.listdir(store)) == before and mtd.verify(store).ok

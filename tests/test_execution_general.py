@@ -132,3 +132,24 @@ def test_a_delayed_write_to_a_memory_store_refuses_tasks_in_other_processes(tmp_
     # the threaded scheduler still writes it; its lock was kept
     mtd.to_zarr(tensor, store, resume=True)
     assert mtd.equal(mtd.open_zarr(store), tensor)
+
+
+def test_a_computed_tensor_overwrites_the_store_it_was_read_from(tmp_path):
+    # xarray's pattern: load, then overwrite. The labels, read on first use, were read
+    # once mode='w' had emptied the store: 'the store is damaged', and the store lost
+    out = str(tmp_path / "x.zarr")
+    mtd.to_zarr(mtd.load(SPHERICAL), out)
+    doubled = mtd.multiply(mtd.open_zarr(out), 2.0).compute()
+    mtd.to_zarr(doubled, out, mode="w")
+    assert mtd.equal(mtd.open_zarr(out), mtd.multiply(mtd.load(SPHERICAL), 2.0))
+
+
+def test_a_lazy_tensor_reading_a_store_is_refused_before_overwriting_it(tmp_path):
+    out = str(tmp_path / "x.zarr")
+    mtd.to_zarr(mtd.load(SPHERICAL), out)
+    before = _chunk_files(out)
+    lazy = mtd.multiply(mtd.open_zarr(out), 2.0)
+    with pytest.raises(mtd.MetatensorDaskError, match="reads the store it would overwrite"):
+        mtd.to_zarr(lazy, out, mode="w")
+    assert _chunk_files(out) == before
+    assert_equal_to_metatensor(mtd.open_zarr(out), metatensor.load(SPHERICAL))

@@ -172,7 +172,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .pipeline import is_metatensor_file, open_tensor
+    from .pipeline import is_metatensor_file, open_tensor, same_local_path
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -193,6 +193,13 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError("metatensor files are written as .mts (metatensor's format): rename DST")
     if to_file and args.shard_chunks is not None:
         raise UsageError("--shard-chunks applies to Zarr destinations, not .mts files")
+    for source in sources:
+        if not args.append and same_local_path(source, destination):
+            raise MetatensorDaskError(
+                f"{destination} is the source {source}: convert writes a new store or file "
+                "while it reads the source; choose another destination (and move it over "
+                "the source afterwards)"
+            )
     exists = "://" not in destination and os.path.exists(destination)
     if not args.overwrite and not args.append and exists:
         raise MetatensorDaskError(

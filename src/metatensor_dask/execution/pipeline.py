@@ -102,7 +102,7 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _same_local_path(first: str, second: str) -> bool:
+def same_local_path(first: str, second: str) -> bool:
     """Whether two local paths name the same file or directory, however spelled."""
     if not (_is_local(first) and _is_local(second)):
         return False
@@ -336,7 +336,7 @@ class Pipeline:
             The output is one of the inputs, or it exists and ``resume`` is false.
         """
         for item in self.inputs:
-            if _same_local_path(item.path, self.output):
+            if same_local_path(item.path, self.output):
                 raise PipelineError(
                     f"the output store {self.output} is the input '{item.name}': a pipeline "
                     "can not write into a store it reads; choose another output"

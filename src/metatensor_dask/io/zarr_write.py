@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
@@ -328,6 +328,30 @@ def _plan_addition(
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
     return plan, final, token
+
+
+def _held(values: Any) -> Callable[[], np.ndarray]:
+    array = np.asarray(values)
+    return lambda: array
+
+
+def _refuse_reading(plan: Plan, store: Store, where: str) -> None:
+    """Refuse to overwrite ``store`` (``mode="w"``, which empties it first) with values
+    whose tasks read it."""
+    target = describe(store)
+    seen: dict[int, bool] = {}
+    for task in _graph.flat_tasks(plan.data.values()).values():
+        ref = task[1] if type(task) is tuple and len(task) > 1 else None
+        if not isinstance(ref, ArrayRef):
+            continue
+        if id(ref.store) not in seen:
+            seen[id(ref.store)] = describe(ref.store) == target
+        if seen[id(ref.store)]:
+            raise MetatensorDaskError(
+                f"this tensor reads the store it would overwrite ({where}, array "
+                f"'{ref.path}'), and mode='w' empties the store before computing it: "
+                "write it to another store, or compute() it first"
+            )
 
 
 def _check_rewrite(plan: Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
@@ -779,7 +803,12 @@ def _write(
                 f"{where} is complete, but holds another computation than this one: "
                 "resume=True only finishes the same write; use mode='w' to overwrite it"
             )
+    plan = None
     if existing is not None and mode == "w":
+        # what the tensor reads from the store is read before the store is emptied
+        plan = _plan_tensor(tensor, request)
+        _refuse_reading(plan, store, where)
+        plan.small = {path: _held(load()) for path, load in plan.small.items()}
         # incomplete first, so that a reader opening it from now on is refused
         attributes, stored = existing
         incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
@@ -793,7 +822,7 @@ def _write(
                 f"mode='r+' rewrites an existing store, but there is none at {where}; use "
                 "mode='w-' to create one"
             )
-        plan = _plan_tensor(tensor, request)
+        plan = plan or _plan_tensor(tensor, request)
         everything = sorted(plan.nodes)
         return _execute(
             store,
