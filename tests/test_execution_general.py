@@ -153,3 +153,20 @@ def test_a_lazy_tensor_reading_a_store_is_refused_before_overwriting_it(tmp_path
         mtd.to_zarr(lazy, out, mode="w")
     assert _chunk_files(out) == before
     assert_equal_to_metatensor(mtd.open_zarr(out), metatensor.load(SPHERICAL))
+
+
+def test_a_delayed_append_to_a_memory_store_refuses_tasks_in_other_processes():
+    # the append was committed to a copy: dask.compute returned, the rows never came
+    from zarr.storage import MemoryStore
+
+    tensor = mtd.load(SPHERICAL)
+    other = mtd.insert_dimension(tensor, "samples", 0, "copy", 1)
+    tensor = mtd.insert_dimension(tensor, "samples", 0, "copy", 0)
+    store = MemoryStore()
+    mtd.to_zarr(tensor, store)
+    delayed = mtd.to_zarr(other, store, append_dim="samples", compute=False)
+    with pytest.raises(mtd.MetatensorDaskError, match="memory store can not be used here"):
+        dask.compute(delayed, scheduler="processes", num_workers=1)
+    mtd.to_zarr(other, store, append_dim="samples", resume=True)
+    joined = mtd.join([tensor, other], axis="samples")
+    assert mtd.equal(mtd.open_zarr(store), joined)
