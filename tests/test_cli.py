@@ -614,8 +614,8 @@ def test_broken_json_inside_a_store_names_the_store(capsys, tmp_path, store):
     code, _, err = run(capsys, "run", pipeline, "--resume", "-q")
     assert code == 1
     assert err.startswith(
-        f"metatensor-dask run: error: computing the steps (abs) into {tmp_path / 'out.zarr'} "
-        f"failed: the interrupted write at {tmp_path / 'out.zarr'} left a damaged record of "
+        f"metatensor-dask run: error: cannot resume {tmp_path / 'out.zarr'}: the "
+        f"interrupted write at {tmp_path / 'out.zarr'} left a damaged record of "
         "its plan ('.progress/plan.json', cut short while it was written)"
     ), err
 

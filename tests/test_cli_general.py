@@ -193,3 +193,74 @@ def test_a_block_or_labels_file_is_named_with_a_remedy(capsys, tmp_path, kind, c
     assert f"'{path}' holds {what}, not a TensorMap" in err, err
     assert "metatensor.TensorMap" in err and "load_block" not in err
     assert not os.path.exists(tmp_path / "out.zarr")
+
+
+@pytest.mark.parametrize("spelling", ["x.zarr", "./x.zarr/"])
+@pytest.mark.parametrize("resume", [[], ["--resume"]])
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
+    capsys, monkeypatch, tmp_path, store, spelling, resume
+):
+    before = sorted(os.listdir(store))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=2", "-o", spelling, "-q", *resume)
+    assert code == 1
+    assert "is the input" in err and "choose another output" in err
+    assert sorted(os.listdir(store)) == before
+    assert mtd.verify(store).ok
+
+
+def test_resume_of_another_pipeline_is_refused_with_a_command_line_remedy(capsys, tmp_path, store):
+    out = tmp_path / "out.zarr"
+    # an interrupted run: the metadata written, the Delayed never computed
+    Pipeline.single("pow", [store], str(out), {"B": 2}).write(mtd.pow(mtd.open_zarr(store), 2))
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=3", "-o", out, "--resume", "-q")
+    assert code == 1
+    assert "computing" not in err  # nothing was computed
+    assert f"cannot resume {out}" in err and "another computation" in err
+    assert f"from the command line, delete {out} to start over" in err
+
+
+def _submit_pipeline(tmp_path, inputs, output):
+    text = f"inputs: {{x: {inputs}}}\nsteps: [{{op: abs}}]\noutput: {output}\n"
+    return write_pipeline(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("output", "options", "message"),
+    [
+        ("x.zarr", [], "is the input 'x'"),
+        ("x.zarr", ["--resume"], "is the input 'x'"),
+        ("done.zarr", [], "already exists"),
+    ],
+)
+def test_submit_refuses_an_output_the_job_would_refuse(
+    capsys, tmp_path, store, output, options, message
+):
+    # found only once the job had waited in the queue
+    os.mkdir(tmp_path / "done.zarr")
+    pipeline = _submit_pipeline(tmp_path, "x.zarr", output)
+    code, out, err = run(capsys, "submit", pipeline, "--dry-run", *options)
+    assert (code, out) == (1, "")
+    assert message in err
+
+
+def test_submit_resumes_an_existing_output_and_warns_of_a_missing_input(capsys, tmp_path, store):
+    os.mkdir(tmp_path / "done.zarr")
+    pipeline = _submit_pipeline(tmp_path, "x.zarr", "done.zarr")
+    for option in ("--resume", "--requeue"):
+        code, out, _ = run(capsys, "submit", pipeline, "--dry-run", option)
+        assert code == 0 and "metatensor_dask run" in out
+    # an input that an earlier job (--option=--dependency=...) may still make
+    pipeline = _submit_pipeline(tmp_path, "later.zarr", "new.zarr")
+    code, out, err = run(capsys, "submit", pipeline, "--dry-run")
+    assert code == 0 and "metatensor_dask run" in out
+    assert "warning" in err and "later.zarr" in err and "does not exist now" in err
+
+
+def test_convert_refuses_to_overwrite_its_source(capsys, tmp_path, store):
+    # it emptied the store, then failed reading it ('the store is damaged')
+    before = sorted(os.listdir(store))
+    code, _, err = run(capsys, "convert", store, store, "--chunks", "3", "--overwrite", "-q")
+    assert code == 1
+    assert "is the source" in err and "another destination" in err
+    assert sorted(os.listdir(store)) == before and mtd.verify(store).ok

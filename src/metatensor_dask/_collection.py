@@ -296,11 +296,14 @@ def _persisted_item(
     item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, dict]
 ) -> da.Array:
     """``item`` as a dask array over the persisted result of its group (shared by the
-    items of that group)."""
+    items of that group). Its name is not the item's own: a scheduler that computed the
+    item's own task under that key (distributed remembers it while a result that needed
+    it is held) would be given another task for the same key, which distributed warns
+    may cause failures and deadlocks."""
     group_key = rename.get(item.group_key, item.group_key)
     if group_key not in persisted_groups:
         persisted_groups[group_key] = {group_key: dsk[group_key]}
-    name = rename.get(item.call[0], item.call[0])
+    name = f"{rename.get(item.call[0], item.call[0])}-persisted"
     arguments = (_graph.ref(group_key), item.position)
     group = (group_key, persisted_groups[group_key])
     return _graph.item_array(name, _pick, arguments, group, item.shape, item.dtype)

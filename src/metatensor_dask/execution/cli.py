@@ -19,7 +19,7 @@ import dask
 import yaml
 from dask.utils import parse_bytes
 
-from ..errors import MetatensorDaskError
+from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
 from .pipeline import describe
 
@@ -172,7 +172,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .pipeline import is_metatensor_file, open_tensor
+    from .pipeline import is_metatensor_file, open_tensor, same_local_path
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -193,6 +193,13 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError("metatensor files are written as .mts (metatensor's format): rename DST")
     if to_file and args.shard_chunks is not None:
         raise UsageError("--shard-chunks applies to Zarr destinations, not .mts files")
+    for source in sources:
+        if not args.append and same_local_path(source, destination):
+            raise MetatensorDaskError(
+                f"{destination} is the source {source}: convert writes a new store or file "
+                "while it reads the source; choose another destination (and move it over "
+                "the source afterwards)"
+            )
     exists = "://" not in destination and os.path.exists(destination)
     if not args.overwrite and not args.append and exists:
         raise MetatensorDaskError(
@@ -249,10 +256,17 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         result = pipeline.build()
         reporter.step(
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "
-            f"({len(pipeline.steps)} steps) on {where.description}"
+            f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
+            f"{where.description}"
         )
         try:
-            _compute(pipeline.write(result, resume=args.resume), where.client, args.quiet)
+            delayed = pipeline.write(result, resume=args.resume)
+        except StoreLockedError:
+            raise
+        except MetatensorDaskError as error:
+            raise PipelineError(_refused(pipeline.output, resuming, error)) from error
+        try:
+            _compute(delayed, where.client, args.quiet)
         except Exception as error:
             steps = ", ".join(step.op for step in pipeline.steps)
             raise PipelineError(
@@ -263,6 +277,16 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
     )
     return 0
+
+
+def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:
+    """The message of a write of ``output`` that ``to_zarr`` refused before computing,
+    with the remedies of the command line (its own name ``mode='w'`` and
+    ``resume=True``)."""
+    message = f"cannot {'resume' if resuming else 'write'} {output}: {describe(error)}"
+    if not resuming:
+        return message
+    return f"{message}; from the command line, delete {output} to start over"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -298,7 +322,17 @@ def _submit(args: argparse.Namespace) -> int:
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
 
-    Pipeline.from_file(args.pipeline)  # refuse a broken pipeline before it waits in a queue
+    # refuse a broken pipeline, or an output its job would refuse, before it waits in a
+    # queue; an input may be made by an earlier job (--option=--dependency=...)
+    pipeline = Pipeline.from_file(args.pipeline)
+    pipeline.check_output(resume=args.resume or args.requeue)
+    for item in pipeline.missing_inputs():
+        if not args.quiet:
+            print(
+                f"{PROG} submit: warning: {item.where}: input '{item.name}' does not exist "
+                f"now ({item.path}): the job fails unless it is made before the job starts",
+                file=sys.stderr,
+            )
     try:
         job = BatchJob(
             args.pipeline,

@@ -102,6 +102,13 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
+def same_local_path(first: str, second: str) -> bool:
+    """Whether two local paths name the same file or directory, however spelled."""
+    if not (_is_local(first) and _is_local(second)):
+        return False
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
 def open_tensor(path: str, chunks: int | str | None = None) -> Any:
     """Open a Zarr store with :func:`metatensor_dask.open_zarr`, or a ``.mts``/``.npz``
     file with :func:`metatensor_dask.load` (both lazy)."""
@@ -308,11 +315,32 @@ class Pipeline:
         Raises
         ------
         PipelineError
-            A local input is missing, or the output exists and ``resume`` is false.
+            A local input is missing, the output is one of the inputs, or the output
+            exists and ``resume`` is false.
+        """
+        for item in self.missing_inputs():
+            raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+        self.check_output(resume)
+
+    def missing_inputs(self) -> list[Input]:
+        """The local inputs that do not exist."""
+        return [i for i in self.inputs if _is_local(i.path) and not os.path.exists(i.path)]
+
+    def check_output(self, resume: bool = False) -> None:
+        """Check that the output may be written: it is none of the inputs, and does not
+        exist unless ``resume``.
+
+        Raises
+        ------
+        PipelineError
+            The output is one of the inputs, or it exists and ``resume`` is false.
         """
         for item in self.inputs:
-            if _is_local(item.path) and not os.path.exists(item.path):
-                raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+            if same_local_path(item.path, self.output):
+                raise PipelineError(
+                    f"the output store {self.output} is the input '{item.name}': a pipeline "
+                    "can not write into a store it reads; choose another output"
+                )
         if _is_local(self.output) and os.path.exists(self.output) and not resume:
             raise PipelineError(
                 f"the output store {self.output} already exists: delete it or choose "

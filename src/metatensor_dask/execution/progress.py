@@ -6,7 +6,8 @@ or one line per tenth of the tasks done in a log; on a cluster :func:`distribute
 (:mod:`~metatensor_dask.execution.windows`: a store → store write), one bar over all the
 windows. Everything is drawn on standard error, so that standard output keeps
 only results. The ``metatensor_dask.progress`` setting turns the bars off; ``quiet``
-silences everything, the final summary line too.
+silences everything, the final summary line too. Locally, a dask ``ProgressBar`` that
+the caller registered or entered is the only bar drawn.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def compute(
     """
     show = _bars_wanted(quiet)
     if client is None:
-        if not show:
+        if not show or _dask_bar_active():
             return dask.compute(collection)[0]
         if sys.stderr.isatty():
             from dask.diagnostics import ProgressBar
@@ -95,6 +96,19 @@ def compute(
         # cluster closing right after would log the feed's cancellation as an error
         time.sleep(0.3)
     return client.gather(future)
+
+
+def _dask_bar_active() -> bool:
+    """Whether a dask :class:`~dask.diagnostics.ProgressBar` of the caller is active
+    (registered, or entered): it shows the progress, and a bar of ours would be drawn
+    with it."""
+    from dask.diagnostics import ProgressBar
+
+    return any(
+        isinstance(getattr(method, "__self__", None), ProgressBar)
+        for callbacks in Callback.active
+        for method in callbacks
+    )
 
 
 def _line(done: int, total: int, seconds: float) -> str:

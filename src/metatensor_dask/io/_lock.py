@@ -144,17 +144,35 @@ class WriteId:
     def holder(self) -> Holder | None:
         return Holder.parse(get_many(self.store, [LOCK_KEY])[0])
 
-    def check(self) -> None:
-        """Raise :class:`StoreLockedError` unless this write still holds the lock."""
+    def check(self, stored: bool = True) -> None:
+        """Raise :class:`StoreLockedError` unless this write still holds the lock.
+
+        Parameters
+        ----------
+        stored
+            Whether this write may have stored chunks already (``False`` for the check
+            a storing task makes before it stores anything).
+        """
         holder = self.holder()
-        if holder is None or holder.write_id != self.write_id:
-            who = "nobody" if holder is None else holder.describe()
+        if holder is not None and holder.write_id == self.write_id:
+            return
+        left = (
+            "the store is left incomplete and may mix both writes"
+            if stored
+            else "this write stored nothing more"
+        )
+        if holder is None:
             raise StoreLockedError(
-                f"another writer took the lock of {self.where} while this write "
-                f"ran (it is now held by {who}): the store is left incomplete and may mix "
-                "both writes; make sure only one job writes there, then write it again with "
-                "mode='w'"
+                f"{self.where} is no longer locked by this write: the write ended and "
+                "released its lock (the Delayed of to_zarr(..., compute=False) writes once, "
+                "and this one already ran: call to_zarr again to write again), another "
+                f"writer took the lock over and finished, or the lock was deleted; {left}"
             )
+        raise StoreLockedError(
+            f"another writer took the lock of {self.where} while this write ran (it is "
+            f"now held by {holder.describe()}): {left}; make sure only one job writes "
+            "there, then write it again with mode='w'"
+        )
 
     def release(self) -> None:
         """Delete the lock if this write holds it."""
@@ -222,14 +240,22 @@ class StoreLock:
                 "writer at a time may write a store; wait for it to finish, or write to "
                 "another store"
             )
+        pending = _DELAYED.get(holder.write_id)
+        if not takeover and pending is not None:
+            raise StoreLockedError(
+                f"{where} is being written by a to_zarr(..., compute=False) of this process "
+                "whose Delayed has not run: compute it first (dask.compute), then write "
+                "again; or take its write over, with resume=True and its tensor (to finish "
+                "it now) or mode='w' (to start over), after which its Delayed fails"
+            )
         if not takeover:
             raise StoreLockedError(
                 f"{where} is locked by a writer that looks gone ({holder.describe()}; "
                 f"{reason}): to finish its write pass resume=True (--resume) with the same "
                 "tensor, to start over use mode='w'; both take the lock over"
             )
-        pending = _DELAYED.pop(holder.write_id, None)
         if pending is not None:
+            _DELAYED.pop(holder.write_id, None)
             pending.stop()
 
     def _wait_if_remote(self, holder: Holder) -> Holder | None:

@@ -45,10 +45,12 @@ from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
 from .zarr_store import (
     ArrayRef,
+    check_memory_owner,
     delete_prefix,
     describe,
     get_many,
     list_prefix,
+    memory_owner,
     read_arrays,
     read_labels,
     read_nodes,
@@ -448,8 +450,16 @@ def commit(store: Store, found: dict[str, bytes]) -> None:
     _replace(store, {"zarr.json": [np.frombuffer(found["zarr.json"], np.uint8)]})
 
 
-def _finish(store: Store, found: dict[str, bytes], lock: WriteId, *written: Any) -> None:
-    """The last task: check the lock, commit the metadata, forget the records, unlock."""
+def _finish(
+    store: Store,
+    found: dict[str, bytes],
+    lock: WriteId,
+    owner: tuple[int, int] | None,
+    *written: Any,
+) -> None:
+    """The last task: check the lock (of the memory store ``owner`` itself, see
+    :func:`check_memory_owner`), commit the metadata, forget the records, unlock."""
+    check_memory_owner(store, owner)
     lock.check()
     commit(store, found)
     delete_prefix(store, layout.PROGRESS_PREFIX)
@@ -497,7 +507,7 @@ def _graph_of(
             start += size
         sources.append(array)
     final = f"zarr-append-commit-{token}"
-    graph[final] = (_finish, store, documents(plan, root), lock, *list(graph))
+    graph[final] = (_finish, store, documents(plan, root), lock, memory_owner(store), *list(graph))
     # one flat graph, as for whole writes: culling one layer per array is quadratic
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 

@@ -121,13 +121,34 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     kind = _memory_kind(resolved)
     reason = _copying_scheduler(kind) if kind is not None else None
     if reason is not None:
-        raise MetatensorDaskError(
-            f"this memory store can not be used here ({reason}): tasks would write to "
-            "copies of it and the data would be lost; use a directory or another fsspec "
-            "URL, or dask's threaded scheduler ('memory://' URLs also work with "
-            "distributed.LocalCluster(processes=False))"
-        )
+        raise _not_here(reason)
     return resolved
+
+
+def _not_here(reason: str) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"this memory store can not be used here ({reason}): tasks would write to "
+        "copies of it and the data would be lost; use a directory or another fsspec "
+        "URL, or dask's threaded scheduler ('memory://' URLs also work with "
+        "distributed.LocalCluster(processes=False))"
+    )
+
+
+def memory_owner(store: Store) -> tuple[int, int] | None:
+    """Where a memory store lives, for :func:`check_memory_owner`: this process and the
+    store object; ``None`` for other stores."""
+    return None if _memory_kind(store) is None else (os.getpid(), id(store))
+
+
+def check_memory_owner(store: Store, owner: tuple[int, int] | None) -> None:
+    """In a task of a write, before it stores anything: raise unless ``store`` is the
+    memory store of :func:`memory_owner` ``owner`` (a ``memory://`` URL: in its process)
+    rather than a copy. The scheduler of a ``Delayed`` is only known when it runs."""
+    if owner is None:
+        return
+    pid, identity = owner
+    if os.getpid() != pid or (_memory_kind(store) == "object" and id(store) != identity):
+        raise _not_here("the write's tasks run in another process, or on a copy of the store")
 
 
 def describe(store: Store) -> str:

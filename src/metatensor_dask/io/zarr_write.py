@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
@@ -58,10 +58,12 @@ from .zarr_rows import write_regions
 from .zarr_samples import is_entry
 from .zarr_store import (
     ArrayRef,
+    check_memory_owner,
     delete_prefix,
     describe,
     get_many,
     make_folders,
+    memory_owner,
     open_store,
     plain_chunks,
     set_many,
@@ -146,9 +148,23 @@ def _write_documents(
     set_many(store, batch)
 
 
-def _finish(store: Store, root: bytes, lock: WriteId, *written: Any) -> None:
-    """The last task: check that this write still holds the lock, mark the store
-    complete, forget the progress records and release the lock."""
+def _store_locked(lock: WriteId, owner: tuple[int, int] | None, *arguments: Any) -> None:
+    """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
+    ``Delayed`` computed again once its write ended (and released the lock), or a
+    writer whose lock was taken over, stores nothing over what came after it; nor does
+    a task given a copy of a memory store (``owner``, see :func:`memory_owner`)."""
+    check_memory_owner(lock.store, owner)
+    lock.check(stored=False)
+    write_regions(*arguments)
+
+
+def _finish(
+    store: Store, root: bytes, lock: WriteId, owner: tuple[int, int] | None, *written: Any
+) -> None:
+    """The last task: check that this write still holds the lock (of the memory store
+    ``owner`` itself, not a copy), mark the store complete, forget the progress records
+    and release the lock."""
+    check_memory_owner(store, owner)
     lock.check()
     set_many(store, {"zarr.json": root}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
@@ -173,12 +189,14 @@ def _write_graph(
     size = 0
     limit = min(_BATCH_TASK_BYTES, chunking.default_target())
     drop_behind = _page_cache.budget()
+    owner = memory_owner(store)
 
     def flush() -> None:
         nonlocal batch, size
         if batch:
             refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
-            graph[(name, len(graph))] = (write_regions, refs, regions, keys, markers, drop_behind)
+            task = (_store_locked, lock, owner, refs, regions, keys, markers, drop_behind)
+            graph[(name, len(graph))] = task
         batch, size = [], 0
 
     for path in paths:
@@ -206,7 +224,7 @@ def _write_graph(
     final = f"zarr-complete-{token}"
     # the store is complete only once the CRCs of the .mts members read whole match
     checks = member_checks(plan.data[path] for path in paths)
-    graph[final] = (_finish, store, root, lock, *list(graph), *checks)
+    graph[final] = (_finish, store, root, lock, owner, *list(graph), *checks)
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
@@ -310,6 +328,30 @@ def _plan_addition(
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
     return plan, final, token
+
+
+def _held(values: Any) -> Callable[[], np.ndarray]:
+    array = np.asarray(values)
+    return lambda: array
+
+
+def _refuse_reading(plan: Plan, store: Store, where: str) -> None:
+    """Refuse to overwrite ``store`` (``mode="w"``, which empties it first) with values
+    whose tasks read it."""
+    target = describe(store)
+    seen: dict[int, bool] = {}
+    for task in _graph.flat_tasks(plan.data.values()).values():
+        ref = task[1] if type(task) is tuple and len(task) > 1 else None
+        if not isinstance(ref, ArrayRef):
+            continue
+        if id(ref.store) not in seen:
+            seen[id(ref.store)] = describe(ref.store) == target
+        if seen[id(ref.store)]:
+            raise MetatensorDaskError(
+                f"this tensor reads the store it would overwrite ({where}, array "
+                f"'{ref.path}'), and mode='w' empties the store before computing it: "
+                "write it to another store, or compute() it first"
+            )
 
 
 def _check_rewrite(plan: Plan, stored: dict[str, Any], where: str, remedy: str) -> None:
@@ -613,7 +655,8 @@ def to_zarr(
     store
         Any zarr ``StoreLike``: a directory path, an fsspec URL (with
         ``storage_options``), or a zarr store object. Memory stores are refused when
-        tasks run in other processes.
+        tasks run in other processes (or, for a zarr ``MemoryStore``, on a copy of it),
+        by the call or, with ``compute=False``, by the tasks when they run.
     mode
         As xarray: ``None`` (the default) means ``"a"`` with ``append_dim`` and ``"w-"``
         without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
@@ -760,7 +803,12 @@ def _write(
                 f"{where} is complete, but holds another computation than this one: "
                 "resume=True only finishes the same write; use mode='w' to overwrite it"
             )
+    plan = None
     if existing is not None and mode == "w":
+        # what the tensor reads from the store is read before the store is emptied
+        plan = _plan_tensor(tensor, request)
+        _refuse_reading(plan, store, where)
+        plan.small = {path: _held(load()) for path, load in plan.small.items()}
         # incomplete first, so that a reader opening it from now on is refused
         attributes, stored = existing
         incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
@@ -774,7 +822,7 @@ def _write(
                 f"mode='r+' rewrites an existing store, but there is none at {where}; use "
                 "mode='w-' to create one"
             )
-        plan = _plan_tensor(tensor, request)
+        plan = plan or _plan_tensor(tensor, request)
         everything = sorted(plan.nodes)
         return _execute(
             store,
