@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from . import block, errors, io, labels, operations, tensor  # noqa: F401
     from .block import TensorBlock
     from .io import (
+        discard_append,
         from_metatensor,
         load,
         load_block,
@@ -62,6 +63,7 @@ _LAZY = {
     "TensorMap": ".tensor",
     **dict.fromkeys(
         [
+            "discard_append",
             "from_metatensor",
             "load",
             "load_block",
@@ -113,6 +115,7 @@ __all__ = [
     "TensorMap",
     "UnsafeNameError",
     "config",
+    "discard_append",
     "from_metatensor",
     "load",
     "load_block",

@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from .ingest import write_batches
     from .inspection import Verification, verify
     from .mts import load, load_block, load_labels, save
+    from .zarr_discard import discard_append
     from .zarr_read import open_zarr
     from .zarr_write import to_zarr
 
 _LAZY = {
+    "discard_append": ".zarr_discard",
     "from_metatensor": ".convert",
     "to_metatensor": ".convert",
     "load": ".mts",
@@ -36,6 +38,7 @@ __getattr__, __dir__ = _lazy_names(globals(), _LAZY)
 
 __all__ = [
     "Verification",
+    "discard_append",
     "from_metatensor",
     "load",
     "load_block",

@@ -479,7 +479,8 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
         return (
             f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
             "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
-            "resume=True) and the same tensor and renumber"
+            "resume=True) and the same tensor and renumber, or discard it with "
+            "metatensor_dask.discard_append(store)"
         )
     return None
 

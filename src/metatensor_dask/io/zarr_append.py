@@ -65,7 +65,15 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
     from .zarr_plan import Plan
 
-__all__ = ["AppendPlan", "append", "interrupted", "plan_append", "read_root", "store_now"]
+__all__ = [
+    "AppendPlan",
+    "append",
+    "interrupted",
+    "plan_append",
+    "read_root",
+    "recorded_token",
+    "store_now",
+]
 
 #: The record of an append in progress.
 RECORD = layout.APPEND_KEY
@@ -405,6 +413,7 @@ def _replace(store: Store, items: dict[str, Parts], drop_behind: int | None = No
 
 
 def _store_task(
+    lock: WriteId,
     store: Store,
     path: str,
     document: dict,
@@ -413,6 +422,11 @@ def _store_task(
     marker: str,
     drop_behind: int | None,
 ):
+    """Store rows of an append, unless its lock is gone: a task left running by an
+    append that failed (dask's schedulers do not wait for the tasks running when one
+    raises) stores nothing over the rows of the next writer, after a
+    :func:`~metatensor_dask.io.zarr_discard.discard_append`."""
+    lock.check(stored=False)
     store_rows(store, path, document, offset, values, drop_behind)
     set_many(store, {marker: b""})
 
@@ -496,6 +510,7 @@ def _graph_of(
             if marker not in recorded:
                 graph[(f"zarr-append-{token}", len(graph))] = (
                     _store_task,
+                    lock,
                     store,
                     rows.path,
                     rows.document,
@@ -512,7 +527,7 @@ def _graph_of(
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
 
-def _recorded_token(raw: bytes) -> str | None:
+def recorded_token(raw: bytes) -> str | None:
     """The token of the append recorded in ``raw`` (``None`` for a damaged record)."""
     try:
         record = json.loads(raw)
@@ -528,7 +543,7 @@ def interrupted(store: Store, attributes: dict[str, Any]) -> bool:
     of an append killed once committed are left too)."""
     (raw,) = get_many(store, [RECORD])
     ours = attributes[layout.ATTRIBUTE]
-    return raw is not None and _recorded_token(raw) != ours.get(_TOKEN)
+    return raw is not None and recorded_token(raw) != ours.get(_TOKEN)
 
 
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
@@ -562,7 +577,7 @@ def append(
     (raw,) = get_many(store, [RECORD])
     recorded: set[str] = set()
     if raw is not None:
-        interrupted = _recorded_token(raw)
+        interrupted = recorded_token(raw)
         if interrupted is None and not resume:
             raise MetatensorDaskError(
                 f"an append to {where} was interrupted and its record '{RECORD}' is damaged "
@@ -578,7 +593,8 @@ def append(
             other = "; this is another tensor or renumber" if resume else ""
             raise MetatensorDaskError(
                 f"an append to {where} was interrupted (the store still reads as before it): "
-                f"finish it with resume=True and the same tensor and renumber{other}"
+                f"finish it with resume=True and the same tensor and renumber{other}, or "
+                "discard it with metatensor_dask.discard_append(store) to append another"
             )
         else:
             recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))

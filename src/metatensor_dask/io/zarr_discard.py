@@ -1,0 +1,124 @@
+"""Giving up an interrupted append: ``discard_append(store)``.
+
+An append that failed (a task raised, the job was killed) and can not be finished (its
+tensor can not be computed again, or another one should be appended instead) leaves the
+store reading as before it, with its record under ``.progress/``, which refuses every
+other append. Until its last step an append only writes what readers do not see (rows
+beyond the stored shapes, the partial last chunk with its stored rows unchanged, blocks
+of new keys that the root does not list); its last step writes the node documents, then
+the root document. So discarding it is:
+
+1. the node documents made again from the root's consolidated copies, where they
+   differ (an append killed between its node documents and its root);
+2. the blocks of new keys that the root does not list removed;
+3. the records removed, the append's own last: killed at any moment, the discard can be
+   run again.
+
+The rows it wrote beyond the stored shapes stay on disk, unread; the next append writes
+over them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .._typing import StoreLike
+from ..errors import MetatensorDaskError
+from . import zarr_layout as layout
+from ._lock import StoreLock
+from ._lock import timeout as lock_timeout
+from ._zarr_internals import sync
+from .zarr_append import RECORD, read_root, recorded_token
+from .zarr_store import delete_prefix, describe, get_many, list_prefix, open_store, set_many
+
+__all__ = ["discard_append"]
+
+
+def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = None) -> bool:
+    """Discard the interrupted append of ``store``, which then reads as before it and
+    takes other appends.
+
+    Parameters
+    ----------
+    store
+        A store written by :func:`~metatensor_dask.to_zarr` (a path or any zarr
+        ``StoreLike``).
+    storage_options
+        Options of the fsspec filesystem, for URLs.
+
+    Returns
+    -------
+    bool
+        Whether an append was discarded (``False``: no append was interrupted).
+
+    Raises
+    ------
+    StoreLockedError
+        A live writer holds the store (the lock of a writer that is gone is taken over).
+    MetatensorDaskError
+        There is no store, or it holds an incomplete write rather than an append
+        (``to_zarr(..., resume=True)`` finishes it, ``mode="w"`` overwrites it).
+
+    Notes
+    -----
+    ``to_zarr(..., append_dim="samples", resume=True)`` with the same tensor finishes an
+    interrupted append instead. See ``docs/ingestion.md``.
+    """
+    resolved = open_store(store, storage_options, writable=True)
+    where = describe(resolved)
+    lock = StoreLock(resolved, where, lock_timeout())
+    lock.acquire(takeover=True)
+    try:
+        existing = read_root(resolved, where)
+        if existing is None:
+            raise MetatensorDaskError(f"there is no store at {where}: nothing to discard")
+        attributes, nodes = existing
+        ours = attributes[layout.ATTRIBUTE]
+        if ours.get("complete") is not True:
+            raise MetatensorDaskError(
+                f"{where} holds an incomplete write, not an interrupted append: finish it "
+                "with to_zarr(..., resume=True) and the same tensor (write_batches(..., "
+                "resume=True) for a run of batches), or overwrite it with mode='w'"
+            )
+        (raw,) = get_many(resolved, [RECORD])
+        if raw is None:
+            return False
+        token = recorded_token(raw)
+        if token is None or token != ours.get("token"):
+            _restore_nodes(resolved, nodes)
+            _remove_new_blocks(resolved, nodes)
+        # the append's own record last: a discard killed before it is run again
+        for key in list_prefix(resolved, layout.PROGRESS_PREFIX):
+            if key != RECORD:
+                sync(resolved.delete(key))
+        delete_prefix(resolved, layout.PROGRESS_PREFIX)
+        return True
+    finally:
+        lock.release()
+
+
+def _restore_nodes(store: Any, nodes: dict[str, dict[str, Any]]) -> None:
+    """Write again the node documents that differ from the root's consolidated copy."""
+    paths = sorted(nodes)
+    stored = get_many(store, [f"{path}/zarr.json" for path in paths])
+    changed: dict[str, bytes | memoryview] = {}
+    for path, raw in zip(paths, stored, strict=True):
+        try:
+            same = raw is not None and json.loads(raw) == nodes[path]
+        except ValueError:
+            same = False
+        if not same:
+            changed[f"{path}/zarr.json"] = layout.encode(nodes[path])
+    if changed:
+        set_many(store, changed)
+
+
+def _remove_new_blocks(store: Any, nodes: dict[str, dict[str, Any]]) -> None:
+    """Remove the blocks after the stored ones (new keys of the discarded append, which
+    the root does not list): they come one after the other."""
+    index = sum(1 for path in nodes if re.fullmatch(r"blocks/[0-9]+", path))
+    while list_prefix(store, f"blocks/{index}/"):
+        delete_prefix(store, f"blocks/{index}/")
+        index += 1
