@@ -374,10 +374,12 @@ class TensorBlock(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorBlock:
         return self.copy(deep=True)
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorBlock:
-        """A block with values and gradients cast to ``dtype`` (the device is always cpu)."""
-        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
-            raise ValueError("metatensor-dask blocks can only live on the 'cpu' device")
+    def to(self, *args: Any, **kwargs: Any) -> TensorBlock:
+        """A block with values and gradients cast to a dtype, given positionally or as
+        ``dtype=`` as in metatensor; the device is always the cpu."""
+        from ._to_arguments import to_arguments
+
+        dtype = to_arguments("`TensorBlock.to`", args, kwargs)
         if dtype is None:
             return self
         return self._with_arrays([a.astype(dtype) for a in self._arrays()])

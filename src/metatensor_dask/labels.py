@@ -567,12 +567,13 @@ class Labels:
         _parse_names(names)
         return Labels._trusted(names, self.values[:, list(dimensions_indexes)])
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Labels:
-        """Labels live on the CPU as int32; only ``device="cpu"`` is accepted."""
-        if dtype is not None:
+    def to(self, *args: Any, **kwargs: Any) -> Labels:
+        """These Labels: they live on the CPU as int32, so only ``device="cpu"`` and
+        ``arrays="numpy"`` are accepted (metatensor's arguments, positional or not)."""
+        from ._to_arguments import to_arguments
+
+        if to_arguments("`Labels.to`", args, kwargs) is not None:
             raise ValueError("Labels values must be int32, `dtype` can not be changed")
-        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
-            raise ValueError("metatensor-dask Labels can only live on the 'cpu' device")
         return self
 
     # -- text --------------------------------------------------------------------------

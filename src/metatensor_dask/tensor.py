@@ -318,9 +318,13 @@ class TensorMap(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorMap:
         return self.copy(deep=True)
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorMap:
-        """A map with every block cast to ``dtype`` (the device is always cpu)."""
-        blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
+    def to(self, *args: Any, **kwargs: Any) -> TensorMap:
+        """A map with every block cast to a dtype, given positionally or as ``dtype=``
+        as in metatensor; the device is always the cpu."""
+        from ._to_arguments import to_arguments
+
+        dtype = to_arguments("`TensorMap.to`", args, kwargs)
+        blocks = [b.to(dtype=dtype) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 
     def to_zarr(

@@ -1,0 +1,99 @@
+"""The public calls of Labels, TensorBlock and TensorMap against metatensor-core 0.2.6.
+
+Each case runs the same code with ``metatensor`` and with ``metatensor_dask`` and
+compares the results, or the exception types and messages. Cases where this package
+differs on purpose (docs/differences.md) are pinned with their own expectations.
+"""
+
+import metatensor
+import numpy as np
+import pytest
+from metatensor_compare import assert_same_error_of, run_both
+
+import metatensor_dask as mtd
+
+
+def labels(module):
+    return module.Labels(["a", "b"], np.array([[0, 1], [2, 3], [1, 1]]))
+
+
+def block(module, dtype=np.float64, index=0):
+    values = np.arange(18, dtype=dtype).reshape(3, 3, 2) + index
+    result = module.TensorBlock(
+        values,
+        module.Labels(["s", "t"], np.array([[0, index], [1, index], [2, index]])),
+        [module.Labels.range("c", 3)],
+        module.Labels.range("p", 2),
+    )
+    gradient = module.TensorBlock(
+        np.ones((2, 3, 2), dtype=dtype),
+        module.Labels(["sample", "g"], np.array([[0, 0], [2, 1]])),
+        [module.Labels.range("c", 3)],
+        module.Labels.range("p", 2),
+    )
+    result.add_gradient("x", gradient)
+    return result
+
+
+def tensor(module):
+    keys = module.Labels(["k", "l"], np.array([[0, 0], [0, 1], [1, 0]]))
+    return module.TensorMap(keys, [block(module, index=i) for i in range(3)])
+
+
+def dtypes(obj):
+    """The dtype of the values and of every gradient (of every block), in order."""
+    if isinstance(obj, (metatensor.TensorMap, mtd.TensorMap)):
+        return [d for b in obj.blocks() for d in dtypes(b)]
+    return [np.dtype(obj.values.dtype)] + [d for _, g in obj.gradients() for d in dtypes(g)]
+
+
+# -- to(): metatensor's positional dtype and device ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "args", "kwargs"),
+    [
+        (block, (np.float32,), {}),
+        (block, (np.float32, "cpu"), {}),
+        (block, ("cpu", np.dtype("float32")), {}),
+        (block, ("cpu",), {"dtype": np.float32}),
+        (tensor, (np.float32,), {}),
+        (tensor, ("cpu", np.float32), {}),
+    ],
+)
+def test_to_takes_dtype_and_device_as_positional_arguments(build, args, kwargs):
+    theirs, ours = run_both(lambda m: dtypes(build(m).to(*args, **kwargs)))
+    assert ours == theirs == [np.dtype(np.float32)] * len(theirs)
+
+
+@pytest.mark.parametrize("build", [labels, block, tensor])
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((np.float32, np.float64), {}),
+        ((np.float32,), {"dtype": np.float64}),
+        (("cpu", "cpu"), {}),
+        ((3,), {}),
+        ((bool,), {}),
+        ((), {"arrays": "foo"}),
+    ],
+)
+def test_to_refuses_what_metatensor_refuses(build, args, kwargs):
+    if build is labels and not kwargs and args[0] is np.float32:
+        args = (np.int32, np.int32)
+    assert_same_error_of(lambda m: build(m).to(*args, **kwargs))
+
+
+@pytest.mark.parametrize("build", [labels, block, tensor])
+def test_to_names_the_device_it_can_not_move_to(build):
+    for call in (lambda o: o.to("cuda"), lambda o: o.to(device="cuda")):
+        with pytest.raises(ValueError, match=r"can not move .* to non-cpu device: cuda"):
+            call(build(mtd))
+
+
+@pytest.mark.parametrize("build", [labels, block, tensor])
+def test_to_torch_arrays_points_to_metatensor(build):
+    with pytest.raises(ValueError, match="to_metatensor"):
+        build(mtd).to(arrays="torch")
+    obj = build(mtd)
+    assert type(obj.to(arrays="numpy", non_blocking=True)) is type(obj)
