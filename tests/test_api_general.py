@@ -97,3 +97,26 @@ def test_to_torch_arrays_points_to_metatensor(build):
         build(mtd).to(arrays="torch")
     obj = build(mtd)
     assert type(obj.to(arrays="numpy", non_blocking=True)) is type(obj)
+
+
+# -- Labels.position and `in` ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [np.array([[2, 3]]), np.array([[2], [3]]), 1, np.int32(2), None],
+)
+def test_position_refuses_entries_that_are_not_one_dimensional(entry):
+    theirs, _ = run_both(lambda m: labels(m).position(entry))
+    assert isinstance(theirs, TypeError)
+    for call in (lambda: labels(mtd).position(entry), lambda: entry in labels(mtd)):
+        with pytest.raises(TypeError, match="a LabelsEntry or a 1-D sequence of integers"):
+            call()
+
+
+def test_position_of_a_scalar_in_labels_of_one_dimension_is_refused_as_metatensor():
+    theirs, _ = run_both(lambda m: m.Labels.range("a", 3).position(1))
+    assert isinstance(theirs, TypeError)
+    with pytest.raises(TypeError, match=r"use \[1\]"):
+        mtd.Labels.range("a", 3).position(1)
+    assert mtd.Labels.range("a", 3).position([1]) == 1

@@ -380,8 +380,14 @@ class Labels:
         )
 
     def _entry_row(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> np.ndarray:
-        values = entry.values if isinstance(entry, LabelsEntry) else np.asarray(entry)
-        values = np.asarray(values).reshape(-1)
+        values = np.asarray(entry.values if isinstance(entry, LabelsEntry) else entry)
+        if values.ndim != 1:
+            hint = f"; use [{entry}]" if values.ndim == 0 and entry is not None else ""
+            raise TypeError(
+                "the entry to look for must be a LabelsEntry or a 1-D sequence of integers "
+                f"(one per dimension of {self._names}), got {type(entry)} of "
+                f"{values.ndim} dimensions{hint}"
+            )
         if len(values) != len(self._names):
             raise invalid_parameter(
                 f"expected label of size {len(self._names)} in mts_labels_position, "
