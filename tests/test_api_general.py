@@ -120,3 +120,37 @@ def test_position_of_a_scalar_in_labels_of_one_dimension_is_refused_as_metatenso
     with pytest.raises(TypeError, match=r"use \[1\]"):
         mtd.Labels.range("a", 3).position(1)
     assert mtd.Labels.range("a", 3).position([1]) == 1
+
+
+# -- TensorMap.block / blocks selections -------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.array(1), np.array([1]), np.array(1, dtype=np.uint8)])
+@pytest.mark.parametrize("method", ["block", "blocks"])
+def test_selection_values_may_be_integer_arrays_of_one_value(value, method):
+    theirs, ours = run_both(lambda m: list(np.ravel(getattr(tensor(m), method)({"k": value}))))
+    found = [[b.samples.values.tolist() for b in r] for r in (theirs, ours)]
+    assert found[1] == found[0]
+
+
+@pytest.mark.parametrize("value", [np.array([0, 1]), np.array(1.0), np.array([[1]])])
+def test_selection_values_refuse_other_arrays(value):
+    with pytest.raises(TypeError, match="expected integer values in selection"):
+        tensor(mtd).block(k=value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.block({"k": 1}, l=0),
+        lambda t: t.block(t.keys[0], k=1),
+        lambda t: t.block(0, l=1),
+        lambda t: t.blocks({"k": 0}, l=1),
+        lambda t: t.blocks(0, l=1),
+        lambda t: t.blocks([0], l=1),
+    ],
+)
+def test_a_selection_and_keywords_together_are_refused(call):
+    # metatensor ignores the keywords when given a selection (differences.md)
+    with pytest.raises(ValueError, match="either as an argument or as keywords, not both"):
+        call(tensor(mtd))

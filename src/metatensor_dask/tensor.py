@@ -195,20 +195,14 @@ class TensorMap(ArrayContainer):
     def _selection_labels(self, selection: Any, kwargs: dict[str, Any]) -> Labels:
         if selection is None:
             selection = kwargs
-        elif kwargs:
-            raise ValueError("give the selection either as an argument or as keywords, not both")
         if isinstance(selection, LabelsEntry):
             return Labels(selection.names, selection.values[None, :])
         if isinstance(selection, Labels):
             return selection
         if isinstance(selection, dict):
-            for name, value in selection.items():
-                if not isinstance(value, (int, np.integer)):
-                    raise TypeError(
-                        f"expected integer values in selection, got {name}={value} of type "
-                        f"{type(value)}"
-                    )
-            values = np.array([list(selection.values())], np.int32).reshape(1, -1)
+            values = np.array(
+                [[_selection_value(name, value) for name, value in selection.items()]], np.int32
+            ).reshape(1, -1)
             return Labels(list(selection), values)
         raise TypeError(f"invalid type for block selection: {type(selection)}")
 
@@ -218,6 +212,7 @@ class TensorMap(ArrayContainer):
 
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
         """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
+        _check_one_selection(selection, kwargs)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return self.block_by_id(int(selection))
         if not self._blocks:
@@ -244,6 +239,7 @@ class TensorMap(ArrayContainer):
     def blocks(self, selection: Any = None, **kwargs: Any) -> list[TensorBlock]:
         """Every block matching the selection (all blocks without one); a sequence of
         integers selects by position."""
+        _check_one_selection(selection, kwargs)
         if selection is None and not kwargs:
             return list(self._blocks)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
@@ -450,6 +446,28 @@ class TensorMap(ArrayContainer):
         return self
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _check_one_selection(selection: Any, kwargs: dict[str, Any]) -> None:
+    """A selection comes as an argument or as keywords (metatensor ignores the keywords
+    given with an argument)."""
+    if selection is not None and kwargs:
+        raise ValueError(
+            "give the selection either as an argument or as keywords, not both: got "
+            f"a {type(selection).__name__} and the keywords {', '.join(kwargs)}"
+        )
+
+
+def _selection_value(name: str, value: Any) -> int:
+    """One value of a dict or keyword selection: an integer, or (as metatensor) an
+    integer numpy array of one value."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.ndim <= 1:
+        value = value.reshape(())[()]
+    if not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"expected integer values in selection, got {name}={value} of type {type(value)}"
+        )
+    return int(value)
 
 
 def _selection_text(labels: Labels) -> str:
