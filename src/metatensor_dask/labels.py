@@ -9,6 +9,7 @@ time something needs them, while ``names`` and ``len()`` are known from the star
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -581,6 +582,35 @@ class Labels:
         if to_arguments("`Labels.to`", args, kwargs) is not None:
             raise ValueError("Labels values must be int32, `dtype` can not be changed")
         return self
+
+    # -- files (see metatensor_dask.io) ------------------------------------------------
+
+    def save(self, file: str | os.PathLike) -> None:
+        """Write these Labels to ``file`` as ``metatensor.save`` does; see
+        :func:`metatensor_dask.save`."""
+        from .io.mts import save
+
+        save(file, self)
+
+    @staticmethod
+    def load(file: str | os.PathLike) -> Labels:
+        """Labels written by ``metatensor.save``; see :func:`metatensor_dask.load_labels`."""
+        from .io.mts import load_labels
+
+        return load_labels(file)
+
+    def save_buffer(self) -> memoryview:
+        """The bytes of :meth:`save`, in memory (through metatensor-core)."""
+        from .io.convert import save_buffer
+
+        return save_buffer(self)
+
+    @staticmethod
+    def load_buffer(buffer: bytes | bytearray | memoryview) -> Labels:
+        """Labels from the bytes of :meth:`save_buffer` (through metatensor-core)."""
+        from .io.convert import load_buffer
+
+        return load_buffer("Labels", buffer)
 
     # -- text --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -349,6 +350,37 @@ class TensorMap(ArrayContainer):
             append_dim=append_dim,
             renumber=renumber,
         )
+
+    # -- files (see metatensor_dask.io) ------------------------------------------------
+
+    def save(self, file: str | os.PathLike, use_numpy: bool = False) -> None:
+        """Write this tensor to ``file`` as ``metatensor.save`` does (the same bytes,
+        whatever ``use_numpy``), computing chunk by chunk; see
+        :func:`metatensor_dask.save`."""
+        from .io.mts import save
+
+        save(file, self)
+
+    @staticmethod
+    def load(file: str | os.PathLike, use_numpy: bool = False) -> TensorMap:
+        """A tensor written by ``metatensor.save``, whose values are read lazily; see
+        :func:`metatensor_dask.load`."""
+        from .io.mts import load
+
+        return load(file)
+
+    def save_buffer(self, use_numpy: bool = False) -> memoryview:
+        """The bytes of :meth:`save`, in memory (computed, through metatensor-core)."""
+        from .io.convert import save_buffer
+
+        return save_buffer(self)
+
+    @staticmethod
+    def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorMap:
+        """A tensor from the bytes of :meth:`save_buffer` (through metatensor-core)."""
+        from .io.convert import load_buffer
+
+        return load_buffer("TensorMap", buffer)
 
     # -- dask collection --------------------------------------------------------------
 
