@@ -189,3 +189,35 @@ def test_buffers_round_trip_through_metatensor(kind):
     loaded = getattr(mtd, kind).load_buffer(buffer)
     assert type(loaded) is getattr(mtd, kind)
     assert bytes(loaded.save_buffer()) == bytes(buffer)
+
+
+# -- arguments of the wrong type: TypeError (metatensor fails with AttributeError) ------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: labels(m).union(3),
+        lambda m: labels(m).intersection(None),
+        lambda m: labels(m).difference([[0, 1]]),
+        lambda m: labels(m).select({"a": 1}),
+        lambda m: block(m).add_gradient("y", 3),
+        lambda m: block(m).add_gradient(1, block(m).gradient("x").copy()),
+        lambda m: block(m).gradient(0),
+        lambda m: tensor(m).set_info("a", 1),
+        lambda m: block(m) == 3,
+        lambda m: tensor(m) == 3,
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_error(call):
+    theirs, ours = run_both(call)
+    assert isinstance(theirs, AttributeError), theirs
+    assert isinstance(ours, TypeError), ours
+    assert "must be" in str(ours) or "can only" in str(ours), ours
+
+
+def test_labels_entry_needs_one_name_per_value():
+    theirs = metatensor.LabelsEntry(["a", "b"], np.array([1], dtype=np.int32))
+    assert theirs.names == ["a", "b"]  # metatensor accepts it
+    with pytest.raises(ValueError, match="one name per value"):
+        mtd.LabelsEntry(["a", "b"], np.array([1], dtype=np.int32))

@@ -341,6 +341,8 @@ class TensorBlock(ArrayContainer):
 
     def gradient(self, parameter: str) -> TensorBlock:
         """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
+        if not isinstance(parameter, str):
+            raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
         try:
             return self._gradients[parameter]
         except KeyError:
