@@ -221,3 +221,26 @@ def test_labels_entry_needs_one_name_per_value():
     assert theirs.names == ["a", "b"]  # metatensor accepts it
     with pytest.raises(ValueError, match="one name per value"):
         mtd.LabelsEntry(["a", "b"], np.array([1], dtype=np.int32))
+
+
+@pytest.mark.parametrize("kind", list(MAKERS))
+def test_save_writes_to_file_objects_as_metatensor(kind, tmp_path):
+    import io
+
+    theirs, ours = io.BytesIO(), io.BytesIO()
+    metatensor.save(theirs, MAKERS[kind](metatensor))
+    mtd.save(ours, MAKERS[kind](mtd))
+    assert ours.getvalue() == theirs.getvalue()
+    with open(tmp_path / "data.mts", "wb") as file:
+        MAKERS[kind](mtd).save(file)
+    assert (tmp_path / "data.mts").read_bytes() == theirs.getvalue()
+    assert list(tmp_path.iterdir()) == [tmp_path / "data.mts"]
+
+
+def test_save_and_load_name_the_remedy_for_other_objects():
+    import io
+
+    with pytest.raises(TypeError, match=r"TensorMap.load_buffer\(file.read\(\)\)"):
+        mtd.load(io.BytesIO(b"data"))
+    with pytest.raises(TypeError, match="a file object open for writing"):
+        mtd.save(3, labels(mtd))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import dask.array as da
 import numpy as np
@@ -407,7 +407,7 @@ class TensorBlock(ArrayContainer):
 
     # -- files (see metatensor_dask.io) ------------------------------------------------
 
-    def save(self, file: str | os.PathLike, use_numpy: bool = False) -> None:
+    def save(self, file: str | os.PathLike | BinaryIO, use_numpy: bool = False) -> None:
         """Write this block to ``file`` as ``metatensor.save`` does (the same bytes,
         whatever ``use_numpy``), computing chunk by chunk; see
         :func:`metatensor_dask.save`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -585,7 +585,7 @@ class Labels:
 
     # -- files (see metatensor_dask.io) ------------------------------------------------
 
-    def save(self, file: str | os.PathLike) -> None:
+    def save(self, file: str | os.PathLike | BinaryIO) -> None:
         """Write these Labels to ``file`` as ``metatensor.save`` does; see
         :func:`metatensor_dask.save`."""
         from .io.mts import save

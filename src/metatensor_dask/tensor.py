@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -353,7 +353,7 @@ class TensorMap(ArrayContainer):
 
     # -- files (see metatensor_dask.io) ------------------------------------------------
 
-    def save(self, file: str | os.PathLike, use_numpy: bool = False) -> None:
+    def save(self, file: str | os.PathLike | BinaryIO, use_numpy: bool = False) -> None:
         """Write this tensor to ``file`` as ``metatensor.save`` does (the same bytes,
         whatever ``use_numpy``), computing chunk by chunk; see
         :func:`metatensor_dask.save`."""
