@@ -192,9 +192,13 @@ def test_to_casts_values_and_gradients():
     assert cast.dtype == np.float32
     assert cast.gradient("positions").dtype == np.float32
     assert block.dtype == np.float64
-    with pytest.raises(ValueError, match="can only live on the 'cpu' device"):
+    with pytest.raises(
+        ValueError, match="can not move metatensor-dask arrays to non-cpu device: cuda"
+    ):
         block.to("cuda")
-    with pytest.raises(ValueError, match="can only live on the 'cpu' device"):
+    with pytest.raises(
+        ValueError, match="can not move metatensor-dask arrays to non-cpu device: cuda"
+    ):
         block.to(device="cuda")
 
 

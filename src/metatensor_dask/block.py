@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import dask.array as da
 import numpy as np
@@ -340,6 +341,8 @@ class TensorBlock(ArrayContainer):
 
     def gradient(self, parameter: str) -> TensorBlock:
         """The gradient with respect to ``parameter`` (a block that refuses new gradients)."""
+        if not isinstance(parameter, str):
+            raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
         try:
             return self._gradients[parameter]
         except KeyError:
@@ -374,10 +377,12 @@ class TensorBlock(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorBlock:
         return self.copy(deep=True)
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorBlock:
-        """A block with values and gradients cast to ``dtype`` (the device is always cpu)."""
-        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
-            raise ValueError("metatensor-dask blocks can only live on the 'cpu' device")
+    def to(self, *args: Any, **kwargs: Any) -> TensorBlock:
+        """A block with values and gradients cast to a dtype, given positionally or as
+        ``dtype=`` as in metatensor; the device is always the cpu."""
+        from ._to_arguments import to_arguments
+
+        dtype = to_arguments("`TensorBlock.to`", args, kwargs)
         if dtype is None:
             return self
         return self._with_arrays([a.astype(dtype) for a in self._arrays()])
@@ -399,6 +404,37 @@ class TensorBlock(ArrayContainer):
         from ._xarray import block_to_xarray
 
         return block_to_xarray(self)
+
+    # -- files (see metatensor_dask.io) ------------------------------------------------
+
+    def save(self, file: str | os.PathLike | BinaryIO, use_numpy: bool = False) -> None:
+        """Write this block to ``file`` as ``metatensor.save`` does (the same bytes,
+        whatever ``use_numpy``), computing chunk by chunk; see
+        :func:`metatensor_dask.save`."""
+        from .io.mts import save
+
+        save(file, self)
+
+    @staticmethod
+    def load(file: str | os.PathLike, use_numpy: bool = False) -> TensorBlock:
+        """A block written by ``metatensor.save``, whose values are read lazily; see
+        :func:`metatensor_dask.load_block`."""
+        from .io.mts import load_block
+
+        return load_block(file)
+
+    def save_buffer(self, use_numpy: bool = False) -> memoryview:
+        """The bytes of :meth:`save`, in memory (computed, through metatensor-core)."""
+        from .io.convert import save_buffer
+
+        return save_buffer(self)
+
+    @staticmethod
+    def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorBlock:
+        """A block from the bytes of :meth:`save_buffer` (through metatensor-core)."""
+        from .io.convert import load_buffer
+
+        return load_buffer("TensorBlock", buffer)
 
     # -- dask collection ---------------------------------------------------------------
 

@@ -9,8 +9,9 @@ time something needs them, while ``names`` and ``len()`` are known from the star
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -380,8 +381,14 @@ class Labels:
         )
 
     def _entry_row(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> np.ndarray:
-        values = entry.values if isinstance(entry, LabelsEntry) else np.asarray(entry)
-        values = np.asarray(values).reshape(-1)
+        values = np.asarray(entry.values if isinstance(entry, LabelsEntry) else entry)
+        if values.ndim != 1:
+            hint = f"; use [{entry}]" if values.ndim == 0 and entry is not None else ""
+            raise TypeError(
+                "the entry to look for must be a LabelsEntry or a 1-D sequence of integers "
+                f"(one per dimension of {self._names}), got {type(entry)} of "
+                f"{values.ndim} dimensions{hint}"
+            )
         if len(values) != len(self._names):
             raise invalid_parameter(
                 f"expected label of size {len(self._names)} in mts_labels_position, "
@@ -567,13 +574,43 @@ class Labels:
         _parse_names(names)
         return Labels._trusted(names, self.values[:, list(dimensions_indexes)])
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> Labels:
-        """Labels live on the CPU as int32; only ``device="cpu"`` is accepted."""
-        if dtype is not None:
+    def to(self, *args: Any, **kwargs: Any) -> Labels:
+        """These Labels: they live on the CPU as int32, so only ``device="cpu"`` and
+        ``arrays="numpy"`` are accepted (metatensor's arguments, positional or not)."""
+        from ._to_arguments import to_arguments
+
+        if to_arguments("`Labels.to`", args, kwargs) is not None:
             raise ValueError("Labels values must be int32, `dtype` can not be changed")
-        if device not in (None, "cpu") or any(a not in (None, "cpu") for a in args):
-            raise ValueError("metatensor-dask Labels can only live on the 'cpu' device")
         return self
+
+    # -- files (see metatensor_dask.io) ------------------------------------------------
+
+    def save(self, file: str | os.PathLike | BinaryIO) -> None:
+        """Write these Labels to ``file`` as ``metatensor.save`` does; see
+        :func:`metatensor_dask.save`."""
+        from .io.mts import save
+
+        save(file, self)
+
+    @staticmethod
+    def load(file: str | os.PathLike) -> Labels:
+        """Labels written by ``metatensor.save``; see :func:`metatensor_dask.load_labels`."""
+        from .io.mts import load_labels
+
+        return load_labels(file)
+
+    def save_buffer(self) -> memoryview:
+        """The bytes of :meth:`save`, in memory (through metatensor-core)."""
+        from .io.convert import save_buffer
+
+        return save_buffer(self)
+
+    @staticmethod
+    def load_buffer(buffer: bytes | bytearray | memoryview) -> Labels:
+        """Labels from the bytes of :meth:`save_buffer` (through metatensor-core)."""
+        from .io.convert import load_buffer
+
+        return load_buffer("Labels", buffer)
 
     # -- text --------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -195,20 +196,14 @@ class TensorMap(ArrayContainer):
     def _selection_labels(self, selection: Any, kwargs: dict[str, Any]) -> Labels:
         if selection is None:
             selection = kwargs
-        elif kwargs:
-            raise ValueError("give the selection either as an argument or as keywords, not both")
         if isinstance(selection, LabelsEntry):
             return Labels(selection.names, selection.values[None, :])
         if isinstance(selection, Labels):
             return selection
         if isinstance(selection, dict):
-            for name, value in selection.items():
-                if not isinstance(value, (int, np.integer)):
-                    raise TypeError(
-                        f"expected integer values in selection, got {name}={value} of type "
-                        f"{type(value)}"
-                    )
-            values = np.array([list(selection.values())], np.int32).reshape(1, -1)
+            values = np.array(
+                [[_selection_value(name, value) for name, value in selection.items()]], np.int32
+            ).reshape(1, -1)
             return Labels(list(selection), values)
         raise TypeError(f"invalid type for block selection: {type(selection)}")
 
@@ -218,6 +213,7 @@ class TensorMap(ArrayContainer):
 
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
         """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
+        _check_one_selection(selection, kwargs)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return self.block_by_id(int(selection))
         if not self._blocks:
@@ -244,6 +240,7 @@ class TensorMap(ArrayContainer):
     def blocks(self, selection: Any = None, **kwargs: Any) -> list[TensorBlock]:
         """Every block matching the selection (all blocks without one); a sequence of
         integers selects by position."""
+        _check_one_selection(selection, kwargs)
         if selection is None and not kwargs:
             return list(self._blocks)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
@@ -318,9 +315,13 @@ class TensorMap(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorMap:
         return self.copy(deep=True)
 
-    def to(self, *args: Any, dtype: Any = None, device: Any = None, **kwargs: Any) -> TensorMap:
-        """A map with every block cast to ``dtype`` (the device is always cpu)."""
-        blocks = [b.to(*args, dtype=dtype, device=device) for b in self._blocks]
+    def to(self, *args: Any, **kwargs: Any) -> TensorMap:
+        """A map with every block cast to a dtype, given positionally or as ``dtype=``
+        as in metatensor; the device is always the cpu."""
+        from ._to_arguments import to_arguments
+
+        dtype = to_arguments("`TensorMap.to`", args, kwargs)
+        blocks = [b.to(dtype=dtype) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 
     def to_zarr(
@@ -349,6 +350,37 @@ class TensorMap(ArrayContainer):
             append_dim=append_dim,
             renumber=renumber,
         )
+
+    # -- files (see metatensor_dask.io) ------------------------------------------------
+
+    def save(self, file: str | os.PathLike | BinaryIO, use_numpy: bool = False) -> None:
+        """Write this tensor to ``file`` as ``metatensor.save`` does (the same bytes,
+        whatever ``use_numpy``), computing chunk by chunk; see
+        :func:`metatensor_dask.save`."""
+        from .io.mts import save
+
+        save(file, self)
+
+    @staticmethod
+    def load(file: str | os.PathLike, use_numpy: bool = False) -> TensorMap:
+        """A tensor written by ``metatensor.save``, whose values are read lazily; see
+        :func:`metatensor_dask.load`."""
+        from .io.mts import load
+
+        return load(file)
+
+    def save_buffer(self, use_numpy: bool = False) -> memoryview:
+        """The bytes of :meth:`save`, in memory (computed, through metatensor-core)."""
+        from .io.convert import save_buffer
+
+        return save_buffer(self)
+
+    @staticmethod
+    def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorMap:
+        """A tensor from the bytes of :meth:`save_buffer` (through metatensor-core)."""
+        from .io.convert import load_buffer
+
+        return load_buffer("TensorMap", buffer)
 
     # -- dask collection --------------------------------------------------------------
 
@@ -446,6 +478,28 @@ class TensorMap(ArrayContainer):
         return self
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _check_one_selection(selection: Any, kwargs: dict[str, Any]) -> None:
+    """A selection comes as an argument or as keywords (metatensor ignores the keywords
+    given with an argument)."""
+    if selection is not None and kwargs:
+        raise ValueError(
+            "give the selection either as an argument or as keywords, not both: got "
+            f"a {type(selection).__name__} and the keywords {', '.join(kwargs)}"
+        )
+
+
+def _selection_value(name: str, value: Any) -> int:
+    """One value of a dict or keyword selection: an integer, or (as metatensor) an
+    integer numpy array of one value."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.ndim <= 1:
+        value = value.reshape(())[()]
+    if not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"expected integer values in selection, got {name}={value} of type {type(value)}"
+        )
+    return int(value)
 
 
 def _selection_text(labels: Labels) -> str:

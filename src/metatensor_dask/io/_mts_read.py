@@ -61,8 +61,9 @@ def display_path(path: Any) -> str:
     """``path`` as a str, as shown in messages; only paths are accepted."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
-            f"`path` must be a str or a path-like object, got {type(path)}; to read an "
-            "in-memory buffer, use `metatensor.io.load_buffer` and `mtd.from_metatensor`"
+            f"`path` must be a str or a path-like object, got {type(path)}; to read a file "
+            "object or bytes, use `mtd.TensorMap.load_buffer(file.read())` (or "
+            "`TensorBlock`, `Labels`), which reads them through metatensor-core"
         )
     display = os.fspath(path)
     if not isinstance(display, str):

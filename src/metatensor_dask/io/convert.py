@@ -11,7 +11,7 @@ from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 from ..tensor import TensorMap
 
-__all__ = ["from_metatensor", "to_metatensor"]
+__all__ = ["from_metatensor", "load_buffer", "save_buffer", "to_metatensor"]
 
 
 def _metatensor() -> Any:
@@ -133,3 +133,21 @@ def to_metatensor(data: Any) -> Any:
     raise TypeError(
         f"expected a metatensor_dask TensorMap, TensorBlock or Labels, got {type(data)}"
     )
+
+
+def save_buffer(data: TensorMap | TensorBlock | Labels) -> memoryview:
+    """The bytes of ``metatensor.save`` for ``data``, in memory, written by metatensor.
+
+    A buffer holds everything in memory: the arrays are computed, converted with
+    :func:`to_metatensor`, and serialized by metatensor-core (needed). Save to a file
+    with :func:`metatensor_dask.save` for data bigger than memory.
+    """
+    return to_metatensor(data).save_buffer()
+
+
+def load_buffer(kind: str, buffer: bytes | bytearray | memoryview) -> Any:
+    """A ``kind`` (``"TensorMap"``, ``"TensorBlock"`` or ``"Labels"``) from bytes
+    written by ``metatensor.save``, read by metatensor-core (needed) and converted with
+    :func:`from_metatensor`. Load files with :func:`metatensor_dask.load`, which reads
+    no values until they are needed."""
+    return from_metatensor(getattr(_metatensor(), kind).load_buffer(buffer))

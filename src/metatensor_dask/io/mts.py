@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import warnings
-from typing import Any
+from typing import Any, BinaryIO
 
 from .._gc import collector_paused
 from .._typing import ChunksLike, PathLike
@@ -195,7 +197,7 @@ def check_file(path: str | os.PathLike) -> None:
 # -- saving ------------------------------------------------------------------------------
 
 
-def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
+def save(path: PathLike | BinaryIO, data: TensorMap | TensorBlock | Labels) -> None:
     """Write a TensorMap, TensorBlock or Labels in metatensor's format.
 
     The file is the one ``metatensor.save`` writes: a STORED ZIP archive (ZIP64
@@ -207,7 +209,9 @@ def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
     ----------
     path
         Where to write. As metatensor does, ``.mts`` is appended (with a
-        ``UserWarning``) when the name does not end with it.
+        ``UserWarning``) when the name does not end with it. A file object open for
+        writing (``io.BytesIO``...) receives the bytes, written to a temporary file
+        first.
     data
         What to write. Lazy values are computed chunk by chunk (with the current dask
         scheduler) and each chunk is written at its place as soon as it is ready, so
@@ -220,6 +224,9 @@ def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
     Values are written little-endian; bool and 1-byte types get metatensor's ``<``
     descriptor (numpy's ``|`` is refused by metatensor).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        _save_to_file_object(path, data)
+        return
     target = _with_extension(path)
     encoder = Encoder()
     # a map of many blocks makes many objects, and no garbage cycle
@@ -242,6 +249,21 @@ def save(path: PathLike, data: TensorMap | TensorBlock | Labels) -> None:
                 f"{type(data)}"
             )
         write_atomically(target, entries, archive=not isinstance(data, Labels))
+
+
+def _save_to_file_object(file: Any, data: TensorMap | TensorBlock | Labels) -> None:
+    """:func:`save` into a file object open for writing (as metatensor accepts): the
+    archive is written to a temporary file (chunk by chunk), then copied into ``file``."""
+    if not callable(getattr(file, "write", None)):
+        raise TypeError(
+            "`path` must be a str, a path-like object or a file object open for writing, "
+            f"got {type(file)}"
+        )
+    with tempfile.TemporaryDirectory(prefix="metatensor-dask-save-") as directory:
+        written = os.path.join(directory, "data.mts")
+        save(written, data)
+        with open(written, "rb") as source:
+            shutil.copyfileobj(source, file)
 
 
 def _with_extension(path: Any) -> str:
