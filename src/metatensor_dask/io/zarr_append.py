@@ -38,7 +38,7 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from ._lock import WriteId
+from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
@@ -49,6 +49,7 @@ from .zarr_store import (
     describe,
     get_many,
     list_prefix,
+    list_root,
     read_arrays,
     read_labels,
     read_nodes,
@@ -63,7 +64,15 @@ if TYPE_CHECKING:
     from ..tensor import TensorMap
     from .zarr_plan import Plan
 
-__all__ = ["AppendPlan", "append", "interrupted", "plan_append", "read_root", "store_now"]
+__all__ = [
+    "AppendPlan",
+    "append",
+    "interrupted",
+    "plan_append",
+    "read_root",
+    "refuse_foreign",
+    "store_now",
+]
 
 #: The record of an append in progress.
 RECORD = layout.APPEND_KEY
@@ -245,6 +254,24 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
     if nodes is None:
         nodes = read_nodes(store)
     return attributes, nodes
+
+
+def refuse_foreign(store: Store, where: str) -> None:
+    """Refuse to create a store at a location without root document that holds anything
+    but what a writer leaves there: its lock and, for a write or append interrupted
+    before its root, ``.progress/`` with what it stored."""
+    names = list_root(store)
+    if layout.PROGRESS_PREFIX.rstrip("/") in names:
+        return
+    foreign = sorted(name for name in names if not name.startswith(LOCK_KEY))
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise MetatensorDaskError(
+            f"{where} is not empty and holds no Zarr store (it holds {shown}{more}): "
+            "metatensor-dask never writes among or deletes other data; write the tensor "
+            "to a new or empty location"
+        )
 
 
 def _stored_layout(

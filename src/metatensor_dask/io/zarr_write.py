@@ -50,7 +50,7 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_path_component
 from ._zarr_internals import sync
-from .zarr_append import append, read_root
+from .zarr_append import append, read_root, refuse_foreign
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -707,6 +707,8 @@ def to_zarr(
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
         else:
             existing = read_root(store, lock.ref.where)
+            if existing is None:
+                refuse_foreign(store, lock.ref.where)
             delayed = append(
                 tensor,
                 store,
@@ -741,6 +743,8 @@ def _write(
     """:func:`to_zarr` once the lock is taken."""
     where = lock.where
     existing = read_root(store, where)
+    if existing is None:
+        refuse_foreign(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:

@@ -1,0 +1,98 @@
+"""Zarr stores in the configurations a user of zarr, xarray and metatensor tries: the
+kinds of location, the modes on what is already there, the documented settings, and
+metatensor maps with unusual content; metatensor-core is the oracle."""
+
+from __future__ import annotations
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+
+def _labels(names: list[str], values) -> metatensor.Labels:
+    return metatensor.Labels(names, np.asarray(values, dtype=np.int32).reshape(-1, len(names)))
+
+
+def _map(n: int = 5) -> metatensor.TensorMap:
+    rng = np.random.default_rng(n)
+    block = metatensor.TensorBlock(
+        rng.normal(size=(n, 2)),
+        _labels(["system"], np.arange(n)),
+        [],
+        _labels(["p"], np.arange(2)),
+    )
+    return metatensor.TensorMap(_labels(["k"], [0]), [block])
+
+
+def test_info_with_an_empty_value_converts_and_round_trips(tmp_path):
+    # metatensor-core's info() gives None for an empty string value
+    theirs = _map()
+    theirs.set_info("empty", "")
+    theirs.set_info("", "empty name")
+    theirs.set_info("ünïcode ☃", "välue 🎉")
+    tensor = mtd.from_metatensor(theirs)
+    assert tensor.info() == {"empty": "", "": "empty name", "ünïcode ☃": "välue 🎉"}
+    tensor.to_zarr(tmp_path / "t.zarr")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
+
+
+@pytest.mark.parametrize("mode", ["w", "w-", "a"])
+def test_a_folder_holding_other_files_is_never_written_into(tmp_path, mode):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data.zarr").mkdir()
+    with pytest.raises(mtd.MetatensorDaskError, match=r"not empty.*'data.zarr', 'notes.txt'"):
+        mtd.from_metatensor(_map()).to_zarr(folder, mode=mode)
+    assert sorted(p.name for p in folder.iterdir()) == ["data.zarr", "notes.txt"]
+
+
+def test_write_batches_never_writes_into_a_folder_holding_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"not empty.*'notes.txt'"):
+        mtd.write_batches(lambda items: _map(), [0], tmp_path, renumber=None)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("mode", ["w", "w-", "a", "r+"])
+def test_a_file_is_refused_as_a_store(tmp_path, mode):
+    target = tmp_path / "t.zarr"
+    target.write_text("not a store")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"t\.zarr.* is a file, not a directory"):
+        mtd.from_metatensor(_map()).to_zarr(target, mode=mode)
+    assert target.read_text() == "not a store"
+
+
+def test_file_urls_without_auto_mkdir_are_refused_with_the_remedy(tmp_path):
+    url = f"file://{tmp_path}/t.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=r"auto_mkdir.*True"):
+        mtd.from_metatensor(_map()).to_zarr(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_codec_name_zarr_does_not_know_is_refused_with_the_remedy(tmp_path):
+    tensor = mtd.from_metatensor(_map())
+    with dask.config.set({"metatensor_dask.compressor": "lz4"}):
+        with pytest.raises(mtd.MetatensorDaskError, match=r"'lz4'.*'numcodecs.lz4'"):
+            tensor.to_zarr(tmp_path / "t.zarr")
+    assert not (tmp_path / "t.zarr").exists()
+    with dask.config.set({"metatensor_dask.compressor": "numcodecs.lz4"}):
+        tensor.to_zarr(tmp_path / "t.zarr", chunks=2)
+        tensor.to_zarr(tmp_path / "t.zarr", append_dim="samples", renumber={"system": "next"})
+    assert mtd.verify(tmp_path / "t.zarr").ok
+    stored = mtd.open_zarr(tmp_path / "t.zarr").block(0).compute()
+    values = _map().block(0).values
+    np.testing.assert_array_equal(stored.values, np.concatenate([values, values]))
+    np.testing.assert_array_equal(stored.samples.column("system"), np.arange(10))
+
+
+def test_mode_a_on_a_stored_key_points_to_appending_samples(tmp_path):
+    tensor = mtd.from_metatensor(_map())
+    tensor.to_zarr(tmp_path / "t.zarr")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"append_dim='samples'") as error:
+        tensor.to_zarr(tmp_path / "t.zarr", mode="a")
+    assert "not available" not in str(error.value)
