@@ -74,12 +74,17 @@ def test_file_urls_without_auto_mkdir_are_refused_with_the_remedy(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.filterwarnings("ignore:Numcodecs codecs are not in the Zarr version 3")
 def test_a_codec_name_zarr_does_not_know_is_refused_with_the_remedy(tmp_path):
     tensor = mtd.from_metatensor(_map())
+    tensor.to_zarr(tmp_path / "kept.zarr")
     with dask.config.set({"metatensor_dask.compressor": "lz4"}):
         with pytest.raises(mtd.MetatensorDaskError, match=r"'lz4'.*'numcodecs.lz4'"):
             tensor.to_zarr(tmp_path / "t.zarr")
-    assert not (tmp_path / "t.zarr").exists()
+        with pytest.raises(mtd.MetatensorDaskError, match=r"'lz4'.*'numcodecs.lz4'"):
+            tensor.to_zarr(tmp_path / "kept.zarr", mode="w")
+    assert list((tmp_path / "t.zarr").iterdir()) == []
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "kept.zarr"), _map())
     with dask.config.set({"metatensor_dask.compressor": "numcodecs.lz4"}):
         tensor.to_zarr(tmp_path / "t.zarr", chunks=2)
         tensor.to_zarr(tmp_path / "t.zarr", append_dim="samples", renumber={"system": "next"})

@@ -70,6 +70,12 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
             filters=None,
             chunk_key_encoding=_KEY_ENCODING,
         )
+    except KeyError as error:  # zarr's registry has no codec of that name
+        raise MetatensorDaskError(
+            f"zarr has no codec named {error.args[0]!r} (setting metatensor_dask.compressor): "
+            "use one of zarr's codecs ('zstd', 'gzip', 'blosc') or one of numcodecs', "
+            f"whose names start with 'numcodecs.' (such as 'numcodecs.{error.args[0]}')"
+        ) from None
     except (ValueError, TypeError) as error:
         raise MetatensorDaskError(
             f"zarr refused the codecs {compressors} for {dtype} arrays ({error}); change "

@@ -764,7 +764,10 @@ def _write(
                 f"{where} is complete, but holds another computation than this one: "
                 "resume=True only finishes the same write; use mode='w' to overwrite it"
             )
+    fresh = None
     if existing is not None and mode == "w":
+        # planned first: what the plan refuses (a setting, the chunks) keeps the store
+        fresh = _plan_tensor(tensor, request)
         # incomplete first, so that a reader opening it from now on is refused
         attributes, stored = existing
         incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
@@ -778,7 +781,7 @@ def _write(
                 f"mode='r+' rewrites an existing store, but there is none at {where}; use "
                 "mode='w-' to create one"
             )
-        plan = _plan_tensor(tensor, request)
+        plan = fresh or _plan_tensor(tensor, request)
         everything = sorted(plan.nodes)
         return _execute(
             store,
