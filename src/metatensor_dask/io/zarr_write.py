@@ -279,9 +279,8 @@ def _plan_addition(
     token = _token(plan, tensor)
     remedy = (
         "mode='a' only adds blocks with new keys and new gradients of stored blocks; to "
-        "add samples to stored blocks append them (appending samples is not available "
-        "yet), to rewrite the values of stored blocks use mode='r+', to replace the store "
-        "use mode='w'"
+        "add samples to stored blocks pass append_dim='samples', to rewrite the values of "
+        "stored blocks use mode='r+', to replace the store use mode='w'"
     )
     _check_matches(plan, stored, where, remedy)
     for key in tensor.keys:
