@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -101,3 +102,22 @@ def test_mode_a_on_a_stored_key_points_to_appending_samples(tmp_path):
     with pytest.raises(mtd.MetatensorDaskError, match=r"append_dim='samples'") as error:
         tensor.to_zarr(tmp_path / "t.zarr", mode="a")
     assert "not available" not in str(error.value)
+
+
+@pytest.mark.parametrize("kind", ["xarray", "zarr array"])
+def test_zarr_version_2_stores_are_refused_by_name(tmp_path, kind, capsys):
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "v2.zarr"
+    if kind == "xarray":
+        xr.Dataset({"a": ("x", np.arange(3.0))}).to_zarr(path, zarr_format=2)
+    else:
+        import zarr
+
+        zarr.create_array(path, shape=(3,), dtype="f8", zarr_format=2)[:] = 1.0
+    message = r"v2\.zarr is a Zarr version 2 store.*not a metatensor-dask store"
+    with pytest.raises(mtd.MetatensorDaskError, match=message):
+        mtd.open_zarr(path)
+    report = mtd.verify(path)
+    assert not report.ok and "Zarr version 2" in report.problems[0]
+    assert main(["info", str(path)]) == 1
+    assert "Zarr version 2" in capsys.readouterr().err
