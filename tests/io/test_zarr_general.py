@@ -121,3 +121,17 @@ def test_zarr_version_2_stores_are_refused_by_name(tmp_path, kind, capsys):
     assert not report.ok and "Zarr version 2" in report.problems[0]
     assert main(["info", str(path)]) == 1
     assert "Zarr version 2" in capsys.readouterr().err
+
+
+def test_verify_lists_a_damaged_labels_chunk_once(tmp_path):
+    theirs = metatensor.TensorMap(
+        _labels(["k"], [[0], [1]]), [_map(5).block(0).copy(), _map(3).block(0).copy()]
+    )
+    mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr")
+    chunk = tmp_path / "t.zarr" / "blocks" / "1" / "properties" / "c.0.0"
+    damaged = bytearray(chunk.read_bytes())
+    damaged[0] ^= 4
+    chunk.write_bytes(bytes(damaged))
+    report = mtd.verify(tmp_path / "t.zarr")
+    assert len(report.problems) == 1, report.problems
+    assert "'blocks/1/properties'" in report.problems[0]

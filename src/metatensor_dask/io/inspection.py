@@ -407,7 +407,8 @@ def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, li
     total = sum(n for n, _ in results)
     problems = [p for _, found in results for p in found]
     problems += [p for found in label_problems for p in found]
-    return total, problems
+    # a damaged Labels chunk is found by its read and by its Labels check: once
+    return total, list(dict.fromkeys(problems))
 
 
 @dataclass
