@@ -135,3 +135,34 @@ def test_verify_lists_a_damaged_labels_chunk_once(tmp_path):
     report = mtd.verify(tmp_path / "t.zarr")
     assert len(report.problems) == 1, report.problems
     assert "'blocks/1/properties'" in report.problems[0]
+
+
+def test_stores_a_write_can_not_use_are_refused_before_writing(tmp_path):
+    import zarr
+
+    tensor = mtd.from_metatensor(_map())
+    zipped = zarr.storage.ZipStore(tmp_path / "t.zip", mode="w")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"ZipStore.*can not delete.*directory"):
+        tensor.to_zarr(zipped)
+    zipped.close()
+    assert not (tmp_path / "t.zip").exists() or (tmp_path / "t.zip").stat().st_size <= 22
+    read_only = zarr.storage.LocalStore(tmp_path / "t.zarr", read_only=True)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"t\.zarr.*read-only.*read_only=False"):
+        tensor.to_zarr(read_only, mode="w")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_a_store_zipped_after_writing_opens_and_verifies(tmp_path):
+    import zipfile
+
+    import zarr
+
+    theirs = _map(7)
+    mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr", chunks=3)
+    with zipfile.ZipFile(tmp_path / "t.zip", "w") as archive:
+        for path in sorted((tmp_path / "t.zarr").rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(tmp_path / "t.zarr").as_posix())
+    store = zarr.storage.ZipStore(tmp_path / "t.zip", mode="r")
+    assert_equal_to_metatensor(mtd.open_zarr(store), theirs)
+    assert mtd.verify(store).ok

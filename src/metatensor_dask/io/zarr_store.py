@@ -115,6 +115,13 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
         ) from None
     except (FileExistsError, NotADirectoryError):  # zarr creates the folder to write
         raise _not_a_folder(store) from None
+    except ValueError:
+        if writable and getattr(store, "read_only", False):
+            raise MetatensorDaskError(
+                f"{describe(store)} is read-only: open the store with read_only=False to "
+                "write to it"
+            ) from None
+        raise
     if path.path:
         raise MetatensorDaskError(
             f"stores inside another store (path {path.path!r}) are not supported; give the "
@@ -142,6 +149,12 @@ def _check_writable(store: Store) -> None:
         root = Path(store.root)
         if root.exists() and not root.is_dir():
             raise _not_a_folder(root)
+    if not store.supports_deletes:
+        raise MetatensorDaskError(
+            f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
+            "which a write needs (its lock, its progress records): write to a directory, "
+            "then zip it if you wish (zarr.storage.ZipStore reads it)"
+        )
     # fsspec's local file system, behind zarr's asynchronous wrapper or not
     fs = getattr(store, "fs", None)
     fs = getattr(fs, "sync_fs", fs)
