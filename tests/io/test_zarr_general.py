@@ -59,6 +59,18 @@ def test_write_batches_never_writes_into_a_folder_holding_other_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_a_store_is_never_written_inside_another(tmp_path):
+    tensor = mtd.from_metatensor(_map())
+    tensor.to_zarr(tmp_path / "outer.zarr")
+    inner = tmp_path / "outer.zarr" / "blocks" / "0" / "inner.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=r"inner\.zarr is inside the Zarr store"):
+        tensor.to_zarr(inner)
+    with pytest.raises(mtd.MetatensorDaskError, match="is inside the Zarr store"):
+        tensor.to_zarr(inner, append_dim="samples")
+    assert not inner.exists() or list(inner.iterdir()) == []
+    assert mtd.verify(tmp_path / "outer.zarr").ok
+
+
 @pytest.mark.parametrize("mode", ["w", "w-", "a", "r+"])
 def test_a_file_is_refused_as_a_store(tmp_path, mode):
     target = tmp_path / "t.zarr"

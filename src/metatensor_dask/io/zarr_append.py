@@ -45,6 +45,7 @@ from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
 from .zarr_store import (
     ArrayRef,
+    _local_root,
     delete_prefix,
     describe,
     get_many,
@@ -263,6 +264,14 @@ def refuse_foreign(store: Store, where: str) -> None:
     names = list_root(store)
     if layout.PROGRESS_PREFIX.rstrip("/") in names:
         return
+    root = _local_root(store)
+    outer = next((p for p in root.parents if (p / "zarr.json").is_file()), None) if root else None
+    if outer is not None:
+        raise MetatensorDaskError(
+            f"{where} is inside the Zarr store {outer}, which would hold the new store's "
+            "files as unknown nodes (and delete them when overwritten): write the tensor "
+            "outside of it"
+        )
     foreign = sorted(name for name in names if not name.startswith(LOCK_KEY))
     if foreign:
         shown = ", ".join(repr(name) for name in foreign[:5])
