@@ -178,3 +178,36 @@ def test_a_store_zipped_after_writing_opens_and_verifies(tmp_path):
     store = zarr.storage.ZipStore(tmp_path / "t.zip", mode="r")
     assert_equal_to_metatensor(mtd.open_zarr(store), theirs)
     assert mtd.verify(store).ok
+
+
+@pytest.mark.parametrize("dtype", [np.longdouble, object, "U3", "datetime64[s]", "f8,i4"])
+def test_values_zarr_can_not_store_are_refused_before_writing(tmp_path, dtype):
+    labels = mtd.Labels(["s"], [[0], [1]])
+    block = mtd.TensorBlock(np.zeros((2, 1), dtype=dtype), labels, [], mtd.Labels(["p"], [[0]]))
+    tensor = mtd.TensorMap(mtd.Labels(["k"], [[0]]), [block])
+    with pytest.raises(mtd.MetatensorDaskError, match=r"dtype .* can not be stored in Zarr"):
+        tensor.to_zarr(tmp_path / "t.zarr")
+    assert not (tmp_path / "t.zarr").exists()
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">i2", "u8", "f2", "c8", "?"])
+def test_every_zarr_dtype_round_trips(tmp_path, dtype):
+    rng = np.random.default_rng(3)
+    values = (rng.normal(size=(7, 2)) * 30).astype(dtype)
+    block = metatensor.TensorBlock(
+        values.astype(np.dtype(dtype).newbyteorder("=")),
+        _labels(["s"], np.arange(7)),
+        [],
+        _labels(["p"], [0, 1]),
+    )
+    theirs = metatensor.TensorMap(_labels(["k"], [0]), [block])
+    ours = mtd.TensorMap(
+        mtd.Labels(["k"], [[0]]),
+        [
+            mtd.TensorBlock(
+                values, mtd.Labels(["s"], np.arange(7)[:, None]), [], mtd.Labels(["p"], [[0], [1]])
+            )
+        ],
+    )
+    ours.to_zarr(tmp_path / "t.zarr", chunks=3)
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)

@@ -523,6 +523,23 @@ def _check_names(block: TensorBlock) -> None:
         _check_names(gradient)
 
 
+#: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
+_STORABLE = frozenset(
+    np.dtype(code) for code in "? i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split()
+)
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    """Refuse values that Zarr can not store (strings, objects, dates, records,
+    long doubles), before the store is opened."""
+    if np.dtype(dtype).newbyteorder("=") not in _STORABLE:
+        raise MetatensorDaskError(
+            f"values of dtype {dtype} can not be stored in Zarr, which holds bool, integer, "
+            "float (16, 32 or 64 bits) or complex values; convert them first, e.g. with "
+            "`tensor.to(dtype=np.float64)`"
+        )
+
+
 def _clear(store: Store) -> None:
     """Delete everything in the store but its lock."""
     root = local_root(store)
@@ -695,6 +712,8 @@ def to_zarr(
         raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
     for block in tensor.blocks():
         _check_names(block)
+    if len(tensor.keys):
+        _check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
