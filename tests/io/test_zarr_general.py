@@ -4,6 +4,8 @@ metatensor maps with unusual content; metatensor-core is the oracle."""
 
 from __future__ import annotations
 
+import re
+
 import dask
 import metatensor
 import numpy as np
@@ -211,3 +213,41 @@ def test_every_zarr_dtype_round_trips(tmp_path, dtype):
     )
     ours.to_zarr(tmp_path / "t.zarr", chunks=3)
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
+
+
+def _with_gradient(name: str, nested: bool = False) -> metatensor.TensorMap:
+    """``_map()`` with a gradient ``name`` (or a positions gradient with a gradient
+    ``name`` of its own)."""
+    parent = _map().block(0)
+    rows = _labels(["sample"], np.arange(len(parent.samples)))
+    gradient = metatensor.TensorBlock(
+        np.ones((len(parent.samples), 2)), rows, [], parent.properties
+    )
+    if nested:
+        inner = metatensor.TensorBlock(
+            np.ones((len(parent.samples), 2)), rows, [], parent.properties
+        )
+        gradient.add_gradient(name, inner)
+        name = "positions"
+    block = parent.copy()
+    block.add_gradient(name, gradient)
+    return metatensor.TensorMap(_labels(["k"], [0]), [block])
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_gradient_named_as_zarr_documents_is_refused_before_writing(tmp_path, nested):
+    tensor = mtd.from_metatensor(_with_gradient("zarr.json", nested))
+    with pytest.raises(mtd.UnsafeNameError, match=r"'zarr\.json' cannot be stored in Zarr"):
+        tensor.to_zarr(tmp_path / "t.zarr")
+    assert not (tmp_path / "t.zarr").exists()
+    mtd.save(tmp_path / "t.mts", tensor)  # a folder name like any other in a .mts file
+    assert_equal_to_metatensor(mtd.load(tmp_path / "t.mts"), _with_gradient("zarr.json", nested))
+
+
+@pytest.mark.parametrize("name", ["a/b", "../../x", "zarr.json"])
+def test_write_batches_refuses_gradient_names_that_are_not_folders(tmp_path, name):
+    theirs = _with_gradient(name)
+    with pytest.raises(mtd.MetatensorDaskError, match=rf"gradient name '{re.escape(name)}'"):
+        mtd.write_batches(lambda items: theirs, [0], tmp_path / "t.zarr", renumber=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.zarr"]
+    assert not list((tmp_path / "t.zarr").glob("blocks/**/values"))

@@ -48,7 +48,7 @@ from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
-from ._names import check_path_component
+from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, read_root, refuse_foreign
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
@@ -516,13 +516,6 @@ def _stored_token(
     return bool(stored == _token(plan, tensor))
 
 
-def _check_names(block: TensorBlock) -> None:
-    """Refuse gradient names (nested ones too) that would not be one path component."""
-    for parameter, gradient in block.gradients():
-        check_path_component(parameter, "gradient name")
-        _check_names(gradient)
-
-
 #: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
 _STORABLE = frozenset(
     np.dtype(code) for code in "? i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split()
@@ -711,7 +704,7 @@ def to_zarr(
     if renumbering is not None and append_dim is None:
         raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
     for block in tensor.blocks():
-        _check_names(block)
+        check_gradient_names(block, zarr=True)
     if len(tensor.keys):
         _check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
