@@ -251,3 +251,16 @@ def test_write_batches_refuses_gradient_names_that_are_not_folders(tmp_path, nam
         mtd.write_batches(lambda items: theirs, [0], tmp_path / "t.zarr", renumber=None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.zarr"]
     assert not list((tmp_path / "t.zarr").glob("blocks/**/values"))
+
+
+def test_write_batches_refuses_values_zarr_can_not_store(tmp_path):
+    theirs = _map()
+    block = metatensor.TensorBlock(
+        np.zeros((5, 2), dtype=np.longdouble),
+        theirs.block(0).samples,
+        [],
+        theirs.block(0).properties,
+    )
+    batch = metatensor.TensorMap(theirs.keys, [block])
+    with pytest.raises(mtd.MetatensorDaskError, match=r"dtype float128 can not be stored in Zarr"):
+        mtd.write_batches(lambda items: batch, [0], tmp_path / "t.zarr", renumber=None)

@@ -22,7 +22,7 @@ from .. import config
 from ..errors import MetatensorDaskError
 from .zarr_integrity import damaged, missing_chunk
 
-__all__ = ["codec_settings", "template"]
+__all__ = ["check_dtype", "codec_settings", "template"]
 
 #: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
 _KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
@@ -84,6 +84,24 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
     return json.dumps(array.metadata.to_dict())
 
 
+#: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
+_STORABLE = frozenset(
+    np.dtype(code) for code in "? i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split()
+)
+
+
+def check_dtype(dtype: Any) -> None:
+    """Refuse values that Zarr can not store (strings, objects, dates, records, long
+    doubles): every writer plans its arrays through :func:`template`, which calls this
+    before anything is stored."""
+    if np.dtype(dtype).newbyteorder("=") not in _STORABLE:
+        raise MetatensorDaskError(
+            f"values of dtype {dtype} can not be stored in Zarr, which holds bool, integer, "
+            "float (16, 32 or 64 bits) or complex values; convert them first, e.g. with "
+            "`tensor.to(dtype=np.float64)`"
+        )
+
+
 def stored_dtype(dtype: Any) -> np.dtype:
     """``dtype`` as the format stores it: little-endian. Values in either byte order
     are stored alike, so that two dtypes match when their stored dtypes do."""
@@ -92,6 +110,7 @@ def stored_dtype(dtype: Any) -> np.dtype:
 
 def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
     """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
+    check_dtype(dtype)
     return json.loads(_template(stored_dtype(dtype).str, ndim, codec_settings(), sharded))
 
 

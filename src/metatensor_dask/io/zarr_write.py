@@ -51,6 +51,7 @@ from ._mts_integrity import member_checks
 from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, read_root, refuse_foreign
+from .zarr_codecs import check_dtype
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -516,23 +517,6 @@ def _stored_token(
     return bool(stored == _token(plan, tensor))
 
 
-#: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
-_STORABLE = frozenset(
-    np.dtype(code) for code in "? i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split()
-)
-
-
-def _check_dtype(dtype: np.dtype) -> None:
-    """Refuse values that Zarr can not store (strings, objects, dates, records,
-    long doubles), before the store is opened."""
-    if np.dtype(dtype).newbyteorder("=") not in _STORABLE:
-        raise MetatensorDaskError(
-            f"values of dtype {dtype} can not be stored in Zarr, which holds bool, integer, "
-            "float (16, 32 or 64 bits) or complex values; convert them first, e.g. with "
-            "`tensor.to(dtype=np.float64)`"
-        )
-
-
 def _clear(store: Store) -> None:
     """Delete everything in the store but its lock."""
     root = local_root(store)
@@ -706,7 +690,7 @@ def to_zarr(
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
     if len(tensor.keys):
-        _check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
+        check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
