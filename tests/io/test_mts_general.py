@@ -5,6 +5,7 @@ as other numbers."""
 
 from __future__ import annotations
 
+import re
 import struct
 
 import metatensor
@@ -122,3 +123,15 @@ def test_verify_reports_a_missing_file_as_for_a_missing_store(tmp_path):
     assert not report.ok
     assert "No such file" in report.problems[0]
     assert not mtd.verify(tmp_path / "missing.zarr").ok
+
+
+@pytest.mark.parametrize("where", ["missing/t.mts", "folder.mts", "file/t.mts"])
+def test_save_where_no_file_can_be_written_gives_metatensors_error(tmp_path, where):
+    (tmp_path / "folder.mts").mkdir()
+    (tmp_path / "file").write_text("mine")
+    target = tmp_path / where
+    with pytest.raises(mtd.MetatensorError, match=rf"^io error: .*'{re.escape(str(target))}'$"):
+        mtd.save(target, mtd.from_metatensor(_map()))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["file", "folder.mts"]
+    with pytest.raises(metatensor.MetatensorError, match=r"^io error: "):
+        metatensor.save(target, _map())
