@@ -264,3 +264,19 @@ def test_write_batches_refuses_values_zarr_can_not_store(tmp_path):
     batch = metatensor.TensorMap(theirs.keys, [block])
     with pytest.raises(mtd.MetatensorDaskError, match=r"dtype float128 can not be stored in Zarr"):
         mtd.write_batches(lambda items: batch, [0], tmp_path / "t.zarr", renumber=None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("chunk-size", "abc"), ("chunk-size", None), ("chunk-size", "0"), ("checksum", "no")],
+)
+def test_invalid_settings_are_refused_by_name_before_writing(tmp_path, name, value):
+    tensor = mtd.from_metatensor(_map())
+    tensor.to_zarr(tmp_path / "kept.zarr")
+    message = rf"invalid setting metatensor_dask\.{name}="
+    with dask.config.set({f"metatensor_dask.{name}": value}):
+        with pytest.raises(mtd.MetatensorDaskError, match=message):
+            tensor.to_zarr(tmp_path / "kept.zarr", mode="w", chunks="auto")
+        with pytest.raises(mtd.MetatensorDaskError, match=message):
+            tensor.to_zarr(tmp_path / "t.zarr", chunks="auto")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "kept.zarr"), _map())

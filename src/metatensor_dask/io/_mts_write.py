@@ -16,7 +16,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.utils import parse_bytes
 
 from .. import _graph, config
 from .._collection import GroupItem
@@ -279,7 +278,7 @@ def _write_array(fd: int, offset: int, array: np.ndarray, crc: int, length: int)
 
 
 def _rows_per_slice(array: np.ndarray) -> int:
-    size = parse_bytes(config.get("chunk-size"))
+    size = config.chunk_size()
     row_bytes = array.nbytes // max(len(array), 1)
     return max(1, size // max(row_bytes, 1))
 

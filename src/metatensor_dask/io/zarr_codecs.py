@@ -41,12 +41,20 @@ def _compressor(value: Any) -> dict[str, Any] | None:
     )
 
 
+def _checksum_setting(value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.checksum={value!r}: use true or false"
+        )
+    return bool(value)
+
+
 def codec_settings() -> str:
     """The current compressor/checksum settings, as a hashable JSON string."""
     return json.dumps(
         {
             "compressor": _compressor(config.get("compressor")),
-            "checksum": bool(config.get("checksum")),
+            "checksum": _checksum_setting(config.get("checksum")),
         },
         sort_keys=True,
     )
