@@ -280,3 +280,41 @@ def test_invalid_settings_are_refused_by_name_before_writing(tmp_path, name, val
         with pytest.raises(mtd.MetatensorDaskError, match=message):
             tensor.to_zarr(tmp_path / "t.zarr", chunks="auto")
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "kept.zarr"), _map())
+
+
+def test_an_xarray_store_is_refused_and_never_overwritten(tmp_path):
+    xr = pytest.importorskip("xarray")
+    dataset = xr.Dataset({"a": ("x", np.arange(3.0))})
+    dataset.to_zarr(tmp_path / "xr.zarr", zarr_format=3, consolidated=False)
+    with pytest.raises(mtd.MetatensorDaskError, match="not a metatensor-dask store"):
+        mtd.open_zarr(tmp_path / "xr.zarr")
+    for mode in ["w", "w-", "a"]:
+        with pytest.raises(mtd.MetatensorDaskError, match="not a metatensor-dask store"):
+            mtd.from_metatensor(_map()).to_zarr(tmp_path / "xr.zarr", mode=mode)
+    assert xr.open_zarr(tmp_path / "xr.zarr", consolidated=False).identical(dataset)
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
+@pytest.mark.parametrize("case", ["no blocks", "no samples", "sharded, zstd, appended"])
+def test_open_datatree_opens_unusual_stores(tmp_path, case):
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "t.zarr"
+    if case == "no blocks":
+        theirs = metatensor.TensorMap(_labels(["k"], np.zeros((0, 1))), [])
+        mtd.from_metatensor(theirs).to_zarr(path)
+    elif case == "no samples":
+        theirs = metatensor.TensorMap(_labels(["k"], [0]), [_map(0).block(0).copy()])
+        mtd.from_metatensor(theirs).to_zarr(path)
+    else:
+        settings = {"metatensor_dask.shard-chunks": 2, "metatensor_dask.compressor": "zstd"}
+        with dask.config.set(settings):
+            mtd.from_metatensor(_map(5)).to_zarr(path, chunks=2)
+            mtd.from_metatensor(_map(5)).to_zarr(
+                path, append_dim="samples", renumber={"system": "next"}
+            )
+    tree = xr.open_datatree(path, engine="zarr").load()
+    stored = mtd.open_zarr(path).compute()
+    for i, block in enumerate(stored.blocks()):
+        np.testing.assert_array_equal(tree[f"blocks/{i}/values"].values, block.values)
+        np.testing.assert_array_equal(tree[f"blocks/{i}/samples"].values, block.samples.values)
+    assert tree["keys"].shape == (len(stored.keys), 1)
