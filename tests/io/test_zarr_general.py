@@ -318,3 +318,23 @@ def test_open_datatree_opens_unusual_stores(tmp_path, case):
         np.testing.assert_array_equal(tree[f"blocks/{i}/values"].values, block.values)
         np.testing.assert_array_equal(tree[f"blocks/{i}/samples"].values, block.samples.values)
     assert tree["keys"].shape == (len(stored.keys), 1)
+
+
+@pytest.mark.parametrize("how", ["itself", "derived", "cli"])
+def test_overwriting_the_store_a_tensor_is_read_from_is_refused(tmp_path, how, capsys):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_map(7)).to_zarr(path, chunks=2)
+    opened = mtd.open_zarr(path, chunks=3)
+    message = "is read from that store: mode='w' deletes the store"
+    if how == "cli":
+        assert main(["convert", str(path), str(path), "--chunks", "3", "--overwrite"]) == 1
+        assert message in capsys.readouterr().err
+    else:
+        tensor = opened if how == "itself" else mtd.multiply(opened, 2.0)
+        with pytest.raises(mtd.MetatensorDaskError, match=message):
+            tensor.to_zarr(path, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(path), _map(7))
+    assert mtd.verify(path).ok
+    # computed first, it is the tensor's own data: the store can be replaced
+    mtd.multiply(opened, 2.0).compute().to_zarr(path, mode="w")
+    assert_equal_to_metatensor(mtd.open_zarr(path), metatensor.multiply(_map(7), 2.0))

@@ -28,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import dask
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
+from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
 from .. import _graph
@@ -517,6 +517,41 @@ def _stored_token(
     return bool(stored == _token(plan, tensor))
 
 
+def _refuse_reading_itself(tensor: TensorMap, where: str) -> None:
+    """mode="w" deletes the store before the tensor is computed: refuse a tensor whose
+    values are read from that store (by :func:`~.zarr_read.stored_array` tasks,
+    ``(read, ArrayRef, region)``)."""
+    for task in _tasks(tensor):
+        if (
+            isinstance(task, tuple)
+            and len(task) > 1
+            and isinstance(task[1], ArrayRef)
+            and describe(task[1].store) == where
+        ):
+            raise MetatensorDaskError(
+                f"the tensor written to {where} is read from that store: mode='w' deletes "
+                "the store before the tensor is computed, which would lose its data; write "
+                "it to another store (and move that one in place afterwards)"
+            )
+
+
+def _tasks(tensor: TensorMap) -> Iterator[Any]:
+    """The tasks computing the values of every block and gradient (nested ones too),
+    each graph layer that arrays share walked once."""
+    seen: set[Any] = set()
+    pending: list[Any] = list(tensor.blocks())
+    while pending:
+        block = pending.pop()
+        pending.extend(gradient for _, gradient in block.gradients())
+        if not is_dask_collection(block.values):
+            continue
+        graph = block.values.__dask_graph__()
+        for name, layer in getattr(graph, "layers", {id(graph): graph}).items():
+            if name not in seen:
+                seen.add(name)
+                yield from dict(layer).values()
+
+
 def _clear(store: Store) -> None:
     """Delete everything in the store but its lock."""
     root = local_root(store)
@@ -761,6 +796,7 @@ def _write(
             )
     fresh = None
     if existing is not None and mode == "w":
+        _refuse_reading_itself(tensor, where)
         # planned first: what the plan refuses (a setting, the chunks) keeps the store
         fresh = _plan_tensor(tensor, request)
         # incomplete first, so that a reader opening it from now on is refused
