@@ -9,13 +9,17 @@ time, but for ``huge-pages``, read at import (see :mod:`._huge_pages`).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import dask.config
 import yaml
+from dask.utils import parse_bytes
 
-__all__ = ["get"]
+from .errors import MetatensorDaskError
+
+__all__ = ["chunk_size", "get"]
 
 _DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "metatensor_dask.yaml")
 
@@ -28,3 +32,22 @@ dask.config.update_defaults(_DEFAULTS)
 def get(name: str) -> Any:
     """The current value of the setting ``metatensor_dask.<name>``."""
     return dask.config.get(f"metatensor_dask.{name}")
+
+
+def chunk_size() -> int:
+    """The ``chunk-size`` setting in bytes; a value that is not a positive size is
+    refused, naming the setting."""
+    return _positive_bytes(get("chunk-size"))
+
+
+@functools.lru_cache(maxsize=16)
+def _positive_bytes(value: Any) -> int:
+    try:
+        size = int(parse_bytes(value))
+    except (ValueError, TypeError, AttributeError):
+        size = 0
+    if size < 1:
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.chunk-size={value!r}: use a size such as '64MiB'"
+        )
+    return size

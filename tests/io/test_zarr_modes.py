@@ -78,7 +78,7 @@ def test_mode_a_refuses_a_stored_key(tmp_path, theirs):
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(_select(theirs, [0, 2])).to_zarr(path)
     before = sorted(p.relative_to(path) for p in path.rglob("*"))
-    remedies = r"append them \(appending samples.*mode='r\+'.*mode='w'"
+    remedies = r"append_dim='samples'.*mode='r\+'.*mode='w'"
     # the same block again: it would be a silent no-op
     with pytest.raises(
         mtd.MetatensorDaskError, match=r"key \(6, 8\) is already stored.*" + remedies

@@ -195,7 +195,7 @@ def featomic_like(
     properties = _properties()
     xyz = Labels.range("xyz", 3)
     strain_components = [Labels.range("xyz_1", 3), Labels.range("xyz_2", 3)]
-    target = parse_bytes(config.get("chunk-size")) if chunks is None else chunks
+    target = config.chunk_size() if chunks is None else chunks
     blocks = []
     for index, (center, _, _) in enumerate(keys.values.tolist()):
         samples: list[tuple[int, int]] = []

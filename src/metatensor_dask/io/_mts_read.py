@@ -196,9 +196,14 @@ class Archive:
         try:
             for component in name.split("/"):
                 check_path_component(component, "a member name component")
-        except UnsafeNameError as error:
+        except UnsafeNameError:
             raise UnsafeNameError(
-                f"unable to load {self.what} from '{self.display}': member '{name}': {error}"
+                f"unable to load {self.what} from '{self.display}': member '{name}' has a "
+                f"name component {component!r} that is not a single safe path component "
+                "(not empty, '.' or '..', without '/', '\\', control characters or leading "
+                "or trailing spaces): the file is damaged, or was written with such a "
+                "gradient name, which metatensor-dask refuses; write it again from its "
+                "source, with plain gradient names"
             ) from None
 
     @classmethod

@@ -5,6 +5,7 @@ dask tasks, into a temporary file renamed over the target at the end.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import secrets
@@ -15,7 +16,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.utils import parse_bytes
 
 from .. import _graph, config
 from .._collection import GroupItem
@@ -24,6 +24,7 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
 from ._file_writes import write_all
+from ._mts_read import io_error
 from ._names import check_path_component
 
 __all__ = ["Encoder", "Entry", "labels_bytes", "write_atomically"]
@@ -114,7 +115,13 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
     absolute = os.path.abspath(path)
     directory, name = os.path.split(absolute)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if os.path.isdir(absolute):  # would be found by the rename, once all is written
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:
+        # metatensor's error, naming the file asked for rather than the temporary one
+        raise io_error(OSError(error.errno, error.strerror), path) from None
     try:
         try:
             if archive:
@@ -271,7 +278,7 @@ def _write_array(fd: int, offset: int, array: np.ndarray, crc: int, length: int)
 
 
 def _rows_per_slice(array: np.ndarray) -> int:
-    size = parse_bytes(config.get("chunk-size"))
+    size = config.chunk_size()
     row_bytes = array.nbytes // max(len(array), 1)
     return max(1, size // max(row_bytes, 1))
 

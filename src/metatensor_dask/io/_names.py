@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+from typing import Any
 
 from ..errors import UnsafeNameError
 
-__all__ = ["check_path_component"]
+__all__ = ["ZARR_DOCUMENT", "check_gradient_names", "check_path_component"]
 
 _RESERVED = {"", ".", ".."}
+
+#: The document of every Zarr group: a gradient of that name would be written over it.
+ZARR_DOCUMENT = "zarr.json"
 
 
 def check_path_component(name: object, what: str) -> None:
@@ -49,3 +53,26 @@ def _is_safe(name: str) -> bool:
         if char in "/\\" or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"}
     ]
     return not (name in _RESERVED or bad or name != name.strip())
+
+
+def check_gradient_names(block: Any, zarr: bool) -> None:
+    """Raise :class:`~metatensor_dask.errors.UnsafeNameError` unless every gradient name
+    of ``block`` (nested ones too) is a safe path component, and, for a Zarr store
+    (``zarr``), not :data:`ZARR_DOCUMENT`.
+
+    Parameters
+    ----------
+    block
+        A block of metatensor-dask, or of a metatensor-core batch (anything whose
+        ``gradients()`` gives ``(name, gradient)`` pairs).
+    zarr
+        Whether the names become folders of a Zarr store.
+    """
+    for parameter, gradient in block.gradients():
+        check_path_component(parameter, "gradient name")
+        if zarr and parameter == ZARR_DOCUMENT:
+            raise UnsafeNameError(
+                f"gradient name {parameter!r} cannot be stored in Zarr, where it names the "
+                "document of every group; rename the gradient"
+            )
+        check_gradient_names(gradient, zarr)

@@ -351,6 +351,14 @@ def _locate(
     want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)
     want[directory.methods != zipfile.ZIP_STORED] = 0
     starts = directory.header_offsets
+    beyond = np.flatnonzero(starts > file_size - _LOCAL.size)
+    if len(beyond):
+        k = int(beyond[0])
+        raise ZipError(
+            f"the local header of '{names[k]}' would be at byte {int(starts[k])}, past the "
+            f"end of the file ({file_size} bytes): the archive's directory is damaged, or "
+            "the file truncated"
+        )
     # the local header repeats the name: as long as in the directory, in practice
     stops = starts + _LOCAL.size + directory.name_lengths + _EXTRA_GUESS + want
     reach = np.maximum.accumulate(stops)

@@ -51,10 +51,11 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
         if chunks < 1:
             raise MetatensorDaskError(f"`chunks` must be at least one row per chunk, got {chunks}")
         return ChunkRequest("rows", int(chunks))
+    if chunks == "auto":
+        return ChunkRequest("bytes", config.chunk_size())
     if isinstance(chunks, str):
-        text = config.get("chunk-size") if chunks == "auto" else chunks
         try:
-            amount = parse_bytes(text)
+            amount = parse_bytes(chunks)
         except (ValueError, TypeError):
             amount = 0
         if amount < 1:
@@ -70,7 +71,7 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
 
 def default_target() -> int:
     """The ``chunk-size`` setting, in bytes."""
-    return int(parse_bytes(config.get("chunk-size")))
+    return config.chunk_size()
 
 
 def row_bytes(shape: tuple[int, ...], dtype: Any) -> int:

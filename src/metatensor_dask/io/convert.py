@@ -88,7 +88,8 @@ def from_metatensor(data: Any) -> Any:
             _labels_from(data.keys), [_block_from(b, shared) for b in data.blocks()]
         )
         for key, value in data.info().items():
-            tensor.set_info(key, value)
+            # metatensor-core's info() gives None for an empty string value
+            tensor.set_info(key, "" if value is None else value)
         return tensor
     raise TypeError(f"expected a metatensor TensorMap, TensorBlock or Labels, got {type(data)}")
 

@@ -33,7 +33,7 @@ from .ingest_batch import RUN, Target
 from .ingest_cluster import on_cluster
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
-from .zarr_append import read_root
+from .zarr_append import read_root, refuse_foreign
 from .zarr_store import describe, open_store, set_many
 
 __all__ = ["write_batches"]
@@ -196,6 +196,7 @@ def _run(
         if ours.get("complete") is True:
             return
     else:
+        refuse_foreign(store, where)
         # with its (empty) nodes inline: the node documents of a first batch killed
         # before its root was written are then not taken for stored blocks
         root = layout.root_document(False, {}, {})

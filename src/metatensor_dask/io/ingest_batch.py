@@ -27,6 +27,7 @@ from .._gc import collector_paused
 from ..errors import MetatensorDaskError
 from . import zarr_layout as layout
 from ._lock import WriteId
+from ._names import check_gradient_names
 from .chunks import ChunkRequest, default_target
 from .ingest_core import CoreBlock, CoreTensor, core_view
 from .zarr_append import (
@@ -185,6 +186,8 @@ def _plan_batch(
     start = index * run["batch_size"]
     renumber = None if run["renumber"] is None else (run["renumber"], start)
     tensor = _as_tensor(result, index, first, renumber)
+    for block in tensor.blocks():
+        check_gradient_names(block, zarr=True)
     where = lock.where
     if previous is None:
         existing = read_root(store, where)

@@ -18,7 +18,7 @@ import numpy as np
 from dask.utils import format_bytes
 
 from .._typing import StoreLike
-from ..errors import DamagedStoreError, MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
 from ._zarr_internals import sync
 from .ingest_batch import RUN
@@ -407,7 +407,8 @@ def _merge(results: list[Any], label_problems: list[list[str]]) -> tuple[int, li
     total = sum(n for n, _ in results)
     problems = [p for _, found in results for p in found]
     problems += [p for found in label_problems for p in found]
-    return total, problems
+    # a damaged Labels chunk is found by its read and by its Labels check: once
+    return total, list(dict.fromkeys(problems))
 
 
 @dataclass
@@ -563,7 +564,9 @@ def verify(
 
         try:
             check_file(os.fspath(location))
-        except DamagedStoreError as error:
+        except (MetatensorDaskError, MetatensorError) as error:
+            # damage, an unsafe member name, a file that can not be read: reported, as
+            # for a store
             return Verification(os.fspath(location), [str(error)])
         return Verification(os.fspath(location), [])
     return verify_store(location, storage_options, compute=compute)

@@ -38,18 +38,20 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from ._lock import WriteId
+from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
 from .zarr_store import (
     ArrayRef,
+    _local_root,
     check_memory_owner,
     delete_prefix,
     describe,
     get_many,
     list_prefix,
+    list_root,
     memory_owner,
     read_arrays,
     read_labels,
@@ -72,6 +74,7 @@ __all__ = [
     "plan_append",
     "read_root",
     "recorded_token",
+    "refuse_foreign",
     "store_now",
 ]
 
@@ -260,6 +263,32 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
     if nodes is None:
         nodes = read_nodes(store)
     return attributes, nodes
+
+
+def refuse_foreign(store: Store, where: str) -> None:
+    """Refuse to create a store at a location without root document that holds anything
+    but what a writer leaves there: its lock and, for a write or append interrupted
+    before its root, ``.progress/`` with what it stored."""
+    names = list_root(store)
+    if layout.PROGRESS_PREFIX.rstrip("/") in names:
+        return
+    root = _local_root(store)
+    outer = next((p for p in root.parents if (p / "zarr.json").is_file()), None) if root else None
+    if outer is not None:
+        raise MetatensorDaskError(
+            f"{where} is inside the Zarr store {outer}, which would hold the new store's "
+            "files as unknown nodes (and delete them when overwritten): write the tensor "
+            "outside of it"
+        )
+    foreign = sorted(name for name in names if not name.startswith(LOCK_KEY))
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise MetatensorDaskError(
+            f"{where} is not empty and holds no Zarr store (it holds {shown}{more}): "
+            "metatensor-dask never writes among or deletes other data; write the tensor "
+            "to a new or empty location"
+        )
 
 
 def _stored_layout(

@@ -22,7 +22,7 @@ from .. import config
 from ..errors import MetatensorDaskError
 from .zarr_integrity import damaged, missing_chunk
 
-__all__ = ["codec_settings", "template"]
+__all__ = ["check_dtype", "codec_settings", "template"]
 
 #: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
 _KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
@@ -41,12 +41,20 @@ def _compressor(value: Any) -> dict[str, Any] | None:
     )
 
 
+def _checksum_setting(value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.checksum={value!r}: use true or false"
+        )
+    return bool(value)
+
+
 def codec_settings() -> str:
     """The current compressor/checksum settings, as a hashable JSON string."""
     return json.dumps(
         {
             "compressor": _compressor(config.get("compressor")),
-            "checksum": bool(config.get("checksum")),
+            "checksum": _checksum_setting(config.get("checksum")),
         },
         sort_keys=True,
     )
@@ -70,12 +78,36 @@ def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
             filters=None,
             chunk_key_encoding=_KEY_ENCODING,
         )
+    except KeyError as error:  # zarr's registry has no codec of that name
+        raise MetatensorDaskError(
+            f"zarr has no codec named {error.args[0]!r} (setting metatensor_dask.compressor): "
+            "use one of zarr's codecs ('zstd', 'gzip', 'blosc') or one of numcodecs', "
+            f"whose names start with 'numcodecs.' (such as 'numcodecs.{error.args[0]}')"
+        ) from None
     except (ValueError, TypeError) as error:
         raise MetatensorDaskError(
             f"zarr refused the codecs {compressors} for {dtype} arrays ({error}); change "
             "the metatensor_dask.compressor setting"
         ) from None
     return json.dumps(array.metadata.to_dict())
+
+
+#: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
+_STORABLE = frozenset(
+    np.dtype(code) for code in "? i1 i2 i4 i8 u1 u2 u4 u8 f2 f4 f8 c8 c16".split()
+)
+
+
+def check_dtype(dtype: Any) -> None:
+    """Refuse values that Zarr can not store (strings, objects, dates, records, long
+    doubles): every writer plans its arrays through :func:`template`, which calls this
+    before anything is stored."""
+    if np.dtype(dtype).newbyteorder("=") not in _STORABLE:
+        raise MetatensorDaskError(
+            f"values of dtype {dtype} can not be stored in Zarr, which holds bool, integer, "
+            "float (16, 32 or 64 bits) or complex values; convert them first, e.g. with "
+            "`tensor.to(dtype=np.float64)`"
+        )
 
 
 def stored_dtype(dtype: Any) -> np.dtype:
@@ -86,6 +118,7 @@ def stored_dtype(dtype: Any) -> np.dtype:
 
 def template(dtype: np.dtype, ndim: int, sharded: bool) -> dict[str, Any]:
     """A ``zarr.json`` array document with the configured codecs for ``dtype``/``ndim``."""
+    check_dtype(dtype)
     return json.loads(_template(stored_dtype(dtype).str, ndim, codec_settings(), sharded))
 
 

@@ -26,7 +26,7 @@ from .._gc import collector_paused
 from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
-from ..errors import IncompleteStoreError, StoreFormatWarning
+from ..errors import IncompleteStoreError, MetatensorDaskError, StoreFormatWarning
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
@@ -257,10 +257,18 @@ def incomplete(where: str) -> IncompleteStoreError:
 def check_started(store: Store, where: str) -> None:
     """Refuse a store without root document as incomplete when a write to it started:
     its lock, the plan of a write or the record of an append are stored before the
-    root (and left by a writer killed before it)."""
-    keys = [LOCK_KEY, layout.PLAN_KEY, layout.APPEND_KEY]
-    if any(raw is not None for raw in get_many(store, keys)):
+    root (and left by a writer killed before it); and by name a Zarr version 2 store,
+    whose root document is ``.zgroup`` or ``.zarray``."""
+    keys = [LOCK_KEY, layout.PLAN_KEY, layout.APPEND_KEY, ".zgroup", ".zarray"]
+    *started, group, array = get_many(store, keys)
+    if any(raw is not None for raw in started):
         raise incomplete(where)
+    if group is not None or array is not None:
+        raise MetatensorDaskError(
+            f"{where} is a Zarr version 2 store (written by zarr-python 2, or with "
+            "zarr_format=2), not a metatensor-dask store: open it with xarray.open_zarr "
+            "or zarr.open_group"
+        )
 
 
 def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:

@@ -47,6 +47,7 @@ __all__ = [
     "delete_prefix",
     "get_many",
     "list_prefix",
+    "list_root",
     "make_folders",
     "open_store",
     "plain_chunks",
@@ -112,12 +113,23 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
             f"no Zarr store found at {store!r}: check the path, or write a tensor there "
             "with `tensor.to_zarr(...)`"
         ) from None
+    except (FileExistsError, NotADirectoryError):  # zarr creates the folder to write
+        raise _not_a_folder(store) from None
+    except ValueError:
+        if writable and getattr(store, "read_only", False):
+            raise MetatensorDaskError(
+                f"{describe(store)} is read-only: open the store with read_only=False to "
+                "write to it"
+            ) from None
+        raise
     if path.path:
         raise MetatensorDaskError(
             f"stores inside another store (path {path.path!r}) are not supported; give the "
             "store's own location"
         )
     resolved = path.store
+    if writable:
+        _check_writable(resolved)
     kind = _memory_kind(resolved)
     reason = _copying_scheduler(kind) if kind is not None else None
     if reason is not None:
@@ -149,6 +161,37 @@ def check_memory_owner(store: Store, owner: tuple[int, int] | None) -> None:
     pid, identity = owner
     if os.getpid() != pid or (_memory_kind(store) == "object" and id(store) != identity):
         raise _not_here("the write's tasks run in another process, or on a copy of the store")
+
+
+def _check_writable(store: Store) -> None:
+    """Refuse, before the write takes its lock, a location that a write would fail on
+    halfway: a local file, or a ``file://`` URL whose file system creates no folders."""
+    if isinstance(store, LocalStore):
+        root = Path(store.root)
+        if root.exists() and not root.is_dir():
+            raise _not_a_folder(root)
+    if not store.supports_deletes:
+        raise MetatensorDaskError(
+            f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
+            "which a write needs (its lock, its progress records): write to a directory, "
+            "then zip it if you wish (zarr.storage.ZipStore reads it)"
+        )
+    # fsspec's local file system, behind zarr's asynchronous wrapper or not
+    fs = getattr(store, "fs", None)
+    fs = getattr(fs, "sync_fs", fs)
+    if getattr(fs, "auto_mkdir", True) is False and "file" in getattr(fs, "protocol", ()):
+        raise MetatensorDaskError(
+            f"{describe(store)}: fsspec's local file system creates no folders unless "
+            "asked, so a write would fail halfway; pass storage_options={'auto_mkdir': "
+            "True}, or give the path without 'file://'"
+        )
+
+
+def _not_a_folder(location: Any) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"{location!r} is a file, not a directory (or lies in a file): a Zarr store is a "
+        "directory; write the tensor to another path"
+    )
 
 
 def describe(store: Store) -> str:
@@ -285,6 +328,15 @@ def list_prefix(store: Store, prefix: str) -> list[str]:
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
+
+    return sync(collect())
+
+
+def list_root(store: Store) -> list[str]:
+    """The names of the entries at the root of ``store`` (files and folders)."""
+
+    async def collect() -> list[str]:
+        return [name async for name in store.list_dir("")]
 
     return sync(collect())
 

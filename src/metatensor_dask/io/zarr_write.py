@@ -48,9 +48,10 @@ from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
-from ._names import check_path_component
+from ._names import check_gradient_names
 from ._zarr_internals import sync
-from .zarr_append import append, read_root
+from .zarr_append import append, read_root, refuse_foreign
+from .zarr_codecs import check_dtype
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -297,9 +298,8 @@ def _plan_addition(
     token = _token(plan, tensor)
     remedy = (
         "mode='a' only adds blocks with new keys and new gradients of stored blocks; to "
-        "add samples to stored blocks append them (appending samples is not available "
-        "yet), to rewrite the values of stored blocks use mode='r+', to replace the store "
-        "use mode='w'"
+        "add samples to stored blocks pass append_dim='samples', to rewrite the values of "
+        "stored blocks use mode='r+', to replace the store use mode='w'"
     )
     _check_matches(plan, stored, where, remedy)
     for key in tensor.keys:
@@ -559,13 +559,6 @@ def _stored_token(
     return bool(stored == _token(plan, tensor))
 
 
-def _check_names(block: TensorBlock) -> None:
-    """Refuse gradient names (nested ones too) that would not be one path component."""
-    for parameter, gradient in block.gradients():
-        check_path_component(parameter, "gradient name")
-        _check_names(gradient)
-
-
 def _clear(store: Store) -> None:
     """Delete everything in the store but its lock."""
     root = local_root(store)
@@ -738,7 +731,9 @@ def to_zarr(
     if renumbering is not None and append_dim is None:
         raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
     for block in tensor.blocks():
-        _check_names(block)
+        check_gradient_names(block, zarr=True)
+    if len(tensor.keys):
+        check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
@@ -750,6 +745,8 @@ def to_zarr(
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
         else:
             existing = read_root(store, lock.ref.where)
+            if existing is None:
+                refuse_foreign(store, lock.ref.where)
             delayed = append(
                 tensor,
                 store,
@@ -784,6 +781,8 @@ def _write(
     """:func:`to_zarr` once the lock is taken."""
     where = lock.where
     existing = read_root(store, where)
+    if existing is None:
+        refuse_foreign(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:

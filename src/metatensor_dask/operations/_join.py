@@ -12,7 +12,6 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask.utils import parse_bytes
 
 from .. import config
 from .._gc import without_collector
@@ -41,7 +40,7 @@ __all__ = ["join", "join_blocks"]
 
 def _row_limit(arrays: list[da.Array]) -> int:
     """Rows per merged chunk: the configured chunk size, or the inputs' largest chunk."""
-    target = parse_bytes(config.get("chunk-size"))
+    target = config.chunk_size()
     largest = max([1, *(c for a in arrays for c in a.chunks[0])])
     row_bytes = max(1, int(np.prod(arrays[0].shape[1:])) * arrays[0].dtype.itemsize)
     return max(largest, target // row_bytes)

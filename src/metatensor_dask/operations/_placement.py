@@ -21,14 +21,12 @@ return None).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from dask.utils import parse_bytes
 
 from .. import _graph, config
 from .._gc import without_collector
@@ -304,17 +302,12 @@ def take_columns_now(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return array[..., index]
 
 
-@functools.lru_cache(maxsize=16)
-def _parsed_bytes(text: str) -> int:
-    return int(parse_bytes(text))
-
-
 def row_limit(shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Rows per output chunk: the configured chunk size, at least one row."""
     row_bytes = dtype.itemsize
     for n in shape[1:]:
         row_bytes *= n
-    return max(1, _parsed_bytes(config.get("chunk-size")) // max(1, row_bytes))
+    return max(1, config.chunk_size() // max(1, row_bytes))
 
 
 def taken(groups: TinyGroups, prefix: str, array: Any, index: np.ndarray, axis: str) -> Any:
