@@ -156,6 +156,24 @@ def test_an_arg_given_twice_is_refused(capsys, tmp_path, store):
     assert not os.path.exists(out)
 
 
+def test_an_arg_that_is_not_yaml_is_refused_with_the_quoted_form(capsys, tmp_path, store):
+    out = tmp_path / "o.zarr"
+    code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=[1", "-o", out)
+    assert code == 2
+    assert "--arg B=[1: the value is not valid YAML" in err
+    assert "--arg \"B='[1'\"" in err
+    assert not os.path.exists(out)
+
+
+def test_reduced_names_of_another_type_are_named(capsys, tmp_path, store):
+    out = tmp_path / "o.zarr"
+    code, _, err = run(
+        capsys, "apply", "sum_over_samples", store, "--arg", "sample_names=3", "-o", out
+    )
+    assert code == 1
+    assert "sample names to reduce over must be a string or a list of strings, got 3" in err
+
+
 @pytest.mark.parametrize("chunks", ["lots", -5, 0])
 def test_input_chunks_are_checked_with_the_file(tmp_path, chunks):
     path = write_pipeline(

@@ -89,3 +89,15 @@ def test_errors_like_metatensor():
     )
     with pytest.raises(ValueError, match=r"property name \(zz\) is not part"):
         mtd.sum_over_properties_block(ours.block(0), ["zz"])
+
+
+@pytest.mark.parametrize("names", [3, [3], None, ("n", 2)])
+def test_names_of_another_type_are_refused(names):
+    ours, theirs = tutorial("spherical-expansion")
+    with pytest.raises(TypeError, match="property names to reduce over must be a string or"):
+        mtd.sum_over_properties(ours, names)
+    with pytest.raises(TypeError, match="sample names to reduce over must be a string or"):
+        mtd.mean_over_samples_block(ours.block(0), names)
+    # tuples are taken as lists, as metatensor does
+    expected = metatensor.sum_over_samples(theirs, ("atom",))
+    assert metatensor.equal(mtd.to_metatensor(mtd.sum_over_samples(ours, ("atom",))), expected)

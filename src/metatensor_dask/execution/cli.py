@@ -301,8 +301,12 @@ def _parse_arg(text: str) -> tuple[str, Any]:
         raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
     try:
         return name, yaml.safe_load(value)
-    except yaml.YAMLError:
-        return name, value
+    except yaml.YAMLError as error:
+        problem = str(error).splitlines()[0]
+        raise UsageError(
+            f"--arg {text}: the value is not valid YAML ({problem}); close its brackets "
+            f"and quotes, or quote it to pass a string: --arg \"{name}='{value}'\""
+        ) from None
 
 
 def _apply(args: argparse.Namespace) -> int:

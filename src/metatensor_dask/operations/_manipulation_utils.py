@@ -133,13 +133,26 @@ def same_labels(labels: Sequence[Labels], reference: Labels) -> bool:
 def checked_names(names: str | Sequence[str], present: Sequence[str], what: str) -> list[str]:
     """``names`` as a list, each checked to be one of the ``what`` dimensions ``present``
     (metatensor's message for the reductions)."""
-    names = [names] if isinstance(names, str) else list(names)
-    for name in names:
+    listed = [names] if isinstance(names, str) else list(names) if _iterable(names) else None
+    if listed is None or not all(isinstance(name, str) for name in listed):
+        raise TypeError(
+            f"the {what} names to reduce over must be a string or a list of strings, got "
+            f"{names!r} ({type(names).__name__}); e.g. {list(present)[:1]}"
+        )
+    for name in listed:
         if name not in present:
             raise ValueError(
                 f"one of the requested {what} name ({name}) is not part of this TensorMap"
             )
-    return names
+    return listed
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
 
 
 def reduction_dtype(dtype: np.dtype, reduction: str) -> np.dtype:
