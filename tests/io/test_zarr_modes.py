@@ -123,6 +123,20 @@ def test_mode_a_refuses_what_would_break_the_tensor(tmp_path, theirs):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), _select(theirs, [0]))
 
 
+@pytest.mark.parametrize("chunks", [4, 7])
+def test_mode_r_plus_refuses_values_read_from_the_store_it_rewrites(tmp_path, chunks):
+    """A task could read a chunk that another task already rewrote: the rows of a
+    reversed block came out wrong, without an error."""
+    theirs = make_metatensor(seed=5, nested=False)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path, chunks=4)
+    doubled = mtd.multiply(mtd.open_zarr(path, chunks=chunks), 2.0)
+    with pytest.raises(mtd.MetatensorDaskError, match="mode='r\\+' would rewrite chunks"):
+        doubled.to_zarr(path, mode="r+")
+    assert_equal_to_metatensor(mtd.open_zarr(path), theirs)
+    assert mtd.verify(path).ok
+
+
 def test_mode_r_plus_rewrites_values(tmp_path):
     theirs = make_metatensor(seed=5, nested=False)  # multiply refuses nested gradients
     mtd.from_metatensor(theirs).to_zarr(tmp_path / "t.zarr", chunks=4)

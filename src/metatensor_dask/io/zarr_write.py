@@ -335,9 +335,10 @@ def _held(values: Any) -> Callable[[], np.ndarray]:
     return lambda: array
 
 
-def _refuse_reading(plan: Plan, store: Store, where: str) -> None:
-    """Refuse to overwrite ``store`` (``mode="w"``, which empties it first) with values
-    whose tasks read it."""
+def _refuse_reading(plan: Plan, store: Store, where: str, why: str) -> None:
+    """Refuse to write into ``store`` values whose tasks read it: ``mode="w"`` empties it
+    before computing them, and ``mode="r+"`` rewrites chunks that other tasks may read
+    afterwards (wrong values, without an error). ``why`` says which, for the message."""
     target = describe(store)
     seen: dict[int, bool] = {}
     for task in _graph.flat_tasks(plan.data.values()).values():
@@ -349,8 +350,8 @@ def _refuse_reading(plan: Plan, store: Store, where: str) -> None:
         if seen[id(ref.store)]:
             raise MetatensorDaskError(
                 f"this tensor reads the store it would overwrite ({where}, array "
-                f"'{ref.path}'), and mode='w' empties the store before computing it: "
-                "write it to another store, or compute() it first"
+                f"'{ref.path}'), and {why}: write it to another store, or compute() (or "
+                "persist()) it first"
             )
 
 
@@ -806,7 +807,7 @@ def _write(
     if existing is not None and mode == "w":
         # what the tensor reads from the store is read before the store is emptied
         plan = _plan_tensor(tensor, request)
-        _refuse_reading(plan, store, where)
+        _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
         plan.small = {path: _held(load()) for path, load in plan.small.items()}
         # incomplete first, so that a reader opening it from now on is refused
         attributes, stored = existing
@@ -857,6 +858,12 @@ def _write(
     plan = _plan_tensor(tensor, request)
     _check_rewrite(
         plan, stored, where, "mode='r+' only rewrites values; use mode='w' to change metadata"
+    )
+    _refuse_reading(
+        plan,
+        store,
+        where,
+        "mode='r+' would rewrite chunks that its tasks may still have to read",
     )
     return _execute(
         store, plan, stored, [], sorted(plan.data), [], info, compute, (lock, _token(plan, tensor))
