@@ -1,0 +1,158 @@
+"""Ingestion as a user does it: ``write_batches``, appends and ``convert --append`` on
+batches with several keys (coming, going, in another order), cell-like gradients with
+components, zero-sample blocks, and runs that fail, are resumed or are requeued. Every
+store equals metatensor's ``join(..., axis="samples", different_keys="union")`` of the
+renumbered batches, and ``verify`` finds it whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import metatensor
+import numpy as np
+from ingest_support import store_files
+from pipeline_support import run
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+CLI = [sys.executable, "-m", "metatensor_dask"]
+
+#: The keys of a batch (pairs of species), by the first item of the batch: each batch
+#: has its own keys, in its own order; (8, 8) only appears with first item 4.
+KEYS = {0: [(1, 1), (1, 6)], 2: [(6, 1), (1, 1)], 4: [(1, 6), (8, 8), (1, 1)]}
+
+
+def _labels(names: list[str], values) -> metatensor.Labels:
+    values = np.asarray(values, dtype=np.int32).reshape(-1, len(names))
+    return metatensor.Labels(names, values)
+
+
+def _block(rng: np.random.Generator, n_systems: int, empty: bool) -> metatensor.TensorBlock:
+    """Two atoms per system (none when ``empty``), a positions gradient (rows grouped
+    by sample) and a strain gradient with two components."""
+    samples = [] if empty else [(s, a) for s in range(n_systems) for a in range(2)]
+    properties = _labels(["n"], [0, 1, 2])
+    block = metatensor.TensorBlock(
+        rng.normal(size=(len(samples), 3)), _labels(["system", "atom"], samples), [], properties
+    )
+    rows = [(i, s, a) for i, (s, _) in enumerate(samples) for a in range(2)]
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.normal(size=(len(rows), 3, 3)),
+            _labels(["sample", "system", "atom"], rows),
+            [_labels(["xyz"], [0, 1, 2])],
+            properties,
+        ),
+    )
+    block.add_gradient(
+        "strain",
+        metatensor.TensorBlock(
+            rng.normal(size=(len(samples), 3, 3, 3)),
+            _labels(["sample"], np.arange(len(samples))),
+            [_labels(["xyz_1"], [0, 1, 2]), _labels(["xyz_2"], [0, 1, 2])],
+            properties,
+        ),
+    )
+    return block
+
+
+def batch(items: list[int]) -> metatensor.TensorMap:
+    """The batch of ``items`` (systems numbered from 0, as featomic does): the keys of
+    :data:`KEYS` for its first item (cycling every 6 items); (8, 8) has no sample."""
+    keys = KEYS[items[0] % 6 - items[0] % 2]
+    rng = np.random.default_rng(items[0])
+    blocks = [_block(rng, len(items), key == (8, 8)) for key in keys]
+    return metatensor.TensorMap(_labels(["center_type", "neighbor_type"], keys), blocks)
+
+
+def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
+    """``tensor`` with ``offset`` added to ``system``, in samples and gradient samples."""
+
+    def shift(labels: metatensor.Labels) -> metatensor.Labels:
+        if "system" not in labels.names:
+            return labels
+        values = np.array(labels.values)
+        values[:, labels.names.index("system")] += offset
+        return metatensor.Labels(labels.names, values)
+
+    blocks = []
+    for block in tensor.blocks():
+        new = metatensor.TensorBlock(
+            block.values, shift(block.samples), block.components, block.properties
+        )
+        for parameter, gradient in block.gradients():
+            samples = shift(gradient.samples)
+            new.add_gradient(
+                parameter,
+                metatensor.TensorBlock(
+                    gradient.values, samples, gradient.components, gradient.properties
+                ),
+            )
+        blocks.append(new)
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def joined(tensors: list[metatensor.TensorMap]) -> metatensor.TensorMap:
+    return metatensor.join(tensors, axis="samples", different_keys="union")
+
+
+# -- convert --append ------------------------------------------------------------------
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_convert_append_interrupted_is_finished_with_resume(capsys, tmp_path):
+    """A convert --append stopped while its values streamed into the store (here by a
+    source found damaged, then repaired; a killed job leaves the same) left an
+    interrupted append and the lock of a process that is gone: the same command with
+    --resume finishes it, and does nothing once it completed."""
+    first, second = batch([0, 1, 2]), batch([4, 5])
+    metatensor.save(str(tmp_path / "0.mts"), first)
+    source = tmp_path / "1.zarr"
+    mtd.from_metatensor(second).to_zarr(source, chunks=1)
+    out = tmp_path / "all.zarr"
+    assert run(capsys, "convert", tmp_path / "0.mts", out, "--append", "-q")[0] == 0
+    chunk = source / "blocks" / "0" / "values" / "c.3.0"
+    _flip_a_byte(chunk)
+    command = [*CLI, "convert", str(source), str(out), "--append", "--renumber", "system", "-q"]
+    failed = subprocess.run(command, capture_output=True, text=True)
+    assert failed.returncode == 1 and "is damaged" in failed.stderr
+    _flip_a_byte(chunk)
+    assert not mtd.verify(out).ok
+    code, _, err = run(capsys, *command[3:])
+    assert code == 1 and "--resume" in err
+    assert run(capsys, *command[3:], "--resume")[0] == 0
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), joined([first, renumbered(second, 3)]))
+    assert mtd.verify(out).ok
+    before = store_files(out)
+    assert run(capsys, *command[3:], "--resume")[0] == 0
+    assert store_files(out) == before
+
+
+def test_convert_interrupted_is_finished_with_resume(capsys, tmp_path):
+    """The same for a plain convert into a new store; --resume into a .mts file is a
+    usage error."""
+    tensor = batch([4, 5, 6])
+    source = tmp_path / "source.zarr"
+    mtd.from_metatensor(tensor).to_zarr(source, chunks=1)
+    out = tmp_path / "copy.zarr"
+    chunk = source / "blocks" / "0" / "gradients" / "positions" / "values" / "c.5.0.0"
+    _flip_a_byte(chunk)
+    failed = subprocess.run([*CLI, "convert", str(source), str(out), "-q"], capture_output=True)
+    assert failed.returncode == 1
+    _flip_a_byte(chunk)
+    code, _, err = run(capsys, "convert", source, out, "-q")
+    assert code == 1 and "--resume to finish an interrupted convert" in err
+    assert run(capsys, "convert", source, out, "-q", "--resume")[0] == 0
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), tensor)
+    assert mtd.verify(out).ok
+    code, _, err = run(capsys, "convert", source, tmp_path / "x.mts", "--resume")
+    assert code == 2 and "--resume finishes a Zarr destination" in err
