@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import dask
 import metatensor
 import numpy as np
+import pytest
 from ingest_support import store_files
 from pipeline_support import run
 
@@ -98,6 +101,86 @@ def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMa
 
 def joined(tensors: list[metatensor.TensorMap]) -> metatensor.TensorMap:
     return metatensor.join(tensors, axis="samples", different_keys="union")
+
+
+def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:
+    """The store of ``write_batches(batch, range(n_items), ..., batch_size)``."""
+    batches = []
+    for start in range(0, n_items, batch_size):
+        items = list(range(start, min(start + batch_size, n_items)))
+        batches.append(renumbered(batch(items), start))
+    return joined(batches)
+
+
+# -- write_batches ---------------------------------------------------------------------
+
+
+class Recorded:
+    """:func:`batch`, recording the threads it runs on and how many run at once."""
+
+    def __init__(self):
+        self.threads: set[str] = set()
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> metatensor.TensorMap:
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return batch(items)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("name", ["synchronous", "sync", "single-threaded"])
+def test_synchronous_scheduler_computes_batches_in_this_thread(tmp_path, name):
+    """Under dask's synchronous scheduler (a function that is not thread-safe, a
+    debugger), the batches run in the calling thread, one at a time: they ran on a pool
+    of threads whatever the setting."""
+    function = Recorded()
+    path = tmp_path / "t.zarr"
+    with dask.config.set(scheduler=name, num_workers=4):
+        mtd.write_batches(function, list(range(11)), path, batch_size=2, quiet=True)
+    assert function.threads == {threading.current_thread().name}
+    assert function.most == 1
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(11, 2))
+    assert mtd.verify(path).ok
+
+
+def test_a_scheduler_setting_comes_before_the_default_client(tmp_path):
+    """As dask does: with a client active, scheduler="threads" computes on threads here,
+    and a failing batch under the synchronous scheduler stops the run as on threads."""
+    from distributed import Client, LocalCluster
+
+    function = Recorded()
+    path = tmp_path / "t.zarr"
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local),
+        dask.config.set(scheduler="threads"),
+    ):
+        mtd.write_batches(function, list(range(5)), path, batch_size=2, quiet=True)
+    assert function.threads and all("ThreadPoolExecutor" in t for t in function.threads)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 2))
+
+    def failing(items):
+        if 4 in items:
+            raise RuntimeError("no item 4")
+        return batch(items)
+
+    other = tmp_path / "f.zarr"
+    with (
+        dask.config.set(scheduler="synchronous"),
+        pytest.raises(mtd.MetatensorDaskError, match=r"batch 2 .*no item 4.*the 2 batches"),
+    ):
+        mtd.write_batches(failing, list(range(7)), other, batch_size=2, quiet=True)
+    with dask.config.set(scheduler="synchronous"):
+        mtd.write_batches(batch, list(range(7)), other, batch_size=2, resume=True, quiet=True)
+    assert_equal_to_metatensor(mtd.open_zarr(other).compute(), expected(7, 2))
 
 
 # -- convert --append ------------------------------------------------------------------
