@@ -239,3 +239,33 @@ def test_convert_interrupted_is_finished_with_resume(capsys, tmp_path):
     assert mtd.verify(out).ok
     code, _, err = run(capsys, "convert", source, tmp_path / "x.mts", "--resume")
     assert code == 2 and "--resume finishes a Zarr destination" in err
+
+
+def test_appending_to_an_interrupted_run_names_write_batches(capsys, tmp_path):
+    """A store left by a run of write_batches that stopped is finished by
+    write_batches(resume=True) (to_zarr's resume has no plan of it): appends, from
+    Python or convert --append, name that remedy, and info too."""
+
+    def failing(items):
+        if 4 in items:
+            raise RuntimeError("no item 4")
+        return batch(items)
+
+    path = tmp_path / "t.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match="no item 4"):
+        mtd.write_batches(failing, list(range(7)), path, batch_size=2, quiet=True)
+    appended = mtd.from_metatensor(batch([0]))
+    remedy = r"write_batches\(\.\.\., resume=True\) and the same arguments, then append"
+    for resume in (False, True):
+        with pytest.raises(mtd.MetatensorDaskError, match=remedy):
+            appended.to_zarr(path, append_dim="samples", renumber={"system": "next"}, resume=resume)
+    metatensor.save(str(tmp_path / "0.mts"), batch([0]))
+    code, _, err = run(capsys, "convert", tmp_path / "0.mts", path, "--append", "-q")
+    assert code == 1 and "write_batches(..., resume=True)" in err
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0 and "write_batches(..., resume=True) for a run of batches" in out
+    mtd.write_batches(batch, list(range(7)), path, batch_size=2, resume=True, quiet=True)
+    appended.to_zarr(path, append_dim="samples", renumber={"system": "next"})
+    result = joined([expected(7, 2), renumbered(batch([0]), 7)])
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), result)
+    assert mtd.verify(path).ok

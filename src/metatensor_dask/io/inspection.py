@@ -252,8 +252,9 @@ def format_report(report: StoreReport, max_blocks: int = 20) -> str:
         "complete"
         if report.complete
         else (
-            "INCOMPLETE: a write did not finish; finish it with --resume (run) or "
-            "to_zarr(..., resume=True)"
+            "INCOMPLETE: a write did not finish; finish it with --resume (run, convert) or "
+            "to_zarr(..., resume=True), or write_batches(..., resume=True) for a run of "
+            "batches"
         )
     )
     lines = [

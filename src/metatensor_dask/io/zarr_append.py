@@ -575,6 +575,22 @@ def interrupted(store: Store, attributes: dict[str, Any]) -> bool:
     return raw is not None and recorded_token(raw) != ours.get(_TOKEN)
 
 
+def _incomplete(where: str, ours: dict[str, Any]) -> MetatensorDaskError:
+    """The refusal to append to a store whose write (a run of ``write_batches`` when
+    ``ours``, its root attributes, record one) did not finish."""
+    if layout.RUN in ours:
+        return MetatensorDaskError(
+            f"can not append to {where}: the run of write_batches writing it was "
+            "interrupted; finish it first with write_batches(..., resume=True) and the same "
+            "arguments, then append; nothing was written"
+        )
+    return MetatensorDaskError(
+        f"can not append to {where}: it holds an incomplete write (interrupted?); finish "
+        "it with to_zarr(..., resume=True) and the same tensor and mode, or overwrite it "
+        "with mode='w'"
+    )
+
+
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
     return tokenize("append", tensor, None if renumber is None else renumber.spec())
 
@@ -598,11 +614,7 @@ def append(
     token = _token(tensor, renumber)
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
     if existing is not None and ours.get("complete") is not True:
-        raise MetatensorDaskError(
-            f"can not append to {where}: it holds an incomplete write (interrupted?); finish "
-            "it with to_zarr(..., resume=True) and the same tensor and mode, or overwrite it "
-            "with mode='w'"
-        )
+        raise _incomplete(where, ours)
     (raw,) = get_many(store, [RECORD])
     recorded: set[str] = set()
     if raw is not None:
