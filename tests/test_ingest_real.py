@@ -269,3 +269,28 @@ def test_appending_to_an_interrupted_run_names_write_batches(capsys, tmp_path):
     result = joined([expected(7, 2), renumbered(batch([0]), 7)])
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), result)
     assert mtd.verify(path).ok
+
+
+def test_a_requeued_script_finds_its_run_finished_after_appends(capsys, tmp_path):
+    """A script that runs write_batches(resume=True) and then appends with resume=True
+    (to_zarr, or convert --append --resume), run again by a requeued job, finds
+    everything done: the append kept the record of the finished run (it dropped it,
+    and write_batches then refused the store as 'not written by write_batches')."""
+    extra = batch([2, 3])
+    metatensor.save(str(tmp_path / "extra.mts"), extra)
+    for name in ("python", "convert"):
+        path = tmp_path / f"{name}.zarr"
+        for _ in range(2):
+            mtd.write_batches(batch, list(range(5)), path, batch_size=2, resume=True, quiet=True)
+            if name == "python":
+                mtd.from_metatensor(extra).to_zarr(
+                    path, append_dim="samples", renumber={"system": "next"}, resume=True
+                )
+            else:
+                convert = ["convert", tmp_path / "extra.mts", path, "--append", "--resume"]
+                assert run(capsys, *convert, "--renumber", "system", "-q")[0] == 0
+        result = joined([expected(5, 2), renumbered(extra, 5)])
+        assert_equal_to_metatensor(mtd.open_zarr(path).compute(), result)
+        assert mtd.verify(path).ok
+    with pytest.raises(mtd.MetatensorDaskError, match="its batch_size was 2, here it is 3"):
+        mtd.write_batches(batch, list(range(5)), path, batch_size=3, resume=True, quiet=True)

@@ -652,6 +652,10 @@ def append(
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = layout.root_document(True, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+    if layout.RUN in ours:
+        # the finished run of write_batches that wrote the store stays recorded: run
+        # again with resume=True (a requeued script), it finds itself finished
+        root["attributes"][layout.ATTRIBUTE][layout.RUN] = ours[layout.RUN]
     delayed = _graph_of(store, plan, root, lock, recorded, drop_behind)
     if compute:
         dask.compute(delayed)
