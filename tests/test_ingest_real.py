@@ -294,3 +294,35 @@ def test_a_requeued_script_finds_its_run_finished_after_appends(capsys, tmp_path
         assert mtd.verify(path).ok
     with pytest.raises(mtd.MetatensorDaskError, match="its batch_size was 2, here it is 3"):
         mtd.write_batches(batch, list(range(5)), path, batch_size=3, resume=True, quiet=True)
+
+
+def test_a_requeued_loop_of_appends_stores_each_tensor_once(tmp_path):
+    """A job appending tensors one after the other with resume=True, run again by a
+    requeue (after it completed, or killed during an append): the tensors stored
+    before are skipped, the interrupted one finished. Only the last append was
+    recognised: the others were appended again (renumbered, so nothing refused it)."""
+    tensors = [batch([0, 1]), batch([2]), batch([4, 5, 6])]
+    source = tmp_path / "last.zarr"
+    mtd.from_metatensor(tensors[2]).to_zarr(source, chunks=1)
+    chunk = source / "blocks" / "0" / "values" / "c.4.0"
+
+    def job(path: Path) -> None:
+        stored = [mtd.from_metatensor(t) for t in tensors[:2]] + [mtd.open_zarr(source)]
+        for tensor in stored:
+            tensor.to_zarr(path, append_dim="samples", renumber={"system": "next"}, resume=True)
+
+    expected_store = joined([tensors[0], renumbered(tensors[1], 2), renumbered(tensors[2], 3)])
+    done = tmp_path / "done.zarr"
+    job(done)
+    job(done)
+    assert_equal_to_metatensor(mtd.open_zarr(done).compute(), expected_store)
+    killed = tmp_path / "killed.zarr"
+    _flip_a_byte(chunk)  # the last append stops while it stores its rows
+    with pytest.raises(mtd.MetatensorDaskError, match="is damaged"):
+        job(killed)
+    _flip_a_byte(chunk)
+    assert not mtd.verify(killed).ok
+    job(killed)
+    assert_equal_to_metatensor(mtd.open_zarr(killed).compute(), expected_store)
+    assert mtd.verify(killed).ok
+    assert store_files(killed) == store_files(done)
