@@ -193,6 +193,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise UsageError("metatensor files are written as .mts (metatensor's format): rename DST")
     if to_file and args.shard_chunks is not None:
         raise UsageError("--shard-chunks applies to Zarr destinations, not .mts files")
+    if to_file and args.resume:
+        raise UsageError("--resume finishes a Zarr destination, not a .mts file")
     for source in sources:
         if not args.append and same_local_path(source, destination):
             raise MetatensorDaskError(
@@ -201,10 +203,10 @@ def _convert(args: argparse.Namespace) -> int:
                 "the source afterwards)"
             )
     exists = "://" not in destination and os.path.exists(destination)
-    if not args.overwrite and not args.append and exists:
+    if not args.overwrite and not args.append and not args.resume and exists:
         raise MetatensorDaskError(
             f"{destination} already exists: delete it, choose another destination, or "
-            "pass --overwrite (or --append)"
+            "pass --overwrite (or --append, or --resume to finish an interrupted convert)"
         )
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
@@ -232,13 +234,13 @@ def _convert(args: argparse.Namespace) -> int:
                 renumber=renumber,
                 chunks=args.chunks,
                 compute=False,
+                resume=args.resume,
             )
             _compute(delayed, where.client, args.quiet)
         else:
             mode = "w" if args.overwrite else "w-"
-            _compute(
-                tensors[0].to_zarr(destination, mode=mode, compute=False), where.client, args.quiet
-            )
+            delayed = tensors[0].to_zarr(destination, mode=mode, compute=False, resume=args.resume)
+            _compute(delayed, where.client, args.quiet)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
@@ -475,6 +477,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIM",
         help="with --append: shift the sample dimension DIM of each SRC past the largest value "
         "stored (e.g. system, which featomic numbers from 0 in every file)",
+    )
+    convert.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted convert of the same sources into the Zarr store DST "
+        "(with --append: the interrupted append); nothing to do if it completed",
     )
     convert.set_defaults(func=_convert, parser=convert)
 

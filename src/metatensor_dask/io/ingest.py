@@ -81,8 +81,10 @@ def write_batches(
     ----------
     function
         Called with a list of items (``items[i:i + batch_size]``), returns a metatensor
-        or metatensor-dask ``TensorMap``. It runs on the active scheduler: the workers
-        of a ``distributed`` client when one is active, else threads.
+        or metatensor-dask ``TensorMap``. It runs on the scheduler dask would use: the
+        workers of a ``distributed`` client when one is active, else threads, or this
+        thread, one batch at a time, under ``dask.config.set(scheduler="synchronous")``
+        (a ``scheduler`` setting comes first, as in dask).
     items
         The items (a sequence: its length and order define the batches).
     store

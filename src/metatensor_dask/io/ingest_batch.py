@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["RUN", "Target", "append_batch"]
 
 #: Root attribute (under ``metatensor_dask``) recording the run.
-RUN = "batches"
+RUN = layout.RUN
 
 
 @dataclass(frozen=True)

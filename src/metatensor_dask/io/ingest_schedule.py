@@ -3,14 +3,17 @@ window of batches computed and not yet committed, committed in item order.
 
 :class:`Batches` follows the batches of a run. On a ``distributed`` cluster, each
 worker computes its share of the window and appends the batches it holds (see
-:mod:`.ingest_cluster`). Elsewhere, a pool of threads computes the batches and this
-thread commits them in turn (:func:`on_threads`).
+:mod:`.ingest_cluster`). Elsewhere, a pool of threads computes the batches (this
+thread, under dask's synchronous scheduler) and this thread commits them in turn
+(:func:`on_threads`). Which of them runs is dask's choice for a computation started
+here: a ``scheduler`` setting first, then the default ``distributed`` client.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -18,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
+import dask.base
+import dask.local
 
 from ..errors import MetatensorDaskError
 from .ingest_batch import Target, append_batch
@@ -27,14 +32,34 @@ __all__ = ["Batches", "active_client", "on_threads"]
 
 
 def active_client() -> Any:
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
+    """The ``distributed`` client that dask computes on here, ``None`` when it computes
+    in this process (threads, or its synchronous scheduler): as dask chooses, a
+    ``scheduler`` setting (``dask.config.set(scheduler=...)``) before the default
+    client."""
+    scheduler = dask.base.get_scheduler()
+    owner = getattr(scheduler, "__self__", None)
+    distributed = sys.modules.get("distributed")
+    if distributed is not None and isinstance(owner, distributed.Client):
+        return owner
+    return None
+
+
+def synchronous() -> bool:
+    """Whether dask's synchronous scheduler is chosen (``scheduler="synchronous"``)."""
+    return dask.base.get_scheduler() is dask.local.get_sync
+
+
+class _InThisThread:
+    """Runs each function submitted at once, in this thread (dask's synchronous
+    scheduler: batches computed one at a time, where a debugger sees them)."""
+
+    def submit(self, function: Callable[..., Any], *arguments: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(function(*arguments))
+        except Exception as error:
+            future.set_exception(error)
+        return future
 
 
 class Batches:
@@ -127,26 +152,37 @@ class Batches:
 
 
 def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> None:
-    """Batches computed by a pool of threads, committed in order by this thread."""
+    """Batches computed by a pool of threads (in this thread, one at a time, under
+    dask's synchronous scheduler), committed in order by this thread."""
+    if synchronous():
+        _compute_and_commit(batches, target, progress, _InThisThread(), 1)
+        return
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
-        try:
-            root = None  # the root committed last: the first batch reads the store's
-            while batches.committed < batches.total:
-                while batches.wanted(threads):
-                    batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
-                index = batches.committed
-                try:
-                    result = _wait(batches.futures[0], progress, batches)
-                    first = batches.items[index * batches.size]
-                    root = append_batch(target, index, first, result, root)
-                except Exception as error:
-                    raise batches.failure(index, error, target.lock.where) from error
-                del result
-                batches.finished()
-                progress.update(batches.computed, batches.committed)
-        finally:
-            batches.cancel()
+        _compute_and_commit(batches, target, progress, pool, threads)
+
+
+def _compute_and_commit(
+    batches: Batches, target: Target, progress: BatchProgress, pool: Any, threads: int
+) -> None:
+    """Batches computed by ``pool`` (of ``threads``), committed in order by this thread."""
+    try:
+        root = None  # the root committed last: the first batch reads the store's
+        while batches.committed < batches.total:
+            while batches.wanted(threads):
+                batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
+            index = batches.committed
+            try:
+                result = _wait(batches.futures[0], progress, batches)
+                first = batches.items[index * batches.size]
+                root = append_batch(target, index, first, result, root)
+            except Exception as error:
+                raise batches.failure(index, error, target.lock.where) from error
+            del result
+            batches.finished()
+            progress.update(batches.computed, batches.committed)
+    finally:
+        batches.cancel()
 
 
 def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:

@@ -252,8 +252,9 @@ def format_report(report: StoreReport, max_blocks: int = 20) -> str:
         "complete"
         if report.complete
         else (
-            "INCOMPLETE: a write did not finish; finish it with --resume (run) or "
-            "to_zarr(..., resume=True)"
+            "INCOMPLETE: a write did not finish; finish it with --resume (run, convert) or "
+            "to_zarr(..., resume=True), or write_batches(..., resume=True) for a run of "
+            "batches"
         )
     )
     lines = [
@@ -470,7 +471,8 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
             if RUN in ours
-            else "`metatensor-dask run --resume` or `to_zarr(..., resume=True)`"
+            else "`metatensor-dask run --resume` (or `convert --resume`) or "
+            "`to_zarr(..., resume=True)`"
         )
         return (
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "
@@ -480,7 +482,8 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
         return (
             f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
             "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
-            "resume=True) and the same tensor and renumber, or discard it with "
+            "resume=True) and the same tensor and renumber (`metatensor-dask convert "
+            "--append --resume` and the same sources), or discard it with "
             "metatensor_dask.discard_append(store)"
         )
     return None

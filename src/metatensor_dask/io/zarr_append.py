@@ -82,6 +82,9 @@ __all__ = [
 RECORD = layout.APPEND_KEY
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
+#: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
+#: since the last whole write, oldest first.
+_APPENDED = "appended"
 
 
 @dataclass
@@ -575,6 +578,38 @@ def interrupted(store: Store, attributes: dict[str, Any]) -> bool:
     return raw is not None and recorded_token(raw) != ours.get(_TOKEN)
 
 
+def _incomplete(where: str, ours: dict[str, Any]) -> MetatensorDaskError:
+    """The refusal to append to a store whose write (a run of ``write_batches`` when
+    ``ours``, its root attributes, record one) did not finish."""
+    if layout.RUN in ours:
+        return MetatensorDaskError(
+            f"can not append to {where}: the run of write_batches writing it was "
+            "interrupted; finish it first with write_batches(..., resume=True) and the same "
+            "arguments, then append; nothing was written"
+        )
+    return MetatensorDaskError(
+        f"can not append to {where}: it holds an incomplete write (interrupted?); finish "
+        "it with to_zarr(..., resume=True) and the same tensor and mode, or overwrite it "
+        "with mode='w'"
+    )
+
+
+def _appended(ours: dict[str, Any]) -> list[str]:
+    """The tokens of the appends stored since the last whole write, by the root
+    attributes ``ours`` (a store whose appends were not listed gives its last token)."""
+    found = ours.get(_APPENDED)
+    if isinstance(found, list):
+        return [token for token in found if isinstance(token, str)]
+    last = ours.get(_TOKEN)
+    return [last] if isinstance(last, str) else []
+
+
+def _nothing_to_do(compute: bool, lock: WriteId) -> Delayed | None:
+    """A resume of an append the store holds: the lock released now, or when the
+    ``Delayed`` runs."""
+    return None if compute else dask.delayed(lock.release, pure=False)()
+
+
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
     return tokenize("append", tensor, None if renumber is None else renumber.spec())
 
@@ -598,11 +633,8 @@ def append(
     token = _token(tensor, renumber)
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
     if existing is not None and ours.get("complete") is not True:
-        raise MetatensorDaskError(
-            f"can not append to {where}: it holds an incomplete write (interrupted?); finish "
-            "it with to_zarr(..., resume=True) and the same tensor and mode, or overwrite it "
-            "with mode='w'"
-        )
+        raise _incomplete(where, ours)
+    appended = _appended(ours)
     (raw,) = get_many(store, [RECORD])
     recorded: set[str] = set()
     if raw is not None:
@@ -618,6 +650,10 @@ def append(
             # rows beyond the stored shapes are written again); or committed, with its
             # records left (deleted below)
             raw = None
+        elif resume and interrupted != token and token in appended:
+            # stored by an earlier append (a requeued loop of appends): the interrupted
+            # one is left to its own resume
+            return _nothing_to_do(compute, lock)
         elif not resume or interrupted != token:
             other = "; this is another tensor or renumber" if resume else ""
             raise MetatensorDaskError(
@@ -631,8 +667,8 @@ def append(
         # no append to finish: records left are of a committed append killed while it
         # deleted them (its own record first), and name chunks this append stores too
         delete_prefix(store, layout.PROGRESS_PREFIX)
-    if raw is None and resume and ours.get(_TOKEN) == token:
-        return None if compute else dask.delayed(lock.release, pure=False)()
+    if raw is None and resume and token in appended:
+        return _nothing_to_do(compute, lock)
     if renumber is not None:
         tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
@@ -640,6 +676,11 @@ def append(
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = layout.root_document(True, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+    root["attributes"][layout.ATTRIBUTE][_APPENDED] = [*appended, token]
+    if layout.RUN in ours:
+        # the finished run of write_batches that wrote the store stays recorded: run
+        # again with resume=True (a requeued script), it finds itself finished
+        root["attributes"][layout.ATTRIBUTE][layout.RUN] = ours[layout.RUN]
     delayed = _graph_of(store, plan, root, lock, recorded, drop_behind)
     if compute:
         dask.compute(delayed)

@@ -62,6 +62,8 @@ __all__ = [
 FORMAT = 3
 #: Root attribute holding this package's own metadata.
 ATTRIBUTE = "metatensor_dask"
+#: Attribute (under :data:`ATTRIBUTE`) recording a run of ``write_batches``.
+RUN = "batches"
 #: Prefix of the objects recording which chunks an unfinished write has stored.
 PROGRESS_PREFIX = ".progress/"
 #: The plan of a write of whole blocks, stored first (before the root document).

@@ -666,8 +666,9 @@ def to_zarr(
         Finish an interrupted write of the same computation (same mode): check that
         its recorded token (of the dask graphs, metadata and info) and the stored
         metadata match, and store only the chunks not recorded as written. A
-        complete store written by the same computation is left as it is. Takes over
-        the lock of a writer that is gone.
+        complete store written by the same computation is left as it is, and so is
+        a store that holds the append of the same tensor (any append since the
+        store was last written whole). Takes over the lock of a writer that is gone.
     chunks
         Rows per stored chunk of each block's values: ``None`` keeps the values'
         regular dask chunking along samples (a single chunk larger than the
