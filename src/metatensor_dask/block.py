@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _graph
 from ._collection import ArrayContainer, GroupItem
-from .errors import MetatensorDaskError, invalid_parameter
+from .errors import MetatensorDaskError, MetatensorError, invalid_parameter
 from .labels import Labels
 
 __all__ = ["TensorBlock"]
@@ -133,7 +133,8 @@ class TensorBlock(ArrayContainer):
         row_pointer: np.ndarray | None = None,
         path: tuple[str, ...] = (),
     ) -> TensorBlock:
-        """A block from parts already known to be consistent: no checks, no wrapping.
+        """A block from parts already known to be consistent: no wrapping, and no checks
+        but the uniqueness of the component names.
 
         ``gradients`` are attached as they are: a gradient made for its place (``path``
         ``(parameter,)``, see below) is taken itself, any other block as a copy marked
@@ -142,6 +143,9 @@ class TensorBlock(ArrayContainer):
         and ``path`` its place when it is made to be the gradient of a new block
         (``(parameter,)``): maps of many blocks then build each gradient once.
         """
+        if len(components) > 1:
+            # operations that rename or add components build their names from the user's
+            _check_unique_components(components)
         block = cls.__new__(cls)
         if row_pointer is not None and row_pointer.flags.writeable:
             row_pointer = row_pointer.view()
@@ -513,6 +517,19 @@ class TensorBlock(ArrayContainer):
     __hash__ = None  # type: ignore[assignment]
 
 
+def _repeated_components() -> MetatensorError:
+    return invalid_parameter(
+        "invalid block: some of the component dimensions appear more than once in component labels"
+    )
+
+
+def _check_unique_components(components: Sequence[Labels]) -> None:
+    """Each component dimension appears once (metatensor's message)."""
+    names = [component.names[0] for component in components]
+    if len(set(names)) != len(names):
+        raise _repeated_components()
+
+
 def _check_shape(
     shape: tuple[int, ...], samples: Labels, components: list[Labels], properties: Labels
 ) -> None:
@@ -540,10 +557,7 @@ def _check_shape(
                 f"component '{component.names[0]}' must contain at least one entry, got 0"
             )
         if component.names[0] in names:
-            raise invalid_parameter(
-                "invalid block: some of the component dimensions appear more than once in "
-                "component labels"
-            )
+            raise _repeated_components()
         names.add(component.names[0])
         if shape[i + 1] != len(component):
             raise invalid_parameter(

@@ -41,12 +41,18 @@ def _parse_names(names: str | Sequence[str]) -> list[str]:
                 f"Labels names must be a sequence of strings, got {type(names)} instead"
             ) from None
     parsed = [_check_name(name) for name in names]
+    _check_unique_names(parsed)
+    return parsed
+
+
+def _check_unique_names(names: list[str]) -> None:
+    if len(set(names)) == len(names):
+        return
     seen: set[str] = set()
-    for name in parsed:
+    for name in names:
         if name in seen:
             raise invalid_parameter(f"label dimensions must be unique, got '{name}' multiple times")
         seen.add(name)
-    return parsed
 
 
 def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
@@ -214,7 +220,13 @@ class Labels:
 
     @classmethod
     def _trusted(cls, names: list[str], values: np.ndarray) -> Labels:
-        """Labels from already validated parts (int32, unique); no checks, no copy."""
+        """Labels from already validated parts (int32, unique entries), without copy.
+
+        Only the names are checked, for uniqueness: an operation that adds a dimension
+        (``keys_to_samples``, ``join(add_dimension=...)``...) builds its names from the
+        user's, and a name given twice raises here, with metatensor's message.
+        """
+        _check_unique_names(names)
         labels = cls.__new__(cls)
         labels._names = list(names)
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))

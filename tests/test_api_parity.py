@@ -1,0 +1,115 @@
+"""metatensor's public surface against metatensor_dask's: the same names, the same
+parameters, and the same results and errors on ordinary and edge arguments.
+
+Each comparison runs the same code with ``metatensor`` and with ``metatensor_dask``;
+deliberate differences (docs/differences.md) are pinned by their own expectations.
+"""
+
+import metatensor
+import numpy as np
+import pytest
+from metatensor_compare import run_both
+
+import metatensor_dask as mtd
+
+
+def labels_of(module, names, rows):
+    """Labels of ``names`` with the int32 entries ``rows`` (none when empty)."""
+    values = np.array(rows, dtype=np.int32).reshape(len(rows), len(names))
+    return module.Labels(names, values)
+
+
+def small_block(module, samples, properties, seed=0):
+    """A block with one component and a ``positions`` gradient (one row per sample)."""
+    rng = np.random.default_rng(seed)
+    component = labels_of(module, ["c"], [[0], [1]])
+    shape = (len(samples), 2, len(properties))
+    block = module.TensorBlock(
+        rng.random(shape),
+        labels_of(module, ["s", "t"], samples),
+        [component],
+        labels_of(module, ["p"], properties),
+    )
+    gradient = module.TensorBlock(
+        rng.random((len(samples), 3, *shape[1:])),
+        labels_of(module, ["sample", "atom"], [[i, 7] for i in range(len(samples))]),
+        [labels_of(module, ["xyz"], [[0], [1], [2]]), component],
+        labels_of(module, ["p"], properties),
+    )
+    block.add_gradient("positions", gradient)
+    return block
+
+
+def small_tensor(module):
+    """Three blocks of different samples and properties, one of them without samples."""
+    keys = labels_of(module, ["k", "l"], [[0, 0], [1, 0], [0, 1]])
+    return module.TensorMap(
+        keys,
+        [
+            small_block(module, [[0, 0], [2, 0]], [[0], [3]], seed=1),
+            small_block(module, [[1, 0]], [[3], [1]], seed=2),
+            small_block(module, [], [[5]], seed=3),
+        ],
+    )
+
+
+def renamed(module, axis, old, new):
+    return module.rename_dimension(small_tensor(module), axis, old, new)
+
+
+# -- operations that add a dimension never make Labels with a name twice -----------------------
+
+DUPLICATED_DIMENSION = {
+    "keys_to_samples, a name twice": lambda m: small_tensor(m).keys_to_samples(["k", "k"]),
+    "keys_to_properties, a name twice": lambda m: small_tensor(m).keys_to_properties(["l", "l"]),
+    "join along samples, add_dimension of a sample name": lambda m: m.join(
+        [small_tensor(m), small_tensor(m)], "samples", add_dimension="s"
+    ),
+    "join along properties, add_dimension of a property name": lambda m: m.join(
+        [small_tensor(m), small_tensor(m)], "properties", add_dimension="p"
+    ),
+    "join_blocks, add_dimension of a sample name": lambda m: m.join_blocks(
+        [small_tensor(m).block(0), small_tensor(m).block(0)], "samples", add_dimension="t"
+    ),
+    "unique_metadata, a name twice": lambda m: m.unique_metadata(
+        small_tensor(m), "samples", ["s", "s"]
+    ),
+    "unique_metadata_block, a name twice": lambda m: m.unique_metadata_block(
+        small_tensor(m).block(0), "properties", ["p", "p"]
+    ),
+    "rename_dimension of a component to a gradient component": lambda m: renamed(
+        m, "components", "c", "xyz"
+    ),
+}
+
+#: metatensor-core 0.2.6 stops on an internal assertion here (a Rust panic reported as
+#: "internal metatensor error"), with the same message inside.
+DUPLICATED_DIMENSION_METATENSOR_PANICS = {
+    "keys_to_samples of a key named as a sample dimension": lambda m: renamed(
+        m, "keys", "k", "s"
+    ).keys_to_samples("s"),
+    "keys_to_properties of a key named as a property dimension": lambda m: renamed(
+        m, "keys", "k", "p"
+    ).keys_to_properties("p"),
+    "components_to_properties of a component named as a property": lambda m: renamed(
+        m, "components", "c", "p"
+    ).components_to_properties("p"),
+}
+
+
+@pytest.mark.parametrize("build", DUPLICATED_DIMENSION.values(), ids=DUPLICATED_DIMENSION.keys())
+def test_a_dimension_added_twice_raises_as_metatensor(build):
+    theirs, ours = run_both(build)
+    assert isinstance(theirs, metatensor.MetatensorError), theirs
+    assert isinstance(ours, mtd.MetatensorError), ours
+    assert str(ours) == str(theirs)
+
+
+@pytest.mark.parametrize(
+    "build",
+    DUPLICATED_DIMENSION_METATENSOR_PANICS.values(),
+    ids=DUPLICATED_DIMENSION_METATENSOR_PANICS.keys(),
+)
+def test_a_dimension_moved_onto_one_of_the_same_name_raises(build):
+    with pytest.raises(mtd.MetatensorError, match=r"label dimensions must be unique, got '[sp]'"):
+        build(mtd)
