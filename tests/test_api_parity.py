@@ -5,6 +5,10 @@ Each comparison runs the same code with ``metatensor`` and with ``metatensor_das
 deliberate differences (docs/differences.md) are pinned by their own expectations.
 """
 
+import os
+import subprocess
+import sys
+
 import metatensor
 import numpy as np
 import pytest
@@ -113,3 +117,37 @@ def test_a_dimension_added_twice_raises_as_metatensor(build):
 def test_a_dimension_moved_onto_one_of_the_same_name_raises(build):
     with pytest.raises(mtd.MetatensorError, match=r"label dimensions must be unique, got '[sp]'"):
         build(mtd)
+
+
+# -- the checks switch ----------------------------------------------------------------------
+
+
+def switch_states(module):
+    """The states seen through metatensor's switch in its documented uses."""
+    seen = [module.checks_enabled(), repr(module.unsafe_disable_checks())]
+    seen.append(module.checks_enabled())
+    with module.unsafe_enable_checks() as switch:
+        seen += [repr(switch), module.checks_enabled()]
+        with module.unsafe_disable_checks():
+            seen.append(module.checks_enabled())
+        seen.append(module.checks_enabled())
+    seen.append(module.checks_enabled())
+    seen += [repr(module.unsafe_enable_checks()), module.checks_enabled()]
+    return seen
+
+
+def test_the_checks_switch_behaves_as_metatensors():
+    theirs, ours = run_both(switch_states)
+    assert ours == theirs
+    assert mtd.operations.checks_enabled is mtd.checks_enabled
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("1", False), ("ON", False), ("0", True)])
+def test_the_checks_switch_reads_metatensors_environment_variable(value, enabled):
+    code = "import metatensor_dask as mtd; print(mtd.checks_enabled())"
+    environment = {**os.environ, "METATENSOR_UNSAFE_DISABLE_CHECKS": value}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(enabled)
