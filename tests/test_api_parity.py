@@ -15,6 +15,7 @@ import pytest
 from metatensor_compare import run_both
 
 import metatensor_dask as mtd
+from metatensor_dask.testing import raise_if_dask_computes
 
 
 def labels_of(module, names, rows):
@@ -151,3 +152,39 @@ def test_the_checks_switch_reads_metatensors_environment_variable(value, enabled
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(enabled)
+
+
+# -- text: the print methods give metatensor's text -----------------------------------------
+
+
+def tensor_of_keys(module, key_rows, names=("k", "long_name")):
+    keys = labels_of(module, list(names), key_rows)
+    blocks = [
+        small_block(module, [[i, 0] for i in range(n % 3)], [[0], [1]], seed=n)
+        for n in range(len(key_rows))
+    ]
+    return module.TensorMap(keys, blocks)
+
+
+MAPS_TO_PRINT = {
+    "three keys": lambda m: small_tensor(m),
+    "one key": lambda m: tensor_of_keys(m, [[7, -1]]),
+    "no key": lambda m: tensor_of_keys(m, []),
+    "twelve keys of different widths": lambda m: tensor_of_keys(
+        m, [[10 ** (i % 10) - 1, -i] for i in range(12)]
+    ),
+    "keys of one dimension": lambda m: tensor_of_keys(m, [[3], [-12], [0]], names=["k"]),
+}
+
+
+@pytest.mark.parametrize("max_keys", [-1, 0, 1, 2, 7, 12, 20])
+@pytest.mark.parametrize("build", MAPS_TO_PRINT.values(), ids=MAPS_TO_PRINT.keys())
+def test_tensor_map_print_gives_metatensors_text(build, max_keys):
+    theirs, ours = run_both(lambda m: build(m).print(max_keys))
+    assert ours == theirs
+
+
+def test_tensor_map_print_does_not_compute():
+    tensor = mtd.from_metatensor(tensor_of_keys(metatensor, [[1, 2], [3, 4]]))
+    with raise_if_dask_computes():
+        assert tensor.print(-1).splitlines()[-1].endswith("with shape (1, 2, 2)")

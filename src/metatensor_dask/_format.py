@@ -87,6 +87,29 @@ def format_tensor(tensor: TensorMap, max_keys: int) -> str:
     return "\n".join(lines)
 
 
+def format_tensor_as_metatensor(tensor: TensorMap, max_keys: int) -> str:
+    """metatensor's ``TensorMap.print``: the key names, then one line per key with the
+    shape of its block, for the first ``max_keys`` keys (all when negative); a ``...``
+    line when some are left out. Shapes are known without computing."""
+    count = len(tensor)
+    shown = count if max_keys < 0 else min(max_keys, count)
+    keys = tensor.keys
+    rows = [[str(v) for v in keys.values[i]] for i in range(shown)]
+    # each column is as wide as its widest printed value, plus a space on each side
+    widths = [max((len(row[j]) + 2 for row in rows), default=0) for j in range(len(keys.names))]
+    lines = [
+        f"TensorMap with {count} block{'' if count == 1 else 's'}",
+        f"    keys: [{', '.join(keys.names)}]",
+        "    blocks:",
+    ]
+    for i, row in enumerate(rows):
+        cells = "".join(_centered(v, w) for v, w in zip(row, widths, strict=True))
+        lines.append(f"      {cells}  => TensorBlock with shape {tensor.block_by_id(i).shape}")
+    if shown < count:
+        lines.append(" " * (6 + sum(widths)) + " ...")
+    return "\n".join(lines)
+
+
 def nbytes_text(nbytes: float) -> str:
     """A byte count with a binary unit, as dask prints them."""
     if nbytes < 1024:

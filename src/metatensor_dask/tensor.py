@@ -409,20 +409,25 @@ class TensorMap(ArrayContainer):
     # -- text ------------------------------------------------------------------------
 
     def print(self, max_keys: int) -> str:
-        """The tutorial's summary with at most ``max_keys`` keys (all when < 0)."""
-        from ._format import format_tensor
+        """metatensor's text for this map: the key names, then the first ``max_keys``
+        keys (all when < 0), each with the shape of its block.
 
-        return format_tensor(self, max_keys)
+        ``str()`` and ``repr()`` follow the layout of metatensor's tutorial instead (see
+        the data model page).
+        """
+        from ._format import format_tensor_as_metatensor
+
+        return format_tensor_as_metatensor(self, max_keys)
 
     def __str__(self) -> str:
-        from ._format import MAX_KEYS_IN_STR
+        from ._format import MAX_KEYS_IN_STR, format_tensor
 
-        return self.print(MAX_KEYS_IN_STR)
+        return format_tensor(self, MAX_KEYS_IN_STR)
 
     def __repr__(self) -> str:
-        from ._format import array_summary
+        from ._format import array_summary, format_tensor
 
-        return self.print(-1) + "\n" + array_summary(self._arrays())
+        return format_tensor(self, -1) + "\n" + array_summary(self._arrays())
 
     def _repr_html_(self) -> str:
         from ._format import tensor_html
