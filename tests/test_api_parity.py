@@ -357,3 +357,15 @@ def test_methods_take_metatensors_parameters(cls, name):
     ours = inspect.getattr_static(getattr(mtd, cls), name)
     unwrap = lambda f: f.__func__ if isinstance(f, staticmethod) else f  # noqa: E731
     assert parameter_problems(unwrap(theirs), unwrap(ours)) == []
+
+
+# -- info -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [1, None, b"creator"])
+def test_get_info_refuses_keys_that_are_not_strings_as_set_info(key):
+    # metatensor fails with an AttributeError ('int' object has no attribute 'encode')
+    theirs, ours = run_both(lambda m: small_tensor(m).get_info(key))
+    assert isinstance(theirs, AttributeError), theirs
+    assert isinstance(ours, TypeError), ours
+    assert "info keys must be strings" in str(ours)

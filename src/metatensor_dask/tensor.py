@@ -172,6 +172,8 @@ class TensorMap(ArrayContainer):
 
     def get_info(self, key: str) -> str | None:
         """A global metadata entry, or ``None``."""
+        if not isinstance(key, str):
+            raise TypeError(f"TensorMap info keys must be strings, got {type(key)}")
         return self._info.get(key)
 
     def info(self) -> dict[str, str]:
