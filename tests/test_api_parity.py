@@ -369,3 +369,49 @@ def test_get_info_refuses_keys_that_are_not_strings_as_set_info(key):
     assert isinstance(theirs, AttributeError), theirs
     assert isinstance(ours, TypeError), ours
     assert "info keys must be strings" in str(ours)
+
+
+# -- objects of metatensor-core given to this package --------------------------------------
+
+MIXED_CALLS = {
+    "TensorBlock samples": lambda mts: mtd.TensorBlock(
+        np.zeros((2, 1)), mts.Labels.range("s", 2), [], mtd.Labels.range("p", 1)
+    ),
+    "TensorBlock components": lambda mts: mtd.TensorBlock(
+        np.zeros((2, 1, 1)),
+        mtd.Labels.range("s", 2),
+        [mts.Labels.range("c", 1)],
+        mtd.Labels.range("p", 1),
+    ),
+    "add_gradient": lambda mts: small_block(mtd, [[0, 0]], [[0]]).add_gradient(
+        "other", small_block(mts, [[0, 0]], [[0]]).gradient("positions")
+    ),
+    "TensorMap keys": lambda mts: mtd.TensorMap(mts.Labels.range("k", 1), []),
+    "TensorMap blocks": lambda mts: mtd.TensorMap(
+        mtd.Labels.range("k", 1), [small_block(mts, [[0, 0]], [[0]])]
+    ),
+    "Labels ==": lambda mts: mtd.Labels.range("k", 1) == mts.Labels.range("k", 1),
+    "Labels.union": lambda mts: mtd.Labels.range("k", 1).union(mts.Labels.range("k", 1)),
+    "Labels.select": lambda mts: mtd.Labels.range("k", 1).select(mts.Labels.range("k", 1)),
+    "add": lambda mts: mtd.add(small_tensor(mts), 1.0),
+    "add, second operand": lambda mts: mtd.add(small_tensor(mtd), small_tensor(mts)),
+    "TensorMap ==": lambda mts: small_tensor(mtd) == small_tensor(mts),
+    "zeros_like": lambda mts: mtd.zeros_like(small_tensor(mts)),
+    "zeros_like_block": lambda mts: mtd.zeros_like_block(small_tensor(mts).block(0)),
+    "slice": lambda mts: mtd.slice(small_tensor(mtd), "samples", mts.Labels.range("s", 1)),
+    "filter_blocks": lambda mts: mtd.filter_blocks(small_tensor(mtd), mts.Labels.range("k", 1)),
+    "join": lambda mts: mtd.join([small_tensor(mtd), small_tensor(mts)], "samples"),
+    "join_blocks": lambda mts: mtd.join_blocks([small_tensor(mts).block(0)], "samples"),
+}
+
+
+@pytest.mark.parametrize("call", MIXED_CALLS.values(), ids=MIXED_CALLS.keys())
+def test_objects_of_metatensor_core_are_refused_with_the_remedy(call):
+    with pytest.raises(TypeError, match=r"convert it with `metatensor_dask\.from_metatensor`"):
+        call(metatensor)
+
+
+def test_other_wrong_types_keep_metatensors_message():
+    with pytest.raises(TypeError) as error:
+        mtd.TensorMap(1, [])
+    assert str(error.value) == "`keys` must be metatensor Labels, not <class 'int'>"

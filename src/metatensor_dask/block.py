@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _graph
 from ._collection import ArrayContainer, GroupItem
-from .errors import MetatensorDaskError, MetatensorError, invalid_parameter
+from .errors import MetatensorDaskError, MetatensorError, invalid_parameter, wrong_type
 from .labels import Labels
 
 __all__ = ["TensorBlock"]
@@ -39,7 +39,7 @@ def as_block_array(values: Any) -> Any:
 
 def _check_labels(value: Any, what: str) -> Labels:
     if not isinstance(value, Labels):
-        raise TypeError(f"`{what}` must be metatensor Labels, not {type(value)}")
+        raise wrong_type(f"`{what}` must be metatensor Labels, not {type(value)}", value)
     return value
 
 
@@ -93,8 +93,9 @@ class TensorBlock(ArrayContainer):
         components = list(components)
         for component in components:
             if not isinstance(component, Labels):
-                raise TypeError(
-                    f"`components` elements must be metatensor Labels, not {type(component)}"
+                raise wrong_type(
+                    f"`components` elements must be metatensor Labels, not {type(component)}",
+                    component,
                 )
         values = as_block_array(values)
         _check_shape(values.shape, samples, components, properties)
@@ -249,7 +250,9 @@ class TensorBlock(ArrayContainer):
                 "or another TensorBlock; use `block.copy()` to get a block of your own"
             )
         if not isinstance(gradient, TensorBlock):
-            raise TypeError(f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}")
+            raise wrong_type(
+                f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}", gradient
+            )
         if not isinstance(parameter, str):
             raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
         if parameter in self._gradients:

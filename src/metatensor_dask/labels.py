@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import invalid_parameter
+from .errors import invalid_parameter, wrong_type
 
 __all__ = ["Labels", "LabelsEntry"]
 
@@ -423,7 +423,9 @@ class Labels:
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Labels):
-            raise TypeError(f"can only compare between Labels for equality, got {type(other)}")
+            raise wrong_type(
+                f"can only compare between Labels for equality, got {type(other)}", other
+            )
         if self is other:
             return True
         if self._names != other._names or len(self) != len(other):
@@ -441,8 +443,8 @@ class Labels:
 
     def _check_same_names(self, other: Labels, operation: str) -> None:
         if not isinstance(other, Labels):
-            raise TypeError(
-                f"can only take the {operation} with metatensor Labels, got {type(other)}"
+            raise wrong_type(
+                f"can only take the {operation} with metatensor Labels, got {type(other)}", other
             )
         if self._names != other._names:
             raise invalid_parameter(
@@ -523,7 +525,9 @@ class Labels:
         order, the indices follow the order of ``selection`` (entries absent from
         ``self`` are skipped); otherwise they follow the order of ``self``."""
         if not isinstance(selection, Labels):
-            raise TypeError(f"`selection` must be metatensor Labels, not {type(selection)}")
+            raise wrong_type(
+                f"`selection` must be metatensor Labels, not {type(selection)}", selection
+            )
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")

@@ -11,7 +11,7 @@ import numpy as np
 from ._collection import ArrayContainer
 from ._typing import ChunksLike, StoreLike, ZarrMode
 from .block import TensorBlock, short_dtype
-from .errors import invalid_parameter
+from .errors import invalid_parameter, wrong_type
 from .labels import Labels, LabelsEntry
 
 if TYPE_CHECKING:
@@ -98,12 +98,12 @@ class TensorMap(ArrayContainer):
 
     def __init__(self, keys: Labels, blocks: Sequence[TensorBlock]):
         if not isinstance(keys, Labels):
-            raise TypeError(f"`keys` must be metatensor Labels, not {type(keys)}")
+            raise wrong_type(f"`keys` must be metatensor Labels, not {type(keys)}", keys)
         blocks = list(blocks)
         for block in blocks:
             if not isinstance(block, TensorBlock):
-                raise TypeError(
-                    f"`blocks` elements must be metatensor TensorBlock, not {type(block)}"
+                raise wrong_type(
+                    f"`blocks` elements must be metatensor TensorBlock, not {type(block)}", block
                 )
             if block._gradient_path:
                 raise ValueError(
