@@ -415,3 +415,13 @@ def test_other_wrong_types_keep_metatensors_message():
     with pytest.raises(TypeError) as error:
         mtd.TensorMap(1, [])
     assert str(error.value) == "`keys` must be metatensor Labels, not <class 'int'>"
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("max_entries", [-1, 0, 1, 2, 3])
+@pytest.mark.parametrize("indent", [0, 3])
+def test_labels_print_gives_metatensors_text_at_small_limits(count, max_entries, indent):
+    # a limit below 2 counts as 2, and the '...' line stays even when nothing is left out
+    rows = [[i, 10 * i - 7] for i in range(count)]
+    theirs, ours = run_both(lambda m: labels_of(m, ["a", "bcd"], rows).print(max_entries, indent))
+    assert ours == theirs

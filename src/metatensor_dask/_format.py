@@ -30,13 +30,16 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
     """Names on the first line, then one line per entry, every column centred.
 
     With ``max_entries >= 0`` and more entries than that, the first and last halves
-    are shown around a ``...`` line. Every line but the first starts with ``indent``
-    spaces (the first line is placed by the caller).
+    are shown around a ``...`` line; as metatensor, a limit below 2 counts as 2 (the
+    ``...`` line stays, between the two entries of Labels of two entries, or the one
+    entry shown twice). Every line but the first starts with ``indent`` spaces (the
+    first line is placed by the caller).
     """
     values = labels.values
     names = labels.names
     n = len(values)
-    if 0 <= max_entries < n:
+    truncated = 0 <= max_entries < n
+    if truncated:
         max_entries = max(max_entries, 2)
         head = (max_entries + 1) // 2
         tail = max_entries // 2
@@ -48,7 +51,7 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
     ]
     lines = ["".join(_centered(name, w) for name, w in zip(names, widths, strict=True)).rstrip()]
     for i, row in enumerate(shown):
-        if i == head and len(shown) < n:
+        if i == head and truncated:
             # metatensor's placement of the ellipsis
             half = sum(widths) // 2
             lines.append(" " * (indent + (half - 3 if half > 3 else half) + 1) + "...")
