@@ -425,3 +425,15 @@ def test_labels_print_gives_metatensors_text_at_small_limits(count, max_entries,
     rows = [[i, 10 * i - 7] for i in range(count)]
     theirs, ours = run_both(lambda m: labels_of(m, ["a", "bcd"], rows).print(max_entries, indent))
     assert ours == theirs
+
+
+# -- block selection ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["block", "blocks"])
+def test_a_selection_without_entries_is_named(method):
+    # metatensor fails with numpy's "index 0 is out of bounds for axis 0 with size 0"
+    theirs, ours = run_both(lambda m: getattr(small_tensor(m), method)(m.Labels.empty(["k"])))
+    assert isinstance(theirs, IndexError), theirs
+    assert isinstance(ours, ValueError), ours
+    assert str(ours).startswith("the selection has no entries (Labels of ['k'])")

@@ -211,6 +211,12 @@ class TensorMap(ArrayContainer):
 
     def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
         labels = self._selection_labels(selection, kwargs)
+        if len(labels) == 0:
+            # metatensor fails here with an IndexError of numpy
+            raise ValueError(
+                f"the selection has no entries (Labels of {labels.names}): give the key "
+                "values of the blocks to select, one entry per block"
+            )
         return self._keys.select(labels).astype(np.int64), labels
 
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
