@@ -16,7 +16,7 @@ import pytest
 from metatensor_compare import run_both
 
 import metatensor_dask as mtd
-from metatensor_dask.testing import raise_if_dask_computes
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 
 def labels_of(module, names, rows):
@@ -437,3 +437,39 @@ def test_a_selection_without_entries_is_named(method):
     assert isinstance(theirs, IndexError), theirs
     assert isinstance(ours, ValueError), ours
     assert str(ours).startswith("the selection has no entries (Labels of ['k'])")
+
+
+# -- edge calls on a map of different properties, a block without samples and components ----
+
+SAME_RESULT = {
+    "keys_to_samples": lambda m: small_tensor(m).keys_to_samples("k"),
+    "keys_to_samples, fill and block order": lambda m: small_tensor(m).keys_to_samples(
+        ["l"], fill_value=-2.5, sort_samples=False
+    ),
+    "keys_to_properties": lambda m: small_tensor(m).keys_to_properties("k"),
+    "keys_to_properties of every key": lambda m: small_tensor(m).keys_to_properties(["k", "l"]),
+    "components_to_properties": lambda m: small_tensor(m).components_to_properties(["c"]),
+    "copy": lambda m: small_tensor(m).copy(),
+    "to float32": lambda m: small_tensor(m).to(np.float32),
+    "zeros_like of one gradient": lambda m: m.zeros_like(small_tensor(m), gradients="positions"),
+    "ones_like_block without gradients": lambda m: m.ones_like_block(
+        small_tensor(m).block(2), gradients=[]
+    ),
+    "filter_blocks in key order": lambda m: m.filter_blocks(
+        small_tensor(m), labels_of(m, ["l"], [[1], [0]])
+    ),
+    "split along samples": lambda m: m.split(
+        small_tensor(m), "samples", [labels_of(m, ["s"], [[2], [1]]), labels_of(m, ["t"], [[0]])]
+    )[0],
+    "sort descending": lambda m: m.sort(m.drop_empty_blocks(small_tensor(m)), descending=True),
+    "sort_block of samples": lambda m: m.sort_block(small_tensor(m).block(0), "samples", True),
+}
+
+
+@pytest.mark.parametrize("build", SAME_RESULT.values(), ids=SAME_RESULT.keys())
+def test_edge_calls_give_metatensors_result(build):
+    theirs, ours = run_both(build)
+    for result in (theirs, ours):
+        if isinstance(result, Exception):
+            raise result
+    assert_equal_to_metatensor(ours, theirs)
