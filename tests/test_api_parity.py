@@ -473,3 +473,11 @@ def test_edge_calls_give_metatensors_result(build):
         if isinstance(result, Exception):
             raise result
     assert_equal_to_metatensor(ours, theirs)
+
+
+@pytest.mark.parametrize("dimensions", [1, None, [1], labels_of(mtd, ["c"], [])])
+def test_components_to_properties_names_its_argument_type(dimensions):
+    # metatensor fails on len() of an int, or on an internal assertion for empty Labels;
+    # Labels of no entries were taken here for "no components to move"
+    with pytest.raises(TypeError, match="`dimensions` must be a string or a sequence of strings"):
+        mtd.components_to_properties(small_tensor(mtd), dimensions)

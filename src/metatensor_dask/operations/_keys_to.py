@@ -794,6 +794,17 @@ def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels)
     )
 
 
+def _component_names(dimensions: Any) -> list[str]:
+    if isinstance(dimensions, str):
+        return [dimensions]
+    if isinstance(dimensions, Sequence) and all(isinstance(name, str) for name in dimensions):
+        return list(dimensions)
+    raise TypeError(
+        f"`dimensions` must be a string or a sequence of strings (component names), not "
+        f"{type(dimensions)}"
+    )
+
+
 def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str]) -> TensorMap:
     """Move component dimensions to the front of the properties, in every block.
 
@@ -819,7 +830,7 @@ def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str])
     and co-partitioning are unchanged.
     """
     check_tensor(tensor, "tensor")
-    names = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+    names = _component_names(dimensions)
     blocks = []
     for block in tensor.blocks():
         for name in names:
