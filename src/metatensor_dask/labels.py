@@ -222,10 +222,13 @@ class Labels:
     def _trusted(cls, names: list[str], values: np.ndarray) -> Labels:
         """Labels from already validated parts (int32, unique entries), without copy.
 
-        Only the names are checked, for uniqueness: an operation that adds a dimension
-        (``keys_to_samples``, ``join(add_dimension=...)``...) builds its names from the
-        user's, and a name given twice raises here, with metatensor's message.
+        Only the names are checked (valid and unique): an operation that adds a
+        dimension (``keys_to_samples``, ``join(add_dimension=...)``...) builds its names
+        from the user's, and a name that is not a string, not a valid identifier or
+        given twice raises here, with metatensor's message.
         """
+        for name in names:
+            _check_name(name)
         _check_unique_names(names)
         labels = cls.__new__(cls)
         labels._names = list(names)
