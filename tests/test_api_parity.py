@@ -490,3 +490,21 @@ def test_components_to_properties_names_its_argument_type(dimensions):
     # Labels of no entries were taken here for "no components to move"
     with pytest.raises(TypeError, match="`dimensions` must be a string or a sequence of strings"):
         mtd.components_to_properties(small_tensor(mtd), dimensions)
+
+
+@pytest.mark.parametrize("descending", ["no", None, 0.5, [True]])
+@pytest.mark.parametrize("function", ["sort", "sort_block"])
+def test_sort_refuses_a_descending_that_is_not_a_boolean(function, descending):
+    # metatensor refuses them in list.sort (TypeError); a truthy "no" sorted in reverse
+    argument = small_tensor(mtd) if function == "sort" else small_tensor(mtd).block(0)
+    with pytest.raises(TypeError, match="`descending` must be a boolean"):
+        getattr(mtd, function)(argument, descending=descending)
+
+
+@pytest.mark.parametrize("descending", [True, 1, np.True_, False, 0])
+def test_sort_takes_booleans_and_integers_as_descending(descending):
+    theirs = metatensor.sort(metatensor.drop_empty_blocks(small_tensor(metatensor)), "all", True)
+    if not descending:
+        theirs = metatensor.sort(theirs)
+    ours = mtd.sort(mtd.drop_empty_blocks(small_tensor(mtd)), "all", descending)
+    assert_equal_to_metatensor(ours, theirs)
