@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import dask.array as da
 import metatensor
 import numpy as np
 import pytest
@@ -508,3 +509,18 @@ def test_sort_takes_booleans_and_integers_as_descending(descending):
         theirs = metatensor.sort(theirs)
     ours = mtd.sort(mtd.drop_empty_blocks(small_tensor(mtd)), "all", descending)
     assert_equal_to_metatensor(ours, theirs)
+
+
+# -- dask arrays of unknown sizes -----------------------------------------------------------
+
+
+def test_values_of_unknown_size_name_the_remedy():
+    array = da.from_array(np.arange(12.0).reshape(6, 2), chunks=3)
+    masked = array[array[:, 0] > 2]
+    build = lambda values: mtd.TensorBlock(  # noqa: E731
+        values, mtd.Labels.range("s", 4), [], mtd.Labels.range("p", 2)
+    )
+    with pytest.raises(mtd.MetatensorDaskError, match=r"compute_chunk_sizes\(\)"):
+        build(masked)
+    block = build(masked.compute_chunk_sizes())
+    np.testing.assert_array_equal(block.values.compute(), np.arange(4.0, 12.0).reshape(4, 2))

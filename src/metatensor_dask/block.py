@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -98,6 +99,7 @@ class TensorBlock(ArrayContainer):
                     component,
                 )
         values = as_block_array(values)
+        _check_known_shape(values.shape)
         _check_shape(values.shape, samples, components, properties)
         self._init(values, samples, components, properties)
 
@@ -518,6 +520,18 @@ class TensorBlock(ArrayContainer):
         return not self.__eq__(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _check_known_shape(shape: tuple[float, ...]) -> None:
+    """dask gives ``nan`` for sizes it can not know before computing (after indexing
+    by a boolean mask, for example); metatensor's shape checks need them."""
+    for axis, size in enumerate(shape):
+        if math.isnan(size):
+            raise MetatensorDaskError(
+                f"the values have an unknown size along axis {axis} (a dask array indexed "
+                "by a boolean mask, or the output of a function whose size dask can not "
+                "know): call `values.compute_chunk_sizes()` before building the block"
+            )
 
 
 def _repeated_components() -> MetatensorError:
