@@ -99,7 +99,7 @@ DUPLICATED_DIMENSION = {
 }
 
 #: metatensor-core 0.2.6 stops on an internal assertion here (a Rust panic reported as
-#: "internal metatensor error"), with the same message inside.
+#: "internal metatensor error"); this package names the clash and the remedy.
 DUPLICATED_DIMENSION_METATENSOR_PANICS = {
     "keys_to_samples of a key named as a sample dimension": lambda m: renamed(
         m, "keys", "k", "s"
@@ -127,7 +127,11 @@ def test_a_dimension_added_twice_or_misnamed_raises_as_metatensor(build):
     ids=DUPLICATED_DIMENSION_METATENSOR_PANICS.keys(),
 )
 def test_a_dimension_moved_onto_one_of_the_same_name_raises(build):
-    with pytest.raises(mtd.MetatensorError, match=r"label dimensions must be unique, got '[sp]'"):
+    with pytest.raises(
+        mtd.MetatensorError,
+        match=r"can not move '[sp]' to the (samples|properties): they already have a dimension "
+        r"named '[sp]'; rename one of them first \(rename_dimension\)",
+    ):
         build(mtd)
 
 
