@@ -256,9 +256,6 @@ def test_tensor_str_truncates_many_keys(count):
         expected = list(range(half)) + list(range(count - half, count))
         assert [int(r[0]) for r in rows] == expected
         assert [int(r[1]) for r in rows] == [7 * k for k in expected]
-    # the print method takes the limit, all keys when negative
-    assert len(tokens(tensor.print(-1))) == 2 + count
-    assert len(tokens(tensor.print(2))) == 2 + min(count, 2) + (count > 2)
 
 
 def test_tensor_repr_shows_every_key_and_the_arrays():

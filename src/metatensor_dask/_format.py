@@ -30,13 +30,16 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
     """Names on the first line, then one line per entry, every column centred.
 
     With ``max_entries >= 0`` and more entries than that, the first and last halves
-    are shown around a ``...`` line. Every line but the first starts with ``indent``
-    spaces (the first line is placed by the caller).
+    are shown around a ``...`` line; as metatensor, a limit below 2 counts as 2 (the
+    ``...`` line stays, between the two entries of Labels of two entries, or the one
+    entry shown twice). Every line but the first starts with ``indent`` spaces (the
+    first line is placed by the caller).
     """
     values = labels.values
     names = labels.names
     n = len(values)
-    if 0 <= max_entries < n:
+    truncated = 0 <= max_entries < n
+    if truncated:
         max_entries = max(max_entries, 2)
         head = (max_entries + 1) // 2
         tail = max_entries // 2
@@ -48,7 +51,7 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
     ]
     lines = ["".join(_centered(name, w) for name, w in zip(names, widths, strict=True)).rstrip()]
     for i, row in enumerate(shown):
-        if i == head and len(shown) < n:
+        if i == head and truncated:
             # metatensor's placement of the ellipsis
             half = sum(widths) // 2
             lines.append(" " * (indent + (half - 3 if half > 3 else half) + 1) + "...")
@@ -84,6 +87,29 @@ def format_tensor(tensor: TensorMap, max_keys: int) -> str:
     count = len(keys)
     lines = [f"TensorMap with {count} block{'' if count == 1 else 's'}"]
     lines.append("keys: " + keys.print(max_keys, 6))
+    return "\n".join(lines)
+
+
+def format_tensor_as_metatensor(tensor: TensorMap, max_keys: int) -> str:
+    """metatensor's ``TensorMap.print``: the key names, then one line per key with the
+    shape of its block, for the first ``max_keys`` keys (all when negative); a ``...``
+    line when some are left out. Shapes are known without computing."""
+    count = len(tensor)
+    shown = count if max_keys < 0 else min(max_keys, count)
+    keys = tensor.keys
+    rows = [[str(v) for v in keys.values[i]] for i in range(shown)]
+    # each column is as wide as its widest printed value, plus a space on each side
+    widths = [max((len(row[j]) + 2 for row in rows), default=0) for j in range(len(keys.names))]
+    lines = [
+        f"TensorMap with {count} block{'' if count == 1 else 's'}",
+        f"    keys: [{', '.join(keys.names)}]",
+        "    blocks:",
+    ]
+    for i, row in enumerate(rows):
+        cells = "".join(_centered(v, w) for v, w in zip(row, widths, strict=True))
+        lines.append(f"      {cells}  => TensorBlock with shape {tensor.block_by_id(i).shape}")
+    if shown < count:
+        lines.append(" " * (6 + sum(widths)) + " ...")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import _graph
 from ._collection import ArrayContainer, GroupItem
-from .errors import MetatensorDaskError, invalid_parameter
+from .errors import MetatensorDaskError, MetatensorError, invalid_parameter, wrong_type
 from .labels import Labels
 
 __all__ = ["TensorBlock"]
@@ -39,7 +40,7 @@ def as_block_array(values: Any) -> Any:
 
 def _check_labels(value: Any, what: str) -> Labels:
     if not isinstance(value, Labels):
-        raise TypeError(f"`{what}` must be metatensor Labels, not {type(value)}")
+        raise wrong_type(f"`{what}` must be metatensor Labels, not {type(value)}", value)
     return value
 
 
@@ -93,10 +94,12 @@ class TensorBlock(ArrayContainer):
         components = list(components)
         for component in components:
             if not isinstance(component, Labels):
-                raise TypeError(
-                    f"`components` elements must be metatensor Labels, not {type(component)}"
+                raise wrong_type(
+                    f"`components` elements must be metatensor Labels, not {type(component)}",
+                    component,
                 )
         values = as_block_array(values)
+        _check_known_shape(values.shape)
         _check_shape(values.shape, samples, components, properties)
         self._init(values, samples, components, properties)
 
@@ -133,7 +136,8 @@ class TensorBlock(ArrayContainer):
         row_pointer: np.ndarray | None = None,
         path: tuple[str, ...] = (),
     ) -> TensorBlock:
-        """A block from parts already known to be consistent: no checks, no wrapping.
+        """A block from parts already known to be consistent: no wrapping, and no checks
+        but the uniqueness of the component names.
 
         ``gradients`` are attached as they are: a gradient made for its place (``path``
         ``(parameter,)``, see below) is taken itself, any other block as a copy marked
@@ -142,6 +146,9 @@ class TensorBlock(ArrayContainer):
         and ``path`` its place when it is made to be the gradient of a new block
         (``(parameter,)``): maps of many blocks then build each gradient once.
         """
+        if len(components) > 1:
+            # operations that rename or add components build their names from the user's
+            _check_unique_components(components)
         block = cls.__new__(cls)
         if row_pointer is not None and row_pointer.flags.writeable:
             row_pointer = row_pointer.view()
@@ -245,7 +252,9 @@ class TensorBlock(ArrayContainer):
                 "or another TensorBlock; use `block.copy()` to get a block of your own"
             )
         if not isinstance(gradient, TensorBlock):
-            raise TypeError(f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}")
+            raise wrong_type(
+                f"`gradient` must be a metatensor TensorBlock, not {type(gradient)}", gradient
+            )
         if not isinstance(parameter, str):
             raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
         if parameter in self._gradients:
@@ -513,6 +522,31 @@ class TensorBlock(ArrayContainer):
     __hash__ = None  # type: ignore[assignment]
 
 
+def _check_known_shape(shape: tuple[float, ...]) -> None:
+    """dask gives ``nan`` for sizes it can not know before computing (after indexing
+    by a boolean mask, for example); metatensor's shape checks need them."""
+    for axis, size in enumerate(shape):
+        if math.isnan(size):
+            raise MetatensorDaskError(
+                f"the values have an unknown size along axis {axis} (a dask array indexed "
+                "by a boolean mask, or the output of a function whose size dask can not "
+                "know): call `values.compute_chunk_sizes()` before building the block"
+            )
+
+
+def _repeated_components() -> MetatensorError:
+    return invalid_parameter(
+        "invalid block: some of the component dimensions appear more than once in component labels"
+    )
+
+
+def _check_unique_components(components: Sequence[Labels]) -> None:
+    """Each component dimension appears once (metatensor's message)."""
+    names = [component.names[0] for component in components]
+    if len(set(names)) != len(names):
+        raise _repeated_components()
+
+
 def _check_shape(
     shape: tuple[int, ...], samples: Labels, components: list[Labels], properties: Labels
 ) -> None:
@@ -540,10 +574,7 @@ def _check_shape(
                 f"component '{component.names[0]}' must contain at least one entry, got 0"
             )
         if component.names[0] in names:
-            raise invalid_parameter(
-                "invalid block: some of the component dimensions appear more than once in "
-                "component labels"
-            )
+            raise _repeated_components()
         names.add(component.names[0])
         if shape[i + 1] != len(component):
             raise invalid_parameter(

@@ -46,6 +46,22 @@ def invalid_parameter(message: str) -> MetatensorError:
     return MetatensorError(f"invalid parameter: {message}")
 
 
+def wrong_type(message: str, value: object) -> TypeError:
+    """metatensor's ``TypeError`` for an argument ``value`` of the wrong type.
+
+    When ``value`` is an object of metatensor-core (a script that uses both packages),
+    metatensor's message ("must be metatensor Labels, not <class 'metatensor.Labels'>")
+    is completed with the remedy.
+    """
+    module = type(value).__module__
+    if module == "metatensor" or module.startswith("metatensor."):
+        message += (
+            "; this object comes from metatensor-core: convert it with "
+            "`metatensor_dask.from_metatensor`"
+        )
+    return TypeError(message)
+
+
 def format_error(message: str) -> MetatensorError:
     """A :class:`MetatensorError` for a malformed file, worded as metatensor's core."""
     return MetatensorError(f"serialization format error: {message}")

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import invalid_parameter
+from .errors import invalid_parameter, wrong_type
 
 __all__ = ["Labels", "LabelsEntry"]
 
@@ -41,12 +41,18 @@ def _parse_names(names: str | Sequence[str]) -> list[str]:
                 f"Labels names must be a sequence of strings, got {type(names)} instead"
             ) from None
     parsed = [_check_name(name) for name in names]
+    _check_unique_names(parsed)
+    return parsed
+
+
+def _check_unique_names(names: list[str]) -> None:
+    if len(set(names)) == len(names):
+        return
     seen: set[str] = set()
-    for name in parsed:
+    for name in names:
         if name in seen:
             raise invalid_parameter(f"label dimensions must be unique, got '{name}' multiple times")
         seen.add(name)
-    return parsed
 
 
 def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
@@ -214,7 +220,16 @@ class Labels:
 
     @classmethod
     def _trusted(cls, names: list[str], values: np.ndarray) -> Labels:
-        """Labels from already validated parts (int32, unique); no checks, no copy."""
+        """Labels from already validated parts (int32, unique entries), without copy.
+
+        Only the names are checked (valid and unique): an operation that adds a
+        dimension (``keys_to_samples``, ``join(add_dimension=...)``...) builds its names
+        from the user's, and a name that is not a string, not a valid identifier or
+        given twice raises here, with metatensor's message.
+        """
+        for name in names:
+            _check_name(name)
+        _check_unique_names(names)
         labels = cls.__new__(cls)
         labels._names = list(names)
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
@@ -411,7 +426,9 @@ class Labels:
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Labels):
-            raise TypeError(f"can only compare between Labels for equality, got {type(other)}")
+            raise wrong_type(
+                f"can only compare between Labels for equality, got {type(other)}", other
+            )
         if self is other:
             return True
         if self._names != other._names or len(self) != len(other):
@@ -429,8 +446,8 @@ class Labels:
 
     def _check_same_names(self, other: Labels, operation: str) -> None:
         if not isinstance(other, Labels):
-            raise TypeError(
-                f"can only take the {operation} with metatensor Labels, got {type(other)}"
+            raise wrong_type(
+                f"can only take the {operation} with metatensor Labels, got {type(other)}", other
             )
         if self._names != other._names:
             raise invalid_parameter(
@@ -511,7 +528,9 @@ class Labels:
         order, the indices follow the order of ``selection`` (entries absent from
         ``self`` are skipped); otherwise they follow the order of ``self``."""
         if not isinstance(selection, Labels):
-            raise TypeError(f"`selection` must be metatensor Labels, not {type(selection)}")
+            raise wrong_type(
+                f"`selection` must be metatensor Labels, not {type(selection)}", selection
+            )
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")

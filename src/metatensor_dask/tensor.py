@@ -11,7 +11,7 @@ import numpy as np
 from ._collection import ArrayContainer
 from ._typing import ChunksLike, StoreLike, ZarrMode
 from .block import TensorBlock, short_dtype
-from .errors import invalid_parameter
+from .errors import invalid_parameter, wrong_type
 from .labels import Labels, LabelsEntry
 
 if TYPE_CHECKING:
@@ -98,12 +98,12 @@ class TensorMap(ArrayContainer):
 
     def __init__(self, keys: Labels, blocks: Sequence[TensorBlock]):
         if not isinstance(keys, Labels):
-            raise TypeError(f"`keys` must be metatensor Labels, not {type(keys)}")
+            raise wrong_type(f"`keys` must be metatensor Labels, not {type(keys)}", keys)
         blocks = list(blocks)
         for block in blocks:
             if not isinstance(block, TensorBlock):
-                raise TypeError(
-                    f"`blocks` elements must be metatensor TensorBlock, not {type(block)}"
+                raise wrong_type(
+                    f"`blocks` elements must be metatensor TensorBlock, not {type(block)}", block
                 )
             if block._gradient_path:
                 raise ValueError(
@@ -172,6 +172,8 @@ class TensorMap(ArrayContainer):
 
     def get_info(self, key: str) -> str | None:
         """A global metadata entry, or ``None``."""
+        if not isinstance(key, str):
+            raise TypeError(f"TensorMap info keys must be strings, got {type(key)}")
         return self._info.get(key)
 
     def info(self) -> dict[str, str]:
@@ -209,6 +211,12 @@ class TensorMap(ArrayContainer):
 
     def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
         labels = self._selection_labels(selection, kwargs)
+        if len(labels) == 0:
+            # metatensor fails here with an IndexError of numpy
+            raise ValueError(
+                f"the selection has no entries (Labels of {labels.names}): give the key "
+                "values of the blocks to select, one entry per block"
+            )
         return self._keys.select(labels).astype(np.int64), labels
 
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
@@ -409,20 +417,25 @@ class TensorMap(ArrayContainer):
     # -- text ------------------------------------------------------------------------
 
     def print(self, max_keys: int) -> str:
-        """The tutorial's summary with at most ``max_keys`` keys (all when < 0)."""
-        from ._format import format_tensor
+        """metatensor's text for this map: the key names, then the first ``max_keys``
+        keys (all when < 0), each with the shape of its block.
 
-        return format_tensor(self, max_keys)
+        ``str()`` and ``repr()`` follow the layout of metatensor's tutorial instead (see
+        the data model page).
+        """
+        from ._format import format_tensor_as_metatensor
+
+        return format_tensor_as_metatensor(self, max_keys)
 
     def __str__(self) -> str:
-        from ._format import MAX_KEYS_IN_STR
+        from ._format import MAX_KEYS_IN_STR, format_tensor
 
-        return self.print(MAX_KEYS_IN_STR)
+        return format_tensor(self, MAX_KEYS_IN_STR)
 
     def __repr__(self) -> str:
-        from ._format import array_summary
+        from ._format import array_summary, format_tensor
 
-        return self.print(-1) + "\n" + array_summary(self._arrays())
+        return format_tensor(self, -1) + "\n" + array_summary(self._arrays())
 
     def _repr_html_(self) -> str:
         from ._format import tensor_html

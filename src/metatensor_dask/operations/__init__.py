@@ -22,6 +22,7 @@ if _typing.TYPE_CHECKING:  # (not TYPE_CHECKING: the namespace is the operations
         allclose_block_raise,
         allclose_raise,
     )
+    from ._checks import checks_enabled, unsafe_disable_checks, unsafe_enable_checks
     from ._creation import (
         block_from_array,
         empty_like,
@@ -103,6 +104,7 @@ _MODULES = {
     "_abs": ["abs"],
     "_add": ["add"],
     "_allclose": ["allclose", "allclose_block", "allclose_block_raise", "allclose_raise"],
+    "_checks": ["checks_enabled", "unsafe_disable_checks", "unsafe_enable_checks"],
     "_creation": [
         "block_from_array",
         "empty_like",
@@ -182,6 +184,7 @@ __all__ = [
     "allclose_raise",
     "append_dimension",
     "block_from_array",
+    "checks_enabled",
     "components_to_properties",
     "detach",
     "detach_block",
@@ -246,6 +249,8 @@ __all__ = [
     "sum_over_samples_block",
     "unique_metadata",
     "unique_metadata_block",
+    "unsafe_disable_checks",
+    "unsafe_enable_checks",
     "var_over_properties",
     "var_over_properties_block",
     "var_over_samples",

@@ -11,6 +11,7 @@ import dask.array as da
 import numpy as np
 
 from ..block import TensorBlock
+from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._chunkwise import is_lazy
@@ -51,7 +52,7 @@ def _like_block(
     block: TensorBlock, gradients: Sequence[str] | str | None, fill: Callable, fname: str
 ) -> TensorBlock:
     if isinstance(block, TensorMap) or not isinstance(block, TensorBlock):
-        raise TypeError(f"`block` must be a metatensor TensorBlock, not {type(block)}")
+        raise wrong_type(f"`block` must be a metatensor TensorBlock, not {type(block)}", block)
     if isinstance(gradients, str):
         gradients = [gradients]
     if gradients is not None:
@@ -68,7 +69,7 @@ def _like_tensor(
     tensor: TensorMap, gradients: Sequence[str] | str | None, fill: Callable, fname: str
 ) -> TensorMap:
     if not isinstance(tensor, TensorMap):
-        raise TypeError(f"`tensor` must be a metatensor TensorMap, not {type(tensor)}")
+        raise wrong_type(f"`tensor` must be a metatensor TensorMap, not {type(tensor)}", tensor)
     blocks = [_like_block(block, gradients, fill, fname) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._manipulation_utils import (
@@ -17,7 +18,7 @@ __all__ = ["drop_blocks", "drop_empty_blocks", "filter_blocks"]
 def _check_args(tensor: TensorMap, keys: Labels | None, copy: bool) -> None:
     check_tensor(tensor, "tensor")
     if keys is not None and not isinstance(keys, Labels):
-        raise TypeError(f"`keys` must be a metatensor Labels, not {type(keys)}")
+        raise wrong_type(f"`keys` must be a metatensor Labels, not {type(keys)}", keys)
     if not isinstance(copy, bool):
         raise TypeError(f"`copy` must be a boolean, not {type(copy)}")
 

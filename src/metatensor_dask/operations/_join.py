@@ -17,6 +17,7 @@ from .. import config
 from .._gc import without_collector
 from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock, as_block_array
+from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._grouping import single_chunk_bytes
@@ -480,7 +481,9 @@ def join(
         raise TypeError(f"`tensors` must be a list or a tuple, not {type(tensors)}")
     for tensor in tensors:
         if not isinstance(tensor, TensorMap):
-            raise TypeError(f"`tensors` elements must be metatensor TensorMap, not {type(tensor)}")
+            raise wrong_type(
+                f"`tensors` elements must be metatensor TensorMap, not {type(tensor)}", tensor
+            )
     if len(tensors) == 0:
         raise ValueError("provide at least one `TensorMap` for joining")
     if axis not in ("samples", "properties"):
@@ -533,7 +536,9 @@ def join_blocks(
         raise TypeError(f"`blocks` must be a list or a tuple, not {type(blocks)}")
     for block in blocks:
         if not isinstance(block, TensorBlock):
-            raise TypeError(f"`blocks` elements must be metatensor TensorBlock, not {type(block)}")
+            raise wrong_type(
+                f"`blocks` elements must be metatensor TensorBlock, not {type(block)}", block
+            )
     if len(blocks) == 0:
         raise ValueError("provide at least one `TensorBlock` for joining")
     if axis not in ("samples", "properties"):

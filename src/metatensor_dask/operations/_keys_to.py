@@ -68,6 +68,17 @@ def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels 
     )
 
 
+def _check_not_taken(names: list[str], taken: list[str], axis: str) -> None:
+    """Refuse to move a dimension onto an axis that already has one of its name
+    (metatensor stops on an internal assertion)."""
+    for name in names:
+        if name in taken:
+            raise invalid_parameter(
+                f"can not move '{name}' to the {axis}: they already have a dimension "
+                f"named '{name}'; rename one of them first (rename_dimension)"
+            )
+
+
 def _first_appearance(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique rows in order of first appearance, and each row's position among them."""
     unique, inverse = unique_rows(rows)
@@ -134,6 +145,10 @@ def _keys_moved(
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
     keys, members, merged, moved = _groups(tensor, names, function)
+    if function == "keys_to_samples":
+        _check_not_taken(names, tensor.sample_names, "samples")
+    else:
+        _check_not_taken(names, tensor.property_names, "properties")
 
     def build() -> list[TensorBlock]:
         return [
@@ -764,6 +779,7 @@ def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
     position = next((i for i, c in enumerate(block.components) if c.names == [name]), None)
     if position is None:
         raise invalid_parameter(f"unable to find '{name}' in the components ")
+    _check_not_taken([name], block.properties.names, "properties")
     component = block.components[position]
     props = block.properties.values
     properties = Labels._trusted(
@@ -794,6 +810,17 @@ def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels)
     )
 
 
+def _component_names(dimensions: Any) -> list[str]:
+    if isinstance(dimensions, str):
+        return [dimensions]
+    if isinstance(dimensions, Sequence) and all(isinstance(name, str) for name in dimensions):
+        return list(dimensions)
+    raise TypeError(
+        f"`dimensions` must be a string or a sequence of strings (component names), not "
+        f"{type(dimensions)}"
+    )
+
+
 def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str]) -> TensorMap:
     """Move component dimensions to the front of the properties, in every block.
 
@@ -819,7 +846,7 @@ def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str])
     and co-partitioning are unchanged.
     """
     check_tensor(tensor, "tensor")
-    names = [dimensions] if isinstance(dimensions, str) else list(dimensions)
+    names = _component_names(dimensions)
     blocks = []
     for block in tensor.blocks():
         for name in names:

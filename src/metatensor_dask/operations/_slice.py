@@ -15,6 +15,7 @@ import numpy as np
 from .._gc import without_collector
 from .._partition import co_partitioned, gradient_row_chunks, row_pointer
 from ..block import TensorBlock
+from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._grouping import TinyGroups, tiny_groups
@@ -52,8 +53,9 @@ def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
     if isinstance(selection, list):
         return
     if not isinstance(selection, Labels):
-        raise TypeError(
-            f"`selection` must be metatensor Labels, an array or List[int], not {type(selection)}"
+        raise wrong_type(
+            f"`selection` must be metatensor Labels, an array or List[int], not {type(selection)}",
+            selection,
         )
     labels = block.samples if axis == "samples" else block.properties
     what = "sample" if axis == "samples" else "property"

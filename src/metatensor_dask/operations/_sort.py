@@ -32,6 +32,13 @@ def _axes_list(axes: Any) -> list[str]:
     raise TypeError(f"'axes' should be a string or list of strings, not {type(axes)}")
 
 
+def _check_descending(descending: Any) -> None:
+    """metatensor hands ``descending`` to ``list.sort(reverse=...)``, which takes integers
+    only; any truthy object (``"no"``) would otherwise sort in decreasing order."""
+    if not isinstance(descending, (bool, int, np.bool_, np.integer)):
+        raise TypeError(f"`descending` must be a boolean, not {type(descending)}")
+
+
 def _check_block_axes(axes: list[str]) -> None:
     for axis in axes:
         if axis not in _BLOCK_AXES:
@@ -135,7 +142,8 @@ def sort_block(
     """
     axes_list = _axes_list(axes)
     _check_block_axes(axes_list)
-    return _sort_one(block, axes_list, descending)
+    _check_descending(descending)
+    return _sort_one(block, axes_list, bool(descending))
 
 
 def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = False) -> TensorMap:
@@ -165,6 +173,8 @@ def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = Fa
     sort_keys = axes == "all" or "keys" in axes_list
     axes_list = [axis for axis in axes_list if axis != "keys"]
     _check_block_axes(axes_list)
+    _check_descending(descending)
+    descending = bool(descending)
     if sort_keys:
         keys, order = _sorted_labels(tensor.keys, descending)
     else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._gc import without_collector
 from ..block import TensorBlock
-from ..errors import NotEqualError
+from ..errors import NotEqualError, wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._chunkwise import elementwise, gradient_rows
@@ -57,13 +57,13 @@ __all__ = [
 def check_tensor(value: object, name: str) -> None:
     """Raise metatensor's ``TypeError`` when ``value`` is not a TensorMap."""
     if not isinstance(value, TensorMap):
-        raise TypeError(f"`{name}` must be a metatensor TensorMap, not {type(value)}")
+        raise wrong_type(f"`{name}` must be a metatensor TensorMap, not {type(value)}", value)
 
 
 def check_block(value: object, name: str) -> None:
     """Raise a ``TypeError`` when ``value`` is not a TensorBlock."""
     if not isinstance(value, TensorBlock):
-        raise TypeError(f"`{name}` must be a metatensor TensorBlock, not {type(value)}")
+        raise wrong_type(f"`{name}` must be a metatensor TensorBlock, not {type(value)}", value)
 
 
 def check_same_keys_impl(a: TensorMap, b: TensorMap, fname: str) -> str:
@@ -239,7 +239,7 @@ def is_scalar(value: object) -> bool:
 def check_scalar_or_tensor(B: object) -> None:
     """metatensor's ``TypeError`` for a second operand that is neither."""
     if not is_scalar(B) and not isinstance(B, TensorMap):
-        raise TypeError(f"`B` must be a metatensor TensorMap or a scalar value, not {type(B)}")
+        raise wrong_type(f"`B` must be a metatensor TensorMap or a scalar value, not {type(B)}", B)
 
 
 def block_like(
