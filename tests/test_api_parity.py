@@ -240,11 +240,8 @@ DIFFERENT_PARAMETERS = {
     "load": "`path` for `file`; `chunks` for `use_numpy`",
     "load_block": "`path` for `file`; `chunks` for `use_numpy`",
     "load_labels": "`path` for `file`",
+    "save": "`path` for `file`",
 }
-
-#: Functions whose parameters differ by a defect whose fix belongs to the file readers
-#: and writers (io/mts.py): the tests fail once it is fixed, and the entry goes.
-PARAMETERS_TO_FIX = {"save": "`use_numpy` missing"}
 
 
 def public_names(namespace):
@@ -294,12 +291,7 @@ def test_every_public_name_of_metatensor_exists():
 
 
 FUNCTIONS = [
-    pytest.param(
-        name,
-        marks=[pytest.mark.xfail(strict=True, reason=PARAMETERS_TO_FIX[name])]
-        if name in PARAMETERS_TO_FIX
-        else [],
-    )
+    name
     for name in public_names(metatensor)
     if name not in NOT_PROVIDED
     and inspect.isfunction(getattr(metatensor, name))
@@ -528,3 +520,34 @@ def test_values_of_unknown_size_name_the_remedy():
         build(masked)
     block = build(masked.compute_chunk_sizes())
     np.testing.assert_array_equal(block.values.compute(), np.arange(4.0, 12.0).reshape(4, 2))
+
+
+def test_the_files_of_metatensor_io_take_its_arguments(tmp_path):
+    """``use_numpy`` is accepted (and ignored) by position and by name, and the buffer
+    functions of ``metatensor.io`` are in ``metatensor_dask.io``."""
+    for name in ["save", "load", "load_block", "load_labels"]:
+        problems = parameter_problems(getattr(metatensor.io, name), getattr(mtd.io, name))
+        assert all(problem.startswith("file:") for problem in problems[:1]), problems
+    theirs = metatensor.TensorMap(
+        metatensor.Labels.range("k", 1),
+        [
+            metatensor.TensorBlock(
+                np.arange(6.0).reshape(3, 2),
+                metatensor.Labels.range("s", 3),
+                [],
+                metatensor.Labels.range("p", 2),
+            )
+        ],
+    )
+    path = str(tmp_path / "t.mts")
+    mtd.save(path, mtd.from_metatensor(theirs), True)
+    mtd.save(path, mtd.from_metatensor(theirs), use_numpy=True)
+    for loaded in [mtd.load(path, True), mtd.load(path, use_numpy=True), mtd.load(path, False)]:
+        assert metatensor.equal(mtd.to_metatensor(loaded), theirs)
+    block = mtd.io.load_block_buffer(theirs.block(0).save_buffer(), use_numpy=True)
+    assert metatensor.equal_block(mtd.to_metatensor(block), theirs.block(0))
+    buffer = mtd.io.save_buffer(mtd.from_metatensor(theirs), use_numpy=True)
+    assert metatensor.equal(mtd.to_metatensor(mtd.io.load_buffer(buffer)), theirs)
+    assert mtd.io.load_labels_buffer(theirs.keys.save_buffer()) == mtd.from_metatensor(theirs.keys)
+    for name in ["save_buffer", "load_buffer", "load_block_buffer", "load_labels_buffer"]:
+        assert parameter_problems(getattr(metatensor.io, name), getattr(mtd.io, name)) == []

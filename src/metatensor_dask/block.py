@@ -441,9 +441,9 @@ class TensorBlock(ArrayContainer):
     @staticmethod
     def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorBlock:
         """A block from the bytes of :meth:`save_buffer` (through metatensor-core)."""
-        from .io.convert import load_buffer
+        from .io.convert import read_buffer
 
-        return load_buffer("TensorBlock", buffer)
+        return read_buffer("TensorBlock", buffer)
 
     # -- dask collection ---------------------------------------------------------------
 

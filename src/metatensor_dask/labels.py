@@ -627,9 +627,9 @@ class Labels:
     @staticmethod
     def load_buffer(buffer: bytes | bytearray | memoryview) -> Labels:
         """Labels from the bytes of :meth:`save_buffer` (through metatensor-core)."""
-        from .io.convert import load_buffer
+        from .io.convert import read_buffer
 
-        return load_buffer("Labels", buffer)
+        return read_buffer("Labels", buffer)
 
     # -- text --------------------------------------------------------------------------
 

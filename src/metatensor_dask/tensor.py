@@ -386,9 +386,9 @@ class TensorMap(ArrayContainer):
     @staticmethod
     def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorMap:
         """A tensor from the bytes of :meth:`save_buffer` (through metatensor-core)."""
-        from .io.convert import load_buffer
+        from .io.convert import read_buffer
 
-        return load_buffer("TensorMap", buffer)
+        return read_buffer("TensorMap", buffer)
 
     # -- dask collection --------------------------------------------------------------
 

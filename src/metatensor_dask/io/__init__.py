@@ -10,7 +10,14 @@ from .._lazy import lazy_names as _lazy_names
 # xarray and pandas) take most of the package's import time, a worker appending batches
 # to a store needs only some of the modules below, and .mts files need no zarr.
 if TYPE_CHECKING:
-    from .convert import from_metatensor, to_metatensor
+    from .convert import (
+        from_metatensor,
+        load_block_buffer,
+        load_buffer,
+        load_labels_buffer,
+        save_buffer,
+        to_metatensor,
+    )
     from .ingest import write_batches
     from .inspection import Verification, verify
     from .mts import load, load_block, load_labels, save
@@ -22,6 +29,10 @@ _LAZY = {
     "discard_append": ".zarr_discard",
     "from_metatensor": ".convert",
     "to_metatensor": ".convert",
+    "save_buffer": ".convert",
+    "load_buffer": ".convert",
+    "load_block_buffer": ".convert",
+    "load_labels_buffer": ".convert",
     "load": ".mts",
     "load_block": ".mts",
     "load_labels": ".mts",
@@ -42,9 +53,13 @@ __all__ = [
     "from_metatensor",
     "load",
     "load_block",
+    "load_block_buffer",
+    "load_buffer",
     "load_labels",
+    "load_labels_buffer",
     "open_zarr",
     "save",
+    "save_buffer",
     "to_metatensor",
     "to_zarr",
     "verify",

@@ -11,7 +11,15 @@ from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 from ..tensor import TensorMap
 
-__all__ = ["from_metatensor", "load_buffer", "save_buffer", "to_metatensor"]
+__all__ = [
+    "from_metatensor",
+    "load_block_buffer",
+    "load_buffer",
+    "load_labels_buffer",
+    "read_buffer",
+    "save_buffer",
+    "to_metatensor",
+]
 
 
 def _metatensor() -> Any:
@@ -136,17 +144,35 @@ def to_metatensor(data: Any) -> Any:
     )
 
 
-def save_buffer(data: TensorMap | TensorBlock | Labels) -> memoryview:
+def save_buffer(data: TensorMap | TensorBlock | Labels, use_numpy: bool = False) -> memoryview:
     """The bytes of ``metatensor.save`` for ``data``, in memory, written by metatensor.
 
     A buffer holds everything in memory: the arrays are computed, converted with
     :func:`to_metatensor`, and serialized by metatensor-core (needed). Save to a file
-    with :func:`metatensor_dask.save` for data bigger than memory.
+    with :func:`metatensor_dask.save` for data bigger than memory. ``use_numpy`` is
+    accepted as in metatensor, and ignored (the bytes are the same).
     """
     return to_metatensor(data).save_buffer()
 
 
-def load_buffer(kind: str, buffer: bytes | bytearray | memoryview) -> Any:
+def load_buffer(buffer: bytes | bytearray | memoryview, use_numpy: bool = False) -> TensorMap:
+    """A TensorMap from the bytes of ``metatensor.save`` (see :func:`read_buffer`)."""
+    return read_buffer("TensorMap", buffer)
+
+
+def load_block_buffer(
+    buffer: bytes | bytearray | memoryview, use_numpy: bool = False
+) -> TensorBlock:
+    """A TensorBlock from the bytes of ``metatensor.save`` (see :func:`read_buffer`)."""
+    return read_buffer("TensorBlock", buffer)
+
+
+def load_labels_buffer(buffer: bytes | bytearray | memoryview) -> Labels:
+    """Labels from the bytes of ``metatensor.save`` (see :func:`read_buffer`)."""
+    return read_buffer("Labels", buffer)
+
+
+def read_buffer(kind: str, buffer: bytes | bytearray | memoryview) -> Any:
     """A ``kind`` (``"TensorMap"``, ``"TensorBlock"`` or ``"Labels"``) from bytes
     written by ``metatensor.save``, read by metatensor-core (needed) and converted with
     :func:`from_metatensor`. Load files with :func:`metatensor_dask.load`, which reads

@@ -22,6 +22,8 @@ import tempfile
 import warnings
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from .._gc import collector_paused
 from .._typing import ChunksLike, PathLike
 from ..block import TensorBlock
@@ -39,7 +41,7 @@ __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
 # -- loading -----------------------------------------------------------------------------
 
 
-def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
+def load(path: PathLike, chunks: ChunksLike = None, *, use_numpy: bool = False) -> TensorMap:
     """Open a metatensor ``TensorMap`` file (``.mts``, or ``.npz`` from older versions).
 
     Keys, samples, components and properties are read now; values are not read: they
@@ -55,7 +57,10 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
         ``"16MiB"``: the largest array of a chunk (the values, or the rows of a
         gradient that belong to them) stays under it; an int: value rows per chunk.
         Gradient chunk *i* holds the gradient rows whose ``"sample"`` is in values
-        chunk *i*.
+        chunk *i*. A bool here is metatensor's positional ``use_numpy``.
+    use_numpy
+        Accepted for metatensor's scripts and ignored: values are always dask arrays
+        of numpy chunks.
 
     Returns
     -------
@@ -69,7 +74,7 @@ def load(path: PathLike, chunks: ChunksLike = None) -> TensorMap:
     decompressed into memory now. Tasks check that the file has not changed since it
     was loaded (size and modification time) and refuse to read otherwise.
     """
-    request = parse_chunks(chunks)
+    request = parse_chunks(_chunks_not_use_numpy(chunks))
     with collector_paused():
         # what only the load needs (the archive's directory, the parts of the blocks)
         # is freed before the collector resumes, which then walks less
@@ -107,15 +112,23 @@ def _tensor(keys: Labels, blocks: list[TensorBlock], distinct: list[TensorBlock]
     return TensorMap._trusted(keys, blocks)
 
 
-def load_block(path: PathLike, chunks: ChunksLike = None) -> TensorBlock:
+def load_block(
+    path: PathLike, chunks: ChunksLike = None, *, use_numpy: bool = False
+) -> TensorBlock:
     """Open a metatensor ``TensorBlock`` file, with lazy values (see :func:`load`)."""
-    request = parse_chunks(chunks)
+    request = parse_chunks(_chunks_not_use_numpy(chunks))
     with Archive.open(path, "a TensorBlock") as archive:
         if "values.npy" not in archive.members and "keys.npy" in archive.members:
             archive.hint = ", use `load` to load TensorMap"
         part = archive.part("")
         with archive.context("<root>"):
             return archive.blocks([part], request)[0]
+
+
+def _chunks_not_use_numpy(chunks: Any) -> ChunksLike:
+    """``chunks``, or ``None`` for a bool: metatensor's ``load(file, use_numpy)`` given
+    positionally (no chunking is a bool)."""
+    return None if isinstance(chunks, (bool, np.bool_)) else chunks
 
 
 def load_labels(path: PathLike) -> Labels:
@@ -197,7 +210,9 @@ def check_file(path: str | os.PathLike) -> None:
 # -- saving ------------------------------------------------------------------------------
 
 
-def save(path: PathLike | BinaryIO, data: TensorMap | TensorBlock | Labels) -> None:
+def save(
+    path: PathLike | BinaryIO, data: TensorMap | TensorBlock | Labels, use_numpy: bool = False
+) -> None:
     """Write a TensorMap, TensorBlock or Labels in metatensor's format.
 
     The file is the one ``metatensor.save`` writes: a STORED ZIP archive (ZIP64
@@ -216,6 +231,9 @@ def save(path: PathLike | BinaryIO, data: TensorMap | TensorBlock | Labels) -> N
         What to write. Lazy values are computed chunk by chunk (with the current dask
         scheduler) and each chunk is written at its place as soon as it is ready, so
         memory holds a few chunks at a time, not the whole tensor.
+    use_numpy
+        Accepted for metatensor's scripts and ignored: the bytes are the same either
+        way.
 
     Notes
     -----
