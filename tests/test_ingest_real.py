@@ -326,3 +326,40 @@ def test_a_requeued_loop_of_appends_stores_each_tensor_once(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(killed).compute(), expected_store)
     assert mtd.verify(killed).ok
     assert store_files(killed) == store_files(done)
+
+
+def _new_keys(tensor: metatensor.TensorMap, shift: int) -> metatensor.TensorMap:
+    """``tensor`` with its keys' ``center_type`` moved by ``shift`` (keys no store
+    holds)."""
+    keys = tensor.keys.values.copy()
+    keys[:, 0] += shift
+    return metatensor.TensorMap(
+        metatensor.Labels(tensor.keys.names, keys), [b.copy() for b in tensor.blocks()]
+    )
+
+
+def test_writes_of_some_blocks_keep_the_records_of_runs_and_appends(tmp_path):
+    """mode='a' (new keys) and mode='r+' (values rewritten), also resumed after an
+    interruption, keep the record of the write_batches run and the list of appends:
+    the requeued script resuming them finds them done (write_batches refused the store
+    as 'not written by write_batches', and the appends were stored again)."""
+    extra, added = batch([2, 3]), _new_keys(batch([0]), 100)
+    path = tmp_path / "t.zarr"
+
+    def job() -> None:
+        mtd.write_batches(batch, list(range(5)), path, batch_size=2, resume=True, quiet=True)
+        mtd.from_metatensor(extra).to_zarr(
+            path, append_dim="samples", renumber={"system": "next"}, resume=True
+        )
+
+    job()
+    with dask.config.set(scheduler="synchronous"):
+        lazy = mtd.from_metatensor(added).to_zarr(path, mode="a", compute=False)
+    del lazy  # never run: the write is interrupted
+    mtd.from_metatensor(added).to_zarr(path, mode="a", resume=True)
+    stored = mtd.open_zarr(path).compute()
+    mtd.multiply(stored, 2.0).to_zarr(path, mode="r+")
+    job()
+    result = joined([expected(5, 2), renumbered(extra, 5), added])
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), metatensor.multiply(result, 2.0))
+    assert mtd.verify(path).ok

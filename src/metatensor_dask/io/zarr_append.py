@@ -82,9 +82,6 @@ __all__ = [
 RECORD = layout.APPEND_KEY
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
-#: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
-#: since the last whole write, oldest first.
-_APPENDED = "appended"
 
 
 @dataclass
@@ -597,7 +594,7 @@ def _incomplete(where: str, ours: dict[str, Any]) -> MetatensorDaskError:
 def _appended(ours: dict[str, Any]) -> list[str]:
     """The tokens of the appends stored since the last whole write, by the root
     attributes ``ours`` (a store whose appends were not listed gives its last token)."""
-    found = ours.get(_APPENDED)
+    found = ours.get(layout.APPENDED)
     if isinstance(found, list):
         return [token for token in found if isinstance(token, str)]
     last = ours.get(_TOKEN)
@@ -676,7 +673,7 @@ def append(
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = layout.root_document(True, plan.info, plan.nodes)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
-    root["attributes"][layout.ATTRIBUTE][_APPENDED] = [*appended, token]
+    root["attributes"][layout.ATTRIBUTE][layout.APPENDED] = [*appended, token]
     if layout.RUN in ours:
         # the finished run of write_batches that wrote the store stays recorded: run
         # again with resume=True (a requeued script), it finds itself finished

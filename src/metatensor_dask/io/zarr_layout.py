@@ -64,6 +64,9 @@ FORMAT = 3
 ATTRIBUTE = "metatensor_dask"
 #: Attribute (under :data:`ATTRIBUTE`) recording a run of ``write_batches``.
 RUN = "batches"
+#: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
+#: since the store was last written whole, oldest first.
+APPENDED = "appended"
 #: Prefix of the objects recording which chunks an unfinished write has stored.
 PROGRESS_PREFIX = ".progress/"
 #: The plan of a write of whole blocks, stored first (before the root document).

@@ -405,15 +405,18 @@ def _execute(
     compute: bool,
     write: tuple[WriteId, str],
     recorded: set[str] | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> Delayed | None:
     """Run the three phases (or, with ``recorded``, resume them) of the write ``write``
-    (its lock and its token)."""
+    (its lock and its token); ``kept``: root attributes of the store that the write
+    keeps (see :func:`_kept`), recorded with its plan for a resume."""
     lock, token = write
+    kept = kept or {}
     # the metadata of thousands of blocks: many long-lived objects, no garbage cycles
     with collector_paused():
         if recorded is None:
             delete_prefix(store, layout.PROGRESS_PREFIX)
-            record = {"data": data, "small": small, "token": token}
+            record = {"data": data, "small": small, "token": token, "kept": kept}
             if "keys" in small:
                 record["keys"] = np.asarray(plan.small["keys"]()).tolist()
             set_many(store, {_PLAN: json.dumps(record).encode()})
@@ -424,7 +427,7 @@ def _execute(
         make_folders(store, documents)
         _write_documents(store, plan, documents, small, nodes, encoded)
         final_root = layout.root_document(True, info, nodes)
-        final_root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
+        final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
         final = layout.encode_root(final_root, encoded)
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
@@ -532,6 +535,7 @@ def _resume(
         compute,
         (lock, token),
         recorded,
+        record.get("kept") if isinstance(record.get("kept"), dict) else None,
     )
 
 
@@ -855,6 +859,7 @@ def _write(
             info,
             compute,
             (lock, token),
+            kept=_kept(attributes),
         )
     plan = _plan_tensor(tensor, request)
     _check_rewrite(
@@ -867,5 +872,23 @@ def _write(
         "mode='r+' would rewrite chunks that its tasks may still have to read",
     )
     return _execute(
-        store, plan, stored, [], sorted(plan.data), [], info, compute, (lock, _token(plan, tensor))
+        store,
+        plan,
+        stored,
+        [],
+        sorted(plan.data),
+        [],
+        info,
+        compute,
+        (lock, _token(plan, tensor)),
+        kept=_kept(attributes),
     )
+
+
+def _kept(attributes: dict[str, Any]) -> dict[str, Any]:
+    """What a write of some blocks (``mode="a"``, ``"r+"``) keeps of the root attributes
+    ``attributes`` of the store: the record of the run of ``write_batches`` and the
+    list of appends that wrote it, so that a requeued script resuming them finds them
+    done."""
+    ours = attributes[layout.ATTRIBUTE]
+    return {name: ours[name] for name in (layout.RUN, layout.APPENDED) if name in ours}
