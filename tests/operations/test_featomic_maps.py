@@ -369,3 +369,50 @@ def test_gradients_by_finite_differences(name: str) -> None:
     for block, plus, minus in zip(result.blocks(), up.blocks(), down.blocks(), strict=True):
         finite = (plus.values - minus.values) / (2 * eps)
         np.testing.assert_allclose(directional(block, moves()), finite, rtol=1e-5, atol=1e-8)
+
+
+STRAIN = np.array([[0.3, 0.1, -0.2], [0.1, -0.4, 0.25], [-0.2, 0.25, 0.5]])
+
+
+def strained(eps: float) -> list[Any]:
+    """The :func:`structures` deformed by ``1 + eps * STRAIN`` (cells too)."""
+    result = []
+    deformation = np.eye(3) + eps * STRAIN
+    for system in structures():
+        system.positions = system.positions @ deformation.T
+        if system.pbc.any():
+            system.cell = np.asarray(system.cell) @ deformation.T
+        result.append(system)
+    return result
+
+
+STRAIN_DIFFERENCES: dict[str, Callable[[mtd.TensorMap], mtd.TensorMap]] = {
+    "mean-samples": lambda t: mtd.mean_over_samples(t, "atom"),
+    "std-samples-all": lambda t: mtd.std_over_samples(t, ["system", "atom"]),
+    "var-properties": lambda t: mtd.var_over_properties(t, "n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRAIN_DIFFERENCES))
+def test_strain_gradients_by_finite_differences(name: str) -> None:
+    """The ``strain`` gradient (components ``xyz_2``, ``xyz_1``; samples ``sample``
+    only) of an operation on the radial spectrum equals the change of its values when
+    featomic is run again on strained structures (a symmetric strain, so that the order
+    of the two components does not matter)."""
+    operation = STRAIN_DIFFERENCES[name]
+    eps = 1e-5
+
+    def run(shift: float) -> metatensor.TensorMap:
+        computed = calculator("radial-spectrum").compute(strained(shift), gradients=["strain"])
+        buffer = bytes(metatensor.io.save_buffer(computed))
+        tensor = rechunked(mtd.from_metatensor(fresh(buffer)), None)
+        return mtd.to_metatensor(operation(tensor).compute())
+
+    result, up, down = run(0.0), run(eps), run(-eps)
+    for block, plus, minus in zip(result.blocks(), up.blocks(), down.blocks(), strict=True):
+        gradient = block.gradient("strain")
+        analytic = np.zeros(block.values.shape)
+        contracted = np.einsum("ab,rab...->r...", STRAIN, gradient.values)
+        np.add.at(analytic, gradient.samples.column("sample"), contracted)
+        finite = (plus.values - minus.values) / (2 * eps)
+        np.testing.assert_allclose(analytic, finite, rtol=1e-5, atol=1e-8)
