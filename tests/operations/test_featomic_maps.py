@@ -315,7 +315,7 @@ def test_comparisons(buffer: bytes, maps: dict) -> None:
         assert mtd.equal_metadata(maps[how], maps["memory"])
 
 
-def test_lstsq_and_solve(kind: str, buffer: bytes, maps: dict) -> None:
+def test_lstsq(kind: str, buffer: bytes, maps: dict) -> None:
     if kind != "radial-spectrum":
         pytest.skip("square, well-conditioned blocks are easiest with the radial spectrum")
     for how in ("zarr", "uneven"):
