@@ -413,13 +413,15 @@ def store_rows(
     if values.size == 0:
         return
     ref = ArrayRef(store, path, document)
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    head = offset % rows
     if not is_plain(document):
+        if head:
+            _check_stored_rows(store, path, document, offset - head, offset)
         # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
         region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
         ref.array()[region] = values
         return
-    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    head = offset % rows
     stored = None
     if head:
         # only the partial chunk is merged with its stored rows, not the whole values
@@ -433,6 +435,25 @@ def store_rows(
     partial = {key: chunks.pop(key) for key in list(chunks)[:1]} if head else {}
     write_parts(store, chunks, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
+
+
+def _check_stored_rows(
+    store: Store, path: str, document: dict[str, Any], start: int, stop: int
+) -> None:
+    """Read the stored rows ``start:stop`` of the partial chunk (or shard) an append
+    starts in, through the checks of a reader, before zarr merges them with the new
+    rows: zarr itself reads a missing chunk as its fill value and raises its codecs'
+    own errors, so that a lost chunk would be stored again as zeros, and a damaged one
+    refused without naming the store and the remedy.
+
+    Raises
+    ------
+    DamagedStoreError
+        When the chunk is missing or does not decode.
+    """
+    stored = {**document, "shape": [stop, *document["shape"][1:]]}
+    region = (slice(start, stop), *(slice(0, n) for n in document["shape"][1:]))
+    ArrayRef(store, path, stored).read(region)
 
 
 def _replace(store: Store, items: dict[str, Parts], drop_behind: int | None = None) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -352,6 +353,12 @@ def delete_prefix(store: Store, prefix: str) -> None:
 # -- arrays --------------------------------------------------------------------------------
 
 
+#: What zarr and its codecs raise for a chunk that does not decode: checksums and sizes
+#: (``ValueError``), zstd and blosc (``RuntimeError``), and gzip streams cut short or
+#: damaged (``EOFError``, ``zlib.error``, ``OSError``).
+_UNDECODABLE = (ValueError, RuntimeError, OSError, TypeError, IndexError, EOFError, zlib.error)
+
+
 class ArrayRef:
     """A stored array as a task needs it: store, path and metadata document.
 
@@ -415,7 +422,7 @@ class ArrayRef:
         if shard_index_entries(self.document) is not None:
             try:
                 return np.asarray(self.reader()[region])
-            except (DamagedStoreError, ValueError, RuntimeError, OSError, TypeError, IndexError):
+            except (DamagedStoreError, *_UNDECODABLE):
                 pass  # read again, below
         return self._read_checked(region)
 
@@ -424,7 +431,7 @@ class ArrayRef:
             return np.asarray(self.reader()[region])
         except DamagedStoreError:
             raise
-        except (ValueError, RuntimeError, OSError, TypeError, IndexError) as error:
+        except _UNDECODABLE as error:
             rows = region[0] if isinstance(region, tuple) else region
             where = f"rows {rows.start}:{rows.stop}" if isinstance(rows, slice) else "its chunks"
             raise damaged(

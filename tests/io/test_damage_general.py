@@ -1,0 +1,116 @@
+"""Damaged stores met by the paths other suites do not take. Each case is refused,
+naming the store, the array and the remedy, and ``verify`` reports it; an append onto a
+damaged store leaves the damage as it was: nothing lost or damaged is stored again as
+valid data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+
+CODECS = {
+    "default": {},
+    "zstd": {"metatensor_dask.compressor": "zstd"},
+    "gzip-no-checksum": {"metatensor_dask.compressor": "gzip", "metatensor_dask.checksum": False},
+    "sharded": {"metatensor_dask.shard-chunks": 2},
+    "sharded-zstd": {"metatensor_dask.shard-chunks": 2, "metatensor_dask.compressor": "zstd"},
+}
+
+
+def _tensor(seed: int, n_samples: int, dtype) -> metatensor.TensorMap:
+    return make_metatensor(
+        seed=seed, dtype=dtype, n_samples=(n_samples, 4), n_properties=(2, 3), nested=False
+    )
+
+
+def _append(tensor: metatensor.TensorMap, path: Path) -> None:
+    mtd.from_metatensor(tensor).to_zarr(
+        path, append_dim="samples", renumber={"system": "next"}, chunks=3
+    )
+
+
+def _last_chunk(path: Path, array: str) -> Path:
+    """The file holding the last stored rows of ``array`` (a chunk or a shard)."""
+    files = sorted((path / array).glob("c.*"), key=lambda p: int(p.name.split(".")[1]))
+    return files[-1]
+
+
+def _lose(chunk: Path) -> None:
+    chunk.unlink()
+
+
+def _zero(chunk: Path) -> None:
+    chunk.write_bytes(bytes(chunk.stat().st_size))
+
+
+def _cut(chunk: Path) -> None:
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [_lose, _zero, _cut], ids=["lost", "zeroed", "cut"])
+@pytest.mark.parametrize("array", ["blocks/0/values", "blocks/0/gradients/positions/values"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int32], ids=str)
+@pytest.mark.parametrize("codecs", sorted(CODECS))
+def test_an_append_onto_a_damaged_partial_chunk_is_refused(tmp_path, codecs, dtype, array, damage):
+    path = tmp_path / "t.zarr"
+    with dask.config.set(CODECS[codecs]):
+        # 8 samples in chunks of 3: the last values chunk (and shard) is partial
+        mtd.from_metatensor(_tensor(1, 8, dtype)).to_zarr(path, chunks=3)
+    chunk = _last_chunk(path, array)
+    damage(chunk)
+    left = chunk.read_bytes() if chunk.exists() else None
+    root = (path / "zarr.json").read_bytes()
+    partial = _rows(path, array) % _chunk_rows(path, array) != 0
+    with dask.config.set(CODECS[codecs]):
+        if partial:  # the append reads the stored rows of the chunk it starts in
+            with pytest.raises(mtd.DamagedStoreError, match=f"the array '{array}'.*convert"):
+                _append(_tensor(2, 5, dtype), path)
+        else:  # the append starts a new chunk, and leaves the damaged one as it is
+            _append(_tensor(2, 5, dtype), path)
+    # the lost or damaged rows were not stored again (as zeros, or merged with the new
+    # ones): the chunk is as it was, and reading and verify refuse it
+    assert (chunk.read_bytes() if chunk.exists() else None) == left
+    if partial:
+        assert (path / "zarr.json").read_bytes() == root
+    with pytest.raises(mtd.DamagedStoreError, match=f"'{array}'"):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    assert not mtd.verify(path).ok
+
+
+def _document(path: Path, array: str) -> dict:
+    return json.loads((path / array / "zarr.json").read_text())
+
+
+def _rows(path: Path, array: str) -> int:
+    return _document(path, array)["shape"][0]
+
+
+def _chunk_rows(path: Path, array: str) -> int:
+    """Rows per stored file: per shard when sharded, else per chunk."""
+    return _document(path, array)["chunk_grid"]["configuration"]["chunk_shape"][0]
+
+
+@pytest.mark.parametrize("cut", [3, "half"])
+def test_a_gzip_chunk_cut_short_without_checksum_is_damage(tmp_path, cut):
+    path = tmp_path / "t.zarr"
+    settings = {"metatensor_dask.compressor": "gzip", "metatensor_dask.checksum": False}
+    with dask.config.set(settings):
+        mtd.from_metatensor(_tensor(1, 8, np.float64)).to_zarr(path, chunks=3)
+    chunk = path / "blocks/0/values/c.1.0.0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2 if cut == "half" else -cut])
+    match = r"rows 3:6 of the array 'blocks/0/values' can not be decoded \(EOFError"
+    with pytest.raises(mtd.DamagedStoreError, match=match):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    with pytest.raises(mtd.DamagedStoreError, match=match):
+        mtd.sum_over_samples(mtd.open_zarr(path), "atom").compute()
+    report = mtd.verify(path)  # a report, never an exception
+    assert any("'blocks/0/values' can not be decoded (EOFError" in p for p in report.problems)
