@@ -1,0 +1,113 @@
+"""Maps of many blocks of mixed edge shapes (blocks of 0 samples, gradients of 0 rows,
+components of length 1 to 3), read lazily from a ``.mts`` file: creation operations
+and operations changing only metadata against metatensor, in bounded time and graphs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
+
+# gradient rows of each sample: 0 to 4 samples, some without gradient rows
+ROWS = [[], [1], [0, 2, 1], [0, 0], [2, 2, 2, 2]]
+
+
+def _block(rng: np.random.Generator, rows: list[int], components: int, properties: int) -> Any:
+    n = len(rows)
+    order = np.arange(n)[::-1]
+    samples = np.stack([order // 2, order % 2], axis=1).astype(np.int32).reshape(-1, 2)
+    gradient_samples = np.array(
+        [(s, samples[s][0], r) for s, count in enumerate(rows) for r in range(count)],
+        dtype=np.int32,
+    ).reshape(-1, 3)
+    component = [metatensor.Labels.range("c", components)]
+    property_labels = metatensor.Labels(
+        ["p"], np.arange(properties, dtype=np.int32).reshape(-1, 1) * 2
+    )
+    block = metatensor.TensorBlock(
+        rng.random((n, components, properties)) - 0.5,
+        metatensor.Labels(["s", "a"], samples),
+        component,
+        property_labels,
+    )
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.random((len(gradient_samples), 3, components, properties)) - 0.5,
+            metatensor.Labels(["sample", "s", "atom"], gradient_samples),
+            [metatensor.Labels.range("xyz", 3), *component],
+            property_labels,
+        ),
+    )
+    return block
+
+
+def mixed(n_keys: int, seed: int = 0) -> Any:
+    """A metatensor map of ``2 * n_keys`` blocks (keys ``k``, ``t``) of mixed shapes:
+    the two blocks of a ``k`` share components and properties, not samples."""
+    rng = np.random.default_rng(seed)
+    blocks, keys = [], []
+    for k in range(n_keys):
+        for t in range(2):
+            blocks.append(_block(rng, ROWS[(k + 2 * t) % 5], 1 + k % 3, [3, 2, 1, 3][k % 4]))
+            keys.append((k, t))
+    return metatensor.TensorMap(metatensor.Labels(["k", "t"], np.array(keys, np.int32)), blocks)
+
+
+def _loaded(tmp_path: Any, theirs: Any, name: str = "mixed") -> mtd.TensorMap:
+    path = tmp_path / f"{name}.mts"
+    metatensor.save(path, theirs)
+    return mtd.load(path)
+
+
+def _best_time(function: Any, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", ["zeros_like", "ones_like"])
+def test_creation_of_many_blocks_matches_metatensor(tmp_path, name):
+    theirs = mixed(60)
+    ours = _loaded(tmp_path, theirs)
+    with raise_if_dask_computes():
+        result = getattr(mtd, name)(ours)
+    assert_equal_to_metatensor(result, getattr(metatensor, name)(theirs))
+
+
+@pytest.mark.parametrize("name", ["empty_like", "random_uniform_like"])
+def test_uninitialised_and_random_maps_of_many_blocks(tmp_path, name):
+    theirs = mixed(60)
+    ours = _loaded(tmp_path, theirs)
+    with raise_if_dask_computes():
+        result = getattr(mtd, name)(ours)
+    assert mtd.equal_metadata(result, ours)
+    computed = result.compute()
+    if name == "random_uniform_like":
+        values = np.concatenate([np.ravel(a) for a in computed._arrays()])
+        assert values.min() >= 0 and values.max() < 1 and values.std() > 0.1
+        # another call draws other values
+        again = np.concatenate(
+            [np.ravel(a) for a in mtd.random_uniform_like(ours).compute()._arrays()]
+        )
+        assert not np.array_equal(values, again)
+
+
+@pytest.mark.parametrize("name", ["zeros_like", "ones_like", "empty_like", "random_uniform_like"])
+def test_creation_of_many_blocks_takes_less_than_metatensor(tmp_path, name):
+    """dask's ``zeros_like`` (and siblings) tokenised their chunk function with
+    cloudpickle for every array: 30 times metatensor's time on 600 blocks."""
+    theirs = mixed(300)
+    ours = _loaded(tmp_path, theirs)
+    mine = _best_time(lambda: getattr(mtd, name)(ours))
+    other = _best_time(lambda: getattr(metatensor, name)(theirs))
+    assert mine < other, (mine, other)
