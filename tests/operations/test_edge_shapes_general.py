@@ -111,3 +111,38 @@ def test_creation_of_many_blocks_takes_less_than_metatensor(tmp_path, name):
     mine = _best_time(lambda: getattr(mtd, name)(ours))
     other = _best_time(lambda: getattr(metatensor, name)(theirs))
     assert mine < other, (mine, other)
+
+
+def _graph_nodes(collection: Any) -> int:
+    """The nodes of the graph run to compute ``collection``."""
+    keys = collection.__dask_keys__()
+    return len(collection.__dask_optimize__(collection.__dask_graph__(), keys))
+
+
+# operations that change metadata only, or not the gradients (adding a scalar)
+KEEPING_ARRAYS = {
+    "add-scalar": lambda m, t: m.add(t, 1.5),
+    "remove_gradients": lambda m, t: m.remove_gradients(t),
+    "detach": lambda m, t: m.detach(t),
+    "append_dimension": lambda m, t: m.append_dimension(t, "samples", "new", 3),
+    "insert_dimension": lambda m, t: m.insert_dimension(t, "properties", 0, "new", 1),
+    "permute_dimensions": lambda m, t: m.permute_dimensions(t, "samples", [1, 0]),
+    "rename_dimension": lambda m, t: m.rename_dimension(t, "properties", "p", "q"),
+}
+
+
+@pytest.mark.parametrize("name", list(KEEPING_ARRAYS))
+def test_operations_keeping_arrays_keep_the_groups_of_a_loaded_file(tmp_path, name):
+    """A ``.mts`` file of tiny blocks is read by a few grouped tasks; an operation that
+    passes arrays through kept them as items of those groups, instead of one array
+    (and one read of the file, when computed) per block."""
+    operation = KEEPING_ARRAYS[name]
+    nodes = []
+    for n_keys in (10, 100):
+        theirs = mixed(n_keys)
+        ours = _loaded(tmp_path, theirs, f"mixed-{n_keys}")
+        with raise_if_dask_computes():
+            result = operation(mtd, ours)
+        nodes.append(_graph_nodes(result))
+        assert_equal_to_metatensor(result, operation(metatensor, theirs))
+    assert nodes[0] == nodes[1] <= 2, nodes
