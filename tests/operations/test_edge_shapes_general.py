@@ -146,3 +146,19 @@ def test_operations_keeping_arrays_keep_the_groups_of_a_loaded_file(tmp_path, na
         nodes.append(_graph_nodes(result))
         assert_equal_to_metatensor(result, operation(metatensor, theirs))
     assert nodes[0] == nodes[1] <= 2, nodes
+
+
+def test_make_contiguous_of_many_blocks_runs_as_grouped_tasks(tmp_path):
+    """``make_contiguous`` made one task per array of a map of tiny blocks (it did not
+    group them as the element-wise operations do): graphs growing with the blocks."""
+    nodes = []
+    for n_keys in (5, 50):
+        theirs = mixed(n_keys)
+        for ours in (_loaded(tmp_path, theirs, f"mixed-{n_keys}"), mtd.from_metatensor(theirs)):
+            with raise_if_dask_computes():
+                result = mtd.make_contiguous(ours)
+                assert mtd.is_contiguous(result)
+            nodes.append(_graph_nodes(result))
+            assert_equal_to_metatensor(result, metatensor.make_contiguous(theirs))
+    assert nodes[:2] == nodes[2:], nodes
+    assert max(nodes) <= 2, nodes
