@@ -162,3 +162,39 @@ def test_make_contiguous_of_many_blocks_runs_as_grouped_tasks(tmp_path):
             assert_equal_to_metatensor(result, metatensor.make_contiguous(theirs))
     assert nodes[:2] == nodes[2:], nodes
     assert max(nodes) <= 2, nodes
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "var", "std"])
+def test_reductions_of_a_loaded_file_with_empty_blocks_stay_grouped(tmp_path, reduction):
+    """Blocks of no sample (and gradients of no row) are passed through by reductions
+    over samples; from a loaded file, they were passed as one array (and one read of
+    the file) per block, the others as items of a few groups."""
+    nodes = []
+    for n_keys in (5, 50):
+        theirs = mixed(n_keys)
+        ours = _loaded(tmp_path, theirs, f"mixed-{n_keys}")
+        with raise_if_dask_computes():
+            result = getattr(mtd, f"{reduction}_over_samples")(ours, "a")
+        nodes.append(_graph_nodes(result))
+        if reduction == "sum":
+            expected = metatensor.sum_over_samples(theirs, "a")
+            assert_equal_to_metatensor(result, expected, rtol=1e-12, atol=1e-14)
+    assert nodes[0] == nodes[1] <= 2, nodes
+
+
+def test_reductions_over_properties_of_blocks_without_properties_stay_grouped(tmp_path):
+    """Blocks of no property are passed through by reductions over properties (see
+    ``test_edge_shapes`` for their values: metatensor fails on them)."""
+    nodes = []
+    for n_blocks in (6, 60):
+        rng = np.random.default_rng(0)
+        blocks = [_block(rng, ROWS[i % 5], 2, 3 * (i % 2)) for i in range(n_blocks)]
+        theirs = metatensor.TensorMap(metatensor.Labels.range("k", n_blocks), blocks)
+        ours = _loaded(tmp_path, theirs, f"no-properties-{n_blocks}")
+        with raise_if_dask_computes():
+            result = mtd.sum_over_properties(ours, "p")
+        nodes.append(_graph_nodes(result))
+        for mine, block in zip(result.blocks(), theirs.blocks(), strict=True):
+            expected = np.asarray(block.values).sum(axis=-1, keepdims=True)
+            np.testing.assert_allclose(mine.values.compute(), expected[..., : mine.shape[-1]])
+    assert nodes[0] == nodes[1] <= 2, nodes
