@@ -223,3 +223,19 @@ def test_split_of_many_blocks_runs_as_grouped_tasks(tmp_path, axis):
         for mine, other in zip(result, expected, strict=True):
             assert_equal_to_metatensor(mine, other)
     assert nodes[0] == nodes[1] <= 4, nodes
+
+
+def test_components_to_properties_of_many_blocks_runs_as_grouped_tasks(tmp_path):
+    """``components_to_properties`` made two dask arrays (a transpose and a reshape)
+    per array of every block: graphs growing with the blocks, 20 times metatensor's
+    time on a loaded file of 200 tiny blocks."""
+    nodes = []
+    for n_keys in (5, 50):
+        theirs = mixed(n_keys)
+        for ours in (_loaded(tmp_path, theirs, f"mixed-{n_keys}"), mtd.from_metatensor(theirs)):
+            with raise_if_dask_computes():
+                result = mtd.components_to_properties(ours, "c")
+            nodes.append(_graph_nodes(result))
+            assert_equal_to_metatensor(result, theirs.components_to_properties("c"))
+    assert nodes[:2] == nodes[2:], nodes
+    assert max(nodes) <= 2, nodes
