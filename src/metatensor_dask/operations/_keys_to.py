@@ -13,6 +13,7 @@ same moves and stay co-partitioned with their values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -810,6 +811,10 @@ def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels)
     )
 
 
+def _all_moved(blocks: list[TensorBlock], name: str) -> list[TensorBlock]:
+    return [_component_moved(block, name) for block in blocks]
+
+
 def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str]) -> TensorMap:
     """Move component dimensions to the front of the properties, in every block.
 
@@ -840,10 +845,6 @@ def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str])
     for name in names:
         # tiny blocks are moved by a few grouped tasks, one dimension after the other
         # (a group's results are items once the group is finished)
-        blocks = result.blocks()
-        result = grouped(
-            tensor.keys,
-            lambda blocks=blocks, name=name: [_component_moved(b, name) for b in blocks],
-            tensor.info(),
-        )
+        moved = functools.partial(_all_moved, result.blocks(), name)
+        result = grouped(tensor.keys, moved, tensor.info())
     return result
