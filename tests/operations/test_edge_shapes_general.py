@@ -239,3 +239,13 @@ def test_components_to_properties_of_many_blocks_runs_as_grouped_tasks(tmp_path)
             assert_equal_to_metatensor(result, theirs.components_to_properties("c"))
     assert nodes[:2] == nodes[2:], nodes
     assert max(nodes) <= 2, nodes
+
+
+def test_unique_metadata_of_an_empty_map():
+    """metatensor raises an IndexError (it reads the first block); the unique entries
+    of no block are no entries, of the dimensions asked for."""
+    empty = metatensor.TensorMap(metatensor.Labels(["k"], np.zeros((0, 1), np.int32)), [])
+    with pytest.raises(IndexError):
+        metatensor.unique_metadata(empty, "samples", ["s", "a"])
+    result = mtd.unique_metadata(mtd.from_metatensor(empty), "samples", ["s", "a"])
+    assert result.names == ["s", "a"] and len(result) == 0
