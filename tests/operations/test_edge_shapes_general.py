@@ -249,3 +249,34 @@ def test_unique_metadata_of_an_empty_map():
         metatensor.unique_metadata(empty, "samples", ["s", "a"])
     result = mtd.unique_metadata(mtd.from_metatensor(empty), "samples", ["s", "a"])
     assert result.names == ["s", "a"] and len(result) == 0
+
+
+def _weights(theirs: Any) -> Any:
+    """A gradient-free map of two samples whose properties are ``theirs``'s."""
+    blocks = []
+    for block in theirs.blocks():
+        n = len(block.properties)
+        blocks.append(
+            metatensor.TensorBlock(
+                np.linspace(-1, 1, 2 * n).reshape(2, n),
+                metatensor.Labels.range("w", 2),
+                [],
+                block.properties,
+            )
+        )
+    return metatensor.TensorMap(theirs.keys, blocks)
+
+
+def test_dot_of_many_blocks_runs_as_grouped_tasks(tmp_path):
+    """``dot`` made one dask array per array of every block (not grouped as the
+    element-wise operations are): graphs growing with the blocks."""
+    nodes = []
+    for n_keys in (5, 50):
+        theirs = mixed(n_keys)
+        weights = _weights(theirs)
+        ours = _loaded(tmp_path, theirs, f"mixed-{n_keys}")
+        with raise_if_dask_computes():
+            result = mtd.dot(ours, _loaded(tmp_path, weights, f"weights-{n_keys}"))
+        nodes.append(_graph_nodes(result))
+        assert_equal_to_metatensor(result, metatensor.dot(theirs, weights))
+    assert nodes[0] == nodes[1] <= 3, nodes
