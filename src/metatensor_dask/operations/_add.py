@@ -8,7 +8,7 @@ from ..block import TensorBlock, short_dtype
 from ..errors import invalid_parameter
 from ..tensor import TensorMap
 from ._chunkwise import elementwise
-from ._utils import derived_block, scalar_or_tensor_operation
+from ._utils import block_like, first_order_gradients, scalar_or_tensor_operation
 
 __all__ = ["add"]
 
@@ -26,7 +26,10 @@ def add_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
             f"the gradient values have dtype '{short_dtype(block.dtype)}' but the "
             f"block values have dtype '{short_dtype(values.dtype)}'"
         )
-    return derived_block([block], values, lambda _, gradient: gradient[0])
+    # the gradients as held: an item of a group of tiny blocks stays one (no dask
+    # array, so no graph node, per block)
+    gradients = {p: g._held_values() for p, g in first_order_gradients(block)}
+    return block_like(block, values, gradients)
 
 
 def add(A: TensorMap, B: float | int | TensorMap) -> TensorMap:

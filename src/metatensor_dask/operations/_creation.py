@@ -3,18 +3,19 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import dask.array as da
 import numpy as np
 
+from .._graph import array_from_tasks, task
 from ..block import TensorBlock
 from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
-from ._chunkwise import is_lazy
 from ._utils import block_like, check_gradient_presence_raise, first_order_gradients
 
 __all__ = [
@@ -30,22 +31,85 @@ __all__ = [
 ]
 
 
+def _chunks(array: Any) -> tuple[tuple[int, ...], ...]:
+    """The chunks of a dask array, or the single chunk of an item of a group."""
+    chunks = getattr(array, "chunks", None)
+    return chunks if chunks is not None else tuple((int(n),) for n in array.shape)
+
+
+def _filled(fill: Callable[..., np.ndarray], array: Any) -> Any:
+    """An array of ``array``'s shape, dtype and chunks whose chunks are ``fill(shape,
+    dtype)`` (a dask array when ``array`` is lazy, else a numpy array)."""
+    if isinstance(array, np.ndarray):
+        return fill(array.shape, array.dtype)
+    return _constant(fill, _chunks(array), np.dtype(array.dtype).str)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(fill: Callable[..., np.ndarray], chunks: tuple, dtype: str) -> Any:
+    """The dask array of chunks ``fill(shape, dtype)``, made once per fill, chunks and
+    dtype (the blocks of a map share few shapes; the arrays hold no data)."""
+    return _from_chunk_tasks(fill, chunks, np.dtype(dtype), ())
+
+
+def _from_chunk_tasks(
+    fill: Callable[..., np.ndarray], chunks: tuple, dtype: np.dtype, seeds: tuple[int, ...]
+) -> Any:
+    """The dask array whose chunks are ``fill(shape, dtype, *seed)``, with one seed per
+    chunk from ``seeds`` when given.
+
+    The graph is built here instead of by ``dask.array.zeros_like`` and its siblings,
+    which tokenise their chunk function with cloudpickle: milliseconds per array, so
+    seconds for a map of a thousand blocks. The name digests the fill, chunks, dtype
+    and seeds (what the content depends on).
+    """
+    text = repr((fill.__name__, chunks, dtype.str, seeds)).encode()
+    name = f"{fill.__name__}-{hashlib.blake2b(text, digest_size=16).hexdigest()}"
+    tasks = {}
+    for number, index in enumerate(itertools.product(*(range(len(c)) for c in chunks))):
+        shape = tuple(c[i] for c, i in zip(chunks, index, strict=True))
+        seed = (seeds[number],) if seeds else ()
+        tasks[(name, *index)] = task((name, *index), fill, shape, dtype, *seed)
+    return array_from_tasks(name, tasks, [], chunks, dtype)
+
+
+def _empty_chunk(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.empty(shape, dtype)
+
+
+def _zeros_chunk(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.zeros(shape, dtype)
+
+
+def _ones_chunk(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.ones(shape, dtype)
+
+
+def _uniform_chunk(shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape).astype(dtype)
+
+
 def _empty(array: Any) -> Any:
-    return da.empty_like(array) if is_lazy(array) else np.empty_like(array, subok=False)
+    return _filled(_empty_chunk, array)
 
 
 def _zeros(array: Any) -> Any:
-    return da.zeros_like(array) if is_lazy(array) else np.zeros_like(array, subok=False)
+    return _filled(_zeros_chunk, array)
 
 
 def _ones(array: Any) -> Any:
-    return da.ones_like(array) if is_lazy(array) else np.ones_like(array, subok=False)
+    return _filled(_ones_chunk, array)
 
 
 def _uniform(array: Any) -> Any:
-    if is_lazy(array):
-        return da.random.random(array.shape, chunks=array.chunks).astype(array.dtype)
-    return np.random.rand(*array.shape).astype(array.dtype)
+    if isinstance(array, np.ndarray):
+        # numpy's global generator, as metatensor
+        return np.random.rand(*array.shape).astype(array.dtype)
+    chunks = _chunks(array)
+    n_chunks = int(np.prod([len(c) for c in chunks]))
+    # one seed per chunk drawn from numpy's global generator, as dask's random arrays
+    seeds = np.random.randint(0, 2**31 - 1, size=n_chunks, dtype=np.int64)
+    return _from_chunk_tasks(_uniform_chunk, chunks, np.dtype(array.dtype), tuple(seeds.tolist()))
 
 
 def _like_block(
@@ -59,10 +123,10 @@ def _like_block(
         gradients = list(gradients)
         check_gradient_presence_raise(block, gradients, fname)
     new_gradients = {
-        parameter: fill(gradient.values)
+        parameter: fill(gradient._held_values())
         for parameter, gradient in first_order_gradients(block, gradients)
     }
-    return block_like(block, fill(block.values), new_gradients)
+    return block_like(block, fill(block._held_values()), new_gradients)
 
 
 def _like_tensor(

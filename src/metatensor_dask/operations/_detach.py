@@ -15,7 +15,7 @@ __all__ = ["detach", "detach_block", "requires_grad", "requires_grad_block"]
 def _same_block(block: TensorBlock) -> TensorBlock:
     gradients = dict(first_order_gradients(block))
     return TensorBlock._trusted(
-        block.values, block.samples, block.components, block.properties, gradients
+        block._held_values(), block.samples, block.components, block.properties, gradients
     )
 
 

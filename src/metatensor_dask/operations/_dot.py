@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import per_row_chunk
-from ._utils import blocks_by_key, check_same_keys_raise, check_tensor, derived_block
+from ._chunkwise import is_lazy, per_row_chunk
+from ._grouping import single_chunk_shape, tiny_groups
+from ._utils import (
+    blocks_by_key,
+    check_same_keys_raise,
+    check_tensor,
+    derived_block,
+    grouped,
+)
 
 __all__ = ["dot"]
 
@@ -19,6 +28,16 @@ def _dot_rows(rows: np.ndarray, other: np.ndarray) -> np.ndarray:
     return np.dot(rows, other.T)
 
 
+def _dotted(array: Any, other: Any, tail: tuple[int, ...], dtype: Any) -> Any:
+    """``_dot_rows`` of ``array`` and ``other``: a call of the active groups for tiny
+    single chunks (one task for many blocks), else one task per row chunk."""
+    groups = tiny_groups([array, other]) if is_lazy(array) or is_lazy(other) else None
+    if groups is not None:
+        shape = (single_chunk_shape(array)[0], *tail)
+        return groups.record("dot", _dot_rows, [array, other], (), shape, dtype)
+    return per_row_chunk(_dot_rows, array, [other], tail, dtype)
+
+
 def _dot_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
     if block_1.properties != block_2.properties:
         raise ValueError("TensorBlocks in `dot` should have the same properties")
@@ -28,14 +47,12 @@ def _dot_block(block_1: TensorBlock, block_2: TensorBlock) -> TensorBlock:
         raise ValueError("the second TensorMap in `dot` should not have gradients")
     dtype = np.result_type(block_1.dtype, block_2.dtype)
     n_out = len(block_2.samples)
-    values = per_row_chunk(
-        _dot_rows, block_1.values, [block_2.values], (*block_1.shape[1:-1], n_out), dtype
-    )
+    values = _dotted(block_1.values, block_2.values, (*block_1.shape[1:-1], n_out), dtype)
     return derived_block(
         [block_1],
         values,
-        lambda _, gradient: per_row_chunk(
-            _dot_rows, gradient[0], [block_2.values], (*gradient[0].shape[1:-1], n_out), dtype
+        lambda _, gradient: _dotted(
+            gradient[0], block_2.values, (*gradient[0].shape[1:-1], n_out), dtype
         ),
         properties=block_2.samples,
     )
@@ -80,10 +97,6 @@ def dot(tensor_1: TensorMap, tensor_2: TensorMap) -> TensorMap:
     check_tensor(tensor_1, "tensor_1")
     check_tensor(tensor_2, "tensor_2")
     check_same_keys_raise(tensor_1, tensor_2, "dot")
-    blocks = [
-        _dot_block(block_1, block_2)
-        for block_1, block_2 in zip(
-            tensor_1.blocks(), blocks_by_key(tensor_1, tensor_2), strict=True
-        )
-    ]
-    return TensorMap._trusted(tensor_1.keys, blocks)
+    pairs = zip(tensor_1.blocks(), blocks_by_key(tensor_1, tensor_2), strict=True)
+    # tiny blocks are multiplied by a few grouped tasks
+    return grouped(tensor_1.keys, lambda: [_dot_block(a, b) for a, b in pairs])

@@ -13,6 +13,7 @@ same moves and stay co-partitioned with their values.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from ..block import TensorBlock
 from ..errors import invalid_parameter
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     coalesce,
@@ -758,13 +760,28 @@ def _merge_last_two(chunk: np.ndarray) -> np.ndarray:
     return chunk.reshape((*chunk.shape[:-2], chunk.shape[-2] * chunk.shape[-1]))
 
 
-def _move_component(array: da.Array, axis: int) -> da.Array:
+def _moved_chunk(chunk: np.ndarray, axis: int) -> np.ndarray:
+    """``chunk`` with axis ``axis`` moved before the properties and merged with them."""
+    return _merge_last_two(np.moveaxis(chunk, axis, -2))
+
+
+def _move_component(array: Any, axis: int) -> Any:
     """``array`` with axis ``axis`` moved before the properties and merged with them.
 
-    Every axis but the rows is one chunk, so each row chunk is reshaped on its own
-    (dask's ``reshape`` refuses arrays of zero size, e.g. blocks without properties).
+    A tiny single chunk is moved by a call of the active groups (one task for many
+    blocks). Otherwise every axis but the rows is one chunk, so each row chunk is
+    reshaped on its own (dask's ``reshape`` refuses arrays of zero size, e.g. blocks
+    without properties).
     """
-    moved = da.moveaxis(rows_only(array), axis, -2)
+    groups = tiny_groups([array])
+    if groups is not None:
+        shape = list(single_chunk_shape(array))
+        moved_size = shape.pop(axis)
+        shape[-1] *= moved_size
+        return groups.record(
+            "components-to-properties", _moved_chunk, [array], (axis,), tuple(shape), array.dtype
+        )
+    moved = da.moveaxis(rows_only(as_dask(array)), axis, -2)
     merged = moved.shape[-2] * moved.shape[-1]
     return moved.map_blocks(
         _merge_last_two,
@@ -801,7 +818,7 @@ def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels)
         for parameter, gradient in block.gradients()
     }
     return TensorBlock._trusted(
-        _move_component(as_dask(block.values), 1 + position),
+        _move_component(block.values, 1 + position),
         block.samples,
         block.components[:position] + block.components[position + 1 :],
         properties,
@@ -819,6 +836,10 @@ def _component_names(dimensions: Any) -> list[str]:
         f"`dimensions` must be a string or a sequence of strings (component names), not "
         f"{type(dimensions)}"
     )
+
+
+def _all_moved(blocks: list[TensorBlock], name: str) -> list[TensorBlock]:
+    return [_component_moved(block, name) for block in blocks]
 
 
 def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str]) -> TensorMap:
@@ -847,9 +868,10 @@ def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str])
     """
     check_tensor(tensor, "tensor")
     names = _component_names(dimensions)
-    blocks = []
-    for block in tensor.blocks():
-        for name in names:
-            block = _component_moved(block, name)
-        blocks.append(block)
-    return TensorMap._trusted(tensor.keys, blocks, tensor.info())
+    result = tensor
+    for name in names:
+        # tiny blocks are moved by a few grouped tasks, one dimension after the other
+        # (a group's results are items once the group is finished)
+        moved = functools.partial(_all_moved, result.blocks(), name)
+        result = grouped(tensor.keys, moved, tensor.info())
+    return result

@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise
-from ._utils import check_tensor, derived_block
+from ._utils import check_tensor, derived_block, map_blocks
 
 __all__ = ["make_contiguous", "make_contiguous_block"]
 
@@ -36,4 +36,4 @@ def make_contiguous(tensor: TensorMap) -> TensorMap:
     """A map whose values and gradients are C-contiguous (see
     :func:`make_contiguous_block`)."""
     check_tensor(tensor, "tensor")
-    return TensorMap._trusted(tensor.keys, [make_contiguous_block(b) for b in tensor.blocks()])
+    return map_blocks(tensor, make_contiguous_block)

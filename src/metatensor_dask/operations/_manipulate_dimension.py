@@ -63,7 +63,7 @@ def _relabelled(
             p: _relabelled_gradient(g, axis, if_present, properties) for p, g in block.gradients()
         }
         blocks.append(
-            TensorBlock._trusted(block.values, samples, components, properties, gradients)
+            TensorBlock._trusted(block._held_values(), samples, components, properties, gradients)
         )
     return TensorMap._trusted(keys, blocks)
 
@@ -82,7 +82,7 @@ def _relabelled_gradient(
         p: _relabelled_gradient(g, axis, if_present, properties) for p, g in gradient.gradients()
     }
     return TensorBlock._trusted(
-        gradient.values,
+        gradient._held_values(),
         samples,
         _components(gradient, axis, if_present),
         properties,

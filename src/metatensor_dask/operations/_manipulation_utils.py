@@ -168,10 +168,11 @@ def in_reduction_dtype(block: TensorBlock, reduction: str) -> TensorBlock:
     of the reduced ones (integers give float64 means), as one map or block has one
     dtype."""
     gradients = {p: in_reduction_dtype(g, reduction) for p, g in block.gradients()}
-    values = block.values
+    # as held: an item of a group of tiny blocks stays one (no array per block)
+    values = block._held_values()
     dtype = reduction_dtype(values.dtype, reduction)
     if values.dtype != dtype:
-        values = values.astype(dtype)
+        values = block.values.astype(dtype)
     return TensorBlock._trusted(
         values,
         block.samples,

@@ -194,11 +194,11 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
     if len(block.properties) == 0:
         block = in_reduction_dtype(block, reduction)
         gradients = {
-            p: TensorBlock._trusted(g.values, g.samples, g.components, properties)
+            p: TensorBlock._trusted(g._held_values(), g.samples, g.components, properties)
             for p, g in block.gradients()
         }
         return TensorBlock._trusted(
-            block.values, block.samples, block.components, properties, gradients
+            block._held_values(), block.samples, block.components, properties, gradients
         )
     tiny = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
     if tiny is not None:

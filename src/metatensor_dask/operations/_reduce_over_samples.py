@@ -317,7 +317,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     if len(block.samples) == 0:
         block = in_reduction_dtype(block, reduction)
         return TensorBlock._trusted(
-            block.values,
+            block._held_values(),
             samples,
             block.components,
             block.properties,

@@ -31,7 +31,7 @@ def remove_gradients_block(block: TensorBlock, remove: list[str] | None = None) 
         first_order_gradients(block, [p for p in block.gradients_list() if p not in remove])
     )
     return TensorBlock._trusted(
-        block.values, block.samples, block.components, block.properties, kept
+        block._held_values(), block.samples, block.components, block.properties, kept
     )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._slice import Selection, check_selection, slice_one
+from ._slice import Selection, check_selection, slice, slice_one
 from ._utils import check_block, check_tensor
 
 __all__ = ["split", "split_block"]
@@ -79,10 +79,5 @@ def split(tensor: TensorMap, axis: str, selections: list[Selection]) -> list[Ten
     """
     check_tensor(tensor, "tensor")
     _check_split_args(tensor.block(0) if len(tensor) else None, axis, selections)
-    per_block = [
-        [slice_one(block, axis, selection) for selection in selections] for block in tensor.blocks()
-    ]
-    return [
-        TensorMap._trusted(tensor.keys, [blocks[i] for blocks in per_block])
-        for i in range(len(selections))
-    ]
+    # each selection as `slice`: tiny blocks by grouped tasks, distinct Labels once
+    return [slice(tensor, axis, selection) for selection in selections]
