@@ -15,7 +15,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import store_files
+from ingest_support import renumbered, store_files
 from pipeline_support import run
 
 import metatensor_dask as mtd
@@ -70,33 +70,6 @@ def batch(items: list[int]) -> metatensor.TensorMap:
     rng = np.random.default_rng(items[0])
     blocks = [_block(rng, len(items), key == (8, 8)) for key in keys]
     return metatensor.TensorMap(_labels(["center_type", "neighbor_type"], keys), blocks)
-
-
-def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``tensor`` with ``offset`` added to ``system``, in samples and gradient samples."""
-
-    def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        if "system" not in labels.names:
-            return labels
-        values = np.array(labels.values)
-        values[:, labels.names.index("system")] += offset
-        return metatensor.Labels(labels.names, values)
-
-    blocks = []
-    for block in tensor.blocks():
-        new = metatensor.TensorBlock(
-            block.values, shift(block.samples), block.components, block.properties
-        )
-        for parameter, gradient in block.gradients():
-            samples = shift(gradient.samples)
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    gradient.values, samples, gradient.components, gradient.properties
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
 
 
 def joined(tensors: list[metatensor.TensorMap]) -> metatensor.TensorMap:
