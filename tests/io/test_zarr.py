@@ -123,8 +123,9 @@ def test_layout(tmp_path, generated):
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
     ours = group.attrs["metatensor_dask"]
     assert ours == {
-        "format": 3,
+        "format": 4,
         "complete": True,
+        "store_id": ours["store_id"],
         "dtype": "float64",
         "gradients": ["positions", "positions/cell", "strain"],
         "token": ours["token"],

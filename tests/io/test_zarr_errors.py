@@ -55,8 +55,8 @@ def test_root_is_not_json(store):
 
 
 def test_newer_format(store):
-    _edit(store, lambda attrs, nodes: attrs["metatensor_dask"].update(format=4))
-    _open_fails(store, "format 4, newer than the format 3.*upgrade metatensor-dask")
+    _edit(store, lambda attrs, nodes: attrs["metatensor_dask"].update(format=5))
+    _open_fails(store, "format 5, newer than the format 4.*upgrade metatensor-dask")
 
 
 def test_invalid_format(store):

@@ -79,7 +79,7 @@ def _damaged(path, match: str) -> None:
 def test_every_chunk_is_stored_and_a_lost_one_is_an_error(tmp_path, codecs):
     theirs = _zeroed()
     _write(tmp_path / "t.zarr", theirs, codecs)
-    assert _root(tmp_path / "t.zarr")["attributes"]["metatensor_dask"]["format"] == 3
+    assert _root(tmp_path / "t.zarr")["attributes"]["metatensor_dask"]["format"] == 4
     # every chunk (or inner chunk of a shard) holding rows is read through checks that
     # refuse missing ones: reading everything proves that all-zero ones are stored
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
@@ -128,7 +128,8 @@ def test_complete_written_onto_a_killed_write_reads_no_zeros(tmp_path):
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(make_metatensor(seed=2)).to_zarr(path, compute=False)  # no values
     _edit(path, lambda attrs, nodes: attrs["metatensor_dask"].update(complete=True))
-    _damaged(path, "chunk 'c.0.0.0' of the array 'blocks/0/values' is missing")
+    # (format 4: the completion gives the store its id and lists its chunks)
+    _damaged(path, "it has no valid 'metatensor_dask.store_id' attribute")
 
 
 def _format_1(path) -> None:
@@ -153,7 +154,7 @@ def test_format_1_stores_open_with_a_warning_and_convert_upgrades_them(tmp_path)
     assert report.ok and "can not be detected" in report.notes[0]
     command = [sys.executable, "-W", "ignore::UserWarning", "-m", "metatensor_dask"]
     subprocess.run([*command, "convert", "-q", str(old), str(new)], check=True)
-    assert _root(new)["attributes"]["metatensor_dask"]["format"] == 3
+    assert _root(new)["attributes"]["metatensor_dask"]["format"] == 4
     assert (new / "blocks/0/values/c.1.0.0").exists()
     assert_equal_to_metatensor(mtd.open_zarr(new), theirs)
     # format 1 with the default codecs stored every chunk: no warning, losses are errors

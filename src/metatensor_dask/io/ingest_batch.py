@@ -200,9 +200,9 @@ def _plan_batch(
         _computed(plan)
     lock.check()
     store_now(store, plan, target.drop_behind)
-    root = layout.root_document(False, plan.info, plan.nodes)
+    root = plan.root(False)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
-    return documents(plan, root)
+    return documents(store, plan, root)
 
 
 def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -631,7 +631,7 @@ def verify_store(
     size = 0
     regions = 0
     for info in infos:
-        ref = ArrayRef(store, info.path, info.document, info.missing_ok)
+        ref = ArrayRef(store, info.path, info.document, info.missing_ok, info.store_id)
         unit = (
             int(np.prod(info.shape[1:], dtype=np.int64))
             * info.dtype.itemsize

@@ -40,6 +40,7 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
+from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
 from .zarr_samples import extend_attributes
@@ -102,6 +103,22 @@ class AppendPlan:
     changed: list[str] = field(default_factory=list)
     rows: list[_Rows] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    #: The format of the store (kept by appends) and its id (``None``: a new store).
+    version: int = layout.FORMAT
+    store_id: str | None = None
+
+    def root(self, complete: bool) -> dict[str, Any]:
+        """The root document once the plan is stored (see
+        :func:`~.zarr_layout.root_document`)."""
+        return layout.root_document(complete, self.info, self.nodes, self.version, self.store_id)
+
+    def starts(self) -> dict[str, int]:
+        """The first row of each values array that the plan stores."""
+        found: dict[str, int] = {}
+        for rows in self.rows:
+            if rows.path.endswith("/values"):
+                found[rows.path] = min(found.get(rows.path, rows.offset), rows.offset)
+        return found
 
     def extend(self, path: str, offset: int, data: Any, attributes: dict | None = None) -> None:
         """Append ``data`` to the stored array ``path`` of ``offset`` rows."""
@@ -300,7 +317,7 @@ def _stored_layout(
         raise MetatensorDaskError(
             f"can not append to {where}: it uses the storage format {version}, whose labels "
             "records can not be extended without rewriting the store; `metatensor-dask "
-            "convert` it to a new store (format 3) and append to that one"
+            f"convert` it to a new store (format {layout.FORMAT}) and append to that one"
         )
     return layout.parse_layout(attributes, nodes, where)
 
@@ -351,7 +368,7 @@ def plan_append(
     Every check is made here, before anything is written.
     """
     if existing is None or "keys" not in existing[1]:
-        plan = AppendPlan({}, info=tensor.info())
+        plan = AppendPlan({}, info=tensor.info(), **_identity(existing))
         _add_whole(plan, plan_whole(list(enumerate(tensor.blocks())), tensor.keys, chunks))
         return plan
     stored = _stored_layout(store, where, existing)
@@ -383,6 +400,8 @@ def plan_append(
         planner.extend_block(block, stored_block, None, f"the block {_key_text(key)}")
     plan = planner.plan
     plan.info.update(tensor.info())
+    identity = _identity(existing)
+    plan.version, plan.store_id = identity["version"], identity["store_id"]
     if new_blocks:
         settings = _codec_settings(stored.blocks[0].values.document) if stored.blocks else {}
         with dask.config.set(settings):
@@ -404,11 +423,16 @@ def store_rows(
     offset: int,
     values: Any,
     drop_behind: int | None = None,
+    store_id: str | None = None,
+    strict: bool = False,
 ) -> None:
     """Store ``values`` at row ``offset`` of an array whose document is ``document``; a
     partial first chunk keeps its stored rows and is replaced atomically. The files
     leave the page cache once on disk with ``drop_behind`` (see
-    :func:`~.zarr_rows.write_parts`)."""
+    :func:`~.zarr_rows.write_parts`). In a format 4 store (of id ``store_id``), the
+    stored rows are read from the chunks its table lists (see :mod:`.zarr_identity`;
+    ``strict`` unless the append finishes an interrupted one, which may have rewritten
+    the partial chunk already)."""
     values = np.asarray(values)
     if values.size == 0:
         return
@@ -417,7 +441,9 @@ def store_rows(
     head = offset % rows
     if not is_plain(document):
         if head:
-            _check_stored_rows(store, path, document, offset - head, offset)
+            _stored_ref(store, path, document, offset, store_id, strict).read(
+                (slice(offset - head, offset), *(slice(0, n) for n in document["shape"][1:]))
+            )
         # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
         region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
         ref.array()[region] = values
@@ -427,7 +453,8 @@ def store_rows(
         # only the partial chunk is merged with its stored rows, not the whole values
         stored = row_bytes(
             read_plain_region(
-                ref, (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:]))
+                _stored_ref(store, path, document, offset, store_id, strict),
+                (slice(offset - head, offset), *(slice(0, n) for n in values.shape[1:])),
             ),
             document,
         )
@@ -437,23 +464,28 @@ def store_rows(
     _replace(store, partial, drop_behind=drop_behind)
 
 
-def _check_stored_rows(
-    store: Store, path: str, document: dict[str, Any], start: int, stop: int
-) -> None:
-    """Read the stored rows ``start:stop`` of the partial chunk (or shard) an append
-    starts in, through the checks of a reader, before zarr merges them with the new
-    rows: zarr itself reads a missing chunk as its fill value and raises its codecs'
-    own errors, so that a lost chunk would be stored again as zeros, and a damaged one
-    refused without naming the store and the remedy.
+def _stored_ref(
+    store: Store,
+    path: str,
+    document: dict[str, Any],
+    offset: int,
+    store_id: str | None,
+    strict: bool,
+) -> ArrayRef:
+    """The array ``path`` as stored before an append at row ``offset``, to read the
+    stored rows of the partial chunk (or shard) the append starts in through the checks
+    of a reader, before they are merged with the new rows: zarr itself reads a missing
+    chunk as its fill value and raises its codecs' own errors, so that a lost chunk
+    would be stored again as zeros, and a damaged one refused without naming the store
+    and the remedy; in a format 4 store (of id ``store_id``), a chunk that is not the
+    one its table lists (see :mod:`.zarr_identity`) would be listed from then on.
 
-    Raises
-    ------
-    DamagedStoreError
-        When the chunk is missing or does not decode.
+    Reading raises :class:`~metatensor_dask.errors.DamagedStoreError` when the chunk is
+    missing, does not decode, or is not the one listed.
     """
-    stored = {**document, "shape": [stop, *document["shape"][1:]]}
-    region = (slice(start, stop), *(slice(0, n) for n in document["shape"][1:]))
-    ArrayRef(store, path, stored).read(region)
+    stored = {**document, "shape": [offset, *document["shape"][1:]]}
+    listed = store_id if has_table(path, document) else None
+    return ArrayRef(store, path, stored, store_id=listed, strict=strict)
 
 
 def _replace(store: Store, items: dict[str, Parts], drop_behind: int | None = None) -> None:
@@ -471,13 +503,15 @@ def _store_task(
     values: Any,
     marker: str,
     drop_behind: int | None,
+    store_id: str | None,
+    strict: bool,
 ):
     """Store rows of an append, unless its lock is gone: a task left running by an
     append that failed (dask's schedulers do not wait for the tasks running when one
     raises) stores nothing over the rows of the next writer, after a
     :func:`~metatensor_dask.io.zarr_discard.discard_append`."""
     lock.check(stored=False)
-    store_rows(store, path, document, offset, values, drop_behind)
+    store_rows(store, path, document, offset, values, drop_behind, store_id, strict)
     set_many(store, {marker: b""})
 
 
@@ -497,14 +531,52 @@ def store_now(store: Store, plan: AppendPlan, drop_behind: int | None = None) ->
         data = rows.data
         if is_dask_collection(data):
             (data,) = dask.compute(data, scheduler="synchronous")
-        store_rows(store, rows.path, rows.document, rows.offset, data, drop_behind)
+        store_rows(store, rows.path, rows.document, rows.offset, data, drop_behind, plan.store_id)
 
 
-def documents(plan: AppendPlan, root: dict[str, Any]) -> dict[str, bytes]:
-    """The node documents the plan changes, and the root document, by key."""
-    found = {f"{p}/zarr.json": layout.encode(plan.nodes[p]) for p in plan.changed}
-    found["zarr.json"] = layout.encode(root)
-    return found
+def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:
+    """The format and the id of a store (its root attributes and nodes ``existing``),
+    which an append keeps; ``None`` for a new store."""
+    ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
+    return {"version": ours.get("format", layout.FORMAT), "store_id": ours.get(STORE_ID)}
+
+
+class Commit:
+    """What an append commits once its rows are stored: the documents it changes and
+    the root (a format 4 store's values arrays with their chunk tables, see
+    :mod:`.zarr_identity`, read from the chunk files then)."""
+
+    def __init__(self, plan: AppendPlan, root: dict[str, Any]):
+        self.nodes = plan.nodes
+        self.changed = plan.changed
+        self.starts = plan.starts()
+        self.root = root
+        #: whether the append creates the store (whose id is then what it stored)
+        self.new = plan.store_id is None
+
+    def documents(self, store: Store) -> dict[str, bytes]:
+        """The node documents the plan changes, and the root document, by key."""
+        nodes, changed = self.nodes, list(self.changed)
+        if self.root["attributes"][layout.ATTRIBUTE]["format"] >= FIRST_FORMAT:
+            tables = with_tables(store, describe(store), nodes, self.starts)
+            nodes = {**nodes, **tables}
+            changed += [path for path in tables if path not in self.changed]
+            self.root["consolidated_metadata"]["metadata"].update(tables)
+            ours = self.root["attributes"][layout.ATTRIBUTE]
+            if self.new and ours.get("complete"):
+                ours[STORE_ID] = content_id(nodes)
+        found = {f"{p}/zarr.json": layout.encode(nodes[p]) for p in changed}
+        found["zarr.json"] = layout.encode(self.root)
+        return found
+
+    def __dask_tokenize__(self) -> Any:
+        return ("append-commit", layout.encode(self.root), self.starts)
+
+
+def documents(store: Store, plan: AppendPlan, root: dict[str, Any]) -> dict[str, bytes]:
+    """The node documents the plan changes, and the root document, by key, once the
+    plan is stored (see :class:`Commit`)."""
+    return Commit(plan, root).documents(store)
 
 
 def commit(store: Store, found: dict[str, bytes]) -> None:
@@ -516,7 +588,7 @@ def commit(store: Store, found: dict[str, bytes]) -> None:
 
 def _finish(
     store: Store,
-    found: dict[str, bytes],
+    metadata: Commit,
     lock: WriteId,
     owner: tuple[int, int] | None,
     *written: Any,
@@ -525,7 +597,7 @@ def _finish(
     :func:`check_memory_owner`), commit the metadata, forget the records, unlock."""
     check_memory_owner(store, owner)
     lock.check()
-    commit(store, found)
+    commit(store, metadata.documents(store))
     delete_prefix(store, layout.PROGRESS_PREFIX)
     lock.release()
 
@@ -537,18 +609,30 @@ def _graph_of(
     lock: WriteId,
     recorded: set[str],
     drop_behind: int | None,
+    strict: bool,
 ) -> Delayed:
-    """Client-side rows now; one task per stored chunk of the dask rows; the commit."""
+    """Client-side rows now; one task per stored chunk of the dask rows; the commit
+    (``strict``: see :func:`store_rows`)."""
     from .. import _graph
 
     token = tokenize(describe(store), root, sorted(recorded))
     graph: dict[Any, Any] = {}
     sources = []
+    store_id = plan.store_id
     for rows in plan.rows:
         if rows.data.size == 0:
             continue  # no chunk holds it
         if not is_dask_collection(rows.data):
-            store_rows(store, rows.path, rows.document, rows.offset, rows.data, drop_behind)
+            store_rows(
+                store,
+                rows.path,
+                rows.document,
+                rows.offset,
+                rows.data,
+                drop_behind,
+                store_id,
+                strict,
+            )
             continue
         step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
         sizes = _aligned(rows.offset, rows.data.shape[0], step)
@@ -568,11 +652,13 @@ def _graph_of(
                     inputs[i],
                     marker,
                     drop_behind,
+                    store_id,
+                    strict,
                 )
             start += size
         sources.append(array)
     final = f"zarr-append-commit-{token}"
-    graph[final] = (_finish, store, documents(plan, root), lock, memory_owner(store), *list(graph))
+    graph[final] = (_finish, store, Commit(plan, root), lock, memory_owner(store), *list(graph))
     # one flat graph, as for whole writes: culling one layer per array is quadratic
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 
@@ -692,14 +778,14 @@ def append(
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
-    root = layout.root_document(True, plan.info, plan.nodes)
+    root = plan.root(True)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
     root["attributes"][layout.ATTRIBUTE][layout.APPENDED] = [*appended, token]
     if layout.RUN in ours:
         # the finished run of write_batches that wrote the store stays recorded: run
         # again with resume=True (a requeued script), it finds itself finished
         root["attributes"][layout.ATTRIBUTE][layout.RUN] = ours[layout.RUN]
-    delayed = _graph_of(store, plan, root, lock, recorded, drop_behind)
+    delayed = _graph_of(store, plan, root, lock, recorded, drop_behind, raw is None)
     if compute:
         dask.compute(delayed)
         return None

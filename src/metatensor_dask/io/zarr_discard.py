@@ -11,7 +11,10 @@ the root document. So discarding it is:
 1. the node documents made again from the root's consolidated copies, where they
    differ (an append killed between its node documents and its root);
 2. the blocks of new keys that the root does not list removed;
-3. the records removed, the append's own last: killed at any moment, the discard can be
+3. in a format 4 store, the chunk tables (see :mod:`.zarr_identity`) listing the
+   partial last chunks as the append left them (their stored rows unchanged, other
+   bytes after them);
+4. the records removed, the append's own last: killed at any moment, the discard can be
    run again.
 
 The rows it wrote beyond the stored shapes stay on disk, unread; the next append writes
@@ -31,6 +34,7 @@ from ._lock import StoreLock
 from ._lock import timeout as lock_timeout
 from ._zarr_internals import sync
 from .zarr_append import RECORD, read_root, recorded_token
+from .zarr_identity import FIRST_FORMAT, chunk_rows, has_table, with_tables
 from .zarr_store import delete_prefix, describe, get_many, list_prefix, open_store, set_many
 
 __all__ = ["discard_append"]
@@ -89,6 +93,7 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
         if token is None or token != ours.get("token"):
             _restore_nodes(resolved, nodes)
             _remove_new_blocks(resolved, nodes)
+            _list_partial_chunks(resolved, attributes, nodes)
         # the append's own record last: a discard killed before it is run again
         for key in list_prefix(resolved, layout.PROGRESS_PREFIX):
             if key != RECORD:
@@ -122,3 +127,32 @@ def _remove_new_blocks(store: Any, nodes: dict[str, dict[str, Any]]) -> None:
     while list_prefix(store, f"blocks/{index}/"):
         delete_prefix(store, f"blocks/{index}/")
         index += 1
+
+
+def _list_partial_chunks(
+    store: Any, attributes: dict[str, Any], nodes: dict[str, dict[str, Any]]
+) -> None:
+    """In a format 4 store, list in the chunk tables the partial last chunk of each
+    values array as it is stored: the discarded append may have replaced it, keeping
+    its stored rows (readers accept it while the append's record is there)."""
+    ours = attributes[layout.ATTRIBUTE]
+    if ours.get("format", layout.FORMAT) < FIRST_FORMAT:
+        return
+    starts = {}
+    for path, document in nodes.items():
+        if document.get("node_type") == "array" and has_table(path, document):
+            rows = int(document["shape"][0])
+            if rows and rows % chunk_rows(document):
+                starts[path] = rows - 1  # the partial last chunk (its shard)
+    tables = with_tables(store, describe(store), nodes, starts)
+    changed = {path: table for path, table in tables.items() if table != nodes[path]}
+    if not changed:
+        return
+    set_many(store, {f"{path}/zarr.json": layout.encode(doc) for path, doc in changed.items()})
+    root = layout.group_document(attributes)
+    root["consolidated_metadata"] = {
+        "kind": "inline",
+        "must_understand": False,
+        "metadata": dict(sorted({**nodes, **changed}.items())),
+    }
+    set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from zarr.abc.store import SuffixByteRequest
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from .._partition import misplaced_row
@@ -21,7 +21,14 @@ from ..errors import DamagedStoreError
 from ..labels import Labels
 from .zarr_samples import chained_digest, is_chained
 
-__all__ = ["CheckedStore", "checked_labels", "damaged", "misplaced_message", "missing_chunk"]
+__all__ = [
+    "CheckedStore",
+    "checked_labels",
+    "damaged",
+    "index_pairs",
+    "misplaced_message",
+    "missing_chunk",
+]
 
 #: An empty entry (offset and length) of a shard index.
 _EMPTY = np.uint64(2**64 - 1)
@@ -37,6 +44,12 @@ def damaged(where: str, message: str) -> DamagedStoreError:
 
 def missing_chunk(where: str, path: str, key: str) -> DamagedStoreError:
     return damaged(where, f"the chunk '{key}' of the array '{path}' is missing")
+
+
+def index_pairs(index: bytes, entries: int) -> list[tuple[int, int]]:
+    """The (offset, length) of each inner chunk listed by a shard ``index``."""
+    pairs = np.frombuffer(index[: 16 * entries], dtype="<u8").reshape(entries, 2)
+    return [(int(offset), int(length)) for offset, length in pairs]
 
 
 def shard_index_entries(document: dict[str, Any]) -> int | None:
@@ -80,17 +93,32 @@ class CheckedStore(WrapperStore[Any]):
         The array's metadata document.
     where
         The store's description, for messages.
+    identity
+        The chunk table the reader opened (format 4, see
+        :class:`~metatensor_dask.io.zarr_identity.ChunkIdentity`), which every chunk
+        file read whole (the index of a shard) is checked against; ``None`` for none.
     """
 
-    def __init__(self, store: Any, path: str, document: dict[str, Any], where: str):
+    def __init__(
+        self,
+        store: Any,
+        path: str,
+        document: dict[str, Any],
+        where: str,
+        identity: Any = None,
+    ):
         super().__init__(store)
         self._path = path
         self._document = document
         self._where = where
         self._entries = shard_index_entries(document)
+        self._identity = identity
+        #: The (offset, length) of the inner chunks of each shard, by the index read
+        #: last (before its chunks), to know which chunk a range read is.
+        self._indexes: dict[str, list[tuple[int, int]]] = {}
 
     def _with_store(self, store: Any) -> CheckedStore:
-        return type(self)(store, self._path, self._document, self._where)
+        return type(self)(store, self._path, self._document, self._where, self._identity)
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
         found = await self._store.get(key, prototype, byte_range)
@@ -120,7 +148,39 @@ class CheckedStore(WrapperStore[Any]):
                     f"{empty} chunk(s) of the shard '{name}' of the array '{self._path}' are "
                     "missing",
                 )
+        if self._identity is not None:
+            await self._check_identity(key, byte_range, found.as_numpy_array(), whole)
         return found
+
+    async def _check_identity(
+        self, key: str, byte_range: Any, raw: np.ndarray, whole: bool
+    ) -> None:
+        """Check each whole chunk in ``raw`` (what was read of ``key``) against the
+        table of the chunks (see :class:`~.zarr_identity.ChunkIdentity`): a chunk file
+        read whole, the inner chunks of a shard read whole, or one inner chunk read by
+        its range, which the shard's index (read before it) locates."""
+        file = int(key.rpartition("/")[2].split(".")[1])
+        if self._entries is None:
+            if byte_range is None and len(raw) >= 4:
+                await self._check(file, raw)
+            return
+        if whole:
+            pairs = index_pairs(raw[-16 * self._entries - 4 :].tobytes(), self._entries)
+            self._indexes[key] = pairs
+            if byte_range is None:
+                for j, (offset, length) in enumerate(pairs):
+                    if offset != int(_EMPTY) and length >= 4:
+                        chunk = raw[offset : offset + length]
+                        await self._check(file * self._entries + j, chunk)
+        elif isinstance(byte_range, RangeByteRequest) and len(raw) >= 4:
+            place = (byte_range.start, byte_range.end - byte_range.start)
+            pairs = self._indexes.get(key, [])
+            if place in pairs:
+                await self._check(file * self._entries + pairs.index(place), raw)
+
+    async def _check(self, index: int, chunk: np.ndarray) -> None:
+        crc = int.from_bytes(chunk[-4:].tobytes(), "little")
+        await self._identity.check_async(index, crc, chunk[:-4])
 
 
 def checked_labels(

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import MetatensorDaskError
 from .zarr_codecs import is_plain
+from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, table_problem
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
 
@@ -58,8 +59,10 @@ __all__ = [
 #: Format 2 guarantees that every chunk is stored (all-zero ones too) and records the
 #: values' dtype and the gradient names in the root attributes; format 3 that sample
 #: Labels carry records an append extends (:mod:`.zarr_samples`) and that row pointers
-#: are chunked as their parent's values. Formats 1 and 2 are still read.
-FORMAT = 3
+#: are chunked as their parent's values; format 4 that values arrays list the crc32c
+#: of each chunk file and the root holds the id of its last whole write
+#: (:mod:`.zarr_identity`). Formats 1 to 3 are still read.
+FORMAT = 4
 #: Root attribute holding this package's own metadata.
 ATTRIBUTE = "metatensor_dask"
 #: Attribute (under :data:`ATTRIBUTE`) recording a run of ``write_batches``.
@@ -202,11 +205,19 @@ def root_document(
     complete: bool,
     info: dict[str, str],
     nodes: dict[str, dict[str, Any]],
+    version: int = FORMAT,
+    store_id: str | None = None,
 ) -> dict[str, Any]:
     """The root group's document: format, completion marker, info, and every node's
     metadata inline (zarr's consolidated metadata), so that a reader gets the whole
-    layout in one read."""
-    ours: dict[str, Any] = {"format": FORMAT, "complete": bool(complete)}
+    layout in one read.
+
+    ``version`` is the format of the store (a store keeps its format when some of it
+    is written), and ``store_id`` its id (format 4; when ``None``, a complete store's is
+    :func:`~.zarr_identity.content_id` of ``nodes``, an incomplete store has none)."""
+    ours: dict[str, Any] = {"format": version, "complete": bool(complete)}
+    if version >= FIRST_FORMAT and (store_id is not None or complete):
+        ours[STORE_ID] = store_id or content_id(nodes)
     ours.update(_records(nodes))
     document = group_document({ATTRIBUTE: ours, "info": dict(info)})
     document["consolidated_metadata"] = {
@@ -427,6 +438,9 @@ class ArrayInfo:
     #: Whether its chunks are plain (see
     #: :func:`~metatensor_dask.io.zarr_codecs.is_plain`): decoded without zarr.
     plain: bool = False
+    #: The id of its store, for a values array listing its chunk files (format 4, see
+    #: :mod:`.zarr_identity`): every chunk file read is checked against the list.
+    store_id: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -824,6 +838,21 @@ def _signature(layout: BlockLayout) -> Any:
     )
 
 
+def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> None:
+    """Check the store id and the chunk tables of a format 4 store, and give its values
+    arrays the id (see :mod:`.zarr_identity`)."""
+    store_id = ours.get(STORE_ID)
+    if not isinstance(store_id, str) or not store_id:
+        raise _damaged(where, f"it has no valid '{ATTRIBUTE}.{STORE_ID}' attribute")
+    for block in blocks:
+        for info in block.arrays():
+            if has_table(info.path, info.document):
+                problem = table_problem(info.document)
+                if problem is not None:
+                    raise _damaged(where, f"the array '{info.path}' has {problem}")
+                info.store_id = store_id
+
+
 def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) -> TensorLayout:
     """The tensor described by a store's node documents, checked for consistency (and,
     since format 2, against what the root records); ``attributes`` of ``{}`` check a
@@ -861,6 +890,9 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
         for block in blocks:
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
+    if version >= FIRST_FORMAT and ours.get("complete") is True:
+        # (an incomplete store is not read; its writer lists its chunks once complete)
+        _identify(ours, blocks, where)
     tensor_info = attributes.get("info") or {}
     if not isinstance(tensor_info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()

@@ -100,7 +100,7 @@ def stored_array(
     ``metadata`` is a digest of the store's metadata (see :func:`read_layout`), which
     names the array's content with its path (dask's tokenize of each array's document
     costs ~0.3 ms)."""
-    ref = ArrayRef(store, info.path, info.document, info.missing_ok)
+    ref = ArrayRef(store, info.path, info.document, info.missing_ok, info.store_id)
     described = f"{describe(store)}\0{metadata}\0{info.path}\0{info.missing_ok}\0{rows}"
     name = "open_zarr-" + hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
     tail = tuple(slice(0, n) for n in info.shape[1:])

@@ -36,6 +36,7 @@ from .zarr_codecs import (
     decode_rows,
     encode_chunks,
 )
+from .zarr_identity import ChunkIdentity, last_crc
 from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_entries
 from .zarr_layout import PROGRESS_PREFIX
 
@@ -369,15 +370,54 @@ class ArrayRef:
     sharding, which skipped all-zero chunks).
     """
 
-    __slots__ = ("_array", "_reader", "document", "missing_ok", "path", "store")
+    __slots__ = (
+        "_array",
+        "_identity",
+        "_reader",
+        "document",
+        "missing_ok",
+        "path",
+        "store",
+        "store_id",
+        "strict",
+    )
 
-    def __init__(self, store: Store, path: str, document: dict[str, Any], missing_ok: bool = False):
+    def __init__(
+        self,
+        store: Store,
+        path: str,
+        document: dict[str, Any],
+        missing_ok: bool = False,
+        store_id: str | None = None,
+        strict: bool = False,
+    ):
         self.store = store
         self.path = path
         self.document = document
         self.missing_ok = missing_ok
+        #: The store's id when opened (format 4 values arrays, see
+        #: :mod:`.zarr_identity`): each chunk file read is checked against the chunk
+        #: table of ``document``.
+        self.store_id = store_id
+        #: see :class:`~.zarr_identity.ChunkIdentity`
+        self.strict = strict
         self._array: Array | None = None
         self._reader: Array | None = None
+        self._identity: ChunkIdentity | None = None
+
+    def identity(self) -> ChunkIdentity | None:
+        """The check of the chunk files read against the table of ``document``
+        (``None`` without one)."""
+        if self._identity is None and self.store_id is not None:
+            self._identity = ChunkIdentity(
+                self.store,
+                self.path,
+                self.document,
+                self.store_id,
+                describe(self.store),
+                self.strict,
+            )
+        return self._identity
 
     def array(self) -> Array:
         """The array, for writing: every chunk is stored, all-zero ones too."""
@@ -401,7 +441,9 @@ class ArrayRef:
             store = (
                 self.store
                 if self.missing_ok
-                else CheckedStore(self.store, self.path, self.document, describe(self.store))
+                else CheckedStore(
+                    self.store, self.path, self.document, describe(self.store), self.identity()
+                )
             )
             self._reader = Array(
                 AsyncArray(  # type: ignore[call-overload]
@@ -429,7 +471,7 @@ class ArrayRef:
     def _read_checked(self, region: Any) -> np.ndarray:
         try:
             return np.asarray(self.reader()[region])
-        except DamagedStoreError:
+        except MetatensorDaskError:  # damage, or a store overwritten since opened
             raise
         except _UNDECODABLE as error:
             rows = region[0] if isinstance(region, tuple) else region
@@ -441,7 +483,10 @@ class ArrayRef:
             ) from None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ArrayRef, (self.store, self.path, self.document, self.missing_ok))
+        return (
+            ArrayRef,
+            (self.store, self.path, self.document, self.missing_ok, self.store_id, self.strict),
+        )
 
     def __dask_tokenize__(self) -> Any:
         return (
@@ -450,6 +495,8 @@ class ArrayRef:
             self.path,
             json.dumps(self.document, sort_keys=True),
             self.missing_ok,
+            self.store_id,
+            self.strict,
         )
 
 
@@ -540,9 +587,13 @@ def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
     keys = [
         f"{ref.path}/{chunk_key(i, ndim)}" for i in range(start // rows, (stop - 1) // rows + 1)
     ]
-    return decode_rows(
-        _read_files(ref.store, keys), ref.document, ref.path, describe(ref.store), start, stop
-    )
+    raw = _read_files(ref.store, keys)
+    rows_read = decode_rows(raw, ref.document, ref.path, describe(ref.store), start, stop)
+    identity = ref.identity()
+    if identity is not None:  # each chunk decoded: present, its size and checksum right
+        for index, data in enumerate(raw, start=start // rows):
+            identity.check(index, last_crc(data))
+    return rows_read
 
 
 def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:

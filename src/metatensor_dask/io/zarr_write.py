@@ -52,6 +52,7 @@ from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, read_root, refuse_foreign
 from .zarr_codecs import check_dtype
+from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -96,7 +97,12 @@ _TOKEN = "token"
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
-    return {name: document.get(name) for name in _CONTENT}
+    """What describes the content of an array, but its chunk table: a plan does not
+    know the checksums of the chunks it will store."""
+    content = {name: document.get(name) for name in _CONTENT}
+    if isinstance(content["attributes"], dict) and TABLE in content["attributes"]:
+        content["attributes"] = {k: v for k, v in content["attributes"].items() if k != TABLE}
+    return content
 
 
 def _mismatch(path: str, stored: dict[str, Any], planned: dict[str, Any]) -> str | None:
@@ -160,16 +166,61 @@ def _store_locked(lock: WriteId, owner: tuple[int, int] | None, *arguments: Any)
 
 
 def _finish(
-    store: Store, root: bytes, lock: WriteId, owner: tuple[int, int] | None, *written: Any
+    store: Store,
+    root: Callable[[], bytes],
+    lock: WriteId,
+    owner: tuple[int, int] | None,
+    *written: Any,
 ) -> None:
     """The last task: check that this write still holds the lock (of the memory store
-    ``owner`` itself, not a copy), mark the store complete, forget the progress records
-    and release the lock."""
+    ``owner`` itself, not a copy), mark the store complete (``root()``, see
+    :class:`_FinalRoot`), forget the progress records and release the lock."""
     check_memory_owner(store, owner)
     lock.check()
-    set_many(store, {"zarr.json": root}, atomic=True)
+    set_many(store, {"zarr.json": root()}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
     lock.release()
+
+
+class _FinalRoot:
+    """The root document a write marks its store complete with, made once its chunks
+    are stored: for a format 4 store, with the chunk table of each values array it
+    wrote (see :mod:`.zarr_identity`), read from the chunk files then; those arrays'
+    own documents are written again with their table first."""
+
+    def __init__(
+        self,
+        store: Store,
+        root: dict[str, Any],
+        nodes: dict[str, Any],
+        encoded: dict[str, bytes],
+        paths: list[str],
+        kept: bool,
+    ):
+        self.store = store
+        self.root = root
+        self.nodes = nodes
+        self.encoded = encoded
+        self.paths = paths
+        #: the id of the store, kept by a write of some blocks (mode "a")
+        self.kept_id = root["attributes"][layout.ATTRIBUTE].get(STORE_ID) if kept else None
+        #: the root without tables (they depend on what the tasks store)
+        self.planned = layout.encode_root(root, encoded)
+
+    def __call__(self) -> bytes:
+        ours = self.root["attributes"][layout.ATTRIBUTE]
+        if ours["format"] < FIRST_FORMAT:
+            return self.planned
+        where = describe(self.store)
+        tables = with_tables(self.store, where, self.nodes, dict.fromkeys(self.paths, 0))
+        own = {path: layout.encode(document) for path, document in tables.items()}
+        set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
+        if not self.kept_id:  # written whole: the id of what it stored
+            ours[STORE_ID] = content_id({**self.nodes, **tables})
+        return layout.encode_root(self.root, {**self.encoded, **own})
+
+    def __dask_tokenize__(self) -> Any:
+        return ("_FinalRoot", self.planned, self.paths)
 
 
 def _write_graph(
@@ -178,7 +229,7 @@ def _write_graph(
     paths: list[str],
     nodes: dict[str, Any],
     recorded: set[str],
-    root: bytes,
+    root: _FinalRoot,
     lock: WriteId,
 ) -> Delayed:
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
@@ -422,13 +473,14 @@ def _execute(
             set_many(store, {_PLAN: json.dumps(record).encode()})
             recorded = set()
         encoded = layout.encode_nodes(nodes)
-        root = layout.root_document(False, info, nodes)
+        version = kept.get("format", layout.FORMAT)
+        root = layout.root_document(False, info, nodes, version, kept.get(STORE_ID))
         set_many(store, {"zarr.json": layout.encode_root(root, encoded)}, atomic=True)
         make_folders(store, documents)
         _write_documents(store, plan, documents, small, nodes, encoded)
-        final_root = layout.root_document(True, info, nodes)
+        final_root = layout.root_document(True, info, nodes, version)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
-        final = layout.encode_root(final_root, encoded)
+        final = _FinalRoot(store, final_root, nodes, encoded, data, STORE_ID in kept)
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         dask.compute(delayed)
@@ -687,8 +739,8 @@ def to_zarr(
         follow, their ``"sample"`` shifted); keys not stored become new blocks after
         the stored ones, and a store that does not exist is created. Components,
         properties, gradients and dtype must be the stored ones. The cost is
-        proportional to the appended data (format 3 stores; older ones are refused,
-        ``metatensor-dask convert`` upgrades them). See ``docs/ingestion.md``.
+        proportional to the appended data (stores of format 3 or later; older ones are
+        refused, ``metatensor-dask convert`` upgrades them). See ``docs/ingestion.md``.
     renumber
         With ``append_dim``: ``{dimension: offset}`` adds ``offset`` (an int, or
         ``"next"``: one past the largest stored value) to that sample dimension of the
@@ -859,7 +911,7 @@ def _write(
             info,
             compute,
             (lock, token),
-            kept=_kept(attributes),
+            kept=_kept(attributes, whole=False),
         )
     plan = _plan_tensor(tensor, request)
     _check_rewrite(
@@ -881,14 +933,18 @@ def _write(
         info,
         compute,
         (lock, _token(plan, tensor)),
-        kept=_kept(attributes),
+        kept=_kept(attributes, whole=True),
     )
 
 
-def _kept(attributes: dict[str, Any]) -> dict[str, Any]:
+def _kept(attributes: dict[str, Any], whole: bool) -> dict[str, Any]:
     """What a write of some blocks (``mode="a"``, ``"r+"``) keeps of the root attributes
     ``attributes`` of the store: the record of the run of ``write_batches`` and the
     list of appends that wrote it, so that a requeued script resuming them finds them
-    done."""
+    done; the store's format (the tables of format 4 are only for stores that have
+    them throughout); and unless it rewrites ``whole`` values (``mode="r+"``, which
+    gives the store a new id: a tensor opened before would read other values), the
+    store's id."""
     ours = attributes[layout.ATTRIBUTE]
-    return {name: ours[name] for name in (layout.RUN, layout.APPENDED) if name in ours}
+    names = [layout.RUN, layout.APPENDED, "format"] + ([] if whole else [STORE_ID])
+    return {name: ours[name] for name in names if name in ours}

@@ -1,0 +1,389 @@
+"""Which chunk is where (format 4): the table of chunk checksums, and the store's id.
+
+A chunk's trailing crc32c covers its bytes, not its place nor its version: two chunk
+files of the same size swapped, or an older copy of a chunk put back, decode without
+error. Since format 4, every values array whose chunks end with a crc32c records in its
+document the crc32c ending each chunk, in order (:data:`TABLE`; for a sharded array,
+each inner chunk: the checksum of a shard's index depends on the sizes of its chunks
+only), and the root an id (:data:`STORE_ID`) that every whole write (``mode="w"``,
+``"w-"``, ``"r+"``) sets anew, a digest of what it stored (:func:`content_id`: two
+writes of the same tensor give the same store, byte for byte), and that appends and
+``mode="a"`` keep.
+
+A reader keeps the table it opened with, and compares each chunk it decodes with it
+(the trailing crc32c, which the checksum check reads anyway). A mismatch reads the
+current root (:meth:`ChunkIdentity.decide`): another store id means the store was
+overwritten since it was opened; the same id and the current table listing the chunk
+mean an append rewrote the partial last chunk, keeping the rows already stored;
+anything else is damage.
+
+The writers read the checksums from the chunk files they wrote (the last 4 bytes of
+each, or of each inner chunk of a shard, see :func:`with_tables`), in the commit that
+writes the documents; Labels arrays are not listed: their content is covered by their
+digests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from typing import Any
+
+from ..errors import DamagedStoreError, MetatensorDaskError
+from ._zarr_internals import sync
+from .zarr_integrity import damaged, index_pairs
+
+__all__ = [
+    "FIRST_FORMAT",
+    "STORE_ID",
+    "TABLE",
+    "ChunkIdentity",
+    "chunk_name",
+    "chunk_rows",
+    "content_id",
+    "has_table",
+    "last_crc",
+    "table_problem",
+    "with_tables",
+]
+
+#: The first format version recording chunk tables and store ids.
+FIRST_FORMAT = 4
+#: Array attribute: the crc32c ending each chunk (inner chunk of a shard) of a values
+#: array, in order.
+TABLE = "chunk_crc32c"
+#: Root attribute (under ``metatensor_dask``): the id of the store's last whole write.
+STORE_ID = "store_id"
+
+
+def content_id(nodes: dict[str, Any]) -> str:
+    """The id of a store written whole with the node documents ``nodes``: a digest of
+    their attributes, which list the crc32c of every values chunk (see
+    :func:`with_tables`) and the digests of every Labels array. Another tensor written
+    gives another id (but for chunks with the same crc32c)."""
+    attributes = {path: document.get("attributes") for path, document in nodes.items()}
+    text = json.dumps(attributes, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _sharding(document: dict[str, Any]) -> dict[str, Any] | None:
+    """The configuration of the sharding codec of ``document`` (``None``: unsharded)."""
+    codecs = document.get("codecs") or [{}]
+    first = codecs[0] if isinstance(codecs[0], dict) else {}
+    return first.get("configuration") if first.get("name") == "sharding_indexed" else None
+
+
+def has_table(path: str, document: dict[str, Any]) -> bool:
+    """Whether the array ``path`` (of a format 4 store) records a chunk table: values
+    arrays (of blocks and gradients) whose chunks (inner chunks of shards) end with a
+    crc32c."""
+    if not path.endswith("/values"):
+        return False
+    sharding = _sharding(document)
+    codecs = (document.get("codecs") or [{}]) if sharding is None else sharding.get("codecs")
+    last = codecs[-1] if isinstance(codecs, list) and codecs else {}
+    return isinstance(last, dict) and last.get("name") == "crc32c"
+
+
+def _rows(document: dict[str, Any]) -> tuple[int, int]:
+    """Rows per chunk (inner chunk of a shard) and per chunk file (shard)."""
+    grid = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    sharding = _sharding(document)
+    return (grid if sharding is None else int(sharding["chunk_shape"][0])), grid
+
+
+def chunk_rows(document: dict[str, Any]) -> int:
+    """Rows per chunk (inner chunk of a shard): the unit a table lists."""
+    return _rows(document)[0]
+
+
+def _chunks(document: dict[str, Any]) -> int:
+    """The number of chunks (inner chunks of shards) holding rows of an array chunked
+    along its first axis."""
+    if not all(int(n) for n in document["shape"]):
+        return 0
+    return -(-int(document["shape"][0]) // _rows(document)[0])
+
+
+def _key(path: str, document: dict[str, Any], index: int) -> str:
+    """The key of the file holding chunk ``index`` (its shard, for sharded arrays)."""
+    chunk, grid = _rows(document)
+    ndim = len(document["shape"])
+    return f"{path}/c." + ".".join([str(index * chunk // grid)] + ["0"] * (ndim - 1))
+
+
+def chunk_name(path: str, document: dict[str, Any], index: int) -> str:
+    """Chunk ``index`` of an array, for messages: its file, and its place in its shard."""
+    chunk, grid = _rows(document)
+    name = f"'{_key(path, document, index).rpartition('/')[2]}'"
+    return name if chunk == grid else f"{index % (grid // chunk)} of the shard {name}"
+
+
+def table_problem(document: dict[str, Any]) -> str | None:
+    """What is wrong with the chunk table of an array that must have one."""
+    table = (document.get("attributes") or {}).get(TABLE)
+    if type(table) is not list or not all(type(crc) is int and 0 <= crc < 2**32 for crc in table):
+        return f"no valid '{TABLE}' attribute"
+    if len(table) != _chunks(document):
+        return f"a '{TABLE}' of {len(table)} entries for {_chunks(document)} chunks"
+    return None
+
+
+#: Store requests in flight at once when reading the ends of chunks.
+_CONCURRENCY = 64
+
+
+async def _get(store: Any, key: str, byte_range: Any = None) -> bytes | None:
+    from zarr.buffer import default_buffer_prototype
+
+    found = await store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range)
+    return None if found is None else found.to_bytes()
+
+
+async def _file_crcs(store: Any, key: str, sharded: int | None, count: int) -> list[int | None]:
+    """The crc32c ending each of the first ``count`` chunks of the file ``key``: the
+    file's last 4 bytes, or for a shard of ``sharded`` inner chunks, the last 4 bytes of
+    each inner chunk its index lists (``None`` for a missing one)."""
+    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+
+    if sharded is None:
+        raw = await _get(store, key, SuffixByteRequest(4))
+        return [int.from_bytes(raw, "little") if raw is not None and len(raw) == 4 else None]
+    index = await _get(store, key, SuffixByteRequest(16 * sharded + 4))
+    if index is None or len(index) != 16 * sharded + 4:
+        return [None] * count
+    found: list[int | None] = []
+    for offset, length in index_pairs(index, sharded)[:count]:
+        raw = None
+        if offset != _EMPTY and length >= 4:
+            end = offset + length
+            raw = await _get(store, key, RangeByteRequest(end - 4, end))
+        found.append(int.from_bytes(raw, "little") if raw is not None and len(raw) == 4 else None)
+    return found
+
+
+def _local_file_crcs(name: str, sharded: int | None, count: int) -> list[int | None]:
+    """:func:`_file_crcs` of a local file, with plain system calls."""
+    try:
+        descriptor = os.open(name, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return [None] * count
+    try:
+        size = os.fstat(descriptor).st_size
+        if sharded is None:
+            ends = [size]
+        else:
+            length = 16 * sharded + 4
+            index = os.pread(descriptor, length, size - length) if size >= length else b""
+            if len(index) != length:
+                return [None] * count
+            ends = [
+                offset + length if offset != _EMPTY and length >= 4 else -1
+                for offset, length in index_pairs(index, sharded)[:count]
+            ]
+        raws = [os.pread(descriptor, 4, end - 4) if end >= 4 else b"" for end in ends]
+    finally:
+        os.close(descriptor)
+    return [int.from_bytes(raw, "little") if len(raw) == 4 else None for raw in raws]
+
+
+def _crcs(store: Any, files: list[tuple[str, int | None, int]]) -> list[list[int | None]]:
+    """:func:`_file_crcs` of each file (key, inner chunks per shard, chunks), concurrently."""
+    from zarr.storage import LocalStore
+
+    if isinstance(store, LocalStore):
+        root = str(store.root)
+        return [
+            _local_file_crcs(os.path.join(root, key), sharded, count)
+            for key, sharded, count in files
+        ]
+    semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(key: str, sharded: int | None, count: int) -> list[int | None]:
+        async with semaphore:
+            return await _file_crcs(store, key, sharded, count)
+
+    async def every() -> list[list[int | None]]:
+        return await asyncio.gather(*(one(*file) for file in files))
+
+    return sync(every())
+
+
+#: An empty entry (offset and length) of a shard index.
+_EMPTY = 2**64 - 1
+
+
+def with_tables(
+    store: Any, where: str, nodes: dict[str, Any], starts: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """New documents of the arrays ``starts`` (path: the first row a write stored; the
+    chunks of the files before it keep their entries) that record a table (see
+    :func:`has_table`), with their table: the crc32c ending each chunk, read from the
+    store once the write stored them (the last 4 bytes of each chunk file; of each
+    inner chunk of a shard, which its index locates).
+
+    Raises
+    ------
+    DamagedStoreError
+        When a chunk the write stored is missing.
+    """
+    paths = [path for path in sorted(starts) if has_table(path, nodes[path])]
+    plans = {}
+    files = []
+    for path in paths:
+        document = nodes[path]
+        chunk, grid = _rows(document)
+        per_file = grid // chunk
+        first = min(starts[path] // grid * per_file, _chunks(document))
+        plans[path] = first
+        for index in range(first, _chunks(document), per_file):
+            count = min(per_file, _chunks(document) - index)
+            files.append((_key(path, document, index), per_file if grid != chunk else None, count))
+    found = iter(crc for crcs in _crcs(store, files) for crc in crcs)
+    documents = {}
+    for path in paths:
+        document = nodes[path]
+        kept = list((document.get("attributes") or {}).get(TABLE) or [])[: plans[path]]
+        if len(kept) != plans[path]:
+            raise damaged(where, f"the array '{path}' has no valid '{TABLE}' to extend")
+        for index in range(plans[path], _chunks(document)):
+            crc = next(found)
+            if crc is None:
+                raise damaged(
+                    where,
+                    f"the chunk {chunk_name(path, document, index)} of the array '{path}' is "
+                    "missing after it was written",
+                )
+            kept.append(crc)
+        documents[path] = {**document, "attributes": {**document["attributes"], TABLE: kept}}
+    return documents
+
+
+def last_crc(raw: Any) -> int:
+    """The little-endian uint32 ending ``raw`` (bytes or a uint8 array)."""
+    return int.from_bytes(bytes(memoryview(raw)[-4:]), "little")
+
+
+#: The root attribute of the package (``zarr_layout.ATTRIBUTE``) and the record of an
+#: append in progress (``zarr_layout.APPEND_KEY``), which the layout module, importing
+#: this one, defines.
+_ATTRIBUTE = "metatensor_dask"
+_APPEND_KEY = ".progress/append.json"
+
+
+def _current(root: bytes | None, node: bytes | None, path: str) -> tuple[Any, Any, bool]:
+    """The store id, the document of ``path`` (from the array's own ``zarr.json``
+    ``node`` when the root holds no inline metadata) and whether the store is complete,
+    by a store's current ``root``; no id for a store without root."""
+    try:
+        parsed = json.loads(root) if root is not None else {}
+        ours = parsed["attributes"][_ATTRIBUTE]
+        nodes = (parsed.get("consolidated_metadata") or {}).get("metadata")
+        document = nodes.get(path) if isinstance(nodes, dict) else None
+        if document is None and node is not None:
+            document = json.loads(node)
+        return ours.get(STORE_ID), document, ours.get("complete") is True
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None, None, False
+
+
+class ChunkIdentity:
+    """The chunk table of a values array as a reader opened it, and the check of each
+    chunk file it decodes against it.
+
+    Parameters
+    ----------
+    store, path, document
+        The store, the array's path and its document when the store was opened.
+    store_id
+        The store's id then.
+    where
+        The store's description, for messages.
+    strict
+        Whether the partial last chunk must be the one listed while an append is in
+        progress too: for the append itself, which merges its rows with its own.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        path: str,
+        document: dict[str, Any],
+        store_id: str,
+        where: str,
+        strict: bool = False,
+    ):
+        self.store = store
+        self.path = path
+        self.document = document
+        self.store_id = store_id
+        self.where = where
+        self.strict = strict
+        self.table: list[int] = document["attributes"][TABLE]
+
+    def check(self, index: int, crc: int) -> None:
+        """Check the chunk file ``index``, which ends with ``crc``, the checksum of its
+        bytes (verified: see :meth:`decide`)."""
+        if index < len(self.table) and self.table[index] != crc:
+            sync(self.decide(index, crc))
+
+    async def check_async(self, index: int, crc: int, covered: Any) -> None:
+        """:meth:`check` on zarr's event loop, before zarr checks that ``crc`` is the
+        crc32c of the bytes it ``covered`` (the chunk, but its last 4 bytes): a chunk
+        whose bytes do not match it is damage that zarr's codec reports (checked here
+        only when ``crc`` is not the one listed: the codec checks it anyway)."""
+        if index < len(self.table) and self.table[index] != crc:
+            import google_crc32c
+
+            if google_crc32c.value(bytes(covered)) == crc:
+                await self.decide(index, crc)
+
+    async def decide(self, index: int, crc: int) -> None:
+        """Decide about the chunk file ``index``, whose trailing crc32c ``crc`` is not
+        the one the table lists, from the store's current root.
+
+        Returns when an append rewrote the chunk, which keeps the rows stored before
+        it: the current table lists it, or an append in progress (or interrupted:
+        its record is left, or the store is incomplete, in a run of
+        ``write_batches``) replaced the partial last chunk the reader knows.
+
+        Raises
+        ------
+        MetatensorDaskError
+            When the store was overwritten since it was opened.
+        DamagedStoreError
+            When the chunk is not the one the store lists.
+        """
+        root, node, record = await asyncio.gather(
+            _get(self.store, "zarr.json"),
+            _get(self.store, f"{self.path}/zarr.json"),
+            _get(self.store, _APPEND_KEY),
+        )
+        current_id, document, complete = _current(root, node, self.path)
+        if current_id != self.store_id:
+            name = chunk_name(self.path, self.document, index)
+            raise MetatensorDaskError(
+                f"the store at {self.where} was overwritten (or is being written) since "
+                f"this tensor was opened: the chunk {name} of the array '{self.path}' is "
+                "not the one it was opened with; open the store again (computations "
+                "reading a store must end before it is rewritten)"
+            )
+        attributes = document.get("attributes") if isinstance(document, dict) else None
+        table = attributes.get(TABLE) if isinstance(attributes, dict) else None
+        if isinstance(table, list) and index < len(table) and table[index] == crc:
+            return
+        rows = int(self.document["shape"][0])
+        appending = not self.strict and (record is not None or not complete)
+        if appending and rows % _rows(self.document)[0] and index == _chunks(self.document) - 1:
+            return
+        raise _not_listed(self.where, self.path, chunk_name(self.path, self.document, index))
+
+
+def _not_listed(where: str, path: str, name: str) -> DamagedStoreError:
+    return damaged(
+        where,
+        f"the chunk {name} of the array '{path}' is not the chunk the store lists: "
+        "swapped with another, or an older copy put back",
+    )
