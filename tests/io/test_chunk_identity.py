@@ -313,3 +313,16 @@ def test_inner_chunks_swapped_inside_a_shard_are_refused(tmp_path):
     _refused(
         path, rf"the chunk [01] of the shard 'c\.0\.0' of the array 'blocks/0/values' {NOT_LISTED}"
     )
+
+
+def test_sample_labels_read_after_an_overwrite_are_refused_as_such(tmp_path):
+    """Sample labels are read on first use: from a store overwritten since, with other
+    samples, they do not match the digest opened, because of the overwrite."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(24))
+    opened = mtd.open_zarr(path)
+    _write(path, _tensor(24, start=100), mode="w")
+    with pytest.raises(
+        mtd.MetatensorDaskError, match=r"overwritten .*the Labels 'blocks/0/samples'"
+    ):
+        opened.block(0).samples.values  # noqa: B018

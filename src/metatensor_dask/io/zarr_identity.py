@@ -40,6 +40,7 @@ __all__ = [
     "STORE_ID",
     "TABLE",
     "ChunkIdentity",
+    "check_not_overwritten",
     "chunk_name",
     "chunk_rows",
     "content_id",
@@ -289,6 +290,23 @@ def _current(root: bytes | None, node: bytes | None, path: str) -> tuple[Any, An
         return None, None, False
 
 
+def _overwritten(where: str, what: str) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"the store at {where} was overwritten (or is being written) since this tensor "
+        f"was opened: {what} is not the one it was opened with; open the store again "
+        "(computations reading a store must end before it is rewritten)"
+    )
+
+
+def check_not_overwritten(store: Any, where: str, store_id: str, what: str) -> None:
+    """Raise when the store's current id is not ``store_id`` (its id when a tensor was
+    opened): for Labels read on first use that do not match their digest, ``what``."""
+    root = sync(_get(store, "zarr.json"))
+    current_id, _, _ = _current(root, None, "")
+    if current_id != store_id:
+        raise _overwritten(where, what)
+
+
 class ChunkIdentity:
     """The chunk table of a values array as a reader opened it, and the check of each
     chunk file it decodes against it.
@@ -364,12 +382,7 @@ class ChunkIdentity:
         current_id, document, complete = _current(root, node, self.path)
         if current_id != self.store_id:
             name = chunk_name(self.path, self.document, index)
-            raise MetatensorDaskError(
-                f"the store at {self.where} was overwritten (or is being written) since "
-                f"this tensor was opened: the chunk {name} of the array '{self.path}' is "
-                "not the one it was opened with; open the store again (computations "
-                "reading a store must end before it is rewritten)"
-            )
+            raise _overwritten(self.where, f"the chunk {name} of the array '{self.path}'")
         attributes = document.get("attributes") if isinstance(document, dict) else None
         table = attributes.get(TABLE) if isinstance(attributes, dict) else None
         if isinstance(table, list) and index < len(table) and table[index] == crc:

@@ -492,6 +492,8 @@ class TensorLayout:
     info: dict[str, str]
     nodes: dict[str, dict[str, Any]]
     format: int = FORMAT
+    #: The id of a complete format 4 store (see :mod:`.zarr_identity`).
+    store_id: str | None = None
 
 
 def _dtype(name: Any, path: str, where: str) -> np.dtype:
@@ -838,9 +840,9 @@ def _signature(layout: BlockLayout) -> Any:
     )
 
 
-def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> None:
+def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
     """Check the store id and the chunk tables of a format 4 store, and give its values
-    arrays the id (see :mod:`.zarr_identity`)."""
+    arrays the id (see :mod:`.zarr_identity`); returns the id."""
     store_id = ours.get(STORE_ID)
     if not isinstance(store_id, str) or not store_id:
         raise _damaged(where, f"it has no valid '{ATTRIBUTE}.{STORE_ID}' attribute")
@@ -851,6 +853,7 @@ def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> No
                 if problem is not None:
                     raise _damaged(where, f"the array '{info.path}' has {problem}")
                 info.store_id = store_id
+    return store_id
 
 
 def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) -> TensorLayout:
@@ -890,12 +893,13 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
         for block in blocks:
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
+    store_id = None
     if version >= FIRST_FORMAT and ours.get("complete") is True:
         # (an incomplete store is not read; its writer lists its chunks once complete)
-        _identify(ours, blocks, where)
+        store_id = _identify(ours, blocks, where)
     tensor_info = attributes.get("info") or {}
     if not isinstance(tensor_info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()
     ):
         raise _damaged(where, "the 'info' attribute must map strings to strings")
-    return TensorLayout(keys, blocks, dict(tensor_info), nodes, version)
+    return TensorLayout(keys, blocks, dict(tensor_info), nodes, version, store_id)

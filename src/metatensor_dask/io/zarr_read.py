@@ -26,12 +26,18 @@ from .._gc import collector_paused
 from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
-from ..errors import IncompleteStoreError, MetatensorDaskError, StoreFormatWarning
+from ..errors import (
+    DamagedStoreError,
+    IncompleteStoreError,
+    MetatensorDaskError,
+    StoreFormatWarning,
+)
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY
 from .zarr_columns import StoredSampleColumn
+from .zarr_identity import check_not_overwritten
 from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
@@ -59,8 +65,11 @@ def _lazy_samples(
     info: layout.ArrayInfo,
     parent_rows: int | None = None,
     pointer: np.ndarray | Callable[[], np.ndarray] | None = None,
+    store_id: str | None = None,
 ) -> Labels:
-    """Sample Labels read on first use, and checked then (see :func:`checked_labels`);
+    """Sample Labels read on first use, and checked then (see :func:`checked_labels`;
+    Labels that do not match their digest in a store overwritten since it was opened,
+    of id ``store_id`` then, are refused as such, see :mod:`.zarr_identity`);
     those of a gradient with a row ``pointer`` (the checked pointer, or the function
     reading it on first use, see :mod:`.zarr_pointers`) also carry their stored
     ``"sample"`` column, which chunk-wise operations read and check chunk by chunk (see
@@ -70,16 +79,21 @@ def _lazy_samples(
 
     def load() -> np.ndarray:
         (values,) = read_arrays([ref])
-        return checked_labels(
-            where,
-            info.path,
-            info.names,
-            values,
-            info.digest,
-            parent_rows,
-            pointer if pointer is None or isinstance(pointer, np.ndarray) else pointer(),
-            info.chunk_rows,
-        ).values
+        try:
+            return checked_labels(
+                where,
+                info.path,
+                info.names,
+                values,
+                info.digest,
+                parent_rows,
+                pointer if pointer is None or isinstance(pointer, np.ndarray) else pointer(),
+                info.chunk_rows,
+            ).values
+        except DamagedStoreError:
+            if store_id is not None:
+                check_not_overwritten(store, where, store_id, f"the Labels '{info.path}'")
+            raise
 
     stored = None
     if pointer is not None and "sample" in info.names:
@@ -168,6 +182,7 @@ class _Reader:
         self.store = store
         self.where = where
         self.metadata = metadata
+        self.store_id = tensor.store_id
         infos = []
         for block in tensor.blocks:
             infos.extend(block.small_labels())
@@ -219,7 +234,7 @@ class _Reader:
             )
         return TensorBlock._trusted(
             values,
-            _lazy_samples(self.store, stored.samples, parent_rows, pointer),
+            _lazy_samples(self.store, stored.samples, parent_rows, pointer, self.store_id),
             [self.labels[c.path] for c in stored.components],
             properties,
             gradients,
