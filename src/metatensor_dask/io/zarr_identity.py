@@ -176,9 +176,9 @@ def _local_file_crcs(name: str, sharded: int | None, count: int) -> list[int | N
         if sharded is None:
             ends = [size]
         else:
-            length = 16 * sharded + 4
-            index = os.pread(descriptor, length, size - length) if size >= length else b""
-            if len(index) != length:
+            footer = 16 * sharded + 4
+            index = os.pread(descriptor, footer, size - footer) if size >= footer else b""
+            if len(index) != footer:
                 return [None] * count
             ends = [
                 offset + length if offset != _EMPTY and length >= 4 else -1
@@ -309,7 +309,7 @@ def check_not_overwritten(store: Any, where: str, store_id: str, what: str) -> N
 
 class ChunkIdentity:
     """The chunk table of a values array as a reader opened it, and the check of each
-    chunk file it decodes against it.
+    chunk it decodes against it.
 
     Parameters
     ----------
@@ -342,8 +342,8 @@ class ChunkIdentity:
         self.table: list[int] = document["attributes"][TABLE]
 
     def check(self, index: int, crc: int) -> None:
-        """Check the chunk file ``index``, which ends with ``crc``, the checksum of its
-        bytes (verified: see :meth:`decide`)."""
+        """Check the chunk ``index``, which ends with ``crc``, the checksum of its bytes
+        (verified: see :meth:`decide`)."""
         if index < len(self.table) and self.table[index] != crc:
             sync(self.decide(index, crc))
 
@@ -359,7 +359,7 @@ class ChunkIdentity:
                 await self.decide(index, crc)
 
     async def decide(self, index: int, crc: int) -> None:
-        """Decide about the chunk file ``index``, whose trailing crc32c ``crc`` is not
+        """Decide about the chunk ``index``, whose trailing crc32c ``crc`` is not
         the one the table lists, from the store's current root.
 
         Returns when an append rewrote the chunk, which keeps the rows stored before
