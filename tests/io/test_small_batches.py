@@ -1,5 +1,6 @@
-"""Appends read only the sample rows stored since this process last appended, and never
-trust the rows they kept when the store was rewritten since."""
+"""Stores grown by small batches: appends read only the sample rows stored since this
+process last appended (and never trust the rows they kept when the store was rewritten
+since), and blocks are not stored in chunks of one batch's rows."""
 
 from __future__ import annotations
 
@@ -100,3 +101,30 @@ def test_rows_appended_by_another_process_are_read(tmp_path, regions):
     assert ("blocks/0/samples", 0, 12) not in regions
     assert mtd.verify(path).problems == []
     assert_equal_to_metatensor(mtd.open_zarr(path), metatensor.join(batches, axis="samples"))
+
+
+def keyed(items: list[int]) -> metatensor.TensorMap:
+    """A batch of ``items``: one block every batch has, and one only this batch has."""
+    first = batch(items[0], len(items), items[0]).block().copy()
+    once = batch(items[0], 1, 1000 + items[0]).block().copy()
+    keys = metatensor.Labels(["key"], np.array([[0], [1 + items[0]]], dtype=np.int32))
+    return metatensor.TensorMap(keys, [first, once])
+
+
+def test_small_batches_fill_chunks_of_several_batches(tmp_path):
+    path = tmp_path / "small.zarr"
+    items = list(range(40))
+    mtd.write_batches(keyed, items, path, batch_size=2, renumber=None, quiet=True)
+    stored = mtd.open_zarr(path)
+    every = stored.block({"key": 0})
+    # 16 times the 2 rows of the first batch (the bytes asked for, 4 MiB, allow more)
+    assert every.values.chunks[0] == (32, 8)
+    assert every.gradient("positions").values.chunks[0] == (64, 16)
+    once = stored.block({"key": 3})
+    assert once.values.shape[0] == 1
+    with open(path / "blocks" / "2" / "values" / "zarr.json") as file:
+        assert '"chunk_shape":[16,3]' in file.read().replace(" ", "")
+    expected = metatensor.join(
+        [keyed(items[i : i + 2]) for i in range(0, 40, 2)], "samples", different_keys="union"
+    )
+    assert_equal_to_metatensor(stored, expected)
