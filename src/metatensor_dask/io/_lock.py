@@ -20,6 +20,8 @@ get a :class:`StoreLockedError` saying how to proceed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import getpass
 import json
 import os
@@ -27,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +45,7 @@ from .zarr_store import get_many, set_many
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "timeout"]
+__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "released_on_failure", "timeout"]
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
@@ -50,6 +53,10 @@ LOCK_KEY = ".lock"
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
 _DELAYED: dict[str, StoreLock] = {}
+#: The locks handed over inside :func:`released_on_failure` (``None`` outside).
+_WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVar(
+    "metatensor_dask_watched_locks", default=None
+)
 
 
 def timeout() -> float:
@@ -392,6 +399,9 @@ class StoreLock:
         """The lock now belongs to a ``compute=False`` write: its final task releases it;
         until then the heartbeat goes on, and a resume in this process may take it over."""
         _DELAYED[self.ref.write_id] = self
+        watched = _WATCHED.get()
+        if watched is not None:
+            watched.append(self)
 
     def stop(self) -> None:
         """Stop the heartbeat (without releasing the lock)."""
@@ -403,6 +413,29 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+@contextlib.contextmanager
+def released_on_failure() -> Iterator[None]:
+    """Release the locks of the ``to_zarr(..., compute=False)`` writes started in this
+    block when the block raises (their ``Delayed`` failed, or was not computed).
+
+    A caller that computes the ``Delayed`` itself (the command line, with its progress
+    bars and windows) so ends a failed write as ``to_zarr`` does: the store stays as
+    the failure left it (incomplete, resumable with ``resume=True``), unlocked, and the
+    heartbeat stops; the storing tasks still running check the lock and store nothing.
+    A write whose ``Delayed`` ran released its lock already.
+    """
+    token = _WATCHED.set([])
+    try:
+        yield
+    except BaseException:
+        for lock in _WATCHED.get() or []:
+            if _DELAYED.pop(lock.ref.write_id, None) is not None:
+                lock.release()
+        raise
+    finally:
+        _WATCHED.reset(token)
 
 
 def _create(path: Path, data: bytes, temporary: Path) -> bool:
