@@ -5,7 +5,11 @@ name the command that made the store and its remedy."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import metatensor
@@ -113,3 +117,141 @@ def test_a_failed_pipeline_releases_its_lock(tmp_path, capsys):
     assert "is damaged" in capsys.readouterr().err
     assert not (out / ".lock").exists()
     assert _lock_threads() == []
+
+
+# -- writers killed: the lock they leave names them and their remedy --------------------
+
+#: A writer of ``store`` to be killed (``python -c WRITER kind store [source]``): it
+#: prints ``ready`` once imported, then writes slowly (a dask callback sleeps before
+#: each task, a batch sleeps, discard_append sleeps once it holds the lock).
+WRITER = """
+import sys, time
+import dask
+from dask.callbacks import Callback
+import metatensor
+import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
+sys.path.insert(0, sys.argv[4])
+from test_failure_paths import _map, slow_batch
+
+kind, store, source = sys.argv[1:4]
+print("ready", flush=True)
+if kind == "write_batches":
+    mtd.write_batches(slow_batch, range(20), store, batch_size=2, quiet=True)
+elif kind == "append":
+    with Callback(pretask=lambda *args: time.sleep(0.2)):
+        mtd.from_metatensor(_map(10)).to_zarr(store, append_dim="samples", chunks=1)
+elif kind == "convert":
+    with Callback(pretask=lambda *args: time.sleep(0.2)):
+        main(["convert", source, store, "--append", "--chunks", "1", "--quiet"])
+elif kind == "discard":
+    def pause(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "_restore_nodes":
+            time.sleep(30)
+    sys.setprofile(pause)
+    mtd.discard_append(store)
+"""
+
+
+def slow_batch(items: list[int]) -> metatensor.TensorMap:
+    """A batch of ``write_batches`` that takes a while."""
+    time.sleep(0.2)
+    return _map()
+
+
+def _holder_pid(store: Path) -> int | None:
+    try:
+        return json.loads((store / ".lock").read_bytes())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _killed(kind: str, store: Path, source: Path | None = None, append: bool = False) -> None:
+    """Run the writer ``kind`` of ``store`` and kill it (SIGKILL) once it holds the lock
+    (and, with ``append``, once it recorded its append)."""
+    arguments = [kind, str(store), str(source), str(Path(__file__).parent)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with process:
+        line = process.stdout.readline()
+        assert line.strip() == "ready", line + process.stdout.read()
+        deadline = time.monotonic() + 60
+        record = store / ".progress" / "append.json"
+        while _holder_pid(store) != process.pid or (append and not record.exists()):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        process.kill()
+        process.wait()
+
+
+def _joined(*first_systems: int) -> metatensor.TensorMap:
+    return metatensor.join(
+        [_map(first) for first in first_systems], axis="samples", different_keys="union"
+    )
+
+
+def test_a_killed_write_batches_names_its_resume(tmp_path):
+    store = tmp_path / "batches.zarr"
+    _killed("write_batches", store)
+    for write in (
+        lambda: mtd.write_batches(slow_batch, range(20), store, batch_size=2, quiet=True),
+        lambda: mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples"),
+    ):
+        with pytest.raises(mtd.StoreLockedError) as error:
+            write()
+        message = str(error.value)
+        assert "looks gone (write_batches of user" in message
+        assert "call write_batches(..., resume=True) with the same function" in message
+        assert "mode='w'" not in message
+    mtd.write_batches(lambda items: _map(), range(20), store, batch_size=2, resume=True)
+    assert len(mtd.open_zarr(store).block(0).samples) == 40
+
+
+def test_a_killed_append_names_its_resume_and_discard(tmp_path):
+    store = tmp_path / "append.zarr"
+    mtd.from_metatensor(_map()).to_zarr(store)
+    _killed("append", store, append=True)
+    with pytest.raises(mtd.StoreLockedError) as error:
+        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
+    message = str(error.value)
+    assert "looks gone (to_zarr of user" in message
+    assert "to_zarr(..., append_dim='samples', resume=True) with the same tensor" in message
+    assert "call discard_append" in message
+    assert "mode='w'" not in message
+    mtd.from_metatensor(_map(10)).to_zarr(store, append_dim="samples", resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 10))
+
+
+def test_a_killed_convert_append_names_the_command(tmp_path, capsys):
+    store, source = tmp_path / "convert.zarr", tmp_path / "source.mts"
+    mtd.from_metatensor(_map()).to_zarr(store)
+    metatensor.save(source, _map(10))
+    _killed("convert", store, source, append=True)
+    command = ["convert", str(source), str(store), "--append", "--chunks", "1", "--quiet"]
+    assert main(command) == 1
+    message = capsys.readouterr().err
+    assert "looks gone (metatensor-dask convert --append of user" in message
+    assert "run the same command (metatensor-dask convert --append) with --resume" in message
+    assert "discard_append" in message
+    assert "resume=True" not in message
+    assert main([*command, "--resume"]) == 0
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 10))
+
+
+def test_a_killed_discard_append_names_itself(tmp_path):
+    store = tmp_path / "discard.zarr"
+    mtd.from_metatensor(_map()).to_zarr(store)
+    _killed("append", store, append=True)
+    _killed("discard", store)
+    with pytest.raises(mtd.StoreLockedError) as error:
+        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
+    message = str(error.value)
+    assert "looks gone (discard_append of user" in message
+    assert "call discard_append again" in message
+    assert mtd.discard_append(store)
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map())

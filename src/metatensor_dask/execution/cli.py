@@ -172,7 +172,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..io._lock import released_on_failure
+    from ..io._lock import locked_as, released_on_failure
     from .pipeline import is_metatensor_file, open_tensor, same_local_path
     from .progress import Reporter
 
@@ -212,7 +212,13 @@ def _convert(args: argparse.Namespace) -> int:
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
-    with dask.config.set(settings), _execution(args) as where, released_on_failure():
+    command = "metatensor-dask convert" + (" --append" if args.append else "")
+    with (
+        dask.config.set(settings),
+        _execution(args) as where,
+        released_on_failure(),
+        locked_as(command),
+    ):
         tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
         reporter.step(f"converting {', '.join(sources)} -> {destination} on {where.description}")
         if to_file:
@@ -249,14 +255,18 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
-    from ..io._lock import released_on_failure
+    from ..io._lock import locked_as, released_on_failure
     from .pipeline import PipelineError
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
     pipeline.check_paths(resume=args.resume)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
-    with _execution(args) as where, released_on_failure():
+    with (
+        _execution(args) as where,
+        released_on_failure(),
+        locked_as(f"metatensor-dask {args.command}"),
+    ):
         result = pipeline.build()
         reporter.step(
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "
