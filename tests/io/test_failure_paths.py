@@ -4,6 +4,8 @@ as a format problem of a file written so, nor as other values."""
 
 from __future__ import annotations
 
+import io
+import struct
 import zipfile
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 import metatensor_dask as mtd
 from metatensor_dask.io import _npy, _zip
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 VALUES = "blocks/1/values.npy"
 GRADIENT = "blocks/0/gradients/positions/values.npy"
@@ -104,3 +107,117 @@ def _map_bytes(tmp_path: Path) -> dict[str, bytes]:
     metatensor.save(path, _map())
     with zipfile.ZipFile(path) as archive:
         return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+# -- the ZIP structure: local headers and the central directory --------------------------
+
+#: Fields of a local header that no reader uses (version needed, time and date): a
+#: changed byte there changes nothing read; every other byte is compared with the
+#: central directory's record of the member.
+LOCAL_UNUSED = {4, 5, 10, 11, 12, 13}
+#: Fields of a central directory record that no reader uses (versions, time and date,
+#: disk number, attributes).
+CENTRAL_UNUSED = {4, 5, 6, 7, 12, 13, 14, 15, *range(34, 42)}
+
+
+def _small_map() -> metatensor.TensorMap:
+    """One block with a gradient: few members, so that every byte of the ZIP structure
+    can be changed in a few seconds."""
+    block = metatensor.TensorBlock(
+        np.arange(6.0).reshape(3, 2),
+        metatensor.Labels.range("s", 3),
+        [],
+        metatensor.Labels.range("p", 2),
+    )
+    gradient = metatensor.TensorBlock(
+        np.arange(8.0).reshape(4, 2),
+        metatensor.Labels(["sample", "a"], np.array([[0, 0], [1, 0], [1, 1], [2, 0]])),
+        [],
+        block.properties,
+    )
+    block.add_gradient("g", gradient)
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+
+
+def _structure(path: Path) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """The local headers and the central directory records of ``path``: (member name,
+    first byte, length) each."""
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        infos = sorted(archive.infolist(), key=lambda info: info.header_offset)
+    local = []
+    for info in infos:
+        start = info.header_offset
+        names, extras = struct.unpack_from("<HH", data, start + 26)
+        local.append((info.filename, start, 30 + names + extras))
+    central, position = [], data.index(b"PK\x01\x02")
+    for info in infos:
+        names, extras, comment = struct.unpack_from("<HHH", data, position + 28)
+        central.append((info.filename, position, 46 + names + extras + comment))
+        position += 46 + names + extras + comment
+    return local, central
+
+
+def _read_back(path: Path) -> mtd.TensorMap:
+    return mtd.load(path).compute()
+
+
+def test_a_changed_byte_of_the_zip_structure_is_damage(tmp_path):
+    """Every byte of every local header and central directory record, changed: the
+    file is damaged (naming the member), unless the byte is one that no reader uses;
+    then the map reads back the same."""
+    source = tmp_path / "source.mts"
+    metatensor.save(source, _small_map())
+    expected = metatensor.load(str(source))
+    local, central = _structure(source)
+    cases = [(entry, LOCAL_UNUSED) for entry in local]
+    cases += [(entry, CENTRAL_UNUSED) for entry in central]
+    for (name, start, length), unused in cases:
+        for offset in range(length):
+            bit = 1 << (offset % 8)
+            path = _changed(source, tmp_path / "changed.mts", start + offset, bit)
+            if offset in unused:
+                assert_equal_to_metatensor(_read_back(path), expected)
+                continue
+            with pytest.raises(mtd.DamagedFileError) as error:
+                _read_back(path)
+            message = str(error.value)
+            assert f"'{path}' is damaged: " in message, (name, offset, message)
+            assert message.endswith("write it again from its source")
+
+
+def test_the_end_record_counts_its_records(tmp_path):
+    """The end record counts the records twice (on its disk, in all): when they differ,
+    or the records do not fill the directory, the file is damaged."""
+    source = tmp_path / "source.mts"
+    metatensor.save(source, _small_map())
+    end = source.read_bytes().rindex(b"PK\x05\x06")
+    for field in (8, 10):  # records on this disk, records in all
+        path = _changed(source, tmp_path / "changed.mts", end + field, 1)
+        with pytest.raises(mtd.DamagedFileError, match=r"is damaged: .*records"):
+            mtd.load(path)
+
+
+def test_members_with_data_descriptors_are_read(tmp_path):
+    """A ZIP written to a stream that can not seek (Python's zipfile then sets the data
+    descriptor flag, with zeros for the CRC-32 and sizes of the local headers) is not
+    damage: its members are read and checked as others."""
+    raw = _map_bytes(tmp_path)
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self, file):
+            self.file = file
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            return self.file.write(data)
+
+    path = tmp_path / "streamed.mts"
+    with path.open("wb") as file, zipfile.ZipFile(Unseekable(file), "w") as archive:
+        for name, data in raw.items():
+            archive.writestr(name, data)
+    with zipfile.ZipFile(path) as archive:
+        assert all(info.flag_bits & 0x8 for info in archive.infolist())
+    assert_equal_to_metatensor(_read_back(path), _map())

@@ -326,13 +326,16 @@ def test_compressed_members_are_checked(tmp_path):
 
 
 def _set_declared_size(path: Path, name: str, size: int) -> None:
-    """Edit the uncompressed size that the central directory records for ``name``."""
+    """Edit the uncompressed size that the central directory and the local header
+    record for ``name`` (a crafted file: both agree)."""
     data = bytearray(path.read_bytes())
     start = data.index(b"PK\x01\x02")
     while True:
         length, extra, comment = struct.unpack_from("<HHH", data, start + 28)
         if data[start + 46 : start + 46 + length].decode() == name:
             struct.pack_into("<I", data, start + 24, size)
+            (local,) = struct.unpack_from("<I", data, start + 42)
+            struct.pack_into("<I", data, local + 22, size)
             break
         start += 46 + length + extra + comment
     path.write_bytes(bytes(data))

@@ -214,6 +214,8 @@ class Archive:
             members, heads = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error, absolute) from None
+        except _zip.ZipDamage as error:
+            raise _mts_integrity.damaged(display, error.member, str(error)) from None
         except _zip.ZipError as error:
             hint = ""
             with open(absolute, "rb") as file:
