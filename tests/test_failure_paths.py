@@ -90,6 +90,22 @@ def test_a_failed_convert_releases_its_lock(tmp_path, capsys):
     assert_equal_to_metatensor(mtd.open_zarr(out).compute(), _map())
 
 
+def test_a_convert_resumed_from_a_repaired_mts_names_the_command_line_remedy(tmp_path, capsys):
+    """A metatensor file written again after the failed convert is another source: the
+    resume is refused with the command line's remedy (--overwrite), which works."""
+    source = _damaged_mts(tmp_path / "source.mts")
+    out = tmp_path / "out.zarr"
+    assert main(["convert", str(source), str(out), "--quiet"]) == 1
+    capsys.readouterr()
+    metatensor.save(source, _map())
+    assert main(["convert", str(source), str(out), "--resume", "--quiet"]) == 1
+    message = capsys.readouterr().err
+    assert f"cannot resume {out}: " in message
+    assert "run the convert with --overwrite instead of --resume" in message
+    assert main(["convert", str(source), str(out), "--overwrite", "--quiet"]) == 0
+    assert_equal_to_metatensor(mtd.open_zarr(out).compute(), _map())
+
+
 def test_a_failed_convert_append_releases_its_lock_and_is_discarded(tmp_path, capsys):
     """An append of a store whose chunk is damaged fails while it streams: the target
     keeps its stored samples, is not locked, and the interrupted append is given up

@@ -246,12 +246,32 @@ def _convert(args: argparse.Namespace) -> int:
             _compute(delayed, where.client, args.quiet)
         else:
             mode = "w" if args.overwrite else "w-"
-            delayed = tensors[0].to_zarr(destination, mode=mode, compute=False, resume=args.resume)
+            try:
+                delayed = tensors[0].to_zarr(
+                    destination, mode=mode, compute=False, resume=args.resume
+                )
+            except StoreLockedError:
+                raise
+            except MetatensorDaskError as error:
+                if not args.resume:
+                    raise
+                raise MetatensorDaskError(_resume_refused(destination, error)) from error
             _compute(delayed, where.client, args.quiet)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _resume_refused(destination: str, error: MetatensorDaskError) -> str:
+    """The message of a ``convert --resume`` that ``to_zarr`` refused, with the remedy
+    of the command line (``--overwrite``, where ``to_zarr`` names ``mode='w'``)."""
+    return (
+        f"cannot resume {destination}: {describe(error)}; from the command line, run the "
+        "convert with --overwrite instead of --resume to write it again (a metatensor "
+        "file written again since the interrupted convert is another source, even with "
+        "the same content)"
+    )
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
