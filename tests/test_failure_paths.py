@@ -65,8 +65,10 @@ def _damaged_zarr(path: Path, first_system: int) -> Path:
     return path
 
 
-def _lock_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("metatensor-dask lock")]
+def _lock_threads(store: Path) -> list[str]:
+    """The heartbeat threads of the locks of ``store`` in this process."""
+    name = f"metatensor-dask lock {store}"
+    return [thread.name for thread in threading.enumerate() if thread.name == name]
 
 
 def test_a_failed_convert_releases_its_lock(tmp_path, capsys):
@@ -79,7 +81,7 @@ def test_a_failed_convert_releases_its_lock(tmp_path, capsys):
     assert main(["convert", str(source), str(out), "--quiet"]) == 1
     assert "is damaged" in capsys.readouterr().err
     assert not (out / ".lock").exists()
-    assert _lock_threads() == []
+    assert _lock_threads(out) == []
     with pytest.raises(mtd.IncompleteStoreError):
         mtd.open_zarr(out)
     tensor = mtd.from_metatensor(_map())
@@ -117,7 +119,7 @@ def test_a_failed_convert_append_releases_its_lock_and_is_discarded(tmp_path, ca
     assert main(["convert", str(source), str(out), "--append", "--quiet"]) == 1
     assert "damaged" in capsys.readouterr().err
     assert not (out / ".lock").exists()
-    assert _lock_threads() == []
+    assert _lock_threads(out) == []
     with pytest.raises(mtd.MetatensorDaskError, match="discard_append") as error:
         mtd.from_metatensor(_map(20)).to_zarr(out, append_dim="samples")
     assert not isinstance(error.value, mtd.StoreLockedError)
@@ -132,7 +134,7 @@ def test_a_failed_pipeline_releases_its_lock(tmp_path, capsys):
     assert main(["apply", "pow", str(source), "--arg", "B=2", "-o", str(out), "--quiet"]) == 1
     assert "is damaged" in capsys.readouterr().err
     assert not (out / ".lock").exists()
-    assert _lock_threads() == []
+    assert _lock_threads(out) == []
 
 
 # -- writers killed: the lock they leave names them and their remedy --------------------
