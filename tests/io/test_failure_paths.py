@@ -221,3 +221,18 @@ def test_members_with_data_descriptors_are_read(tmp_path):
     with zipfile.ZipFile(path) as archive:
         assert all(info.flag_bits & 0x8 for info in archive.infolist())
     assert_equal_to_metatensor(_read_back(path), _map())
+
+
+@pytest.mark.parametrize("before_end", [30, 31, 40, 60])
+def test_a_local_header_cut_by_the_end_of_the_file_is_damage(tmp_path, before_end):
+    """A directory record pointing at a local header whose name or extra field the end
+    of the file cuts: damage, not an error from deep inside."""
+    source = tmp_path / "source.mts"
+    metatensor.save(source, _small_map())
+    data = bytearray(source.read_bytes())
+    record = data.rindex(b"PK\x01\x02")
+    struct.pack_into("<I", data, record + 42, len(data) - before_end)
+    path = tmp_path / "cut.mts"
+    path.write_bytes(bytes(data))
+    with pytest.raises(mtd.DamagedFileError, match="is damaged: "):
+        mtd.load(path)

@@ -521,7 +521,6 @@ def _run_offsets(
         not (local[:, :4] == _LOCAL_SIGNATURE).all()
         or (stored & (compressed != uncompressed)).any()
         or (offsets + compressed > file_size).any()
-        or (offsets - start > len(data)).any()
         or not _agree(directory, i, j, fields, buffer, headers)
     ):
         return None
