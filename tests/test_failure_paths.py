@@ -257,6 +257,13 @@ def test_a_killed_convert_append_names_the_command(tmp_path, capsys):
     assert "run the same command (metatensor-dask convert --append) with --resume" in message
     assert "discard_append" in message
     assert "resume=True" not in message
+    # another source: the resume is refused with the command line's remedies
+    other = tmp_path / "other.mts"
+    metatensor.save(other, _map(20))
+    assert main(["convert", str(other), *command[2:], "--resume"]) == 1
+    message = capsys.readouterr().err
+    assert f"cannot resume {store}: " in message
+    assert "--resume finishes the interrupted append given the same sources" in message
     assert main([*command, "--resume"]) == 0
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 10))
 

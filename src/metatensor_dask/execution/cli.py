@@ -234,15 +234,22 @@ def _convert(args: argparse.Namespace) -> int:
             renumber: dict[str, int | str] | None = (
                 None if args.renumber is None else {args.renumber: "next"}
             )
-            # --chunks also sizes the blocks an append creates (kept as they grow)
-            delayed = tensor.to_zarr(
-                destination,
-                append_dim="samples",
-                renumber=renumber,
-                chunks=args.chunks,
-                compute=False,
-                resume=args.resume,
-            )
+            try:
+                # --chunks also sizes the blocks an append creates (kept as they grow)
+                delayed = tensor.to_zarr(
+                    destination,
+                    append_dim="samples",
+                    renumber=renumber,
+                    chunks=args.chunks,
+                    compute=False,
+                    resume=args.resume,
+                )
+            except StoreLockedError:
+                raise
+            except MetatensorDaskError as error:
+                if not args.resume:
+                    raise
+                raise MetatensorDaskError(_resume_refused(destination, error, True)) from error
             _compute(delayed, where.client, args.quiet)
         else:
             mode = "w" if args.overwrite else "w-"
@@ -255,7 +262,7 @@ def _convert(args: argparse.Namespace) -> int:
             except MetatensorDaskError as error:
                 if not args.resume:
                     raise
-                raise MetatensorDaskError(_resume_refused(destination, error)) from error
+                raise MetatensorDaskError(_resume_refused(destination, error, False)) from error
             _compute(delayed, where.client, args.quiet)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
@@ -263,14 +270,21 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_refused(destination: str, error: MetatensorDaskError) -> str:
-    """The message of a ``convert --resume`` that ``to_zarr`` refused, with the remedy
-    of the command line (``--overwrite``, where ``to_zarr`` names ``mode='w'``)."""
+def _resume_refused(destination: str, error: MetatensorDaskError, append: bool) -> str:
+    """The message of a ``convert --resume`` (``append``: with ``--append``) that
+    ``to_zarr`` refused, with the remedies of the command line where ``to_zarr`` names
+    its own (``resume=True``, ``mode='w'``)."""
+    if append:
+        remedy = (
+            "--resume finishes the interrupted append given the same sources, --renumber "
+            "and --chunks; metatensor_dask.discard_append gives it up"
+        )
+    else:
+        remedy = "run the convert with --overwrite instead of --resume to write it again"
     return (
-        f"cannot resume {destination}: {describe(error)}; from the command line, run the "
-        "convert with --overwrite instead of --resume to write it again (a metatensor "
-        "file written again since the interrupted convert is another source, even with "
-        "the same content)"
+        f"cannot resume {destination}: {describe(error)}; from the command line, {remedy} "
+        "(a metatensor file written again since the interrupted convert is another "
+        "source, even with the same content)"
     )
 
 
