@@ -68,7 +68,7 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
     """
     resolved = open_store(store, storage_options, writable=True)
     where = describe(resolved)
-    lock = StoreLock(resolved, where, lock_timeout())
+    lock = StoreLock(resolved, where, lock_timeout(), "discard_append")
     lock.acquire(takeover=True)
     try:
         existing = read_root(resolved, where)
