@@ -1,0 +1,373 @@
+"""Every public operation on maps of many tiny blocks: graphs grow with the chunks, not
+with the blocks.
+
+Maps of 50 and of 400 tiny blocks (values ``(3, 2, 4)``, one ``positions`` gradient
+with components), written by metatensor and loaded, or built in memory: the tasks of
+each result's graph (what ``compute`` runs) are counted at both sizes. Operations whose
+result is not lazy are checked for computing a graph that does not grow with the blocks,
+or for not computing at all; the rest are listed with the reason they are not counted.
+The operations made to group tiny blocks here are also compared with metatensor.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from dask.callbacks import Callback
+from dask.task_spec import Task
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
+
+SIZES = (50, 400)
+SOURCES = ("file", "memory")
+#: tasks that the map of 400 blocks may have beyond the map of 50
+SLACK = 3
+
+
+def _labels(module: Any, names: list[str], rows: Any) -> Any:
+    return module.Labels(names, np.asarray(rows, dtype=np.int32).reshape(-1, len(names)))
+
+
+def tiny(n_blocks: int) -> metatensor.TensorMap:
+    """``n_blocks`` blocks of values ``(3, 2, 4)`` with a ``positions`` gradient of 5
+    rows and components ``xyz`` and ``c``; every other block has its samples, its
+    components and its properties out of order (so that ``sort`` moves entries)."""
+    rng = np.random.default_rng(n_blocks)
+    blocks = []
+    for i in range(n_blocks):
+        shuffled = i % 2 == 1
+        samples = [2, 0, 1] if shuffled else [0, 1, 2]
+        component = [1, 0] if shuffled else [0, 1]
+        properties = [3, 1, 0, 2] if shuffled else [0, 1, 2, 3]
+        block = metatensor.TensorBlock(
+            rng.random((3, 2, 4)) + 0.5,
+            _labels(metatensor, ["s"], samples),
+            [_labels(metatensor, ["c"], component)],
+            _labels(metatensor, ["p"], properties),
+        )
+        rows = [[0, 0], [0, 1], [1, 0], [2, 0], [2, 1]]
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.random((5, 3, 2, 4)) - 0.5,
+                _labels(metatensor, ["sample", "atom"], rows),
+                [_labels(metatensor, ["xyz"], [0, 1, 2]), _labels(metatensor, ["c"], component)],
+                _labels(metatensor, ["p"], properties),
+            ),
+        )
+        blocks.append(block)
+    return metatensor.TensorMap(_labels(metatensor, ["k"], range(n_blocks)), blocks)
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory) -> dict[int, metatensor.TensorMap]:
+    return {n: tiny(n) for n in SIZES}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, maps) -> dict[int, str]:
+    directory = tmp_path_factory.mktemp("tiny-maps")
+    paths = {}
+    for n, theirs in maps.items():
+        paths[n] = str(directory / f"tiny-{n}.mts")
+        metatensor.save(paths[n], theirs)
+    return paths
+
+
+def ours(source: str, n_blocks: int, maps: dict, files: dict) -> mtd.TensorMap:
+    """The map of ``n_blocks`` loaded from metatensor's file or built in memory."""
+    if source == "file":
+        return mtd.load(files[n_blocks])
+    return mtd.from_metatensor(maps[n_blocks])
+
+
+def tasks(results: Any) -> int:
+    """The tasks (data and aliases excluded) of the graph that computes ``results`` (a
+    map, a block or a list of maps), counted once when the maps share them."""
+    collections = results if isinstance(results, list) else [results]
+    merged: dict[Any, Any] = {}
+    for collection in collections:
+        keys = collection.__dask_keys__()
+        merged.update(collection.__dask_optimize__(collection.__dask_graph__(), keys))
+    return sum(type(node) is Task for node in merged.values())
+
+
+# -- the operations and their arguments ------------------------------------------------
+
+
+def features(t: mtd.TensorMap) -> mtd.TensorMap:
+    """``t`` with its component moved to the properties: 2-D blocks of 8 properties."""
+    return mtd.components_to_properties(t, "c")
+
+
+def square(t: mtd.TensorMap) -> mtd.TensorMap:
+    """2-D blocks of 3 samples and 3 properties, without gradients."""
+    kept = _labels(mtd, ["p", "c"], [[0, 0], [1, 0], [2, 0]])
+    return mtd.slice(mtd.remove_gradients(features(t)), "properties", kept)
+
+
+def samples_selection() -> mtd.Labels:
+    return _labels(mtd, ["s"], [2, 0])
+
+
+def properties_selection() -> mtd.Labels:
+    return _labels(mtd, ["p"], [3, 1])
+
+
+def evens(t: mtd.TensorMap) -> mtd.TensorMap:
+    """The blocks of ``t`` with even keys (they have the same metadata)."""
+    return mtd.filter_blocks(t, _labels(mtd, ["k"], range(0, len(t), 2)))
+
+
+def with_dimension(t: mtd.TensorMap) -> mtd.TensorMap:
+    return mtd.append_dimension(t, "samples", "q", 0)
+
+
+#: how each public operation giving maps is called (id: operation, call); ``join_blocks``
+#: joins the blocks of a map (those of the same metadata) into one block
+MAP_OPERATIONS: dict[str, tuple[str, Callable[[mtd.TensorMap], Any]]] = {
+    "abs": ("abs", mtd.abs),
+    "add": ("add", lambda t: mtd.add(t, t)),
+    "add-scalar": ("add", lambda t: mtd.add(t, 1.5)),
+    "subtract": ("subtract", lambda t: mtd.subtract(t, t)),
+    "multiply": ("multiply", lambda t: mtd.multiply(t, t)),
+    "divide": ("divide", lambda t: mtd.divide(t, t)),
+    "pow": ("pow", lambda t: mtd.pow(t, 3)),
+    "dot": ("dot", lambda t: mtd.dot(features(t), mtd.remove_gradients(features(t)))),
+    "lstsq": ("lstsq", lambda t: mtd.lstsq(features(t), mtd.pow(features(t), 2), rcond=1e-12)),
+    "solve": ("solve", lambda t: mtd.solve(square(t), mtd.remove_gradients(features(t)))),
+    "append_dimension": ("append_dimension", with_dimension),
+    "insert_dimension": (
+        "insert_dimension",
+        lambda t: mtd.insert_dimension(t, "samples", 0, "q", 0),
+    ),
+    "permute_dimensions": (
+        "permute_dimensions",
+        lambda t: mtd.permute_dimensions(with_dimension(t), "samples", [1, 0]),
+    ),
+    "remove_dimension": (
+        "remove_dimension",
+        lambda t: mtd.remove_dimension(with_dimension(t), "samples", "q"),
+    ),
+    "rename_dimension": (
+        "rename_dimension",
+        lambda t: mtd.rename_dimension(t, "samples", "s", "r"),
+    ),
+    "components_to_properties": ("components_to_properties", features),
+    "detach": ("detach", mtd.detach),
+    "drop_blocks": ("drop_blocks", lambda t: mtd.drop_blocks(t, _labels(mtd, ["k"], [0, 3]))),
+    "filter_blocks": ("filter_blocks", lambda t: mtd.filter_blocks(t, _labels(mtd, ["k"], [0]))),
+    "drop_empty_blocks": (
+        "drop_empty_blocks",
+        lambda t: mtd.drop_empty_blocks(mtd.slice(t, "samples", _labels(mtd, ["s"], [0]))),
+    ),
+    "empty_like": ("empty_like", mtd.empty_like),
+    "zeros_like": ("zeros_like", mtd.zeros_like),
+    "ones_like": ("ones_like", mtd.ones_like),
+    "random_uniform_like": ("random_uniform_like", mtd.random_uniform_like),
+    "join-samples": ("join", lambda t: mtd.join([t, t], "samples", add_dimension="j")),
+    "join-properties": ("join", lambda t: mtd.join([t, t], "properties", add_dimension="j")),
+    "join_blocks-samples": (
+        "join_blocks",
+        lambda t: mtd.join_blocks(list(t.blocks())[::2], "samples", add_dimension="j"),
+    ),
+    "join_blocks-properties": (
+        "join_blocks",
+        lambda t: mtd.join_blocks(list(t.blocks())[::2], "properties", add_dimension="j"),
+    ),
+    "keys_to_samples": ("keys_to_samples", lambda t: mtd.keys_to_samples(evens(t), "k")),
+    "keys_to_properties": ("keys_to_properties", lambda t: mtd.keys_to_properties(evens(t), "k")),
+    "make_contiguous": ("make_contiguous", mtd.make_contiguous),
+    "remove_gradients": ("remove_gradients", mtd.remove_gradients),
+    "requires_grad": ("requires_grad", lambda t: mtd.requires_grad(t, False)),
+    "slice-samples": ("slice", lambda t: mtd.slice(t, "samples", samples_selection())),
+    "slice-properties": ("slice", lambda t: mtd.slice(t, "properties", properties_selection())),
+    "sort": ("sort", mtd.sort),
+    "sort-descending": ("sort", lambda t: mtd.sort(t, descending=True)),
+    "sort-samples": ("sort", lambda t: mtd.sort(t, "samples")),
+    "split": (
+        "split",
+        lambda t: mtd.split(t, "samples", [samples_selection(), _labels(mtd, ["s"], [1])]),
+    ),
+    **{
+        f"{reduction}_over_{axis}": (
+            f"{reduction}_over_{axis}",
+            (lambda r, a: lambda t: getattr(mtd, f"{r}_over_{a}")(t, a[0]))(reduction, axis),
+        )
+        for reduction in ("sum", "mean", "var", "std")
+        for axis in ("samples", "properties")
+    },
+}
+
+#: operations that compute (a boolean, or an error): their compute must not grow
+COMPUTING: dict[str, Callable[[mtd.TensorMap, mtd.TensorMap], Any]] = {
+    "equal": mtd.equal,
+    "equal_raise": mtd.equal_raise,
+    "allclose": mtd.allclose,
+    "allclose_raise": mtd.allclose_raise,
+}
+
+#: operations that read metadata only: they must not compute at all
+METADATA_ONLY: dict[str, Callable[[mtd.TensorMap, mtd.TensorMap], Any]] = {
+    "equal_metadata": mtd.equal_metadata,
+    "equal_metadata_raise": mtd.equal_metadata_raise,
+    "is_contiguous": lambda t, _: mtd.is_contiguous(t),
+    "unique_metadata": lambda t, _: mtd.unique_metadata(t, "samples", "s"),
+}
+
+#: public names that are not counted, and why
+NOT_COUNTED = {
+    "one_hot": "takes Labels and gives a numpy array: no map, no graph",
+    "block_from_array": "makes one block: nothing grows with the blocks of a map",
+    "NotEqualError": "an exception class",
+    "annotations": "the `from __future__ import annotations` feature, not an operation",
+    "checks_enabled": "the checks switch: reads a flag",
+    "unsafe_enable_checks": "the checks switch: sets a flag",
+    "unsafe_disable_checks": "the checks switch: sets a flag",
+}
+
+
+def _block_form(name: str) -> bool:
+    """``*_block`` and ``*_block_raise`` forms act on one block: nothing grows with the
+    blocks of a map (their map forms are counted)."""
+    return name.endswith("_block") or name.endswith("_block_raise")
+
+
+def test_every_public_operation_is_counted_or_says_why_not():
+    public = {name for name in dir(mtd.operations) if not name.startswith("_")}
+    counted = {operation for operation, _ in MAP_OPERATIONS.values()}
+    listed = counted | set(COMPUTING) | set(METADATA_ONLY) | set(NOT_COUNTED)
+    assert sorted(public - listed - {n for n in public if _block_form(n)}) == []
+    assert sorted(listed - public) == []
+
+
+#: operations whose graphs still grow with the blocks, and from which source (fixed one
+#: by one)
+GROWING = {
+    *((case, source) for case in ("lstsq", "solve", "random_uniform_like") for source in SOURCES),
+    ("join_blocks-samples", "file"),
+    ("join_blocks-properties", "file"),
+}
+
+
+def _cases() -> list[Any]:
+    grows = pytest.mark.xfail(strict=True, reason="one task or more per block")
+    return [
+        pytest.param(case, source, marks=grows) if (case, source) in GROWING else (case, source)
+        for case in MAP_OPERATIONS
+        for source in SOURCES
+    ]
+
+
+@pytest.mark.parametrize(("case", "source"), _cases())
+def test_graph_does_not_grow_with_the_blocks(case, source, maps, files):
+    build = MAP_OPERATIONS[case][1]
+    counts = [tasks(build(ours(source, n, maps, files))) for n in SIZES]
+    assert counts[1] <= counts[0] + SLACK, counts
+
+
+def tasks_run(call: Callable[[], Any]) -> int:
+    """The tasks that ``call()`` runs (dask's synchronous scheduler)."""
+    run: list[Any] = []
+    with dask.config.set(scheduler="sync"), Callback(pretask=lambda key, *_: run.append(key)):
+        call()
+    return len(run)
+
+
+@pytest.mark.parametrize("source", ["file", "memory"])
+@pytest.mark.parametrize("name", list(COMPUTING))
+def test_comparisons_compute_a_graph_that_does_not_grow(name, source, maps, files):
+    counts = []
+    for n in SIZES:
+        t = ours(source, n, maps, files)
+        other = mtd.multiply(t, 1.0)
+        counts.append(tasks_run(functools.partial(COMPUTING[name], t, other)))
+    assert counts[1] <= counts[0] + SLACK, counts
+
+
+@pytest.mark.parametrize("source", ["file", "memory"])
+@pytest.mark.parametrize("name", list(METADATA_ONLY))
+def test_metadata_operations_do_not_compute(name, source, maps, files):
+    for n in SIZES:
+        t = ours(source, n, maps, files)
+        with raise_if_dask_computes():
+            METADATA_ONLY[name](t, t)
+
+
+# -- the operations grouped here give metatensor's results -----------------------------
+
+ORACLES = {
+    "sort": (mtd.sort, metatensor.sort),
+    "sort-descending": (
+        lambda t: mtd.sort(t, descending=True),
+        lambda t: metatensor.sort(t, descending=True),
+    ),
+    "sort-samples": (lambda t: mtd.sort(t, "samples"), lambda t: metatensor.sort(t, "samples")),
+    "sort-properties-descending": (
+        lambda t: mtd.sort(t, ["properties", "components"], descending=True),
+        lambda t: metatensor.sort(t, ["properties", "components"], descending=True),
+    ),
+    "lstsq": (
+        lambda t: mtd.lstsq(features(t), mtd.pow(features(t), 2), rcond=1e-12),
+        lambda t: metatensor.lstsq(
+            t.components_to_properties("c"),
+            metatensor.pow(t.components_to_properties("c"), 2),
+            rcond=1e-12,
+        ),
+    ),
+    "solve": (
+        lambda t: mtd.solve(square(t), mtd.remove_gradients(features(t))),
+        lambda t: metatensor.solve(
+            metatensor.slice(
+                metatensor.remove_gradients(t.components_to_properties("c")),
+                "properties",
+                _labels(metatensor, ["p", "c"], [[0, 0], [1, 0], [2, 0]]),
+            ),
+            metatensor.remove_gradients(t.components_to_properties("c")),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("source", ["file", "memory"])
+@pytest.mark.parametrize("case", list(ORACLES))
+def test_grouped_results_equal_metatensors(case, source, maps, files):
+    mine, theirs = ORACLES[case]
+    rtol = 1e-10 if case in ("lstsq", "solve") else 0.0
+    result = mine(ours(source, SIZES[0], maps, files))
+    assert_equal_to_metatensor(result, theirs(maps[SIZES[0]]), rtol=rtol)
+
+
+@pytest.mark.parametrize("case", list(ORACLES))
+def test_one_block_alone_equals_its_group(case, maps, files):
+    mine, theirs = ORACLES[case]
+    result = mine(ours("file", SIZES[0], maps, files))
+    expected = theirs(maps[SIZES[0]])
+    rtol = 1e-10 if case in ("lstsq", "solve") else 0.0
+    # the array of one block computed alone runs that block's call only
+    np.testing.assert_allclose(
+        result.block(7).values.compute(), expected.block(7).values, rtol=rtol, atol=0
+    )
+
+
+def test_random_uniform_like_draws_each_array_from_its_own_seed(maps, files):
+    t = ours("file", SIZES[0], maps, files)
+    np.random.seed(3)
+    first = mtd.random_uniform_like(t)
+    np.random.seed(3)
+    again = mtd.random_uniform_like(t).compute()
+    computed = first.compute()
+    values = [block.values for block in computed.blocks()]
+    assert all(np.array_equal(a.values, b) for a, b in zip(again.blocks(), values, strict=True))
+    # blocks differ from one another, each in [0, 1), gradients included
+    assert not np.array_equal(values[0], values[1])
+    gradients = [block.gradient("positions").values for block in computed.blocks()]
+    assert all(((0 <= v) & (v < 1)).all() for v in [*values, *gradients])
+    assert gradients[0].shape == (5, 3, 2, 4)
+    # one array computed alone is the same draw as in its group
+    np.testing.assert_array_equal(first.block(9).values.compute(), values[9])
