@@ -180,6 +180,12 @@ def _concatenated_call(func: Callable, counts: tuple[int, ...], kwargs: dict, *c
     return func(*arrays, **kwargs)
 
 
+def _keywords_call(*arguments: Any) -> Any:
+    """``func(*arrays, **kwargs)`` for the arguments ``(*arrays, func, kwargs)``."""
+    *arrays, func, kwargs = arguments
+    return func(*arrays, **kwargs)
+
+
 def combine_rows(
     func: Callable,
     arrays: Sequence[Any],
@@ -189,11 +195,16 @@ def combine_rows(
 ) -> Any:
     """``func(*arrays, **kwargs)`` as a single task whose inputs are the whole arrays
     (their row chunks concatenated inside the task); the result is one chunk of
-    ``shape``. For operations that need every row at once (``lstsq``, ``solve``)."""
+    ``shape``. For operations that need every row at once (``lstsq``, ``solve``).
+    Tiny single-chunk arrays give a grouped call (see :func:`tiny_groups`)."""
     kwargs = dict(kwargs or {})
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, **kwargs)
     arrays = [as_dask(a) for a in arrays]
+    groups = tiny_groups(arrays)
+    if groups is not None:
+        extra = (func, kwargs)
+        return groups.record(_task_name(func), _keywords_call, arrays, extra, shape, dtype)
     arrays = [row_chunked(a, a.chunks[0]) for a in arrays]
     token = _token(func, [a.name for a in arrays], sorted(kwargs.items()))
     prefix = _task_name(func)
