@@ -249,7 +249,6 @@ def test_every_public_operation_is_counted_or_says_why_not():
 #: operations whose graphs still grow with the blocks, and from which source (fixed one
 #: by one)
 GROWING = {
-    *(("random_uniform_like", source) for source in SOURCES),
     ("join_blocks-samples", "file"),
     ("join_blocks-properties", "file"),
 }
