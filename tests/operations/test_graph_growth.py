@@ -119,9 +119,9 @@ def properties_selection() -> mtd.Labels:
     return _labels(mtd, ["p"], [3, 1])
 
 
-def evens(t: mtd.TensorMap) -> mtd.TensorMap:
+def evens(t: Any, module: Any = mtd) -> Any:
     """The blocks of ``t`` with even keys (they have the same metadata)."""
-    return mtd.filter_blocks(t, _labels(mtd, ["k"], range(0, len(t), 2)))
+    return module.filter_blocks(t, _labels(module, ["k"], range(0, len(t), 2)))
 
 
 def with_dimension(t: mtd.TensorMap) -> mtd.TensorMap:
@@ -246,24 +246,8 @@ def test_every_public_operation_is_counted_or_says_why_not():
     assert sorted(listed - public) == []
 
 
-#: operations whose graphs still grow with the blocks, and from which source (fixed one
-#: by one)
-GROWING = {
-    ("join_blocks-samples", "file"),
-    ("join_blocks-properties", "file"),
-}
-
-
-def _cases() -> list[Any]:
-    grows = pytest.mark.xfail(strict=True, reason="one task or more per block")
-    return [
-        pytest.param(case, source, marks=grows) if (case, source) in GROWING else (case, source)
-        for case in MAP_OPERATIONS
-        for source in SOURCES
-    ]
-
-
-@pytest.mark.parametrize(("case", "source"), _cases())
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("case", list(MAP_OPERATIONS))
 def test_graph_does_not_grow_with_the_blocks(case, source, maps, files):
     build = MAP_OPERATIONS[case][1]
     counts = [tasks(build(ours(source, n, maps, files))) for n in SIZES]
@@ -370,3 +354,36 @@ def test_random_uniform_like_draws_each_array_from_its_own_seed(maps, files):
     assert gradients[0].shape == (5, 3, 2, 4)
     # one array computed alone is the same draw as in its group
     np.testing.assert_array_equal(first.block(9).values.compute(), values[9])
+
+
+# -- outputs beyond the chunk size: tasks follow the output chunks ----------------------
+
+MERGES = {
+    "keys_to_samples": (
+        lambda t: mtd.keys_to_samples(evens(t), "k"),
+        lambda t: evens(t, metatensor).keys_to_samples("k"),
+    ),
+    "keys_to_properties": (
+        lambda t: mtd.keys_to_properties(evens(t), "k"),
+        lambda t: evens(t, metatensor).keys_to_properties("k"),
+    ),
+    "join_blocks": (
+        lambda t: mtd.join_blocks(list(t.blocks())[::2], "samples", add_dimension="j"),
+        lambda t: metatensor.join_blocks(list(t.blocks())[::2], "samples", add_dimension="j"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MERGES))
+def test_merges_in_row_chunks_read_loaded_blocks_by_their_groups(case, maps, files):
+    mine, theirs = MERGES[case]
+    with dask.config.set({"metatensor_dask.chunk-size": "4KiB"}):
+        result = mine(ours("file", SIZES[1], maps, files))
+    # one task per output chunk (and one writing a few of them into one buffer), and
+    # the loaded groups: none per input block
+    assert tasks(result) <= result.npartitions + SLACK + 2
+    expected = theirs(maps[SIZES[1]])
+    if case == "join_blocks":
+        expected = metatensor.TensorMap(_labels(metatensor, ["_"], [0]), [expected])
+        result = mtd.TensorMap(_labels(mtd, ["_"], [0]), [result])
+    assert_equal_to_metatensor(result, expected)
