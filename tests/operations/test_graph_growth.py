@@ -387,3 +387,53 @@ def test_merges_in_row_chunks_read_loaded_blocks_by_their_groups(case, maps, fil
         expected = metatensor.TensorMap(_labels(metatensor, ["_"], [0]), [expected])
         result = mtd.TensorMap(_labels(mtd, ["_"], [0]), [result])
     assert_equal_to_metatensor(result, expected)
+
+
+# -- join keeps the inputs' chunks: its memory does not follow the chunk-size setting --
+
+
+def chunked_file(directory: Any) -> tuple[metatensor.TensorMap, str]:
+    """A map of one block of 600 samples (a gradient of 2 rows per sample), saved."""
+    rng = np.random.default_rng(5)
+    n = 600
+    block = metatensor.TensorBlock(
+        rng.random((n, 20)),
+        _labels(metatensor, ["s"], range(n)),
+        [],
+        _labels(metatensor, ["p"], range(20)),
+    )
+    rows = np.stack([np.repeat(np.arange(n), 2), np.tile([0, 1], n)], axis=1)
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.random((2 * n, 3, 20)),
+            _labels(metatensor, ["sample", "atom"], rows),
+            [_labels(metatensor, ["xyz"], [0, 1, 2])],
+            _labels(metatensor, ["p"], range(20)),
+        ),
+    )
+    theirs = metatensor.TensorMap(_labels(metatensor, ["k"], [0]), [block])
+    path = str(directory / "chunked.mts")
+    metatensor.save(path, theirs)
+    return theirs, path
+
+
+def test_join_merges_chunks_up_to_the_inputs_largest_only(tmp_path):
+    theirs, path = chunked_file(tmp_path)
+    loaded = mtd.load(path, chunks="16KiB")
+    largest = max(loaded.block(0).values.chunks[0])
+    gradient_largest = max(loaded.block(0).gradient("positions").values.chunks[0])
+    assert len(loaded.block(0).values.chunks[0]) > 4
+    with dask.config.set({"metatensor_dask.chunk-size": "64MiB"}):
+        result = mtd.join([loaded, loaded], "samples", add_dimension="j")
+    block = result.block(0)
+    assert max(block.values.chunks[0]) <= largest
+    assert max(block.gradient("positions").values.chunks[0]) <= gradient_largest
+    # gradients stay co-partitioned with the values
+    pointer = block.gradient("positions").row_pointer
+    assert pointer is not None
+    value_ends = np.cumsum(block.values.chunks[0])
+    gradient_ends = np.cumsum(block.gradient("positions").values.chunks[0])
+    np.testing.assert_array_equal(pointer[value_ends], gradient_ends)
+    expected = metatensor.join([theirs, theirs], "samples", add_dimension="j")
+    assert_equal_to_metatensor(result, expected)

@@ -13,7 +13,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .. import config
 from .._gc import without_collector
 from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock, as_block_array
@@ -40,11 +39,11 @@ __all__ = ["join", "join_blocks"]
 
 
 def _row_limit(arrays: list[da.Array]) -> int:
-    """Rows per merged chunk: the configured chunk size, or the inputs' largest chunk."""
-    target = config.chunk_size()
-    largest = max([1, *(c for a in arrays for c in a.chunks[0])])
-    row_bytes = max(1, int(np.prod(arrays[0].shape[1:])) * arrays[0].dtype.itemsize)
-    return max(largest, target // row_bytes)
+    """Rows per merged chunk: the inputs' largest chunk. Small neighbouring chunks are
+    merged up to it, never beyond, so that a task holds no more than an input chunk
+    (merging up to the configured chunk size made the peak memory follow that setting
+    instead of the inputs)."""
+    return max([1, *(c for a in arrays for c in a.chunks[0])])
 
 
 def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
