@@ -25,6 +25,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
+    lazy_arrays,
     take_rows,
 )
 from ._placement import Placement, assembled
@@ -491,7 +492,7 @@ def join(
         )
     if len(tensors) == 1:
         return tensors[0]
-    keys, per_key = _aligned_keys(list(tensors), axis, different_keys)
+    keys, per_key = _aligned_keys([lazy_arrays(t) for t in tensors], axis, different_keys)
     if axis == "samples":
         names = {tuple(t.sample_names) for t in tensors if len(t)}
         if len(names) > 1:
@@ -544,6 +545,7 @@ def join_blocks(
         raise ValueError(
             "Only `'properties'` or `'samples'` are valid values for the `axis` parameter"
         )
+    blocks = [lazy_arrays(block) for block in blocks]
     if axis == "samples":
         if len({tuple(b.samples.names) for b in blocks}) > 1:
             raise ValueError(
@@ -551,5 +553,5 @@ def join_blocks(
                 "along samples with different sample names will lose information and is "
                 "not supported."
             )
-        return _join_samples(list(blocks), "join_blocks", add_dimension)
-    return _join_properties(list(blocks), "join_blocks", add_dimension)
+        return _join_samples(blocks, "join_blocks", add_dimension)
+    return _join_properties(blocks, "join_blocks", add_dimension)

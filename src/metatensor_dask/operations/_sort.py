@@ -17,6 +17,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     gradient_chunks_for,
     inverse_permutation,
+    lazy_arrays,
     lexsort_rows,
     take_rows,
 )
@@ -222,6 +223,7 @@ def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = Fa
     _check_block_axes(axes_list)
     _check_descending(descending)
     descending = bool(descending)
+    tensor = lazy_arrays(tensor)
     if sort_keys:
         keys, order = _sorted_labels(tensor.keys, descending)
     else:
