@@ -443,3 +443,35 @@ def test_join_merges_chunks_up_to_the_inputs_largest_only(tmp_path):
     np.testing.assert_array_equal(pointer[value_ends], gradient_ends)
     expected = metatensor.join([theirs, theirs], "samples", add_dimension="j")
     assert_equal_to_metatensor(result, expected)
+
+
+# -- a lazy map with a computed one ------------------------------------------------------
+
+MIXED = {
+    "add": (mtd.add, metatensor.add),
+    "subtract": (mtd.subtract, metatensor.subtract),
+    "multiply": (mtd.multiply, metatensor.multiply),
+    "divide": (mtd.divide, metatensor.divide),
+    "dot": (
+        lambda a, b: mtd.dot(features(a), mtd.remove_gradients(features(b))),
+        lambda a, b: metatensor.dot(
+            a.components_to_properties("c"),
+            metatensor.remove_gradients(b.components_to_properties("c")),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_a_lazy_map_with_a_computed_one_groups_tiny_blocks(name, maps, files):
+    mine, theirs = MIXED[name]
+    counts = []
+    for n in SIZES:
+        lazy = ours("file", n, maps, files)
+        counts.append(tasks(mine(lazy, lazy.compute())))
+    assert counts[1] <= counts[0] + SLACK, counts
+    lazy = ours("file", SIZES[0], maps, files)
+    result = mine(lazy.compute(), lazy)
+    assert tasks(result) <= counts[0]
+    expected = theirs(maps[SIZES[0]], maps[SIZES[0]])
+    assert_equal_to_metatensor(result, expected, rtol=1e-13 if name == "dot" else 0.0)

@@ -127,12 +127,14 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     """
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, *constants)
+    # computed operands next to lazy ones: single-chunk arrays holding them, which
+    # grouped tasks read directly
+    arrays = [as_dask(a) for a in arrays]
     groups = tiny_groups(arrays)
     if groups is not None:
         dtype = result_dtype(func, arrays, constants)
         shape = single_chunk_shape(arrays[0])
         return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
-    arrays = [as_dask(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
         a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays[1:]
@@ -289,6 +291,10 @@ def gradient_rows(
     if not any(is_lazy(a) for a in [*values, *gradients]):
         index = block.gradient(parameter).samples.column("sample")
         return kernel(*values, *gradients, index, *constants)
+    # computed operands next to lazy ones: single-chunk arrays holding them (see
+    # `elementwise`)
+    values = [as_dask(v) for v in values]
+    gradients = [as_dask(g) for g in gradients]
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
@@ -307,11 +313,9 @@ def gradient_rows(
             index = _rows_of_pointer(np.ascontiguousarray(pointer, np.int64).tobytes())
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
-    values = [as_dask(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
         row_chunked(v, values[0].chunks[0]) for v in values[1:]
     ]
-    gradients = [as_dask(g) for g in gradients]
     dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
     value_chunks = values[0].chunks[0]
     pointer = block_row_pointer(block, parameter)
