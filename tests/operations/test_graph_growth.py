@@ -475,3 +475,22 @@ def test_a_lazy_map_with_a_computed_one_groups_tiny_blocks(name, maps, files):
     assert tasks(result) <= counts[0]
     expected = theirs(maps[SIZES[0]], maps[SIZES[0]])
     assert_equal_to_metatensor(result, expected, rtol=1e-13 if name == "dot" else 0.0)
+
+
+# -- TensorMap.to ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_casting_a_map_groups_tiny_blocks(source, maps, files):
+    counts = [tasks(ours(source, n, maps, files).to(dtype=np.float32)) for n in SIZES]
+    assert counts[1] <= counts[0] + SLACK, counts
+    t = ours(source, SIZES[0], maps, files)
+    t.set_info("origin", "tiny")
+    result = t.to(np.float32)
+    assert result.info() == {"origin": "tiny"}
+    expected = maps[SIZES[0]].to(dtype=np.float32)
+    expected.set_info("origin", "tiny")
+    assert_equal_to_metatensor(result, expected)
+    # arrays of the dtype already are kept as they are
+    same = t.to(dtype=np.float64)
+    assert same.block(3)._held_values() is t.block(3)._held_values()
