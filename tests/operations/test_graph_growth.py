@@ -494,3 +494,25 @@ def test_casting_a_map_groups_tiny_blocks(source, maps, files):
     # arrays of the dtype already are kept as they are
     same = t.to(dtype=np.float64)
     assert same.block(3)._held_values() is t.block(3)._held_values()
+
+
+# -- a persisted map ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["multiply", "sum_over_samples", "sort", "keys_to_samples"])
+def test_operations_on_a_persisted_loaded_map_read_its_groups(case, maps, files):
+    build = MAP_OPERATIONS[case][1]
+    counts = []
+    for n in SIZES:
+        persisted = ours("file", n, maps, files).persist()
+        assert tasks(persisted) == 0
+        counts.append(tasks(build(persisted)))
+    assert counts[1] <= counts[0] + SLACK, counts
+    persisted = ours("file", SIZES[0], maps, files).persist()
+    expected = build(mtd.from_metatensor(maps[SIZES[0]])).compute()
+    result = build(persisted)
+    assert_equal_to_metatensor(result, mtd.to_metatensor(expected))
+    # one array alone is its item of the persisted group
+    np.testing.assert_array_equal(
+        persisted.block(4).values.compute(), maps[SIZES[0]].block(4).values
+    )
