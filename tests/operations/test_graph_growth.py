@@ -516,3 +516,11 @@ def test_operations_on_a_persisted_loaded_map_read_its_groups(case, maps, files)
     np.testing.assert_array_equal(
         persisted.block(4).values.compute(), maps[SIZES[0]].block(4).values
     )
+
+
+def test_sort_of_something_else_than_a_map_fails_as_metatensors():
+    with pytest.raises(AttributeError) as theirs:
+        metatensor.sort(3)
+    with pytest.raises(AttributeError) as mine:
+        mtd.sort(3)
+    assert str(mine.value) == str(theirs.value)

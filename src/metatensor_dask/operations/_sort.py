@@ -223,11 +223,11 @@ def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = Fa
     _check_block_axes(axes_list)
     _check_descending(descending)
     descending = bool(descending)
-    tensor = lazy_arrays(tensor)
     if sort_keys:
         keys, order = _sorted_labels(tensor.keys, descending)
     else:
         keys, order = tensor.keys, np.arange(len(tensor))
+    tensor = lazy_arrays(tensor)
     return grouped(
         keys,
         lambda: [_sort_one(tensor.block_by_id(int(i)), axes_list, descending) for i in order],
