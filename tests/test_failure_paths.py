@@ -184,9 +184,16 @@ def _holder_pid(store: Path) -> int | None:
         return None
 
 
-def _killed(kind: str, store: Path, source: Path | None = None, append: bool = False) -> None:
+def _killed(
+    kind: str,
+    store: Path,
+    source: Path | None = None,
+    append: bool = False,
+    after: str | None = None,
+) -> None:
     """Run the writer ``kind`` of ``store`` and kill it (SIGKILL) once it holds the lock
-    (and, with ``append``, once it recorded its append)."""
+    (and, with ``append``, once it recorded its append; with ``after``, once it wrote
+    that path of the store)."""
     arguments = [kind, str(store), str(source), str(Path(__file__).parent)]
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, *arguments],
@@ -199,7 +206,11 @@ def _killed(kind: str, store: Path, source: Path | None = None, append: bool = F
         assert line.strip() == "ready", line + process.stdout.read()
         deadline = time.monotonic() + 60
         record = store / ".progress" / "append.json"
-        while _holder_pid(store) != process.pid or (append and not record.exists()):
+        while (
+            _holder_pid(store) != process.pid
+            or (append and not record.exists())
+            or (after is not None and not (store / after).exists())
+        ):
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline
             time.sleep(0.002)
@@ -280,3 +291,19 @@ def test_a_killed_discard_append_names_itself(tmp_path):
     assert "call discard_append again" in message
     assert mtd.discard_append(store)
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map())
+
+
+def test_a_discarded_first_append_leaves_the_location_as_before(tmp_path):
+    """An append that creates the store, killed while it stored rows (before its root):
+    ``discard_append`` removes what it wrote, as its refusals say, rather than finding
+    no store; the location is then empty, and the append can run again."""
+    store, source = tmp_path / "new.zarr", tmp_path / "source.mts"
+    metatensor.save(source, _map(10))
+    _killed("convert", store, source, append=True, after="blocks")
+    with pytest.raises(mtd.MetatensorDaskError, match="discard_append"):
+        mtd.from_metatensor(_map(10)).to_zarr(store, append_dim="samples", resume=False)
+    assert mtd.discard_append(store)
+    assert sorted(path.name for path in store.iterdir()) == []
+    command = ["convert", str(source), str(store), "--append", "--quiet"]
+    assert main(command) == 0
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map(10))
