@@ -307,3 +307,54 @@ def test_a_discarded_first_append_leaves_the_location_as_before(tmp_path):
     command = ["convert", str(source), str(store), "--append", "--quiet"]
     assert main(command) == 0
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map(10))
+
+
+# -- write_batches given batches it can not store -----------------------------------------
+
+
+def _returns_a_dict(items: list[int]):
+    return {"items": items}
+
+
+def _returns_a_block(items: list[int]):
+    return _map(items[0]).block(0)
+
+
+def _other_properties_later(items: list[int]) -> metatensor.TensorMap:
+    tensor = _map(items[0])
+    if items[0] >= 4:
+        tensor = metatensor.rename_dimension(tensor, "properties", "n", "other")
+    return tensor
+
+
+def _no_gradient_later(items: list[int]) -> metatensor.TensorMap:
+    tensor = _map(items[0])
+    return metatensor.remove_gradients(tensor) if items[0] >= 4 else tensor
+
+
+@pytest.mark.parametrize(
+    ("function", "failing", "message"),
+    [
+        (_returns_a_dict, 0, "returned a dict for batch 0 .*must return a .*TensorMap"),
+        (_returns_a_block, 0, "returned a TensorBlock for batch 0"),
+        (_other_properties_later, 2, "other properties than the stored ones"),
+        (_no_gradient_later, 2, r"has the gradients \[\], the store \['positions'\]"),
+    ],
+)
+def test_batches_that_can_not_be_stored_stop_the_run_resumably(
+    tmp_path, function, failing, message
+):
+    """A batch that is no TensorMap, or that another batch's metadata forbids, stops the
+    run with an error naming it and its first item; the batches before it stay, the lock
+    is released, and the run resumes with a function that works."""
+    store = tmp_path / "batches.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=message) as error:
+        mtd.write_batches(function, range(8), store, batch_size=2, renumber=None, quiet=True)
+    text = str(error.value)
+    assert f"batch {failing} (items {2 * failing} to {2 * failing + 1}" in text
+    assert "write_batches(..., resume=True)" in text
+    assert not (store / ".lock").exists()
+    mtd.write_batches(
+        lambda items: _map(items[0]), range(8), store, batch_size=2, renumber=None, resume=True
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 2, 4, 6))
