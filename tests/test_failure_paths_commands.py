@@ -139,18 +139,20 @@ def test_a_failed_pipeline_releases_its_lock(tmp_path, capsys):
 
 # -- writers killed: the lock they leave names them and their remedy --------------------
 
-#: A writer of ``store`` to be killed (``python -c WRITER kind store [source]``): it
-#: prints ``ready`` once imported, then writes slowly (a dask callback sleeps before
-#: each task, a batch sleeps, discard_append sleeps once it holds the lock).
+#: A writer of ``store`` to be killed (``python -c WRITER kind store source folder
+#: module``, the last two naming this module): it prints ``ready`` once imported, then
+#: writes slowly (a dask callback sleeps before each task, a batch sleeps,
+#: discard_append sleeps once it holds the lock).
 WRITER = """
-import sys, time
+import importlib, sys, time
 import dask
 from dask.callbacks import Callback
 import metatensor
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
 sys.path.insert(0, sys.argv[4])
-from test_failure_paths import _map, slow_batch
+tests = importlib.import_module(sys.argv[5])
+_map, slow_batch = tests._map, tests.slow_batch
 
 kind, store, source = sys.argv[1:4]
 print("ready", flush=True)
@@ -194,7 +196,8 @@ def _killed(
     """Run the writer ``kind`` of ``store`` and kill it (SIGKILL) once it holds the lock
     (and, with ``append``, once it recorded its append; with ``after``, once it wrote
     that path of the store)."""
-    arguments = [kind, str(store), str(source), str(Path(__file__).parent)]
+    here = Path(__file__)
+    arguments = [kind, str(store), str(source), str(here.parent), here.stem]
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, *arguments],
         stdout=subprocess.PIPE,
