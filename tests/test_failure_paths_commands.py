@@ -139,18 +139,20 @@ def test_a_failed_pipeline_releases_its_lock(tmp_path, capsys):
 
 # -- writers killed: the lock they leave names them and their remedy --------------------
 
-#: A writer of ``store`` to be killed (``python -c WRITER kind store [source]``): it
-#: prints ``ready`` once imported, then writes slowly (a dask callback sleeps before
-#: each task, a batch sleeps, discard_append sleeps once it holds the lock).
+#: A writer of ``store`` to be killed (``python -c WRITER kind store source folder
+#: module``, the last two naming this module): it prints ``ready`` once imported, then
+#: writes slowly (a dask callback sleeps before each task, a batch sleeps,
+#: discard_append sleeps once it holds the lock).
 WRITER = """
-import sys, time
+import importlib, sys, time
 import dask
 from dask.callbacks import Callback
 import metatensor
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
 sys.path.insert(0, sys.argv[4])
-from test_failure_paths import _map, slow_batch
+tests = importlib.import_module(sys.argv[5])
+_map, slow_batch = tests._map, tests.slow_batch
 
 kind, store, source = sys.argv[1:4]
 print("ready", flush=True)
@@ -184,10 +186,18 @@ def _holder_pid(store: Path) -> int | None:
         return None
 
 
-def _killed(kind: str, store: Path, source: Path | None = None, append: bool = False) -> None:
+def _killed(
+    kind: str,
+    store: Path,
+    source: Path | None = None,
+    append: bool = False,
+    after: str | None = None,
+) -> None:
     """Run the writer ``kind`` of ``store`` and kill it (SIGKILL) once it holds the lock
-    (and, with ``append``, once it recorded its append)."""
-    arguments = [kind, str(store), str(source), str(Path(__file__).parent)]
+    (and, with ``append``, once it recorded its append; with ``after``, once it wrote
+    that path of the store)."""
+    here = Path(__file__)
+    arguments = [kind, str(store), str(source), str(here.parent), here.stem]
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, *arguments],
         stdout=subprocess.PIPE,
@@ -199,7 +209,11 @@ def _killed(kind: str, store: Path, source: Path | None = None, append: bool = F
         assert line.strip() == "ready", line + process.stdout.read()
         deadline = time.monotonic() + 60
         record = store / ".progress" / "append.json"
-        while _holder_pid(store) != process.pid or (append and not record.exists()):
+        while (
+            _holder_pid(store) != process.pid
+            or (append and not record.exists())
+            or (after is not None and not (store / after).exists())
+        ):
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline
             time.sleep(0.002)
@@ -280,3 +294,70 @@ def test_a_killed_discard_append_names_itself(tmp_path):
     assert "call discard_append again" in message
     assert mtd.discard_append(store)
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map())
+
+
+def test_a_discarded_first_append_leaves_the_location_as_before(tmp_path):
+    """An append that creates the store, killed while it stored rows (before its root):
+    ``discard_append`` removes what it wrote, as its refusals say, rather than finding
+    no store; the location is then empty, and the append can run again."""
+    store, source = tmp_path / "new.zarr", tmp_path / "source.mts"
+    metatensor.save(source, _map(10))
+    _killed("convert", store, source, append=True, after="blocks")
+    with pytest.raises(mtd.MetatensorDaskError, match="discard_append"):
+        mtd.from_metatensor(_map(10)).to_zarr(store, append_dim="samples", resume=False)
+    assert mtd.discard_append(store)
+    assert sorted(path.name for path in store.iterdir()) == []
+    command = ["convert", str(source), str(store), "--append", "--quiet"]
+    assert main(command) == 0
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _map(10))
+
+
+# -- write_batches given batches it can not store -----------------------------------------
+
+
+def _returns_a_dict(items: list[int]):
+    return {"items": items}
+
+
+def _returns_a_block(items: list[int]):
+    return _map(items[0]).block(0)
+
+
+def _other_properties_later(items: list[int]) -> metatensor.TensorMap:
+    tensor = _map(items[0])
+    if items[0] >= 4:
+        tensor = metatensor.rename_dimension(tensor, "properties", "n", "other")
+    return tensor
+
+
+def _no_gradient_later(items: list[int]) -> metatensor.TensorMap:
+    tensor = _map(items[0])
+    return metatensor.remove_gradients(tensor) if items[0] >= 4 else tensor
+
+
+@pytest.mark.parametrize(
+    ("function", "failing", "message"),
+    [
+        (_returns_a_dict, 0, "returned a dict for batch 0 .*must return a .*TensorMap"),
+        (_returns_a_block, 0, "returned a TensorBlock for batch 0"),
+        (_other_properties_later, 2, "other properties than the stored ones"),
+        (_no_gradient_later, 2, r"has the gradients \[\], the store \['positions'\]"),
+    ],
+)
+def test_batches_that_can_not_be_stored_stop_the_run_resumably(
+    tmp_path, function, failing, message
+):
+    """A batch that is no TensorMap, or that another batch's metadata forbids, stops the
+    run with an error naming it and its first item; the batches before it stay, the lock
+    is released, and the run resumes with a function that works."""
+    store = tmp_path / "batches.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=message) as error:
+        mtd.write_batches(function, range(8), store, batch_size=2, renumber=None, quiet=True)
+    text = str(error.value)
+    assert f"batch {failing} (items {2 * failing} to {2 * failing + 1}" in text
+    assert "write_batches(..., resume=True)" in text
+    assert not (store / ".lock").exists()
+    mtd.write_batches(
+        lambda items: _map(items[0]), range(8), store, batch_size=2, renumber=None, resume=True
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 2, 4, 6))

@@ -247,9 +247,10 @@ def _convert(args: argparse.Namespace) -> int:
             except StoreLockedError:
                 raise
             except MetatensorDaskError as error:
-                if not args.resume:
+                if not args.resume and "resume=True" not in str(error):
                     raise
-                raise MetatensorDaskError(_resume_refused(destination, error, True)) from error
+                message = _resume_refused(destination, error, True, args.resume)
+                raise MetatensorDaskError(message) from error
             _compute(delayed, where.client, args.quiet)
         else:
             mode = "w" if args.overwrite else "w-"
@@ -262,7 +263,8 @@ def _convert(args: argparse.Namespace) -> int:
             except MetatensorDaskError as error:
                 if not args.resume:
                     raise
-                raise MetatensorDaskError(_resume_refused(destination, error, False)) from error
+                message = _resume_refused(destination, error, False, True)
+                raise MetatensorDaskError(message) from error
             _compute(delayed, where.client, args.quiet)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
@@ -270,10 +272,12 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resume_refused(destination: str, error: MetatensorDaskError, append: bool) -> str:
-    """The message of a ``convert --resume`` (``append``: with ``--append``) that
-    ``to_zarr`` refused, with the remedies of the command line where ``to_zarr`` names
-    its own (``resume=True``, ``mode='w'``)."""
+def _resume_refused(
+    destination: str, error: MetatensorDaskError, append: bool, resuming: bool
+) -> str:
+    """The message of a ``convert`` (``append``: with ``--append``; ``resuming``: with
+    ``--resume``) that ``to_zarr`` refused, with the remedies of the command line where
+    ``to_zarr`` names its own (``resume=True``, ``mode='w'``)."""
     if append:
         remedy = (
             "--resume finishes the interrupted append given the same sources, --renumber "
@@ -281,10 +285,11 @@ def _resume_refused(destination: str, error: MetatensorDaskError, append: bool) 
         )
     else:
         remedy = "run the convert with --overwrite instead of --resume to write it again"
+    action = "resume" if resuming else "append to"
     return (
-        f"cannot resume {destination}: {describe(error)}; from the command line, {remedy} "
-        "(a metatensor file written again since the interrupted convert is another "
-        "source, even with the same content)"
+        f"cannot {action} {destination}: {describe(error)}; from the command line, "
+        f"{remedy} (a metatensor file written again since the interrupted convert is "
+        "another source, even with the same content)"
     )
 
 
