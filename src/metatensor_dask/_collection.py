@@ -277,7 +277,7 @@ class ArrayContainer(DaskMethodsMixin):
     def _rebuild(self, dsk: Any, plan: list[Any], rename: Any = None) -> Any:
         rename = rename or {}
         arrays = []
-        persisted_groups: dict[Any, dict] = {}
+        persisted_groups: dict[Any, Any] = {}
         for kind, func, args, keys in plan:
             if kind == "data":
                 arrays.append(func)
@@ -293,17 +293,20 @@ class ArrayContainer(DaskMethodsMixin):
 
 
 def _persisted_item(
-    item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, dict]
-) -> da.Array:
-    """``item`` as a dask array over the persisted result of its group (shared by the
-    items of that group). Its name is not the item's own: a scheduler that computed the
-    item's own task under that key (distributed remembers it while a result that needed
-    it is held) would be given another task for the same key, which distributed warns
-    may cause failures and deadlocks."""
+    item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, Any]
+) -> GroupItem:
+    """``item`` as an item of the persisted result of its group (a graph of that result
+    alone, shared by the items of the group): operations on the persisted map then read
+    the group's result, as they read a group not persisted, where an array per item
+    made one task per block. The array of the item alone is named apart from the
+    item's own: a scheduler that computed the item's own task under that key
+    (distributed remembers it while a result that needed it is held) would be given
+    another task for the same key, which distributed warns may cause failures and
+    deadlocks."""
     group_key = rename.get(item.group_key, item.group_key)
     if group_key not in persisted_groups:
-        persisted_groups[group_key] = {group_key: dsk[group_key]}
+        persisted_groups[group_key] = _graph.group_layer({group_key: dsk[group_key]})
     name = f"{rename.get(item.call[0], item.call[0])}-persisted"
-    arguments = (_graph.ref(group_key), item.position)
-    group = (group_key, persisted_groups[group_key])
-    return _graph.item_array(name, _pick, arguments, group, item.shape, item.dtype)
+    call = (name, _pick, (_graph.ref(group_key), item.position))
+    layer = persisted_groups[group_key]
+    return GroupItem(group_key, layer, item.position, item.shape, item.dtype, call)

@@ -329,6 +329,11 @@ class TensorMap(ArrayContainer):
         from ._to_arguments import to_arguments
 
         dtype = to_arguments("`TensorMap.to`", args, kwargs)
+        if dtype is not None:
+            # tiny blocks are cast by a few grouped tasks
+            from .operations._cast import cast
+
+            return cast(self, dtype)
         blocks = [b.to(dtype=dtype) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 

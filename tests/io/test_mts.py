@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -772,8 +773,15 @@ def test_member_past_the_end_of_the_file(tmp_path):
     record = data.rfind(b"PK\x01\x02")
     data[record + 20 : record + 28] = (10**6).to_bytes(4, "little") * 2
     (tmp_path / "short.mts").write_bytes(bytes(data))
+    # its local header says otherwise: damage
+    with pytest.raises(mtd.DamagedFileError, match="disagree on its sizes"):
+        mtd.load(tmp_path / "short.mts")
+    # both say so
+    (local,) = struct.unpack_from("<I", data, record + 42)
+    data[local + 18 : local + 26] = (10**6).to_bytes(4, "little") * 2
+    (tmp_path / "short.mts").write_bytes(bytes(data))
     with pytest.raises(
-        mtd.MetatensorError, match="extends past the end of the file, which is truncated"
+        mtd.DamagedFileError, match="extends past the end of the file, which is truncated"
     ):
         mtd.load(tmp_path / "short.mts")
 

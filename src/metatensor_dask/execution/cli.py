@@ -172,6 +172,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from ..io._lock import locked_as, released_on_failure
     from .pipeline import is_metatensor_file, open_tensor, same_local_path
     from .progress import Reporter
 
@@ -211,7 +212,13 @@ def _convert(args: argparse.Namespace) -> int:
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
-    with dask.config.set(settings), _execution(args) as where:
+    command = "metatensor-dask convert" + (" --append" if args.append else "")
+    with (
+        dask.config.set(settings),
+        _execution(args) as where,
+        released_on_failure(),
+        locked_as(command),
+    ):
         tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
         reporter.step(f"converting {', '.join(sources)} -> {destination} on {where.description}")
         if to_file:
@@ -227,19 +234,37 @@ def _convert(args: argparse.Namespace) -> int:
             renumber: dict[str, int | str] | None = (
                 None if args.renumber is None else {args.renumber: "next"}
             )
-            # --chunks also sizes the blocks an append creates (kept as they grow)
-            delayed = tensor.to_zarr(
-                destination,
-                append_dim="samples",
-                renumber=renumber,
-                chunks=args.chunks,
-                compute=False,
-                resume=args.resume,
-            )
+            try:
+                # --chunks also sizes the blocks an append creates (kept as they grow)
+                delayed = tensor.to_zarr(
+                    destination,
+                    append_dim="samples",
+                    renumber=renumber,
+                    chunks=args.chunks,
+                    compute=False,
+                    resume=args.resume,
+                )
+            except StoreLockedError:
+                raise
+            except MetatensorDaskError as error:
+                if not args.resume and "resume=True" not in str(error):
+                    raise
+                message = _resume_refused(destination, error, True, args.resume)
+                raise MetatensorDaskError(message) from error
             _compute(delayed, where.client, args.quiet)
         else:
             mode = "w" if args.overwrite else "w-"
-            delayed = tensors[0].to_zarr(destination, mode=mode, compute=False, resume=args.resume)
+            try:
+                delayed = tensors[0].to_zarr(
+                    destination, mode=mode, compute=False, resume=args.resume
+                )
+            except StoreLockedError:
+                raise
+            except MetatensorDaskError as error:
+                if not args.resume:
+                    raise
+                message = _resume_refused(destination, error, False, True)
+                raise MetatensorDaskError(message) from error
             _compute(delayed, where.client, args.quiet)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
@@ -247,14 +272,40 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_refused(
+    destination: str, error: MetatensorDaskError, append: bool, resuming: bool
+) -> str:
+    """The message of a ``convert`` (``append``: with ``--append``; ``resuming``: with
+    ``--resume``) that ``to_zarr`` refused, with the remedies of the command line where
+    ``to_zarr`` names its own (``resume=True``, ``mode='w'``)."""
+    if append:
+        remedy = (
+            "--resume finishes the interrupted append given the same sources, --renumber "
+            "and --chunks; metatensor_dask.discard_append gives it up"
+        )
+    else:
+        remedy = "run the convert with --overwrite instead of --resume to write it again"
+    action = "resume" if resuming else "append to"
+    return (
+        f"cannot {action} {destination}: {describe(error)}; from the command line, "
+        f"{remedy} (a metatensor file written again since the interrupted convert is "
+        "another source, even with the same content)"
+    )
+
+
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    from ..io._lock import locked_as, released_on_failure
     from .pipeline import PipelineError
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
     pipeline.check_paths(resume=args.resume)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
-    with _execution(args) as where:
+    with (
+        _execution(args) as where,
+        released_on_failure(),
+        locked_as(f"metatensor-dask {args.command}"),
+    ):
         result = pipeline.build()
         reporter.step(
             f"{'resuming' if resuming else 'writing'} {pipeline.output} "

@@ -20,6 +20,8 @@ get a :class:`StoreLockedError` saying how to proceed.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import getpass
 import json
 import os
@@ -27,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,13 +39,14 @@ from dask.utils import parse_timedelta
 from .. import config
 from ..errors import MetatensorDaskError, StoreLockedError
 from ._zarr_internals import sync
+from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
 from .zarr_store import get_many, set_many
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "timeout"]
+__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "locked_as", "released_on_failure", "timeout"]
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
@@ -50,6 +54,14 @@ LOCK_KEY = ".lock"
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
 _DELAYED: dict[str, StoreLock] = {}
+#: The command that takes the locks of this context (see :func:`locked_as`).
+_COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "metatensor_dask_lock_command", default="to_zarr"
+)
+#: The locks handed over inside :func:`released_on_failure` (``None`` outside).
+_WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVar(
+    "metatensor_dask_watched_locks", default=None
+)
 
 
 def timeout() -> float:
@@ -77,6 +89,9 @@ class Holder:
     start: float
     heartbeat: float
     write_id: str
+    command: str = "to_zarr"
+    """What writes: ``to_zarr`` (also the lock files written before the command was
+    recorded), ``write_batches``, ``discard_append`` or a command line."""
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
@@ -92,8 +107,9 @@ class Holder:
                 float(fields["start"]),
                 float(fields["heartbeat"]),
                 str(fields["write_id"]),
+                str(fields.get("command", "to_zarr")),
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
     def encode(self) -> bytes:
@@ -103,8 +119,46 @@ class Holder:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.start))
         age = max(time.time() - self.heartbeat, 0.0)
         return (
-            f"user {self.owner} on host {self.host}, pid {self.pid}, started {started}, "
-            f"last heartbeat {age:.0f} s ago"
+            f"{self.command} of user {self.owner} on host {self.host}, pid {self.pid}, "
+            f"started {started}, last heartbeat {age:.0f} s ago"
+        )
+
+    def remedy(self, appending: bool) -> str:
+        """How to finish (or give up) the write of this holder, once it is gone;
+        ``appending``: the store records an interrupted append."""
+        if self.command == "write_batches":
+            return (
+                "to finish its run call write_batches(..., resume=True) with the same "
+                "function, items, batch_size and run_id, which takes the lock over and "
+                "continues after the last committed batch"
+            )
+        if self.command == "discard_append":
+            return (
+                "call discard_append again to finish giving the append up, or finish the "
+                "append with to_zarr(..., append_dim='samples', resume=True) and its "
+                "tensor; both take the lock over"
+            )
+        if self.command.startswith("metatensor-dask "):
+            if self.command.endswith("--append"):
+                other = "to give it up call metatensor_dask.discard_append on the store"
+            elif self.command.startswith("metatensor-dask convert"):
+                other = "to start over run it with --overwrite"
+            else:
+                other = "to start over delete the store"
+            return (
+                f"to finish its write run the same command ({self.command}) with "
+                f"--resume, {other}; both take the lock over"
+            )
+        if appending:
+            return (
+                "to finish its append pass to_zarr(..., append_dim='samples', "
+                "resume=True) with the same tensor and renumber, to give it up call "
+                "discard_append; both take the lock over"
+            )
+        return (
+            "to finish its write pass resume=True with the same tensor (and the same "
+            "append_dim for an append), to start over use mode='w'; both take the lock "
+            "over"
         )
 
     def stale_reason(self, limit: float) -> str | None:
@@ -194,7 +248,7 @@ class StoreLock:
     given back by :meth:`release` (or by the final task of a ``compute=False`` write);
     stale after ``limit`` seconds without heartbeat."""
 
-    def __init__(self, store: Store, where: str, limit: float):
+    def __init__(self, store: Store, where: str, limit: float, command: str | None = None):
         self.ref = WriteId(store, where, uuid.uuid4().hex)
         self._root = local_root(store)
         self._limit = limit
@@ -202,7 +256,13 @@ class StoreLock:
         self._thread: threading.Thread | None = None
         now = time.time()
         self._holder = Holder(
-            getpass.getuser(), socket.gethostname(), os.getpid(), now, now, self.ref.write_id
+            getpass.getuser(),
+            socket.gethostname(),
+            os.getpid(),
+            now,
+            now,
+            self.ref.write_id,
+            _COMMAND.get() if command is None else command,
         )
 
     # -- taking the lock ------------------------------------------------------------------
@@ -249,10 +309,10 @@ class StoreLock:
                 "it now) or mode='w' (to start over), after which its Delayed fails"
             )
         if not takeover:
+            appending = get_many(self.ref.store, [APPEND_KEY])[0] is not None
             raise StoreLockedError(
                 f"{where} is locked by a writer that looks gone ({holder.describe()}; "
-                f"{reason}): to finish its write pass resume=True (--resume) with the same "
-                "tensor, to start over use mode='w'; both take the lock over"
+                f"{reason}): {holder.remedy(appending)}"
             )
         if pending is not None:
             _DELAYED.pop(holder.write_id, None)
@@ -392,6 +452,9 @@ class StoreLock:
         """The lock now belongs to a ``compute=False`` write: its final task releases it;
         until then the heartbeat goes on, and a resume in this process may take it over."""
         _DELAYED[self.ref.write_id] = self
+        watched = _WATCHED.get()
+        if watched is not None:
+            watched.append(self)
 
     def stop(self) -> None:
         """Stop the heartbeat (without releasing the lock)."""
@@ -403,6 +466,41 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+@contextlib.contextmanager
+def locked_as(command: str) -> Iterator[None]:
+    """The locks taken in this block (by ``to_zarr``) record ``command`` as their
+    holder's, so that a writer finding the lock of a killed one names the command to run
+    again (a command line's ``--resume`` rather than ``to_zarr``'s ``resume=True``)."""
+    token = _COMMAND.set(command)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+@contextlib.contextmanager
+def released_on_failure() -> Iterator[None]:
+    """Release the locks of the ``to_zarr(..., compute=False)`` writes started in this
+    block when the block raises (their ``Delayed`` failed, or was not computed).
+
+    A caller that computes the ``Delayed`` itself (the command line, with its progress
+    bars and windows) so ends a failed write as ``to_zarr`` does: the store stays as
+    the failure left it (incomplete, resumable with ``resume=True``), unlocked, and the
+    heartbeat stops; the storing tasks still running check the lock and store nothing.
+    A write whose ``Delayed`` ran released its lock already.
+    """
+    token = _WATCHED.set([])
+    try:
+        yield
+    except BaseException:
+        for lock in _WATCHED.get() or []:
+            if _DELAYED.pop(lock.ref.write_id, None) is not None:
+                lock.release()
+        raise
+    finally:
+        _WATCHED.reset(token)
 
 
 def _create(path: Path, data: bytes, temporary: Path) -> bool:

@@ -33,11 +33,13 @@ __all__ = [
 _LOAD, _READ, _CRC, _CHECK = "mts-load-", "mts-read-", "mts-crc-", "mts-check-"
 
 
-def damaged(display: str, member: str, problem: str) -> DamagedFileError:
-    """The error for a damaged member of the file ``display``."""
+def damaged(display: str, member: str | None, problem: str) -> DamagedFileError:
+    """The error for a damaged member of the file ``display`` (``None``: its archive's
+    directory)."""
+    where = "" if member is None else f" in member {member!r}"
     return DamagedFileError(
-        f"'{display}' is damaged: {problem} in member '{member}'; the file changed after it "
-        "was written (disk or transfer error, or an edit): write it again from its source"
+        f"'{display}' is damaged: {problem}{where}; the file changed after it was written "
+        "(disk or transfer error, or an edit): write it again from its source"
     )
 
 

@@ -214,6 +214,8 @@ class Archive:
             members, heads = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error, absolute) from None
+        except _zip.ZipDamage as error:
+            raise _mts_integrity.damaged(display, error.member, str(error)) from None
         except _zip.ZipError as error:
             hint = ""
             with open(absolute, "rb") as file:
@@ -374,14 +376,23 @@ class Archive:
             header = _npy.parse_header(start)
             _npy.check_values(header)
         except _npy.NpyError as error:
-            raise self.error(f"{error}: at '{name}'") from None
+            raise self._bad_header(name, f"{error}: at '{name}'") from None
         if size - header.data_start != header.nbytes:
-            raise self.error(
+            raise self._bad_header(
+                name,
                 f"'{name}' holds {size - header.data_start} bytes of data but its header "
                 f"describes {header.nbytes} (shape {header.shape}, dtype "
-                f"'{header.dtype.str}'): the file is truncated or damaged; write it again"
+                f"'{header.dtype.str}'): the file is truncated or damaged; write it again",
             )
         return header, start
+
+    def _bad_header(self, name: str, problem: str) -> MetatensorError:
+        """The error for values member ``name`` whose header can not be used:
+        :class:`~metatensor_dask.errors.DamagedFileError` when the member's bytes are not
+        those written (its CRC-32 differs: a changed byte of the header), else the format
+        error ``problem`` (a file written so)."""
+        self.check_member(name)
+        return self.error(problem)
 
     def part(self, prefix: str, properties: Labels | None = None) -> _Part:
         """Read the metadata of the block (or gradient) stored under ``prefix``."""

@@ -65,6 +65,16 @@ class ZipError(Exception):
     """A malformed archive; the caller adds which file it was."""
 
 
+class ZipDamage(ZipError):
+    """An archive whose structure contradicts itself (its central directory and the
+    local headers, or its records and their count): bytes changed after it was
+    written. ``member`` names the member concerned (``None``: the directory)."""
+
+    def __init__(self, problem: str, member: str | None = None):
+        super().__init__(problem)
+        self.member = member
+
+
 class Member(NamedTuple):
     """Where the bytes of one member are (a tuple: archives hold many thousands)."""
 
@@ -153,6 +163,15 @@ class _Directory(NamedTuple):
     crcs: np.ndarray
     compressed: np.ndarray
     uncompressed: np.ndarray
+    name_at: np.ndarray
+    """Position of each name's bytes in ``raw``."""
+    raw: np.ndarray
+    """The bytes of the central directory."""
+
+    def name_bytes(self, k: int) -> bytes:
+        """The name of member ``k`` as the directory stores it."""
+        start = int(self.name_at[k])
+        return self.raw[start : start + int(self.name_lengths[k])].tobytes()
 
     def record(self, k: int) -> tuple[int, str, int, int, int, int]:
         """Member ``k``: local header offset, name, method, CRC-32, sizes."""
@@ -192,32 +211,31 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
         end = tail.rfind(b"PK\x05\x06", 0, end)
     if end < 0 or end + _END.size > len(tail):
         raise ZipError("invalid Zip archive: File is not a zip file")
-    _, disk, start_disk, _, count, size, offset, _ = _END.unpack_from(tail, end)
+    _, disk, start_disk, on_disk, count, size, offset, _ = _END.unpack_from(tail, end)
     location = tail_start + end
     locator = end - _LOCATOR64.size
     if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
         _, _, end64, _ = _LOCATOR64.unpack_from(tail, locator)
         record = os.pread(fd, _END64.size, end64)
         if len(record) < _END64.size or record[:4] != b"PK\x06\x06":
-            raise ZipError("invalid Zip archive: corrupt ZIP64 end of central directory record")
+            raise ZipDamage("invalid Zip archive: corrupt ZIP64 end of central directory record")
         fields = _END64.unpack_from(record)
-        disk, start_disk, count, size, offset = (
-            fields[4],
-            fields[5],
-            fields[7],
-            fields[8],
-            fields[9],
-        )
+        disk, start_disk, on_disk, count, size, offset = fields[4:10]
         location = end64
     if disk or start_disk:
         raise ZipError("invalid Zip archive: archives that span several disks are not supported")
+    if on_disk != count:
+        raise ZipDamage(
+            f"the end record of the archive's directory counts {on_disk} records on its "
+            f"disk, and {count} in all, for an archive of one disk"
+        )
     # bytes before the archive (a self-extracting stub) shift every offset
     shift = location - size - offset
     if shift < 0 or size > location:
-        raise ZipError("invalid Zip archive: the central directory does not fit in the file")
+        raise ZipDamage("invalid Zip archive: the central directory does not fit in the file")
     directory = os.pread(fd, size, offset + shift)
     if len(directory) < size:
-        raise ZipError("invalid Zip archive: the central directory is truncated")
+        raise ZipDamage("invalid Zip archive: the central directory is truncated")
     buffer = np.frombuffer(directory, np.uint8)
     starts = _record_starts(directory, buffer, count)
     table = buffer[starts[:, None] + np.arange(_CENTRAL.size)].view(_CENTRAL_FIELDS)[:, 0]
@@ -237,12 +255,15 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
     header_offsets += shift
     names = _names(directory, buffer, starts + _CENTRAL.size, name_lengths, table["flags"])
     columns = [name_lengths, header_offsets, table["flags"], table["method"], table["crc"]]
-    columns += [compressed, uncompressed]
+    columns += [compressed, uncompressed, starts + _CENTRAL.size]
     if count > 1 and (np.diff(header_offsets) < 0).any():
         order = np.argsort(header_offsets, kind="stable")
         names = [names[k] for k in order.tolist()]
         columns = [column[order] for column in columns]
-    return _Directory(names, *columns)
+    lengths, offsets, flags, methods, crcs, compressed, uncompressed, name_at = columns
+    return _Directory(
+        names, lengths, offsets, flags, methods, crcs, compressed, uncompressed, name_at, buffer
+    )
 
 
 def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarray:
@@ -262,19 +283,36 @@ def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarr
             lengths = buffer[found[:, None] + np.arange(28, 34)].astype(np.int64)
             ends = found + _CENTRAL.size + lengths[:, 0::2].sum(axis=1)
             ends += 256 * lengths[:, 1::2].sum(axis=1)
-            if (ends[:-1] == found[1:]).all() and ends[-1] <= size:
+            if (ends[:-1] == found[1:]).all() and _fills(directory, int(ends[-1])):
                 return found
     starts = []
     position = 0
     for _ in range(count):
+        if position + _CENTRAL.size > size:
+            raise ZipDamage(
+                f"the archive's directory is cut short: its {size} bytes do not hold the "
+                f"{count} records its end record counts"
+            )
         fields = _CENTRAL.unpack_from(directory, position)
         if fields[0] != b"PK\x01\x02":
-            raise ZipError("invalid Zip archive: Bad magic number for central directory")
+            raise ZipDamage(
+                "invalid Zip archive: Bad magic number for central directory (the record "
+                f"at byte {position} of the archive's directory)"
+            )
         starts.append(position)
         position += _CENTRAL.size + fields[10] + fields[11] + fields[12]
-        if position > size:
-            raise ZipError("invalid Zip archive: the central directory is truncated")
+    if not _fills(directory, position):
+        raise ZipDamage(
+            f"the {count} records of the archive's directory take {position} bytes, its "
+            f"end record says {size}"
+        )
     return np.array(starts, np.int64)
+
+
+def _fills(directory: bytes, end: int) -> bool:
+    """Whether records ending at ``end`` fill ``directory``: up to its last byte, or to
+    a digital signature record (which ZIP allows after the last record)."""
+    return end == len(directory) or directory[end : end + 4] == b"PK\x05\x05"
 
 
 def _names(
@@ -311,6 +349,8 @@ def _zip64_fields(extra: bytes, *values: int) -> tuple[int, ...]:
         kind, length = struct.unpack_from("<HH", extra, position)
         if kind == 1:
             data = extra[position + 4 : position + 4 + length]
+            if len(data) < length or length < 8 * values.count(0xFFFFFFFF):
+                raise ZipError("invalid Zip archive: a ZIP64 extra field is cut short")
             found, index = [], 0
             for value in values:
                 if value == 0xFFFFFFFF:
@@ -340,9 +380,6 @@ def _locate(
     """Read the local headers of the members of ``directory`` (and the wanted first
     bytes of each) in runs of adjacent bytes; the members and those bytes."""
     names, count = directory.names, len(directory.names)
-    encrypted = np.flatnonzero(directory.flags & 0x1)
-    if len(encrypted):
-        raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
     members: dict[str, Member] = {}
     heads: dict[str, bytes] = {}
     if not count:
@@ -354,10 +391,11 @@ def _locate(
     beyond = np.flatnonzero(starts > file_size - _LOCAL.size)
     if len(beyond):
         k = int(beyond[0])
-        raise ZipError(
-            f"the local header of '{names[k]}' would be at byte {int(starts[k])}, past the "
-            f"end of the file ({file_size} bytes): the archive's directory is damaged, or "
-            "the file truncated"
+        raise ZipDamage(
+            f"its local header would be at byte {int(starts[k])}, past the end of the file "
+            f"({file_size} bytes): the archive's directory is damaged, or the file "
+            "truncated",
+            names[k],
         )
     # the local header repeats the name: as long as in the directory, in practice
     stops = starts + _LOCAL.size + directory.name_lengths + _EXTRA_GUESS + want
@@ -374,11 +412,7 @@ def _locate(
             offsets = _run_offsets(directory, i, j, data, start, file_size)
             if offsets is None:  # one by one, to say what is wrong
                 found = [
-                    _member(
-                        directory.record(k),
-                        _local_header(fd, data, start, k, directory),
-                        file_size,
-                    )
+                    _member(directory, k, _local_header(fd, data, start, k, directory), file_size)
                     for k in range(i, j)
                 ]
                 offsets = np.array([member.offset for member in found], np.int64)
@@ -397,6 +431,10 @@ def _locate(
             members.update(zip(names[i:j], found, strict=True))
             heads.update(_heads(fd, names[i:j], offsets, want[i:j], data, start))
             i = j
+    # after the local headers: a changed flag is damage, found by them
+    encrypted = np.flatnonzero(directory.flags & 0x1)
+    if len(encrypted):
+        raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
     return members, heads
 
 
@@ -430,14 +468,35 @@ def _heads(
 
 
 def _local_header(fd: int, data: bytes, start: int, k: int, directory: _Directory) -> bytes:
-    """The local header of member ``k``, from ``data`` (read from ``start``) or read
-    again when ``data`` ends before it."""
+    """The local header of member ``k`` with its name and extra field, from ``data``
+    (read from ``start``) or read again when ``data`` ends before it; shorter when the
+    file ends first."""
     header_offset = int(directory.header_offsets[k])
-    local = data[header_offset - start : header_offset - start + _LOCAL.size]
-    return local if len(local) == _LOCAL.size else os.pread(fd, _LOCAL.size, header_offset)
+    begin = header_offset - start
+    local = data[begin : begin + _LOCAL.size]
+    if len(local) < _LOCAL.size:
+        local = os.pread(fd, _LOCAL.size, header_offset)
+        if len(local) < _LOCAL.size:
+            return local
+    name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
+    size = _LOCAL.size + name_length + extra_length
+    local = data[begin : begin + size]
+    return local if len(local) == size else os.pread(fd, size, header_offset)
 
 
 _LOCAL_SIGNATURE = np.frombuffer(b"PK\x03\x04", np.uint8)
+# the fields of a local header compared with the central directory's, at their offsets
+_LOCAL_FIELDS = np.dtype(
+    {
+        "names": ["flags", "method", "crc", "compressed", "uncompressed", "name", "extra"],
+        "formats": ["<u2", "<u2", "<u4", "<u4", "<u4", "<u2", "<u2"],
+        "offsets": [6, 8, 14, 18, 22, 26, 28],
+        "itemsize": _LOCAL.size,
+    }
+)
+_ZIP64_MARK = 0xFFFFFFFF
+# a local header's flag: CRC-32 and sizes in a data descriptor after the data (zeros here)
+_DESCRIPTOR_FLAG = 0x8
 
 
 def _run_offsets(
@@ -445,42 +504,135 @@ def _run_offsets(
 ) -> np.ndarray | None:
     """Where the data of members ``i`` to ``j`` (excluded) of ``directory`` start, from
     their local headers in ``data`` (read from ``start``), all at once; None when one of
-    them is not whole in ``data`` or is wrong (:func:`_member` then says why)."""
+    them is not whole in ``data``, is wrong, or does not repeat the directory's record
+    as metatensor writes it (:func:`_member` then checks it, or says what is wrong)."""
     headers = directory.header_offsets[i:j] - start
     if headers.max() + _LOCAL.size > len(data):
         return None
-    local = np.frombuffer(data, np.uint8)[headers[:, None] + np.arange(_LOCAL.size)]
-    lengths = local[:, 26:30].astype(np.int64)
-    offsets = headers + start + _LOCAL.size + lengths[:, 0] + 256 * lengths[:, 1]
-    offsets += lengths[:, 2] + 256 * lengths[:, 3]
+    buffer = np.frombuffer(data, np.uint8)
+    local = buffer[headers[:, None] + np.arange(_LOCAL.size)]
+    fields = local.view(_LOCAL_FIELDS)[:, 0]
+    lengths = fields["name"].astype(np.int64)
+    extras = fields["extra"].astype(np.int64)
+    offsets = headers + start + _LOCAL.size + lengths + extras
     compressed, uncompressed = directory.compressed[i:j], directory.uncompressed[i:j]
     stored = directory.methods[i:j] == zipfile.ZIP_STORED
     if (
         not (local[:, :4] == _LOCAL_SIGNATURE).all()
         or (stored & (compressed != uncompressed)).any()
         or (offsets + compressed > file_size).any()
+        or not _agree(directory, i, j, fields, buffer, headers)
     ):
         return None
     return offsets
 
 
-def _member(record: tuple[int, str, int, int, int, int], local: bytes, file_size: int) -> Member:
-    """The member of ``record`` (see :meth:`_Directory.record`) whose local header is
-    ``local``, checked."""
-    header_offset, name, method, crc, compressed, uncompressed = record
+def _agree(
+    directory: _Directory,
+    i: int,
+    j: int,
+    fields: np.ndarray,
+    buffer: np.ndarray,
+    headers: np.ndarray,
+) -> bool:
+    """Whether the local headers of members ``i`` to ``j`` (their ``fields``, at
+    ``headers`` in ``buffer``) repeat the directory's flags, method, name, CRC-32 and
+    sizes, the sizes in a ZIP64 extra field first in the header's extra field (as
+    metatensor and Python's zipfile write them)."""
+    lengths = directory.name_lengths[i:j]
+    if (
+        (fields["flags"] != directory.flags[i:j]).any()
+        or (fields["method"] != directory.methods[i:j]).any()
+        or (fields["name"] != lengths).any()
+    ):
+        return False
+    described = (fields["flags"] & _DESCRIPTOR_FLAG) == 0
+    if (described & (fields["crc"] != directory.crcs[i:j])).any():
+        return False
+    total = int(lengths.sum())
+    before = np.cumsum(lengths) - lengths
+    within = np.arange(total) - np.repeat(before, lengths)
+    local_names = buffer[np.repeat(headers + _LOCAL.size, lengths) + within]
+    central_names = directory.raw[np.repeat(directory.name_at[i:j], lengths) + within]
+    if not np.array_equal(local_names, central_names):
+        return False
+    sizes = np.stack([fields["uncompressed"], fields["compressed"]], 1).astype(np.int64)
+    marked = (sizes == _ZIP64_MARK).all(axis=1)
+    if (marked != (sizes == _ZIP64_MARK).any(axis=1)).any():
+        return False  # one size in a ZIP64 field: checked member by member
+    if marked.any():
+        extra = headers[marked] + _LOCAL.size + lengths[marked]
+        if (extra + 20 > len(buffer)).any() or (fields["extra"][marked] < 20).any():
+            return False
+        head = buffer[extra[:, None] + np.arange(20)]
+        length = head[:, 2:4].copy().view("<u2")[:, 0].astype(np.int64)
+        if not (
+            (head[:, 0] == 1)
+            & (head[:, 1] == 0)
+            & (length >= 16)
+            & (4 + length <= fields["extra"][marked])
+        ).all():
+            return False
+        sizes[marked] = head[:, 4:20].copy().view("<u8").astype(np.int64)
+    central = np.stack([directory.uncompressed[i:j], directory.compressed[i:j]], 1)
+    return not (described[:, None] & (sizes != central)).any()
+
+
+def _member(directory: _Directory, k: int, local: bytes, file_size: int) -> Member:
+    """Member ``k`` of ``directory``, whose local header (with its name and extra field)
+    is ``local``, checked against the directory's record."""
+    header_offset, name, method, crc, compressed, uncompressed = directory.record(k)
     if len(local) < _LOCAL.size or local[:4] != b"PK\x03\x04":
-        raise ZipError(f"invalid Zip archive: bad local header for '{name}'")
+        raise ZipDamage(
+            f"bad local header: there is none at byte {header_offset}, where the "
+            "archive's directory puts it",
+            name,
+        )
     name_length, extra_length = _LOCAL_LENGTHS.unpack_from(local, 26)
+    disagreement = _disagreement(directory, k, local)
+    if disagreement is not None:
+        raise ZipDamage(
+            f"its local header and the archive's directory disagree on its {disagreement}",
+            name,
+        )
     offset = header_offset + _LOCAL.size + name_length + extra_length
     stored = method == zipfile.ZIP_STORED
     if stored and uncompressed != compressed:
-        raise ZipError(
-            f"'{name}' is stored uncompressed but its sizes differ "
-            f"({compressed} and {uncompressed} bytes)"
+        raise ZipDamage(
+            f"it is stored uncompressed but its sizes differ ({compressed} and "
+            f"{uncompressed} bytes)",
+            name,
         )
     if offset + compressed > file_size:
-        raise ZipError(f"'{name}' extends past the end of the file, which is truncated")
+        raise ZipDamage("it extends past the end of the file, which is truncated", name)
     return Member(name, offset, compressed, stored, crc, uncompressed)
+
+
+def _disagreement(directory: _Directory, k: int, local: bytes) -> str | None:
+    """The field of member ``k`` that its local header ``local`` records otherwise than
+    the directory (flags, compression method, name, CRC-32, sizes), or ``None``."""
+    fields = np.frombuffer(local[: _LOCAL.size], np.uint8).view(_LOCAL_FIELDS)[0]
+    name_length = int(fields["name"])
+    if int(fields["flags"]) != int(directory.flags[k]):
+        return "flags"
+    if int(fields["method"]) != int(directory.methods[k]):
+        return "compression method"
+    if local[_LOCAL.size : _LOCAL.size + name_length] != directory.name_bytes(k):
+        return "name"
+    if int(fields["flags"]) & _DESCRIPTOR_FLAG:
+        return None  # CRC-32 and sizes follow the data
+    if int(fields["crc"]) != int(directory.crcs[k]):
+        return "CRC-32"
+    sizes: tuple[int, ...] = (int(fields["uncompressed"]), int(fields["compressed"]))
+    if _ZIP64_MARK in sizes:
+        extra = local[_LOCAL.size + name_length :]
+        try:
+            sizes = _zip64_fields(extra, *sizes)
+        except (ZipError, struct.error):
+            return "sizes (its ZIP64 extra field is missing or cut short)"
+    if sizes != (int(directory.uncompressed[k]), int(directory.compressed[k])):
+        return "sizes"
+    return None
 
 
 def open_compressed(path: str, member: Member) -> IO[bytes]:

@@ -97,8 +97,11 @@ def data_sizes(block: Any) -> list[tuple[int, int]]:
     return sizes
 
 
-def target_rows(n_rows: int, arrays: Iterable[tuple[int, int]], target: int) -> int:
-    """Value rows per chunk so that every co-partitioned array meets ``target`` bytes.
+def target_rows(
+    n_rows: int, arrays: Iterable[tuple[int, int]], target: int, capped: bool = True
+) -> int:
+    """Value rows per chunk so that every co-partitioned array meets ``target`` bytes
+    (at most ``n_rows`` when ``capped``).
 
     Parameters
     ----------
@@ -115,7 +118,8 @@ def target_rows(n_rows: int, arrays: Iterable[tuple[int, int]], target: int) -> 
     per_value_row = max((rows / n_rows) * size for rows, size in arrays)
     if per_value_row <= 0:
         return n_rows
-    return int(min(max(target // per_value_row, 1), n_rows))
+    rows = int(max(target // per_value_row, 1))
+    return min(rows, n_rows) if capped else rows
 
 
 def regular(n: int, step: int) -> tuple[int, ...]:

@@ -151,7 +151,7 @@ def write_batches(
     request = parse_chunks(chunks)
     drop_behind = _page_cache.budget()
     resolved = open_store(store, storage_options, writable=True)
-    lock = StoreLock(resolved, describe(resolved), lock_timeout())
+    lock = StoreLock(resolved, describe(resolved), lock_timeout(), "write_batches")
     lock.acquire(takeover=resume)
     try:
         _run(

@@ -43,7 +43,7 @@ from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
-from .zarr_samples import extend_attributes
+from .zarr_samples import TAILS, extend_attributes
 from .zarr_store import (
     ArrayRef,
     _local_root,
@@ -234,8 +234,17 @@ class _Planner:
         info = stored.samples
         chain_rows = int(info.attributes["chain"]["rows"])
         ref = ArrayRef(self.store, info.path, info.document)
-        rest = read_plain_region(ref, (slice(chain_rows, n_old), slice(0, samples.shape[1])))
-        attributes = extend_attributes(info.attributes, np.asarray(rest, np.int32), samples)
+
+        def read(start: int, stop: int) -> np.ndarray:
+            if stop <= start:
+                return np.empty((0, samples.shape[1]), np.int32)
+            found = read_plain_region(ref, (slice(start, stop), slice(0, samples.shape[1])))
+            return np.asarray(found, np.int32)
+
+        key = (self.where, info.path)
+        rest = TAILS.stored_tail(key, info.attributes, n_old, read)
+        attributes = extend_attributes(info.attributes, rest, samples)
+        TAILS.remember(key, attributes, chain_rows, np.concatenate([rest, samples]))
         self.plan.extend(stored.values.path, n_old, block.values)
         self.plan.extend(info.path, n_old, samples, attributes)
         for parameter, gradient in block.gradients():

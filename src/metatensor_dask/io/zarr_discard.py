@@ -18,7 +18,8 @@ the root document. So discarding it is:
    run again.
 
 The rows it wrote beyond the stored shapes stay on disk, unread; the next append writes
-over them.
+over them. An append that creates the store, killed before its root was written, is
+discarded whole: its nodes are removed, and the location is as before it.
 """
 
 from __future__ import annotations
@@ -72,28 +73,33 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
     """
     resolved = open_store(store, storage_options, writable=True)
     where = describe(resolved)
-    lock = StoreLock(resolved, where, lock_timeout())
+    lock = StoreLock(resolved, where, lock_timeout(), "discard_append")
     lock.acquire(takeover=True)
     try:
         existing = read_root(resolved, where)
-        if existing is None:
-            raise MetatensorDaskError(f"there is no store at {where}: nothing to discard")
-        attributes, nodes = existing
-        ours = attributes[layout.ATTRIBUTE]
-        if ours.get("complete") is not True:
-            raise MetatensorDaskError(
-                f"{where} holds an incomplete write, not an interrupted append: finish it "
-                "with to_zarr(..., resume=True) and the same tensor (write_batches(..., "
-                "resume=True) for a run of batches), or overwrite it with mode='w'"
-            )
         (raw,) = get_many(resolved, [RECORD])
-        if raw is None:
-            return False
-        token = recorded_token(raw)
-        if token is None or token != ours.get("token"):
-            _restore_nodes(resolved, nodes)
-            _remove_new_blocks(resolved, nodes)
-            _list_partial_chunks(resolved, attributes, nodes)
+        if existing is None:
+            if raw is None:
+                raise MetatensorDaskError(f"there is no store at {where}: nothing to discard")
+            # the append that creates the store, killed before its root: nothing of it
+            # is read, all of it goes
+            _remove_first_nodes(resolved)
+        else:
+            attributes, nodes = existing
+            ours = attributes[layout.ATTRIBUTE]
+            if ours.get("complete") is not True:
+                raise MetatensorDaskError(
+                    f"{where} holds an incomplete write, not an interrupted append: finish "
+                    "it with to_zarr(..., resume=True) and the same tensor (write_batches("
+                    "..., resume=True) for a run of batches), or overwrite it with mode='w'"
+                )
+            if raw is None:
+                return False
+            token = recorded_token(raw)
+            if token is None or token != ours.get("token"):
+                _restore_nodes(resolved, nodes)
+                _remove_new_blocks(resolved, nodes)
+                _list_partial_chunks(resolved, attributes, nodes)
         # the append's own record last: a discard killed before it is run again
         for key in list_prefix(resolved, layout.PROGRESS_PREFIX):
             if key != RECORD:
@@ -102,6 +108,15 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
         return True
     finally:
         lock.release()
+
+
+def _remove_first_nodes(store: Any) -> None:
+    """Remove the nodes (``keys``, ``blocks``) that the append creating ``store`` wrote
+    before it was killed; the location then holds what it held before the append (its
+    lock and the append's records aside, which the caller removes)."""
+    for name in ("keys", "blocks"):
+        sync(store.delete(name))  # a local folder is removed whole
+        delete_prefix(store, name + "/")
 
 
 def _restore_nodes(store: Any, nodes: dict[str, dict[str, Any]]) -> None:

@@ -99,18 +99,29 @@ def sharding(rows: int) -> int | None:
     return rows * shards
 
 
+#: At most this many times a block's rows per chunk, when appends may fill them.
+GROWTH = 16
+
+
 def value_rows(
     block: TensorBlock | CoreBlock, request: chunking.ChunkRequest, growing: bool = False
 ) -> int:
     """Rows per stored chunk of a block's values; a number of rows asked for is kept
-    when ``growing`` (appends fill the chunks), else capped to the block's rows. Values
+    when ``growing`` (appends fill the chunks), else capped to the block's rows; a
+    number of bytes, capped to :data:`GROWTH` times the block's rows when ``growing``
+    (so that a block appended to in small batches is not stored in chunks of one
+    batch's rows, while a block written once pads its chunk with few rows). Values
     without dask chunks (numpy) count as one chunk."""
     values = block.values
     n = values.shape[0]
     if request.kind == "rows":
         return request.amount if growing else min(request.amount, max(n, 1))
     if request.kind == "bytes":
-        return chunking.target_rows(n, chunking.data_sizes(block), request.amount)
+        sizes = chunking.data_sizes(block)
+        if growing:
+            rows = chunking.target_rows(max(n, 1), sizes, request.amount, capped=False)
+            return min(rows, GROWTH * max(n, 1))
+        return chunking.target_rows(n, sizes, request.amount)
     sizes = chunking.data_sizes(block)
     target = chunking.default_target()
     chunks = getattr(values, "chunks", None) or ((n,),)

@@ -16,18 +16,29 @@ Since format 3, the attributes of every ``samples`` array hold, besides its ``na
 
 The digest depends on the names and entries only (not on the chunking), so that two
 stores holding the same samples have the same digest.
+
+The rows of the partial block (up to :data:`CHAIN_ROWS`) are read from the store by
+each append; when the samples are chunked in a few rows (a store grown by small
+batches), that is thousands of chunk files per append. :class:`ChainTails` keeps them
+in the appending process after each append, so that the next append reads only the rows
+stored since; the rows kept are trusted only when the stored digest hashes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CHAIN_ROWS",
+    "TAILS",
+    "ChainTails",
     "chained_digest",
     "extend_attributes",
     "is_chained",
@@ -158,3 +169,67 @@ def extend_attributes(
         "max": largest,
         "column_max": columns,
     }
+
+
+class ChainTails:
+    """The rows after the last chain block of samples arrays this process appended to
+    (their *tail*), so that an append reads only the rows stored since it last saw the
+    array, instead of up to :data:`CHAIN_ROWS` rows from as many chunk files.
+
+    Kept rows are never trusted blindly: the tail made of them and of the rows read
+    must hash to the stored digest, else the whole tail is read from the store (the
+    array was rewritten, or appended to by another process in another way). At most
+    ``limit`` bytes of rows are kept, the arrays used last.
+    """
+
+    def __init__(self, limit: int = 64 * 2**20):
+        self._limit = limit
+        self._tails: OrderedDict[Any, tuple[int, str, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def stored_tail(
+        self,
+        key: Any,
+        attributes: dict[str, Any],
+        n_rows: int,
+        read: Callable[[int, int], np.ndarray],
+    ) -> np.ndarray:
+        """The stored rows after ``attributes["chain"]["rows"]`` of the samples array
+        ``key`` (of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads
+        stored rows."""
+        chain = attributes["chain"]
+        start = int(chain["rows"])
+        with self._lock:
+            kept = self._tails.get(key)
+        if kept is not None and kept[:2] == (start, chain["state"]):
+            known = start + len(kept[2])
+            if known <= n_rows:
+                tail = np.concatenate([kept[2], read(known, n_rows)])
+                if _finish(bytes.fromhex(chain["state"]), tail) == attributes.get("digest"):
+                    return tail
+        return read(start, n_rows)
+
+    def remember(self, key: Any, attributes: dict[str, Any], since: int, rows: np.ndarray) -> None:
+        """Keep the tail of ``key`` after an append that gave it these ``attributes``;
+        ``rows`` are all its rows from row ``since`` on (the stored tail the append read,
+        then the rows it appended)."""
+        chain = attributes["chain"]
+        tail = np.array(rows[int(chain["rows"]) - since :], dtype=np.int32)
+        with self._lock:
+            self._forget(key)
+            if tail.nbytes > self._limit:
+                return
+            self._tails[key] = (int(chain["rows"]), chain["state"], tail)
+            self._bytes += tail.nbytes
+            while self._bytes > self._limit:
+                self._forget(next(iter(self._tails)))
+
+    def _forget(self, key: Any) -> None:
+        kept = self._tails.pop(key, None)
+        if kept is not None:
+            self._bytes -= kept[2].nbytes
+
+
+#: The tails kept by this process (see :class:`ChainTails`).
+TAILS = ChainTails()

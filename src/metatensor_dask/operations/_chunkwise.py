@@ -127,12 +127,14 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
     """
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, *constants)
+    # computed operands next to lazy ones: single-chunk arrays holding them, which
+    # grouped tasks read directly
+    arrays = [as_dask(a) for a in arrays]
     groups = tiny_groups(arrays)
     if groups is not None:
         dtype = result_dtype(func, arrays, constants)
         shape = single_chunk_shape(arrays[0])
         return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
-    arrays = [as_dask(a) for a in arrays]
     first = arrays[0]
     aligned = [first] + [
         a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays[1:]
@@ -180,6 +182,12 @@ def _concatenated_call(func: Callable, counts: tuple[int, ...], kwargs: dict, *c
     return func(*arrays, **kwargs)
 
 
+def _keywords_call(*arguments: Any) -> Any:
+    """``func(*arrays, **kwargs)`` for the arguments ``(*arrays, func, kwargs)``."""
+    *arrays, func, kwargs = arguments
+    return func(*arrays, **kwargs)
+
+
 def combine_rows(
     func: Callable,
     arrays: Sequence[Any],
@@ -189,11 +197,16 @@ def combine_rows(
 ) -> Any:
     """``func(*arrays, **kwargs)`` as a single task whose inputs are the whole arrays
     (their row chunks concatenated inside the task); the result is one chunk of
-    ``shape``. For operations that need every row at once (``lstsq``, ``solve``)."""
+    ``shape``. For operations that need every row at once (``lstsq``, ``solve``).
+    Tiny single-chunk arrays give a grouped call (see :func:`tiny_groups`)."""
     kwargs = dict(kwargs or {})
     if not any(is_lazy(a) for a in arrays):
         return func(*arrays, **kwargs)
     arrays = [as_dask(a) for a in arrays]
+    groups = tiny_groups(arrays)
+    if groups is not None:
+        extra = (func, kwargs)
+        return groups.record(_task_name(func), _keywords_call, arrays, extra, shape, dtype)
     arrays = [row_chunked(a, a.chunks[0]) for a in arrays]
     token = _token(func, [a.name for a in arrays], sorted(kwargs.items()))
     prefix = _task_name(func)
@@ -278,6 +291,10 @@ def gradient_rows(
     if not any(is_lazy(a) for a in [*values, *gradients]):
         index = block.gradient(parameter).samples.column("sample")
         return kernel(*values, *gradients, index, *constants)
+    # computed operands next to lazy ones: single-chunk arrays holding them (see
+    # `elementwise`)
+    values = [as_dask(v) for v in values]
+    gradients = [as_dask(g) for g in gradients]
     groups = tiny_groups([*values, *gradients])
     if groups is not None:
         pointer = block_row_pointer(block, parameter)
@@ -296,11 +313,9 @@ def gradient_rows(
             index = _rows_of_pointer(np.ascontiguousarray(pointer, np.int64).tobytes())
         return groups.record(_task_name(kernel), kernel, inputs, (index, *constants), shape, dtype)
 
-    values = [as_dask(v) for v in values]
     values = [row_chunked(values[0], values[0].chunks[0])] + [
         row_chunked(v, values[0].chunks[0]) for v in values[1:]
     ]
-    gradients = [as_dask(g) for g in gradients]
     dtype = result_dtype(kernel, [*values, *gradients, np.zeros(0, np.int64)], constants)
     value_chunks = values[0].chunks[0]
     pointer = block_row_pointer(block, parameter)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ from ..block import TensorBlock
 from ..errors import wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
-from ._utils import block_like, check_gradient_presence_raise, first_order_gradients
+from ._grouping import TINY_BYTES, active_groups
+from ._utils import block_like, check_gradient_presence_raise, first_order_gradients, grouped
 
 __all__ = [
     "block_from_array",
@@ -106,10 +108,30 @@ def _uniform(array: Any) -> Any:
         # numpy's global generator, as metatensor
         return np.random.rand(*array.shape).astype(array.dtype)
     chunks = _chunks(array)
+    dtype = np.dtype(array.dtype)
     n_chunks = int(np.prod([len(c) for c in chunks]))
     # one seed per chunk drawn from numpy's global generator, as dask's random arrays
-    seeds = np.random.randint(0, 2**31 - 1, size=n_chunks, dtype=np.int64)
-    return _from_chunk_tasks(_uniform_chunk, chunks, np.dtype(array.dtype), tuple(seeds.tolist()))
+    seeds = tuple(np.random.randint(0, 2**31 - 1, size=n_chunks, dtype=np.int64).tolist())
+    grouped_chunk = _grouped_uniform(chunks, dtype, seeds)
+    if grouped_chunk is not None:
+        return grouped_chunk
+    return _from_chunk_tasks(_uniform_chunk, chunks, dtype, seeds)
+
+
+def _grouped_uniform(chunks: tuple, dtype: np.dtype, seeds: tuple[int, ...]) -> Any:
+    """The single tiny chunk of ``chunks`` drawn from its seed as a grouped call (see
+    :func:`~._grouping.grouped_tiny_blocks`), or None for an array of several chunks,
+    a larger one, or outside grouping. The group's size counts the bytes drawn (the
+    call reads none)."""
+    groups = active_groups()
+    if groups is None or any(len(c) != 1 for c in chunks):
+        return None
+    shape = tuple(int(c[0]) for c in chunks)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > TINY_BYTES:
+        return None
+    extra = (shape, dtype, seeds[0])
+    return groups.record("uniform-chunk", _uniform_chunk, [], extra, shape, dtype, nbytes)
 
 
 def _like_block(
@@ -134,8 +156,9 @@ def _like_tensor(
 ) -> TensorMap:
     if not isinstance(tensor, TensorMap):
         raise wrong_type(f"`tensor` must be a metatensor TensorMap, not {type(tensor)}", tensor)
-    blocks = [_like_block(block, gradients, fill, fname) for block in tensor.blocks()]
-    return TensorMap._trusted(tensor.keys, blocks)
+    return grouped(
+        tensor.keys, lambda: [_like_block(b, gradients, fill, fname) for b in tensor.blocks()]
+    )
 
 
 _DOC = """{summary}

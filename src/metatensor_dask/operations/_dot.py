@@ -10,6 +10,7 @@ from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import is_lazy, per_row_chunk
 from ._grouping import single_chunk_shape, tiny_groups
+from ._manipulation_utils import as_dask
 from ._utils import (
     blocks_by_key,
     check_same_keys_raise,
@@ -31,7 +32,11 @@ def _dot_rows(rows: np.ndarray, other: np.ndarray) -> np.ndarray:
 def _dotted(array: Any, other: Any, tail: tuple[int, ...], dtype: Any) -> Any:
     """``_dot_rows`` of ``array`` and ``other``: a call of the active groups for tiny
     single chunks (one task for many blocks), else one task per row chunk."""
-    groups = tiny_groups([array, other]) if is_lazy(array) or is_lazy(other) else None
+    groups = None
+    if is_lazy(array) or is_lazy(other):
+        # a computed operand next to a lazy one: a single-chunk array holding it
+        array, other = as_dask(array), as_dask(other)
+        groups = tiny_groups([array, other])
     if groups is not None:
         shape = (single_chunk_shape(array)[0], *tail)
         return groups.record("dot", _dot_rows, [array, other], (), shape, dtype)

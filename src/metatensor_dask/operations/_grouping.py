@@ -35,6 +35,8 @@ __all__ = [
     "chunk_arguments",
     "grouped_tiny_blocks",
     "hash_arguments",
+    "picked_arguments",
+    "picked_call",
     "single_chunk_bytes",
     "single_chunk_shape",
     "tiny_groups",
@@ -223,14 +225,8 @@ def _group_source(group: _Group) -> tuple[str, Any, list[Any], list[Any]]:
     hasher = hashlib.blake2b(b"\0".join(group.names), digest_size=12)
     group_key = f"tiny-blocks-{hasher.hexdigest()}"
     layer = _graph.flat_tasks(group.inputs)
-    refs = [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in group.inputs]
-    # the arrays of items of an earlier group are read from that group's result
-    items = [_graph.item_of(a) for a in group.inputs]
-    group_refs = [
-        _graph.ref(item.group_key) if item is not None else ref
-        for ref, item in zip(refs, items, strict=True)
-    ]
-    picks = [None if item is None else item.position for item in items]
+    refs = chunk_arguments(group.inputs)
+    group_refs, picks = _from_groups(group.inputs, refs)
     ends = [*group.starts[1:], len(group.inputs)]
     calls = [
         (func, tuple(picks[start:end]), extra)
@@ -247,6 +243,37 @@ def chunk_arguments(arrays: Sequence[da.Array]) -> list[Any]:
     when the graph holds it as data (see :func:`metatensor_dask._graph.held_chunk`),
     else a reference."""
     return [_graph.chunk_ref(a, *((0,) * len(a.chunks))) for a in arrays]
+
+
+def _from_groups(arrays: Sequence[da.Array], refs: list[Any]) -> tuple[list[Any], list[Any]]:
+    """``refs`` (the arguments of ``arrays``, see :func:`chunk_arguments`) where the
+    arrays of items of a group are read from that group's result instead, and for each
+    array the position of its item there (None: the argument is the chunk itself)."""
+    items = [_graph.item_of(a) for a in arrays]
+    group_refs = [
+        _graph.ref(item.group_key) if item is not None else ref
+        for ref, item in zip(refs, items, strict=True)
+    ]
+    return group_refs, [None if item is None else item.position for item in items]
+
+
+def picked_arguments(arrays: Sequence[da.Array]) -> tuple[list[Any], list[Any]]:
+    """For each single-chunk array, what a task takes for it and the item to pick out
+    of that (None: nothing to pick): the result of the array's group when it is an item
+    of a group (its own task is then not needed), else its chunk (see
+    :func:`chunk_arguments`)."""
+    return _from_groups(arrays, chunk_arguments(arrays))
+
+
+def picked_call(func: Callable, picks: tuple[int | None, ...], *arguments: Any) -> Any:
+    """``func(*arguments)``, the first ``len(picks)`` arguments each replaced by its
+    item at its pick (None: the argument itself; see :func:`picked_arguments`)."""
+    count = len(picks)
+    picked = [
+        argument if pick is None else argument[pick]
+        for argument, pick in zip(arguments[:count], picks, strict=True)
+    ]
+    return func(*picked, *arguments[count:])
 
 
 _ACTIVE: contextvars.ContextVar[TinyGroups | None] = contextvars.ContextVar(

@@ -13,7 +13,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from .. import config
 from .._gc import without_collector
 from .._partition import block_row_pointer, co_partitioned, row_pointer
 from ..block import TensorBlock, as_block_array
@@ -26,6 +25,7 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
+    lazy_arrays,
     take_rows,
 )
 from ._placement import Placement, assembled
@@ -40,11 +40,11 @@ __all__ = ["join", "join_blocks"]
 
 
 def _row_limit(arrays: list[da.Array]) -> int:
-    """Rows per merged chunk: the configured chunk size, or the inputs' largest chunk."""
-    target = config.chunk_size()
-    largest = max([1, *(c for a in arrays for c in a.chunks[0])])
-    row_bytes = max(1, int(np.prod(arrays[0].shape[1:])) * arrays[0].dtype.itemsize)
-    return max(largest, target // row_bytes)
+    """Rows per merged chunk: the inputs' largest chunk. Small neighbouring chunks are
+    merged up to it, never beyond, so that a task holds no more than an input chunk
+    (merging up to the configured chunk size made the peak memory follow that setting
+    instead of the inputs)."""
+    return max([1, *(c for a in arrays for c in a.chunks[0])])
 
 
 def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
@@ -492,7 +492,7 @@ def join(
         )
     if len(tensors) == 1:
         return tensors[0]
-    keys, per_key = _aligned_keys(list(tensors), axis, different_keys)
+    keys, per_key = _aligned_keys([lazy_arrays(t) for t in tensors], axis, different_keys)
     if axis == "samples":
         names = {tuple(t.sample_names) for t in tensors if len(t)}
         if len(names) > 1:
@@ -545,6 +545,7 @@ def join_blocks(
         raise ValueError(
             "Only `'properties'` or `'samples'` are valid values for the `axis` parameter"
         )
+    blocks = [lazy_arrays(block) for block in blocks]
     if axis == "samples":
         if len({tuple(b.samples.names) for b in blocks}) > 1:
             raise ValueError(
@@ -552,5 +553,5 @@ def join_blocks(
                 "along samples with different sample names will lose information and is "
                 "not supported."
             )
-        return _join_samples(list(blocks), "join_blocks", add_dimension)
-    return _join_properties(list(blocks), "join_blocks", add_dimension)
+        return _join_samples(blocks, "join_blocks", add_dimension)
+    return _join_properties(blocks, "join_blocks", add_dimension)

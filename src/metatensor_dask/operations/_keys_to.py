@@ -32,6 +32,7 @@ from ._manipulation_utils import (
     as_dask,
     coalesce,
     inverse_permutation,
+    lazy_arrays,
     lexsort_rows,
     max_rows,
     rows_only,
@@ -146,6 +147,7 @@ def _keys_moved(
     kept."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
+    tensor = lazy_arrays(tensor)
     keys, members, merged, moved = _groups(tensor, names, function)
     if function == "keys_to_samples":
         _check_not_taken(names, tensor.sample_names, "samples")
@@ -868,7 +870,7 @@ def components_to_properties(tensor: TensorMap, dimensions: str | Sequence[str])
     """
     check_tensor(tensor, "tensor")
     names = _component_names(dimensions)
-    result = tensor
+    result = lazy_arrays(tensor)
     for name in names:
         # tiny blocks are moved by a few grouped tasks, one dimension after the other
         # (a group's results are items once the group is finished)

@@ -15,6 +15,7 @@ from ._utils import (
     check_same_gradients_raise,
     check_same_keys_raise,
     check_tensor,
+    grouped,
 )
 
 __all__ = ["lstsq"]
@@ -62,7 +63,8 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     block for each key has values :math:`w^T`, the properties of ``Y`` as samples, no
     components, the properties of ``X`` as properties and no gradients.
 
-    All the rows of a block are gathered into one task (numpy's ``lstsq``).
+    All the rows of a block are gathered into one task (numpy's ``lstsq``); blocks of
+    tiny single-chunk arrays are solved by a few grouped tasks for the whole map.
 
     Parameters
     ----------
@@ -95,7 +97,9 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     check_tensor(X, "X")
     check_tensor(Y, "Y")
     check_same_keys_raise(X, Y, "lstsq")
-    blocks = [
-        _lstsq_block(x, y, rcond) for x, y in zip(X.blocks(), blocks_by_key(X, Y), strict=True)
-    ]
-    return TensorMap._trusted(X.keys, blocks)
+    return grouped(
+        X.keys,
+        lambda: [
+            _lstsq_block(x, y, rcond) for x, y in zip(X.blocks(), blocks_by_key(X, Y), strict=True)
+        ],
+    )

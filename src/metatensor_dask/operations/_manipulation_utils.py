@@ -30,6 +30,7 @@ from .._partition import (
 )
 from ..block import TensorBlock, as_block_array
 from ..labels import Labels
+from ..tensor import TensorMap
 
 __all__ = [
     "as_dask",
@@ -41,6 +42,7 @@ __all__ = [
     "documented_reduction",
     "in_reduction_dtype",
     "inverse_permutation",
+    "lazy_arrays",
     "lexsort_rows",
     "max_rows",
     "reduction_groups",
@@ -65,6 +67,23 @@ def check_no_gradients_of_gradients(block: TensorBlock, not_yet: bool = False) -
 def as_dask(array: Any) -> da.Array:
     """A dask array (numpy arrays of computed blocks become one chunk)."""
     return array if isinstance(array, da.Array) else as_block_array(np.asarray(array))
+
+
+Container = TypeVar("Container", TensorMap, TensorBlock)
+
+
+def lazy_arrays(container: Container) -> Container:
+    """``container`` (a map or a block) with its computed (numpy) arrays as single-chunk
+    dask arrays holding them, as :func:`~metatensor_dask.from_metatensor` makes them:
+    the tiny blocks of a computed map are then grouped as those of a map built in
+    memory (the grouped tasks take the arrays as data), where each array of each block
+    became a dask array, and tasks, of its own."""
+    arrays = container._raw_arrays()
+    if not any(isinstance(array, np.ndarray) for array in arrays):
+        return container
+    return container._with_arrays(
+        [as_block_array(a) if isinstance(a, np.ndarray) else a for a in arrays]
+    )
 
 
 def rows_only(array: da.Array) -> da.Array:

@@ -33,8 +33,9 @@ from .._gc import without_collector
 from ._grouping import (
     TinyGroups,
     active_groups,
-    chunk_arguments,
     hash_arguments,
+    picked_arguments,
+    picked_call,
     single_chunk_bytes,
     single_chunk_shape,
 )
@@ -360,16 +361,19 @@ def _row_chunks(
 ) -> Any:
     """The assembled array in chunks of at most ``limit`` rows, one task each."""
     piece_rows = [int(piece.chunks[0][0]) for piece in pieces]
-    # inputs held as data are given to the tasks directly (as in grouped tasks)
-    arguments = chunk_arguments(pieces)
+    # inputs held as data are given to the tasks directly, items of groups read from
+    # their groups' results (as in grouped tasks)
+    arguments, picks = picked_arguments(pieces)
 
     def tasks(chunks: list[tuple[Any, int, int]]) -> dict[Any, Any]:
         layer = {}
         for key, start, size in chunks:
             kept, local = placement.rows_within(piece_rows, start, start + size)
             refs = [arguments[i] for i in kept]
+            kept_picks = tuple(picks[i] for i in kept)
             chunk_shape = (size, *shape[1:])
-            layer[key] = _graph.task(key, place, *refs, local, chunk_shape, dtype, fill)
+            arguments_of_chunk = (*refs, local, chunk_shape, dtype, fill)
+            layer[key] = _graph.task(key, picked_call, place, kept_picks, *arguments_of_chunk)
         return layer
 
     names = "\0".join(piece.name for piece in pieces)

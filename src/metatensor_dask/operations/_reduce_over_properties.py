@@ -27,6 +27,7 @@ from ._manipulation_utils import (
     checked_names,
     documented_reduction,
     in_reduction_dtype,
+    lazy_arrays,
     reduction_dtype,
     reduction_groups,
     rows_only,
@@ -241,6 +242,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))
+    tensor = lazy_arrays(tensor)
     return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 

@@ -28,6 +28,7 @@ from ._manipulation_utils import (
     checked_names,
     documented_reduction,
     in_reduction_dtype,
+    lazy_arrays,
     reduction_dtype,
     reduction_groups,
     rows_only,
@@ -420,6 +421,7 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))
+    tensor = lazy_arrays(tensor)
     return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
 
 

@@ -23,6 +23,7 @@ from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
     coalesce,
+    lazy_arrays,
     max_rows,
     select_rows,
     take_rows,
@@ -359,6 +360,7 @@ def slice(tensor: TensorMap, axis: str, selection: Selection) -> TensorMap:
         check_axis(axis)
         return tensor
     check_selection(tensor.block(0), axis, selection)
+    tensor = lazy_arrays(tensor)
     # blocks often have the same Labels: each distinct one is sliced once
     memo = _Memo()
     what = "sample" if axis == "samples" else "property"

@@ -8,7 +8,13 @@ from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import combine_rows
 from ._lstsq import _flat_rows, stacked_equations
-from ._utils import blocks_by_key, check_same_gradients_raise, check_same_keys_raise, check_tensor
+from ._utils import (
+    blocks_by_key,
+    check_same_gradients_raise,
+    check_same_keys_raise,
+    check_tensor,
+    grouped,
+)
 
 __all__ = ["solve"]
 
@@ -41,7 +47,8 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
     :func:`lstsq`, gradient rows are appended as extra equations (so a block of ``X``
     with gradients is no longer square: numpy then raises), and the result block has
     values :math:`w^T`, the properties of ``Y`` as samples and those of ``X`` as
-    properties. All the rows of a block are gathered into one task.
+    properties. All the rows of a block are gathered into one task; blocks of tiny
+    single-chunk arrays are solved by a few grouped tasks for the whole map.
 
     Parameters
     ----------
@@ -67,5 +74,7 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
         shape = block.shape
         if len(shape) != 2 or shape[0] != shape[1]:
             raise ValueError("the values in each block of X should be a square 2D array")
-    blocks = [_solve_block(x, y) for x, y in zip(X.blocks(), blocks_by_key(X, Y), strict=True)]
-    return TensorMap._trusted(X.keys, blocks)
+    return grouped(
+        X.keys,
+        lambda: [_solve_block(x, y) for x, y in zip(X.blocks(), blocks_by_key(X, Y), strict=True)],
+    )

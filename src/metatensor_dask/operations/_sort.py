@@ -7,17 +7,21 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .._collection import GroupItem, materialized
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
+from ._grouping import TinyGroups, single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
     check_no_gradients_of_gradients,
     gradient_chunks_for,
     inverse_permutation,
+    lazy_arrays,
     lexsort_rows,
     take_rows,
 )
+from ._utils import grouped
 
 __all__ = ["sort", "sort_block"]
 
@@ -47,10 +51,9 @@ def _check_block_axes(axes: list[str]) -> None:
             )
 
 
-def _take(array: da.Array, order: np.ndarray, axis: int) -> da.Array:
-    if np.array_equal(order, np.arange(len(order))):
-        return array
-    return da.take(array, order, axis=axis)
+def _changed(order: np.ndarray) -> np.ndarray | None:
+    """``order``, or None when it keeps every entry in place."""
+    return None if np.array_equal(order, np.arange(len(order))) else order
 
 
 def _sorted_labels(labels: Labels, descending: bool) -> tuple[Labels, np.ndarray]:
@@ -59,51 +62,96 @@ def _sorted_labels(labels: Labels, descending: bool) -> tuple[Labels, np.ndarray
 
 
 def _sort_trailing(
-    values: da.Array,
-    components: list[Labels],
-    properties: Labels,
-    axes: list[str],
-    descending: bool,
-) -> tuple[da.Array, list[Labels], Labels]:
-    """Sort the components (every one of them) and properties of one array."""
+    components: list[Labels], properties: Labels, axes: list[str], descending: bool
+) -> tuple[list[Labels], Labels, list[np.ndarray | None]]:
+    """The sorted components (every one of them) and properties of one array, and the
+    order of each of its axes after the first (None where nothing moves)."""
     components = list(components)
+    orders: list[np.ndarray | None] = [None] * (len(components) + 1)
     if "components" in axes:
         for i, component in enumerate(components):
             components[i], order = _sorted_labels(component, descending)
-            values = _take(values, order, axis=i + 1)
+            orders[i] = _changed(order)
     if "properties" in axes:
         properties, order = _sorted_labels(properties, descending)
-        values = _take(values, order, axis=values.ndim - 1)
-    return values, components, properties
+        orders[-1] = _changed(order)
+    return components, properties, orders
+
+
+def permuted_now(array: np.ndarray, *orders: np.ndarray | None) -> np.ndarray:
+    """``array`` with axis ``i`` in the order ``orders[i]`` (None: unchanged), numpy,
+    for one task."""
+    for axis, order in enumerate(orders):
+        if order is not None:
+            array = np.take(array, order, axis=axis)
+    return array
+
+
+def _lazy(held: Any) -> bool:
+    """Whether a block's held values are lazy (a dask array or an item of a group)."""
+    return isinstance(held, (da.Array, GroupItem))
+
+
+def _reordered(
+    held: Any, orders: list[np.ndarray | None], groups: TinyGroups | None, rows: tuple | None
+) -> Any:
+    """The array ``held`` (a block's held values) with each axis in its order of
+    ``orders`` (None: unchanged): as it is when nothing moves (a lazy array; a
+    computed one becomes a dask array, as sorted ones do), one grouped call when
+    ``groups`` are given (a tiny single-chunk array), else chunk by chunk, its rows
+    then in the chunks ``rows`` (when given: the rows of the sorted values)."""
+    if all(order is None for order in orders) and rows is None and _lazy(held):
+        return held
+    array = as_dask(materialized(held))
+    if groups is not None and any(order is not None for order in orders):
+        shape = single_chunk_shape(array)
+        return groups.record("sort", permuted_now, [array], tuple(orders), shape, array.dtype)
+    if orders[0] is not None:
+        array = take_rows(array, orders[0])
+    for axis, order in enumerate(orders[1:], start=1):
+        if order is not None:
+            array = da.take(array, order, axis=axis)
+    if rows is not None and array.chunks[0] != tuple(rows):
+        array = array.rechunk({0: rows})
+    return array
+
+
+def _sorted_gradient_rows(
+    gradient: TensorBlock, inverse: np.ndarray, descending: bool
+) -> tuple[Labels, np.ndarray]:
+    """The gradient samples with ``"sample"`` renumbered by ``inverse`` (the new
+    position of each sample), sorted, and the order of the gradient rows."""
+    renumbered = gradient.samples.values.copy()
+    renumbered[:, 0] = inverse[renumbered[:, 0]]
+    order = lexsort_rows(renumbered, descending)
+    return Labels._trusted(gradient.samples.names, renumbered[order]), order
 
 
 def _sort_one(block: TensorBlock, axes: list[str], descending: bool) -> TensorBlock:
     check_no_gradients_of_gradients(block)
-    values = as_dask(block.values)
-    samples = block.samples
-    inverse = None
+    groups = tiny_groups([block.values, *(g.values for _, g in block.gradients())])
+    samples, row_order, inverse = block.samples, None, None
     if "samples" in axes:
         samples, order = _sorted_labels(block.samples, descending)
-        values = take_rows(values, order)
-        inverse = inverse_permutation(order)
-    values, components, properties = _sort_trailing(
-        values, block.components, block.properties, axes, descending
+        row_order, inverse = _changed(order), inverse_permutation(order)
+    components, properties, orders = _sort_trailing(
+        block.components, block.properties, axes, descending
     )
+    values = _reordered(block._held_values(), [row_order, *orders], groups, None)
     gradients = {}
     for parameter, gradient in block.gradients():
-        gradient_values = as_dask(gradient.values)
-        gradient_samples = gradient.samples
+        gradient_samples, gradient_rows, chunks = gradient.samples, None, None
         if inverse is not None:
-            renumbered = gradient.samples.values.copy()
-            renumbered[:, 0] = inverse[renumbered[:, 0]]
-            order = lexsort_rows(renumbered, descending)
-            gradient_samples = Labels._trusted(gradient.samples.names, renumbered[order])
-            gradient_values = take_rows(gradient_values, order)
-            chunks = gradient_chunks_for(gradient_samples, values.chunks[0])
-            if chunks is not None and len(gradient_samples):
-                gradient_values = gradient_values.rechunk({0: chunks})
-        gradient_values, gradient_components, _ = _sort_trailing(
-            gradient_values, gradient.components, gradient.properties, axes, descending
+            gradient_samples, order = _sorted_gradient_rows(gradient, inverse, descending)
+            gradient_rows = _changed(order)
+            if groups is None and len(gradient_samples):
+                value_chunks = as_dask(materialized(values)).chunks[0]
+                chunks = gradient_chunks_for(gradient_samples, value_chunks)
+        gradient_components, _, gradient_orders = _sort_trailing(
+            gradient.components, gradient.properties, axes, descending
+        )
+        gradient_values = _reordered(
+            gradient._held_values(), [gradient_rows, *gradient_orders], groups, chunks
         )
         gradients[parameter] = TensorBlock._trusted(
             gradient_values, gradient_samples, gradient_components, properties
@@ -179,5 +227,8 @@ def sort(tensor: TensorMap, axes: str | list[str] = "all", descending: bool = Fa
         keys, order = _sorted_labels(tensor.keys, descending)
     else:
         keys, order = tensor.keys, np.arange(len(tensor))
-    blocks = [_sort_one(tensor.block_by_id(int(i)), axes_list, descending) for i in order]
-    return TensorMap._trusted(keys, blocks)
+    tensor = lazy_arrays(tensor)
+    return grouped(
+        keys,
+        lambda: [_sort_one(tensor.block_by_id(int(i)), axes_list, descending) for i in order],
+    )

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
+from ._manipulation_utils import lazy_arrays
 from ._slice import Selection, check_selection, slice, slice_one
 from ._utils import check_block, check_tensor
 
@@ -79,5 +80,6 @@ def split(tensor: TensorMap, axis: str, selections: list[Selection]) -> list[Ten
     """
     check_tensor(tensor, "tensor")
     _check_split_args(tensor.block(0) if len(tensor) else None, axis, selections)
+    tensor = lazy_arrays(tensor)  # once, not once per selection
     # each selection as `slice`: tiny blocks by grouped tasks, distinct Labels once
     return [slice(tensor, axis, selection) for selection in selections]

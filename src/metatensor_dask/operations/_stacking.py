@@ -29,7 +29,7 @@ import numpy as np
 from .. import _graph
 from .. import _row_buffer as row_buffer
 from .._gc import without_collector
-from ._grouping import active_groups
+from ._grouping import active_groups, picked_arguments, picked_call
 from ._pieces import Pieces
 from ._placement import Placement, place, row_chunked, row_limit
 
@@ -317,9 +317,10 @@ def _row_chunks(
         # the array gives whole (no second copy of the rows, see `_row_buffer`), and
         # each piece is read once (the rows of one piece may be in every chunk)
         buffer = f"{chunks[0][0][0]}-buffer"
-        refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in pieces.inputs]
+        refs, picks = picked_arguments(pieces.inputs)
         arguments = (*refs, pieces, layout, shape, dtype.str, fill)
-        layer = {buffer: _graph.task(buffer, merge_pieces_into_buffer, *arguments)}
+        merge = merge_pieces_into_buffer
+        layer = {buffer: _graph.task(buffer, picked_call, merge, tuple(picks), *arguments)}
         for key, start, size in chunks:
             layer[key] = _graph.task(key, row_buffer.rows, _graph.ref(buffer), start, start + size)
         return layer
@@ -331,9 +332,9 @@ def _row_chunks(
         for key, start, size in chunks:
             kept, local = layout.within(start, start + size)
             part = pieces.subset(kept)
-            refs = [_graph.chunk_ref(a, *((0,) * a.ndim)) for a in part.inputs]
+            refs, picks = picked_arguments(part.inputs)
             arguments = (*refs, part, local, (size, *shape[1:]), dtype.str, fill)
-            layer[key] = _graph.task(key, merge_pieces, *arguments)
+            layer[key] = _graph.task(key, picked_call, merge_pieces, tuple(picks), *arguments)
         return layer
 
     few = 1 < -(-shape[0] // limit) <= BUFFER_CHUNKS
