@@ -208,7 +208,9 @@ def test_an_interrupted_then_discarded_append_leaves_the_store_readable(tmp_path
 def test_write_batches_stores_list_their_chunks(tmp_path):
     path = tmp_path / "t.zarr"
     parts = [_tensor(seed, rows=6, start=6 * seed) for seed in (12, 13, 14)]
-    mtd.write_batches(lambda items: parts[items[0]], range(3), path, renumber=None, quiet=True)
+    mtd.write_batches(
+        lambda items: parts[items[0]], range(3), path, renumber=None, chunks=4, quiet=True
+    )
     assert mtd.verify(path).ok, mtd.verify(path).problems
     document = json.loads((path / "blocks/0/values/zarr.json").read_text())
     assert len(document["attributes"][TABLE]) == len(os.listdir(path / "blocks/0/values")) - 1
