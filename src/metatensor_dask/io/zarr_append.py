@@ -293,8 +293,8 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
 
 def refuse_foreign(store: Store, where: str) -> None:
     """Refuse to create a store at a location without root document that holds anything
-    but what a writer leaves there: its lock and, for a write or append interrupted
-    before its root, ``.progress/`` with what it stored."""
+    but what a writer leaves there: its lock, temporary files of atomic writes and, for
+    a write or append interrupted before its root, ``.progress/`` with what it stored."""
     names = list_root(store)
     if layout.PROGRESS_PREFIX.rstrip("/") in names:
         return
@@ -306,7 +306,7 @@ def refuse_foreign(store: Store, where: str) -> None:
             "files as unknown nodes (and delete them when overwritten): write the tensor "
             "outside of it"
         )
-    foreign = sorted(name for name in names if not name.startswith(LOCK_KEY))
+    foreign = sorted(name for name in names if not _left_by_a_writer(name))
     if foreign:
         shown = ", ".join(repr(name) for name in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
@@ -315,6 +315,13 @@ def refuse_foreign(store: Store, where: str) -> None:
             "metatensor-dask never writes among or deletes other data; write the tensor "
             "to a new or empty location"
         )
+
+
+def _left_by_a_writer(name: str) -> bool:
+    """Whether a root entry is what a writer killed before writing the root leaves
+    there: its lock, or a temporary file of an atomic write (``*.partial``: ours and
+    zarr's, renamed over their key once whole)."""
+    return name.startswith(LOCK_KEY) or name.endswith(".partial")
 
 
 def _stored_layout(
