@@ -251,12 +251,26 @@ def test_a_killed_append_names_its_resume_and_discard(tmp_path):
     with pytest.raises(mtd.StoreLockedError) as error:
         mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
     message = str(error.value)
-    assert "looks gone (to_zarr of user" in message
+    assert "looks gone (to_zarr append of user" in message
     assert "to_zarr(..., append_dim='samples', resume=True) with the same tensor" in message
     assert "call discard_append" in message
     assert "mode='w'" not in message
     mtd.from_metatensor(_map(10)).to_zarr(store, append_dim="samples", resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _joined(0, 10))
+
+
+def test_an_append_killed_before_recording_itself_is_not_told_to_overwrite(tmp_path):
+    """Killed as soon as it holds the lock (before its record, most often): the remedy is
+    an append's, never mode='w', which would delete the store appended to."""
+    store = tmp_path / "early.zarr"
+    mtd.from_metatensor(_map()).to_zarr(store)
+    _killed("append", store)
+    with pytest.raises(mtd.StoreLockedError) as error:
+        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
+    message = str(error.value)
+    assert "looks gone (to_zarr append of user" in message
+    assert "append_dim='samples', resume=True" in message
+    assert "mode='w'" not in message
 
 
 def test_a_killed_convert_append_names_the_command(tmp_path, capsys):

@@ -46,7 +46,16 @@ from .zarr_store import get_many, set_many
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["LOCK_KEY", "StoreLock", "WriteId", "locked_as", "released_on_failure", "timeout"]
+__all__ = [
+    "APPEND_COMMAND",
+    "LOCK_KEY",
+    "StoreLock",
+    "WriteId",
+    "append_command",
+    "locked_as",
+    "released_on_failure",
+    "timeout",
+]
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
@@ -149,7 +158,7 @@ class Holder:
                 f"to finish its write run the same command ({self.command}) with "
                 f"--resume, {other}; both take the lock over"
             )
-        if appending:
+        if appending or self.command == APPEND_COMMAND:
             return (
                 "to finish its append pass to_zarr(..., append_dim='samples', "
                 "resume=True) with the same tensor and renumber, to give it up call "
@@ -466,6 +475,18 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+#: What the lock of ``to_zarr(..., append_dim="samples")`` records as its command (in
+#: a command line, the command line), so that an append killed before it recorded
+#: itself is not given the remedy of a whole write (``mode='w'`` would delete the store).
+APPEND_COMMAND = "to_zarr append"
+
+
+def append_command() -> str:
+    """The command recorded by the lock of an append taken in this context."""
+    command = _COMMAND.get()
+    return APPEND_COMMAND if command == "to_zarr" else command
 
 
 @contextlib.contextmanager

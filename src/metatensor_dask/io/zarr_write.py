@@ -45,7 +45,7 @@ from ..labels import Labels
 from . import _page_cache
 from . import chunks as chunking
 from . import zarr_layout as layout
-from ._lock import LOCK_KEY, StoreLock, WriteId
+from ._lock import LOCK_KEY, StoreLock, WriteId, append_command
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
@@ -796,7 +796,8 @@ def to_zarr(
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
     store = open_store(store, storage_options, writable=True)
-    lock = StoreLock(store, describe(store), limit)
+    command = None if append_dim is None else append_command()
+    lock = StoreLock(store, describe(store), limit, command)
     lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
