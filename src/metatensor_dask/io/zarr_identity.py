@@ -28,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import mmap
 import os
 from typing import Any
 
 from ..errors import DamagedStoreError, MetatensorDaskError
+from . import _page_cache
 from ._zarr_internals import sync
 from .zarr_integrity import damaged, index_pairs
 
@@ -166,28 +168,46 @@ async def _file_crcs(store: Any, key: str, sharded: int | None, count: int) -> l
 
 
 def _local_file_crcs(name: str, sharded: int | None, count: int) -> list[int | None]:
-    """:func:`_file_crcs` of a local file, with plain system calls."""
+    """:func:`_file_crcs` of a local file, with plain system calls. With the
+    ``drop-behind`` setting, the pages read leave the page cache again (without
+    read-ahead): the file may have been dropped from it once written."""
     try:
         descriptor = os.open(name, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return [None] * count
+    drop = _page_cache.budget() is not None
     try:
+        if drop:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
         size = os.fstat(descriptor).st_size
         if sharded is None:
             ends = [size]
         else:
             footer = 16 * sharded + 4
-            index = os.pread(descriptor, footer, size - footer) if size >= footer else b""
+            index = _pread(descriptor, footer, size - footer, drop) if size >= footer else b""
             if len(index) != footer:
                 return [None] * count
             ends = [
                 offset + length if offset != _EMPTY and length >= 4 else -1
                 for offset, length in index_pairs(index, sharded)[:count]
             ]
-        raws = [os.pread(descriptor, 4, end - 4) if end >= 4 else b"" for end in ends]
+        raws = [_pread(descriptor, 4, end - 4, drop) if end >= 4 else b"" for end in ends]
     finally:
         os.close(descriptor)
     return [int.from_bytes(raw, "little") if len(raw) == 4 else None for raw in raws]
+
+
+_PAGE = mmap.PAGESIZE
+
+
+def _pread(descriptor: int, length: int, offset: int, drop: bool) -> bytes:
+    """``length`` bytes at ``offset``; with ``drop``, the pages holding them are then
+    dropped from the page cache (whole pages: the kernel keeps partly covered ones)."""
+    raw = os.pread(descriptor, length, offset)
+    if drop:
+        start, end = offset - offset % _PAGE, -(-(offset + length) // _PAGE) * _PAGE
+        os.posix_fadvise(descriptor, start, end - start, os.POSIX_FADV_DONTNEED)
+    return raw
 
 
 def _crcs(store: Any, files: list[tuple[str, int | None, int]]) -> list[list[int | None]]:
