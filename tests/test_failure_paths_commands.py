@@ -227,6 +227,13 @@ def _joined(*first_systems: int) -> metatensor.TensorMap:
     )
 
 
+def _refused_append(store: Path) -> str:
+    """The message refusing an append to ``store``, locked by a killed writer."""
+    with pytest.raises(mtd.StoreLockedError) as error:
+        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
+    return str(error.value)
+
+
 def test_a_killed_write_batches_names_its_resume(tmp_path):
     store = tmp_path / "batches.zarr"
     _killed("write_batches", store)
@@ -248,9 +255,7 @@ def test_a_killed_append_names_its_resume_and_discard(tmp_path):
     store = tmp_path / "append.zarr"
     mtd.from_metatensor(_map()).to_zarr(store)
     _killed("append", store, append=True)
-    with pytest.raises(mtd.StoreLockedError) as error:
-        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
-    message = str(error.value)
+    message = _refused_append(store)
     assert "looks gone (to_zarr append of user" in message
     assert "to_zarr(..., append_dim='samples', resume=True) with the same tensor" in message
     assert "call discard_append" in message
@@ -265,9 +270,7 @@ def test_an_append_killed_before_recording_itself_is_not_told_to_overwrite(tmp_p
     store = tmp_path / "early.zarr"
     mtd.from_metatensor(_map()).to_zarr(store)
     _killed("append", store)
-    with pytest.raises(mtd.StoreLockedError) as error:
-        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
-    message = str(error.value)
+    message = _refused_append(store)
     assert "looks gone (to_zarr append of user" in message
     assert "append_dim='samples', resume=True" in message
     assert "mode='w'" not in message
@@ -301,9 +304,7 @@ def test_a_killed_discard_append_names_itself(tmp_path):
     mtd.from_metatensor(_map()).to_zarr(store)
     _killed("append", store, append=True)
     _killed("discard", store)
-    with pytest.raises(mtd.StoreLockedError) as error:
-        mtd.from_metatensor(_map(50)).to_zarr(store, append_dim="samples")
-    message = str(error.value)
+    message = _refused_append(store)
     assert "looks gone (discard_append of user" in message
     assert "call discard_append again" in message
     assert mtd.discard_append(store)
