@@ -452,18 +452,49 @@ def store_rows(
     values = np.asarray(values)
     if values.size == 0:
         return
-    ref = ArrayRef(store, path, document)
+    if not is_plain(document):
+        _store_encoded(store, path, document, offset, values, store_id, strict)
+        return
+    whole, partial = _plain_chunks(store, path, document, offset, values, store_id, strict)
+    write_parts(store, whole, drop_behind=drop_behind)
+    _replace(store, partial, drop_behind=drop_behind)
+
+
+def _store_encoded(
+    store: Store,
+    path: str,
+    document: dict[str, Any],
+    offset: int,
+    values: np.ndarray,
+    store_id: str | None,
+    strict: bool,
+) -> None:
+    """:func:`store_rows` for an array whose chunks are encoded (compressed, sharded):
+    through zarr, after the stored rows of its partial chunk are checked."""
+    head = offset % int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    if head:
+        _stored_ref(store, path, document, offset, store_id, strict).read(
+            (slice(offset - head, offset), *(slice(0, n) for n in document["shape"][1:]))
+        )
+    # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
+    region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
+    ArrayRef(store, path, document).array()[region] = values
+
+
+def _plain_chunks(
+    store: Store,
+    path: str,
+    document: dict[str, Any],
+    offset: int,
+    values: np.ndarray,
+    store_id: str | None,
+    strict: bool,
+) -> tuple[dict[str, Parts], dict[str, Parts]]:
+    """The chunks of a plain array holding ``values`` at row ``offset``, by key: those
+    written whole, and the partial first one with its stored rows (read and checked
+    here), to be replaced atomically (empty when ``offset`` starts a chunk)."""
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     head = offset % rows
-    if not is_plain(document):
-        if head:
-            _stored_ref(store, path, document, offset, store_id, strict).read(
-                (slice(offset - head, offset), *(slice(0, n) for n in document["shape"][1:]))
-            )
-        # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
-        region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
-        ref.array()[region] = values
-        return
     stored = None
     if head:
         # only the partial chunk is merged with its stored rows, not the whole values
@@ -476,8 +507,7 @@ def store_rows(
         )
     chunks = chunk_parts(path, document, values, offset // rows, stored)
     partial = {key: chunks.pop(key) for key in list(chunks)[:1]} if head else {}
-    write_parts(store, chunks, drop_behind=drop_behind)
-    _replace(store, partial, drop_behind=drop_behind)
+    return chunks, partial
 
 
 def _stored_ref(
@@ -542,12 +572,31 @@ def _aligned(offset: int, count: int, step: int) -> tuple[int, ...]:
 
 
 def store_now(store: Store, plan: AppendPlan, drop_behind: int | None = None) -> None:
-    """Store every row of ``plan`` from this process (dask arrays computed here)."""
+    """Store every row of ``plan`` from this process (dask arrays computed here).
+
+    The chunks of plain arrays are written together, from a few threads, and so are
+    the partial chunks replaced: an append of few rows to many blocks writes a few
+    small files per array, and on some file systems each costs milliseconds of waiting
+    (creating a file, freeing the blocks of the one replaced) that threads overlap."""
+    whole: dict[str, Parts] = {}
+    partial: dict[str, Parts] = {}
     for rows in plan.rows:
         data = rows.data
         if is_dask_collection(data):
             (data,) = dask.compute(data, scheduler="synchronous")
-        store_rows(store, rows.path, rows.document, rows.offset, data, drop_behind, plan.store_id)
+        data = np.asarray(data)
+        if data.size == 0:
+            continue
+        if not is_plain(rows.document):
+            _store_encoded(store, rows.path, rows.document, rows.offset, data, plan.store_id, False)
+            continue
+        chunks, first = _plain_chunks(
+            store, rows.path, rows.document, rows.offset, data, plan.store_id, False
+        )
+        whole.update(chunks)
+        partial.update(first)
+    write_parts(store, whole, drop_behind=drop_behind)
+    _replace(store, partial, drop_behind=drop_behind)
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:

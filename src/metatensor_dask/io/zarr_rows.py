@@ -147,6 +147,14 @@ def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
         os.close(descriptor)
 
 
+def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
+    """Write the file ``name`` from ``parts`` (see :func:`_write`) atomically: into a
+    temporary file renamed over it, so that readers see the old file or the new one."""
+    temporary = f"{name}.{uuid.uuid4().hex}.partial"
+    _write(temporary, parts, write_back)
+    os.replace(temporary, name)
+
+
 def write_parts(
     store: Store, items: dict[str, Parts], atomic: bool = False, drop_behind: int | None = None
 ) -> None:
@@ -163,16 +171,11 @@ def write_parts(
             store, {key: b"".join(p.data for p in parts) for key, parts in items.items()}, atomic
         )
         return
-    write_back = drop_behind is not None
-    if not atomic:
-        write_files(root, items, partial(_write, write_back=write_back))
-    else:
-        for folder in sorted({os.path.dirname(key) for key in items} - {""}):
-            os.makedirs(root / folder, exist_ok=True)
-        for key, parts in items.items():
-            temporary = root / f"{key}.{uuid.uuid4().hex}.partial"
-            _write(temporary, parts, write_back)
-            os.replace(temporary, root / key)
+    write = _replace_file if atomic else _write
+    # from a few threads: replacing a file waits for the file system to free the old
+    # one's blocks, milliseconds each on some disks, and an append replaces the last
+    # chunk of every array it extends
+    write_files(root, items, partial(write, write_back=drop_behind is not None))
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
