@@ -127,7 +127,8 @@ def test_progress_shown_from_a_cluster(tmp_path, capfd):
 @pytest.mark.parametrize("chunks", [None, 3], ids=["default-chunks", "3-rows"])
 def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
     """With 3 rows per chunk, batches span whole chunks; on a cluster, each batch is
-    computed by one task and appended (planned, stored, committed) by one more."""
+    computed by one task (named after the function) and appended (planned, stored,
+    committed) by one more."""
     from distributed import Client, LocalCluster, get_task_stream
 
     size = 1 if chunks is None else 3
@@ -145,7 +146,8 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
         mtd.write_batches(soap, list(range(8)), cluster, batch_size=size, chunks=chunks, quiet=True)
     names = sorted(task["key"].split("-")[0] for task in stream.data)
     batches = -(-8 // size)
-    assert names == ["append_batch"] * batches + ["soap"] * batches
+    # and one task holding the function, which every batch takes
+    assert names == ["append_batch"] * batches + ["soap"] * batches + ["write_batches"]
     assert store_files(threads) == store_files(cluster)
     assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), expected(8, size))
     assert mtd.verify(cluster).ok

@@ -30,7 +30,7 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target
-from .ingest_cluster import on_cluster
+from .ingest_cluster import on_cluster, shipped
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_append import read_root, refuse_foreign
@@ -150,12 +150,16 @@ def write_batches(
     run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
     request = parse_chunks(chunks)
     drop_behind = _page_cache.budget()
+    client = active_client()
+    # the client and the function as its workers get it (None: computed here)
+    cluster = (client, shipped(function)) if client is not None else None
     resolved = open_store(store, storage_options, writable=True)
     lock = StoreLock(resolved, describe(resolved), lock_timeout(), "write_batches")
     lock.acquire(takeover=resume)
     try:
         _run(
             function,
+            cluster,
             items,
             resolved,
             lock.ref,
@@ -173,6 +177,7 @@ def write_batches(
 
 def _run(
     function: Callable[[list[Any]], Any],
+    cluster: tuple[Any, bytes] | None,
     items: list[Any],
     store: Any,
     lock: WriteId,
@@ -204,15 +209,14 @@ def _run(
         root = layout.root_document(False, {}, {})
         root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
-    client = active_client()
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
     batches = Batches(function, items, run["batch_size"], committed, window)
     target = Target(store, lock, request, run, drop_behind)
     try:
-        if client is None:
+        if cluster is None:
             on_threads(batches, target, progress)
         else:
-            on_cluster(client, batches, target, progress)
+            on_cluster(cluster[0], batches, target, progress, cluster[1])
     finally:
         batches.cancel()
         progress.close()

@@ -13,16 +13,21 @@ from the first batch it held.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MetatensorDaskError
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 
-__all__ = ["on_cluster"]
+__all__ = ["on_cluster", "shipped"]
 
 #: Seconds between two looks at the workers (a round trip to the scheduler).
 WORKERS_CHECKED = 1.0
@@ -38,15 +43,75 @@ class _Commit:
     appended: Any
 
 
-def on_cluster(client: Any, batches: Batches, target: Target, progress: BatchProgress) -> None:
+def shipped(function: Callable[[list[Any]], Any]) -> bytes:
+    """``function`` pickled as distributed sends it to its workers, before anything is
+    written: a function that can not be sent (it refers to an object that does not
+    pickle, such as a featomic calculator made outside of it) is refused by name."""
+    from distributed.protocol.pickle import dumps
+
+    try:
+        return dumps(function)
+    except Exception as error:
+        raise MetatensorDaskError(
+            f"the function given to write_batches ({_name(function)}) can not be sent to the "
+            f"workers of the distributed client: pickling it failed ({type(error).__name__}: "
+            f"{error}); it refers to an object that can not be pickled, such as a featomic "
+            "calculator created outside of it: create such objects in the function (once "
+            "per worker with functools.cache), or in a module that the workers import"
+        ) from None
+
+
+def _name(function: Any) -> str:
+    return getattr(function, "__qualname__", None) or type(function).__name__
+
+
+def on_cluster(
+    client: Any, batches: Batches, target: Target, progress: BatchProgress, function: bytes
+) -> None:
     """Batches computed on the workers of ``client``, each committed by the worker that
     holds it (so that no batch travels), after the commit before it: the scheduler runs
-    the commits in order without waiting for this process."""
+    the commits in order without waiting for this process.
+
+    The ``function`` (pickled, see :func:`shipped`) is the result of one task, which
+    every batch takes: submitted with each batch, it would be pickled, sent and
+    unpickled again every time, with every object it refers to (the list of all
+    structures, say). Each worker unpickles it once (see :func:`_call`), and a worker
+    lost with it gets it again from that task."""
     commits: deque[_Commit] = deque()  # submitted, not yet seen done, in order
+    digest = hashlib.blake2b(function, digest_size=16).hexdigest()
+    sent = client.submit(_Shipped, digest, function, key=f"write_batches-function-{digest}")
     try:
-        _commit_in_order(client, batches, target, progress, commits)
+        _commit_in_order(client, batches, target, progress, commits, sent)
     finally:
         commits.clear()  # released, see Batches.cancel
+        del sent
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A pickled function (a copy between workers copies its bytes only)."""
+
+    digest: str
+    data: bytes
+
+
+#: The functions unpickled in this process, by digest, the latest last (a few kept).
+_UNPICKLED: dict[str, Callable[[list[Any]], Any]] = {}
+_UNPICKLED_LOCK = threading.Lock()
+_KEPT = 4
+
+
+def _call(function: _Shipped, items: list[Any]) -> Any:
+    """The batch ``items`` computed by ``function``, unpickled once in this process."""
+    with _UNPICKLED_LOCK:
+        found = _UNPICKLED.get(function.digest)
+        if found is None:
+            from distributed.protocol.pickle import loads
+
+            found = _UNPICKLED[function.digest] = loads(function.data)
+            while len(_UNPICKLED) > _KEPT:
+                del _UNPICKLED[next(iter(_UNPICKLED))]
+    return found(items)
 
 
 def _commit_in_order(
@@ -55,10 +120,12 @@ def _commit_in_order(
     target: Target,
     progress: BatchProgress,
     commits: deque[_Commit],
+    function: Any,
 ) -> None:
     # every worker imports this module now (zarr, not dask.array: a few tenths of a second),
     # before it computes: its batches' sizes are then known to the scheduler from the first
     client.run(_imported)
+    name = _name(batches.function)  # the tasks of the batches are named after it
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
     checked = 0.0
     while batches.committed < batches.total:
@@ -74,7 +141,10 @@ def _commit_in_order(
             worker = batches.least_loaded(workers)
             pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
             batches.started(
-                client.submit(batches.function, batches.batch(index), pure=False, **pin), worker
+                client.submit(
+                    _call, function, batches.batch(index), key=f"{name}-{uuid.uuid4().hex}", **pin
+                ),
+                worker,
             )
         # the next commits whose batch is computed, pinned to the worker holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():

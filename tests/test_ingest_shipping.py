@@ -1,0 +1,78 @@
+"""write_batches on a distributed cluster: its function reaches the workers once, and a
+function that can not reach them is refused before anything is written."""
+
+from __future__ import annotations
+
+import ctypes
+
+import metatensor
+import pytest
+from ingest_support import renumbered, soap
+
+import metatensor_dask as mtd
+from metatensor_dask.errors import MetatensorDaskError
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+#: In each process: how many times a :class:`Counted` function was unpickled.
+UNPICKLED: list[int] = []
+
+
+class Counted:
+    """``soap``, counting in each process how many times it arrives there pickled."""
+
+    def __call__(self, items: list[int]) -> metatensor.TensorMap:
+        return soap(items)
+
+    def __reduce__(self):
+        return (_arrived, ())
+
+
+def _arrived() -> Counted:
+    UNPICKLED.append(1)
+    return Counted()
+
+
+def _arrivals() -> int:
+    return len(UNPICKLED)
+
+
+def _cluster(workers: int):
+    from distributed import Client, LocalCluster
+
+    local = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+    return local, Client(local)
+
+
+def test_function_reaches_each_worker_once(tmp_path):
+    """Sent with each batch, the function (and all it refers to: the list of every
+    structure, say) was pickled and unpickled once per batch."""
+    local, client = _cluster(2)
+    with local, client:
+        mtd.write_batches(Counted(), list(range(8)), tmp_path / "t.zarr", batch_size=1, quiet=True)
+        arrivals = sum(client.run(_arrivals).values())
+    # once per worker (a worker that never computes a batch may not get it)
+    assert 1 <= arrivals <= 2
+    batches = [renumbered(soap([item]), item) for item in range(8)]
+    expected = metatensor.join(batches, axis="samples", different_keys="union")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected)
+
+
+def test_function_that_can_not_be_pickled_is_refused_before_writing(tmp_path):
+    """A featomic calculator made outside the function holds ctypes pointers, which do
+    not pickle: distributed's own error came from the first batch sent, after the
+    store was created."""
+    handle = ctypes.pointer(ctypes.c_int(3))
+
+    def function(items):
+        assert handle.contents.value == 3
+        return soap(items)
+
+    path = tmp_path / "t.zarr"
+    local, client = _cluster(1)
+    with local, client, pytest.raises(MetatensorDaskError) as raised:
+        mtd.write_batches(function, list(range(4)), path, batch_size=2, quiet=True)
+    message = str(raised.value)
+    assert "can not be sent to the workers" in message
+    assert "function" in message and "ctypes" in message
+    assert "functools.cache" in message
+    assert not path.exists()
