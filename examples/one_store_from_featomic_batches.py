@@ -13,6 +13,7 @@ Here the items are small molecules from ase, so that the example runs in seconds
 ``distributed.Client`` on a SLURM allocation the same call ingests 10⁵ structures.
 """
 
+import functools
 import os
 import tempfile
 
@@ -37,15 +38,24 @@ MOLECULES = [
 # systems of each call from 0: ``write_batches`` shifts the ``system`` dimension of batch
 # *k* by the index of its first item, so that the numbers are global.
 
-calculator = featomic.SoapPowerSpectrum(
-    cutoff={"radius": 3.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
-    density={"type": "Gaussian", "width": 0.3},
-    basis={"type": "TensorProduct", "max_angular": 2, "radial": {"type": "Gto", "max_radial": 2}},
-)
+
+@functools.cache
+def calculator():
+    # made in the function, once per process: a featomic calculator does not pickle, so
+    # that one made outside could not be sent to the workers of a distributed cluster
+    return featomic.SoapPowerSpectrum(
+        cutoff={"radius": 3.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
+        density={"type": "Gaussian", "width": 0.3},
+        basis={
+            "type": "TensorProduct",
+            "max_angular": 2,
+            "radial": {"type": "Gto", "max_radial": 2},
+        },
+    )
 
 
 def soap(systems):
-    return calculator.compute(systems, gradients=["positions"])
+    return calculator().compute(systems, gradients=["positions"])
 
 
 # %%
