@@ -199,7 +199,8 @@ def _plan_batch(
     if not isinstance(tensor, CoreTensor):
         _computed(plan)
     lock.check()
-    store_now(store, plan, target.drop_behind)
+    # the store has no readers until the run ends: partial chunks extended in place
+    store_now(store, plan, target.drop_behind, in_place=True)
     root = plan.root(False)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": index + 1}
     return documents(store, plan, root)

@@ -39,10 +39,11 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, WriteId
-from .zarr_codecs import is_plain, stored_dtype
+from .zarr_codecs import _dtype, chunk_key, is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
+from .zarr_in_place import listed_crc, stored_rows
 from .zarr_renumber import Renumber, renumbered
-from .zarr_rows import Parts, chunk_parts, row_bytes, write_parts
+from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, write_parts
 from .zarr_samples import TAILS, extend_attributes
 from .zarr_store import (
     ArrayRef,
@@ -510,6 +511,24 @@ def _plain_chunks(
     return chunks, partial
 
 
+def _extended_chunks(
+    root: str, where: str, path: str, document: dict[str, Any], offset: int, values: np.ndarray
+) -> tuple[dict[str, Parts], dict[str, tuple[Parts, int]]] | None:
+    """As :func:`_plain_chunks`, the partial first chunk to be extended in place (see
+    :mod:`.zarr_in_place`): its parts and the size of its stored rows, the first part;
+    ``None`` when it can not be (no partial chunk, or no table listing it)."""
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    head, index = offset % rows, offset // rows
+    crc = listed_crc(path, document, index) if head else None
+    if crc is None:
+        return None
+    key = f"{path}/{chunk_key(index, len(document['shape']))}"
+    size = head * int(np.prod(values.shape[1:])) * _dtype(document).itemsize
+    stored = stored_rows(f"{root}/{key}", where, path, document, index, size, crc)
+    chunks = chunk_parts(path, document, values, index, stored)
+    return chunks, {key: (chunks.pop(key), size)}
+
+
 def _stored_ref(
     store: Store,
     path: str,
@@ -571,15 +590,22 @@ def _aligned(offset: int, count: int, step: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def store_now(store: Store, plan: AppendPlan, drop_behind: int | None = None) -> None:
+def store_now(
+    store: Store, plan: AppendPlan, drop_behind: int | None = None, in_place: bool = False
+) -> None:
     """Store every row of ``plan`` from this process (dask arrays computed here).
 
     The chunks of plain arrays are written together, from a few threads, and so are
     the partial chunks replaced: an append of few rows to many blocks writes a few
     small files per array, and on some file systems each costs milliseconds of waiting
-    (creating a file, freeing the blocks of the one replaced) that threads overlap."""
+    (creating a file, freeing the blocks of the one replaced) that threads overlap.
+    With ``in_place`` (a store without readers: a run of ``write_batches``), partial
+    chunks of values arrays are extended in place (see :mod:`.zarr_in_place`)."""
+    root = _local_root(store) if in_place else None
+    where = describe(store)
     whole: dict[str, Parts] = {}
     partial: dict[str, Parts] = {}
+    extended: dict[str, tuple[Parts, int]] = {}
     for rows in plan.rows:
         data = rows.data
         if is_dask_collection(data):
@@ -587,16 +613,24 @@ def store_now(store: Store, plan: AppendPlan, drop_behind: int | None = None) ->
         data = np.asarray(data)
         if data.size == 0:
             continue
-        if not is_plain(rows.document):
-            _store_encoded(store, rows.path, rows.document, rows.offset, data, plan.store_id, False)
+        document, path, offset = rows.document, rows.path, rows.offset
+        if not is_plain(document):
+            _store_encoded(store, path, document, offset, data, plan.store_id, False)
             continue
-        chunks, first = _plain_chunks(
-            store, rows.path, rows.document, rows.offset, data, plan.store_id, False
-        )
+        found = None
+        if root is not None:
+            found = _extended_chunks(str(root), where, path, document, offset, data)
+        if found is not None:
+            whole.update(found[0])
+            extended.update(found[1])
+            continue
+        chunks, first = _plain_chunks(store, path, document, offset, data, plan.store_id, False)
         whole.update(chunks)
         partial.update(first)
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
+    if extended:
+        extend_files(store, extended, drop_behind)
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:

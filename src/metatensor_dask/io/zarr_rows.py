@@ -38,7 +38,7 @@ from .zarr_store import ArrayRef, _bounded, _local_root, set_many, write_files
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["Parts", "chunk_parts", "row_bytes", "write_parts", "write_regions"]
+__all__ = ["Parts", "chunk_parts", "extend_files", "row_bytes", "write_parts", "write_regions"]
 
 #: One encoded chunk: byte arrays whose concatenation is the chunk.
 Parts = list[np.ndarray]
@@ -124,10 +124,20 @@ def chunk_parts(
     return found
 
 
-def _write(name: Any, parts: Parts, write_back: bool = False) -> None:
+def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> None:
     """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole).
-    With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`)."""
-    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`).
+
+    With ``kept``, the file exists and its first ``kept`` bytes are the first part:
+    they are kept as they are, the file cut after them, and the other parts written."""
+    if kept:
+        assert parts[0].size == kept, "the bytes kept are the first part"
+        descriptor = os.open(name, os.O_WRONLY)
+        os.ftruncate(descriptor, kept)
+        os.lseek(descriptor, kept, os.SEEK_SET)
+        parts = parts[1:]
+    else:
+        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         pending: list[memoryview] = []
         for part in parts:
@@ -179,6 +189,26 @@ def write_parts(
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
+            _page_cache.written(f"{root}/{key}", size, drop_behind)
+
+
+def extend_files(
+    store: Store, items: dict[str, tuple[Parts, int]], drop_behind: int | None
+) -> None:
+    """Write each chunk of a local store given by its parts in place, keeping the
+    bytes of its file that its first part are (``items``: key to the parts and the
+    size of the first, see :func:`_write`), from a few threads; ``drop_behind`` as in
+    :func:`write_parts`."""
+    root = _local_root(store)
+    assert root is not None, "chunks are extended in place in local stores only"
+
+    def extend(name: str, item: tuple[Parts, int]) -> None:
+        _write(name, item[0], drop_behind is not None, kept=item[1])
+
+    write_files(root, items, extend)
+    if drop_behind is not None:
+        for key, (parts, _) in items.items():
+            size = sum(part.size for part in parts[1:] if not _is_padding(part))
             _page_cache.written(f"{root}/{key}", size, drop_behind)
 
 

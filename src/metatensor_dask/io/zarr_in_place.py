@@ -1,0 +1,79 @@
+"""The partial last chunk of a values array extended in place by the batches of
+:func:`~metatensor_dask.io.ingest.write_batches`.
+
+An append rewrites the partial chunk its rows start in, with its stored rows, into a
+temporary file renamed over it, so that readers see the old chunk or the new one. A run
+of ``write_batches`` has no readers (its store is incomplete until its last batch is
+committed), so there, the rows of a values array that lists its chunks' checksums
+(format 4, see :mod:`.zarr_identity`) are written into the chunk file itself, after
+its stored rows, and the chunk's crc32c at its end: no stored byte is written again
+and no file replaced. Both cost: an append of a few rows to many blocks replaces one
+file per array, and on some file systems each replacement waits milliseconds for the
+blocks of the old file to be freed.
+
+A batch killed while it writes leaves the stored rows as they were, followed by what it
+wrote, and the root committed before it still lists the chunk as it was: the crc32c of
+its stored rows followed by zeros. The stored rows are checked against that listed
+checksum (not against the chunk's last bytes), then the file is cut right after them,
+so that what a killed batch wrote beyond them is gone (the padding of a chunk is
+zeros), and the new rows and the checksum are written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import DamagedStoreError
+from .zarr_codecs import _chunk_shape, _dtype
+from .zarr_identity import TABLE, chunk_name, has_table
+from .zarr_integrity import damaged
+from .zarr_rows import _zeros
+
+__all__ = ["listed_crc", "stored_rows"]
+
+
+def listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
+    """The checksum that the array's table lists for its chunk ``index``, ``None`` when
+    the array has no table (then its partial chunk is replaced, not extended)."""
+    if not has_table(path, document):
+        return None
+    table = (document.get("attributes") or {}).get(TABLE)
+    if not isinstance(table, list) or index >= len(table):
+        return None
+    return int(table[index])
+
+
+def stored_rows(
+    file: str, where: str, path: str, document: dict[str, Any], index: int, size: int, crc: int
+) -> np.ndarray:
+    """The first ``size`` bytes of the chunk ``index`` (in ``file``) of the values array
+    ``path``: its stored rows, checked against the checksum ``crc`` its table lists
+    (that of these bytes followed by the chunk's zero padding).
+
+    Raises
+    ------
+    DamagedStoreError
+        The chunk is missing, shorter, or its stored rows are not those listed.
+    """
+    import google_crc32c
+
+    name = chunk_name(path, document, index)
+    try:
+        with open(file, "rb", buffering=0) as opened:
+            data = np.frombuffer(os.pread(opened.fileno(), size, 0), np.uint8)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _damaged(where, path, name, "is missing") from None
+    if data.size != size:
+        raise _damaged(where, path, name, f"holds {data.size} bytes, not its {size} stored")
+    padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - size
+    found = google_crc32c.extend(google_crc32c.extend(0, data), _zeros(padding))
+    if found != crc:
+        raise _damaged(where, path, name, "does not hold the rows the store lists")
+    return data
+
+
+def _damaged(where: str, path: str, name: str, what: str) -> DamagedStoreError:
+    return damaged(where, f"the chunk {name} of the array '{path}' {what}")
