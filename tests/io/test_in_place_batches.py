@@ -94,6 +94,9 @@ def test_batch_killed_while_extending_is_resumed(tmp_path):
             opened.seek(stored)
             opened.write(b"\x5a" * (whole - stored))  # rows of a batch never committed
             opened.write(b"\x01\x02\x03\x04")  # and its checksum
+    # verify: the run is unfinished, nothing is damaged
+    (problem,) = mtd.verify(path).problems
+    assert problem.startswith("the store is incomplete") and "write_batches" in problem
     _run(path, 8, 2, resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), _expected(8, 2))
     assert mtd.verify(path).ok
@@ -106,6 +109,8 @@ def test_damaged_stored_rows_are_refused(tmp_path):
     data = bytearray(file.read_bytes())
     data[stored // 2] ^= 0x10
     file.write_bytes(bytes(data))
+    problems = mtd.verify(path).problems
+    assert len(problems) == 2 and "does not hold the rows the store lists" in problems[1]
     with pytest.raises(MetatensorDaskError, match="batch 2 .* failed: DamagedStoreError") as e:
         _run(path, 8, 2, resume=True)
     assert "does not hold the rows the store lists" in str(e.value)

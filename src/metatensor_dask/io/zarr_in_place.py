@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DamagedStoreError
-from .zarr_codecs import _chunk_shape, _dtype
+from .zarr_codecs import _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_identity import TABLE, chunk_name, has_table
 from .zarr_integrity import damaged
 from .zarr_rows import _zeros
 
-__all__ = ["listed_crc", "stored_rows"]
+__all__ = ["extended_in_place", "last_chunk_rows", "listed_crc", "stored_rows"]
 
 
 def listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
@@ -73,6 +73,37 @@ def stored_rows(
     if found != crc:
         raise _damaged(where, path, name, "does not hold the rows the store lists")
     return data
+
+
+def _last_chunk(path: str, document: dict[str, Any]) -> tuple[int, int, int] | None:
+    """The partial last chunk of a plain values array listed in its table: its index,
+    the bytes of its stored rows and its listed checksum; ``None`` when there is none."""
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    stored = int(document["shape"][0])
+    head, index = stored % rows, stored // rows
+    if not head or not all(document["shape"]) or not is_plain(document):
+        return None
+    crc = listed_crc(path, document, index)
+    if crc is None:
+        return None
+    return index, head * int(np.prod(document["shape"][1:])) * _dtype(document).itemsize, crc
+
+
+def extended_in_place(path: str, document: dict[str, Any]) -> bool:
+    """Whether a run of ``write_batches`` extends the last chunk of the array in place."""
+    return _last_chunk(path, document) is not None
+
+
+def last_chunk_rows(root: str, where: str, path: str, document: dict[str, Any]) -> int:
+    """The bytes of the stored rows of the partial last chunk of a values array that a
+    run of ``write_batches`` extends in place (see :func:`extended_in_place`), in a local
+    store at ``root``, checked as :func:`stored_rows` does: its file may end with what a
+    killed batch wrote after them."""
+    found = _last_chunk(path, document)
+    assert found is not None, "the array's last chunk is extended in place"
+    index, size, crc = found
+    key = chunk_key(index, len(document["shape"]))
+    return stored_rows(f"{root}/{path}/{key}", where, path, document, index, size, crc).size
 
 
 def _damaged(where: str, path: str, name: str, what: str) -> DamagedStoreError:
