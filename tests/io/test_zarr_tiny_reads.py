@@ -3,6 +3,7 @@ the chunk files of many blocks, checking each chunk as a read of it alone does."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -234,6 +235,40 @@ def test_open_reads_no_values_and_one_block_reads_its_chunks(tmp_path):
     # each chunk once (blocks without samples have none)
     reads = _data_reads(store.reads)
     assert len(reads) == len(set(reads)) == 2 * sum(b.values.size > 0 for b in theirs)
+
+
+class _InFlightStore(CountingStore):
+    """Records the most reads of values chunks in flight at once (each read waits a
+    little)."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.in_flight = self.most = 0
+
+    async def get(self, key, prototype, byte_range=None):
+        if "/values/c" not in key:
+            return await super().get(key, prototype, byte_range)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.002)
+            return await super().get(key, prototype, byte_range)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.parametrize("codecs", ["default", "zstd"])
+def test_a_group_fetches_its_chunk_files_together(tmp_path, codecs):
+    """From stores other than local directories (object stores, where each request
+    waits), a group asks for the chunk files of its arrays concurrently."""
+    theirs = tiny_map(12, seed=16)
+    _write(tmp_path / "t.zarr", theirs, codecs)
+    store = _InFlightStore(LocalStore(tmp_path / "t.zarr", read_only=True))
+    opened = mtd.open_zarr(store)
+    store.most = 0
+    with dask.config.set(scheduler="sync"):
+        assert_equal_to_metatensor(opened, theirs)
+    assert store.most > 4
 
 
 # -- damage ----------------------------------------------------------------------------

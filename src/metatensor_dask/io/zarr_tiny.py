@@ -3,14 +3,14 @@
 A store of many tiny blocks would give one dask array (a graph layer, a task, a name
 hashed) per values array of every block and gradient. Instead, the values arrays of
 neighbouring tiny blocks are items of a group: one task reads their chunk files and
-returns their arrays. Each chunk is read by the function that reads it alone
-(:func:`~metatensor_dask.io.zarr_store.read_plain_region` for plain codecs,
-:func:`~metatensor_dask.io.zarr_store.read_region` for the others), so every check of
-a single read happens for each chunk of a group: sizes and checksums, the chunk table
-and store id of format 4 (:mod:`.zarr_identity`), missing chunks (zeros only where the
-layout says so). A block holds a :class:`~metatensor_dask._collection.GroupItem` per
-values array; computing one array alone (``block.values.compute()``) reads its chunk
-alone.
+returns their arrays. Each chunk is read as when read alone
+(:func:`~metatensor_dask.io.zarr_store.read_plain_region` for plain codecs, whose
+files a group fetches together, :func:`~metatensor_dask.io.zarr_store.read_region` for
+the others), so every check of a single read happens for each chunk of a group: sizes
+and checksums, the chunk table and store id of format 4 (:mod:`.zarr_identity`),
+missing chunks (zeros only where the layout says so). A block holds a
+:class:`~metatensor_dask._collection.GroupItem` per values array; computing one array
+alone (``block.values.compute()``) reads its chunk alone.
 
 A block is tiny when each values array (its own and its gradients') is one chunk as
 stored and as opened, and all of them hold at most :data:`TINY_BYTES`: decided from
@@ -20,15 +20,17 @@ the layout, without reading anything.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from zarr.storage import LocalStore
 
 from .. import _graph
 from .._collection import GroupItem
 from ._mts_tiny import GROUP_BYTES, TINY_BYTES
-from .zarr_store import ArrayRef, read_plain_region, read_region
+from .zarr_store import ArrayRef, read_plain_region, read_plain_regions, read_region
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -142,9 +144,31 @@ def _chunk_read(store: Store, info: layout.ArrayInfo) -> tuple[Any, ArrayRef, tu
 
 
 def read_group(group: _Group) -> tuple[np.ndarray, ...]:
-    """The arrays of the group, each read and checked as if alone."""
-    arrays = []
-    for info in group.infos:
-        read, ref, region = _chunk_read(group.store, info)
-        arrays.append(read(ref, region))
+    """The arrays of the group, each checked as if read alone. The chunk files of those
+    with plain codecs are fetched together (see :func:`read_plain_regions`); the others
+    are read through zarr one by one, from a few threads when the store is not a local
+    directory (each request then waits on the network)."""
+    arrays: list[Any] = [None] * len(group.infos)
+    plain: list[tuple[int, ArrayRef, tuple]] = []
+    others: list[tuple[int, ArrayRef, tuple]] = []
+    for position, info in enumerate(group.infos):
+        _, ref, region = _chunk_read(group.store, info)
+        (plain if info.plain else others).append((position, ref, region))
+    found = read_plain_regions([(ref, region) for _, ref, region in plain])
+    for (position, _, _), array in zip(plain, found, strict=True):
+        arrays[position] = array
+    for (position, _, _), array in zip(others, _read_regions(group.store, others), strict=True):
+        arrays[position] = array
     return tuple(arrays)
+
+
+#: Threads reading the arrays of a group through zarr from a store that is not local.
+_THREADS = 8
+
+
+def _read_regions(store: Store, reads: list[tuple[int, ArrayRef, tuple]]) -> list[np.ndarray]:
+    """:func:`read_region` of each ``(position, ref, region)``."""
+    if len(reads) < 2 or isinstance(store, LocalStore):
+        return [read_region(ref, region) for _, ref, region in reads]
+    with ThreadPoolExecutor(_THREADS) as pool:
+        return list(pool.map(lambda read: read_region(read[1], read[2]), reads))
