@@ -88,10 +88,10 @@ def group_items(
     store: Store, metadata: str, where: str, infos: list[layout.ArrayInfo]
 ) -> list[GroupItem]:
     """An item per array of ``infos`` (in order), consecutive arrays gathered in groups
-    of at most :data:`GROUP_BYTES` (more for a single array) and :data:`GROUP_FILES`
-    arrays. ``metadata`` digests the store's metadata and ``where`` describes the store
-    (see :func:`~metatensor_dask.io.zarr_read.read_layout`): with the paths read, they
-    name each group's content."""
+    of at most :data:`GROUP_BYTES` and :data:`GROUP_FILES` arrays. ``metadata`` digests
+    the store's metadata and ``where`` describes the store (see
+    :func:`~metatensor_dask.io.zarr_read.read_layout`): with the paths read, they name
+    each group's content."""
     items: list[GroupItem] = []
     first = 0
     while first < len(infos):
