@@ -6,7 +6,8 @@ gradients of blocks cut into several chunks, all concurrently. It reads no value
 sample labels and no other row pointer: samples are :meth:`Labels.lazy`, with the
 digest recorded at write time, the other row pointers are read on first use (see
 :mod:`.zarr_pointers`), and values are dask arrays whose tasks read their region of
-the store.
+the store, or for tiny blocks, items of groups whose task reads the chunks of many
+blocks (see :mod:`.zarr_tiny`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dask.array as da
 import numpy as np
 
 from .. import _graph
+from .._collection import GroupItem
 from .._gc import collector_paused
 from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
@@ -35,6 +37,7 @@ from ..errors import (
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
+from . import zarr_tiny
 from ._lock import LOCK_KEY
 from .zarr_columns import StoredSampleColumn
 from .zarr_identity import check_not_overwritten
@@ -168,7 +171,8 @@ class _Reader:
 
     ``rows`` are the values chunks of each block: the row pointers of the gradients
     cut into several chunks are read now, together; the others when first used (see
-    :mod:`.zarr_pointers`).
+    :mod:`.zarr_pointers`). The values arrays of tiny blocks are items of groups (see
+    :mod:`.zarr_tiny`), the others dask arrays of their own.
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class _Reader:
             info.path: pointer
             for (info, _, _), pointer in zip(needed, self.pointers.read_now(needed), strict=True)
         }
+        self.items = _tiny_items(store, tensor, metadata, where, rows)
 
     def block(
         self,
@@ -208,7 +213,9 @@ class _Reader:
         pointer: np.ndarray | Callable[[], np.ndarray] | None,
         parent_rows: int | None = None,
     ) -> TensorBlock:
-        values = read_array(self.store, stored.values, rows, self.metadata)
+        values: da.Array | GroupItem | None = self.items.pop(stored.values.path, None)
+        if values is None:
+            values = read_array(self.store, stored.values, rows, self.metadata)
         properties = (
             properties if stored.properties is None else self.labels[stored.properties.path]
         )
@@ -240,6 +247,24 @@ class _Reader:
             gradients,
             row_pointer=pointer if isinstance(pointer, np.ndarray) else None,
         )
+
+
+def _tiny_items(
+    store: Store,
+    tensor: layout.TensorLayout,
+    metadata: str,
+    where: str,
+    rows: list[tuple[int, ...]],
+) -> dict[str, GroupItem]:
+    """The group item of each values array of the tiny blocks of ``tensor`` (opened
+    with values chunks ``rows``), by path."""
+    infos = [
+        info
+        for block, block_rows in zip(tensor.blocks, rows, strict=True)
+        for info in zarr_tiny.tiny_values(block, block_rows)
+    ]
+    items = zarr_tiny.group_items(store, metadata, where, infos)
+    return {info.path: item for info, item in zip(infos, items, strict=True)}
 
 
 def _needed_pointers(

@@ -57,6 +57,7 @@ __all__ = [
     "read_labels",
     "read_nodes",
     "read_plain_region",
+    "read_plain_regions",
     "set_many",
     "write_files",
 ]
@@ -579,19 +580,51 @@ def read_plain_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:
     :func:`~metatensor_dask.io.zarr_codecs.is_plain`), decoded here from its chunk files
     rather than through zarr's codec pipeline, which copies every chunk twice more: the
     task of a reader's chunk, or the stored rows of the partial chunk an append starts in."""
+    keys = _plain_keys(ref, region)
+    if not keys:
+        return read_region(ref, region)
+    return _decoded_region(ref, region, _read_files(ref.store, keys))
+
+
+def read_plain_regions(reads: list[tuple[ArrayRef, tuple[slice, ...]]]) -> list[np.ndarray]:
+    """:func:`read_plain_region` of each ``(ref, region)`` (arrays of one store), their
+    chunk files fetched together: concurrently from stores other than local ones."""
+    if not reads:
+        return []
+    keys = [_plain_keys(ref, region) for ref, region in reads]
+    raw = iter(_read_files(reads[0][0].store, [key for found in keys for key in found]))
+    results = []
+    for (ref, region), found in zip(reads, keys, strict=True):
+        if found:
+            results.append(_decoded_region(ref, region, [next(raw) for _ in found]))
+        else:
+            results.append(read_region(ref, region))
+    return results
+
+
+def _plain_keys(ref: ArrayRef, region: tuple[slice, ...]) -> list[str]:
+    """The keys of the chunks holding ``region`` of a plain array; none for an empty
+    region."""
     start, stop = region[0].start, region[0].stop
     if stop <= start or any(s.stop <= s.start for s in region[1:]):
-        return read_region(ref, region)
+        return []
     rows = int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
     ndim = len(ref.document["shape"])
-    keys = [
+    return [
         f"{ref.path}/{chunk_key(i, ndim)}" for i in range(start // rows, (stop - 1) // rows + 1)
     ]
-    raw = _read_files(ref.store, keys)
+
+
+def _decoded_region(ref: ArrayRef, region: tuple[slice, ...], raw: list[Any]) -> np.ndarray:
+    """``region`` of a plain array from the content of its chunks (see
+    :func:`_plain_keys`), each checked: present, its size and checksum, and its place
+    in the chunk table."""
+    start, stop = region[0].start, region[0].stop
     rows_read = decode_rows(raw, ref.document, ref.path, describe(ref.store), start, stop)
     identity = ref.identity()
     if identity is not None:  # each chunk decoded: present, its size and checksum right
-        for index, data in enumerate(raw, start=start // rows):
+        first = start // int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+        for index, data in enumerate(raw, start=first):
             identity.check(index, last_crc(data))
     return rows_read
 

@@ -260,7 +260,7 @@ def _write_graph(
         ref = ArrayRef(store, path, nodes[path])
         row_bytes = chunking.row_bytes(array.shape, array.dtype)
         start = 0
-        inputs = _graph.chunk_inputs(array)
+        inputs = _chunk_sources(array)
         for i, rows in enumerate(array.chunks[0]):
             marker = layout.progress_marker(path, i)
             region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
@@ -280,6 +280,22 @@ def _write_graph(
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
+
+
+def _picked(result: tuple, position: int) -> Any:
+    return result[position]
+
+
+def _chunk_sources(array: da.Array) -> list[Any]:
+    """What a storing task takes for each chunk of ``array`` (see
+    :func:`~metatensor_dask._graph.chunk_inputs`); for an item of a group of tiny
+    blocks (read from a file or a store, or computed by an operation), its item of the
+    group's result: the group's task then feeds the writes of all its arrays, where the
+    array's own task would read (or compute) each of them alone."""
+    item = _graph.item_of(array)
+    if item is None:
+        return _graph.chunk_inputs(array)
+    return [(_picked, item.group_key, item.position)]
 
 
 def _lazy(plan: Plan) -> Plan:
