@@ -111,7 +111,7 @@ def test_damaged_stored_rows_are_refused(tmp_path):
     file.write_bytes(bytes(data))
     problems = mtd.verify(path).problems
     assert len(problems) == 2 and "does not hold the rows the store lists" in problems[1]
-    with pytest.raises(MetatensorDaskError, match="batch 2 .* failed: DamagedStoreError") as e:
+    with pytest.raises(MetatensorDaskError, match=r"batch 2 .* failed: DamagedStoreError") as e:
         _run(path, 8, 2, resume=True)
     assert "does not hold the rows the store lists" in str(e.value)
     assert isinstance(e.value.__cause__, DamagedStoreError)
@@ -121,6 +121,6 @@ def test_missing_partial_chunk_is_refused(tmp_path):
     path = tmp_path / "t.zarr"
     file, _, _ = _interrupted(path)[0]
     file.unlink()
-    with pytest.raises(MetatensorDaskError, match="batch 2 .* failed: DamagedStoreError") as e:
+    with pytest.raises(MetatensorDaskError, match=r"batch 2 .* failed: DamagedStoreError") as e:
         _run(path, 8, 2, resume=True)
     assert f"the chunk '{file.name}'" in str(e.value) and "is missing" in str(e.value)
