@@ -2,10 +2,10 @@
 a process that writes them (to be killed), the batches renumbered as ``write_batches``
 renumbers them (for metatensor's join), and the files of a store by content.
 
-``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume] [--chunks ROWS]``
-runs ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)`` on threads,
-each batch sleeping ``DELAY`` seconds first; it prints ``ready`` before the run starts
-and ``done`` after it.
+``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume] [--chunks ROWS]
+[--go FILE]`` runs ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)``
+on threads, each batch sleeping ``DELAY`` seconds first; it prints ``ready`` before the
+run starts (with ``--go``: then waits for ``FILE`` to exist) and ``done`` after it.
 """
 
 from __future__ import annotations
@@ -120,8 +120,11 @@ def main() -> None:
     parser.add_argument("delay", type=float)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--chunks", type=int)
+    parser.add_argument("--go")
     args = parser.parse_args()
     print("ready", flush=True)
+    while args.go is not None and not os.path.exists(args.go):
+        time.sleep(0.001)
     with dask.config.set(num_workers=2):
         mtd.write_batches(
             Slow(args.delay),

@@ -7,28 +7,57 @@ suite makes ``MTD_RACE_KILLS`` of them per case (a few by default, 30 for a long
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
 SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
 
 
-def started(script: str, *arguments: str) -> subprocess.Popen:
-    """``python script arguments...``, once it printed ``ready`` (its imports done)."""
-    process = subprocess.Popen(
+def _spawn(script: str, *arguments: str) -> subprocess.Popen:
+    """``python script arguments...``, just started."""
+    return subprocess.Popen(
         [sys.executable, script, *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _ready(process: subprocess.Popen) -> None:
+    """Wait until ``process`` printed ``ready``; kill it if it printed something else."""
     line = process.stdout.readline()
     if line.strip() != "ready":
         process.kill()
         raise AssertionError(line + process.stdout.read())
+
+
+def started(script: str, *arguments: str) -> subprocess.Popen:
+    """``python script arguments...``, once it printed ``ready`` (its imports done)."""
+    process = _spawn(script, *arguments)
+    _ready(process)
     return process
+
+
+@contextlib.contextmanager
+def started_together(*commands: list[str]) -> Iterator[list[subprocess.Popen]]:
+    """``python script arguments...`` for each ``[script, *arguments]`` of ``commands``,
+    started at once (their imports overlap), once each printed ``ready``; those still
+    running at the end are killed. Processes that must not touch a store before a given
+    moment wait for a ``--go`` file."""
+    processes = [_spawn(*command) for command in commands]
+    try:
+        for process in processes:
+            _ready(process)
+        yield processes
+    finally:
+        for process in processes:
+            with process:
+                process.kill()
 
 
 def ended(process: subprocess.Popen, timeout: float = 120) -> str:
@@ -40,7 +69,8 @@ def ended(process: subprocess.Popen, timeout: float = 120) -> str:
 
 
 def killed_after(process: subprocess.Popen, delay: float) -> str:
-    """Kill ``process`` ``delay`` seconds after it said ``ready``; its output after."""
+    """Kill ``process`` ``delay`` seconds from now (once it said ``ready``, or was let
+    go); its output after."""
     time.sleep(delay)
     process.kill()
     return ended(process)

@@ -135,8 +135,10 @@ def test_html_reprs_render_in_chromium(tmp_path):
         "</body></html>",
         encoding="utf-8",
     )
+    # one browser start both prints the DOM after the script ran and takes the screenshot
+    screenshot = tmp_path / "page.png"
     parsed = _Page()
-    parsed.feed(_run(chromium, "--dump-dom", page.as_uri()))
+    parsed.feed(_run(chromium, "--dump-dom", f"--screenshot={screenshot}", page.as_uri()))
 
     # the script ran after layout: the styles apply and nothing overflows the window
     assert parsed.body["data-cell-align"] == "right"
@@ -174,8 +176,6 @@ def test_html_reprs_render_in_chromium(tmp_path):
         assert chunks == f"{len(part.values.chunks[0])} × {tuple(map(max, part.values.chunks))}"
         assert nbytes == f"{part.values.nbytes / 1024:.2f} KiB"
 
-    screenshot = tmp_path / "page.png"
-    _run(chromium, f"--screenshot={screenshot}", page.as_uri())
     assert _png_size(screenshot) == (WIDTH, HEIGHT)
     assert screenshot.stat().st_size > 20_000  # text and tables, not an empty page
 

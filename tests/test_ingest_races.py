@@ -15,7 +15,7 @@ from pathlib import Path
 import dask
 import metatensor
 from ingest_support import Slow, renumbered, soap
-from kill_support import KILLS, SEED, killed_after, seconds_to_done, started
+from kill_support import KILLS, SEED, killed_after, seconds_to_done, started, started_together
 from test_ingest import expected
 
 import metatensor_dask as mtd
@@ -31,6 +31,17 @@ CHUNKS = 3
 def _run(path: Path, *options: str):
     """A ``write_batches`` run (``ingest_support.py``) to ``path``, once it is ready."""
     return started(str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options)
+
+
+def _runs(*commands: tuple[Path, ...]):
+    """A ``write_batches`` run for each ``(path, *options)`` of ``commands``, started at
+    once (their imports overlap), once each is ready; killed at the end if still running."""
+    return started_together(
+        *(
+            [str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options]
+            for path, *options in commands
+        )
+    )
 
 
 def _duration(path: Path) -> float:
@@ -67,13 +78,20 @@ def test_runs_killed_at_random_moments_resume(tmp_path):
         path = tmp_path / f"killed{kill}.zarr"
         delay = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED}, kill {kill}, run killed after {delay:.3f} s of {duration:.3f} s"
-        killed_after(_run(path, "--chunks", str(CHUNKS)), delay)
-        _assert_refused_or_finished(path, whole, what)
-        if kill % 2:
-            delay = rng.uniform(0.0, 1.2 * duration)
-            what += f", its resume killed after {delay:.3f} s"
-            killed_after(_run(path, "--chunks", str(CHUNKS), "--resume"), delay)
+        go = [tmp_path / f"go{kill}-{which}" for which in ("run", "resume")]
+        # the resume (of every other kill) waits for its turn, started with the run
+        resumed = (path, "--chunks", str(CHUNKS), "--resume", "--go", str(go[1]))
+        run = (path, "--chunks", str(CHUNKS), "--go", str(go[0]))
+        with _runs(run, *([resumed] if kill % 2 else [])) as (writer, *resume):
+            go[0].touch()
+            killed_after(writer, delay)
             _assert_refused_or_finished(path, whole, what)
+            if kill % 2:
+                delay = rng.uniform(0.0, 1.2 * duration)
+                what += f", its resume killed after {delay:.3f} s"
+                go[1].touch()
+                killed_after(resume[0], delay)
+                _assert_refused_or_finished(path, whole, what)
         with dask.config.set(num_workers=2):
             mtd.write_batches(
                 Slow(0.0),

@@ -175,14 +175,40 @@ def test_cancelled_worker_job_does_not_lose_the_run(workdir):
     assert_equal_stores(workdir, "cancelled.zarr")
 
 
-def test_submit_runs_to_completion(workdir):
+def _submitted(pipeline, directory=None):
+    """``submit pipeline`` (from ``directory``, or the current one) under a new job
+    name: the name and the finished ``submit`` command."""
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     result = subprocess.run(
-        [*CLI, "submit", _pipeline(workdir, "submitted.zarr"), "--mem", "2G", "--job-name", name],
+        [*CLI, "submit", str(pipeline), "--mem", "2G", "--job-name", name],
+        cwd=directory,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return name, result
+
+
+@pytest.fixture(scope="module")
+def submissions(workdir):
+    """The plain submissions of two tests, both made before either test waits for its
+    job, so that the jobs run side by side (the node has two CPUs, each job's cluster
+    uses one): ``plain`` from
+    ``workdir``, ``quoted`` from a directory whose name has spaces, quotes and shell
+    syntax. Each: the directory, the job name and the finished ``submit``."""
+    directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
+    directory.mkdir()
+    os.symlink(workdir / "x.zarr", directory / "x.zarr")
+    pipeline = directory / "pipeline.yaml"
+    pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
+    return {
+        "plain": (workdir, *_submitted(_pipeline(workdir, "submitted.zarr"))),
+        "quoted": (directory, *_submitted(pipeline, directory)),
+    }
+
+
+def test_submit_runs_to_completion(workdir, submissions):
+    _, name, result = submissions["plain"]
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit()
@@ -226,22 +252,10 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     assert kept, "every chunk was written again"
 
 
-def test_submit_from_a_directory_with_spaces_and_quotes(workdir):
+def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submissions):
     """The job starts in, and writes next to, a directory whose name has spaces, quotes
     and shell syntax; nothing of that name runs."""
-    name = f"mtd-{uuid.uuid4().hex[:8]}"
-    directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
-    directory.mkdir()
-    os.symlink(workdir / "x.zarr", directory / "x.zarr")
-    pipeline = directory / "pipeline.yaml"
-    pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
-    result = subprocess.run(
-        [*CLI, "submit", str(pipeline), "--mem", "2G", "--job-name", name],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    directory, name, result = submissions["quoted"]
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert _wait_for_job(job) == "COMPLETED"

@@ -84,7 +84,9 @@ class _MostTasks(SchedulerPlugin):
 @pytest.fixture(scope="module")
 def client():
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
         Client(cluster) as client,
     ):
         yield client
@@ -130,10 +132,12 @@ def _files(path):
     return found
 
 
-@pytest.fixture
-def featomic(tmp_path):
+@pytest.fixture(scope="module")
+def featomic(tmp_path_factory):
     """A featomic-like store whose write takes many tasks (small chunks), and the demo
-    pipeline's result computed by metatensor."""
+    pipeline's result computed by metatensor. Written once: the tests only read it, and
+    write their results next to it under names of their own."""
+    tmp_path = tmp_path_factory.mktemp("featomic")
     with dask.config.set({"metatensor_dask.chunk-size": "32KiB"}):
         featomic_like(systems_for_size("3MiB")).to_zarr(str(tmp_path / "x.zarr"))
         x = mtd.to_metatensor(mtd.open_zarr(tmp_path / "x.zarr").compute())

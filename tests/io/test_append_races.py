@@ -20,7 +20,15 @@ from pathlib import Path
 
 import dask
 import pytest
-from kill_support import KILLS, SEED, ended, killed_after, seconds_to_done, started
+from kill_support import (
+    KILLS,
+    SEED,
+    ended,
+    killed_after,
+    seconds_to_done,
+    started,
+    started_together,
+)
 from race_process import CHUNKS, fingerprint, race_tensor
 from test_zarr_append import assert_equal_to_join, shifted
 from test_zarr_append_codecs import codec_settings
@@ -35,6 +43,12 @@ SYSTEMS = 8
 def _writer(*arguments: str):
     """``race_process.py arguments...`` (a writer or a reader), once it is ready."""
     return started(str(SCRIPT), *arguments)
+
+
+def _writers(*arguments: list[str]):
+    """``race_process.py arguments...`` for each list of ``arguments``, started at once
+    (their imports overlap), once each is ready; killed at the end if still running."""
+    return started_together(*([str(SCRIPT), *each] for each in arguments))
 
 
 def _duration(path: Path) -> float:
@@ -56,11 +70,12 @@ def _state(path: Path) -> str:
         return f"refused: {error}"
 
 
-@pytest.fixture(params=["default", "sharded-zstd"])
-def states(request, tmp_path):
+@pytest.fixture(scope="module", params=["default", "sharded-zstd"])
+def states(request, tmp_path_factory):
     """A store of ``race_tensor(0)`` (``base.zarr``), and the fingerprints of it and of
     it after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after
-    the other in this process."""
+    the other in this process. Written once per module: the tests only copy it."""
+    tmp_path = tmp_path_factory.mktemp(f"states-{request.param}")
     base = tmp_path / "base.zarr"
     with dask.config.set(codec_settings(request.param)):
         mtd.from_metatensor(race_tensor(0)).to_zarr(base, chunks=CHUNKS)
@@ -71,6 +86,30 @@ def states(request, tmp_path):
             _append(reference, seed)
             found.append(_state(reference))
     return base, found
+
+
+@pytest.fixture(scope="module")
+def duration(states, tmp_path_factory):
+    """Seconds an append of ``race_tensor(1)`` to a copy of the base store takes in a
+    subprocess: the span over which the kills of the tests fall."""
+    base, _ = states
+    return _duration(shutil.copytree(base, tmp_path_factory.mktemp("timed") / "timed.zarr"))
+
+
+@pytest.fixture(scope="module")
+def sequential(states, tmp_path_factory):
+    """The orders of the appends of ``race_tensor(1)`` and ``race_tensor(2)`` to the base
+    store made one after the other (one of them, or both in either order), by the
+    fingerprint of the store each leaves."""
+    base, _ = states
+    folder = tmp_path_factory.mktemp("sequential")
+    reference = {}
+    for order in [(1,), (2,), (1, 2), (2, 1)]:
+        path = shutil.copytree(base, folder / ("reference" + "".join(map(str, order))))
+        for seed in order:
+            _append(path, seed)
+        reference[_state(path)] = order
+    return reference
 
 
 def _assert_readable(path: Path, allowed: list[str], what: str) -> None:
@@ -84,24 +123,30 @@ def _assert_readable(path: Path, allowed: list[str], what: str) -> None:
     assert not unexpected, f"{what}: {unexpected}"
 
 
-def test_appends_killed_at_random_moments_resume(states, tmp_path):
+def test_appends_killed_at_random_moments_resume(states, duration, tmp_path):
     """Each append killed at a random moment reads as before or after it; every other
     one is resumed in a subprocess killed at a random moment too; then resumed here,
     it equals the join, and a plain append after it works."""
     base, (before, after, after_two) = states
     rng = random.Random(SEED)
-    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
     for kill in range(KILLS):
         path = shutil.copytree(base, tmp_path / f"killed{kill}.zarr")
         delay = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED}, kill {kill}, append killed after {delay:.3f} s of {duration:.3f} s"
-        killed_after(_writer("append", str(path), "1"), delay)
-        _assert_readable(path, [before, after], what)
-        if kill % 2:
-            delay = rng.uniform(0.0, 1.2 * duration)
-            what += f", its resume killed after {delay:.3f} s"
-            killed_after(_writer("append", str(path), "1", "--resume"), delay)
+        go = [tmp_path / f"go{kill}-{which}" for which in ("append", "resume")]
+        # the resume (of every other kill) waits for its turn, started with the append
+        resumed = ["append", str(path), "1", "--resume", "--go", str(go[1])]
+        appended = ["append", str(path), "1", "--go", str(go[0])]
+        with _writers(appended, *([resumed] if kill % 2 else [])) as (writer, *resume):
+            go[0].touch()
+            killed_after(writer, delay)
             _assert_readable(path, [before, after], what)
+            if kill % 2:
+                delay = rng.uniform(0.0, 1.2 * duration)
+                what += f", its resume killed after {delay:.3f} s"
+                go[1].touch()
+                killed_after(resume[0], delay)
+                _assert_readable(path, [before, after], what)
         _append(path, 1, resume=True)
         assert _state(path) == after, what
         assert mtd.verify(path).ok, what
@@ -142,53 +187,45 @@ def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
         assert _state(path) == both, what
 
 
-def test_two_appenders_at_random_moments_lose_no_rows(states, tmp_path):
+def test_two_appenders_at_random_moments_lose_no_rows(states, sequential, duration, tmp_path):
     """Two appends started at random moments of each other: one gets StoreLockedError
     before writing anything (or both append, one after the other); the store is one
     of the sequential outcomes, and the refused append, retried, completes it."""
     base, _ = states
     rng = random.Random(SEED + 1)
-    reference = {}
-    for order in [(1,), (2,), (1, 2), (2, 1)]:
-        path = shutil.copytree(base, tmp_path / ("reference" + "".join(map(str, order))))
-        for seed in order:
-            _append(path, seed)
-        reference[_state(path)] = order
-    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
     for race in range(KILLS):
         path = shutil.copytree(base, tmp_path / f"raced{race}.zarr")
         go = tmp_path / f"go{race}"
         offset = rng.uniform(0.0, 1.2 * duration)
         what = f"seed {SEED + 1}, race {race}, the second append {offset:.3f} s after the first"
-        writers = [
-            _writer("append", str(path), "1", "--go", str(go)),
-            _writer("append", str(path), "2", "--go", str(go), "--after", str(offset)),
-        ]
-        go.touch()
-        outputs = [ended(writer) for writer in writers]
+        with _writers(
+            ["append", str(path), "1", "--go", str(go)],
+            ["append", str(path), "2", "--go", str(go), "--after", str(offset)],
+        ) as writers:
+            go.touch()
+            outputs = [ended(writer) for writer in writers]
         codes = [writer.returncode for writer in writers]
         assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
         for code, output in zip(codes, outputs, strict=True):
             assert ("done" in output) if code == 0 else ("locked: " in output), f"{what}: {output}"
-        order = reference.get(_state(path))
+        order = sequential.get(_state(path))
         assert order is not None, f"{what}: the store is none of the sequential outcomes"
         assert len(order) == codes.count(0), f"{what}: {order} stored, exit codes {codes}"
         for seed, code in zip((1, 2), codes, strict=True):
             if code == 3:
                 _append(path, seed)
                 order = (*order, seed)
-        assert reference.get(_state(path)) == order and len(order) == 2, what
+        assert sequential.get(_state(path)) == order and len(order) == 2, what
         assert mtd.verify(path).ok, what
 
 
-def test_two_resumes_of_a_killed_append_at_random_moments(states, tmp_path):
+def test_two_resumes_of_a_killed_append_at_random_moments(states, duration, tmp_path):
     """An append killed at a random moment, then resumed by two processes started at
     random moments of each other (two requeued jobs): one takes the killed writer's
     lock over, the other gets StoreLockedError or finds the append done; the store
     is the append once."""
     base, (_, after, after_two) = states
     rng = random.Random(SEED + 2)
-    duration = _duration(shutil.copytree(base, tmp_path / "timed.zarr"))
     for race in range(KILLS):
         path = shutil.copytree(base, tmp_path / f"resumed{race}.zarr")
         delay, offset = rng.uniform(0.0, duration), rng.uniform(0.0, 1.2 * duration)
@@ -196,14 +233,17 @@ def test_two_resumes_of_a_killed_append_at_random_moments(states, tmp_path):
             f"seed {SEED + 2}, race {race}, append killed after {delay:.3f} s, the second "
             f"resume {offset:.3f} s after the first"
         )
-        killed_after(_writer("append", str(path), "1"), delay)
-        go = tmp_path / f"go{race}"
-        resumes = [
-            _writer("append", str(path), "1", "--resume", "--go", str(go)),
-            _writer("append", str(path), "1", "--resume", "--go", str(go), "--after", str(offset)),
-        ]
-        go.touch()
-        outputs = [ended(process) for process in resumes]
+        start, go = tmp_path / f"start{race}", tmp_path / f"go{race}"
+        # the resumes wait for the kill, started with the append (their imports overlap)
+        with _writers(
+            ["append", str(path), "1", "--go", str(start)],
+            ["append", str(path), "1", "--resume", "--go", str(go)],
+            ["append", str(path), "1", "--resume", "--go", str(go), "--after", str(offset)],
+        ) as (writer, *resumes):
+            start.touch()
+            killed_after(writer, delay)
+            go.touch()
+            outputs = [ended(process) for process in resumes]
         codes = [process.returncode for process in resumes]
         assert set(codes) <= {0, 3} and 0 in codes, f"{what}: {outputs}"
         assert _state(path) == after, what

@@ -54,31 +54,58 @@ print("done")
 """
 
 
-def _append_killed(path: Path, moment: str) -> subprocess.CompletedProcess:
+CODECS = ["default", "sharded-zstd"]
+MOMENTS = ["tail", "documents", "records"]
+
+
+def _append_killed(path: Path, moment: str) -> subprocess.Popen:
+    """``SCRIPT`` appending to ``path`` until ``moment``, just started."""
     script = SCRIPT.format(folder=str(Path(__file__).parent))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", script, str(path), moment],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        timeout=300,
     )
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """For each codecs and moment: a store of ``make_metatensor(0)`` with those codecs,
+    the append to it killed at that moment, and the exit code and output of the killed
+    process. The stores are independent: their appends run side by side (their imports
+    overlap on the cores), each test then takes its own store."""
+    folder = tmp_path_factory.mktemp("killed")
+    processes, found = {}, {}
+    try:
+        for codecs in CODECS:
+            for moment in MOMENTS:
+                path = folder / f"{codecs}-{moment}.zarr"
+                with dask.config.set(codec_settings(codecs)):
+                    mtd.from_metatensor(make_metatensor(0)).to_zarr(path, chunks=4)
+                processes[codecs, moment] = path, _append_killed(path, moment)
+        for key, (path, process) in processes.items():
+            output, _ = process.communicate(timeout=300)
+            found[key] = path, process.returncode, output
+    finally:
+        for _, process in processes.values():
+            with process:
+                process.kill()
+    return found
 
 
 def _largest_system(tensor: metatensor.TensorMap) -> int:
     return max(int(max(block.samples.column("system"), default=-1)) for block in tensor)
 
 
-@pytest.mark.parametrize("codecs", ["default", "sharded-zstd"])
-@pytest.mark.parametrize("moment", ["tail", "documents", "records"])
-def test_killed_append_reads_as_before_or_after_and_resumes(tmp_path, codecs, moment):
+@pytest.mark.parametrize("codecs", CODECS)
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_killed_append_reads_as_before_or_after_and_resumes(killed, codecs, moment):
     first, second = make_metatensor(0), make_metatensor(1)
-    path = tmp_path / "t.zarr"
-    with dask.config.set(codec_settings(codecs)):
-        mtd.from_metatensor(first).to_zarr(path, chunks=4)
-    finished = _append_killed(path, moment)
-    assert finished.returncode == -9, finished.stdout + finished.stderr
+    path, returncode, output = killed[codecs, moment]
+    assert returncode == -9, output
     expected = [first, shifted(second, _largest_system(first) + 1)]
     if moment == "records":
         assert_equal_to_join(mtd.open_zarr(path), expected)

@@ -219,25 +219,31 @@ def test_resume_refuses_another_computation(tmp_path):
     _assert_same(mtd.open_zarr(path), mtd.open_zarr(expected))
 
 
-def test_cli_resume_refuses_other_arguments(tmp_path):
+def test_cli_resume_refuses_other_arguments(tmp_path, capsys):
+    """The command killed is a process of its own; the commands after it run the same
+    command line in this process (``main``), which saves starting Python three times."""
+    from metatensor_dask.execution.cli import main
+
     source = tmp_path / "x.zarr"
     slow_tensor(300, 0.0, rows=1).to_zarr(source)
     output = tmp_path / "pow.zarr"
 
     def apply(b: int, *options: str) -> list[str]:
         return [
-            sys.executable, "-m", "metatensor_dask", "apply", "pow", str(source),
+            "apply", "pow", str(source),
             "-o", str(output), "--arg", f"B={b}", "-q", "-w", "1", *options,
         ]  # fmt: skip
 
+    command = [sys.executable, "-m", "metatensor_dask", *apply(2)]
     tiny = {"DASK_METATENSOR_DASK__CHUNK_SIZE": "256B"}  # one task per chunk
-    _kill_after_progress(apply(2), output, tmp_path / "apply.log", tiny)
+    _kill_after_progress(command, output, tmp_path / "apply.log", tiny)
+    capsys.readouterr()
     for state in ("interrupted", "complete"):
-        refused = subprocess.run(apply(3, "--resume"), capture_output=True, text=True)
-        assert refused.returncode == 1, refused
-        assert "another computation" in refused.stderr and "mode='w'" in refused.stderr
+        assert main(apply(3, "--resume")) == 1, state
+        refused = capsys.readouterr().err
+        assert "another computation" in refused and "mode='w'" in refused, refused
         if state == "interrupted":
-            finished = subprocess.run(apply(2, "--resume"), capture_output=True, text=True)
-            assert finished.returncode == 0, finished.stderr
+            finished = main(apply(2, "--resume"))
+            assert finished == 0, capsys.readouterr().err
     expected = mtd.pow(mtd.open_zarr(source), 2)
     _assert_same(mtd.open_zarr(output), expected)
