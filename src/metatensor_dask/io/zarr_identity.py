@@ -394,10 +394,12 @@ class ChunkIdentity:
         DamagedStoreError
             When the chunk is not the one the store lists.
         """
-        root, node, record = await asyncio.gather(
-            _get(self.store, "zarr.json"),
-            _get(self.store, f"{self.path}/zarr.json"),
-            _get(self.store, _APPEND_KEY),
+        # the record first: an append writes it, its chunks, its documents, then
+        # deletes it; read after the chunk, a record found gone means that the root
+        # and the node read next list what the append wrote
+        record = await _get(self.store, _APPEND_KEY)
+        root, node = await asyncio.gather(
+            _get(self.store, "zarr.json"), _get(self.store, f"{self.path}/zarr.json")
         )
         current_id, document, complete = _current(root, node, self.path)
         if current_id != self.store_id:
