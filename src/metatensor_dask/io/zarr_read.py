@@ -27,7 +27,6 @@ from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
 from ..errors import (
-    DamagedStoreError,
     IncompleteStoreError,
     MetatensorDaskError,
     StoreFormatWarning,
@@ -37,7 +36,7 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY
 from .zarr_columns import StoredSampleColumn
-from .zarr_identity import check_not_overwritten
+from .zarr_identity import overwrite_told
 from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
@@ -78,8 +77,8 @@ def _lazy_samples(
     where = describe(store)
 
     def load() -> np.ndarray:
-        (values,) = read_arrays([ref])
-        try:
+        with overwrite_told(store, where, store_id, f"the Labels '{info.path}'"):
+            (values,) = read_arrays([ref])
             return checked_labels(
                 where,
                 info.path,
@@ -90,15 +89,11 @@ def _lazy_samples(
                 pointer if pointer is None or isinstance(pointer, np.ndarray) else pointer(),
                 info.chunk_rows,
             ).values
-        except DamagedStoreError:
-            if store_id is not None:
-                check_not_overwritten(store, where, store_id, f"the Labels '{info.path}'")
-            raise
 
     stored = None
     if pointer is not None and "sample" in info.names:
         read = read_plain_region if info.plain else read_region
-        stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
+        stored = StoredSampleColumn(ref, info.names.index("sample"), read, where, store_id)
     if pointer is None or isinstance(pointer, np.ndarray):
         return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
     assert parent_rows is not None, "a row pointer is over the rows of a parent"
@@ -189,7 +184,7 @@ class _Reader:
         labels = read_labels(store, [tensor.keys, *infos])
         self.keys = labels[0]
         self.labels = {info.path: value for info, value in zip(infos, labels[1:], strict=True)}
-        self.pointers = StoredPointers(store, where)
+        self.pointers = StoredPointers(store, where, self.store_id)
         needed = [
             found
             for block, block_rows in zip(tensor.blocks, rows, strict=True)

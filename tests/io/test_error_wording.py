@@ -1,0 +1,150 @@
+"""Errors that say what happened to a store or a file: overwritten since it was opened,
+interrupted (and by which command), damaged; and their remedies, followed."""
+
+from __future__ import annotations
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask._partition import block_row_pointer
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+OVERWRITTEN = r"was overwritten \(or is being written\) since this tensor was opened"
+CODECS = {
+    "default": {},
+    "zstd": {"metatensor_dask.compressor": "zstd"},
+    "sharded": {"metatensor_dask.shard-chunks": 2},
+}
+
+
+def _tensor(
+    seed: int,
+    rows: int = 16,
+    per_sample: list[int] | None = None,
+    properties: int = 2,
+    start: int = 0,
+) -> metatensor.TensorMap:
+    """Two blocks of ``rows`` samples (systems from ``start``), with a gradient whose
+    rows are grouped by sample: ``per_sample[i]`` rows of sample ``i`` (2 each by
+    default)."""
+    rng = np.random.default_rng(seed)
+    counts = np.array(per_sample if per_sample is not None else [2] * rows)
+    sample = np.repeat(np.arange(rows, dtype=np.int32), counts)
+    atom = np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
+    blocks = []
+    for _ in range(2):
+        block = metatensor.TensorBlock(
+            rng.random((rows, properties)),
+            metatensor.Labels(["system"], np.arange(start, start + rows, dtype=np.int32)[:, None]),
+            [],
+            metatensor.Labels.range("p", properties),
+        )
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                rng.random((len(sample), properties)),
+                metatensor.Labels(["sample", "atom"], np.stack([sample, atom], axis=1)),
+                [],
+                block.properties,
+            ),
+        )
+        blocks.append(block)
+    keys = metatensor.Labels(["k"], np.array([[0], [1]], dtype=np.int32))
+    return metatensor.TensorMap(keys, blocks)
+
+
+def _write(path, tensor, mode: str = "w-", codecs: str = "default") -> None:
+    with dask.config.set(CODECS[codecs]):
+        mtd.from_metatensor(tensor).to_zarr(path, chunks=4, mode=mode)
+
+
+# -- a tensor opened before its store was overwritten -------------------------------------
+
+
+@pytest.mark.parametrize("codecs", sorted(CODECS))
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"rows": 12},  # chunks of the old rows are gone
+        {"rows": 20},  # more chunks
+        {"properties": 3},  # chunks of other sizes
+    ],
+    ids=["fewer-rows", "more-rows", "more-properties"],
+)
+def test_values_of_another_shape_after_an_overwrite_say_so(tmp_path, codecs, other):
+    """Chunks missing or of another size, because the store now holds another tensor,
+    are not damage: the opened tensor says the store was overwritten."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(0), codecs=codecs)
+    opened = mtd.open_zarr(path)
+    _write(path, _tensor(1, **other), mode="w", codecs=codecs)
+    for block in opened.blocks():
+        for array in [block.values, block.gradient("positions").values]:
+            with pytest.raises(mtd.MetatensorDaskError, match=OVERWRITTEN) as raised:
+                array.compute()
+            assert not isinstance(raised.value, mtd.DamagedStoreError)
+    assert_equal_to_metatensor(mtd.open_zarr(path), _tensor(1, **other))
+
+
+def test_a_row_pointer_read_after_an_overwrite_says_so(tmp_path):
+    """A block of one chunk reads its row pointer on first use: the store holds another
+    pointer by then (more gradient rows), which is not damage."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(2))
+    opened = mtd.open_zarr(path, chunks=16)  # one chunk: pointers read on first use
+    _write(path, _tensor(3, per_sample=[3] * 16), mode="w")
+    for block in opened.blocks():
+        with pytest.raises(
+            mtd.MetatensorDaskError,
+            match=rf"{OVERWRITTEN}: the row pointer 'blocks/\d/gradients/positions/row_pointer'",
+        ) as raised:
+            block_row_pointer(block, "positions")
+        assert not isinstance(raised.value, mtd.DamagedStoreError)
+
+
+def test_gradient_samples_of_another_size_after_an_overwrite_say_so(tmp_path):
+    """The gradient samples, loaded on first use, now have chunks of another size."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(4))
+    opened = mtd.open_zarr(path)
+    _write(path, _tensor(5, per_sample=[3] * 16), mode="w")
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=rf"{OVERWRITTEN}: the Labels 'blocks/0/gradients/positions/samples'",
+    ) as raised:
+        opened.block(0).gradient("positions").samples.values  # noqa: B018
+    assert not isinstance(raised.value, mtd.DamagedStoreError)
+
+
+def test_sample_columns_read_by_chunk_wise_tasks_after_an_overwrite_say_so(tmp_path):
+    """Chunk-wise gradient tasks read the stored "sample" column of their rows, checked
+    against the row pointer opened: after an overwrite with the same values but the
+    gradient rows of other samples, they do not match it, because of the overwrite."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(6))
+    opened = mtd.open_zarr(path)  # 4 chunks: the pointers are read now
+    moved = [1, 3] + [2] * 14  # as many gradient rows (the same values), of other samples
+    _write(path, _tensor(6, per_sample=moved), mode="w")
+    product = mtd.multiply(opened, opened)
+    with pytest.raises(mtd.MetatensorDaskError, match=OVERWRITTEN) as raised:
+        product.block(0).gradient("positions").values.compute()
+    assert not isinstance(raised.value, mtd.DamagedStoreError)
+
+
+def test_damage_of_an_opened_store_not_overwritten_is_still_damage(tmp_path):
+    """The store id did not change: a chunk removed, a row pointer cut, are damage."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(8))
+    opened = mtd.open_zarr(path, chunks=16)
+    (path / "blocks/0/values/c.1.0").unlink()
+    (path / "blocks/1/gradients/positions/row_pointer/c.0").write_bytes(b"\0" * 8)
+    (path / "blocks/0/gradients/positions/samples/c.0.0").unlink()
+    with pytest.raises(mtd.DamagedStoreError, match="is missing"):
+        opened.block(0).values.compute()
+    with pytest.raises(mtd.DamagedStoreError, match="row_pointer"):
+        block_row_pointer(opened.block(1), "positions")
+    with pytest.raises(mtd.DamagedStoreError, match="is missing"):
+        opened.block(0).gradient("positions").samples.values  # noqa: B018
