@@ -3,6 +3,11 @@ interrupted (and by which command), damaged; and their remedies, followed."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import dask
 import metatensor
 import numpy as np
@@ -10,6 +15,7 @@ import pytest
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 OVERWRITTEN = r"was overwritten \(or is being written\) since this tensor was opened"
@@ -148,3 +154,95 @@ def test_damage_of_an_opened_store_not_overwritten_is_still_damage(tmp_path):
         block_row_pointer(opened.block(1), "positions")
     with pytest.raises(mtd.DamagedStoreError, match="is missing"):
         opened.block(0).gradient("positions").samples.values  # noqa: B018
+
+
+# -- a store whose writer was killed: the command that wrote it gives the remedy -----------
+
+#: A writer of a store, to be killed (``python -c WRITER kind store source``): prints
+#: ``ready`` once imported, then writes slowly (a dask callback sleeps before each task).
+WRITER = """
+import sys, time
+from dask.callbacks import Callback
+import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
+
+kind, store, source = sys.argv[1:4]
+print("ready", flush=True)
+with Callback(pretask=lambda *args: time.sleep(0.2)):
+    if kind == "convert":
+        main(["convert", source, store, "--chunks", "1", "--quiet"])
+    elif kind == "apply":
+        main(["apply", "abs", source, "-o", store, "--quiet"])
+    else:
+        mtd.load(source).to_zarr(store, chunks=1)
+"""
+
+
+def _holder_pid(store) -> int | None:
+    try:
+        return json.loads((store / ".lock").read_bytes())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _killed(kind: str, store, source) -> None:
+    """Run the writer ``kind`` of ``store`` from ``source``, and kill it (SIGKILL) once
+    it holds the lock and wrote the root of the store (incomplete)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, kind, str(store), str(source)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with process:
+        line = process.stdout.readline()
+        assert line.strip() == "ready", line + process.stdout.read()
+        deadline = time.monotonic() + 60
+        while _holder_pid(store) != process.pid or not (store / "zarr.json").exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize(
+    ("kind", "command"),
+    [("convert", "metatensor-dask convert"), ("apply", "metatensor-dask apply")],
+)
+def test_a_store_of_a_killed_command_line_names_its_resume(tmp_path, capsys, kind, command):
+    """open_zarr, verify and a write of the store name the command line that wrote it and
+    its --resume, not to_zarr's resume=True; the command with --resume finishes it."""
+    source, store = tmp_path / "source.mts", tmp_path / "out.zarr"
+    metatensor.save(source, _tensor(9, rows=6))
+    _killed(kind, store, source)
+    remedy = f"run the same command ({command}) with --resume"
+    with pytest.raises(mtd.IncompleteStoreError) as raised:
+        mtd.open_zarr(store)
+    message = str(raised.value)
+    assert f"its lock names {command} of user" in message and remedy in message, message
+    assert "resume=True" not in message and "mode='w'" not in message
+    (unfinished,) = [p for p in mtd.verify(store).problems if "incomplete" in p]
+    assert remedy in unfinished and "resume=True" not in unfinished, unfinished
+    # the remedy, followed
+    if kind == "convert":
+        arguments = ["convert", str(source), str(store), "--chunks", "1", "--resume"]
+        expected = _tensor(9, rows=6)
+    else:
+        arguments = ["apply", "abs", str(source), "-o", str(store), "--resume"]
+        expected = metatensor.abs(_tensor(9, rows=6))
+    assert main([*arguments, "--quiet"]) == 0, capsys.readouterr().err
+    assert_equal_to_metatensor(mtd.open_zarr(store), expected)
+    assert mtd.verify(store).ok
+
+
+def test_a_store_of_a_killed_to_zarr_names_resume_true(tmp_path):
+    source, store = tmp_path / "source.mts", tmp_path / "out.zarr"
+    metatensor.save(source, _tensor(10, rows=6))
+    _killed("to_zarr", store, source)
+    with pytest.raises(mtd.IncompleteStoreError, match=r"its lock names to_zarr of user"):
+        mtd.open_zarr(store)
+    with pytest.raises(mtd.IncompleteStoreError, match=r"pass resume=True with the same tensor"):
+        mtd.open_zarr(store)
+    mtd.load(source).to_zarr(store, chunks=1, resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(store), _tensor(10, rows=6))

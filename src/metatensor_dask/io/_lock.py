@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from dask.utils import parse_timedelta
 
 from .. import config
-from ..errors import MetatensorDaskError, StoreLockedError
+from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -52,6 +52,8 @@ __all__ = [
     "StoreLock",
     "WriteId",
     "append_command",
+    "incomplete",
+    "left_lock",
     "locked_as",
     "released_on_failure",
     "timeout",
@@ -475,6 +477,32 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+def left_lock(store: Store) -> Holder | None:
+    """The holder of the store's lock (``None``: no lock, or one that can not be read)."""
+    return Holder.parse(get_many(store, [LOCK_KEY])[0])
+
+
+def incomplete(store: Store, where: str) -> IncompleteStoreError:
+    """The error for a store whose write did not finish: a writer killed (or one still
+    running) left its lock, whose command gives the remedy (``--resume`` of the command
+    line that wrote the store, ``write_batches(..., resume=True)``, ``resume=True`` of
+    an append...); without a lock (a write that failed in its process released it),
+    the remedies of every writer."""
+    holder = left_lock(store)
+    if holder is None:
+        return IncompleteStoreError(
+            f"{where} is incomplete: a write did not finish (it failed, was interrupted, "
+            "or is still running); finish it with to_zarr(..., resume=True) and the same "
+            "tensor (a run of write_batches: write_batches(..., resume=True); a command "
+            "line: the same command with --resume), or write it again with mode='w'"
+        )
+    return IncompleteStoreError(
+        f"{where} is incomplete: a write did not finish (its lock names "
+        f"{holder.describe()}: interrupted, or still running); once that writer is gone, "
+        f"{holder.remedy(appending=False)}"
+    )
 
 
 #: What the lock of ``to_zarr(..., append_dim="samples")`` records as its command (in

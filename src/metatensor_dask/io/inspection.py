@@ -20,6 +20,7 @@ from dask.utils import format_bytes
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
+from ._lock import left_lock
 from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
@@ -468,6 +469,13 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("complete") is not True:
         recorded = len(recorded_chunks(store))
+        holder = left_lock(store)
+        if holder is not None:  # the command that wrote it, and its remedy
+            return (
+                f"the store is incomplete: a write stopped before the end ({recorded} "
+                f"chunks recorded; its lock names {holder.describe()}): once that writer "
+                f"is gone, {holder.remedy(appending=False)}"
+            )
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
             if RUN in ours

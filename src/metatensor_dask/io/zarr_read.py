@@ -27,14 +27,13 @@ from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
 from ..errors import (
-    IncompleteStoreError,
     MetatensorDaskError,
     StoreFormatWarning,
 )
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
-from ._lock import LOCK_KEY
+from ._lock import LOCK_KEY, incomplete
 from .zarr_columns import StoredSampleColumn
 from .zarr_identity import overwrite_told
 from .zarr_integrity import checked_labels
@@ -255,15 +254,6 @@ def _needed_pointers(
     return found
 
 
-def incomplete(where: str) -> IncompleteStoreError:
-    """The error for a store whose write did not finish."""
-    return IncompleteStoreError(
-        f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
-        "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
-        "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
-    )
-
-
 def check_started(store: Store, where: str) -> None:
     """Refuse a store without root document as incomplete when a write to it started:
     its lock, the plan of a write or the record of an append are stored before the
@@ -272,7 +262,7 @@ def check_started(store: Store, where: str) -> None:
     keys = [LOCK_KEY, layout.PLAN_KEY, layout.APPEND_KEY, ".zgroup", ".zarray"]
     *started, group, array = get_many(store, keys)
     if any(raw is not None for raw in started):
-        raise incomplete(where)
+        raise incomplete(store, where)
     if group is not None or array is not None:
         raise MetatensorDaskError(
             f"{where} is a Zarr version 2 store (written by zarr-python 2, or with "
@@ -289,7 +279,7 @@ def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
         check_started(store, where)
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        raise incomplete(where)
+        raise incomplete(store, where)
     metadata = hashlib.blake2b(raw or b"", digest_size=16)
     if nodes is None:
         nodes = read_nodes(store)
