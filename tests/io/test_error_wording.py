@@ -12,6 +12,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
@@ -246,3 +247,49 @@ def test_a_store_of_a_killed_to_zarr_names_resume_true(tmp_path):
         mtd.open_zarr(store)
     mtd.load(source).to_zarr(store, chunks=1, resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(store), _tensor(10, rows=6))
+
+
+# -- mode="w-" on a store holding an interrupted append ---------------------------------------
+
+
+def _interrupted_append(path, appended: metatensor.TensorMap) -> None:
+    """Append ``appended`` to the store ``path``, failing (in this process, which releases
+    the lock) after a few of its tasks ran: its record is left."""
+    ran = []
+
+    def fail_third(*args):
+        ran.append(args)
+        if len(ran) == 3:
+            raise RuntimeError("stopped by the test")
+
+    with Callback(pretask=fail_third), pytest.raises(RuntimeError, match="stopped by the test"):
+        mtd.from_metatensor(appended).to_zarr(path, append_dim="samples")
+    assert (path / ".progress" / "append.json").exists()
+
+
+@pytest.mark.parametrize("remedy", ["resume", "discard", "overwrite"])
+def test_create_only_on_a_store_with_an_interrupted_append_names_it(tmp_path, remedy):
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(11))
+    appended = _tensor(12, start=16)
+    _interrupted_append(path, appended)
+    with pytest.raises(mtd.MetatensorDaskError) as raised:
+        mtd.from_metatensor(_tensor(13)).to_zarr(path, mode="w-")
+    message = str(raised.value)
+    assert "an append to it was interrupted" in message, message
+    assert "append_dim='samples', resume=True" in message and "discard_append" in message
+    # each remedy, followed
+    if remedy == "resume":
+        mtd.from_metatensor(appended).to_zarr(path, append_dim="samples", resume=True)
+        expected = metatensor.join([_tensor(11), appended], axis="samples")
+    elif remedy == "discard":
+        mtd.discard_append(path)
+        expected = _tensor(11)
+    else:
+        mtd.from_metatensor(_tensor(13)).to_zarr(path, mode="w")
+        expected = _tensor(13)
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+    assert mtd.verify(path).ok
+    with pytest.raises(mtd.MetatensorDaskError, match="already exists") as raised:
+        mtd.from_metatensor(_tensor(13)).to_zarr(path, mode="w-")
+    assert "interrupted" not in str(raised.value)

@@ -50,7 +50,7 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
 from ._zarr_internals import sync
-from .zarr_append import append, read_root, refuse_foreign
+from .zarr_append import append, interrupted, read_root, refuse_foreign
 from .zarr_codecs import check_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
@@ -895,10 +895,7 @@ def _write(
         )
     attributes, stored = existing
     if mode == "w-":
-        raise MetatensorDaskError(
-            f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
-            "add blocks or gradients, or mode='r+' to rewrite its values"
-        )
+        raise _exists(store, attributes, where)
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
@@ -935,6 +932,24 @@ def _write(
         compute,
         (lock, _token(plan, tensor)),
         kept=_kept(attributes, whole=True),
+    )
+
+
+def _exists(store: Store, attributes: dict[str, Any], where: str) -> MetatensorDaskError:
+    """The refusal of ``mode="w-"`` for the complete store ``where`` (of root
+    ``attributes``); one holding an interrupted append names that append's remedies."""
+    if interrupted(store, attributes):
+        return MetatensorDaskError(
+            f"a store already exists at {where}, and an append to it was interrupted (its "
+            f"record '{layout.APPEND_KEY}' is left; the store reads as before it): finish "
+            "the append with to_zarr(..., append_dim='samples', resume=True) and the same "
+            "tensor and renumber (`metatensor-dask convert --append --resume` and the same "
+            "sources), or give it up with metatensor_dask.discard_append(store); to replace "
+            "the store use mode='w'"
+        )
+    return MetatensorDaskError(
+        f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
+        "add blocks or gradients, or mode='r+' to rewrite its values"
     )
 
 
