@@ -17,6 +17,7 @@ from dask.callbacks import Callback
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
 from metatensor_dask.execution.cli import main
+from metatensor_dask.io import _zip
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 OVERWRITTEN = r"was overwritten \(or is being written\) since this tensor was opened"
@@ -166,6 +167,7 @@ import sys, time
 from dask.callbacks import Callback
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
+from metatensor_dask.io import _zip
 
 kind, store, source = sys.argv[1:4]
 print("ready", flush=True)
@@ -293,3 +295,69 @@ def test_create_only_on_a_store_with_an_interrupted_append_names_it(tmp_path, re
     with pytest.raises(mtd.MetatensorDaskError, match="already exists") as raised:
         mtd.from_metatensor(_tensor(13)).to_zarr(path, mode="w-")
     assert "interrupted" not in str(raised.value)
+
+
+# -- .mts files: the trailing records of the ZIP archive ------------------------------------
+
+#: Offsets in the trailing records of an archive with a ZIP64 end record (the record,
+#: 56 bytes; its locator, 20; the end record, 22) that no reader uses: the record's own
+#: size and its versions, the locator's disk numbers, and the fields of the end record
+#: that the ZIP64 record replaces. A changed byte there reads the same map.
+ZIP64_UNUSED = {*range(4, 16), *range(60, 64), *range(72, 76), *range(80, 96)}
+
+
+def _saved_small(path, zip64: bool, monkeypatch) -> bytes:
+    """A small map saved at ``path`` (with a ZIP64 end record: its writer's threshold of
+    members lowered); its bytes."""
+    block = metatensor.TensorBlock(
+        np.arange(6.0).reshape(3, 2),
+        metatensor.Labels.range("s", 3),
+        [],
+        metatensor.Labels.range("p", 2),
+    )
+    tensor = metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+    if zip64:
+        monkeypatch.setattr(_zip, "ZIP64_COUNT_LIMIT", 2)
+    mtd.save(path, mtd.from_metatensor(tensor))
+    monkeypatch.undo()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("zip64", [False, True], ids=["plain", "zip64"])
+def test_every_changed_byte_of_the_trailing_records_is_damage(tmp_path, monkeypatch, zip64):
+    """Every byte of the end record (and of the ZIP64 end record and its locator),
+    changed: the file is damaged (its signatures, disk numbers and comment length
+    too, which were format errors: not a ZIP archive, an archive of several disks), or
+    for a byte no reader uses, the map reads back the same; never another map."""
+    source = tmp_path / "source.mts"
+    data = _saved_small(source, zip64, monkeypatch)
+    expected = metatensor.load(str(source))
+    start = data.rindex(b"PK\x06\x06" if zip64 else b"PK\x05\x06")
+    assert len(data) - start == (98 if zip64 else 22)
+    changed = tmp_path / "changed.mts"
+    for offset in range(len(data) - start):
+        edited = bytearray(data)
+        edited[start + offset] ^= 0x80 if offset % 2 else 0x01  # low and high bits
+        changed.write_bytes(bytes(edited))
+        if zip64 and offset in ZIP64_UNUSED:
+            assert_equal_to_metatensor(mtd.load(changed), expected)
+            continue
+        with pytest.raises(mtd.DamagedFileError) as raised:
+            mtd.load(changed)  # the directory is read when the file is opened
+        message = str(raised.value)
+        assert f"'{changed}' is damaged: " in message, (offset, message)
+        problems = mtd.verify(changed).problems
+        assert len(problems) == 1 and "is damaged" in problems[0], (offset, problems)
+
+
+def test_a_file_that_is_not_an_archive_is_still_a_format_error(tmp_path):
+    """Not damage: a file that has no end record at all, or ends in one that does not
+    close its directory."""
+    for name, data in [
+        ("text.mts", b"hello" * 100),
+        ("fake.mts", b"hello" * 10 + b"PK\x05\x06" + b"\0" * 18),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(mtd.MetatensorError, match="serialization format error") as raised:
+            mtd.load(tmp_path / name)
+        assert not isinstance(raised.value, mtd.DamagedFileError)

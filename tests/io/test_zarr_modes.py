@@ -292,7 +292,7 @@ def test_a_reader_opened_before_an_overwrite_never_sees_zeros(tmp_path):
     delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
     try:
         # the old data is gone: the only right answer is a clear error, which says why
-        with pytest.raises(mtd.MetatensorDaskError, match="overwritten .* since this tensor"):
+        with pytest.raises(mtd.MetatensorDaskError, match=r"overwritten .* since this tensor"):
             reader.block(0).values.compute()
     finally:
         dask.compute(delayed)
