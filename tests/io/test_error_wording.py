@@ -4,6 +4,7 @@ interrupted (and by which command), damaged; and their remedies, followed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -188,9 +189,10 @@ def _holder_pid(store) -> int | None:
         return None
 
 
-def _killed(kind: str, store, source) -> None:
+def _killed(kind: str, store, source, while_running=None) -> None:
     """Run the writer ``kind`` of ``store`` from ``source``, and kill it (SIGKILL) once
-    it holds the lock and wrote the root of the store (incomplete)."""
+    it holds the lock and wrote the root of the store (incomplete); before, call
+    ``while_running()``, if given."""
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, kind, str(store), str(source)],
         stdout=subprocess.PIPE,
@@ -205,6 +207,9 @@ def _killed(kind: str, store, source) -> None:
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline
             time.sleep(0.002)
+        if while_running is not None:
+            while_running()
+            assert process.poll() is None, "the writer ended: the test saw no write in progress"
         process.kill()
         process.wait()
 
@@ -223,10 +228,14 @@ def test_a_store_of_a_killed_command_line_names_its_resume(tmp_path, capsys, kin
     with pytest.raises(mtd.IncompleteStoreError) as raised:
         mtd.open_zarr(store)
     message = str(raised.value)
-    assert f"its lock names {command} of user" in message and remedy in message, message
+    assert f"did not finish ({command} of user" in message and remedy in message, message
     assert "resume=True" not in message and "mode='w'" not in message
     (unfinished,) = [p for p in mtd.verify(store).problems if "incomplete" in p]
     assert remedy in unfinished and "resume=True" not in unfinished, unfinished
+    # info shows the store as incomplete (its keys may not be stored yet), not damaged
+    capsys.readouterr()
+    assert main(["info", str(store)]) == 0, capsys.readouterr().err
+    assert "INCOMPLETE: a write did not finish" in capsys.readouterr().out
     # the remedy, followed
     if kind == "convert":
         arguments = ["convert", str(source), str(store), "--chunks", "1", "--resume"]
@@ -240,10 +249,22 @@ def test_a_store_of_a_killed_command_line_names_its_resume(tmp_path, capsys, kin
 
 
 def test_a_store_of_a_killed_to_zarr_names_resume_true(tmp_path):
+    """While the write runs, readers are told to wait for it (not to resume it, which
+    its live lock refuses); once it is killed, to resume it."""
     source, store = tmp_path / "source.mts", tmp_path / "out.zarr"
     metatensor.save(source, _tensor(10, rows=6))
-    _killed("to_zarr", store, source)
-    with pytest.raises(mtd.IncompleteStoreError, match=r"its lock names to_zarr of user"):
+
+    def refused_while_running():
+        with pytest.raises(mtd.IncompleteStoreError) as raised:
+            mtd.open_zarr(store)
+        message = str(raised.value)
+        assert "a write is in progress (to_zarr of user" in message, message
+        assert "wait until it has finished" in message and "resume" not in message
+        (problem,) = [p for p in mtd.verify(store).problems if "incomplete" in p]
+        assert "a write is in progress" in problem, problem
+
+    _killed("to_zarr", store, source, refused_while_running)
+    with pytest.raises(mtd.IncompleteStoreError, match=r"did not finish \(to_zarr of user"):
         mtd.open_zarr(store)
     with pytest.raises(mtd.IncompleteStoreError, match=r"pass resume=True with the same tensor"):
         mtd.open_zarr(store)
@@ -361,3 +382,16 @@ def test_a_file_that_is_not_an_archive_is_still_a_format_error(tmp_path):
         with pytest.raises(mtd.MetatensorError, match="serialization format error") as raised:
             mtd.load(tmp_path / name)
         assert not isinstance(raised.value, mtd.DamagedFileError)
+
+
+def test_a_store_whose_delayed_write_has_not_run_says_to_compute_it(tmp_path):
+    """to_zarr(..., compute=False) holds the lock until its Delayed runs: opening or
+    verifying the store meanwhile names that remedy, which works."""
+    path = tmp_path / "t.zarr"
+    delayed = mtd.from_metatensor(_tensor(14)).to_zarr(path, chunks=4, compute=False)
+    remedy = "whose Delayed has not run: compute it (dask.compute) to finish the write"
+    with pytest.raises(mtd.IncompleteStoreError, match=re.escape(remedy)):
+        mtd.open_zarr(path)
+    assert any(remedy in problem for problem in mtd.verify(path).problems)
+    dask.compute(delayed)
+    assert_equal_to_metatensor(mtd.open_zarr(path), _tensor(14))

@@ -57,6 +57,7 @@ __all__ = [
     "locked_as",
     "released_on_failure",
     "timeout",
+    "unfinished_write",
 ]
 
 #: The key of the lock at the root of a store.
@@ -485,11 +486,11 @@ def left_lock(store: Store) -> Holder | None:
 
 
 def incomplete(store: Store, where: str) -> IncompleteStoreError:
-    """The error for a store whose write did not finish: a writer killed (or one still
-    running) left its lock, whose command gives the remedy (``--resume`` of the command
-    line that wrote the store, ``write_batches(..., resume=True)``, ``resume=True`` of
-    an append...); without a lock (a write that failed in its process released it),
-    the remedies of every writer."""
+    """The error for a store whose write did not finish: a writer still running holds
+    its lock (then: wait for it), a killed one left it, whose command gives the remedy
+    (``--resume`` of the command line that wrote the store, ``write_batches(...,
+    resume=True)``, ``resume=True`` of an append...); without a lock (a write that
+    failed in its process released it), the remedies of every writer."""
     holder = left_lock(store)
     if holder is None:
         return IncompleteStoreError(
@@ -498,10 +499,23 @@ def incomplete(store: Store, where: str) -> IncompleteStoreError:
             "tensor (a run of write_batches: write_batches(..., resume=True); a command "
             "line: the same command with --resume), or write it again with mode='w'"
         )
-    return IncompleteStoreError(
-        f"{where} is incomplete: a write did not finish (its lock names "
-        f"{holder.describe()}: interrupted, or still running); once that writer is gone, "
-        f"{holder.remedy(appending=False)}"
+    return IncompleteStoreError(f"{where} is incomplete: {unfinished_write(holder)}")
+
+
+def unfinished_write(holder: Holder, stopped: str = "a write did not finish") -> str:
+    """What the lock ``holder`` of an incomplete store says: a write in progress, to wait
+    for, or one whose writer is gone (``stopped``: the words saying so), and its
+    remedy."""
+    gone = holder.stale_reason(timeout())
+    if gone is None:
+        return f"a write is in progress ({holder.describe()}); wait until it has finished"
+    if holder.write_id in _DELAYED:
+        return (
+            "it is written by a to_zarr(..., compute=False) of this process whose Delayed "
+            "has not run: compute it (dask.compute) to finish the write"
+        )
+    return (
+        f"{stopped} ({holder.describe()}; it looks gone: {gone}); {holder.remedy(appending=False)}"
     )
 
 
