@@ -389,7 +389,7 @@ def test_a_store_whose_delayed_write_has_not_run_says_to_compute_it(tmp_path):
     verifying the store meanwhile names that remedy, which works."""
     path = tmp_path / "t.zarr"
     delayed = mtd.from_metatensor(_tensor(14)).to_zarr(path, chunks=4, compute=False)
-    remedy = "whose Delayed has not run: compute it (dask.compute) to finish the write"
+    remedy = "whose Delayed has not run); compute it (dask.compute) to finish the write"
     with pytest.raises(mtd.IncompleteStoreError, match=re.escape(remedy)):
         mtd.open_zarr(path)
     assert any(remedy in problem for problem in mtd.verify(path).problems)

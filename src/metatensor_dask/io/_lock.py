@@ -511,8 +511,10 @@ def unfinished_write(holder: Holder, stopped: str = "a write did not finish") ->
         return f"a write is in progress ({holder.describe()}); wait until it has finished"
     if holder.write_id in _DELAYED:
         return (
-            "it is written by a to_zarr(..., compute=False) of this process whose Delayed "
-            "has not run: compute it (dask.compute) to finish the write"
+            f"{stopped} ({holder.describe()}: a to_zarr(..., compute=False) of this "
+            "process whose Delayed has not run); compute it (dask.compute) to finish the "
+            "write, or take the write over with to_zarr(..., resume=True) and its tensor "
+            "(then its Delayed fails)"
         )
     return (
         f"{stopped} ({holder.describe()}; it looks gone: {gone}); {holder.remedy(appending=False)}"
