@@ -395,3 +395,34 @@ def test_a_store_whose_delayed_write_has_not_run_says_to_compute_it(tmp_path):
     assert any(remedy in problem for problem in mtd.verify(path).problems)
     dask.compute(delayed)
     assert_equal_to_metatensor(mtd.open_zarr(path), _tensor(14))
+
+
+@pytest.mark.parametrize("mode", ["a", "r+"])
+def test_writes_of_some_blocks_on_a_store_with_an_interrupted_append_are_refused(tmp_path, mode):
+    """mode='a' dropped the record of the interrupted append while the partial last
+    chunks it rewrote stayed, unlisted by the chunk tables: the store then read as
+    damaged; mode='r+' dropped the append unsaid. Both are refused, naming the
+    append's remedies, and write once it is finished."""
+    path = tmp_path / "t.zarr"
+    _write(path, _tensor(15, rows=14))
+    appended = _tensor(16, rows=14, start=14)
+    _interrupted_append(path, appended)
+    if mode == "a":  # a block of a new key
+        block = _tensor(17).block(0).copy()
+        other = metatensor.TensorMap(metatensor.Labels(["k"], np.array([[5]], np.int32)), [block])
+    else:
+        other = _tensor(17, rows=14)
+    with pytest.raises(mtd.MetatensorDaskError, match="an append to it was interrupted"):
+        mtd.from_metatensor(other).to_zarr(path, mode=mode)
+    assert_equal_to_metatensor(mtd.open_zarr(path), _tensor(15, rows=14))  # as before it
+    if mode == "a":  # the append finished, then the block added
+        mtd.from_metatensor(appended).to_zarr(path, append_dim="samples", resume=True)
+        mtd.from_metatensor(other).to_zarr(path, mode=mode)
+        joined = metatensor.join([_tensor(15, rows=14), appended], axis="samples")
+        assert_equal_to_metatensor(mtd.open_zarr(path).block(0), joined.block(0))
+        assert_equal_to_metatensor(mtd.open_zarr(path).block(2), other.block(0))
+    else:  # the append given up, then the values rewritten
+        assert mtd.discard_append(path)
+        mtd.from_metatensor(other).to_zarr(path, mode=mode)
+        assert_equal_to_metatensor(mtd.open_zarr(path), other)
+    assert mtd.verify(path).ok

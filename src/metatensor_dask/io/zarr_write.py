@@ -894,8 +894,12 @@ def _write(
             (lock, _token(plan, tensor)),
         )
     attributes, stored = existing
+    _refuse_interrupted_append(store, attributes, where, mode)
     if mode == "w-":
-        raise _exists(store, attributes, where)
+        raise MetatensorDaskError(
+            f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
+            "add blocks or gradients, or mode='r+' to rewrite its values"
+        )
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
@@ -935,22 +939,22 @@ def _write(
     )
 
 
-def _exists(store: Store, attributes: dict[str, Any], where: str) -> MetatensorDaskError:
-    """The refusal of ``mode="w-"`` for the complete store ``where`` (of root
-    ``attributes``); one holding an interrupted append names that append's remedies."""
+def _refuse_interrupted_append(
+    store: Store, attributes: dict[str, Any], where: str, mode: str
+) -> None:
+    """Refuse a write in ``mode`` (``"w-"``, ``"a"``, ``"r+"``) of the complete store
+    ``where`` (of root ``attributes``) that holds an interrupted append: ``mode="a"``
+    would drop its record while the partial last chunks it rewrote stay, which the
+    chunk tables do not list (read as damage), ``"r+"`` would drop the append unsaid."""
     if interrupted(store, attributes):
-        return MetatensorDaskError(
-            f"a store already exists at {where}, and an append to it was interrupted (its "
-            f"record '{layout.APPEND_KEY}' is left; the store reads as before it): finish "
-            "the append with to_zarr(..., append_dim='samples', resume=True) and the same "
-            "tensor and renumber (`metatensor-dask convert --append --resume` and the same "
-            "sources), or give it up with metatensor_dask.discard_append(store); to replace "
-            "the store use mode='w'"
+        raise MetatensorDaskError(
+            f"mode={mode!r} refuses the store at {where}: an append to it was interrupted "
+            f"(its record '{layout.APPEND_KEY}' is left; the store reads as before it): "
+            "finish the append with to_zarr(..., append_dim='samples', resume=True) and "
+            "the same tensor and renumber (`metatensor-dask convert --append --resume` and "
+            "the same sources), or give it up with metatensor_dask.discard_append(store), "
+            "then write again; to replace the store use mode='w'"
         )
-    return MetatensorDaskError(
-        f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
-        "add blocks or gradients, or mode='r+' to rewrite its values"
-    )
 
 
 def _kept(attributes: dict[str, Any], whole: bool) -> dict[str, Any]:
