@@ -291,8 +291,8 @@ def test_a_reader_opened_before_an_overwrite_never_sees_zeros(tmp_path):
     # the overwrite's metadata is written, its data not yet
     delayed = mtd.from_metatensor(_doubled(theirs)).to_zarr(path, mode="w", compute=False)
     try:
-        # the old data is gone: the only right answer is a clear error
-        with pytest.raises(mtd.DamagedStoreError, match="missing"):
+        # the old data is gone: the only right answer is a clear error, which says why
+        with pytest.raises(mtd.MetatensorDaskError, match=r"overwritten .* since this tensor"):
             reader.block(0).values.compute()
     finally:
         dask.compute(delayed)

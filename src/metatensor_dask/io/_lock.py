@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from dask.utils import parse_timedelta
 
 from .. import config
-from ..errors import MetatensorDaskError, StoreLockedError
+from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -52,9 +52,12 @@ __all__ = [
     "StoreLock",
     "WriteId",
     "append_command",
+    "incomplete",
+    "left_lock",
     "locked_as",
     "released_on_failure",
     "timeout",
+    "unfinished_write",
 ]
 
 #: The key of the lock at the root of a store.
@@ -475,6 +478,47 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+
+def left_lock(store: Store) -> Holder | None:
+    """The holder of the store's lock (``None``: no lock, or one that can not be read)."""
+    return Holder.parse(get_many(store, [LOCK_KEY])[0])
+
+
+def incomplete(store: Store, where: str) -> IncompleteStoreError:
+    """The error for a store whose write did not finish: a writer still running holds
+    its lock (then: wait for it), a killed one left it, whose command gives the remedy
+    (``--resume`` of the command line that wrote the store, ``write_batches(...,
+    resume=True)``, ``resume=True`` of an append...); without a lock (a write that
+    failed in its process released it), the remedies of every writer."""
+    holder = left_lock(store)
+    if holder is None:
+        return IncompleteStoreError(
+            f"{where} is incomplete: a write did not finish (it failed, was interrupted, "
+            "or is still running); finish it with to_zarr(..., resume=True) and the same "
+            "tensor (a run of write_batches: write_batches(..., resume=True); a command "
+            "line: the same command with --resume), or write it again with mode='w'"
+        )
+    return IncompleteStoreError(f"{where} is incomplete: {unfinished_write(holder)}")
+
+
+def unfinished_write(holder: Holder, stopped: str = "a write did not finish") -> str:
+    """What the lock ``holder`` of an incomplete store says: a write in progress, to wait
+    for, or one whose writer is gone (``stopped``: the words saying so), and its
+    remedy."""
+    gone = holder.stale_reason(timeout())
+    if gone is None:
+        return f"a write is in progress ({holder.describe()}); wait until it has finished"
+    if holder.write_id in _DELAYED:
+        return (
+            f"{stopped} ({holder.describe()}: a to_zarr(..., compute=False) of this "
+            "process whose Delayed has not run); compute it (dask.compute) to finish the "
+            "write, or take the write over with to_zarr(..., resume=True) and its tensor "
+            "(then its Delayed fails)"
+        )
+    return (
+        f"{stopped} ({holder.describe()}; it looks gone: {gone}); {holder.remedy(appending=False)}"
+    )
 
 
 #: What the lock of ``to_zarr(..., append_dim="samples")`` records as its command (in

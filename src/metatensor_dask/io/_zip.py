@@ -200,40 +200,106 @@ _CENTRAL_FIELDS = np.dtype(
 _END_SEARCH = _END.size + 0xFFFF
 
 
+_END_SIGNATURE = b"PK\x05\x06"
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_LOCATOR64_SIGNATURE = b"PK\x06\x07"
+
+
+def _comment_fits(tail: bytes, end: int) -> bool:
+    """Whether an end record at ``end`` of ``tail`` and its comment end in ``tail``."""
+    comment = int.from_bytes(tail[end + 20 : end + 22], "little")
+    return end + _END.size + comment <= len(tail)
+
+
+def _ends_its_directory(tail: bytes, end: int, tail_start: int) -> bool:
+    """Whether the bytes at ``end`` of ``tail`` (the file from ``tail_start``) are an end
+    record of this archive: its directory ends right before it, or its ZIP64 locator
+    does."""
+    if end < 0 or end + _END.size > len(tail):
+        return False
+    if end >= _LOCATOR64.size and tail[end - _LOCATOR64.size : end - 16] == _LOCATOR64_SIGNATURE:
+        return True  # its ZIP64 locator precedes it
+    _, _, _, _, _, size, offset, _ = _END.unpack_from(tail, end)
+    return bool(size) and offset + size == tail_start + end
+
+
+def _find_end(tail: bytes, tail_start: int) -> int:
+    """Where the end record of the central directory starts in ``tail``, the last bytes
+    of the file (from ``tail_start``).
+
+    Raises
+    ------
+    ZipDamage
+        For an end record that ends its directory but whose signature or comment
+        length is not one (a changed byte).
+    ZipError
+        When there is no end record.
+    """
+    end = tail.rfind(_END_SIGNATURE)
+    while end >= 0 and not _comment_fits(tail, end):
+        end = tail.rfind(_END_SIGNATURE, 0, end)
+    if end >= 0:
+        return end
+    last = tail.rfind(_END_SIGNATURE)
+    if _ends_its_directory(tail, last, tail_start):
+        comment = int.from_bytes(tail[last + 20 : last + 22], "little")
+        raise ZipDamage(
+            f"the end record of the archive's directory has a comment of {comment} bytes, "
+            f"but {len(tail) - last - _END.size} bytes follow it"
+        )
+    last = len(tail) - _END.size  # metatensor writes no comment
+    if _ends_its_directory(tail, last, tail_start):
+        found = tail[last : last + 4].hex()
+        raise ZipDamage(
+            f"the end record of the archive's directory starts with {found}, not its "
+            "signature 504b0506"
+        )
+    raise ZipError("invalid Zip archive: File is not a zip file")
+
+
+def _check_one_disk(disk: int, start_disk: int, directory: bytes, count: int) -> None:
+    """Refuse an archive whose end record numbers other disks than the first: damage
+    when its whole directory is where that record puts it in this file."""
+    if not disk and not start_disk:
+        return
+    if count and directory[:4] == _CENTRAL_SIGNATURE:
+        raise ZipDamage(
+            f"the end record of the archive's directory numbers its disk {disk} and the "
+            f"directory's disk {start_disk}, but the whole directory is in this file, "
+            "whose archive has one disk"
+        )
+    raise ZipError("invalid Zip archive: archives that span several disks are not supported")
+
+
 def _central_directory(fd: int, file_size: int) -> _Directory:
     """The records of the central directory, in file order of their local headers."""
     tail_start = max(0, file_size - _END_SEARCH)
     tail = os.pread(fd, file_size - tail_start, tail_start)
-    end = tail.rfind(b"PK\x05\x06")
-    while end >= 0 and end + _END.size + int.from_bytes(tail[end + 20 : end + 22], "little") > len(
-        tail
-    ):
-        end = tail.rfind(b"PK\x05\x06", 0, end)
-    if end < 0 or end + _END.size > len(tail):
-        raise ZipError("invalid Zip archive: File is not a zip file")
+    end = _find_end(tail, tail_start)
     _, disk, start_disk, on_disk, count, size, offset, _ = _END.unpack_from(tail, end)
     location = tail_start + end
     locator = end - _LOCATOR64.size
-    if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
+    if locator >= 0 and tail[locator : locator + 4] == _LOCATOR64_SIGNATURE:
         _, _, end64, _ = _LOCATOR64.unpack_from(tail, locator)
-        record = os.pread(fd, _END64.size, end64)
+        inside = end64 + _END64.size <= tail_start + locator
+        record = os.pread(fd, _END64.size, end64) if inside else b""
         if len(record) < _END64.size or record[:4] != b"PK\x06\x06":
             raise ZipDamage("invalid Zip archive: corrupt ZIP64 end of central directory record")
         fields = _END64.unpack_from(record)
         disk, start_disk, on_disk, count, size, offset = fields[4:10]
         location = end64
-    if disk or start_disk:
-        raise ZipError("invalid Zip archive: archives that span several disks are not supported")
+    # bytes before the archive (a self-extracting stub) shift every offset
+    shift = location - size - offset
+    fits = shift >= 0 and size <= location
+    directory = os.pread(fd, size, offset + shift) if fits else b""
+    _check_one_disk(disk, start_disk, directory, count)
     if on_disk != count:
         raise ZipDamage(
             f"the end record of the archive's directory counts {on_disk} records on its "
             f"disk, and {count} in all, for an archive of one disk"
         )
-    # bytes before the archive (a self-extracting stub) shift every offset
-    shift = location - size - offset
-    if shift < 0 or size > location:
+    if not fits:
         raise ZipDamage("invalid Zip archive: the central directory does not fit in the file")
-    directory = os.pread(fd, size, offset + shift)
     if len(directory) < size:
         raise ZipDamage("invalid Zip archive: the central directory is truncated")
     buffer = np.frombuffer(directory, np.uint8)

@@ -20,6 +20,7 @@ from dask.utils import format_bytes
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
+from ._lock import left_lock, unfinished_write
 from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
@@ -128,8 +129,14 @@ def _stored_sizes(store: Any, prefixes: list[str]) -> list[int | None]:
     return sync(sizes())
 
 
-def _load_keys(store: Any, info: layout.ArrayInfo) -> np.ndarray:
-    (keys,) = read_arrays([ArrayRef(store, info.path, info.document)])
+def _load_keys(store: Any, info: layout.ArrayInfo, complete: bool) -> np.ndarray | None:
+    """The stored keys; ``None`` when an incomplete write did not store them yet."""
+    try:
+        (keys,) = read_arrays([ArrayRef(store, info.path, info.document)])
+    except DamagedStoreError:
+        if complete:
+            raise
+        return None
     return keys
 
 
@@ -163,12 +170,13 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
         report.stored = size
     (total,) = _stored_sizes(store, [""])
     first = parsed.blocks[0] if parsed.blocks else None
+    complete = ours.get("complete") is True
     return StoreReport(
         location=str(location),
         format=int(ours["format"]),
-        complete=ours.get("complete") is True,
+        complete=complete,
         key_names=parsed.keys.names,
-        keys=_load_keys(store, parsed.keys),
+        keys=_load_keys(store, parsed.keys, complete),
         sample_names=first.samples.names if first else [],
         component_names=[c.names[0] for c in first.components] if first else [],
         property_names=first.properties.names if first and first.properties else [],
@@ -477,6 +485,10 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("complete") is not True:
         recorded = len(recorded_chunks(store))
+        holder = left_lock(store)
+        if holder is not None:  # the command that writes it, and its remedy
+            stopped = f"a write stopped before the end, {recorded} chunks recorded"
+            return f"the store is incomplete: {unfinished_write(holder, stopped)}"
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
             if RUN in ours

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _graph
 from .._partition import gradient_row_chunks, misplaced_row
+from .zarr_identity import overwrite_told
 from .zarr_integrity import damaged, misplaced_message
 from .zarr_store import ArrayRef
 
@@ -42,9 +43,13 @@ class StoredSampleColumn:
         ``read(ref, region)``, a function of the reader that reads rows of ``ref``.
     where
         The store's description, for messages.
+    store_id
+        The store's id when opened (format 4): rows that are missing, or not where the
+        row pointer puts them, in a store overwritten since, are refused as such (see
+        :func:`~.zarr_identity.overwrite_told`).
     """
 
-    __slots__ = ("column", "read", "ref", "where")
+    __slots__ = ("column", "read", "ref", "store_id", "where")
 
     def __init__(
         self,
@@ -52,11 +57,13 @@ class StoredSampleColumn:
         column: int,
         read: Callable[[ArrayRef, tuple[slice, ...]], np.ndarray],
         where: str,
+        store_id: str | None = None,
     ):
         self.ref = ref
         self.column = column
         self.read = read
         self.where = where
+        self.store_id = store_id
 
     def local_index(self, pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da.Array:
         """For each gradient row, the index of its value row within its values chunk.
@@ -111,15 +118,17 @@ class StoredSampleColumn:
         start, stop = rows
         ref = self.ref
         region = (slice(start, stop), slice(0, int(ref.document["shape"][1])))
-        column = self.read(ref, region)[:, self.column]
-        misplaced = misplaced_row(column, counts, first)
-        if misplaced is not None:
-            row, value_row = misplaced
-            raise damaged(
-                self.where,
-                f"the gradient samples '{ref.path}' disagree with the stored row pointer in "
-                f"chunk {chunk} (the gradient rows {start}:{stop} of the value rows "
-                f"{first}:{first + len(counts)}): "
-                f"{misplaced_message(start + row, int(column[row]), value_row)}",
-            )
+        what = f"the rows {start}:{stop} of the gradient samples '{ref.path}'"
+        with overwrite_told(ref.store, self.where, self.store_id, what):
+            column = self.read(ref, region)[:, self.column]
+            misplaced = misplaced_row(column, counts, first)
+            if misplaced is not None:
+                row, value_row = misplaced
+                raise damaged(
+                    self.where,
+                    f"the gradient samples '{ref.path}' disagree with the stored row pointer "
+                    f"in chunk {chunk} (the gradient rows {start}:{stop} of the value rows "
+                    f"{first}:{first + len(counts)}): "
+                    f"{misplaced_message(start + row, int(column[row]), value_row)}",
+                )
         return column.astype(np.int64) - first

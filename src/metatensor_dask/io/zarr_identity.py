@@ -30,6 +30,8 @@ import hashlib
 import json
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import DamagedStoreError, MetatensorDaskError
@@ -48,6 +50,7 @@ __all__ = [
     "content_id",
     "has_table",
     "last_crc",
+    "overwrite_told",
     "table_problem",
     "with_tables",
 ]
@@ -321,10 +324,30 @@ def _overwritten(where: str, what: str) -> MetatensorDaskError:
 def check_not_overwritten(store: Any, where: str, store_id: str, what: str) -> None:
     """Raise when the store's current id is not ``store_id`` (its id when a tensor was
     opened): for Labels read on first use that do not match their digest, ``what``."""
-    root = sync(_get(store, "zarr.json"))
-    current_id, _, _ = _current(root, None, "")
-    if current_id != store_id:
+    if _current_id(store) != store_id:
         raise _overwritten(where, what)
+
+
+def _current_id(store: Any) -> Any:
+    """The id the store's current root records (``None`` without one)."""
+    current_id, _, _ = _current(sync(_get(store, "zarr.json")), None, "")
+    return current_id
+
+
+@contextmanager
+def overwrite_told(store: Any, where: str, store_id: str | None, what: str) -> Iterator[None]:
+    """Around a read of a store opened with the id ``store_id`` (``None``: a store
+    without id, format 3 or older): a :class:`DamagedStoreError` raised inside, while
+    the store's current id is another one, is raised as the store overwritten since it
+    was opened (see :func:`check_not_overwritten`; ``what`` names what was read). An
+    overwrite with other shapes leaves chunks missing or of other sizes, and other row
+    pointers and samples, which are not damage."""
+    try:
+        yield
+    except DamagedStoreError as error:
+        if store_id is not None and _current_id(store) != store_id:
+            raise _overwritten(where, what) from error
+        raise
 
 
 class ChunkIdentity:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ..errors import MetatensorDaskError
 from ..labels import Labels
+from .zarr_identity import overwrite_told
 from .zarr_integrity import damaged
 from .zarr_store import ArrayRef, _local_root, read_arrays
 
@@ -74,11 +76,16 @@ class StoredPointers:
         The store.
     where
         Its description, for messages.
+    store_id
+        Its id when opened (format 4): a pointer that is missing, or not a row pointer
+        over its rows, in a store overwritten since, is refused as such (see
+        :func:`~.zarr_identity.overwrite_told`).
     """
 
-    def __init__(self, store: Store, where: str):
+    def __init__(self, store: Store, where: str, store_id: str | None = None):
         self._store = store
         self._where = where
+        self._store_id = store_id
         #: Whether pointers are read one by one (local stores, or after the batch).
         self._one_by_one = _local_root(store) is not None
         #: Pointers registered, not asked for yet: path -> (array, parent rows, rows).
@@ -97,10 +104,12 @@ class StoredPointers:
 
     def read_now(self, infos: list[tuple[ArrayInfo, int, int]]) -> list[np.ndarray]:
         """The pointers ``(array, parent rows, rows)``, read together now and checked."""
-        values = read_arrays([self._ref(info) for info, _, _ in infos])
+        with self._told("the row pointers"):
+            values = read_arrays([self._ref(info) for info, _, _ in infos])
         found = []
         for (info, parent_rows, rows), value in zip(infos, values, strict=True):
-            pointer = checked_pointer(self._where, info.path, value, parent_rows, rows)
+            with self._told(f"the row pointer '{info.path}'"):
+                pointer = checked_pointer(self._where, info.path, value, parent_rows, rows)
             self._checked[info.path] = pointer
             found.append(pointer)
         return found
@@ -116,10 +125,11 @@ class StoredPointers:
             if found is not None:
                 return found
             _, parent_rows, rows = self._pending[path]
-            value = self._read.pop(path, None)
-            if value is None:
-                value = self._fetch(path)
-            pointer = checked_pointer(self._where, path, value, parent_rows, rows)
+            with self._told(f"the row pointer '{path}'"):
+                value = self._read.pop(path, None)
+                if value is None:
+                    value = self._fetch(path)
+                pointer = checked_pointer(self._where, path, value, parent_rows, rows)
             self._checked[path] = pointer
             del self._pending[path]
             return pointer
@@ -141,6 +151,9 @@ class StoredPointers:
                 return values[0]
         (value,) = read_arrays([self._ref(info)])
         return value
+
+    def _told(self, what: str) -> AbstractContextManager[None]:
+        return overwrite_told(self._store, self._where, self._store_id, what)
 
     def _ref(self, info: ArrayInfo) -> ArrayRef:
         return ArrayRef(self._store, info.path, info.document)

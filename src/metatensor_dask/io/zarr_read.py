@@ -29,8 +29,6 @@ from .._partition import gradient_row_chunks
 from .._typing import ChunksLike, StoreLike
 from ..block import TensorBlock
 from ..errors import (
-    DamagedStoreError,
-    IncompleteStoreError,
     MetatensorDaskError,
     StoreFormatWarning,
 )
@@ -38,9 +36,9 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from . import zarr_tiny
-from ._lock import LOCK_KEY
+from ._lock import LOCK_KEY, incomplete
 from .zarr_columns import StoredSampleColumn
-from .zarr_identity import check_not_overwritten
+from .zarr_identity import overwrite_told
 from .zarr_integrity import checked_labels
 from .zarr_pointers import PointedSamples, StoredPointers
 from .zarr_store import (
@@ -81,8 +79,8 @@ def _lazy_samples(
     where = describe(store)
 
     def load() -> np.ndarray:
-        (values,) = read_arrays([ref])
-        try:
+        with overwrite_told(store, where, store_id, f"the Labels '{info.path}'"):
+            (values,) = read_arrays([ref])
             return checked_labels(
                 where,
                 info.path,
@@ -93,15 +91,11 @@ def _lazy_samples(
                 pointer if pointer is None or isinstance(pointer, np.ndarray) else pointer(),
                 info.chunk_rows,
             ).values
-        except DamagedStoreError:
-            if store_id is not None:
-                check_not_overwritten(store, where, store_id, f"the Labels '{info.path}'")
-            raise
 
     stored = None
     if pointer is not None and "sample" in info.names:
         read = read_plain_region if info.plain else read_region
-        stored = StoredSampleColumn(ref, info.names.index("sample"), read, where)
+        stored = StoredSampleColumn(ref, info.names.index("sample"), read, where, store_id)
     if pointer is None or isinstance(pointer, np.ndarray):
         return Labels.lazy(info.names, info.shape[0], load, info.digest, stored)
     assert parent_rows is not None, "a row pointer is over the rows of a parent"
@@ -193,7 +187,7 @@ class _Reader:
         labels = read_labels(store, [tensor.keys, *infos])
         self.keys = labels[0]
         self.labels = {info.path: value for info, value in zip(infos, labels[1:], strict=True)}
-        self.pointers = StoredPointers(store, where)
+        self.pointers = StoredPointers(store, where, self.store_id)
         needed = [
             found
             for block, block_rows in zip(tensor.blocks, rows, strict=True)
@@ -285,15 +279,6 @@ def _needed_pointers(
     return found
 
 
-def incomplete(where: str) -> IncompleteStoreError:
-    """The error for a store whose write did not finish."""
-    return IncompleteStoreError(
-        f"{where} is incomplete: a write did not finish (it was interrupted, or is still "
-        "running); finish it with to_zarr(..., resume=True) and the same tensor (a run "
-        "of write_batches: write_batches(..., resume=True)), or write it again with mode='w'"
-    )
-
-
 def check_started(store: Store, where: str) -> None:
     """Refuse a store without root document as incomplete when a write to it started:
     its lock, the plan of a write or the record of an append are stored before the
@@ -302,7 +287,7 @@ def check_started(store: Store, where: str) -> None:
     keys = [LOCK_KEY, layout.PLAN_KEY, layout.APPEND_KEY, ".zgroup", ".zarray"]
     *started, group, array = get_many(store, keys)
     if any(raw is not None for raw in started):
-        raise incomplete(where)
+        raise incomplete(store, where)
     if group is not None or array is not None:
         raise MetatensorDaskError(
             f"{where} is a Zarr version 2 store (written by zarr-python 2, or with "
@@ -319,7 +304,7 @@ def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
         check_started(store, where)
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        raise incomplete(where)
+        raise incomplete(store, where)
     metadata = hashlib.blake2b(raw or b"", digest_size=16)
     if nodes is None:
         nodes = read_nodes(store)

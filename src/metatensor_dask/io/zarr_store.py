@@ -15,6 +15,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from .zarr_codecs import (
     decode_rows,
     encode_chunks,
 )
-from .zarr_identity import ChunkIdentity, last_crc
+from .zarr_identity import ChunkIdentity, last_crc, overwrite_told
 from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_entries
 from .zarr_layout import PROGRESS_PREFIX
 
@@ -462,12 +463,20 @@ class ArrayRef:
         index and one of its chunks can see the index of one file and the bytes of the
         other.
         """
-        if shard_index_entries(self.document) is not None:
-            try:
-                return np.asarray(self.reader()[region])
-            except (DamagedStoreError, *_UNDECODABLE):
-                pass  # read again, below
-        return self._read_checked(region)
+        with self.overwrite_told(region):
+            if shard_index_entries(self.document) is not None:
+                try:
+                    return np.asarray(self.reader()[region])
+                except (DamagedStoreError, *_UNDECODABLE):
+                    pass  # read again, below
+            return self._read_checked(region)
+
+    def overwrite_told(self, region: Any) -> AbstractContextManager[None]:
+        """Around a read of ``region``: damage found in a store overwritten since this
+        array was opened (format 4, see :func:`~.zarr_identity.overwrite_told`) is
+        raised as such."""
+        what = f"the region ({_region_name(region)}) of the array '{self.path}'"
+        return overwrite_told(self.store, describe(self.store), self.store_id, what)
 
     def _read_checked(self, region: Any) -> np.ndarray:
         try:
@@ -475,11 +484,9 @@ class ArrayRef:
         except MetatensorDaskError:  # damage, or a store overwritten since opened
             raise
         except _UNDECODABLE as error:
-            rows = region[0] if isinstance(region, tuple) else region
-            where = f"rows {rows.start}:{rows.stop}" if isinstance(rows, slice) else "its chunks"
             raise damaged(
                 describe(self.store),
-                f"{where} of the array '{self.path}' can not be decoded "
+                f"{_region_name(region)} of the array '{self.path}' can not be decoded "
                 f"({type(error).__name__}: {error})",
             ) from None
 
@@ -499,6 +506,12 @@ class ArrayRef:
             self.store_id,
             self.strict,
         )
+
+
+def _region_name(region: Any) -> str:
+    """The rows of ``region`` (of an array), for messages."""
+    rows = region[0] if isinstance(region, tuple) else region
+    return f"rows {rows.start}:{rows.stop}" if isinstance(rows, slice) else "its chunks"
 
 
 def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
@@ -620,7 +633,8 @@ def _decoded_region(ref: ArrayRef, region: tuple[slice, ...], raw: list[Any]) ->
     :func:`_plain_keys`), each checked: present, its size and checksum, and its place
     in the chunk table."""
     start, stop = region[0].start, region[0].stop
-    rows_read = decode_rows(raw, ref.document, ref.path, describe(ref.store), start, stop)
+    with ref.overwrite_told(region):
+        rows_read = decode_rows(raw, ref.document, ref.path, describe(ref.store), start, stop)
     identity = ref.identity()
     if identity is not None:  # each chunk decoded: present, its size and checksum right
         first = start // int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])

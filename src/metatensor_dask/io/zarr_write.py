@@ -50,7 +50,7 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
 from ._zarr_internals import sync
-from .zarr_append import append, read_root, refuse_foreign
+from .zarr_append import append, interrupted, read_root, refuse_foreign
 from .zarr_codecs import check_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
@@ -910,6 +910,7 @@ def _write(
             (lock, _token(plan, tensor)),
         )
     attributes, stored = existing
+    _refuse_interrupted_append(store, attributes, where, mode)
     if mode == "w-":
         raise MetatensorDaskError(
             f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
@@ -952,6 +953,24 @@ def _write(
         (lock, _token(plan, tensor)),
         kept=_kept(attributes, whole=True),
     )
+
+
+def _refuse_interrupted_append(
+    store: Store, attributes: dict[str, Any], where: str, mode: str
+) -> None:
+    """Refuse a write in ``mode`` (``"w-"``, ``"a"``, ``"r+"``) of the complete store
+    ``where`` (of root ``attributes``) that holds an interrupted append: ``mode="a"``
+    would drop its record while the partial last chunks it rewrote stay, which the
+    chunk tables do not list (read as damage), ``"r+"`` would drop the append unsaid."""
+    if interrupted(store, attributes):
+        raise MetatensorDaskError(
+            f"mode={mode!r} refuses the store at {where}: an append to it was interrupted "
+            f"(its record '{layout.APPEND_KEY}' is left; the store reads as before it): "
+            "finish the append with to_zarr(..., append_dim='samples', resume=True) and "
+            "the same tensor and renumber (`metatensor-dask convert --append --resume` and "
+            "the same sources), or give it up with metatensor_dask.discard_append(store), "
+            "then write again; to replace the store use mode='w'"
+        )
 
 
 def _kept(attributes: dict[str, Any], whole: bool) -> dict[str, Any]:
