@@ -20,12 +20,15 @@ they describe a consistent tensor.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import json.scanner
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice, takewhile
+from operator import methodcaller
 from typing import Any
 from urllib.parse import quote
 
@@ -218,12 +221,13 @@ def root_document(
     ours: dict[str, Any] = {"format": version, "complete": bool(complete)}
     if version >= FIRST_FORMAT and (store_id is not None or complete):
         ours[STORE_ID] = store_id or content_id(nodes)
-    ours.update(_records(nodes))
+    metadata = _sorted(nodes)
+    ours.update(_records(metadata, ordered=True))
     document = group_document({ATTRIBUTE: ours, "info": dict(info)})
     document["consolidated_metadata"] = {
         "kind": "inline",
         "must_understand": False,
-        "metadata": _sorted(nodes),
+        "metadata": metadata,
     }
     return document
 
@@ -235,12 +239,24 @@ def _sorted(nodes: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(paths, map(nodes.__getitem__, paths), strict=True))
 
 
-def _gradient_names(nodes: dict[str, Any], prefix: str) -> list[str]:
-    """Gradient paths (``positions``, ``positions/cell``...) under the block ``prefix``."""
+def _under(nodes: dict[str, Any], marker: str, ordered: bool) -> list[str]:
+    """The paths of ``nodes`` that start with ``marker``; found by bisection when
+    ``ordered`` (the paths sorted)."""
+    if not ordered:
+        return [path for path in nodes if path.startswith(marker)]
+    paths = list(nodes)
+    after = islice(paths, bisect.bisect_left(paths, marker), None)
+    return list(takewhile(methodcaller("startswith", marker), after))
+
+
+def _gradient_names(nodes: dict[str, Any], prefix: str, ordered: bool = False) -> list[str]:
+    """Gradient paths (``positions``, ``positions/cell``...) under the block ``prefix``
+    (``ordered``: the paths of ``nodes`` are sorted)."""
     marker = f"{prefix}/gradients/"
     found = []
-    for path, document in nodes.items():
-        if path.startswith(marker) and isinstance(document, dict):
+    for path in _under(nodes, marker, ordered):
+        document = nodes[path]
+        if isinstance(document, dict):
             rest = path[len(marker) :].split("/")
             if (
                 document.get("node_type") == "group"
@@ -251,13 +267,14 @@ def _gradient_names(nodes: dict[str, Any], prefix: str) -> list[str]:
     return sorted(found)
 
 
-def _records(nodes: dict[str, Any]) -> dict[str, Any]:
+def _records(nodes: dict[str, Any], ordered: bool = False) -> dict[str, Any]:
     """What the root records of the tensor (format 2), so that metadata edited in one
     place does not go unnoticed: the values' dtype and the gradient names."""
     values = nodes.get(f"{block_prefix(0)}/values")
     if not isinstance(values, dict):
         return {"dtype": None, "gradients": []}
-    return {"dtype": values.get("data_type"), "gradients": _gradient_names(nodes, block_prefix(0))}
+    gradients = _gradient_names(nodes, block_prefix(0), ordered)
+    return {"dtype": values.get("data_type"), "gradients": gradients}
 
 
 #: Compact JSON, one encoder for every document (``json.dumps`` with options builds one
@@ -310,7 +327,8 @@ def encode_with_metadata(document: dict[str, Any], metadata: bytes) -> bytes:
     placeholder = f"metadata-{uuid.uuid4().hex}"
     consolidated = {**document["consolidated_metadata"], "metadata": placeholder}
     head = encode({**document, "consolidated_metadata": consolidated})
-    return head.replace(encode(placeholder), b"{" + metadata + b"}", 1)
+    before, _, after = head.partition(encode(placeholder))
+    return b"".join((before, b"{", metadata, b"}", after))  # the metadata copied once
 
 
 # -- parsing ------------------------------------------------------------------------------
