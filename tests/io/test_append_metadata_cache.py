@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,15 @@ def test_the_python_work_of_an_append_does_not_grow_with_untouched_blocks(tmp_pa
     # the whole root tokenized, parsed, checked and encoded: a thousand calls per block;
     # what is left grows with the bytes of the root written (its pieces of 128 KiB)
     assert calls[400] - calls[20] < 400 - 20, calls
+
+
+def test_an_append_computed_elsewhere_takes_what_was_read_with_it(tmp_path):
+    # a distributed scheduler sends the append's tasks, the commit with the root read,
+    # to a worker: pickled
+    path = tmp_path / "pickled.zarr"
+    append(path, 0)
+    append(path, 1)
+    delayed = mtd.from_metatensor(batch(2)).to_zarr(path, append_dim="samples", compute=False)
+    with dask.config.set(scheduler="synchronous"):
+        pickle.loads(pickle.dumps(delayed)).compute()
+    assert_equal_to_metatensor(mtd.open_zarr(path), _join(3))

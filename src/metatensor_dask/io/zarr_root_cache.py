@@ -97,6 +97,10 @@ class Stored(tuple):
             stored.known = {run.block: run.known for run in runs if run.known is not None}
         return stored
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (a tuple's own reduction gives __new__ the tuple as one argument)
+        return (Stored, (self[0], self[1], self.runs))
+
 
 def parse_root(raw: bytes, where: str) -> Stored:
     """:func:`~.zarr_layout.parse_root` of ``raw`` (the same result, the same errors),
