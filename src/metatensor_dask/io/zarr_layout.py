@@ -950,10 +950,12 @@ class BlockNodes:
         return {path: every[path] for path in self.paths}
 
 
-def _fresh(nodes: dict[str, Any], found: BlockNodes | None, i: int, where: str) -> BlockLayout:
+def _fresh(
+    nodes: dict[str, Any], found: BlockNodes | None, i: int, where: str, allowed: _Allowed
+) -> BlockLayout:
     """Block ``i`` parsed from ``nodes``, with the gradient index of its nodes."""
     index = found.gradients if found is not None else {}
-    return _parse_block(nodes, index, block_prefix(i), where, None, None, _Allowed())
+    return _parse_block(nodes, index, block_prefix(i), where, None, None, allowed)
 
 
 def _parse_blocks(
@@ -971,12 +973,13 @@ def _parse_blocks(
         ]
         return blocks, [None] * count, list(range(count))
     blocks, signatures, fresh = [], [], []
+    allowed = _Allowed()
     for i in range(count):
         found = known.get(i)
         checked = found.checked.get(context) if found is not None else None
         if checked is None:
             fresh.append(i)
-            checked = (_fresh(nodes, found, i, where), None)
+            checked = (_fresh(nodes, found, i, where, allowed), None)
         blocks.append(checked[0])
         signatures.append(checked[1])
     return blocks, signatures, fresh

@@ -30,6 +30,7 @@ import uuid
 from itertools import chain, compress
 from typing import Any
 
+from ..errors import MetatensorDaskError
 from . import zarr_layout as layout
 
 __all__ = ["Stored", "encode_root", "parse_root"]
@@ -114,7 +115,7 @@ def parse_root(raw: bytes, where: str) -> Stored:
             head["consolidated_metadata"]["metadata"] = nodes
             try:
                 attributes, _ = layout.check_root(head, where)
-            except Exception:
+            except MetatensorDaskError:
                 pass  # raised again below, as a root read the usual way raises it
             else:
                 return Stored(attributes, nodes, runs)
