@@ -26,6 +26,7 @@ from dask.sizeof import sizeof
 from .._gc import collector_paused
 from ..errors import MetatensorDaskError
 from . import zarr_layout as layout
+from . import zarr_root_cache as root_cache
 from ._lock import WriteId
 from ._names import check_gradient_names
 from .chunks import ChunkRequest, default_target
@@ -207,6 +208,6 @@ def _plan_batch(
 
 
 def _parse_root(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    attributes, nodes = layout.parse_root(raw, where)
-    assert nodes is not None, "a root written by write_batches holds the nodes"
-    return attributes, nodes
+    stored = root_cache.parse_root(raw, where)
+    assert stored[1] is not None, "a root written by write_batches holds the nodes"
+    return stored

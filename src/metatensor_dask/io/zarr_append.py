@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -38,6 +39,7 @@ from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
+from . import zarr_root_cache as root_cache
 from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import _dtype, chunk_key, is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
@@ -107,6 +109,8 @@ class AppendPlan:
     #: The format of the store (kept by appends) and its id (``None``: a new store).
     version: int = layout.FORMAT
     store_id: str | None = None
+    #: The root the plan appends to, as read (see :class:`.zarr_root_cache.Stored`).
+    stored: Any = None
 
     def root(self, complete: bool) -> dict[str, Any]:
         """The root document once the plan is stored (see
@@ -286,10 +290,10 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
     (raw,) = get_many(store, ["zarr.json"])
     if raw is None:
         return None
-    attributes, nodes = layout.parse_root(raw, where)
-    if nodes is None:
-        nodes = read_nodes(store)
-    return attributes, nodes
+    stored = root_cache.parse_root(raw, where)
+    if stored[1] is None:
+        return root_cache.Stored(stored[0], read_nodes(store))
+    return stored
 
 
 def refuse_foreign(store: Store, where: str) -> None:
@@ -336,7 +340,7 @@ def _stored_layout(
             "records can not be extended without rewriting the store; `metatensor-dask "
             f"convert` it to a new store (format {layout.FORMAT}) and append to that one"
         )
-    return layout.parse_layout(attributes, nodes, where)
+    return layout.parse_layout(attributes, nodes, where, getattr(existing, "known", None))
 
 
 def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +423,7 @@ def plan_append(
     plan.info.update(tensor.info())
     identity = _identity(existing)
     plan.version, plan.store_id = identity["version"], identity["store_id"]
+    plan.stored = existing
     if new_blocks:
         settings = _codec_settings(stored.blocks[0].values.document) if stored.blocks else {}
         with dask.config.set(settings):
@@ -652,6 +657,15 @@ class Commit:
         self.root = root
         #: whether the append creates the store (whose id is then what it stored)
         self.new = plan.store_id is None
+        self.stored = plan.stored
+
+    @cached_property
+    def token(self) -> str:
+        """What tells this commit from others: the root's attributes and the documents
+        the plan changes (not the root's metadata: that of every node of the store,
+        whose tokenization cost every append in proportion to the store)."""
+        changed = {path: self.nodes[path] for path in self.changed}
+        return tokenize(self.root["attributes"], changed, self.starts)
 
     def documents(self, store: Store) -> dict[str, bytes]:
         """The node documents the plan changes, and the root document, by key."""
@@ -665,11 +679,11 @@ class Commit:
             if self.new and ours.get("complete"):
                 ours[STORE_ID] = content_id(nodes)
         found = {f"{p}/zarr.json": layout.encode(nodes[p]) for p in changed}
-        found["zarr.json"] = layout.encode(self.root)
+        found["zarr.json"] = root_cache.encode_root(self.root, self.stored)
         return found
 
     def __dask_tokenize__(self) -> Any:
-        return ("append-commit", layout.encode(self.root), self.starts)
+        return ("append-commit", self.token)
 
 
 def documents(store: Store, plan: AppendPlan, root: dict[str, Any]) -> dict[str, bytes]:
@@ -714,7 +728,8 @@ def _graph_of(
     (``strict``: see :func:`store_rows`)."""
     from .. import _graph
 
-    token = tokenize(describe(store), root, sorted(recorded))
+    metadata = Commit(plan, root)
+    token = tokenize(describe(store), metadata.token, sorted(recorded))
     graph: dict[Any, Any] = {}
     sources = []
     store_id = plan.store_id
@@ -757,7 +772,7 @@ def _graph_of(
             start += size
         sources.append(array)
     final = f"zarr-append-commit-{token}"
-    graph[final] = (_finish, store, Commit(plan, root), lock, memory_owner(store), *list(graph))
+    graph[final] = (_finish, store, metadata, lock, memory_owner(store), *list(graph))
     # one flat graph, as for whole writes: culling one layer per array is quadratic
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
 

@@ -20,12 +20,15 @@ they describe a consistent tensor.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import json.scanner
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice, takewhile
+from operator import methodcaller
 from typing import Any
 from urllib.parse import quote
 
@@ -218,22 +221,42 @@ def root_document(
     ours: dict[str, Any] = {"format": version, "complete": bool(complete)}
     if version >= FIRST_FORMAT and (store_id is not None or complete):
         ours[STORE_ID] = store_id or content_id(nodes)
-    ours.update(_records(nodes))
+    metadata = _sorted(nodes)
+    ours.update(_records(metadata, ordered=True))
     document = group_document({ATTRIBUTE: ours, "info": dict(info)})
     document["consolidated_metadata"] = {
         "kind": "inline",
         "must_understand": False,
-        "metadata": dict(sorted(nodes.items())),
+        "metadata": metadata,
     }
     return document
 
 
-def _gradient_names(nodes: dict[str, Any], prefix: str) -> list[str]:
-    """Gradient paths (``positions``, ``positions/cell``...) under the block ``prefix``."""
+def _sorted(nodes: dict[str, Any]) -> dict[str, Any]:
+    """``nodes`` sorted by path (by their paths alone: sorting the items compares tuples,
+    several times slower for a store of many nodes)."""
+    paths = sorted(nodes)
+    return dict(zip(paths, map(nodes.__getitem__, paths), strict=True))
+
+
+def _under(nodes: dict[str, Any], marker: str, ordered: bool) -> list[str]:
+    """The paths of ``nodes`` that start with ``marker``; found by bisection when
+    ``ordered`` (the paths sorted)."""
+    if not ordered:
+        return [path for path in nodes if path.startswith(marker)]
+    paths = list(nodes)
+    after = islice(paths, bisect.bisect_left(paths, marker), None)
+    return list(takewhile(methodcaller("startswith", marker), after))
+
+
+def _gradient_names(nodes: dict[str, Any], prefix: str, ordered: bool = False) -> list[str]:
+    """Gradient paths (``positions``, ``positions/cell``...) under the block ``prefix``
+    (``ordered``: the paths of ``nodes`` are sorted)."""
     marker = f"{prefix}/gradients/"
     found = []
-    for path, document in nodes.items():
-        if path.startswith(marker) and isinstance(document, dict):
+    for path in _under(nodes, marker, ordered):
+        document = nodes[path]
+        if isinstance(document, dict):
             rest = path[len(marker) :].split("/")
             if (
                 document.get("node_type") == "group"
@@ -244,13 +267,14 @@ def _gradient_names(nodes: dict[str, Any], prefix: str) -> list[str]:
     return sorted(found)
 
 
-def _records(nodes: dict[str, Any]) -> dict[str, Any]:
+def _records(nodes: dict[str, Any], ordered: bool = False) -> dict[str, Any]:
     """What the root records of the tensor (format 2), so that metadata edited in one
     place does not go unnoticed: the values' dtype and the gradient names."""
     values = nodes.get(f"{block_prefix(0)}/values")
     if not isinstance(values, dict):
         return {"dtype": None, "gradients": []}
-    return {"dtype": values.get("data_type"), "gradients": _gradient_names(nodes, block_prefix(0))}
+    gradients = _gradient_names(nodes, block_prefix(0), ordered)
+    return {"dtype": values.get("data_type"), "gradients": gradients}
 
 
 #: Compact JSON, one encoder for every document (``json.dumps`` with options builds one
@@ -292,11 +316,19 @@ def encode_root(document: dict[str, Any], encoded: dict[str, bytes]) -> bytes:
     metadata joined from the nodes' documents already ``encoded`` (see
     :func:`encode_nodes`) rather than encoded again: a write encodes every node once,
     for its own ``zarr.json``, and the root twice (incomplete, then complete)."""
+    metadata = b",".join(encode(path) + b":" + raw for path, raw in encoded.items())
+    return encode_with_metadata(document, metadata)
+
+
+def encode_with_metadata(document: dict[str, Any], metadata: bytes) -> bytes:
+    """:func:`encode` of the root ``document`` whose inline metadata, encoded, is
+    ``{metadata}`` (``metadata``: each node's encoded path and document, ``"path":{...}``,
+    joined by commas, in the order of the document's metadata)."""
     placeholder = f"metadata-{uuid.uuid4().hex}"
     consolidated = {**document["consolidated_metadata"], "metadata": placeholder}
     head = encode({**document, "consolidated_metadata": consolidated})
-    metadata = b",".join(encode(path) + b":" + raw for path, raw in encoded.items())
-    return head.replace(encode(placeholder), b"{" + metadata + b"}", 1)
+    before, _, after = head.partition(encode(placeholder))
+    return b"".join((before, b"{", metadata, b"}", after))  # the metadata copied once
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -332,10 +364,53 @@ def _compact_object(
         index += 1
 
 
+class Repeats:
+    """Reads the node documents of a root's inline metadata (see :func:`loads_root`):
+    a document that repeats, byte for byte, the last one read at the same place of
+    another block (``values``, ``gradients/positions``...) is that one object."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, Any]] = {}
+
+    def node(self, text: str, key: str, index: int) -> tuple[Any, int]:
+        """The document of the node ``key`` at ``text[index]``, and its end."""
+        place = key.partition("/")[2].partition("/")[2] if key.startswith("blocks/") else key
+        previous = self._last.get(place)
+        if previous is not None and text.startswith(previous[0], index):
+            return previous[1], index + len(previous[0])
+        value, end = _SCAN(text, index)
+        if type(value) is dict:
+            self._last[place] = (text[index:end], value)
+        return value, end
+
+
+def scan_pairs(text: str, value_at: Callable[[str, int], tuple[Any, int]]) -> list[tuple[str, Any]]:
+    """The members ``"key":value`` written without spaces and joined by commas that
+    make up the whole of ``text`` (the inside of an object, or a run of its members),
+    each value read by ``value_at(key, its index)``, in order; ``ValueError`` (or
+    ``StopIteration``, ``IndexError``) when the text is not so."""
+    found: list[tuple[str, Any]] = []
+    index = 0
+    while True:
+        if text[index] != '"':
+            raise ValueError("not a key")
+        key, index = _SCAN(text, index)
+        if text[index] != ":":
+            raise ValueError("no colon")
+        value, index = value_at(key, index + 1)
+        found.append((key, value))
+        if index == len(text):
+            return found
+        if text[index] != ",":
+            raise ValueError("no comma")
+        index += 1
+
+
 def loads_root(raw: bytes) -> Any:
     """``json.loads(raw)`` of a root document, where the node documents of the inline
     metadata that repeat, byte for byte, the last one at the same place of another
-    block (``values``, ``gradients/positions``...) are one object, parsed once.
+    block (``values``, ``gradients/positions``...) are one object, parsed once (see
+    :class:`Repeats`).
 
     Writers (see :func:`encode_root`) store the documents of a map's blocks so, mostly
     equal: for 1,000 tiny blocks this reads the 5 MB root 4 times faster than
@@ -347,17 +422,10 @@ def loads_root(raw: bytes) -> Any:
     """
     try:
         text = raw.decode()
-        last: dict[str, tuple[str, Any]] = {}
+        repeats = Repeats()
 
         def node(key: str, index: int) -> tuple[Any, int]:
-            place = key.partition("/")[2].partition("/")[2] if key.startswith("blocks/") else key
-            previous = last.get(place)
-            if previous is not None and text.startswith(previous[0], index):
-                return previous[1], index + len(previous[0])
-            value, end = _SCAN(text, index)
-            if type(value) is dict:
-                last[place] = (text[index:end], value)
-            return value, end
+            return repeats.node(text, key, index)
 
         def consolidated(key: str, index: int) -> tuple[Any, int]:
             if key == "metadata" and text[index] == "{":
@@ -393,6 +461,11 @@ def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str,
         document = loads_root(raw)
     except ValueError as error:
         raise _damaged(where, f"its root 'zarr.json' is not valid JSON ({error})") from None
+    return check_root(document, where)
+
+
+def check_root(document: Any, where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`parse_root` of the root document once read as JSON."""
     attributes = document.get("attributes") if isinstance(document, dict) else None
     if (
         not isinstance(document, dict)
@@ -733,7 +806,7 @@ def _labels_info(
     return info
 
 
-def _gradient_index(nodes: dict[str, Any]) -> dict[str, list[str]]:
+def gradient_index(nodes: dict[str, Any]) -> dict[str, list[str]]:
     """For each ``<prefix>/gradients`` path, the names of the groups directly under it."""
     index: dict[str, list[str]] = {}
     for path, document in nodes.items():
@@ -856,37 +929,106 @@ def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> st
     return store_id
 
 
-def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) -> TensorLayout:
+@dataclass(eq=False)
+class BlockNodes:
+    """Every node document of one block (``blocks/<i>`` and the nodes under it), as
+    read from one run of a root document's text (see :mod:`.zarr_root_cache`), and
+    the layouts :func:`parse_layout` found them to describe: the same text read again
+    describes the same block, which is not checked again."""
+
+    #: The paths of the block's nodes.
+    paths: tuple[str, ...]
+    #: For each ``<prefix>/gradients`` path of the block, the names of the groups
+    #: directly under it (see :func:`gradient_index`).
+    gradients: dict[str, list[str]]
+    #: By what the checks depend on besides the documents (the store's format and id),
+    #: the block's layout and :func:`_signature`.
+    checked: dict[Any, tuple[BlockLayout, Any]] = field(default_factory=dict)
+
+    def nodes(self, every: dict[str, Any]) -> dict[str, Any]:
+        """The block's node documents, from ``every`` node of the store."""
+        return {path: every[path] for path in self.paths}
+
+
+def _fresh(
+    nodes: dict[str, Any], found: BlockNodes | None, i: int, where: str, allowed: _Allowed
+) -> BlockLayout:
+    """Block ``i`` parsed from ``nodes``, with the gradient index of its nodes."""
+    index = found.gradients if found is not None else {}
+    return _parse_block(nodes, index, block_prefix(i), where, None, None, allowed)
+
+
+def _parse_blocks(
+    nodes: dict[str, Any], count: int, where: str, known: dict[int, BlockNodes] | None, context: Any
+) -> tuple[list[BlockLayout], list[Any], list[int]]:
+    """The ``count`` blocks, their signatures (``None`` when not known yet) and the
+    indices of those parsed now: with ``known``, a block whose nodes were checked before
+    (in the same ``context``) is taken as it was."""
+    if known is None:
+        index = gradient_index(nodes)
+        allowed = _Allowed()
+        blocks = [
+            _parse_block(nodes, index, block_prefix(i), where, None, None, allowed)
+            for i in range(count)
+        ]
+        return blocks, [None] * count, list(range(count))
+    blocks, signatures, fresh = [], [], []
+    allowed = _Allowed()
+    for i in range(count):
+        found = known.get(i)
+        checked = found.checked.get(context) if found is not None else None
+        if checked is None:
+            fresh.append(i)
+            checked = (_fresh(nodes, found, i, where, allowed), None)
+        blocks.append(checked[0])
+        signatures.append(checked[1])
+    return blocks, signatures, fresh
+
+
+def parse_layout(
+    attributes: dict[str, Any],
+    nodes: dict[str, Any],
+    where: str,
+    known: dict[int, BlockNodes] | None = None,
+) -> TensorLayout:
     """The tensor described by a store's node documents, checked for consistency (and,
     since format 2, against what the root records); ``attributes`` of ``{}`` check a
-    layout about to be written."""
+    layout about to be written.
+
+    ``known`` gives, by block index, every node document of that block as read from
+    the root's text (and the layouts found before for the same text, reused; see
+    :class:`BlockNodes`): each block is then parsed from its own nodes, not by a pass
+    over every node, and the result is the same."""
     keys = _labels_info(nodes, "keys", where)
-    index = _gradient_index(nodes)
-    allowed = _Allowed()
-    blocks = [
-        _parse_block(nodes, index, block_prefix(i), where, None, None, allowed)
-        for i in range(keys.shape[0])
-    ]
+    ours = attributes.get(ATTRIBUTE) or {}
+    version = ours.get("format", FORMAT)
+    # (an incomplete store is not read; its writer lists its chunks once complete)
+    identified = version >= FIRST_FORMAT and ours.get("complete") is True
+    context = (version, ours.get(STORE_ID) if identified else None, identified)
+    if version == 1:
+        known = None  # (its arrays are marked below)
+    blocks, signatures, fresh = _parse_blocks(nodes, keys.shape[0], where, known, context)
     extra = block_prefix(keys.shape[0])
     paths = "\0" + "\0".join(nodes) + "\0"  # one search in C, not one test per node
     if f"\0{extra}\0" in paths or f"\0{extra}/" in paths:
         raise _damaged(where, f"it has more blocks than its {keys.shape[0]} keys ('{extra}')")
-    first = _signature(blocks[0]) if blocks else None
-    for i, block in enumerate(blocks[1:], start=1):
-        if _signature(block) != first:
-            raise _damaged(
-                where,
-                f"block {i} differs from block 0 in its sample, component or property "
-                "names, its dtype or its gradients, which a TensorMap forbids",
-            )
-    ours = attributes.get(ATTRIBUTE) or {}
-    version = ours.get("format", FORMAT)
+    for i in fresh:
+        signatures[i] = _signature(blocks[i])
+    first = signatures[0] if blocks else None
+    if signatures.count(first) != len(signatures):
+        i = next(i for i, signature in enumerate(signatures) if signature != first)
+        raise _damaged(
+            where,
+            f"block {i} differs from block 0 in its sample, component or property "
+            "names, its dtype or its gradients, which a TensorMap forbids",
+        )
     if version >= 2 and ours:
         recorded = {"dtype": ours.get("dtype"), "gradients": ours.get("gradients")}
-        if recorded != _records(nodes):
+        found = _records(nodes if known is None or 0 not in known else known[0].nodes(nodes))
+        if recorded != found:
             raise _damaged(
                 where,
-                f"its arrays ({_records(nodes)}) disagree with what its root records "
+                f"its arrays ({found}) disagree with what its root records "
                 f"({recorded}): dtypes or gradients were edited or lost",
             )
     if version == 1:
@@ -894,9 +1036,12 @@ def parse_layout(attributes: dict[str, Any], nodes: dict[str, Any], where: str) 
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
     store_id = None
-    if version >= FIRST_FORMAT and ours.get("complete") is True:
-        # (an incomplete store is not read; its writer lists its chunks once complete)
-        store_id = _identify(ours, blocks, where)
+    if identified:
+        store_id = _identify(ours, [blocks[i] for i in fresh], where)
+    if known is not None:
+        for i in fresh:
+            if i in known:
+                known[i].checked[context] = (blocks[i], signatures[i])
     tensor_info = attributes.get("info") or {}
     if not isinstance(tensor_info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()

@@ -1,0 +1,205 @@
+"""A store's root document read again, and written again, by a process that appends.
+
+Every append reads the root document (the metadata of every array, inline), checks the
+layout it describes and writes it back with the documents the append changed: done
+from scratch, that is Python work on every node of the store, for appends that touch a
+few blocks. This module keeps, per process, what it found in the text of the last root
+it read, by runs of that text: the run of each block (``"blocks/<i>":{...}`` and the
+nodes under it, which follow each other in the sorted metadata), the run of the keys,
+and the runs between. A run whose bytes are found again is not parsed, its block not
+checked, its documents not encoded again; only the runs that changed are, so that an
+append costs Python work in proportion to the blocks it touches, and bytes copied
+(in C) for the others.
+
+Nothing is trusted from memory: the root's bytes are always read, and a run is reused
+only when its bytes are exactly the bytes it was parsed from (a root written by another
+process, another writer, or edited, reads the same as parsed from scratch). The result
+is the one :func:`~.zarr_layout.parse_root` and :func:`~.zarr_layout.parse_layout` give,
+and the root written is byte for byte :func:`~.zarr_layout.encode` of the document: a
+root whose text is not cut so (written otherwise: with spaces, without inline
+metadata, or with nodes that are not a block's inside a block's run) is read the usual
+way.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import uuid
+from itertools import chain, compress
+from typing import Any
+
+from ..errors import MetatensorDaskError
+from . import zarr_layout as layout
+
+__all__ = ["Stored", "encode_root", "parse_root"]
+
+#: How the writers of this package end a root document: the inline metadata last, then
+#: the ends of the metadata, of the consolidated metadata and of the root.
+_MARKER = b'"consolidated_metadata":{"kind":"inline","must_understand":false,"metadata":{'
+_END = b"}}}"
+#: Where the runs of the metadata start: before each block's group and the keys.
+_RUNS = re.compile(rb',(?="blocks/\d+":|"keys":)')
+#: The path of a block's node: its index.
+_BLOCK = re.compile(r"blocks/(0|[1-9][0-9]*)(?:/|$)")
+
+
+#: The "block" of a run without block nodes, and of a run mixing blocks or other nodes.
+_NO_BLOCK, _MIXED = -1, -2
+
+
+class _Run:
+    """What one run of a root's metadata text holds: its nodes (path, document) in
+    order, each node's ``"path":document`` encoded as :func:`~.zarr_layout.encode`
+    encodes it, and the block whose nodes they all are (:data:`_NO_BLOCK`: no block's
+    node; :data:`_MIXED`: some are a block's, some not or another's)."""
+
+    def __init__(self, nodes: list[tuple[str, Any]], repeats: layout.RepeatEncoder) -> None:
+        self.nodes = tuple(nodes)
+        self.paths = tuple(path for path, _ in nodes)
+        self.encoded = tuple(
+            layout.encode(path) + b":" + _encode(repeats, path, value) for path, value in nodes
+        )
+        found = {match.group(1) if match else "" for match in map(_BLOCK.match, self.paths)}
+        self.block = _MIXED if len(found) > 1 else _NO_BLOCK
+        if len(found) == 1 and "" not in found:
+            self.block = int(found.pop())
+        self.known = None
+        if self.block >= 0:
+            self.known = layout.BlockNodes(self.paths, layout.gradient_index(dict(nodes)))
+
+
+def _encode(repeats: layout.RepeatEncoder, path: str, document: Any) -> bytes:
+    """The ``document`` of the node ``path`` encoded (see :func:`~.zarr_layout.encode`)."""
+    if type(document) is dict:
+        return repeats.encode(path, document)
+    return layout.encode(document)
+
+
+#: The runs of the last root this process read, by their bytes.
+_RUNS_READ: dict[bytes, _Run] = {}
+
+
+class Stored(tuple):
+    """``(attributes, nodes)`` of a store's root (see :func:`~.zarr_layout.parse_root`),
+    with the runs its metadata was read from (``None`` when read the usual way)."""
+
+    runs: list[_Run] | None
+    known: dict[int, layout.BlockNodes] | None
+
+    def __new__(
+        cls, attributes: dict[str, Any], nodes: dict[str, Any], runs: list[_Run] | None = None
+    ) -> Stored:
+        stored = super().__new__(cls, (attributes, nodes))
+        stored.runs = runs
+        stored.known = None
+        if runs is not None:
+            stored.known = {run.block: run.known for run in runs if run.known is not None}
+        return stored
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (a tuple's own reduction gives __new__ the tuple as one argument)
+        return (Stored, (self[0], self[1], self.runs))
+
+
+def parse_root(raw: bytes, where: str) -> Stored:
+    """:func:`~.zarr_layout.parse_root` of ``raw`` (the same result, the same errors),
+    reusing the runs of its metadata read before (see the module's documentation)."""
+    split = _split(raw)
+    if split is not None:
+        head, body = split
+        runs = _read_runs(body)
+        if runs is not None:
+            nodes = dict(chain.from_iterable(map(operator.attrgetter("nodes"), runs)))
+            head["consolidated_metadata"]["metadata"] = nodes
+            try:
+                attributes, _ = layout.check_root(head, where)
+            except MetatensorDaskError:
+                pass  # raised again below, as a root read the usual way raises it
+            else:
+                return Stored(attributes, nodes, runs)
+    attributes, found = layout.parse_root(raw, where)
+    return Stored(attributes, found)  # type: ignore[arg-type]
+
+
+def _split(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """The root document without its inline metadata, and the text of the metadata
+    (between its braces), for a root written as this package writes them; else
+    ``None``.
+
+    The text before the metadata is read with a key of its own in place of the
+    metadata (a random name): found as the metadata of the consolidated metadata, it
+    tells that the metadata's text is the inside of that object, which the runs of the
+    text then parse as a whole (else the root is read the usual way)."""
+    at = raw.rfind(_MARKER)
+    if at < 0 or not raw.endswith(_END):
+        return None
+    start = at + len(_MARKER)
+    name = f"metadata-{uuid.uuid4().hex}"
+    try:
+        head = json.loads(raw[:start] + layout.encode(name) + b":0" + _END)
+    except ValueError:
+        return None
+    consolidated = head.get("consolidated_metadata") if isinstance(head, dict) else None
+    if not isinstance(consolidated, dict) or consolidated.get("metadata") != {name: 0}:
+        return None
+    return head, raw[start : len(raw) - len(_END)]
+
+
+def _read_runs(body: bytes) -> list[_Run] | None:
+    """The runs of the metadata text ``body``, those read before taken as they were;
+    ``None`` when a run is not a whole number of nodes, or the blocks' nodes are not
+    each in the run of their block."""
+    global _RUNS_READ
+    pieces = _RUNS.split(body) if body else []
+    runs: list[_Run | None] = list(map(_RUNS_READ.get, pieces))
+    if None in runs:
+        repeats = layout.Repeats()
+        encoder = layout.RepeatEncoder()
+        for i in compress(range(len(runs)), map(operator.not_, runs)):
+            run = _parse_run(pieces[i], repeats, encoder)
+            if run is None:
+                return None
+            runs[i] = run
+    blocks = [run.block for run in runs]  # type: ignore[union-attr]
+    indexed = [block for block in blocks if block != _NO_BLOCK]
+    if _MIXED in indexed or len(set(indexed)) != len(indexed):
+        return None
+    _RUNS_READ = dict(zip(pieces, runs, strict=True))  # type: ignore[arg-type]
+    return runs  # type: ignore[return-value]
+
+
+def _parse_run(piece: bytes, repeats: layout.Repeats, encoder: layout.RepeatEncoder) -> _Run | None:
+    """The nodes of one run of the metadata text, ``None`` when it is not a run of
+    whole nodes written without spaces."""
+    try:
+        text = piece.decode()
+        found = layout.scan_pairs(text, lambda key, index: repeats.node(text, key, index))
+    except (ValueError, StopIteration, IndexError):
+        return None
+    return _Run(found, encoder)
+
+
+def encode_root(root: dict[str, Any], stored: Any) -> bytes:
+    """:func:`~.zarr_layout.encode` of the ``root`` document of an append to the store
+    whose root was read as ``stored`` (see :class:`Stored`): the nodes that are the very
+    documents read from runs of its text are taken as encoded then, the others encoded
+    now."""
+    runs = getattr(stored, "runs", None)
+    if runs is None:
+        return layout.encode(root)
+    nodes = root["consolidated_metadata"]["metadata"]
+    paths = list(chain.from_iterable(map(operator.attrgetter("paths"), runs)))
+    documents = map(
+        operator.itemgetter(1), chain.from_iterable(map(operator.attrgetter("nodes"), runs))
+    )
+    encoded = dict(
+        zip(paths, chain.from_iterable(map(operator.attrgetter("encoded"), runs)), strict=True)
+    )
+    same = map(operator.is_, map(nodes.get, paths), documents)
+    for path in compress(paths, map(operator.not_, same)):
+        encoded.pop(path, None)
+    for path in nodes.keys() - encoded.keys():
+        encoded[path] = layout.encode(path) + b":" + layout.encode(nodes[path])
+    return layout.encode_with_metadata(root, b",".join(map(encoded.__getitem__, nodes)))
