@@ -11,7 +11,10 @@ of the process and its workers together (sampled every 20 ms), and the CPU secon
 the process (client and scheduler) and of its workers, which a loaded machine inflates
 much less than wall times.
 The batches are featomic's SOAP power spectrum with positions gradients of rattled
-silicon supercells (64 atoms each), ``BATCH`` structures per batch:
+silicon supercells (64 atoms each), ``BATCH`` structures per batch (with
+``MTD_BENCH_INGEST_SYSTEMS=molecules``: small molecules of H, C, N and O, 3 to 8 atoms,
+with a smaller basis, whose spectrum has 30 keys, so that each batch appends a few
+rows to 150 arrays: the cost per array of an append, rather than per byte):
 
 * ``featomic alone``: every batch computed on the cluster and dropped;
 * ``featomic alone, no huge pages``: the same with numpy's huge-page advice off in the
@@ -58,27 +61,39 @@ import pytest
 
 ITEMS = int(os.environ.get("MTD_BENCH_INGEST_ITEMS", "2"))
 BATCH = int(os.environ.get("MTD_BENCH_INGEST_BATCH", "2"))
+SYSTEMS = os.environ.get("MTD_BENCH_INGEST_SYSTEMS", "silicon")
 
 _RESULTS: dict[tuple[str, int], dict[str, float]] = {}
 
 _PRELUDE = """
-import json, sys, threading, time
+import json, os, sys, threading, time
 import psutil
 from distributed import Client, LocalCluster
 import metatensor_dask as mtd
 
+SYSTEMS = os.environ.get("MTD_BENCH_INGEST_SYSTEMS", "silicon")
+MOLECULES = ["H2O", "CH4", "NH3", "C2H4", "CH3OH", "HCN", "CO2", "C2H6"]
+
+def frame(item):
+    import ase.build
+    if SYSTEMS == "molecules":
+        found = ase.build.molecule(MOLECULES[item % len(MOLECULES)])
+        found.rattle(0.05, seed=item)
+        return found
+    found = ase.build.bulk("Si", cubic=True) * (2, 2, 2)
+    found.rattle(0.05, seed=item)
+    return found
+
 def soap(items):
-    import ase.build, featomic
-    frames = []
-    for item in items:
-        frame = ase.build.bulk("Si", cubic=True) * (2, 2, 2)
-        frame.rattle(0.05, seed=item)
-        frames.append(frame)
+    import featomic
+    frames = [frame(item) for item in items]
+    small = SYSTEMS == "molecules"
     calculator = featomic.SoapPowerSpectrum(
-        cutoff={"radius": 4.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
+        cutoff={"radius": 3.0 if small else 4.0,
+                "smoothing": {"type": "ShiftedCosine", "width": 0.5}},
         density={"type": "Gaussian", "width": 0.3},
-        basis={"type": "TensorProduct", "max_angular": 4,
-               "radial": {"type": "Gto", "max_radial": 4}},
+        basis={"type": "TensorProduct", "max_angular": 2 if small else 4,
+               "radial": {"type": "Gto", "max_radial": 2 if small else 4}},
     )
     return calculator.compute(frames, gradients=["positions"])
 
@@ -226,7 +241,8 @@ def test_ingestion(benchmark, tmp_path, name, n_items):
 def test_summary():
     """Print the figures measured above (shown with ``pytest -s``): each case against
     featomic alone, and (``no-hp``) against featomic alone without huge pages."""
-    print(f"\nSOAP power spectrum of 64-atom Si cells, batches of {BATCH}, 2-worker LocalCluster")
+    what = "64-atom Si cells" if SYSTEMS == "silicon" else "small molecules (H, C, N, O)"
+    print(f"\nSOAP power spectrum of {what}, batches of {BATCH}, 2-worker LocalCluster")
     peaks = []
     for n_items in (ITEMS, 4 * ITEMS):
         alone = _RESULTS.get(("featomic alone", n_items))
