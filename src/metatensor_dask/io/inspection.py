@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -484,7 +485,7 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     finish it; ``None`` when there is none."""
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("complete") is not True:
-        recorded = len(recorded_chunks(store))
+        recorded = len(recorded_chunks(store) - {layout.PLAN_KEY, layout.APPEND_KEY})
         holder = left_lock(store)
         if holder is not None:  # the command that writes it, and its remedy
             stopped = f"a write stopped before the end, {recorded} chunks recorded"
@@ -510,11 +511,59 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     return None
 
 
-def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> list[str]:
+@dataclass
+class _Pending:
+    """What the unfinished write of a store (one that records its chunks, see
+    :mod:`.zarr_progress`) stores: the chunks of its values arrays (``data``), each
+    stored once its marker is ``recorded``; its Labels and row pointers (``small``) and
+    its node documents, stored again whole when it is finished."""
+
+    data: set[str]
+    small: set[str]
+    recorded: set[str]
+
+    def stores_node(self, path: str) -> bool:
+        """Whether the write stores the node ``path`` (one of its arrays, or a group
+        holding one)."""
+        prefix = f"{path}/"
+        return any(a == path or a.startswith(prefix) for a in self.data | self.small)
+
+    def stored(self, path: str, number: int) -> bool:
+        """Whether chunk (or shard) ``number`` of the array ``path`` is to be checked:
+        stored by the write as its record says, or not the write's."""
+        if path in self.small:
+            return False
+        return path not in self.data or layout.progress_marker(path, number) in self.recorded
+
+
+def _pending(store: Any, attributes: dict[str, Any]) -> _Pending | None:
+    """What the unfinished write of a store stores (see :class:`_Pending`); ``None``
+    for a complete store, or a write that left no readable plan (a run of
+    ``write_batches``, which extends its arrays in place)."""
+    ours = attributes[layout.ATTRIBUTE]
+    if ours.get("complete") is True or RUN in ours:
+        return None
+    (raw,) = get_many(store, [layout.PLAN_KEY])
+    try:
+        plan = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(plan, dict):
+        return None
+    data, small = plan.get("data"), plan.get("small")
+    if not isinstance(data, list) or not isinstance(small, list):
+        return None
+    return _Pending(set(map(str, data)), set(map(str, small)), recorded_chunks(store))
+
+
+def _metadata_problems(
+    store: Any, nodes: dict[str, Any], unfinished: bool, pending: _Pending | None
+) -> list[str]:
     """Every node's own ``zarr.json`` against the copy in the root (consolidated).
 
     With an ``unfinished`` write, a document that is not valid JSON is that write's,
-    cut short when it was killed, which finishing the write stores again.
+    cut short when it was killed, which finishing the write stores again; the documents
+    that a ``pending`` write stores and has not stored yet are not missing.
     """
     from .zarr_read import read_nodes
 
@@ -535,7 +584,8 @@ def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> l
         if path in invalid:
             continue
         if path not in on_disk:
-            problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
+            if pending is None or not pending.stores_node(path):
+                problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
         elif path not in nodes:
             problems.append(
                 f"{path}: stored, but missing from the consolidated metadata in the root "
@@ -546,6 +596,21 @@ def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> l
                 f"{path}: its 'zarr.json' differs from the consolidated metadata in the root"
             )
     return problems
+
+
+def _written(check: _LabelsCheck, pending: _Pending) -> bool:
+    """Whether the Labels (and row pointer) of ``check`` are stored, not left for the
+    ``pending`` write to store when finished."""
+    paths = [check.info.path] + ([check.pointer.path] if check.pointer is not None else [])
+    return not pending.small.intersection(paths)
+
+
+def _pending_note(left_out: int) -> str:
+    return (
+        "the unfinished write stores again, when finished, the Labels, row pointers and "
+        f"node documents it writes, and {left_out} chunks of values it has not recorded as "
+        "stored: they were not checked"
+    )
 
 
 def verify(
@@ -629,7 +694,8 @@ def verify_store(
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
-    problems = _metadata_problems(store, nodes, unfinished is not None)
+    pending = _pending(store, attributes)
+    problems = _metadata_problems(store, nodes, unfinished is not None, pending)
     if unfinished is not None and not nodes:
         # a run of write_batches that committed no batch yet: nothing else to check
         return Verification(where, [*problems, unfinished])
@@ -651,6 +717,7 @@ def verify_store(
     batches: list[list[tuple[ArrayRef, tuple[slice, ...] | None]]] = [[]]
     size = 0
     regions = 0
+    left_out = 0
     # a run of write_batches extends the partial last chunk of values arrays in place:
     # killed, that chunk ends with what the batch wrote (see _read_regions)
     in_place = unfinished is not None and RUN in attributes[layout.ATTRIBUTE]
@@ -665,6 +732,9 @@ def verify_store(
         found = _regions(info)
         extended = in_place and extended_in_place(info.path, info.document)
         for number, region in enumerate(found):
+            if pending is not None and not pending.stored(info.path, number):
+                left_out += info.path in pending.data
+                continue
             if size + unit > _TASK_BYTES and batches[-1]:
                 batches.append([])
                 size = 0
@@ -674,6 +744,9 @@ def verify_store(
             regions += 1
     reads = [dask.delayed(_read_regions, pure=True)(batch) for batch in batches if batch]
     labels = _labels_checks(parsed)
+    if pending is not None:
+        labels = [check for check in labels if _written(check, pending)]
+        notes.append(_pending_note(left_out))
     label_tasks = [
         dask.delayed(_check_labels, pure=True)(store, labels[i : i + 64])
         for i in range(0, len(labels), 64)
