@@ -144,6 +144,13 @@ def test_verify_of_a_killed_convert_names_only_the_convert_to_finish(tmp_path, c
     problem = _incomplete(report.problems)
     assert "run the same command (metatensor-dask convert) with --resume" in problem
     assert any("not recorded as stored" in note for note in report.notes), report.notes
+    # info names the same remedy
+    capsys.readouterr()
+    assert main(["info", str(store)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "INCOMPLETE: a write did not finish (metatensor-dask convert of user" in header
+    assert "run the same command (metatensor-dask convert) with --resume" in header, header
+    assert "resume=True" not in header
     # the remedy, followed
     arguments = ["convert", str(source), str(store), "--chunks", "1", "--resume", "--quiet"]
     assert main(arguments) == 0, capsys.readouterr().err

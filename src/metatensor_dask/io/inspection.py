@@ -21,7 +21,7 @@ from dask.utils import format_bytes
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
-from ._lock import left_lock, unfinished_write
+from ._lock import incomplete_reason, left_lock, unfinished_write
 from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
@@ -88,6 +88,8 @@ class StoreReport:
     info: dict[str, str]
     blocks: list[list[ArrayReport]] = field(default_factory=list)
     stored: int | None = None
+    incomplete: str | None = None
+    """Why the store is incomplete and how to finish it (``None`` when complete)."""
 
     @property
     def nbytes(self) -> int:
@@ -185,6 +187,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
         info=parsed.info,
         blocks=blocks,
         stored=total,
+        incomplete=None if complete else incomplete_reason(store),
     )
 
 
@@ -259,15 +262,7 @@ def _bytes(n: int | None) -> str:
 def format_report(report: StoreReport, max_blocks: int = 20) -> str:
     """The text of ``metatensor-dask info``: a header, then one line per array."""
     version = f"format {report.format}" if report.format else "metatensor file"
-    state = (
-        "complete"
-        if report.complete
-        else (
-            "INCOMPLETE: a write did not finish; finish it with --resume (run, convert) or "
-            "to_zarr(..., resume=True), or write_batches(..., resume=True) for a run of "
-            "batches"
-        )
-    )
+    state = "complete" if report.complete else f"INCOMPLETE: {report.incomplete}"
     lines = [
         f"store:       {report.location} ({version}, {state})",
         f"keys:        {len(report.blocks)} blocks, names [{', '.join(report.key_names)}]",
