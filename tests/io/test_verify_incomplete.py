@@ -209,3 +209,60 @@ def test_a_complete_store_still_reports_every_lost_chunk_and_node(tmp_path):
         for p in report.problems
     )
     assert not report.notes
+
+
+# -- convert on a store holding an interrupted append ------------------------------------------
+
+
+def _convert_with_interrupted_append(tmp_path):
+    """A store converted from a file, then an append to it (from the command line)
+    interrupted after a few tasks; the source, the store and the appended file."""
+    source, store, more = tmp_path / "source.mts", tmp_path / "out.zarr", tmp_path / "more.mts"
+    metatensor.save(source, _tensor(5))
+    metatensor.save(more, _tensor(6, start=12))
+    assert main(["convert", str(source), str(store), "--chunks", "2", "--quiet"]) == 0
+    ran = []
+
+    def fail(*args):
+        ran.append(args)
+        if len(ran) == 3:
+            raise RuntimeError("stopped by the test")
+
+    append = ["convert", "--append", str(more), str(store), "--chunks", "2", "--quiet"]
+    with Callback(pretask=fail):
+        assert main(append) == 1
+    assert (store / ".progress" / "append.json").exists()
+    return source, store, more
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_convert_into_a_store_with_an_interrupted_append_names_the_append(tmp_path, capsys, resume):
+    """Without --resume, the store exists: said with the append to finish; with
+    --resume, the convert is complete: not a silent success, the append is named."""
+    source, store, more = _convert_with_interrupted_append(tmp_path)
+    capsys.readouterr()
+    arguments = ["convert", str(source), str(store), "--quiet"]
+    assert main(arguments + (["--resume"] if resume else [])) == 1
+    err = capsys.readouterr().err
+    assert "an interrupted append" in err, err
+    assert "metatensor-dask convert --append --resume" in err and "discard_append" in err
+    assert "--overwrite" in err
+    assert ("--resume has nothing to finish" in err) == resume, err
+    # the remedy, followed: the append finished, the store is whole
+    append = ["convert", "--append", str(more), str(store), "--chunks", "2", "--resume"]
+    assert main([*append, "--quiet"]) == 0, capsys.readouterr().err
+    expected = metatensor.join([_tensor(5), _tensor(6, start=12)], axis="samples")
+    assert_equal_to_metatensor(mtd.open_zarr(store), expected)
+    assert mtd.verify(store).ok
+
+
+def test_convert_resume_of_a_complete_store_after_discard_does_nothing(tmp_path, capsys):
+    source, store, _ = _convert_with_interrupted_append(tmp_path)
+    mtd.discard_append(store)
+    capsys.readouterr()
+    resume = ["convert", str(source), str(store), "--chunks", "2", "--resume", "--quiet"]
+    assert main(resume) == 0, capsys.readouterr().err
+    assert main(["convert", str(source), str(store), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "interrupted append" not in err, err
+    assert_equal_to_metatensor(mtd.open_zarr(store), _tensor(5))
