@@ -557,8 +557,9 @@ def _metadata_problems(
     """Every node's own ``zarr.json`` against the copy in the root (consolidated).
 
     With an ``unfinished`` write, a document that is not valid JSON is that write's,
-    cut short when it was killed, which finishing the write stores again; the documents
-    that a ``pending`` write stores and has not stored yet are not missing.
+    cut short when it was killed, which finishing the write stores again. The documents
+    that a ``pending`` write stores (missing, cut short, or not yet rewritten with the
+    chunk table it adds last) are that write's to store: not checked.
     """
     from .zarr_read import read_nodes
 
@@ -566,6 +567,8 @@ def _metadata_problems(
     on_disk = read_nodes(store, invalid)
     problems = []
     for path, error in sorted(invalid.items()):
+        if pending is not None and pending.stores_node(path):
+            continue
         if unfinished:
             problems.append(
                 f"{path}: its 'zarr.json' is not valid JSON ({error}): cut short by the "
@@ -578,14 +581,15 @@ def _metadata_problems(
     for path in sorted(set(nodes) | set(on_disk)):
         if path in invalid:
             continue
-        if path not in on_disk:
-            if pending is None or not pending.stores_node(path):
-                problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
-        elif path not in nodes:
+        if path not in nodes:
             problems.append(
                 f"{path}: stored, but missing from the consolidated metadata in the root "
                 "'zarr.json' (readers do not see it)"
             )
+        elif pending is not None and pending.stores_node(path):
+            continue
+        elif path not in on_disk:
+            problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
         elif on_disk[path] != nodes[path]:
             problems.append(
                 f"{path}: its 'zarr.json' differs from the consolidated metadata in the root"
