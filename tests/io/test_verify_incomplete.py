@@ -282,3 +282,32 @@ def test_node_documents_the_write_stores_again_are_not_checked(tmp_path):
     _incomplete(mtd.verify(path).problems)
     mtd.from_metatensor(_tensor(7)).to_zarr(path, chunks=2, resume=True)
     assert mtd.verify(path).ok
+
+
+def test_blocks_an_unfinished_write_of_some_blocks_keeps_are_still_checked(tmp_path):
+    """An unfinished to_zarr(mode='a') of new blocks: what it has not stored is left
+    out, the blocks it keeps are checked as in a complete store."""
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_tensor(8)).to_zarr(path, chunks=2)
+    keys = metatensor.Labels(["k"], np.array([[2], [3]], dtype=np.int32))
+    added = metatensor.TensorMap(keys, [block.copy() for block in _tensor(9).blocks()])
+    ran = []
+
+    def fail(*args):
+        ran.append(args)
+        if len(ran) == 12:
+            raise RuntimeError("stopped by the test")
+
+    with (
+        dask.config.set({"metatensor_dask.chunk-size": 100}),
+        Callback(pretask=fail),
+        pytest.raises(RuntimeError, match="stopped by the test"),
+    ):
+        mtd.from_metatensor(added).to_zarr(path, chunks=2, mode="a")
+    _incomplete(mtd.verify(path).problems)
+    (path / "blocks" / "0" / "values" / "c.1.0").unlink()
+    (path / "blocks" / "1" / "properties" / "zarr.json").unlink()
+    problems = mtd.verify(path).problems
+    assert len(problems) == 3, "\n".join(problems)
+    assert "blocks/1/properties: its 'zarr.json' is missing (the node is lost)" in problems
+    assert any("'c.1.0' of the array 'blocks/0/values' is missing" in p for p in problems)
