@@ -311,3 +311,17 @@ def test_blocks_an_unfinished_write_of_some_blocks_keeps_are_still_checked(tmp_p
     assert len(problems) == 3, "\n".join(problems)
     assert "blocks/1/properties: its 'zarr.json' is missing (the node is lost)" in problems
     assert any("'c.1.0' of the array 'blocks/0/values' is missing" in p for p in problems)
+
+
+def test_info_of_a_store_with_an_interrupted_append_names_it(tmp_path, capsys):
+    _, store, _ = _convert_with_interrupted_append(tmp_path)
+    capsys.readouterr()
+    assert main(["info", str(store)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "(format 4, complete, but an append to" in header, header
+    assert "was interrupted" in header and "discard_append" in header, header
+    assert main(["info", str(store), "--json"]) == 0
+    assert "was interrupted" in json.loads(capsys.readouterr().out)["append"]
+    mtd.discard_append(store)
+    assert main(["info", str(store)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("(format 4, complete)")

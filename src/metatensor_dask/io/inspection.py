@@ -90,6 +90,9 @@ class StoreReport:
     stored: int | None = None
     incomplete: str | None = None
     """Why the store is incomplete and how to finish it (``None`` when complete)."""
+    append: str | None = None
+    """The append to the complete store that was interrupted, and how to finish or give
+    it up (``None`` when there is none)."""
 
     @property
     def nbytes(self) -> int:
@@ -188,6 +191,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
         blocks=blocks,
         stored=total,
         incomplete=None if complete else incomplete_reason(store),
+        append=_interrupted_append(store, attributes) if complete else None,
     )
 
 
@@ -263,6 +267,8 @@ def format_report(report: StoreReport, max_blocks: int = 20) -> str:
     """The text of ``metatensor-dask info``: a header, then one line per array."""
     version = f"format {report.format}" if report.format else "metatensor file"
     state = "complete" if report.complete else f"INCOMPLETE: {report.incomplete}"
+    if report.append is not None:
+        state += f", but {report.append}"
     lines = [
         f"store:       {report.location} ({version}, {state})",
         f"keys:        {len(report.blocks)} blocks, names [{', '.join(report.key_names)}]",
@@ -495,15 +501,21 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "
             f"recorded); finish it with {remedy}"
         )
-    if interrupted(store, attributes):
-        return (
-            f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
-            "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
-            "resume=True) and the same tensor and renumber (`metatensor-dask convert "
-            "--append --resume` and the same sources), or discard it with "
-            "metatensor_dask.discard_append(store)"
-        )
-    return None
+    return _interrupted_append(store, attributes)
+
+
+def _interrupted_append(store: Any, attributes: dict[str, Any]) -> str | None:
+    """The append to the complete store (of root ``attributes``) that was interrupted,
+    and how to finish or give it up; ``None`` when there is none."""
+    if not interrupted(store, attributes):
+        return None
+    return (
+        f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
+        "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
+        "resume=True) and the same tensor and renumber (`metatensor-dask convert "
+        "--append --resume` and the same sources), or discard it with "
+        "metatensor_dask.discard_append(store)"
+    )
 
 
 @dataclass
