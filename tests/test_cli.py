@@ -158,7 +158,9 @@ def test_info_of_an_incomplete_store(capsys, tmp_path):
     mtd.load(RADIAL).to_zarr(str(tmp_path / "x.zarr"), compute=False)  # data never written
     code, out, _ = run(capsys, "info", tmp_path / "x.zarr")
     assert code == 0
-    assert "INCOMPLETE: a write did not finish; finish it with --resume" in out.splitlines()[0]
+    # the remedy of the write left: its Delayed, never computed, in this process
+    assert "INCOMPLETE: a write did not finish (to_zarr of user" in out.splitlines()[0]
+    assert "compute it (dask.compute) to finish the write" in out.splitlines()[0]
 
 
 def test_info_of_a_metatensor_file(capsys):

@@ -204,6 +204,8 @@ def _convert(args: argparse.Namespace) -> int:
                 "the source afterwards)"
             )
     exists = "://" not in destination and os.path.exists(destination)
+    if not args.overwrite and not args.append and not to_file:
+        _refuse_interrupted_append(destination, args.resume)
     if not args.overwrite and not args.append and not args.resume and exists:
         raise MetatensorDaskError(
             f"{destination} already exists: delete it, choose another destination, or "
@@ -270,6 +272,37 @@ def _convert(args: argparse.Namespace) -> int:
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
+    """Refuse a convert (``resuming``: with ``--resume``) into a complete store that
+    holds an interrupted append: neither writes it (the store exists; a resume of its
+    complete convert does nothing), and the append is what is left to finish."""
+    from ..io import zarr_layout as layout
+    from ..io.zarr_append import interrupted
+    from ..io.zarr_store import get_many, open_store
+
+    try:
+        store = open_store(destination, None, writable=False)
+        attributes, _ = layout.parse_root(get_many(store, ["zarr.json"])[0], destination)
+    except (MetatensorDaskError, OSError, ValueError):
+        return  # no store (or none of ours): the convert says what is wrong with it
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
+        return
+    if not interrupted(store, attributes):
+        return
+    state = (
+        "holds a complete convert (--resume has nothing to finish) and"
+        if resuming
+        else "already exists and holds"
+    )
+    raise MetatensorDaskError(
+        f"{destination} {state} an interrupted append (its record '{layout.APPEND_KEY}' "
+        "is left; the store reads as before the append): finish "
+        "the append with `metatensor-dask convert --append --resume` and the same sources, "
+        "--renumber and --chunks, or give it up with metatensor_dask.discard_append; to "
+        "replace the store pass --overwrite; nothing was written"
+    )
 
 
 def _resume_refused(

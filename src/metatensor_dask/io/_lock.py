@@ -491,15 +491,21 @@ def incomplete(store: Store, where: str) -> IncompleteStoreError:
     (``--resume`` of the command line that wrote the store, ``write_batches(...,
     resume=True)``, ``resume=True`` of an append...); without a lock (a write that
     failed in its process released it), the remedies of every writer."""
+    return IncompleteStoreError(f"{where} is incomplete: {incomplete_reason(store)}")
+
+
+def incomplete_reason(store: Store) -> str:
+    """Why a store is incomplete and what to do (see :func:`incomplete`), as the end of a
+    sentence starting with "the store is incomplete: "."""
     holder = left_lock(store)
     if holder is None:
-        return IncompleteStoreError(
-            f"{where} is incomplete: a write did not finish (it failed, was interrupted, "
-            "or is still running); finish it with to_zarr(..., resume=True) and the same "
-            "tensor (a run of write_batches: write_batches(..., resume=True); a command "
-            "line: the same command with --resume), or write it again with mode='w'"
+        return (
+            "a write did not finish (it failed, was interrupted, or is still running); "
+            "finish it with to_zarr(..., resume=True) and the same tensor (a run of "
+            "write_batches: write_batches(..., resume=True); a command line: the same "
+            "command with --resume), or write it again with mode='w'"
         )
-    return IncompleteStoreError(f"{where} is incomplete: {unfinished_write(holder)}")
+    return unfinished_write(holder)
 
 
 def unfinished_write(holder: Holder, stopped: str = "a write did not finish") -> str:

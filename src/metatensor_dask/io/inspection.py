@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from dask.utils import format_bytes
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
-from ._lock import left_lock, unfinished_write
+from ._lock import incomplete_reason, left_lock, unfinished_write
 from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
@@ -87,6 +88,11 @@ class StoreReport:
     info: dict[str, str]
     blocks: list[list[ArrayReport]] = field(default_factory=list)
     stored: int | None = None
+    incomplete: str | None = None
+    """Why the store is incomplete and how to finish it (``None`` when complete)."""
+    append: str | None = None
+    """The append to the complete store that was interrupted, and how to finish or give
+    it up (``None`` when there is none)."""
 
     @property
     def nbytes(self) -> int:
@@ -184,6 +190,8 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
         info=parsed.info,
         blocks=blocks,
         stored=total,
+        incomplete=None if complete else incomplete_reason(store),
+        append=_interrupted_append(store, attributes) if complete else None,
     )
 
 
@@ -258,15 +266,9 @@ def _bytes(n: int | None) -> str:
 def format_report(report: StoreReport, max_blocks: int = 20) -> str:
     """The text of ``metatensor-dask info``: a header, then one line per array."""
     version = f"format {report.format}" if report.format else "metatensor file"
-    state = (
-        "complete"
-        if report.complete
-        else (
-            "INCOMPLETE: a write did not finish; finish it with --resume (run, convert) or "
-            "to_zarr(..., resume=True), or write_batches(..., resume=True) for a run of "
-            "batches"
-        )
-    )
+    state = "complete" if report.complete else f"INCOMPLETE: {report.incomplete}"
+    if report.append is not None:
+        state += f", but {report.append}"
     lines = [
         f"store:       {report.location} ({version}, {state})",
         f"keys:        {len(report.blocks)} blocks, names [{', '.join(report.key_names)}]",
@@ -484,7 +486,7 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     finish it; ``None`` when there is none."""
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("complete") is not True:
-        recorded = len(recorded_chunks(store))
+        recorded = len(recorded_chunks(store) - {layout.PLAN_KEY, layout.APPEND_KEY})
         holder = left_lock(store)
         if holder is not None:  # the command that writes it, and its remedy
             stopped = f"a write stopped before the end, {recorded} chunks recorded"
@@ -499,22 +501,77 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
             f"the store is incomplete: a write stopped before the end ({recorded} chunks "
             f"recorded); finish it with {remedy}"
         )
-    if interrupted(store, attributes):
-        return (
-            f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
-            "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
-            "resume=True) and the same tensor and renumber (`metatensor-dask convert "
-            "--append --resume` and the same sources), or discard it with "
-            "metatensor_dask.discard_append(store)"
-        )
-    return None
+    return _interrupted_append(store, attributes)
 
 
-def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> list[str]:
+def _interrupted_append(store: Any, attributes: dict[str, Any]) -> str | None:
+    """The append to the complete store (of root ``attributes``) that was interrupted,
+    and how to finish or give it up; ``None`` when there is none."""
+    if not interrupted(store, attributes):
+        return None
+    return (
+        f"an append to {describe(store)} was interrupted (its record '{RECORD}' is left): "
+        "the store reads as before it; finish it with to_zarr(..., append_dim='samples', "
+        "resume=True) and the same tensor and renumber (`metatensor-dask convert "
+        "--append --resume` and the same sources), or discard it with "
+        "metatensor_dask.discard_append(store)"
+    )
+
+
+@dataclass
+class _Pending:
+    """What the unfinished write of a store (one that records its chunks, see
+    :mod:`.zarr_progress`) stores: the chunks of its values arrays (``data``), each
+    stored once its marker is ``recorded``; its Labels and row pointers (``small``) and
+    its node documents, stored again whole when it is finished."""
+
+    data: set[str]
+    small: set[str]
+    recorded: set[str]
+
+    def stores_node(self, path: str) -> bool:
+        """Whether the write stores the node ``path`` (one of its arrays, or a group
+        holding one)."""
+        prefix = f"{path}/"
+        return any(a == path or a.startswith(prefix) for a in self.data | self.small)
+
+    def stored(self, path: str, number: int) -> bool:
+        """Whether chunk (or shard) ``number`` of the array ``path`` is to be checked:
+        stored by the write as its record says, or not the write's."""
+        if path in self.small:
+            return False
+        return path not in self.data or layout.progress_marker(path, number) in self.recorded
+
+
+def _pending(store: Any, attributes: dict[str, Any]) -> _Pending | None:
+    """What the unfinished write of a store stores (see :class:`_Pending`); ``None``
+    for a complete store, or a write that left no readable plan (a run of
+    ``write_batches``, which extends its arrays in place)."""
+    ours = attributes[layout.ATTRIBUTE]
+    if ours.get("complete") is True or RUN in ours:
+        return None
+    (raw,) = get_many(store, [layout.PLAN_KEY])
+    try:
+        plan = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(plan, dict):
+        return None
+    data, small = plan.get("data"), plan.get("small")
+    if not isinstance(data, list) or not isinstance(small, list):
+        return None
+    return _Pending(set(map(str, data)), set(map(str, small)), recorded_chunks(store))
+
+
+def _metadata_problems(
+    store: Any, nodes: dict[str, Any], unfinished: bool, pending: _Pending | None
+) -> list[str]:
     """Every node's own ``zarr.json`` against the copy in the root (consolidated).
 
     With an ``unfinished`` write, a document that is not valid JSON is that write's,
-    cut short when it was killed, which finishing the write stores again.
+    cut short when it was killed, which finishing the write stores again. The documents
+    that a ``pending`` write stores (missing, cut short, or not yet rewritten with the
+    chunk table it adds last) are that write's to store: not checked.
     """
     from .zarr_read import read_nodes
 
@@ -522,6 +579,8 @@ def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> l
     on_disk = read_nodes(store, invalid)
     problems = []
     for path, error in sorted(invalid.items()):
+        if pending is not None and pending.stores_node(path):
+            continue
         if unfinished:
             problems.append(
                 f"{path}: its 'zarr.json' is not valid JSON ({error}): cut short by the "
@@ -534,18 +593,35 @@ def _metadata_problems(store: Any, nodes: dict[str, Any], unfinished: bool) -> l
     for path in sorted(set(nodes) | set(on_disk)):
         if path in invalid:
             continue
-        if path not in on_disk:
-            problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
-        elif path not in nodes:
+        if path not in nodes:
             problems.append(
                 f"{path}: stored, but missing from the consolidated metadata in the root "
                 "'zarr.json' (readers do not see it)"
             )
+        elif pending is not None and pending.stores_node(path):
+            continue
+        elif path not in on_disk:
+            problems.append(f"{path}: its 'zarr.json' is missing (the node is lost)")
         elif on_disk[path] != nodes[path]:
             problems.append(
                 f"{path}: its 'zarr.json' differs from the consolidated metadata in the root"
             )
     return problems
+
+
+def _written(check: _LabelsCheck, pending: _Pending) -> bool:
+    """Whether the Labels (and row pointer) of ``check`` are stored, not left for the
+    ``pending`` write to store when finished."""
+    paths = [check.info.path] + ([check.pointer.path] if check.pointer is not None else [])
+    return not pending.small.intersection(paths)
+
+
+def _pending_note(left_out: int) -> str:
+    return (
+        "the unfinished write stores again, when finished, the Labels, row pointers and "
+        f"node documents it writes, and {left_out} chunks of values it has not recorded as "
+        "stored: they were not checked"
+    )
 
 
 def verify(
@@ -629,7 +705,8 @@ def verify_store(
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
-    problems = _metadata_problems(store, nodes, unfinished is not None)
+    pending = _pending(store, attributes)
+    problems = _metadata_problems(store, nodes, unfinished is not None, pending)
     if unfinished is not None and not nodes:
         # a run of write_batches that committed no batch yet: nothing else to check
         return Verification(where, [*problems, unfinished])
@@ -651,6 +728,7 @@ def verify_store(
     batches: list[list[tuple[ArrayRef, tuple[slice, ...] | None]]] = [[]]
     size = 0
     regions = 0
+    left_out = 0
     # a run of write_batches extends the partial last chunk of values arrays in place:
     # killed, that chunk ends with what the batch wrote (see _read_regions)
     in_place = unfinished is not None and RUN in attributes[layout.ATTRIBUTE]
@@ -665,6 +743,9 @@ def verify_store(
         found = _regions(info)
         extended = in_place and extended_in_place(info.path, info.document)
         for number, region in enumerate(found):
+            if pending is not None and not pending.stored(info.path, number):
+                left_out += info.path in pending.data
+                continue
             if size + unit > _TASK_BYTES and batches[-1]:
                 batches.append([])
                 size = 0
@@ -674,6 +755,9 @@ def verify_store(
             regions += 1
     reads = [dask.delayed(_read_regions, pure=True)(batch) for batch in batches if batch]
     labels = _labels_checks(parsed)
+    if pending is not None:
+        labels = [check for check in labels if _written(check, pending)]
+        notes.append(_pending_note(left_out))
     label_tasks = [
         dask.delayed(_check_labels, pure=True)(store, labels[i : i + 64])
         for i in range(0, len(labels), 64)
