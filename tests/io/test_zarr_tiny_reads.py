@@ -11,7 +11,6 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from dask.callbacks import Callback
 from dask.task_spec import Task
 from store_support import CountingStore
 from zarr.storage import LocalStore
@@ -207,39 +206,6 @@ def test_groups_read_at_most_their_files(tmp_path, monkeypatch):
     assert len(groups) == 5  # 40 arrays, 8 by 8
     assert tasks(opened) == 5
     assert_equal_to_metatensor(opened, theirs)
-
-
-def tasks_run(call) -> int:
-    """The tasks that ``call()`` runs (dask's synchronous scheduler)."""
-    run = []
-    with dask.config.set(scheduler="sync"), Callback(pretask=lambda key, *_: run.append(key)):
-        call()
-    return len(run)
-
-
-SOURCES = {
-    "opened": (lambda path: mtd.open_zarr(path), lambda theirs: theirs),
-    "multiply": (
-        lambda path: mtd.multiply(mtd.open_zarr(path), 2.5),
-        lambda theirs: metatensor.multiply(theirs, 2.5),
-    ),
-    "mts": (lambda path: mtd.load(path.with_suffix(".mts")), lambda theirs: theirs),
-}
-
-
-@pytest.mark.parametrize("source", sorted(SOURCES))
-def test_writing_a_map_of_tiny_blocks_runs_its_groups(stores, tmp_path, source):
-    """A map of tiny blocks read (or computed) by groups is stored from its groups'
-    results: the tasks of the write do not grow with the blocks."""
-    ours, oracle = SOURCES[source]
-    counts = []
-    for n, path in stores.items():
-        theirs = tiny_map(n, seed=n)
-        metatensor.save(path.with_suffix(".mts"), theirs)
-        written = ours(path).to_zarr(tmp_path / f"w{n}.zarr", compute=False)
-        counts.append(tasks_run(written.compute))
-        assert_equal_to_metatensor(mtd.open_zarr(tmp_path / f"w{n}.zarr"), oracle(theirs))
-    assert counts[1] <= counts[0] + 3, counts
 
 
 # -- laziness --------------------------------------------------------------------------

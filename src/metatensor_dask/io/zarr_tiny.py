@@ -84,6 +84,14 @@ class _Group:
     infos: tuple[layout.ArrayInfo, ...]
 
 
+def group_source(argument: Any) -> tuple[Store, str] | None:
+    """The store and the first array that a task reads, when ``argument`` (the first
+    argument of the task) is a group of tiny blocks, else ``None``."""
+    if isinstance(argument, _Group) and argument.infos:
+        return argument.store, argument.infos[0].path
+    return None
+
+
 def group_items(
     store: Store, metadata: str, where: str, infos: list[layout.ArrayInfo]
 ) -> list[GroupItem]:

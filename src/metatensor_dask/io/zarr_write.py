@@ -71,6 +71,7 @@ from .zarr_store import (
     set_many,
 )
 from .zarr_store import _local_root as local_root
+from .zarr_tiny import group_source
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -260,7 +261,7 @@ def _write_graph(
         ref = ArrayRef(store, path, nodes[path])
         row_bytes = chunking.row_bytes(array.shape, array.dtype)
         start = 0
-        inputs = _chunk_sources(array)
+        inputs = _graph.chunk_inputs(array)
         for i, rows in enumerate(array.chunks[0]):
             marker = layout.progress_marker(path, i)
             region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
@@ -280,22 +281,6 @@ def _write_graph(
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
     return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
-
-
-def _picked(result: tuple, position: int) -> Any:
-    return result[position]
-
-
-def _chunk_sources(array: da.Array) -> list[Any]:
-    """What a storing task takes for each chunk of ``array`` (see
-    :func:`~metatensor_dask._graph.chunk_inputs`); for an item of a group of tiny
-    blocks (read from a file or a store, or computed by an operation), its item of the
-    group's result: the group's task then feeds the writes of all its arrays, where the
-    array's own task would read (or compute) each of them alone."""
-    item = _graph.item_of(array)
-    if item is None:
-        return _graph.chunk_inputs(array)
-    return [(_picked, item.group_key, item.position)]
 
 
 def _lazy(plan: Plan) -> Plan:
@@ -409,15 +394,24 @@ def _refuse_reading(plan: Plan, store: Store, where: str, why: str) -> None:
     target = describe(store)
     seen: dict[int, bool] = {}
     for task in _graph.flat_tasks(plan.data.values()).values():
-        ref = task[1] if type(task) is tuple and len(task) > 1 else None
-        if not isinstance(ref, ArrayRef):
+        if type(task) is tuple:
+            argument = task[1] if len(task) > 1 else None
+        else:  # a task of dask's task spec
+            arguments = getattr(task, "args", ())
+            argument = arguments[0] if arguments else None
+        read: tuple[Store, str] | None = None
+        if isinstance(argument, ArrayRef):
+            read = (argument.store, argument.path)
+        else:  # a group of tiny blocks read at once
+            read = group_source(argument)
+        if read is None:
             continue
-        if id(ref.store) not in seen:
-            seen[id(ref.store)] = describe(ref.store) == target
-        if seen[id(ref.store)]:
+        if id(read[0]) not in seen:
+            seen[id(read[0])] = describe(read[0]) == target
+        if seen[id(read[0])]:
             raise MetatensorDaskError(
                 f"this tensor reads the store it would overwrite ({where}, array "
-                f"'{ref.path}'), and {why}: write it to another store, or compute() (or "
+                f"'{read[1]}'), and {why}: write it to another store, or compute() (or "
                 "persist()) it first"
             )
 
