@@ -8,11 +8,13 @@ suite makes ``MTD_RACE_KILLS`` of them per case (a few by default, 30 for a long
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
 SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
@@ -84,3 +86,37 @@ def seconds_to_done(process: subprocess.Popen) -> float:
     output = ended(process)
     assert line.strip() == "done" and process.returncode == 0, line + output
     return duration
+
+
+def lock_holder(store: Path) -> int | None:
+    """The process id that the lock file of ``store`` names (``None``: no readable lock)."""
+    try:
+        return json.loads((store / ".lock").read_bytes())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@contextlib.contextmanager
+def writer_holding(
+    code: str, arguments: list[str], store: Path, wanted: Callable[[], bool] = lambda: True
+) -> Iterator[subprocess.Popen]:
+    """``python -c code arguments...``, which prints ``ready`` then writes ``store``:
+    given once it holds the store's lock and ``wanted()`` is true, killed (SIGKILL)
+    when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with process:
+        line = process.stdout.readline()
+        assert line.strip() == "ready", line + process.stdout.read()
+        deadline = time.monotonic() + 60
+        while lock_holder(store) != process.pid or not wanted():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        yield process
+        process.kill()
+        process.wait()

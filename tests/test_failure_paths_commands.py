@@ -5,9 +5,6 @@ name the command that made the store and its remedy."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+from kill_support import writer_holding
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -179,13 +177,6 @@ def slow_batch(items: list[int]) -> metatensor.TensorMap:
     return _map()
 
 
-def _holder_pid(store: Path) -> int | None:
-    try:
-        return json.loads((store / ".lock").read_bytes())["pid"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _killed(
     kind: str,
     store: Path,
@@ -198,27 +189,13 @@ def _killed(
     that path of the store)."""
     here = Path(__file__)
     arguments = [kind, str(store), str(source), str(here.parent), here.stem]
-    process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    with process:
-        line = process.stdout.readline()
-        assert line.strip() == "ready", line + process.stdout.read()
-        deadline = time.monotonic() + 60
-        record = store / ".progress" / "append.json"
-        while (
-            _holder_pid(store) != process.pid
-            or (append and not record.exists())
-            or (after is not None and not (store / after).exists())
-        ):
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
-        process.kill()
-        process.wait()
+    record = store / ".progress" / "append.json"
+
+    def wanted() -> bool:
+        return (not append or record.exists()) and (after is None or (store / after).exists())
+
+    with writer_holding(WRITER, arguments, store, wanted):
+        pass
 
 
 def _joined(*first_systems: int) -> metatensor.TensorMap:

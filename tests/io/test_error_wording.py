@@ -3,17 +3,14 @@ interrupted (and by which command), damaged; and their remedies, followed."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import time
 
 import dask
 import metatensor
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from kill_support import writer_holding
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
@@ -182,36 +179,15 @@ with Callback(pretask=lambda *args: time.sleep(0.2)):
 """
 
 
-def _holder_pid(store) -> int | None:
-    try:
-        return json.loads((store / ".lock").read_bytes())["pid"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _killed(kind: str, store, source, while_running=None) -> None:
     """Run the writer ``kind`` of ``store`` from ``source``, and kill it (SIGKILL) once
     it holds the lock and wrote the root of the store (incomplete); before, call
     ``while_running()``, if given."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, kind, str(store), str(source)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    with process:
-        line = process.stdout.readline()
-        assert line.strip() == "ready", line + process.stdout.read()
-        deadline = time.monotonic() + 60
-        while _holder_pid(store) != process.pid or not (store / "zarr.json").exists():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+    arguments = [kind, str(store), str(source)]
+    with writer_holding(WRITER, arguments, store, (store / "zarr.json").exists) as process:
         if while_running is not None:
             while_running()
             assert process.poll() is None, "the writer ended: the test saw no write in progress"
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.parametrize(

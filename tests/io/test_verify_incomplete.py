@@ -5,9 +5,6 @@ command that finishes it), not what the unfinished write has not stored yet."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from urllib.parse import unquote
 
 import dask
@@ -15,6 +12,7 @@ import metatensor
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from kill_support import writer_holding
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -65,32 +63,11 @@ def _tensor(seed: int, rows: int = 12, start: int = 0) -> metatensor.TensorMap:
     return metatensor.TensorMap(metatensor.Labels.range("k", 2), blocks)
 
 
-def _holder_pid(store) -> int | None:
-    try:
-        return json.loads((store / ".lock").read_bytes())["pid"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _killed_convert(store, source) -> None:
     """Run a convert of ``source`` into ``store`` and kill it (SIGKILL) as soon as it
     holds the lock and stored the root of the store, before most of the rest."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", CONVERT, str(store), str(source)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    with process:
-        line = process.stdout.readline()
-        assert line.strip() == "ready", line + process.stdout.read()
-        deadline = time.monotonic() + 60
-        while _holder_pid(store) != process.pid or not (store / "zarr.json").exists():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
-        process.kill()
-        process.wait()
+    with writer_holding(CONVERT, [str(store), str(source)], store, (store / "zarr.json").exists):
+        pass
 
 
 def _failed_write(path, tensor: metatensor.TensorMap, tasks: int) -> None:
