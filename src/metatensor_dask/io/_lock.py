@@ -494,10 +494,17 @@ def incomplete(store: Store, where: str) -> IncompleteStoreError:
     return IncompleteStoreError(f"{where} is incomplete: {incomplete_reason(store)}")
 
 
-def incomplete_reason(store: Store) -> str:
+def incomplete_reason(store: Store, batches: bool = False) -> str:
     """Why a store is incomplete and what to do (see :func:`incomplete`), as the end of a
-    sentence starting with "the store is incomplete: "."""
+    sentence starting with "the store is incomplete: "; ``batches`` when its root
+    records a run of ``write_batches``."""
     holder = left_lock(store)
+    if holder is None and batches:
+        return (
+            "a run of write_batches did not finish (it failed, was interrupted, or is still "
+            "running); finish it with write_batches(..., resume=True) for a run of batches, "
+            "with the same arguments"
+        )
     if holder is None:
         return (
             "a write did not finish (it failed, was interrupted, or is still running); "

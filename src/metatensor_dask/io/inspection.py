@@ -190,7 +190,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
         info=parsed.info,
         blocks=blocks,
         stored=total,
-        incomplete=None if complete else incomplete_reason(store),
+        incomplete=None if complete else incomplete_reason(store, RUN in ours),
         append=_interrupted_append(store, attributes) if complete else None,
     )
 
