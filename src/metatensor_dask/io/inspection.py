@@ -26,7 +26,7 @@ from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
 from .zarr_codecs import is_plain
-from .zarr_in_place import extended_in_place, last_chunk_rows
+from .zarr_in_place import extended_in_place, stored_head
 from .zarr_integrity import checked_labels, damaged
 from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
@@ -344,7 +344,8 @@ def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...] | None]]) -> tup
         try:
             if region is None:
                 root, where = str(_local_root(ref.store)), describe(ref.store)
-                total += last_chunk_rows(root, where, ref.path, ref.document)
+                found = stored_head(root, where, ref.path, ref.document, ref.document["shape"][0])
+                total += found[1].size if found is not None else 0
             elif is_plain(ref.document):
                 total += read_plain_region(ref, region).nbytes
             else:

@@ -41,9 +41,9 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
 from ._lock import LOCK_KEY, WriteId
-from .zarr_codecs import _dtype, chunk_key, is_plain, stored_dtype
+from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
-from .zarr_in_place import listed_crc, stored_rows
+from .zarr_in_place import stored_head
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, write_parts
 from .zarr_samples import TAILS, extend_attributes
@@ -522,16 +522,13 @@ def _extended_chunks(
     """As :func:`_plain_chunks`, the partial first chunk to be extended in place (see
     :mod:`.zarr_in_place`): its parts and the size of its stored rows, the first part;
     ``None`` when it can not be (no partial chunk, or no table listing it)."""
-    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    head, index = offset % rows, offset // rows
-    crc = listed_crc(path, document, index) if head else None
-    if crc is None:
+    found = stored_head(root, where, path, document, offset)
+    if found is None:
         return None
-    key = f"{path}/{chunk_key(index, len(document['shape']))}"
-    size = head * int(np.prod(values.shape[1:])) * _dtype(document).itemsize
-    stored = stored_rows(f"{root}/{key}", where, path, document, index, size, crc)
-    chunks = chunk_parts(path, document, values, index, stored)
-    return chunks, {key: (chunks.pop(key), size)}
+    key, stored = found
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    chunks = chunk_parts(path, document, values, offset // rows, stored)
+    return chunks, {key: (chunks.pop(key), stored.size)}
 
 
 def _stored_ref(

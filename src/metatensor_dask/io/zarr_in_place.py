@@ -32,10 +32,10 @@ from .zarr_identity import TABLE, chunk_name, has_table
 from .zarr_integrity import damaged
 from .zarr_rows import _zeros
 
-__all__ = ["extended_in_place", "last_chunk_rows", "listed_crc", "stored_rows"]
+__all__ = ["extended_in_place", "stored_head"]
 
 
-def listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
+def _listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
     """The checksum that the array's table lists for its chunk ``index``, ``None`` when
     the array has no table (then its partial chunk is replaced, not extended)."""
     if not has_table(path, document):
@@ -46,12 +46,33 @@ def listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
     return int(table[index])
 
 
-def stored_rows(
-    file: str, where: str, path: str, document: dict[str, Any], index: int, size: int, crc: int
-) -> np.ndarray:
-    """The first ``size`` bytes of the chunk ``index`` (in ``file``) of the values array
-    ``path``: its stored rows, checked against the checksum ``crc`` its table lists
-    (that of these bytes followed by the chunk's zero padding).
+def _partial_chunk(path: str, document: dict[str, Any], stored: int) -> tuple[int, int, int] | None:
+    """The chunk that row ``stored`` of a plain values array starts in, when the rows
+    before it fill it in part and its table lists it: its index, the bytes of its
+    stored rows and its listed checksum; ``None`` otherwise."""
+    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    head, index = stored % rows, stored // rows
+    if not head or not all(document["shape"][1:]) or not is_plain(document):
+        return None
+    crc = _listed_crc(path, document, index)
+    if crc is None:
+        return None
+    return index, head * int(np.prod(document["shape"][1:])) * _dtype(document).itemsize, crc
+
+
+def extended_in_place(path: str, document: dict[str, Any]) -> bool:
+    """Whether a run of ``write_batches`` extends the last chunk of the array in place."""
+    return _partial_chunk(path, document, int(document["shape"][0])) is not None
+
+
+def stored_head(
+    root: str, where: str, path: str, document: dict[str, Any], stored: int
+) -> tuple[str, np.ndarray] | None:
+    """The key and the bytes of the rows before row ``stored`` in the chunk that row
+    starts in (a local store at ``root``), checked against the checksum the table lists
+    for it (that of these bytes followed by the chunk's zero padding: its file may end
+    with what a killed batch wrote after them); ``None`` when they fill no chunk in part,
+    or no table lists it.
 
     Raises
     ------
@@ -60,50 +81,23 @@ def stored_rows(
     """
     import google_crc32c
 
+    found = _partial_chunk(path, document, stored)
+    if found is None:
+        return None
+    index, size, crc = found
+    key = f"{path}/{chunk_key(index, len(document['shape']))}"
     name = chunk_name(path, document, index)
     try:
-        with open(file, "rb", buffering=0) as opened:
+        with open(f"{root}/{key}", "rb", buffering=0) as opened:
             data = np.frombuffer(os.pread(opened.fileno(), size, 0), np.uint8)
     except (FileNotFoundError, NotADirectoryError):
         raise _damaged(where, path, name, "is missing") from None
     if data.size != size:
         raise _damaged(where, path, name, f"holds {data.size} bytes, not its {size} stored")
     padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - size
-    found = google_crc32c.extend(google_crc32c.extend(0, data), _zeros(padding))
-    if found != crc:
+    if google_crc32c.extend(google_crc32c.extend(0, data), _zeros(padding)) != crc:
         raise _damaged(where, path, name, "does not hold the rows the store lists")
-    return data
-
-
-def _last_chunk(path: str, document: dict[str, Any]) -> tuple[int, int, int] | None:
-    """The partial last chunk of a plain values array listed in its table: its index,
-    the bytes of its stored rows and its listed checksum; ``None`` when there is none."""
-    rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    stored = int(document["shape"][0])
-    head, index = stored % rows, stored // rows
-    if not head or not all(document["shape"]) or not is_plain(document):
-        return None
-    crc = listed_crc(path, document, index)
-    if crc is None:
-        return None
-    return index, head * int(np.prod(document["shape"][1:])) * _dtype(document).itemsize, crc
-
-
-def extended_in_place(path: str, document: dict[str, Any]) -> bool:
-    """Whether a run of ``write_batches`` extends the last chunk of the array in place."""
-    return _last_chunk(path, document) is not None
-
-
-def last_chunk_rows(root: str, where: str, path: str, document: dict[str, Any]) -> int:
-    """The bytes of the stored rows of the partial last chunk of a values array that a
-    run of ``write_batches`` extends in place (see :func:`extended_in_place`), in a local
-    store at ``root``, checked as :func:`stored_rows` does: its file may end with what a
-    killed batch wrote after them."""
-    found = _last_chunk(path, document)
-    assert found is not None, "the array's last chunk is extended in place"
-    index, size, crc = found
-    key = chunk_key(index, len(document["shape"]))
-    return stored_rows(f"{root}/{path}/{key}", where, path, document, index, size, crc).size
+    return key, data
 
 
 def _damaged(where: str, path: str, name: str, what: str) -> DamagedStoreError:
