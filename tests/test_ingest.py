@@ -339,6 +339,52 @@ def test_a_worker_dying_mid_run_loses_nothing(tmp_path):
     assert mtd.verify(path).ok
 
 
+def held_until(marker: str, items):
+    """The batches of ``soap``, the first one computed once ``marker`` exists."""
+    while items[0] == 0 and not os.path.exists(marker):
+        time.sleep(0.01)
+    return soap(items)
+
+
+def test_a_commit_is_submitted_with_its_batch(tmp_path):
+    """The task appending a batch reaches the scheduler with the batch, before the batch
+    is computed: the worker gets it as soon as it may run, without a round trip through
+    the calling process (during which it would start its next batch)."""
+    import functools
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    def tasks(dask_scheduler) -> list[str]:
+        return [str(key) for key in dask_scheduler.tasks]
+
+    path = tmp_path / "t.zarr"
+    marker = tmp_path / "go"
+    function = functools.partial(held_until, str(marker))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local) as client,
+    ):
+        run = threading.Thread(
+            target=mtd.write_batches,
+            args=(function, list(range(6)), path),
+            kwargs={"batch_size": 2, "chunks": 2, "quiet": True},
+        )
+        run.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not any(k.startswith("partial-") for k in client.run_on_scheduler(tasks)):
+                assert time.monotonic() < deadline, "the batches never reached the scheduler"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the first batch is held: nothing is computed
+            known = client.run_on_scheduler(tasks)
+        finally:
+            marker.touch()
+            run.join()
+    assert any(k.startswith("append_batch-") for k in known), known
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(6, 2))
+
+
 def test_arguments_checked(tmp_path):
     path = tmp_path / "t.zarr"
     with pytest.raises(mtd.MetatensorDaskError, match="`batch_size` must be a positive int"):

@@ -63,6 +63,28 @@ def test_what_a_worker_imports_to_append_batches():
         assert f"metatensor_dask.{module}" not in found
 
 
+def test_what_a_worker_imports_to_compute_a_batch():
+    """A worker computes its first batch once it has imported ``ingest_worker``: no
+    zarr, no writer (those come with the first append, while the batch computes)."""
+    found = _run(
+        """
+        import sys, metatensor
+        import metatensor_dask.io.ingest_worker
+        from dask.sizeof import sizeof
+        print(sorted(m for m in sys.modules if m == "zarr" or m.startswith("metatensor_dask.io")))
+        block = metatensor.TensorBlock(
+            values=__import__("numpy").zeros((5, 2)),
+            samples=metatensor.Labels.range("s", 5),
+            components=[],
+            properties=metatensor.Labels.range("p", 2),
+        )
+        print(sizeof(metatensor.TensorMap(metatensor.Labels.single(), [block])))
+        """
+    ).split("\n")
+    assert found[0] == "['metatensor_dask.io', 'metatensor_dask.io.ingest_worker']", found[0]
+    assert found[1] == "80"  # the bytes of its values
+
+
 #: A metatensor-core batch of 4 rows with positions gradients, by its first item; a
 #: file ``STOP`` next to the store makes every batch but the first fail.
 _BATCH = """

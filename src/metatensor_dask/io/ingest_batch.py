@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.base import is_dask_collection
-from dask.sizeof import sizeof
 
 from .._gc import collector_paused
 from ..errors import MetatensorDaskError
@@ -67,34 +66,6 @@ class Target:
     #: Bytes of the chunk files written by a process left in the page cache (the
     #: newest), ``None`` to leave them all (see :mod:`._page_cache`).
     drop_behind: int | None = None
-
-
-def _block_bytes(block: Any) -> int:
-    found = int(getattr(block.values, "nbytes", 0))
-    return found + sum(_block_bytes(gradient) for _, gradient in block.gradients())
-
-
-def _register_sizes() -> None:
-    """Tell dask (and distributed's scheduler) the size of metatensor-core results: the
-    bytes of their arrays. Taking a batch for a few bytes, the scheduler would move the
-    tasks appending it to an idle worker (work stealing), copying the whole batch."""
-    import metatensor
-
-    @sizeof.register(metatensor.TensorMap)
-    def tensor_bytes(tensor: Any) -> int:
-        return sum(_block_bytes(block) for block in tensor.blocks())
-
-    @sizeof.register(metatensor.TensorBlock)
-    def block_bytes(block: Any) -> int:
-        return _block_bytes(block)
-
-
-# Registered now when metatensor is imported already: a TensorMap measured before (a
-# worker's first results) made dask cache the size of any object for its type, which a
-# lazy registration would not replace.
-sizeof.register_lazy("metatensor", _register_sizes)
-if "metatensor" in sys.modules:
-    _register_sizes()
 
 
 def _as_tensor(

@@ -3,18 +3,21 @@ cluster: each computed by a worker, then appended (:func:`.ingest_batch.append_b
 planned, stored and committed, one task) by the worker holding it, after the batch
 before it.
 
-The scheduler runs this chain without a round trip through this process, which keeps
-the window full and watches the workers. The task appending a batch may only run on the
-worker holding it: distributed's work stealing would otherwise move it to an idle
-worker, with a copy of the batch. When that worker leaves (a batch job ending, a node
-lost), distributed computes its batches again elsewhere and the chain is submitted again
-from the first batch it held.
+The task appending a batch is submitted with the batch, pinned to the worker the batch
+is sent to: the scheduler sends it to that worker as soon as the batch and the commit
+before it are done, without a round trip through this process (submitted once this
+process saw the batch computed, it came after the worker had started its next batch
+whenever one was free to start, and waited for it). It may only run on that worker:
+distributed's work stealing would otherwise move it to an idle worker, with a copy of
+the batch. When that worker leaves (a batch job ending, a node lost), distributed
+computes its batches again elsewhere and the chain is submitted again from the first
+batch it held, each append pinned to the worker then holding its batch. This process
+keeps the window full and watches the workers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 import uuid
 from collections import deque
@@ -26,6 +29,7 @@ from ..errors import MetatensorDaskError
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
+from .ingest_worker import Shipped, call
 
 __all__ = ["on_cluster", "shipped"]
 
@@ -75,43 +79,16 @@ def on_cluster(
     The ``function`` (pickled, see :func:`shipped`) is the result of one task, which
     every batch takes: submitted with each batch, it would be pickled, sent and
     unpickled again every time, with every object it refers to (the list of all
-    structures, say). Each worker unpickles it once (see :func:`_call`), and a worker
+    structures, say). Each worker unpickles it once (see :func:`.ingest_worker.call`), and a worker
     lost with it gets it again from that task."""
     commits: deque[_Commit] = deque()  # submitted, not yet seen done, in order
     digest = hashlib.blake2b(function, digest_size=16).hexdigest()
-    sent = client.submit(_Shipped, digest, function, key=f"write_batches-function-{digest}")
+    sent = client.submit(Shipped, digest, function, key=f"write_batches-function-{digest}")
     try:
         _commit_in_order(client, batches, target, progress, commits, sent)
     finally:
         commits.clear()  # released, see Batches.cancel
         del sent
-
-
-@dataclass(frozen=True)
-class _Shipped:
-    """A pickled function (a copy between workers copies its bytes only)."""
-
-    digest: str
-    data: bytes
-
-
-#: The functions unpickled in this process, by digest, the latest last (a few kept).
-_UNPICKLED: dict[str, Callable[[list[Any]], Any]] = {}
-_UNPICKLED_LOCK = threading.Lock()
-_KEPT = 4
-
-
-def _call(function: _Shipped, items: list[Any]) -> Any:
-    """The batch ``items`` computed by ``function``, unpickled once in this process."""
-    with _UNPICKLED_LOCK:
-        found = _UNPICKLED.get(function.digest)
-        if found is None:
-            from distributed.protocol.pickle import loads
-
-            found = _UNPICKLED[function.digest] = loads(function.data)
-            while len(_UNPICKLED) > _KEPT:
-                del _UNPICKLED[next(iter(_UNPICKLED))]
-    return found(items)
 
 
 def _commit_in_order(
@@ -122,9 +99,6 @@ def _commit_in_order(
     commits: deque[_Commit],
     function: Any,
 ) -> None:
-    # every worker imports this module now (zarr, not dask.array: a few tenths of a second),
-    # before it computes: its batches' sizes are then known to the scheduler from the first
-    client.run(_imported)
     name = _name(batches.function)  # the tasks of the batches are named after it
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
     checked = 0.0
@@ -142,11 +116,16 @@ def _commit_in_order(
             pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
             batches.started(
                 client.submit(
-                    _call, function, batches.batch(index), key=f"{name}-{uuid.uuid4().hex}", **pin
+                    call, function, batches.batch(index), key=f"{name}-{uuid.uuid4().hex}", **pin
                 ),
                 worker,
             )
-        # the next commits whose batch is computed, pinned to the worker holding it
+            if worker is not None and len(commits) == len(batches.futures) - 1:
+                # submitted with its batch: sent to the worker as soon as the batch
+                # and the commit before it are done
+                commits.append(_submit(client, batches, target, commits, worker))
+        # after a worker left: the commits of the batches computed again, each pinned to
+        # the worker now holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
             commits.append(_submit(client, batches, target, commits))
         if commits and commits[0].appended.done():
@@ -171,11 +150,18 @@ def _commit_in_order(
         progress.update(batches.computed, batches.committed)
 
 
-def _submit(client: Any, batches: Batches, target: Target, commits: deque[_Commit]) -> _Commit:
-    """The task appending the next computed batch, after those of ``commits``."""
+def _submit(
+    client: Any,
+    batches: Batches,
+    target: Target,
+    commits: deque[_Commit],
+    worker: str | None = None,
+) -> _Commit:
+    """The task appending the next batch, after those of ``commits``, on ``worker`` (the
+    one its batch was sent to), else on the worker holding the computed batch."""
     index = batches.committed + len(commits)
     future = batches.futures[len(commits)]
-    holders = list(client.who_has([future]).get(future.key, ()))
+    holders = [worker] if worker else list(client.who_has([future]).get(future.key, ()))
     # (none when the batch failed: its task fails at once, wherever it runs); first
     # among the tasks queued on the worker: appending frees a batch
     pin = {"workers": holders[:1], "allow_other_workers": False} if holders else {}
@@ -199,9 +185,3 @@ def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> None:
     if True in lost:
         for _ in range(len(commits) - lost.index(True)):
             commits.pop()
-
-
-async def _imported() -> None:
-    """Nothing: a worker imports this module to unpickle it, in its event loop (an
-    import from another thread could race with the loop's own imports), and with it
-    the size of metatensor-core results (see :mod:`.ingest_batch`)."""

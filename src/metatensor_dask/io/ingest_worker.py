@@ -1,0 +1,78 @@
+"""What a worker of a ``distributed`` cluster needs to compute the batches of
+:func:`~metatensor_dask.io.ingest.write_batches`: the user's function, unpickled once per
+process (:func:`call`), and the size of metatensor-core results.
+
+Light on purpose (no zarr, no writer): a worker imports it when it receives its first
+batch and starts computing at once. The writer's modules are imported when the task
+appending that batch arrives (it is submitted with the batch), in the worker's event
+loop, while the batch computes in the worker's thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask.sizeof import sizeof
+
+__all__ = ["Shipped", "call"]
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A pickled function (a copy between workers copies its bytes only)."""
+
+    digest: str
+    data: bytes
+
+
+#: The functions unpickled in this process, by digest, the latest last (a few kept).
+_UNPICKLED: dict[str, Callable[[list[Any]], Any]] = {}
+_UNPICKLED_LOCK = threading.Lock()
+_KEPT = 4
+
+
+def call(function: Shipped, items: list[Any]) -> Any:
+    """The batch ``items`` computed by ``function``, unpickled once in this process."""
+    with _UNPICKLED_LOCK:
+        found = _UNPICKLED.get(function.digest)
+        if found is None:
+            from distributed.protocol.pickle import loads
+
+            found = _UNPICKLED[function.digest] = loads(function.data)
+            while len(_UNPICKLED) > _KEPT:
+                del _UNPICKLED[next(iter(_UNPICKLED))]
+    return found(items)
+
+
+def _block_bytes(block: Any) -> int:
+    found = int(getattr(block.values, "nbytes", 0))
+    return found + sum(_block_bytes(gradient) for _, gradient in block.gradients())
+
+
+def _register_sizes() -> None:
+    """Tell dask (and distributed's scheduler) the size of metatensor-core results: the
+    bytes of their arrays. Taking a batch for a few bytes, the scheduler would account
+    for its memory wrongly, and would move tasks needing it to idle workers (work
+    stealing), copying the whole batch."""
+    import metatensor
+
+    @sizeof.register(metatensor.TensorMap)
+    def tensor_bytes(tensor: Any) -> int:
+        return sum(_block_bytes(block) for block in tensor.blocks())
+
+    @sizeof.register(metatensor.TensorBlock)
+    def block_bytes(block: Any) -> int:
+        return _block_bytes(block)
+
+
+# Registered now when metatensor is imported already: a TensorMap measured before (a
+# worker's first results) made dask cache the size of any object for its type, which a
+# lazy registration would not replace. This module is imported (to unpickle ``call``)
+# before a worker computes its first batch.
+sizeof.register_lazy("metatensor", _register_sizes)
+if "metatensor" in sys.modules:
+    _register_sizes()
