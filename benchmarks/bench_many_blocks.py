@@ -228,6 +228,26 @@ def _zarr_write(
     return (cpu, wall, floor_cpu, floor_wall), sizes
 
 
+def _paired(
+    ours: Callable[[], Any], theirs: Callable[[], Any] | None
+) -> tuple[Any, tuple[float, ...]]:
+    """The result of ``ours()``, with its CPU and wall times, then those of ``theirs()``
+    when there is one."""
+    result, cpu, wall = _clock(ours)
+    if theirs is None:
+        return result, (cpu, wall)
+    _, their_cpu, their_wall = _clock(theirs)
+    return result, (cpu, wall, their_cpu, their_wall)
+
+
+def _check_read(read: Any, theirs: Any, ours: Any) -> None:
+    """A map read back equals metatensor's, or without it, has the keys of ours."""
+    if theirs is not None:
+        assert_equal_to_metatensor(read, theirs)
+    else:
+        assert read.keys == ours.keys
+
+
 def _files(
     theirs: Any, ours: Any, root: Path, repeat: int, sizes: list[tuple[str, int]] | None
 ) -> tuple[dict[str, dict[str, float]], list[tuple[str, int]]]:
@@ -235,51 +255,41 @@ def _files(
     map (``theirs`` is ``None``), metatensor-dask alone, on the file it saved."""
     check = repeat == 0
     root.mkdir(parents=True)
+    with_theirs = theirs is not None
+    source = root / ("theirs.mts" if with_theirs else "ours.mts")
     rows: dict[str, tuple[float, ...]] = {}
-    _, cpu, wall = _clock(lambda: mtd.save(root / "ours.mts", ours))
-    rows["save .mts"] = (cpu, wall)
-    source = root / "ours.mts"
-    if theirs is not None:
-        source = root / "theirs.mts"
-        _, their_cpu, their_wall = _clock(lambda: metatensor.save(source, theirs))
-        rows["save .mts"] += (their_cpu, their_wall)
-        if check:
-            assert (root / "ours.mts").read_bytes() == source.read_bytes()
+    _, rows["save .mts"] = _paired(
+        lambda: mtd.save(root / "ours.mts", ours),
+        (lambda: metatensor.save(source, theirs)) if with_theirs else None,
+    )
+    if check:
+        assert (root / "ours.mts").read_bytes() == source.read_bytes()
 
-    loaded, cpu, wall = _clock(lambda: mtd.load(source))
-    rows["load .mts"] = (cpu, wall)
-    if theirs is not None:
-        _, their_cpu, their_wall = _clock(lambda: metatensor.load(source))
-        rows["load .mts"] += (their_cpu, their_wall)
-        if check:
-            assert_equal_to_metatensor(loaded, theirs)
-    elif check:
-        assert loaded.keys == ours.keys
+    loaded, rows["load .mts"] = _paired(
+        lambda: mtd.load(source), (lambda: metatensor.load(source)) if with_theirs else None
+    )
+    if check:
+        _check_read(loaded, theirs, ours)
 
     # a file copied through each library: metatensor-dask reads the values by groups
     # of tiny blocks as it writes them
-    _, cpu, wall = _clock(lambda: mtd.save(root / "again.mts", mtd.load(source)))
-    rows["load then save .mts"] = (cpu, wall)
-    if theirs is not None:
-        _, their_cpu, their_wall = _clock(
-            lambda: metatensor.save(root / "theirs-again.mts", metatensor.load(source))
-        )
-        rows["load then save .mts"] += (their_cpu, their_wall)
+    _, rows["load then save .mts"] = _paired(
+        lambda: mtd.save(root / "again.mts", mtd.load(source)),
+        (lambda: metatensor.save(root / "theirs-again.mts", metatensor.load(source)))
+        if with_theirs
+        else None,
+    )
     if check:
         assert (root / "again.mts").read_bytes() == source.read_bytes()
 
     rows["Zarr write"], sizes = _zarr_write(ours, root, repeat, sizes)
 
     store = root / f"ours-{repeat}.zarr"
-    opened, cpu, wall = _clock(lambda: mtd.open_zarr(store))
-    rows["Zarr open"] = (cpu, wall)
-    if theirs is not None:
-        _, their_cpu, their_wall = _clock(lambda: metatensor.load(source))
-        rows["Zarr open"] += (their_cpu, their_wall)
-        if check:
-            assert_equal_to_metatensor(opened, theirs)
-    elif check:
-        assert opened.keys == ours.keys
+    opened, rows["Zarr open"] = _paired(
+        lambda: mtd.open_zarr(store), (lambda: metatensor.load(source)) if with_theirs else None
+    )
+    if check:
+        _check_read(opened, theirs, ours)
     names = ("cpu", "wall", "their cpu", "their wall")
     return {case: dict(zip(names, row, strict=False)) for case, row in rows.items()}, sizes
 
