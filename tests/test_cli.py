@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import urllib.parse
 
 import dask
 import metatensor
@@ -382,6 +383,19 @@ def test_verify_finds_incomplete_stores(capsys, tmp_path):
     code, _, err = run(capsys, "verify", tmp_path / "x.zarr")
     assert code == 1
     assert "the store is incomplete: a write stopped before the end" in err
+
+
+def test_verify_counts_the_chunks_an_incomplete_store_recorded(capsys, tmp_path):
+    store = tmp_path / "x.zarr"
+    mtd.load(RADIAL).to_zarr(str(store), compute=False)
+    # the record a storing task writes once its one chunk is stored
+    (store / ".progress").mkdir(exist_ok=True)
+    marker = ".progress/" + urllib.parse.quote("blocks/0/values/0", safe="")
+    (store / ".progress" / "batch-one.json").write_text(json.dumps({"chunks": [marker]}))
+    code, _, err = run(capsys, "verify", store)
+    assert code == 1
+    assert "the store is incomplete: a write stopped before the end" in err
+    assert "1 chunk recorded" in err and "1 chunks" not in err, err
 
 
 def test_verify_of_something_else(capsys, tmp_path):

@@ -113,6 +113,11 @@ def format_tensor_as_metatensor(tensor: TensorMap, max_keys: int) -> str:
     return "\n".join(lines)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural but for one: ``1 chunk``, ``3 chunks``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def nbytes_text(nbytes: float) -> str:
     """A byte count with a binary unit, as dask prints them."""
     if nbytes < 1024:

@@ -34,6 +34,7 @@ from typing import Any
 import dask
 from dask.utils import format_bytes, parse_bytes
 
+from .._format import counted
 from ..errors import MetatensorDaskError
 from ._directives import check_memory, check_name, check_text, check_walltime
 from ._placement import RowPlacement
@@ -133,10 +134,6 @@ def local_sizes(
     else:
         limit = None
     return workers, threads, limit
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _parse_memory(text: str) -> int:
@@ -265,7 +262,7 @@ def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterato
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
         memory = f", {format_bytes(per_worker)} each" if per_worker else ""
-        shape = f"{_count(n_workers, 'worker')} x {_count(threads, 'thread')}"
+        shape = f"{counted(n_workers, 'worker')} x {counted(threads, 'thread')}"
         yield Execution(client, f"LocalCluster ({shape}{memory})")
 
 

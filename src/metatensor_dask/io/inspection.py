@@ -18,6 +18,7 @@ import dask
 import numpy as np
 from dask.utils import format_bytes
 
+from .._format import counted
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
@@ -490,7 +491,7 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
         recorded = len(recorded_chunks(store) - {layout.PLAN_KEY, layout.APPEND_KEY})
         holder = left_lock(store)
         if holder is not None:  # the command that writes it, and its remedy
-            stopped = f"a write stopped before the end, {recorded} chunks recorded"
+            stopped = f"a write stopped before the end, {counted(recorded, 'chunk')} recorded"
             return f"the store is incomplete: {unfinished_write(holder, stopped)}"
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
@@ -499,8 +500,8 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
             "`to_zarr(..., resume=True)`"
         )
         return (
-            f"the store is incomplete: a write stopped before the end ({recorded} chunks "
-            f"recorded); finish it with {remedy}"
+            "the store is incomplete: a write stopped before the end "
+            f"({counted(recorded, 'chunk')} recorded); finish it with {remedy}"
         )
     return _interrupted_append(store, attributes)
 
@@ -620,8 +621,8 @@ def _written(check: _LabelsCheck, pending: _Pending) -> bool:
 def _pending_note(left_out: int) -> str:
     return (
         "the unfinished write stores again, when finished, the Labels, row pointers and "
-        f"node documents it writes, and {left_out} chunks of values it has not recorded as "
-        "stored: they were not checked"
+        f"node documents it writes, and {counted(left_out, 'chunk')} of values it has not "
+        "recorded as stored: they were not checked"
     )
 
 
