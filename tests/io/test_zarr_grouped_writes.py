@@ -194,14 +194,10 @@ ORDERS = {
 }
 
 
-@pytest.mark.parametrize("order", sorted(ORDERS))
-@pytest.mark.parametrize("source", ["loaded", "multiply"])
-def test_writes_on_a_distributed_client_reuse_no_key_with_another_task(
-    stores, tmp_path, source, order
-):
+def _scheduler_log(run) -> str:
+    """What distributed's scheduler logged while ``run(client)`` ran on a
+    ``LocalCluster`` of one worker (in this process); a warning raises."""
     distributed = pytest.importorskip("distributed")
-    path = stores[50]
-    ours, oracle = SOURCES[source]
     messages = io.StringIO()
     handler = logging.StreamHandler(messages)
     logger = logging.getLogger("distributed.scheduler")
@@ -213,12 +209,36 @@ def test_writes_on_a_distributed_client_reuse_no_key_with_another_task(
             distributed.Client(c) as client,
         ):
             warnings.simplefilter("error")
-            held = ORDERS[order](client, lambda: ours(path), tmp_path)
+            held = run(client)
             del held
     finally:
         logger.removeHandler(handler)
-    assert "run_spec" not in messages.getvalue()
+    return messages.getvalue()
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize("source", ["loaded", "multiply"])
+def test_writes_on_a_distributed_client_reuse_no_key_with_another_task(
+    stores, tmp_path, source, order
+):
+    ours, oracle = SOURCES[source]
+    log = _scheduler_log(lambda client: ORDERS[order](client, lambda: ours(stores[50]), tmp_path))
+    assert "run_spec" not in log
     _assert_written(tmp_path / "b.zarr", oracle(tiny_map(50, seed=50)))
+
+
+def test_a_save_on_a_distributed_client_reuses_no_key_with_another_task(stores, tmp_path):
+    # the .mts save takes the groups' results too: a map persisted, then saved lazily
+    path = stores[50].with_suffix(".mts")
+
+    def run(client):
+        persisted = mtd.multiply(mtd.load(path), 2.5).persist()
+        mtd.save(tmp_path / "s.mts", mtd.multiply(mtd.load(path), 2.5))
+        return persisted
+
+    assert "run_spec" not in _scheduler_log(run)
+    theirs = metatensor.multiply(tiny_map(50, seed=50), 2.5)
+    assert_equal_to_metatensor(mtd.load(tmp_path / "s.mts"), theirs)
 
 
 def test_the_group_tasks_of_a_write_are_its_own(stores, tmp_path):
