@@ -29,6 +29,11 @@ SOURCES = {
         lambda path: mtd.add(mtd.load(path.with_suffix(".mts")), mtd.open_zarr(path)),
         lambda theirs: metatensor.add(theirs, theirs),
     ),
+    # groups computed from groups computed from the reads
+    "chain": (
+        lambda path: mtd.add(mtd.multiply(mtd.open_zarr(path), 2.5), 1.0),
+        lambda theirs: metatensor.add(metatensor.multiply(theirs, 2.5), 1.0),
+    ),
 }
 
 
@@ -186,7 +191,16 @@ def _persist_then_write_lazily(client, make, tmp_path):
     return [persisted, future]
 
 
+def _write_then_compute(client, make, tmp_path):
+    future = client.compute(mtd.to_zarr(make(), tmp_path / "b.zarr", compute=False))
+    future.result()
+    computed = client.compute(make())
+    computed.result()
+    return [future, computed]
+
+
 ORDERS = {
+    "write-then-compute": _write_then_compute,
     "write-then-persist": _write_then_persist,
     "persist-values-then-write": _persist_values_then_write,
     "write-then-persist-values": _write_then_persist_values,
@@ -217,7 +231,7 @@ def _scheduler_log(run) -> str:
 
 
 @pytest.mark.parametrize("order", sorted(ORDERS))
-@pytest.mark.parametrize("source", ["loaded", "multiply"])
+@pytest.mark.parametrize("source", ["loaded", "multiply", "chain"])
 def test_writes_on_a_distributed_client_reuse_no_key_with_another_task(
     stores, tmp_path, source, order
 ):
