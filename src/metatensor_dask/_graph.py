@@ -25,10 +25,12 @@ from typing import Any
 import dask.array as da
 import dask.array.core
 import numpy as np
+from dask._task_spec import convert_legacy_graph
 from dask.base import tokenize
 from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.optimization import cull
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
@@ -55,6 +57,7 @@ __all__ = [
     "item_of",
     "layer_tasks",
     "optimize_flat",
+    "private_tasks",
     "ref",
     "task",
 ]
@@ -147,6 +150,41 @@ def chunk_inputs(array: da.Array) -> list[Any]:
     :func:`flat_tasks` have no node for such a chunk)."""
     held = held_chunk(array)
     return chunk_keys(array) if held is None else [held]
+
+
+def private_tasks(
+    tasks: Mapping[Any, Any], keys: Iterable[Any], suffix: str
+) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """The tasks of ``tasks`` that ``keys`` need, each task that depends on others
+    renamed (``suffix`` added to its name), and the new key of each renamed one.
+
+    dask's optimisation gives such a task another one when a collection holding it is
+    computed or persisted (it fuses chains of tasks under new keys and leaves an alias
+    at the key asked for; ``compute()`` and ``persist()`` of one collection do not even
+    fuse alike). A graph that holds the task as built, under the same key, then gives a
+    scheduler that still knows the key (a collection persisted, a future held) another
+    task for it, with other dependencies, which distributed warns may cause failures
+    and deadlocks. Renamed, the task is only ever given as here. A task without
+    dependencies (a read) is given alike everywhere and keeps its key, and so do data
+    and the futures of persisted results (not tasks): a scheduler holding them reuses
+    them.
+    """
+    culled, _ = cull(dict(tasks), list(keys))
+    converted = convert_legacy_graph(culled)
+    renamed = {key: _suffixed(key, suffix) for key, node in converted.items() if node.dependencies}
+    # a future of a persisted result, left out of the conversion: the scheduler holds it
+    copy = {key: value for key, value in culled.items() if key not in converted}
+    for key, node in converted.items():
+        new = renamed.get(key, key)
+        copy[new] = node.substitute(renamed, key=new)
+    return copy, renamed
+
+
+def _suffixed(key: Any, suffix: str) -> Any:
+    """``key`` with ``suffix`` added to its name (a chunk key keeps its index)."""
+    if isinstance(key, tuple):
+        return (f"{key[0]}-{suffix}", *key[1:])
+    return f"{key}-{suffix}"
 
 
 # -- arrays and delayed results ---------------------------------------------------------

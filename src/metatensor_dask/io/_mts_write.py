@@ -431,10 +431,12 @@ class _WritePlan:
         for b, (task, _) in enumerate(self.writes):
             graph[(self.name, b)] = task
             write_keys.append((self.name, b))
-        for g, (group_key, (layer, places, _)) in enumerate(self.groups.items()):
+        group_tasks, renamed = self._group_tasks()
+        graph.update(group_tasks)
+        for g, (group_key, (_, places, _)) in enumerate(self.groups.items()):
             key = (f"{self.name}-group", g)
-            graph[key] = _graph.task(key, _write_group, _graph.ref(group_key), self.path, places)
-            graph.update(_graph.layer_tasks(layer))
+            group = _graph.ref(renamed.get(group_key, group_key))
+            graph[key] = _graph.task(key, _write_group, group, self.path, places)
             write_keys.append(key)
         # the CRC checks of the members read whole from a file run with the writes (a
         # group's task checks its members itself)
@@ -451,6 +453,18 @@ class _WritePlan:
             for piece, chunk in task_targets:
                 results[piece][chunk] = next(flat)
         return results
+
+    def _group_tasks(self) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The tasks of the groups, each task that depends on others renamed for the
+        save, and the new key of each (see :func:`~metatensor_dask._graph.private_tasks`:
+        dask gives a group computed from others another task when it computes or
+        persists the map, which a scheduler still holding it would be given here)."""
+        if not self.groups:
+            return {}, {}
+        layers: dict[Any, Any] = {}
+        for layer in {id(layer): layer for layer, _, _ in self.groups.values()}.values():
+            layers.update(_graph.layer_tasks(layer))
+        return _graph.private_tasks(layers, list(self.groups), "save")
 
 
 def _first(value: Any, ignored: Any) -> Any:

@@ -156,14 +156,28 @@ def _write_documents(
     set_many(store, batch)
 
 
-def _store_locked(lock: WriteId, owner: tuple[int, int] | None, *arguments: Any) -> None:
+def _store_locked(
+    lock: WriteId,
+    owner: tuple[int, int] | None,
+    refs: list[ArrayRef],
+    regions: list[tuple[slice, ...]],
+    inputs: list[Any],
+    picks: list[int | None],
+    *arguments: Any,
+) -> None:
     """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
     ``Delayed`` computed again once its write ended (and released the lock), or a
     writer whose lock was taken over, stores nothing over what came after it; nor does
-    a task given a copy of a memory store (``owner``, see :func:`memory_owner`)."""
+    a task given a copy of a memory store (``owner``, see :func:`memory_owner`).
+
+    Each of ``inputs`` is a chunk to store, or for an entry of ``picks`` that is not
+    ``None`` the result of a group of tiny blocks, whose item at that position is."""
     check_memory_owner(lock.store, owner)
     lock.check(stored=False)
-    write_regions(*arguments)
+    data = [
+        chunk if pick is None else chunk[pick] for chunk, pick in zip(inputs, picks, strict=True)
+    ]
+    write_regions(refs, regions, data, *arguments)
 
 
 def _finish(
@@ -236,9 +250,11 @@ def _write_graph(
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
     token = tokenize(describe(store), root, paths, sorted(recorded))
     name = f"zarr-write-{token}"
+    arrays = _aligned(store, plan, paths, nodes)
+    tasks, renamed = _group_tasks(arrays, recorded)
     graph: dict[Any, Any] = {}
     sources = []
-    batch: list[tuple[ArrayRef, tuple[slice, ...], Any, str]] = []
+    batch: list[tuple[ArrayRef, tuple[slice, ...], Any, int | None, str]] = []
     size = 0
     limit = min(_BATCH_TASK_BYTES, chunking.default_target())
     drop_behind = _page_cache.budget()
@@ -247,21 +263,23 @@ def _write_graph(
     def flush() -> None:
         nonlocal batch, size
         if batch:
-            refs, regions, keys, markers = (list(column) for column in zip(*batch, strict=True))
-            task = (_store_locked, lock, owner, refs, regions, keys, markers, drop_behind)
+            columns = (list(column) for column in zip(*batch, strict=True))
+            refs, regions, inputs, picks, markers = columns
+            task = (_store_locked, lock, owner, refs, regions, inputs, picks, markers, drop_behind)
             graph[(name, len(graph))] = task
         batch, size = [], 0
 
-    for path in paths:
-        info = layout.array_info(nodes, path, describe(store))
-        array = chunking.aligned(plan.data[path], info.write_rows)
-        chunking.check_aligned(array.chunks[0], info.write_rows, path)
-        if array.size == 0:
-            continue
+    for path, array in arrays.items():
         ref = ArrayRef(store, path, nodes[path])
         row_bytes = chunking.row_bytes(array.shape, array.dtype)
         start = 0
-        inputs = _graph.chunk_inputs(array)
+        item = _graph.item_of(array)
+        if item is None:
+            inputs = _graph.chunk_inputs(array)
+            picks: list[int | None] = [None] * len(inputs)
+            sources.append(array)
+        else:  # the result of its group, which the storing task picks it out of
+            inputs, picks = [renamed.get(item.group_key, item.group_key)], [item.position]
         for i, rows in enumerate(array.chunks[0]):
             marker = layout.progress_marker(path, i)
             region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
@@ -270,9 +288,8 @@ def _write_graph(
                 continue
             if batch and (size + rows * row_bytes > limit or len(batch) >= _BATCH_TASKS):
                 flush()
-            batch.append((ref, region, inputs[i], marker))
+            batch.append((ref, region, inputs[i], picks[i], marker))
             size += rows * row_bytes
-        sources.append(array)
     flush()
     final = f"zarr-complete-{token}"
     # the store is complete only once the CRCs of the .mts members read whole match
@@ -280,7 +297,45 @@ def _write_graph(
     graph[final] = (_finish, store, root, lock, owner, *list(graph), *checks)
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
-    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
+    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **tasks, **graph}, [])
+
+
+def _aligned(
+    store: Store, plan: Plan, paths: list[str], nodes: dict[str, Any]
+) -> dict[str, da.Array]:
+    """The values arrays at ``paths`` that hold data, each in chunks of its stored
+    chunks (or shards)."""
+    arrays = {}
+    for path in paths:
+        info = layout.array_info(nodes, path, describe(store))
+        array = chunking.aligned(plan.data[path], info.write_rows)
+        chunking.check_aligned(array.chunks[0], info.write_rows, path)
+        if array.size:
+            arrays[path] = array
+    return arrays
+
+
+def _group_tasks(
+    arrays: dict[str, da.Array], recorded: set[str]
+) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """The tasks of the groups of tiny blocks whose items among ``arrays`` are not
+    ``recorded`` as stored, and the new key of each task renamed for the write (see
+    :func:`~metatensor_dask._graph.private_tasks`).
+
+    A storing task takes an item of a group from the group's result: the group's task
+    feeds the writes of all its arrays, where each array's own task would read (or
+    compute) it alone, a task per array. An array rechunked for the write is not an
+    item any more: its chunks come from its own task."""
+    items: list[da.Array] = []
+    groups: dict[str, None] = {}
+    for path, array in arrays.items():
+        item = _graph.item_of(array)
+        if item is not None and layout.progress_marker(path, 0) not in recorded:
+            items.append(array)
+            groups[item.group_key] = None
+    if not groups:
+        return {}, {}
+    return _graph.private_tasks(_graph.flat_tasks(items), groups, "to_zarr")
 
 
 def _lazy(plan: Plan) -> Plan:
