@@ -40,6 +40,7 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
+from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
@@ -62,6 +63,7 @@ from .zarr_store import (
     read_nodes,
     read_plain_region,
     set_many,
+    write_files,
 )
 
 if TYPE_CHECKING:
@@ -689,10 +691,21 @@ def documents(store: Store, plan: AppendPlan, root: dict[str, Any]) -> dict[str,
     return Commit(plan, root).documents(store)
 
 
+def _store_documents(store: Store, documents: dict[str, bytes | memoryview]) -> None:
+    """Store node documents; local files are overwritten in place (see
+    :func:`~._file_writes.overwrite`): an append writes again the document of every array
+    it extends."""
+    root = _local_root(store)
+    if root is None or store.read_only:
+        set_many(store, documents)
+    else:
+        write_files(root, documents, overwrite)
+
+
 def commit(store: Store, found: dict[str, bytes]) -> None:
     """Store the node documents, then the root document (atomically): the appended rows
     are visible from then on."""
-    set_many(store, {key: value for key, value in found.items() if key != "zarr.json"})
+    _store_documents(store, {key: value for key, value in found.items() if key != "zarr.json"})
     _replace(store, {"zarr.json": [np.frombuffer(found["zarr.json"], np.uint8)]})
 
 
