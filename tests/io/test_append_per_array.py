@@ -58,6 +58,7 @@ def test_node_documents_written_again_by_each_batch_are_the_root_s(tmp_path):
     with dask.config.set(scheduler="synchronous"):
         mtd.write_batches(soap, list(range(9)), path, batch_size=3, quiet=True)
     assert _documents_on_disk_match_the_root(path) > 50
+    assert mtd.verify(path).ok  # the chunk tables list the crc32c ending each chunk
     expected = metatensor.join(_batches(9, 3), axis="samples", different_keys="union")
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
 
@@ -68,5 +69,6 @@ def test_an_append_with_to_zarr_overwrites_documents_the_same_way(tmp_path):
     mtd.from_metatensor(first).to_zarr(path, chunks=1000)
     mtd.from_metatensor(second).to_zarr(path, append_dim="samples")
     _documents_on_disk_match_the_root(path)
+    assert mtd.verify(path).ok
     expected = metatensor.join([first, second], axis="samples", different_keys="union")
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)

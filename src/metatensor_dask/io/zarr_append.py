@@ -113,6 +113,10 @@ class AppendPlan:
     store_id: str | None = None
     #: The root the plan appends to, as read (see :class:`.zarr_root_cache.Stored`).
     stored: Any = None
+    #: The crc32c ending each chunk file of a values array with a chunk table that
+    #: :func:`store_now` wrote (by key), which the commit lists without reading the
+    #: files again (see :func:`~.zarr_identity.with_tables`).
+    crcs: dict[str, int] = field(default_factory=dict)
 
     def root(self, complete: bool) -> dict[str, Any]:
         """The root document once the plan is stored (see
@@ -610,6 +614,7 @@ def store_now(
     whole: dict[str, Parts] = {}
     partial: dict[str, Parts] = {}
     extended: dict[str, tuple[Parts, int]] = {}
+    crcs: dict[str, int] = {}
     for rows in plan.rows:
         data = rows.data
         if is_dask_collection(data):
@@ -625,16 +630,24 @@ def store_now(
         if root is not None:
             found = _extended_chunks(str(root), where, path, document, offset, data)
         if found is not None:
-            whole.update(found[0])
+            chunks, first = found[0], {key: parts for key, (parts, _) in found[1].items()}
             extended.update(found[1])
-            continue
-        chunks, first = _plain_chunks(store, path, document, offset, data, plan.store_id, False)
+        else:
+            chunks, first = _plain_chunks(store, path, document, offset, data, plan.store_id, False)
+            partial.update(first)
         whole.update(chunks)
-        partial.update(first)
+        if has_table(path, document):
+            crcs.update(_trailing_crcs({**chunks, **first}))
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
     if extended:
         extend_files(store, extended, drop_behind)
+    plan.crcs.update(crcs)
+
+
+def _trailing_crcs(chunks: dict[str, Parts]) -> dict[str, int]:
+    """The crc32c ending each chunk (by key) of an array whose chunks end with one."""
+    return {key: int.from_bytes(parts[-1].tobytes(), "little") for key, parts in chunks.items()}
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:
@@ -657,6 +670,7 @@ class Commit:
         #: whether the append creates the store (whose id is then what it stored)
         self.new = plan.store_id is None
         self.stored = plan.stored
+        self.crcs = plan.crcs
 
     @cached_property
     def token(self) -> str:
@@ -670,7 +684,7 @@ class Commit:
         """The node documents the plan changes, and the root document, by key."""
         nodes, changed = self.nodes, list(self.changed)
         if self.root["attributes"][layout.ATTRIBUTE]["format"] >= FIRST_FORMAT:
-            tables = with_tables(store, describe(store), nodes, self.starts)
+            tables = with_tables(store, describe(store), nodes, self.starts, self.crcs)
             nodes = {**nodes, **tables}
             changed += [path for path in tables if path not in self.changed]
             self.root["consolidated_metadata"]["metadata"].update(tables)
