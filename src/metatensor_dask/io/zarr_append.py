@@ -691,8 +691,9 @@ class Commit:
             ours = self.root["attributes"][layout.ATTRIBUTE]
             if self.new and ours.get("complete"):
                 ours[STORE_ID] = content_id(nodes)
-        found = {f"{p}/zarr.json": layout.encode(nodes[p]) for p in changed}
-        found["zarr.json"] = root_cache.encode_root(self.root, self.stored)
+        encoded = {path: (nodes[path], layout.encode(nodes[path])) for path in changed}
+        found = {f"{path}/zarr.json": raw for path, (_, raw) in encoded.items()}
+        found["zarr.json"] = root_cache.encode_root(self.root, self.stored, encoded)
         return found
 
     def __dask_tokenize__(self) -> Any:
