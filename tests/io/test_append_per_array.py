@@ -72,3 +72,45 @@ def test_an_append_with_to_zarr_overwrites_documents_the_same_way(tmp_path):
     assert mtd.verify(path).ok
     expected = metatensor.join([first, second], axis="samples", different_keys="union")
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+
+
+def _partial_samples_chunk(path: Path) -> tuple[Path, int]:
+    """The partial last chunk of a block's samples: its file and its stored bytes."""
+    for node in sorted(path.glob("blocks/*/samples/zarr.json")):
+        document = json.loads(node.read_text())
+        rows = document["chunk_grid"]["configuration"]["chunk_shape"][0]
+        stored, width = document["shape"]
+        if stored % rows:
+            return node.parent / f"c.{stored // rows}.0", (stored % rows) * width * 4
+    raise AssertionError("the test needs a partial samples chunk")
+
+
+def _stopped_after(batches: int):
+    def function(items: list[int]):
+        if items[0] >= 3 * batches:
+            raise RuntimeError("stopped")
+        return soap(items)
+
+    return function
+
+
+def test_partial_samples_chunks_are_written_from_the_rows_the_digest_vouches_for(tmp_path):
+    """The stored rows of a samples chunk that a batch extends are those the append
+    already holds, checked against the samples' digest (the chunk is not read again):
+    damaged between two batches of one process, the chunk is written again whole with
+    the stored rows, and the store is metatensor's join of the batches."""
+    path = tmp_path / "soap.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        try:
+            mtd.write_batches(_stopped_after(2), list(range(9)), path, batch_size=3, quiet=True)
+        except mtd.MetatensorDaskError as error:
+            assert "stopped" in str(error)
+        chunk, stored = _partial_samples_chunk(path)
+        data = bytearray(chunk.read_bytes())
+        data[stored // 2] ^= 0x10
+        chunk.write_bytes(bytes(data))
+        assert not mtd.verify(path).ok
+        mtd.write_batches(soap, list(range(9)), path, batch_size=3, resume=True, quiet=True)
+    assert mtd.verify(path).ok
+    expected = metatensor.join(_batches(9, 3), axis="samples", different_keys="union")
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)

@@ -98,6 +98,10 @@ class _Rows:
     offset: int
     document: dict[str, Any]
     data: Any  # numpy or dask array
+    #: The stored rows of the partial chunk that row ``offset`` starts in, when the plan
+    #: has them checked already (sample Labels: see :meth:`_Planner.extend_block`);
+    #: ``None`` to read them from the chunk.
+    head: np.ndarray | None = None
 
 
 @dataclass
@@ -131,8 +135,16 @@ class AppendPlan:
                 found[rows.path] = min(found.get(rows.path, rows.offset), rows.offset)
         return found
 
-    def extend(self, path: str, offset: int, data: Any, attributes: dict | None = None) -> None:
-        """Append ``data`` to the stored array ``path`` of ``offset`` rows."""
+    def extend(
+        self,
+        path: str,
+        offset: int,
+        data: Any,
+        attributes: dict | None = None,
+        head: np.ndarray | None = None,
+    ) -> None:
+        """Append ``data`` to the stored array ``path`` of ``offset`` rows (``head``: see
+        :class:`_Rows`)."""
         document = dict(self.nodes[path])
         document["shape"] = [offset + int(data.shape[0]), *document["shape"][1:]]
         if attributes is not None:
@@ -141,7 +153,7 @@ class AppendPlan:
             self.nodes[path] = document
             self.changed.append(path)
         if data.shape[0]:
-            self.rows.append(_Rows(path, offset, document, data))
+            self.rows.append(_Rows(path, offset, document, data, head))
 
 
 def _key_text(key: Any) -> str:
@@ -257,7 +269,7 @@ class _Planner:
         attributes = extend_attributes(info.attributes, rest, samples)
         TAILS.remember(key, attributes, chain_rows, np.concatenate([rest, samples]))
         self.plan.extend(stored.values.path, n_old, block.values)
-        self.plan.extend(info.path, n_old, samples, attributes)
+        self.plan.extend(info.path, n_old, samples, attributes, _head(rest, info.document, n_old))
         for parameter, gradient in block.gradients():
             child = stored.gradients[parameter]
             if child.row_pointer is not None:
@@ -277,6 +289,17 @@ class _Planner:
                     pointer[1:] + np.int64(child.values.shape[0]),
                 )
             self.extend_block(gradient, child, n_old, f"{what}, gradient '{parameter}'")
+
+
+def _head(rest: np.ndarray, document: dict[str, Any], n_old: int) -> np.ndarray | None:
+    """The stored rows of the partial chunk that row ``n_old`` of a samples array starts
+    in, from ``rest``, its last stored rows as :meth:`.ChainTails.stored_tail` gives
+    them (checked: hashed to the stored digest, or read through the chunks' checksums);
+    ``None`` when row ``n_old`` starts a chunk or ``rest`` does not hold them all."""
+    count = n_old % int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    if count == 0 or len(rest) < count:
+        return None
+    return rest[len(rest) - count :]
 
 
 def _add_whole(plan: AppendPlan, new: Plan) -> None:
@@ -501,14 +524,19 @@ def _plain_chunks(
     values: np.ndarray,
     store_id: str | None,
     strict: bool,
+    known: np.ndarray | None = None,
 ) -> tuple[dict[str, Parts], dict[str, Parts]]:
     """The chunks of a plain array holding ``values`` at row ``offset``, by key: those
     written whole, and the partial first one with its stored rows (read and checked
-    here), to be replaced atomically (empty when ``offset`` starts a chunk)."""
+    here, unless they are ``known``, checked already), to be replaced atomically (empty
+    when ``offset`` starts a chunk)."""
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     head = offset % rows
     stored = None
-    if head:
+    if known is not None:
+        assert len(known) == head, "the rows known are those of the partial chunk"
+        stored = row_bytes(known, document)
+    elif head:
         # only the partial chunk is merged with its stored rows, not the whole values
         stored = row_bytes(
             read_plain_region(
@@ -633,7 +661,9 @@ def store_now(
             chunks, first = found[0], {key: parts for key, (parts, _) in found[1].items()}
             extended.update(found[1])
         else:
-            chunks, first = _plain_chunks(store, path, document, offset, data, plan.store_id, False)
+            chunks, first = _plain_chunks(
+                store, path, document, offset, data, plan.store_id, False, rows.head
+            )
             partial.update(first)
         whole.update(chunks)
         if has_table(path, document):
