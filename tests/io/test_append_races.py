@@ -311,7 +311,7 @@ from metatensor_dask.io import zarr_append
 from race_process import CHUNKS, race_tensor
 
 path, what = sys.argv[1], sys.argv[2]
-original = zarr_append.set_many
+original = zarr_append._store_documents
 commits = []
 
 def cut(store, items, *args, **kwargs):
@@ -324,7 +324,7 @@ def cut(store, items, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
     return original(store, items, *args, **kwargs)
 
-zarr_append.set_many = cut
+zarr_append._store_documents = cut
 if what == "append":
     mtd.from_metatensor(race_tensor(1)).to_zarr(
         path, append_dim="samples", renumber={{"system": "next"}}, chunks=CHUNKS

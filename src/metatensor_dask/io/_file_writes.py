@@ -13,6 +13,13 @@ few more system calls (64 per 8 MiB chunk file, a few microseconds each).
 
 The bytes written are the same; each function writes all of them (a short write is
 continued) or raises.
+
+A small file written again (a node document) is overwritten in place and cut to its new
+size (:func:`overwrite`), not emptied first: on ext4, a file emptied by ``O_TRUNC`` and
+written again has its write-back started when it is closed (the ``auto_da_alloc``
+heuristic, which protects files replaced without ``fsync``), which cost 60 to 80 us of
+system time per file (150 documents of 500 bytes written again: 8 to 12 ms of system
+time emptied first, 1 ms in place).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "write_all"]
+__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "overwrite", "write_all"]
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
@@ -78,3 +85,15 @@ def write_all(descriptor: int, buffers: Iterable[Any], offset: int | None = None
             if size:
                 group = _after(group, written)
     return total
+
+
+def overwrite(name: str, data: Any) -> None:
+    """Write the file ``name`` (created when missing) so that it holds ``data``
+    (bytes-like, C-contiguous): written over its bytes from the start, then cut after
+    them, never emptied first (see the module's documentation). Not atomic: as with
+    ``O_TRUNC``, a reader or a kill meanwhile may see a mix of the old and new bytes."""
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(descriptor, write_all(descriptor, [data], offset=0))
+    finally:
+        os.close(descriptor)

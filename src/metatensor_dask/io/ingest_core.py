@@ -85,17 +85,32 @@ class CoreTensor:
         return dict(self._info)
 
 
-def _block(block: Any, renumber: tuple[str, int] | None, n_parent: int | None) -> CoreBlock:
+def _block(
+    block: Any,
+    renumber: tuple[str, int] | None,
+    n_parent: int | None,
+    properties: Labels | None = None,
+) -> CoreBlock:
+    """The :class:`CoreBlock` of a metatensor-core ``block`` (a gradient of a block of
+    ``n_parent`` rows whose ``properties`` are given, which are the gradient's).
+
+    Each of metatensor's ``components`` and ``properties`` takes the block's values
+    array from metatensor-core again (for its shape), which costs as much as converting
+    the Labels: they are taken only when there are any (components), and once per block
+    (properties; metatensor-core refuses gradients with other properties)."""
+    values = np.asarray(block.values)
     samples = _labels(block.samples)
     if renumber is not None:
         samples = shift(samples, *renumber)
+    if properties is None:
+        properties = _labels(block.properties)
     n_rows = len(samples)
     return CoreBlock(
-        np.asarray(block.values),
+        values,
         samples,
-        [_labels(c) for c in block.components],
-        _labels(block.properties),
-        {p: _block(g, renumber, n_rows) for p, g in block.gradients()},
+        [_labels(c) for c in block.components] if values.ndim > 2 else [],
+        properties,
+        {p: _block(g, renumber, n_rows, properties) for p, g in block.gradients()},
         n_parent,
     )
 

@@ -40,6 +40,7 @@ from ..labels import Labels
 from . import chunks as chunking
 from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
+from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
@@ -62,6 +63,7 @@ from .zarr_store import (
     read_nodes,
     read_plain_region,
     set_many,
+    write_files,
 )
 
 if TYPE_CHECKING:
@@ -96,6 +98,10 @@ class _Rows:
     offset: int
     document: dict[str, Any]
     data: Any  # numpy or dask array
+    #: The stored rows of the partial chunk that row ``offset`` starts in, when the plan
+    #: has them checked already (sample Labels: see :meth:`_Planner.extend_block`);
+    #: ``None`` to read them from the chunk.
+    head: np.ndarray | None = None
 
 
 @dataclass
@@ -111,6 +117,10 @@ class AppendPlan:
     store_id: str | None = None
     #: The root the plan appends to, as read (see :class:`.zarr_root_cache.Stored`).
     stored: Any = None
+    #: The crc32c ending each chunk file of a values array with a chunk table that
+    #: :func:`store_now` wrote (by key), which the commit lists without reading the
+    #: files again (see :func:`~.zarr_identity.with_tables`).
+    crcs: dict[str, int] = field(default_factory=dict)
 
     def root(self, complete: bool) -> dict[str, Any]:
         """The root document once the plan is stored (see
@@ -125,8 +135,16 @@ class AppendPlan:
                 found[rows.path] = min(found.get(rows.path, rows.offset), rows.offset)
         return found
 
-    def extend(self, path: str, offset: int, data: Any, attributes: dict | None = None) -> None:
-        """Append ``data`` to the stored array ``path`` of ``offset`` rows."""
+    def extend(
+        self,
+        path: str,
+        offset: int,
+        data: Any,
+        attributes: dict | None = None,
+        head: np.ndarray | None = None,
+    ) -> None:
+        """Append ``data`` to the stored array ``path`` of ``offset`` rows (``head``: see
+        :class:`_Rows`)."""
         document = dict(self.nodes[path])
         document["shape"] = [offset + int(data.shape[0]), *document["shape"][1:]]
         if attributes is not None:
@@ -135,7 +153,7 @@ class AppendPlan:
             self.nodes[path] = document
             self.changed.append(path)
         if data.shape[0]:
-            self.rows.append(_Rows(path, offset, document, data))
+            self.rows.append(_Rows(path, offset, document, data, head))
 
 
 def _key_text(key: Any) -> str:
@@ -251,7 +269,7 @@ class _Planner:
         attributes = extend_attributes(info.attributes, rest, samples)
         TAILS.remember(key, attributes, chain_rows, np.concatenate([rest, samples]))
         self.plan.extend(stored.values.path, n_old, block.values)
-        self.plan.extend(info.path, n_old, samples, attributes)
+        self.plan.extend(info.path, n_old, samples, attributes, _head(rest, info.document, n_old))
         for parameter, gradient in block.gradients():
             child = stored.gradients[parameter]
             if child.row_pointer is not None:
@@ -271,6 +289,17 @@ class _Planner:
                     pointer[1:] + np.int64(child.values.shape[0]),
                 )
             self.extend_block(gradient, child, n_old, f"{what}, gradient '{parameter}'")
+
+
+def _head(rest: np.ndarray, document: dict[str, Any], n_old: int) -> np.ndarray | None:
+    """The stored rows of the partial chunk that row ``n_old`` of a samples array starts
+    in, from ``rest``, its last stored rows as :meth:`.ChainTails.stored_tail` gives
+    them (checked: hashed to the stored digest, or read through the chunks' checksums);
+    ``None`` when row ``n_old`` starts a chunk or ``rest`` does not hold them all."""
+    count = n_old % int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    if count == 0 or len(rest) < count:
+        return None
+    return rest[len(rest) - count :]
 
 
 def _add_whole(plan: AppendPlan, new: Plan) -> None:
@@ -495,14 +524,19 @@ def _plain_chunks(
     values: np.ndarray,
     store_id: str | None,
     strict: bool,
+    known: np.ndarray | None = None,
 ) -> tuple[dict[str, Parts], dict[str, Parts]]:
     """The chunks of a plain array holding ``values`` at row ``offset``, by key: those
     written whole, and the partial first one with its stored rows (read and checked
-    here), to be replaced atomically (empty when ``offset`` starts a chunk)."""
+    here, unless they are ``known``, checked already), to be replaced atomically (empty
+    when ``offset`` starts a chunk)."""
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
     head = offset % rows
     stored = None
-    if head:
+    if known is not None:
+        assert len(known) == head, "the rows known are those of the partial chunk"
+        stored = row_bytes(known, document)
+    elif head:
         # only the partial chunk is merged with its stored rows, not the whole values
         stored = row_bytes(
             read_plain_region(
@@ -608,6 +642,7 @@ def store_now(
     whole: dict[str, Parts] = {}
     partial: dict[str, Parts] = {}
     extended: dict[str, tuple[Parts, int]] = {}
+    crcs: dict[str, int] = {}
     for rows in plan.rows:
         data = rows.data
         if is_dask_collection(data):
@@ -623,16 +658,26 @@ def store_now(
         if root is not None:
             found = _extended_chunks(str(root), where, path, document, offset, data)
         if found is not None:
-            whole.update(found[0])
+            chunks, first = found[0], {key: parts for key, (parts, _) in found[1].items()}
             extended.update(found[1])
-            continue
-        chunks, first = _plain_chunks(store, path, document, offset, data, plan.store_id, False)
+        else:
+            chunks, first = _plain_chunks(
+                store, path, document, offset, data, plan.store_id, False, rows.head
+            )
+            partial.update(first)
         whole.update(chunks)
-        partial.update(first)
+        if has_table(path, document):
+            crcs.update(_trailing_crcs({**chunks, **first}))
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
     if extended:
         extend_files(store, extended, drop_behind)
+    plan.crcs.update(crcs)
+
+
+def _trailing_crcs(chunks: dict[str, Parts]) -> dict[str, int]:
+    """The crc32c ending each chunk (by key) of an array whose chunks end with one."""
+    return {key: int.from_bytes(parts[-1].tobytes(), "little") for key, parts in chunks.items()}
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:
@@ -655,6 +700,7 @@ class Commit:
         #: whether the append creates the store (whose id is then what it stored)
         self.new = plan.store_id is None
         self.stored = plan.stored
+        self.crcs = plan.crcs
 
     @cached_property
     def token(self) -> str:
@@ -668,15 +714,16 @@ class Commit:
         """The node documents the plan changes, and the root document, by key."""
         nodes, changed = self.nodes, list(self.changed)
         if self.root["attributes"][layout.ATTRIBUTE]["format"] >= FIRST_FORMAT:
-            tables = with_tables(store, describe(store), nodes, self.starts)
+            tables = with_tables(store, describe(store), nodes, self.starts, self.crcs)
             nodes = {**nodes, **tables}
             changed += [path for path in tables if path not in self.changed]
             self.root["consolidated_metadata"]["metadata"].update(tables)
             ours = self.root["attributes"][layout.ATTRIBUTE]
             if self.new and ours.get("complete"):
                 ours[STORE_ID] = content_id(nodes)
-        found = {f"{p}/zarr.json": layout.encode(nodes[p]) for p in changed}
-        found["zarr.json"] = root_cache.encode_root(self.root, self.stored)
+        encoded = {path: (nodes[path], layout.encode(nodes[path])) for path in changed}
+        found = {f"{path}/zarr.json": raw for path, (_, raw) in encoded.items()}
+        found["zarr.json"] = root_cache.encode_root(self.root, self.stored, encoded)
         return found
 
     def __dask_tokenize__(self) -> Any:
@@ -689,10 +736,21 @@ def documents(store: Store, plan: AppendPlan, root: dict[str, Any]) -> dict[str,
     return Commit(plan, root).documents(store)
 
 
+def _store_documents(store: Store, documents: dict[str, bytes | memoryview]) -> None:
+    """Store node documents; local files are overwritten in place (see
+    :func:`~._file_writes.overwrite`): an append writes again the document of every array
+    it extends."""
+    root = _local_root(store)
+    if root is None or store.read_only:
+        set_many(store, documents)
+    else:
+        write_files(root, documents, overwrite)
+
+
 def commit(store: Store, found: dict[str, bytes]) -> None:
     """Store the node documents, then the root document (atomically): the appended rows
     are visible from then on."""
-    set_many(store, {key: value for key, value in found.items() if key != "zarr.json"})
+    _store_documents(store, {key: value for key, value in found.items() if key != "zarr.json"})
     _replace(store, {"zarr.json": [np.frombuffer(found["zarr.json"], np.uint8)]})
 
 

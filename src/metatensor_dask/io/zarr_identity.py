@@ -240,13 +240,19 @@ _EMPTY = 2**64 - 1
 
 
 def with_tables(
-    store: Any, where: str, nodes: dict[str, Any], starts: dict[str, int]
+    store: Any,
+    where: str,
+    nodes: dict[str, Any],
+    starts: dict[str, int],
+    known: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """New documents of the arrays ``starts`` (path: the first row a write stored; the
     chunks of the files before it keep their entries) that record a table (see
     :func:`has_table`), with their table: the crc32c ending each chunk, read from the
     store once the write stored them (the last 4 bytes of each chunk file; of each
-    inner chunk of a shard, which its index locates).
+    inner chunk of a shard, which its index locates), but for the chunk files (not
+    shards) in ``known`` (key: the crc32c ending the file), which the caller wrote from
+    its own process.
 
     Raises
     ------
@@ -265,7 +271,15 @@ def with_tables(
         for index in range(first, _chunks(document), per_file):
             count = min(per_file, _chunks(document) - index)
             files.append((_key(path, document, index), per_file if grid != chunk else None, count))
-    found = iter(crc for crcs in _crcs(store, files) for crc in crcs)
+    given = known or {}
+
+    def is_given(file: tuple[str, int | None, int]) -> bool:
+        return file[1] is None and file[0] in given
+
+    read = iter(_crcs(store, [file for file in files if not is_given(file)]))
+    found = iter(
+        crc for file in files for crc in ([given[file[0]]] if is_given(file) else next(read))
+    )
     documents = {}
     for path in paths:
         document = nodes[path]

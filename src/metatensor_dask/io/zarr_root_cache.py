@@ -181,14 +181,18 @@ def _parse_run(piece: bytes, repeats: layout.Repeats, encoder: layout.RepeatEnco
     return _Run(found, encoder)
 
 
-def encode_root(root: dict[str, Any], stored: Any) -> bytes:
+def encode_root(
+    root: dict[str, Any], stored: Any, encoded_nodes: dict[str, tuple[Any, bytes]] | None = None
+) -> bytes:
     """:func:`~.zarr_layout.encode` of the ``root`` document of an append to the store
     whose root was read as ``stored`` (see :class:`Stored`): the nodes that are the very
-    documents read from runs of its text are taken as encoded then, the others encoded
-    now."""
+    documents read from runs of its text are taken as encoded then, those that are the
+    very documents of ``encoded_nodes`` (path: the document and its encoding, for its
+    own ``zarr.json``) as encoded there, the others encoded now."""
     runs = getattr(stored, "runs", None)
     if runs is None:
         return layout.encode(root)
+    given = encoded_nodes or {}
     nodes = root["consolidated_metadata"]["metadata"]
     paths = list(chain.from_iterable(map(operator.attrgetter("paths"), runs)))
     documents = map(
@@ -201,5 +205,8 @@ def encode_root(root: dict[str, Any], stored: Any) -> bytes:
     for path in compress(paths, map(operator.not_, same)):
         encoded.pop(path, None)
     for path in nodes.keys() - encoded.keys():
-        encoded[path] = layout.encode(path) + b":" + layout.encode(nodes[path])
+        document, raw = given.get(path, (None, b""))
+        if document is not nodes[path]:
+            raw = layout.encode(nodes[path])
+        encoded[path] = layout.encode(path) + b":" + raw
     return layout.encode_with_metadata(root, b",".join(map(encoded.__getitem__, nodes)))
