@@ -54,9 +54,11 @@ __all__ = [
     "held_chunk",
     "in_memory_array",
     "item_array",
+    "item_group_tasks",
     "item_of",
     "layer_tasks",
     "optimize_flat",
+    "picked",
     "private_tasks",
     "ref",
     "task",
@@ -178,6 +180,30 @@ def private_tasks(
         new = renamed.get(key, key)
         copy[new] = node.substitute(renamed, key=new)
     return copy, renamed
+
+
+def item_group_tasks(
+    items: Iterable[da.Array], suffix: str
+) -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """The tasks of the groups that ``items`` (arrays made by :func:`item_array`) are
+    items of, and the new key of each task renamed (see :func:`private_tasks`).
+
+    A storing task takes an item from its group's result (see :func:`picked`): the
+    group's task feeds the stores of all its items, where each item's own task would
+    read (or compute) it alone, a task per array."""
+    items = list(items)
+    groups = {item_of(array).group_key: None for array in items}
+    if not groups:
+        return {}, {}
+    return private_tasks(flat_tasks(items), groups, suffix)
+
+
+def picked(inputs: Sequence[Any], picks: Sequence[int | None]) -> list[Any]:
+    """Each of ``inputs`` (a chunk), or for an entry of ``picks`` that is not ``None``
+    the item at that position of the input (a group's result, see
+    :func:`item_group_tasks`)."""
+    pairs = zip(inputs, picks, strict=True)
+    return [chunk if pick is None else chunk[pick] for chunk, pick in pairs]
 
 
 def _suffixed(key: Any, suffix: str) -> Any:

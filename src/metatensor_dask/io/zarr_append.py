@@ -34,9 +34,11 @@ import numpy as np
 from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
+from .. import _graph
 from .._partition import block_row_pointer
 from ..errors import MetatensorDaskError
 from ..labels import Labels
+from . import _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
@@ -598,11 +600,9 @@ def _replace(store: Store, items: dict[str, Parts], drop_behind: int | None = No
 def _store_task(
     lock: WriteId,
     store: Store,
-    path: str,
-    document: dict,
-    offset: int,
-    values: Any,
-    marker: str,
+    places: list[tuple[str, dict[str, Any], int, str]],
+    inputs: list[Any],
+    picks: list[int | None],
     drop_behind: int | None,
     store_id: str | None,
     strict: bool,
@@ -610,10 +610,16 @@ def _store_task(
     """Store rows of an append, unless its lock is gone: a task left running by an
     append that failed (dask's schedulers do not wait for the tasks running when one
     raises) stores nothing over the rows of the next writer, after a
-    :func:`~metatensor_dask.io.zarr_discard.discard_append`."""
+    :func:`~metatensor_dask.io.zarr_discard.discard_append`.
+
+    Each place ``(path, document, offset, marker)`` is stored the rows of its input (a
+    chunk, or for a pick that is not ``None`` the item at that position of a group's
+    result, see :func:`~metatensor_dask._graph.picked`), then recorded by its marker."""
     lock.check(stored=False)
-    store_rows(store, path, document, offset, values, drop_behind, store_id, strict)
-    set_many(store, {marker: b""})
+    values = _graph.picked(inputs, picks)
+    for (path, document, offset, marker), rows in zip(places, values, strict=True):
+        store_rows(store, path, document, offset, rows, drop_behind, store_id, strict)
+        set_many(store, {marker: b""})
 
 
 def _aligned(offset: int, count: int, step: int) -> tuple[int, ...]:
@@ -779,19 +785,18 @@ def _graph_of(
     drop_behind: int | None,
     strict: bool,
 ) -> Delayed:
-    """Client-side rows now; one task per stored chunk of the dask rows; the commit
-    (``strict``: see :func:`store_rows`)."""
-    from .. import _graph
-
+    """Client-side rows now; the stored chunks of the dask rows not ``recorded``, a few
+    small ones a task; the commit (``strict``: see :func:`store_rows`)."""
     metadata = Commit(plan, root)
     token = tokenize(describe(store), metadata.token, sorted(recorded))
-    graph: dict[Any, Any] = {}
-    sources = []
-    store_id = plan.store_id
+    name = f"zarr-append-{token}"
+    arrays = []
     for rows in plan.rows:
         if rows.data.size == 0:
             continue  # no chunk holds it
-        if not is_dask_collection(rows.data):
+        if is_dask_collection(rows.data):
+            arrays.append((rows, _stored_chunks(rows)))
+        else:
             store_rows(
                 store,
                 rows.path,
@@ -799,37 +804,70 @@ def _graph_of(
                 rows.offset,
                 rows.data,
                 drop_behind,
-                store_id,
+                plan.store_id,
                 strict,
             )
-            continue
-        step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
-        sizes = _aligned(rows.offset, rows.data.shape[0], step)
-        array = rows.data.rechunk((sizes, *((n,) for n in rows.data.shape[1:])))
-        inputs = _graph.chunk_inputs(array)
-        start = rows.offset
-        for i, size in enumerate(sizes):
-            marker = layout.progress_marker(rows.path, start // step)
-            if marker not in recorded:
-                graph[(f"zarr-append-{token}", len(graph))] = (
-                    _store_task,
-                    lock,
-                    store,
-                    rows.path,
-                    rows.document,
-                    start,
-                    inputs[i],
-                    marker,
-                    drop_behind,
-                    store_id,
-                    strict,
-                )
-            start += size
-        sources.append(array)
+    places = [(rows, array, _places(rows, array, recorded)) for rows, array in arrays]
+    items = [array for _, array, found in places if found and _graph.item_of(array) is not None]
+    tasks, renamed = _graph.item_group_tasks(items, "append")
+    sources = [array for _, array, _ in places if _graph.item_of(array) is None]
+    graph: dict[Any, Any] = {}
+    batch: list[tuple[tuple[str, dict[str, Any], int, str], Any, int | None]] = []
+    size, limit = 0, _task_batches.limit()
+
+    def flush() -> None:
+        nonlocal batch, size
+        if batch:
+            where, inputs, picks = (list(column) for column in zip(*batch, strict=True))
+            arguments = (drop_behind, plan.store_id, strict)
+            graph[(name, len(graph))] = (_store_task, lock, store, where, inputs, picks, *arguments)
+        batch, size = [], 0
+
+    for rows, array, found in places:
+        width = chunking.row_bytes(array.shape, array.dtype)
+        inputs, picks = _inputs(array, renamed)
+        for i, start, count, marker in found:
+            if _task_batches.full(len(batch), size, count * width, limit):
+                flush()
+            batch.append(((rows.path, rows.document, start, marker), inputs[i], picks[i]))
+            size += count * width
+    flush()
     final = f"zarr-append-commit-{token}"
     graph[final] = (_finish, store, metadata, lock, memory_owner(store), *list(graph))
     # one flat graph, as for whole writes: culling one layer per array is quadratic
-    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **graph}, [])
+    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **tasks, **graph}, [])
+
+
+def _stored_chunks(rows: _Rows) -> Any:
+    """The dask rows of ``rows`` in chunks that end where the stored chunks do (an item
+    of a group of tiny blocks stays one when they already do)."""
+    step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    sizes = _aligned(rows.offset, rows.data.shape[0], step)
+    return rows.data.rechunk((sizes, *((n,) for n in rows.data.shape[1:])))
+
+
+def _places(rows: _Rows, array: Any, recorded: set[str]) -> list[tuple[int, int, int, str]]:
+    """The chunks of ``array`` (appended as ``rows``) that are not ``recorded`` as
+    stored: their index in ``array``, first row in the store, rows and marker."""
+    step = int(rows.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    found, start = [], rows.offset
+    for i, count in enumerate(array.chunks[0]):
+        marker = layout.progress_marker(rows.path, start // step)
+        if marker not in recorded:
+            found.append((i, start, count, marker))
+        start += count
+    return found
+
+
+def _inputs(array: Any, renamed: dict[Any, Any]) -> tuple[list[Any], list[int | None]]:
+    """What a storing task takes for each chunk of ``array``, and what it picks out of
+    it (see :func:`~metatensor_dask._graph.picked`): the result of its group, under
+    its key ``renamed`` for the append, for an item of a group of tiny blocks."""
+    item = _graph.item_of(array)
+    if item is None:
+        inputs = _graph.chunk_inputs(array)
+        return inputs, [None] * len(inputs)
+    return [renamed.get(item.group_key, item.group_key)], [item.position]
 
 
 def recorded_token(raw: bytes) -> str | None:

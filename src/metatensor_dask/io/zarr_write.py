@@ -42,7 +42,7 @@ from .._gc import collector_paused
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
-from . import _page_cache
+from . import _page_cache, _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._lock import LOCK_KEY, StoreLock, WriteId, append_command
@@ -85,10 +85,6 @@ _MODES = ("w-", "w", "a", "r+")
 _PLAN = layout.PLAN_KEY
 #: Labels and row pointers are written from the client in batches of about this size.
 _BATCH_BYTES = 64 * 2**20
-#: Small chunks are written together by one task, up to this many and this many bytes
-#: (or the chunk-size setting, if smaller).
-_BATCH_TASKS = 256
-_BATCH_TASK_BYTES = 2**20
 #: Fields of an array document that describe its content (not its chunking/codecs).
 #: Not ``dimension_names``: they follow from the paths and Labels names, and stores
 #: written before every array carried them are still extended and rewritten.
@@ -174,10 +170,7 @@ def _store_locked(
     ``None`` the result of a group of tiny blocks, whose item at that position is."""
     check_memory_owner(lock.store, owner)
     lock.check(stored=False)
-    data = [
-        chunk if pick is None else chunk[pick] for chunk, pick in zip(inputs, picks, strict=True)
-    ]
-    write_regions(refs, regions, data, *arguments)
+    write_regions(refs, regions, _graph.picked(inputs, picks), *arguments)
 
 
 def _finish(
@@ -256,7 +249,7 @@ def _write_graph(
     sources = []
     batch: list[tuple[ArrayRef, tuple[slice, ...], Any, int | None, str]] = []
     size = 0
-    limit = min(_BATCH_TASK_BYTES, chunking.default_target())
+    limit = _task_batches.limit()
     drop_behind = _page_cache.budget()
     owner = memory_owner(store)
 
@@ -286,7 +279,7 @@ def _write_graph(
             start += rows
             if marker in recorded:
                 continue
-            if batch and (size + rows * row_bytes > limit or len(batch) >= _BATCH_TASKS):
+            if _task_batches.full(len(batch), size, rows * row_bytes, limit):
                 flush()
             batch.append((ref, region, inputs[i], picks[i], marker))
             size += rows * row_bytes
@@ -320,22 +313,14 @@ def _group_tasks(
 ) -> tuple[dict[Any, Any], dict[Any, Any]]:
     """The tasks of the groups of tiny blocks whose items among ``arrays`` are not
     ``recorded`` as stored, and the new key of each task renamed for the write (see
-    :func:`~metatensor_dask._graph.private_tasks`).
-
-    A storing task takes an item of a group from the group's result: the group's task
-    feeds the writes of all its arrays, where each array's own task would read (or
-    compute) it alone, a task per array. An array rechunked for the write is not an
-    item any more: its chunks come from its own task."""
-    items: list[da.Array] = []
-    groups: dict[str, None] = {}
-    for path, array in arrays.items():
-        item = _graph.item_of(array)
-        if item is not None and layout.progress_marker(path, 0) not in recorded:
-            items.append(array)
-            groups[item.group_key] = None
-    if not groups:
-        return {}, {}
-    return _graph.private_tasks(_graph.flat_tasks(items), groups, "to_zarr")
+    :func:`~metatensor_dask._graph.item_group_tasks`). An array rechunked for the write
+    is not an item any more: its chunks come from its own task."""
+    items = [
+        array
+        for path, array in arrays.items()
+        if _graph.item_of(array) is not None and layout.progress_marker(path, 0) not in recorded
+    ]
+    return _graph.item_group_tasks(items, "to_zarr")
 
 
 def _lazy(plan: Plan) -> Plan:

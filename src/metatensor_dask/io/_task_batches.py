@@ -1,0 +1,27 @@
+"""How many small chunks one storing task of a write (or an append) stores together.
+
+A map of many tiny blocks has thousands of arrays of one small chunk each; a task per
+chunk would cost the scheduler more than the writes themselves.
+"""
+
+from __future__ import annotations
+
+from . import chunks as chunking
+
+__all__ = ["BATCH_TASKS", "full", "limit"]
+
+#: Small chunks are stored together by one task, up to this many and this many bytes
+#: (or the chunk-size setting, if smaller).
+BATCH_TASKS = 256
+_BATCH_TASK_BYTES = 2**20
+
+
+def limit() -> int:
+    """The bytes of chunks that one storing task stores at most (unless one is larger)."""
+    return min(_BATCH_TASK_BYTES, chunking.default_target())
+
+
+def full(count: int, size: int, adding: int, most: int) -> bool:
+    """Whether a batch of ``count`` chunks of ``size`` bytes is full before adding one
+    of ``adding`` bytes, with at most ``most`` bytes (see :func:`limit`) a batch."""
+    return count > 0 and (size + adding > most or count >= BATCH_TASKS)

@@ -1,0 +1,178 @@
+"""Appends of maps of tiny blocks read (or computed) by groups: the storing tasks take
+each array from its group's result, a few small chunks a task, so the tasks of an
+append grow with the groups, not with the blocks, and an append never gives
+distributed a task it knows another way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from test_zarr_append import assert_equal_to_join, shifted
+from test_zarr_grouped_writes import SOURCES, _scheduler_log, tasks_run
+from test_zarr_tiny_reads import tiny_map
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import raise_if_dask_computes
+
+RENUMBER = {"s": "next"}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[int, Path]:
+    """A store and a metatensor file of ``n`` tiny blocks, for 50 and 400 blocks."""
+    directory = tmp_path_factory.mktemp("grouped-appends")
+    paths = {}
+    for n in (50, 400):
+        paths[n] = directory / f"t{n}.zarr"
+        theirs = tiny_map(n, seed=n)
+        mtd.from_metatensor(theirs).to_zarr(paths[n])
+        metatensor.save(paths[n].with_suffix(".mts"), theirs)
+    return paths
+
+
+def _first(n: int, keys: int | None = None) -> metatensor.TensorMap:
+    """The map stored before the append: ``n`` tiny blocks, or their first ``keys``."""
+    theirs = tiny_map(n, seed=1)
+    if keys is None:
+        return theirs
+    labels = metatensor.Labels(["k"], np.arange(keys, dtype=np.int32).reshape(-1, 1))
+    return metatensor.TensorMap(labels, [block.copy() for block in theirs.blocks()[:keys]])
+
+
+def _assert_appended(path: Path, first: metatensor.TensorMap, added: metatensor.TensorMap):
+    """The store at ``path`` holds ``first`` joined with ``added`` renumbered after it
+    (values and gradients), and its checksums match."""
+    largest = max(int(max(block.samples.column("s"), default=-1)) for block in first)
+    assert_equal_to_join(mtd.open_zarr(path), [first, shifted(added, largest + 1, "s")])
+    report = mtd.verify(path)
+    assert report.ok, report.problems
+
+
+def _append(tensor: mtd.TensorMap, path: Path, **kwargs):
+    return tensor.to_zarr(path, append_dim="samples", renumber=RENUMBER, **kwargs)
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stored_keys", ["all", "half"])
+@pytest.mark.parametrize("source", ["opened", "loaded", "multiply", "chain"])
+def test_the_tasks_of_an_append_grow_with_groups_not_blocks(stores, tmp_path, source, stored_keys):
+    ours, oracle = SOURCES[source]
+    counts = []
+    for n, path in stores.items():
+        out = tmp_path / f"a{n}.zarr"
+        # "half": the second half of the keys are new blocks, stored whole
+        first = _first(n, None if stored_keys == "all" else n // 2)
+        mtd.from_metatensor(first).to_zarr(out)
+        appended = _append(ours(path), out, compute=False)
+        counts.append(tasks_run(appended.compute))
+        _assert_appended(out, first, oracle(tiny_map(n, seed=n)))
+    # 400 blocks are 800 arrays (values and gradients): a task per array ran 1,249 tasks
+    assert counts[1] <= counts[0] + 4, counts
+    assert counts[1] < 40, counts
+
+
+def test_a_persisted_map_is_appended_from_its_persisted_groups(stores, tmp_path):
+    out = tmp_path / "a.zarr"
+    mtd.from_metatensor(_first(400)).to_zarr(out)
+    persisted = mtd.multiply(mtd.open_zarr(stores[400]), 2.5).persist()
+    appended = _append(persisted, out, compute=False)
+    # the storing tasks and the commit: nothing is read or computed again
+    assert tasks_run(appended.compute) < 10
+    _assert_appended(out, _first(400), metatensor.multiply(tiny_map(400, seed=400), 2.5))
+
+
+@pytest.mark.parametrize("source", ["opened", "chain"])
+def test_building_an_append_computes_nothing(stores, tmp_path, source):
+    ours, oracle = SOURCES[source]
+    out = tmp_path / "a.zarr"
+    mtd.from_metatensor(_first(50)).to_zarr(out)
+    tensor = ours(stores[50])
+    with raise_if_dask_computes():
+        appended = _append(tensor, out, compute=False)
+    appended.compute()
+    _assert_appended(out, _first(50), oracle(tiny_map(50, seed=50)))
+
+
+def _storing_keys(delayed) -> list:
+    return sorted(
+        key
+        for key in dict(delayed.__dask_graph__())
+        if isinstance(key, tuple) and str(key[0]).startswith("zarr-append-")
+    )
+
+
+def test_an_interrupted_append_of_groups_resumes_with_the_chunks_left(stores, tmp_path):
+    path, out = stores[400], tmp_path / "a.zarr"
+    mtd.from_metatensor(_first(400)).to_zarr(out)
+    with dask.config.set({"metatensor_dask.chunk-size": "16KiB"}):
+        delayed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, compute=False)
+        keys = _storing_keys(delayed)
+        assert len(keys) > 4
+        # the first storing tasks run (partial chunks rewritten), then the writer stops
+        dask.get(dict(delayed.__dask_graph__()), keys[:2])
+        with pytest.raises(mtd.MetatensorDaskError, match="interrupted"):
+            _append(mtd.multiply(mtd.open_zarr(path), 2.5), out)
+        resumed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, resume=True, compute=False)
+        assert len(_storing_keys(resumed)) == len(keys) - 2
+        resumed.compute()
+    _assert_appended(out, _first(400), metatensor.multiply(tiny_map(400, seed=400), 2.5))
+
+
+# -- the store read --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["opened", "multiply"])
+def test_a_map_of_groups_read_from_the_store_appends_to_it(tmp_path, source):
+    """The groups read the stored chunks whose partial last ones the append rewrites:
+    each is read by the group whose items the task rewriting it stores."""
+    ours, oracle = SOURCES[source]
+    first = tiny_map(60, seed=3)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(first).to_zarr(path)
+    _append(ours(path), path)
+    _assert_appended(path, first, oracle(first))
+
+
+# -- distributed -----------------------------------------------------------------------
+
+
+def _persist_then_append_lazily(client, make, out):
+    persisted = make().persist()
+    future = client.compute(_append(make(), out, compute=False))
+    future.result()
+    return [persisted, future]
+
+
+def _write_then_append_persisted(client, make, out):
+    """A write's future held (the groups under the write's own keys), then the map
+    persisted and appended."""
+    future = client.compute(make().to_zarr(out.with_name("w.zarr"), compute=False))
+    future.result()
+    persisted = make().persist()
+    _append(persisted, out)
+    return [future, persisted]
+
+
+ORDERS = {
+    "persist-then-append-lazily": _persist_then_append_lazily,
+    "write-then-append-persisted": _write_then_append_persisted,
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+@pytest.mark.parametrize("source", ["loaded", "chain"])
+def test_appends_on_a_distributed_client_reuse_no_key_with_another_task(
+    stores, tmp_path, source, order
+):
+    ours, oracle = SOURCES[source]
+    out = tmp_path / "a.zarr"
+    mtd.from_metatensor(_first(50)).to_zarr(out)
+    log = _scheduler_log(lambda client: ORDERS[order](client, lambda: ours(stores[50]), out))
+    assert "run_spec" not in log
+    _assert_appended(out, _first(50), oracle(tiny_map(50, seed=50)))
