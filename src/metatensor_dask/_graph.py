@@ -58,7 +58,6 @@ __all__ = [
     "item_of",
     "layer_tasks",
     "optimize_flat",
-    "picked",
     "private_tasks",
     "ref",
     "task",
@@ -188,7 +187,8 @@ def item_group_tasks(
     """The tasks of the groups that ``items`` (arrays made by :func:`item_array`) are
     items of, and the new key of each task renamed (see :func:`private_tasks`).
 
-    A storing task takes an item from its group's result (see :func:`picked`): the
+    A storing task takes an item from its group's result (see
+    :func:`~metatensor_dask.io._task_batches.picked`): the
     group's task feeds the stores of all its items, where each item's own task would
     read (or compute) it alone, a task per array."""
     items = list(items)
@@ -196,14 +196,6 @@ def item_group_tasks(
     if not groups:
         return {}, {}
     return private_tasks(flat_tasks(items), groups, suffix)
-
-
-def picked(inputs: Sequence[Any], picks: Sequence[int | None]) -> list[Any]:
-    """Each of ``inputs`` (a chunk), or for an entry of ``picks`` that is not ``None``
-    the item at that position of the input (a group's result, see
-    :func:`item_group_tasks`)."""
-    pairs = zip(inputs, picks, strict=True)
-    return [chunk if pick is None else chunk[pick] for chunk, pick in pairs]
 
 
 def _suffixed(key: Any, suffix: str) -> Any:

@@ -34,7 +34,6 @@ import numpy as np
 from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
-from .. import _graph
 from .._partition import block_row_pointer
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -614,9 +613,10 @@ def _store_task(
 
     Each place ``(path, document, offset, marker)`` is stored the rows of its input (a
     chunk, or for a pick that is not ``None`` the item at that position of a group's
-    result, see :func:`~metatensor_dask._graph.picked`), then recorded by its marker."""
+    result, see :func:`~metatensor_dask.io._task_batches.picked`), then recorded by its
+    marker."""
     lock.check(stored=False)
-    values = _graph.picked(inputs, picks)
+    values = _task_batches.picked(inputs, picks)
     for (path, document, offset, marker), rows in zip(places, values, strict=True):
         store_rows(store, path, document, offset, rows, drop_behind, store_id, strict)
         set_many(store, {marker: b""})
@@ -787,6 +787,8 @@ def _graph_of(
 ) -> Delayed:
     """Client-side rows now; the stored chunks of the dask rows not ``recorded``, a few
     small ones a task; the commit (``strict``: see :func:`store_rows`)."""
+    from .. import _graph  # imports dask.array: not on a worker appending core maps
+
     metadata = Commit(plan, root)
     token = tokenize(describe(store), metadata.token, sorted(recorded))
     name = f"zarr-append-{token}"
@@ -861,8 +863,11 @@ def _places(rows: _Rows, array: Any, recorded: set[str]) -> list[tuple[int, int,
 
 def _inputs(array: Any, renamed: dict[Any, Any]) -> tuple[list[Any], list[int | None]]:
     """What a storing task takes for each chunk of ``array``, and what it picks out of
-    it (see :func:`~metatensor_dask._graph.picked`): the result of its group, under
-    its key ``renamed`` for the append, for an item of a group of tiny blocks."""
+    it (see :func:`~metatensor_dask.io._task_batches.picked`): the result of its
+    group, under its key ``renamed`` for the append, for an item of a group of tiny
+    blocks."""
+    from .. import _graph
+
     item = _graph.item_of(array)
     if item is None:
         inputs = _graph.chunk_inputs(array)

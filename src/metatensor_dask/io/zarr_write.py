@@ -170,7 +170,7 @@ def _store_locked(
     ``None`` the result of a group of tiny blocks, whose item at that position is."""
     check_memory_owner(lock.store, owner)
     lock.check(stored=False)
-    write_regions(refs, regions, _graph.picked(inputs, picks), *arguments)
+    write_regions(refs, regions, _task_batches.picked(inputs, picks), *arguments)
 
 
 def _finish(
