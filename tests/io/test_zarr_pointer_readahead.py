@@ -4,7 +4,8 @@ and ``READ_AHEAD_BYTES``), so that an operation over many tiny blocks makes a re
 call per batch, not per block. Files opened are counted with an audit hook (Python's
 ``open`` event, raised by every file the reader opens). Each pointer is still checked
 at its first use: a damaged one in the middle of a batch raises when its block is used,
-and the blocks around it work."""
+and the blocks around it work (on a store that is not local too, where one batch brings
+every pointer)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import metatensor
 import numpy as np
 import pytest
 import zarr
+from store_support import CountingStore
+from zarr.storage import LocalStore
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer, row_pointer
@@ -226,3 +229,30 @@ def test_a_damaged_pointer_in_a_batch_raises_when_its_block_is_used(copy, monkey
     assert files == []
     with pytest.raises(mtd.DamagedStoreError, match=message):
         mtd.multiply(mtd.open_zarr(path), mtd.open_zarr(path))
+
+
+def test_a_damaged_pointer_leaves_the_others_of_a_remote_batch_read(copy):
+    """Outside a local directory, the first pointer asked for brings all the others in
+    one batch: a damaged one is read again alone when used, the others are not."""
+    path, theirs = copy
+    _garbage(path, 100)
+    store = CountingStore(LocalStore(path, read_only=True))
+    tensor = mtd.open_zarr(store)
+    opened = len(store.reads)
+    np.testing.assert_array_equal(
+        block_row_pointer(tensor.block(0), "positions"), _expected_pointer(theirs, 0)
+    )
+    pointer_keys = [key for key in store.reads[opened:] if "/row_pointer/" in key]
+    assert sorted(pointer_keys) == sorted(set(pointer_keys))
+    assert len(pointer_keys) == _chunk_files(path)
+    batch = len(store.reads)
+    for index in [*range(1, 100), *range(101, BLOCKS)]:
+        np.testing.assert_array_equal(
+            block_row_pointer(tensor.block(index), "positions"), _expected_pointer(theirs, index)
+        )
+    assert len(store.reads) == batch
+    with pytest.raises(mtd.DamagedStoreError, match=DAMAGE["garbage"][1].format(100)):
+        block_row_pointer(tensor.block(100), "positions")
+    # read alone (and the store's root, to tell damage from an overwrite)
+    again = [key for key in store.reads[batch:] if "/row_pointer/" in key]
+    assert again and all(key.startswith(POINTER.format(100)) for key in again)
