@@ -99,8 +99,8 @@ class StoredPointers:
         self._store = store
         self._where = where
         self._store_id = store_id
-        #: Pointers read together at most (None: all of them).
-        self._batch = READ_AHEAD if _local_root(store) is not None else None
+        #: Whether a batch is bounded (local stores) or brings every pointer not read.
+        self._bounded = _local_root(store) is not None
         #: Pointers registered: path -> (array, parent rows, rows), in registration order.
         self._registered: dict[str, tuple[ArrayInfo, int, int]] = {}
         self._order: list[str] = []
@@ -180,13 +180,13 @@ class StoredPointers:
         found, size = [path], _nbytes(self._registered[path][0])
         after = range(first + 1, len(self._order))
         for index in itertools.chain(after, range(self._lowest_unread, first)):
-            if self._batch is not None and len(found) == self._batch:
+            if self._bounded and len(found) == READ_AHEAD:
                 break
             other = self._order[index]
             if other not in self._unread:
                 continue
             size += _nbytes(self._registered[other][0])
-            if self._batch is not None and size > READ_AHEAD_BYTES:
+            if self._bounded and size > READ_AHEAD_BYTES:
                 break
             found.append(other)
         return found
