@@ -5,9 +5,10 @@ A gradient whose rows are grouped by sample has a stored row pointer (see
 of a block of several values chunks into matching chunks; for a block of one chunk
 (most blocks of a map of many small blocks), nothing needs it until an operation pairs
 value rows with gradient rows, or the gradient samples are loaded. Such pointers are
-read then, through :class:`StoredPointers`, and checked before any number of them is
-used: a damaged pointer still raises
-:class:`~metatensor_dask.errors.DamagedStoreError`, at its first use.
+read then, through :class:`StoredPointers` (with the next ones, which an operation over
+the blocks asks for next), and each is checked before any number of it is used: a
+damaged pointer still raises :class:`~metatensor_dask.errors.DamagedStoreError`, at its
+first use.
 
 The gradient samples of such a block are :class:`PointedSamples`: lazy Labels that
 answer the request for their row pointer (:meth:`Labels._derived
@@ -18,6 +19,8 @@ the one computed from the entries, which would load them.
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -25,18 +28,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..errors import MetatensorDaskError
 from ..labels import Labels
 from .zarr_identity import overwrite_told
 from .zarr_integrity import damaged
-from .zarr_store import ArrayRef, _local_root, read_arrays
+from .zarr_store import ArrayRef, _local_root, read_arrays, read_healthy_arrays
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
     from .zarr_layout import ArrayInfo
 
-__all__ = ["PointedSamples", "StoredPointers", "checked_pointer"]
+__all__ = ["READ_AHEAD", "READ_AHEAD_BYTES", "PointedSamples", "StoredPointers", "checked_pointer"]
 
 
 def checked_pointer(where: str, path: str, pointer: Any, parent_rows: int, rows: int) -> np.ndarray:
@@ -62,13 +64,24 @@ def checked_pointer(where: str, path: str, pointer: Any, parent_rows: int, rows:
     return pointer
 
 
+READ_AHEAD = 1024
+"""Row pointers read together from a local store, at most: the one asked for and those
+registered after it, each a few small files whose read call costs more than their
+bytes (a map's operations go through its blocks in order)."""
+
+READ_AHEAD_BYTES = 4 * 2**20
+"""Bytes of the row pointers read together from a local store, at most."""
+
+
 class StoredPointers:
     """The row pointers of one opened store, each read and checked once.
 
-    On a local store a pointer is read when first asked for (a few small files); on
-    other stores, where each read is a round trip, the first one asked for brings every
-    pointer registered in one concurrent batch (operations go through all the blocks
-    of a map), each still checked only when asked for.
+    The first time a pointer is asked for, it is read together with the pointers not
+    read yet that were registered after it (then those before it), in one bulk read: on
+    a local store at most :data:`READ_AHEAD` pointers and :data:`READ_AHEAD_BYTES`; on
+    other stores, where each read is a round trip, every pointer not read yet, in one
+    concurrent batch. Each is checked only when asked for; one that could not be read
+    in a batch (a chunk missing or damaged) is read alone then, which raises.
 
     Parameters
     ----------
@@ -86,10 +99,16 @@ class StoredPointers:
         self._store = store
         self._where = where
         self._store_id = store_id
-        #: Whether pointers are read one by one (local stores, or after the batch).
-        self._one_by_one = _local_root(store) is not None
-        #: Pointers registered, not asked for yet: path -> (array, parent rows, rows).
-        self._pending: dict[str, tuple[ArrayInfo, int, int]] = {}
+        #: Whether a batch is bounded (local stores) or brings every pointer not read.
+        self._bounded = _local_root(store) is not None
+        #: Pointers registered: path -> (array, parent rows, rows), in registration order.
+        self._registered: dict[str, tuple[ArrayInfo, int, int]] = {}
+        self._order: list[str] = []
+        self._place: dict[str, int] = {}
+        #: No pointer registered before this place is unread.
+        self._lowest_unread = 0
+        #: Pointers registered and not read yet, candidates for the next batch.
+        self._unread: set[str] = set()
         #: Pointers read in a batch, not checked yet.
         self._read: dict[str, np.ndarray] = {}
         self._checked: dict[str, np.ndarray] = {}
@@ -98,8 +117,11 @@ class StoredPointers:
     def add(self, info: ArrayInfo, parent_rows: int, rows: int) -> Callable[[], np.ndarray]:
         """Register the pointer ``info`` over ``parent_rows`` value rows and ``rows``
         gradient rows; returns the function that reads (once) and checks it."""
-        self._pending[info.path] = (info, parent_rows, rows)
         path = info.path
+        self._registered[path] = (info, parent_rows, rows)
+        self._place[path] = len(self._order)
+        self._order.append(path)
+        self._unread.add(path)
         return lambda: self.get(path)
 
     def read_now(self, infos: list[tuple[ArrayInfo, int, int]]) -> list[np.ndarray]:
@@ -124,39 +146,60 @@ class StoredPointers:
             found = self._checked.get(path)
             if found is not None:
                 return found
-            _, parent_rows, rows = self._pending[path]
+            info, parent_rows, rows = self._registered[path]
             with self._told(f"the row pointer '{path}'"):
                 value = self._read.pop(path, None)
-                if value is None:
-                    value = self._fetch(path)
+                if value is None and path in self._unread:
+                    value = self._read_batch(path)
+                if value is None:  # not read, or damaged: read alone, raising the damage
+                    (value,) = read_arrays([self._ref(info)])
                 pointer = checked_pointer(self._where, path, value, parent_rows, rows)
             self._checked[path] = pointer
-            del self._pending[path]
             return pointer
 
-    def _fetch(self, path: str) -> np.ndarray:
-        """The stored content of the pointer at ``path``, and on a remote store those of
-        every pointer not read yet (kept for their first use)."""
-        (info, _, _) = self._pending[path]
-        if not self._one_by_one:
-            self._one_by_one = True
-            others = [p for p in self._pending if p != path]
-            refs = [self._ref(info), *(self._ref(self._pending[p][0]) for p in others)]
-            try:
-                values = read_arrays(refs)
-            except MetatensorDaskError:
-                pass  # one of them is damaged: each raises when asked for
-            else:
-                self._read.update(zip(others, values[1:], strict=True))
-                return values[0]
-        (value,) = read_arrays([self._ref(info)])
-        return value
+    def _read_batch(self, path: str) -> np.ndarray | None:
+        """The stored content of the pointer at ``path``, read with the next ones not
+        read yet (kept for their first use); ``None`` when it could not be read."""
+        paths = self._next_unread(path)
+        values = read_healthy_arrays([self._ref(self._registered[p][0]) for p in paths])
+        self._unread.difference_update(paths)
+        while (
+            self._lowest_unread < len(self._order)
+            and self._order[self._lowest_unread] not in self._unread
+        ):
+            self._lowest_unread += 1
+        for other, value in zip(paths[1:], values[1:], strict=True):
+            if value is not None:
+                self._read[other] = value
+        return values[0]
+
+    def _next_unread(self, path: str) -> list[str]:
+        """``path``, then the pointers not read yet registered after it, then those
+        before it, within the bounds of a batch."""
+        first = self._place[path]
+        found, size = [path], _nbytes(self._registered[path][0])
+        after = range(first + 1, len(self._order))
+        for index in itertools.chain(after, range(self._lowest_unread, first)):
+            if self._bounded and len(found) == READ_AHEAD:
+                break
+            other = self._order[index]
+            if other not in self._unread:
+                continue
+            size += _nbytes(self._registered[other][0])
+            if self._bounded and size > READ_AHEAD_BYTES:
+                break
+            found.append(other)
+        return found
 
     def _told(self, what: str) -> AbstractContextManager[None]:
         return overwrite_told(self._store, self._where, self._store_id, what)
 
     def _ref(self, info: ArrayInfo) -> ArrayRef:
         return ArrayRef(self._store, info.path, info.document)
+
+
+def _nbytes(info: ArrayInfo) -> int:
+    return math.prod(info.shape) * info.dtype.itemsize
 
 
 class PointedSamples(Labels):

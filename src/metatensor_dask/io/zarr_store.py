@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dask.config
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = [
     "open_store",
     "plain_chunks",
     "read_arrays",
+    "read_healthy_arrays",
     "read_labels",
     "read_nodes",
     "read_plain_region",
@@ -517,26 +518,46 @@ def _region_name(region: Any) -> str:
 def read_arrays(refs: list[ArrayRef]) -> list[np.ndarray]:
     """The whole content of each array; Labels and row pointers are decoded here, in
     bulk, other arrays read through zarr (see :meth:`ArrayRef.read`)."""
+    return cast(list[np.ndarray], _read_arrays(refs, skip_damaged=False))
+
+
+def read_healthy_arrays(refs: list[ArrayRef]) -> list[np.ndarray | None]:
+    """:func:`read_arrays`, with ``None`` for each array whose read raised a
+    :class:`MetatensorDaskError` (a chunk missing or damaged): read alone, it raises
+    that error, for the caller to raise when that array is needed."""
+    return _read_arrays(refs, skip_damaged=True)
+
+
+def _read_arrays(refs: list[ArrayRef], skip_damaged: bool) -> list[np.ndarray | None]:
     results: list[np.ndarray | None] = [None] * len(refs)
     # maps of many blocks share documents (see zarr_layout.ArrayInfo): what follows
     # from one is worked out once
-    formats: dict[int, ChunkFormat | None] = {}
+    formats: dict[int, tuple[ChunkFormat | None, list[str]]] = {}
     for ref in refs:
         if id(ref.document) not in formats:
-            formats[id(ref.document)] = ChunkFormat.of(ref.document)
-    plain = [i for i, ref in enumerate(refs) if formats[id(ref.document)] is not None]
-    keys = {i: chunk_keys(refs[i].document) for i in plain}
-    flat = [f"{refs[i].path}/{key}" for i in plain for key in keys[i]]
+            encoding = ChunkFormat.of(ref.document)
+            keys = [] if encoding is None else chunk_keys(ref.document)
+            formats[id(ref.document)] = (encoding, keys)
+    plain = [i for i, ref in enumerate(refs) if formats[id(ref.document)][0] is not None]
+    flat = [f"{refs[i].path}/{key}" for i in plain for key in formats[id(refs[i].document)][1]]
     raw = iter(get_many(refs[0].store, flat) if flat else [])
     where = describe(refs[0].store) if refs else ""
     for i in plain:
-        chunks = [next(raw) for _ in keys[i]]
-        encoding = formats[id(refs[i].document)]
-        results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, where, encoding)
-    for i in range(len(refs)):
-        if results[i] is None:
-            results[i] = read_region(refs[i], tuple(slice(0, n) for n in refs[i].document["shape"]))
-    return results  # type: ignore[return-value]
+        encoding, keys = formats[id(refs[i].document)]
+        chunks = [next(raw) for _ in keys]
+        try:
+            results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, where, encoding)
+        except MetatensorDaskError:
+            if not skip_damaged:
+                raise
+    for i, ref in enumerate(refs):
+        if formats[id(ref.document)][0] is None:
+            try:
+                results[i] = read_region(ref, tuple(slice(0, n) for n in ref.document["shape"]))
+            except MetatensorDaskError:
+                if not skip_damaged:
+                    raise
+    return results
 
 
 def plain_chunks(
