@@ -1,9 +1,11 @@
 """Stores grown by small batches: appends read only the sample rows stored since this
 process last appended (and never trust the rows they kept when the store was rewritten
-since), and blocks are not stored in chunks of one batch's rows."""
+since), and blocks are not stored in chunks of one batch's rows (nor of one row, for a
+block the first batch gives no rows)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -23,7 +25,7 @@ def batch(first: int, n: int, seed: int) -> metatensor.TensorMap:
     block = metatensor.TensorBlock(
         rng.normal(size=(n, 3)), samples, [], metatensor.Labels.range("p", 3)
     )
-    rows = np.array([[s, 0, a] for s in range(n) for a in range(2)], dtype=np.int32)
+    rows = np.array([[s, 0, a] for s in range(n) for a in range(2)], dtype=np.int32).reshape(-1, 3)
     block.add_gradient(
         "positions",
         metatensor.TensorBlock(
@@ -128,3 +130,47 @@ def test_small_batches_fill_chunks_of_several_batches(tmp_path):
         [keyed(items[i : i + 2]) for i in range(0, 40, 2)], "samples", different_keys="union"
     )
     assert_equal_to_metatensor(stored, expected)
+
+
+def late(items: list[int]) -> metatensor.TensorMap:
+    """A batch of ``items``: two blocks with their rows, and one without rows in the
+    first batch (a species the first structures lack)."""
+    first = items[0]
+    blocks = [batch(first, len(items), first + k).block().copy() for k in range(2)]
+    blocks.append(batch(first, 0 if first == 0 else len(items), first + 2).block().copy())
+    keys = metatensor.Labels.range("key", 3)
+    return metatensor.TensorMap(keys, blocks)
+
+
+def test_a_block_created_without_rows_is_chunked_like_its_neighbours(tmp_path):
+    path = tmp_path / "late.zarr"
+    items = list(range(40))
+    mtd.write_batches(late, items, path, batch_size=2, renumber=None, quiet=True)
+    stored = mtd.open_zarr(path)
+    # its neighbours' chunks of 16 first batches' rows, where its own 0 rows gave one row
+    assert stored.block({"key": 0}).values.chunks[0] == (32, 8)
+    assert stored.block({"key": 2}).values.chunks[0] == (32, 6)
+    values = sorted(p.name for p in (path / "blocks" / "2" / "values").iterdir())
+    assert values == ["c.0.0", "c.1.0", "zarr.json"]
+    expected = metatensor.join(
+        [late(items[i : i + 2]) for i in range(0, 40, 2)], "samples", different_keys="union"
+    )
+    assert_equal_to_metatensor(stored, expected)
+    assert mtd.verify(path).problems == []
+
+
+def _chunk_rows(path, index: int) -> int:
+    with open(path / "blocks" / str(index) / "values" / "zarr.json") as file:
+        return json.load(file)["chunk_grid"]["configuration"]["chunk_shape"][0]
+
+
+def test_a_block_an_append_creates_without_rows_is_chunked_like_its_neighbours(tmp_path):
+    path = tmp_path / "appended-late.zarr"
+    batches = [late([i, i + 1]) for i in range(0, 20, 2)]
+    for tensor in batches:
+        mtd.from_metatensor(tensor).to_zarr(path, append_dim="samples")
+    # the chunks of the first batch (the tensor's own), where 0 rows gave one row
+    assert _chunk_rows(path, 2) == _chunk_rows(path, 0) == 2
+    assert len(list((path / "blocks" / "2" / "values").iterdir())) == 9 + 1
+    expected = metatensor.join(batches, "samples", different_keys="union")
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)

@@ -227,8 +227,33 @@ def plan_whole(
     if keys is not None:
         plan_keys(plan, keys)
         plan.group("blocks")
+    chosen = [value_rows(block, request, growing) for _, block in blocks]
+    if growing and request.kind != "rows":
+        target = request.amount if request.kind == "bytes" else chunking.default_target()
+        chosen = _rows_of_empty_blocks([block for _, block in blocks], chosen, target)
     with collector_paused():
-        for index, block in blocks:
-            rows = value_rows(block, request, growing)
+        for (index, block), rows in zip(blocks, chosen, strict=True):
             plan_block(plan, block, layout.block_prefix(index), rows, False)
     return plan
+
+
+def _rows_of_empty_blocks(
+    blocks: Sequence[TensorBlock | CoreBlock], chosen: list[int], target: int
+) -> list[int]:
+    """``chosen`` rows per chunk, those of blocks without rows replaced: a block created
+    empty for appends to fill (a key the first batch has no samples for) is given the
+    median rows per chunk of the blocks created with rows beside it (:data:`GROWTH`
+    when there are none), at most ``target`` bytes of its values a chunk. Sized from
+    its own rows, it would be stored in chunks of one row: a file per row appended."""
+    filled = sorted(
+        rows for block, rows in zip(blocks, chosen, strict=True) if block.values.shape[0] > 0
+    )
+    typical = filled[len(filled) // 2] if filled else GROWTH
+    found = []
+    for block, rows in zip(blocks, chosen, strict=True):
+        if block.values.shape[0] == 0:
+            values = block.values
+            per_row = chunking.row_bytes(values.shape, values.dtype)
+            rows = max(min(typical, target // max(per_row, 1)), 1)
+        found.append(rows)
+    return found
