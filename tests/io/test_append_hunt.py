@@ -6,8 +6,12 @@ the (renumbered) batches, values and every gradient."""
 
 from __future__ import annotations
 
+import json
+
+import dask
 import metatensor
 import numpy as np
+from ingest_support import store_files
 from test_zarr_append import shifted
 
 import metatensor_dask as mtd
@@ -88,3 +92,47 @@ def test_convert_renumbers_past_sources_without_samples(tmp_path):
     assert main(["convert", *paths, str(out), "--append", "--renumber", "system", "-q"]) == 0
     expected = [sources[0], shifted(sources[2], 2), sources[3], shifted(sources[4], 4)]
     assert_equal_to_metatensor(mtd.open_zarr(out).compute(), _join(expected))
+
+
+def _batch(items: list[int]) -> metatensor.TensorMap:
+    """A batch for ``write_batches``: its systems numbered from 0, key 1 only in
+    batches holding an odd item."""
+    blocks = {0: _block(items[0], np.arange(len(items)))}
+    odd = [i for i, item in enumerate(items) if item % 2]
+    if odd:
+        blocks[1] = _block(100 + items[0], odd)
+    return _tensor(blocks)
+
+
+def _joined_batches(n_items: int, batch_size: int) -> metatensor.TensorMap:
+    starts = range(0, n_items, batch_size)
+    return _join([shifted(_batch(list(range(s, min(s + batch_size, n_items)))), s) for s in starts])
+
+
+def test_write_batches_on_a_cluster_takes_the_callers_codec_settings(tmp_path):
+    """The workers of a cluster started before the settings were made (whose own
+    settings are the defaults) write the store with the caller's compressor, checksum
+    and shards: the same bytes as on threads."""
+    from distributed import Client, LocalCluster
+
+    settings = {
+        "metatensor_dask.compressor": "zstd",
+        "metatensor_dask.checksum": False,
+        "metatensor_dask.shard-chunks": 2,
+    }
+    threads, cluster = tmp_path / "threads.zarr", tmp_path / "cluster.zarr"
+    with dask.config.set(settings):
+        mtd.write_batches(_batch, list(range(7)), threads, batch_size=2, chunks=1, quiet=True)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local),
+        dask.config.set(settings),
+    ):
+        mtd.write_batches(_batch, list(range(7)), cluster, batch_size=2, chunks=1, quiet=True)
+    root = json.loads((cluster / "zarr.json").read_text())
+    values = root["consolidated_metadata"]["metadata"]["blocks/0/values"]
+    assert values["codecs"][0]["name"] == "sharding_indexed", values["codecs"]
+    inner = [codec["name"] for codec in values["codecs"][0]["configuration"]["codecs"]]
+    assert inner == ["bytes", "zstd"], inner
+    assert store_files(cluster) == store_files(threads)
+    assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), _joined_batches(7, 2))
