@@ -136,3 +136,24 @@ def test_write_batches_on_a_cluster_takes_the_callers_codec_settings(tmp_path):
     assert inner == ["bytes", "zstd"], inner
     assert store_files(cluster) == store_files(threads)
     assert_equal_to_metatensor(mtd.open_zarr(cluster).compute(), _joined_batches(7, 2))
+
+
+def _with_info(tensor: metatensor.TensorMap, info: dict[str, str]) -> metatensor.TensorMap:
+    for name, value in info.items():
+        tensor.set_info(name, value)
+    return tensor
+
+
+def test_appends_keep_the_info_that_join_drops(tmp_path):
+    """The data are metatensor's join; the ``info`` of every appended tensor is kept,
+    later values winning, where ``join`` returns none (documented)."""
+    first = _with_info(_tensor({0: _block(0, [0, 1])}), {"source": "a", "units": "eV"})
+    second = _with_info(_tensor({1: _block(1, [0]), 0: _block(2, [0])}), {"source": "b"})
+    path = tmp_path / "t.zarr"
+    for tensor in (first, second):
+        mtd.from_metatensor(tensor).to_zarr(path, append_dim="samples", renumber={"system": "next"})
+    expected = _join([first, shifted(second, 2)])
+    assert expected.info() == {}
+    stored = mtd.open_zarr(path).compute()
+    assert stored.info() == {"source": "b", "units": "eV"}
+    assert_equal_to_metatensor(stored, _with_info(expected, stored.info()))
