@@ -7,10 +7,12 @@ the (renumbered) batches, values and every gradient."""
 from __future__ import annotations
 
 import json
+import re
 
 import dask
 import metatensor
 import numpy as np
+import pytest
 from ingest_support import store_files
 from test_zarr_append import shifted
 
@@ -157,3 +159,108 @@ def test_appends_keep_the_info_that_join_drops(tmp_path):
     stored = mtd.open_zarr(path).compute()
     assert stored.info() == {"source": "b", "units": "eV"}
     assert_equal_to_metatensor(stored, _with_info(expected, stored.info()))
+
+
+@pytest.mark.parametrize(("dtype", "rows"), [(np.float64, 3), (np.float32, 1)])
+def test_appends_of_uneven_batches_read_as_their_join(tmp_path, dtype, rows):
+    """Keys only in later batches or absent from a middle one, blocks without rows, a
+    map without blocks, batches renumbered by offsets (negative too) or ``"next"``, and
+    a batch not renumbered whose samples sort before the stored ones, to a store
+    chunked in rows that no batch size divides."""
+    batches = [
+        (_tensor({0: _block(0, [0, 0, 1], dtype), 1: _block(1, [1], dtype)}), None),
+        (_tensor({1: _block(2, [0, 1, 1, 2], dtype), 2: _block(3, [0], dtype)}), "next"),
+        (_empty(), "next"),
+        (_tensor({0: _block(4, [], dtype), 2: _block(5, [], dtype)}), "next"),
+        (_tensor({2: _block(6, [0, 0], dtype), 0: _block(7, [5], dtype)}), -20),
+        (_tensor({0: _block(8, [7, 6, 9], dtype)}), None),
+        (_tensor({3: _block(9, [0, 1], dtype), 1: _block(10, [0], dtype)}), "next"),
+    ]
+    offsets = [0, 2, 0, 0, -20, 0, 10]
+    path = tmp_path / "t.zarr"
+    for tensor, renumber in batches:
+        mtd.from_metatensor(tensor).to_zarr(
+            path,
+            append_dim="samples",
+            chunks=rows,
+            renumber=None if renumber is None else {"system": renumber},
+        )
+    report = mtd.verify(path)
+    assert report.ok, report.problems
+    present = [shifted(t, o) for (t, _), o in zip(batches, offsets, strict=True) if len(t)]
+    assert_equal_to_metatensor(mtd.open_zarr(path, chunks=2).compute(), _join(present))
+
+
+def _batch_of_items(items: list[int]) -> metatensor.TensorMap:
+    """A batch of ``write_batches`` with keys that come and go: items 3 to 5 give no
+    blocks (a whole batch of them is an empty map), item 6 a block without rows."""
+    blocks = {}
+    kept = [i for i, item in enumerate(items) if not 3 <= item <= 5]
+    if kept:
+        blocks[0] = _block(items[0], [i for i in kept if items[i] % 3])
+    odd = [i for i in kept if items[i] % 2]
+    if odd:
+        blocks[1] = _block(50 + items[0], odd)
+    if 6 in items:
+        blocks[2] = _block(90, [])
+    return _tensor(blocks)
+
+
+def _as_dask(items: list[int]) -> mtd.TensorMap:
+    return mtd.from_metatensor(_batch_of_items(items))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4])
+def test_write_batches_of_uneven_batches_equal_their_join(tmp_path, batch_size):
+    """Batch sizes that do not divide the items, keys only in later batches, empty
+    batches: the store equals the join of the renumbered batches, the same bytes
+    whether the function returns metatensor-core or metatensor-dask maps."""
+    items = list(range(11))
+    core, ours = tmp_path / "core.zarr", tmp_path / "dask.zarr"
+    mtd.write_batches(_batch_of_items, items, core, batch_size=batch_size, chunks=2, quiet=True)
+    mtd.write_batches(_as_dask, items, ours, batch_size=batch_size, chunks=2, quiet=True)
+    assert store_files(core) == store_files(ours)
+    batches = [
+        shifted(_batch_of_items(items[start : start + batch_size]), start)
+        for start in range(0, len(items), batch_size)
+    ]
+    expected = _join([batch for batch in batches if len(batch)])
+    assert_equal_to_metatensor(mtd.open_zarr(core).compute(), expected)
+    assert mtd.verify(core).ok
+
+
+def _other_strain(block: metatensor.TensorBlock) -> metatensor.TensorBlock:
+    """``block`` with a ``strain`` gradient of two ``xyz_2`` entries instead of three."""
+    new = metatensor.TensorBlock(block.values, block.samples, block.components, block.properties)
+    new.add_gradient("positions", block.gradient("positions").copy())
+    strain = block.gradient("strain")
+    new.add_gradient(
+        "strain",
+        metatensor.TensorBlock(
+            np.ascontiguousarray(strain.values[:, :, :2]),
+            strain.samples,
+            [strain.components[0], _labels(["xyz_2"], [0, 1]), strain.components[2]],
+            strain.properties,
+        ),
+    )
+    return new
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        # a sample already stored, in the middle of the stored ones (not the last)
+        (_tensor({0: _block(10, [3, 0])}), "the sample {'atom': 0, 'system': 0}, which is"),
+        (_tensor({1: _other_strain(_block(11, [7]))}), "gradient 'strain' has other components"),
+        (_tensor({1: _block(12, [7], np.float32)}), "has the dtype float32, the store float64"),
+    ],
+)
+def test_refused_appends_write_nothing(tmp_path, tensor, message):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_tensor({0: _block(0, [0, 0, 1]), 1: _block(1, [2])})).to_zarr(
+        path, chunks=2
+    )
+    before = store_files(path)
+    with pytest.raises(mtd.MetatensorDaskError, match=re.escape(message)):
+        mtd.from_metatensor(tensor).to_zarr(path, append_dim="samples")
+    assert store_files(path) == before
