@@ -14,10 +14,12 @@ import metatensor
 import numpy as np
 import pytest
 from ingest_support import store_files
-from test_zarr_append import shifted
+from test_zarr_append import _chunks_read, _RecordingStore, shifted
+from zarr.storage import MemoryStore
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
+from metatensor_dask.io.zarr_samples import CHAIN_ROWS
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -264,3 +266,29 @@ def test_refused_appends_write_nothing(tmp_path, tensor, message):
     with pytest.raises(mtd.MetatensorDaskError, match=re.escape(message)):
         mtd.from_metatensor(tensor).to_zarr(path, append_dim="samples")
     assert store_files(path) == before
+
+
+def _atoms_of_systems(start: int, n: int) -> mtd.TensorMap:
+    """Samples ``["atom", "system"]``: the renumbered dimension is not the first."""
+    systems = np.arange(start, start + n, dtype=np.int32)
+    block = mtd.TensorBlock(
+        np.ones((n, 1)),
+        mtd.Labels(["atom", "system"], np.stack([systems % 3, systems], axis=1)),
+        [],
+        mtd.Labels(["n"], np.zeros((1, 1), np.int32)),
+    )
+    return mtd.TensorMap(mtd.Labels(["k"], np.zeros((1, 1), np.int32)), [block])
+
+
+def test_renumbered_samples_are_known_unique_without_reading_the_stored_ones():
+    """Renumbered past the stored values of a dimension that is not the first, the
+    appended samples do not sort after the stored ones, but can not repeat them: the
+    append reads the samples since the last record of their digest, not all of them."""
+    store = _RecordingStore(MemoryStore())
+    n = CHAIN_ROWS + 5_000
+    _atoms_of_systems(0, n).to_zarr(store, chunks=1000)
+    store.read.clear()
+    _atoms_of_systems(0, 10).to_zarr(store, append_dim="samples", renumber={"system": "next"})
+    assert min(_chunks_read(store, "samples")) == CHAIN_ROWS // 1000
+    expected = [mtd.to_metatensor(_atoms_of_systems(s, k)) for s, k in ((0, n), (n, 10))]
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _join(expected))

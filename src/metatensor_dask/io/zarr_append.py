@@ -217,13 +217,21 @@ class _Planner:
             )
 
     def unique(self, samples: np.ndarray, stored: layout.BlockLayout, what: str) -> None:
-        """Refuse samples already stored: O(1) when they all sort after the largest
-        stored one, else by reading the stored samples."""
-        largest = stored.samples.attributes.get("max")
+        """Refuse samples already stored: without reading them when the appended ones
+        all sort after the largest stored one, or all exceed the largest stored value
+        of one dimension (renumbered past the store, whichever its position), else by
+        reading the stored samples."""
+        attributes = stored.samples.attributes
+        largest = attributes.get("max")
         if len(samples) == 0 or largest is None:
             return
         smallest = samples[np.lexsort(samples.T[::-1])[0]]
         if [int(v) for v in smallest] > list(largest):
+            return
+        if any(
+            int(low) > int(high)
+            for low, high in zip(samples.min(axis=0), attributes["column_max"], strict=True)
+        ):
             return
         (old,) = read_arrays([ArrayRef(self.store, stored.samples.path, stored.samples.document)])
         rows = np.dtype((np.void, 4 * samples.shape[1]))
