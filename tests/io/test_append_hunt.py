@@ -292,3 +292,25 @@ def test_renumbered_samples_are_known_unique_without_reading_the_stored_ones():
     assert min(_chunks_read(store, "samples")) == CHAIN_ROWS // 1000
     expected = [mtd.to_metatensor(_atoms_of_systems(s, k)) for s, k in ((0, n), (n, 10))]
     assert_equal_to_metatensor(mtd.open_zarr(store).compute(), _join(expected))
+
+
+def test_a_repeated_sample_names_a_remedy_on_the_stored_dimensions(tmp_path):
+    """Samples without a ``system`` dimension: the remedy renumbers one of theirs, not
+    ``system``, which the append would refuse."""
+
+    def tensor(structures) -> mtd.TensorMap:
+        samples = _labels(["structure", "center"], [[s, 0] for s in structures])
+        block = metatensor.TensorBlock(
+            np.ones((len(structures), 1)), samples, [], _labels(["p"], [0])
+        )
+        return mtd.from_metatensor(metatensor.TensorMap(_labels(["k"], [0]), [block]))
+
+    path = tmp_path / "t.zarr"
+    tensor([0, 1]).to_zarr(path)
+    with pytest.raises(mtd.MetatensorDaskError) as refused:
+        tensor([1]).to_zarr(path, append_dim="samples")
+    message = str(refused.value)
+    assert "renumber={'structure': 'next'} (to_zarr)" in message, message
+    assert "system" not in message, message
+    tensor([1]).to_zarr(path, append_dim="samples", renumber={"structure": "next"})
+    assert len(mtd.open_zarr(path).block(0).samples) == 3

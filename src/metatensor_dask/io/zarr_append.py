@@ -241,13 +241,19 @@ class _Planner:
         )
         if np.any(repeated):
             entry = [int(v) for v in samples[np.argmax(repeated)]]
+            names = stored.samples.names
+            # featomic's batches number their systems: else one of the stored dimensions
+            dimension = "system" if "system" in names else names[0]
+            which = (
+                "" if dimension == "system" else f" (on the dimension of {names} that numbers them)"
+            )
             raise MetatensorDaskError(
                 f"can not append to {self.where}: {what} has the sample "
-                f"{dict(zip(stored.samples.names, entry, strict=True))}, which is already "
-                "stored; nothing was written. Number the batches apart: "
-                "renumber={'system': 'next'} (to_zarr), renumber='system' (write_batches, in "
-                "a new run: resume keeps the run's renumber), --renumber system (convert "
-                "--append)"
+                f"{dict(zip(names, entry, strict=True))}, which is already stored; nothing "
+                f"was written. Number the batches apart{which}: "
+                f"renumber={{{dimension!r}: 'next'}} (to_zarr), renumber={dimension!r} "
+                "(write_batches, in a new run: resume keeps the run's renumber), --renumber "
+                f"{dimension} (convert --append)"
             )
 
     def extend_block(
