@@ -5,6 +5,7 @@ name the command that made the store and its remedy."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -191,8 +192,16 @@ def _killed(
     arguments = [kind, str(store), str(source), str(here.parent), here.stem]
     record = store / ".progress" / "append.json"
 
+    def recorded() -> bool:
+        # the whole record: a writer killed while it wrote the record left an append
+        # that stored nothing, which a resume starts over with any tensor
+        try:
+            return "token" in json.loads(record.read_text())
+        except (OSError, ValueError):
+            return False
+
     def wanted() -> bool:
-        return (not append or record.exists()) and (after is None or (store / after).exists())
+        return (not append or recorded()) and (after is None or (store / after).exists())
 
     with writer_holding(WRITER, arguments, store, wanted):
         pass

@@ -86,7 +86,8 @@ def joined_sources(
         if renumber is not None:
             tensor = shifted(tensor, renumber, 0 if largest is None else largest + 1)
             found = _largest(tensor, renumber)
-            largest = found if largest is None or found is None else max(largest, found)
+            if found is not None:  # a source without samples leaves the numbering as is
+                largest = found if largest is None else max(largest, found)
         renumbered.append(tensor)
     present = [tensor for tensor in renumbered if len(tensor)] or renumbered[:1]
     try:

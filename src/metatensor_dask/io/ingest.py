@@ -29,7 +29,7 @@ from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
-from .ingest_batch import RUN, Target
+from .ingest_batch import RUN, Target, store_settings
 from .ingest_cluster import on_cluster, shipped
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
@@ -211,7 +211,7 @@ def _run(
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     progress = BatchProgress(total, not quiet and bool(config.get("progress")))
     batches = Batches(function, items, run["batch_size"], committed, window)
-    target = Target(store, lock, request, run, drop_behind)
+    target = Target(store, lock, request, run, drop_behind, store_settings())
     try:
         if cluster is None:
             on_threads(batches, target, progress)

@@ -16,12 +16,13 @@ batch, a new key: :mod:`.zarr_plan`): a worker running batches imports neither
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.base import is_dask_collection
 
+from .. import config
 from .._gc import collector_paused
 from ..errors import MetatensorDaskError
 from . import zarr_layout as layout
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from ..block import TensorBlock
     from ..tensor import TensorMap
 
-__all__ = ["RUN", "Target", "append_batch"]
+__all__ = ["RUN", "Target", "append_batch", "store_settings"]
 
 #: Root attribute (under ``metatensor_dask``) recording the run.
 RUN = layout.RUN
@@ -66,6 +67,20 @@ class Target:
     #: Bytes of the chunk files written by a process left in the page cache (the
     #: newest), ``None`` to leave them all (see :mod:`._page_cache`).
     drop_behind: int | None = None
+    #: The settings that shape the store (see :func:`store_settings`), as the caller
+    #: had them: applied where each batch is appended, so that the workers of a
+    #: cluster, whose own settings may differ, write the store the caller asked for.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+#: The ``metatensor_dask`` settings that decide how a store is written.
+STORE_SETTINGS = ("chunk-size", "compressor", "checksum", "shard-chunks")
+
+
+def store_settings() -> dict[str, Any]:
+    """The current values of :data:`STORE_SETTINGS`, as ``dask.config.set`` takes
+    them."""
+    return {f"metatensor_dask.{name}": config.get(name) for name in STORE_SETTINGS}
 
 
 def _as_tensor(
@@ -142,7 +157,7 @@ def append_batch(
     of them the longer the run. The collector is paused while this runs and the
     youngest generation, this function's objects, collected when it ends.
     """
-    with collector_paused(young_collected=True):
+    with collector_paused(young_collected=True), dask.config.set(target.settings):
         found = _plan_batch(target, index, first, result, previous)
         target.lock.check()
         commit(target.store, found)

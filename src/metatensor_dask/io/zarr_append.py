@@ -217,13 +217,21 @@ class _Planner:
             )
 
     def unique(self, samples: np.ndarray, stored: layout.BlockLayout, what: str) -> None:
-        """Refuse samples already stored: O(1) when they all sort after the largest
-        stored one, else by reading the stored samples."""
-        largest = stored.samples.attributes.get("max")
+        """Refuse samples already stored: without reading them when the appended ones
+        all sort after the largest stored one, or all exceed the largest stored value
+        of one dimension (renumbered past the store, whichever its position), else by
+        reading the stored samples."""
+        attributes = stored.samples.attributes
+        largest = attributes.get("max")
         if len(samples) == 0 or largest is None:
             return
         smallest = samples[np.lexsort(samples.T[::-1])[0]]
         if [int(v) for v in smallest] > list(largest):
+            return
+        if any(
+            int(low) > int(high)
+            for low, high in zip(samples.min(axis=0), attributes["column_max"], strict=True)
+        ):
             return
         (old,) = read_arrays([ArrayRef(self.store, stored.samples.path, stored.samples.document)])
         rows = np.dtype((np.void, 4 * samples.shape[1]))
@@ -233,13 +241,19 @@ class _Planner:
         )
         if np.any(repeated):
             entry = [int(v) for v in samples[np.argmax(repeated)]]
+            names = stored.samples.names
+            # featomic's batches number their systems: else one of the stored dimensions
+            dimension = "system" if "system" in names else names[0]
+            which = (
+                "" if dimension == "system" else f" (on the dimension of {names} that numbers them)"
+            )
             raise MetatensorDaskError(
                 f"can not append to {self.where}: {what} has the sample "
-                f"{dict(zip(stored.samples.names, entry, strict=True))}, which is already "
-                "stored; nothing was written. Number the batches apart: "
-                "renumber={'system': 'next'} (to_zarr), renumber='system' (write_batches, in "
-                "a new run: resume keeps the run's renumber), --renumber system (convert "
-                "--append)"
+                f"{dict(zip(names, entry, strict=True))}, which is already stored; nothing "
+                f"was written. Number the batches apart{which}: "
+                f"renumber={{{dimension!r}: 'next'}} (to_zarr), renumber={dimension!r} "
+                "(write_batches, in a new run: resume keeps the run's renumber), --renumber "
+                f"{dimension} (convert --append)"
             )
 
     def extend_block(
