@@ -14,6 +14,7 @@ import metatensor
 import numpy as np
 import pytest
 from ingest_support import store_files
+from test_append_general import _join, _labels, _tensor
 from test_zarr_append import _chunks_read, _RecordingStore, shifted
 from zarr.storage import MemoryStore
 
@@ -21,10 +22,6 @@ import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
 from metatensor_dask.io.zarr_samples import CHAIN_ROWS
 from metatensor_dask.testing import assert_equal_to_metatensor
-
-
-def _labels(names: list[str], values) -> metatensor.Labels:
-    return metatensor.Labels(names, np.asarray(values, dtype=np.int32).reshape(-1, len(names)))
 
 
 def _block(seed: int, systems, dtype=np.float64) -> metatensor.TensorBlock:
@@ -63,14 +60,6 @@ def _block(seed: int, systems, dtype=np.float64) -> metatensor.TensorBlock:
         ),
     )
     return block
-
-
-def _tensor(blocks: dict[int, metatensor.TensorBlock]) -> metatensor.TensorMap:
-    return metatensor.TensorMap(_labels(["k"], list(blocks)), list(blocks.values()))
-
-
-def _join(batches: list[metatensor.TensorMap]) -> metatensor.TensorMap:
-    return metatensor.join(batches, axis="samples", different_keys="union")
 
 
 def _empty() -> metatensor.TensorMap:
