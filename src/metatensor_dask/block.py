@@ -155,6 +155,13 @@ class TensorBlock(ArrayContainer):
             row_pointer.flags.writeable = False
         block._init(values, samples, components, properties, path=path, row_pointer=row_pointer)
         for parameter, gradient in (gradients or {}).items():
+            # a pointer over other value rows (an operation's input's) would be written
+            # to stores that opening then refuses as damaged
+            pointer = gradient._row_pointer
+            assert pointer is None or len(pointer) == len(samples) + 1, (
+                f"the row pointer of gradient '{parameter}' has {len(pointer)} entries "
+                f"for {len(samples)} samples"
+            )
             if gradient._gradient_path != (parameter,):
                 gradient = gradient._attached((parameter,))
             block._gradients[parameter] = gradient

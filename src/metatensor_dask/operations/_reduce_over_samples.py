@@ -259,6 +259,19 @@ class _SharedLabels:
         return self._merged[key]
 
 
+def _without_rows(gradient: TensorBlock, n_samples: int, reduction: str) -> TensorBlock:
+    """A gradient of no row, kept as it is in the dtype of ``reduction``, with the row
+    pointer of no row over the ``n_samples`` reduced samples (not over the input's)."""
+    kept = in_reduction_dtype(gradient, reduction)
+    return TensorBlock._trusted(
+        kept._held_values(),
+        kept.samples,
+        kept._components,
+        kept.properties,
+        row_pointer=np.zeros(n_samples + 1, dtype=np.int64),
+    )
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     """``array``, read-only (it is shared by the blocks with the same Labels)."""
     array.flags.writeable = False
@@ -286,7 +299,7 @@ def _grouped_block(
     gradients = {}
     for parameter, gradient in block.gradients():
         if len(gradient.samples) == 0:
-            gradients[parameter] = in_reduction_dtype(gradient, reduction)
+            gradients[parameter] = _without_rows(gradient, len(samples), reduction)
             continue
         merged = shared.merged(gradient, block.samples)
         gradient_values = gradient.values
@@ -357,7 +370,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     gradients = {}
     for parameter, gradient in block.gradients():
         if len(gradient.samples) == 0:
-            gradients[parameter] = in_reduction_dtype(gradient, reduction)
+            gradients[parameter] = _without_rows(gradient, n_groups, reduction)
             continue
         merged = shared.merged(gradient, block.samples)
         merged_index, merged_samples, pointer = merged.merged_rows, merged.samples, merged.pointer
