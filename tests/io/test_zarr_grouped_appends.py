@@ -12,7 +12,7 @@ import metatensor
 import numpy as np
 import pytest
 from test_zarr_append import assert_equal_to_join, shifted
-from test_zarr_grouped_writes import SOURCES, _scheduler_log, tasks_run
+from test_zarr_grouped_writes import SOURCES, _scheduler_log, storing_keys, tasks_run, tiny_stores
 from test_zarr_tiny_reads import CODECS, tiny_map
 
 import metatensor_dask as mtd
@@ -23,15 +23,7 @@ RENUMBER = {"s": "next"}
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[int, Path]:
-    """A store and a metatensor file of ``n`` tiny blocks, for 50 and 400 blocks."""
-    directory = tmp_path_factory.mktemp("grouped-appends")
-    paths = {}
-    for n in (50, 400):
-        paths[n] = directory / f"t{n}.zarr"
-        theirs = tiny_map(n, seed=n)
-        mtd.from_metatensor(theirs).to_zarr(paths[n])
-        metatensor.save(paths[n].with_suffix(".mts"), theirs)
-    return paths
+    return tiny_stores(tmp_path_factory.mktemp("grouped-appends"))
 
 
 def _first(n: int, keys: int | None = None) -> metatensor.TensorMap:
@@ -115,27 +107,19 @@ def test_building_an_append_computes_nothing(stores, tmp_path, source):
     _assert_appended(out, _first(50), oracle(tiny_map(50, seed=50)))
 
 
-def _storing_keys(delayed) -> list:
-    return sorted(
-        key
-        for key in dict(delayed.__dask_graph__())
-        if isinstance(key, tuple) and str(key[0]).startswith("zarr-append-")
-    )
-
-
 def test_an_interrupted_append_of_groups_resumes_with_the_chunks_left(stores, tmp_path):
     path, out = stores[400], tmp_path / "a.zarr"
     mtd.from_metatensor(_first(400)).to_zarr(out)
     with dask.config.set({"metatensor_dask.chunk-size": "16KiB"}):
         delayed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, compute=False)
-        keys = _storing_keys(delayed)
+        keys = storing_keys(delayed, "zarr-append-")
         assert len(keys) > 4
         # the first storing tasks run (partial chunks rewritten), then the writer stops
         dask.get(dict(delayed.__dask_graph__()), keys[:2])
         with pytest.raises(mtd.MetatensorDaskError, match="interrupted"):
             _append(mtd.multiply(mtd.open_zarr(path), 2.5), out)
         resumed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, resume=True, compute=False)
-        assert len(_storing_keys(resumed)) == len(keys) - 2
+        assert len(storing_keys(resumed, "zarr-append-")) == len(keys) - 2
         resumed.compute()
     _assert_appended(out, _first(400), metatensor.multiply(tiny_map(400, seed=400), 2.5))
 

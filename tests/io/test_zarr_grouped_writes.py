@@ -37,10 +37,9 @@ SOURCES = {
 }
 
 
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory) -> dict[int, Path]:
-    """A store and a metatensor file of ``n`` tiny blocks, for 50 and 400 blocks."""
-    directory = tmp_path_factory.mktemp("grouped-writes")
+def tiny_stores(directory: Path) -> dict[int, Path]:
+    """A store and a metatensor file of ``n`` tiny blocks in ``directory``, for 50 and
+    400 blocks."""
     paths = {}
     for n in (50, 400):
         paths[n] = directory / f"t{n}.zarr"
@@ -48,6 +47,11 @@ def stores(tmp_path_factory) -> dict[int, Path]:
         mtd.from_metatensor(theirs).to_zarr(paths[n])
         metatensor.save(paths[n].with_suffix(".mts"), theirs)
     return paths
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[int, Path]:
+    return tiny_stores(tmp_path_factory.mktemp("grouped-writes"))
 
 
 def tasks_run(call) -> int:
@@ -110,11 +114,12 @@ def test_building_a_write_computes_nothing(stores, tmp_path, source):
     _assert_written(tmp_path / "w.zarr", oracle(tiny_map(50, seed=50)))
 
 
-def _storing_keys(delayed) -> list:
+def storing_keys(delayed, prefix: str = "zarr-write-") -> list:
+    """The keys of the storing tasks of ``delayed`` (a write, or an append's prefix)."""
     return sorted(
         key
         for key in dict(delayed.__dask_graph__())
-        if isinstance(key, tuple) and str(key[0]).startswith("zarr-write-")
+        if isinstance(key, tuple) and str(key[0]).startswith(prefix)
     )
 
 
@@ -123,14 +128,14 @@ def test_an_interrupted_write_of_groups_resumes_with_the_groups_left(stores, tmp
     tensor = mtd.multiply(mtd.open_zarr(path), 2.5)
     with dask.config.set({"metatensor_dask.chunk-size": "64KiB"}):
         delayed = tensor.to_zarr(out, compute=False)
-        keys = _storing_keys(delayed)
+        keys = storing_keys(delayed)
         assert len(keys) > 4
         # the first storing tasks run, then the writer stops
         dask.get(dict(delayed.__dask_graph__()), keys[:2])
         with pytest.raises(mtd.MetatensorDaskError, match="resume=True"):
             mtd.open_zarr(out)
         resumed = mtd.multiply(mtd.open_zarr(path), 2.5).to_zarr(out, resume=True, compute=False)
-        assert len(_storing_keys(resumed)) == len(keys) - 2
+        assert len(storing_keys(resumed)) == len(keys) - 2
         resumed.compute()
     _assert_written(out, metatensor.multiply(tiny_map(400, seed=400), 2.5))
 
