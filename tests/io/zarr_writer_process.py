@@ -112,6 +112,23 @@ class Counter:
         self.count = 0
 
 
+class _SlowDouble:
+    """Doubles a chunk, taking ``delay`` s and counting it in ``counter``."""
+
+    def __init__(self, delay: float, counter: Counter | None) -> None:
+        self.delay, self.counter = delay, counter
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        if chunk.size:  # dask also calls it on an empty array to learn the output type
+            time.sleep(self.delay)
+            if self.counter is not None:
+                self.counter.count += 1
+        return chunk * 2.0
+
+    def __dask_tokenize__(self) -> str:
+        return "slow-double"
+
+
 def slow_tensor(
     n_chunks: int, delay: float, counter: Counter | None = None, rows: int = 4, key: int = 1
 ) -> mtd.TensorMap:
@@ -121,17 +138,11 @@ def slow_tensor(
     rng = np.random.default_rng(12345)
     base = rng.normal(size=(n, 3, 5))
 
-    def slow(chunk: np.ndarray) -> np.ndarray:
-        if chunk.size:  # dask also calls it on an empty array to learn the output type
-            time.sleep(delay)
-            if counter is not None:
-                counter.count += 1
-        return chunk * 2.0
-
-    # named explicitly: the delay and the counter do not change the numbers, so every
-    # call is the same computation (dask would otherwise tokenize the closure)
+    # the same token whatever the delay and the counter (which do not change the
+    # numbers), so that every call is the same computation: dask 2025.1 appends
+    # the function's token to an explicit name
     values = da.from_array(base, chunks=(rows, 3, 5)).map_blocks(
-        slow, dtype=np.float64, name=f"slow-values-{n_chunks}-{rows}"
+        _SlowDouble(delay, counter), dtype=np.float64, name=f"slow-values-{n_chunks}-{rows}"
     )
     block = mtd.TensorBlock(
         values,
