@@ -9,7 +9,8 @@ gives medians of CPU time (``time.process_time``, all threads: the machine may b
 shared) and of wall time, and the ratio metatensor-dask / metatensor of CPU times; for
 the operations, also the medians of metatensor-dask's user and system time
 (``os.times``), each close to its share of the CPU time: system time is mostly the
-first touch of memory new to the process (large results).
+first touch of memory new to the process (large results), counted by the memory of its
+minor page faults (``resource.getrusage``, in MiB: faults times the page size).
 
 Files: ``.mts`` load (metatensor-dask: lazy, labels read), save, and load then save
 (a file copied: metatensor's eager load and save against ours, values read by groups of
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -106,17 +108,20 @@ def _clock(function: Callable[[], Any], collect: bool = True) -> tuple[Any, floa
 
 def _clock_split(
     function: Callable[[], Any], collect: bool = True
-) -> tuple[Any, float, float, tuple[float, float]]:
+) -> tuple[Any, float, float, tuple[float, float, float]]:
     """:func:`_clock`, with the CPU time split in user and system time (``os.times``,
-    all threads of the process)."""
+    all threads of the process), and the MiB of minor page faults (memory touched for
+    the first time)."""
     if collect:
         gc.collect()
-    before = os.times()
+    before, faults = os.times(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu, wall = time.process_time(), time.perf_counter()
     result = function()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     after = os.times()
-    return result, cpu, wall, (after.user - before.user, after.system - before.system)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    touched = faults * resource.getpagesize() / 2**20
+    return result, cpu, wall, (after.user - before.user, after.system - before.system, touched)
 
 
 def _compute(result: Any) -> Any:
@@ -152,6 +157,7 @@ def _timed(lazy: Callable[[Any], Any], ours: Any) -> dict[str, float]:
         "wall": build_wall + wall,
         "user": build_split[0] + split[0],
         "system": build_split[1] + split[1],
+        "faults": build_split[2] + split[2],
     }
 
 
@@ -321,9 +327,10 @@ def teardown_module() -> None:
     print(f"\nmany tiny blocks, medians of {REPEATS}; load average {load[0]:.2f}")
     print("metatensor column: eager metatensor; for Zarr write, the file-creation floor")
     print("mtd user / mtd sys: the user and system parts of mtd cpu (operations only)")
+    print("mtd faults: MiB of minor page faults of mtd (operations only)")
     header = f"{'case':<20} {'blocks':>7} {'mtd cpu':>9} {'(build)':>9} {'per block':>9}"
     header += f" {'mtd wall':>9} {'mt cpu':>9} {'mt wall':>9} {'cpu ratio':>9}"
-    print(header + f" {'mtd user':>9} {'mtd sys':>9}")
+    print(header + f" {'mtd user':>9} {'mtd sys':>9} {'mtd faults':>10}")
     for name, n, row in _ROWS:
         build = f"{row['build']:9.3f}" if "build" in row else f"{'':>9}"
         per_block = f"{row['cpu'] / n * 1e6:7.1f}us"
@@ -333,5 +340,9 @@ def teardown_module() -> None:
         else:
             theirs = f"{'—':>9} {'—':>9} {'—':>9}"
         ours = f"{row['cpu']:9.3f} {build} {per_block} {row['wall']:9.3f}"
-        split = f" {row['user']:9.3f} {row['system']:9.3f}" if "user" in row else ""
+        split = (
+            f" {row['user']:9.3f} {row['system']:9.3f} {row['faults']:8.1f}Mi"
+            if "user" in row
+            else ""
+        )
         print(f"{name:<20} {n:>7} {ours} {theirs}{split}")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import lazily
+from oracle import lazily, rechunked
 from test_tiny_blocks import scheduled_tasks
 from test_tiny_manipulation import many
 
@@ -232,3 +232,58 @@ def test_unique_grouped_rows_found_or_not():
     np.testing.assert_array_equal(position, [3, 4, 0, 1, 2])
     for rows in ([[1, 0], [0, 0], [1, 1]], [[0, 1], [0, 0]], [[0, 1], [0, 1]], [[0], [0]]):
         assert _unique_grouped_rows(np.array(rows, np.int32), 2) is None
+
+
+def _same_samples(sample_entries, gradient_entries, n_blocks, shared):
+    """``n_blocks`` blocks (keys ``k``) with the same samples and gradient samples (one
+    Labels object for all when ``shared``, else equal copies), 1 or 2 properties."""
+    rng = np.random.default_rng(0)
+    samples = np.array(sample_entries, np.int32).reshape(-1, 2)
+    gradient_rows = np.array(gradient_entries, np.int32).reshape(-1, 2)
+    gradient_rows = gradient_rows[gradient_rows[:, 0] < len(samples)]
+
+    def both_labels():
+        return (
+            metatensor.Labels(["s", "t"], samples),
+            metatensor.Labels(["sample", "n"], gradient_rows),
+        )
+
+    common = both_labels()
+    blocks = []
+    for k in range(n_blocks):
+        own_samples, own_gradient_samples = common if shared else both_labels()
+        properties = metatensor.Labels.range("p", 1 + k % 2)
+        block = metatensor.TensorBlock(
+            rng.random((len(samples), len(properties))), own_samples, [], properties
+        )
+        gradient = metatensor.TensorBlock(
+            rng.random((len(gradient_rows), len(properties))), own_gradient_samples, [], properties
+        )
+        block.add_gradient("g", gradient)
+        blocks.append(block)
+    return metatensor.TensorMap(_labels(range(n_blocks), metatensor), blocks)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(-1, 1)), max_size=6, unique=True),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2)), max_size=10, unique=True),
+    st.integers(1, 4),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(CHUNK_SIZES),
+)
+def test_properties_of_blocks_with_the_same_gradient_samples(
+    samples, gradient_rows, n_blocks, shared, sort, chunk_size
+):
+    """Blocks of the same samples (in any order) and the same gradient samples (in any
+    order, some samples without rows), whose gradient samples are merged once for all
+    blocks: equal to metatensor's, sorted or not, tiny or in row chunks."""
+    theirs = _same_samples(samples, gradient_rows, n_blocks, shared)
+    expected = theirs.keys_to_properties("k", sort_samples=sort)
+    ours = mtd.from_metatensor(theirs)
+    config = {} if chunk_size is None else {"metatensor_dask.chunk-size": chunk_size}
+    with dask.config.set(config):
+        for tensor in (ours, rechunked(ours, 2, 3)):
+            result = lazily(lambda t=tensor: mtd.keys_to_properties(t, "k", sort_samples=sort))
+            assert_equal_to_metatensor(result, expected)

@@ -229,6 +229,14 @@ class _Rows:
             self._targets = _split(self._positions, self.counts.tolist())
         return self._targets
 
+    def shared_target(self) -> Target | None:
+        """The target of every block when all blocks have as many rows and the same
+        target (blocks whose samples are all the merged samples), else None."""
+        targets = self._targets
+        if not targets or any(t is not targets[0] for t in targets):
+            return None
+        return targets[0] if (self.counts == self.counts[0]).all() else None
+
     def in_order(self, size: int) -> bool:
         """Whether every block's rows are all ``size`` output rows, in order."""
         if not (self.counts == size).all():
@@ -292,19 +300,41 @@ def _gradients_of(blocks: list[TensorBlock], parameter: str) -> list[TensorBlock
 def _merged_gradient_samples(gradients: list[TensorBlock], rows: _Rows) -> tuple[Labels, _Rows]:
     """Sorted unique samples of the ``gradients`` of the merged blocks after
     renumbering ``"sample"`` with ``rows`` (where each block's samples go), and where
-    each input gradient row goes among them."""
+    each input gradient row goes among them.
+
+    When every block has the same gradient samples and its samples go to the same
+    merged rows (``keys_to_properties`` of blocks with the same samples), the rows of
+    all blocks are renumbered alike: they are merged once, on one block's."""
+    first = gradients[0].samples
+    target = rows.shared_target()
+    if target is not None and same_labels([g.samples for g in gradients], first):
+        index = _as_index(target, int(rows.counts[0]))
+        renumbered = first.values.copy()
+        if len(renumbered):
+            renumbered[:, 0] = index[renumbered[:, 0]]
+        merged, position = _sorted_unique(renumbered, int(index.max(initial=-1)) + 1)
+        in_place = len(merged) == len(position) and (position == np.arange(len(position))).all()
+        counts = np.full(len(gradients), len(renumbered), np.int64)
+        targets = [0 if in_place else position] * len(gradients)
+        return Labels._trusted(first.names, merged), _Rows(counts, targets=targets)
     pieces = [gradient.samples.values for gradient in gradients]
-    names = gradients[0].samples.names
     counts = np.fromiter((len(p) for p in pieces), np.int64, len(pieces))
     renumbered = np.concatenate(pieces)
     if len(renumbered):
         offsets = np.repeat(np.cumsum(rows.counts) - rows.counts, counts)
         renumbered[:, 0] = rows.positions[renumbered[:, 0] + offsets]
-    found = _unique_grouped_rows(renumbered, int(rows.positions.max(initial=-1)) + 1)
-    merged, position = unique_rows(renumbered) if found is None else found
+    merged, position = _sorted_unique(renumbered, int(rows.positions.max(initial=-1)) + 1)
+    return Labels._trusted(first.names, merged), _Rows(counts, positions=position)
+
+
+def _sorted_unique(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique_rows` of renumbered gradient samples (``"sample"`` in ``[0,
+    size)``), in linear time when :func:`_unique_grouped_rows` can."""
+    found = _unique_grouped_rows(rows, size)
+    merged, position = unique_rows(rows) if found is None else found
     if len(position) == 0:
-        merged = np.zeros((0, len(names)), np.int32)
-    return Labels._trusted(names, merged), _Rows(counts, positions=position)
+        merged = np.zeros((0, rows.shape[1]), np.int32)
+    return merged, position
 
 
 def _unique_grouped_rows(rows: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
