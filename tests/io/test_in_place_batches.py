@@ -86,15 +86,27 @@ def _interrupted(path: Path) -> list[tuple[Path, int, int]]:
     return partial
 
 
-def test_batch_killed_while_extending_is_resumed(tmp_path):
+@pytest.mark.parametrize(
+    "left",
+    ["rows and checksum", "the last byte of the padding", "a byte past the checksum"],
+)  # fmt: skip
+def test_batch_killed_while_extending_is_resumed(tmp_path, left):
     """What a killed batch wrote after the stored rows (more rows than the resumed batch
-    has, and the chunk's checksum) is not kept: the padding is zeros again."""
+    has, and the chunk's checksum, or a byte where the resumed batch writes nothing) is
+    not kept: the padding is zeros again."""
     path = tmp_path / "t.zarr"
     for file, stored, whole in _interrupted(path):
         with open(file, "r+b") as opened:
-            opened.seek(stored)
-            opened.write(b"\x5a" * (whole - stored))  # rows of a batch never committed
-            opened.write(b"\x01\x02\x03\x04")  # and its checksum
+            if left == "rows and checksum":
+                opened.seek(stored)
+                opened.write(b"\x5a" * (whole - stored))  # rows of a batch never committed
+                opened.write(b"\x01\x02\x03\x04")  # and its checksum
+            elif left == "the last byte of the padding":
+                opened.seek(whole - 1)
+                opened.write(b"\x5a")
+            else:
+                opened.seek(whole + 4)
+                opened.write(b"\x5a")
     # verify: the run is unfinished, nothing is damaged
     (problem,) = mtd.verify(path).problems
     assert problem.startswith("the store is incomplete") and "write_batches" in problem

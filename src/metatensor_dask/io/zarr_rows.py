@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _page_cache
 from ._crc32c_zeros import extend_zeros, replace_zeros
-from ._file_writes import write_all
+from ._file_writes import reads_as_zeros, write_all
 from ._zarr_internals import sync
 from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_layout import batch_record
@@ -161,16 +161,15 @@ def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> 
     """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole).
     With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`).
 
-    With ``kept``, the file exists and its first ``kept`` bytes are kept as they are:
-    the file is cut after them (removing whatever followed, so that the holes left
-    are zeros), and the parts are written from there."""
+    With ``kept``, the file exists and its first ``kept`` bytes are kept as they are,
+    and the parts are written from there (see :func:`_cut_unless_clean`)."""
     if kept:
-        descriptor = os.open(name, os.O_WRONLY)
+        descriptor = os.open(name, os.O_RDWR)
     else:
         descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         if kept:
-            os.ftruncate(descriptor, kept)
+            _cut_unless_clean(descriptor, kept, parts)
             os.lseek(descriptor, kept, os.SEEK_SET)
         pending: list[memoryview] = []
         for part in parts:
@@ -189,6 +188,26 @@ def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> 
             _page_cache.start_write_back(descriptor, size, str(name))
     finally:
         os.close(descriptor)
+
+
+def _cut_unless_clean(descriptor: int, kept: int, parts: Parts) -> None:
+    """Cut the file after its first ``kept`` bytes, unless what ``parts`` leave of it
+    (written after them, their padding skipped) already reads as the parts: the file
+    ends where they do, and where their padding falls it reads as zeros.
+
+    What a batch killed while it extended the chunk wrote is then removed, and the
+    holes of the padding read as zeros. A file as the last batch left it needs no
+    cut: on ext4, cutting a file whose last bytes are being written to disk waits for
+    them (milliseconds, in the serial commit of a batch)."""
+    end = kept + sum(part.size for part in parts)
+    clean = os.fstat(descriptor).st_size <= end
+    position = kept
+    for part in parts:
+        if clean and part.size and _is_padding(part):
+            clean = reads_as_zeros(descriptor, position, position + part.size)
+        position += part.size
+    if not clean:
+        os.ftruncate(descriptor, kept)
 
 
 def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
