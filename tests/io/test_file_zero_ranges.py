@@ -1,4 +1,4 @@
-"""``reads_as_zeros`` (``io/_file_writes.py``): whether a range of a file reads as
+"""``reads_as_zeros`` (``io/_file_holes.py``): whether a range of a file reads as
 zeros, from its holes and its partial blocks, against the file's bytes, on files with
 holes and data written at random places (including past the range and the file's end)."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metatensor_dask.io._file_writes import reads_as_zeros
+from metatensor_dask.io._file_holes import reads_as_zeros
 
 BLOCK = 4096
 

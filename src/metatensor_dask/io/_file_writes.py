@@ -24,12 +24,11 @@ time emptied first, 1 ms in place).
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "overwrite", "reads_as_zeros", "write_all"]
+__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "overwrite", "write_all"]
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
@@ -98,28 +97,3 @@ def overwrite(name: str, data: Any) -> None:
         os.ftruncate(descriptor, write_all(descriptor, [data], offset=0))
     finally:
         os.close(descriptor)
-
-
-def reads_as_zeros(descriptor: int, start: int, stop: int) -> bool:
-    """Whether the bytes from ``start`` to ``stop`` of the file open (readable) as
-    ``descriptor`` read as zeros (bytes past its end too), found without reading whole
-    blocks of the file: those must be holes (``SEEK_DATA``), and only the partial
-    blocks at both ends are read. ``False`` when a whole block holds data, or where
-    the file system does not tell holes apart (its ``SEEK_DATA`` finds data
-    everywhere): zeros that were written are not looked for."""
-    if start >= stop:
-        return True
-    block = os.fstat(descriptor).st_blksize
-    first, last = -(-start // block) * block, stop // block * block
-    edges = [(start, stop)]
-    if first < last:
-        try:
-            data = os.lseek(descriptor, first, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno != errno.ENXIO:  # ENXIO: no data after ``first``
-                return False
-            data = last
-        if data < last:
-            return False
-        edges = [(start, first), (last, stop)]
-    return not any(os.pread(descriptor, b - a, a).strip(b"\0") for a, b in edges if b > a)

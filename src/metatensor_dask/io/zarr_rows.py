@@ -31,7 +31,8 @@ import numpy as np
 
 from . import _page_cache
 from ._crc32c_zeros import extend_zeros, replace_zeros
-from ._file_writes import reads_as_zeros, write_all
+from ._file_holes import reads_as_zeros
+from ._file_writes import write_all
 from ._zarr_internals import sync
 from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_layout import batch_record
