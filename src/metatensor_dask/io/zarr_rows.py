@@ -147,7 +147,8 @@ def chunk_parts(
         parts = [stored, piece] if index == first and stored is not None else [piece]
         if piece.size < room:
             parts.append(_zeros(room - piece.size))
-        if checksum and index == first and kept is not None:
+        if index == first and kept is not None:
+            assert checksum, "a chunk extended in place has its checksum listed"
             parts = _with_crc(parts, replace_zeros(kept.crc, room, _crc(parts)))
         elif checksum:
             parts = _with_crc(parts, _crc(parts))
