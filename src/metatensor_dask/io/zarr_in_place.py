@@ -15,9 +15,10 @@ average, in half a chunk of gradients (megabytes), which would be read back from
 The root committed before a batch lists the chunk as it was: the crc32c of its stored
 rows followed by the zeros padding it. The new chunk's crc32c follows from that one and
 from the crc32c of what replaces the zeros (see :mod:`._crc32c_zeros`), so that the
-stored rows are not read (:func:`kept_rows`): the file is cut right after them (which
-also removes whatever a batch killed while it wrote there left beyond them, so that
-the padding is zeros again), and the new rows and the checksum are written.
+stored rows are not read (:func:`kept_rows`). The new rows and the checksum are
+written after them; where a batch killed while it wrote there left bytes that these
+do not overwrite, the file is cut right after the stored rows first, so that the
+padding is zeros again (see :func:`~.zarr_rows.extend_files`).
 
 Damage to the stored rows is therefore not found by the batch: the chunk it leaves
 then holds bytes whose crc32c is not the one it ends with, which every reader refuses
