@@ -1,11 +1,12 @@
 """The batches of write_batches extend the partial last chunk of values arrays in
 place: equal to metatensor's join, zero padding, and a batch killed while it wrote
-(rows and checksum half written) resumed as if it had not run; real damage to the
-stored rows still refused."""
+(rows and checksum half written) resumed as if it had not run; damage to the stored
+rows, which a batch does not read, refused by readers and by verify."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import dask
@@ -85,15 +86,27 @@ def _interrupted(path: Path) -> list[tuple[Path, int, int]]:
     return partial
 
 
-def test_batch_killed_while_extending_is_resumed(tmp_path):
+@pytest.mark.parametrize(
+    "left",
+    ["rows and checksum", "the last byte of the padding", "a byte past the checksum"],
+)  # fmt: skip
+def test_batch_killed_while_extending_is_resumed(tmp_path, left):
     """What a killed batch wrote after the stored rows (more rows than the resumed batch
-    has, and the chunk's checksum) is not kept: the padding is zeros again."""
+    has, and the chunk's checksum, or a byte where the resumed batch writes nothing) is
+    not kept: the padding is zeros again."""
     path = tmp_path / "t.zarr"
     for file, stored, whole in _interrupted(path):
         with open(file, "r+b") as opened:
-            opened.seek(stored)
-            opened.write(b"\x5a" * (whole - stored))  # rows of a batch never committed
-            opened.write(b"\x01\x02\x03\x04")  # and its checksum
+            if left == "rows and checksum":
+                opened.seek(stored)
+                opened.write(b"\x5a" * (whole - stored))  # rows of a batch never committed
+                opened.write(b"\x01\x02\x03\x04")  # and its checksum
+            elif left == "the last byte of the padding":
+                opened.seek(whole - 1)
+                opened.write(b"\x5a")
+            else:
+                opened.seek(whole + 4)
+                opened.write(b"\x5a")
     # verify: the run is unfinished, nothing is damaged
     (problem,) = mtd.verify(path).problems
     assert problem.startswith("the store is incomplete") and "write_batches" in problem
@@ -103,18 +116,51 @@ def test_batch_killed_while_extending_is_resumed(tmp_path):
     _padding_is_zeros(path)
 
 
-def test_damaged_stored_rows_are_refused(tmp_path):
-    path = tmp_path / "t.zarr"
-    file, stored, _ = _interrupted(path)[0]
+def _flip(file: Path, position: int) -> None:
     data = bytearray(file.read_bytes())
-    data[stored // 2] ^= 0x10
+    data[position] ^= 0x10
     file.write_bytes(bytes(data))
+
+
+def _damage_stored_rows(path: Path) -> tuple[Path, int]:
+    """A run stopped after its second batch, then one bit of the stored rows of a
+    partial chunk flipped; that chunk's file and the byte flipped."""
+    file, stored, _ = _interrupted(path)[0]
+    _flip(file, stored // 2)
+    return file, stored // 2
+
+
+def test_damaged_stored_rows_are_found_by_verify_while_unfinished(tmp_path):
+    path = tmp_path / "t.zarr"
+    _damage_stored_rows(path)
     problems = mtd.verify(path).problems
     assert len(problems) == 2 and "does not hold the rows the store lists" in problems[1]
+
+
+def test_damaged_stored_rows_extended_are_refused_by_readers(tmp_path):
+    """A batch extends a chunk without reading its stored rows: damage to them is not
+    found then, but the chunk it leaves does not match its checksum, which every
+    reader checks."""
+    path = tmp_path / "t.zarr"
+    file, position = _damage_stored_rows(path)
+    _run(path, 8, 2, resume=True)
+    (problem,) = mtd.verify(path).problems
+    assert f"the checksum of the chunk '{file.name}'" in problem and "is wrong" in problem
+    with pytest.raises(DamagedStoreError, match=f"the checksum of the chunk '{file.name}'"):
+        mtd.open_zarr(path).compute()
+    # the checksum written is that of the rows as listed, followed by the batch's
+    _flip(file, position)
+    assert mtd.verify(path).ok
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), _expected(8, 2))
+
+
+def test_partial_chunk_cut_short_is_refused(tmp_path):
+    path = tmp_path / "t.zarr"
+    file, stored, _ = _interrupted(path)[0]
+    os.truncate(file, stored - 1)
     with pytest.raises(MetatensorDaskError, match=r"batch 2 .* failed: DamagedStoreError") as e:
         _run(path, 8, 2, resume=True)
-    assert "does not hold the rows the store lists" in str(e.value)
-    assert isinstance(e.value.__cause__, DamagedStoreError)
+    assert f"holds {stored - 1} bytes, not its {stored} stored" in str(e.value)
 
 
 def test_missing_partial_chunk_is_refused(tmp_path):

@@ -55,6 +55,24 @@ def test_stored_rows_come_first(checksum):
     assert _joined(parts) == expected
 
 
+@pytest.mark.parametrize("appended", [1, 2, 7, 12])
+def test_rows_kept_in_place_take_their_checksum_from_the_listed_one(appended):
+    """With the stored rows kept in the chunk's file, its parts start with the new rows
+    and its checksum follows from the one listed for the stored rows and zeros."""
+    import google_crc32c
+
+    values = np.random.default_rng(2).normal(size=(3 + appended, 2))
+    document = _document((3 + appended, 2), 5, True)
+    stored = row_bytes(values[:3], document)
+    listed = google_crc32c.value(stored.tobytes() + bytes(5 * 16 - stored.size))
+    kept = zarr_rows.Kept(stored.size, listed)
+    parts = chunk_parts("v", document, values[3:], 1, kept=kept)
+    expected = {f"v/{k}": bytes(v) for k, v in encode_chunks(values, document, 1).items()}
+    found = _joined(parts)
+    found["v/c.1.0"] = stored.tobytes() + found["v/c.1.0"]
+    assert found == expected
+
+
 def test_no_rows_no_chunks():
     document = _document((0, 2), 5, True)
     assert chunk_parts("v", document, np.zeros((0, 2)), 0) == {}

@@ -45,7 +45,7 @@ from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
-from .zarr_in_place import stored_head
+from .zarr_in_place import kept_rows
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, write_parts
 from .zarr_samples import TAILS, extend_attributes
@@ -569,15 +569,16 @@ def _extended_chunks(
     root: str, where: str, path: str, document: dict[str, Any], offset: int, values: np.ndarray
 ) -> tuple[dict[str, Parts], dict[str, tuple[Parts, int]]] | None:
     """As :func:`_plain_chunks`, the partial first chunk to be extended in place (see
-    :mod:`.zarr_in_place`): its parts and the size of its stored rows, the first part;
-    ``None`` when it can not be (no partial chunk, or no table listing it)."""
-    found = stored_head(root, where, path, document, offset)
+    :mod:`.zarr_in_place`): the parts written after its stored rows, kept in its file,
+    and the size of those; ``None`` when it can not be (no partial chunk, or no table
+    listing it)."""
+    found = kept_rows(root, where, path, document, offset)
     if found is None:
         return None
-    key, stored = found
+    key, kept = found
     rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    chunks = chunk_parts(path, document, values, offset // rows, stored)
-    return chunks, {key: (chunks.pop(key), stored.size)}
+    chunks = chunk_parts(path, document, values, offset // rows, kept=kept)
+    return chunks, {key: (chunks.pop(key), kept.size)}
 
 
 def _stored_ref(

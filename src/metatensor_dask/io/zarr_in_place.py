@@ -6,17 +6,25 @@ temporary file renamed over it, so that readers see the old chunk or the new one
 of ``write_batches`` has no readers (its store is incomplete until its last batch is
 committed), so there, the rows of a values array that lists its chunks' checksums
 (format 4, see :mod:`.zarr_identity`) are written into the chunk file itself, after
-its stored rows, and the chunk's crc32c at its end: no stored byte is written again
-and no file replaced. Both cost: an append of a few rows to many blocks replaces one
-file per array, and on some file systems each replacement waits milliseconds for the
-blocks of the old file to be freed.
+its stored rows, and the chunk's crc32c at its end: no stored byte is read or written
+again and no file replaced. Both cost: an append of a few rows to many blocks replaces
+one file per array, and on some file systems each replacement waits milliseconds for
+the blocks of the old file to be freed; a batch of large structures starts, on
+average, in half a chunk of gradients (megabytes), which would be read back from disk.
 
-A batch killed while it writes leaves the stored rows as they were, followed by what it
-wrote, and the root committed before it still lists the chunk as it was: the crc32c of
-its stored rows followed by zeros. The stored rows are checked against that listed
-checksum (not against the chunk's last bytes), then the file is cut right after them,
-so that what a killed batch wrote beyond them is gone (the padding of a chunk is
-zeros), and the new rows and the checksum are written.
+The root committed before a batch lists the chunk as it was: the crc32c of its stored
+rows followed by the zeros padding it. The new chunk's crc32c follows from that one and
+from the crc32c of what replaces the zeros (see :mod:`._crc32c_zeros`), so that the
+stored rows are not read (:func:`kept_rows`). The new rows and the checksum are
+written after them; where a batch killed while it wrote there left bytes that these
+do not overwrite, the file is cut right after the stored rows first, so that the
+padding is zeros again (see :func:`~.zarr_rows.extend_files`).
+
+Damage to the stored rows is therefore not found by the batch: the chunk it leaves
+then holds bytes whose crc32c is not the one it ends with, which every reader refuses
+(``open_zarr`` and its computations, ``verify``). While the run is unfinished, ``verify``
+checks the stored rows of such a chunk against the checksum listed for it
+(:func:`stored_head`).
 """
 
 from __future__ import annotations
@@ -27,12 +35,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import DamagedStoreError
+from ._crc32c_zeros import extend_zeros
 from .zarr_codecs import _chunk_shape, _dtype, chunk_key, is_plain
 from .zarr_identity import TABLE, chunk_name, has_table
 from .zarr_integrity import damaged
-from .zarr_rows import _zeros
+from .zarr_rows import Kept
 
-__all__ = ["extended_in_place", "stored_head"]
+__all__ = ["extended_in_place", "kept_rows", "stored_head"]
 
 
 def _listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
@@ -95,9 +104,37 @@ def stored_head(
     if data.size != size:
         raise _damaged(where, path, name, f"holds {data.size} bytes, not its {size} stored")
     padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - size
-    if google_crc32c.extend(google_crc32c.extend(0, data), _zeros(padding)) != crc:
+    if extend_zeros(google_crc32c.value(data), padding) != crc:
         raise _damaged(where, path, name, "does not hold the rows the store lists")
     return key, data
+
+
+def kept_rows(
+    root: str, where: str, path: str, document: dict[str, Any], stored: int
+) -> tuple[str, Kept] | None:
+    """The key of the chunk that row ``stored`` starts in (a local store at ``root``),
+    with the bytes of the rows before it and the checksum the table lists for it, to
+    be kept in its file and extended; ``None`` when they fill no chunk in part, or no
+    table lists it. The rows are not read (see the module's documentation).
+
+    Raises
+    ------
+    DamagedStoreError
+        The chunk is missing or shorter than its stored rows.
+    """
+    found = _partial_chunk(path, document, stored)
+    if found is None:
+        return None
+    index, size, crc = found
+    key = f"{path}/{chunk_key(index, len(document['shape']))}"
+    try:
+        held = os.stat(f"{root}/{key}").st_size
+    except (FileNotFoundError, NotADirectoryError):
+        raise _damaged(where, path, chunk_name(path, document, index), "is missing") from None
+    if held < size:
+        name = chunk_name(path, document, index)
+        raise _damaged(where, path, name, f"holds {held} bytes, not its {size} stored")
+    return key, Kept(size, crc)
 
 
 def _damaged(where: str, path: str, name: str, what: str) -> DamagedStoreError:

@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _page_cache
+from ._crc32c_zeros import extend_zeros, replace_zeros
+from ._file_holes import reads_as_zeros
 from ._file_writes import write_all
 from ._zarr_internals import sync
 from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
@@ -38,10 +41,30 @@ from .zarr_store import ArrayRef, _bounded, _local_root, set_many, write_files
 if TYPE_CHECKING:
     from zarr.abc.store import Store
 
-__all__ = ["Parts", "chunk_parts", "extend_files", "row_bytes", "write_parts", "write_regions"]
+__all__ = [
+    "Kept",
+    "Parts",
+    "chunk_parts",
+    "extend_files",
+    "row_bytes",
+    "write_parts",
+    "write_regions",
+]
 
 #: One encoded chunk: byte arrays whose concatenation is the chunk.
 Parts = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The stored rows at the start of a chunk that an append extends in place: the
+    ``size`` of their bytes, kept in the chunk's file, and ``crc``, the crc32c that the
+    store lists for the chunk (these bytes followed by zeros: see
+    :mod:`.zarr_in_place`)."""
+
+    size: int
+    crc: int
+
 
 #: The buffers of zeros padding edge chunks (see :func:`_zeros`), the largest last.
 #: The smaller ones are kept: parts made before a larger one was needed are views of
@@ -74,12 +97,18 @@ def row_bytes(values: Any, document: dict[str, Any]) -> np.ndarray:
     return values.reshape(-1).view(np.uint8)
 
 
-def _with_checksum(parts: Parts) -> Parts:
+def _crc(parts: Parts) -> int:
+    """The crc32c of the concatenated ``parts``; the zeros of :func:`_zeros` are
+    accounted for without being read (see :mod:`._crc32c_zeros`)."""
     import google_crc32c
 
     crc = 0
     for part in parts:
-        crc = google_crc32c.extend(crc, part)
+        crc = extend_zeros(crc, part.size) if _is_padding(part) else google_crc32c.extend(crc, part)
+    return crc
+
+
+def _with_crc(parts: Parts, crc: int) -> Parts:
     return [*parts, np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)]
 
 
@@ -89,13 +118,17 @@ def chunk_parts(
     values: Any,
     first: int,
     stored: np.ndarray | None = None,
+    kept: Kept | None = None,
 ) -> dict[str, Parts]:
     """The parts of the chunks holding ``values`` (rows of the array ``document`` at
     ``path``, from the start of chunk ``first``), by store key.
 
     ``stored`` (bytes, see :func:`row_bytes`) are rows already stored at the start of
-    chunk ``first``, which ``values`` follow.
+    chunk ``first``, which ``values`` follow. With ``kept`` instead, those rows are
+    kept in the chunk's file and are not among its parts, which start with the new
+    rows: its checksum follows from the one listed for it (see :class:`Kept`).
     """
+    assert stored is None or kept is None, "stored rows are given or kept"
     checksum = bool(_checksum(document))
     chunk = _chunk_shape(document)
     data = row_bytes(values, document)
@@ -105,19 +138,21 @@ def chunk_parts(
     assert list(chunk[1:]) == list(np.shape(values)[1:]), "a chunk holds whole rows"
     row_size = data.size // int(np.shape(values)[0])
     chunk_size = int(np.prod(chunk)) * _dtype(document).itemsize
-    before = 0 if stored is None else stored.size
+    before = stored.size if stored is not None else kept.size if kept is not None else 0
     found: dict[str, Parts] = {}
     position, index = 0, first
     while position < data.size:
         room = chunk_size - (before if index == first else 0)
         piece = data[position : position + room]
         parts = [stored, piece] if index == first and stored is not None else [piece]
-        filled = sum(part.size for part in parts)
-        if filled < chunk_size:
-            parts.append(_zeros(chunk_size - filled))
-        found[f"{path}/{chunk_key(index, len(chunk))}"] = (
-            _with_checksum(parts) if checksum else parts
-        )
+        if piece.size < room:
+            parts.append(_zeros(room - piece.size))
+        if index == first and kept is not None:
+            assert checksum, "a chunk extended in place has its checksum listed"
+            parts = _with_crc(parts, replace_zeros(kept.crc, room, _crc(parts)))
+        elif checksum:
+            parts = _with_crc(parts, _crc(parts))
+        found[f"{path}/{chunk_key(index, len(chunk))}"] = parts
         position += piece.size
         index += 1
     assert (chunk_size - before) % row_size == 0, "stored rows are whole rows"
@@ -128,17 +163,16 @@ def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> 
     """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole).
     With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`).
 
-    With ``kept``, the file exists and its first ``kept`` bytes are the first part:
-    they are kept as they are, the file cut after them, and the other parts written."""
+    With ``kept``, the file exists and its first ``kept`` bytes are kept as they are,
+    and the parts are written from there (see :func:`_cut_unless_clean`)."""
     if kept:
-        assert parts[0].size == kept, "the bytes kept are the first part"
-        descriptor = os.open(name, os.O_WRONLY)
-        os.ftruncate(descriptor, kept)
-        os.lseek(descriptor, kept, os.SEEK_SET)
-        parts = parts[1:]
+        descriptor = os.open(name, os.O_RDWR)
     else:
         descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
+        if kept:
+            _cut_unless_clean(descriptor, kept, parts)
+            os.lseek(descriptor, kept, os.SEEK_SET)
         pending: list[memoryview] = []
         for part in parts:
             if part.size and _is_padding(part):
@@ -148,13 +182,34 @@ def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> 
             elif part.size:
                 pending.append(part.data)
         write_all(descriptor, pending)
-        # a hole at the end: the file's size, which a seek does not set
         size = os.lseek(descriptor, 0, os.SEEK_CUR)
-        os.ftruncate(descriptor, size)
+        if parts and _is_padding(parts[-1]):
+            # a hole at the end: the file's size, which a seek does not set
+            os.ftruncate(descriptor, size)
         if write_back:
             _page_cache.start_write_back(descriptor, size, str(name))
     finally:
         os.close(descriptor)
+
+
+def _cut_unless_clean(descriptor: int, kept: int, parts: Parts) -> None:
+    """Cut the file after its first ``kept`` bytes, unless what ``parts`` leave of it
+    (written after them, their padding skipped) already reads as the parts: the file
+    ends where they do, and where their padding falls it reads as zeros.
+
+    What a batch killed while it extended the chunk wrote is then removed, and the
+    holes of the padding read as zeros. A file as the last batch left it needs no
+    cut: on ext4, cutting a file whose last bytes are being written to disk waits for
+    them (milliseconds, in the serial commit of a batch)."""
+    end = kept + sum(part.size for part in parts)
+    clean = os.fstat(descriptor).st_size <= end
+    position = kept
+    for part in parts:
+        if clean and part.size and _is_padding(part):
+            clean = reads_as_zeros(descriptor, position, position + part.size)
+        position += part.size
+    if not clean:
+        os.ftruncate(descriptor, kept)
 
 
 def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
@@ -195,10 +250,9 @@ def write_parts(
 def extend_files(
     store: Store, items: dict[str, tuple[Parts, int]], drop_behind: int | None
 ) -> None:
-    """Write each chunk of a local store given by its parts in place, keeping the
-    bytes of its file that its first part are (``items``: key to the parts and the
-    size of the first, see :func:`_write`), from a few threads; ``drop_behind`` as in
-    :func:`write_parts`."""
+    """Write chunks of a local store in place, from a few threads (``items``: key to
+    the parts written after the first bytes of its file and the number of those bytes,
+    kept, see :func:`_write`); ``drop_behind`` as in :func:`write_parts`."""
     root = _local_root(store)
     assert root is not None, "chunks are extended in place in local stores only"
 
@@ -208,7 +262,7 @@ def extend_files(
     write_files(root, items, extend)
     if drop_behind is not None:
         for key, (parts, _) in items.items():
-            size = sum(part.size for part in parts[1:] if not _is_padding(part))
+            size = sum(part.size for part in parts if not _is_padding(part))
             _page_cache.written(f"{root}/{key}", size, drop_behind)
 
 
