@@ -167,3 +167,23 @@ def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_p
         assert archive.testzip() is None
         assert archive.read("d.npy") == bytes(range(200))
     _check(path)
+
+
+def test_names_mixing_ascii_and_not_across_a_large_directory(tmp_path):
+    """Many ASCII names around one that is not, and one holding a NUL byte: every name
+    decoded as Python's zipfile does, each whole."""
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(300):
+            archive.writestr(f"blocks/{i}/values.npy", bytes(i % 5))
+            if i == 150:
+                archive.writestr("blocks/150/énergie.npy", b"e")
+    _check(path)
+    data = bytearray(path.read_bytes())
+    # a NUL byte inside a name, in its local and central headers (zipfile writes none)
+    assert data.count(b"blocks/7/values.npy") == 2
+    data[:] = data.replace(b"blocks/7/values.npy", b"blocks/7\0values.npy")
+    path.write_bytes(bytes(data))
+    members = _zip.read_directory(str(path))
+    assert "blocks/7\0values.npy" in members and len(members) == 301
+    assert "énergie" in "".join(members)

@@ -304,7 +304,7 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
         raise ZipDamage("invalid Zip archive: the central directory is truncated")
     buffer = np.frombuffer(directory, np.uint8)
     starts = _record_starts(directory, buffer, count)
-    table = buffer[starts[:, None] + np.arange(_CENTRAL.size)].view(_CENTRAL_FIELDS)[:, 0]
+    table = _rows(buffer, starts, 0, _CENTRAL.size).view(_CENTRAL_FIELDS)[:, 0]
     name_lengths = table["name"].astype(np.int64)
     compressed = table["compressed"].astype(np.int64)
     uncompressed = table["uncompressed"].astype(np.int64)
@@ -342,11 +342,12 @@ def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarr
     """
     size = len(directory)
     if count and size >= _CENTRAL.size:
-        found = np.flatnonzero(
-            (buffer[:-3] == 0x50) & (buffer[1:-2] == 0x4B) & (buffer[2:-1] == 1) & (buffer[3:] == 2)
-        )
+        # the "P" bytes first: one temporary the size of the directory, not four
+        found = np.flatnonzero(buffer[:-3] == 0x50)
+        found = found[(buffer[found + 1] == 0x4B) & (buffer[found + 2] == 1)]
+        found = found[buffer[found + 3] == 2]
         if len(found) == count and found[0] == 0 and found[-1] + _CENTRAL.size <= size:
-            lengths = buffer[found[:, None] + np.arange(28, 34)].astype(np.int64)
+            lengths = _rows(buffer, found, 28, 6).astype(np.int64)
             ends = found + _CENTRAL.size + lengths[:, 0::2].sum(axis=1)
             ends += 256 * lengths[:, 1::2].sum(axis=1)
             if (ends[:-1] == found[1:]).all() and _fills(directory, int(ends[-1])):
@@ -375,6 +376,17 @@ def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarr
     return np.array(starts, np.int64)
 
 
+def _rows(buffer: np.ndarray, starts: np.ndarray, first: int, width: int) -> np.ndarray:
+    """The ``width`` bytes from ``first`` after each of ``starts`` in ``buffer`` (which
+    holds them all), one row per start. Gathered as rows of a window over ``buffer``:
+    an index of every byte (8 bytes per byte gathered) would be new memory of hundreds
+    of MiB for a directory of a million members, touched once."""
+    if not len(starts):
+        return np.empty((0, width), np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(buffer[first:], width)
+    return windows[starts]
+
+
 def _fills(directory: bytes, end: int) -> bool:
     """Whether records ending at ``end`` fill ``directory``: up to its last byte, or to
     a digital signature record (which ZIP allows after the last record)."""
@@ -384,19 +396,22 @@ def _fills(directory: bytes, end: int) -> bool:
 def _names(
     directory: bytes, buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, flags: Any
 ) -> list[str]:
-    """The names of ``lengths`` bytes at ``starts`` of ``directory``: all decoded at
-    once when they are ASCII (as metatensor writes them), else one by one (UTF-8 when
-    flagged, else code page 437, as ZIP says)."""
-    count, total = len(starts), int(lengths.sum())
-    if total == 0:
-        return [""] * count
-    before = np.cumsum(lengths) - lengths
-    raw = buffer[np.arange(total) + np.repeat(starts - before, lengths)]
-    if raw.max() < 0x80 and raw.min() > 0:
-        # the names one after the other, each followed by a NUL byte
-        joined = np.zeros(total + count, np.uint8)
-        joined[np.arange(total) + np.repeat(np.arange(count), lengths)] = raw
-        return joined.tobytes().decode("ascii").split("\0")[:-1]
+    """The names of ``lengths`` bytes at ``starts`` of ``directory``: all sliced from the
+    directory decoded at once when they are ASCII (as metatensor writes them), else
+    decoded one by one."""
+    # Latin-1 maps each byte to one character: the directory's positions are the text's
+    text = directory.decode("latin-1")
+    names = list(map(text.__getitem__, map(slice, starts.tolist(), (starts + lengths).tolist())))
+    if "".join(names).isascii():
+        return names
+    return _decoded_names(directory, starts, lengths, flags)
+
+
+def _decoded_names(
+    directory: bytes, starts: np.ndarray, lengths: np.ndarray, flags: Any
+) -> list[str]:
+    """The names of ``lengths`` bytes at ``starts`` of ``directory``, one by one: UTF-8
+    when flagged, else code page 437, as ZIP says."""
     names = []
     for start, length, flag in zip(starts.tolist(), lengths.tolist(), flags.tolist(), strict=True):
         name = directory[start : start + length]
@@ -576,7 +591,7 @@ def _run_offsets(
     if headers.max() + _LOCAL.size > len(data):
         return None
     buffer = np.frombuffer(data, np.uint8)
-    local = buffer[headers[:, None] + np.arange(_LOCAL.size)]
+    local = _rows(buffer, headers, 0, _LOCAL.size)
     fields = local.view(_LOCAL_FIELDS)[:, 0]
     lengths = fields["name"].astype(np.int64)
     extras = fields["extra"].astype(np.int64)
