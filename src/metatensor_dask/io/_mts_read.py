@@ -52,13 +52,15 @@ _GRADIENT_MEMBERS = re.compile(
 
 # a member name's path components
 _SPLIT_COMPONENTS = operator.methodcaller("split", "/")
+# whether a member name is a values array's
+_IS_VALUES = operator.methodcaller("endswith", "values.npy")
 
 
 def _wanted(names: list[str], sizes: np.ndarray) -> np.ndarray:
     """The first bytes of the members ``names`` to read with the archive's directory:
     all of the Labels and ``info.json`` (read at load), the start of values (their
     header)."""
-    values = np.fromiter((name.endswith("values.npy") for name in names), bool, len(names))
+    values = np.fromiter(map(_IS_VALUES, names), bool, len(names))
     return np.where(values, _VALUES_HEAD, sizes)
 
 

@@ -17,7 +17,7 @@ import itertools
 import os
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -521,30 +521,29 @@ def _locate(
 
 def _heads(
     fd: int, names: list[str], offsets: np.ndarray, want: np.ndarray, data: bytes, start: int
-) -> dict[str, bytes]:
-    """The first ``want`` bytes of the members ``names`` whose ``want`` is positive, by
-    name, from ``data`` (read from ``start``) or read again when it ends before them;
-    the members' data start at ``offsets``."""
+) -> Iterable[tuple[str, bytes]]:
+    """The first ``want`` bytes of the members ``names`` whose ``want`` is positive, as
+    (name, bytes) pairs, from ``data`` (read from ``start``) or read again when it ends
+    before them; the members' data start at ``offsets``. Pairs, not a dict: the caller
+    puts them in its own (a dict per run would insert each twice)."""
     wanted = np.flatnonzero(want)
     if not len(wanted):
-        return {}
+        return ()
     picked = [names[k] for k in wanted.tolist()] if len(wanted) < len(names) else names
     begins = offsets[wanted] - start
     ends = begins + want[wanted]
     if ends.max() <= len(data):
-        return dict(
-            zip(
-                picked,
-                map(data.__getitem__, map(slice, begins.tolist(), ends.tolist())),
-                strict=True,
-            )
+        return zip(
+            picked,
+            map(data.__getitem__, map(slice, begins.tolist(), ends.tolist())),
+            strict=True,
         )
-    heads = {}
+    heads = []
     for name, offset, size in zip(
         picked, offsets[wanted].tolist(), want[wanted].tolist(), strict=True
     ):
         head = data[offset - start : offset - start + size]
-        heads[name] = head if len(head) == size else os.pread(fd, size, offset)
+        heads.append((name, head if len(head) == size else os.pread(fd, size, offset)))
     return heads
 
 
