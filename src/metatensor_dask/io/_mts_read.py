@@ -124,14 +124,12 @@ class Archive:
         display: str,
         what: str,
         members: dict[str, _zip.Member],
-        heads: dict[str, bytes] | None = None,
     ):
         self.path = path
         self.display = display
         self.what = what
+        # each with its first bytes, read with the directory (see `_wanted`)
         self.members = members
-        # the first bytes of members, read with the directory (see `_wanted`)
-        self.heads = heads or {}
         self.hint = ""
         stat = os.stat(path)
         self.stamp = (stat.st_size, stat.st_mtime_ns)
@@ -212,7 +210,7 @@ class Archive:
         display = display_path(path)
         absolute = os.path.abspath(display)
         try:
-            members, heads = _zip.read_members(absolute, _wanted)
+            members = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error, absolute) from None
         except _zip.ZipDamage as error:
@@ -225,7 +223,7 @@ class Archive:
             raise format_error(
                 f"unable to load {what} from '{display}'{hint}: {error}: at '<root>'"
             ) from None
-        return cls(absolute, display, what, members, heads)
+        return cls(absolute, display, what, members)
 
     def error(self, problem: str) -> MetatensorError:
         return format_error(
@@ -262,7 +260,7 @@ class Archive:
         if not member.stored:
             with self._inflating(member) as stream:
                 return stream.read()
-        data = self.heads.get(name, b"")
+        data = member.head
         if len(data) != member.size:
             data = self._pread(member.size, member.offset)
         _mts_integrity.check_crc(self.display, name, zlib.crc32(data), member.crc)
@@ -303,10 +301,10 @@ class Archive:
     def labels(self, name: str) -> Labels:
         """The Labels of member ``name``, its CRC-32 checked; members with the same
         bytes give the same object."""
-        member, data = self.members.get(name), self.heads.get(name)
-        if member is not None and data is not None and len(data) == member.size:
+        member = self.members.get(name)
+        if member is not None and len(member.head) == member.size:
             # bytes seen before have a known CRC-32: the member's must be it
-            known = self._labels.get(data)
+            known = self._labels.get(member.head)
             if known is not None and known[1] == member.crc:
                 return known[0]
         data = self.read(name)
@@ -328,7 +326,7 @@ class Archive:
         """A values member, its header, its content when it is compressed, and the
         CRC-32 of its header."""
         member = self.member(name)
-        head = self.heads.get(name, b"")
+        head = member.head
         if member.stored and len(head) >= 10 and head[6] == 1:
             # a version 1 header seen before: checked then (the size is the member's)
             known = self._headers.get(head[: 10 + int.from_bytes(head[8:10], "little")])
@@ -350,7 +348,7 @@ class Archive:
             content = content.astype(header.dtype.newbyteorder("="), copy=False)
             return member, header, content, 0
         position = member.offset
-        head = self.heads.get(name, b"")
+        head = member.head
 
         def read(size: int) -> bytes:
             nonlocal position, head
@@ -500,9 +498,10 @@ class Archive:
         header = part.header
         chunks = (part.chunks, *((n,) for n in header.shape[1:]))
         native = header.dtype.newbyteorder("=")
-        # a plain hash: dask's tokenize costs a millisecond per array
+        # a plain hash (dask's tokenize costs a millisecond per array) of where the
+        # member is, without its first bytes
         token = hashlib.blake2b(
-            repr((self.path, self.stamp, part.member, header.dtype.str, chunks)).encode(),
+            repr((self.path, self.stamp, part.member[:-1], header.dtype.str, chunks)).encode(),
             digest_size=16,
         ).hexdigest()
         if part.content is not None:
