@@ -17,7 +17,7 @@ import itertools
 import os
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -89,6 +89,10 @@ class Member(NamedTuple):
     """The CRC-32 of the uncompressed bytes, as the central directory records it."""
     uncompressed_size: int
     """Number of bytes once decompressed (``size`` for a stored member)."""
+    head: bytes
+    """Its first bytes, as many as :func:`read_members` was asked for (unchecked; empty
+    for a compressed member). Held by the member: a second dict of names would be
+    probed as often, and a file of 100,000 blocks holds 800,000 members."""
 
 
 def read_directory(path: str) -> dict[str, Member]:
@@ -97,13 +101,13 @@ def read_directory(path: str) -> dict[str, Member]:
     Raises :class:`ZipError` for a file that is not a ZIP archive, is truncated or has
     encrypted members; ``OSError`` when the file can not be read.
     """
-    return read_members(path, _nothing)[0]
+    return read_members(path, _nothing)
 
 
 def read_members(
     path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray]
-) -> tuple[dict[str, Member], dict[str, bytes]]:
-    """Every member of the archive at ``path``, by name, and the first bytes of some.
+) -> dict[str, Member]:
+    """Every member of the archive at ``path``, by name, with the first bytes of some.
 
     The central directory is read at once and parsed here, all its records together
     (numpy); the local headers (which give where each member's bytes start) are read in
@@ -121,9 +125,9 @@ def read_members(
 
     Returns
     -------
-    members, heads
-        The members by name, and for each stored member whose ``wanted`` is positive,
-        its first ``min(wanted, size)`` bytes (unchecked).
+    dict
+        The members by name; each stored member whose ``wanted`` is positive holds its
+        first ``min(wanted, size)`` bytes (``Member.head``, unchecked).
 
     Raises
     ------
@@ -304,7 +308,7 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
         raise ZipDamage("invalid Zip archive: the central directory is truncated")
     buffer = np.frombuffer(directory, np.uint8)
     starts = _record_starts(directory, buffer, count)
-    table = buffer[starts[:, None] + np.arange(_CENTRAL.size)].view(_CENTRAL_FIELDS)[:, 0]
+    table = _rows(buffer, starts, 0, _CENTRAL.size).view(_CENTRAL_FIELDS)[:, 0]
     name_lengths = table["name"].astype(np.int64)
     compressed = table["compressed"].astype(np.int64)
     uncompressed = table["uncompressed"].astype(np.int64)
@@ -342,11 +346,12 @@ def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarr
     """
     size = len(directory)
     if count and size >= _CENTRAL.size:
-        found = np.flatnonzero(
-            (buffer[:-3] == 0x50) & (buffer[1:-2] == 0x4B) & (buffer[2:-1] == 1) & (buffer[3:] == 2)
-        )
+        # the "P" bytes first: one temporary the size of the directory, not four
+        found = np.flatnonzero(buffer[:-3] == 0x50)
+        found = found[(buffer[found + 1] == 0x4B) & (buffer[found + 2] == 1)]
+        found = found[buffer[found + 3] == 2]
         if len(found) == count and found[0] == 0 and found[-1] + _CENTRAL.size <= size:
-            lengths = buffer[found[:, None] + np.arange(28, 34)].astype(np.int64)
+            lengths = _rows(buffer, found, 28, 6).astype(np.int64)
             ends = found + _CENTRAL.size + lengths[:, 0::2].sum(axis=1)
             ends += 256 * lengths[:, 1::2].sum(axis=1)
             if (ends[:-1] == found[1:]).all() and _fills(directory, int(ends[-1])):
@@ -375,6 +380,17 @@ def _record_starts(directory: bytes, buffer: np.ndarray, count: int) -> np.ndarr
     return np.array(starts, np.int64)
 
 
+def _rows(buffer: np.ndarray, starts: np.ndarray, first: int, width: int) -> np.ndarray:
+    """The ``width`` bytes from ``first`` after each of ``starts`` in ``buffer`` (which
+    holds them all), one row per start. Gathered as rows of a window over ``buffer``:
+    an index of every byte (8 bytes per byte gathered) would be new memory of hundreds
+    of MiB for a directory of a million members, touched once."""
+    if not len(starts):
+        return np.empty((0, width), np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(buffer[first:], width)
+    return windows[starts]
+
+
 def _fills(directory: bytes, end: int) -> bool:
     """Whether records ending at ``end`` fill ``directory``: up to its last byte, or to
     a digital signature record (which ZIP allows after the last record)."""
@@ -384,19 +400,22 @@ def _fills(directory: bytes, end: int) -> bool:
 def _names(
     directory: bytes, buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, flags: Any
 ) -> list[str]:
-    """The names of ``lengths`` bytes at ``starts`` of ``directory``: all decoded at
-    once when they are ASCII (as metatensor writes them), else one by one (UTF-8 when
-    flagged, else code page 437, as ZIP says)."""
-    count, total = len(starts), int(lengths.sum())
-    if total == 0:
-        return [""] * count
-    before = np.cumsum(lengths) - lengths
-    raw = buffer[np.arange(total) + np.repeat(starts - before, lengths)]
-    if raw.max() < 0x80 and raw.min() > 0:
-        # the names one after the other, each followed by a NUL byte
-        joined = np.zeros(total + count, np.uint8)
-        joined[np.arange(total) + np.repeat(np.arange(count), lengths)] = raw
-        return joined.tobytes().decode("ascii").split("\0")[:-1]
+    """The names of ``lengths`` bytes at ``starts`` of ``directory``: all sliced from the
+    directory decoded at once when they are ASCII (as metatensor writes them), else
+    decoded one by one."""
+    # Latin-1 maps each byte to one character: the directory's positions are the text's
+    text = directory.decode("latin-1")
+    names = list(map(text.__getitem__, map(slice, starts.tolist(), (starts + lengths).tolist())))
+    if "".join(names).isascii():
+        return names
+    return _decoded_names(directory, starts, lengths, flags)
+
+
+def _decoded_names(
+    directory: bytes, starts: np.ndarray, lengths: np.ndarray, flags: Any
+) -> list[str]:
+    """The names of ``lengths`` bytes at ``starts`` of ``directory``, one by one: UTF-8
+    when flagged, else code page 437, as ZIP says."""
     names = []
     for start, length, flag in zip(starts.tolist(), lengths.tolist(), flags.tolist(), strict=True):
         name = directory[start : start + length]
@@ -442,14 +461,13 @@ def _locate(
     file_size: int,
     directory: _Directory,
     wanted: Callable[[list[str], np.ndarray], np.ndarray],
-) -> tuple[dict[str, Member], dict[str, bytes]]:
+) -> dict[str, Member]:
     """Read the local headers of the members of ``directory`` (and the wanted first
-    bytes of each) in runs of adjacent bytes; the members and those bytes."""
+    bytes of each) in runs of adjacent bytes; the members by name."""
     names, count = directory.names, len(directory.names)
     members: dict[str, Member] = {}
-    heads: dict[str, bytes] = {}
     if not count:
-        return members, heads
+        return members
     sizes = directory.compressed
     want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)
     want[directory.methods != zipfile.ZIP_STORED] = 0
@@ -476,60 +494,49 @@ def _locate(
             start = int(starts[i])
             data = os.pread(fd, min(int(reach[j - 1]), file_size) - start, start)
             offsets = _run_offsets(directory, i, j, data, start, file_size)
+            found: Iterable[Member]
             if offsets is None:  # one by one, to say what is wrong
-                found = [
+                checked = [
                     _member(directory, k, _local_header(fd, data, start, k, directory), file_size)
                     for k in range(i, j)
                 ]
-                offsets = np.array([member.offset for member in found], np.int64)
+                offsets = np.array([member.offset for member in checked], np.int64)
+                heads = _heads(fd, offsets, want[i:j], data, start)
+                found = [
+                    member._replace(head=head) for member, head in zip(checked, heads, strict=True)
+                ]
             else:
-                found = list(
-                    map(
-                        Member,
-                        names[i:j],
-                        offsets.tolist(),
-                        directory.compressed[i:j].tolist(),
-                        (directory.methods[i:j] == zipfile.ZIP_STORED).tolist(),
-                        directory.crcs[i:j].tolist(),
-                        directory.uncompressed[i:j].tolist(),
-                    )
+                found = map(
+                    Member,
+                    names[i:j],
+                    offsets.tolist(),
+                    directory.compressed[i:j].tolist(),
+                    (directory.methods[i:j] == zipfile.ZIP_STORED).tolist(),
+                    directory.crcs[i:j].tolist(),
+                    directory.uncompressed[i:j].tolist(),
+                    _heads(fd, offsets, want[i:j], data, start),
                 )
             members.update(zip(names[i:j], found, strict=True))
-            heads.update(_heads(fd, names[i:j], offsets, want[i:j], data, start))
             i = j
     # after the local headers: a changed flag is damage, found by them
     encrypted = np.flatnonzero(directory.flags & 0x1)
     if len(encrypted):
         raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
-    return members, heads
+    return members
 
 
-def _heads(
-    fd: int, names: list[str], offsets: np.ndarray, want: np.ndarray, data: bytes, start: int
-) -> dict[str, bytes]:
-    """The first ``want`` bytes of the members ``names`` whose ``want`` is positive, by
-    name, from ``data`` (read from ``start``) or read again when it ends before them;
-    the members' data start at ``offsets``."""
-    wanted = np.flatnonzero(want)
-    if not len(wanted):
-        return {}
-    picked = [names[k] for k in wanted.tolist()] if len(wanted) < len(names) else names
-    begins = offsets[wanted] - start
-    ends = begins + want[wanted]
-    if ends.max() <= len(data):
-        return dict(
-            zip(
-                picked,
-                map(data.__getitem__, map(slice, begins.tolist(), ends.tolist())),
-                strict=True,
-            )
-        )
-    heads = {}
-    for name, offset, size in zip(
-        picked, offsets[wanted].tolist(), want[wanted].tolist(), strict=True
-    ):
+def _heads(fd: int, offsets: np.ndarray, want: np.ndarray, data: bytes, start: int) -> list[bytes]:
+    """The first ``want`` bytes of members whose data start at ``offsets`` (empty where
+    ``want`` is 0), from ``data`` (read from ``start``) or read again when it ends
+    before them."""
+    begins = offsets - start
+    ends = begins + want
+    if ((ends <= len(data)) | (want == 0)).all():
+        return list(map(data.__getitem__, map(slice, begins.tolist(), ends.tolist())))
+    heads = []
+    for offset, size in zip(offsets.tolist(), want.tolist(), strict=True):
         head = data[offset - start : offset - start + size]
-        heads[name] = head if len(head) == size else os.pread(fd, size, offset)
+        heads.append(head if len(head) == size else os.pread(fd, size, offset))
     return heads
 
 
@@ -576,7 +583,7 @@ def _run_offsets(
     if headers.max() + _LOCAL.size > len(data):
         return None
     buffer = np.frombuffer(data, np.uint8)
-    local = buffer[headers[:, None] + np.arange(_LOCAL.size)]
+    local = _rows(buffer, headers, 0, _LOCAL.size)
     fields = local.view(_LOCAL_FIELDS)[:, 0]
     lengths = fields["name"].astype(np.int64)
     extras = fields["extra"].astype(np.int64)
@@ -671,7 +678,7 @@ def _member(directory: _Directory, k: int, local: bytes, file_size: int) -> Memb
         )
     if offset + compressed > file_size:
         raise ZipDamage("it extends past the end of the file, which is truncated", name)
-    return Member(name, offset, compressed, stored, crc, uncompressed)
+    return Member(name, offset, compressed, stored, crc, uncompressed, b"")
 
 
 def _disagreement(directory: _Directory, k: int, local: bytes) -> str | None:
