@@ -16,8 +16,10 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/metatensor-dask demo
 
+# Two pytest-xdist workers (CI's machine has 2 cores); the tests marked
+# xdist_group("serial") run one after another on one worker, beside the others.
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Static types of the package (src/), with mypy's settings in pyproject.toml.
 typecheck: venv

@@ -61,9 +61,13 @@ from metatensor_dask.execution.demo import PIPELINE, check_against_numpy
 from metatensor_dask.execution.pipeline import Pipeline
 from metatensor_dask.execution.progress import compute
 
-# the demo pipeline's graph grows with the store (about 1.3 MB per GiB, the sum over
-# samples' row targets): distributed warns from 10 MB on, which is not a failure here
-pytestmark = pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning")
+pytestmark = [
+    # the demo pipeline's graph grows with the store (about 1.3 MB per GiB, the sum over
+    # samples' row targets): distributed warns from 10 MB on, which is not a failure here
+    pytest.mark.filterwarnings("ignore:Sending large graph:UserWarning"),
+    # a LocalCluster, and disk speeds measured: one such test at a time
+    pytest.mark.xdist_group("serial"),
+]
 
 GIB = float(os.environ.get("MTD_BENCH_DISK_GIB", "0.03"))
 WORKERS = int(os.environ.get("MTD_BENCH_DISK_WORKERS", "2"))

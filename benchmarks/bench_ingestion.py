@@ -59,6 +59,9 @@ from pathlib import Path
 
 import pytest
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 ITEMS = int(os.environ.get("MTD_BENCH_INGEST_ITEMS", "2"))
 BATCH = int(os.environ.get("MTD_BENCH_INGEST_BATCH", "2"))
 SYSTEMS = os.environ.get("MTD_BENCH_INGEST_SYSTEMS", "silicon")

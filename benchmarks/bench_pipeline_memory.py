@@ -35,6 +35,9 @@ import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like, systems_for_size
 from metatensor_dask.execution.demo import PIPELINE, check_against_numpy
 
+# measures memory or the page cache: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 SIZES = os.environ.get("MTD_BENCH_PIPELINE_SIZES", "48MiB,96MiB").split(",")
 MEMORY = os.environ.get("MTD_BENCH_PIPELINE_MEMORY", "1GiB")
 WORKERS = os.environ.get("MTD_BENCH_PIPELINE_WORKERS", "2")

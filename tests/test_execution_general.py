@@ -65,7 +65,9 @@ def test_a_persisted_map_of_tiny_blocks_reuses_no_key_of_its_computation(tmp_pat
     tensor = mtd.load(SPHERICAL)
     try:
         with (
-            distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c,
+            distributed.LocalCluster(
+                n_workers=1, processes=False, dashboard_address="127.0.0.1:0"
+            ) as c,
             distributed.Client(c) as client,
         ):
             first = mtd.to_zarr(mtd.multiply(tensor, tensor), tmp_path / "a.zarr", compute=False)

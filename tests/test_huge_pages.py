@@ -15,6 +15,9 @@ from numpy._core import multiarray
 from metatensor_dask import _huge_pages
 from metatensor_dask.errors import MetatensorDaskError
 
+# measures memory or the page cache: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 @pytest.fixture
 def numpy_advice():

@@ -21,6 +21,9 @@ import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 SCRIPT = Path(__file__).with_name("ingest_support.py")
 
 

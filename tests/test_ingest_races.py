@@ -14,12 +14,16 @@ from pathlib import Path
 
 import dask
 import metatensor
+import pytest
 from ingest_support import Slow, renumbered, soap
 from kill_support import KILLS, SEED, killed_after, seconds_to_done, started, started_together
 from test_ingest import expected
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
+
+# processes killed, or locks aged, at chosen moments: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
 N_ITEMS = 12

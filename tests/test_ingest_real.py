@@ -21,6 +21,9 @@ from pipeline_support import run
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 CLI = [sys.executable, "-m", "metatensor_dask"]
 
 #: The keys of a batch (pairs of species), by the first item of the batch: each batch

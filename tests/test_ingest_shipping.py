@@ -13,6 +13,9 @@ import metatensor_dask as mtd
 from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 #: In each process: how many times a :class:`Counted` function was unpickled.
 UNPICKLED: list[int] = []
 

@@ -14,7 +14,8 @@ from slurm_support import require_module, require_slurm
 
 import metatensor_dask as mtd
 
-pytestmark = pytest.mark.slurm
+# SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
 
 
 def test_write_batches_on_slurm_equals_threads(tmp_path):

@@ -19,6 +19,9 @@ import pytest
 
 import metatensor_dask as mtd
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 #: Imported by ``dask.array`` (xarray and pandas when installed), never by an append.
 HEAVY = ["dask.array", "xarray", "pandas"]
 

@@ -12,6 +12,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from metatensor_dask.execution._placement import Pacing, RowPlacement, row_positions
 from metatensor_dask.execution.cluster import WORKER_ENVIRONMENT, execution
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 @pytest.fixture
 def no_slurm_env(monkeypatch):

@@ -23,7 +23,8 @@ from metatensor_dask.execution.cli import main
 from metatensor_dask.io.zarr_progress import recorded_chunks
 from metatensor_dask.io.zarr_store import open_store
 
-pytestmark = pytest.mark.slurm
+# SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
 
 CLI = [sys.executable, "-m", "metatensor_dask"]
 PIPELINE = """\

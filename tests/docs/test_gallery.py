@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(ROOT, "examples")
 
@@ -51,6 +53,8 @@ def test_featomic_batches_make_one_verified_store(tmp_path):
     assert [path.name for path in work.iterdir()] == ["soap.zarr"]
 
 
+# dask workers started as jobs of this machine: one such test at a time
+@pytest.mark.xdist_group("serial")
 def test_the_pipeline_runs_on_jobqueue_workers(tmp_path):
     # dask-jobqueue's local jobs are killed without being waited for when the cluster
     # closes (ResourceWarning from its own code, after the result is printed)

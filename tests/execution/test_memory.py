@@ -7,6 +7,9 @@ import pytest
 
 from metatensor_dask.execution._memory import give_back_free_memory
 
+# measures memory or the page cache: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_free_heap_memory_given_back():

@@ -13,7 +13,7 @@ from metatensor_dask.execution._trim import TrimHeap
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_workers_trim_their_heap_periodically():
     with (
-        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster,
         Client(cluster) as client,
     ):
         (worker,) = cluster.workers.values()

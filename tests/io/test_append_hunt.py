@@ -23,6 +23,9 @@ from metatensor_dask.execution.cli import main
 from metatensor_dask.io.zarr_samples import CHAIN_ROWS
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# LocalClusters of worker processes: one such test at a time (2 cores)
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 def _block(seed: int, systems, dtype=np.float64) -> metatensor.TensorBlock:
     """Samples ``["atom", "system"]`` (atoms from -1), values ``(n, 3, 2)``, a

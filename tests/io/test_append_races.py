@@ -35,6 +35,9 @@ from test_zarr_append_codecs import codec_settings
 
 import metatensor_dask as mtd
 
+# processes killed, or locks aged, at chosen moments: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 SCRIPT = Path(__file__).with_name("race_process.py")
 #: Systems of a race tensor (its samples' largest ``system`` is 7, see ``SAMPLES``).
 SYSTEMS = 8

@@ -21,6 +21,9 @@ import metatensor_dask as mtd
 from metatensor_dask.io import _page_cache
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# measures memory or the page cache: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 ROWS_PER_ITEM = 2048
 PROPERTIES = 256  # an item is 4 MiB of values: batches of two span whole 4 MiB chunks
 

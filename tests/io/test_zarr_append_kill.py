@@ -19,6 +19,9 @@ from zarr_writer_process import make_metatensor
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
 
+# processes killed, or locks aged, at chosen moments: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 #: Appends ``make_metatensor(1)`` to the store ``argv[1]``, killing itself (SIGKILL)
 #: when the append reaches the moment ``argv[2]``.
 SCRIPT = """

@@ -224,7 +224,9 @@ def _scheduler_log(run) -> str:
     try:
         with (
             warnings.catch_warnings(),
-            distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as c,
+            distributed.LocalCluster(
+                n_workers=1, processes=False, dashboard_address="127.0.0.1:0"
+            ) as c,
             distributed.Client(c) as client,
         ):
             warnings.simplefilter("error")

@@ -17,6 +17,9 @@ from zarr_writer_process import slow_tensor
 
 import metatensor_dask as mtd
 
+# processes killed, or locks aged, at chosen moments: one such test at a time
+pytestmark = pytest.mark.xdist_group("serial")
+
 SCRIPT = Path(__file__).with_name("zarr_writer_process.py")
 
 
