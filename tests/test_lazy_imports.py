@@ -159,7 +159,9 @@ def test_workers_writing_batches_import_no_dask_array(tmp_path):
         import metatensor_dask as mtd
 
         if __name__ == "__main__":
-            with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster:
+            with LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+            ) as cluster:
                 with Client(cluster) as client:
                     open(STOP, "w").close()
                     try:
