@@ -73,6 +73,29 @@ def test_core_view_refuses_a_renumbering_past_int32():
         core_view(theirs, ("system", 2**31 - 1))
 
 
+@pytest.mark.parametrize("offset", [7, -3, 2**31 + 10, -(2**31) + 40])
+def test_shift_by_offsets_beyond_int32_whose_results_fit(offset):
+    """Samples shifted in int32 where they are: the same entries as in Python ints,
+    also when the offset itself does not fit in int32 but every result does."""
+    column = np.array([-(2**31) + 5, -(2**31) + 9], np.int64)
+    if offset < 0:
+        column = np.array([2**31 - 50, 2**31 - 41], np.int64)
+    values = np.stack([column, np.array([4, 5])], axis=1).astype(np.int32)
+    keys = metatensor.Labels(["key"], np.zeros((1, 1), np.int32))
+    block = metatensor.TensorBlock(
+        np.ones((2, 1)),
+        metatensor.Labels(["system", "atom"], values),
+        [],
+        metatensor.Labels(["p"], np.zeros((1, 1), np.int32)),
+    )
+    tensor = metatensor.TensorMap(keys, [block])
+    view = core_view(tensor, ("system", offset))
+    expected = [[int(v) + offset, atom] for v, atom in zip(column, [4, 5], strict=True)]
+    assert view.blocks()[0].samples.values.tolist() == expected
+    assert view.blocks()[0].samples.values.dtype == np.int32
+    np.testing.assert_array_equal(tensor.block(0).samples.values, values)  # untouched
+
+
 def test_empty_tensor():
     keys = metatensor.Labels(["key"], np.zeros((0, 1), np.int32))
     view = core_view(metatensor.TensorMap(keys, []), ("system", 4))

@@ -282,7 +282,7 @@ class _Planner:
         key = (self.where, info.path)
         rest = TAILS.stored_tail(key, info.attributes, n_old, read)
         attributes = extend_attributes(info.attributes, rest, samples)
-        TAILS.remember(key, attributes, chain_rows, np.concatenate([rest, samples]))
+        TAILS.remember(key, attributes, chain_rows, [rest, samples])
         self.plan.extend(stored.values.path, n_old, block.values)
         self.plan.extend(info.path, n_old, samples, attributes, _head(rest, info.document, n_old))
         for parameter, gradient in block.gradients():

@@ -82,7 +82,7 @@ def shift(labels: Labels, dimension: str, offset: int) -> Labels:
     """``labels`` with ``offset`` added to their ``dimension`` (when they have it)."""
     if dimension not in labels.names or offset == 0:
         return labels
-    values = np.array(labels.values, dtype=np.int64)
+    values = np.array(labels.values, dtype=np.int32)  # one copy, shifted in place
     column = labels.names.index(dimension)
     limits = np.iinfo(np.int32)
     if len(values) and (  # with Python ints: no overflow, whatever the offset
@@ -92,8 +92,12 @@ def shift(labels: Labels, dimension: str, offset: int) -> Labels:
         raise MetatensorDaskError(
             f"renumbering '{dimension}' by {offset} goes past the int32 range of Labels"
         )
-    values[:, column] += offset
-    return Labels._trusted(labels.names, values.astype(np.int32))
+    if len(values):
+        # summed in int64 (an offset may not fit in int32 when every result does), a
+        # few rows at a time: every result was checked to fit in int32
+        target = values[:, column]
+        np.add(target, np.int64(offset), out=target, casting="unsafe")
+    return Labels._trusted(labels.names, values)
 
 
 def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:

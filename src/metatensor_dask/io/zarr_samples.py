@@ -57,51 +57,66 @@ def is_chained(digest: str | None) -> bool:
     return isinstance(digest, str) and digest.startswith(_PREFIX)
 
 
-def _hash(*parts: bytes) -> bytes:
+def _hash(*parts: Any) -> bytes:
     hasher = hashlib.blake2b(digest_size=16)
     for part in parts:
         hasher.update(part)
     return hasher.digest()
 
 
-def _rows(values: np.ndarray) -> bytes:
-    return np.ascontiguousarray(values, dtype="<i4").tobytes()
+def _rows(values: np.ndarray) -> np.ndarray:
+    """The rows as C-ordered little-endian int32, hashed from their own memory (a copy
+    only when they are not already so)."""
+    return np.ascontiguousarray(values, dtype="<i4")
 
 
-def _advance(state: bytes, values: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """The state after hashing the whole blocks of ``values``, and the rows left over."""
-    full = len(values) - len(values) % CHAIN_ROWS
-    for start in range(0, full, CHAIN_ROWS):
-        state = _hash(state, _rows(values[start : start + CHAIN_ROWS]))
-    return state, values[full:]
+def _advance(state: bytes, parts: list[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
+    """The state after hashing the whole blocks of the rows of ``parts`` (one after the
+    other), and the rows left over, as pieces of ``parts``: the rows are hashed where
+    they are, never gathered into a copy (an append hashes up to :data:`CHAIN_ROWS`
+    stored rows followed by its own)."""
+    left: list[np.ndarray] = []
+    count = 0
+    for part in parts:
+        while len(part):
+            piece = part[: CHAIN_ROWS - count]
+            left.append(piece)
+            count += len(piece)
+            part = part[len(piece) :]
+            if count == CHAIN_ROWS:
+                state = _hash(state, *map(_rows, left))
+                left, count = [], 0
+    return state, left
 
 
-def _finish(state: bytes, rest: np.ndarray) -> str:
-    return _PREFIX + _hash(state, _rows(rest)).hex()
+def _finish(state: bytes, left: list[np.ndarray]) -> str:
+    return _PREFIX + _hash(state, *map(_rows, left)).hex()
 
 
 def chained_digest(names: list[str], values: np.ndarray) -> str:
     """The chained digest of Labels with these ``names`` and ``values``."""
-    state, rest = _advance(_hash(repr(list(names)).encode()), values)
-    return _finish(state, rest)
+    return _finish(*_advance(_hash(repr(list(names)).encode()), [values]))
 
 
 def _maxima(values: np.ndarray) -> tuple[list[int] | None, list[int] | None]:
+    """The lexicographically largest row of ``values`` and the largest value of each
+    column (``None`` without rows), in one pass per column rather than a sort."""
     if len(values) == 0:
         return None, None
-    order = np.lexsort(values.T[::-1])
-    return [int(v) for v in values[order[-1]]], [int(v) for v in values.max(axis=0)]
+    largest = values
+    for column in range(values.shape[1]):
+        largest = largest[largest[:, column] == largest[:, column].max()]
+    return [int(v) for v in largest[0]], [int(v) for v in values.max(axis=0)]
 
 
 def sample_attributes(names: list[str], values: np.ndarray) -> dict[str, Any]:
     """The attributes of a ``samples`` array holding ``values``."""
-    start = _hash(repr(list(names)).encode())
-    state, rest = _advance(start, values)
+    state, left = _advance(_hash(repr(list(names)).encode()), [values])
     largest, columns = _maxima(values)
     return {
         "names": list(names),
-        "digest": _finish(state, rest),
-        "chain": {"rows": len(values) - len(rest), "state": state.hex()},
+        "digest": _finish(state, left),
+        "chain": {"rows": len(values) - sum(map(len, left)), "state": state.hex()},
         "max": largest,
         "column_max": columns,
     }
@@ -154,7 +169,7 @@ def extend_attributes(
         The appended rows.
     """
     chain = attributes["chain"]
-    state, left = _advance(bytes.fromhex(chain["state"]), np.concatenate([rest, added]))
+    state, left = _advance(bytes.fromhex(chain["state"]), [rest, added])
     largest, columns = _maxima(added)
     if attributes.get("max") is not None and largest is not None:
         largest = max(list(attributes["max"]), largest)
@@ -165,7 +180,10 @@ def extend_attributes(
     return {
         **attributes,
         "digest": _finish(state, left),
-        "chain": {"rows": chain["rows"] + len(rest) + len(added) - len(left), "state": state.hex()},
+        "chain": {
+            "rows": chain["rows"] + len(rest) + len(added) - sum(map(len, left)),
+            "state": state.hex(),
+        },
         "max": largest,
         "column_max": columns,
     }
@@ -205,17 +223,26 @@ class ChainTails:
         if kept is not None and kept[:2] == (start, chain["state"]):
             known = start + len(kept[2])
             if known <= n_rows:
-                tail = np.concatenate([kept[2], read(known, n_rows)])
-                if _finish(bytes.fromhex(chain["state"]), tail) == attributes.get("digest"):
-                    return tail
+                since = read(known, n_rows)
+                if _finish(bytes.fromhex(chain["state"]), [kept[2], since]) == attributes.get(
+                    "digest"
+                ):
+                    return np.concatenate([kept[2], since])
         return read(start, n_rows)
 
-    def remember(self, key: Any, attributes: dict[str, Any], since: int, rows: np.ndarray) -> None:
+    def remember(
+        self, key: Any, attributes: dict[str, Any], since: int, parts: list[np.ndarray]
+    ) -> None:
         """Keep the tail of ``key`` after an append that gave it these ``attributes``;
-        ``rows`` are all its rows from row ``since`` on (the stored tail the append read,
-        then the rows it appended)."""
+        ``parts`` are all its rows from row ``since`` on, in pieces (the stored tail the
+        append read, then the rows it appended), copied here once."""
         chain = attributes["chain"]
-        tail = np.array(rows[int(chain["rows"]) - since :], dtype=np.int32)
+        skip = int(chain["rows"]) - since
+        pieces = []
+        for part in parts:
+            pieces.append(part[min(skip, len(part)) :])
+            skip = max(skip - len(part), 0)
+        tail = np.concatenate(pieces).astype(np.int32, copy=False)
         with self._lock:
             self._forget(key)
             if tail.nbytes > self._limit:
