@@ -123,7 +123,7 @@ class Archive:
         path: str,
         display: str,
         what: str,
-        members: dict[str, _zip.Member],
+        members: _zip.Members,
     ):
         self.path = path
         self.display = display
@@ -147,7 +147,7 @@ class Archive:
         self.distinct: list[TensorBlock] = []
         # the checked headers of values members, by their bytes: files repeat a few
         self._headers: dict[bytes, tuple[_npy.NpyHeader, int]] = {}
-        names = list(members)
+        names = members.names
         gradient_members = [name for name in names if "gradients/" in name]
         self._check_member_names(names, gradient_members)
         for name in gradient_members:
@@ -234,10 +234,15 @@ class Archive:
         return _ErrorContext(self, where)
 
     def member(self, name: str) -> _zip.Member:
-        try:
-            return self.members[name]
-        except KeyError:
-            raise self.error(f"specified file not found in archive: at '{name}'") from None
+        return self.members.at(self._position(name))
+
+    def _position(self, name: str) -> int:
+        """The position of member ``name`` in the archive (see :class:`~._zip.Members`:
+        where the members of a file written by metatensor are asked for, in order)."""
+        k = self.members.find(name)
+        if k < 0:
+            raise self.error(f"specified file not found in archive: at '{name}'")
+        return k
 
     def __enter__(self) -> Archive:
         return self
@@ -256,14 +261,20 @@ class Archive:
 
     def read(self, name: str) -> bytes:
         """The whole (small) member ``name``, its CRC-32 checked."""
-        member = self.member(name)
-        if not member.stored:
-            with self._inflating(member) as stream:
+        return self._read(self._position(name))
+
+    def _read(self, k: int) -> bytes:
+        """The whole (small) member at position ``k``, its CRC-32 checked."""
+        members = self.members
+        if not members.stored[k]:
+            with self._inflating(members.at(k)) as stream:
                 return stream.read()
-        data = member.head
-        if len(data) != member.size:
-            data = self._pread(member.size, member.offset)
-        _mts_integrity.check_crc(self.display, name, zlib.crc32(data), member.crc)
+        data, size = members.head(k), members.sizes.item(k)
+        if len(data) != size:
+            data = self._pread(size, members.offsets.item(k))
+        _mts_integrity.check_crc(
+            self.display, members.names[k], zlib.crc32(data), members.crcs.item(k)
+        )
         return data
 
     def check_member(self, name: str) -> None:
@@ -301,13 +312,15 @@ class Archive:
     def labels(self, name: str) -> Labels:
         """The Labels of member ``name``, its CRC-32 checked; members with the same
         bytes give the same object."""
-        member = self.members.get(name)
-        if member is not None and len(member.head) == member.size:
+        members = self.members
+        k = self._position(name)
+        head = members.head(k)
+        if len(head) == members.sizes.item(k):
             # bytes seen before have a known CRC-32: the member's must be it
-            known = self._labels.get(member.head)
-            if known is not None and known[1] == member.crc:
+            known = self._labels.get(head)
+            if known is not None and known[1] == members.crcs.item(k):
                 return known[0]
-        data = self.read(name)
+        data = self._read(k)
         known = self._labels.get(data)
         if known is not None:
             return known[0]
