@@ -762,10 +762,10 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
     offsets = np.fromiter((entry[3] for entry in entries), np.int64, count)
     if count and joined.isascii() and max(sizes.max(), offsets.max()) < ZIP64_LIMIT:
         crcs = np.fromiter((entry[1] for entry in entries), np.uint32, count)
-        directory: bytes | np.ndarray = _plain_records(names, joined, crcs, sizes, offsets)
+        directory: bytes | memoryview = _plain_records(names, joined, crcs, sizes, offsets)
     else:
         directory = b"".join(_record(*entry) for entry in entries)
-    size = directory.nbytes if isinstance(directory, np.ndarray) else len(directory)
+    size = len(directory)
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
         end += _END64.pack(
@@ -776,7 +776,7 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
     small_count = count if count < ZIP64_COUNT_LIMIT else 0xFFFF
     end += _END.pack(b"PK\x05\x06", 0, 0, small_count, small_count, _field(size), _field(start), 0)
     # one copy of the records (a directory of 800,000 members is 65 MB)
-    return b"".join([memoryview(directory), end])
+    return b"".join([directory, end])
 
 
 def _record(name: str, crc: int, size: int, offset: int) -> bytes:
@@ -818,7 +818,7 @@ _CENTRAL_RECORD = np.dtype(
 
 def _plain_records(
     names: list[str], joined: str, crcs: np.ndarray, sizes: np.ndarray, offsets: np.ndarray
-) -> np.ndarray:
+) -> memoryview:
     """The records of STORED members with ASCII names ``names`` (``joined``: one after
     the other) and sizes and offsets below the ZIP64 limit, as :func:`_record` makes
     them one by one."""
@@ -831,7 +831,7 @@ def _plain_records(
     table["crc"], table["compressed"], table["uncompressed"] = crcs, sizes, sizes
     table["name"], table["external"], table["offset"] = lengths, _UNIX_MODE, offsets
     rows = table.view(np.uint8).reshape(count, -1)
-    return with_names(rows, joined.encode("ascii"), lengths, np.empty((count, 0), np.uint8))
+    return with_names(rows, joined.encode("ascii"), lengths, np.empty((count, 0), np.uint8)).data
 
 
 def _field(value: int) -> int:
