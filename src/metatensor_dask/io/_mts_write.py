@@ -6,10 +6,11 @@ dask tasks, into a temporary file renamed over the target at the end.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
+import operator
 import os
 import secrets
-import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
-from ._file_writes import write_all
+from ._file_writes import PIECE_BYTES, write_all
 from ._mts_read import io_error
 from ._names import check_path_component
 
@@ -146,16 +147,11 @@ _GATHER_BYTES = 2**16
 them, in gathered writes; larger ones in slices of the chunk size, on their own."""
 
 
-# byte orders that are little-endian already (1-byte types have none)
-_LITTLE = {"<", "|", *(["="] if sys.byteorder == "little" else [])}
-
-
-def _stored_bytes(array: np.ndarray) -> bytes:
-    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian),
-    in one copy when its byte order already is."""
-    if array.dtype.byteorder in _LITTLE:
-        return array.tobytes()
-    return _little_endian_bytes(array).tobytes()
+def _stored_bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian):
+    a view of the array itself when they are its bytes (no copy of all the values of a
+    map held in memory)."""
+    return _little_endian_bytes(array).data
 
 
 def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
@@ -177,36 +173,58 @@ class _Gathered:
     def add(self, offset: int, data: Any) -> None:
         self.items.append((offset, len(data), [data]))
 
+    def add_slices(self, offsets: list[int], data: memoryview, bounds: list[int]) -> None:
+        """Write ``data[bounds[k]:bounds[k + 1]]`` at ``offsets[k]``, for each ``k``."""
+        lengths = map(operator.sub, bounds[1:], bounds)
+        pieces = map(_one, map(data.__getitem__, map(slice, bounds, bounds[1:])))
+        self.items.extend(zip(offsets, lengths, pieces, strict=True))
+
     def add_pieces(self, offset: int, length: int, pieces: list[Any]) -> None:
         """Write ``pieces`` (``length`` bytes in all) one after the other from ``offset``."""
         self.items.append((offset, length, pieces))
 
     def flush(self) -> None:
-        # added in file order but for a few (the headers of members written by dask)
+        # added in file order but the local headers (laid out at once, at the end)
         self.items.sort(key=_offset)
         run: list[Any] = []
         start = end = 0
         for offset, length, pieces in self.items:
             if run and offset != end:
-                write_all(self.fd, run, start)
+                self._write_run(run, start, end - start)
                 run = []
             if not run:
                 start = end = offset
             run.extend(pieces)
             end += length
         if run:
-            write_all(self.fd, run, start)
+            self._write_run(run, start, end - start)
         self.items = []
+
+    def _write_run(self, run: list[Any], start: int, length: int) -> None:
+        """Write the pieces of ``run`` (``length`` bytes) from ``start``: a short run
+        (a few headers and Labels between two arrays written by dask, in a map of tiny
+        blocks) joined and written in one call."""
+        if length > PIECE_BYTES:
+            write_all(self.fd, run, start)
+            return
+        data = b"".join(run)
+        written = os.pwrite(self.fd, data, start)
+        if written < length:
+            write_all(self.fd, [memoryview(data)[written:]], start + written)
 
 
 def _offset(item: tuple[int, int, list[Any]]) -> int:
     return item[0]
 
 
-def _in_memory(pieces: list[Any]) -> list[bytes] | None:
+def _one(piece: Any) -> list[Any]:
+    return [piece]
+
+
+def _in_memory(pieces: list[Any]) -> list[bytes | memoryview] | None:
     """The bytes of ``pieces`` when they are all bytes or small in-memory arrays (to be
     gathered), else None."""
-    found = []
+    found: list[bytes | memoryview] = []
     for piece in pieces:
         if type(piece) is bytes:
             found.append(piece)
@@ -285,17 +303,19 @@ def _rows_per_slice(array: np.ndarray) -> int:
 
 def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     """Write the archive of ``entries`` in one pass over the members, in file order:
-    a member held in memory has its CRC-32, hence its local header, at once, and its
-    bytes join those of its neighbours in one write; the members with dask pieces get
-    their local header once those are computed."""
+    the bytes of a member held in memory join those of its neighbours in one write, the
+    members with dask pieces are computed, then the local headers of all members are
+    laid out at once (their CRC-32s known) and written with the bytes around them."""
     gathered = _Gathered(fd)
-    # the segments of the members with dask pieces, by their position in ``records``
+    names = [entry.name for entry in entries]
+    header_sizes = _zip.local_header_sizes(names).tolist()
+    # the segments of the members with dask pieces, by their position in ``entries``
     # (none kept for the members written at once: most of a map of tiny blocks)
     segments: dict[int, list[Any]] = {}
-    records: list[tuple[str, int, int, int]] = []
+    crcs, sizes, offsets = [], [], []
     offset = 0
-    for entry in entries:
-        name = entry.name
+    for k, entry in enumerate(entries):
+        data_start = offset + header_sizes[k]
         data = _in_memory(entry.pieces)
         if data is not None:
             # the common case for a map of tiny blocks: the whole member at once
@@ -303,33 +323,31 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             for piece in data:
                 crc = zlib.crc32(piece, crc)
                 size += len(piece)
-            header = _zip.local_header(name, crc, size)
-            gathered.add_pieces(offset, len(header) + size, [header, *data])
-            records.append((name, crc, size, offset))
-            offset += len(header) + size
-            continue
-        size = entry.size
-        data_start = offset + _zip.local_header_size(name)
-        pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
-        if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
-            crc = pieces[0][0]
-            gathered.add(offset, _zip.local_header(name, crc, size))
+            gathered.add_pieces(data_start, size, data)
         else:
-            crc = 0
-            segments[len(records)] = pieces
-        records.append((name, crc, size, offset))
+            size = entry.size
+            pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
+            if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
+                crc = pieces[0][0]
+            else:
+                crc = 0
+                segments[k] = pieces
+        crcs.append(crc)
+        sizes.append(size)
+        offsets.append(offset)
         offset = data_start + size
     os.ftruncate(fd, offset)
     if segments:
         _write_lazy(list(segments.values()), path)
-        for i in segments:
-            name, _, size, start = records[i]
+        for k, pieces in segments.items():
             crc = 0
-            for piece_crc, length in segments[i]:
+            for piece_crc, length in pieces:
                 # combining with the CRC of nothing is a no-op, and costs microseconds
                 crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
-            gathered.add(start, _zip.local_header(name, crc, size))
-            records[i] = (name, crc, size, start)
+            crcs[k] = crc
+    headers = memoryview(_zip.local_headers(names, crcs, sizes))
+    gathered.add_slices(offsets, headers, list(itertools.accumulate(header_sizes, initial=0)))
+    records = list(zip(names, crcs, sizes, offsets, strict=True))
     gathered.add(offset, _zip.central_directory(records, offset))
     gathered.flush()
 

@@ -32,7 +32,8 @@ __all__ = [
     "central_directory",
     "crc32_combine",
     "local_header",
-    "local_header_size",
+    "local_header_sizes",
+    "local_headers",
     "open_compressed",
     "read_directory",
     "read_members",
@@ -727,11 +728,6 @@ def _encoded(name: str) -> tuple[bytes, int]:
     return name.encode("utf8"), _UTF8_FLAG
 
 
-def local_header_size(name: str) -> int:
-    """Length of the local header that :func:`local_header` writes for ``name``."""
-    return _LOCAL.size + len(_encoded(name)[0]) + _LOCAL_EXTRA.size
-
-
 def local_header(name: str, crc: int, size: int) -> bytes:
     """The local header of a STORED member, with a ZIP64 extra field (as metatensor)."""
     encoded, flags = _encoded(name)
@@ -740,6 +736,55 @@ def local_header(name: str, crc: int, size: int) -> bytes:
         crc, 0xFFFFFFFF, 0xFFFFFFFF, len(encoded), _LOCAL_EXTRA.size,
         encoded, 1, 16, size, size,
     )  # fmt: skip
+
+
+# the fixed fields of a local header (see _LOCAL), then those of its ZIP64 extra field
+_LOCAL_RECORD = np.dtype(
+    {
+        "names": ["signature", "needed", "flags", "method", "time", "date", "crc",
+                  "compressed", "uncompressed", "name", "extra"],
+        "formats": ["<u4", "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u4", "<u2",
+                    "<u2"],
+        "offsets": [0, 4, 6, 8, 10, 12, 14, 18, 22, 26, 28],
+        "itemsize": _LOCAL.size,
+    }
+)  # fmt: skip
+_LOCAL_EXTRA_RECORD = np.dtype(
+    {"names": ["id", "length", "uncompressed", "compressed"],
+     "formats": ["<u2", "<u2", "<u8", "<u8"], "itemsize": _LOCAL_EXTRA.size}
+)  # fmt: skip
+
+
+def local_header_sizes(names: list[str]) -> np.ndarray:
+    """Length of the local header that :func:`local_header` writes for each of ``names``."""
+    if "".join(names).isascii():
+        lengths = np.fromiter(map(len, names), np.int64, len(names))
+    else:
+        lengths = np.fromiter((len(_encoded(name)[0]) for name in names), np.int64, len(names))
+    return lengths + _LOCAL.size + _LOCAL_EXTRA.size
+
+
+def local_headers(names: list[str], crcs: list[int], sizes: list[int]) -> bytes:
+    """The local headers of STORED members (as :func:`local_header` makes each), one
+    after the other: laid out all at once (numpy) when every name is ASCII, as
+    metatensor's are."""
+    count = len(names)
+    joined = "".join(names)
+    if not count or not joined.isascii():
+        return b"".join(map(local_header, names, crcs, sizes))
+    lengths = np.fromiter(map(len, names), np.int64, count)
+    table = np.zeros(count, _LOCAL_RECORD)
+    table["signature"] = int.from_bytes(b"PK\x03\x04", "little")
+    table["needed"], table["method"] = _VERSION_NEEDED, zipfile.ZIP_STORED
+    table["time"], table["date"], table["crc"] = _DOS_TIME, _DOS_DATE, crcs
+    table["compressed"] = table["uncompressed"] = 0xFFFFFFFF
+    table["name"], table["extra"] = lengths, _LOCAL_EXTRA.size
+    extra = np.zeros(count, _LOCAL_EXTRA_RECORD)
+    extra["id"], extra["length"] = 1, 16
+    extra["uncompressed"] = extra["compressed"] = sizes
+    rows = table.view(np.uint8).reshape(count, -1)
+    tails = extra.view(np.uint8).reshape(count, -1)
+    return with_names(rows, joined.encode("ascii"), lengths, tails).tobytes()
 
 
 @functools.lru_cache(maxsize=256)
