@@ -92,3 +92,27 @@ def test_a_member_missing_from_a_reordered_file_is_named(tmp_path):
         mtd.MetatensorError, match=r"not found in archive: at 'blocks/2/samples\.npy'"
     ):
         mtd.load(tmp_path / "r.mts")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["blocks//x.npy", "blocks/./x.npy", "blocks/../x.npy", "/x.npy", "x/", "blocks/a\nb.npy",
+     "blocks/ x.npy", "blocks\\x.npy"],
+)  # fmt: skip
+def test_unsafe_member_names_among_plain_ones_are_refused(tmp_path, name):
+    """Names of plain characters are checked all at once; one empty, '.' or '..'
+    component, or a character outside them, among many plain names is still found."""
+    metatensor.save(tmp_path / "t.mts", tiny_map(5))
+    _rewritten(tmp_path / "t.mts", tmp_path / "r.mts", lambda names: names)
+    with zipfile.ZipFile(tmp_path / "r.mts", "a") as archive:
+        archive.writestr(name, b"x")
+    with pytest.raises(mtd.UnsafeNameError, match="name component"):
+        mtd.load(tmp_path / "r.mts")
+
+
+def test_plain_names_of_other_members_are_accepted(tmp_path):
+    metatensor.save(tmp_path / "t.mts", tiny_map(3))
+    _rewritten(tmp_path / "t.mts", tmp_path / "r.mts", lambda names: names)
+    with zipfile.ZipFile(tmp_path / "r.mts", "a") as archive:
+        archive.writestr("notes/read-me_1.txt", b"x")
+    assert_equal_to_metatensor(mtd.load(tmp_path / "r.mts"), metatensor.load(tmp_path / "t.mts"))

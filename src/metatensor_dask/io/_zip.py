@@ -506,7 +506,8 @@ def _locate(
         offsets,
         directory.compressed,
         directory.methods == zipfile.ZIP_STORED,
-        directory.crcs,
+        # a copy: a view would keep the directory's bytes alive with the members
+        directory.crcs.copy(),
         directory.uncompressed,
         heads,
         head_buffers,

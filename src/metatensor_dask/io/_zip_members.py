@@ -91,6 +91,14 @@ class Members(Mapping[str, Member]):
         self._next = k + 1
         return k
 
+    def labels_head(self, k: int) -> tuple[bytes, bool, int]:
+        """The first bytes of member ``k`` read with the directory, whether they are
+        all of it, and its CRC-32 (what a load checks first for each Labels)."""
+        start = self._head_starts.item(k)
+        length = self._head_lengths.item(k)
+        head = self._heads[self._head_buffers.item(k)][start : start + length]
+        return head, length == self.sizes.item(k), self.crcs.item(k)
+
     def head(self, k: int) -> bytes:
         """The first bytes of member ``k`` read with the directory."""
         start = self._head_starts.item(k)
