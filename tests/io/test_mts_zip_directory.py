@@ -152,7 +152,7 @@ def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_p
         entries.append((name, int(rng.integers(0, 2**32)), size, offset))
         offset += int(rng.integers(100, 10000))
     one_by_one = b"".join(_zip._record(*entry) for entry in entries)
-    directory = _zip.central_directory(entries, offset)
+    directory = _zip.central_directory(*map(list, zip(*entries, strict=True)), offset)
     assert directory[: len(one_by_one)] == one_by_one
     # a real archive: members written at their offsets, then the directory
     path = tmp_path / "written.zip"
@@ -162,7 +162,8 @@ def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_p
         crc = zlib.crc32(content)
         records.append((name, crc, len(content), len(data)))
         data += _zip.local_header(name, crc, len(content)) + content
-    path.write_bytes(bytes(data) + _zip.central_directory(records, len(data)))
+    columns = map(list, zip(*records, strict=True))
+    path.write_bytes(bytes(data) + _zip.central_directory(*columns, len(data)))
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
         assert archive.read("d.npy") == bytes(range(200))

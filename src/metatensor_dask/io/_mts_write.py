@@ -6,12 +6,13 @@ dask tasks, into a temporary file renamed over the target at the end.
 from __future__ import annotations
 
 import errno
+import heapq
 import itertools
 import math
-import operator
 import os
 import secrets
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,22 +174,18 @@ class _Gathered:
     def add(self, offset: int, data: Any) -> None:
         self.items.append((offset, len(data), [data]))
 
-    def add_slices(self, offsets: list[int], data: memoryview, bounds: list[int]) -> None:
-        """Write ``data[bounds[k]:bounds[k + 1]]`` at ``offsets[k]``, for each ``k``."""
-        lengths = map(operator.sub, bounds[1:], bounds)
-        pieces = map(_one, map(data.__getitem__, map(slice, bounds, bounds[1:])))
-        self.items.extend(zip(offsets, lengths, pieces, strict=True))
-
     def add_pieces(self, offset: int, length: int, pieces: list[Any]) -> None:
         """Write ``pieces`` (``length`` bytes in all) one after the other from ``offset``."""
         self.items.append((offset, length, pieces))
 
-    def flush(self) -> None:
-        # added in file order but the local headers (laid out at once, at the end)
+    def flush(self, more: Iterable[tuple[int, int, list[Any]]] = ()) -> None:
+        """Write the items added, and ``more`` (in file order, made as they are
+        written: the local headers of a map of many members are not all held)."""
+        # added in file order, but for a few
         self.items.sort(key=_offset)
         run: list[Any] = []
         start = end = 0
-        for offset, length, pieces in self.items:
+        for offset, length, pieces in heapq.merge(self.items, more, key=_offset):
             if run and offset != end:
                 self._write_run(run, start, end - start)
                 run = []
@@ -217,8 +214,12 @@ def _offset(item: tuple[int, int, list[Any]]) -> int:
     return item[0]
 
 
-def _one(piece: Any) -> list[Any]:
-    return [piece]
+def _slices(
+    offsets: list[int], data: bytes, bounds: list[int]
+) -> Iterator[tuple[int, int, list[Any]]]:
+    """Items writing ``data[bounds[k]:bounds[k + 1]]`` at ``offsets[k]``, for each ``k``."""
+    for k, offset in enumerate(offsets):
+        yield offset, bounds[k + 1] - bounds[k], [data[bounds[k] : bounds[k + 1]]]
 
 
 def _in_memory(pieces: list[Any]) -> list[bytes | memoryview] | None:
@@ -345,11 +346,10 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
                 # combining with the CRC of nothing is a no-op, and costs microseconds
                 crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
             crcs[k] = crc
-    headers = memoryview(_zip.local_headers(names, crcs, sizes))
-    gathered.add_slices(offsets, headers, list(itertools.accumulate(header_sizes, initial=0)))
-    records = list(zip(names, crcs, sizes, offsets, strict=True))
-    gathered.add(offset, _zip.central_directory(records, offset))
-    gathered.flush()
+    gathered.add(offset, _zip.central_directory(names, crcs, sizes, offsets, offset))
+    headers = _zip.local_headers(names, crcs, sizes)
+    bounds = list(itertools.accumulate(header_sizes, initial=0))
+    gathered.flush(_slices(offsets, headers, bounds))
 
 
 def _write_lazy(segments: list[list[Any]], path: str) -> None:

@@ -794,23 +794,26 @@ def _local_struct(name_length: int) -> struct.Struct:
     return struct.Struct(_LOCAL.format + f"{name_length}s" + _LOCAL_EXTRA.format[1:])
 
 
-def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> bytes:
+def central_directory(
+    names: list[str], crcs: list[int], sizes: list[int], offsets: list[int], start: int
+) -> bytes:
     """The central directory and end records, written at ``start``.
 
-    ``entries`` are ``(name, crc, size, local header offset)`` in file order. When
-    every name is ASCII and no size or offset needs ZIP64 fields (the common case), the
-    records are laid out all at once (numpy); otherwise one by one.
+    The members are ``names`` in file order, their CRC-32s, sizes and local header
+    ``offsets``. When every name is ASCII and no size or offset needs ZIP64 fields (the
+    common case), the records are laid out all at once (numpy); otherwise one by one.
     """
-    count = len(entries)
-    names = [entry[0] for entry in entries]
+    count = len(names)
     joined = "".join(names)
-    sizes = np.fromiter((entry[2] for entry in entries), np.int64, count)
-    offsets = np.fromiter((entry[3] for entry in entries), np.int64, count)
-    if count and joined.isascii() and max(sizes.max(), offsets.max()) < ZIP64_LIMIT:
-        crcs = np.fromiter((entry[1] for entry in entries), np.uint32, count)
-        directory: bytes | memoryview = _plain_records(names, joined, crcs, sizes, offsets)
+    size_column = np.array(sizes, np.int64)
+    offset_column = np.array(offsets, np.int64)
+    if count and joined.isascii() and max(size_column.max(), offset_column.max()) < ZIP64_LIMIT:
+        crc_column = np.array(crcs, np.uint32)
+        directory: bytes | memoryview = _plain_records(
+            names, joined, crc_column, size_column, offset_column
+        )
     else:
-        directory = b"".join(_record(*entry) for entry in entries)
+        directory = b"".join(map(_record, names, crcs, sizes, offsets))
     size = len(directory)
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
