@@ -13,6 +13,7 @@ from test_mts_groups import tiny_map
 
 import metatensor_dask as mtd
 from metatensor_dask.io import _zip
+from metatensor_dask.io._mts_read import _plain_names
 from metatensor_dask.io.mts import check_file
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
@@ -116,3 +117,18 @@ def test_plain_names_of_other_members_are_accepted(tmp_path):
     with zipfile.ZipFile(tmp_path / "r.mts", "a") as archive:
         archive.writestr("notes/read-me_1.txt", b"x")
     assert_equal_to_metatensor(mtd.load(tmp_path / "r.mts"), metatensor.load(tmp_path / "t.mts"))
+
+
+@pytest.mark.parametrize(
+    ("names", "plain"),
+    [
+        (["keys.npy", "blocks/0/values.npy", "blocks/0/gradients/r_2-b/values.npy"], True),
+        ([".a/b..c", "x"], True),
+        ([], False), ([""], False), (["x", ""], False), (["a//b"], False), (["/a"], False),
+        (["a/"], False), (["."], False), ([".."], False), (["./a"], False), (["a/.."], False),
+        (["a/./b"], False), (["a", "..", "b"], False), (["a\nb"], False), (["a b"], False),
+        (["é"], False), (["a\\b"], False),
+    ],
+)  # fmt: skip
+def test_plain_names_are_told_apart_at_once(names, plain):
+    assert _plain_names(names) is plain

@@ -69,12 +69,22 @@ def _plain_names(names: list[str]) -> bool:
     letters, digits, ``.``, ``_`` and ``-``, not empty, ``.`` or ``..``: checked on all
     names joined, in a few passes of C over one string (the names of a file of 100,000
     blocks split into their components are 3.2 million strings)."""
-    characters = "".join(names)
-    if not characters.isascii() or characters.encode("ascii").translate(None, _PLAIN_CHARACTERS):
+    try:
+        joined = "\n".join(names).encode("ascii")
+    except UnicodeEncodeError:
         return False
-    # components separated by line ends only (which no name holds), one more around all
-    separated = "\n" + "\n".join(names).replace("/", "\n") + "\n"
-    return not any(bad in separated for bad in ("\n\n", "\n.\n", "\n..\n"))
+    # plain characters only, and no line end but those joining the names
+    if joined.translate(None, _PLAIN_CHARACTERS) != b"\n" * (len(names) - 1):
+        return False
+    # the components, separated by line ends only
+    separated = joined.replace(b"/", b"\n")
+    del joined
+    return not (
+        separated in (b"", b".", b"..")
+        or separated.startswith((b"\n", b".\n", b"..\n"))
+        or separated.endswith((b"\n", b"\n.", b"\n.."))
+        or any(bad in separated for bad in (b"\n\n", b"\n.\n", b"\n..\n"))
+    )
 
 
 def display_path(path: Any) -> str:
@@ -288,16 +298,14 @@ class Archive:
 
     def _read(self, k: int) -> bytes:
         """The whole (small) member at position ``k``, its CRC-32 checked."""
-        members = self.members
-        if not members.stored[k]:
-            with self._inflating(members.at(k)) as stream:
+        member = self.members.at(k)
+        if not member.stored:
+            with self._inflating(member) as stream:
                 return stream.read()
-        data, size = members.head(k), members.sizes.item(k)
-        if len(data) != size:
-            data = self._pread(size, members.offsets.item(k))
-        _mts_integrity.check_crc(
-            self.display, members.names[k], zlib.crc32(data), members.crcs.item(k)
-        )
+        data = member.head
+        if len(data) != member.size:
+            data = self._pread(member.size, member.offset)
+        _mts_integrity.check_crc(self.display, member.name, zlib.crc32(data), member.crc)
         return data
 
     def check_member(self, name: str) -> None:

@@ -22,7 +22,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from ._zip_members import Member, Members
+from ._zip_members import TABLE, Member, Members
 from ._zip_tables import with_names
 
 __all__ = [
@@ -468,10 +468,8 @@ def _locate(
     # runs of ranges with small gaps between them, each read at once (up to _RUN bytes)
     breaks = np.flatnonzero(starts[1:] - reach[:-1] > _GAP) + 1
     bounds = [0, *breaks.tolist(), count] if count else [0]
-    offsets = np.empty(count, np.int64)
+    table = np.zeros(count, TABLE)
     heads: list[bytes] = []
-    head_buffers = np.empty(count, np.int64)
-    head_lengths = np.empty(count, np.int64)
     for first, end in itertools.pairwise(bounds):
         i = first
         while i < end:
@@ -485,35 +483,22 @@ def _locate(
                     for k in range(i, j)
                 ]
                 run = np.array([member.offset for member in checked], np.int64)
-            offsets[i:j] = run
+            table["offset"][i:j] = run
             # the first bytes of the run's members, one after the other in one buffer
             run_heads = _heads(fd, run, want[i:j], data, start)
-            head_lengths[i:j] = np.fromiter(map(len, run_heads), np.int64, j - i)
-            head_buffers[i:j] = len(heads)
+            lengths = np.fromiter(map(len, run_heads), np.int64, j - i)
+            table["head_length"][i:j] = lengths
+            table["head_start"][i:j] = np.cumsum(lengths) - lengths
+            table["head_buffer"][i:j] = len(heads)
             heads.append(b"".join(run_heads))
             i = j
     # after the local headers: a changed flag is damage, found by them
     encrypted = np.flatnonzero(directory.flags & 0x1)
     if len(encrypted):
         raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
-    head_starts = np.cumsum(head_lengths) - head_lengths
-    if count:
-        # from the start of their own buffer
-        firsts = np.flatnonzero(np.diff(head_buffers, prepend=-1))
-        head_starts -= np.repeat(head_starts[firsts], np.diff([*firsts.tolist(), count]))
-    return Members(
-        names,
-        offsets,
-        directory.compressed,
-        directory.methods == zipfile.ZIP_STORED,
-        # a copy: a view would keep the directory's bytes alive with the members
-        directory.crcs.copy(),
-        directory.uncompressed,
-        heads,
-        head_buffers,
-        head_starts,
-        head_lengths,
-    )
+    table["size"], table["stored"] = directory.compressed, directory.methods == zipfile.ZIP_STORED
+    table["crc"], table["uncompressed"] = directory.crcs, directory.uncompressed
+    return Members(names, table, heads)
 
 
 def _heads(fd: int, offsets: np.ndarray, want: np.ndarray, data: bytes, start: int) -> list[bytes]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Member", "Members"]
+__all__ = ["TABLE", "Member", "Members"]
 
 
 class Member(NamedTuple):
@@ -39,39 +39,35 @@ class Member(NamedTuple):
     (unchecked; empty for a compressed member)."""
 
 
+# the fields of a member in its row of the table: those of `Member` but the name and
+# head, then where its head is (buffer, start, length)
+TABLE = np.dtype(
+    [("offset", "<i8"), ("size", "<i8"), ("stored", "?"), ("crc", "<i8"),
+     ("uncompressed", "<i8"), ("head_buffer", "<i8"), ("head_start", "<i8"),
+     ("head_length", "<i8")]
+)  # fmt: skip
+
+
 class Members(Mapping[str, Member]):
-    """The members of an archive by name, held as columns in file order.
+    """The members of an archive by name, held as a table in file order.
 
     Parameters
     ----------
     names
         The members' names, in file order.
-    offsets, sizes, stored, crcs, uncompressed
-        The fields of :class:`Member`, one array each, in the same order.
+    table
+        A row of :data:`TABLE` per member, in the same order (one ``item`` call gives
+        all the fields of a member).
     heads
         Buffers holding the first bytes of the members, one after the other: member
-        ``k``'s are in ``heads[head_buffers[k]]`` from ``head_starts[k]``,
-        ``head_lengths[k]`` of them.
+        ``k``'s are in ``heads[head_buffer]`` from ``head_start``, ``head_length`` of
+        them.
     """
 
-    def __init__(
-        self,
-        names: list[str],
-        offsets: np.ndarray,
-        sizes: np.ndarray,
-        stored: np.ndarray,
-        crcs: np.ndarray,
-        uncompressed: np.ndarray,
-        heads: list[bytes],
-        head_buffers: np.ndarray,
-        head_starts: np.ndarray,
-        head_lengths: np.ndarray,
-    ):
+    def __init__(self, names: list[str], table: np.ndarray, heads: list[bytes]):
         self.names = names
-        self.offsets, self.sizes, self.stored = offsets, sizes, stored
-        self.crcs, self.uncompressed = crcs, uncompressed
-        self._heads, self._head_buffers = heads, head_buffers
-        self._head_starts, self._head_lengths = head_starts, head_lengths
+        self.table = table
+        self._heads = heads
         self._next = 0
         self._index: dict[str, int] | None = None
 
@@ -94,28 +90,14 @@ class Members(Mapping[str, Member]):
     def labels_head(self, k: int) -> tuple[bytes, bool, int]:
         """The first bytes of member ``k`` read with the directory, whether they are
         all of it, and its CRC-32 (what a load checks first for each Labels)."""
-        start = self._head_starts.item(k)
-        length = self._head_lengths.item(k)
-        head = self._heads[self._head_buffers.item(k)][start : start + length]
-        return head, length == self.sizes.item(k), self.crcs.item(k)
-
-    def head(self, k: int) -> bytes:
-        """The first bytes of member ``k`` read with the directory."""
-        start = self._head_starts.item(k)
-        buffer = self._heads[self._head_buffers.item(k)]
-        return buffer[start : start + self._head_lengths.item(k)]
+        _, size, _, crc, _, buffer, start, length = self.table.item(k)
+        return self._heads[buffer][start : start + length], length == size, crc
 
     def at(self, k: int) -> Member:
         """Member ``k`` (in file order)."""
-        return Member(
-            self.names[k],
-            self.offsets.item(k),
-            self.sizes.item(k),
-            bool(self.stored[k]),
-            self.crcs.item(k),
-            self.uncompressed.item(k),
-            self.head(k),
-        )
+        offset, size, stored, crc, uncompressed, buffer, start, length = self.table.item(k)
+        head = self._heads[buffer][start : start + length]
+        return Member(self.names[k], offset, size, stored, crc, uncompressed, head)
 
     def __getitem__(self, name: str) -> Member:
         k = self.find(name)
