@@ -6,13 +6,11 @@ dask tasks, into a temporary file renamed over the target at the end.
 from __future__ import annotations
 
 import errno
-import heapq
 import itertools
 import math
 import os
 import secrets
 import zlib
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,32 +163,37 @@ class _Gathered:
     """Small writes (headers, Labels, small arrays) gathered and written in runs of
     adjacent bytes, a few system calls per run (see :mod:`._file_writes`): a map of many
     tiny blocks has several members per block. Each item is a list of pieces written one
-    after the other from its offset (a whole member: its local header and its bytes)."""
+    after the other from its offset, after the local header of member ``header`` when
+    it is not -1 (the headers of all members are laid out at once, once their CRC-32s
+    are known, and sliced only as they are written)."""
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: list[tuple[int, int, list[Any]]] = []
+        self.items: list[tuple[int, int, list[Any], int]] = []
 
     def add(self, offset: int, data: Any) -> None:
-        self.items.append((offset, len(data), [data]))
+        self.items.append((offset, len(data), [data], -1))
 
-    def add_pieces(self, offset: int, length: int, pieces: list[Any]) -> None:
-        """Write ``pieces`` (``length`` bytes in all) one after the other from ``offset``."""
-        self.items.append((offset, length, pieces))
+    def add_member(self, header: int, offset: int, length: int, pieces: list[Any]) -> None:
+        """Write the local header of member ``header`` at ``offset``, then ``pieces``
+        (``length`` bytes in all, the header's included)."""
+        self.items.append((offset, length, pieces, header))
 
-    def flush(self, more: Iterable[tuple[int, int, list[Any]]] = ()) -> None:
-        """Write the items added, and ``more`` (in file order, made as they are
-        written: the local headers of a map of many members are not all held)."""
+    def flush(self, headers: bytes, bounds: list[int]) -> None:
+        """Write the items added; the local header of member ``k`` is
+        ``headers[bounds[k]:bounds[k + 1]]``."""
         # added in file order, but for a few
         self.items.sort(key=_offset)
         run: list[Any] = []
         start = end = 0
-        for offset, length, pieces in heapq.merge(self.items, more, key=_offset):
+        for offset, length, pieces, header in self.items:
             if run and offset != end:
                 self._write_run(run, start, end - start)
                 run = []
             if not run:
                 start = end = offset
+            if header >= 0:
+                run.append(headers[bounds[header] : bounds[header + 1]])
             run.extend(pieces)
             end += length
         if run:
@@ -210,16 +213,8 @@ class _Gathered:
             write_all(self.fd, [memoryview(data)[written:]], start + written)
 
 
-def _offset(item: tuple[int, int, list[Any]]) -> int:
+def _offset(item: tuple[int, int, list[Any], int]) -> int:
     return item[0]
-
-
-def _slices(
-    offsets: list[int], data: bytes, bounds: list[int]
-) -> Iterator[tuple[int, int, list[Any]]]:
-    """Items writing ``data[bounds[k]:bounds[k + 1]]`` at ``offsets[k]``, for each ``k``."""
-    for k, offset in enumerate(offsets):
-        yield offset, bounds[k + 1] - bounds[k], [data[bounds[k] : bounds[k + 1]]]
 
 
 def _in_memory(pieces: list[Any]) -> list[bytes | memoryview] | None:
@@ -324,9 +319,10 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             for piece in data:
                 crc = zlib.crc32(piece, crc)
                 size += len(piece)
-            gathered.add_pieces(data_start, size, data)
+            gathered.add_member(k, offset, header_sizes[k] + size, data)
         else:
             size = entry.size
+            gathered.add_member(k, offset, header_sizes[k], [])
             pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
             if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
                 crc = pieces[0][0]
@@ -348,8 +344,7 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             crcs[k] = crc
     gathered.add(offset, _zip.central_directory(names, crcs, sizes, offsets, offset))
     headers = _zip.local_headers(names, crcs, sizes)
-    bounds = list(itertools.accumulate(header_sizes, initial=0))
-    gathered.flush(_slices(offsets, headers, bounds))
+    gathered.flush(headers, list(itertools.accumulate(header_sizes, initial=0)))
 
 
 def _write_lazy(segments: list[list[Any]], path: str) -> None:
