@@ -109,7 +109,7 @@ def read_members(path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray
     Returns
     -------
     Members
-        The members by name (columns in file order); each stored member whose
+        The members by name (a table in file order); each stored member whose
         ``wanted`` is positive holds its first ``min(wanted, size)`` bytes
         (``Member.head``, unchecked).
 
@@ -447,7 +447,7 @@ def _locate(
     wanted: Callable[[list[str], np.ndarray], np.ndarray],
 ) -> Members:
     """Read the local headers of the members of ``directory`` (and the wanted first
-    bytes of each) in runs of adjacent bytes; the members, as columns."""
+    bytes of each) in runs of adjacent bytes; the members, as a table."""
     names, count = directory.names, len(directory.names)
     sizes = directory.compressed
     want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)

@@ -1,9 +1,10 @@
-"""The members of a ZIP archive as columns, found by their position in the archive.
+"""The members of a ZIP archive as a table, found by their position in the archive.
 
 A metatensor file of 100,000 blocks holds 800,000 members. Kept as one object each in
 a dict of their names, they are tables far larger than the CPU's caches, where every
-lookup is a miss (the load then grew faster than the blocks). Here each field is a
-column in file order, and a member is looked for first where it is expected: right
+lookup is a miss (the load then grew faster than the blocks). Here each member is a
+row of numbers in file order (its first bytes in a buffer shared with its neighbours),
+and a member is looked for first where it is expected: right
 after the member found last (metatensor writes the members of a block one after the
 other, in the order a load asks for them). An index of all names is built only when a
 member is not there (a file laid out otherwise, such as one rewritten by another ZIP
