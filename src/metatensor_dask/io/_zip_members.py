@@ -4,11 +4,11 @@ A metatensor file of 100,000 blocks holds 800,000 members. Kept as one object ea
 a dict of their names, they are tables far larger than the CPU's caches, where every
 lookup is a miss (the load then grew faster than the blocks). Here each member is a
 row of numbers in file order (its first bytes in a buffer shared with its neighbours),
-and a member is looked for first where it is expected: right
-after the member found last (metatensor writes the members of a block one after the
-other, in the order a load asks for them). An index of all names is built only when a
-member is not there (a file laid out otherwise, such as one rewritten by another ZIP
-tool), and used from then on.
+and a member is looked for first where it is expected: right after the member found
+last (metatensor writes the members of a block one after the other, in the order a
+load asks for them). An index of all names is built only when a member is not there
+(a file laid out otherwise, such as one rewritten by another ZIP tool), and used from
+then on.
 """
 
 from __future__ import annotations
