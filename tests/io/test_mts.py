@@ -840,7 +840,8 @@ def test_zip64_end_record_is_metatensors():
     """With 65,535 members or more (10,000 blocks with a gradient), the ZIP64 end record
     holds the versions metatensor writes there (4.6 made by and needed, host 0), so
     that saves stay byte-identical (checked against metatensor by bench_many_blocks)."""
-    entries = [(f"m{i}.npy", 0, 0, 0) for i in range(_zip.ZIP64_COUNT_LIMIT)]
-    data = _zip.central_directory(entries, 0)
+    names = [f"m{i}.npy" for i in range(_zip.ZIP64_COUNT_LIMIT)]
+    zeros = [0] * len(names)
+    data = _zip.central_directory(names, zeros, zeros, zeros, 0)
     start = data.index(b"PK\x06\x06")
     assert data[start + 12 : start + 16] == bytes([46, 0, 46, 0])

@@ -152,7 +152,7 @@ def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_p
         entries.append((name, int(rng.integers(0, 2**32)), size, offset))
         offset += int(rng.integers(100, 10000))
     one_by_one = b"".join(_zip._record(*entry) for entry in entries)
-    directory = _zip.central_directory(entries, offset)
+    directory = _zip.central_directory(*map(list, zip(*entries, strict=True)), offset)
     assert directory[: len(one_by_one)] == one_by_one
     # a real archive: members written at their offsets, then the directory
     path = tmp_path / "written.zip"
@@ -162,7 +162,8 @@ def test_the_directory_written_at_once_is_the_one_written_record_by_record(tmp_p
         crc = zlib.crc32(content)
         records.append((name, crc, len(content), len(data)))
         data += _zip.local_header(name, crc, len(content)) + content
-    path.write_bytes(bytes(data) + _zip.central_directory(records, len(data)))
+    columns = map(list, zip(*records, strict=True))
+    path.write_bytes(bytes(data) + _zip.central_directory(*columns, len(data)))
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
         assert archive.read("d.npy") == bytes(range(200))
@@ -187,3 +188,18 @@ def test_names_mixing_ascii_and_not_across_a_large_directory(tmp_path):
     members = _zip.read_directory(str(path))
     assert "blocks/7\0values.npy" in members and len(members) == 301
     assert "énergie" in "".join(members)
+
+
+@pytest.mark.parametrize("extra_name", ["blocks/1/gradients/x/values.npy", "énergie/λ.npy"])
+def test_local_headers_laid_out_at_once_are_those_made_one_by_one(extra_name):
+    """ASCII names (numpy, all at once) or one that is not (one by one): the same bytes
+    as :func:`_zip.local_header` for each, sizes past the 32-bit limit included."""
+    rng = np.random.default_rng(2)
+    names = [f"blocks/{i}/{'values' if i % 3 else 'samples'}.npy" for i in range(200)]
+    names.insert(57, extra_name)
+    crcs = rng.integers(0, 2**32, len(names)).tolist()
+    sizes = rng.integers(0, 2**40, len(names)).tolist()
+    one_by_one = [_zip.local_header(*member) for member in zip(names, crcs, sizes, strict=True)]
+    assert _zip.local_headers(names, crcs, sizes) == b"".join(one_by_one)
+    assert _zip.local_header_sizes(names).tolist() == [len(h) for h in one_by_one]
+    assert _zip.local_headers([], [], []) == b""

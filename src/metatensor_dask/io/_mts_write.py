@@ -6,10 +6,10 @@ dask tasks, into a temporary file renamed over the target at the end.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
 import secrets
-import sys
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from ..block import TensorBlock
 from ..errors import MetatensorDaskError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
-from ._file_writes import write_all
+from ._file_writes import PIECE_BYTES, write_all
 from ._mts_read import io_error
 from ._names import check_path_component
 
@@ -146,16 +146,11 @@ _GATHER_BYTES = 2**16
 them, in gathered writes; larger ones in slices of the chunk size, on their own."""
 
 
-# byte orders that are little-endian already (1-byte types have none)
-_LITTLE = {"<", "|", *(["="] if sys.byteorder == "little" else [])}
-
-
-def _stored_bytes(array: np.ndarray) -> bytes:
-    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian),
-    in one copy when its byte order already is."""
-    if array.dtype.byteorder in _LITTLE:
-        return array.tobytes()
-    return _little_endian_bytes(array).tobytes()
+def _stored_bytes(array: np.ndarray) -> memoryview:
+    """The bytes of a small ``array`` as metatensor stores them (C order, little-endian):
+    a view of the array itself when they are its bytes (no copy of all the values of a
+    map held in memory)."""
+    return _little_endian_bytes(array).data
 
 
 def _little_endian_bytes(array: np.ndarray) -> np.ndarray:
@@ -168,45 +163,64 @@ class _Gathered:
     """Small writes (headers, Labels, small arrays) gathered and written in runs of
     adjacent bytes, a few system calls per run (see :mod:`._file_writes`): a map of many
     tiny blocks has several members per block. Each item is a list of pieces written one
-    after the other from its offset (a whole member: its local header and its bytes)."""
+    after the other from its offset, after the local header of member ``header`` when
+    it is not -1 (the headers of all members are laid out at once, once their CRC-32s
+    are known, and sliced only as they are written)."""
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.items: list[tuple[int, int, list[Any]]] = []
+        self.items: list[tuple[int, int, list[Any], int]] = []
 
     def add(self, offset: int, data: Any) -> None:
-        self.items.append((offset, len(data), [data]))
+        self.items.append((offset, len(data), [data], -1))
 
-    def add_pieces(self, offset: int, length: int, pieces: list[Any]) -> None:
-        """Write ``pieces`` (``length`` bytes in all) one after the other from ``offset``."""
-        self.items.append((offset, length, pieces))
+    def add_member(self, header: int, offset: int, length: int, pieces: list[Any]) -> None:
+        """Write the local header of member ``header`` at ``offset``, then ``pieces``
+        (``length`` bytes in all, the header's included)."""
+        self.items.append((offset, length, pieces, header))
 
-    def flush(self) -> None:
-        # added in file order but for a few (the headers of members written by dask)
+    def flush(self, headers: bytes, bounds: list[int]) -> None:
+        """Write the items added; the local header of member ``k`` is
+        ``headers[bounds[k]:bounds[k + 1]]``."""
+        # added in file order, but for a few
         self.items.sort(key=_offset)
         run: list[Any] = []
         start = end = 0
-        for offset, length, pieces in self.items:
+        for offset, length, pieces, header in self.items:
             if run and offset != end:
-                write_all(self.fd, run, start)
+                self._write_run(run, start, end - start)
                 run = []
             if not run:
                 start = end = offset
+            if header >= 0:
+                run.append(headers[bounds[header] : bounds[header + 1]])
             run.extend(pieces)
             end += length
         if run:
-            write_all(self.fd, run, start)
+            self._write_run(run, start, end - start)
         self.items = []
 
+    def _write_run(self, run: list[Any], start: int, length: int) -> None:
+        """Write the pieces of ``run`` (``length`` bytes) from ``start``: a short run
+        (a few headers and Labels between two arrays written by dask, in a map of tiny
+        blocks) joined and written in one call."""
+        if length > PIECE_BYTES:
+            write_all(self.fd, run, start)
+            return
+        data = b"".join(run)
+        written = os.pwrite(self.fd, data, start)
+        if written < length:
+            write_all(self.fd, [memoryview(data)[written:]], start + written)
 
-def _offset(item: tuple[int, int, list[Any]]) -> int:
+
+def _offset(item: tuple[int, int, list[Any], int]) -> int:
     return item[0]
 
 
-def _in_memory(pieces: list[Any]) -> list[bytes] | None:
+def _in_memory(pieces: list[Any]) -> list[bytes | memoryview] | None:
     """The bytes of ``pieces`` when they are all bytes or small in-memory arrays (to be
     gathered), else None."""
-    found = []
+    found: list[bytes | memoryview] = []
     for piece in pieces:
         if type(piece) is bytes:
             found.append(piece)
@@ -285,17 +299,19 @@ def _rows_per_slice(array: np.ndarray) -> int:
 
 def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
     """Write the archive of ``entries`` in one pass over the members, in file order:
-    a member held in memory has its CRC-32, hence its local header, at once, and its
-    bytes join those of its neighbours in one write; the members with dask pieces get
-    their local header once those are computed."""
+    the bytes of a member held in memory join those of its neighbours in one write, the
+    members with dask pieces are computed, then the local headers of all members are
+    laid out at once (their CRC-32s known) and written with the bytes around them."""
     gathered = _Gathered(fd)
-    # the segments of the members with dask pieces, by their position in ``records``
+    names = [entry.name for entry in entries]
+    header_sizes = _zip.local_header_sizes(names).tolist()
+    # the segments of the members with dask pieces, by their position in ``entries``
     # (none kept for the members written at once: most of a map of tiny blocks)
     segments: dict[int, list[Any]] = {}
-    records: list[tuple[str, int, int, int]] = []
+    crcs, sizes, offsets = [], [], []
     offset = 0
-    for entry in entries:
-        name = entry.name
+    for k, entry in enumerate(entries):
+        data_start = offset + header_sizes[k]
         data = _in_memory(entry.pieces)
         if data is not None:
             # the common case for a map of tiny blocks: the whole member at once
@@ -303,35 +319,32 @@ def _write_archive(fd: int, path: str, entries: list[Entry]) -> None:
             for piece in data:
                 crc = zlib.crc32(piece, crc)
                 size += len(piece)
-            header = _zip.local_header(name, crc, size)
-            gathered.add_pieces(offset, len(header) + size, [header, *data])
-            records.append((name, crc, size, offset))
-            offset += len(header) + size
-            continue
-        size = entry.size
-        data_start = offset + _zip.local_header_size(name)
-        pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
-        if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
-            crc = pieces[0][0]
-            gathered.add(offset, _zip.local_header(name, crc, size))
+            gathered.add_member(k, offset, header_sizes[k] + size, data)
         else:
-            crc = 0
-            segments[len(records)] = pieces
-        records.append((name, crc, size, offset))
+            size = entry.size
+            gathered.add_member(k, offset, header_sizes[k], [])
+            pieces = _write_pieces(fd, data_start, entry.pieces, gathered)
+            if len(pieces) == 1 and not isinstance(pieces[0], _Lazy):
+                crc = pieces[0][0]
+            else:
+                crc = 0
+                segments[k] = pieces
+        crcs.append(crc)
+        sizes.append(size)
+        offsets.append(offset)
         offset = data_start + size
     os.ftruncate(fd, offset)
     if segments:
         _write_lazy(list(segments.values()), path)
-        for i in segments:
-            name, _, size, start = records[i]
+        for k, pieces in segments.items():
             crc = 0
-            for piece_crc, length in segments[i]:
+            for piece_crc, length in pieces:
                 # combining with the CRC of nothing is a no-op, and costs microseconds
                 crc = _zip.crc32_combine(crc, piece_crc, length) if crc else piece_crc
-            gathered.add(start, _zip.local_header(name, crc, size))
-            records[i] = (name, crc, size, start)
-    gathered.add(offset, _zip.central_directory(records, offset))
-    gathered.flush()
+            crcs[k] = crc
+    gathered.add(offset, _zip.central_directory(names, crcs, sizes, offsets, offset))
+    headers = _zip.local_headers(names, crcs, sizes)
+    gathered.flush(headers, list(itertools.accumulate(header_sizes, initial=0)))
 
 
 def _write_lazy(segments: list[list[Any]], path: str) -> None:

@@ -17,18 +17,23 @@ import itertools
 import os
 import struct
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
+from ._zip_members import TABLE, Member, Members
+from ._zip_tables import with_names
+
 __all__ = [
     "Member",
+    "Members",
     "ZipError",
     "central_directory",
     "crc32_combine",
     "local_header",
-    "local_header_size",
+    "local_header_sizes",
+    "local_headers",
     "open_compressed",
     "read_directory",
     "read_members",
@@ -75,27 +80,7 @@ class ZipDamage(ZipError):
         self.member = member
 
 
-class Member(NamedTuple):
-    """Where the bytes of one member are (a tuple: archives hold many thousands)."""
-
-    name: str
-    offset: int
-    """Position in the file of the member's first byte."""
-    size: int
-    """Number of bytes stored (compressed size)."""
-    stored: bool
-    """Whether the bytes are stored as they are (False: compressed)."""
-    crc: int
-    """The CRC-32 of the uncompressed bytes, as the central directory records it."""
-    uncompressed_size: int
-    """Number of bytes once decompressed (``size`` for a stored member)."""
-    head: bytes
-    """Its first bytes, as many as :func:`read_members` was asked for (unchecked; empty
-    for a compressed member). Held by the member: a second dict of names would be
-    probed as often, and a file of 100,000 blocks holds 800,000 members."""
-
-
-def read_directory(path: str) -> dict[str, Member]:
+def read_directory(path: str) -> Members:
     """Every member of the archive at ``path``, by name.
 
     Raises :class:`ZipError` for a file that is not a ZIP archive, is truncated or has
@@ -104,9 +89,7 @@ def read_directory(path: str) -> dict[str, Member]:
     return read_members(path, _nothing)
 
 
-def read_members(
-    path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray]
-) -> dict[str, Member]:
+def read_members(path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray]) -> Members:
     """Every member of the archive at ``path``, by name, with the first bytes of some.
 
     The central directory is read at once and parsed here, all its records together
@@ -125,9 +108,10 @@ def read_members(
 
     Returns
     -------
-    dict
-        The members by name; each stored member whose ``wanted`` is positive holds its
-        first ``min(wanted, size)`` bytes (``Member.head``, unchecked).
+    Members
+        The members by name (a table in file order); each stored member whose
+        ``wanted`` is positive holds its first ``min(wanted, size)`` bytes
+        (``Member.head``, unchecked).
 
     Raises
     ------
@@ -461,13 +445,10 @@ def _locate(
     file_size: int,
     directory: _Directory,
     wanted: Callable[[list[str], np.ndarray], np.ndarray],
-) -> dict[str, Member]:
+) -> Members:
     """Read the local headers of the members of ``directory`` (and the wanted first
-    bytes of each) in runs of adjacent bytes; the members by name."""
+    bytes of each) in runs of adjacent bytes; the members, as a table."""
     names, count = directory.names, len(directory.names)
-    members: dict[str, Member] = {}
-    if not count:
-        return members
     sizes = directory.compressed
     want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)
     want[directory.methods != zipfile.ZIP_STORED] = 0
@@ -483,46 +464,41 @@ def _locate(
         )
     # the local header repeats the name: as long as in the directory, in practice
     stops = starts + _LOCAL.size + directory.name_lengths + _EXTRA_GUESS + want
-    reach = np.maximum.accumulate(stops)
+    reach = np.maximum.accumulate(stops) if count else stops
     # runs of ranges with small gaps between them, each read at once (up to _RUN bytes)
     breaks = np.flatnonzero(starts[1:] - reach[:-1] > _GAP) + 1
-    bounds = [0, *breaks.tolist(), count]
+    bounds = [0, *breaks.tolist(), count] if count else [0]
+    table = np.zeros(count, TABLE)
+    heads: list[bytes] = []
     for first, end in itertools.pairwise(bounds):
         i = first
         while i < end:
             j = i + max(1, int(np.searchsorted(reach[i:end], starts[i] + _RUN, side="right")))
             start = int(starts[i])
             data = os.pread(fd, min(int(reach[j - 1]), file_size) - start, start)
-            offsets = _run_offsets(directory, i, j, data, start, file_size)
-            found: Iterable[Member]
-            if offsets is None:  # one by one, to say what is wrong
+            run = _run_offsets(directory, i, j, data, start, file_size)
+            if run is None:  # one by one, to say what is wrong
                 checked = [
                     _member(directory, k, _local_header(fd, data, start, k, directory), file_size)
                     for k in range(i, j)
                 ]
-                offsets = np.array([member.offset for member in checked], np.int64)
-                heads = _heads(fd, offsets, want[i:j], data, start)
-                found = [
-                    member._replace(head=head) for member, head in zip(checked, heads, strict=True)
-                ]
-            else:
-                found = map(
-                    Member,
-                    names[i:j],
-                    offsets.tolist(),
-                    directory.compressed[i:j].tolist(),
-                    (directory.methods[i:j] == zipfile.ZIP_STORED).tolist(),
-                    directory.crcs[i:j].tolist(),
-                    directory.uncompressed[i:j].tolist(),
-                    _heads(fd, offsets, want[i:j], data, start),
-                )
-            members.update(zip(names[i:j], found, strict=True))
+                run = np.array([member.offset for member in checked], np.int64)
+            table["offset"][i:j] = run
+            # the first bytes of the run's members, one after the other in one buffer
+            run_heads = _heads(fd, run, want[i:j], data, start)
+            lengths = np.fromiter(map(len, run_heads), np.int64, j - i)
+            table["head_length"][i:j] = lengths
+            table["head_start"][i:j] = np.cumsum(lengths) - lengths
+            table["head_buffer"][i:j] = len(heads)
+            heads.append(b"".join(run_heads))
             i = j
     # after the local headers: a changed flag is damage, found by them
     encrypted = np.flatnonzero(directory.flags & 0x1)
     if len(encrypted):
         raise ZipError(f"'{names[encrypted[0]]}' is encrypted, which is not supported")
-    return members
+    table["size"], table["stored"] = directory.compressed, directory.methods == zipfile.ZIP_STORED
+    table["crc"], table["uncompressed"] = directory.crcs, directory.uncompressed
+    return Members(names, table, heads)
 
 
 def _heads(fd: int, offsets: np.ndarray, want: np.ndarray, data: bytes, start: int) -> list[bytes]:
@@ -738,11 +714,6 @@ def _encoded(name: str) -> tuple[bytes, int]:
     return name.encode("utf8"), _UTF8_FLAG
 
 
-def local_header_size(name: str) -> int:
-    """Length of the local header that :func:`local_header` writes for ``name``."""
-    return _LOCAL.size + len(_encoded(name)[0]) + _LOCAL_EXTRA.size
-
-
 def local_header(name: str, crc: int, size: int) -> bytes:
     """The local header of a STORED member, with a ZIP64 extra field (as metatensor)."""
     encoded, flags = _encoded(name)
@@ -753,29 +724,81 @@ def local_header(name: str, crc: int, size: int) -> bytes:
     )  # fmt: skip
 
 
+# the fixed fields of a local header (see _LOCAL), then those of its ZIP64 extra field
+_LOCAL_RECORD = np.dtype(
+    {
+        "names": ["signature", "needed", "flags", "method", "time", "date", "crc",
+                  "compressed", "uncompressed", "name", "extra"],
+        "formats": ["<u4", "<u2", "<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u4", "<u2",
+                    "<u2"],
+        "offsets": [0, 4, 6, 8, 10, 12, 14, 18, 22, 26, 28],
+        "itemsize": _LOCAL.size,
+    }
+)  # fmt: skip
+_LOCAL_EXTRA_RECORD = np.dtype(
+    {"names": ["id", "length", "uncompressed", "compressed"],
+     "formats": ["<u2", "<u2", "<u8", "<u8"], "itemsize": _LOCAL_EXTRA.size}
+)  # fmt: skip
+
+
+def local_header_sizes(names: list[str]) -> np.ndarray:
+    """Length of the local header that :func:`local_header` writes for each of ``names``."""
+    if "".join(names).isascii():
+        lengths = np.fromiter(map(len, names), np.int64, len(names))
+    else:
+        lengths = np.fromiter((len(_encoded(name)[0]) for name in names), np.int64, len(names))
+    return lengths + _LOCAL.size + _LOCAL_EXTRA.size
+
+
+def local_headers(names: list[str], crcs: list[int], sizes: list[int]) -> bytes:
+    """The local headers of STORED members (as :func:`local_header` makes each), one
+    after the other: laid out all at once (numpy) when every name is ASCII, as
+    metatensor's are."""
+    count = len(names)
+    joined = "".join(names)
+    if not count or not joined.isascii():
+        return b"".join(map(local_header, names, crcs, sizes))
+    lengths = np.fromiter(map(len, names), np.int64, count)
+    table = np.zeros(count, _LOCAL_RECORD)
+    table["signature"] = int.from_bytes(b"PK\x03\x04", "little")
+    table["needed"], table["method"] = _VERSION_NEEDED, zipfile.ZIP_STORED
+    table["time"], table["date"], table["crc"] = _DOS_TIME, _DOS_DATE, crcs
+    table["compressed"] = table["uncompressed"] = 0xFFFFFFFF
+    table["name"], table["extra"] = lengths, _LOCAL_EXTRA.size
+    extra = np.zeros(count, _LOCAL_EXTRA_RECORD)
+    extra["id"], extra["length"] = 1, 16
+    extra["uncompressed"] = extra["compressed"] = sizes
+    rows = table.view(np.uint8).reshape(count, -1)
+    tails = extra.view(np.uint8).reshape(count, -1)
+    return with_names(rows, joined.encode("ascii"), lengths, tails).tobytes()
+
+
 @functools.lru_cache(maxsize=256)
 def _local_struct(name_length: int) -> struct.Struct:
     """A whole local header, its name of ``name_length`` bytes (one pack per member)."""
     return struct.Struct(_LOCAL.format + f"{name_length}s" + _LOCAL_EXTRA.format[1:])
 
 
-def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> bytes:
+def central_directory(
+    names: list[str], crcs: list[int], sizes: list[int], offsets: list[int], start: int
+) -> bytes:
     """The central directory and end records, written at ``start``.
 
-    ``entries`` are ``(name, crc, size, local header offset)`` in file order. When
-    every name is ASCII and no size or offset needs ZIP64 fields (the common case), the
-    records are laid out all at once (numpy); otherwise one by one.
+    The members are ``names`` in file order, their CRC-32s, sizes and local header
+    ``offsets``. When every name is ASCII and no size or offset needs ZIP64 fields (the
+    common case), the records are laid out all at once (numpy); otherwise one by one.
     """
-    count = len(entries)
-    names = [entry[0] for entry in entries]
+    count = len(names)
     joined = "".join(names)
-    sizes = np.fromiter((entry[2] for entry in entries), np.int64, count)
-    offsets = np.fromiter((entry[3] for entry in entries), np.int64, count)
-    if count and joined.isascii() and max(sizes.max(), offsets.max()) < ZIP64_LIMIT:
-        crcs = np.fromiter((entry[1] for entry in entries), np.uint32, count)
-        directory = _plain_records(names, joined, crcs, sizes, offsets)
+    size_column = np.array(sizes, np.int64)
+    offset_column = np.array(offsets, np.int64)
+    if count and joined.isascii() and max(size_column.max(), offset_column.max()) < ZIP64_LIMIT:
+        crc_column = np.array(crcs, np.uint32)
+        directory: bytes | memoryview = _plain_records(
+            names, joined, crc_column, size_column, offset_column
+        )
     else:
-        directory = b"".join(_record(*entry) for entry in entries)
+        directory = b"".join(map(_record, names, crcs, sizes, offsets))
     size = len(directory)
     end = b""
     if count >= ZIP64_COUNT_LIMIT or size >= ZIP64_LIMIT or start >= ZIP64_LIMIT:
@@ -786,7 +809,8 @@ def central_directory(entries: list[tuple[str, int, int, int]], start: int) -> b
         end += _LOCATOR64.pack(b"PK\x06\x07", 0, start + size, 1)
     small_count = count if count < ZIP64_COUNT_LIMIT else 0xFFFF
     end += _END.pack(b"PK\x05\x06", 0, 0, small_count, small_count, _field(size), _field(start), 0)
-    return directory + end
+    # one copy of the records (a directory of 800,000 members is 65 MB)
+    return b"".join([directory, end])
 
 
 def _record(name: str, crc: int, size: int, offset: int) -> bytes:
@@ -828,7 +852,7 @@ _CENTRAL_RECORD = np.dtype(
 
 def _plain_records(
     names: list[str], joined: str, crcs: np.ndarray, sizes: np.ndarray, offsets: np.ndarray
-) -> bytes:
+) -> memoryview:
     """The records of STORED members with ASCII names ``names`` (``joined``: one after
     the other) and sizes and offsets below the ZIP64 limit, as :func:`_record` makes
     them one by one."""
@@ -840,13 +864,8 @@ def _plain_records(
     table["method"], table["time"], table["date"] = zipfile.ZIP_STORED, _DOS_TIME, _DOS_DATE
     table["crc"], table["compressed"], table["uncompressed"] = crcs, sizes, sizes
     table["name"], table["external"], table["offset"] = lengths, _UNIX_MODE, offsets
-    before = np.cumsum(lengths) - lengths
-    starts = np.arange(count) * _CENTRAL.size + before
-    out = np.empty(count * _CENTRAL.size + int(lengths.sum()), np.uint8)
-    out[starts[:, None] + np.arange(_CENTRAL.size)] = table.view(np.uint8).reshape(count, -1)
-    positions = np.arange(len(joined)) + np.repeat(starts + _CENTRAL.size - before, lengths)
-    out[positions] = np.frombuffer(joined.encode("ascii"), np.uint8)
-    return out.tobytes()
+    rows = table.view(np.uint8).reshape(count, -1)
+    return with_names(rows, joined.encode("ascii"), lengths, np.empty((count, 0), np.uint8)).data
 
 
 def _field(value: int) -> int:
