@@ -613,8 +613,11 @@ def _plain_plan(ref: ArrayRef, region: tuple[slice, ...]) -> tuple[ChunkFormat |
     """The chunk format of a plain array, and the keys of the chunks holding ``region``
     of it; no keys (nor format) for an empty region."""
     start, stop = region[0].start, region[0].stop
-    if stop <= start or any(s.stop <= s.start for s in region[1:]):
+    if stop <= start:
         return None, []
+    for axis in region[1:]:
+        if axis.stop <= axis.start:
+            return None, []
     chunks = ChunkFormat.of(ref.document)
     if chunks is None:
         raise MetatensorDaskError(f"the chunks of the array '{ref.path}' are not plain")

@@ -149,7 +149,7 @@ def _chunk_read(store: Store, info: layout.ArrayInfo) -> tuple[Any, ArrayRef, tu
     """The function reading the whole array ``info`` alone, and its arguments."""
     ref = ArrayRef(store, info.path, info.document, info.missing_ok, info.store_id)
     read = read_plain_region if info.plain else read_region
-    return read, ref, tuple(slice(0, n) for n in info.shape)
+    return read, ref, tuple([slice(0, n) for n in info.shape])
 
 
 @without_collector
