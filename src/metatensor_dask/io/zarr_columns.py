@@ -8,9 +8,9 @@ gradient rows, silently. So the lazy gradient samples of a store carry a
 :class:`StoredSampleColumn` (:meth:`Labels._stored_source
 <metatensor_dask.labels.Labels._stored_source>`), and each chunk-wise task takes its
 index of value rows from :meth:`StoredSampleColumn.local_index` (a group of tiny
-blocks, from :meth:`StoredSampleColumn.checked_index` inside the group's task): the
-``"sample"`` column of its own gradient rows (one int32 per row, read from the store
-when the task runs), checked against the row pointer.
+blocks, from :meth:`StoredSampleColumn.checked_together` inside the group's task, for
+all its gradients at once): the ``"sample"`` column of its own gradient rows (one int32
+per row, read from the store when the task runs), checked against the row pointer.
 """
 
 from __future__ import annotations
