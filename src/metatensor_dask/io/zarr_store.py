@@ -622,10 +622,8 @@ def _plain_plan(ref: ArrayRef, region: tuple[slice, ...]) -> tuple[ChunkFormat |
     if chunks is None:
         raise MetatensorDaskError(f"the chunks of the array '{ref.path}' are not plain")
     rows, ndim = chunks.shape[0], len(chunks.shape)
-    first, last = start // rows, (stop - 1) // rows
-    if first == last:
-        return chunks, [f"{ref.path}/{chunk_key(first, ndim)}"]
-    return chunks, [f"{ref.path}/{chunk_key(i, ndim)}" for i in range(first, last + 1)]
+    indices = range(start // rows, (stop - 1) // rows + 1)
+    return chunks, [f"{ref.path}/{chunk_key(i, ndim)}" for i in indices]
 
 
 def _decoded_region(
