@@ -192,10 +192,16 @@ def is_plain(document: dict[str, Any]) -> bool:
     return _checksum(document) is not None
 
 
-def _chunk_shape(document: dict[str, Any]) -> list[int]:
-    shape = [int(n) for n in document["shape"]]
-    chunk = [int(n) for n in document["chunk_grid"]["configuration"]["chunk_shape"]]
-    if any(c < n for c, n in zip(chunk[1:], shape[1:], strict=True)):
+def _chunk_shape(document: dict[str, Any]) -> tuple[int, ...]:
+    return _checked_chunk_shape(
+        document["shape"], document["chunk_grid"]["configuration"]["chunk_shape"]
+    )
+
+
+def _checked_chunk_shape(shape: Any, chunk_shape: Any) -> tuple[int, ...]:
+    """The chunk shape of an array of ``shape`` (from their JSON lists or tuples)."""
+    chunk = tuple(int(n) for n in chunk_shape)
+    if any(c < int(n) for c, n in zip(chunk[1:], tuple(shape)[1:], strict=True)):
         raise MetatensorDaskError("plain arrays are only chunked along their first axis")
     return chunk
 
@@ -215,19 +221,39 @@ class ChunkFormat:
     """How the chunks of a plain array are encoded: what decoding one needs."""
 
     dtype: np.dtype
-    shape: list[int]
+    shape: tuple[int, ...]
     size: int
     checksum: bool
 
     @classmethod
     def of(cls, document: dict[str, Any]) -> ChunkFormat | None:
-        """The format of the chunks of ``document``; None when they are not plain."""
+        """The format of the chunks of ``document``; None when they are not plain.
+
+        Arrays of many blocks share a few formats, each worked out once (a group of
+        tiny blocks decodes a thousand arrays, one chunk each)."""
         checksum = _checksum(document)
         if checksum is None:
             return None
+        name = document["data_type"]
+        shape = document["shape"]
+        chunk_shape = document["chunk_grid"]["configuration"]["chunk_shape"]
+        if type(name) is str and type(shape) is list and type(chunk_shape) is list:
+            try:
+                return _format(name, tuple(shape[1:]), tuple(chunk_shape), checksum)
+            except TypeError:  # entries that are not numbers (refused below)
+                pass
         dtype = _dtype(document)
         chunk = _chunk_shape(document)
         return cls(dtype, chunk, math.prod(chunk) * dtype.itemsize, checksum)
+
+
+@functools.lru_cache(maxsize=256)
+def _format(name: str, inner: tuple, chunk_shape: tuple, checksum: bool) -> ChunkFormat:
+    """:meth:`ChunkFormat.of` a plain array of dtype ``name``, whose rows have the
+    shape ``inner``, chunked in ``chunk_shape``."""
+    dtype = _little(name)
+    chunk = _checked_chunk_shape((0, *inner), chunk_shape)
+    return ChunkFormat(dtype, chunk, math.prod(chunk) * dtype.itemsize, checksum)
 
 
 def _plain_format(document: dict[str, Any]) -> ChunkFormat:
@@ -324,16 +350,27 @@ def decode_chunks(
 
 
 def decode_rows(
-    raw: list[Any], document: dict[str, Any], path: str, where: str, start: int, stop: int
+    raw: list[Any],
+    document: dict[str, Any],
+    path: str,
+    where: str,
+    start: int,
+    stop: int,
+    chunks: ChunkFormat | None = None,
 ) -> np.ndarray:
     """Rows ``start:stop`` of an array, from the chunks holding them (``raw[0]`` is the
-    chunk of row ``start``). A region within one chunk views its buffer: no copy."""
-    chunks = _plain_format(document)
+    chunk of row ``start``); ``chunks`` is :meth:`ChunkFormat.of` the ``document``, when
+    known. A region within one chunk views its buffer: no copy."""
+    chunks = chunks or _plain_format(document)
     rows = chunks.shape[0]
     first = start // rows
-    pieces = [_decoded(data, chunks, path, where, first + i) for i, data in enumerate(raw)]
-    array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if len(raw) == 1:
+        array = _decoded(raw[0], chunks, path, where, first)
+    else:
+        array = np.concatenate(
+            [_decoded(data, chunks, path, where, first + i) for i, data in enumerate(raw)]
+        )
     offset = first * rows
-    array = array[start - offset : stop - offset]
-    native = _dtype(document).newbyteorder("=")
-    return array if array.dtype == native else array.astype(native)
+    if start != offset or stop - offset != len(array):
+        array = array[start - offset : stop - offset]
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))

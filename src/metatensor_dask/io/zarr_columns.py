@@ -8,9 +8,9 @@ gradient rows, silently. So the lazy gradient samples of a store carry a
 :class:`StoredSampleColumn` (:meth:`Labels._stored_source
 <metatensor_dask.labels.Labels._stored_source>`), and each chunk-wise task takes its
 index of value rows from :meth:`StoredSampleColumn.local_index` (a group of tiny
-blocks, from :meth:`StoredSampleColumn.checked_index` inside the group's task): the
-``"sample"`` column of its own gradient rows (one int32 per row, read from the store
-when the task runs), checked against the row pointer.
+blocks, from :meth:`StoredSampleColumn.checked_together` inside the group's task, for
+all its gradients at once): the ``"sample"`` column of its own gradient rows (one int32
+per row, read from the store when the task runs), checked against the row pointer.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 
 from .. import _graph
 from .._partition import gradient_row_chunks, misplaced_row
+from ..errors import DamagedStoreError, MetatensorDaskError
 from .zarr_identity import overwrite_told
 from .zarr_integrity import damaged, misplaced_message
-from .zarr_store import ArrayRef
+from .zarr_store import ArrayRef, read_plain_region, read_plain_regions
 
 __all__ = ["StoredSampleColumn"]
 
@@ -109,6 +110,27 @@ class StoredSampleColumn:
         # deterministic: it takes part in the names of grouped tasks
         return f"StoredSampleColumn({self.where!r}, {self.ref.path!r}, {self.column})"
 
+    @staticmethod
+    def checked_together(
+        gradients: list[tuple[StoredSampleColumn, np.ndarray]],
+    ) -> list[np.ndarray]:
+        """:meth:`checked_index` of the whole of each gradient ``(column, counts)`` (one
+        values chunk), as a group of tiny blocks asks: when all are plain arrays of one
+        store, their rows are read together (see
+        :func:`~metatensor_dask.io.zarr_store.read_plain_regions`) and checked against
+        their row pointers in one comparison. On any damage, each is read and checked
+        alone, in order: the first damaged one raises as :meth:`checked_index` does."""
+        store = gradients[0][0].ref.store
+        if all(c.read is read_plain_region and c.ref.store is store for c, _ in gradients):
+            try:
+                return _checked_together(gradients)
+            except MetatensorDaskError:
+                pass  # raised below, by the first damaged gradient
+        return [
+            column.checked_index(0, (0, int(counts.sum())), 0, counts)
+            for column, counts in gradients
+        ]
+
     def checked_index(
         self, chunk: int, rows: tuple[int, int], first: int, counts: np.ndarray
     ) -> np.ndarray:
@@ -118,8 +140,7 @@ class StoredSampleColumn:
         start, stop = rows
         ref = self.ref
         region = (slice(start, stop), slice(0, int(ref.document["shape"][1])))
-        what = f"the rows {start}:{stop} of the gradient samples '{ref.path}'"
-        with overwrite_told(ref.store, self.where, self.store_id, what):
+        try:
             column = self.read(ref, region)[:, self.column]
             misplaced = misplaced_row(column, counts, first)
             if misplaced is not None:
@@ -131,4 +152,35 @@ class StoredSampleColumn:
                     f"{first}:{first + len(counts)}): "
                     f"{misplaced_message(start + row, int(column[row]), value_row)}",
                 )
-        return column.astype(np.int64) - first
+        except DamagedStoreError:
+            # the store's current id is read only then (a task of a group of tiny
+            # blocks checks a thousand gradients)
+            what = f"the rows {start}:{stop} of the gradient samples '{ref.path}'"
+            with overwrite_told(ref.store, self.where, self.store_id, what):
+                raise
+        index = column.astype(np.int64)
+        return index - first if first else index
+
+
+def _checked_together(gradients: list[tuple[StoredSampleColumn, np.ndarray]]) -> list[np.ndarray]:
+    """The ``"sample"`` column of each whole gradient ``(column, counts)``, read
+    together, as indices of value rows; a :class:`MetatensorDaskError` when one of them
+    is damaged or not where its row pointer puts it."""
+    totals = np.array([int(counts.sum()) for _, counts in gradients], dtype=np.int64)
+    reads: list[tuple[ArrayRef, tuple[slice, ...]]] = [
+        (column.ref, (slice(0, int(total)), slice(0, int(column.ref.document["shape"][1]))))
+        for (column, _), total in zip(gradients, totals, strict=True)
+    ]
+    stored = read_plain_regions(reads)
+    found = np.concatenate(
+        [rows[:, column.column] for rows, (column, _) in zip(stored, gradients, strict=True)]
+    ).astype(np.int64)
+    # the value row of each gradient row by the pointers: a local index, restarting at
+    # 0 in each gradient
+    counts = np.concatenate([counts for _, counts in gradients])
+    values = np.array([len(counts) for _, counts in gradients], dtype=np.int64)
+    first_value = np.repeat(np.cumsum(values) - values, values)
+    expected = np.repeat(np.arange(len(counts), dtype=np.int64) - first_value, counts)
+    if len(found) != len(expected) or (found != expected).any():
+        raise MetatensorDaskError("a gradient's samples disagree with its row pointer")
+    return list(np.split(found, np.cumsum(totals)[:-1]))

@@ -29,6 +29,7 @@ from zarr.storage import LocalStore
 
 from .. import _graph
 from .._collection import GroupItem
+from .._gc import without_collector
 from ._mts_tiny import GROUP_BYTES, TINY_BYTES
 from .zarr_store import ArrayRef, read_plain_region, read_plain_regions, read_region
 
@@ -148,14 +149,17 @@ def _chunk_read(store: Store, info: layout.ArrayInfo) -> tuple[Any, ArrayRef, tu
     """The function reading the whole array ``info`` alone, and its arguments."""
     ref = ArrayRef(store, info.path, info.document, info.missing_ok, info.store_id)
     read = read_plain_region if info.plain else read_region
-    return read, ref, tuple(slice(0, n) for n in info.shape)
+    return read, ref, tuple([slice(0, n) for n in info.shape])
 
 
+@without_collector
 def read_group(group: _Group) -> tuple[np.ndarray, ...]:
     """The arrays of the group, each checked as if read alone. The chunk files of those
     with plain codecs are fetched together (see :func:`read_plain_regions`); the others
     are read through zarr one by one, from a few threads when the store is not a local
-    directory (each request then waits on the network)."""
+    directory (each request then waits on the network). The garbage collector is
+    paused meanwhile: its passes, triggered by the objects made per array, walk the
+    whole map held by the caller."""
     arrays: list[Any] = [None] * len(group.infos)
     plain: list[tuple[int, ArrayRef, tuple]] = []
     others: list[tuple[int, ArrayRef, tuple]] = []

@@ -49,7 +49,7 @@ from .._partition import (
     stored_local_index,
     stored_sample_column,
 )
-from ._grouping import hash_arguments, single_chunk_shape, tiny_groups
+from ._grouping import hash_arguments, run_together, single_chunk_shape, tiny_groups
 from ._manipulation_utils import as_dask
 
 __all__ = [
@@ -249,6 +249,21 @@ def _with_stored_index(*arguments: Any) -> Any:
     *chunks, kernel, source, counts, constants = arguments
     index = source.checked_index(0, (0, int(counts.sum())), 0, counts)
     return kernel(*chunks, index, *constants)
+
+
+def _with_stored_indices(calls: list[list[Any]]) -> list[Any]:
+    """:func:`_with_stored_index` of the arguments of each call (of a group's task),
+    the stored columns of all read and checked together (see
+    :meth:`~metatensor_dask.io.zarr_columns.StoredSampleColumn.checked_together`)."""
+    sources = [(arguments[-3], arguments[-2]) for arguments in calls]
+    indices = sources[0][0].checked_together(sources)
+    return [
+        arguments[-4](*arguments[:-4], index, *arguments[-1])
+        for arguments, index in zip(calls, indices, strict=True)
+    ]
+
+
+run_together(_with_stored_index, _with_stored_indices)
 
 
 @functools.lru_cache(maxsize=256)

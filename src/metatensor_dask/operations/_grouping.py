@@ -37,6 +37,7 @@ __all__ = [
     "hash_arguments",
     "picked_arguments",
     "picked_call",
+    "run_together",
     "single_chunk_bytes",
     "single_chunk_shape",
     "tiny_groups",
@@ -95,19 +96,40 @@ class _Group:
         self.names: list[bytes] = []
 
 
+_TOGETHER: dict[Callable, Callable[[list[list[Any]]], list[Any]]] = {}
+"""Functions whose calls in one group run together (see :func:`run_together`)."""
+
+
+def run_together(func: Callable, batch: Callable[[list[list[Any]]], list[Any]]) -> None:
+    """Have the calls of ``func`` in a group's task run together, as ``batch(arguments)``:
+    the arguments of each call in order, their results in the same order (work they
+    share, such as reading files, is then done once)."""
+    _TOGETHER[func] = batch
+
+
 @without_collector
 def _run_group(calls: list[tuple[Callable, tuple, tuple]], *chunks: Any) -> tuple[Any, ...]:
     """Each call ``(func, picks, extra)`` takes one argument per entry of ``picks`` from
     the next chunks (the chunk itself for ``None``, else that item of it, the result of
-    an earlier group), then ``extra``; the results in call order."""
-    results, start = [], 0
-    for func, picks, extra in calls:
+    an earlier group), then ``extra``; the results in call order. The calls of
+    functions that run together (see :func:`run_together`) run after the others."""
+    results: list[Any] = [None] * len(calls)
+    together: dict[Callable, list[tuple[int, list[Any]]]] = {}
+    start = 0
+    for position, (func, picks, extra) in enumerate(calls):
         arguments = [
             chunk if pick is None else chunk[pick]
             for chunk, pick in zip(chunks[start : start + len(picks)], picks, strict=True)
         ]
-        results.append(func(*arguments, *extra))
         start += len(picks)
+        if func in _TOGETHER:
+            together.setdefault(func, []).append((position, [*arguments, *extra]))
+        else:
+            results[position] = func(*arguments, *extra)
+    for func, pending in together.items():
+        found = _TOGETHER[func]([arguments for _, arguments in pending])
+        for (position, _), result in zip(pending, found, strict=True):
+            results[position] = result
     return tuple(results)
 
 

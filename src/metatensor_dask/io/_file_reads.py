@@ -1,0 +1,56 @@
+"""Local files read whole into new writable buffers, with plain system calls.
+
+A task reading a group of tiny blocks reads a thousand files of a few hundred bytes;
+opened through ``pathlib`` and unbuffered file objects, each cost about 17 us, most of
+it in Python objects per file (a path parsed, a file object, its ``readinto``). Here a
+file is an ``os.open``, an ``os.fstat``, one ``os.readv`` into an uninitialised numpy
+buffer and an ``os.close``: about 5 us.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["READ_SIZE", "read_whole_files"]
+
+#: Bytes asked of the system per read call. One call for a whole 64 MiB chunk file read
+#: it at 0.47 GB/s from disk, 8-16 MiB calls at 1.2 GB/s (page cache dropped, 2 threads).
+READ_SIZE = 8 * 2**20
+
+
+def read_whole_files(names: list[str]) -> list[np.ndarray | None]:
+    """The content of each local file ``names[i]`` (``None`` where there is none), each
+    in a new uint8 buffer (writable, so that the arrays viewing it are too), read up to
+    the size the file had when opened."""
+    found: list[np.ndarray | None] = []
+    for name in names:
+        try:
+            descriptor = os.open(name, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            found.append(None)
+            continue
+        try:
+            found.append(_read_whole(descriptor))
+        finally:
+            os.close(descriptor)
+    return found
+
+
+def _read_whole(descriptor: int) -> np.ndarray:
+    size = os.fstat(descriptor).st_size
+    buffer = np.empty(size, dtype=np.uint8)
+    view = buffer.data
+    if size <= READ_SIZE:
+        done = os.readv(descriptor, [view])  # one call: the common case
+        if done == size:
+            return buffer
+    else:
+        done = 0
+    while done < size:  # a large file, or a read cut short
+        count = os.readv(descriptor, [view[done : done + READ_SIZE]])
+        if not count:  # the file was cut since it was opened
+            break
+        done += count
+    return buffer[:done]
