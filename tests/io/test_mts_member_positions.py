@@ -132,3 +132,23 @@ def test_plain_names_of_other_members_are_accepted(tmp_path):
 )  # fmt: skip
 def test_plain_names_are_told_apart_at_once(names, plain):
     assert _plain_names(names) is plain
+
+
+@pytest.mark.parametrize("where", ["right after", "at the end"])
+def test_a_member_held_twice_is_refused(tmp_path, where):
+    """Two members of one name: ZIP readers differ on which they take (Python's zipfile
+    the last, a lookup by position the first), so the file is refused, naming it."""
+    source, path = tmp_path / "t.mts", tmp_path / "twice.mts"
+    metatensor.save(source, tiny_map(3))
+    twice = "blocks/1/values.npy"
+
+    def order(names: list[str]) -> list[str]:
+        position = names.index(twice) + 1 if where == "right after" else len(names)
+        return [*names[:position], twice, *names[position:]]
+
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        _rewritten(source, path, order)
+    with pytest.raises(mtd.MetatensorError, match=f"the member '{twice}' appears twice"):
+        mtd.load(path)
+    with pytest.raises(mtd.MetatensorError, match="appears twice"):
+        check_file(path)

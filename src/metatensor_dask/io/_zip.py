@@ -116,8 +116,8 @@ def read_members(path: str, wanted: Callable[[list[str], np.ndarray], np.ndarray
     Raises
     ------
     ZipError
-        For a file that is not a ZIP archive, is truncated, spans several disks or has
-        encrypted members.
+        For a file that is not a ZIP archive, is truncated, spans several disks, has
+        encrypted members or two members of one name.
     OSError
         When the file can not be read.
     """
@@ -440,6 +440,18 @@ _GAP = 1 << 14
 _RUN = 1 << 24
 
 
+def _check_unique(names: list[str]) -> None:
+    """Refuse an archive holding two members of one name: which of them a reader takes
+    differs from one ZIP reader to the next (metatensor never writes such a file)."""
+    if len(set(names)) == len(names):
+        return
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ZipError(f"the member '{name}' appears twice in the archive")
+        seen.add(name)
+
+
 def _locate(
     fd: int,
     file_size: int,
@@ -449,6 +461,7 @@ def _locate(
     """Read the local headers of the members of ``directory`` (and the wanted first
     bytes of each) in runs of adjacent bytes; the members, as a table."""
     names, count = directory.names, len(directory.names)
+    _check_unique(names)
     sizes = directory.compressed
     want = np.minimum(np.asarray(wanted(names, sizes), np.int64), sizes)
     want[directory.methods != zipfile.ZIP_STORED] = 0

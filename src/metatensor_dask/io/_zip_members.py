@@ -75,14 +75,12 @@ class Members(Mapping[str, Member]):
     def find(self, name: str) -> int:
         """The position of member ``name`` (-1 when there is none): the position after
         the member found last when ``name`` is there, else from the index of all names
-        (of a name held twice, which metatensor never writes: the one found there, else
-        the last)."""
+        (an archive's names are unique: one held twice is refused when it is read)."""
         k = self._next
         if k < len(self.names) and self.names[k] == name:
             self._next = k + 1
             return k
         if self._index is None:
-            # the last member of a name wins, as in Python's zipfile
             self._index = {member: k for k, member in enumerate(self.names)}
         k = self._index.get(name, -1)
         self._next = k + 1
