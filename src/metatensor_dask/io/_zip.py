@@ -443,13 +443,10 @@ _RUN = 1 << 24
 def _check_unique(names: list[str]) -> None:
     """Refuse an archive holding two members of one name: which of them a reader takes
     differs from one ZIP reader to the next (metatensor never writes such a file)."""
-    if len(set(names)) == len(names):
-        return
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ZipError(f"the member '{name}' appears twice in the archive")
-        seen.add(name)
+    if len(set(names)) != len(names):
+        ordered = sorted(names)
+        repeated = next(a for a, b in itertools.pairwise(ordered) if a == b)
+        raise ZipError(f"the member '{repeated}' appears twice in the archive")
 
 
 def _locate(
