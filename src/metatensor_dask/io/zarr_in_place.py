@@ -90,21 +90,16 @@ def stored_head(
     """
     import google_crc32c
 
-    found = _partial_chunk(path, document, stored)
+    found = kept_rows(root, where, path, document, stored)
     if found is None:
         return None
-    index, size, crc = found
-    key = f"{path}/{chunk_key(index, len(document['shape']))}"
-    name = chunk_name(path, document, index)
-    try:
-        with open(f"{root}/{key}", "rb", buffering=0) as opened:
-            data = np.frombuffer(os.pread(opened.fileno(), size, 0), np.uint8)
-    except (FileNotFoundError, NotADirectoryError):
-        raise _damaged(where, path, name, "is missing") from None
-    if data.size != size:
-        raise _damaged(where, path, name, f"holds {data.size} bytes, not its {size} stored")
-    padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - size
-    if extend_zeros(google_crc32c.value(data), padding) != crc:
+    key, kept = found
+    with open(f"{root}/{key}", "rb", buffering=0) as opened:  # found by kept_rows
+        data = np.frombuffer(os.pread(opened.fileno(), kept.size, 0), np.uint8)
+    padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - kept.size
+    if data.size != kept.size or extend_zeros(google_crc32c.value(data), padding) != kept.crc:
+        rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+        name = chunk_name(path, document, stored // rows)
         raise _damaged(where, path, name, "does not hold the rows the store lists")
     return key, data
 
