@@ -153,8 +153,8 @@ class StoredSampleColumn:
                     f"{misplaced_message(start + row, int(column[row]), value_row)}",
                 )
         except DamagedStoreError:
-            # the store's current id is read only then (a task of a group of tiny
-            # blocks checks a thousand gradients)
+            # the overwrite context and its message made only then: a task of a group of tiny
+            # blocks checks a thousand gradients
             what = f"the rows {start}:{stop} of the gradient samples '{ref.path}'"
             with overwrite_told(ref.store, self.where, self.store_id, what):
                 raise

@@ -638,7 +638,8 @@ def _decoded_region(
             raw, ref.document, ref.path, describe(ref.store), start, stop, chunks
         )
     except DamagedStoreError:
-        # the store's current id is read only then: a group decodes a thousand arrays
+        # the overwrite context and its message made only then: a group
+        # decodes a thousand arrays
         with ref.overwrite_told(region):
             raise
     identity = ref.identity()
