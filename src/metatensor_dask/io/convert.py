@@ -10,6 +10,7 @@ import numpy as np
 from ..block import TensorBlock, as_block_array
 from ..labels import Labels
 from ..tensor import TensorMap
+from . import _core_labels
 
 __all__ = [
     "from_metatensor",
@@ -33,7 +34,8 @@ def _metatensor() -> Any:
 
 
 class _SharedLabels:
-    """Converts metatensor Labels, one metatensor-dask Labels per metatensor Labels.
+    """Converts the metatensor Labels of blocks, one metatensor-dask Labels per
+    metatensor Labels.
 
     metatensor hands out a new Python object for every ``block.samples`` (or
     ``properties``, ``components``), but the blocks of a map often hold the *same*
@@ -41,27 +43,31 @@ class _SharedLabels:
     loaded map whose blocks share their Labels): their ``values`` are views of the same
     memory. Such Labels become one metatensor-dask Labels, whose digest, positions and
     derived metadata are then worked out once for all the blocks. Labels are told
-    apart by the address, shape, strides and names of their values; each values array
-    seen is kept alive for the conversion, so that no address is reused meanwhile.
+    apart by the address, shape, strides and names of their values, memory that the
+    blocks converted hold until the conversion ends. Each object handed out is freed
+    once read (see :mod:`._core_labels`), and the values are copied.
     """
 
     def __init__(self) -> None:
-        self._converted: dict[tuple[Any, ...], tuple[np.ndarray, Labels]] = {}
+        self._converted: dict[tuple[Any, ...], Labels] = {}
 
     def __call__(self, labels: Any) -> Labels:
-        values = np.asarray(labels.values)
+        values = labels.values
         names = tuple(labels.names)
         if values.dtype != np.int32 or values.ndim != 2:
-            return _labels_from(labels)
+            return _core_labels.read(labels)
         key = (values.__array_interface__["data"][0], values.shape, values.strides, names)
+        del values
         seen = self._converted.get(key)
         if seen is None:
-            seen = (values, _labels_from(labels))
-            self._converted[key] = seen
-        return seen[1]
+            seen = self._converted[key] = _core_labels.read(labels)
+        else:
+            _core_labels.free(labels)
+        return seen
 
 
 def _labels_from(labels: Any) -> Labels:
+    """metatensor-dask Labels sharing the values of a user's metatensor ``labels``."""
     return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
 
 
@@ -93,7 +99,7 @@ def from_metatensor(data: Any) -> Any:
     if isinstance(data, metatensor.TensorMap):
         shared = _SharedLabels()
         tensor = TensorMap._trusted(
-            _labels_from(data.keys), [_block_from(b, shared) for b in data.blocks()]
+            _core_labels.read(data.keys), [_block_from(b, shared) for b in data.blocks()]
         )
         for key, value in data.info().items():
             # metatensor-core's info() gives None for an empty string value
@@ -107,15 +113,24 @@ def _labels_to(labels: Labels, metatensor: Any) -> Any:
 
 
 def _block_to(block: TensorBlock, metatensor: Any) -> Any:
-    result = metatensor.TensorBlock(
-        np.array(block.values),
+    made = [
         _labels_to(block.samples, metatensor),
         [_labels_to(c, metatensor) for c in block.components],
         _labels_to(block.properties, metatensor),
-    )
+    ]
+    result = metatensor.TensorBlock(np.array(block.values), *made)
+    _free_all(made)
     for parameter, gradient in block.gradients():
         result.add_gradient(parameter, _block_to(gradient, metatensor))
     return result
+
+
+def _free_all(made: list[Any]) -> None:
+    """Free the metatensor Labels made for a block or map (and lists of them), which
+    holds them now (see :mod:`._core_labels`)."""
+    for labels in made:
+        for each in labels if isinstance(labels, list) else [labels]:
+            _core_labels.free(each)
 
 
 def to_metatensor(data: Any) -> Any:
@@ -132,10 +147,9 @@ def to_metatensor(data: Any) -> Any:
         return _block_to(computed, metatensor)
     if isinstance(data, TensorMap):
         (computed,) = dask.compute(data)
-        tensor = metatensor.TensorMap(
-            _labels_to(computed.keys, metatensor),
-            [_block_to(b, metatensor) for b in computed.blocks()],
-        )
+        keys = _labels_to(computed.keys, metatensor)
+        tensor = metatensor.TensorMap(keys, [_block_to(b, metatensor) for b in computed.blocks()])
+        _free_all([keys])
         for key, value in computed.info().items():
             tensor.set_info(key, value)
         return tensor

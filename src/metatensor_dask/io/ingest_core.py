@@ -1,6 +1,7 @@
 """A metatensor-core result of :func:`~metatensor_dask.io.ingest.write_batches` as an
 append plans it: its arrays as they are (numpy views of metatensor's memory, neither
-copied nor hashed), its Labels converted, its samples renumbered.
+copied nor hashed), its Labels copied (and metatensor's handles of them freed: see
+:mod:`._core_labels`), its samples renumbered.
 
 :class:`CoreTensor` and :class:`CoreBlock` have the part of the interface of
 :class:`~metatensor_dask.tensor.TensorMap` and :class:`~metatensor_dask.block.TensorBlock`
@@ -19,13 +20,10 @@ import numpy as np
 
 from .._partition import row_pointer
 from ..labels import Labels, LabelsEntry
+from . import _core_labels
 from .zarr_renumber import check_dimension, shift
 
 __all__ = ["CoreBlock", "CoreTensor", "core_view"]
-
-
-def _labels(labels: Any) -> Labels:
-    return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
 
 
 class CoreBlock:
@@ -99,16 +97,16 @@ def _block(
     the Labels: they are taken only when there are any (components), and once per block
     (properties; metatensor-core refuses gradients with other properties)."""
     values = np.asarray(block.values)
-    samples = _labels(block.samples)
+    samples = _core_labels.read(block.samples)
     if renumber is not None:
         samples = shift(samples, *renumber)
     if properties is None:
-        properties = _labels(block.properties)
+        properties = _core_labels.read(block.properties)
     n_rows = len(samples)
     return CoreBlock(
         values,
         samples,
-        [_labels(c) for c in block.components] if values.ndim > 2 else [],
+        [_core_labels.read(c) for c in block.components] if values.ndim > 2 else [],
         properties,
         {p: _block(g, renumber, n_rows, properties) for p, g in block.gradients()},
         n_parent,
@@ -121,8 +119,12 @@ def core_view(tensor: Any, renumber: tuple[str, int] | None) -> CoreTensor:
     ``(dimension, offset)`` (as :func:`~metatensor_dask.io.zarr_renumber.shifted`)."""
     blocks = list(tensor.blocks())
     if renumber is not None:
-        names = list(blocks[0].samples.names) if blocks else []
+        names = []
+        if blocks:
+            samples = blocks[0].samples
+            names = list(samples.names)
+            _core_labels.free(samples)
         check_dimension(renumber[0], names, bool(blocks))
     return CoreTensor(
-        _labels(tensor.keys), [_block(b, renumber, None) for b in blocks], tensor.info()
+        _core_labels.read(tensor.keys), [_block(b, renumber, None) for b in blocks], tensor.info()
     )
