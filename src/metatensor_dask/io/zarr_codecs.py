@@ -273,7 +273,8 @@ def encode_chunks(
     """The encoded chunks holding ``values``, which start at chunk ``first``, by key.
 
     Each chunk is copied once, straight into its encoded buffer (an edge chunk padded
-    with the fill value 0).
+    with the fill value 0); values that are one whole chunk (the Labels of tiny blocks)
+    are copied with their checksum appended.
     """
     import google_crc32c
 
@@ -281,6 +282,11 @@ def encode_chunks(
     chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
     values = np.asarray(values, dtype=encoding.dtype)
     full = tuple(chunk)
+    if values.shape == full and values.size:
+        body = values.tobytes()
+        if checksum:
+            body = b"".join((body, google_crc32c.value(body).to_bytes(4, "little")))
+        return {chunk_key(first, values.ndim): memoryview(body)}
     chunks = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
         piece = values[index * chunk[0] : (index + 1) * chunk[0]]
