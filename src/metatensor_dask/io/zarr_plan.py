@@ -257,6 +257,8 @@ def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int)
     as much room, at its rows per value row."""
     if rows > n:
         return max(-(-rows * m // n), 1) if m and n else rows
+    if rows == n:  # one values chunk: the gradient's rows in one chunk too
+        return max(m, 1)
     co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
     if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
         return co_partitioned[0]

@@ -235,7 +235,8 @@ class _FinalRoot:
         return layout.encode_root(self.root, {**self.encoded, **own})
 
     def __dask_tokenize__(self) -> Any:
-        return ("_FinalRoot", self.planned, self.paths)
+        # the paths in one string: dask normalizes the items of a list one by one
+        return ("_FinalRoot", self.planned, json.dumps(self.paths))
 
 
 def _write_graph(
@@ -248,7 +249,7 @@ def _write_graph(
     lock: WriteId,
 ) -> Delayed:
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
-    token = tokenize(describe(store), root, paths, sorted(recorded))
+    token = tokenize(describe(store), root, sorted(recorded))  # (root: of its paths too)
     name = f"zarr-write-{token}"
     arrays = _aligned(store, plan, paths, nodes)
     tasks, renamed = _group_tasks(arrays, recorded)
@@ -272,9 +273,13 @@ def _write_graph(
             )
         batch, size = [], 0
 
+    sizes: dict[tuple[Any, ...], int] = {}  # bytes per row, by the shape of a row and dtype
     for path, array in arrays.items():
         ref = ArrayRef(store, path, nodes[path])
-        row_bytes = chunking.row_bytes(array.shape, array.dtype)
+        kind = (array.shape[1:], array.dtype)
+        row_bytes = sizes.get(kind)
+        if row_bytes is None:
+            row_bytes = sizes[kind] = chunking.row_bytes(array.shape, array.dtype)
         start = 0
         item = _graph.item_of(array)
         inputs: list[Any]
