@@ -25,6 +25,7 @@ the data tasks that are not recorded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -235,8 +236,11 @@ class _FinalRoot:
         return layout.encode_root(self.root, {**self.encoded, **own})
 
     def __dask_tokenize__(self) -> Any:
-        # the paths in one string: dask normalizes the items of a list one by one
-        return ("_FinalRoot", self.planned, json.dumps(self.paths))
+        # a digest of the root and paths: dask's token of bytes or a list goes through
+        # their text (the root of a map of many blocks is megabytes)
+        digest = hashlib.blake2b(self.planned, digest_size=16)
+        digest.update(json.dumps(self.paths).encode())
+        return ("_FinalRoot", digest.hexdigest())
 
 
 def _write_graph(
