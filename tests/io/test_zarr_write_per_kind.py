@@ -21,7 +21,13 @@ import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer, gradient_row_chunks
 from metatensor_dask.io import chunks as chunking
 from metatensor_dask.io import zarr_layout as layout
-from metatensor_dask.io.zarr_codecs import decode_chunks, encode_chunks, small_template, template
+from metatensor_dask.io.zarr_codecs import (
+    ChunkFormat,
+    decode_chunks,
+    encode_chunks,
+    small_template,
+    template,
+)
 from metatensor_dask.io.zarr_identity import STORE_ID, content_id
 from metatensor_dask.io.zarr_plan import gradient_rows, plan_whole, sharding, value_rows
 from metatensor_dask.io.zarr_samples import sample_attributes
@@ -210,3 +216,16 @@ def test_storing_tasks_depend_on_the_chunks_they_store(tmp_path):
     assert set(storing) <= graph[final].dependencies
     delayed.compute(scheduler="sync")
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), metatensor.multiply(theirs, 2.0))
+
+
+def test_chunk_formats_worked_out_per_kind_for_the_plans_own_documents():
+    tensor = mtd.from_metatensor(tiny_map(4, seed=2))
+    plan = plan_whole(list(enumerate(tensor.blocks())), tensor.keys, chunking.parse_chunks(None))
+    first, second = plan.nodes["blocks/0/samples"], plan.nodes["blocks/1/samples"]
+    found = plan.chunk_format("blocks/0/samples", first)
+    assert found == ChunkFormat.of(first)
+    assert plan.chunk_format("blocks/1/samples", second) is found
+    # a document read from a store (a resumed write) has the format it describes
+    stored = json.loads(layout.encode(first))
+    stored["chunk_grid"]["configuration"]["chunk_shape"][0] = 2
+    assert plan.chunk_format("blocks/0/samples", stored) == ChunkFormat.of(stored) != found

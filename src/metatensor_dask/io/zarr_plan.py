@@ -29,7 +29,7 @@ from ..errors import MetatensorDaskError
 from . import chunks as chunking
 from . import zarr_layout as layout
 from .ingest_core import CoreBlock
-from .zarr_codecs import small_template, template
+from .zarr_codecs import ChunkFormat, small_template, template
 from .zarr_samples import sample_attributes
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class Plan:
     _kinds: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
     #: The ``shard-chunks`` setting, once read (see :func:`shard_chunks`).
     _shards: list[int | None] = field(default_factory=list, repr=False)
+    #: The kind of each array document planned (see :meth:`array`), by path.
+    _kind_of: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    #: The chunk format of each kind of plain array (see :meth:`chunk_format`).
+    _formats: dict[tuple[Any, ...], ChunkFormat | None] = field(default_factory=dict, repr=False)
 
     def group(self, path: str) -> None:
         """Plan a group at ``path``."""
@@ -110,6 +114,18 @@ class Plan:
         document = dict(document)
         document["attributes"] = attributes
         self.nodes[path] = document
+        self._kind_of[path] = kind
+
+    def chunk_format(self, path: str, document: dict[str, Any]) -> ChunkFormat | None:
+        """:meth:`~.zarr_codecs.ChunkFormat.of` the array ``document`` at ``path``, worked
+        out once per kind of array when ``document`` is the one this plan made (not one
+        read from a store: a resumed write stores the chunks the store describes)."""
+        if self.nodes.get(path) is not document:
+            return ChunkFormat.of(document)
+        kind = self._kind_of[path]
+        if kind not in self._formats:
+            self._formats[kind] = ChunkFormat.of(document)
+        return self._formats[kind]
 
     def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
         """Plan ``labels`` at ``path``, in chunks of ``chunk_rows`` rows (samples, which

@@ -146,7 +146,9 @@ def _write_documents(
         if values_path is None:
             batch[f"{path}/zarr.json"] = encoded[path]
         else:
-            chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
+            document = nodes[path]
+            values = np.asarray(plan.small[path]())
+            chunks = plain_chunks(path, document, values, 0, plan.chunk_format(path, document))
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
@@ -501,10 +503,11 @@ def _token(plan: Plan, tensor: TensorMap) -> str:
 
 
 def _tokenize_plan(plan: Plan, tensor: TensorMap) -> str:
-    documents = [
-        (path, _content(document))
-        for path, document in sorted(plan.nodes.items())
-        if document.get("node_type") == "array"
+    nodes = plan.nodes
+    documents = [  # (sorted by path alone: sorting the items compares tuples)
+        (path, _content(nodes[path]))
+        for path in sorted(nodes)
+        if nodes[path].get("node_type") == "array"
     ]
     return tokenize(
         [(path, plan.data[path].name) for path in sorted(plan.data)],
