@@ -309,14 +309,17 @@ def _write_graph(
             size += rows * row_bytes
     flush()
     final = f"zarr-complete-{token}"
-    # the store is complete only once the CRCs of the .mts members read whole match
-    checks = member_checks(plan.data[path] for path in paths)
-    graph[final] = _graph.task(
-        final, _finish, store, root, lock, owner, *map(_graph.ref, [*graph, *checks])
-    )
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
-    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **tasks, **graph}, [])
+    every = {**_graph.flat_tasks(sources), **tasks, **graph}
+    # the store is complete only once the CRCs of the .mts members read whole match:
+    # the checks this graph holds (not those of arrays it takes from their groups'
+    # results instead of running their own tasks; dask took such keys for data)
+    checks = [key for key in member_checks(plan.data[path] for path in paths) if key in every]
+    every[final] = _graph.task(
+        final, _finish, store, root, lock, owner, *map(_graph.ref, [*graph, *checks])
+    )
+    return _graph.flat_delayed(final, every, [])
 
 
 def _aligned(
