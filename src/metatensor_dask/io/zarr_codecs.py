@@ -268,20 +268,30 @@ def chunk_key(index: int, ndim: int) -> str:
 
 
 def encode_chunks(
-    values: np.ndarray, document: dict[str, Any], first: int = 0
+    values: np.ndarray,
+    document: dict[str, Any],
+    first: int = 0,
+    chunks: ChunkFormat | None = None,
 ) -> dict[str, memoryview]:
-    """The encoded chunks holding ``values``, which start at chunk ``first``, by key.
+    """The encoded chunks holding ``values``, which start at chunk ``first``, by key;
+    ``chunks`` is :meth:`ChunkFormat.of` the ``document``, when known.
 
     Each chunk is copied once, straight into its encoded buffer (an edge chunk padded
-    with the fill value 0).
+    with the fill value 0); values that are one whole chunk (the Labels of tiny blocks)
+    are copied with their checksum appended.
     """
     import google_crc32c
 
-    encoding = _plain_format(document)
+    encoding = chunks or _plain_format(document)
     chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
     values = np.asarray(values, dtype=encoding.dtype)
     full = tuple(chunk)
-    chunks = {}
+    if values.shape == full and values.size:
+        body = values.tobytes()
+        if checksum:
+            body = b"".join((body, google_crc32c.value(body).to_bytes(4, "little")))
+        return {chunk_key(first, values.ndim): memoryview(body)}
+    encoded = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
         piece = values[index * chunk[0] : (index + 1) * chunk[0]]
         raw = np.empty(size + 4 if checksum else size, dtype=np.uint8)
@@ -295,8 +305,8 @@ def encode_chunks(
             raw[size:] = np.frombuffer(
                 google_crc32c.value(raw[:size]).to_bytes(4, "little"), np.uint8
             )
-        chunks[chunk_key(first + index, values.ndim)] = raw.data
-    return chunks
+        encoded[chunk_key(first + index, values.ndim)] = raw.data
+    return encoded
 
 
 def chunk_keys(document: dict[str, Any]) -> list[str]:

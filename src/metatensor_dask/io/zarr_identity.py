@@ -115,8 +115,12 @@ def _chunks(document: dict[str, Any]) -> int:
 
 def _key(path: str, document: dict[str, Any], index: int) -> str:
     """The key of the file holding chunk ``index`` (its shard, for sharded arrays)."""
-    chunk, grid = _rows(document)
-    ndim = len(document["shape"])
+    return _file_key(path, *_rows(document), len(document["shape"]), index)
+
+
+def _file_key(path: str, chunk: int, grid: int, ndim: int, index: int) -> str:
+    """:func:`_key` of an array of ``ndim`` dimensions, of ``chunk`` rows per chunk and
+    ``grid`` per file."""
     return f"{path}/c." + ".".join([str(index * chunk // grid)] + ["0"] * (ndim - 1))
 
 
@@ -170,15 +174,14 @@ async def _file_crcs(store: Any, key: str, sharded: int | None, count: int) -> l
     return found
 
 
-def _local_file_crcs(name: str, sharded: int | None, count: int) -> list[int | None]:
-    """:func:`_file_crcs` of a local file, with plain system calls. With the
-    ``drop-behind`` setting, the pages read leave the page cache again (without
+def _local_file_crcs(name: str, sharded: int | None, count: int, drop: bool) -> list[int | None]:
+    """:func:`_file_crcs` of a local file, with plain system calls. With ``drop`` (the
+    ``drop-behind`` setting), the pages read leave the page cache again (without
     read-ahead): the file may have been dropped from it once written."""
     try:
         descriptor = os.open(name, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return [None] * count
-    drop = _page_cache.budget() is not None
     try:
         if drop:
             os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
@@ -219,8 +222,9 @@ def _crcs(store: Any, files: list[tuple[str, int | None, int]]) -> list[list[int
 
     if isinstance(store, LocalStore):
         root = str(store.root)
+        drop = _page_cache.budget() is not None
         return [
-            _local_file_crcs(os.path.join(root, key), sharded, count)
+            _local_file_crcs(os.path.join(root, key), sharded, count, drop)
             for key, sharded, count in files
         ]
     semaphore = asyncio.Semaphore(_CONCURRENCY)
@@ -260,17 +264,19 @@ def with_tables(
         When a chunk the write stored is missing.
     """
     paths = [path for path in sorted(starts) if has_table(path, nodes[path])]
-    plans = {}
+    plans = {}  # path: (its first chunk stored, its chunks)
     files = []
     for path in paths:
         document = nodes[path]
         chunk, grid = _rows(document)
         per_file = grid // chunk
-        first = min(starts[path] // grid * per_file, _chunks(document))
-        plans[path] = first
-        for index in range(first, _chunks(document), per_file):
-            count = min(per_file, _chunks(document) - index)
-            files.append((_key(path, document, index), per_file if grid != chunk else None, count))
+        chunks = _chunks(document)
+        first = min(starts[path] // grid * per_file, chunks)
+        plans[path] = (first, chunks)
+        ndim = len(document["shape"])
+        for index in range(first, chunks, per_file):
+            key = _file_key(path, chunk, grid, ndim, index)
+            files.append((key, per_file if grid != chunk else None, min(per_file, chunks - index)))
     given = known or {}
 
     def is_given(file: tuple[str, int | None, int]) -> bool:
@@ -283,10 +289,11 @@ def with_tables(
     documents = {}
     for path in paths:
         document = nodes[path]
-        kept = list((document.get("attributes") or {}).get(TABLE) or [])[: plans[path]]
-        if len(kept) != plans[path]:
+        first, chunks = plans[path]
+        kept = list((document.get("attributes") or {}).get(TABLE) or [])[:first]
+        if len(kept) != first:
             raise damaged(where, f"the array '{path}' has no valid '{TABLE}' to extend")
-        for index in range(plans[path], _chunks(document)):
+        for index in range(first, chunks):
             crc = next(found)
             if crc is None:
                 raise damaged(

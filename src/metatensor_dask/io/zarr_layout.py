@@ -24,10 +24,12 @@ import bisect
 import hashlib
 import json
 import json.scanner
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice, takewhile
+from json.encoder import encode_basestring_ascii
 from operator import methodcaller
 from typing import Any
 from urllib.parse import quote
@@ -46,8 +48,10 @@ __all__ = [
     "BlockLayout",
     "TensorLayout",
     "array_document",
+    "array_infos",
     "batch_record",
     "dimension_names",
+    "encode_metadata",
     "encode_nodes",
     "encode_root",
     "group_document",
@@ -86,7 +90,14 @@ ROW_POINTER = "row_pointer"
 def progress_marker(path: str, chunk: int) -> str:
     """The key recording that chunk (or shard) ``chunk`` of the array ``path`` is stored:
     flat names, so that recording costs no folders."""
-    return PROGRESS_PREFIX + quote(f"{path}/{chunk}", safe="")
+    name = f"{path}/{chunk}"
+    if _UNQUOTED.fullmatch(name):  # the usual paths: only their slashes are quoted
+        return PROGRESS_PREFIX + name.replace("/", "%2F")
+    return PROGRESS_PREFIX + quote(name, safe="")
+
+
+#: Names that ``quote`` leaves alone but for their slashes.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~/-]*")
 
 
 #: Where the records of the chunks stored by each task of a write are (see
@@ -316,8 +327,15 @@ def encode_root(document: dict[str, Any], encoded: dict[str, bytes]) -> bytes:
     metadata joined from the nodes' documents already ``encoded`` (see
     :func:`encode_nodes`) rather than encoded again: a write encodes every node once,
     for its own ``zarr.json``, and the root twice (incomplete, then complete)."""
-    metadata = b",".join(encode(path) + b":" + raw for path, raw in encoded.items())
-    return encode_with_metadata(document, metadata)
+    return encode_with_metadata(document, encode_metadata(encoded))
+
+
+def encode_metadata(encoded: dict[str, bytes]) -> bytes:
+    """The inline metadata of a root (see :func:`encode_with_metadata`) holding the
+    nodes' documents ``encoded`` (see :func:`encode_nodes`), in their order."""
+    # each path as `encode` gives it (ASCII, escaped), without a call to the encoder
+    items = encoded.items()
+    return b",".join([f"{encode_basestring_ascii(path)}:".encode() + raw for path, raw in items])
 
 
 def encode_with_metadata(document: dict[str, Any], metadata: bytes) -> bytes:
@@ -765,6 +783,13 @@ def array_info(
     if allowed is not None:
         allowed.remember(path, info)
     return info
+
+
+def array_infos(nodes: dict[str, Any], paths: list[str], where: str) -> list[ArrayInfo]:
+    """:func:`array_info` of the arrays at ``paths``, each document equal to one checked
+    before at the same place in another block taken as checked (see :class:`_Allowed`)."""
+    allowed = _Allowed()
+    return [array_info(nodes, path, where, allowed) for path in paths]
 
 
 def _labels_info(

@@ -29,7 +29,7 @@ from ..errors import MetatensorDaskError
 from . import chunks as chunking
 from . import zarr_layout as layout
 from .ingest_core import CoreBlock
-from .zarr_codecs import small_template, template
+from .zarr_codecs import ChunkFormat, small_template, template
 from .zarr_samples import sample_attributes
 
 if TYPE_CHECKING:
@@ -47,9 +47,21 @@ __all__ = [
 ]
 
 
+#: What the codecs of an array document follow from: ``(dtype, ndim, sharded)`` for
+#: values (see :func:`~.zarr_codecs.template`), ``(dtype, ndim, None)`` for Labels and
+#: row pointers (see :func:`~.zarr_codecs.small_template`).
+Codecs = tuple[np.dtype, int, bool | None]
+
+_LABELS: Codecs = (np.dtype(np.int32), 2, None)
+_ROW_POINTER: Codecs = (np.dtype(np.int64), 1, None)
+
+
 @dataclass
 class Plan:
-    """What a write stores: node documents, client-side arrays, and values arrays."""
+    """What a write stores: node documents, client-side arrays, and values arrays.
+
+    A plan reads the codec and ``shard-chunks`` settings once, when it first needs
+    them: it is made and used by one write."""
 
     #: Documents of the groups and arrays, by path.
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -57,10 +69,63 @@ class Plan:
     small: dict[str, Any] = field(default_factory=dict)
     #: Values arrays by path: the blocks' own, dask or numpy arrays.
     data: dict[str, Any] = field(default_factory=dict)
+    #: Array documents without attributes, by what they follow from (see :meth:`array`).
+    _kinds: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: The ``shard-chunks`` setting, once read (see :func:`shard_chunks`).
+    _shards: list[int | None] = field(default_factory=list, repr=False)
+    #: The kind of each array document planned (see :meth:`array`), by path.
+    _kind_of: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    #: The chunk format of each kind of plain array (see :meth:`chunk_format`).
+    _formats: dict[tuple[Any, ...], ChunkFormat | None] = field(default_factory=dict, repr=False)
 
     def group(self, path: str) -> None:
         """Plan a group at ``path``."""
         self.nodes[path] = layout.group_document()
+
+    def array(
+        self,
+        path: str,
+        codecs: Codecs,
+        shape: tuple[int, ...],
+        rows: int,
+        shards: int | None,
+        attributes: dict[str, Any],
+        components: tuple[str, ...] = (),
+    ) -> None:
+        """Plan the document of an array at ``path`` (see
+        :func:`~.zarr_layout.array_document`; ``components``: the names of the
+        components of a values array).
+
+        The arrays at the same place in blocks of the same shape share their documents
+        but for the attributes: each kind is made once, then copied (its nested values
+        shared, as every document shares those of its template)."""
+        parts = path.split("/", 2)
+        place = parts[2] if parts[0] == "blocks" and len(parts) == 3 else path
+        kind = (place, codecs, shape, rows, shards, components)
+        document = self._kinds.get(kind)
+        if document is None:
+            dtype, ndim, sharded = codecs
+            made = (
+                small_template(dtype, ndim) if sharded is None else template(dtype, ndim, sharded)
+            )
+            names = layout.dimension_names(path, list(components) if components else None)
+            document = layout.array_document(made, shape, rows, shards, {}, names)
+            self._kinds[kind] = document
+        document = dict(document)
+        document["attributes"] = attributes
+        self.nodes[path] = document
+        self._kind_of[path] = kind
+
+    def chunk_format(self, path: str, document: dict[str, Any]) -> ChunkFormat | None:
+        """:meth:`~.zarr_codecs.ChunkFormat.of` the array ``document`` at ``path``, worked
+        out once per kind of array when ``document`` is the one this plan made (not one
+        read from a store: a resumed write stores the chunks the store describes)."""
+        if self.nodes.get(path) is not document:
+            return ChunkFormat.of(document)
+        kind = self._kind_of[path]
+        if kind not in self._formats:
+            self._formats[kind] = ChunkFormat.of(document)
+        return self._formats[kind]
 
     def labels(self, path: str, labels: Labels, chunk_rows: int | None) -> None:
         """Plan ``labels`` at ``path``, in chunks of ``chunk_rows`` rows (samples, which
@@ -74,20 +139,19 @@ class Plan:
             else layout.labels_attributes(labels.names, labels.digest())
         )
         # Labels are never sharded: their chunks are written from the client
-        self.nodes[path] = layout.array_document(
-            small_template(np.dtype(np.int32), 2),
-            shape,
-            rows,
-            None,
-            attributes,
-            layout.dimension_names(path),
-        )
+        self.array(path, _LABELS, shape, rows, None, attributes)
         self.small[path] = lambda: labels.values
 
+    def sharding(self, rows: int) -> int | None:
+        """:func:`sharding` of ``rows``, the setting read once."""
+        if not self._shards:
+            self._shards.append(shard_chunks())
+        shards = self._shards[0]
+        return None if shards is None else rows * shards
 
-def sharding(rows: int) -> int | None:
-    """Rows per shard of an array stored in chunks of ``rows`` rows, by the
-    ``shard-chunks`` setting; ``None`` when not sharded."""
+
+def shard_chunks() -> int | None:
+    """The ``shard-chunks`` setting: zarr chunks per shard, ``None`` when not sharded."""
     shards = config.get("shard-chunks")
     if shards is None:
         return None
@@ -96,7 +160,14 @@ def sharding(rows: int) -> int | None:
             f"invalid setting metatensor_dask.shard-chunks={shards!r}: use null (no "
             "sharding) or a positive number of chunks per shard"
         )
-    return rows * shards
+    return shards
+
+
+def sharding(rows: int) -> int | None:
+    """Rows per shard of an array stored in chunks of ``rows`` rows, by the
+    ``shard-chunks`` setting; ``None`` when not sharded."""
+    shards = shard_chunks()
+    return None if shards is None else rows * shards
 
 
 #: At most this many times a block's rows per chunk, when appends may fill them.
@@ -149,16 +220,16 @@ def plan_block(
     its gradients at ``prefix``, its values in chunks of ``rows`` rows; the values
     arrays are planned as they are (dask or numpy)."""
     values = block.values
-    shards = sharding(rows)
+    shards = plan.sharding(rows)
     plan.group(prefix)
-    names = layout.dimension_names(f"{prefix}/values", [c.names[0] for c in block.components])
-    plan.nodes[f"{prefix}/values"] = layout.array_document(
-        template(values.dtype, values.ndim, shards is not None),
+    plan.array(
+        f"{prefix}/values",
+        (values.dtype, values.ndim, shards is not None),
         values.shape,
         rows,
         shards,
         {},
-        names,
+        tuple(c.names[0] for c in block.components),
     )
     plan.data[f"{prefix}/values"] = values
     plan.labels(f"{prefix}/samples", block.samples, rows)
@@ -177,13 +248,13 @@ def plan_block(
         m = gradient.values.shape[0]
         if pointer is not None:
             chunk_rows = gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
-            plan.nodes[f"{path}/{layout.ROW_POINTER}"] = layout.array_document(
-                small_template(np.dtype(np.int64), 1),
+            plan.array(
+                f"{path}/{layout.ROW_POINTER}",
+                _ROW_POINTER,
                 pointer.shape,
                 rows,  # chunked as the values (format 3): an append rewrites one chunk
                 None,
                 {},
-                layout.dimension_names(f"{path}/{layout.ROW_POINTER}"),
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
@@ -202,6 +273,8 @@ def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int)
     as much room, at its rows per value row."""
     if rows > n:
         return max(-(-rows * m // n), 1) if m and n else rows
+    if rows == n:  # one values chunk: the gradient's rows in one chunk too
+        return max(m, 1)
     co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
     if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
         return co_partitioned[0]

@@ -98,11 +98,19 @@ def chained_digest(names: list[str], values: np.ndarray) -> str:
     return _finish(*_advance(_hash(repr(list(names)).encode()), [values]))
 
 
+#: Up to this many rows, :func:`_maxima` compares the rows as lists: a few numpy calls
+#: cost more than the comparisons (the samples of maps of many tiny blocks).
+_LISTED = 64
+
+
 def _maxima(values: np.ndarray) -> tuple[list[int] | None, list[int] | None]:
     """The lexicographically largest row of ``values`` and the largest value of each
     column (``None`` without rows), in one pass per column rather than a sort."""
     if len(values) == 0:
         return None, None
+    if len(values) <= _LISTED:
+        rows = values.tolist()
+        return max(rows), [max(column) for column in zip(*rows, strict=True)]
     largest = values
     for column in range(values.shape[1]):
         largest = largest[largest[:, column] == largest[:, column].max()]

@@ -562,10 +562,16 @@ def _read_arrays(refs: list[ArrayRef], skip_damaged: bool) -> list[np.ndarray | 
 
 
 def plain_chunks(
-    path: str, document: dict[str, Any], values: np.ndarray, first: int = 0
+    path: str,
+    document: dict[str, Any],
+    values: np.ndarray,
+    first: int = 0,
+    chunks: ChunkFormat | None = None,
 ) -> dict[str, memoryview]:
-    """The encoded chunks of a plain array (see :func:`is_plain`), by store key."""
-    return {f"{path}/{key}": data for key, data in encode_chunks(values, document, first).items()}
+    """The encoded chunks of a plain array (see :func:`is_plain`), by store key;
+    ``chunks`` is the format of its chunks, when known."""
+    encoded = encode_chunks(values, document, first, chunks)
+    return {f"{path}/{key}": data for key, data in encoded.items()}
 
 
 def read_region(ref: ArrayRef, region: tuple[slice, ...]) -> np.ndarray:

@@ -25,6 +25,7 @@ the data tasks that are not recorded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -91,6 +92,8 @@ _BATCH_BYTES = 64 * 2**20
 _CONTENT = ("shape", "data_type", "attributes")
 #: Root attribute (under ``metatensor_dask``) holding the token of the last write.
 _TOKEN = "token"
+#: The store id of a planned root (format 4), until the tasks stored what it is of.
+_PENDING_ID = "pending"
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +146,9 @@ def _write_documents(
         if values_path is None:
             batch[f"{path}/zarr.json"] = encoded[path]
         else:
-            chunks = plain_chunks(path, nodes[path], np.asarray(plan.small[path]()))
+            document = nodes[path]
+            values = np.asarray(plan.small[path]())
+            chunks = plain_chunks(path, document, values, 0, plan.chunk_format(path, document))
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
@@ -157,9 +162,10 @@ def _store_locked(
     owner: tuple[int, int] | None,
     refs: list[ArrayRef],
     regions: list[tuple[slice, ...]],
-    inputs: list[Any],
     picks: list[int | None],
-    *arguments: Any,
+    markers: list[str],
+    drop_behind: int | None,
+    *inputs: Any,
 ) -> None:
     """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
     ``Delayed`` computed again once its write ended (and released the lock), or a
@@ -170,7 +176,8 @@ def _store_locked(
     ``None`` the result of a group of tiny blocks, whose item at that position is."""
     check_memory_owner(lock.store, owner)
     lock.check(stored=False)
-    write_regions(refs, regions, _task_batches.picked(inputs, picks), *arguments)
+    chunks = _task_batches.picked(inputs, picks)
+    write_regions(refs, regions, chunks, markers, drop_behind)
 
 
 def _finish(
@@ -201,19 +208,22 @@ class _FinalRoot:
         store: Store,
         root: dict[str, Any],
         nodes: dict[str, Any],
-        encoded: dict[str, bytes],
+        encoded: tuple[dict[str, bytes], bytes],
         paths: list[str],
         kept: bool,
     ):
         self.store = store
         self.root = root
         self.nodes = nodes
-        self.encoded = encoded
+        #: the nodes' documents encoded, and the root's inline metadata made of them
+        self.encoded, metadata = encoded
         self.paths = paths
         #: the id of the store, kept by a write of some blocks (mode "a")
         self.kept_id = root["attributes"][layout.ATTRIBUTE].get(STORE_ID) if kept else None
-        #: the root without tables (they depend on what the tasks store)
-        self.planned = layout.encode_root(root, encoded)
+        #: the root without tables (they depend on what the tasks store); its store id
+        #: (format 4) is the kept one or, for a store written whole, a placeholder
+        #: replaced by the id of what the tasks stored
+        self.planned = layout.encode_with_metadata(root, metadata)
 
     def __call__(self) -> bytes:
         ours = self.root["attributes"][layout.ATTRIBUTE]
@@ -228,7 +238,11 @@ class _FinalRoot:
         return layout.encode_root(self.root, {**self.encoded, **own})
 
     def __dask_tokenize__(self) -> Any:
-        return ("_FinalRoot", self.planned, self.paths)
+        # a digest of the root and paths: dask's token of bytes or a list goes through
+        # their text (the root of a map of many blocks is megabytes)
+        digest = hashlib.blake2b(self.planned, digest_size=16)
+        digest.update(json.dumps(self.paths).encode())
+        return ("_FinalRoot", digest.hexdigest())
 
 
 def _write_graph(
@@ -241,7 +255,7 @@ def _write_graph(
     lock: WriteId,
 ) -> Delayed:
     """One task per zarr chunk (or shard) not yet recorded, then the completion task."""
-    token = tokenize(describe(store), root, paths, sorted(recorded))
+    token = tokenize(describe(store), root, sorted(recorded))  # (root: of its paths too)
     name = f"zarr-write-{token}"
     arrays = _aligned(store, plan, paths, nodes)
     tasks, renamed = _group_tasks(arrays, recorded)
@@ -258,21 +272,31 @@ def _write_graph(
         if batch:
             columns = (list(column) for column in zip(*batch, strict=True))
             refs, regions, inputs, picks, markers = columns
-            task = (_store_locked, lock, owner, refs, regions, inputs, picks, markers, drop_behind)
-            graph[(name, len(graph))] = task
+            key = (name, len(graph))
+            # built as a task (not a tuple that dask converts, looking into every list)
+            graph[key] = _graph.task(
+                key, _store_locked, lock, owner, refs, regions, picks, markers, drop_behind, *inputs
+            )
         batch, size = [], 0
 
+    sizes: dict[tuple[Any, ...], int] = {}  # bytes per row, by the shape of a row and dtype
     for path, array in arrays.items():
         ref = ArrayRef(store, path, nodes[path])
-        row_bytes = chunking.row_bytes(array.shape, array.dtype)
+        kind = (array.shape[1:], array.dtype)
+        row_bytes = sizes.get(kind)
+        if row_bytes is None:
+            row_bytes = sizes[kind] = chunking.row_bytes(array.shape, array.dtype)
         start = 0
         item = _graph.item_of(array)
+        inputs: list[Any]
         if item is None:
-            inputs = _graph.chunk_inputs(array)
+            held = _graph.held_chunk(array)
+            inputs = [held] if held is not None else list(map(_graph.ref, _graph.chunk_keys(array)))
             picks: list[int | None] = [None] * len(inputs)
             sources.append(array)
         else:  # the result of its group, which the storing task picks it out of
-            inputs, picks = [renamed.get(item.group_key, item.group_key)], [item.position]
+            key = renamed.get(item.group_key, item.group_key)
+            inputs, picks = [_graph.ref(key)], [item.position]
         for i, rows in enumerate(array.chunks[0]):
             marker = layout.progress_marker(path, i)
             region = (slice(start, start + rows), *tuple(slice(0, n) for n in array.shape[1:]))
@@ -285,12 +309,17 @@ def _write_graph(
             size += rows * row_bytes
     flush()
     final = f"zarr-complete-{token}"
-    # the store is complete only once the CRCs of the .mts members read whole match
-    checks = member_checks(plan.data[path] for path in paths)
-    graph[final] = (_finish, store, root, lock, owner, *list(graph), *checks)
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
-    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **tasks, **graph}, [])
+    every = {**_graph.flat_tasks(sources), **tasks, **graph}
+    # the store is complete only once the CRCs of the .mts members read whole match:
+    # the checks this graph holds (not those of arrays it takes from their groups'
+    # results instead of running their own tasks; dask took such keys for data)
+    checks = [key for key in member_checks(plan.data[path] for path in paths) if key in every]
+    every[final] = _graph.task(
+        final, _finish, store, root, lock, owner, *map(_graph.ref, [*graph, *checks])
+    )
+    return _graph.flat_delayed(final, every, [])
 
 
 def _aligned(
@@ -299,8 +328,7 @@ def _aligned(
     """The values arrays at ``paths`` that hold data, each in chunks of its stored
     chunks (or shards)."""
     arrays = {}
-    for path in paths:
-        info = layout.array_info(nodes, path, describe(store))
+    for path, info in zip(paths, layout.array_infos(nodes, paths, describe(store)), strict=True):
         array = chunking.aligned(plan.data[path], info.write_rows)
         chunking.check_aligned(array.chunks[0], info.write_rows, path)
         if array.size:
@@ -478,10 +506,11 @@ def _token(plan: Plan, tensor: TensorMap) -> str:
 
 
 def _tokenize_plan(plan: Plan, tensor: TensorMap) -> str:
-    documents = [
-        (path, _content(document))
-        for path, document in sorted(plan.nodes.items())
-        if document.get("node_type") == "array"
+    nodes = plan.nodes
+    documents = [  # (sorted by path alone: sorting the items compares tuples)
+        (path, _content(nodes[path]))
+        for path in sorted(nodes)
+        if nodes[path].get("node_type") == "array"
     ]
     return tokenize(
         [(path, plan.data[path].name) for path in sorted(plan.data)],
@@ -523,14 +552,17 @@ def _execute(
             set_many(store, {_PLAN: json.dumps(record).encode()})
             recorded = set()
         encoded = layout.encode_nodes(nodes)
+        metadata = layout.encode_metadata(encoded)  # the same in both roots
         version = kept.get("format", layout.FORMAT)
         root = layout.root_document(False, info, nodes, version, kept.get(STORE_ID))
-        set_many(store, {"zarr.json": layout.encode_root(root, encoded)}, atomic=True)
+        set_many(store, {"zarr.json": layout.encode_with_metadata(root, metadata)}, atomic=True)
         make_folders(store, documents)
         _write_documents(store, plan, documents, small, nodes, encoded)
-        final_root = layout.root_document(True, info, nodes, version)
+        # the id of a store written whole is that of what the tasks store: not worked out
+        # here (see _FinalRoot)
+        final_root = layout.root_document(True, info, nodes, version, _PENDING_ID)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
-        final = _FinalRoot(store, final_root, nodes, encoded, data, STORE_ID in kept)
+        final = _FinalRoot(store, final_root, nodes, (encoded, metadata), data, STORE_ID in kept)
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         dask.compute(delayed)
