@@ -157,27 +157,35 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
 
 
 def test_each_worker_computes_its_share_of_the_window():
-    """Computations go to the worker holding the fewest batches not committed (per
-    thread), so that none holds more than its share of the window, however long the
-    run: the peak memory does not grow with the number of batches."""
+    """Computations go to the worker of the batch before while it holds less than its
+    share of the window (per thread), then to the one holding the fewest batches not
+    committed, so that none holds more than its share, however long the run: the peak
+    memory does not grow with the number of batches. Consecutive batches on one worker
+    are committed there one after the other, without waiting for another worker."""
     import concurrent.futures
 
     from metatensor_dask.io.ingest_schedule import Batches
 
+    def sent_to(batches, workers):
+        sent = []
+        while batches.wanted(sum(workers.values())):
+            sent.append(batches.next_worker(workers))
+            batches.started(concurrent.futures.Future(), sent[-1])
+        return sent
+
     batches = Batches(soap, list(range(10)), 1, 0, 4)
     workers = {"tcp://b": 1, "tcp://a": 1}
-    sent = []
-    while batches.wanted(2):
-        sent.append(batches.least_loaded(workers))
-        batches.started(concurrent.futures.Future(), sent[-1])
-    assert sent == ["tcp://a", "tcp://b", "tcp://a", "tcp://b"]
+    assert sent_to(batches, workers) == ["tcp://a", "tcp://a", "tcp://b", "tcp://b"]
     batches.finished()  # the first batch, on a, committed: a computes the next one
-    assert batches.least_loaded(workers) == "tcp://a"
+    assert sent_to(batches, workers) == ["tcp://a"]
+    batches.finished()  # a holds the next one only: it computes the one after too
+    assert batches.next_worker(workers) == "tcp://a"
     # a worker with 3 threads takes 3 times the batches of a worker with one
-    assert batches.least_loaded({"tcp://a": 1, "tcp://b": 3}) == "tcp://b"
+    batches = Batches(soap, list(range(10)), 1, 0, None)
+    assert sent_to(batches, {"tcp://a": 1, "tcp://b": 3}) == ["tcp://a"] * 2 + ["tcp://b"] * 6
     # batches sent to a worker that left do not count; no worker, no choice
-    assert batches.least_loaded({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
-    assert batches.least_loaded({}) is None
+    assert batches.next_worker({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
+    assert batches.next_worker({}) is None
 
 
 def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path):
