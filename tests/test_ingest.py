@@ -396,6 +396,51 @@ def test_a_commit_is_submitted_with_its_batch(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(6, 2))
 
 
+def test_batches_may_run_on_their_worker_only(tmp_path):
+    """Each computation is pinned to the worker it is sent to, strictly: work stealing
+    would move it to an idle worker, and the task appending it (pinned to the first)
+    would then fetch the whole batch from there. Consecutive batches go to one worker,
+    up to its share of the window (two batches each here)."""
+    import collections
+    import functools
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    def restrictions(dask_scheduler) -> dict[str, tuple[list[str], bool]]:
+        return {
+            str(key): (sorted(ts.worker_restrictions or ()), ts.loose_restrictions)
+            for key, ts in dask_scheduler.tasks.items()
+            if str(key).startswith("partial-")
+        }
+
+    path = tmp_path / "t.zarr"
+    marker = tmp_path / "go"
+    function = functools.partial(held_until, str(marker))
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local) as client,
+    ):
+        run = threading.Thread(
+            target=mtd.write_batches,
+            args=(function, list(range(8)), path),
+            kwargs={"batch_size": 2, "chunks": 2, "quiet": True},
+        )
+        run.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(found := client.run_on_scheduler(restrictions)) < 4:
+                assert time.monotonic() < deadline, "the batches never reached the scheduler"
+                time.sleep(0.05)
+        finally:
+            marker.touch()
+            run.join()
+    assert all(len(workers) == 1 and not loose for workers, loose in found.values()), found
+    per_worker = collections.Counter(workers[0] for workers, _ in found.values())
+    assert sorted(per_worker.values()) == [2, 2], found
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
+
+
 def test_arguments_checked(tmp_path):
     path = tmp_path / "t.zarr"
     with pytest.raises(mtd.MetatensorDaskError, match="`batch_size` must be a positive int"):
