@@ -157,27 +157,35 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks):
 
 
 def test_each_worker_computes_its_share_of_the_window():
-    """Computations go to the worker holding the fewest batches not committed (per
-    thread), so that none holds more than its share of the window, however long the
-    run: the peak memory does not grow with the number of batches."""
+    """Computations go to the worker of the batch before while it holds less than its
+    share of the window (per thread), then to the one holding the fewest batches not
+    committed, so that none holds more than its share, however long the run: the peak
+    memory does not grow with the number of batches. Consecutive batches on one worker
+    are committed there one after the other, without waiting for another worker."""
     import concurrent.futures
 
     from metatensor_dask.io.ingest_schedule import Batches
 
+    def sent_to(batches, workers):
+        sent = []
+        while batches.wanted(sum(workers.values())):
+            sent.append(batches.next_worker(workers))
+            batches.started(concurrent.futures.Future(), sent[-1])
+        return sent
+
     batches = Batches(soap, list(range(10)), 1, 0, 4)
     workers = {"tcp://b": 1, "tcp://a": 1}
-    sent = []
-    while batches.wanted(2):
-        sent.append(batches.least_loaded(workers))
-        batches.started(concurrent.futures.Future(), sent[-1])
-    assert sent == ["tcp://a", "tcp://b", "tcp://a", "tcp://b"]
+    assert sent_to(batches, workers) == ["tcp://a", "tcp://a", "tcp://b", "tcp://b"]
     batches.finished()  # the first batch, on a, committed: a computes the next one
-    assert batches.least_loaded(workers) == "tcp://a"
+    assert sent_to(batches, workers) == ["tcp://a"]
+    batches.finished()  # a holds the next one only: it computes the one after too
+    assert batches.next_worker(workers) == "tcp://a"
     # a worker with 3 threads takes 3 times the batches of a worker with one
-    assert batches.least_loaded({"tcp://a": 1, "tcp://b": 3}) == "tcp://b"
+    batches = Batches(soap, list(range(10)), 1, 0, None)
+    assert sent_to(batches, {"tcp://a": 1, "tcp://b": 3}) == ["tcp://a"] * 2 + ["tcp://b"] * 6
     # batches sent to a worker that left do not count; no worker, no choice
-    assert batches.least_loaded({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
-    assert batches.least_loaded({}) is None
+    assert batches.next_worker({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
+    assert batches.next_worker({}) is None
 
 
 def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path):
@@ -386,6 +394,51 @@ def test_a_commit_is_submitted_with_its_batch(tmp_path):
             run.join()
     assert any(k.startswith("append_batch-") for k in known), known
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(6, 2))
+
+
+def test_batches_may_run_on_their_worker_only(tmp_path):
+    """Each computation is pinned to the worker it is sent to, strictly: work stealing
+    would move it to an idle worker, and the task appending it (pinned to the first)
+    would then fetch the whole batch from there. Consecutive batches go to one worker,
+    up to its share of the window (two batches each here)."""
+    import collections
+    import functools
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    def restrictions(dask_scheduler) -> dict[str, tuple[list[str], bool]]:
+        return {
+            str(key): (sorted(ts.worker_restrictions or ()), ts.loose_restrictions)
+            for key, ts in dask_scheduler.tasks.items()
+            if str(key).startswith("partial-")
+        }
+
+    path = tmp_path / "t.zarr"
+    marker = tmp_path / "go"
+    function = functools.partial(held_until, str(marker))
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        Client(local) as client,
+    ):
+        run = threading.Thread(
+            target=mtd.write_batches,
+            args=(function, list(range(8)), path),
+            kwargs={"batch_size": 2, "chunks": 2, "quiet": True},
+        )
+        run.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(found := client.run_on_scheduler(restrictions)) < 4:
+                assert time.monotonic() < deadline, "the batches never reached the scheduler"
+                time.sleep(0.05)
+        finally:
+            marker.touch()
+            run.join()
+    assert all(len(workers) == 1 and not loose for workers, loose in found.values()), found
+    per_worker = collections.Counter(workers[0] for workers, _ in found.values())
+    assert sorted(per_worker.values()) == [2, 2], found
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(8, 2))
 
 
 def test_arguments_checked(tmp_path):

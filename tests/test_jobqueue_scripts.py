@@ -3,12 +3,20 @@ dask-jobqueue's own ``jobqueue.<name>.*`` settings without starting a job, has t
 account, walltime, memory and cores asked for; hostile settings are refused before the
 cluster exists. (SLURM also runs on the real SLURM: tests/test_slurm_*.py.)"""
 
+import os
+import subprocess
+
 import dask
 import dask_jobqueue  # noqa: F401  (loads its configuration defaults before we set ours)
 import pytest
 
 from metatensor_dask.execution._directives import JobOptionError
-from metatensor_dask.execution.cluster import JOBQUEUE, ClusterError, jobqueue_cluster
+from metatensor_dask.execution.cluster import (
+    JOBQUEUE,
+    WORKER_ENVIRONMENT,
+    ClusterError,
+    jobqueue_cluster,
+)
 
 # what each batch system writes for: queue q1, account/project acct, 01:30 walltime,
 # 2 cores, 4 GiB
@@ -147,3 +155,33 @@ def test_run_without_the_submit_command_fails_at_once(capsys, monkeypatch, tmp_p
         "or choose another --cluster\n"
     )
     assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("kind", sorted(set(JOBQUEUE) - {"htcondor"}))
+def test_job_script_exports_the_worker_environment(kind):
+    prologue = ["source /opt/site/env.sh"]
+    changes = settings(kind, **{"job-script-prologue": prologue})
+    with dask.config.set(changes), jobqueue_cluster(kind) as cluster:
+        script = cluster.job_script()
+    lines = script.splitlines()
+    exports = [line for line in lines if line.startswith("export MALLOC_")]
+    assert len(exports) == len(WORKER_ENVIRONMENT)
+    # before the user's own prologue (which may change them), before the worker starts
+    assert lines.index(exports[-1]) < lines.index(prologue[0])
+    assert lines.index(prologue[0]) < next(i for i, x in enumerate(lines) if "dask_worker" in x)
+    # run as the job runs them: the values of WORKER_ENVIRONMENT, or the job's own
+    shell = "\n".join([*exports, *(f'echo "{name}=${name}"' for name in WORKER_ENVIRONMENT)])
+    environment = {k: v for k, v in os.environ.items() if k not in WORKER_ENVIRONMENT}
+    found = subprocess.run(["sh", "-c", shell], env=environment, capture_output=True, text=True)
+    assert found.stdout.split() == [f"{k}={v}" for k, v in WORKER_ENVIRONMENT.items()]
+    environment["MALLOC_ARENA_MAX"] = "8"
+    found = subprocess.run(["sh", "-c", shell], env=environment, capture_output=True, text=True)
+    assert "MALLOC_ARENA_MAX=8" in found.stdout.split()
+
+
+def test_job_script_keeps_the_deprecated_prologue():
+    changes = settings("slurm", **{"env-extra": ["module load python"]})
+    with pytest.warns(FutureWarning), dask.config.set(changes), jobqueue_cluster("slurm") as c:
+        lines = c.job_script().splitlines()
+    assert "module load python" in lines
+    assert any(line.startswith("export MALLOC_TRIM_THRESHOLD_=") for line in lines)

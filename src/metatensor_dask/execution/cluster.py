@@ -8,7 +8,8 @@
 * ``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"oar"``, ``"moab"``: the
   dask-jobqueue cluster of that batch system (the ``hpc`` extra: ``SLURMCluster``,
   ``PBSCluster``...), configured by dask-jobqueue's own ``jobqueue.<name>.*`` settings, with
-  ``jobs`` batch jobs kept alive (a job that dies or is cancelled is replaced). Every
+  ``jobs`` batch jobs kept alive (a job that dies or is cancelled is replaced), whose
+  scripts export :data:`WORKER_ENVIRONMENT` (but HTCondor's, which runs no script). Every
   setting that goes into the job script is checked first (no control characters; names,
   walltimes and memory sizes in their formats);
 * anything else is the address of a running scheduler (``tcp://host:8786``).
@@ -80,6 +81,14 @@ WORKER_ENVIRONMENT = {
     "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20),
     "MALLOC_ARENA_MAX": "1",
 }
+
+
+def _worker_exports() -> list[str]:
+    """The job script lines giving the workers of a batch job :data:`WORKER_ENVIRONMENT`:
+    distributed's nanny keeps a value in its environment over its own (which would
+    return every free 64 KiB at the top of the heap), and a value the job already has
+    (exported by the user before submitting) is kept."""
+    return [f"export {name}=${{{name}:-{value}}}" for name, value in WORKER_ENVIRONMENT.items()]
 
 
 #: Scheduler settings of a ``local`` cluster. Work stealing is off: it moves tasks that
@@ -333,6 +342,10 @@ def jobqueue_cluster(kind: str, memory_limit: str | None = None) -> Any:
     kwargs: dict[str, Any] = {}
     if memory_limit is not None:
         kwargs["memory"] = format_bytes(_parse_memory(memory_limit)).replace(" ", "")
+    if kind != "htcondor":  # its jobs run no script: the prologue becomes an argument
+        # dask-jobqueue takes the deprecated env-extra when job-script-prologue is empty
+        prologue = settings.get("job-script-prologue") or settings.get("env-extra") or []
+        kwargs["job_script_prologue"] = [*_worker_exports(), *prologue]
     return getattr(dask_jobqueue, JOBQUEUE[kind][0])(**kwargs)
 
 

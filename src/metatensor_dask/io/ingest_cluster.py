@@ -7,12 +7,15 @@ The task appending a batch is submitted with the batch, pinned to the worker the
 is sent to: the scheduler sends it to that worker as soon as the batch and the commit
 before it are done, without a round trip through this process (submitted once this
 process saw the batch computed, it came after the worker had started its next batch
-whenever one was free to start, and waited for it). It may only run on that worker:
-distributed's work stealing would otherwise move it to an idle worker, with a copy of
-the batch. When that worker leaves (a batch job ending, a node lost), distributed
-computes its batches again elsewhere and the chain is submitted again from the first
-batch it held, each append pinned to the worker then holding its batch. This process
-keeps the window full and watches the workers.
+whenever one was free to start, and waited for it). Both may only run on that worker:
+distributed's work stealing would otherwise move either to an idle worker, and the
+batch with it (50 MiB sent between the workers, for batches of 16 silicon cells).
+Consecutive batches go to one worker, up to its share of the window
+(:meth:`.ingest_schedule.Batches.next_worker`), so that most commits follow one
+another on one worker. When a worker leaves (a batch job ending, a node lost), the
+batches sent to it are computed again on the workers left and the chain is submitted
+again from the first batch it held, each append pinned to the worker then holding its
+batch. This process keeps the window full and watches the workers.
 """
 
 from __future__ import annotations
@@ -108,17 +111,13 @@ def _commit_in_order(
         if not workers or time.monotonic() - checked > WORKERS_CHECKED:
             workers, checked = client.nthreads(), time.monotonic()
             _forget_lost(commits, workers)
+            _compute_lost(client, batches, workers, function, name)
         while batches.wanted(max(sum(workers.values()), 1)):
-            index = batches.submitted
             # each worker computes its share of the window: its memory holds at most
-            # that many batches, however long the run (free to run elsewhere: no data)
-            worker = batches.least_loaded(workers)
-            pin = {"workers": [worker], "allow_other_workers": True} if worker else {}
+            # that many batches, however long the run
+            worker = batches.next_worker(workers)
             batches.started(
-                client.submit(
-                    call, function, batches.batch(index), key=f"{name}-{uuid.uuid4().hex}", **pin
-                ),
-                worker,
+                _compute(client, batches, batches.submitted, worker, function, name), worker
             )
             if worker is not None and len(commits) == len(batches.futures) - 1:
                 # submitted with its batch: sent to the worker as soon as the batch
@@ -150,6 +149,31 @@ def _commit_in_order(
         progress.update(batches.computed, batches.committed)
 
 
+def _compute(
+    client: Any, batches: Batches, index: int, worker: str | None, function: Any, name: str
+) -> Any:
+    """The computation of batch ``index`` on ``worker``, and there only: work stealing
+    would move it to an idle worker, and its commit (pinned to ``worker``) would then
+    fetch the whole batch from there."""
+    pin = {"workers": [worker], "allow_other_workers": False} if worker else {}
+    key = f"{name}-{uuid.uuid4().hex}"
+    return client.submit(call, function, batches.batch(index), key=key, **pin)
+
+
+def _compute_lost(
+    client: Any, batches: Batches, workers: dict[str, int], function: Any, name: str
+) -> None:
+    """The batches sent to a worker that left, computed again on the workers left (in
+    item order, each worker its share of the window; their commits are submitted
+    again, see :func:`_forget_lost`); the batches it computed left with it."""
+    for position, worker in enumerate(batches.workers):
+        if worker is not None and worker not in workers:
+            batches.workers[position] = None  # not counted where it went
+            now = batches.next_worker(workers)
+            future = _compute(client, batches, batches.committed + position, now, function, name)
+            batches.replace(position, future, now)
+
+
 def _submit(
     client: Any,
     batches: Batches,
@@ -177,8 +201,8 @@ def _submit(
 
 def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> None:
     """Forget (release) the commits from the first whose batch was held by a worker that
-    left: pinned to it, they would wait for it forever. distributed computes the batches
-    it held again, on the workers left, and the loop submits these commits again, after
+    left: pinned to it, they would wait for it forever. Its batches are computed again
+    on the workers left (:func:`_compute_lost`), and the loop submits these commits again, after
     the ones before (or the store's root, when none is left). A task of the forgotten
     ones still running writes the bytes its new copy writes."""
     lost = [c.holder is not None and c.holder not in workers for c in commits]

@@ -102,14 +102,38 @@ class Batches:
         self.workers.append(worker)
         self.submitted += 1
 
-    def least_loaded(self, threads: dict[str, int]) -> str | None:
-        """The worker (of those with their ``threads``) holding the fewest batches not
-        committed per thread, so that each holds its share of the window, whatever
-        the number of batches (``None`` without workers)."""
+    def replace(self, position: int, future: Any, worker: str | None) -> None:
+        """The batch at ``position`` (among those not committed) computed again by
+        ``future``, sent to ``worker``: the worker it was sent to left."""
+        if self.futures[position].done():
+            with self._lock:
+                self.computed -= 1
+        future.add_done_callback(self._done)
+        self.futures[position] = future
+        self.workers[position] = worker
+
+    def next_worker(self, threads: dict[str, int]) -> str | None:
+        """The worker (of those with their ``threads``) to compute the next batch: the
+        one the batch before went to while it holds less than its share of the window
+        (the window in proportion to threads), else the one holding the fewest
+        batches not committed per thread; ``None`` without workers.
+
+        Each worker holds at most its share, whatever the number of batches. Runs of
+        consecutive batches on one worker are committed one after the other there: a
+        commit waits for the worker of the batch before only at the end of a run.
+        Batches sent to the workers in turn made every commit wait for the other
+        worker, which ran a computation (not interrupted) half the time: each worker
+        then sat idle, the window full, for tens of milliseconds per batch."""
         held = {worker: 0 for worker in threads}
         for worker in self.workers:
             if worker in held:
                 held[worker] += 1
+        last = self.workers[-1] if self.workers else None
+        if last in held:
+            total = sum(threads.values())
+            limit = self.window if self.window is not None else 2 * total
+            if held[last] < limit * threads[last] / max(total, 1):
+                return last
         return min(held, key=lambda w: (held[w] / max(threads[w], 1), w), default=None)
 
     def watch(self, future: Any) -> None:

@@ -1,9 +1,12 @@
 """Codecs of the arrays written to Zarr, from the ``compressor`` and ``checksum`` settings.
 
-zarr-python builds the codec part of one template document per dtype, dimension count
-and sharding choice; every array's document is then that template with its own shape,
-chunks and attributes (:func:`metatensor_dask.io.zarr_layout.array_document`), which is
-much faster than creating each array through zarr's API.
+One template document is built per dtype, dimension count and sharding choice; every
+array's document is then that template with its own shape, chunks and attributes
+(:func:`metatensor_dask.io.zarr_layout.array_document`), which is much faster than
+creating each array through zarr's API. Without a compressor (the default), the
+template is written here, as zarr-python writes it; with one, zarr-python builds it
+(imported then only: a worker appending batches with the default settings needs no
+zarr for its templates).
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zarr
-from zarr.storage import MemoryStore
 
 from .. import config
 from ..errors import MetatensorDaskError
@@ -62,6 +63,50 @@ def codec_settings() -> str:
 
 @functools.lru_cache(maxsize=256)
 def _template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
+    parsed = json.loads(settings)
+    if parsed["compressor"] is None:
+        return json.dumps(_uncompressed(np.dtype(dtype), ndim, parsed["checksum"], sharded))
+    return _zarr_template(dtype, ndim, settings, sharded)
+
+
+def _bytes_codec(dtype: np.dtype) -> dict[str, Any]:
+    """The ``bytes`` codec as zarr-python writes it: no byte order for one-byte values."""
+    return {"name": "bytes"} if dtype.itemsize == 1 else _BYTES
+
+
+def _uncompressed(dtype: np.dtype, ndim: int, checksum: bool, sharded: bool) -> dict[str, Any]:
+    """The template document of an array of ``dtype`` without compressor, key for key
+    what zarr-python's ``create_array`` writes (:func:`_zarr_template`)."""
+    codecs = [_bytes_codec(dtype), _CRC32C] if checksum else [_bytes_codec(dtype)]
+    ones = [1] * ndim
+    if sharded:
+        sharding = {
+            "chunk_shape": ones,
+            "codecs": codecs,
+            "index_codecs": [_BYTES, _CRC32C],
+            "index_location": "end",
+        }
+        codecs = [{"name": "sharding_indexed", "configuration": sharding}]
+    zero: Any = {"b": False, "f": 0.0, "c": [0.0, 0.0]}.get(dtype.kind, 0)
+    return {
+        "shape": ones,
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": ones}},
+        "chunk_key_encoding": _KEY_ENCODING,
+        "fill_value": zero,
+        "codecs": codecs,
+        "attributes": {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def _zarr_template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
+    """The template document that zarr-python's ``create_array`` writes."""
+    import zarr
+    from zarr.storage import MemoryStore
+
     parsed = json.loads(settings)
     compressors = [c for c in [parsed["compressor"]] if c is not None]
     if parsed["checksum"]:
