@@ -3,6 +3,7 @@ equal to metatensor's join of the renumbered batches, resumable."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 import metatensor
@@ -357,41 +360,61 @@ def held_until(marker: str, items):
     return soap(items)
 
 
-def test_a_commit_is_submitted_with_its_batch(tmp_path):
-    """The task appending a batch reaches the scheduler with the batch, before the batch
-    is computed: the worker gets it as soon as it may run, without a round trip through
-    the calling process (during which it would start its next batch)."""
+@contextlib.contextmanager
+def held_run(tmp_path: Path, n_workers: int, n_items: int) -> Iterator[tuple[Any, Path]]:
+    """``write_batches`` of ``n_items`` in batches of 2 on a new ``LocalCluster``, in a
+    thread, its first batch held until the block ends; yields the client and the store."""
     import functools
     import threading
 
     from distributed import Client, LocalCluster
 
-    def tasks(dask_scheduler) -> list[str]:
-        return [str(key) for key in dask_scheduler.tasks]
-
     path = tmp_path / "t.zarr"
     marker = tmp_path / "go"
     function = functools.partial(held_until, str(marker))
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        ) as local,
         Client(local) as client,
     ):
         run = threading.Thread(
             target=mtd.write_batches,
-            args=(function, list(range(6)), path),
+            args=(function, list(range(n_items)), path),
             kwargs={"batch_size": 2, "chunks": 2, "quiet": True},
         )
         run.start()
         try:
-            deadline = time.monotonic() + 60
-            while not any(k.startswith("partial-") for k in client.run_on_scheduler(tasks)):
-                assert time.monotonic() < deadline, "the batches never reached the scheduler"
-                time.sleep(0.05)
-            time.sleep(0.5)  # the first batch is held: nothing is computed
-            known = client.run_on_scheduler(tasks)
+            yield client, path
         finally:
             marker.touch()
             run.join()
+
+
+def _until(found: Callable[[], Any], what: str) -> Any:
+    """What ``found`` returns once it is true (a minute at most)."""
+    deadline = time.monotonic() + 60
+    while not (value := found()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return value
+
+
+def test_a_commit_is_submitted_with_its_batch(tmp_path):
+    """The task appending a batch reaches the scheduler with the batch, before the batch
+    is computed: the worker gets it as soon as it may run, without a round trip through
+    the calling process (during which it would start its next batch)."""
+
+    def tasks(dask_scheduler) -> list[str]:
+        return [str(key) for key in dask_scheduler.tasks]
+
+    with held_run(tmp_path, 1, 6) as (client, path):
+        _until(
+            lambda: any(k.startswith("partial-") for k in client.run_on_scheduler(tasks)),
+            "the batches never reached the scheduler",
+        )
+        time.sleep(0.5)  # the first batch is held: nothing is computed
+        known = client.run_on_scheduler(tasks)
     assert any(k.startswith("append_batch-") for k in known), known
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(6, 2))
 
@@ -402,10 +425,6 @@ def test_batches_may_run_on_their_worker_only(tmp_path):
     would then fetch the whole batch from there. Consecutive batches go to one worker,
     up to its share of the window (two batches each here)."""
     import collections
-    import functools
-    import threading
-
-    from distributed import Client, LocalCluster
 
     def restrictions(dask_scheduler) -> dict[str, tuple[list[str], bool]]:
         return {
@@ -414,27 +433,13 @@ def test_batches_may_run_on_their_worker_only(tmp_path):
             if str(key).startswith("partial-")
         }
 
-    path = tmp_path / "t.zarr"
-    marker = tmp_path / "go"
-    function = functools.partial(held_until, str(marker))
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
-        Client(local) as client,
-    ):
-        run = threading.Thread(
-            target=mtd.write_batches,
-            args=(function, list(range(8)), path),
-            kwargs={"batch_size": 2, "chunks": 2, "quiet": True},
-        )
-        run.start()
-        try:
-            deadline = time.monotonic() + 60
-            while len(found := client.run_on_scheduler(restrictions)) < 4:
-                assert time.monotonic() < deadline, "the batches never reached the scheduler"
-                time.sleep(0.05)
-        finally:
-            marker.touch()
-            run.join()
+    with held_run(tmp_path, 2, 8) as (client, path):
+
+        def four_batches() -> dict[str, tuple[list[str], bool]] | None:
+            seen = client.run_on_scheduler(restrictions)
+            return seen if len(seen) >= 4 else None
+
+        found = _until(four_batches, "the batches never reached the scheduler")
     assert all(len(workers) == 1 and not loose for workers, loose in found.values()), found
     per_worker = collections.Counter(workers[0] for workers, _ in found.values())
     assert sorted(per_worker.values()) == [2, 2], found
