@@ -3,6 +3,7 @@ equal to metatensor's join of the renumbered batches, resumable."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -22,6 +23,7 @@ from ingest_support import Slow, renumbered, soap, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
+from metatensor_dask.io.ingest_schedule import Batches
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
@@ -165,9 +167,6 @@ def test_each_worker_computes_its_share_of_the_window():
     committed, so that none holds more than its share, however long the run: the peak
     memory does not grow with the number of batches. Consecutive batches on one worker
     are committed there one after the other, without waiting for another worker."""
-    import concurrent.futures
-
-    from metatensor_dask.io.ingest_schedule import Batches
 
     def sent_to(batches, workers):
         sent = []
@@ -189,6 +188,32 @@ def test_each_worker_computes_its_share_of_the_window():
     # batches sent to a worker that left do not count; no worker, no choice
     assert batches.next_worker({"tcp://c": 1, "tcp://a": 1}) == "tcp://c"
     assert batches.next_worker({}) is None
+
+
+def test_a_batch_computed_again_counts_once():
+    """The progress counts a batch computed again (its worker left) once, whether its
+    first computation had finished, finishes later after all, or never does."""
+    batches = Batches(soap, list(range(6)), 2, 0, None)
+    first, second = concurrent.futures.Future(), concurrent.futures.Future()
+    batches.started(first, "tcp://a")
+    batches.started(second, "tcp://a")
+    first.set_result(None)
+    assert batches.computed == 1
+    again, second_again = concurrent.futures.Future(), concurrent.futures.Future()
+    batches.replace(0, again, "tcp://b")  # finished before its worker left
+    batches.replace(1, second_again, "tcp://b")  # still running there
+    assert batches.computed == 0
+    second.set_result(None)  # the first computation finishes after all
+    assert batches.computed == 0
+    again.set_result(None)
+    second_again.set_exception(RuntimeError("failed"))  # a failed batch is done too
+    assert batches.computed == 2
+    batches.finished()
+    assert (batches.committed, batches.computed) == (1, 2)
+    third = concurrent.futures.Future()
+    batches.started(third, "tcp://b")
+    third.cancel()  # released by a stopped run: not computed
+    assert batches.computed == 2
 
 
 def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path):

@@ -80,12 +80,20 @@ class Batches:
         self.committed = committed
         self.submitted = committed
         self.window = window
-        self.computed = committed
         self.futures: deque[Any] = deque()  # computations not committed, in order
         self.workers: deque[str | None] = deque()  # where each was sent
         #: Set when a future given to :meth:`started` or :meth:`watch` finishes.
         self.changed = threading.Event()
-        self._lock = threading.Lock()
+
+    @property
+    def computed(self) -> int:
+        """Batches committed, and those computed (or failed) waiting for their turn.
+
+        Counted from the futures themselves rather than by their callbacks: a batch
+        computed again after its worker left would otherwise count twice whenever its
+        first computation finished after all (or once when it had finished before)."""
+        waiting = sum(1 for future in self.futures if future.done() and not future.cancelled())
+        return self.committed + waiting
 
     def batch(self, index: int) -> list[Any]:
         return self.items[index * self.size : (index + 1) * self.size]
@@ -97,7 +105,7 @@ class Batches:
 
     def started(self, future: Any, worker: str | None = None) -> None:
         """Record the computation of the next batch (sent to ``worker``)."""
-        future.add_done_callback(self._done)
+        future.add_done_callback(self._changed)
         self.futures.append(future)
         self.workers.append(worker)
         self.submitted += 1
@@ -105,10 +113,7 @@ class Batches:
     def replace(self, position: int, future: Any, worker: str | None) -> None:
         """The batch at ``position`` (among those not committed) computed again by
         ``future``, sent to ``worker``: the worker it was sent to left."""
-        if self.futures[position].done():
-            with self._lock:
-                self.computed -= 1
-        future.add_done_callback(self._done)
+        future.add_done_callback(self._changed)
         self.futures[position] = future
         self.workers[position] = worker
 
@@ -141,12 +146,6 @@ class Batches:
         future.add_done_callback(self._changed)
 
     def _changed(self, future: Any) -> None:  # called from another thread
-        self.changed.set()
-
-    def _done(self, future: Any) -> None:  # called from another thread
-        if not future.cancelled():
-            with self._lock:
-                self.computed += 1
         self.changed.set()
 
     def finished(self) -> None:
