@@ -1,4 +1,5 @@
-"""Shared test settings: hypothesis profiles (CI runs fewer examples)."""
+"""Shared test settings: hypothesis profiles (CI runs fewer examples; ``thorough``, by
+hand, many more: ``HYPOTHESIS_PROFILE=thorough``)."""
 
 import os
 
@@ -9,5 +10,8 @@ settings.register_profile(
 )
 settings.register_profile(
     "dev", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
