@@ -112,7 +112,7 @@ def _jobs(name):
     return sh("squeue", "--noheader", f"--name={name}", "--format=%i").split()
 
 
-def _submitted(name):
+def _known_jobs(name):
     """Every job of that name slurmctld knows, finished or cancelled ones included (it
     keeps them for MinJobAge = 60 s)."""
     jobs = sh("scontrol", "show", "job", "--oneliner").splitlines()
@@ -145,7 +145,7 @@ def test_run_on_slurm_equals_local(workdir):
     assert result.stderr.splitlines()[-1].startswith(f"wrote {workdir / 'slurm.zarr'} in ")
     # two batch jobs of that name were submitted; the run starts with the first worker
     # (dask-jobqueue's way), so on a busy machine it may end before the second job starts
-    assert len(_submitted(name)) == 2
+    assert len(_known_jobs(name)) == 2
     # the workers ran in those jobs, which wrote their logs
     logs = os.listdir(workdir / "logs")
     assert [f for f in logs if f.startswith(name) and f.endswith(".err")]
