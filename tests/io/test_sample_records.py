@@ -123,14 +123,21 @@ def test_tails_kept_from_pieces_and_checked():
         reads.append((start, stop))
         return stored[start:stop]
 
-    tail = tails.stored_tail("key", later, len(stored), read)
+    tail, hashed = tails.stored_tail("key", later, len(stored), read)
     np.testing.assert_array_equal(tail, stored[CHAIN_ROWS:])
     assert reads == [(len(stored) - 7, len(stored))]
+    # the tail checked is hashed once: its chain extended gives the records of all rows
+    assert hashed is not None and hashed.digest() == later["digest"]
+    more = _rows(CHAIN_ROWS, 4)  # crosses the next block
+    whole = sample_attributes(NAMES, np.concatenate([stored, more]))
+    assert extend_attributes(later, tail, more, hashed) == whole
+    assert extend_attributes(later, tail, more) == whole
     tails._tails["key"][2][0, 0] += 1  # kept rows that are not the stored ones
     reads.clear()
-    tail = tails.stored_tail("key", later, len(stored), read)
+    tail, hashed = tails.stored_tail("key", later, len(stored), read)
     np.testing.assert_array_equal(tail, stored[CHAIN_ROWS:])
     assert reads == [(len(stored) - 7, len(stored)), (CHAIN_ROWS, len(stored))]
+    assert hashed is None  # read again: hashed with the rows appended
 
 
 def test_batches_across_chain_blocks_give_the_digest_of_their_join(tmp_path):

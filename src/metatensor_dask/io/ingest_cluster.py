@@ -110,19 +110,24 @@ def _commit_in_order(
         batches.changed.clear()
         if not workers or time.monotonic() - checked > WORKERS_CHECKED:
             workers, checked = client.nthreads(), time.monotonic()
-            _forget_lost(commits, workers)
+            if _forget_lost(commits, workers):
+                # their commits are submitted again once their batches are computed
+                for position in range(len(commits), len(batches.futures)):
+                    batches.watch(batches.futures[position])
             _compute_lost(client, batches, workers, function, name)
         while batches.wanted(max(sum(workers.values()), 1)):
             # each worker computes its share of the window: its memory holds at most
             # that many batches, however long the run
             worker = batches.next_worker(workers)
-            batches.started(
-                _compute(client, batches, batches.submitted, worker, function, name), worker
-            )
+            computed = _compute(client, batches, batches.submitted, worker, function, name)
+            batches.started(computed, worker)
             if worker is not None and len(commits) == len(batches.futures) - 1:
                 # submitted with its batch: sent to the worker as soon as the batch
-                # and the commit before it are done
+                # and the commit before it are done (only the commit is watched: each
+                # future watched costs this process a thread's callback when it ends)
                 commits.append(_submit(client, batches, target, commits, worker))
+            else:  # its commit is submitted once it is computed, see below
+                batches.watch(computed)
         # after a worker left: the commits of the batches computed again, each pinned to
         # the worker now holding it
         while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
@@ -199,13 +204,16 @@ def _submit(
     return _Commit(holders[0] if holders else None, appended)
 
 
-def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> None:
+def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> bool:
     """Forget (release) the commits from the first whose batch was held by a worker that
     left: pinned to it, they would wait for it forever. Its batches are computed again
     on the workers left (:func:`_compute_lost`), and the loop submits these commits again, after
     the ones before (or the store's root, when none is left). A task of the forgotten
-    ones still running writes the bytes its new copy writes."""
+    ones still running writes the bytes its new copy writes. Returns whether any was
+    forgotten."""
     lost = [c.holder is not None and c.holder not in workers for c in commits]
-    if True in lost:
-        for _ in range(len(commits) - lost.index(True)):
-            commits.pop()
+    if True not in lost:
+        return False
+    for _ in range(len(commits) - lost.index(True)):
+        commits.pop()
+    return True

@@ -82,7 +82,7 @@ class Batches:
         self.window = window
         self.futures: deque[Any] = deque()  # computations not committed, in order
         self.workers: deque[str | None] = deque()  # where each was sent
-        #: Set when a future given to :meth:`started` or :meth:`watch` finishes.
+        #: Set when a future given to :meth:`watch` or :meth:`replace` finishes.
         self.changed = threading.Event()
 
     @property
@@ -104,8 +104,8 @@ class Batches:
         return self.submitted < self.total and self.submitted < self.committed + max(limit, 1)
 
     def started(self, future: Any, worker: str | None = None) -> None:
-        """Record the computation of the next batch (sent to ``worker``)."""
-        future.add_done_callback(self._changed)
+        """Record the computation of the next batch (sent to ``worker``); not watched
+        (see :meth:`watch`): on a cluster, only the task committing it needs to be."""
         self.futures.append(future)
         self.workers.append(worker)
         self.submitted += 1

@@ -280,8 +280,8 @@ class _Planner:
             return np.asarray(found, np.int32)
 
         key = (self.where, info.path)
-        rest = TAILS.stored_tail(key, info.attributes, n_old, read)
-        attributes = extend_attributes(info.attributes, rest, samples)
+        rest, hashed = TAILS.stored_tail(key, info.attributes, n_old, read)
+        attributes = extend_attributes(info.attributes, rest, samples, hashed)
         TAILS.remember(key, attributes, chain_rows, [rest, samples])
         self.plan.extend(stored.values.path, n_old, block.values)
         self.plan.extend(info.path, n_old, samples, attributes, _head(rest, info.document, n_old))

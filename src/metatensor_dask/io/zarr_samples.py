@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "CHAIN_ROWS",
     "TAILS",
+    "Chain",
     "ChainTails",
     "chained_digest",
     "extend_attributes",
@@ -57,11 +58,15 @@ def is_chained(digest: str | None) -> bool:
     return isinstance(digest, str) and digest.startswith(_PREFIX)
 
 
-def _hash(*parts: Any) -> bytes:
+def _hasher(*parts: Any) -> Any:
     hasher = hashlib.blake2b(digest_size=16)
     for part in parts:
         hasher.update(part)
-    return hasher.digest()
+    return hasher
+
+
+def _hash(*parts: Any) -> bytes:
+    return _hasher(*parts).digest()
 
 
 def _rows(values: np.ndarray) -> np.ndarray:
@@ -70,32 +75,44 @@ def _rows(values: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(values, dtype="<i4")
 
 
-def _advance(state: bytes, parts: list[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
-    """The state after hashing the whole blocks of the rows of ``parts`` (one after the
-    other), and the rows left over, as pieces of ``parts``: the rows are hashed where
-    they are, never gathered into a copy (an append hashes up to :data:`CHAIN_ROWS`
-    stored rows followed by its own)."""
-    left: list[np.ndarray] = []
-    count = 0
-    for part in parts:
-        while len(part):
-            piece = part[: CHAIN_ROWS - count]
-            left.append(piece)
-            count += len(piece)
-            part = part[len(piece) :]
-            if count == CHAIN_ROWS:
-                state = _hash(state, *map(_rows, left))
-                left, count = [], 0
-    return state, left
+class Chain:
+    """A chained digest being computed, rows fed one piece after the other: the state
+    after the whole blocks, and the hasher of the partial block (that state, then its
+    rows). The rows are hashed where they are, never gathered into a copy, and each
+    once: the digest of a stored tail checked is extended by the rows appended."""
+
+    def __init__(self, state: bytes):
+        self.state = state
+        self._hasher = _hasher(state)
+        #: Rows of the partial block.
+        self.partial = 0
+
+    def feed(self, *parts: np.ndarray) -> Chain:
+        """Hash the rows of ``parts``, one after the other; returns this chain."""
+        for part in parts:
+            while len(part):
+                piece = part[: CHAIN_ROWS - self.partial]
+                self._hasher.update(_rows(piece))
+                self.partial += len(piece)
+                part = part[len(piece) :]
+                if self.partial == CHAIN_ROWS:
+                    self.state = self._hasher.digest()
+                    self._hasher = _hasher(self.state)
+                    self.partial = 0
+        return self
+
+    def digest(self) -> str:
+        """The chained digest of the rows fed."""
+        return _PREFIX + self._hasher.digest().hex()
 
 
-def _finish(state: bytes, left: list[np.ndarray]) -> str:
-    return _PREFIX + _hash(state, *map(_rows, left)).hex()
+def _start(names: list[str]) -> Chain:
+    return Chain(_hash(repr(list(names)).encode()))
 
 
 def chained_digest(names: list[str], values: np.ndarray) -> str:
     """The chained digest of Labels with these ``names`` and ``values``."""
-    return _finish(*_advance(_hash(repr(list(names)).encode()), [values]))
+    return _start(names).feed(values).digest()
 
 
 #: Up to this many rows, :func:`_maxima` compares the rows as lists: a few numpy calls
@@ -119,12 +136,12 @@ def _maxima(values: np.ndarray) -> tuple[list[int] | None, list[int] | None]:
 
 def sample_attributes(names: list[str], values: np.ndarray) -> dict[str, Any]:
     """The attributes of a ``samples`` array holding ``values``."""
-    state, left = _advance(_hash(repr(list(names)).encode()), [values])
+    chain = _start(names).feed(values)
     largest, columns = _maxima(values)
     return {
         "names": list(names),
-        "digest": _finish(state, left),
-        "chain": {"rows": len(values) - sum(map(len, left)), "state": state.hex()},
+        "digest": chain.digest(),
+        "chain": {"rows": len(values) - chain.partial, "state": chain.state.hex()},
         "max": largest,
         "column_max": columns,
     }
@@ -162,7 +179,10 @@ def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | N
 
 
 def extend_attributes(
-    attributes: dict[str, Any], rest: np.ndarray, added: np.ndarray
+    attributes: dict[str, Any],
+    rest: np.ndarray,
+    added: np.ndarray,
+    hashed: Chain | None = None,
 ) -> dict[str, Any]:
     """The attributes of a ``samples`` array after appending ``added``.
 
@@ -175,9 +195,15 @@ def extend_attributes(
         :data:`CHAIN_ROWS`).
     added
         The appended rows.
+    hashed
+        The stored state with ``rest`` fed already (as :meth:`ChainTails.stored_tail`
+        gives it when it checked them), ``None`` to feed them here. It is fed
+        ``added``.
     """
     chain = attributes["chain"]
-    state, left = _advance(bytes.fromhex(chain["state"]), [rest, added])
+    if hashed is None:
+        hashed = Chain(bytes.fromhex(chain["state"])).feed(rest)
+    hashed.feed(added)
     largest, columns = _maxima(added)
     if attributes.get("max") is not None and largest is not None:
         largest = max(list(attributes["max"]), largest)
@@ -187,10 +213,10 @@ def extend_attributes(
         largest, columns = attributes.get("max"), attributes.get("column_max")
     return {
         **attributes,
-        "digest": _finish(state, left),
+        "digest": hashed.digest(),
         "chain": {
-            "rows": chain["rows"] + len(rest) + len(added) - sum(map(len, left)),
-            "state": state.hex(),
+            "rows": chain["rows"] + len(rest) + len(added) - hashed.partial,
+            "state": hashed.state.hex(),
         },
         "max": largest,
         "column_max": columns,
@@ -220,10 +246,12 @@ class ChainTails:
         attributes: dict[str, Any],
         n_rows: int,
         read: Callable[[int, int], np.ndarray],
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, Chain | None]:
         """The stored rows after ``attributes["chain"]["rows"]`` of the samples array
         ``key`` (of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads
-        stored rows."""
+        stored rows. With them, when they were checked against the stored digest (rows
+        kept), the stored state with them fed (see :func:`extend_attributes`), else
+        ``None``."""
         chain = attributes["chain"]
         start = int(chain["rows"])
         with self._lock:
@@ -232,11 +260,11 @@ class ChainTails:
             known = start + len(kept[2])
             if known <= n_rows:
                 since = read(known, n_rows)
-                if _finish(bytes.fromhex(chain["state"]), [kept[2], since]) == attributes.get(
-                    "digest"
-                ):
-                    return np.concatenate([kept[2], since])
-        return read(start, n_rows)
+                hashed = Chain(bytes.fromhex(chain["state"])).feed(kept[2], since)
+                if hashed.digest() == attributes.get("digest"):
+                    # (never written to: a copy only when rows were stored since)
+                    return np.concatenate([kept[2], since]) if len(since) else kept[2], hashed
+        return read(start, n_rows), None
 
     def remember(
         self, key: Any, attributes: dict[str, Any], since: int, parts: list[np.ndarray]
