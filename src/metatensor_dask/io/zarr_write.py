@@ -138,7 +138,9 @@ def _write_documents(
     encoded: dict[str, bytes],
 ) -> None:
     """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
-    the Labels and row pointers, in batches."""
+    the Labels and row pointers, in batches, from this thread: creating small files
+    does not wait, and threads would cost more CPU than they save (see
+    :func:`~.zarr_store.write_files`)."""
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
@@ -152,9 +154,9 @@ def _write_documents(
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
-            set_many(store, batch)
+            set_many(store, batch, threads=1)
             batch, size = {}, 0
-    set_many(store, batch)
+    set_many(store, batch, threads=1)
 
 
 def _store_locked(
@@ -232,7 +234,7 @@ class _FinalRoot:
         where = describe(self.store)
         tables = with_tables(self.store, where, self.nodes, dict.fromkeys(self.paths, 0))
         own = {path: layout.encode(document) for path, document in tables.items()}
-        set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
+        set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()}, threads=1)
         if not self.kept_id:  # written whole: the id of what it stored
             ours[STORE_ID] = content_id({**self.nodes, **tables})
         return layout.encode_root(self.root, {**self.encoded, **own})
