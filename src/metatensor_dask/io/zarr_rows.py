@@ -36,7 +36,7 @@ from ._file_writes import write_all
 from ._zarr_internals import sync
 from .zarr_codecs import ChunkFormat, _dtype, _plain_format, chunk_key
 from .zarr_layout import batch_record
-from .zarr_store import FILE_THREADS, ArrayRef, _bounded, _local_root, set_many, write_files
+from .zarr_store import ArrayRef, _bounded, _local_root, set_many, write_files
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -233,15 +233,13 @@ def write_parts(
     items: dict[str, Parts],
     atomic: bool = False,
     drop_behind: int | None = None,
-    threads: int = FILE_THREADS,
 ) -> None:
     """Store each chunk given by its parts; with ``atomic``, each replaces the stored one
     at once (on local disks: written to a temporary file renamed over it).
 
     ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
     page cache once on disk, but for the newest files of this process holding at most
-    this many bytes. ``threads``: local files are written from that many threads at
-    most (see :func:`~.zarr_store.write_files`).
+    this many bytes.
     """
     root = _local_root(store)
     if root is None or store.read_only:
@@ -253,7 +251,7 @@ def write_parts(
     # from a few threads: replacing a file waits for the file system to free the old
     # one's blocks, milliseconds each on some disks, and an append replaces the last
     # chunk of every array it extends
-    write_files(root, items, partial(write, write_back=drop_behind is not None), threads)
+    write_files(root, items, partial(write, write_back=drop_behind is not None), atomic)
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
@@ -272,7 +270,7 @@ def extend_files(
     def extend(name: str, item: tuple[Parts, int]) -> None:
         _write(name, item[0], drop_behind is not None, kept=item[1])
 
-    write_files(root, items, extend)
+    write_files(root, items, extend, waits=True)
     if drop_behind is not None:
         for key, (parts, _) in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
@@ -290,11 +288,10 @@ def write_regions(
     (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
     record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
 
-    Small chunks of many small blocks are grouped into one task; plain chunks are
-    written from the memory of their rows (see :func:`chunk_parts`), from this thread
-    (the tasks run side by side, and they create files, which does not wait: see
-    :func:`~.zarr_store.write_files`), and leave the page cache once on disk with
-    ``drop_behind`` (see :func:`write_parts`).
+    Small chunks of many small blocks are grouped into one task, stored concurrently
+    where their files are slow to write (see :func:`~.zarr_store.write_files`); plain
+    chunks are written from the memory of their rows (see :func:`chunk_parts`), and
+    leave the page cache once on disk with ``drop_behind`` (see :func:`write_parts`).
     """
 
     async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
@@ -309,6 +306,6 @@ def write_regions(
             plain.update(chunk_parts(ref.path, ref.document, values, first, chunks=chunks))
         else:
             others.append((ref, region, values))
-    write_parts(refs[0].store, plain, drop_behind=drop_behind, threads=1)
+    write_parts(refs[0].store, plain, drop_behind=drop_behind)
     sync(_bounded(write(*item) for item in others))
     set_many(refs[0].store, batch_record(markers))

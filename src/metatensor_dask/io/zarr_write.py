@@ -138,9 +138,7 @@ def _write_documents(
     encoded: dict[str, bytes],
 ) -> None:
     """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
-    the Labels and row pointers, in batches, from this thread: creating small files
-    does not wait, and threads would cost more CPU than they save (see
-    :func:`~.zarr_store.write_files`)."""
+    the Labels and row pointers, in batches."""
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     items = [(path, None) for path in documents] + [(path, path) for path in small]
@@ -154,9 +152,9 @@ def _write_documents(
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
-            set_many(store, batch, threads=1)
+            set_many(store, batch)
             batch, size = {}, 0
-    set_many(store, batch, threads=1)
+    set_many(store, batch)
 
 
 def _store_locked(
@@ -234,7 +232,7 @@ class _FinalRoot:
         where = describe(self.store)
         tables = with_tables(self.store, where, self.nodes, dict.fromkeys(self.paths, 0))
         own = {path: layout.encode(document) for path, document in tables.items()}
-        set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()}, threads=1)
+        set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
         if not self.kept_id:  # written whole: the id of what it stored
             ours[STORE_ID] = content_id({**self.nodes, **tables})
         return layout.encode_root(self.root, {**self.encoded, **own})
