@@ -97,16 +97,20 @@ def test_written_chunks_read_back_with_zarr(tmp_path, atomic):
 
 @pytest.fixture
 def written(monkeypatch) -> list[int]:
-    """The byte counts of the ``os.writev`` calls made during the test."""
+    """The byte counts of the ``os.writev`` and ``os.write`` calls made during the test
+    (a single small buffer is written by ``os.write``)."""
     counts: list[int] = []
-    writev = os.writev
 
-    def counted(descriptor, buffers):
-        count = writev(descriptor, buffers)
-        counts.append(count)
-        return count
+    def counting(call):
+        def counted(descriptor, buffers):
+            count = call(descriptor, buffers)
+            counts.append(count)
+            return count
 
-    monkeypatch.setattr(os, "writev", counted)
+        return counted
+
+    monkeypatch.setattr(os, "writev", counting(os.writev))
+    monkeypatch.setattr(os, "write", counting(os.write))
     return counts
 
 

@@ -76,7 +76,7 @@ def default_target() -> int:
 
 def row_bytes(shape: tuple[int, ...], dtype: Any) -> int:
     """Bytes of one row (first axis) of an array."""
-    return int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    return math.prod(int(n) for n in shape[1:]) * np.dtype(dtype).itemsize
 
 
 def data_sizes(block: Any) -> list[tuple[int, int]]:

@@ -85,8 +85,11 @@ def has_table(path: str, document: dict[str, Any]) -> bool:
     """Whether the array ``path`` (of a format 4 store) records a chunk table: values
     arrays (of blocks and gradients) whose chunks (inner chunks of shards) end with a
     crc32c."""
-    if not path.endswith("/values"):
-        return False
+    return path.endswith("/values") and _crc_ended(document)
+
+
+def _crc_ended(document: dict[str, Any]) -> bool:
+    """Whether the chunks (inner chunks of shards) of ``document`` end with a crc32c."""
     sharding = _sharding(document)
     codecs = (document.get("codecs") or [{}]) if sharding is None else sharding.get("codecs")
     last = codecs[-1] if isinstance(codecs, list) and codecs else {}
@@ -177,15 +180,17 @@ async def _file_crcs(store: Any, key: str, sharded: int | None, count: int) -> l
 def _local_file_crcs(name: str, sharded: int | None, count: int, drop: bool) -> list[int | None]:
     """:func:`_file_crcs` of a local file, with plain system calls. With ``drop`` (the
     ``drop-behind`` setting), the pages read leave the page cache again (without
-    read-ahead): the file may have been dropped from it once written."""
+    read-ahead): the file may have been dropped from it once written (files smaller
+    than :data:`~._page_cache.SMALLEST_FILE` never are, and are read as they are)."""
     try:
         descriptor = os.open(name, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return [None] * count
     try:
+        size = os.fstat(descriptor).st_size
+        drop = drop and size >= _page_cache.SMALLEST_FILE
         if drop:
             os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
-        size = os.fstat(descriptor).st_size
         if sharded is None:
             ends = [size]
         else:
@@ -263,17 +268,31 @@ def with_tables(
     DamagedStoreError
         When a chunk the write stored is missing.
     """
-    paths = [path for path in sorted(starts) if has_table(path, nodes[path])]
+    # what the documents of a kind of array share (their nested values, as the plan of
+    # a write makes them), worked out once: arrays of many blocks are of a few kinds
+    kinds: dict[tuple[int, ...], tuple[bool, int, int, int, int]] = {}
+
+    def kind(document: dict[str, Any]) -> tuple[bool, int, int, int, int]:
+        """Whether it has a table, rows per chunk and per file, chunks, dimensions."""
+        shared = (document.get("codecs"), document.get("chunk_grid"), document.get("shape"))
+        key = tuple(map(id, shared))
+        found = kinds.get(key)
+        if found is None:
+            found = (False, 0, 0, 0, 0)
+            if _crc_ended(document):
+                chunk, grid = _rows(document)
+                found = (True, chunk, grid, _chunks(document), len(document["shape"]))
+            kinds[key] = found
+        return found
+
+    paths = [path for path in sorted(starts) if path.endswith("/values") and kind(nodes[path])[0]]
     plans = {}  # path: (its first chunk stored, its chunks)
     files = []
     for path in paths:
-        document = nodes[path]
-        chunk, grid = _rows(document)
+        _, chunk, grid, chunks, ndim = kind(nodes[path])
         per_file = grid // chunk
-        chunks = _chunks(document)
         first = min(starts[path] // grid * per_file, chunks)
         plans[path] = (first, chunks)
-        ndim = len(document["shape"])
         for index in range(first, chunks, per_file):
             key = _file_key(path, chunk, grid, ndim, index)
             files.append((key, per_file if grid != chunk else None, min(per_file, chunks - index)))

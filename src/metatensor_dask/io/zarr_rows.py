@@ -34,7 +34,7 @@ from ._crc32c_zeros import extend_zeros, replace_zeros
 from ._file_holes import reads_as_zeros
 from ._file_writes import write_all
 from ._zarr_internals import sync
-from .zarr_codecs import _checksum, _chunk_shape, _dtype, chunk_key, is_plain
+from .zarr_codecs import ChunkFormat, _dtype, _plain_format, chunk_key
 from .zarr_layout import batch_record
 from .zarr_store import ArrayRef, _bounded, _local_root, set_many, write_files
 
@@ -93,7 +93,11 @@ def _is_padding(part: np.ndarray) -> bool:
 def row_bytes(values: Any, document: dict[str, Any]) -> np.ndarray:
     """The C-order little-endian bytes of ``values`` for the array ``document``, as a
     flat ``uint8`` view of their memory (a copy only when they are not already so)."""
-    values = np.ascontiguousarray(values, dtype=_dtype(document))
+    return _bytes_of(values, _dtype(document))
+
+
+def _bytes_of(values: Any, dtype: np.dtype) -> np.ndarray:
+    values = np.ascontiguousarray(values, dtype=dtype)
     return values.reshape(-1).view(np.uint8)
 
 
@@ -109,7 +113,7 @@ def _crc(parts: Parts) -> int:
 
 
 def _with_crc(parts: Parts, crc: int) -> Parts:
-    return [*parts, np.frombuffer(np.uint32(crc).astype("<u4").tobytes(), np.uint8)]
+    return [*parts, np.frombuffer(crc.to_bytes(4, "little"), np.uint8)]
 
 
 def chunk_parts(
@@ -119,9 +123,11 @@ def chunk_parts(
     first: int,
     stored: np.ndarray | None = None,
     kept: Kept | None = None,
+    chunks: ChunkFormat | None = None,
 ) -> dict[str, Parts]:
     """The parts of the chunks holding ``values`` (rows of the array ``document`` at
-    ``path``, from the start of chunk ``first``), by store key.
+    ``path``, from the start of chunk ``first``), by store key; ``chunks`` is
+    :meth:`~metatensor_dask.io.zarr_codecs.ChunkFormat.of` the ``document``, when known.
 
     ``stored`` (bytes, see :func:`row_bytes`) are rows already stored at the start of
     chunk ``first``, which ``values`` follow. With ``kept`` instead, those rows are
@@ -129,15 +135,17 @@ def chunk_parts(
     rows: its checksum follows from the one listed for it (see :class:`Kept`).
     """
     assert stored is None or kept is None, "stored rows are given or kept"
-    checksum = bool(_checksum(document))
-    chunk = _chunk_shape(document)
-    data = row_bytes(values, document)
+    encoding = chunks or _plain_format(document)
+    checksum = encoding.checksum
+    chunk = encoding.shape
+    data = _bytes_of(values, encoding.dtype)
     if data.size == 0:
         return {}
+    shape = np.shape(values)
     # chunks are wider than their array only along empty axes
-    assert list(chunk[1:]) == list(np.shape(values)[1:]), "a chunk holds whole rows"
-    row_size = data.size // int(np.shape(values)[0])
-    chunk_size = int(np.prod(chunk)) * _dtype(document).itemsize
+    assert chunk[1:] == tuple(shape[1:]), "a chunk holds whole rows"
+    row_size = data.size // int(shape[0])
+    chunk_size = encoding.size
     before = stored.size if stored is not None else kept.size if kept is not None else 0
     found: dict[str, Parts] = {}
     position, index = 0, first
@@ -174,15 +182,15 @@ def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> 
             _cut_unless_clean(descriptor, kept, parts)
             os.lseek(descriptor, kept, os.SEEK_SET)
         pending: list[memoryview] = []
+        size = kept
         for part in parts:
             if part.size and _is_padding(part):
-                write_all(descriptor, pending)
+                size += write_all(descriptor, pending)
                 pending = []
-                os.lseek(descriptor, part.size, os.SEEK_CUR)
+                size = os.lseek(descriptor, part.size, os.SEEK_CUR)
             elif part.size:
                 pending.append(part.data)
-        write_all(descriptor, pending)
-        size = os.lseek(descriptor, 0, os.SEEK_CUR)
+        size += write_all(descriptor, pending)
         if parts and _is_padding(parts[-1]):
             # a hole at the end: the file's size, which a seek does not set
             os.ftruncate(descriptor, size)
@@ -221,7 +229,10 @@ def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
 
 
 def write_parts(
-    store: Store, items: dict[str, Parts], atomic: bool = False, drop_behind: int | None = None
+    store: Store,
+    items: dict[str, Parts],
+    atomic: bool = False,
+    drop_behind: int | None = None,
 ) -> None:
     """Store each chunk given by its parts; with ``atomic``, each replaces the stored one
     at once (on local disks: written to a temporary file renamed over it).
@@ -240,7 +251,7 @@ def write_parts(
     # from a few threads: replacing a file waits for the file system to free the old
     # one's blocks, milliseconds each on some disks, and an append replaces the last
     # chunk of every array it extends
-    write_files(root, items, partial(write, write_back=drop_behind is not None))
+    write_files(root, items, partial(write, write_back=drop_behind is not None), atomic)
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
@@ -259,7 +270,7 @@ def extend_files(
     def extend(name: str, item: tuple[Parts, int]) -> None:
         _write(name, item[0], drop_behind is not None, kept=item[1])
 
-    write_files(root, items, extend)
+    write_files(root, items, extend, waits=True)
     if drop_behind is not None:
         for key, (parts, _) in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
@@ -277,10 +288,10 @@ def write_regions(
     (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
     record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
 
-    Small chunks of many small blocks are grouped into one task, stored concurrently;
-    plain chunks are written from the memory of their rows (see :func:`chunk_parts`),
-    and leave the page cache once on disk with ``drop_behind`` (see
-    :func:`write_parts`).
+    Small chunks of many small blocks are grouped into one task, stored concurrently
+    where their files are slow to write (see :func:`~.zarr_store.write_files`); plain
+    chunks are written from the memory of their rows (see :func:`chunk_parts`), and
+    leave the page cache once on disk with ``drop_behind`` (see :func:`write_parts`).
     """
 
     async def write(ref: ArrayRef, region: tuple[slice, ...], values: np.ndarray) -> None:
@@ -289,9 +300,10 @@ def write_regions(
     plain: dict[str, Parts] = {}
     others = []
     for ref, region, values in zip(refs, regions, data, strict=True):
-        if is_plain(ref.document):
-            rows = _chunk_shape(ref.document)[0]
-            plain.update(chunk_parts(ref.path, ref.document, values, region[0].start // rows))
+        chunks = ChunkFormat.of(ref.document)
+        if chunks is not None:
+            first = region[0].start // chunks.shape[0]
+            plain.update(chunk_parts(ref.path, ref.document, values, first, chunks=chunks))
         else:
             others.append((ref, region, values))
     write_parts(refs[0].store, plain, drop_behind=drop_behind)
