@@ -21,23 +21,37 @@ def _busy(seconds: float) -> None:
         pass
 
 
-def _written_by(tmp_path, items, wait: float | None, waits: bool = False, busy: bool = False):
+def _written_by(
+    tmp_path, items, wait: float | None, waits: bool = False, busy: bool = False, kept=None
+):
     """Write ``items`` under ``tmp_path`` (``waits`` passed on), each file taking at
     least ``wait`` seconds (a slow file system: waiting, or working with ``busy``), or
-    kept in memory with ``None`` (a file system taking no time); the thread that wrote
-    each key, and the keys in order."""
+    kept in memory with ``None`` (a file system taking no time), or in the dictionary
+    ``kept`` after ``wait`` (a file system that waits and costs no CPU); the thread that
+    wrote each key, and the keys in order."""
     writers: dict[str, int] = {}
     order: list[str] = []
-    kept: dict[str, bytes] = {}
+    in_memory = wait is None or kept is not None
+    kept = {} if kept is None else kept
     lock = threading.Lock()
 
     def write(path: str, data: bytes) -> None:
         key = path[len(str(tmp_path)) + 1 :]
-        if wait is None:
+        if in_memory:
             kept[key] = data
         else:
             with open(path, "wb") as file:
                 file.write(data)
+        if wait is None:
+            pass
+        elif in_memory:
+            # one wait per 8 files, 8 times as long: a sleep costs this thread some
+            # CPU (10-20 us on a virtual machine), as much as a cheap file
+            with lock:
+                count = len(order)
+            if count % 8 == 0:
+                time.sleep(8 * wait)
+        else:
             (_busy if busy else time.sleep)(wait)
         with lock:
             writers[key] = threading.get_ident()
@@ -45,7 +59,7 @@ def _written_by(tmp_path, items, wait: float | None, waits: bool = False, busy: 
 
     write_files(tmp_path, items, write, waits)
     for key, data in items.items():
-        assert (kept[key] if wait is None else (tmp_path / key).read_bytes()) == data
+        assert (kept[key] if in_memory else (tmp_path / key).read_bytes()) == data
     return writers, order
 
 
@@ -77,6 +91,15 @@ def test_files_costly_to_write_are_written_from_a_few_threads_by_runs(tmp_path):
     first, rest = keys[:_FIRST_FILES], keys[_FIRST_FILES:]
     assert order[:_FIRST_FILES] == first
     assert {writers[key] for key in first} == {threading.get_ident()}
+    _check_runs(rest, writers)
+
+
+def test_files_slow_to_write_without_cpu_are_written_from_a_few_threads(tmp_path):
+    """A network file system: each file costs little CPU but waits (a round trip)."""
+    items = _items(2 * _FIRST_FILES + 138)
+    writers, _ = _written_by(tmp_path, items, wait=5 * _SLOW_FILE, kept={})
+    rest = list(items)[_FIRST_FILES:]
+    assert {writers[key] for key in list(items)[:_FIRST_FILES]} == {threading.get_ident()}
     _check_runs(rest, writers)
 
 

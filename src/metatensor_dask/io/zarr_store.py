@@ -74,7 +74,8 @@ _FILE_THREADS = 4
 #: A bulk write's first files, written from the calling thread and timed.
 _FIRST_FILES = 256
 #: Seconds of CPU per file (of the calling thread, the kernel's work included) from
-#: which the rest of a bulk write is written from :data:`_FILE_THREADS` threads.
+#: which the rest of a bulk write is written from :data:`_FILE_THREADS` threads; or
+#: twice that of wall time (the writes wait: a network file system, a busy disk).
 _SLOW_FILE = 15e-6
 
 
@@ -289,9 +290,10 @@ def write_files(
     threads (the system calls release the GIL), each writing a run of neighbouring
     keys (files of other folders, mostly); unless the writes do not wait (``waits``
     false, as when creating files) and the first :data:`_FIRST_FILES`, written from
-    the calling thread, cost it less than :data:`_SLOW_FILE` of CPU each: then the
-    rest are written from there too. A file whose folder is missing creates it (see
-    :func:`make_folders`, which creates many at once).
+    the calling thread, cost it less than :data:`_SLOW_FILE` of CPU each and less
+    than twice that of wall time: then the rest are written from there too. A file
+    whose folder is missing creates it (see :func:`make_folders`, which creates many
+    at once).
 
     Threads pay off where the writes wait (replacing a file on some disks) or where
     the kernel works long on them (creating a file on a disk: 20 to 70 us of CPU a
@@ -299,8 +301,9 @@ def write_files(
     a few microseconds (a RAM disk), each system call hands the GIL to another thread
     instead: on two idle cores, 48,000 files of 500 bytes written on a RAM disk took
     0.24 s of CPU from one thread, 0.45 s from two and 0.54 to 0.79 s from four, and
-    no less wall time. CPU rather than wall time is compared: threads of a process
-    waiting for the GIL in turn make each file seem slow."""
+    no less wall time. CPU time decides where the kernel works; wall time where the
+    writes wait (a network file system: little CPU, milliseconds a file), or where
+    other threads of the process hold the GIL (then threads cost no more)."""
     base = str(root)
 
     def write_all(keys: list[str]) -> None:
@@ -317,10 +320,11 @@ def write_files(
         write_all(keys)
         return
     if not waits:
-        started = time.thread_time()
+        cpu, wall = time.thread_time(), time.perf_counter()
         write_all(keys[:_FIRST_FILES])
         keys = keys[_FIRST_FILES:]
-        if time.thread_time() - started < _SLOW_FILE * _FIRST_FILES:
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        if cpu < _SLOW_FILE * _FIRST_FILES and wall < 2 * _SLOW_FILE * _FIRST_FILES:
             write_all(keys)
             return
     step = -(-len(keys) // _FILE_THREADS)
