@@ -23,6 +23,7 @@ or as after it; ``resume=True`` with the same tensor finishes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -725,11 +726,17 @@ class Commit:
 
     @cached_property
     def token(self) -> str:
-        """What tells this commit from others: the root's attributes and the documents
-        the plan changes (not the root's metadata: that of every node of the store,
-        whose tokenization cost every append in proportion to the store)."""
+        """What tells this commit from others: a digest of the root's attributes and of
+        the documents the plan changes (not the root's metadata: that of every node of
+        the store, whose digest would cost every append in proportion to the store).
+        These are JSON documents, digested as their JSON text with sorted keys: dask's
+        ``tokenize`` walks them object by object, 20 times slower (0.6-0.8 s for the
+        7,000 documents of 500 new tiny blocks)."""
         changed = {path: self.nodes[path] for path in self.changed}
-        return tokenize(self.root["attributes"], changed, self.starts)
+        text = json.dumps(
+            [self.root["attributes"], changed, self.starts], sort_keys=True, separators=(",", ":")
+        )
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def documents(self, store: Store) -> dict[str, bytes]:
         """The node documents the plan changes, and the root document, by key."""
