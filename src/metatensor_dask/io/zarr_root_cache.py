@@ -27,6 +27,7 @@ import json
 import operator
 import re
 import uuid
+from functools import cached_property
 from itertools import chain, compress
 from typing import Any
 
@@ -58,6 +59,7 @@ class _Run:
     def __init__(self, nodes: list[tuple[str, Any]], repeats: layout.RepeatEncoder) -> None:
         self.nodes = tuple(nodes)
         self.paths = tuple(path for path, _ in nodes)
+        self.documents = tuple(document for _, document in nodes)
         self.encoded = tuple(
             layout.encode(path) + b":" + _encode(repeats, path, value) for path, value in nodes
         )
@@ -68,6 +70,15 @@ class _Run:
         self.known = None
         if self.block >= 0:
             self.known = layout.BlockNodes(self.paths, layout.gradient_index(dict(nodes)))
+
+    def items(self) -> zip:
+        """``(path, document, encoded)`` of each node of the run, in order."""
+        return zip(self.paths, self.documents, self.encoded, strict=True)
+
+    @cached_property
+    def text(self) -> bytes:
+        """The run's nodes encoded, joined as in a root's metadata."""
+        return b",".join(self.encoded)
 
 
 def _encode(repeats: layout.RepeatEncoder, path: str, document: Any) -> bytes:
@@ -185,28 +196,40 @@ def encode_root(
     root: dict[str, Any], stored: Any, encoded_nodes: dict[str, tuple[Any, bytes]] | None = None
 ) -> bytes:
     """:func:`~.zarr_layout.encode` of the ``root`` document of an append to the store
-    whose root was read as ``stored`` (see :class:`Stored`): the nodes that are the very
-    documents read from runs of its text are taken as encoded then, those that are the
-    very documents of ``encoded_nodes`` (path: the document and its encoding, for its
-    own ``zarr.json``) as encoded there, the others encoded now."""
+    whose root was read as ``stored`` (see :class:`Stored`): a run of its text whose
+    nodes are, in order, the very documents read from it is copied whole; the other
+    nodes that are the very documents read are taken as encoded then, those that are
+    the very documents of ``encoded_nodes`` (path: the document and its encoding, for
+    its own ``zarr.json``) as encoded there, the others encoded now."""
     runs = getattr(stored, "runs", None)
     if runs is None:
         return layout.encode(root)
     given = encoded_nodes or {}
     nodes = root["consolidated_metadata"]["metadata"]
-    paths = list(chain.from_iterable(map(operator.attrgetter("paths"), runs)))
-    documents = map(
-        operator.itemgetter(1), chain.from_iterable(map(operator.attrgetter("nodes"), runs))
-    )
-    encoded = dict(
-        zip(paths, chain.from_iterable(map(operator.attrgetter("encoded"), runs)), strict=True)
-    )
-    same = map(operator.is_, map(nodes.get, paths), documents)
-    for path in compress(paths, map(operator.not_, same)):
-        encoded.pop(path, None)
-    for path in nodes.keys() - encoded.keys():
-        document, raw = given.get(path, (None, b""))
-        if document is not nodes[path]:
-            raw = layout.encode(nodes[path])
-        encoded[path] = layout.encode(path) + b":" + raw
-    return layout.encode_with_metadata(root, b",".join(map(encoded.__getitem__, nodes)))
+    paths = list(nodes)
+    first = {run.paths[0]: run for run in runs if run.paths}
+    read: dict[str, tuple[Any, bytes]] = {}
+    pieces = []
+    at = 0
+    while at < len(paths):
+        run = first.get(paths[at])
+        if run is not None:
+            end = at + len(run.paths)
+            if tuple(paths[at:end]) == run.paths and all(
+                map(operator.is_, map(nodes.__getitem__, run.paths), run.documents)
+            ):
+                pieces.append(run.text)
+                at = end
+                continue
+            read.update((path, (document, raw)) for path, document, raw in run.items())
+        path = paths[at]
+        document, raw = read.get(path, (None, b""))
+        if document is nodes[path]:
+            pieces.append(raw)
+        else:
+            document, raw = given.get(path, (None, b""))
+            if document is not nodes[path]:
+                raw = layout.encode(nodes[path])
+            pieces.append(layout.encode(path) + b":" + raw)
+        at += 1
+    return layout.encode_with_metadata(root, b",".join(pieces))
