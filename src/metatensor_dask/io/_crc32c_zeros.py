@@ -20,6 +20,8 @@ coefficient of x^0 in the highest of 32 bits).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["extend_zeros", "replace_zeros"]
 
 _POLYNOMIAL = 0x82F63B78
@@ -56,8 +58,11 @@ def _squares() -> list[int]:
 _POWERS = _squares()
 
 
+@lru_cache(maxsize=4096)
 def _x_to_bits(count: int) -> int:
-    """x^(8*count) modulo the crc32c polynomial (``count`` below 2^61)."""
+    """x^(8*count) modulo the crc32c polynomial (``count`` below 2^61); remembered, as
+    the same counts come back (the padding of chunks of the same shapes), and each costs
+    about ten products in Python."""
     assert 0 <= count < 2**61, "a count of bytes"
     power, exponent, k = _ONE, 8 * count, 0
     while exponent:
