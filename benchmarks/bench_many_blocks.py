@@ -16,7 +16,11 @@ Files: ``.mts`` load (metatensor-dask: lazy, labels read), save, and load then s
 (a file copied: metatensor's eager load and save against ours, values read by groups of
 blocks as they are written); Zarr write, against
 the *floor* (plain Python creating the same files with the same sizes), and Zarr open
-(labels read), against metatensor's load of the same data from ``.mts``. Every repeat
+(labels read), against metatensor's load of the same data from ``.mts``. Then two
+appends of ``APPENDED`` tiny blocks of new keys to that store (the first in the process
+to read its root, then one more), each against a write of the same blocks to a new
+store (the metatensor column): what an append costs beyond writing its blocks is what
+it does in proportion to the blocks stored (their metadata). Every repeat
 of the file cases writes into a new folder, and nothing is deleted until the module is
 done; ours and the floor take turns to go first (see :func:`_zarr_write`).
 
@@ -92,7 +96,17 @@ OPERATIONS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
 }
 """Each operation as ``(metatensor-dask, metatensor)``."""
 
-FILES = ["save .mts", "load .mts", "load then save .mts", "Zarr write", "Zarr open"]
+FILES = [
+    "save .mts",
+    "load .mts",
+    "load then save .mts",
+    "Zarr write",
+    "Zarr open",
+    "Zarr append",
+    "Zarr append again",
+]
+APPENDED = 500
+"""Tiny blocks of new keys in each of the Zarr appends."""
 
 _ROWS: list[tuple[str, int, dict[str, float]]] = []
 
@@ -296,8 +310,25 @@ def _files(
     )
     if check:
         _check_read(opened, theirs, ours)
+    for case, offset in (("Zarr append", 0), ("Zarr append again", 1)):
+        batch = _new_keys(offset)
+        _, rows[case] = _paired(
+            lambda batch=batch: batch.to_zarr(store, append_dim="samples"),
+            lambda batch=batch, offset=offset: batch.to_zarr(root / f"alone-{offset}.zarr"),
+        )
+    if check:
+        assert len(mtd.open_zarr(store).keys) == len(ours.keys) + 2 * APPENDED
     names = ("cpu", "wall", "their cpu", "their wall")
     return {case: dict(zip(names, row, strict=False)) for case, row in rows.items()}, sizes
+
+
+def _new_keys(offset: int) -> mtd.TensorMap:
+    """``APPENDED`` tiny blocks whose keys no map of :func:`tiny_blocks` has (``k``
+    from a million on), different for each ``offset``."""
+    blocks = tiny_blocks(APPENDED, seed=1 + offset)
+    k = 10**6 + APPENDED * offset + np.arange(APPENDED)
+    keys = metatensor.Labels(["a", "k"], np.stack([k % 10, k], axis=1))
+    return mtd.from_metatensor(metatensor.TensorMap(keys, [b.copy() for b in blocks]))
 
 
 @pytest.fixture(scope="module")
