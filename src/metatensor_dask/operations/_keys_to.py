@@ -463,9 +463,14 @@ def _assembled_block(
             return None
         pieces[key] = found
     # the common layouts, each a few arrays whatever the blocks: blocks of the same
-    # properties stacked along rows, or of the same rows side by side
+    # properties stacked along rows, or of the same rows side by side; a block that
+    # starts at column 0 fills every column only when it is as wide as the output (not
+    # so when keys_to_properties is given entries that some merged block lacks)
     starts = [c for c in columns if c is not None]
-    by_rows = everyone and all(isinstance(c, int) and c == 0 for c in starts)
+    by_rows = everyone and all(
+        isinstance(c, int) and c == 0 and len(b.properties) == len(properties)
+        for c, b in zip(starts, blocks, strict=True)
+    )
     by_columns = (
         not by_rows
         and all(isinstance(c, int) for c in starts)
