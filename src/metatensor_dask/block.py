@@ -13,7 +13,7 @@ import numpy as np
 from . import _graph
 from ._collection import ArrayContainer, GroupItem
 from .errors import MetatensorDaskError, MetatensorError, invalid_parameter, wrong_type
-from .labels import Labels
+from .labels import Labels, core_entries, no_dimension_note
 
 __all__ = ["TensorBlock"]
 
@@ -564,10 +564,10 @@ def _check_shape(
             f"{len(components) + 2} separate labels (1 for samples, {len(components)} for "
             "components and 1 for properties)"
         )
-    if shape[0] != len(samples):
+    if shape[0] != core_entries(samples):
         raise invalid_parameter(
             f"invalid block: the values shape along axis 0 is {shape[0]} but we have "
-            f"{len(samples)} sample label entries"
+            f"{core_entries(samples)} sample label entries" + no_dimension_note(samples)
         )
     names: set[str] = set()
     for i, component in enumerate(components):
@@ -588,10 +588,11 @@ def _check_shape(
                 f"invalid block: the values shape along axis {i + 1} is {shape[i + 1]} but we "
                 f"have {len(component)} entries for the corresponding component"
             )
-    if shape[-1] != len(properties):
+    if shape[-1] != core_entries(properties):
         raise invalid_parameter(
             f"invalid block: the values shape along axis {len(shape) - 1} is {shape[-1]} but "
-            f"we have {len(properties)} property label entries"
+            f"we have {core_entries(properties)} property label entries"
+            + no_dimension_note(properties)
         )
 
 

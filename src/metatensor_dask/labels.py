@@ -656,3 +656,19 @@ class Labels:
 
 def _quoted(names: list[str]) -> str:
     return "[" + ", ".join(f'"{name}"' for name in names) + "]"
+
+
+def core_entries(labels: Labels) -> int:
+    """The number of entries metatensor-core sees in ``labels``: Labels without
+    dimensions have none there, whatever their values' number of rows."""
+    return len(labels) if labels.names else 0
+
+
+def no_dimension_note(labels: Labels) -> str:
+    """What to add to a count mismatch caused by ``labels`` having no dimension."""
+    if labels.names or not len(labels):
+        return ""
+    return (
+        f" (these Labels have {len(labels)} rows but no dimension: metatensor counts no "
+        "entry in Labels without dimensions)"
+    )

@@ -12,7 +12,7 @@ from ._collection import ArrayContainer
 from ._typing import ChunksLike, StoreLike, ZarrMode
 from .block import TensorBlock, short_dtype
 from .errors import invalid_parameter, wrong_type
-from .labels import Labels, LabelsEntry
+from .labels import Labels, LabelsEntry, core_entries, no_dimension_note
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -35,10 +35,11 @@ def _gradient_signature(block: TensorBlock) -> list[Any]:
 
 def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
     """metatensor's rules across the blocks of one TensorMap (same messages)."""
-    if len(blocks) != len(keys):
+    if len(blocks) != core_entries(keys):
         raise invalid_parameter(
             "expected the same number of blocks as the number of entries in the keys "
-            f"({len(keys)}) when creating a `TensorMap`, got {len(blocks)}"
+            f"({core_entries(keys)}) when creating a `TensorMap`, got {len(blocks)}"
+            + no_dimension_note(keys)
         )
     if not blocks:
         return

@@ -27,8 +27,11 @@ def _kept(tensor: TensorMap, positions: np.ndarray, copy: bool) -> TensorMap:
     blocks = []
     for i in positions:
         block = tensor.block_by_id(int(i))
-        check_no_gradients_of_gradients(block)
-        blocks.append(block.copy() if copy else block)
+        if copy:
+            blocks.append(block.copy())  # with gradients of gradients, as metatensor
+        else:
+            check_no_gradients_of_gradients(block)
+            blocks.append(block)
     keys = Labels._trusted(tensor.keys.names, tensor.keys.values[positions])
     return TensorMap._trusted(keys, blocks)
 
@@ -54,7 +57,8 @@ def drop_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMa
 
     Notes
     -----
-    Gradient rule: kept blocks keep their gradients unchanged.
+    Gradient rule: kept blocks keep their gradients unchanged. Gradients of gradients
+    need ``copy=True`` (metatensor raises ``NotImplementedError`` without it).
     """
     _check_args(tensor, keys, copy)
     removed = np.zeros(len(tensor), bool)
@@ -83,7 +87,8 @@ def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> Tensor
 
     Notes
     -----
-    Gradient rule: kept blocks keep their gradients unchanged.
+    Gradient rule: kept blocks keep their gradients unchanged. Gradients of gradients
+    need ``copy=True`` (metatensor raises ``NotImplementedError`` without it).
     """
     _check_args(tensor, keys, copy)
     return _kept(tensor, tensor.keys.select(keys).astype(np.int64), copy)
@@ -106,7 +111,8 @@ def drop_empty_blocks(tensor: TensorMap, copy: bool = False) -> TensorMap:
 
     Notes
     -----
-    Gradient rule: kept blocks keep their gradients unchanged.
+    Gradient rule: kept blocks keep their gradients unchanged. Gradients of gradients
+    need ``copy=True`` (metatensor raises ``NotImplementedError`` without it).
     """
     _check_args(tensor, None, copy)
     full = [i for i, block in enumerate(tensor.blocks()) if 0 not in block.shape]

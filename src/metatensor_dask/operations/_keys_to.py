@@ -136,6 +136,22 @@ def _groups(
     return keys, members, merged, tensor.keys.values[:, moved]
 
 
+def _fill_value(tensor: TensorMap, fill_value: Any) -> Any:
+    """``fill_value`` in the dtype of the values, as metatensor converts it (1.5 becomes
+    1 for integers), refused when it has no value there (NaN or infinity for integers),
+    with numpy's error as metatensor raises it, before anything is built."""
+    if not isinstance(tensor, TensorMap) or len(tensor) == 0:
+        return fill_value
+    try:
+        return np.array(fill_value, dtype=tensor.dtype)[()]
+    except (ValueError, OverflowError, TypeError) as error:
+        raise type(error)(
+            f"{error}: `fill_value` {fill_value!r} can not be stored in this tensor's "
+            f"{tensor.dtype} values; give a value of that dtype, or convert the tensor "
+            "first (`tensor.to(dtype=...)`)"
+        ) from error
+
+
 def _keys_moved(
     tensor: TensorMap,
     keys_to_move: Any,
@@ -463,9 +479,14 @@ def _assembled_block(
             return None
         pieces[key] = found
     # the common layouts, each a few arrays whatever the blocks: blocks of the same
-    # properties stacked along rows, or of the same rows side by side
+    # properties stacked along rows, or of the same rows side by side; a block that
+    # starts at column 0 fills every column only when it is as wide as the output (not
+    # so when keys_to_properties is given entries that some merged block lacks)
     starts = [c for c in columns if c is not None]
-    by_rows = everyone and all(isinstance(c, int) and c == 0 for c in starts)
+    by_rows = everyone and all(
+        isinstance(c, int) and c == 0 and len(b.properties) == len(properties)
+        for c, b in zip(starts, blocks, strict=True)
+    )
     by_columns = (
         not by_rows
         and all(isinstance(c, int) for c in starts)
@@ -588,6 +609,7 @@ def keys_to_samples(
     only when sorting changes the order; blocks that are all tiny single chunks are
     merged by one numpy call per output array.
     """
+    fill_value = _fill_value(tensor, fill_value)
     return _keys_moved(
         tensor,
         keys_to_move,
@@ -774,6 +796,7 @@ def keys_to_properties(
     renumbered), each block filling its own columns. When all merged blocks have the
     same samples, values are only concatenated along properties (no row gather).
     """
+    fill_value = _fill_value(tensor, fill_value)
     return _keys_moved(
         tensor,
         keys_to_move,

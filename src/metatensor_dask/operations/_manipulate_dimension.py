@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..block import TensorBlock
+from ..errors import invalid_parameter
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._utils import check_tensor
@@ -172,7 +173,9 @@ def remove_dimension(tensor: TensorMap, axis: str, name: str) -> TensorMap:
     axis
         ``"keys"``, ``"samples"`` or ``"properties"``.
     name
-        The dimension to remove. The remaining entries must stay unique.
+        The dimension to remove. The remaining entries must stay unique, and a
+        dimension must remain when there are entries (metatensor counts no entry in
+        Labels without dimensions).
 
     Returns
     -------
@@ -187,7 +190,22 @@ def remove_dimension(tensor: TensorMap, axis: str, name: str) -> TensorMap:
     """
     check_tensor(tensor, "tensor")
     _check_axis(axis, "remove_dimension")
-    return _relabelled(tensor, axis, lambda labels: labels.remove(name))
+    return _relabelled(tensor, axis, lambda labels: _removed(labels, axis, name))
+
+
+def _removed(labels: Labels, axis: str, name: str) -> Labels:
+    """``labels`` without ``name``, refusing to remove the last dimension of Labels
+    that have entries (metatensor counts no entry in Labels without dimensions, and
+    fails on the map or block that holds them)."""
+    removed = labels.remove(name)
+    if not removed.names and len(removed):
+        keys = ", or move the keys into the blocks (`keys_to_samples`, `keys_to_properties`)"
+        raise invalid_parameter(
+            f"can not remove '{name}', the only dimension of the {axis}: Labels without "
+            f"dimensions have no entries, and the {axis} have {len(removed)}; insert "
+            "another dimension first (`insert_dimension`)" + (keys if axis == "keys" else "")
+        )
+    return removed
 
 
 def permute_dimensions(tensor: TensorMap, axis: str, dimensions_indexes: list[int]) -> TensorMap:
