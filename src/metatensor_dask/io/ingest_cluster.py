@@ -16,6 +16,13 @@ another on one worker. When a worker leaves (a batch job ending, a node lost), t
 batches sent to it are computed again on the workers left and the chain is submitted
 again from the first batch it held, each append pinned to the worker then holding its
 batch. This process keeps the window full and watches the workers.
+
+A chain holds at most :data:`CHAIN` appends: the scheduler keeps every task that a task
+it holds depends on (to compute it again if its result is lost), so one chain of all the
+appends of a run kept them all, with their batches' computations, until the run ended
+(about 13 KiB of the scheduler's memory per batch, and some in the workers). The append
+starting the next chain is submitted once the last one of the chain before is done, and
+reads the root from the store.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ __all__ = ["on_cluster", "shipped"]
 #: Seconds between two looks at the workers (a round trip to the scheduler).
 WORKERS_CHECKED = 1.0
 
+#: The most appends chained one after the other (see the module's documentation).
+CHAIN = 128
+
 
 @dataclass
 class _Commit:
@@ -48,6 +58,14 @@ class _Commit:
     holder: str | None
     #: The task (the next batch is appended after it, from the root it returns).
     appended: Any
+    #: Its place in its chain (0: it reads the root from the store).
+    link: int = 0
+
+
+def _chainable(commits: deque[_Commit]) -> bool:
+    """Whether the next append may be submitted now: after the last one submitted, in
+    the same chain, or starting a new one once every append before it is done."""
+    return not commits or commits[-1].link + 1 < CHAIN
 
 
 def shipped(function: Callable[[list[Any]], Any]) -> bytes:
@@ -121,16 +139,22 @@ def _commit_in_order(
             worker = batches.next_worker(workers)
             computed = _compute(client, batches, batches.submitted, worker, function, name)
             batches.started(computed, worker)
-            if worker is not None and len(commits) == len(batches.futures) - 1:
+            chained = len(commits) == len(batches.futures) - 1 and _chainable(commits)
+            if worker is not None and chained:
                 # submitted with its batch: sent to the worker as soon as the batch
                 # and the commit before it are done (only the commit is watched: each
                 # future watched costs this process a thread's callback when it ends)
                 commits.append(_submit(client, batches, target, commits, worker))
             else:  # its commit is submitted once it is computed, see below
                 batches.watch(computed)
-        # after a worker left: the commits of the batches computed again, each pinned to
-        # the worker now holding it
-        while len(commits) < len(batches.futures) and batches.futures[len(commits)].done():
+        # the commits of the batches computed meanwhile (after a worker left: computed
+        # again; after a chain's last commit: the next chain's), each pinned to the
+        # worker holding its batch
+        while (
+            len(commits) < len(batches.futures)
+            and batches.futures[len(commits)].done()
+            and _chainable(commits)
+        ):
             commits.append(_submit(client, batches, target, commits))
         if commits and commits[0].appended.done():
             index = batches.committed
@@ -201,7 +225,8 @@ def _submit(
         pure=False, priority=1, **pin,
     )  # fmt: skip
     batches.watch(appended)
-    return _Commit(holders[0] if holders else None, appended)
+    link = commits[-1].link + 1 if commits else 0
+    return _Commit(holders[0] if holders else None, appended, link)
 
 
 def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> bool:
