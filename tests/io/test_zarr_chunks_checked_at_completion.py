@@ -16,6 +16,7 @@ import pytest
 from dask.callbacks import Callback
 
 import metatensor_dask as mtd
+from metatensor_dask.io import zarr_layout as layout
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 CODECS = {
@@ -133,3 +134,20 @@ def test_a_chunk_written_over_before_completion_is_refused(tmp_path):
 
     message = "chunk 'c.0.0' of the array 'blocks/2/gradients/alpha/values' changed after"
     _refused(path, overwrite, message)
+
+
+def test_documents_encoded_with_their_tables_are_encoded_as_a_whole(tmp_path):
+    """The values documents encoded with their tables from their encoding without are
+    :func:`encode` of the documents: with no attributes before, with a table already
+    (``mode="r+"`` rewrites it), with other attributes."""
+    path = tmp_path / "t.zarr"
+    _write_with(path, lambda: None)
+    listed = json.loads((path / "zarr.json").read_bytes())["consolidated_metadata"]["metadata"]
+    documents = [doc for name, doc in listed.items() if name.endswith("/values")]
+    assert len(documents) == 6
+    for document in documents:
+        for before in ({}, {"chunk_crc32c": [1, 2]}, {"other": {"attributes": {}}}):
+            untabled = layout.encode({**document, "attributes": before})
+            table = [0, 2**32 - 1, 12345]
+            tabled = {**document, "attributes": {**before, "chunk_crc32c": table}}
+            assert layout.encode_tabled(tabled, untabled) == layout.encode(tabled)

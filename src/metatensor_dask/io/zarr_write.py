@@ -246,7 +246,8 @@ class _FinalRoot:
         where = describe(self.store)
         starts = dict.fromkeys(self.paths, 0)
         tables = with_tables(self.store, where, self.nodes, starts, written=written)
-        own = {path: layout.encode(document) for path, document in tables.items()}
+        planned = self.encoded
+        own = {path: layout.encode_tabled(doc, planned[path]) for path, doc in tables.items()}
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
         if not self.kept_id:  # written whole: the id of what it stored
             ours[STORE_ID] = content_id({**self.nodes, **tables})
