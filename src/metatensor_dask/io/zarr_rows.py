@@ -312,6 +312,7 @@ def write_regions(
         else:
             others.append((ref, region, values))
     write_parts(refs[0].store, plain, drop_behind=drop_behind)
-    sync(_bounded(write(*item) for item in others))
+    if others:  # (a round trip to zarr's event loop otherwise)
+        sync(_bounded(write(*item) for item in others))
     set_many(refs[0].store, batch_record(markers))
     return crcs
