@@ -19,8 +19,10 @@ anything else is damage.
 
 The writers read the checksums from the chunk files they wrote (the last 4 bytes of
 each, or of each inner chunk of a shard, see :func:`with_tables`), in the commit that
-writes the documents; Labels arrays are not listed: their content is covered by their
-digests.
+writes the documents; a whole write's storing tasks report those of the plain chunk
+files they stored, and each such file read back must still end with its own (missing,
+cut short or written over, it keeps the store incomplete). Labels arrays are not
+listed: their content is covered by their digests.
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ def with_tables(
     nodes: dict[str, Any],
     starts: dict[str, int],
     known: dict[str, int] | None = None,
+    written: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """New documents of the arrays ``starts`` (path: the first row a write stored; the
     chunks of the files before it keep their entries) that record a table (see
@@ -263,64 +266,82 @@ def with_tables(
     shards) in ``known`` (key: the crc32c ending the file), which the caller wrote from
     its own process.
 
+    The chunk files (not shards) in ``written`` (key: the crc32c ending the file) are
+    those that the write's tasks stored and reported: read too, each must still end
+    with that crc32c.
+
     Raises
     ------
     DamagedStoreError
-        When a chunk the write stored is missing.
+        When a chunk the write stored is missing, or a file in ``written`` no longer
+        ends with its crc32c (cut short or changed after it was written).
     """
     # what the documents of a kind of array share (their nested values, as the plan of
     # a write makes them), worked out once: arrays of many blocks are of a few kinds
-    kinds: dict[tuple[int, ...], tuple[bool, int, int, int, int]] = {}
+    kinds: dict[tuple[int, ...], tuple[bool, int, int, int, str]] = {}
 
-    def kind(document: dict[str, Any]) -> tuple[bool, int, int, int, int]:
-        """Whether it has a table, rows per chunk and per file, chunks, dimensions."""
+    def kind(document: dict[str, Any]) -> tuple[bool, int, int, int, str]:
+        """Whether it has a table, rows per chunk and per file, chunks, and the end of
+        its chunk keys (a zero per dimension after the first, see :func:`_file_key`)."""
         shared = (document.get("codecs"), document.get("chunk_grid"), document.get("shape"))
         key = tuple(map(id, shared))
         found = kinds.get(key)
         if found is None:
-            found = (False, 0, 0, 0, 0)
+            found = (False, 0, 0, 0, "")
             if _crc_ended(document):
                 chunk, grid = _rows(document)
-                found = (True, chunk, grid, _chunks(document), len(document["shape"]))
+                ending = ".0" * (len(document["shape"]) - 1)
+                found = (True, chunk, grid, _chunks(document), ending)
             kinds[key] = found
         return found
 
-    paths = [path for path in sorted(starts) if path.endswith("/values") and kind(nodes[path])[0]]
-    plans = {}  # path: (its first chunk stored, its chunks)
-    files = []
-    for path in paths:
-        _, chunk, grid, chunks, ndim = kind(nodes[path])
+    given = known or {}
+    plans = []  # (path, its first chunk stored, its chunks, the keys of their files)
+    files: list[tuple[str, int | None, int]] = []  # read: key, inner chunks per shard, chunks
+    for path in sorted(starts):
+        if not path.endswith("/values"):
+            continue
+        has, chunk, grid, chunks, ending = kind(nodes[path])
+        if not has:
+            continue
         per_file = grid // chunk
         first = min(starts[path] // grid * per_file, chunks)
-        plans[path] = (first, chunks)
-        for index in range(first, chunks, per_file):
-            key = _file_key(path, chunk, grid, ndim, index)
-            files.append((key, per_file if grid != chunk else None, min(per_file, chunks - index)))
-    given = known or {}
-
-    def is_given(file: tuple[str, int | None, int]) -> bool:
-        return file[1] is None and file[0] in given
-
-    read = iter(_crcs(store, [file for file in files if not is_given(file)]))
-    found = iter(
-        crc for file in files for crc in ([given[file[0]]] if is_given(file) else next(read))
-    )
+        keys = [f"{path}/c.{index // per_file}{ending}" for index in range(first, chunks, per_file)]
+        plans.append((path, first, chunks, keys))
+        if per_file == 1:
+            files += [(key, None, 1) for key in keys if key not in given]
+        else:
+            files += [
+                (key, per_file, min(per_file, chunks - index))
+                for key, index in zip(keys, range(first, chunks, per_file), strict=True)
+            ]
+    read = dict(zip([file[0] for file in files], _crcs(store, files), strict=True))
+    reported = written or {}
     documents = {}
-    for path in paths:
+    for path, first, chunks, keys in plans:
         document = nodes[path]
-        first, chunks = plans[path]
         kept = list((document.get("attributes") or {}).get(TABLE) or [])[:first]
         if len(kept) != first:
             raise damaged(where, f"the array '{path}' has no valid '{TABLE}' to extend")
-        for index in range(first, chunks):
-            crc = next(found)
-            if crc is None:
+        for key in keys:
+            found = read.get(key)
+            if found is None:
+                found = [given[key]]
+            elif None in found:
+                index = len(kept) + found.index(None)
                 raise damaged(
                     where,
                     f"the chunk {chunk_name(path, document, index)} of the array '{path}' is "
                     "missing after it was written",
                 )
-            kept.append(crc)
+            elif key in reported and found[0] != reported[key]:
+                raise damaged(
+                    where,
+                    f"the chunk {chunk_name(path, document, len(kept))} of the array "
+                    f"'{path}' changed after it was written (cut short, or written over)",
+                )
+            kept += found
+        assert len(kept) == chunks, "a table lists every chunk"
         documents[path] = {**document, "attributes": {**document["attributes"], TABLE: kept}}
     return documents
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import MetatensorDaskError
 from .zarr_codecs import is_plain
-from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, table_problem
+from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, table_problem
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
 
@@ -54,6 +54,7 @@ __all__ = [
     "encode_metadata",
     "encode_nodes",
     "encode_root",
+    "encode_tabled",
     "group_document",
     "labels_attributes",
     "loads_root",
@@ -295,6 +296,24 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def encode(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
+
+
+#: The attributes of an array's document without any, as :func:`encode` writes them.
+_NO_ATTRIBUTES = b'"attributes":{}'
+
+
+def encode_tabled(document: dict[str, Any], untabled: bytes) -> bytes:
+    """:func:`encode` of an array's ``document`` whose attributes are its chunk table
+    (see :mod:`.zarr_identity`), given ``untabled``, :func:`encode` of the same document
+    with other attributes: when those were none, the table is put in their place (the
+    documents of a write of thousands of tiny blocks are encoded once, then once more
+    with their tables)."""
+    attributes = document["attributes"]
+    if list(attributes) == [TABLE] and untabled.count(_NO_ATTRIBUTES) == 1:
+        table = ",".join(map(str, attributes[TABLE]))
+        tabled = f'"attributes":{{"{TABLE}":[{table}]}}'.encode()
+        return untabled.replace(_NO_ATTRIBUTES, tabled)
+    return encode(document)
 
 
 class RepeatEncoder:

@@ -283,10 +283,11 @@ def write_regions(
     data: list[np.ndarray],
     markers: list[str],
     drop_behind: int | None = None,
-) -> None:
+) -> dict[str, int]:
     """A dask task: store chunks (or shards) of several arrays, then record them
     (``markers``, see :func:`~metatensor_dask.io.zarr_layout.progress_marker`) in one
-    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`).
+    record (see :func:`~metatensor_dask.io.zarr_layout.batch_record`). Returns the
+    crc32c ending each plain chunk file it stored with a checksum, by key.
 
     Small chunks of many small blocks are grouped into one task, stored concurrently
     where their files are slow to write (see :func:`~.zarr_store.write_files`); plain
@@ -298,14 +299,20 @@ def write_regions(
         await ref.async_array().setitem(region, values)
 
     plain: dict[str, Parts] = {}
+    crcs: dict[str, int] = {}
     others = []
     for ref, region, values in zip(refs, regions, data, strict=True):
         chunks = ChunkFormat.of(ref.document)
         if chunks is not None:
             first = region[0].start // chunks.shape[0]
-            plain.update(chunk_parts(ref.path, ref.document, values, first, chunks=chunks))
+            parts = chunk_parts(ref.path, ref.document, values, first, chunks=chunks)
+            plain.update(parts)
+            if chunks.checksum:  # the last part of a chunk: its crc32c
+                crcs.update((key, int.from_bytes(end[-1], "little")) for key, end in parts.items())
         else:
             others.append((ref, region, values))
     write_parts(refs[0].store, plain, drop_behind=drop_behind)
-    sync(_bounded(write(*item) for item in others))
+    if others:  # (a round trip to zarr's event loop otherwise)
+        sync(_bounded(write(*item) for item in others))
     set_many(refs[0].store, batch_record(markers))
+    return crcs

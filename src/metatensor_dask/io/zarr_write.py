@@ -5,8 +5,9 @@ whole one and an interrupted write can be finished:
 
 1. **metadata**, in the client: the list of arrays this write fills
    (``.progress/plan.json``), the root document with ``complete: false`` and every
-   node's metadata inline, then every node's own ``zarr.json``, all in bulk; then the
-   Labels and row pointers (small next to the values);
+   node's metadata inline, then every node's own ``zarr.json`` (but those of the values
+   arrays that record a chunk table, written by the completion task with it), all in
+   bulk; then the Labels and row pointers (small next to the values);
 2. **data**, in dask tasks, each storing chunks (or shards) of the values arrays (one
    large chunk, or one chunk of each of many small arrays), then recording the chunks
    it stored in one record under ``.progress/`` once they are
@@ -39,7 +40,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from .. import _graph
-from .._gc import collector_paused
+from .._gc import collector_paused, without_collector
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -53,7 +54,7 @@ from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign
 from .zarr_codecs import check_dtype
-from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, with_tables
+from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import parse_renumber
@@ -166,7 +167,7 @@ def _store_locked(
     markers: list[str],
     drop_behind: int | None,
     *inputs: Any,
-) -> None:
+) -> dict[str, int]:
     """A storing task (see :func:`write_regions`) of the write that holds ``lock``: a
     ``Delayed`` computed again once its write ended (and released the lock), or a
     writer whose lock was taken over, stores nothing over what came after it; nor does
@@ -177,22 +178,32 @@ def _store_locked(
     check_memory_owner(lock.store, owner)
     lock.check(stored=False)
     chunks = _task_batches.picked(inputs, picks)
-    write_regions(refs, regions, chunks, markers, drop_behind)
+    return write_regions(refs, regions, chunks, markers, drop_behind)
 
 
+@without_collector
 def _finish(
     store: Store,
-    root: Callable[[], bytes],
+    root: Callable[[dict[str, int]], bytes],
     lock: WriteId,
     owner: tuple[int, int] | None,
-    *written: Any,
+    tasks: int,
+    *results: Any,
 ) -> None:
     """The last task: check that this write still holds the lock (of the memory store
-    ``owner`` itself, not a copy), mark the store complete (``root()``, see
-    :class:`_FinalRoot`), forget the progress records and release the lock."""
+    ``owner`` itself, not a copy), mark the store complete (``root(crcs)``, see
+    :class:`_FinalRoot`, given the crc32c of the chunk files that the first ``tasks``
+    of ``results``, the storing tasks, report), forget the progress records and
+    release the lock.
+
+    The collector is paused (see :mod:`metatensor_dask._gc`): the documents of every
+    array are alive, and the tables made here triggered a full pass over them."""
     check_memory_owner(store, owner)
     lock.check()
-    set_many(store, {"zarr.json": root()}, atomic=True)
+    crcs: dict[str, int] = {}
+    for stored in results[:tasks]:
+        crcs.update(stored)
+    set_many(store, {"zarr.json": root(crcs)}, atomic=True)
     delete_prefix(store, layout.PROGRESS_PREFIX)
     lock.release()
 
@@ -200,8 +211,9 @@ def _finish(
 class _FinalRoot:
     """The root document a write marks its store complete with, made once its chunks
     are stored: for a format 4 store, with the chunk table of each values array it
-    wrote (see :mod:`.zarr_identity`), read from the chunk files then; those arrays'
-    own documents are written again with their table first."""
+    wrote (see :mod:`.zarr_identity`), read from the chunk files then (those that the
+    storing tasks report must end as they wrote them); those arrays' own documents
+    are written first, with their table (a write leaves them to this)."""
 
     def __init__(
         self,
@@ -225,13 +237,17 @@ class _FinalRoot:
         #: replaced by the id of what the tasks stored
         self.planned = layout.encode_with_metadata(root, metadata)
 
-    def __call__(self) -> bytes:
+    def __call__(self, written: dict[str, int]) -> bytes:
+        """The root, ``written``: the crc32c ending each chunk file the storing tasks
+        report (see :func:`~.zarr_identity.with_tables`)."""
         ours = self.root["attributes"][layout.ATTRIBUTE]
         if ours["format"] < FIRST_FORMAT:
             return self.planned
         where = describe(self.store)
-        tables = with_tables(self.store, where, self.nodes, dict.fromkeys(self.paths, 0))
-        own = {path: layout.encode(document) for path, document in tables.items()}
+        starts = dict.fromkeys(self.paths, 0)
+        tables = with_tables(self.store, where, self.nodes, starts, written=written)
+        planned = self.encoded
+        own = {path: layout.encode_tabled(doc, planned[path]) for path, doc in tables.items()}
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
         if not self.kept_id:  # written whole: the id of what it stored
             ours[STORE_ID] = content_id({**self.nodes, **tables})
@@ -317,7 +333,7 @@ def _write_graph(
     # results instead of running their own tasks; dask took such keys for data)
     checks = [key for key in member_checks(plan.data[path] for path in paths) if key in every]
     every[final] = _graph.task(
-        final, _finish, store, root, lock, owner, *map(_graph.ref, [*graph, *checks])
+        final, _finish, store, root, lock, owner, len(graph), *map(_graph.ref, [*graph, *checks])
     )
     return _graph.flat_delayed(final, every, [])
 
@@ -557,7 +573,11 @@ def _execute(
         root = layout.root_document(False, info, nodes, version, kept.get(STORE_ID))
         set_many(store, {"zarr.json": layout.encode_with_metadata(root, metadata)}, atomic=True)
         make_folders(store, documents)
-        _write_documents(store, plan, documents, small, nodes, encoded)
+        # the documents of arrays with a chunk table are written once, with it, by the
+        # completion task (see _FinalRoot); the root lists them meanwhile
+        tabled = _tabled(data, nodes) if version >= FIRST_FORMAT else set()
+        now = [path for path in documents if path not in tabled]
+        _write_documents(store, plan, now, small, nodes, encoded)
         # the id of a store written whole is that of what the tasks store: not worked out
         # here (see _FinalRoot)
         final_root = layout.root_document(True, info, nodes, version, _PENDING_ID)
@@ -568,6 +588,23 @@ def _execute(
         dask.compute(delayed)
         return None
     return delayed
+
+
+def _tabled(data: list[str], nodes: dict[str, Any]) -> set[str]:
+    """The arrays of ``data`` that record a chunk table (see
+    :func:`~.zarr_identity.has_table`): a table depends on the codecs, which the
+    documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`)."""
+    by_codecs: dict[int, bool] = {}
+    found = set()
+    for path in data:
+        document = nodes[path]
+        codecs = id(document.get("codecs"))
+        has = by_codecs.get(codecs)
+        if has is None:
+            has = by_codecs[codecs] = has_table(path, document)
+        if has:
+            found.add(path)
+    return found
 
 
 def _done(compute: bool, lock: WriteId) -> Delayed | None:
