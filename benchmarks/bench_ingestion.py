@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -231,14 +232,19 @@ def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_ingestion(benchmark, tmp_path, name, n_items):
     target = tmp_path / "soap.zarr"
-    result = benchmark.pedantic(_run, args=(name, n_items, target), rounds=1, iterations=1)
-    benchmark.extra_info.update(result, n_items=n_items, batch=BATCH)
-    if name.startswith("write_batches"):
-        import metatensor_dask as mtd
+    try:
+        result = benchmark.pedantic(_run, args=(name, n_items, target), rounds=1, iterations=1)
+        benchmark.extra_info.update(result, n_items=n_items, batch=BATCH)
+        if name.startswith("write_batches"):
+            import metatensor_dask as mtd
 
-        tensor = mtd.open_zarr(target)
-        systems = {int(s) for b in tensor.blocks() for s in b.samples.column("system")}
-        assert systems == set(range(n_items))
+            tensor = mtd.open_zarr(target)
+            systems = {int(s) for b in tensor.blocks() for s in b.samples.column("system")}
+            assert systems == set(range(n_items))
+    finally:
+        # 6 GiB per case at 2,048 structures: pytest keeps the folders of its last
+        # three sessions, which a few runs of this benchmark filled a disk with
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def test_summary():
