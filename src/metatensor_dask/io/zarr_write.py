@@ -736,21 +736,27 @@ def _stored_token(
 
 
 def _clear(store: Store) -> None:
-    """Delete everything in the store but its lock."""
+    """Delete everything in the store but its lock and the lock files of other writers
+    (``.lock.<id>.tmp``: a writer trying to take the lock writes one and removes it
+    when it finds the store taken; an overwrite racing it removed it first, or failed
+    on it once gone). What another process removes meanwhile is gone, as wanted."""
     root = local_root(store)
     if root is not None:
         for entry in os.scandir(root):
-            if entry.name == LOCK_KEY:
+            if entry.name.startswith(LOCK_KEY):
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
         return
 
     async def clear() -> None:
         for name in [name async for name in store.list_dir("")]:
-            if name != LOCK_KEY:
+            if not name.startswith(LOCK_KEY):
                 await store.delete_dir(name)
                 await store.delete(name)
 
