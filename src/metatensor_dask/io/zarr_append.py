@@ -48,7 +48,7 @@ from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
 from .zarr_in_place import kept_rows
 from .zarr_renumber import Renumber, renumbered
-from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, write_parts
+from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, trailing_crcs, write_parts
 from .zarr_samples import TAILS, extend_attributes
 from .zarr_store import (
     ArrayRef,
@@ -689,17 +689,12 @@ def store_now(
             partial.update(first)
         whole.update(chunks)
         if has_table(path, document):
-            crcs.update(_trailing_crcs({**chunks, **first}))
+            crcs.update(trailing_crcs({**chunks, **first}))
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
     if extended:
         extend_files(store, extended, drop_behind)
     plan.crcs.update(crcs)
-
-
-def _trailing_crcs(chunks: dict[str, Parts]) -> dict[str, int]:
-    """The crc32c ending each chunk (by key) of an array whose chunks end with one."""
-    return {key: int.from_bytes(parts[-1].tobytes(), "little") for key, parts in chunks.items()}
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:

@@ -47,6 +47,7 @@ __all__ = [
     "chunk_parts",
     "extend_files",
     "row_bytes",
+    "trailing_crcs",
     "write_parts",
     "write_regions",
 ]
@@ -277,6 +278,12 @@ def extend_files(
             _page_cache.written(f"{root}/{key}", size, drop_behind)
 
 
+def trailing_crcs(chunks: dict[str, Parts]) -> dict[str, int]:
+    """The crc32c ending each chunk (by key) of an array whose chunks end with one (the
+    last part of each, see :func:`chunk_parts`)."""
+    return {key: int.from_bytes(parts[-1].tobytes(), "little") for key, parts in chunks.items()}
+
+
 def write_regions(
     refs: list[ArrayRef],
     regions: list[tuple[slice, ...]],
@@ -307,8 +314,8 @@ def write_regions(
             first = region[0].start // chunks.shape[0]
             parts = chunk_parts(ref.path, ref.document, values, first, chunks=chunks)
             plain.update(parts)
-            if chunks.checksum:  # the last part of a chunk: its crc32c
-                crcs.update((key, int.from_bytes(end[-1], "little")) for key, end in parts.items())
+            if chunks.checksum:
+                crcs.update(trailing_crcs(parts))
         else:
             others.append((ref, region, values))
     write_parts(refs[0].store, plain, drop_behind=drop_behind)
