@@ -59,7 +59,6 @@ class _Run:
     def __init__(self, nodes: list[tuple[str, Any]], repeats: layout.RepeatEncoder) -> None:
         self.nodes = tuple(nodes)
         self.paths = tuple(path for path, _ in nodes)
-        self.documents = tuple(document for _, document in nodes)
         self.encoded = tuple(
             layout.encode(path) + b":" + _encode(repeats, path, value) for path, value in nodes
         )
@@ -70,10 +69,6 @@ class _Run:
         self.known = None
         if self.block >= 0:
             self.known = layout.BlockNodes(self.paths, layout.gradient_index(dict(nodes)))
-
-    def items(self) -> zip:
-        """``(path, document, encoded)`` of each node of the run, in order."""
-        return zip(self.paths, self.documents, self.encoded, strict=True)
 
     @cached_property
     def text(self) -> bytes:
@@ -215,13 +210,14 @@ def encode_root(
         run = first.get(paths[at])
         if run is not None:
             end = at + len(run.paths)
+            documents = tuple(map(operator.itemgetter(1), run.nodes))
             if tuple(paths[at:end]) == run.paths and all(
-                map(operator.is_, map(nodes.__getitem__, run.paths), run.documents)
+                map(operator.is_, map(nodes.__getitem__, run.paths), documents)
             ):
                 pieces.append(run.text)
                 at = end
                 continue
-            read.update((path, (document, raw)) for path, document, raw in run.items())
+            read.update(zip(run.paths, zip(documents, run.encoded, strict=True), strict=True))
         path = paths[at]
         document, raw = read.get(path, (None, b""))
         if document is nodes[path]:
