@@ -593,15 +593,16 @@ def _execute(
 def _tabled(data: list[str], nodes: dict[str, Any]) -> set[str]:
     """The arrays of ``data`` that record a chunk table (see
     :func:`~.zarr_identity.has_table`): a table depends on the codecs, which the
-    documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`)."""
-    by_codecs: dict[int, bool] = {}
+    documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`), and on
+    whether the array is a values array."""
+    by_kind: dict[tuple[int, bool], bool] = {}
     found = set()
     for path in data:
         document = nodes[path]
-        codecs = id(document.get("codecs"))
-        has = by_codecs.get(codecs)
+        kind = (id(document.get("codecs")), path.endswith("/values"))
+        has = by_kind.get(kind)
         if has is None:
-            has = by_codecs[codecs] = has_table(path, document)
+            has = by_kind[kind] = has_table(path, document)
         if has:
             found.add(path)
     return found
