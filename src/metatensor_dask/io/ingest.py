@@ -103,7 +103,7 @@ def write_batches(
         ``run_id`` differ, once a batch is committed (a run that committed none resumes
         with other arguments). A finished run is left as it is.
     run_id
-        A name of the run, recorded and checked by ``resume``.
+        A name of the run (a str), recorded and checked by ``resume``.
     chunks
         Chunks of the store (as :func:`~metatensor_dask.to_zarr`), chosen for each
         block from the batch that creates it. By default, the ``chunk-size`` setting,
@@ -137,12 +137,18 @@ def write_batches(
     but for the newest ones, up to the ``drop-behind`` setting per process (256 MiB by
     default). See ``docs/ingestion.md``.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not _positive_int(batch_size):
         raise MetatensorDaskError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    if window is not None and not _positive_int(window):
+        raise MetatensorDaskError(
+            f"`window` must be a positive int (batches computed ahead) or None, got {window!r}"
+        )
     if renumber is not None and not isinstance(renumber, str):
         raise MetatensorDaskError(
             f"`renumber` must be a sample dimension name or None, got {renumber!r}"
         )
+    if run_id is not None and not isinstance(run_id, str):
+        raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
     items = list(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
@@ -173,6 +179,10 @@ def write_batches(
         )
     finally:
         lock.release()
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _run(
