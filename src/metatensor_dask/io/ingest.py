@@ -30,7 +30,7 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target, store_settings
-from .ingest_cluster import on_cluster, shipped
+from .ingest_cluster import check_sendable, on_cluster, shipped
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_append import read_root, refuse_foreign
@@ -159,6 +159,8 @@ def write_batches(
     client = active_client()
     # the client and the function as its workers get it (None: computed here)
     cluster = (client, shipped(function)) if client is not None else None
+    if client is not None:  # the first batch's items, before anything is written
+        check_sendable(items, batch_size, 0, None)
     resolved = open_store(store, storage_options, writable=True)
     lock = StoreLock(resolved, describe(resolved), lock_timeout(), "write_batches")
     lock.acquire(takeover=resume)
