@@ -249,6 +249,7 @@ def _convert(args: argparse.Namespace) -> int:
             except StoreLockedError:
                 raise
             except MetatensorDaskError as error:
+                _refuse_incomplete(destination, error)
                 if not args.resume and "resume=True" not in str(error):
                     raise
                 message = _resume_refused(destination, error, True, args.resume)
@@ -303,6 +304,31 @@ def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
         "--renumber and --chunks, or give it up with metatensor_dask.discard_append; to "
         "replace the store pass --overwrite; nothing was written"
     )
+
+
+def _refuse_incomplete(destination: str, error: MetatensorDaskError) -> None:
+    """Raise the refusal of ``convert --append`` into a store whose write did not finish
+    with its remedies: neither ``--resume`` of the append nor ``discard_append`` (which
+    give up or finish appends) applies to it."""
+    from ..io import zarr_layout as layout
+    from ..io.zarr_store import get_many, open_store
+
+    try:
+        store = open_store(destination, None, writable=False)
+        attributes, _ = layout.parse_root(get_many(store, ["zarr.json"])[0], destination)
+    except (MetatensorDaskError, OSError, ValueError):
+        return
+    ours = attributes[layout.ATTRIBUTE]
+    if ours.get("complete") is True:
+        return
+    if layout.RUN in ours:
+        raise error  # its remedy, write_batches(..., resume=True), is Python's only
+    raise MetatensorDaskError(
+        f"cannot append to {destination}: it holds a write that did not finish (an "
+        "interrupted convert?); nothing was written. From the command line, finish it with "
+        "the convert that wrote it and --resume (without --append), or replace it with "
+        f"`metatensor-dask convert SOURCE {destination} --overwrite`"
+    ) from None
 
 
 def _resume_refused(

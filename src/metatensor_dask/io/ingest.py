@@ -30,7 +30,7 @@ from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target, store_settings
-from .ingest_cluster import on_cluster, shipped
+from .ingest_cluster import check_sendable, on_cluster, shipped
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_append import read_root, refuse_foreign
@@ -103,7 +103,7 @@ def write_batches(
         ``run_id`` differ, once a batch is committed (a run that committed none resumes
         with other arguments). A finished run is left as it is.
     run_id
-        A name of the run, recorded and checked by ``resume``.
+        A name of the run (a str), recorded and checked by ``resume``.
     chunks
         Chunks of the store (as :func:`~metatensor_dask.to_zarr`), chosen for each
         block from the batch that creates it. By default, the ``chunk-size`` setting,
@@ -137,12 +137,18 @@ def write_batches(
     but for the newest ones, up to the ``drop-behind`` setting per process (256 MiB by
     default). See ``docs/ingestion.md``.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not _positive_int(batch_size):
         raise MetatensorDaskError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    if window is not None and not _positive_int(window):
+        raise MetatensorDaskError(
+            f"`window` must be a positive int (batches computed ahead) or None, got {window!r}"
+        )
     if renumber is not None and not isinstance(renumber, str):
         raise MetatensorDaskError(
             f"`renumber` must be a sample dimension name or None, got {renumber!r}"
         )
+    if run_id is not None and not isinstance(run_id, str):
+        raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
     items = list(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
@@ -153,6 +159,8 @@ def write_batches(
     client = active_client()
     # the client and the function as its workers get it (None: computed here)
     cluster = (client, shipped(function)) if client is not None else None
+    if client is not None:  # the first batch's items, before anything is written
+        check_sendable(items, batch_size, 0, None)
     resolved = open_store(store, storage_options, writable=True)
     lock = StoreLock(resolved, describe(resolved), lock_timeout(), "write_batches")
     lock.acquire(takeover=resume)
@@ -173,6 +181,10 @@ def write_batches(
         )
     finally:
         lock.release()
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _run(

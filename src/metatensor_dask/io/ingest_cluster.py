@@ -41,7 +41,7 @@ from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 from .ingest_worker import Shipped, call
 
-__all__ = ["on_cluster", "shipped"]
+__all__ = ["check_sendable", "on_cluster", "shipped"]
 
 #: Seconds between two looks at the workers (a round trip to the scheduler).
 WORKERS_CHECKED = 1.0
@@ -83,6 +83,29 @@ def shipped(function: Callable[[list[Any]], Any]) -> bytes:
             f"{error}); it refers to an object that can not be pickled, such as a featomic "
             "calculator created outside of it: create such objects in the function (once "
             "per worker with functools.cache), or in a module that the workers import"
+        ) from None
+
+
+def check_sendable(items: list[Any], size: int, index: int, committed: int | None) -> None:
+    """Refuse the batch ``index`` (of ``size`` items) when its items do not pickle, so
+    can not reach a worker (distributed's own error names neither the batch nor the
+    remedy); ``committed``: the batches committed, ``None`` before anything is written."""
+    from distributed.protocol.pickle import dumps
+
+    try:
+        dumps(items[index * size : (index + 1) * size])
+    except Exception as error:
+        written = (
+            "nothing was written"
+            if committed is None
+            else f"the {committed} batches committed stay (resume=True continues after them)"
+        )
+        raise MetatensorDaskError(
+            f"batch {index} (first item {items[index * size]!r}) can not be sent to the "
+            f"workers of the distributed client: pickling its items failed "
+            f"({type(error).__name__}: {error}); on a cluster every item must pickle: pass "
+            f"items that do (indices, file names) and make the objects in the function; "
+            f"{written}"
         ) from None
 
 
@@ -186,7 +209,11 @@ def _compute(
     fetch the whole batch from there."""
     pin = {"workers": [worker], "allow_other_workers": False} if worker else {}
     key = f"{name}-{uuid.uuid4().hex}"
-    return client.submit(call, function, batches.batch(index), key=key, **pin)
+    try:
+        return client.submit(call, function, batches.batch(index), key=key, **pin)
+    except Exception:
+        check_sendable(batches.items, batches.size, index, batches.committed)  # why?
+        raise
 
 
 def _compute_lost(
