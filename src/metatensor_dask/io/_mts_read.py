@@ -158,8 +158,7 @@ class Archive:
         # each with its first bytes, read with the directory (see `_wanted`)
         self.members = members
         self.hint = ""
-        stat = os.stat(path)
-        self.stamp = (stat.st_size, stat.st_mtime_ns)
+        self.stamp = _mts_tiny.file_stamp(os.stat(path))
         self._fd: int | None = None
         # members with the same bytes (the samples or properties that many blocks
         # share) give the same Labels, parsed and checked once
@@ -761,7 +760,7 @@ def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
 
 
 def _read_rows(
-    path: str, stamp: tuple[int, int], offset: int, descr: str, shape: tuple[int, ...]
+    path: str, stamp: _mts_tiny.Stamp, offset: int, descr: str, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, int]:
     """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``,
     and the CRC-32 of the bytes read."""
