@@ -83,3 +83,24 @@ def test_a_file_replaced_with_the_same_size_and_time_is_refused(tmp_path, replac
     # loaded again, the new file reads as what it holds
     again = mtd.load(path, chunks=2)
     np.testing.assert_array_equal(again.block(0).values.compute(), original.block(0).values * 2)
+
+
+def test_a_file_replaced_while_it_is_loaded_is_refused(tmp_path, monkeypatch):
+    # the stamp the tasks compare with is the file's before its directory was read: one
+    # taken after would be the new file's, whose values the tasks would then read at the
+    # old file's offsets, under its Labels
+    from metatensor_dask.io import _mts_read
+
+    original = make_metatensor(seed=3, n_samples=(9, 5), n_properties=(2, 1), nested=False)
+    path = tmp_path / "data.mts"
+    mtd.save(path, mtd.from_metatensor(original))
+    read_members = _mts_read._zip.read_members
+
+    def replaced_after_the_directory(*args):
+        members = read_members(*args)
+        _renamed_over(path, _doubled(original))
+        return members
+
+    monkeypatch.setattr(_mts_read._zip, "read_members", replaced_after_the_directory)
+    with pytest.raises(mtd.MetatensorDaskError, match="changed since it was loaded"):
+        mtd.load(path, chunks=2)

@@ -24,7 +24,15 @@ from .._collection import GroupItem
 from ..errors import MetatensorDaskError
 from . import _mts_integrity
 
-__all__ = ["GROUP_BYTES", "TINY_BYTES", "MemberRead", "Stamp", "file_stamp", "group_items"]
+__all__ = [
+    "GROUP_BYTES",
+    "TINY_BYTES",
+    "MemberRead",
+    "Stamp",
+    "check_unchanged",
+    "file_stamp",
+    "group_items",
+]
 
 #: What the read tasks compare with the file they read: its size, modification time and
 #: status change time at load. A file replaced by another of the same size whose times
@@ -36,6 +44,17 @@ Stamp = tuple[int, int, int]
 def file_stamp(stat: os.stat_result) -> Stamp:
     """The :data:`Stamp` of a file from its ``os.stat`` result."""
     return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def check_unchanged(path: str, stat: os.stat_result, stamp: Stamp) -> None:
+    """Raise :class:`MetatensorDaskError` when ``stat`` (of ``path``) is not that of the
+    file ``stamp`` was taken of."""
+    if file_stamp(stat) != stamp:
+        raise MetatensorDaskError(
+            f"'{path}' changed since it was loaded (its size, modification or status "
+            "change time differs: written, or replaced by another file), so its values "
+            "can no longer be read; load it again"
+        )
 
 
 TINY_BYTES = 256 * 1024
@@ -168,13 +187,7 @@ def read_into(path: str, stamp: Stamp, offset: int, view: memoryview) -> None:
     changed since ``stamp`` (:func:`file_stamp`) was taken."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        stat = os.fstat(fd)
-        if file_stamp(stat) != stamp:
-            raise MetatensorDaskError(
-                f"'{path}' changed since it was loaded (its size, modification or status "
-                "change time differs: written, or replaced by another file), so its values "
-                "can no longer be read; load it again"
-            )
+        check_unchanged(path, os.fstat(fd), stamp)
         done = 0
         while done < len(view):
             count = os.preadv(fd, [view[done:]], offset + done)
