@@ -151,6 +151,7 @@ class Archive:
         display: str,
         what: str,
         members: _zip.Members,
+        stamp: _mts_tiny.Stamp,
     ):
         self.path = path
         self.display = display
@@ -158,8 +159,8 @@ class Archive:
         # each with its first bytes, read with the directory (see `_wanted`)
         self.members = members
         self.hint = ""
-        stat = os.stat(path)
-        self.stamp = (stat.st_size, stat.st_mtime_ns)
+        #: the file's stamp before anything was read of it (see `__exit__`)
+        self.stamp = stamp
         self._fd: int | None = None
         # members with the same bytes (the samples or properties that many blocks
         # share) give the same Labels, parsed and checked once
@@ -243,6 +244,7 @@ class Archive:
         display = display_path(path)
         absolute = os.path.abspath(display)
         try:
+            stamp = _mts_tiny.file_stamp(os.stat(absolute))
             members = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error, absolute) from None
@@ -256,7 +258,7 @@ class Archive:
             raise format_error(
                 f"unable to load {what} from '{display}'{hint}: {error}: at '<root>'"
             ) from None
-        return cls(absolute, display, what, members)
+        return cls(absolute, display, what, members, stamp)
 
     def error(self, problem: str) -> MetatensorError:
         return format_error(
@@ -280,10 +282,18 @@ class Archive:
     def __enter__(self) -> Archive:
         return self
 
-    def __exit__(self, *args: Any) -> None:
+    def __exit__(self, failed: Any, *args: Any) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if failed is None:
+            # a file replaced while it was read would give the tasks (which check the
+            # stamp) the offsets and Labels of the one it replaced
+            try:
+                stat = os.stat(self.path)
+            except OSError as error:
+                raise io_error(error, self.path) from None
+            _mts_tiny.check_unchanged(self.path, stat, self.stamp)
 
     def _pread(self, size: int, offset: int) -> bytes:
         # one descriptor for all the reads (opened once: a file holds 5 or more
@@ -761,7 +771,7 @@ def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
 
 
 def _read_rows(
-    path: str, stamp: tuple[int, int], offset: int, descr: str, shape: tuple[int, ...]
+    path: str, stamp: _mts_tiny.Stamp, offset: int, descr: str, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, int]:
     """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``,
     and the CRC-32 of the bytes read."""

@@ -24,7 +24,38 @@ from .._collection import GroupItem
 from ..errors import MetatensorDaskError
 from . import _mts_integrity
 
-__all__ = ["GROUP_BYTES", "TINY_BYTES", "MemberRead", "group_items"]
+__all__ = [
+    "GROUP_BYTES",
+    "TINY_BYTES",
+    "MemberRead",
+    "Stamp",
+    "check_unchanged",
+    "file_stamp",
+    "group_items",
+]
+
+#: What the read tasks compare with the file they read: its size, modification time and
+#: status change time at load. A file replaced by another of the same size whose times
+#: were copied (``rsync -a``, ``cp -p``) keeps the first two, never the third (set by
+#: the system on every write, rename or time change).
+Stamp = tuple[int, int, int]
+
+
+def file_stamp(stat: os.stat_result) -> Stamp:
+    """The :data:`Stamp` of a file from its ``os.stat`` result."""
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def check_unchanged(path: str, stat: os.stat_result, stamp: Stamp) -> None:
+    """Raise :class:`MetatensorDaskError` when ``stat`` (of ``path``) is not that of the
+    file ``stamp`` was taken of."""
+    if file_stamp(stat) != stamp:
+        raise MetatensorDaskError(
+            f"'{path}' changed since it was loaded (its size, modification or status "
+            "change time differs: written, or replaced by another file), so its values "
+            "can no longer be read; load it again"
+        )
+
 
 TINY_BYTES = 256 * 1024
 """Blocks whose values and gradients hold at most this many bytes (each in one chunk)
@@ -58,15 +89,13 @@ class _Group:
 
     path: str
     display: str
-    stamp: tuple[int, int]
+    stamp: Stamp
     start: int
     length: int
     members: tuple[MemberRead, ...]
 
 
-def group_items(
-    path: str, display: str, stamp: tuple[int, int], reads: list[MemberRead]
-) -> list[GroupItem]:
+def group_items(path: str, display: str, stamp: Stamp, reads: list[MemberRead]) -> list[GroupItem]:
     """An item per member of ``reads`` (in order), consecutive members gathered in
     groups that span at most :data:`GROUP_BYTES` of the file."""
     items: list[GroupItem] = []
@@ -146,24 +175,19 @@ def read_member(group: _Group) -> np.ndarray:
     return read_group(group)[0]
 
 
-def _read(path: str, stamp: tuple[int, int], offset: int, length: int) -> memoryview:
+def _read(path: str, stamp: Stamp, offset: int, length: int) -> memoryview:
     """``length`` bytes at ``offset`` of ``path`` (see :func:`read_into`)."""
     view = memoryview(bytearray(length))
     read_into(path, stamp, offset, view)
     return view
 
 
-def read_into(path: str, stamp: tuple[int, int], offset: int, view: memoryview) -> None:
+def read_into(path: str, stamp: Stamp, offset: int, view: memoryview) -> None:
     """Fill ``view`` with the bytes at ``offset`` of ``path``, which must not have
-    changed since ``stamp`` (its size and modification time) was taken."""
+    changed since ``stamp`` (:func:`file_stamp`) was taken."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        stat = os.fstat(fd)
-        if (stat.st_size, stat.st_mtime_ns) != stamp:
-            raise MetatensorDaskError(
-                f"'{path}' changed since it was loaded (its size or modification time "
-                "differs), so its values can no longer be read; load it again"
-            )
+        check_unchanged(path, os.fstat(fd), stamp)
         done = 0
         while done < len(view):
             count = os.preadv(fd, [view[done:]], offset + done)

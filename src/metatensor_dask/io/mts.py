@@ -72,7 +72,8 @@ def load(path: PathLike, chunks: ChunksLike = None, *, use_numpy: bool = False) 
     Gradients whose rows are not grouped by ``"sample"`` are chunked on their own,
     by size. Compressed (DEFLATE) members, which metatensor never writes, are
     decompressed into memory now. Tasks check that the file has not changed since it
-    was loaded (size and modification time) and refuse to read otherwise.
+    was loaded (size, modification and status change time) and refuse to read
+    otherwise.
     """
     request = parse_chunks(_chunks_not_use_numpy(chunks))
     with collector_paused():
