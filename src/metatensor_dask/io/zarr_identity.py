@@ -278,20 +278,22 @@ def with_tables(
     """
     # what the documents of a kind of array share (their nested values, as the plan of
     # a write makes them), worked out once: arrays of many blocks are of a few kinds
-    kinds: dict[tuple[int, ...], tuple[bool, int, int, int, str]] = {}
+    kinds: dict[tuple[int, ...], tuple[bool, int, int, int, str, bool]] = {}
 
-    def kind(document: dict[str, Any]) -> tuple[bool, int, int, int, str]:
-        """Whether it has a table, rows per chunk and per file, chunks, and the end of
-        its chunk keys (a zero per dimension after the first, see :func:`_file_key`)."""
+    def kind(document: dict[str, Any]) -> tuple[bool, int, int, int, str, bool]:
+        """Whether it has a table, rows per chunk and per file, chunks, the end of its
+        chunk keys (a zero per dimension after the first, see :func:`_file_key`), and
+        whether it is sharded."""
         shared = (document.get("codecs"), document.get("chunk_grid"), document.get("shape"))
         key = tuple(map(id, shared))
         found = kinds.get(key)
         if found is None:
-            found = (False, 0, 0, 0, "")
+            found = (False, 0, 0, 0, "", False)
             if _crc_ended(document):
                 chunk, grid = _rows(document)
                 ending = ".0" * (len(document["shape"]) - 1)
-                found = (True, chunk, grid, _chunks(document), ending)
+                sharded = _sharding(document) is not None
+                found = (True, chunk, grid, _chunks(document), ending, sharded)
             kinds[key] = found
         return found
 
@@ -301,14 +303,14 @@ def with_tables(
     for path in sorted(starts):
         if not path.endswith("/values"):
             continue
-        has, chunk, grid, chunks, ending = kind(nodes[path])
+        has, chunk, grid, chunks, ending, sharded = kind(nodes[path])
         if not has:
             continue
         per_file = grid // chunk
         first = min(starts[path] // grid * per_file, chunks)
         keys = [f"{path}/c.{index // per_file}{ending}" for index in range(first, chunks, per_file)]
         plans.append((path, first, chunks, keys))
-        if per_file == 1:
+        if not sharded:  # (a shard of one chunk ends with its index)
             files += [(key, None, 1) for key in keys if key not in given]
         else:
             files += [
