@@ -26,7 +26,7 @@ from typing import Any
 import dask.array as da
 import dask.array.core
 import numpy as np
-from dask._task_spec import Alias, GraphNode, convert_legacy_graph
+from dask._task_spec import Alias, GraphNode, _execute_subgraph, convert_legacy_graph
 from dask.base import tokenize
 from dask.core import flatten
 from dask.delayed import Delayed
@@ -403,7 +403,8 @@ def _dependencies(node: Any) -> frozenset:
 
 def _is_fused(node: Any) -> bool:
     """Whether ``node`` is a task of dask's fusion (its first argument, the tasks fused)."""
-    return isinstance(node, Task) and node.has_subgraph()
+    # (``Task.has_subgraph`` tells the same, but dask 2025.1, the oldest supported, lacks it)
+    return isinstance(node, Task) and node.func is _execute_subgraph
 
 
 def _content_key(key: Any, node: Any, renamed: Mapping[Any, Any]) -> Any:
