@@ -19,13 +19,14 @@ refuses that setting when it is imported (:func:`check_query_planning`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
 import dask.array.core
 import numpy as np
-from dask._task_spec import convert_legacy_graph
+from dask._task_spec import Alias, GraphNode, _execute_subgraph, convert_legacy_graph
 from dask.base import tokenize
 from dask.core import flatten
 from dask.delayed import Delayed
@@ -60,6 +61,7 @@ __all__ = [
     "optimize_flat",
     "private_tasks",
     "ref",
+    "stable_keys",
     "task",
 ]
 
@@ -329,10 +331,89 @@ def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> A
 
 @without_collector
 def optimize_flat(graph: Any, keys: Any, **kwargs: Any) -> Any:
-    """dask.array's optimisation of ``graph`` for ``keys``, on the flat graph: culling
-    a layered graph of thousands of layers (one per block array) is quadratic in their
-    number, culling the flat graph is linear."""
-    return da.Array.__dask_optimize__(ensure_dict(graph), list(flatten(keys)), **kwargs)
+    """dask.array's optimisation of ``graph`` for ``keys``, on the flat graph (culling
+    a layered graph of thousands of layers, one per block array, is quadratic in their
+    number, culling the flat graph is linear), with the tasks it changed under keys of
+    their own (see :func:`stable_keys`)."""
+    wanted = list(flatten(keys))
+    optimized = da.Array.__dask_optimize__(ensure_dict(graph), wanted, **kwargs)
+    if isinstance(optimized, HighLevelGraph):  # culled only: every task as built
+        return optimized
+    return stable_keys(optimized, wanted)
+
+
+def stable_keys(optimized: dict[Any, Any], outputs: Any) -> dict[Any, Any]:
+    """``optimized``, a graph that dask's optimisation made, where every task that
+    depends on others has a key named after what it computes, except the ``outputs``.
+
+    dask fuses chains of tasks under new keys, named after the names of the keys
+    fused, and leaves at the key ending each chain an alias to the fused task. Which
+    chains are fused depends on the whole graph: a chunk of a stored map read in other
+    chunks is an alias to one fused task when computing ``multiply(t, t)``, a task of
+    its own in ``pow(t, 0.5)``, an output when an operation passes it on unchanged.
+    distributed keeps the first definition it got for a key it still knows (the tasks
+    of the computation before, not yet released; those of another one running) and
+    warns that the second may deadlock or fail. Here the keys of a graph are those of
+    tasks that depend on nothing (reads, data), given alike everywhere, those asked
+    for, and keys made from the keys of the tasks computed (the tasks fused, or the
+    task as built) and of their dependencies: a key is given the same task in every
+    graph.
+    """
+    outputs = set(outputs)
+    new_keys: dict[Any, Any] = {}
+    result: dict[Any, Any] = {}
+    for key in _dependencies_first(optimized):
+        node = optimized[key]
+        dependencies = _dependencies(node)
+        renamed = {d: new_keys[d] for d in dependencies if d in new_keys}
+        if key in outputs or not dependencies:
+            result[key] = node.substitute(renamed) if renamed else node
+        elif isinstance(node, Alias):
+            new_keys[key] = new_keys.get(node.target, node.target)
+        else:
+            new = _content_key(key, node, renamed)
+            new_keys[key] = new
+            result[new] = node.substitute(renamed, key=new)
+    return result
+
+
+def _dependencies_first(graph: Mapping[Any, Any]) -> list[Any]:
+    """The keys of ``graph``, each after the keys of the graph it depends on."""
+    order: list[Any] = []
+    done: set[Any] = set()
+    for root in graph:
+        stack = [(root, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                order.append(key)
+                continue
+            if key in done or key not in graph:
+                continue
+            done.add(key)
+            stack.append((key, True))
+            stack.extend((d, False) for d in _dependencies(graph[key]) if d not in done)
+    return order
+
+
+def _dependencies(node: Any) -> frozenset:
+    """The keys that a task depends on; none for data (a persisted chunk)."""
+    return node.dependencies if isinstance(node, GraphNode) else frozenset()
+
+
+def _is_fused(node: Any) -> bool:
+    """Whether ``node`` is a task of dask's fusion (its first argument, the tasks fused)."""
+    # (``Task.has_subgraph`` tells the same, but dask 2025.1, the oldest supported, lacks it)
+    return isinstance(node, Task) and node.func is _execute_subgraph
+
+
+def _content_key(key: Any, node: Any, renamed: Mapping[Any, Any]) -> Any:
+    """``key`` with a suffix naming what ``node`` computes: the tasks fused in it, or
+    its own key, and the keys it depends on after renaming."""
+    fused = sorted(map(repr, node.args[0])) if _is_fused(node) else [repr(key)]
+    dependencies = sorted(repr(renamed.get(d, d)) for d in _dependencies(node))
+    digest = hashlib.blake2b(repr((fused, dependencies)).encode(), digest_size=8).hexdigest()
+    return _suffixed(key, digest)
 
 
 class BlockValues(da.Array):
