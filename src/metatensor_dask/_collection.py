@@ -255,12 +255,11 @@ class ArrayContainer(DaskMethodsMixin):
                 plan.append((index, *array.__dask_postcompute__()))
             else:
                 plan.append((index, array, ()))
-        return self._finalize, (plan,)
-
-    @without_collector
-    def _finalize(self, results: list[Any], plan: list[Any]) -> Any:
-        arrays = [func if index < 0 else func(results[index], *args) for index, func, args in plan]
-        return self._with_arrays(arrays)
+        # the metadata without the arrays: on a distributed cluster this function and
+        # its arguments are sent to a worker, where a container would carry its dask
+        # arrays along (their graphs, and the data of arrays made from memory, again)
+        bare = self._once("bare", lambda: self._with_arrays([None] * len(plan)))
+        return _finalize, (bare, plan)
 
     @without_collector
     def __dask_postpersist__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -290,6 +289,14 @@ class ArrayContainer(DaskMethodsMixin):
             own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
             arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
         return self._with_arrays(arrays)
+
+
+@without_collector
+def _finalize(results: list[Any], bare: ArrayContainer, plan: list[Any]) -> Any:
+    """The computed container: ``bare`` (its metadata) holding the arrays made from
+    ``results`` as ``plan`` says (see ``ArrayContainer.__dask_postcompute__``)."""
+    arrays = [func if index < 0 else func(results[index], *args) for index, func, args in plan]
+    return bare._with_arrays(arrays)
 
 
 def _persisted_item(
