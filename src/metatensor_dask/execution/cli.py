@@ -275,19 +275,31 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
-    """Refuse a convert (``resuming``: with ``--resume``) into a complete store that
-    holds an interrupted append: neither writes it (the store exists; a resume of its
-    complete convert does nothing), and the append is what is left to finish."""
+def _stored_root(destination: str) -> tuple[Any, dict[str, Any]] | None:
+    """The store at ``destination`` and its root attributes; ``None`` when there is no
+    store there, or none of ours (the convert then says what is wrong with it)."""
     from ..io import zarr_layout as layout
-    from ..io.zarr_append import interrupted
     from ..io.zarr_store import get_many, open_store
 
     try:
         store = open_store(destination, None, writable=False)
         attributes, _ = layout.parse_root(get_many(store, ["zarr.json"])[0], destination)
     except (MetatensorDaskError, OSError, ValueError):
-        return  # no store (or none of ours): the convert says what is wrong with it
+        return None
+    return store, attributes
+
+
+def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
+    """Refuse a convert (``resuming``: with ``--resume``) into a complete store that
+    holds an interrupted append: neither writes it (the store exists; a resume of its
+    complete convert does nothing), and the append is what is left to finish."""
+    from ..io import zarr_layout as layout
+    from ..io.zarr_append import interrupted
+
+    found = _stored_root(destination)
+    if found is None:
+        return
+    store, attributes = found
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
         return
     if not interrupted(store, attributes):
@@ -311,14 +323,11 @@ def _refuse_incomplete(destination: str, error: MetatensorDaskError) -> None:
     with its remedies: neither ``--resume`` of the append nor ``discard_append`` (which
     give up or finish appends) applies to it."""
     from ..io import zarr_layout as layout
-    from ..io.zarr_store import get_many, open_store
 
-    try:
-        store = open_store(destination, None, writable=False)
-        attributes, _ = layout.parse_root(get_many(store, ["zarr.json"])[0], destination)
-    except (MetatensorDaskError, OSError, ValueError):
+    found = _stored_root(destination)
+    if found is None:
         return
-    ours = attributes[layout.ATTRIBUTE]
+    ours = found[1][layout.ATTRIBUTE]
     if ours.get("complete") is True:
         return
     if layout.RUN in ours:

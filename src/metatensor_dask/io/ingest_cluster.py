@@ -212,7 +212,8 @@ def _compute(
     try:
         return client.submit(call, function, batches.batch(index), key=key, **pin)
     except Exception:
-        check_sendable(batches.items, batches.size, index, batches.committed)  # why?
+        # when the batch's items are what could not be sent, say so with the remedy
+        check_sendable(batches.items, batches.size, index, batches.committed)
         raise
 
 
