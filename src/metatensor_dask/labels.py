@@ -30,17 +30,24 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _parse_names(names: str | Sequence[str]) -> list[str]:
+def _names_list(names: str | Sequence[str]) -> list[str]:
+    """``names`` as a list of strings; their validity is checked by :func:`_parse_names`."""
     if isinstance(names, str):
-        names = [names] if names else []
-    else:
-        try:
-            names = list(names)
-        except TypeError:
-            raise TypeError(
-                f"Labels names must be a sequence of strings, got {type(names)} instead"
-            ) from None
-    parsed = [_check_name(name) for name in names]
+        return [names] if names else []
+    try:
+        listed = list(names)
+    except TypeError:
+        raise TypeError(
+            f"Labels names must be a sequence of strings, got {type(names)} instead"
+        ) from None
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(f"Labels names must be strings, got {type(name)} instead")
+    return listed
+
+
+def _parse_names(names: str | Sequence[str]) -> list[str]:
+    parsed = [_check_name(name) for name in _names_list(names)]
     _check_unique_names(parsed)
     return parsed
 
@@ -191,16 +198,18 @@ class Labels:
         values: Any,
         assume_unique: bool = False,
     ):
-        self._names = _parse_names(names)
+        # as metatensor: the types of the names, then the values, then the names' rules
+        listed = _names_list(names)
         array = np.asarray(values)
         if array.ndim >= 1 and len(array) == 0:
             # as metatensor: any array without entries means "no entries"
-            array = np.empty((0, len(self._names)), np.int32)
+            array = np.empty((0, len(listed)), np.int32)
         if array.ndim != 2:
             raise ValueError("`values` must be a 2D array")
-        if array.shape[1] != len(self._names):
+        if array.shape[1] != len(listed):
             raise ValueError("`names` must have an entry for each column of the `values` array")
         array = np.array(_to_int32(array), dtype=np.int32, order="C", copy=True)
+        self._names = _parse_names(listed)
         if not assume_unique:
             duplicate = _first_duplicate(array)
             if duplicate is not None:
@@ -662,6 +671,14 @@ def core_entries(labels: Labels) -> int:
     """The number of entries metatensor-core sees in ``labels``: Labels without
     dimensions have none there, whatever their values' number of rows."""
     return len(labels) if labels.names else 0
+
+
+def as_core_labels(labels: Labels) -> Labels:
+    """``labels`` as metatensor-core holds them: Labels without dimensions have no
+    entry, whatever their values' number of rows."""
+    if labels.names or not len(labels):
+        return labels
+    return Labels._trusted([], np.empty((0, 0), np.int32))
 
 
 def no_dimension_note(labels: Labels) -> str:
