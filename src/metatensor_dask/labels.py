@@ -90,14 +90,28 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     if len(values) < 2 or values.shape[1] == 0:
         # entries without dimensions are all alike; metatensor accepts them
         return None
-    rows = _rows(values)
-    order = np.argsort(rows, kind="stable")
-    same = rows[order[1:]] == rows[order[:-1]]
-    if not same.any():
+    rows = np.sort(_rows(values))
+    if not (rows[1:] == rows[:-1]).any():
         return None
-    # the duplicate found first when reading the entries in order
-    second = order[1:][same]
-    return values[second.min()]
+    return _reported_duplicate(values)
+
+
+def _reported_duplicate(values: np.ndarray) -> np.ndarray:
+    """The repeated entry metatensor names in its error: reading the entries while they
+    are sorted, the first one equal to the previous one; from the first entry smaller
+    than the previous one, the smallest repeated entry (``values`` has one)."""
+    previous, current = values[:-1], values[1:]
+    differs = previous != current
+    column = differs.argmax(axis=1)
+    rows = np.arange(len(previous))
+    equal = ~differs.any(axis=1)
+    decreasing = ~equal & (previous[rows, column] > current[rows, column])
+    first = int(np.argmax(equal | decreasing))
+    if equal[first]:
+        return current[first]
+    ordered = values[np.lexsort(values.T[::-1])]
+    repeated = (ordered[1:] == ordered[:-1]).all(axis=1)
+    return ordered[int(np.argmax(repeated))]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
