@@ -32,24 +32,6 @@ def test_labels_check_their_values_before_the_rules_of_names(names, values):
     assert_same_error_of(lambda m: m.Labels(names, values))
 
 
-@pytest.mark.parametrize(
-    "values",
-    [
-        [[-1], [-2], [0], [1], [1], [1], [-1]],
-        [[0], [1], [1], [-5], [-5]],
-        [[0, 1], [0, 1], [-3, 0], [-3, 0]],
-        [[2, 0], [1, 5], [2, 0], [1, 5], [0, 0]],
-    ],
-    ids=["unsorted", "sorted then unsorted", "sorted pair first", "two pairs unsorted"],
-)
-def test_labels_name_the_repeated_entry_metatensor_names(values):
-    array = np.array(values, dtype=np.int32)
-    names = ["a", "b"][: array.shape[1]]
-    assert_same_error_of(lambda m: m.Labels(names, array))
-    widened = np.concatenate([array, np.arange(len(array), dtype=np.int32)[:, None]], axis=1)
-    assert_same_error_of(lambda m: m.Labels([*names, "extra"], widened).remove("extra"))
-
-
 def test_labels_print_with_a_negative_indent_as_metatensor():
     def printed(module):
         return labels(module, ["a", "b"], [[0, 1], [1, 2], [2, 3], [0, 5]]).print(3, -2)
