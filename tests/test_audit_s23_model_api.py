@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from metatensor_compare import assert_same_error_of, run_both
 
+import metatensor_dask as mtd
+
 
 def labels(module, names, values):
     return module.Labels(names, np.array(values, dtype=np.int32).reshape(-1, len(names)))
@@ -38,6 +40,39 @@ def test_labels_print_with_a_negative_indent_as_metatensor():
 
     theirs, ours = run_both(printed)
     assert ours == theirs
+
+
+@pytest.mark.parametrize(("rows", "other_rows"), [(3, 3), (3, 0), (0, 2), (1, 1), (0, 0)])
+def test_set_operations_hold_at_most_the_empty_entry_without_dimensions(rows, other_rows):
+    """Every row of Labels without dimensions is the empty entry: a set operation gives
+    it at most once, and maps every row to it (metatensor counts no entry in them)."""
+    first, second = no_dimension(mtd, rows), no_dimension(mtd, other_rows)
+    expected = {
+        "union": bool(rows or other_rows),
+        "intersection": bool(rows and other_rows),
+        "difference": bool(rows and not other_rows),
+    }
+    for operation, present in expected.items():
+        result, *mappings = getattr(first, f"{operation}_and_mapping")(second)
+        assert len(result) == int(present) == len(getattr(first, operation)(second))
+        # a difference maps the entries of the first Labels only
+        for mapping, count in zip(mappings, (rows, other_rows), strict=False):
+            assert len(mapping) == count
+            assert all(-1 <= position < len(result) for position in mapping.tolist())
+    _, in_first, in_second = first.union_and_mapping(second)
+    assert in_first.tolist() == [0] * rows and in_second.tolist() == [0] * other_rows
+    _, kept, _ = first.intersection_and_mapping(second)
+    assert kept.tolist() == [0 if other_rows else -1] * rows
+
+
+@pytest.mark.parametrize(("rows", "selected"), [(3, 1), (3, 0), (0, 1)])
+def test_selecting_in_labels_without_dimensions_matches_every_row(rows, selected):
+    """metatensor refuses this (it counts no entry); the entries without dimensions of a
+    selection match every row, as they do in Labels that have dimensions."""
+    found = no_dimension(mtd, rows).select(no_dimension(mtd, selected))
+    with_dimension = labels(mtd, ["a"], [[i] for i in range(rows)])
+    assert found.tolist() == with_dimension.select(no_dimension(mtd, selected)).tolist()
+    assert found.tolist() == (list(range(rows)) if selected else [])
 
 
 # -- TensorBlock ---------------------------------------------------------------------

@@ -194,7 +194,8 @@ class Labels:
     ``values`` (metatensor wants a numpy array), out-of-range integers (and, in
     :meth:`insert`, floats) raise instead of being truncated, numpy integers index
     entries, and :meth:`append` adds the dimension at the end (metatensor 0.2.6
-    inserts it at the position given by the number of *entries*).
+    inserts it at the position given by the number of *entries*). Every row of Labels
+    without dimensions is the empty entry: their set operations hold it at most once.
     """
 
     def __init__(
@@ -495,6 +496,9 @@ class Labels:
     def union_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
         """The union, and the positions in it of the entries of ``self`` and ``other``."""
         self._check_same_names(other, "union")
+        if not self._names:
+            present = bool(len(self) or len(other))
+            return _no_dimension(present), _positions(len(self), 0), _positions(len(other), 0)
         in_self = other._membership(self)
         new = in_self < 0
         union = Labels._trusted(self._names, np.concatenate([self.values, other.values[new]]))
@@ -510,6 +514,14 @@ class Labels:
     def intersection_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
         """The intersection, and positions in it of each entry of both (-1 if absent)."""
         self._check_same_names(other, "intersection")
+        if not self._names:
+            both = bool(len(self) and len(other))
+            position = 0 if both else -1
+            return (
+                _no_dimension(both),
+                _positions(len(self), position),
+                _positions(len(other), position),
+            )
         if len(other) < len(self):
             # as metatensor: the entries come in the order of the shorter Labels
             intersection, mapping_other, mapping_self = other.intersection_and_mapping(self)
@@ -529,6 +541,9 @@ class Labels:
     def difference_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray]:
         """The difference, and the position in it of each entry of ``self`` (-1 if removed)."""
         self._check_same_names(other, "difference")
+        if not self._names:
+            remains = bool(len(self) and not len(other))
+            return _no_dimension(remains), _positions(len(self), 0 if remains else -1)
         kept = self._membership(other) < 0
         mapping = -np.ones(len(self), np.int64)
         mapping[kept] = np.arange(int(kept.sum()))
@@ -548,7 +563,7 @@ class Labels:
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
-        if selection._names == self._names:
+        if selection._names == self._names and self._names:
             found = selection._membership(self)
             return found[found >= 0].astype(np.uint64)
         columns = [self._names.index(name) for name in selection._names]
@@ -666,6 +681,16 @@ class Labels:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Labels._trusted, (self._names, self.values))
+
+
+def _no_dimension(present: bool) -> Labels:
+    """Labels without dimensions holding the empty entry, or nothing."""
+    return Labels._trusted([], np.zeros((int(present), 0), np.int32))
+
+
+def _positions(count: int, position: int) -> np.ndarray:
+    """The mapping of ``count`` entries that all land at ``position`` (-1: nowhere)."""
+    return np.full(count, position, np.int64)
 
 
 def _quoted(names: list[str]) -> str:
