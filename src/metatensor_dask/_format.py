@@ -54,7 +54,7 @@ def format_labels_table(labels: Labels, max_entries: int, indent: int) -> str:
         if i == head and truncated:
             # metatensor's placement of the ellipsis
             half = sum(widths) // 2
-            lines.append(" " * (indent + (half - 3 if half > 3 else half) + 1) + "...")
+            lines.append(" " * indent + " " * ((half - 3 if half > 3 else half) + 1) + "...")
         lines.append(
             " " * indent
             + "".join(_centered(str(v), w) for v, w in zip(row, widths, strict=True)).rstrip()

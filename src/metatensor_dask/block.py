@@ -13,7 +13,7 @@ import numpy as np
 from . import _graph
 from ._collection import ArrayContainer, GroupItem
 from .errors import MetatensorDaskError, MetatensorError, invalid_parameter, wrong_type
-from .labels import Labels, core_entries, no_dimension_note
+from .labels import Labels, as_core_labels, core_entries, no_dimension_note
 
 __all__ = ["TensorBlock"]
 
@@ -101,7 +101,7 @@ class TensorBlock(ArrayContainer):
         values = as_block_array(values)
         _check_known_shape(values.shape)
         _check_shape(values.shape, samples, components, properties)
-        self._init(values, samples, components, properties)
+        self._init(values, as_core_labels(samples), components, as_core_labels(properties))
 
     def _init(
         self,
@@ -268,31 +268,20 @@ class TensorBlock(ArrayContainer):
             raise invalid_parameter(
                 f"gradient with respect to '{parameter}' already exists for this block"
             )
-        sample_names = gradient._samples.names
-        if not sample_names or sample_names[0] != "sample":
-            first = sample_names[0] if sample_names else ""
+        if gradient.dtype != self.dtype:
             raise invalid_parameter(
-                f"'{first}' is not valid for the first dimension in the gradients samples "
-                "labels, it should be 'sample'"
+                f"the gradient values have dtype '{short_dtype(gradient.dtype)}' but the "
+                f"block values have dtype '{short_dtype(self.dtype)}'"
             )
-        column = gradient._samples.column("sample")
-        if len(column):
-            if column.min() < 0:
-                raise invalid_parameter(
-                    "invalid value for the 'sample' dimension in gradient samples: all values "
-                    f"should be positive, but we got {column.min()}"
-                )
-            if column.max() >= len(self):
-                raise invalid_parameter(
-                    "invalid value for the 'sample' dimension in gradient samples: we got "
-                    f"{column.max()}, but the values contain {len(self)} samples"
-                )
+        self._check_gradient_samples(gradient._samples)
         extra = len(gradient._components) - len(self._components)
         if extra < 0:
             raise invalid_parameter(
                 "gradients components should contain at least as many labels as the values "
                 "components"
             )
+        if gradient._properties != self._properties:
+            raise invalid_parameter("gradient properties must be the same as values properties")
         for i, component in enumerate(self._components):
             if gradient._components[extra + i] != component:
                 raise invalid_parameter(
@@ -301,15 +290,35 @@ class TensorBlock(ArrayContainer):
                     "to the gradients must come first, and be followed by the exact same "
                     "components as the values."
                 )
-        if gradient._properties != self._properties:
-            raise invalid_parameter("gradient properties must be the same as values properties")
-        if gradient.dtype != self.dtype:
-            raise invalid_parameter(
-                f"the gradient values have dtype '{short_dtype(gradient.dtype)}' but the "
-                f"block values have dtype '{short_dtype(self.dtype)}'"
-            )
         self._gradients[parameter] = gradient._attached((*self._gradient_path, parameter))
         self._forget()
+
+    def _check_gradient_samples(self, samples: Labels) -> None:
+        """The first dimension of a gradient's samples is ``"sample"``, and indexes rows
+        of these values (metatensor's messages)."""
+        names = samples.names
+        if not names:
+            raise invalid_parameter(
+                "gradients samples must have at least one dimension, named 'sample', we got none"
+            )
+        if names[0] != "sample":
+            raise invalid_parameter(
+                f"'{names[0]}' is not valid for the first dimension in the gradients samples "
+                "labels, it should be 'sample'"
+            )
+        column = samples.column("sample")
+        if not len(column):
+            return
+        if column.min() < 0:
+            raise invalid_parameter(
+                "invalid value for the 'sample' dimension in gradient samples: all values "
+                f"should be positive, but we got {column.min()}"
+            )
+        if column.max() >= len(self):
+            raise invalid_parameter(
+                "invalid value for the 'sample' dimension in gradient samples: we got "
+                f"{column.max()}, but the values contain {len(self)} samples"
+            )
 
     @property
     def row_pointer(self) -> np.ndarray | None:
@@ -557,7 +566,8 @@ def _check_unique_components(components: Sequence[Labels]) -> None:
 def _check_shape(
     shape: tuple[int, ...], samples: Labels, components: list[Labels], properties: Labels
 ) -> None:
-    """metatensor's rules for values against labels (same messages)."""
+    """metatensor's rules for values against labels, in its order and with its messages:
+    the shape against every Labels first, then the component Labels themselves."""
     if len(shape) != len(components) + 2:
         raise invalid_parameter(
             f"invalid block: the values have {len(shape)} dimensions, but we have "
@@ -569,7 +579,20 @@ def _check_shape(
             f"invalid block: the values shape along axis 0 is {shape[0]} but we have "
             f"{core_entries(samples)} sample label entries" + no_dimension_note(samples)
         )
-    names: set[str] = set()
+    if len({tuple(component.names) for component in components}) != len(components):
+        raise _repeated_components()
+    for axis, component in enumerate(components, start=1):
+        if shape[axis] != core_entries(component):
+            raise invalid_parameter(
+                f"invalid block: the values shape along axis {axis} is {shape[axis]} but we "
+                f"have {core_entries(component)} entries for the corresponding component"
+            )
+    if shape[-1] != core_entries(properties):
+        raise invalid_parameter(
+            f"invalid block: the values shape along axis {len(shape) - 1} is {shape[-1]} but "
+            f"we have {core_entries(properties)} property label entries"
+            + no_dimension_note(properties)
+        )
     for i, component in enumerate(components):
         if len(component.names) != 1:
             raise invalid_parameter(
@@ -580,20 +603,6 @@ def _check_shape(
             raise invalid_parameter(
                 f"component '{component.names[0]}' must contain at least one entry, got 0"
             )
-        if component.names[0] in names:
-            raise _repeated_components()
-        names.add(component.names[0])
-        if shape[i + 1] != len(component):
-            raise invalid_parameter(
-                f"invalid block: the values shape along axis {i + 1} is {shape[i + 1]} but we "
-                f"have {len(component)} entries for the corresponding component"
-            )
-    if shape[-1] != core_entries(properties):
-        raise invalid_parameter(
-            f"invalid block: the values shape along axis {len(shape) - 1} is {shape[-1]} but "
-            f"we have {core_entries(properties)} property label entries"
-            + no_dimension_note(properties)
-        )
 
 
 def checked_row_pointer(pointer: Any, n_samples: int, n_rows: int, parameter: str) -> np.ndarray:

@@ -30,17 +30,24 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _parse_names(names: str | Sequence[str]) -> list[str]:
+def _names_list(names: str | Sequence[str]) -> list[str]:
+    """``names`` as a list of strings; their validity is checked by :func:`_parse_names`."""
     if isinstance(names, str):
-        names = [names] if names else []
-    else:
-        try:
-            names = list(names)
-        except TypeError:
-            raise TypeError(
-                f"Labels names must be a sequence of strings, got {type(names)} instead"
-            ) from None
-    parsed = [_check_name(name) for name in names]
+        return [names] if names else []
+    try:
+        listed = list(names)
+    except TypeError:
+        raise TypeError(
+            f"Labels names must be a sequence of strings, got {type(names)} instead"
+        ) from None
+    for name in listed:
+        if not isinstance(name, str):
+            raise TypeError(f"Labels names must be strings, got {type(name)} instead")
+    return listed
+
+
+def _parse_names(names: str | Sequence[str]) -> list[str]:
+    parsed = [_check_name(name) for name in _names_list(names)]
     _check_unique_names(parsed)
     return parsed
 
@@ -83,13 +90,18 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     if len(values) < 2 or values.shape[1] == 0:
         # entries without dimensions are all alike; metatensor accepts them
         return None
+    rows = np.sort(_rows(values))
+    if not (rows[1:] == rows[:-1]).any():
+        return None
+    return _reported_duplicate(values)
+
+
+def _reported_duplicate(values: np.ndarray) -> np.ndarray:
+    """The first entry that repeats an earlier one, in reading order (``values`` has
+    one)."""
     rows = _rows(values)
     order = np.argsort(rows, kind="stable")
-    same = rows[order[1:]] == rows[order[:-1]]
-    if not same.any():
-        return None
-    # the duplicate found first when reading the entries in order
-    second = order[1:][same]
+    second = order[1:][rows[order[1:]] == rows[order[:-1]]]
     return values[second.min()]
 
 
@@ -182,7 +194,8 @@ class Labels:
     ``values`` (metatensor wants a numpy array), out-of-range integers (and, in
     :meth:`insert`, floats) raise instead of being truncated, numpy integers index
     entries, and :meth:`append` adds the dimension at the end (metatensor 0.2.6
-    inserts it at the position given by the number of *entries*).
+    inserts it at the position given by the number of *entries*). Every row of Labels
+    without dimensions is the empty entry: their set operations hold it at most once.
     """
 
     def __init__(
@@ -191,16 +204,18 @@ class Labels:
         values: Any,
         assume_unique: bool = False,
     ):
-        self._names = _parse_names(names)
+        # as metatensor: the types of the names, then the values, then the names' rules
+        listed = _names_list(names)
         array = np.asarray(values)
         if array.ndim >= 1 and len(array) == 0:
             # as metatensor: any array without entries means "no entries"
-            array = np.empty((0, len(self._names)), np.int32)
+            array = np.empty((0, len(listed)), np.int32)
         if array.ndim != 2:
             raise ValueError("`values` must be a 2D array")
-        if array.shape[1] != len(self._names):
+        if array.shape[1] != len(listed):
             raise ValueError("`names` must have an entry for each column of the `values` array")
         array = np.array(_to_int32(array), dtype=np.int32, order="C", copy=True)
+        self._names = _parse_names(listed)
         if not assume_unique:
             duplicate = _first_duplicate(array)
             if duplicate is not None:
@@ -481,6 +496,9 @@ class Labels:
     def union_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
         """The union, and the positions in it of the entries of ``self`` and ``other``."""
         self._check_same_names(other, "union")
+        if not self._names:
+            present = bool(len(self) or len(other))
+            return _no_dimension(present), _positions(len(self), 0), _positions(len(other), 0)
         in_self = other._membership(self)
         new = in_self < 0
         union = Labels._trusted(self._names, np.concatenate([self.values, other.values[new]]))
@@ -496,6 +514,14 @@ class Labels:
     def intersection_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray, np.ndarray]:
         """The intersection, and positions in it of each entry of both (-1 if absent)."""
         self._check_same_names(other, "intersection")
+        if not self._names:
+            both = bool(len(self) and len(other))
+            position = 0 if both else -1
+            return (
+                _no_dimension(both),
+                _positions(len(self), position),
+                _positions(len(other), position),
+            )
         if len(other) < len(self):
             # as metatensor: the entries come in the order of the shorter Labels
             intersection, mapping_other, mapping_self = other.intersection_and_mapping(self)
@@ -515,6 +541,9 @@ class Labels:
     def difference_and_mapping(self, other: Labels) -> tuple[Labels, np.ndarray]:
         """The difference, and the position in it of each entry of ``self`` (-1 if removed)."""
         self._check_same_names(other, "difference")
+        if not self._names:
+            remains = bool(len(self) and not len(other))
+            return _no_dimension(remains), _positions(len(self), 0 if remains else -1)
         kept = self._membership(other) < 0
         mapping = -np.ones(len(self), np.int64)
         mapping[kept] = np.arange(int(kept.sum()))
@@ -534,7 +563,7 @@ class Labels:
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
-        if selection._names == self._names:
+        if selection._names == self._names and self._names:
             found = selection._membership(self)
             return found[found >= 0].astype(np.uint64)
         columns = [self._names.index(name) for name in selection._names]
@@ -654,6 +683,16 @@ class Labels:
         return (Labels._trusted, (self._names, self.values))
 
 
+def _no_dimension(present: bool) -> Labels:
+    """Labels without dimensions holding the empty entry, or nothing."""
+    return Labels._trusted([], np.zeros((int(present), 0), np.int32))
+
+
+def _positions(count: int, position: int) -> np.ndarray:
+    """The mapping of ``count`` entries that all land at ``position`` (-1: nowhere)."""
+    return np.full(count, position, np.int64)
+
+
 def _quoted(names: list[str]) -> str:
     return "[" + ", ".join(f'"{name}"' for name in names) + "]"
 
@@ -662,6 +701,14 @@ def core_entries(labels: Labels) -> int:
     """The number of entries metatensor-core sees in ``labels``: Labels without
     dimensions have none there, whatever their values' number of rows."""
     return len(labels) if labels.names else 0
+
+
+def as_core_labels(labels: Labels) -> Labels:
+    """``labels`` as metatensor-core holds them: Labels without dimensions have no
+    entry, whatever their values' number of rows."""
+    if labels.names or not len(labels):
+        return labels
+    return Labels._trusted([], np.empty((0, 0), np.int32))
 
 
 def no_dimension_note(labels: Labels) -> str:

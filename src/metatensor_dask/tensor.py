@@ -12,7 +12,7 @@ from ._collection import ArrayContainer
 from ._typing import ChunksLike, StoreLike, ZarrMode
 from .block import TensorBlock, short_dtype
 from .errors import invalid_parameter, wrong_type
-from .labels import Labels, LabelsEntry, core_entries, no_dimension_note
+from .labels import Labels, LabelsEntry, as_core_labels, core_entries, no_dimension_note
 
 if TYPE_CHECKING:
     from dask.delayed import Delayed
@@ -44,6 +44,13 @@ def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
     if not blocks:
         return
     first = blocks[0]
+    # as metatensor: the dtypes of all blocks, before their metadata
+    for block in blocks[1:]:
+        if block.dtype != first.dtype:
+            raise invalid_parameter(
+                "invalid tensor map: got blocks with different dtypes, at least "
+                f"'{short_dtype(first.dtype)}' and '{short_dtype(block.dtype)}' were detected"
+            )
     first_gradients = _gradient_signature(first)
     for block in blocks[1:]:
         if block.samples.names != first.samples.names:
@@ -68,11 +75,6 @@ def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
                 "all blocks must have the same property dimensions, got "
                 f"[{', '.join(block.properties.names)}] and "
                 f"[{', '.join(first.properties.names)}]"
-            )
-        if block.dtype != first.dtype:
-            raise invalid_parameter(
-                "invalid tensor map: got blocks with different dtypes, at least "
-                f"'{short_dtype(first.dtype)}' and '{short_dtype(block.dtype)}' were detected"
             )
         if _gradient_signature(block) != first_gradients:
             raise invalid_parameter(
@@ -112,7 +114,7 @@ class TensorMap(ArrayContainer):
                     "use `gradient.copy()` to make it a block of its own"
                 )
         _check_blocks(keys, blocks)
-        self._init(keys, [block._as_view() for block in blocks], {})
+        self._init(as_core_labels(keys), [block._as_view() for block in blocks], {})
 
     def _init(self, keys: Labels, blocks: list[TensorBlock], info: dict[str, str]) -> None:
         self._keys = keys
@@ -211,32 +213,29 @@ class TensorMap(ArrayContainer):
         raise TypeError(f"invalid type for block selection: {type(selection)}")
 
     def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
+        """The positions of the blocks matching ``selection`` (or ``kwargs``), and the
+        selection as Labels; its type, names and values are checked even when there
+        are no blocks, as metatensor does."""
         labels = self._selection_labels(selection, kwargs)
-        if len(labels) == 0:
+        matches = self._keys.select(labels).astype(np.int64)
+        if len(labels) == 0 and self._blocks:
             # metatensor fails here with an IndexError of numpy
             raise ValueError(
                 f"the selection has no entries (Labels of {labels.names}): give the key "
                 "values of the blocks to select, one entry per block"
             )
-        return self._keys.select(labels).astype(np.int64), labels
+        return matches, labels
 
     def block(self, selection: Any = None, **kwargs: Any) -> TensorBlock:
         """The one block selected by position, dict, keywords, Labels or LabelsEntry."""
         _check_one_selection(selection, kwargs)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return self.block_by_id(int(selection))
+        if selection is None and not kwargs:
+            return self._only_block()
+        matches, labels = self._matching(selection, kwargs)
         if not self._blocks:
             raise ValueError("there are no blocks in this TensorMap")
-        if selection is None and not kwargs:
-            # as metatensor: an empty selection matches every block
-            if len(self._blocks) == 1:
-                return self._blocks[0]
-            raise ValueError(
-                f"`block()` without a selection needs a TensorMap with a single block, this "
-                f"one has {len(self._blocks)}: select one by position, dict, keywords, Labels "
-                "or LabelsEntry, or use `blocks()` to get all of them"
-            )
-        matches, labels = self._matching(selection, kwargs)
         text = _selection_text(labels)
         if len(matches) == 0:
             raise ValueError(f"couldn't find any block matching {text}")
@@ -245,6 +244,19 @@ class TensorMap(ArrayContainer):
                 f"more than one block matched {text}, use `TensorMap.blocks` to get all of them"
             )
         return self._blocks[matches[0]]
+
+    def _only_block(self) -> TensorBlock:
+        """The block selected by ``block()``: as metatensor, an empty selection matches
+        every block, so the map must hold exactly one."""
+        if not self._blocks:
+            raise ValueError("there are no blocks in this TensorMap")
+        if len(self._blocks) == 1:
+            return self._blocks[0]
+        raise ValueError(
+            f"`block()` without a selection needs a TensorMap with a single block, this "
+            f"one has {len(self._blocks)}: select one by position, dict, keywords, Labels "
+            "or LabelsEntry, or use `blocks()` to get all of them"
+        )
 
     def blocks(self, selection: Any = None, **kwargs: Any) -> list[TensorBlock]:
         """Every block matching the selection (all blocks without one); a sequence of
@@ -256,9 +268,9 @@ class TensorMap(ArrayContainer):
             return [self.block_by_id(int(selection))]
         if isinstance(selection, (list, tuple, np.ndarray)):
             return self.blocks_by_id(list(selection))
+        matches, labels = self._matching(selection, kwargs)
         if not self._blocks:
             return []
-        matches, labels = self._matching(selection, kwargs)
         if len(matches) == 0:
             raise ValueError(f"Couldn't find any block matching '{_selection_text(labels)}'")
         return [self._blocks[i] for i in matches]
