@@ -97,12 +97,21 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
 
 
 def _reported_duplicate(values: np.ndarray) -> np.ndarray:
-    """The first entry that repeats an earlier one, in reading order (``values`` has
-    one)."""
-    rows = _rows(values)
-    order = np.argsort(rows, kind="stable")
-    second = order[1:][rows[order[1:]] == rows[order[:-1]]]
-    return values[second.min()]
+    """The repeated entry metatensor names in its error: reading the entries while they
+    are sorted, the first one equal to the previous one; from the first entry smaller
+    than the previous one, the smallest repeated entry (``values`` has one)."""
+    previous, current = values[:-1], values[1:]
+    differs = previous != current
+    column = differs.argmax(axis=1)
+    rows = np.arange(len(previous))
+    equal = ~differs.any(axis=1)
+    decreasing = ~equal & (previous[rows, column] > current[rows, column])
+    first = int(np.argmax(equal | decreasing))
+    if equal[first]:
+        return current[first]
+    ordered = values[np.lexsort(values.T[::-1])]
+    repeated = (ordered[1:] == ordered[:-1]).all(axis=1)
+    return ordered[int(np.argmax(repeated))]
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
