@@ -64,6 +64,9 @@ __all__ = [
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
+#: The lock file's size (a multiple of it for the rare larger documents, see
+#: :meth:`Holder.encode`).
+_LOCK_BYTES = 4096
 #: How long a writer without atomic create waits before reading its lock back.
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
@@ -127,7 +130,15 @@ class Holder:
             return None
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        """The lock file's content: the JSON document, padded with spaces to a multiple
+        of :data:`_LOCK_BYTES`.
+
+        Where the lock is written in place (an fsspec ``file://`` URL: the file is
+        truncated, then written), two writers racing both write the whole file in one
+        call; of equal sizes, the last one covers the other's whole, and the lock reads
+        as one of them, never as one document followed by the tail of a longer one."""
+        document = json.dumps(asdict(self)).encode()
+        return document.ljust(-(-len(document) // _LOCK_BYTES) * _LOCK_BYTES)
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.start))
