@@ -89,6 +89,21 @@ def test_damaged_samples_raise_the_store_error_through_dask_compute(tmp_path, cl
     assert str(raised.value) == message
 
 
+def test_a_client_given_to_compute_is_recognised(tmp_path, client):
+    from distributed import Client
+
+    path = _damaged_store(tmp_path / "damaged.zarr")
+    message = _threads_message(path)
+    # dask's default is not a client here: only the one given to compute() is
+    with (
+        Client(client.scheduler.address, set_as_default=False) as other,
+        dask.config.set(scheduler="threads"),
+        pytest.raises(mtd.DamagedStoreError) as raised,
+    ):
+        mtd.open_zarr(path).compute(scheduler=other)
+    assert str(raised.value) == message
+
+
 def test_healthy_store_on_the_cluster_and_on_threads(tmp_path, client):
     expected = _tensor()
     path = tmp_path / "healthy.zarr"
