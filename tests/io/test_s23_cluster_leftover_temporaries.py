@@ -8,6 +8,7 @@ nobody held does not look for them (it does not walk the store)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,8 @@ from test_zarr_append import assert_equal_to_join, shifted
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.io._lock import LOCK_KEY, Holder
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 pytestmark = pytest.mark.xdist_group("serial")
 
@@ -141,3 +144,42 @@ def test_a_failed_replacement_removes_its_temporary_file(tmp_path):
     assert failed.stdout.strip() == "OSError 27", failed.stdout + failed.stderr  # EFBIG
     assert chunk.read_bytes() == b"stored"
     assert _temporaries(path) == []
+
+
+def _leave_temporaries(path: Path) -> list[Path]:
+    """Temporary files as a killed writer leaves them: ours at the root (the root
+    document replaced) and zarr's in an array folder."""
+    left = [
+        path / f"zarr.json.{uuid.uuid4().hex}.partial",
+        path / "blocks/0/values" / f"c.0.0.{uuid.uuid4().hex}.partial",
+    ]
+    for file in left:
+        file.write_bytes(b"cut short")
+    return left
+
+
+def test_a_whole_writes_resume_removes_them(tmp_path):
+    path = tmp_path / "write.zarr"
+    tensor = mtd.from_metatensor(make_metatensor(0))
+    # the lock of a write whose Delayed never runs, taken over by the resume
+    tensor.to_zarr(path, chunks=3, compute=False)
+    left = _leave_temporaries(path)
+    tensor.to_zarr(path, chunks=3, resume=True)
+    assert not any(file.exists() for file in left)
+    assert_equal_to_metatensor(mtd.open_zarr(path), make_metatensor(0))
+
+
+def test_a_resumed_run_of_batches_removes_them(tmp_path):
+    path = tmp_path / "batches.zarr"
+    first = make_metatensor(0)
+    mtd.write_batches(lambda items: first, [0], path, batch_size=1, quiet=True)
+    # the lock a killed run leaves: its process is gone
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    holder = Holder("me", socket.gethostname(), ended.pid, 1.0, 1.0, "a" * 32, "write_batches")
+    (path / LOCK_KEY).write_bytes(holder.encode())
+    left = _leave_temporaries(path)
+    mtd.write_batches(lambda items: first, [0], path, batch_size=1, quiet=True, resume=True)
+    assert not any(file.exists() for file in left)
+    assert not (path / LOCK_KEY).exists()
+    assert_equal_to_metatensor(mtd.open_zarr(path), first)
