@@ -1,7 +1,8 @@
 """Temporary files of atomic writes (``<name>.<uuid hex>.partial``) left by a writer
 killed (SIGKILL, in a subprocess) between writing one and renaming it over its file:
 ``verify`` notes them with the remedy, and the writer taking the killed one's lock over
-(here the append's ``resume=True``) removes them, and nothing else. A writer that fails
+(an append's ``resume=True`` or ``discard_append``, a whole write's ``resume=True``, a
+resumed run of ``write_batches``) removes them, and nothing else. A writer that fails
 (here: the file size limit) removes its own temporary file. An append that takes a lock
 nobody held does not look for them (it does not walk the store)."""
 
@@ -89,7 +90,8 @@ def _assert_appended(path: Path) -> None:
     assert_equal_to_join(mtd.open_zarr(path), [first, shifted(second, largest + 1)])
 
 
-def test_a_killed_appends_temporary_files_are_noted_and_removed_by_its_resume(tmp_path):
+@pytest.mark.parametrize("then", ["resume", "discard"])
+def test_a_killed_appends_temporary_files_are_noted_and_removed_after(tmp_path, then):
     path = tmp_path / "killed.zarr"
     mtd.from_metatensor(make_metatensor(0)).to_zarr(path, chunks=3)
     killed = _run(KILLED.format(folder=str(Path(__file__).parent)), str(path))
@@ -114,13 +116,19 @@ def test_a_killed_appends_temporary_files_are_noted_and_removed_by_its_resume(tm
     assert left.relative_to(path).as_posix() in note
     assert "resume=True" in note and "delete them" in note
 
-    mtd.from_metatensor(make_metatensor(1)).to_zarr(
-        path, append_dim="samples", renumber={"system": "next"}, chunks=4, resume=True
-    )
+    if then == "resume":
+        mtd.from_metatensor(make_metatensor(1)).to_zarr(
+            path, append_dim="samples", renumber={"system": "next"}, chunks=4, resume=True
+        )
+    else:
+        assert mtd.discard_append(path)
     assert not left.exists() and not zarrs.exists()
     assert all(other.exists() for other in kept)
     assert not any("temporary file" in n for n in mtd.verify(path).notes)
-    _assert_appended(path)
+    if then == "resume":
+        _assert_appended(path)
+    else:
+        assert_equal_to_metatensor(mtd.open_zarr(path), make_metatensor(0))
 
 
 def test_an_append_without_a_killed_writer_does_not_look_for_them(tmp_path):
