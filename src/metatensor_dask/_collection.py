@@ -12,23 +12,35 @@ returning a tuple of arrays; a block then holds a :class:`GroupItem` (one item o
 a tuple) instead of a dask array. ``compute()`` asks for the group keys (a few) instead
 of one key per array, and picks the items out; the dask array of an item is only made
 when asked for (``block.values``), which is what makes such maps cheap to build.
+
+On a ``distributed`` cluster, the task that assembles the computed container is sent to
+a worker with the container's metadata, which then includes every sample Labels read
+lazily from a store: those are read in the calling process, before the graph is sent
+(see :func:`_read_sent_samples`), so that damaged ones raise the store's own error, as
+they do on threads when first used, instead of failing the graph's serialization.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
-from dask.base import DaskMethodsMixin, is_dask_collection, tokenize
+from dask.base import DaskMethodsMixin, get_scheduler, is_dask_collection, tokenize
 
 from . import _graph
 from ._gc import collector_paused, without_collector
 
 __all__ = ["ArrayContainer", "GroupItem", "materialized"]
+
+#: The ``scheduler`` given to the ``compute()`` of a container running now (None when
+#: not given: dask's default then).
+_CHOSEN_SCHEDULER: ContextVar[Any] = ContextVar("metatensor_dask_scheduler", default=None)
 
 
 class GroupItem:
@@ -245,6 +257,15 @@ class ArrayContainer(DaskMethodsMixin):
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 
+    def compute(self, **kwargs: Any) -> Any:
+        """The container holding numpy arrays, computed by ``dask.compute`` with
+        ``kwargs`` (``scheduler=``...)."""
+        chosen = _CHOSEN_SCHEDULER.set(kwargs.get("scheduler"))
+        try:
+            return super().compute(**kwargs)
+        finally:
+            _CHOSEN_SCHEDULER.reset(chosen)
+
     @without_collector
     def __dask_postcompute__(self) -> tuple[Any, tuple[Any, ...]]:
         plan: list[tuple[Any, ...]] = []
@@ -259,6 +280,8 @@ class ArrayContainer(DaskMethodsMixin):
         # its arguments are sent to a worker, where a container would carry its dask
         # arrays along (their graphs, and the data of arrays made from memory, again)
         bare = self._once("bare", lambda: self._with_arrays([None] * len(plan)))
+        if _sent_to_workers(self):
+            _read_sent_samples(bare)
         return _finalize, (bare, plan)
 
     @without_collector
@@ -289,6 +312,43 @@ class ArrayContainer(DaskMethodsMixin):
             own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
             arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
         return self._with_arrays(arrays)
+
+
+def _sent_to_workers(container: ArrayContainer) -> bool:
+    """Whether the scheduler computing ``container`` now is a ``distributed`` client's
+    (the one given to its ``compute()``, or dask's default), which sends the result's
+    assembly, metadata included, to a worker."""
+    if "distributed" not in sys.modules:  # no client can exist
+        return False
+    from distributed import Client
+
+    try:
+        schedule = get_scheduler(scheduler=_CHOSEN_SCHEDULER.get(), collections=[container])
+    except (RuntimeError, ValueError):  # a scheduler dask refuses: not a client
+        return False
+    return isinstance(getattr(schedule, "__self__", None), Client)
+
+
+def _read_sent_samples(container: Any) -> None:
+    """Read the sample Labels of ``container`` not read yet (those of a store), block
+    by block: sending the container would read them all.
+
+    Raises
+    ------
+    DamagedStoreError
+        For the first of them that is damaged.
+    """
+    for block in container.blocks() if hasattr(container, "blocks") else [container]:
+        for samples in _sample_labels(block):
+            if not samples.is_loaded:
+                samples.values  # noqa: B018 (reading them, which checks them, is the point)
+
+
+def _sample_labels(block: Any) -> Iterator[Any]:
+    """The sample Labels of ``block`` then of its gradients (and theirs), in order."""
+    yield block.samples
+    for _, gradient in block.gradients():
+        yield from _sample_labels(gradient)
 
 
 @without_collector

@@ -5,7 +5,9 @@ heartbeat that a daemon thread of the holder refreshes, and a write id. In local
 directories it is taken with an atomic create of the whole file (written aside, then
 hard-linked to ``.lock``, which fails when a lock exists), so that no killed writer leaves
 an empty lock behind; the copies written aside by writers killed before they removed them
-are removed by the next writer to take the lock, once older than the lock timeout. Other
+are removed by the next writer to take the lock, once older than the lock timeout; the
+temporary files of atomic writes (``*.<id>.partial``) that a killed writer had not
+renamed yet are removed by the writer taking its lock over. Other
 stores (fsspec URLs, memory stores) have no atomic create: there the lock is written,
 then read back, and the write id is checked again before the completion marker is
 written, so that of two writers racing for such a store at most one marks it complete.
@@ -41,7 +43,7 @@ from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
-from .zarr_store import get_many, set_many
+from .zarr_store import get_many, remove_temporaries, set_many
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -62,6 +64,9 @@ __all__ = [
 
 #: The key of the lock at the root of a store.
 LOCK_KEY = ".lock"
+#: The lock file's size (a multiple of it for the rare larger documents, see
+#: :meth:`Holder.encode`).
+_LOCK_BYTES = 4096
 #: How long a writer without atomic create waits before reading its lock back.
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
@@ -125,7 +130,15 @@ class Holder:
             return None
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        """The lock file's content: the JSON document, padded with spaces to a multiple
+        of :data:`_LOCK_BYTES`.
+
+        Where the lock is written in place (an fsspec ``file://`` URL: the file is
+        truncated, then written), two writers racing both write the whole file in one
+        call; of equal sizes, the last one covers the other's whole, and the lock reads
+        as one of them, never as one document followed by the tail of a longer one."""
+        document = json.dumps(asdict(self)).encode()
+        return document.ljust(-(-len(document) // _LOCK_BYTES) * _LOCK_BYTES)
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.start))
@@ -368,9 +381,14 @@ class StoreLock:
         root.mkdir(parents=True, exist_ok=True)
         path = root / LOCK_KEY
         aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
+        took_over = False
         for _ in range(20):
             if _create(path, self._holder.encode(), root / f"{aside.name}.tmp"):
                 _remove_left_over(root, self._limit)
+                if took_over:
+                    # the lock of a writer gone: the temporary files it had not renamed
+                    # yet are left for good (a writer that fails removes its own)
+                    remove_temporaries(root)
                 return
             raw = _read(path)
             if raw is None:
@@ -412,6 +430,7 @@ class StoreLock:
                     os.unlink(aside)
                 self._refuse(Holder.parse(moved), False)
             os.unlink(aside)
+            took_over = True
         raise StoreLockedError(
             f"{self.ref.where}: could not take the lock, other writers keep taking it; make "
             "sure only one job writes there"

@@ -566,9 +566,15 @@ def _pending(store: Any, attributes: dict[str, Any]) -> _Pending | None:
 
 
 def _metadata_problems(
-    store: Any, nodes: dict[str, Any], unfinished: bool, pending: _Pending | None
+    store: Any,
+    nodes: dict[str, Any],
+    unfinished: bool,
+    pending: _Pending | None,
+    temporaries: list[str],
 ) -> list[str]:
-    """Every node's own ``zarr.json`` against the copy in the root (consolidated).
+    """Every node's own ``zarr.json`` against the copy in the root (consolidated); the
+    keys of the temporary files of atomic writes found on the way are appended to
+    ``temporaries``.
 
     With an ``unfinished`` write, a document that is not valid JSON is that write's,
     cut short when it was killed, which finishing the write stores again. The documents
@@ -578,7 +584,7 @@ def _metadata_problems(
     from .zarr_read import read_nodes
 
     invalid: dict[str, str] = {}
-    on_disk = read_nodes(store, invalid)
+    on_disk = read_nodes(store, invalid, temporaries)
     problems = []
     for path, error in sorted(invalid.items()):
         if pending is not None and pending.stores_node(path):
@@ -609,6 +615,21 @@ def _metadata_problems(
                 f"{path}: its 'zarr.json' differs from the consolidated metadata in the root"
             )
     return problems
+
+
+def _temporaries_notes(temporaries: list[str]) -> list[str]:
+    """The note on the temporary files of atomic writes left in the store, if any."""
+    if not temporaries:
+        return []
+    shown = ", ".join(repr(key) for key in sorted(temporaries)[:3])
+    more = f" and {len(temporaries) - 3} more" if len(temporaries) > 3 else ""
+    return [
+        f"{counted(len(temporaries), 'temporary file')} of atomic writes ({shown}{more}) "
+        "left by writers killed before they renamed them: readers ignore them, they only "
+        "take space. The next writer taking a killed writer's lock over (resume=True, "
+        "--resume, discard_append) removes them; otherwise delete them (the files named "
+        "'*.<32 hex digits>.partial') while no writer runs"
+    ]
 
 
 def _written(check: _LabelsCheck, pending: _Pending) -> bool:
@@ -708,15 +729,17 @@ def verify_store(
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
     pending = _pending(store, attributes)
-    problems = _metadata_problems(store, nodes, unfinished is not None, pending)
+    temporaries: list[str] = []
+    problems = _metadata_problems(store, nodes, unfinished is not None, pending, temporaries)
+    notes = _temporaries_notes(temporaries)
     if unfinished is not None and not nodes:
         # a run of write_batches that committed no batch yet: nothing else to check
-        return Verification(where, [*problems, unfinished])
+        return Verification(where, [*problems, unfinished], notes)
     try:
         parsed = layout.parse_layout(attributes, nodes, describe(store))
     except MetatensorDaskError as error:
-        return Verification(where, [str(error), *problems, *filter(None, [unfinished])])
-    notes = []
+        problems = [str(error), *problems, *filter(None, [unfinished])]
+        return Verification(where, problems, notes)
     if unfinished is not None:
         problems.append(unfinished)
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]

@@ -21,6 +21,7 @@ The bytes stored are exactly those of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -223,10 +224,17 @@ def _cut_unless_clean(descriptor: int, kept: int, parts: Parts) -> None:
 
 def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
     """Write the file ``name`` from ``parts`` (see :func:`_write`) atomically: into a
-    temporary file renamed over it, so that readers see the old file or the new one."""
+    temporary file renamed over it, so that readers see the old file or the new one.
+    A write that fails removes its temporary file (one killed leaves it, for the writer
+    taking its lock over, see :func:`~.zarr_store.remove_temporaries`)."""
     temporary = f"{name}.{uuid.uuid4().hex}.partial"
-    _write(temporary, parts, write_back)
-    os.replace(temporary, name)
+    try:
+        _write(temporary, parts, write_back)
+        os.replace(temporary, name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def write_parts(

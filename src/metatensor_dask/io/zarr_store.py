@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 import zlib
@@ -51,6 +52,7 @@ __all__ = [
     "ArrayRef",
     "delete_prefix",
     "get_many",
+    "is_temporary",
     "list_prefix",
     "list_root",
     "make_folders",
@@ -62,6 +64,7 @@ __all__ = [
     "read_nodes",
     "read_plain_region",
     "read_plain_regions",
+    "remove_temporaries",
     "set_many",
     "write_files",
 ]
@@ -709,16 +712,50 @@ def read_labels(store: Store, infos: list[layout.ArrayInfo]) -> list[Labels]:
     ]
 
 
-def read_nodes(store: Store, invalid: dict[str, str] | None = None) -> dict[str, Any]:
+#: The name of the temporary file of an atomic write (``<name>.<uuid4 hex>.partial``,
+#: renamed over ``<name>`` once whole): ours, and zarr's local stores' (whose
+#: ``<name>`` lacks the file's last suffix).
+_TEMPORARY = re.compile(r".+\.[0-9a-f]{32}\.partial")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether the file name ``name`` (without folder) is that of a temporary file of an
+    atomic write."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def remove_temporaries(root: Path) -> list[str]:
+    """Remove the temporary files of atomic writes (see :func:`is_temporary`) anywhere
+    in the local store at ``root``; returns their keys.
+
+    Only for a writer holding the store's lock, that took it over from a writer gone
+    (killed) before it renamed them: no live writer owns them then.
+    """
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if is_temporary(name):
+                path = Path(folder, name)
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(root).as_posix())
+    return removed
+
+
+def read_nodes(
+    store: Store, invalid: dict[str, str] | None = None, temporaries: list[str] | None = None
+) -> dict[str, Any]:
     """Every node document of a store, for stores without inline (consolidated) metadata.
 
     A document that is not valid JSON is a :class:`DamagedStoreError`, or with
-    ``invalid``, recorded there (its node's path: the JSON error) and left out.
+    ``invalid``, recorded there (its node's path: the JSON error) and left out. The keys
+    of temporary files of atomic writes (see :func:`is_temporary`) are appended to
+    ``temporaries`` when given.
     """
+    listed = list_prefix(store, "")
+    if temporaries is not None:
+        temporaries.extend(key for key in listed if is_temporary(key.rpartition("/")[2]))
     keys = [
-        key
-        for key in list_prefix(store, "")
-        if key.endswith("/zarr.json") and not key.startswith(PROGRESS_PREFIX)
+        key for key in listed if key.endswith("/zarr.json") and not key.startswith(PROGRESS_PREFIX)
     ]
     nodes = {}
     for key, raw in zip(keys, get_many(store, keys), strict=True):
