@@ -60,7 +60,9 @@ def _damaged_store(path: Path) -> Path:
 
 def _threads_message(path: Path) -> str:
     """The message of the damaged Labels, first used after a threaded compute."""
-    computed = mtd.open_zarr(path).compute(scheduler="threads")
+    # the threaded scheduler's function: dask 2025.1 warns of scheduler="threads"
+    # while a client is active
+    computed = mtd.open_zarr(path).compute(scheduler=dask.threaded.get)
     with pytest.raises(mtd.DamagedStoreError) as raised:
         computed.block(2).gradient("positions").samples.values  # noqa: B018
     return str(raised.value)
@@ -109,8 +111,9 @@ def test_healthy_store_on_the_cluster_and_on_threads(tmp_path, client):
     path = tmp_path / "healthy.zarr"
     mtd.from_metatensor(expected).to_zarr(path)
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
-    # with a client active, a threaded compute still reads no sample Labels
-    computed = mtd.open_zarr(path).compute(scheduler="threads")
+    # with a client active, a threaded compute still reads no sample Labels (given as
+    # the threaded scheduler's function: dask 2025.1 warns of scheduler="threads" then)
+    computed = mtd.open_zarr(path).compute(scheduler=dask.threaded.get)
     assert not any(block.samples.is_loaded for block in computed.blocks())
     assert_equal_to_metatensor(computed, expected)
 
