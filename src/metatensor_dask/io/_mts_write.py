@@ -54,9 +54,13 @@ def _nbytes(piece: Any) -> int:
 
 
 def labels_bytes(labels: Labels) -> bytes:
+    """``labels`` as a ``.npy`` file: a 1-D structured array, one ``<i4`` field per
+    dimension. Labels without dimensions have no entry for metatensor, which writes
+    them so whatever their number of rows."""
     values = np.ascontiguousarray(labels.values, dtype="<i4")
     descr = _npy.labels_descr(tuple(labels.names))
-    return _npy.header_bytes(descr, (len(values),)) + values.tobytes()
+    count = len(values) if labels.names else 0
+    return _npy.header_bytes(descr, (count,)) + values.tobytes()
 
 
 class Encoder:
