@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 
 from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
-from .pipeline import describe
+from .pipeline import describe, load_yaml_value
 
 __all__ = ["main"]
 
@@ -421,7 +421,7 @@ def _parse_arg(text: str) -> tuple[str, Any]:
     if not sep or not name.isidentifier():
         raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
     try:
-        return name, yaml.safe_load(value)
+        return name, load_yaml_value(value)
     except yaml.YAMLError as error:
         problem = str(error).splitlines()[0]
         raise UsageError(
