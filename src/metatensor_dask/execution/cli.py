@@ -477,6 +477,7 @@ def _submit(args: argparse.Namespace) -> int:
         )
     except JobOptionError as error:
         raise UsageError(str(error)) from None
+    _check_job_memory(args)
     if args.dry_run:
         print(job.script(), end="")
         return 0
@@ -485,6 +486,25 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"submitted {script} as {args.scheduler.upper()} job {job_id}", file=sys.stderr)
     print(job_id)
     return 0
+
+
+def _check_job_memory(args: argparse.Namespace) -> None:
+    """Refuse worker memory limits that add up to more than the job's memory: the batch
+    system would kill the job when its workers use what they are allowed, before they
+    spill to disk (at 70% of their limit)."""
+    from ._directives import job_memory_bytes
+
+    if args.mem is None or args.memory_limit is None:
+        return
+    workers = args.workers or 1
+    if parse_bytes(args.memory_limit) * workers <= job_memory_bytes("the job memory", args.mem):
+        return
+    each = f" for each of {workers} workers" if workers > 1 else ""
+    raise UsageError(
+        f"--memory-limit {args.memory_limit}{each} is more than the job's memory (--mem "
+        f"{args.mem}): the batch system would kill the job before the workers spill to "
+        "disk; lower --memory-limit or raise --mem"
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
