@@ -45,6 +45,10 @@ _INFLATE_READ = 1 << 24
 _GRADIENT_MEMBER = re.compile(
     r"(?:.*/)?gradients/[^/]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)"
 )
+# a member named as one of a block's arrays (wherever it is): under `gradients/`, it
+# must be one of a gradient's (`_GRADIENT_MEMBER`); other members are not read, as
+# metatensor ignores them (e.g. a `properties.npy` written in a gradient's folder)
+_BLOCK_ARRAY = re.compile(r"(?:.*/)?(?:values\.npy|samples\.npy|components/[0-9]+\.npy)")
 
 # a member name's path components
 _SPLIT_COMPONENTS = operator.methodcaller("split", "/")
@@ -202,6 +206,8 @@ class Archive:
         if not _plain_names(names):
             self._check_name_components(names)
         for name in itertools.filterfalse(_GRADIENT_MEMBER.fullmatch, gradient_members):
+            if not _BLOCK_ARRAY.fullmatch(name):
+                continue
             raise UnsafeNameError(
                 f"unable to load {self.what} from '{self.display}': member '{name}' is "
                 "not laid out as a gradient's (gradients/<name>/values.npy, samples.npy "
