@@ -45,6 +45,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _max_blocks(text: str) -> int:
+    """``--max-blocks``: a number of blocks, or -1 for all of them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of blocks (0 or more) or -1 for all, got {value}"
+        )
+    return value
+
+
 def _chunks(text: str) -> int | str:
     """``--chunks``: rows per chunk, or a size such as 64MiB (checked as the readers do)."""
     value: int | str = int(text) if text.isdigit() else text
@@ -573,7 +586,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     info.add_argument(
         "--max-blocks",
-        type=int,
+        type=_max_blocks,
         default=20,
         metavar="N",
         help="blocks listed (-1: all; default 20)",
