@@ -21,6 +21,7 @@ __all__ = [
     "check_name",
     "check_text",
     "check_walltime",
+    "job_memory_bytes",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -38,6 +39,7 @@ _WALLTIMES = {
 }
 # sbatch --mem: a whole number of megabytes, or with a unit K, M, G or T
 _JOB_MEMORY = re.compile(r"\d+[KMGTkmgt]?")
+_JOB_MEMORY_UNITS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
 class JobOptionError(MetatensorDaskError):
@@ -99,3 +101,11 @@ def check_memory(what: str, value: str, style: str = "dask") -> str:
     if not valid:
         raise JobOptionError(f"{what} {value!r} is not a memory size: give it as {example}")
     return value
+
+
+def job_memory_bytes(what: str, value: str) -> int:
+    """The bytes of a job memory size as ``sbatch --mem`` reads it: ``16G``, ``500M``,
+    ``2000`` (megabytes); the units are powers of 1024."""
+    check_memory(what, value, style="job")
+    unit = value[-1].lower() if value[-1].isalpha() else ""
+    return int(value.rstrip("KMGTkmgt")) * _JOB_MEMORY_UNITS[unit]

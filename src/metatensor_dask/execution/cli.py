@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 
 from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
-from .pipeline import describe
+from .pipeline import describe, load_yaml_value
 
 __all__ = ["main"]
 
@@ -42,6 +42,19 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _max_blocks(text: str) -> int:
+    """``--max-blocks``: a number of blocks, or -1 for all of them."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of blocks (0 or more) or -1 for all, got {value}"
+        )
     return value
 
 
@@ -421,7 +434,7 @@ def _parse_arg(text: str) -> tuple[str, Any]:
     if not sep or not name.isidentifier():
         raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
     try:
-        return name, yaml.safe_load(value)
+        return name, load_yaml_value(value)
     except yaml.YAMLError as error:
         problem = str(error).splitlines()[0]
         raise UsageError(
@@ -477,6 +490,7 @@ def _submit(args: argparse.Namespace) -> int:
         )
     except JobOptionError as error:
         raise UsageError(str(error)) from None
+    _check_job_memory(args)
     if args.dry_run:
         print(job.script(), end="")
         return 0
@@ -485,6 +499,25 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"submitted {script} as {args.scheduler.upper()} job {job_id}", file=sys.stderr)
     print(job_id)
     return 0
+
+
+def _check_job_memory(args: argparse.Namespace) -> None:
+    """Refuse worker memory limits that add up to more than the job's memory: the batch
+    system would kill the job when its workers use what they are allowed, before they
+    spill to disk (at 70% of their limit)."""
+    from ._directives import job_memory_bytes
+
+    if args.mem is None or args.memory_limit is None:
+        return
+    workers = args.workers or 1
+    if parse_bytes(args.memory_limit) * workers <= job_memory_bytes("the job memory", args.mem):
+        return
+    each = f" for each of {workers} workers" if workers > 1 else ""
+    raise UsageError(
+        f"--memory-limit {args.memory_limit}{each} is more than the job's memory (--mem "
+        f"{args.mem}): the batch system would kill the job before the workers spill to "
+        "disk; lower --memory-limit or raise --mem"
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -553,7 +586,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     info.add_argument(
         "--max-blocks",
-        type=int,
+        type=_max_blocks,
         default=20,
         metavar="N",
         help="blocks listed (-1: all; default 20)",

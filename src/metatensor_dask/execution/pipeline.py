@@ -32,6 +32,7 @@ import difflib
 import inspect
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +50,10 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "Step",
+    "YamlLoader",
     "describe",
     "is_metatensor_file",
+    "load_yaml_value",
     "open_tensor",
     "tensor_file",
 ]
@@ -148,9 +151,27 @@ def tensor_file(path: str) -> Iterator[None]:
 # -- YAML with line numbers -----------------------------------------------------------------
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers in exponent notation without a dot
+    (``1e-3``, ``2E5``) as floats, as YAML 1.2 does: YAML 1.1 reads them as strings,
+    which operations refuse (``multiply(tensor, "1e-3")``)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml_value(text: str) -> Any:
+    """The YAML value in ``text``, read by :class:`YamlLoader`."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     """The document in ``text`` and the line (1-based) of every mapping key and list item."""
-    loader = yaml.SafeLoader(text)
+    loader = YamlLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -169,7 +190,7 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
 
 
 def _construct(
-    loader: yaml.SafeLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
+    loader: YamlLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
         result = {}

@@ -45,9 +45,15 @@ _INFLATE_READ = 1 << 24
 _GRADIENT_MEMBER = re.compile(
     r"(?:.*/)?gradients/[^/]+/(?:values\.npy|samples\.npy|components/[0-9]+\.npy)"
 )
+# a member named as one of a block's arrays (wherever it is): under `gradients/`, it
+# must be one of a gradient's (`_GRADIENT_MEMBER`); other members are not read, as
+# metatensor ignores them (e.g. a `properties.npy` written in a gradient's folder)
+_BLOCK_ARRAY = re.compile(r"(?:.*/)?(?:values\.npy|samples\.npy|components/[0-9]+\.npy)")
 
 # a member name's path components
 _SPLIT_COMPONENTS = operator.methodcaller("split", "/")
+# whether a member name is a directory entry's
+_IS_DIRECTORY = operator.methodcaller("endswith", "/")
 # whether a member name is a values array's
 _IS_VALUES = operator.methodcaller("endswith", "values.npy")
 
@@ -177,6 +183,8 @@ class Archive:
         self._headers: dict[bytes, tuple[_npy.NpyHeader, int]] = {}
         names = members.names
         gradient_members = [name for name in names if "gradients/" in name]
+        if any(map(_IS_DIRECTORY, names)):
+            names = self._without_folder_slashes(names)
         self._check_member_names(names, gradient_members)
         for name in gradient_members:
             if not name.endswith("/samples.npy"):
@@ -202,6 +210,8 @@ class Archive:
         if not _plain_names(names):
             self._check_name_components(names)
         for name in itertools.filterfalse(_GRADIENT_MEMBER.fullmatch, gradient_members):
+            if not _BLOCK_ARRAY.fullmatch(name):
+                continue
             raise UnsafeNameError(
                 f"unable to load {self.what} from '{self.display}': member '{name}' is "
                 "not laid out as a gradient's (gradients/<name>/values.npy, samples.npy "
@@ -209,6 +219,16 @@ class Archive:
                 "component (such as 'a/b'), which metatensor-dask refuses, or the file "
                 "is damaged; rename the gradient where the file was made"
             )
+
+    def _without_folder_slashes(self, names: list[str]) -> list[str]:
+        """``names`` with the final ``/`` of folder entries removed, to check them as
+        the others: a folder entry (``zip -r`` writes one for every folder) is an empty
+        member whose name ends with ``/``; it is not read. A member of data whose name
+        ends with ``/`` keeps it, and is refused (an empty component)."""
+        return [
+            name[:-1] if name.endswith("/") and self.members[name].uncompressed_size == 0 else name
+            for name in names
+        ]
 
     def _check_name_components(self, names: list[str]) -> None:
         """Refuse names with a component that is not a safe path component."""

@@ -10,6 +10,7 @@ import itertools
 import math
 import os
 import secrets
+import stat
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +54,13 @@ def _nbytes(piece: Any) -> int:
 
 
 def labels_bytes(labels: Labels) -> bytes:
+    """``labels`` as a ``.npy`` file: a 1-D structured array, one ``<i4`` field per
+    dimension. Labels without dimensions have no entry for metatensor, which writes
+    them so whatever their number of rows."""
     values = np.ascontiguousarray(labels.values, dtype="<i4")
     descr = _npy.labels_descr(tuple(labels.names))
-    return _npy.header_bytes(descr, (len(values),)) + values.tobytes()
+    count = len(values) if labels.names else 0
+    return _npy.header_bytes(descr, (count,)) + values.tobytes()
 
 
 class Encoder:
@@ -112,7 +117,15 @@ class Encoder:
 
 
 def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
-    absolute = os.path.abspath(path)
+    """Write ``entries`` into a temporary file next to ``path``, renamed over it once
+    complete.
+
+    As metatensor, which writes into the file in place: a ``path`` that is a symbolic
+    link gets its target written (the link stays), and a file replaced keeps its
+    permissions.
+    """
+    # the file that metatensor would write: a link's target, even one not there yet
+    absolute = os.path.realpath(path)
     directory, name = os.path.split(absolute)
     temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
@@ -124,6 +137,7 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
         raise io_error(OSError(error.errno, error.strerror), path) from None
     try:
         try:
+            _keep_permissions(fd, absolute)
             if archive:
                 _write_archive(fd, temporary, entries)
             else:
@@ -136,6 +150,16 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _keep_permissions(fd: int, path: str) -> None:
+    """Give the file open as ``fd`` the permissions of the file at ``path``, when there
+    is one (metatensor writes into it, which keeps them)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    os.fchmod(fd, stat.S_IMODE(mode))
 
 
 _BATCH_BYTES = 8 * 2**20

@@ -27,7 +27,7 @@ import numpy as np
 from .._gc import collector_paused
 from .._typing import ChunksLike, PathLike
 from ..block import TensorBlock
-from ..errors import DamagedFileError, MetatensorError, format_error
+from ..errors import DamagedFileError, MetatensorDaskError, MetatensorError, format_error
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
@@ -260,6 +260,7 @@ def save(
                 entries.extend(encoder.block(f"blocks/{i}/", block, gradient=False))
             info = data.info()
             if info:
+                _check_info(info)
                 text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)
                 entries.append(Entry("info.json", [text.encode("utf8")]))
         else:
@@ -268,6 +269,19 @@ def save(
                 f"{type(data)}"
             )
         write_atomically(target, entries, archive=not isinstance(data, Labels))
+
+
+def _check_info(info: dict[str, str]) -> None:
+    """Refuse ``info`` holding a NUL character, which metatensor can not load (its info
+    entries are C strings: its ``set_info`` keeps the text before a NUL)."""
+    for key, value in info.items():
+        for what, text in (("key", key), ("value", value)):
+            if "\0" in text:
+                raise MetatensorDaskError(
+                    f"the info {what} {text!r} holds a NUL character, and metatensor can not "
+                    "load a file holding one; nothing was written. Remove it (metatensor's "
+                    "`set_info` keeps the text before it)"
+                )
 
 
 def _save_to_file_object(file: Any, data: TensorMap | TensorBlock | Labels) -> None:
