@@ -321,6 +321,18 @@ def test_verify(capsys, store):
     assert err.splitlines()[-1].startswith(f"{store} is complete and intact (")
 
 
+def test_verify_prints_its_notes(capsys, store):
+    # a temporary file of an atomic write, as a writer killed before its rename leaves it
+    leftover = os.path.join(store, "blocks", "0", "values", f"zarr.json.{'ab' * 16}.partial")
+    with open(leftover, "wb") as file:
+        file.write(b"{")
+    code, _, err = run(capsys, "verify", store)
+    assert code == 0
+    (note,) = [line for line in err.splitlines() if ": note: " in line]
+    assert note.startswith(f"metatensor-dask verify: {store}: note: 1 temporary file of")
+    assert "zarr.json." in note and "delete them" in note
+
+
 def test_verify_finds_corrupted_chunks(capsys, store):
     array = os.path.join(store, "blocks", "2", "gradients", "positions", "values")
     (chunk,) = [

@@ -529,6 +529,8 @@ def _verify(args: argparse.Namespace) -> int:
         result = verify(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
     for problem in result.problems:
         print(f"{PROG} verify: {args.store}: {problem}", file=sys.stderr)
+    for note in result.notes:
+        print(f"{PROG} verify: {args.store}: note: {note}", file=sys.stderr)
     if not result.ok:
         reporter.step(f"{len(result.problems)} problem(s) found in {args.store}")
         return 1
