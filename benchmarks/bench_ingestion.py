@@ -285,7 +285,8 @@ def test_summary():
                 f"({wall:+4.0f}%, no-hp {wall_plain:+4.0f}%), "
                 f"cpu {found['cpu_s']:6.2f} s ({cpu:+4.0f}%, no-hp {cpu_plain:+4.0f}%; "
                 f"client {found['client_cpu_s']:5.2f}, workers {found['workers_cpu_s']:6.2f}), "
-                f"peak {found['peak_mib']:5.0f} MiB"
+                f"peak {found['peak_mib']:5.0f} MiB (own peaks: client process "
+                f"{found['client_peak_mib']:4.0f}, largest worker {found['worker_peak_mib']:4.0f})"
             )
     if len(peaks) == 2:
         (small, large) = peaks
