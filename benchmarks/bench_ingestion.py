@@ -7,8 +7,9 @@ two cores would run four threads, whose waits inflate the CPU time of every case
 different amounts: measured with the measuring script, three runs of each in turn,
 ``write_batches`` took 15.19 s of CPU with one thread per worker and 18.19 s without,
 featomic alone 11.15 and 12.68 s), and reports its wall time, the peak resident memory
-of the process and its workers together (sampled every 20 ms), and the CPU seconds of
-the process (client and scheduler) and of its workers, which a loaded machine inflates
+of the process and its workers together (sampled every 20 ms) and each one's own peak
+(the process: client and scheduler; the largest worker), and the CPU seconds of the
+process (client and scheduler) and of its workers, which a loaded machine inflates
 much less than wall times.
 The batches are featomic's SOAP power spectrum with positions gradients of rattled
 silicon supercells (64 atoms each), ``BATCH`` structures per batch (with
@@ -135,6 +136,10 @@ def cpu_seconds():
     return found
 
 peak = 0
+# each process's own peak, by pid: the peak of the sum also depends on whether the
+# workers' highs (a batch computed while another is appended) fall on the same sample,
+# which is likelier the longer the run; these tell which process grows
+peaks = {}
 stop = threading.Event()
 def sample():
     # the processes are listed once a second: listing a process's children reads every
@@ -149,9 +154,11 @@ def sample():
         total = 0
         for process in processes:
             try:
-                total += process.memory_info().rss
+                rss = process.memory_info().rss
             except psutil.Error:
-                pass
+                continue
+            total += rss
+            peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
         peak = max(peak, total)
 
 n_items, batch, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -171,9 +178,12 @@ _REPORT = """
 used = {pid: cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_end.items()}
 client_cpu = used.pop(psutil.Process().pid)
 workers_cpu = sum(used.values())
+client_peak = peaks.pop(psutil.Process().pid, 0)
 print(json.dumps({
     "seconds": seconds, "peak_mib": peak / 2**20, "cpu_s": client_cpu + workers_cpu,
     "client_cpu_s": client_cpu, "workers_cpu_s": workers_cpu,
+    "client_peak_mib": client_peak / 2**20,
+    "worker_peak_mib": max(peaks.values(), default=0) / 2**20,
 }))
 """
 
@@ -252,7 +262,7 @@ def test_summary():
     featomic alone, and (``no-hp``) against featomic alone without huge pages."""
     what = "64-atom Si cells" if SYSTEMS == "silicon" else "small molecules (H, C, N, O)"
     print(f"\nSOAP power spectrum of {what}, batches of {BATCH}, 2-worker LocalCluster")
-    peaks = []
+    peaks: list[tuple[float, float, float]] = []
     for n_items in (ITEMS, 4 * ITEMS):
         alone = _RESULTS.get(("featomic alone", n_items))
         if alone is None:
@@ -264,7 +274,8 @@ def test_summary():
             if found is None:
                 continue
             if name == "write_batches":
-                peaks.append(found["peak_mib"])
+                own = (found["client_peak_mib"], found["worker_peak_mib"])
+                peaks.append((found["peak_mib"], *own))
             wall = 100 * (found["seconds"] / alone["seconds"] - 1)
             cpu = 100 * (found["cpu_s"] / alone["cpu_s"] - 1)
             wall_plain = 100 * (found["seconds"] / plain["seconds"] - 1)
@@ -274,7 +285,13 @@ def test_summary():
                 f"({wall:+4.0f}%, no-hp {wall_plain:+4.0f}%), "
                 f"cpu {found['cpu_s']:6.2f} s ({cpu:+4.0f}%, no-hp {cpu_plain:+4.0f}%; "
                 f"client {found['client_cpu_s']:5.2f}, workers {found['workers_cpu_s']:6.2f}), "
-                f"peak {found['peak_mib']:5.0f} MiB"
+                f"peak {found['peak_mib']:5.0f} MiB (own peaks: client process "
+                f"{found['client_peak_mib']:4.0f}, largest worker {found['worker_peak_mib']:4.0f})"
             )
     if len(peaks) == 2:
-        print(f"write_batches peak memory at 4x the data: {peaks[1] - peaks[0]:+.0f} MiB")
+        (small, large) = peaks
+        print(
+            f"write_batches peak memory at 4x the data: {large[0] - small[0]:+.0f} MiB "
+            f"(the client process's own peak {large[1] - small[1]:+.0f} MiB, the largest "
+            f"worker's {large[2] - small[2]:+.0f} MiB)"
+        )
