@@ -7,8 +7,9 @@ and its full passes walk every object alive, the maps already held included: it 
 third of the time of loading 10,000 blocks (measured: 4.5 s with it, 3.1 s without),
 and half of the time of computing an operation on them, which grew faster than the
 number of blocks (a bigger heap to walk at each pass). It is paused while such work
-runs and resumed after; objects left then are looked at by the collector's next pass
-as usual.
+runs and resumed after; objects left then join the oldest generation, which only the
+collector's full passes look at (and which, so joined, do not count towards the next
+full pass: garbage cycles among them wait for one, or for ``gc.collect()``).
 
 The pause is process-wide (the collector is): with threads (dask's workers), it lasts
 until the last of the overlapping pauses ends.
