@@ -1,6 +1,8 @@
 """The pause of the cyclic garbage collector (``metatensor_dask._gc``)."""
 
 import gc
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -132,9 +134,59 @@ def test_young_collected_frees_the_cycles_of_the_pauses_when_the_last_ends(disab
 
 
 def test_without_young_collected_cycles_wait_for_a_collection():
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**6)  # no young pass triggered by the test's own objects
+    try:
+        freed = []
+        with collector_paused():
+            _Cycle(freed)
+        assert freed == []
+        gc.collect()
+        assert freed == [True]
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def test_a_loop_of_small_pauses_keeps_no_garbage():
+    # the objects of pauses that made few are left to the collector's young passes,
+    # which free the cycles among them that died since: a loop of small operations
+    # kept them all (in the oldest generation, which no full pass looked at)
     freed = []
+    for _ in range(3000):
+        with collector_paused():
+            cycle = _Cycle(freed)
+        del cycle
+    assert len(freed) >= 2000
+
+
+_LARGE_PAUSES = """
+from metatensor_dask._gc import _FEW, collector_paused
+
+freed = []
+
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+        self.items = [[] for _ in range(_FEW)]
+
+    def __del__(self):
+        freed.append(True)
+
+
+for _ in range(100):
     with collector_paused():
-        _Cycle(freed)
-    assert freed == []
-    gc.collect()
-    assert freed == [True]
+        cycle = Cycle()
+    del cycle
+print(len(freed))
+"""
+
+
+def test_garbage_of_large_pauses_is_freed_by_full_passes():
+    # pauses that made many objects move them to the oldest generation unexamined: a
+    # full pass runs once those outnumber eight times the objects alive (a process of
+    # its own, whose heap is small and known)
+    result = subprocess.run(
+        [sys.executable, "-c", _LARGE_PAUSES], capture_output=True, text=True, check=True
+    )
+    assert int(result.stdout) >= 50

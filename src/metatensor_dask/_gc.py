@@ -7,9 +7,14 @@ and its full passes walk every object alive, the maps already held included: it 
 third of the time of loading 10,000 blocks (measured: 4.5 s with it, 3.1 s without),
 and half of the time of computing an operation on them, which grew faster than the
 number of blocks (a bigger heap to walk at each pass). It is paused while such work
-runs and resumed after; objects left then join the oldest generation, which only the
-collector's full passes look at (and which, so joined, do not count towards the next
-full pass: garbage cycles among them wait for one, or for ``gc.collect()``).
+runs and resumed after. When a pause made many objects (at least ``_FEW``), they join
+the oldest generation unexamined, which only the collector's full passes look at; so
+joined, they do not count towards CPython's next full pass, and the garbage cycles
+among them (objects of a map that die later) would wait for ever: a full pass is run
+here once the objects moved so since the last one outnumber eight times those alive
+after it. The objects of a pause that made fewer are left to the collector as usual
+(scanning them costs less than making them), so that a loop of small operations keeps
+no garbage.
 
 The pause is process-wide (the collector is): with threads (dask's workers), it lasts
 until the last of the overlapping pauses ends.
@@ -33,6 +38,15 @@ _RESUME = False
 _YOUNG = False
 """Whether one of the current pauses asked for the youngest generation to be collected
 when the last of them ends."""
+_MOVED = 0
+"""Objects the pauses moved to the oldest generation unexamined since the last full pass."""
+_ALIVE: int | None = None
+"""Objects alive after the last full pass (before the first: when a pause first moved
+objects)."""
+#: Pauses that made fewer objects leave them to the collector.
+_FEW = 20_000
+#: A full pass runs once the objects moved exceed this many times those alive.
+_MOST = 8
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,23 +66,48 @@ def _end() -> None:
     global _PAUSES, _YOUNG
     with _LOCK:
         _PAUSES -= 1
+        # the objects made meanwhile (the collector's count of the youngest generation)
+        made = gc.get_count()[0] if _PAUSES == 0 else 0
         if _PAUSES == 0 and _YOUNG:
             # garbage cycles the pauses made (all in the youngest generation: nothing
             # was collected meanwhile), freed now rather than at a rare full pass
             _YOUNG = False
             gc.collect(0)
         if _PAUSES == 0 and _RESUME:
-            # the objects made meanwhile go to the oldest generation without being
+            # many objects made meanwhile go to the oldest generation without being
             # scanned (freeze then unfreeze moves every object there and resets the
             # young generation's count): resuming the collector would otherwise scan
             # them all at once, a third of the time of opening 1,000 tiny blocks.
             # They are examined by the next full collection, as if long-lived. Not
             # when the program froze objects itself (`gc.freeze`): unfreezing would
             # thaw them too.
-            if gc.get_freeze_count() == 0:
+            if made >= _FEW and gc.get_freeze_count() == 0:
                 gc.freeze()
+                _moved_unexamined(made)
                 gc.unfreeze()
+                if _MOVED > _MOST * (_ALIVE or 0):
+                    _full_pass()
             gc.enable()
+
+
+def _moved_unexamined(made: int) -> None:
+    """Count ``made`` objects as moved to the oldest generation (every object is frozen
+    now: those alive are counted at the first call)."""
+    global _MOVED, _ALIVE
+    if _ALIVE is None:
+        _ALIVE = gc.get_freeze_count()
+    else:
+        _MOVED += made
+
+
+def _full_pass() -> None:
+    """Collect every generation, and count the objects left alive."""
+    global _MOVED, _ALIVE
+    gc.collect()
+    gc.freeze()
+    _ALIVE = gc.get_freeze_count()
+    gc.unfreeze()
+    _MOVED = 0
 
 
 @contextmanager
