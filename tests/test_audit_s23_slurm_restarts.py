@@ -48,12 +48,19 @@ def _oracle(directory):
     return metatensor.sum_over_samples(metatensor.multiply(metatensor.pow(x, 2), x), "atom")
 
 
+def _inputs(directory, systems, atoms):
+    """An input store with gradients, of ``systems`` systems of ``atoms`` atoms, and the
+    pipeline file in ``directory``."""
+    x = featomic_like(systems, atoms, neighbors=(4, 8), chunks=2)
+    x.to_zarr(str(directory / "x.zarr"))
+    (directory / "p.yaml").write_text(PIPELINE)
+    return directory
+
+
 @pytest.fixture
 def directory(tmp_path):
-    """An input store with gradients (108 chunks of the output) and the pipeline file."""
-    featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(tmp_path / "x.zarr"))
-    (tmp_path / "p.yaml").write_text(PIPELINE)
-    return tmp_path
+    """Inputs written by 108 tasks: a run on a LocalCluster takes a few seconds."""
+    return _inputs(tmp_path, 2, 12)
 
 
 def _recorded(store):
@@ -186,9 +193,11 @@ def _submitted(submit, directory):
 
 
 @pytest.mark.slurm
-def test_a_second_job_for_the_same_output_fails_naming_the_first(directory):
+def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
     require_slurm()
     require_module("dask_jobqueue")
+    # four times more tasks: the first job runs on while the second one starts
+    directory = _inputs(tmp_path, 8, 12)
     store = str(directory / "out.zarr")
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]
@@ -198,8 +207,9 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(directory):
         assert _wait_for_records(store, 1), "the first job did not start writing"
         jobs.append(_submitted(submit, directory))
         first, second = jobs
-        assert _wait_for_job(second) == "FAILED"
+        state = _wait_for_job(second)
         assert not _complete(store), "the first job ended before the second one started"
+        assert state == "FAILED", state
         assert _wait_for_job(first) == "COMPLETED"
     finally:
         for job in jobs:
