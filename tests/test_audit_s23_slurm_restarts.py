@@ -196,8 +196,7 @@ def _submitted(submit, directory):
 def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
     require_slurm()
     require_module("dask_jobqueue")
-    # four times more tasks: the first job runs on while the second one starts
-    directory = _inputs(tmp_path, 8, 12)
+    directory = _inputs(tmp_path, 2, 12)
     store = str(directory / "out.zarr")
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]
@@ -205,10 +204,17 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
     jobs = [_submitted(submit, directory)]
     try:
         assert _wait_for_records(store, 1), "the first job did not start writing"
-        jobs.append(_submitted(submit, directory))
-        first, second = jobs
-        state = _wait_for_job(second)
-        assert not _complete(store), "the first job ended before the second one started"
+        first = jobs[0]
+        # the first job suspended (its processes stopped, as alive as before) while
+        # the second one runs: it can not finish first, whatever the machine's speed
+        sh("scontrol", "suspend", first)
+        try:
+            jobs.append(_submitted(submit, directory))
+            second = jobs[1]
+            state = _wait_for_job(second)
+            assert not _complete(store)
+        finally:
+            sh("scontrol", "resume", first)
         assert state == "FAILED", state
         assert _wait_for_job(first) == "COMPLETED"
     finally:
