@@ -1,0 +1,229 @@
+"""Pipelines stopped as a batch system stops them, then restarted.
+
+A ``run --cluster local`` is stopped with SIGTERM (what SLURM sends at the time limit
+or on ``scancel``), then SIGKILL if it is still there; the restart with ``--resume``
+must give metatensor's result (values and gradients) and a store that ``verify``
+accepts. A restart whose inputs changed meanwhile must refuse, never mix two inputs in
+one store. On the test SLURM, a second job submitted for the same output while the
+first runs must fail naming the first, which finishes undisturbed.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import metatensor
+import pytest
+from slurm_support import require_module, require_slurm, sh
+
+import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like
+from metatensor_dask.io.convert import to_metatensor
+from metatensor_dask.io.zarr_progress import recorded_chunks
+from metatensor_dask.io.zarr_store import open_store
+from metatensor_dask.operations import multiply
+
+pytestmark = pytest.mark.xdist_group("serial")
+
+CLI = [sys.executable, "-m", "metatensor_dask"]
+PIPELINE = """\
+inputs: {x: x.zarr}
+steps:
+  - {op: pow, args: {B: 2}, name: squared}
+  - {op: multiply, inputs: [squared, x]}
+  - {op: sum_over_samples, args: {sample_names: atom}}
+output: out.zarr
+"""
+TIMEOUT = 240
+
+
+def _oracle(directory):
+    """metatensor-operations' result of the pipeline on the input stored now."""
+    x = to_metatensor(mtd.open_zarr(str(directory / "x.zarr")))
+    return metatensor.sum_over_samples(metatensor.multiply(metatensor.pow(x, 2), x), "atom")
+
+
+def _inputs(directory, systems, atoms):
+    """An input store with gradients, of ``systems`` systems of ``atoms`` atoms, and the
+    pipeline file in ``directory``."""
+    x = featomic_like(systems, atoms, neighbors=(4, 8), chunks=2)
+    x.to_zarr(str(directory / "x.zarr"))
+    (directory / "p.yaml").write_text(PIPELINE)
+    return directory
+
+
+@pytest.fixture
+def directory(tmp_path):
+    """Inputs written by 108 tasks: a run on a LocalCluster takes a few seconds."""
+    return _inputs(tmp_path, 2, 12)
+
+
+def _recorded(store):
+    """How many chunks a write into ``store`` recorded as written so far."""
+    if not os.path.isdir(os.path.join(store, ".progress")):
+        return 0
+    return len(recorded_chunks(open_store(store, None, writable=False)))
+
+
+def _wait_for_records(store, at_least, process=None):
+    """Wait until ``at_least`` chunks of ``store`` are recorded (False if ``process``
+    ended or the time ran out first)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if _recorded(store) >= at_least:
+            return True
+        if process is not None and process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def _complete(store):
+    with open(os.path.join(store, "zarr.json")) as file:
+        return json.load(file)["attributes"]["metatensor_dask"]["complete"]
+
+
+def _run(directory, *options):
+    return subprocess.run(
+        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q", *options],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def _stopped_run(directory, signals):
+    """A run into ``out.zarr`` sent each of ``signals`` in turn (5 s apart while it
+    lives) once it recorded a few chunks; its exit code."""
+    store = str(directory / "out.zarr")
+    process = subprocess.Popen(
+        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait_for_records(store, 5, process), "the run did not start writing"
+        for number in signals:
+            process.send_signal(number)
+            try:
+                return process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                continue
+        return process.wait(timeout=5)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _assert_verified(store):
+    result = subprocess.run([*CLI, "verify", store, "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
+    store = str(directory / "out.zarr")
+    code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
+    assert code in (-signal.SIGTERM, -signal.SIGKILL)
+    assert not _complete(store), "the run ended before it could be stopped"
+
+    refused = _run(directory)
+    assert refused.returncode == 1
+    assert "pass --resume to finish an interrupted run" in refused.stderr
+
+    resumed = _run(directory, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_verified(store)
+    metatensor.allclose_raise(
+        _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
+    )
+
+
+def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
+    store = str(directory / "out.zarr")
+    _stopped_run(directory, [signal.SIGKILL])
+    assert not _complete(store), "the run ended before it could be killed"
+    recorded = _recorded(store)
+
+    # the input written again: the same labels and shapes, other values
+    doubled = multiply(mtd.open_zarr(str(directory / "x.zarr")), 2.0)
+    doubled.to_zarr(str(directory / "x2.zarr"))
+    shutil.rmtree(directory / "x.zarr")
+    os.rename(directory / "x2.zarr", directory / "x.zarr")
+
+    refused = _run(directory, "--resume")
+    assert refused.returncode == 1
+    assert f"cannot resume {store}" in refused.stderr
+    assert "another computation" in refused.stderr
+    assert f"delete {store} to start over" in refused.stderr
+    assert not _complete(store) and _recorded(store) == recorded
+
+    shutil.rmtree(store)
+    restarted = _run(directory, "--resume")  # what a requeued job runs
+    assert restarted.returncode == 0, restarted.stderr
+    _assert_verified(store)
+    metatensor.allclose_raise(
+        _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
+    )
+
+
+def _wait_for_job(job):
+    """The final state of a batch job."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        state = sh("scontrol", "show", "job", job, "--oneliner").split("JobState=")[1].split()[0]
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return state
+        time.sleep(0.3)
+    sh("scancel", job)
+    raise AssertionError(f"job {job} did not end within {TIMEOUT} s")
+
+
+def _submitted(submit, directory):
+    """The id of the job that ``submit`` (run in ``directory``) submitted."""
+    return subprocess.run(
+        submit, cwd=directory, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.slurm
+def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
+    require_slurm()
+    require_module("dask_jobqueue")
+    directory = _inputs(tmp_path, 2, 12)
+    store = str(directory / "out.zarr")
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]
+    submit += ["--requeue", "-q"]
+    jobs = [_submitted(submit, directory)]
+    try:
+        assert _wait_for_records(store, 1), "the first job did not start writing"
+        first = jobs[0]
+        # the first job suspended (its processes stopped, as alive as before) while
+        # the second one runs: it can not finish first, whatever the machine's speed
+        sh("scontrol", "suspend", first)
+        try:
+            jobs.append(_submitted(submit, directory))
+            second = jobs[1]
+            state = _wait_for_job(second)
+            assert not _complete(store)
+        finally:
+            sh("scontrol", "resume", first)
+        assert state == "FAILED", state
+        assert _wait_for_job(first) == "COMPLETED"
+    finally:
+        for job in jobs:
+            sh("scancel", job)
+    log = (directory / f"{name}-{second}.log").read_text()
+    assert f"{store} is being written by another writer" in log
+    assert "wait for it to finish" in log
+    _assert_verified(store)
+    metatensor.allclose_raise(
+        _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
+    )
