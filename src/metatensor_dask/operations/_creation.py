@@ -229,6 +229,20 @@ def _product_labels(names: list[str], shape: Sequence[int]) -> Labels:
     return Labels._trusted(names, values.reshape(-1, len(names)))
 
 
+def _reshapable(array: Any) -> Any:
+    """``array`` in chunks that dask's ``reshape`` flattens correctly: without chunks
+    of zero entries (dask's reshape fails on them, or reshapes the wrong entries), and
+    in a single chunk when it has no entry at all. Numpy arrays are returned as given."""
+    chunks = getattr(array, "chunks", None)
+    if chunks is None:
+        return array
+    if math.prod(array.shape) == 0:
+        return array.rechunk(-1)
+    if all(0 not in sizes for sizes in chunks):
+        return array
+    return array.rechunk(tuple(tuple(n for n in sizes if n) for sizes in chunks))
+
+
 def block_from_array(
     array: Any,
     sample_names: list[str] | None = None,
@@ -296,5 +310,5 @@ def block_from_array(
         property_names, _product_labels(property_names, shape[-d_properties:]).values
     )
     if d_samples > 1 or d_properties > 1:
-        array = array.reshape(len(samples), *component_shape, len(properties))
+        array = _reshapable(array).reshape(len(samples), *component_shape, len(properties))
     return TensorBlock(array, samples, components, properties)

@@ -92,6 +92,15 @@ def _lazy(held: Any) -> bool:
     return isinstance(held, (da.Array, GroupItem))
 
 
+def _taken_along(array: da.Array, order: np.ndarray, axis: int) -> da.Array:
+    """``array`` with axis ``axis`` in ``order``. Chunks of zero entries are dropped
+    first: dask's ``take`` fails on an axis in more chunks than entries."""
+    sizes = array.chunks[axis]
+    if 0 in sizes and len(sizes) > 1:
+        array = array.rechunk({axis: tuple(n for n in sizes if n) or (0,)})
+    return da.take(array, order, axis=axis)
+
+
 def _reordered(
     held: Any, orders: list[np.ndarray | None], groups: TinyGroups | None, rows: tuple | None
 ) -> Any:
@@ -110,7 +119,7 @@ def _reordered(
         array = take_rows(array, orders[0])
     for axis, order in enumerate(orders[1:], start=1):
         if order is not None:
-            array = da.take(array, order, axis=axis)
+            array = _taken_along(array, order, axis)
     if rows is not None and array.chunks[0] != tuple(rows):
         array = array.rechunk({0: rows})
     return array
