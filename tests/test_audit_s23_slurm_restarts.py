@@ -8,7 +8,6 @@ one store. On the test SLURM, a second job submitted for the same output while t
 first runs must fail naming the first, which finishes undisturbed.
 """
 
-import json
 import os
 import shutil
 import signal
@@ -19,13 +18,12 @@ import uuid
 
 import metatensor
 import pytest
+from pipeline_support import is_complete, recorded, wait_for_records
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
 from metatensor_dask.io.convert import to_metatensor
-from metatensor_dask.io.zarr_progress import recorded_chunks
-from metatensor_dask.io.zarr_store import open_store
 from metatensor_dask.operations import multiply
 
 pytestmark = pytest.mark.xdist_group("serial")
@@ -63,31 +61,6 @@ def directory(tmp_path):
     return _inputs(tmp_path, 2, 12)
 
 
-def _recorded(store):
-    """How many chunks a write into ``store`` recorded as written so far."""
-    if not os.path.isdir(os.path.join(store, ".progress")):
-        return 0
-    return len(recorded_chunks(open_store(store, None, writable=False)))
-
-
-def _wait_for_records(store, at_least, process=None):
-    """Wait until ``at_least`` chunks of ``store`` are recorded (False if ``process``
-    ended or the time ran out first)."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if _recorded(store) >= at_least:
-            return True
-        if process is not None and process.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
-def _complete(store):
-    with open(os.path.join(store, "zarr.json")) as file:
-        return json.load(file)["attributes"]["metatensor_dask"]["complete"]
-
-
 def _run(directory, *options):
     return subprocess.run(
         [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q", *options],
@@ -109,7 +82,7 @@ def _stopped_run(directory, signals):
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert _wait_for_records(store, 5, process), "the run did not start writing"
+        assert wait_for_records(store, 5, TIMEOUT, process), "the run did not start writing"
         for number in signals:
             process.send_signal(number)
             try:
@@ -131,7 +104,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
     store = str(directory / "out.zarr")
     code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
     assert code in (-signal.SIGTERM, -signal.SIGKILL)
-    assert not _complete(store), "the run ended before it could be stopped"
+    assert not is_complete(store), "the run ended before it could be stopped"
 
     refused = _run(directory)
     assert refused.returncode == 1
@@ -148,8 +121,8 @@ def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
 def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
     store = str(directory / "out.zarr")
     _stopped_run(directory, [signal.SIGKILL])
-    assert not _complete(store), "the run ended before it could be killed"
-    recorded = _recorded(store)
+    assert not is_complete(store), "the run ended before it could be killed"
+    written = recorded(store)
 
     # the input written again: the same labels and shapes, other values
     doubled = multiply(mtd.open_zarr(str(directory / "x.zarr")), 2.0)
@@ -162,7 +135,7 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
     assert f"cannot resume {store}" in refused.stderr
     assert "another computation" in refused.stderr
     assert f"delete {store} to start over" in refused.stderr
-    assert not _complete(store) and _recorded(store) == recorded
+    assert not is_complete(store) and recorded(store) == written
 
     shutil.rmtree(store)
     restarted = _run(directory, "--resume")  # what a requeued job runs
@@ -203,7 +176,7 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
     submit += ["--requeue", "-q"]
     jobs = [_submitted(submit, directory)]
     try:
-        assert _wait_for_records(store, 1), "the first job did not start writing"
+        assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
         first = jobs[0]
         # the first job suspended (its processes stopped, as alive as before) while
         # the second one runs: it can not finish first, whatever the machine's speed
@@ -212,7 +185,7 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
             jobs.append(_submitted(submit, directory))
             second = jobs[1]
             state = _wait_for_job(second)
-            assert not _complete(store)
+            assert not is_complete(store)
         finally:
             sh("scontrol", "resume", first)
         assert state == "FAILED", state

@@ -15,13 +15,12 @@ import uuid
 import dask
 import numpy as np
 import pytest
+from pipeline_support import is_complete, wait_for_records
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
 from metatensor_dask.execution.cli import main
-from metatensor_dask.io.zarr_progress import recorded_chunks
-from metatensor_dask.io.zarr_store import open_store
 
 # SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
@@ -89,25 +88,6 @@ def assert_equal_stores(workdir, output):
         np.testing.assert_array_equal(a, b)
 
 
-def _progress_records(store, at_least, timeout):
-    """Wait until a write into ``store`` recorded ``at_least`` chunks (its progress
-    records name them; a record being written reads as naming none); False on timeout."""
-    deadline = time.monotonic() + timeout
-    progress = os.path.join(store, ".progress")
-    while time.monotonic() < deadline:
-        if os.path.isdir(progress):
-            recorded = recorded_chunks(open_store(store, None, writable=False))
-            if len(recorded) >= at_least:
-                return True
-        time.sleep(0.05)
-    return False
-
-
-def _complete(store):
-    with open(os.path.join(store, "zarr.json")) as file:
-        return json.load(file)["attributes"]["metatensor_dask"]["complete"]
-
-
 def _jobs(name):
     return sh("squeue", "--noheader", f"--name={name}", "--format=%i").split()
 
@@ -172,11 +152,11 @@ def test_cancelled_worker_job_does_not_lose_the_run(workdir):
         text=True,
     )
     try:
-        assert _progress_records(store, 2, TIMEOUT), "the run did not start writing"
+        assert wait_for_records(store, 2, TIMEOUT), "the run did not start writing"
         jobs = _jobs(name)
         assert len(jobs) == 2, jobs
         sh("scancel", jobs[0])
-        assert not _complete(store), "the run ended before a worker job could be cancelled"
+        assert not is_complete(store), "the run ended before a worker job could be cancelled"
         _, err = process.communicate(timeout=TIMEOUT)
     finally:
         process.kill()
@@ -238,10 +218,10 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     first = subprocess.run(
         submit, capture_output=True, text=True, timeout=60, check=True
     ).stdout.strip()
-    assert _progress_records(store, 20, TIMEOUT), "the first job did not start writing"
+    assert wait_for_records(store, 20, TIMEOUT), "the first job did not start writing"
     sh("scancel", first)
     assert _wait_for_job(first) == "CANCELLED"
-    assert not _complete(store)
+    assert not is_complete(store)
     written = {
         os.path.join(root, f): os.stat(os.path.join(root, f)).st_mtime_ns
         for root, _, files in os.walk(os.path.join(store, "blocks"))
