@@ -9,6 +9,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import time
 from types import ModuleType
 
 import pytest
@@ -57,3 +58,16 @@ def require_module(name: str) -> ModuleType:
     except ImportError as exc:
         unavailable(f"{name} is not installed ({exc}); install the `hpc` extra")
         raise  # not reached: unavailable() raises
+
+
+def wait_for_job(job: str, timeout: float) -> str:
+    """The final state of the batch job ``job`` (cancelled, and an error, if it has not
+    ended within ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = sh("scontrol", "show", "job", job, "--oneliner").split("JobState=")[1].split()[0]
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return state
+        time.sleep(0.3)
+    sh("scancel", job)
+    raise AssertionError(f"job {job} did not end within {timeout} s")

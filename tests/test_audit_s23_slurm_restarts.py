@@ -13,13 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import metatensor
 import pytest
 from pipeline_support import is_complete, recorded, wait_for_records
-from slurm_support import require_module, require_slurm, sh
+from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
@@ -146,18 +145,6 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
     )
 
 
-def _wait_for_job(job):
-    """The final state of a batch job."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        state = sh("scontrol", "show", "job", job, "--oneliner").split("JobState=")[1].split()[0]
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
-            return state
-        time.sleep(0.3)
-    sh("scancel", job)
-    raise AssertionError(f"job {job} did not end within {TIMEOUT} s")
-
-
 def _submitted(submit, directory):
     """The id of the job that ``submit`` (run in ``directory``) submitted."""
     return subprocess.run(
@@ -184,12 +171,12 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
         try:
             jobs.append(_submitted(submit, directory))
             second = jobs[1]
-            state = _wait_for_job(second)
+            state = wait_for_job(second, TIMEOUT)
             assert not is_complete(store)
         finally:
             sh("scontrol", "resume", first)
         assert state == "FAILED", state
-        assert _wait_for_job(first) == "COMPLETED"
+        assert wait_for_job(first, TIMEOUT) == "COMPLETED"
     finally:
         for job in jobs:
             sh("scancel", job)

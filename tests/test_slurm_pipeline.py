@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import dask
 import numpy as np
 import pytest
 from pipeline_support import is_complete, wait_for_records
-from slurm_support import require_module, require_slurm, sh
+from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
@@ -97,18 +96,6 @@ def _known_jobs(name):
     keeps them for MinJobAge = 60 s)."""
     jobs = sh("scontrol", "show", "job", "--oneliner").splitlines()
     return [job for job in jobs if f" JobName={name} " in f" {job} "]
-
-
-def _wait_for_job(job, timeout=TIMEOUT):
-    """The final state of a batch job."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = sh("scontrol", "show", "job", job, "--oneliner").split("JobState=")[1].split()[0]
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
-            return state
-        time.sleep(0.3)
-    sh("scancel", job)
-    raise AssertionError(f"job {job} did not end within {timeout} s")
 
 
 def test_run_on_slurm_equals_local(workdir):
@@ -203,7 +190,7 @@ def test_submit_runs_to_completion(workdir, submissions):
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit()
-    assert _wait_for_job(job) == "COMPLETED"
+    assert wait_for_job(job, TIMEOUT) == "COMPLETED"
     log = (workdir / f"{name}-{job}.log").read_text()
     assert f"wrote {workdir / 'submitted.zarr'} in " in log
     assert "on LocalCluster (1 worker x 1 thread, 2.00 GiB each)" in log  # sized from the job
@@ -220,7 +207,7 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     ).stdout.strip()
     assert wait_for_records(store, 20, TIMEOUT), "the first job did not start writing"
     sh("scancel", first)
-    assert _wait_for_job(first) == "CANCELLED"
+    assert wait_for_job(first, TIMEOUT) == "CANCELLED"
     assert not is_complete(store)
     written = {
         os.path.join(root, f): os.stat(os.path.join(root, f)).st_mtime_ns
@@ -233,7 +220,7 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     second = subprocess.run(
         submit, capture_output=True, text=True, timeout=60, check=True
     ).stdout.strip()
-    assert _wait_for_job(second) == "COMPLETED"
+    assert wait_for_job(second, TIMEOUT) == "COMPLETED"
     log = (workdir / f"{name}-{second}.log").read_text()
     assert f"resuming {store} (3 steps)" in log
     assert f"finished {store} in " in log
@@ -249,7 +236,7 @@ def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submissions):
     directory, name, result = submissions["quoted"]
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
-    assert _wait_for_job(job) == "COMPLETED"
+    assert wait_for_job(job, TIMEOUT) == "COMPLETED"
     log = (directory / f"{name}-{job}.log").read_text()
     assert f"wrote {directory / 'out.zarr'} in " in log
     assert_equal_stores(directory.parent, os.path.join(directory.name, "out.zarr"))
