@@ -102,7 +102,7 @@ def _assert_verified(store):
 def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
     store = str(directory / "out.zarr")
     code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
-    assert code in (-signal.SIGTERM, -signal.SIGKILL)
+    assert code in (143, -signal.SIGKILL)  # ended by itself, or killed 5 s later
     assert not is_complete(store), "the run ended before it could be stopped"
 
     refused = _run(directory)

@@ -2,7 +2,8 @@
 
 Commands: ``info``, ``convert``, ``run``, ``apply``, ``submit``, ``verify`` and ``demo``;
 ``metatensor-dask COMMAND --help`` describes each. Exit codes: 0 on success, 1 when the
-work failed (the message says why and what to do), 2 for a wrong command line.
+work failed (the message says why and what to do), 2 for a wrong command line, 130
+when stopped by Ctrl-C and 143 by SIGTERM (the unfinished output and its remedy named).
 Progress and messages go to standard error; results (``info``, the job id of ``submit``)
 to standard output.
 """
@@ -10,6 +11,7 @@ to standard output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -21,11 +23,14 @@ from dask.utils import parse_bytes
 
 from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
+from ._stopping import Terminated, exit_code, sigterm_raises, stop_message, unfinished
 from .pipeline import describe, load_yaml_value
 
 __all__ = ["main"]
 
 PROG = "metatensor-dask"
+RESUME = "run the same command with --resume to finish it"
+RESUME_RUN = "run the pipeline again with --resume (or submit it with --resume) to finish it"
 
 
 class UsageError(Exception):
@@ -229,6 +234,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     with (
+        contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
         dask.config.set(settings),
         _execution(args) as where,
         released_on_failure(),
@@ -383,6 +389,7 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     pipeline.check_paths(resume=args.resume)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     with (
+        unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
         _execution(args) as where,
         released_on_failure(),
         locked_as(f"metatensor-dask {args.command}"),
@@ -777,12 +784,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "cluster"):
             _check_cluster_options(args)
-        return args.func(args)
+        with sigterm_raises():
+            return args.func(args)
     except UsageError as error:
         args.parser.error(str(error))  # exits with 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        print(f"{PROG} {args.command}: {stop_message(stop)}", file=sys.stderr)
+        return exit_code(stop)
     except BrokenPipeError:
         # the reader of our output went away (`metatensor-dask info ... | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

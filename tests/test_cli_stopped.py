@@ -1,0 +1,117 @@
+"""A command stopped by SIGTERM (a batch system's time limit, ``scancel``) or Ctrl-C.
+
+The command must end by itself with one line naming what it left unfinished and the
+remedy, with 128 plus the signal's number as exit code, its lock released (a restart
+needs no wait for the lock to go stale) and no process of its cluster left behind.
+"""
+
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from pipeline_support import is_complete, wait_for_records
+
+from metatensor_dask.datasets import featomic_like
+from metatensor_dask.execution import cli
+from metatensor_dask.execution._stopping import Terminated, stop_message, unfinished
+
+CLI = [sys.executable, "-m", "metatensor_dask"]
+PIPELINE = """\
+inputs: {x: x.zarr}
+steps:
+  - {op: pow, args: {B: 2}, name: squared}
+  - {op: multiply, inputs: [squared, x]}
+output: out.zarr
+"""
+TIMEOUT = 240
+
+
+@pytest.fixture
+def directory(tmp_path):
+    """An input store with gradients whose pipeline takes a few seconds to write."""
+    directory = tmp_path
+    featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
+    (directory / "p.yaml").write_text(PIPELINE)
+    return directory
+
+
+def _stopped(directory, number, options):
+    """A run into ``out.zarr`` sent the signal ``number`` once it recorded a few chunks:
+    its exit code, its standard error, and the processes it had started."""
+    store = str(directory / "out.zarr")
+    process = subprocess.Popen(
+        [*CLI, "run", "p.yaml", "-q", *options],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for_records(store, 3, TIMEOUT, process), "the run did not start writing"
+        children = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(number)
+        _, err = process.communicate(timeout=60)
+        return process.returncode, err, children
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _assert_left_resumable(directory, err):
+    store = str(directory / "out.zarr")
+    assert not is_complete(store), "the run ended before it could be stopped"
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"{store} is incomplete; run the pipeline again with --resume "
+            "(or submit it with --resume) to finish it"
+        )
+    ), err
+    # released: a resume starts at once, where a lock left behind would be refused
+    resumed = subprocess.run(
+        [*CLI, "run", "p.yaml", "-q", "--resume"],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert is_complete(store)
+
+
+@pytest.mark.xdist_group("serial")
+def test_sigterm_ends_a_run_on_a_local_cluster_with_its_remedy(directory):
+    code, err, children = _stopped(
+        directory, signal.SIGTERM, ["--cluster", "local", "--workers", "2"]
+    )
+    assert code == 143, err
+    assert "metatensor-dask run: terminated (SIGTERM): " in err
+    assert children, "the run started no worker processes"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"worker processes left behind: {alive}"
+    _assert_left_resumable(directory, err)
+
+
+@pytest.mark.xdist_group("serial")
+def test_ctrl_c_ends_a_threaded_run_with_its_remedy(directory):
+    code, err, _ = _stopped(directory, signal.SIGINT, ["--workers", "2"])
+    assert code == 130, err
+    assert "metatensor-dask run: interrupted: " in err
+    _assert_left_resumable(directory, err)
+
+
+def test_a_stop_before_the_output_exists_says_nothing_was_written(tmp_path):
+    output = str(tmp_path / "never.zarr")
+    with pytest.raises(Terminated) as raised:
+        with unfinished(output, "run it again"):
+            raise Terminated
+    assert stop_message(raised.value) == f"terminated (SIGTERM) before writing {output}"
+
+
+def test_main_restores_the_handler_of_sigterm(tmp_path, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["info", str(tmp_path / "missing.zarr")]) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
