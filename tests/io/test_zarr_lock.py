@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from zarr_writer_process import slow_tensor
 
 import metatensor_dask as mtd
-from metatensor_dask.io._lock import LOCK_KEY, Holder, StoreLock
+from metatensor_dask.io._lock import LOCK_KEY, Holder, StoreLock, unfinished_write
 from metatensor_dask.io.zarr_store import get_many, open_store
 
 # processes killed, or locks aged, at chosen moments: one such test at a time
@@ -361,3 +362,17 @@ def test_files_left_by_killed_lock_takers_are_removed(tmp_path):
         slow_tensor(3, 0.0, key=2).to_zarr(path, mode="a")
     assert sorted(p.name for p in path.iterdir() if p.name.startswith(".lock")) == [fresh.name]
     assert len(mtd.open_zarr(path)) == 2
+
+
+@pytest.mark.parametrize("command", ["metatensor-dask run", "metatensor-dask apply"])
+def test_the_remedy_of_a_killed_command_names_submit_for_runs_only(command):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    now = time.time()
+    holder = Holder("user", socket.gethostname(), int(dead.stdout), now, now, "id", command)
+    message = unfinished_write(holder)
+    assert "it looks gone" in message, message
+    assert f"run the same command ({command}) with --resume" in message, message
+    job = "a job of metatensor-dask submit: submit it again with --resume"
+    assert (job in message) == (command == "metatensor-dask run"), message

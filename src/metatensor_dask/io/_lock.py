@@ -170,9 +170,12 @@ class Holder:
                 other = "to start over run it with --overwrite"
             else:
                 other = "to start over delete the store"
+            job = ""
+            if self.command == "metatensor-dask run":
+                job = " (a job of metatensor-dask submit: submit it again with --resume)"
             return (
                 f"to finish its write run the same command ({self.command}) with "
-                f"--resume, {other}; both take the lock over"
+                f"--resume{job}, {other}; both take the lock over"
             )
         if appending or self.command == APPEND_COMMAND:
             return (
