@@ -167,9 +167,18 @@ class TensorMap(ArrayContainer):
     # -- info ------------------------------------------------------------------------
 
     def set_info(self, key: str, value: str) -> None:
-        """Set a global string metadata entry (saved in ``info.json``)."""
+        """Set a global string metadata entry (saved in ``info.json``).
+
+        A NUL character is refused: metatensor keeps info as C strings, cut at the
+        first NUL, so the rest would be lost silently there."""
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("TensorMap info keys and values must be strings")
+        for what, text in (("key", key), ("value", value)):
+            if "\0" in text:
+                raise ValueError(
+                    f"the info {what} {text!r} holds a NUL character, which metatensor "
+                    "cuts the text at: remove it (or encode the text, e.g. as base64)"
+                )
         self._info[key] = value
         self._forget()
 
