@@ -117,3 +117,23 @@ def test_a_metatensor_file_is_left_as_it_is(tmp_path, arguments):
         _tensor([2]).to_zarr(path, **arguments)
     assert location_state(path) == before
     assert mtd.verify(path).ok
+
+
+@pytest.mark.parametrize("offset", ["next", 5])
+def test_renumbering_a_dimension_the_store_lacks_is_refused_without_blocks(tmp_path, offset):
+    """A tensor without blocks renumbers nothing, but a dimension the stored samples do
+    not have (a misspelt name) is refused as it is for a tensor with blocks, before
+    anything changes."""
+    path = tmp_path / "t.zarr"
+    _tensor([0, 1]).to_zarr(path)
+    before = location_state(path)
+    empty = mtd.from_metatensor(
+        metatensor.TensorMap(metatensor.Labels(["k"], np.zeros((0, 1), np.int32)), [])
+    )
+    with pytest.raises(mtd.MetatensorDaskError, match=r"can not renumber 'sytem'.*the store"):
+        empty.to_zarr(path, append_dim="samples", renumber={"sytem": offset})
+    assert location_state(path) == before
+    empty.to_zarr(path, append_dim="samples", renumber={"system": offset})
+    _tensor([0]).to_zarr(path, append_dim="samples", renumber={"system": offset})
+    stored = mtd.open_zarr(path).block(0).samples.column("system")
+    np.testing.assert_array_equal(stored, [0, 1, 2 if offset == "next" else 5])
