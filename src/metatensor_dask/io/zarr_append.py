@@ -944,7 +944,39 @@ def _nothing_to_do(compute: bool, lock: WriteId) -> Delayed | None:
 
 
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:
+    """What identifies an append, for ``resume=True``: the tensor, its gradients in the
+    order of their names (metatensor gives those of a map it loads in an order that
+    changes from one process to the next), and ``renumber``."""
+    from ..tensor import TensorMap
+
+    blocks = tensor.blocks()
+    if not all(_names_sorted(block) for block in blocks):
+        tensor = TensorMap._trusted(
+            tensor.keys, [_in_name_order(block) for block in blocks], tensor.info()
+        )
     return tokenize("append", tensor, None if renumber is None else renumber.spec())
+
+
+def _names_sorted(block: TensorBlock) -> bool:
+    """Whether the gradients of ``block``, and theirs, are in the order of their names."""
+    names = block.gradients_list()
+    return names == sorted(names) and all(_names_sorted(g) for _, g in block.gradients())
+
+
+def _in_name_order(block: TensorBlock) -> TensorBlock:
+    """``block`` with its gradients, and theirs, in the order of their names."""
+    from ..block import TensorBlock
+
+    ordered = sorted(block.gradients(), key=lambda item: item[0])
+    gradients = {parameter: _in_name_order(gradient) for parameter, gradient in ordered}
+    return TensorBlock._trusted(
+        block._held_values(),
+        block.samples,
+        block.components,
+        block.properties,
+        gradients,
+        row_pointer=block.row_pointer,
+    )
 
 
 def append(

@@ -114,14 +114,26 @@ def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:
     )
 
 
-def check_dimension(dimension: str, sample_names: list[str], has_blocks: bool) -> None:
-    """Refuse to renumber ``dimension`` of a tensor whose blocks have the samples
-    ``sample_names`` when it is not one of them, or is a gradient's ``"sample"``."""
+def check_dimension(
+    dimension: str, sample_names: list[str], has_blocks: bool, of: str = "this tensor"
+) -> None:
+    """Refuse to renumber ``dimension`` of a tensor (or of what ``of`` names) whose
+    blocks have the samples ``sample_names`` when it is not one of them, or is a
+    gradient's ``"sample"``."""
     if dimension == "sample" or (has_blocks and dimension not in sample_names):
         raise MetatensorDaskError(
-            f"can not renumber '{dimension}': it is not a sample dimension of this tensor "
-            f"({sample_names})"
+            f"can not renumber '{dimension}': it is not a sample dimension of {of} ({sample_names})"
         )
+
+
+def _stored_sample_names(nodes: dict[str, Any]) -> list[str] | None:
+    """The sample names of the blocks of a store whose nodes are ``nodes``, from the
+    first block's samples array; ``None`` for a store without blocks."""
+    for path, document in nodes.items():
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "samples":
+            return list((document.get("attributes") or {}).get("names") or [])
+    return None
 
 
 def shifted(tensor: TensorMap, dimension: str, offset: int) -> TensorMap:
@@ -142,6 +154,12 @@ def renumbered(
 ) -> TensorMap:
     """``tensor`` renumbered for an append to the store ``where`` whose root attributes
     and nodes are ``existing`` (``None`` for a new store)."""
+    if existing is not None:
+        # a tensor without blocks renumbers nothing, but a name the store's samples do
+        # not have is a mistake all the same, found before the batches that have blocks
+        names = _stored_sample_names(existing[1])
+        if names is not None:
+            check_dimension(renumber.dimension, names, True, f"the store {where}")
     offset = renumber.offset
     if offset == "next":
         offset = _next(existing, renumber.dimension, where)

@@ -56,6 +56,7 @@ __all__ = [
     "list_prefix",
     "list_root",
     "make_folders",
+    "new_folders",
     "open_store",
     "plain_chunks",
     "read_arrays",
@@ -64,6 +65,8 @@ __all__ = [
     "read_nodes",
     "read_plain_region",
     "read_plain_regions",
+    "refuse_metatensor_file",
+    "remove_if_empty",
     "remove_temporaries",
     "set_many",
     "write_files",
@@ -202,6 +205,67 @@ def _check_writable(store: Store) -> None:
             "asked, so a write would fail halfway; pass storage_options={'auto_mkdir': "
             "True}, or give the path without 'file://'"
         )
+
+
+#: Extensions of metatensor's files, which ``mtd.save`` writes: never a Zarr store.
+_FILE_EXTENSIONS = (".mts", ".npz")
+
+
+def refuse_metatensor_file(location: Any) -> None:
+    """Refuse, before anything is read or written, a path or URL named as a metatensor
+    file (``.mts``, ``.npz``): a Zarr store is a folder, which ``load``, ``verify`` and
+    ``convert`` would take for a file of that name."""
+    if not isinstance(location, (str, os.PathLike)):
+        return
+    name = os.fspath(location).rstrip("/")
+    if name.lower().endswith(_FILE_EXTENSIONS):
+        raise MetatensorDaskError(
+            f"{name!r} names a metatensor file ({name.rsplit('.', 1)[-1]}), not a Zarr "
+            "store: a Zarr store is a folder; write the file with mtd.save(path, tensor), "
+            "or give the store a path ending in '.zarr'"
+        )
+
+
+def _local_path(location: Any) -> Path | None:
+    """The folder of a location on the local file system: a path, a ``file://`` URL
+    or a ``LocalStore``; ``None`` for any other."""
+    if isinstance(location, LocalStore):
+        return Path(location.root)
+    if isinstance(location, os.PathLike):
+        return Path(location)
+    if isinstance(location, str):
+        if location.startswith("file://"):
+            return Path(location[len("file://") :])
+        if "://" not in location and "::" not in location:
+            return Path(location)
+    return None
+
+
+def new_folders(location: Any) -> list[Path]:
+    """The folders of the local ``location`` that do not exist yet (the deepest first),
+    which a write creates: :func:`remove_if_empty` removes them after a refusal."""
+    path = _local_path(location)
+    if path is None:
+        return []
+    missing = []
+    for folder in (path.absolute(), *path.absolute().parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (the deepest first) while they are empty: the location is as
+    before a call that created them and then refused to write. A folder that another
+    writer filled meanwhile is kept, and so are those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty (another writer's, or written), or not ours to remove
+            return
 
 
 def _not_a_folder(location: Any) -> MetatensorDaskError:

@@ -57,7 +57,7 @@ from .zarr_codecs import check_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
-from .zarr_renumber import parse_renumber
+from .zarr_renumber import Renumber, check_dimension, parse_renumber
 from .zarr_rows import write_regions
 from .zarr_samples import is_entry
 from .zarr_store import (
@@ -68,8 +68,11 @@ from .zarr_store import (
     get_many,
     make_folders,
     memory_owner,
+    new_folders,
     open_store,
     plain_chunks,
+    refuse_metatensor_file,
+    remove_if_empty,
     set_many,
 )
 from .zarr_store import _local_root as local_root
@@ -912,16 +915,42 @@ def to_zarr(
             f"append_dim={append_dim!r} and mode={mode!r}"
         )
     renumbering = parse_renumber(renumber)
-    if renumbering is not None and append_dim is None:
-        raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
+    if renumbering is not None:
+        if append_dim is None:
+            raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
+        check_dimension(renumbering.dimension, tensor.sample_names, len(tensor) > 0)
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
     if len(tensor.keys):
         check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
+    refuse_metatensor_file(store)
+    folders = new_folders(store)
+    try:
+        return _locked_write(
+            tensor, store, mode, request, compute, resume, storage_options, append_dim, renumbering
+        )
+    except BaseException:
+        remove_if_empty(folders)  # a refusal leaves the location as it was
+        raise
+
+
+def _locked_write(
+    tensor: TensorMap,
+    location: StoreLike,
+    mode: str,
+    request: chunking.ChunkRequest,
+    compute: bool,
+    resume: bool,
+    storage_options: dict[str, Any] | None,
+    append_dim: str | None,
+    renumbering: Renumber | None,
+) -> Delayed | None:
+    """:func:`to_zarr` once its arguments are checked: take the store's lock, write or
+    append, and hand the lock over to the ``Delayed`` (or release it)."""
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
-    store = open_store(store, storage_options, writable=True)
+    store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
     lock.acquire(takeover=resume or mode == "w")

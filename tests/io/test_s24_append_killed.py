@@ -1,0 +1,113 @@
+"""An append of a map that metatensor loaded from a file (several gradients, int
+values, a sharded store), killed (SIGKILL) at random moments in another process: the
+store reads as before or as after it, and ``resume=True`` in this process, with the
+map loaded here again, finishes it (or finds it done). Metatensor gives the gradients
+of a map it loads in an order that changes from one process to the next: the resume
+must know the tensor all the same."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from kill_support import KILLS, SEED, killed_after
+from test_s24_append_random import _batch, _layout, _shifted
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+pytestmark = pytest.mark.xdist_group("serial")
+
+SETTINGS = {"metatensor_dask.shard-chunks": 2, "metatensor_dask.compressor": "zstd"}
+
+#: Appends the map of the file ``argv[2]`` to the store ``argv[1]``.
+SCRIPT = """
+import sys, dask, metatensor
+import metatensor_dask as mtd
+store, source = sys.argv[1], sys.argv[2]
+tensor = mtd.from_metatensor(metatensor.load(source))
+print("ready", flush=True)
+with dask.config.set({settings!r}):
+    tensor.to_zarr(store, append_dim="samples", renumber={{"system": "next"}}, chunks=2)
+print("done", flush=True)
+"""
+
+
+def _maps() -> tuple[metatensor.TensorMap, metatensor.TensorMap]:
+    """Two batches of one layout with three gradients and int32 values; the second
+    numbers its systems from 10 (``"next"`` never makes them repeat a stored one)."""
+    rng = np.random.default_rng(7)
+    layout = _layout(rng)
+    layout.samples, layout.dtype = ["atom", "system"], np.int32
+    layout.gradients = {
+        "positions": ([], ["system", "atom"]),
+        "strain": (layout.gradients.get("strain", ([], []))[0], []),
+        "cell": ([], []),
+    }
+    first = _batch(layout, rng, 0.0)
+    second = _shifted(_batch(layout, rng, 0.0), "system", 10)
+    assert len(first) and len(second)
+    return first, second
+
+
+def _largest_system(tensor: metatensor.TensorMap) -> int:
+    found = [int(max(block.samples.column("system"), default=-1)) for block in tensor]
+    return max(found, default=-1)
+
+
+def _rows(tensor) -> int:
+    """The samples of every block of ``tensor``."""
+    return sum(len(block.samples) for block in tensor.blocks())
+
+
+def _appending(store: Path, source: Path) -> subprocess.Popen:
+    """The append of ``source`` to ``store`` in another process, once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(settings=SETTINGS), str(store), str(source)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    line = process.stdout.readline()
+    if line.strip() != "ready":
+        process.kill()
+        raise AssertionError(line + process.stdout.read())
+    return process
+
+
+def test_an_append_killed_at_random_moments_resumes_in_another_process(tmp_path):
+    first, second = _maps()
+    source = tmp_path / "second.mts"
+    metatensor.save(str(source), second)
+    before = tmp_path / "before.zarr"
+    with dask.config.set(SETTINGS):
+        mtd.from_metatensor(first).to_zarr(before, chunks=3)
+    after = metatensor.join(
+        [first, _shifted(second, "system", _largest_system(first) + 1)],
+        axis="samples",
+        different_keys="union",
+    )
+    delays = random.Random(SEED)
+    for kill in range(KILLS + 1):
+        store = tmp_path / f"killed-{kill}.zarr"
+        shutil.copytree(before, store)
+        output = killed_after(_appending(store, source), delays.uniform(0.0, 2.0))
+        stored = mtd.open_zarr(store).compute()
+        as_before = _rows(stored) == _rows(first)
+        assert_equal_to_metatensor(stored, first if as_before else after)
+        with dask.config.set(SETTINGS):
+            mtd.from_metatensor(metatensor.load(str(source))).to_zarr(
+                store, append_dim="samples", renumber={"system": "next"}, chunks=2, resume=True
+            )
+        assert_equal_to_metatensor(mtd.open_zarr(store).compute(), after), output
+        report = mtd.verify(store)
+        assert report.ok, report.problems
