@@ -47,6 +47,7 @@ from ._lock import LOCK_KEY, WriteId
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
 from .zarr_in_place import kept_rows
+from .zarr_integrity import damaged
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, trailing_crcs, write_parts
 from .zarr_samples import TAILS, extend_attributes
@@ -433,6 +434,11 @@ def plan_append(
     ``keys``) for a new store, which is then planned as a plain write of ``tensor``.
     Every check is made here, before anything is written.
     """
+    if existing is not None and "keys" not in existing[1]:
+        if existing[0][layout.ATTRIBUTE].get("complete") is True:
+            # every complete store has its keys: planned as new, its blocks would be
+            # written over
+            raise damaged(where, "the array 'keys' is missing")
     if existing is None or "keys" not in existing[1]:
         plan = AppendPlan({}, info=tensor.info(), **_identity(existing))
         _add_whole(plan, plan_whole(list(enumerate(tensor.blocks())), tensor.keys, chunks))
