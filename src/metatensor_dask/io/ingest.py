@@ -18,7 +18,7 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import config
@@ -86,7 +86,11 @@ def write_batches(
         thread, one batch at a time, under ``dask.config.set(scheduler="synchronous")``
         (a ``scheduler`` setting comes first, as in dask).
     items
-        The items (a sequence: its length and order define the batches).
+        The items: a sequence (a list, tuple, range, numpy array...), whose length and
+        order define the batches. Iterators (generators, ``map``...) are refused, as
+        ``distributed``'s ``Client.map`` refuses them, and so are sets: a resume
+        continues by position in the items, which a set may order otherwise in
+        another process. Pass ``list(items)``.
     store
         Where to write (a path or any zarr ``StoreLike``); it must not exist, unless
         ``resume``.
@@ -149,7 +153,7 @@ def write_batches(
         )
     if run_id is not None and not isinstance(run_id, str):
         raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
-    items = list(items)
+    items = _listed(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
     total = -(-len(items) // batch_size)
@@ -181,6 +185,20 @@ def write_batches(
         )
     finally:
         lock.release()
+
+
+def _listed(items: Iterable[Any]) -> list[Any]:
+    """``items`` as a list, refused when their order is not the same each time they are
+    given (an iterator is consumed, a set is ordered by hashes that differ between
+    processes)."""
+    if isinstance(items, (Iterator, set, frozenset)) or not isinstance(items, Iterable):
+        raise MetatensorDaskError(
+            "`items` must be a sequence (a list, tuple, range or array), got an object of "
+            f"type {type(items).__name__}: its length and order define the batches, and "
+            "resume=True continues by position in it; pass list(items) (sorted, if their "
+            "order may differ from one run to the next)"
+        )
+    return list(items)
 
 
 def _positive_int(value: Any) -> bool:
