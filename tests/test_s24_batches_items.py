@@ -4,6 +4,8 @@ distributed's ``Client.map`` refuses them, and so are sets (no order)."""
 
 from __future__ import annotations
 
+import json
+
 import dask
 import metatensor
 import numpy as np
@@ -97,3 +99,18 @@ def test_a_single_item(tmp_path):
     path = tmp_path / "t.zarr"
     mtd.write_batches(one_row_per_item, ["only"], path, batch_size=3, quiet=True)
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(1, 3))
+
+
+def test_numpy_ints_as_batch_size_and_window(tmp_path):
+    """As ``chunks`` and ``renumber`` offsets take them (``n // workers`` of numpy
+    sizes is one); the run record holds them as JSON ints, which a resume compares."""
+    path = tmp_path / "t.zarr"
+    size, window = np.arange(5)[2], np.int32(1)
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(
+            one_row_per_item, range(5), path, batch_size=size, window=window, quiet=True
+        )
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 2))
+    record = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
+    assert record["batches"]["batch_size"] == 2
+    mtd.write_batches(one_row_per_item, range(5), path, batch_size=2, resume=True, quiet=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 from .. import config
 from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
@@ -153,6 +155,9 @@ def write_batches(
         )
     if run_id is not None and not isinstance(run_id, str):
         raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
+    # numpy's ints as Python's: the run record is JSON
+    batch_size = int(batch_size)
+    window = None if window is None else int(window)
     items = _listed(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
@@ -202,7 +207,8 @@ def _listed(items: Iterable[Any]) -> list[Any]:
 
 
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    """Whether ``value`` is an int (Python's or numpy's, not a bool) above 0."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
 def _run(
