@@ -114,3 +114,12 @@ def test_numpy_ints_as_batch_size_and_window(tmp_path):
     record = json.loads((path / "zarr.json").read_text())["attributes"]["metatensor_dask"]
     assert record["batches"]["batch_size"] == 2
     mtd.write_batches(one_row_per_item, range(5), path, batch_size=2, resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("items", ["frames.xyz", b"frames.xyz"], ids=["str", "bytes"])
+def test_a_str_as_items_is_refused_before_anything(tmp_path, items):
+    """One file name given alone would make an item of each of its characters."""
+    path = tmp_path / "t.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=r"`items` is a (str|bytes).*\[items\]"):
+        mtd.write_batches(one_row_per_item, items, path, quiet=True)
+    assert not path.exists()

@@ -92,7 +92,8 @@ def write_batches(
         order define the batches. Iterators (generators, ``map``...) are refused, as
         ``distributed``'s ``Client.map`` refuses them, and so are sets: a resume
         continues by position in the items, which a set may order otherwise in
-        another process. Pass ``list(items)``.
+        another process. Pass ``list(items)``. A str is refused too (an item per
+        character).
     store
         Where to write (a path or any zarr ``StoreLike``); it must not exist, unless
         ``resume``.
@@ -195,7 +196,12 @@ def write_batches(
 def _listed(items: Iterable[Any]) -> list[Any]:
     """``items`` as a list, refused when their order is not the same each time they are
     given (an iterator is consumed, a set is ordered by hashes that differ between
-    processes)."""
+    processes), and as a str or bytes (one item, a file name, given alone)."""
+    if isinstance(items, (str, bytes)):
+        raise MetatensorDaskError(
+            f"`items` is a {type(items).__name__} ({items[:60]!r}), which would make an "
+            "item of each character: pass a list of items, [items] for one"
+        )
     if isinstance(items, (Iterator, set, frozenset)) or not isinstance(items, Iterable):
         raise MetatensorDaskError(
             "`items` must be a sequence (a list, tuple, range or array), got an object of "
