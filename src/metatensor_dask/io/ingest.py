@@ -18,8 +18,10 @@ The store stays incomplete (readers refuse it) until the last batch is committed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from .. import config
 from .._typing import ChunksLike, StoreLike
@@ -86,7 +88,12 @@ def write_batches(
         thread, one batch at a time, under ``dask.config.set(scheduler="synchronous")``
         (a ``scheduler`` setting comes first, as in dask).
     items
-        The items (a sequence: its length and order define the batches).
+        The items: a sequence (a list, tuple, range, numpy array...), whose length and
+        order define the batches. Iterators (generators, ``map``...) are refused, as
+        ``distributed``'s ``Client.map`` refuses them, and so are sets: a resume
+        continues by position in the items, which a set may order otherwise in
+        another process. Pass ``list(items)``. A str is refused too (an item per
+        character).
     store
         Where to write (a path or any zarr ``StoreLike``); it must not exist, unless
         ``resume``.
@@ -149,7 +156,10 @@ def write_batches(
         )
     if run_id is not None and not isinstance(run_id, str):
         raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
-    items = list(items)
+    # numpy's ints as Python's: the run record is JSON
+    batch_size = int(batch_size)
+    window = None if window is None else int(window)
+    items = _listed(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
     total = -(-len(items) // batch_size)
@@ -183,8 +193,28 @@ def write_batches(
         lock.release()
 
 
+def _listed(items: Iterable[Any]) -> list[Any]:
+    """``items`` as a list, refused when their order is not the same each time they are
+    given (an iterator is consumed, a set is ordered by hashes that differ between
+    processes), and as a str or bytes (one item, a file name, given alone)."""
+    if isinstance(items, (str, bytes)):
+        raise MetatensorDaskError(
+            f"`items` is a {type(items).__name__} ({items[:60]!r}), which would make an "
+            "item of each character: pass a list of items, [items] for one"
+        )
+    if isinstance(items, (Iterator, set, frozenset)) or not isinstance(items, Iterable):
+        raise MetatensorDaskError(
+            "`items` must be a sequence (a list, tuple, range or array), got an object of "
+            f"type {type(items).__name__}: its length and order define the batches, and "
+            "resume=True continues by position in it; pass list(items) (sorted, if their "
+            "order may differ from one run to the next)"
+        )
+    return list(items)
+
+
 def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    """Whether ``value`` is an int (Python's or numpy's, not a bool) above 0."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
 
 
 def _run(
