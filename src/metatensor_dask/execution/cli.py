@@ -273,7 +273,7 @@ def _convert(args: argparse.Namespace) -> int:
                     raise
                 message = _resume_refused(destination, error, True, args.resume)
                 raise MetatensorDaskError(message) from error
-            _compute(delayed, where.client, args.quiet)
+            _compute_into(delayed, where.client, args, destination)
         else:
             mode = "w" if args.overwrite else "w-"
             try:
@@ -287,11 +287,32 @@ def _convert(args: argparse.Namespace) -> int:
                     raise
                 message = _resume_refused(destination, error, False, True)
                 raise MetatensorDaskError(message) from error
-            _compute(delayed, where.client, args.quiet)
+            _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _compute_into(delayed: Any, client: Any, args: argparse.Namespace, destination: str) -> None:
+    """Compute the write of ``convert`` into the Zarr store ``destination``; a failure
+    (a source found damaged while it streams, for instance) names what it left there
+    and the remedies."""
+    try:
+        _compute(delayed, client, args.quiet)
+    except MetatensorDaskError as error:
+        if args.append:
+            left = (
+                "is left with this append unfinished: finish it with the same command and "
+                "--resume once the sources can be read, or give it up with "
+                "metatensor_dask.discard_append"
+            )
+        else:
+            left = (
+                "is left incomplete: finish it with the same command and --resume once the "
+                "source can be read, or write it again with --overwrite"
+            )
+        raise MetatensorDaskError(f"{error}; {destination} {left}") from error
 
 
 def _stored_root(destination: str) -> tuple[Any, dict[str, Any]] | None:
