@@ -376,3 +376,25 @@ def test_the_remedy_of_a_killed_command_names_submit_for_runs_only(command):
     assert f"run the same command ({command}) with --resume" in message, message
     job = "a job of metatensor-dask submit: submit it again with --resume"
     assert (job in message) == (command == "metatensor-dask run"), message
+
+
+def test_a_folder_removed_by_a_refused_writer_before_the_lock_is_made_again(tmp_path, monkeypatch):
+    """A writer refused at a new location removes the folders it made; another writer
+    that found them made, between its ``mkdir`` and its lock file, makes them again."""
+    from metatensor_dask.io import _lock
+
+    path = tmp_path / "new" / "t.zarr"
+    create = _lock._create
+    removed = []
+
+    def after_the_other_refused(*args):
+        if not removed:
+            (tmp_path / "new" / "t.zarr").rmdir()
+            (tmp_path / "new").rmdir()
+            removed.append(True)
+        return create(*args)
+
+    monkeypatch.setattr(_lock, "_create", after_the_other_refused)
+    slow_tensor(2, 0.0).to_zarr(path)
+    assert removed
+    np.testing.assert_array_equal(_values(str(path)), _expected(1.0, 2))

@@ -386,7 +386,14 @@ class StoreLock:
         aside = root / f"{LOCK_KEY}.{self.ref.write_id}"
         took_over = False
         for _ in range(20):
-            if _create(path, self._holder.encode(), root / f"{aside.name}.tmp"):
+            try:
+                created = _create(path, self._holder.encode(), root / f"{aside.name}.tmp")
+            except FileNotFoundError:
+                # a writer refused at this new location removed the folder it had made,
+                # which this one found made
+                root.mkdir(parents=True, exist_ok=True)
+                continue
+            if created:
                 _remove_left_over(root, self._limit)
                 if took_over:
                     # the lock of a writer gone: the temporary files it had not renamed
