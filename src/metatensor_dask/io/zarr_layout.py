@@ -957,6 +957,20 @@ def _signature(layout: BlockLayout) -> Any:
     )
 
 
+def _check_format_records(ours: dict[str, Any], version: int, where: str) -> None:
+    """Refuse a root whose format is older than what it records: only format 4 stores
+    have a store id, so a root holding one with an older format had its format number
+    edited, which would read the store without the checks of its own format (its chunk
+    tables; for format 1, missing chunks read as zeros)."""
+    if version < FIRST_FORMAT and STORE_ID in ours:
+        raise _damaged(
+            where,
+            f"its '{ATTRIBUTE}.format' attribute is {version}, but the root records a "
+            f"'{STORE_ID}', which only format {FIRST_FORMAT} stores have: the format "
+            "number was edited",
+        )
+
+
 def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
     """Check the store id and the chunk tables of a format 4 store, and give its values
     arrays the id (see :mod:`.zarr_identity`); returns the id."""
@@ -1046,6 +1060,7 @@ def parse_layout(
     keys = _labels_info(nodes, "keys", where)
     ours = attributes.get(ATTRIBUTE) or {}
     version = ours.get("format", FORMAT)
+    _check_format_records(ours, version, where)
     # (an incomplete store is not read; its writer lists its chunks once complete)
     identified = version >= FIRST_FORMAT and ours.get("complete") is True
     context = (version, ours.get(STORE_ID) if identified else None, identified)
