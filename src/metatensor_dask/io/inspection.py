@@ -617,6 +617,26 @@ def _metadata_problems(
     return problems
 
 
+def _group_problems(nodes: dict[str, Any], arrays: set[str]) -> list[str]:
+    """The consolidated documents of the nodes that are not ``arrays`` of the tensor
+    (its groups: ``blocks``, ``blocks/<i>``, ``components``, ``gradients``...) that are
+    not Zarr v3 group documents. Readers do not use them, but zarr and xarray open the
+    hierarchy through them."""
+    problems = []
+    for path, document in nodes.items():
+        if path in arrays:
+            continue
+        found = document if isinstance(document, dict) else {}
+        if found.get("zarr_format") != 3 or found.get("node_type") != "group":
+            problems.append(
+                f"{path}: its document is not a Zarr v3 group's (zarr_format "
+                f"{found.get('zarr_format')!r}, node_type {found.get('node_type')!r}), so "
+                "zarr and xarray can not open the store; write or convert the tensor again "
+                "from its source"
+            )
+    return problems
+
+
 def _temporaries_notes(temporaries: list[str]) -> list[str]:
     """The note on the temporary files of atomic writes left in the store, if any."""
     if not temporaries:
@@ -743,6 +763,7 @@ def verify_store(
     if unfinished is not None:
         problems.append(unfinished)
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
+    problems.extend(_group_problems(nodes, {info.path for info in infos}))
     lenient = [info.path for info in infos if info.missing_ok]
     if lenient:
         notes.append(
