@@ -103,13 +103,14 @@ class StoreReport:
 def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from .zarr_read import check_started
 
+    where = describe(store)
     (raw,) = get_many(store, ["zarr.json"])
     if raw is None:
-        check_started(store, str(store))
-    attributes, nodes = layout.parse_root(raw, str(store))
+        check_started(store, where)
+    attributes, nodes = layout.parse_root(raw, where)
     if nodes is None:
         raise MetatensorDaskError(
-            f"{store} has no consolidated metadata in its root 'zarr.json': it was not "
+            f"{where} has no consolidated metadata in its root 'zarr.json': it was not "
             "written by metatensor-dask, or its write stopped before the metadata was stored"
         )
     return store, attributes, nodes
