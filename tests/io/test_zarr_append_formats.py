@@ -46,6 +46,7 @@ def _age(path: Path, version: int) -> None:
         root["attributes"]["metatensor_dask"] = {"format": 1, "complete": ours["complete"]}
     else:
         ours["format"] = version
+        del ours["store_id"]  # (format 4 records it)
     (path / "zarr.json").write_text(json.dumps(root))
 
 

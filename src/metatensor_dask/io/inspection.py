@@ -103,13 +103,14 @@ class StoreReport:
 def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from .zarr_read import check_started
 
+    where = describe(store)
     (raw,) = get_many(store, ["zarr.json"])
     if raw is None:
-        check_started(store, str(store))
-    attributes, nodes = layout.parse_root(raw, str(store))
+        check_started(store, where)
+    attributes, nodes = layout.parse_root(raw, where)
     if nodes is None:
         raise MetatensorDaskError(
-            f"{store} has no consolidated metadata in its root 'zarr.json': it was not "
+            f"{where} has no consolidated metadata in its root 'zarr.json': it was not "
             "written by metatensor-dask, or its write stopped before the metadata was stored"
         )
     return store, attributes, nodes
@@ -617,6 +618,26 @@ def _metadata_problems(
     return problems
 
 
+def _group_problems(nodes: dict[str, Any], arrays: set[str]) -> list[str]:
+    """The consolidated documents of the nodes that are not ``arrays`` of the tensor
+    (its groups: ``blocks``, ``blocks/<i>``, ``components``, ``gradients``...) that are
+    not Zarr v3 group documents. Readers do not use them, but zarr and xarray open the
+    hierarchy through them."""
+    problems = []
+    for path, document in nodes.items():
+        if path in arrays:
+            continue
+        found = document if isinstance(document, dict) else {}
+        if found.get("zarr_format") != 3 or found.get("node_type") != "group":
+            problems.append(
+                f"{path}: its document is not a Zarr v3 group's (zarr_format "
+                f"{found.get('zarr_format')!r}, node_type {found.get('node_type')!r}), so "
+                "zarr and xarray can not open the store; write or convert the tensor again "
+                "from its source"
+            )
+    return problems
+
+
 def _temporaries_notes(temporaries: list[str]) -> list[str]:
     """The note on the temporary files of atomic writes left in the store, if any."""
     if not temporaries:
@@ -743,6 +764,7 @@ def verify_store(
     if unfinished is not None:
         problems.append(unfinished)
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
+    problems.extend(_group_problems(nodes, {info.path for info in infos}))
     lenient = [info.path for info in infos if info.missing_ok]
     if lenient:
         notes.append(

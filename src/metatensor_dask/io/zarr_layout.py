@@ -811,6 +811,18 @@ def array_infos(nodes: dict[str, Any], paths: list[str], where: str) -> list[Arr
     return [array_info(nodes, path, where, allowed) for path in paths]
 
 
+def _check_plain(info: ArrayInfo, where: str) -> None:
+    """Refuse a Labels or row pointer array stored other than plain (``bytes``, then
+    ``crc32c``), as every writer stores them: a compressor or sharding there is an
+    edited document."""
+    if not info.plain:
+        raise _damaged(
+            where,
+            f"the array '{info.path}' is stored with a compressor or sharding, but Labels "
+            "and row pointers are always stored plain (bytes, then crc32c)",
+        )
+
+
 def _labels_info(
     nodes: dict[str, Any],
     path: str,
@@ -819,6 +831,7 @@ def _labels_info(
     allowed: _Allowed | None = None,
 ) -> ArrayInfo:
     info = array_info(nodes, path, where, allowed)
+    _check_plain(info, where)
     if info.dtype != np.int32 or len(info.shape) != 2:
         raise _damaged(
             where,
@@ -925,6 +938,7 @@ def _parse_block(
     row_pointer = None
     if parent_rows is not None and f"{prefix}/{ROW_POINTER}" in nodes:
         row_pointer = array_info(nodes, f"{prefix}/{ROW_POINTER}", where, allowed)
+        _check_plain(row_pointer, where)
         if row_pointer.dtype != np.int64 or row_pointer.shape != (parent_rows + 1,):
             raise _damaged(
                 where,
@@ -955,6 +969,20 @@ def _signature(layout: BlockLayout) -> Any:
         layout.values.dtype,
         [(p, _signature(g)) for p, g in layout.gradients.items()],
     )
+
+
+def _check_format_records(ours: dict[str, Any], version: int, where: str) -> None:
+    """Refuse a root whose format is older than what it records: only format 4 stores
+    have a store id, so a root holding one with an older format had its format number
+    edited, which would read the store without the checks of its own format (its chunk
+    tables; for format 1, missing chunks read as zeros)."""
+    if version < FIRST_FORMAT and STORE_ID in ours:
+        raise _damaged(
+            where,
+            f"its '{ATTRIBUTE}.format' attribute is {version}, but the root records a "
+            f"'{STORE_ID}', which only format {FIRST_FORMAT} stores have: the format "
+            "number was edited",
+        )
 
 
 def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
@@ -1046,6 +1074,7 @@ def parse_layout(
     keys = _labels_info(nodes, "keys", where)
     ours = attributes.get(ATTRIBUTE) or {}
     version = ours.get("format", FORMAT)
+    _check_format_records(ours, version, where)
     # (an incomplete store is not read; its writer lists its chunks once complete)
     identified = version >= FIRST_FORMAT and ours.get("complete") is True
     context = (version, ours.get(STORE_ID) if identified else None, identified)

@@ -248,10 +248,14 @@ class ChainTails:
         read: Callable[[int, int], np.ndarray],
     ) -> tuple[np.ndarray, Chain | None]:
         """The stored rows after ``attributes["chain"]["rows"]`` of the samples array
-        ``key`` (of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads
-        stored rows. With them, when they were checked against the stored digest (rows
-        kept), the stored state with them fed (see :func:`extend_attributes`), else
-        ``None``."""
+        ``key`` (``(where, path)``: the store as messages name it, and the array's path;
+        of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads stored
+        rows. With them, when they were checked against the stored digest with rows
+        kept, the stored state with them fed (see :func:`extend_attributes`), else
+        ``None``. Rows read from the store are checked too: rows that do not hash to the
+        stored digest (an entry edited with its chunk's checksum, or the ``digest`` or
+        ``chain`` edited) are a :class:`~metatensor_dask.DamagedStoreError`, as for a
+        reader, instead of being extended into a digest of the damaged rows."""
         chain = attributes["chain"]
         start = int(chain["rows"])
         with self._lock:
@@ -264,7 +268,17 @@ class ChainTails:
                 if hashed.digest() == attributes.get("digest"):
                     # (never written to: a copy only when rows were stored since)
                     return np.concatenate([kept[2], since]) if len(since) else kept[2], hashed
-        return read(start, n_rows), None
+        rows = read(start, n_rows)
+        if Chain(bytes.fromhex(chain["state"])).feed(rows).digest() != attributes.get("digest"):
+            from .zarr_integrity import damaged  # (which imports this module)
+
+            where, path = key
+            raise damaged(
+                where,
+                f"the Labels '{path}' do not match the digest recorded when written (its "
+                f"rows after the first {start}, which an append extends)",
+            )
+        return rows, None
 
     def remember(
         self, key: Any, attributes: dict[str, Any], since: int, parts: list[np.ndarray]
