@@ -201,10 +201,13 @@ def derivative(block: Any, parameter: str, direction: dict) -> np.ndarray:
     per gradient entry), from its ``parameter`` gradient."""
     gradient = block.gradient(parameter)
     own = _own_components(block, parameter)
+    # the gradient-specific components have entries 0, 1, 2: index the direction by
+    # their values, which follows an operation that reorders them
+    entries = np.ix_(*[np.asarray(c.values)[:, 0] for c in gradient.components[:own]])
     rows = np.asarray(gradient.values, dtype=np.float64)
     result = np.zeros(np.asarray(block.values).shape)
     for r, row in enumerate(np.asarray(gradient.samples.values)):
-        weights = direction[_entry(gradient.samples.names, row)]
+        weights = direction[_entry(gradient.samples.names, row)][entries]
         weights = weights.reshape(*weights.shape, *[1] * (rows.ndim - 1 - own))
         result[row[0]] += (weights * rows[r]).sum(axis=tuple(range(own)))
     return result
