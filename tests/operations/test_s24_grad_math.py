@@ -21,6 +21,7 @@ from test_s24_grad_support import (
 )
 
 import metatensor_dask as mtd
+from metatensor_dask.operations import _value_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 SEEDS = [0, 1, 2]
@@ -205,3 +206,48 @@ def test_float32_and_stored_inputs(seed, kind, tmp_path):
     if kind == "zarr":
         check_finite_differences(mtd.multiply, [a, b])
         check_finite_differences(lambda x: mtd.std_over_samples(x, "atom"), [a])
+
+
+def _regular(meta: dict, rows_per_sample: int) -> dict:
+    """``meta`` with ``rows_per_sample`` gradient rows for every sample, in order (one
+    for ``strain``): the layout the kernels see as ``(samples, rows, ...)``."""
+    blocks = []
+    for samples, _ in meta["blocks"]:
+        n, k = len(samples), rows_per_sample
+        gradients = {
+            "positions": [[s, samples[s][0], a] for s in range(n) for a in range(k)],
+            "strain": [[s] for s in range(n)],
+            "alpha": [[s, f] for s in range(n) for f in range(k)],
+        }
+        blocks.append((samples, gradients))
+    return {**meta, "blocks": blocks}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("layout", ["any", "regular"])
+def test_kernels_working_block_by_block(monkeypatch, seed, layout):
+    """Gradients of more than a block of rows are computed block by block: with blocks
+    of a few rows, every kernel takes that path."""
+    monkeypatch.setattr(_value_rows, "ROW_BLOCK_BYTES", 100)
+    rng = np.random.default_rng(seed)
+    meta = structure(rng)
+    if layout == "regular":
+        meta = _regular(meta, 1 + seed % 2)
+    first = generated(rng, meta)
+    second = generated(rng, meta, positive=True, zeros=0.0)
+    a, b = chunked(rng, first), chunked(rng, second)
+    for name in ["multiply", "square", "divide", "pow", "abs"]:
+        expected = _kernel(metatensor, name, first, second)
+        assert_equal_to_metatensor(_kernel(mtd, name, a, b), expected)
+        check_finite_differences(lambda x, y, n=name: _kernel(mtd, n, x, y), [a, b])
+
+
+def _kernel(module, name: str, x, y):
+    """The operation ``name`` of ``module`` (metatensor or metatensor_dask) on x, y."""
+    if name == "square":
+        return module.multiply(x, x)
+    if name == "pow":
+        return module.pow(y, -1.5)
+    if name == "abs":
+        return module.abs(x)
+    return getattr(module, name)(x, y)
