@@ -68,7 +68,9 @@ _GRADIENT_LABELS = {
 }
 
 
-def structure(rng: np.random.Generator, n_components: int | None = None) -> dict:
+def structure(
+    rng: np.random.Generator, n_components: int | None = None, n_blocks: int | None = None
+) -> dict:
     """Random metadata: keys, components, properties, and per block the samples and
     the gradient samples of each parameter."""
     if n_components is None:
@@ -81,7 +83,7 @@ def structure(rng: np.random.Generator, n_components: int | None = None) -> dict
         ["p", "q"], [[int(rng.integers(0, 3)), i] for i in rng.permutation(n_properties)]
     )
     blocks = []
-    n_blocks = int(rng.integers(1, 4))
+    n_blocks = int(rng.integers(1, 4)) if n_blocks is None else n_blocks
     for b in range(n_blocks):
         n = int(rng.integers(0 if b else 1, 8))
         systems, atoms = rng.integers(0, 3, n), rng.integers(0, 4, n)
