@@ -251,3 +251,34 @@ def _kernel(module, name: str, x, y):
     if name == "abs":
         return module.abs(x)
     return getattr(module, name)(x, y)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+def test_reductions_over_properties_where_metatensor_divides_along_components(reduction):
+    """Two components and two groups of properties of different sizes: metatensor
+    divides by the group sizes along the components, without an error when the block
+    has no gradients."""
+    rng = np.random.default_rng(4)
+    values = rng.uniform(-1, 1, (3, 2, 3))
+    properties = labels(["p", "q"], [[0, 0], [0, 1], [1, 0]])
+    block = metatensor.TensorBlock(
+        values, labels(["s"], [0, 1, 2]), [labels(["c"], [0, 1])], properties
+    )
+    gradient = rng.uniform(-1, 1, (2, 2, 3))
+    block.add_gradient(
+        "alpha",
+        metatensor.TensorBlock(
+            gradient, labels(["sample", "field"], [[2, 0], [0, 1]]), block.components, properties
+        ),
+    )
+    theirs = metatensor.TensorMap(labels(["k"], [0]), [block])
+    ours = mtd.from_metatensor(theirs)
+    result = getattr(mtd, f"{reduction}_over_properties")(ours, "q").compute().block(0)
+    groups = [values[..., :2], values[..., 2:]]
+    expected = np.stack([getattr(np, reduction)(g, axis=-1) for g in groups], axis=-1)
+    np.testing.assert_allclose(np.asarray(result.values), expected, rtol=1e-14)
+    # without gradients (with them, the shapes of its gradient rows do not broadcast)
+    without = metatensor.remove_gradients(theirs)
+    wrong = getattr(metatensor, f"{reduction}_over_properties")(without, "q").block(0)
+    assert not np.allclose(np.asarray(wrong.values), expected)
+    check_finite_differences(lambda x: getattr(mtd, f"{reduction}_over_properties")(x, "q"), [ours])

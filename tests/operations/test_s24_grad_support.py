@@ -248,11 +248,12 @@ def check_finite_differences(
     atol: float = 1e-7,
 ) -> None:
     """Check the gradients of ``function(*inputs)`` (a map or a list of maps) for
-    every parameter, by central finite differences (see the module docstring)."""
+    every parameter of the first input, by central finite differences (see the module
+    docstring)."""
     differentiable = differentiable or [True] * len(inputs)
     result = _as_list(function(*inputs))
     rng = np.random.default_rng(11)
-    for parameter in PARAMETERS:
+    for parameter in inputs[0].block(0).gradients_list():
         moving = [t for t, d in zip(inputs, differentiable, strict=True) if d]
         direction = _directions(rng, moving, parameter)
 
