@@ -20,6 +20,10 @@ def _power(values: np.ndarray, exponent: float) -> np.ndarray:
 def _power_gradient(
     values: np.ndarray, gradient: np.ndarray, index: np.ndarray, exponent: float
 ) -> np.ndarray:
+    if exponent == 0.0:
+        # A ** 0 is 1 everywhere, zero values included: its gradient is 0, where the
+        # general formula gives 0 * inf = nan at zero values
+        return np.zeros_like(exponent * gradient[:0], shape=gradient.shape)
     # metatensor's `exponent * gradient * rows ** (exponent - 1)`; for a large gradient
     # of the values' dtype, the power taken on the values chunk once (the same bits as on
     # gathered rows: it acts element by element), the gradient scaled block by block
@@ -57,6 +61,10 @@ def pow(A: TensorMap, B: float | int) -> TensorMap:
     .. math::
 
         \nabla(A^B) = B \, \nabla A \, A[s]^{B - 1}.
+
+    For ``B = 0`` the gradients are zeros: ``A ** 0`` is 1 everywhere, zero values
+    included, where metatensor-operations 0.5.0 gives ``0 * inf = nan`` for the
+    gradient rows of zero values.
 
     Parameters
     ----------

@@ -259,19 +259,23 @@ def _documented(kind: str, rule: str):
 _RETURNS = """A lazy result with one property per group (sorted); samples, components and
         gradient samples are unchanged."""
 _SUM = r":math:`\nabla \sum_p x_p = \sum_p \nabla x_p`."
+_ON_COMPONENTS = (
+    "metatensor-operations 0.5.0 divides by the group sizes along the first component "
+    "axis instead of the properties on blocks with components: it fails, or gives wrong "
+    "values when that component has as many entries as there are groups; this divides "
+    "along the properties."
+)
 _MEAN = (
     r":math:`\nabla \bar{x} = \frac{1}{n} \sum_p \nabla x_p` over the :math:`n` "
-    "properties of the group."
+    "properties of the group. " + _ON_COMPONENTS
 )
 _VAR = (
     r":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_p (x_p - \bar{x}) \nabla x_p`, with "
-    "the values of the gradient row's sample. metatensor-operations 0.5.0 fails on "
-    "blocks with components (it broadcasts the counts on the wrong axis); this works."
+    "the values of the gradient row's sample. " + _ON_COMPONENTS
 )
 _STD = (
     r":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_p (x_p - \bar{x}) \nabla x_p`, 0 "
-    "where :math:`\\sigma = 0`. metatensor-operations 0.5.0 fails on blocks with "
-    "components; this works."
+    "where :math:`\\sigma = 0`. " + _ON_COMPONENTS
 )
 
 
