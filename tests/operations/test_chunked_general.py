@@ -100,9 +100,7 @@ def test_scalars_on_the_left_are_refused_as_by_metatensor(chunked):
             1.0 - tensor
 
 
-@pytest.mark.parametrize(
-    "exponent", [2, 3, 0, -1, -2, 0.0, 0.5, 1.5, -0.5, np.float64(2.0)], ids=repr
-)
+@pytest.mark.parametrize("exponent", [2, 3, -1, -2, 0.5, 1.5, -0.5, np.float64(2.0)], ids=repr)
 def test_pow_is_metatensors_on_zeros_and_negatives(chunked, exponent):
     theirs = featomic_like(seed=3, grouped=False)
     ours = chunked(theirs)

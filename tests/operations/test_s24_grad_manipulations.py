@@ -165,29 +165,3 @@ def test_dimensions_changed(seed):
         [a],
         [first],
     )
-
-
-def _different_properties(theirs):
-    """``theirs`` where block ``i`` lacks its property ``i`` (when it has several)."""
-    blocks = []
-    for i, block in enumerate(theirs.blocks()):
-        n = len(block.properties)
-        kept = [j for j in range(n) if j != i or n == 1]
-        blocks.append(metatensor.slice_block(block, "properties", np.array(kept)))
-    return metatensor.TensorMap(theirs.keys, blocks)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys_to_samples/keys_to_properties fill the missing gradient entries with "
-    "fill_value, as metatensor-operations does, where the gradient of a constant is 0",
-)
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("function", ["keys_to_samples", "keys_to_properties"])
-def test_keys_moved_with_a_fill_value_fill_no_gradient(seed, function):
-    """A missing entry filled with ``fill_value`` is a constant: its gradient is 0
-    (metatensor-operations fills the gradients with ``fill_value`` too)."""
-    rng = np.random.default_rng(seed)
-    theirs = _different_properties(generated(rng, structure(rng, 1, n_blocks=3)))
-    a = chunked(rng, theirs)
-    check_finite_differences(lambda x: getattr(x, function)("k", fill_value=2.5), [a])
