@@ -31,6 +31,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import GraphNode
 from dask.base import DaskMethodsMixin, get_scheduler, is_dask_collection, tokenize
 
 from . import _graph
@@ -307,10 +308,10 @@ class ArrayContainer(DaskMethodsMixin):
             if kind == "item":
                 arrays.append(_persisted_item(func, dsk, rename, persisted_groups))
                 continue
-            # each array keeps its own chunks only: sharing the whole persisted graph
-            # would make merging the graphs of N arrays cost N * N
-            own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
-            arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
+            # each array keeps its own chunks only (and what they need): sharing the
+            # whole graph would make merging the graphs of N arrays cost N * N
+            own = [(rename.get(k[0], k[0]), *k[1:]) for k in keys]
+            arrays.append(func(_needed(dsk, own), *args, rename=rename))
         return self._with_arrays(arrays)
 
 
@@ -359,6 +360,25 @@ def _finalize(results: list[Any], bare: ArrayContainer, plan: list[Any]) -> Any:
     return bare._with_arrays(arrays)
 
 
+def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
+    """The tasks of ``dsk`` at ``keys`` and those they depend on, recursively.
+
+    A persisted graph holds data (or futures) at ``keys``, depending on nothing; the
+    graph given by ``dask.optimize`` or by ``clone`` and ``bind`` holds the tasks that
+    compute them.
+    """
+    needed: dict[Any, Any] = {}
+    waiting = list(keys)
+    while waiting:
+        key = waiting.pop()
+        if key in needed:
+            continue
+        node = needed[key] = dsk[key]
+        if isinstance(node, GraphNode):
+            waiting.extend(node.dependencies)
+    return needed
+
+
 def _persisted_item(
     item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, Any]
 ) -> GroupItem:
@@ -372,7 +392,7 @@ def _persisted_item(
     deadlocks."""
     group_key = rename.get(item.group_key, item.group_key)
     if group_key not in persisted_groups:
-        persisted_groups[group_key] = _graph.group_layer({group_key: dsk[group_key]})
+        persisted_groups[group_key] = _graph.group_layer(_needed(dsk, [group_key]))
     name = f"{rename.get(item.call[0], item.call[0])}-persisted"
     call = (name, _pick, (_graph.ref(group_key), item.position))
     layer = persisted_groups[group_key]

@@ -1,0 +1,90 @@
+"""Maps and blocks through dask's collection functions (``dask.optimize``, ``persist``,
+``compute`` of several), compared with metatensor on the same data."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+
+
+def _reference(seed: int) -> metatensor.TensorMap:
+    """A metatensor map of three blocks of random sizes (one of zero samples), with a
+    component and a positions gradient."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for n_samples in [int(rng.integers(5, 30)), 0, int(rng.integers(5, 30))]:
+        n_properties = int(rng.integers(1, 5))
+        samples = metatensor.Labels(
+            ["system", "atom"], np.stack([np.arange(n_samples) // 3, np.arange(n_samples)], 1)
+        )
+        components = [metatensor.Labels.range("o3_mu", 3)]
+        properties = metatensor.Labels.range("n", n_properties)
+        block = metatensor.TensorBlock(
+            rng.normal(size=(n_samples, 3, n_properties)), samples, components, properties
+        )
+        rows = np.array([(s, s // 3, a) for s in range(n_samples) for a in range(s % 3)])
+        gradient = metatensor.TensorBlock(
+            rng.normal(size=(len(rows), 3, 3, n_properties)),
+            metatensor.Labels(["sample", "system", "atom"], rows.reshape(-1, 3)),
+            [metatensor.Labels.range("xyz", 3), *components],
+            properties,
+        )
+        block.add_gradient("positions", gradient)
+        blocks.append(block)
+    return metatensor.TensorMap(metatensor.Labels.range("key", len(blocks)), blocks)
+
+
+def _rechunked(theirs: metatensor.TensorMap, rows: int) -> mtd.TensorMap:
+    """``theirs`` as metatensor-dask, every array in chunks of ``rows`` rows (a graph of
+    several tasks per chunk: reading, splitting, merging)."""
+    ours = mtd.from_metatensor(theirs)
+    blocks = []
+    for block in ours.blocks():
+        new = mtd.TensorBlock(
+            da.asarray(block.values).rechunk({0: rows}),
+            block.samples,
+            block.components,
+            block.properties,
+        )
+        for parameter, gradient in block.gradients():
+            values = da.asarray(gradient.values).rechunk({0: rows})
+            new.add_gradient(
+                parameter,
+                mtd.TensorBlock(values, gradient.samples, gradient.components, gradient.properties),
+            )
+        blocks.append(new)
+    return mtd.TensorMap(ours.keys, blocks)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """(store-backed map, the metatensor map stored)."""
+    theirs = _reference(7)
+    path = tmp_path_factory.mktemp("optimize") / "t.zarr"
+    mtd.to_zarr(_rechunked(theirs, 4), path)
+    return mtd.open_zarr(path), theirs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimize_gives_maps_and_blocks_that_compute_as_metatensor(seed):
+    theirs = _reference(seed)
+    ours = _rechunked(theirs, 3 + seed)
+    optimized, block = dask.optimize(ours, ours.block(2))
+    assert metatensor.equal(mtd.to_metatensor(optimized.compute()), theirs)
+    expected = metatensor.TensorMap(metatensor.Labels.range("key", 1), [theirs.block(2).copy()])
+    computed = mtd.TensorMap(mtd.Labels.range("key", 1), [block.compute()])
+    assert metatensor.equal(mtd.to_metatensor(computed), expected)
+
+
+def test_optimize_of_operations_on_a_store_computes_as_metatensor(stored):
+    ours, theirs = stored
+    results = [mtd.add(ours, ours), mtd.multiply(ours, 2.5), mtd.abs(ours)]
+    expected = [metatensor.add(theirs, theirs), metatensor.multiply(theirs, 2.5)]
+    expected.append(metatensor.abs(theirs))
+    for optimized, reference in zip(dask.optimize(*results), expected, strict=True):
+        assert metatensor.equal(mtd.to_metatensor(optimized.compute()), reference)
