@@ -88,3 +88,42 @@ def test_optimize_of_operations_on_a_store_computes_as_metatensor(stored):
     expected.append(metatensor.abs(theirs))
     for optimized, reference in zip(dask.optimize(*results), expected, strict=True):
         assert metatensor.equal(mtd.to_metatensor(optimized.compute()), reference)
+
+
+def _damaged_store(path) -> str:
+    """A store of :func:`_reference` whose first gradient sample Labels chunk is damaged;
+    the error those Labels give when read (on threads)."""
+    mtd.to_zarr(mtd.from_metatensor(_reference(3)), path)
+    (chunk,) = (path / "blocks/0/gradients/positions/samples").glob("c.*")
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0x10
+    chunk.write_bytes(bytes(data))
+    computed = mtd.open_zarr(path).compute(scheduler="threads")
+    with pytest.raises(mtd.DamagedStoreError) as raised:
+        computed.block(0).gradient("positions").samples.values  # noqa: B018
+    return str(raised.value)
+
+
+@pytest.mark.xdist_group("serial")
+def test_a_client_not_the_default_computes_maps_as_threads_do(tmp_path):
+    from distributed import Client, LocalCluster
+
+    theirs = _reference(4)
+    mtd.to_zarr(_rechunked(theirs, 5), tmp_path / "healthy.zarr")
+    message = _damaged_store(tmp_path / "damaged.zarr")
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        healthy = mtd.open_zarr(tmp_path / "healthy.zarr")
+        computed = client.compute(healthy).result()
+        assert metatensor.equal(mtd.to_metatensor(computed), theirs)
+        persisted = client.persist(healthy)
+        assert metatensor.equal(mtd.to_metatensor(client.compute(persisted).result()), theirs)
+        damaged = mtd.open_zarr(tmp_path / "damaged.zarr")
+        for compute in [client.compute, lambda t: dask.compute(t, scheduler=client)]:
+            with pytest.raises(mtd.DamagedStoreError) as raised:
+                compute(damaged)
+            assert str(raised.value) == message

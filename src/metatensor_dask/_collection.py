@@ -316,18 +316,23 @@ class ArrayContainer(DaskMethodsMixin):
 
 
 def _sent_to_workers(container: ArrayContainer) -> bool:
-    """Whether the scheduler computing ``container`` now is a ``distributed`` client's
-    (the one given to its ``compute()``, or dask's default), which sends the result's
-    assembly, metadata included, to a worker."""
+    """Whether the scheduler computing ``container`` now may be a ``distributed``
+    client's, which sends the result's assembly, metadata included, to a worker: the
+    one given to its ``compute()``, or dask's default; or, when no scheduler was given
+    to ``compute()``, any client of this process (``client.compute(container)`` asks
+    for the assembly as ``dask.compute`` does, with no sign of the client)."""
     if "distributed" not in sys.modules:  # no client can exist
         return False
     from distributed import Client
 
+    chosen = _CHOSEN_SCHEDULER.get()
     try:
-        schedule = get_scheduler(scheduler=_CHOSEN_SCHEDULER.get(), collections=[container])
+        schedule = get_scheduler(scheduler=chosen, collections=[container])
     except (RuntimeError, ValueError):  # a scheduler dask refuses: not a client
         return False
-    return isinstance(getattr(schedule, "__self__", None), Client)
+    if isinstance(getattr(schedule, "__self__", None), Client):
+        return True
+    return chosen is None and any(client.status == "running" for client in Client._instances)
 
 
 def _read_sent_samples(container: Any) -> None:
