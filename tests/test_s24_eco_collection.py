@@ -8,6 +8,7 @@ import dask.array as da
 import metatensor
 import numpy as np
 import pytest
+from dask.graph_manipulation import wait_on
 
 import metatensor_dask as mtd
 
@@ -88,6 +89,18 @@ def test_optimize_of_operations_on_a_store_computes_as_metatensor(stored):
     expected.append(metatensor.abs(theirs))
     for optimized, reference in zip(dask.optimize(*results), expected, strict=True):
         assert metatensor.equal(mtd.to_metatensor(optimized.compute()), reference)
+
+
+def test_wait_on_gives_maps_and_blocks_that_compute_as_metatensor(stored):
+    ours, theirs = stored
+    inputs = [_rechunked(_reference(5), 4), mtd.multiply(ours, 2.5), ours]
+    expected = [_reference(5), metatensor.multiply(theirs, 2.5), theirs]
+    for waited, reference in zip(wait_on(*inputs), expected, strict=True):
+        assert metatensor.equal(mtd.to_metatensor(waited.compute()), reference)
+    block = wait_on(inputs[1].block(2)).compute()
+    computed = mtd.TensorMap(mtd.Labels.range("key", 1), [block])
+    single = metatensor.TensorMap(metatensor.Labels.range("key", 1), [expected[1].block(2).copy()])
+    assert metatensor.equal(mtd.to_metatensor(computed), single)
 
 
 def _damaged_store(path) -> str:

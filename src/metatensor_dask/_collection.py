@@ -33,6 +33,7 @@ import dask.array as da
 import numpy as np
 from dask._task_spec import GraphNode
 from dask.base import DaskMethodsMixin, get_scheduler, is_dask_collection, tokenize
+from dask.core import istask, keys_in_tasks
 
 from . import _graph
 from ._gc import collector_paused, without_collector
@@ -369,8 +370,8 @@ def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
     """The tasks of ``dsk`` at ``keys`` and those they depend on, recursively.
 
     A persisted graph holds data (or futures) at ``keys``, depending on nothing; the
-    graph given by ``dask.optimize`` or by ``clone`` and ``bind`` holds the tasks that
-    compute them.
+    graph given by ``dask.optimize`` holds the tasks that compute them, and the one given
+    by ``wait_on`` or ``bind`` tasks in dask's older form (tuples) calling them.
     """
     needed: dict[Any, Any] = {}
     waiting = list(keys)
@@ -381,6 +382,8 @@ def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
         node = needed[key] = dsk[key]
         if isinstance(node, GraphNode):
             waiting.extend(node.dependencies)
+        elif istask(node):
+            waiting.extend(keys_in_tasks(dsk, [node]))
     return needed
 
 
