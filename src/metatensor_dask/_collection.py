@@ -371,7 +371,10 @@ def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
 
     A persisted graph holds data (or futures) at ``keys``, depending on nothing; the
     graph given by ``dask.optimize`` holds the tasks that compute them, and the one given
-    by ``wait_on`` or ``bind`` tasks in dask's older form (tuples) calling them.
+    by ``wait_on`` or ``bind`` tasks in dask's older form (tuples) calling them. Keys
+    not in ``dsk`` are left out, as dask arrays leave them: those held by a
+    ``distributed`` cluster (``dask.optimize`` drops the futures of a map persisted
+    there from the graph) are found there when computed.
     """
     needed: dict[Any, Any] = {}
     waiting = list(keys)
@@ -379,7 +382,10 @@ def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
         key = waiting.pop()
         if key in needed:
             continue
-        node = needed[key] = dsk[key]
+        try:
+            node = needed[key] = dsk[key]
+        except KeyError:
+            continue
         if isinstance(node, GraphNode):
             waiting.extend(node.dependencies)
         elif istask(node):
