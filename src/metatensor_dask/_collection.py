@@ -31,7 +31,9 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask._task_spec import GraphNode
 from dask.base import DaskMethodsMixin, get_scheduler, is_dask_collection, tokenize
+from dask.core import istask, keys_in_tasks
 
 from . import _graph
 from ._gc import collector_paused, without_collector
@@ -307,26 +309,31 @@ class ArrayContainer(DaskMethodsMixin):
             if kind == "item":
                 arrays.append(_persisted_item(func, dsk, rename, persisted_groups))
                 continue
-            # each array keeps its own chunks only: sharing the whole persisted graph
-            # would make merging the graphs of N arrays cost N * N
-            own = {(rename.get(k[0], k[0]), *k[1:]): None for k in keys}
-            arrays.append(func({k: dsk[k] for k in own}, *args, rename=rename))
+            # each array keeps its own chunks only (and what they need): sharing the
+            # whole graph would make merging the graphs of N arrays cost N * N
+            own = [(rename.get(k[0], k[0]), *k[1:]) for k in keys]
+            arrays.append(func(_needed(dsk, own), *args, rename=rename))
         return self._with_arrays(arrays)
 
 
 def _sent_to_workers(container: ArrayContainer) -> bool:
-    """Whether the scheduler computing ``container`` now is a ``distributed`` client's
-    (the one given to its ``compute()``, or dask's default), which sends the result's
-    assembly, metadata included, to a worker."""
+    """Whether the scheduler computing ``container`` now may be a ``distributed``
+    client's, which sends the result's assembly, metadata included, to a worker: the
+    one given to its ``compute()``, or dask's default; or, when no scheduler was given
+    to ``compute()``, any client of this process (``client.compute(container)`` asks
+    for the assembly as ``dask.compute`` does, with no sign of the client)."""
     if "distributed" not in sys.modules:  # no client can exist
         return False
     from distributed import Client
 
+    chosen = _CHOSEN_SCHEDULER.get()
     try:
-        schedule = get_scheduler(scheduler=_CHOSEN_SCHEDULER.get(), collections=[container])
+        schedule = get_scheduler(scheduler=chosen, collections=[container])
     except (RuntimeError, ValueError):  # a scheduler dask refuses: not a client
         return False
-    return isinstance(getattr(schedule, "__self__", None), Client)
+    if isinstance(getattr(schedule, "__self__", None), Client):
+        return True
+    return chosen is None and any(client.status == "running" for client in Client._instances)
 
 
 def _read_sent_samples(container: Any) -> None:
@@ -359,6 +366,33 @@ def _finalize(results: list[Any], bare: ArrayContainer, plan: list[Any]) -> Any:
     return bare._with_arrays(arrays)
 
 
+def _needed(dsk: Any, keys: list[Any]) -> dict[Any, Any]:
+    """The tasks of ``dsk`` at ``keys`` and those they depend on, recursively.
+
+    A persisted graph holds data (or futures) at ``keys``, depending on nothing; the
+    graph given by ``dask.optimize`` holds the tasks that compute them, and the one given
+    by ``wait_on`` or ``bind`` tasks in dask's older form (tuples) calling them. Keys
+    not in ``dsk`` are left out, as dask arrays leave them: those held by a
+    ``distributed`` cluster (``dask.optimize`` drops the futures of a map persisted
+    there from the graph) are found there when computed.
+    """
+    needed: dict[Any, Any] = {}
+    waiting = list(keys)
+    while waiting:
+        key = waiting.pop()
+        if key in needed:
+            continue
+        try:
+            node = needed[key] = dsk[key]
+        except KeyError:
+            continue
+        if isinstance(node, GraphNode):
+            waiting.extend(node.dependencies)
+        elif istask(node):
+            waiting.extend(keys_in_tasks(dsk, [node]))
+    return needed
+
+
 def _persisted_item(
     item: GroupItem, dsk: Any, rename: dict, persisted_groups: dict[Any, Any]
 ) -> GroupItem:
@@ -372,7 +406,7 @@ def _persisted_item(
     deadlocks."""
     group_key = rename.get(item.group_key, item.group_key)
     if group_key not in persisted_groups:
-        persisted_groups[group_key] = _graph.group_layer({group_key: dsk[group_key]})
+        persisted_groups[group_key] = _graph.group_layer(_needed(dsk, [group_key]))
     name = f"{rename.get(item.call[0], item.call[0])}-persisted"
     call = (name, _pick, (_graph.ref(group_key), item.position))
     layer = persisted_groups[group_key]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import dask.config
 import yaml
@@ -30,24 +30,57 @@ dask.config.update_defaults(_DEFAULTS)
 
 
 def get(name: str) -> Any:
-    """The current value of the setting ``metatensor_dask.<name>``."""
-    return dask.config.get(f"metatensor_dask.{name}")
+    """The current value of the setting ``metatensor_dask.<name>``.
+
+    Raises
+    ------
+    MetatensorDaskError
+        For a value of ``progress`` that is not true or false, of ``window-tasks`` that
+        is not a positive number of tasks (the other settings are checked where their
+        value is read as what it means: a size, a duration, a codec...).
+    """
+    value = dask.config.get(f"metatensor_dask.{name}")
+    check = _CHECKS.get(name)
+    if check is not None and not check(value):
+        raise MetatensorDaskError(
+            f"invalid setting metatensor_dask.{name}={value!r}: use {_EXPECTED[name]}"
+        )
+    return value
+
+
+def _is_boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_positive_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+_CHECKS = {"progress": _is_boolean, "window-tasks": _is_positive_integer}
+_EXPECTED = {"progress": "true or false", "window-tasks": "a positive number of tasks such as 500"}
 
 
 def chunk_size() -> int:
     """The ``chunk-size`` setting in bytes; a value that is not a positive size is
     refused, naming the setting."""
-    return _positive_bytes(get("chunk-size"))
+    value = get("chunk-size")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        _refuse_chunk_size(value)
+    return _positive_bytes(value)
 
 
 @functools.lru_cache(maxsize=16)
-def _positive_bytes(value: Any) -> int:
+def _positive_bytes(value: str | int) -> int:
     try:
         size = int(parse_bytes(value))
     except (ValueError, TypeError, AttributeError):
         size = 0
     if size < 1:
-        raise MetatensorDaskError(
-            f"invalid setting metatensor_dask.chunk-size={value!r}: use a size such as '64MiB'"
-        )
+        _refuse_chunk_size(value)
     return size
+
+
+def _refuse_chunk_size(value: Any) -> NoReturn:
+    raise MetatensorDaskError(
+        f"invalid setting metatensor_dask.chunk-size={value!r}: use a size such as '64MiB'"
+    )
