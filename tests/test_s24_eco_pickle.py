@@ -12,11 +12,6 @@ import pytest
 
 import metatensor_dask as mtd
 
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="TensorBlock.__reduce__ and TensorMap.__reduce__ (model files) not applied yet",
-)
-
 
 def _reference() -> metatensor.TensorMap:
     rng = np.random.default_rng(11)

@@ -402,6 +402,12 @@ class TensorBlock(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorBlock:
         return self.copy(deep=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # as metatensor's: the block unpickled is a block of its own, to which gradients
+        # can be added, also when this one is a view inside a map or another block
+        state = (self._values, self._samples, self._components, self._properties)
+        return (_unpickled_block, (*state, self._gradients, self._row_pointer))
+
     def to(self, *args: Any, **kwargs: Any) -> TensorBlock:
         """A block with values and gradients cast to a dtype, given positionally or as
         ``dtype=`` as in metatensor; the device is always the cpu."""
@@ -536,6 +542,22 @@ class TensorBlock(ArrayContainer):
         return not self.__eq__(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _unpickled_block(
+    values: Any,
+    samples: Labels,
+    components: Sequence[Labels],
+    properties: Labels,
+    gradients: dict[str, TensorBlock],
+    row_pointer: np.ndarray | None,
+) -> TensorBlock:
+    """A block of its own holding what ``TensorBlock.__reduce__`` gave, its gradients
+    attached to it again."""
+    block = TensorBlock.__new__(TensorBlock)
+    attached = {p: g._attached((p,)) for p, g in gradients.items()}
+    block._init(values, samples, components, properties, attached, (), row_pointer)
+    return block
 
 
 def _check_known_shape(shape: tuple[float, ...]) -> None:

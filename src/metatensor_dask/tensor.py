@@ -345,6 +345,10 @@ class TensorMap(ArrayContainer):
     def __deepcopy__(self, memo: dict) -> TensorMap:
         return self.copy(deep=True)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the blocks, unpickled as blocks of their own, are views inside the map again
+        return (TensorMap._trusted, (self._keys, self._blocks, self._info))
+
     def to(self, *args: Any, **kwargs: Any) -> TensorMap:
         """A map with every block cast to a dtype, given positionally or as ``dtype=``
         as in metatensor; the device is always the cpu."""
