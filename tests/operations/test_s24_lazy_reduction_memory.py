@@ -141,3 +141,26 @@ def _check_written(
         one_chunk = getattr(mtd, f"{reduction}_over_samples_block")(whole, names)
         reference = one_chunk.gradient("positions").values.compute()
         np.testing.assert_allclose(gradient.values, reference, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.xdist_group("serial")
+@pytest.mark.parametrize("processes", [False, True])
+def test_chained_sums_on_a_cluster(blocks, processes):
+    """Tasks adding into the array of the previous task, run by threads sharing it or by
+    processes receiving copies, give metatensor's sums."""
+    from distributed import Client, LocalCluster
+
+    theirs, ours = blocks
+    reduced = mtd.sum_over_samples_block(ours, ["system"]).gradient("positions").values
+    expected = metatensor.sum_over_samples_block(theirs, ["system"]).gradient("positions")
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=processes,
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        computed = client.compute(reduced).result()
+    np.testing.assert_allclose(computed, expected.values, rtol=1e-12)
