@@ -1,9 +1,9 @@
 """Reductions over samples to few groups (every sample name, or a name such as
 ``"system"`` whose groups each span the whole block) hold their large gradient output
-about once while computing. Their merged gradient has nearly one row per input row, in
-one output chunk (co-partitioned with a few value rows), far larger than the input
-chunks: partial sums each as large as that chunk, summed in a tree, held several of
-them at once (ten times the output, growing with the data).
+a few times at most while writing it. Their merged gradient has nearly one row per
+input row, in one output chunk (co-partitioned with a few value rows), far larger than
+the input chunks: partial sums each as large as that chunk, summed in a tree, held
+about sixteen of them at once.
 
 The most memory allocated at any time (``tracemalloc``, which counts numpy's arrays)
 is compared with the bytes of the output gradient, under the synchronous scheduler."""
