@@ -64,7 +64,20 @@ def _partial(
 ) -> np.ndarray:
     """The sums of the ``rows`` of one input chunk into one output chunk, as ``plan``
     (from :func:`_plan`) says."""
-    result = np.zeros(shape, dtype)
+    return _added_into(np.zeros(shape, dtype), function, row_blocks, out_blocks, rows, plan, extras)
+
+
+def _added_into(
+    result: np.ndarray,
+    function: Callable[..., np.ndarray],
+    row_blocks: list[np.ndarray],
+    out_blocks: list[np.ndarray],
+    rows: slice | np.ndarray,
+    plan: tuple[Any, ...],
+    extras: list[np.ndarray],
+) -> np.ndarray:
+    """``result`` with the sums of the ``rows`` of one input chunk added in place, as
+    ``plan`` (from :func:`_plan`) says."""
     contributions = function(*[b[rows] for b in row_blocks], *out_blocks, *extras)
     if plan[0] == "runs":
         _, bounds, targets = plan
@@ -75,7 +88,8 @@ def _partial(
     _, order, starts, targets = plan
     if order is not None:
         contributions = contributions[order]
-    result[targets] = np.add.reduceat(contributions, starts, axis=0)
+    # distinct targets (one per run of equal ones): a fancy-indexed += adds each once
+    result[targets] += np.add.reduceat(contributions, starts, axis=0)
     return result
 
 
@@ -157,6 +171,70 @@ def _sum(parts: list[np.ndarray]) -> np.ndarray:
     return total
 
 
+#: An output chunk of more than this many times the rows of the largest input chunk is
+#: accumulated along a chain rather than summed in a tree (see :func:`_chained`).
+CHAIN_RATIO = 2
+
+
+def _tree(
+    name: str,
+    j: int,
+    out_key: tuple,
+    parts: list[tuple[Any, ...]],
+    shape: tuple[int, ...],
+    dtype: Any,
+) -> dict[Any, Any]:
+    """Tasks of output chunk ``j``: one partial sum per contributing input chunk, in
+    parallel, then summed :data:`FAN_IN` at a time. Each partial is as large as the
+    output chunk."""
+    dsk: dict[Any, Any] = {}
+    if not parts:
+        dsk[out_key] = (np.zeros, shape, dtype)
+        return dsk
+    keys = []
+    for k, arguments in enumerate(parts):
+        key = ("partial-" + name, j, k)
+        dsk[key] = (_partial, *arguments, shape, dtype)
+        keys.append(key)
+    level = 0
+    while len(keys) > FAN_IN:
+        grouped = []
+        for g in range(0, len(keys), FAN_IN):
+            key = (f"combine-{level}-" + name, j, g)
+            dsk[key] = (_sum, keys[g : g + FAN_IN])
+            grouped.append(key)
+        keys, level = grouped, level + 1
+    dsk[out_key] = (_sum, keys)
+    return dsk
+
+
+def _chained(
+    name: str,
+    j: int,
+    out_key: tuple,
+    parts: list[tuple[Any, ...]],
+    shape: tuple[int, ...],
+    dtype: Any,
+) -> dict[Any, Any]:
+    """Tasks of output chunk ``j`` much larger than the input chunks (few groups, such
+    as a reduction over every sample, whose merged gradient holds nearly every input
+    row): the contributions of input chunk after input chunk are added into one array,
+    each task taking the array of the previous one. Partial sums as large as the output
+    chunk, summed in a tree, would hold several such arrays at once.
+
+    Each intermediate array has the next task as its only dependent (its key is not
+    returned), so adding in place never changes a value another task reads.
+    """
+    dsk: dict[Any, Any] = {}
+    previous: tuple = ("accumulate-" + name, j, 0)
+    dsk[previous] = (np.zeros, shape, dtype)
+    for k, arguments in enumerate(parts, start=1):
+        key = out_key if k == len(parts) else ("accumulate-" + name, j, k)
+        dsk[key] = (_added_into, previous, *arguments)
+        previous = key
+    return dsk
+
+
 def segment_sum(
     function: Callable[..., np.ndarray],
     row_operands: Sequence[da.Array],
@@ -200,9 +278,8 @@ def segment_sum(
         dtype,
         extras,
     )
-    partial_name = "partial-" + name
     dsk: dict[Any, Any] = {}
-    contributions: list[list[Any]] = [[] for _ in out_chunks]
+    contributions: list[list[tuple[Any, ...]]] = [[] for _ in out_chunks]
     owner_out = np.searchsorted(out_bounds, target, side="right") - 1
     for i in range(len(first.chunks[0])):
         start, stop = in_bounds[i], in_bounds[i + 1]
@@ -211,33 +288,23 @@ def segment_sum(
         split = np.flatnonzero(np.diff(owners[order])) + 1
         for rows in np.split(order, split) if len(order) else []:
             j = int(owners[rows[0]])
-            key = (partial_name, i, j)
-            dsk[key] = (
-                _partial,
+            arguments = (
                 function,
                 [_block_key(a, i) for a in row_operands],
                 [_block_key(a, j) for a in out_operands],
                 _as_slice(rows),
                 _plan(target[start:stop][rows] - out_bounds[j]),
                 [np.asarray(e)[start:stop][rows] for e in extras],
-                (out_chunks[j], *rest),
-                dtype,
             )
-            contributions[j].append(key)
-    for j, keys in enumerate(contributions):
+            contributions[j].append(arguments)
+    largest_input = max(first.chunks[0])
+    for j, parts in enumerate(contributions):
         out_key = (name, j, *([0] * len(rest)))
-        if not keys:
-            dsk[out_key] = (np.zeros, (out_chunks[j], *rest), dtype)
-            continue
-        level = 0
-        while len(keys) > FAN_IN:
-            grouped = []
-            for g in range(0, len(keys), FAN_IN):
-                key = (f"combine-{level}-" + name, j, g)
-                dsk[key] = (_sum, keys[g : g + FAN_IN])
-                grouped.append(key)
-            keys, level = grouped, level + 1
-        dsk[out_key] = (_sum, keys)
+        shape = (out_chunks[j], *rest)
+        if len(parts) > 1 and out_chunks[j] > CHAIN_RATIO * largest_input:
+            dsk.update(_chained(name, j, out_key, parts, shape, dtype))
+        else:
+            dsk.update(_tree(name, j, out_key, parts, shape, dtype))
     chunks = (tuple(out_chunks), *((n,) for n in rest))
     return _graph.array_from_tasks(name, dsk, [*row_operands, *out_operands], chunks, dtype)
 
