@@ -65,26 +65,28 @@ def soap(items: list[int]):
     return calculator.compute(structures(items), gradients=["positions"])
 
 
-def renumbered(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``system`` shifted by ``offset`` in samples and gradient samples (metatensor)."""
+def renumbered(
+    tensor: metatensor.TensorMap, offset: int, name: str = "system"
+) -> metatensor.TensorMap:
+    """``tensor`` with ``offset`` added to the sample dimension ``name`` of its blocks
+    and gradients, nested ones included (what ``renumber`` does), built with metatensor."""
 
     def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        if "system" not in labels.names:
+        if name not in labels.names:
             return labels
         values = np.array(labels.values)
-        values[:, labels.names.index("system")] += offset
+        values[:, list(labels.names).index(name)] += offset
         return metatensor.Labels(labels.names, values)
 
-    blocks = []
-    for b in tensor.blocks():
-        block = metatensor.TensorBlock(b.values, shift(b.samples), b.components, b.properties)
-        for parameter, g in b.gradients():
-            block.add_gradient(
-                parameter,
-                metatensor.TensorBlock(g.values, shift(g.samples), g.components, g.properties),
-            )
-        blocks.append(block)
-    return metatensor.TensorMap(tensor.keys, blocks)
+    def block(b: metatensor.TensorBlock) -> metatensor.TensorBlock:
+        new = metatensor.TensorBlock(
+            np.array(b.values), shift(b.samples), b.components, b.properties
+        )
+        for parameter, gradient in b.gradients():
+            new.add_gradient(parameter, block(gradient))
+        return new
+
+    return metatensor.TensorMap(tensor.keys, [block(b) for b in tensor.blocks()])
 
 
 def store_files(path: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import store_files
+from ingest_support import renumbered, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -150,28 +150,6 @@ def _rechunked(tensor: Any, rng: np.random.Generator) -> Any:
     return mtd.TensorMap(tensor.keys, blocks)
 
 
-def shifted(tensor: metatensor.TensorMap, dimension: str, offset: int) -> metatensor.TensorMap:
-    """``tensor`` with ``offset`` added to ``dimension`` in its samples and gradients'."""
-
-    def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        if dimension not in labels.names:
-            return labels
-        values = np.array(labels.values)
-        values[:, list(labels.names).index(dimension)] += offset
-        return metatensor.Labels(labels.names, values)
-
-    blocks = []
-    for b in tensor.blocks():
-        block = metatensor.TensorBlock(b.values, shift(b.samples), b.components, b.properties)
-        for parameter, g in b.gradients():
-            block.add_gradient(
-                parameter,
-                metatensor.TensorBlock(g.values, shift(g.samples), g.components, g.properties),
-            )
-        blocks.append(block)
-    return metatensor.TensorMap(tensor.keys, blocks)
-
-
 def expected(
     function: RandomBatches, items: list[Any], batch_size: int, renumber: str | None
 ) -> metatensor.TensorMap:
@@ -181,7 +159,7 @@ def expected(
     parts = []
     for start in range(0, len(items), batch_size):
         batch = core(items[start : start + batch_size])
-        parts.append(batch if renumber is None else shifted(batch, renumber, start))
+        parts.append(batch if renumber is None else renumbered(batch, start, renumber))
     return metatensor.join(parts, axis="samples", different_keys="union")
 
 

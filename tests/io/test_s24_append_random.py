@@ -17,6 +17,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import renumbered as shifted
 from test_s24_append_refusals import location_state
 
 import metatensor_dask as mtd
@@ -133,28 +134,6 @@ def _batch(layout: Layout, rng: np.random.Generator, shuffle: float) -> metatens
     return metatensor.TensorMap(metatensor.Labels(layout.key_names, values), blocks)
 
 
-def _shifted(tensor: metatensor.TensorMap, name: str, offset: int) -> metatensor.TensorMap:
-    """``tensor`` with ``offset`` added to the dimension ``name`` of the samples of its
-    blocks and gradients, built with metatensor."""
-
-    def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        if name not in labels.names:
-            return labels
-        values = np.array(labels.values)
-        values[:, labels.names.index(name)] += offset
-        return metatensor.Labels(labels.names, values)
-
-    def block(b: metatensor.TensorBlock) -> metatensor.TensorBlock:
-        new = metatensor.TensorBlock(
-            np.array(b.values), shift(b.samples), b.components, b.properties
-        )
-        for parameter, gradient in b.gradients():
-            new.add_gradient(parameter, block(gradient))
-        return new
-
-    return metatensor.TensorMap(tensor.keys, [block(b) for b in tensor.blocks()])
-
-
 def _key(labels_entry: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in labels_entry.values)
 
@@ -255,7 +234,7 @@ def _sequence(
                 offset = int(rng.integers(-5, 30)) if kind == "int" else "next"
                 renumber = {dimension: offset}
                 shift = expected.next_offset(dimension) if offset == "next" else offset
-                renumbered = _shifted(batch, dimension, shift)
+                renumbered = shifted(batch, shift, dimension)
             words = expected.refusal(batch, renumbered)
             tensor = _input(batch, rng, folder)
             arguments = {"chunks": int(rng.integers(1, 5)), "storage_options": options}

@@ -9,6 +9,7 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import renumbered as shifted
 from ingest_support import store_files
 from zarr.storage import MemoryStore, WrapperStore
 from zarr_writer_process import make_metatensor
@@ -16,28 +17,6 @@ from zarr_writer_process import make_metatensor
 import metatensor_dask as mtd
 from metatensor_dask.io.zarr_samples import CHAIN_ROWS
 from metatensor_dask.testing import assert_equal_to_metatensor
-
-
-def shifted(tensor: metatensor.TensorMap, offset: int, name: str = "system"):
-    """``tensor`` with ``offset`` added to the sample dimension ``name`` of its blocks
-    and gradients (what ``renumber`` does), built with metatensor."""
-
-    def shift(labels: metatensor.Labels) -> metatensor.Labels:
-        if name not in labels.names:
-            return labels
-        values = np.array(labels.values)
-        values[:, labels.names.index(name)] += offset
-        return metatensor.Labels(labels.names, values)
-
-    def block(b: metatensor.TensorBlock) -> metatensor.TensorBlock:
-        new = metatensor.TensorBlock(
-            np.array(b.values), shift(b.samples), b.components, b.properties
-        )
-        for parameter, gradient in b.gradients():
-            new.add_gradient(parameter, block(gradient))
-        return new
-
-    return metatensor.TensorMap(tensor.keys, [block(b) for b in tensor.blocks()])
 
 
 def select(tensor: metatensor.TensorMap, keys: list[tuple[int, int]]) -> metatensor.TensorMap:
