@@ -137,7 +137,8 @@ def test_tails_kept_from_pieces_and_checked():
     tail, hashed = tails.stored_tail("key", later, len(stored), read)
     np.testing.assert_array_equal(tail, stored[CHAIN_ROWS:])
     assert reads == [(len(stored) - 7, len(stored)), (CHAIN_ROWS, len(stored))]
-    assert hashed is None  # read again: hashed with the rows appended
+    # read again, and checked: its chain extended gives the records of all rows too
+    assert extend_attributes(later, tail, more, hashed) == whole
 
 
 def test_batches_across_chain_blocks_give_the_digest_of_their_join(tmp_path):

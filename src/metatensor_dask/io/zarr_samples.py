@@ -246,13 +246,13 @@ class ChainTails:
         attributes: dict[str, Any],
         n_rows: int,
         read: Callable[[int, int], np.ndarray],
-    ) -> tuple[np.ndarray, Chain | None]:
+    ) -> tuple[np.ndarray, Chain]:
         """The stored rows after ``attributes["chain"]["rows"]`` of the samples array
         ``key`` (``(where, path)``: the store as messages name it, and the array's path;
         of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads stored
-        rows. With them, when they were checked against the stored digest with rows
-        kept, the stored state with them fed (see :func:`extend_attributes`), else
-        ``None``. Rows read from the store are checked too: rows that do not hash to the
+        rows. With them, the stored state with them fed (see :func:`extend_attributes`),
+        once they were checked against the stored digest. Rows read from the store are
+        checked as rows kept are: rows that do not hash to the
         stored digest (an entry edited with its chunk's checksum, or the ``digest`` or
         ``chain`` edited) are a :class:`~metatensor_dask.DamagedStoreError`, as for a
         reader, instead of being extended into a digest of the damaged rows."""
@@ -269,7 +269,8 @@ class ChainTails:
                     # (never written to: a copy only when rows were stored since)
                     return np.concatenate([kept[2], since]) if len(since) else kept[2], hashed
         rows = read(start, n_rows)
-        if Chain(bytes.fromhex(chain["state"])).feed(rows).digest() != attributes.get("digest"):
+        hashed = Chain(bytes.fromhex(chain["state"])).feed(rows)
+        if hashed.digest() != attributes.get("digest"):
             from .zarr_integrity import damaged  # (which imports this module)
 
             where, path = key
@@ -278,7 +279,7 @@ class ChainTails:
                 f"the Labels '{path}' do not match the digest recorded when written (its "
                 f"rows after the first {start}, which an append extends)",
             )
-        return rows, None
+        return rows, hashed
 
     def remember(
         self, key: Any, attributes: dict[str, Any], since: int, parts: list[np.ndarray]
