@@ -283,6 +283,13 @@ class _Planner:
 
         key = (self.where, info.path)
         rest, hashed = TAILS.stored_tail(key, info.attributes, n_old, read)
+        if hashed.digest() != info.attributes.get("digest"):
+            raise damaged(
+                self.where,
+                f"the Labels '{info.path}' do not match the digest recorded when written "
+                f"(its rows after the first {info.attributes['chain']['rows']}, which an "
+                "append extends)",
+            )
         attributes = extend_attributes(info.attributes, rest, samples, hashed)
         TAILS.remember(key, attributes, chain_rows, [rest, samples])
         self.plan.extend(stored.values.path, n_old, block.values)
