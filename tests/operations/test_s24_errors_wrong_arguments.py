@@ -96,3 +96,47 @@ def test_equal_metadata_raise_given_a_metatensor_object_names_the_remedy(functio
         with pytest.raises(mtd.NotEqualError, match="must be a metatensor") as error:
             getattr(mtd, function)(ours, theirs)
     assert "from_metatensor" in str(error.value)
+
+
+def _blocks_of_other_samples() -> metatensor.TensorMap:
+    """Two blocks whose samples differ, so that moving the keys fills entries."""
+    theirs = _map(7)
+    first = metatensor.slice(theirs, "samples", np.array([0, 1]))
+    second = metatensor.slice(theirs, "samples", np.array([1]))
+    return metatensor.TensorMap(theirs.keys, [first.block(0).copy(), second.block(1).copy()])
+
+
+@pytest.mark.parametrize("function", ["keys_to_properties", "keys_to_samples"])
+@pytest.mark.parametrize("fill_value", [[1.0, 2.0], np.zeros((2, 3)), [0.0]])
+def test_a_fill_value_that_is_not_one_number_is_refused(function, fill_value):
+    """metatensor refuses a ``fill_value`` of several numbers; so do we, before
+    computing, rather than filling with a broadcast array."""
+    theirs = _blocks_of_other_samples()
+    with pytest.raises(metatensor.MetatensorError, match="fill_value must be a single scalar"):
+        getattr(theirs, function)("key", fill_value=fill_value)
+    ours = mtd.from_metatensor(theirs)
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(mtd.MetatensorError, match="fill_value must be a single scalar"):
+            getattr(mtd, function)(ours, "key", fill_value=fill_value)
+
+
+@pytest.mark.parametrize("axis", ["keys", "samples", "properties"])
+@pytest.mark.parametrize("value", [2**31, -(2**31) - 1, 2**40])
+def test_an_integer_out_of_the_int32_range_for_a_new_dimension_is_a_value_error(axis, value):
+    """One integer for every entry of a new dimension is checked as the values of
+    Labels are: ``ValueError`` outside of int32 (metatensor truncates it)."""
+    theirs = _map(11)
+    truncated = metatensor.append_dimension(theirs, axis, "new", value)
+    assert len(truncated) == len(theirs)
+    ours = mtd.from_metatensor(theirs)
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(ValueError, match="32-bit integers"):
+            mtd.append_dimension(ours, axis, "new", value)
+        with pytest.raises(ValueError, match="32-bit integers"):
+            mtd.insert_dimension(ours, axis, 0, "new", np.int64(value))
+    edge = 2**31 - 1 if value > 0 else -(2**31)
+    with dask.config.set(scheduler=_refuse_to_compute):
+        kept = mtd.append_dimension(ours, axis, "new", edge)
+    expected = mtd.from_metatensor(metatensor.append_dimension(theirs, axis, "new", edge))
+    assert kept.keys == expected.keys
+    assert mtd.equal_metadata(kept, expected)
