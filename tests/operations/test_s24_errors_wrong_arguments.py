@@ -140,3 +140,26 @@ def test_an_integer_out_of_the_int32_range_for_a_new_dimension_is_a_value_error(
     expected = mtd.from_metatensor(metatensor.append_dimension(theirs, axis, "new", edge))
     assert kept.keys == expected.keys
     assert mtd.equal_metadata(kept, expected)
+
+
+REDUCTIONS = [
+    f"{kind}_over_{axis}"
+    for kind in ("sum", "mean", "var", "std")
+    for axis in ("samples", "properties")
+]
+
+
+@pytest.mark.parametrize("function", REDUCTIONS)
+@pytest.mark.parametrize("other", [1, None, "unknown", 2.5])
+def test_reduction_names_of_which_one_is_not_a_dimension_raise_metatensor_error(function, other):
+    """A list naming the dimensions to reduce over in which one is not a dimension
+    name (a number, None, an unknown string): metatensor's ``ValueError`` and message."""
+    theirs = _map(13)
+    name = "system" if function.endswith("samples") else "p"
+    with pytest.raises(ValueError) as expected:
+        getattr(metatensor, function)(theirs, [name, other])
+    ours = mtd.from_metatensor(theirs)
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(ValueError) as error:
+            getattr(mtd, function)(ours, [name, other])
+    assert str(expected.value) in str(error.value)
