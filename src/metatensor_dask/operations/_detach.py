@@ -7,7 +7,7 @@ import warnings
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_tensor, first_order_gradients
+from ._utils import check_block, check_tensor, first_order_gradients
 
 __all__ = ["detach", "detach_block", "requires_grad", "requires_grad_block"]
 
@@ -24,6 +24,7 @@ def detach_block(block: TensorBlock) -> TensorBlock:
 
     Gradients are kept unchanged (the same gradient blocks).
     """
+    check_block(block, "block")
     return _same_block(block)
 
 
@@ -43,6 +44,7 @@ def requires_grad_block(block: TensorBlock, requires_grad: bool = True) -> Tenso
     """A new block sharing the arrays of ``block``; warns when ``requires_grad`` is
     True, since numpy and dask arrays cannot track gradients. Explicit gradients are
     kept unchanged."""
+    check_block(block, "block")
     _warn(requires_grad)
     return _same_block(block)
 

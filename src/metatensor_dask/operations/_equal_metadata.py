@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..block import TensorBlock
+from ..errors import wrong_type
 from ..tensor import TensorMap
 from ._utils import (
     blocks_by_key,
@@ -25,13 +26,22 @@ __all__ = [
 _FNAME = "equal_metadata_block_raise"
 
 
+def _not_a(name: str, expected: type, value: object) -> str:
+    """metatensor's message for an argument ``value`` that is not an ``expected``,
+    with the remedy when ``value`` comes from metatensor-core; empty when it is one."""
+    if isinstance(value, expected):
+        return ""
+    return str(
+        wrong_type(f"`{name}` must be a metatensor {expected.__name__}, not {type(value)}", value)
+    )
+
+
 def _block_impl(
     block_1: TensorBlock, block_2: TensorBlock, check: Sequence[str] | str, check_gradients: bool
 ) -> str:
-    if not isinstance(block_1, TensorBlock):
-        return f"`block_1` must be a metatensor TensorBlock, not {type(block_1)}"
-    if not isinstance(block_2, TensorBlock):
-        return f"`block_2` must be a metatensor TensorBlock, not {type(block_2)}"
+    message = _not_a("block_1", TensorBlock, block_1) or _not_a("block_2", TensorBlock, block_2)
+    if message:
+        return message
     message = check_blocks_impl(block_1, block_2, _FNAME, check=check)
     if message or not check_gradients:
         return message
@@ -41,10 +51,9 @@ def _block_impl(
 def _tensor_impl(
     tensor_1: TensorMap, tensor_2: TensorMap, check: Sequence[str] | str, check_gradients: bool
 ) -> str:
-    if not isinstance(tensor_1, TensorMap):
-        return f"`tensor_1` must be a metatensor TensorMap, not {type(tensor_1)}"
-    if not isinstance(tensor_2, TensorMap):
-        return f"`tensor_2` must be a metatensor TensorMap, not {type(tensor_2)}"
+    message = _not_a("tensor_1", TensorMap, tensor_1) or _not_a("tensor_2", TensorMap, tensor_2)
+    if message:
+        return message
     message = check_same_keys_impl(tensor_1, tensor_2, "equal_metadata_raise")
     if message:
         return message

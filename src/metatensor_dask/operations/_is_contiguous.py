@@ -9,7 +9,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import is_lazy
-from ._utils import check_tensor, first_order_gradients
+from ._utils import check_block, check_tensor, first_order_gradients
 
 __all__ = ["is_contiguous", "is_contiguous_block"]
 
@@ -40,6 +40,7 @@ def is_contiguous_block(block: TensorBlock) -> bool:
     bool
         Whether every array is known to be C-contiguous.
     """
+    check_block(block, "block")
     return _array_is_contiguous(block.values) and all(
         _array_is_contiguous(gradient.values) for _, gradient in first_order_gradients(block)
     )

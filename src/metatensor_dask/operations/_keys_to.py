@@ -143,13 +143,20 @@ def _fill_value(tensor: TensorMap, fill_value: Any) -> Any:
     if not isinstance(tensor, TensorMap) or len(tensor) == 0:
         return fill_value
     try:
-        return np.array(fill_value, dtype=tensor.dtype)[()]
+        converted = np.array(fill_value, dtype=tensor.dtype)
     except (ValueError, OverflowError, TypeError) as error:
         raise type(error)(
             f"{error}: `fill_value` {fill_value!r} can not be stored in this tensor's "
             f"{tensor.dtype} values; give a value of that dtype, or convert the tensor "
             "first (`tensor.to(dtype=...)`)"
         ) from error
+    if converted.ndim != 0:
+        shape = ", ".join(str(size) for size in converted.shape)
+        raise invalid_parameter(
+            f"fill_value must be a single scalar, got a shape [{shape}]: give one number, "
+            "used for every entry missing from a block"
+        )
+    return converted[()]
 
 
 def _keys_moved(

@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import elementwise
-from ._utils import check_tensor, derived_block, map_blocks
+from ._utils import check_block, check_tensor, derived_block, map_blocks
 
 __all__ = ["make_contiguous", "make_contiguous_block"]
 
@@ -26,6 +26,7 @@ def make_contiguous_block(block: TensorBlock) -> TensorBlock:
     TensorBlock
         A block with the same metadata.
     """
+    check_block(block, "block")
     values = elementwise(np.ascontiguousarray, [block.values])
     return derived_block(
         [block], values, lambda _, gradient: elementwise(np.ascontiguousarray, gradient)

@@ -93,8 +93,10 @@ def _relabelled_gradient(
 
 
 def _column(values: Any, count: int) -> np.ndarray:
+    """``values`` given for every entry, one integer repeated ``count`` times; the range
+    of an integer is checked by :class:`Labels`, as the range of an array is."""
     if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        return np.full(count, int(values), dtype=np.int32)
+        return np.full(count, int(values), dtype=np.int64)
     return values
 
 

@@ -149,21 +149,35 @@ def same_labels(labels: Sequence[Labels], reference: Labels) -> bool:
     return bool(np.array_equal(stacked, np.broadcast_to(reference.values, stacked.shape)))
 
 
+class NameOfWrongTypeError(ValueError, TypeError):
+    """A dimension name that is not a string, in a list of names: metatensor raises a
+    ``ValueError`` (the name is not one of the dimensions); it is also a ``TypeError``,
+    as a single name that is not a string is."""
+
+
 def checked_names(names: str | Sequence[str], present: Sequence[str], what: str) -> list[str]:
     """``names`` as a list, each checked to be one of the ``what`` dimensions ``present``
     (metatensor's message for the reductions)."""
     listed = [names] if isinstance(names, str) else list(names) if _iterable(names) else None
-    if listed is None or not all(isinstance(name, str) for name in listed):
+    if listed is None or isinstance(names, Labels):
         raise TypeError(
             f"the {what} names to reduce over must be a string or a list of strings, got "
             f"{names!r} ({type(names).__name__}); e.g. {list(present)[:1]}"
         )
     for name in listed:
-        if name not in present:
-            raise ValueError(
-                f"one of the requested {what} name ({name}) is not part of this TensorMap"
+        if not isinstance(name, str):
+            raise NameOfWrongTypeError(
+                f"{_missing(name, what)}: the {what} names to reduce over must be a string "
+                f"or a list of strings, got {names!r}; e.g. {list(present)[:1]}"
             )
+    for name in listed:
+        if name not in present:
+            raise ValueError(_missing(name, what))
     return listed
+
+
+def _missing(name: object, what: str) -> str:
+    return f"one of the requested {what} name ({name}) is not part of this TensorMap"
 
 
 def _iterable(value: Any) -> bool:

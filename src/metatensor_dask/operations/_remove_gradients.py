@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._utils import check_tensor, first_order_gradients
+from ._utils import check_block, check_tensor, first_order_gradients
 
 __all__ = ["remove_gradients", "remove_gradients_block"]
 
@@ -25,6 +25,7 @@ def remove_gradients_block(block: TensorBlock, remove: list[str] | None = None) 
     TensorBlock
         The new block (no data is copied or computed).
     """
+    check_block(block, "block")
     if remove is None:
         remove = block.gradients_list()
     kept = dict(

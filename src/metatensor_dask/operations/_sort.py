@@ -21,7 +21,7 @@ from ._manipulation_utils import (
     lexsort_rows,
     take_rows,
 )
-from ._utils import grouped
+from ._utils import check_block, grouped
 
 __all__ = ["sort", "sort_block"]
 
@@ -197,6 +197,7 @@ def sort_block(
     are co-partitioned with the sorted values); components of the gradients (its own
     ones too) and properties are sorted like the values'.
     """
+    check_block(block, "block")
     axes_list = _axes_list(axes)
     _check_block_axes(axes_list)
     _check_descending(descending)
