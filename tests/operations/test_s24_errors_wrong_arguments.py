@@ -163,3 +163,21 @@ def test_reduction_names_of_which_one_is_not_a_dimension_raise_metatensor_error(
         with pytest.raises(ValueError) as error:
             getattr(mtd, function)(ours, [name, other])
     assert str(expected.value) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: mtd.allclose(x, x, rtol="x"),
+        lambda x: mtd.allclose(x, x, atol=[1e-8]),
+        lambda x: mtd.allclose_raise(x, x, rtol=None),
+        lambda x: mtd.lstsq(x, x, rcond="1e-3"),
+    ],
+    ids=["allclose-rtol", "allclose-atol", "allclose_raise-rtol", "lstsq-rcond"],
+)
+def test_tolerances_that_are_not_numbers_are_refused_before_computing(call):
+    """numpy refuses them when it is called: here, before any value is computed."""
+    x = mtd.from_metatensor(_map(5))
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(TypeError, match=r"must be (None or )?a real number"):
+            call(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..block import TensorBlock
@@ -17,6 +19,10 @@ _GRADIENT_CHECK = ["samples", "properties", "components"]
 
 
 def _options(rtol: float, atol: float, equal_nan: bool) -> dict:
+    """The tolerances for ``numpy.allclose``, checked before anything is computed."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, numbers.Real):
+            raise TypeError(f"`{name}` must be a real number, not {type(value)}")
     return {"rtol": rtol, "atol": atol, "equal_nan": equal_nan}
 
 

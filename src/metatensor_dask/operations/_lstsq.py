@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -96,6 +97,8 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
         )
     check_tensor(X, "X")
     check_tensor(Y, "Y")
+    if rcond is not None and not isinstance(rcond, numbers.Real):
+        raise TypeError(f"`rcond` must be None or a real number, not {type(rcond)}")
     check_same_keys_raise(X, Y, "lstsq")
     return grouped(
         X.keys,
