@@ -4,6 +4,7 @@ import os
 import shutil
 import textwrap
 
+import dask
 import pytest
 from pipeline_support import SPHERICAL, run, write_pipeline, write_store
 
@@ -69,3 +70,21 @@ def test_unknown_operations_list_only_those_a_step_can_use(capsys, tmp_path, sto
     listed = set(err.split("give a TensorMap (")[1].strip().rstrip(")").split(", "))
     assert {"multiply", "sum_over_samples", "join", "drop_blocks"} <= listed, err
     assert not listed & {"equal", "allclose_raise", "split", "sum_over_samples_block"}, err
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "expected"),
+    [("progress", 1, "true or false"), ("window-tasks", 0, "a positive number of tasks")],
+)
+@pytest.mark.parametrize("command", ["convert", "apply"])
+def test_a_wrong_setting_is_refused_before_the_output_is_created(
+    capsys, tmp_path, store, setting, value, expected, command
+):
+    out = tmp_path / "out.zarr"
+    argv = [store, out] if command == "convert" else ["abs", store, "-o", out]
+    with dask.config.set({f"metatensor_dask.{setting}": value}):
+        code, _, err = run(capsys, command, *argv)
+    assert code == 1
+    assert f"invalid setting metatensor_dask.{setting}={value!r}: use {expected}" in err, err
+    assert "left incomplete" not in err, err
+    assert not os.path.exists(out)
