@@ -246,17 +246,55 @@ class Step:
     where: str = ""
 
 
-def _operation(name: str) -> Callable[..., Any]:
+def _returned(function: Callable[..., Any]) -> str:
+    """The name of the type ``function`` is annotated to return, ``""`` when it has none."""
+    try:
+        annotation = inspect.signature(function).return_annotation
+    except (TypeError, ValueError):
+        return ""
+    if annotation is inspect.Signature.empty:
+        return ""
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+
+
+def _tensor_operations() -> list[str]:
+    """The functions of ``metatensor_dask.operations`` that can be a step: those giving a
+    TensorMap (or not annotated, checked when the step runs)."""
     from .. import operations
 
-    if name in operations.__all__:
+    return sorted(
+        name
+        for name in operations.__all__
+        if _returned(getattr(operations, name)) in ("", "TensorMap")
+    )
+
+
+def _operation(name: str) -> Callable[..., Any]:
+    """The operation called ``name``, refused (before any data is read) when it is unknown
+    or gives something else than a TensorMap, which a pipeline could not write."""
+    from .. import operations
+
+    available = _tensor_operations()
+    if name in available:
         return getattr(operations, name)
-    close = difflib.get_close_matches(name, operations.__all__, n=1)
+    listing = ", ".join(available) or "none are installed"
+    if name in operations.__all__:
+        tensor_version = name.removesuffix("_block").removesuffix("_raise")
+        remedy = (
+            f"use '{tensor_version}', which gives one"
+            if tensor_version in available
+            else "call it from Python on the tensors instead"
+        )
+        raise PipelineError(
+            f"operation '{name}' returns {_returned(getattr(operations, name))}, not a "
+            f"TensorMap, and a pipeline step must give a tensor to write: {remedy}; the "
+            f"operations a step can use are {listing}"
+        )
+    close = difflib.get_close_matches(name, available, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    available = ", ".join(sorted(operations.__all__)) or "none are installed"
     raise PipelineError(
         f"unknown operation '{name}': {hint}operations are the functions of "
-        f"metatensor_dask.operations ({available})"
+        f"metatensor_dask.operations that give a TensorMap ({listing})"
     )
 
 

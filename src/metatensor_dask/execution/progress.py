@@ -199,15 +199,26 @@ class _Milestones(Callback):
 class Reporter:
     """Messages of one command: steps on standard error and a final summary line.
 
+    Made when a command starts, it reads the settings its computations use
+    (``progress``, ``window-tasks``), so that a wrong value is refused before the
+    command touches any store, rather than after it created its output.
+
     Parameters
     ----------
     quiet
         Print nothing.
     out
         Where to print (standard error by default).
+
+    Raises
+    ------
+    MetatensorDaskError
+        For a value of ``progress`` or ``window-tasks`` of the wrong kind, naming it.
     """
 
     def __init__(self, quiet: bool = False, out: TextIO | None = None):
+        for setting in ("progress", "window-tasks"):
+            config.get(setting)
         self.quiet = quiet
         self._out = out
         self._start = time.perf_counter()
