@@ -243,9 +243,9 @@ def test_steps_must_give_tensors(tmp_path, store):
             inputs: [x, x]
         output: out.zarr
     """
-    pipeline = Pipeline.from_file(write_pipeline(tmp_path, textwrap.dedent(text)))
-    with pytest.raises(PipelineError, match=r"equal returns bool, not a TensorMap"):
-        pipeline.build()
+    path = write_pipeline(tmp_path, textwrap.dedent(text))
+    with pytest.raises(PipelineError, match=r"'equal' returns bool, not a TensorMap"):
+        Pipeline.from_file(path)
 
 
 def test_output_written_by_steps_is_chunked_as_the_input(tmp_path):

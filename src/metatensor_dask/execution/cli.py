@@ -789,10 +789,17 @@ def _parser() -> argparse.ArgumentParser:
         "check the result against plain numpy, and print a summary.",
     )
     demo.add_argument(
-        "--workdir", default="metatensor-dask-demo", metavar="DIR", help="where the stores go"
+        "--workdir",
+        default="metatensor-dask-demo",
+        metavar="DIR",
+        help="where the stores go (default: ./metatensor-dask-demo)",
     )
     demo.add_argument(
-        "--size", type=_size, default="256MiB", metavar="SIZE", help="size of the generated tensor"
+        "--size",
+        type=_size,
+        default="256MiB",
+        metavar="SIZE",
+        help="size of the generated tensor (default: 256MiB; whole systems of about 47 MiB)",
     )
     demo.set_defaults(func=_demo, parser=demo)
     return parser
@@ -801,7 +808,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # named by the command's own parser, so that its usage is the one printed
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if hasattr(args, "cluster"):
             _check_cluster_options(args)

@@ -37,7 +37,7 @@ from dask.utils import format_bytes, parse_bytes
 
 from .._format import counted
 from ..errors import MetatensorDaskError
-from ._directives import check_memory, check_name, check_text, check_walltime
+from ._directives import JobOptionError, check_memory, check_name, check_text, check_walltime
 from ._placement import RowPlacement
 from ._trim import TrimHeap
 
@@ -300,6 +300,15 @@ def _check_settings(kind: str, settings: dict[str, Any], memory_limit: str | Non
         check_walltime(f"jobqueue.{kind}.walltime", settings["walltime"], style)
     if memory_limit is None and settings.get("memory") is not None:
         check_memory(f"jobqueue.{kind}.memory", settings["memory"])
+    for key in ("cores", "processes"):
+        value = settings.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise JobOptionError(
+                f"jobqueue.{kind}.{key} must be a positive whole number, got {value!r}: set "
+                f"it in dask's configuration (e.g. `{key}: 8` in ~/.config/dask/jobqueue.yaml)"
+            )
     # HTCondor jobs also need their disk space
     sizes = ("cores", "memory", "disk") if kind == "htcondor" else ("cores", "memory")
     for key in sizes:
