@@ -9,7 +9,8 @@ from __future__ import annotations
 import metatensor
 import numpy as np
 import pytest
-from test_s24_batches_generated import RandomBatches, shifted
+from ingest_support import renumbered
+from test_s24_batches_generated import RandomBatches
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -26,7 +27,7 @@ def expected(tensors: list[metatensor.TensorMap], renumber: str | None) -> metat
     parts, top = [], None
     for tensor in tensors:
         if renumber is not None:
-            tensor = shifted(tensor, renumber, 0 if top is None else top + 1)
+            tensor = renumbered(tensor, 0 if top is None else top + 1, renumber)
             found = largest(tensor, renumber)
             if found is not None:  # a file without samples leaves the numbering as is
                 top = found if top is None else max(top, found)

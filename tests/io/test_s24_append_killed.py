@@ -18,8 +18,9 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from ingest_support import renumbered
 from kill_support import KILLS, SEED, killed_after
-from test_s24_append_random import _batch, _layout, _shifted
+from test_s24_append_random import _batch, _layout
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -53,7 +54,7 @@ def _maps() -> tuple[metatensor.TensorMap, metatensor.TensorMap]:
         "cell": ([], []),
     }
     first = _batch(layout, rng, 0.0)
-    second = _shifted(_batch(layout, rng, 0.0), "system", 10)
+    second = renumbered(_batch(layout, rng, 0.0), 10)
     assert len(first) and len(second)
     return first, second
 
@@ -92,7 +93,7 @@ def test_an_append_killed_at_random_moments_resumes_in_another_process(tmp_path)
     with dask.config.set(SETTINGS):
         mtd.from_metatensor(first).to_zarr(before, chunks=3)
     after = metatensor.join(
-        [first, _shifted(second, "system", _largest_system(first) + 1)],
+        [first, renumbered(second, _largest_system(first) + 1)],
         axis="samples",
         different_keys="union",
     )
