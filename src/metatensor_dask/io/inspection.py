@@ -148,13 +148,40 @@ def _load_keys(store: Any, info: layout.ArrayInfo, complete: bool) -> np.ndarray
     return keys
 
 
+#: Reads of a store's summary that ``describe_store`` makes before it gives up on a
+#: store written again during each.
+_DESCRIBE_ATTEMPTS = 3
+
+
 def describe_store(location: Any, storage_options: dict[str, Any] | None = None) -> StoreReport:
     """Summarise the tensor stored at ``location`` from its metadata (and its keys).
 
     No values and no sample labels are read; bytes on disk are the sizes of the stored
-    objects under each array, where the store can tell them.
+    objects under each array, where the store can tell them. A store written while it
+    is read (its root document or the write holding its lock changed meanwhile) is read
+    again, so that the summary is of one state of the store.
     """
-    store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
+    store = open_store(location, storage_options, writable=False)
+    for _ in range(_DESCRIBE_ATTEMPTS):
+        before = _writes_seen(store)
+        try:
+            report = _describe(store, location)
+        except (MetatensorDaskError, OSError):
+            if _writes_seen(store) == before:
+                raise
+            continue
+        if _writes_seen(store) == before:
+            return report
+    raise MetatensorDaskError(
+        f"{describe(store)} was written again each of the {_DESCRIBE_ATTEMPTS} times its "
+        "summary was read (an overwrite, an append, a resumed or discarded write started "
+        "or ended meanwhile); run info again once the write has finished"
+    )
+
+
+def _describe(store: Any, location: Any) -> StoreReport:
+    """The summary of the store ``store`` (opened from ``location``)."""
+    store, attributes, nodes = _root(store)
     ours = attributes[layout.ATTRIBUTE]
     parsed = layout.parse_layout(attributes, nodes, str(location))
     blocks = []
