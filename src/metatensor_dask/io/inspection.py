@@ -148,13 +148,40 @@ def _load_keys(store: Any, info: layout.ArrayInfo, complete: bool) -> np.ndarray
     return keys
 
 
+#: Reads of a store's summary that ``describe_store`` makes before it gives up on a
+#: store written again during each.
+_DESCRIBE_ATTEMPTS = 3
+
+
 def describe_store(location: Any, storage_options: dict[str, Any] | None = None) -> StoreReport:
     """Summarise the tensor stored at ``location`` from its metadata (and its keys).
 
     No values and no sample labels are read; bytes on disk are the sizes of the stored
-    objects under each array, where the store can tell them.
+    objects under each array, where the store can tell them. A store written while it
+    is read (its root document or the write holding its lock changed meanwhile) is read
+    again, so that the summary is of one state of the store.
     """
-    store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
+    store = open_store(location, storage_options, writable=False)
+    for _ in range(_DESCRIBE_ATTEMPTS):
+        before = _writes_seen(store)
+        try:
+            report = _describe(store, location)
+        except (MetatensorDaskError, OSError):
+            if _writes_seen(store) == before:
+                raise
+            continue
+        if _writes_seen(store) == before:
+            return report
+    raise MetatensorDaskError(
+        f"{describe(store)} was written again each of the {_DESCRIBE_ATTEMPTS} times its "
+        "summary was read (an overwrite, an append, a resumed or discarded write started "
+        "or ended meanwhile); run info again once the write has finished"
+    )
+
+
+def _describe(store: Any, location: Any) -> StoreReport:
+    """The summary of the store ``store`` (opened from ``location``)."""
+    store, attributes, nodes = _root(store)
     ours = attributes[layout.ATTRIBUTE]
     parsed = layout.parse_layout(attributes, nodes, str(location))
     blocks = []
@@ -716,6 +743,46 @@ def verify(
     return verify_store(location, storage_options, compute=compute)
 
 
+def _writes_seen(store: Any) -> tuple[bytes | None, str | None]:
+    """What changes when the store is written: its root document, and the write that
+    holds its lock (``None`` for none)."""
+    (raw,) = get_many(store, ["zarr.json"])
+    holder = left_lock(store)
+    return raw, None if holder is None else holder.write_id
+
+
+def _written_meanwhile(store: Any) -> str:
+    """The one problem of a verify during which the store was written."""
+    return (
+        f"{describe(store)} was written while verify read it (an overwrite, an append, a "
+        "resumed or discarded write started or ended meanwhile): what was read is not "
+        "one state of the store, and tells nothing of its damage; run verify again once "
+        "the write has finished"
+    )
+
+
+def _read_checks(
+    store: Any,
+    before: tuple[bytes | None, str | None],
+    compute: Any,
+    collection: Any,
+    problems: list[str],
+) -> tuple[int, list[str]] | None:
+    """``compute(collection)``: the bytes read and every problem found (``problems``
+    found before it, then its own); ``None`` when something was found (an error
+    included) and the store was written meanwhile: then what was read is no state of the
+    store."""
+    try:
+        nbytes, found = compute(collection)
+    except Exception:
+        if _writes_seen(store) != before:
+            return None
+        raise
+    if (problems or found) and _writes_seen(store) != before:
+        return None
+    return nbytes, problems + found
+
+
 def verify_store(
     location: Any,
     storage_options: dict[str, Any] | None = None,
@@ -745,7 +812,9 @@ def verify_store(
     compute = compute or (lambda collection: dask.compute(collection)[0])
     where = str(location)
     try:
-        store, attributes, nodes = _root(open_store(location, storage_options, writable=False))
+        opened = open_store(location, storage_options, writable=False)
+        before = _writes_seen(opened)
+        store, attributes, nodes = _root(opened)
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
@@ -809,5 +878,9 @@ def verify_store(
         dask.delayed(_check_labels, pure=True)(store, labels[i : i + 64])
         for i in range(0, len(labels), 64)
     ]
-    nbytes, found = compute(dask.delayed(_merge, pure=True)(reads, label_tasks))
-    return Verification(where, problems + found, notes, len(infos), regions, nbytes)
+    collection = dask.delayed(_merge, pure=True)(reads, label_tasks)
+    checked = _read_checks(store, before, compute, collection, problems)
+    if checked is None:
+        return Verification(where, [_written_meanwhile(store)], notes, len(infos))
+    nbytes, problems = checked
+    return Verification(where, problems, notes, len(infos), regions, nbytes)
