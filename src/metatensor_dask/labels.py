@@ -67,17 +67,29 @@ def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
     array = np.asarray(values)
     if array.dtype == np.int32:
         return array
+    if array.dtype.kind == "O" and array.size and all(_is_integer(v) for v in array.flat):
+        # Python integers beyond 64 bits: out of range, refused below as any other
+        array = np.array([int(v) for v in array.flat], dtype=object).reshape(array.shape)
+        _check_int32_range(array, what)
     if array.dtype.kind not in "biu":
         if array.size == 0:
             return array.astype(np.int32)
         raise TypeError(f"{what} must be convertible to integers")
+    _check_int32_range(array, what)
+    return array.astype(np.int32)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_int32_range(array: np.ndarray, what: str) -> None:
     if array.size and (array.min() < _INT32.min or array.max() > _INT32.max):
         raise ValueError(
             f"{what} must fit in 32-bit integers, got values in "
             f"[{array.min()}, {array.max()}]; metatensor would silently truncate them, "
             "renumber them to stay within [-2**31, 2**31 - 1]"
         )
-    return array.astype(np.int32)
 
 
 def _rows(values: np.ndarray) -> np.ndarray:

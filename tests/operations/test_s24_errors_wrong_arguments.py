@@ -181,3 +181,14 @@ def test_tolerances_that_are_not_numbers_are_refused_before_computing(call):
     with dask.config.set(scheduler=_refuse_to_compute):
         with pytest.raises(TypeError, match=r"must be (None or )?a real number"):
             call(x)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**70)])
+def test_an_integer_beyond_64_bits_for_a_new_dimension_is_a_value_error(value):
+    """Beyond 64 bits too (numpy would raise ``OverflowError`` making the column)."""
+    ours = mtd.from_metatensor(_map(11))
+    with dask.config.set(scheduler=_refuse_to_compute):
+        with pytest.raises(ValueError, match="32-bit integers"):
+            mtd.append_dimension(ours, "samples", "new", value)
+    with pytest.raises(ValueError, match="32-bit integers"):
+        mtd.Labels(["a"], np.array([[1], [value]], dtype=object))

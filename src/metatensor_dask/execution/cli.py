@@ -635,9 +635,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "paths",
         nargs="+",
-        metavar="SRC... DST",
-        help="Zarr stores or .mts/.npz files to read (several with --append), then the Zarr "
-        "store or .mts file to write",
+        metavar="PATH",
+        help="SRC... DST: the Zarr stores or .mts/.npz files to read (several with --append), "
+        "then the Zarr store or .mts file to write",
     )
     convert.add_argument(
         "--chunks",

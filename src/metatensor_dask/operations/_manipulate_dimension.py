@@ -96,7 +96,10 @@ def _column(values: Any, count: int) -> np.ndarray:
     """``values`` given for every entry, one integer repeated ``count`` times; the range
     of an integer is checked by :class:`Labels`, as the range of an array is."""
     if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        return np.full(count, int(values), dtype=np.int64)
+        value = int(values)
+        # beyond 64 bits, kept as a Python integer for Labels to refuse
+        wide = not np.iinfo(np.int64).min <= value <= np.iinfo(np.int64).max
+        return np.full(count, value, dtype=object if wide else np.int64)
     return values
 
 
