@@ -28,7 +28,7 @@ from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
 from .zarr_codecs import is_plain
 from .zarr_in_place import extended_in_place, stored_head
-from .zarr_integrity import checked_labels, damaged
+from .zarr_integrity import VERIFY_HINT, checked_labels, damaged
 from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
 from .zarr_samples import is_chained, sample_attributes
@@ -488,6 +488,10 @@ class Verification:
     arrays: int = 0
     regions: int = 0
     nbytes: int = 0
+
+    def __post_init__(self) -> None:
+        # the errors' pointer to verify is no remedy in verify's own report
+        self.problems = [problem.replace(VERIFY_HINT, "") for problem in self.problems]
 
     @property
     def ok(self) -> bool:

@@ -34,11 +34,15 @@ __all__ = [
 _EMPTY = np.uint64(2**64 - 1)
 
 
+#: The part of a damaged store's message that points to ``verify`` (which drops it).
+VERIFY_HINT = "; `metatensor-dask verify` lists every problem"
+
+
 def damaged(where: str, message: str) -> DamagedStoreError:
     """The error for a damaged store: what is wrong, and what to do about it."""
     return DamagedStoreError(
-        f"the store at {where} is damaged: {message}; `metatensor-dask verify` lists every "
-        "problem; write or convert the tensor again from its source"
+        f"the store at {where} is damaged: {message}{VERIFY_HINT}; write or convert the "
+        "tensor again from its source"
     )
 
 
