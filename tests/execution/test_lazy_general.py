@@ -7,7 +7,6 @@ twice: a dask scheduler that raises, and no chunk file of values opened (Python'
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+from opened_files import VALUES_CHUNK, opened_files
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import raise_if_dask_computes
@@ -23,31 +23,14 @@ from metatensor_dask.testing import raise_if_dask_computes
 sys.path.insert(0, str(Path(__file__).parents[1] / "operations"))
 from test_edge_shapes_general import mixed
 
-_OPENED: list[str] | None = None
-#: a chunk file of values or gradients in a store
-_VALUES_CHUNK = re.compile(r"/values/c[./]")
-
-
-def _audit(event: str, arguments: tuple) -> None:
-    if event == "open" and _OPENED is not None:
-        _OPENED.append(str(arguments[0]))
-
-
-sys.addaudithook(_audit)
-
 
 @contextlib.contextmanager
 def nothing_computed(file: str | None = None) -> Iterator[None]:
     """No dask computation and no chunk file of values (nor ``file``) opened inside."""
-    global _OPENED
-    _OPENED = []
-    try:
-        with raise_if_dask_computes():
-            yield
-        opened = [p for p in _OPENED if _VALUES_CHUNK.search(p) or p == file]
-        assert not opened, opened[:3]
-    finally:
-        _OPENED = None
+    with opened_files() as files, raise_if_dask_computes():
+        yield
+    opened = [p for p in files if VALUES_CHUNK.search(p) or p == file]
+    assert not opened, opened[:3]
 
 
 def _selection(name: str, values: list[int]) -> mtd.Labels:

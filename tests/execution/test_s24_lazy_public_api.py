@@ -14,12 +14,10 @@ each with three gradients, a block of no samples and one of no properties among 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
-import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +31,7 @@ from metatensor_dask.testing import raise_if_dask_computes
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "operations"))
 from chunked_maps import pair
-
-_OPENED: list[str] | None = None
-#: a chunk file of values or gradients in a store
-_CHUNK = re.compile(r"/values/c[./]")
-
-
-def _audit(event: str, arguments: tuple) -> None:
-    if event == "open" and _OPENED is not None:
-        _OPENED.append(str(arguments[0]))
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def _opened() -> Iterator[list[str]]:
-    """The files opened inside (Python's ``open`` audit events, which every file read
-    of the package goes through)."""
-    global _OPENED
-    _OPENED = []
-    try:
-        yield _OPENED
-    finally:
-        _OPENED = None
+from opened_files import VALUES_CHUNK, opened_files
 
 
 def _labels(names: list[str], values: list[list[int]]) -> mtd.Labels:
@@ -375,7 +350,7 @@ def _read(stored: dict[str, Path], source: str) -> mtd.TensorMap:
 def _data_reads(opened: list[str], stored: dict[str, Path]) -> list[str]:
     """The files of values read: chunk files of the store, or the ``.mts`` files."""
     files = {str(stored["mts"]), str(stored["block"])}
-    return [p for p in opened if _CHUNK.search(p) or p in files]
+    return [p for p in opened if VALUES_CHUNK.search(p) or p in files]
 
 
 def test_the_map_has_chunks_and_gradients(stored):
@@ -387,14 +362,14 @@ def test_the_map_has_chunks_and_gradients(stored):
 
 @pytest.mark.parametrize("source", ["zarr", "mts"])
 def test_readers_read_no_values(stored, source):
-    with _opened() as opened, raise_if_dask_computes():
+    with opened_files() as opened, raise_if_dask_computes():
         if source == "zarr":
             mtd.open_zarr(stored["zarr"])
         else:
             mtd.load_labels(stored["labels"])
             block = mtd.load_block(stored["block"], chunks=4)
             mtd.load(stored["mts"], chunks=4)
-    assert not [p for p in opened if _CHUNK.search(p)]
+    assert not [p for p in opened if VALUES_CHUNK.search(p)]
     if source == "mts":
         assert block.values.numblocks[0] > 1
 
@@ -403,7 +378,7 @@ def test_readers_read_no_values(stored, source):
 @pytest.mark.parametrize("name", [n for n, f in LAZY.items() if f is not None])
 def test_building_computes_and_reads_nothing(stored, source, name):
     tensor = _read(stored, source)
-    with _opened() as opened, raise_if_dask_computes():
+    with opened_files() as opened, raise_if_dask_computes():
         LAZY[name](tensor)
     assert not _data_reads(opened, stored), opened[:3]
 
@@ -412,13 +387,13 @@ def test_building_computes_and_reads_nothing(stored, source, name):
 @pytest.mark.parametrize("name", list(ONCE))
 def test_what_computes_computes_once(stored, source, name):
     tensor = _read(stored, source)
-    with _opened() as opened, raise_if_dask_computes(max_computes=1):
+    with opened_files() as opened, raise_if_dask_computes(max_computes=1):
         ONCE[name](tensor)
     assert _data_reads(opened, stored)
 
 
 def test_the_read_check_sees_a_read(stored):
     tensor = _read(stored, "zarr")
-    with _opened() as opened:
+    with opened_files() as opened:
         tensor.block(1).values.compute(scheduler="sync")
     assert _data_reads(opened, stored)
