@@ -19,6 +19,7 @@ import numpy as np
 import metatensor_dask as mtd
 
 from ..errors import MetatensorDaskError
+from ..io._names import is_metatensor_file
 from ..io.zarr_codecs import stored_dtype
 from ..io.zarr_renumber import shifted
 
@@ -30,7 +31,7 @@ def check_files(names: Sequence[str], destination: str) -> None:
     CRC-32s, then its content, as :func:`metatensor_dask.verify` checks them), before
     anything is written to ``destination``."""
     for name in names:
-        if not name.lower().endswith((".mts", ".npz")):
+        if not is_metatensor_file(name):
             continue
         report = mtd.verify(name)
         if not report.ok:

@@ -165,7 +165,8 @@ def _nbytes(tensor: Any) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .pipeline import is_metatensor_file, tensor_file
+    from ..io._names import is_metatensor_file
+    from .pipeline import tensor_file
 
     if is_metatensor_file(args.store):
         from ..io.inspection import describe_file
@@ -191,7 +192,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from ..io._lock import locked_as, released_on_failure
-    from .pipeline import is_metatensor_file, open_tensor, same_local_path
+    from ..io._names import is_metatensor_file
+    from .pipeline import open_tensor, same_local_path
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -562,7 +564,7 @@ def _verify(args: argparse.Namespace) -> int:
     if not result.ok:
         reporter.step(f"{len(result.problems)} problem(s) found in {args.store}")
         return 1
-    from .pipeline import is_metatensor_file
+    from ..io._names import is_metatensor_file
 
     if is_metatensor_file(args.store):
         reporter.step(

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from ..errors import MetatensorDaskError, MetatensorError, NotEqualError
+from ..io._names import is_metatensor_file
 from ..io.chunks import parse_chunks
 from ._arguments import ArgumentError, typed_arguments
 from ._memory import give_back_free_memory
@@ -52,7 +53,6 @@ __all__ = [
     "Step",
     "YamlLoader",
     "describe",
-    "is_metatensor_file",
     "load_yaml_value",
     "open_tensor",
     "tensor_file",
@@ -94,11 +94,6 @@ def describe(error: BaseException) -> str:
     if isinstance(error, USER_ERRORS) and message:
         return message
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
-
-
-def is_metatensor_file(path: str) -> bool:
-    """Whether ``path`` names a metatensor file (``.mts``/``.npz``) rather than a Zarr store."""
-    return path.lower().endswith((".mts", ".npz"))
 
 
 def _is_local(path: str) -> bool:

@@ -9,12 +9,18 @@ metatensor accepts any string there, so ``"../../x"`` would write outside the st
 from __future__ import annotations
 
 import functools
+import os
 import unicodedata
 from typing import Any
 
 from ..errors import UnsafeNameError
 
-__all__ = ["ZARR_DOCUMENT", "check_gradient_names", "check_path_component"]
+__all__ = [
+    "ZARR_DOCUMENT",
+    "check_gradient_names",
+    "check_path_component",
+    "is_metatensor_file",
+]
 
 _RESERVED = {"", ".", ".."}
 
@@ -76,3 +82,11 @@ def check_gradient_names(block: Any, zarr: bool) -> None:
                 "document of every group; rename the gradient"
             )
         check_gradient_names(gradient, zarr)
+
+
+def is_metatensor_file(location: Any) -> bool:
+    """Whether ``location`` is a path or URL named as a metatensor file (``.mts``, or
+    numpy's ``.npz`` of older metatensor versions) rather than a Zarr store."""
+    return isinstance(location, (str, os.PathLike)) and os.fspath(location).lower().endswith(
+        (".mts", ".npz")
+    )

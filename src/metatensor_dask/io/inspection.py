@@ -23,6 +23,7 @@ from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
 from ._lock import incomplete_reason, left_lock, unfinished_write
+from ._names import is_metatensor_file
 from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
@@ -732,9 +733,7 @@ def verify(
     >>> report.ok, report.problems  # doctest: +SKIP
     (True, [])
     """
-    if isinstance(location, (str, os.PathLike)) and os.fspath(location).lower().endswith(
-        (".mts", ".npz")
-    ):
+    if isinstance(location, (str, os.PathLike)) and is_metatensor_file(location):
         from .mts import check_file
 
         try:

@@ -31,6 +31,7 @@ from zarr.storage import LocalStore, MemoryStore, StorePath
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._file_reads import read_whole_files
 from ._file_writes import write_all
+from ._names import is_metatensor_file
 from ._zarr_internals import make_store_path, sync
 from .zarr_codecs import (
     ChunkFormat,
@@ -207,10 +208,6 @@ def _check_writable(store: Store) -> None:
         )
 
 
-#: Extensions of metatensor's files, which ``mtd.save`` writes: never a Zarr store.
-_FILE_EXTENSIONS = (".mts", ".npz")
-
-
 def refuse_metatensor_file(location: Any) -> None:
     """Refuse, before anything is read or written, a path or URL named as a metatensor
     file (``.mts``, ``.npz``): a Zarr store is a folder, which ``load``, ``verify`` and
@@ -218,7 +215,7 @@ def refuse_metatensor_file(location: Any) -> None:
     if not isinstance(location, (str, os.PathLike)):
         return
     name = os.fspath(location).rstrip("/")
-    if name.lower().endswith(_FILE_EXTENSIONS):
+    if is_metatensor_file(name):
         raise MetatensorDaskError(
             f"{name!r} names a metatensor file ({name.rsplit('.', 1)[-1]}), not a Zarr "
             "store: a Zarr store is a folder; write the file with mtd.save(path, tensor), "
