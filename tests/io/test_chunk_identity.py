@@ -15,6 +15,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from older_formats import drop_chunk_tables
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -225,10 +226,8 @@ def _format_3(path) -> None:
     ours = root["attributes"]["metatensor_dask"]
     ours["format"] = 3
     del ours["store_id"]
-    for name, document in root["consolidated_metadata"]["metadata"].items():
-        document.get("attributes", {}).pop(TABLE, None)
-        (path / name / "zarr.json").write_text(json.dumps(document))
     (path / "zarr.json").write_text(json.dumps(root))
+    drop_chunk_tables(path)
 
 
 def test_format_3_stores_read_and_stay_format_3(tmp_path):

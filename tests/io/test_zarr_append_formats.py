@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from ingest_support import store_files
+from older_formats import drop_chunk_tables
 from test_zarr_append import assert_equal_to_join, shifted
 from zarr_writer_process import make_metatensor
 
@@ -48,6 +49,7 @@ def _age(path: Path, version: int) -> None:
         ours["format"] = version
         del ours["store_id"]  # (format 4 records it)
     (path / "zarr.json").write_text(json.dumps(root))
+    drop_chunk_tables(path)
 
 
 def _stored_labels(path: Path, name: str, names: list[str]) -> Labels:

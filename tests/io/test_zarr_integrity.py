@@ -13,6 +13,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
+from older_formats import drop_chunk_tables
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -140,6 +141,7 @@ def _format_1(path) -> None:
         attrs["metatensor_dask"] = {"format": 1, "complete": ours["complete"]}
 
     _edit(path, change)
+    drop_chunk_tables(path)
 
 
 def test_format_1_stores_open_with_a_warning_and_convert_upgrades_them(tmp_path):

@@ -12,6 +12,7 @@ import metatensor
 import numpy as np
 import pytest
 from dask.task_spec import Task
+from older_formats import drop_chunk_tables
 from store_support import CountingStore
 from zarr.storage import LocalStore
 
@@ -344,6 +345,7 @@ def test_a_format_1_store_reads_its_skipped_chunks_as_zeros_by_groups(tmp_path):
     ours = root["attributes"]["metatensor_dask"]
     root["attributes"]["metatensor_dask"] = {"format": 1, "complete": ours["complete"]}
     (path / "zarr.json").write_text(json.dumps(root))
+    drop_chunk_tables(path)
     (path / "blocks/4/values/c.0.0.0").unlink()
     with pytest.warns(mtd.StoreFormatWarning):
         opened = mtd.open_zarr(path)

@@ -985,6 +985,22 @@ def _check_format_records(ours: dict[str, Any], version: int, where: str) -> Non
         )
 
 
+def _refuse_tables(blocks: list[BlockLayout], version: int, where: str) -> None:
+    """Refuse arrays recording a chunk table in a store of an older format: only format
+    4 writes them, so its format number was edited (its store id removed too, else
+    :func:`_check_format_records` saw it), which would read the store without the
+    checks of the tables."""
+    for block in blocks:
+        for info in block.arrays():
+            if TABLE in (info.document.get("attributes") or {}):
+                raise _damaged(
+                    where,
+                    f"its '{ATTRIBUTE}.format' attribute is {version}, but the array "
+                    f"'{info.path}' records a '{TABLE}', which only format {FIRST_FORMAT} "
+                    "stores have: the format number was edited",
+                )
+
+
 def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
     """Check the store id and the chunk tables of a format 4 store, and give its values
     arrays the id (see :mod:`.zarr_identity`); returns the id."""
@@ -1108,6 +1124,8 @@ def parse_layout(
         for block in blocks:
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
+    if version < FIRST_FORMAT:
+        _refuse_tables([blocks[i] for i in fresh], version, where)
     store_id = None
     if identified:
         store_id = _identify(ours, [blocks[i] for i in fresh], where)

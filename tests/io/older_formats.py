@@ -1,0 +1,20 @@
+"""Stores made to look as written by an older format of metatensor-dask (1 to 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from metatensor_dask.io.zarr_identity import TABLE
+
+
+def drop_chunk_tables(path: Path) -> None:
+    """Remove the chunk tables (format 4) from every array document of the store at
+    ``path``, its own and the root's copy: a store written before format 4 has none,
+    and a root of an older format with arrays that have them is refused as edited."""
+    root = json.loads((path / "zarr.json").read_text())
+    for name, document in root["consolidated_metadata"]["metadata"].items():
+        if TABLE in document.get("attributes", {}):
+            del document["attributes"][TABLE]
+            (path / name / "zarr.json").write_text(json.dumps(document))
+    (path / "zarr.json").write_text(json.dumps(root))
