@@ -100,3 +100,57 @@ def test_stores_without_dimension_names_open_and_are_rewritten(tmp_path):
     assert len(extended) == 2 * len(theirs) and mtd.verify(path).ok
     for i in range(len(extended)):
         assert_equal_to_metatensor(extended.block_by_id(i), theirs.block_by_id(i % len(theirs)))
+
+
+def _named_components(block_names: list[str], gradient_names: list[str]):
+    """A metatensor map whose block has components ``block_names`` (sizes 2, 3, ...)
+    and a positions gradient with the components ``gradient_names`` too."""
+    import metatensor
+
+    rng = np.random.default_rng(4)
+    sizes = [2 + j for j in range(len(block_names))]
+    components = [metatensor.Labels.range(n, s) for n, s in zip(block_names, sizes, strict=True)]
+    extra = [metatensor.Labels.range(n, 4 + j) for j, n in enumerate(gradient_names)]
+    properties = metatensor.Labels.range("n", 3)
+    block = metatensor.TensorBlock(
+        rng.random((5, *sizes, 3)), metatensor.Labels.range("system", 5), components, properties
+    )
+    rows = metatensor.Labels(
+        ["sample", "system", "atom"], np.array([[i, i, 0] for i in range(5)], np.int32)
+    )
+    shape = (5, *(4 + j for j in range(len(extra))), *sizes, 3)
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(rng.random(shape), rows, extra + components, properties),
+    )
+    return metatensor.TensorMap(metatensor.Labels.range("key", 1), [block])
+
+
+@pytest.mark.parametrize(
+    "block_names, gradient_names",
+    [
+        (["samples"], ["xyz"]),
+        (["properties", "samples_entry"], ["xyz"]),
+        (["o3_mu"], ["samples"]),
+        (["o3_mu"], ["positions_samples", "properties"]),
+        (["samples", "samples_component"], ["row_pointer_entry"]),
+    ],
+)
+def test_components_named_like_other_axes_open_in_xarray(tmp_path, block_names, gradient_names):
+    """A component named like an axis the store names otherwise (``samples``,
+    ``properties``, a Labels' ``*_entry``) gets a dimension name of its own: with the
+    same name, xarray refused the store (one name, two sizes)."""
+    path = tmp_path / "t.zarr"
+    theirs = _named_components(block_names, gradient_names)
+    mtd.from_metatensor(theirs).to_zarr(path)
+    tree = xr.open_datatree(path, engine="zarr")
+    block = theirs.block(0)
+    values = tree["blocks/0/values"]
+    np.testing.assert_array_equal(values.values, block.values)
+    assert len(set(values.dims)) == values.ndim
+    gradient = tree["blocks/0/gradients/positions/values"]
+    np.testing.assert_array_equal(gradient.values, block.gradient("positions").values)
+    assert len(set(gradient.dims)) == gradient.ndim
+    # the block's components keep one name on both arrays (xarray aligns them)
+    assert gradient.dims[-1 - len(block_names) : -1] == values.dims[1:-1]
+    assert_equal_to_metatensor(mtd.open_zarr(path), theirs)

@@ -155,7 +155,8 @@ def _scope(path: str) -> tuple[str, str]:
 def dimension_names(path: str, components: list[str] | None = None) -> list[str]:
     """Zarr's ``dimension_names`` of the array at ``path``.
 
-    ``values``: ``samples``, the ``components`` names, ``properties`` (a gradient's
+    ``values``: ``samples``, the ``components`` names (renamed where they would repeat
+    another axis' name, see :func:`_component_dimensions`), ``properties`` (a gradient's
     samples are ``<gradient>_samples``); Labels: ``<name>_entry`` and
     ``<name>_dimension`` (``samples_entry``, ``components_0_entry``...); row pointers:
     ``row_pointer_entry``; the names of a gradient's own arrays start with its prefix
@@ -163,10 +164,29 @@ def dimension_names(path: str, components: list[str] | None = None) -> list[str]
     """
     prefix, name = _scope(path)
     if name == "values":
-        return [f"{prefix}samples", *(components or []), "properties"]
+        return [f"{prefix}samples", *_component_dimensions(components or []), "properties"]
     if name == ROW_POINTER:
         return [f"{prefix}{name}_entry"]
     return [f"{prefix}{name}_entry", f"{prefix}{name}_dimension"]
+
+
+def _component_dimensions(components: list[str]) -> list[str]:
+    """The dimension names of the components ``components``: their names, but those a
+    store uses for other axes along the path from the root (``properties``, the
+    ``samples`` of a block or of a gradient, the ``<name>_entry`` and
+    ``<name>_dimension`` of Labels and row pointers), followed by ``_component`` (as
+    often as needed to be unique): ``open_datatree`` refuses a name with two sizes."""
+    taken = set(components)
+    found = []
+    for name in components:
+        dimension = name
+        if name == "properties" or name.endswith(("samples", "_entry", "_dimension")):
+            dimension = f"{name}_component"
+            while dimension in taken:
+                dimension += "_component"
+        taken.add(dimension)
+        found.append(dimension)
+    return found
 
 
 def labels_attributes(names: list[str], digest: str) -> dict[str, Any]:
