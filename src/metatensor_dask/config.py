@@ -29,6 +29,24 @@ with open(_DEFAULTS_FILE) as file:
 dask.config.update_defaults(_DEFAULTS)
 
 
+def _environment_over_files() -> None:
+    """Give the ``DASK_METATENSOR_DASK__*`` environment variables precedence over YAML
+    files for every setting, as dask documents: its merge keeps a YAML file's mapping
+    (a ``compressor`` given as ``{name: ..., configuration: ...}``) over an environment
+    variable's name or ``null``, which is given back here."""
+    ours = dask.config.collect_env().get("metatensor_dask")
+    if not isinstance(ours, dict):
+        return
+    for key, value in ours.items():
+        name = key.replace("_", "-")
+        current = dask.config.get(f"metatensor_dask.{name}", None)
+        if isinstance(current, dict) and not isinstance(value, dict):
+            dask.config.set({f"metatensor_dask.{name}": value})
+
+
+_environment_over_files()
+
+
 def get(name: str) -> Any:
     """The current value of the setting ``metatensor_dask.<name>``.
 
@@ -64,6 +82,8 @@ def chunk_size() -> int:
     """The ``chunk-size`` setting in bytes; a value that is not a positive size is
     refused, naming the setting."""
     value = get("chunk-size")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # such as 1e6, which an environment variable gives as a float
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         _refuse_chunk_size(value)
     return _positive_bytes(value)
