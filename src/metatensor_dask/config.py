@@ -9,8 +9,10 @@ time, but for ``huge-pages``, read at import (see :mod:`._huge_pages`).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import warnings
 from typing import Any, NoReturn
 
 import dask.config
@@ -57,6 +59,7 @@ def get(name: str) -> Any:
         is not a positive number of tasks (the other settings are checked where their
         value is read as what it means: a size, a duration, a codec...).
     """
+    _warn_unknown()
     value = dask.config.get(f"metatensor_dask.{name}")
     check = _CHECKS.get(name)
     if check is not None and not check(value):
@@ -64,6 +67,30 @@ def get(name: str) -> Any:
             f"invalid setting metatensor_dask.{name}={value!r}: use {_EXPECTED[name]}"
         )
     return value
+
+
+#: The names of the settings, as the defaults give them.
+_KNOWN = frozenset(_DEFAULTS["metatensor_dask"])
+#: The unknown names warned about, each once per process.
+_WARNED: set[str] = set()
+
+
+def _warn_unknown() -> None:
+    """Warn, once per name, of a ``metatensor_dask`` setting that metatensor-dask does
+    not read (a misspelled name would otherwise leave its default in use)."""
+    for key in dask.config.get("metatensor_dask", {}):
+        name = key.replace("_", "-")
+        if name in _KNOWN or name in _WARNED:
+            continue
+        _WARNED.add(name)
+        close = difflib.get_close_matches(name.lower(), sorted(_KNOWN), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        warnings.warn(
+            f"unknown setting metatensor_dask.{key}, which is not used: {hint}the settings "
+            f"are {', '.join(sorted(_KNOWN))}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _is_boolean(value: Any) -> bool:
