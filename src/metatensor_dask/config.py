@@ -9,8 +9,10 @@ time, but for ``huge-pages``, read at import (see :mod:`._huge_pages`).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
+import warnings
 from typing import Any, NoReturn
 
 import dask.config
@@ -29,6 +31,24 @@ with open(_DEFAULTS_FILE) as file:
 dask.config.update_defaults(_DEFAULTS)
 
 
+def _environment_over_files() -> None:
+    """Give the ``DASK_METATENSOR_DASK__*`` environment variables precedence over YAML
+    files for every setting, as dask documents: its merge keeps a YAML file's mapping
+    (a ``compressor`` given as ``{name: ..., configuration: ...}``) over an environment
+    variable's name or ``null``, which is given back here."""
+    ours = dask.config.collect_env().get("metatensor_dask")
+    if not isinstance(ours, dict):
+        return
+    for key, value in ours.items():
+        name = key.replace("_", "-")
+        current = dask.config.get(f"metatensor_dask.{name}", None)
+        if isinstance(current, dict) and not isinstance(value, dict):
+            dask.config.set({f"metatensor_dask.{name}": value})
+
+
+_environment_over_files()
+
+
 def get(name: str) -> Any:
     """The current value of the setting ``metatensor_dask.<name>``.
 
@@ -39,6 +59,7 @@ def get(name: str) -> Any:
         is not a positive number of tasks (the other settings are checked where their
         value is read as what it means: a size, a duration, a codec...).
     """
+    _warn_unknown()
     value = dask.config.get(f"metatensor_dask.{name}")
     check = _CHECKS.get(name)
     if check is not None and not check(value):
@@ -46,6 +67,30 @@ def get(name: str) -> Any:
             f"invalid setting metatensor_dask.{name}={value!r}: use {_EXPECTED[name]}"
         )
     return value
+
+
+#: The names of the settings, as the defaults give them.
+_KNOWN = frozenset(_DEFAULTS["metatensor_dask"])
+#: The unknown names warned about, each once per process.
+_WARNED: set[str] = set()
+
+
+def _warn_unknown() -> None:
+    """Warn, once per name, of a ``metatensor_dask`` setting that metatensor-dask does
+    not read (a misspelled name would otherwise leave its default in use)."""
+    for key in dask.config.get("metatensor_dask", {}):
+        name = key.replace("_", "-")
+        if name in _KNOWN or name in _WARNED:
+            continue
+        _WARNED.add(name)
+        close = difflib.get_close_matches(name.lower(), sorted(_KNOWN), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        warnings.warn(
+            f"unknown setting metatensor_dask.{key}, which is not used: {hint}the settings "
+            f"are {', '.join(sorted(_KNOWN))}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _is_boolean(value: Any) -> bool:
@@ -64,6 +109,8 @@ def chunk_size() -> int:
     """The ``chunk-size`` setting in bytes; a value that is not a positive size is
     refused, naming the setting."""
     value = get("chunk-size")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # such as 1e6, which an environment variable gives as a float
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         _refuse_chunk_size(value)
     return _positive_bytes(value)
