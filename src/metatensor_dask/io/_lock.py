@@ -466,7 +466,7 @@ class StoreLock:
     # -- holding it -----------------------------------------------------------------------
 
     def _beat(self) -> None:
-        interval = max(self._limit / 5, 0.01)
+        interval = min(max(self._limit / 5, 0.01), threading.TIMEOUT_MAX)
         while not self._stop.wait(interval):
             try:
                 if not self._refresh():

@@ -166,13 +166,16 @@ def write_batches(
     run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
     request = parse_chunks(chunks)
     drop_behind = _page_cache.budget()
+    settings = store_settings()
+    limit = lock_timeout()
+    shown = not quiet and bool(config.get("progress"))
     client = active_client()
     # the client and the function as its workers get it (None: computed here)
     cluster = (client, shipped(function)) if client is not None else None
     if client is not None:  # the first batch's items, before anything is written
         check_sendable(items, batch_size, 0, None)
     resolved = open_store(store, storage_options, writable=True)
-    lock = StoreLock(resolved, describe(resolved), lock_timeout(), "write_batches")
+    lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
     lock.acquire(takeover=resume)
     try:
         _run(
@@ -186,8 +189,9 @@ def write_batches(
             total,
             resume,
             window,
-            quiet,
+            shown,
             drop_behind,
+            settings,
         )
     finally:
         lock.release()
@@ -228,8 +232,9 @@ def _run(
     total: int,
     resume: bool,
     window: int | None,
-    quiet: bool,
+    shown: bool,
     drop_behind: int | None,
+    settings: dict[str, Any],
 ) -> None:
     where = lock.where
     existing = read_root(store, where)
@@ -251,9 +256,9 @@ def _run(
         root = layout.root_document(False, {}, {})
         root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
-    progress = BatchProgress(total, not quiet and bool(config.get("progress")))
+    progress = BatchProgress(total, shown)
     batches = Batches(function, items, run["batch_size"], committed, window)
-    target = Target(store, lock, request, run, drop_behind, store_settings())
+    target = Target(store, lock, request, run, drop_behind, settings)
     try:
         if cluster is None:
             on_threads(batches, target, progress)

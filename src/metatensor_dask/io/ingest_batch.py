@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask
+import numpy as np
 from dask.base import is_dask_collection
 
 from .. import config
@@ -40,7 +41,8 @@ from .zarr_append import (
     read_root,
     store_now,
 )
-from .zarr_plan import plan_whole
+from .zarr_codecs import template
+from .zarr_plan import plan_whole, shard_chunks
 from .zarr_renumber import shifted
 
 if TYPE_CHECKING:
@@ -80,7 +82,9 @@ STORE_SETTINGS = ("chunk-size", "compressor", "checksum", "shard-chunks")
 
 def store_settings() -> dict[str, Any]:
     """The current values of :data:`STORE_SETTINGS`, as ``dask.config.set`` takes
-    them."""
+    them; a wrong value is refused, naming the setting, before any batch runs."""
+    config.chunk_size()
+    template(np.dtype(np.float64), 1, shard_chunks() is not None)
     return {f"metatensor_dask.{name}": config.get(name) for name in STORE_SETTINGS}
 
 

@@ -127,7 +127,8 @@ def _zarr_template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
         raise MetatensorDaskError(
             f"zarr has no codec named {error.args[0]!r} (setting metatensor_dask.compressor): "
             "use one of zarr's codecs ('zstd', 'gzip', 'blosc') or one of numcodecs', "
-            f"whose names start with 'numcodecs.' (such as 'numcodecs.{error.args[0]}')"
+            "whose names start with 'numcodecs.' (such as 'numcodecs.lz4'); codec names "
+            "are lower case"
         ) from None
     except (ValueError, TypeError) as error:
         raise MetatensorDaskError(

@@ -155,10 +155,11 @@ def shard_chunks() -> int | None:
     shards = config.get("shard-chunks")
     if shards is None:
         return None
-    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 2**16:
         raise MetatensorDaskError(
             f"invalid setting metatensor_dask.shard-chunks={shards!r}: use null (no "
-            "sharding) or a positive number of chunks per shard"
+            "sharding) or a number of chunks per shard from 1 to 65536 (each shard file "
+            "holds an index of 16 bytes per chunk)"
         )
     return shards
 
