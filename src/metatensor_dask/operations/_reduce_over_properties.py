@@ -192,8 +192,10 @@ def _grouped_block(
 def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     properties, groups = shared(block.properties)
+    # integers and bools are averaged as numpy does, in float64: their sums in their
+    # own dtype overflow, and bools add up as a logical or
+    block = in_reduction_dtype(block, reduction)
     if len(block.properties) == 0:
-        block = in_reduction_dtype(block, reduction)
         gradients = {
             p: TensorBlock._trusted(g._held_values(), g.samples, g.components, properties)
             for p, g in block.gradients()

@@ -328,8 +328,10 @@ def _grouped_block(
 def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     samples, grouping = shared.groups(block.samples)
+    # integers and bools are averaged as numpy does, in float64: their sums in their
+    # own dtype overflow, and bools add up as a logical or
+    block = in_reduction_dtype(block, reduction)
     if len(block.samples) == 0:
-        block = in_reduction_dtype(block, reduction)
         return TensorBlock._trusted(
             block._held_values(),
             samples,
