@@ -199,3 +199,42 @@ def test_reductions_of_integers_and_bools_are_numpys(dtype, reduction, chunked):
     np.testing.assert_allclose(
         over_properties.compute(), function(values, axis=-1, keepdims=True), rtol=1e-12
     )
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "var", "std"])
+def test_reductions_of_float16_are_made_in_float32(reduction, chunked):
+    """Values near 30,000 whose sums over a group of three overflow float16 (65504):
+    reduced in float32 and given as float16, with gradients, as numpy does."""
+    rng = np.random.default_rng(9)
+    values = rng.uniform(29_900, 30_100, (9, 2, 3)).astype(np.float16)
+    block = metatensor.TensorBlock(
+        values,
+        _labels(["system", "atom"], [[i // 3, i % 3] for i in range(9)]),
+        [_labels(["c"], [[0], [1]])],
+        _labels(["p", "q"], [[0, 0], [0, 1], [0, 2]]),
+    )
+    rows = [[s, s // 3, 0] for s in range(9)]
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.uniform(-1, 1, (9, 3, 2, 3)).astype(np.float16),
+            _labels(["sample", "system", "atom"], rows),
+            [_labels(["xyz"], [[0], [1], [2]]), _labels(["c"], [[0], [1]])],
+            block.properties,
+        ),
+    )
+    tensor = metatensor.TensorMap(_labels(["k"], [[0]]), [block])
+    in_float32 = tensor.to(dtype=np.float32)
+    for over, dimension in [("samples", "atom"), ("properties", "q")]:
+        name = f"{reduction}_over_{over}"
+        ours = getattr(mtd, name)(_ours(tensor, chunked), dimension).block(0)
+        expected = getattr(mtd, name)(mtd.from_metatensor(in_float32), dimension).block(0)
+        pairs = [(ours.values, expected.values)]
+        pairs.append((ours.gradient("positions").values, expected.gradient("positions").values))
+        for array, wanted in pairs:
+            assert array.dtype == np.float16
+            computed = array.compute()
+            assert computed.dtype == np.float16
+            assert np.all(np.isfinite(computed))
+            np.testing.assert_array_equal(computed, wanted.compute().astype(np.float16))
