@@ -94,12 +94,15 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     Returns
     -------
     TensorMap
-        The weights, with the keys of ``X``.
+        The weights, with the keys of ``X``, in numpy's dtype for ``X`` and ``Y``
+        (float64 for integers and bools).
 
     Raises
     ------
     NotEqualError
         If keys or block metadata differ.
+    TypeError
+        numpy's, for float16 values, which its linear algebra refuses.
     """
     if rcond is None:
         warnings.warn(

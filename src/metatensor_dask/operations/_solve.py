@@ -58,7 +58,8 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
     Returns
     -------
     TensorMap
-        The solutions, with the keys of ``X``.
+        The solutions, with the keys of ``X``, in numpy's dtype for ``X`` and ``Y``
+        (float64 for integers and bools).
 
     Raises
     ------
@@ -66,6 +67,8 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
         If a block of ``X`` is not square 2-D, or samples/components differ.
     NotEqualError
         If keys or gradients differ.
+    TypeError
+        numpy's, for float16 values, which its linear algebra refuses.
     """
     check_tensor(X, "X")
     check_tensor(Y, "Y")
