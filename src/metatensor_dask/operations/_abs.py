@@ -13,10 +13,24 @@ from ._value_rows import ValueRows, gathered_rows, one_block
 __all__ = ["abs"]
 
 
+def _abs_values(values: np.ndarray) -> np.ndarray:
+    # the modulus of complex values stays in their complex dtype, as in metatensor, so
+    # that values and gradients keep one dtype
+    return np.abs(values).astype(values.dtype, copy=False)
+
+
+def _complex_abs_gradient(signs: np.ndarray, gradient: np.ndarray, index: np.ndarray) -> np.ndarray:
+    # |z| is real: its derivative along a real parameter is Re(conj(z / |z|) dz)
+    rows = gathered_rows(np.conj(signs), index, gradient.ndim)
+    return (gradient * rows).real.astype(gradient.dtype)
+
+
 def _abs_gradient(values: np.ndarray, gradient: np.ndarray, index: np.ndarray) -> np.ndarray:
     # metatensor's `gradient * sign(values)[s]`; block by block (see `ValueRows`) for a
     # large gradient of the values' dtype
     signs = np.sign(values)
+    if np.iscomplexobj(signs):
+        return _complex_abs_gradient(signs, gradient, index)
     if one_block(gradient) or signs.dtype != gradient.dtype:
         return gradient * gathered_rows(signs, index, gradient.ndim)
     result = np.empty_like(gradient)
@@ -30,7 +44,7 @@ def _abs_gradient(values: np.ndarray, gradient: np.ndarray, index: np.ndarray) -
 def _abs_block(block: TensorBlock) -> TensorBlock:
     return derived_block(
         [block],
-        elementwise(np.abs, [block.values]),
+        elementwise(_abs_values, [block.values]),
         lambda parameter, gradient: gradient_rows(
             _abs_gradient, [block.values], gradient, block, parameter
         ),
@@ -46,7 +60,11 @@ def abs(A: TensorMap) -> TensorMap:
 
         \nabla |A| = \nabla A \, \mathrm{sign}(A[s])
 
-    (zero where :math:`A[s] = 0`, as numpy's ``sign``).
+    (zero where :math:`A[s] = 0`, as numpy's ``sign``). For complex values, the
+    modulus keeps their complex dtype (as in metatensor) and its gradient is
+    :math:`\mathrm{Re}(\overline{\mathrm{sign}(A[s])} \, \nabla A)`, with
+    :math:`\mathrm{sign}(z) = z / |z|`: metatensor-operations 0.5.0 gives
+    :math:`\mathrm{sign}(A[s]) \, \nabla A`, which is right only for real values.
 
     Parameters
     ----------

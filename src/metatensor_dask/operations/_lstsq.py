@@ -38,6 +38,19 @@ def _flat_rows(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
     return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=0)
 
 
+def linalg_dtype(X: TensorBlock, Y: TensorBlock) -> np.dtype:
+    """The dtype of numpy's solutions of ``X @ w = Y``: float64 for integers and bools,
+    the wider of the two inexact dtypes otherwise.
+
+    Raises
+    ------
+    TypeError
+        numpy's, for the dtypes its linear algebra refuses (float16).
+    """
+    x, y = np.ones((1, 1), X.dtype), np.ones((1, 1), Y.dtype)
+    return np.linalg.solve(x, y).dtype
+
+
 def _lstsq_weights(*arrays: np.ndarray, n_x: int, rcond: float | None) -> np.ndarray:
     x = _flat_rows(arrays[:n_x])
     y = _flat_rows(arrays[n_x:])
@@ -49,7 +62,7 @@ def _lstsq_block(X: TensorBlock, Y: TensorBlock, rcond: float | None) -> TensorB
     check_same_gradients_raise(X, Y, "lstsq", check=["samples", "components"])
     xs, ys = stacked_equations(X, Y)
     shape = (len(Y.properties), len(X.properties))
-    dtype = np.result_type(X.dtype, Y.dtype)
+    dtype = linalg_dtype(X, Y)
     weights = combine_rows(
         _lstsq_weights, [*xs, *ys], shape, dtype, {"n_x": len(xs), "rcond": rcond}
     )
@@ -81,12 +94,15 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     Returns
     -------
     TensorMap
-        The weights, with the keys of ``X``.
+        The weights, with the keys of ``X``, in numpy's dtype for ``X`` and ``Y``
+        (float64 for integers and bools).
 
     Raises
     ------
     NotEqualError
         If keys or block metadata differ.
+    TypeError
+        numpy's, for float16 values, which its linear algebra refuses.
     """
     if rcond is None:
         warnings.warn(

@@ -33,6 +33,7 @@ from ._manipulation_utils import (
     rows_only,
     values_at_gradient_rows,
 )
+from ._reduce_over_samples import float16_in_float32
 from ._segments import rowwise
 from ._utils import check_block, check_tensor, map_blocks
 
@@ -192,8 +193,10 @@ def _grouped_block(
 def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     properties, groups = shared(block.properties)
+    # integers and bools are averaged as numpy does, in float64: their sums in their
+    # own dtype overflow, and bools add up as a logical or
+    block = in_reduction_dtype(block, reduction)
     if len(block.properties) == 0:
-        block = in_reduction_dtype(block, reduction)
         gradients = {
             p: TensorBlock._trusted(g._held_values(), g.samples, g.components, properties)
             for p, g in block.gradients()
@@ -243,13 +246,17 @@ def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorM
     check_tensor(tensor, "tensor")
     shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))
     tensor = lazy_arrays(tensor)
-    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
+    return float16_in_float32(
+        lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),
+        tensor,
+        reduction,
+    )
 
 
 def _reduce_one(block: TensorBlock, property_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
     shared = _SharedGroups(checked_names(property_names, block.properties.names, "property"))
-    return _reduce_block(block, shared, reduction)
+    return float16_in_float32(lambda b: _reduce_block(b, shared, reduction), block, reduction)
 
 
 def _documented(kind: str, rule: str):

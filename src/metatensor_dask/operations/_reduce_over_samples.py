@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import dask.array as da
 import numpy as np
@@ -328,8 +329,10 @@ def _grouped_block(
 def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> TensorBlock:
     check_no_gradients_of_gradients(block)
     samples, grouping = shared.groups(block.samples)
+    # integers and bools are averaged as numpy does, in float64: their sums in their
+    # own dtype overflow, and bools add up as a logical or
+    block = in_reduction_dtype(block, reduction)
     if len(block.samples) == 0:
-        block = in_reduction_dtype(block, reduction)
         return TensorBlock._trusted(
             block._held_values(),
             samples,
@@ -430,18 +433,34 @@ def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
     return target - bounds[owner]
 
 
+Data = TypeVar("Data", TensorMap, TensorBlock)
+
+
+def float16_in_float32(reduce: Callable[[Data], Data], data: Data, reduction: str) -> Data:
+    """``reduce(data)``; a mean, variance or standard deviation of float16 values is
+    computed in float32 then cast back, as numpy does: their sums overflow float16
+    (65504)."""
+    if reduction == "sum" or data.dtype != np.float16:
+        return reduce(data)
+    return reduce(data.to(dtype=np.float32)).to(dtype=np.float16)
+
+
 @without_collector
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))
     tensor = lazy_arrays(tensor)
-    return map_blocks(tensor, lambda block: _reduce_block(block, shared, reduction))
+    return float16_in_float32(
+        lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),
+        tensor,
+        reduction,
+    )
 
 
 def _reduce_one(block: TensorBlock, sample_names: Names, reduction: str) -> TensorBlock:
     check_block(block, "block")
     shared = _SharedLabels(checked_names(sample_names, block.samples.names, "sample"))
-    return _reduce_block(block, shared, reduction)
+    return float16_in_float32(lambda b: _reduce_block(b, shared, reduction), block, reduction)
 
 
 def _documented(kind: str, rule: str):

@@ -88,8 +88,13 @@ def _added_into(
     _, order, starts, targets = plan
     if order is not None:
         contributions = contributions[order]
+    sums = np.add.reduceat(contributions, starts, axis=0)
+    if not np.can_cast(sums.dtype, result.dtype, "same_kind"):
+        # numpy adds bools in int64: a sum is true where any of its rows is, as when
+        # adding them one by one into bools
+        sums = sums.astype(result.dtype)
     # distinct targets (one per run of equal ones): a fancy-indexed += adds each once
-    result[targets] += np.add.reduceat(contributions, starts, axis=0)
+    result[targets] += sums
     return result
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..block import TensorBlock
 from ..tensor import TensorMap
 from ._chunkwise import combine_rows
-from ._lstsq import _flat_rows, stacked_equations
+from ._lstsq import _flat_rows, linalg_dtype, stacked_equations
 from ._utils import (
     blocks_by_key,
     check_same_gradients_raise,
@@ -35,7 +35,7 @@ def _solve_block(X: TensorBlock, Y: TensorBlock) -> TensorBlock:
     check_same_gradients_raise(X, Y, "solve")
     xs, ys = stacked_equations(X, Y)
     shape = (len(Y.properties), len(X.properties))
-    dtype = np.result_type(X.dtype, Y.dtype)
+    dtype = linalg_dtype(X, Y)
     weights = combine_rows(_solve_weights, [*xs, *ys], shape, dtype, {"n_x": len(xs)})
     return TensorBlock._trusted(weights, Y.properties, [], X.properties)
 
@@ -58,7 +58,8 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
     Returns
     -------
     TensorMap
-        The solutions, with the keys of ``X``.
+        The solutions, with the keys of ``X``, in numpy's dtype for ``X`` and ``Y``
+        (float64 for integers and bools).
 
     Raises
     ------
@@ -66,6 +67,8 @@ def solve(X: TensorMap, Y: TensorMap) -> TensorMap:
         If a block of ``X`` is not square 2-D, or samples/components differ.
     NotEqualError
         If keys or gradients differ.
+    TypeError
+        numpy's, for float16 values, which its linear algebra refuses.
     """
     check_tensor(X, "X")
     check_tensor(Y, "Y")
