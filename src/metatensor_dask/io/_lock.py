@@ -40,6 +40,7 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
+from ._file_writes import write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -483,8 +484,12 @@ class StoreLock:
         fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
         if self._root is not None:
             temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
-            temporary.write_bytes(fresh.encode())
-            os.replace(temporary, self._root / LOCK_KEY)
+            try:
+                temporary.write_bytes(fresh.encode())
+                os.replace(temporary, self._root / LOCK_KEY)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
         else:
             set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
         return True
@@ -613,23 +618,35 @@ def released_on_failure() -> Iterator[None]:
 def _create(path: Path, data: bytes, temporary: Path) -> bool:
     """Create the file ``path`` holding ``data``, unless it exists (then False), in one
     step: ``data`` is written to ``temporary``, then hard-linked to ``path``. On a file
-    system without hard links, ``path`` is created, then written."""
-    temporary.write_bytes(data)
+    system without hard links, ``path`` is created, then written. A write that fails (a
+    full disk, a file size limit) leaves neither file behind."""
     try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links here
+        temporary.write_bytes(data)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(temporary, path)
         except FileExistsError:
             return False
-        try:
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
+        except OSError:  # no hard links here
+            return _create_in_place(path, data)
     finally:
         temporary.unlink(missing_ok=True)
+    return True
+
+
+def _create_in_place(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (then False); the file is
+    removed again when writing it fails."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        write_all(descriptor, [data])
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(descriptor)
     return True
 
 
