@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import metatensor
 import pytest
 from ingest_support import renumbered
 from test_zarr_append import assert_equal_to_join
@@ -92,3 +93,66 @@ def _assert_appended(store: Path) -> None:
     first, second = make_metatensor(1), make_metatensor(2)
     largest = max(int(max(block.samples.column("system"), default=-1)) for block in first)
     assert_equal_to_join(mtd.open_zarr(store), [first, renumbered(second, largest + 1)])
+
+
+def _assert_out_of_room(printed: str, store: Path, then: str) -> None:
+    """``printed`` is a file size limit error naming the store, the limit and ``then``."""
+    number, message = printed.split(" ", 1)
+    assert int(number) == errno.EFBIG, printed
+    assert str(store) in message, printed
+    assert "ulimit -f" in message, printed
+    assert then in message, printed
+
+
+def test_a_write_without_room_names_the_store_and_the_remedy(tmp_path):
+    store = tmp_path / "s.zarr"
+    printed = _limited(store, 8192, WRITE)
+    _assert_out_of_room(printed, store, "resume=True")
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(store)
+    assert _lock_files(store) == []
+    resumed = WRITE.replace("chunks=4)", "chunks=4, resume=True)")
+    assert _limited(store, 2**40, resumed) == "done"
+    assert_equal_to_metatensor(mtd.open_zarr(store), make_metatensor(1))
+
+
+def test_an_append_without_room_names_the_store_and_the_remedy(tmp_path):
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(make_metatensor(1)).to_zarr(store, chunks=4)
+    printed = _limited(store, 8192, APPEND)
+    _assert_out_of_room(printed, store, "discard_append")
+    assert_equal_to_metatensor(mtd.open_zarr(store), make_metatensor(1))
+    assert _lock_files(store) == []
+    resumed = APPEND.replace("chunks=4)", "chunks=4, resume=True)")
+    assert _limited(store, 2**40, resumed) == "done"
+    _assert_appended(store)
+
+
+def test_a_lock_without_room_says_nothing_was_written(tmp_path):
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(make_metatensor(1)).to_zarr(store, chunks=4)
+    printed = _limited(store, 1000, APPEND)
+    _assert_out_of_room(printed, store, "nothing was written: run the same call again")
+
+
+def test_new_blocks_without_room_leave_the_store_as_it_was(tmp_path):
+    store = tmp_path / "s.zarr"
+    full = make_metatensor(1)
+    first = metatensor.TensorMap(
+        metatensor.Labels(full.keys.names, full.keys.values[:2]),
+        [full.block(0).copy(), full.block(1).copy()],
+    )
+    mtd.from_metatensor(first).to_zarr(store, chunks=4)
+    add = (
+        "import metatensor\n"
+        "full = make_metatensor(1)\n"
+        "last = metatensor.TensorMap(metatensor.Labels(full.keys.names, full.keys.values[2:]),"
+        " [full.block(2).copy()])\n"
+        "mtd.from_metatensor(last).to_zarr(store, mode='a', chunks=4)"
+    )
+    printed = _limited(store, 8192, add)
+    _assert_out_of_room(printed, store, "the store is as it was: run the same call again")
+    assert_equal_to_metatensor(mtd.open_zarr(store), first)
+    assert _limited(store, 2**40, add) == "done"
+    whole = metatensor.TensorMap(full.keys, [block.copy() for block in full.blocks()])
+    assert_equal_to_metatensor(mtd.open_zarr(store), whole)  # the info of the first write
