@@ -19,6 +19,7 @@ from test_zarr_append import assert_equal_to_join
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 pytestmark = pytest.mark.xdist_group("serial")
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.xdist_group("serial")
 LIMITED = """
 import resource, signal, sys
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from zarr_writer_process import make_metatensor
 
 store, limit = sys.argv[1], int(sys.argv[2])
@@ -132,7 +134,7 @@ def test_a_lock_without_room_says_nothing_was_written(tmp_path):
     store = tmp_path / "s.zarr"
     mtd.from_metatensor(make_metatensor(1)).to_zarr(store, chunks=4)
     printed = _limited(store, 1000, APPEND)
-    _assert_out_of_room(printed, store, "nothing was written: run the same call again")
+    _assert_out_of_room(printed, store, "nothing was written: run it again")
 
 
 def test_new_blocks_without_room_leave_the_store_as_it_was(tmp_path):
@@ -151,8 +153,41 @@ def test_new_blocks_without_room_leave_the_store_as_it_was(tmp_path):
         "mtd.from_metatensor(last).to_zarr(store, mode='a', chunks=4)"
     )
     printed = _limited(store, 8192, add)
-    _assert_out_of_room(printed, store, "the store is as it was: run the same call again")
+    _assert_out_of_room(printed, store, "the store is as it was: run it again")
     assert_equal_to_metatensor(mtd.open_zarr(store), first)
     assert _limited(store, 2**40, add) == "done"
     whole = metatensor.TensorMap(full.keys, [block.copy() for block in full.blocks()])
     assert_equal_to_metatensor(mtd.open_zarr(store), whole)  # the info of the first write
+
+
+#: Runs the command line ``argv[2:]`` with files limited to ``argv[1]`` bytes.
+COMMAND = """
+import resource, signal, sys
+from metatensor_dask.execution.cli import main
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_a_convert_without_room_names_its_resume(tmp_path, append):
+    source, store = tmp_path / "t.mts", tmp_path / "s.zarr"
+    metatensor.save(str(source), make_metatensor(1))
+    command = ["convert", str(source), str(store), "--quiet"] + (["--append"] if append else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    failed = subprocess.run(
+        [sys.executable, "-c", COMMAND, "8192", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert failed.returncode == 1, failed.stderr
+    assert f"writing {store} failed (File too large)" in failed.stderr, failed.stderr
+    assert "ulimit -f" in failed.stderr and "with --resume" in failed.stderr, failed.stderr
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(store)
+    assert main([*command, "--resume"]) == 0
+    assert_equal_to_metatensor(mtd.open_zarr(store), make_metatensor(1))

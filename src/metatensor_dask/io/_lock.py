@@ -40,7 +40,7 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
-from ._file_writes import write_all
+from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -58,6 +58,7 @@ __all__ = [
     "incomplete",
     "left_lock",
     "locked_as",
+    "raise_if_out_of_room",
     "released_on_failure",
     "timeout",
     "unfinished_write",
@@ -513,6 +514,10 @@ class StoreLock:
         self.stop()
         self.ref.release()
 
+    def remedy(self) -> str:
+        """How to finish this write, or give it up, once it failed."""
+        return self._holder.remedy(appending=False)
+
 
 def left_lock(store: Store) -> Holder | None:
     """The holder of the store's lock (``None``: no lock, or one that can not be read)."""
@@ -606,13 +611,27 @@ def released_on_failure() -> Iterator[None]:
     token = _WATCHED.set([])
     try:
         yield
-    except BaseException:
-        for lock in _WATCHED.get() or []:
+    except BaseException as error:
+        watched = _WATCHED.get() or []
+        for lock in watched:
             if _DELAYED.pop(lock.ref.write_id, None) is not None:
                 lock.release()
+        for lock in watched:
+            raise_if_out_of_room(error, lock.ref.where, lock.remedy())
         raise
     finally:
         _WATCHED.reset(token)
+
+
+def raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:
+    """For ``error``, a write that found no room (a full disk or quota, a file size
+    limit), raise an ``OSError`` of the same ``errno`` naming the store ``where``, the
+    cause and what to do ``then``. Other errors: return."""
+    cause = no_room(error)
+    if cause is None or not isinstance(error, OSError):
+        return
+    message = f"writing {where} failed ({error.strerror}): {cause}, then {then}"
+    raise OSError(error.errno, message) from error
 
 
 def _create(path: Path, data: bytes, temporary: Path) -> bool:

@@ -160,7 +160,7 @@ def _out_of_room(error: OSError, path: str, cause: str) -> MetatensorError:
     that ``path`` is as it was and what to do."""
     where = "the file is as it was" if os.path.lexists(path) else "no file was written"
     message = io_error(OSError(error.errno, error.strerror), path)
-    return MetatensorError(f"{message}: {cause}, then save again ({where})")
+    return MetatensorError(f"{message}: {cause}, then write it again ({where})")
 
 
 def _keep_permissions(fd: int, path: str) -> None:

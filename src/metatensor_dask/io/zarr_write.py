@@ -48,7 +48,7 @@ from . import _page_cache, _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._file_writes import no_room
-from ._lock import LOCK_KEY, StoreLock, WriteId, append_command
+from ._lock import LOCK_KEY, StoreLock, WriteId, append_command, raise_if_out_of_room
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
@@ -957,7 +957,7 @@ def _locked_write(
     try:
         lock.acquire(takeover=resume or mode == "w")
     except OSError as error:
-        _raise_if_out_of_room(error, lock.ref.where, "nothing was written: run the same call again")
+        raise_if_out_of_room(error, lock.ref.where, "nothing was written: run it again")
         raise
     try:
         if append_dim is None:
@@ -981,26 +981,16 @@ def _locked_write(
     except BaseException as error:
         lock.release()
         if no_room(error) is not None:
-            then = _FINISH[append_dim is not None]
+            then = lock.remedy()
             if append_dim is None and _complete(store, lock.ref.where):
-                then = "the store is as it was: run the same call again"
-            _raise_if_out_of_room(error, lock.ref.where, then)
+                then = "the store is as it was: run it again"
+            raise_if_out_of_room(error, lock.ref.where, then)
         raise
     if delayed is None:
         lock.release()
     else:
         lock.hand_over()
     return delayed
-
-
-#: How to finish a write that failed for want of room, by whether it appends.
-_FINISH = {
-    False: "finish the write with the same call and resume=True, or start over with mode='w'",
-    True: (
-        "finish the append with the same call and resume=True, or give it up with "
-        "metatensor_dask.discard_append"
-    ),
-}
 
 
 def _complete(store: Store, where: str) -> bool:
@@ -1011,17 +1001,6 @@ def _complete(store: Store, where: str) -> bool:
     except (OSError, MetatensorDaskError):
         return False
     return existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
-
-
-def _raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:
-    """For ``error``, a write that found no room (a full disk or quota, a file size
-    limit), raise an ``OSError`` of the same ``errno`` naming the store, the cause and
-    what to do ``then``. Other errors: return."""
-    cause = no_room(error)
-    if cause is None or not isinstance(error, OSError):
-        return
-    message = f"writing {where} failed ({error.strerror}): {cause}, then {then}"
-    raise OSError(error.errno, message) from error
 
 
 def _write(
