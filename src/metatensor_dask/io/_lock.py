@@ -473,8 +473,11 @@ class StoreLock:
             try:
                 if not self._refresh():
                     break  # released by the final task, or taken over
-            except OSError:
-                break  # the store is gone: the write fails, or its completion task does
+            except OSError as error:
+                if no_room(error) is None:
+                    break  # the store is gone: the write fails, or its completion task does
+                # no room for the new lock now (the old one stays): try again next time,
+                # so that room made meanwhile keeps the lock from becoming stale
         _DELAYED.pop(self.ref.write_id, None)
 
     def _refresh(self) -> bool:
