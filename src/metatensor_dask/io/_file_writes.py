@@ -24,11 +24,12 @@ time emptied first, 1 ms in place).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MOST_BUFFERS", "PIECE_BYTES", "overwrite", "write_all"]
+__all__ = ["MOST_BUFFERS", "NO_ROOM", "PIECE_BYTES", "no_room", "overwrite", "write_all"]
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
@@ -36,6 +37,21 @@ PIECE_BYTES = 128 * 2**10
 MOST_BUFFERS = 1024
 """Buffers given to one system call at most (``IOV_MAX`` on Linux and macOS: more, and
 ``writev`` fails)."""
+
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""The ``errno`` of a write that found no room: a full file system or quota, a file
+larger than the file size limit of the process."""
+
+
+def no_room(error: BaseException) -> str | None:
+    """What to do about ``error`` when it is a write that found no room (an ``OSError``
+    of :data:`NO_ROOM`), else ``None``."""
+    if not isinstance(error, OSError) or error.errno not in NO_ROOM:
+        return None
+    if error.errno == errno.EFBIG:
+        return "a file would be larger than this process may write (ulimit -f): raise that limit"
+    return "the file system (or the user's quota) is full: free some space"
 
 
 def _groups(buffers: Iterable[Any]) -> Iterator[tuple[list[memoryview], int]]:

@@ -40,6 +40,7 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
+from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -57,6 +58,7 @@ __all__ = [
     "incomplete",
     "left_lock",
     "locked_as",
+    "raise_if_out_of_room",
     "released_on_failure",
     "timeout",
     "unfinished_write",
@@ -471,8 +473,11 @@ class StoreLock:
             try:
                 if not self._refresh():
                     break  # released by the final task, or taken over
-            except OSError:
-                break  # the store is gone: the write fails, or its completion task does
+            except OSError as error:
+                if no_room(error) is None:
+                    break  # the store is gone: the write fails, or its completion task does
+                # no room for the new lock now (the old one stays): try again next time,
+                # so that room made meanwhile keeps the lock from becoming stale
         _DELAYED.pop(self.ref.write_id, None)
 
     def _refresh(self) -> bool:
@@ -483,8 +488,12 @@ class StoreLock:
         fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
         if self._root is not None:
             temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
-            temporary.write_bytes(fresh.encode())
-            os.replace(temporary, self._root / LOCK_KEY)
+            try:
+                temporary.write_bytes(fresh.encode())
+                os.replace(temporary, self._root / LOCK_KEY)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
         else:
             set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
         return True
@@ -507,6 +516,10 @@ class StoreLock:
         """Stop the heartbeat and delete the lock if this write still holds it."""
         self.stop()
         self.ref.release()
+
+    def remedy(self) -> str:
+        """How to finish this write, or give it up, once it failed."""
+        return self._holder.remedy(appending=False)
 
 
 def left_lock(store: Store) -> Holder | None:
@@ -601,35 +614,61 @@ def released_on_failure() -> Iterator[None]:
     token = _WATCHED.set([])
     try:
         yield
-    except BaseException:
-        for lock in _WATCHED.get() or []:
+    except BaseException as error:
+        watched = _WATCHED.get() or []
+        for lock in watched:
             if _DELAYED.pop(lock.ref.write_id, None) is not None:
                 lock.release()
+        for lock in watched:
+            raise_if_out_of_room(error, lock.ref.where, lock.remedy())
         raise
     finally:
         _WATCHED.reset(token)
 
 
+def raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:
+    """For ``error``, a write that found no room (a full disk or quota, a file size
+    limit), raise an ``OSError`` of the same ``errno`` naming the store ``where``, the
+    cause and what to do ``then``. Other errors: return."""
+    cause = no_room(error)
+    if cause is None or not isinstance(error, OSError):
+        return
+    message = f"writing {where} failed ({error.strerror}): {cause}, then {then}"
+    raise OSError(error.errno, message) from error
+
+
 def _create(path: Path, data: bytes, temporary: Path) -> bool:
     """Create the file ``path`` holding ``data``, unless it exists (then False), in one
     step: ``data`` is written to ``temporary``, then hard-linked to ``path``. On a file
-    system without hard links, ``path`` is created, then written."""
-    temporary.write_bytes(data)
+    system without hard links, ``path`` is created, then written. A write that fails (a
+    full disk, a file size limit) leaves neither file behind."""
     try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links here
+        temporary.write_bytes(data)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(temporary, path)
         except FileExistsError:
             return False
-        try:
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
+        except OSError:  # no hard links here
+            return _create_in_place(path, data)
     finally:
         temporary.unlink(missing_ok=True)
+    return True
+
+
+def _create_in_place(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (then False); the file is
+    removed again when writing it fails."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        write_all(descriptor, [data])
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(descriptor)
     return True
 
 

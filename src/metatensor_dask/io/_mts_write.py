@@ -21,10 +21,10 @@ import numpy as np
 from .. import _graph, config
 from .._collection import GroupItem
 from ..block import TensorBlock
-from ..errors import MetatensorDaskError
+from ..errors import MetatensorDaskError, MetatensorError
 from ..labels import Labels
 from . import _mts_integrity, _npy, _zip
-from ._file_writes import PIECE_BYTES, write_all
+from ._file_writes import PIECE_BYTES, no_room, write_all
 from ._mts_read import io_error
 from ._names import check_path_component
 
@@ -146,10 +146,21 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
         finally:
             os.close(fd)
         os.replace(temporary, absolute)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        cause = no_room(error)
+        if cause is not None and isinstance(error, OSError):
+            raise _out_of_room(error, path, cause) from error
         raise
+
+
+def _out_of_room(error: OSError, path: str, cause: str) -> MetatensorError:
+    """metatensor's error for ``error``, a write of ``path`` that found no room, saying
+    that ``path`` is as it was and what to do."""
+    where = "the file is as it was" if os.path.lexists(path) else "no file was written"
+    message = io_error(OSError(error.errno, error.strerror), path)
+    return MetatensorError(f"{message}: {cause}, then write it again ({where})")
 
 
 def _keep_permissions(fd: int, path: str) -> None:

@@ -47,7 +47,8 @@ from ..labels import Labels
 from . import _page_cache, _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
-from ._lock import LOCK_KEY, StoreLock, WriteId, append_command
+from ._file_writes import no_room
+from ._lock import LOCK_KEY, StoreLock, WriteId, append_command, raise_if_out_of_room
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
@@ -953,7 +954,11 @@ def _locked_write(
     store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
-    lock.acquire(takeover=resume or mode == "w")
+    try:
+        lock.acquire(takeover=resume or mode == "w")
+    except OSError as error:
+        raise_if_out_of_room(error, lock.ref.where, "nothing was written: run it again")
+        raise
     try:
         if append_dim is None:
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
@@ -973,14 +978,29 @@ def _locked_write(
                 _plan_appended,
                 drop_behind,
             )
-    except BaseException:
+    except BaseException as error:
         lock.release()
+        if no_room(error) is not None:
+            then = lock.remedy()
+            if append_dim is None and _complete(store, lock.ref.where):
+                then = "the store is as it was: run it again"
+            raise_if_out_of_room(error, lock.ref.where, then)
         raise
     if delayed is None:
         lock.release()
     else:
         lock.hand_over()
     return delayed
+
+
+def _complete(store: Store, where: str) -> bool:
+    """Whether ``store`` holds a complete tensor (a write that failed before marking it
+    incomplete left it so)."""
+    try:
+        existing = read_root(store, where)
+    except (OSError, MetatensorDaskError):
+        return False
+    return existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
 
 def _write(
