@@ -28,7 +28,7 @@ from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
 from . import _page_cache
 from . import zarr_layout as layout
-from ._lock import StoreLock, WriteId
+from ._lock import StoreLock, WriteId, raise_if_out_of_room
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target, store_settings
@@ -36,7 +36,7 @@ from .ingest_cluster import check_sendable, on_cluster, shipped
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, active_client, on_threads
 from .zarr_append import read_root, refuse_foreign
-from .zarr_store import describe, open_store, set_many
+from .zarr_store import describe, new_folders, open_store, remove_if_empty, set_many
 
 __all__ = ["write_batches"]
 
@@ -174,9 +174,15 @@ def write_batches(
     cluster = (client, shipped(function)) if client is not None else None
     if client is not None:  # the first batch's items, before anything is written
         check_sendable(items, batch_size, 0, None)
+    folders = new_folders(store)
     resolved = open_store(store, storage_options, writable=True)
     lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
-    lock.acquire(takeover=resume)
+    try:
+        lock.acquire(takeover=resume)
+    except BaseException as error:
+        remove_if_empty(folders)  # a refusal leaves the location as it was
+        raise_if_out_of_room(error, lock.ref.where, "nothing was written: run it again")
+        raise
     try:
         _run(
             function,
