@@ -606,6 +606,7 @@ class Labels:
             )
         names = list(self._names)
         names.insert(index, name)
+        _parse_names(names)  # a bad name is found first, as in metatensor
         new = np.insert(self.values, index, _to_int32(values), axis=1)
         return Labels(names, new, assume_unique=True)
 
