@@ -94,3 +94,14 @@ def test_a_new_dimension_at_the_limits_is_metatensors():
             mtd.append_dimension(_map(mtd), axis, "new", values),
             metatensor.append_dimension(_map(metatensor), axis, "new", values),
         )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["a", "a"], ["s", "p", "p", "s"], ["x", "y", "z", "y", "x"], ["A", "a", "a", "A", "A"]],
+)
+def test_a_name_given_twice_is_refused_as_by_metatensor(names):
+    """metatensor names the first of the names that appear more than once."""
+    assert_same_error_of(
+        lambda module: module.Labels(names, np.zeros((1, len(names)), dtype=np.int32))
+    )

@@ -25,7 +25,7 @@ from .._gc import without_collector
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import invalid_parameter
-from ..labels import Labels
+from ..labels import Labels, check_unique_names
 from ..tensor import TensorMap
 from ._grouping import single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
@@ -172,6 +172,7 @@ def _keys_moved(
     names, selected = _names_to_move(keys_to_move, function)
     tensor = lazy_arrays(tensor)
     keys, members, merged, moved = _groups(tensor, names, function)
+    check_unique_names(names)
     if function == "keys_to_samples":
         _check_not_taken(names, tensor.sample_names, "samples")
     else:
