@@ -170,9 +170,9 @@ def _keys_moved(
     kept."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
+    check_unique_names(names)  # first, as metatensor
     tensor = lazy_arrays(tensor)
     keys, members, merged, moved = _groups(tensor, names, function)
-    check_unique_names(names)
     if function == "keys_to_samples":
         _check_not_taken(names, tensor.sample_names, "samples")
     else:
