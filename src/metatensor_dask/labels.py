@@ -48,18 +48,17 @@ def _names_list(names: str | Sequence[str]) -> list[str]:
 
 def _parse_names(names: str | Sequence[str]) -> list[str]:
     parsed = [_check_name(name) for name in _names_list(names)]
-    _check_unique_names(parsed)
+    check_unique_names(parsed)
     return parsed
 
 
-def _check_unique_names(names: list[str]) -> None:
+def check_unique_names(names: list[str]) -> None:
+    """Refuse a dimension named twice in ``names``, with metatensor's error, which
+    names the first of the names that appear more than once."""
     if len(set(names)) == len(names):
         return
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise invalid_parameter(f"label dimensions must be unique, got '{name}' multiple times")
-        seen.add(name)
+    repeated = next(name for name in names if names.count(name) > 1)
+    raise invalid_parameter(f"label dimensions must be unique, got '{repeated}' multiple times")
 
 
 def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
@@ -265,7 +264,7 @@ class Labels:
         """
         for name in names:
             _check_name(name)
-        _check_unique_names(names)
+        check_unique_names(names)
         labels = cls.__new__(cls)
         labels._names = list(names)
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
@@ -606,6 +605,7 @@ class Labels:
             )
         names = list(self._names)
         names.insert(index, name)
+        _parse_names(names)  # a bad name is found first, as in metatensor
         new = np.insert(self.values, index, _to_int32(values), axis=1)
         return Labels(names, new, assume_unique=True)
 

@@ -78,20 +78,31 @@ def _next(
     return max(found) + 1 if found else 0
 
 
-def shift(labels: Labels, dimension: str, offset: int) -> Labels:
-    """``labels`` with ``offset`` added to their ``dimension`` (when they have it)."""
+def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str) -> None:
+    """Refuse an ``offset`` that takes ``values`` (a column) out of the int32 range."""
+    if not len(values):
+        return
+    # with Python ints: no overflow, whatever the offset
+    low, high = int(values.min()), int(values.max())
+    limits = np.iinfo(np.int32)
+    if high + offset > limits.max or low + offset < limits.min:
+        raise MetatensorDaskError(
+            f"renumbering '{dimension}' by {offset}{origin} goes past the int32 range of "
+            f"Labels: its values, from {low} to {high}, would become {low + offset} to "
+            f"{high + offset}, outside [-2**31, 2**31 - 1]; number '{dimension}' from 0 in "
+            "each batch and renumber by a smaller offset, or write to another store"
+        )
+
+
+def shift(labels: Labels, dimension: str, offset: int, origin: str = "") -> Labels:
+    """``labels`` with ``offset`` added to their ``dimension`` (when they have it);
+    ``origin`` says where the offset comes from, in the error of an offset that takes
+    them out of the int32 range."""
     if dimension not in labels.names or offset == 0:
         return labels
     values = np.array(labels.values, dtype=np.int32)  # one copy, shifted in place
     column = labels.names.index(dimension)
-    limits = np.iinfo(np.int32)
-    if len(values) and (  # with Python ints: no overflow, whatever the offset
-        int(values[:, column].max()) + offset > limits.max
-        or int(values[:, column].min()) + offset < limits.min
-    ):
-        raise MetatensorDaskError(
-            f"renumbering '{dimension}' by {offset} goes past the int32 range of Labels"
-        )
+    _check_range(values[:, column], dimension, offset, origin)
     if len(values):
         # summed in int64 (an offset may not fit in int32 when every result does), a
         # few rows at a time: every result was checked to fit in int32
@@ -100,13 +111,13 @@ def shift(labels: Labels, dimension: str, offset: int) -> Labels:
     return Labels._trusted(labels.names, values)
 
 
-def _block(block: TensorBlock, dimension: str, offset: int) -> TensorBlock:
+def _block(block: TensorBlock, dimension: str, offset: int, origin: str) -> TensorBlock:
     from ..block import TensorBlock
 
-    gradients = {p: _block(g, dimension, offset) for p, g in block.gradients()}
+    gradients = {p: _block(g, dimension, offset, origin) for p, g in block.gradients()}
     return TensorBlock._trusted(
         block.values,
-        shift(block.samples, dimension, offset),
+        shift(block.samples, dimension, offset, origin),
         block.components,
         block.properties,
         gradients,
@@ -136,13 +147,14 @@ def _stored_sample_names(nodes: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def shifted(tensor: TensorMap, dimension: str, offset: int) -> TensorMap:
+def shifted(tensor: TensorMap, dimension: str, offset: int, origin: str = "") -> TensorMap:
     """``tensor`` with ``offset`` added to the sample dimension ``dimension`` of its
-    blocks and of their gradients (never to a gradient's ``"sample"`` column)."""
+    blocks and of their gradients (never to a gradient's ``"sample"`` column);
+    ``origin`` as in :func:`shift`."""
     from ..tensor import TensorMap
 
     check_dimension(dimension, tensor.sample_names, len(tensor) > 0)
-    blocks = [_block(block, dimension, offset) for block in tensor.blocks()]
+    blocks = [_block(block, dimension, offset, origin) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks, tensor.info())
 
 
@@ -160,7 +172,8 @@ def renumbered(
         names = _stored_sample_names(existing[1])
         if names is not None:
             check_dimension(renumber.dimension, names, True, f"the store {where}")
-    offset = renumber.offset
+    offset, origin = renumber.offset, ""
     if offset == "next":
         offset = _next(existing, renumber.dimension, where)
-    return shifted(tensor, renumber.dimension, int(offset))
+        origin = f" (one past the largest '{renumber.dimension}' stored, for 'next')"
+    return shifted(tensor, renumber.dimension, int(offset), origin)

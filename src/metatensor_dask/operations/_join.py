@@ -432,7 +432,26 @@ def _aligned_keys(
                 )
                 blocks.append(_empty_like(reference, axis))
         per_key.append(blocks)
+    if different_keys == "union":
+        _check_completed(tensors, keys, positions, per_key)
     return keys, per_key
+
+
+def _check_completed(
+    tensors: list[TensorMap],
+    keys: Labels,
+    positions: list[np.ndarray],
+    per_key: list[list[TensorBlock]],
+) -> None:
+    """Refuse a union whose maps, each completed by the empty blocks of the keys it
+    lacks, would not be valid maps (blocks of different sample, component or property
+    names, dtypes or gradients), with the error of the map's constructor, as
+    metatensor."""
+    for index, (tensor, where) in enumerate(zip(tensors, positions, strict=True)):
+        missing = np.flatnonzero(where < 0)
+        if len(missing):
+            completed = tensor.keys.union(Labels(keys.names, keys.values[missing]))
+            TensorMap(completed, [*tensor.blocks(), *(per_key[k][index] for k in missing)])
 
 
 @without_collector
@@ -452,7 +471,9 @@ def join(
         ``"samples"`` or ``"properties"``.
     different_keys
         ``"error"`` (the keys must be the same), ``"intersection"`` (keep the common
-        keys) or ``"union"`` (a missing block counts as an empty one).
+        keys) or ``"union"`` (a missing block counts as an empty one, with the
+        metadata of the first input that has it; as in metatensor, each input
+        completed by these empty blocks must be a valid map).
     add_dimension
         Name of an extra last sample (or property) dimension holding the index of the
         input tensor, to keep entries unique.
@@ -494,7 +515,7 @@ def join(
         return tensors[0]
     keys, per_key = _aligned_keys([lazy_arrays(t) for t in tensors], axis, different_keys)
     if axis == "samples":
-        names = {tuple(t.sample_names) for t in tensors if len(t)}
+        names = {tuple(b.samples.names) for blocks in per_key for b in blocks}
         if len(names) > 1:
             raise ValueError(
                 "Different tensor have different sample names in `join`. Joining along "

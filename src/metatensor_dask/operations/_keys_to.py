@@ -25,7 +25,7 @@ from .._gc import without_collector
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock
 from ..errors import invalid_parameter
-from ..labels import Labels
+from ..labels import Labels, check_unique_names
 from ..tensor import TensorMap
 from ._grouping import single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
@@ -170,6 +170,7 @@ def _keys_moved(
     kept."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
+    check_unique_names(names)  # first, as metatensor
     tensor = lazy_arrays(tensor)
     keys, members, merged, moved = _groups(tensor, names, function)
     if function == "keys_to_samples":

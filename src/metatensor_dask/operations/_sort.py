@@ -195,7 +195,10 @@ def sort_block(
     When samples are sorted, the gradient ``"sample"`` column is renumbered and the
     gradient rows are sorted lexicographically (which groups them by sample, so they
     are co-partitioned with the sorted values); components of the gradients (its own
-    ones too) and properties are sorted like the values'.
+    ones too) and properties are sorted like the values'. Every block is sorted, also
+    one without samples or without properties, and one whose gradients have no rows:
+    metatensor-operations 0.5.0 leaves the components and properties of a block
+    without samples in their order, and fails on the others.
     """
     check_block(block, "block")
     axes_list = _axes_list(axes)
