@@ -264,7 +264,9 @@ def _documented(kind: str, rule: str):
 
 
 _RETURNS = """A lazy result with one property per group (sorted); samples, components and
-        gradient samples are unchanged."""
+        gradient samples are unchanged. A block without properties keeps none, with
+        the remaining property names (``_`` when all are reduced, where metatensor
+        gives no names and so an invalid map)."""
 _SUM = r":math:`\nabla \sum_p x_p = \sum_p \nabla x_p`."
 _ON_COMPONENTS = (
     "metatensor-operations 0.5.0 divides by the group sizes along the first component "
