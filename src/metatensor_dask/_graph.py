@@ -50,6 +50,7 @@ __all__ = [
     "collection_graph",
     "flat_delayed",
     "flat_tasks",
+    "gathered_rows",
     "group_layer",
     "group_of",
     "held_chunk",
@@ -241,6 +242,79 @@ def array_from_tasks(
     else:
         graph = HighLevelGraph({name: MaterializedLayer(tasks)}, {name: set()})
     return _new_array(graph, name, chunks, np.dtype(dtype))
+
+
+MAX_GATHER_SOURCES = 8
+"""Most input chunks one task of :func:`gathered_rows` reads (and holds at once)."""
+
+
+def gathered_rows(array: da.Array, index: np.ndarray, fill: Any = None) -> BlockValues | None:
+    """``array[index]`` along rows, one task per output chunk; ``-1`` gives ``fill``.
+
+    Output chunks have as many rows as the largest input chunk (the last one fewer).
+    Each output chunk is one task reading the input chunks its rows come from, instead
+    of dask's fancy indexing, which splits every input chunk for every output chunk
+    (thousands of tasks for a few hundred arrays, and merging rows of several blocks
+    or placing a block's rows among missing ones takes such an index).
+
+    Parameters
+    ----------
+    array
+        Any dask array; axes but the first are made single chunks.
+    index
+        Row of ``array`` for each output row, in any order, or ``-1``.
+    fill
+        Value of the output rows whose index is ``-1``.
+
+    Returns
+    -------
+    BlockValues or None
+        None when an output chunk would read more than ``MAX_GATHER_SOURCES`` input
+        chunks (a shuffle then holds less memory at once).
+    """
+    index = np.asarray(index, dtype=np.int64)
+    trailing = {axis: -1 for axis in range(1, array.ndim) if len(array.chunks[axis]) > 1}
+    array = array.rechunk(trailing) if trailing else array
+    size = max(max(array.chunks[0], default=1), 1)
+    chunks = tuple(min(size, len(index) - start) for start in range(0, len(index), size)) or (0,)
+    bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
+    owner = np.where(index >= 0, np.searchsorted(bounds, index, side="right") - 1, -1)
+    local = index - bounds[np.maximum(owner, 0)]
+    name = f"gather-rows-{tokenize(array.name, index, fill)}"
+    tail = (0,) * (array.ndim - 1)
+    tasks = {}
+    shape = (0, *array.shape[1:])
+    for i, start in enumerate(np.cumsum([0, *chunks[:-1]]).tolist()):
+        rows = slice(start, start + chunks[i])
+        sources = np.unique(owner[rows][owner[rows] >= 0])
+        if len(sources) > MAX_GATHER_SOURCES:
+            return None
+        which = np.where(owner[rows] >= 0, np.searchsorted(sources, owner[rows]), -1)
+        inputs = [chunk_ref(array, int(source), *tail) for source in sources]
+        key = (name, i, *tail)
+        tasks[key] = task(key, _gather, which, local[rows], fill, array.dtype, shape, *inputs)
+    trailing_chunks = tuple((n,) for n in shape[1:])
+    return array_from_tasks(name, tasks, [array], (chunks, *trailing_chunks), array.dtype)
+
+
+def _gather(
+    which: np.ndarray,
+    local: np.ndarray,
+    fill: Any,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    *chunks: np.ndarray,
+) -> np.ndarray:
+    """Row ``local[i]`` of ``chunks[which[i]]`` for each ``i``, ``fill`` where
+    ``which[i]`` is ``-1``; ``shape`` gives the other axes."""
+    out = np.empty((len(which), *shape[1:]), dtype=dtype)
+    for position, chunk in enumerate(chunks):
+        mask = which == position
+        out[mask] = chunk[local[mask]]
+    missing = which < 0
+    if missing.any():
+        out[missing] = fill
+    return out
 
 
 def in_memory_array(values: np.ndarray) -> BlockValues:
