@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import dask.array as da
 import numpy as np
 
+from .._graph import gathered_rows
 from .._partition import (
     block_row_pointer,
     co_partitioned,
@@ -320,14 +321,19 @@ def select_rows(array: Any, rows: np.ndarray) -> da.Array:
 def take_rows(array: Any, index: np.ndarray, fill: Any = None) -> da.Array:
     """``array[index]`` along rows, in any order; ``-1`` entries give rows of ``fill``.
 
-    Sorted increasing indices without fill go through :func:`select_rows`; others use
-    dask's fancy indexing (output chunks no larger than the input's).
+    Sorted increasing indices without fill go through :func:`select_rows`; others are
+    gathered with one task per output chunk (output chunks no larger than the input's),
+    or, when such a task would read too many input chunks, with dask's fancy indexing.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
     if len(index) == array.shape[0] and np.array_equal(index, np.arange(len(index))):
         return array
     missing = index < 0
+    if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
+        gathered = gathered_rows(array, index, fill)
+        if gathered is not None:
+            return gathered
     if missing.any():
         filler = da.full((1, *array.shape[1:]), fill, dtype=array.dtype)
         array = da.concatenate([array, filler], axis=0)

@@ -8,6 +8,7 @@ each gradient row, taken from the co-partitioned values chunk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
@@ -72,6 +73,9 @@ class _Groups:
     def __repr__(self) -> str:
         return f"_Groups({self.digest})"
 
+    def __dask_tokenize__(self) -> str:
+        return self.digest
+
     def sum(self, array: np.ndarray) -> np.ndarray:
         # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
         return np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
@@ -88,34 +92,40 @@ class _Groups:
         return self.divided(self.sum((array - self.mean(array)[..., self.group]) ** 2))
 
 
-def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:
-    def reduce(array: np.ndarray) -> np.ndarray:
-        if reduction == "sum":
-            return groups.sum(array)
-        if reduction == "mean":
-            return groups.mean(array)
-        result = groups.var(array)
-        return np.sqrt(result) if reduction == "std" else result
+def _reduce_values(array: np.ndarray, groups: _Groups, reduction: str) -> np.ndarray:
+    """The ``reduction`` of ``array`` over each group of its last axis."""
+    if reduction == "sum":
+        return groups.sum(array)
+    if reduction == "mean":
+        return groups.mean(array)
+    result = groups.var(array)
+    return np.sqrt(result) if reduction == "std" else result
 
-    return reduce
+
+def _reduce_gradient(
+    gradient: np.ndarray, values: np.ndarray, groups: _Groups, reduction: str
+) -> np.ndarray:
+    """The var or std gradient of a chunk of gradient rows, given their value rows."""
+    centered = values - groups.mean(values)[..., groups.group]
+    moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
+    if reduction == "var":
+        return 2 * moment
+    std = np.sqrt(groups.var(values))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = moment / broadcast_rows(std, gradient.ndim)
+    return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:
+    # a partial of a module function: dask names its tasks from the function, and
+    # pickles a closure to do so (milliseconds for each array)
+    return functools.partial(_reduce_values, groups=groups, reduction=reduction)
 
 
 def _gradient_function(
     groups: _Groups, reduction: str
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The var or std gradient of a chunk of gradient rows, given their value rows."""
-
-    def reduce(gradient: np.ndarray, values: np.ndarray) -> np.ndarray:
-        centered = values - groups.mean(values)[..., groups.group]
-        moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
-        if reduction == "var":
-            return 2 * moment
-        std = np.sqrt(groups.var(values))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            result = moment / broadcast_rows(std, gradient.ndim)
-        return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
-
-    return reduce
+    return functools.partial(_reduce_gradient, groups=groups, reduction=reduction)
 
 
 def _reduced(array: np.ndarray, groups: _Groups, reduction: str) -> np.ndarray:
