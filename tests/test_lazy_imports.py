@@ -88,34 +88,6 @@ def test_what_a_worker_imports_to_compute_a_batch():
     assert found[1] == "80"  # the bytes of its values
 
 
-def test_a_worker_imports_the_writer_while_its_first_batch_computes():
-    """The first batch computed in a process starts importing the writer in a thread of
-    its own, so that the task appending the batch finds it imported (the scheduler
-    sends that task once the batch is computed: imported then, in the worker's event
-    loop, it delayed the commits of every other worker)."""
-    found = _run(
-        """
-        import sys, time
-        from distributed.protocol.pickle import dumps
-        from metatensor_dask.io.ingest_worker import Shipped, call
-
-        WRITER = "metatensor_dask.io.ingest_batch"
-
-        def batch(items):
-            time.sleep(0.05)
-            return sum(items)
-
-        print(WRITER in sys.modules, call(Shipped("d", dumps(batch)), [1, 2]))
-        for _ in range(600):
-            if WRITER in sys.modules and "zarr" in sys.modules:
-                break
-            time.sleep(0.05)
-        print(WRITER in sys.modules, "zarr" in sys.modules)
-        """
-    ).split("\n")
-    assert found[:2] == ["False 3", "True True"], found
-
-
 #: A metatensor-core batch of 4 rows with positions gradients, by its first item; a
 #: file ``STOP`` next to the store makes every batch but the first fail.
 _BATCH = """

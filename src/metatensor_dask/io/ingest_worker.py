@@ -4,17 +4,16 @@ process (:func:`call`), and the size of metatensor-core results.
 
 Light on purpose (no zarr, no writer): a worker imports it when it receives its first
 batch and starts computing at once. The writer's modules (zarr among them: 0.13 to 0.18 s
-of imports) are imported by a thread of their own that the first batch of the process
-starts (:func:`call`), while the batch computes. Left to the task appending the batch,
-they were imported in the worker's event loop when that task arrived, which the
-scheduler sends only once the batch is computed: every other worker's commit waited
-for them (0.2 to 0.3 s at the start of each run, on a 2-worker cluster).
+of imports) are imported when the task appending that batch arrives, in the worker's
+event loop: the scheduler sends that task once the batch is computed, while the
+worker's thread goes on to its next batch. Importing them in a thread of their own
+while the first batch computes raced with the user's function importing zarr itself
+(``KeyError: 'zarr'`` from Python's import machinery), and importing them in the
+worker's thread after its first batch gained nothing measurable.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import sys
 import threading
 from collections.abc import Callable
@@ -39,23 +38,10 @@ _UNPICKLED: dict[str, Callable[[list[Any]], Any]] = {}
 _UNPICKLED_LOCK = threading.Lock()
 _KEPT = 4
 
-#: The module of the task appending a batch, imported ahead by :func:`call`.
-WRITER = "metatensor_dask.io.ingest_batch"
-
-
-def _import_writer() -> None:
-    # an error is left to the task appending the batch, which imports it again and fails
-    # with it (raised in this thread, it would only be printed)
-    with contextlib.suppress(Exception):
-        importlib.import_module(WRITER)
-
 
 def call(function: Shipped, items: list[Any]) -> Any:
-    """The batch ``items`` computed by ``function``, unpickled once in this process; the
-    first call also starts importing the writer (see the module's documentation)."""
+    """The batch ``items`` computed by ``function``, unpickled once in this process."""
     with _UNPICKLED_LOCK:
-        if not _UNPICKLED and WRITER not in sys.modules:
-            threading.Thread(target=_import_writer, name="import-writer", daemon=True).start()
         found = _UNPICKLED.get(function.digest)
         if found is None:
             from distributed.protocol.pickle import loads
