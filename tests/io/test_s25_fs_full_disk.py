@@ -51,10 +51,12 @@ APPEND = (
 )
 
 
-def _limited(store: Path, limit: int, code: str) -> str:
+def run_python(script: str, *arguments: str) -> str:
+    """What ``script`` prints, run with ``arguments`` by a new interpreter that imports
+    what this one does."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-c", LIMITED, str(store), str(limit), code],
+        [sys.executable, "-c", script, *arguments],
         capture_output=True,
         text=True,
         env=env,
@@ -62,6 +64,10 @@ def _limited(store: Path, limit: int, code: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def _limited(store: Path, limit: int, code: str) -> str:
+    return run_python(LIMITED, str(store), str(limit), code)
 
 
 def _lock_files(store: Path) -> list[str]:

@@ -6,11 +6,10 @@ metatensor as the tensor."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import metatensor
 import pytest
+from test_s25_fs_full_disk import run_python
 from zarr_writer_process import make_metatensor
 
 pytestmark = pytest.mark.xdist_group("serial")
@@ -34,16 +33,7 @@ else:
 
 
 def _save(path: str, limit: int) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", SAVE, path, str(limit)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return run_python(SAVE, path, str(limit))
 
 
 @pytest.mark.parametrize("limit", [100, 20_000, 60_000])
