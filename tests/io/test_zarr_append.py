@@ -298,6 +298,11 @@ def test_other_gradients_refused(store):
 def test_other_dtype_refused(store):
     tensor = mtd.from_metatensor(shifted(make_metatensor(1, dtype=np.float32), 50))
     _refused(store, tensor, "has the dtype float32, the store float64")
+    # with the remedy, which appends it
+    remedy = r"convert it first: tensor\.to\(dtype='float64'\)"
+    _refused(store, tensor, remedy)
+    tensor.to(dtype="float64").to_zarr(store, append_dim="samples")
+    assert mtd.open_zarr(store).block(0).values.dtype == np.float64
 
 
 def test_new_key_of_another_kind_refused(store):

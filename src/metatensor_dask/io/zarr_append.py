@@ -193,7 +193,11 @@ class _Planner:
             )
         dtype = stored_dtype(block.values.dtype)
         if dtype != stored_dtype(stored.values.dtype):
-            raise self.refuse(what, f"has the dtype {dtype}, the store {stored.values.dtype}")
+            raise self.refuse(
+                what,
+                f"has the dtype {dtype}, the store {stored.values.dtype} (convert it first: "
+                f"tensor.to(dtype='{stored.values.dtype}'))",
+            )
         names = [c.names for c in block.components]
         if names != [info.names for info in stored.components] or (
             labels
