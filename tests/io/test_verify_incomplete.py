@@ -305,3 +305,30 @@ def test_info_of_a_store_with_an_interrupted_append_names_it(tmp_path, capsys):
     mtd.discard_append(store)
     assert main(["info", str(store)]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith("(format 4, complete)")
+
+
+def _failing_batches(items):
+    """A batch of two rows per item; the batches from item 4 on fail."""
+    if items[0] >= 4:
+        raise RuntimeError("this batch fails")
+    rows = np.array([[item] for item in items], dtype=np.int32)
+    block = metatensor.TensorBlock(
+        np.full((len(items), 2), float(items[0])),
+        metatensor.Labels(["system"], rows),
+        [],
+        metatensor.Labels.range("p", 2),
+    )
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+
+
+def test_a_run_of_batches_stopped_says_how_many_batches_are_committed(tmp_path):
+    """write_batches records batches, not chunks: its unfinished store is told by the
+    batches committed (it said "0 chunks recorded" with two batches in the store)."""
+    path = tmp_path / "t.zarr"
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(mtd.MetatensorDaskError, match="batch 2"):
+            mtd.write_batches(_failing_batches, list(range(7)), path, batch_size=2, quiet=True)
+    (problem,) = mtd.verify(path).problems
+    assert "a write stopped before the end (2 of 4 batches committed)" in problem, problem
+    assert "write_batches(..., resume=True)" in problem
+    assert "chunk" not in problem

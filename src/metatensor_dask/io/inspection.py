@@ -521,10 +521,13 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
     finish it; ``None`` when there is none."""
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("complete") is not True:
-        recorded = len(recorded_chunks(store) - {layout.PLAN_KEY, layout.APPEND_KEY})
+        done = _batches_done(ours.get(RUN)) if RUN in ours else None
+        if done is None:
+            recorded = len(recorded_chunks(store) - {layout.PLAN_KEY, layout.APPEND_KEY})
+            done = f"{counted(recorded, 'chunk')} recorded"
         holder = left_lock(store)
         if holder is not None:  # the command that writes it, and its remedy
-            stopped = f"a write stopped before the end, {counted(recorded, 'chunk')} recorded"
+            stopped = f"a write stopped before the end, {done}"
             return f"the store is incomplete: {unfinished_write(holder, stopped)}"
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
@@ -533,10 +536,28 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
             "`to_zarr(..., resume=True)`"
         )
         return (
-            "the store is incomplete: a write stopped before the end "
-            f"({counted(recorded, 'chunk')} recorded); finish it with {remedy}"
+            f"the store is incomplete: a write stopped before the end ({done}); "
+            f"finish it with {remedy}"
         )
     return _interrupted_append(store, attributes)
+
+
+def _batches_done(run: Any) -> str | None:
+    """The batches a run of ``write_batches`` (its record ``run``) committed, of how
+    many (its progress: it records no chunks); ``None`` for a record not so made."""
+    if not isinstance(run, dict):
+        return None
+    numbers: list[int] = []
+    for name in ("committed", "batch_size", "n_items"):
+        value = run.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        numbers.append(value)
+    committed, size, items = numbers
+    if size < 1 or committed < 0:
+        return None
+    total = -(-items // size)
+    return f"{committed} of {total} {'batch' if total == 1 else 'batches'} committed"
 
 
 def _interrupted_append(store: Any, attributes: dict[str, Any]) -> str | None:
