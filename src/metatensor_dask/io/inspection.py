@@ -101,11 +101,12 @@ class StoreReport:
         return sum(a.nbytes for block in self.blocks for a in block)
 
 
-def _root(store: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _root(store: Any, raw: bytes | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The attributes and node documents of the root document ``raw`` of ``store``
+    (read by :func:`_writes_seen`, whose reading is the state then compared)."""
     from .zarr_read import check_started
 
     where = describe(store)
-    (raw,) = get_many(store, ["zarr.json"])
     if raw is None:
         check_started(store, where)
     attributes, nodes = layout.parse_root(raw, where)
@@ -166,7 +167,7 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
     for _ in range(_DESCRIBE_ATTEMPTS):
         before = _writes_seen(store)
         try:
-            report = _describe(store, location)
+            report = _describe(store, location, before[0])
         except (MetatensorDaskError, OSError):
             if _writes_seen(store) == before:
                 raise
@@ -180,9 +181,10 @@ def describe_store(location: Any, storage_options: dict[str, Any] | None = None)
     )
 
 
-def _describe(store: Any, location: Any) -> StoreReport:
-    """The summary of the store ``store`` (opened from ``location``)."""
-    store, attributes, nodes = _root(store)
+def _describe(store: Any, location: Any, raw: bytes | None) -> StoreReport:
+    """The summary of the store ``store`` (opened from ``location``) whose root document
+    is ``raw``."""
+    store, attributes, nodes = _root(store, raw)
     ours = attributes[layout.ATTRIBUTE]
     parsed = layout.parse_layout(attributes, nodes, str(location))
     blocks = []
@@ -838,7 +840,7 @@ def verify_store(
     try:
         opened = open_store(location, storage_options, writable=False)
         before = _writes_seen(opened)
-        store, attributes, nodes = _root(opened)
+        store, attributes, nodes = _root(opened, before[0])
     except MetatensorDaskError as error:
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
