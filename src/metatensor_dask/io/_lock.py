@@ -304,11 +304,19 @@ class StoreLock:
         ----------
         takeover
             Take over a stale lock (``resume=True`` or ``mode="w"``).
+
+        A lock that finds no room to be written (a full disk or quota, a file size
+        limit) raises an ``OSError`` of the same ``errno`` saying that nothing was
+        written (see :func:`raise_if_out_of_room`).
         """
-        if self._root is not None:
-            self._acquire_local(self._root, takeover)
-        else:
-            self._acquire_other(takeover)
+        try:
+            if self._root is not None:
+                self._acquire_local(self._root, takeover)
+            else:
+                self._acquire_other(takeover)
+        except OSError as error:
+            raise_if_out_of_room(error, self.ref.where, "nothing was written: run it again")
+            raise
         self._thread = threading.Thread(
             target=self._beat, name=f"metatensor-dask lock {self.ref.where}", daemon=True
         )

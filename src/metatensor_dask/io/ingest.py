@@ -28,7 +28,7 @@ from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
 from . import _page_cache
 from . import zarr_layout as layout
-from ._lock import StoreLock, WriteId, raise_if_out_of_room
+from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
 from .chunks import ChunkRequest, parse_chunks
 from .ingest_batch import RUN, Target, store_settings
@@ -179,9 +179,8 @@ def write_batches(
     lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
     try:
         lock.acquire(takeover=resume)
-    except BaseException as error:
+    except BaseException:
         remove_if_empty(folders)  # a refusal leaves the location as it was
-        raise_if_out_of_room(error, lock.ref.where, "nothing was written: run it again")
         raise
     try:
         _run(

@@ -954,11 +954,7 @@ def _locked_write(
     store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
-    try:
-        lock.acquire(takeover=resume or mode == "w")
-    except OSError as error:
-        raise_if_out_of_room(error, lock.ref.where, "nothing was written: run it again")
-        raise
+    lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
             delayed = _write(tensor, store, mode, request, compute, resume, lock.ref)
