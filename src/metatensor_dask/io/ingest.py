@@ -6,9 +6,17 @@ pool of threads). Batches are *committed* (appended to the store, see
 :mod:`metatensor_dask.io.zarr_append`) one at a time and in item order, through a window
 of at most ``window`` batches computed ahead: a batch done before its turn waits in
 (worker) memory. Where they run and in which order is the job of :mod:`.ingest_schedule`
-(threads) and :mod:`.ingest_cluster` (a cluster); what is done with each batch (planned,
-stored, committed, by the worker holding it on a cluster: batches never travel)
-:mod:`.ingest_batch`'s. The store is the same, byte for byte, whatever the scheduling.
+(the window), :mod:`.ingest_threads` (threads) and :mod:`.ingest_cluster` (a cluster);
+what is done with each batch (planned, stored, committed, by the worker holding it on a
+cluster: batches never travel) :mod:`.ingest_batch`'s; the store's lock, creation and
+completion :mod:`.ingest_run`'s. The store is the same, byte for byte, whatever the
+scheduling.
+
+This module imports no writer: on a cluster, the first batches of a new run are sent to
+the workers (:mod:`.ingest_submit`) before the writer is imported and the store created,
+which a process that has not written a store before takes 0.15 to 0.2 s to do. A
+refusal found then (the store exists, another writer holds it, a setting is wrong)
+releases them: nothing is written.
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
@@ -27,40 +35,11 @@ from .. import config
 from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
 from . import _page_cache
-from . import zarr_layout as layout
-from ._lock import StoreLock, WriteId
-from ._lock import timeout as lock_timeout
-from .chunks import ChunkRequest, parse_chunks
-from .ingest_batch import RUN, Target, store_settings
-from .ingest_cluster import check_sendable, on_cluster, shipped
-from .ingest_progress import BatchProgress
-from .ingest_schedule import Batches, active_client, on_threads
-from .zarr_append import read_root, refuse_foreign
-from .zarr_store import describe, new_folders, open_store, remove_if_empty, set_many
+from .chunks import parse_chunks
+from .ingest_schedule import Batches, active_client
+from .ingest_submit import check_sendable, shipped, start
 
 __all__ = ["write_batches"]
-
-
-def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -> int:
-    """Batches committed by the interrupted run recorded in ``stored``, which must be
-    this run once it has committed a batch (before, nothing depends on its arguments: a
-    run whose first batch was refused resumes with corrected ones)."""
-    if stored is None:
-        raise MetatensorDaskError(
-            f"{where} was not written by write_batches: there is no run to resume; write to "
-            "another store"
-        )
-    committed = int(stored.get("committed", 0))
-    if committed == 0:
-        return 0
-    for name in ("run_id", "batch_size", "n_items", "renumber"):
-        if stored.get(name) != run[name]:
-            raise MetatensorDaskError(
-                f"can not resume the run that wrote {where}: its {name} was "
-                f"{stored.get(name)!r}, here it is {run[name]!r}; resume with the same items, "
-                "batch_size, renumber and run_id, or write to another store"
-            )
-    return committed
 
 
 def write_batches(
@@ -162,44 +141,27 @@ def write_batches(
     items = _listed(items)
     if not items:
         raise MetatensorDaskError("`items` is empty: there is nothing to write")
-    total = -(-len(items) // batch_size)
     run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
     request = parse_chunks(chunks)
     drop_behind = _page_cache.budget()
-    settings = store_settings()
-    limit = lock_timeout()
     shown = not quiet and bool(config.get("progress"))
     client = active_client()
-    # the client and the function as its workers get it (None: computed here)
-    cluster = (client, shipped(function)) if client is not None else None
-    if client is not None:  # the first batch's items, before anything is written
-        check_sendable(items, batch_size, 0, None)
-    folders = new_folders(store)
-    resolved = open_store(store, storage_options, writable=True)
-    lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
+    started = function_bytes = None
     try:
-        lock.acquire(takeover=resume)
-    except BaseException:
-        remove_if_empty(folders)  # a refusal leaves the location as it was
-        raise
-    try:
-        _run(
-            function,
-            cluster,
-            items,
-            resolved,
-            lock.ref,
-            request,
-            run,
-            total,
-            resume,
-            window,
-            shown,
-            drop_behind,
-            settings,
-        )
+        if client is not None:
+            function_bytes = shipped(function)  # refused before anything is written
+            check_sendable(items, batch_size, 0, None)
+            if not resume:  # a resume starts after the batches committed, read below
+                started = Batches(function, items, batch_size, 0, window)
+                start(client, started, function_bytes)
+        # the writer (zarr among it) is imported while the first batches compute
+        from .ingest_run import Run, run_batches
+
+        spec = Run(function, items, run, request, window, shown, drop_behind)
+        run_batches(spec, store, storage_options, resume, client, function_bytes, started)
     finally:
-        lock.release()
+        if started is not None:
+            started.cancel()  # released when the run failed before committing them
 
 
 def _listed(items: Iterable[Any]) -> list[Any]:
@@ -224,56 +186,3 @@ def _listed(items: Iterable[Any]) -> list[Any]:
 def _positive_int(value: Any) -> bool:
     """Whether ``value`` is an int (Python's or numpy's, not a bool) above 0."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value > 0)
-
-
-def _run(
-    function: Callable[[list[Any]], Any],
-    cluster: tuple[Any, bytes] | None,
-    items: list[Any],
-    store: Any,
-    lock: WriteId,
-    request: ChunkRequest,
-    run: dict[str, Any],
-    total: int,
-    resume: bool,
-    window: int | None,
-    shown: bool,
-    drop_behind: int | None,
-    settings: dict[str, Any],
-) -> None:
-    where = lock.where
-    existing = read_root(store, where)
-    committed = 0
-    if existing is not None:
-        ours = existing[0][layout.ATTRIBUTE]
-        if not resume:
-            raise MetatensorDaskError(
-                f"a store already exists at {where}: write_batches creates a new store; pass "
-                "resume=True to continue the run that wrote it, or write to another store"
-            )
-        committed = _check_run(ours.get(RUN), run, where)
-        if ours.get("complete") is True:
-            return
-    else:
-        refuse_foreign(store, where)
-        # with its (empty) nodes inline: the node documents of a first batch killed
-        # before its root was written are then not taken for stored blocks
-        root = layout.root_document(False, {}, {})
-        root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
-        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
-    progress = BatchProgress(total, shown)
-    batches = Batches(function, items, run["batch_size"], committed, window)
-    target = Target(store, lock, request, run, drop_behind, settings)
-    try:
-        if cluster is None:
-            on_threads(batches, target, progress)
-        else:
-            on_cluster(cluster[0], batches, target, progress, cluster[1])
-    finally:
-        batches.cancel()
-        progress.close()
-    lock.check()
-    attributes, nodes = read_root(store, where) or ({}, {})
-    root = layout.root_document(True, attributes.get("info") or {}, nodes)
-    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": total}
-    set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)

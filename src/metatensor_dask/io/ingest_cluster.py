@@ -27,21 +27,17 @@ reads the root from the store.
 
 from __future__ import annotations
 
-import hashlib
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MetatensorDaskError
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
-from .ingest_worker import Shipped, call
+from .ingest_submit import compute, start
 
-__all__ = ["check_sendable", "on_cluster", "shipped"]
+__all__ = ["on_cluster"]
 
 #: Seconds between two looks at the workers (a round trip to the scheduler).
 WORKERS_CHECKED = 1.0
@@ -68,51 +64,6 @@ def _chainable(commits: deque[_Commit]) -> bool:
     return not commits or commits[-1].link + 1 < CHAIN
 
 
-def shipped(function: Callable[[list[Any]], Any]) -> bytes:
-    """``function`` pickled as distributed sends it to its workers, before anything is
-    written: a function that can not be sent (it refers to an object that does not
-    pickle, such as a featomic calculator made outside of it) is refused by name."""
-    from distributed.protocol.pickle import dumps
-
-    try:
-        return dumps(function)
-    except Exception as error:
-        raise MetatensorDaskError(
-            f"the function given to write_batches ({_name(function)}) can not be sent to the "
-            f"workers of the distributed client: pickling it failed ({type(error).__name__}: "
-            f"{error}); it refers to an object that can not be pickled, such as a featomic "
-            "calculator created outside of it: create such objects in the function (once "
-            "per worker with functools.cache), or in a module that the workers import"
-        ) from None
-
-
-def check_sendable(items: list[Any], size: int, index: int, committed: int | None) -> None:
-    """Refuse the batch ``index`` (of ``size`` items) when its items do not pickle, so
-    can not reach a worker (distributed's own error names neither the batch nor the
-    remedy); ``committed``: the batches committed, ``None`` before anything is written."""
-    from distributed.protocol.pickle import dumps
-
-    try:
-        dumps(items[index * size : (index + 1) * size])
-    except Exception as error:
-        written = (
-            "nothing was written"
-            if committed is None
-            else f"the {committed} batches committed stay (resume=True continues after them)"
-        )
-        raise MetatensorDaskError(
-            f"batch {index} (first item {items[index * size]!r}) can not be sent to the "
-            f"workers of the distributed client: pickling its items failed "
-            f"({type(error).__name__}: {error}); on a cluster every item must pickle: pass "
-            f"items that do (indices, file names) and make the objects in the function; "
-            f"{written}"
-        ) from None
-
-
-def _name(function: Any) -> str:
-    return getattr(function, "__qualname__", None) or type(function).__name__
-
-
 def on_cluster(
     client: Any, batches: Batches, target: Target, progress: BatchProgress, function: bytes
 ) -> None:
@@ -120,19 +71,19 @@ def on_cluster(
     holds it (so that no batch travels), after the commit before it: the scheduler runs
     the commits in order without waiting for this process.
 
-    The ``function`` (pickled, see :func:`shipped`) is the result of one task, which
-    every batch takes: submitted with each batch, it would be pickled, sent and
-    unpickled again every time, with every object it refers to (the list of all
-    structures, say). Each worker unpickles it once (see :func:`.ingest_worker.call`), and a worker
-    lost with it gets it again from that task."""
+    ``function`` is the user's function, pickled (see :func:`.ingest_submit.start`);
+    the batches started before the store existed are committed first."""
     commits: deque[_Commit] = deque()  # submitted, not yet seen done, in order
-    digest = hashlib.blake2b(function, digest_size=16).hexdigest()
-    sent = client.submit(Shipped, digest, function, key=f"write_batches-function-{digest}")
+    start(client, batches, function)  # nothing more for a run started already
     try:
-        _commit_in_order(client, batches, target, progress, commits, sent)
+        for position, worker in enumerate(list(batches.workers)):
+            if worker is not None and len(commits) == position and _chainable(commits):
+                commits.append(_submit(client, batches, target, commits, worker))
+            else:  # committed once computed, see _commit_in_order
+                batches.watch(batches.futures[position])
+        _commit_in_order(client, batches, target, progress, commits, batches.function_task)
     finally:
         commits.clear()  # released, see Batches.cancel
-        del sent
 
 
 def _commit_in_order(
@@ -143,7 +94,6 @@ def _commit_in_order(
     commits: deque[_Commit],
     function: Any,
 ) -> None:
-    name = _name(batches.function)  # the tasks of the batches are named after it
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
     checked = 0.0
     while batches.committed < batches.total:
@@ -155,12 +105,12 @@ def _commit_in_order(
                 # their commits are submitted again once their batches are computed
                 for position in range(len(commits), len(batches.futures)):
                     batches.watch(batches.futures[position])
-            _compute_lost(client, batches, workers, function, name)
+            _compute_lost(client, batches, workers, function)
         while batches.wanted(max(sum(workers.values()), 1)):
             # each worker computes its share of the window: its memory holds at most
             # that many batches, however long the run
             worker = batches.next_worker(workers)
-            computed = _compute(client, batches, batches.submitted, worker, function, name)
+            computed = compute(client, batches, batches.submitted, worker, function)
             batches.started(computed, worker)
             chained = len(commits) == len(batches.futures) - 1 and _chainable(commits)
             if worker is not None and chained:
@@ -201,25 +151,7 @@ def _commit_in_order(
         progress.update(batches.computed, batches.committed)
 
 
-def _compute(
-    client: Any, batches: Batches, index: int, worker: str | None, function: Any, name: str
-) -> Any:
-    """The computation of batch ``index`` on ``worker``, and there only: work stealing
-    would move it to an idle worker, and its commit (pinned to ``worker``) would then
-    fetch the whole batch from there."""
-    pin = {"workers": [worker], "allow_other_workers": False} if worker else {}
-    key = f"{name}-{uuid.uuid4().hex}"
-    try:
-        return client.submit(call, function, batches.batch(index), key=key, **pin)
-    except Exception:
-        # when the batch's items are what could not be sent, say so with the remedy
-        check_sendable(batches.items, batches.size, index, batches.committed)
-        raise
-
-
-def _compute_lost(
-    client: Any, batches: Batches, workers: dict[str, int], function: Any, name: str
-) -> None:
+def _compute_lost(client: Any, batches: Batches, workers: dict[str, int], function: Any) -> None:
     """The batches sent to a worker that left, computed again on the workers left (in
     item order, each worker its share of the window; their commits are submitted
     again, see :func:`_forget_lost`); the batches it computed left with it."""
@@ -227,7 +159,7 @@ def _compute_lost(
         if worker is not None and worker not in workers:
             batches.workers[position] = None  # not counted where it went
             now = batches.next_worker(workers)
-            future = _compute(client, batches, batches.committed + position, now, function, name)
+            future = compute(client, batches, batches.committed + position, now, function)
             batches.replace(position, future, now)
 
 

@@ -5,19 +5,17 @@ window of batches computed and not yet committed, committed in item order.
 worker computes its share of the window and appends the batches it holds (see
 :mod:`.ingest_cluster`). Elsewhere, a pool of threads computes the batches (this
 thread, under dask's synchronous scheduler) and this thread commits them in turn
-(:func:`on_threads`). Which of them runs is dask's choice for a computation started
+(:func:`.ingest_threads.on_threads`). Which of them runs is dask's choice for a computation started
 here: a ``scheduler`` setting first, then the default ``distributed`` client.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -25,10 +23,8 @@ import dask.base
 import dask.local
 
 from ..errors import MetatensorDaskError
-from .ingest_batch import Target, append_batch
-from .ingest_progress import BatchProgress
 
-__all__ = ["Batches", "active_client", "on_threads"]
+__all__ = ["Batches", "active_client", "synchronous"]
 
 
 def active_client() -> Any:
@@ -47,19 +43,6 @@ def active_client() -> Any:
 def synchronous() -> bool:
     """Whether dask's synchronous scheduler is chosen (``scheduler="synchronous"``)."""
     return dask.base.get_scheduler() is dask.local.get_sync
-
-
-class _InThisThread:
-    """Runs each function submitted at once, in this thread (dask's synchronous
-    scheduler: batches computed one at a time, where a debugger sees them)."""
-
-    def submit(self, function: Callable[..., Any], *arguments: Any) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            future.set_result(function(*arguments))
-        except Exception as error:
-            future.set_exception(error)
-        return future
 
 
 class Batches:
@@ -84,6 +67,9 @@ class Batches:
         self.workers: deque[str | None] = deque()  # where each was sent
         #: Set when a future given to :meth:`watch` or :meth:`replace` finishes.
         self.changed = threading.Event()
+        #: On a cluster, the task holding the function, which every batch takes
+        #: (:func:`.ingest_submit.send_function`).
+        self.function_task: Any = None
 
     @property
     def computed(self) -> int:
@@ -165,57 +151,11 @@ class Batches:
 
     def cancel(self) -> None:
         """Stop the computations: a pool's are cancelled, a cluster's released (the
-        scheduler forgets them; cancelling futures whose dependencies are failing can
-        break the client's connection)."""
+        scheduler forgets them, and the function's task; cancelling futures whose
+        dependencies are failing can break the client's connection)."""
         for future in self.futures:
             if isinstance(future, concurrent.futures.Future):
                 future.cancel()
         self.futures.clear()
         self.workers.clear()
-
-
-def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> None:
-    """Batches computed by a pool of threads (in this thread, one at a time, under
-    dask's synchronous scheduler), committed in order by this thread."""
-    if synchronous():
-        _compute_and_commit(batches, target, progress, _InThisThread(), 1)
-        return
-    threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-    with ThreadPoolExecutor(threads) as pool:
-        _compute_and_commit(batches, target, progress, pool, threads)
-
-
-def _compute_and_commit(
-    batches: Batches, target: Target, progress: BatchProgress, pool: Any, threads: int
-) -> None:
-    """Batches computed by ``pool`` (of ``threads``), committed in order by this thread."""
-    try:
-        root = None  # the root committed last: the first batch reads the store's
-        while batches.committed < batches.total:
-            while batches.wanted(threads):
-                batches.started(pool.submit(batches.function, batches.batch(batches.submitted)))
-            index = batches.committed
-            try:
-                result = _wait(batches.futures[0], progress, batches)
-                first = batches.items[index * batches.size]
-                root = append_batch(target, index, first, result, root)
-            except Exception as error:
-                raise batches.failure(index, error, target.lock.where) from error
-            del result
-            batches.finished()
-            progress.update(batches.computed, batches.committed)
-    finally:
-        batches.cancel()
-
-
-def _wait(future: Any, progress: BatchProgress, batches: Batches) -> Any:
-    """The result of ``future``, the progress redrawn while waiting."""
-    if not progress.show:
-        return future.result()
-    while True:
-        try:
-            return future.result(timeout=BatchProgress.REDRAW)
-        except TimeoutError:
-            if future.done():
-                raise  # raised by the batch itself
-            progress.update(batches.computed, batches.committed)
+        self.function_task = None

@@ -1,0 +1,150 @@
+"""The store side of :func:`~metatensor_dask.io.ingest.write_batches`: the store locked,
+created or checked for the run to resume, the batches run (:mod:`.ingest_threads`, or
+:mod:`.ingest_cluster`), and the store marked complete.
+
+Imported by ``write_batches`` once the first batches of a new run on a cluster are sent
+to the workers (:func:`.ingest_submit.start`): this module brings the writer, zarr
+among it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MetatensorDaskError
+from . import zarr_layout as layout
+from ._lock import StoreLock, WriteId
+from ._lock import timeout as lock_timeout
+from .chunks import ChunkRequest
+from .ingest_batch import RUN, Target, store_settings
+from .ingest_cluster import on_cluster
+from .ingest_progress import BatchProgress
+from .ingest_schedule import Batches
+from .ingest_threads import on_threads
+from .zarr_append import read_root, refuse_foreign
+from .zarr_store import describe, new_folders, open_store, remove_if_empty, set_many
+
+__all__ = ["Run", "run_batches"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What ``write_batches`` was asked, checked."""
+
+    function: Callable[[list[Any]], Any]
+    items: list[Any]
+    #: The run record (``run_id``, ``batch_size``, ``n_items``, ``renumber``).
+    record: dict[str, Any]
+    request: ChunkRequest
+    window: int | None
+    shown: bool
+    drop_behind: int | None
+
+    @property
+    def total(self) -> int:
+        """The number of batches."""
+        return -(-len(self.items) // self.record["batch_size"])
+
+
+def _check_run(stored: dict[str, Any] | None, run: dict[str, Any], where: str) -> int:
+    """Batches committed by the interrupted run recorded in ``stored``, which must be
+    this run once it has committed a batch (before, nothing depends on its arguments: a
+    run whose first batch was refused resumes with corrected ones)."""
+    if stored is None:
+        raise MetatensorDaskError(
+            f"{where} was not written by write_batches: there is no run to resume; write to "
+            "another store"
+        )
+    committed = int(stored.get("committed", 0))
+    if committed == 0:
+        return 0
+    for name in ("run_id", "batch_size", "n_items", "renumber"):
+        if stored.get(name) != run[name]:
+            raise MetatensorDaskError(
+                f"can not resume the run that wrote {where}: its {name} was "
+                f"{stored.get(name)!r}, here it is {run[name]!r}; resume with the same items, "
+                "batch_size, renumber and run_id, or write to another store"
+            )
+    return committed
+
+
+def run_batches(
+    spec: Run,
+    store: Any,
+    storage_options: dict[str, Any] | None,
+    resume: bool,
+    client: Any,
+    function: bytes | None,
+    started: Batches | None,
+) -> None:
+    """Run ``spec`` into ``store``, locked for the run: on the workers of ``client``
+    (``function``: the user's function pickled; ``started``: the batches already
+    computing, for a new run), else on threads. A refusal (the store exists,
+    another writer holds it, a setting is wrong) leaves the location as it was."""
+    settings = store_settings()
+    limit = lock_timeout()
+    folders = new_folders(store)
+    resolved = open_store(store, storage_options, writable=True)
+    lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
+    try:
+        lock.acquire(takeover=resume)
+    except BaseException:
+        remove_if_empty(folders)
+        raise
+    try:
+        _run(spec, resolved, lock.ref, resume, settings, client, function, started)
+    finally:
+        lock.release()
+
+
+def _run(
+    spec: Run,
+    store: Any,
+    lock: WriteId,
+    resume: bool,
+    settings: dict[str, Any],
+    client: Any,
+    function: bytes | None,
+    started: Batches | None,
+) -> None:
+    where = lock.where
+    run = spec.record
+    existing = read_root(store, where)
+    committed = 0
+    if existing is not None:
+        ours = existing[0][layout.ATTRIBUTE]
+        if not resume:
+            raise MetatensorDaskError(
+                f"a store already exists at {where}: write_batches creates a new store; pass "
+                "resume=True to continue the run that wrote it, or write to another store"
+            )
+        committed = _check_run(ours.get(RUN), run, where)
+        if ours.get("complete") is True:
+            return
+    else:
+        refuse_foreign(store, where)
+        # with its (empty) nodes inline: the node documents of a first batch killed
+        # before its root was written are then not taken for stored blocks
+        root = layout.root_document(False, {}, {})
+        root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
+        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+    progress = BatchProgress(spec.total, spec.shown)
+    batches = started if started is not None else Batches(
+        spec.function, spec.items, run["batch_size"], committed, spec.window
+    )  # fmt: skip
+    target = Target(store, lock, spec.request, run, spec.drop_behind, settings)
+    try:
+        if client is None or function is None:
+            on_threads(batches, target, progress)
+        else:
+            on_cluster(client, batches, target, progress, function)
+    finally:
+        batches.cancel()
+        progress.close()
+    lock.check()
+    attributes, nodes = read_root(store, where) or ({}, {})
+    root = layout.root_document(True, attributes.get("info") or {}, nodes)
+    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": spec.total}
+    set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
