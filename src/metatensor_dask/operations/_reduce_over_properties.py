@@ -78,7 +78,11 @@ class _Groups:
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
-        return np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
+        sums = np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
+        if sums.dtype.kind in "fc":
+            # added into zeros, as metatensor does: a sum of negative zeros is +0.0
+            sums += 0
+        return sums
 
     def divided(self, sums: np.ndarray) -> np.ndarray:
         """``sums`` divided by the size of their group, in the dtype of a quotient of
