@@ -28,6 +28,7 @@ SPECIAL = [np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, 5e-324, -5e-324, 1e300, 
 # way; infinite gradients make metatensor's variance gradients NaN (inf - inf)
 REDUCIBLE = [np.nan, np.inf, -np.inf, -0.0, 5e-324, 1e-300]
 FINITE_OR_NAN = [np.nan, -0.0, 5e-324, 1e-300]
+FINITE = [-0.0, 5e-324, 1e-300]
 
 
 def _labels(names: list[str], rows: Any) -> metatensor.Labels:
@@ -307,19 +308,23 @@ def test_reductions_put_nan_and_inf_where_metatensor_does(
         np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance, err_msg=where)
 
     # an infinite value makes the variance NaN, and its gradient here; metatensor's
-    # gradient is then ±inf or NaN (see the test below)
-    special = FINITE_OR_NAN if reduction == "var" else REDUCIBLE
+    # gradient is then ±inf or NaN; metatensor's standard deviation gradients are 0
+    # where NaN and infinities make them NaN here (see the tests below)
+    special = {"var": FINITE_OR_NAN, "std": FINITE}.get(reduction, REDUCIBLE)
+    gradient_special = FINITE if reduction == "std" else FINITE_OR_NAN
     for seed in range(3):
         # float32 means and variances with gradients fail in metatensor: compare
         # with its float64 result, cast
-        theirs = _reference(seed, special=special, gradient_special=FINITE_OR_NAN)
+        theirs = _reference(seed, special=special, gradient_special=gradient_special)
         ours = _chunked(theirs.to(dtype=dtype), chunking)
         # over "atom": the samples of a group have the same gradient entries, where
         # metatensor's normalization of mean/var/std gradients is right
         expected = getattr(metatensor, f"{reduction}_over_samples")(theirs, "atom")
         result = getattr(mtd, f"{reduction}_over_samples")(ours, "atom")
         _compare_maps(result, expected.to(dtype=dtype), check, f"{reduction} samples")
-        flat = _reference(seed, components=False, special=special, gradient_special=FINITE_OR_NAN)
+        flat = _reference(
+            seed, components=False, special=special, gradient_special=gradient_special
+        )
         expected = getattr(metatensor, f"{reduction}_over_properties")(flat, "n")
         result = getattr(mtd, f"{reduction}_over_properties")(
             _chunked(flat.to(dtype=dtype), chunking), "n"
@@ -389,6 +394,36 @@ def _transposed(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
         ),
     )
     return metatensor.TensorMap(tensor.keys, [new])
+
+
+@pytest.mark.parametrize(
+    ("values", "gradients", "derivative"),
+    [
+        ([1.0, 3.0], [2.0, 4.0], 1.0),
+        ([1.0, 3.0], [np.nan, 1.0], np.nan),
+        ([1.0, 3.0], [np.inf, 1.0], -np.inf),
+        ([np.nan, 1.0], [1.0, 1.0], np.nan),
+        ([2.0, 2.0], [np.nan, 1.0], 0.0),
+        ([2.0, 2.0], [1.0, 3.0], 0.0),
+    ],
+)
+@pytest.mark.parametrize("chunking", ["tiny", "rows"])
+@pytest.mark.parametrize("axis", ["properties"])
+def test_std_gradient_keeps_nan_and_inf(
+    axis: str, chunking: str, values: list[float], gradients: list[float], derivative: float
+) -> None:
+    # d std = d Var / (2 std) with d Var = 2/n sum (x_i - mean) dx_i: the NaN gradient
+    # of a failed structure makes the result NaN where std > 0; where std = 0 (not
+    # differentiable) it is 0. metatensor turns every NaN and infinity into 0
+    tensor = _two_samples(values, gradients)
+    if axis == "properties":
+        result = mtd.std_over_properties(_chunked(_transposed(tensor), chunking), "n")
+    else:
+        result = mtd.std_over_samples(_chunked(tensor, chunking), "atom")
+    gradient = result.block(0).gradient("g").values.compute().ravel()
+    np.testing.assert_array_equal(gradient, np.full(2, derivative))
+    theirs = metatensor.std_over_samples(tensor, "atom").block(0).gradient("g").values
+    assert np.isfinite(theirs).all()
 
 
 @pytest.mark.parametrize("chunking", ["tiny", "rows"])
