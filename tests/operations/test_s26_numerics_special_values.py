@@ -6,7 +6,8 @@ places. The element-wise operations must give metatensor's bits (NaN at the same
 places, the same sign of every zero and infinity) whatever the chunking; reductions the
 same NaN and infinities; comparisons and linear algebra the same answers and errors.
 Where metatensor-operations 0.5.0 is wrong (complex ``subtract``, the gradients of
-complex ``abs``, of ``var_over_*`` and of ``pow(A, 0)``), the mathematics decides.
+complex ``abs``, of ``var_over_*``, of ``std_over_*`` and of ``pow(A, 0)``), the
+mathematics decides.
 """
 
 from __future__ import annotations
