@@ -78,7 +78,11 @@ class _Groups:
 
     def sum(self, array: np.ndarray) -> np.ndarray:
         # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
-        return np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
+        sums = np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
+        if sums.dtype.kind in "fc":
+            # added into zeros, as metatensor does: a sum of negative zeros is +0.0
+            sums += 0
+        return sums
 
     def divided(self, sums: np.ndarray) -> np.ndarray:
         """``sums`` divided by the size of their group, in the dtype of a quotient of
@@ -110,10 +114,12 @@ def _reduce_gradient(
     moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
     if reduction == "var":
         return 2 * moment
-    std = np.sqrt(groups.var(values))
+    std = broadcast_rows(np.sqrt(groups.var(values)), gradient.ndim)
     with np.errstate(divide="ignore", invalid="ignore"):
-        result = moment / broadcast_rows(std, gradient.ndim)
-    return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
+        result = moment / std
+    # 0 where the deviation is 0 (not differentiable there); NaN and infinities of the
+    # values or gradients stay
+    return np.where(std == 0, 0, result)
 
 
 def _values_function(groups: _Groups, reduction: str) -> Callable[[np.ndarray], np.ndarray]:

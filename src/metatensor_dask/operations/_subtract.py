@@ -13,8 +13,9 @@ __all__ = ["subtract"]
 
 
 def _subtract(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a - b`` in the dtype of metatensor's ``a + b * -1.0`` (float64 for integers;
-    the same bits: negating is exact)."""
+    """``a - b`` in the dtype of metatensor's ``a + b * -1.0`` (float64 for integers).
+    The same bits for real dtypes, where negating is exact; for complex ones the IEEE
+    difference, where the complex product ``b * -1.0`` has NaN parts (inf * 0)."""
     dtype = np.result_type(a.dtype, np.result_type(b.dtype, -1.0))
     return np.subtract(a, b, dtype=dtype)
 
@@ -45,7 +46,9 @@ def subtract(A: TensorMap, B: float | int | TensorMap) -> TensorMap:
     -------
     TensorMap
         A new map with ``A``'s metadata (bit-identical to metatensor's
-        ``add(A, multiply(B, -1))``).
+        ``add(A, multiply(B, -1))`` for real dtypes; for complex ones, ``A - B`` where
+        metatensor's complex product by -1 turns parts next to an infinite part into
+        NaN and negative zeros into positive ones).
 
     Raises
     ------
