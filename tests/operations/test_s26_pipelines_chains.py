@@ -194,3 +194,29 @@ def test_random_chains_equal_metatensor(tmp_path, kind, seed):
     theirs = reference(seed=seed, same_properties=True)
     ours, theirs, _ = random_chain(seed, 15, _source(kind, theirs, tmp_path), theirs)
     assert_equal_to_metatensor(ours.compute(), theirs, rtol=1e-10, atol=1e-13)
+
+
+def _first_key(module: Any, tensor: Any) -> Any:
+    keys = tensor.keys
+    return module.Labels(keys.names, np.asarray(keys.values)[:1])
+
+
+@pytest.mark.xdist_group("serial")
+def test_chain_on_a_cluster_persisted_midway_then_partly_written(tmp_path):
+    from distributed import Client, LocalCluster
+
+    theirs = reference(seed=4, same_properties=True)
+    ours, theirs, _ = random_chain(4, 10, _source("zarr", theirs, tmp_path), theirs)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster),
+    ):
+        ours, theirs, _ = random_chain(5, 10, ours.persist(), theirs)
+        assert_equal_to_metatensor(ours.compute(), theirs, rtol=1e-10, atol=1e-13)
+        part = mtd.filter_blocks(ours, _first_key(mtd, ours))
+        mtd.to_zarr(part, str(tmp_path / "part.zarr"))
+    written = mtd.open_zarr(str(tmp_path / "part.zarr")).compute()
+    expected = metatensor.filter_blocks(theirs, _first_key(metatensor, theirs))
+    assert_equal_to_metatensor(written, expected, rtol=1e-10, atol=1e-13)
