@@ -237,11 +237,39 @@ def array_from_tasks(
     dtype
         The array's dtype (its chunks are numpy arrays).
     """
-    if dependencies:
-        graph = HighLevelGraph.from_collections(name, tasks, dependencies=dependencies)
-    else:
-        graph = HighLevelGraph({name: MaterializedLayer(tasks)}, {name: set()})
-    return _new_array(graph, name, chunks, np.dtype(dtype))
+    return _new_array(_layered_graph(name, tasks, dependencies), name, chunks, np.dtype(dtype))
+
+
+def _layered_graph(
+    name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]
+) -> HighLevelGraph:
+    """The graph of ``dependencies`` (dask collections) with the layer ``name`` of
+    ``tasks`` on top, as ``HighLevelGraph.from_collections`` makes it.
+
+    ``from_collections`` checks every layer of the merged graph again (a Python loop
+    over the layers), and an array at the end of a chain of operations has a layer per
+    operation: along a chain of N operations on a map of many arrays, that made building
+    each operation cost in proportion to the operations before it (seconds per
+    operation after a few hundred). The layers of a dependency's graph are checked
+    already; here they are merged as dictionaries.
+    """
+    layers: dict[str, Any] = {}
+    layer_dependencies: dict[str, Any] = {}
+    below: set[str] = set()
+    for collection in dependencies:
+        graph = collection.__dask_graph__()
+        if not isinstance(graph, HighLevelGraph):
+            return HighLevelGraph.from_collections(name, tasks, dependencies=dependencies)
+        layers.update(graph.layers)
+        layer_dependencies.update(graph.dependencies)
+        below.update(collection.__dask_layers__())
+    layers[name] = MaterializedLayer(tasks)
+    layer_dependencies[name] = below
+    merged = HighLevelGraph.__new__(HighLevelGraph)
+    merged.layers = layers
+    merged.dependencies = layer_dependencies
+    merged.key_dependencies = {}
+    return merged
 
 
 MAX_GATHER_SOURCES = 8
