@@ -135,6 +135,14 @@ class _RowKeys:
         return keys, inside
 
 
+def packed_row_keys(values: np.ndarray) -> np.ndarray | None:
+    """One int64 key per row of the 2-D int32 ``values``, ordered as the rows are
+    lexicographically (first column first); None when the rows' ranges do not fit in
+    63 bits."""
+    keys = _RowKeys(values)
+    return keys.keys(values)[0] if keys.packed else None
+
+
 def _increasing(keys: np.ndarray) -> bool:
     """Whether packed ``keys`` are strictly increasing (rows' bytes are not ordered)."""
     if keys.dtype != np.int64:

@@ -30,7 +30,7 @@ from .._partition import (
     stored_local_index,
 )
 from ..block import TensorBlock, as_block_array
-from ..labels import Labels
+from ..labels import Labels, packed_row_keys
 from ..tensor import TensorMap
 
 __all__ = [
@@ -101,7 +101,13 @@ def lexsort_rows(values: np.ndarray, descending: bool = False) -> np.ndarray:
     values = np.asarray(values)
     if values.shape[1] == 0 or len(values) == 0:
         return np.arange(len(values), dtype=np.int64)
-    order = np.lexsort(values.T[::-1])
+    keys = packed_row_keys(values) if values.dtype == np.int32 else None
+    if keys is None:
+        order = np.lexsort(values.T[::-1])
+    elif bool((keys[1:] >= keys[:-1]).all()):
+        order = np.arange(len(keys), dtype=np.int64)
+    else:
+        order = np.argsort(keys, kind="stable")
     return order[::-1].copy() if descending else order
 
 
