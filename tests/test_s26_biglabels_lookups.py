@@ -112,3 +112,14 @@ def test_first_position_in_unsorted_entries_allocates_a_few_numbers_per_entry():
     allocated = _allocated_by(lambda: labels.position([int(values[777, 0])]))
     assert labels.position([int(values[777, 0])]) == 777
     assert allocated < 40 * count, allocated / count
+
+
+@pytest.mark.parametrize("columns, low, high", [*CASES, (0, 0, 1)])
+@pytest.mark.parametrize("count", [0, 1, 2, 300])
+def test_repeats_an_entry_tells_what_numpy_unique_tells(columns, low, high, count):
+    rng = np.random.default_rng(count + columns)
+    values = _values(rng, count, columns, low, high) if columns else np.zeros((count, 0), np.int32)
+    repeated = np.concatenate([values, values[-1:]])
+    for rows in (values, repeated):
+        expected = len(np.unique(rows, axis=0)) != len(rows) if len(rows) else False
+        assert mtd.labels.repeats_an_entry(rows) == expected
