@@ -26,20 +26,55 @@ def test_rows_sort_as_numpy_lexsort_with_ties_in_place(columns, low, high, desce
     np.testing.assert_array_equal(order, expected)
 
 
-def test_rows_with_packable_ranges_are_not_lexsorted_column_by_column(monkeypatch):
+def _count_calls(monkeypatch, names):
+    """Record the calls to the numpy functions ``names``."""
     calls = []
-    lexsort = np.lexsort
+    for name in names:
+        original = getattr(np, name)
 
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return lexsort(*args, **kwargs)
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
 
-    monkeypatch.setattr(np, "lexsort", counted)
+        monkeypatch.setattr(np, name, counted)
+    return calls
+
+
+def test_rows_with_packable_ranges_are_not_lexsorted_column_by_column(monkeypatch):
+    calls = _count_calls(monkeypatch, ["lexsort"])
     systems, atoms = np.divmod(np.arange(100_000, dtype=np.int32), 100)
     shuffled = np.random.default_rng(0).permutation(len(systems))
     values = np.stack([systems, atoms], axis=1)[shuffled]
     order = _manipulation_utils.lexsort_rows(values)
     np.testing.assert_array_equal(order, np.argsort(shuffled))
+    assert calls == []
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(
+    "columns, low, high",
+    [(0, 0, 1), (1, -3, 4), (2, 0, 30), (3, -50, 50), (2, INT32.min, INT32.max), (5, 0, 2**14)],
+)
+@pytest.mark.parametrize("count", [0, 1, 4000])
+def test_unique_rows_are_numpys(columns, low, high, count, shuffle):
+    rng = np.random.default_rng(count + columns)
+    values = rng.integers(low, high, (count, columns), dtype=np.int64).astype(np.int32)
+    values = np.concatenate([values, values[::5]])
+    if not shuffle:
+        values = values[np.lexsort(values.T[::-1])] if columns else values
+    unique, inverse = _manipulation_utils.unique_rows(values)
+    expected, expected_inverse = np.unique(values, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(unique, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse.reshape(-1))
+
+
+def test_unique_rows_in_order_are_neither_sorted_nor_given_to_numpy_unique(monkeypatch):
+    calls = _count_calls(monkeypatch, ["lexsort", "unique", "argsort", "sort"])
+    systems = np.repeat(np.arange(1000, dtype=np.int32), 100)
+    values = np.stack([systems, np.zeros_like(systems), systems % 7], axis=1)
+    unique, inverse = _manipulation_utils.unique_rows(values)
+    np.testing.assert_array_equal(unique[:, 0], np.arange(1000))
+    np.testing.assert_array_equal(inverse, systems)
     assert calls == []
 
 
