@@ -9,6 +9,7 @@ time something needs them, while ``names`` and ``len()`` are known from the star
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
@@ -97,14 +98,109 @@ def _rows(values: np.ndarray) -> np.ndarray:
     return values.view(np.dtype((np.void, 4 * values.shape[1]))).reshape(-1)
 
 
+class _RowKeys:
+    """One int64 key per row, in the lexicographic order of the rows, for the values
+    of one Labels: sorting, comparing and looking up keys costs as for one column.
+
+    The key of a row is its number in the box spanned by the smallest and largest value
+    of each column; rows outside the box are not rows of these values. When the box
+    holds more than ``2**63`` rows, the keys are the rows' bytes instead (slower to
+    sort, in another order, but equally comparable).
+    """
+
+    def __init__(self, values: np.ndarray):
+        # column by column: a reduction along axis 0 of the rows is many times slower
+        columns = [values[:, j] for j in range(values.shape[1])]
+        self._low = [int(c.min()) if len(c) else 0 for c in columns]
+        self._high = [int(c.max()) if len(c) else 0 for c in columns]
+        self._spans = [high - low + 1 for low, high in zip(self._low, self._high, strict=True)]
+        self.packed = math.prod(self._spans) < 2**63
+
+    def keys(self, values: np.ndarray, check: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The keys of ``values`` (with the same columns), and which of them are
+        inside the box (None: all of them, or not ``check``-ed because ``values`` are
+        those the box was made of; the keys of the others are meaningless)."""
+        if not self.packed:
+            return _rows(values), None
+        keys = np.zeros(len(values), np.int64)
+        inside: np.ndarray | None = None
+        for j, span in enumerate(self._spans):
+            column = values[:, j]
+            keys *= span
+            keys += column
+            keys -= self._low[j]
+            if not check:
+                continue
+            outside = (column < self._low[j]) | (column > self._high[j])
+            if outside.any():
+                inside = ~outside if inside is None else inside & ~outside
+        return keys, inside
+
+
+def packed_row_keys(values: np.ndarray) -> np.ndarray | None:
+    """One int64 key per row of the 2-D int32 ``values``, ordered as the rows are
+    lexicographically (first column first); None when the rows' ranges do not fit in
+    63 bits."""
+    keys = _RowKeys(values)
+    return keys.keys(values, check=False)[0] if keys.packed else None
+
+
+def _increasing(keys: np.ndarray) -> bool:
+    """Whether packed ``keys`` are strictly increasing (rows' bytes are not ordered)."""
+    if keys.dtype != np.int64:
+        return False
+    return len(keys) < 2 or bool((keys[1:] > keys[:-1]).all())
+
+
+class _RowIndex:
+    """The rows of some values, sorted once, to find the first position of any row."""
+
+    def __init__(self, values: np.ndarray):
+        self._keys = _RowKeys(values)
+        keys, _ = self._keys.keys(values, check=False)
+        if _increasing(keys):
+            self._order = None
+            self._sorted = keys
+        else:
+            self._order = np.argsort(keys, kind="stable")
+            self._sorted = keys[self._order]
+
+    def find(self, values: np.ndarray) -> np.ndarray:
+        """For each row of ``values``: its first position in the indexed values, or -1."""
+        keys, inside = self._keys.keys(values)
+        result = -np.ones(len(values), np.int64)
+        if not len(self._sorted):
+            return result
+        where = np.searchsorted(self._sorted, keys)
+        clipped = np.minimum(where, len(self._sorted) - 1)
+        hit = self._sorted[clipped] == keys
+        if inside is not None:
+            hit &= inside
+        found = clipped[hit]
+        result[hit] = found if self._order is None else self._order[found]
+        return result
+
+
 def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     if len(values) < 2 or values.shape[1] == 0:
         # entries without dimensions are all alike; metatensor accepts them
         return None
-    rows = np.sort(_rows(values))
-    if not (rows[1:] == rows[:-1]).any():
+    keys, _ = _RowKeys(values).keys(values, check=False)
+    if _increasing(keys):
+        return None
+    keys = np.sort(keys)
+    if not (keys[1:] == keys[:-1]).any():
         return None
     return _reported_duplicate(values)
+
+
+def repeats_an_entry(values: np.ndarray) -> bool:
+    """Whether the rows of the 2-D int32 ``values`` hold some entry twice, as
+    ``np.unique(values, axis=0)`` would tell at a fraction of its cost (rows without
+    columns are all the same entry)."""
+    if len(values) > 1 and values.shape[1] == 0:
+        return True
+    return _first_duplicate(values) is not None
 
 
 def _reported_duplicate(values: np.ndarray) -> np.ndarray:
@@ -248,7 +344,7 @@ class Labels:
         self._loader: Callable[[], np.ndarray] | None = None
         self._stored: Any = None
         self._digest: str | None = None
-        self._positions: dict[bytes, int] | None = None
+        self._index: _RowIndex | None = None
         self._memo: dict[Any, Any] | None = None
 
     # -- construction ------------------------------------------------------------------
@@ -272,7 +368,7 @@ class Labels:
         labels._loader = None
         labels._stored = None
         labels._digest = None
-        labels._positions = None
+        labels._index = None
         labels._memo = None
         return labels
 
@@ -309,7 +405,7 @@ class Labels:
         labels._loader = load
         labels._stored = stored
         labels._digest = digest
-        labels._positions = None
+        labels._index = None
         labels._memo = None
         return labels
 
@@ -449,12 +545,10 @@ class Labels:
     def position(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> int | None:
         """Index of ``entry`` in these Labels, or ``None`` when it is not there."""
         row = self._entry_row(entry)
-        if self._positions is None:
-            rows = _rows(self.values) if self._names else np.array([b""] * len(self))
-            self._positions = {}
-            for i, key in enumerate(rows.tolist()):
-                self._positions.setdefault(bytes(key), i)
-        return self._positions.get(row.tobytes())
+        if self._index is None:
+            self._index = _RowIndex(self.values)
+        found = int(self._index.find(row[None, :])[0])
+        return found if found >= 0 else None
 
     def __contains__(self, entry: object) -> bool:
         return self.position(entry) is not None  # type: ignore[arg-type]
@@ -495,19 +589,8 @@ class Labels:
         if not self._names:
             found = np.zeros(len(self), np.int64) if len(other) else -np.ones(len(self), np.int64)
             return found
-        mine, theirs = _rows(self.values), _rows(other.values)
-        order = np.argsort(theirs, kind="stable")
-        sorted_theirs = theirs[order]
-        where = np.searchsorted(sorted_theirs, mine)
-        where_clipped = np.minimum(where, max(len(theirs) - 1, 0))
-        hit = (
-            (where < len(theirs)) & (sorted_theirs[where_clipped] == mine)
-            if len(theirs)
-            else (np.zeros(len(mine), bool))
-        )
-        result = -np.ones(len(mine), np.int64)
-        result[hit] = order[where_clipped[hit]]
-        return result
+        index = other._index if other._index is not None else _RowIndex(other.values)
+        return index.find(self.values)
 
     def union(self, other: Labels) -> Labels:
         """Entries of ``self`` in order, then the new entries of ``other`` in order."""

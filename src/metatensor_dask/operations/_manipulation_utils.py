@@ -30,7 +30,7 @@ from .._partition import (
     stored_local_index,
 )
 from ..block import TensorBlock, as_block_array
-from ..labels import Labels
+from ..labels import Labels, packed_row_keys
 from ..tensor import TensorMap
 
 __all__ = [
@@ -101,7 +101,13 @@ def lexsort_rows(values: np.ndarray, descending: bool = False) -> np.ndarray:
     values = np.asarray(values)
     if values.shape[1] == 0 or len(values) == 0:
         return np.arange(len(values), dtype=np.int64)
-    order = np.lexsort(values.T[::-1])
+    keys = packed_row_keys(values) if values.dtype == np.int32 else None
+    if keys is None:
+        order = np.lexsort(values.T[::-1])
+    elif bool((keys[1:] >= keys[:-1]).all()):
+        order = np.arange(len(keys), dtype=np.int64)
+    else:
+        order = np.argsort(keys, kind="stable")
     return order[::-1].copy() if descending else order
 
 
@@ -118,23 +124,36 @@ def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if values.shape[1] == 0:
         n = len(values)
         return np.zeros((min(n, 1), 0), np.int32), np.zeros(n, np.int64)
-    # ``np.unique(axis=0)`` costs several times more than this on the small Labels of
-    # tiny blocks, and maps may hold 100,000 of them: up to two int32 columns are
-    # packed (order-preserving) into one int64 key, more are lexsorted
-    if values.shape[1] <= 2:
-        shifted = (values.astype(np.int64) + 2**31).astype(np.uint64)
-        key = shifted[:, 0]
-        if values.shape[1] == 2:
-            key = (key << np.uint64(32)) | shifted[:, 1]
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        return values[first], inverse.reshape(-1).astype(np.int64)
-    order = lexsort_rows(values)
-    ordered = values[order]
-    starts = np.ones(len(values), bool)
-    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
-    inverse = np.empty(len(values), np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    return ordered[starts], inverse
+    # ``np.unique(axis=0)`` costs several times more than this: the rows are packed
+    # (order-preserving) into one int64 key when their ranges allow, else lexsorted
+    keys = packed_row_keys(values)
+    if keys is None:
+        order = lexsort_rows(values)
+        ordered = values[order]
+        starts = np.ones(len(values), bool)
+        starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+        inverse = np.empty(len(values), np.int64)
+        inverse[order] = np.cumsum(starts) - 1
+        return ordered[starts], inverse
+    return _unique_keys(values, keys)
+
+
+def _unique_keys(values: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unique_rows` of ``values`` from their packed, order-preserving ``keys``;
+    rows already in order (the samples of most blocks) are not sorted."""
+    ordered: np.ndarray | None = None
+    if len(keys) > 1 and not bool((keys[1:] >= keys[:-1]).all()):
+        ordered = np.argsort(keys, kind="stable")
+        keys = keys[ordered]
+    starts = np.ones(len(keys), bool)
+    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    if ordered is None:
+        return values[first], group
+    inverse = np.empty(len(keys), np.int64)
+    inverse[ordered] = group
+    return values[ordered[first]], inverse
 
 
 def same_labels(labels: Sequence[Labels], reference: Labels) -> bool:
