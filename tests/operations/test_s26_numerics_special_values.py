@@ -409,7 +409,7 @@ def _transposed(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
     ],
 )
 @pytest.mark.parametrize("chunking", ["tiny", "rows"])
-@pytest.mark.parametrize("axis", ["properties"])
+@pytest.mark.parametrize("axis", ["properties", "samples"])
 def test_std_gradient_keeps_nan_and_inf(
     axis: str, chunking: str, values: list[float], gradients: list[float], derivative: float
 ) -> None:
@@ -429,7 +429,7 @@ def test_std_gradient_keeps_nan_and_inf(
 
 @pytest.mark.parametrize("chunking", ["tiny", "rows"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("axis", ["properties"])
+@pytest.mark.parametrize("axis", ["properties", "samples"])
 def test_reductions_of_negative_zeros_are_positive_zeros(
     axis: str, reduction: str, chunking: str
 ) -> None:

@@ -18,7 +18,7 @@ from zarr.storage import WrapperStore
 
 from .._partition import misplaced_row
 from ..errors import DamagedStoreError
-from ..labels import Labels
+from ..labels import Labels, repeats_an_entry
 from .zarr_samples import chained_digest, is_chained
 
 __all__ = [
@@ -227,7 +227,7 @@ def checked_labels(
     if digest is not None and actual != digest:
         raise damaged(where, f"the Labels '{path}' do not match the digest recorded when written")
     rows = labels.values
-    if len(rows) > 1 and len(np.unique(rows, axis=0)) != len(rows):
+    if repeats_an_entry(rows):
         raise damaged(where, f"the Labels '{path}' have repeated entries")
     if parent_rows is not None and len(rows):
         column = rows[:, 0]

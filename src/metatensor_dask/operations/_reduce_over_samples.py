@@ -89,9 +89,12 @@ def _std_gradient(
     centered: np.ndarray, std: np.ndarray, group: np.ndarray, counts: np.ndarray
 ) -> np.ndarray:
     scale = std[group] * counts.reshape((-1,) + (1,) * (std.ndim - 1))
+    scale = broadcast_rows(scale, centered.ndim)
     with np.errstate(divide="ignore", invalid="ignore"):
-        result = centered / broadcast_rows(scale, centered.ndim)
-    return np.nan_to_num(result, nan=0.0, posinf=0.0, neginf=0.0)
+        result = centered / scale
+    # 0 where the deviation is 0 (not differentiable there); NaN and infinities of the
+    # values or gradients stay
+    return np.where(scale == 0, 0, result)
 
 
 def _as_rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -132,6 +135,10 @@ class _Segments:
             return np.zeros((self.size, *rows.shape[1:]), rows.dtype)
         ordered = rows if self.order is None else rows[self.order]
         sums = np.add.reduceat(ordered, self.starts, axis=0)
+        if sums.dtype.kind in "fc":
+            # added into zeros, as metatensor and the chunk-by-chunk path do: a sum of
+            # negative zeros is +0.0
+            sums += 0
         if self.complete:
             return sums if sums.dtype == rows.dtype else sums.astype(rows.dtype)
         result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
