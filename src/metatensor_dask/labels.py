@@ -98,23 +98,38 @@ def _rows(values: np.ndarray) -> np.ndarray:
     return values.view(np.dtype((np.void, 4 * values.shape[1]))).reshape(-1)
 
 
+#: The fewest rows keyed by :class:`_RowKeys` (fewer are compared by their bytes).
+PACKED_FROM = 2048
+
+#: The most entries whose positions :meth:`Labels.position` keeps in a dict (one
+#: look-up per call, about 350 bytes an entry); more are looked up in sorted keys.
+POSITIONS_IN_A_DICT = 2**16
+
+
 class _RowKeys:
     """One int64 key per row, in the lexicographic order of the rows, for the values
     of one Labels: sorting, comparing and looking up keys costs as for one column.
 
     The key of a row is its number in the box spanned by the smallest and largest value
     of each column; rows outside the box are not rows of these values. When the box
-    holds more than ``2**63`` rows, the keys are the rows' bytes instead (slower to
-    sort, in another order, but equally comparable).
+    holds more than ``2**62`` rows (so that no step of making a key overflows), and for
+    fewer than :data:`PACKED_FROM` rows (where working out the box costs more than it
+    saves: the Labels of tiny blocks, made by the hundred thousand), the keys are the
+    rows' bytes instead (in another order, but equally comparable).
     """
 
     def __init__(self, values: np.ndarray):
-        # column by column: a reduction along axis 0 of the rows is many times slower
-        columns = [values[:, j] for j in range(values.shape[1])]
-        self._low = [int(c.min()) if len(c) else 0 for c in columns]
-        self._high = [int(c.max()) if len(c) else 0 for c in columns]
-        self._spans = [high - low + 1 for low, high in zip(self._low, self._high, strict=True)]
-        self.packed = math.prod(self._spans) < 2**63
+        self._low: list[int] = []
+        self._high: list[int] = []
+        self._spans: list[int] = []
+        self.packed = len(values) >= PACKED_FROM
+        if self.packed:
+            # column by column: a reduction along axis 0 of the rows is many times slower
+            columns = [values[:, j] for j in range(values.shape[1])]
+            self._low = [int(c.min()) for c in columns]
+            self._high = [int(c.max()) for c in columns]
+            self._spans = [high - low + 1 for low, high in zip(self._low, self._high, strict=True)]
+            self.packed = math.prod(self._spans) < 2**62
 
     def keys(self, values: np.ndarray, check: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The keys of ``values`` (with the same columns), and which of them are
@@ -140,7 +155,9 @@ class _RowKeys:
 def packed_row_keys(values: np.ndarray) -> np.ndarray | None:
     """One int64 key per row of the 2-D int32 ``values``, ordered as the rows are
     lexicographically (first column first); None when the rows' ranges do not fit in
-    63 bits."""
+    62 bits, or for fewer than :data:`PACKED_FROM` rows."""
+    if len(values) < PACKED_FROM:
+        return None
     keys = _RowKeys(values)
     return keys.keys(values, check=False)[0] if keys.packed else None
 
@@ -165,6 +182,27 @@ class _RowIndex:
             self._order = np.argsort(keys, kind="stable")
             self._sorted = keys[self._order]
 
+    def find_one(self, row: np.ndarray) -> int:
+        """The first position of ``row`` in the indexed values, or -1 (one row: in
+        Python numbers where :meth:`find` makes a dozen small arrays)."""
+        if not len(self._sorted):
+            return -1
+        if self._keys.packed:
+            key = 0
+            for value, low, high, span in zip(
+                row.tolist(), self._keys._low, self._keys._high, self._keys._spans, strict=True
+            ):
+                if not low <= value <= high:
+                    return -1
+                key = key * span + value - low
+            where = int(np.searchsorted(self._sorted, key))
+        else:
+            key = _rows(row[None, :])[0]
+            where = int(np.searchsorted(self._sorted, key))
+        if where == len(self._sorted) or self._sorted[where] != key:
+            return -1
+        return where if self._order is None else int(self._order[where])
+
     def find(self, values: np.ndarray) -> np.ndarray:
         """For each row of ``values``: its first position in the indexed values, or -1."""
         keys, inside = self._keys.keys(values)
@@ -185,9 +223,12 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     if len(values) < 2 or values.shape[1] == 0:
         # entries without dimensions are all alike; metatensor accepts them
         return None
-    keys, _ = _RowKeys(values).keys(values, check=False)
-    if _increasing(keys):
-        return None
+    if len(values) < PACKED_FROM:
+        keys = _rows(values)
+    else:
+        keys, _ = _RowKeys(values).keys(values, check=False)
+        if _increasing(keys):
+            return None
     keys = np.sort(keys)
     if not (keys[1:] == keys[:-1]).any():
         return None
@@ -344,6 +385,7 @@ class Labels:
         self._loader: Callable[[], np.ndarray] | None = None
         self._stored: Any = None
         self._digest: str | None = None
+        self._positions: dict[bytes, int] | None = None
         self._index: _RowIndex | None = None
         self._memo: dict[Any, Any] | None = None
 
@@ -368,6 +410,7 @@ class Labels:
         labels._loader = None
         labels._stored = None
         labels._digest = None
+        labels._positions = None
         labels._index = None
         labels._memo = None
         return labels
@@ -405,6 +448,7 @@ class Labels:
         labels._loader = load
         labels._stored = stored
         labels._digest = digest
+        labels._positions = None
         labels._index = None
         labels._memo = None
         return labels
@@ -545,9 +589,16 @@ class Labels:
     def position(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> int | None:
         """Index of ``entry`` in these Labels, or ``None`` when it is not there."""
         row = self._entry_row(entry)
+        if self._positions is None and self._index is None and len(self) <= POSITIONS_IN_A_DICT:
+            rows = _rows(self.values) if self._names else np.array([b""] * len(self))
+            self._positions = {}
+            for i, key in enumerate(rows.tolist()):
+                self._positions.setdefault(bytes(key), i)
+        if self._positions is not None:
+            return self._positions.get(row.tobytes())
         if self._index is None:
             self._index = _RowIndex(self.values)
-        found = int(self._index.find(row[None, :])[0])
+        found = self._index.find_one(row)
         return found if found >= 0 else None
 
     def __contains__(self, entry: object) -> bool:

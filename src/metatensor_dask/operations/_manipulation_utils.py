@@ -127,6 +127,13 @@ def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # ``np.unique(axis=0)`` costs several times more than this: the rows are packed
     # (order-preserving) into one int64 key when their ranges allow, else lexsorted
     keys = packed_row_keys(values)
+    if keys is None and values.shape[1] <= 2:
+        # few rows (or ranges too wide) of one or two columns: their int32 values,
+        # shifted to be non-negative, side by side in one uint64 key
+        shifted = (values.astype(np.int64) + 2**31).astype(np.uint64)
+        keys = shifted[:, 0]
+        if values.shape[1] == 2:
+            keys = (keys << np.uint64(32)) | shifted[:, 1]
     if keys is None:
         order = lexsort_rows(values)
         ordered = values[order]
