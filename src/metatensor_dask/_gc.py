@@ -17,7 +17,10 @@ after it. The objects of a pause that made fewer are left to the collector as us
 no garbage.
 
 The pause is process-wide (the collector is): with threads (dask's workers), it lasts
-until the last of the overlapping pauses ends.
+until the last of the overlapping pauses ends. The collections run when a pause ends
+run the finalizers of the garbage they free, in that thread, and these may pause the
+collector again (an object whose ``__del__`` opens or operates on a map): such a pause
+inside the end of another one is nested in it, without waiting for its end.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any, TypeVar
 
 __all__ = ["collector_paused", "without_collector"]
 
-_LOCK = threading.Lock()
+#: Re-entrant: a finalizer run by a collection below may pause the collector again.
+_LOCK = threading.RLock()
 _PAUSES = 0
 _RESUME = False
 """Whether the collector ran when the first of the current pauses began."""
@@ -66,14 +70,19 @@ def _end() -> None:
     global _PAUSES, _YOUNG
     with _LOCK:
         _PAUSES -= 1
-        # the objects made meanwhile (the collector's count of the youngest generation)
-        made = gc.get_count()[0] if _PAUSES == 0 else 0
-        if _PAUSES == 0 and _YOUNG:
+        if _PAUSES:
+            return
+        # the objects made meanwhile (the collector's count of the youngest generation);
+        # what the pauses asked for, read before a collection runs finalizers, whose
+        # own pauses (nested in this end) set them anew
+        made = gc.get_count()[0]
+        young, resume = _YOUNG, _RESUME
+        _YOUNG = False
+        if young:
             # garbage cycles the pauses made (all in the youngest generation: nothing
             # was collected meanwhile), freed now rather than at a rare full pass
-            _YOUNG = False
             gc.collect(0)
-        if _PAUSES == 0 and _RESUME:
+        if resume:
             # many objects made meanwhile go to the oldest generation without being
             # scanned (freeze then unfreeze moves every object there and resets the
             # young generation's count): resuming the collector would otherwise scan
