@@ -5,14 +5,21 @@ as any dask setting: a YAML file in dask's config directories,
 ``dask.config.set({"metatensor_dask.chunk-size": "128MiB"})``, or an environment
 variable such as ``DASK_METATENSOR_DASK__CHUNK_SIZE=128MiB``. Values are read at call
 time, but for ``huge-pages``, read at import (see :mod:`._huge_pages`).
+
+``dask.config.set`` changes a setting for every thread of the process; the writes of
+this package that must use other settings than the user's (an append keeps the codecs
+of its store) set them with :func:`overridden`, for their own thread only.
 """
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import functools
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import dask.config
@@ -21,7 +28,7 @@ from dask.utils import parse_bytes
 
 from .errors import MetatensorDaskError
 
-__all__ = ["chunk_size", "get"]
+__all__ = ["chunk_size", "get", "overridden"]
 
 _DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "metatensor_dask.yaml")
 
@@ -49,6 +56,24 @@ def _environment_over_files() -> None:
 _environment_over_files()
 
 
+#: The settings :func:`overridden` gives the current thread (context), by name.
+_OVERRIDES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "metatensor_dask_overridden_settings", default=None
+)
+
+
+@contextmanager
+def overridden(settings: dict[str, Any]) -> Iterator[None]:
+    """Within the block, :func:`get` gives ``settings`` (name without the
+    ``metatensor_dask.`` prefix: value) in this thread (context) only, whatever
+    ``dask.config`` holds: other threads of the process keep reading their own."""
+    token = _OVERRIDES.set({**(_OVERRIDES.get() or {}), **settings})
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
+
+
 def get(name: str) -> Any:
     """The current value of the setting ``metatensor_dask.<name>``.
 
@@ -60,7 +85,11 @@ def get(name: str) -> Any:
         value is read as what it means: a size, a duration, a codec...).
     """
     _warn_unknown()
-    value = dask.config.get(f"metatensor_dask.{name}")
+    overrides = _OVERRIDES.get() or {}
+    if name in overrides:
+        value = overrides[name]
+    else:
+        value = dask.config.get(f"metatensor_dask.{name}")
     check = _CHECKS.get(name)
     if check is not None and not check(value):
         raise MetatensorDaskError(

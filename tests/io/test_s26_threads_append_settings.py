@@ -11,7 +11,6 @@ import threading
 import dask
 import metatensor
 import numpy as np
-import pytest
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -36,10 +35,6 @@ def _core(first: int, count: int) -> metatensor.TensorMap:
 _APPENDS, _KEYS = 6, 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an append gives its store's codec settings to dask.config, which every thread reads",
-)
 def test_an_append_of_new_keys_leaves_other_threads_settings_alone(tmp_path):
     store = tmp_path / "zstd.zarr"
     with dask.config.set({"metatensor_dask.compressor": "zstd"}):

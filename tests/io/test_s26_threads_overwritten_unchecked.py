@@ -44,10 +44,6 @@ def _core(samples: int, seed: int) -> metatensor.TensorMap:
 _CHUNKS = [(None, None), (2, 3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="values arrays without checksums are not given the store's id when opened",
-)
 @pytest.mark.parametrize("chunks", _CHUNKS, ids=["tiny-groups", "chunked"])
 @pytest.mark.parametrize("loaded", [False, True], ids=["lazy-samples", "loaded-samples"])
 def test_a_map_over_a_store_overwritten_with_other_shapes_says_so(tmp_path, chunks, loaded):

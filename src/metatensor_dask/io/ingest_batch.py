@@ -81,11 +81,12 @@ STORE_SETTINGS = ("chunk-size", "compressor", "checksum", "shard-chunks")
 
 
 def store_settings() -> dict[str, Any]:
-    """The current values of :data:`STORE_SETTINGS`, as ``dask.config.set`` takes
-    them; a wrong value is refused, naming the setting, before any batch runs."""
+    """The current values of :data:`STORE_SETTINGS`, by name, as
+    :func:`~metatensor_dask.config.overridden` takes them; a wrong value is refused,
+    naming the setting, before any batch runs."""
     config.chunk_size()
     template(np.dtype(np.float64), 1, shard_chunks() is not None)
-    return {f"metatensor_dask.{name}": config.get(name) for name in STORE_SETTINGS}
+    return {name: config.get(name) for name in STORE_SETTINGS}
 
 
 def _as_tensor(
@@ -169,7 +170,7 @@ def append_batch(
     structures), which a worker then kept for tens of batches.
     """
     gc.collect(1)
-    with collector_paused(young_collected=True), dask.config.set(target.settings):
+    with collector_paused(young_collected=True), config.overridden(target.settings):
         found = _plan_batch(target, index, first, result, previous)
         target.lock.check()
         commit(target.store, found)

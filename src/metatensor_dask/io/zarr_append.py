@@ -35,6 +35,7 @@ import numpy as np
 from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
+from .. import config
 from .._partition import block_row_pointer
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -403,8 +404,9 @@ def _stored_layout(
 def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
     """The settings (compressor, checksum, shard-chunks) giving the codecs of the stored
     values array ``document``, with which new keys are written: a store keeps its
-    codecs whatever the settings of an append. ``{}`` (the current settings) when they
-    can not give them (several compressors)."""
+    codecs whatever the settings of an append (given for the append's thread only, see
+    :func:`~metatensor_dask.config.overridden`). ``{}`` (the current settings) when
+    they can not give them (several compressors)."""
     codecs, shards = document["codecs"], None
     if codecs[0]["name"] == "sharding_indexed":
         configuration = codecs[0]["configuration"]
@@ -417,9 +419,9 @@ def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
     if len(compressors) > 1:
         return {}
     return {
-        "metatensor_dask.compressor": compressors[0] if compressors else None,
-        "metatensor_dask.checksum": checksum,
-        "metatensor_dask.shard-chunks": shards,
+        "compressor": compressors[0] if compressors else None,
+        "checksum": checksum,
+        "shard-chunks": shards,
     }
 
 
@@ -488,7 +490,7 @@ def plan_append(
     plan.stored = existing
     if new_blocks:
         settings = _codec_settings(stored.blocks[0].values.document) if stored.blocks else {}
-        with dask.config.set(settings):
+        with config.overridden(settings):
             _add_whole(plan, plan_whole(new_blocks, None, chunks))
         values = np.concatenate([keys.values, np.array(new_keys, np.int32)])
         full = Labels._trusted(keys.names, values)

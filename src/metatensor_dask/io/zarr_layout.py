@@ -1023,7 +1023,9 @@ def _refuse_tables(blocks: list[BlockLayout], version: int, where: str) -> None:
 
 def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
     """Check the store id and the chunk tables of a format 4 store, and give its values
-    arrays the id (see :mod:`.zarr_identity`); returns the id."""
+    arrays the id (see :mod:`.zarr_identity`; those without table, written without
+    checksums, to tell a read of a store overwritten since from damage); returns the
+    id."""
     store_id = ours.get(STORE_ID)
     if not isinstance(store_id, str) or not store_id:
         raise _damaged(where, f"it has no valid '{ATTRIBUTE}.{STORE_ID}' attribute")
@@ -1033,6 +1035,7 @@ def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> st
                 problem = table_problem(info.document)
                 if problem is not None:
                     raise _damaged(where, f"the array '{info.path}' has {problem}")
+            if info.path.endswith("/values"):
                 info.store_id = store_id
     return store_id
 

@@ -41,7 +41,7 @@ from .zarr_codecs import (
     decode_rows,
     encode_chunks,
 )
-from .zarr_identity import ChunkIdentity, last_crc, overwrite_told
+from .zarr_identity import ChunkIdentity, has_table, last_crc, overwrite_told
 from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_entries
 from .zarr_layout import PROGRESS_PREFIX
 
@@ -511,7 +511,11 @@ class ArrayRef:
     def identity(self) -> ChunkIdentity | None:
         """The check of the chunk files read against the table of ``document``
         (``None`` without one)."""
-        if self._identity is None and self.store_id is not None:
+        if (
+            self._identity is None
+            and self.store_id is not None
+            and has_table(self.path, self.document)
+        ):
             self._identity = ChunkIdentity(
                 self.store,
                 self.path,
