@@ -26,7 +26,7 @@ import numpy as np
 from zarr import Array, AsyncArray
 from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
-from zarr.storage import LocalStore, MemoryStore, StorePath
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._file_reads import read_whole_files
@@ -148,7 +148,7 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
             f"stores inside another store (path {path.path!r}) are not supported; give the "
             "store's own location"
         )
-    resolved = path.store
+    resolved = _without_listings_cache(path.store)
     if writable:
         _check_writable(resolved)
     kind = _memory_kind(resolved)
@@ -156,6 +156,42 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     if reason is not None:
         raise _not_here(reason)
     return resolved
+
+
+def _without_listings_cache(store: Store) -> Store:
+    """``store``, or for an fsspec store whose file system keeps the listings it made
+    (object stores: ``s3fs``, ``gcsfs``, ``adlfs``), the same store on an instance of
+    that file system with the same options that keeps none.
+
+    Such a file system answers the size or existence of a file from any listing of its
+    folder made earlier in the process (by ``verify``, ``info``, a resume, or the
+    user's own code), before reading it: a chunk or record written since by another
+    process (an append, a job's write) would read as missing, and the healthy store as
+    damaged.
+    """
+    if not isinstance(store, FsspecStore):
+        return store
+    fs = _uncached(store.fs)
+    if fs is store.fs:
+        return store
+    return FsspecStore(
+        fs, read_only=store.read_only, path=store.path, allowed_exceptions=store.allowed_exceptions
+    )
+
+
+def _uncached(fs: Any) -> Any:
+    """The fsspec file system ``fs``, or one of its class and options keeping no listings
+    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous is
+    looked at in turn."""
+    inner = getattr(fs, "sync_fs", None)
+    if inner is not None:
+        replaced = _uncached(inner)
+        if replaced is inner:
+            return fs
+        return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
+    if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
+        return fs
+    return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
 
 
 def _not_here(reason: str) -> MetatensorDaskError:
