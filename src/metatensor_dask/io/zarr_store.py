@@ -310,9 +310,12 @@ def _not_a_folder(location: Any) -> MetatensorDaskError:
 
 def describe(store: Store) -> str:
     """A short, stable description of a store, for messages and dask tokens: the
-    directory of a local store, the URL or repr of any other."""
+    directory of a local store, the URL of an fsspec store, the repr of any other."""
     if isinstance(store, LocalStore):
         return str(store.root)
+    if isinstance(store, FsspecStore):
+        fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
+        return str(fs.unstrip_protocol(store.path))
     return f"{type(store).__name__}({store})"
 
 
