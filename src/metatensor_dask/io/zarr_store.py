@@ -9,11 +9,13 @@ and so that no ``zarr.Array`` object is built before a task needs one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -453,15 +455,48 @@ def make_folders(store: Store, folders: list[str]) -> None:
             os.makedirs(path, exist_ok=True)
 
 
+def _fsspec_folder(store: Store) -> Path | None:
+    """The folder of an fsspec store on the local file system (a ``file://`` URL), whose
+    files fsspec writes in place (truncated, then written); ``None`` for other stores."""
+    if not isinstance(store, FsspecStore):
+        return None
+    fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
+    protocol = getattr(fs, "protocol", None)
+    protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+    return Path(store.path) if "file" in protocols else None
+
+
+def _replace_bytes(path: str, data: bytes | memoryview) -> None:
+    """Replace the file ``path`` by one holding ``data`` at once: written to a temporary
+    file (see :func:`is_temporary`) renamed over it, so that a reader sees the old file
+    or the new one, and a write that fails or is killed leaves the old one whole. A
+    write that fails removes its temporary file."""
+    temporary = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        _write_bytes(temporary, data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = False) -> None:
     """Store every ``key: bytes`` item, concurrently.
 
     Local files are written directly unless ``atomic``: readers only trust a store
     once its root document says it is complete, and a resumed write rewrites them.
+    With ``atomic``, each item replaces the stored one at once: in a folder given by a
+    ``file://`` URL too (written aside, then renamed over it), where fsspec would
+    otherwise write the file in place.
     """
     root = _local_root(store)
     if root is not None and not atomic and not store.read_only:
         write_files(root, items)
+        return
+    folder = _fsspec_folder(store)
+    if folder is not None and atomic and not store.read_only:
+        write_files(folder, items, _replace_bytes, waits=True)
         return
     buffer = default_buffer_prototype().buffer
     sync(_bounded(store.set(key, buffer.from_bytes(value)) for key, value in items.items()))
