@@ -140,6 +140,8 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
         raise _not_a_folder(store) from None
     except ValueError:
         if writable and getattr(store, "read_only", False):
+            if not getattr(store, "supports_deletes", True):  # writable, still refused
+                raise _no_deletes(store) from None
             raise MetatensorDaskError(
                 f"{describe(store)} is read-only: open the store with read_only=False to "
                 "write to it"
@@ -230,11 +232,7 @@ def _check_writable(store: Store) -> None:
         if root.exists() and not root.is_dir():
             raise _not_a_folder(root)
     if not store.supports_deletes:
-        raise MetatensorDaskError(
-            f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
-            "which a write needs (its lock, its progress records): write to a directory, "
-            "then zip it if you wish (zarr.storage.ZipStore reads it)"
-        )
+        raise _no_deletes(store)
     # fsspec's local file system, behind zarr's asynchronous wrapper or not
     fs = getattr(store, "fs", None)
     fs = getattr(fs, "sync_fs", fs)
@@ -244,6 +242,14 @@ def _check_writable(store: Store) -> None:
             "asked, so a write would fail halfway; pass storage_options={'auto_mkdir': "
             "True}, or give the path without 'file://'"
         )
+
+
+def _no_deletes(store: Store) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
+        "which a write needs (its lock, its progress records): write to a directory, "
+        "then zip it if you wish (zarr.storage.ZipStore reads it)"
+    )
 
 
 def refuse_metatensor_file(location: Any) -> None:
