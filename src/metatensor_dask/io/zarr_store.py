@@ -61,6 +61,7 @@ __all__ = [
     "make_folders",
     "new_folders",
     "open_store",
+    "outer_store",
     "plain_chunks",
     "read_arrays",
     "read_healthy_arrays",
@@ -307,6 +308,23 @@ def remove_if_empty(folders: list[Path]) -> None:
             continue
         except OSError:  # not empty (another writer's, or written), or not ours to remove
             return
+
+
+def outer_store(store: Store) -> str | None:
+    """The location of a Zarr store holding ``store`` (its ``zarr.json`` in a folder
+    above it), or ``None``: in a local folder, in a ``file://`` URL, and above the path
+    of any other fsspec store (one request per folder above it)."""
+    root = _local_root(store) or _fsspec_folder(store)
+    if root is not None:
+        return next((str(p) for p in root.parents if (p / "zarr.json").is_file()), None)
+    if not isinstance(store, FsspecStore):
+        return None
+    parts = store.path.rstrip("/").split("/")
+    for end in range(len(parts) - 1, 0, -1):
+        folder = "/".join(parts[:end])
+        if sync(store.fs._isfile(f"{folder}/zarr.json")):
+            return str(getattr(store.fs, "sync_fs", store.fs).unstrip_protocol(folder))
+    return None
 
 
 def _not_a_folder(location: Any) -> MetatensorDaskError:
