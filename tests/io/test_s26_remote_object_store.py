@@ -73,8 +73,8 @@ def _shifted(tensor: metatensor.TensorMap, by: int) -> metatensor.TensorMap:
 def test_samples_appended_by_another_client_after_a_listing_are_read(bucket):
     root, options = bucket
     url = f"{root}/t.zarr"
-    first = make_metatensor(seed=1, nested=False)
-    second = _shifted(make_metatensor(seed=2, nested=False), 100)
+    first = make_metatensor(seed=1, n_samples=(9, 0, 5), nested=False)
+    second = _shifted(make_metatensor(seed=2, n_samples=(9, 0, 5), nested=False), 100)
     mtd.from_metatensor(first).to_zarr(url, chunks=4, storage_options=options)
     assert mtd.verify(url, storage_options=options).ok  # lists the whole store
     # another job appends: new chunks of every array, a new root
@@ -91,10 +91,19 @@ def test_samples_appended_by_another_client_after_a_listing_are_read(bucket):
 def test_a_store_rewritten_by_another_client_after_a_listing_is_read(bucket):
     root, options = bucket
     url = f"{root}/t.zarr"
-    mtd.from_metatensor(make_metatensor(seed=3)).to_zarr(url, chunks=8, storage_options=options)
+    first = make_metatensor(seed=3, n_samples=(9, 0, 5), nested=False)
+    mtd.from_metatensor(first).to_zarr(url, chunks=8, storage_options=options)
     assert mtd.verify(url, storage_options=options).ok  # lists the whole store
     # another job writes the store again, in smaller chunks: more chunk files
-    theirs = make_metatensor(seed=4, n_samples=(30, 5, 2), n_properties=(2, 0, 3))
+    theirs = make_metatensor(seed=4, n_samples=(12, 5, 2), n_properties=(2, 0, 3))
     mtd.from_metatensor(theirs).to_zarr(_other_client(url, options), mode="w", chunks=3)
 
     assert_equal_to_metatensor(mtd.open_zarr(url, storage_options=options), theirs)
+
+
+def test_a_write_to_a_missing_bucket_is_refused_naming_it(endpoint):
+    options = {"endpoint_url": endpoint, "key": "test", "secret": "test"}
+    url = f"s3://missing-{uuid.uuid4().hex[:12]}/t.zarr"
+    tensor = mtd.from_metatensor(make_metatensor(seed=1, nested=False))
+    with pytest.raises(mtd.MetatensorDaskError, match=f"^{url} can not be written .*bucket"):
+        tensor.to_zarr(url, storage_options=options)

@@ -315,6 +315,13 @@ class StoreLock:
                 self._acquire_local(self._root, takeover)
             else:
                 self._acquire_other(takeover)
+        except FileNotFoundError as error:
+            if self._root is not None:
+                raise
+            raise MetatensorDaskError(
+                f"{self.ref.where} can not be written ({error}): create the bucket or "
+                "folder that is to hold it, then run it again; nothing was written"
+            ) from None
         except OSError as error:
             raise_if_out_of_room(error, self.ref.where, "nothing was written: run it again")
             raise
