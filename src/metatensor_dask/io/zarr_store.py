@@ -196,7 +196,10 @@ def _uncached(fs: Any) -> Any:
         return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
     if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
         return fs
-    return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
+    try:
+        return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
+    except TypeError:  # a file system that takes no such option: used as given
+        return fs
 
 
 def _not_here(reason: str) -> MetatensorDaskError:
