@@ -43,6 +43,7 @@ from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
 from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
+from .zarr_store import _fsspec_folder as fsspec_folder
 from .zarr_store import _local_root as local_root
 from .zarr_store import get_many, remove_temporaries, set_many
 
@@ -314,6 +315,13 @@ class StoreLock:
                 self._acquire_local(self._root, takeover)
             else:
                 self._acquire_other(takeover)
+        except FileNotFoundError as error:
+            if self._root is not None:
+                raise
+            raise MetatensorDaskError(
+                f"{self.ref.where} can not be written ({error}): create the bucket or "
+                "folder that is to hold it, then run it again; nothing was written"
+            ) from None
         except OSError as error:
             raise_if_out_of_room(error, self.ref.where, "nothing was written: run it again")
             raise
@@ -458,6 +466,7 @@ class StoreLock:
 
     def _acquire_other(self, takeover: bool) -> None:
         (raw,) = get_many(self.ref.store, [LOCK_KEY])
+        took_over = False
         if raw is not None:
             holder = Holder.parse(raw)
             if takeover and holder is not None:
@@ -467,11 +476,16 @@ class StoreLock:
                 released = False
             if not released:
                 self._refuse(holder, takeover)
+                took_over = True
         set_many(self.ref.store, {LOCK_KEY: self._holder.encode()})
         time.sleep(_CONFIRM_SECONDS)
         holder = self.ref.holder()
         if holder is None or holder.write_id != self.ref.write_id:
             self._refuse(holder, False)
+        folder = fsspec_folder(self.ref.store)
+        if took_over and folder is not None:
+            # a file:// URL: the temporary files its writer gone had not renamed yet
+            remove_temporaries(folder)
 
     # -- holding it -----------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from .zarr_store import (
     list_prefix,
     list_root,
     memory_owner,
+    outer_store,
     read_arrays,
     read_labels,
     read_nodes,
@@ -361,8 +362,7 @@ def refuse_foreign(store: Store, where: str) -> None:
     names = list_root(store)
     if layout.PROGRESS_PREFIX.rstrip("/") in names:
         return
-    root = _local_root(store)
-    outer = next((p for p in root.parents if (p / "zarr.json").is_file()), None) if root else None
+    outer = outer_store(store)
     if outer is not None:
         raise MetatensorDaskError(
             f"{where} is inside the Zarr store {outer}, which would hold the new store's "

@@ -9,11 +9,13 @@ and so that no ``zarr.Array`` object is built before a task needs one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,7 @@ import numpy as np
 from zarr import Array, AsyncArray
 from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
-from zarr.storage import LocalStore, MemoryStore, StorePath
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._file_reads import read_whole_files
@@ -59,6 +61,7 @@ __all__ = [
     "make_folders",
     "new_folders",
     "open_store",
+    "outer_store",
     "plain_chunks",
     "read_arrays",
     "read_healthy_arrays",
@@ -138,6 +141,8 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
         raise _not_a_folder(store) from None
     except ValueError:
         if writable and getattr(store, "read_only", False):
+            if not getattr(store, "supports_deletes", True):  # writable, still refused
+                raise _no_deletes(store) from None
             raise MetatensorDaskError(
                 f"{describe(store)} is read-only: open the store with read_only=False to "
                 "write to it"
@@ -148,7 +153,7 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
             f"stores inside another store (path {path.path!r}) are not supported; give the "
             "store's own location"
         )
-    resolved = path.store
+    resolved = _without_listings_cache(path.store)
     if writable:
         _check_writable(resolved)
     kind = _memory_kind(resolved)
@@ -156,6 +161,45 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     if reason is not None:
         raise _not_here(reason)
     return resolved
+
+
+def _without_listings_cache(store: Store) -> Store:
+    """``store``, or for an fsspec store whose file system keeps the listings it made
+    (object stores: ``s3fs``, ``gcsfs``, ``adlfs``), the same store on an instance of
+    that file system with the same options that keeps none.
+
+    Such a file system answers the size or existence of a file from any listing of its
+    folder made earlier in the process (by ``verify``, ``info``, a resume, or the
+    user's own code), before reading it: a chunk or record written since by another
+    process (an append, a job's write) would read as missing, and the healthy store as
+    damaged.
+    """
+    if not isinstance(store, FsspecStore):
+        return store
+    fs = _uncached(store.fs)
+    if fs is store.fs:
+        return store
+    return FsspecStore(
+        fs, read_only=store.read_only, path=store.path, allowed_exceptions=store.allowed_exceptions
+    )
+
+
+def _uncached(fs: Any) -> Any:
+    """The fsspec file system ``fs``, or one of its class and options keeping no listings
+    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous is
+    looked at in turn."""
+    inner = getattr(fs, "sync_fs", None)
+    if inner is not None:
+        replaced = _uncached(inner)
+        if replaced is inner:
+            return fs
+        return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
+    if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
+        return fs
+    try:
+        return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
+    except TypeError:  # a file system that takes no such option: used as given
+        return fs
 
 
 def _not_here(reason: str) -> MetatensorDaskError:
@@ -192,11 +236,7 @@ def _check_writable(store: Store) -> None:
         if root.exists() and not root.is_dir():
             raise _not_a_folder(root)
     if not store.supports_deletes:
-        raise MetatensorDaskError(
-            f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
-            "which a write needs (its lock, its progress records): write to a directory, "
-            "then zip it if you wish (zarr.storage.ZipStore reads it)"
-        )
+        raise _no_deletes(store)
     # fsspec's local file system, behind zarr's asynchronous wrapper or not
     fs = getattr(store, "fs", None)
     fs = getattr(fs, "sync_fs", fs)
@@ -206,6 +246,14 @@ def _check_writable(store: Store) -> None:
             "asked, so a write would fail halfway; pass storage_options={'auto_mkdir': "
             "True}, or give the path without 'file://'"
         )
+
+
+def _no_deletes(store: Store) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"{describe(store)} can not delete what it holds ({type(store).__name__}), "
+        "which a write needs (its lock, its progress records): write to a directory, "
+        "then zip it if you wish (zarr.storage.ZipStore reads it)"
+    )
 
 
 def refuse_metatensor_file(location: Any) -> None:
@@ -265,6 +313,23 @@ def remove_if_empty(folders: list[Path]) -> None:
             return
 
 
+def outer_store(store: Store) -> str | None:
+    """The location of a Zarr store holding ``store`` (its ``zarr.json`` in a folder
+    above it), or ``None``: in a local folder, in a ``file://`` URL, and above the path
+    of any other fsspec store (one request per folder above it)."""
+    root = _local_root(store) or _fsspec_folder(store)
+    if root is not None:
+        return next((str(p) for p in root.parents if (p / "zarr.json").is_file()), None)
+    if not isinstance(store, FsspecStore):
+        return None
+    parts = store.path.rstrip("/").split("/")
+    for end in range(len(parts) - 1, 0, -1):
+        folder = "/".join(parts[:end])
+        if sync(store.fs._isfile(f"{folder}/zarr.json")):
+            return str(getattr(store.fs, "sync_fs", store.fs).unstrip_protocol(folder))
+    return None
+
+
 def _not_a_folder(location: Any) -> MetatensorDaskError:
     return MetatensorDaskError(
         f"{location!r} is a file, not a directory (or lies in a file): a Zarr store is a "
@@ -274,9 +339,12 @@ def _not_a_folder(location: Any) -> MetatensorDaskError:
 
 def describe(store: Store) -> str:
     """A short, stable description of a store, for messages and dask tokens: the
-    directory of a local store, the URL or repr of any other."""
+    directory of a local store, the URL of an fsspec store, the repr of any other."""
     if isinstance(store, LocalStore):
         return str(store.root)
+    if isinstance(store, FsspecStore):
+        fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
+        return str(fs.unstrip_protocol(store.path))
     return f"{type(store).__name__}({store})"
 
 
@@ -414,15 +482,48 @@ def make_folders(store: Store, folders: list[str]) -> None:
             os.makedirs(path, exist_ok=True)
 
 
+def _fsspec_folder(store: Store) -> Path | None:
+    """The folder of an fsspec store on the local file system (a ``file://`` URL), whose
+    files fsspec writes in place (truncated, then written); ``None`` for other stores."""
+    if not isinstance(store, FsspecStore):
+        return None
+    fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
+    protocol = getattr(fs, "protocol", None)
+    protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+    return Path(store.path) if "file" in protocols else None
+
+
+def _replace_bytes(path: str, data: bytes | memoryview) -> None:
+    """Replace the file ``path`` by one holding ``data`` at once: written to a temporary
+    file (see :func:`is_temporary`) renamed over it, so that a reader sees the old file
+    or the new one, and a write that fails or is killed leaves the old one whole. A
+    write that fails removes its temporary file."""
+    temporary = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        _write_bytes(temporary, data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = False) -> None:
     """Store every ``key: bytes`` item, concurrently.
 
     Local files are written directly unless ``atomic``: readers only trust a store
     once its root document says it is complete, and a resumed write rewrites them.
+    With ``atomic``, each item replaces the stored one at once: in a folder given by a
+    ``file://`` URL too (written aside, then renamed over it), where fsspec would
+    otherwise write the file in place.
     """
     root = _local_root(store)
     if root is not None and not atomic and not store.read_only:
         write_files(root, items)
+        return
+    folder = _fsspec_folder(store)
+    if folder is not None and atomic and not store.read_only:
+        write_files(folder, items, _replace_bytes, waits=True)
         return
     buffer = default_buffer_prototype().buffer
     sync(_bounded(store.set(key, buffer.from_bytes(value)) for key, value in items.items()))
