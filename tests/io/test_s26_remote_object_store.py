@@ -3,8 +3,8 @@
 
 ``s3fs`` keeps the listings it made and answers from them the size of a file it reads
 whole: a chunk that another client wrote after this process listed the store (``verify``
-and ``info`` list it) would read as missing, a healthy store as damaged. Skipped when
-``s3fs`` or ``moto`` (with its server) is not installed.
+and ``info`` list it) would read as missing, a healthy store as damaged. ``s3fs`` and
+``moto[server]`` are test dependencies.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import uuid
 
 import metatensor
 import pytest
+import s3fs
+from moto import server as moto_server
 from zarr.storage import FsspecStore
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
-
-s3fs = pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
