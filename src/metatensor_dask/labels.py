@@ -590,10 +590,13 @@ class Labels:
         """Index of ``entry`` in these Labels, or ``None`` when it is not there."""
         row = self._entry_row(entry)
         if self._positions is None and self._index is None and len(self) <= POSITIONS_IN_A_DICT:
+            # filled before it is shared: another thread looking up meanwhile builds its
+            # own instead of finding entries missing from a half-filled one
             rows = _rows(self.values) if self._names else np.array([b""] * len(self))
-            self._positions = {}
+            positions: dict[bytes, int] = {}
             for i, key in enumerate(rows.tolist()):
-                self._positions.setdefault(bytes(key), i)
+                positions.setdefault(bytes(key), i)
+            self._positions = positions
         if self._positions is not None:
             return self._positions.get(row.tobytes())
         if self._index is None:
