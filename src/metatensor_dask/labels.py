@@ -712,7 +712,8 @@ class Labels:
 
         As metatensor: when ``selection`` has every dimension of ``self``, in the same
         order, the indices follow the order of ``selection`` (entries absent from
-        ``self`` are skipped); otherwise they follow the order of ``self``."""
+        ``self`` are skipped); otherwise they follow the order of ``self``. A selection
+        without dimensions selects every entry."""
         if not isinstance(selection, Labels):
             raise wrong_type(
                 f"`selection` must be metatensor Labels, not {type(selection)}", selection
@@ -720,7 +721,11 @@ class Labels:
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
-        if selection._names == self._names and self._names:
+        if not selection._names:
+            # no dimension to compare on: every entry matches, as in metatensor (an
+            # empty selection included)
+            return np.arange(len(self), dtype=np.uint64)
+        if selection._names == self._names:
             found = selection._membership(self)
             return found[found >= 0].astype(np.uint64)
         columns = [self._names.index(name) for name in selection._names]
