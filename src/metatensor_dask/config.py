@@ -67,15 +67,23 @@ def overridden(settings: dict[str, Any]) -> Iterator[None]:
     """Within the block, :func:`get` gives ``settings`` (name without the
     ``metatensor_dask.`` prefix: value) in this thread (context) only, whatever
     ``dask.config`` holds: other threads of the process keep reading their own."""
-    token = _OVERRIDES.set({**(_OVERRIDES.get() or {}), **settings})
+    named = {_canonical(name): value for name, value in settings.items()}
+    token = _OVERRIDES.set({**(_OVERRIDES.get() or {}), **named})
     try:
         yield
     finally:
         _OVERRIDES.reset(token)
 
 
+def _canonical(name: str) -> str:
+    """``name`` spelt with hyphens, as the defaults spell it (dask reads ``chunk_size``
+    as ``chunk-size``)."""
+    return name.replace("_", "-")
+
+
 def get(name: str) -> Any:
-    """The current value of the setting ``metatensor_dask.<name>``.
+    """The current value of the setting ``metatensor_dask.<name>`` (``_`` or ``-``
+    between words, as in dask).
 
     Raises
     ------
@@ -85,6 +93,7 @@ def get(name: str) -> Any:
         value is read as what it means: a size, a duration, a codec...).
     """
     _warn_unknown()
+    name = _canonical(name)
     overrides = _OVERRIDES.get() or {}
     if name in overrides:
         value = overrides[name]

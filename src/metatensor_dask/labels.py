@@ -590,10 +590,13 @@ class Labels:
         """Index of ``entry`` in these Labels, or ``None`` when it is not there."""
         row = self._entry_row(entry)
         if self._positions is None and self._index is None and len(self) <= POSITIONS_IN_A_DICT:
+            # filled before it is shared: another thread looking up meanwhile builds its
+            # own instead of finding entries missing from a half-filled one
             rows = _rows(self.values) if self._names else np.array([b""] * len(self))
-            self._positions = {}
+            positions: dict[bytes, int] = {}
             for i, key in enumerate(rows.tolist()):
-                self._positions.setdefault(bytes(key), i)
+                positions.setdefault(bytes(key), i)
+            self._positions = positions
         if self._positions is not None:
             return self._positions.get(row.tobytes())
         if self._index is None:
@@ -709,7 +712,8 @@ class Labels:
 
         As metatensor: when ``selection`` has every dimension of ``self``, in the same
         order, the indices follow the order of ``selection`` (entries absent from
-        ``self`` are skipped); otherwise they follow the order of ``self``."""
+        ``self`` are skipped); otherwise they follow the order of ``self``. A selection
+        without dimensions selects every entry."""
         if not isinstance(selection, Labels):
             raise wrong_type(
                 f"`selection` must be metatensor Labels, not {type(selection)}", selection
@@ -717,7 +721,11 @@ class Labels:
         for name in selection._names:
             if name not in self._names:
                 raise invalid_parameter(f"'{name}' in selection is not part of these Labels")
-        if selection._names == self._names and self._names:
+        if not selection._names:
+            # no dimension to compare on: every entry matches, as in metatensor (an
+            # empty selection included)
+            return np.arange(len(self), dtype=np.uint64)
+        if selection._names == self._names:
             found = selection._membership(self)
             return found[found >= 0].astype(np.uint64)
         columns = [self._names.index(name) for name in selection._names]
