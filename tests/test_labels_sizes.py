@@ -1,4 +1,4 @@
-"""Labels compare their rows in three ways by size: a dict of positions (up to 65,536
+"""Labels compare their rows in three ways by size: a dict of positions (up to 131,072
 entries), rows' bytes (fewer than 2,048 rows), and one packed int64 key per row (more,
 when the ranges of the columns allow). Each answers as metatensor does on either side
 of these sizes, for positions, set operations, mappings and repeated entries."""
@@ -18,7 +18,7 @@ INT32 = np.iinfo(np.int32)
 RANGES = [
     (1, -(10**6), 10**6),
     (2, -300, 300),
-    (3, 0, 60),
+    (3, 0, 80),
     (2, -(2**20), 2**20),
     (2, INT32.min, INT32.max),
     (3, -(2**21), 2**21),
@@ -32,7 +32,7 @@ SIZES = [
 
 
 def _unique_rows(rng, count, columns, low, high):
-    values = rng.integers(low, high, (count + count // 4, columns), dtype=np.int64)
+    values = rng.integers(low, high, (2 * count, columns), dtype=np.int64)
     values = np.unique(values.astype(np.int32), axis=0)
     return values[rng.permutation(len(values))[:count]]
 

@@ -102,8 +102,10 @@ def _rows(values: np.ndarray) -> np.ndarray:
 PACKED_FROM = 2048
 
 #: The most entries whose positions :meth:`Labels.position` keeps in a dict (one
-#: look-up per call, about 350 bytes an entry); more are looked up in sorted keys.
-POSITIONS_IN_A_DICT = 2**16
+#: look-up per call, about 350 bytes an entry); more are looked up in sorted keys (a
+#: few microseconds a call: the keys of a map of 100,000 blocks, whose blocks binary
+#: operations look up one by one, stay in a dict).
+POSITIONS_IN_A_DICT = 2**17
 
 
 class _RowKeys:

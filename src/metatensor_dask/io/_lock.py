@@ -43,9 +43,8 @@ from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
 from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
-from .zarr_store import _fsspec_folder as fsspec_folder
 from .zarr_store import _local_root as local_root
-from .zarr_store import get_many, remove_temporaries, set_many
+from .zarr_store import fsspec_folder, get_many, remove_temporaries, set_many
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store

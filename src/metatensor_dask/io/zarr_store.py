@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayRef",
     "delete_prefix",
+    "fsspec_folder",
     "get_many",
     "is_temporary",
     "list_prefix",
@@ -317,7 +318,7 @@ def outer_store(store: Store) -> str | None:
     """The location of a Zarr store holding ``store`` (its ``zarr.json`` in a folder
     above it), or ``None``: in a local folder, in a ``file://`` URL, and above the path
     of any other fsspec store (one request per folder above it)."""
-    root = _local_root(store) or _fsspec_folder(store)
+    root = _local_root(store) or fsspec_folder(store)
     if root is not None:
         return next((str(p) for p in root.parents if (p / "zarr.json").is_file()), None)
     if not isinstance(store, FsspecStore):
@@ -482,7 +483,7 @@ def make_folders(store: Store, folders: list[str]) -> None:
             os.makedirs(path, exist_ok=True)
 
 
-def _fsspec_folder(store: Store) -> Path | None:
+def fsspec_folder(store: Store) -> Path | None:
     """The folder of an fsspec store on the local file system (a ``file://`` URL), whose
     files fsspec writes in place (truncated, then written); ``None`` for other stores."""
     if not isinstance(store, FsspecStore):
@@ -521,7 +522,7 @@ def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = 
     if root is not None and not atomic and not store.read_only:
         write_files(root, items)
         return
-    folder = _fsspec_folder(store)
+    folder = fsspec_folder(store)
     if folder is not None and atomic and not store.read_only:
         write_files(folder, items, _replace_bytes, waits=True)
         return
