@@ -167,6 +167,20 @@ def _key_text(key: Any) -> str:
     )
 
 
+def _entries_difference(mine: Labels, stored: Labels) -> str | None:
+    """How the entries of ``mine`` differ from ``stored`` (same names): their count, or
+    the first entry that differs (``None``: they are the same)."""
+    if len(mine) != len(stored):
+        return f"{len(mine)} entries, the store's {len(stored)}"
+    differing = np.flatnonzero(np.any(np.asarray(mine.values) != np.asarray(stored.values), 1))
+    if len(differing) == 0:
+        return None
+    row = int(differing[0])
+    entry = tuple(int(v) for v in mine.values[row])
+    stored_entry = tuple(int(v) for v in stored.values[row])
+    return f"entry {row} is {entry}, the store's {stored_entry}"
+
+
 class _Planner:
     """Builds the :class:`AppendPlan` of a tensor against a stored layout."""
 
@@ -200,20 +214,12 @@ class _Planner:
                 f"has the dtype {dtype}, the store {stored.values.dtype} (convert it first: "
                 f"tensor.to(dtype='{stored.values.dtype}'))",
             )
-        names = [c.names for c in block.components]
-        if names != [info.names for info in stored.components] or (
-            labels
-            and any(
-                self.labels[info.path] != mine
-                for mine, info in zip(block.components, stored.components, strict=True)
-            )
-        ):
-            raise self.refuse(what, "has other components than the stored ones")
-        if stored.properties is not None and (
-            block.properties.names != stored.properties.names
-            or (labels and self.labels[stored.properties.path] != block.properties)
-        ):
-            raise self.refuse(what, "has other properties than the stored ones")
+        difference = self._components_difference(block, stored, labels)
+        if difference is not None:
+            raise self.refuse(what, f"has other components than the stored ones: {difference}")
+        difference = self._properties_difference(block, stored, labels)
+        if difference is not None:
+            raise self.refuse(what, f"has other properties than the stored ones: {difference}")
         gradients = sorted(block.gradients_list())
         if gradients != sorted(stored.gradients):
             raise self.refuse(
@@ -223,6 +229,43 @@ class _Planner:
             self.check(
                 gradient, stored.gradients[parameter], f"{what}, gradient '{parameter}'", labels
             )
+
+    def _components_difference(
+        self, block: TensorBlock, stored: layout.BlockLayout, labels: bool
+    ) -> str | None:
+        """How the components of ``block`` differ from the stored ones (``None``: they
+        do not), entries compared with ``labels`` only."""
+        names = [", ".join(c.names) for c in block.components]
+        stored_names = [", ".join(info.names) for info in stored.components]
+        if names != stored_names:
+            return f"its components are {names}, the store's {stored_names}"
+        if not labels:
+            return None
+        for position, (mine, info) in enumerate(
+            zip(block.components, stored.components, strict=True)
+        ):
+            difference = _entries_difference(mine, self.labels[info.path])
+            if difference is not None:
+                return f"its component {position} ({names[position]}): {difference}"
+        return None
+
+    def _properties_difference(
+        self, block: TensorBlock, stored: layout.BlockLayout, labels: bool
+    ) -> str | None:
+        """How the properties of ``block`` differ from the stored ones (``None``: they
+        do not, or the store has none to compare), entries compared with ``labels``
+        only."""
+        if stored.properties is None:
+            return None
+        if block.properties.names != stored.properties.names:
+            return (
+                f"its properties are named {block.properties.names}, the store's "
+                f"{stored.properties.names}"
+            )
+        if not labels:
+            return None
+        difference = _entries_difference(block.properties, self.labels[stored.properties.path])
+        return None if difference is None else f"its properties: {difference}"
 
     def unique(self, samples: np.ndarray, stored: layout.BlockLayout, what: str) -> None:
         """Refuse samples already stored: without reading them when the appended ones
