@@ -68,6 +68,18 @@ def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> Non
                 )
 
 
+def _misfit(present: list[tuple[mtd.TensorMap, str]], failure: type[Exception]) -> str:
+    """The name of the first source of ``present`` (tensors and their names) whose join
+    to the ones before it raises ``failure`` (the first one if none does)."""
+    joined = present[0][0]
+    for tensor, name in present[1:]:
+        try:
+            joined = mtd.join([joined, tensor], axis="samples", different_keys="union")
+        except failure:
+            return name
+    return present[0][1]
+
+
 def joined_sources(
     tensors: Sequence[mtd.TensorMap], names: Sequence[str], renumber: str | None
 ) -> mtd.TensorMap:
@@ -90,14 +102,15 @@ def joined_sources(
             if found is not None:  # a source without samples leaves the numbering as is
                 largest = found if largest is None else max(largest, found)
         renumbered.append(tensor)
-    present = [tensor for tensor in renumbered if len(tensor)] or renumbered[:1]
+    present = [(t, n) for t, n in zip(renumbered, names, strict=True) if len(t)]
+    present = present or [(renumbered[0], names[0])]
     try:
-        joined = mtd.join(present, axis="samples", different_keys="union")
+        joined = mtd.join([t for t, _ in present], axis="samples", different_keys="union")
     except Exception as error:
         raise MetatensorDaskError(
-            f"the sources {', '.join(names)} can not be appended together: {error}; nothing "
-            "was written. Give them the same labels and gradients, and number their samples "
-            "apart (--renumber)"
+            f"the sources can not be appended together, from {_misfit(present, type(error))} "
+            f"on: {error}; nothing was written. Give them the same labels and gradients, and "
+            "number their samples apart (--renumber)"
         ) from error
     for tensor in tensors:
         for key, value in tensor.info().items():
