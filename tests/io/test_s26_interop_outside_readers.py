@@ -294,3 +294,31 @@ def test_a_root_consolidated_by_zarr_verifies(tmp_path):
         mtd.open_zarr(path).block(0).values.compute(),
         np.concatenate([tensor.block(0).values, tensor.block(0).values]),
     )
+
+
+def _chunks_section() -> str:
+    text = DOCS.read_text()
+    return text.split("\n## Chunks and codecs\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("first_keys", [0, 3])
+def test_keys_an_append_adds_are_chunked_as_documented(tmp_path, first_keys):
+    """Keys added by an append are stored in chunks of the size written first, which
+    the Chunks section describes (it said every Labels array but samples was one
+    chunk)."""
+    path = tmp_path / "t.zarr"
+    tensor = make_metatensor(seed=10, nested=False)
+    names = tensor.keys.names
+    first = metatensor.TensorMap(
+        metatensor.Labels(names, tensor.keys.values[:first_keys]),
+        [block.copy() for block in list(tensor.blocks())[:first_keys]],
+    )
+    mtd.from_metatensor(first).to_zarr(path)
+    added = metatensor.Labels(names, tensor.keys.values + 50)
+    appended = metatensor.TensorMap(added, [block.copy() for block in tensor.blocks()])
+    mtd.from_metatensor(appended).to_zarr(path, append_dim="samples")
+    keys = zarr.open_array(path, path="keys", mode="r")
+    expected = np.concatenate([first.keys.values, added.values])
+    np.testing.assert_array_equal(_read(path, "keys"), expected)
+    assert keys.chunks[0] == max(first_keys, 1) and keys.nchunks > 1
+    assert "`keys` extended\n  by an append" in _chunks_section()
