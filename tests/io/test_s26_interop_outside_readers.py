@@ -322,3 +322,34 @@ def test_keys_an_append_adds_are_chunked_as_documented(tmp_path, first_keys):
     np.testing.assert_array_equal(_read(path, "keys"), expected)
     assert keys.chunks[0] == max(first_keys, 1) and keys.nchunks > 1
     assert "`keys` extended\n  by an append" in _chunks_section()
+
+
+def _variables(node: xr.DataTree) -> tuple[set[str], set[str]]:
+    return set(node.data_vars), set(node.coords)
+
+
+def test_the_tree_xarray_opens_is_the_one_documented(tmp_path):
+    """Where each array of a block is in ``open_datatree``'s tree and in a group opened
+    alone, and that none indexes another (the docs said nothing of it)."""
+    path = tmp_path / "t.zarr"
+    tensor = make_metatensor(seed=11)
+    mtd.from_metatensor(tensor).to_zarr(path, chunks=4)
+    tree = xr.open_datatree(path, engine="zarr")
+    block = tensor.block(1)
+    assert _variables(tree) == ({"keys"}, set())
+    assert _variables(tree["blocks/1"]) == ({"values"}, {"samples", "properties"})
+    assert _variables(tree["blocks/1/components"]) == ({"0"}, set())
+    positions = tree["blocks/1/gradients/positions"]
+    assert _variables(positions) == ({"values", "samples", "row_pointer"}, set())
+    assert _variables(positions["components"]) == ({"0", "1"}, set())
+    for node in tree.subtree:
+        assert not node.indexes, node.path
+    samples = tree["blocks/1"]["samples"]
+    assert samples.dims == ("samples_entry", "samples_dimension")
+    assert samples.attrs["names"] == list(block.samples.names)
+    np.testing.assert_array_equal(samples.values, block.samples.values)
+    alone = xr.open_zarr(path, group="blocks/1/gradients/positions")
+    assert set(alone.data_vars) == {"values", "samples", "row_pointer"}
+    np.testing.assert_array_equal(alone["values"].values, block.gradient("positions").values)
+    section = _attributes_section()
+    assert "`samples` and `properties` as\n  coordinates that do not index it" in section
