@@ -20,6 +20,7 @@ import zarr
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "zarr-format.md"
 
@@ -133,6 +134,24 @@ def _batches(path: Path) -> metatensor.TensorMap:
     return metatensor.join(parts, axis="samples")
 
 
+def _converted(path: Path) -> metatensor.TensorMap:
+    """``.mts`` files converted to a sharded store, then two appended by ``convert
+    --append --renumber system`` (joined, one after the other)."""
+    parts = [make_metatensor(seed=seed, nested=False) for seed in (12, 13, 14)]
+    files = []
+    for seed, part in enumerate(parts):
+        files.append(str(path.parent / f"part{seed}.mts"))
+        metatensor.save(files[-1], part)
+    assert main(["convert", files[0], str(path), "--chunks", "3", "--shard-chunks", "2"]) == 0
+    arguments = ["convert", *files[1:], str(path), "--append", "--renumber", "system", "-q"]
+    assert main(arguments) == 0
+    shifts = [0, 6, 12]
+    return metatensor.join(
+        [_shifted(part, shift) for part, shift in zip(parts, shifts, strict=True)],
+        axis="samples",
+    )
+
+
 KINDS: dict[str, Callable[[Path], object]] = {
     "default": _whole(make_metatensor(seed=1)),
     "float32-zstd-shards": _whole(
@@ -145,6 +164,7 @@ KINDS: dict[str, Callable[[Path], object]] = {
     "new-keys": _new_keys,
     "discarded-append": _discarded,
     "write-batches": _batches,
+    "converted": _converted,
 }
 
 
