@@ -373,3 +373,24 @@ def test_the_tree_xarray_opens_is_the_one_documented(tmp_path):
     np.testing.assert_array_equal(alone["values"].values, block.gradient("positions").values)
     section = _attributes_section()
     assert "`samples` and `properties` as\n  coordinates that do not index it" in section
+
+
+def test_other_tools_read_an_interrupted_write_as_zeros(tmp_path):
+    """zarr reads the chunks an interrupted write did not store as zeros, with no
+    error: the root's ``complete``, which the docs tell such users to check, is the only
+    sign (a values array's own document is not written yet: opened alone, it is
+    missing)."""
+    path = tmp_path / "t.zarr"
+    tensor = make_metatensor(seed=15, nested=False)
+    with pytest.raises(ValueError, match="can not be computed"):
+        _failing_append(tensor).to_zarr(path)
+    assert zarr.open_group(path, mode="r").attrs["metatensor_dask"]["complete"] is False
+    stored = zarr.open_group(path, mode="r")["blocks/0/values"][...]
+    assert stored.shape == tensor.block(0).values.shape
+    assert not stored[2:].any() and tensor.block(0).values[2:].any()
+    with pytest.raises(zarr.errors.ArrayNotFoundError):
+        da.from_zarr(str(path), component="blocks/0/values")
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(path)
+    section = DOCS.read_text().split("\n## Consolidated metadata\n", 1)[1]
+    assert "Check the root attribute\n`metatensor_dask.complete`" in section
