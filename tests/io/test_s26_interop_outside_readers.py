@@ -292,9 +292,6 @@ def test_every_root_attribute_is_documented(tmp_path, kind):
     assert set(ours.get("batches", {})) - documented == set()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="verify compares a group's consolidated index with its document"
-)
 def test_a_root_consolidated_by_zarr_verifies(tmp_path):
     """zarr's own ``consolidate_metadata`` rewrites the root, giving each group entry an
     index of its own; the store reads, verifies and takes appends as before (``verify``
