@@ -841,7 +841,10 @@ def to_zarr(
         As xarray: ``None`` (the default) means ``"a"`` with ``append_dim`` and ``"w-"``
         without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
-        one), and refuses a key that is already stored and brings no new gradient;
+        one), and refuses a key that is already stored and brings no new gradient (the
+        stored values of such a key are kept, not compared with the tensor's: its new
+        gradients must be those of the stored values, as when the tensor was opened
+        from this store);
         ``"r+"`` rewrites the values of an existing store whose metadata (keys,
         labels, shapes, dtypes, gradients) is identical.
     compute
