@@ -65,19 +65,6 @@ def test_set_operations_and_positions_are_metatensors(columns, low, high):
             np.testing.assert_array_equal(np.asarray(mine), np.asarray(their))
 
 
-@pytest.mark.parametrize("columns, low, high", CASES)
-def test_repeated_entries_are_refused_as_metatensor_does(columns, low, high):
-    rng = np.random.default_rng(7)
-    values = _values(rng, 500, columns, low, high)
-    repeated = np.concatenate([values, values[123:124], values[:5]])
-    messages = []
-    for module in (metatensor, mtd):
-        with pytest.raises(Exception) as error:
-            module.Labels([f"d{i}" for i in range(columns)], repeated)
-        messages.append(str(error.value))
-    assert messages[1] == messages[0]
-
-
 def test_position_of_repeated_entries_is_the_first_one():
     values = np.array([[3, 1], [0, 0], [3, 1], [2, 2]], np.int32)
     labels = mtd.Labels(["a", "b"], values, assume_unique=True)

@@ -10,11 +10,9 @@ different ones.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dask.array as da
@@ -24,34 +22,15 @@ import pytest
 import zarr
 from chunked_maps import chunked, reference
 from dask.base import tokenize
+from opened_files import opened_files
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
 
-_OPENED: list[str] | None = None
-
-
-def _audit(event: str, arguments: tuple) -> None:
-    if event == "open" and _OPENED is not None:
-        _OPENED.append(os.fspath(arguments[0]) if arguments[0] is not None else "")
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def _opened() -> Iterator[list[str]]:
-    global _OPENED
-    _OPENED = []
-    try:
-        yield _OPENED
-    finally:
-        _OPENED = None
-
 
 def _chunk_files(store: str, compute: Callable[[], Any]) -> tuple[Any, set[str]]:
     """``compute()``, and the chunk files of values and gradients it opened in ``store``."""
-    with _opened() as opened:
+    with opened_files() as opened:
         result = compute()
     names = {os.path.relpath(str(path), store) for path in opened if str(path).startswith(store)}
     return result, {name for name in names if "/values/c" in name}
