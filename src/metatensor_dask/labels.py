@@ -133,6 +133,20 @@ class _RowKeys:
             self._spans = [high - low + 1 for low, high in zip(self._low, self._high, strict=True)]
             self.packed = math.prod(self._spans) < 2**62
 
+    def key(self, row: np.ndarray) -> Any:
+        """The key of one ``row`` (as :meth:`keys` makes it, in Python numbers), ``None``
+        when it is outside the box."""
+        if not self.packed:
+            return _rows(row[None, :])[0]
+        key = 0
+        for value, low, high, span in zip(
+            row.tolist(), self._low, self._high, self._spans, strict=True
+        ):
+            if not low <= value <= high:
+                return None
+            key = key * span + value - low
+        return key
+
     def keys(self, values: np.ndarray, check: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The keys of ``values`` (with the same columns), and which of them are
         inside the box (None: all of them, or not ``check``-ed because ``values`` are
@@ -189,18 +203,10 @@ class _RowIndex:
         Python numbers where :meth:`find` makes a dozen small arrays)."""
         if not len(self._sorted):
             return -1
-        if self._keys.packed:
-            key = 0
-            for value, low, high, span in zip(
-                row.tolist(), self._keys._low, self._keys._high, self._keys._spans, strict=True
-            ):
-                if not low <= value <= high:
-                    return -1
-                key = key * span + value - low
-            where = int(np.searchsorted(self._sorted, key))
-        else:
-            key = _rows(row[None, :])[0]
-            where = int(np.searchsorted(self._sorted, key))
+        key = self._keys.key(row)
+        if key is None:
+            return -1
+        where = int(np.searchsorted(self._sorted, key))
         if where == len(self._sorted) or self._sorted[where] != key:
             return -1
         return where if self._order is None else int(self._order[where])
