@@ -305,10 +305,11 @@ def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
     attributes, nodes = layout.parse_root(raw, where)
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
         raise incomplete(store, where)
-    metadata = hashlib.blake2b(raw or b"", digest_size=16)
     if nodes is None:
         nodes = read_nodes(store)
-        metadata.update(json.dumps(nodes, sort_keys=True).encode())
+        metadata = metadata_digest(raw, nodes)
+    else:
+        metadata = metadata_digest(raw, None)
     tensor = layout.parse_layout(attributes, nodes, where)
     if any(info.missing_ok for block in tensor.blocks for info in block.arrays()):
         warnings.warn(
@@ -319,7 +320,16 @@ def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
             StoreFormatWarning,
             stacklevel=3,
         )
-    return tensor, metadata.hexdigest()
+    return tensor, metadata
+
+
+def metadata_digest(raw: bytes | None, nodes: dict[str, Any] | None) -> str:
+    """A digest of a store's metadata: of its root document ``raw``, and of every node's
+    document ``nodes`` when the root does not hold them (``None`` when it does)."""
+    digest = hashlib.blake2b(raw or b"", digest_size=16)
+    if nodes is not None:
+        digest.update(json.dumps(nodes, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def open_zarr(

@@ -1,0 +1,149 @@
+"""``to_zarr(mode="a")`` of stored keys with new gradients: the values kept are the tensor's.
+
+Mode ``"a"`` writes the new gradients of a stored block beside its stored values, which
+it keeps. A gradient is the derivative of the values it is stored with: gradients of
+other values stored beside them would be read later as wrong numbers, without an error.
+So, before anything is written, the values that a new gradient belongs to (a block's
+values, or a gradient's for a new nested gradient) are compared with the stored ones,
+value for value (NaN equal to NaN), and a difference refuses the write.
+
+Values read from this very store as it is now are not compared (nothing would be
+learned, and the usual ``open_zarr`` -> add gradients -> ``to_zarr(mode="a")`` stays
+lazy): a dask array named as :func:`~metatensor_dask.io.zarr_read.read_array` names a
+read of this store's current metadata (the name digests the root document, which holds
+the chunk tables and store id of format 4), or an item of a group of tiny blocks whose
+read is of the same array document in the store of the same id. Stores without an id
+(format 3) are always compared: a rewrite of their values with ``mode="r+"`` leaves
+their metadata as it was. Other values are computed, chunk by chunk on the active
+scheduler, with the stored ones read beside them, also with ``compute=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .. import _graph
+from ..errors import MetatensorDaskError
+from . import zarr_layout as layout
+from .zarr_identity import STORE_ID
+from .zarr_read import metadata_digest, read_array
+from .zarr_store import ArrayRef, describe, get_many, read_nodes
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
+
+    from ..labels import Labels
+
+__all__ = ["check_kept_values", "kept_parents"]
+
+
+def kept_parents(new_paths: list[str], stored: dict[str, Any]) -> list[str]:
+    """The stored values arrays that the new gradients among ``new_paths`` (node paths
+    the write adds) are derivatives of, in order."""
+    parents: dict[str, None] = {}
+    for path in new_paths:
+        if not path.endswith("/values") or "/gradients/" not in path:
+            continue
+        gradient = path[: -len("/values")]
+        parent = gradient.rsplit("/gradients/", 1)[0] + "/values"
+        if parent in stored:
+            parents[parent] = None
+    return list(parents)
+
+
+def check_kept_values(
+    data: dict[str, da.Array],
+    paths: list[str],
+    store: Store,
+    where: str,
+    keys: Labels,
+) -> None:
+    """Refuse the write when the tensor's values ``data[path]`` differ from the stored
+    values at one of ``paths`` (see the module); ``keys`` are the stored keys, to name
+    the block."""
+    if not paths:
+        return
+    (raw,) = get_many(store, ["zarr.json"])
+    attributes, nodes = layout.parse_root(raw, where)
+    consolidated = nodes is not None
+    if nodes is None:
+        nodes = read_nodes(store)
+    metadata = metadata_digest(raw, None if consolidated else nodes)
+    store_id = attributes[layout.ATTRIBUTE].get(STORE_ID)
+    compared: list[tuple[str, da.Array]] = []
+    for path, info in zip(paths, layout.array_infos(nodes, paths, where), strict=True):
+        values = data[path]
+        if not _read_unchanged(values, store, info, metadata, where, store_id):
+            stored = read_array(store, info, values.chunks[0], metadata)
+            compared.append((path, _first_differences(values, stored)))
+    found = dask.compute(*(first for _, first in compared))
+    for (path, _), rows in zip(compared, found, strict=True):
+        starts = np.cumsum((0, *data[path].chunks[0][:-1]))
+        different = [start + row for start, row in zip(starts, rows, strict=True) if row >= 0]
+        if different:
+            raise _differs(path, different[0], where, keys)
+
+
+def _read_unchanged(
+    values: da.Array,
+    store: Store,
+    info: layout.ArrayInfo,
+    metadata: str,
+    where: str,
+    store_id: str | None,
+) -> bool:
+    """Whether ``values`` reads the array ``info`` of ``store`` as it is now."""
+    if store_id is None:
+        return False
+    item = _graph.item_of(values)
+    if item is None:
+        return values.name == read_array(store, info, values.chunks[0], metadata).name
+    arguments = item.call[2]
+    ref = arguments[0] if arguments else None
+    return (
+        isinstance(ref, ArrayRef)
+        and ref.path == info.path
+        and ref.store_id == store_id
+        and ref.document == info.document
+        and describe(ref.store) == where
+    )
+
+
+def _first_differences(values: da.Array, stored: da.Array) -> da.Array:
+    """Per chunk of rows, the first row (counted in the chunk) where ``values`` and
+    ``stored`` differ, or -1."""
+    whole = {axis: -1 for axis in range(1, values.ndim)}
+    return da.map_blocks(
+        _first_difference,
+        values.rechunk(whole),
+        stored.rechunk(whole),
+        drop_axis=list(range(1, values.ndim)),
+        chunks=((1,) * len(values.chunks[0]),),
+        dtype=np.int64,
+        meta=np.empty((0,), np.int64),
+    )
+
+
+def _first_difference(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    same = (values == stored) | (np.isnan(values) & np.isnan(stored))
+    rows = np.flatnonzero(~same.reshape(len(same), math.prod(same.shape[1:])).all(axis=1))
+    return np.array([rows[0] if len(rows) else -1], np.int64)
+
+
+def _differs(path: str, row: int, where: str, keys: Labels) -> MetatensorDaskError:
+    parts = path.split("/")
+    key = tuple(int(v) for v in keys.values[int(parts[1])])
+    gradients = [parts[i + 1] for i in range(2, len(parts) - 1, 2) if parts[i] == "gradients"]
+    what = "values" if not gradients else f"values of the gradient '{'/'.join(gradients)}'"
+    return MetatensorDaskError(
+        f"mode='a' would add gradients beside the stored {what} of the block {key} in "
+        f"{where}, but this tensor's {what} differ from them (first at row {row}): its "
+        "gradients are not those of the stored values. Add gradients of the stored values "
+        "(open the store with open_zarr and build the blocks from its values), or write "
+        "the whole tensor with mode='w'"
+    )
