@@ -244,8 +244,9 @@ def _check_writable(store: Store) -> None:
     if getattr(fs, "auto_mkdir", True) is False and "file" in getattr(fs, "protocol", ()):
         raise MetatensorDaskError(
             f"{describe(store)}: fsspec's local file system creates no folders unless "
-            "asked, so a write would fail halfway; pass storage_options={'auto_mkdir': "
-            "True}, or give the path without 'file://'"
+            "asked, so a write would fail halfway; give the path without 'file://', or "
+            "pass storage_options={'auto_mkdir': True} (the command line and pipelines "
+            "take fsspec's options from the environment: FSSPEC_FILE_AUTO_MKDIR=true)"
         )
 
 
