@@ -15,7 +15,7 @@ import pytest
 
 import metatensor_dask as mtd
 
-ABSURD = [1e-9, 0, 0.5, "0.9s", -1, "-1s", math.nan, math.inf, "inf", "nan", "soon", True, None]
+ABSURD = [1e-9, 0, 0.4, "0.49s", -1, "-1s", math.nan, math.inf, "inf", "nan", "soon", True, None]
 
 
 def _tensor(rows: int) -> mtd.TensorMap:
@@ -35,7 +35,7 @@ def _files(root: Path) -> dict[str, str]:
 
 def _refused() -> pytest.RaisesContext:
     return pytest.raises(
-        mtd.MetatensorDaskError, match=r"metatensor_dask\.lock-timeout=.*least 1 s"
+        mtd.MetatensorDaskError, match=r"metatensor_dask\.lock-timeout=.*least 0.5 s"
     )
 
 
@@ -76,7 +76,7 @@ def test_a_stored_tensor_is_left_as_it_was(tmp_path: Path, value: object) -> Non
     assert metatensor.equal_block(stored.block(0), expected)
 
 
-@pytest.mark.parametrize("value", [1, "1s", 2.5, "5 minutes", 10**12])
+@pytest.mark.parametrize("value", [0.5, "1s", 2.5, "5 minutes", 10**12])
 def test_sane_values_write(tmp_path: Path, value: object) -> None:
     with dask.config.set({"metatensor_dask.lock-timeout": value}):
         mtd.to_zarr(_tensor(4), tmp_path / "t.zarr")

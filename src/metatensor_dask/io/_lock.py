@@ -84,11 +84,12 @@ _WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVa
 )
 
 
-#: The shortest ``lock-timeout``, in seconds: a holder refreshes its heartbeat every
-#: fifth of the timeout, and that interval must exceed the wait of a writer confirming
-#: a lock on a store without atomic create (a writer could otherwise find the lock of a
-#: live holder stale while it confirms its own).
-SHORTEST_TIMEOUT = 5 * _CONFIRM_SECONDS
+#: The shortest ``lock-timeout``, in seconds. A lock must stay fresh while its writer
+#: confirms it (on a store without atomic create, :data:`_CONFIRM_SECONDS` before the
+#: heartbeat starts) and until the first heartbeat (a fifth of the timeout later), with
+#: as long again to spare for a writer slowed down: shorter, another writer could find
+#: the lock of a live holder stale and take it.
+SHORTEST_TIMEOUT = 0.5
 
 
 def timeout() -> float:
@@ -111,7 +112,7 @@ def timeout() -> float:
         raise MetatensorDaskError(
             f"invalid setting metatensor_dask.lock-timeout={value!r}: use a duration of at "
             f"least {SHORTEST_TIMEOUT:g} s, such as '5 minutes' or a number of seconds (a "
-            "holder refreshes its lock every fifth of it; a shorter one would let another "
+            "holder refreshes its lock every fifth of it: a shorter one would let another "
             "writer find a live lock stale)"
         )
     return float(seconds)
