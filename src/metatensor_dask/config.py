@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import functools
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -53,8 +54,17 @@ def _environment_first(name: str, value: Any) -> Any:
     environment = _ours(dask.config.collect_env())
     if name not in environment or isinstance(environment[name], dict):
         return value
+    given = json.dumps(value, sort_keys=True, default=repr)
+    return environment[name] if _given_by_files(name, given) else value
+
+
+@functools.lru_cache(maxsize=64)
+def _given_by_files(name: str, value: str) -> bool:
+    """Whether dask's YAML files give the setting ``name`` the value of JSON ``value``,
+    read once per value and process (reading them for every array a write plans cost
+    milliseconds each)."""
     files = _ours(dask.config.collect(env={}))
-    return environment[name] if value == files.get(name) else value
+    return json.dumps(files.get(name), sort_keys=True, default=repr) == value
 
 
 def _environment_over_files() -> None:
