@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import functools
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -38,22 +39,49 @@ with open(_DEFAULTS_FILE) as file:
 dask.config.update_defaults(_DEFAULTS)
 
 
+def _environment_first(name: str, value: Any) -> Any:
+    """``value``, the setting ``name`` as ``dask.config`` holds it, or the value of its
+    ``DASK_METATENSOR_DASK__*`` environment variable where dask's merge kept a YAML
+    file's mapping over it.
+
+    Environment variables come before YAML files, as dask documents, but its merge
+    keeps a file's mapping (a ``compressor`` given as ``{name: ..., configuration:
+    ...}``) over a variable's name or ``null``: at import and at every
+    ``dask.config.refresh()``. A mapping that is not the files' one was set by
+    ``dask.config.set``, which comes first."""
+    if not isinstance(value, dict):
+        return value
+    environment = _ours(dask.config.collect_env())
+    if name not in environment or isinstance(environment[name], dict):
+        return value
+    given = json.dumps(value, sort_keys=True, default=repr)
+    return environment[name] if _given_by_files(name, given) else value
+
+
+@functools.lru_cache(maxsize=64)
+def _given_by_files(name: str, value: str) -> bool:
+    """Whether dask's YAML files give the setting ``name`` the value of JSON ``value``,
+    read once per value and process (reading them for every array a write plans cost
+    milliseconds each)."""
+    files = _ours(dask.config.collect(env={}))
+    return json.dumps(files.get(name), sort_keys=True, default=repr) == value
+
+
 def _environment_over_files() -> None:
-    """Give the ``DASK_METATENSOR_DASK__*`` environment variables precedence over YAML
-    files for every setting, as dask documents: its merge keeps a YAML file's mapping
-    (a ``compressor`` given as ``{name: ..., configuration: ...}``) over an environment
-    variable's name or ``null``, which is given back here."""
-    ours = dask.config.collect_env().get("metatensor_dask")
-    if not isinstance(ours, dict):
-        return
-    for key, value in ours.items():
-        name = key.replace("_", "-")
+    """What :func:`_environment_first` reads, set in ``dask.config`` at import, so that
+    ``dask.config.get`` gives it too (until a ``dask.config.refresh()``)."""
+    for name, value in _ours(dask.config.collect_env()).items():
         current = dask.config.get(f"metatensor_dask.{name}", None)
         if isinstance(current, dict) and not isinstance(value, dict):
             dask.config.set({f"metatensor_dask.{name}": value})
 
 
-_environment_over_files()
+def _ours(collected: dict[str, Any]) -> dict[str, Any]:
+    """The ``metatensor_dask`` settings of ``collected`` configuration, by canonical name."""
+    ours = collected.get("metatensor_dask")
+    if not isinstance(ours, dict):
+        return {}
+    return {_canonical(key): value for key, value in ours.items()}
 
 
 #: The settings :func:`overridden` gives the current thread (context), by name.
@@ -98,7 +126,7 @@ def get(name: str) -> Any:
     if name in overrides:
         value = overrides[name]
     else:
-        value = dask.config.get(f"metatensor_dask.{name}")
+        value = _environment_first(name, dask.config.get(f"metatensor_dask.{name}"))
     check = _CHECKS.get(name)
     if check is not None and not check(value):
         raise MetatensorDaskError(
@@ -169,3 +197,6 @@ def _refuse_chunk_size(value: Any) -> NoReturn:
     raise MetatensorDaskError(
         f"invalid setting metatensor_dask.chunk-size={value!r}: use a size such as '64MiB'"
     )
+
+
+_environment_over_files()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -243,6 +244,17 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     return _reported_duplicate(values)
 
 
+def _refuse_repeats(values: np.ndarray) -> None:
+    """Refuse rows of the 2-D int32 ``values`` that hold an entry twice, with
+    metatensor's error."""
+    duplicate = _first_duplicate(values)
+    if duplicate is not None:
+        raise invalid_parameter(
+            "can not have the same label entry multiple times: "
+            f"[{', '.join(str(v) for v in duplicate)}] is already present"
+        )
+
+
 def repeats_an_entry(values: np.ndarray) -> bool:
     """Whether the rows of the 2-D int32 ``values`` hold some entry twice, as
     ``np.unique(values, axis=0)`` would tell at a fraction of its cost (rows without
@@ -268,6 +280,12 @@ def _reported_duplicate(values: np.ndarray) -> np.ndarray:
     ordered = values[np.lexsort(values.T[::-1])]
     repeated = (ordered[1:] == ordered[:-1]).all(axis=1)
     return ordered[int(np.argmax(repeated))]
+
+
+#: Taken to give Labels their memo of derived values (once per Labels that has one).
+_MEMO_CREATION = threading.Lock()
+#: What a memo holds for no key.
+_MISSING = object()
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -351,7 +369,13 @@ class Labels:
         Integer array-like of shape ``(n_entries, len(names))``. Values must fit in
         int32 (metatensor silently truncates larger ones; this raises instead).
     assume_unique
-        Skip the check that entries are unique.
+        Skip the check that entries are unique. Entries given twice anyway are kept
+        as given, as metatensor does, and so are they in the results of set
+        operations (but a :meth:`union` adds each new entry of ``other`` once, as
+        metatensor): look-ups and mappings give the first of them (metatensor: any).
+        As in metatensor, :meth:`insert`, :meth:`append`, :meth:`remove`,
+        :meth:`rename` and :meth:`permute` check the entries of such Labels, and
+        refuse a repeated one.
 
     Notes
     -----
@@ -382,15 +406,12 @@ class Labels:
         array = np.array(_to_int32(array), dtype=np.int32, order="C", copy=True)
         self._names = _parse_names(listed)
         if not assume_unique:
-            duplicate = _first_duplicate(array)
-            if duplicate is not None:
-                raise invalid_parameter(
-                    "can not have the same label entry multiple times: "
-                    f"[{', '.join(str(v) for v in duplicate)}] is already present"
-                )
+            _refuse_repeats(array)
         self._values: np.ndarray | None = _frozen(array)
         self._count = len(array)
+        self._may_repeat = assume_unique
         self._loader: Callable[[], np.ndarray] | None = None
+        self._loading: threading.Lock | None = None
         self._stored: Any = None
         self._digest: str | None = None
         self._positions: dict[bytes, int] | None = None
@@ -400,8 +421,9 @@ class Labels:
     # -- construction ------------------------------------------------------------------
 
     @classmethod
-    def _trusted(cls, names: list[str], values: np.ndarray) -> Labels:
-        """Labels from already validated parts (int32, unique entries), without copy.
+    def _trusted(cls, names: list[str], values: np.ndarray, may_repeat: bool = False) -> Labels:
+        """Labels from already validated parts (int32, unique entries, unless
+        ``may_repeat``: rows of Labels built with ``assume_unique=True``), without copy.
 
         Only the names are checked (valid and unique): an operation that adds a
         dimension (``keys_to_samples``, ``join(add_dimension=...)``...) builds its names
@@ -415,7 +437,9 @@ class Labels:
         labels._names = list(names)
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
         labels._count = len(values)
+        labels._may_repeat = may_repeat
         labels._loader = None
+        labels._loading = None
         labels._stored = None
         labels._digest = None
         labels._positions = None
@@ -453,7 +477,9 @@ class Labels:
         labels._names = _parse_names(list(names))
         labels._values = None
         labels._count = int(count)
+        labels._may_repeat = False
         labels._loader = load
+        labels._loading = threading.Lock()
         labels._stored = stored
         labels._digest = digest
         labels._positions = None
@@ -487,18 +513,25 @@ class Labels:
     @property
     def values(self) -> np.ndarray:
         """The entries, a read-only ``(n_entries, n_dimensions)`` int32 array."""
-        if self._values is None:
-            assert self._loader is not None
-            values = np.asarray(self._loader(), dtype=np.int32)
-            if values.shape != (self._count, len(self._names)):
-                raise ValueError(
-                    f"stored labels {self._names} have shape {values.shape}, expected "
-                    f"{(self._count, len(self._names))}: the store is damaged"
-                )
-            self._values = _frozen(np.ascontiguousarray(values))
-            self._loader = None
-            self._stored = None
-        return self._values
+        values = self._values
+        return self._load() if values is None else values
+
+    def _load(self) -> np.ndarray:
+        """Read lazy entries, once: threads asking meanwhile wait for them."""
+        assert self._loading is not None, "only lazy Labels have no values"
+        with self._loading:
+            if self._values is None:
+                assert self._loader is not None
+                values = np.asarray(self._loader(), dtype=np.int32)
+                if values.shape != (self._count, len(self._names)):
+                    raise ValueError(
+                        f"stored labels {self._names} have shape {values.shape}, expected "
+                        f"{(self._count, len(self._names))}: the store is damaged"
+                    )
+                self._values = _frozen(np.ascontiguousarray(values))
+                self._loader = None
+                self._stored = None
+            return self._values
 
     @property
     def is_loaded(self) -> bool:
@@ -510,7 +543,8 @@ class Labels:
         samples read from a Zarr store: a
         :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`); None once they
         are in memory, where they have been checked as a whole."""
-        return self._stored if self._values is None else None
+        stored = self._stored  # before the check: loading drops it once values are set
+        return stored if self._values is None else None
 
     @property
     def device(self) -> str:
@@ -529,12 +563,20 @@ class Labels:
         """``make()``, made once for these Labels and ``key``: what is derived from
         the entries alone (a gradient's row pointer...), shared by every block that
         holds these Labels. ``make`` must not depend on anything else than the
-        entries and ``key``."""
-        if self._memo is None:
-            self._memo = {}
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
+        entries and ``key``.
+
+        Threads asking at once may each call ``make``; all of them get the first value
+        stored, the one every later call gets."""
+        memo = self._memo
+        if memo is None:
+            with _MEMO_CREATION:
+                if self._memo is None:
+                    self._memo = {}
+                memo = self._memo
+        found = memo.get(key, _MISSING)
+        if found is _MISSING:
+            found = memo.setdefault(key, make())
+        return found
 
     def _token(self) -> Any:
         """What identifies these Labels in a dask token, without loading lazy entries
@@ -665,10 +707,21 @@ class Labels:
             present = bool(len(self) or len(other))
             return _no_dimension(present), _positions(len(self), 0), _positions(len(other), 0)
         in_self = other._membership(self)
-        new = in_self < 0
-        union = Labels._trusted(self._names, np.concatenate([self.values, other.values[new]]))
+        new = np.nonzero(in_self < 0)[0]
         mapping_other = in_self.copy()
-        mapping_other[new] = len(self) + np.arange(int(new.sum()))
+        if other._may_repeat and len(new) > 1:
+            # each new entry once, where it first comes, as metatensor: Labels built with
+            # ``assume_unique=True`` may repeat one
+            rows = other.values[new]
+            first = _RowIndex(rows).find(rows)
+            is_first = first == np.arange(len(new))
+            mapping_other[new] = len(self) + (np.cumsum(is_first) - 1)[first]
+            new = new[is_first]
+        else:
+            mapping_other[new] = len(self) + np.arange(len(new))
+        union = Labels._trusted(
+            self._names, np.concatenate([self.values, other.values[new]]), self._may_repeat
+        )
         return union, np.arange(len(self), dtype=np.int64), mapping_other
 
     def intersection(self, other: Labels) -> Labels:
@@ -697,7 +750,11 @@ class Labels:
         mapping_self[kept] = np.arange(int(kept.sum()))
         mapping_other = -np.ones(len(other), np.int64)
         mapping_other[in_other[kept]] = np.arange(int(kept.sum()))
-        return Labels._trusted(self._names, self.values[kept]), mapping_self, mapping_other
+        return (
+            Labels._trusted(self._names, self.values[kept], self._may_repeat),
+            mapping_self,
+            mapping_other,
+        )
 
     def difference(self, other: Labels) -> Labels:
         """Entries of ``self`` that are not in ``other``, in the order of ``self``."""
@@ -712,7 +769,7 @@ class Labels:
         kept = self._membership(other) < 0
         mapping = -np.ones(len(self), np.int64)
         mapping[kept] = np.arange(int(kept.sum()))
-        return Labels._trusted(self._names, self.values[kept]), mapping
+        return Labels._trusted(self._names, self.values[kept], self._may_repeat), mapping
 
     def select(self, selection: Labels) -> np.ndarray:
         """Indices of the entries that match any entry of ``selection`` on the
@@ -757,7 +814,7 @@ class Labels:
         names.insert(index, name)
         _parse_names(names)  # a bad name is found first, as in metatensor
         new = np.insert(self.values, index, _to_int32(values), axis=1)
-        return Labels(names, new, assume_unique=True)
+        return Labels(names, new, assume_unique=not self._may_repeat)
 
     def append(self, name: str, values: np.ndarray) -> Labels:
         """New Labels with a last dimension ``name`` holding ``values``.
@@ -780,7 +837,7 @@ class Labels:
             raise ValueError(f"'{old}' not found in the dimensions of these Labels")
         names = [new if name == old else name for name in self._names]
         _parse_names(names)
-        return Labels._trusted(names, self.values)
+        return self._rebuilt(names, self.values)
 
     def permute(self, dimensions_indexes: Sequence[int]) -> Labels:
         """New Labels with the dimensions in the order ``dimensions_indexes``."""
@@ -791,7 +848,14 @@ class Labels:
             )
         names = [self._names[i] for i in dimensions_indexes]
         _parse_names(names)
-        return Labels._trusted(names, self.values[:, list(dimensions_indexes)])
+        return self._rebuilt(names, self.values[:, list(dimensions_indexes)])
+
+    def _rebuilt(self, names: list[str], values: np.ndarray) -> Labels:
+        """New Labels of these entries (``values``, columns moved), checked unique as
+        metatensor checks them when these may repeat one (``assume_unique=True``)."""
+        if self._may_repeat:
+            _refuse_repeats(values)
+        return Labels._trusted(names, values)
 
     def to(self, *args: Any, **kwargs: Any) -> Labels:
         """These Labels: they live on the CPU as int32, so only ``device="cpu"`` and
@@ -851,7 +915,7 @@ class Labels:
         return labels_html(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Labels._trusted, (self._names, self.values))
+        return (Labels._trusted, (self._names, self.values, self._may_repeat))
 
 
 def _no_dimension(present: bool) -> Labels:

@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import getpass
 import json
+import math
 import os
 import socket
 import threading
@@ -83,17 +84,36 @@ _WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVa
 )
 
 
+#: The shortest ``lock-timeout``, in seconds. A lock must stay fresh while its writer
+#: confirms it (on a store without atomic create, :data:`_CONFIRM_SECONDS` before the
+#: heartbeat starts) and until the first heartbeat (a fifth of the timeout later), with
+#: as long again to spare for a writer slowed down: shorter, another writer could find
+#: the lock of a live holder stale and take it.
+SHORTEST_TIMEOUT = 0.5
+
+
 def timeout() -> float:
-    """The ``lock-timeout`` setting, in seconds."""
+    """The ``lock-timeout`` setting, in seconds.
+
+    Raises
+    ------
+    MetatensorDaskError
+        For a value that is not a duration (a boolean, a word...), or that is not a
+        finite number of seconds of at least :data:`SHORTEST_TIMEOUT`.
+    """
     value = config.get("lock-timeout")
-    try:
-        seconds = parse_timedelta(value, default="seconds")
-    except (ValueError, TypeError, KeyError):
-        seconds = None
-    if seconds is None or seconds <= 0:
+    seconds = None
+    if not isinstance(value, bool):
+        try:
+            seconds = parse_timedelta(value, default="seconds")
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            seconds = None
+    if seconds is None or not SHORTEST_TIMEOUT <= seconds < math.inf:
         raise MetatensorDaskError(
-            f"invalid setting metatensor_dask.lock-timeout={value!r}: use a duration such "
-            "as '5 minutes' or a number of seconds"
+            f"invalid setting metatensor_dask.lock-timeout={value!r}: use a duration of at "
+            f"least {SHORTEST_TIMEOUT:g} s, such as '5 minutes' or a number of seconds (a "
+            "holder refreshes its lock every fifth of it: a shorter one would let another "
+            "writer find a live lock stale)"
         )
     return float(seconds)
 

@@ -28,6 +28,7 @@ from ._zarr_internals import sync
 from .ingest_batch import RUN
 from .zarr_append import RECORD, interrupted
 from .zarr_codecs import is_plain
+from .zarr_discard import chunks_beyond_shapes
 from .zarr_in_place import extended_in_place, stored_head
 from .zarr_integrity import VERIFY_HINT, checked_labels, damaged
 from .zarr_pointers import checked_pointer
@@ -38,6 +39,7 @@ from .zarr_store import (
     _local_root,
     describe,
     get_many,
+    list_prefix,
     open_store,
     read_arrays,
     read_region,
@@ -717,6 +719,23 @@ def _temporaries_notes(temporaries: list[str]) -> list[str]:
     ]
 
 
+def _beyond_shapes_notes(store: Any, nodes: dict[str, Any]) -> list[str]:
+    """The note on the chunk files of a complete store that lie wholly past the shapes
+    of their arrays, if any."""
+    beyond = chunks_beyond_shapes(list_prefix(store, ""), nodes)
+    if not beyond:
+        return []
+    shown = ", ".join(repr(key) for key in sorted(beyond)[:3])
+    more = f" and {len(beyond) - 3} more" if len(beyond) > 3 else ""
+    return [
+        f"{counted(len(beyond), 'chunk file')} past the shapes of their arrays ({shown}"
+        f"{more}), left by an append that failed or was discarded: readers never read "
+        "them, they only take space. The next append writes over those it needs; "
+        "otherwise delete them while no writer runs (a store needs no chunk file past "
+        "its arrays' shapes)"
+    ]
+
+
 def _written(check: _LabelsCheck, pending: _Pending) -> bool:
     """Whether the Labels (and row pointer) of ``check`` are stored, not left for the
     ``pending`` write to store when finished."""
@@ -832,7 +851,9 @@ def verify_store(
     every chunk), of the right size and with a matching checksum; Labels against their
     recorded digest, without repeated entries; row pointers non-decreasing from 0 to
     their gradient's rows; gradient ``sample`` columns within their parent's rows and in
-    agreement with the row pointer.
+    agreement with the row pointer. Chunk files wholly past the shapes of their arrays
+    in a complete store (left by an append that failed) are a note, not a problem:
+    readers never read them.
 
     Parameters
     ----------
@@ -867,6 +888,8 @@ def verify_store(
         return Verification(where, problems, notes)
     if unfinished is not None:
         problems.append(unfinished)
+    else:
+        notes.extend(_beyond_shapes_notes(store, nodes))
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
     problems.extend(_group_problems(nodes, {info.path for info in infos}))
     lenient = [info.path for info in infos if info.missing_ok]

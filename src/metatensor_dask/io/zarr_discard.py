@@ -11,15 +11,18 @@ the root document. So discarding it is:
 1. the node documents made again from the root's consolidated copies, where they
    differ (an append killed between its node documents and its root);
 2. the blocks of new keys that the root does not list removed;
-3. in a format 4 store, the chunk tables (see :mod:`.zarr_identity`) listing the
+3. the chunk files of the stored arrays that lie wholly past their shapes (the
+   append's new rows) removed;
+4. in a format 4 store, the chunk tables (see :mod:`.zarr_identity`) listing the
    partial last chunks as the append left them (their stored rows unchanged, other
    bytes after them);
-4. the records removed, the append's own last: killed at any moment, the discard can be
+5. the records removed, the append's own last: killed at any moment, the discard can be
    run again.
 
-The rows it wrote beyond the stored shapes stay on disk, unread; the next append writes
-over them. An append that creates the store, killed before its root was written, is
-discarded whole: its nodes are removed, and the location is as before it.
+The rows it wrote past the stored ones in the partial last chunk of an array stay in
+that chunk file, unread; the next append writes over them. An append that creates the
+store, killed before its root was written, is discarded whole: its nodes are removed,
+and the location is as before it.
 """
 
 from __future__ import annotations
@@ -38,12 +41,16 @@ from .zarr_append import RECORD, read_root, recorded_token
 from .zarr_identity import FIRST_FORMAT, chunk_rows, has_table, with_tables
 from .zarr_store import delete_prefix, describe, get_many, list_prefix, open_store, set_many
 
-__all__ = ["discard_append"]
+__all__ = ["chunks_beyond_shapes", "discard_append"]
 
 
 def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = None) -> bool:
     """Discard the interrupted append of ``store``, which then reads as before it and
     takes other appends.
+
+    The chunk files the append wrote wholly past the stored shapes are removed (no
+    reader needs them); the rows it wrote in the partial last chunk of an array stay
+    in that chunk file, unread, until the next append writes over them.
 
     Parameters
     ----------
@@ -99,6 +106,8 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
             if token is None or token != ours.get("token"):
                 _restore_nodes(resolved, nodes)
                 _remove_new_blocks(resolved, nodes)
+                for key in chunks_beyond_shapes(list_prefix(resolved, ""), nodes):
+                    sync(resolved.delete(key))
                 _list_partial_chunks(resolved, attributes, nodes)
         # the append's own record last: a discard killed before it is run again
         for key in list_prefix(resolved, layout.PROGRESS_PREFIX):
@@ -171,3 +180,60 @@ def _list_partial_chunks(
         "metadata": dict(sorted({**nodes, **changed}.items())),
     }
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+
+
+def chunks_beyond_shapes(keys: list[str], nodes: dict[str, Any]) -> list[str]:
+    """The chunk (or shard) files among ``keys`` that lie wholly past the shape of
+    their array (one of ``nodes``, node path: document): zarr never reads them, and no
+    array of that shape needs them."""
+    counts = {
+        path: found for path, document in nodes.items() if (found := _grid(document)) is not None
+    }
+    beyond = []
+    for key in keys:
+        path, _, name = key.rpartition("/")
+        while path and path not in counts:
+            path, _, head = path.rpartition("/")
+            name = f"{head}/{name}"
+        if not path:
+            continue
+        indices = _chunk_indices(nodes[path], name)
+        grid = counts[path]
+        if indices is not None and len(indices) == len(grid):
+            if any(index >= count for index, count in zip(indices, grid, strict=True)):
+                beyond.append(key)
+    return beyond
+
+
+def _grid(document: Any) -> list[int] | None:
+    """The number of chunks (shards) along each axis of an array ``document`` with a
+    regular grid; None for another node or grid."""
+    if not isinstance(document, dict) or document.get("node_type") != "array":
+        return None
+    grid = document.get("chunk_grid", {})
+    if grid.get("name") != "regular":
+        return None
+    shape, chunks = document.get("shape"), grid.get("configuration", {}).get("chunk_shape")
+    if not isinstance(shape, list) or not isinstance(chunks, list) or len(shape) != len(chunks):
+        return None
+    return [-(-int(size) // max(int(chunk), 1)) for size, chunk in zip(shape, chunks, strict=True)]
+
+
+def _chunk_indices(document: dict[str, Any], name: str) -> list[int] | None:
+    """The grid indices of the chunk file ``name`` (its key under its array's path)
+    of an array ``document``; None for a file that is not one of its chunks."""
+    encoding = document.get("chunk_key_encoding", {})
+    kind = encoding.get("name")
+    separator = encoding.get("configuration", {}).get(
+        "separator", "/" if kind == "default" else "."
+    )
+    if kind == "default":
+        if not name.startswith("c" + separator):
+            return None
+        name = name[len(separator) + 1 :]
+    elif kind != "v2":
+        return None
+    parts = name.split(separator)
+    if not all(part.isdigit() for part in parts):
+        return None
+    return [int(part) for part in parts]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._equal import compare_blocks_impl, compare_tensors_impl
+from ._equal import block_message, compare_blocks_impl, compare_tensors_impl
 from ._utils import check_block, raise_not_equal
 
 __all__ = ["allclose", "allclose_block", "allclose_block_raise", "allclose_raise"]
@@ -41,9 +41,11 @@ def _block_impl(
     check_block(block_1, "block_1")
     check_block(block_2, "block_2")
     options = _options(rtol, atol, equal_nan)
-    return compare_blocks_impl(
-        [(block_1, block_2)], np.allclose, options, "allclose", "allclose", _GRADIENT_CHECK
-    )[0]
+    return block_message(
+        compare_blocks_impl(
+            [(block_1, block_2)], np.allclose, options, "allclose", "allclose", _GRADIENT_CHECK
+        )
+    )
 
 
 def allclose(
@@ -56,7 +58,9 @@ def allclose(
     """Whether two maps have the same keys (in any order) and blocks with the same
     metadata and values (and gradients) equal within ``numpy.allclose`` tolerances.
 
-    Computes every comparison of values in one ``dask.compute``.
+    Keys, shapes and metadata (gradients' included) are compared first: maps that
+    differ there are told different without computing anything. Else every
+    comparison of values is computed in one ``dask.compute``.
 
     Parameters
     ----------
@@ -83,6 +87,9 @@ def allclose_raise(
     equal_nan: bool = False,
 ) -> None:
     """As :func:`allclose`, raising :class:`NotEqualError` with the first difference.
+
+    A difference of keys, shapes or metadata is raised without computing anything,
+    naming the first block that differs there, as :func:`equal_raise` does.
 
     Raises
     ------
@@ -112,5 +119,6 @@ def allclose_block_raise(
     equal_nan: bool = False,
 ) -> None:
     """As :func:`allclose_block`, raising :class:`NotEqualError` with the first
-    difference."""
+    difference (of shapes or metadata without computing anything, as
+    :func:`equal_block_raise`)."""
     raise_not_equal(_block_impl(block_1, block_2, rtol, atol, equal_nan))

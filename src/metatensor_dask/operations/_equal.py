@@ -43,6 +43,20 @@ def _same_metadata(a: TensorBlock, b: TensorBlock) -> bool:
     return True
 
 
+def _metadata_message(
+    block_1: TensorBlock, block_2: TensorBlock, fname: str, gradient_check: list[str] | str
+) -> str:
+    """metatensor's message for the first difference of shapes or metadata of two
+    blocks (their gradients' included), "" when there is none."""
+    if block_1._values.shape != block_2._values.shape:
+        return "values shapes are different"
+    if _same_metadata(block_1, block_2):
+        return ""
+    return check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
+        block_1, block_2, fname, gradient_check
+    )
+
+
 @without_collector
 def compare_blocks_impl(
     pairs: list[tuple[TensorBlock, TensorBlock]],
@@ -51,46 +65,33 @@ def compare_blocks_impl(
     fname: str,
     word: str,
     gradient_check: list[str] | str = "all",
-) -> list[str]:
-    """metatensor's first difference for each pair of blocks ("" when they agree): the
-    shapes, the values, the metadata, the gradient metadata, then gradient values.
-    Every comparison of values is computed in a single ``dask.compute``."""
+) -> tuple[int, str] | None:
+    """The first pair of blocks that differ and metatensor's message for it, None when
+    they all agree.
+
+    Shapes and metadata are compared first, for every pair: a difference there is
+    told without computing anything. Else the values and gradients of every pair are
+    compared in a single ``dask.compute``, and the first pair whose values differ is
+    told, or else the first whose gradient values do."""
     check_metadata_names(gradient_check)
+    for position, (block_1, block_2) in enumerate(pairs):
+        message = _metadata_message(block_1, block_2, fname, gradient_check)
+        if message:
+            return position, message
     arrays: list[tuple[Any, Any]] = []
-    plans: list[tuple[str, int | None, str, list[tuple[str, int]]]] = []
     for block_1, block_2 in pairs:
-        values_1, values_2 = block_1._values, block_2._values
-        if values_1.shape != values_2.shape:
-            plans.append(("values shapes are different", None, "", []))
-            continue
-        values = len(arrays)
-        arrays.append((values_1, values_2))
-        message = ""
-        if not _same_metadata(block_1, block_2):
-            # the first difference, in metatensor's order and words
-            message = check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
-                block_1, block_2, fname, gradient_check
-            )
-        gradients = []
-        if not message:
-            gradients_2 = block_2._gradients
-            for parameter, gradient_1 in block_1._gradients.items():
-                gradients.append((parameter, len(arrays)))
-                arrays.append((gradient_1._values, gradients_2[parameter]._values))
-        plans.append(("", values, message, gradients))
-    same = compare_pairs(compare, arrays, kwargs)
-    messages = []
-    for shape_message, position, message, gradients in plans:
-        if shape_message:
-            messages.append(shape_message)
-        elif position is not None and not same[position]:
-            messages.append(f"values are not {word}")
-        elif message:
-            messages.append(message)
-        else:
-            failing = [p for p, position in gradients if not same[position]]
-            messages.append(f"gradient '{failing[0]}' values are not {word}" if failing else "")
-    return messages
+        arrays.append((block_1._values, block_2._values))
+        gradients_2 = block_2._gradients
+        for parameter, gradient_1 in block_1._gradients.items():
+            arrays.append((gradient_1._values, gradients_2[parameter]._values))
+    same = iter(compare_pairs(compare, arrays, kwargs))
+    for position, (block_1, _) in enumerate(pairs):
+        if not next(same):
+            return position, f"values are not {word}"
+        failing = [p for p in block_1._gradients if not next(same)]
+        if failing:
+            return position, f"gradient '{failing[0]}' values are not {word}"
+    return None
 
 
 @without_collector
@@ -105,33 +106,40 @@ def compare_tensors_impl(
 ) -> str:
     """metatensor's first difference between two maps, keys in any order (with the
     collector paused: matching the blocks by key made a pass of the young
-    generations every few hundred blocks)."""
+    generations every few hundred blocks); see :func:`compare_blocks_impl`."""
     check_tensor(tensor_1, "tensor_1")
     check_tensor(tensor_2, "tensor_2")
     message = check_same_keys_impl(tensor_1, tensor_2, fname)
     if message:
         return f"the tensor maps have different keys: {message}"
     pairs = list(zip(tensor_1.blocks(), blocks_by_key(tensor_1, tensor_2), strict=True))
-    messages = compare_blocks_impl(pairs, compare, kwargs, fname, word, gradient_check)
-    # the key of the first difference only (an entry per key made ten thousand
-    # objects on a map of ten thousand blocks)
-    first = next((i for i, message in enumerate(messages) if message), None)
+    first = compare_blocks_impl(pairs, compare, kwargs, fname, word, gradient_check)
     if first is None:
         return ""
-    return f"blocks for key {tensor_1.keys.entry(first).print()} are different: {messages[first]}"
+    position, message = first
+    return f"blocks for key {tensor_1.keys.entry(position).print()} are different: {message}"
+
+
+def block_message(first: tuple[int, str] | None) -> str:
+    """The message of :func:`compare_blocks_impl` for one pair of blocks."""
+    return "" if first is None else first[1]
 
 
 def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
     check_block(block_1, "block_1")
     check_block(block_2, "block_2")
-    return compare_blocks_impl([(block_1, block_2)], array_equal, {}, "equal", "equal")[0]
+    return block_message(
+        compare_blocks_impl([(block_1, block_2)], array_equal, {}, "equal", "equal")
+    )
 
 
 def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
     """Whether two maps have the same keys (in any order), and blocks with the same
     metadata, values and gradients (exact comparison; NaN differs from itself).
 
-    Computes every comparison of values in one ``dask.compute``.
+    Keys, shapes and metadata (gradients' included) are compared first: maps that
+    differ there are told different without computing anything. Else every
+    comparison of values is computed in one ``dask.compute``.
 
     Parameters
     ----------
@@ -149,6 +157,11 @@ def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
 def equal_raise(tensor_1: TensorMap, tensor_2: TensorMap) -> None:
     """As :func:`equal`, raising :class:`NotEqualError` with the first difference.
 
+    A difference of keys, shapes or metadata is raised without computing anything:
+    the first block (in the order of ``tensor_1``) that differs there is named, even
+    where the values of this or an earlier block differ too (metatensor names the
+    first block whose values, shapes or metadata differ, and the values first).
+
     Raises
     ------
     NotEqualError
@@ -164,5 +177,7 @@ def equal_block(block_1: TensorBlock, block_2: TensorBlock) -> bool:
 
 
 def equal_block_raise(block_1: TensorBlock, block_2: TensorBlock) -> None:
-    """As :func:`equal_block`, raising :class:`NotEqualError` with the first difference."""
+    """As :func:`equal_block`, raising :class:`NotEqualError` with the first difference
+    (of shapes or metadata without computing anything, even where the values differ
+    too: metatensor names the values first)."""
     raise_not_equal(_equal_block_impl(block_1, block_2))
