@@ -51,11 +51,20 @@ def _environment_first(name: str, value: Any) -> Any:
     ``dask.config.set``, which comes first."""
     if not isinstance(value, dict):
         return value
-    environment = _ours(dask.config.collect_env())
+    environment = _environment()
     if name not in environment or isinstance(environment[name], dict):
         return value
     given = json.dumps(value, sort_keys=True, default=repr)
     return environment[name] if _given_by_files(name, given) else value
+
+
+@functools.cache
+def _environment() -> dict[str, Any]:
+    """Our settings given by ``DASK_METATENSOR_DASK__*`` environment variables, read
+    once per process (collecting them costs tens of microseconds, and a write of many
+    blocks reads its settings for every array): changing the environment of a running
+    process is not seen here."""
+    return _ours(dask.config.collect_env())
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,7 +79,7 @@ def _given_by_files(name: str, value: str) -> bool:
 def _environment_over_files() -> None:
     """What :func:`_environment_first` reads, set in ``dask.config`` at import, so that
     ``dask.config.get`` gives it too (until a ``dask.config.refresh()``)."""
-    for name, value in _ours(dask.config.collect_env()).items():
+    for name, value in _environment().items():
         current = dask.config.get(f"metatensor_dask.{name}", None)
         if isinstance(current, dict) and not isinstance(value, dict):
             dask.config.set({f"metatensor_dask.{name}": value})
