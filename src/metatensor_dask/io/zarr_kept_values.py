@@ -1,11 +1,13 @@
 """``to_zarr(mode="a")`` of stored keys with new gradients: the values kept are the tensor's.
 
-Mode ``"a"`` writes the new gradients of a stored block beside its stored values, which
-it keeps. A gradient is the derivative of the values it is stored with: gradients of
-other values stored beside them would be read later as wrong numbers, without an error.
-So, before anything is written, the values that a new gradient belongs to (a block's
-values, or a gradient's for a new nested gradient) are compared with the stored ones,
-value for value (NaN equal to NaN), and a difference refuses the write.
+Mode ``"a"`` writes the new gradients of a stored block beside its stored arrays, which
+it keeps: the block's values and those of its stored gradients. A gradient is the
+derivative of the values it is stored with: gradients of other values stored beside
+them would be read later as wrong numbers, without an error; and a tensor whose stored
+gradients differ from the store's would be written as another tensor, also without an
+error. So, before anything is written, every values array that the write keeps is
+compared with the tensor's, value for value (NaN equal to NaN), and a difference
+refuses the write.
 
 Values read from this very store as it is now are not compared (nothing would be
 learned, and the usual ``open_zarr`` -> add gradients -> ``to_zarr(mode="a")`` stays
@@ -39,21 +41,13 @@ if TYPE_CHECKING:
 
     from ..labels import Labels
 
-__all__ = ["check_kept_values", "kept_parents"]
+__all__ = ["check_kept_values", "kept_arrays"]
 
 
-def kept_parents(new_paths: list[str], stored: dict[str, Any]) -> list[str]:
-    """The stored values arrays that the new gradients among ``new_paths`` (node paths
-    the write adds) are derivatives of, in order."""
-    parents: dict[str, None] = {}
-    for path in new_paths:
-        if not path.endswith("/values") or "/gradients/" not in path:
-            continue
-        gradient = path[: -len("/values")]
-        parent = gradient.rsplit("/gradients/", 1)[0] + "/values"
-        if parent in stored:
-            parents[parent] = None
-    return list(parents)
+def kept_arrays(data: list[str], stored: dict[str, Any]) -> list[str]:
+    """The values arrays among ``data`` (those of the tensor, by node path) that the
+    store holds already (``stored``: its nodes), which a write of new gradients keeps."""
+    return [path for path in data if path in stored]
 
 
 def check_kept_values(
@@ -141,9 +135,10 @@ def _differs(path: str, row: int, where: str, keys: Labels) -> MetatensorDaskErr
     gradients = [parts[i + 1] for i in range(2, len(parts) - 1, 2) if parts[i] == "gradients"]
     what = "values" if not gradients else f"values of the gradient '{'/'.join(gradients)}'"
     return MetatensorDaskError(
-        f"mode='a' would add gradients beside the stored {what} of the block {key} in "
-        f"{where}, but this tensor's {what} differ from them (first at row {row}): its "
-        "gradients are not those of the stored values. Add gradients of the stored values "
-        "(open the store with open_zarr and build the blocks from its values), or write "
-        "the whole tensor with mode='w'"
+        f"mode='a' keeps the stored {what} of the block {key} in {where} and adds this "
+        f"tensor's new gradients beside them, but this tensor's {what} differ from them "
+        f"(first at row {row}): the store would not hold this tensor, nor gradients of its "
+        "values. Add gradients of the stored values (open the store with open_zarr and "
+        "build the blocks from its values and gradients), or write the whole tensor with "
+        "mode='w'"
     )

@@ -426,8 +426,8 @@ def _plan_addition(
 
     Returns the plan (new nodes only), the nodes of the store once written and the
     write's token. A known key that brings no new gradient is refused: it would be a
-    silent no-op; one that does must have the stored values (see
-    :mod:`.zarr_kept_values`).
+    silent no-op; one that does must have the stored values, of the block and of its
+    stored gradients (see :mod:`.zarr_kept_values`).
     """
     stored_keys = _stored_keys(store, stored, where)
     if stored_keys.names != tensor.keys.names:
@@ -451,10 +451,9 @@ def _plan_addition(
                 f"the key {tuple(int(v) for v in key.values)} is already stored in {where}, "
                 f"with everything this tensor has for it: {remedy}"
             )
-    from .zarr_kept_values import check_kept_values, kept_parents
+    from .zarr_kept_values import check_kept_values, kept_arrays
 
-    kept = kept_parents([p for p in plan.nodes if p not in stored], stored)
-    check_kept_values(plan.data, kept, store, where, stored_keys)
+    check_kept_values(plan.data, kept_arrays(list(plan.data), stored), store, where, stored_keys)
     for path in [p for p in plan.nodes if p in stored]:
         del plan.nodes[path]
         plan.data.pop(path, None)
@@ -847,8 +846,9 @@ def to_zarr(
         without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
         one), and refuses a key that is already stored and brings no new gradient; the
-        stored values of a key that does are kept, and must be the tensor's (compared
-        before anything is written, but for values read from this store as it is);
+        stored values of a key that does (its block's and its stored gradients') are
+        kept, and must be the tensor's (compared before anything is written, but for
+        values read from this store as it is);
         ``"r+"`` rewrites the values of an existing store whose metadata (keys,
         labels, shapes, dtypes, gradients) is identical.
     compute
