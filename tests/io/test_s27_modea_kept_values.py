@@ -434,3 +434,23 @@ def test_the_comparison_holds_a_chunk_at_a_time(tmp_path):
     assert 0 < largest.nbytes <= max(chunks) < whole / 5
     write.compute()
     assert_equal_to_metatensor(mtd.open_zarr(path), full)
+
+
+def test_complex_numbers_are_compared_part_by_part(tmp_path):
+    full = make_metatensor(seed=6, dtype=np.complex128, nested=False)
+
+    def nan_real(imaginary):
+        def change(block):
+            block.values[3, 0, 0] = complex(np.nan, imaginary)
+
+        return change
+
+    stored = _changed(full, nan_real(1.0))
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_without(stored)).to_zarr(path, chunks=CHUNK_ROWS)
+    before = _contents(path)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"block \(1, 1\).*first at row 3"):
+        mtd.from_metatensor(_changed(full, nan_real(2.0))).to_zarr(path, mode="a")
+    assert _contents(path) == before
+    mtd.from_metatensor(stored).to_zarr(path, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(path), stored)

@@ -124,9 +124,17 @@ def _first_differences(values: da.Array, stored: da.Array) -> da.Array:
 
 
 def _first_difference(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
-    same = (values == stored) | (np.isnan(values) & np.isnan(stored))
+    same = _same(values, stored)
     rows = np.flatnonzero(~same.reshape(len(same), math.prod(same.shape[1:])).all(axis=1))
     return np.array([rows[0] if len(rows) else -1], np.int64)
+
+
+def _same(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Where ``values`` and ``stored`` hold the same number: equal, or both NaN; a
+    complex number, part by part (``nan+1j`` is not ``nan+2j``)."""
+    if np.iscomplexobj(values):
+        return _same(values.real, stored.real) & _same(values.imag, stored.imag)
+    return (values == stored) | (np.isnan(values) & np.isnan(stored))
 
 
 def _differs(path: str, row: int, where: str, keys: Labels) -> MetatensorDaskError:
