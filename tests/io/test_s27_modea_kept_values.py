@@ -454,3 +454,29 @@ def test_complex_numbers_are_compared_part_by_part(tmp_path):
     assert _contents(path) == before
     mtd.from_metatensor(stored).to_zarr(path, mode="a")
     assert_equal_to_metatensor(mtd.open_zarr(path), stored)
+
+
+def test_the_block_named_is_the_stored_key_whatever_the_order(tmp_path, full):
+    """Stored keys in another order than the store's, beside a new key: the block that
+    differs is named by its key, the new key's values are not compared."""
+    path = tmp_path / "t.zarr"
+    stored = metatensor.TensorMap(
+        metatensor.Labels(full.keys.names, full.keys.values[:2]),
+        [full.block(i).copy() for i in range(2)],
+    )
+    mtd.from_metatensor(_without(stored)).to_zarr(path, chunks=CHUNK_ROWS)
+    before = _contents(path)
+    order = [2, 1, 0]
+    changed = metatensor.TensorMap(
+        metatensor.Labels(full.keys.names, full.keys.values[order]),
+        [full.block(i).copy() for i in order],
+    )
+    for name, value in full.info().items():
+        changed.set_info(name, value)
+    changed.block(2).values[16, 0, 0] += 1.0  # the block (1, 1), stored first
+    with pytest.raises(mtd.MetatensorDaskError, match=r"block \(1, 1\).*first at row 16"):
+        mtd.from_metatensor(changed).to_zarr(path, mode="a")
+    assert _contents(path) == before
+    changed.block(2).values[16, 0, 0] -= 1.0
+    mtd.from_metatensor(changed).to_zarr(path, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(path), full)
