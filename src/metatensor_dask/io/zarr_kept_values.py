@@ -23,6 +23,7 @@ scheduler, with the stored ones read beside them, also with ``compute=False``.
 from __future__ import annotations
 
 import math
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 import dask
@@ -31,6 +32,7 @@ import numpy as np
 
 from .. import _graph
 from ..errors import MetatensorDaskError
+from . import chunks as chunking
 from . import zarr_layout as layout
 from .zarr_identity import STORE_ID
 from .zarr_read import metadata_digest, read_array
@@ -69,16 +71,18 @@ def check_kept_values(
         nodes = read_nodes(store)
     metadata = metadata_digest(raw, None if consolidated else nodes)
     store_id = attributes[layout.ATTRIBUTE].get(STORE_ID)
-    compared: list[tuple[str, da.Array]] = []
+    compared: list[tuple[str, tuple[int, ...], da.Array]] = []
     for path, info in zip(paths, layout.array_infos(nodes, paths, where), strict=True):
         values = data[path]
         if not _read_unchanged(values, store, info, metadata, where, store_id):
-            stored = read_array(store, info, values.chunks[0], metadata)
-            compared.append((path, _first_differences(values, stored)))
-    found = dask.compute(*(first for _, first in compared))
-    for (path, _), rows in zip(compared, found, strict=True):
-        starts = np.cumsum((0, *data[path].chunks[0][:-1]))
-        different = [start + row for start, row in zip(starts, rows, strict=True) if row >= 0]
+            rows = _common_rows(values.chunks[0], chunking.regular(info.shape[0], info.chunk_rows))
+            stored = read_array(store, info, rows, metadata)
+            first = _first_differences(values.rechunk({0: rows}), stored)
+            compared.append((path, rows, first))
+    found = dask.compute(*(first for _, _, first in compared))
+    for (path, rows, _), firsts in zip(compared, found, strict=True):
+        starts = np.cumsum((0, *rows[:-1]))
+        different = [start + row for start, row in zip(starts, firsts, strict=True) if row >= 0]
         if different:
             raise _differs(path, different[0], where, keys)
 
@@ -106,6 +110,15 @@ def _read_unchanged(
         and ref.document == info.document
         and describe(ref.store) == where
     )
+
+
+def _common_rows(mine: tuple[int, ...], stored: tuple[int, ...]) -> tuple[int, ...]:
+    """Row chunks cut at every boundary of ``mine`` and of ``stored`` (chunks of the same
+    rows): each piece is in one chunk of each, so that the comparison holds a stored
+    chunk at a time, whatever the size of the tensor's chunks."""
+    ends = sorted(set(accumulate(mine)) | set(accumulate(stored)))
+    rows = tuple(end - start for start, end in zip([0, *ends[:-1]], ends, strict=True))
+    return tuple(n for n in rows if n) or mine
 
 
 def _first_differences(values: da.Array, stored: da.Array) -> da.Array:
