@@ -34,7 +34,20 @@ def full() -> metatensor.TensorMap:
 
 
 def _without(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
-    return metatensor.remove_gradients(tensor, ["strain"])
+    """``tensor`` without its strain gradient (nested gradients of the others kept)."""
+    blocks = []
+    for block in tensor.blocks():
+        new = metatensor.TensorBlock(
+            block.values.copy(), block.samples, block.components, block.properties
+        )
+        for parameter, gradient in block.gradients():
+            if parameter != "strain":
+                new.add_gradient(parameter, gradient.copy())
+        blocks.append(new)
+    result = metatensor.TensorMap(tensor.keys, blocks)
+    for name, value in tensor.info().items():
+        result.set_info(name, value)
+    return result
 
 
 def _contents(path) -> list[tuple[str, str]]:
@@ -477,4 +490,27 @@ def test_the_block_named_is_the_stored_key_whatever_the_order(tmp_path, full):
     assert _contents(path) == before
     changed.block(2).values[16, 0, 0] -= 1.0
     mtd.from_metatensor(changed).to_zarr(path, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(path), full)
+
+
+def test_a_stored_nested_gradient_that_differs_is_refused(tmp_path):
+    full = make_metatensor(seed=11, nested=True)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
+    before = _contents(path)
+
+    def change(block):
+        cell = block.gradient("positions").gradient("cell")
+        cell.values[1, 1, 0, 2, 3] = np.nextafter(cell.values[1, 1, 0, 2, 3], np.inf)
+
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=r"stored values of the gradient 'positions/cell' of the block \(1, 1\).*"
+        r"first at row 1",
+    ):
+        mtd.from_metatensor(_changed(full, change)).to_zarr(path, mode="a")
+    assert _contents(path) == before
+    with dask.config.set(scheduler=_raising_scheduler):
+        write = _opened(path, full, None).to_zarr(path, mode="a", compute=False)
+    write.compute()
     assert_equal_to_metatensor(mtd.open_zarr(path), full)
