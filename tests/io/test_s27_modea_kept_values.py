@@ -397,7 +397,7 @@ def _tiny_blocks(n: int, gradients: bool) -> metatensor.TensorMap:
         block = metatensor.TensorBlock(values[i], samples, [], properties)
         if gradients:
             block.add_gradient(
-                "g", metatensor.TensorBlock(rng.normal(size=(2, 3)), rows, [], properties)
+                "strain", metatensor.TensorBlock(rng.normal(size=(2, 3)), rows, [], properties)
             )
         blocks.append(block)
     keys = metatensor.Labels(["k"], np.arange(n, dtype=np.int32).reshape(-1, 1))
@@ -514,3 +514,71 @@ def test_a_stored_nested_gradient_that_differs_is_refused(tmp_path):
         write = _opened(path, full, None).to_zarr(path, mode="a", compute=False)
     write.compute()
     assert_equal_to_metatensor(mtd.open_zarr(path), full)
+
+
+@pytest.mark.parametrize("kind", ["format-3", "no-checksum"])
+@pytest.mark.parametrize("tiny", [True, False], ids=["tiny", "chunked"])
+def test_stores_without_chunk_tables_rewritten_since_opened(tmp_path, kind, tiny):
+    """Without a chunk table a tensor opened before a rewrite reads the rewritten values
+    without an error: its gradients are refused as of an older state of the store. A
+    tensor opened since is accepted: compared in a store of format 3 (no id), not
+    computed in one of format 4 (its reads are named by the store's metadata)."""
+    full = _tiny_blocks(3, gradients=True) if tiny else make_metatensor(seed=2, nested=False)
+    path = tmp_path / "t.zarr"
+
+    def write(tensor, mode):
+        with dask.config.set({"metatensor_dask.checksum": kind != "no-checksum"}):
+            tensor.to_zarr(path, mode=mode, chunks=None if tiny else CHUNK_ROWS)
+
+    write(mtd.from_metatensor(_without(full)), "w-")
+    if kind == "format-3":
+        _format_3(path)
+    before_rewrite = _gradients_added(mtd.open_zarr(path), full)
+    write(mtd.multiply(mtd.open_zarr(path).compute(), 2.0), "r+")
+    before = _contents(path)
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=r"read the store as it was before it was written again.*no checksum table.*"
+        r"Open the store again",
+    ):
+        before_rewrite.to_zarr(path, mode="a")
+    assert _contents(path) == before
+    write(mtd.from_metatensor(_without(full)), "r+")
+    computes = _Computes()
+    with dask.config.set(scheduler=computes):
+        write_now = _gradients_added(mtd.open_zarr(path), full).to_zarr(
+            path, mode="a", compute=False
+        )
+    assert len(computes.tasks) == (1 if kind == "format-3" else 0)
+    write_now.compute()
+    assert_equal_to_metatensor(mtd.open_zarr(path), full)
+
+
+@pytest.mark.parametrize("old_format", [False, True], ids=["format-4", "format-3"])
+def test_two_additions_from_one_opened_tensor(tmp_path, full, old_format):
+    """The second addition from a tensor opened before the first reads the store as it
+    was: compared with a chunk table (format 4), refused without one (format 3)."""
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
+    if old_format:
+        _format_3(path)
+    opened = mtd.open_zarr(path)
+    _gradients_added(opened, full).to_zarr(path, mode="a")
+    theirs = mtd.from_metatensor(full)
+    blocks = []
+    for key, block in opened.items():
+        new = mtd.TensorBlock(block.values, block.samples, block.components, block.properties)
+        new.add_gradient("positions", block.gradient("positions"))
+        new.add_gradient("other", theirs.block(key).gradient("strain"))
+        blocks.append(new)
+    second = mtd.TensorMap(opened.keys, blocks)
+    if old_format:
+        with pytest.raises(mtd.MetatensorDaskError, match=r"Open the store again"):
+            second.to_zarr(path, mode="a")
+        return
+    second.to_zarr(path, mode="a")
+    result = mtd.open_zarr(path)
+    for block, expected in zip(result.blocks(), full.blocks(), strict=True):
+        np.testing.assert_array_equal(
+            block.gradient("other").values.compute(), expected.gradient("strain").values
+        )

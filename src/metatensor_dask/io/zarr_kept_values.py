@@ -13,11 +13,17 @@ Values read from this very store as it is now are not compared (nothing would be
 learned, and the usual ``open_zarr`` -> add gradients -> ``to_zarr(mode="a")`` stays
 lazy): a dask array named as :func:`~metatensor_dask.io.zarr_read.read_array` names a
 read of this store's current metadata (the name digests the root document, which holds
-the chunk tables and store id of format 4), or an item of a group of tiny blocks whose
-read is of the same array document in the store of the same id. Stores without an id
-(format 3) are always compared: a rewrite of their values with ``mode="r+"`` leaves
-their metadata as it was. Other values are computed, chunk by chunk on the active
-scheduler, with the stored ones read beside them, also with ``compute=False``.
+the chunk tables and store id of format 4), or an item of a group of tiny blocks named
+as :func:`~metatensor_dask.io.zarr_tiny.group_items` names a group of the same arrays
+read now (the same digest). Stores without an id (format 3) are always compared. Other
+values are computed, a stored chunk at a time on the active scheduler, with the stored
+ones read beside them, also with ``compute=False``.
+
+An array whose chunks record no checksum table (format 3, or the ``checksum`` setting
+off) reads whatever its chunks hold: a tensor opened before a rewrite of the store
+reads the rewritten values without an error, and would compare equal. So values whose
+tasks read such an array under another name than a read made now (of an older state of
+the store) are refused: whether the store's values changed since can not be told.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from .. import _graph
 from ..errors import MetatensorDaskError
 from . import chunks as chunking
 from . import zarr_layout as layout
-from .zarr_identity import STORE_ID
-from .zarr_read import metadata_digest, read_array
+from .zarr_identity import STORE_ID, TABLE
+from .zarr_read import metadata_digest, read_array, stored_array
 from .zarr_store import ArrayRef, describe, get_many, read_nodes
+from .zarr_tiny import group_items, group_source
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -75,6 +82,10 @@ def check_kept_values(
     for path, info in zip(paths, layout.array_infos(nodes, paths, where), strict=True):
         values = data[path]
         if not _read_unchanged(values, store, info, metadata, where, store_id):
+            if TABLE not in nodes[path].get("attributes", {}) and _read_before(
+                values, store, info, metadata, where
+            ):
+                raise _read_since(path, where, keys)
             rows = _common_rows(values.chunks[0], chunking.regular(info.shape[0], info.chunk_rows))
             stored = read_array(store, info, rows, metadata)
             first = _first_differences(values.rechunk({0: rows}), stored)
@@ -95,7 +106,9 @@ def _read_unchanged(
     where: str,
     store_id: str | None,
 ) -> bool:
-    """Whether ``values`` reads the array ``info`` of ``store`` as it is now."""
+    """Whether ``values`` reads the array ``info`` of ``store`` as it is now: a dask
+    array named as a read made now, or an item of a group named as a group of the same
+    arrays read now (both names digest the store's metadata)."""
     if store_id is None:
         return False
     item = _graph.item_of(values)
@@ -103,12 +116,62 @@ def _read_unchanged(
         return values.name == read_array(store, info, values.chunks[0], metadata).name
     arguments = item.call[2]
     ref = arguments[0] if arguments else None
+    if not isinstance(ref, ArrayRef) or ref.path != info.path:
+        return False
+    (task,) = _graph.layer_tasks(item.layer).values()
+    group, _ = _read_of(task)
+    return _group_read_now(item.group_key, group, info, metadata, where) is True
+
+
+def _group_read_now(
+    name: str, group: Any, info: layout.ArrayInfo, metadata: str, where: str
+) -> bool | None:
+    """For the task ``name`` reading ``group`` (its first argument): ``None`` when it
+    does not read the array ``info`` of the store ``where``, else whether it is named
+    as a group of the same arrays read now (``metadata``: the store's, digested)."""
+    source = group_source(group)
+    if source is None or describe(source[0]) != where:
+        return None
+    if info.path not in [member.path for member in group.infos]:
+        return None
+    (now,) = {item.group_key for item in group_items(source[0], metadata, where, list(group.infos))}
+    return bool(now == name)
+
+
+def _read_before(
+    values: da.Array, store: Store, info: layout.ArrayInfo, metadata: str, where: str
+) -> bool:
+    """Whether the tasks of ``values`` read the array ``info`` of ``store`` as it was
+    before its metadata became what ``metadata`` digests: a read's name digests the
+    metadata it was opened with (see :func:`~.zarr_read.stored_array` and
+    :func:`~.zarr_tiny.group_items`), so a read named otherwise than a read made now
+    is one of an older state of the store."""
+    reads: dict[str, list[slice]] = {}
+    for key, task in _graph.flat_tasks([values]).items():
+        argument, region = _read_of(task)
+        name = key[0] if isinstance(key, tuple) else key
+        if isinstance(argument, ArrayRef):
+            ours = argument.path == info.path and describe(argument.store) == where
+            if ours and not name.startswith("open_zarr-item-"):
+                reads.setdefault(name, []).append(region[0])
+        elif _group_read_now(name, argument, info, metadata, where) is False:
+            return True
+    for name, regions in reads.items():
+        rows = tuple(r.stop - r.start for r in sorted(regions, key=lambda r: r.start))
+        if stored_array(store, info, rows, metadata).name != name:
+            return True
+    return False
+
+
+def _read_of(task: Any) -> tuple[Any, Any]:
+    """The first argument of ``task`` and its second (a region for a read)."""
+    if type(task) is tuple:
+        arguments = task[1:]
+    else:  # a task of dask's task spec
+        arguments = getattr(task, "args", ())
     return (
-        isinstance(ref, ArrayRef)
-        and ref.path == info.path
-        and ref.store_id == store_id
-        and ref.document == info.document
-        and describe(ref.store) == where
+        arguments[0] if arguments else None,
+        arguments[1] if len(arguments) > 1 else None,
     )
 
 
@@ -150,11 +213,30 @@ def _same(values: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return (values == stored) | (np.isnan(values) & np.isnan(stored))
 
 
-def _differs(path: str, row: int, where: str, keys: Labels) -> MetatensorDaskError:
+def _named(path: str, keys: Labels) -> tuple[str, tuple[int, ...]]:
+    """What the values array at ``path`` holds, and the key of its block."""
     parts = path.split("/")
     key = tuple(int(v) for v in keys.values[int(parts[1])])
     gradients = [parts[i + 1] for i in range(2, len(parts) - 1, 2) if parts[i] == "gradients"]
     what = "values" if not gradients else f"values of the gradient '{'/'.join(gradients)}'"
+    return what, key
+
+
+def _read_since(path: str, where: str, keys: Labels) -> MetatensorDaskError:
+    what, key = _named(path, keys)
+    return MetatensorDaskError(
+        f"mode='a' keeps the stored {what} of the block {key} in {where}, but this "
+        f"tensor's {what} read the store as it was before it was written again, and its "
+        "chunks record no checksum table (a store of format 3, or written with the "
+        "checksum setting off) that would tell whether that write changed them, so "
+        "whether its new gradients belong to the stored values can not be checked. Open "
+        "the store again and add the gradients to the blocks it gives, or write the whole "
+        "tensor with mode='w'"
+    )
+
+
+def _differs(path: str, row: int, where: str, keys: Labels) -> MetatensorDaskError:
+    what, key = _named(path, keys)
     return MetatensorDaskError(
         f"mode='a' keeps the stored {what} of the block {key} in {where} and adds this "
         f"tensor's new gradients beside them, but this tensor's {what} differ from them "
