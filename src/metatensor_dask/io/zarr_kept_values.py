@@ -78,18 +78,25 @@ def check_kept_values(
         nodes = read_nodes(store)
     metadata = metadata_digest(raw, None if consolidated else nodes)
     store_id = attributes[layout.ATTRIBUTE].get(STORE_ID)
+    infos = dict(zip(paths, layout.array_infos(nodes, paths, where), strict=True))
+    changed = {
+        path: info
+        for path, info in infos.items()
+        if not _read_unchanged(data[path], store, info, metadata, where, store_id)
+    }
+    untabled = {
+        p: info for p, info in changed.items() if TABLE not in (nodes[p].get("attributes") or {})
+    }
+    stale = _read_before([data[p] for p in untabled], store, untabled, metadata, where)
+    for path in untabled:
+        if path in stale:
+            raise _read_since(path, where, keys)
     compared: list[tuple[str, tuple[int, ...], da.Array]] = []
-    for path, info in zip(paths, layout.array_infos(nodes, paths, where), strict=True):
+    for path, info in changed.items():
         values = data[path]
-        if not _read_unchanged(values, store, info, metadata, where, store_id):
-            if TABLE not in nodes[path].get("attributes", {}) and _read_before(
-                values, store, info, metadata, where
-            ):
-                raise _read_since(path, where, keys)
-            rows = _common_rows(values.chunks[0], chunking.regular(info.shape[0], info.chunk_rows))
-            stored = read_array(store, info, rows, metadata)
-            first = _first_differences(values.rechunk({0: rows}), stored)
-            compared.append((path, rows, first))
+        rows = _common_rows(values.chunks[0], chunking.regular(info.shape[0], info.chunk_rows))
+        stored = read_array(store, info, rows, metadata)
+        compared.append((path, rows, _first_differences(values.rechunk({0: rows}), stored)))
     found = dask.compute(*(first for _, _, first in compared))
     for (path, rows, _), firsts in zip(compared, found, strict=True):
         starts = np.cumsum((0, *rows[:-1]))
@@ -120,47 +127,54 @@ def _read_unchanged(
         return False
     (task,) = _graph.layer_tasks(item.layer).values()
     group, _ = _read_of(task)
-    return _group_read_now(item.group_key, group, info, metadata, where) is True
+    return _group_named_now(item.group_key, group, metadata, where)
 
 
-def _group_read_now(
-    name: str, group: Any, info: layout.ArrayInfo, metadata: str, where: str
-) -> bool | None:
-    """For the task ``name`` reading ``group`` (its first argument): ``None`` when it
-    does not read the array ``info`` of the store ``where``, else whether it is named
-    as a group of the same arrays read now (``metadata``: the store's, digested)."""
+def _group_named_now(name: str, group: Any, metadata: str, where: str) -> bool:
+    """Whether the task ``name`` reading ``group`` (its first argument) is named as a
+    group of the same arrays read now from the store ``where`` (``metadata``: the
+    store's, digested)."""
     source = group_source(group)
     if source is None or describe(source[0]) != where:
-        return None
-    if info.path not in [member.path for member in group.infos]:
-        return None
+        return False
     (now,) = {item.group_key for item in group_items(source[0], metadata, where, list(group.infos))}
     return bool(now == name)
 
 
 def _read_before(
-    values: da.Array, store: Store, info: layout.ArrayInfo, metadata: str, where: str
-) -> bool:
-    """Whether the tasks of ``values`` read the array ``info`` of ``store`` as it was
-    before its metadata became what ``metadata`` digests: a read's name digests the
-    metadata it was opened with (see :func:`~.zarr_read.stored_array` and
-    :func:`~.zarr_tiny.group_items`), so a read named otherwise than a read made now
-    is one of an older state of the store."""
-    reads: dict[str, list[slice]] = {}
-    for key, task in _graph.flat_tasks([values]).items():
+    arrays: list[da.Array],
+    store: Store,
+    infos: dict[str, layout.ArrayInfo],
+    metadata: str,
+    where: str,
+) -> set[str]:
+    """The paths of ``infos`` (arrays of ``store``) that the tasks of ``arrays`` read as
+    they were before the store's metadata became what ``metadata`` digests: a read's
+    name digests the metadata it was opened with (see
+    :func:`~.zarr_read.stored_array` and :func:`~.zarr_tiny.group_items`), so a read
+    named otherwise than a read made now is one of an older state of the store."""
+    reads: dict[tuple[str, str], list[slice]] = {}
+    found: set[str] = set()
+    if not infos:
+        return found
+    here: dict[int, bool] = {}
+    for key, task in _graph.flat_tasks(arrays).items():
         argument, region = _read_of(task)
         name = key[0] if isinstance(key, tuple) else key
         if isinstance(argument, ArrayRef):
-            ours = argument.path == info.path and describe(argument.store) == where
-            if ours and not name.startswith("open_zarr-item-"):
-                reads.setdefault(name, []).append(region[0])
-        elif _group_read_now(name, argument, info, metadata, where) is False:
-            return True
-    for name, regions in reads.items():
+            if argument.path not in infos or name.startswith("open_zarr-item-"):
+                continue
+            if here.setdefault(id(argument.store), describe(argument.store) == where):
+                reads.setdefault((argument.path, name), []).append(region[0])
+        elif group_source(argument) is not None:
+            paths = [member.path for member in argument.infos if member.path in infos]
+            if paths and not _group_named_now(name, argument, metadata, where):
+                found.update(paths)
+    for (path, name), regions in reads.items():
         rows = tuple(r.stop - r.start for r in sorted(regions, key=lambda r: r.start))
-        if stored_array(store, info, rows, metadata).name != name:
-            return True
-    return False
+        if stored_array(store, infos[path], rows, metadata).name != name:
+            found.add(path)
+    return found
 
 
 def _read_of(task: Any) -> tuple[Any, Any]:
