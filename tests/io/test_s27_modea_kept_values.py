@@ -582,3 +582,23 @@ def test_two_additions_from_one_opened_tensor(tmp_path, full, old_format):
         np.testing.assert_array_equal(
             block.gradient("other").values.compute(), expected.gradient("strain").values
         )
+
+
+def test_new_gradients_for_some_stored_blocks_are_refused_before_any_comparison(tmp_path, full):
+    """A subset of the stored blocks (drop_blocks) given a new gradient would leave the
+    others without it: refused naming a block without it, before computing anything."""
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
+    before = _contents(path)
+    whole = mtd.from_metatensor(full)
+    subset = mtd.drop_blocks(whole, mtd.Labels(whole.keys.names, whole.keys.values[:1]))
+    with (
+        dask.config.set(scheduler=_raising_scheduler),
+        pytest.raises(
+            mtd.MetatensorDaskError,
+            match=r"the block \(1, 1\) would not have the gradient 'strain' that other blocks "
+            r"would.*every stored key",
+        ),
+    ):
+        subset.to_zarr(path, mode="a", compute=False)
+    assert _contents(path) == before

@@ -453,17 +453,19 @@ def _plan_addition(
             )
     from .zarr_kept_values import check_kept_values, kept_arrays
 
-    check_kept_values(plan.data, kept_arrays(list(plan.data), stored), store, where, stored_keys)
+    kept = {path: plan.data[path] for path in kept_arrays(list(plan.data), stored)}
     for path in [p for p in plan.nodes if p in stored]:
         del plan.nodes[path]
         plan.data.pop(path, None)
         plan.small.pop(path, None)
+    all_keys = stored_keys
     if new_keys:
         all_keys = Labels._trusted(
             stored_keys.names, np.concatenate([stored_keys.values, np.array(new_keys, np.int32)])
         )
         plan_keys(plan, all_keys)
     final = {**stored, **plan.nodes}
+    _check_same_gradients(final, all_keys, where)
     try:
         layout.parse_layout({}, final, where)
     except MetatensorDaskError as error:
@@ -471,7 +473,31 @@ def _plan_addition(
             f"mode='a' can not add this tensor to {where}: the result would not be a valid "
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
+    # last: the comparison may compute the tensor's values
+    check_kept_values(kept, list(kept), store, where, stored_keys)
     return plan, final, token
+
+
+def _check_same_gradients(nodes: dict[str, Any], keys: Labels, where: str) -> None:
+    """Refuse a store of ``nodes`` (after a write in mode "a") whose blocks (of
+    ``keys``) would not have the same gradients: those a tensor adds to some stored
+    blocks only."""
+    found: dict[int, set[str]] = {i: set() for i in range(len(keys))}
+    for path in nodes:
+        parts = path.split("/")
+        if len(parts) > 4 and parts[0] == "blocks" and parts[-1] == "values":
+            found[int(parts[1])].add("/".join(parts[3:-1:2]))
+    every = set().union(*found.values())
+    for index, gradients in found.items():
+        missing = sorted(every - gradients)
+        if missing:
+            key = tuple(int(v) for v in keys.values[index])
+            raise MetatensorDaskError(
+                f"mode='a' can not add this tensor to {where}: the block {key} would not "
+                f"have the gradient '{missing[0]}' that other blocks would, and every block "
+                "of a TensorMap has the same gradients; give the tensor every stored key, "
+                "each with its new gradients (open_zarr gives the stored blocks)"
+            )
 
 
 def _held(values: Any) -> Callable[[], np.ndarray]:
