@@ -91,8 +91,21 @@ def check_kept_values(
     for path in untabled:
         if path in stale:
             raise _read_since(path, where, keys)
+    _compare(data, changed, store, metadata, where, keys)
+
+
+def _compare(
+    data: dict[str, da.Array],
+    infos: dict[str, layout.ArrayInfo],
+    store: Store,
+    metadata: str,
+    where: str,
+    keys: Labels,
+) -> None:
+    """Compare ``data[path]`` with the stored array ``infos[path]`` for every path of
+    ``infos``, in one computation; refuse the first that differs."""
     compared: list[tuple[str, tuple[int, ...], da.Array]] = []
-    for path, info in changed.items():
+    for path, info in infos.items():
         values = data[path]
         rows = _common_rows(values.chunks[0], chunking.regular(info.shape[0], info.chunk_rows))
         stored = read_array(store, info, rows, metadata)
@@ -137,8 +150,8 @@ def _group_named_now(name: str, group: Any, metadata: str, where: str) -> bool:
     source = group_source(group)
     if source is None or describe(source[0]) != where:
         return False
-    (now,) = {item.group_key for item in group_items(source[0], metadata, where, list(group.infos))}
-    return bool(now == name)
+    now = group_items(source[0], metadata, where, list(group.infos))
+    return name in {item.group_key for item in now}
 
 
 def _read_before(
@@ -164,6 +177,8 @@ def _read_before(
         if isinstance(argument, ArrayRef):
             if argument.path not in infos or name.startswith("open_zarr-item-"):
                 continue
+            if not (isinstance(region, tuple) and region and isinstance(region[0], slice)):
+                continue  # not a read of a region: compared as any other values
             if here.setdefault(id(argument.store), describe(argument.store) == where):
                 reads.setdefault((argument.path, name), []).append(region[0])
         elif group_source(argument) is not None:
