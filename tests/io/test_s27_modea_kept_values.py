@@ -124,10 +124,10 @@ def _persisted(path, full):
     return _gradients_added(mtd.open_zarr(path, chunks=3).persist(), full)
 
 
-def _from_mts(path, full):
+def _from_mts(path, full, chunks):
     mts = path.with_suffix(".mts")
     metatensor.save(str(mts), _without(full))
-    return _gradients_added(mtd.load(mts, chunks=5), full)
+    return _gradients_added(mtd.load(mts, chunks=chunks), full)
 
 
 def _from_copy(path, full):
@@ -149,12 +149,13 @@ def _sliced_whole(path, full):
         (lambda path, full: _opened(path, full, 9), True),
         (lambda path, full: _opened(path, full, "1KiB"), True),
         (_persisted, False),  # tiny blocks' items are arrays of their own once persisted
-        (_from_mts, False),
+        (lambda path, full: _from_mts(path, full, 5), False),
+        (lambda path, full: _from_mts(path, full, None), False),
         (_from_copy, False),
         (_sliced_whole, False),
         (lambda path, full: mtd.from_metatensor(full), False),
     ],
-    ids=["stored", "3", "9", "1KiB", "persisted", "mts", "copy", "sliced", "numpy"],
+    ids=["stored", "3", "9", "1KiB", "persisted", "mts", "mts-tiny", "copy", "sliced", "numpy"],
 )
 def test_the_stored_values_reached_otherwise_are_accepted(tmp_path, full, source, lazy):
     path = tmp_path / "t.zarr"
