@@ -426,8 +426,8 @@ def _plan_addition(
 
     Returns the plan (new nodes only), the nodes of the store once written and the
     write's token. A known key that brings no new gradient is refused: it would be a
-    silent no-op; one that does must have the stored values (see
-    :mod:`.zarr_kept_values`).
+    silent no-op; one that does must have the stored values, of the block and of its
+    stored gradients (see :mod:`.zarr_kept_values`).
     """
     stored_keys = _stored_keys(store, stored, where)
     if stored_keys.names != tensor.keys.names:
@@ -451,20 +451,21 @@ def _plan_addition(
                 f"the key {tuple(int(v) for v in key.values)} is already stored in {where}, "
                 f"with everything this tensor has for it: {remedy}"
             )
-    from .zarr_kept_values import check_kept_values, kept_parents
+    from .zarr_kept_values import check_kept_values, kept_arrays
 
-    kept = kept_parents([p for p in plan.nodes if p not in stored], stored)
-    check_kept_values(plan.data, kept, store, where, stored_keys)
+    kept = {path: plan.data[path] for path in kept_arrays(list(plan.data), stored)}
     for path in [p for p in plan.nodes if p in stored]:
         del plan.nodes[path]
         plan.data.pop(path, None)
         plan.small.pop(path, None)
+    all_keys = stored_keys
     if new_keys:
         all_keys = Labels._trusted(
             stored_keys.names, np.concatenate([stored_keys.values, np.array(new_keys, np.int32)])
         )
         plan_keys(plan, all_keys)
     final = {**stored, **plan.nodes}
+    _check_same_gradients(final, all_keys, where)
     try:
         layout.parse_layout({}, final, where)
     except MetatensorDaskError as error:
@@ -472,7 +473,31 @@ def _plan_addition(
             f"mode='a' can not add this tensor to {where}: the result would not be a valid "
             f"TensorMap ({error}); every block needs the same gradients, names and dtype"
         ) from None
+    # last: the comparison may compute the tensor's values
+    check_kept_values(kept, list(kept), store, where, stored_keys)
     return plan, final, token
+
+
+def _check_same_gradients(nodes: dict[str, Any], keys: Labels, where: str) -> None:
+    """Refuse a store of ``nodes`` (after a write in mode "a") whose blocks (of
+    ``keys``) would not have the same gradients: those a tensor adds to some stored
+    blocks only."""
+    found: dict[int, set[str]] = {i: set() for i in range(len(keys))}
+    for path in nodes:
+        parts = path.split("/")
+        if len(parts) > 4 and parts[0] == "blocks" and parts[-1] == "values":
+            found[int(parts[1])].add("/".join(parts[3:-1:2]))
+    every = set().union(*found.values())
+    for index, gradients in found.items():
+        missing = sorted(every - gradients)
+        if missing:
+            key = tuple(int(v) for v in keys.values[index])
+            raise MetatensorDaskError(
+                f"mode='a' can not add this tensor to {where}: the block {key} would not "
+                f"have the gradient '{missing[0]}' that other blocks would, and every block "
+                "of a TensorMap has the same gradients; give the tensor every stored key, "
+                "each with its new gradients (open_zarr gives the stored blocks)"
+            )
 
 
 def _held(values: Any) -> Callable[[], np.ndarray]:
@@ -847,8 +872,9 @@ def to_zarr(
         without; ``"w-"`` creates and fails if a store exists; ``"w"`` overwrites;
         ``"a"`` adds blocks (new keys) and gradients to a complete store (or creates
         one), and refuses a key that is already stored and brings no new gradient; the
-        stored values of a key that does are kept, and must be the tensor's (compared
-        before anything is written, but for values read from this store as it is);
+        stored values of a key that does (its block's and its stored gradients') are
+        kept, and must be the tensor's (compared before anything is written, but for
+        values read from this store as it is);
         ``"r+"`` rewrites the values of an existing store whose metadata (keys,
         labels, shapes, dtypes, gradients) is identical.
     compute
