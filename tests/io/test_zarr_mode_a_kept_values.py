@@ -150,7 +150,10 @@ def test_values_of_a_store_overwritten_since_opened_are_compared(tmp_path, full)
     tensor = _opened_with_gradients(path, full)
     other = _with_values(without, lambda key, values: values * 2)
     mtd.from_metatensor(other).to_zarr(path, mode="w", chunks=4)
-    with pytest.raises(mtd.MetatensorDaskError, match=r"overwritten \(or is being written\) since this tensor was opened"):
+    with pytest.raises(
+        mtd.MetatensorDaskError,
+        match=r"overwritten \(or is being written\) since this tensor was opened",
+    ):
         tensor.to_zarr(path, mode="a")
     assert_equal_to_metatensor(mtd.open_zarr(path), other)
 
