@@ -95,13 +95,15 @@ def _commit_in_order(
     function: Any,
 ) -> None:
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
+    # the workers that ran or run an append of the current chain (see _forget_lost)
+    chain = {c.holder for c in commits}
     checked = 0.0
     while batches.committed < batches.total:
         # cleared before looking at the futures: one finishing from now on sets it again
         batches.changed.clear()
         if not workers or time.monotonic() - checked > WORKERS_CHECKED:
             workers, checked = client.nthreads(), time.monotonic()
-            if _forget_lost(commits, workers):
+            if _forget_lost(commits, chain, workers):
                 # their commits are submitted again once their batches are computed
                 for position in range(len(commits), len(batches.futures)):
                     batches.watch(batches.futures[position])
@@ -117,7 +119,7 @@ def _commit_in_order(
                 # submitted with its batch: sent to the worker as soon as the batch
                 # and the commit before it are done (only the commit is watched: each
                 # future watched costs this process a thread's callback when it ends)
-                commits.append(_submit(client, batches, target, commits, worker))
+                _chained(chain, commits, _submit(client, batches, target, commits, worker))
             else:  # its commit is submitted once it is computed, see below
                 batches.watch(computed)
         # the commits of the batches computed meanwhile (after a worker left: computed
@@ -128,7 +130,7 @@ def _commit_in_order(
             and batches.futures[len(commits)].done()
             and _chainable(commits)
         ):
-            commits.append(_submit(client, batches, target, commits))
+            _chained(chain, commits, _submit(client, batches, target, commits))
         if commits and commits[0].appended.done():
             index = batches.committed
             appended = commits.popleft().appended
@@ -189,16 +191,30 @@ def _submit(
     return _Commit(holders[0] if holders else None, appended, link)
 
 
-def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> bool:
-    """Forget (release) the commits from the first whose batch was held by a worker that
-    left: pinned to it, they would wait for it forever. Its batches are computed again
-    on the workers left (:func:`_compute_lost`), and the loop submits these commits again, after
-    the ones before (or the store's root, when none is left). A task of the forgotten
-    ones still running writes the bytes its new copy writes. Returns whether any was
+def _chained(chain: set[str | None], commits: deque[_Commit], commit: _Commit) -> None:
+    """``commit`` appended to ``commits``, its worker to those of its ``chain`` (the
+    chain's first append starts them again)."""
+    if commit.link == 0:
+        chain.clear()
+    chain.add(commit.holder)
+    commits.append(commit)
+
+
+def _forget_lost(commits: deque[_Commit], chain: set[str | None], workers: dict[str, int]) -> bool:
+    """Forget (release) every append not yet seen done when a worker that ran an append
+    of the current chain left: those pinned to it would wait for it forever, and each
+    later one needs the root document that the append before it returned, which may
+    have left with it (held by that worker only: the scheduler would run that append
+    again, pinned to the worker that left). The loop submits them again once their
+    batches are computed (those the worker held: again, see :func:`_compute_lost`),
+    the first one reading the store's root. An append whose batch is committed already
+    (done, not yet seen done here) then writes nothing; a task of the forgotten ones
+    still running writes the bytes its new copy writes. Returns whether any was
     forgotten."""
-    lost = [c.holder is not None and c.holder not in workers for c in commits]
-    if True not in lost:
+    if all(worker is None or worker in workers for worker in chain):
         return False
-    for _ in range(len(commits) - lost.index(True)):
-        commits.pop()
+    chain.clear()
+    if not commits:
+        return False
+    commits.clear()
     return True
