@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import metatensor
 import numpy as np
 import pytest
 from ingest_support import renumbered
 
 import metatensor_dask as mtd
+from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
@@ -197,3 +199,129 @@ def test_a_worker_back_at_its_address_commits_no_batch_twice(tmp_path):
     assert errors == []
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(5, 1))
     assert mtd.verify(tmp_path / "t.zarr").ok
+
+
+def crashing(bad: int, items: list[int]) -> metatensor.TensorMap:
+    """:func:`batch`, but the process computing item ``bad`` exits at once."""
+    if bad in items:
+        os._exit(1)
+    return batch(items)
+
+
+def test_a_batch_that_kills_its_workers_fails_naming_it_and_resume_completes(tmp_path):
+    """A batch whose worker dies each time (its memory limit exceeded, a crash) was
+    computed again on a new worker forever, which killed them all in turn: it fails
+    once distributed's allowed failures are exceeded, naming the batch, the cause and
+    the remedy, and a resume with a fixed function completes the store."""
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "t.zarr"
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        ) as local,
+        Client(local),
+    ):
+        function = functools.partial(crashing, 2)
+        with running(function, 5, path, batch_size=1) as errors:
+            pass
+        (error,) = errors
+        assert isinstance(error, MetatensorDaskError)
+        message = str(error)
+        assert "batch 2 (items 2 to 2, first item 2) failed" in message
+        assert "died 2 times" in message and "allowed-failures=1" in message
+        assert "memory limit" in message and "resume=True" in message
+        assert committed(path) == 2
+        mtd.write_batches(batch, list(range(5)), path, batch_size=1, resume=True, quiet=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 1))
+
+
+def wait_once(folder: str, values: np.ndarray) -> np.ndarray:
+    """``values``; the first call writes its pid to ``committing`` and waits for
+    ``go-commit``."""
+    mark = Path(folder) / "committing"
+    if not mark.exists():
+        mark.write_text(str(os.getpid()))
+        while not (Path(folder) / "go-commit").exists():
+            time.sleep(0.01)
+    return values
+
+
+def lazily_held(folder: str, hold: int, items: list[int]) -> mtd.TensorMap:
+    """:func:`batch` as a metatensor-dask TensorMap whose values are computed by the
+    commit of the batch; those of the batch of item ``hold`` wait (see
+    :func:`wait_once`): the worker holding it is then in the middle of a commit."""
+    import dask.array
+
+    core = batch(items)
+    blocks = []
+    for block in mtd.from_metatensor(core).blocks():
+        values = np.array(block.values)
+        if items[0] == hold:
+            delayed = dask.delayed(wait_once)(folder, values)
+            values = dask.array.from_delayed(delayed, values.shape, values.dtype)
+        new = mtd.TensorBlock(values, block.samples, block.components, block.properties)
+        for parameter, gradient in block.gradients():
+            new.add_gradient(parameter, gradient)
+        blocks.append(new)
+    return mtd.TensorMap(mtd.Labels(core.keys.names, np.array(core.keys.values)), blocks)
+
+
+@contextlib.contextmanager
+def local_cluster(**settings: Any) -> Iterator[Any]:
+    """A client of a new LocalCluster of 2 worker processes, under dask ``settings``."""
+    from distributed import Client, LocalCluster
+
+    with (
+        dask.config.set(settings),
+        LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client
+
+
+def test_a_worker_killed_in_the_middle_of_a_commit_loses_nothing(tmp_path):
+    """The worker committing batch 1 is killed after planning it: the batch is computed
+    again elsewhere and committed once."""
+    path = tmp_path / "t.zarr"
+    function = functools.partial(lazily_held, str(tmp_path), 1)
+    with local_cluster() as client, running(function, 5, path, batch_size=1) as errors:
+        pid = int(until(lambda: read(tmp_path / "committing"), "batch 1 was not committed"))
+        assert committed(path) == 1
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: pid not in (worker_pids(client) or {pid}), "the worker did not leave")
+        (tmp_path / "go-commit").touch()
+    assert errors == []
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 1))
+    assert mtd.verify(path).ok
+
+
+def read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+@pytest.mark.parametrize("stalled", ["under", "beyond"])
+def test_a_worker_stopped_longer_than_the_lock_timeout(tmp_path, stalled):
+    """The worker committing batch 1 is stopped (SIGSTOP) longer than the lock timeout,
+    then let go (SIGCONT): before distributed takes it for dead, the run waits for it;
+    beyond that, distributed restarts it and the run goes on without it. Either way the
+    store is metatensor's join, each batch once."""
+    path = tmp_path / "t.zarr"
+    function = functools.partial(lazily_held, str(tmp_path), 1)
+    settings = {"metatensor_dask.lock-timeout": 1, "distributed.scheduler.worker-ttl": "1s"}
+    with local_cluster(**settings) as client, running(function, 5, path, batch_size=1) as errors:
+        pid = int(until(lambda: read(tmp_path / "committing"), "batch 1 was not committed"))
+        os.kill(pid, signal.SIGSTOP)
+        (tmp_path / "go-commit").touch()
+        if stalled == "under":
+            time.sleep(2)
+        else:
+            until(lambda: pid not in (worker_pids(client) or {pid}), "the worker was not left")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert errors == []
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 1))
+    assert mtd.verify(path).ok

@@ -32,10 +32,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import dask
+
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 from .ingest_submit import compute, start
+from .ingest_worker import killed
 
 __all__ = ["on_cluster"]
 
@@ -102,12 +105,12 @@ def _commit_in_order(
         # cleared before looking at the futures: one finishing from now on sets it again
         batches.changed.clear()
         if not workers or time.monotonic() - checked > WORKERS_CHECKED:
-            workers, checked = client.nthreads(), time.monotonic()
+            before, workers, checked = workers, client.nthreads(), time.monotonic()
             if _forget_lost(commits, chain, workers):
                 # their commits are submitted again once their batches are computed
                 for position in range(len(commits), len(batches.futures)):
                     batches.watch(batches.futures[position])
-            _compute_lost(client, batches, workers, function)
+            _compute_lost(client, batches, workers, before, function)
         while batches.wanted(max(sum(workers.values()), 1)):
             # each worker computes its share of the window: its memory holds at most
             # that many batches, however long the run
@@ -153,16 +156,51 @@ def _commit_in_order(
         progress.update(batches.computed, batches.committed)
 
 
-def _compute_lost(client: Any, batches: Batches, workers: dict[str, int], function: Any) -> None:
+def _compute_lost(
+    client: Any,
+    batches: Batches,
+    workers: dict[str, int],
+    before: dict[str, int],
+    function: Any,
+) -> None:
     """The batches sent to a worker that left, computed again on the workers left (in
     item order, each worker its share of the window; their commits are submitted
-    again, see :func:`_forget_lost`); the batches it computed left with it."""
+    again, see :func:`_forget_lost`); the batches it computed left with it.
+
+    ``before``: the threads of the workers at the previous look. A batch whose workers
+    died while computing it more than ``distributed.scheduler.allowed-failures`` times
+    (see :func:`_count_deaths`) is not computed again: it fails, naming the cause (its
+    function kills the process computing it, a worker killed for exceeding its memory
+    limit, say), and the run stops once the batches before it are committed."""
+    _count_deaths(batches, workers, before)
+    allowed = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
     for position, worker in enumerate(batches.workers):
         if worker is not None and worker not in workers:
             batches.workers[position] = None  # not counted where it went
+            index = batches.committed + position
+            deaths = batches.deaths.get(index, 0)
+            if deaths > allowed:
+                future = client.submit(killed, deaths, allowed, pure=False)
+                batches.replace(position, future, None)
+                continue
             now = batches.next_worker(workers)
-            future = compute(client, batches, batches.committed + position, now, function)
+            future = compute(client, batches, index, now, function)
             batches.replace(position, future, now)
+
+
+def _count_deaths(batches: Batches, workers: dict[str, int], before: dict[str, int]) -> None:
+    """Count, in :attr:`.Batches.deaths`, a death of the worker computing each batch
+    sent to a worker that left: the first of its batches not computed, as many as it
+    had threads (a worker runs the batches sent to it in order). Those it held
+    computed, and those waiting for a thread, did not kill it."""
+    running: dict[str, int] = {}
+    for position, (future, worker) in enumerate(zip(batches.futures, batches.workers, strict=True)):
+        if worker is None or worker in workers or future.status != "pending":
+            continue
+        if running.get(worker, 0) < before.get(worker, 1):
+            index = batches.committed + position
+            batches.deaths[index] = batches.deaths.get(index, 0) + 1
+        running[worker] = running.get(worker, 0) + 1
 
 
 def _submit(

@@ -70,6 +70,8 @@ class Batches:
         #: On a cluster, the task holding the function, which every batch takes
         #: (:func:`.ingest_submit.send_function`).
         self.function_task: Any = None
+        #: On a cluster, by batch index: how many times the worker computing it died.
+        self.deaths: dict[int, int] = {}
 
     @property
     def computed(self) -> int:
