@@ -213,16 +213,8 @@ def test_a_batch_that_kills_its_workers_fails_naming_it_and_resume_completes(tmp
     computed again on a new worker forever, which killed them all in turn: it fails
     once distributed's allowed failures are exceeded, naming the batch, the cause and
     the remedy, and a resume with a fixed function completes the store."""
-    from distributed import Client, LocalCluster
-
     path = tmp_path / "t.zarr"
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local),
-    ):
+    with local_cluster():
         function = functools.partial(crashing, 2)
         with running(function, 5, path, batch_size=1) as errors:
             pass
@@ -230,7 +222,7 @@ def test_a_batch_that_kills_its_workers_fails_naming_it_and_resume_completes(tmp
         assert isinstance(error, MetatensorDaskError)
         message = str(error)
         assert "batch 2 (items 2 to 2, first item 2) failed" in message
-        assert "died 2 times" in message and "allowed-failures=1" in message
+        assert "died 4 times" in message and "allowed-failures=3" in message
         assert "memory limit" in message and "resume=True" in message
         assert committed(path) == 2
         mtd.write_batches(batch, list(range(5)), path, batch_size=1, resume=True, quiet=True)
