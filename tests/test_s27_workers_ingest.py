@@ -248,8 +248,10 @@ def lazily_held(folder: str, hold: int, items: list[int]) -> mtd.TensorMap:
 
     core = batch(items)
     blocks = []
-    for block in mtd.from_metatensor(core).blocks():
-        values = np.array(block.values)
+    # (the values from metatensor: computing a dask array in a task of a worker would
+    # send its tasks to the cluster)
+    for source, block in zip(core.blocks(), mtd.from_metatensor(core).blocks(), strict=True):
+        values = np.array(source.values)
         if items[0] == hold:
             delayed = dask.delayed(wait_once)(folder, values)
             values = dask.array.from_delayed(delayed, values.shape, values.dtype)
@@ -317,3 +319,51 @@ def test_a_worker_stopped_longer_than_the_lock_timeout(tmp_path, stalled):
     assert errors == []
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(5, 1))
     assert mtd.verify(path).ok
+
+
+def test_a_worker_killed_computing_the_first_batch_loses_nothing(tmp_path):
+    """The worker computing batch 0 (sent before the store existed, with the batches
+    after it) is killed: its batches are computed again elsewhere, their commits
+    pinned to the worker holding them then."""
+    path = tmp_path / "t.zarr"
+    function = functools.partial(held, str(tmp_path), frozenset({0}))
+    with local_cluster() as client, running(function, 7, path, batch_size=1, window=4) as errors:
+        pid = int(until(lambda: read(tmp_path / "started-0"), "batch 0 did not start"))
+        (tmp_path / "started-0").unlink()
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: pid not in (worker_pids(client) or {pid}), "the worker did not leave")
+        (tmp_path / "go-0").touch()
+    assert errors == []
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(7, 1))
+    assert mtd.verify(path).ok
+
+
+def computed(client: Any) -> int:
+    """The batches held by the workers (the tasks computing them are named after the
+    function, a ``functools.partial``)."""
+    held = client.who_has()
+    return sum(1 for key, where in held.items() if str(key).startswith("partial-") and where)
+
+
+def test_a_worker_lost_before_this_process_saw_it_does_not_hang_the_run(tmp_path, monkeypatch):
+    """Chains of one append each: the append of batch 1 is submitted once batch 0 is
+    committed, after the worker holding batch 1 was killed and before this process
+    looked at the workers again. Sent to no worker in particular, it waited forever for
+    batch 1, which the scheduler computed again on the worker that left only."""
+    from metatensor_dask.io import ingest_cluster
+
+    monkeypatch.setattr(ingest_cluster, "CHAIN", 1)
+    monkeypatch.setattr(ingest_cluster, "WORKERS_CHECKED", 4.0)
+    path = tmp_path / "t.zarr"
+    function = functools.partial(lazily_held, str(tmp_path), 0)
+    options = {"batch_size": 1, "window": 2}
+    with local_cluster() as client, running(function, 4, path, **options) as errors:
+        committing = int(until(lambda: read(tmp_path / "committing"), "batch 0 not committed"))
+        pids = until(lambda: worker_pids(client), "no workers")
+        (other,) = pids - {committing}
+        until(lambda: computed(client) == 2, "batch 1 was not computed")
+        os.kill(other, signal.SIGKILL)
+        until(lambda: other not in (worker_pids(client) or {other}), "the worker did not leave")
+        (tmp_path / "go-commit").touch()
+    assert errors == []
+    assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(4, 1))

@@ -211,10 +211,18 @@ def _submit(
     worker: str | None = None,
 ) -> _Commit:
     """The task appending the next batch, after those of ``commits``, on ``worker`` (the
-    one its batch was sent to), else on the worker holding the computed batch."""
+    one its batch was sent to), else on the worker holding the computed batch.
+
+    A batch computed that no worker holds was held by a worker that left, which this
+    process has not seen yet: its append is pinned to that worker too, and forgotten
+    with it (see :func:`_forget_lost`). Sent anywhere, it would have waited forever for
+    the batch, which the scheduler computes again on that worker only."""
     index = batches.committed + len(commits)
     future = batches.futures[len(commits)]
     holders = [worker] if worker else list(client.who_has([future]).get(future.key, ()))
+    sent = batches.workers[len(commits)]
+    if not holders and sent is not None and future.status == "finished":
+        holders = [sent]
     # (none when the batch failed: its task fails at once, wherever it runs); first
     # among the tasks queued on the worker: appending frees a batch
     pin = {"workers": holders[:1], "allow_other_workers": False} if holders else {}
