@@ -345,11 +345,11 @@ def computed(client: Any) -> int:
     return sum(1 for key, where in held.items() if str(key).startswith("partial-") and where)
 
 
-def test_a_worker_lost_before_this_process_saw_it_does_not_hang_the_run(tmp_path, monkeypatch):
-    """Chains of one append each: the append of batch 1 is submitted once batch 0 is
-    committed, after the worker holding batch 1 was killed and before this process
-    looked at the workers again. Sent to no worker in particular, it waited forever for
-    batch 1, which the scheduler computed again on the worker that left only."""
+def test_a_worker_lost_between_two_chains_of_appends(tmp_path, monkeypatch):
+    """Chains of one append each (the append of batch 1 is submitted once batch 0 is
+    committed, to the worker then holding batch 1), and rare looks at the workers: the
+    worker holding batch 1 is killed while batch 0 is committed. Batch 1 is computed
+    again and committed once."""
     from metatensor_dask.io import ingest_cluster
 
     monkeypatch.setattr(ingest_cluster, "CHAIN", 1)
@@ -367,3 +367,58 @@ def test_a_worker_lost_before_this_process_saw_it_does_not_hang_the_run(tmp_path
         (tmp_path / "go-commit").touch()
     assert errors == []
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(4, 1))
+
+
+def killed_while_computing(folder: Path, client: Any, action: Callable[[], Any]) -> Any:
+    """``action()`` in a thread, the worker computing the held values of
+    :func:`lazily_held` killed once they are reached; its result."""
+    found: list[Any] = []
+    thread = threading.Thread(target=lambda: found.append(action()), daemon=True)
+    thread.start()
+    pid = int(until(lambda: read(folder / "committing"), "the held values were not reached"))
+    os.kill(pid, signal.SIGKILL)
+    until(lambda: pid not in (worker_pids(client) or {pid}), "the worker did not leave")
+    (folder / "go-commit").touch()
+    thread.join(HUNG)
+    assert not thread.is_alive(), "hung after a worker was killed"
+    (folder / "committing").unlink()
+    (folder / "go-commit").unlink()
+    return found[0] if found else None
+
+
+def test_writes_and_operations_survive_a_killed_worker(tmp_path):
+    """A worker killed while it computes a chunk: of to_zarr (a new store), of to_zarr
+    from a store to another (an operation on a store opened lazily), of an append, and
+    of an operation on a map loaded from an ``.mts`` file. distributed computes the
+    chunk again elsewhere; each result equals metatensor's."""
+    core = batch(list(range(6)))
+    more = batch([6, 7, 8])
+    source = tmp_path / "source.zarr"
+    folder = str(tmp_path)
+    metatensor.save(str(tmp_path / "t.mts"), core)
+    with local_cluster() as client:
+        lazy = lazily_held(folder, 0, list(range(6)))
+        killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(lazy, source, chunks=2))
+        assert_equal_to_metatensor(mtd.open_zarr(source).compute(), core)
+
+        summed = mtd.add(mtd.open_zarr(source), lazily_held(folder, 0, list(range(6))))
+        copy = tmp_path / "copy.zarr"
+        killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(summed, copy))
+        assert_equal_to_metatensor(mtd.open_zarr(copy).compute(), metatensor.add(core, core))
+
+        appended = lazily_held(folder, 6, [6, 7, 8])
+        killed_while_computing(
+            tmp_path,
+            client,
+            lambda: mtd.to_zarr(appended, source, append_dim="samples", renumber={"system": 6}),
+        )
+        joined = metatensor.join(
+            [core, renumbered(more, 6)], axis="samples", different_keys="union"
+        )
+        assert_equal_to_metatensor(mtd.open_zarr(source).compute(), joined)
+        assert mtd.verify(source).ok
+
+        loaded = mtd.load(tmp_path / "t.mts")
+        product = mtd.multiply(loaded, lazily_held(folder, 0, list(range(6))))
+        found = killed_while_computing(tmp_path, client, product.compute)
+        assert_equal_to_metatensor(found, metatensor.multiply(core, core))
