@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -222,7 +223,9 @@ def test_a_batch_that_kills_its_workers_fails_naming_it_and_resume_completes(tmp
         assert isinstance(error, MetatensorDaskError)
         message = str(error)
         assert "batch 2 (items 2 to 2, first item 2) failed" in message
-        assert "died 4 times" in message and "allowed-failures=3" in message
+        # counted here, or by distributed for a batch sent to no worker in particular
+        # (none was running when it was sent again)
+        assert re.search("died 4 times .*allowed-failures=3|on 4 different workers", message)
         assert "memory limit" in message and "resume=True" in message
         assert committed(path) == 2
         mtd.write_batches(batch, list(range(5)), path, batch_size=1, resume=True, quiet=True)

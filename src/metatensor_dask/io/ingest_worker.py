@@ -22,7 +22,7 @@ from typing import Any
 
 from dask.sizeof import sizeof
 
-__all__ = ["Shipped", "call", "killed"]
+__all__ = ["KILLED", "Shipped", "call", "killed"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ def call(function: Shipped, items: list[Any]) -> Any:
     return found(items)
 
 
+#: Why the workers computing a batch die each time, and what to do.
+KILLED = (
+    "the function kills the process that computes this batch, by exceeding the memory "
+    "limit of the workers (make the batches smaller or the memory of the workers "
+    "larger), a crash in compiled code or an exit"
+)
+
+
 def killed(deaths: int, allowed: int) -> None:
     """Fail a batch whose workers died ``deaths`` times while computing it, more than
     distributed's ``allowed`` failures."""
@@ -59,10 +67,7 @@ def killed(deaths: int, allowed: int) -> None:
 
     raise MetatensorDaskError(
         f"the worker computing it died {deaths} times (more than "
-        f"distributed.scheduler.allowed-failures={allowed}): the function kills the process "
-        "that computes this batch, by exceeding the memory limit of the workers (make "
-        "the batches smaller or the memory of the workers larger), a crash in compiled "
-        "code or an exit"
+        f"distributed.scheduler.allowed-failures={allowed}): {KILLED}"
     )
 
 
