@@ -13,9 +13,12 @@ batch with it (50 MiB sent between the workers, for batches of 16 silicon cells)
 Consecutive batches go to one worker, up to its share of the window
 (:meth:`.ingest_schedule.Batches.next_worker`), so that most commits follow one
 another on one worker. When a worker leaves (a batch job ending, a node lost), the
-batches sent to it are computed again on the workers left and the chain is submitted
-again from the first batch it held, each append pinned to the worker then holding its
-batch. This process keeps the window full and watches the workers.
+batches sent to it are computed again on the workers left and, when it ran an append of
+the chain, the chain is submitted again from the first batch not seen committed, each
+append pinned to the worker then holding its batch (an append finding its batch in the
+store's root writes nothing). A batch whose workers die each time they compute it fails
+once distributed's allowed failures are exceeded. This process keeps the window full
+and watches the workers.
 
 A chain holds at most :data:`CHAIN` appends: the scheduler keeps every task that a task
 it holds depends on (to compute it again if its result is lost), so one chain of all the
