@@ -356,7 +356,7 @@ def test_a_worker_lost_between_two_chains_of_appends(tmp_path, monkeypatch):
     from metatensor_dask.io import ingest_cluster
 
     monkeypatch.setattr(ingest_cluster, "CHAIN", 1)
-    monkeypatch.setattr(ingest_cluster, "WORKERS_CHECKED", 4.0)
+    monkeypatch.setattr(ingest_cluster, "WORKERS_CHECKED", 2.0)
     path = tmp_path / "t.zarr"
     function = functools.partial(lazily_held, str(tmp_path), 0)
     options = {"batch_size": 1, "window": 2}
