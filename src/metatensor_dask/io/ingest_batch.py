@@ -38,12 +38,12 @@ from .zarr_append import (
     commit,
     documents,
     plan_append,
-    read_root,
     store_now,
 )
 from .zarr_codecs import template
 from .zarr_plan import plan_whole, shard_chunks
 from .zarr_renumber import shifted
+from .zarr_store import get_many
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
@@ -171,17 +171,59 @@ def append_batch(
     """
     gc.collect(1)
     with collector_paused(young_collected=True), config.overridden(target.settings):
-        found = _plan_batch(target, index, first, result, previous)
+        raw = _root_before(target, previous)
+        existing = _parse_root(raw, target.lock.where)
+        if _committed(existing, index, target.lock.where):
+            return raw
+        found = _plan_batch(target, index, first, result, existing)
         target.lock.check()
         commit(target.store, found)
         return found["zarr.json"]
 
 
+def _root_before(target: Target, previous: bytes | None) -> bytes:
+    """The root document that batch ``index`` is appended to: ``previous``, else the
+    store's."""
+    if previous is not None:
+        return previous
+    (raw,) = get_many(target.store, ["zarr.json"])
+    if raw is None:
+        raise MetatensorDaskError(
+            f"{target.lock.where} has no root document: it was deleted while write_batches "
+            "ran; write the store again"
+        )
+    return raw
+
+
+def _committed(existing: tuple[dict[str, Any], dict[str, Any]], index: int, where: str) -> bool:
+    """Whether batch ``index`` is committed already in the root ``existing``.
+
+    It is when its task runs again: the worker holding the result of a commit left
+    before the next commit read it (a batch job ending, a node lost), and the chain is
+    run again from the store's root, which holds it. Appended again, its rows would be
+    stored twice. A root that lacks batches before ``index`` is refused: appended
+    there, the batch would take their place."""
+    record = existing[0].get(layout.ATTRIBUTE, {}).get(RUN) or {}
+    done = int(record.get("committed", 0))
+    if done < index:
+        raise MetatensorDaskError(
+            f"batch {index} can not be committed to {where}: its root document records "
+            f"{done} batches committed, not the {index} before it (another process "
+            "wrote an older root); call write_batches(..., resume=True) to continue "
+            f"after the {done} it records"
+        )
+    return done > index
+
+
 def _plan_batch(
-    target: Target, index: int, first: Any, result: Any, previous: bytes | None
+    target: Target,
+    index: int,
+    first: Any,
+    result: Any,
+    existing: tuple[dict[str, Any], dict[str, Any]],
 ) -> dict[str, bytes]:
-    """Store batch ``index`` after ``previous`` (see :func:`append_batch`); returns the
-    documents to commit (its metadata, with the run record), by key."""
+    """Store batch ``index`` after the root ``existing`` (see :func:`append_batch`);
+    returns the documents to commit (its metadata, with the run record), by key."""
     store, lock, run = target.store, target.lock, target.run
     start = index * run["batch_size"]
     renumber = None if run["renumber"] is None else (run["renumber"], start)
@@ -189,10 +231,6 @@ def _plan_batch(
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
     where = lock.where
-    if previous is None:
-        existing = read_root(store, where)
-    else:
-        existing = _parse_root(previous, where)
     chunks = _append_chunks(target.chunks, tensor)
     # (a CoreTensor has the part of TensorMap's interface that plan_append reads)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)  # type: ignore[arg-type]

@@ -13,9 +13,12 @@ batch with it (50 MiB sent between the workers, for batches of 16 silicon cells)
 Consecutive batches go to one worker, up to its share of the window
 (:meth:`.ingest_schedule.Batches.next_worker`), so that most commits follow one
 another on one worker. When a worker leaves (a batch job ending, a node lost), the
-batches sent to it are computed again on the workers left and the chain is submitted
-again from the first batch it held, each append pinned to the worker then holding its
-batch. This process keeps the window full and watches the workers.
+batches sent to it are computed again on the workers left and, when it ran an append of
+the chain, the chain is submitted again from the first batch not seen committed, each
+append pinned to the worker then holding its batch (an append finding its batch in the
+store's root writes nothing). A batch whose workers die each time they compute it fails
+once distributed's allowed failures are exceeded. This process keeps the window full
+and watches the workers.
 
 A chain holds at most :data:`CHAIN` appends: the scheduler keeps every task that a task
 it holds depends on (to compute it again if its result is lost), so one chain of all the
@@ -32,10 +35,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import dask
+
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 from .ingest_submit import compute, start
+from .ingest_worker import killed
 
 __all__ = ["on_cluster"]
 
@@ -95,17 +101,19 @@ def _commit_in_order(
     function: Any,
 ) -> None:
     workers: dict[str, int] = {}  # their threads, read again every second: they come and go
+    # the workers that ran or run an append of the current chain (see _forget_lost)
+    chain = {c.holder for c in commits}
     checked = 0.0
     while batches.committed < batches.total:
         # cleared before looking at the futures: one finishing from now on sets it again
         batches.changed.clear()
         if not workers or time.monotonic() - checked > WORKERS_CHECKED:
-            workers, checked = client.nthreads(), time.monotonic()
-            if _forget_lost(commits, workers):
+            before, workers, checked = workers, client.nthreads(), time.monotonic()
+            if _forget_lost(commits, chain, workers):
                 # their commits are submitted again once their batches are computed
                 for position in range(len(commits), len(batches.futures)):
                     batches.watch(batches.futures[position])
-            _compute_lost(client, batches, workers, function)
+            _compute_lost(client, batches, workers, before, function)
         while batches.wanted(max(sum(workers.values()), 1)):
             # each worker computes its share of the window: its memory holds at most
             # that many batches, however long the run
@@ -117,7 +125,7 @@ def _commit_in_order(
                 # submitted with its batch: sent to the worker as soon as the batch
                 # and the commit before it are done (only the commit is watched: each
                 # future watched costs this process a thread's callback when it ends)
-                commits.append(_submit(client, batches, target, commits, worker))
+                _chained(chain, commits, _submit(client, batches, target, commits, worker))
             else:  # its commit is submitted once it is computed, see below
                 batches.watch(computed)
         # the commits of the batches computed meanwhile (after a worker left: computed
@@ -128,7 +136,7 @@ def _commit_in_order(
             and batches.futures[len(commits)].done()
             and _chainable(commits)
         ):
-            commits.append(_submit(client, batches, target, commits))
+            _chained(chain, commits, _submit(client, batches, target, commits))
         if commits and commits[0].appended.done():
             index = batches.committed
             appended = commits.popleft().appended
@@ -151,16 +159,51 @@ def _commit_in_order(
         progress.update(batches.computed, batches.committed)
 
 
-def _compute_lost(client: Any, batches: Batches, workers: dict[str, int], function: Any) -> None:
+def _compute_lost(
+    client: Any,
+    batches: Batches,
+    workers: dict[str, int],
+    before: dict[str, int],
+    function: Any,
+) -> None:
     """The batches sent to a worker that left, computed again on the workers left (in
     item order, each worker its share of the window; their commits are submitted
-    again, see :func:`_forget_lost`); the batches it computed left with it."""
+    again, see :func:`_forget_lost`); the batches it computed left with it.
+
+    ``before``: the threads of the workers at the previous look. A batch whose workers
+    died while computing it more than ``distributed.scheduler.allowed-failures`` times
+    (see :func:`_count_deaths`) is not computed again: it fails, naming the cause (its
+    function kills the process computing it, a worker killed for exceeding its memory
+    limit, say), and the run stops once the batches before it are committed."""
+    _count_deaths(batches, workers, before)
+    allowed = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
     for position, worker in enumerate(batches.workers):
         if worker is not None and worker not in workers:
             batches.workers[position] = None  # not counted where it went
+            index = batches.committed + position
+            deaths = batches.deaths.get(index, 0)
+            if deaths > allowed:
+                future = client.submit(killed, deaths, allowed, pure=False)
+                batches.replace(position, future, None)
+                continue
             now = batches.next_worker(workers)
-            future = compute(client, batches, batches.committed + position, now, function)
+            future = compute(client, batches, index, now, function)
             batches.replace(position, future, now)
+
+
+def _count_deaths(batches: Batches, workers: dict[str, int], before: dict[str, int]) -> None:
+    """Count, in :attr:`.Batches.deaths`, a death of the worker computing each batch
+    sent to a worker that left: the first of its batches not computed, as many as it
+    had threads (a worker runs the batches sent to it in order). Those it held
+    computed, and those waiting for a thread, did not kill it."""
+    running: dict[str, int] = {}
+    for position, (future, worker) in enumerate(zip(batches.futures, batches.workers, strict=True)):
+        if worker is None or worker in workers or future.status != "pending":
+            continue
+        if running.get(worker, 0) < before.get(worker, 1):
+            index = batches.committed + position
+            batches.deaths[index] = batches.deaths.get(index, 0) + 1
+        running[worker] = running.get(worker, 0) + 1
 
 
 def _submit(
@@ -171,10 +214,18 @@ def _submit(
     worker: str | None = None,
 ) -> _Commit:
     """The task appending the next batch, after those of ``commits``, on ``worker`` (the
-    one its batch was sent to), else on the worker holding the computed batch."""
+    one its batch was sent to), else on the worker holding the computed batch.
+
+    A batch computed that no worker holds was held by a worker that left, which this
+    process has not seen yet: its append is pinned to that worker too, and forgotten
+    with it (see :func:`_forget_lost`). Sent anywhere, it would have waited forever for
+    the batch, which the scheduler computes again on that worker only."""
     index = batches.committed + len(commits)
     future = batches.futures[len(commits)]
     holders = [worker] if worker else list(client.who_has([future]).get(future.key, ()))
+    sent = batches.workers[len(commits)]
+    if not holders and sent is not None and future.status == "finished":
+        holders = [sent]
     # (none when the batch failed: its task fails at once, wherever it runs); first
     # among the tasks queued on the worker: appending frees a batch
     pin = {"workers": holders[:1], "allow_other_workers": False} if holders else {}
@@ -189,16 +240,30 @@ def _submit(
     return _Commit(holders[0] if holders else None, appended, link)
 
 
-def _forget_lost(commits: deque[_Commit], workers: dict[str, int]) -> bool:
-    """Forget (release) the commits from the first whose batch was held by a worker that
-    left: pinned to it, they would wait for it forever. Its batches are computed again
-    on the workers left (:func:`_compute_lost`), and the loop submits these commits again, after
-    the ones before (or the store's root, when none is left). A task of the forgotten
-    ones still running writes the bytes its new copy writes. Returns whether any was
+def _chained(chain: set[str | None], commits: deque[_Commit], commit: _Commit) -> None:
+    """``commit`` appended to ``commits``, its worker to those of its ``chain`` (the
+    chain's first append starts them again)."""
+    if commit.link == 0:
+        chain.clear()
+    chain.add(commit.holder)
+    commits.append(commit)
+
+
+def _forget_lost(commits: deque[_Commit], chain: set[str | None], workers: dict[str, int]) -> bool:
+    """Forget (release) every append not yet seen done when a worker that ran an append
+    of the current chain left: those pinned to it would wait for it forever, and each
+    later one needs the root document that the append before it returned, which may
+    have left with it (held by that worker only: the scheduler would run that append
+    again, pinned to the worker that left). The loop submits them again once their
+    batches are computed (those the worker held: again, see :func:`_compute_lost`),
+    the first one reading the store's root. An append whose batch is committed already
+    (done, not yet seen done here) then writes nothing; a task of the forgotten ones
+    still running writes the bytes its new copy writes. Returns whether any was
     forgotten."""
-    lost = [c.holder is not None and c.holder not in workers for c in commits]
-    if True not in lost:
+    if all(worker is None or worker in workers for worker in chain):
         return False
-    for _ in range(len(commits) - lost.index(True)):
-        commits.pop()
+    chain.clear()
+    if not commits:
+        return False
+    commits.clear()
     return True

@@ -70,6 +70,8 @@ class Batches:
         #: On a cluster, the task holding the function, which every batch takes
         #: (:func:`.ingest_submit.send_function`).
         self.function_task: Any = None
+        #: On a cluster, by batch index: how many times the worker computing it died.
+        self.deaths: dict[int, int] = {}
 
     @property
     def computed(self) -> int:
@@ -141,10 +143,18 @@ class Batches:
         self.committed += 1
 
     def failure(self, index: int, error: Exception, where: str) -> MetatensorDaskError:
+        """The error of batch ``index``, failed with ``error``: which items, why, and
+        what to do. A batch that distributed stopped after the workers computing it
+        died (``KilledWorker``, sent to no worker in particular) says why they die."""
         last = min((index + 1) * self.size, len(self.items)) - 1
+        cause = f"{type(error).__name__}: {error}"
+        if type(error).__name__ == "KilledWorker":
+            from .ingest_worker import KILLED
+
+            cause = f"{cause} ({KILLED})"
         return MetatensorDaskError(
             f"batch {index} (items {index * self.size} to {last}, first item "
-            f"{self.items[index * self.size]!r}) failed: {type(error).__name__}: {error}; "
+            f"{self.items[index * self.size]!r}) failed: {cause}; "
             f"the {index} batches before it are committed to {where}: fix the problem and "
             "call write_batches(..., resume=True) to continue after them"
         )

@@ -22,7 +22,7 @@ from typing import Any
 
 from dask.sizeof import sizeof
 
-__all__ = ["Shipped", "call"]
+__all__ = ["KILLED", "Shipped", "call", "killed"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,25 @@ def call(function: Shipped, items: list[Any]) -> Any:
             while len(_UNPICKLED) > _KEPT:
                 del _UNPICKLED[next(iter(_UNPICKLED))]
     return found(items)
+
+
+#: Why the workers computing a batch die each time, and what to do.
+KILLED = (
+    "the function kills the process that computes this batch, by exceeding the memory "
+    "limit of the workers (make the batches smaller or the memory of the workers "
+    "larger), a crash in compiled code or an exit"
+)
+
+
+def killed(deaths: int, allowed: int) -> None:
+    """Fail a batch whose workers died ``deaths`` times while computing it, more than
+    distributed's ``allowed`` failures."""
+    from ..errors import MetatensorDaskError
+
+    raise MetatensorDaskError(
+        f"the worker computing it died {deaths} times (more than "
+        f"distributed.scheduler.allowed-failures={allowed}): {KILLED}"
+    )
 
 
 def _block_bytes(block: Any) -> int:
