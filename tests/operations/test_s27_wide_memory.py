@@ -101,6 +101,36 @@ def test_wide_rows_are_processed_a_few_chunks_at_a_time(store, operation):
     assert peak < nbytes / 4, (peak, nbytes)
 
 
+def _peak(array: da.Array) -> int:
+    with dask.config.set(scheduler="sync"):
+        tracemalloc.start()
+        try:
+            array.sum().compute()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+
+def test_a_slice_of_neighbouring_properties_is_a_view_of_each_chunk():
+    """A range of properties is read as a view of each chunk: summing it allocates
+    about what summing the whole chunk does, where a copy of the selection would add
+    most of a chunk."""
+    n_properties = 400_000
+    values = da.random.default_rng(0).standard_normal((2, n_properties), chunks=(1, n_properties))
+    columns = np.arange(n_properties)
+    block = mtd.TensorBlock(
+        values,
+        _labels(["system"], [0, 1]),
+        [],
+        _labels(["n", "l"], np.stack([columns // 8, columns % 8], 1)),
+    )
+    selection = _labels(["n"], np.arange(5_000, n_properties // 8))
+    sliced = mtd.slice_block(block, "properties", selection)
+    _peak(block.values)  # the first compute imports modules
+    chunk_bytes = n_properties * 8
+    assert _peak(sliced.values) < _peak(block.values) + chunk_bytes / 4
+
+
 def test_writing_wide_rows_holds_a_few_chunks(store, tmp_path):
     path, nbytes = store
     with dask.config.set({"metatensor_dask.chunk-size": TARGET, "scheduler": "sync"}):

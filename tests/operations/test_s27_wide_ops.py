@@ -9,6 +9,7 @@ and gradients."""
 from __future__ import annotations
 
 import dask
+import dask.array
 import metatensor
 import metatensor.operations  # (the operations on metatensor.TensorMap)
 import numpy as np
@@ -206,3 +207,22 @@ def test_dot_and_lstsq_contract_wide_properties_as_metatensor(theirs, sources, s
         metatensor.remove_gradients(theirs), metatensor.remove_gradients(expected), rcond=1e-10
     )
     assert_equal_to_metatensor(fitted, reference, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("ranges", [[(0, 40)], [(3, 4), (7, 9)], [(0, PROPERTIES // 7)]])
+def test_slices_of_neighbouring_properties_as_metatensor(theirs, ranges):
+    """Properties kept side by side (one range of ``n``: read as a slice) or in
+    several ranges (gathered) in row chunks of one row."""
+    n = np.concatenate([np.arange(start, stop) for start, stop in ranges])
+    block = theirs.block(0)
+    ours = mtd.TensorBlock(
+        dask.array.from_array(block.values, chunks=(1, *block.values.shape[1:])),
+        mtd.from_metatensor(block.samples),
+        [mtd.from_metatensor(c) for c in block.components],
+        mtd.from_metatensor(block.properties),
+    )
+    sliced = mtd.slice_block(ours, "properties", _labels_of(mtd, ["n"], n))
+    expected = metatensor.slice_block(
+        metatensor.remove_gradients_block(block), "properties", _labels_of(metatensor, ["n"], n)
+    )
+    assert_equal_to_metatensor(sliced, expected)
