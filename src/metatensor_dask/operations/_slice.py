@@ -227,8 +227,19 @@ def slice_samples(
 
 
 def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray, Labels]:
-    kept = np.unique(indices)
+    indices = np.asarray(indices)
+    increasing = len(indices) < 2 or bool(np.all(indices[1:] > indices[:-1]))
+    kept = indices if increasing else np.unique(indices)
     return kept, Labels._trusted(labels.names, labels.values[kept])
+
+
+def _columns(array: Any, kept: np.ndarray) -> Any:
+    """The properties ``kept`` (increasing positions) of ``array``: a slice, which
+    dask reads as a view, when they are a range of neighbouring properties."""
+    array = as_dask(array)
+    if len(kept) and int(kept[-1]) - int(kept[0]) + 1 == len(kept):
+        return array[..., int(kept[0]) : int(kept[-1]) + 1]
+    return array[..., kept]
 
 
 def slice_properties(
@@ -247,7 +258,7 @@ def slice_properties(
         return grouped_block
     gradients = {
         parameter: TensorBlock._trusted(
-            as_dask(gradient.values)[..., kept],
+            _columns(gradient.values, kept),
             gradient.samples,
             gradient._components,
             properties,
@@ -256,7 +267,7 @@ def slice_properties(
         for parameter, gradient in block.gradients()
     }
     return TensorBlock._trusted(
-        as_dask(block.values)[..., kept], block.samples, block._components, properties, gradients
+        _columns(block.values, kept), block.samples, block._components, properties, gradients
     )
 
 
