@@ -44,11 +44,6 @@ def _shuffled_map(n_samples: int) -> metatensor.TensorMap:
     return metatensor.TensorMap(_labels(["k"], [0]), [block])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the plan of to_zarr (io/zarr_plan.py) chunks an ungrouped gradient by the "
-    "chunk-size setting, not as its values",
-)
 @pytest.mark.parametrize(("n_samples", "chunks"), [(6, "64KiB"), (13, "256KiB"), (9, 2)])
 def test_an_ungrouped_gradient_gets_as_many_chunks_as_its_values(tmp_path, n_samples, chunks):
     theirs = _shuffled_map(n_samples)

@@ -259,8 +259,11 @@ def plan_block(
             )
             plan.small[f"{path}/{layout.ROW_POINTER}"] = lambda p=pointer: p
         else:
-            chunk_rows = chunking.target_rows(
-                m, chunking.data_sizes(gradient), chunking.default_target()
+            # not co-partitioned: as many chunks as the values, never larger than the
+            # ``chunk-size`` setting
+            chunk_rows = min(
+                max(-(-m // n_chunks), 1),
+                chunking.target_rows(m, chunking.data_sizes(gradient), chunking.default_target()),
             )
         plan_block(plan, gradient, path, chunk_rows, True)
 
