@@ -8,19 +8,29 @@ profile than the one of the test suite."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import metatensor
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 from test_s24_append_refusals import location_state
 
 import metatensor_dask as mtd
@@ -39,6 +49,13 @@ OWN = {
 }
 DTYPES = [np.float64, np.float32]
 SEEDS = st.integers(0, 2**32 - 1)
+#: settings of every write of one store's life
+CODECS = [
+    {},
+    {"checksum": False},
+    {"shard-chunks": 2},
+    {"compressor": "zstd", "shard-chunks": 3},
+]
 
 
 def _entries(name: str, n: int) -> metatensor.Labels:
@@ -198,6 +215,8 @@ class Pending:
     tensor: mtd.TensorMap
     arguments: dict[str, Any]
     blocks: list[Block]
+    #: the words of the refusal of other writes while it is left
+    refusal: str
 
 
 @dataclass
@@ -206,6 +225,18 @@ class Opened:
 
     tensor: mtd.TensorMap
     expected: metatensor.TensorMap
+
+
+KILLED = """
+import json, os, signal, sys
+import dask, metatensor, metatensor_dask as mtd
+source, target, arguments, codecs = sys.argv[1:]
+tensor = mtd.from_metatensor(metatensor.load(source))
+settings = {f"metatensor_dask.{name}": value for name, value in json.loads(codecs).items()}
+with dask.config.set(settings):
+    tensor.to_zarr(target, compute=False, **json.loads(arguments))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 class StoreLife(RuleBasedStateMachine):
@@ -222,10 +253,22 @@ class StoreLife(RuleBasedStateMachine):
         self.pending: Pending | None = None
         self.opened: list[Opened] = []
         self.copies = 0
+        self.settings: Any = None
+        self.codecs: dict[str, Any] = {}
+
+    @initialize(codecs=st.sampled_from(CODECS))
+    def choose_codecs(self, codecs: dict[str, Any]) -> None:
+        """The codec settings of the writes of this life (taken until its teardown)."""
+        self.codecs = codecs
+        self.settings = dask.config.set(
+            {f"metatensor_dask.{name}": value for name, value in codecs.items()}
+        )
 
     def teardown(self) -> None:
         if self.pending is not None:
             mtd.discard_append(self.path)  # releases the lock the Delayed holds
+        if self.settings is not None:
+            self.settings.__exit__(None, None, None)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -304,7 +347,7 @@ class StoreLife(RuleBasedStateMachine):
         mode = "w" if overwrite else "w-"
         chunks = int(rng.integers(1, 4))
         if mode == "w-" and (self.pending is not None or self.blocks is not None):
-            words = "Delayed has not run" if self.pending is not None else "exist"
+            words = self.pending.refusal if self.pending is not None else "exist"
             self._refused(lambda: tensor.to_zarr(self.path, mode=mode, chunks=chunks), words)
             return
         tensor.to_zarr(self.path, mode=mode, chunks=chunks)
@@ -336,7 +379,7 @@ class StoreLife(RuleBasedStateMachine):
         tensor = self._input(blocks, rng)
         call = lambda: tensor.to_zarr(self.path, mode="a", chunks=int(rng.integers(1, 4)))  # noqa: E731
         if self.pending is not None:
-            self._refused(call, "Delayed")
+            self._refused(call, self.pending.refusal)
             return
         call()
         self.blocks = [*self.blocks, *blocks]
@@ -381,7 +424,7 @@ class StoreLife(RuleBasedStateMachine):
         tensor = self._input(blocks, rng)
         call = lambda: tensor.to_zarr(self.path, mode="a")  # noqa: E731
         if self.pending is not None:
-            self._refused(call, "Delayed")
+            self._refused(call, self.pending.refusal)
         elif words is not None:
             self._refused(call, words)
         else:
@@ -407,35 +450,51 @@ class StoreLife(RuleBasedStateMachine):
         tensor = self._input(blocks, rng)
         call = lambda: tensor.to_zarr(self.path, mode="r+")  # noqa: E731
         if self.pending is not None:
-            self._refused(call, "Delayed")
+            self._refused(call, self.pending.refusal)
             return
         call()
         self.blocks = blocks
 
-    @rule(seed=SEEDS, interrupt=st.booleans())
-    def append(self, seed: int, interrupt: bool) -> None:
+    @rule(seed=SEEDS, interrupt=st.sampled_from(["no", "no", "delayed", "killed"]))
+    def append(self, seed: int, interrupt: str) -> None:
         """An append of samples (new keys too), or one left interrupted: its
-        ``Delayed`` is never computed."""
+        ``Delayed`` is never computed, or its process is killed once the call returned."""
         rng = np.random.default_rng(seed)
         if self.blocks is None and self.pending is None:
             self.dtype = DTYPES[int(rng.integers(2))]
             self.gradients = _gradient_set(rng)
         given, stored, arguments, words = self._append_batch(rng)
-        tensor = self._input(given, rng)
-        call = lambda: tensor.to_zarr(self.path, compute=not interrupt, **arguments)  # noqa: E731
+        if interrupt == "killed":
+            source = self.folder / f"batch-{self.copies}.mts"
+            self.copies += 1
+            metatensor.save(str(source), as_metatensor(given))
+            tensor = mtd.from_metatensor(metatensor.load(str(source)))
+        else:
+            tensor = self._input(given, rng)
+        call = lambda: tensor.to_zarr(self.path, compute=interrupt == "no", **arguments)  # noqa: E731
         if self.pending is not None:
-            self._refused(call, "Delayed")
+            self._refused(call, self.pending.refusal)
             return
         if words is not None:
             self._refused(call, words)
             return
         result = self._appended(stored)
-        delayed = call()
-        if interrupt:
-            del delayed
-            self.pending = Pending(tensor, arguments, result)
+        if interrupt == "killed":
+            self._killed_append(source, arguments)
+            self.pending = Pending(tensor, arguments, result, "looks gone")
+        elif interrupt == "delayed":
+            call()  # its Delayed, never computed
+            self.pending = Pending(tensor, arguments, result, "Delayed has not run")
         else:
+            call()
             self.blocks = result
+
+    def _killed_append(self, source: Path, arguments: dict[str, Any]) -> None:
+        """The append of the metatensor file ``source``, by a process killed once
+        ``to_zarr(..., compute=False)`` returned: the metadata written, no chunk."""
+        argv = [str(source), str(self.path), json.dumps(arguments), json.dumps(self.codecs)]
+        done = subprocess.run([sys.executable, "-c", KILLED, *argv], check=False, timeout=120)
+        assert done.returncode == -9, done
 
     def _appended(self, batch: list[Block]) -> list[Block]:
         stored = self._by_key()
@@ -447,19 +506,31 @@ class StoreLife(RuleBasedStateMachine):
         return result
 
     @precondition(lambda self: self.pending is not None)
-    @rule()
-    def resume(self) -> None:
-        """``resume=True`` with the same tensor finishes the interrupted append."""
+    @rule(seed=SEEDS, same=st.booleans())
+    def resume(self, seed: int, same: bool) -> None:
+        """``resume=True`` with the same tensor finishes the interrupted append; with
+        another one, it is refused, and the append stays to be finished."""
         assert self.pending is not None
-        self.pending.tensor.to_zarr(self.path, resume=True, **self.pending.arguments)
-        self.blocks, self.pending = self.pending.blocks, None
+        if same:
+            self.pending.tensor.to_zarr(self.path, resume=True, **self.pending.arguments)
+            self.blocks, self.pending = self.pending.blocks, None
+            return
+        rng = np.random.default_rng(seed)
+        other = self._input(self._append_batch(rng)[0], rng)
+        arguments = {**self.pending.arguments, "resume": True}
+        self._refused(lambda: other.to_zarr(self.path, **arguments), "another tensor")
 
-    @precondition(lambda self: self.pending is not None)
     @rule()
     def discard(self) -> None:
-        """``discard_append``: the store reads as before the append."""
-        assert mtd.discard_append(self.path) is True
-        self.pending = None
+        """``discard_append``: the store reads as before the append; without one it is
+        left as it is."""
+        if self.pending is not None:
+            assert mtd.discard_append(self.path) is True
+            self.pending = None
+        elif self.blocks is not None:
+            before = location_state(self.path)
+            assert mtd.discard_append(self.path) is False
+            assert location_state(self.path) == before
 
     @rule()
     def verify(self) -> None:
@@ -552,4 +623,4 @@ StoreLife.TestCase.settings = settings(
     phases=[Phase.generate] if os.environ.get("S27_LIFECYCLE_NO_SHRINK") else list(Phase),
     suppress_health_check=list(HealthCheck),
 )
-test_store_life = StoreLife.TestCase
+test_store_life = pytest.mark.xdist_group("serial")(StoreLife.TestCase)
