@@ -255,6 +255,7 @@ class StoreLife(RuleBasedStateMachine):
         self.copies = 0
         self.settings: Any = None
         self.codecs: dict[str, Any] = {}
+        self.checks = 0
 
     @initialize(codecs=st.sampled_from(CODECS))
     def choose_codecs(self, codecs: dict[str, Any]) -> None:
@@ -270,6 +271,8 @@ class StoreLife(RuleBasedStateMachine):
         if self.settings is not None:
             self.settings.__exit__(None, None, None)
         shutil.rmtree(self.folder, ignore_errors=True)
+        if LONG:
+            print(f"store life of {self.checks} checks")  # counted by the long profile
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -496,6 +499,22 @@ class StoreLife(RuleBasedStateMachine):
         done = subprocess.run([sys.executable, "-c", KILLED, *argv], check=False, timeout=120)
         assert done.returncode == -9, done
 
+    @precondition(lambda self: self.blocks is not None)
+    @rule()
+    def append_itself(self) -> None:
+        """The store read and appended to itself, its systems renumbered after its own."""
+        tensor = mtd.open_zarr(self.path)
+        call = lambda: tensor.to_zarr(  # noqa: E731
+            self.path, append_dim="samples", renumber={"system": "next"}
+        )
+        if self.pending is not None:
+            self._refused(call, self.pending.refusal)
+            return
+        following = (_largest_system(self.blocks) or -1) + 1
+        batch = [renumbered(block, following) for block in self.blocks]
+        call()
+        self.blocks = self._appended(batch)
+
     def _appended(self, batch: list[Block]) -> list[Block]:
         stored = self._by_key()
         result = []
@@ -602,6 +621,7 @@ class StoreLife(RuleBasedStateMachine):
 
     @invariant()
     def store_is_the_model(self) -> None:
+        self.checks += 1
         if self.blocks is None:
             with pytest.raises(mtd.MetatensorDaskError):
                 mtd.open_zarr(self.path)
