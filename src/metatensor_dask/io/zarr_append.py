@@ -989,6 +989,35 @@ def _incomplete(where: str, ours: dict[str, Any]) -> MetatensorDaskError:
     )
 
 
+def _other_append(where: str, resume: bool) -> MetatensorDaskError:
+    """The refusal of an append (``resume``: of a resume) that is not the interrupted
+    append of ``where``."""
+    other = "; this is another tensor or renumber" if resume else ""
+    return MetatensorDaskError(
+        f"an append to {where} was interrupted (the store still reads as before it): "
+        f"finish it with resume=True and the same tensor and renumber{other}, or "
+        "discard it with metatensor_dask.discard_append(store) to append another"
+    )
+
+
+def refuse_resume(tensor: TensorMap, store: Store, where: str, renumber: Renumber | None) -> None:
+    """Refuse, before it takes the lock over, a resume that :func:`append` would refuse
+    under the lock: the store holds an incomplete write, or another append was
+    interrupted. The lock taken over and released by the refusal would be lost to the
+    writer that holds it (its ``Delayed`` fails, and its record names no command)."""
+    existing = read_root(store, where)
+    ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
+    if existing is not None and ours.get("complete") is not True:
+        raise _incomplete(where, ours)
+    (raw,) = get_many(store, [RECORD])
+    interrupted = None if raw is None else recorded_token(raw)
+    if interrupted is None or ours.get(_TOKEN) == interrupted:
+        return
+    token = _token(tensor, renumber)
+    if interrupted != token and token not in _appended(ours):
+        raise _other_append(where, True)
+
+
 def _appended(ours: dict[str, Any]) -> list[str]:
     """The tokens of the appends stored since the last whole write, by the root
     attributes ``ours`` (a store whose appends were not listed gives its last token)."""
@@ -1082,12 +1111,7 @@ def append(
             # one is left to its own resume
             return _nothing_to_do(compute, lock)
         elif not resume or interrupted != token:
-            other = "; this is another tensor or renumber" if resume else ""
-            raise MetatensorDaskError(
-                f"an append to {where} was interrupted (the store still reads as before it): "
-                f"finish it with resume=True and the same tensor and renumber{other}, or "
-                "discard it with metatensor_dask.discard_append(store) to append another"
-            )
+            raise _other_append(where, resume)
         else:
             recorded = set(list_prefix(store, layout.PROGRESS_PREFIX))
     if raw is None:
