@@ -417,7 +417,7 @@ class StoreLife(RuleBasedStateMachine):
             words = "already stored"
         elif len(blocks) > 1 and rng.random() < 0.2:
             blocks.pop(int(rng.integers(len(blocks))))
-            words = "every block needs the same gradients"
+            words = "the same gradients"
         elif rng.random() < 0.2 and any(len(_parent_samples(b, name)) for b in blocks):
             # the values the new gradient is a derivative of: the block's, or its
             # parent gradient's

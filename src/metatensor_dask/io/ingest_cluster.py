@@ -175,7 +175,7 @@ def _compute_lost(
     (see :func:`_count_deaths`) is not computed again: it fails, naming the cause (its
     function kills the process computing it, a worker killed for exceeding its memory
     limit, say), and the run stops once the batches before it are committed."""
-    _count_deaths(batches, workers, before)
+    _count_deaths(client, batches, workers, before)
     allowed = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
     for position, worker in enumerate(batches.workers):
         if worker is not None and worker not in workers:
@@ -191,19 +191,40 @@ def _compute_lost(
             batches.replace(position, future, now)
 
 
-def _count_deaths(batches: Batches, workers: dict[str, int], before: dict[str, int]) -> None:
+def _count_deaths(
+    client: Any, batches: Batches, workers: dict[str, int], before: dict[str, int]
+) -> None:
     """Count, in :attr:`.Batches.deaths`, a death of the worker computing each batch
-    sent to a worker that left: the first of its batches not computed, as many as it
-    had threads (a worker runs the batches sent to it in order). Those it held
-    computed, and those waiting for a thread, did not kill it."""
+    sent to a worker that left: the first of its batches not finished there, as many as
+    it had threads (a worker runs the batches sent to it in order). Those it finished,
+    and those waiting for a thread, did not kill it. Finished means as the scheduler saw
+    it when it removed the worker (see :func:`_unfinished_on`): this process hears of a
+    batch finished later, and under load would blame a batch that was finished for the
+    death of the worker that computed the next one."""
     running: dict[str, int] = {}
+    unfinished: dict[str, set[str] | None] = {}
     for position, (future, worker) in enumerate(zip(batches.futures, batches.workers, strict=True)):
-        if worker is None or worker in workers or future.status != "pending":
+        if worker is None or worker in workers:
+            continue
+        if worker not in unfinished:
+            unfinished[worker] = _unfinished_on(client, worker)
+        keys = unfinished[worker]
+        if (future.key not in keys) if keys is not None else future.status != "pending":
             continue
         if running.get(worker, 0) < before.get(worker, 1):
             index = batches.committed + position
             batches.deaths[index] = batches.deaths.get(index, 0) + 1
         running[worker] = running.get(worker, 0) + 1
+
+
+def _unfinished_on(client: Any, worker: str) -> set[str] | None:
+    """The keys of the tasks that the scheduler had given ``worker`` and not seen
+    finished when it last removed it (its event of the removal), or ``None`` without
+    such an event."""
+    for _, event in reversed(client.get_events(worker)):
+        if isinstance(event, dict) and event.get("action") == "remove-worker":
+            return {str(key) for key in event.get("processing-tasks", ())}
+    return None
 
 
 def _submit(

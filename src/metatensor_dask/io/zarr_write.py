@@ -53,7 +53,7 @@ from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
 from ._zarr_internals import sync
-from .zarr_append import append, interrupted, read_root, refuse_foreign
+from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
 from .zarr_codecs import check_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
@@ -987,6 +987,8 @@ def _locked_write(
     store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
+    if (resume or mode == "w") and get_many(store, [LOCK_KEY])[0] is not None:
+        _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering)
     lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
@@ -1020,6 +1022,36 @@ def _locked_write(
     else:
         lock.hand_over()
     return delayed
+
+
+def _refuse_before_takeover(
+    tensor: TensorMap,
+    store: Store,
+    mode: str,
+    request: chunking.ChunkRequest,
+    resume: bool,
+    append_dim: str | None,
+    renumbering: Renumber | None,
+) -> None:
+    """The refusals that need no lock of a write that finds a lock it may take over
+    (``resume``, ``mode="w"``), made before it takes it: taken over, then released by
+    the refusal, it would be lost to the writer that holds it (a ``Delayed`` of this
+    process then fails, and the store no longer names the command that left it). They
+    are made again under the lock."""
+    where = describe(store)
+    if append_dim is not None:
+        if resume:
+            refuse_resume(tensor, store, where, renumbering)
+        return
+    if mode != "w":
+        return
+    try:
+        existing = read_root(store, where)
+    except MetatensorDaskError:
+        return  # a damaged root: mode='w' replaces it
+    if existing is not None:
+        plan = _plan_tensor(tensor, request)
+        _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
 
 
 def _complete(store: Store, where: str) -> bool:
