@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from dask.callbacks import Callback
 from older_formats import drop_chunk_tables
-from zarr_writer_process import make_metatensor
+from zarr_writer_process import make_metatensor, with_strain_of
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -75,23 +75,6 @@ class _Computes:
         return dask.get(graph, keys, **kwargs)
 
 
-def _gradients_added(tensor: mtd.TensorMap, full: metatensor.TensorMap) -> mtd.TensorMap:
-    """``tensor`` (metatensor-dask) whose blocks are given the strain gradient of the
-    block of the same key in ``full``."""
-    theirs = mtd.from_metatensor(full)
-    blocks = []
-    for key, block in tensor.items():
-        new = mtd.TensorBlock(block.values, block.samples, block.components, block.properties)
-        for parameter, gradient in block.gradients():
-            new.add_gradient(parameter, gradient)
-        new.add_gradient("strain", theirs.block(key).gradient("strain"))
-        blocks.append(new)
-    result = mtd.TensorMap(tensor.keys, blocks)
-    for name, value in full.info().items():
-        result.set_info(name, value)
-    return result
-
-
 def _changed(tensor: metatensor.TensorMap, change) -> metatensor.TensorMap:
     """A copy of ``tensor`` whose block (1, 1) went through ``change(block)``."""
     blocks = []
@@ -117,28 +100,28 @@ def _format_3(path) -> None:
 
 
 def _opened(path, full, chunks):
-    return _gradients_added(mtd.open_zarr(path, chunks=chunks), full)
+    return with_strain_of(mtd.open_zarr(path, chunks=chunks), full)
 
 
 def _persisted(path, full):
-    return _gradients_added(mtd.open_zarr(path, chunks=3).persist(), full)
+    return with_strain_of(mtd.open_zarr(path, chunks=3).persist(), full)
 
 
 def _from_mts(path, full, chunks):
     mts = path.with_suffix(".mts")
     metatensor.save(str(mts), _without(full))
-    return _gradients_added(mtd.load(mts, chunks=chunks), full)
+    return with_strain_of(mtd.load(mts, chunks=chunks), full)
 
 
 def _from_copy(path, full):
     copy = path.with_name("copy.zarr")
     mtd.from_metatensor(_without(full)).to_zarr(copy, chunks=7)
-    return _gradients_added(mtd.open_zarr(copy, chunks=5), full)
+    return with_strain_of(mtd.open_zarr(copy, chunks=5), full)
 
 
 def _sliced_whole(path, full):
     systems = mtd.Labels(["system"], np.arange(10, dtype=np.int32).reshape(-1, 1))
-    return _gradients_added(mtd.slice(mtd.open_zarr(path), "samples", systems), full)
+    return with_strain_of(mtd.slice(mtd.open_zarr(path), "samples", systems), full)
 
 
 @pytest.mark.parametrize(
@@ -536,7 +519,7 @@ def test_stores_without_chunk_tables_rewritten_since_opened(tmp_path, kind, tiny
     write(mtd.from_metatensor(_without(full)), "w-")
     if kind == "format-3":
         _format_3(path)
-    before_rewrite = _gradients_added(mtd.open_zarr(path), full)
+    before_rewrite = with_strain_of(mtd.open_zarr(path), full)
     write(mtd.multiply(mtd.open_zarr(path).compute(), 2.0), "r+")
     before = _contents(path)
     with pytest.raises(
@@ -549,9 +532,7 @@ def test_stores_without_chunk_tables_rewritten_since_opened(tmp_path, kind, tiny
     write(mtd.from_metatensor(_without(full)), "r+")
     computes = _Computes()
     with dask.config.set(scheduler=computes):
-        write_now = _gradients_added(mtd.open_zarr(path), full).to_zarr(
-            path, mode="a", compute=False
-        )
+        write_now = with_strain_of(mtd.open_zarr(path), full).to_zarr(path, mode="a", compute=False)
     assert len(computes.tasks) == (1 if kind == "format-3" else 0)
     write_now.compute()
     assert_equal_to_metatensor(mtd.open_zarr(path), full)
@@ -566,7 +547,7 @@ def test_two_additions_from_one_opened_tensor(tmp_path, full, old_format):
     if old_format:
         _format_3(path)
     opened = mtd.open_zarr(path)
-    _gradients_added(opened, full).to_zarr(path, mode="a")
+    with_strain_of(opened, full).to_zarr(path, mode="a")
     theirs = mtd.from_metatensor(full)
     blocks = []
     for key, block in opened.items():

@@ -8,7 +8,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from zarr_writer_process import make_metatensor
+from zarr_writer_process import make_metatensor, with_strain_of
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -58,19 +58,7 @@ def _without_nested(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
 
 def _opened_with_gradients(path, full: metatensor.TensorMap, **open_options) -> mtd.TensorMap:
     """The store at ``path`` opened, each block given the strain gradient of ``full``."""
-    opened = mtd.open_zarr(path, **open_options)
-    theirs = mtd.from_metatensor(full)
-    blocks = []
-    for key, block in opened.items():
-        new = mtd.TensorBlock(block.values, block.samples, block.components, block.properties)
-        for parameter, gradient in block.gradients():
-            new.add_gradient(parameter, gradient)
-        new.add_gradient("strain", theirs.block(key).gradient("strain"))
-        blocks.append(new)
-    result = mtd.TensorMap(opened.keys, blocks)
-    for name, value in full.info().items():
-        result.set_info(name, value)
-    return result
+    return with_strain_of(mtd.open_zarr(path, **open_options), full)
 
 
 @pytest.fixture

@@ -105,6 +105,24 @@ def make_metatensor(
     return tensor
 
 
+def with_strain_of(tensor, full: metatensor.TensorMap):
+    """``tensor`` (a metatensor-dask map) whose blocks are given the strain gradient of
+    the block of the same key in ``full`` (a metatensor map), and ``full``'s info: what
+    a write of new gradients with ``mode="a"`` takes."""
+    theirs = mtd.from_metatensor(full)
+    blocks = []
+    for key, block in tensor.items():
+        new = mtd.TensorBlock(block.values, block.samples, block.components, block.properties)
+        for parameter, gradient in block.gradients():
+            new.add_gradient(parameter, gradient)
+        new.add_gradient("strain", theirs.block(key).gradient("strain"))
+        blocks.append(new)
+    result = mtd.TensorMap(tensor.keys, blocks)
+    for name, value in full.info().items():
+        result.set_info(name, value)
+    return result
+
+
 class Counter:
     """Counts the value chunks computed by :func:`slow_tensor`."""
 
