@@ -704,14 +704,19 @@ def _group_problems(nodes: dict[str, Any], arrays: set[str]) -> list[str]:
     return problems
 
 
+def _first_three(keys: list[str]) -> str:
+    """The first three of ``keys`` in order, and how many more there are."""
+    shown = ", ".join(repr(key) for key in sorted(keys)[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
 def _temporaries_notes(temporaries: list[str]) -> list[str]:
     """The note on the temporary files of atomic writes left in the store, if any."""
     if not temporaries:
         return []
-    shown = ", ".join(repr(key) for key in sorted(temporaries)[:3])
-    more = f" and {len(temporaries) - 3} more" if len(temporaries) > 3 else ""
     return [
-        f"{counted(len(temporaries), 'temporary file')} of atomic writes ({shown}{more}) "
+        f"{counted(len(temporaries), 'temporary file')} of atomic writes "
+        f"({_first_three(temporaries)}) "
         "left by writers killed before they renamed them: readers ignore them, they only "
         "take space. The next writer taking a killed writer's lock over (resume=True, "
         "--resume, discard_append) removes them; otherwise delete them (the files named "
@@ -725,14 +730,12 @@ def _beyond_shapes_notes(store: Any, nodes: dict[str, Any]) -> list[str]:
     beyond = chunks_beyond_shapes(list_prefix(store, ""), nodes)
     if not beyond:
         return []
-    shown = ", ".join(repr(key) for key in sorted(beyond)[:3])
-    more = f" and {len(beyond) - 3} more" if len(beyond) > 3 else ""
     return [
-        f"{counted(len(beyond), 'chunk file')} past the shapes of their arrays ({shown}"
-        f"{more}), left by an append that failed or was discarded: readers never read "
-        "them, they only take space. The next append writes over those it needs; "
-        "otherwise delete them while no writer runs (a store needs no chunk file past "
-        "its arrays' shapes)"
+        f"{counted(len(beyond), 'chunk file')} past the shapes of their arrays "
+        f"({_first_three(beyond)}), left by an append that failed or was discarded: "
+        "readers never read them, they only take space. The next append writes over "
+        "those it needs; otherwise delete them while no writer runs (a store needs no "
+        "chunk file past its arrays' shapes)"
     ]
 
 
