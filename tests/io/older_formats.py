@@ -18,3 +18,14 @@ def drop_chunk_tables(path: Path) -> None:
             del document["attributes"][TABLE]
             (path / name / "zarr.json").write_text(json.dumps(document))
     (path / "zarr.json").write_text(json.dumps(root))
+
+
+def make_format_3(path: Path) -> None:
+    """Make the store at ``path`` look written before format 4: format 3, no store id,
+    no chunk tables (in the root and in every array's own document)."""
+    root = json.loads((path / "zarr.json").read_text())
+    ours = root["attributes"]["metatensor_dask"]
+    ours["format"] = 3
+    del ours["store_id"]
+    (path / "zarr.json").write_text(json.dumps(root))
+    drop_chunk_tables(path)

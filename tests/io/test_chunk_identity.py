@@ -15,7 +15,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from older_formats import drop_chunk_tables
+from older_formats import make_format_3
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -219,22 +219,11 @@ def test_write_batches_stores_list_their_chunks(tmp_path):
     assert any(NOT_LISTED in problem for problem in mtd.verify(path).problems)
 
 
-def _format_3(path) -> None:
-    """Make a store look like one written before format 4: format 3, no store id, no
-    chunk tables (in the root and in every array's own document)."""
-    root = json.loads((path / "zarr.json").read_text())
-    ours = root["attributes"]["metatensor_dask"]
-    ours["format"] = 3
-    del ours["store_id"]
-    (path / "zarr.json").write_text(json.dumps(root))
-    drop_chunk_tables(path)
-
-
 def test_format_3_stores_read_and_stay_format_3(tmp_path):
     path = tmp_path / "t.zarr"
     tensor = _tensor(15, rows=14)
     _write(path, tensor)
-    _format_3(path)
+    make_format_3(path)
     assert_equal_to_metatensor(mtd.open_zarr(path), tensor)
     assert mtd.verify(path).ok
     # appends and writes of some blocks keep the format: no chunk tables

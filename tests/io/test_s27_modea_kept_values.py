@@ -6,7 +6,6 @@ with nothing written, whatever the codecs, store, scheduler or format."""
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import metatensor
 import numpy as np
 import pytest
 from dask.callbacks import Callback
-from older_formats import drop_chunk_tables
+from older_formats import make_format_3
 from zarr_writer_process import make_metatensor, with_strain_of
 
 import metatensor_dask as mtd
@@ -84,16 +83,6 @@ def _changed(tensor: metatensor.TensorMap, change) -> metatensor.TensorMap:
             change(new)
         blocks.append(new)
     return metatensor.TensorMap(tensor.keys, blocks)
-
-
-def _format_3(path) -> None:
-    """Make the store at ``path`` look written before format 4: no id, no tables."""
-    root = json.loads((path / "zarr.json").read_text())
-    ours = root["attributes"]["metatensor_dask"]
-    ours["format"] = 3
-    del ours["store_id"]
-    (path / "zarr.json").write_text(json.dumps(root))
-    drop_chunk_tables(path)
 
 
 # -- equal values reached otherwise: accepted ------------------------------------------
@@ -334,7 +323,7 @@ def test_a_store_rewritten_since_opened_is_refused(tmp_path, full, chunks, elsew
 def test_format_3_stores_are_compared(tmp_path, full):
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
-    _format_3(path)
+    make_format_3(path)
     before = _contents(path)
     with pytest.raises(mtd.MetatensorDaskError, match=r"block \(1, 1\).*first at row 22"):
         mtd.from_metatensor(_changed(full, _last_value)).to_zarr(path, mode="a")
@@ -518,7 +507,7 @@ def test_stores_without_chunk_tables_rewritten_since_opened(tmp_path, kind, tiny
 
     write(mtd.from_metatensor(_without(full)), "w-")
     if kind == "format-3":
-        _format_3(path)
+        make_format_3(path)
     before_rewrite = with_strain_of(mtd.open_zarr(path), full)
     write(mtd.multiply(mtd.open_zarr(path).compute(), 2.0), "r+")
     before = _contents(path)
@@ -545,7 +534,7 @@ def test_two_additions_from_one_opened_tensor(tmp_path, full, old_format):
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
     if old_format:
-        _format_3(path)
+        make_format_3(path)
     opened = mtd.open_zarr(path)
     with_strain_of(opened, full).to_zarr(path, mode="a")
     theirs = mtd.from_metatensor(full)
