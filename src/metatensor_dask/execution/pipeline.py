@@ -82,8 +82,8 @@ class PipelineError(MetatensorDaskError):
 def describe(error: BaseException) -> str:
     """``error`` in one line: its message, with its type when the message alone is not
     enough (an unexpected exception, or a JSON, YAML or text decoding error)."""
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.strerror}: {error.filename}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     if isinstance(error, json.JSONDecodeError):
         return f"invalid JSON ({error})"
     if isinstance(error, yaml.YAMLError):

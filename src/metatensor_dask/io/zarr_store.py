@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
@@ -126,9 +127,16 @@ def _copying_scheduler(kind: str) -> str | None:
 def open_store(store: Any, storage_options: dict[str, Any] | None, writable: bool) -> Store:
     """The zarr ``Store`` for any StoreLike (path, URL, store object, ...).
 
+    A local path is made absolute (its ``~`` expanded, as xarray does), so that tasks
+    read and write the same folder after the calling process changes its working
+    directory, and on workers started in another one. A location that can not be
+    written is refused before a write creates anything (see :func:`_refuse_read_only`).
     A memory store is refused when tasks would write to copies of it (see
     :func:`_copying_scheduler`).
     """
+    store = _absolute(store)
+    if writable:
+        _refuse_read_only(store)
     try:
         path = sync(
             make_store_path(store, mode="a" if writable else "r", storage_options=storage_options)
@@ -162,6 +170,52 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     if reason is not None:
         raise _not_here(reason)
     return resolved
+
+
+def _absolute(location: Any) -> Any:
+    """``location`` with a local path (a str or path-like without a protocol, the root
+    of a ``LocalStore``) absolute and its ``~`` expanded; any other location as given."""
+    if isinstance(location, LocalStore):
+        root = _absolute_path(str(location.root))
+        if root == str(location.root):
+            return location
+        return LocalStore(root, read_only=location.read_only)
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if isinstance(location, str) and _is_local_path(location):
+        return _absolute_path(location)
+    return location
+
+
+def _is_local_path(location: str) -> bool:
+    return "://" not in location and "::" not in location
+
+
+def _absolute_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _refuse_read_only(location: Any) -> None:
+    """Refuse to write to a local ``location`` in a folder that can not be written: a
+    read-only file system (a shared dataset, a read-only mount), or a folder this user
+    has no write permission in. The refusal comes before the write creates anything (its
+    folder, its lock) and names the folder and the remedy."""
+    path = _local_path(location)
+    if path is None:
+        return
+    folder = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if folder is None or not folder.is_dir() or os.access(folder, os.W_OK):
+        return
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        code, why = errno.EROFS, f"{folder} is on a file system mounted read-only"
+    else:
+        code, why = errno.EACCES, f"this user may not write in {folder}"
+    raise OSError(
+        code,
+        f"can not write to {path}: {os.strerror(code)} ({why}); nothing was written. "
+        "Write to a folder that can be written (a store in this one can still be read: "
+        "open_zarr, verify, info, and copied elsewhere with `metatensor-dask convert`)",
+    )
 
 
 def _without_listings_cache(store: Store) -> Store:
@@ -277,14 +331,14 @@ def _local_path(location: Any) -> Path | None:
     """The folder of a location on the local file system: a path, a ``file://`` URL
     or a ``LocalStore``; ``None`` for any other."""
     if isinstance(location, LocalStore):
-        return Path(location.root)
+        return Path(_absolute_path(str(location.root)))
     if isinstance(location, os.PathLike):
-        return Path(location)
+        location = os.fspath(location)
     if isinstance(location, str):
         if location.startswith("file://"):
-            return Path(location[len("file://") :])
-        if "://" not in location and "::" not in location:
-            return Path(location)
+            return Path(_absolute_path(location[len("file://") :]))
+        if _is_local_path(location):
+            return Path(_absolute_path(location))
     return None
 
 
