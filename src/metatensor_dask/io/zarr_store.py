@@ -586,12 +586,47 @@ def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = 
 
 
 def list_prefix(store: Store, prefix: str) -> list[str]:
-    """Every key starting with ``prefix``."""
+    """Every key starting with ``prefix`` (for a local store: every file under the
+    folder ``prefix``, through symbolic links to folders, as reads find them)."""
+    if isinstance(store, LocalStore):
+        return _local_keys(str(store.root), prefix)
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
 
     return sync(collect())
+
+
+def _local_keys(root: str, prefix: str) -> list[str]:
+    """The keys of the files under the folder ``prefix`` of the local store at ``root``.
+
+    A member that is a symbolic link to a folder is listed through (zarr's listing
+    skips it, and the node and chunks that reads find in it would seem lost). A folder
+    is listed through links once, the store's own never, so that links in a loop end.
+    """
+    keys: list[str] = []
+    followed = {os.path.realpath(root)}
+
+    def walk(folder: str, above: str) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            key = above + entry.name
+            if entry.is_dir():
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if target in followed:
+                        continue
+                    followed.add(target)
+                walk(entry.path, f"{key}/")
+            elif entry.is_file():
+                keys.append(key)
+
+    top = prefix.rstrip("/")
+    walk(os.path.join(root, top) if top else root, f"{top}/" if top else "")
+    return keys
 
 
 def list_root(store: Store) -> list[str]:
