@@ -135,6 +135,7 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     :func:`_copying_scheduler`).
     """
     store = _absolute(store)
+    _refuse_not_a_folder(store, writable)
     if writable:
         _refuse_read_only(store)
     try:
@@ -193,6 +194,30 @@ def _is_local_path(location: str) -> bool:
 
 def _absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _refuse_not_a_folder(location: Any, writable: bool) -> None:
+    """Refuse a local ``location`` that is a file, or a symbolic link to nothing, with
+    what it is rather than as a folder without a store (or a file in the way)."""
+    path = _local_path(location)
+    if path is None:
+        return
+    if path.is_symlink() and not path.exists():
+        raise MetatensorDaskError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            f"{'create the folder it leads to, or ' if writable else ''}give the path of "
+            "the store itself"
+        )
+    if not path.exists() or path.is_dir():
+        return
+    if writable:
+        raise _not_a_folder(str(path))
+    with open(path, "rb") as file:
+        zipped = file.read(4) == b"PK\x03\x04"
+    hint = ": a zip archive, such as a metatensor file, is read with metatensor_dask.load"
+    raise MetatensorDaskError(
+        f"{path} is a file, not a Zarr store (a directory){hint if zipped else ''}"
+    )
 
 
 def _refuse_read_only(location: Any) -> None:
@@ -371,19 +396,27 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 def outer_store(store: Store) -> str | None:
     """The location of a Zarr store holding ``store`` (its ``zarr.json`` in a folder
-    above it), or ``None``: in a local folder, in a ``file://`` URL, and above the path
-    of any other fsspec store (one request per folder above it)."""
+    above it, or above the folder a local path leads to through symbolic links; the
+    outermost, the store's root rather than a group in it), or ``None``:
+    in a local folder, in a ``file://`` URL, and above the path of any other fsspec
+    store (one request per folder above it)."""
     root = _local_root(store) or fsspec_folder(store)
     if root is not None:
-        return next((str(p) for p in root.parents if (p / "zarr.json").is_file()), None)
+        return _outermost_store(root) or _outermost_store(root.resolve())
     if not isinstance(store, FsspecStore):
         return None
     parts = store.path.rstrip("/").split("/")
-    for end in range(len(parts) - 1, 0, -1):
+    for end in range(1, len(parts)):
         folder = "/".join(parts[:end])
         if sync(store.fs._isfile(f"{folder}/zarr.json")):
             return str(getattr(store.fs, "sync_fs", store.fs).unstrip_protocol(folder))
     return None
+
+
+def _outermost_store(folder: Path) -> str | None:
+    """The outermost local folder above ``folder`` that holds a ``zarr.json``."""
+    outer = [str(p) for p in folder.parents if (p / "zarr.json").is_file()]
+    return outer[-1] if outer else None
 
 
 def _not_a_folder(location: Any) -> MetatensorDaskError:
