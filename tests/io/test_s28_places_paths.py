@@ -1,0 +1,101 @@
+"""Stores and files named the ways HPC jobs name them: relative to a working directory
+that changes (or that workers do not share), with ``~``, through symbolic links (to
+the store, to a member of it, to nothing, into another store), as ``file://`` URLs,
+and paths that are files. Every result equals metatensor."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import metatensor
+import metatensor.operations as mops
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+
+@pytest.fixture(scope="module")
+def tensor() -> metatensor.TensorMap:
+    return make_metatensor(4, nested=False, n_properties=(4, 3, 2))
+
+
+def _folders(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "job").mkdir()
+    (tmp_path / "other").mkdir()
+    return tmp_path / "job", tmp_path / "other"
+
+
+def test_a_relative_store_is_read_after_the_working_directory_changes(
+    tmp_path, monkeypatch, tensor
+):
+    job, other = _folders(tmp_path)
+    monkeypatch.chdir(job)
+    mtd.from_metatensor(tensor).to_zarr("s.zarr", chunks=5)
+    opened = mtd.open_zarr("s.zarr")
+    delayed = mtd.multiply(opened, 2.0).to_zarr("twice.zarr", compute=False)
+    monkeypatch.chdir(other)
+    assert_equal_to_metatensor(opened, tensor)
+    delayed.compute()
+    assert os.listdir(other) == []
+    assert_equal_to_metatensor(mtd.open_zarr(job / "twice.zarr"), mops.multiply(tensor, 2.0))
+
+
+def test_a_store_under_home_is_written_there(tmp_path, monkeypatch, tensor):
+    job, home = _folders(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(job)
+    mtd.from_metatensor(tensor).to_zarr("~/s.zarr", chunks=5)
+    assert os.listdir(job) == []
+    assert_equal_to_metatensor(mtd.open_zarr(home / "s.zarr"), tensor)
+    assert_equal_to_metatensor(mtd.open_zarr("~/s.zarr"), tensor)
+
+
+def test_a_member_linked_from_elsewhere_is_read_and_verified(tmp_path, tensor):
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(tensor).to_zarr(store, chunks=5)
+    member = store / "blocks" / "0" / "gradients" / "positions"
+    moved = tmp_path / "elsewhere"
+    member.rename(moved)
+    member.symlink_to(moved)
+    (store / "blocks" / "1" / "loop").symlink_to(store)
+    assert mtd.verify(store).problems == []
+    assert_equal_to_metatensor(mtd.open_zarr(store), tensor)
+
+
+def test_a_new_store_led_into_another_store_by_a_link_is_refused(tmp_path, tensor):
+    outer = tmp_path / "outer.zarr"
+    mtd.from_metatensor(tensor).to_zarr(outer, chunks=5)
+    (outer / "blocks" / "spare").mkdir()
+    (tmp_path / "link.zarr").symlink_to(outer / "blocks" / "spare")
+    with pytest.raises(mtd.MetatensorDaskError, match=re.escape(f"inside the Zarr store {outer},")):
+        mtd.from_metatensor(tensor).to_zarr(tmp_path / "link.zarr")
+    assert mtd.verify(outer).ok
+
+
+def test_a_link_to_nothing_is_named_as_such(tmp_path, tensor):
+    (tmp_path / "s.zarr").symlink_to(tmp_path / "gone.zarr")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"symbolic link to .*gone\.zarr.* not exist"):
+        mtd.from_metatensor(tensor).to_zarr(tmp_path / "s.zarr")
+    with pytest.raises(mtd.MetatensorDaskError, match=r"symbolic link to .*gone\.zarr.* not exist"):
+        mtd.open_zarr(tmp_path / "s.zarr")
+
+
+def test_a_metatensor_file_opened_as_a_store_is_named(tmp_path, tensor):
+    metatensor.save(str(tmp_path / "t.mts"), tensor)
+    with pytest.raises(mtd.MetatensorDaskError, match=r"is a file, not a Zarr store.*load"):
+        mtd.open_zarr(f"{tmp_path}/t.mts/")
+
+
+def test_metatensor_files_at_file_urls(tmp_path, tensor):
+    url = f"file://{tmp_path}/a #1 ü.mts"
+    metatensor.save(str(tmp_path / "a #1 ü.mts"), tensor)
+    assert_equal_to_metatensor(mtd.load(url), tensor)
+    assert mtd.verify(url).ok
+    mtd.save(f"file://{tmp_path}/b.mts", mtd.load(url))
+    assert metatensor.equal(metatensor.load(str(tmp_path / "b.mts")), tensor)
+    with pytest.raises(mtd.MetatensorDaskError, match="is a URL: metatensor files"):
+        mtd.load("s3://bucket/t.mts")
