@@ -99,3 +99,13 @@ def test_metatensor_files_at_file_urls(tmp_path, tensor):
     assert metatensor.equal(metatensor.load(str(tmp_path / "b.mts")), tensor)
     with pytest.raises(mtd.MetatensorDaskError, match="is a URL: metatensor files"):
         mtd.load("s3://bucket/t.mts")
+
+
+def test_metatensor_files_under_home(tmp_path, monkeypatch, tensor):
+    job, home = _folders(tmp_path)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(job)
+    mtd.save("~/t.mts", mtd.from_metatensor(tensor))
+    assert os.listdir(job) == []
+    assert metatensor.equal(metatensor.load(str(home / "t.mts")), tensor)
+    assert_equal_to_metatensor(mtd.load("~/t.mts"), tensor)

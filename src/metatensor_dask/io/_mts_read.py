@@ -94,8 +94,9 @@ def _plain_names(names: list[str]) -> bool:
 
 
 def display_path(path: Any) -> str:
-    """``path`` as a str, as shown in messages; only paths are accepted, and ``file://``
-    URLs, which name a local path too (any other URL is refused)."""
+    """``path`` as a str, as shown in messages, with its ``~`` expanded (as for Zarr
+    stores); only paths are accepted, and ``file://`` URLs, which name a local path too
+    (any other URL is refused)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             f"`path` must be a str or a path-like object, got {type(path)}; to read a file "
@@ -106,14 +107,14 @@ def display_path(path: Any) -> str:
     if not isinstance(display, str):
         raise TypeError(f"`path` must name a file with a str, got {type(display)}")
     if display.startswith("file://"):
-        return display[len("file://") :]
-    if "://" in display or "::" in display:
+        display = display[len("file://") :]
+    elif "://" in display or "::" in display:
         raise MetatensorDaskError(
             f"{display!r} is a URL: metatensor files (.mts, .npz) are read and written at "
             "local paths; copy the file to a local folder (or write a Zarr store there: "
             "Zarr stores can be at URLs)"
         )
-    return display
+    return os.path.expanduser(display)
 
 
 def io_error(error: OSError, path: str | None = None) -> MetatensorError:
