@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import metatensor
 import metatensor.operations as mops
 import pytest
+import zarr.storage
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -84,10 +86,16 @@ def test_a_link_to_nothing_is_named_as_such(tmp_path, tensor):
         mtd.open_zarr(tmp_path / "s.zarr")
 
 
-def test_a_metatensor_file_opened_as_a_store_is_named(tmp_path, tensor):
+def test_a_file_opened_as_a_store_is_named_with_how_to_read_it(tmp_path, tensor):
     metatensor.save(str(tmp_path / "t.mts"), tensor)
-    with pytest.raises(mtd.MetatensorDaskError, match=r"is a file, not a Zarr store.*load"):
+    with pytest.raises(mtd.MetatensorDaskError, match=r"is a file, not a Zarr store.*\.load"):
         mtd.open_zarr(f"{tmp_path}/t.mts/")
+    mtd.from_metatensor(tensor).to_zarr(tmp_path / "s.zarr")
+    zipped = shutil.make_archive(str(tmp_path / "s"), "zip", tmp_path / "s.zarr")
+    remedy = f"open_zarr(zarr.storage.ZipStore({zipped!r}, mode='r'))"
+    with pytest.raises(mtd.MetatensorDaskError, match=re.escape(remedy)):
+        mtd.open_zarr(zipped)
+    assert_equal_to_metatensor(mtd.open_zarr(zarr.storage.ZipStore(zipped, mode="r")), tensor)
 
 
 def test_metatensor_files_at_file_urls(tmp_path, tensor):

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import uuid
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -212,12 +213,23 @@ def _refuse_not_a_folder(location: Any, writable: bool) -> None:
         return
     if writable:
         raise _not_a_folder(str(path))
-    with open(path, "rb") as file:
-        zipped = file.read(4) == b"PK\x03\x04"
-    hint = ": a zip archive, such as a metatensor file, is read with metatensor_dask.load"
-    raise MetatensorDaskError(
-        f"{path} is a file, not a Zarr store (a directory){hint if zipped else ''}"
-    )
+    raise MetatensorDaskError(f"{path} is a file, not a Zarr store (a directory){_zip_hint(path)}")
+
+
+def _zip_hint(path: Path) -> str:
+    """How to read the file ``path`` when it is a zip archive: a zipped Zarr store, or a
+    metatensor file; ``""`` for any other file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return ""
+    if "zarr.json" in names:
+        return (
+            ": a zipped Zarr store, opened with "
+            f"open_zarr(zarr.storage.ZipStore({str(path)!r}, mode='r'))"
+        )
+    return ": a zip archive, such as a metatensor file, is read with metatensor_dask.load"
 
 
 def _refuse_read_only(location: Any) -> None:
