@@ -17,6 +17,7 @@ import zarr.storage
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -117,3 +118,23 @@ def test_metatensor_files_under_home(tmp_path, monkeypatch, tensor):
     assert os.listdir(job) == []
     assert metatensor.equal(metatensor.load(str(home / "t.mts")), tensor)
     assert_equal_to_metatensor(mtd.load("~/t.mts"), tensor)
+
+
+def test_a_pipeline_run_from_elsewhere_takes_its_inputs_at_odd_paths(tmp_path, monkeypatch, tensor):
+    folder = tmp_path / "data #1 ü"
+    folder.mkdir()
+    mtd.from_metatensor(tensor).to_zarr(folder / "a %20.zarr", chunks=5)
+    (folder / "link.zarr").symlink_to(folder / "a %20.zarr")
+    metatensor.save(str(folder / "b?.mts"), tensor)
+    pipeline = folder / "p.yaml"
+    pipeline.write_text(
+        f'inputs: {{a: "a %20.zarr", b: link.zarr/, c: "file://{folder}/b?.mts"}}\n'
+        "steps:\n"
+        "  - {op: add, inputs: [a, b], name: sum}\n"
+        "  - {op: multiply, inputs: [sum, c]}\n"
+        'output: "out #.zarr"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(pipeline.relative_to(tmp_path)), "-q"]) == 0
+    expected = mops.multiply(mops.add(tensor, tensor), tensor)
+    assert_equal_to_metatensor(mtd.open_zarr(folder / "out #.zarr"), expected)
