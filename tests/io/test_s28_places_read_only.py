@@ -18,6 +18,7 @@ import pytest
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.batch import BatchJob, SubmitError, submit
 from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
@@ -115,3 +116,15 @@ def test_operations_on_it_equal_metatensor(shared, tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "p.zarr"), expected)
     summed = mtd.sum_over_samples(mtd.open_zarr(view / "s.zarr"), "atom")
     assert_equal_to_metatensor(summed, mops.sum_over_samples(tensor, "atom"), rtol=1e-13)
+
+
+def test_the_job_of_a_pipeline_kept_there_is_refused_before_it_is_submitted(shared, tmp_path):
+    view, _ = shared
+    job = BatchJob(str(view / "p.yaml"))
+    with pytest.raises(
+        SubmitError, match="can not be written; nothing was submitted: give --script"
+    ):
+        submit(job)
+    with pytest.raises(SubmitError, match="can not be written; nothing was submitted: give --log"):
+        submit(job, str(tmp_path / "job.sbatch"))
+    assert list(tmp_path.iterdir()) == []
