@@ -128,3 +128,11 @@ def test_the_job_of_a_pipeline_kept_there_is_refused_before_it_is_submitted(shar
     with pytest.raises(SubmitError, match="can not be written; nothing was submitted: give --log"):
         submit(job, str(tmp_path / "job.sbatch"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_demo_asked_to_work_there_names_its_option(shared, capsys):
+    view, _ = shared
+    assert main(["demo", "--workdir", str(view / "demo"), "-q"]) == 1
+    error = capsys.readouterr().err
+    assert f"can not write its stores in {view / 'demo'}" in error, error
+    assert "give --workdir a folder you can write" in error, error
