@@ -138,3 +138,15 @@ def test_a_pipeline_run_from_elsewhere_takes_its_inputs_at_odd_paths(tmp_path, m
     assert main(["run", str(pipeline.relative_to(tmp_path)), "-q"]) == 0
     expected = mops.multiply(mops.add(tensor, tensor), tensor)
     assert_equal_to_metatensor(mtd.open_zarr(folder / "out #.zarr"), expected)
+
+
+@pytest.mark.parametrize("mode", ["w", "r+"])
+def test_a_store_read_through_a_link_is_not_overwritten_by_what_reads_it(tmp_path, mode, tensor):
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(tensor).to_zarr(store, chunks=5)
+    (tmp_path / "link.zarr").symlink_to(store)
+    twice = mtd.multiply(mtd.open_zarr(tmp_path / "link.zarr"), 2.0)
+    with pytest.raises(mtd.MetatensorDaskError, match="this tensor reads the store it would"):
+        twice.to_zarr(store, mode=mode)
+    assert mtd.verify(store).ok
+    assert_equal_to_metatensor(mtd.open_zarr(store), tensor)

@@ -130,13 +130,16 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
 
     A local path is made absolute (its ``~`` expanded, as xarray does), so that tasks
     read and write the same folder after the calling process changes its working
-    directory, and on workers started in another one. A location that can not be
-    written is refused before a write creates anything (see :func:`_refuse_read_only`).
+    directory, and on workers started in another one; symbolic links in it are
+    resolved, so that every path to a folder gives the same store (a write then sees
+    that the tensor it writes reads the store, through whichever path it was opened).
+    A location that can not be written is refused before a write creates anything
+    (see :func:`_refuse_read_only`).
     A memory store is refused when tasks would write to copies of it (see
     :func:`_copying_scheduler`).
     """
-    store = _absolute(store)
-    _refuse_not_a_folder(store, writable)
+    _refuse_not_a_folder(_absolute(store), writable)
+    store = _absolute(store, real=True)
     if writable:
         _refuse_read_only(store)
     try:
@@ -174,18 +177,20 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     return resolved
 
 
-def _absolute(location: Any) -> Any:
+def _absolute(location: Any, real: bool = False) -> Any:
     """``location`` with a local path (a str or path-like without a protocol, the root
-    of a ``LocalStore``) absolute and its ``~`` expanded; any other location as given."""
+    of a ``LocalStore``) absolute and its ``~`` expanded, and with ``real`` its symbolic
+    links resolved; any other location as given."""
+    form = _real_path if real else _absolute_path
     if isinstance(location, LocalStore):
-        root = _absolute_path(str(location.root))
+        root = form(str(location.root))
         if root == str(location.root):
             return location
         return LocalStore(root, read_only=location.read_only)
     if isinstance(location, os.PathLike):
         location = os.fspath(location)
     if isinstance(location, str) and _is_local_path(location):
-        return _absolute_path(location)
+        return form(location)
     return location
 
 
@@ -195,6 +200,10 @@ def _is_local_path(location: str) -> bool:
 
 def _absolute_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _real_path(path: str) -> str:
+    return os.path.realpath(os.path.expanduser(path))
 
 
 def _refuse_not_a_folder(location: Any, writable: bool) -> None:
