@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import metatensor
@@ -150,3 +151,18 @@ def test_a_store_read_through_a_link_is_not_overwritten_by_what_reads_it(tmp_pat
         twice.to_zarr(store, mode=mode)
     assert mtd.verify(store).ok
     assert_equal_to_metatensor(mtd.open_zarr(store), tensor)
+
+
+def test_convert_refuses_its_source_seen_through_a_bind_mount(tmp_path, capsys, tensor):
+    folder, view = _folders(tmp_path)
+    mtd.from_metatensor(tensor).to_zarr(folder / "s.zarr", chunks=5)
+    mounted = subprocess.run(["mount", "--bind", folder, view], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"no bind mount here: {mounted.stderr.decode().strip()}")
+    try:
+        arguments = [str(view / "s.zarr"), str(folder / "s.zarr"), "--overwrite", "-q"]
+        assert main(["convert", *arguments]) == 1
+    finally:
+        subprocess.run(["umount", view], check=True)
+    assert "is the source" in capsys.readouterr().err
+    assert_equal_to_metatensor(mtd.open_zarr(folder / "s.zarr"), tensor)

@@ -101,10 +101,16 @@ def _is_local(path: str) -> bool:
 
 
 def same_local_path(first: str, second: str) -> bool:
-    """Whether two local paths name the same file or directory, however spelled."""
+    """Whether two local paths name the same file or directory, however spelled:
+    through symbolic links, or at two places a file system is mounted at."""
     if not (_is_local(first) and _is_local(second)):
         return False
-    return os.path.realpath(first) == os.path.realpath(second)
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one does not exist (yet)
+        return False
 
 
 def open_tensor(path: str, chunks: int | str | None = None) -> Any:
