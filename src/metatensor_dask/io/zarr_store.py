@@ -75,6 +75,7 @@ __all__ = [
     "refuse_metatensor_file",
     "remove_if_empty",
     "remove_temporaries",
+    "same_store",
     "set_many",
     "write_files",
 ]
@@ -445,6 +446,20 @@ def _not_a_folder(location: Any) -> MetatensorDaskError:
         f"{location!r} is a file, not a directory (or lies in a file): a Zarr store is a "
         "directory; write the tensor to another path"
     )
+
+
+def same_store(first: Store, second: Store) -> bool:
+    """Whether two stores are one: the same description, or local folders that are one
+    folder (a file system mounted at two places)."""
+    if describe(first) == describe(second):
+        return True
+    roots = (_local_root(first), _local_root(second))
+    if roots[0] is None or roots[1] is None:
+        return False
+    try:
+        return os.path.samefile(roots[0], roots[1])
+    except OSError:  # one does not exist (yet)
+        return False
 
 
 def describe(store: Store) -> str:
