@@ -15,6 +15,7 @@ from pathlib import Path
 import metatensor
 import metatensor.operations as mops
 import pytest
+from zarr.storage import FsspecStore
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -85,6 +86,11 @@ WRITES = {
     ),
     "new store": lambda view, t: t.to_zarr(view / "new.zarr"),
     "new store below": lambda view, t: t.to_zarr(view / "sub" / "new.zarr"),
+    "file store object": lambda view, t: t.to_zarr(
+        FsspecStore.from_url(f"file://{view}/s.zarr", storage_options={"auto_mkdir": True}),
+        append_dim="samples",
+        renumber={"system": "next"},
+    ),
     "discard_append": lambda view, t: mtd.discard_append(view / "s.zarr"),
     "write_batches": lambda view, t: mtd.write_batches(_batch, [1, 2], view / "b.zarr"),
 }

@@ -247,7 +247,7 @@ def _refuse_read_only(location: Any) -> None:
     read-only file system (a shared dataset, a read-only mount), or a folder this user
     has no write permission in. The refusal comes before the write creates anything (its
     folder, its lock) and names the folder and the remedy."""
-    path = _local_path(location)
+    path = _local_path(location) or fsspec_folder(location)
     if path is None:
         return
     folder = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
