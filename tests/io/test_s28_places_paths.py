@@ -19,6 +19,7 @@ from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
+from metatensor_dask.io.inspection import describe_store
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
@@ -61,12 +62,14 @@ def test_a_store_under_home_is_written_there(tmp_path, monkeypatch, tensor):
 def test_a_member_linked_from_elsewhere_is_read_and_verified(tmp_path, tensor):
     store = tmp_path / "s.zarr"
     mtd.from_metatensor(tensor).to_zarr(store, chunks=5)
+    stored = describe_store(store).stored
     member = store / "blocks" / "0" / "gradients" / "positions"
     moved = tmp_path / "elsewhere"
     member.rename(moved)
     member.symlink_to(moved)
     (store / "blocks" / "1" / "loop").symlink_to(store)
     assert mtd.verify(store).problems == []
+    assert describe_store(store).stored == stored
     assert_equal_to_metatensor(mtd.open_zarr(store), tensor)
 
 
