@@ -255,21 +255,25 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
     Raises
     ------
     SubmitError
-        The submit command is not found, or it refused the job.
+        The submit command is not found, it refused the job, or the folder of the
+        script or of the job's log can not be written (checked before anything is
+        written or submitted).
     """
     command = job.submit_command
+    if script_path is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        script_path = os.path.join(
+            os.path.dirname(os.path.abspath(job.pipeline)),
+            f"{job.job_name}-{stamp}-{os.getpid()}.{command}",
+        )
+    _check_folder("the script", script_path, "--script")
+    _check_folder("the job's log", job.log_path, "--log")
     executable = shutil.which(command)
     if executable is None:
         raise SubmitError(
             f"{command} not found: run `submit --scheduler {job.scheduler}` on a login node "
             f"of a {job.scheduler.upper()} cluster, or use `metatensor-dask run --cluster "
             f"{job.scheduler}` to start workers from here"
-        )
-    if script_path is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        script_path = os.path.join(
-            os.path.dirname(os.path.abspath(job.pipeline)),
-            f"{job.job_name}-{stamp}-{os.getpid()}.{command}",
         )
     with open(script_path, "w", encoding="utf-8") as file:
         file.write(job.script())
@@ -279,3 +283,20 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
         raise SubmitError(f"{command} refused the job ({script_path}): {result.stderr.strip()}")
     # sbatch --parsable prints "jobid" or "jobid;cluster"; qsub prints "jobid.server"
     return result.stdout.strip().split(";")[0], script_path
+
+
+def _check_folder(what: str, path: str, option: str) -> None:
+    """Refuse a file ``path`` (written by ``submit``, or by the job) in a folder that
+    does not exist or can not be written, such as a shared folder of pipelines mounted
+    read-only; the remedy is the command line ``option`` that moves it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        problem = "does not exist"
+    elif not os.access(folder, os.W_OK):
+        problem = "can not be written"
+    else:
+        return
+    raise SubmitError(
+        f"{what} {path} would be written in {folder}, which {problem}; nothing was "
+        f"submitted: give {option} a path in a folder you can write"
+    )

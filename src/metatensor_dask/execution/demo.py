@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from dask.utils import format_bytes, format_time
 
+from ..errors import MetatensorDaskError
 from .cluster import Execution
 from .progress import Reporter, compute
 
@@ -171,8 +172,14 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
     from .pipeline import Pipeline
 
     reporter = Reporter(quiet)
-    os.makedirs(workdir, exist_ok=True)
     workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise MetatensorDaskError(
+            f"the demo can not write its stores in {workdir} ({error.strerror}): give "
+            "--workdir a folder you can write"
+        ) from None
     reporter.step(f"metatensor-dask demo in {workdir}, computing on {where.description}")
 
     def run(collection: Any) -> Any:

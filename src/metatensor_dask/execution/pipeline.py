@@ -82,8 +82,8 @@ class PipelineError(MetatensorDaskError):
 def describe(error: BaseException) -> str:
     """``error`` in one line: its message, with its type when the message alone is not
     enough (an unexpected exception, or a JSON, YAML or text decoding error)."""
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        return f"{error.strerror}: {error.filename}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
     if isinstance(error, json.JSONDecodeError):
         return f"invalid JSON ({error})"
     if isinstance(error, yaml.YAMLError):
@@ -101,10 +101,16 @@ def _is_local(path: str) -> bool:
 
 
 def same_local_path(first: str, second: str) -> bool:
-    """Whether two local paths name the same file or directory, however spelled."""
+    """Whether two local paths name the same file or directory, however spelled:
+    through symbolic links, or at two places a file system is mounted at."""
     if not (_is_local(first) and _is_local(second)):
         return False
-    return os.path.realpath(first) == os.path.realpath(second)
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one does not exist (yet)
+        return False
 
 
 def open_tensor(path: str, chunks: int | str | None = None) -> Any:

@@ -27,7 +27,7 @@ from .. import _graph
 from .._collection import GroupItem
 from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock, _check_shape
-from ..errors import MetatensorError, UnsafeNameError, format_error
+from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
 from . import _mts_integrity, _mts_tiny, _npy, _zip
 from . import chunks as chunking
@@ -94,7 +94,9 @@ def _plain_names(names: list[str]) -> bool:
 
 
 def display_path(path: Any) -> str:
-    """``path`` as a str, as shown in messages; only paths are accepted."""
+    """``path`` as a str, as shown in messages, with its ``~`` expanded (as for Zarr
+    stores); only paths are accepted, and ``file://`` URLs, which name a local path too
+    (any other URL is refused)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             f"`path` must be a str or a path-like object, got {type(path)}; to read a file "
@@ -104,7 +106,15 @@ def display_path(path: Any) -> str:
     display = os.fspath(path)
     if not isinstance(display, str):
         raise TypeError(f"`path` must name a file with a str, got {type(display)}")
-    return display
+    if display.startswith("file://"):
+        display = display[len("file://") :]
+    elif "://" in display or "::" in display:
+        raise MetatensorDaskError(
+            f"{display!r} is a URL: metatensor files (.mts, .npz) are read and written at "
+            "local paths; copy the file to a local folder (or write a Zarr store there: "
+            "Zarr stores can be at URLs)"
+        )
+    return os.path.expanduser(display)
 
 
 def io_error(error: OSError, path: str | None = None) -> MetatensorError:
@@ -117,7 +127,7 @@ def io_error(error: OSError, path: str | None = None) -> MetatensorError:
 def read_file(path: Any) -> bytes:
     """The whole content of a (small) file."""
     try:
-        with open(path, "rb") as file:
+        with open(display_path(path), "rb") as file:
             return file.read()
     except OSError as error:
         raise io_error(error) from None

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -36,6 +37,7 @@ from .zarr_progress import recorded_chunks
 from .zarr_samples import is_chained, sample_attributes
 from .zarr_store import (
     ArrayRef,
+    _local_keys,
     _local_root,
     describe,
     get_many,
@@ -129,6 +131,13 @@ def _values_arrays(block: layout.BlockLayout, name: str) -> list[tuple[str, layo
 
 
 def _stored_sizes(store: Any, prefixes: list[str]) -> list[int | None]:
+    """The bytes stored under each of ``prefixes``; in a local store, through members
+    that are symbolic links to folders, as :func:`~.zarr_store.list_prefix` lists them
+    (zarr's sizes skip them)."""
+    root = _local_root(store)
+    if root is not None:
+        return [_local_size(root, prefix) for prefix in prefixes]
+
     async def size(prefix: str) -> int | None:
         try:
             return await store.getsize_prefix(prefix)
@@ -139,6 +148,13 @@ def _stored_sizes(store: Any, prefixes: list[str]) -> list[int | None]:
         return list(await asyncio.gather(*(size(p) for p in prefixes)))
 
     return sync(sizes())
+
+
+def _local_size(root: Path, prefix: str) -> int | None:
+    try:
+        return sum(os.path.getsize(root / key) for key in _local_keys(str(root), prefix))
+    except OSError:  # a file removed meanwhile
+        return None
 
 
 def _load_keys(store: Any, info: layout.ArrayInfo, complete: bool) -> np.ndarray | None:

@@ -343,7 +343,12 @@ def open_zarr(
     ----------
     store
         Any zarr ``StoreLike``: a directory path, an fsspec URL (with
-        ``storage_options``), or a zarr store object.
+        ``storage_options``), or a zarr store object. A relative path is taken from
+        the working directory of this call (tasks read the same folder after a
+        change of directory, and on workers started elsewhere), ``~`` is expanded,
+        and symbolic links are followed (messages name the folder they lead to). A
+        store in a folder that can not be written (a read-only mount) is read
+        without writing anything.
     chunks
         Chunking of each block's values along samples: ``None`` for the stored
         chunks, an int for value rows per chunk, a size string such as ``"64MiB"``

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
 import sys
 import time
 import uuid
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +75,7 @@ __all__ = [
     "refuse_metatensor_file",
     "remove_if_empty",
     "remove_temporaries",
+    "same_store",
     "set_many",
     "write_files",
 ]
@@ -126,9 +129,20 @@ def _copying_scheduler(kind: str) -> str | None:
 def open_store(store: Any, storage_options: dict[str, Any] | None, writable: bool) -> Store:
     """The zarr ``Store`` for any StoreLike (path, URL, store object, ...).
 
+    A local path is made absolute (its ``~`` expanded, as xarray does), so that tasks
+    read and write the same folder after the calling process changes its working
+    directory, and on workers started in another one; symbolic links in it are
+    resolved, so that every path to a folder gives the same store (a write then sees
+    that the tensor it writes reads the store, through whichever path it was opened).
+    A location that can not be written is refused before a write creates anything
+    (see :func:`_refuse_read_only`).
     A memory store is refused when tasks would write to copies of it (see
     :func:`_copying_scheduler`).
     """
+    _refuse_not_a_folder(_absolute(store), writable)
+    store = _absolute(store, real=True)
+    if writable:
+        _refuse_read_only(store)
     try:
         path = sync(
             make_store_path(store, mode="a" if writable else "r", storage_options=storage_options)
@@ -162,6 +176,93 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     if reason is not None:
         raise _not_here(reason)
     return resolved
+
+
+def _absolute(location: Any, real: bool = False) -> Any:
+    """``location`` with a local path (a str or path-like without a protocol, the root
+    of a ``LocalStore``) absolute and its ``~`` expanded, and with ``real`` its symbolic
+    links resolved; any other location as given."""
+    form = _real_path if real else _absolute_path
+    if isinstance(location, LocalStore):
+        root = form(str(location.root))
+        if root == str(location.root):
+            return location
+        return LocalStore(root, read_only=location.read_only)
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if isinstance(location, str) and _is_local_path(location):
+        return form(location)
+    return location
+
+
+def _is_local_path(location: str) -> bool:
+    return "://" not in location and "::" not in location
+
+
+def _absolute_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _real_path(path: str) -> str:
+    return os.path.realpath(os.path.expanduser(path))
+
+
+def _refuse_not_a_folder(location: Any, writable: bool) -> None:
+    """Refuse a local ``location`` that is a file, or a symbolic link to nothing, with
+    what it is rather than as a folder without a store (or a file in the way)."""
+    path = _local_path(location)
+    if path is None:
+        return
+    if path.is_symlink() and not path.exists():
+        raise MetatensorDaskError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            f"{'create the folder it leads to, or ' if writable else ''}give the path of "
+            "the store itself"
+        )
+    if not path.exists() or path.is_dir():
+        return
+    if writable:
+        raise _not_a_folder(str(path))
+    raise MetatensorDaskError(f"{path} is a file, not a Zarr store (a directory){_zip_hint(path)}")
+
+
+def _zip_hint(path: Path) -> str:
+    """How to read the file ``path`` when it is a zip archive: a zipped Zarr store, or a
+    metatensor file; ``""`` for any other file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return ""
+    if "zarr.json" in names:
+        return (
+            ": a zipped Zarr store, opened with "
+            f"open_zarr(zarr.storage.ZipStore({str(path)!r}, mode='r'))"
+        )
+    return ": a zip archive, such as a metatensor file, is read with metatensor_dask.load"
+
+
+def _refuse_read_only(location: Any) -> None:
+    """Refuse to write to a local ``location`` in a folder that can not be written: a
+    read-only file system (a shared dataset, a read-only mount), or a folder this user
+    has no write permission in. The refusal comes before the write creates anything (its
+    folder, its lock) and names the folder and the remedy."""
+    path = _local_path(location) or fsspec_folder(location)
+    if path is None:
+        return
+    folder = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if folder is None or not folder.is_dir() or os.access(folder, os.W_OK):
+        return
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        code, why = errno.EROFS, f"{folder} is on a file system mounted read-only"
+    else:
+        code, why = errno.EACCES, f"this user may not write in {folder}"
+    raise OSError(
+        code,
+        f"can not write to {path}: {os.strerror(code)} ({why}); nothing was written. "
+        "Write to a folder that can be written (a store in this one can still be read: "
+        "open_zarr, verify, info, and copied elsewhere with `metatensor-dask convert`)",
+    )
 
 
 def _without_listings_cache(store: Store) -> Store:
@@ -277,14 +378,14 @@ def _local_path(location: Any) -> Path | None:
     """The folder of a location on the local file system: a path, a ``file://`` URL
     or a ``LocalStore``; ``None`` for any other."""
     if isinstance(location, LocalStore):
-        return Path(location.root)
+        return Path(_absolute_path(str(location.root)))
     if isinstance(location, os.PathLike):
-        return Path(location)
+        location = os.fspath(location)
     if isinstance(location, str):
         if location.startswith("file://"):
-            return Path(location[len("file://") :])
-        if "://" not in location and "::" not in location:
-            return Path(location)
+            return Path(_absolute_path(location[len("file://") :]))
+        if _is_local_path(location):
+            return Path(_absolute_path(location))
     return None
 
 
@@ -317,19 +418,27 @@ def remove_if_empty(folders: list[Path]) -> None:
 
 def outer_store(store: Store) -> str | None:
     """The location of a Zarr store holding ``store`` (its ``zarr.json`` in a folder
-    above it), or ``None``: in a local folder, in a ``file://`` URL, and above the path
-    of any other fsspec store (one request per folder above it)."""
+    above it, or above the folder a local path leads to through symbolic links; the
+    outermost, the store's root rather than a group in it), or ``None``:
+    in a local folder, in a ``file://`` URL, and above the path of any other fsspec
+    store (one request per folder above it)."""
     root = _local_root(store) or fsspec_folder(store)
     if root is not None:
-        return next((str(p) for p in root.parents if (p / "zarr.json").is_file()), None)
+        return _outermost_store(root) or _outermost_store(root.resolve())
     if not isinstance(store, FsspecStore):
         return None
     parts = store.path.rstrip("/").split("/")
-    for end in range(len(parts) - 1, 0, -1):
+    for end in range(1, len(parts)):
         folder = "/".join(parts[:end])
         if sync(store.fs._isfile(f"{folder}/zarr.json")):
             return str(getattr(store.fs, "sync_fs", store.fs).unstrip_protocol(folder))
     return None
+
+
+def _outermost_store(folder: Path) -> str | None:
+    """The outermost local folder above ``folder`` that holds a ``zarr.json``."""
+    outer = [str(p) for p in folder.parents if (p / "zarr.json").is_file()]
+    return outer[-1] if outer else None
 
 
 def _not_a_folder(location: Any) -> MetatensorDaskError:
@@ -337,6 +446,20 @@ def _not_a_folder(location: Any) -> MetatensorDaskError:
         f"{location!r} is a file, not a directory (or lies in a file): a Zarr store is a "
         "directory; write the tensor to another path"
     )
+
+
+def same_store(first: Store, second: Store) -> bool:
+    """Whether two stores are one: the same description, or local folders that are one
+    folder (a file system mounted at two places)."""
+    if describe(first) == describe(second):
+        return True
+    roots = (_local_root(first), _local_root(second))
+    if roots[0] is None or roots[1] is None:
+        return False
+    try:
+        return os.path.samefile(roots[0], roots[1])
+    except OSError:  # one does not exist (yet)
+        return False
 
 
 def describe(store: Store) -> str:
@@ -532,12 +655,47 @@ def set_many(store: Store, items: dict[str, bytes | memoryview], atomic: bool = 
 
 
 def list_prefix(store: Store, prefix: str) -> list[str]:
-    """Every key starting with ``prefix``."""
+    """Every key starting with ``prefix`` (for a local store: every file under the
+    folder ``prefix``, through symbolic links to folders, as reads find them)."""
+    if isinstance(store, LocalStore):
+        return _local_keys(str(store.root), prefix)
 
     async def collect() -> list[str]:
         return [key async for key in store.list_prefix(prefix)]
 
     return sync(collect())
+
+
+def _local_keys(root: str, prefix: str) -> list[str]:
+    """The keys of the files under the folder ``prefix`` of the local store at ``root``.
+
+    A member that is a symbolic link to a folder is listed through (zarr's listing
+    skips it, and the node and chunks that reads find in it would seem lost). A folder
+    is listed through links once, the store's own never, so that links in a loop end.
+    """
+    keys: list[str] = []
+    followed = {os.path.realpath(root)}
+
+    def walk(folder: str, above: str) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            key = above + entry.name
+            if entry.is_dir():
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    if target in followed:
+                        continue
+                    followed.add(target)
+                walk(entry.path, f"{key}/")
+            elif entry.is_file():
+                keys.append(key)
+
+    top = prefix.rstrip("/")
+    walk(os.path.join(root, top) if top else root, f"{top}/" if top else "")
+    return keys
 
 
 def list_root(store: Store) -> list[str]:
