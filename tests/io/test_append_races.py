@@ -190,6 +190,9 @@ def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
         assert _state(path) == both, what
 
 
+# one codec each for the two races below (a few seconds of processes per kill):
+# the kills of one append above run with both
+@pytest.mark.parametrize("states", ["sharded-zstd"], indirect=True)
 def test_two_appenders_at_random_moments_lose_no_rows(states, sequential, duration, tmp_path):
     """Two appends started at random moments of each other: one gets StoreLockedError
     before writing anything (or both append, one after the other); the store is one
@@ -222,6 +225,7 @@ def test_two_appenders_at_random_moments_lose_no_rows(states, sequential, durati
         assert mtd.verify(path).ok, what
 
 
+@pytest.mark.parametrize("states", ["default"], indirect=True)
 def test_two_resumes_of_a_killed_append_at_random_moments(states, duration, tmp_path):
     """An append killed at a random moment, then resumed by two processes started at
     random moments of each other (two requeued jobs): one takes the killed writer's
