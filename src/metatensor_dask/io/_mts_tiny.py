@@ -116,12 +116,18 @@ def group_items(path: str, display: str, stamp: Stamp, reads: list[MemberRead]) 
     return items
 
 
+def _token(group: _Group) -> str:
+    """What names the group's task: the file and where each member read starts and
+    ends. Loads of one file with other chunkings make other blocks tiny, and a group
+    of each may span the same bytes with as many members (a plain hash: dask's
+    tokenize costs more)."""
+    members = ",".join(f"{member.offset}+{member.size}" for member in group.members)
+    described = f"{group.path}\0{group.stamp}\0{members}"
+    return hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
+
+
 def _items(group: _Group) -> list[GroupItem]:
-    # a plain hash of what identifies the bytes read: dask's tokenize costs more
-    token = hashlib.blake2b(
-        repr((group.path, group.stamp, group.start, group.length, len(group.members))).encode(),
-        digest_size=16,
-    ).hexdigest()
+    token = _token(group)
     key = f"mts-group-{token}"
     layer = _graph.group_layer({key: _graph.task(key, read_group, group)})
     own = _OwnRead(group, token)
