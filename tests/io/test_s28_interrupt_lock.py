@@ -65,3 +65,27 @@ def test_a_live_lock_of_this_process_is_not_taken_over(tmp_path):
         lock.release()
     assert not (path / ".lock").exists()
     assert _heartbeats() == []
+
+
+def test_a_write_interrupted_once_its_lock_is_created_leaves_no_lock(tmp_path, monkeypatch):
+    """Ctrl-C landing just after the lock file is linked (as its copy written aside is
+    removed): the lock is removed too, and the same call works again."""
+    path = tmp_path / "t.zarr"
+    unlink = os.unlink
+
+    def interrupted(target, *args, **kwargs):
+        unlink(target, *args, **kwargs)
+        if os.path.basename(target).endswith(".tmp") and (path / ".lock").exists():
+            monkeypatch.setattr(os, "unlink", unlink)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "unlink", interrupted)
+    tensor = slow_tensor(3, 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        tensor.to_zarr(path)
+    assert not (path / ".lock").exists()
+    assert _heartbeats() == []
+    tensor.to_zarr(path)
+    np.testing.assert_array_equal(
+        mtd.open_zarr(path).block(0).values.compute(), tensor.block(0).values.compute()
+    )
