@@ -15,11 +15,10 @@ written, so that of two writers racing for such a store at most one marks it com
 A lock is *stale* when its holder is gone: same host and no process with its pid, this
 process but no write of it holding the lock (a call interrupted by ``KeyboardInterrupt``
 before it deleted it), or a heartbeat older than the ``metatensor_dask.lock-timeout``
-setting; a local lock file that
-can not be read (left by a writer killed while it wrote it, where hard links are not
-available) once it was last written longer ago than that. ``resume=True`` (to
-finish the write) and ``mode="w"`` (to start over) take a stale lock over; other writers
-get a :class:`StoreLockedError` saying how to proceed.
+setting; a local lock file that can not be read (left by a writer killed while it wrote
+it, where hard links are not available) once it was last written longer ago than that.
+``resume=True`` (to finish the write) and ``mode="w"`` (to start over) take a stale lock
+over; other writers get a :class:`StoreLockedError` saying how to proceed.
 """
 
 from __future__ import annotations
