@@ -56,17 +56,29 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _begin(young_collected: bool = False) -> None:
+    """Begin a pause: counted before the collector is disabled, so that an interrupt
+    (``KeyboardInterrupt``) landing in between is undone by :func:`_end`, which
+    resumes the collector it finds disabled by the pause."""
     global _PAUSES, _RESUME, _YOUNG
     with _LOCK:
-        if _PAUSES == 0:
-            _RESUME = gc.isenabled()
-            if _RESUME:
-                gc.disable()
         _PAUSES += 1
-        _YOUNG = _YOUNG or young_collected
+        try:
+            if _PAUSES == 1:
+                # not resumed unless it was found running (and is disabled now)
+                _RESUME = False
+                _RESUME = gc.isenabled()
+                gc.disable()
+            _YOUNG = _YOUNG or young_collected
+        except BaseException:
+            _end()
+            raise
 
 
 def _end() -> None:
+    """End a pause; the last one resumes the collector (if it ran), even when
+    interrupted (a ``KeyboardInterrupt`` during its collections): a collector left
+    disabled, or objects left frozen, would never collect the garbage cycles of the
+    process again."""
     global _PAUSES, _YOUNG
     with _LOCK:
         _PAUSES -= 1
@@ -78,25 +90,35 @@ def _end() -> None:
         made = gc.get_count()[0]
         young, resume = _YOUNG, _RESUME
         _YOUNG = False
-        if young:
-            # garbage cycles the pauses made (all in the youngest generation: nothing
-            # was collected meanwhile), freed now rather than at a rare full pass
-            gc.collect(0)
-        if resume:
-            # many objects made meanwhile go to the oldest generation without being
-            # scanned (freeze then unfreeze moves every object there and resets the
-            # young generation's count): resuming the collector would otherwise scan
-            # them all at once, a third of the time of opening 1,000 tiny blocks.
-            # They are examined by the next full collection, as if long-lived. Not
-            # when the program froze objects itself (`gc.freeze`): unfreezing would
-            # thaw them too.
-            if made >= _FEW and gc.get_freeze_count() == 0:
-                gc.freeze()
-                _moved_unexamined(made)
-                gc.unfreeze()
-                if _MOVED > _MOST * (_ALIVE or 0):
-                    _full_pass()
-            gc.enable()
+        try:
+            _collect(made, young, resume)
+        finally:
+            if resume:
+                gc.enable()
+
+
+def _collect(made: int, young: bool, resume: bool) -> None:
+    """What the end of the last pause collects: the youngest generation if ``young``;
+    if the collector is to resume, the ``made`` objects moved unexamined, and a full
+    pass when due."""
+    if young:
+        # garbage cycles the pauses made (all in the youngest generation: nothing
+        # was collected meanwhile), freed now rather than at a rare full pass
+        gc.collect(0)
+    # many objects made meanwhile go to the oldest generation without being scanned
+    # (freeze then unfreeze moves every object there and resets the young generation's
+    # count): resuming the collector would otherwise scan them all at once, a third of
+    # the time of opening 1,000 tiny blocks. They are examined by the next full
+    # collection, as if long-lived. Not when the program froze objects itself
+    # (`gc.freeze`): unfreezing would thaw them too.
+    if resume and made >= _FEW and gc.get_freeze_count() == 0:
+        gc.freeze()
+        try:
+            _moved_unexamined(made)
+        finally:
+            gc.unfreeze()
+        if _MOVED > _MOST * (_ALIVE or 0):
+            _full_pass()
 
 
 def _moved_unexamined(made: int) -> None:
@@ -114,8 +136,10 @@ def _full_pass() -> None:
     global _MOVED, _ALIVE
     gc.collect()
     gc.freeze()
-    _ALIVE = gc.get_freeze_count()
-    gc.unfreeze()
+    try:
+        _ALIVE = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
     _MOVED = 0
 
 

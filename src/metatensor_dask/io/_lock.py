@@ -12,12 +12,13 @@ stores (fsspec URLs, memory stores) have no atomic create: there the lock is wri
 then read back, and the write id is checked again before the completion marker is
 written, so that of two writers racing for such a store at most one marks it complete.
 
-A lock is *stale* when its holder is gone: same host and no process with its pid, or a
-heartbeat older than the ``metatensor_dask.lock-timeout`` setting; a local lock file that
-can not be read (left by a writer killed while it wrote it, where hard links are not
-available) once it was last written longer ago than that. ``resume=True`` (to
-finish the write) and ``mode="w"`` (to start over) take a stale lock over; other writers
-get a :class:`StoreLockedError` saying how to proceed.
+A lock is *stale* when its holder is gone: same host and no process with its pid, this
+process but no write of it holding the lock (a call interrupted by ``KeyboardInterrupt``
+before it deleted it), or a heartbeat older than the ``metatensor_dask.lock-timeout``
+setting; a local lock file that can not be read (left by a writer killed while it wrote
+it, where hard links are not available) once it was last written longer ago than that.
+``resume=True`` (to finish the write) and ``mode="w"`` (to start over) take a stale lock
+over; other writers get a :class:`StoreLockedError` saying how to proceed.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ _LOCK_BYTES = 4096
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
 _DELAYED: dict[str, StoreLock] = {}
+#: Locks of this process whose write goes on, by write id: from the moment a writer
+#: tries to take one until its heartbeat is stopped (the write ended, or it was
+#: interrupted) or ends by itself (the lock released by a final task, or lost). A lock
+#: file naming this process and a write id not here was left by a call that was
+#: interrupted (``KeyboardInterrupt``) before it could delete it: it is stale.
+_LIVE: dict[str, StoreLock] = {}
 #: The command that takes the locks of this context (see :func:`locked_as`).
 _COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar(
     "metatensor_dask_lock_command", default="to_zarr"
@@ -215,10 +222,14 @@ class Holder:
         """Why the holder is gone, or ``None`` when it may still be writing."""
         if self.host == socket.gethostname():
             if self.pid == os.getpid():
-                pending = _DELAYED.get(self.write_id)
-                if pending is not None:
+                if self.write_id in _DELAYED:
                     return "it belongs to a to_zarr(..., compute=False) of this process"
-                return None
+                if self.write_id in _LIVE:
+                    return None
+                return (
+                    "it names this process, where no write holds it any more (the call "
+                    "that took it was interrupted)"
+                )
             if not _alive(self.pid):
                 return f"no process {self.pid} runs on this host"
         age = time.time() - self.heartbeat
@@ -303,6 +314,9 @@ class StoreLock:
         self._root = local_root(store)
         self._limit = limit
         self._stop = threading.Event()
+        # held by the heartbeat while it refreshes the lock, and by the release while
+        # it deletes it: a refresh started before a release never writes it again after
+        self._writing = threading.Lock()
         self._thread: threading.Thread | None = None
         now = time.time()
         self._holder = Holder(
@@ -328,7 +342,26 @@ class StoreLock:
         A lock that finds no room to be written (a full disk or quota, a file size
         limit) raises an ``OSError`` of the same ``errno`` saying that nothing was
         written (see :func:`raise_if_out_of_room`).
+
+        Whatever interrupts it (a ``KeyboardInterrupt`` too) leaves no lock of this
+        write behind.
         """
+        _LIVE[self.ref.write_id] = self
+        try:
+            self._take(takeover)
+            self._thread = threading.Thread(
+                target=self._beat, name=f"metatensor-dask lock {self.ref.where}", daemon=True
+            )
+            self._thread.start()
+        except BaseException:
+            self._stop.set()
+            _LIVE.pop(self.ref.write_id, None)
+            with self._writing, contextlib.suppress(Exception):
+                self.ref.release()
+            raise
+
+    def _take(self, takeover: bool) -> None:
+        """Write the lock file (see :meth:`acquire`)."""
         try:
             if self._root is not None:
                 self._acquire_local(self._root, takeover)
@@ -344,10 +377,6 @@ class StoreLock:
         except OSError as error:
             raise_if_out_of_room(error, self.ref.where, "nothing was written: run it again")
             raise
-        self._thread = threading.Thread(
-            target=self._beat, name=f"metatensor-dask lock {self.ref.where}", daemon=True
-        )
-        self._thread.start()
 
     def _refuse(self, holder: Holder | None, takeover: bool) -> None:
         """Raise unless ``holder`` is stale and ``takeover``; then forget its Delayed."""
@@ -519,25 +548,29 @@ class StoreLock:
                     break  # the store is gone: the write fails, or its completion task does
                 # no room for the new lock now (the old one stays): try again next time,
                 # so that room made meanwhile keeps the lock from becoming stale
+        _LIVE.pop(self.ref.write_id, None)
         _DELAYED.pop(self.ref.write_id, None)
 
     def _refresh(self) -> bool:
         """Refresh the heartbeat if this write still holds the lock; whether it does."""
-        holder = self.ref.holder()
-        if holder is None or holder.write_id != self.ref.write_id:
-            return False
-        fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
-        if self._root is not None:
-            temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
-            try:
-                temporary.write_bytes(fresh.encode())
-                os.replace(temporary, self._root / LOCK_KEY)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-        else:
-            set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
-        return True
+        with self._writing:
+            if self._stop.is_set():
+                return False
+            holder = self.ref.holder()
+            if holder is None or holder.write_id != self.ref.write_id:
+                return False
+            fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
+            if self._root is not None:
+                temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
+                try:
+                    temporary.write_bytes(fresh.encode())
+                    os.replace(temporary, self._root / LOCK_KEY)
+                except BaseException:
+                    temporary.unlink(missing_ok=True)
+                    raise
+            else:
+                set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
+            return True
 
     def hand_over(self) -> None:
         """The lock now belongs to a ``compute=False`` write: its final task releases it;
@@ -548,15 +581,22 @@ class StoreLock:
             watched.append(self)
 
     def stop(self) -> None:
-        """Stop the heartbeat (without releasing the lock)."""
+        """Stop the heartbeat (without releasing the lock): from now on, the lock is
+        stale for this process."""
         self._stop.set()
+        _LIVE.pop(self.ref.write_id, None)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
     def release(self) -> None:
-        """Stop the heartbeat and delete the lock if this write still holds it."""
-        self.stop()
-        self.ref.release()
+        """Stop the heartbeat and delete the lock if this write still holds it; an
+        interrupt while the heartbeat stops (a ``KeyboardInterrupt`` during the join)
+        still deletes it."""
+        try:
+            self.stop()
+        finally:
+            with self._writing:
+                self.ref.release()
 
     def remedy(self) -> str:
         """How to finish this write, or give it up, once it failed."""
