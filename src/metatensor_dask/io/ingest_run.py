@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError
 from . import zarr_layout as layout
 from ._lock import StoreLock, WriteId
 from ._lock import timeout as lock_timeout
@@ -26,7 +26,7 @@ from .ingest_threads import on_threads
 from .zarr_append import read_root, refuse_foreign
 from .zarr_store import describe, new_folders, open_store, remove_if_empty, set_many
 
-__all__ = ["Run", "run_batches"]
+__all__ = ["Run", "complete", "run_batches"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,24 @@ def _run(
         batches.cancel()
         progress.close()
     lock.check()
+    complete(store, where, run, spec.total)
+
+
+def complete(store: Any, where: str, run: dict[str, Any], total: int) -> None:
+    """Mark the store of a run whose ``total`` batches were all seen committed complete,
+    once its root records them all: a root that records fewer was written over by an
+    older commit (one of a worker thought lost, which ran on), and its rows would be
+    lost without a word. Then the store stays incomplete, for ``resume=True``."""
     attributes, nodes = read_root(store, where) or ({}, {})
+    recorded = (attributes.get(layout.ATTRIBUTE) or {}).get(RUN) or {}
+    committed = int(recorded.get("committed", 0))
+    if committed != total:
+        raise DamagedStoreError(
+            f"{where} is left incomplete: write_batches saw its {total} batches committed, "
+            f"but the store's root document records {committed} (a commit of another "
+            "process, or of a worker thought lost, wrote an older root over it); run "
+            "write_batches again with resume=True to write the batches from there"
+        )
     root = layout.root_document(True, attributes.get("info") or {}, nodes)
-    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": spec.total}
+    root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": total}
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
