@@ -139,7 +139,7 @@ def load_labels(path: PathLike) -> Labels:
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         hint = ""
         try:
-            members = set(_zip.read_directory(os.fspath(path)))
+            members = set(_zip.read_directory(display))
         except _zip.ZipError:
             members = set()
         if "keys.npy" in members:
