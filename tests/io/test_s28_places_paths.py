@@ -112,6 +112,8 @@ def test_metatensor_files_at_file_urls(tmp_path, tensor):
     assert metatensor.equal(metatensor.load(str(tmp_path / "b.mts")), tensor)
     with pytest.raises(mtd.MetatensorDaskError, match="is a URL: metatensor files"):
         mtd.load("s3://bucket/t.mts")
+    with pytest.raises(mtd.MetatensorError, match="use `load` to load TensorMap"):
+        mtd.load_labels(url)
 
 
 def test_metatensor_files_under_home(tmp_path, monkeypatch, tensor):
