@@ -666,17 +666,16 @@ def _plan_record(raw: bytes, key_dims: int) -> dict[str, Any] | None:
     return record
 
 
-def _resume(
+def _resumed(
     tensor: TensorMap,
     mode: str,
     request: chunking.ChunkRequest,
     store: Store,
-    existing: tuple[dict[str, Any], dict[str, Any]],
+    nodes: dict[str, Any],
     where: str,
-    compute: bool,
-    lock: WriteId,
-) -> Delayed | None:
-    attributes, nodes = existing
+) -> tuple[Plan, str, dict[str, Any]]:
+    """The plan, token and record of the interrupted write (in ``mode``) of ``tensor``
+    to ``store`` (of ``nodes``); refuse a write that is not the one interrupted."""
     (raw,) = get_many(store, [_PLAN])
     if raw is None:
         raise MetatensorDaskError(
@@ -728,6 +727,21 @@ def _resume(
             "other arguments of an operation), or another info; resume=True only "
             "finishes the same write: use mode='w' to overwrite it with this one"
         )
+    return plan, token, record
+
+
+def _resume(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    existing: tuple[dict[str, Any], dict[str, Any]],
+    where: str,
+    compute: bool,
+    lock: WriteId,
+) -> Delayed | None:
+    attributes, nodes = existing
+    plan, token, record = _resumed(tensor, mode, request, store, nodes, where)
     recorded = recorded_chunks(store)
     info = dict(attributes.get("info") or {})
     return _execute(
@@ -1043,15 +1057,47 @@ def _refuse_before_takeover(
         if resume:
             refuse_resume(tensor, store, where, renumbering)
         return
-    if mode != "w":
-        return
     try:
         existing = read_root(store, where)
     except MetatensorDaskError:
+        if mode != "w":
+            raise
         return  # a damaged root: mode='w' replaces it
-    if existing is not None:
+    if existing is None:
+        return
+    if resume:
+        complete = existing[0][layout.ATTRIBUTE].get("complete") is True
+        if _refuse_other_write(tensor, mode, request, store, existing, where) or not complete:
+            return
+    if mode == "w":
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
+
+
+def _refuse_other_write(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    existing: tuple[dict[str, Any], dict[str, Any]],
+    where: str,
+) -> bool:
+    """Refuse ``resume=True`` of ``tensor`` in ``mode`` when the store (of root
+    ``existing``) holds another write than this one: an interrupted write of another
+    computation, or, unless ``mode="w"`` overwrites it, a complete store written by
+    another. Returns whether the store is complete and written by this write."""
+    attributes, nodes = existing
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
+        _resumed(tensor, mode, request, store, nodes, where)
+        return False
+    if _stored_token(tensor, mode, request, store, existing, where):
+        return True
+    if mode != "w":
+        raise MetatensorDaskError(
+            f"{where} is complete, but holds another computation than this one: "
+            "resume=True only finishes the same write; use mode='w' to overwrite it"
+        )
+    return False
 
 
 def _complete(store: Store, where: str) -> bool:
@@ -1090,13 +1136,8 @@ def _write(
                 "to overwrite it"
             )
     if existing is not None and complete and resume:
-        if _stored_token(tensor, mode, request, store, existing, where):
+        if _refuse_other_write(tensor, mode, request, store, existing, where):
             return _done(compute, lock)
-        if mode != "w":
-            raise MetatensorDaskError(
-                f"{where} is complete, but holds another computation than this one: "
-                "resume=True only finishes the same write; use mode='w' to overwrite it"
-            )
     plan = None
     if existing is not None and mode == "w":
         # what the tensor reads from the store is read before the store is emptied
@@ -1139,6 +1180,8 @@ def _write(
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
+        if not plan.nodes and info == (attributes.get("info") or {}):
+            return _done(compute, lock)  # a map of no block, with no new info
         return _execute(
             store,
             plan,
