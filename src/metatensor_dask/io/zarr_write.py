@@ -776,12 +776,21 @@ def _stored_token(
         keys = _stored_keys(store, existing[1], where)
         if keys.names != tensor.keys.names:
             return False
+        if _adds_nothing(tensor, existing[0]):
+            return True
         plan, new_keys = _plan_blocks_at(tensor, request, keys)
         if new_keys:
             return False
     else:
         plan = _plan_tensor(tensor, request)
     return bool(stored == _token(plan, tensor))
+
+
+def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any]) -> bool:
+    """Whether a write in mode "a" of ``tensor`` to a store of root ``attributes``
+    writes nothing: a map of no block, whose info the store holds already."""
+    info = attributes.get("info") or {}
+    return len(tensor.keys) == 0 and {**info, **tensor.info()} == info
 
 
 def _clear(store: Store) -> None:
@@ -1180,8 +1189,8 @@ def _write(
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
-        if not plan.nodes and info == (attributes.get("info") or {}):
-            return _done(compute, lock)  # a map of no block, with no new info
+        if _adds_nothing(tensor, attributes):
+            return _done(compute, lock)
         return _execute(
             store,
             plan,
