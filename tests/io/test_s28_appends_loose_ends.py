@@ -84,3 +84,26 @@ def test_a_resume_of_another_whole_write_leaves_the_pending_write_its_lock(tmp_p
         expected = metatensor.join([expected, _tensor([3], 1.0)], axis="samples")
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
     assert mtd.verify(path).ok
+
+
+def test_a_requeued_script_finds_its_write_and_appends_done(tmp_path):
+    """A script that writes a store whole and appends to it, each with resume=True,
+    run again: the whole write, which the appends followed, is found done."""
+    path = tmp_path / "t.zarr"
+    first, second = _tensor([0, 1], 1.0, keys=2), _tensor([0], 2.0, keys=3)
+
+    def script():
+        mtd.from_metatensor(first).to_zarr(path, resume=True)
+        mtd.from_metatensor(second).to_zarr(
+            path, append_dim="samples", renumber={"system": "next"}, resume=True
+        )
+
+    script()
+    before = location_state(path)
+    script()
+    assert location_state(path) == before
+    expected = metatensor.join(
+        [first, _tensor([2], 2.0, keys=3)], axis="samples", different_keys="union"
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+    assert mtd.verify(path).ok

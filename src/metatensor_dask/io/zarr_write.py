@@ -768,9 +768,10 @@ def _stored_token(
     where: str,
 ) -> bool:
     """Whether a complete store was written by the write of this tensor in this mode
-    (the token in its root document is this write's)."""
-    stored = existing[0][layout.ATTRIBUTE].get(_TOKEN)
-    if stored is None:
+    (the token in its root document is this write's, or the appends since kept it)."""
+    ours = existing[0][layout.ATTRIBUTE]
+    stored = {ours.get(_TOKEN), ours.get(layout.WRITTEN)} - {None}
+    if not stored:
         return False
     if mode == "a":
         keys = _stored_keys(store, existing[1], where)
@@ -783,7 +784,7 @@ def _stored_token(
             return False
     else:
         plan = _plan_tensor(tensor, request)
-    return bool(stored == _token(plan, tensor))
+    return _token(plan, tensor) in stored
 
 
 def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any]) -> bool:
