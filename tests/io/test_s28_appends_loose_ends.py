@@ -107,3 +107,19 @@ def test_a_requeued_script_finds_its_write_and_appends_done(tmp_path):
     )
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
     assert mtd.verify(path).ok
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_resume_of_a_done_write_leaves_a_pending_append_its_lock(tmp_path, compute):
+    path = tmp_path / "t.zarr"
+    first = mtd.from_metatensor(_tensor([0, 1, 2], 1.0))
+    pending = _pending_append(path)
+    before = location_state(path)
+    done = first.to_zarr(path, resume=True, compute=compute)
+    if done is not None:
+        done.compute()
+    assert location_state(path) == before
+    pending.compute()
+    expected = metatensor.join([_tensor([0, 1, 2], 1.0), _tensor([3], 1.0)], axis="samples")
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+    assert mtd.verify(path).ok

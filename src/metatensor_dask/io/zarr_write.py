@@ -1012,7 +1012,9 @@ def _locked_write(
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
     if (resume or mode == "w") and get_many(store, [LOCK_KEY])[0] is not None:
-        _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering)
+        if _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering):
+            # done already: the lock stays with the writer that holds it
+            return None if compute else dask.delayed(_nothing, pure=False)()
     lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
@@ -1056,32 +1058,40 @@ def _refuse_before_takeover(
     resume: bool,
     append_dim: str | None,
     renumbering: Renumber | None,
-) -> None:
+) -> bool:
     """The refusals that need no lock of a write that finds a lock it may take over
     (``resume``, ``mode="w"``), made before it takes it: taken over, then released by
     the refusal, it would be lost to the writer that holds it (a ``Delayed`` of this
     process then fails, and the store no longer names the command that left it). They
-    are made again under the lock."""
+    are made again under the lock. Returns whether the write (not an append) is done
+    already: ``resume`` finds the complete store that it wrote, which another writer
+    now appends to."""
     where = describe(store)
     if append_dim is not None:
         if resume:
             refuse_resume(tensor, store, where, renumbering)
-        return
+        return False
     try:
         existing = read_root(store, where)
     except MetatensorDaskError:
         if mode != "w":
             raise
-        return  # a damaged root: mode='w' replaces it
+        return False  # a damaged root: mode='w' replaces it
     if existing is None:
-        return
+        return False
     if resume:
-        complete = existing[0][layout.ATTRIBUTE].get("complete") is True
-        if _refuse_other_write(tensor, mode, request, store, existing, where) or not complete:
-            return
+        if _refuse_other_write(tensor, mode, request, store, existing, where):
+            return True
+        if existing[0][layout.ATTRIBUTE].get("complete") is not True:
+            return False
     if mode == "w":
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
+    return False
+
+
+def _nothing() -> None:
+    """The ``Delayed`` of a write found done without taking the lock."""
 
 
 def _refuse_other_write(
