@@ -1028,6 +1028,18 @@ def _appended(ours: dict[str, Any]) -> list[str]:
     return [last] if isinstance(last, str) else []
 
 
+def _written(ours: dict[str, Any]) -> str | None:
+    """The token of the write (not an append) that last wrote the store of root
+    attributes ``ours``, kept by an append: the store's token unless its appends list
+    it (a store whose appends were not listed may give an append's, which no write
+    has)."""
+    last, listed = ours.get(_TOKEN), ours.get(layout.APPENDED)
+    if isinstance(last, str) and not (isinstance(listed, list) and last in listed):
+        return last
+    kept = ours.get(layout.WRITTEN)
+    return kept if isinstance(kept, str) else None
+
+
 def _nothing_to_do(compute: bool, lock: WriteId) -> Delayed | None:
     """A resume of an append the store holds: the lock released now, or when the
     ``Delayed`` runs."""
@@ -1128,6 +1140,9 @@ def append(
     root = plan.root(True)
     root["attributes"][layout.ATTRIBUTE][_TOKEN] = token
     root["attributes"][layout.ATTRIBUTE][layout.APPENDED] = [*appended, token]
+    written = _written(ours)
+    if written is not None:
+        root["attributes"][layout.ATTRIBUTE][layout.WRITTEN] = written
     if layout.RUN in ours:
         # the finished run of write_batches that wrote the store stays recorded: run
         # again with resume=True (a requeued script), it finds itself finished

@@ -78,6 +78,9 @@ RUN = "batches"
 #: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
 #: since the store was last written whole, oldest first.
 APPENDED = "appended"
+#: Root attribute (under ``metatensor_dask``) that appends keep: the token of the write
+#: (not an append) that last wrote the store, whose ``resume=True`` then finds it done.
+WRITTEN = "written"
 #: Prefix of the objects recording which chunks an unfinished write has stored.
 PROGRESS_PREFIX = ".progress/"
 #: The plan of a write of whole blocks, stored first (before the root document).

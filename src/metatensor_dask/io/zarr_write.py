@@ -666,17 +666,16 @@ def _plan_record(raw: bytes, key_dims: int) -> dict[str, Any] | None:
     return record
 
 
-def _resume(
+def _resumed(
     tensor: TensorMap,
     mode: str,
     request: chunking.ChunkRequest,
     store: Store,
-    existing: tuple[dict[str, Any], dict[str, Any]],
+    nodes: dict[str, Any],
     where: str,
-    compute: bool,
-    lock: WriteId,
-) -> Delayed | None:
-    attributes, nodes = existing
+) -> tuple[Plan, str, dict[str, Any]]:
+    """The plan, token and record of the interrupted write (in ``mode``) of ``tensor``
+    to ``store`` (of ``nodes``); refuse a write that is not the one interrupted."""
     (raw,) = get_many(store, [_PLAN])
     if raw is None:
         raise MetatensorDaskError(
@@ -728,6 +727,21 @@ def _resume(
             "other arguments of an operation), or another info; resume=True only "
             "finishes the same write: use mode='w' to overwrite it with this one"
         )
+    return plan, token, record
+
+
+def _resume(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    existing: tuple[dict[str, Any], dict[str, Any]],
+    where: str,
+    compute: bool,
+    lock: WriteId,
+) -> Delayed | None:
+    attributes, nodes = existing
+    plan, token, record = _resumed(tensor, mode, request, store, nodes, where)
     recorded = recorded_chunks(store)
     info = dict(attributes.get("info") or {})
     return _execute(
@@ -754,20 +768,30 @@ def _stored_token(
     where: str,
 ) -> bool:
     """Whether a complete store was written by the write of this tensor in this mode
-    (the token in its root document is this write's)."""
-    stored = existing[0][layout.ATTRIBUTE].get(_TOKEN)
-    if stored is None:
+    (the token in its root document is this write's, or the appends since kept it)."""
+    ours = existing[0][layout.ATTRIBUTE]
+    stored = {ours.get(_TOKEN), ours.get(layout.WRITTEN)} - {None}
+    if not stored:
         return False
     if mode == "a":
         keys = _stored_keys(store, existing[1], where)
         if keys.names != tensor.keys.names:
             return False
+        if _adds_nothing(tensor, existing[0]):
+            return True
         plan, new_keys = _plan_blocks_at(tensor, request, keys)
         if new_keys:
             return False
     else:
         plan = _plan_tensor(tensor, request)
-    return bool(stored == _token(plan, tensor))
+    return _token(plan, tensor) in stored
+
+
+def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any]) -> bool:
+    """Whether a write in mode "a" of ``tensor`` to a store of root ``attributes``
+    writes nothing: a map of no block, whose info the store holds already."""
+    info = attributes.get("info") or {}
+    return len(tensor.keys) == 0 and {**info, **tensor.info()} == info
 
 
 def _clear(store: Store) -> None:
@@ -988,7 +1012,9 @@ def _locked_write(
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
     if (resume or mode == "w") and get_many(store, [LOCK_KEY])[0] is not None:
-        _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering)
+        if _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering):
+            # done already: the lock stays with the writer that holds it
+            return None if compute else dask.delayed(_nothing, pure=False)()
     lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
@@ -1032,26 +1058,66 @@ def _refuse_before_takeover(
     resume: bool,
     append_dim: str | None,
     renumbering: Renumber | None,
-) -> None:
+) -> bool:
     """The refusals that need no lock of a write that finds a lock it may take over
     (``resume``, ``mode="w"``), made before it takes it: taken over, then released by
     the refusal, it would be lost to the writer that holds it (a ``Delayed`` of this
     process then fails, and the store no longer names the command that left it). They
-    are made again under the lock."""
+    are made again under the lock. Returns whether the write (not an append) is done
+    already: ``resume`` finds the complete store that it wrote, which another writer
+    now appends to."""
     where = describe(store)
     if append_dim is not None:
         if resume:
             refuse_resume(tensor, store, where, renumbering)
-        return
-    if mode != "w":
-        return
+        return False
     try:
         existing = read_root(store, where)
     except MetatensorDaskError:
-        return  # a damaged root: mode='w' replaces it
-    if existing is not None:
+        if mode != "w":
+            raise
+        return False  # a damaged root: mode='w' replaces it
+    if existing is None:
+        return False
+    if resume:
+        if _refuse_other_write(tensor, mode, request, store, existing, where):
+            return True
+        if existing[0][layout.ATTRIBUTE].get("complete") is not True:
+            return False
+    if mode == "w":
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
+    return False
+
+
+def _nothing() -> None:
+    """The ``Delayed`` of a write found done without taking the lock."""
+
+
+def _refuse_other_write(
+    tensor: TensorMap,
+    mode: str,
+    request: chunking.ChunkRequest,
+    store: Store,
+    existing: tuple[dict[str, Any], dict[str, Any]],
+    where: str,
+) -> bool:
+    """Refuse ``resume=True`` of ``tensor`` in ``mode`` when the store (of root
+    ``existing``) holds another write than this one: an interrupted write of another
+    computation, or, unless ``mode="w"`` overwrites it, a complete store written by
+    another. Returns whether the store is complete and written by this write."""
+    attributes, nodes = existing
+    if attributes[layout.ATTRIBUTE].get("complete") is not True:
+        _resumed(tensor, mode, request, store, nodes, where)
+        return False
+    if _stored_token(tensor, mode, request, store, existing, where):
+        return True
+    if mode != "w":
+        raise MetatensorDaskError(
+            f"{where} is complete, but holds another computation than this one: "
+            "resume=True only finishes the same write; use mode='w' to overwrite it"
+        )
+    return False
 
 
 def _complete(store: Store, where: str) -> bool:
@@ -1090,13 +1156,8 @@ def _write(
                 "to overwrite it"
             )
     if existing is not None and complete and resume:
-        if _stored_token(tensor, mode, request, store, existing, where):
+        if _refuse_other_write(tensor, mode, request, store, existing, where):
             return _done(compute, lock)
-        if mode != "w":
-            raise MetatensorDaskError(
-                f"{where} is complete, but holds another computation than this one: "
-                "resume=True only finishes the same write; use mode='w' to overwrite it"
-            )
     plan = None
     if existing is not None and mode == "w":
         # what the tensor reads from the store is read before the store is emptied
@@ -1139,6 +1200,8 @@ def _write(
     info = {**(attributes.get("info") or {}), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
+        if _adds_nothing(tensor, attributes):
+            return _done(compute, lock)
         return _execute(
             store,
             plan,
