@@ -74,6 +74,7 @@ from .zarr_store import (
     plain_chunks,
     refuse_metatensor_file,
     remove_if_empty,
+    same_store,
     set_many,
 )
 from .zarr_store import _local_root as local_root
@@ -509,7 +510,6 @@ def _refuse_reading(plan: Plan, store: Store, where: str, why: str) -> None:
     """Refuse to write into ``store`` values whose tasks read it: ``mode="w"`` empties it
     before computing them, and ``mode="r+"`` rewrites chunks that other tasks may read
     afterwards (wrong values, without an error). ``why`` says which, for the message."""
-    target = describe(store)
     seen: dict[int, bool] = {}
     for task in _graph.flat_tasks(plan.data.values()).values():
         if type(task) is tuple:
@@ -525,7 +525,7 @@ def _refuse_reading(plan: Plan, store: Store, where: str, why: str) -> None:
         if read is None:
             continue
         if id(read[0]) not in seen:
-            seen[id(read[0])] = describe(read[0]) == target
+            seen[id(read[0])] = same_store(read[0], store)
         if seen[id(read[0])]:
             raise MetatensorDaskError(
                 f"this tensor reads the store it would overwrite ({where}, array "
@@ -795,14 +795,18 @@ def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any]) -> bool:
 
 
 def _clear(store: Store) -> None:
-    """Delete everything in the store but its lock and the lock files of other writers
+    """Delete everything in the store but its lock, the lock files of other writers
     (``.lock.<id>.tmp``: a writer trying to take the lock writes one and removes it
     when it finds the store taken; an overwrite racing it removed it first, or failed
-    on it once gone). What another process removes meanwhile is gone, as wanted."""
+    on it once gone) and its root document, which marks it incomplete: a clear
+    interrupted (``KeyboardInterrupt``, a kill) leaves an incomplete store, which
+    ``mode="w"`` writes again, not a folder of arrays without a root, which no mode
+    writes. What another process removes meanwhile is gone, as wanted."""
     root = local_root(store)
     if root is not None:
-        for entry in os.scandir(root):
-            if entry.name.startswith(LOCK_KEY):
+        # listed whole first: an interrupt leaves no listing open
+        for entry in list(os.scandir(root)):
+            if _kept_by_clear(entry.name):
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
@@ -815,11 +819,16 @@ def _clear(store: Store) -> None:
 
     async def clear() -> None:
         for name in [name async for name in store.list_dir("")]:
-            if not name.startswith(LOCK_KEY):
+            if not _kept_by_clear(name):
                 await store.delete_dir(name)
                 await store.delete(name)
 
     sync(clear())
+
+
+def _kept_by_clear(name: str) -> bool:
+    """Whether :func:`_clear` keeps the entry ``name`` of the store's root."""
+    return name.startswith(LOCK_KEY) or name == "zarr.json"
 
 
 @overload
