@@ -123,3 +123,28 @@ def test_a_resume_of_a_done_write_leaves_a_pending_append_its_lock(tmp_path, com
     expected = metatensor.join([_tensor([0, 1, 2], 1.0), _tensor([3], 1.0)], axis="samples")
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
     assert mtd.verify(path).ok
+
+
+@pytest.mark.parametrize("compute", [True, False])
+def test_a_resume_of_a_stored_append_leaves_a_pending_append_its_lock(tmp_path, compute):
+    """An append stored, then another one pending (its record written, its lock held):
+    the first one resumed (a requeued script) is found done without taking the lock
+    over, and the pending one still finishes."""
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(_tensor([0, 1], 1.0)).to_zarr(path)
+    stored = mtd.from_metatensor(_tensor([2], 2.0))
+    stored.to_zarr(path, append_dim="samples")
+    pending = mtd.from_metatensor(_tensor([3], 3.0)).to_zarr(
+        path, append_dim="samples", compute=False
+    )
+    before = location_state(path)
+    done = stored.to_zarr(path, append_dim="samples", resume=True, compute=compute)
+    if done is not None:
+        done.compute()
+    assert location_state(path) == before
+    pending.compute()
+    expected = metatensor.join(
+        [_tensor([0, 1], 1.0), _tensor([2], 2.0), _tensor([3], 3.0)], axis="samples"
+    )
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+    assert mtd.verify(path).ok

@@ -1000,11 +1000,14 @@ def _other_append(where: str, resume: bool) -> MetatensorDaskError:
     )
 
 
-def refuse_resume(tensor: TensorMap, store: Store, where: str, renumber: Renumber | None) -> None:
+def refuse_resume(tensor: TensorMap, store: Store, where: str, renumber: Renumber | None) -> bool:
     """Refuse, before it takes the lock over, a resume that :func:`append` would refuse
     under the lock: the store holds an incomplete write, or another append was
     interrupted. The lock taken over and released by the refusal would be lost to the
-    writer that holds it (its ``Delayed`` fails, and its record names no command)."""
+    writer that holds it (its ``Delayed`` fails, and its record names no command).
+
+    Returns whether this append is stored already while another one is under way (its
+    record is there): the lock is then left to that one."""
     existing = read_root(store, where)
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
     if existing is not None and ours.get("complete") is not True:
@@ -1012,10 +1015,13 @@ def refuse_resume(tensor: TensorMap, store: Store, where: str, renumber: Renumbe
     (raw,) = get_many(store, [RECORD])
     interrupted = None if raw is None else recorded_token(raw)
     if interrupted is None or ours.get(_TOKEN) == interrupted:
-        return
+        return False
     token = _token(tensor, renumber)
-    if interrupted != token and token not in _appended(ours):
+    if interrupted == token:
+        return False
+    if token not in _appended(ours):
         raise _other_append(where, True)
+    return True
 
 
 def _appended(ours: dict[str, Any]) -> list[str]:

@@ -1072,14 +1072,12 @@ def _refuse_before_takeover(
     (``resume``, ``mode="w"``), made before it takes it: taken over, then released by
     the refusal, it would be lost to the writer that holds it (a ``Delayed`` of this
     process then fails, and the store no longer names the command that left it). They
-    are made again under the lock. Returns whether the write (not an append) is done
-    already: ``resume`` finds the complete store that it wrote, which another writer
-    now appends to."""
+    are made again under the lock. Returns whether the write is done already:
+    ``resume`` finds the complete store that it wrote, which another writer now appends
+    to, or the append stored while another append is under way."""
     where = describe(store)
     if append_dim is not None:
-        if resume:
-            refuse_resume(tensor, store, where, renumbering)
-        return False
+        return resume and refuse_resume(tensor, store, where, renumbering)
     try:
         existing = read_root(store, where)
     except MetatensorDaskError:
