@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import dask
 import metatensor
 import pytest
 from ingest_support import renumbered
@@ -54,3 +55,22 @@ def test_a_root_that_records_fewer_batches_is_not_marked_complete(tmp_path):
         different_keys="union",
     )
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected)
+
+
+def test_a_run_whose_lock_is_taken_away_says_the_batch_stored_nothing(tmp_path):
+    """The lock deleted while a batch computes (another writer took the store over,
+    and gave it up): the batch's commit is refused before it stores anything, and the
+    error says so rather than that the store may mix two writes."""
+    path = tmp_path / "t.zarr"
+
+    def losing_the_lock(items: list[int]) -> metatensor.TensorMap:
+        if items[0] == 2:
+            (path / ".lock").unlink()
+        return sorted_batch(items)
+
+    with (
+        dask.config.set(scheduler="synchronous"),
+        pytest.raises(mtd.MetatensorDaskError, match="this write stored nothing more") as error,
+    ):
+        mtd.write_batches(losing_the_lock, range(6), path, 2, quiet=True)
+    assert "mix" not in str(error.value)

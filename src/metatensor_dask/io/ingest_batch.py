@@ -236,7 +236,7 @@ def _plan_batch(
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)  # type: ignore[arg-type]
     if not isinstance(tensor, CoreTensor):
         _computed(plan)
-    lock.check()
+    lock.check(stored=False)
     # the store has no readers until the run ends: partial chunks extended in place
     store_now(store, plan, target.drop_behind, in_place=True)
     root = plan.root(False)
