@@ -142,7 +142,7 @@ def featomic(tmp_path_factory):
     write their results next to it under names of their own."""
     tmp_path = tmp_path_factory.mktemp("featomic")
     with dask.config.set({"metatensor_dask.chunk-size": "32KiB"}):
-        featomic_like(systems_for_size("3MiB")).to_zarr(str(tmp_path / "x.zarr"))
+        featomic_like(systems_for_size("1MiB")).to_zarr(str(tmp_path / "x.zarr"))
         x = mtd.to_metatensor(mtd.open_zarr(tmp_path / "x.zarr").compute())
         expected = metatensor.sum_over_samples(metatensor.multiply(metatensor.pow(x, 2), x), "atom")
         yield tmp_path, expected
