@@ -77,7 +77,8 @@ _CONFIRM_SECONDS = 0.2
 _DELAYED: dict[str, StoreLock] = {}
 #: Locks of this process whose write goes on, by write id: from the moment a writer
 #: tries to take one until its heartbeat is stopped (the write ended, or it was
-#: interrupted) or ends by itself (the lock released by a final task, or lost). A lock
+#: interrupted) or finds it released by a final task or taken over (a heartbeat that
+#: could not refresh it leaves it here: its write goes on). A lock
 #: file naming this process and a write id not here was left by a call that was
 #: interrupted (``KeyboardInterrupt``) before it could delete it: it is stale.
 _LIVE: dict[str, StoreLock] = {}
@@ -542,13 +543,17 @@ class StoreLock:
         while not self._stop.wait(interval):
             try:
                 if not self._refresh():
-                    break  # released by the final task, or taken over
+                    # released by the final task, or taken over: no write of this
+                    # process holds it any more
+                    _LIVE.pop(self.ref.write_id, None)
+                    break
             except OSError as error:
                 if no_room(error) is None:
-                    break  # the store is gone: the write fails, or its completion task does
+                    # the store is gone, or can not be written now: the write goes on
+                    # (until it fails, or its completion task does) and keeps its lock
+                    break
                 # no room for the new lock now (the old one stays): try again next time,
                 # so that room made meanwhile keeps the lock from becoming stale
-        _LIVE.pop(self.ref.write_id, None)
         _DELAYED.pop(self.ref.write_id, None)
 
     def _refresh(self) -> bool:
