@@ -12,7 +12,8 @@ stores (fsspec URLs, memory stores) have no atomic create: there the lock is wri
 then read back, and the write id is checked again before the completion marker is
 written, so that of two writers racing for such a store at most one marks it complete.
 
-A lock is *stale* when its holder is gone: same host and no process with its pid, this
+A lock is *stale* when its holder is gone: same host (and pid namespace: another
+container's processes are told by their heartbeat only) and no process with its pid, this
 process but no write of it holding the lock (a call interrupted by ``KeyboardInterrupt``
 before it deleted it), or a heartbeat older than the ``metatensor_dask.lock-timeout``
 setting; a local lock file that can not be read (left by a writer killed while it wrote
@@ -77,7 +78,8 @@ _CONFIRM_SECONDS = 0.2
 _DELAYED: dict[str, StoreLock] = {}
 #: Locks of this process whose write goes on, by write id: from the moment a writer
 #: tries to take one until its heartbeat is stopped (the write ended, or it was
-#: interrupted) or ends by itself (the lock released by a final task, or lost). A lock
+#: interrupted) or finds it released by a final task or taken over (a heartbeat that
+#: could not refresh it leaves it here: its write goes on). A lock
 #: file naming this process and a write id not here was left by a call that was
 #: interrupted (``KeyboardInterrupt``) before it could delete it: it is stale.
 _LIVE: dict[str, StoreLock] = {}
@@ -138,6 +140,10 @@ class Holder:
     command: str = "to_zarr"
     """What writes: ``to_zarr`` (also the lock files written before the command was
     recorded), ``write_batches``, ``discard_append`` or a command line."""
+    pid_space: str = ""
+    """The pid namespace of the writer (see :func:`pid_space`), ``""`` when unknown (a
+    lock file written before it was recorded): containers on one host share its name
+    but number their processes each their own way."""
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
@@ -154,6 +160,7 @@ class Holder:
                 float(fields["heartbeat"]),
                 str(fields["write_id"]),
                 str(fields.get("command", "to_zarr")),
+                str(fields.get("pid_space", "")),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -218,9 +225,17 @@ class Holder:
             "over"
         )
 
+    def here(self) -> bool:
+        """Whether the holder runs on this host, among the processes this one sees (the
+        same pid namespace): only then does its pid tell whether it is alive, or this
+        process."""
+        if self.host != socket.gethostname():
+            return False
+        return self.pid_space in ("", pid_space())
+
     def stale_reason(self, limit: float) -> str | None:
         """Why the holder is gone, or ``None`` when it may still be writing."""
-        if self.host == socket.gethostname():
+        if self.here():
             if self.pid == os.getpid():
                 if self.write_id in _DELAYED:
                     return "it belongs to a to_zarr(..., compute=False) of this process"
@@ -236,6 +251,15 @@ class Holder:
         if age > limit:
             return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
         return None
+
+
+def pid_space() -> str:
+    """The pid namespace of this process (``"pid:[<inode>]"`` on Linux, where each
+    container may have its own), ``""`` where it can not be told."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:
@@ -327,6 +351,7 @@ class StoreLock:
             now,
             self.ref.write_id,
             _COMMAND.get() if command is None else command,
+            pid_space(),
         )
 
     # -- taking the lock ------------------------------------------------------------------
@@ -413,11 +438,11 @@ class StoreLock:
             pending.stop()
 
     def _wait_if_remote(self, holder: Holder) -> Holder | None:
-        """A live-looking holder on another host, when taking over: wait until its
-        heartbeat is older than the timeout (a requeued job restarts while the lock of
-        the killed one still looks fresh), unless it changes meanwhile. Returns the
-        holder as it is then (``None`` if released)."""
-        if holder.host == socket.gethostname() or holder.stale_reason(self._limit):
+        """A live-looking holder on another host (or in another container of this one),
+        when taking over: wait until its heartbeat is older than the timeout (a requeued
+        job restarts while the lock of the killed one still looks fresh), unless it
+        changes meanwhile. Returns the holder as it is then (``None`` if released)."""
+        if holder.here() or holder.stale_reason(self._limit):
             return holder
         deadline = holder.heartbeat + self._limit + 0.1
         while time.time() < deadline:
@@ -542,13 +567,17 @@ class StoreLock:
         while not self._stop.wait(interval):
             try:
                 if not self._refresh():
-                    break  # released by the final task, or taken over
+                    # released by the final task, or taken over: no write of this
+                    # process holds it any more
+                    _LIVE.pop(self.ref.write_id, None)
+                    break
             except OSError as error:
                 if no_room(error) is None:
-                    break  # the store is gone: the write fails, or its completion task does
+                    # the store is gone, or can not be written now: the write goes on
+                    # (until it fails, or its completion task does) and keeps its lock
+                    break
                 # no room for the new lock now (the old one stays): try again next time,
                 # so that room made meanwhile keeps the lock from becoming stale
-        _LIVE.pop(self.ref.write_id, None)
         _DELAYED.pop(self.ref.write_id, None)
 
     def _refresh(self) -> bool:

@@ -48,7 +48,14 @@ from . import _page_cache, _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._file_writes import no_room
-from ._lock import LOCK_KEY, StoreLock, WriteId, append_command, raise_if_out_of_room
+from ._lock import (
+    LOCK_KEY,
+    Holder,
+    StoreLock,
+    WriteId,
+    append_command,
+    raise_if_out_of_room,
+)
 from ._lock import timeout as lock_timeout
 from ._mts_integrity import member_checks
 from ._names import check_gradient_names
@@ -1074,8 +1081,12 @@ def _refuse_before_takeover(
     process then fails, and the store no longer names the command that left it). They
     are made again under the lock. Returns whether the write is done already:
     ``resume`` finds the complete store that it wrote, which another writer now appends
-    to, or the append stored while another append is under way."""
+    to, or the append stored while another append is under way. An incomplete store
+    that a live writer is writing is left to the lock, which refuses the write saying
+    so (its record names another write than this one, not one that was interrupted)."""
     where = describe(store)
+    if resume and _locked_by_live_writer(store) and not _complete(store, where):
+        return False
     if append_dim is not None:
         return resume and refuse_resume(tensor, store, where, renumbering)
     try:
@@ -1095,6 +1106,12 @@ def _refuse_before_takeover(
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
     return False
+
+
+def _locked_by_live_writer(store: Store) -> bool:
+    """Whether a writer that looks alive holds the lock of ``store``."""
+    holder = Holder.parse(get_many(store, [LOCK_KEY])[0])
+    return holder is not None and holder.stale_reason(lock_timeout()) is None
 
 
 def _nothing() -> None:
