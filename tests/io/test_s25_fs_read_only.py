@@ -5,15 +5,11 @@ into it; a write into it fails before changing it."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import metatensor
 import pytest
+from test_s28_places_read_only import _unwritable
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -25,31 +21,6 @@ def _files(folder: Path) -> dict[str, float]:
     return {str(path.relative_to(folder)): path.stat().st_mtime for path in folder.rglob("*")}
 
 
-@contextlib.contextmanager
-def _read_only(folder: Path) -> Iterator[Path]:
-    """``folder`` seen through a path where it can not be written."""
-    if os.geteuid() != 0:
-        modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
-        for path, mode in modes.items():
-            path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        try:
-            yield folder
-        finally:
-            for path, mode in modes.items():
-                path.chmod(mode)
-        return
-    view = folder.parent / f"{folder.name}-read-only"
-    view.mkdir()
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", folder, view], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"no read-only bind mount here: {mounted.stderr.decode().strip()}")
-    try:
-        yield view
-    finally:
-        subprocess.run(["umount", view], check=True)
-        view.rmdir()
-
-
 @pytest.fixture
 def shared(tmp_path):
     folder = tmp_path / "dataset"
@@ -58,7 +29,7 @@ def shared(tmp_path):
     mtd.from_metatensor(tensor).to_zarr(folder / "s.zarr", chunks=4)
     metatensor.save(str(folder / "t.mts"), tensor)
     before = _files(folder)
-    with _read_only(folder) as view:
+    with _unwritable(folder) as view:
         yield view, tensor
     assert _files(folder) == before
 
