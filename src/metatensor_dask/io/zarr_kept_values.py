@@ -42,7 +42,7 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from .zarr_identity import STORE_ID, TABLE
 from .zarr_read import metadata_digest, read_array, stored_array
-from .zarr_store import ArrayRef, describe, get_many, read_nodes
+from .zarr_store import ArrayRef, describe, get_many, read_nodes, same_store
 from .zarr_tiny import group_items, group_source
 
 if TYPE_CHECKING:
@@ -82,12 +82,12 @@ def check_kept_values(
     changed = {
         path: info
         for path, info in infos.items()
-        if not _read_unchanged(data[path], store, info, metadata, where, store_id)
+        if not _read_unchanged(data[path], store, info, metadata, store_id)
     }
     untabled = {
         p: info for p, info in changed.items() if TABLE not in (nodes[p].get("attributes") or {})
     }
-    stale = _read_before([data[p] for p in untabled], store, untabled, metadata, where)
+    stale = _read_before([data[p] for p in untabled], store, untabled, metadata)
     for path in untabled:
         if path in stale:
             raise _read_since(path, where, keys)
@@ -123,7 +123,6 @@ def _read_unchanged(
     store: Store,
     info: layout.ArrayInfo,
     metadata: str,
-    where: str,
     store_id: str | None,
 ) -> bool:
     """Whether ``values`` reads the array ``info`` of ``store`` as it is now: a dask
@@ -140,17 +139,17 @@ def _read_unchanged(
         return False
     (task,) = _graph.layer_tasks(item.layer).values()
     group, _ = _read_of(task)
-    return _group_named_now(item.group_key, group, metadata, where)
+    return _group_named_now(item.group_key, group, metadata, store)
 
 
-def _group_named_now(name: str, group: Any, metadata: str, where: str) -> bool:
+def _group_named_now(name: str, group: Any, metadata: str, store: Store) -> bool:
     """Whether the task ``name`` reading ``group`` (its first argument) is named as a
-    group of the same arrays read now from the store ``where`` (``metadata``: the
-    store's, digested)."""
+    group of the same arrays read now from ``store`` (``metadata``: the store's,
+    digested), through whichever path the group reads it."""
     source = group_source(group)
-    if source is None or describe(source[0]) != where:
+    if source is None or not same_store(source[0], store):
         return False
-    now = group_items(source[0], metadata, where, list(group.infos))
+    now = group_items(source[0], metadata, describe(source[0]), list(group.infos))
     return name in {item.group_key for item in now}
 
 
@@ -159,7 +158,6 @@ def _read_before(
     store: Store,
     infos: dict[str, layout.ArrayInfo],
     metadata: str,
-    where: str,
 ) -> set[str]:
     """The paths of ``infos`` (arrays of ``store``) that the tasks of ``arrays`` read as
     they were before the store's metadata became what ``metadata`` digests: a read's
@@ -167,6 +165,7 @@ def _read_before(
     :func:`~.zarr_read.stored_array` and :func:`~.zarr_tiny.group_items`), so a read
     named otherwise than a read made now is one of an older state of the store."""
     reads: dict[tuple[str, str], list[slice]] = {}
+    read_from: dict[str, Store] = {}
     found: set[str] = set()
     if not infos:
         return found
@@ -179,15 +178,18 @@ def _read_before(
                 continue
             if not (isinstance(region, tuple) and region and isinstance(region[0], slice)):
                 continue  # not a read of a region: compared as any other values
-            if here.setdefault(id(argument.store), describe(argument.store) == where):
+            if here.setdefault(id(argument.store), same_store(argument.store, store)):
                 reads.setdefault((argument.path, name), []).append(region[0])
-        elif group_source(argument) is not None:
+                read_from[name] = argument.store
+        elif (source := group_source(argument)) is not None:
+            if not here.setdefault(id(source[0]), same_store(source[0], store)):
+                continue  # another store's arrays: compared as any other values
             paths = [member.path for member in argument.infos if member.path in infos]
-            if paths and not _group_named_now(name, argument, metadata, where):
+            if paths and not _group_named_now(name, argument, metadata, store):
                 found.update(paths)
     for (path, name), regions in reads.items():
         rows = tuple(r.stop - r.start for r in sorted(regions, key=lambda r: r.start))
-        if stored_array(store, infos[path], rows, metadata).name != name:
+        if stored_array(read_from[name], infos[path], rows, metadata).name != name:
             found.add(path)
     return found
 
