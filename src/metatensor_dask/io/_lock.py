@@ -76,13 +76,13 @@ _LOCK_BYTES = 4096
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
 _DELAYED: dict[str, StoreLock] = {}
-#: Locks of this process whose write goes on, by write id: from the moment a writer
+#: The write ids of this process's locks whose write goes on: from the moment a writer
 #: tries to take one until its heartbeat is stopped (the write ended, or it was
 #: interrupted) or finds it released by a final task or taken over (a heartbeat that
 #: could not refresh it leaves it here: its write goes on). A lock
 #: file naming this process and a write id not here was left by a call that was
 #: interrupted (``KeyboardInterrupt``) before it could delete it: it is stale.
-_LIVE: dict[str, StoreLock] = {}
+_LIVE: set[str] = set()
 #: The command that takes the locks of this context (see :func:`locked_as`).
 _COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar(
     "metatensor_dask_lock_command", default="to_zarr"
@@ -371,7 +371,7 @@ class StoreLock:
         Whatever interrupts it (a ``KeyboardInterrupt`` too) leaves no lock of this
         write behind.
         """
-        _LIVE[self.ref.write_id] = self
+        _LIVE.add(self.ref.write_id)
         try:
             self._take(takeover)
             self._thread = threading.Thread(
@@ -380,7 +380,7 @@ class StoreLock:
             self._thread.start()
         except BaseException:
             self._stop.set()
-            _LIVE.pop(self.ref.write_id, None)
+            _LIVE.discard(self.ref.write_id)
             with self._writing, contextlib.suppress(Exception):
                 self.ref.release()
             raise
@@ -569,7 +569,7 @@ class StoreLock:
                 if not self._refresh():
                     # released by the final task, or taken over: no write of this
                     # process holds it any more
-                    _LIVE.pop(self.ref.write_id, None)
+                    _LIVE.discard(self.ref.write_id)
                     break
             except OSError as error:
                 if no_room(error) is None:
@@ -613,7 +613,7 @@ class StoreLock:
         """Stop the heartbeat (without releasing the lock): from now on, the lock is
         stale for this process."""
         self._stop.set()
-        _LIVE.pop(self.ref.write_id, None)
+        _LIVE.discard(self.ref.write_id)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
