@@ -1027,8 +1027,13 @@ def _locked_write(
     store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
-    if (resume or mode == "w") and get_many(store, [LOCK_KEY])[0] is not None:
-        if _refuse_before_takeover(tensor, store, mode, request, resume, append_dim, renumbering):
+    found = get_many(store, [LOCK_KEY])[0] if resume or mode == "w" else None
+    if found is not None:
+        holder = Holder.parse(found)
+        live = holder is not None and holder.stale_reason(limit) is None
+        if _refuse_before_takeover(
+            tensor, store, live, mode, request, resume, append_dim, renumbering
+        ):
             # done already: the lock stays with the writer that holds it
             return None if compute else dask.delayed(_nothing, pure=False)()
     lock.acquire(takeover=resume or mode == "w")
@@ -1069,6 +1074,7 @@ def _locked_write(
 def _refuse_before_takeover(
     tensor: TensorMap,
     store: Store,
+    live: bool,
     mode: str,
     request: chunking.ChunkRequest,
     resume: bool,
@@ -1076,16 +1082,17 @@ def _refuse_before_takeover(
     renumbering: Renumber | None,
 ) -> bool:
     """The refusals that need no lock of a write that finds a lock it may take over
-    (``resume``, ``mode="w"``), made before it takes it: taken over, then released by
-    the refusal, it would be lost to the writer that holds it (a ``Delayed`` of this
-    process then fails, and the store no longer names the command that left it). They
-    are made again under the lock. Returns whether the write is done already:
-    ``resume`` finds the complete store that it wrote, which another writer now appends
-    to, or the append stored while another append is under way. An incomplete store
-    that a live writer is writing is left to the lock, which refuses the write saying
-    so (its record names another write than this one, not one that was interrupted)."""
+    (``resume``, ``mode="w"``; ``live``: its holder looks alive), made before it takes
+    it: taken over, then released by the refusal, it would be lost to the writer that
+    holds it (a ``Delayed`` of this process then fails, and the store no longer names
+    the command that left it). They are made again under the lock. Returns whether
+    the write is done already: ``resume`` finds the complete store that it wrote, which
+    another writer now appends to, or the append stored while another append is under
+    way. An incomplete store that a live writer is writing is left to the lock, which
+    refuses the write saying so (its record names another write than this one, not
+    one that was interrupted)."""
     where = describe(store)
-    if resume and _locked_by_live_writer(store) and not _complete(store, where):
+    if resume and live and not _complete(store, where):
         return False
     if append_dim is not None:
         return resume and refuse_resume(tensor, store, where, renumbering)
@@ -1106,12 +1113,6 @@ def _refuse_before_takeover(
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
     return False
-
-
-def _locked_by_live_writer(store: Store) -> bool:
-    """Whether a writer that looks alive holds the lock of ``store``."""
-    holder = Holder.parse(get_many(store, [LOCK_KEY])[0])
-    return holder is not None and holder.stale_reason(lock_timeout()) is None
 
 
 def _nothing() -> None:
