@@ -450,10 +450,11 @@ def _not_a_folder(location: Any) -> MetatensorDaskError:
 
 def same_store(first: Store, second: Store) -> bool:
     """Whether two stores are one: the same description, or local folders that are one
-    folder (a file system mounted at two places)."""
+    folder (given as a path or as a ``file://`` URL, through symbolic links, or a file
+    system mounted at two places)."""
     if describe(first) == describe(second):
         return True
-    roots = (_local_root(first), _local_root(second))
+    roots = (_local_folder(first), _local_folder(second))
     if roots[0] is None or roots[1] is None:
         return False
     try:
@@ -492,6 +493,12 @@ def _local_root(store: Store) -> Path | None:
     if isinstance(store, LocalStore):
         return Path(store.root)
     return None
+
+
+def _local_folder(store: Store) -> Path | None:
+    """The folder of a store on the local file system: a local store's, or the folder
+    of a ``file://`` URL; ``None`` for other stores."""
+    return _local_root(store) or fsspec_folder(store)
 
 
 def _read_file(name: str) -> bytes | None:
