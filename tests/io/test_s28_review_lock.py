@@ -3,6 +3,7 @@ once its heartbeat could not refresh it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,28 +33,30 @@ def _heartbeat_ended(lock: StoreLock) -> bool:
     return False
 
 
-def _in_the_way(temporary) -> None:
-    """A folder where the heartbeat writes its copy of the lock (made between two of
-    its refreshes)."""
-    while True:
-        try:
-            temporary.mkdir()
-            return
-        except FileExistsError:
-            time.sleep(0.01)
+@contextlib.contextmanager
+def _immutable(path: Path) -> Iterator[None]:
+    """``path`` made immutable (``chattr +i``: no one may open it for writing, root
+    included) while the block runs."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no immutable files here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_a_live_write_whose_heartbeat_failed_is_not_taken_over(tmp_path):
-    """A refresh of the lock that fails (here: a folder in the way of its copy written
-    aside; on a network file system, an error that passes) stops the heartbeat, but
-    the write goes on: another write of this process must not take its lock over."""
+    """A refresh of the lock that fails (here: the lock file made immutable; on a
+    network file system, an error that passes) stops the heartbeat, but the write goes
+    on: another write of this process must not take its lock over."""
     path = tmp_path / "t.zarr"
     store = open_store(str(path), None, writable=True)
     lock = StoreLock(store, describe(store), 1.0)
     lock.acquire(takeover=False)
     try:
-        _in_the_way(path / f".lock.{lock.ref.write_id}.tmp")
-        assert _heartbeat_ended(lock)
+        with _immutable(path / ".lock"):
+            assert _heartbeat_ended(lock)
         with pytest.raises(mtd.StoreLockedError, match="being written by another writer"):
             slow_tensor(3, 0.0).to_zarr(path, mode="w")
         assert lock.ref.holder().write_id == lock.ref.write_id

@@ -72,6 +72,8 @@ LOCK_KEY = ".lock"
 #: The lock file's size (a multiple of it for the rare larger documents, see
 #: :meth:`Holder.encode`).
 _LOCK_BYTES = 4096
+#: What stands for the heartbeat in a lock's JSON until it is written with fixed width.
+_HEARTBEAT_MARK = "\0heartbeat\0"
 #: How long a writer without atomic create waits before reading its lock back.
 _CONFIRM_SECONDS = 0.2
 #: Locks of ``compute=False`` writes of this process, by write id, until they end.
@@ -172,9 +174,17 @@ class Holder:
         Where the lock is written in place (an fsspec ``file://`` URL: the file is
         truncated, then written), two writers racing both write the whole file in one
         call; of equal sizes, the last one covers the other's whole, and the lock reads
-        as one of them, never as one document followed by the tail of a longer one."""
-        document = json.dumps(asdict(self)).encode()
-        return document.ljust(-(-len(document) // _LOCK_BYTES) * _LOCK_BYTES)
+        as one of them, never as one document followed by the tail of a longer one.
+
+        The heartbeat is written with six decimals, so that every refresh of one lock
+        changes the same bytes of the file and nothing else (a local lock is refreshed
+        in place: a read at that moment may mix two heartbeats, never two documents)."""
+        fields = {**asdict(self), "heartbeat": _HEARTBEAT_MARK}
+        document = json.dumps(fields).replace(
+            json.dumps(_HEARTBEAT_MARK), f"{self.heartbeat:.6f}", 1
+        )
+        encoded = document.encode()
+        return encoded.ljust(-(-len(encoded) // _LOCK_BYTES) * _LOCK_BYTES)
 
     def describe(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.start))
@@ -585,21 +595,38 @@ class StoreLock:
         with self._writing:
             if self._stop.is_set():
                 return False
+            fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
+            if self._root is not None:
+                return self._refresh_local(self._root / LOCK_KEY, fresh.encode())
             holder = self.ref.holder()
             if holder is None or holder.write_id != self.ref.write_id:
                 return False
-            fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
-            if self._root is not None:
-                temporary = self._root / f"{LOCK_KEY}.{self.ref.write_id}.tmp"
-                try:
-                    temporary.write_bytes(fresh.encode())
-                    os.replace(temporary, self._root / LOCK_KEY)
-                except BaseException:
-                    temporary.unlink(missing_ok=True)
-                    raise
-            else:
-                set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
+            set_many(self.ref.store, {LOCK_KEY: fresh.encode()})
             return True
+
+    def _refresh_local(self, path: Path, fresh: bytes) -> bool:
+        """Write ``fresh`` over the lock file ``path`` if it is this write's; whether it
+        was. The file is opened as it is, never created, and read and written through
+        one descriptor: a lock deleted by the final task of a ``compute=False`` write
+        (in another process or thread) between the read and the write is not written
+        again (writing the new heartbeat aside and renaming it over the lock did,
+        leaving a lock that its heartbeat kept fresh for as long as the process lived),
+        and a lock another writer put in its place meanwhile is another file."""
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            holder = Holder.parse(_read_descriptor(descriptor))
+            if holder is None or holder.write_id != self.ref.write_id:
+                return False
+            written = 0
+            while written < len(fresh):  # a file size limit may cut a write short
+                written += os.pwrite(descriptor, fresh[written:], written)
+            os.ftruncate(descriptor, len(fresh))
+            return True
+        finally:
+            os.close(descriptor)
 
     def hand_over(self) -> None:
         """The lock now belongs to a ``compute=False`` write: its final task releases it;
@@ -798,6 +825,16 @@ def _age(path: Path) -> float | None:
         return max(time.time() - path.stat().st_mtime, 0.0)
     except FileNotFoundError:
         return None
+
+
+def _read_descriptor(descriptor: int) -> bytes:
+    """The whole content of the open file ``descriptor``."""
+    parts = []
+    offset = 0
+    while part := os.pread(descriptor, 1 << 16, offset):
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
 
 
 def _read(path: Path) -> bytes | None:
