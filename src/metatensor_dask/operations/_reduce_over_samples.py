@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import dask.array as da
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import gradient_row_chunks, row_pointer
+from .._partition import gradient_row_chunks, row_pointer, split_row_chunks
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -355,7 +355,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
 
     values = rows_only(as_dask(block.values))
     shape = (n_groups, *values.shape[1:])
-    chunks = output_chunks(group, values.chunks[0], n_groups)
+    chunks = _bounded_chunks(block, shared, output_chunks(group, values.chunks[0], n_groups))
     total = segment_sum(_identity, [values], group, chunks, shape, values.dtype)
     mean = _divided_by_counts(total, counts)
     if reduction == "sum":
@@ -431,6 +431,30 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
             new, merged_samples, gradient.components, block.properties, row_pointer=pointer
         )
     return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
+
+
+def _bounded_chunks(
+    block: TensorBlock, shared: _SharedLabels, chunks: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The output's row ``chunks`` cut between groups so that no chunk of the reduced
+    values or gradients outgrows the block's largest input chunk.
+
+    Gradient rows merge only within a group: reducing over a dimension that every
+    chunk shares (``"system"`` of atoms) leaves about as many gradient rows as before,
+    in as few chunks as there are value chunks of the few groups. A group's own gradient
+    rows stay in one chunk (co-partitioned with its value row)."""
+    arrays = [as_dask(block.values), *(as_dask(g.values) for _, g in block.gradients())]
+    budget = max(max(a.chunks[0]) * _row_bytes(a) for a in arrays)
+    gradients = tuple(
+        (shared.merged(gradient, block.samples).pointer, _row_bytes(gradient.values))
+        for _, gradient in block.gradients()
+        if len(gradient.samples)
+    )
+    return split_row_chunks(chunks, _row_bytes(block.values), budget, gradients)
+
+
+def _row_bytes(array: Any) -> int:
+    return int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
 
 
 def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
