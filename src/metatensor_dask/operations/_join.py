@@ -31,7 +31,9 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
+    largest_chunk_bytes,
     lazy_arrays,
+    row_bytes,
     take_rows,
 )
 from ._placement import Placement, assembled
@@ -297,17 +299,16 @@ def _join_properties(
     if single_chunk_bytes(_block_arrays(blocks)) is not None:
         return _grouped_join_properties(blocks, properties)
 
-    budget = _largest_chunk_bytes(_block_arrays(blocks))
+    budget = largest_chunk_bytes(_block_arrays(blocks))
     width = len(properties)
     unions = {parameter: _gradient_union(blocks, parameter) for parameter in first.gradients_list()}
     pointers = _own_row_pointers(first, unions)
     row_chunks = split_row_chunks(
         as_dask(first.values).chunks[0],
-        _row_bytes(first.values, width),
+        row_bytes(first.values, width),
         budget,
         tuple(
-            (pointer, _row_bytes(first.gradient(p).values, width))
-            for p, pointer in pointers.items()
+            (pointer, row_bytes(first.gradient(p).values, width)) for p, pointer in pointers.items()
         ),
     )
     values = _concatenate_columns([as_dask(b.values).rechunk({0: row_chunks}) for b in blocks])
@@ -321,8 +322,8 @@ def _join_properties(
         if parameter in pointers:
             target = gradient_row_chunks(pointers[parameter], row_chunks)
         else:
-            row_bytes = _row_bytes(first_gradient.values, width)
-            target = split_row_chunks(columns[0].chunks[0], row_bytes, budget)
+            gradient_row_bytes = row_bytes(first_gradient.values, width)
+            target = split_row_chunks(columns[0].chunks[0], gradient_row_bytes, budget)
         gradients[parameter] = TensorBlock._trusted(
             _concatenate_columns([column.rechunk({0: target}) for column in columns]),
             union,
@@ -344,21 +345,6 @@ def _own_row_pointers(
             if pointer is not None:
                 pointers[parameter] = pointer
     return pointers
-
-
-def _largest_chunk_bytes(arrays: list[Any]) -> int:
-    """Bytes of the largest chunk of ``arrays`` (a whole numpy array is one chunk)."""
-    largest = 0
-    for array in arrays:
-        array = as_dask(array)
-        rows = max([0, *array.chunks[0]])
-        largest = max(largest, rows * _row_bytes(array, array.shape[-1]))
-    return largest
-
-
-def _row_bytes(array: Any, width: int) -> int:
-    """Bytes of a row of ``array`` with its last axis ``width`` long."""
-    return int(np.prod(array.shape[1:-1], dtype=np.int64)) * width * array.dtype.itemsize
 
 
 def _gradient_rows(array: Any, union: Labels, mapping: np.ndarray | None) -> da.Array:

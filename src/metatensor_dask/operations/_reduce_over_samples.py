@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import dask.array as da
 import numpy as np
@@ -29,9 +29,11 @@ from ._manipulation_utils import (
     checked_names,
     documented_reduction,
     in_reduction_dtype,
+    largest_chunk_bytes,
     lazy_arrays,
     reduction_dtype,
     reduction_groups,
+    row_bytes,
     rows_only,
     unique_rows,
     values_at_gradient_rows,
@@ -443,18 +445,13 @@ def _bounded_chunks(
     chunk shares (``"system"`` of atoms) leaves about as many gradient rows as before,
     in as few chunks as there are value chunks of the few groups. A group's own gradient
     rows stay in one chunk (co-partitioned with its value row)."""
-    arrays = [as_dask(block.values), *(as_dask(g.values) for _, g in block.gradients())]
-    budget = max(max(a.chunks[0]) * _row_bytes(a) for a in arrays)
+    budget = largest_chunk_bytes([block.values, *(g.values for _, g in block.gradients())])
     gradients = tuple(
-        (shared.merged(gradient, block.samples).pointer, _row_bytes(gradient.values))
+        (shared.merged(gradient, block.samples).pointer, row_bytes(gradient, gradient.shape[-1]))
         for _, gradient in block.gradients()
         if len(gradient.samples)
     )
-    return split_row_chunks(chunks, _row_bytes(block.values), budget, gradients)
-
-
-def _row_bytes(array: Any) -> int:
-    return int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    return split_row_chunks(chunks, row_bytes(block, block.shape[-1]), budget, gradients)
 
 
 def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:
