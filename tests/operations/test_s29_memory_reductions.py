@@ -4,6 +4,7 @@ before, and all of them landed in the one chunk of the few reduced values (a blo
 whole gradient in one task, beyond a worker's memory limit). The gradient rows of one
 reduced sample stay together."""
 
+import dask
 import dask.array as da
 import metatensor
 import numpy as np
@@ -87,3 +88,24 @@ def test_standard_deviation_over_a_shared_dimension_in_chunks_of_the_inputs_size
         computed, _std_positions_gradient(mtd.to_metatensor(ours)), strict=True
     ):
         np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-12)
+
+
+def _nbytes(result: object) -> int:
+    if isinstance(result, tuple):
+        return sum(part.nbytes for part in result)
+    return result.nbytes
+
+
+def test_partial_sums_hold_the_rows_they_add_into():
+    # every input chunk (the atoms of one system) adds into a few rows of each output
+    # chunk (an atom's gradient rows over all systems)
+    ours = featomic_like(8, 8, types=(1,), neighbors=(3, 6), chunks=8)
+    reduced = mtd.sum_over_samples(ours, "system")
+    gradient = reduced.block().gradient("positions").values
+    graph = dict(gradient.__dask_graph__())
+    partials = [key for key in graph if str(key[0]).startswith("partial-")]
+    assert len(partials) > 2 * gradient.numblocks[0]
+    held = sum(_nbytes(result) for result in dask.get(graph, partials))
+    assert held < 2 * gradient.nbytes, (held, gradient.nbytes)
+    theirs = metatensor.sum_over_samples(mtd.to_metatensor(ours), "system")
+    assert_equal_to_metatensor(reduced, theirs, rtol=1e-12, atol=1e-12)
