@@ -25,6 +25,7 @@ __all__ = [
     "local_sample_index",
     "misplaced_row",
     "row_pointer",
+    "split_row_chunks",
     "stored_local_index",
     "stored_sample_column",
 ]
@@ -99,6 +100,61 @@ def gradient_row_chunks(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> t
     """Gradient chunk sizes along rows matching the values chunks ``value_chunks``."""
     bounds = np.concatenate([[0], np.cumsum(value_chunks)]).astype(np.int64)
     return tuple(int(n) for n in np.diff(pointer[bounds]))
+
+
+def split_row_chunks(
+    value_chunks: tuple[int, ...],
+    value_row_bytes: int,
+    budget: int,
+    gradients: tuple[tuple[np.ndarray, int], ...] = (),
+) -> tuple[int, ...]:
+    """``value_chunks`` cut further so that no chunk holds more than ``budget`` bytes.
+
+    Parameters
+    ----------
+    value_chunks
+        Row chunks of an array (the values of a block).
+    value_row_bytes
+        Bytes of one of its rows.
+    budget
+        The most bytes of a chunk.
+    gradients
+        ``(pointer, row_bytes)`` of gradients co-partitioned with the array: each of
+        their chunks (:func:`gradient_row_chunks` of the result) stays within ``budget``
+        too.
+
+    Returns
+    -------
+    tuple[int, ...]
+        The new row chunks, each within one of ``value_chunks`` (a chunk keeps at least
+        one row, whatever its bytes; empty chunks stay; rows of no bytes set no limit).
+    """
+    limits = [(np.arange(sum(value_chunks) + 1, dtype=np.int64), value_row_bytes)]
+    limits.extend((np.asarray(pointer, np.int64), row_bytes) for pointer, row_bytes in gradients)
+    chunks: list[int] = []
+    start = 0
+    for size in value_chunks:
+        stop = start + size
+        chunks.extend(_pieces(start, stop, limits, budget) if size else [0])
+        start = stop
+    return tuple(chunks)
+
+
+def _pieces(start: int, stop: int, limits: list[tuple[np.ndarray, int]], budget: int) -> list[int]:
+    """Sizes of the consecutive pieces of rows ``start:stop`` that keep the rows of every
+    ``(pointer, row_bytes)`` of ``limits`` within ``budget`` bytes (at least one row each)."""
+    pieces = []
+    while start < stop:
+        end = stop
+        for pointer, row_bytes in limits:
+            if row_bytes == 0:
+                continue
+            rows = budget // row_bytes
+            end = min(end, int(np.searchsorted(pointer, pointer[start] + rows, "right")) - 1)
+        end = max(end, start + 1)
+        pieces.append(end - start)
+        start = end
+    return pieces
 
 
 def local_sample_index(pointer: np.ndarray, value_chunks: tuple[int, ...]) -> da.Array:

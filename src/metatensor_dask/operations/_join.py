@@ -14,7 +14,13 @@ import dask.array as da
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import block_row_pointer, co_partitioned, row_pointer
+from .._partition import (
+    block_row_pointer,
+    co_partitioned,
+    gradient_row_chunks,
+    row_pointer,
+    split_row_chunks,
+)
 from ..block import TensorBlock, as_block_array
 from ..errors import wrong_type
 from ..labels import Labels
@@ -25,7 +31,9 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
+    largest_chunk_bytes,
     lazy_arrays,
+    row_bytes,
     take_rows,
 )
 from ._placement import Placement, assembled
@@ -291,28 +299,63 @@ def _join_properties(
     if single_chunk_bytes(_block_arrays(blocks)) is not None:
         return _grouped_join_properties(blocks, properties)
 
-    first_values = as_dask(first.values)
-    row_chunks = first_values.chunks[0]
+    budget = largest_chunk_bytes(_block_arrays(blocks))
+    width = len(properties)
+    unions = {parameter: _gradient_union(blocks, parameter) for parameter in first.gradients_list()}
+    pointers = _own_row_pointers(first, unions)
+    row_chunks = split_row_chunks(
+        as_dask(first.values).chunks[0],
+        row_bytes(first.values, width),
+        budget,
+        tuple(
+            (pointer, row_bytes(first.gradient(p).values, width)) for p, pointer in pointers.items()
+        ),
+    )
     values = _concatenate_columns([as_dask(b.values).rechunk({0: row_chunks}) for b in blocks])
     gradients = {}
     for parameter, first_gradient in first.gradients():
-        union, positions = _gradient_union(blocks, parameter)
-        reference, _ = _rows_of(first, parameter)
-        target = reference.chunks[0] if len(union) == reference.shape[0] else None
-        gradient_pieces: list[da.Array] = []
-        for block, mapping in zip(blocks, positions, strict=True):
-            array = as_dask(block.gradient(parameter).values)
-            if mapping is not None:
-                index = -np.ones(len(union), np.int64)
-                index[mapping] = np.arange(len(mapping))
-                array = take_rows(array, index, fill=0)
-            if target is None:
-                target = array.chunks[0]
-            gradient_pieces.append(array.rechunk({0: target}))
+        union, positions = unions[parameter]
+        columns = [
+            _gradient_rows(block.gradient(parameter).values, union, mapping)
+            for block, mapping in zip(blocks, positions, strict=True)
+        ]
+        if parameter in pointers:
+            target = gradient_row_chunks(pointers[parameter], row_chunks)
+        else:
+            gradient_row_bytes = row_bytes(first_gradient.values, width)
+            target = split_row_chunks(columns[0].chunks[0], gradient_row_bytes, budget)
         gradients[parameter] = TensorBlock._trusted(
-            _concatenate_columns(gradient_pieces), union, first_gradient._components, properties
+            _concatenate_columns([column.rechunk({0: target}) for column in columns]),
+            union,
+            first_gradient._components,
+            properties,
         )
     return TensorBlock._trusted(values, first.samples, first._components, properties, gradients)
+
+
+def _own_row_pointers(
+    first: TensorBlock, unions: dict[str, tuple[Labels, list[np.ndarray | None]]]
+) -> dict[str, np.ndarray]:
+    """The row pointers of the gradients of ``first`` whose rows are grouped by sample and
+    are the union of every input's (the joined gradient is then co-partitioned)."""
+    pointers = {}
+    for parameter, (union, _) in unions.items():
+        if len(union) == len(first.gradient(parameter).samples):
+            pointer = block_row_pointer(first, parameter)
+            if pointer is not None:
+                pointers[parameter] = pointer
+    return pointers
+
+
+def _gradient_rows(array: Any, union: Labels, mapping: np.ndarray | None) -> da.Array:
+    """A block's gradient ``array`` with a row for each entry of ``union`` (``mapping``:
+    where its own rows go, None when they are the union), zeros where it has none."""
+    array = as_dask(array)
+    if mapping is None:
+        return array
+    index = -np.ones(len(union), np.int64)
+    index[mapping] = np.arange(len(mapping))
+    return take_rows(array, index, fill=0)
 
 
 def _gradient_union(

@@ -43,10 +43,12 @@ __all__ = [
     "documented_reduction",
     "in_reduction_dtype",
     "inverse_permutation",
+    "largest_chunk_bytes",
     "lazy_arrays",
     "lexsort_rows",
     "max_rows",
     "reduction_groups",
+    "row_bytes",
     "rows_only",
     "same_labels",
     "select_rows",
@@ -410,6 +412,21 @@ def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array
         chunks = tuple(int(size[g].sum()) for g in groups)
         result.append(array.rechunk({0: chunks}))
     return result
+
+
+def largest_chunk_bytes(arrays: list[Any]) -> int:
+    """Bytes of the largest chunk of ``arrays`` (a whole numpy array is one chunk)."""
+    largest = 0
+    for array in arrays:
+        array = as_dask(array)
+        rows = max([0, *array.chunks[0]])
+        largest = max(largest, rows * row_bytes(array, array.shape[-1]))
+    return largest
+
+
+def row_bytes(array: Any, width: int) -> int:
+    """Bytes of a row of ``array`` with its last axis ``width`` long."""
+    return int(np.prod(array.shape[1:-1], dtype=np.int64)) * width * array.dtype.itemsize
 
 
 def max_rows(array: da.Array) -> int:

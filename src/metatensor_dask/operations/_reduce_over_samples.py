@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import gradient_row_chunks, row_pointer
+from .._partition import gradient_row_chunks, row_pointer, split_row_chunks
 from ..block import TensorBlock
 from ..labels import Labels
 from ..tensor import TensorMap
@@ -29,9 +29,11 @@ from ._manipulation_utils import (
     checked_names,
     documented_reduction,
     in_reduction_dtype,
+    largest_chunk_bytes,
     lazy_arrays,
     reduction_dtype,
     reduction_groups,
+    row_bytes,
     rows_only,
     unique_rows,
     values_at_gradient_rows,
@@ -355,7 +357,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
 
     values = rows_only(as_dask(block.values))
     shape = (n_groups, *values.shape[1:])
-    chunks = output_chunks(group, values.chunks[0], n_groups)
+    chunks = _bounded_chunks(block, shared, output_chunks(group, values.chunks[0], n_groups))
     total = segment_sum(_identity, [values], group, chunks, shape, values.dtype)
     mean = _divided_by_counts(total, counts)
     if reduction == "sum":
@@ -431,6 +433,25 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
             new, merged_samples, gradient.components, block.properties, row_pointer=pointer
         )
     return TensorBlock._trusted(result, samples, block.components, block.properties, gradients)
+
+
+def _bounded_chunks(
+    block: TensorBlock, shared: _SharedLabels, chunks: tuple[int, ...]
+) -> tuple[int, ...]:
+    """The output's row ``chunks`` cut between groups so that no chunk of the reduced
+    values or gradients outgrows the block's largest input chunk.
+
+    Gradient rows merge only within a group: reducing over a dimension that every
+    chunk shares (``"system"`` of atoms) leaves about as many gradient rows as before,
+    in as few chunks as there are value chunks of the few groups. A group's own gradient
+    rows stay in one chunk (co-partitioned with its value row)."""
+    budget = largest_chunk_bytes([block.values, *(g.values for _, g in block.gradients())])
+    gradients = tuple(
+        (shared.merged(gradient, block.samples).pointer, row_bytes(gradient, gradient.shape[-1]))
+        for _, gradient in block.gradients()
+        if len(gradient.samples)
+    )
+    return split_row_chunks(chunks, row_bytes(block, block.shape[-1]), budget, gradients)
 
 
 def _local(target: np.ndarray, chunks: tuple[int, ...]) -> np.ndarray:

@@ -61,10 +61,17 @@ def _partial(
     extras: list[np.ndarray],
     shape: tuple[int, ...],
     dtype: Any,
-) -> np.ndarray:
+    touched: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The sums of the ``rows`` of one input chunk into one output chunk, as ``plan``
-    (from :func:`_plan`) says."""
-    return _added_into(np.zeros(shape, dtype), function, row_blocks, out_blocks, rows, plan, extras)
+    (from :func:`_plan`) says: the whole output chunk, or, given the output rows
+    ``touched`` (``plan`` then adds into their positions), ``(touched, their sums)``."""
+    if touched is None:
+        return _added_into(
+            np.zeros(shape, dtype), function, row_blocks, out_blocks, rows, plan, extras
+        )
+    sums = np.zeros((len(touched), *shape[1:]), dtype)
+    return touched, _added_into(sums, function, row_blocks, out_blocks, rows, plan, extras)
 
 
 def _added_into(
@@ -157,23 +164,40 @@ def segment_sum_now(
     """:func:`segment_sum` on numpy arrays, at once (the arithmetic of one chunk)."""
     if len(target) == 0:
         return np.zeros(out_shape, dtype)
-    return _partial(
+    return _added_into(
+        np.zeros(out_shape, dtype),
         function,
         list(row_operands),
         list(out_operands),
         slice(0, len(target)),
         _plan(np.asarray(target)),
         list(extras),
-        out_shape,
-        dtype,
     )
 
 
-def _sum(parts: list[np.ndarray]) -> np.ndarray:
-    total = parts[0].copy()
-    for part in parts[1:]:
-        total += part
-    return total
+Partial = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+def _sum(parts: list[Partial], shape: tuple[int, ...], dtype: Any, whole: bool) -> Partial:
+    """The sum of partial sums (whole output chunks, or ``(rows, sums)`` of some of its
+    rows), each row's in the order of ``parts``: a whole output chunk when ``whole`` or
+    when a part is one, else ``(rows, sums)`` of the rows they touch."""
+    if whole or any(isinstance(part, np.ndarray) for part in parts):
+        first = parts[0]
+        total = first.copy() if isinstance(first, np.ndarray) else np.zeros(shape, dtype)
+        for part in parts if not isinstance(first, np.ndarray) else parts[1:]:
+            if isinstance(part, np.ndarray):
+                total += part
+            else:
+                # distinct rows within a part: a fancy-indexed += adds each once
+                total[part[0]] += part[1]
+        return total
+    rows = np.concatenate([part[0] for part in parts])
+    sums = np.concatenate([part[1] for part in parts])
+    order = np.argsort(rows, kind="stable")
+    rows = rows[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
+    return rows[starts], np.add.reduceat(sums[order], starts, axis=0)
 
 
 #: An output chunk of more than this many times the rows of the largest input chunk is
@@ -190,26 +214,33 @@ def _tree(
     dtype: Any,
 ) -> dict[Any, Any]:
     """Tasks of output chunk ``j``: one partial sum per contributing input chunk, in
-    parallel, then summed :data:`FAN_IN` at a time. Each partial is as large as the
-    output chunk."""
+    parallel, then summed :data:`FAN_IN` at a time. A partial that adds into less than
+    half of the output chunk's rows holds these rows only (reducing over a dimension
+    every input chunk shares, each input chunk adds into a few rows of each output
+    chunk: partials as large as the output chunk held it many times over)."""
     dsk: dict[Any, Any] = {}
     if not parts:
         dsk[out_key] = (np.zeros, shape, dtype)
         return dsk
     keys = []
-    for k, arguments in enumerate(parts):
+    for k, (*arguments, local, extras) in enumerate(parts):
         key = ("partial-" + name, j, k)
-        dsk[key] = (_partial, *arguments, shape, dtype)
+        touched = np.unique(local) if len(parts) > 1 else None
+        if touched is not None and 2 * len(touched) < shape[0]:
+            plan = _plan(np.searchsorted(touched, local))
+            dsk[key] = (_partial, *arguments, plan, extras, shape, dtype, _small(touched))
+        else:
+            dsk[key] = (_partial, *arguments, _plan(local), extras, shape, dtype)
         keys.append(key)
     level = 0
     while len(keys) > FAN_IN:
         grouped = []
         for g in range(0, len(keys), FAN_IN):
             key = (f"combine-{level}-" + name, j, g)
-            dsk[key] = (_sum, keys[g : g + FAN_IN])
+            dsk[key] = (_sum, keys[g : g + FAN_IN], shape, dtype, False)
             grouped.append(key)
         keys, level = grouped, level + 1
-    dsk[out_key] = (_sum, keys)
+    dsk[out_key] = (_sum, keys, shape, dtype, True)
     return dsk
 
 
@@ -233,9 +264,9 @@ def _chained(
     dsk: dict[Any, Any] = {}
     previous: tuple = ("accumulate-" + name, j, 0)
     dsk[previous] = (np.zeros, shape, dtype)
-    for k, arguments in enumerate(parts, start=1):
+    for k, (*arguments, local, extras) in enumerate(parts, start=1):
         key = out_key if k == len(parts) else ("accumulate-" + name, j, k)
-        dsk[key] = (_added_into, previous, *arguments)
+        dsk[key] = (_added_into, previous, *arguments, _plan(local), extras)
         previous = key
     return dsk
 
@@ -298,7 +329,7 @@ def segment_sum(
                 [_block_key(a, i) for a in row_operands],
                 [_block_key(a, j) for a in out_operands],
                 _as_slice(rows),
-                _plan(target[start:stop][rows] - out_bounds[j]),
+                target[start:stop][rows] - out_bounds[j],
                 [np.asarray(e)[start:stop][rows] for e in extras],
             )
             contributions[j].append(arguments)
