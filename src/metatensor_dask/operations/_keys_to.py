@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 
 from .._gc import without_collector
-from .._partition import gradient_row_chunks, row_pointer
+from .._partition import gradient_row_chunks, row_pointer, split_row_chunks
 from ..block import TensorBlock
 from ..errors import invalid_parameter
 from ..labels import Labels, check_unique_names
@@ -32,9 +32,11 @@ from ._manipulation_utils import (
     as_dask,
     coalesce,
     inverse_permutation,
+    largest_chunk_bytes,
     lazy_arrays,
     lexsort_rows,
     max_rows,
+    row_bytes,
     rows_only,
     same_labels,
     take_rows,
@@ -741,9 +743,20 @@ def _merge_along_properties(
         for b, m, start in zip(blocks, indices, starts, strict=False)
         if start is not None
     ]
-    limits = [max(max_rows(as_dask(b.values)) for b in blocks)]
+    # the output's rows are cut so that no chunk outgrows the inputs' largest: blocks
+    # side by side make rows as wide as all of them
+    arrays = [b.values for b in blocks] + [g.values for b in blocks for _, g in b.gradients()]
+    budget = largest_chunk_bytes(arrays)
+    pointers = _grouped_pointers(gradient_rows, len(merged))
+    limits = [max(1, budget // max(1, row_bytes(first, width)))]
     like = value_pieces[0][1] if value_pieces else _template(len(merged), first, limits[0])
-    values = _placed(value_pieces, width, len(merged), like, fill)
+    row_chunks = split_row_chunks(
+        like.chunks[0],
+        row_bytes(first, width),
+        budget,
+        tuple((pointers[p], row_bytes(g, width)) for p, g in first.gradients() if p in pointers),
+    )
+    values = _placed(value_pieces, width, len(merged), like.rechunk({0: row_chunks}), fill)
     gradients = {}
     for parameter, first_gradient in first.gradients():
         gradient_samples, positions = gradient_rows[parameter]
@@ -755,14 +768,31 @@ def _merge_along_properties(
             )
             if start is not None
         ]
-        limits.append(max(max_rows(as_dask(b.gradient(parameter).values)) for b in blocks))
+        gradient_row_bytes = row_bytes(first_gradient, width)
+        limits.append(max(1, budget // max(1, gradient_row_bytes)))
         like = pieces[0][1] if pieces else _template(count, first_gradient, limits[-1])
+        if parameter in pointers:
+            like = like.rechunk({0: gradient_row_chunks(pointers[parameter], row_chunks)})
+        else:
+            like = like.rechunk({0: split_row_chunks(like.chunks[0], gradient_row_bytes, budget)})
         gradients[parameter] = (
             _placed(pieces, width, count, like, fill),
             gradient_samples,
             first_gradient.components,
         )
     return _finish(values, gradients, samples, first.components, properties, limits)
+
+
+def _grouped_pointers(
+    gradient_rows: dict[str, tuple[Labels, Any]], n_samples: int
+) -> dict[str, np.ndarray]:
+    """The row pointers of the merged gradients whose rows are grouped by sample."""
+    pointers = {}
+    for parameter, (gradient_samples, _) in gradient_rows.items():
+        pointer = row_pointer(gradient_samples.column("sample"), n_samples)
+        if pointer is not None and len(gradient_samples):
+            pointers[parameter] = pointer
+    return pointers
 
 
 @without_collector
