@@ -48,14 +48,30 @@ def check_axis(axis: str) -> None:
         )
 
 
+def _is_sequence(entry: Any) -> bool:
+    """Whether a list entry is itself a sequence (not a position)."""
+    return isinstance(entry, list | tuple) or (isinstance(entry, np.ndarray) and entry.ndim > 0)
+
+
 def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
-    """metatensor's checks of a slicing axis and selection (same messages)."""
+    """metatensor's checks of a slicing axis and selection (same messages), and of
+    the shape of positions (where metatensor fails with numpy's or Labels' errors)."""
     check_axis(axis)
     if isinstance(selection, np.ndarray):
         if selection.ndim > 1:
             raise ValueError("`selection` must be a 1-D array of integers")
+        if selection.ndim == 0:
+            raise ValueError(
+                "`selection` must be a 1-D array of integers, got a 0-D array: give a "
+                "single position in a list, as [position]"
+            )
         return
     if isinstance(selection, list):
+        if any(_is_sequence(entry) for entry in selection):
+            raise ValueError(
+                "`selection` must be a list of integers, got a list holding sequences: "
+                "flatten it, or select samples or properties by their values with Labels"
+            )
         return
     if not isinstance(selection, Labels):
         raise wrong_type(
