@@ -17,12 +17,18 @@ WRONG = [
 ]
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    ours, _ = tutorial("radial-spectrum")
+    path = tmp_path_factory.mktemp("wrong-shapes") / "map.zarr"
+    mtd.to_zarr(ours, path)
+    return path
+
+
 @pytest.mark.parametrize(("selection", "message"), WRONG)
 @pytest.mark.parametrize("axis", ["samples", "properties"])
-def test_positions_of_a_wrong_shape(tmp_path, axis, selection, message):
-    ours, _ = tutorial("radial-spectrum")
-    mtd.to_zarr(ours, tmp_path / "map.zarr")
-    opened = mtd.open_zarr(tmp_path / "map.zarr")
+def test_positions_of_a_wrong_shape(store, axis, selection, message):
+    opened = mtd.open_zarr(store)
     for call in (
         lambda: mtd.slice(opened, axis, selection),
         lambda: mtd.slice_block(opened.block(0), axis, selection),
