@@ -126,18 +126,22 @@ def occupied_chunks(chunks: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
     return np.unique(np.searchsorted(bounds, rows, side="right"))
 
 
-def rows_of_chunks(array: Any, rows: np.ndarray, chunk_ids: np.ndarray) -> da.Array:
+def rows_of_chunks(
+    array: Any, rows: np.ndarray, chunk_ids: np.ndarray, source: Any = None
+) -> da.Array:
     """The increasing ``rows`` of ``array``, which all lie in its row chunks
     ``chunk_ids`` (increasing): output chunk *j* holds those of input chunk
     ``chunk_ids[j]`` (possibly none), so that arrays co-partitioned with each other
     stay so when given the same ``chunk_ids``; without ``chunk_ids``, one empty chunk.
-    See :func:`gathered_chunks` for the chunks read."""
+    The rows are read from ``source`` (the same rows chunked otherwise, of which
+    ``array`` is a rechunking) when given, see :func:`gathered_chunks`."""
     array = as_dask(array)
     bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
     ids = np.asarray(chunk_ids, dtype=np.int64)
     counts = np.diff(np.searchsorted(rows, bounds))[ids]
     assert int(counts.sum()) == len(rows), "every row is in one of the chunks"
-    return gathered_chunks(array, np.asarray(rows, dtype=np.int64), counts)
+    rows = np.asarray(rows, dtype=np.int64)
+    return gathered_chunks(array if source is None else source, rows, counts)
 
 
 def _source(array: da.Array) -> da.Array:
@@ -321,7 +325,7 @@ def slice_samples(
         gradient_parts[parameter] = (
             selected_rows(gradient_values, kept)
             if occupied is None or pairs is None
-            else rows_of_chunks(gradient_values, kept, occupied),
+            else rows_of_chunks(gradient_values, kept, occupied, gradient.values),
             gradient_samples,
             gradient,
             pairs is not None,
