@@ -118,14 +118,17 @@ class _RowKeys:
     holds more than ``2**62`` rows (so that no step of making a key overflows), and for
     fewer than :data:`PACKED_FROM` rows (where working out the box costs more than it
     saves: the Labels of tiny blocks, made by the hundred thousand), the keys are the
-    rows' bytes instead (in another order, but equally comparable).
+    rows' bytes instead (in another order, but equally comparable). ``packed=True``
+    asks for a box also for fewer rows: a few rows looked up in many (a selection
+    of a few systems among the samples of a large store), where keying the many rows
+    by their bytes costs many times more than by their numbers in the box.
     """
 
-    def __init__(self, values: np.ndarray):
+    def __init__(self, values: np.ndarray, packed: bool = False):
         self._low: list[int] = []
         self._high: list[int] = []
         self._spans: list[int] = []
-        self.packed = len(values) >= PACKED_FROM
+        self.packed = len(values) > 0 and (packed or len(values) >= PACKED_FROM)
         if self.packed:
             # column by column: a reduction along axis 0 of the rows is many times slower
             columns = [values[:, j] for j in range(values.shape[1])]
@@ -187,10 +190,11 @@ def _increasing(keys: np.ndarray) -> bool:
 
 
 class _RowIndex:
-    """The rows of some values, sorted once, to find the first position of any row."""
+    """The rows of some values, sorted once, to find the first position of any row
+    (``packed``: see :class:`_RowKeys`)."""
 
-    def __init__(self, values: np.ndarray):
-        self._keys = _RowKeys(values)
+    def __init__(self, values: np.ndarray, packed: bool = False):
+        self._keys = _RowKeys(values, packed)
         keys, _ = self._keys.keys(values, check=False)
         if _increasing(keys):
             self._order = None
@@ -693,8 +697,9 @@ class Labels:
         if not self._names:
             found = np.zeros(len(self), np.int64) if len(other) else -np.ones(len(self), np.int64)
             return found
-        index = other._index if other._index is not None else _RowIndex(other.values)
-        return index.find(self.values)
+        if other._index is not None:
+            return other._index.find(self.values)
+        return _RowIndex(other.values, packed=len(self) >= PACKED_FROM).find(self.values)
 
     def union(self, other: Labels) -> Labels:
         """Entries of ``self`` in order, then the new entries of ``other`` in order."""

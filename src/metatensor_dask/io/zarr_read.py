@@ -147,12 +147,19 @@ def read_array(
     ``rows`` that cut stored chunks (co-partitioned gradients: a regular grid on disk,
     the rows of each values chunk in dask) would read the chunks they share twice,
     doubling the bytes read. Then one task reads each stored chunk and dask's rechunk
-    cuts and joins them (views, and one copy of the rows that span two chunks).
+    cuts and joins them (views, and one copy of the rows that span two chunks); the
+    array of stored chunks is kept as ``rechunked_from``, for selections of rows (see
+    :func:`~metatensor_dask.operations._slice.gathered_chunks`).
     """
     stored = chunking.regular(info.shape[0], info.chunk_rows)
     if _aligned(rows, stored):
         return stored_array(store, info, rows, metadata)
-    return stored_array(store, info, stored, metadata).rechunk({0: rows})
+    source = stored_array(store, info, stored, metadata)
+    array = _graph.block_values(source.rechunk({0: rows}))
+    # a selection of a few rows reads the stored chunks holding them, not the
+    # stored chunks of the chunks of ``rows`` holding them
+    array.rechunked_from = source
+    return array
 
 
 def _aligned(rows: tuple[int, ...], stored: tuple[int, ...]) -> bool:

@@ -7,11 +7,16 @@ grouped tasks for the whole map (see :mod:`._placement`); others chunk by chunk.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable
 from typing import Any
 
+import dask.array as da
 import numpy as np
+from dask.base import tokenize
 
+from .. import _graph
 from .._gc import without_collector
 from .._partition import co_partitioned, gradient_row_chunks, row_pointer
 from ..block import TensorBlock
@@ -25,7 +30,6 @@ from ._manipulation_utils import (
     coalesce,
     lazy_arrays,
     max_rows,
-    select_rows,
     take_rows,
 )
 from ._placement import taken
@@ -44,14 +48,30 @@ def check_axis(axis: str) -> None:
         )
 
 
+def _is_sequence(entry: Any) -> bool:
+    """Whether a list entry is itself a sequence (not a position)."""
+    return isinstance(entry, list | tuple) or (isinstance(entry, np.ndarray) and entry.ndim > 0)
+
+
 def check_selection(block: TensorBlock, axis: str, selection: Any) -> None:
-    """metatensor's checks of a slicing axis and selection (same messages)."""
+    """metatensor's checks of a slicing axis and selection (same messages), and of
+    the shape of positions (where metatensor fails with numpy's or Labels' errors)."""
     check_axis(axis)
     if isinstance(selection, np.ndarray):
         if selection.ndim > 1:
             raise ValueError("`selection` must be a 1-D array of integers")
+        if selection.ndim == 0:
+            raise ValueError(
+                "`selection` must be a 1-D array of integers, got a 0-D array: give a "
+                "single position in a list, as [position]"
+            )
         return
     if isinstance(selection, list):
+        if any(_is_sequence(entry) for entry in selection):
+            raise ValueError(
+                "`selection` must be a list of integers, got a list holding sequences: "
+                "flatten it, or select samples or properties by their values with Labels"
+            )
         return
     if not isinstance(selection, Labels):
         raise wrong_type(
@@ -98,6 +118,112 @@ def selected_indices(labels: Labels, selection: Selection, what: str) -> np.ndar
             f"duplicated {what} entries, remove the repeated indices"
         )
     return indices
+
+
+def occupied_chunks(chunks: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
+    """The row chunks, of sizes ``chunks``, that hold some of the increasing ``rows``."""
+    bounds = np.cumsum(chunks, dtype=np.int64)
+    return np.unique(np.searchsorted(bounds, rows, side="right"))
+
+
+def rows_of_chunks(
+    array: Any, rows: np.ndarray, chunk_ids: np.ndarray, source: Any = None
+) -> da.Array:
+    """The increasing ``rows`` of ``array``, which all lie in its row chunks
+    ``chunk_ids`` (increasing): output chunk *j* holds those of input chunk
+    ``chunk_ids[j]`` (possibly none), so that arrays co-partitioned with each other
+    stay so when given the same ``chunk_ids``; without ``chunk_ids``, one empty chunk.
+    The rows are read from ``source`` (the same rows chunked otherwise, of which
+    ``array`` is a rechunking) when given, see :func:`gathered_chunks`."""
+    array = as_dask(array)
+    bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
+    ids = np.asarray(chunk_ids, dtype=np.int64)
+    counts = np.diff(np.searchsorted(rows, bounds))[ids]
+    assert int(counts.sum()) == len(rows), "every row is in one of the chunks"
+    rows = np.asarray(rows, dtype=np.int64)
+    return gathered_chunks(array if source is None else source, rows, counts)
+
+
+def _source(array: da.Array) -> da.Array:
+    """The array of which ``array`` is a rechunking along rows, when it was opened
+    so (a stored gradient cut along the chunks of its values: ``rechunked_from``,
+    see :func:`~metatensor_dask.io.zarr_read.read_array`), else ``array``."""
+    source = getattr(array, "rechunked_from", None)
+    if source is None or source.shape != array.shape or source.chunks[1:] != array.chunks[1:]:
+        return array
+    return source
+
+
+def gathered_chunks(array: Any, rows: np.ndarray, counts: np.ndarray) -> da.Array:
+    """The increasing ``rows`` of ``array``, output chunk *j* holding the next
+    ``counts[j]`` of them (without ``counts``, one empty chunk); empty chunks are
+    made from nothing.
+
+    Each output chunk is one task reading the chunks that hold its rows (of the
+    stored array, when ``array`` cuts stored chunks anew, see :func:`_source`), and
+    the other chunks get no task: the graph and the reads of a few rows of a large
+    stored array grow with the chunks they are in, not with the array's chunks.
+    """
+    source = _source(as_dask(array))
+    counts = counts if len(counts) else np.zeros(1, np.int64)
+    bounds = np.concatenate([[0], np.cumsum(source.chunks[0])]).astype(np.int64)
+    owner = np.searchsorted(bounds, rows, side="right") - 1
+    name = f"slice-rows-{tokenize(source.name, rows, counts)}"
+    tails = list(itertools.product(*(range(len(c)) for c in source.chunks[1:])))
+    ends = np.cumsum(counts, dtype=np.int64)
+    tasks = {}
+    for j, (start, end) in enumerate(zip((ends - counts).tolist(), ends.tolist(), strict=True)):
+        chunks, local = _pieces(owner[start:end], rows[start:end], bounds)
+        for tail in tails:
+            key = (name, j, *tail)
+            refs = [_graph.chunk_ref(source, chunk, *tail) for chunk in chunks]
+            if not refs:
+                shape = (0, *(source.chunks[1 + k][i] for k, i in enumerate(tail)))
+                tasks[key] = _graph.task(key, np.empty, shape, source.dtype)
+            elif len(refs) == 1:
+                tasks[key] = _graph.task(key, operator.getitem, refs[0], local[0])
+            else:
+                tasks[key] = _graph.task(key, _joined_rows, local, *refs)
+    grid = (tuple(int(n) for n in counts), *source.chunks[1:])
+    return _graph.array_from_tasks(name, tasks, [source], grid, source.dtype)
+
+
+def _pieces(
+    owner: np.ndarray, rows: np.ndarray, bounds: np.ndarray
+) -> tuple[list[int], list[np.ndarray]]:
+    """The chunks holding ``rows`` (increasing, in chunks ``owner``), and the rows in
+    each, local to it."""
+    if not len(rows):
+        return [], []
+    chunks, starts = np.unique(owner, return_index=True)
+    pieces = np.split(rows, starts[1:])
+    local = [piece - bounds[chunk] for chunk, piece in zip(chunks, pieces, strict=True)]
+    return chunks.tolist(), local
+
+
+def _joined_rows(local: list[np.ndarray], *chunks: np.ndarray) -> np.ndarray:
+    """The rows ``local[i]`` of ``chunks[i]``, one after the other."""
+    return np.concatenate([chunk[rows] for chunk, rows in zip(chunks, local, strict=True)])
+
+
+def selected_rows(array: Any, rows: np.ndarray) -> da.Array:
+    """The increasing ``rows`` of ``array``, by :func:`rows_of_chunks` over the chunks
+    holding them."""
+    array = as_dask(array)
+    return rows_of_chunks(array, rows, occupied_chunks(array.chunks[0], rows))
+
+
+def reordered_rows(array: Any, indices: np.ndarray) -> da.Array:
+    """``array[indices]`` for distinct ``indices`` in any order: the rows are read in
+    increasing order from the chunks holding them (as :func:`selected_rows`), then
+    put in the order asked for among themselves, so that a few rows in random order
+    read a few chunks, not all of them."""
+    array = as_dask(array)
+    order = np.argsort(indices, kind="stable")
+    (increasing,) = coalesce([selected_rows(array, indices[order])], [max_rows(array)])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return take_rows(increasing, inverse)
 
 
 def _tiny_groups(block: TensorBlock) -> TinyGroups | None:
@@ -190,21 +316,27 @@ def slice_samples(
         return grouped_block
 
     values = as_dask(block.values)
+    occupied = occupied_chunks(values.chunks[0], indices) if in_order else None
     gradient_parts = {}
     for parameter, gradient in block.gradients():
         pairs = co_partitioned(block, parameter) if in_order else None
         gradient_values = pairs[1] if pairs is not None else as_dask(gradient.values)
         kept, gradient_samples, _ = gradient_rows(parameter, gradient)
         gradient_parts[parameter] = (
-            select_rows(gradient_values, kept),
+            selected_rows(gradient_values, kept)
+            if occupied is None or pairs is None
+            else rows_of_chunks(gradient_values, kept, occupied, gradient.values),
             gradient_samples,
             gradient,
             pairs is not None,
         )
 
-    new_values = select_rows(values, indices) if in_order else take_rows(values, indices)
+    if occupied is None:
+        new_values = reordered_rows(values, indices)
+    else:
+        new_values = rows_of_chunks(values, indices, occupied)
     aligned = [p for p, part in gradient_parts.items() if part[3]]
-    if in_order:
+    if occupied is not None:
         arrays = [new_values, *(gradient_parts[p][0] for p in aligned)]
         limits = [max_rows(values)] + [max_rows(as_dask(block.gradient(p).values)) for p in aligned]
         merged = coalesce(arrays, limits)
@@ -319,10 +451,11 @@ def slice_block(block: TensorBlock, axis: str, selection: Selection) -> TensorBl
     Returns
     -------
     TensorBlock
-        A lazy block. Along samples, values are selected chunk by chunk (output chunk
-        *i* comes from input chunk *i* when the positions are increasing, with small
-        neighbouring chunks merged), and the gradient rows of the kept samples follow
-        with their ``"sample"`` renumbered, still co-partitioned with the values.
+        A lazy block. Along samples, values are selected chunk by chunk: only the
+        chunks holding selected rows are read, and each gives the rows it holds (small
+        neighbouring ones merged); positions in another order are read so, then
+        ordered among themselves. The gradient rows of the kept samples follow with
+        their ``"sample"`` renumbered, still co-partitioned with the values.
         Within :func:`slice`, a tiny single-chunk block is sliced by one numpy call
         per array, grouped with other blocks' calls.
 
