@@ -596,8 +596,9 @@ class StoreLock:
             if self._stop.is_set():
                 return False
             fresh = Holder(**{**asdict(self._holder), "heartbeat": time.time()})
-            if self._root is not None:
-                return self._refresh_local(self._root / LOCK_KEY, fresh.encode())
+            folder = self._root or fsspec_folder(self.ref.store)
+            if folder is not None:
+                return self._refresh_local(folder / LOCK_KEY, fresh.encode())
             holder = self.ref.holder()
             if holder is None or holder.write_id != self.ref.write_id:
                 return False
@@ -605,13 +606,14 @@ class StoreLock:
             return True
 
     def _refresh_local(self, path: Path, fresh: bytes) -> bool:
-        """Write ``fresh`` over the lock file ``path`` if it is this write's; whether it
-        was. The file is opened as it is, never created, and read and written through
-        one descriptor: a lock deleted by the final task of a ``compute=False`` write
-        (in another process or thread) between the read and the write is not written
-        again (writing the new heartbeat aside and renaming it over the lock did,
-        leaving a lock that its heartbeat kept fresh for as long as the process lived),
-        and a lock another writer put in its place meanwhile is another file."""
+        """Write ``fresh`` over the lock file ``path`` (of a local store, or of a store
+        named by a ``file://`` URL) if it is this write's; whether it was. The file is
+        opened as it is, never created, and read and written through one descriptor: a
+        lock deleted by the final task of a ``compute=False`` write (in another process
+        or thread) between the read and the write is not written again (writing the new
+        heartbeat aside and renaming it over the lock did, leaving a lock that its
+        heartbeat kept fresh for as long as the process lived), and a lock another
+        writer put in its place meanwhile is another file."""
         try:
             descriptor = os.open(path, os.O_RDWR)
         except FileNotFoundError:

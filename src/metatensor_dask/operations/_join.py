@@ -336,14 +336,17 @@ def _join_properties(
 def _own_row_pointers(
     first: TensorBlock, unions: dict[str, tuple[Labels, list[np.ndarray | None]]]
 ) -> dict[str, np.ndarray]:
-    """The row pointers of the gradients of ``first`` whose rows are grouped by sample and
-    are the union of every input's (the joined gradient is then co-partitioned)."""
+    """The row pointers of the joined gradients whose rows are grouped by sample (the
+    joined gradient is then co-partitioned): those of ``first`` when its gradient rows
+    are the union of every input's, else worked out from the union."""
     pointers = {}
-    for parameter, (union, _) in unions.items():
-        if len(union) == len(first.gradient(parameter).samples):
+    for parameter, (union, positions) in unions.items():
+        if positions[0] is None:
             pointer = block_row_pointer(first, parameter)
-            if pointer is not None:
-                pointers[parameter] = pointer
+        else:
+            pointer = row_pointer(union.column("sample"), len(first))
+        if pointer is not None:
+            pointers[parameter] = pointer
     return pointers
 
 
@@ -399,8 +402,14 @@ def _grouped_join_properties(blocks: list[TensorBlock], properties: Labels) -> T
 
 
 def _concatenate_columns(arrays: list[da.Array]) -> da.Array:
+    """``arrays`` side by side along their last axis, in one chunk along it, with the
+    row chunks of the first (dask's concatenation drops empty row chunks: a values chunk
+    whose samples have no gradient rows would lose its gradient chunk)."""
     joined = da.concatenate(arrays, axis=-1)
-    return joined.rechunk({joined.ndim - 1: -1}) if len(joined.chunks[-1]) > 1 else joined
+    if len(joined.chunks[-1]) > 1:
+        joined = joined.rechunk({joined.ndim - 1: -1})
+    rows = arrays[0].chunks[0]
+    return joined if joined.chunks[0] == rows else joined.rechunk({0: rows})
 
 
 def _no_entries(shape: tuple[int, ...], dtype: Any) -> Any:

@@ -197,7 +197,9 @@ def _sum(parts: list[Partial], shape: tuple[int, ...], dtype: Any, whole: bool) 
     order = np.argsort(rows, kind="stable")
     rows = rows[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
-    return rows[starts], np.add.reduceat(sums[order], starts, axis=0)
+    # in the dtype of the sums: numpy adds bools (and small integers) in int64, whose
+    # sums could not be added back into the output chunk
+    return rows[starts], np.add.reduceat(sums[order], starts, axis=0, dtype=sums.dtype)
 
 
 #: An output chunk of more than this many times the rows of the largest input chunk is
