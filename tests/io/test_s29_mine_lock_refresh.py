@@ -1,7 +1,8 @@
 """A heartbeat never writes a lock again once the final task of a ``compute=False``
-write (in another thread or process) deleted it: a refresh that read the lock just
-before the deletion wrote it back, and the heartbeat then kept it fresh for as long as
-the process lived, so that the store stayed locked by a write that had ended."""
+write (in another thread or process) deleted it, in a folder given as a path or as a
+``file://`` URL: a refresh that read the lock just before the deletion wrote it back,
+and the heartbeat then kept it fresh for as long as the process lived, so that the
+store stayed locked by a write that had ended."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from metatensor_dask.io._lock import LOCK_KEY, Holder, StoreLock
 from metatensor_dask.io.zarr_store import describe, open_store
 
 
-def test_a_lock_released_while_its_heartbeat_reads_it_stays_released(tmp_path, monkeypatch):
-    store = open_store(str(tmp_path / "t.zarr"), None, writable=True)
+@pytest.mark.parametrize("named", ["path", "file:// URL"])
+def test_a_lock_released_while_its_heartbeat_reads_it_stays_released(tmp_path, monkeypatch, named):
+    if named == "path":
+        store = open_store(str(tmp_path / "t.zarr"), None, writable=True)
+    else:
+        store = open_store((tmp_path / "t.zarr").as_uri(), {"auto_mkdir": True}, writable=True)
     lock = StoreLock(store, describe(store), 60.0)
     lock.acquire(takeover=False)
     final_task = lock.ref  # what the final task of the write holds (picklable)
@@ -37,6 +42,7 @@ def test_a_lock_released_while_its_heartbeat_reads_it_stays_released(tmp_path, m
     finally:
         monkeypatch.undo()
         lock.release()
+    assert not (tmp_path / "t.zarr" / LOCK_KEY).exists()
 
 
 def test_a_refreshed_lock_changes_only_its_heartbeat(tmp_path):

@@ -5,7 +5,8 @@
 * :func:`densified`: a metatensor map whose sparse gradients get explicit zero rows,
   so metatensor-operations' mean/var/std normalization (by merged rows) is right;
 * :func:`finite_differences`: checks an operation's gradients numerically;
-* :func:`assert_co_partitioned`, :func:`max_chunk`: structural checks of chunking;
+* :func:`assert_co_partitioned`, :func:`max_chunk`, :func:`largest_chunk_bytes`:
+  structural checks of chunking;
 * :func:`big_block`, :func:`check_out_of_core`: chunk sizes and graph growth of an
   operation on a one-block tensor of many chunks;
 * :func:`assert_same_error`: run ours and metatensor's, compare type and message;
@@ -156,6 +157,17 @@ def finite_differences(
 
 def max_chunk(array: Any) -> int:
     return max([0, *array.chunks[0]])
+
+
+def largest_chunk_bytes(tensor: mtd.TensorMap) -> int:
+    """Bytes of the largest chunk of the values and gradients of ``tensor``."""
+    largest = 0
+    for block in tensor.blocks():
+        for array in [block.values, *(g.values for _, g in block.gradients())]:
+            array = da.asarray(array)
+            row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
+            largest = max(largest, max(array.chunks[0]) * row_bytes)
+    return largest
 
 
 def assert_co_partitioned(tensor: mtd.TensorMap) -> None:

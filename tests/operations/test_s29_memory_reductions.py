@@ -5,24 +5,13 @@ whole gradient in one task, beyond a worker's memory limit). The gradient rows o
 reduced sample stay together."""
 
 import dask
-import dask.array as da
 import metatensor
 import numpy as np
+from oracle2 import largest_chunk_bytes
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
 from metatensor_dask.testing import assert_equal_to_metatensor
-
-
-def _largest_chunk(tensor: mtd.TensorMap) -> int:
-    """Bytes of the largest chunk of the values and gradients of ``tensor``."""
-    largest = 0
-    for block in tensor.blocks():
-        for array in [block.values, *(g.values for _, g in block.gradients())]:
-            array = da.asarray(array)
-            row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
-            largest = max(largest, max(array.chunks[0]) * row_bytes)
-    return largest
 
 
 def _largest_group(tensor: metatensor.TensorMap) -> int:
@@ -70,7 +59,7 @@ def test_reducing_a_shared_dimension_keeps_chunks_of_the_inputs_size():
     ours = featomic_like(6, 8, types=(1, 6), neighbors=(3, 6), chunks=4)
     reduced = mtd.sum_over_samples(ours, "system")
     theirs = metatensor.sum_over_samples(mtd.to_metatensor(ours), "system")
-    assert _largest_chunk(reduced) <= max(_largest_chunk(ours), _largest_group(theirs))
+    assert largest_chunk_bytes(reduced) <= max(largest_chunk_bytes(ours), _largest_group(theirs))
     assert_equal_to_metatensor(reduced, theirs, rtol=1e-12, atol=1e-12)
 
 
@@ -78,7 +67,7 @@ def test_standard_deviation_over_a_shared_dimension_in_chunks_of_the_inputs_size
     ours = featomic_like(6, 8, types=(1, 6), neighbors=(3, 6), chunks=4)
     reduced = mtd.std_over_samples(ours, "system")
     theirs = metatensor.std_over_samples(mtd.to_metatensor(ours), "system")
-    assert _largest_chunk(reduced) <= max(_largest_chunk(ours), _largest_group(theirs))
+    assert largest_chunk_bytes(reduced) <= max(largest_chunk_bytes(ours), _largest_group(theirs))
     dense = mtd.remove_gradients(reduced, ["positions"])
     assert_equal_to_metatensor(
         dense, metatensor.remove_gradients(theirs, ["positions"]), rtol=1e-12, atol=1e-12
