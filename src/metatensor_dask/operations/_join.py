@@ -28,6 +28,7 @@ from ..tensor import TensorMap
 from ._grouping import single_chunk_bytes
 from ._manipulation_utils import (
     as_dask,
+    block_arrays,
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
@@ -100,14 +101,6 @@ def _joined_pointer(blocks: list[TensorBlock], parameter: str) -> np.ndarray | N
         pointers.append(pointer[:-1] + rows)
         rows += int(pointer[-1])
     return np.concatenate([*pointers, [rows]]).astype(np.int64)
-
-
-def _block_arrays(blocks: list[TensorBlock]) -> list[Any]:
-    """The values and every gradient of ``blocks``."""
-    arrays = [block.values for block in blocks]
-    for parameter in blocks[0].gradients_list():
-        arrays += [block.gradient(parameter).values for block in blocks]
-    return arrays
 
 
 def _stacked(prefix: str, arrays: list[Any], placement: Placement, shape: tuple[int, ...]) -> Any:
@@ -216,7 +209,7 @@ def _join_samples(
         ("samples", add_dimension, *(id(block._samples) for block in blocks)),
         lambda: _joined_samples(blocks, add_dimension),
     )
-    if single_chunk_bytes(_block_arrays(blocks)) is not None:
+    if single_chunk_bytes(block_arrays(blocks)) is not None:
         return _grouped_join_samples(blocks, samples, shared)
 
     values = [as_dask(block.values) for block in blocks]
@@ -296,10 +289,11 @@ def _join_properties(
             properties = Labels._trusted(names, np.concatenate(pieces))
         else:
             properties = Labels(names, np.concatenate(pieces))
-    if single_chunk_bytes(_block_arrays(blocks)) is not None:
+    arrays = block_arrays(blocks)
+    if single_chunk_bytes(arrays) is not None:
         return _grouped_join_properties(blocks, properties)
 
-    budget = largest_chunk_bytes(_block_arrays(blocks))
+    budget = largest_chunk_bytes(arrays)
     width = len(properties)
     unions = {parameter: _gradient_union(blocks, parameter) for parameter in first.gradients_list()}
     pointers = _own_row_pointers(first, unions)

@@ -30,6 +30,7 @@ from ..tensor import TensorMap
 from ._grouping import single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
+    block_arrays,
     coalesce,
     inverse_permutation,
     largest_chunk_bytes,
@@ -745,8 +746,7 @@ def _merge_along_properties(
     ]
     # the output's rows are cut so that no chunk outgrows the inputs' largest: blocks
     # side by side make rows as wide as all of them
-    arrays = [b.values for b in blocks] + [g.values for b in blocks for _, g in b.gradients()]
-    budget = largest_chunk_bytes(arrays)
+    budget = largest_chunk_bytes(block_arrays(blocks))
     pointers = _grouped_pointers(gradient_rows, len(merged))
     limits = [max(1, budget // max(1, row_bytes(first, width)))]
     like = value_pieces[0][1] if value_pieces else _template(len(merged), first, limits[0])

@@ -35,6 +35,7 @@ from ..tensor import TensorMap
 
 __all__ = [
     "as_dask",
+    "block_arrays",
     "broadcast_rows",
     "check_no_gradients_of_gradients",
     "checked_names",
@@ -412,6 +413,13 @@ def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array
         chunks = tuple(int(size[g].sum()) for g in groups)
         result.append(array.rechunk({0: chunks}))
     return result
+
+
+def block_arrays(blocks: Sequence[TensorBlock]) -> list[Any]:
+    """The values and every gradient's values of ``blocks``."""
+    return [block.values for block in blocks] + [
+        gradient.values for block in blocks for _, gradient in block.gradients()
+    ]
 
 
 def largest_chunk_bytes(arrays: list[Any]) -> int:

@@ -24,6 +24,7 @@ from ..tensor import TensorMap
 from ._grouping import TinyGroups, single_chunk_shape, tiny_groups
 from ._manipulation_utils import (
     as_dask,
+    block_arrays,
     broadcast_rows,
     check_no_gradients_of_gradients,
     checked_names,
@@ -445,7 +446,7 @@ def _bounded_chunks(
     chunk shares (``"system"`` of atoms) leaves about as many gradient rows as before,
     in as few chunks as there are value chunks of the few groups. A group's own gradient
     rows stay in one chunk (co-partitioned with its value row)."""
-    budget = largest_chunk_bytes([block.values, *(g.values for _, g in block.gradients())])
+    budget = largest_chunk_bytes(block_arrays([block]))
     gradients = tuple(
         (shared.merged(gradient, block.samples).pointer, row_bytes(gradient, gradient.shape[-1]))
         for _, gradient in block.gradients()
