@@ -22,7 +22,7 @@ from metatensor_dask.io import zarr_root_cache
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 
-def _block(first: int, n: int, seed: int) -> metatensor.TensorBlock:
+def positions_block(first: int, n: int, seed: int) -> metatensor.TensorBlock:
     """``n`` samples numbered from ``first``, with a positions gradient."""
     rng = np.random.default_rng(seed)
     samples = metatensor.Labels(["system"], np.arange(first, first + n, dtype=np.int32)[:, None])
@@ -52,7 +52,7 @@ def batch(index: int, new: int = 4, blocks: int = 8) -> metatensor.TensorMap:
         keys = [*range(first, first + new), 0, index % blocks]
     labels = metatensor.Labels(["k"], np.array(keys, dtype=np.int32)[:, None])
     return metatensor.TensorMap(
-        labels, [_block(10 * index, 2, 100 * index + i) for i in range(len(keys))]
+        labels, [positions_block(10 * index, 2, 100 * index + i) for i in range(len(keys))]
     )
 
 

@@ -11,31 +11,11 @@ from pathlib import Path
 import dask
 import metatensor
 import numpy as np
+from test_append_metadata_cache import positions_block
 
 import metatensor_dask as mtd
 from metatensor_dask.io import zarr_root_cache
 from metatensor_dask.testing import assert_equal_to_metatensor
-
-
-def _block(rng: np.random.Generator, n: int, first: int) -> metatensor.TensorBlock:
-    """``n`` samples (systems from ``first``) of random values, with a positions
-    gradient of one row each."""
-    systems = np.arange(first, first + n, dtype=np.int32)
-    samples = metatensor.Labels(["system"], systems[:, None])
-    block = metatensor.TensorBlock(
-        rng.normal(size=(n, 2)), samples, [], metatensor.Labels.range("p", 2)
-    )
-    rows = np.stack([np.arange(n), systems, np.zeros(n)], axis=1).astype(np.int32)
-    block.add_gradient(
-        "positions",
-        metatensor.TensorBlock(
-            rng.normal(size=(n, 3, 2)),
-            metatensor.Labels(["sample", "system", "atom"], rows),
-            [metatensor.Labels.range("xyz", 3)],
-            block.properties,
-        ),
-    )
-    return block
 
 
 def _blocks(keys: list[int], seed: int) -> metatensor.TensorMap:
@@ -43,7 +23,8 @@ def _blocks(keys: list[int], seed: int) -> metatensor.TensorMap:
     seed``)."""
     rng = np.random.default_rng(seed)
     labels = metatensor.Labels(["k"], np.array(keys, dtype=np.int32)[:, None])
-    blocks = [_block(rng, int(rng.integers(1, 4)), 10 * seed) for _ in keys]
+    sizes = rng.integers(1, 4, size=len(keys)).tolist()
+    blocks = [positions_block(10 * seed, n, 1000 * seed + i) for i, n in enumerate(sizes)]
     return metatensor.TensorMap(labels, blocks)
 
 
