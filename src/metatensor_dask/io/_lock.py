@@ -43,6 +43,7 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
+from ._file_reads import read_whole
 from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
@@ -619,7 +620,7 @@ class StoreLock:
         except FileNotFoundError:
             return False
         try:
-            holder = Holder.parse(_read_descriptor(descriptor))
+            holder = Holder.parse(read_whole(descriptor).tobytes())
             if holder is None or holder.write_id != self.ref.write_id:
                 return False
             written = 0
@@ -827,16 +828,6 @@ def _age(path: Path) -> float | None:
         return max(time.time() - path.stat().st_mtime, 0.0)
     except FileNotFoundError:
         return None
-
-
-def _read_descriptor(descriptor: int) -> bytes:
-    """The whole content of the open file ``descriptor``."""
-    parts = []
-    offset = 0
-    while part := os.pread(descriptor, 1 << 16, offset):
-        parts.append(part)
-        offset += len(part)
-    return b"".join(parts)
 
 
 def _read(path: Path) -> bytes | None:
