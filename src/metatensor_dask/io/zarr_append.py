@@ -67,6 +67,7 @@ from .zarr_store import (
     read_labels,
     read_nodes,
     read_plain_region,
+    refuse_read_only_nodes,
     set_many,
     write_files,
 )
@@ -1141,6 +1142,7 @@ def append(
     if renumber is not None:
         tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
+    refuse_read_only_nodes(store, where, [*(rows.path for rows in plan.rows), *plan.changed])
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = plan.root(True)

@@ -253,16 +253,50 @@ def _refuse_read_only(location: Any) -> None:
     folder = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
     if folder is None or not folder.is_dir() or os.access(folder, os.W_OK):
         return
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
-        code, why = errno.EROFS, f"{folder} is on a file system mounted read-only"
-    else:
-        code, why = errno.EACCES, f"this user may not write in {folder}"
+    code, why = _unwritable(folder)
     raise OSError(
         code,
         f"can not write to {path}: {os.strerror(code)} ({why}); nothing was written. "
         "Write to a folder that can be written (a store in this one can still be read: "
         "open_zarr, verify, info, and copied elsewhere with `metatensor-dask convert`)",
     )
+
+
+def _unwritable(folder: Path) -> tuple[int, str]:
+    """Why the existing ``folder`` can not be written: its errno, and the reason."""
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return errno.EROFS, f"{folder} is on a file system mounted read-only"
+    return errno.EACCES, f"this user may not write in {folder}"
+
+
+def refuse_read_only_nodes(store: Store, where: str, paths: Iterable[str]) -> None:
+    """Refuse a write to the local ``store`` that writes in the nodes ``paths`` when
+    the folder of one of them (for a new node, its nearest existing parent) can not be
+    written: a node that is a symbolic link into a read-only mount, or into a folder of
+    another user. The store's own folder is checked when it is opened (see
+    :func:`_refuse_read_only`); this check comes before the write stores anything."""
+    root = _local_root(store) or fsspec_folder(store)
+    if root is None:
+        return
+    checked: set[Path] = set()
+    for path in dict.fromkeys(paths):
+        folder = root / path
+        while not os.path.lexists(folder) and folder != root:
+            folder = folder.parent
+        if folder in checked:
+            continue
+        checked.add(folder)
+        if os.access(folder, os.W_OK):
+            continue
+        real = Path(os.path.realpath(folder))
+        code, why = _unwritable(real)
+        raise OSError(
+            code,
+            f"can not write to {where}: {os.strerror(code)} (its node '{path}' is in "
+            f"{real}, and {why}); nothing was written. Write the tensor to a "
+            "store in a folder that can be written (this one can still be read, and "
+            "copied elsewhere with `metatensor-dask convert`)",
+        )
 
 
 def _without_listings_cache(store: Store) -> Store:

@@ -80,6 +80,7 @@ from .zarr_store import (
     open_store,
     plain_chunks,
     refuse_metatensor_file,
+    refuse_read_only_nodes,
     remove_if_empty,
     same_store,
     set_many,
@@ -599,6 +600,7 @@ def _execute(
     keeps (see :func:`_kept`), recorded with its plan for a resume."""
     lock, token = write
     kept = kept or {}
+    refuse_read_only_nodes(store, lock.where, [*documents, *data, *small])
     # the metadata of thousands of blocks: many long-lived objects, no garbage cycles
     with collector_paused():
         if recorded is None:
