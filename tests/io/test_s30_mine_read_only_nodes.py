@@ -68,3 +68,41 @@ def test_an_append_of_other_blocks_goes_on(linked):
     for name, value in tensor.info().items():
         expected.set_info(name, value)
     assert_equal_to_metatensor(mtd.open_zarr(store), expected)
+
+
+def _with_gradient(tensor: metatensor.TensorMap, name: str) -> metatensor.TensorMap:
+    """``tensor`` whose blocks have one more gradient, ``name``, a copy of "positions"."""
+    blocks = []
+    for block in tensor.blocks():
+        new = block.copy()
+        positions = block.gradient("positions")
+        new.add_gradient(
+            name,
+            metatensor.TensorBlock(
+                positions.values.copy(),
+                positions.samples,
+                positions.components,
+                positions.properties,
+            ),
+        )
+        blocks.append(new)
+    result = metatensor.TensorMap(tensor.keys, blocks)
+    for key, value in tensor.info().items():
+        result.set_info(key, value)
+    return result
+
+
+def test_a_gradient_added_to_every_block_is_refused_only_into_a_linked_block(linked):
+    store, node, view, tensor = linked
+    added = _with_gradient(tensor, "extra")
+    before = _snapshot(store)
+    if node != "blocks/1":  # the new gradient goes beside the linked one
+        mtd.from_metatensor(added).to_zarr(store, mode="a")
+        assert_equal_to_metatensor(mtd.open_zarr(store), added)
+        return
+    with pytest.raises(OSError, match=r"Read-only file system|Permission denied") as refused:
+        mtd.from_metatensor(added).to_zarr(store, mode="a")
+    message = str(refused.value)
+    assert "'blocks/1/gradients/extra" in message and str(view) in message, message
+    assert _snapshot(store) == before
+    assert_equal_to_metatensor(mtd.open_zarr(store), tensor)

@@ -269,6 +269,31 @@ def _unwritable(folder: Path) -> tuple[int, str]:
     return errno.EACCES, f"this user may not write in {folder}"
 
 
+class _NearestFolders:
+    """The existing folder each node of a local store would be written in: the node's
+    own, else its nearest existing parent's; looked up from the root down, so that the
+    nodes under a missing folder cost no system call."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.found: dict[str, str] = {"": self.root}
+        self.checked: set[str] = set()
+
+    def nearest(self, path: str) -> str:
+        """The existing folder that the node ``path`` is, or is written in."""
+        found = self.found.get(path)
+        if found is None:
+            parent = path.rpartition("/")[0]
+            above = self.nearest(parent)
+            own = f"{self.root}/{path}"
+            if above == (f"{self.root}/{parent}" if parent else self.root) and os.path.lexists(own):
+                found = own
+            else:
+                found = above
+            self.found[path] = found
+        return found
+
+
 def refuse_read_only_nodes(store: Store, where: str, paths: Iterable[str]) -> None:
     """Refuse a write to the local ``store`` that writes in the nodes ``paths`` when
     the folder of one of them (for a new node, its nearest existing parent) can not be
@@ -278,14 +303,12 @@ def refuse_read_only_nodes(store: Store, where: str, paths: Iterable[str]) -> No
     root = _local_root(store) or fsspec_folder(store)
     if root is None:
         return
-    checked: set[Path] = set()
+    folders = _NearestFolders(root)
     for path in dict.fromkeys(paths):
-        folder = root / path
-        while not os.path.lexists(folder) and folder != root:
-            folder = folder.parent
-        if folder in checked:
+        folder = folders.nearest(path)
+        if folder in folders.checked:
             continue
-        checked.add(folder)
+        folders.checked.add(folder)
         if os.access(folder, os.W_OK):
             continue
         real = Path(os.path.realpath(folder))

@@ -600,7 +600,6 @@ def _execute(
     keeps (see :func:`_kept`), recorded with its plan for a resume."""
     lock, token = write
     kept = kept or {}
-    refuse_read_only_nodes(store, lock.where, [*documents, *data, *small])
     # the metadata of thousands of blocks: many long-lived objects, no garbage cycles
     with collector_paused():
         if recorded is None:
@@ -1229,6 +1228,7 @@ def _write(
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
         if _adds_nothing(tensor, attributes):
             return _done(compute, lock)
+        refuse_read_only_nodes(store, where, [*plan.nodes, *plan.data, *plan.small])
         return _execute(
             store,
             plan,
@@ -1251,6 +1251,7 @@ def _write(
         where,
         "mode='r+' would rewrite chunks that its tasks may still have to read",
     )
+    refuse_read_only_nodes(store, where, plan.data)
     return _execute(
         store,
         plan,
