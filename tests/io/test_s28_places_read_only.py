@@ -5,16 +5,12 @@ folder and says nothing was written; what is read from it equals metatensor."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import metatensor
 import metatensor.operations as mops
 import pytest
+from read_only_mounts import unwritable
 from zarr.storage import FsspecStore
 from zarr_writer_process import make_metatensor
 
@@ -31,33 +27,6 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
     }
 
 
-@contextlib.contextmanager
-def _unwritable(folder: Path) -> Iterator[Path]:
-    """``folder`` through a read-only bind mount (as root, who ignores permissions),
-    else with the write permission removed."""
-    if os.geteuid() != 0:
-        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
-        for path, mode in modes.items():
-            path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        try:
-            yield folder
-        finally:
-            for path, mode in modes.items():
-                path.chmod(mode)
-        return
-    view = folder.with_name(f"{folder.name} (read-only)")
-    view.mkdir()
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", folder, view], capture_output=True)
-    if mounted.returncode != 0:
-        view.rmdir()
-        pytest.skip(f"no read-only bind mount here: {mounted.stderr.decode().strip()}")
-    try:
-        yield view
-    finally:
-        subprocess.run(["umount", view], check=True)
-        view.rmdir()
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("s28-places") / "data set"
@@ -66,7 +35,7 @@ def shared(tmp_path_factory):
     mtd.from_metatensor(tensor).to_zarr(folder / "s.zarr", chunks=5)
     metatensor.save(str(folder / "t.mts"), tensor)
     before = _snapshot(folder)
-    with _unwritable(folder) as view:
+    with unwritable(folder) as view:
         yield view, tensor
     assert _snapshot(folder) == before
 
