@@ -12,7 +12,7 @@ from ..tensor import TensorMap
 from ._chunkwise import combine_rows, is_lazy
 from ._grouping import tiny_groups
 from ._manipulation_utils import as_dask
-from ._qr_tree import lstsq_by_factors
+from ._qr_tree import flat_rows, lstsq_by_factors
 from ._utils import (
     blocks_by_key,
     check_blocks_raise,
@@ -36,8 +36,8 @@ def stacked_equations(X: TensorBlock, Y: TensorBlock) -> tuple[list, list]:
 
 
 def _flat_rows(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
-    # explicit row counts: ``reshape(-1, 0)`` is ambiguous for blocks without properties
-    flat = [a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) for a in arrays]
+    """The rows of ``arrays``, each flattened to its last axis, one after the other."""
+    flat = [flat_rows(a) for a in arrays]
     return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=0)
 
 

@@ -47,13 +47,14 @@ from .._graph import chunk_ref, ref, task
 from ._chunkwise import row_chunked
 from ._manipulation_utils import as_dask
 
-__all__ = ["FAN_IN", "lstsq_by_factors"]
+__all__ = ["FAN_IN", "flat_rows", "lstsq_by_factors"]
 
 FAN_IN = 4
 """How many factors (or chunks) one task of the tree stacks at most."""
 
 
-def _flat(array: np.ndarray) -> np.ndarray:
+def flat_rows(array: np.ndarray) -> np.ndarray:
+    """``array`` as a matrix of its last axis' columns (every other axis in rows)."""
     # explicit row counts: ``reshape(-1, 0)`` is ambiguous for arrays without columns
     return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])
 
@@ -68,7 +69,7 @@ def _piece_factor(
     x: np.ndarray, x_rows: slice, y: np.ndarray, y_rows: slice, dtype: np.dtype
 ) -> np.ndarray:
     """The ``R`` factor of the augmented rows ``[x[x_rows] | y[y_rows]]`` (flattened)."""
-    left, right = _flat(x[x_rows]), _flat(y[y_rows])
+    left, right = flat_rows(x[x_rows]), flat_rows(y[y_rows])
     augmented = np.empty((left.shape[0], left.shape[1] + right.shape[1]), dtype)
     augmented[:, : left.shape[1]] = left
     augmented[:, left.shape[1] :] = right
