@@ -9,7 +9,10 @@ import numpy as np
 
 from ..block import TensorBlock
 from ..tensor import TensorMap
-from ._chunkwise import combine_rows
+from ._chunkwise import combine_rows, is_lazy
+from ._grouping import tiny_groups
+from ._manipulation_utils import as_dask
+from ._qr_tree import flat_rows, lstsq_by_factors
 from ._utils import (
     blocks_by_key,
     check_blocks_raise,
@@ -33,8 +36,8 @@ def stacked_equations(X: TensorBlock, Y: TensorBlock) -> tuple[list, list]:
 
 
 def _flat_rows(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
-    # explicit row counts: ``reshape(-1, 0)`` is ambiguous for blocks without properties
-    flat = [a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1]) for a in arrays]
+    """The rows of ``arrays``, each flattened to its last axis, one after the other."""
+    flat = [flat_rows(a) for a in arrays]
     return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=0)
 
 
@@ -57,15 +60,30 @@ def _lstsq_weights(*arrays: np.ndarray, n_x: int, rcond: float | None) -> np.nda
     return np.linalg.lstsq(x, y, rcond=rcond)[0].T
 
 
+def _in_one_task(xs: list, ys: list) -> bool:
+    """Whether the equations are solved by one task holding all their rows: computed
+    arrays, tiny single chunks (grouped for the whole map), or values in one chunk
+    each without gradients."""
+    arrays = [*xs, *ys]
+    if not any(is_lazy(a) for a in arrays):
+        return True
+    if tiny_groups([as_dask(a) for a in arrays]) is not None:
+        return True
+    return len(xs) == 1 and all(not is_lazy(a) or a.numblocks[0] == 1 for a in arrays)
+
+
 def _lstsq_block(X: TensorBlock, Y: TensorBlock, rcond: float | None) -> TensorBlock:
     check_blocks_raise(X, Y, "lstsq", check=["samples", "components"])
     check_same_gradients_raise(X, Y, "lstsq", check=["samples", "components"])
     xs, ys = stacked_equations(X, Y)
     shape = (len(Y.properties), len(X.properties))
     dtype = linalg_dtype(X, Y)
-    weights = combine_rows(
-        _lstsq_weights, [*xs, *ys], shape, dtype, {"n_x": len(xs), "rcond": rcond}
-    )
+    if _in_one_task(xs, ys):
+        weights = combine_rows(
+            _lstsq_weights, [*xs, *ys], shape, dtype, {"n_x": len(xs), "rcond": rcond}
+        )
+    else:
+        weights = lstsq_by_factors(xs, ys, dtype, rcond)
     return TensorBlock._trusted(weights, Y.properties, [], X.properties)
 
 
@@ -77,8 +95,14 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     block for each key has values :math:`w^T`, the properties of ``Y`` as samples, no
     components, the properties of ``X`` as properties and no gradients.
 
-    All the rows of a block are gathered into one task (numpy's ``lstsq``); blocks of
-    tiny single-chunk arrays are solved by a few grouped tasks for the whole map.
+    The rows of a block in several chunks (or with gradients) are never gathered: each
+    chunk is reduced to the triangular factor of a QR factorisation of its rows of
+    ``[X | Y]``, factors are stacked and factorised again a few at a time, and the
+    small system of the last factors is solved by numpy's ``lstsq`` with the cut-off it
+    would use on the whole block: the same minimisation, in the memory of a few chunks
+    (see :mod:`metatensor_dask.operations._qr_tree`). A block whose values are one
+    chunk without gradients is solved by numpy's ``lstsq`` in one task; blocks of tiny
+    single-chunk arrays by a few grouped tasks for the whole map.
 
     Parameters
     ----------
