@@ -226,7 +226,7 @@ class ArrayContainer(DaskMethodsMixin):
     def __dask_keys__(self) -> list[Any]:
         # the CRC checks of the file members read whole come last: their results
         # (None) are not part of the computed container
-        from .io._mts_integrity import member_checks
+        from ._member_checks import member_checks
 
         keys = self._once("keys", lambda: self._requested()[0] + member_checks(self._raw_arrays()))
         return list(keys)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dask
 import metatensor
+import metatensor.operations as mops
 import numpy as np
 import pytest
 
@@ -133,6 +134,45 @@ def test_computing_a_damaged_map_or_block_fails(damaged, chunks):
     else:
         with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
             gradient[:2].compute()
+
+
+DERIVED = {
+    "multiply": lambda t, _: mtd.to_metatensor(mtd.multiply(t, t)),
+    "sum_over_samples": lambda t, _: mtd.sum_over_samples(t, "atom").compute(),
+    "keys_to_samples": lambda t, _: mtd.keys_to_samples(t, "neighbor_type").compute(),
+    "equal": lambda t, _: mtd.equal(t, t),
+    "allclose": lambda t, _: mtd.allclose(mtd.multiply(t, 1.0), t),
+    "to_zarr": lambda t, folder: mtd.pow(t, 2).to_zarr(folder / "p.zarr"),
+    "save": lambda t, folder: mtd.save(folder / "p.mts", mtd.abs(t)),
+}
+
+
+@pytest.mark.parametrize("chunks", [1, 7])
+@pytest.mark.parametrize("derive", DERIVED)
+def test_an_operation_reading_a_damaged_member_whole_fails(damaged, tmp_path, chunks, derive):
+    tensor = mtd.load(damaged, chunks=chunks)
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+        DERIVED[derive](tensor, tmp_path)
+    assert not (tmp_path / "p.mts").exists()
+    if (tmp_path / "p.zarr").exists():
+        with pytest.raises(mtd.MetatensorDaskError, match="incomplete"):
+            mtd.open_zarr(tmp_path / "p.zarr")
+
+
+def test_an_operation_reading_part_of_a_damaged_member_reads_no_more(tmp_path):
+    # a member read in part can not be checked: its check would read the chunks that
+    # the computation does not need (and fail here, the last one being damaged)
+    source = Path(shutil.copy(SPHERICAL, tmp_path / "source.npz"))
+    _, size = _data_offset(source, GRADIENT)
+    tensor = mtd.load(_flip(source, GRADIENT, size - 3), chunks=1)
+    assert tensor.block(8).gradient("positions").values.npartitions > 1
+    first = tensor.block(8).samples.values[:1]
+    selection = mtd.Labels(tensor.block(8).samples.names, first)
+    sliced = mtd.slice(mtd.multiply(tensor, 2.0), "samples", selection)
+    expected = mops.multiply(metatensor.load(str(SPHERICAL)), 2.0)
+    names = tensor.block(8).samples.names
+    expected = mops.slice(expected, "samples", metatensor.Labels(names, first))
+    assert_equal_to_metatensor(sliced.compute(), expected)
 
 
 def _group_key(block) -> str | None:

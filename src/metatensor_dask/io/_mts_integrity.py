@@ -6,19 +6,20 @@ tasks, each of which also returns the CRC-32 of the bytes it read; one small tas
 member combines those CRCs (:func:`~metatensor_dask.io._zip.crc32_combine`) and raises
 :class:`~metatensor_dask.errors.DamagedFileError` when the result differs. That task
 depends only on the CRCs, never on the chunks, so memory stays bounded; it runs when it
-is asked for (:func:`member_checks` gives the keys to ask for), which the collections
-and writers do for every array that is a whole member read from a file.
+is asked for (:func:`~metatensor_dask._member_checks.member_checks` gives the keys to
+ask for), which the collections, the comparisons and the writers do for every array
+whose computation reads a member whole.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
-
+from .._member_checks import CHECK as _CHECK
+from .._member_checks import LOAD as _LOAD
+from .._member_checks import READ as _READ
 from ..errors import DamagedFileError
 from . import _zip
 
@@ -26,11 +27,10 @@ __all__ = [
     "MemberCheck",
     "check_crc",
     "damaged",
-    "member_checks",
     "values_graph",
 ]
 
-_LOAD, _READ, _CRC, _CHECK = "mts-load-", "mts-read-", "mts-crc-", "mts-check-"
+_CRC = "mts-crc-"
 
 
 def damaged(display: str, member: str | None, problem: str) -> DamagedFileError:
@@ -91,9 +91,9 @@ def values_graph(
     array's chunk ``i`` (key ``(name, i, *chunk_index)``) and the chunk's CRC are picked
     out of it by two tasks; the check task (key ``mts-check-<token>``) depends on the
     CRCs only. It is in the graph but not among the array's keys: it runs only when
-    asked for (:func:`member_checks`). A member read by one task is checked by that
-    task, which then returns the array only: any computation that reads it is checked,
-    at no extra task.
+    asked for (:func:`~metatensor_dask._member_checks.member_checks`). A member read by
+    one task is checked by that task, which then returns the array only: any
+    computation that reads it is checked, at no extra task.
     """
     name, read, crc, key = _LOAD + token, _READ + token, _CRC + token, _CHECK + token
     if len(reads) == 1:
@@ -107,21 +107,3 @@ def values_graph(
         crc_keys.append((crc, i))
     tasks[key] = (_check_member, check, crc_keys)
     return name, tasks
-
-
-def member_checks(arrays: Iterable[Any]) -> list[str]:
-    """The keys of the CRC checks of the members of several chunks that ``arrays``
-    hold whole.
-
-    An array read from a metatensor file by :func:`metatensor_dask.load` reads every
-    chunk of its member when computed whole: its check belongs to the computation.
-    Arrays derived from it (a slice, an operation) are not matched: they may read part
-    of a member only, which can not be checked.
-    """
-    keys = []
-    for array in arrays:
-        if isinstance(array, da.Array) and array.name.startswith(_LOAD):
-            key = _CHECK + array.name[len(_LOAD) :]
-            if key in array.__dask_graph__():
-                keys.append(key)
-    return keys

@@ -20,10 +20,11 @@ import numpy as np
 
 from .. import _graph, config
 from .._collection import GroupItem
+from .._member_checks import member_checks
 from ..block import TensorBlock
 from ..errors import MetatensorDaskError, MetatensorError
 from ..labels import Labels
-from . import _mts_integrity, _npy, _zip
+from . import _npy, _zip
 from ._file_writes import PIECE_BYTES, no_room, write_all
 from ._mts_read import io_error
 from ._names import check_path_component
@@ -488,7 +489,7 @@ class _WritePlan:
             write_keys.append(key)
         # the CRC checks of the members read whole from a file run with the writes (a
         # group's task checks its members itself)
-        checks = _mts_integrity.member_checks(self.arrays)
+        checks = member_checks(self.arrays)
         graph[self.name] = (_concatenated, write_keys)
         graph[f"{self.name}-checked"] = (_first, self.name, checks)
         # every layer once: the arrays of a group of tiny blocks share their group's layer

@@ -41,6 +41,7 @@ from dask.delayed import Delayed
 
 from .. import _graph
 from .._gc import collector_paused, without_collector
+from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -57,7 +58,6 @@ from ._lock import (
     raise_if_out_of_room,
 )
 from ._lock import timeout as lock_timeout
-from ._mts_integrity import member_checks
 from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume

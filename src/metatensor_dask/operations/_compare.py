@@ -87,8 +87,9 @@ def _compare_group(
     return [bool(func(arrays[i], arrays[i + 1], **kwargs)) for i in range(0, len(arrays), 2)]
 
 
-def _concatenated(*lists: list[bool]) -> list[bool]:
-    return [value for results in lists for value in results]
+def _concatenated(*lists: list[bool] | None) -> list[bool]:
+    # ``None``: the result of a check of a metatensor file's member
+    return [value for results in lists if results is not None for value in results]
 
 
 class _Plan:
@@ -166,6 +167,10 @@ class _Plan:
             arguments = [argument for argument, _ in sources]
             tasks[key] = _graph.task(key, _compare_group, func, kwargs, picks, *arguments)
             refs.append(_graph.ref(key))
+        # the CRC checks of the metatensor file members that the comparisons read whole
+        from .._member_checks import member_checks
+
+        refs += [_graph.ref(key) for key in member_checks(self.arrays) if key in tasks]
         tasks[name] = _graph.task(name, _concatenated, *refs)
         # one flat graph: culling a graph of one layer per array is quadratic in them
         (computed,) = dask.compute(_graph.flat_delayed(name, tasks, []))
