@@ -37,7 +37,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import MetatensorDaskError
-from .zarr_codecs import is_plain
+from .zarr_codecs import KEY_ENCODING, is_plain
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, table_problem
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
@@ -754,7 +754,7 @@ def array_info(
     nodes: dict[str, Any], path: str, where: str, allowed: _Allowed | None = None
 ) -> ArrayInfo:
     """Parse the document of the array at ``path``, checking what the format allows
-    (chunk grid, codecs, dtype, fill value); a clear error when it is missing.
+    (chunk grid, chunk key encoding, codecs, dtype, fill value); a clear error when it is missing.
 
     ``allowed`` remembers the codec lists already checked, when parsing many arrays.
     """
@@ -790,6 +790,14 @@ def array_info(
     ):
         raise _damaged(
             where, f"'{path}' has an invalid chunk grid {list(grid)} (chunks {list(inner)})"
+        )
+    encoding = document.get("chunk_key_encoding")
+    if encoding != KEY_ENCODING:
+        raise _damaged(
+            where,
+            f"'{path}' has the chunk key encoding {encoding!r}, which the format forbids "
+            "(every writer names chunk files such as 'c.3.0.0': the default encoding "
+            "with the '.' separator)",
         )
     problem = (
         _codec_problem(document.get("codecs"), True)
