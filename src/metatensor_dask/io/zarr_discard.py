@@ -212,8 +212,10 @@ def _grid(document: Any) -> list[int] | None:
     if not isinstance(document, dict) or document.get("node_type") != "array":
         return None
     grid = document.get("chunk_grid")
-    configuration = grid.get("configuration") if isinstance(grid, dict) else None
-    if not isinstance(configuration, dict) or grid.get("name") != "regular":
+    if not isinstance(grid, dict) or grid.get("name") != "regular":
+        return None
+    configuration = grid.get("configuration")
+    if not isinstance(configuration, dict):
         return None
     shape, chunks = document.get("shape"), configuration.get("chunk_shape")
     if not isinstance(shape, list) or not isinstance(chunks, list) or len(shape) != len(chunks):
