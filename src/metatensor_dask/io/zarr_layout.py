@@ -61,6 +61,7 @@ __all__ = [
     "parse_layout",
     "parse_root",
     "root_document",
+    "stored_info",
 ]
 
 #: Version of the on-disk format written by this package. Readers refuse newer ones.
@@ -1167,9 +1168,16 @@ def parse_layout(
         for i in fresh:
             if i in known:
                 known[i].checked[context] = (blocks[i], signatures[i])
+    return TensorLayout(keys, blocks, stored_info(attributes, where), nodes, version, store_id)
+
+
+def stored_info(attributes: dict[str, Any], where: str) -> dict[str, str]:
+    """The tensor's info recorded in the root ``attributes`` of the store at
+    ``where`` (none: empty); a :class:`DamagedStoreError` unless it maps strings to
+    strings."""
     tensor_info = attributes.get("info") or {}
     if not isinstance(tensor_info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()
     ):
         raise _damaged(where, "the 'info' attribute must map strings to strings")
-    return TensorLayout(keys, blocks, dict(tensor_info), nodes, version, store_id)
+    return dict(tensor_info)
