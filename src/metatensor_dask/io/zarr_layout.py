@@ -755,7 +755,8 @@ def array_info(
     nodes: dict[str, Any], path: str, where: str, allowed: _Allowed | None = None
 ) -> ArrayInfo:
     """Parse the document of the array at ``path``, checking what the format allows
-    (chunk grid, chunk key encoding, codecs, dtype, fill value); a clear error when it is missing.
+    (chunk grid, chunk key encoding, codecs, dtype, fill value); a clear error when it
+    is missing.
 
     ``allowed`` remembers the codec lists already checked, when parsing many arrays.
     """
