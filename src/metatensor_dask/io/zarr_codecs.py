@@ -23,10 +23,10 @@ from .. import config
 from ..errors import MetatensorDaskError
 from .zarr_integrity import damaged, missing_chunk
 
-__all__ = ["check_dtype", "codec_settings", "template"]
+__all__ = ["KEY_ENCODING", "check_dtype", "codec_settings", "template"]
 
 #: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
-_KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
+KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
 
 
 def _compressor(value: Any) -> dict[str, Any] | None:
@@ -92,7 +92,7 @@ def _uncompressed(dtype: np.dtype, ndim: int, checksum: bool, sharded: bool) -> 
         "shape": ones,
         "data_type": dtype.name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": ones}},
-        "chunk_key_encoding": _KEY_ENCODING,
+        "chunk_key_encoding": KEY_ENCODING,
         "fill_value": zero,
         "codecs": codecs,
         "attributes": {},
@@ -121,7 +121,7 @@ def _zarr_template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
             shards=ones if sharded else None,
             compressors=compressors or None,
             filters=None,
-            chunk_key_encoding=_KEY_ENCODING,
+            chunk_key_encoding=KEY_ENCODING,
         )
     except KeyError as error:  # zarr's registry has no codec of that name
         raise MetatensorDaskError(
@@ -189,7 +189,7 @@ def small_template(dtype: np.dtype, ndim: int) -> dict[str, Any]:
         "shape": [1] * ndim,
         "data_type": np.dtype(dtype).name,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1] * ndim}},
-        "chunk_key_encoding": _KEY_ENCODING,
+        "chunk_key_encoding": KEY_ENCODING,
         "fill_value": 0,
         "codecs": [_BYTES, _CRC32C],
         "attributes": {},
@@ -215,14 +215,14 @@ def _checksum(document: dict[str, Any]) -> bool | None:
     data_type = document.get("data_type", "V")
     if (
         document.get("codecs") == _PLAIN_CRC32C  # the common case, in one comparison
-        and document.get("chunk_key_encoding") == _KEY_ENCODING
+        and document.get("chunk_key_encoding") == KEY_ENCODING
         and isinstance(data_type, str)
         and _numeric(data_type)
     ):
         return True
     codecs = [{k: v for k, v in c.items() if v != {}} for c in document.get("codecs", [])]
     if (
-        document.get("chunk_key_encoding") != _KEY_ENCODING
+        document.get("chunk_key_encoding") != KEY_ENCODING
         or np.dtype(document.get("data_type", "V")).kind not in "biufc"
         or not codecs
         or codecs[0] != _BYTES

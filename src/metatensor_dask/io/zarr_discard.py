@@ -207,26 +207,38 @@ def chunks_beyond_shapes(keys: list[str], nodes: dict[str, Any]) -> list[str]:
 
 def _grid(document: Any) -> list[int] | None:
     """The number of chunks (shards) along each axis of an array ``document`` with a
-    regular grid; None for another node or grid."""
+    regular grid; None for another node or grid, or a document that does not give one
+    (an edited document: not ours to read here)."""
     if not isinstance(document, dict) or document.get("node_type") != "array":
         return None
-    grid = document.get("chunk_grid", {})
-    if grid.get("name") != "regular":
+    grid = document.get("chunk_grid")
+    if not isinstance(grid, dict) or grid.get("name") != "regular":
         return None
-    shape, chunks = document.get("shape"), grid.get("configuration", {}).get("chunk_shape")
+    configuration = grid.get("configuration")
+    if not isinstance(configuration, dict):
+        return None
+    shape, chunks = document.get("shape"), configuration.get("chunk_shape")
     if not isinstance(shape, list) or not isinstance(chunks, list) or len(shape) != len(chunks):
         return None
-    return [-(-int(size) // max(int(chunk), 1)) for size, chunk in zip(shape, chunks, strict=True)]
+    if not all(type(n) is int for n in shape + chunks):
+        return None
+    return [-(-size // max(chunk, 1)) for size, chunk in zip(shape, chunks, strict=True)]
 
 
 def _chunk_indices(document: dict[str, Any], name: str) -> list[int] | None:
     """The grid indices of the chunk file ``name`` (its key under its array's path)
-    of an array ``document``; None for a file that is not one of its chunks."""
+    of an array ``document``; None for a file that is not one of its chunks, or a
+    document without a valid chunk key encoding."""
     encoding = document.get("chunk_key_encoding", {})
+    if not isinstance(encoding, dict):
+        return None
     kind = encoding.get("name")
-    separator = encoding.get("configuration", {}).get(
-        "separator", "/" if kind == "default" else "."
-    )
+    configuration = encoding.get("configuration", {})
+    if not isinstance(configuration, dict):
+        return None
+    separator = configuration.get("separator", "/" if kind == "default" else ".")
+    if separator not in ("/", "."):
+        return None
     if kind == "default":
         if not name.startswith("c" + separator):
             return None

@@ -37,7 +37,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..errors import MetatensorDaskError
-from .zarr_codecs import is_plain
+from .zarr_codecs import KEY_ENCODING, is_plain
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, table_problem
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
@@ -61,6 +61,7 @@ __all__ = [
     "parse_layout",
     "parse_root",
     "root_document",
+    "stored_info",
 ]
 
 #: Version of the on-disk format written by this package. Readers refuse newer ones.
@@ -754,7 +755,8 @@ def array_info(
     nodes: dict[str, Any], path: str, where: str, allowed: _Allowed | None = None
 ) -> ArrayInfo:
     """Parse the document of the array at ``path``, checking what the format allows
-    (chunk grid, codecs, dtype, fill value); a clear error when it is missing.
+    (chunk grid, chunk key encoding, codecs, dtype, fill value); a clear error when it
+    is missing.
 
     ``allowed`` remembers the codec lists already checked, when parsing many arrays.
     """
@@ -790,6 +792,14 @@ def array_info(
     ):
         raise _damaged(
             where, f"'{path}' has an invalid chunk grid {list(grid)} (chunks {list(inner)})"
+        )
+    encoding = document.get("chunk_key_encoding")
+    if encoding != KEY_ENCODING:
+        raise _damaged(
+            where,
+            f"'{path}' has the chunk key encoding {encoding!r}, which the format forbids "
+            "(every writer names chunk files such as 'c.3.0.0': the default encoding "
+            "with the '.' separator)",
         )
     problem = (
         _codec_problem(document.get("codecs"), True)
@@ -1159,9 +1169,16 @@ def parse_layout(
         for i in fresh:
             if i in known:
                 known[i].checked[context] = (blocks[i], signatures[i])
+    return TensorLayout(keys, blocks, stored_info(attributes, where), nodes, version, store_id)
+
+
+def stored_info(attributes: dict[str, Any], where: str) -> dict[str, str]:
+    """The tensor's info recorded in the root ``attributes`` of the store at
+    ``where`` (none: empty); a :class:`DamagedStoreError` unless it maps strings to
+    strings."""
     tensor_info = attributes.get("info") or {}
     if not isinstance(tensor_info, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in tensor_info.items()
     ):
         raise _damaged(where, "the 'info' attribute must map strings to strings")
-    return TensorLayout(keys, blocks, dict(tensor_info), nodes, version, store_id)
+    return dict(tensor_info)

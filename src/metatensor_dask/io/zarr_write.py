@@ -751,7 +751,7 @@ def _resume(
     attributes, nodes = existing
     plan, token, record = _resumed(tensor, mode, request, store, nodes, where)
     recorded = recorded_chunks(store)
-    info = dict(attributes.get("info") or {})
+    info = layout.stored_info(attributes, where)
     return _execute(
         store,
         plan,
@@ -785,7 +785,7 @@ def _stored_token(
         keys = _stored_keys(store, existing[1], where)
         if keys.names != tensor.keys.names:
             return False
-        if _adds_nothing(tensor, existing[0]):
+        if _adds_nothing(tensor, existing[0], where):
             return True
         plan, new_keys = _plan_blocks_at(tensor, request, keys)
         if new_keys:
@@ -795,10 +795,11 @@ def _stored_token(
     return _token(plan, tensor) in stored
 
 
-def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any]) -> bool:
-    """Whether a write in mode "a" of ``tensor`` to a store of root ``attributes``
-    writes nothing: a map of no block, whose info the store holds already."""
-    info = attributes.get("info") or {}
+def _adds_nothing(tensor: TensorMap, attributes: dict[str, Any], where: str) -> bool:
+    """Whether a write in mode "a" of ``tensor`` to the store at ``where``, of root
+    ``attributes``, writes nothing: a map of no block, whose info the store holds
+    already."""
+    info = layout.stored_info(attributes, where)
     return len(tensor.keys) == 0 and {**info, **tensor.info()} == info
 
 
@@ -1191,8 +1192,10 @@ def _write(
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
         plan.small = {path: _held(load()) for path, load in plan.small.items()}
         # incomplete first, so that a reader opening it from now on is refused
-        attributes, stored = existing
-        incomplete = layout.root_document(False, attributes.get("info") or {}, stored)
+        stored = existing[1]
+        # the info of the tensor written: the stored one may be what made the store
+        # damaged, which mode='w' replaces
+        incomplete = layout.root_document(False, tensor.info(), stored)
         set_many(store, {"zarr.json": layout.encode(incomplete)}, atomic=True)
         _clear(store)
         existing = None
@@ -1223,10 +1226,10 @@ def _write(
             f"a store already exists at {where}: use mode='w' to overwrite it, mode='a' to "
             "add blocks or gradients, or mode='r+' to rewrite its values"
         )
-    info = {**(attributes.get("info") or {}), **tensor.info()}
+    info = {**layout.stored_info(attributes, where), **tensor.info()}
     if mode == "a":
         plan, final, token = _plan_addition(tensor, request, store, stored, where)
-        if _adds_nothing(tensor, attributes):
+        if _adds_nothing(tensor, attributes, where):
             return _done(compute, lock)
         refuse_read_only_nodes(store, where, [*plan.nodes, *plan.data, *plan.small])
         return _execute(
