@@ -190,7 +190,12 @@ def _read(path: str, stamp: Stamp, offset: int, length: int) -> memoryview:
 
 def read_into(path: str, stamp: Stamp, offset: int, view: memoryview) -> None:
     """Fill ``view`` with the bytes at ``offset`` of ``path``, which must not have
-    changed since ``stamp`` (:func:`file_stamp`) was taken."""
+    changed since ``stamp`` (:func:`file_stamp`) was taken.
+
+    The file is checked before and after the read: a writer rewriting it in place
+    while it is read (same size or not) would otherwise give its new bytes, or a
+    file cut short, under the labels of the file loaded.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
         check_unchanged(path, os.fstat(fd), stamp)
@@ -198,10 +203,12 @@ def read_into(path: str, stamp: Stamp, offset: int, view: memoryview) -> None:
         while done < len(view):
             count = os.preadv(fd, [view[done:]], offset + done)
             if count == 0:
+                check_unchanged(path, os.fstat(fd), stamp)
                 raise MetatensorDaskError(
                     f"'{path}' ended before the expected end of its data: the file is "
                     "truncated; write it again"
                 )
             done += count
+        check_unchanged(path, os.fstat(fd), stamp)
     finally:
         os.close(fd)
