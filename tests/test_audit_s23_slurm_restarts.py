@@ -21,6 +21,7 @@ from pipeline_support import is_complete, recorded, wait_for_records
 from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like
 from metatensor_dask.io.convert import to_metatensor
 from metatensor_dask.operations import multiply
 
@@ -44,17 +45,19 @@ def _oracle(directory):
     return metatensor.sum_over_samples(metatensor.multiply(metatensor.pow(x, 2), x), "atom")
 
 
-def _inputs(directory, store):
-    """A copy of the input ``store`` and the pipeline file in ``directory``."""
-    shutil.copytree(store, directory / "x.zarr")
+def _inputs(directory, systems, atoms):
+    """An input store with gradients, of ``systems`` systems of ``atoms`` atoms, and the
+    pipeline file in ``directory``."""
+    x = featomic_like(systems, atoms, neighbors=(4, 8), chunks=2)
+    x.to_zarr(str(directory / "x.zarr"))
     (directory / "p.yaml").write_text(PIPELINE)
     return directory
 
 
 @pytest.fixture
-def directory(tmp_path, featomic_store_2x12):
+def directory(tmp_path):
     """Inputs written by 108 tasks: a run on a LocalCluster takes a few seconds."""
-    return _inputs(tmp_path, featomic_store_2x12)
+    return _inputs(tmp_path, 2, 12)
 
 
 def _run(directory, *options):
@@ -150,10 +153,10 @@ def _submitted(submit, directory):
 
 
 @pytest.mark.slurm
-def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path, featomic_store_2x12):
+def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
     require_slurm()
     require_module("dask_jobqueue")
-    directory = _inputs(tmp_path, featomic_store_2x12)
+    directory = _inputs(tmp_path, 2, 12)
     store = str(directory / "out.zarr")
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]

@@ -5,7 +5,6 @@ remedy, with 128 plus the signal's number as exit code, its lock released (a res
 needs no wait for the lock to go stale) and no process of its cluster left behind.
 """
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import psutil
 import pytest
 from pipeline_support import is_complete, wait_for_records
 
+from metatensor_dask.datasets import featomic_like
 from metatensor_dask.execution import cli
 from metatensor_dask.execution._stopping import Terminated, stop_message, unfinished
 
@@ -29,10 +29,10 @@ TIMEOUT = 240
 
 
 @pytest.fixture
-def directory(tmp_path, featomic_store_2x12):
+def directory(tmp_path):
     """An input store with gradients whose pipeline takes a few seconds to write."""
     directory = tmp_path
-    shutil.copytree(featomic_store_2x12, directory / "x.zarr")
+    featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
     (directory / "p.yaml").write_text(PIPELINE)
     return directory
 
