@@ -30,9 +30,11 @@ TIMEOUT = 240
 
 @pytest.fixture
 def directory(tmp_path):
-    """An input store with gradients whose pipeline takes a few seconds to write."""
+    """An input store with gradients whose pipeline takes a few seconds to write: on a
+    quiet machine, a run of half as many systems could finish between its third chunk
+    and the signal."""
     directory = tmp_path
-    featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
+    featomic_like(2, 24, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
     (directory / "p.yaml").write_text(PIPELINE)
     return directory
 
