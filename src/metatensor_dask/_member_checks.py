@@ -15,6 +15,7 @@ from typing import Any
 
 import dask.array as da
 from dask.core import flatten, keys_in_tasks
+from dask.utils import ensure_dict
 
 __all__ = ["CHECK", "LOAD", "READ", "member_checks"]
 
@@ -46,7 +47,8 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
         if array.name in checked:  # a member computed whole: every chunk read
             keys[_check(array.name)] = None
         elif checked:
-            needed = _needed_reads(graph.to_dict(), flatten(array.__dask_keys__()))
+            # a flat copy: the graph does not keep it, as its own ``to_dict`` would
+            needed = _needed_reads(ensure_dict(graph), flatten(array.__dask_keys__()))
             every = _read_counts(graph)
             for name in checked:
                 read = READ + name[len(LOAD) :]
