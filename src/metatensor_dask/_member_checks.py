@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import dask.array as da
-from dask.core import flatten
+from dask.core import flatten, keys_in_tasks
+from dask.utils import ensure_dict
 
 __all__ = ["CHECK", "LOAD", "READ", "member_checks"]
 
@@ -31,32 +32,64 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
     an operation on whole blocks (``multiply``, a reduction, ``keys_to_*``): their
     checks belong to the computation. An array that reads part of a member only (a
     slice, one chunk) can not check it: its member is not listed. Which chunks an
-    array reads is found from its graph, culled to the array's keys.
+    array reads is found by walking the tasks that its keys need, once per array
+    whatever the number of members it derives from.
     """
     keys: dict[str, None] = {}
     for array in arrays:
         if not isinstance(array, da.Array):
             continue
         graph: Any = array.__dask_graph__()
-        loads = [name for name in getattr(graph, "layers", {}) if name.startswith(LOAD)]
-        if array.name in loads:  # a member computed whole: every chunk read
-            loads, culled = [array.name], graph
-        elif loads:
-            culled = graph.cull(set(flatten(array.__dask_keys__())))
-        for name in loads:
-            check = CHECK + name[len(LOAD) :]
-            if check in graph.layers[name] and _reads(culled, name) == _reads(graph, name):
-                keys[check] = None
+        layers = getattr(graph, "layers", {})
+        checked = [
+            name for name in layers if name.startswith(LOAD) and _check(name) in layers[name]
+        ]
+        if array.name in checked:  # a member computed whole: every chunk read
+            keys[_check(array.name)] = None
+        elif checked:
+            # a flat copy: the graph does not keep it, as its own ``to_dict`` would
+            needed = _needed_reads(ensure_dict(graph), flatten(array.__dask_keys__()))
+            every = _read_counts(graph)
+            for name in checked:
+                read = READ + name[len(LOAD) :]
+                if needed.get(read, 0) == every.get(read, 0):
+                    keys[_check(name)] = None
     return list(keys)
 
 
-def _reads(graph: Any, name: str) -> int:
-    """How many read tasks of the member whose array is ``name`` ``graph`` holds (its
-    layer renamed by culling included)."""
-    read = READ + name[len(LOAD) :]
-    return sum(
-        isinstance(key, tuple) and key[0] == read
-        for layer_name, layer in graph.layers.items()
-        if layer_name == name or layer_name.startswith(name + "-")
-        for key in layer
+def _check(name: str) -> str:
+    """The key of the check of the member whose array is ``name``."""
+    return CHECK + name[len(LOAD) :]
+
+
+def _read_counts(graph: Any) -> dict[str, int]:
+    """How many read tasks of each member the graph of layers ``graph`` holds, by the
+    name of the member's read tasks (the layers of the members' arrays hold them)."""
+    return _counted(
+        key for name, layer in graph.layers.items() if name.startswith(LOAD) for key in layer
     )
+
+
+def _needed_reads(tasks: dict[Any, Any], keys: Iterable[Any]) -> dict[str, int]:
+    """How many read tasks of each member the computation of ``keys`` needs, from the
+    flat graph ``tasks``: a walk of the tasks it reaches, in time proportional to
+    them (culling a graph of layers copies the keys needed once per layer: quadratic
+    for an array derived from many members, as ``keys_to_samples`` or ``join`` make)."""
+    seen: set[Any] = set()
+    stack = list(keys)
+    while stack:
+        key = stack.pop()
+        if key in seen or key not in tasks:
+            continue
+        seen.add(key)
+        stack += keys_in_tasks(tasks, [tasks[key]], as_list=True)
+    return _counted(seen)
+
+
+def _counted(keys: Iterable[Any]) -> dict[str, int]:
+    """How many of ``keys`` are read tasks of each member, by their name."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(READ):
+            counts[key[0]] = counts.get(key[0], 0) + 1
+    return counts
