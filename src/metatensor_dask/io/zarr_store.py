@@ -312,6 +312,13 @@ def refuse_read_only_nodes(store: Store, where: str, paths: Iterable[str]) -> No
         if os.access(folder, os.W_OK):
             continue
         real = Path(os.path.realpath(folder))
+        if not real.is_dir():
+            raise OSError(
+                errno.ENOENT,
+                f"can not write to {where}: its node '{path}' is in {folder}, which leads "
+                f"to {real}: no folder; nothing was written. Put the linked folder back "
+                "(or remove the link and write the tensor again)",
+            )
         code, why = _unwritable(real)
         raise OSError(
             code,
