@@ -9,7 +9,7 @@ from pathlib import Path
 
 import metatensor
 import pytest
-from test_s28_places_read_only import _unwritable
+from read_only_mounts import unwritable
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -29,7 +29,7 @@ def shared(tmp_path):
     mtd.from_metatensor(tensor).to_zarr(folder / "s.zarr", chunks=4)
     metatensor.save(str(folder / "t.mts"), tensor)
     before = _files(folder)
-    with _unwritable(folder) as view:
+    with unwritable(folder) as view:
         yield view, tensor
     assert _files(folder) == before
 
