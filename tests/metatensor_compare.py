@@ -70,3 +70,29 @@ def assembled(keys, parts, info=None):
     for name, value in (info or {}).items():
         tensor.set_info(name, value)
     return tensor
+
+
+def with_new_arrays(tensor, new_array):
+    """``tensor`` (metatensor's) with each array replaced by ``new_array(array)``.
+
+    Labels stay; ``new_array`` is called for each block's values, then for each of its
+    gradients' values, block after block (so that a random generator it draws from
+    gives the same map each time).
+    """
+    blocks = []
+    for block in tensor.blocks():
+        new = metatensor.TensorBlock(
+            new_array(block.values), block.samples, block.components, block.properties
+        )
+        for parameter, gradient in block.gradients():
+            new.add_gradient(
+                parameter,
+                metatensor.TensorBlock(
+                    new_array(gradient.values),
+                    gradient.samples,
+                    gradient.components,
+                    gradient.properties,
+                ),
+            )
+        blocks.append(new)
+    return metatensor.TensorMap(tensor.keys, blocks)

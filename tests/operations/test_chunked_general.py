@@ -17,6 +17,7 @@ import pytest
 from chunked_arithmetic_maps import entry_finite_differences, featomic_like, irregular, stored
 from hypothesis import given
 from hypothesis import strategies as st
+from metatensor_compare import with_new_arrays
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes, strategies
@@ -498,26 +499,7 @@ def _times_three(array, dtype):
 def _integers(theirs, dtype):
     """``theirs`` with values and gradients times 3 in ``dtype`` (rounded to integers
     for integer dtypes)."""
-    blocks = []
-    for block in theirs.blocks():
-        new = metatensor.TensorBlock(
-            _times_three(block.values, dtype),
-            block.samples,
-            block.components,
-            block.properties,
-        )
-        for parameter, gradient in block.gradients():
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    _times_three(gradient.values, dtype),
-                    gradient.samples,
-                    gradient.components,
-                    gradient.properties,
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(theirs.keys, blocks)
+    return with_new_arrays(theirs, lambda array: _times_three(array, dtype))
 
 
 @pytest.mark.parametrize(

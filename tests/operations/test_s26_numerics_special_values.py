@@ -19,6 +19,7 @@ import dask.array as da
 import metatensor
 import numpy as np
 import pytest
+from metatensor_compare import with_new_arrays
 
 import metatensor_dask as mtd
 
@@ -95,24 +96,7 @@ def _reference(
 def _revalued(tensor: metatensor.TensorMap, seed: int) -> metatensor.TensorMap:
     """``tensor``'s metadata with other values (and specials)."""
     rng = np.random.default_rng(seed)
-    blocks = []
-    for block in tensor.blocks():
-        new = metatensor.TensorBlock(
-            _sprinkled(rng, block.values.shape, block.values.dtype, SPECIAL),
-            block.samples,
-            block.components,
-            block.properties,
-        )
-        for parameter, gradient in block.gradients():
-            values = _sprinkled(rng, gradient.values.shape, gradient.values.dtype, SPECIAL)
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    values, gradient.samples, gradient.components, gradient.properties
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
+    return with_new_arrays(tensor, lambda array: _sprinkled(rng, array.shape, array.dtype, SPECIAL))
 
 
 def _chunked(theirs: metatensor.TensorMap, chunking: str) -> mtd.TensorMap:

@@ -13,6 +13,7 @@ import metatensor
 import numpy as np
 import pytest
 from chunked_maps import chunked, reference
+from metatensor_compare import with_new_arrays
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
@@ -28,26 +29,7 @@ def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.
 def _cast(theirs: metatensor.TensorMap, dtype: Any) -> metatensor.TensorMap:
     """``theirs`` with new random values (and gradients) of ``dtype``."""
     rng = np.random.default_rng(7)
-    blocks = []
-    for block in theirs.blocks():
-        new = metatensor.TensorBlock(
-            _values(rng, block.values.shape, dtype),
-            block.samples,
-            block.components,
-            block.properties,
-        )
-        for parameter, gradient in block.gradients():
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    _values(rng, gradient.values.shape, dtype),
-                    gradient.samples,
-                    gradient.components,
-                    gradient.properties,
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(theirs.keys, blocks)
+    return with_new_arrays(theirs, lambda array: _values(rng, array.shape, dtype))
 
 
 def _one_row_chunks(tensor: mtd.TensorMap) -> mtd.TensorMap:
