@@ -54,26 +54,29 @@ def _center_type(module, value):
     return module.Labels(["center_type"], np.array([[value]]))
 
 
-@pytest.fixture(scope="module", params=FILES)
-def pair(request, tmp_path_factory):
-    """(metatensor's map, ours read from .mts in chunks, ours through a Zarr store)."""
-    path = DATA / request.param
-    store = tmp_path_factory.mktemp("upstream") / "map.zarr"
+def _ours(path: Path, source: str, directory: Path) -> mtd.TensorMap:
+    """``path`` read from ``.mts`` in chunks of 3 samples, or through a Zarr store."""
+    if source == "mts":
+        return mtd.load(path, chunks=3)
+    store = directory / "map.zarr"
     mtd.to_zarr(mtd.load(path, chunks=4), store)
-    return metatensor.load(str(path)), mtd.load(path, chunks=3), mtd.open_zarr(store, chunks=4)
+    return mtd.open_zarr(store, chunks=3)
 
 
-@pytest.mark.parametrize("source", [1, 2], ids=["mts", "zarr"])
-def test_operations_equal_metatensor_on_upstream_data(pair, source):
-    theirs, ours = pair[0], pair[source]
+@pytest.mark.parametrize(
+    ("name", "source"), [(FILES[0], "mts"), (FILES[1], "zarr")], ids=["ps-mts", "se-zarr"]
+)
+def test_operations_equal_metatensor_on_upstream_data(name, source, tmp_path):
+    theirs = metatensor.load(str(DATA / name))
+    ours = _ours(DATA / name, source, tmp_path)
     rng = np.random.default_rng(0)
     weights = _weights(metatensor, theirs, rng)
     expected = _operations(metatensor, theirs, weights)
     lazy = _operations(mtd, ours, mtd.from_metatensor(weights))
     (results,) = dask.compute(lazy)
-    for name, result in results.items():
-        tolerance = {"rtol": 1e-13, "atol": 1e-15} if name == "dot" else {}
-        assert_equal_to_metatensor(result, expected[name], **tolerance)
+    for operation, result in results.items():
+        tolerance = {"rtol": 1e-13, "atol": 1e-15} if operation == "dot" else {}
+        assert_equal_to_metatensor(result, expected[operation], **tolerance)
     assert mtd.equal(ours, mtd.from_metatensor(theirs))
     assert not mtd.allclose(ours, lazy["add"])
     assert mtd.equal_metadata(ours, lazy["multiply"])
