@@ -21,7 +21,8 @@ def _disabled_by_environment() -> bool:
     return os.environ.get(_ENVIRONMENT_VARIABLE, "").lower() in ("true", "1", "yes", "on")
 
 
-_state = {"enabled": not _disabled_by_environment()}
+#: The switch, under metatensor-operations' name for it (scripts set it directly).
+_CHECKS_ENABLED = not _disabled_by_environment()
 
 
 def checks_enabled() -> bool:
@@ -34,7 +35,12 @@ def checks_enabled() -> bool:
         ``True`` unless turned off by :class:`unsafe_disable_checks` or by the
         ``METATENSOR_UNSAFE_DISABLE_CHECKS`` environment variable.
     """
-    return _state["enabled"]
+    return _CHECKS_ENABLED
+
+
+def _set(enabled: bool) -> None:
+    global _CHECKS_ENABLED
+    _CHECKS_ENABLED = enabled
 
 
 class _ChecksSwitch:
@@ -44,11 +50,11 @@ class _ChecksSwitch:
     _enabled: bool
 
     def __init__(self) -> None:
-        self._previous = _state["enabled"]
-        _state["enabled"] = self._enabled
+        self._previous = _CHECKS_ENABLED
+        _set(self._enabled)
 
     def __enter__(self) -> _ChecksSwitch:
-        _state["enabled"] = self._enabled
+        _set(self._enabled)
         return self
 
     def __exit__(
@@ -57,7 +63,7 @@ class _ChecksSwitch:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        _state["enabled"] = self._previous
+        _set(self._previous)
 
     def __repr__(self) -> str:
         return f"checks {'enabled' if self._enabled else 'disabled'}"
