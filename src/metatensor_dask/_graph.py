@@ -522,6 +522,11 @@ class BlockValues(da.Array):
     """A dask array whose ``__getitem__`` also takes ``[int_array, None, ...]``, and
     that may stand for an item of a group of tiny blocks (``item``).
 
+    Writing in place (``values[...] = x``) raises ``TypeError``, before anything
+    changes: dask would replace the graph of this one array object, and the other
+    holders of the same values (copies, the group of a tiny block, the rows it was
+    made from) would not see it.
+
     dask 2026.8 fails on an integer-array index combined with ``None`` when the integer
     array selects every row in order (``'Alias' object has no attribute 'args'``), as
     ``values[gradient.samples["sample"], None, :]`` does for a strain gradient (one row
@@ -542,6 +547,14 @@ class BlockValues(da.Array):
     def __dask_postpersist__(self) -> tuple[Callable, tuple]:
         rebuild, arguments = da.Array.__dask_postpersist__(self)
         return _owned_rebuild, (rebuild, *arguments)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError(
+            "the values and gradients of a block are immutable dask arrays and can not "
+            "be written in place; build a new block from new values instead, such as "
+            "TensorBlock(values, block.samples, block.components, block.properties), or "
+            "use an operation (add, multiply...)"
+        )
 
     def __getitem__(self, index: Any) -> Any:
         try:

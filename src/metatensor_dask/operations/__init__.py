@@ -173,7 +173,7 @@ _MODULES = {
 _LAZY = {name: f".{module}" for module, names in _MODULES.items() for name in names}
 
 
-__getattr__, __dir__ = _lazy_names(globals(), _LAZY)
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY, ["_checks"])
 
 __all__ = [
     "abs",
