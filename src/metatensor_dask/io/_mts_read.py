@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -141,7 +141,7 @@ class _Part:
     header: _npy.NpyHeader
     member: _zip.Member
     content: np.ndarray | None
-    """The values, for a compressed member (read eagerly)."""
+    """The values, for a compressed or Fortran-ordered member (read eagerly)."""
     header_crc: int
     """CRC-32 of the member's ``.npy`` header."""
     samples: Labels
@@ -406,8 +406,8 @@ class Archive:
     def values_header(
         self, name: str
     ) -> tuple[_zip.Member, _npy.NpyHeader, np.ndarray | None, int]:
-        """A values member, its header, its content when it is compressed, and the
-        CRC-32 of its header."""
+        """A values member, its header, its content when it is compressed or in Fortran
+        order (read now, in C order), and the CRC-32 of its header."""
         member = self.member(name)
         head = member.head
         if member.stored and len(head) >= 10 and head[6] == 1:
@@ -418,8 +418,8 @@ class Archive:
         if not member.stored:
             with self._inflating(member) as stream:
                 header, start = self._header(name, stream.read, member.uncompressed_size)
-                content = np.empty(header.shape, header.dtype)
-                view = content.reshape(-1).view(np.uint8).data
+                content = np.empty(header.shape, header.dtype, order=_order(header))
+                view = content.ravel(order="A").view(np.uint8).data
                 view[: len(start) - header.data_start] = start[header.data_start :]
                 done = len(start) - header.data_start
                 while done < len(view):
@@ -428,8 +428,7 @@ class Archive:
                         raise stream.damage("the compressed data ends early")
                     done += count
                 stream.read(1)  # the end of the stream, where the CRC-32 is checked
-            content = content.astype(header.dtype.newbyteorder("="), copy=False)
-            return member, header, content, 0
+            return member, header, _native_c_order(content), 0
         position = member.offset
         head = member.head
 
@@ -443,6 +442,10 @@ class Archive:
             return data
 
         header, start = self._header(name, read, member.size)
+        if header.fortran_order:
+            # its rows are not contiguous in the file: read whole, now
+            data = np.frombuffer(self.read(name), header.dtype, offset=header.data_start)
+            return member, header, _native_c_order(data.reshape(header.shape, order="F")), 0
         raw = start[: header.data_start]
         self._headers[raw] = (header, zlib.crc32(raw))
         return member, header, None, self._headers[raw][1]
@@ -656,6 +659,15 @@ class _ErrorContext:
                 "file is damaged or was not written by metatensor)"
             )
             raise MetatensorError(message) from None
+
+
+def _order(header: _npy.NpyHeader) -> Literal["C", "F"]:
+    return "F" if header.fortran_order else "C"
+
+
+def _native_c_order(values: np.ndarray) -> np.ndarray:
+    """``values`` in native byte order and C order (a copy only when they are not)."""
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
 
 
 def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:

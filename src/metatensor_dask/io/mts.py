@@ -77,7 +77,9 @@ def load(path: PathLike, chunks: ChunksLike = None, *, use_numpy: bool = False) 
     -----
     Gradients whose rows are not grouped by ``"sample"`` are chunked on their own,
     by size. Compressed (DEFLATE) members, which metatensor never writes, are
-    decompressed into memory now. Tasks check that the file has not changed since it
+    decompressed into memory now, and so are Fortran-ordered arrays, which
+    ``metatensor.save(..., use_numpy=True)`` writes for Fortran-ordered values (their
+    rows are not contiguous in the file). Tasks check that the file has not changed since it
     was loaded (size, modification and status change time) and refuse to read
     otherwise.
     """
