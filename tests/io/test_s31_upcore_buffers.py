@@ -19,6 +19,7 @@ DATA = Path(__file__).parent.parent / "data" / "metatensor-core"
         (mtd.io.load_labels_buffer, "data.mts"),
         (mtd.Labels.load_buffer, "block.mts"),
     ],
+    ids=["io-map", "TensorMap", "io-block", "io-labels", "Labels"],
 )
 def test_buffer_of_another_kind_raises_our_error_with_metatensors_message(read, file):
     buffer = (DATA / file).read_bytes()
