@@ -80,3 +80,21 @@ def test_big_endian_fortran_members_stored_or_compressed(tmp_path, compression):
             new.writestr(name, data)
     theirs = metatensor.load(path, use_numpy=True)
     assert_loads_as_metatensor(path, theirs)
+
+
+def test_a_changed_byte_of_a_fortran_member_is_found(tmp_path):
+    path = tmp_path / "fortran.mts"
+    tensor = metatensor.TensorMap(metatensor.Labels.single(), [fortran_block()])
+    metatensor.save(path, tensor, use_numpy=True)
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("blocks/0/values.npy")
+    data = bytearray(path.read_bytes())
+    # the last byte of the member's data, after its local header (30 bytes, the name
+    # and the extra field, whose lengths are at 26 and 28)
+    local = member.header_offset
+    name_length, extra_length = np.frombuffer(data[local + 26 : local + 30], "<u2")
+    last = local + 30 + int(name_length) + int(extra_length) + member.compress_size - 1
+    data[last] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(mtd.DamagedFileError, match=r"Invalid checksum.*'blocks/0/values\.npy'"):
+        mtd.load(path)

@@ -348,6 +348,22 @@ class Archive:
         _mts_integrity.check_crc(self.display, member.name, zlib.crc32(data), member.crc)
         return data
 
+    def _whole(self, member: _zip.Member) -> np.ndarray:
+        """The bytes of stored ``member``, of any size (read in pieces), its CRC-32
+        checked."""
+        data = np.empty(member.size, np.uint8)
+        view = data.data
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        done = 0
+        while done < member.size:
+            count = os.preadv(self._fd, [view[done : done + _INFLATE_READ]], member.offset + done)
+            if count == 0:
+                raise _mts_integrity.damaged(self.display, member.name, "the file ends early")
+            done += count
+        _mts_integrity.check_crc(self.display, member.name, zlib.crc32(view), member.crc)
+        return data
+
     def check_member(self, name: str) -> None:
         """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
         member = self.member(name)
@@ -444,7 +460,7 @@ class Archive:
         header, start = self._header(name, read, member.size)
         if header.fortran_order:
             # its rows are not contiguous in the file: read whole, now
-            data = np.frombuffer(self.read(name), header.dtype, offset=header.data_start)
+            data = self._whole(member)[header.data_start :].view(header.dtype)
             return member, header, _native_c_order(data.reshape(header.shape, order="F")), 0
         raw = start[: header.data_start]
         self._headers[raw] = (header, zlib.crc32(raw))
