@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -141,7 +141,7 @@ class _Part:
     header: _npy.NpyHeader
     member: _zip.Member
     content: np.ndarray | None
-    """The values, for a compressed member (read eagerly)."""
+    """The values, for a compressed or Fortran-ordered member (read eagerly)."""
     header_crc: int
     """CRC-32 of the member's ``.npy`` header."""
     samples: Labels
@@ -348,6 +348,22 @@ class Archive:
         _mts_integrity.check_crc(self.display, member.name, zlib.crc32(data), member.crc)
         return data
 
+    def _whole(self, member: _zip.Member) -> np.ndarray:
+        """The bytes of stored ``member``, of any size (read in pieces), its CRC-32
+        checked."""
+        data = np.empty(member.size, np.uint8)
+        view = data.data
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        done = 0
+        while done < member.size:
+            count = os.preadv(self._fd, [view[done : done + _INFLATE_READ]], member.offset + done)
+            if count == 0:
+                raise _mts_integrity.damaged(self.display, member.name, "the file ends early")
+            done += count
+        _mts_integrity.check_crc(self.display, member.name, zlib.crc32(view), member.crc)
+        return data
+
     def check_member(self, name: str) -> None:
         """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
         member = self.member(name)
@@ -406,8 +422,8 @@ class Archive:
     def values_header(
         self, name: str
     ) -> tuple[_zip.Member, _npy.NpyHeader, np.ndarray | None, int]:
-        """A values member, its header, its content when it is compressed, and the
-        CRC-32 of its header."""
+        """A values member, its header, its content when it is compressed or in Fortran
+        order (read now, in C order), and the CRC-32 of its header."""
         member = self.member(name)
         head = member.head
         if member.stored and len(head) >= 10 and head[6] == 1:
@@ -418,8 +434,8 @@ class Archive:
         if not member.stored:
             with self._inflating(member) as stream:
                 header, start = self._header(name, stream.read, member.uncompressed_size)
-                content = np.empty(header.shape, header.dtype)
-                view = content.reshape(-1).view(np.uint8).data
+                content = np.empty(header.shape, header.dtype, order=_order(header))
+                view = content.ravel(order="A").view(np.uint8).data
                 view[: len(start) - header.data_start] = start[header.data_start :]
                 done = len(start) - header.data_start
                 while done < len(view):
@@ -428,8 +444,7 @@ class Archive:
                         raise stream.damage("the compressed data ends early")
                     done += count
                 stream.read(1)  # the end of the stream, where the CRC-32 is checked
-            content = content.astype(header.dtype.newbyteorder("="), copy=False)
-            return member, header, content, 0
+            return member, header, _native_c_order(content), 0
         position = member.offset
         head = member.head
 
@@ -443,6 +458,10 @@ class Archive:
             return data
 
         header, start = self._header(name, read, member.size)
+        if header.fortran_order:
+            # its rows are not contiguous in the file: read whole, now
+            data = self._whole(member)[header.data_start :].view(header.dtype)
+            return member, header, _native_c_order(data.reshape(header.shape, order="F")), 0
         raw = start[: header.data_start]
         self._headers[raw] = (header, zlib.crc32(raw))
         return member, header, None, self._headers[raw][1]
@@ -656,6 +675,15 @@ class _ErrorContext:
                 "file is damaged or was not written by metatensor)"
             )
             raise MetatensorError(message) from None
+
+
+def _order(header: _npy.NpyHeader) -> Literal["C", "F"]:
+    return "F" if header.fortran_order else "C"
+
+
+def _native_c_order(values: np.ndarray) -> np.ndarray:
+    """``values`` in native byte order and C order (a copy only when they are not)."""
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
 
 
 def _grouped_pointer(samples: Labels, n_rows: int) -> np.ndarray | None:

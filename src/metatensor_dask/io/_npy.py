@@ -127,10 +127,8 @@ _parse_dict_cached = functools.lru_cache(maxsize=1024)(_parse_dict)
 
 @functools.lru_cache(maxsize=1024)
 def check_values(header: NpyHeader) -> None:
-    """The rules for a values member: C order, a plain numeric or bool dtype (a header
-    that passes is remembered: files repeat the same few)."""
-    if header.fortran_order:
-        raise NpyError("data can not be loaded from fortran-order arrays")
+    """The rules for a values member: a plain numeric or bool dtype, at least two
+    dimensions (a header that passes is remembered: files repeat the same few)."""
     if header.dtype.fields is not None:
         raise NpyError("structured arrays are not supported")
     if (header.dtype.kind, header.dtype.itemsize) not in _VALUE_TYPES or header.dtype.subdtype:

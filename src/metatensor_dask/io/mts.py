@@ -27,7 +27,13 @@ import numpy as np
 from .._gc import collector_paused
 from .._typing import ChunksLike, PathLike
 from ..block import TensorBlock
-from ..errors import DamagedFileError, MetatensorDaskError, MetatensorError, format_error
+from ..errors import (
+    DamagedFileError,
+    MetatensorDaskError,
+    MetatensorError,
+    format_error,
+    wrong_type,
+)
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _npy, _zip
@@ -71,7 +77,9 @@ def load(path: PathLike, chunks: ChunksLike = None, *, use_numpy: bool = False) 
     -----
     Gradients whose rows are not grouped by ``"sample"`` are chunked on their own,
     by size. Compressed (DEFLATE) members, which metatensor never writes, are
-    decompressed into memory now. Tasks check that the file has not changed since it
+    decompressed into memory now, and so are Fortran-ordered arrays, which
+    ``metatensor.save(..., use_numpy=True)`` writes for Fortran-ordered values (their
+    rows are not contiguous in the file). Tasks check that the file has not changed since it
     was loaded (size, modification and status change time) and refuse to read
     otherwise.
     """
@@ -243,6 +251,12 @@ def save(
     Values are written little-endian; bool and 1-byte types get metatensor's ``<``
     descriptor (numpy's ``|`` is refused by metatensor).
     """
+    if not isinstance(data, (Labels, TensorBlock, TensorMap)):
+        # checked first: metatensor refuses it without a warning about the extension
+        raise wrong_type(
+            f"`data` must be one of 'Labels', 'TensorBlock' or 'TensorMap', not {type(data)}",
+            data,
+        )
     if not isinstance(path, (str, os.PathLike)):
         _save_to_file_object(path, data)
         return
@@ -254,7 +268,7 @@ def save(
             entries = [Entry("", [labels_bytes(data)])]
         elif isinstance(data, TensorBlock):
             entries = encoder.block("", data, gradient=False)
-        elif isinstance(data, TensorMap):
+        else:
             entries = [Entry("keys.npy", [labels_bytes(data.keys)])]
             for i, block in enumerate(data.blocks()):
                 entries.extend(encoder.block(f"blocks/{i}/", block, gradient=False))
@@ -263,11 +277,6 @@ def save(
                 _check_info(info)
                 text = json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False)
                 entries.append(Entry("info.json", [text.encode("utf8")]))
-        else:
-            raise TypeError(
-                "`data` must be a metatensor_dask TensorMap, TensorBlock or Labels, got "
-                f"{type(data)}"
-            )
         write_atomically(target, entries, archive=not isinstance(data, Labels))
 
 
