@@ -640,10 +640,6 @@ BAD_FILES = {
         lambda m: _set("blocks/0/values.npy", _values().astype(object))(m),
         "invalid type descriptor: '\\|O': arrays of Python objects would need unpickling",
     ),
-    "fortran order": (
-        _set("blocks/0/values.npy", np.asfortranarray(np.zeros((1, 3, 2)))),
-        "data can not be loaded from fortran-order arrays",
-    ),
     "structured values": (
         _set("blocks/0/values.npy", np.zeros((1, 3), dtype=[("a", "<f8")])),
         "structured arrays are not supported",
@@ -830,9 +826,7 @@ def test_unsupported_values_are_not_saved(tmp_path):
     ):
         mtd.save(tmp_path / "block.mts", block)
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(
-        TypeError, match="must be a metatensor_dask TensorMap, TensorBlock or Labels"
-    ):
+    with pytest.raises(TypeError, match="must be one of 'Labels', 'TensorBlock' or 'TensorMap'"):
         mtd.save(tmp_path / "x.mts", np.zeros(3))
 
 

@@ -8,6 +8,7 @@ import dask
 import numpy as np
 
 from ..block import TensorBlock, as_block_array
+from ..errors import MetatensorError
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _core_labels
@@ -190,5 +191,13 @@ def read_buffer(kind: str, buffer: bytes | bytearray | memoryview) -> Any:
     """A ``kind`` (``"TensorMap"``, ``"TensorBlock"`` or ``"Labels"``) from bytes
     written by ``metatensor.save``, read by metatensor-core (needed) and converted with
     :func:`from_metatensor`. Load files with :func:`metatensor_dask.load`, which reads
-    no values until they are needed."""
-    return from_metatensor(getattr(_metatensor(), kind).load_buffer(buffer))
+    no values until they are needed.
+
+    metatensor-core's errors (a buffer of another kind, damaged bytes) are raised as
+    :class:`~metatensor_dask.MetatensorError`, with metatensor's message."""
+    metatensor = _metatensor()
+    try:
+        loaded = getattr(metatensor, kind).load_buffer(buffer)
+    except metatensor.MetatensorError as error:
+        raise MetatensorError(error.message) from error
+    return from_metatensor(loaded)
