@@ -238,62 +238,108 @@ def _convert(args: argparse.Namespace) -> int:
     with (
         contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
         dask.config.set(settings),
-        _execution(args) as where,
         released_on_failure(),
         locked_as(command),
     ):
+        # the sources opened and the destination checked before the cluster starts
         tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
-        reporter.step(f"converting {', '.join(sources)} -> {destination} on {where.description}")
-        if to_file:
-            import metatensor_dask as mtd
-
-            mtd.save(destination, tensors[0])
-        elif args.append:
-            from ._sources import check_files, joined_sources
-
-            check_files(sources, destination)
-            # one append of all the sources: it stores them all, or refused none of them
-            tensor = joined_sources(tensors, sources, args.renumber)
-            renumber: dict[str, int | str] | None = (
-                None if args.renumber is None else {args.renumber: "next"}
-            )
-            try:
-                # --chunks also sizes the blocks an append creates (kept as they grow)
-                delayed = tensor.to_zarr(
-                    destination,
-                    append_dim="samples",
-                    renumber=renumber,
-                    chunks=args.chunks,
-                    compute=False,
-                    resume=args.resume,
-                )
-            except StoreLockedError:
-                raise
-            except MetatensorDaskError as error:
-                _refuse_incomplete(destination, error)
-                if not args.resume and "resume=True" not in str(error):
-                    raise
-                message = _resume_refused(destination, error, True, args.resume)
-                raise MetatensorDaskError(message) from error
-            _compute_into(delayed, where.client, args, destination)
+        if to_file and "://" not in destination:
+            _refuse_unwritable_file(destination)
         else:
-            mode = "w" if args.overwrite else "w-"
-            try:
-                delayed = tensors[0].to_zarr(
-                    destination, mode=mode, compute=False, resume=args.resume
-                )
-            except StoreLockedError:
-                raise
-            except MetatensorDaskError as error:
-                if not args.resume:
-                    raise
-                message = _resume_refused(destination, error, False, True)
-                raise MetatensorDaskError(message) from error
-            _compute_into(delayed, where.client, args, destination)
+            delayed = _zarr_write(tensors, sources, destination, args)
+        with _execution(args) as where:
+            reporter.step(
+                f"converting {', '.join(sources)} -> {destination} on {where.description}"
+            )
+            if to_file:
+                import metatensor_dask as mtd
+
+                mtd.save(destination, tensors[0])
+            else:
+                _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _refuse_unwritable_file(destination: str) -> None:
+    """Refuse a metatensor file ``destination`` that is a folder, or whose folder (that
+    of the file a symbolic link leads to, which is written) is missing or can not be
+    written, before the sources are read."""
+    target = os.path.realpath(destination)
+    if os.path.isdir(target):
+        raise MetatensorDaskError(
+            f"can not write {destination}: it is a folder; choose the path of a file"
+        )
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise MetatensorDaskError(
+            f"can not write {destination}: its folder {folder} does not exist; create it "
+            "first, or choose another destination"
+        )
+    if os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    why = (
+        "is on a file system mounted read-only" if read_only else "can not be written by this user"
+    )
+    raise MetatensorDaskError(
+        f"can not write {destination}: its folder {folder} {why}; nothing was read or "
+        "written. Write the file to a folder that can be written"
+    )
+
+
+def _zarr_write(
+    tensors: list[Any], sources: list[str], destination: str, args: argparse.Namespace
+) -> Any:
+    """The ``Delayed`` of ``convert`` writing (or with ``--append`` appending) the
+    ``tensors`` of ``sources`` to the Zarr store ``destination``: the sources and the
+    destination checked, and the destination locked, before anything is computed."""
+    if args.append:
+        return _append_write(tensors, sources, destination, args)
+    mode = "w" if args.overwrite else "w-"
+    try:
+        return tensors[0].to_zarr(destination, mode=mode, compute=False, resume=args.resume)
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        if not args.resume:
+            raise
+        message = _resume_refused(destination, error, False, True)
+        raise MetatensorDaskError(message) from error
+
+
+def _append_write(
+    tensors: list[Any], sources: list[str], destination: str, args: argparse.Namespace
+) -> Any:
+    """The ``Delayed`` of ``convert --append``: one append of all the sources, which
+    stores them all, or refused, none of them."""
+    from ._sources import check_files, joined_sources
+
+    check_files(sources, destination)
+    tensor = joined_sources(tensors, sources, args.renumber)
+    renumber: dict[str, int | str] | None = (
+        None if args.renumber is None else {args.renumber: "next"}
+    )
+    try:
+        # --chunks also sizes the blocks an append creates (kept as they grow)
+        return tensor.to_zarr(
+            destination,
+            append_dim="samples",
+            renumber=renumber,
+            chunks=args.chunks,
+            compute=False,
+            resume=args.resume,
+        )
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        _refuse_incomplete(destination, error)
+        if not args.resume and "resume=True" not in str(error):
+            raise
+        message = _resume_refused(destination, error, True, args.resume)
+        raise MetatensorDaskError(message) from error
 
 
 def _compute_into(delayed: Any, client: Any, args: argparse.Namespace, destination: str) -> None:
@@ -404,6 +450,9 @@ def _resume_refused(
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    """Build ``pipeline``'s graph and check its output, then start the cluster and
+    write: a refused input, step or output (one that exists, a resume of another
+    computation, a folder that can not be written) starts no cluster."""
     from ..io._lock import locked_as, released_on_failure
     from .pipeline import PipelineError
     from .progress import Reporter
@@ -413,34 +462,43 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     with (
         unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
-        _execution(args) as where,
         released_on_failure(),
         locked_as(f"metatensor-dask {args.command}"),
     ):
         result = pipeline.build()
-        reporter.step(
-            f"{'resuming' if resuming else 'writing'} {pipeline.output} "
-            f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
-            f"{where.description}"
-        )
-        try:
-            delayed = pipeline.write(result, resume=args.resume)
-        except StoreLockedError:
-            raise
-        except MetatensorDaskError as error:
-            raise PipelineError(_refused(pipeline.output, resuming, error)) from error
-        try:
-            _compute(delayed, where.client, args.quiet)
-        except Exception as error:
-            steps = ", ".join(step.op for step in pipeline.steps)
-            raise PipelineError(
-                f"computing the steps ({steps}) into {pipeline.output} failed: {describe(error)}"
-            ) from error
+        delayed = _pipeline_write(pipeline, result, args.resume, resuming)
+        with _execution(args) as where:
+            reporter.step(
+                f"{'resuming' if resuming else 'writing'} {pipeline.output} "
+                f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
+                f"{where.description}"
+            )
+            try:
+                _compute(delayed, where.client, args.quiet)
+            except Exception as error:
+                steps = ", ".join(step.op for step in pipeline.steps)
+                raise PipelineError(
+                    f"computing the steps ({steps}) into {pipeline.output} failed: "
+                    f"{describe(error)}"
+                ) from error
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
     )
     return 0
+
+
+def _pipeline_write(pipeline: Any, result: Any, resume: bool, resuming: bool) -> Any:
+    """The ``Delayed`` writing ``result`` to the output of ``pipeline``, its output
+    locked and checked (by ``to_zarr``) before anything is computed."""
+    from .pipeline import PipelineError
+
+    try:
+        return pipeline.write(result, resume=resume)
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        raise PipelineError(_refused(pipeline.output, resuming, error)) from error
 
 
 def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:

@@ -1,0 +1,147 @@
+"""The command line refuses bad input before it starts a cluster: ``run --resume`` of a
+pipeline whose inputs changed since the interrupted run, and ``convert`` of sources it
+can not read or join, or into a destination it can not write. Nothing is written, and
+no cluster is started."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import metatensor
+import numpy as np
+import pytest
+from read_only_mounts import unwritable
+
+import metatensor_dask as mtd
+from metatensor_dask.execution import cli, cluster
+from metatensor_dask.execution.pipeline import Pipeline
+from metatensor_dask.io._lock import released_on_failure
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+LOCAL = ["--cluster", "local", "--workers", "2", "-q"]
+
+
+def tensor(seed: int, n_properties: int = 3) -> metatensor.TensorMap:
+    """Two blocks of 12 systems with random values."""
+    rng = np.random.default_rng(seed)
+    samples = metatensor.Labels(["system"], np.arange(12, dtype=np.int32)[:, None])
+    blocks = [
+        metatensor.TensorBlock(
+            rng.normal(size=(12, n_properties)),
+            samples,
+            [],
+            metatensor.Labels.range("p", n_properties),
+        )
+        for _ in range(2)
+    ]
+    return metatensor.TensorMap(metatensor.Labels.range("k", 2), blocks)
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` by its relative name, with its hash."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def clusters(monkeypatch):
+    """The local clusters the command starts (each recorded, then started)."""
+    started = []
+    local = cluster._local
+
+    @contextlib.contextmanager
+    def recorded(*arguments, **options):
+        started.append(arguments)
+        with local(*arguments, **options) as execution:
+            yield execution
+
+    monkeypatch.setattr(cluster, "_local", recorded)
+    return started
+
+
+def _interrupted_run(folder: Path) -> None:
+    """``x.zarr``, the pipeline ``p.yaml`` squaring it into ``out.zarr``, and that
+    write interrupted before it computed anything."""
+    mtd.from_metatensor(tensor(0)).to_zarr(folder / "x.zarr", chunks=4)
+    (folder / "p.yaml").write_text(
+        "inputs: {x: x.zarr}\nsteps:\n  - {op: multiply, inputs: [x, x]}\noutput: out.zarr\n"
+    )
+    pipeline = Pipeline.from_file(str(folder / "p.yaml"))
+    with contextlib.suppress(KeyboardInterrupt), released_on_failure():
+        pipeline.write(pipeline.build())
+        raise KeyboardInterrupt
+
+
+def test_a_resume_whose_input_changed_starts_no_cluster(tmp_path, capsys, clusters):
+    _interrupted_run(tmp_path)
+    mtd.from_metatensor(tensor(1)).to_zarr(tmp_path / "x.zarr", chunks=4, mode="w")
+    before = hashes(tmp_path)
+    assert cli.main(["run", str(tmp_path / "p.yaml"), "--resume", *LOCAL]) == 1
+    error = capsys.readouterr().err
+    assert "another computation" in error and "delete" in error, error
+    assert clusters == []
+    assert hashes(tmp_path) == before
+
+    # the input as it was: the resume finishes the write (on threads here)
+    mtd.from_metatensor(tensor(0)).to_zarr(tmp_path / "x.zarr", chunks=4, mode="w")
+    assert cli.main(["run", str(tmp_path / "p.yaml"), "--resume", "-q"]) == 0
+    expected = metatensor.multiply(tensor(0), tensor(0))
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "out.zarr"), expected)
+
+
+def _convert_refusals(folder: Path, read_only: Path) -> dict[str, tuple[list[str], str]]:
+    """Bad ``convert`` command lines, by case: the arguments and the error expected."""
+    metatensor.save(str(folder / "a.mts"), tensor(2))
+    metatensor.save(str(folder / "four.mts"), tensor(3, n_properties=4))
+    mtd.from_metatensor(tensor(4)).to_zarr(folder / "s.zarr", chunks=4)
+    a, four, stored = str(folder / "a.mts"), str(folder / "four.mts"), str(folder / "s.zarr")
+    return {
+        "missing source": ([str(folder / "no.mts"), str(folder / "o.zarr")], "no such"),
+        "sources not joinable": (
+            ["--append", a, four, str(folder / "o.zarr")],
+            "can not be appended together",
+        ),
+        "append of other properties": (
+            ["--append", four, stored],
+            "other properties",
+        ),
+        "store in a read-only folder": ([a, str(read_only / "o.zarr")], "Read-only"),
+        "file in a read-only folder": (
+            [str(folder / "s.zarr"), str(read_only / "o.mts")],
+            "read-only",
+        ),
+        "file in a missing folder": (
+            [str(folder / "s.zarr"), str(folder / "no" / "o.mts")],
+            "create it",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing source",
+        "sources not joinable",
+        "append of other properties",
+        "store in a read-only folder",
+        "file in a read-only folder",
+        "file in a missing folder",
+    ],
+)
+def test_a_refused_convert_starts_no_cluster(tmp_path, capsys, clusters, case):
+    data, shared = tmp_path / "data", tmp_path / "shared"
+    data.mkdir()
+    shared.mkdir()
+    with unwritable(shared) as read_only:
+        arguments, match = _convert_refusals(data, read_only)[case]
+        before = hashes(tmp_path)
+        assert cli.main(["convert", *arguments, *LOCAL]) == 1
+        error = capsys.readouterr().err
+        assert match in error, error
+        assert clusters == []
+        assert hashes(tmp_path) == before
