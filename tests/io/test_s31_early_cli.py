@@ -145,3 +145,20 @@ def test_a_refused_convert_starts_no_cluster(tmp_path, capsys, clusters, case):
         assert match in error, error
         assert clusters == []
         assert hashes(tmp_path) == before
+
+
+def test_verify_starts_a_cluster_only_to_read_chunks(tmp_path, capsys, clusters):
+    """A missing store and a metatensor file (its CRC-32s read here) are verified
+    without a cluster."""
+    metatensor.save(str(tmp_path / "a.mts"), tensor(5))
+    assert cli.main(["verify", str(tmp_path / "missing.zarr"), *LOCAL]) == 1
+    assert "no Zarr store found" in capsys.readouterr().err
+    assert cli.main(["verify", str(tmp_path / "a.mts"), *LOCAL]) == 0
+    assert clusters == []
+
+
+def test_a_demo_that_can_not_write_its_workdir_starts_no_cluster(tmp_path, capsys, clusters):
+    (tmp_path / "file").write_text("not a folder")
+    assert cli.main(["demo", "--workdir", str(tmp_path / "file"), *LOCAL]) == 1
+    assert "give --workdir a folder you can write" in capsys.readouterr().err
+    assert clusters == []

@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -613,8 +613,8 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
-    with _execution(args) as where:
-        result = verify(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
+    with contextlib.ExitStack() as stack:
+        result = verify(args.store, compute=_started_when_needed(args, stack))
     for problem in result.problems:
         print(f"{PROG} verify: {args.store}: {problem}", file=sys.stderr)
     for note in result.notes:
@@ -637,9 +637,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _started_when_needed(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> Callable[[Any], Any]:
+    """A ``compute(collection)`` that starts the command's cluster (closed with
+    ``stack``) at its first call: a command refused before it reads any chunk starts
+    none."""
+    started: list[Any] = []
 
+    def compute(collection: Any) -> Any:
+        if not started:
+            started.append(stack.enter_context(_execution(args)))
+        return _compute(collection, started[0].client, args.quiet)
+
+    return compute
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import prepared_workdir, run_demo
+
+    prepared_workdir(args.workdir)  # refused before the cluster starts
     with _execution(args) as where:
         return run_demo(args.workdir, size=args.size, where=where, quiet=args.quiet)
 
