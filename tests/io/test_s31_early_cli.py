@@ -162,3 +162,12 @@ def test_a_demo_that_can_not_write_its_workdir_starts_no_cluster(tmp_path, capsy
     assert cli.main(["demo", "--workdir", str(tmp_path / "file"), *LOCAL]) == 1
     assert "give --workdir a folder you can write" in capsys.readouterr().err
     assert clusters == []
+
+
+def test_a_memory_output_on_a_cluster_starts_none(tmp_path, capsys, clusters):
+    """Its worker processes would each write to a memory store of their own."""
+    mtd.from_metatensor(tensor(6)).to_zarr(tmp_path / "x.zarr", chunks=4)
+    argv = ["apply", "pow", str(tmp_path / "x.zarr"), "-o", "memory://o.zarr", "--arg", "B=2"]
+    assert cli.main([*argv, *LOCAL]) == 1
+    assert "memory store" in capsys.readouterr().err
+    assert clusters == []

@@ -234,6 +234,7 @@ def _convert(args: argparse.Namespace) -> int:
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
+    _refuse_memory_output(destination, args)
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     with (
         contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
@@ -261,6 +262,19 @@ def _convert(args: argparse.Namespace) -> int:
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _refuse_memory_output(output: str, args: argparse.Namespace) -> None:
+    """Refuse a ``memory://`` output computed on the processes of a cluster, which
+    would each write to a memory store of their own (the output is checked before the
+    cluster starts, where no client tells ``to_zarr`` that it would be)."""
+    if output.startswith("memory://") and (args.cluster or "threads") != "threads":
+        raise MetatensorDaskError(
+            f"{output} is a memory store, which the worker processes of --cluster "
+            f"{args.cluster} can not write (each would write to a copy of its own, and "
+            "the data would be lost): write to a directory or another URL, or compute "
+            "without --cluster"
+        )
 
 
 def _refuse_unwritable_file(destination: str) -> None:
@@ -459,6 +473,7 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
 
     reporter = Reporter(args.quiet)
     pipeline.check_paths(resume=args.resume)
+    _refuse_memory_output(pipeline.output, args)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     with (
         unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
