@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 from pathlib import Path
 
+import dask
 import metatensor
 import numpy as np
 import pytest
@@ -171,3 +172,37 @@ def test_a_memory_output_on_a_cluster_starts_none(tmp_path, capsys, clusters):
     assert cli.main([*argv, *LOCAL]) == 1
     assert "memory store" in capsys.readouterr().err
     assert clusters == []
+
+
+def test_a_write_set_up_before_a_cluster_that_fails_is_undone(tmp_path, capsys):
+    """The write is set up (a new store's metadata, an append's record stored) before
+    the cluster starts: a scheduler that can not be reached leaves no new output, nor
+    its folders, and a store appended to reads as before and takes the next append."""
+    mtd.from_metatensor(tensor(7)).to_zarr(tmp_path / "x.zarr", chunks=5)
+    metatensor.save(str(tmp_path / "more.mts"), tensor(8))
+    before = hashes(tmp_path)
+    unreachable = ["--cluster", "tcp://127.0.0.1:1", "-q"]
+    new = ["apply", "pow", str(tmp_path / "x.zarr"), "-o", str(tmp_path / "n" / "o.zarr")]
+    append = ["convert", "--append", "--renumber", "system", str(tmp_path / "more.mts")]
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        assert cli.main([*new, "--arg", "B=2", *unreachable]) == 1
+        assert not (tmp_path / "n").exists()
+        assert hashes(tmp_path) == before
+        assert cli.main([*append, str(tmp_path / "x.zarr"), *unreachable]) == 1
+    assert capsys.readouterr().err.count("cannot connect to the dask scheduler") == 2
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr"), tensor(7))
+    assert cli.main([*append, str(tmp_path / "x.zarr"), "-q"]) == 0
+    renumbered = metatensor.TensorMap(
+        tensor(8).keys,
+        [
+            metatensor.TensorBlock(
+                block.values,
+                metatensor.Labels(["system"], block.samples.values + 12),
+                [],
+                block.properties,
+            )
+            for block in tensor(8).blocks()
+        ],
+    )
+    expected = metatensor.join([tensor(7), renumbered], axis="samples")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr"), expected)

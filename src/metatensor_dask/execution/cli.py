@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
@@ -237,6 +238,7 @@ def _convert(args: argparse.Namespace) -> int:
     _refuse_memory_output(destination, args)
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     with (
+        _new_output(destination) as output,
         contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
         dask.config.set(settings),
         released_on_failure(),
@@ -244,10 +246,13 @@ def _convert(args: argparse.Namespace) -> int:
     ):
         # the sources opened and the destination checked before the cluster starts
         tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
-        if to_file and "://" not in destination:
-            _refuse_unwritable_file(destination)
-        else:
+        delayed = None
+        if to_file:
+            if "://" not in destination:
+                _refuse_unwritable_file(destination)
+        elif output.set_up_first(args.resume, args.append):
             delayed = _zarr_write(tensors, sources, destination, args)
+            output.appended = args.append and not args.resume
         with _execution(args) as where:
             reporter.step(
                 f"converting {', '.join(sources)} -> {destination} on {where.description}"
@@ -257,11 +262,65 @@ def _convert(args: argparse.Namespace) -> int:
 
                 mtd.save(destination, tensors[0])
             else:
+                if delayed is None:
+                    delayed = _zarr_write(tensors, sources, destination, args)
+                output.computing = True
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+class _Output:
+    """The output of a command: whether it is new, whether its write was set up, and
+    whether its computation started."""
+
+    def __init__(self, location: str) -> None:
+        from ..io.zarr_store import new_folders
+
+        self.location = location
+        #: The folders of a new local output, the output first (none for an existing
+        #: output, or a URL)
+        self.created = [] if "://" in location else new_folders(location)
+        #: An append to an existing store, set up (by ``to_zarr(compute=False)``)
+        self.appended = False
+        self.computing = False
+
+    def set_up_first(self, resume: bool, append: bool = False) -> bool:
+        """Whether the write is set up (``to_zarr(compute=False)``: its checks, its
+        lock, the metadata of a new store, the record of an append) before the cluster
+        starts: a resume, which writes nothing until computed, a new local store and an
+        append, both undone when the command fails before computing. An existing store
+        overwritten is set up once the cluster runs: its root would be replaced for a
+        cluster that fails to start."""
+        return resume or append or bool(self.created)
+
+    def undo(self) -> None:
+        """Leave the location as before the write was set up: a new output removed
+        with the folders made for it, an append discarded (the store reads as before)."""
+        from ..io.zarr_discard import discard_append
+        from ..io.zarr_store import remove_if_empty
+
+        if self.created:
+            shutil.rmtree(self.created[0], ignore_errors=True)
+            remove_if_empty(self.created[1:])
+        elif self.appended:
+            discard_append(self.location)
+
+
+@contextlib.contextmanager
+def _new_output(location: str) -> Iterator[_Output]:
+    """The output ``location``, left as it was (:meth:`_Output.undo`) when the block
+    fails before its computation starts (the cluster could not start, a stop meanwhile),
+    once its lock is released."""
+    output = _Output(location)
+    try:
+        yield output
+    except BaseException:
+        if not output.computing:
+            output.undo()
+        raise
 
 
 def _refuse_memory_output(output: str, args: argparse.Namespace) -> None:
@@ -466,7 +525,7 @@ def _resume_refused(
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     """Build ``pipeline``'s graph and check its output, then start the cluster and
     write: a refused input, step or output (one that exists, a resume of another
-    computation, a folder that can not be written) starts no cluster."""
+    computation, a new one in a folder that can not be written) starts no cluster."""
     from ..io._lock import locked_as, released_on_failure
     from .pipeline import PipelineError
     from .progress import Reporter
@@ -476,18 +535,24 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     _refuse_memory_output(pipeline.output, args)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     with (
+        _new_output(pipeline.output) as output,
         unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
         released_on_failure(),
         locked_as(f"metatensor-dask {args.command}"),
     ):
         result = pipeline.build()
-        delayed = _pipeline_write(pipeline, result, args.resume, resuming)
+        delayed = None
+        if output.set_up_first(args.resume):
+            delayed = _pipeline_write(pipeline, result, args.resume, resuming)
         with _execution(args) as where:
+            if delayed is None:
+                delayed = _pipeline_write(pipeline, result, args.resume, resuming)
             reporter.step(
                 f"{'resuming' if resuming else 'writing'} {pipeline.output} "
                 f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
                 f"{where.description}"
             )
+            output.computing = True
             try:
                 _compute(delayed, where.client, args.quiet)
             except Exception as error:
