@@ -107,6 +107,10 @@ def _convert_refusals(folder: Path, read_only: Path) -> dict[str, tuple[list[str
             ["--append", a, four, str(folder / "o.zarr")],
             "can not be appended together",
         ),
+        "a source without the dimension to renumber": (
+            ["--append", "--renumber", "atom", a, str(folder / "o.zarr")],
+            f"sample dimension of the source {a}",
+        ),
         "append of other properties": (
             ["--append", four, stored],
             "other properties",
@@ -128,6 +132,7 @@ def _convert_refusals(folder: Path, read_only: Path) -> dict[str, tuple[list[str
     [
         "missing source",
         "sources not joinable",
+        "a source without the dimension to renumber",
         "append of other properties",
         "store in a read-only folder",
         "file in a read-only folder",
