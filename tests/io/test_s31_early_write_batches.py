@@ -108,12 +108,14 @@ BAD = {
     "quiet not a bool": ({"quiet": 1}, r"`quiet` must be True or False, got int"),
     "a metatensor file": ({"store": "t.mts"}, r"names a metatensor file.*'\.zarr'"),
     "in another store": ({"store": "outer.zarr/inner.zarr"}, r"inside the Zarr store"),
+    "a store of to_zarr": ({"store": "plain.zarr"}, r"not written by write_batches: (?!.*resume)"),
 }
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_input_is_refused_before_any_batch_and_leaves_no_trace(tmp_path, case):
     mtd.write_batches(rows, [0, 1], tmp_path / "outer.zarr", quiet=True)
+    mtd.from_metatensor(rows([0, 1])).to_zarr(tmp_path / "plain.zarr")
     before = hashes(tmp_path)
     arguments, match = BAD[case]
     counted = Counted()

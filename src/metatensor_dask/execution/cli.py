@@ -257,6 +257,7 @@ def _convert(args: argparse.Namespace) -> int:
             reporter.step(
                 f"converting {', '.join(sources)} -> {destination} on {where.description}"
             )
+            output.computing = True
             if to_file:
                 import metatensor_dask as mtd
 
@@ -264,7 +265,6 @@ def _convert(args: argparse.Namespace) -> int:
             else:
                 if delayed is None:
                     delayed = _zarr_write(tensors, sources, destination, args)
-                output.computing = True
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)

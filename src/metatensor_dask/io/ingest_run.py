@@ -121,6 +121,11 @@ def _prepare(spec: Run, store: Any, where: str, resume: bool) -> int | None:
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
         return 0
     ours = existing[0][layout.ATTRIBUTE]
+    if not resume and ours.get(RUN) is None:
+        raise MetatensorDaskError(
+            f"a store already exists at {where}, not written by write_batches: "
+            "write_batches creates a new store; write to another store (or delete it)"
+        )
     if not resume:
         raise MetatensorDaskError(
             f"a store already exists at {where}: write_batches creates a new store; pass "
