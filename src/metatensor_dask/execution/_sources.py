@@ -21,7 +21,7 @@ import metatensor_dask as mtd
 from ..errors import MetatensorDaskError
 from ..io._names import is_metatensor_file
 from ..io.zarr_codecs import stored_dtype
-from ..io.zarr_renumber import shifted
+from ..io.zarr_renumber import check_dimension, shifted
 
 __all__ = ["check_files", "joined_sources"]
 
@@ -68,6 +68,19 @@ def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> Non
                 )
 
 
+def _check_renumbered(
+    tensors: Sequence[mtd.TensorMap], names: Sequence[str], dimension: str
+) -> None:
+    """Every source with blocks has the sample dimension ``dimension`` to renumber."""
+    for tensor, name in zip(tensors, names, strict=True):
+        try:
+            check_dimension(dimension, tensor.sample_names, len(tensor) > 0, f"the source {name}")
+        except MetatensorDaskError as error:
+            raise MetatensorDaskError(
+                f"{error}; nothing was written. Give --renumber a sample dimension of every source"
+            ) from None
+
+
 def _misfit(present: list[tuple[mtd.TensorMap, str]], failure: type[Exception]) -> str:
     """The name of the first source of ``present`` (tensors and their names) whose join
     to the ones before it raises ``failure`` (the first one if none does)."""
@@ -90,6 +103,8 @@ def joined_sources(
     with ``renumber={dimension: "next"}`` then numbers them all past the store. Their
     ``info`` is merged, later sources winning, as successive appends merge it.
     """
+    if renumber is not None:
+        _check_renumbered(tensors, names, renumber)
     if len(tensors) == 1:
         return tensors[0]
     _check_dtypes(tensors, names)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask
@@ -234,66 +235,184 @@ def _convert(args: argparse.Namespace) -> int:
     settings = (
         {} if args.shard_chunks is None else {"metatensor_dask.shard-chunks": args.shard_chunks}
     )
+    _refuse_memory_output(destination, args)
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     with (
+        _new_output(destination) as output,
         contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
         dask.config.set(settings),
-        _execution(args) as where,
         released_on_failure(),
         locked_as(command),
     ):
+        # the sources opened and the destination checked before the cluster starts
         tensors = [open_tensor(source, chunks=args.chunks) for source in sources]
-        reporter.step(f"converting {', '.join(sources)} -> {destination} on {where.description}")
+        delayed = None
         if to_file:
-            import metatensor_dask as mtd
-
-            mtd.save(destination, tensors[0])
-        elif args.append:
-            from ._sources import check_files, joined_sources
-
-            check_files(sources, destination)
-            # one append of all the sources: it stores them all, or refused none of them
-            tensor = joined_sources(tensors, sources, args.renumber)
-            renumber: dict[str, int | str] | None = (
-                None if args.renumber is None else {args.renumber: "next"}
+            if "://" not in destination:
+                _refuse_unwritable_file(destination)
+        elif output.set_up_first(args.resume, args.append):
+            delayed = _zarr_write(tensors, sources, destination, args)
+            output.appended = args.append and not args.resume
+        with _execution(args) as where:
+            reporter.step(
+                f"converting {', '.join(sources)} -> {destination} on {where.description}"
             )
-            try:
-                # --chunks also sizes the blocks an append creates (kept as they grow)
-                delayed = tensor.to_zarr(
-                    destination,
-                    append_dim="samples",
-                    renumber=renumber,
-                    chunks=args.chunks,
-                    compute=False,
-                    resume=args.resume,
-                )
-            except StoreLockedError:
-                raise
-            except MetatensorDaskError as error:
-                _refuse_incomplete(destination, error)
-                if not args.resume and "resume=True" not in str(error):
-                    raise
-                message = _resume_refused(destination, error, True, args.resume)
-                raise MetatensorDaskError(message) from error
-            _compute_into(delayed, where.client, args, destination)
-        else:
-            mode = "w" if args.overwrite else "w-"
-            try:
-                delayed = tensors[0].to_zarr(
-                    destination, mode=mode, compute=False, resume=args.resume
-                )
-            except StoreLockedError:
-                raise
-            except MetatensorDaskError as error:
-                if not args.resume:
-                    raise
-                message = _resume_refused(destination, error, False, True)
-                raise MetatensorDaskError(message) from error
-            _compute_into(delayed, where.client, args, destination)
+            output.computing = True
+            if to_file:
+                import metatensor_dask as mtd
+
+                mtd.save(destination, tensors[0])
+            else:
+                if delayed is None:
+                    delayed = _zarr_write(tensors, sources, destination, args)
+                _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
     reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+class _Output:
+    """The output of a command: whether it is new, whether its write was set up, and
+    whether its computation started."""
+
+    def __init__(self, location: str) -> None:
+        from ..io.zarr_store import new_folders
+
+        self.location = location
+        #: The folders of a new local output, the output first (none for an existing
+        #: output, or a URL)
+        self.created = [] if "://" in location else new_folders(location)
+        #: An append to an existing store, set up (by ``to_zarr(compute=False)``)
+        self.appended = False
+        self.computing = False
+
+    def set_up_first(self, resume: bool, append: bool = False) -> bool:
+        """Whether the write is set up (``to_zarr(compute=False)``: its checks, its
+        lock, the metadata of a new store, the record of an append) before the cluster
+        starts: a resume, which writes nothing until computed, a new local store and an
+        append, both undone when the command fails before computing. An existing store
+        overwritten is set up once the cluster runs: its root would be replaced for a
+        cluster that fails to start."""
+        return resume or append or bool(self.created)
+
+    def undo(self) -> None:
+        """Leave the location as before the write was set up: a new output removed
+        with the folders made for it, an append discarded (the store reads as before)."""
+        from ..io.zarr_discard import discard_append
+        from ..io.zarr_store import remove_if_empty
+
+        if self.created:
+            shutil.rmtree(self.created[0], ignore_errors=True)
+            remove_if_empty(self.created[1:])
+        elif self.appended:
+            discard_append(self.location)
+
+
+@contextlib.contextmanager
+def _new_output(location: str) -> Iterator[_Output]:
+    """The output ``location``, left as it was (:meth:`_Output.undo`) when the block
+    fails before its computation starts (the cluster could not start, a stop meanwhile),
+    once its lock is released."""
+    output = _Output(location)
+    try:
+        yield output
+    except BaseException:
+        if not output.computing:
+            output.undo()
+        raise
+
+
+def _refuse_memory_output(output: str, args: argparse.Namespace) -> None:
+    """Refuse a ``memory://`` output computed on the processes of a cluster, which
+    would each write to a memory store of their own (the output is checked before the
+    cluster starts, where no client tells ``to_zarr`` that it would be)."""
+    if output.startswith("memory://") and (args.cluster or "threads") != "threads":
+        raise MetatensorDaskError(
+            f"{output} is a memory store, which the worker processes of --cluster "
+            f"{args.cluster} can not write (each would write to a copy of its own, and "
+            "the data would be lost): write to a directory or another URL, or compute "
+            "without --cluster"
+        )
+
+
+def _refuse_unwritable_file(destination: str) -> None:
+    """Refuse a metatensor file ``destination`` that is a folder, or whose folder (that
+    of the file a symbolic link leads to, which is written) is missing or can not be
+    written, before the sources are read."""
+    target = os.path.realpath(destination)
+    if os.path.isdir(target):
+        raise MetatensorDaskError(
+            f"can not write {destination}: it is a folder; choose the path of a file"
+        )
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise MetatensorDaskError(
+            f"can not write {destination}: its folder {folder} does not exist; create it "
+            "first, or choose another destination"
+        )
+    if os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    why = (
+        "is on a file system mounted read-only" if read_only else "can not be written by this user"
+    )
+    raise MetatensorDaskError(
+        f"can not write {destination}: its folder {folder} {why}; nothing was read or "
+        "written. Write the file to a folder that can be written"
+    )
+
+
+def _zarr_write(
+    tensors: list[Any], sources: list[str], destination: str, args: argparse.Namespace
+) -> Any:
+    """The ``Delayed`` of ``convert`` writing (or with ``--append`` appending) the
+    ``tensors`` of ``sources`` to the Zarr store ``destination``: the sources and the
+    destination checked, and the destination locked, before anything is computed."""
+    if args.append:
+        return _append_write(tensors, sources, destination, args)
+    mode = "w" if args.overwrite else "w-"
+    try:
+        return tensors[0].to_zarr(destination, mode=mode, compute=False, resume=args.resume)
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        if not args.resume:
+            raise
+        message = _resume_refused(destination, error, False, True)
+        raise MetatensorDaskError(message) from error
+
+
+def _append_write(
+    tensors: list[Any], sources: list[str], destination: str, args: argparse.Namespace
+) -> Any:
+    """The ``Delayed`` of ``convert --append``: one append of all the sources, which
+    stores them all, or refused, none of them."""
+    from ._sources import check_files, joined_sources
+
+    check_files(sources, destination)
+    tensor = joined_sources(tensors, sources, args.renumber)
+    renumber: dict[str, int | str] | None = (
+        None if args.renumber is None else {args.renumber: "next"}
+    )
+    try:
+        # --chunks also sizes the blocks an append creates (kept as they grow)
+        return tensor.to_zarr(
+            destination,
+            append_dim="samples",
+            renumber=renumber,
+            chunks=args.chunks,
+            compute=False,
+            resume=args.resume,
+        )
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        _refuse_incomplete(destination, error)
+        if not args.resume and "resume=True" not in str(error):
+            raise
+        message = _resume_refused(destination, error, True, args.resume)
+        raise MetatensorDaskError(message) from error
 
 
 def _compute_into(delayed: Any, client: Any, args: argparse.Namespace, destination: str) -> None:
@@ -404,43 +523,62 @@ def _resume_refused(
 
 
 def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
+    """Build ``pipeline``'s graph and check its output, then start the cluster and
+    write: a refused input, step or output (one that exists, a resume of another
+    computation, a new one in a folder that can not be written) starts no cluster."""
     from ..io._lock import locked_as, released_on_failure
     from .pipeline import PipelineError
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
     pipeline.check_paths(resume=args.resume)
+    _refuse_memory_output(pipeline.output, args)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     with (
+        _new_output(pipeline.output) as output,
         unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
-        _execution(args) as where,
         released_on_failure(),
         locked_as(f"metatensor-dask {args.command}"),
     ):
         result = pipeline.build()
-        reporter.step(
-            f"{'resuming' if resuming else 'writing'} {pipeline.output} "
-            f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
-            f"{where.description}"
-        )
-        try:
-            delayed = pipeline.write(result, resume=args.resume)
-        except StoreLockedError:
-            raise
-        except MetatensorDaskError as error:
-            raise PipelineError(_refused(pipeline.output, resuming, error)) from error
-        try:
-            _compute(delayed, where.client, args.quiet)
-        except Exception as error:
-            steps = ", ".join(step.op for step in pipeline.steps)
-            raise PipelineError(
-                f"computing the steps ({steps}) into {pipeline.output} failed: {describe(error)}"
-            ) from error
+        delayed = None
+        if output.set_up_first(args.resume):
+            delayed = _pipeline_write(pipeline, result, args.resume, resuming)
+        with _execution(args) as where:
+            if delayed is None:
+                delayed = _pipeline_write(pipeline, result, args.resume, resuming)
+            reporter.step(
+                f"{'resuming' if resuming else 'writing'} {pipeline.output} "
+                f"({len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}) on "
+                f"{where.description}"
+            )
+            output.computing = True
+            try:
+                _compute(delayed, where.client, args.quiet)
+            except Exception as error:
+                steps = ", ".join(step.op for step in pipeline.steps)
+                raise PipelineError(
+                    f"computing the steps ({steps}) into {pipeline.output} failed: "
+                    f"{describe(error)}"
+                ) from error
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
     )
     return 0
+
+
+def _pipeline_write(pipeline: Any, result: Any, resume: bool, resuming: bool) -> Any:
+    """The ``Delayed`` writing ``result`` to the output of ``pipeline``, its output
+    locked and checked (by ``to_zarr``) before anything is computed."""
+    from .pipeline import PipelineError
+
+    try:
+        return pipeline.write(result, resume=resume)
+    except StoreLockedError:
+        raise
+    except MetatensorDaskError as error:
+        raise PipelineError(_refused(pipeline.output, resuming, error)) from error
 
 
 def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:
@@ -555,8 +693,8 @@ def _verify(args: argparse.Namespace) -> int:
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
-    with _execution(args) as where:
-        result = verify(args.store, compute=lambda c: _compute(c, where.client, args.quiet))
+    with contextlib.ExitStack() as stack:
+        result = verify(args.store, compute=_started_when_needed(args, stack))
     for problem in result.problems:
         print(f"{PROG} verify: {args.store}: {problem}", file=sys.stderr)
     for note in result.notes:
@@ -579,9 +717,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _started_when_needed(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> Callable[[Any], Any]:
+    """A ``compute(collection)`` that starts the command's cluster (closed with
+    ``stack``) at its first call: a command refused before it reads any chunk starts
+    none."""
+    started: list[Any] = []
 
+    def compute(collection: Any) -> Any:
+        if not started:
+            started.append(stack.enter_context(_execution(args)))
+        return _compute(collection, started[0].client, args.quiet)
+
+    return compute
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import prepared_workdir, run_demo
+
+    prepared_workdir(args.workdir)  # refused before the cluster starts
     with _execution(args) as where:
         return run_demo(args.workdir, size=args.size, where=where, quiet=args.quiet)
 

@@ -21,7 +21,7 @@ from ..errors import MetatensorDaskError
 from .cluster import Execution
 from .progress import Reporter, compute
 
-__all__ = ["PIPELINE", "check_against_numpy", "run_demo"]
+__all__ = ["PIPELINE", "check_against_numpy", "prepared_workdir", "run_demo"]
 
 #: the demo's pipeline file; ``{input}`` and ``{output}`` are filled in
 PIPELINE = """\
@@ -157,6 +157,26 @@ def _chunks(tensor: Any) -> int:
     return tensor.npartitions
 
 
+def prepared_workdir(workdir: str) -> str:
+    """``workdir`` made absolute and created, refused when it can not be created or
+    written (a file, a read-only folder)."""
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise _unwritable(workdir, error.strerror or str(error)) from None
+    if not os.access(workdir, os.W_OK):
+        raise _unwritable(workdir, "it can not be written")
+    return workdir
+
+
+def _unwritable(workdir: str, why: str) -> MetatensorDaskError:
+    return MetatensorDaskError(
+        f"the demo can not write its stores in {workdir} ({why}): give --workdir a "
+        "folder you can write"
+    )
+
+
 def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: bool = False) -> int:
     """Run the demonstration in ``workdir`` (created; earlier demo stores are replaced).
 
@@ -172,14 +192,7 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
     from .pipeline import Pipeline
 
     reporter = Reporter(quiet)
-    workdir = os.path.abspath(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:
-        raise MetatensorDaskError(
-            f"the demo can not write its stores in {workdir} ({error.strerror}): give "
-            "--workdir a folder you can write"
-        ) from None
+    workdir = prepared_workdir(workdir)
     reporter.step(f"metatensor-dask demo in {workdir}, computing on {where.description}")
 
     def run(collection: Any) -> Any:

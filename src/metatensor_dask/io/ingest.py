@@ -12,11 +12,11 @@ cluster: batches never travel) :mod:`.ingest_batch`'s; the store's lock, creatio
 completion :mod:`.ingest_run`'s. The store is the same, byte for byte, whatever the
 scheduling.
 
-This module imports no writer: on a cluster, the first batches of a new run are sent to
-the workers (:mod:`.ingest_submit`) before the writer is imported and the store created,
-which a process that has not written a store before takes 0.15 to 0.2 s to do. A
-refusal found then (the store exists, another writer holds it, a setting is wrong)
-releases them: nothing is written.
+Every argument, the function and the items (on a cluster: that they can be sent to
+the workers) and the store (it can be written, exists only for a resume of the same run,
+no other writer holds it, its nodes can be written) are checked before any batch is
+computed: a refusal costs no computation, leaves no task on a cluster and writes
+nothing.
 
 The run is recorded in the root document (``metatensor_dask.batches``: run id, batch
 size, number of items, renumbered dimension, batches committed), written atomically
@@ -36,8 +36,9 @@ from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
 from . import _page_cache
 from .chunks import parse_chunks
-from .ingest_schedule import Batches, active_client
-from .ingest_submit import check_sendable, shipped, start
+from .ingest_run import Run, run_batches
+from .ingest_schedule import active_client
+from .ingest_submit import check_sendable, shipped
 
 __all__ = ["write_batches"]
 
@@ -111,7 +112,8 @@ def write_batches(
     MetatensorDaskError
         A batch failed (the message names it and its first item; the batches committed
         before it stay, and ``resume=True`` continues), the store exists, or ``resume``
-        finds another run.
+        finds another run; an argument is of the wrong type or value. Every refusal but
+        a failed batch comes before any batch is computed.
     StoreLockedError
         Another writer holds the store.
 
@@ -123,6 +125,42 @@ def write_batches(
     but for the newest ones, up to the ``drop-behind`` setting per process (256 MiB by
     default). See ``docs/ingestion.md``.
     """
+    _check_arguments(function, batch_size, window, renumber, run_id, resume, quiet)
+    # numpy's ints as Python's: the run record is JSON
+    batch_size = int(batch_size)
+    window = None if window is None else int(window)
+    items = _listed(items)
+    if not items:
+        raise MetatensorDaskError("`items` is empty: there is nothing to write")
+    run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
+    request = parse_chunks(chunks)
+    drop_behind = _page_cache.budget()
+    shown = not quiet and bool(config.get("progress"))
+    client = active_client()
+    function_bytes = None
+    if client is not None:
+        function_bytes = shipped(function)
+        check_sendable(items, batch_size, 0, None)
+    spec = Run(function, items, run, request, window, shown, drop_behind)
+    run_batches(spec, store, storage_options, bool(resume), client, function_bytes)
+
+
+def _check_arguments(
+    function: Any,
+    batch_size: Any,
+    window: Any,
+    renumber: Any,
+    run_id: Any,
+    resume: Any,
+    quiet: Any,
+) -> None:
+    """Refuse an argument of ``write_batches`` of the wrong type or value, naming it."""
+    if not callable(function):
+        raise MetatensorDaskError(
+            "`function` must be callable (a function of a list of items returning a "
+            f"TensorMap), got an object of type {type(function).__name__}: pass the "
+            "function itself, not its result"
+        )
     if not _positive_int(batch_size):
         raise MetatensorDaskError(f"`batch_size` must be a positive int, got {batch_size!r}")
     if window is not None and not _positive_int(window):
@@ -135,33 +173,11 @@ def write_batches(
         )
     if run_id is not None and not isinstance(run_id, str):
         raise MetatensorDaskError(f"`run_id` must be a str or None, got {run_id!r}")
-    # numpy's ints as Python's: the run record is JSON
-    batch_size = int(batch_size)
-    window = None if window is None else int(window)
-    items = _listed(items)
-    if not items:
-        raise MetatensorDaskError("`items` is empty: there is nothing to write")
-    run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
-    request = parse_chunks(chunks)
-    drop_behind = _page_cache.budget()
-    shown = not quiet and bool(config.get("progress"))
-    client = active_client()
-    started = function_bytes = None
-    try:
-        if client is not None:
-            function_bytes = shipped(function)  # refused before anything is written
-            check_sendable(items, batch_size, 0, None)
-            if not resume:  # a resume starts after the batches committed, read below
-                started = Batches(function, items, batch_size, 0, window)
-                start(client, started, function_bytes)
-        # the writer (zarr among it) is imported while the first batches compute
-        from .ingest_run import Run, run_batches
-
-        spec = Run(function, items, run, request, window, shown, drop_behind)
-        run_batches(spec, store, storage_options, resume, client, function_bytes, started)
-    finally:
-        if started is not None:
-            started.cancel()  # released when the run failed before committing them
+    for name, value in (("resume", resume), ("quiet", quiet)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise MetatensorDaskError(
+                f"`{name}` must be True or False, got {type(value).__name__} {value!r:.60}"
+            )
 
 
 def _listed(items: Iterable[Any]) -> list[Any]:

@@ -77,10 +77,10 @@ def on_cluster(
     holds it (so that no batch travels), after the commit before it: the scheduler runs
     the commits in order without waiting for this process.
 
-    ``function`` is the user's function, pickled (see :func:`.ingest_submit.start`);
-    the batches started before the store existed are committed first."""
+    ``function`` is the user's function, pickled (see :func:`.ingest_submit.start`,
+    which sends the first window of batches)."""
     commits: deque[_Commit] = deque()  # submitted, not yet seen done, in order
-    start(client, batches, function)  # nothing more for a run started already
+    start(client, batches, function)
     try:
         for position, worker in enumerate(list(batches.workers)):
             if worker is not None and len(commits) == position and _chainable(commits):

@@ -2,9 +2,8 @@
 created or checked for the run to resume, the batches run (:mod:`.ingest_threads`, or
 :mod:`.ingest_cluster`), and the store marked complete.
 
-Imported by ``write_batches`` once the first batches of a new run on a cluster are sent
-to the workers (:func:`.ingest_submit.start`): this module brings the writer, zarr
-among it.
+Everything that can refuse the store is checked before the first batch is computed: a
+refusal leaves the location as it was (the folders created for the lock removed).
 """
 
 from __future__ import annotations
@@ -24,7 +23,15 @@ from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches
 from .ingest_threads import on_threads
 from .zarr_append import read_root, refuse_foreign
-from .zarr_store import describe, new_folders, open_store, remove_if_empty, set_many
+from .zarr_store import (
+    describe,
+    new_folders,
+    open_store,
+    refuse_metatensor_file,
+    refuse_read_only_nodes,
+    remove_if_empty,
+    set_many,
+)
 
 __all__ = ["Run", "complete", "run_batches"]
 
@@ -77,26 +84,59 @@ def run_batches(
     resume: bool,
     client: Any,
     function: bytes | None,
-    started: Batches | None,
 ) -> None:
     """Run ``spec`` into ``store``, locked for the run: on the workers of ``client``
-    (``function``: the user's function pickled; ``started``: the batches already
-    computing, for a new run), else on threads. A refusal (the store exists,
-    another writer holds it, a setting is wrong) leaves the location as it was."""
+    (``function``: the user's function pickled), else on threads. A refusal (the store
+    exists, another writer holds it, a setting is wrong, a node can not be written)
+    comes before any batch is computed and leaves the location as it was."""
+    refuse_metatensor_file(store)
     settings = store_settings()
     limit = lock_timeout()
     folders = new_folders(store)
-    resolved = open_store(store, storage_options, writable=True)
-    lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
     try:
+        resolved = open_store(store, storage_options, writable=True)
+        lock = StoreLock(resolved, describe(resolved), limit, "write_batches")
         lock.acquire(takeover=resume)
+        try:
+            _run(spec, resolved, lock.ref, resume, settings, client, function)
+        finally:
+            lock.release()
     except BaseException:
-        remove_if_empty(folders)
+        remove_if_empty(folders)  # only those left empty: a store written stays
         raise
-    try:
-        _run(spec, resolved, lock.ref, resume, settings, client, function, started)
-    finally:
-        lock.release()
+
+
+def _prepare(spec: Run, store: Any, where: str, resume: bool) -> int | None:
+    """The batches committed by the run to resume in ``store``, ``None`` when it is
+    complete; a new run's store created. Refuses a store that exists (unless
+    ``resume``), of another run, or holding a node that can not be written."""
+    run = spec.record
+    existing = read_root(store, where)
+    if existing is None:
+        refuse_foreign(store, where)
+        # with its (empty) nodes inline: the node documents of a first batch killed
+        # before its root was written are then not taken for stored blocks
+        root = layout.root_document(False, {}, {})
+        root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
+        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+        return 0
+    ours = existing[0][layout.ATTRIBUTE]
+    if not resume and ours.get(RUN) is None:
+        raise MetatensorDaskError(
+            f"a store already exists at {where}, not written by write_batches: "
+            "write_batches creates a new store; write to another store (or delete it)"
+        )
+    if not resume:
+        raise MetatensorDaskError(
+            f"a store already exists at {where}: write_batches creates a new store; pass "
+            "resume=True to continue the run that wrote it, or write to another store"
+        )
+    committed = _check_run(ours.get(RUN), run, where)
+    if ours.get("complete") is True:
+        return None
+    # the batches left may append to any block
+    refuse_read_only_nodes(store, where, ["", *existing[1]])
+    return committed
 
 
 def _run(
@@ -107,33 +147,14 @@ def _run(
     settings: dict[str, Any],
     client: Any,
     function: bytes | None,
-    started: Batches | None,
 ) -> None:
     where = lock.where
+    committed = _prepare(spec, store, where, resume)
+    if committed is None:
+        return
     run = spec.record
-    existing = read_root(store, where)
-    committed = 0
-    if existing is not None:
-        ours = existing[0][layout.ATTRIBUTE]
-        if not resume:
-            raise MetatensorDaskError(
-                f"a store already exists at {where}: write_batches creates a new store; pass "
-                "resume=True to continue the run that wrote it, or write to another store"
-            )
-        committed = _check_run(ours.get(RUN), run, where)
-        if ours.get("complete") is True:
-            return
-    else:
-        refuse_foreign(store, where)
-        # with its (empty) nodes inline: the node documents of a first batch killed
-        # before its root was written are then not taken for stored blocks
-        root = layout.root_document(False, {}, {})
-        root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": 0}
-        set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
     progress = BatchProgress(spec.total, spec.shown)
-    batches = started if started is not None else Batches(
-        spec.function, spec.items, run["batch_size"], committed, spec.window
-    )  # fmt: skip
+    batches = Batches(spec.function, spec.items, run["batch_size"], committed, spec.window)
     target = Target(store, lock, spec.request, run, spec.drop_behind, settings)
     try:
         if client is None or function is None:

@@ -2,11 +2,9 @@
 the workers of a ``distributed`` cluster to compute batches: the user's function (once),
 and each batch's computation, pinned to a worker.
 
-Light on purpose (no zarr, no writer), as :mod:`.ingest_worker` is: a new run on a
-cluster sends its first batches from here before the calling process imports the writer
-and creates the store (0.15 to 0.2 s of imports in a process that has not written a
-store before), so that the workers compute meanwhile. Their commits are submitted once
-the store exists (:mod:`.ingest_cluster`).
+The function and the first batch's items are checked here before anything else is
+done (:func:`shipped`, :func:`check_sendable`); the batches are sent once the store is
+checked and created, their commits with them (:mod:`.ingest_cluster`).
 """
 
 from __future__ import annotations
@@ -96,9 +94,9 @@ def compute(client: Any, batches: Batches, index: int, worker: str | None, funct
 
 def start(client: Any, batches: Batches, function: bytes) -> None:
     """The ``function`` (pickled, see :func:`shipped`) sent, and the first window of
-    batches computed on the workers of ``client``, each worker its share, before the
-    store exists: their commits are submitted by :func:`.ingest_cluster.on_cluster`.
-    No batch is started without workers yet."""
+    batches computed on the workers of ``client``, each worker its share: their
+    commits are submitted by :func:`.ingest_cluster.on_cluster`. No batch is started
+    without workers yet."""
     if batches.function_task is None:
         batches.function_task = send_function(client, function)
     workers = client.nthreads()
