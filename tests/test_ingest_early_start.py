@@ -1,16 +1,11 @@
-"""write_batches on a distributed cluster sends the first batches of a new run to the
-workers before the calling process imports the writer and creates the store; a refusal
-found afterwards (the store exists, a setting is wrong, another writer holds the store)
-still writes nothing and leaves no task on the cluster."""
+"""write_batches on a distributed cluster refuses a store before it sends any batch to
+the workers (the store exists, a setting is wrong, another writer holds the store): it
+writes nothing and leaves no task on the cluster."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 
 import dask
@@ -25,57 +20,6 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
 pytestmark = pytest.mark.xdist_group("serial")
-
-_TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def test_first_batches_are_sent_before_the_writer_is_imported(tmp_path):
-    """In a fresh interpreter (nothing of the writer imported yet), every submission
-    of the calling process is recorded with whether zarr was imported then: the first
-    batches' computations go out before it, their commits after."""
-    store = tmp_path / "t.zarr"
-    code = f"""
-        import json, sys
-        sys.path.insert(0, {_TESTS!r})
-        from distributed import Client, LocalCluster
-        from ingest_support import soap
-        import metatensor_dask as mtd
-
-        sent = []
-        submit = Client.submit
-
-        def recording(self, function, *args, **kwargs):
-            name = getattr(function, "__name__", type(function).__name__)
-            sent.append([name, "zarr" in sys.modules])
-            return submit(self, function, *args, **kwargs)
-
-        if __name__ == "__main__":
-            with LocalCluster(
-                n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-            ) as cluster, Client(cluster):
-                Client.submit = recording
-                mtd.write_batches(soap, list(range(12)), {str(store)!r}, batch_size=2, quiet=True)
-            print(json.dumps(sent))
-    """
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(code))
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    sent = json.loads(done.stdout.strip().splitlines()[-1])
-    computations = [imported for name, imported in sent if name == "call"]
-    commits = [imported for name, imported in sent if name == "append_batch"]
-    assert len(computations) == 6 and len(commits) == 6, sent
-    # the window of 2 workers' threads: 4 batches computing before zarr is imported
-    assert computations[:4] == [False] * 4, sent
-    assert all(commits), sent
-    first_commit = next(i for i, (name, _) in enumerate(sent) if name == "append_batch")
-    assert all(imported for _, imported in sent[first_commit:]), sent
-
-    batches = [renumbered(soap(list(range(i, i + 2))), i) for i in range(0, 12, 2)]
-    expected = metatensor.join(batches, axis="samples", different_keys="union")
-    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), expected)
 
 
 def _cluster():
@@ -105,7 +49,7 @@ def _files(path) -> dict[str, bytes]:
     return found
 
 
-def test_refusals_after_the_first_batches_left_write_nothing(tmp_path):
+def test_refusals_write_nothing_and_leave_no_task(tmp_path):
     path = tmp_path / "t.zarr"
     local, client = _cluster()
     with local, client:
