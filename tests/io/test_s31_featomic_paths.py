@@ -10,8 +10,6 @@ differences of featomic's values."""
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 
 import metatensor
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 from ingest_support import renumbered
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 featomic = pytest.importorskip("featomic")
@@ -94,8 +93,7 @@ def stored(tmp_path_factory) -> tuple[str, metatensor.TensorMap]:
         sources.append(str(folder / f"{i}.mts"))
         metatensor.save(sources[-1], spectrum(batch))
         parts.append(renumbered(spectrum(batch), _largest_system(parts[-1]) + 1))
-    command = [sys.executable, "-m", "metatensor_dask", "convert", *sources, str(path)]
-    subprocess.run([*command, "--append", "--renumber", "system"], check=True)
+    assert main(["convert", *sources, str(path), "--append", "--renumber", "system"]) == 0
     return str(path), metatensor.join(parts, axis="samples", different_keys="union")
 
 
