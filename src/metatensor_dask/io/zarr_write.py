@@ -43,7 +43,7 @@ from .. import _graph
 from .._gc import collector_paused, without_collector
 from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
-from ..errors import MetatensorDaskError
+from ..errors import MetatensorDaskError, wrong_type
 from ..labels import Labels
 from . import _page_cache, _task_batches
 from . import chunks as chunking
@@ -980,7 +980,9 @@ def to_zarr(
     from ..tensor import TensorMap
 
     if not isinstance(tensor, TensorMap):
-        raise TypeError(f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}")
+        raise wrong_type(
+            f"`tensor` must be a metatensor_dask TensorMap, got {type(tensor)}", tensor
+        )
     if mode is None:
         mode = "w-" if append_dim is None else "a"
     if mode not in _MODES:

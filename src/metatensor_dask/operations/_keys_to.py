@@ -24,7 +24,7 @@ import numpy as np
 from .._gc import without_collector
 from .._partition import gradient_row_chunks, row_pointer, split_row_chunks
 from ..block import TensorBlock
-from ..errors import invalid_parameter
+from ..errors import invalid_parameter, wrong_type
 from ..labels import Labels, check_unique_names
 from ..tensor import TensorMap
 from ._grouping import single_chunk_shape, tiny_groups
@@ -68,9 +68,10 @@ def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels 
         return [keys_to_move], None
     if isinstance(keys_to_move, Sequence) and all(isinstance(n, str) for n in keys_to_move):
         return list(keys_to_move), None
-    raise TypeError(
+    raise wrong_type(
         "`keys_to_move` must be a string, a sequence of strings or Labels, "
-        f"not {type(keys_to_move)}"
+        f"not {type(keys_to_move)}",
+        keys_to_move,
     )
 
 
