@@ -3,6 +3,7 @@ hand, many more: ``HYPOTHESIS_PROFILE=thorough``)."""
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,3 +16,17 @@ settings.register_profile(
     "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse ``--dist loadgroup`` where it would not keep a group on one worker:
+    pytest-xdist 3.8 marks a grouped test by a suffix of its node id, which pytest 9.2
+    no longer takes (its ``nodeid`` is computed afresh), so that the tests marked
+    ``xdist_group("serial")`` (clusters, killed processes, SLURM) would run side by
+    side. The test extra asks for a pytest before 9.2."""
+    if getattr(config.option, "dist", None) == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} ignores pytest-xdist's xdist_group: the serial "
+            "tests would run side by side; install the test extra's pytest "
+            "(pip install -e '.[test]')"
+        )
