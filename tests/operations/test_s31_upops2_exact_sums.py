@@ -67,10 +67,11 @@ def _compare(reduction: str, ours, theirs) -> None:
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("rows_per_chunk", [None, 4])
+@pytest.mark.parametrize("rows_per_chunk", [None, 4, 2])
 def test_over_samples_adds_rows_one_by_one(reduction, rows_per_chunk):
-    """One chunk (the grouped path of tiny blocks) and a chunk per group (a task per
-    chunk) both give metatensor's bits."""
+    """One chunk (the grouped path of tiny blocks), a chunk per group (a task per
+    chunk) and each group split across two chunks (``[1e16, 1]`` then ``[-1e16, 1]``,
+    whose sums add up to 0) all give metatensor's bits."""
     ours = mtd.TensorMap(_labels(mtd, ["k"], [[0]]), [_cancelling_rows(mtd, rows_per_chunk)])
     theirs = metatensor.TensorMap(_labels(metatensor, ["k"], [[0]]), [_cancelling_rows(metatensor)])
     function = f"{reduction}_over_samples"

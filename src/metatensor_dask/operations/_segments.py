@@ -191,6 +191,13 @@ def _sum(parts: list[Partial], shape: tuple[int, ...], dtype: Any, whole: bool) 
 #: accumulated along a chain rather than summed in a tree (see :func:`_chained`).
 CHAIN_RATIO = 2
 
+#: An output chunk fed by at most this many input chunks is accumulated along a chain
+#: too: groups in the order of the rows (featomic's samples), one of them split by a
+#: chunk boundary. Its rows then add their input rows one by one, in their order, as
+#: metatensor does (the same bits), and the two input chunks are added one after the
+#: other, while the other output chunks proceed.
+CHAINED_PARTS = 2
+
 
 def _tree(
     name: str,
@@ -324,7 +331,8 @@ def segment_sum(
     for j, parts in enumerate(contributions):
         out_key = (name, j, *([0] * len(rest)))
         shape = (out_chunks[j], *rest)
-        if len(parts) > 1 and out_chunks[j] > CHAIN_RATIO * largest_input:
+        chain = len(parts) <= CHAINED_PARTS or out_chunks[j] > CHAIN_RATIO * largest_input
+        if len(parts) > 1 and chain:
             dsk.update(_chained(name, j, out_key, parts, shape, dtype))
         else:
             dsk.update(_tree(name, j, out_key, parts, shape, dtype))
