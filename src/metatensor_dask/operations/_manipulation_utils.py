@@ -246,17 +246,22 @@ def in_reduction_dtype(block: TensorBlock, reduction: str) -> TensorBlock:
     )
 
 
-def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:
+def reduction_groups(
+    labels: Labels, reduced: Sequence[str], placeholder: bool = False
+) -> tuple[Labels, np.ndarray]:
     """The entries left when the ``reduced`` dimensions of ``labels`` are summed over, and
     the group (left entry) of each entry of ``labels``.
 
     Left entries are the sorted unique values of the remaining dimensions, ``_=0`` when
-    none remains; empty ``labels`` give no entry, with the remaining names (``_`` when
-    none remains).
+    none remains. Empty ``labels`` give no entry, with the remaining names; when none
+    remains, no name (as metatensor), or ``_`` with ``placeholder``: the name that the
+    other blocks of a map get from their entries (metatensor fails on such a map, its
+    blocks having different names).
     """
     remaining = [n for n in labels.names if n not in reduced]
     if len(labels) == 0:
-        return Labels.empty(remaining or ["_"]), np.zeros(0, np.int64)
+        names = remaining or (["_"] if placeholder else [])
+        return Labels.empty(names), np.zeros(0, np.int64)
     if not remaining:
         return Labels.single(), np.zeros(len(labels), np.int64)
     columns = [labels.names.index(n) for n in remaining]

@@ -62,9 +62,6 @@ class _Groups:
 
     def __init__(self, group: np.ndarray, n_groups: int):
         self.group = group
-        self.order = np.argsort(group, kind="stable")
-        sorted_group = group[self.order]
-        self.starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_group)) + 1])
         self.counts = np.bincount(group, minlength=n_groups)
         hasher = hashlib.blake2b(np.ascontiguousarray(group, np.int64).tobytes(), digest_size=12)
         hasher.update(str(n_groups).encode())
@@ -77,11 +74,11 @@ class _Groups:
         return self.digest
 
     def sum(self, array: np.ndarray) -> np.ndarray:
-        # in the dtype of ``array``, as metatensor: numpy would sum int32 into int64
-        sums = np.add.reduceat(array[..., self.order], self.starts, axis=-1, dtype=array.dtype)
-        if sums.dtype.kind in "fc":
-            # added into zeros, as metatensor does: a sum of negative zeros is +0.0
-            sums += 0
+        """The sums of the columns of ``array`` by group, in its dtype, each group's
+        columns added one by one into zeros, in their order: bit for bit metatensor's."""
+        sums = np.zeros((*array.shape[:-1], len(self.counts)), array.dtype)
+        # columns first (views): ``add.at`` adds the columns of ``array`` in order
+        np.add.at(np.moveaxis(sums, -1, 0), self.group, np.moveaxis(array, -1, 0))
         return sums
 
     def divided(self, sums: np.ndarray) -> np.ndarray:
@@ -153,14 +150,16 @@ class _SharedGroups:
     blocks of a map usually share their properties, and on maps of many tiny blocks
     this costs more than the sums."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], placeholder: bool = False):
         self.names = names
+        # see `reduction_groups`
+        self.placeholder = placeholder
         self._groups: dict[str, tuple[Labels, _Groups]] = {}
 
     def __call__(self, properties: Labels) -> tuple[Labels, _Groups]:
         key = properties.digest()
         if key not in self._groups:
-            reduced, group = reduction_groups(properties, self.names)
+            reduced, group = reduction_groups(properties, self.names, self.placeholder)
             self._groups[key] = (reduced, _Groups(group, len(reduced)))
         return self._groups[key]
 
@@ -260,7 +259,8 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
 @without_collector
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    shared = _SharedGroups(checked_names(property_names, tensor.property_names, "property"))
+    names = checked_names(property_names, tensor.property_names, "property")
+    shared = _SharedGroups(names, any(len(block.properties) for block in tensor.blocks()))
     tensor = lazy_arrays(tensor)
     return float16_in_float32(
         lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),

@@ -108,10 +108,9 @@ def _as_rows(counts: np.ndarray, like: np.ndarray) -> np.ndarray:
 class _Segments:
     """How the rows of an array are added into output rows: ``targets[r]`` for row
     ``r``, ``size`` output rows. Worked out once per distinct Labels (see
-    :class:`_SharedLabels`) instead of in every task: the rows are taken in ``order``
-    (None when ``targets`` are sorted), and the runs starting at ``starts`` are added into
-    the rows ``into``; each output row adds its rows in their order, as a chunk of the
-    chunk-by-chunk path (:func:`segment_sum`) does.
+    :class:`_SharedLabels`) instead of in every task; each output row adds its rows one
+    by one, in their order, as metatensor and the chunk-by-chunk path
+    (:func:`segment_sum`) do.
     """
 
     def __init__(self, targets: np.ndarray, size: int):
@@ -119,33 +118,17 @@ class _Segments:
         hasher.update(str(size).encode())
         self.digest = hasher.hexdigest()
         self.size = size
-        self.order = None
-        if len(targets) > 1 and np.any(targets[1:] < targets[:-1]):
-            self.order = np.argsort(targets, kind="stable")
-            targets = targets[self.order]
-        self.starts = np.flatnonzero(np.diff(targets, prepend=-1))
-        self.into = targets[self.starts]
-        # every output row has rows (the common case): the sums are the output
-        self.complete = len(self.into) == size
+        self.targets = targets
 
     def __repr__(self) -> str:
         # what names the grouped tasks (see `hash_arguments`)
         return f"_Segments({self.digest})"
 
     def sum(self, rows: np.ndarray) -> np.ndarray:
-        """The sums of ``rows`` into the output rows."""
-        if not len(self.starts):
-            return np.zeros((self.size, *rows.shape[1:]), rows.dtype)
-        ordered = rows if self.order is None else rows[self.order]
-        sums = np.add.reduceat(ordered, self.starts, axis=0)
-        if sums.dtype.kind in "fc":
-            # added into zeros, as metatensor and the chunk-by-chunk path do: a sum of
-            # negative zeros is +0.0
-            sums += 0
-        if self.complete:
-            return sums if sums.dtype == rows.dtype else sums.astype(rows.dtype)
+        """The sums of ``rows`` into the output rows, added into zeros (a sum of
+        negative zeros is +0.0, as in metatensor)."""
         result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
-        result[self.into] = sums
+        np.add.at(result, self.targets, rows)
         return result
 
 
@@ -235,8 +218,10 @@ class _SharedLabels:
     by their digest.
     """
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], placeholder: bool = False):
         self.names = names
+        # see `reduction_groups`
+        self.placeholder = placeholder
         self._groups: dict[str, tuple[Labels, _Grouping]] = {}
         self._merged: dict[tuple[str, str], _Merged] = {}
 
@@ -244,7 +229,7 @@ class _SharedLabels:
         """The output samples, and the group (output sample) of each sample."""
         key = samples.digest()
         if key not in self._groups:
-            reduced, group = reduction_groups(samples, self.names)
+            reduced, group = reduction_groups(samples, self.names, self.placeholder)
             counts = np.bincount(group, minlength=len(reduced))
             self._groups[key] = (reduced, _Grouping(_frozen(group), _frozen(counts)))
         return self._groups[key]
@@ -477,7 +462,8 @@ def float16_in_float32(reduce: Callable[[Data], Data], data: Data, reduction: st
 @without_collector
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
-    shared = _SharedLabels(checked_names(sample_names, tensor.sample_names, "sample"))
+    names = checked_names(sample_names, tensor.sample_names, "sample")
+    shared = _SharedLabels(names, any(len(block.samples) for block in tensor.blocks()))
     tensor = lazy_arrays(tensor)
     return float16_in_float32(
         lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),
