@@ -2,10 +2,11 @@
 
 The data are two systems of metatensor's own test files (see ``tests/data/README.md``):
 a power spectrum (properties ``l, n_1, n_2``) and a spherical expansion (components
-``o3_mu``), with sparse ``positions`` and dense ``strain`` gradients. The first goes
-through a Zarr store in chunks of three rows, the second is read from its file in chunks
-of four; every result is built lazily, computed at once, and compared with metatensor's
-on the same file: labels, dtypes, values and gradients.
+``o3_mu``), with sparse ``positions`` and dense ``strain`` gradients, their empty
+blocks dropped (metatensor fails to reduce over every sample name of a map holding
+them). The first goes through a Zarr store in chunks of three rows, the second is read
+from its file in chunks of four; every result is built lazily, computed at once, and
+compared with metatensor's on the same file: labels, dtypes, values and gradients.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _selection(module, name: str, rows: list[int]) -> Any:
 
 def _halves(module, tensor) -> list[Any]:
     """The map split by system: the first system, then the second."""
-    return module.split(tensor, "samples", [_selection(module, "system", [r]) for r in (1, 2)])
+    return module.split(tensor, "samples", [_selection(module, "system", [r]) for r in (0, 1)])
 
 
 def _power_spectrum_cases() -> dict[str, tuple[Callable[[Any, Any], Any], str]]:
@@ -78,9 +79,9 @@ def _spherical_expansion_cases() -> dict[str, tuple[Callable[[Any, Any], Any], s
 
 def _read(path: Path, form: str, tmp_path: Path) -> mtd.TensorMap:
     if form == "chunked":
-        return mtd.load(path, 4)
+        return mtd.drop_empty_blocks(mtd.load(path, 4))
     store = tmp_path / "map.zarr"
-    mtd.to_zarr(mtd.load(path), store, chunks=3)
+    mtd.to_zarr(mtd.drop_empty_blocks(mtd.load(path)), store, chunks=3)
     return mtd.open_zarr(store)
 
 
@@ -94,8 +95,8 @@ def _compare(ours: mtd.TensorMap, theirs: metatensor.TensorMap, how: str) -> Non
 @pytest.mark.parametrize(
     ("name", "form", "cases"),
     [
-        ("qm7-power-spectrum-small.mts", "zarr", _power_spectrum_cases),
-        ("qm7-spherical-expansion-small.mts", "chunked", _spherical_expansion_cases),
+        ("qm7-power-spectrum-2.mts", "zarr", _power_spectrum_cases),
+        ("qm7-spherical-expansion-2.mts", "chunked", _spherical_expansion_cases),
     ],
 )
 def test_like_metatensor(name, form, cases, tmp_path):
@@ -104,6 +105,6 @@ def test_like_metatensor(name, form, cases, tmp_path):
     with raise_if_dask_computes():
         built = {case: function(mtd, ours) for case, (function, _) in cases().items()}
     computed = dict(zip(built, dask.compute(*built.values()), strict=True))
-    theirs = metatensor.load(path)
+    theirs = metatensor.drop_empty_blocks(metatensor.load(path))
     for case, (function, how) in cases().items():
         _compare(computed[case], function(metatensor, theirs), how)

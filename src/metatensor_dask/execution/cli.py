@@ -252,7 +252,7 @@ def _convert(args: argparse.Namespace) -> int:
                 _refuse_unwritable_file(destination)
         elif output.set_up_first(args.resume, args.append):
             delayed = _zarr_write(tensors, sources, destination, args)
-            output.appended = args.append and not args.resume
+            output.set_up(appended=args.append and not args.resume)
         with _execution(args) as where:
             reporter.step(
                 f"converting {', '.join(sources)} -> {destination} on {where.description}"
@@ -283,7 +283,9 @@ class _Output:
         #: The folders of a new local output, the output first (none for an existing
         #: output, or a URL)
         self.created = [] if "://" in location else new_folders(location)
-        #: An append to an existing store, set up (by ``to_zarr(compute=False)``)
+        #: The write set up by this command (``to_zarr(compute=False)`` returned: the
+        #: output is locked and ours), and whether it is an append to an existing store
+        self.written = False
         self.appended = False
         self.computing = False
 
@@ -296,12 +298,23 @@ class _Output:
         cluster that fails to start."""
         return resume or append or bool(self.created)
 
+    def set_up(self, appended: bool = False) -> None:
+        """Record that the write was set up (an append to an existing store when
+        ``appended``): :meth:`undo` then reverts it."""
+        self.written = True
+        self.appended = appended
+
     def undo(self) -> None:
         """Leave the location as before the write was set up: a new output removed
-        with the folders made for it, an append discarded (the store reads as before)."""
+        with the folders made for it, an append discarded (the store reads as before).
+        A write this command did not set up (refused, or not reached) is left alone: a
+        store another writer made meanwhile at a location new when the command started
+        is not this command's to remove."""
         from ..io.zarr_discard import discard_append
         from ..io.zarr_store import remove_if_empty
 
+        if not self.written:
+            return
         if self.created:
             shutil.rmtree(self.created[0], ignore_errors=True)
             remove_if_empty(self.created[1:])
@@ -544,6 +557,7 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
         delayed = None
         if output.set_up_first(args.resume):
             delayed = _pipeline_write(pipeline, result, args.resume, resuming)
+            output.set_up()
         with _execution(args) as where:
             if delayed is None:
                 delayed = _pipeline_write(pipeline, result, args.resume, resuming)
