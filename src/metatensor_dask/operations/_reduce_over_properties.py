@@ -35,7 +35,7 @@ from ._manipulation_utils import (
     values_at_gradient_rows,
 )
 from ._reduce_over_samples import float16_in_float32
-from ._segments import rowwise
+from ._segments import WIDE_ROW, add_rows_in_order, rowwise
 from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
@@ -76,10 +76,18 @@ class _Groups:
     def sum(self, array: np.ndarray) -> np.ndarray:
         """The sums of the columns of ``array`` by group, in its dtype, each group's
         columns added one by one into zeros, in their order: bit for bit metatensor's."""
-        sums = np.zeros((*array.shape[:-1], len(self.counts)), array.dtype)
-        # columns first (views): ``add.at`` adds the columns of ``array`` in order
-        np.add.at(np.moveaxis(sums, -1, 0), self.group, np.moveaxis(array, -1, 0))
-        return sums
+        n_groups = len(self.counts)
+        n_columns = array.shape[-1]
+        if n_columns == 0 or array.size < WIDE_ROW * n_columns or array.dtype.kind not in "fc":
+            sums = np.zeros((*array.shape[:-1], n_groups), array.dtype)
+            # columns first (views): ``add.at`` adds the columns of ``array`` in order
+            np.add.at(np.moveaxis(sums, -1, 0), self.group, np.moveaxis(array, -1, 0))
+            return sums
+        # long columns: each made a contiguous row, added in order as rows are
+        columns = np.ascontiguousarray(array.reshape(-1, n_columns).T)
+        sums = np.zeros((n_groups, columns.shape[1]), array.dtype)
+        add_rows_in_order(sums, self.group, columns)
+        return np.ascontiguousarray(sums.T).reshape(*array.shape[:-1], n_groups)
 
     def divided(self, sums: np.ndarray) -> np.ndarray:
         """``sums`` divided by the size of their group, in the dtype of a quotient of

@@ -39,7 +39,7 @@ from ._manipulation_utils import (
     unique_rows,
     values_at_gradient_rows,
 )
-from ._segments import output_chunks, rowwise, segment_sum
+from ._segments import add_rows_in_order, output_chunks, rowwise, segment_sum
 from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
@@ -128,7 +128,7 @@ class _Segments:
         """The sums of ``rows`` into the output rows, added into zeros (a sum of
         negative zeros is +0.0, as in metatensor)."""
         result = np.zeros((self.size, *rows.shape[1:]), rows.dtype)
-        np.add.at(result, self.targets, rows)
+        add_rows_in_order(result, self.targets, rows)
         return result
 
 
