@@ -52,6 +52,10 @@ __all__ = [
 Names = list[str] | str
 
 
+#: Columns up to which a sum over properties adds column after column in Python.
+FEW_COLUMNS = 32
+
+
 class _Groups:
     """Sum the last axis by groups of columns (``group[p]`` for column ``p``).
 
@@ -78,12 +82,19 @@ class _Groups:
         columns added one by one into zeros, in their order: bit for bit metatensor's."""
         n_groups = len(self.counts)
         n_columns = array.shape[-1]
-        if n_columns == 0 or array.size < WIDE_ROW * n_columns or array.dtype.kind not in "fc":
+        if n_columns <= FEW_COLUMNS:
+            # one vectorised += per column, in order: what ``add.at`` does, without its
+            # cost per call (most of the time on maps of many tiny blocks)
+            sums = np.zeros((*array.shape[:-1], n_groups), array.dtype)
+            for column, group in enumerate(self.group.tolist()):
+                sums[..., group] += array[..., column]
+            return sums
+        if array.size < WIDE_ROW * n_columns or array.dtype.kind not in "fc":
             sums = np.zeros((*array.shape[:-1], n_groups), array.dtype)
             # columns first (views): ``add.at`` adds the columns of ``array`` in order
             np.add.at(np.moveaxis(sums, -1, 0), self.group, np.moveaxis(array, -1, 0))
             return sums
-        # long columns: each made a contiguous row, added in order as rows are
+        # many long columns: each made a contiguous row, added in order as rows are
         columns = np.ascontiguousarray(array.reshape(-1, n_columns).T)
         sums = np.zeros((n_groups, columns.shape[1]), array.dtype)
         add_rows_in_order(sums, self.group, columns)
