@@ -143,11 +143,12 @@ def add_rows_in_order(result: np.ndarray, targets: np.ndarray, rows: np.ndarray)
     ):
         np.add.at(result, targets, rows)
         return
-    passes = _passes(np.asarray(targets))
-    if len(passes) * PASS_ELEMENTS > len(targets) * width:
+    targets = np.asarray(targets)
+    # as many passes as the most rows of one target: counted before sorting for them
+    if int(np.bincount(targets).max()) * PASS_ELEMENTS > len(targets) * width:
         np.add.at(result, targets, rows)
         return
-    for rows_of_pass in passes:
+    for rows_of_pass in _passes(targets):
         result[targets[rows_of_pass]] += rows[rows_of_pass]
 
 
