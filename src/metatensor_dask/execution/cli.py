@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -366,13 +367,12 @@ def _refuse_unwritable_file(destination: str) -> None:
         )
     if os.access(folder, os.W_OK):
         return
-    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    why = (
-        "is on a file system mounted read-only" if read_only else "can not be written by this user"
-    )
+    from ..io.zarr_store import unwritable_reason
+
+    _, why = unwritable_reason(Path(folder))
     raise MetatensorDaskError(
-        f"can not write {destination}: its folder {folder} {why}; nothing was read or "
-        "written. Write the file to a folder that can be written"
+        f"can not write {destination}: {why}; nothing was read or written. Write the "
+        "file to a folder that can be written"
     )
 
 

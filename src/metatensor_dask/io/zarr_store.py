@@ -77,6 +77,7 @@ __all__ = [
     "remove_temporaries",
     "same_store",
     "set_many",
+    "unwritable_reason",
     "write_files",
 ]
 
@@ -253,7 +254,7 @@ def _refuse_read_only(location: Any) -> None:
     folder = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
     if folder is None or not folder.is_dir() or os.access(folder, os.W_OK):
         return
-    code, why = _unwritable(folder)
+    code, why = unwritable_reason(folder)
     raise OSError(
         code,
         f"can not write to {path}: {os.strerror(code)} ({why}); nothing was written. "
@@ -262,7 +263,7 @@ def _refuse_read_only(location: Any) -> None:
     )
 
 
-def _unwritable(folder: Path) -> tuple[int, str]:
+def unwritable_reason(folder: Path) -> tuple[int, str]:
     """Why the existing ``folder`` can not be written: its errno, and the reason."""
     if os.statvfs(folder).f_flag & os.ST_RDONLY:
         return errno.EROFS, f"{folder} is on a file system mounted read-only"
@@ -319,7 +320,7 @@ def refuse_read_only_nodes(store: Store, where: str, paths: Iterable[str]) -> No
                 f"to {real}: no folder; nothing was written. Put the linked folder back "
                 "(or remove the link and write the tensor again)",
             )
-        code, why = _unwritable(real)
+        code, why = unwritable_reason(real)
         raise OSError(
             code,
             f"can not write to {where}: {os.strerror(code)} (its node '{path}' is in "
