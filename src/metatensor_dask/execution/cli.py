@@ -15,7 +15,8 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,11 +239,11 @@ def _convert(args: argparse.Namespace) -> int:
     )
     _refuse_memory_output(destination, args)
     command = "metatensor-dask convert" + (" --append" if args.append else "")
+    output = _Output(destination)
     with (
-        _new_output(destination) as output,
         contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
         dask.config.set(settings),
-        released_on_failure(),
+        released_on_failure(output.undo),
         locked_as(command),
     ):
         # the sources opened and the destination checked before the cluster starts
@@ -306,35 +307,36 @@ class _Output:
         self.appended = appended
 
     def undo(self) -> None:
-        """Leave the location as before the write was set up: a new output removed
-        with the folders made for it, an append discarded (the store reads as before).
-        A write this command did not set up (refused, or not reached) is left alone: a
-        store another writer made meanwhile at a location new when the command started
-        is not this command's to remove."""
+        """Leave the location as before the write was set up, when the command fails
+        before its computation starts (the cluster could not start, a stop meanwhile):
+        a new output removed with the folders made for it, an append discarded (the
+        store reads as before). Called with the output's lock still held (see
+        :func:`~metatensor_dask.io._lock.released_on_failure`), so that no writer that
+        took the lock meanwhile loses its work. A write this command did not set up
+        (refused, or not reached) is left alone: a store another writer made meanwhile
+        at a location new when the command started is not this command's to remove."""
         from ..io.zarr_discard import discard_append
         from ..io.zarr_store import remove_if_empty
 
-        if not self.written:
+        if not self.written or self.computing:
             return
         if self.created:
-            shutil.rmtree(self.created[0], ignore_errors=True)
+            _remove_whole(self.created[0])
             remove_if_empty(self.created[1:])
         elif self.appended:
             discard_append(self.location)
 
 
-@contextlib.contextmanager
-def _new_output(location: str) -> Iterator[_Output]:
-    """The output ``location``, left as it was (:meth:`_Output.undo`) when the block
-    fails before its computation starts (the cluster could not start, a stop meanwhile),
-    once its lock is released."""
-    output = _Output(location)
+def _remove_whole(folder: Path) -> None:
+    """Remove ``folder``: first renamed aside (with its lock), so that the location is
+    free at once and whole, then deleted; a writer that takes the location meanwhile
+    makes a new folder, which this leaves alone."""
+    aside = folder.with_name(f".{folder.name}.removed-{uuid.uuid4().hex}")
     try:
-        yield output
-    except BaseException:
-        if not output.computing:
-            output.undo()
-        raise
+        os.rename(folder, aside)
+    except OSError:
+        aside = folder  # (a folder that can not be renamed is removed in place)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _refuse_memory_output(output: str, args: argparse.Namespace) -> None:
@@ -547,10 +549,10 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     pipeline.check_paths(resume=args.resume)
     _refuse_memory_output(pipeline.output, args)
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
+    output = _Output(pipeline.output)
     with (
-        _new_output(pipeline.output) as output,
         unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
-        released_on_failure(),
+        released_on_failure(output.undo),
         locked_as(f"metatensor-dask {args.command}"),
     ):
         result = pipeline.build()

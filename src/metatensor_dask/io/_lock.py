@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -741,7 +741,7 @@ def locked_as(command: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def released_on_failure() -> Iterator[None]:
+def released_on_failure(undo: Callable[[], None] | None = None) -> Iterator[None]:
     """Release the locks of the ``to_zarr(..., compute=False)`` writes started in this
     block when the block raises (their ``Delayed`` failed, or was not computed).
 
@@ -750,14 +750,25 @@ def released_on_failure() -> Iterator[None]:
     the failure left it (incomplete, resumable with ``resume=True``), unlocked, and the
     heartbeat stops; the storing tasks still running check the lock and store nothing.
     A write whose ``Delayed`` ran released its lock already.
+
+    ``undo``, when given, runs first, while the locks are still held: their heartbeats
+    stopped, so that a call of this process (``discard_append``) takes them over, while
+    other writers still find them held. A store removed, or an append discarded, so
+    can not take away the work of a writer that took the lock once it was released.
     """
     token = _WATCHED.set([])
     try:
         yield
     except BaseException as error:
         watched = _WATCHED.get() or []
-        for lock in watched:
-            if _DELAYED.pop(lock.ref.write_id, None) is not None:
+        held = [lock for lock in watched if _DELAYED.pop(lock.ref.write_id, None) is not None]
+        try:
+            if undo is not None:
+                for lock in held:
+                    lock.stop()
+                undo()
+        finally:
+            for lock in held:
                 lock.release()
         for lock in watched:
             raise_if_out_of_room(error, lock.ref.where, lock.remedy())
