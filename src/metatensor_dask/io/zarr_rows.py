@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _page_cache
 from ._crc32c_zeros import extend_zeros, replace_zeros
+from ._direct_writes import write_new_file
 from ._file_holes import reads_as_zeros
 from ._file_writes import write_all
 from ._zarr_internals import sync
@@ -173,12 +174,21 @@ def chunk_parts(
     return found
 
 
-def _write(name: Any, parts: Parts, write_back: bool = False, kept: int = 0) -> None:
+def _write(
+    name: Any, parts: Parts, write_back: bool = False, kept: int = 0, direct: bool = False
+) -> None:
     """Write a file from ``parts``; the padding of :func:`_zeros` is skipped (a hole).
     With ``write_back``, its write to disk starts at once (see :mod:`._page_cache`).
+    With ``direct``, a new file of at least :data:`~._page_cache.SMALLEST_FILE` bytes
+    is written past the page cache where the file system allows it (see
+    :mod:`._direct_writes`).
 
     With ``kept``, the file exists and its first ``kept`` bytes are kept as they are,
     and the parts are written from there (see :func:`_cut_unless_clean`)."""
+    if direct and not kept and sum(part.size for part in parts) >= _page_cache.SMALLEST_FILE:
+        pieces = [part.size if _is_padding(part) else part.data for part in parts if part.size]
+        if write_new_file(str(name), pieces) is not None:
+            return
     if kept:
         descriptor = os.open(name, os.O_RDWR)
     else:
@@ -226,14 +236,14 @@ def _cut_unless_clean(descriptor: int, kept: int, parts: Parts) -> None:
         os.ftruncate(descriptor, kept)
 
 
-def _replace_file(name: str, parts: Parts, write_back: bool = False) -> None:
+def _replace_file(name: str, parts: Parts, write_back: bool = False, direct: bool = False) -> None:
     """Write the file ``name`` from ``parts`` (see :func:`_write`) atomically: into a
     temporary file renamed over it, so that readers see the old file or the new one.
     A write that fails removes its temporary file (one killed leaves it, for the writer
     taking its lock over, see :func:`~.zarr_store.remove_temporaries`)."""
     temporary = f"{name}.{uuid.uuid4().hex}.partial"
     try:
-        _write(temporary, parts, write_back)
+        _write(temporary, parts, write_back, direct=direct)
         os.replace(temporary, name)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -252,7 +262,8 @@ def write_parts(
 
     ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
     page cache once on disk, but for the newest files of this process holding at most
-    this many bytes.
+    this many bytes; those of 1 MiB or more are written past it (see
+    :mod:`._direct_writes`) where the file system allows it.
     """
     root = _local_root(store)
     if root is None or store.read_only:
@@ -264,7 +275,8 @@ def write_parts(
     # from a few threads: replacing a file waits for the file system to free the old
     # one's blocks, milliseconds each on some disks, and an append replaces the last
     # chunk of every array it extends
-    write_files(root, items, partial(write, write_back=drop_behind is not None), atomic)
+    dropped = drop_behind is not None
+    write_files(root, items, partial(write, write_back=dropped, direct=dropped), atomic)
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))

@@ -1,0 +1,179 @@
+"""New files written past the page cache (``O_DIRECT``), from reused aligned buffers.
+
+A write that goes through the page cache asks the kernel for a new page for each 4 KiB
+it writes. On a virtual machine that hands free memory back to its host (free page
+reporting), a page the host took back costs a fault in the host when it is used again:
+measured on this project's test machine, writing 1.6 GB of 50 MB files cost 4.8 s of
+system time into memory the host had taken back, 0.4 s into memory it still backed, and
+0.3 s of CPU in all with ``O_DIRECT`` (the bytes copied into a buffer of this module,
+then written from it). Past the page cache, a file's bytes also never evict what other
+programs cache, and a write that fails says so at once (not when its pages are written
+back).
+
+Direct I/O writes whole blocks from aligned memory at aligned offsets: the bytes are
+copied, piece by piece, into a page-aligned buffer (a few buffers per process, kept and
+reused, so that their pages are not new); the last bytes that do not fill a block of
+:data:`ALIGNMENT` are written through the page cache. Runs of zeros the caller marks
+(the padding of edge chunks) are left as holes where they cover whole blocks, as a
+seek over them leaves them in a buffered write. The bytes of the file are the same.
+
+A file system that refuses ``O_DIRECT`` (tmpfs, some network or FUSE file systems: the
+open or the first write fails with ``EINVAL``), or a system without it, gets ``None``
+from :func:`write_new_file`, and the caller writes the file the usual way.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import threading
+from collections.abc import Iterable
+
+__all__ = ["ALIGNMENT", "write_new_file"]
+
+ALIGNMENT = 4096
+"""Offsets and lengths of direct writes are multiples of this (the largest logical
+block size of common disks), and so are the addresses of the buffers written."""
+
+BUFFER_BYTES = 4 * 2**20
+"""Bytes of each aligned buffer: one direct write each."""
+
+_O_DIRECT: int | None = getattr(os, "O_DIRECT", None)
+
+_lock = threading.Lock()
+#: The aligned buffers not in use, kept for the next writes (one per thread writing).
+_free: list[mmap.mmap] = []
+
+
+class _Refused(Exception):
+    """The file system refuses direct I/O on this file."""
+
+
+def _take() -> mmap.mmap:
+    with _lock:
+        if _free:
+            return _free.pop()
+    return mmap.mmap(-1, BUFFER_BYTES)  # anonymous memory: page-aligned
+
+
+def _give_back(buffer: mmap.mmap) -> None:
+    with _lock:
+        _free.append(buffer)
+
+
+class _Writer:
+    """Bytes and holes appended to the file ``descriptor`` (opened with ``O_DIRECT``),
+    through the aligned ``buffer``: ``start`` is the file offset of the buffer's first
+    byte, always a multiple of :data:`ALIGNMENT`, and ``fill`` the bytes it holds."""
+
+    def __init__(self, name: str, descriptor: int, buffer: mmap.mmap) -> None:
+        self.name = name
+        self.descriptor = descriptor
+        self.buffer = buffer
+        self.view = memoryview(buffer)
+        self.size = len(buffer)
+        self.start = 0
+        self.fill = 0
+        self.end = 0  # the end of the bytes written so far (holes after it set no size)
+
+    def add(self, data: memoryview) -> None:
+        position = 0
+        while position < data.nbytes:
+            if self.fill == self.size:
+                self._flush(self.size)
+            count = min(self.size - self.fill, data.nbytes - position)
+            self.view[self.fill : self.fill + count] = data[position : position + count]
+            self.fill += count
+            position += count
+
+    def skip(self, count: int) -> None:
+        """``count`` zero bytes: written up to the next aligned offset, the whole
+        blocks after it left as a hole, the rest written."""
+        head = min(count, -(self.start + self.fill) % ALIGNMENT)
+        self.view[self.fill : self.fill + head] = bytes(head)
+        self.fill += head
+        count -= head
+        if not count:
+            return
+        self._flush(self.fill)
+        self.start += count - count % ALIGNMENT
+        tail = count % ALIGNMENT
+        self.view[:tail] = bytes(tail)
+        self.fill = tail
+
+    def finish(self) -> int:
+        """Write what the buffer holds (its last partial block through the page
+        cache), give the file its size, and return that size."""
+        whole = self.fill - self.fill % ALIGNMENT
+        if whole:
+            self._flush(whole)
+        size = self.start + self.fill
+        if self.fill:
+            # the last bytes, short of a block: through the page cache
+            descriptor = os.open(self.name, os.O_WRONLY)
+            try:
+                _write_at(descriptor, self.view[: self.fill], self.start)
+            finally:
+                os.close(descriptor)
+            self.end = size
+        if self.end < size:
+            os.ftruncate(self.descriptor, size)  # holes at the end
+        return size
+
+    def _flush(self, count: int) -> None:
+        """Write the first ``count`` bytes of the buffer (a multiple of
+        :data:`ALIGNMENT`) at ``start``, and keep the rest at its beginning."""
+        if not count:
+            return
+        try:
+            _write_at(self.descriptor, self.view[:count], self.start)
+        except OSError as error:
+            if error.errno == errno.EINVAL:
+                raise _Refused from error
+            raise
+        self.start += count
+        self.end = self.start
+        rest = self.fill - count
+        if rest:
+            self.view[:rest] = self.view[count : self.fill]
+        self.fill = rest
+
+
+def _write_at(descriptor: int, data: memoryview, offset: int) -> None:
+    written = 0
+    while written < data.nbytes:
+        count = os.pwrite(descriptor, data[written:], offset + written)
+        if count == 0:
+            raise OSError(f"no byte of {data.nbytes - written} could be written")
+        written += count
+
+
+def write_new_file(name: str, pieces: Iterable[memoryview | int]) -> int | None:
+    """Write the file ``name`` (created, or emptied) past the page cache: ``pieces``
+    are, in order, bytes (C-contiguous byte views) and counts of zero bytes (left as
+    holes where they cover whole blocks). Returns the file's size, or ``None`` when
+    the file system refuses direct I/O: the file then holds nothing that counts, and
+    the caller writes it the usual way (which empties it first)."""
+    if _O_DIRECT is None:
+        return None
+    try:
+        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_DIRECT, 0o644)
+    except OSError as error:
+        if error.errno == errno.EINVAL:
+            return None
+        raise
+    buffer = _take()
+    try:
+        writer = _Writer(name, descriptor, buffer)
+        for piece in pieces:
+            if isinstance(piece, int):
+                writer.skip(piece)
+            else:
+                writer.add(piece)
+        return writer.finish()
+    except _Refused:
+        return None
+    finally:
+        _give_back(buffer)
+        os.close(descriptor)
