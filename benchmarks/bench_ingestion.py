@@ -28,6 +28,10 @@ rows to 150 arrays: the cost per array of an append, rather than per byte):
 * ``featomic + raw files, drop-behind``: the same, each file's write-back started once
   written and the oldest dropped from the page cache as appends do (the ``drop-behind``
   setting);
+* ``featomic + raw files, direct``: the same, each file written past the page cache
+  (``O_DIRECT``, from one aligned buffer reused), as the chunk files of 1 MiB or more
+  that ``write_batches`` creates whole are: on a virtual machine that takes free memory
+  back from its guest, each new page of the page cache costs a fault in the host;
 * ``write_batches, drop-behind off``: the same batches computed and committed to a Zarr
   store, their pages left in the page cache;
 * ``write_batches``: the same with the default ``drop-behind``.
@@ -123,6 +127,32 @@ def written(items, folder, drop_behind=None):
             if drop_behind is not None:
                 _page_cache.written(path, array.nbytes, drop_behind)
 
+def written_direct(items, folder):
+    # the bytes of values and gradients written to files past the page cache (O_DIRECT,
+    # from one page-aligned buffer reused; the last partial block written buffered)
+    import mmap
+    import os
+    import numpy as np
+    staging = mmap.mmap(-1, 4 << 20)
+    for i, block in enumerate(soap(items).blocks()):
+        arrays = [block.values, *(g.values for _, g in block.gradients())]
+        for j, array in enumerate(arrays):
+            path = os.path.join(folder, f"{items[0]}-{i}-{j}.bin")
+            data = memoryview(np.ascontiguousarray(array)).cast("B")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT)
+            try:
+                offset = 0
+                while len(data) - offset >= 4096:
+                    n = min(len(staging), (len(data) - offset) // 4096 * 4096)
+                    staging[:n] = data[offset : offset + n]
+                    offset += os.pwrite(descriptor, memoryview(staging)[:n], offset)
+            finally:
+                os.close(descriptor)
+            if offset < len(data):
+                with open(path, "r+b") as file:
+                    file.seek(offset)
+                    file.write(data[offset:])
+
 def cpu_seconds():
     # CPU seconds (user + system) of this process and of each live child (the
     # workers), by pid: comparable under load, when wall times are not
@@ -208,6 +238,12 @@ SCRIPTS = {
         batches = [items[i : i + batch] for i in range(0, n_items, batch)]
         limit = _page_cache.budget()
         client.gather(client.map(written, batches, folder=target, drop_behind=limit, pure=False))
+    """,
+    "featomic + raw files, direct": """
+        import os
+        os.makedirs(target)
+        batches = [items[i : i + batch] for i in range(0, n_items, batch)]
+        client.gather(client.map(written_direct, batches, folder=target, pure=False))
     """,
     "write_batches, drop-behind off": """
         import dask
