@@ -117,3 +117,11 @@ def test_stores_are_the_same_bytes_with_and_without_direct_io(tmp_path, monkeypa
     assert max(map(len, direct.values())) > 2**20
     assert direct == usual
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "direct.zarr"), expected)
+
+
+def test_direct_writes_suit_local_disks_only(tmp_path):
+    """The tests' folder is on a local disk (ext4 here and in CI); /dev/shm is tmpfs,
+    the page cache itself, and /proc no disk at all."""
+    assert _direct_writes.suits(str(tmp_path))
+    assert not _direct_writes.suits("/dev/shm")
+    assert not _direct_writes.suits("/proc/self")

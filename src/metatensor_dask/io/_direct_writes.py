@@ -17,20 +17,24 @@ reused, so that their pages are not new); the last bytes that do not fill a bloc
 (the padding of edge chunks) are left as holes where they cover whole blocks, as a
 seek over them leaves them in a buffered write. The bytes of the file are the same.
 
-A file system that refuses ``O_DIRECT`` (tmpfs, some network or FUSE file systems: the
-open or the first write fails with ``EINVAL``), or a system without it, gets ``None``
-from :func:`write_new_file`, and the caller writes the file the usual way.
+Direct writes suit file systems on local disks (:func:`suits`): on a network file
+system each direct write waits for the server, and tmpfs is the page cache itself. A
+file system that refuses ``O_DIRECT`` (the open or the first write fails with
+``EINVAL``), or a system without it, gets ``None`` from :func:`write_new_file`, and the
+caller writes the file the usual way.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
+import re
 import threading
 from collections.abc import Iterable
 
-__all__ = ["ALIGNMENT", "write_new_file"]
+__all__ = ["ALIGNMENT", "suits", "write_new_file"]
 
 ALIGNMENT = 4096
 """Offsets and lengths of direct writes are multiples of this (the largest logical
@@ -40,6 +44,40 @@ BUFFER_BYTES = 4 * 2**20
 """Bytes of each aligned buffer: one direct write each."""
 
 _O_DIRECT: int | None = getattr(os, "O_DIRECT", None)
+
+#: File systems of local disks, written directly (see :func:`suits`).
+LOCAL_DISK_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "bcachefs", "jfs", "reiserfs"}
+)
+
+#: An escaped character of a path in ``/proc/self/mountinfo`` (a space is ``\040``).
+_ESCAPED = re.compile(r"\\([0-7]{3})")
+
+
+@functools.lru_cache(maxsize=64)
+def suits(folder: str) -> bool:
+    """Whether files under ``folder`` are written directly: Linux, and the file system
+    that holds it (its mount in ``/proc/self/mountinfo``) is one of
+    :data:`LOCAL_DISK_FILE_SYSTEMS`."""
+    if _O_DIRECT is None:
+        return False
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return False
+    path = os.path.realpath(folder)
+    longest, kind = -1, None
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        mount = _ESCAPED.sub(lambda match: chr(int(match.group(1), 8)), fields[4])
+        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > longest:
+            longest, kind = len(mount), fields[fields.index("-", 6) + 1]
+    return kind in LOCAL_DISK_FILE_SYSTEMS
+
 
 _lock = threading.Lock()
 #: The aligned buffers not in use, kept for the next writes (one per thread writing).

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _page_cache
 from ._crc32c_zeros import extend_zeros, replace_zeros
+from ._direct_writes import suits as direct_writes_suit
 from ._direct_writes import write_new_file
 from ._file_holes import reads_as_zeros
 from ._file_writes import write_all
@@ -262,8 +263,8 @@ def write_parts(
 
     ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
     page cache once on disk, but for the newest files of this process holding at most
-    this many bytes; those of 1 MiB or more are written past it (see
-    :mod:`._direct_writes`) where the file system allows it.
+    this many bytes; those of 1 MiB or more are written past it on local disks (see
+    :mod:`._direct_writes`).
     """
     root = _local_root(store)
     if root is None or store.read_only:
@@ -276,7 +277,8 @@ def write_parts(
     # one's blocks, milliseconds each on some disks, and an append replaces the last
     # chunk of every array it extends
     dropped = drop_behind is not None
-    write_files(root, items, partial(write, write_back=dropped, direct=dropped), atomic)
+    direct = dropped and direct_writes_suit(str(root))
+    write_files(root, items, partial(write, write_back=dropped, direct=direct), atomic)
     if drop_behind is not None:
         for key, parts in items.items():
             size = sum(part.size for part in parts if not _is_padding(part))
