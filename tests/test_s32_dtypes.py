@@ -10,6 +10,7 @@ import pytest
 from metatensor_compare import assert_same_error_of
 
 import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 
 def _labels(module, names: list[str], rows: list[list[int]]):
@@ -146,3 +147,32 @@ def test_values_that_are_not_numbers_are_refused_as_metatensor_refuses_them(dtyp
     assert_same_error_of(
         lambda m: _block(m, _of(dtype, (3, 2, 2)), _of(np.dtype("U1"), (3, 3, 2, 2)))
     )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "stored"), [("int32", False), ("int64", True), ("uint8", False), ("bool", True)]
+)
+@pytest.mark.parametrize(
+    "operation",
+    [lambda m, t: m.add(t, 2), lambda m, t: m.add(t, 2.5), lambda m, t: m.subtract(t, 2)],
+)
+def test_a_scalar_added_to_integers_with_gradients_gives_float64_gradients(
+    operation, dtype, stored, tmp_path
+):
+    """metatensor adds the scalar as a float: float64 values, and the gradients, which
+    adding a constant leaves as they are, in their integer dtype: it refuses its own
+    block ("the gradient values have dtype 'i32' but the block values have dtype
+    'f64'"). Ours are its values, with the gradients in float64, the values' dtype."""
+    theirs = _map(metatensor, [dtype, dtype])
+    ours = mtd.from_metatensor(theirs)
+    if stored:
+        mtd.to_zarr(ours, tmp_path / "map.zarr", chunks=2)
+        ours = mtd.open_zarr(tmp_path / "map.zarr")
+    with pytest.raises(metatensor.MetatensorError, match="the gradient values have dtype"):
+        operation(metatensor, theirs)
+    result = operation(mtd, ours)
+    # metatensor's values, and the gradients of the same map in float64
+    assert_equal_to_metatensor(
+        mtd.remove_gradients(result), operation(metatensor, metatensor.remove_gradients(theirs))
+    )
+    assert_equal_to_metatensor(result, operation(metatensor, theirs.to(dtype=np.float64)))
