@@ -176,3 +176,30 @@ def test_a_scalar_added_to_integers_with_gradients_gives_float64_gradients(
         mtd.remove_gradients(result), operation(metatensor, metatensor.remove_gradients(theirs))
     )
     assert_equal_to_metatensor(result, operation(metatensor, theirs.to(dtype=np.float64)))
+
+
+def _files(path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "complex128"])
+def test_blocks_of_another_dtype_added_to_a_store_are_refused_naming_the_dtypes(dtype, tmp_path):
+    """``mode="a"`` adds blocks of new keys: of another dtype than the stored ones, the
+    store would not be a TensorMap. Refused before anything is written, naming both
+    dtypes and the remedy (before: "the store is damaged", which it is not)."""
+    store = tmp_path / "map.zarr"
+    mtd.to_zarr(_map(mtd, ["float64", "float64"]), store)
+    before = _files(store)
+    other = _map(metatensor, [dtype, dtype, dtype])
+    added = metatensor.TensorMap(_labels(metatensor, ["k"], [[2]]), [other.block(2).copy()])
+    with pytest.raises(mtd.MetatensorDaskError) as refused:
+        mtd.to_zarr(mtd.from_metatensor(added), store, mode="a")
+    message = str(refused.value)
+    assert f"the tensor has the dtype {dtype}, the store float64" in message
+    assert "tensor.to(dtype='float64')" in message
+    assert "nothing was written" in message
+    assert "damaged" not in message
+    assert _files(store) == before
+    assert mtd.verify(store).problems == []
