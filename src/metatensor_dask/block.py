@@ -26,12 +26,43 @@ def short_dtype(dtype: np.dtype) -> str:
     return {"c": "complex"}.get(dtype.kind, dtype.kind) + str(8 * dtype.itemsize)
 
 
+# numpy kinds of the dtypes metatensor holds (DLPack's bool, int, uint, float, complex)
+NUMERIC_KINDS = "biufc"
+
+
+def check_dtype_kind(dtype: np.dtype) -> None:
+    """Refuse, as metatensor does, values that are not numbers (objects, strings,
+    dates, raw bytes): a map or a gradient can not hold them.
+
+    Raises
+    ------
+    ValueError
+        metatensor's error, naming the numpy kind and dtype.
+    """
+    if dtype.kind not in NUMERIC_KINDS:
+        raise ValueError(f"unsupported numpy dtype kind: '{dtype.kind}' ({dtype})")
+
+
+def native_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` in the machine's byte order (metatensor tells dtypes apart by kind and
+    size only, as DLPack does, so ``>f8`` is its ``f64``)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in NUMERIC_KINDS and not dtype.isnative:
+        return dtype.newbyteorder("=")
+    return dtype
+
+
 def as_block_array(values: Any) -> Any:
-    """A dask array for the values of a new block; numpy input becomes one chunk."""
+    """A dask array for the values of a new block; numpy input becomes one chunk.
+
+    Numbers of the other byte order are held in the machine's (a copy), as stores and
+    files give them: a block's dtype then compares equal to metatensor's same dtype.
+    """
+    native = native_dtype(values.dtype) if isinstance(values, (da.Array, np.ndarray)) else None
     if isinstance(values, da.Array):
-        return values
+        return values if native == values.dtype else values.astype(native)
     if isinstance(values, np.ndarray):
-        return _graph.in_memory_array(values)
+        return _graph.in_memory_array(values if native == values.dtype else values.astype(native))
     raise TypeError(
         f"`values` must be a dask or numpy array, got {type(values)}; "
         "wrap other data with numpy.asarray or dask.array.from_array"
@@ -268,6 +299,8 @@ class TensorBlock(ArrayContainer):
             raise invalid_parameter(
                 f"gradient with respect to '{parameter}' already exists for this block"
             )
+        check_dtype_kind(gradient.dtype)
+        check_dtype_kind(self.dtype)
         if gradient.dtype != self.dtype:
             raise invalid_parameter(
                 f"the gradient values have dtype '{short_dtype(gradient.dtype)}' but the "
@@ -416,6 +449,7 @@ class TensorBlock(ArrayContainer):
         dtype = to_arguments("`TensorBlock.to`", args, kwargs)
         if dtype is None:
             return self
+        dtype = native_dtype(dtype)
         return self._with_arrays([a.astype(dtype) for a in self._arrays()])
 
     def to_xarray(self) -> Any:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._collection import ArrayContainer
 from ._typing import ChunksLike, StoreLike, ZarrMode
-from .block import TensorBlock, short_dtype
+from .block import TensorBlock, check_dtype_kind, native_dtype, short_dtype
 from .errors import invalid_parameter, wrong_type
 from .labels import Labels, LabelsEntry, as_core_labels, core_entries, no_dimension_note
 
@@ -45,7 +45,9 @@ def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
         return
     first = blocks[0]
     # as metatensor: the dtypes of all blocks, before their metadata
+    check_dtype_kind(first.dtype)
     for block in blocks[1:]:
+        check_dtype_kind(block.dtype)
         if block.dtype != first.dtype:
             raise invalid_parameter(
                 "invalid tensor map: got blocks with different dtypes, at least "
@@ -359,7 +361,7 @@ class TensorMap(ArrayContainer):
             # tiny blocks are cast by a few grouped tasks
             from .operations._cast import cast
 
-            return cast(self, dtype)
+            return cast(self, native_dtype(dtype))
         blocks = [b.to(dtype=dtype) for b in self._blocks]
         return TensorMap._trusted(self._keys, blocks, self._info)
 

@@ -61,7 +61,7 @@ from ._lock import timeout as lock_timeout
 from ._names import check_gradient_names
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
-from .zarr_codecs import check_dtype
+from .zarr_codecs import check_dtype, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
@@ -444,6 +444,7 @@ def _plan_addition(
             f"can not add blocks with keys {tensor.keys.names} to the store at {where}, whose "
             f"keys are {stored_keys.names}"
         )
+    _check_addition_dtype(tensor, stored, where)
     plan, new_keys = _plan_blocks_at(tensor, request, stored_keys)
     token = _token(plan, tensor)
     remedy = (
@@ -485,6 +486,21 @@ def _plan_addition(
     # last: the comparison may compute the tensor's values
     check_kept_values(kept, list(kept), store, where, stored_keys)
     return plan, final, token
+
+
+def _check_addition_dtype(tensor: TensorMap, stored: dict[str, Any], where: str) -> None:
+    """Refuse, in mode "a", a tensor of another dtype than the stored blocks': the
+    store would hold blocks of two dtypes, which a TensorMap can not."""
+    document = stored.get(layout.block_prefix(0) + "/values")
+    if document is None or tensor.dtype is None:
+        return
+    stored_as = stored_dtype(document["data_type"])
+    if stored_dtype(tensor.dtype) != stored_as:
+        raise MetatensorDaskError(
+            f"mode='a' can not add this tensor to {where}: the tensor has the dtype "
+            f"{tensor.dtype}, the store {stored_as} (convert it first: "
+            f"tensor.to(dtype='{stored_as}')); nothing was written"
+        )
 
 
 def _check_same_gradients(nodes: dict[str, Any], keys: Labels, where: str) -> None:

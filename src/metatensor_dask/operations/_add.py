@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..block import TensorBlock, short_dtype
-from ..errors import invalid_parameter
+from ..block import TensorBlock
 from ..tensor import TensorMap
+from ._cast import cast_array
 from ._chunkwise import elementwise
 from ._utils import block_like, first_order_gradients, scalar_or_tensor_operation
 
@@ -18,17 +18,15 @@ def _add_constant(values: np.ndarray, constant: float) -> np.ndarray:
 
 
 def add_block_constant(block: TensorBlock, constant: float) -> TensorBlock:
-    """``block + constant``: the gradients are kept as they are (refused, as metatensor
-    refuses them, when the values change dtype: integers plus a float)."""
+    """``block + constant``: the gradients are kept as they are, in the dtype of the
+    new values when they change it (integers plus a float: float64, where metatensor
+    keeps integer gradients that its blocks then refuse)."""
     values = elementwise(_add_constant, [block.values], (constant,))
-    if values.dtype != block.dtype and block.gradients_list():
-        raise invalid_parameter(
-            f"the gradient values have dtype '{short_dtype(block.dtype)}' but the "
-            f"block values have dtype '{short_dtype(values.dtype)}'"
-        )
     # the gradients as held: an item of a group of tiny blocks stays one (no dask
     # array, so no graph node, per block)
-    gradients = {p: g._held_values() for p, g in first_order_gradients(block)}
+    gradients = {
+        p: cast_array(g._held_values(), values.dtype) for p, g in first_order_gradients(block)
+    }
     return block_like(block, values, gradients)
 
 

@@ -20,7 +20,7 @@ def cast_now(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return array.astype(dtype)
 
 
-def _cast_array(array: Any, dtype: np.dtype) -> Any:
+def cast_array(array: Any, dtype: np.dtype) -> Any:
     """``array`` (as a block holds it) as ``dtype``: itself when it already is."""
     if np.dtype(array.dtype) == dtype:
         return array
@@ -28,7 +28,7 @@ def _cast_array(array: Any, dtype: np.dtype) -> Any:
 
 
 def _cast_block(block: TensorBlock, dtype: np.dtype) -> TensorBlock:
-    arrays = [_cast_array(array, dtype) for array in block._raw_arrays()]
+    arrays = [cast_array(array, dtype) for array in block._raw_arrays()]
     return block._with_arrays(arrays)
 
 
