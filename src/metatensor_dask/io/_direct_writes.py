@@ -46,6 +46,18 @@ _lock = threading.Lock()
 _free: list[mmap.mmap] = []
 
 
+def _forget_buffers() -> None:
+    """In a forked child: a pool of its own (its parent's lock may have been held by
+    another thread at the fork, and its buffers are the parent's pages until written)."""
+    global _lock
+    _lock = threading.Lock()
+    _free.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_buffers)
+
+
 class _Refused(Exception):
     """The file system refuses direct I/O on this file."""
 
@@ -54,7 +66,9 @@ def _take() -> mmap.mmap:
     with _lock:
         if _free:
             return _free.pop()
-    return mmap.mmap(-1, BUFFER_BYTES)  # anonymous memory: page-aligned
+    # anonymous memory (page-aligned), private: a process forked later copies the
+    # pages it writes, rather than writing its parent's
+    return mmap.mmap(-1, BUFFER_BYTES, flags=mmap.MAP_PRIVATE)
 
 
 def _give_back(buffer: mmap.mmap) -> None:
