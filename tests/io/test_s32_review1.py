@@ -3,6 +3,9 @@
 - The aligned buffers of the direct writes are this process's alone: a process forked
   after a direct write (``multiprocessing``'s default start method on Linux) writes
   its files from buffers of its own, not from memory its parent writes too.
+- A command that failed before computing undoes its write only if it still holds its
+  lock: a store that another writer wrote at the location after this command's lock
+  was deleted (or taken over, once stale) is not removed.
 """
 
 from __future__ import annotations
@@ -10,6 +13,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+
+import dask
+import metatensor
+import numpy as np
+
+import metatensor_dask as mtd
+from metatensor_dask.execution import cli
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 #: Writes ``argv[1]``/child in a forked child from its first piece, then lets the parent
 #: write ``argv[1]``/parent, then writes the child's second piece; prints whether the
@@ -51,3 +62,34 @@ def test_a_forked_process_writes_from_buffers_of_its_own(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "own bytes"
+
+
+def tensor(seed: int, samples: int = 6) -> metatensor.TensorMap:
+    rng = np.random.default_rng(seed)
+    block = metatensor.TensorBlock(
+        rng.normal(size=(samples, 2)),
+        metatensor.Labels(["system"], np.arange(samples, dtype=np.int32)[:, None]),
+        [],
+        metatensor.Labels.range("p", 2),
+    )
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+
+
+def test_a_store_written_by_another_writer_is_not_undone(tmp_path, capsys, monkeypatch):
+    mtd.from_metatensor(tensor(0)).to_zarr(tmp_path / "x.zarr")
+    out = tmp_path / "o.zarr"
+    execution = cli._execution
+
+    def taken_over(args):
+        # the command's lock deleted (or found stale and taken over), and another
+        # writer writes the location, before this command's cluster fails to start
+        (out / ".lock").unlink()
+        mtd.from_metatensor(tensor(1, 3)).to_zarr(out, mode="w")
+        return execution(args)
+
+    monkeypatch.setattr(cli, "_execution", taken_over)
+    command = ["apply", "pow", str(tmp_path / "x.zarr"), "-o", str(out), "--arg", "B=2"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        assert cli.main([*command, "--cluster", "tcp://127.0.0.1:1", "-q"]) == 1
+    assert "cannot connect to the dask scheduler" in capsys.readouterr().err
+    assert_equal_to_metatensor(mtd.open_zarr(out), tensor(1, 3))
