@@ -5,12 +5,14 @@
   its files from buffers of its own, not from memory its parent writes too.
 - A command that failed before computing undoes its write only if it still holds its
   lock: a store that another writer wrote at the location after this command's lock
-  was deleted (or taken over, once stale) is not removed.
+  was deleted (or taken over, once stale) is not removed; an append it can not
+  discard leaves its failure reported, with a note on the append left.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 
@@ -64,6 +66,9 @@ def test_a_forked_process_writes_from_buffers_of_its_own(tmp_path):
     assert done.stdout.strip() == "own bytes"
 
 
+UNREACHABLE = ["--cluster", "tcp://127.0.0.1:1", "-q"]
+
+
 def tensor(seed: int, samples: int = 6) -> metatensor.TensorMap:
     rng = np.random.default_rng(seed)
     block = metatensor.TensorBlock(
@@ -90,6 +95,36 @@ def test_a_store_written_by_another_writer_is_not_undone(tmp_path, capsys, monke
     monkeypatch.setattr(cli, "_execution", taken_over)
     command = ["apply", "pow", str(tmp_path / "x.zarr"), "-o", str(out), "--arg", "B=2"]
     with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
-        assert cli.main([*command, "--cluster", "tcp://127.0.0.1:1", "-q"]) == 1
+        assert cli.main([*command, *UNREACHABLE]) == 1
     assert "cannot connect to the dask scheduler" in capsys.readouterr().err
     assert_equal_to_metatensor(mtd.open_zarr(out), tensor(1, 3))
+
+
+def test_an_append_that_can_not_be_discarded_leaves_the_failure_reported(
+    tmp_path, capsys, monkeypatch
+):
+    """The discard of the append finds no room for its lock (a file size limit, standing
+    for a full disk): the command still reports why it failed, and says that the append
+    is left, with the remedies."""
+    mtd.from_metatensor(tensor(0)).to_zarr(tmp_path / "x.zarr")
+    metatensor.save(str(tmp_path / "more.mts"), tensor(1))
+    undo = cli._Output.undo
+
+    def limited(output):
+        unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, unlimited[1]))
+        try:
+            undo(output)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
+
+    monkeypatch.setattr(cli._Output, "undo", limited)
+    command = ["convert", "--append", "--renumber", "system", str(tmp_path / "more.mts")]
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        assert cli.main([*command, str(tmp_path / "x.zarr"), *UNREACHABLE]) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot connect to the dask scheduler" in err
+    assert "could not be given up" in err and "discard_append" in err
+    monkeypatch.setattr(cli._Output, "undo", undo)
+    mtd.discard_append(tmp_path / "x.zarr")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr"), tensor(0))

@@ -315,7 +315,6 @@ class _Output:
         took the lock meanwhile loses its work. A write this command did not set up
         (refused, or not reached) is left alone: a store another writer made meanwhile
         at a location new when the command started is not this command's to remove."""
-        from ..io.zarr_discard import discard_append
         from ..io.zarr_store import remove_if_empty
 
         if not self.written or self.computing:
@@ -324,7 +323,24 @@ class _Output:
             _remove_whole(self.created[0])
             remove_if_empty(self.created[1:])
         elif self.appended:
-            discard_append(self.location)
+            _give_up_append(self.location)
+
+
+def _give_up_append(location: str) -> None:
+    """Discard the append set up in ``location``. One that can not be discarded (no
+    room for the lock, another writer...) is said in a note on standard error: the
+    command's own failure remains the error it reports."""
+    from ..io.zarr_discard import discard_append
+
+    try:
+        discard_append(location)
+    except Exception as failure:
+        print(
+            f"{PROG}: note: the append set up in {location} could not be given up "
+            f"({describe(failure)}): give it up with metatensor_dask.discard_append, or "
+            "finish it with the same command and --resume",
+            file=sys.stderr,
+        )
 
 
 def _remove_whole(folder: Path) -> None:
