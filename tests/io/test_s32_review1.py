@@ -2,7 +2,8 @@
 
 - The aligned buffers of the direct writes are this process's alone: a process forked
   after a direct write (``multiprocessing``'s default start method on Linux) writes
-  its files from buffers of its own, not from memory its parent writes too.
+  its files from buffers of its own, not from memory its parent writes too; a buffer
+  that can not be made leaves no file descriptor open.
 - A command that failed before computing undoes its write only if it still holds its
   lock: a store that another writer wrote at the location after this command's lock
   was deleted (or taken over, once stale) is not removed; an append it can not
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import subprocess
@@ -54,16 +56,42 @@ with open(f"{folder}/child", "rb") as file:
 
 
 def test_a_forked_process_writes_from_buffers_of_its_own(tmp_path):
+    assert run_python(FORKED, str(tmp_path)) == "own bytes"
+
+
+#: Writes a file while no memory can be mapped (an address space limit): prints the
+#: errno of the write's failure and the descriptors it left open.
+NO_MEMORY = """
+import os, resource, sys
+from metatensor_dask.io._direct_writes import write_new_file
+
+status = open("/proc/self/status").read().split("VmSize:")[1].split()
+before = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_AS, (int(status[0]) * 1024 + 2**21, resource.RLIM_INFINITY))
+try:
+    write_new_file(sys.argv[1] + "/file", [memoryview(bytes(8192))])
+except OSError as error:
+    failed = error.errno
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(failed, len(os.listdir("/proc/self/fd")) - before)
+"""
+
+
+def run_python(script: str, *arguments: str) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run(
-        [sys.executable, "-c", FORKED, str(tmp_path)],
+        [sys.executable, "-c", script, *arguments],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "own bytes"
+    return done.stdout.strip()
+
+
+def test_a_buffer_that_can_not_be_made_leaves_no_descriptor_open(tmp_path):
+    assert run_python(NO_MEMORY, str(tmp_path)) == f"{errno.ENOMEM} 0"
 
 
 UNREACHABLE = ["--cluster", "tcp://127.0.0.1:1", "-q"]
