@@ -7,7 +7,8 @@
 - A command that failed before computing undoes its write only if it still holds its
   lock: a store that another writer wrote at the location after this command's lock
   was deleted (or taken over, once stale) is not removed; an append it can not
-  discard leaves its failure reported, with a note on the append left.
+  discard leaves its failure reported, with a note on the append left, and one it
+  discarded after a stop is not called incomplete.
 """
 
 from __future__ import annotations
@@ -155,4 +156,20 @@ def test_an_append_that_can_not_be_discarded_leaves_the_failure_reported(
     assert "could not be given up" in err and "discard_append" in err
     monkeypatch.setattr(cli._Output, "undo", undo)
     mtd.discard_append(tmp_path / "x.zarr")
+    assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr"), tensor(0))
+
+
+def test_an_append_discarded_after_a_stop_is_not_called_incomplete(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the cluster starts: the append set up is discarded, and the line
+    saying why the command stopped does not call the store incomplete."""
+    mtd.from_metatensor(tensor(0)).to_zarr(tmp_path / "x.zarr")
+    metatensor.save(str(tmp_path / "more.mts"), tensor(1))
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_execution", interrupted)
+    command = ["convert", "--append", "--renumber", "system", str(tmp_path / "more.mts")]
+    assert cli.main([*command, str(tmp_path / "x.zarr")]) == 130
+    assert capsys.readouterr().err == "metatensor-dask convert: interrupted\n"
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "x.zarr"), tensor(0))
