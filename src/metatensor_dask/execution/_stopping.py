@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 __all__ = ["Terminated", "exit_code", "sigterm_raises", "stop_message", "unfinished"]
@@ -48,13 +48,15 @@ def sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def unfinished(output: str, remedy: str) -> Iterator[None]:
+def unfinished(output: str, remedy: str, left: Callable[[], bool] = lambda: True) -> Iterator[None]:
     """A Ctrl-C or SIGTERM raised within the block is marked with ``output``, left
-    unfinished, and ``remedy``, what finishes it, for :func:`stop_message`."""
+    unfinished, and ``remedy``, what finishes it, for :func:`stop_message`, unless
+    ``left()`` says the output was not left unfinished (its write undone)."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        stop.unfinished = (output, remedy)  # type: ignore[union-attr]
+        if left():
+            stop.unfinished = (output, remedy)  # type: ignore[union-attr]
         raise
 
 

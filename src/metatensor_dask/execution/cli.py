@@ -241,7 +241,7 @@ def _convert(args: argparse.Namespace) -> int:
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     output = _Output(destination)
     with (
-        contextlib.nullcontext() if to_file else unfinished(destination, RESUME),
+        contextlib.nullcontext() if to_file else unfinished(destination, RESUME, output.left),
         dask.config.set(settings),
         released_on_failure(output.undo),
         locked_as(command),
@@ -290,6 +290,8 @@ class _Output:
         self.written = False
         self.appended = False
         self.computing = False
+        #: Whether :meth:`undo` discarded the append, the store left as before it
+        self.undone = False
 
     def set_up_first(self, resume: bool, append: bool = False) -> bool:
         """Whether the write is set up (``to_zarr(compute=False)``: its checks, its
@@ -315,16 +317,38 @@ class _Output:
         took the lock meanwhile loses its work. A write this command did not set up
         (refused, or not reached) is left alone: a store another writer made meanwhile
         at a location new when the command started is not this command's to remove."""
-        from ..io.zarr_discard import discard_append
         from ..io.zarr_store import remove_if_empty
 
         if not self.written or self.computing:
             return
         if self.created:
             _remove_whole(self.created[0])
-            remove_if_empty(self.created[1:])
+            remove_if_empty(self.created[1:])  # (a stop says "before writing" it)
         elif self.appended:
-            discard_append(self.location)
+            self.undone = _give_up_append(self.location)
+
+    def left(self) -> bool:
+        """Whether a command stopped now leaves its output unfinished (not undone)."""
+        return not self.undone
+
+
+def _give_up_append(location: str) -> bool:
+    """Discard the append set up in ``location``; whether it was. One that can not be
+    discarded (no room for the lock, another writer...) is said in a note on standard
+    error: the command's own failure remains the error it reports."""
+    from ..io.zarr_discard import discard_append
+
+    try:
+        discard_append(location)
+        return True
+    except Exception as failure:
+        print(
+            f"{PROG}: note: the append set up in {location} could not be given up "
+            f"({describe(failure)}): give it up with metatensor_dask.discard_append, or "
+            "finish it with the same command and --resume",
+            file=sys.stderr,
+        )
+        return False
 
 
 def _remove_whole(folder: Path) -> None:
@@ -551,7 +575,7 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     output = _Output(pipeline.output)
     with (
-        unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN),
+        unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN, output.left),
         released_on_failure(output.undo),
         locked_as(f"metatensor-dask {args.command}"),
     ):

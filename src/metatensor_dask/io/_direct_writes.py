@@ -84,6 +84,18 @@ _lock = threading.Lock()
 _free: list[mmap.mmap] = []
 
 
+def _forget_buffers() -> None:
+    """In a forked child: a pool of its own (its parent's lock may have been held by
+    another thread at the fork, and its buffers are the parent's pages until written)."""
+    global _lock
+    _lock = threading.Lock()
+    _free.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_buffers)
+
+
 class _Refused(Exception):
     """The file system refuses direct I/O on this file."""
 
@@ -92,7 +104,9 @@ def _take() -> mmap.mmap:
     with _lock:
         if _free:
             return _free.pop()
-    return mmap.mmap(-1, BUFFER_BYTES)  # anonymous memory: page-aligned
+    # anonymous memory (page-aligned), private: a process forked later copies the
+    # pages it writes, rather than writing its parent's
+    return mmap.mmap(-1, BUFFER_BYTES, flags=mmap.MAP_PRIVATE)
 
 
 def _give_back(buffer: mmap.mmap) -> None:
@@ -195,15 +209,34 @@ def write_new_file(name: str, pieces: Iterable[memoryview | int]) -> int | None:
     the caller writes it the usual way (which empties it first)."""
     if _O_DIRECT is None:
         return None
+    buffer = _take()  # (before the file is opened: no descriptor is left if it fails)
     try:
-        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_DIRECT, 0o644)
+        descriptor = _open_direct(name, _O_DIRECT)
+        if descriptor is None:
+            return None
+        try:
+            return _write_pieces(_Writer(name, descriptor, buffer), pieces)
+        finally:
+            os.close(descriptor)
+    finally:
+        _give_back(buffer)
+
+
+def _open_direct(name: str, direct: int) -> int | None:
+    """``name`` opened to be written with the flag ``direct`` (``O_DIRECT``), created or
+    emptied; ``None`` when its file system refuses direct I/O."""
+    try:
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | direct, 0o644)
     except OSError as error:
         if error.errno == errno.EINVAL:
             return None
         raise
-    buffer = _take()
+
+
+def _write_pieces(writer: _Writer, pieces: Iterable[memoryview | int]) -> int | None:
+    """Write ``pieces`` (see :func:`write_new_file`) with ``writer``: the file's size,
+    or ``None`` when its file system refuses direct I/O."""
     try:
-        writer = _Writer(name, descriptor, buffer)
         for piece in pieces:
             if isinstance(piece, int):
                 writer.skip(piece)
@@ -212,6 +245,3 @@ def write_new_file(name: str, pieces: Iterable[memoryview | int]) -> int | None:
         return writer.finish()
     except _Refused:
         return None
-    finally:
-        _give_back(buffer)
-        os.close(descriptor)

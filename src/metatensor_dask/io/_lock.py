@@ -755,6 +755,8 @@ def released_on_failure(undo: Callable[[], None] | None = None) -> Iterator[None
     stopped, so that a call of this process (``discard_append``) takes them over, while
     other writers still find them held. A store removed, or an append discarded, so
     can not take away the work of a writer that took the lock once it was released.
+    It does not run when a lock is no longer this process's (deleted, or found stale
+    and taken over by another writer, whose store is then left as it wrote it).
     """
     token = _WATCHED.set([])
     try:
@@ -766,7 +768,8 @@ def released_on_failure(undo: Callable[[], None] | None = None) -> Iterator[None
             if undo is not None:
                 for lock in held:
                     lock.stop()
-                undo()
+                if held and all(_holds(lock.ref) for lock in held):
+                    undo()
         finally:
             for lock in held:
                 lock.release()
@@ -775,6 +778,15 @@ def released_on_failure(undo: Callable[[], None] | None = None) -> Iterator[None
         raise
     finally:
         _WATCHED.reset(token)
+
+
+def _holds(ref: WriteId) -> bool:
+    """Whether the write ``ref`` holds its lock (``False`` when it can not be read)."""
+    try:
+        holder = ref.holder()
+    except OSError:
+        return False
+    return holder is not None and holder.write_id == ref.write_id
 
 
 def raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:

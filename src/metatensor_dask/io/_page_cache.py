@@ -12,8 +12,9 @@ process remembers the files it wrote, and once they hold more than the ``drop-be
 setting, the oldest are waited for (their write-back started long before, so that it is
 usually done) and dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``).
 The next pages the kernel hands out are then those just freed. Chunk files of 1 MiB
-or more that a write creates whole do not enter the page cache at all where the file
-system allows it (see :mod:`._direct_writes`); this module keeps the others out.
+or more that a write creates whole do not enter the page cache where the file system
+allows it, but for their last bytes short of a block (see :mod:`._direct_writes`);
+this module drops those bytes, and keeps the other files out.
 
 This is advice: the bytes stored are the same. Where the system calls are missing
 (outside Linux) nothing is dropped; a file removed since it was written is skipped. A
