@@ -182,7 +182,8 @@ def test_a_store_zipped_after_writing_opens_and_verifies(tmp_path):
     assert mtd.verify(store).ok
 
 
-@pytest.mark.parametrize("dtype", [np.longdouble, object, "U3", "datetime64[s]", "f8,i4"])
+# (values that are not numbers can not make a map: tests/test_s32_dtypes.py)
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
 def test_values_zarr_can_not_store_are_refused_before_writing(tmp_path, dtype):
     labels = mtd.Labels(["s"], [[0], [1]])
     block = mtd.TensorBlock(np.zeros((2, 1), dtype=dtype), labels, [], mtd.Labels(["p"], [[0]]))
