@@ -428,10 +428,15 @@ def _compact_object(
 class Repeats:
     """Reads the node documents of a root's inline metadata (see :func:`loads_root`):
     a document that repeats, byte for byte, the last one read at the same place of
-    another block (``values``, ``gradients/positions``...) is that one object."""
+    another block (``values``, ``gradients/positions``...) is that one object.
 
-    def __init__(self) -> None:
+    With ``written`` (see :func:`scan_pairs`), a document is only read when its text is
+    what :func:`encode` writes of it (a ``ValueError`` otherwise): each document parsed
+    is encoded once, and one found again is, by its text, the one encoded then."""
+
+    def __init__(self, written: bool = False) -> None:
         self._last: dict[str, tuple[str, Any]] = {}
+        self._written = written
 
     def node(self, text: str, key: str, index: int) -> tuple[Any, int]:
         """The document of the node ``key`` at ``text[index]``, and its end."""
@@ -440,28 +445,36 @@ class Repeats:
         if previous is not None and text.startswith(previous[0], index):
             return previous[1], index + len(previous[0])
         value, end = _SCAN(text, index)
+        if self._written and _ENCODER.encode(value) != text[index:end]:
+            raise ValueError("not written as encode writes it")
         if type(value) is dict:
             self._last[place] = (text[index:end], value)
         return value, end
 
 
-def scan_pairs(text: str, value_at: Callable[[str, int], tuple[Any, int]]) -> list[tuple[str, Any]]:
-    """The members ``"key":value`` written without spaces and joined by commas that
-    make up the whole of ``text`` (the inside of an object, or a run of its members),
-    each value read by ``value_at(key, its index)``, in order; ``ValueError`` (or
-    ``StopIteration``, ``IndexError``) when the text is not so."""
+def scan_pairs(
+    text: str, value_at: Callable[[str, int], tuple[Any, int]]
+) -> tuple[list[tuple[str, Any]], list[int]]:
+    """The members ``"key":value`` joined by commas that make up the whole of ``text``
+    (the inside of an object, or a run of its members), each value read by
+    ``value_at(key, its index)``, in order, and where each member ends in ``text``;
+    ``ValueError`` (or ``StopIteration``, ``IndexError``) when the text is not so, or a
+    key not written as :func:`encode` writes it (then ASCII: the ends are those in the
+    text's UTF-8 bytes when the values are also written so, see :class:`Repeats`)."""
     found: list[tuple[str, Any]] = []
+    ends: list[int] = []
     index = 0
     while True:
         if text[index] != '"':
             raise ValueError("not a key")
-        key, index = _SCAN(text, index)
-        if text[index] != ":":
-            raise ValueError("no colon")
-        value, index = value_at(key, index + 1)
+        key, end = _SCAN(text, index)
+        if text[end] != ":" or not text.startswith(encode_basestring_ascii(key), index):
+            raise ValueError("no colon, or a key not written as encode writes it")
+        value, index = value_at(key, end + 1)
         found.append((key, value))
+        ends.append(index)
         if index == len(text):
-            return found
+            return found, ends
         if text[index] != ",":
             raise ValueError("no comma")
         index += 1
