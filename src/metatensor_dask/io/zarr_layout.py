@@ -445,10 +445,11 @@ class Repeats:
         if previous is not None and text.startswith(previous[0], index):
             return previous[1], index + len(previous[0])
         value, end = _SCAN(text, index)
-        if self._written and _ENCODER.encode(value) != text[index:end]:
+        written = text[index:end]
+        if self._written and _ENCODER.encode(value) != written:
             raise ValueError("not written as encode writes it")
         if type(value) is dict:
-            self._last[place] = (text[index:end], value)
+            self._last[place] = (written, value)
         return value, end
 
 
