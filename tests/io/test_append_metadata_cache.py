@@ -161,6 +161,37 @@ def test_the_root_written_is_the_one_written_without_reuse(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(warm), _join(5))
 
 
+#: Texts of a node that JSON reads as the one written, but that the package's encoder
+#: writes otherwise: escapes in its document or in its path, in a block the next append
+#: leaves alone (3) or extends (2, its properties unchanged).
+OTHERWISE_WRITTEN = {
+    "document": (b'"blocks/3/values":{"shape"', b'"blocks/3/values":{"\\u0073hape"'),
+    "path": (b'"blocks/3/samples":', b'"blocks/3/s\\u0061mples":'),
+    "extended": (b'"blocks/2/properties":{"zarr', b'"blocks/2/properties":{"\\u007aarr'),
+}
+
+
+@pytest.mark.parametrize("edit", list(OTHERWISE_WRITTEN))
+def test_a_node_written_otherwise_is_encoded_again(tmp_path, edit):
+    # the runs of a root's text are copied into the root written only when they are
+    # what the package's encoder writes: one written otherwise is encoded again (read
+    # by a process that has not read the root before)
+    path = tmp_path / "otherwise.zarr"
+    append(path, 0)
+    append(path, 1)
+    old, new = OTHERWISE_WRITTEN[edit]
+    raw = (path / "zarr.json").read_bytes()
+    assert raw.count(old) == 1
+    edited = raw.replace(old, new)
+    assert json.loads(edited) == json.loads(raw)
+    (path / "zarr.json").write_bytes(edited)
+    zarr_root_cache._RUNS_READ.clear()
+    append(path, 2)
+    written = (path / "zarr.json").read_bytes()
+    assert json.dumps(json.loads(written), separators=(",", ":")).encode() == written
+    assert_equal_to_metatensor(mtd.open_zarr(path), _join(3))
+
+
 def _python_calls(function) -> int:
     """The Python functions called while ``function()`` runs."""
     count = 0

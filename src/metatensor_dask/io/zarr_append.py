@@ -36,6 +36,7 @@ from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
 
 from .. import config
+from .._gc import without_collector
 from .._partition import block_row_pointer
 from ..errors import MetatensorDaskError
 from ..labels import Labels
@@ -388,8 +389,11 @@ def _add_whole(plan: AppendPlan, new: Plan) -> None:
         plan.rows.append(_Rows(path, 0, new.nodes[path], np.asarray(values())))
 
 
+@without_collector
 def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The stored root attributes and node documents, ``None`` without a root document."""
+    """The stored root attributes and node documents, ``None`` without a root document
+    (read with the collector paused: the documents of every node of a store, many
+    long-lived objects and no garbage cycles)."""
     (raw,) = get_many(store, ["zarr.json"])
     if raw is None:
         return None
@@ -477,6 +481,7 @@ PlanWhole = Callable[
 ]
 
 
+@without_collector
 def plan_append(
     tensor: TensorMap,
     store: Store,
@@ -489,7 +494,8 @@ def plan_append(
 
     ``existing`` is the stored root attributes and nodes, ``None`` (or nodes without
     ``keys``) for a new store, which is then planned as a plain write of ``tensor``.
-    Every check is made here, before anything is written.
+    Every check is made here, before anything is written (with the collector paused:
+    the layout of every stored block, many objects and no garbage cycles).
     """
     if existing is not None and "keys" not in existing[1]:
         if existing[0][layout.ATTRIBUTE].get("complete") is True:

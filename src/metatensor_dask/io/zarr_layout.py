@@ -428,10 +428,15 @@ def _compact_object(
 class Repeats:
     """Reads the node documents of a root's inline metadata (see :func:`loads_root`):
     a document that repeats, byte for byte, the last one read at the same place of
-    another block (``values``, ``gradients/positions``...) is that one object."""
+    another block (``values``, ``gradients/positions``...) is that one object.
 
-    def __init__(self) -> None:
+    With ``written`` (see :func:`scan_pairs`), a document is only read when its text is
+    what :func:`encode` writes of it (a ``ValueError`` otherwise): each document parsed
+    is encoded once, and one found again is, by its text, the one encoded then."""
+
+    def __init__(self, written: bool = False) -> None:
         self._last: dict[str, tuple[str, Any]] = {}
+        self._written = written
 
     def node(self, text: str, key: str, index: int) -> tuple[Any, int]:
         """The document of the node ``key`` at ``text[index]``, and its end."""
@@ -440,28 +445,37 @@ class Repeats:
         if previous is not None and text.startswith(previous[0], index):
             return previous[1], index + len(previous[0])
         value, end = _SCAN(text, index)
+        written = text[index:end]
+        if self._written and _ENCODER.encode(value) != written:
+            raise ValueError("not written as encode writes it")
         if type(value) is dict:
-            self._last[place] = (text[index:end], value)
+            self._last[place] = (written, value)
         return value, end
 
 
-def scan_pairs(text: str, value_at: Callable[[str, int], tuple[Any, int]]) -> list[tuple[str, Any]]:
-    """The members ``"key":value`` written without spaces and joined by commas that
-    make up the whole of ``text`` (the inside of an object, or a run of its members),
-    each value read by ``value_at(key, its index)``, in order; ``ValueError`` (or
-    ``StopIteration``, ``IndexError``) when the text is not so."""
+def scan_pairs(
+    text: str, value_at: Callable[[str, int], tuple[Any, int]]
+) -> tuple[list[tuple[str, Any]], list[int]]:
+    """The members ``"key":value`` joined by commas that make up the whole of ``text``
+    (the inside of an object, or a run of its members), each value read by
+    ``value_at(key, its index)``, in order, and where each member ends in ``text``;
+    ``ValueError`` (or ``StopIteration``, ``IndexError``) when the text is not so, or a
+    key not written as :func:`encode` writes it (then ASCII: the ends are those in the
+    text's UTF-8 bytes when the values are also written so, see :class:`Repeats`)."""
     found: list[tuple[str, Any]] = []
+    ends: list[int] = []
     index = 0
     while True:
         if text[index] != '"':
             raise ValueError("not a key")
-        key, index = _SCAN(text, index)
-        if text[index] != ":":
-            raise ValueError("no colon")
-        value, index = value_at(key, index + 1)
+        key, end = _SCAN(text, index)
+        if text[end] != ":" or not text.startswith(encode_basestring_ascii(key), index):
+            raise ValueError("no colon, or a key not written as encode writes it")
+        value, index = value_at(key, end + 1)
         found.append((key, value))
+        ends.append(index)
         if index == len(text):
-            return found
+            return found, ends
         if text[index] != ",":
             raise ValueError("no comma")
         index += 1
@@ -689,6 +703,17 @@ class _Allowed:
         self.codecs: list[Any] = []
         #: For each place in a block, the last document checked there and its info.
         self.arrays: dict[str, tuple[dict[str, Any], ArrayInfo]] = {}
+        #: The documents found to be valid Labels (of the number of columns required
+        #: then), by their ids: each held here, so that no other object takes its id.
+        self.labels: dict[tuple[int, int | None], dict[str, Any]] = {}
+
+    def labels_known(self, info: ArrayInfo, dims: int | None) -> bool:
+        """Whether the document of ``info`` is one found to be valid Labels of ``dims``
+        columns before (the same object: by its text, when read by :func:`loads_root`)."""
+        return self.labels.get((id(info.document), dims)) is info.document
+
+    def remember_labels(self, info: ArrayInfo, dims: int | None) -> None:
+        self.labels[id(info.document), dims] = info.document
 
     def known(self, path: str, document: dict[str, Any]) -> ArrayInfo | None:
         """The info of ``document`` at ``path``, when its checked fields are those of the
@@ -864,6 +889,8 @@ def _labels_info(
     allowed: _Allowed | None = None,
 ) -> ArrayInfo:
     info = array_info(nodes, path, where, allowed)
+    if allowed is not None and allowed.labels_known(info, dims):
+        return info
     _check_plain(info, where)
     if info.dtype != np.int32 or len(info.shape) != 2:
         raise _damaged(
@@ -893,6 +920,8 @@ def _labels_info(
     )
     if problem is not None:
         raise _damaged(where, f"the Labels array '{path}' has no valid '{problem}' attribute")
+    if allowed is not None:
+        allowed.remember_labels(info, dims)
     return info
 
 

@@ -6,19 +6,22 @@ from scratch, that is Python work on every node of the store, for appends that t
 few blocks. This module keeps, per process, what it found in the text of the last root
 it read, by runs of that text: the run of each block (``"blocks/<i>":{...}`` and the
 nodes under it, which follow each other in the sorted metadata), the run of the keys,
-and the runs between. A run whose bytes are found again is not parsed, its block not
-checked, its documents not encoded again; only the runs that changed are, so that an
-append costs Python work in proportion to the blocks it touches, and bytes copied
-(in C) for the others.
+and the runs between. A run is read only when its text is what
+:func:`~.zarr_layout.encode` writes of its nodes (a document found again at the same
+place of another block, byte for byte, is the one parsed and checked so before): its
+bytes are then copied into the root written, in C, its documents never encoded again.
+A run whose bytes are found again is not parsed, its block not checked; only the runs
+that changed are, so that an append costs Python work in proportion to the blocks it
+touches.
 
 Nothing is trusted from memory: the root's bytes are always read, and a run is reused
 only when its bytes are exactly the bytes it was parsed from (a root written by another
 process, another writer, or edited, reads the same as parsed from scratch). The result
 is the one :func:`~.zarr_layout.parse_root` and :func:`~.zarr_layout.parse_layout` give,
 and the root written is byte for byte :func:`~.zarr_layout.encode` of the document: a
-root whose text is not cut so (written otherwise: with spaces, without inline
-metadata, or with nodes that are not a block's inside a block's run) is read the usual
-way.
+root whose text is not cut so (written otherwise: with spaces or other escapes, without
+inline metadata, or with nodes that are not a block's inside a block's run) is read the
+usual way.
 """
 
 from __future__ import annotations
@@ -51,36 +54,39 @@ _NO_BLOCK, _MIXED = -1, -2
 
 
 class _Run:
-    """What one run of a root's metadata text holds: its nodes (path, document) in
-    order, each node's ``"path":document`` encoded as :func:`~.zarr_layout.encode`
-    encodes it, and the block whose nodes they all are (:data:`_NO_BLOCK`: no block's
-    node; :data:`_MIXED`: some are a block's, some not or another's)."""
+    """What one run of a root's metadata text holds: the ``text`` (each node's
+    ``"path":document`` as :func:`~.zarr_layout.encode` encodes it, joined by commas),
+    its nodes (path, document) in order, where each ends in the text, and the block
+    whose nodes they all are (:data:`_NO_BLOCK`: no block's node; :data:`_MIXED`: some
+    are a block's, some not or another's)."""
 
-    def __init__(self, nodes: list[tuple[str, Any]], repeats: layout.RepeatEncoder) -> None:
+    def __init__(self, text: bytes, nodes: list[tuple[str, Any]], ends: list[int]) -> None:
+        self.text = text
         self.nodes = tuple(nodes)
         self.paths = tuple(path for path, _ in nodes)
-        self.encoded = tuple(
-            layout.encode(path) + b":" + _encode(repeats, path, value) for path, value in nodes
-        )
-        found = {match.group(1) if match else "" for match in map(_BLOCK.match, self.paths)}
-        self.block = _MIXED if len(found) > 1 else _NO_BLOCK
-        if len(found) == 1 and "" not in found:
-            self.block = int(found.pop())
+        self.ends = ends
+        self.block = _block(self.paths)
         self.known = None
         if self.block >= 0:
             self.known = layout.BlockNodes(self.paths, layout.gradient_index(dict(nodes)))
 
     @cached_property
-    def text(self) -> bytes:
-        """The run's nodes encoded, joined as in a root's metadata."""
-        return b",".join(self.encoded)
+    def encoded(self) -> tuple[bytes, ...]:
+        """Each node's ``"path":document`` encoded: its bytes in the text."""
+        starts = [0, *(end + 1 for end in self.ends[:-1])]
+        return tuple(map(self.text.__getitem__, map(slice, starts, self.ends)))
 
 
-def _encode(repeats: layout.RepeatEncoder, path: str, document: Any) -> bytes:
-    """The ``document`` of the node ``path`` encoded (see :func:`~.zarr_layout.encode`)."""
-    if type(document) is dict:
-        return repeats.encode(path, document)
-    return layout.encode(document)
+def _block(paths: tuple[str, ...]) -> int:
+    """The block whose nodes are at ``paths`` (see :class:`_Run`)."""
+    first = _BLOCK.match(paths[0])
+    if first is None:
+        return _MIXED if any(map(_BLOCK.match, paths)) else _NO_BLOCK
+    group = f"blocks/{first.group(1)}"
+    inside = group + "/"
+    if all(path == group or path.startswith(inside) for path in paths):
+        return int(first.group(1))
+    return _MIXED
 
 
 #: The runs of the last root this process read, by their bytes.
@@ -155,16 +161,16 @@ def _split(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
 
 def _read_runs(body: bytes) -> list[_Run] | None:
     """The runs of the metadata text ``body``, those read before taken as they were;
-    ``None`` when a run is not a whole number of nodes, or the blocks' nodes are not
-    each in the run of their block."""
+    ``None`` when a run is not a whole number of nodes written as
+    :func:`~.zarr_layout.encode` writes them, or the blocks' nodes are not each in the
+    run of their block."""
     global _RUNS_READ
     pieces = _RUNS.split(body) if body else []
     runs: list[_Run | None] = list(map(_RUNS_READ.get, pieces))
     if None in runs:
-        repeats = layout.Repeats()
-        encoder = layout.RepeatEncoder()
+        repeats = layout.Repeats(written=True)
         for i in compress(range(len(runs)), map(operator.not_, runs)):
-            run = _parse_run(pieces[i], repeats, encoder)
+            run = _parse_run(pieces[i], repeats)
             if run is None:
                 return None
             runs[i] = run
@@ -176,15 +182,16 @@ def _read_runs(body: bytes) -> list[_Run] | None:
     return runs  # type: ignore[return-value]
 
 
-def _parse_run(piece: bytes, repeats: layout.Repeats, encoder: layout.RepeatEncoder) -> _Run | None:
+def _parse_run(piece: bytes, repeats: layout.Repeats) -> _Run | None:
     """The nodes of one run of the metadata text, ``None`` when it is not a run of
-    whole nodes written without spaces."""
+    whole nodes written as :func:`~.zarr_layout.encode` writes them (the text is then
+    their encoding, in ASCII: its ends of nodes are those of the bytes)."""
     try:
         text = piece.decode()
-        found = layout.scan_pairs(text, lambda key, index: repeats.node(text, key, index))
+        found, ends = layout.scan_pairs(text, lambda key, index: repeats.node(text, key, index))
     except (ValueError, StopIteration, IndexError):
         return None
-    return _Run(found, encoder)
+    return _Run(piece, found, ends)
 
 
 def encode_root(
