@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 import errno
-import os
 import resource
-import subprocess
-import sys
 
 import dask
 import metatensor
 import numpy as np
+from test_s25_fs_full_disk import run_python
 
 import metatensor_dask as mtd
 from metatensor_dask.execution import cli
@@ -76,19 +74,6 @@ except OSError as error:
 resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 print(failed, len(os.listdir("/proc/self/fd")) - before)
 """
-
-
-def run_python(script: str, *arguments: str) -> str:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(
-        [sys.executable, "-c", script, *arguments],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def test_a_buffer_that_can_not_be_made_leaves_no_descriptor_open(tmp_path):
