@@ -20,7 +20,7 @@ seek over them leaves them in a buffered write. The bytes of the file are the sa
 Direct writes are used where they pay (:func:`suits`): on such a virtual machine, and
 on a local disk. Elsewhere a page of the page cache costs little, and the kernel writes
 it back while the process goes on, where a direct write waits for the disk (measured
-on this machine once its memory was warm: `write_batches` of 2,048 structures took 6%
+on this machine once its memory was warm: ``write_batches`` of 2,048 structures took 6%
 more wall time with direct writes, the same CPU); on a network file system each direct
 write waits for the server, and tmpfs is the page cache itself. A
 file system that refuses ``O_DIRECT`` (the open or the first write fails with
