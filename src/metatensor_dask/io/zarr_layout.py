@@ -705,15 +705,18 @@ class _Allowed:
         self.arrays: dict[str, tuple[dict[str, Any], ArrayInfo]] = {}
         #: The documents found to be valid Labels (of the number of columns required
         #: then), by their ids: each held here, so that no other object takes its id.
+        #: Each is the document as read, not the equal one :meth:`known` gives in its
+        #: place: the checks read its own attributes, which equal values of other JSON
+        #: types (``false``, ``0.0`` for ``0``) may make invalid.
         self.labels: dict[tuple[int, int | None], dict[str, Any]] = {}
 
-    def labels_known(self, info: ArrayInfo, dims: int | None) -> bool:
-        """Whether the document of ``info`` is one found to be valid Labels of ``dims``
+    def labels_known(self, document: dict[str, Any], dims: int | None) -> bool:
+        """Whether ``document`` (as read) is one found to be valid Labels of ``dims``
         columns before (the same object: by its text, when read by :func:`loads_root`)."""
-        return self.labels.get((id(info.document), dims)) is info.document
+        return self.labels.get((id(document), dims)) is document
 
-    def remember_labels(self, info: ArrayInfo, dims: int | None) -> None:
-        self.labels[id(info.document), dims] = info.document
+    def remember_labels(self, document: dict[str, Any], dims: int | None) -> None:
+        self.labels[id(document), dims] = document
 
     def known(self, path: str, document: dict[str, Any]) -> ArrayInfo | None:
         """The info of ``document`` at ``path``, when its checked fields are those of the
@@ -889,7 +892,8 @@ def _labels_info(
     allowed: _Allowed | None = None,
 ) -> ArrayInfo:
     info = array_info(nodes, path, where, allowed)
-    if allowed is not None and allowed.labels_known(info, dims):
+    document = nodes[path]
+    if allowed is not None and allowed.labels_known(document, dims):
         return info
     _check_plain(info, where)
     if info.dtype != np.int32 or len(info.shape) != 2:
@@ -921,7 +925,7 @@ def _labels_info(
     if problem is not None:
         raise _damaged(where, f"the Labels array '{path}' has no valid '{problem}' attribute")
     if allowed is not None:
-        allowed.remember_labels(info, dims)
+        allowed.remember_labels(document, dims)
     return info
 
 
