@@ -46,3 +46,25 @@ def test_a_labels_document_equal_to_a_valid_one_is_checked(tmp_path, written):
     with pytest.raises(DamagedStoreError, match="'blocks/2/samples' has no valid 'chain'"):
         _append(path, _tensor(2, [0, 4]))
     assert (path / "zarr.json").read_bytes() == edited
+
+
+@pytest.mark.parametrize("place", [b"{", b'"blocks/1/values":{'])
+@pytest.mark.parametrize("warm", [False, True])
+def test_values_nested_deeper_than_the_stack_are_damage(tmp_path, place, warm):
+    """A root holding values nested deeper than Python's stack allows (in its own
+    document, or in a node's) is a damaged store for readers and appends, not a
+    ``RecursionError``; the refused append writes nothing."""
+    path = tmp_path / "deep.zarr"
+    _append(path, _tensor(0, [0, 1]))
+    if not warm:
+        zarr_root_cache._RUNS_READ.clear()  # as a process that has not read the root
+    raw = (path / "zarr.json").read_bytes()
+    deep = b'"deep":' + b"[" * 100_000 + b"]" * 100_000 + b","
+    at = raw.index(place) + len(place)  # (the root's own document opens the file)
+    edited = raw[:at] + deep + raw[at:]
+    (path / "zarr.json").write_bytes(edited)
+    with pytest.raises(DamagedStoreError, match=r"'zarr.json' can not be read .*recursion"):
+        mtd.open_zarr(path)
+    with pytest.raises(DamagedStoreError, match=r"'zarr.json' can not be read .*recursion"):
+        _append(path, _tensor(2, [0, 2]))
+    assert (path / "zarr.json").read_bytes() == edited

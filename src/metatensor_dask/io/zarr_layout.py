@@ -515,7 +515,7 @@ def loads_root(raw: bytes) -> Any:
         document, end = _compact_object(text, 0, top)
         if end == len(text):
             return document
-    except (ValueError, StopIteration, IndexError):
+    except (ValueError, StopIteration, IndexError, RecursionError):
         pass
     return json.loads(raw)
 
@@ -536,6 +536,8 @@ def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str,
         document = loads_root(raw)
     except ValueError as error:
         raise _damaged(where, f"its root 'zarr.json' is not valid JSON ({error})") from None
+    except RecursionError as error:  # values nested deeper than Python's stack allows
+        raise _damaged(where, f"its root 'zarr.json' can not be read ({error})") from None
     return check_root(document, where)
 
 

@@ -151,7 +151,7 @@ def _split(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
     name = f"metadata-{uuid.uuid4().hex}"
     try:
         head = json.loads(raw[:start] + layout.encode(name) + b":0" + _END)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     consolidated = head.get("consolidated_metadata") if isinstance(head, dict) else None
     if not isinstance(consolidated, dict) or consolidated.get("metadata") != {name: 0}:
@@ -189,7 +189,7 @@ def _parse_run(piece: bytes, repeats: layout.Repeats) -> _Run | None:
     try:
         text = piece.decode()
         found, ends = layout.scan_pairs(text, lambda key, index: repeats.node(text, key, index))
-    except (ValueError, StopIteration, IndexError):
+    except (ValueError, StopIteration, IndexError, RecursionError):
         return None
     return _Run(piece, found, ends)
 
