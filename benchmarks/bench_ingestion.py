@@ -29,8 +29,8 @@ rows to 150 arrays: the cost per array of an append, rather than per byte):
   written and the oldest dropped from the page cache as appends do (the ``drop-behind``
   setting);
 * ``featomic + raw files, direct``: the same, each file written past the page cache
-  (``O_DIRECT``, from one aligned buffer reused), as the chunk files of 1 MiB or more
-  that ``write_batches`` creates whole are: on a virtual machine that takes free memory
+  (``O_DIRECT``) by the writer of the chunk files of 1 MiB or more that
+  ``write_batches`` creates whole there: on a virtual machine that takes free memory
   back from its guest, each new page of the page cache costs a fault in the host;
 * ``write_batches, drop-behind off``: the same batches computed and committed to a Zarr
   store, their pages left in the page cache;
@@ -128,30 +128,17 @@ def written(items, folder, drop_behind=None):
                 _page_cache.written(path, array.nbytes, drop_behind)
 
 def written_direct(items, folder):
-    # the bytes of values and gradients written to files past the page cache (O_DIRECT,
-    # from one page-aligned buffer reused; the last partial block written buffered)
-    import mmap
+    # the bytes of values and gradients written to files past the page cache, by the
+    # writer of metatensor-dask's chunk files (O_DIRECT, from an aligned buffer reused)
     import os
     import numpy as np
-    staging = mmap.mmap(-1, 4 << 20)
+    from metatensor_dask.io._direct_writes import write_new_file
     for i, block in enumerate(soap(items).blocks()):
         arrays = [block.values, *(g.values for _, g in block.gradients())]
         for j, array in enumerate(arrays):
             path = os.path.join(folder, f"{items[0]}-{i}-{j}.bin")
             data = memoryview(np.ascontiguousarray(array)).cast("B")
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT)
-            try:
-                offset = 0
-                while len(data) - offset >= 4096:
-                    n = min(len(staging), (len(data) - offset) // 4096 * 4096)
-                    staging[:n] = data[offset : offset + n]
-                    offset += os.pwrite(descriptor, memoryview(staging)[:n], offset)
-            finally:
-                os.close(descriptor)
-            if offset < len(data):
-                with open(path, "r+b") as file:
-                    file.seek(offset)
-                    file.write(data[offset:])
+            assert write_new_file(path, [data]) == data.nbytes
 
 def cpu_seconds():
     # CPU seconds (user + system) of this process and of each live child (the

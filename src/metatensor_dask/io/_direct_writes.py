@@ -39,6 +39,7 @@ import threading
 from collections.abc import Iterable
 
 from .._huge_pages import free_page_reporting
+from ._file_writes import write_all
 
 __all__ = ["ALIGNMENT", "on_local_disk", "suits", "write_new_file"]
 
@@ -135,7 +136,6 @@ class _Writer:
     def __init__(self, name: str, descriptor: int, buffer: mmap.mmap) -> None:
         self.name = name
         self.descriptor = descriptor
-        self.buffer = buffer
         self.view = memoryview(buffer)
         self.size = len(buffer)
         self.start = 0
@@ -178,7 +178,7 @@ class _Writer:
             # the last bytes, short of a block: through the page cache
             descriptor = os.open(self.name, os.O_WRONLY)
             try:
-                _write_at(descriptor, self.view[: self.fill], self.start)
+                write_all(descriptor, [self.view[: self.fill]], self.start)
             finally:
                 os.close(descriptor)
             self.end = size
@@ -206,6 +206,8 @@ class _Writer:
 
 
 def _write_at(descriptor: int, data: memoryview, offset: int) -> None:
+    """Write ``data`` at ``offset`` in one call (``_file_writes.write_all`` writes in
+    calls of 128 KiB, each a direct write that waits for the disk), continued if short."""
     written = 0
     while written < data.nbytes:
         count = os.pwrite(descriptor, data[written:], offset + written)

@@ -324,10 +324,14 @@ class WriteId:
             "there, then write it again with mode='w'"
         )
 
+    def holds(self) -> bool:
+        """Whether this write holds the lock."""
+        holder = self.holder()
+        return holder is not None and holder.write_id == self.write_id
+
     def release(self) -> None:
         """Delete the lock if this write holds it."""
-        holder = self.holder()
-        if holder is None or holder.write_id != self.write_id:
+        if not self.holds():
             return
         root = local_root(self.store)
         if root is not None:
@@ -783,10 +787,9 @@ def released_on_failure(undo: Callable[[], None] | None = None) -> Iterator[None
 def _holds(ref: WriteId) -> bool:
     """Whether the write ``ref`` holds its lock (``False`` when it can not be read)."""
     try:
-        holder = ref.holder()
+        return ref.holds()
     except OSError:
         return False
-    return holder is not None and holder.write_id == ref.write_id
 
 
 def raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:
