@@ -112,11 +112,11 @@ def _bytes_of(values: Any, dtype: np.dtype) -> np.ndarray:
 def _crc(parts: Parts) -> int:
     """The crc32c of the concatenated ``parts``; the zeros of :func:`_zeros` are
     accounted for without being read (see :mod:`._crc32c_zeros`)."""
-    import google_crc32c
+    from crc32c import crc32c
 
     crc = 0
     for part in parts:
-        crc = extend_zeros(crc, part.size) if _is_padding(part) else google_crc32c.extend(crc, part)
+        crc = extend_zeros(crc, part.size) if _is_padding(part) else crc32c(part.data, crc)
     return crc
 
 
