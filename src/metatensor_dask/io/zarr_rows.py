@@ -263,8 +263,8 @@ def write_parts(
 
     ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
     page cache once on disk, but for the newest files of this process holding at most
-    this many bytes; those of 1 MiB or more are written past it on local disks (see
-    :mod:`._direct_writes`).
+    this many bytes; those of 1 MiB or more are written past it on local disks when
+    the ``direct-writes`` setting says so (see :mod:`._direct_writes`).
     """
     root = _local_root(store)
     if root is None or store.read_only:
