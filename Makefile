@@ -38,7 +38,7 @@ docs:
 	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html
 	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 
-# The fast tests with the lowest versions of dask, distributed, zarr and numpy that
+# The fast tests with the lowest versions of dask, distributed, zarr, numpy and crc32c that
 # pyproject.toml declares, so that the declared floors stay true.
 LOWEST_VENV ?= .venv-lowest
 LOWEST_TESTS = tests/test_labels.py tests/test_block.py tests/test_tensor.py \

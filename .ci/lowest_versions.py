@@ -1,4 +1,5 @@
-"""The lowest versions that pyproject.toml declares for dask, distributed, zarr and numpy.
+"""The lowest versions that pyproject.toml declares for dask, distributed, zarr, numpy and
+crc32c.
 
 Prints them as pip constraints (``dask==2025.1.0``); with ``--check``, checks that the
 running Python has exactly those versions installed (so that ``make test-lowest`` tests
@@ -11,7 +12,7 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
-PACKAGES = ("dask", "distributed", "zarr", "numpy")
+PACKAGES = ("dask", "distributed", "zarr", "numpy", "crc32c")
 
 
 def floors() -> dict[str, str]:

@@ -55,6 +55,8 @@ memory is that of a full window at both sizes; the whole runs in a few minutes.
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 import json
 import os
 import shutil
@@ -247,11 +249,23 @@ ENVIRONMENT = {"featomic alone, no huge pages": {"NUMPY_MADVISE_HUGEPAGE": "0"}}
 """Environment variables of a case's process (and of its workers)."""
 
 
+def _environment(name: str) -> dict[str, str]:
+    """The environment of the case ``name``'s process: this one's, with modules compiled
+    once and cached as in a user's installation (a shell that turns the cache off,
+    ``PYTHONDONTWRITEBYTECODE``, makes every worker compile this package's modules
+    again: 60 ms of CPU per process), featomic on one thread, and the case's own."""
+    kept = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    return {**kept, "RAYON_NUM_THREADS": "1", **ENVIRONMENT.get(name, {})}
+
+
 def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
+    # compiled before the first case, which would otherwise pay for compiling them
+    package = importlib.util.find_spec("metatensor_dask").submodule_search_locations[0]
+    compileall.compile_dir(package, quiet=1)
     body = textwrap.indent(textwrap.dedent(SCRIPTS[name]), "    ")
     done = subprocess.run(
         [sys.executable, "-c", _PRELUDE + body + _REPORT, str(n_items), str(BATCH), str(target)],
-        env={**os.environ, "RAYON_NUM_THREADS": "1", **ENVIRONMENT.get(name, {})},
+        env=_environment(name),
         check=True,
         capture_output=True,
         text=True,

@@ -8,12 +8,14 @@ import errno
 import os
 from pathlib import Path
 
+import dask
 import metatensor
 import numpy as np
 import pytest
 
 import metatensor_dask as mtd
 from metatensor_dask._huge_pages import free_page_reporting
+from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.io import _direct_writes, zarr_rows
 from metatensor_dask.io._direct_writes import ALIGNMENT, write_new_file
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -102,12 +104,11 @@ def test_stores_are_the_same_bytes_with_and_without_direct_io(tmp_path, monkeypa
         return size
 
     monkeypatch.setattr(zarr_rows, "write_new_file", counted)
-    # (on any machine: where direct writes are used is the test above)
-    monkeypatch.setattr(zarr_rows, "direct_writes_suit", _direct_writes.on_local_disk)
-    tensor.to_zarr(tmp_path / "direct.zarr", chunks=500)  # 1.1 MiB chunks, one padded
+    with dask.config.set({"metatensor_dask.direct-writes": True}):
+        tensor.to_zarr(tmp_path / "direct.zarr", chunks=500)  # 1.1 MiB chunks, one padded
     assert written == [500 * 300 * 8 + 4, 500 * 300 * 8 + 4]  # the edge chunk padded
-    monkeypatch.setattr(_direct_writes, "_O_DIRECT", None)
-    tensor.to_zarr(tmp_path / "usual.zarr", chunks=500)
+    tensor.to_zarr(tmp_path / "usual.zarr", chunks=500)  # (direct-writes: false)
+    assert len(written) == 2
     direct, usual = (
         {
             str(p.relative_to(tmp_path / name)): p.read_bytes()
@@ -122,12 +123,25 @@ def test_stores_are_the_same_bytes_with_and_without_direct_io(tmp_path, monkeypa
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "direct.zarr"), expected)
 
 
-def test_direct_writes_suit_local_disks_of_machines_that_report_free_pages(tmp_path):
+def test_direct_writes_follow_the_setting_on_local_disks_only(tmp_path):
     """The tests' folder is on a local disk (ext4 here and in CI); /dev/shm is tmpfs,
-    the page cache itself, and /proc no disk at all; direct writes are used on such a
-    disk of a virtual machine that reports free pages to its host (this one and CI)."""
+    the page cache itself, and /proc no disk at all. Direct writes are off by default;
+    ``auto`` uses them on a virtual machine that reports free pages to its host (this
+    one and CI), ``true`` on any local disk; another value is refused by name."""
     assert _direct_writes.on_local_disk(str(tmp_path))
     assert not _direct_writes.on_local_disk("/dev/shm")
     assert not _direct_writes.on_local_disk("/proc/self")
-    assert _direct_writes.suits(str(tmp_path)) == free_page_reporting()
-    assert not _direct_writes.suits("/dev/shm")
+    assert not _direct_writes.suits(str(tmp_path))
+    for value, expected in [(True, True), ("TRUE", True), ("auto", free_page_reporting())]:
+        with dask.config.set({"metatensor_dask.direct-writes": value}):
+            assert _direct_writes.suits(str(tmp_path)) == expected
+            assert not _direct_writes.suits("/dev/shm")
+    with dask.config.set({"metatensor_dask.direct-writes": "false"}):
+        assert not _direct_writes.suits(str(tmp_path))
+    with dask.config.set({"metatensor_dask.direct-writes": "sometimes"}):
+        with pytest.raises(
+            MetatensorDaskError,
+            match=r"direct-writes must be true, false or auto, not 'sometimes'.*"
+            r"DASK_METATENSOR_DASK__DIRECT_WRITES",
+        ):
+            _direct_writes.suits(str(tmp_path))

@@ -17,15 +17,17 @@ reused, so that their pages are not new); the last bytes that do not fill a bloc
 (the padding of edge chunks) are left as holes where they cover whole blocks, as a
 seek over them leaves them in a buffered write. The bytes of the file are the same.
 
-Direct writes are used where they pay (:func:`suits`): on such a virtual machine, and
-on a local disk. Elsewhere a page of the page cache costs little, and the kernel writes
-it back while the process goes on, where a direct write waits for the disk (measured
-on this machine once its memory was warm: ``write_batches`` of 2,048 structures took 6%
-more wall time with direct writes, the same CPU); on a network file system each direct
-write waits for the server, and tmpfs is the page cache itself. A
-file system that refuses ``O_DIRECT`` (the open or the first write fails with
-``EINVAL``), or a system without it, gets ``None`` from :func:`write_new_file`, and the
-caller writes the file the usual way.
+Direct writes are used as the ``direct-writes`` setting says (:func:`suits`), on local
+disks only: on a network file system each direct write waits for the server, and tmpfs
+is the page cache itself. They are off by default: a direct write waits for the disk in
+the writing thread, where a write to the page cache returns at once and the kernel
+writes it back while the process computes. Measured on this project's virtual machine
+(one run, quiet): the files of ``write_batches``' benchmark written directly cost 8%
+and 10% of featomic's CPU at 512 and 2,048 structures, and 25% and 36% of its wall
+time; through the page cache with drop-behind, 10% and 12% of its CPU, 16% and 16% of
+its wall time. A file system that refuses ``O_DIRECT`` (the open or the first write
+fails with ``EINVAL``), or a system without it, gets ``None`` from
+:func:`write_new_file`, and the caller writes the file the usual way.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import re
 import threading
 from collections.abc import Iterable
 
+from .. import config
 from .._huge_pages import free_page_reporting
+from ..errors import MetatensorDaskError
 from ._file_writes import write_all
 
 __all__ = ["ALIGNMENT", "on_local_disk", "suits", "write_new_file"]
@@ -61,11 +65,31 @@ LOCAL_DISK_FILE_SYSTEMS = frozenset(
 _ESCAPED = re.compile(r"\\([0-7]{3})")
 
 
-@functools.lru_cache(maxsize=64)
 def suits(folder: str) -> bool:
-    """Whether files under ``folder`` are written directly: on a virtual machine whose
-    balloon reports free pages to its host, on a local disk (:func:`on_local_disk`)."""
-    return free_page_reporting() and on_local_disk(folder)
+    """Whether files under ``folder`` are written directly, as the ``direct-writes``
+    setting of this process says: ``true``, on a local disk (:func:`on_local_disk`);
+    ``auto``, there on a virtual machine whose balloon reports free pages to its host
+    (where a new page of the page cache costs a fault in the host); ``false``, never.
+
+    Raises
+    ------
+    MetatensorDaskError
+        For another value of the setting.
+    """
+    setting = config.get("direct-writes")
+    if isinstance(setting, str):
+        setting = {"true": True, "false": False}.get(setting.lower(), setting.lower())
+    if setting is False:
+        return False
+    if setting is True:
+        return on_local_disk(folder)
+    if setting == "auto":
+        return free_page_reporting() and on_local_disk(folder)
+    raise MetatensorDaskError(
+        f"the setting metatensor_dask.direct-writes must be true, false or auto, not "
+        f"{config.get('direct-writes')!r}: change it in the dask configuration (a YAML "
+        "file, or the environment variable DASK_METATENSOR_DASK__DIRECT_WRITES)"
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -121,15 +121,17 @@ def _prepare(spec: Run, store: Any, where: str, resume: bool) -> int | None:
         set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
         return 0
     ours = existing[0][layout.ATTRIBUTE]
-    if not resume and ours.get(RUN) is None:
-        raise MetatensorDaskError(
-            f"a store already exists at {where}, not written by write_batches: "
-            "write_batches creates a new store; write to another store (or delete it)"
-        )
     if not resume:
+        ours_run = ours.get(RUN) is not None
+        origin = "" if ours_run else ", not written by write_batches"
+        remedy = (
+            "pass resume=True to continue the run that wrote it, or write to another store"
+            if ours_run
+            else "write to another store (or delete it)"
+        )
         raise MetatensorDaskError(
-            f"a store already exists at {where}: write_batches creates a new store; pass "
-            "resume=True to continue the run that wrote it, or write to another store"
+            f"a store already exists at {where}{origin}: write_batches creates a new "
+            f"store; {remedy}"
         )
     committed = _check_run(ours.get(RUN), run, where)
     if ours.get("complete") is True:

@@ -326,7 +326,7 @@ def encode_chunks(
     with the fill value 0); values that are one whole chunk (the Labels of tiny blocks)
     are copied with their checksum appended.
     """
-    import google_crc32c
+    from crc32c import crc32c
 
     encoding = chunks or _plain_format(document)
     chunk, size, checksum = encoding.shape, encoding.size, encoding.checksum
@@ -335,7 +335,7 @@ def encode_chunks(
     if values.shape == full and values.size:
         body = values.tobytes()
         if checksum:
-            body = b"".join((body, google_crc32c.value(body).to_bytes(4, "little")))
+            body = b"".join((body, crc32c(body).to_bytes(4, "little")))
         return {chunk_key(first, values.ndim): memoryview(body)}
     encoded = {}
     for index in range(-(-values.shape[0] // chunk[0]) if values.size else 0):
@@ -348,9 +348,7 @@ def encode_chunks(
             target[...] = 0
             target[tuple(slice(0, n) for n in piece.shape)] = piece
         if checksum:
-            raw[size:] = np.frombuffer(
-                google_crc32c.value(raw[:size]).to_bytes(4, "little"), np.uint8
-            )
+            raw[size:] = np.frombuffer(crc32c(raw[:size].data).to_bytes(4, "little"), np.uint8)
         encoded[chunk_key(first + index, values.ndim)] = raw.data
     return encoded
 
@@ -366,7 +364,7 @@ def chunk_keys(document: dict[str, Any]) -> list[str]:
 def _decoded(data: Any, chunks: ChunkFormat, path: str, where: str, index: int) -> np.ndarray:
     """Chunk ``index`` as an array viewing ``data``, its size and checksum verified; a
     missing chunk (``None``) is damage: every chunk is stored, all-zero ones too."""
-    import google_crc32c
+    from crc32c import crc32c
 
     if data is None:
         raise missing_chunk(where, path, chunk_key(index, len(chunks.shape)))
@@ -378,7 +376,7 @@ def _decoded(data: Any, chunks: ChunkFormat, path: str, where: str, index: int) 
         raise damaged(
             where, f"the chunk '{key}' of the array '{path}' has {len(body)} bytes, not {size}"
         )
-    if chunks.checksum and google_crc32c.value(body) != int.from_bytes(buffer[-4:], "little"):
+    if chunks.checksum and crc32c(body.data) != int.from_bytes(buffer[-4:], "little"):
         key = chunk_key(index, len(chunks.shape))
         raise damaged(where, f"the checksum of the chunk '{key}' of the array '{path}' is wrong")
     return body.view(chunks.dtype).reshape(chunks.shape)

@@ -459,9 +459,9 @@ class ChunkIdentity:
         whose bytes do not match it is damage that zarr's codec reports (checked here
         only when ``crc`` is not the one listed: the codec checks it anyway)."""
         if index < len(self.table) and self.table[index] != crc:
-            import google_crc32c
+            from crc32c import crc32c
 
-            if google_crc32c.value(bytes(covered)) == crc:
+            if crc32c(covered) == crc:
                 await self.decide(index, crc)
 
     async def decide(self, index: int, crc: int) -> None:

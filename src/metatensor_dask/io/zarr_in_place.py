@@ -88,7 +88,7 @@ def stored_head(
     DamagedStoreError
         The chunk is missing, shorter, or its stored rows are not those listed.
     """
-    import google_crc32c
+    from crc32c import crc32c
 
     found = kept_rows(root, where, path, document, stored)
     if found is None:
@@ -97,7 +97,7 @@ def stored_head(
     with open(f"{root}/{key}", "rb", buffering=0) as opened:  # found by kept_rows
         data = np.frombuffer(os.pread(opened.fileno(), kept.size, 0), np.uint8)
     padding = int(np.prod(_chunk_shape(document))) * _dtype(document).itemsize - kept.size
-    if data.size != kept.size or extend_zeros(google_crc32c.value(data), padding) != kept.crc:
+    if data.size != kept.size or extend_zeros(crc32c(data.data), padding) != kept.crc:
         rows = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
         name = chunk_name(path, document, stored // rows)
         raise _damaged(where, path, name, "does not hold the rows the store lists")

@@ -112,11 +112,11 @@ def _bytes_of(values: Any, dtype: np.dtype) -> np.ndarray:
 def _crc(parts: Parts) -> int:
     """The crc32c of the concatenated ``parts``; the zeros of :func:`_zeros` are
     accounted for without being read (see :mod:`._crc32c_zeros`)."""
-    import google_crc32c
+    from crc32c import crc32c
 
     crc = 0
     for part in parts:
-        crc = extend_zeros(crc, part.size) if _is_padding(part) else google_crc32c.extend(crc, part)
+        crc = extend_zeros(crc, part.size) if _is_padding(part) else crc32c(part.data, crc)
     return crc
 
 
@@ -263,8 +263,8 @@ def write_parts(
 
     ``drop_behind`` (bytes, see :mod:`._page_cache`): local files are dropped from the
     page cache once on disk, but for the newest files of this process holding at most
-    this many bytes; those of 1 MiB or more are written past it on local disks (see
-    :mod:`._direct_writes`).
+    this many bytes; those of 1 MiB or more are written past it on local disks when
+    the ``direct-writes`` setting says so (see :mod:`._direct_writes`).
     """
     root = _local_root(store)
     if root is None or store.read_only:
