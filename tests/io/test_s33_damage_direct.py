@@ -2,7 +2,8 @@
 zeros left as holes, the last bytes short of a block through the page cache): by a
 whole write, by an append (the partial last chunk rewritten) and by ``write_batches``.
 Every damage is refused by a reader, naming the store, the chunk and the remedy, and
-never read as other numbers; an append onto a damaged partial chunk refuses it."""
+never read as other numbers, also while an append is interrupted (whose rewritten
+partial chunk readers accept); an append onto a damaged partial chunk refuses it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import dask
 import metatensor
 import numpy as np
 import pytest
@@ -198,3 +200,57 @@ def test_an_append_onto_a_cut_partial_chunk_refuses_before_writing(tmp_path):
     with pytest.raises(mtd.DamagedStoreError, match=r"'c\.1\.0' of the array 'blocks/0/values'"):
         mtd.from_metatensor(appended).to_zarr(path, append_dim="samples")
     assert _files(path) == before
+
+
+def _fail(rows: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the source failed")
+
+
+def _failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
+    """``tensor``, whose values fail when computed: an append of it is interrupted."""
+    theirs = mtd.from_metatensor(tensor)
+    block = theirs.block(0)
+    values = block.values.map_blocks(_fail, dtype=block.values.dtype)
+    failing = mtd.TensorBlock(values, block.samples, block.components, block.properties)
+    for parameter, gradient in block.gradients():
+        failing.add_gradient(parameter, gradient)
+    return mtd.TensorMap(theirs.keys, [failing])
+
+
+COMPRESSED = pytest.mark.xfail(
+    strict=True,
+    reason="the crc32c a table lists for a compressed chunk covers its compressed "
+    "bytes: the rows a rewritten partial chunk keeps can not be checked against it",
+)
+SETTINGS = {
+    "plain": {},
+    "sharded": {"metatensor_dask.shard-chunks": 2},
+    "zstd": {"metatensor_dask.compressor": "zstd"},
+}
+
+
+@pytest.mark.parametrize("settings", ["plain", "sharded", pytest.param("zstd", marks=COMPRESSED)])
+def test_an_older_partial_chunk_put_back_while_an_append_is_interrupted_is_refused(
+    tmp_path, settings
+):
+    """While an append is interrupted, readers accept a partial last chunk that is not
+    the one listed (the append rewrote it, keeping its rows); an older copy of it, from
+    before an earlier append, holds zeros where that append stored rows."""
+    path = tmp_path / "t.zarr"
+    shards = settings == "sharded"
+    with dask.config.set(SETTINGS[settings]):
+        mtd.from_metatensor(_tensor(1, 1_000, np.float64)).to_zarr(path, chunks=ROWS)
+        chunk = path / VALUES / ("c.0.0" if shards else "c.1.0")
+        older = chunk.read_bytes()
+        appended = _tensor(2, 200, np.float64, first=250)
+        mtd.from_metatensor(appended).to_zarr(path, append_dim="samples")
+        expected = mtd.to_metatensor(mtd.open_zarr(path))
+        with pytest.raises(RuntimeError, match="the source failed"):
+            _failing(_tensor(3, 300, np.float64, first=10_000)).to_zarr(path, append_dim="samples")
+    assert (path / ".progress/append.json").exists()
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(path)), expected)
+    chunk.write_bytes(older)
+    with pytest.raises(mtd.DamagedStoreError, match="is not the chunk the store lists"):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    problems = mtd.verify(path).problems
+    assert any("is not the chunk the store lists" in problem for problem in problems)
