@@ -255,3 +255,26 @@ def test_an_older_partial_chunk_put_back_while_an_append_is_interrupted_is_refus
         mtd.to_metatensor(mtd.open_zarr(path))
     problems = mtd.verify(path).problems
     assert any("is not the chunk the store lists" in problem for problem in problems)
+
+
+@pytest.mark.parametrize("settings", ["plain", "sharded"])
+def test_a_partial_chunk_rewritten_by_an_interrupted_append_is_read(tmp_path, settings):
+    """The partial last chunk (or shard) as an append killed once it replaced it left
+    it (its rows kept, new ones after them) is read by a tensor opened before, and by
+    one opened since."""
+    path, appended = tmp_path / "t.zarr", tmp_path / "appended.zarr"
+    stored = _tensor(1, 1_000, np.float64)
+    with dask.config.set(SETTINGS[settings]):
+        mtd.from_metatensor(stored).to_zarr(path, chunks=ROWS)
+        opened = mtd.open_zarr(path)
+        shutil.copytree(path, appended)
+        extra = _tensor(2, 200, np.float64, first=250)
+        mtd.from_metatensor(extra).to_zarr(appended, append_dim="samples")
+    (path / ".progress").mkdir()
+    (path / ".progress/append.json").write_text('{"token": "killed"}')
+    name = "c.0.0" if settings == "sharded" else "c.1.0"
+    assert (appended / VALUES / name).read_bytes() != (path / VALUES / name).read_bytes()
+    for array, chunk in ((VALUES, name), (GRADIENT, f"{name}.0")):
+        shutil.copyfile(appended / array / chunk, path / array / chunk)
+    assert metatensor.equal(mtd.to_metatensor(opened), stored)
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(path)), stored)
