@@ -30,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from ..errors import DamagedStoreError, MetatensorDaskError
 from . import _page_cache
+from ._crc32c_zeros import extend_zeros
 from ._zarr_internals import sync
 from .zarr_integrity import damaged, index_pairs
 
@@ -447,11 +451,11 @@ class ChunkIdentity:
         self.strict = strict
         self.table: list[int] = document["attributes"][TABLE]
 
-    def check(self, index: int, crc: int) -> None:
+    def check(self, index: int, crc: int, covered: Any) -> None:
         """Check the chunk ``index``, which ends with ``crc``, the checksum of its bytes
-        (verified: see :meth:`decide`)."""
+        ``covered`` (verified: see :meth:`decide`)."""
         if index < len(self.table) and self.table[index] != crc:
-            sync(self.decide(index, crc))
+            sync(self.decide(index, crc, covered))
 
     async def check_async(self, index: int, crc: int, covered: Any) -> None:
         """:meth:`check` on zarr's event loop, before zarr checks that ``crc`` is the
@@ -462,16 +466,18 @@ class ChunkIdentity:
             from crc32c import crc32c
 
             if crc32c(covered) == crc:
-                await self.decide(index, crc)
+                await self.decide(index, crc, covered)
 
-    async def decide(self, index: int, crc: int) -> None:
-        """Decide about the chunk ``index``, whose trailing crc32c ``crc`` is not
-        the one the table lists, from the store's current root.
+    async def decide(self, index: int, crc: int, covered: Any) -> None:
+        """Decide about the chunk ``index``, whose trailing crc32c ``crc`` (of its
+        bytes ``covered``) is not the one the table lists, from the store's current
+        root.
 
         Returns when an append rewrote the chunk, which keeps the rows stored before
         it: the current table lists it, or an append in progress (or interrupted:
         its record is left, or the store is incomplete, in a run of
-        ``write_batches``) replaced the partial last chunk the reader knows.
+        ``write_batches``) replaced the partial last chunk the reader knows, which
+        still begins with the rows listed (:meth:`_keeps_stored_rows`).
 
         Raises
         ------
@@ -497,9 +503,56 @@ class ChunkIdentity:
             return
         rows = int(self.document["shape"][0])
         appending = not self.strict and (record is not None or not complete)
-        if appending and rows % _rows(self.document)[0] and index == _chunks(self.document) - 1:
-            return
+        last = index == _chunks(self.document) - 1
+        if appending and rows % _rows(self.document)[0] and last:
+            if self._keeps_stored_rows(index, covered):
+                return
         raise _not_listed(self.where, self.path, chunk_name(self.path, self.document, index))
+
+    def _keeps_stored_rows(self, index: int, covered: Any) -> bool:
+        """Whether the partial last chunk ``index``, whose bytes but its checksum are
+        ``covered``, begins with the rows its listed checksum covers: an append keeps
+        them, and the chunk listed holds them followed by the zeros padding it (an
+        older copy put back while an append is interrupted holds zeros in their
+        place). A compressed chunk, whose checksum covers its compressed bytes, can
+        not be checked so, and is taken as the append left it."""
+        sizes = _plain_sizes(self.document)
+        if sizes is None:
+            return True
+        head, whole = sizes
+        data = memoryview(covered).cast("B")
+        if data.nbytes != whole:
+            return False
+        from crc32c import crc32c
+
+        return extend_zeros(crc32c(data[:head]), whole - head) == self.table[index]
+
+
+def _plain_sizes(document: dict[str, Any]) -> tuple[int, int] | None:
+    """For an array whose chunks (inner chunks of its shards) hold its rows' bytes and
+    their crc32c, nothing else: the bytes of the rows of its partial last chunk and of
+    a whole chunk, without the checksum; ``None`` for other codecs."""
+    sharding = _sharding(document)
+    codecs = document.get("codecs") if sharding is None else sharding.get("codecs")
+    if not isinstance(codecs, list):
+        return None
+    if [codec.get("name") if isinstance(codec, dict) else None for codec in codecs] != [
+        "bytes",
+        "crc32c",
+    ]:
+        return None
+    shape = [int(n) for n in document["shape"]]
+    chunk = sharding["chunk_shape"] if sharding is not None else _grid(document)
+    if [int(n) for n in chunk[1:]] != shape[1:]:
+        return None
+    row = math.prod(shape[1:]) * np.dtype(document["data_type"]).itemsize
+    rows = int(chunk[0])
+    return shape[0] % rows * row, rows * row
+
+
+def _grid(document: dict[str, Any]) -> list[Any]:
+    """The chunk shape of the array's regular grid."""
+    return document["chunk_grid"]["configuration"]["chunk_shape"]
 
 
 def _not_listed(where: str, path: str, name: str) -> DamagedStoreError:

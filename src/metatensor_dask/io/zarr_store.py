@@ -1088,7 +1088,7 @@ def _decoded_region(
     if identity is not None:  # each chunk decoded: present, its size and checksum right
         first = start // int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
         for index, data in enumerate(raw, start=first):
-            identity.check(index, last_crc(data))
+            identity.check(index, last_crc(data), memoryview(data)[:-4])
     return rows_read
 
 
