@@ -29,9 +29,10 @@ rows to 150 arrays: the cost per array of an append, rather than per byte):
   written and the oldest dropped from the page cache as appends do (the ``drop-behind``
   setting);
 * ``featomic + raw files, direct``: the same, each file written past the page cache
-  (``O_DIRECT``) by the writer of the chunk files of 1 MiB or more that
-  ``write_batches`` creates whole there: on a virtual machine that takes free memory
-  back from its guest, each new page of the page cache costs a fault in the host;
+  (``O_DIRECT``) by the writer that the ``direct-writes`` setting gives the chunk files
+  of 1 MiB or more (off by default): on a virtual machine that takes free memory back
+  from its guest, each new page of the page cache costs a fault in the host, but a
+  direct write waits for the disk;
 * ``write_batches, drop-behind off``: the same batches computed and committed to a Zarr
   store, their pages left in the page cache;
 * ``write_batches``: the same with the default ``drop-behind``.
