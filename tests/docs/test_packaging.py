@@ -78,7 +78,7 @@ def test_the_lowest_versions_are_read_from_pyproject():
         check=True,
     )
     pins = dict(line.split("==") for line in result.stdout.split())
-    assert set(pins) == {"dask", "distributed", "zarr", "numpy"}
+    assert set(pins) == {"dask", "distributed", "zarr", "numpy", "crc32c"}
     for requirement in _pyproject()["project"]["dependencies"]:
         name = re.match(r"[a-z0-9-]+", requirement.lower()).group(0)
         if name in pins:
