@@ -5,6 +5,11 @@ setting and of the check of a partial last chunk while an append is interrupted.
   wrong ``drop-behind`` is: it was read only by the tasks writing chunk files, so that
   ``to_zarr`` and ``write_batches`` left an incomplete store behind (and with
   ``drop-behind: false`` the value was never read, nor refused).
+- ``discard_append`` lists in the chunk tables the partial last chunk as it finds it:
+  an older copy of it put back while the append was interrupted (which readers refuse:
+  it holds zeros where an earlier append stored rows) became the chunk listed, read as
+  zeros without error, and ``verify`` found nothing. The discard now reads the chunks
+  whose entries it changes through a reader's checks first, and refuses damage.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ def _tensor(n: int, first: int = 0) -> metatensor.TensorMap:
         metatensor.Labels.range("p", 4),
     )
     return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+
+
+def _fail(block: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the source failed")
+
+
+def _failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
+    """``tensor``, whose values fail when computed: an append of it is interrupted."""
+    theirs = mtd.from_metatensor(tensor)
+    block = theirs.block(0)
+    values = block.values.map_blocks(_fail, dtype=block.values.dtype)
+    failing = mtd.TensorBlock(values, block.samples, block.components, block.properties)
+    return mtd.TensorMap(theirs.keys, [failing])
 
 
 def _batch(items: list[int]) -> metatensor.TensorMap:
@@ -75,3 +93,31 @@ def test_other_direct_writes_values_are_refused_by_name(tmp_path, value):
         with pytest.raises(MetatensorDaskError, match=r"direct-writes must be true, false or"):
             mtd.from_metatensor(_tensor(30)).to_zarr(tmp_path / "t.zarr", chunks=20)
     assert not (tmp_path / "t.zarr").exists()
+
+
+@pytest.mark.parametrize("shards", [None, 2])
+def test_discarding_an_append_does_not_list_an_older_partial_chunk_put_back(tmp_path, shards):
+    path = tmp_path / "t.zarr"
+    with dask.config.set({"metatensor_dask.shard-chunks": shards}):
+        mtd.from_metatensor(_tensor(25)).to_zarr(path, chunks=10)
+        chunk = path / "blocks/0/values" / ("c.1.0" if shards else "c.2.0")
+        older = chunk.read_bytes()
+        mtd.from_metatensor(_tensor(3, first=100)).to_zarr(path, append_dim="samples")
+        expected = mtd.to_metatensor(mtd.open_zarr(path))
+        with pytest.raises(RuntimeError, match="the source failed"):
+            _failing(_tensor(4, first=200)).to_zarr(path, append_dim="samples")
+    assert (path / ".progress/append.json").exists()
+    rewritten = chunk.read_bytes()
+    chunk.write_bytes(older)  # rows 20 to 27 read as zeros
+    listed = "is not the chunk the store lists"
+    with pytest.raises(mtd.DamagedStoreError, match=listed):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    with pytest.raises(mtd.DamagedStoreError, match=listed):
+        mtd.discard_append(path)
+    with pytest.raises(mtd.DamagedStoreError, match=listed):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    chunk.write_bytes(rewritten)  # as the append left it: discarded, the store as before
+    assert mtd.discard_append(path)
+    assert not (path / ".progress").exists()
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(path)), expected)
+    assert mtd.verify(path).problems == []
