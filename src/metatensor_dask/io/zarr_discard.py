@@ -81,6 +81,10 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
     MetatensorDaskError
         There is no store, or it holds an incomplete write rather than an append
         (``to_zarr(..., resume=True)`` finishes it, ``mode="w"`` overwrites it).
+    DamagedStoreError
+        The partial last chunk of an array is not the one listed and does not begin
+        with the rows listed (an older copy put back while the append was interrupted):
+        listed, those rows would read as zeros.
 
     Notes
     -----
