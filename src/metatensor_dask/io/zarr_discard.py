@@ -38,17 +38,14 @@ from ._lock import StoreLock
 from ._lock import timeout as lock_timeout
 from ._zarr_internals import sync
 from .zarr_append import RECORD, read_root, recorded_token
-from .zarr_identity import FIRST_FORMAT, STORE_ID, chunk_rows, has_table, with_tables
-from .zarr_store import (
-    ArrayRef,
-    delete_prefix,
-    describe,
-    get_many,
-    list_prefix,
-    open_store,
-    read_region,
-    set_many,
+from .zarr_identity import (
+    FIRST_FORMAT,
+    check_partial_chunks,
+    chunk_rows,
+    has_table,
+    with_tables,
 )
+from .zarr_store import delete_prefix, describe, get_many, list_prefix, open_store, set_many
 
 __all__ = ["chunks_beyond_shapes", "discard_append"]
 
@@ -172,7 +169,7 @@ def _list_partial_chunks(
     """In a format 4 store, list in the chunk tables the partial last chunk of each
     values array as it is stored: the discarded append may have replaced it, keeping
     its stored rows (readers accept it while the append's record is there; so is it
-    checked here first, see :func:`_check_kept_rows`)."""
+    checked here first, see :func:`~.zarr_identity.check_partial_chunks`)."""
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("format", layout.FORMAT) < FIRST_FORMAT:
         return
@@ -186,7 +183,7 @@ def _list_partial_chunks(
     changed = {path: table for path, table in tables.items() if table != nodes[path]}
     if not changed:
         return
-    _check_kept_rows(store, ours.get(STORE_ID), {path: nodes[path] for path in changed})
+    check_partial_chunks(store, describe(store), nodes, changed)
     set_many(store, {f"{path}/zarr.json": layout.encode(doc) for path, doc in changed.items()})
     root = layout.group_document(attributes)
     root["consolidated_metadata"] = {
@@ -195,28 +192,6 @@ def _list_partial_chunks(
         "metadata": dict(sorted({**nodes, **changed}.items())),
     }
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
-
-
-def _check_kept_rows(store: Any, store_id: Any, documents: dict[str, dict[str, Any]]) -> None:
-    """Read the last chunk file (shard) of each array ``documents`` (path: its document
-    as stored) through the checks of a reader, while the append's record is there:
-    its chunks that are not the ones listed must be the partial last chunk, still
-    beginning with the rows listed. An older copy put back while the append was
-    interrupted holds zeros in their place: listed, it would be read so without error.
-
-    Raises
-    ------
-    DamagedStoreError
-        When a chunk is not the one listed, and does not begin with the rows listed.
-    """
-    for path, document in documents.items():
-        rows = int(document["shape"][0])
-        grid = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-        region = (
-            slice((rows - 1) // grid * grid, rows),
-            *(slice(0, int(n)) for n in document["shape"][1:]),
-        )
-        read_region(ArrayRef(store, path, document, store_id=store_id), region)
 
 
 def chunks_beyond_shapes(keys: list[str], nodes: dict[str, Any]) -> list[str]:

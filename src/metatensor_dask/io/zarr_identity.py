@@ -51,6 +51,7 @@ __all__ = [
     "TABLE",
     "ChunkIdentity",
     "check_not_overwritten",
+    "check_partial_chunks",
     "chunk_name",
     "chunk_rows",
     "content_id",
@@ -516,16 +517,87 @@ class ChunkIdentity:
         older copy put back while an append is interrupted holds zeros in their
         place). A compressed chunk, whose checksum covers its compressed bytes, can
         not be checked so, and is taken as the append left it."""
-        sizes = _plain_sizes(self.document)
-        if sizes is None:
-            return True
-        head, whole = sizes
-        data = memoryview(covered).cast("B")
-        if data.nbytes != whole:
-            return False
-        from crc32c import crc32c
+        return _begins_with_rows(self.document, covered, self.table[index])
 
-        return extend_zeros(crc32c(data[:head]), whole - head) == self.table[index]
+
+def _begins_with_rows(document: dict[str, Any], covered: Any, listed: int) -> bool:
+    """Whether the partial last chunk of the array ``document``, whose bytes but its
+    checksum are ``covered``, begins with the rows of the chunk listed with the crc32c
+    ``listed`` (see :meth:`ChunkIdentity._keeps_stored_rows`); ``True`` for a
+    compressed array, which can not be checked so."""
+    sizes = _plain_sizes(document)
+    if sizes is None:
+        return True
+    head, whole = sizes
+    data = memoryview(covered).cast("B")
+    if data.nbytes != whole:
+        return False
+    from crc32c import crc32c
+
+    return extend_zeros(crc32c(data[:head]), whole - head) == listed
+
+
+def check_partial_chunks(
+    store: Any, where: str, nodes: dict[str, dict[str, Any]], found: dict[str, dict[str, Any]]
+) -> None:
+    """Check the chunks of the arrays ``found`` (path: the array's document, its table
+    as :func:`with_tables` read it from the chunks stored) whose entries are not those
+    of the arrays' listed documents ``nodes``, as an interrupted append left them: only
+    the partial last chunk of an array may differ, and it must still begin with the
+    rows listed (an older copy put back holds zeros in their place).
+
+    Raises
+    ------
+    DamagedStoreError
+        For another chunk that differs, or a partial last chunk that does not begin
+        with the rows listed.
+    """
+    reads = []  # (path, index): partial last chunks to read
+    for path, document in found.items():
+        listed, stored = nodes[path]["attributes"][TABLE], document["attributes"][TABLE]
+        last = _chunks(nodes[path]) - 1
+        partial = int(nodes[path]["shape"][0]) % _rows(nodes[path])[0] != 0
+        for index, (before, now) in enumerate(zip(listed, stored, strict=True)):
+            if before != now and (index != last or not partial):
+                raise _not_listed(where, path, chunk_name(path, nodes[path], index))
+        if listed[last] != stored[last] and _plain_sizes(nodes[path]) is not None:
+            reads.append((path, last))
+    contents = sync(_gathered(store, [_key(path, nodes[path], index) for path, index in reads]))
+    for (path, index), raw in zip(reads, contents, strict=True):
+        covered = _chunk_bytes(raw, nodes[path], index)
+        listed = nodes[path]["attributes"][TABLE][index]
+        if covered is None or not _begins_with_rows(nodes[path], covered, listed):
+            raise _not_listed(where, path, chunk_name(path, nodes[path], index))
+
+
+async def _gathered(store: Any, keys: list[str]) -> list[bytes | None]:
+    """The content of each key, read concurrently."""
+    semaphore = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(key: str) -> bytes | None:
+        async with semaphore:
+            return await _get(store, key)
+
+    return await asyncio.gather(*(one(key) for key in keys))
+
+
+def _chunk_bytes(raw: bytes | None, document: dict[str, Any], index: int) -> bytes | None:
+    """The bytes but its checksum of chunk ``index`` of an array, in ``raw``, the
+    content of its file (its shard, located by the shard's index); ``None`` when
+    missing."""
+    chunk, grid = _rows(document)
+    if raw is None or len(raw) < 4:
+        return None
+    if chunk == grid and _sharding(document) is None:
+        return raw[:-4]
+    entries = grid // chunk
+    footer = 16 * entries + 4
+    if len(raw) < footer:
+        return None
+    offset, length = index_pairs(raw[-footer:], entries)[index % entries]
+    if offset == _EMPTY or length < 4 or offset + length > len(raw):
+        return None
+    return raw[offset : offset + length - 4]
 
 
 def _plain_sizes(document: dict[str, Any]) -> tuple[int, int] | None:
