@@ -562,42 +562,49 @@ def check_partial_chunks(
                 raise _not_listed(where, path, chunk_name(path, nodes[path], index))
         if listed[last] != stored[last] and _plain_sizes(nodes[path]) is not None:
             reads.append((path, last))
-    contents = sync(_gathered(store, [_key(path, nodes[path], index) for path, index in reads]))
-    for (path, index), raw in zip(reads, contents, strict=True):
-        covered = _chunk_bytes(raw, nodes[path], index)
-        listed = nodes[path]["attributes"][TABLE][index]
-        if covered is None or not _begins_with_rows(nodes[path], covered, listed):
+    kept = sync(_each_kept(store, [(nodes[path], path, index) for path, index in reads]))
+    for (path, index), fine in zip(reads, kept, strict=True):
+        if not fine:
             raise _not_listed(where, path, chunk_name(path, nodes[path], index))
 
 
-async def _gathered(store: Any, keys: list[str]) -> list[bytes | None]:
-    """The content of each key, read concurrently."""
-    semaphore = asyncio.Semaphore(_CONCURRENCY)
+#: Chunks read at once by :func:`check_partial_chunks` (each held whole while checked).
+_CHECKED_AT_ONCE = 4
 
-    async def one(key: str) -> bytes | None:
+
+async def _each_kept(store: Any, chunks: list[tuple[dict[str, Any], str, int]]) -> list[bool]:
+    """For each chunk (the array's listed document, path, index), whether it begins
+    with the rows listed, read a few at once."""
+    semaphore = asyncio.Semaphore(_CHECKED_AT_ONCE)
+
+    async def one(document: dict[str, Any], path: str, index: int) -> bool:
         async with semaphore:
-            return await _get(store, key)
+            covered = await _chunk_bytes(store, path, document, index)
+            listed = document["attributes"][TABLE][index]
+            return covered is not None and _begins_with_rows(document, covered, listed)
 
-    return await asyncio.gather(*(one(key) for key in keys))
+    return await asyncio.gather(*(one(*chunk) for chunk in chunks))
 
 
-def _chunk_bytes(raw: bytes | None, document: dict[str, Any], index: int) -> bytes | None:
-    """The bytes but its checksum of chunk ``index`` of an array, in ``raw``, the
-    content of its file (its shard, located by the shard's index); ``None`` when
-    missing."""
+async def _chunk_bytes(store: Any, path: str, document: dict[str, Any], index: int) -> bytes | None:
+    """The bytes but its checksum of chunk ``index`` of an array: its file, or its
+    range of its shard, which the shard's index locates; ``None`` when missing."""
+    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+
+    key = _key(path, document, index)
+    if _sharding(document) is None:
+        raw = await _get(store, key)
+        return raw[:-4] if raw is not None and len(raw) >= 4 else None
     chunk, grid = _rows(document)
-    if raw is None or len(raw) < 4:
-        return None
-    if chunk == grid and _sharding(document) is None:
-        return raw[:-4]
     entries = grid // chunk
-    footer = 16 * entries + 4
-    if len(raw) < footer:
+    footer = await _get(store, key, SuffixByteRequest(16 * entries + 4))
+    if footer is None or len(footer) != 16 * entries + 4:
         return None
-    offset, length = index_pairs(raw[-footer:], entries)[index % entries]
-    if offset == _EMPTY or length < 4 or offset + length > len(raw):
+    offset, length = index_pairs(footer, entries)[index % entries]
+    if offset == _EMPTY or length < 4:
         return None
-    return raw[offset : offset + length - 4]
+    raw = await _get(store, key, RangeByteRequest(offset, offset + length))
+    return raw[:-4] if raw is not None and len(raw) == length else None
 
 
 def _plain_sizes(document: dict[str, Any]) -> tuple[int, int] | None:
