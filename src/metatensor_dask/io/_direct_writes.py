@@ -45,7 +45,7 @@ from .._huge_pages import free_page_reporting
 from ..errors import MetatensorDaskError
 from ._file_writes import write_all
 
-__all__ = ["ALIGNMENT", "on_local_disk", "suits", "write_new_file"]
+__all__ = ["ALIGNMENT", "on_local_disk", "setting", "suits", "write_new_file"]
 
 ALIGNMENT = 4096
 """Offsets and lengths of direct writes are multiples of this (the largest logical
@@ -67,28 +67,36 @@ _ESCAPED = re.compile(r"\\([0-7]{3})")
 
 def suits(folder: str) -> bool:
     """Whether files under ``folder`` are written directly, as the ``direct-writes``
-    setting of this process says: ``true``, on a local disk (:func:`on_local_disk`);
-    ``auto``, there on a virtual machine whose balloon reports free pages to its host
-    (where a new page of the page cache costs a fault in the host); ``false``, never.
+    setting of this process says (see :func:`setting`): ``true``, on a local disk
+    (:func:`on_local_disk`); ``auto``, there on a virtual machine whose balloon reports
+    free pages to its host (where a new page of the page cache costs a fault in the
+    host); ``false``, never."""
+    chosen = setting()
+    if chosen == "auto":
+        return free_page_reporting() and on_local_disk(folder)
+    return chosen is True and on_local_disk(folder)
+
+
+def setting() -> bool | str:
+    """The ``direct-writes`` setting of this process: ``True``, ``False`` or ``"auto"``
+    (strings, as environment variables give them, in any case). Writes read it before
+    they touch a store, so that a wrong value is refused before anything is written.
 
     Raises
     ------
     MetatensorDaskError
         For another value of the setting.
     """
-    setting = config.get("direct-writes")
-    if isinstance(setting, str):
-        setting = {"true": True, "false": False}.get(setting.lower(), setting.lower())
-    if setting is False:
-        return False
-    if setting is True:
-        return on_local_disk(folder)
-    if setting == "auto":
-        return free_page_reporting() and on_local_disk(folder)
+    value = config.get("direct-writes")
+    chosen = value
+    if isinstance(value, str):
+        chosen = {"true": True, "false": False}.get(value.lower(), value.lower())
+    if chosen is True or chosen is False or chosen == "auto":
+        return chosen
     raise MetatensorDaskError(
         f"the setting metatensor_dask.direct-writes must be true, false or auto, not "
-        f"{config.get('direct-writes')!r}: change it in the dask configuration (a YAML "
-        "file, or the environment variable DASK_METATENSOR_DASK__DIRECT_WRITES)"
+        f"{value!r}: change it in the dask configuration (a YAML file, or the "
+        "environment variable DASK_METATENSOR_DASK__DIRECT_WRITES)"
     )
 
 

@@ -11,11 +11,11 @@ write-back as soon as it is written (``sync_file_range``, which does not wait); 
 process remembers the files it wrote, and once they hold more than the ``drop-behind``
 setting, the oldest are waited for (their write-back started long before, so that it is
 usually done) and dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``).
-The next pages the kernel hands out are then those just freed. On a virtual machine
-that reports free pages to its host, chunk files of 1 MiB or more that a write creates
-whole on a local disk do not enter the page cache, but for their last bytes short of a
-block (see :mod:`._direct_writes`); this module drops those bytes, and keeps the other
-files out.
+The next pages the kernel hands out are then those just freed. Where the
+``direct-writes`` setting asks for it (off by default), chunk files of 1 MiB or more
+that a write creates whole on a local disk do not enter the page cache, but for their
+last bytes short of a block (see :mod:`._direct_writes`); this module drops those
+bytes, and keeps the other files out.
 
 This is advice: the bytes stored are the same. Where the system calls are missing
 (outside Linux) nothing is dropped; a file removed since it was written is skipped. A

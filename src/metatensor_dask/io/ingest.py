@@ -34,7 +34,7 @@ import numpy as np
 from .. import config
 from .._typing import ChunksLike, StoreLike
 from ..errors import MetatensorDaskError
-from . import _page_cache
+from . import _direct_writes, _page_cache
 from .chunks import parse_chunks
 from .ingest_run import Run, run_batches
 from .ingest_schedule import active_client
@@ -135,6 +135,7 @@ def write_batches(
     run = {"run_id": run_id, "batch_size": batch_size, "n_items": len(items), "renumber": renumber}
     request = parse_chunks(chunks)
     drop_behind = _page_cache.budget()
+    _direct_writes.setting()  # a wrong value refused here, before the store is touched
     shown = not quiet and bool(config.get("progress"))
     client = active_client()
     function_bytes = None

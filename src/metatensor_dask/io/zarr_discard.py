@@ -38,7 +38,13 @@ from ._lock import StoreLock
 from ._lock import timeout as lock_timeout
 from ._zarr_internals import sync
 from .zarr_append import RECORD, read_root, recorded_token
-from .zarr_identity import FIRST_FORMAT, chunk_rows, has_table, with_tables
+from .zarr_identity import (
+    FIRST_FORMAT,
+    check_partial_chunks,
+    chunk_rows,
+    has_table,
+    with_tables,
+)
 from .zarr_store import delete_prefix, describe, get_many, list_prefix, open_store, set_many
 
 __all__ = ["chunks_beyond_shapes", "discard_append"]
@@ -72,6 +78,10 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
     MetatensorDaskError
         There is no store, or it holds an incomplete write rather than an append
         (``to_zarr(..., resume=True)`` finishes it, ``mode="w"`` overwrites it).
+    DamagedStoreError
+        The partial last chunk of an array is not the one listed and does not begin
+        with the rows listed (an older copy put back while the append was interrupted):
+        listed, those rows would read as zeros.
 
     Notes
     -----
@@ -158,7 +168,8 @@ def _list_partial_chunks(
 ) -> None:
     """In a format 4 store, list in the chunk tables the partial last chunk of each
     values array as it is stored: the discarded append may have replaced it, keeping
-    its stored rows (readers accept it while the append's record is there)."""
+    its stored rows (readers accept it while the append's record is there; so is it
+    checked here first, see :func:`~.zarr_identity.check_partial_chunks`)."""
     ours = attributes[layout.ATTRIBUTE]
     if ours.get("format", layout.FORMAT) < FIRST_FORMAT:
         return
@@ -172,6 +183,7 @@ def _list_partial_chunks(
     changed = {path: table for path, table in tables.items() if table != nodes[path]}
     if not changed:
         return
+    check_partial_chunks(store, describe(store), nodes, changed)
     set_many(store, {f"{path}/zarr.json": layout.encode(doc) for path, doc in changed.items()})
     root = layout.group_document(attributes)
     root["consolidated_metadata"] = {

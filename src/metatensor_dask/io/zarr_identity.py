@@ -51,6 +51,7 @@ __all__ = [
     "TABLE",
     "ChunkIdentity",
     "check_not_overwritten",
+    "check_partial_chunks",
     "chunk_name",
     "chunk_rows",
     "content_id",
@@ -516,16 +517,94 @@ class ChunkIdentity:
         older copy put back while an append is interrupted holds zeros in their
         place). A compressed chunk, whose checksum covers its compressed bytes, can
         not be checked so, and is taken as the append left it."""
-        sizes = _plain_sizes(self.document)
-        if sizes is None:
-            return True
-        head, whole = sizes
-        data = memoryview(covered).cast("B")
-        if data.nbytes != whole:
-            return False
-        from crc32c import crc32c
+        return _begins_with_rows(self.document, covered, self.table[index])
 
-        return extend_zeros(crc32c(data[:head]), whole - head) == self.table[index]
+
+def _begins_with_rows(document: dict[str, Any], covered: Any, listed: int) -> bool:
+    """Whether the partial last chunk of the array ``document``, whose bytes but its
+    checksum are ``covered``, begins with the rows of the chunk listed with the crc32c
+    ``listed`` (see :meth:`ChunkIdentity._keeps_stored_rows`); ``True`` for a
+    compressed array, which can not be checked so."""
+    sizes = _plain_sizes(document)
+    if sizes is None:
+        return True
+    head, whole = sizes
+    data = memoryview(covered).cast("B")
+    if data.nbytes != whole:
+        return False
+    from crc32c import crc32c
+
+    return extend_zeros(crc32c(data[:head]), whole - head) == listed
+
+
+def check_partial_chunks(
+    store: Any, where: str, nodes: dict[str, dict[str, Any]], found: dict[str, dict[str, Any]]
+) -> None:
+    """Check the chunks of the arrays ``found`` (path: the array's document, its table
+    as :func:`with_tables` read it from the chunks stored) whose entries are not those
+    of the arrays' listed documents ``nodes``, as an interrupted append left them: only
+    the partial last chunk of an array may differ, and it must still begin with the
+    rows listed (an older copy put back holds zeros in their place).
+
+    Raises
+    ------
+    DamagedStoreError
+        For another chunk that differs, or a partial last chunk that does not begin
+        with the rows listed.
+    """
+    reads = []  # (path, index): partial last chunks to read
+    for path, document in found.items():
+        listed, stored = nodes[path]["attributes"][TABLE], document["attributes"][TABLE]
+        last = _chunks(nodes[path]) - 1
+        partial = int(nodes[path]["shape"][0]) % _rows(nodes[path])[0] != 0
+        for index, (before, now) in enumerate(zip(listed, stored, strict=True)):
+            if before != now and (index != last or not partial):
+                raise _not_listed(where, path, chunk_name(path, nodes[path], index))
+        if listed[last] != stored[last] and _plain_sizes(nodes[path]) is not None:
+            reads.append((path, last))
+    kept = sync(_each_kept(store, [(nodes[path], path, index) for path, index in reads]))
+    for (path, index), fine in zip(reads, kept, strict=True):
+        if not fine:
+            raise _not_listed(where, path, chunk_name(path, nodes[path], index))
+
+
+#: Chunks read at once by :func:`check_partial_chunks` (each held whole while checked).
+_CHECKED_AT_ONCE = 4
+
+
+async def _each_kept(store: Any, chunks: list[tuple[dict[str, Any], str, int]]) -> list[bool]:
+    """For each chunk (the array's listed document, path, index), whether it begins
+    with the rows listed, read a few at once."""
+    semaphore = asyncio.Semaphore(_CHECKED_AT_ONCE)
+
+    async def one(document: dict[str, Any], path: str, index: int) -> bool:
+        async with semaphore:
+            covered = await _chunk_bytes(store, path, document, index)
+            listed = document["attributes"][TABLE][index]
+            return covered is not None and _begins_with_rows(document, covered, listed)
+
+    return await asyncio.gather(*(one(*chunk) for chunk in chunks))
+
+
+async def _chunk_bytes(store: Any, path: str, document: dict[str, Any], index: int) -> bytes | None:
+    """The bytes but its checksum of chunk ``index`` of an array: its file, or its
+    range of its shard, which the shard's index locates; ``None`` when missing."""
+    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+
+    key = _key(path, document, index)
+    if _sharding(document) is None:
+        raw = await _get(store, key)
+        return raw[:-4] if raw is not None and len(raw) >= 4 else None
+    chunk, grid = _rows(document)
+    entries = grid // chunk
+    footer = await _get(store, key, SuffixByteRequest(16 * entries + 4))
+    if footer is None or len(footer) != 16 * entries + 4:
+        return None
+    offset, length = index_pairs(footer, entries)[index % entries]
+    if offset == _EMPTY or length < 4:
+        return None
+    raw = await _get(store, key, RangeByteRequest(offset, offset + length))
+    return raw[:-4] if raw is not None and len(raw) == length else None
 
 
 def _plain_sizes(document: dict[str, Any]) -> tuple[int, int] | None:

@@ -45,7 +45,7 @@ from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
 from ..errors import MetatensorDaskError, wrong_type
 from ..labels import Labels
-from . import _page_cache, _task_batches
+from . import _direct_writes, _page_cache, _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
 from ._file_writes import no_room
@@ -1044,6 +1044,7 @@ def _locked_write(
     append, and hand the lock over to the ``Delayed`` (or release it)."""
     limit = lock_timeout()
     drop_behind = _page_cache.budget()
+    _direct_writes.setting()  # a wrong value refused here, before the store is touched
     store = open_store(location, storage_options, writable=True)
     command = None if append_dim is None else append_command()
     lock = StoreLock(store, describe(store), limit, command)
