@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,12 @@ from typing import TYPE_CHECKING
 from dask.utils import parse_timedelta
 
 from .. import config
-from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
+from ..errors import (
+    IncompleteStoreError,
+    MetatensorDaskError,
+    MetatensorDaskWarning,
+    StoreLockedError,
+)
 from ._file_reads import read_whole
 from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
@@ -264,6 +270,20 @@ class Holder:
         return None
 
 
+def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
+    """Warn that taking over the lock of ``holder``, on another host, waits ``seconds``."""
+    warnings.warn(
+        f"{where} is locked by {holder.describe()}, on another host or container: whether "
+        f"it still runs can not be told from here, so this write waits up to {seconds:.0f} s "
+        "for its heartbeat to be older than the lock-timeout setting, then takes the lock "
+        "over (or stops, if the heartbeat moves: the writer is alive). If that writer is "
+        f"surely gone (its job cancelled or its node down), delete '{where}/{LOCK_KEY}' and "
+        "run this again to go on at once",
+        MetatensorDaskWarning,
+        stacklevel=2,
+    )
+
+
 def pid_space() -> str:
     """The pid namespace of this process (``"pid:[<inode>]"`` on Linux, where each
     container may have its own), ``""`` where it can not be told."""
@@ -460,6 +480,7 @@ class StoreLock:
         if holder.here() or holder.stale_reason(self._limit):
             return holder
         deadline = holder.heartbeat + self._limit + 0.1
+        _announce_wait(self.ref.where, holder, deadline - time.time())
         while time.time() < deadline:
             time.sleep(min(max(deadline - time.time(), 0.0), self._limit / 10))
             current = self.ref.holder()

@@ -1,0 +1,73 @@
+"""Writes killed and restarted, as batch jobs are: what the restart says and does.
+
+A job requeued on another node finds the lock of the killed one, whose heartbeat looks
+fresh: it can not tell whether that writer still runs, so it waits for the heartbeat to
+go stale before taking the lock over. That wait (up to the ``lock-timeout`` setting, 5
+minutes by default) must be announced, with what it waits for and how to skip it, and
+not look like a hang.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import metatensor
+
+import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like
+from metatensor_dask.io.convert import to_metatensor
+
+SMALL = """
+import sys
+import metatensor_dask as mtd
+from metatensor_dask.datasets import featomic_like
+x = featomic_like(2, 4, neighbors=(2, 3), chunks=2)
+"""
+# the write set up (metadata and lock), then the process ends without computing it: the
+# store is left incomplete, locked by a process that is gone, as a killed job leaves it
+LEFT = SMALL + "x.to_zarr(sys.argv[1], compute=False)\n"
+RESUMED = SMALL + "x.to_zarr(sys.argv[1], resume=True)\n"
+
+
+def _python(script, *arguments, env=None):
+    return subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def _moved_to_another_host(store):
+    """The lock of ``store`` as a job on another node would have left it, just killed."""
+    path = os.path.join(store, ".lock")
+    with open(path) as file:
+        holder = json.load(file)
+    holder["host"] = f"not-{holder['host']}"
+    holder["heartbeat"] = time.time()
+    with open(path, "w") as file:
+        json.dump(holder, file)
+
+
+def test_a_resume_waiting_for_a_lock_of_another_host_says_so(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    left = _python(LEFT, store)
+    assert left.returncode == 0, left.stderr
+    _moved_to_another_host(store)
+    # the imports of the resuming process take a second or two: the lock must still look
+    # fresh when it reads it
+    env = {**os.environ, "DASK_METATENSOR_DASK__LOCK_TIMEOUT": "4"}
+    resumed = _python(RESUMED, store, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    message = " ".join(resumed.stderr.split())
+    assert "on another host or container" in message, resumed.stderr
+    assert re.search(
+        r"waits up to \d s for its heartbeat to be older than the lock-timeout", message
+    )
+    assert f"delete '{store}/.lock' and run this again" in message
+    expected = to_metatensor(featomic_like(2, 4, neighbors=(2, 3), chunks=2))
+    assert metatensor.equal(expected, to_metatensor(mtd.open_zarr(store)))
