@@ -5,6 +5,11 @@ fresh: it can not tell whether that writer still runs, so it waits for the heart
 go stale before taking the lock over. That wait (up to the ``lock-timeout`` setting, 5
 minutes by default) must be announced, with what it waits for and how to skip it, and
 not look like a hang.
+
+A job requeued on the node of the killed one judges the lock by its pid: no such
+process, the writer is gone. Pids are reused (a node numbers them up to 32768 by
+default, threads included): a process that took the pid of the killed writer since is
+not that writer, and must not make the restart fail as if the store were being written.
 """
 
 import json
@@ -69,5 +74,26 @@ def test_a_resume_waiting_for_a_lock_of_another_host_says_so(tmp_path):
         r"waits up to \d s for its heartbeat to be older than the lock-timeout", message
     )
     assert f"delete '{store}/.lock' and run this again" in message
+    expected = to_metatensor(featomic_like(2, 4, neighbors=(2, 3), chunks=2))
+    assert metatensor.equal(expected, to_metatensor(mtd.open_zarr(store)))
+
+
+def test_a_resume_takes_over_a_lock_whose_pid_another_process_took(tmp_path):
+    store = str(tmp_path / "out.zarr")
+    left = _python(LEFT, store)
+    assert left.returncode == 0, left.stderr
+    path = os.path.join(store, ".lock")
+    with subprocess.Popen([sys.executable, "-c", "input()"], stdin=subprocess.PIPE) as other:
+        try:
+            # the pid of the writer gone, given to a process started since
+            with open(path) as file:
+                holder = json.load(file)
+            holder["pid"] = other.pid
+            with open(path, "w") as file:
+                json.dump(holder, file)
+            resumed = _python(RESUMED, store)
+        finally:
+            other.kill()
+    assert resumed.returncode == 0, resumed.stderr
     expected = to_metatensor(featomic_like(2, 4, neighbors=(2, 3), chunks=2))
     assert metatensor.equal(expected, to_metatensor(mtd.open_zarr(store)))

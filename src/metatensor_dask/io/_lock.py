@@ -153,6 +153,10 @@ class Holder:
     """The pid namespace of the writer (see :func:`pid_space`), ``""`` when unknown (a
     lock file written before it was recorded): containers on one host share its name
     but number their processes each their own way."""
+    pid_start: str = ""
+    """When the writer's process started (see :func:`process_start`), ``""`` when unknown
+    (a lock file written before it was recorded): a live process of that pid which
+    started at another time took the pid of a writer gone."""
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
@@ -170,6 +174,7 @@ class Holder:
                 str(fields["write_id"]),
                 str(fields.get("command", "to_zarr")),
                 str(fields.get("pid_space", "")),
+                str(fields.get("pid_start", "")),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -264,6 +269,11 @@ class Holder:
                 )
             if not _alive(self.pid):
                 return f"no process {self.pid} runs on this host"
+            if self.pid_start and process_start(self.pid) not in ("", self.pid_start):
+                return (
+                    f"process {self.pid} of this host started at another time than the "
+                    "writer: the writer is gone and its pid was given to another process"
+                )
         age = time.time() - self.heartbeat
         if age > limit:
             return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
@@ -282,6 +292,20 @@ def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
         MetatensorDaskWarning,
         stacklevel=2,
     )
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since the boot (the ``starttime`` of
+    ``/proc/<pid>/stat`` on Linux, which a pid given to another process changes), ``""``
+    where it can not be told."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return ""
+    # the fields after the command name, which may hold spaces and parentheses
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 def pid_space() -> str:
@@ -387,6 +411,7 @@ class StoreLock:
             self.ref.write_id,
             _COMMAND.get() if command is None else command,
             pid_space(),
+            process_start(os.getpid()),
         )
 
     # -- taking the lock ------------------------------------------------------------------
