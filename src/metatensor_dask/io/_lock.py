@@ -294,18 +294,22 @@ def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
     )
 
 
-def process_start(pid: int) -> str:
-    """When process ``pid`` started, in clock ticks since the boot (the ``starttime`` of
-    ``/proc/<pid>/stat`` on Linux, which a pid given to another process changes), ``""``
-    where it can not be told."""
+def process_start(pid: int | None = None) -> str:
+    """When process ``pid`` (this one by default) started, in clock ticks since the boot
+    (the ``starttime`` of ``/proc/<pid>/stat`` on Linux, which a pid given to another
+    process changes), ``""`` where it can not be told: no ``/proc``, or one that numbers
+    processes otherwise than this process sees them (another pid namespace's)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
+        with open("/proc/self/stat" if pid is None else f"/proc/{pid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
         return ""
+    number, _, _ = stat.partition(b" ")
     # the fields after the command name, which may hold spaces and parentheses
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else ""
+    if number != str(os.getpid() if pid is None else pid).encode() or len(fields) < 20:
+        return ""
+    return fields[19].decode()
 
 
 def pid_space() -> str:
@@ -411,7 +415,7 @@ class StoreLock:
             self.ref.write_id,
             _COMMAND.get() if command is None else command,
             pid_space(),
-            process_start(os.getpid()),
+            process_start(),
         )
 
     # -- taking the lock ------------------------------------------------------------------
