@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,12 @@ from typing import TYPE_CHECKING
 from dask.utils import parse_timedelta
 
 from .. import config
-from ..errors import IncompleteStoreError, MetatensorDaskError, StoreLockedError
+from ..errors import (
+    IncompleteStoreError,
+    MetatensorDaskError,
+    MetatensorDaskWarning,
+    StoreLockedError,
+)
 from ._file_reads import read_whole
 from ._file_writes import no_room, write_all
 from ._zarr_internals import sync
@@ -147,6 +153,10 @@ class Holder:
     """The pid namespace of the writer (see :func:`pid_space`), ``""`` when unknown (a
     lock file written before it was recorded): containers on one host share its name
     but number their processes each their own way."""
+    pid_start: str = ""
+    """When the writer's process started (see :func:`process_start`), ``""`` when unknown
+    (a lock file written before it was recorded): a live process of that pid which
+    started at another time took the pid of a writer gone."""
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
@@ -164,6 +174,7 @@ class Holder:
                 str(fields["write_id"]),
                 str(fields.get("command", "to_zarr")),
                 str(fields.get("pid_space", "")),
+                str(fields.get("pid_start", "")),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -258,10 +269,47 @@ class Holder:
                 )
             if not _alive(self.pid):
                 return f"no process {self.pid} runs on this host"
+            if self.pid_start and process_start(self.pid) not in ("", self.pid_start):
+                return (
+                    f"process {self.pid} of this host started at another time than the "
+                    "writer: the writer is gone and its pid was given to another process"
+                )
         age = time.time() - self.heartbeat
         if age > limit:
             return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
         return None
+
+
+def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
+    """Warn that taking over the lock of ``holder``, on another host, waits ``seconds``."""
+    warnings.warn(
+        f"{where} is locked by {holder.describe()}, on another host or container: whether "
+        f"it still runs can not be told from here, so this write waits up to {seconds:.0f} s "
+        "for its heartbeat to be older than the lock-timeout setting, then takes the lock "
+        "over (or stops, if the heartbeat moves: the writer is alive). If that writer is "
+        f"surely gone (its job cancelled or its node down), delete '{where}/{LOCK_KEY}' and "
+        "run this again to go on at once",
+        MetatensorDaskWarning,
+        stacklevel=2,
+    )
+
+
+def process_start(pid: int | None = None) -> str:
+    """When process ``pid`` (this one by default) started, in clock ticks since the boot
+    (the ``starttime`` of ``/proc/<pid>/stat`` on Linux, which a pid given to another
+    process changes), ``""`` where it can not be told: no ``/proc``, or one that numbers
+    processes otherwise than this process sees them (another pid namespace's)."""
+    try:
+        with open("/proc/self/stat" if pid is None else f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return ""
+    number, _, _ = stat.partition(b" ")
+    # the fields after the command name, which may hold spaces and parentheses
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if number != str(os.getpid() if pid is None else pid).encode() or len(fields) < 20:
+        return ""
+    return fields[19].decode()
 
 
 def pid_space() -> str:
@@ -367,6 +415,7 @@ class StoreLock:
             self.ref.write_id,
             _COMMAND.get() if command is None else command,
             pid_space(),
+            process_start(),
         )
 
     # -- taking the lock ------------------------------------------------------------------
@@ -460,6 +509,7 @@ class StoreLock:
         if holder.here() or holder.stale_reason(self._limit):
             return holder
         deadline = holder.heartbeat + self._limit + 0.1
+        _announce_wait(self.ref.where, holder, deadline - time.time())
         while time.time() < deadline:
             time.sleep(min(max(deadline - time.time(), 0.0), self._limit / 10))
             current = self.ref.holder()
