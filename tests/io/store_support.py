@@ -1,8 +1,29 @@
-"""A store for the I/O tests that records the keys read through it."""
+"""For the I/O tests: a store that records the keys read through it, and a tensor whose
+values fail when computed (an append of it is interrupted)."""
 
 from __future__ import annotations
 
+import metatensor
+import numpy as np
 from zarr.storage import WrapperStore
+
+import metatensor_dask as mtd
+
+
+def _fail(rows: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the source failed")
+
+
+def failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
+    """``tensor`` (one block), whose values fail when computed, its gradients kept: an
+    append of it stops after its record and documents are written."""
+    theirs = mtd.from_metatensor(tensor)
+    block = theirs.block(0)
+    values = block.values.map_blocks(_fail, dtype=block.values.dtype)
+    failed = mtd.TensorBlock(values, block.samples, block.components, block.properties)
+    for parameter, gradient in block.gradients():
+        failed.add_gradient(parameter, gradient)
+    return mtd.TensorMap(theirs.keys, [failed])
 
 
 class CountingStore(WrapperStore):

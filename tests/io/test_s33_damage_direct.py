@@ -17,6 +17,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from store_support import failing
 
 import metatensor_dask as mtd
 from metatensor_dask.io import _direct_writes, _page_cache
@@ -204,21 +205,6 @@ def test_an_append_onto_a_cut_partial_chunk_refuses_before_writing(tmp_path):
     assert _files(path) == before
 
 
-def _fail(rows: np.ndarray) -> np.ndarray:
-    raise RuntimeError("the source failed")
-
-
-def _failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
-    """``tensor``, whose values fail when computed: an append of it is interrupted."""
-    theirs = mtd.from_metatensor(tensor)
-    block = theirs.block(0)
-    values = block.values.map_blocks(_fail, dtype=block.values.dtype)
-    failing = mtd.TensorBlock(values, block.samples, block.components, block.properties)
-    for parameter, gradient in block.gradients():
-        failing.add_gradient(parameter, gradient)
-    return mtd.TensorMap(theirs.keys, [failing])
-
-
 COMPRESSED = pytest.mark.xfail(
     strict=True,
     reason="the crc32c a table lists for a compressed chunk covers its compressed "
@@ -248,7 +234,7 @@ def test_an_older_partial_chunk_put_back_while_an_append_is_interrupted_is_refus
         mtd.from_metatensor(appended).to_zarr(path, append_dim="samples")
         expected = mtd.to_metatensor(mtd.open_zarr(path))
         with pytest.raises(RuntimeError, match="the source failed"):
-            _failing(_tensor(3, 300, np.float64, first=10_000)).to_zarr(path, append_dim="samples")
+            failing(_tensor(3, 300, np.float64, first=10_000)).to_zarr(path, append_dim="samples")
     assert (path / ".progress/append.json").exists()
     assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(path)), expected)
     chunk.write_bytes(older)

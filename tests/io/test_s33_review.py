@@ -20,6 +20,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from store_support import failing
 
 import metatensor_dask as mtd
 from metatensor_dask.errors import MetatensorDaskError
@@ -36,19 +37,6 @@ def _tensor(n: int, first: int = 0) -> metatensor.TensorMap:
         metatensor.Labels.range("p", 4),
     )
     return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
-
-
-def _fail(block: np.ndarray) -> np.ndarray:
-    raise RuntimeError("the source failed")
-
-
-def _failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
-    """``tensor``, whose values fail when computed: an append of it is interrupted."""
-    theirs = mtd.from_metatensor(tensor)
-    block = theirs.block(0)
-    values = block.values.map_blocks(_fail, dtype=block.values.dtype)
-    failing = mtd.TensorBlock(values, block.samples, block.components, block.properties)
-    return mtd.TensorMap(theirs.keys, [failing])
 
 
 def _batch(items: list[int]) -> metatensor.TensorMap:
@@ -109,7 +97,7 @@ def test_discarding_an_append_does_not_list_an_older_partial_chunk_put_back(tmp_
         shutil.copytree(path, appended)
         mtd.from_metatensor(_tensor(4, first=200)).to_zarr(appended, append_dim="samples")
         with pytest.raises(RuntimeError, match="the source failed"):
-            _failing(_tensor(4, first=200)).to_zarr(path, append_dim="samples")
+            failing(_tensor(4, first=200)).to_zarr(path, append_dim="samples")
     assert (path / ".progress/append.json").exists()
     chunk = path / "blocks/0/values" / name
     chunk.write_bytes(older)  # rows 20 to 27 read as zeros
