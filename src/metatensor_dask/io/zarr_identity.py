@@ -95,10 +95,15 @@ def has_table(path: str, document: dict[str, Any]) -> bool:
     return path.endswith("/values") and _crc_ended(document)
 
 
+def _inner_codecs(document: dict[str, Any]) -> Any:
+    """The codecs of the chunks (inner chunks of shards) of ``document``, as found."""
+    sharding = _sharding(document)
+    return (document.get("codecs") or [{}]) if sharding is None else sharding.get("codecs")
+
+
 def _crc_ended(document: dict[str, Any]) -> bool:
     """Whether the chunks (inner chunks of shards) of ``document`` end with a crc32c."""
-    sharding = _sharding(document)
-    codecs = (document.get("codecs") or [{}]) if sharding is None else sharding.get("codecs")
+    codecs = _inner_codecs(document)
     last = codecs[-1] if isinstance(codecs, list) and codecs else {}
     return isinstance(last, dict) and last.get("name") == "crc32c"
 
@@ -171,17 +176,28 @@ async def _file_crcs(store: Any, key: str, sharded: int | None, count: int) -> l
     if sharded is None:
         raw = await _get(store, key, SuffixByteRequest(4))
         return [int.from_bytes(raw, "little") if raw is not None and len(raw) == 4 else None]
-    index = await _get(store, key, SuffixByteRequest(16 * sharded + 4))
-    if index is None or len(index) != 16 * sharded + 4:
+    pairs = await _shard_index(store, key, sharded)
+    if pairs is None:
         return [None] * count
     found: list[int | None] = []
-    for offset, length in index_pairs(index, sharded)[:count]:
+    for offset, length in pairs[:count]:
         raw = None
         if offset != _EMPTY and length >= 4:
             end = offset + length
             raw = await _get(store, key, RangeByteRequest(end - 4, end))
         found.append(int.from_bytes(raw, "little") if raw is not None and len(raw) == 4 else None)
     return found
+
+
+async def _shard_index(store: Any, key: str, entries: int) -> list[tuple[int, int]] | None:
+    """The (offset, length) of each of the ``entries`` inner chunks of the shard ``key``,
+    from its index; ``None`` when the index can not be read whole."""
+    from zarr.abc.store import SuffixByteRequest
+
+    index = await _get(store, key, SuffixByteRequest(16 * entries + 4))
+    if index is None or len(index) != 16 * entries + 4:
+        return None
+    return index_pairs(index, entries)
 
 
 def _local_file_crcs(name: str, sharded: int | None, count: int, drop: bool) -> list[int | None]:
@@ -589,7 +605,7 @@ async def _each_kept(store: Any, chunks: list[tuple[dict[str, Any], str, int]]) 
 async def _chunk_bytes(store: Any, path: str, document: dict[str, Any], index: int) -> bytes | None:
     """The bytes but its checksum of chunk ``index`` of an array: its file, or its
     range of its shard, which the shard's index locates; ``None`` when missing."""
-    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+    from zarr.abc.store import RangeByteRequest
 
     key = _key(path, document, index)
     if _sharding(document) is None:
@@ -597,10 +613,10 @@ async def _chunk_bytes(store: Any, path: str, document: dict[str, Any], index: i
         return raw[:-4] if raw is not None and len(raw) >= 4 else None
     chunk, grid = _rows(document)
     entries = grid // chunk
-    footer = await _get(store, key, SuffixByteRequest(16 * entries + 4))
-    if footer is None or len(footer) != 16 * entries + 4:
+    pairs = await _shard_index(store, key, entries)
+    if pairs is None:
         return None
-    offset, length = index_pairs(footer, entries)[index % entries]
+    offset, length = pairs[index % entries]
     if offset == _EMPTY or length < 4:
         return None
     raw = await _get(store, key, RangeByteRequest(offset, offset + length))
@@ -612,7 +628,7 @@ def _plain_sizes(document: dict[str, Any]) -> tuple[int, int] | None:
     their crc32c, nothing else: the bytes of the rows of its partial last chunk and of
     a whole chunk, without the checksum; ``None`` for other codecs."""
     sharding = _sharding(document)
-    codecs = document.get("codecs") if sharding is None else sharding.get("codecs")
+    codecs = _inner_codecs(document)
     if not isinstance(codecs, list):
         return None
     if [codec.get("name") if isinstance(codec, dict) else None for codec in codecs] != [
