@@ -667,9 +667,11 @@ def _submit(args: argparse.Namespace) -> int:
     from ._directives import JobOptionError
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
+    from .progress import check_settings
 
-    # refuse a broken pipeline, or an output its job would refuse, before it waits in a
-    # queue; an input may be made by an earlier job (--option=--dependency=...)
+    # refuse a broken pipeline, or an output or settings its job would refuse, before it
+    # waits in a queue; an input may be made by an earlier job (--option=--dependency=...)
+    check_settings()
     pipeline = Pipeline.from_file(args.pipeline)
     pipeline.check_output(resume=args.resume or args.requeue)
     for item in pipeline.missing_inputs():
