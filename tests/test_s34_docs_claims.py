@@ -3,7 +3,9 @@
 * configuration.md: a wrong ``progress`` or ``window-tasks`` fails ``submit`` before it
   queues a job (whose ``run`` reads them as it starts, and would fail in the queue);
 * the pipeline files that ``metatensor-dask demo`` leaves say how to run them again,
-  and following that note works.
+  and following that note works;
+* cli.md: a ``convert --resume`` finishes what was left (nothing, when the write or
+  append is done): its summary says so rather than that it wrote the whole store.
 """
 
 import re
@@ -50,3 +52,16 @@ def test_the_note_of_a_demo_pipeline_runs_it_again(tmp_path, capsys):
         shutil.rmtree(tmp_path / deleted)
     capsys.readouterr()
     assert main([*shlex.split(command)[1:], "--quiet"]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_a_resume_of_a_finished_convert_says_finished_not_wrote(tmp_path, capsys, append):
+    source = str(tmp_path / "spherical-expansion.npz")
+    shutil.copy(tutorial_file("spherical-expansion.npz"), source)
+    store = str(tmp_path / "all.zarr")
+    command = ["convert", source, store, *(["--append"] if append else [])]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 0
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary.startswith(f"finished {store} in "), summary

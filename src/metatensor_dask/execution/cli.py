@@ -270,7 +270,9 @@ def _convert(args: argparse.Namespace) -> int:
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
-    reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
+    # a resume stores only what was not recorded (nothing, for a write or append done)
+    done = "finished" if args.resume and ("://" in destination or exists) else "wrote"
+    reporter.summary(f"{done} {destination}", nbytes=nbytes, chunks=chunks)
     return 0
 
 
