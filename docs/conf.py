@@ -86,7 +86,7 @@ def _section(title: str, module: str, names: list[str], describe: bool = False) 
 def _write_api_reference() -> None:
     public = list(metatensor_dask.__all__)
     ops = set(operations.__all__)
-    errors = [n for n in public if n.endswith("Error")]
+    errors = [n for n in public if n.endswith(("Error", "Warning"))]
     classes = [
         n
         for n in public
@@ -106,7 +106,7 @@ def _write_api_reference() -> None:
         *_section("Data model", "metatensor_dask", classes),
         *_section("Reading and writing", "metatensor_dask", io),
         *_section("Operations", "metatensor_dask", sorted(ops)),
-        *_section("Errors", "metatensor_dask", errors),
+        *_section("Errors and warnings", "metatensor_dask", errors),
         *_section("Settings", "metatensor_dask", modules),
         *_section(
             "Data sets",

@@ -270,7 +270,9 @@ def _convert(args: argparse.Namespace) -> int:
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
-    reporter.summary(f"wrote {destination}", nbytes=nbytes, chunks=chunks)
+    # a resume stores only what was not recorded (nothing, for a write or append done)
+    done = "finished" if args.resume and ("://" in destination or exists) else "wrote"
+    reporter.summary(f"{done} {destination}", nbytes=nbytes, chunks=chunks)
     return 0
 
 
@@ -667,9 +669,11 @@ def _submit(args: argparse.Namespace) -> int:
     from ._directives import JobOptionError
     from .batch import BatchJob, submit
     from .pipeline import Pipeline
+    from .progress import check_settings
 
-    # refuse a broken pipeline, or an output its job would refuse, before it waits in a
-    # queue; an input may be made by an earlier job (--option=--dependency=...)
+    # refuse a broken pipeline, or an output or settings its job would refuse, before it
+    # waits in a queue; an input may be made by an earlier job (--option=--dependency=...)
+    check_settings()
     pipeline = Pipeline.from_file(args.pipeline)
     pipeline.check_output(resume=args.resume or args.requeue)
     for item in pipeline.missing_inputs():

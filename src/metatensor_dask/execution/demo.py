@@ -25,7 +25,8 @@ __all__ = ["PIPELINE", "check_against_numpy", "prepared_workdir", "run_demo"]
 
 #: the demo's pipeline file; ``{input}`` and ``{output}`` are filled in
 PIPELINE = """\
-# written by `metatensor-dask demo`; run it again with `metatensor-dask run {name}`
+# written by `metatensor-dask demo`; to run it again, delete {output} first, then:
+# `metatensor-dask run {name}`
 inputs:
   x: {input}
 steps:

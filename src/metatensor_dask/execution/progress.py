@@ -27,7 +27,7 @@ from distributed.diagnostics.progressbar import TextProgressBar
 from .. import config
 from . import windows
 
-__all__ = ["Reporter", "compute"]
+__all__ = ["Reporter", "check_settings", "compute"]
 
 
 def _bars_wanted(quiet: bool) -> bool:
@@ -196,6 +196,19 @@ class _Milestones(Callback):
         self._tenths.report(done, total, time.perf_counter() - self._begin)
 
 
+def check_settings() -> None:
+    """Read the settings that the commands' computations use (``progress``,
+    ``window-tasks``), so that a wrong value is refused as a command starts.
+
+    Raises
+    ------
+    MetatensorDaskError
+        For a value of either of the wrong kind, naming it.
+    """
+    for setting in ("progress", "window-tasks"):
+        config.get(setting)
+
+
 class Reporter:
     """Messages of one command: steps on standard error and a final summary line.
 
@@ -217,8 +230,7 @@ class Reporter:
     """
 
     def __init__(self, quiet: bool = False, out: TextIO | None = None):
-        for setting in ("progress", "window-tasks"):
-            config.get(setting)
+        check_settings()
         self.quiet = quiet
         self._out = out
         self._start = time.perf_counter()
