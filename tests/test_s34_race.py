@@ -11,6 +11,7 @@ wrote anything.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,4 +164,27 @@ def test_a_writer_that_lost_its_lock_while_stalled_writes_nothing(tmp_path, how)
         stalled.kill()
         stalled.wait()
     assert stalled.returncode == 3 and output.startswith("locked"), output
+    assert _state(path) == _state(expected)
+
+
+def test_a_lock_whose_heartbeat_is_not_a_number_can_not_be_read(tmp_path):
+    """A lock file (edited, or written by a broken writer) whose heartbeat is ``NaN``
+    is a lock that can not be read: stale once last written longer ago than the
+    lock-timeout, and taken over then; a ``NaN`` heartbeat never grows old, and read as
+    a time, it locked the store for good, telling every writer to wait."""
+    path = tmp_path / "store.zarr"
+    tensor(0).to_zarr(path, chunks=2)
+    expected = tmp_path / "expected.zarr"
+    tensor(0).to_zarr(expected, chunks=2)
+    _appended(expected, 1)
+    holder = {"owner": "someone", "host": "other-node", "pid": 12, "start": 0.0}
+    lock = path / ".lock"
+    lock.write_text(json.dumps({**holder, "heartbeat": float("nan"), "write_id": "ab" * 16}))
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    with dask.config.set({"metatensor_dask.lock-timeout": TIMEOUT}):
+        with pytest.raises(mtd.StoreLockedError, match="can not be read"):
+            _appended(path, 1)
+        tensor(1).to_zarr(
+            path, append_dim="samples", renumber={"system": "next"}, chunks=2, resume=True
+        )
     assert _state(path) == _state(expected)

@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
 
@@ -160,7 +160,8 @@ class Holder:
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
-        """The holder in a lock file, ``None`` for no file or an unreadable one."""
+        """The holder in a lock file, ``None`` for no file or an unreadable one (times
+        that are not finite numbers too: a heartbeat ``NaN`` would never grow old)."""
         if raw is None:
             return None
         try:
@@ -169,8 +170,8 @@ class Holder:
                 str(fields["owner"]),
                 str(fields["host"]),
                 int(fields["pid"]),
-                float(fields["start"]),
-                float(fields["heartbeat"]),
+                _finite(fields["start"]),
+                _finite(fields["heartbeat"]),
                 str(fields["write_id"]),
                 str(fields.get("command", "to_zarr")),
                 str(fields.get("pid_space", "")),
@@ -278,6 +279,14 @@ class Holder:
         if age > limit:
             return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
         return None
+
+
+def _finite(value: Any) -> float:
+    """``value`` as a finite float; ``ValueError`` for anything else (``NaN``, inf)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite time: {value!r}")
+    return number
 
 
 def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
