@@ -92,7 +92,11 @@ def tensor(seed: int) -> mtd.TensorMap:
 
 
 def _appended(path, seed: int) -> None:
-    tensor(seed).to_zarr(path, append_dim="samples", renumber={"system": "next"}, chunks=2)
+    _appended_tensor(path, tensor(seed))
+
+
+def _appended_tensor(path, appended: mtd.TensorMap) -> None:
+    appended.to_zarr(path, append_dim="samples", renumber={"system": "next"}, chunks=2)
 
 
 def _state(path) -> tuple:
@@ -188,3 +192,32 @@ def test_a_lock_whose_heartbeat_is_not_a_number_can_not_be_read(tmp_path):
             path, append_dim="samples", renumber={"system": "next"}, chunks=2, resume=True
         )
     assert _state(path) == _state(expected)
+
+
+def _fail(rows: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the source failed")
+
+
+def test_an_unreadable_lock_over_an_interrupted_append_names_the_append_remedies(tmp_path):
+    """A lock that can not be read (its writer killed as it wrote it, where there are
+    no hard links), left over an interrupted append, names the remedies of an append
+    (``resume=True``, ``discard_append``), not ``mode='w'``, which would delete the rows
+    the append was adding to."""
+    path = tmp_path / "store.zarr"
+    tensor(0).to_zarr(path, chunks=2)
+    theirs = tensor(1)
+    failing = []
+    for block in theirs.blocks():
+        values = block.values.map_blocks(_fail, dtype=block.values.dtype)
+        failed = mtd.TensorBlock(values, block.samples, block.components, block.properties)
+        failed.add_gradient("positions", block.gradient("positions"))
+        failing.append(failed)
+    with pytest.raises(RuntimeError, match="the source failed"):
+        _appended_tensor(path, mtd.TensorMap(theirs.keys, failing))
+    (path / ".lock").write_bytes(b"")
+    os.utime(path / ".lock", (time.time() - 60, time.time() - 60))
+    with dask.config.set({"metatensor_dask.lock-timeout": TIMEOUT}):
+        with pytest.raises(mtd.StoreLockedError, match="can not be read") as refused:
+            _appended(path, 2)
+    assert "discard_append" in str(refused.value)
+    assert "mode='w'" not in str(refused.value)

@@ -102,6 +102,13 @@ _WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVa
 )
 
 
+#: How to finish or give up an interrupted append, once its writer is gone.
+_APPEND_REMEDY = (
+    "to finish its append pass to_zarr(..., append_dim='samples', resume=True) with the "
+    "same tensor and renumber, to give it up call discard_append; both take the lock over"
+)
+
+
 #: The shortest ``lock-timeout``, in seconds. A lock must stay fresh while its writer
 #: confirms it (on a store without atomic create, :data:`_CONFIRM_SECONDS` before the
 #: heartbeat starts) and until the first heartbeat (a fifth of the timeout later), with
@@ -237,11 +244,7 @@ class Holder:
                 f"--resume{job}, {other}; both take the lock over"
             )
         if appending or self.command == APPEND_COMMAND:
-            return (
-                "to finish its append pass to_zarr(..., append_dim='samples', "
-                "resume=True) with the same tensor and renumber, to give it up call "
-                "discard_append; both take the lock over"
-            )
+            return _APPEND_REMEDY
         return (
             "to finish its write pass resume=True with the same tensor (and the same "
             "append_dim for an append), to start over use mode='w'; both take the lock "
@@ -538,11 +541,18 @@ class StoreLock:
                 "resume=True (--resume) or mode='w' take it over"
             )
         if not takeover:
+            # an interrupted append: mode='w' would delete the rows it appends to
+            appending = get_many(self.ref.store, [APPEND_KEY])[0] is not None
+            remedy = (
+                _APPEND_REMEDY
+                if appending
+                else "to finish its write pass resume=True (--resume) with the same tensor, "
+                "to start over use mode='w'; both take the lock over"
+            )
             raise StoreLockedError(
                 f"{where} is locked by a writer that looks gone (its lock file '{LOCK_KEY}' "
                 f"can not be read and was last written {age:.0f} s ago; lock-timeout: "
-                f"{limit:.0f} s): to finish its write pass resume=True (--resume) with the "
-                "same tensor, to start over use mode='w'; both take the lock over"
+                f"{limit:.0f} s): {remedy}"
             )
 
     def _acquire_local(self, root: Path, takeover: bool) -> None:
