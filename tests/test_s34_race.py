@@ -34,8 +34,8 @@ TIMEOUT = 0.5
 #: A writer on host ``other-node``: ``to_zarr`` of the tensor of seed ``argv[3]`` to the
 #: store ``argv[1]``, as an append or with ``mode="w"`` (``argv[2]``), which stops itself
 #: once it planned what to write (the append's plan; for ``mode="w"``, the labels read
-#: and checked). Prints ``locked <message>`` when it finds its lock lost, ``done`` when
-#: it wrote.
+#: and checked; for ``w-emptied``, a ``mode="w"`` once it emptied the store). Prints
+#: ``locked <message>`` when it finds its lock lost, ``done`` when it wrote.
 STALLING = """
 import os, signal, socket, sys
 socket.gethostname = lambda: "other-node"
@@ -53,8 +53,11 @@ def stalled(function):
         return result
     return run
 
-zarr_append.plan_append = stalled(zarr_append.plan_append)
-zarr_write._refuse_reading = stalled(zarr_write._refuse_reading)
+if how == "w-emptied":
+    zarr_write._clear = stalled(zarr_write._clear)
+else:
+    zarr_append.plan_append = stalled(zarr_append.plan_append)
+    zarr_write._refuse_reading = stalled(zarr_write._refuse_reading)
 try:
     if how == "append":
         tensor(seed).to_zarr(store, append_dim="samples", renumber={"system": "next"}, chunks=2)
@@ -166,7 +169,7 @@ def test_a_writer_that_lost_its_lock_while_stalled_writes_nothing(tmp_path, how)
         output = _resumed(stalled)
     finally:
         stalled.kill()
-        stalled.wait()
+        stalled.communicate()
     assert stalled.returncode == 3 and output.startswith("locked"), output
     assert _state(path) == _state(expected)
 
@@ -221,3 +224,21 @@ def test_an_unreadable_lock_over_an_interrupted_append_names_the_append_remedies
             _appended(path, 2)
     assert "discard_append" in str(refused.value)
     assert "mode='w'" not in str(refused.value)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/stat")
+def test_verify_of_a_store_an_overwrite_emptied_reports_the_write_not_lost_nodes(tmp_path):
+    """``mode="w"`` marks the store incomplete (its root still listing the nodes of the
+    store it replaces), empties it, then records its plan: verify meanwhile reports the
+    write in progress, to wait for, not every node of the old store as lost (nor, once
+    that writer is gone, when its remedy is named)."""
+    path = tmp_path / "store.zarr"
+    tensor(0).to_zarr(path, chunks=2)
+    stalled = _stall(path, "w-emptied")
+    try:
+        report = mtd.verify(str(path))
+    finally:
+        stalled.kill()
+        stalled.communicate()
+    assert len(report.problems) == 1, report.problems
+    assert "a write is in progress" in report.problems[0]
