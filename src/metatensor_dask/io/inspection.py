@@ -894,7 +894,9 @@ def verify_store(
         return Verification(where, [str(error)])
     unfinished = _unfinished(store, attributes)
     pending = _pending(store, attributes)
-    if unfinished is not None and pending is None and RUN not in attributes[layout.ATTRIBUTE]:
+    ours = attributes[layout.ATTRIBUTE]
+    whole = ours.get("complete") is not True and RUN not in ours
+    if unfinished is not None and whole and pending is None:
         # a whole write stopped (or still running) before it recorded its plan: the
         # root lists the nodes of the store it replaces, which mode='w' deletes first
         note = (
