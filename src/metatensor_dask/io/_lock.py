@@ -38,7 +38,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dask.utils import parse_timedelta
 
@@ -102,6 +102,13 @@ _WATCHED: contextvars.ContextVar[list[StoreLock] | None] = contextvars.ContextVa
 )
 
 
+#: How to finish or give up an interrupted append, once its writer is gone.
+_APPEND_REMEDY = (
+    "to finish its append pass to_zarr(..., append_dim='samples', resume=True) with the "
+    "same tensor and renumber, to give it up call discard_append; both take the lock over"
+)
+
+
 #: The shortest ``lock-timeout``, in seconds. A lock must stay fresh while its writer
 #: confirms it (on a store without atomic create, :data:`_CONFIRM_SECONDS` before the
 #: heartbeat starts) and until the first heartbeat (a fifth of the timeout later), with
@@ -160,7 +167,8 @@ class Holder:
 
     @classmethod
     def parse(cls, raw: bytes | None) -> Holder | None:
-        """The holder in a lock file, ``None`` for no file or an unreadable one."""
+        """The holder in a lock file, ``None`` for no file or an unreadable one (times
+        that are not finite numbers too: a heartbeat ``NaN`` would never grow old)."""
         if raw is None:
             return None
         try:
@@ -169,8 +177,8 @@ class Holder:
                 str(fields["owner"]),
                 str(fields["host"]),
                 int(fields["pid"]),
-                float(fields["start"]),
-                float(fields["heartbeat"]),
+                _finite(fields["start"]),
+                _finite(fields["heartbeat"]),
                 str(fields["write_id"]),
                 str(fields.get("command", "to_zarr")),
                 str(fields.get("pid_space", "")),
@@ -236,11 +244,7 @@ class Holder:
                 f"--resume{job}, {other}; both take the lock over"
             )
         if appending or self.command == APPEND_COMMAND:
-            return (
-                "to finish its append pass to_zarr(..., append_dim='samples', "
-                "resume=True) with the same tensor and renumber, to give it up call "
-                "discard_append; both take the lock over"
-            )
+            return _APPEND_REMEDY
         return (
             "to finish its write pass resume=True with the same tensor (and the same "
             "append_dim for an append), to start over use mode='w'; both take the lock "
@@ -278,6 +282,14 @@ class Holder:
         if age > limit:
             return f"its heartbeat is {age:.0f} s old (lock-timeout: {limit:.0f} s)"
         return None
+
+
+def _finite(value: Any) -> float:
+    """``value`` as a finite float; ``ValueError`` for anything else (``NaN``, inf)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite time: {value!r}")
+    return number
 
 
 def _announce_wait(where: str, holder: Holder, seconds: float) -> None:
@@ -529,11 +541,18 @@ class StoreLock:
                 "resume=True (--resume) or mode='w' take it over"
             )
         if not takeover:
+            # an interrupted append: mode='w' would delete the rows it appends to
+            appending = get_many(self.ref.store, [APPEND_KEY])[0] is not None
+            remedy = (
+                _APPEND_REMEDY
+                if appending
+                else "to finish its write pass resume=True (--resume) with the same tensor, "
+                "to start over use mode='w'; both take the lock over"
+            )
             raise StoreLockedError(
                 f"{where} is locked by a writer that looks gone (its lock file '{LOCK_KEY}' "
                 f"can not be read and was last written {age:.0f} s ago; lock-timeout: "
-                f"{limit:.0f} s): to finish its write pass resume=True (--resume) with the "
-                "same tensor, to start over use mode='w'; both take the lock over"
+                f"{limit:.0f} s): {remedy}"
             )
 
     def _acquire_local(self, root: Path, takeover: bool) -> None:

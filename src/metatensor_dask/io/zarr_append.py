@@ -1142,6 +1142,7 @@ def append(
     if raw is None:
         # no append to finish: records left are of a committed append killed while it
         # deleted them (its own record first), and name chunks this append stores too
+        lock.check(stored=False)
         delete_prefix(store, layout.PROGRESS_PREFIX)
     if raw is None and resume and token in appended:
         return _nothing_to_do(compute, lock)
@@ -1149,6 +1150,10 @@ def append(
         tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     refuse_read_only_nodes(store, where, [*(rows.path for rows in plan.rows), *plan.changed])
+    # planning may be long: a writer stalled meanwhile (on another host, past the
+    # lock-timeout) may have lost the lock to another one, over whose rows it would
+    # store its record, labels and row pointers (its tasks check the lock themselves)
+    lock.check(stored=False)
     if raw is None:
         set_many(store, {RECORD: json.dumps({"token": token}).encode()})
     root = plan.root(True)

@@ -618,6 +618,8 @@ def _execute(
     kept = kept or {}
     # the metadata of thousands of blocks: many long-lived objects, no garbage cycles
     with collector_paused():
+        # planning may be long: a writer stalled meanwhile may have lost the lock
+        lock.check(stored=False)
         if recorded is None:
             delete_prefix(store, layout.PROGRESS_PREFIX)
             record = {"data": data, "small": small, "token": token, "kept": kept}
@@ -1215,6 +1217,10 @@ def _write(
         # the info of the tensor written: the stored one may be what made the store
         # damaged, which mode='w' replaces
         incomplete = layout.root_document(False, tensor.info(), stored)
+        # reading the tensor's labels may be long: a writer stalled meanwhile (on
+        # another host, past the lock-timeout) may have lost the lock to another one,
+        # whose store it must not empty
+        lock.check(stored=False)
         set_many(store, {"zarr.json": layout.encode(incomplete)}, atomic=True)
         _clear(store)
         existing = None
