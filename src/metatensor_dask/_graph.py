@@ -55,6 +55,7 @@ __all__ = [
     "group_of",
     "held_chunk",
     "in_memory_array",
+    "in_order",
     "item_array",
     "item_group_tasks",
     "item_of",
@@ -372,6 +373,48 @@ def _new_array(
     array._chunks = tuple(tuple(int(n) for n in axis) for axis in chunks)
     array._meta = _meta(len(chunks), dtype)
     return array
+
+
+#: Tasks chained one after the other at each level of :func:`in_order`.
+ORDER_FAN_IN = 64
+
+
+def in_order(name: str, keys: Sequence[Any]) -> tuple[dict[Any, Any], list[Any]]:
+    """Tasks that make dask run the tasks ``keys`` in their order, and the key of the
+    last of them (none for no keys), which the task that needs every key is to need
+    too.
+
+    A task that needs thousands of tasks (the end of a write) is the only leaf of its
+    graph: dask's static order walks back from it and runs those tasks sorted by how
+    many tasks each needs, scattered over the arrays. Where neighbouring tasks share
+    chunks (an array rechunked for a write, row groups split across chunks), every gap
+    between the tasks already run holds some of those chunks, and the gaps grow with
+    the arrays.
+
+    Here the keys are chained :data:`ORDER_FAN_IN` at a time (a task after each key,
+    needing it and the previous such task, doing nothing), and the ends of those
+    chains are chained the same way, level after level: walking back along a chain,
+    dask runs what it holds in order. One chain through every key would cost dask's
+    order a set of all the tasks each link needs (time and memory quadratic in the
+    keys). Nothing else waits: each key still runs once its inputs are there.
+    """
+    tasks: dict[Any, Any] = {}
+    level = list(keys)
+    while len(level) > 1 or (level and not tasks):
+        ends = []
+        for start in range(0, len(level), ORDER_FAN_IN):
+            previous: list[Any] = []
+            for key in level[start : start + ORDER_FAN_IN]:
+                after = (f"in-order-{name}", len(tasks))
+                tasks[after] = task(after, _nothing, *map(ref, [*previous, key]))
+                previous = [after]
+            ends.extend(previous)
+        level = ends
+    return tasks, level
+
+
+def _nothing(*results: Any) -> None:
+    return None
 
 
 def flat_delayed(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:

@@ -295,6 +295,8 @@ def _write_graph(
     limit = _task_batches.limit()
     drop_behind = _page_cache.budget()
     owner = memory_owner(store)
+    places: dict[Any, tuple[str, float]] = {}  # where the first chunk of each task lies
+    first = ("", 0.0)
 
     def flush() -> None:
         nonlocal batch, size
@@ -306,6 +308,7 @@ def _write_graph(
             graph[key] = _graph.task(
                 key, _store_locked, lock, owner, refs, regions, picks, markers, drop_behind, *inputs
             )
+            places[key] = first
         batch, size = [], 0
 
     sizes: dict[tuple[Any, ...], int] = {}  # bytes per row, by the shape of a row and dtype
@@ -334,21 +337,36 @@ def _write_graph(
                 continue
             if _task_batches.full(len(batch), size, rows * row_bytes, limit):
                 flush()
+            if not batch:
+                first = _place(path, region[0].start, array.shape[0])
             batch.append((ref, region, inputs[i], picks[i], marker))
             size += rows * row_bytes
     flush()
     final = f"zarr-complete-{token}"
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
-    every = {**_graph.flat_tasks(sources), **tasks, **graph}
+    # the storing tasks block by block, each block's arrays from their first rows to
+    # their last, side by side (see `_place`)
+    ordered, last = _graph.in_order(name, sorted(graph, key=places.__getitem__))
+    every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
     # the store is complete only once the CRCs of the .mts members read whole match:
     # the checks this graph holds (not those of arrays it takes from their groups'
     # results instead of running their own tasks; dask took such keys for data)
     checks = [key for key in member_checks(plan.data[path] for path in paths) if key in every]
+    needed = [*graph, *checks, *last]
     every[final] = _graph.task(
-        final, _finish, store, root, lock, owner, len(graph), *map(_graph.ref, [*graph, *checks])
+        final, _finish, store, root, lock, owner, len(graph), *map(_graph.ref, needed)
     )
     return _graph.flat_delayed(final, every, [])
+
+
+def _place(path: str, start: int, rows: int) -> tuple[str, float]:
+    """Where row ``start`` of the array at ``path`` (of ``rows`` rows) lies: the block
+    of the array, and how far into the array it is. A block's values and gradients at
+    the same place come from the same input chunks (an operation keeps a gradient's
+    rows with the samples they belong to), so their storing tasks run side by side."""
+    block = "/".join(path.split("/")[:2])
+    return block, start / rows
 
 
 def _aligned(
