@@ -47,7 +47,7 @@ from .._graph import chunk_ref, ref, task
 from ._chunkwise import row_chunked
 from ._manipulation_utils import as_dask
 
-__all__ = ["FAN_IN", "flat_rows", "lstsq_by_factors"]
+__all__ = ["FAN_IN", "flat_rows", "lstsq_by_columns", "lstsq_by_factors"]
 
 FAN_IN = 4
 """How many factors (or chunks) one task of the tree stacks at most."""
@@ -57,6 +57,22 @@ def flat_rows(array: np.ndarray) -> np.ndarray:
     """``array`` as a matrix of its last axis' columns (every other axis in rows)."""
     # explicit row counts: ``reshape(-1, 0)`` is ambiguous for arrays without columns
     return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])
+
+
+def lstsq_by_columns(x: np.ndarray, y: np.ndarray, rcond: float | None) -> np.ndarray:
+    """numpy's least-squares solution of ``x w = y``, in which a column of ``y`` holding
+    an infinite or NaN value spoils its own column of ``w`` only.
+
+    Each column of ``w`` is the solution for its column of ``y`` alone; numpy's
+    ``lstsq`` scales ``y`` by its largest value, so that one infinite value of ``y``
+    makes every column of ``w`` NaN. The finite columns are solved again without the
+    others then.
+    """
+    weights = np.linalg.lstsq(x, y, rcond=rcond)[0]
+    finite = np.isfinite(y).all(axis=0)
+    if finite.any() and not finite.all():
+        weights[:, finite] = np.linalg.lstsq(x, y[:, finite], rcond=rcond)[0]
+    return weights
 
 
 def _factor(rows: np.ndarray) -> np.ndarray:
@@ -85,7 +101,7 @@ def _solved_factors(n_x: int, cut: float, dtype: np.dtype, *factors: np.ndarray)
     """The transposed least-squares solution of ``R[:, :n_x] w = R[:, n_x:]``, ``R`` the
     stacked ``factors``."""
     stacked = np.concatenate(factors, axis=0)
-    weights = np.linalg.lstsq(stacked[:, :n_x], stacked[:, n_x:], rcond=cut)[0]
+    weights = lstsq_by_columns(stacked[:, :n_x], stacked[:, n_x:], cut)
     return weights.T.astype(dtype)
 
 
