@@ -12,7 +12,7 @@ from ..tensor import TensorMap
 from ._chunkwise import combine_rows, is_lazy
 from ._grouping import tiny_groups
 from ._manipulation_utils import as_dask
-from ._qr_tree import flat_rows, lstsq_by_factors
+from ._qr_tree import flat_rows, lstsq_by_columns, lstsq_by_factors
 from ._utils import (
     blocks_by_key,
     check_blocks_raise,
@@ -57,7 +57,7 @@ def linalg_dtype(X: TensorBlock, Y: TensorBlock) -> np.dtype:
 def _lstsq_weights(*arrays: np.ndarray, n_x: int, rcond: float | None) -> np.ndarray:
     x = _flat_rows(arrays[:n_x])
     y = _flat_rows(arrays[n_x:])
-    return np.linalg.lstsq(x, y, rcond=rcond)[0].T
+    return lstsq_by_columns(x, y, rcond).T
 
 
 def _in_one_task(xs: list, ys: list) -> bool:

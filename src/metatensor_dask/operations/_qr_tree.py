@@ -1,31 +1,30 @@
 r"""Least squares over rows in many chunks, in memory bounded by a few chunks.
 
 For a system of ``M`` equations :math:`X w = Y` (``X`` of ``n_x`` columns, ``Y`` of
-``n_y``), take the QR factorisation of the augmented rows :math:`A = [X \mid Y] = Q R`,
-where ``Q`` has orthonormal columns and ``R`` is upper triangular with at most
-:math:`n = n_x + n_y` rows. Splitting ``R`` by columns into :math:`R_1` (the first
-``n_x``) and :math:`R_2` gives :math:`X = Q R_1` and :math:`Y = Q R_2`, so that for any
+``n_y``), take the reduced QR factorisation :math:`X = Q R`, where ``Q`` has
+orthonormal columns and ``R`` is upper triangular with at most ``n_x`` rows. For any
 ``w``
 
-.. math:: \|X w - Y\| = \|Q (R_1 w - R_2)\| = \|R_1 w - R_2\|
+.. math:: \|X w - Y\|^2 = \|R w - Q^H Y\|^2 + \|(I - Q Q^H) Y\|^2
 
-(multiplying by ``Q`` keeps norms). Both problems have the same residual for every
-``w``, hence the same minimisers, and the same minimum-norm minimiser. ``X`` and
-:math:`R_1` also have the same singular values: with :math:`R_1 = U S V^T`,
-:math:`X = (Q U) S V^T` is a singular value decomposition of ``X``. numpy's ``lstsq``,
-which drops the singular values below ``rcond`` times the largest, therefore gives the
-same solution :math:`V S^+ U^T R_2` for both, provided it is given the same cut-off:
-numpy's default (``rcond=None``) is the machine precision times ``max(M, n_x)``, and
-:math:`R_1` has fewer rows than ``X``, so the cut-off of the full system is passed.
+and the last term does not depend on ``w``: the system :math:`R w = Q^H Y` has the same
+minimisers, and the same minimum-norm minimiser. ``X`` and ``R`` also have the same
+singular values: with :math:`R = U S V^T`, :math:`X = (Q U) S V^T` is a singular value
+decomposition of ``X``. numpy's ``lstsq``, which drops the singular values below
+``rcond`` times the largest, therefore gives the same solution :math:`V S^+ U^T Q^H Y`
+for both, provided it is given the same cut-off: numpy's default (``rcond=None``) is
+the machine precision times ``max(M, n_x)``, and ``R`` has fewer rows than ``X``, so
+the cut-off of the full system is passed. Each column of :math:`Q^H Y` depends on its
+column of ``Y`` only, so that an infinite value in one column of ``Y`` spoils its own
+column of ``w`` only.
 
-``R`` is found without holding ``A``: the rows of each chunk are factorised alone
-(:math:`A_i = Q_i R_i`), and stacking factors, :math:`[R_a; R_b] = Q' R'`, gives
-:math:`[A_a; A_b] = \mathrm{diag}(Q_a, Q_b)\, Q' R'`, a QR factorisation of the
-stacked rows (the order of the rows changes neither the residual norm nor the
-solution). The factors are stacked and factorised again :data:`FAN_IN` at a time, a
+``R`` and :math:`Q^H Y` are found without holding ``X``: each chunk's rows become
+the rows :math:`[R_i \mid Q_i^H Y_i]` of the same minimisation (:math:`X_i = Q_i R_i`),
+and the sum of the chunks' objectives is that of the stacked rows, which are factorised
+the same way. The factors are stacked and factorised again :data:`FAN_IN` at a time, a
 tree as dask's reductions build, until a few are left; the last task solves the small
-system they make. No task holds more than one chunk of the inputs or
-:data:`FAN_IN` factors of at most :math:`n \times n`.
+system they make. No task holds more than one chunk of the inputs or :data:`FAN_IN`
+factors of at most :math:`n_x \times (n_x + n_y)`.
 
 The factorisations run in double precision (complex double for complex data), as
 numpy's ``lstsq`` does for single-precision inputs; the solution is then cast to the
@@ -47,7 +46,7 @@ from .._graph import chunk_ref, ref, task
 from ._chunkwise import row_chunked
 from ._manipulation_utils import as_dask
 
-__all__ = ["FAN_IN", "flat_rows", "lstsq_by_factors"]
+__all__ = ["FAN_IN", "flat_rows", "lstsq_by_columns", "lstsq_by_factors"]
 
 FAN_IN = 4
 """How many factors (or chunks) one task of the tree stacks at most."""
@@ -59,33 +58,55 @@ def flat_rows(array: np.ndarray) -> np.ndarray:
     return array.reshape(int(np.prod(array.shape[:-1])), array.shape[-1])
 
 
-def _factor(rows: np.ndarray) -> np.ndarray:
-    """The ``R`` factor of the QR factorisation of ``rows``: upper triangular, as many
-    columns as ``rows`` and as many rows as the fewer of its rows and columns."""
-    return np.asarray(np.linalg.qr(rows, mode="r"))
+def lstsq_by_columns(x: np.ndarray, y: np.ndarray, rcond: float | None) -> np.ndarray:
+    """numpy's least-squares solution of ``x w = y``, in which a column of ``y`` holding
+    an infinite or NaN value spoils its own column of ``w`` only.
+
+    Each column of ``w`` is the solution for its column of ``y`` alone; numpy's
+    ``lstsq`` scales ``y`` by its largest value, so that one infinite value of ``y``
+    makes every column of ``w`` NaN. The finite columns are solved again without the
+    others then.
+    """
+    weights = np.linalg.lstsq(x, y, rcond=rcond)[0]
+    finite = np.isfinite(y).all(axis=0)
+    if finite.any() and not finite.all():
+        weights[:, finite] = np.linalg.lstsq(x, y[:, finite], rcond=rcond)[0]
+    return weights
+
+
+def _factor(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``[R | Q^H y]`` for the QR factorisation ``x = Q R`` (``R`` of as many rows as
+    the fewer of the rows and columns of ``x``): the rows of an equivalent system.
+
+    Each column of ``Q^H y`` depends on its column of ``y`` only, so that an infinite
+    or NaN value of ``y`` spoils its own column (a QR factorisation of ``[x | y]``
+    mixes the columns of ``y`` through their own reflections).
+    """
+    q, r = np.linalg.qr(x, mode="reduced")
+    with np.errstate(invalid="ignore"):  # inf times 0: NaN, as numpy's lstsq gives
+        projected = q.conj().T @ y
+    return np.concatenate([r, projected], axis=1)
 
 
 def _piece_factor(
     x: np.ndarray, x_rows: slice, y: np.ndarray, y_rows: slice, dtype: np.dtype
 ) -> np.ndarray:
-    """The ``R`` factor of the augmented rows ``[x[x_rows] | y[y_rows]]`` (flattened)."""
-    left, right = flat_rows(x[x_rows]), flat_rows(y[y_rows])
-    augmented = np.empty((left.shape[0], left.shape[1] + right.shape[1]), dtype)
-    augmented[:, : left.shape[1]] = left
-    augmented[:, left.shape[1] :] = right
-    return _factor(augmented)
+    """The factor of the rows ``x[x_rows]``, ``y[y_rows]`` (flattened), in ``dtype``."""
+    left, right = flat_rows(x[x_rows]).astype(dtype), flat_rows(y[y_rows]).astype(dtype)
+    return _factor(left, right)
 
 
-def _stacked_factor(*factors: np.ndarray) -> np.ndarray:
-    """The ``R`` factor of ``factors`` stacked on top of each other."""
-    return _factor(np.concatenate(factors, axis=0))
+def _stacked_factor(n_x: int, *factors: np.ndarray) -> np.ndarray:
+    """The factor of the rows of ``factors`` stacked on top of each other."""
+    stacked = np.concatenate(factors, axis=0)
+    return _factor(stacked[:, :n_x], stacked[:, n_x:])
 
 
 def _solved_factors(n_x: int, cut: float, dtype: np.dtype, *factors: np.ndarray) -> np.ndarray:
     """The transposed least-squares solution of ``R[:, :n_x] w = R[:, n_x:]``, ``R`` the
     stacked ``factors``."""
     stacked = np.concatenate(factors, axis=0)
-    weights = np.linalg.lstsq(stacked[:, :n_x], stacked[:, n_x:], rcond=cut)[0]
+    weights = lstsq_by_columns(stacked[:, :n_x], stacked[:, n_x:], cut)
     return weights.T.astype(dtype)
 
 
@@ -118,7 +139,7 @@ def _leaf_tasks(
         keys.append(key)
 
 
-def _reduced(name: str, keys: list, layer: dict) -> list:
+def _reduced(name: str, keys: list, layer: dict, n_x: int) -> list:
     """Stack and factorise :data:`FAN_IN` factors at a time until at most
     :data:`FAN_IN` are left; their keys."""
     level = 0
@@ -127,7 +148,7 @@ def _reduced(name: str, keys: list, layer: dict) -> list:
         for start in range(0, len(keys), FAN_IN):
             key = (f"{name}-stack", level, len(reduced))
             group = keys[start : start + FAN_IN]
-            layer[key] = task(key, _stacked_factor, *(ref(k) for k in group))
+            layer[key] = task(key, _stacked_factor, n_x, *(ref(k) for k in group))
             reduced.append(key)
         keys, level = reduced, level + 1
     return keys
@@ -171,7 +192,7 @@ def lstsq_by_factors(
     for x, y in pairs:
         _leaf_tasks(name, x, y, work, layer, keys)
     # a system without equations: one factor of no rows
-    factors = [ref(k) for k in _reduced(name, keys, layer)] or [np.zeros((0, n_x + n_y), work)]
+    factors = [ref(k) for k in _reduced(name, keys, layer, n_x)] or [np.zeros((0, n_x + n_y), work)]
     final = (name, 0, 0)
     layer[final] = task(final, _solved_factors, n_x, rcond, np.dtype(dtype), *factors)
     dependencies = [array for pair in pairs for array in pair]
