@@ -60,6 +60,7 @@ SCRIPT = textwrap.dedent(
     folder, reductions = sys.argv[1], sys.argv[2:]
     held = {}
     with dask.config.set({"metatensor_dask.chunk-size": CHUNK}, scheduler="sync"):
+        head = store(f"{folder}/head.zarr", 8)
         for n in (1000, 4000):
             tensor = store(f"{folder}/{n}.zarr", n)
             for reduction in reductions:
@@ -69,6 +70,17 @@ SCRIPT = textwrap.dedent(
                 with counter:
                     dask.compute(write)
                 held[f"{reduction}-{n}"] = counter.most
+                # appended after a first system, its "system" renumbered after it
+                target = f"{folder}/{reduction}-{n}-appended.zarr"
+                reduced_head = getattr(mtd, f"{reduction}_over_samples")(head, "atom")
+                reduced_head.to_zarr(target, chunks=CHUNK)
+                append = reduced.to_zarr(
+                    target, append_dim="samples", renumber={"system": "next"}, compute=False
+                )
+                counter = Held()
+                with counter:
+                    dask.compute(append)
+                held[f"{reduction}-{n}-appended"] = counter.most
     print(json.dumps(held))
     """
 )
@@ -89,9 +101,11 @@ def held(tmp_path_factory) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("appended", [False, True], ids=["written", "appended"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_results_held_while_writing_do_not_grow_with_the_store(held, reduction):
-    small, large = held[f"{reduction}-1000"], held[f"{reduction}-4000"]
+def test_results_held_while_writing_do_not_grow_with_the_store(held, reduction, appended):
+    end = "-appended" if appended else ""
+    small, large = held[f"{reduction}-1000{end}"], held[f"{reduction}-4000{end}"]
     # the results of a few tasks per chunk: the same on a store four times larger
     # (a little more where a group of chunks ends later); they were held 3.3 (sum) and
     # 3.7 (var) times as many

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import chunks as chunking
 
-__all__ = ["BATCH_TASKS", "full", "limit", "picked"]
+__all__ = ["BATCH_TASKS", "full", "limit", "picked", "place"]
 
 #: Small chunks are stored together by one task, up to this many and this many bytes
 #: (or the chunk-size setting, if smaller).
@@ -37,3 +37,13 @@ def picked(inputs: Sequence[Any], picks: Sequence[int | None]) -> list[Any]:
     :func:`~metatensor_dask._graph.item_group_tasks`)."""
     pairs = zip(inputs, picks, strict=True)
     return [chunk if pick is None else chunk[pick] for chunk, pick in pairs]
+
+
+def place(path: str, start: int, rows: int) -> tuple[str, float]:
+    """Where row ``start`` of the ``rows`` rows written to the array at ``path`` lies:
+    the block of the array, and how far into those rows. A block's values and gradients
+    at the same place come from the same input chunks (an operation keeps a gradient's
+    rows with the samples they belong to), so that storing tasks sorted by place (see
+    :func:`~metatensor_dask._graph.in_order`) store them side by side."""
+    block = "/".join(path.split("/")[:2])
+    return block, start / rows

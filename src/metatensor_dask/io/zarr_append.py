@@ -902,13 +902,17 @@ def _graph_of(
     graph: dict[Any, Any] = {}
     batch: list[tuple[tuple[str, dict[str, Any], int, str], Any, int | None]] = []
     size, limit = 0, _task_batches.limit()
+    spots: dict[Any, tuple[str, float]] = {}  # where the first chunk of each task lies
+    first = ("", 0.0)
 
     def flush() -> None:
         nonlocal batch, size
         if batch:
             where, inputs, picks = (list(column) for column in zip(*batch, strict=True))
             arguments = (drop_behind, plan.store_id, strict)
-            graph[(name, len(graph))] = (_store_task, lock, store, where, inputs, picks, *arguments)
+            key = (name, len(graph))
+            graph[key] = (_store_task, lock, store, where, inputs, picks, *arguments)
+            spots[key] = first
         batch, size = [], 0
 
     for rows, array, found in places:
@@ -917,13 +921,20 @@ def _graph_of(
         for i, start, count, marker in found:
             if _task_batches.full(len(batch), size, count * width, limit):
                 flush()
+            if not batch:
+                first = _task_batches.place(rows.path, start - rows.offset, array.shape[0])
             batch.append(((rows.path, rows.document, start, marker), inputs[i], picks[i]))
             size += count * width
     flush()
     final = f"zarr-append-commit-{token}"
-    graph[final] = (_finish, store, metadata, lock, memory_owner(store), *list(graph))
+    # the storing tasks run in the order of the rows, as a whole write's (see
+    # `_graph.in_order`): scattered, they held the pieces rechunking shares
+    ordered, last = _graph.in_order(name, sorted(graph, key=spots.__getitem__))
+    needed = [*graph, *last]
+    graph[final] = (_finish, store, metadata, lock, memory_owner(store), *needed)
+    every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
     # one flat graph, as for whole writes: culling one layer per array is quadratic
-    return _graph.flat_delayed(final, {**_graph.flat_tasks(sources), **tasks, **graph}, [])
+    return _graph.flat_delayed(final, every, [])
 
 
 def _stored_chunks(rows: _Rows) -> Any:

@@ -338,7 +338,7 @@ def _write_graph(
             if _task_batches.full(len(batch), size, rows * row_bytes, limit):
                 flush()
             if not batch:
-                first = _place(path, region[0].start, array.shape[0])
+                first = _task_batches.place(path, region[0].start, array.shape[0])
             batch.append((ref, region, inputs[i], picks[i], marker))
             size += rows * row_bytes
     flush()
@@ -346,7 +346,7 @@ def _write_graph(
     # one flat graph: dask culls a graph of one layer per array (thousands of blocks)
     # in time quadratic in the number of layers
     # the storing tasks block by block, each block's arrays from their first rows to
-    # their last, side by side (see `_place`)
+    # their last, side by side (see `_task_batches.place`)
     ordered, last = _graph.in_order(name, sorted(graph, key=places.__getitem__))
     every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
     # the store is complete only once the CRCs of the .mts members read whole match:
@@ -358,15 +358,6 @@ def _write_graph(
         final, _finish, store, root, lock, owner, len(graph), *map(_graph.ref, needed)
     )
     return _graph.flat_delayed(final, every, [])
-
-
-def _place(path: str, start: int, rows: int) -> tuple[str, float]:
-    """Where row ``start`` of the array at ``path`` (of ``rows`` rows) lies: the block
-    of the array, and how far into the array it is. A block's values and gradients at
-    the same place come from the same input chunks (an operation keeps a gradient's
-    rows with the samples they belong to), so their storing tasks run side by side."""
-    block = "/".join(path.split("/")[:2])
-    return block, start / rows
 
 
 def _aligned(
