@@ -118,6 +118,20 @@ def test_a_batch_onto_a_damaged_compressed_partial_chunk_writes_nothing(tmp_path
     assert _files(path) == before
 
 
+def test_a_compressed_run_leaves_no_notes(tmp_path):
+    """The crc32c its batches noted before rewriting compressed partial chunks are
+    deleted once the run is complete."""
+    path = tmp_path / "t.zarr"
+    with dask.config.set(ZSTD):
+        mtd.write_batches(_batch, list(range(8)), path, batch_size=3, chunks=ROWS, quiet=True)
+    assert not (path / ".progress").exists()
+    joined = metatensor.join([_batch([0, 1, 2]), _batch([3, 4, 5]), _batch([6, 7])], "samples")
+    read = mtd.to_metatensor(mtd.open_zarr(path)).block(0)
+    np.testing.assert_array_equal(read.values, joined.block(0).values)
+    gradient = read.gradient("positions").values
+    np.testing.assert_array_equal(gradient, joined.block(0).gradient("positions").values)
+
+
 def _failing_once_stored(tensor: metatensor.TensorMap, marker: Path) -> mtd.TensorMap:
     """``tensor``'s values in chunks of 30 rows (those that fill the partial chunk of
     the store it is appended to), all but the first failing to compute once the first
