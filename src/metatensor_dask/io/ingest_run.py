@@ -24,6 +24,7 @@ from .ingest_schedule import Batches
 from .ingest_threads import on_threads
 from .zarr_append import read_root, refuse_foreign
 from .zarr_store import (
+    delete_prefix,
     describe,
     new_folders,
     open_store,
@@ -188,3 +189,6 @@ def complete(store: Any, where: str, run: dict[str, Any], total: int) -> None:
     root = layout.root_document(True, attributes.get("info") or {}, nodes)
     root["attributes"][layout.ATTRIBUTE][RUN] = {**run, "committed": total}
     set_many(store, {"zarr.json": layout.encode(root)}, atomic=True)
+    # the crc32c of the compressed partial chunks its batches rewrote, noted for
+    # readers of the run's store until then (see zarr_identity.rewritten_key)
+    delete_prefix(store, layout.PROGRESS_PREFIX)

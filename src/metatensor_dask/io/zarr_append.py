@@ -7,13 +7,16 @@ format 3 records of the stored samples (:mod:`.zarr_samples`) give the extended 
 the uniqueness check and ``renumber={dim: "next"}`` without reading the store, and every
 array is extended at its end, rewriting at most its last, partial chunk (or shard).
 
-An append never changes what a reader of the store sees until its last step:
+An append never changes what a reader of the store sees until its last step, and
+first checks the partial last chunk of each stored array it extends (see
+:func:`_read_heads`): one missing or damaged is refused with nothing written. Then:
 
 1. the append is recorded (``.progress/append.json``, with its token);
 2. the data: rows beyond the stored shapes (invisible to readers, whose metadata ends
    there) and the partial last chunk of each array, rewritten with its stored rows
-   unchanged and written atomically (temporary file and rename on local disks); each
-   values chunk records itself under ``.progress/`` when stored;
+   unchanged and written atomically (temporary file and rename on local disks), a
+   compressed one noted first (see :class:`_Noting`); each values chunk records itself
+   under ``.progress/`` when stored;
 3. the node documents, then the root document (atomically), which makes the appended
    rows visible; then the records are deleted.
 
@@ -34,6 +37,7 @@ import dask
 import numpy as np
 from dask.base import is_dask_collection, tokenize
 from dask.delayed import Delayed
+from zarr.storage import WrapperStore
 
 from .. import config
 from .._gc import without_collector
@@ -46,8 +50,20 @@ from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
 from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
-from .zarr_codecs import is_plain, stored_dtype
-from .zarr_identity import FIRST_FORMAT, STORE_ID, content_id, has_table, with_tables
+from .zarr_codecs import chunk_key, is_plain, stored_dtype
+from .zarr_identity import (
+    FIRST_FORMAT,
+    STORE_ID,
+    check_listed,
+    chunk_end_crc,
+    chunk_rows,
+    content_id,
+    has_table,
+    note,
+    noted,
+    rewritten_key,
+    with_tables,
+)
 from .zarr_in_place import kept_rows
 from .zarr_integrity import damaged
 from .zarr_renumber import Renumber, renumbered
@@ -68,6 +84,7 @@ from .zarr_store import (
     read_labels,
     read_nodes,
     read_plain_region,
+    read_plain_regions,
     refuse_read_only_nodes,
     set_many,
     write_files,
@@ -561,6 +578,7 @@ def store_rows(
     drop_behind: int | None = None,
     store_id: str | None = None,
     strict: bool = False,
+    head: np.ndarray | None = None,
 ) -> None:
     """Store ``values`` at row ``offset`` of an array whose document is ``document``; a
     partial first chunk keeps its stored rows and is replaced atomically. The files
@@ -568,37 +586,83 @@ def store_rows(
     :func:`~.zarr_rows.write_parts`). In a format 4 store (of id ``store_id``), the
     stored rows are read from the chunks its table lists (see :mod:`.zarr_identity`;
     ``strict`` unless the append finishes an interrupted one, which may have rewritten
-    the partial chunk already)."""
+    the partial chunk already), unless they are ``head``, read and checked already (see
+    :func:`_read_heads`)."""
     values = np.asarray(values)
     if values.size == 0:
         return
     if not is_plain(document):
-        _store_encoded(store, path, document, offset, values, store_id, strict)
+        if head is None:
+            _check_encoded_head(store, path, document, offset, store_id, strict)
+        _write_encoded(store, path, document, offset, values)
         return
-    whole, partial = _plain_chunks(store, path, document, offset, values, store_id, strict)
+    whole, partial = _plain_chunks(store, path, document, offset, values, store_id, strict, head)
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
 
 
-def _store_encoded(
+def _head_region(document: dict[str, Any], offset: int) -> tuple[slice, ...] | None:
+    """The stored rows of the partial chunk (or shard) that row ``offset`` of an array
+    starts in (``None`` when it starts one)."""
+    head = offset % int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    if not head:
+        return None
+    return (slice(offset - head, offset), *(slice(0, n) for n in document["shape"][1:]))
+
+
+def _check_encoded_head(
     store: Store,
     path: str,
     document: dict[str, Any],
     offset: int,
-    values: np.ndarray,
     store_id: str | None,
     strict: bool,
 ) -> None:
-    """:func:`store_rows` for an array whose chunks are encoded (compressed, sharded):
-    through zarr, after the stored rows of its partial chunk are checked."""
-    head = offset % int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-    if head:
-        _stored_ref(store, path, document, offset, store_id, strict).read(
-            (slice(offset - head, offset), *(slice(0, n) for n in document["shape"][1:]))
-        )
-    # zarr reads the partial chunk, merges it and writes it (atomically on local disks)
+    """Read, with a reader's checks, the stored rows of the partial chunk (or shard) of
+    an encoded array (compressed, sharded) that an append at row ``offset`` rewrites,
+    before zarr merges them with the new rows (see :func:`_stored_ref`)."""
+    region = _head_region(document, offset)
+    if region is not None:
+        _stored_ref(store, path, document, offset, store_id, strict).read(region)
+
+
+def _write_encoded(
+    store: Store, path: str, document: dict[str, Any], offset: int, values: np.ndarray
+) -> None:
+    """Store ``values`` at row ``offset`` of an array whose chunks are encoded, through
+    zarr, which reads the partial chunk, merges it and writes it (atomically on local
+    disks); a compressed chunk listed in a table is noted first (see :class:`_Noting`)."""
     region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
+    inner = chunk_rows(document)
+    if offset % inner and noted(path, document):
+        store = _Noting(store, path, document, offset // inner)
     ArrayRef(store, path, document).array()[region] = values
+
+
+class _Noting(WrapperStore):
+    """The store through which zarr rewrites the partial last chunk ``index`` of a
+    compressed array listed in a table: before the file holding it (its shard) is
+    written, the crc32c ending that chunk in it is noted under ``.progress/`` (see
+    :func:`~.zarr_identity.rewritten_key`), from which readers tell the chunk the append
+    wrote from any other while it is in progress or interrupted."""
+
+    def __init__(self, store: Store, path: str, document: dict[str, Any], index: int):
+        super().__init__(store)
+        self._path, self._document, self._index = path, document, index
+        grid = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
+        first = index * chunk_rows(document) // grid
+        self._file = f"{path}/{chunk_key(first, len(document['shape']))}"
+
+    def _with_store(self, store: Store) -> _Noting:
+        return type(self)(store, self._path, self._document, self._index)
+
+    async def set(self, key: str, value: Any) -> None:
+        if key == self._file:
+            crc = chunk_end_crc(self._document, value.to_bytes(), self._index)
+            if crc is not None:
+                found = value.from_bytes(note(crc))
+                await self._store.set(rewritten_key(self._path, self._index), found)
+        await self._store.set(key, value)
 
 
 def _plain_chunks(
@@ -733,6 +797,7 @@ def store_now(
     whole: dict[str, Parts] = {}
     partial: dict[str, Parts] = {}
     extended: dict[str, tuple[Parts, int]] = {}
+    encoded: list[tuple[str, dict[str, Any], int, np.ndarray]] = []
     crcs: dict[str, int] = {}
     for rows in plan.rows:
         data = rows.data
@@ -743,7 +808,8 @@ def store_now(
             continue
         document, path, offset = rows.document, rows.path, rows.offset
         if not is_plain(document):
-            _store_encoded(store, path, document, offset, data, plan.store_id, False)
+            _check_encoded_head(store, path, document, offset, plan.store_id, False)
+            encoded.append((path, document, offset, data))
             continue
         found = None
         if root is not None:
@@ -759,11 +825,49 @@ def store_now(
         whole.update(chunks)
         if has_table(path, document):
             crcs.update(trailing_crcs({**chunks, **first}))
+    # written once every partial chunk is read and checked: one damaged is refused
+    # with nothing written
     write_parts(store, whole, drop_behind=drop_behind)
     _replace(store, partial, drop_behind=drop_behind)
     if extended:
         extend_files(store, extended, drop_behind)
+    for item in encoded:
+        _write_encoded(store, *item)
     plan.crcs.update(crcs)
+
+
+def _read_heads(store: Store, where: str, plan: AppendPlan, strict: bool) -> None:
+    """Check, before an append writes anything (its record first), the partial chunk
+    (or shard) that the rows of each stored array start in, which the append rewrites
+    with its stored rows: missing or damaged, the append refuses it with nothing
+    written, rather than stopping once its record and other rows are written.
+
+    The stored rows of the arrays stored from this process (Labels, row pointers) are
+    read with a reader's checks and kept as the rows' ``head``, which storing them
+    reads no more. Those of the arrays stored by dask tasks (values) are read, and
+    checked whole, by the task merging them with its rows; here (``strict``: the append
+    is not a resume, whose partial chunks may be rewritten already), the crc32c ending
+    each is compared with the one its table lists (see
+    :func:`~.zarr_identity.check_listed`): a chunk missing, cut short, or not the one
+    listed is refused, and one whose bytes are damaged in their middle, by the task.
+    """
+    reads: list[tuple[_Rows, ArrayRef, tuple[slice, ...]]] = []
+    listed: list[tuple[str, dict[str, Any], int]] = []
+    for rows in plan.rows:
+        region = _head_region(rows.document, rows.offset)
+        if region is None or rows.head is not None or rows.data.size == 0:
+            continue
+        if not is_dask_collection(rows.data):
+            ref = _stored_ref(store, rows.path, rows.document, rows.offset, plan.store_id, strict)
+            reads.append((rows, ref, region))
+        elif strict and plan.store_id is not None and has_table(rows.path, rows.document):
+            index = (rows.offset - 1) // chunk_rows(rows.document)
+            listed.append((rows.path, rows.document, index))
+    plain = [(ref, region) for _, ref, region in reads if is_plain(ref.document)]
+    found = iter(read_plain_regions(plain))
+    for rows, ref, region in reads:
+        rows.head = next(found) if is_plain(ref.document) else ref.read(region)
+    check_listed(store, where, listed)
 
 
 def _identity(existing: tuple[dict[str, Any], dict[str, Any]] | None) -> dict[str, Any]:
@@ -894,6 +998,7 @@ def _graph_of(
                 drop_behind,
                 plan.store_id,
                 strict,
+                rows.head,
             )
     places = [(rows, array, _places(rows, array, recorded)) for rows, array in arrays]
     items = [array for _, array, found in places if found and _graph.item_of(array) is not None]
@@ -1161,6 +1266,7 @@ def append(
         tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     refuse_read_only_nodes(store, where, [*(rows.path for rows in plan.rows), *plan.changed])
+    _read_heads(store, where, plan, raw is None)
     # planning may be long: a writer stalled meanwhile (on another host, past the
     # lock-timeout) may have lost the lock to another one, over whose rows it would
     # store its record, labels and row pointers (its tasks check the lock themselves)

@@ -15,7 +15,8 @@ the root document. So discarding it is:
    append's new rows) removed;
 4. in a format 4 store, the chunk tables (see :mod:`.zarr_identity`) listing the
    partial last chunks as the append left them (their stored rows unchanged, other
-   bytes after them);
+   bytes after them), once each is checked to be the one listed or the one the append
+   wrote;
 5. the records removed, the append's own last: killed at any moment, the discard can be
    run again.
 
@@ -79,9 +80,9 @@ def discard_append(store: StoreLike, storage_options: dict[str, Any] | None = No
         There is no store, or it holds an incomplete write rather than an append
         (``to_zarr(..., resume=True)`` finishes it, ``mode="w"`` overwrites it).
     DamagedStoreError
-        The partial last chunk of an array is not the one listed and does not begin
-        with the rows listed (an older copy put back while the append was interrupted):
-        listed, those rows would read as zeros.
+        The partial last chunk of an array is neither the one listed nor the one the
+        append wrote (an older copy put back while the append was interrupted): listed,
+        the rows stored since that copy would read as zeros.
 
     Notes
     -----

@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -50,14 +51,20 @@ __all__ = [
     "STORE_ID",
     "TABLE",
     "ChunkIdentity",
+    "check_listed",
     "check_not_overwritten",
     "check_partial_chunks",
+    "chunk_end_crc",
     "chunk_name",
     "chunk_rows",
     "content_id",
     "has_table",
     "last_crc",
+    "note",
+    "noted",
+    "noted_crc",
     "overwrite_told",
+    "rewritten_key",
     "table_problem",
     "with_tables",
 ]
@@ -221,8 +228,11 @@ def _local_file_crcs(name: str, sharded: int | None, count: int, drop: bool) -> 
             index = _pread(descriptor, footer, size - footer, drop) if size >= footer else b""
             if len(index) != footer:
                 return [None] * count
+            # an index that is not one (a shard cut short) may point past the file
             ends = [
-                offset + length if offset != _EMPTY and length >= 4 else -1
+                offset + length
+                if offset != _EMPTY and 4 <= length and offset + length <= size
+                else -1
                 for offset, length in index_pairs(index, sharded)[:count]
             ]
         raws = [_pread(descriptor, 4, end - 4, drop) if end >= 4 else b"" for end in ends]
@@ -369,6 +379,34 @@ def with_tables(
     return documents
 
 
+def check_listed(store: Any, where: str, chunks: list[tuple[str, dict[str, Any], int]]) -> None:
+    """Check that each chunk ``(path, document, index)`` of an array with a table (see
+    :func:`has_table`) ends with the crc32c its table lists: the comparison of 4 bytes
+    a reader makes of each chunk it decodes, without reading the chunk (one small read
+    per chunk: its file's last 4 bytes, or its inner chunk's, which its shard's index
+    locates).
+
+    Raises
+    ------
+    DamagedStoreError
+        For a chunk that is missing, or does not end with the crc32c listed (cut
+        short, written over, swapped with another, an older copy put back).
+    """
+    files = []  # (key, inner chunks per shard, chunks read)
+    for path, document, index in chunks:
+        chunk, grid = _rows(document)
+        sharded = _sharding(document) is not None
+        per_file = grid // chunk
+        key = _key(path, document, index)
+        files.append((key, per_file if sharded else None, index % per_file + 1))
+    for (path, document, index), crcs in zip(chunks, _crcs(store, files), strict=True):
+        name = chunk_name(path, document, index)
+        if crcs[-1] is None:
+            raise damaged(where, f"the chunk {name} of the array '{path}' is missing or cut short")
+        if crcs[-1] != document["attributes"][TABLE][index]:
+            raise _not_listed(where, path, name, ", or cut short or written over")
+
+
 def last_crc(raw: Any) -> int:
     """The little-endian uint32 ending ``raw`` (bytes or a uint8 array)."""
     return int.from_bytes(bytes(memoryview(raw)[-4:]), "little")
@@ -378,7 +416,8 @@ def last_crc(raw: Any) -> int:
 #: append in progress (``zarr_layout.APPEND_KEY``), which the layout module, importing
 #: this one, defines.
 _ATTRIBUTE = "metatensor_dask"
-_APPEND_KEY = ".progress/append.json"
+_PROGRESS = ".progress/"
+_APPEND_KEY = _PROGRESS + "append.json"
 
 
 def _current(root: bytes | None, node: bytes | None, path: str) -> tuple[Any, Any, bool]:
@@ -493,8 +532,8 @@ class ChunkIdentity:
         Returns when an append rewrote the chunk, which keeps the rows stored before
         it: the current table lists it, or an append in progress (or interrupted:
         its record is left, or the store is incomplete, in a run of
-        ``write_batches``) replaced the partial last chunk the reader knows, which
-        still begins with the rows listed (:meth:`_keeps_stored_rows`).
+        ``write_batches``) replaced the partial last chunk the reader knows with
+        this one (:meth:`_rewritten`).
 
         Raises
         ------
@@ -522,28 +561,78 @@ class ChunkIdentity:
         appending = not self.strict and (record is not None or not complete)
         last = index == _chunks(self.document) - 1
         if appending and rows % _rows(self.document)[0] and last:
-            if self._keeps_stored_rows(index, covered):
+            if await self._rewritten(index, crc, covered):
                 return
         raise _not_listed(self.where, self.path, chunk_name(self.path, self.document, index))
 
-    def _keeps_stored_rows(self, index: int, covered: Any) -> bool:
-        """Whether the partial last chunk ``index``, whose bytes but its checksum are
-        ``covered``, begins with the rows its listed checksum covers: an append keeps
-        them, and the chunk listed holds them followed by the zeros padding it (an
-        older copy put back while an append is interrupted holds zeros in their
-        place). A compressed chunk, whose checksum covers its compressed bytes, can
-        not be checked so, and is taken as the append left it."""
-        return _begins_with_rows(self.document, covered, self.table[index])
+    async def _rewritten(self, index: int, crc: int, covered: Any) -> bool:
+        """Whether the partial last chunk ``index``, which ends with ``crc`` (of its
+        bytes ``covered``), is the one an append in progress (or interrupted) wrote in
+        its place, keeping its rows: a plain chunk begins with the rows its listed
+        checksum covers (the chunk listed holds them followed by the zeros padding it;
+        an older copy put back holds zeros in their place); a compressed one, whose
+        checksum covers its compressed bytes, ends with the checksum the append noted
+        before it wrote it (see :func:`rewritten_key`)."""
+        if _plain_sizes(self.document) is not None:
+            return _begins_with_rows(self.document, covered, self.table[index])
+        noted = await _get(self.store, rewritten_key(self.path, index))
+        return noted_crc(noted) == crc
+
+
+def rewritten_key(path: str, index: int) -> str:
+    """The key where an append notes the crc32c ending the partial last chunk
+    ``index`` of the compressed array ``path`` that it writes in its place, before it
+    writes it: while the append is in progress or interrupted, readers accept that
+    chunk, the chunk listed, and no other (the checksum of a compressed chunk covers its
+    compressed bytes: the rows it keeps can not be checked against the one listed)."""
+    return f"{_PROGRESS}rewritten-{quote(f'{path}/{index}', safe='')}.json"
+
+
+def noted(path: str, document: dict[str, Any]) -> bool:
+    """Whether an append notes the partial last chunk of the array it writes in its
+    place (see :func:`rewritten_key`): an array with a table whose chunks are not
+    plain (compressed), which readers can not check by its rows."""
+    return has_table(path, document) and _plain_sizes(document) is None
+
+
+def note(crc: int) -> bytes:
+    """The content of a :func:`rewritten_key`: ``{"crc32c": crc}``."""
+    return json.dumps({"crc32c": crc}).encode()
+
+
+def noted_crc(raw: bytes | None) -> int | None:
+    """The crc32c a note of :func:`note` holds (``None``: no note, or not one)."""
+    try:
+        found = json.loads(raw)["crc32c"] if raw is not None else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    return found if type(found) is int else None
+
+
+def chunk_end_crc(document: dict[str, Any], raw: bytes, index: int) -> int | None:
+    """The crc32c ending the chunk ``index`` of an array in ``raw``, the bytes of the
+    file holding it (its shard: the inner chunk its index locates); ``None`` when it
+    does not hold it."""
+    sharding = _sharding(document)
+    if sharding is None:
+        return last_crc(raw) if len(raw) >= 4 else None
+    chunk, grid = _rows(document)
+    entries = grid // chunk
+    footer = 16 * entries + 4
+    if len(raw) < footer:
+        return None
+    offset, length = index_pairs(raw[-footer:], entries)[index % entries]
+    if offset == _EMPTY or length < 4 or offset + length > len(raw):
+        return None
+    return last_crc(raw[offset : offset + length])
 
 
 def _begins_with_rows(document: dict[str, Any], covered: Any, listed: int) -> bool:
-    """Whether the partial last chunk of the array ``document``, whose bytes but its
-    checksum are ``covered``, begins with the rows of the chunk listed with the crc32c
-    ``listed`` (see :meth:`ChunkIdentity._keeps_stored_rows`); ``True`` for a
-    compressed array, which can not be checked so."""
+    """Whether the partial last chunk of the plain array ``document``, whose bytes but
+    its checksum are ``covered``, begins with the rows of the chunk listed with the
+    crc32c ``listed`` (see :meth:`ChunkIdentity._rewritten`)."""
     sizes = _plain_sizes(document)
-    if sizes is None:
-        return True
+    assert sizes is not None, "the chunks are plain"
     head, whole = sizes
     data = memoryview(covered).cast("B")
     if data.nbytes != whole:
@@ -559,16 +648,18 @@ def check_partial_chunks(
     """Check the chunks of the arrays ``found`` (path: the array's document, its table
     as :func:`with_tables` read it from the chunks stored) whose entries are not those
     of the arrays' listed documents ``nodes``, as an interrupted append left them: only
-    the partial last chunk of an array may differ, and it must still begin with the
-    rows listed (an older copy put back holds zeros in their place).
+    the partial last chunk of an array may differ, and it must be the one the append
+    wrote in its place, as a reader checks it (see :meth:`ChunkIdentity._rewritten`):
+    a plain one still begins with the rows listed (an older copy put back holds zeros
+    in their place), a compressed one ends with the checksum the append noted.
 
     Raises
     ------
     DamagedStoreError
-        For another chunk that differs, or a partial last chunk that does not begin
-        with the rows listed.
+        For another chunk that differs, or a partial last chunk that is not the one the
+        append wrote.
     """
-    reads = []  # (path, index): partial last chunks to read
+    changed = []  # (path, index, crc): partial last chunks not listed
     for path, document in found.items():
         listed, stored = nodes[path]["attributes"][TABLE], document["attributes"][TABLE]
         last = _chunks(nodes[path]) - 1
@@ -576,11 +667,12 @@ def check_partial_chunks(
         for index, (before, now) in enumerate(zip(listed, stored, strict=True)):
             if before != now and (index != last or not partial):
                 raise _not_listed(where, path, chunk_name(path, nodes[path], index))
-        if listed[last] != stored[last] and _plain_sizes(nodes[path]) is not None:
-            reads.append((path, last))
-    kept = sync(_each_kept(store, [(nodes[path], path, index) for path, index in reads]))
-    for (path, index), fine in zip(reads, kept, strict=True):
-        if not fine:
+        if listed[last] != stored[last]:
+            changed.append((path, last, int(stored[last])))
+    checks = [(nodes[path], path, index, crc) for path, index, crc in changed]
+    fine = sync(_each_rewritten(store, checks))
+    for (path, index, _), good in zip(changed, fine, strict=True):
+        if not good:
             raise _not_listed(where, path, chunk_name(path, nodes[path], index))
 
 
@@ -588,12 +680,17 @@ def check_partial_chunks(
 _CHECKED_AT_ONCE = 4
 
 
-async def _each_kept(store: Any, chunks: list[tuple[dict[str, Any], str, int]]) -> list[bool]:
-    """For each chunk (the array's listed document, path, index), whether it begins
-    with the rows listed, read a few at once."""
+async def _each_rewritten(
+    store: Any, chunks: list[tuple[dict[str, Any], str, int, int]]
+) -> list[bool]:
+    """For each chunk (the array's listed document, path, index, the crc32c ending it),
+    whether it is the one an append wrote in its place (see
+    :meth:`ChunkIdentity._rewritten`), plain ones read a few at once."""
     semaphore = asyncio.Semaphore(_CHECKED_AT_ONCE)
 
-    async def one(document: dict[str, Any], path: str, index: int) -> bool:
+    async def one(document: dict[str, Any], path: str, index: int, crc: int) -> bool:
+        if _plain_sizes(document) is None:
+            return noted_crc(await _get(store, rewritten_key(path, index))) == crc
         async with semaphore:
             covered = await _chunk_bytes(store, path, document, index)
             listed = document["attributes"][TABLE][index]
@@ -650,9 +747,11 @@ def _grid(document: dict[str, Any]) -> list[Any]:
     return document["chunk_grid"]["configuration"]["chunk_shape"]
 
 
-def _not_listed(where: str, path: str, name: str) -> DamagedStoreError:
+def _not_listed(where: str, path: str, name: str, also: str = "") -> DamagedStoreError:
+    """The error for a chunk that is not the one the table lists (``also``: what else
+    it may be)."""
     return damaged(
         where,
         f"the chunk {name} of the array '{path}' is not the chunk the store lists: "
-        "swapped with another, or an older copy put back",
+        f"swapped with another, or an older copy put back{also}",
     )
