@@ -42,7 +42,7 @@ from zarr.storage import WrapperStore
 from .. import config
 from .._gc import without_collector
 from .._partition import block_row_pointer
-from ..errors import MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError
 from ..labels import Labels
 from . import _task_batches
 from . import chunks as chunking
@@ -1266,7 +1266,12 @@ def append(
         tensor = renumbered(tensor, renumber, existing, where)
     plan = plan_append(tensor, store, where, existing, chunks, plan_whole)
     refuse_read_only_nodes(store, where, [*(rows.path for rows in plan.rows), *plan.changed])
-    _read_heads(store, where, plan, raw is None)
+    try:
+        _read_heads(store, where, plan, raw is None)
+    except DamagedStoreError:
+        # chunks changed by a writer that took the lock over: the lost lock is the cause
+        lock.check(stored=False)
+        raise
     # planning may be long: a writer stalled meanwhile (on another host, past the
     # lock-timeout) may have lost the lock to another one, over whose rows it would
     # store its record, labels and row pointers (its tasks check the lock themselves)
