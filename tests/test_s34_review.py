@@ -8,6 +8,8 @@ partial chunk read the chunk its first one rewrote, refused as damage."""
 
 from __future__ import annotations
 
+import json
+
 import dask
 import metatensor
 import numpy as np
@@ -71,3 +73,18 @@ def test_windowed_write_and_append_store_each_chunk_once(tmp_path, client):
         assert _windowed(client, append) <= tasks
     read = mtd.to_metatensor(mtd.open_zarr(path))
     assert metatensor.equal(read, metatensor.join([first, second], "samples"))
+
+
+@pytest.mark.parametrize(("field", "number"), [("pid", "1e400"), ("start", "1" + "0" * 400)])
+def test_a_lock_file_of_numbers_out_of_range_is_unreadable(tmp_path, field, number):
+    """JSON reads ``1e400`` as infinity, not a pid, and a 400-digit integer as an int,
+    not a time (an ``OverflowError`` escaped the lock's parse): such a lock file is one
+    that can not be read, refused while fresh."""
+    path = tmp_path / "t.zarr"
+    tensor = mtd.from_metatensor(_tensor(0, 5))
+    tensor.to_zarr(path)
+    fields = {"owner": "a", "host": "h", "pid": 1, "start": 1.0, "heartbeat": 1.0, "write_id": "w"}
+    text = json.dumps({**fields, field: "NUMBER"}).replace('"NUMBER"', number)
+    (path / ".lock").write_text(text)
+    with pytest.raises(mtd.StoreLockedError, match="can not be read"):
+        tensor.to_zarr(path, mode="w")
