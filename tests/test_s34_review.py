@@ -1,4 +1,5 @@
-"""Writes and appends computed by windows of tasks on a cluster (the commands' way).
+"""Writes and appends computed by windows of tasks on a cluster (the commands' way),
+and lock files holding numbers out of range.
 
 The storing tasks of a write or an append are chained for dask's static order (see
 ``_graph.in_order``); the end of those chains, a task the final one needs, needs every
