@@ -61,6 +61,7 @@ __all__ = [
     "item_of",
     "layer_tasks",
     "optimize_flat",
+    "orders_only",
     "private_tasks",
     "ref",
     "stable_keys",
@@ -378,6 +379,9 @@ def _new_array(
 #: Tasks chained one after the other at each level of :func:`in_order`.
 ORDER_FAN_IN = 64
 
+#: How the names of the tasks of :func:`in_order` begin.
+_ORDER = "in-order-"
+
 
 def in_order(name: str, keys: Sequence[Any]) -> tuple[dict[Any, Any], list[Any]]:
     """Tasks that make dask run the tasks ``keys`` in their order, and the key of the
@@ -405,7 +409,7 @@ def in_order(name: str, keys: Sequence[Any]) -> tuple[dict[Any, Any], list[Any]]
         for start in range(0, len(level), ORDER_FAN_IN):
             previous: list[Any] = []
             for key in level[start : start + ORDER_FAN_IN]:
-                after = (f"in-order-{name}", len(tasks))
+                after = (f"{_ORDER}{name}", len(tasks))
                 tasks[after] = task(after, _nothing, *map(ref, [*previous, key]))
                 previous = [after]
             ends.extend(previous)
@@ -415,6 +419,13 @@ def in_order(name: str, keys: Sequence[Any]) -> tuple[dict[Any, Any], list[Any]]
 
 def _nothing(*results: Any) -> None:
     return None
+
+
+def orders_only(key: Any) -> bool:
+    """Whether ``key`` is a task of :func:`in_order`, which only orders others (its
+    result: ``None``). Computed a window of tasks at a time, such a task would bring
+    every task it orders into its window: windows order them instead."""
+    return isinstance(key, tuple) and bool(key) and str(key[0]).startswith(_ORDER)
 
 
 def flat_delayed(name: str, tasks: Mapping[Any, Any], dependencies: Sequence[Any]) -> Delayed:

@@ -92,7 +92,9 @@ def _parts(owned: list[list[Key]], dependencies: Mapping[Key, list[Key]]) -> lis
 
 def split(graph: Mapping[Key, Any], roots: Sequence[Key], size: int) -> list[Window]:
     """Cut the computation of ``roots`` (keys of ``graph``) into windows of about
-    ``size`` tasks (see the module's documentation), in the order of ``roots``.
+    ``size`` tasks (see the module's documentation), in the order of ``roots``; the
+    roots that only order others (see :func:`~metatensor_dask._graph.in_order`) are
+    left out.
 
     Raises
     ------
@@ -101,6 +103,11 @@ def split(graph: Mapping[Key, Any], roots: Sequence[Key], size: int) -> list[Win
     """
     if size < 1:
         raise ValueError(f"a window holds at least one task, got size={size}")
+    from .._graph import orders_only  # imports dask.array, as the graph's tasks do
+
+    # a task ordering others for dask's static order needs every task it orders, which
+    # its window would take again: the windows order them, without it (its result: None)
+    roots = [root for root in roots if not orders_only(root)]
     owned, dependencies = _closures(graph, roots)
     parts = _parts(owned, dependencies)
     by_part: dict[int, list[int]] = {}
@@ -187,6 +194,8 @@ def compute_windowed(
     """
     from distributed import as_completed
 
+    from .._graph import orders_only  # imports dask.array, as the graph's tasks do
+
     roots = list(dict.fromkeys(keys_in_tasks(graph, [graph[key]], as_list=True)))
     windows = split(graph, roots, size)
     total = sum(len(w.graph) for w in windows) + 1
@@ -194,7 +203,8 @@ def compute_windowed(
     pending: Iterator[Window] = iter(windows)
     queue = as_completed(with_results=True, raise_errors=True)
     in_flight: list[set[Key]] = []
-    results: dict[Key, Any] = {}
+    # the tasks that only order others, which no window computes (see split)
+    results: dict[Key, Any] = {root: None for root in roots if orders_only(root)}
     done = 0
 
     def submit() -> None:

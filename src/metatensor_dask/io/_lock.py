@@ -184,7 +184,7 @@ class Holder:
                 str(fields.get("pid_space", "")),
                 str(fields.get("pid_start", "")),
             )
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
             return None
 
     def encode(self) -> bytes:

@@ -96,8 +96,8 @@ def lstsq(X: TensorMap, Y: TensorMap, rcond: float | None, driver: str | None = 
     components, the properties of ``X`` as properties and no gradients.
 
     The rows of a block in several chunks (or with gradients) are never gathered: each
-    chunk is reduced to the triangular factor of a QR factorisation of its rows of
-    ``[X | Y]``, factors are stacked and factorised again a few at a time, and the
+    chunk is reduced to the rows ``[R | Q^H Y]`` of the QR factorisation ``X = Q R`` of
+    its rows, those are stacked and factorised again a few at a time, and the
     small system of the last factors is solved by numpy's ``lstsq`` with the cut-off it
     would use on the whole block: the same minimisation, in the memory of a few chunks
     (see :mod:`metatensor_dask.operations._qr_tree`). A block whose values are one
