@@ -30,3 +30,18 @@ def pytest_configure(config: pytest.Config) -> None:
             "tests would run side by side; install the test extra's pytest "
             "(pip install -e '.[test]')"
         )
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A ``distributed`` client of a cluster in this process (one worker, two threads),
+    shared by the tests of a module."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as connected,
+    ):
+        yield connected

@@ -17,7 +17,6 @@ import metatensor
 import numpy as np
 import pytest
 from dask.core import keys_in_tasks
-from distributed import Client, LocalCluster
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.windows import compute_windowed, split
@@ -37,17 +36,6 @@ def _tensor(first: int, n: int) -> metatensor.TensorMap:
     return metatensor.TensorMap(
         metatensor.Labels(["k"], np.arange(4, dtype=np.int32)[:, None]), blocks
     )
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def _storing_tasks_by_window(delayed) -> Counter:

@@ -8,7 +8,6 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 import metatensor_dask as mtd
@@ -82,17 +81,6 @@ class _MostTasks(SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, **kwargs):
         self.most = max(self.most, len(self.scheduler.tasks))
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def test_the_scheduler_holds_a_window_or_two(client):

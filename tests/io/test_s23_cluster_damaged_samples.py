@@ -28,19 +28,6 @@ pytestmark = pytest.mark.xdist_group("serial")
 DAMAGED = "blocks/2/gradients/positions/samples"
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address="127.0.0.1:0"
-        ) as cluster,
-        Client(cluster) as connected,
-    ):
-        yield connected
-
-
 def _tensor() -> metatensor.TensorMap:
     return make_metatensor(seed=5, n_samples=(6, 0, 7), n_properties=(2, 3, 1))
 
