@@ -50,12 +50,13 @@ from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
 from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
-from .zarr_codecs import chunk_key, is_plain, stored_dtype
+from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import (
     FIRST_FORMAT,
     STORE_ID,
     check_listed,
     chunk_end_crc,
+    chunk_file_key,
     chunk_rows,
     content_id,
     has_table,
@@ -649,9 +650,7 @@ class _Noting(WrapperStore):
     def __init__(self, store: Store, path: str, document: dict[str, Any], index: int):
         super().__init__(store)
         self._path, self._document, self._index = path, document, index
-        grid = int(document["chunk_grid"]["configuration"]["chunk_shape"][0])
-        first = index * chunk_rows(document) // grid
-        self._file = f"{path}/{chunk_key(first, len(document['shape']))}"
+        self._file = chunk_file_key(path, document, index)
 
     def _with_store(self, store: Store) -> _Noting:
         return type(self)(store, self._path, self._document, self._index)

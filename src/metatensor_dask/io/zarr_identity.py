@@ -55,6 +55,7 @@ __all__ = [
     "check_not_overwritten",
     "check_partial_chunks",
     "chunk_end_crc",
+    "chunk_file_key",
     "chunk_name",
     "chunk_rows",
     "content_id",
@@ -135,13 +136,13 @@ def _chunks(document: dict[str, Any]) -> int:
     return -(-int(document["shape"][0]) // _rows(document)[0])
 
 
-def _key(path: str, document: dict[str, Any], index: int) -> str:
+def chunk_file_key(path: str, document: dict[str, Any], index: int) -> str:
     """The key of the file holding chunk ``index`` (its shard, for sharded arrays)."""
     return _file_key(path, *_rows(document), len(document["shape"]), index)
 
 
 def _file_key(path: str, chunk: int, grid: int, ndim: int, index: int) -> str:
-    """:func:`_key` of an array of ``ndim`` dimensions, of ``chunk`` rows per chunk and
+    """:func:`chunk_file_key` of an array of ``ndim`` dimensions, of ``chunk`` rows per chunk and
     ``grid`` per file."""
     return f"{path}/c." + ".".join([str(index * chunk // grid)] + ["0"] * (ndim - 1))
 
@@ -149,7 +150,7 @@ def _file_key(path: str, chunk: int, grid: int, ndim: int, index: int) -> str:
 def chunk_name(path: str, document: dict[str, Any], index: int) -> str:
     """Chunk ``index`` of an array, for messages: its file, and its place in its shard."""
     chunk, grid = _rows(document)
-    name = f"'{_key(path, document, index).rpartition('/')[2]}'"
+    name = f"'{chunk_file_key(path, document, index).rpartition('/')[2]}'"
     return name if chunk == grid else f"{index % (grid // chunk)} of the shard {name}"
 
 
@@ -397,7 +398,7 @@ def check_listed(store: Any, where: str, chunks: list[tuple[str, dict[str, Any],
         chunk, grid = _rows(document)
         sharded = _sharding(document) is not None
         per_file = grid // chunk
-        key = _key(path, document, index)
+        key = chunk_file_key(path, document, index)
         files.append((key, per_file if sharded else None, index % per_file + 1))
     for (path, document, index), crcs in zip(chunks, _crcs(store, files), strict=True):
         name = chunk_name(path, document, index)
@@ -704,7 +705,7 @@ async def _chunk_bytes(store: Any, path: str, document: dict[str, Any], index: i
     range of its shard, which the shard's index locates; ``None`` when missing."""
     from zarr.abc.store import RangeByteRequest
 
-    key = _key(path, document, index)
+    key = chunk_file_key(path, document, index)
     if _sharding(document) is None:
         raw = await _get(store, key)
         return raw[:-4] if raw is not None and len(raw) >= 4 else None
