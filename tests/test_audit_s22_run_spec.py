@@ -35,10 +35,11 @@ OPERATIONS = {
 def stored(request, tmp_path):
     """A map read from a store in chunks of 3 rows, stored in one chunk a block (Zarr)
     or read from a metatensor file: the tutorial's spherical expansion (blocks of a few
-    samples, computed by groups) or a map shaped like featomic's output (blocks of a
-    few hundred samples, computed chunk by chunk)."""
+    samples, computed by groups) or a map shaped like featomic's output (blocks too
+    large to be read by groups: 144 gradient rows of 180 properties, computed chunk by
+    chunk)."""
     if request.param == "zarr-big-blocks":
-        tensor = mtd.datasets.featomic_like(n_systems=4, atoms_per_system=24, chunks=10**6)
+        tensor = mtd.datasets.featomic_like(n_systems=2, atoms_per_system=12, chunks=10**6)
         tensor.to_zarr(tmp_path / "map.zarr", chunks=10**6)
         return mtd.open_zarr(tmp_path / "map.zarr", chunks=3)
     tensor = mtd.from_metatensor(metatensor.load(tutorial_file("spherical-expansion.npz")))
