@@ -24,10 +24,11 @@ Run it with::
         --benchmark-enable -s
 
 ``-s`` shows the table of times and their ratios to the raw read (copied to
-``docs/performance.md``). Dropping the page cache needs root: where it cannot be done,
-the timed run is skipped with a message. In the normal test run (timing disabled) the
-default tiny store is read warm, without dropping the machine's page cache, which only
-checks that every step works and gives the right result.
+``docs/performance.md`` and ``docs/performance-measurements.md``). Dropping the page
+cache needs root: where it cannot be done, the timed run is skipped with a message.
+In the normal test run (timing disabled) the default tiny store is read warm, without
+dropping the machine's page cache, which only checks that every step works and gives
+the right result.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overh
 target is at most 25% of the featomic time, with the same peak memory at both sizes.
 Sizes come from environment variables, so that CI runs this quickly (the defaults, 2
 structures in batches of 2, only check that everything runs). The figures of
-``docs/ingestion.md`` come from::
+``docs/ingestion.md`` and ``docs/ingestion-measurements.md`` come from::
 
     MTD_BENCH_INGEST_ITEMS=128 MTD_BENCH_INGEST_BATCH=16 \\
         .venv/bin/python -m pytest benchmarks/bench_ingestion.py --benchmark-enable -s

@@ -13,7 +13,7 @@ Two measurements (disabled in CI, like every benchmark; run with ``--benchmark-e
   float64 per sample), each layout: regular (36 rows per sample, in order) and varying
   counts (30 to 42), CPU time (minimum of 20 calls) against plain ``g * g`` on the same
   chunk. ``MTD_BENCH_KERNEL_MIB`` sets the chunk size (default 4; 64 for the figures of
-  ``docs/performance.md``).
+  ``docs/performance-measurements.md``).
 
 Sizes come from environment variables::
 

@@ -6,16 +6,16 @@ again much later, if at all. Through the page cache alone, these bytes stay cach
 memory runs out, evicting what other programs (and the readers of the store) use, and
 each new page is memory the kernel must find first: on a virtual machine that hands free
 memory back to its host, that costs ten times the copy (measured in
-``docs/ingestion.md``). Here, each chunk file of a write or an append starts its
-write-back as soon as it is written (``sync_file_range``, which does not wait); the
-process remembers the files it wrote, and once they hold more than the ``drop-behind``
-setting, the oldest are waited for (their write-back started long before, so that it is
-usually done) and dropped from the page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``).
-The next pages the kernel hands out are then those just freed. Where the
-``direct-writes`` setting asks for it (off by default), chunk files of 1 MiB or more
-that a write creates whole on a local disk do not enter the page cache, but for their
-last bytes short of a block (see :mod:`._direct_writes`); this module drops those
-bytes, and keeps the other files out.
+``docs/ingestion-measurements.md``, "Sixth round: drop-behind"). Here, each chunk file
+of a write or an append starts its write-back as soon as it is written
+(``sync_file_range``, which does not wait); the process remembers the files it wrote,
+and once they hold more than the ``drop-behind`` setting, the oldest are waited for
+(their write-back started long before, so that it is usually done) and dropped from the
+page cache (``posix_fadvise(POSIX_FADV_DONTNEED)``). The next pages the kernel hands out
+are then those just freed. Where the ``direct-writes`` setting asks for it (off by
+default), chunk files of 1 MiB or more that a write creates whole on a local disk do not
+enter the page cache, but for their last bytes short of a block (see
+:mod:`._direct_writes`); this module drops those bytes, and keeps the other files out.
 
 This is advice: the bytes stored are the same. Where the system calls are missing
 (outside Linux) nothing is dropped; a file removed since it was written is skipped. A
