@@ -12,7 +12,14 @@ import metatensor
 import numpy as np
 import pytest
 from test_zarr_append import assert_equal_to_join, shifted
-from test_zarr_grouped_writes import SOURCES, _scheduler_log, storing_keys, tasks_run, tiny_stores
+from test_zarr_grouped_writes import (
+    LARGE,
+    SOURCES,
+    _scheduler_log,
+    storing_keys,
+    tasks_run,
+    tiny_stores,
+)
 from test_zarr_tiny_reads import CODECS, tiny_map
 
 import metatensor_dask as mtd
@@ -67,7 +74,7 @@ def test_the_tasks_of_an_append_grow_with_groups_not_blocks(stores, tmp_path, so
         appended = _append(ours(path), out, compute=False)
         counts.append(tasks_run(appended.compute))
         _assert_appended(out, first, oracle(tiny_map(n, seed=n)), verify=n < 100)
-    # 400 blocks are 800 arrays (values and gradients): a task per array ran 1,249 tasks
+    # a task per array ran 1,249 tasks for 400 blocks (800 arrays)
     assert counts[1] <= counts[0] + 4, counts
     assert counts[1] < 40, counts
 
@@ -87,12 +94,12 @@ def test_items_appended_into_partial_chunks_keep_their_stored_rows(stores, tmp_p
 
 def test_a_persisted_map_is_appended_from_its_persisted_groups(stores, tmp_path):
     out = tmp_path / "a.zarr"
-    mtd.from_metatensor(_first(400)).to_zarr(out)
-    persisted = mtd.multiply(mtd.open_zarr(stores[400]), 2.5).persist()
+    mtd.from_metatensor(_first(LARGE)).to_zarr(out)
+    persisted = mtd.multiply(mtd.open_zarr(stores[LARGE]), 2.5).persist()
     appended = _append(persisted, out, compute=False)
     # the storing tasks and the commit: nothing is read or computed again
     assert tasks_run(appended.compute) < 10
-    _assert_appended(out, _first(400), metatensor.multiply(tiny_map(400, seed=400), 2.5))
+    _assert_appended(out, _first(LARGE), metatensor.multiply(tiny_map(LARGE, seed=LARGE), 2.5))
 
 
 @pytest.mark.parametrize("source", ["opened", "chain"])
@@ -108,8 +115,8 @@ def test_building_an_append_computes_nothing(stores, tmp_path, source):
 
 
 def test_an_interrupted_append_of_groups_resumes_with_the_chunks_left(stores, tmp_path):
-    path, out = stores[400], tmp_path / "a.zarr"
-    mtd.from_metatensor(_first(400)).to_zarr(out)
+    path, out = stores[LARGE], tmp_path / "a.zarr"
+    mtd.from_metatensor(_first(LARGE)).to_zarr(out)
     with dask.config.set({"metatensor_dask.chunk-size": "16KiB"}):
         delayed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, compute=False)
         keys = storing_keys(delayed, "zarr-append-")
@@ -121,7 +128,7 @@ def test_an_interrupted_append_of_groups_resumes_with_the_chunks_left(stores, tm
         resumed = _append(mtd.multiply(mtd.open_zarr(path), 2.5), out, resume=True, compute=False)
         assert len(storing_keys(resumed, "zarr-append-")) == len(keys) - 2
         resumed.compute()
-    _assert_appended(out, _first(400), metatensor.multiply(tiny_map(400, seed=400), 2.5))
+    _assert_appended(out, _first(LARGE), metatensor.multiply(tiny_map(LARGE, seed=LARGE), 2.5))
 
 
 # -- the store read --------------------------------------------------------------------

@@ -37,11 +37,16 @@ SOURCES = {
 }
 
 
+#: Blocks of the larger map: 400 arrays (values and gradients), far more than the tasks
+#: that store them by groups, and still one group of reads.
+LARGE = 200
+
+
 def tiny_stores(directory: Path) -> dict[int, Path]:
     """A store and a metatensor file of ``n`` tiny blocks in ``directory``, for 50 and
-    400 blocks."""
+    :data:`LARGE` blocks."""
     paths = {}
-    for n in (50, 400):
+    for n in (50, LARGE):
         paths[n] = directory / f"t{n}.zarr"
         theirs = tiny_map(n, seed=n)
         mtd.from_metatensor(theirs).to_zarr(paths[n])
@@ -81,18 +86,20 @@ def test_the_tasks_of_a_write_grow_with_groups_not_blocks(stores, tmp_path, sour
         written = ours(path).to_zarr(tmp_path / f"w{n}.zarr", compute=False)
         counts.append(tasks_run(written.compute))
         _assert_written(tmp_path / f"w{n}.zarr", oracle(tiny_map(n, seed=n)), verify=n < 100)
-    # 400 blocks are 800 arrays (values and gradients): a task per array ran 628 tasks
+    # a task per array ran 628 tasks for 400 blocks (800 arrays)
     assert counts[1] <= counts[0] + 4, counts
     assert counts[1] < 40, counts
 
 
 def test_a_persisted_map_is_written_from_its_persisted_groups(stores, tmp_path):
-    path = stores[400]
+    path = stores[LARGE]
     persisted = mtd.multiply(mtd.open_zarr(path), 2.5).persist()
     written = persisted.to_zarr(tmp_path / "w.zarr", compute=False)
     # the storing tasks and the completion: nothing is read or computed again
     assert tasks_run(written.compute) < 10
-    _assert_written(tmp_path / "w.zarr", metatensor.multiply(tiny_map(400, seed=400), 2.5), False)
+    _assert_written(
+        tmp_path / "w.zarr", metatensor.multiply(tiny_map(LARGE, seed=LARGE), 2.5), False
+    )
 
 
 def test_arrays_rechunked_for_the_write_are_stored_from_their_own_tasks(stores, tmp_path):
@@ -124,7 +131,7 @@ def storing_keys(delayed, prefix: str = "zarr-write-") -> list:
 
 
 def test_an_interrupted_write_of_groups_resumes_with_the_groups_left(stores, tmp_path):
-    path, out = stores[400], tmp_path / "w.zarr"
+    path, out = stores[LARGE], tmp_path / "w.zarr"
     tensor = mtd.multiply(mtd.open_zarr(path), 2.5)
     with dask.config.set({"metatensor_dask.chunk-size": "64KiB"}):
         delayed = tensor.to_zarr(out, compute=False)
@@ -137,7 +144,7 @@ def test_an_interrupted_write_of_groups_resumes_with_the_groups_left(stores, tmp
         resumed = mtd.multiply(mtd.open_zarr(path), 2.5).to_zarr(out, resume=True, compute=False)
         assert len(storing_keys(resumed)) == len(keys) - 2
         resumed.compute()
-    _assert_written(out, metatensor.multiply(tiny_map(400, seed=400), 2.5))
+    _assert_written(out, metatensor.multiply(tiny_map(LARGE, seed=LARGE), 2.5))
 
 
 # -- the store read --------------------------------------------------------------------
