@@ -72,6 +72,8 @@ import pytest
 pytestmark = pytest.mark.xdist_group("serial")
 
 ITEMS = int(os.environ.get("MTD_BENCH_INGEST_ITEMS", "2"))
+MEASURING = "MTD_BENCH_INGEST_ITEMS" in os.environ
+"""Whether this run measures (its sizes given), or only checks that every case runs."""
 BATCH = int(os.environ.get("MTD_BENCH_INGEST_BATCH", "2"))
 SYSTEMS = os.environ.get("MTD_BENCH_INGEST_SYSTEMS", "silicon")
 
@@ -276,8 +278,20 @@ def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
     return result
 
 
-@pytest.mark.parametrize("n_items", [ITEMS, 4 * ITEMS])
-@pytest.mark.parametrize("name", list(SCRIPTS))
+SUMMARISED_AT_BOTH_SIZES = ("featomic alone", "write_batches")
+"""The cases whose peak memory the summary compares at both sizes."""
+
+CASES = [
+    (name, n_items)
+    for n_items in (ITEMS, 4 * ITEMS)
+    for name in SCRIPTS
+    if MEASURING or n_items == ITEMS or name in SUMMARISED_AT_BOTH_SIZES
+]
+"""Every case at both sizes when measuring; in the quick check (each case a process
+with its own cluster), the larger size only for the cases the summary compares."""
+
+
+@pytest.mark.parametrize(("name", "n_items"), CASES)
 def test_ingestion(benchmark, tmp_path, name, n_items):
     target = tmp_path / "soap.zarr"
     try:
