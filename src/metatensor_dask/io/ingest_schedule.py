@@ -152,11 +152,13 @@ class Batches:
             from .ingest_worker import KILLED
 
             cause = f"{cause} ({KILLED})"
+        before = {0: "no batch before it is", 1: "the batch before it is"}
         return MetatensorDaskError(
             f"batch {index} (items {index * self.size} to {last}, first item "
             f"{self.items[index * self.size]!r}) failed: {cause}; "
-            f"the {index} batches before it are committed to {where}: fix the problem and "
-            "call write_batches(..., resume=True) to continue after them"
+            f"{before.get(index, f'the {index} batches before it are')} committed to "
+            f"{where}: fix the problem and call write_batches(..., resume=True) to "
+            "continue after them"
         )
 
     def cancel(self) -> None:
