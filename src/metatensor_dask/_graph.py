@@ -278,10 +278,13 @@ MAX_GATHER_SOURCES = 8
 """Most input chunks one task of :func:`gathered_rows` reads (and holds at once)."""
 
 
-def gathered_rows(array: da.Array, index: np.ndarray, fill: Any = None) -> BlockValues | None:
+def gathered_rows(
+    array: da.Array, index: np.ndarray, fill: Any = None, rows_per_chunk: int = 1
+) -> BlockValues | None:
     """``array[index]`` along rows, one task per output chunk; ``-1`` gives ``fill``.
 
-    Output chunks have as many rows as the largest input chunk (the last one fewer).
+    Output chunks have as many rows as the largest input chunk, or ``rows_per_chunk``
+    when that is more (the last one fewer).
     Each output chunk is one task reading the input chunks its rows come from, instead
     of dask's fancy indexing, which splits every input chunk for every output chunk
     (thousands of tasks for a few hundred arrays, and merging rows of several blocks
@@ -295,6 +298,9 @@ def gathered_rows(array: da.Array, index: np.ndarray, fill: Any = None) -> Block
         Row of ``array`` for each output row, in any order, or ``-1``.
     fill
         Value of the output rows whose index is ``-1``.
+    rows_per_chunk
+        Least rows of an output chunk: a block of a few rows placed among thousands of
+        missing ones otherwise makes a chunk (and a task) per few rows.
 
     Returns
     -------
@@ -305,7 +311,7 @@ def gathered_rows(array: da.Array, index: np.ndarray, fill: Any = None) -> Block
     index = np.asarray(index, dtype=np.int64)
     trailing = {axis: -1 for axis in range(1, array.ndim) if len(array.chunks[axis]) > 1}
     array = array.rechunk(trailing) if trailing else array
-    size = max(max(array.chunks[0], default=1), 1)
+    size = max(max(array.chunks[0], default=1), 1, rows_per_chunk)
     chunks = tuple(min(size, len(index) - start) for start in range(0, len(index), size)) or (0,)
     bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
     owner = np.where(index >= 0, np.searchsorted(bounds, index, side="right") - 1, -1)

@@ -734,20 +734,22 @@ def _merge_along_properties(
     if grouped_block is not None:
         return grouped_block
     indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings.targets, blocks, strict=True)]
-
-    def expanded(array: da.Array, mapping: np.ndarray, count: int) -> da.Array:
-        index = -np.ones(count, np.int64)
-        index[mapping] = np.arange(len(mapping))
-        return take_rows(array, index, fill=fill)
-
-    value_pieces = [
-        (start, expanded(as_dask(b.values), m, len(merged)))
-        for b, m, start in zip(blocks, indices, starts, strict=False)
-        if start is not None
-    ]
     # the output's rows are cut so that no chunk outgrows the inputs' largest: blocks
     # side by side make rows as wide as all of them
     budget = largest_chunk_bytes(block_arrays(blocks))
+
+    def expanded(array: da.Array, mapping: np.ndarray, count: int, width_bytes: int) -> da.Array:
+        # a tiny block spread over the rows of a large one: chunks of the output's
+        # size, not of the tiny block's (a task per few rows)
+        index = -np.ones(count, np.int64)
+        index[mapping] = np.arange(len(mapping))
+        return take_rows(array, index, fill, max(1, budget // max(1, width_bytes)))
+
+    value_pieces = [
+        (start, expanded(as_dask(b.values), m, len(merged), row_bytes(first, width)))
+        for b, m, start in zip(blocks, indices, starts, strict=False)
+        if start is not None
+    ]
     pointers = _grouped_pointers(gradient_rows, len(merged))
     limits = [max(1, budget // max(1, row_bytes(first, width)))]
     like = value_pieces[0][1] if value_pieces else _template(len(merged), first, limits[0])
@@ -763,7 +765,15 @@ def _merge_along_properties(
         gradient_samples, positions = gradient_rows[parameter]
         count = len(gradient_samples)
         pieces = [
-            (start, expanded(as_dask(b.gradient(parameter).values), _as_index(p, n), count))
+            (
+                start,
+                expanded(
+                    as_dask(b.gradient(parameter).values),
+                    _as_index(p, n),
+                    count,
+                    row_bytes(first_gradient, width),
+                ),
+            )
             for b, p, n, start in zip(
                 blocks, positions.targets, positions.counts.tolist(), starts, strict=False
             )

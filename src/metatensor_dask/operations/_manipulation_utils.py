@@ -352,12 +352,13 @@ def select_rows(array: Any, rows: np.ndarray) -> da.Array:
     )
 
 
-def take_rows(array: Any, index: np.ndarray, fill: Any = None) -> da.Array:
+def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: int = 1) -> da.Array:
     """``array[index]`` along rows, in any order; ``-1`` entries give rows of ``fill``.
 
     Sorted increasing indices without fill go through :func:`select_rows`; others are
-    gathered with one task per output chunk (output chunks no larger than the input's),
-    or, when such a task would read too many input chunks, with dask's fancy indexing.
+    gathered with one task per output chunk (output chunks no larger than the input's,
+    or than ``rows_per_chunk`` rows when that is more), or, when such a task would read
+    too many input chunks, with dask's fancy indexing.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
@@ -365,7 +366,7 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None) -> da.Array:
         return array
     missing = index < 0
     if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
-        gathered = gathered_rows(array, index, fill)
+        gathered = gathered_rows(array, index, fill, rows_per_chunk)
         if gathered is not None:
             return gathered
     if missing.any():
