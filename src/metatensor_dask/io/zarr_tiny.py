@@ -12,9 +12,13 @@ missing chunks (zeros only where the layout says so). A block holds a
 :class:`~metatensor_dask._collection.GroupItem` per values array; computing one array
 alone (``block.values.compute()``) reads its chunk alone.
 
-A block is tiny when each values array (its own and its gradients') is one chunk as
-stored and as opened, and all of them hold at most :data:`TINY_BYTES`: decided from
-the layout, without reading anything.
+A block is tiny when each values array (its own and its gradients') is opened in one
+chunk, and all of them hold at most :data:`TINY_BYTES`: decided from the layout,
+without reading anything. Stored chunks do not matter: the block of a store grown by
+appends of a few rows each holds a chunk per append, and opened in one values chunk
+(``open_zarr(store, chunks="auto")``), its group task reads them all (a gradient whose
+rows are not grouped by sample is opened in its stored chunks, so it must be stored in
+one).
 """
 
 from __future__ import annotations
@@ -58,13 +62,14 @@ def tiny_values(block: layout.BlockLayout, rows: tuple[int, ...]) -> list[layout
 
 
 def _single_chunk_values(block: layout.BlockLayout) -> list[layout.ArrayInfo] | None:
-    """The values arrays of ``block`` and of its gradients, or ``None`` when one of
-    them is stored in more than one chunk (a gradient of one values chunk is opened in
-    one chunk, whether its rows are grouped by sample or not)."""
-    if block.values.shape[0] > block.values.chunk_rows:
-        return None
+    """The values arrays of ``block`` (opened in one values chunk) and of its
+    gradients, or ``None`` when one of them is opened in more than one chunk: a
+    gradient whose rows are not grouped by sample (no row pointer) is opened in its
+    stored chunks; one whose rows are, in one chunk with its values."""
     found = [block.values]
     for gradient in block.gradients.values():
+        if gradient.row_pointer is None and gradient.values.shape[0] > gradient.values.chunk_rows:
+            return None
         inner = _single_chunk_values(gradient)
         if inner is None:
             return None
