@@ -1,7 +1,12 @@
-"""Checks of the session's review: the wording of write_batches' failures."""
+"""Checks of the session's review: the wording of write_batches' failures, and
+keys_to_properties spreading a tiny block over a large one's rows."""
 
+import dask
+import metatensor
+import numpy as np
 import pytest
 
+import metatensor_dask as mtd
 from metatensor_dask.io.ingest_schedule import Batches
 
 
@@ -19,3 +24,35 @@ def test_a_failed_batch_counts_the_batches_committed_before_it(index, said):
     assert f"batch {index} (items {2 * index} to {2 * index + 1}" in message
     assert f"ValueError: bad structure; {said} out.zarr" in message
     assert "resume=True" in message
+
+
+def _labels(names, rows):
+    return metatensor.Labels(names, np.asarray(rows, dtype=np.int32).reshape(-1, len(names)))
+
+
+def _tiny_and_large(tiny, properties):
+    """Keys 0 and 1: ``tiny`` and a block of 20,000 samples and ``properties``
+    properties."""
+    rng = np.random.default_rng(properties)
+    large = metatensor.TensorBlock(
+        rng.standard_normal((20_000, properties)),
+        _labels(["s"], np.arange(20_000)),
+        [],
+        _labels(["p"], np.arange(properties)),
+    )
+    return metatensor.TensorMap(_labels(["k"], [[0], [1]]), [tiny.copy(), large])
+
+
+def test_one_tiny_block_merged_with_large_blocks_of_two_widths_computed_together():
+    """The same tiny block spread over the rows of two large blocks of different widths
+    is cut in chunks of different sizes: the two arrays must not share task names."""
+    tiny = metatensor.TensorBlock(
+        np.array([[1.0], [2.0]]), _labels(["s"], [[3], [15_000]]), [], _labels(["p"], [0])
+    )
+    expected, merged = [], []
+    for properties in (3, 30):
+        tensor = _tiny_and_large(tiny, properties)
+        expected.append(tensor.keys_to_properties("k").block(0).values)
+        merged.append(mtd.from_metatensor(tensor).keys_to_properties("k").block(0).values)
+    for got, want in zip(dask.compute(*merged, scheduler="sync"), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
