@@ -316,7 +316,7 @@ def gathered_rows(
     bounds = np.concatenate([[0], np.cumsum(array.chunks[0])]).astype(np.int64)
     owner = np.where(index >= 0, np.searchsorted(bounds, index, side="right") - 1, -1)
     local = index - bounds[np.maximum(owner, 0)]
-    name = f"gather-rows-{tokenize(array.name, index, fill)}"
+    name = f"gather-rows-{tokenize(array.name, index, fill, size)}"
     tail = (0,) * (array.ndim - 1)
     tasks = {}
     shape = (0, *array.shape[1:])

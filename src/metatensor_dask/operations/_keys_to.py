@@ -738,20 +738,20 @@ def _merge_along_properties(
     # side by side make rows as wide as all of them
     budget = largest_chunk_bytes(block_arrays(blocks))
 
-    def expanded(array: da.Array, mapping: np.ndarray, count: int, width_bytes: int) -> da.Array:
+    def expanded(array: da.Array, mapping: np.ndarray, count: int, limit: int) -> da.Array:
         # a tiny block spread over the rows of a large one: chunks of the output's
-        # size, not of the tiny block's (a task per few rows)
+        # size (``limit`` rows), not of the tiny block's (a task per few rows)
         index = -np.ones(count, np.int64)
         index[mapping] = np.arange(len(mapping))
-        return take_rows(array, index, fill, max(1, budget // max(1, width_bytes)))
+        return take_rows(array, index, fill, limit)
 
+    limits = [max(1, budget // max(1, row_bytes(first, width)))]
     value_pieces = [
-        (start, expanded(as_dask(b.values), m, len(merged), row_bytes(first, width)))
+        (start, expanded(as_dask(b.values), m, len(merged), limits[0]))
         for b, m, start in zip(blocks, indices, starts, strict=False)
         if start is not None
     ]
     pointers = _grouped_pointers(gradient_rows, len(merged))
-    limits = [max(1, budget // max(1, row_bytes(first, width)))]
     like = value_pieces[0][1] if value_pieces else _template(len(merged), first, limits[0])
     row_chunks = split_row_chunks(
         like.chunks[0],
@@ -764,23 +764,18 @@ def _merge_along_properties(
     for parameter, first_gradient in first.gradients():
         gradient_samples, positions = gradient_rows[parameter]
         count = len(gradient_samples)
+        gradient_row_bytes = row_bytes(first_gradient, width)
+        limits.append(max(1, budget // max(1, gradient_row_bytes)))
         pieces = [
             (
                 start,
-                expanded(
-                    as_dask(b.gradient(parameter).values),
-                    _as_index(p, n),
-                    count,
-                    row_bytes(first_gradient, width),
-                ),
+                expanded(as_dask(b.gradient(parameter).values), _as_index(p, n), count, limits[-1]),
             )
             for b, p, n, start in zip(
                 blocks, positions.targets, positions.counts.tolist(), starts, strict=False
             )
             if start is not None
         ]
-        gradient_row_bytes = row_bytes(first_gradient, width)
-        limits.append(max(1, budget // max(1, gradient_row_bytes)))
         like = pieces[0][1] if pieces else _template(count, first_gradient, limits[-1])
         if parameter in pointers:
             like = like.rechunk({0: gradient_row_chunks(pointers[parameter], row_chunks)})

@@ -357,8 +357,9 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
 
     Sorted increasing indices without fill go through :func:`select_rows`; others are
     gathered with one task per output chunk (output chunks no larger than the input's,
-    or than ``rows_per_chunk`` rows when that is more), or, when such a task would read
-    too many input chunks, with dask's fancy indexing.
+    or than ``rows_per_chunk`` rows when that is more, unless a task would then read too
+    many input chunks), or, when even a task of the input's chunk size would read too
+    many input chunks, with dask's fancy indexing.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
@@ -367,6 +368,9 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     missing = index < 0
     if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
         gathered = gathered_rows(array, index, fill, rows_per_chunk)
+        if gathered is None and rows_per_chunk > 1:
+            # chunks of the input's size read fewer input chunks each
+            gathered = gathered_rows(array, index, fill)
         if gathered is not None:
             return gathered
     if missing.any():
