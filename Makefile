@@ -16,10 +16,12 @@ venv: $(BIN)/python
 demo: venv
 	$(BIN)/metatensor-dask demo
 
-# Two pytest-xdist workers (CI's machine has 2 cores); the tests marked
-# xdist_group("serial") run one after another on one worker, beside the others.
+# Three pytest-xdist workers on CI's 2 cores: many tests wait on other processes (SLURM
+# jobs, cluster workers starting, processes killed and resumed), which a third worker
+# fills; the tests marked xdist_group("serial") run one after another on one worker,
+# beside the others.
 test: venv
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 # Static types of the package (src/), with mypy's settings in pyproject.toml.
 typecheck: venv
