@@ -47,13 +47,19 @@ def test_blocks_of_several_stored_chunks_opened_in_one_are_read_by_groups(tmp_pa
     assert mtd.equal(mtd.add(opened, opened), mtd.add(stored, stored))
 
 
-def test_a_damaged_chunk_of_a_grouped_block_is_found(tmp_path):
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "deleted"])
+def test_a_damaged_chunk_of_a_grouped_block_is_found(tmp_path, damage):
     path = tmp_path / "a.zarr"
     _appended(path)
     chunk = path / "blocks" / "0" / "values" / "c.1.0.0"
     data = bytearray(chunk.read_bytes())
-    data[0] ^= 0xFF
-    chunk.write_bytes(bytes(data))
+    if damage == "deleted":
+        chunk.unlink()
+    elif damage == "truncated":
+        chunk.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        data[0] ^= 0xFF
+        chunk.write_bytes(bytes(data))
     opened = mtd.open_zarr(path, chunks="auto")
     assert all(_grouped(opened))
     with pytest.raises(mtd.DamagedStoreError, match="blocks/0/values"):
