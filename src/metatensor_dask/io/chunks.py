@@ -131,6 +131,13 @@ def regular(n: int, step: int) -> tuple[int, ...]:
     return (step,) * full + ((rest,) if rest else ())
 
 
+def unpointed_gradient_rows(shape: tuple[int, ...], chunk_rows: int) -> tuple[int, ...]:
+    """The row chunks in which a stored gradient whose rows are not grouped by sample
+    (it has no row pointer) is opened: its stored chunks, whatever the values' chunks
+    (no values chunk tells where its rows go)."""
+    return regular(shape[0], chunk_rows)
+
+
 def is_regular(chunks: tuple[int, ...]) -> bool:
     """Whether chunk sizes form a regular grid: all equal but a smaller last one."""
     if len(chunks) <= 1:

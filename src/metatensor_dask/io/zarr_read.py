@@ -225,8 +225,8 @@ class _Reader:
         for parameter, gradient in stored.gradients.items():
             gradient_pointer: np.ndarray | Callable[[], np.ndarray] | None = None
             if gradient.row_pointer is None:
-                gradient_rows = chunking.regular(
-                    gradient.values.shape[0], gradient.values.chunk_rows
+                gradient_rows = chunking.unpointed_gradient_rows(
+                    gradient.values.shape, gradient.values.chunk_rows
                 )
             elif len(rows) == 1:
                 # the pointer ends there (checked when read)

@@ -35,6 +35,7 @@ from .. import _graph
 from .._collection import GroupItem
 from .._gc import without_collector
 from ._mts_tiny import GROUP_BYTES, TINY_BYTES
+from .chunks import unpointed_gradient_rows
 from .zarr_store import ArrayRef, read_plain_region, read_plain_regions, read_region
 
 if TYPE_CHECKING:
@@ -68,7 +69,11 @@ def _single_chunk_values(block: layout.BlockLayout) -> list[layout.ArrayInfo] | 
     stored chunks; one whose rows are, in one chunk with its values."""
     found = [block.values]
     for gradient in block.gradients.values():
-        if gradient.row_pointer is None and gradient.values.shape[0] > gradient.values.chunk_rows:
+        stored = gradient.values
+        if (
+            gradient.row_pointer is None
+            and len(unpointed_gradient_rows(stored.shape, stored.chunk_rows)) > 1
+        ):
             return None
         inner = _single_chunk_values(gradient)
         if inner is None:
