@@ -3,19 +3,25 @@ a process that writes them (to be killed), the batches renumbered as ``write_bat
 renumbers them (for metatensor's join), and the files of a store by content.
 
 ``python ingest_support.py STORE N_ITEMS BATCH_SIZE DELAY [--resume] [--chunks ROWS]
-[--go FILE]`` runs ``write_batches(soap, range(N_ITEMS), STORE, batch_size=BATCH_SIZE)``
-on threads, each batch sleeping ``DELAY`` seconds first; it prints ``ready`` before the
-run starts (with ``--go``: then waits for ``FILE`` to exist) and ``done`` after it.
+[--go FILE] [--slurm NAME]`` runs ``write_batches(soap, range(N_ITEMS), STORE,
+batch_size=BATCH_SIZE)`` on threads (with ``--slurm``: on two one-core batch jobs of the
+test SLURM named ``NAME``, see :func:`slurm_client`), each batch sleeping ``DELAY``
+seconds first; it prints ``ready`` before the run starts (with ``--go``: then waits for
+``FILE`` to exist) and ``done`` after it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import shlex
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import metatensor
 import numpy as np
@@ -110,6 +116,44 @@ class Slow:
         return soap(items)
 
 
+@contextlib.contextmanager
+def slurm_client(folder: Path, name: str) -> Iterator[Any]:
+    """A distributed client of two one-core batch jobs named ``name`` on the test SLURM
+    (``bash .ci/slurm.sh start``), their logs and scratch in ``folder``; the workers
+    import this module and the package from this process's ``PYTHONPATH``."""
+    import dask
+    import dask_jobqueue
+    from distributed import Client
+
+    settings = {
+        "jobqueue.slurm.interface": "lo",
+        "jobqueue.slurm.scheduler-options": {
+            "interface": "lo",
+            "dashboard_address": "127.0.0.1:0",
+        },
+        "jobqueue.slurm.worker-extra-args": ["--dashboard-address", "127.0.0.1:0"],
+        "jobqueue.slurm.log-directory": str(folder / "logs"),
+        "jobqueue.slurm.local-directory": str(folder),
+    }
+    path = [str(Path(__file__).parent)]
+    path += [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    with (
+        dask.config.set(settings),
+        dask_jobqueue.SLURMCluster(
+            cores=1,
+            processes=1,
+            memory="2GiB",
+            walltime="00:10:00",
+            job_name=name,
+            job_script_prologue=[f"export PYTHONPATH={shlex.quote(':'.join(path))}"],
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=180)
+        yield client
+
+
 def main() -> None:
     import dask
 
@@ -123,13 +167,23 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--chunks", type=int)
     parser.add_argument("--go")
+    parser.add_argument("--slurm")
     args = parser.parse_args()
     print("ready", flush=True)
     while args.go is not None and not os.path.exists(args.go):
         time.sleep(0.001)
-    with dask.config.set(num_workers=2):
+    where = (
+        slurm_client(Path(args.store).parent, args.slurm)
+        if args.slurm
+        else dask.config.set(num_workers=2)
+    )
+    # this module by its name (not ``__main__``, which the workers of a cluster could
+    # only get pickled by value, with its locks)
+    import ingest_support
+
+    with where:
         mtd.write_batches(
-            Slow(args.delay),
+            ingest_support.Slow(args.delay),
             list(range(args.n_items)),
             args.store,
             batch_size=args.batch_size,

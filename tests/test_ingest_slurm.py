@@ -1,58 +1,94 @@
 """write_batches on a real SLURM (``bash .ci/slurm.sh start``): batches computed and
-committed by workers in batch jobs give the same store, byte for byte, as threads."""
+committed by workers in batch jobs give the same store, byte for byte, as threads, also
+when the calling process is killed (its batch jobs cancelled, as when the allocation
+ends) and the run is resumed by new batch jobs."""
 
-import os
-import shlex
+import json
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import dask
-import ingest_support
 import pytest
-from ingest_support import soap, store_files
-from slurm_support import require_module, require_slurm
+from ingest_support import Slow, slurm_client, soap, store_files
+from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
 
 # SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
 
+SCRIPT = Path(__file__).with_name("ingest_support.py")
+
+
+def _on_threads(path: Path, n_items: int, batch_size: int) -> dict[str, str]:
+    with dask.config.set(num_workers=2):
+        mtd.write_batches(soap, list(range(n_items)), path, batch_size=batch_size, quiet=True)
+    return store_files(path)
+
 
 def test_write_batches_on_slurm_equals_threads(tmp_path):
     require_slurm()
-    jobqueue = require_module("dask_jobqueue")
-    from distributed import Client
-
-    threads = tmp_path / "threads.zarr"
-    with dask.config.set(num_workers=2):
-        mtd.write_batches(soap, list(range(6)), threads, batch_size=2, quiet=True)
-    settings = {
-        "jobqueue.slurm.interface": "lo",
-        "jobqueue.slurm.scheduler-options": {
-            "interface": "lo",
-            "dashboard_address": "127.0.0.1:0",
-        },
-        "jobqueue.slurm.worker-extra-args": ["--dashboard-address", "127.0.0.1:0"],
-        "jobqueue.slurm.log-directory": str(tmp_path / "logs"),
-        "jobqueue.slurm.local-directory": str(tmp_path),
-    }
-    # the workers import the batch function from the tests, and this package's sources
-    path = [str(Path(ingest_support.__file__).parent)]
-    path += [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(":") if p]
-    with (
-        dask.config.set(settings),
-        jobqueue.SLURMCluster(
-            cores=1,
-            processes=1,
-            memory="2GiB",
-            walltime="00:10:00",
-            job_name=f"ingest-{uuid.uuid4().hex[:8]}",
-            job_script_prologue=[f"export PYTHONPATH={shlex.quote(':'.join(path))}"],
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        cluster.scale(2)
-        client.wait_for_workers(2, timeout=180)
+    require_module("dask_jobqueue")
+    threads = _on_threads(tmp_path / "threads.zarr", 6, 2)
+    with slurm_client(tmp_path, f"ingest-{uuid.uuid4().hex[:8]}"):
         slurm = tmp_path / "slurm.zarr"
         mtd.write_batches(soap, list(range(6)), slurm, batch_size=2, quiet=True)
-    assert store_files(slurm) == store_files(threads)
+    assert store_files(slurm) == threads
+
+
+def _committed(path: Path) -> int:
+    """The batches the store's root records committed (0 before it has one)."""
+    try:
+        root = json.loads((path / "zarr.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(root["attributes"]["metatensor_dask"].get("batches", {}).get("committed", 0))
+
+
+def _cancelled(name: str) -> None:
+    """Cancel the batch jobs named ``name`` and wait until none is left."""
+    sh("scancel", "--name", name)
+    deadline = time.monotonic() + 120
+    while sh("squeue", "--noheader", "--name", name, "--format=%i").split():
+        assert time.monotonic() < deadline, f"the jobs named {name} did not end"
+        time.sleep(0.3)
+
+
+def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
+    """The calling process SIGKILLed once two of eight batches are committed, its batch
+    jobs cancelled (the workers may be writing), then the same call with resume=True on
+    new batch jobs: the store is the one threads write."""
+    require_slurm()
+    require_module("dask_jobqueue")
+    threads = _on_threads(tmp_path / "threads.zarr", 8, 1)
+    path = tmp_path / "killed.zarr"
+    name = f"killed-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(path), "8", "1", "0.5", "--slurm", name],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while _committed(path) < 2:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the run made no progress: " + log.read_text()
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _cancelled(name)
+    assert _committed(path) < 8, "the run ended before it was killed"
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(path)
+    with slurm_client(tmp_path, f"resumed-{uuid.uuid4().hex[:8]}"):
+        items = list(range(8))
+        mtd.write_batches(Slow(0.0), items, path, batch_size=1, resume=True, quiet=True)
+    assert mtd.verify(path).ok
+    assert store_files(path) == threads
