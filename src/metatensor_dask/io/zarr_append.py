@@ -976,7 +976,9 @@ def _graph_of(
 ) -> Delayed:
     """Client-side rows now; the stored chunks of the dask rows not ``recorded``, a few
     small ones a task; the commit (``strict``: see :func:`store_rows`)."""
-    from .. import _graph  # imports dask.array: not on a worker appending core maps
+    # (both import dask.array: not on a worker appending core maps)
+    from .. import _graph
+    from .._member_checks import member_checks
 
     metadata = Commit(plan, root)
     token = tokenize(describe(store), metadata.token, sorted(recorded))
@@ -1034,9 +1036,12 @@ def _graph_of(
     # the storing tasks run in the order of the rows, as a whole write's (see
     # `_graph.in_order`): scattered, they held the pieces rechunking shares
     ordered, last = _graph.in_order(name, sorted(graph, key=spots.__getitem__))
-    needed = [*graph, *last]
-    graph[final] = (_finish, store, metadata, lock, memory_owner(store), *needed)
     every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
+    # committed only once the CRCs of the .mts members read whole match, as a whole
+    # write (those this graph holds: a group's task checks its members itself)
+    checks = [key for key in member_checks(rows.data for rows, _ in arrays) if key in every]
+    needed = [*graph, *checks, *last]
+    every[final] = (_finish, store, metadata, lock, memory_owner(store), *needed)
     # one flat graph, as for whole writes: culling one layer per array is quadratic
     return _graph.flat_delayed(final, every, [])
 
