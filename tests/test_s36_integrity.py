@@ -1,5 +1,6 @@
 """Damaged sources and stores read by appends: an error, never stored numbers."""
 
+import json
 import zipfile
 
 import metatensor
@@ -67,3 +68,44 @@ def test_write_batches_of_a_damaged_file_read_in_chunks_is_refused(tmp_path, dam
         mtd.write_batches(lambda items: mtd.load(damaged_file, chunks=2), [0], store, quiet=True)
     with pytest.raises(mtd.IncompleteStoreError):
         mtd.open_zarr(store)
+
+
+def _edit_root_record(store, path: str, name: str, value) -> None:
+    """Set the attribute ``name`` of the array ``path`` in the root's consolidated
+    metadata (what readers and appends use), as an edit of the root would."""
+    root = store / "zarr.json"
+    document = json.loads(root.read_text())
+    document["consolidated_metadata"]["metadata"][path]["attributes"][name] = value
+    root.write_text(json.dumps(document))
+
+
+def _with_samples(tensor: TensorMap, block: int, systems: list[int]) -> TensorMap:
+    """``tensor`` with the systems of the samples of block ``block`` replaced."""
+    blocks = []
+    for i, original in enumerate(tensor.blocks()):
+        samples = original.samples.values.copy()
+        if i == block:
+            samples[:, 0] = systems
+        blocks.append(
+            TensorBlock(
+                original.values.copy(),
+                Labels(original.samples.names, samples),
+                [],
+                original.properties,
+            )
+        )
+    return TensorMap(tensor.keys, blocks)
+
+
+@pytest.mark.parametrize(("name", "value"), [("max", [1, 1]), ("column_max", [1, 1])])
+def test_append_refuses_sample_records_below_the_entries_it_reads(tmp_path, name, value):
+    # an append trusts `max` and `column_max` to skip the search for duplicates; the
+    # entries it reads anyway (to extend their digest) show them edited: appended
+    # rows repeating stored ones were stored, and the store became unreadable
+    store = tmp_path / "store.zarr"
+    mtd.from_metatensor(_tensor(0)).to_zarr(store)
+    _edit_root_record(store, "blocks/1/samples", name, value)
+    repeated = _with_samples(_tensor(100), block=1, systems=[3, 4, 5, 6, 7, 8])
+    with pytest.raises(mtd.DamagedStoreError, match=f"'blocks/1/samples'.*\\({name}\\)"):
+        mtd.from_metatensor(repeated).to_zarr(store, append_dim="samples")
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), _tensor(0))

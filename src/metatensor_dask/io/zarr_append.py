@@ -69,7 +69,7 @@ from .zarr_in_place import kept_rows
 from .zarr_integrity import damaged
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, trailing_crcs, write_parts
-from .zarr_samples import TAILS, extend_attributes
+from .zarr_samples import TAILS, extend_attributes, records_below
 from .zarr_store import (
     ArrayRef,
     _local_root,
@@ -338,8 +338,6 @@ class _Planner:
             if len(samples) and int(samples[:, 0].max()) + shift > np.iinfo(np.int32).max:
                 raise self.refuse(what, "would have more than 2**31 rows")
             samples[:, 0] += shift
-        else:
-            self.unique(samples, stored, what)
         info = stored.samples
         chain_rows = int(info.attributes["chain"]["rows"])
         ref = ArrayRef(self.store, info.path, info.document)
@@ -359,6 +357,15 @@ class _Planner:
                 f"(its rows after the first {info.attributes['chain']['rows']}, which an "
                 "append extends)",
             )
+        below = records_below(info.attributes, rest)
+        if below is not None:
+            raise damaged(
+                self.where,
+                f"the records of '{info.path}' disagree with its entries ({below}), which "
+                "an append would trust; nothing was written",
+            )
+        if shift is None:
+            self.unique(samples, stored, what)
         attributes = extend_attributes(info.attributes, rest, samples, hashed)
         TAILS.remember(key, attributes, chain_rows, [rest, samples])
         self.plan.extend(stored.values.path, n_old, block.values)
