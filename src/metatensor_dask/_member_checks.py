@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import dask
 import dask.array as da
 from dask.core import flatten, keys_in_tasks
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
 
-__all__ = ["CHECK", "LOAD", "READ", "member_checks"]
+__all__ = ["CHECK", "LOAD", "READ", "checked_compute", "member_checks"]
 
 LOAD, READ, CHECK = "mts-load-", "mts-read-", "mts-check-"
 """The prefixes of the names of a member's array, its read tasks and its check."""
@@ -55,6 +58,25 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
                 if needed.get(read, 0) == every.get(read, 0):
                     keys[_check(name)] = None
     return list(keys)
+
+
+def checked_compute(collections: Iterable[Any], **kwargs: Any) -> tuple[Any, ...]:
+    """``dask.compute(*collections, **kwargs)``, with the CRC checks of the members that
+    the collections read whole (see :func:`member_checks`): a damaged member raises
+    :class:`~metatensor_dask.errors.DamagedFileError` instead of giving its bytes. A
+    check shares the read tasks of its member with the arrays, so nothing is read
+    twice."""
+    collections = list(collections)
+    checks = member_checks(collections)
+    if not checks:
+        return dask.compute(*collections, **kwargs)
+    graph = HighLevelGraph.merge(*(c.dask for c in collections if isinstance(c, da.Array)))
+    # each check is a task of its member's layer (see `_check`)
+    delayed = [Delayed(key, graph, layer=LOAD + key[len(CHECK) :]) for key in checks]
+    # not optimized: optimizing the arrays apart from the checks renames their reads,
+    # which then run twice
+    found = dask.compute(*collections, *delayed, optimize_graph=False, **kwargs)
+    return found[: len(collections)]
 
 
 def _check(name: str) -> str:

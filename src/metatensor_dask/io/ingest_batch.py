@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
 from dask.base import is_dask_collection
 
@@ -110,9 +109,12 @@ def _as_tensor(
 
 def _computed(plan: AppendPlan) -> None:
     """The dask rows of ``plan`` (a metatensor-dask result) computed here, in one pass:
-    their values and gradients may share the computation."""
+    their values and gradients may share the computation. The CRCs of the ``.mts``
+    members they read whole are checked with them."""
+    from .._member_checks import checked_compute  # imports dask.array, which this has
+
     lazy = [rows for rows in plan.rows if is_dask_collection(rows.data)]
-    found = dask.compute(*(rows.data for rows in lazy), scheduler="synchronous")
+    found = checked_compute((rows.data for rows in lazy), scheduler="synchronous")
     for rows, data in zip(lazy, found, strict=True):
         rows.data = data
 

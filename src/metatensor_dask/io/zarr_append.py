@@ -69,7 +69,7 @@ from .zarr_in_place import kept_rows
 from .zarr_integrity import damaged
 from .zarr_renumber import Renumber, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, trailing_crcs, write_parts
-from .zarr_samples import TAILS, extend_attributes
+from .zarr_samples import TAILS, extend_attributes, records_below
 from .zarr_store import (
     ArrayRef,
     _local_root,
@@ -338,8 +338,6 @@ class _Planner:
             if len(samples) and int(samples[:, 0].max()) + shift > np.iinfo(np.int32).max:
                 raise self.refuse(what, "would have more than 2**31 rows")
             samples[:, 0] += shift
-        else:
-            self.unique(samples, stored, what)
         info = stored.samples
         chain_rows = int(info.attributes["chain"]["rows"])
         ref = ArrayRef(self.store, info.path, info.document)
@@ -359,6 +357,15 @@ class _Planner:
                 f"(its rows after the first {info.attributes['chain']['rows']}, which an "
                 "append extends)",
             )
+        below = records_below(info.attributes, rest)
+        if below is not None:
+            raise damaged(
+                self.where,
+                f"the records of '{info.path}' disagree with its entries ({below}), which "
+                "an append would trust; nothing was written",
+            )
+        if shift is None:
+            self.unique(samples, stored, what)
         attributes = extend_attributes(info.attributes, rest, samples, hashed)
         TAILS.remember(key, attributes, chain_rows, [rest, samples])
         self.plan.extend(stored.values.path, n_old, block.values)
@@ -976,7 +983,9 @@ def _graph_of(
 ) -> Delayed:
     """Client-side rows now; the stored chunks of the dask rows not ``recorded``, a few
     small ones a task; the commit (``strict``: see :func:`store_rows`)."""
-    from .. import _graph  # imports dask.array: not on a worker appending core maps
+    # (both import dask.array: not on a worker appending core maps)
+    from .. import _graph
+    from .._member_checks import member_checks
 
     metadata = Commit(plan, root)
     token = tokenize(describe(store), metadata.token, sorted(recorded))
@@ -1034,9 +1043,12 @@ def _graph_of(
     # the storing tasks run in the order of the rows, as a whole write's (see
     # `_graph.in_order`): scattered, they held the pieces rechunking shares
     ordered, last = _graph.in_order(name, sorted(graph, key=spots.__getitem__))
-    needed = [*graph, *last]
-    graph[final] = (_finish, store, metadata, lock, memory_owner(store), *needed)
     every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
+    # committed only once the CRCs of the .mts members read whole match, as a whole
+    # write (those this graph holds: a group's task checks its members itself)
+    checks = [key for key in member_checks(rows.data for rows, _ in arrays) if key in every]
+    needed = [*graph, *checks, *last]
+    every[final] = (_finish, store, metadata, lock, memory_owner(store), *needed)
     # one flat graph, as for whole writes: culling one layer per array is quadratic
     return _graph.flat_delayed(final, every, [])
 

@@ -44,6 +44,7 @@ __all__ = [
     "extend_attributes",
     "is_chained",
     "is_entry",
+    "records_below",
     "records_problem",
     "sample_attributes",
 ]
@@ -175,6 +176,24 @@ def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | N
         value = attributes.get(name, False)
         if (value is not None or rows) and not is_entry(value, dims):
             return name
+    return None
+
+
+def records_below(attributes: dict[str, Any], rows: np.ndarray) -> str | None:
+    """The record of a ``samples`` array (``"max"``, ``"column_max"``) that some of its
+    stored ``rows`` exceed, ``None`` when none does. An append trusts both (to skip
+    the search for duplicates, to renumber): one below the entries it reads was
+    edited."""
+    largest, columns = _maxima(rows)
+    if largest is None:
+        return None
+    recorded = attributes.get("max")
+    if recorded is None or largest > list(recorded):
+        return "max"
+    recorded = attributes.get("column_max")
+    assert columns is not None, "rows have column maxima"
+    if recorded is None or any(a > b for a, b in zip(columns, recorded, strict=True)):
+        return "column_max"
     return None
 
 
