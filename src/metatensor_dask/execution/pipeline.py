@@ -493,6 +493,20 @@ class _Parser:
             )
         return value
 
+    def default_name(self, index: int, known: Mapping[str, tuple]) -> str:
+        """The name of the unnamed step ``index``, ``step <index>``, refused when an input or
+        an earlier step already has it: the step would take its place, and the steps
+        after it would read this step's result under that name."""
+        name = f"step {index}"
+        if name in known:
+            raise self.fail(
+                ("steps", index),
+                f"this step has no `name`, and its default name '{name}' is the name given at "
+                f"line {self.lines.get(known[name])}: give this step a `name`, or give the "
+                "tensor of that line another name",
+            )
+        return name
+
     def pipeline(self, data: Any) -> Pipeline:
         self.mapping(data, (), _TOP_FIELDS, "a pipeline")
         for key in _TOP_FIELDS:
@@ -576,7 +590,9 @@ class _Parser:
             if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
                 raise self.fail((*path, "args"), "`args` must be a mapping of keyword arguments")
             name = (
-                self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
+                self.name(spec["name"], (*path, "name"), known)
+                if "name" in spec
+                else self.default_name(i, known)
             )
             known[name] = path
             try:
