@@ -63,3 +63,20 @@ def test_default_step_name_taken_is_refused(
     assert "default name 'step" in error
     assert "give this step a `name`" in error
     assert not (inputs / "out.zarr").exists()
+
+
+def _sigint_ignored() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_local_cluster_workers_leave_ctrl_c_to_the_command() -> None:
+    """Ctrl-C in a terminal reaches every process of the command's process group: the
+    worker processes of `--cluster local` printed the traceback of their own
+    KeyboardInterrupt among the command's one line; they ignore it, and the command,
+    which catches it, closes them."""
+    from metatensor_dask.execution.cluster import execution
+
+    with execution("local", workers=1, quiet=True) as where:
+        assert all(where.client.run(_sigint_ignored).values())
