@@ -80,3 +80,15 @@ def test_local_cluster_workers_leave_ctrl_c_to_the_command() -> None:
 
     with execution("local", workers=1, quiet=True) as where:
         assert all(where.client.run(_sigint_ignored).values())
+
+
+def test_argument_typo_is_named_with_the_parameter_meant(
+    inputs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipeline whose step gives `b` for pow's `B` was refused as missing `B` only,
+    without naming the typo."""
+    pipeline = inputs / "pipeline.yaml"
+    pipeline.write_text("inputs: {a: a.mts}\nsteps: [{op: pow, args: {b: 2}}]\noutput: out.zarr\n")
+    assert main(["run", str(pipeline), "-q"]) == 1
+    assert "pow has no argument 'b' (did you mean 'B'?)" in capsys.readouterr().err
+    assert not (inputs / "out.zarr").exists()

@@ -662,8 +662,28 @@ def _check_call(step: Step, where: str) -> None:
         parameters = ", ".join(signature.parameters)
         raise PipelineError(
             f"{where}: {step.op}({parameters}) cannot be called with {len(step.inputs)} input "
-            f"tensor(s) and args {dict(step.args)}: {error}"
+            f"tensor(s) and args {dict(step.args)}: {error}{_unknown_arguments(step, signature)}"
         ) from None
+
+
+def _unknown_arguments(step: Step, signature: inspect.Signature) -> str:
+    """What to say of the args of ``step`` that are no parameter of its operation (a
+    typo, such as ``b`` for ``B``, makes the call also miss the parameter meant), with
+    the parameter each one likely means; ``""`` when there are none."""
+    parameters = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return ""
+    by_lower = {name.lower(): name for name in parameters}
+    notes = []
+    for name in step.args:
+        if name in parameters:
+            continue
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+        hint = f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+        notes.append(f"'{name}'{hint}")
+    if not notes:
+        return ""
+    return f"; {step.op} has no argument {', '.join(notes)}"
 
 
 _NOT_A_FILE = (
