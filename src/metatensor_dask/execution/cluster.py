@@ -18,7 +18,9 @@ On the clusters started here (``local`` and the batch systems), whose scheduler 
 this process, the tasks of the same rows of co-partitioned arrays run on the same worker
 (:class:`~metatensor_dask.execution._placement.RowPlacement`), and the workers give
 their free heap memory back to the system every second
-(:class:`~metatensor_dask.execution._trim.TrimHeap`).
+(:class:`~metatensor_dask.execution._trim.TrimHeap`). The worker processes of ``local``
+ignore Ctrl-C, which the command handles: it stops them as it stops
+(:class:`~metatensor_dask.execution._interrupts.IgnoreInterrupts`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dask.utils import format_bytes, parse_bytes
 from .._format import counted
 from ..errors import MetatensorDaskError
 from ._directives import JobOptionError, check_memory, check_name, check_text, check_walltime
+from ._interrupts import IgnoreInterrupts
 from ._placement import RowPlacement
 from ._trim import TrimHeap
 
@@ -268,6 +271,7 @@ def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterato
     ):
         client.register_plugin(RowPlacement())
         client.register_plugin(TrimHeap())
+        client.register_plugin(IgnoreInterrupts())
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
         memory = f", {format_bytes(per_worker)} each" if per_worker else ""

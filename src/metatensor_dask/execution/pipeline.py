@@ -493,6 +493,20 @@ class _Parser:
             )
         return value
 
+    def default_name(self, index: int, known: Mapping[str, tuple]) -> str:
+        """The name of the unnamed step ``index``, ``step <index>``, refused when an input or
+        an earlier step already has it: the step would take its place, and the steps
+        after it would read this step's result under that name."""
+        name = f"step {index}"
+        if name in known:
+            raise self.fail(
+                ("steps", index),
+                f"this step has no `name`, and its default name '{name}' is the name given at "
+                f"line {self.lines.get(known[name])}: give this step a `name`, or give the "
+                "tensor of that line another name",
+            )
+        return name
+
     def pipeline(self, data: Any) -> Pipeline:
         self.mapping(data, (), _TOP_FIELDS, "a pipeline")
         for key in _TOP_FIELDS:
@@ -576,7 +590,9 @@ class _Parser:
             if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
                 raise self.fail((*path, "args"), "`args` must be a mapping of keyword arguments")
             name = (
-                self.name(spec["name"], (*path, "name"), known) if "name" in spec else f"step {i}"
+                self.name(spec["name"], (*path, "name"), known)
+                if "name" in spec
+                else self.default_name(i, known)
             )
             known[name] = path
             try:
@@ -646,8 +662,28 @@ def _check_call(step: Step, where: str) -> None:
         parameters = ", ".join(signature.parameters)
         raise PipelineError(
             f"{where}: {step.op}({parameters}) cannot be called with {len(step.inputs)} input "
-            f"tensor(s) and args {dict(step.args)}: {error}"
+            f"tensor(s) and args {dict(step.args)}: {error}{_unknown_arguments(step, signature)}"
         ) from None
+
+
+def _unknown_arguments(step: Step, signature: inspect.Signature) -> str:
+    """What to say of the args of ``step`` that are no parameter of its operation (a
+    typo, such as ``b`` for ``B``, makes the call also miss the parameter meant), with
+    the parameter each one likely means; ``""`` when there are none."""
+    parameters = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return ""
+    by_lower = {name.lower(): name for name in parameters}
+    notes = []
+    for name in step.args:
+        if name in parameters:
+            continue
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+        hint = f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+        notes.append(f"'{name}'{hint}")
+    if not notes:
+        return ""
+    return f"; {step.op} has no argument {', '.join(notes)}"
 
 
 _NOT_A_FILE = (
