@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import dask.array as da
 import numpy as np
 
-from .._graph import gathered_rows
+from .. import config
+from .._graph import BlockValues, gathered_rows
 from .._partition import (
     block_row_pointer,
     co_partitioned,
@@ -368,6 +369,8 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     missing = index < 0
     if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
         gathered = gathered_rows(array, index, fill, rows_per_chunk)
+        if gathered is None:
+            gathered = _gathered_from_merged_chunks(array, index, fill, rows_per_chunk)
         if gathered is None and rows_per_chunk > 1:
             # chunks of the input's size read fewer input chunks each
             gathered = gathered_rows(array, index, fill)
@@ -386,6 +389,35 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
         # when there are more (empty) chunks than rows: drop the empty chunks first
         array = array.rechunk({0: tuple(n for n in array.chunks[0] if n)})
     return array[index]
+
+
+def _merged_rows_limit(array: da.Array) -> int:
+    """Rows of a chunk of ``array`` at the configured chunk size, and at least as many
+    as its largest chunk (merging never cuts a chunk)."""
+    one_row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    return max(1, config.chunk_size() // max(1, one_row), max_rows(array))
+
+
+def _gathered_from_merged_chunks(
+    array: da.Array, index: np.ndarray, fill: Any, rows_per_chunk: int
+) -> BlockValues | None:
+    """``array[index]`` as :func:`gathered_rows` gives it, from ``array`` with its
+    neighbouring row chunks merged up to the configured chunk size, in output chunks of
+    that size or ``rows_per_chunk`` rows; None when no chunks merge, or when an output
+    chunk would still read too many of them.
+
+    Rows taken in any order from an array of many small chunks (a block grown by
+    appends keeps a chunk per append) otherwise went through dask's fancy indexing (a
+    task per pair of input and output chunks, tens of thousands for a block of a few
+    hundred chunks) or into output chunks of the input's few rows (a tiny block spread
+    over a large one: a task per row). Merged, such a block of a few MiB is one chunk
+    and one task.
+    """
+    limit = _merged_rows_limit(array)
+    (merged,) = coalesce([array], [limit])
+    if merged.chunks[0] == array.chunks[0]:
+        return None
+    return gathered_rows(merged, index, fill, max(limit, rows_per_chunk))
 
 
 def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:

@@ -1,0 +1,114 @@
+"""Operations on a store grown by many small appends: its blocks keep a chunk per append,
+and rows taken or summed across all of them made a task per pair of chunks (dask's fancy
+indexing for ``sort`` and ``keys_to_*``, a partial sum per pair for reductions), or
+outputs cut at the appends' few rows (``keys_to_properties``, ``join``). Checked on task
+counts, never on time, and against metatensor on the data read from the store."""
+
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+APPENDS = 16
+SYSTEMS = 12  # rows of the large block per append: more than one task reads at once
+
+
+def _labels(names, rows):
+    return metatensor.Labels(names, np.asarray(rows, dtype=np.int32).reshape(-1, len(names)))
+
+
+def _block(rng, samples, properties):
+    """A block of ``samples`` (system, atom) with a positions gradient (two rows per
+    sample, grouped by sample) and a gradient without components."""
+    n = len(samples)
+    block = metatensor.TensorBlock(
+        rng.standard_normal((n, 3, len(properties))),
+        _labels(["system", "atom"], samples),
+        [_labels(["c"], np.arange(3))],
+        _labels(["n"], properties),
+    )
+    rows = np.repeat(np.arange(n), 2)
+    positions = np.stack([rows, np.asarray(samples)[rows, 0], np.tile([0, 1], n)], 1)
+    block.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            rng.standard_normal((2 * n, 3, 3, len(properties))),
+            _labels(["sample", "system", "atom"], positions),
+            [_labels(["xyz"], np.arange(3)), _labels(["c"], np.arange(3))],
+            _labels(["n"], properties),
+        ),
+    )
+    block.add_gradient(
+        "g",
+        metatensor.TensorBlock(
+            rng.standard_normal((n, 3, len(properties))),
+            _labels(["sample"], np.arange(n)),
+            [_labels(["c"], np.arange(3))],
+            _labels(["n"], properties),
+        ),
+    )
+    return block
+
+
+def _part(rng, atom):
+    """One append: atom ``atom`` of systems drawn among ``4 * SYSTEMS``, in shuffled
+    order, in the large block (0, 0); a tiny block of the same ``k0`` (0, 1) and one of
+    another (1, 0)."""
+    large = [[s, atom] for s in rng.choice(4 * SYSTEMS, SYSTEMS, replace=False)]
+    blocks = [
+        _block(rng, large, [0, 1]),
+        _block(rng, [[atom % SYSTEMS, atom]], [0, 1]),
+        _block(rng, [[SYSTEMS - 1, atom], [0, atom]], [0, 3]),
+    ]
+    return metatensor.TensorMap(_labels(["k0", "k1"], [[0, 0], [0, 1], [1, 0]]), blocks)
+
+
+@pytest.fixture(scope="module")
+def appended(tmp_path_factory):
+    """A store grown by appends, a chunk per append in every array, and its data as
+    metatensor reads it."""
+    store = tmp_path_factory.mktemp("s36") / "appended.zarr"
+    rng = np.random.default_rng(36)
+    for atom in range(APPENDS):
+        part = mtd.from_metatensor(_part(rng, atom))
+        part.to_zarr(store, append_dim="samples")
+    tensor = mtd.open_zarr(store)
+    assert all(len(block.values.chunks[0]) == APPENDS for block in tensor.blocks())
+    return store, mtd.to_metatensor(tensor)
+
+
+def _tasks(tensor):
+    return len(dict(tensor.__dask_graph__()))
+
+
+def _added_tasks(result, tensor):
+    """The tasks of ``result`` beyond those reading ``tensor``."""
+    return _tasks(result) - _tasks(tensor)
+
+
+def _stored_chunks(tensor):
+    """The chunks of every array of ``tensor``: what reading it costs in tasks."""
+    return sum(
+        block.values.npartitions + sum(g.values.npartitions for _, g in block.gradients())
+        for block in tensor.blocks()
+    )
+
+
+def test_sort_gathers_rows_of_many_chunks_in_few_tasks(appended):
+    store, theirs = appended
+    tensor = mtd.open_zarr(store)
+    # before: dask's fancy indexing, a task per pair of chunks (715 tasks, now 102)
+    result = mtd.sort(tensor, axes="samples")
+    assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
+    assert_equal_to_metatensor(result, metatensor.sort(theirs, axes="samples"))
+
+
+def test_keys_to_samples_gathers_rows_of_many_chunks_in_few_tasks(appended):
+    store, theirs = appended
+    tensor = mtd.open_zarr(store)
+    # before: 1,126 tasks, now 150
+    result = tensor.keys_to_samples("k1")
+    assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
+    assert_equal_to_metatensor(result, theirs.keys_to_samples("k1"))
