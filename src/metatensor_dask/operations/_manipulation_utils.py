@@ -49,6 +49,7 @@ __all__ = [
     "lazy_arrays",
     "lexsort_rows",
     "max_rows",
+    "merged_row_chunks",
     "reduction_groups",
     "row_bytes",
     "rows_only",
@@ -396,6 +397,36 @@ def _merged_rows_limit(array: da.Array) -> int:
     as its largest chunk (merging never cuts a chunk)."""
     one_row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
     return max(1, config.chunk_size() // max(1, one_row), max_rows(array))
+
+
+def merged_row_chunks(block: TensorBlock) -> TensorBlock:
+    """``block`` with neighbouring row chunks merged up to the configured chunk size:
+    its values with the gradients grouped by sample (they stay co-partitioned), each
+    other gradient on its own. A block of gradients of gradients is returned as it is.
+
+    For operations that pair every input chunk with every output chunk (rows reduced
+    into groups that every chunk feeds): a block grown by appends keeps a chunk per
+    append, and such an operation then makes a task per pair of chunks.
+    """
+    if any(gradient._gradients for _, gradient in block.gradients()):
+        return block
+    values = as_dask(block.values)
+    arrays, together = [values], []
+    for parameter, _ in block.gradients():
+        pair = co_partitioned(block, parameter)
+        if pair is not None:
+            together.append(parameter)
+            arrays.append(pair[1])
+    merged = coalesce(arrays, [_merged_rows_limit(array) for array in arrays])
+    by_parameter = dict(zip(together, merged[1:], strict=True))
+    gradients = []
+    for parameter, gradient in block.gradients():
+        array = by_parameter.get(parameter)
+        if array is None:
+            gradient_values = as_dask(gradient.values)
+            (array,) = coalesce([gradient_values], [_merged_rows_limit(gradient_values)])
+        gradients.append(array)
+    return block._with_arrays([merged[0], *gradients])
 
 
 def _gathered_from_merged_chunks(
