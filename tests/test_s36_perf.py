@@ -114,6 +114,17 @@ def test_keys_to_samples_gathers_rows_of_many_chunks_in_few_tasks(appended):
     assert_equal_to_metatensor(result, theirs.keys_to_samples("k1"))
 
 
+def test_keys_to_properties_cuts_rows_at_the_configured_size(appended):
+    store, theirs = appended
+    tensor = mtd.open_zarr(store)
+    # before: the output cut at the appends' rows, the tiny block spread over the large
+    # one a task per row (1,974 tasks, now 27)
+    result = tensor.keys_to_properties("k1")
+    assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
+    assert all(block.values.npartitions == 1 for block in result.blocks())
+    assert_equal_to_metatensor(result, theirs.keys_to_properties("k1"))
+
+
 @pytest.mark.parametrize("reduction", ["sum", "var"])
 def test_reductions_over_groups_of_every_chunk_merge_the_chunks(appended, reduction):
     store, theirs = appended
@@ -131,3 +142,14 @@ def test_reductions_over_groups_of_every_chunk_merge_the_chunks(appended, reduct
     result = getattr(mtd, f"{reduction}_over_samples")(tensor, "atom")
     expected = getattr(metatensor, f"{reduction}_over_samples")(theirs, "atom")
     assert_equal_to_metatensor(result, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_join_along_properties_keeps_the_appends_chunks(appended):
+    store, theirs = appended
+    tensor = mtd.open_zarr(store)
+    result = mtd.join([tensor, tensor], "properties", add_dimension="tensor")
+    for ours, joined in zip(tensor.blocks(), result.blocks(), strict=True):
+        # before: each chunk of a few rows cut in two, rows twice as wide
+        assert joined.values.npartitions <= ours.values.npartitions
+    expected = metatensor.join([theirs, theirs], "properties", add_dimension="tensor")
+    assert_equal_to_metatensor(result, expected)

@@ -50,6 +50,7 @@ __all__ = [
     "lexsort_rows",
     "max_rows",
     "merged_row_chunks",
+    "output_chunk_bytes",
     "reduction_groups",
     "row_bytes",
     "rows_only",
@@ -503,6 +504,17 @@ def largest_chunk_bytes(arrays: list[Any]) -> int:
         rows = max([0, *array.chunks[0]])
         largest = max(largest, rows * row_bytes(array, array.shape[-1]))
     return largest
+
+
+def output_chunk_bytes(arrays: list[Any]) -> int:
+    """The most bytes of a row chunk of an output made of ``arrays`` side by side: the
+    configured chunk size, or their largest chunk when larger.
+
+    Bounded by the largest input chunk alone, the blocks of a store grown by appends
+    (a chunk per append, of a few rows) made outputs of as many chunks, or more: a task
+    per few rows for every block placed beside them.
+    """
+    return max(largest_chunk_bytes(arrays), config.chunk_size())
 
 
 def row_bytes(array: Any, width: int) -> int:
