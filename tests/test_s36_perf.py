@@ -4,11 +4,14 @@ indexing for ``sort`` and ``keys_to_*``, a partial sum per pair for reductions),
 outputs cut at the appends' few rows (``keys_to_properties``, ``join``). Checked on task
 counts, never on time, and against metatensor on the data read from the store."""
 
+import dask
+import dask.array as da
 import metatensor
 import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.operations._manipulation_utils import take_rows
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 APPENDS = 16
@@ -103,6 +106,19 @@ def test_sort_gathers_rows_of_many_chunks_in_few_tasks(appended):
     result = mtd.sort(tensor, axes="samples")
     assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
     assert_equal_to_metatensor(result, metatensor.sort(theirs, axes="samples"))
+
+
+def test_rows_in_any_order_from_more_than_the_chunk_size_shuffle_the_merged_chunks():
+    # 200 chunks of 10 rows; merged to the chunk size, 10 chunks of 200: still too many
+    # for one task each (rows in random order), dask's fancy indexing of the 10 chunks
+    data = np.arange(6000.0).reshape(2000, 3)
+    order = np.random.default_rng(0).permutation(len(data))
+    with dask.config.set({"metatensor_dask.chunk-size": 200 * data[0].nbytes}):
+        result = take_rows(da.from_array(data, chunks=(10, 3)), order)
+    assert result.numblocks == (10, 1)
+    # before: 2,600 tasks, the shuffle of the 200 chunks; now 430
+    assert _tasks(result) < 1000
+    np.testing.assert_array_equal(result.compute(), data[order])
 
 
 def test_keys_to_samples_gathers_rows_of_many_chunks_in_few_tasks(appended):

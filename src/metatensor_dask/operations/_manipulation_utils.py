@@ -361,8 +361,9 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     Sorted increasing indices without fill go through :func:`select_rows`; others are
     gathered with one task per output chunk (output chunks no larger than the input's,
     or than ``rows_per_chunk`` rows when that is more, unless a task would then read too
-    many input chunks), or, when even a task of the input's chunk size would read too
-    many input chunks, with dask's fancy indexing.
+    many input chunks; then from the input's small chunks merged up to the configured
+    chunk size), or, when even a task of the input's chunk size would read too many
+    input chunks, with dask's fancy indexing of the merged chunks.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
@@ -386,11 +387,10 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
         return array[:0]
     if np.all(index[1:] >= index[:-1]):
         return select_rows(array, index)
-    if 0 in array.chunks[0]:
-        # dask 2026.8's fancy indexing divides by the mean chunk length, which is 0
-        # when there are more (empty) chunks than rows: drop the empty chunks first
-        array = array.rechunk({0: tuple(n for n in array.chunks[0] if n)})
-    return array[index]
+    # dask's fancy indexing makes a task per pair of input and output chunks: merged,
+    # a block of many small chunks makes far fewer. (It also divides by the mean chunk
+    # length, 0 with more empty chunks than rows: merging drops the empty chunks.)
+    return _merged_rows(array)[index]
 
 
 def _merged_rows_limit(array: da.Array) -> int:
@@ -430,6 +430,13 @@ def merged_row_chunks(block: TensorBlock) -> TensorBlock:
     return block._with_arrays([merged[0], *gradients])
 
 
+def _merged_rows(array: da.Array) -> da.Array:
+    """``array`` with neighbouring row chunks merged up to the configured chunk size,
+    without its empty chunks; ``array`` itself when no chunks merge."""
+    (merged,) = coalesce([array], [_merged_rows_limit(array)])
+    return merged
+
+
 def _gathered_from_merged_chunks(
     array: da.Array, index: np.ndarray, fill: Any, rows_per_chunk: int
 ) -> BlockValues | None:
@@ -445,11 +452,10 @@ def _gathered_from_merged_chunks(
     over a large one: a task per row). Merged, such a block of a few MiB is one chunk
     and one task.
     """
-    limit = _merged_rows_limit(array)
-    (merged,) = coalesce([array], [limit])
-    if merged.chunks[0] == array.chunks[0]:
+    merged = _merged_rows(array)
+    if merged is array:
         return None
-    return gathered_rows(merged, index, fill, max(limit, rows_per_chunk))
+    return gathered_rows(merged, index, fill, max(_merged_rows_limit(array), rows_per_chunk))
 
 
 def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:
