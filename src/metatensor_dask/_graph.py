@@ -328,9 +328,21 @@ def gathered_rows(
         which = np.where(owner[rows] >= 0, np.searchsorted(sources, owner[rows]), -1)
         inputs = [chunk_ref(array, int(source), *tail) for source in sources]
         key = (name, i, *tail)
-        tasks[key] = task(key, _gather, which, local[rows], fill, array.dtype, shape, *inputs)
+        # in the graph: an int8 per row (at most MAX_GATHER_SOURCES sources) and a local
+        # row as int32 when it fits, a fifth of the bytes of two int64
+        small = _local_rows(local[rows])
+        tasks[key] = task(
+            key, _gather, which.astype(np.int8), small, fill, array.dtype, shape, *inputs
+        )
     trailing_chunks = tuple((n,) for n in shape[1:])
     return array_from_tasks(name, tasks, [array], (chunks, *trailing_chunks), array.dtype)
+
+
+def _local_rows(local: np.ndarray) -> np.ndarray:
+    """Rows within an input chunk (``local``), as int32 when they fit."""
+    if len(local) and local.max() >= 2**31:
+        return local
+    return local.astype(np.int32)
 
 
 def _gather(

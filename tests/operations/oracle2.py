@@ -6,7 +6,8 @@
   so metatensor-operations' mean/var/std normalization (by merged rows) is right;
 * :func:`finite_differences`: checks an operation's gradients numerically;
 * :func:`assert_co_partitioned`, :func:`max_chunk`, :func:`largest_chunk_bytes`:
-  structural checks of chunking;
+  structural checks of chunking; :func:`chunks_at_the_configured_size`, for the checks
+  of chunks bounded by the inputs' largest;
 * :func:`big_block`, :func:`check_out_of_core`: chunk sizes and graph growth of an
   operation on a one-block tensor of many chunks;
 * :func:`assert_same_error`: run ours and metatensor's, compare type and message;
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import dask
 import dask.array as da
 import metatensor
 import numpy as np
@@ -168,6 +170,16 @@ def largest_chunk_bytes(tensor: mtd.TensorMap) -> int:
             row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:]))
             largest = max(largest, max(array.chunks[0]) * row_bytes)
     return largest
+
+
+def chunks_at_the_configured_size() -> Any:
+    """A context in which the configured chunk size is below any chunk: an operation
+    that may fill its output chunks up to the configured size, or to the inputs'
+    largest chunk when larger, then bounds them by the inputs' largest alone. The
+    tests of that bound use chunks of a few rows to stand for chunks of the configured
+    size (64 MiB by default), which outputs of many times their size would not fit in
+    a worker's memory."""
+    return dask.config.set({"metatensor_dask.chunk-size": 1})
 
 
 def assert_co_partitioned(tensor: mtd.TensorMap) -> None:

@@ -32,8 +32,8 @@ from ._manipulation_utils import (
     check_no_gradients_of_gradients,
     coalesce,
     concatenate_rows,
-    largest_chunk_bytes,
     lazy_arrays,
+    output_chunk_bytes,
     row_bytes,
     take_rows,
 )
@@ -293,7 +293,7 @@ def _join_properties(
     if single_chunk_bytes(arrays) is not None:
         return _grouped_join_properties(blocks, properties)
 
-    budget = largest_chunk_bytes(arrays)
+    budget = output_chunk_bytes(arrays)
     width = len(properties)
     unions = {parameter: _gradient_union(blocks, parameter) for parameter in first.gradients_list()}
     pointers = _own_row_pointers(first, unions)

@@ -33,10 +33,10 @@ from ._manipulation_utils import (
     block_arrays,
     coalesce,
     inverse_permutation,
-    largest_chunk_bytes,
     lazy_arrays,
     lexsort_rows,
     max_rows,
+    output_chunk_bytes,
     row_bytes,
     rows_only,
     same_labels,
@@ -734,9 +734,9 @@ def _merge_along_properties(
     if grouped_block is not None:
         return grouped_block
     indices = [_as_index(m, len(b.samples)) for m, b in zip(mappings.targets, blocks, strict=True)]
-    # the output's rows are cut so that no chunk outgrows the inputs' largest: blocks
-    # side by side make rows as wide as all of them
-    budget = largest_chunk_bytes(block_arrays(blocks))
+    # the output's rows are cut so that no chunk outgrows the inputs' largest or the
+    # configured size: blocks side by side make rows as wide as all of them
+    budget = output_chunk_bytes(block_arrays(blocks))
 
     def expanded(array: da.Array, mapping: np.ndarray, count: int, limit: int) -> da.Array:
         # a tiny block spread over the rows of a large one: chunks of the output's

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import dask.array as da
 import numpy as np
 
-from .._graph import gathered_rows
+from .. import config
+from .._graph import BlockValues, gathered_rows
 from .._partition import (
     block_row_pointer,
     co_partitioned,
@@ -48,6 +49,8 @@ __all__ = [
     "lazy_arrays",
     "lexsort_rows",
     "max_rows",
+    "merged_row_chunks",
+    "output_chunk_bytes",
     "reduction_groups",
     "row_bytes",
     "rows_only",
@@ -358,8 +361,9 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     Sorted increasing indices without fill go through :func:`select_rows`; others are
     gathered with one task per output chunk (output chunks no larger than the input's,
     or than ``rows_per_chunk`` rows when that is more, unless a task would then read too
-    many input chunks), or, when even a task of the input's chunk size would read too
-    many input chunks, with dask's fancy indexing.
+    many input chunks; then from the input's small chunks merged up to the configured
+    chunk size), or, when even a task of the input's chunk size would read too many
+    input chunks, with dask's fancy indexing of the merged chunks.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
@@ -368,6 +372,8 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     missing = index < 0
     if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
         gathered = gathered_rows(array, index, fill, rows_per_chunk)
+        if gathered is None:
+            gathered = _gathered_from_merged_chunks(array, index, fill, rows_per_chunk)
         if gathered is None and rows_per_chunk > 1:
             # chunks of the input's size read fewer input chunks each
             gathered = gathered_rows(array, index, fill)
@@ -381,11 +387,75 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
         return array[:0]
     if np.all(index[1:] >= index[:-1]):
         return select_rows(array, index)
-    if 0 in array.chunks[0]:
-        # dask 2026.8's fancy indexing divides by the mean chunk length, which is 0
-        # when there are more (empty) chunks than rows: drop the empty chunks first
-        array = array.rechunk({0: tuple(n for n in array.chunks[0] if n)})
-    return array[index]
+    # dask's fancy indexing makes a task per pair of input and output chunks: merged,
+    # a block of many small chunks makes far fewer. (It also divides by the mean chunk
+    # length, 0 with more empty chunks than rows: merging drops the empty chunks.)
+    return _merged_rows(array)[index]
+
+
+def _merged_rows_limit(array: da.Array) -> int:
+    """Rows of a chunk of ``array`` at the configured chunk size, and at least as many
+    as its largest chunk (merging never cuts a chunk)."""
+    one_row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    return max(1, config.chunk_size() // max(1, one_row), max_rows(array))
+
+
+def merged_row_chunks(block: TensorBlock) -> TensorBlock:
+    """``block`` with neighbouring row chunks merged up to the configured chunk size:
+    its values with the gradients grouped by sample (they stay co-partitioned), each
+    other gradient on its own. A block of gradients of gradients is returned as it is.
+
+    For operations that pair every input chunk with every output chunk (rows reduced
+    into groups that every chunk feeds): a block grown by appends keeps a chunk per
+    append, and such an operation then makes a task per pair of chunks.
+    """
+    if any(gradient._gradients for _, gradient in block.gradients()):
+        return block
+    values = as_dask(block.values)
+    arrays, together = [values], []
+    for parameter, _ in block.gradients():
+        pair = co_partitioned(block, parameter)
+        if pair is not None:
+            together.append(parameter)
+            arrays.append(pair[1])
+    merged = coalesce(arrays, [_merged_rows_limit(array) for array in arrays])
+    by_parameter = dict(zip(together, merged[1:], strict=True))
+    gradients = []
+    for parameter, gradient in block.gradients():
+        array = by_parameter.get(parameter)
+        if array is None:
+            gradient_values = as_dask(gradient.values)
+            (array,) = coalesce([gradient_values], [_merged_rows_limit(gradient_values)])
+        gradients.append(array)
+    return block._with_arrays([merged[0], *gradients])
+
+
+def _merged_rows(array: da.Array) -> da.Array:
+    """``array`` with neighbouring row chunks merged up to the configured chunk size,
+    without its empty chunks; ``array`` itself when no chunks merge."""
+    (merged,) = coalesce([array], [_merged_rows_limit(array)])
+    return merged
+
+
+def _gathered_from_merged_chunks(
+    array: da.Array, index: np.ndarray, fill: Any, rows_per_chunk: int
+) -> BlockValues | None:
+    """``array[index]`` as :func:`gathered_rows` gives it, from ``array`` with its
+    neighbouring row chunks merged up to the configured chunk size, in output chunks of
+    that size or ``rows_per_chunk`` rows; None when no chunks merge, or when an output
+    chunk would still read too many of them.
+
+    Rows taken in any order from an array of many small chunks (a block grown by
+    appends keeps a chunk per append) otherwise went through dask's fancy indexing (a
+    task per pair of input and output chunks, tens of thousands for a block of a few
+    hundred chunks) or into output chunks of the input's few rows (a tiny block spread
+    over a large one: a task per row). Merged, such a block of a few MiB is one chunk
+    and one task.
+    """
+    merged = _merged_rows(array)
+    if merged is array:
+        return None
+    return gathered_rows(merged, index, fill, max(_merged_rows_limit(array), rows_per_chunk))
 
 
 def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:
@@ -440,6 +510,17 @@ def largest_chunk_bytes(arrays: list[Any]) -> int:
         rows = max([0, *array.chunks[0]])
         largest = max(largest, rows * row_bytes(array, array.shape[-1]))
     return largest
+
+
+def output_chunk_bytes(arrays: list[Any]) -> int:
+    """The most bytes of a row chunk of an output made of ``arrays`` side by side: the
+    configured chunk size, or their largest chunk when larger.
+
+    Bounded by the largest input chunk alone, the blocks of a store grown by appends
+    (a chunk per append, of a few rows) made outputs of as many chunks, or more: a task
+    per few rows for every block placed beside them.
+    """
+    return max(largest_chunk_bytes(arrays), config.chunk_size())
 
 
 def row_bytes(array: Any, width: int) -> int:

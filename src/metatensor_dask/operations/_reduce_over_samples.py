@@ -32,6 +32,7 @@ from ._manipulation_utils import (
     in_reduction_dtype,
     largest_chunk_bytes,
     lazy_arrays,
+    merged_row_chunks,
     reduction_dtype,
     reduction_groups,
     row_bytes,
@@ -39,7 +40,7 @@ from ._manipulation_utils import (
     unique_rows,
     values_at_gradient_rows,
 )
-from ._segments import add_rows_in_order, output_chunks, rowwise, segment_sum
+from ._segments import add_rows_in_order, crossed, output_chunks, rowwise, segment_sum
 from ._utils import check_block, check_tensor, map_blocks
 
 __all__ = [
@@ -344,6 +345,10 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     values = rows_only(as_dask(block.values))
     shape = (n_groups, *values.shape[1:])
     chunks = _bounded_chunks(block, shared, output_chunks(group, values.chunks[0], n_groups))
+    if crossed(group, values.chunks[0], chunks):
+        block = merged_row_chunks(block)
+        values = rows_only(as_dask(block.values))
+        chunks = _bounded_chunks(block, shared, output_chunks(group, values.chunks[0], n_groups))
     total = segment_sum(_identity, [values], group, chunks, shape, values.dtype)
     mean = _divided_by_counts(total, counts)
     if reduction == "sum":

@@ -25,6 +25,7 @@ from .. import _graph
 __all__ = [
     "WIDE_ROW",
     "add_rows_in_order",
+    "crossed",
     "output_chunks",
     "rowwise",
     "segment_sum",
@@ -54,6 +55,19 @@ def output_chunks(target: np.ndarray, input_chunks: tuple[int, ...], n_out: int)
         return tuple(int(c) for c in counts if c > 0)
     size = max(1, *input_chunks)
     return tuple(min(size, n_out - start) for start in range(0, n_out, size))
+
+
+def crossed(target: np.ndarray, input_chunks: tuple[int, ...], out_chunks: tuple[int, ...]) -> bool:
+    """Whether the rows of the input chunks go to output chunks all over (more pairs of
+    an input and an output chunk sharing rows than twice the chunks), so that
+    :func:`segment_sum` would make a task per pair: rows in any order (an unsorted
+    block in many chunks), not grouped as the input goes."""
+    in_bounds = np.concatenate([[0], np.cumsum(input_chunks)]).astype(np.int64)
+    out_bounds = np.concatenate([[0], np.cumsum(out_chunks)]).astype(np.int64)
+    owner_in = np.searchsorted(in_bounds, np.arange(len(target)), side="right") - 1
+    owner_out = np.searchsorted(out_bounds, target, side="right") - 1
+    pairs = np.unique(owner_in * len(out_chunks) + owner_out)
+    return len(pairs) > 2 * (len(input_chunks) + len(out_chunks))
 
 
 def _block_key(array: da.Array, i: int) -> tuple:
