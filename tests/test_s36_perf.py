@@ -1,12 +1,13 @@
 """Operations on a store grown by many small appends: its blocks keep a chunk per append,
-and rows taken or summed across all of them made a task per pair of chunks (dask's fancy
-indexing for ``sort`` and ``keys_to_*``, a partial sum per pair for reductions), or
-outputs cut at the appends' few rows (``keys_to_properties``, ``join``). Checked on task
-counts, never on time, and against metatensor on the data read from the store."""
+and rows summed across all of them made a task per pair of chunks (a partial sum per
+pair for reductions), or outputs cut at the appends' few rows, a tiny block spread over
+them a task per row (``keys_to_properties``, ``join`` along properties). Checked on
+task counts, never on time, and against metatensor on the data read from the store.
+(``sort`` and ``keys_to_samples`` of such blocks still gather rows through dask's fancy
+indexing: their small chunks are not merged, see ``tests/test_s36_review.py``.)"""
 
 import pickle
 
-import dask
 import dask.array as da
 import metatensor
 import numpy as np
@@ -101,28 +102,6 @@ def _stored_chunks(tensor):
     )
 
 
-def test_sort_gathers_rows_of_many_chunks_in_few_tasks(appended):
-    store, theirs = appended
-    tensor = mtd.open_zarr(store)
-    # before: dask's fancy indexing, a task per pair of chunks (715 tasks, now 102)
-    result = mtd.sort(tensor, axes="samples")
-    assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
-    assert_equal_to_metatensor(result, metatensor.sort(theirs, axes="samples"))
-
-
-def test_rows_in_any_order_from_more_than_the_chunk_size_shuffle_the_merged_chunks():
-    # 200 chunks of 10 rows; merged to the chunk size, 10 chunks of 200: still too many
-    # for one task each (rows in random order), dask's fancy indexing of the 10 chunks
-    data = np.arange(6000.0).reshape(2000, 3)
-    order = np.random.default_rng(0).permutation(len(data))
-    with dask.config.set({"metatensor_dask.chunk-size": 200 * data[0].nbytes}):
-        result = take_rows(da.from_array(data, chunks=(10, 3)), order)
-    assert result.numblocks == (10, 1)
-    # before: 2,600 tasks, the shuffle of the 200 chunks; now 430
-    assert _tasks(result) < 1000
-    np.testing.assert_array_equal(result.compute(), data[order])
-
-
 def test_a_gather_holds_a_byte_and_an_int32_per_row_in_the_graph():
     # the source chunk (of at most 8) and the row within it of each row gathered:
     # two int64 made the graph of keys_to_properties of an appended store of 300
@@ -135,15 +114,6 @@ def test_a_gather_holds_a_byte_and_an_int32_per_row_in_the_graph():
     size = len(pickle.dumps(gathers))
     assert size < 8 * len(order), size  # before: 34,226 bytes, now 12,238
     np.testing.assert_array_equal(result.compute(), data[order])
-
-
-def test_keys_to_samples_gathers_rows_of_many_chunks_in_few_tasks(appended):
-    store, theirs = appended
-    tensor = mtd.open_zarr(store)
-    # before: 1,126 tasks, now 150
-    result = tensor.keys_to_samples("k1")
-    assert _added_tasks(result, tensor) < 2 * _stored_chunks(tensor)
-    assert_equal_to_metatensor(result, theirs.keys_to_samples("k1"))
 
 
 def test_keys_to_properties_cuts_rows_at_the_configured_size(appended):

@@ -743,7 +743,7 @@ def _merge_along_properties(
         # size (``limit`` rows), not of the tiny block's (a task per few rows)
         index = -np.ones(count, np.int64)
         index[mapping] = np.arange(len(mapping))
-        return take_rows(array, index, fill, limit)
+        return take_rows(array, index, fill, limit, merge_small_chunks=True)
 
     limits = [max(1, budget // max(1, row_bytes(first, width)))]
     value_pieces = [

@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 
 from .. import config
-from .._graph import BlockValues, gathered_rows
+from .._graph import MAX_GATHER_SOURCES, BlockValues, gathered_rows
 from .._partition import (
     block_row_pointer,
     co_partitioned,
@@ -355,15 +355,30 @@ def select_rows(array: Any, rows: np.ndarray) -> da.Array:
     )
 
 
-def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: int = 1) -> da.Array:
+def take_rows(
+    array: Any,
+    index: np.ndarray,
+    fill: Any = None,
+    rows_per_chunk: int = 1,
+    merge_small_chunks: bool = False,
+) -> da.Array:
     """``array[index]`` along rows, in any order; ``-1`` entries give rows of ``fill``.
 
     Sorted increasing indices without fill go through :func:`select_rows`; others are
     gathered with one task per output chunk (output chunks no larger than the input's,
     or than ``rows_per_chunk`` rows when that is more, unless a task would then read too
-    many input chunks; then from the input's small chunks merged up to the configured
-    chunk size), or, when even a task of the input's chunk size would read too many
-    input chunks, with dask's fancy indexing of the merged chunks.
+    many input chunks), or, when even a task of the input's chunk size would read too
+    many input chunks, with dask's fancy indexing.
+
+    With ``merge_small_chunks``, when a task would read too many input chunks, the
+    input's neighbouring small chunks are first merged up to a
+    :data:`~metatensor_dask._graph.MAX_GATHER_SOURCES`-th of the configured chunk size
+    (a task then reads at most about that size of input), and the output is gathered
+    from them in chunks of ``rows_per_chunk`` rows: a tiny block of a store grown by
+    appends (a chunk per append) spread over the rows of a large block otherwise made a
+    task per output row. Only for callers that cut the output's rows themselves
+    afterwards: the row chunks of a gathered array decide those of the gradients that
+    follow it (``sort``, ``keys_to_samples``, ``slice``), which hold many rows per row.
     """
     array = as_dask(array)
     index = np.asarray(index, dtype=np.int64)
@@ -372,7 +387,7 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
     missing = index < 0
     if len(index) and (missing.any() or np.any(index[1:] < index[:-1])):
         gathered = gathered_rows(array, index, fill, rows_per_chunk)
-        if gathered is None:
+        if gathered is None and merge_small_chunks:
             gathered = _gathered_from_merged_chunks(array, index, fill, rows_per_chunk)
         if gathered is None and rows_per_chunk > 1:
             # chunks of the input's size read fewer input chunks each
@@ -387,17 +402,32 @@ def take_rows(array: Any, index: np.ndarray, fill: Any = None, rows_per_chunk: i
         return array[:0]
     if np.all(index[1:] >= index[:-1]):
         return select_rows(array, index)
-    # dask's fancy indexing makes a task per pair of input and output chunks: merged,
-    # a block of many small chunks makes far fewer. (It also divides by the mean chunk
-    # length, 0 with more empty chunks than rows: merging drops the empty chunks.)
-    return _merged_rows(array)[index]
+    if 0 in array.chunks[0]:
+        # dask 2026.8's fancy indexing divides by the mean chunk length, which is 0
+        # when there are more (empty) chunks than rows: drop the empty chunks first
+        array = array.rechunk({0: tuple(n for n in array.chunks[0] if n)})
+    return array[index]
 
 
-def _merged_rows_limit(array: da.Array) -> int:
-    """Rows of a chunk of ``array`` at the configured chunk size, and at least as many
-    as its largest chunk (merging never cuts a chunk)."""
+def _merged_rows_limit(array: da.Array, parts: int = 1) -> int:
+    """Rows of a chunk of ``array`` at a ``parts``-th of the configured chunk size, and
+    at least as many as its largest chunk (merging never cuts a chunk)."""
     one_row = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
-    return max(1, config.chunk_size() // max(1, one_row), max_rows(array))
+    return max(1, config.chunk_size() // parts // max(1, one_row), max_rows(array))
+
+
+def _gathered_from_merged_chunks(
+    array: da.Array, index: np.ndarray, fill: Any, rows_per_chunk: int
+) -> BlockValues | None:
+    """``array[index]`` as :func:`gathered_rows` gives it in chunks of ``rows_per_chunk``
+    rows, from ``array`` with its neighbouring row chunks merged up to a
+    :data:`~metatensor_dask._graph.MAX_GATHER_SOURCES`-th of the configured chunk size;
+    ``None`` when no chunks merge, or when an output chunk would still read too many."""
+    limit = _merged_rows_limit(array, MAX_GATHER_SOURCES)
+    (merged,) = coalesce([array], [limit])
+    if merged is array:
+        return None
+    return gathered_rows(merged, index, fill, rows_per_chunk)
 
 
 def merged_row_chunks(block: TensorBlock) -> TensorBlock:
@@ -428,34 +458,6 @@ def merged_row_chunks(block: TensorBlock) -> TensorBlock:
             (array,) = coalesce([gradient_values], [_merged_rows_limit(gradient_values)])
         gradients.append(array)
     return block._with_arrays([merged[0], *gradients])
-
-
-def _merged_rows(array: da.Array) -> da.Array:
-    """``array`` with neighbouring row chunks merged up to the configured chunk size,
-    without its empty chunks; ``array`` itself when no chunks merge."""
-    (merged,) = coalesce([array], [_merged_rows_limit(array)])
-    return merged
-
-
-def _gathered_from_merged_chunks(
-    array: da.Array, index: np.ndarray, fill: Any, rows_per_chunk: int
-) -> BlockValues | None:
-    """``array[index]`` as :func:`gathered_rows` gives it, from ``array`` with its
-    neighbouring row chunks merged up to the configured chunk size, in output chunks of
-    that size or ``rows_per_chunk`` rows; None when no chunks merge, or when an output
-    chunk would still read too many of them.
-
-    Rows taken in any order from an array of many small chunks (a block grown by
-    appends keeps a chunk per append) otherwise went through dask's fancy indexing (a
-    task per pair of input and output chunks, tens of thousands for a block of a few
-    hundred chunks) or into output chunks of the input's few rows (a tiny block spread
-    over a large one: a task per row). Merged, such a block of a few MiB is one chunk
-    and one task.
-    """
-    merged = _merged_rows(array)
-    if merged is array:
-        return None
-    return gathered_rows(merged, index, fill, max(_merged_rows_limit(array), rows_per_chunk))
 
 
 def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:
