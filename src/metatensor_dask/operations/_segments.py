@@ -322,16 +322,61 @@ def _chained(
     chunk, summed in a tree, would hold several such arrays at once.
 
     Each intermediate array has the next task as its only dependent (its key is not
-    returned), so adding in place never changes a value another task reads.
+    returned), so adding in place never changes a value another task reads; and each
+    task adds into it once (see :class:`_Accumulator`), also when it runs again.
     """
     dsk: dict[Any, Any] = {}
     previous: tuple = ("accumulate-" + name, j, 0)
-    dsk[previous] = (np.zeros, shape, dtype)
+    dsk[previous] = (_Accumulator.zeros, shape, dtype)
     for k, (*arguments, local, extras) in enumerate(parts, start=1):
-        key = out_key if k == len(parts) else ("accumulate-" + name, j, k)
-        dsk[key] = (_added_into, previous, *arguments, _plan(local), extras)
+        last = k == len(parts)
+        key = out_key if last else ("accumulate-" + name, j, k)
+        dsk[key] = (_accumulated, previous, k, last, *arguments, _plan(local), extras)
         previous = key
     return dsk
+
+
+class _Accumulator:
+    """The array that the tasks of a chain (see :func:`_chained`) add into, and how many
+    of them have added into it.
+
+    distributed runs a task again when it has lost track of it (a worker lost, a batch
+    job cancelled), on a worker that may still hold its input: the array the first
+    run added into. Added into again, its sums counted that input chunk twice (a wrong
+    number, without an error). A task adds only into an array that has the sums of
+    the tasks before it and not its own.
+    """
+
+    __slots__ = ("added", "array")
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self.added = 0
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...], dtype: Any) -> _Accumulator:
+        return cls(np.zeros(shape, dtype))
+
+    def __sizeof__(self) -> int:
+        # what dask and distributed count for it: its array
+        return object.__sizeof__(self) + int(self.array.nbytes)
+
+
+def _accumulated(
+    previous: _Accumulator, step: int, last: bool, *arguments: Any
+) -> _Accumulator | np.ndarray:
+    """``previous`` with the sums of task ``step`` of its chain added (the arguments of
+    :func:`_added_into` after ``result``), unless they are in already (this task ran
+    before on this very array, or a later one did); its array for the ``last`` task."""
+    if previous.added == step - 1:
+        _added_into(previous.array, *arguments)
+        previous.added = step
+    elif previous.added < step - 1:
+        raise RuntimeError(
+            f"task {step} of a chain of sums got an array with the sums of only "
+            f"{previous.added} tasks: a bug of metatensor-dask, please report it"
+        )
+    return previous.array if last else previous
 
 
 def segment_sum(
