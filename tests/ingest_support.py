@@ -105,6 +105,19 @@ def store_files(path: Path) -> dict[str, str]:
     return found
 
 
+class Logged:
+    """``soap``, each batch's items written first as a line of ``path`` (workers of a
+    cluster on this machine append to the same file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, items: list[int]):
+        with open(self.path, "a") as log:
+            log.write(" ".join(str(item) for item in items) + "\n")
+        return soap(items)
+
+
 class Slow:
     """``soap`` after ``delay`` seconds."""
 

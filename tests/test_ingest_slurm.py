@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dask
 import pytest
-from ingest_support import Slow, slurm_client, soap, store_files
+from ingest_support import Logged, slurm_client, soap, store_files
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
@@ -61,7 +61,8 @@ def _cancelled(name: str) -> None:
 def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
     """The calling process SIGKILLed once two of eight batches are committed, its batch
     jobs cancelled (the workers may be writing), then the same call with resume=True on
-    new batch jobs: the store is the one threads write."""
+    new batch jobs: it computes only the batches not committed, and the store is the
+    one threads write."""
     require_slurm()
     require_module("dask_jobqueue")
     threads = _on_threads(tmp_path / "threads.zarr", 8, 1)
@@ -84,11 +85,14 @@ def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
         _cancelled(name)
-    assert _committed(path) < 8, "the run ended before it was killed"
+    committed = _committed(path)
+    assert committed < 8, "the run ended before it was killed"
     with pytest.raises(mtd.IncompleteStoreError):
         mtd.open_zarr(path)
+    computed = tmp_path / "computed.txt"
     with slurm_client(tmp_path, f"resumed-{uuid.uuid4().hex[:8]}"):
-        items = list(range(8))
-        mtd.write_batches(Slow(0.0), items, path, batch_size=1, resume=True, quiet=True)
+        function = Logged(str(computed))
+        mtd.write_batches(function, list(range(8)), path, batch_size=1, resume=True, quiet=True)
+    assert sorted(int(line) for line in computed.read_text().split()) == list(range(committed, 8))
     assert mtd.verify(path).ok
     assert store_files(path) == threads
