@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import threading
@@ -93,6 +94,16 @@ def renumbered(
         return new
 
     return metatensor.TensorMap(tensor.keys, [block(b) for b in tensor.blocks()])
+
+
+def committed_batches(path: Path) -> int:
+    """The batches of a run of ``write_batches`` that the root of the store at ``path``
+    records committed (0 before it has a root, or while its root is being replaced)."""
+    try:
+        root = json.loads((path / "zarr.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    return int(root["attributes"]["metatensor_dask"].get("batches", {}).get("committed", 0))
 
 
 def store_files(path: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 import dask
 import metatensor
 import pytest
-from ingest_support import Slow, renumbered, soap, store_files
+from ingest_support import Slow, committed_batches, renumbered, soap, store_files
 
 import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
@@ -495,11 +495,7 @@ def test_killed_run_resumes(tmp_path):
         while True:
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the run made no progress"
-            try:
-                root = json.loads((path / "zarr.json").read_text())
-            except (FileNotFoundError, ValueError):
-                root = None
-            if root and root["attributes"]["metatensor_dask"]["batches"]["committed"] >= 3:
+            if committed_batches(path) >= 3:
                 break
             time.sleep(0.02)
     finally:

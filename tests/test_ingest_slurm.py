@@ -3,7 +3,6 @@ committed by workers in batch jobs give the same store, byte for byte, as thread
 when the calling process is killed (its batch jobs cancelled, as when the allocation
 ends) and the run is resumed by new batch jobs."""
 
-import json
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import dask
 import pytest
-from ingest_support import Logged, slurm_client, soap, store_files
+from ingest_support import Logged, committed_batches, slurm_client, soap, store_files
 from slurm_support import require_module, require_slurm, sh
 
 import metatensor_dask as mtd
@@ -38,15 +37,6 @@ def test_write_batches_on_slurm_equals_threads(tmp_path):
         slurm = tmp_path / "slurm.zarr"
         mtd.write_batches(soap, list(range(6)), slurm, batch_size=2, quiet=True)
     assert store_files(slurm) == threads
-
-
-def _committed(path: Path) -> int:
-    """The batches the store's root records committed (0 before it has one)."""
-    try:
-        root = json.loads((path / "zarr.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return 0
-    return int(root["attributes"]["metatensor_dask"].get("batches", {}).get("committed", 0))
 
 
 def _cancelled(name: str) -> None:
@@ -77,7 +67,7 @@ def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
         )
     try:
         deadline = time.monotonic() + 240
-        while _committed(path) < 2:
+        while committed_batches(path) < 2:
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the run made no progress: " + log.read_text()
             time.sleep(0.05)
@@ -85,7 +75,7 @@ def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
         _cancelled(name)
-    committed = _committed(path)
+    committed = committed_batches(path)
     assert committed < 8, "the run ended before it was killed"
     with pytest.raises(mtd.IncompleteStoreError):
         mtd.open_zarr(path)
