@@ -310,7 +310,28 @@ def test_apply_errors(capsys, tmp_path, store):
         capsys, "apply", "pow", tmp_path / "none.zarr", "-o", tmp_path / "o.zarr", "--arg", "B=2"
     )
     assert code == 1
-    assert f"input 'input0' not found: {tmp_path / 'none.zarr'}" in err
+    assert f"input '{tmp_path / 'none.zarr'}' not found: check the path" in err
+    assert "input0" not in err
+    code, _, err = run(capsys, "apply", "abs", store, "-o", store)
+    assert code == 1
+    assert f"the output store {store} is one of its inputs" in err
+
+
+def test_apply_names_the_yaml_words_read_as_booleans(capsys, tmp_path, store):
+    arguments = ["--arg", "axis=samples", "--arg", "old=system", "--arg", "new=on"]
+    code, _, err = run(
+        capsys, "apply", "rename_dimension", store, "-o", tmp_path / "o.zarr", *arguments
+    )
+    assert code == 1
+    assert "--arg new=on was read as True; to pass the string, quote it: --arg \"new='on'\"" in err
+    assert "old=system" not in err.split("(")[-1]
+    assert not (tmp_path / "o.zarr").exists()
+    arguments[-1:] = ["new='on'", "-q"]
+    code, _, err = run(
+        capsys, "apply", "rename_dimension", store, "-o", tmp_path / "o.zarr", *arguments
+    )
+    assert (code, err) == (0, "")
+    assert "on" in mtd.open_zarr(tmp_path / "o.zarr").sample_names
 
 
 # -- verify -------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_written(
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "apply", "pow", store, "--arg", "B=2", "-o", spelling, "-q", *resume)
     assert code == 1
-    assert "is the input" in err and "choose another output" in err
+    assert "is one of its inputs" in err and "choose another output" in err
     assert sorted(os.listdir(store)) == before
     assert mtd.verify(store).ok
 

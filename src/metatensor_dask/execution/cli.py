@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -653,8 +654,28 @@ def _parse_arg(text: str) -> tuple[str, Any]:
         ) from None
 
 
+#: Words that YAML 1.1 reads as booleans or null where a user may mean a string.
+_YAML_WORDS = re.compile(r"(?i)y|n|yes|no|on|off|~|null")
+
+
+def _read_as_words(texts: Sequence[str]) -> str:
+    """A hint naming the ``--arg`` values among ``texts`` that YAML read as a boolean or
+    null from a word (``on``, ``no``, ...), with the quoting that passes the word as a
+    string; ``""`` when there are none."""
+    hints = []
+    for text in texts:
+        name, _, value = text.partition("=")
+        if _YAML_WORDS.fullmatch(value.strip()):
+            read = load_yaml_value(value)
+            hints.append(
+                f"--arg {text} was read as {read!r}; to pass the string, quote it: "
+                f"--arg \"{name}='{value}'\""
+            )
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
 def _apply(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, PipelineError
 
     arguments: dict[str, Any] = {}
     for text in args.arg:
@@ -662,7 +683,14 @@ def _apply(args: argparse.Namespace) -> int:
         if name in arguments:
             raise UsageError(f"--arg {name} is given twice: keep one")
         arguments[name] = value
-    return _run_pipeline(Pipeline.single(args.operation, args.inputs, args.output, arguments), args)
+    try:
+        pipeline = Pipeline.single(args.operation, args.inputs, args.output, arguments)
+        return _run_pipeline(pipeline, args)
+    except PipelineError as error:
+        hint = _read_as_words(args.arg)
+        if not hint:
+            raise
+        raise PipelineError(f"{error}{hint}") from error
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -234,6 +234,9 @@ class Input:
     path: str
     chunks: int | str | None = None
     where: str = ""
+    #: Whether the user named the input (in a pipeline file); the inputs of one
+    #: operation (``apply``) are given as paths only, their names are internal.
+    named: bool = True
 
 
 @dataclass(frozen=True)
@@ -357,7 +360,10 @@ class Pipeline:
             raise PipelineError(f"{where}: {error}") from None
         step = Step(op, tuple(names), typed, "result", where)
         pipeline = cls(
-            tuple(Input(n, p, where=f"input '{p}'") for n, p in zip(names, inputs, strict=True)),
+            tuple(
+                Input(n, p, where=f"input '{p}'", named=False)
+                for n, p in zip(names, inputs, strict=True)
+            ),
             (step,),
             output,
             "result",
@@ -379,7 +385,9 @@ class Pipeline:
             exists and ``resume`` is false.
         """
         for item in self.missing_inputs():
-            raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+            if item.named:
+                raise PipelineError(f"{item.where}: input '{item.name}' not found: {item.path}")
+            raise PipelineError(f"{item.where} not found: check the path")
         self.check_output(resume)
 
     def missing_inputs(self) -> list[Input]:
@@ -397,9 +405,10 @@ class Pipeline:
         """
         for item in self.inputs:
             if same_local_path(item.path, self.output):
+                which = f"the input '{item.name}'" if item.named else "one of its inputs"
                 raise PipelineError(
-                    f"the output store {self.output} is the input '{item.name}': a pipeline "
-                    "can not write into a store it reads; choose another output"
+                    f"the output store {self.output} is {which}: a pipeline can not write "
+                    "into a store it reads; choose another output"
                 )
         if _is_local(self.output) and os.path.exists(self.output) and not resume:
             raise PipelineError(
