@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import sys
 import uuid
@@ -654,19 +653,18 @@ def _parse_arg(text: str) -> tuple[str, Any]:
         ) from None
 
 
-#: Words that YAML 1.1 reads as booleans or null where a user may mean a string.
-_YAML_WORDS = re.compile(r"(?i)y|n|yes|no|on|off|~|null")
-
-
 def _read_as_words(texts: Sequence[str]) -> str:
     """A hint naming the ``--arg`` values among ``texts`` that YAML read as a boolean or
-    null from a word (``on``, ``no``, ...), with the quoting that passes the word as a
-    string; ``""`` when there are none."""
+    null from another word than ``true`` or ``false`` (``on``, ``no``, ``~``, nothing),
+    with the quoting that passes the word as a string; ``""`` when there are none."""
     hints = []
     for text in texts:
         name, _, value = text.partition("=")
-        if _YAML_WORDS.fullmatch(value.strip()):
-            read = load_yaml_value(value)
+        read = load_yaml_value(value)
+        if (read is None or isinstance(read, bool)) and value.strip().lower() not in (
+            "true",
+            "false",
+        ):
             hints.append(
                 f"--arg {text} was read as {read!r}; to pass the string, quote it: "
                 f"--arg \"{name}='{value}'\""
