@@ -13,6 +13,7 @@ import psutil
 import pytest
 from pipeline_support import is_complete, wait_for_records
 
+import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
 from metatensor_dask.execution import cli
 from metatensor_dask.execution._stopping import Terminated, stop_message, unfinished
@@ -117,3 +118,37 @@ def test_main_restores_the_handler_of_sigterm(tmp_path, capsys):
     before = signal.getsignal(signal.SIGTERM)
     assert cli.main(["info", str(tmp_path / "missing.zarr")]) == 1
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.xdist_group("serial")
+def test_ctrl_c_in_an_append_names_both_of_its_remedies(tmp_path):
+    # an interrupted append is finished with --resume or given up with discard_append
+    # (the store then reads as before it), not only finished as a new store is
+    store, source = str(tmp_path / "all.zarr"), str(tmp_path / "more.zarr")
+    featomic_like(2, 24, neighbors=(4, 8), chunks=2).to_zarr(store)
+    featomic_like(2, 24, neighbors=(4, 8), chunks=2, seed=1).to_zarr(source)
+    before = mtd.open_zarr(store).compute()
+    process = subprocess.Popen(
+        [*CLI, "convert", source, store, "--append", "--renumber", "system", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for_records(store, 3, TIMEOUT, process), "the append did not start"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130, err
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"{store} is incomplete; run the same command with --resume to finish the append, "
+            "or give it up with metatensor_dask.discard_append (the store then reads as before it)"
+        )
+    ), err
+    mtd.discard_append(store)
+    assert mtd.equal(mtd.open_zarr(store), before)

@@ -34,6 +34,10 @@ __all__ = ["main"]
 PROG = "metatensor-dask"
 RESUME = "run the same command with --resume to finish it"
 RESUME_RUN = "run the pipeline again with --resume (or submit it with --resume) to finish it"
+RESUME_APPEND = (
+    "run the same command with --resume to finish the append, or give it up with "
+    "metatensor_dask.discard_append (the store then reads as before it)"
+)
 
 
 class UsageError(Exception):
@@ -241,7 +245,9 @@ def _convert(args: argparse.Namespace) -> int:
     command = "metatensor-dask convert" + (" --append" if args.append else "")
     output = _Output(destination)
     with (
-        contextlib.nullcontext() if to_file else unfinished(destination, RESUME, output.left),
+        contextlib.nullcontext()
+        if to_file
+        else unfinished(destination, RESUME_APPEND if args.append else RESUME, output.left),
         dask.config.set(settings),
         released_on_failure(output.undo),
         locked_as(command),
