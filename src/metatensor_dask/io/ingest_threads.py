@@ -13,6 +13,7 @@ from typing import Any
 
 import dask
 
+from ._core_library import load_core_library
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, synchronous
@@ -40,6 +41,7 @@ def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> Non
         _compute_and_commit(batches, target, progress, _InThisThread(), 1)
         return
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    load_core_library()  # before the threads make their first metatensor objects
     with ThreadPoolExecutor(threads) as pool:
         _compute_and_commit(batches, target, progress, pool, threads)
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from dask.sizeof import sizeof
 
+from ._core_library import load_core_library
+
 __all__ = ["KILLED", "Shipped", "call", "killed"]
 
 
@@ -40,7 +42,10 @@ _KEPT = 4
 
 
 def call(function: Shipped, items: list[Any]) -> Any:
-    """The batch ``items`` computed by ``function``, unpickled once in this process."""
+    """The batch ``items`` computed by ``function``, unpickled once in this process,
+    after metatensor-core's library is loaded (by one thread of the worker: see
+    :mod:`._core_library`)."""
+    load_core_library()
     with _UNPICKLED_LOCK:
         found = _UNPICKLED.get(function.digest)
         if found is None:
