@@ -4,6 +4,8 @@
   released) names the remedies that ``open_zarr`` names, ``to_zarr(..., resume=True)``
   or the same command with ``--resume``; it named ``run --resume`` and ``convert
   --resume`` only, which do not finish the output of an ``apply`` or of a ``to_zarr``.
+* cli.md: ``--quiet`` prints errors and the warnings Python prints (numpy's, where an
+  operation makes NaN); its help said "nothing but errors".
 """
 
 import dask.array as da
@@ -39,3 +41,14 @@ def test_verify_names_the_remedies_of_a_failed_write(tmp_path):
     assert "to_zarr(..., resume=True)" in problem
     assert "the same command with `--resume`" in problem
     assert "run --resume" not in problem
+
+
+def test_quiet_is_described_as_what_it_keeps(capsys):
+    # numpy's warnings (NaN made by an operation) still print under --quiet: the help
+    # says so rather than "nothing but errors"
+    from metatensor_dask.execution.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["apply", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "print nothing but errors and Python's warnings" in out
