@@ -127,7 +127,12 @@ def _cluster_options() -> argparse.ArgumentParser:
 
 def _quiet_option() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    parent.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print nothing but errors and Python's warnings (numpy's on invalid values, say)",
+    )
     return parent
 
 

@@ -95,7 +95,9 @@ def write_batches(
         Chunks of the store (as :func:`~metatensor_dask.to_zarr`), chosen for each
         block from the batch that creates it. By default, the ``chunk-size`` setting,
         but at most a quarter of that batch's largest array (at least 4 MiB): each batch
-        rewrites the partial chunk it starts in, so this bounds what is written twice.
+        rewrites the partial chunk it starts in, so this bounds what is written twice;
+        and at most 16 times the rows that batch gives the block (a block it gives no
+        rows: the median rows per chunk of the blocks created with rows beside it).
     window
         At most this many batches computed and not yet committed (default: twice the
         threads of the workers, or dask's ``num_workers`` threads); bounds the memory

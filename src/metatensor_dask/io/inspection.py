@@ -552,8 +552,8 @@ def _unfinished(store: Any, attributes: dict[str, Any]) -> str | None:
         remedy = (
             "`write_batches(..., resume=True)` and the same arguments"
             if RUN in ours
-            else "`metatensor-dask run --resume` (or `convert --resume`) or "
-            "`to_zarr(..., resume=True)`"
+            else "`to_zarr(..., resume=True)` and the same tensor (a command line: the same "
+            "command with `--resume`)"
         )
         return (
             f"the store is incomplete: a write stopped before the end ({done}); "
