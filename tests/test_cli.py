@@ -541,6 +541,13 @@ def test_demo(capsys, tmp_path):
     assert code == 0
 
 
+def test_demo_refuses_a_wrong_setting_before_making_its_folder(capsys, tmp_path):
+    with dask.config.set({"metatensor_dask.window-tasks": 0}):
+        code, _, err = run(capsys, "demo", "--workdir", tmp_path / "demo")
+    assert code == 1 and "window-tasks=0" in err
+    assert not (tmp_path / "demo").exists()
+
+
 def test_demo_check_catches_a_wrong_result():
     from metatensor_dask.datasets import featomic_like
     from metatensor_dask.execution.demo import check_against_numpy

@@ -816,7 +816,9 @@ def _started_when_needed(
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import prepared_workdir, run_demo
+    from .progress import check_settings
 
+    check_settings()  # a wrong setting refused before the work folder is made
     prepared_workdir(args.workdir)  # refused before the cluster starts
     with _execution(args) as where:
         return run_demo(args.workdir, size=args.size, where=where, quiet=args.quiet)
