@@ -1,0 +1,127 @@
+"""A metatensor user's calls on Labels, entries, blocks and maps, side by side with
+metatensor-core: Jupyter's HTML of an entry, an empty block selection, and the
+documented differences on Labels that repeat an entry and on pickled gradients."""
+
+import pickle
+from pathlib import Path
+
+import metatensor
+import numpy as np
+import pytest
+from metatensor_compare import run_both
+
+import metatensor_dask as mtd
+
+DIFFERENCES = Path(__file__).resolve().parents[1] / "docs" / "differences.md"
+
+
+def labels(module, names, rows):
+    return module.Labels(names, np.array(rows, dtype=np.int32).reshape(len(rows), len(names)))
+
+
+def block_with_gradients(module, parameters=("positions",)):
+    """A block of 3 samples, 2 properties and one gradient row per parameter."""
+    properties = labels(module, ["p"], [[0], [1]])
+    block = module.TensorBlock(
+        np.arange(6.0).reshape(3, 2), labels(module, ["s"], [[0], [1], [2]]), [], properties
+    )
+    for row, parameter in enumerate(parameters):
+        gradient = module.TensorBlock(
+            np.full((1, 3, 2), float(row)),
+            labels(module, ["sample"], [[row]]),
+            [labels(module, ["xyz"], [[0], [1], [2]])],
+            properties,
+        )
+        block.add_gradient(parameter, gradient)
+    return block
+
+
+def tensor_of(module, n_blocks):
+    keys = labels(module, ["k"], [[i] for i in range(n_blocks)])
+    return module.TensorMap(keys, [block_with_gradients(module) for _ in range(n_blocks)])
+
+
+def test_a_labels_entry_has_an_html_table_for_jupyter():
+    entry = labels(mtd, ["system", "atom"], [[0, 1], [4, -5]]).entry(1)
+    assert hasattr(metatensor.LabelsEntry, "_repr_html_")
+    html = entry._repr_html_()
+    assert "LabelsEntry" in html
+    assert "<th>system</th><th>atom</th>" in html
+    assert "<tr><td>4</td><td>-5</td></tr>" in html
+
+
+def test_an_empty_dict_selects_the_only_block_as_metatensor():
+    theirs, ours = run_both(lambda m: tensor_of(m, 1).block({}))
+    assert isinstance(theirs, metatensor.TensorBlock)
+    assert isinstance(ours, mtd.TensorBlock)
+    theirs, ours = run_both(lambda m: tensor_of(m, 0).block({}))
+    assert str(ours) == str(theirs) == "there are no blocks in this TensorMap"
+
+
+def test_an_empty_dict_on_several_blocks_says_what_to_give():
+    # metatensor: numpy's "index 0 is out of bounds for axis 0 with size 0"
+    theirs, ours = run_both(lambda m: tensor_of(m, 3).block({}))
+    assert isinstance(theirs, IndexError), theirs
+    assert isinstance(ours, ValueError), ours
+    assert str(ours).startswith(
+        "`block()` without a selection (or with an empty one) needs a TensorMap with a "
+        "single block, this one has 3"
+    )
+    assert len(tensor_of(mtd, 3).blocks({})) == 3
+
+
+REPEATED = [[0, 1], [1, 2], [0, 1], [3, 3]]
+
+
+def repeated(module):
+    return module.Labels(["a", "b"], np.array(REPEATED, np.int32), assume_unique=True)
+
+
+LOOK_UPS = {
+    "position": (lambda m: repeated(m).position([0, 1]), 2, 0),
+    "select with every dimension": (
+        lambda m: repeated(m).select(labels(m, ["a", "b"], [[0, 1]])).tolist(),
+        [2],
+        [0],
+    ),
+    "union_and_mapping": (
+        lambda m: repeated(m).union_and_mapping(labels(m, ["a", "b"], [[0, 1]]))[2].tolist(),
+        [2],
+        [0],
+    ),
+    "intersection_and_mapping": (
+        lambda m: (
+            labels(m, ["a", "b"], [[0, 1], [5, 5]])
+            .intersection_and_mapping(repeated(m))[2]
+            .tolist()
+        ),
+        [-1, -1, 0, -1],
+        [0, -1, -1, -1],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LOOK_UPS)
+def test_labels_repeating_an_entry_find_the_first_one_as_documented(name):
+    build, metatensor_result, our_result = LOOK_UPS[name]
+    assert run_both(build) == [metatensor_result, our_result]
+    text = " ".join(DIFFERENCES.read_text().split())
+    assert "look-ups find the first of the repeated entries" in text
+    assert "metatensor-core finds the last one" in text
+
+
+def test_pickled_blocks_keep_the_order_of_their_gradients_as_documented():
+    # metatensor's loader gives them in an arbitrary order, another from one load to the next
+    for module in (metatensor, mtd):
+        block = block_with_gradients(module, ("positions", "cell", "alpha"))
+        orders = {tuple(pickle.loads(pickle.dumps(block)).gradients_list()) for _ in range(8)}
+        if module is mtd:
+            assert orders == {("positions", "cell", "alpha")}
+        else:
+            assert {tuple(sorted(order)) for order in orders} == {("alpha", "cell", "positions")}
+    tensor = mtd.TensorMap(mtd.Labels.range("k", 1), [block_with_gradients(mtd, ("z", "a"))])
+    assert pickle.loads(pickle.dumps(tensor)).block(0).gradients_list() == ["z", "a"]
+    text = " ".join(DIFFERENCES.read_text().split())
+    assert (
+        "a pickled block or map comes back with its gradients in the order they were added" in text
+    )
