@@ -125,3 +125,39 @@ def test_pickled_blocks_keep_the_order_of_their_gradients_as_documented():
     assert (
         "a pickled block or map comes back with its gradients in the order they were added" in text
     )
+
+
+WRONG_BLOCKS = {
+    "a list as values": (
+        lambda m: m.TensorBlock([[1.0]], m.Labels.range("s", 1), [], m.Labels.range("p", 1)),
+        AttributeError,
+        TypeError,
+        "wrap other data with numpy.asarray or dask.array.from_array",
+    ),
+    "a number as values": (
+        lambda m: m.TensorBlock(np.float64(1), m.Labels.range("s", 1), [], m.Labels.range("p", 1)),
+        ValueError,
+        TypeError,
+        "wrap other data with numpy.asarray or dask.array.from_array",
+    ),
+    "a gradient as a block of a map": (
+        lambda m: m.TensorMap(
+            m.Labels.range("k", 1), [block_with_gradients(m).gradient("positions")]
+        ),
+        RuntimeError,
+        ValueError,
+        "use `gradient.copy()` to make it a block of its own",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_BLOCKS)
+def test_wrong_blocks_name_the_remedy_as_documented(name):
+    build, their_type, our_type, remedy = WRONG_BLOCKS[name]
+    theirs, ours = run_both(build)
+    assert type(theirs) is their_type, theirs
+    assert type(ours) is our_type, ours
+    assert remedy in str(ours)
+    text = " ".join(DIFFERENCES.read_text().split())
+    assert "a gradient given as a block of a `TensorMap` raises a `ValueError`" in text
+    assert "`TensorBlock(values, ...)` takes a dask or a numpy array" in text
