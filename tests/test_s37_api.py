@@ -161,17 +161,3 @@ def test_wrong_blocks_name_the_remedy_as_documented(name):
     text = " ".join(DIFFERENCES.read_text().split())
     assert "a gradient given as a block of a `TensorMap` raises a `ValueError`" in text
     assert "`TensorBlock(values, ...)` takes a dask or a numpy array" in text
-
-
-@pytest.mark.parametrize("dtype", [np.bool_, bool])
-@pytest.mark.parametrize("kind", ["TensorMap", "TensorBlock"])
-def test_a_bool_dtype_given_by_position_names_the_remedy(kind, dtype):
-    # metatensor refuses it too ("unexpected type in `TensorMap.to`: <class 'type'>"),
-    # and takes it by name
-    build = {"TensorMap": lambda m: tensor_of(m, 2), "TensorBlock": block_with_gradients}[kind]
-    theirs, ours = run_both(lambda m: build(m).to(dtype))
-    assert type(ours) is type(theirs) is TypeError
-    assert str(ours).startswith(str(theirs))
-    assert str(ours).endswith("(a bool dtype): give it by name, `to(dtype=numpy.bool_)`")
-    theirs, ours = run_both(lambda m: build(m).to(dtype=dtype))
-    assert ours.dtype == theirs.dtype == np.bool_

@@ -46,7 +46,7 @@ def to_arguments(context: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
                 raise ValueError(f"can not give a dtype twice in {context}")
             dtype = argument
             continue
-        raise TypeError(f"unexpected type in {context}: {type(argument)}" + _bool_hint(argument))
+        raise TypeError(f"unexpected type in {context}: {type(argument)}")
     arrays = kwargs.get("arrays")
     if arrays == "torch":
         raise ValueError(
@@ -61,16 +61,6 @@ def to_arguments(context: str, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             "live on the cpu (convert to metatensor with `mtd.to_metatensor(...)` for torch)"
         )
     return dtype
-
-
-def _bool_hint(argument: Any) -> str:
-    """The remedy for a bool dtype given by position, which metatensor (and so this)
-    reads as neither a device nor a number type; empty for other arguments."""
-    try:
-        is_bool = np.dtype(argument) == np.bool_
-    except (TypeError, ValueError):
-        return ""
-    return " (a bool dtype): give it by name, `to(dtype=numpy.bool_)`" if is_bool else ""
 
 
 def _is_numeric_dtype(argument: Any) -> bool:
