@@ -1,6 +1,7 @@
 """A metatensor user's calls on Labels, entries, blocks and maps, side by side with
 metatensor-core: Jupyter's HTML of an entry, an empty block selection, and the
-documented differences on Labels that repeat an entry and on pickled gradients."""
+documented differences on Labels that repeat an entry and on pickled gradients; and
+xarray opening a store whose gradient has a component named as a renamed one."""
 
 import pickle
 from pathlib import Path
@@ -8,9 +9,11 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
+import xarray as xr
 from metatensor_compare import run_both
 
 import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
 
 DIFFERENCES = Path(__file__).resolve().parents[1] / "docs" / "differences.md"
 
@@ -161,3 +164,52 @@ def test_wrong_blocks_name_the_remedy_as_documented(name):
     text = " ".join(DIFFERENCES.read_text().split())
     assert "a gradient given as a block of a `TensorMap` raises a `ValueError`" in text
     assert "`TensorBlock(values, ...)` takes a dask or a numpy array" in text
+
+
+def _renamed_components(block_names, gradient_names):
+    """A metatensor map whose block has the components ``block_names`` (sizes 2, 3...)
+    and whose gradient has its own ``gradient_names`` (sizes 4, 5...) before them."""
+    rng = np.random.default_rng(7)
+    components = [metatensor.Labels.range(n, 2 + j) for j, n in enumerate(block_names)]
+    own = [metatensor.Labels.range(n, 4 + j) for j, n in enumerate(gradient_names)]
+    shape = tuple(len(c) for c in components)
+    properties = metatensor.Labels.range("n", 2)
+    block = metatensor.TensorBlock(
+        rng.random((3, *shape, 2)), metatensor.Labels.range("system", 3), components, properties
+    )
+    gradient = metatensor.TensorBlock(
+        rng.random((2, *(len(c) for c in own), *shape, 2)),
+        metatensor.Labels(["sample"], np.array([[0], [2]], np.int32)),
+        own + components,
+        properties,
+    )
+    block.add_gradient("positions", gradient)
+    return metatensor.TensorMap(metatensor.Labels.range("k", 1), [block])
+
+
+@pytest.mark.parametrize(
+    ("block_names", "gradient_names"),
+    [
+        (["samples"], ["samples_component"]),
+        (
+            ["properties", "properties_component", "samples_component", "samples"],
+            ["properties_component_component"],
+        ),
+    ],
+)
+def test_xarray_opens_a_gradient_component_named_as_a_renamed_one(
+    tmp_path, block_names, gradient_names
+):
+    # the gradient's own component took the name its parent's renamed one had in the
+    # parent group: xarray refused the tree ("not aligned with its parents")
+    theirs = _renamed_components(block_names, gradient_names)
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(theirs).to_zarr(path)
+    tree = xr.open_datatree(path, engine="zarr")
+    values = tree["blocks/0/values"]
+    gradient = tree["blocks/0/gradients/positions/values"]
+    np.testing.assert_array_equal(values.values, theirs.block(0).values)
+    np.testing.assert_array_equal(gradient.values, theirs.block(0).gradient("positions").values)
+    assert len(set(gradient.dims)) == gradient.ndim
+    assert gradient.dims[-1 - len(block_names) : -1] == values.dims[1:-1]
+    assert_equal_to_metatensor(mtd.open_zarr(path), theirs)
