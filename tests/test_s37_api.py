@@ -213,3 +213,24 @@ def test_xarray_opens_a_gradient_component_named_as_a_renamed_one(
     assert len(set(gradient.dims)) == gradient.ndim
     assert gradient.dims[-1 - len(block_names) : -1] == values.dims[1:-1]
     assert_equal_to_metatensor(mtd.open_zarr(path), theirs)
+
+
+def _repeated_samples(module):
+    """Two blocks, the first of samples repeating ``s=0`` (rows 0. and 1.)."""
+    repeated = module.Labels(["s"], np.array([[0], [0]], np.int32), assume_unique=True)
+    first = module.TensorBlock(np.arange(2.0)[:, None], repeated, [], module.Labels.range("p", 1))
+    second = module.TensorBlock(
+        np.full((1, 1), 5.0), module.Labels.range("s", 1), [], module.Labels.range("p", 1)
+    )
+    return module.TensorMap(module.Labels.range("k", 2), [first, second])
+
+
+def test_keys_to_samples_keeps_every_repeated_row_as_documented():
+    theirs, ours = run_both(lambda m: _repeated_samples(m).keys_to_samples("k").block(0))
+    # metatensor keeps one row of the repeated entry (0, 0), dropping the other's value
+    assert theirs.samples.values.tolist() == [[0, 0], [0, 1]]
+    assert np.asarray(theirs.values).ravel().tolist() == [1.0, 5.0]
+    assert ours.samples.values.tolist() == [[0, 0], [0, 0], [0, 1]]
+    assert ours.values.compute().ravel().tolist() == [0.0, 1.0, 5.0]
+    text = " ".join(DIFFERENCES.read_text().split())
+    assert "kept by `keys_to_samples` and `keys_to_properties`, each row with its values" in text
