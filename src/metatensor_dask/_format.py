@@ -14,7 +14,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .block import TensorBlock
-    from .labels import Labels
+    from .labels import Labels, LabelsEntry
     from .tensor import TensorMap
 
 #: ``str(tensor)`` lists every key up to this count, else the first and last halves.
@@ -180,6 +180,12 @@ def labels_html(labels: Labels) -> str:
             body.append("<tr>" + "".join(f"<td>{v}</td>" for v in values[i]) + "</tr>")
     title = f"<b>Labels</b> ({len(values)} entries)"
     return _html(title, _table(labels.names, body))
+
+
+def entry_html(entry: LabelsEntry) -> str:
+    """A one-row HTML table of a Labels entry: its names over its values."""
+    row = "<tr>" + "".join(f"<td>{v}</td>" for v in entry.values) + "</tr>"
+    return _html("<b>LabelsEntry</b>", _table(entry.names, [row]))
 
 
 def _summary(arrays: list) -> str:

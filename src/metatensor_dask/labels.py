@@ -361,6 +361,11 @@ class LabelsEntry:
 
     __str__ = __repr__
 
+    def _repr_html_(self) -> str:
+        from ._format import entry_html
+
+        return entry_html(self)
+
 
 class Labels:
     """Named int32 metadata: the keys, samples, components and properties of tensors.

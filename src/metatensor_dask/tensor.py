@@ -242,7 +242,7 @@ class TensorMap(ArrayContainer):
         _check_one_selection(selection, kwargs)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return self.block_by_id(int(selection))
-        if selection is None and not kwargs:
+        if not kwargs and (selection is None or (isinstance(selection, dict) and not selection)):
             return self._only_block()
         matches, labels = self._matching(selection, kwargs)
         if not self._blocks:
@@ -257,16 +257,16 @@ class TensorMap(ArrayContainer):
         return self._blocks[matches[0]]
 
     def _only_block(self) -> TensorBlock:
-        """The block selected by ``block()``: as metatensor, an empty selection matches
-        every block, so the map must hold exactly one."""
+        """The block selected by ``block()`` or ``block({})``: as metatensor, an empty
+        selection matches every block, so the map must hold exactly one."""
         if not self._blocks:
             raise ValueError("there are no blocks in this TensorMap")
         if len(self._blocks) == 1:
             return self._blocks[0]
         raise ValueError(
-            f"`block()` without a selection needs a TensorMap with a single block, this "
-            f"one has {len(self._blocks)}: select one by position, dict, keywords, Labels "
-            "or LabelsEntry, or use `blocks()` to get all of them"
+            "`block()` without a selection (or with an empty one) needs a TensorMap with a "
+            f"single block, this one has {len(self._blocks)}: select one by position, dict, "
+            "keywords, Labels or LabelsEntry, or use `blocks()` to get all of them"
         )
 
     def blocks(self, selection: Any = None, **kwargs: Any) -> list[TensorBlock]:

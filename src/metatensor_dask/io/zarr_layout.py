@@ -178,19 +178,25 @@ def _component_dimensions(components: list[str]) -> list[str]:
     """The dimension names of the components ``components``: their names, but those a
     store uses for other axes along the path from the root (``properties``, the
     ``samples`` of a block or of a gradient, the ``<name>_entry`` and
-    ``<name>_dimension`` of Labels and row pointers), followed by ``_component`` (as
-    often as needed to be unique): ``open_datatree`` refuses a name with two sizes."""
-    taken = set(components)
+    ``<name>_dimension`` of Labels and row pointers) followed by ``_component``, and
+    any name given already followed by ``_component`` as often as needed to be unique:
+    ``open_datatree`` refuses a name with two sizes.
+
+    Names are given from the last component to the first: the last components of a
+    gradient are its parent's, which so get the parent's names (xarray aligns them),
+    and a gradient's own component named as one of those names gets another one.
+    """
+    taken: set[str] = set()
     found = []
-    for name in components:
+    for name in reversed(components):
         dimension = name
         if name == "properties" or name.endswith(("samples", "_entry", "_dimension")):
             dimension = f"{name}_component"
-            while dimension in taken:
-                dimension += "_component"
+        while dimension in taken:
+            dimension += "_component"
         taken.add(dimension)
         found.append(dimension)
-    return found
+    return found[::-1]
 
 
 def labels_attributes(names: list[str], digest: str) -> dict[str, Any]:
