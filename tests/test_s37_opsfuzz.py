@@ -5,7 +5,9 @@ on maps opened from stores, files and memory in several chunkings.
 failed when computed ("could not convert string to float: 'array-...'") when the first
 map's gradient came in several (empty) row chunks, as a store written in chunks gives
 it, and another map's in one: dask can not rechunk an array of no rows and no columns
-into several chunks, and concatenating the two built a graph that can not run.
+into several chunks, and concatenating the two built a graph that can not run. The
+same made ``add``, ``multiply``, ``equal``... of two maps stored in different chunks
+fail ("Missing dependency") on such a gradient.
 """
 
 import metatensor
@@ -52,3 +54,31 @@ def test_join_properties_of_empty_gradients_in_several_chunks(tmp_path, properti
     # gradient chunk i holds the rows of the samples of values chunk i
     values_chunks = joined.block(0).values.chunks[0]
     assert len(joined.block(0).gradient("g").values.chunks[0]) == len(values_chunks)
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        mtd.add,
+        mtd.multiply,
+        mtd.equal,
+        mtd.allclose,
+    ],
+    ids=["add", "multiply", "equal", "allclose"],
+)
+def test_operations_on_stores_in_other_chunks_with_gradients_of_no_entries(tmp_path, operation):
+    core = _core_map(properties=0, gradient_rows=0)
+    stores = []
+    for rows in (3, 6):
+        mtd.to_zarr(mtd.from_metatensor(core), tmp_path / f"{rows}.zarr", chunks=rows)
+        stores.append(mtd.open_zarr(tmp_path / f"{rows}.zarr"))
+    chunks = [s.block(0).gradient("g").values.chunks[0] for s in stores]
+    assert len(chunks[0]) != len(chunks[1])
+
+    result = operation(*stores)
+
+    if isinstance(result, bool):
+        assert result
+    else:
+        expected = metatensor.operations.add(core, core)
+        assert metatensor.operations.equal_metadata(mtd.to_metatensor(result.compute()), expected)
