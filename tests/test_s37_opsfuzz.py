@@ -7,9 +7,12 @@ map's gradient came in several (empty) row chunks, as a store written in chunks 
 it, and another map's in one: dask can not rechunk an array of no rows and no columns
 into several chunks, and concatenating the two built a graph that can not run. The
 same made ``add``, ``multiply``, ``equal``... of two maps stored in different chunks
-fail ("Missing dependency") on such a gradient.
+fail ("Missing dependency") on such a gradient, and ``slice`` and ``split`` of the
+samples of a block whose values come in several chunks and whose gradient (of no
+entries) in one raise an ``IndexError``.
 """
 
+import dask.array as da
 import metatensor
 import metatensor.operations
 import numpy as np
@@ -82,3 +85,27 @@ def test_operations_on_stores_in_other_chunks_with_gradients_of_no_entries(tmp_p
     else:
         expected = metatensor.operations.add(core, core)
         assert metatensor.operations.equal_metadata(mtd.to_metatensor(result.compute()), expected)
+
+
+@pytest.mark.parametrize("operation", ["slice", "split"])
+def test_slice_samples_of_values_in_chunks_with_a_gradient_of_no_entries(operation):
+    core = _core_map(properties=0, gradient_rows=0)
+    block = mtd.from_metatensor(core.block(0))
+    chunked = mtd.TensorBlock(
+        da.from_array(core.block(0).values, chunks=(3, -1)),
+        block.samples,
+        [],
+        block.properties,
+    )
+    chunked.add_gradient("g", block.gradient("g").copy())
+    tensor = mtd.TensorMap(mtd.from_metatensor(core.keys), [chunked])
+    selection = metatensor.Labels(["s"], np.array([[1], [4]]))
+
+    if operation == "slice":
+        result = mtd.slice(tensor, "samples", mtd.from_metatensor(selection))
+        expected = metatensor.operations.slice(core, "samples", selection)
+    else:
+        result = mtd.split(tensor, "samples", [mtd.from_metatensor(selection)])[0]
+        expected = metatensor.operations.split(core, "samples", [selection])[0]
+
+    assert metatensor.operations.equal(mtd.to_metatensor(result.compute()), expected)
