@@ -63,6 +63,7 @@ __all__ = [
     "optimize_flat",
     "orders_only",
     "private_tasks",
+    "rechunked",
     "ref",
     "stable_keys",
     "task",
@@ -675,6 +676,21 @@ def _indexed(array: da.Array, index: Any) -> Any:
 def _has_integer_array(index: Any) -> bool:
     items = index if isinstance(index, tuple) else (index,)
     return any(_is_integer_array(item) for item in items)
+
+
+def rechunked(array: da.Array, chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+    """``array`` in ``chunks`` (one tuple of sizes per axis).
+
+    An array of no entries is made anew in them: dask 2026.7 leaves an array whose
+    axes are all empty in its own chunks (``(0,)`` stays ``(0,)`` when ``(0, 0)`` is
+    asked), and a graph that pairs its chunks with those of an array chunked as asked
+    misses a chunk when computed.
+    """
+    if array.chunks == chunks:
+        return array
+    if array.size == 0:
+        return da.zeros(array.shape, dtype=array.dtype, chunks=chunks)
+    return array.rechunk(chunks)
 
 
 def _without_empty_chunks(array: da.Array) -> da.Array:

@@ -214,12 +214,12 @@ def co_partitioned(block: TensorBlock, parameter: str) -> tuple[da.Array, da.Arr
     not grouped by sample (use a general path then)."""
     import dask.array as da
 
+    from ._graph import rechunked
+
     values = da.asarray(block.values)
     gradient = da.asarray(block.gradient(parameter).values)
     pointer = block_row_pointer(block, parameter)
     if pointer is None:
         return None
     chunks = gradient_row_chunks(pointer, values.chunks[0])
-    if gradient.chunks[0] != chunks:
-        gradient = gradient.rechunk({0: chunks})
-    return values, gradient
+    return values, rechunked(gradient, (chunks, *gradient.chunks[1:]))

@@ -70,9 +70,7 @@ def is_lazy(array: Any) -> bool:
 def row_chunked(array: da.Array, row_chunks: tuple[int, ...]) -> da.Array:
     """``array`` chunked as ``row_chunks`` along the first axis, whole along the others."""
     target = (tuple(row_chunks), *((int(n),) for n in array.shape[1:]))
-    if array.chunks != target:
-        array = array.rechunk(target)
-    return array
+    return _graph.rechunked(array, target)
 
 
 def _new_array(
@@ -136,9 +134,7 @@ def elementwise(func: Callable, arrays: Sequence[Any], constants: tuple = ()) ->
         shape = single_chunk_shape(arrays[0])
         return groups.record(_task_name(func), func, arrays, constants, shape, dtype)
     first = arrays[0]
-    aligned = [first] + [
-        a if a.chunks == first.chunks else a.rechunk(first.chunks) for a in arrays[1:]
-    ]
+    aligned = [first] + [_graph.rechunked(a, first.chunks) for a in arrays[1:]]
     dtype = result_dtype(func, aligned, constants)
     token = _token(func, [a.name for a in aligned], constants)
     name = f"{_task_name(func)}-{token}"

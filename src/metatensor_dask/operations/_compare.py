@@ -140,8 +140,7 @@ class _Plan:
 
     def chunked(self, a: da.Array, b: da.Array) -> None:
         """Chunk by chunk, ``b`` aligned on the chunks of ``a``."""
-        if b.chunks != a.chunks:
-            b = b.rechunk(a.chunks)
+        b = _graph.rechunked(b, a.chunks)
         self.names.append(f"{a.name}|{b.name}".encode())
         self.arrays += [a, b]
         itemsize = a.dtype.itemsize + b.dtype.itemsize

@@ -305,7 +305,7 @@ def _join_properties(
             (pointer, row_bytes(first.gradient(p).values, width)) for p, pointer in pointers.items()
         ),
     )
-    values = _concatenate_columns([as_dask(b.values).rechunk({0: row_chunks}) for b in blocks])
+    values = _concatenate_columns([as_dask(b.values) for b in blocks], row_chunks)
     gradients = {}
     for parameter, first_gradient in first.gradients():
         union, positions = unions[parameter]
@@ -319,7 +319,7 @@ def _join_properties(
             gradient_row_bytes = row_bytes(first_gradient.values, width)
             target = split_row_chunks(columns[0].chunks[0], gradient_row_bytes, budget)
         gradients[parameter] = TensorBlock._trusted(
-            _concatenate_columns([column.rechunk({0: target}) for column in columns]),
+            _concatenate_columns(columns, target),
             union,
             first_gradient._components,
             properties,
@@ -395,14 +395,22 @@ def _grouped_join_properties(blocks: list[TensorBlock], properties: Labels) -> T
     return TensorBlock._trusted(values, first.samples, first._components, properties, gradients)
 
 
-def _concatenate_columns(arrays: list[da.Array]) -> da.Array:
-    """``arrays`` side by side along their last axis, in one chunk along it, with the
-    row chunks of the first (dask's concatenation drops empty row chunks: a values chunk
-    whose samples have no gradient rows would lose its gradient chunk)."""
-    joined = da.concatenate(arrays, axis=-1)
+def _concatenate_columns(arrays: list[da.Array], rows: tuple[int, ...]) -> da.Array:
+    """``arrays`` side by side along their last axis, in one chunk along it, in the row
+    chunks ``rows`` (dask's concatenation drops empty row chunks: a values chunk whose
+    samples have no gradient rows would lose its gradient chunk).
+
+    An array of no entries is made anew in those chunks: dask does not rechunk an
+    array of no rows and no columns into several (empty) row chunks, and concatenating
+    it with one that has them builds a graph that fails when computed.
+    """
+    dtype = np.result_type(*(array.dtype for array in arrays))
+    shape = (*arrays[0].shape[:-1], sum(array.shape[-1] for array in arrays))
+    if 0 in shape:
+        return da.zeros(shape, dtype=dtype, chunks=(rows, *((n,) for n in shape[1:])))
+    joined = da.concatenate([array.rechunk({0: rows}) for array in arrays], axis=-1)
     if len(joined.chunks[-1]) > 1:
         joined = joined.rechunk({joined.ndim - 1: -1})
-    rows = arrays[0].chunks[0]
     return joined if joined.chunks[0] == rows else joined.rechunk({0: rows})
 
 
