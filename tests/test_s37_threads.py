@@ -11,6 +11,8 @@ one failed now and then, on threads and on the threads of a cluster's worker.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import dask
@@ -85,3 +87,37 @@ def test_write_batches_computes_the_first_batch_alone_on_a_workers_threads(tmp_p
     ):
         mtd.write_batches(FirstBatchWatch(), list(range(8)), tmp_path / "t.zarr", quiet=True)
     assert _stored_values(tmp_path / "t.zarr") == [float(i) for i in range(8)]
+
+
+CONVERSION = """
+import subprocess
+import sys
+import threading
+import numpy as np
+import metatensor
+from metatensor._c_lib import _get_library
+import metatensor_dask as mtd
+from metatensor_dask.io import _core_library, convert
+
+assert _get_library._cached_dll is None, "loaded already: nothing tested"
+labels = mtd.Labels(["system"], np.array([[0], [1]], np.int32))
+converted = []
+with _core_library._LOCK:  # as while another thread loads the library
+    thread = threading.Thread(target=lambda: converted.append(convert.to_metatensor(labels)))
+    thread.start()
+    thread.join(1.0)
+    loaded = _get_library._cached_dll is not None
+    print("loaded meanwhile" if loaded or not thread.is_alive() else "waited for the load")
+thread.join()
+assert converted[0].values.tolist() == [[0], [1]]
+"""
+
+
+def test_conversions_wait_for_metatensor_core_to_be_loaded_by_one_thread():
+    """Threads converting at once in a fresh process crashed it (metatensor-core's
+    library used before its functions' signatures were declared)."""
+    finished = subprocess.run(
+        [sys.executable, "-c", CONVERSION], capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.split() == ["waited", "for", "the", "load"]
