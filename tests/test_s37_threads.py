@@ -7,6 +7,10 @@ before declaring its functions' signatures: ``ctypes.ArgumentError: expected
 LP_featomic_calculator_t instance instead of int`` in batches computed beside the
 first one; ase reads its molecules half way), so the batches computed beside the first
 one failed now and then, on threads and on the threads of a cluster's worker.
+
+Conversions to metatensor load metatensor-core's library through the loader's lock:
+threads converting at once in a fresh process used its functions before their
+signatures were declared (``TypeError: expected LP_mts_block_t instance, got int``).
 """
 
 from __future__ import annotations
