@@ -12,7 +12,8 @@ featomic's SOAP in 12 failed so, and 8 in 10 building ase's molecules; none once
 first batch ran alone. Which libraries a function uses is not known here:
 its first call in a process runs alone, and the calls of the other threads wait for
 it to end, so that every set-up on first use happens in one thread. This costs at
-most the time of one batch per process, once.
+most the time of one batch: once per call of ``write_batches`` on threads, once per
+function in a cluster's worker.
 """
 
 from __future__ import annotations
