@@ -1,4 +1,4 @@
-"""The first batch of a process computed alone, before the others run beside it.
+"""The first batch computed alone, before the others run beside it.
 
 Libraries that batch functions use often set themselves up on first use without a
 lock: featomic 0.6 (as metatensor-core 0.2, see :mod:`._core_library`) loads its
