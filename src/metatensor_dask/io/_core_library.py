@@ -1,4 +1,5 @@
-"""metatensor-core's compiled library, loaded in one thread before batches run in many.
+"""metatensor-core's compiled library, loaded in one thread before batches run in many,
+and before a conversion to or from metatensor makes its first metatensor objects.
 
 metatensor-core 0.2 loads its library on first use (``metatensor._c_lib._get_library``)
 and publishes it before it declares the signatures of its functions. A thread that
@@ -9,7 +10,9 @@ process are often made by the batches of ``write_batches`` in parallel threads (
 featomic calculator computing, a function building maps), so the process crashed now
 and then on a loaded machine, where a thread is more often switched out in the middle
 of that setup (reproduced with a switch interval of a microsecond: 4 crashes in 20
-processes of four threads making Labels; none once loaded first).
+processes of four threads making Labels; none once loaded first). Conversions
+(``to_metatensor``, ``load_buffer``...) called by several threads of a fresh process at
+once crashed it so too.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from ..errors import MetatensorError
 from ..labels import Labels
 from ..tensor import TensorMap
 from . import _core_labels
+from ._core_library import load_core_library
 
 __all__ = [
     "from_metatensor",
@@ -25,12 +26,15 @@ __all__ = [
 
 
 def _metatensor() -> Any:
+    """metatensor-core, its compiled library loaded (by one thread: conversions in
+    several threads of a fresh process crashed it, see :mod:`._core_library`)."""
     try:
         import metatensor
     except ImportError:
         raise ImportError(
             "converting to or from metatensor needs metatensor-core: pip install metatensor-core"
         ) from None
+    load_core_library()
     return metatensor
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import dask
 
 from ._core_library import load_core_library
+from ._first_call import FirstCallAlone
 from .ingest_batch import Target, append_batch
 from .ingest_progress import BatchProgress
 from .ingest_schedule import Batches, synchronous
@@ -42,6 +43,8 @@ def on_threads(batches: Batches, target: Target, progress: BatchProgress) -> Non
         return
     threads = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     load_core_library()  # before the threads make their first metatensor objects
+    # the first batch alone: the libraries it uses set themselves up in one thread
+    batches.function = FirstCallAlone(batches.function)
     with ThreadPoolExecutor(threads) as pool:
         _compute_and_commit(batches, target, progress, pool, threads)
 

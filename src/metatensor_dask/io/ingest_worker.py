@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dask.sizeof import sizeof
 
 from ._core_library import load_core_library
+from ._first_call import FirstCallAlone
 
 __all__ = ["KILLED", "Shipped", "call", "killed"]
 
@@ -36,7 +36,7 @@ class Shipped:
 
 
 #: The functions unpickled in this process, by digest, the latest last (a few kept).
-_UNPICKLED: dict[str, Callable[[list[Any]], Any]] = {}
+_UNPICKLED: dict[str, FirstCallAlone] = {}
 _UNPICKLED_LOCK = threading.Lock()
 _KEPT = 4
 
@@ -44,14 +44,15 @@ _KEPT = 4
 def call(function: Shipped, items: list[Any]) -> Any:
     """The batch ``items`` computed by ``function``, unpickled once in this process,
     after metatensor-core's library is loaded (by one thread of the worker: see
-    :mod:`._core_library`)."""
+    :mod:`._core_library`); its first call in this process runs alone (see
+    :mod:`._first_call`)."""
     load_core_library()
     with _UNPICKLED_LOCK:
         found = _UNPICKLED.get(function.digest)
         if found is None:
             from distributed.protocol.pickle import loads
 
-            found = _UNPICKLED[function.digest] = loads(function.data)
+            found = _UNPICKLED[function.digest] = FirstCallAlone(loads(function.data))
             while len(_UNPICKLED) > _KEPT:
                 del _UNPICKLED[next(iter(_UNPICKLED))]
     return found(items)
