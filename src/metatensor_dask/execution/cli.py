@@ -753,7 +753,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _check_job_memory(args: argparse.Namespace) -> None:
     """Refuse worker memory limits that add up to more than the job's memory: the batch
     system would kill the job when its workers use what they are allowed, before they
-    spill to disk (at 70% of their limit)."""
+    spill to disk (from 60% of their limit, dask's ``distributed.worker.memory.target``)."""
     from ._directives import job_memory_bytes
 
     if args.mem is None or args.memory_limit is None:
