@@ -326,6 +326,17 @@ def test_apply_names_the_yaml_words_read_as_booleans(capsys, tmp_path, store):
     assert "--arg new=on was read as True; to pass the string, quote it: --arg \"new='on'\"" in err
     assert "old=system" not in err.split("(")[-1]
     assert not (tmp_path / "o.zarr").exists()
+    # not for a refusal that is not the operation's
+    code, _, err = run(
+        capsys,
+        "apply",
+        "rename_dimension",
+        tmp_path / "none.zarr",
+        "-o",
+        tmp_path / "o.zarr",
+        *arguments,
+    )
+    assert code == 1 and "not found" in err and "was read as" not in err
     arguments[-1:] = ["new='on'", "-q"]
     code, _, err = run(
         capsys, "apply", "rename_dimension", store, "-o", tmp_path / "o.zarr", *arguments

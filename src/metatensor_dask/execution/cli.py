@@ -665,16 +665,17 @@ def _parse_arg(text: str) -> tuple[str, Any]:
 
 
 def _read_as_words(texts: Sequence[str]) -> str:
-    """A hint naming the ``--arg`` values among ``texts`` that YAML read as a boolean or
-    null from another word than ``true`` or ``false`` (``on``, ``no``, ``~``, nothing),
-    with the quoting that passes the word as a string; ``""`` when there are none."""
+    """A hint naming the ``--arg`` values among ``texts`` that YAML read as a boolean
+    from another word than ``true`` or ``false`` (``on``, ``no``...), or as null from
+    nothing, with the quoting that passes the word as a string; ``""`` when there are
+    none (a ``null`` or ``~`` typed is meant)."""
     hints = []
     for text in texts:
         name, _, value = text.partition("=")
         read = load_yaml_value(value)
-        if (read is None or isinstance(read, bool)) and value.strip().lower() not in (
-            "true",
-            "false",
+        word = value.strip().lower()
+        if (isinstance(read, bool) and word not in ("true", "false")) or (
+            read is None and not word
         ):
             hints.append(
                 f"--arg {text} was read as {read!r}; to pass the string, quote it: "
@@ -696,8 +697,9 @@ def _apply(args: argparse.Namespace) -> int:
         pipeline = Pipeline.single(args.operation, args.inputs, args.output, arguments)
         return _run_pipeline(pipeline, args)
     except PipelineError as error:
+        # for the operation's refusals only, not those of paths or settings
         hint = _read_as_words(args.arg)
-        if not hint:
+        if not hint or not str(error).startswith(f"operation {args.operation}"):
             raise
         raise PipelineError(f"{error}{hint}") from error
 
