@@ -151,10 +151,10 @@ def aligned(array: da.Array, rows: int) -> da.Array:
     This makes every dask chunk exactly one zarr chunk (or shard) of the target
     array, so that no two tasks write to the same chunk.
     """
+    from .._graph import rechunked  # imports dask.array, which this module does not
+
     wanted = (regular(array.shape[0], rows), *tuple((n,) for n in array.shape[1:]))
-    if array.chunks == wanted:
-        return array
-    return array.rechunk(wanted)
+    return rechunked(array, wanted)
 
 
 def check_aligned(chunks: tuple[int, ...], rows: int, path: str) -> None:
