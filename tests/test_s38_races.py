@@ -59,7 +59,8 @@ def _probed(items: list[Probe]) -> mtd.TensorMap:
 @pytest.mark.xdist_group("serial")
 def test_a_worker_loads_metatensor_core_before_it_unpickles_a_batch(tmp_path):
     """A batch's items are unpickled by a worker (a fresh process) after
-    metatensor-core's library is loaded there (on main: the first batch's before)."""
+    metatensor-core's library is loaded there (before the fix, the items of the
+    batches sent before the first one ran were unpickled before it)."""
     pytest.importorskip("metatensor")
     from distributed import Client, LocalCluster
 
