@@ -152,8 +152,12 @@ _WARNED: set[str] = set()
 
 def _warn_unknown() -> None:
     """Warn, once per name, of a ``metatensor_dask`` setting that metatensor-dask does
-    not read (a misspelled name would otherwise leave its default in use)."""
-    for key in dask.config.get("metatensor_dask", {}):
+    not read (a misspelled name would otherwise leave its default in use).
+
+    The names are copied before they are looked at: dask's ``config.set`` adds and
+    removes names in the same mapping, in place, and another thread doing so meanwhile
+    made the loop fail (``RuntimeError: dictionary changed size during iteration``)."""
+    for key in list(dask.config.get("metatensor_dask", {})):
         name = key.replace("_", "-")
         if name in _KNOWN or name in _WARNED:
             continue

@@ -286,7 +286,7 @@ def _reported_duplicate(values: np.ndarray) -> np.ndarray:
     return ordered[int(np.argmax(repeated))]
 
 
-#: Taken to give Labels their memo of derived values (once per Labels that has one).
+#: Taken to give Labels their memo of derived values, or their token (once per Labels).
 _MEMO_CREATION = threading.Lock()
 #: What a memo holds for no key.
 _MISSING = object()
@@ -421,6 +421,8 @@ class Labels:
         self._may_repeat = assume_unique
         self._loader: Callable[[], np.ndarray] | None = None
         self._loading: threading.Lock | None = None
+        self._token_loader: Callable[[], np.ndarray] | None = None
+        self._lazy_token: tuple[Any, ...] | None = None
         self._stored: Any = None
         self._digest: str | None = None
         self._positions: dict[bytes, int] | None = None
@@ -449,6 +451,8 @@ class Labels:
         labels._may_repeat = may_repeat
         labels._loader = None
         labels._loading = None
+        labels._token_loader = None
+        labels._lazy_token = None
         labels._stored = None
         labels._digest = None
         labels._positions = None
@@ -489,6 +493,9 @@ class Labels:
         labels._may_repeat = False
         labels._loader = load
         labels._loading = threading.Lock()
+        # without a digest, the loader stands for the entries in tokens, loaded or not
+        labels._token_loader = load if digest is None else None
+        labels._lazy_token = None
         labels._stored = stored
         labels._digest = digest
         labels._positions = None
@@ -589,12 +596,25 @@ class Labels:
 
     def _token(self) -> Any:
         """What identifies these Labels in a dask token, without loading lazy entries
-        that have no recorded digest (their loader stands for them)."""
-        if self._values is None and self._digest is None:
+        that have no recorded digest: their loader stands for them, loaded or not.
+
+        The token of such Labels is made once, and is the same in every thread, before,
+        during and after their load. It was the loader's token until they were loaded,
+        then their digest: two threads tokenizing while another loaded them got two
+        tokens (the same work computed twice by dask), and a thread reading the loader
+        just after the load dropped it tokenized ``None``, the same for all such Labels
+        of as many entries and the same names (the graphs of different data merged)."""
+        loader = self._token_loader
+        if loader is None:
+            return (self._names, self.digest())
+        if self._lazy_token is None:
             from dask.base import tokenize
 
-            return ("lazy", self._names, self._count, tokenize(self._loader))
-        return (self._names, self.digest())
+            made = ("lazy", self._names, self._count, tokenize(loader))
+            with _MEMO_CREATION:  # the first one made, for every thread
+                if self._lazy_token is None:
+                    self._lazy_token = made
+        return self._lazy_token
 
     def __len__(self) -> int:
         return self._count

@@ -1,5 +1,6 @@
 """metatensor-core's compiled library, loaded in one thread before batches run in many,
-and before a conversion to or from metatensor makes its first metatensor objects.
+and before a conversion to or from metatensor makes its first metatensor objects (on a
+cluster, by each worker as it joins: see :mod:`._core_library_plugin`).
 
 metatensor-core 0.2 loads its library on first use (``metatensor._c_lib._get_library``)
 and publishes it before it declares the signatures of its functions. A thread that

@@ -96,8 +96,15 @@ def start(client: Any, batches: Batches, function: bytes) -> None:
     """The ``function`` (pickled, see :func:`shipped`) sent, and the first window of
     batches computed on the workers of ``client``, each worker its share: their
     commits are submitted by :func:`.ingest_cluster.on_cluster`. No batch is started
-    without workers yet."""
+    without workers yet.
+
+    Every worker, and every one joining later, first loads metatensor-core's library
+    (see :mod:`._core_library_plugin`): the items of a batch may be metatensor
+    objects, which a worker unpickles outside the threads computing batches."""
     if batches.function_task is None:
+        from ._core_library_plugin import LoadCoreLibrary
+
+        client.register_plugin(LoadCoreLibrary())
         batches.function_task = send_function(client, function)
     workers = client.nthreads()
     while workers and batches.wanted(sum(workers.values())):

@@ -82,13 +82,17 @@ _ZERO_IDS = {id(_ZEROS[0])}
 def _zeros(count: int) -> np.ndarray:
     """``count`` zero bytes, a view of a buffer of :data:`_ZEROS` (a larger one made
     when too small, never written): no fresh memory for each padding, and
-    :func:`_write` knows them (:func:`_is_padding`)."""
+    :func:`_write` knows them (:func:`_is_padding`).
+
+    A new buffer is known as padding before other threads can see it: registered
+    after, the paddings that they took from it meanwhile were written as bytes of
+    zeros rather than holes, and their checksums computed by reading them."""
     zeros = _ZEROS[-1]
     if zeros.size < count:
         zeros = np.zeros(max(count, 2 * zeros.size), np.uint8)
         zeros.flags.writeable = False
-        _ZEROS.append(zeros)
         _ZERO_IDS.add(id(zeros))
+        _ZEROS.append(zeros)
     return zeros[:count]
 
 
