@@ -582,7 +582,7 @@ def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Arra
         expanded = expanded.rechunk({0: gradient_values.chunks[0]})
     else:
         expanded = da.zeros((0, *values.shape[1:]), dtype=values.dtype)
-        gradient_values = gradient_values.rechunk({0: (0,)})
+        gradient_values = rechunked(gradient_values, ((0,), *gradient_values.chunks[1:]))
     return gradient_values, expanded
 
 
