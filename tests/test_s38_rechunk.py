@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dask.array as da
 import metatensor
+import metatensor.operations
 import numpy as np
 
 import metatensor_dask as mtd
@@ -24,8 +25,8 @@ def _lazy_labels(names: list[str], rows: list[list[int]]) -> mtd.Labels:
     return mtd.from_metatensor(_labels(names, rows))
 
 
-def _block(values, first_sample: int = 0) -> mtd.TensorBlock:
-    samples = [[first_sample + i] for i in range(values.shape[0])]
+def _block(values) -> mtd.TensorBlock:
+    samples = [[i] for i in range(values.shape[0])]
     properties = [[j] for j in range(values.shape[1])]
     return mtd.TensorBlock(
         values, _lazy_labels(["s"], samples), [], _lazy_labels(["p"], properties)
