@@ -439,7 +439,7 @@ class _WritePlan:
     def add_array(self, index: int, array: da.Array, piece: _Lazy) -> None:
         """Piece ``index``, a dask array: its chunks join the batches."""
         if any(len(c) > 1 for c in array.chunks[1:]):
-            array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
+            array = _graph.rechunked(array, (array.chunks[0], *((n,) for n in array.shape[1:])))
         self.arrays.append(array)
         row_bytes = math.prod(array.shape[1:]) * array.dtype.itemsize
         descr = array.dtype.newbyteorder("<").str

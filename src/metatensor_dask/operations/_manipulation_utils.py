@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 
 from .. import config
-from .._graph import MAX_GATHER_SOURCES, BlockValues, gathered_rows
+from .._graph import MAX_GATHER_SOURCES, BlockValues, gathered_rows, rechunked
 from .._partition import (
     block_row_pointer,
     co_partitioned,
@@ -95,8 +95,7 @@ def lazy_arrays(container: Container) -> Container:
 
 def rows_only(array: da.Array) -> da.Array:
     """The array with a single chunk along every axis but the first."""
-    wanted = {axis: -1 for axis in range(1, array.ndim) if len(array.chunks[axis]) > 1}
-    return array.rechunk(wanted) if wanted else array
+    return rechunked(array, (array.chunks[0], *((n,) for n in array.shape[1:])))
 
 
 # -- label arithmetic (numpy) --------------------------------------------------------
@@ -462,10 +461,17 @@ def merged_row_chunks(block: TensorBlock) -> TensorBlock:
 
 def concatenate_rows(arrays: Sequence[da.Array]) -> da.Array:
     """``da.concatenate`` along rows keeping every input chunk, even empty ones (dask
-    drops empty inputs), so that concatenations of co-partitioned arrays stay so."""
-    joined = da.concatenate(list(arrays), axis=0)
+    drops empty inputs), so that concatenations of co-partitioned arrays stay so.
+
+    Arrays of no entries are first made one chunk along every axis but the first: dask
+    can not bring an array empty along every axis into the chunks of the others (see
+    :func:`~metatensor_dask._graph.rechunked`), and its concatenation of one in other
+    chunks than the rest fails when computed.
+    """
+    arrays = [rows_only(array) if array.size == 0 else array for array in arrays]
+    joined = da.concatenate(arrays, axis=0)
     expected = tuple(n for array in arrays for n in array.chunks[0])
-    return joined if joined.chunks[0] == expected else joined.rechunk({0: expected})
+    return rechunked(joined, (expected, *joined.chunks[1:]))
 
 
 def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array]:
@@ -493,7 +499,7 @@ def coalesce(arrays: Sequence[da.Array], limits: Sequence[int]) -> list[da.Array
     result = []
     for array, size in zip(arrays, sizes, strict=False):
         chunks = tuple(int(size[g].sum()) for g in groups)
-        result.append(array.rechunk({0: chunks}))
+        result.append(rechunked(array, (chunks, *array.chunks[1:])))
     return result
 
 
@@ -576,7 +582,7 @@ def values_at_gradient_rows(block: TensorBlock, parameter: str) -> tuple[da.Arra
         expanded = expanded.rechunk({0: gradient_values.chunks[0]})
     else:
         expanded = da.zeros((0, *values.shape[1:]), dtype=values.dtype)
-        gradient_values = gradient_values.rechunk({0: (0,)})
+        gradient_values = rechunked(gradient_values, ((0,), *gradient_values.chunks[1:]))
     return gradient_values, expanded
 
 
