@@ -15,7 +15,9 @@ import metatensor_dask as mtd
 
 
 def _labels(names: list[str], values: np.ndarray) -> metatensor.Labels:
-    return metatensor.Labels(names, np.asarray(values, dtype=np.int32).reshape(len(values), -1))
+    return metatensor.Labels(
+        names, np.asarray(values, dtype=np.int32).reshape(len(values), len(names))
+    )
 
 
 def _tensor(n_samples: int = 12) -> metatensor.TensorMap:
@@ -93,3 +95,48 @@ def test_arrays_of_a_sound_file_computed_alone_are_its_values(tmp_path):
     np.testing.assert_array_equal(
         gradient[:2].compute(), expected.block(0).gradient("positions").values[:2]
     )
+
+
+def _member_data(path: Path, member: str) -> slice:
+    """Where the bytes of ``member`` of the ZIP archive ``path`` are."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = path.read_bytes()
+    offset = info.header_offset
+    name_length, extra_length = np.frombuffer(data[offset + 26 : offset + 30], "<u2")
+    start = offset + 30 + int(name_length) + int(extra_length)
+    return slice(start, start + info.file_size)
+
+
+def test_swapped_members_of_no_entries_are_damage(tmp_path):
+    # two gradients of no properties: their members are their `.npy` headers alone, of
+    # one size, whose shapes name other components
+    tensor = _tensor()
+    block = tensor.block(0)
+    empty = metatensor.TensorBlock(
+        block.values[:, :0], block.samples, [], _labels(["n"], np.arange(0))
+    )
+    positions = block.gradient("positions")
+    empty.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            positions.values[..., :0], positions.samples, positions.components, empty.properties
+        ),
+    )
+    strain = [_labels(["a"], np.arange(3)), _labels(["b"], np.arange(3))]
+    empty.add_gradient(
+        "strain",
+        metatensor.TensorBlock(
+            np.zeros((2, 3, 3, 0)), _labels(["sample"], np.arange(2)), strain, empty.properties
+        ),
+    )
+    path = tmp_path / "swapped.mts"
+    metatensor.save(str(path), metatensor.TensorMap(tensor.keys, [empty]))
+    first = _member_data(path, "blocks/0/gradients/positions/values.npy")
+    second = _member_data(path, "blocks/0/gradients/strain/values.npy")
+    data = bytearray(path.read_bytes())
+    assert first.stop - first.start == second.stop - second.start
+    data[first], data[second] = data[second], data[first]
+    path.write_bytes(bytes(data))
+    with pytest.raises(mtd.DamagedFileError, match="Invalid checksum"):
+        mtd.load(path)
