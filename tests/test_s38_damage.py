@@ -3,6 +3,7 @@ an error."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def _tensor(n_samples: int = 12) -> metatensor.TensorMap:
     )
     block.add_gradient("positions", gradient)
     return metatensor.TensorMap(_labels(["key"], np.arange(1)), [block])
+
+
+def _no_properties(block: metatensor.TensorBlock) -> metatensor.TensorBlock:
+    """``block`` without its properties (its values and gradients have no entries)."""
+    properties = _labels(["n"], np.arange(0))
+    empty = metatensor.TensorBlock(block.values[:, :0], block.samples, [], properties)
+    for parameter, gradient in block.gradients():
+        empty.add_gradient(
+            parameter,
+            metatensor.TensorBlock(
+                gradient.values[..., :0], gradient.samples, gradient.components, properties
+            ),
+        )
+    return empty
 
 
 def _flip_last_byte(path: Path, member: str) -> None:
@@ -112,17 +127,7 @@ def test_swapped_members_of_no_entries_are_damage(tmp_path):
     # two gradients of no properties: their members are their `.npy` headers alone, of
     # one size, whose shapes name other components
     tensor = _tensor()
-    block = tensor.block(0)
-    empty = metatensor.TensorBlock(
-        block.values[:, :0], block.samples, [], _labels(["n"], np.arange(0))
-    )
-    positions = block.gradient("positions")
-    empty.add_gradient(
-        "positions",
-        metatensor.TensorBlock(
-            positions.values[..., :0], positions.samples, positions.components, empty.properties
-        ),
-    )
+    empty = _no_properties(tensor.block(0))
     strain = [_labels(["a"], np.arange(3)), _labels(["b"], np.arange(3))]
     empty.add_gradient(
         "strain",
@@ -140,3 +145,22 @@ def test_swapped_members_of_no_entries_are_damage(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(mtd.DamagedFileError, match="Invalid checksum"):
         mtd.load(path)
+
+
+def _with_empty_block() -> metatensor.TensorMap:
+    """Two blocks, the second of no properties (its arrays have no entries)."""
+    block = _tensor().block(0)
+    keys = _labels(["key"], np.arange(2))
+    return metatensor.TensorMap(keys, [block.copy(), _no_properties(block)])
+
+
+@pytest.mark.parametrize("array", ["blocks/1/values", "blocks/0/samples"])
+def test_an_array_document_without_data_type_is_damage(tmp_path, array):
+    path = tmp_path / "store"
+    mtd.from_metatensor(_with_empty_block()).to_zarr(path, chunks=4)
+    root = json.loads((path / "zarr.json").read_text())
+    del root["consolidated_metadata"]["metadata"][array]["data_type"]
+    (path / "zarr.json").write_text(json.dumps(root))
+    with pytest.raises(mtd.DamagedStoreError, match=f"'{array}' names no data type"):
+        mtd.to_metatensor(mtd.open_zarr(path))
+    assert any("names no data type" in problem for problem in mtd.verify(path).problems)
