@@ -36,6 +36,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
 from ._gc import without_collector
+from ._member_checks import checked_optimize
 from ._row_buffer import own_chunk, whole
 from .errors import MetatensorDaskError
 
@@ -617,6 +618,7 @@ class BlockValues(da.Array):
     """
 
     __slots__ = ("group", "held", "item")
+    __dask_optimize__ = staticmethod(checked_optimize)
     item: Any
     group: tuple[str, Any] | None
     held: np.ndarray | None

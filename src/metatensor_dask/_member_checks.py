@@ -5,7 +5,8 @@ A values member of a metatensor file read in several chunks
 its dask array (named ``mts-load-<token>``), a read task per chunk
 (``("mts-read-<token>", i)``) and a check task (``"mts-check-<token>"``) that combines
 the chunks' CRC-32s. The check is no key of any array: a computation runs it only when
-it asks for it, which it should when it reads every chunk of the member.
+it asks for it, which it should when it reads every chunk of the member. A block's
+array computed alone asks for it through :func:`checked_optimize`, its optimisation.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 
 import dask
 import dask.array as da
+from dask._task_spec import Task, TaskRef, convert_legacy_graph
 from dask.core import flatten, keys_in_tasks
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
 
-__all__ = ["CHECK", "LOAD", "READ", "checked_compute", "member_checks"]
+__all__ = ["CHECK", "LOAD", "READ", "checked_compute", "checked_optimize", "member_checks"]
 
 LOAD, READ, CHECK = "mts-load-", "mts-read-", "mts-check-"
 """The prefixes of the names of a member's array, its read tasks and its check."""
@@ -77,6 +79,55 @@ def checked_compute(collections: Iterable[Any], **kwargs: Any) -> tuple[Any, ...
     # which then run twice
     found = dask.compute(*collections, *delayed, optimize_graph=False, **kwargs)
     return found[: len(collections)]
+
+
+def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
+    """dask.array's optimisation of ``graph`` for ``keys``, where the last key also
+    waits for the CRC checks of the members that the keys read whole.
+
+    The optimisation of a block's values or gradient array: computed alone
+    (``block.values.compute()``, ``np.asarray``, ``dask.compute``, ``persist``), it
+    raises :class:`~metatensor_dask.errors.DamagedFileError` for a damaged member
+    instead of giving its bytes. Only the last chunk waits for the checks, which need
+    the CRCs of the chunks, not the chunks: memory holds no more chunks than without
+    them. A computation that reads part of a member is not checked (see
+    :func:`member_checks`).
+    """
+    wanted = list(flatten(keys))
+    checks = _checks_needed(graph, wanted)
+    if checks:
+        graph = _after_checks(convert_legacy_graph(ensure_dict(graph)), wanted[-1], checks)
+    return da.Array.__dask_optimize__(graph, keys, **kwargs)
+
+
+def _checks_needed(graph: Any, keys: list[Any]) -> list[str]:
+    """The keys of the checks in ``graph`` of the members that ``keys`` read whole."""
+    layers = getattr(graph, "layers", {})
+    members = [name for name in layers if name.startswith(LOAD) and _check(name) in layers[name]]
+    if not members:
+        return []
+    needed = _needed_reads(ensure_dict(graph), keys)
+    every = _read_counts(graph)
+    return [
+        _check(name)
+        for name in members
+        if needed.get(READ + name[len(LOAD) :], 0) == every.get(READ + name[len(LOAD) :], 0)
+    ]
+
+
+def _after_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> dict[Any, Any]:
+    """``tasks`` where ``key`` gives its task's result once ``checks`` have passed; its
+    own task moves to a key of its own."""
+    unchecked = (f"{key[0]}-unchecked", *key[1:]) if isinstance(key, tuple) else f"{key}-unchecked"
+    tasks = dict(tasks)
+    tasks[unchecked] = tasks[key].substitute({}, key=unchecked)
+    tasks[key] = Task(key, _first, TaskRef(unchecked), *(TaskRef(check) for check in checks))
+    return tasks
+
+
+def _first(result: Any, *checked: Any) -> Any:
+    """``result``, once the checks it is given (``checked``, their results) have run."""
+    return result
 
 
 def _check(name: str) -> str:

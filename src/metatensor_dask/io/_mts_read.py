@@ -498,6 +498,10 @@ class Archive:
     def part(self, prefix: str, properties: Labels | None = None) -> _Part:
         """Read the metadata of the block (or gradient) stored under ``prefix``."""
         member, header, content, header_crc = self.values_header(prefix + "values.npy")
+        if content is None and header.nbytes == 0:
+            # a member of no entries is its header, read whole: checked now, before its
+            # shape names the Labels members to read (a damaged one names others)
+            _mts_integrity.check_crc(self.display, member.name, header_crc, member.crc)
         samples = self.labels(prefix + "samples.npy")
         components = [
             self.labels(f"{prefix}components/{j}.npy") for j in range(len(header.shape) - 2)

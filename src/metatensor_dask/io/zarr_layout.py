@@ -653,15 +653,19 @@ class TensorLayout:
 
 
 def _dtype(name: Any, path: str, where: str) -> np.dtype:
-    if isinstance(name, str):
-        known = _DTYPES.get(name)
-        if known is not None:
-            return known
+    """The dtype that the document of the array at ``path`` names (``data_type``): a
+    name, as Zarr writes it; anything else (none: ``np.dtype(None)`` is float64) is
+    damage."""
+    if not isinstance(name, str):
+        raise _damaged(where, f"the metadata of '{path}' names no data type ({name!r})")
+    known = _DTYPES.get(name)
+    if known is not None:
+        return known
     try:
         dtype = np.dtype(name)
     except TypeError:
         raise _damaged(where, f"'{path}' has the data type {name!r}, unknown to numpy") from None
-    if isinstance(name, str) and len(_DTYPES) < 64:
+    if len(_DTYPES) < 64:
         _DTYPES[name] = dtype
     return dtype
 
