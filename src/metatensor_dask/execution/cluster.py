@@ -37,7 +37,7 @@ from typing import Any
 import dask
 from dask.utils import format_bytes, parse_bytes
 
-from .._format import counted
+from .._format import counted, nbytes_text
 from ..errors import MetatensorDaskError
 from ._directives import JobOptionError, check_memory, check_name, check_text, check_walltime
 from ._interrupts import IgnoreInterrupts
@@ -274,7 +274,7 @@ def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterato
         client.register_plugin(IgnoreInterrupts())
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
-        memory = f", {format_bytes(per_worker)} each" if per_worker else ""
+        memory = f", {nbytes_text(per_worker)} each" if per_worker else ""
         shape = f"{counted(n_workers, 'worker')} x {counted(threads, 'thread')}"
         yield Execution(client, f"LocalCluster ({shape}{memory})")
 
