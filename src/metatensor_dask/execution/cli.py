@@ -281,10 +281,25 @@ def _convert(args: argparse.Namespace) -> int:
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
-    # a resume stores only what was not recorded (nothing, for a write or append done)
+    if _wrote_nothing(delayed, destination, reporter, args.append):
+        return 0
+    # a resume stores only what was not recorded
     done = "finished" if args.resume and ("://" in destination or exists) else "wrote"
     reporter.summary(f"{done} {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _wrote_nothing(delayed: Any, output: str, reporter: Any, append: bool = False) -> bool:
+    """Whether the write ``delayed`` of ``output`` was found done (a resume of a
+    complete write, or of an append the store holds), said then instead of the size of
+    the store as if written now."""
+    from ..io._nothing import writes_nothing
+
+    if not writes_nothing(delayed):
+        return False
+    state = "already holds this append" if append else "was already complete"
+    reporter.step(f"{output} {state}: nothing was written")
+    return True
 
 
 class _Output:
@@ -614,6 +629,8 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
                     f"computing the steps ({steps}) into {pipeline.output} failed: "
                     f"{describe(error)}"
                 ) from error
+    if _wrote_nothing(delayed, pipeline.output, reporter):
+        return 0
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
@@ -714,7 +731,10 @@ def _submit(args: argparse.Namespace) -> int:
     # waits in a queue; an input may be made by an earlier job (--option=--dependency=...)
     check_settings()
     pipeline = Pipeline.from_file(args.pipeline)
-    pipeline.check_output(resume=args.resume or args.requeue)
+    pipeline.check_output(
+        resume=args.resume or args.requeue,
+        resume_option="--resume (--requeue resumes too, at every start of the job)",
+    )
     for item in pipeline.missing_inputs():
         if not args.quiet:
             print(
