@@ -182,3 +182,41 @@ def test_a_save_leaves_the_temporary_files_it_can_not_prove_stale(work):
     assert len(messages) == 3
     assert all("delete it once no other save of k.mts runs" in m for m in messages)
     assert any(f"process {live.pid} on host" in m for m in messages)
+
+
+@pytest.mark.parametrize("chunks", ["1.5", "1e3", " 12"])
+def test_chunks_without_a_unit_are_refused(work, capsys, chunks):
+    """`--chunks 1.5` was read by dask as a size of 1 byte: the store was written in
+    chunks of one row, without a word. A number without a unit is refused, from the
+    command line, pipelines and Python alike."""
+    code, _, err = _run(capsys, "convert", "f.zarr", "x.zarr", "--chunks", chunks)
+    assert code == 2 and "has no unit" in err and "64MiB" in err
+    assert not (work / "x.zarr").exists()
+    (work / "c.yaml").write_text(
+        f"inputs: {{x: {{path: f.zarr, chunks: '{chunks}'}}}}\n"
+        "steps: [{op: pow, args: {B: 2}}]\noutput: y.zarr\n"
+    )
+    code, _, err = _run(capsys, "run", "c.yaml")
+    assert code == 1 and "has no unit" in err and not (work / "y.zarr").exists()
+    with pytest.raises(mtd.MetatensorDaskError, match="has no unit"):
+        mtd.open_zarr("f.zarr", chunks=chunks)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["apply", "pow", "data/f.zarr", "--arg", "B=2", "-o", "data"],
+        ["convert", "data/f.zarr", "data"],
+    ],
+    ids=["apply", "convert"],
+)
+def test_resume_into_a_folder_of_other_data_names_no_deletion(work, capsys, command):
+    """A resume into a folder that holds other data (here the input itself) was refused
+    with "delete data to start over" (apply, run), or --overwrite (convert), which
+    refuses too: the folder holds no store to delete or write again."""
+    (work / "data").mkdir()
+    os.rename(work / "f.zarr", work / "data" / "f.zarr")
+    code, _, err = _run(capsys, *command, "--resume")
+    assert code == 1 and "holds no Zarr store" in err
+    assert "delete data" not in err and "--overwrite" not in err
+    assert os.listdir(work / "data") == ["f.zarr"]

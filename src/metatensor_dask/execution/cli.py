@@ -579,6 +579,8 @@ def _resume_refused(
             "--resume finishes the interrupted append given the same sources, --renumber "
             "and --chunks; metatensor_dask.discard_append gives it up"
         )
+    elif _stored_root(destination) is None:
+        return f"cannot resume {destination}: {describe(error)}"  # (no store to write again)
     else:
         remedy = "run the convert with --overwrite instead of --resume to write it again"
     action = "resume" if resuming else "append to"
@@ -656,7 +658,9 @@ def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:
     with the remedies of the command line (its own name ``mode='w'`` and
     ``resume=True``)."""
     message = f"cannot {'resume' if resuming else 'write'} {output}: {describe(error)}"
-    if not resuming:
+    if not resuming or _stored_root(output) is None:
+        # (a location that holds no store of ours, such as a folder of other data, is
+        # not one to delete)
         return message
     return f"{message}; from the command line, delete {output} to start over"
 
