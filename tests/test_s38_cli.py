@@ -220,3 +220,20 @@ def test_resume_into_a_folder_of_other_data_names_no_deletion(work, capsys, comm
     assert code == 1 and "holds no Zarr store" in err
     assert "delete data" not in err and "--overwrite" not in err
     assert os.listdir(work / "data") == ["f.zarr"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "f.zarr", "x.zarr", "--cluster", "local"],
+        ["run", "p.yaml", "--cluster", "local", "--workers", "1"],
+        ["submit", "p.yaml", "--dry-run"],
+    ],
+    ids=["convert", "run", "submit"],
+)
+def test_a_memory_limit_no_worker_can_run_in_is_refused(work, capsys, command):
+    """`--cluster local --memory-limit 1KiB` waited forever while the nanny restarted
+    its workers (160MiB too; 100MiB failed as KilledWorker), after making the output."""
+    code, out, err = _run(capsys, *command, "--memory-limit", "100MiB")
+    assert code == 2 and "too little for a worker process" in err and "256MiB" in err
+    assert out == "" and not (work / "x.zarr").exists() and not (work / "out.zarr").exists()

@@ -766,6 +766,13 @@ def _submit(args: argparse.Namespace) -> int:
     except JobOptionError as error:
         raise UsageError(str(error)) from None
     _check_job_memory(args)
+    if args.memory_limit is not None:
+        from .cluster import ClusterError, check_worker_memory
+
+        try:
+            check_worker_memory(args.memory_limit)  # (the job's run would refuse it)
+        except ClusterError as error:
+            raise UsageError(str(error)) from None
     if args.dry_run:
         print(job.script(), end="")
         return 0
