@@ -237,3 +237,11 @@ def test_a_memory_limit_no_worker_can_run_in_is_refused(work, capsys, command):
     code, out, err = _run(capsys, *command, "--memory-limit", "100MiB")
     assert code == 2 and "too little for a worker process" in err and "256MiB" in err
     assert out == "" and not (work / "x.zarr").exists() and not (work / "out.zarr").exists()
+
+
+@pytest.mark.parametrize("size", ["0", "0MiB", "-5MB"])
+def test_a_demo_of_no_size_is_refused(work, capsys, size):
+    """`demo --size 0` generated one system (46 MiB) without a word."""
+    code, _, err = _run(capsys, "demo", f"--size={size}", "--workdir", "d")
+    assert code == 2 and f"expected a size such as 4GiB or 500MB, got '{size}'" in err
+    assert not (work / "d").exists()

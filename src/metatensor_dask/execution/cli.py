@@ -82,11 +82,12 @@ def _chunks(text: str) -> int | str:
 
 def _size(text: str) -> str:
     try:
-        parse_bytes(text)
+        size = parse_bytes(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a size such as 4GiB or 500MB, got '{text}'"
-        ) from None
+        size = 0
+    if size < 1:
+        # (dask reads 0 and negative sizes: the demo then made one system, silently)
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB or 500MB, got '{text}'")
     return text
 
 
