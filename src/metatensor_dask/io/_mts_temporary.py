@@ -98,7 +98,7 @@ def _warn(temporary: str, shown: str, match: re.Match[str] | None) -> None:
     who = (
         f"process {match.group(1)} on host {match.group(4)}"
         if match is not None
-        else "an older version of metatensor-dask"
+        else "a process it does not name (an older version, or a host name unfit for a file name)"
     )
     warnings.warn(
         f"{temporary} is the temporary file of a save of {shown} by {who}, which may "
