@@ -15,6 +15,7 @@ scripts as local processes, so that it runs anywhere; on SLURM, replace it with
 ``metatensor-dask run pipeline.yaml --cluster slurm --jobs 4``.
 """
 
+import logging
 import os
 import tempfile
 
@@ -39,6 +40,12 @@ mtd.to_zarr(tensor, os.path.join(WORK, "descriptors.zarr"))
 #
 # The job script is what the batch system would receive (here, run by bash).
 
+# distributed logs every worker and client that comes and goes (INFO): quiet them, and
+# keep its warnings and errors. The logger's level applies whichever handler prints its
+# records (distributed's own, or one the program set up first); silence_logs="warning"
+# keeps the warnings that dask-jobqueue's default ("error") hides while the cluster runs.
+logging.getLogger("distributed").setLevel(logging.WARNING)
+
 # on the loopback interface: the scheduler and its workers are on this machine
 cluster = LocalCluster(
     cores=1,
@@ -47,6 +54,7 @@ cluster = LocalCluster(
     walltime="00:10:00",
     interface="lo",
     scheduler_options={"dashboard_address": "127.0.0.1:0"},
+    silence_logs="warning",
 )
 print(cluster.job_script())
 cluster.scale(jobs=2)

@@ -55,7 +55,7 @@ def test_the_note_of_a_demo_pipeline_runs_it_again(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("append", [False, True])
-def test_a_resume_of_a_finished_convert_says_finished_not_wrote(tmp_path, capsys, append):
+def test_a_resume_of_a_finished_convert_says_nothing_was_written(tmp_path, capsys, append):
     source = str(tmp_path / "spherical-expansion.npz")
     shutil.copy(tutorial_file("spherical-expansion.npz"), source)
     store = str(tmp_path / "all.zarr")
@@ -64,4 +64,6 @@ def test_a_resume_of_a_finished_convert_says_finished_not_wrote(tmp_path, capsys
     capsys.readouterr()
     assert main([*command, "--resume"]) == 0
     summary = capsys.readouterr().err.splitlines()[-1]
-    assert summary.startswith(f"finished {store} in "), summary
+    # neither "wrote" nor the store's size as if written now
+    state = "already holds this append" if append else "was already complete"
+    assert summary == f"{store} {state}: nothing was written", summary

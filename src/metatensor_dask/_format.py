@@ -119,7 +119,8 @@ def counted(n: int, noun: str) -> str:
 
 
 def nbytes_text(nbytes: float) -> str:
-    """A byte count with a binary unit, as dask prints them."""
+    """A byte count with a binary unit (``KiB``, ``MiB``...): the one spelling of every
+    size printed (dask's ``format_bytes`` writes ``kiB``)."""
     if nbytes < 1024:
         return f"{nbytes:.0f} B"
     for unit in ("KiB", "MiB", "GiB"):

@@ -30,9 +30,20 @@ def test_store_to_store_writes_and_checks_its_result(tmp_path):
     assert sorted(path.name for path in work.iterdir()) == ["descriptors.zarr", "squared.zarr"]
 
 
-def _run_example(name, tmp_path, *warning_filters):
+def _run_example(name, tmp_path, *warning_filters, logged=False):
+    """The standard output of the example ``name``; ``logged``: run under a root logging
+    handler at INFO level, as the docs build has (a theme's package configures one), and
+    return the standard error too."""
+    script = os.path.join(EXAMPLES, name)
+    run = [script]
+    if logged:
+        run = [
+            "-c",
+            "import logging, runpy; logging.basicConfig(level=logging.INFO); "
+            f"runpy.run_path({script!r}, run_name='__main__')",
+        ]
     result = subprocess.run(
-        [sys.executable, "-W", "error", *warning_filters, os.path.join(EXAMPLES, name)],
+        [sys.executable, "-W", "error", *warning_filters, *run],
         cwd=tmp_path,
         env={**os.environ, "TMPDIR": str(tmp_path)},
         capture_output=True,
@@ -41,7 +52,7 @@ def _run_example(name, tmp_path, *warning_filters):
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    return (result.stdout, result.stderr) if logged else result.stdout
 
 
 def test_featomic_batches_make_one_verified_store(tmp_path):
@@ -58,7 +69,12 @@ def test_featomic_batches_make_one_verified_store(tmp_path):
 def test_the_pipeline_runs_on_jobqueue_workers(tmp_path):
     # dask-jobqueue's local jobs are killed without being waited for when the cluster
     # closes (ResourceWarning from its own code, after the result is printed)
-    output = _run_example("on_batch_system_workers.py", tmp_path, "-W", "ignore::ResourceWarning")
+    # run as the docs build runs it, under a root logging handler at INFO level
+    output, errors = _run_example(
+        "on_batch_system_workers.py", tmp_path, "-W", "ignore::ResourceWarning", logged=True
+    )
+    # distributed's INFO logs (each worker and client coming and going) are quieted
+    assert "INFO:distributed" not in errors, errors
     # the job script: a dask worker with the memory asked for, on the loopback
     assert "distributed.cli.dask_worker tcp://127.0.0.1:" in output
     assert "--memory-limit 1.00GiB" in output

@@ -82,11 +82,12 @@ def _chunks(text: str) -> int | str:
 
 def _size(text: str) -> str:
     try:
-        parse_bytes(text)
+        size = parse_bytes(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a size such as 4GiB or 500MB, got '{text}'"
-        ) from None
+        size = 0
+    if size < 1:
+        # (dask reads 0 and negative sizes: the demo then made one system, silently)
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB or 500MB, got '{text}'")
     return text
 
 
@@ -281,10 +282,25 @@ def _convert(args: argparse.Namespace) -> int:
                 _compute_into(delayed, where.client, args, destination)
         nbytes = sum(_nbytes(tensor) for tensor in tensors)
         chunks = sum(_chunk_count(tensor) for tensor in tensors)
-    # a resume stores only what was not recorded (nothing, for a write or append done)
+    if _wrote_nothing(delayed, destination, reporter, args.append):
+        return 0
+    # a resume stores only what was not recorded
     done = "finished" if args.resume and ("://" in destination or exists) else "wrote"
     reporter.summary(f"{done} {destination}", nbytes=nbytes, chunks=chunks)
     return 0
+
+
+def _wrote_nothing(delayed: Any, output: str, reporter: Any, append: bool = False) -> bool:
+    """Whether the write ``delayed`` of ``output`` was found done (a resume of a
+    complete write, or of an append the store holds), said then instead of the size of
+    the store as if written now."""
+    from ..io._nothing import writes_nothing
+
+    if not writes_nothing(delayed):
+        return False
+    state = "already holds this append" if append else "was already complete"
+    reporter.step(f"{output} {state}: nothing was written")
+    return True
 
 
 class _Output:
@@ -564,6 +580,8 @@ def _resume_refused(
             "--resume finishes the interrupted append given the same sources, --renumber "
             "and --chunks; metatensor_dask.discard_append gives it up"
         )
+    elif _stored_root(destination) is None:
+        return f"cannot resume {destination}: {describe(error)}"  # (no store to write again)
     else:
         remedy = "run the convert with --overwrite instead of --resume to write it again"
     action = "resume" if resuming else "append to"
@@ -614,6 +632,8 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
                     f"computing the steps ({steps}) into {pipeline.output} failed: "
                     f"{describe(error)}"
                 ) from error
+    if _wrote_nothing(delayed, pipeline.output, reporter):
+        return 0
     done = "finished" if resuming else "wrote"
     reporter.summary(
         f"{done} {pipeline.output}", nbytes=_nbytes(result), chunks=_chunk_count(result)
@@ -639,7 +659,9 @@ def _refused(output: str, resuming: bool, error: MetatensorDaskError) -> str:
     with the remedies of the command line (its own name ``mode='w'`` and
     ``resume=True``)."""
     message = f"cannot {'resume' if resuming else 'write'} {output}: {describe(error)}"
-    if not resuming:
+    if not resuming or _stored_root(output) is None:
+        # (a location that holds no store of ours, such as a folder of other data, is
+        # not one to delete)
         return message
     return f"{message}; from the command line, delete {output} to start over"
 
@@ -714,7 +736,10 @@ def _submit(args: argparse.Namespace) -> int:
     # waits in a queue; an input may be made by an earlier job (--option=--dependency=...)
     check_settings()
     pipeline = Pipeline.from_file(args.pipeline)
-    pipeline.check_output(resume=args.resume or args.requeue)
+    pipeline.check_output(
+        resume=args.resume or args.requeue,
+        resume_option="--resume (--requeue resumes too, at every start of the job)",
+    )
     for item in pipeline.missing_inputs():
         if not args.quiet:
             print(
@@ -742,6 +767,13 @@ def _submit(args: argparse.Namespace) -> int:
     except JobOptionError as error:
         raise UsageError(str(error)) from None
     _check_job_memory(args)
+    if args.memory_limit is not None:
+        from .cluster import ClusterError, check_worker_memory
+
+        try:
+            check_worker_memory(args.memory_limit)  # (the job's run would refuse it)
+        except ClusterError as error:
+            raise UsageError(str(error)) from None
     if args.dry_run:
         print(job.script(), end="")
         return 0

@@ -37,7 +37,7 @@ from typing import Any
 import dask
 from dask.utils import format_bytes, parse_bytes
 
-from .._format import counted
+from .._format import counted, nbytes_text
 from ..errors import MetatensorDaskError
 from ._directives import JobOptionError, check_memory, check_name, check_text, check_walltime
 from ._interrupts import IgnoreInterrupts
@@ -46,10 +46,12 @@ from ._trim import TrimHeap
 
 __all__ = [
     "JOBQUEUE",
+    "MIN_WORKER_MEMORY",
     "WORKER_ENVIRONMENT",
     "ClusterError",
     "Execution",
     "check_options",
+    "check_worker_memory",
     "execution",
     "jobqueue_cluster",
     "local_sizes",
@@ -67,6 +69,11 @@ JOBQUEUE = {
     "moab": ("MoabCluster", "hms"),
 }
 CLUSTERS = ("threads", "local", *JOBQUEUE)
+
+#: The least ``--memory-limit`` of a worker: one process of Python, numpy, dask and zarr
+#: uses about 170 MiB before it holds any data (measured: workers of 160 MiB were
+#: restarted by their nanny without end, of 200 MiB wrote a small store)
+MIN_WORKER_MEMORY = 256 * 2**20
 
 #: Environment of the worker processes of a ``local`` cluster, over distributed's
 #: ``distributed.nanny.pre-spawn-environ``. distributed asks glibc to give back every free
@@ -192,7 +199,26 @@ def check_options(
             "workers where they are started"
         )
     if memory_limit is not None:
-        _parse_memory(memory_limit)
+        check_worker_memory(memory_limit)
+
+
+def check_worker_memory(memory_limit: str) -> None:
+    """Refuse a ``--memory-limit`` that is no size, or one below
+    :data:`MIN_WORKER_MEMORY`, where a worker process has no room to run: its nanny
+    restarts it again and again (the command waits forever) or the task fails as
+    ``KilledWorker``, after the output was made.
+
+    Raises
+    ------
+    ClusterError
+        With the size to give instead.
+    """
+    if _parse_memory(memory_limit) < MIN_WORKER_MEMORY:
+        raise ClusterError(
+            f"--memory-limit {memory_limit} is too little for a worker process, which "
+            "uses about 170 MiB before it holds any data (Python, numpy, dask): its nanny "
+            "would restart it forever; give at least 256MiB (a few GiB for real data)"
+        )
 
 
 @contextlib.contextmanager
@@ -274,7 +300,7 @@ def _local(workers: int | None, memory_limit: str | None, level: int) -> Iterato
         client.register_plugin(IgnoreInterrupts())
         info = client.scheduler_info()["workers"].values()
         per_worker = min((w.get("memory_limit") or 0 for w in info), default=0)
-        memory = f", {format_bytes(per_worker)} each" if per_worker else ""
+        memory = f", {nbytes_text(per_worker)} each" if per_worker else ""
         shape = f"{counted(n_workers, 'worker')} x {counted(threads, 'thread')}"
         yield Execution(client, f"LocalCluster ({shape}{memory})")
 

@@ -15,8 +15,9 @@ import os
 from typing import Any
 
 import numpy as np
-from dask.utils import format_bytes, format_time
+from dask.utils import format_time
 
+from .._format import nbytes_text
 from ..errors import MetatensorDaskError
 from .cluster import Execution
 from .progress import Reporter, compute
@@ -214,7 +215,7 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
     nbytes = sum(int(a.nbytes) for a in generated._arrays())
     reporter.step(
         f"[2/5] generating a featomic-like tensor ({n_systems} system(s), {len(generated.keys)} "
-        f"blocks, {format_bytes(nbytes)}, {_chunks(generated)} chunks) -> {source_store}"
+        f"blocks, {nbytes_text(nbytes)}, {_chunks(generated)} chunks) -> {source_store}"
     )
     run(generated.to_zarr(source_store, mode="w", compute=False))
 
@@ -259,7 +260,7 @@ def run_demo(workdir: str, *, size: str = "256MiB", where: Execution, quiet: boo
     )
     reporter.step(
         f"[5/5] demo finished in {format_time(reporter.elapsed())}: pipelines read "
-        f"{format_bytes(read)} and wrote {format_bytes(totals['written'])} in "
+        f"{nbytes_text(read)} and wrote {nbytes_text(totals['written'])} in "
         f"{totals['chunks']} chunks; checked against numpy ({'; '.join(checks)})"
     )
     return 0

@@ -394,9 +394,10 @@ class Pipeline:
         """The local inputs that do not exist."""
         return [i for i in self.inputs if _is_local(i.path) and not os.path.exists(i.path)]
 
-    def check_output(self, resume: bool = False) -> None:
+    def check_output(self, resume: bool = False, resume_option: str = "--resume") -> None:
         """Check that the output may be written: it is none of the inputs, and does not
-        exist unless ``resume``.
+        exist unless ``resume``; ``resume_option`` is the option of the command that
+        resumes, named by the refusal of an output that exists.
 
         Raises
         ------
@@ -413,7 +414,7 @@ class Pipeline:
         if _is_local(self.output) and os.path.exists(self.output) and not resume:
             raise PipelineError(
                 f"the output store {self.output} already exists: delete it or choose "
-                "another output, or pass --resume to finish an interrupted run into it"
+                f"another output, or pass {resume_option} to finish an interrupted run into it"
             )
 
     def build(self) -> Any:

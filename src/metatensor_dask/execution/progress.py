@@ -20,11 +20,12 @@ from typing import Any, TextIO
 import dask
 from dask.callbacks import Callback
 from dask.delayed import Delayed
-from dask.utils import format_bytes, format_time
+from dask.utils import format_time
 from distributed import futures_of, progress
 from distributed.diagnostics.progressbar import TextProgressBar
 
 from .. import config
+from .._format import nbytes_text
 from . import windows
 
 __all__ = ["Reporter", "check_settings", "compute"]
@@ -252,7 +253,7 @@ class Reporter:
         """Print (unless quiet) and return ``"<what> in <time>[: <bytes>, <chunks> chunks]"``."""
         parts = []
         if nbytes is not None:
-            parts.append(format_bytes(nbytes))
+            parts.append(nbytes_text(nbytes))
         if chunks is not None:
             parts.append(f"{chunks} chunks")
         line = f"{what} in {format_time(self.elapsed())}" + (

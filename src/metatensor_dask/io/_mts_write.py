@@ -9,7 +9,6 @@ import errno
 import itertools
 import math
 import os
-import secrets
 import stat
 import zlib
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from ..labels import Labels
 from . import _npy, _zip
 from ._file_writes import PIECE_BYTES, no_room, write_all
 from ._mts_read import io_error
+from ._mts_temporary import clean_stale, temporary_path
 from ._names import check_path_component
 
 __all__ = ["Encoder", "Entry", "labels_bytes", "write_atomically"]
@@ -119,7 +119,8 @@ class Encoder:
 
 def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
     """Write ``entries`` into a temporary file next to ``path``, renamed over it once
-    complete.
+    complete; the temporary files of earlier saves of ``path`` killed meanwhile are
+    removed (see :mod:`._mts_temporary`).
 
     As metatensor, which writes into the file in place: a ``path`` that is a symbolic
     link gets its target written (the link stays), and a file replaced keeps its
@@ -128,7 +129,8 @@ def write_atomically(path: str, entries: list[Entry], archive: bool) -> None:
     # the file that metatensor would write: a link's target, even one not there yet
     absolute = os.path.realpath(path)
     directory, name = os.path.split(absolute)
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    clean_stale(directory, name, path)
+    temporary = temporary_path(directory, name)
     try:
         if os.path.isdir(absolute):  # would be found by the rename, once all is written
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))

@@ -11,6 +11,7 @@ co-partitioned array of the block: usually a gradient, which has many rows per s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,6 +55,12 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
     if chunks == "auto":
         return ChunkRequest("bytes", config.chunk_size())
     if isinstance(chunks, str):
+        if _is_number(chunks):
+            # dask reads a number without a unit as bytes: '1.5' would be chunks of one row
+            raise MetatensorDaskError(
+                f"`chunks` {chunks!r} has no unit: give a size with its unit, such as "
+                "'64MiB', or a whole number of rows (an int, 1000 on the command line)"
+            )
         try:
             amount = parse_bytes(chunks)
         except (ValueError, TypeError):
@@ -67,6 +74,14 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
         f"`chunks` must be None, a number of rows or a size such as '64MiB', got "
         f"{type(chunks).__name__}"
     )
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is a number alone (``"1.5"``, ``"1e6"``), without a unit."""
+    return _NUMBER.fullmatch(text) is not None
 
 
 def default_target() -> int:

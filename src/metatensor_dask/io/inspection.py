@@ -17,9 +17,8 @@ from typing import Any
 
 import dask
 import numpy as np
-from dask.utils import format_bytes
 
-from .._format import counted
+from .._format import counted, nbytes_text
 from .._typing import StoreLike
 from ..errors import DamagedStoreError, MetatensorDaskError, MetatensorError
 from . import zarr_layout as layout
@@ -310,7 +309,7 @@ def report_dict(report: StoreReport) -> dict[str, Any]:
 
 
 def _bytes(n: int | None) -> str:
-    return "?" if n is None else format_bytes(n)
+    return "?" if n is None else nbytes_text(n)
 
 
 def format_report(report: StoreReport, max_blocks: int = 20) -> str:

@@ -50,6 +50,7 @@ from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
 from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
+from ._nothing import nothing_to_write
 from .zarr_codecs import is_plain, stored_dtype
 from .zarr_identity import (
     FIRST_FORMAT,
@@ -1183,7 +1184,7 @@ def _written(ours: dict[str, Any]) -> str | None:
 def _nothing_to_do(compute: bool, lock: WriteId) -> Delayed | None:
     """A resume of an append the store holds: the lock released now, or when the
     ``Delayed`` runs."""
-    return None if compute else dask.delayed(lock.release, pure=False)()
+    return None if compute else nothing_to_write(lock.release)
 
 
 def _token(tensor: TensorMap, renumber: Renumber | None) -> str:

@@ -229,12 +229,12 @@ def _refuse_not_a_folder(location: Any, writable: bool) -> None:
 
 def _zip_hint(path: Path) -> str:
     """How to read the file ``path`` when it is a zip archive: a zipped Zarr store, or a
-    metatensor file; ``""`` for any other file."""
+    metatensor file; for any other file, to give the store's folder."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
     except (OSError, zipfile.BadZipFile):
-        return ""
+        return ": give the path of the store's folder"
     if "zarr.json" in names:
         return (
             ": a zipped Zarr store, opened with "

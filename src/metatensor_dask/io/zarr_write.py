@@ -59,6 +59,7 @@ from ._lock import (
 )
 from ._lock import timeout as lock_timeout
 from ._names import check_gradient_names
+from ._nothing import nothing_to_write
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
 from .zarr_codecs import check_dtype, stored_dtype
@@ -679,7 +680,7 @@ def _tabled(data: list[str], nodes: dict[str, Any]) -> set[str]:
 
 def _done(compute: bool, lock: WriteId) -> Delayed | None:
     """Nothing to write: the lock is released now, or when the Delayed runs."""
-    return None if compute else dask.delayed(lock.release, pure=False)()
+    return None if compute else nothing_to_write(lock.release)
 
 
 def _plan_record(raw: bytes, key_dims: int) -> dict[str, Any] | None:
@@ -1067,7 +1068,7 @@ def _locked_write(
             tensor, store, live, mode, request, resume, append_dim, renumbering
         ):
             # done already: the lock stays with the writer that holds it
-            return None if compute else dask.delayed(_nothing, pure=False)()
+            return None if compute else nothing_to_write(_nothing)
     lock.acquire(takeover=resume or mode == "w")
     try:
         if append_dim is None:
