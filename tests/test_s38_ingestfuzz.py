@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import metatensor
 import numpy as np
+import pytest
 
+import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
 
 
@@ -31,4 +33,39 @@ def test_convert_renumbering_a_source_past_int32_names_it_and_its_remedy(tmp_pat
     assert f"of the sources before {low}, for --renumber" in error
     assert "number 'system' from 0 in each source" in error
     assert "smaller offset" not in error
+    assert not store.exists()
+
+
+def _with_gradient(systems: list[int], names: list[str]) -> metatensor.TensorMap:
+    """:func:`_source` with a gradient of one row per sample, whose samples are
+    ``names`` (``"sample"`` and one more)."""
+    tensor = _source(systems)
+    block = tensor.block(0).copy()
+    rows = np.array([[i, 0] for i in range(len(systems))], dtype=np.int32).reshape(-1, 2)
+    gradient = metatensor.TensorBlock(
+        np.ones((len(systems), 1)), metatensor.Labels(names, rows), [], block.properties
+    )
+    block.add_gradient("positions", gradient)
+    return metatensor.TensorMap(tensor.keys, [block])
+
+
+def test_join_refuses_gradients_of_other_sample_names():
+    """metatensor stacks the rows of a gradient named ``["sample", "other"]`` under the
+    first block's ``["sample", "atom"]``; the join relabelled them so."""
+    first = mtd.from_metatensor(_with_gradient([0], ["sample", "atom"]))
+    second = mtd.from_metatensor(_with_gradient([1], ["sample", "other"]))
+    with pytest.raises(ValueError, match=r"'positions' .* different sample names"):
+        mtd.join([first, second], axis="samples")
+
+
+def test_convert_refuses_sources_whose_gradients_have_other_sample_names(tmp_path, capsys):
+    """Appended one by one, the second source is refused; converted together, it was
+    stored under the first source's gradient sample names."""
+    first, second = tmp_path / "a.mts", tmp_path / "b.mts"
+    metatensor.save(str(first), _with_gradient([0], ["sample", "atom"]))
+    metatensor.save(str(second), _with_gradient([0], ["sample", "other"]))
+    store = tmp_path / "all.zarr"
+    argv = ["convert", str(first), str(second), str(store), "--append", "--renumber", "system"]
+    assert main([*argv, "--quiet"]) == 1
+    assert f"the sources can not be appended together, from {second} on" in capsys.readouterr().err
     assert not store.exists()
