@@ -69,3 +69,21 @@ def test_convert_refuses_sources_whose_gradients_have_other_sample_names(tmp_pat
     assert main([*argv, "--quiet"]) == 1
     assert f"the sources can not be appended together, from {second} on" in capsys.readouterr().err
     assert not store.exists()
+
+
+class _Batch:
+    """A batch function: systems numbered from ``2**31 - 2`` in every batch."""
+
+    def __call__(self, items: list[int]) -> metatensor.TensorMap:
+        return _source([2**31 - 2 + i for i in range(len(items))])
+
+
+def test_write_batches_renumbering_past_int32_words_its_own_remedy(tmp_path):
+    """The error advised "renumber by a smaller offset", which write_batches has no
+    argument for (it adds the index of the batch's first item)."""
+    with pytest.raises(mtd.MetatensorDaskError) as error:
+        mtd.write_batches(_Batch(), [0, 1, 2], tmp_path / "t.zarr", quiet=True)
+    message = str(error.value)
+    assert "by 2 (the index of the batch's first item) goes past the int32 range" in message
+    assert "pass renumber=None if the batches number it apart already" in message
+    assert "smaller offset" not in message

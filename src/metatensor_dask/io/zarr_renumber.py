@@ -24,7 +24,20 @@ if TYPE_CHECKING:
     from ..block import TensorBlock
     from ..tensor import TensorMap
 
-__all__ = ["Renumber", "check_dimension", "parse_renumber", "renumbered", "shift", "shifted"]
+__all__ = [
+    "Renumber",
+    "Renumbering",
+    "check_dimension",
+    "parse_renumber",
+    "renumbered",
+    "shift",
+    "shifted",
+]
+
+
+#: The arguments of :func:`shift` after the labels: ``(dimension, offset)``, or with the
+#: origin and the remedy of its error.
+Renumbering = tuple[str, int] | tuple[str, int, str, str]
 
 
 @dataclass(frozen=True)
