@@ -114,8 +114,9 @@ def test_write_batches_refuses_the_batch_that_would_wrap_around(tmp_path):
     with dask.config.set(scheduler="synchronous"):
         with pytest.raises(
             mtd.MetatensorDaskError,
-            match=r"batch 3 \(items 3 to 3, first item 3\) failed: .*'system' by 3 goes past "
-            r"the int32 range of Labels: its values, from 2147483645 to 2147483645, would "
+            match=r"batch 3 \(items 3 to 3, first item 3\) failed: .*'system' by 3 \(the index "
+            r"of the batch's first item\) goes past the int32 range of Labels: its values, "
+            r"from 2147483645 to 2147483645, would "
             r"become 2147483648 to 2147483648.*the 3 batches before it are committed",
         ):
             mtd.write_batches(_near_the_limit, list(range(5)), path, quiet=True)

@@ -68,6 +68,16 @@ def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> Non
                 )
 
 
+def _after(tensor: mtd.TensorMap, name: str, dimension: str, largest: int | None) -> mtd.TensorMap:
+    """``tensor`` (the source ``name``) with its ``dimension`` shifted to one past
+    ``largest``, the largest value of the sources before it (``None``: none has any)."""
+    if largest is None:
+        return tensor
+    origin = f" (one past the largest '{dimension}' of the sources before {name}, for --renumber)"
+    remedy = f"number '{dimension}' from 0 in each source, as featomic does; nothing was written"
+    return shifted(tensor, dimension, largest + 1, origin, remedy)
+
+
 def _check_renumbered(
     tensors: Sequence[mtd.TensorMap], names: Sequence[str], dimension: str
 ) -> None:
@@ -110,9 +120,9 @@ def joined_sources(
     _check_dtypes(tensors, names)
     renumbered = []
     largest: int | None = None
-    for tensor in tensors:
+    for tensor, name in zip(tensors, names, strict=True):
         if renumber is not None:
-            tensor = shifted(tensor, renumber, 0 if largest is None else largest + 1)
+            tensor = _after(tensor, name, renumber, largest)
             found = _largest(tensor, renumber)
             if found is not None:  # a source without samples leaves the numbering as is
                 largest = found if largest is None else max(largest, found)

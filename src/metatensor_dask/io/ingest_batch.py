@@ -41,7 +41,7 @@ from .zarr_append import (
 )
 from .zarr_codecs import template
 from .zarr_plan import plan_whole, shard_chunks
-from .zarr_renumber import shifted
+from .zarr_renumber import Renumbering, shifted
 from .zarr_store import get_many
 
 if TYPE_CHECKING:
@@ -88,10 +88,20 @@ def store_settings() -> dict[str, Any]:
     return {name: config.get(name) for name in STORE_SETTINGS}
 
 
+def _renumbering(dimension: str, start: int) -> Renumbering:
+    """The arguments of :func:`~.zarr_renumber.shift` that renumber ``dimension`` of a
+    batch whose first item is ``items[start]``, its error worded for ``write_batches``."""
+    remedy = (
+        f"number '{dimension}' from 0 in each batch, or pass renumber=None if the batches "
+        "number it apart already"
+    )
+    return (dimension, start, " (the index of the batch's first item)", remedy)
+
+
 def _as_tensor(
-    result: Any, index: int, first: Any, renumber: tuple[str, int] | None
+    result: Any, index: int, first: Any, renumber: Renumbering | None
 ) -> TensorMap | CoreTensor:
-    """The batch ``result`` renumbered by ``renumber`` (``(dimension, offset)``): a
+    """The batch ``result`` renumbered by ``renumber`` (see :func:`_renumbering`): a
     metatensor-core result seen through :func:`.ingest_core.core_view` (neither copied
     nor hashed, no dask), a metatensor-dask one :func:`~.zarr_renumber.shifted`."""
     # each checked only when its module is imported: the result's type is then
@@ -228,7 +238,7 @@ def _plan_batch(
     returns the documents to commit (its metadata, with the run record), by key."""
     store, lock, run = target.store, target.lock, target.run
     start = index * run["batch_size"]
-    renumber = None if run["renumber"] is None else (run["renumber"], start)
+    renumber = None if run["renumber"] is None else _renumbering(run["renumber"], start)
     tensor = _as_tensor(result, index, first, renumber)
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)

@@ -21,7 +21,7 @@ import numpy as np
 from .._partition import row_pointer
 from ..labels import Labels, LabelsEntry
 from . import _core_labels
-from .zarr_renumber import check_dimension, shift
+from .zarr_renumber import Renumbering, check_dimension, shift
 
 __all__ = ["CoreBlock", "CoreTensor", "core_view"]
 
@@ -85,7 +85,7 @@ class CoreTensor:
 
 def _block(
     block: Any,
-    renumber: tuple[str, int] | None,
+    renumber: Renumbering | None,
     n_parent: int | None,
     properties: Labels | None = None,
 ) -> CoreBlock:
@@ -113,10 +113,11 @@ def _block(
     )
 
 
-def core_view(tensor: Any, renumber: tuple[str, int] | None) -> CoreTensor:
+def core_view(tensor: Any, renumber: Renumbering | None) -> CoreTensor:
     """A metatensor-core ``tensor`` seen as an append plans it, with ``offset`` added to
     the sample dimension ``dimension`` of its blocks and gradients when ``renumber`` is
-    ``(dimension, offset)`` (as :func:`~metatensor_dask.io.zarr_renumber.shifted`)."""
+    ``(dimension, offset)`` (and the wording of its error: see
+    :func:`~metatensor_dask.io.zarr_renumber.shift`)."""
     blocks = list(tensor.blocks())
     if renumber is not None:
         names = []

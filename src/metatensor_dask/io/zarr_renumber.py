@@ -24,7 +24,20 @@ if TYPE_CHECKING:
     from ..block import TensorBlock
     from ..tensor import TensorMap
 
-__all__ = ["Renumber", "check_dimension", "parse_renumber", "renumbered", "shift", "shifted"]
+__all__ = [
+    "Renumber",
+    "Renumbering",
+    "check_dimension",
+    "parse_renumber",
+    "renumbered",
+    "shift",
+    "shifted",
+]
+
+
+#: The arguments of :func:`shift` after the labels: ``(dimension, offset)``, or with the
+#: origin and the remedy of its error.
+Renumbering = tuple[str, int] | tuple[str, int, str, str]
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ def _next(
     return max(found) + 1 if found else 0
 
 
-def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str) -> None:
+def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str, remedy: str) -> None:
     """Refuse an ``offset`` that takes ``values`` (a column) out of the int32 range."""
     if not len(values):
         return
@@ -86,23 +99,29 @@ def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str) -
     low, high = int(values.min()), int(values.max())
     limits = np.iinfo(np.int32)
     if high + offset > limits.max or low + offset < limits.min:
+        remedy = remedy or (
+            f"number '{dimension}' from 0 in each batch and renumber by a smaller offset, "
+            "or write to another store"
+        )
         raise MetatensorDaskError(
             f"renumbering '{dimension}' by {offset}{origin} goes past the int32 range of "
             f"Labels: its values, from {low} to {high}, would become {low + offset} to "
-            f"{high + offset}, outside [-2**31, 2**31 - 1]; number '{dimension}' from 0 in "
-            "each batch and renumber by a smaller offset, or write to another store"
+            f"{high + offset}, outside [-2**31, 2**31 - 1]; {remedy}"
         )
 
 
-def shift(labels: Labels, dimension: str, offset: int, origin: str = "") -> Labels:
+def shift(
+    labels: Labels, dimension: str, offset: int, origin: str = "", remedy: str = ""
+) -> Labels:
     """``labels`` with ``offset`` added to their ``dimension`` (when they have it);
-    ``origin`` says where the offset comes from, in the error of an offset that takes
-    them out of the int32 range."""
+    ``origin`` says where the offset comes from, and ``remedy`` what to do (the remedy
+    of ``to_zarr`` when empty), in the error of an offset that takes them out of the
+    int32 range."""
     if dimension not in labels.names or offset == 0:
         return labels
     values = np.array(labels.values, dtype=np.int32)  # one copy, shifted in place
     column = labels.names.index(dimension)
-    _check_range(values[:, column], dimension, offset, origin)
+    _check_range(values[:, column], dimension, offset, origin, remedy)
     if len(values):
         # summed in int64 (an offset may not fit in int32 when every result does), a
         # few rows at a time: every result was checked to fit in int32
@@ -111,13 +130,15 @@ def shift(labels: Labels, dimension: str, offset: int, origin: str = "") -> Labe
     return Labels._trusted(labels.names, values)
 
 
-def _block(block: TensorBlock, dimension: str, offset: int, origin: str) -> TensorBlock:
+def _block(
+    block: TensorBlock, dimension: str, offset: int, origin: str, remedy: str
+) -> TensorBlock:
     from ..block import TensorBlock
 
-    gradients = {p: _block(g, dimension, offset, origin) for p, g in block.gradients()}
+    gradients = {p: _block(g, dimension, offset, origin, remedy) for p, g in block.gradients()}
     return TensorBlock._trusted(
         block.values,
-        shift(block.samples, dimension, offset, origin),
+        shift(block.samples, dimension, offset, origin, remedy),
         block.components,
         block.properties,
         gradients,
@@ -147,14 +168,16 @@ def _stored_sample_names(nodes: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def shifted(tensor: TensorMap, dimension: str, offset: int, origin: str = "") -> TensorMap:
+def shifted(
+    tensor: TensorMap, dimension: str, offset: int, origin: str = "", remedy: str = ""
+) -> TensorMap:
     """``tensor`` with ``offset`` added to the sample dimension ``dimension`` of its
     blocks and of their gradients (never to a gradient's ``"sample"`` column);
-    ``origin`` as in :func:`shift`."""
+    ``origin`` and ``remedy`` as in :func:`shift`."""
     from ..tensor import TensorMap
 
     check_dimension(dimension, tensor.sample_names, len(tensor) > 0)
-    blocks = [_block(block, dimension, offset, origin) for block in tensor.blocks()]
+    blocks = [_block(block, dimension, offset, origin, remedy) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks, tensor.info())
 
 

@@ -191,6 +191,20 @@ def _check_joinable_samples(first: TensorBlock, block: TensorBlock, fname: str) 
         check_blocks_raise(first, block, fname, ["components", "properties"])
         check_same_gradients_raise(first, block, fname, ["components"])
     check_no_gradients_of_gradients(block, not_yet=True)
+    _check_gradient_sample_names(first, block, fname)
+
+
+def _check_gradient_sample_names(first: TensorBlock, block: TensorBlock, fname: str) -> None:
+    """Refuse gradients whose sample names differ from ``first``'s: their rows would be
+    stacked under the first names, relabelling a dimension (metatensor does so)."""
+    for parameter, gradient in block._gradients.items():
+        names, expected = gradient._samples.names, first._gradients[parameter]._samples.names
+        if names != expected:
+            raise ValueError(
+                f"the gradients '{parameter}' of the blocks given to `{fname}` have different "
+                f"sample names ({expected} and {names}): joining them along samples would "
+                "relabel a dimension. Give the gradients the same sample names"
+            )
 
 
 def _join_samples(
