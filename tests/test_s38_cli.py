@@ -227,7 +227,7 @@ def test_a_stale_temporary_file_that_can_not_be_removed_is_said(work):
     assert mtd.equal(mtd.load("k.mts"), _tensor())
 
 
-@pytest.mark.parametrize("chunks", ["1.5", "1e3", " 12"])
+@pytest.mark.parametrize("chunks", ["1.5", "1e3", " 12", "1_000", "1 000"])
 def test_chunks_without_a_unit_are_refused(work, capsys, chunks):
     """`--chunks 1.5` was read by dask as a size of 1 byte: the store was written in
     chunks of one row, without a word. A number without a unit is refused, from the
