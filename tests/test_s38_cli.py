@@ -110,9 +110,21 @@ def _gone_pid() -> int:
     return process.pid
 
 
-def _named(pid: int, start: str, host: str | None = None, token: str = "0123456789ab") -> str:
+def _boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+
+
+def _named(
+    pid: int,
+    start: str,
+    host: str | None = None,
+    token: str = "0123456789ab",
+    boot: str | None = "",
+) -> str:
+    """A temporary file's name; ``boot``: "" for this boot, None for none named."""
     space = "".join(ch for ch in pid_space() if ch.isdigit())
-    return f".k.mts.{pid}-{start}-{space}@{host or socket.gethostname()}.{token}.tmp"
+    owner = f"{pid}-{start}-{space}" + ("" if boot is None else f"-{boot or _boot()}")
+    return f".k.mts.{owner}@{host or socket.gethostname()}.{token}.tmp"
 
 
 # a save whose values take a minute to compute: killed while it writes
@@ -184,7 +196,38 @@ def test_a_save_leaves_the_temporary_files_it_can_not_prove_stale(work):
     assert any(f"process {live.pid} on host" in m for m in messages)
 
 
-@pytest.mark.parametrize("chunks", ["1.5", "1e3", " 12"])
+@pytest.mark.skipif(
+    not Path("/proc/sys/kernel/random/boot_id").exists(), reason="a boot id is needed"
+)
+def test_a_save_on_another_host_of_the_same_name_is_left_alone(work):
+    """Host names are shared (clones, containers: ``localhost``) and the first pid
+    namespace has one number on every Linux host: a save of a same-named host, whose
+    pid is free here, was removed while it ran there. Its boot tells it apart; a name
+    without one (an earlier version's) proves nothing."""
+    kept = [
+        _named(_gone_pid(), "1", boot="0123456789abcdef0123456789abcdef"),
+        _named(_gone_pid(), "1", boot=None, token="ba9876543210"),
+    ]
+    for name in kept:
+        (work / name).write_bytes(b"partial")
+    with pytest.warns(MetatensorDaskWarning, match="may still be running") as record:
+        mtd.save("k.mts", _tensor())
+    assert sorted(name for name in os.listdir(work) if name.endswith(".tmp")) == sorted(kept)
+    assert len(record) == 2
+
+
+def test_a_stale_temporary_file_that_can_not_be_removed_is_said(work):
+    """A stale temporary file that this process may not remove (another user's, in a
+    folder whose sticky bit keeps it; here a folder of its name) failed the save."""
+    stale = work / _named(_gone_pid(), "1")
+    stale.mkdir()
+    with pytest.warns(MetatensorDaskWarning, match="delete it once no other save"):
+        mtd.save("k.mts", _tensor())
+    assert stale.is_dir()
+    assert mtd.equal(mtd.load("k.mts"), _tensor())
+
+
+@pytest.mark.parametrize("chunks", ["1.5", "1e3", " 12", "1_000", "1 000"])
 def test_chunks_without_a_unit_are_refused(work, capsys, chunks):
     """`--chunks 1.5` was read by dask as a size of 1 byte: the store was written in
     chunks of one row, without a word. A number without a unit is refused, from the

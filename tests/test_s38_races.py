@@ -18,6 +18,7 @@ themselves show only now and then: a thread switched out at the wrong bytecode).
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 import warnings
 
@@ -100,6 +101,22 @@ def test_lazy_labels_without_digest_keep_their_token_once_loaded():
     other = mtd.Labels.lazy(["s"], 2, _loader(5))
     other.digest()
     assert _block_token(other) != before
+
+
+def test_lazy_labels_loaded_from_a_file_written_again_have_their_own_token(tmp_path):
+    """Two loaders of equal tokens (one file, read before and after it was written
+    again) stood for both Labels, loaded and known to differ: their blocks had one
+    token (dask merged the graphs of different data)."""
+    path = tmp_path / "samples.npy"
+    loaded = []
+    for first in (0, 5):
+        np.save(path, np.arange(first, first + 2, dtype=np.int32)[:, None])
+        samples = mtd.Labels.lazy(["s"], 2, functools.partial(np.load, path))
+        samples.digest()  # loaded before any token is made
+        loaded.append(samples)
+    assert tokenize(functools.partial(np.load, path)) == tokenize(functools.partial(np.load, path))
+    assert loaded[0] != loaded[1]
+    assert _block_token(loaded[0]) != _block_token(loaded[1])
 
 
 def test_a_new_buffer_of_zeros_is_known_as_padding_before_it_is_visible(monkeypatch):

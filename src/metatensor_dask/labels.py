@@ -596,25 +596,37 @@ class Labels:
 
     def _token(self) -> Any:
         """What identifies these Labels in a dask token, without loading lazy entries
-        that have no recorded digest: their loader stands for them, loaded or not.
+        that have no recorded digest: their loader stands for them until they are
+        loaded, their digest once they are.
 
         The token of such Labels is made once, and is the same in every thread, before,
-        during and after their load. It was the loader's token until they were loaded,
-        then their digest: two threads tokenizing while another loaded them got two
-        tokens (the same work computed twice by dask), and a thread reading the loader
-        just after the load dropped it tokenized ``None``, the same for all such Labels
-        of as many entries and the same names (the graphs of different data merged)."""
+        during and after their load: made from their digest when they are loaded by the
+        time it is first asked for, else from their loader's token. It was the loader's
+        token until they were loaded, then their digest: two threads tokenizing while
+        another loaded them got two tokens (the same work computed twice by dask), and a
+        thread reading the loader just after the load dropped it tokenized ``None``, the
+        same for all such Labels of as many entries and the same names (the graphs of
+        different data merged). A loader's token alone does not stand for entries
+        loaded: two loaders of equal tokens (one file, read before and after it was
+        written again) give Labels of other entries."""
         loader = self._token_loader
         if loader is None:
             return (self._names, self.digest())
         if self._lazy_token is None:
-            from dask.base import tokenize
-
-            made = ("lazy", self._names, self._count, tokenize(loader))
+            made = self._first_token(loader)
             with _MEMO_CREATION:  # the first one made, for every thread
                 if self._lazy_token is None:
                     self._lazy_token = made
         return self._lazy_token
+
+    def _first_token(self, loader: Callable[[], np.ndarray]) -> tuple[Any, ...]:
+        """The token of lazy Labels without a recorded digest, when first asked for:
+        their digest if their entries are loaded, else their loader's token."""
+        if self._values is not None:
+            return (self._names, self.digest())
+        from dask.base import tokenize
+
+        return ("lazy", self._names, self._count, tokenize(loader))
 
     def __len__(self) -> int:
         return self._count

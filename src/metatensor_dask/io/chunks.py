@@ -11,7 +11,6 @@ co-partitioned array of the block: usually a gradient, which has many rows per s
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -76,12 +75,15 @@ def parse_chunks(chunks: Any) -> ChunkRequest:
     )
 
 
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-
-
 def _is_number(text: str) -> bool:
-    """Whether ``text`` is a number alone (``"1.5"``, ``"1e6"``), without a unit."""
-    return _NUMBER.fullmatch(text) is not None
+    """Whether ``text`` is a number alone (``"1.5"``, ``"1e6"``, ``"1_000"``, ``"1 000"``),
+    without a unit: what dask's ``parse_bytes`` reads as bytes (it drops the spaces,
+    then reads what no letter ends as a float)."""
+    try:
+        float(text.replace(" ", ""))
+    except ValueError:
+        return False
+    return True
 
 
 def default_target() -> int:
