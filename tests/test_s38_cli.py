@@ -288,3 +288,23 @@ def test_a_demo_of_no_size_is_refused(work, capsys, size):
     code, _, err = _run(capsys, "demo", f"--size={size}", "--workdir", "d")
     assert code == 2 and f"expected a size such as 4GiB or 500MB, got '{size}'" in err
     assert not (work / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "least"),
+    [(["--mem", "200M"], "256M"), (["--mem", "700M", "--workers", "3"], "768M")],
+)
+def test_a_job_memory_its_workers_can_not_run_in_is_refused(work, capsys, options, least):
+    """`submit --mem` without `--memory-limit` shares the job's memory between its
+    workers: too little each, and the job's workers would restart without end."""
+    code, out, err = _run(capsys, "submit", "p.yaml", "--dry-run", *options)
+    assert code == 2 and "too little for a worker process" in err and f"at least {least}" in err
+    assert out == ""
+
+
+def test_a_job_memory_shared_by_its_default_workers_is_checked(work, capsys):
+    # 4 cores: 4 workers by default, 1000M / 4 is too little for each
+    code, _, err = _run(capsys, "submit", "p.yaml", "--dry-run", "--cpus", "4", "--mem", "1000M")
+    assert code == 2 and "shared between its 4 workers" in err
+    code, out, _ = _run(capsys, "submit", "p.yaml", "--dry-run", "--cpus", "4", "--mem", "1G")
+    assert code == 0 and "#SBATCH --mem=1G" in out

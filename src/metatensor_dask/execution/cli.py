@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -790,7 +791,10 @@ def _check_job_memory(args: argparse.Namespace) -> None:
     spill to disk (from 60% of their limit, dask's ``distributed.worker.memory.target``)."""
     from ._directives import job_memory_bytes
 
-    if args.mem is None or args.memory_limit is None:
+    if args.mem is None:
+        return
+    if args.memory_limit is None:
+        _check_shared_job_memory(args, job_memory_bytes("the job memory", args.mem))
         return
     workers = args.workers or 1
     if parse_bytes(args.memory_limit) * workers <= job_memory_bytes("the job memory", args.mem):
@@ -800,6 +804,24 @@ def _check_job_memory(args: argparse.Namespace) -> None:
         f"--memory-limit {args.memory_limit}{each} is more than the job's memory (--mem "
         f"{args.mem}): the batch system would kill the job before the workers spill to "
         "disk; lower --memory-limit or raise --mem"
+    )
+
+
+def _check_shared_job_memory(args: argparse.Namespace, job_memory: int) -> None:
+    """Refuse a job memory that, shared between the job's workers (as a job's ``run``
+    does without ``--memory-limit``), leaves a worker too little to run (see
+    :func:`.cluster.check_worker_memory`)."""
+    from .cluster import MIN_WORKER_MEMORY, default_workers
+
+    workers = args.workers or default_workers(args.cpus or 1)
+    if job_memory // workers >= MIN_WORKER_MEMORY:
+        return
+    each = f", shared between its {workers} workers," if workers > 1 else ""
+    raise UsageError(
+        f"--mem {args.mem}{each} is too little for a worker process, which uses about "
+        "170 MiB before it holds any data: its nanny would restart it forever; give at "
+        f"least {math.ceil(workers * MIN_WORKER_MEMORY / 2**20)}M (a few GiB per worker "
+        "for real data)" + (" or fewer --workers" if workers > 1 else "")
     )
 
 

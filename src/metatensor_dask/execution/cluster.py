@@ -52,6 +52,7 @@ __all__ = [
     "Execution",
     "check_options",
     "check_worker_memory",
+    "default_workers",
     "execution",
     "jobqueue_cluster",
     "local_sizes",
@@ -142,7 +143,7 @@ def local_sizes(
     """
     cores = _cores()
     if workers is None:
-        workers = cores if cores <= 4 else math.ceil(math.sqrt(cores))
+        workers = default_workers(cores)
     if workers < 1:
         raise ClusterError(f"the number of workers must be at least 1, got {workers}")
     threads = max(1, cores // workers)
@@ -153,6 +154,12 @@ def local_sizes(
     else:
         limit = None
     return workers, threads, limit
+
+
+def default_workers(cores: int) -> int:
+    """The workers of a LocalCluster on ``cores`` cores: one per core up to 4 cores,
+    then about ``sqrt(cores)`` sharing the cores as threads."""
+    return cores if cores <= 4 else math.ceil(math.sqrt(cores))
 
 
 def _parse_memory(text: str) -> int:
