@@ -308,3 +308,28 @@ def test_a_job_memory_shared_by_its_default_workers_is_checked(work, capsys):
     assert code == 2 and "shared between its 4 workers" in err
     code, out, _ = _run(capsys, "submit", "p.yaml", "--dry-run", "--cpus", "4", "--mem", "1G")
     assert code == 0 and "#SBATCH --mem=1G" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "f.zarr", "out.zarr"],
+        ["run", "p.yaml"],
+        ["apply", "pow", "f.zarr", "--arg", "B=2", "-o", "out.zarr"],
+    ],
+    ids=["convert", "run", "apply"],
+)
+def test_an_empty_folder_is_an_output_as_nothing_is(work, capsys, command):
+    """An output folder made beforehand (by hand, by a job script) and empty was refused
+    as "already exists ... pass --resume", with nothing to resume."""
+    (work / "out.zarr").mkdir()
+    code, _, err = _run(capsys, *command)
+    assert code == 0, err
+    assert mtd.verify(work / "out.zarr").ok
+    (work / "full").mkdir()
+    (work / "full" / "notes.txt").write_text("mine")
+    (work / "q.yaml").write_text((work / "p.yaml").read_text().replace("out.zarr", "full"))
+    into_full = {"out.zarr": "full", "p.yaml": "q.yaml"}
+    code, _, err = _run(capsys, *[into_full.get(c, c) for c in command])
+    assert code != 0 and "already exists" in err
+    assert os.listdir(work / "full") == ["notes.txt"]

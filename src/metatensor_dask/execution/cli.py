@@ -207,7 +207,7 @@ def _info(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from ..io._lock import locked_as, released_on_failure
     from ..io._names import is_metatensor_file
-    from .pipeline import open_tensor, same_local_path
+    from .pipeline import occupied, open_tensor, same_local_path
     from .progress import Reporter
 
     reporter = Reporter(args.quiet)
@@ -240,7 +240,13 @@ def _convert(args: argparse.Namespace) -> int:
     exists = "://" not in destination and os.path.exists(destination)
     if not args.overwrite and not args.append and not to_file:
         _refuse_interrupted_append(destination, args.resume)
-    if not args.overwrite and not args.append and not args.resume and exists:
+    if (
+        not args.overwrite
+        and not args.append
+        and not args.resume
+        and exists
+        and occupied(destination)
+    ):
         raise MetatensorDaskError(
             f"{destination} already exists: delete it, choose another destination, or "
             "pass --overwrite (or --append, or --resume to finish an interrupted convert)"

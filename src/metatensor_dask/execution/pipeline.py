@@ -100,6 +100,16 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
+def occupied(path: str) -> bool:
+    """Whether the local ``path`` holds something an output would replace: anything but
+    nothing or an empty folder (made beforehand, by hand or by a job script), into which
+    a new store is written as into nothing."""
+    if not os.path.isdir(path):
+        return os.path.lexists(path)
+    with os.scandir(path) as entries:
+        return next(entries, None) is not None
+
+
 def same_local_path(first: str, second: str) -> bool:
     """Whether two local paths name the same file or directory, however spelled:
     through symbolic links, or at two places a file system is mounted at."""
@@ -411,7 +421,7 @@ class Pipeline:
                     f"the output store {self.output} is {which}: a pipeline can not write "
                     "into a store it reads; choose another output"
                 )
-        if _is_local(self.output) and os.path.exists(self.output) and not resume:
+        if _is_local(self.output) and occupied(self.output) and not resume:
             raise PipelineError(
                 f"the output store {self.output} already exists: delete it or choose "
                 f"another output, or pass {resume_option} to finish an interrupted run into it"
