@@ -256,6 +256,7 @@ def test_submit_refuses_an_output_the_job_would_refuse(
 ):
     # found only once the job had waited in the queue
     os.mkdir(tmp_path / "done.zarr")
+    (tmp_path / "done.zarr" / "zarr.json").write_text("{}")  # (an empty folder is nothing)
     pipeline = _submit_pipeline(tmp_path, "x.zarr", output)
     code, out, err = run(capsys, "submit", pipeline, "--dry-run", *options)
     assert (code, out) == (1, "")
