@@ -1,0 +1,39 @@
+"""Refusals of the command line name a remedy its user can apply from the command that
+was run: an option of it or another path, not an argument of the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import metatensor
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
+
+
+def _source(systems: list[int]) -> metatensor.TensorMap:
+    """A one-block map whose samples are ``(system, atom)`` with ``systems``."""
+    rows = np.array([[s, 0] for s in systems], dtype=np.int32).reshape(-1, 2)
+    samples = metatensor.Labels(["system", "atom"], rows)
+    properties = metatensor.Labels(["p"], np.array([[0]], dtype=np.int32))
+    block = metatensor.TensorBlock(np.ones((len(systems), 1)), samples, [], properties)
+    return metatensor.TensorMap(metatensor.Labels(["k"], np.array([[0]], dtype=np.int32)), [block])
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The message of the command ``argv``, which fails with exit code 1."""
+    assert main([*argv, "--quiet"]) == 1
+    return capsys.readouterr().err
+
+
+def test_repeated_samples_name_the_option_of_convert_first(tmp_path, capsys):
+    """The remedy named ``renumber=`` of to_zarr and write_batches before --renumber."""
+    source = tmp_path / "a.mts"
+    metatensor.save(str(source), _source([0, 1]))
+    store = str(tmp_path / "all.zarr")
+    assert main(["convert", str(source), store, "--append", "--quiet"]) == 0
+    error = _error(capsys, "convert", str(source), store, "--append")
+    assert "which is already stored; nothing was written. Number the batches apart: " in error
+    assert error.index("--renumber system (convert --append)") < error.index("renumber=")
