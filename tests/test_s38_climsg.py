@@ -37,3 +37,18 @@ def test_repeated_samples_name_the_option_of_convert_first(tmp_path, capsys):
     error = _error(capsys, "convert", str(source), store, "--append")
     assert "which is already stored; nothing was written. Number the batches apart: " in error
     assert error.index("--renumber system (convert --append)") < error.index("renumber=")
+
+
+def test_a_metatensor_file_with_a_trailing_slash_names_the_paths_that_work(tmp_path, capsys):
+    """`convert f.mts dir/x.mts/` advised `mtd.save`, which the command line has not."""
+    source = tmp_path / "f.mts"
+    metatensor.save(str(source), _source([0]))
+    destination = f"{tmp_path / 'x.mts'}/"
+    error = _error(capsys, "convert", str(source), destination)
+    assert "mtd.save" not in error
+    assert "ends with '/'" in error
+    assert f"without the trailing '/' ({tmp_path / 'x.mts'})" in error
+    assert f"ending in '.zarr' ({tmp_path / 'x.zarr'})" in error
+    # the remedy works
+    assert main(["convert", str(source), destination.rstrip("/"), "--quiet"]) == 0
+    assert (tmp_path / "x.mts").is_file()

@@ -204,6 +204,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_file_as_folder(destination: str) -> None:
+    """Refuse a destination named as a metatensor file but ending in ``/`` (a folder,
+    which a Zarr store is, and a ``.mts`` file is not), with the two paths that work."""
+    from ..io._names import is_metatensor_file
+
+    name = destination.rstrip("/")
+    if name != destination and is_metatensor_file(name):
+        stem = name.rsplit(".", 1)[0]
+        raise MetatensorDaskError(
+            f"the destination {destination!r} ends with '/', which names a folder (a Zarr "
+            "store), but is named as a metatensor file: to write a .mts file, give the path "
+            f"without the trailing '/' ({stem}.mts); to write a Zarr store, give a path "
+            f"ending in '.zarr' ({stem}.zarr)"
+        )
+
+
 def _convert(args: argparse.Namespace) -> int:
     from ..io._lock import locked_as, released_on_failure
     from ..io._names import is_metatensor_file
@@ -215,6 +231,7 @@ def _convert(args: argparse.Namespace) -> int:
     if not sources:
         raise UsageError("give the sources (SRC...) and then the destination (DST)")
     to_file = is_metatensor_file(destination)
+    _refuse_file_as_folder(destination)
     if args.append:
         if to_file or args.overwrite:
             raise UsageError(
