@@ -52,3 +52,16 @@ def test_a_metatensor_file_with_a_trailing_slash_names_the_paths_that_work(tmp_p
     # the remedy works
     assert main(["convert", str(source), destination.rstrip("/"), "--quiet"]) == 0
     assert (tmp_path / "x.mts").is_file()
+
+
+def test_a_pipeline_file_of_two_documents_says_it_holds_one(tmp_path, capsys, monkeypatch):
+    """yaml's own text, "found another document", said neither rule nor remedy."""
+    metatensor.save(str(tmp_path / "f.mts"), _source([0]))
+    step = "inputs: {x: f.mts}\nsteps: [{op: pow, args: {B: 2}}]\noutput: out.zarr\n"
+    (tmp_path / "p.yaml").write_text(f"---\n{step}---\n{step}")
+    monkeypatch.chdir(tmp_path)
+    error = _error(capsys, "run", "p.yaml")
+    assert "p.yaml, line 5: a second YAML document starts here" in error
+    assert "a pipeline file holds one pipeline (one document)" in error
+    assert "found another document" not in error
+    assert not (tmp_path / "out.zarr").exists()

@@ -194,6 +194,12 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
+        if getattr(error, "problem", None) == "but found another document":
+            raise PipelineError(
+                f"{source}{where}: a second YAML document starts here; a pipeline file holds "
+                "one pipeline (one document): remove the second document (from its '---' on) "
+                "or move it to a file of its own"
+            ) from None
         problem = getattr(error, "problem", None) or str(error)
         raise PipelineError(f"{source}{where}: this is not valid YAML: {problem}") from None
     finally:
