@@ -65,3 +65,20 @@ def test_a_pipeline_file_of_two_documents_says_it_holds_one(tmp_path, capsys, mo
     assert "a pipeline file holds one pipeline (one document)" in error
     assert "found another document" not in error
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_renumbering_past_the_stored_int32_range_words_the_command_line_remedy(tmp_path, capsys):
+    """The store holds a system near 2**31 - 1: the remedy was to_zarr's ("renumber by a
+    smaller offset"), which convert has no option for."""
+    high, low = tmp_path / "high.mts", tmp_path / "low.mts"
+    metatensor.save(str(high), _source([2**31 - 2]))
+    metatensor.save(str(low), _source([0, 1]))
+    store = str(tmp_path / "all.zarr")
+    assert main(["convert", str(high), store, "--quiet"]) == 0
+    error = _error(capsys, "convert", str(low), store, "--append", "--renumber", "system")
+    assert "goes past the int32 range of Labels" in error
+    assert "smaller offset" not in error
+    assert "nothing was written. Append to another store" in error
+    assert "--append --renumber system" in error
+    assert "number it from 0 in each source" in error
+    assert len(mtd.open_zarr(store).block(0).samples) == 1

@@ -480,6 +480,7 @@ def _append_write(
 ) -> Any:
     """The ``Delayed`` of ``convert --append``: one append of all the sources, which
     stores them all, or refused, none of them."""
+    from ..io.zarr_renumber import RenumberRangeError
     from ._sources import check_files, joined_sources
 
     check_files(sources, destination)
@@ -497,6 +498,13 @@ def _append_write(
             compute=False,
             resume=args.resume,
         )
+    except RenumberRangeError as error:
+        raise MetatensorDaskError(
+            f"{error.problem}; nothing was written. Append to another store, whose "
+            f"'{args.renumber}' starts from 0 (convert ... NEW.zarr --append --renumber "
+            f"{args.renumber}); if the sources number '{args.renumber}' from large values, "
+            "number it from 0 in each source, as featomic does"
+        ) from None
     except StoreLockedError:
         raise
     except MetatensorDaskError as error:

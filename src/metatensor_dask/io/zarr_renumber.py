@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Renumber",
+    "RenumberRangeError",
     "Renumbering",
     "check_dimension",
     "parse_renumber",
@@ -38,6 +39,18 @@ __all__ = [
 #: The arguments of :func:`shift` after the labels: ``(dimension, offset)``, or with the
 #: origin and the remedy of its error.
 Renumbering = tuple[str, int] | tuple[str, int, str, str]
+
+
+class RenumberRangeError(MetatensorDaskError):
+    """A renumbering that would take a sample dimension out of the int32 range of Labels.
+
+    ``problem`` is the message without its remedy, for a caller (the command line) that
+    words the remedy its user can apply.
+    """
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
 
 
 @dataclass(frozen=True)
@@ -103,11 +116,12 @@ def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str, r
             f"number '{dimension}' from 0 in each batch and renumber by a smaller offset, "
             "or write to another store"
         )
-        raise MetatensorDaskError(
+        problem = (
             f"renumbering '{dimension}' by {offset}{origin} goes past the int32 range of "
             f"Labels: its values, from {low} to {high}, would become {low + offset} to "
-            f"{high + offset}, outside [-2**31, 2**31 - 1]; {remedy}"
+            f"{high + offset}, outside [-2**31, 2**31 - 1]"
         )
+        raise RenumberRangeError(f"{problem}; {remedy}", problem)
 
 
 def shift(
