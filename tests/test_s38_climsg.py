@@ -82,3 +82,22 @@ def test_renumbering_past_the_stored_int32_range_words_the_command_line_remedy(t
     assert "--append --renumber system" in error
     assert "number it from 0 in each source" in error
     assert len(mtd.open_zarr(store).block(0).samples) == 1
+
+
+@pytest.mark.parametrize(
+    ("op", "argument", "names"),
+    [
+        ("sum_over_samples", "sample_names=nope", "samples of its input are named ['system', "),
+        ("mean_over_samples", "sample_names=[atom, nope]", "samples of its input are named ["),
+        ("sum_over_properties", "property_names=nope", "properties of its input are named ['p']"),
+    ],
+)
+def test_an_unknown_name_to_reduce_over_lists_the_names_there_are(
+    tmp_path: Path, capsys, op, argument, names
+):
+    """metatensor's text names the unknown name, not the ones that exist."""
+    source = tmp_path / "f.zarr"
+    mtd.from_metatensor(_source([0, 1])).to_zarr(str(source))
+    output = str(tmp_path / "s.zarr")
+    error = _error(capsys, "apply", op, str(source), "--arg", argument, "-o", output)
+    assert "is not part of this TensorMap; the " + names in error

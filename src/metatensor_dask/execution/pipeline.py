@@ -266,6 +266,25 @@ class Step:
     where: str = ""
 
 
+#: The arguments that name dimensions of the first input (as the TensorMap property of
+#: the same name lists them), and the axis they name.
+_NAMING_ARGUMENTS = {"sample_names": "samples", "property_names": "properties"}
+
+
+def _unknown_names(step: Step, tensors: list[Any]) -> str:
+    """The names of the first input's axis, as ``"; ..."``, when the step names one
+    this axis does not have (in ``sample_names`` or ``property_names``), ``""`` else."""
+    for argument, axis in _NAMING_ARGUMENTS.items():
+        value = step.args.get(argument)
+        if value is None or not tensors:
+            continue
+        present = getattr(tensors[0], argument)
+        requested = [value] if isinstance(value, str) else value
+        if isinstance(requested, list) and any(name not in present for name in requested):
+            return f"; the {axis} of its input are named {present}"
+    return ""
+
+
 def _returned(function: Callable[..., Any]) -> str:
     """The name of the type ``function`` is annotated to return, ``""`` when it has none."""
     try:
@@ -451,7 +470,10 @@ class Pipeline:
             try:
                 result = function(*_positional(function, tensors), **step.args)
             except Exception as error:
-                raise PipelineError(f"{step.where}: {step.op} failed: {describe(error)}") from error
+                raise PipelineError(
+                    f"{step.where}: {step.op} failed: {describe(error)}"
+                    f"{_unknown_names(step, tensors)}"
+                ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
                     f"{step.where}: {step.op} returns {type(result).__name__}, not a "
