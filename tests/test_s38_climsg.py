@@ -77,7 +77,8 @@ def test_renumbering_past_the_stored_int32_range_words_the_command_line_remedy(t
     assert main(["convert", str(high), store, "--quiet"]) == 0
     error = _error(capsys, "convert", str(low), store, "--append", "--renumber", "system")
     assert "goes past the int32 range of Labels" in error
-    assert "smaller offset" not in error
+    assert "smaller offset" not in error and "'next'" not in error
+    assert f"(one past the largest 'system' stored in {store})" in error
     assert "nothing was written. Append to another store" in error
     assert "--append --renumber system" in error
     assert "number it from 0 in each source" in error

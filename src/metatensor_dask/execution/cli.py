@@ -499,8 +499,9 @@ def _append_write(
             resume=args.resume,
         )
     except RenumberRangeError as error:
+        origin = f" (one past the largest '{args.renumber}' stored in {destination})"
         raise MetatensorDaskError(
-            f"{error.problem}; nothing was written. Append to another store, whose "
+            f"{error.problem(origin)}; nothing was written. Append to another store, whose "
             f"'{args.renumber}' starts from 0 (convert ... NEW.zarr --append --renumber "
             f"{args.renumber}); if the sources number '{args.renumber}' from large values, "
             "number it from 0 in each source, as featomic does"

@@ -42,15 +42,30 @@ Renumbering = tuple[str, int] | tuple[str, int, str, str]
 
 
 class RenumberRangeError(MetatensorDaskError):
-    """A renumbering that would take a sample dimension out of the int32 range of Labels.
+    """A renumbering of ``dimension`` by ``offset`` that takes its values, from ``low``
+    to ``high``, out of the int32 range of Labels; ``origin`` says where the offset comes
+    from and ``remedy`` what to do. A caller (the command line) words its own origin and
+    remedy with :meth:`problem`."""
 
-    ``problem`` is the message without its remedy, for a caller (the command line) that
-    words the remedy its user can apply.
-    """
+    def __init__(
+        self, dimension: str, offset: int, low: int, high: int, origin: str, remedy: str
+    ) -> None:
+        self.dimension, self.offset, self.low, self.high = dimension, offset, low, high
+        self._arguments = (dimension, offset, low, high, origin, remedy)
+        super().__init__(f"{self.problem(origin)}; {remedy}")
 
-    def __init__(self, message: str, problem: str = "") -> None:
-        super().__init__(message)
-        self.problem = problem or message
+    def problem(self, origin: str) -> str:
+        """The message without a remedy, with ``origin`` after the offset."""
+        low, high, offset = self.low, self.high, self.offset
+        return (
+            f"renumbering '{self.dimension}' by {offset}{origin} goes past the int32 range "
+            f"of Labels: its values, from {low} to {high}, would become {low + offset} to "
+            f"{high + offset}, outside [-2**31, 2**31 - 1]"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        # the arguments, not the message: a worker's error is sent to the client
+        return (type(self), self._arguments)
 
 
 @dataclass(frozen=True)
@@ -116,12 +131,7 @@ def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str, r
             f"number '{dimension}' from 0 in each batch and renumber by a smaller offset, "
             "or write to another store"
         )
-        problem = (
-            f"renumbering '{dimension}' by {offset}{origin} goes past the int32 range of "
-            f"Labels: its values, from {low} to {high}, would become {low + offset} to "
-            f"{high + offset}, outside [-2**31, 2**31 - 1]"
-        )
-        raise RenumberRangeError(f"{problem}; {remedy}", problem)
+        raise RenumberRangeError(dimension, offset, low, high, origin, remedy)
 
 
 def shift(
