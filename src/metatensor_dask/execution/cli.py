@@ -204,6 +204,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_file_as_folder(destination: str) -> None:
+    """Refuse a destination named as a metatensor file but ending in ``/`` (a folder,
+    which a Zarr store is, and a ``.mts`` file is not), with the two paths that work."""
+    from ..io._names import is_metatensor_file
+
+    name = destination.rstrip("/")
+    if name != destination and is_metatensor_file(name):
+        stem = name.rsplit(".", 1)[0]
+        raise MetatensorDaskError(
+            f"the destination {destination!r} ends with '/', which names a folder (a Zarr "
+            "store), but is named as a metatensor file: to write a .mts file, give the path "
+            f"without the trailing '/' ({stem}.mts); to write a Zarr store, give a path "
+            f"ending in '.zarr' ({stem}.zarr)"
+        )
+
+
 def _convert(args: argparse.Namespace) -> int:
     from ..io._lock import locked_as, released_on_failure
     from ..io._names import is_metatensor_file
@@ -215,6 +231,7 @@ def _convert(args: argparse.Namespace) -> int:
     if not sources:
         raise UsageError("give the sources (SRC...) and then the destination (DST)")
     to_file = is_metatensor_file(destination)
+    _refuse_file_as_folder(destination)
     if args.append:
         if to_file or args.overwrite:
             raise UsageError(
@@ -463,6 +480,7 @@ def _append_write(
 ) -> Any:
     """The ``Delayed`` of ``convert --append``: one append of all the sources, which
     stores them all, or refused, none of them."""
+    from ..io.zarr_renumber import RenumberRangeError
     from ._sources import check_files, joined_sources
 
     check_files(sources, destination)
@@ -480,6 +498,14 @@ def _append_write(
             compute=False,
             resume=args.resume,
         )
+    except RenumberRangeError as error:
+        origin = f" (one past the largest '{args.renumber}' stored in {destination})"
+        raise MetatensorDaskError(
+            f"{error.problem(origin)}; nothing was written. Append to another store, whose "
+            f"'{args.renumber}' starts from 0 (convert ... NEW.zarr --append --renumber "
+            f"{args.renumber}); if the sources number '{args.renumber}' from large values, "
+            "number it from 0 in each source, as featomic does"
+        ) from None
     except StoreLockedError:
         raise
     except MetatensorDaskError as error:

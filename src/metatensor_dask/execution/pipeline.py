@@ -194,6 +194,12 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
+        if getattr(error, "problem", None) == "but found another document":
+            raise PipelineError(
+                f"{source}{where}: a second YAML document starts here; a pipeline file holds "
+                "one pipeline (one document): remove the second document (from its '---' on) "
+                "or move it to a file of its own"
+            ) from None
         problem = getattr(error, "problem", None) or str(error)
         raise PipelineError(f"{source}{where}: this is not valid YAML: {problem}") from None
     finally:
@@ -258,6 +264,25 @@ class Step:
     args: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
     where: str = ""
+
+
+#: The arguments that name dimensions of the first input (as the TensorMap property of
+#: the same name lists them), and the axis they name.
+_NAMING_ARGUMENTS = {"sample_names": "samples", "property_names": "properties"}
+
+
+def _unknown_names(step: Step, tensors: list[Any]) -> str:
+    """The names of the first input's axis, as ``"; ..."``, when the step names one
+    this axis does not have (in ``sample_names`` or ``property_names``), ``""`` else."""
+    for argument, axis in _NAMING_ARGUMENTS.items():
+        value = step.args.get(argument)
+        if value is None or not tensors:
+            continue
+        present = getattr(tensors[0], argument)
+        requested = [value] if isinstance(value, str) else value
+        if isinstance(requested, list) and any(name not in present for name in requested):
+            return f"; the {axis} of its input are named {present}"
+    return ""
 
 
 def _returned(function: Callable[..., Any]) -> str:
@@ -445,7 +470,10 @@ class Pipeline:
             try:
                 result = function(*_positional(function, tensors), **step.args)
             except Exception as error:
-                raise PipelineError(f"{step.where}: {step.op} failed: {describe(error)}") from error
+                raise PipelineError(
+                    f"{step.where}: {step.op} failed: {describe(error)}"
+                    f"{_unknown_names(step, tensors)}"
+                ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
                     f"{step.where}: {step.op} returns {type(result).__name__}, not a "

@@ -322,10 +322,10 @@ class _Planner:
             raise MetatensorDaskError(
                 f"can not append to {self.where}: {what} has the sample "
                 f"{dict(zip(names, entry, strict=True))}, which is already stored; nothing "
-                f"was written. Number the batches apart{which}: "
-                f"renumber={{{dimension!r}: 'next'}} (to_zarr), renumber={dimension!r} "
-                "(write_batches, in a new run: resume keeps the run's renumber), --renumber "
-                f"{dimension} (convert --append)"
+                f"was written. Number the batches apart{which}: --renumber {dimension} "
+                f"(convert --append), renumber={{{dimension!r}: 'next'}} (to_zarr), "
+                f"renumber={dimension!r} (write_batches, in a new run: resume keeps the run's "
+                "renumber)"
             )
 
     def extend_block(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Renumber",
+    "RenumberRangeError",
     "Renumbering",
     "check_dimension",
     "parse_renumber",
@@ -38,6 +39,33 @@ __all__ = [
 #: The arguments of :func:`shift` after the labels: ``(dimension, offset)``, or with the
 #: origin and the remedy of its error.
 Renumbering = tuple[str, int] | tuple[str, int, str, str]
+
+
+class RenumberRangeError(MetatensorDaskError):
+    """A renumbering of ``dimension`` by ``offset`` that takes its values, from ``low``
+    to ``high``, out of the int32 range of Labels; ``origin`` says where the offset comes
+    from and ``remedy`` what to do. A caller (the command line) words its own origin and
+    remedy with :meth:`problem`."""
+
+    def __init__(
+        self, dimension: str, offset: int, low: int, high: int, origin: str, remedy: str
+    ) -> None:
+        self.dimension, self.offset, self.low, self.high = dimension, offset, low, high
+        self._arguments = (dimension, offset, low, high, origin, remedy)
+        super().__init__(f"{self.problem(origin)}; {remedy}")
+
+    def problem(self, origin: str) -> str:
+        """The message without a remedy, with ``origin`` after the offset."""
+        low, high, offset = self.low, self.high, self.offset
+        return (
+            f"renumbering '{self.dimension}' by {offset}{origin} goes past the int32 range "
+            f"of Labels: its values, from {low} to {high}, would become {low + offset} to "
+            f"{high + offset}, outside [-2**31, 2**31 - 1]"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        # the arguments, not the message: a worker's error is sent to the client
+        return (type(self), self._arguments)
 
 
 @dataclass(frozen=True)
@@ -103,11 +131,7 @@ def _check_range(values: np.ndarray, dimension: str, offset: int, origin: str, r
             f"number '{dimension}' from 0 in each batch and renumber by a smaller offset, "
             "or write to another store"
         )
-        raise MetatensorDaskError(
-            f"renumbering '{dimension}' by {offset}{origin} goes past the int32 range of "
-            f"Labels: its values, from {low} to {high}, would become {low + offset} to "
-            f"{high + offset}, outside [-2**31, 2**31 - 1]; {remedy}"
-        )
+        raise RenumberRangeError(dimension, offset, low, high, origin, remedy)
 
 
 def shift(
