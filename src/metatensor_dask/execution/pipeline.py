@@ -278,7 +278,9 @@ def _unknown_names(step: Step, tensors: list[Any]) -> str:
         value = step.args.get(argument)
         if value is None or not tensors:
             continue
-        present = getattr(tensors[0], argument)
+        present = getattr(tensors[0], argument, None)
+        if not isinstance(present, list):
+            continue  # (an input of another kind: the operation's own error says so)
         requested = [value] if isinstance(value, str) else value
         if isinstance(requested, list) and any(name not in present for name in requested):
             return f"; the {axis} of its input are named {present}"
