@@ -286,14 +286,13 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
     location = tail_start + end
     locator = end - _LOCATOR64.size
     # the disks that a ZIP64 archive's locator and 32-bit end record number (the end
-    # record's may say "in the ZIP64 record", 0xFFFF; some writers count 0 disks in
-    # the locator, which metatensor reads: accepted)
+    # record's may say "in the ZIP64 record", 0xFFFF)
     zip64_disks: list[tuple[str, int, tuple[int, ...]]] = []
     if locator >= 0 and tail[locator : locator + 4] == _LOCATOR64_SIGNATURE:
         _, end64_disk, end64, disks = _LOCATOR64.unpack_from(tail, locator)
         zip64_disks = [
             ("ZIP64 locator's disk of the ZIP64 end record", end64_disk, (0,)),
-            ("ZIP64 locator's number of disks", disks, (1, 0)),
+            ("ZIP64 locator's number of disks", disks, (1,)),
             ("end record's disk", disk, (0, 0xFFFF)),
             ("end record's first disk of the directory", start_disk, (0, 0xFFFF)),
         ]
