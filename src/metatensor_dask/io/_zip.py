@@ -259,24 +259,6 @@ def _check_one_disk(disk: int, start_disk: int, directory: bytes, count: int) ->
     raise ZipError("invalid Zip archive: archives that span several disks are not supported")
 
 
-def _check_zip64_disks(
-    fields: list[tuple[str, int, tuple[int, ...]]], directory: bytes, count: int
-) -> None:
-    """Refuse a ZIP64 archive whose locator or 32-bit end record numbers other disks
-    than a one-disk archive's: ``fields`` are ``(what, value, values allowed)``, the
-    first allowed being the one-disk archive's. Damage when its whole directory is in
-    this file, as :func:`_check_one_disk`."""
-    for what, value, allowed in fields:
-        if value in allowed:
-            continue
-        if count and directory[:4] == _CENTRAL_SIGNATURE:
-            raise ZipDamage(
-                f"the {what} is {value}, not {allowed[0]}, but the whole directory is in "
-                "this file, whose archive has one disk"
-            )
-        raise ZipError("invalid Zip archive: archives that span several disks are not supported")
-
-
 def _central_directory(fd: int, file_size: int) -> _Directory:
     """The records of the central directory, in file order of their local headers."""
     tail_start = max(0, file_size - _END_SEARCH)
@@ -285,17 +267,8 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
     _, disk, start_disk, on_disk, count, size, offset, _ = _END.unpack_from(tail, end)
     location = tail_start + end
     locator = end - _LOCATOR64.size
-    # the disks that a ZIP64 archive's locator and 32-bit end record number (the end
-    # record's may say "in the ZIP64 record", 0xFFFF)
-    zip64_disks: list[tuple[str, int, tuple[int, ...]]] = []
     if locator >= 0 and tail[locator : locator + 4] == _LOCATOR64_SIGNATURE:
-        _, end64_disk, end64, disks = _LOCATOR64.unpack_from(tail, locator)
-        zip64_disks = [
-            ("ZIP64 locator's disk of the ZIP64 end record", end64_disk, (0,)),
-            ("ZIP64 locator's number of disks", disks, (1,)),
-            ("end record's disk", disk, (0, 0xFFFF)),
-            ("end record's first disk of the directory", start_disk, (0, 0xFFFF)),
-        ]
+        _, _, end64, _ = _LOCATOR64.unpack_from(tail, locator)
         inside = end64 + _END64.size <= tail_start + locator
         record = os.pread(fd, _END64.size, end64) if inside else b""
         if len(record) < _END64.size or record[:4] != b"PK\x06\x06":
@@ -308,7 +281,6 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
     fits = shift >= 0 and size <= location
     directory = os.pread(fd, size, offset + shift) if fits else b""
     _check_one_disk(disk, start_disk, directory, count)
-    _check_zip64_disks(zip64_disks, directory, count)
     if on_disk != count:
         raise ZipDamage(
             f"the end record of the archive's directory counts {on_disk} records on its "
