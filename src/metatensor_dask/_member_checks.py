@@ -42,23 +42,9 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
     """
     keys: dict[str, None] = {}
     for array in arrays:
-        if not isinstance(array, da.Array):
-            continue
-        graph: Any = array.__dask_graph__()
-        layers = getattr(graph, "layers", {})
-        checked = [
-            name for name in layers if name.startswith(LOAD) and _check(name) in layers[name]
-        ]
-        if array.name in checked:  # a member computed whole: every chunk read
-            keys[_check(array.name)] = None
-        elif checked:
-            # a flat copy: the graph does not keep it, as its own ``to_dict`` would
-            needed = _needed_reads(ensure_dict(graph), flatten(array.__dask_keys__()))
-            every = _read_counts(graph)
-            for name in checked:
-                read = READ + name[len(LOAD) :]
-                if needed.get(read, 0) == every.get(read, 0):
-                    keys[_check(name)] = None
+        if isinstance(array, da.Array):
+            graph = array.__dask_graph__()
+            keys.update(dict.fromkeys(_checks_needed(graph, array.__dask_keys__(), array.name)))
     return list(keys)
 
 
@@ -100,13 +86,17 @@ def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
     return da.Array.__dask_optimize__(graph, keys, **kwargs)
 
 
-def _checks_needed(graph: Any, keys: list[Any]) -> list[str]:
-    """The keys of the checks in ``graph`` of the members that ``keys`` read whole."""
+def _checks_needed(graph: Any, keys: Any, name: str | None = None) -> list[str]:
+    """The keys of the checks in ``graph`` of the members that ``keys`` read whole;
+    ``name``: that of the array whose keys they are, all of them (None: not known)."""
     layers = getattr(graph, "layers", {})
-    members = [name for name in layers if name.startswith(LOAD) and _check(name) in layers[name]]
+    members = [n for n in layers if n.startswith(LOAD) and _check(n) in layers[n]]
     if not members:
         return []
-    needed = _needed_reads(ensure_dict(graph), keys)
+    if name is not None and name in members:  # a member computed whole: every chunk read
+        return [_check(name)]
+    # a flat copy: the graph does not keep it, as its own ``to_dict`` would
+    needed = _needed_reads(ensure_dict(graph), flatten(keys))
     every = _read_counts(graph)
     return [
         _check(name)
