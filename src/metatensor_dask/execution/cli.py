@@ -843,15 +843,14 @@ def _check_shared_job_memory(args: argparse.Namespace, job_memory: int) -> None:
     """Refuse a job memory that, shared between the job's workers (as a job's ``run``
     does without ``--memory-limit``), leaves a worker too little to run (see
     :func:`.cluster.check_worker_memory`)."""
-    from .cluster import MIN_WORKER_MEMORY, default_workers
+    from .cluster import MIN_WORKER_MEMORY, TOO_LITTLE_FOR_A_WORKER, default_workers
 
     workers = args.workers or default_workers(args.cpus or 1)
     if job_memory // workers >= MIN_WORKER_MEMORY:
         return
     each = f", shared between its {workers} workers," if workers > 1 else ""
     raise UsageError(
-        f"--mem {args.mem}{each} is too little for a worker process, which uses about "
-        "170 MiB before it holds any data: its nanny would restart it forever; give at "
+        f"--mem {args.mem}{each} {TOO_LITTLE_FOR_A_WORKER}; give at "
         f"least {math.ceil(workers * MIN_WORKER_MEMORY / 2**20)}M (a few GiB per worker "
         "for real data)" + (" or fewer --workers" if workers > 1 else "")
     )

@@ -47,6 +47,7 @@ from ._trim import TrimHeap
 __all__ = [
     "JOBQUEUE",
     "MIN_WORKER_MEMORY",
+    "TOO_LITTLE_FOR_A_WORKER",
     "WORKER_ENVIRONMENT",
     "ClusterError",
     "Execution",
@@ -75,6 +76,11 @@ CLUSTERS = ("threads", "local", *JOBQUEUE)
 #: uses about 170 MiB before it holds any data (measured: workers of 160 MiB were
 #: restarted by their nanny without end, of 200 MiB wrote a small store)
 MIN_WORKER_MEMORY = 256 * 2**20
+#: Why less is refused, in the refusals of ``--memory-limit`` and of ``submit --mem``.
+TOO_LITTLE_FOR_A_WORKER = (
+    "is too little for a worker process, which uses about 170 MiB before it holds any "
+    "data (Python, numpy, dask): its nanny would restart it forever"
+)
 
 #: Environment of the worker processes of a ``local`` cluster, over distributed's
 #: ``distributed.nanny.pre-spawn-environ``. distributed asks glibc to give back every free
@@ -222,9 +228,8 @@ def check_worker_memory(memory_limit: str) -> None:
     """
     if _parse_memory(memory_limit) < MIN_WORKER_MEMORY:
         raise ClusterError(
-            f"--memory-limit {memory_limit} is too little for a worker process, which "
-            "uses about 170 MiB before it holds any data (Python, numpy, dask): its nanny "
-            "would restart it forever; give at least 256MiB (a few GiB for real data)"
+            f"--memory-limit {memory_limit} {TOO_LITTLE_FOR_A_WORKER}; give at least 256MiB "
+            "(a few GiB for real data)"
         )
 
 
