@@ -103,6 +103,18 @@ def _misfit(present: list[tuple[mtd.TensorMap, str]], failure: type[Exception]) 
     return present[0][1]
 
 
+def _join_remedy(error: Exception) -> str:
+    """What to do when the sources of one append do not join (``error``): sources with
+    gradients of gradients, which ``join`` does not support, are appended one at a time;
+    others need the same labels and gradients and samples numbered apart."""
+    if isinstance(error, NotImplementedError):
+        return (
+            "Append them one at a time instead (one `convert SRC DST --append` per source, "
+            "with the same --renumber): each append of a single source takes them"
+        )
+    return "Give them the same labels and gradients, and number their samples apart (--renumber)"
+
+
 def joined_sources(
     tensors: Sequence[mtd.TensorMap], names: Sequence[str], renumber: str | None
 ) -> mtd.TensorMap:
@@ -134,8 +146,7 @@ def joined_sources(
     except Exception as error:
         raise MetatensorDaskError(
             f"the sources can not be appended together, from {_misfit(present, type(error))} "
-            f"on: {error}; nothing was written. Give them the same labels and gradients, and "
-            "number their samples apart (--renumber)"
+            f"on: {error}; nothing was written. {_join_remedy(error)}"
         ) from error
     for tensor in tensors:
         for key, value in tensor.info().items():
