@@ -19,9 +19,9 @@ demo: venv
 # Three pytest-xdist workers on CI's 2 cores: many tests wait on other processes (SLURM
 # jobs, cluster workers starting, processes killed and resumed), which a third worker
 # fills; the tests marked xdist_group("serial") run one after another on one worker,
-# beside the others. The slowest tests are listed at the end, to keep the run quick.
+# beside the others.
 test: venv
-	$(BIN)/python -m pytest -n 3 --dist loadgroup --durations=30
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 # Static types of the package (src/), with mypy's settings in pyproject.toml.
 typecheck: venv
