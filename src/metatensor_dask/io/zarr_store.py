@@ -534,9 +534,26 @@ def describe(store: Store) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
-        return str(fs.unstrip_protocol(store.path))
+        return _fsspec_location(store.fs, store.path)
     return f"{type(store).__name__}({store})"
+
+
+def _fsspec_location(fs: Any, path: str) -> str:
+    """The URL of ``path`` on the fsspec file system ``fs`` (behind zarr's asynchronous
+    wrapper or not), naming what the path is relative to: through a ``DirFileSystem``,
+    the path on the file system it wraps (``file:///data/t.zarr``, not ``dir://t.zarr``
+    for every one); in an archive (zip, tar), the archive too, as the chained URL that
+    opens it (``zip://::file:///data/t.zip``, not ``zip://`` for every one). Two stores
+    described alike are taken for one (see :func:`same_store`)."""
+    from fsspec.archive import AbstractArchiveFileSystem
+    from fsspec.implementations.dirfs import DirFileSystem
+
+    fs = getattr(fs, "sync_fs", fs)
+    if isinstance(fs, DirFileSystem):
+        return _fsspec_location(fs.fs, fs._join(path))
+    url = str(fs.unstrip_protocol(path))
+    archive = fs.storage_options.get("fo") if isinstance(fs, AbstractArchiveFileSystem) else None
+    return f"{url}::{archive}" if isinstance(archive, str) else url
 
 
 # -- bulk access to small objects ---------------------------------------------------------

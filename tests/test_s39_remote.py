@@ -1,0 +1,77 @@
+"""Stores on fsspec file systems whose paths are relative to something else: a
+``DirFileSystem`` (paths under a folder of the file system it wraps) and a zip archive
+(paths inside the archive). Every such store used to be described by its relative path
+alone (``dir://t.zarr``, ``zip://``), the description that names a store in messages,
+tells two stores apart and names the tasks of a write: two stores were taken for one.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import dask
+import metatensor
+import numpy as np
+import pytest
+from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+from fsspec.implementations.dirfs import DirFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from zarr.storage import FsspecStore
+
+import metatensor_dask as mtd
+
+
+def _tensor(scale: float) -> metatensor.TensorMap:
+    """One block of 10 samples (5 rows per chunk when written)."""
+    values = np.arange(60, dtype=np.float64).reshape(10, 2, 3) * scale
+    block = metatensor.TensorBlock(
+        values,
+        metatensor.Labels(["system"], np.arange(10, dtype=np.int32)[:, None]),
+        [metatensor.Labels(["xyz"], np.arange(2, dtype=np.int32)[:, None])],
+        metatensor.Labels(["n"], np.arange(3, dtype=np.int32)[:, None]),
+    )
+    return metatensor.TensorMap(metatensor.Labels(["key"], np.array([[0]], np.int32)), [block])
+
+
+def _dir_store(base: Path) -> FsspecStore:
+    """The store ``t.zarr`` of a ``DirFileSystem`` rooted at ``base``."""
+    base.mkdir()
+    fs = DirFileSystem(str(base), fs=LocalFileSystem(auto_mkdir=True))
+    return FsspecStore(AsyncFileSystemWrapper(fs, asynchronous=True), path="t.zarr")
+
+
+def test_two_stores_of_dir_file_systems_written_in_one_computation_are_both_written(tmp_path):
+    first, second = _dir_store(tmp_path / "a"), _dir_store(tmp_path / "b")
+    tensor = mtd.from_metatensor(_tensor(1.0))
+    writes = [mtd.to_zarr(tensor, store, chunks=5, compute=False) for store in (first, second)]
+    # the tasks of both writes were named alike: dask ran one of them, for both
+    dask.compute(*writes, scheduler="threads")
+    for store in (first, second):
+        assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), _tensor(1.0))
+
+
+def test_a_store_of_a_dir_file_system_is_overwritten_from_another(tmp_path):
+    source, target = _dir_store(tmp_path / "a"), _dir_store(tmp_path / "b")
+    mtd.from_metatensor(_tensor(1.0)).to_zarr(source, chunks=5)
+    mtd.from_metatensor(_tensor(3.0)).to_zarr(target, chunks=5)
+    # refused as reading the store it would overwrite: both were 'dir://t.zarr'
+    mtd.to_zarr(mtd.open_zarr(source), target, mode="w")
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(target)), _tensor(1.0))
+    assert mtd.verify(target).ok
+
+
+def test_damage_in_a_zipped_store_names_the_archive(tmp_path):
+    folder = tmp_path / "t.zarr"
+    mtd.from_metatensor(_tensor(1.0)).to_zarr(str(folder), chunks=5)
+    archive = tmp_path / "t.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_file() and name != "blocks/0/values/c.1.0.0":
+                zipped.write(path, name)
+    url = f"zip://::file://{archive}"
+    with pytest.raises(mtd.DamagedStoreError, match=f"the store at zip://::.*{archive}"):
+        mtd.to_metatensor(mtd.open_zarr(url))
+    (problem,) = mtd.verify(url).problems
+    assert str(archive) in str(problem)
