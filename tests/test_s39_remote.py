@@ -3,10 +3,14 @@
 (paths inside the archive). Every such store used to be described by its relative path
 alone (``dir://t.zarr``, ``zip://``), the description that names a store in messages,
 tells two stores apart and names the tasks of a write: two stores were taken for one.
+And a ``DirFileSystem`` over an object store's file system kept the listings that one
+made: chunks another client wrote after a listing read as missing. ``s3fs`` and
+``moto[server]`` are test dependencies.
 """
 
 from __future__ import annotations
 
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -14,20 +18,23 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+import s3fs
 from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
+from moto import server as moto_server
 from zarr.storage import FsspecStore
 
 import metatensor_dask as mtd
 
 
-def _tensor(scale: float) -> metatensor.TensorMap:
-    """One block of 10 samples (5 rows per chunk when written)."""
+def _tensor(scale: float, first: int = 0) -> metatensor.TensorMap:
+    """One block of 10 samples, systems ``first`` to ``first + 9`` (5 rows per chunk
+    when written)."""
     values = np.arange(60, dtype=np.float64).reshape(10, 2, 3) * scale
     block = metatensor.TensorBlock(
         values,
-        metatensor.Labels(["system"], np.arange(10, dtype=np.int32)[:, None]),
+        metatensor.Labels(["system"], np.arange(first, first + 10, dtype=np.int32)[:, None]),
         [metatensor.Labels(["xyz"], np.arange(2, dtype=np.int32)[:, None])],
         metatensor.Labels(["n"], np.arange(3, dtype=np.int32)[:, None]),
     )
@@ -75,3 +82,39 @@ def test_damage_in_a_zipped_store_names_the_archive(tmp_path):
         mtd.to_metatensor(mtd.open_zarr(url))
     (problem,) = mtd.verify(url).problems
     assert str(archive) in str(problem)
+
+
+@pytest.fixture
+def s3_options(monkeypatch):
+    """The options reaching a new bucket, named in them, of an S3 server on the loopback."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "test", "secret": "test"}
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    yield bucket, options
+    server.stop()
+
+
+def _s3_dir_store(bucket: str, options: dict) -> FsspecStore:
+    """``t.zarr`` in the folder ``data`` of ``bucket``, through a ``DirFileSystem`` over
+    an ``s3fs`` client of its own (which keeps the listings it makes)."""
+    client = s3fs.S3FileSystem(**options, asynchronous=True, skip_instance_cache=True)
+    fs = DirFileSystem(f"{bucket}/data", fs=client, asynchronous=True)
+    return FsspecStore(fs, path="t.zarr")
+
+
+def test_samples_appended_by_another_client_through_a_dir_file_system_are_read(s3_options):
+    bucket, options = s3_options
+    store = _s3_dir_store(bucket, options)
+    mtd.from_metatensor(_tensor(1.0)).to_zarr(store, chunks=5)
+    assert mtd.verify(store).ok  # lists the store
+    mtd.from_metatensor(_tensor(2.0, first=10)).to_zarr(
+        _s3_dir_store(bucket, options), append_dim="samples"
+    )
+    # the appended chunks were missing from this client's listing: 'damaged'
+    assert mtd.verify(store).ok
+    expected = metatensor.join([_tensor(1.0), _tensor(2.0, first=10)], axis="samples")
+    assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), expected)

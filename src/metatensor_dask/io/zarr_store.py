@@ -353,14 +353,22 @@ def _without_listings_cache(store: Store) -> Store:
 
 def _uncached(fs: Any) -> Any:
     """The fsspec file system ``fs``, or one of its class and options keeping no listings
-    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous is
-    looked at in turn."""
+    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous, and
+    the one a ``DirFileSystem`` (paths under a folder of another) wraps, are looked at
+    in turn."""
+    from fsspec.implementations.dirfs import DirFileSystem
+
     inner = getattr(fs, "sync_fs", None)
     if inner is not None:
         replaced = _uncached(inner)
         if replaced is inner:
             return fs
         return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
+    if isinstance(fs, DirFileSystem):
+        replaced = _uncached(fs.fs)
+        if replaced is fs.fs:
+            return fs
+        return type(fs)(*fs.storage_args, **{**fs.storage_options, "fs": replaced})
     if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
         return fs
     try:
