@@ -4,12 +4,16 @@
 alone (``dir://t.zarr``, ``zip://``), the description that names a store in messages,
 tells two stores apart and names the tasks of a write: two stores were taken for one.
 And a ``DirFileSystem`` over an object store's file system kept the listings that one
-made: chunks another client wrote after a listing read as missing. ``s3fs`` and
-``moto[server]`` are test dependencies.
+made: chunks another client wrote after a listing read as missing. A write to a file
+system that refuses writes (an HTTP server) failed with the server's answer about the
+lock file. ``s3fs`` and ``moto[server]`` are test dependencies.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -118,3 +122,24 @@ def test_samples_appended_by_another_client_through_a_dir_file_system_are_read(s
     assert mtd.verify(store).ok
     expected = metatensor.join([_tensor(1.0), _tensor(2.0, first=10)], axis="samples")
     assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), expected)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_a_write_to_a_read_only_http_server_is_refused_saying_so(tmp_path):
+    handler = functools.partial(_Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/t.zarr"
+        tensor = mtd.from_metatensor(_tensor(1.0))
+        # was aiohttp's ClientResponseError: 501, "Unsupported method ('PUT')", url=.../.lock
+        with pytest.raises(mtd.MetatensorDaskError, match=r"can not be written.*nothing was"):
+            tensor.to_zarr(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(tmp_path.iterdir()) == []
