@@ -6,7 +6,8 @@ tells two stores apart and names the tasks of a write: two stores were taken for
 And a ``DirFileSystem`` over an object store's file system kept the listings that one
 made: chunks another client wrote after a listing read as missing. A write to a file
 system that refuses writes (an HTTP server) failed with the server's answer about the
-lock file. ``s3fs`` and ``moto[server]`` are test dependencies.
+lock file. A ``DirFileSystem`` over a local file system that creates no folders wrote
+a store halfway. ``s3fs`` and ``moto[server]`` are test dependencies.
 """
 
 from __future__ import annotations
@@ -143,3 +144,13 @@ def test_a_write_to_a_read_only_http_server_is_refused_saying_so(tmp_path):
         server.shutdown()
         server.server_close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dir_file_system_over_one_creating_no_folders_is_refused_before_writing(tmp_path):
+    (tmp_path / "t.zarr").mkdir()
+    fs = DirFileSystem(str(tmp_path), fs=LocalFileSystem(auto_mkdir=False))
+    store = FsspecStore(AsyncFileSystemWrapper(fs, asynchronous=True), path="t.zarr")
+    # was FileNotFoundError: .../t.zarr/.progress/plan.json, once the lock was taken
+    with pytest.raises(mtd.MetatensorDaskError, match=r"creates no folders.*auto_mkdir=True"):
+        mtd.from_metatensor(_tensor(1.0)).to_zarr(store)
+    assert list((tmp_path / "t.zarr").iterdir()) == []
