@@ -634,7 +634,7 @@ class StoreLock:
             if not released:
                 self._refuse(holder, takeover)
                 took_over = True
-        set_many(self.ref.store, {LOCK_KEY: self._holder.encode()})
+        _store_lock(self.ref.store, self.ref.where, self._holder.encode())
         time.sleep(_CONFIRM_SECONDS)
         holder = self.ref.holder()
         if holder is None or holder.write_id != self.ref.write_id:
@@ -870,6 +870,26 @@ def raise_if_out_of_room(error: BaseException, where: str, then: str) -> None:
         return
     message = f"writing {where} failed ({error.strerror}): {cause}, then {then}"
     raise OSError(error.errno, message) from error
+
+
+def _store_lock(store: Store, where: str, data: bytes) -> None:
+    """Write ``data`` as the lock of ``store`` (not a local folder), the first file a
+    write stores. A file system that refuses it (a read-only one, such as an HTTP server,
+    answering with an error of its own; or a location this user may not write) is a
+    :class:`MetatensorDaskError` saying so; a missing bucket or no room are left to the
+    caller (see :meth:`StoreLock._take`)."""
+    try:
+        set_many(store, {LOCK_KEY: data})
+    except Exception as error:
+        if isinstance(error, OSError) and not isinstance(error, PermissionError):
+            raise
+        raise MetatensorDaskError(
+            f"{where} can not be written: the file system refused the first file of the "
+            f"write, its lock '{LOCK_KEY}' ({type(error).__name__}: {error}); nothing was "
+            "written. Write to a location this user may write (a read-only file system, "
+            "such as an http:// server, is only read: write the store elsewhere, then copy "
+            "it there)"
+        ) from None
 
 
 def _create(path: Path, data: bytes, temporary: Path) -> bool:

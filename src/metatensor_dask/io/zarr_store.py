@@ -98,8 +98,9 @@ def _memory_kind(store: Store) -> str | None:
     """``"object"`` for a zarr MemoryStore, ``"fsspec"`` for ``memory://``, else None."""
     if isinstance(store, MemoryStore):
         return "object"
-    fs = getattr(store, "fs", None)
-    protocol = getattr(getattr(fs, "sync_fs", fs), "protocol", None)
+    if not isinstance(store, FsspecStore):
+        return None
+    protocol = getattr(_unwrapped(store.fs, "")[0], "protocol", None)
     protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
     return "fsspec" if "memory" in protocols else None
 
@@ -353,14 +354,22 @@ def _without_listings_cache(store: Store) -> Store:
 
 def _uncached(fs: Any) -> Any:
     """The fsspec file system ``fs``, or one of its class and options keeping no listings
-    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous is
-    looked at in turn."""
+    (see :func:`_without_listings_cache`); a file system wrapped to be asynchronous, and
+    the one a ``DirFileSystem`` (paths under a folder of another) wraps, are looked at
+    in turn."""
+    from fsspec.implementations.dirfs import DirFileSystem
+
     inner = getattr(fs, "sync_fs", None)
     if inner is not None:
         replaced = _uncached(inner)
         if replaced is inner:
             return fs
         return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
+    if isinstance(fs, DirFileSystem):
+        replaced = _uncached(fs.fs)
+        if replaced is fs.fs:
+            return fs
+        return type(fs)(*fs.storage_args, **{**fs.storage_options, "fs": replaced})
     if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
         return fs
     try:
@@ -404,15 +413,15 @@ def _check_writable(store: Store) -> None:
             raise _not_a_folder(root)
     if not store.supports_deletes:
         raise _no_deletes(store)
-    # fsspec's local file system, behind zarr's asynchronous wrapper or not
-    fs = getattr(store, "fs", None)
-    fs = getattr(fs, "sync_fs", fs)
+    # fsspec's local file system, behind zarr's asynchronous wrapper or a DirFileSystem
+    fs = _unwrapped(store.fs, "")[0] if isinstance(store, FsspecStore) else None
     if getattr(fs, "auto_mkdir", True) is False and "file" in getattr(fs, "protocol", ()):
         raise MetatensorDaskError(
             f"{describe(store)}: fsspec's local file system creates no folders unless "
             "asked, so a write would fail halfway; give the path without 'file://', or "
             "pass storage_options={'auto_mkdir': True} (the command line and pipelines "
-            "take fsspec's options from the environment: FSSPEC_FILE_AUTO_MKDIR=true)"
+            "take fsspec's options from the environment: FSSPEC_FILE_AUTO_MKDIR=true; "
+            "a file system given in a store object: LocalFileSystem(auto_mkdir=True))"
         )
 
 
@@ -534,9 +543,35 @@ def describe(store: Store) -> str:
     if isinstance(store, LocalStore):
         return str(store.root)
     if isinstance(store, FsspecStore):
-        fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
-        return str(fs.unstrip_protocol(store.path))
+        return _fsspec_location(store.fs, store.path)
     return f"{type(store).__name__}({store})"
+
+
+def _unwrapped(fs: Any, path: str) -> tuple[Any, str]:
+    """The fsspec file system storing ``path`` of ``fs``, and its path there: ``fs``
+    behind zarr's asynchronous wrapper, and through each ``DirFileSystem`` (paths under a
+    folder of the file system it wraps)."""
+    from fsspec.implementations.dirfs import DirFileSystem
+
+    fs = getattr(fs, "sync_fs", fs)
+    while isinstance(fs, DirFileSystem):
+        fs, path = getattr(fs.fs, "sync_fs", fs.fs), fs._join(path)
+    return fs, path
+
+
+def _fsspec_location(fs: Any, path: str) -> str:
+    """The URL of ``path`` on the fsspec file system ``fs`` (behind zarr's asynchronous
+    wrapper or not), naming what the path is relative to: through a ``DirFileSystem``,
+    the path on the file system it wraps (``file:///data/t.zarr``, not ``dir://t.zarr``
+    for every one); in an archive (zip, tar), the archive too, as the chained URL that
+    opens it (``zip://::file:///data/t.zip``, not ``zip://`` for every one). Two stores
+    described alike are taken for one (see :func:`same_store`)."""
+    from fsspec.archive import AbstractArchiveFileSystem
+
+    fs, path = _unwrapped(fs, path)
+    url = str(fs.unstrip_protocol(path))
+    archive = fs.storage_options.get("fo") if isinstance(fs, AbstractArchiveFileSystem) else None
+    return f"{url}::{archive}" if isinstance(archive, str) else url
 
 
 # -- bulk access to small objects ---------------------------------------------------------
@@ -680,14 +715,15 @@ def make_folders(store: Store, folders: list[str]) -> None:
 
 
 def fsspec_folder(store: Store) -> Path | None:
-    """The folder of an fsspec store on the local file system (a ``file://`` URL), whose
-    files fsspec writes in place (truncated, then written); ``None`` for other stores."""
+    """The folder of an fsspec store on the local file system (a ``file://`` URL, or a
+    ``DirFileSystem`` over that file system), whose files fsspec writes in place
+    (truncated, then written); ``None`` for other stores."""
     if not isinstance(store, FsspecStore):
         return None
-    fs = getattr(store.fs, "sync_fs", store.fs)  # behind zarr's asynchronous wrapper
+    fs, path = _unwrapped(store.fs, store.path)
     protocol = getattr(fs, "protocol", None)
     protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
-    return Path(store.path) if "file" in protocols else None
+    return Path(path) if "file" in protocols else None
 
 
 def _replace_bytes(path: str, data: bytes | memoryview) -> None:
