@@ -6,7 +6,10 @@ its dask array (named ``mts-load-<token>``), a read task per chunk
 (``("mts-read-<token>", i)``) and a check task (``"mts-check-<token>"``) that combines
 the chunks' CRC-32s. The check is no key of any array: a computation runs it only when
 it asks for it, which it should when it reads every chunk of the member. A block's
-array computed alone asks for it through :func:`checked_optimize`, its optimisation.
+array computed alone asks for it through :func:`checked_optimize`, its optimisation; a
+map or block asks for the checks of its arrays (:func:`member_checks`), and its
+optimisation makes a chunk of each array wait for them (:func:`arrays_checked`), so
+that a map rebuilt from the optimised graph carries them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
 
-__all__ = ["CHECK", "LOAD", "READ", "checked_compute", "checked_optimize", "member_checks"]
+__all__ = [
+    "CHECK",
+    "LOAD",
+    "READ",
+    "arrays_checked",
+    "checked_compute",
+    "checked_optimize",
+    "member_checks",
+]
 
 LOAD, READ, CHECK = "mts-load-", "mts-read-", "mts-check-"
 """The prefixes of the names of a member's array, its read tasks and its check."""
@@ -86,33 +97,88 @@ def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
     return da.Array.__dask_optimize__(graph, keys, **kwargs)
 
 
+def arrays_checked(graph: Any, keys: Any) -> dict[Any, Any] | None:
+    """The tasks of ``graph`` where a chunk of each array among ``keys`` also waits for
+    the CRC checks of the members that the array reads whole, or None when ``graph``
+    holds no check.
+
+    The optimisation of maps and blocks (several arrays, and the keys of their checks,
+    see :func:`member_checks`): a graph that dask rebuilds the map from
+    (``dask.optimize``, a ``distributed`` client's ``persist``, which keeps the futures
+    of the arrays' chunks only) then still runs the checks when the map is computed,
+    as the graph of a block's array computed alone does (:func:`checked_optimize`).
+    The keys of one array are those of one name.
+    """
+    members = _Members(graph)
+    if not members.names:
+        return None
+    by_array: dict[str, list[Any]] = {}
+    for key in flatten(keys):
+        if isinstance(key, tuple):
+            by_array.setdefault(key[0], []).append(key)
+    tasks = ensure_dict(graph)
+    waits = {}
+    for name, array_keys in by_array.items():
+        checks = members.needed(tasks, array_keys, name)
+        if checks:
+            waits[array_keys[-1]] = checks
+    if not waits:
+        return None
+    tasks = convert_legacy_graph(tasks)
+    for key, checks in waits.items():
+        _wait_for_checks(tasks, key, checks)
+    return tasks
+
+
 def _checks_needed(graph: Any, keys: Any, name: str | None = None) -> list[str]:
     """The keys of the checks in ``graph`` of the members that ``keys`` read whole;
     ``name``: that of the array whose keys they are, all of them (None: not known)."""
-    layers = getattr(graph, "layers", {})
-    members = [n for n in layers if n.startswith(LOAD) and _check(n) in layers[n]]
-    if not members:
+    members = _Members(graph)
+    if not members.names:
         return []
-    if name is not None and name in members:  # a member computed whole: every chunk read
-        return [_check(name)]
     # a flat copy: the graph does not keep it, as its own ``to_dict`` would
-    needed = _needed_reads(ensure_dict(graph), flatten(keys))
-    every = _read_counts(graph)
-    return [
-        _check(name)
-        for name in members
-        if needed.get(READ + name[len(LOAD) :], 0) == every.get(READ + name[len(LOAD) :], 0)
-    ]
+    return members.needed(ensure_dict(graph), keys, name)
+
+
+class _Members:
+    """The members of several chunks whose arrays are layers of the graph of layers
+    ``graph``, with their checks, by the names of their arrays (``names``)."""
+
+    def __init__(self, graph: Any):
+        self.layers = getattr(graph, "layers", {})
+        self.names = {n for n in self.layers if n.startswith(LOAD) and _check(n) in self.layers[n]}
+        self._reads: dict[str, int] | None = None
+
+    def needed(self, tasks: dict[Any, Any], keys: Any, name: str | None) -> list[str]:
+        """The keys of the checks of the members that ``keys`` read whole (sorted),
+        found in the flat graph ``tasks``; ``name``: that of the array whose keys they
+        are, all of them (None: not known)."""
+        if name is not None and name in self.names:  # a member computed whole: every chunk read
+            return [_check(name)]
+        if self._reads is None:
+            self._reads = _read_counts(self.layers)
+        every = self._reads
+        return sorted(
+            CHECK + read[len(READ) :]
+            for read, count in _needed_reads(tasks, flatten(keys)).items()
+            if LOAD + read[len(READ) :] in self.names and count == every.get(read, 0)
+        )
 
 
 def _after_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> dict[Any, Any]:
-    """``tasks`` where ``key`` gives its task's result once ``checks`` have passed; its
-    own task moves to a key of its own."""
-    unchecked = (f"{key[0]}-unchecked", *key[1:]) if isinstance(key, tuple) else f"{key}-unchecked"
+    """A copy of ``tasks`` where ``key`` waits for ``checks`` (see
+    :func:`_wait_for_checks`)."""
     tasks = dict(tasks)
+    _wait_for_checks(tasks, key, checks)
+    return tasks
+
+
+def _wait_for_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> None:
+    """Change ``tasks`` so that ``key`` gives its task's result once ``checks`` have
+    passed; its own task moves to a key of its own."""
+    unchecked = (f"{key[0]}-unchecked", *key[1:]) if isinstance(key, tuple) else f"{key}-unchecked"
     tasks[unchecked] = tasks[key].substitute({}, key=unchecked)
     tasks[key] = Task(key, _first, TaskRef(unchecked), *(TaskRef(check) for check in checks))
-    return tasks
 
 
 def _first(result: Any, *checked: Any) -> Any:
@@ -125,12 +191,10 @@ def _check(name: str) -> str:
     return CHECK + name[len(LOAD) :]
 
 
-def _read_counts(graph: Any) -> dict[str, int]:
-    """How many read tasks of each member the graph of layers ``graph`` holds, by the
-    name of the member's read tasks (the layers of the members' arrays hold them)."""
-    return _counted(
-        key for name, layer in graph.layers.items() if name.startswith(LOAD) for key in layer
-    )
+def _read_counts(layers: Any) -> dict[str, int]:
+    """How many read tasks of each member the graph ``layers`` hold, by the name of the
+    member's read tasks (the layers of the members' arrays hold them)."""
+    return _counted(key for name, layer in layers.items() if name.startswith(LOAD) for key in layer)
 
 
 def _needed_reads(tasks: dict[Any, Any], keys: Iterable[Any]) -> dict[str, int]:

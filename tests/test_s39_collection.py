@@ -1,0 +1,78 @@
+"""Maps and blocks as dask collections, in the ways users combine them with dask: the
+CRC checks of a metatensor file's members read in several chunks still run when the
+map is optimised by ``dask.optimize`` or persisted on a ``distributed`` cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+
+import metatensor_dask as mtd
+from metatensor_dask.io import _zip
+
+VALUES = "blocks/0/values.npy"
+
+
+def _tensor() -> mtd.TensorMap:
+    rng = np.random.default_rng(0)
+    blocks = [
+        mtd.TensorBlock(
+            rng.random((40, 3)), mtd.Labels.range("s", 40), [], mtd.Labels.range("p", 3)
+        )
+        for _ in range(2)
+    ]
+    return mtd.TensorMap(mtd.Labels.range("k", 2), blocks)
+
+
+@pytest.fixture
+def damaged(tmp_path: Path) -> Path:
+    """A metatensor file whose first block's values have one bit changed."""
+    path = tmp_path / "damaged.mts"
+    mtd.save(path, _tensor())
+    member = _zip.read_directory(str(path))[VALUES]
+    data = bytearray(path.read_bytes())
+    data[member.offset + member.size - 100] ^= 0x10
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _loaded(path: Path) -> mtd.TensorMap:
+    tensor = mtd.load(path, chunks=4)
+    assert tensor.block(0).values.npartitions > 1
+    return tensor
+
+
+OPTIMIZED = {
+    "map": lambda t: dask.optimize(t)[0].compute(),
+    "block": lambda t: dask.optimize(t.block(0))[0].compute(),
+    "values of the map": lambda t: dask.optimize(t)[0].block(0).values.compute(),
+    "with another map": lambda t: dask.compute(*dask.optimize(t, _tensor())),
+    "then persisted": lambda t: dask.optimize(t)[0].persist(),
+}
+
+
+@pytest.mark.parametrize("use", OPTIMIZED)
+def test_a_map_optimized_by_dask_still_checks_its_members(damaged, use):
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{VALUES}'"):
+        OPTIMIZED[use](_loaded(damaged))
+
+
+def test_a_map_persisted_on_a_cluster_still_checks_its_members(damaged, client):
+    persisted = client.persist(_loaded(damaged))
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{VALUES}'"):
+        persisted.compute()
+
+
+def test_an_undamaged_map_optimized_or_persisted_on_a_cluster_computes_its_numbers(
+    tmp_path, client
+):
+    path = tmp_path / "whole.mts"
+    mtd.save(path, _tensor())
+    expected = [block.values for block in _tensor().blocks()]
+    for tensor in [dask.optimize(_loaded(path))[0], client.persist(_loaded(path))]:
+        computed = tensor.compute()
+        for block, values in zip(computed.blocks(), expected, strict=True):
+            np.testing.assert_array_equal(block.values, values)
