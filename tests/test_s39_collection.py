@@ -76,3 +76,11 @@ def test_an_undamaged_map_optimized_or_persisted_on_a_cluster_computes_its_numbe
         computed = tensor.compute()
         for block, values in zip(computed.blocks(), expected, strict=True):
             np.testing.assert_array_equal(block.values, values)
+
+
+def test_arrays_persisted_together_on_a_cluster_each_check_their_members(damaged, client):
+    tensor = _loaded(damaged)
+    damaged_values, other_values = client.persist([tensor.block(0).values, tensor.block(1).values])
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{VALUES}'"):
+        damaged_values.compute()
+    np.testing.assert_array_equal(other_values.compute(), _tensor().block(1).values)

@@ -79,22 +79,22 @@ def checked_compute(collections: Iterable[Any], **kwargs: Any) -> tuple[Any, ...
 
 
 def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
-    """dask.array's optimisation of ``graph`` for ``keys``, where the last key also
-    waits for the CRC checks of the members that the keys read whole.
+    """dask.array's optimisation of ``graph`` for ``keys``, where a chunk of each array
+    waits for the CRC checks of the members that it reads whole, and the last key also
+    for those that only the arrays together read whole.
 
     The optimisation of a block's values or gradient array: computed alone
     (``block.values.compute()``, ``np.asarray``, ``dask.compute``, ``persist``), it
     raises :class:`~metatensor_dask.errors.DamagedFileError` for a damaged member
-    instead of giving its bytes. Only the last chunk waits for the checks, which need
+    instead of giving its bytes; so does each of several arrays persisted together
+    (each waits for its own checks). Only one chunk waits for the checks, which need
     the CRCs of the chunks, not the chunks: memory holds no more chunks than without
     them. A computation that reads part of a member is not checked (see
     :func:`member_checks`).
     """
     wanted = list(flatten(keys))
-    checks = _checks_needed(graph, wanted)
-    if checks:
-        graph = _after_checks(convert_legacy_graph(ensure_dict(graph)), wanted[-1], checks)
-    return da.Array.__dask_optimize__(graph, keys, **kwargs)
+    checked = _checked(graph, keys, together=wanted[-1] if wanted else None)
+    return da.Array.__dask_optimize__(graph if checked is None else checked, keys, **kwargs)
 
 
 def arrays_checked(graph: Any, keys: Any) -> dict[Any, Any] | None:
@@ -107,26 +107,40 @@ def arrays_checked(graph: Any, keys: Any) -> dict[Any, Any] | None:
     (``dask.optimize``, a ``distributed`` client's ``persist``, which keeps the futures
     of the arrays' chunks only) then still runs the checks when the map is computed,
     as the graph of a block's array computed alone does (:func:`checked_optimize`).
-    The keys of one array are those of one name.
     """
+    return _checked(graph, keys, together=None)
+
+
+def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
+    """The tasks of ``graph`` where the last key of each array among ``keys`` (the keys
+    of one name; any other key alone) waits for the checks of the members the array
+    reads whole, and the key ``together`` (None: no key) for those that only all
+    ``keys`` together read whole; None when no key waits."""
     members = _Members(graph)
     if not members.names:
         return None
     by_array: dict[str, list[Any]] = {}
     for key in flatten(keys):
-        if isinstance(key, tuple):
-            by_array.setdefault(key[0], []).append(key)
+        # a chunk by its array's name, any other key (dask's finalize task of an array
+        # computed alone, a group of tiny blocks) on its own, but the checks themselves
+        name = key[0] if isinstance(key, tuple) else key
+        if not (isinstance(name, str) and name.startswith(CHECK)):
+            by_array.setdefault(name, []).append(key)
     tasks = ensure_dict(graph)
-    waits = {}
+    waits: dict[Any, set[str]] = {}
     for name, array_keys in by_array.items():
-        checks = members.needed(tasks, array_keys, name)
-        if checks:
-            waits[array_keys[-1]] = checks
+        waits.setdefault(array_keys[-1], set()).update(members.needed(tasks, array_keys, name))
+    if together is not None and len(by_array) > 1:
+        # only the members that no array reads whole alone: an array persisted with
+        # others keeps its numbers when another one's member is damaged
+        alone = set().union(*waits.values())
+        waits.setdefault(together, set()).update(set(members.needed(tasks, keys, None)) - alone)
+    waits = {key: checks for key, checks in waits.items() if checks}
     if not waits:
         return None
     tasks = convert_legacy_graph(tasks)
     for key, checks in waits.items():
-        _wait_for_checks(tasks, key, checks)
+        _wait_for_checks(tasks, key, sorted(checks))
     return tasks
 
 
@@ -163,14 +177,6 @@ class _Members:
             for read, count in _needed_reads(tasks, flatten(keys)).items()
             if LOAD + read[len(READ) :] in self.names and count == every.get(read, 0)
         )
-
-
-def _after_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> dict[Any, Any]:
-    """A copy of ``tasks`` where ``key`` waits for ``checks`` (see
-    :func:`_wait_for_checks`)."""
-    tasks = dict(tasks)
-    _wait_for_checks(tasks, key, checks)
-    return tasks
 
 
 def _wait_for_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> None:
