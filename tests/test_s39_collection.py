@@ -4,11 +4,13 @@ map is optimised by ``dask.optimize`` or persisted on a ``distributed`` cluster.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import dask
 import numpy as np
 import pytest
+from dask.base import tokenize
 
 import metatensor_dask as mtd
 from metatensor_dask.io import _zip
@@ -84,3 +86,10 @@ def test_arrays_persisted_together_on_a_cluster_each_check_their_members(damaged
     with pytest.raises(mtd.DamagedFileError, match=f"in member '{VALUES}'"):
         damaged_values.compute()
     np.testing.assert_array_equal(other_values.compute(), _tensor().block(1).values)
+
+
+def test_a_stored_map_sent_to_another_process_keeps_its_token(tmp_path):
+    _tensor().to_zarr(tmp_path / "map.zarr")
+    opened = mtd.open_zarr(tmp_path / "map.zarr")
+    assert tokenize(pickle.loads(pickle.dumps(opened))) == tokenize(opened)
+    assert tokenize(pickle.loads(pickle.dumps(opened.block(1)))) == tokenize(opened.block(1))
