@@ -181,10 +181,16 @@ class _Members:
 
 def _wait_for_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> None:
     """Change ``tasks`` so that ``key`` gives its task's result once ``checks`` have
-    passed; its own task moves to a key of its own."""
+    passed: the task runs inside a task that also takes the checks' results (no task
+    more), or (an alias, data) moves to a key of its own."""
+    node = tasks[key]
+    waits = [TaskRef(check) for check in checks]
+    if isinstance(node, Task):
+        tasks[key] = Task(key, _first, node, *waits)
+        return
     unchecked = (f"{key[0]}-unchecked", *key[1:]) if isinstance(key, tuple) else f"{key}-unchecked"
-    tasks[unchecked] = tasks[key].substitute({}, key=unchecked)
-    tasks[key] = Task(key, _first, TaskRef(unchecked), *(TaskRef(check) for check in checks))
+    tasks[unchecked] = node.substitute({}, key=unchecked)
+    tasks[key] = Task(key, _first, TaskRef(unchecked), *waits)
 
 
 def _first(result: Any, *checked: Any) -> Any:
