@@ -93,3 +93,15 @@ def test_a_stored_map_sent_to_another_process_keeps_its_token(tmp_path):
     opened = mtd.open_zarr(tmp_path / "map.zarr")
     assert tokenize(pickle.loads(pickle.dumps(opened))) == tokenize(opened)
     assert tokenize(pickle.loads(pickle.dumps(opened.block(1)))) == tokenize(opened.block(1))
+
+
+def test_maps_blocks_and_their_arrays_computed_together_each_get_their_own_result():
+    # dask groups the collections by optimisation and returned the results of the
+    # group of maps and blocks before those of the arrays of blocks, whatever the order
+    tensor = _tensor()
+    objects = [tensor.block(0), tensor.block(1).values, tensor, tensor.block(0).values]
+    first, second, third, fourth = dask.compute(*objects)
+    np.testing.assert_array_equal(first.values, tensor.block(0).values.compute())
+    np.testing.assert_array_equal(second, tensor.block(1).values.compute())
+    assert isinstance(third, mtd.TensorMap)
+    np.testing.assert_array_equal(fourth, tensor.block(0).values.compute())

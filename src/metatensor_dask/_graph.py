@@ -36,7 +36,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
 from ._gc import without_collector
-from ._member_checks import arrays_checked, checked_optimize
+from ._member_checks import arrays_checked
 from ._row_buffer import own_chunk, whole
 from .errors import MetatensorDaskError
 
@@ -622,7 +622,10 @@ class BlockValues(da.Array):
     """
 
     __slots__ = ("group", "held", "item")
-    __dask_optimize__ = staticmethod(checked_optimize)
+    # the function of maps and blocks (see `optimize_flat`): dask groups the collections
+    # of a computation by their optimisation, and returns the results of each group
+    # together, whatever the order they were given in
+    __dask_optimize__ = staticmethod(optimize_flat)
     item: Any
     group: tuple[str, Any] | None
     held: np.ndarray | None

@@ -31,7 +31,6 @@ __all__ = [
     "READ",
     "arrays_checked",
     "checked_compute",
-    "checked_optimize",
     "member_checks",
 ]
 
@@ -78,37 +77,28 @@ def checked_compute(collections: Iterable[Any], **kwargs: Any) -> tuple[Any, ...
     return found[: len(collections)]
 
 
-def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
-    """dask.array's optimisation of ``graph`` for ``keys``, where a chunk of each array
-    waits for the CRC checks of the members that it reads whole, and the last key also
-    for those that only the arrays together read whole.
-
-    The optimisation of a block's values or gradient array: computed alone
-    (``block.values.compute()``, ``np.asarray``, ``dask.compute``, ``persist``), it
-    raises :class:`~metatensor_dask.errors.DamagedFileError` for a damaged member
-    instead of giving its bytes; so does each of several arrays persisted together
-    (each waits for its own checks). Only one chunk waits for the checks, which need
-    the CRCs of the chunks, not the chunks: memory holds no more chunks than without
-    them. A computation that reads part of a member is not checked (see
-    :func:`member_checks`).
-    """
-    wanted = list(flatten(keys))
-    checked = _checked(graph, keys, together=wanted[-1] if wanted else None)
-    return da.Array.__dask_optimize__(graph if checked is None else checked, keys, **kwargs)
-
-
 def arrays_checked(graph: Any, keys: Any) -> dict[Any, Any] | None:
     """The tasks of ``graph`` where a chunk of each array among ``keys`` also waits for
-    the CRC checks of the members that the array reads whole, or None when ``graph``
-    holds no check.
+    the CRC checks of the members that the array reads whole, and the last key also
+    for those that only the arrays together read whole; None when no key waits.
 
-    The optimisation of maps and blocks (several arrays, and the keys of their checks,
-    see :func:`member_checks`): a graph that dask rebuilds the map from
-    (``dask.optimize``, a ``distributed`` client's ``persist``, which keeps the futures
-    of the arrays' chunks only) then still runs the checks when the map is computed,
-    as the graph of a block's array computed alone does (:func:`checked_optimize`).
+    The optimisation of blocks, maps and the arrays of blocks: a block's array
+    computed alone (``block.values.compute()``, ``np.asarray``, ``dask.compute``,
+    ``persist``) raises :class:`~metatensor_dask.errors.DamagedFileError` for a
+    damaged member instead of giving its bytes, and so does each of several arrays
+    persisted together. A graph that dask rebuilds a map from (``dask.optimize``, a
+    ``distributed`` client's ``persist``, which keeps the futures of the arrays'
+    chunks only) still runs the checks that the map asked for beside its arrays (see
+    :func:`member_checks`). Only one chunk of an array waits for the checks, which
+    need the CRCs of the chunks, not the chunks: memory holds no more chunks than
+    without them. A computation that reads part of a member is not checked.
     """
-    return _checked(graph, keys, together=None)
+    wanted = [key for key in flatten(keys) if not _is_check(key)]
+    return _checked(graph, keys, together=wanted[-1] if wanted else None)
+
+
+def _is_check(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(CHECK)
 
 
 def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
@@ -123,9 +113,8 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
     for key in flatten(keys):
         # a chunk by its array's name, any other key (dask's finalize task of an array
         # computed alone, a group of tiny blocks) on its own, but the checks themselves
-        name = key[0] if isinstance(key, tuple) else key
-        if not (isinstance(name, str) and name.startswith(CHECK)):
-            by_array.setdefault(name, []).append(key)
+        if not _is_check(key):
+            by_array.setdefault(key[0] if isinstance(key, tuple) else key, []).append(key)
     tasks = ensure_dict(graph)
     waits: dict[Any, set[str]] = {}
     for name, array_keys in by_array.items():
