@@ -124,7 +124,8 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
         # others keeps its numbers when another one's member is damaged
         alone = set().union(*waits.values())
         waits.setdefault(together, set()).update(set(members.needed(tasks, keys, None)) - alone)
-    waits = {key: checks for key, checks in waits.items() if checks}
+    # (a key not in the graph is held elsewhere: the future of a persisted chunk)
+    waits = {key: checks for key, checks in waits.items() if checks and key in tasks}
     if not waits:
         return None
     tasks = convert_legacy_graph(tasks)
