@@ -37,6 +37,7 @@ from dask.core import istask, keys_in_tasks
 
 from . import _graph
 from ._gc import collector_paused, without_collector
+from ._graph import optimize_flat
 
 __all__ = ["ArrayContainer", "GroupItem", "materialized"]
 
@@ -252,10 +253,9 @@ class ArrayContainer(DaskMethodsMixin):
         hasher.update("\0".join(map(_array_token, self._raw_arrays())).encode())
         return hasher.hexdigest()
 
-    @staticmethod
-    def __dask_optimize__(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-        # a map holds one dask array (one graph layer) per block and gradient
-        return _graph.optimize_flat(dsk, keys, **kwargs)
+    # a map holds one dask array (one graph layer) per block and gradient; the function
+    # of the arrays of blocks too (see `_graph.BlockValues`)
+    __dask_optimize__ = staticmethod(optimize_flat)
 
     __dask_scheduler__ = staticmethod(dask.threaded.get)
 

@@ -36,7 +36,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
 
 from ._gc import without_collector
-from ._member_checks import checked_optimize
+from ._member_checks import arrays_checked
 from ._row_buffer import own_chunk, whole
 from .errors import MetatensorDaskError
 
@@ -517,9 +517,13 @@ def optimize_flat(graph: Any, keys: Any, **kwargs: Any) -> Any:
     """dask.array's optimisation of ``graph`` for ``keys``, on the flat graph (culling
     a layered graph of thousands of layers, one per block array, is quadratic in their
     number, culling the flat graph is linear), with the tasks it changed under keys of
-    their own (see :func:`stable_keys`)."""
+    their own (see :func:`stable_keys`). A chunk of each array waits for the CRC
+    checks of the file members it reads whole (see
+    :func:`~metatensor_dask._member_checks.arrays_checked`)."""
     wanted = list(flatten(keys))
-    optimized = da.Array.__dask_optimize__(ensure_dict(graph), wanted, **kwargs)
+    checked = arrays_checked(graph, keys)
+    tasks = ensure_dict(graph) if checked is None else checked
+    optimized = da.Array.__dask_optimize__(tasks, wanted, **kwargs)
     if isinstance(optimized, HighLevelGraph):  # culled only: every task as built
         return optimized
     return stable_keys(optimized, wanted)
@@ -618,7 +622,10 @@ class BlockValues(da.Array):
     """
 
     __slots__ = ("group", "held", "item")
-    __dask_optimize__ = staticmethod(checked_optimize)
+    # the function of maps and blocks (see `optimize_flat`): dask groups the collections
+    # of a computation by their optimisation, and returns the results of each group
+    # together, whatever the order they were given in
+    __dask_optimize__ = staticmethod(optimize_flat)
     item: Any
     group: tuple[str, Any] | None
     held: np.ndarray | None

@@ -6,7 +6,10 @@ its dask array (named ``mts-load-<token>``), a read task per chunk
 (``("mts-read-<token>", i)``) and a check task (``"mts-check-<token>"``) that combines
 the chunks' CRC-32s. The check is no key of any array: a computation runs it only when
 it asks for it, which it should when it reads every chunk of the member. A block's
-array computed alone asks for it through :func:`checked_optimize`, its optimisation.
+array computed alone asks for it through :func:`checked_optimize`, its optimisation; a
+map or block asks for the checks of its arrays (:func:`member_checks`), and its
+optimisation makes a chunk of each array wait for them (:func:`arrays_checked`), so
+that a map rebuilt from the optimised graph carries them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.utils import ensure_dict
 
-__all__ = ["CHECK", "LOAD", "READ", "checked_compute", "checked_optimize", "member_checks"]
+__all__ = [
+    "CHECK",
+    "LOAD",
+    "READ",
+    "arrays_checked",
+    "checked_compute",
+    "member_checks",
+]
 
 LOAD, READ, CHECK = "mts-load-", "mts-read-", "mts-check-"
 """The prefixes of the names of a member's array, its read tasks and its check."""
@@ -67,52 +77,110 @@ def checked_compute(collections: Iterable[Any], **kwargs: Any) -> tuple[Any, ...
     return found[: len(collections)]
 
 
-def checked_optimize(graph: Any, keys: Any, **kwargs: Any) -> Any:
-    """dask.array's optimisation of ``graph`` for ``keys``, where the last key also
-    waits for the CRC checks of the members that the keys read whole.
+def arrays_checked(graph: Any, keys: Any) -> dict[Any, Any] | None:
+    """The tasks of ``graph`` where a chunk of each array among ``keys`` also waits for
+    the CRC checks of the members that the array reads whole, and the last key also
+    for those that only the arrays together read whole; None when no key waits.
 
-    The optimisation of a block's values or gradient array: computed alone
-    (``block.values.compute()``, ``np.asarray``, ``dask.compute``, ``persist``), it
-    raises :class:`~metatensor_dask.errors.DamagedFileError` for a damaged member
-    instead of giving its bytes. Only the last chunk waits for the checks, which need
-    the CRCs of the chunks, not the chunks: memory holds no more chunks than without
-    them. A computation that reads part of a member is not checked (see
-    :func:`member_checks`).
+    The optimisation of blocks, maps and the arrays of blocks: a block's array
+    computed alone (``block.values.compute()``, ``np.asarray``, ``dask.compute``,
+    ``persist``) raises :class:`~metatensor_dask.errors.DamagedFileError` for a
+    damaged member instead of giving its bytes, and so does each of several arrays
+    persisted together. A graph that dask rebuilds a map from (``dask.optimize``, a
+    ``distributed`` client's ``persist``, which keeps the futures of the arrays'
+    chunks only) still runs the checks that the map asked for beside its arrays (see
+    :func:`member_checks`). Only one chunk of an array waits for the checks, which
+    need the CRCs of the chunks, not the chunks: memory holds no more chunks than
+    without them. A computation that reads part of a member is not checked.
     """
-    wanted = list(flatten(keys))
-    checks = _checks_needed(graph, wanted)
-    if checks:
-        graph = _after_checks(convert_legacy_graph(ensure_dict(graph)), wanted[-1], checks)
-    return da.Array.__dask_optimize__(graph, keys, **kwargs)
+    wanted = [key for key in flatten(keys) if not _is_check(key)]
+    return _checked(graph, keys, together=wanted[-1] if wanted else None)
+
+
+def _is_check(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(CHECK)
+
+
+def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
+    """The tasks of ``graph`` where the last key of each array among ``keys`` (the keys
+    of one name; any other key alone) waits for the checks of the members the array
+    reads whole, and the key ``together`` (None: no key) for those that only all
+    ``keys`` together read whole; None when no key waits."""
+    members = _Members(graph)
+    if not members.names:
+        return None
+    by_array: dict[str, list[Any]] = {}
+    for key in flatten(keys):
+        # a chunk by its array's name, any other key (dask's finalize task of an array
+        # computed alone, a group of tiny blocks) on its own, but the checks themselves
+        if not _is_check(key):
+            by_array.setdefault(key[0] if isinstance(key, tuple) else key, []).append(key)
+    tasks = ensure_dict(graph)
+    waits: dict[Any, set[str]] = {}
+    for name, array_keys in by_array.items():
+        waits.setdefault(array_keys[-1], set()).update(members.needed(tasks, array_keys, name))
+    if together is not None and len(by_array) > 1:
+        # only the members that no array reads whole alone: an array persisted with
+        # others keeps its numbers when another one's member is damaged
+        alone = set().union(*waits.values())
+        waits.setdefault(together, set()).update(set(members.needed(tasks, keys, None)) - alone)
+    # (a key not in the graph is held elsewhere: the future of a persisted chunk)
+    waits = {key: checks for key, checks in waits.items() if checks and key in tasks}
+    if not waits:
+        return None
+    tasks = convert_legacy_graph(tasks)
+    for key, checks in waits.items():
+        _wait_for_checks(tasks, key, sorted(checks))
+    return tasks
 
 
 def _checks_needed(graph: Any, keys: Any, name: str | None = None) -> list[str]:
     """The keys of the checks in ``graph`` of the members that ``keys`` read whole;
     ``name``: that of the array whose keys they are, all of them (None: not known)."""
-    layers = getattr(graph, "layers", {})
-    members = [n for n in layers if n.startswith(LOAD) and _check(n) in layers[n]]
-    if not members:
+    members = _Members(graph)
+    if not members.names:
         return []
-    if name is not None and name in members:  # a member computed whole: every chunk read
-        return [_check(name)]
     # a flat copy: the graph does not keep it, as its own ``to_dict`` would
-    needed = _needed_reads(ensure_dict(graph), flatten(keys))
-    every = _read_counts(graph)
-    return [
-        _check(name)
-        for name in members
-        if needed.get(READ + name[len(LOAD) :], 0) == every.get(READ + name[len(LOAD) :], 0)
-    ]
+    return members.needed(ensure_dict(graph), keys, name)
 
 
-def _after_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> dict[Any, Any]:
-    """``tasks`` where ``key`` gives its task's result once ``checks`` have passed; its
-    own task moves to a key of its own."""
+class _Members:
+    """The members of several chunks whose arrays are layers of the graph of layers
+    ``graph``, with their checks, by the names of their arrays (``names``)."""
+
+    def __init__(self, graph: Any):
+        self.layers = getattr(graph, "layers", {})
+        self.names = {n for n in self.layers if n.startswith(LOAD) and _check(n) in self.layers[n]}
+        self._reads: dict[str, int] | None = None
+
+    def needed(self, tasks: dict[Any, Any], keys: Any, name: str | None) -> list[str]:
+        """The keys of the checks of the members that ``keys`` read whole (sorted),
+        found in the flat graph ``tasks``; ``name``: that of the array whose keys they
+        are, all of them (None: not known)."""
+        if name is not None and name in self.names:  # a member computed whole: every chunk read
+            return [_check(name)]
+        if self._reads is None:
+            self._reads = _read_counts(self.layers)
+        every = self._reads
+        return sorted(
+            CHECK + read[len(READ) :]
+            for read, count in _needed_reads(tasks, flatten(keys)).items()
+            if LOAD + read[len(READ) :] in self.names and count == every.get(read, 0)
+        )
+
+
+def _wait_for_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> None:
+    """Change ``tasks`` so that ``key`` gives its task's result once ``checks`` have
+    passed: the task runs inside a task that also takes the checks' results (no task
+    more), or (an alias, data) moves to a key of its own."""
+    node = tasks[key]
+    waits = [TaskRef(check) for check in checks]
+    if isinstance(node, Task):
+        tasks[key] = Task(key, _first, node, *waits)
+        return
     unchecked = (f"{key[0]}-unchecked", *key[1:]) if isinstance(key, tuple) else f"{key}-unchecked"
-    tasks = dict(tasks)
-    tasks[unchecked] = tasks[key].substitute({}, key=unchecked)
-    tasks[key] = Task(key, _first, TaskRef(unchecked), *(TaskRef(check) for check in checks))
-    return tasks
+    tasks[unchecked] = node.substitute({}, key=unchecked)
+    tasks[key] = Task(key, _first, TaskRef(unchecked), *waits)
 
 
 def _first(result: Any, *checked: Any) -> Any:
@@ -125,12 +193,10 @@ def _check(name: str) -> str:
     return CHECK + name[len(LOAD) :]
 
 
-def _read_counts(graph: Any) -> dict[str, int]:
-    """How many read tasks of each member the graph of layers ``graph`` holds, by the
-    name of the member's read tasks (the layers of the members' arrays hold them)."""
-    return _counted(
-        key for name, layer in graph.layers.items() if name.startswith(LOAD) for key in layer
-    )
+def _read_counts(layers: Any) -> dict[str, int]:
+    """How many read tasks of each member the graph ``layers`` hold, by the name of the
+    member's read tasks (the layers of the members' arrays hold them)."""
+    return _counted(key for name, layer in layers.items() if name.startswith(LOAD) for key in layer)
 
 
 def _needed_reads(tasks: dict[Any, Any], keys: Iterable[Any]) -> dict[str, int]:

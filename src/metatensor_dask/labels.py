@@ -957,7 +957,19 @@ class Labels:
         return labels_html(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Labels._trusted, (self._names, self.values, self._may_repeat))
+        # the digest too (a store's, checked when the entries were read): a map sent to
+        # another process has the dask token it has here
+        values = self.values
+        return (_unpickled, (self._names, values, self._may_repeat, self._digest))
+
+
+def _unpickled(
+    names: list[str], values: np.ndarray, may_repeat: bool, digest: str | None
+) -> Labels:
+    """The Labels that ``Labels.__reduce__`` gave, with their digest."""
+    labels = Labels._trusted(names, values, may_repeat)
+    labels._digest = digest
+    return labels
 
 
 def _no_dimension(present: bool) -> Labels:
