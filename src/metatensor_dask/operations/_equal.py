@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._gc import without_collector
@@ -53,8 +53,20 @@ def _metadata_message(
     if _same_metadata(block_1, block_2):
         return ""
     return check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
-        block_1, block_2, fname, gradient_check
+        block_1, block_2, fname, gradient_check, nested=True
     )
+
+
+def _gradient_pairs(
+    block_1: TensorBlock, block_2: TensorBlock, path: str = ""
+) -> Iterator[tuple[str, TensorBlock, TensorBlock]]:
+    """``(path, gradient_1, gradient_2)`` for each gradient of two blocks of the same
+    metadata, each followed by its own gradients (path ``'positions/strain'``)."""
+    gradients_2 = block_2._gradients
+    for parameter, gradient_1 in block_1._gradients.items():
+        name = f"{path}/{parameter}" if path else parameter
+        yield name, gradient_1, gradients_2[parameter]
+        yield from _gradient_pairs(gradient_1, gradients_2[parameter], name)
 
 
 @without_collector
@@ -72,23 +84,26 @@ def compare_blocks_impl(
     Shapes and metadata are compared first, for every pair: a difference there is
     told without computing anything. Else the values and gradients of every pair are
     compared in a single ``dask.compute``, and the first pair whose values differ is
-    told, or else the first whose gradient values do."""
+    told, or else the first whose gradient values do (gradients of gradients
+    included, named by their path: ``'positions/strain'``)."""
     check_metadata_names(gradient_check)
     for position, (block_1, block_2) in enumerate(pairs):
         message = _metadata_message(block_1, block_2, fname, gradient_check)
         if message:
             return position, message
     arrays: list[tuple[Any, Any]] = []
+    paths: list[list[str]] = []
     for block_1, block_2 in pairs:
         arrays.append((block_1._values, block_2._values))
-        gradients_2 = block_2._gradients
-        for parameter, gradient_1 in block_1._gradients.items():
-            arrays.append((gradient_1._values, gradients_2[parameter]._values))
+        paths.append([])
+        for path, gradient_1, gradient_2 in _gradient_pairs(block_1, block_2):
+            arrays.append((gradient_1._values, gradient_2._values))
+            paths[-1].append(path)
     same = iter(compare_pairs(compare, arrays, kwargs))
-    for position, (block_1, _) in enumerate(pairs):
+    for position, block_paths in enumerate(paths):
         if not next(same):
             return position, f"values are not {word}"
-        failing = [p for p in block_1._gradients if not next(same)]
+        failing = [path for path in block_paths if not next(same)]
         if failing:
             return position, f"gradient '{failing[0]}' values are not {word}"
     return None
