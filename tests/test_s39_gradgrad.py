@@ -55,6 +55,8 @@ def test_maps_differing_in_gradients_of_gradients_are_not_equal(kind):
     first, second = _tensor(), DIFFERENT[kind]()
     assert mtd.equal(first, _tensor())
     assert not mtd.equal(first, second)
+    assert first != second
+    assert first.block(0) != second.block(0)
     assert not mtd.allclose(first, second)
     assert not mtd.equal_block(first.block(0), second.block(0))
     assert not mtd.allclose_block(first.block(0), second.block(0))

@@ -150,7 +150,8 @@ def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
 
 def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
     """Whether two maps have the same keys (in any order), and blocks with the same
-    metadata, values and gradients (exact comparison; NaN differs from itself).
+    metadata, values and gradients, gradients of gradients included (exact
+    comparison; NaN differs from itself).
 
     Keys, shapes and metadata (gradients' included) are compared first: maps that
     differ there are told different without computing anything. Else every
