@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .._gc import without_collector
@@ -57,16 +57,24 @@ def _metadata_message(
     )
 
 
-def _gradient_pairs(
-    block_1: TensorBlock, block_2: TensorBlock, path: str = ""
-) -> Iterator[tuple[str, TensorBlock, TensorBlock]]:
-    """``(path, gradient_1, gradient_2)`` for each gradient of two blocks of the same
-    metadata, each followed by its own gradients (path ``'positions/strain'``)."""
+def _gather_gradients(
+    block_1: TensorBlock,
+    block_2: TensorBlock,
+    path: str,
+    arrays: list[tuple[Any, Any]],
+    paths: list[str],
+) -> None:
+    """Append the pair of values of each gradient of two blocks of the same metadata
+    to ``arrays``, and its path to ``paths`` (``'positions/strain'`` for a gradient of
+    a gradient), each followed by those of its own gradients."""
     gradients_2 = block_2._gradients
     for parameter, gradient_1 in block_1._gradients.items():
+        gradient_2 = gradients_2[parameter]
         name = f"{path}/{parameter}" if path else parameter
-        yield name, gradient_1, gradients_2[parameter]
-        yield from _gradient_pairs(gradient_1, gradients_2[parameter], name)
+        arrays.append((gradient_1._values, gradient_2._values))
+        paths.append(name)
+        if gradient_1._gradients:
+            _gather_gradients(gradient_1, gradient_2, name, arrays, paths)
 
 
 @without_collector
@@ -96,9 +104,7 @@ def compare_blocks_impl(
     for block_1, block_2 in pairs:
         arrays.append((block_1._values, block_2._values))
         paths.append([])
-        for path, gradient_1, gradient_2 in _gradient_pairs(block_1, block_2):
-            arrays.append((gradient_1._values, gradient_2._values))
-            paths[-1].append(path)
+        _gather_gradients(block_1, block_2, "", arrays, paths[-1])
     same = iter(compare_pairs(compare, arrays, kwargs))
     for position, block_paths in enumerate(paths):
         if not next(same):
