@@ -169,10 +169,21 @@ def check_blocks_raise(
     raise_not_equal(check_blocks_impl(a, b, fname, check))
 
 
+def _path(path: str, parameter: str) -> str:
+    """The path of the gradient ``parameter`` of the gradient at ``path``."""
+    return f"{path}/{parameter}" if path else parameter
+
+
 def _gradient_metadata_message(
-    gradient_a: TensorBlock, gradient_b: TensorBlock, name: str, fname: str, metadata: str
+    gradient_a: TensorBlock,
+    gradient_b: TensorBlock,
+    path: str,
+    parameter: str,
+    fname: str,
+    metadata: str,
 ) -> str:
-    """metatensor's message for gradients ``name`` that differ in ``metadata``."""
+    """metatensor's message for the gradients ``parameter`` (of the gradients at
+    ``path``) that differ in ``metadata``."""
     if metadata not in _METADATA:
         raise ValueError(
             f"{metadata} is not a valid property to check, "
@@ -181,6 +192,7 @@ def _gradient_metadata_message(
     difference = _metadata_difference(gradient_a, gradient_b, metadata)
     if not difference:
         return ""
+    name = _path(path, parameter)
     prefix = f"inputs to '{fname}' should have the same gradients: gradient '{name}' "
     if difference == "count":
         return prefix + "have different number of components"
@@ -204,20 +216,20 @@ def check_same_gradients_impl(
     if len(parameters_a) != len(parameters_b) or any(p not in parameters_b for p in parameters_a):
         where = f" in '{path}'" if path else ""
         return f"inputs to '{fname}' should have the same gradient parameters{where}"
-    names = {parameter: f"{path}/{parameter}" if path else parameter for parameter in parameters_a}
+    deeper = []  # the gradients that have gradients, compared after every other
     for parameter, gradient_a in a.gradients():
         gradient_b = b.gradient(parameter)
         for metadata in metadata_to_check:
             message = _gradient_metadata_message(
-                gradient_a, gradient_b, names[parameter], fname, metadata
+                gradient_a, gradient_b, path, parameter, fname, metadata
             )
             if message:
                 return message
-    if not nested:
-        return ""
-    for parameter, gradient_a in a.gradients():
+        if nested and (gradient_a._gradients or gradient_b._gradients):
+            deeper.append((parameter, gradient_a, gradient_b))
+    for parameter, gradient_a, gradient_b in deeper:
         message = check_same_gradients_impl(
-            gradient_a, b.gradient(parameter), fname, check, nested=True, path=names[parameter]
+            gradient_a, gradient_b, fname, check, nested=True, path=_path(path, parameter)
         )
         if message:
             return message
