@@ -56,7 +56,8 @@ def allclose(
     equal_nan: bool = False,
 ) -> bool:
     """Whether two maps have the same keys (in any order) and blocks with the same
-    metadata and values (and gradients) equal within ``numpy.allclose`` tolerances.
+    metadata and values (and gradients, gradients of gradients included) equal within
+    ``numpy.allclose`` tolerances.
 
     Keys, shapes and metadata (gradients' included) are compared first: maps that
     differ there are told different without computing anything. Else every

@@ -53,8 +53,28 @@ def _metadata_message(
     if _same_metadata(block_1, block_2):
         return ""
     return check_blocks_impl(block_1, block_2, fname) or check_same_gradients_impl(
-        block_1, block_2, fname, gradient_check
+        block_1, block_2, fname, gradient_check, nested=True
     )
+
+
+def _gather_gradients(
+    block_1: TensorBlock,
+    block_2: TensorBlock,
+    path: str,
+    arrays: list[tuple[Any, Any]],
+    paths: list[str],
+) -> None:
+    """Append the pair of values of each gradient of two blocks of the same metadata
+    to ``arrays``, and its path to ``paths`` (``'positions/strain'`` for a gradient of
+    a gradient), each followed by those of its own gradients."""
+    gradients_2 = block_2._gradients
+    for parameter, gradient_1 in block_1._gradients.items():
+        gradient_2 = gradients_2[parameter]
+        name = f"{path}/{parameter}" if path else parameter
+        arrays.append((gradient_1._values, gradient_2._values))
+        paths.append(name)
+        if gradient_1._gradients:
+            _gather_gradients(gradient_1, gradient_2, name, arrays, paths)
 
 
 @without_collector
@@ -72,23 +92,24 @@ def compare_blocks_impl(
     Shapes and metadata are compared first, for every pair: a difference there is
     told without computing anything. Else the values and gradients of every pair are
     compared in a single ``dask.compute``, and the first pair whose values differ is
-    told, or else the first whose gradient values do."""
+    told, or else the first whose gradient values do (gradients of gradients
+    included, named by their path: ``'positions/strain'``)."""
     check_metadata_names(gradient_check)
     for position, (block_1, block_2) in enumerate(pairs):
         message = _metadata_message(block_1, block_2, fname, gradient_check)
         if message:
             return position, message
     arrays: list[tuple[Any, Any]] = []
+    paths: list[list[str]] = []
     for block_1, block_2 in pairs:
         arrays.append((block_1._values, block_2._values))
-        gradients_2 = block_2._gradients
-        for parameter, gradient_1 in block_1._gradients.items():
-            arrays.append((gradient_1._values, gradients_2[parameter]._values))
+        paths.append([])
+        _gather_gradients(block_1, block_2, "", arrays, paths[-1])
     same = iter(compare_pairs(compare, arrays, kwargs))
-    for position, (block_1, _) in enumerate(pairs):
+    for position, block_paths in enumerate(paths):
         if not next(same):
             return position, f"values are not {word}"
-        failing = [p for p in block_1._gradients if not next(same)]
+        failing = [path for path in block_paths if not next(same)]
         if failing:
             return position, f"gradient '{failing[0]}' values are not {word}"
     return None
@@ -135,7 +156,8 @@ def _equal_block_impl(block_1: TensorBlock, block_2: TensorBlock) -> str:
 
 def equal(tensor_1: TensorMap, tensor_2: TensorMap) -> bool:
     """Whether two maps have the same keys (in any order), and blocks with the same
-    metadata, values and gradients (exact comparison; NaN differs from itself).
+    metadata, values and gradients, gradients of gradients included (exact
+    comparison; NaN differs from itself).
 
     Keys, shapes and metadata (gradients' included) are compared first: maps that
     differ there are told different without computing anything. Else every

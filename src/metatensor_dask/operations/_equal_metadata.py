@@ -45,7 +45,7 @@ def _block_impl(
     message = check_blocks_impl(block_1, block_2, _FNAME, check=check)
     if message or not check_gradients:
         return message
-    return check_same_gradients_impl(block_1, block_2, _FNAME, check=check)
+    return check_same_gradients_impl(block_1, block_2, _FNAME, check=check, nested=True)
 
 
 def _tensor_impl(
@@ -80,7 +80,8 @@ def equal_metadata(
     check
         ``"all"`` or a list among ``"samples"``, ``"components"``, ``"properties"``.
     check_gradients
-        Also compare the gradients' parameters and metadata.
+        Also compare the gradients' parameters and metadata, and those of their
+        gradients (gradients of gradients).
 
     Returns
     -------

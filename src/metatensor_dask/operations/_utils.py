@@ -169,32 +169,70 @@ def check_blocks_raise(
     raise_not_equal(check_blocks_impl(a, b, fname, check))
 
 
+def _path(path: str, parameter: str) -> str:
+    """The path of the gradient ``parameter`` of the gradient at ``path``."""
+    return f"{path}/{parameter}" if path else parameter
+
+
+def _gradient_metadata_message(
+    gradient_a: TensorBlock,
+    gradient_b: TensorBlock,
+    path: str,
+    parameter: str,
+    fname: str,
+    metadata: str,
+) -> str:
+    """metatensor's message for the gradients ``parameter`` (of the gradients at
+    ``path``) that differ in ``metadata``."""
+    if metadata not in _METADATA:
+        raise ValueError(
+            f"{metadata} is not a valid property to check, "
+            "choose from 'samples', 'properties' and 'components'"
+        )
+    difference = _metadata_difference(gradient_a, gradient_b, metadata)
+    if not difference:
+        return ""
+    name = _path(path, parameter)
+    prefix = f"inputs to '{fname}' should have the same gradients: gradient '{name}' "
+    if difference == "count":
+        return prefix + "have different number of components"
+    return prefix + f"{metadata} are not the same or not in the same order"
+
+
 def check_same_gradients_impl(
-    a: TensorBlock, b: TensorBlock, fname: str, check: Sequence[str] | str = "all"
+    a: TensorBlock,
+    b: TensorBlock,
+    fname: str,
+    check: Sequence[str] | str = "all",
+    nested: bool = False,
+    path: str = "",
 ) -> str:
     """Same gradient parameters, and the same samples, components and/or properties for
-    each gradient (``check=[]`` compares the parameters only)."""
+    each gradient (``check=[]`` compares the parameters only). With ``nested``, the
+    gradients of gradients too, each named by its path (``'positions/strain'``);
+    ``path`` is the path of ``a`` and ``b`` themselves."""
     metadata_to_check = parse_check(check)
     parameters_a, parameters_b = a.gradients_list(), b.gradients_list()
     if len(parameters_a) != len(parameters_b) or any(p not in parameters_b for p in parameters_a):
-        return f"inputs to '{fname}' should have the same gradient parameters"
-    prefix = f"inputs to '{fname}' should have the same gradients: "
+        where = f" in '{path}'" if path else ""
+        return f"inputs to '{fname}' should have the same gradient parameters{where}"
+    deeper = []  # the gradients that have gradients, compared after every other
     for parameter, gradient_a in a.gradients():
         gradient_b = b.gradient(parameter)
         for metadata in metadata_to_check:
-            if metadata not in _METADATA:
-                raise ValueError(
-                    f"{metadata} is not a valid property to check, "
-                    "choose from 'samples', 'properties' and 'components'"
-                )
-            difference = _metadata_difference(gradient_a, gradient_b, metadata)
-            if difference == "count":
-                return prefix + f"gradient '{parameter}' have different number of components"
-            if difference:
-                return (
-                    prefix
-                    + f"gradient '{parameter}' {metadata} are not the same or not in the same order"
-                )
+            message = _gradient_metadata_message(
+                gradient_a, gradient_b, path, parameter, fname, metadata
+            )
+            if message:
+                return message
+        if nested and (gradient_a._gradients or gradient_b._gradients):
+            deeper.append((parameter, gradient_a, gradient_b))
+    for parameter, gradient_a, gradient_b in deeper:
+        message = check_same_gradients_impl(
+            gradient_a, gradient_b, fname, check, nested=True, path=_path(path, parameter)
+        )
+        if message:
+            return message
     return ""
 
 
