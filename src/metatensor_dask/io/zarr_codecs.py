@@ -32,6 +32,14 @@ KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator"
 def _compressor(value: Any) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        raise MetatensorDaskError(
+            f"the setting metatensor_dask.compressor is the text {value!r}, not a mapping: "
+            "dask reads an environment variable as a Python literal, so a mapping there "
+            "is written with True, False and None (not JSON's true, false and null), "
+            "e.g. {'name': 'zstd', 'configuration': {'level': 3, 'checksum': True}}; or "
+            "give the codec's name alone, or the mapping in a YAML file"
+        )
     if isinstance(value, str):
         return {"name": value, "configuration": {}}
     if isinstance(value, dict) and isinstance(value.get("name"), str):

@@ -66,6 +66,24 @@ def shard_index_entries(document: dict[str, Any]) -> int | None:
     return int(np.prod([o // i for o, i in zip(outer, inner, strict=True)]))
 
 
+#: The names of the blosc codec, whose frames state their own size (bytes 12 to 16 of
+#: their header, little endian).
+_BLOSC = ("blosc", "numcodecs.blosc")
+
+
+def blosc_tail(document: dict[str, Any]) -> int | None:
+    """For an array whose chunks (or inner chunks) are each one blosc frame, the bytes
+    that follow the frame in a chunk (4 with a ``crc32c``, else 0); ``None`` for
+    other arrays."""
+    codecs = document.get("codecs") or [{}]
+    if codecs[0].get("name") == "sharding_indexed":
+        codecs = codecs[0]["configuration"].get("codecs") or [{}]
+    names = [codec.get("name") for codec in codecs[1:]]
+    if names and names[0] in _BLOSC and names[1:] in ([], ["crc32c"]):
+        return 4 * len(names[1:])
+    return None
+
+
 def missing_inner_chunks(index: bytes, document: dict[str, Any], shard: int) -> int:
     """Inner chunks of shard ``shard`` that hold rows of the array but are listed as
     missing in its ``index`` (pairs of ``<u8`` per inner chunk, then a checksum).
@@ -117,6 +135,7 @@ class CheckedStore(WrapperStore[Any]):
         self._where = where
         self._entries = shard_index_entries(document)
         self._identity = identity
+        self._blosc_tail = blosc_tail(document)
         #: The (offset, length) of the inner chunks of each shard, by the index read
         #: last (before its chunks), to know which chunk a range read is.
         self._indexes: dict[str, list[tuple[int, int]]] = {}
@@ -152,35 +171,66 @@ class CheckedStore(WrapperStore[Any]):
                     f"{empty} chunk(s) of the shard '{name}' of the array '{self._path}' are "
                     "missing",
                 )
+        if self._identity is None and self._blosc_tail is None:
+            return found
+        chunks = self._whole_chunks(key, byte_range, found.as_numpy_array(), whole)
+        if self._blosc_tail is not None:
+            for index, chunk in chunks:
+                self._check_blosc(key, index, chunk)
         if self._identity is not None:
-            await self._check_identity(key, byte_range, found.as_numpy_array(), whole)
+            # checked against the table of the chunks (see
+            # :class:`~.zarr_identity.ChunkIdentity`)
+            for index, chunk in chunks:
+                if len(chunk) >= 4:
+                    await self._check(index, chunk)
         return found
 
-    async def _check_identity(
+    def _whole_chunks(
         self, key: str, byte_range: Any, raw: np.ndarray, whole: bool
-    ) -> None:
-        """Check each whole chunk in ``raw`` (what was read of ``key``) against the
-        table of the chunks (see :class:`~.zarr_identity.ChunkIdentity`): a chunk file
-        read whole, the inner chunks of a shard read whole, or one inner chunk read by
-        its range, which the shard's index (read before it) locates."""
+    ) -> list[tuple[int, np.ndarray]]:
+        """Each whole chunk in ``raw`` (what was read of ``key``), with its index in the
+        array: a chunk file read whole, the inner chunks of a shard read whole, or one
+        inner chunk read by its range, which the shard's index (read before it)
+        locates."""
         file = int(key.rpartition("/")[2].split(".")[1])
         if self._entries is None:
-            if byte_range is None and len(raw) >= 4:
-                await self._check(file, raw)
-            return
+            return [(file, raw)] if byte_range is None else []
         if whole:
             pairs = index_pairs(raw[-16 * self._entries - 4 :].tobytes(), self._entries)
             self._indexes[key] = pairs
-            if byte_range is None:
-                for j, (offset, length) in enumerate(pairs):
-                    if offset != int(_EMPTY) and length >= 4:
-                        chunk = raw[offset : offset + length]
-                        await self._check(file * self._entries + j, chunk)
-        elif isinstance(byte_range, RangeByteRequest) and len(raw) >= 4:
+            if byte_range is not None:
+                return []
+            return [
+                (file * self._entries + j, raw[offset : offset + length])
+                for j, (offset, length) in enumerate(pairs)
+                if offset != int(_EMPTY)
+            ]
+        if isinstance(byte_range, RangeByteRequest):
             place = (byte_range.start, byte_range.end - byte_range.start)
             pairs = self._indexes.get(key, [])
             if place in pairs:
-                await self._check(file * self._entries + pairs.index(place), raw)
+                return [(file * self._entries + pairs.index(place), raw)]
+        return []
+
+    def _check_blosc(self, key: str, index: int, chunk: np.ndarray) -> None:
+        """Refuse a blosc frame whose header states another size than it has: blosc's
+        decoder trusts the header, reading past the end of a frame cut short, and
+        returns what it finds there without an error."""
+        frame = chunk[: len(chunk) - (self._blosc_tail or 0)]
+        stated = int.from_bytes(frame[12:16].tobytes(), "little") if len(frame) >= 16 else None
+        if stated != len(frame):
+            name = key.rpartition("/")[2]
+            what = (
+                f"the chunk '{name}'"
+                if self._entries is None
+                else f"the chunk {index % self._entries} of the shard '{name}'"
+            )
+            told = "less than a header" if stated is None else f"its header states {stated}"
+            raise damaged(
+                self._where,
+                f"{what} of the array '{self._path}' is a blosc frame of {len(frame)} "
+                f"bytes where {told}: cut short or written over",
+            )
 
     async def _check(self, index: int, chunk: np.ndarray) -> None:
         crc = int.from_bytes(chunk[-4:].tobytes(), "little")
