@@ -86,6 +86,16 @@ def _check_blocks(keys: Labels, blocks: list[TensorBlock]) -> None:
             )
 
 
+def is_utf8_text(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (Python strings may hold unpaired surrogates,
+    which it can not)."""
+    try:
+        text.encode("utf8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TensorMap(ArrayContainer):
     """Blocks of data, each identified by one entry of ``keys``.
 
@@ -172,7 +182,9 @@ class TensorMap(ArrayContainer):
         """Set a global string metadata entry (saved in ``info.json``).
 
         A NUL character is refused: metatensor keeps info as C strings, cut at the
-        first NUL, so the rest would be lost silently there."""
+        first NUL, so the rest would be lost silently there. So is text that UTF-8 can
+        not encode (an unpaired surrogate such as ``"\\ud800"``), as metatensor does:
+        ``info.json`` could not hold it."""
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("TensorMap info keys and values must be strings")
         for what, text in (("key", key), ("value", value)):
@@ -180,6 +192,12 @@ class TensorMap(ArrayContainer):
                 raise ValueError(
                     f"the info {what} {text!r} holds a NUL character, which metatensor "
                     "cuts the text at: remove it (or encode the text, e.g. as base64)"
+                )
+            if not is_utf8_text(text):
+                raise ValueError(
+                    f"the info {what} {text!r} holds an unpaired surrogate, which UTF-8 "
+                    "can not encode, so no file could hold it: give valid Unicode text "
+                    "(e.g. decode bytes with errors='replace')"
                 )
         self._info[key] = value
         self._forget()

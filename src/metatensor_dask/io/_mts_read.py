@@ -29,6 +29,7 @@ from .._partition import gradient_row_chunks, row_pointer
 from ..block import TensorBlock, _check_shape
 from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
+from ..tensor import is_utf8_text
 from . import _mts_integrity, _mts_tiny, _npy, _zip
 from . import chunks as chunking
 from ._names import check_path_component
@@ -529,6 +530,13 @@ class Archive:
             raise self.error("'info.json' should contain an object")
         if not all(isinstance(value, str) for value in info.values()):
             raise self.error("values in 'info.json' should be strings")
+        for text in [*info, *info.values()]:
+            if not is_utf8_text(text):
+                raise self.error(
+                    f"'info.json' is not valid JSON: {text!r} holds an unpaired surrogate "
+                    "escape, which is not Unicode text (metatensor refuses the file too); "
+                    "write the file again with valid text in its info"
+                )
         return info
 
     def blocks(self, parts: list[_Part], request: chunking.ChunkRequest) -> list[TensorBlock]:

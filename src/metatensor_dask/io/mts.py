@@ -35,7 +35,7 @@ from ..errors import (
     wrong_type,
 )
 from ..labels import Labels
-from ..tensor import TensorMap
+from ..tensor import TensorMap, is_utf8_text
 from . import _npy, _zip
 from ._mts_read import Archive, display_path, io_error, read_file
 from ._mts_write import Encoder, Entry, labels_bytes, write_atomically
@@ -282,7 +282,8 @@ def save(
 
 def _check_info(info: dict[str, str]) -> None:
     """Refuse ``info`` holding a NUL character, which metatensor can not load (its info
-    entries are C strings: its ``set_info`` keeps the text before a NUL)."""
+    entries are C strings: its ``set_info`` keeps the text before a NUL), or text that
+    UTF-8 can not encode (``info.json`` could not hold it)."""
     for key, value in info.items():
         for what, text in (("key", key), ("value", value)):
             if "\0" in text:
@@ -290,6 +291,11 @@ def _check_info(info: dict[str, str]) -> None:
                     f"the info {what} {text!r} holds a NUL character, and metatensor can not "
                     "load a file holding one; nothing was written. Remove it (metatensor's "
                     "`set_info` keeps the text before it)"
+                )
+            if not is_utf8_text(text):
+                raise MetatensorDaskError(
+                    f"the info {what} {text!r} holds an unpaired surrogate, which UTF-8 can "
+                    "not encode; nothing was written. Give valid Unicode text"
                 )
 
 
