@@ -533,7 +533,7 @@ class Archive:
         for text in [*info, *info.values()]:
             if not is_utf8_text(text):
                 raise self.error(
-                    f"'info.json' is not valid JSON: {text!r} holds an unpaired surrogate "
+                    f"'info.json' holds {text!r}, with an unpaired surrogate "
                     "escape, which is not Unicode text (metatensor refuses the file too); "
                     "write the file again with valid text in its info"
                 )
