@@ -11,6 +11,7 @@ import metatensor
 import metatensor.operations as mops
 import numpy as np
 import pytest
+from pipeline_support import run
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -127,3 +128,79 @@ def test_joining_maps_of_other_keys_names_the_remedy(stored, tmp_path):
     theirs = metatensor.load(stored[1])
     expected = mops.join([their_water, theirs], "samples", "union", add_dimension="tensor")
     assert_equal_to_metatensor(joined, expected)
+
+
+def _energies(features: metatensor.TensorMap) -> metatensor.TensorMap:
+    """A linear model's targets of ``features`` (one block): energies, and their
+    positions gradients (forces), from fixed weights."""
+    block = features.block(0)
+    weights = np.random.default_rng(3).normal(size=(block.values.shape[1], 1))
+    energy = metatensor.Labels.range("energy", 1)
+    target = metatensor.TensorBlock(block.values @ weights, block.samples, [], energy)
+    gradient = block.gradient("positions")
+    target.add_gradient(
+        "positions",
+        metatensor.TensorBlock(
+            gradient.values @ weights, gradient.samples, gradient.components, energy
+        ),
+    )
+    return metatensor.TensorMap(features.keys, [target])
+
+
+def _fitted_stores(stored, folder):
+    """Per-structure features ``X`` (all keys moved to properties, summed over atoms)
+    and energies ``Y`` in Zarr stores, and metatensor's ``X`` and ``Y``."""
+    theirs = metatensor.load(stored[1])
+    theirs = mops.sum_over_samples(
+        theirs.components_to_properties("o3_mu").keys_to_properties(
+            ["o3_lambda", "o3_sigma", "center_type", "neighbor_type"]
+        ),
+        "atom",
+    )
+    ours = mtd.sum_over_samples(
+        opened(stored, "zarr")
+        .components_to_properties("o3_mu")
+        .keys_to_properties(["o3_lambda", "o3_sigma", "center_type", "neighbor_type"]),
+        "atom",
+    )
+    targets = _energies(theirs)
+    mtd.to_zarr(ours, str(folder / "X.zarr"))
+    mtd.to_zarr(mtd.from_metatensor(targets), str(folder / "Y.zarr"))
+    return theirs, targets
+
+
+def test_predictions_of_stored_weights_are_stored_readable(stored, tmp_path):
+    """``dot`` of features and weights both read from Zarr, written to Zarr: the store
+    could not be opened again ("damaged: the Labels array 'blocks/0/properties' has no
+    valid 'chain' attribute"). The properties of the result are the samples of the
+    weights, and samples read from a store carry the digest of their chained records,
+    which was written beside properties without those records."""
+    features, targets = _fitted_stores(stored, tmp_path)
+    weights = mops.lstsq(features, targets, rcond=1e-10)
+    mtd.to_zarr(mtd.from_metatensor(weights), str(tmp_path / "W.zarr"))
+
+    X = mtd.open_zarr(str(tmp_path / "X.zarr"))
+    W = mtd.open_zarr(str(tmp_path / "W.zarr"))
+    mtd.to_zarr(mtd.dot(X, W), str(tmp_path / "P.zarr"))
+    assert mtd.verify(str(tmp_path / "P.zarr")).ok
+    predictions = mtd.open_zarr(str(tmp_path / "P.zarr"))
+    assert_equal_to_metatensor(predictions, mops.dot(features, weights), rtol=1e-12, atol=1e-14)
+
+
+def test_fit_and_predict_from_the_command_line(stored, tmp_path, capsys):
+    """``apply lstsq`` then ``apply dot`` on the stores: the predictions, values and
+    forces, are metatensor's and equal the energies; the second command's output could
+    not be opened."""
+    features, targets = _fitted_stores(stored, tmp_path)
+    X, Y = tmp_path / "X.zarr", tmp_path / "Y.zarr"
+    W, P = tmp_path / "W.zarr", tmp_path / "P.zarr"
+    assert run(capsys, "apply", "lstsq", X, Y, "--arg", "rcond=1e-10", "-o", W, "-q")[0] == 0
+    assert run(capsys, "apply", "dot", X, W, "-o", P, "-q")[0] == 0
+    code, _, err = run(capsys, "verify", P, "-q")
+    assert code == 0, err
+
+    weights = mops.lstsq(features, targets, rcond=1e-10)
+    assert_equal_to_metatensor(mtd.open_zarr(str(W)), weights, rtol=1e-6, atol=1e-9)
+    predictions = mtd.open_zarr(str(P))
+    assert_equal_to_metatensor(predictions, mops.dot(features, weights), rtol=1e-6, atol=1e-9)
+    assert_equal_to_metatensor(predictions, targets, rtol=1e-6, atol=1e-9)
