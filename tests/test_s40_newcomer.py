@@ -204,3 +204,19 @@ def test_fit_and_predict_from_the_command_line(stored, tmp_path, capsys):
     predictions = mtd.open_zarr(str(P))
     assert_equal_to_metatensor(predictions, mops.dot(features, weights), rtol=1e-6, atol=1e-9)
     assert_equal_to_metatensor(predictions, targets, rtol=1e-6, atol=1e-9)
+
+
+def test_blocks_selected_by_metatensor_keys_name_the_remedy(stored):
+    """Checking a result block by block against metatensor's, ``ours.block(key)`` with
+    ``key`` from metatensor's keys raised "invalid type for block selection" without a
+    remedy, and ``from_metatensor`` refused a ``LabelsEntry``."""
+    ours = opened(stored, "zarr")
+    theirs = metatensor.load(stored[1])
+    for selection in (theirs.keys[2], theirs.keys):
+        with pytest.raises(TypeError, match=r"metatensor_dask\.from_metatensor"):
+            ours.block(selection)
+    for key, block in theirs.items():
+        entry = mtd.from_metatensor(key)
+        assert isinstance(entry, mtd.LabelsEntry)
+        assert_equal_to_metatensor(ours.block(entry), block)
+    assert len(ours.blocks(mtd.from_metatensor(theirs.keys))) == len(theirs.keys)
