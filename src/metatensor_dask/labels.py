@@ -232,6 +232,15 @@ class _RowIndex:
         return result
 
 
+def entries_digest(names: list[str], values: np.ndarray) -> str:
+    """The hash of Labels of ``names`` and int32 ``values`` that :meth:`Labels.digest`
+    computes."""
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(repr(names).encode())
+    hasher.update(np.ascontiguousarray(values).tobytes())
+    return hasher.hexdigest()
+
+
 def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
     if len(values) < 2 or values.shape[1] == 0:
         # entries without dimensions are all alike; metatensor accepts them
@@ -569,10 +578,7 @@ class Labels:
     def digest(self) -> str:
         """A hash of the names and entries (recorded, or computed once)."""
         if self._digest is None:
-            hasher = hashlib.blake2b(digest_size=16)
-            hasher.update(repr(self._names).encode())
-            hasher.update(np.ascontiguousarray(self.values).tobytes())
-            self._digest = hasher.hexdigest()
+            self._digest = entries_digest(self._names, self.values)
         return self._digest
 
     def _derived(self, key: Any, make: Callable[[], Any]) -> Any:

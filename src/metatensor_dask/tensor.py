@@ -239,7 +239,7 @@ class TensorMap(ArrayContainer):
                 [[_selection_value(name, value) for name, value in selection.items()]], np.int32
             ).reshape(1, -1)
             return Labels(list(selection), values)
-        raise TypeError(f"invalid type for block selection: {type(selection)}")
+        raise wrong_type(f"invalid type for block selection: {type(selection)}", selection)
 
     def _matching(self, selection: Any, kwargs: dict[str, Any]) -> tuple[np.ndarray, Labels]:
         """The positions of the blocks matching ``selection`` (or ``kwargs``), and the

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..block import TensorBlock, as_block_array
 from ..errors import MetatensorError
-from ..labels import Labels
+from ..labels import Labels, LabelsEntry
 from ..tensor import TensorMap
 from . import _core_labels
 from ._core_library import load_core_library
@@ -89,7 +89,8 @@ def _block_from(block: Any, shared: _SharedLabels) -> TensorBlock:
 
 
 def from_metatensor(data: Any) -> Any:
-    """A metatensor-dask copy of a ``metatensor`` TensorMap, TensorBlock or Labels.
+    """A metatensor-dask copy of a ``metatensor`` TensorMap, TensorBlock, Labels or
+    LabelsEntry (an entry of the keys, to select blocks of a metatensor-dask map).
 
     Values are copied into single-chunk dask arrays; use ``.rechunk``-aware functions
     such as :func:`metatensor_dask.open_zarr` for data that does not fit in memory.
@@ -99,6 +100,8 @@ def from_metatensor(data: Any) -> Any:
     metatensor = _metatensor()
     if isinstance(data, metatensor.Labels):
         return _labels_from(data)
+    if isinstance(data, metatensor.LabelsEntry):
+        return LabelsEntry(list(data.names), np.array(data.values, dtype=np.int32))
     if isinstance(data, metatensor.TensorBlock):
         return _block_from(data, _SharedLabels())
     if isinstance(data, metatensor.TensorMap):
@@ -110,7 +113,10 @@ def from_metatensor(data: Any) -> Any:
             # metatensor-core's info() gives None for an empty string value
             tensor.set_info(key, "" if value is None else value)
         return tensor
-    raise TypeError(f"expected a metatensor TensorMap, TensorBlock or Labels, got {type(data)}")
+    raise TypeError(
+        f"expected a metatensor TensorMap, TensorBlock or Labels (or a LabelsEntry), "
+        f"got {type(data)}"
+    )
 
 
 def _labels_to(labels: Labels, metatensor: Any) -> Any:

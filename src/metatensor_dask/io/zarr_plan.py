@@ -26,11 +26,12 @@ from .. import config
 from .._gc import collector_paused
 from .._partition import block_row_pointer, gradient_row_chunks
 from ..errors import MetatensorDaskError
+from ..labels import entries_digest
 from . import chunks as chunking
 from . import zarr_layout as layout
 from .ingest_core import CoreBlock
 from .zarr_codecs import ChunkFormat, small_template, template
-from .zarr_samples import sample_attributes
+from .zarr_samples import is_chained, sample_attributes
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
@@ -136,7 +137,7 @@ class Plan:
         attributes = (
             sample_attributes(labels.names, labels.values)
             if chunk_rows is not None
-            else layout.labels_attributes(labels.names, labels.digest())
+            else layout.labels_attributes(labels.names, _unchained_digest(labels))
         )
         # Labels are never sharded: their chunks are written from the client
         self.array(path, _LABELS, shape, rows, None, attributes)
@@ -148,6 +149,15 @@ class Plan:
             self._shards.append(shard_chunks())
         shards = self._shards[0]
         return None if shards is None else rows * shards
+
+
+def _unchained_digest(labels: Labels) -> str:
+    """The digest recorded beside Labels that are not samples. Samples read from a store
+    carry the chained digest of their records, which only a samples array holds: for
+    such Labels made properties, components or keys (the samples of ``dot``'s second
+    map become the properties of its result), the digest of their entries."""
+    digest = labels.digest()
+    return entries_digest(labels.names, labels.values) if is_chained(digest) else digest
 
 
 def shard_chunks() -> int | None:

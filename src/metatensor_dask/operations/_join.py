@@ -22,7 +22,7 @@ from .._partition import (
     split_row_chunks,
 )
 from ..block import TensorBlock, as_block_array
-from ..errors import wrong_type
+from ..errors import MetatensorError, NotEqualError, wrong_type
 from ..labels import Labels
 from ..tensor import TensorMap
 from ._grouping import single_chunk_bytes
@@ -41,7 +41,7 @@ from ._placement import Placement, assembled
 from ._utils import (
     check_blocks_raise,
     check_same_gradients_raise,
-    check_same_keys_raise,
+    check_same_keys_impl,
     grouped,
 )
 
@@ -69,13 +69,27 @@ def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
     return as_dask(gradient.values), False
 
 
-def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None) -> Labels:
+def _distinct_entries(names: list[str], values: np.ndarray, axis: str, fname: str) -> Labels:
+    """The joined entries of ``axis`` as Labels; an entry held by two of the inputs is
+    refused with metatensor's error, completed with the remedies."""
+    try:
+        return Labels(names, values)
+    except MetatensorError as error:
+        raise MetatensorError(
+            f"{error}: two inputs of `{fname}` hold this entry of their {axis} "
+            f'({", ".join(names)}); pass add_dimension="tensor" to keep the index of '
+            "the input in a new last dimension, or give the inputs entries of their own "
+            "(renumber a dimension of one of them)"
+        ) from None
+
+
+def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None, fname: str) -> Labels:
     """The samples of the blocks one after the other, with the index of each block as
     the ``add_dimension`` (then unique by construction), else checked to be unique."""
     first = blocks[0]
     values = np.concatenate([block.samples.values for block in blocks])
     if add_dimension is None:
-        return Labels(first.samples.names, values)
+        return _distinct_entries(first.samples.names, values, "samples", fname)
     counts = [len(block.samples) for block in blocks]
     index = np.repeat(np.arange(len(blocks), dtype=np.int32), counts)[:, None]
     return Labels._trusted([*first.samples.names, add_dimension], np.hstack([values, index]))
@@ -221,7 +235,7 @@ def _join_samples(
         _check_joinable_samples(first, block, fname)
     samples = shared.get(
         ("samples", add_dimension, *(id(block._samples) for block in blocks)),
-        lambda: _joined_samples(blocks, add_dimension),
+        lambda: _joined_samples(blocks, add_dimension, fname),
     )
     if single_chunk_bytes(block_arrays(blocks)) is not None:
         return _grouped_join_samples(blocks, samples, shared)
@@ -302,7 +316,7 @@ def _join_properties(
             names = [*names, add_dimension]
             properties = Labels._trusted(names, np.concatenate(pieces))
         else:
-            properties = Labels(names, np.concatenate(pieces))
+            properties = _distinct_entries(names, np.concatenate(pieces), "properties", fname)
     arrays = block_arrays(blocks)
     if single_chunk_bytes(arrays) is not None:
         return _grouped_join_properties(blocks, properties)
@@ -464,13 +478,24 @@ def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
     )
 
 
+def _check_same_keys(first: TensorMap, other: TensorMap) -> None:
+    """Refuse maps of other keys with metatensor's error, completed with the remedies."""
+    message = check_same_keys_impl(first, other, "join")
+    if message:
+        raise NotEqualError(
+            f'{message}: pass different_keys="union" to keep every key (a block '
+            'missing from an input counts as an empty one) or different_keys="intersection" '
+            "to keep the keys every input has"
+        )
+
+
 def _aligned_keys(
     tensors: list[TensorMap], axis: str, different_keys: str
 ) -> tuple[Labels, list[list[TensorBlock]]]:
     """The output keys, and for each of them the blocks to join (one per tensor)."""
     if different_keys == "error":
         for tensor in tensors[1:]:
-            check_same_keys_raise(tensors[0], tensor, "join")
+            _check_same_keys(tensors[0], tensor)
         keys = tensors[0].keys
     elif different_keys in ("intersection", "union"):
         keys = tensors[0].keys
