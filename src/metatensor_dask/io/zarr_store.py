@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import json
 import os
 import re
@@ -359,23 +360,28 @@ def _uncached(fs: Any) -> Any:
     in turn."""
     from fsspec.implementations.dirfs import DirFileSystem
 
-    inner = getattr(fs, "sync_fs", None)
+    inner = getattr(fs, "sync_fs", fs.fs if isinstance(fs, DirFileSystem) else None)
     if inner is not None:
         replaced = _uncached(inner)
-        if replaced is inner:
-            return fs
-        return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
-    if isinstance(fs, DirFileSystem):
-        replaced = _uncached(fs.fs)
-        if replaced is fs.fs:
-            return fs
-        return type(fs)(*fs.storage_args, **{**fs.storage_options, "fs": replaced})
+        return fs if replaced is inner else _with_inner(fs, replaced)
     if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
         return fs
     try:
         return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
     except TypeError:  # a file system that takes no such option: used as given
         return fs
+
+
+def _with_inner(fs: Any, inner: Any) -> Any:
+    """An instance of the class of the fsspec file system ``fs`` (a wrapper: zarr's
+    asynchronous one, a ``DirFileSystem``) made with the arguments ``fs`` was made with,
+    but wrapping ``inner``: the file system it wraps is its argument ``fs``, given by
+    position or by name."""
+    arguments = inspect.signature(type(fs).__init__).bind(
+        None, *fs.storage_args, **fs.storage_options
+    )
+    arguments.arguments["fs"] = inner
+    return type(fs)(*arguments.args[1:], **arguments.kwargs)
 
 
 def _not_here(reason: str) -> MetatensorDaskError:
