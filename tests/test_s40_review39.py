@@ -3,11 +3,17 @@
 A ``DirFileSystem`` given the file system it wraps by position (``DirFileSystem(path,
 fs)``), or zarr's asynchronous wrapper given it by name, failed every read and write
 with a ``TypeError``: the instance that keeps no listings was made with that file system
-given twice.
+given twice. A blosc chunk cut short in a store of format 1 with a compressor was read
+without the check of its stated size (those stores are read allowing missing chunks,
+through no checked view at all), and ``verify`` passed it.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import dask
 import metatensor
 import numpy as np
 import pytest
@@ -17,6 +23,7 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore
 
 import metatensor_dask as mtd
+from metatensor_dask.io.zarr_identity import TABLE
 
 
 def _tensor(scale: float = 1.0, rows: int = 10) -> metatensor.TensorMap:
@@ -60,3 +67,53 @@ def test_an_asynchronous_wrapper_given_its_file_system_by_name_is_used(tmp_path)
     wrapper = AsyncFileSystemWrapper(fs=LocalFileSystem(auto_mkdir=True), asynchronous=True)
     # was TypeError: AsyncFileSystemWrapper.__init__() got multiple values for 'fs'
     _written_and_read(FsspecStore(wrapper, path=str(tmp_path / "t.zarr")))
+
+
+# -- blosc frames cut short in stores of format 1 -------------------------------------
+
+
+def _format_1(path: Path) -> None:
+    """Make the store at ``path`` look written by format 1: its root's record of the
+    format and completion only, and no chunk tables."""
+    root = json.loads((path / "zarr.json").read_text())
+    ours = root["attributes"]["metatensor_dask"]
+    root["attributes"]["metatensor_dask"] = {"format": 1, "complete": ours["complete"]}
+    for name, document in root["consolidated_metadata"]["metadata"].items():
+        if TABLE in document.get("attributes", {}):
+            del document["attributes"][TABLE]
+            (path / name / "zarr.json").write_text(json.dumps(document))
+    (path / "zarr.json").write_text(json.dumps(root))
+
+
+def _blosc_format_1(path: Path, rows: int) -> Path:
+    """A format 1 store of ``rows`` rows in blosc chunks of 4 rows without checksum; the
+    file of its first values chunk."""
+    blosc = {"name": "blosc", "configuration": {"cname": "lz4"}}
+    settings = {"metatensor_dask.compressor": blosc, "metatensor_dask.checksum": False}
+    with dask.config.set(settings):
+        mtd.from_metatensor(_tensor(rows=rows)).to_zarr(path, chunks=4)
+    _format_1(path)
+    return path / "blocks" / "0" / "values" / "c.0.0.0"
+
+
+@pytest.mark.filterwarnings("ignore::metatensor_dask.StoreFormatWarning")
+def test_a_blosc_chunk_cut_short_in_a_format_1_store_is_damage(tmp_path):
+    chunk = _blosc_format_1(tmp_path / "t.zarr", 10)
+    chunk.write_bytes(chunk.read_bytes()[:-1])
+    with pytest.raises(mtd.DamagedStoreError, match=r"'c\.0\.0\.0' .* blosc frame .* cut short"):
+        mtd.to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"))
+    # verify passed it
+    (problem,) = mtd.verify(tmp_path / "t.zarr").problems
+    assert "blosc frame" in str(problem)
+
+
+@pytest.mark.filterwarnings("ignore::metatensor_dask.StoreFormatWarning")
+def test_a_format_1_store_still_reads_its_missing_chunks_as_zeros(tmp_path):
+    # format 1 skipped all-zero chunks: their absence is not damage there
+    chunk = _blosc_format_1(tmp_path / "t.zarr", 10)
+    chunk.unlink()
+    read = mtd.to_metatensor(mtd.open_zarr(tmp_path / "t.zarr")).block(0).values
+    expected = _tensor().block(0).values.copy()
+    expected[:4] = 0
+    np.testing.assert_array_equal(read, expected)
+    assert mtd.verify(tmp_path / "t.zarr").ok

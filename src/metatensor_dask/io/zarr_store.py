@@ -920,12 +920,13 @@ class ArrayRef:
     def reader(self) -> Array:
         """The array, for reading: a missing chunk is a :class:`DamagedStoreError`."""
         if self._reader is None:
-            store = (
-                self.store
-                if self.missing_ok
-                else CheckedStore(
-                    self.store, self.path, self.document, describe(self.store), self.identity()
-                )
+            store = CheckedStore(
+                self.store,
+                self.path,
+                self.document,
+                describe(self.store),
+                self.identity(),
+                self.missing_ok,
             )
             self._reader = Array(
                 AsyncArray(  # type: ignore[call-overload]
