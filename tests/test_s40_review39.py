@@ -117,3 +117,29 @@ def test_a_format_1_store_still_reads_its_missing_chunks_as_zeros(tmp_path):
     expected[:4] = 0
     np.testing.assert_array_equal(read, expected)
     assert mtd.verify(tmp_path / "t.zarr").ok
+
+
+# -- info that metatensor can not hold, in a store -------------------------------------
+
+
+def _opened_with_info(path: Path, text: str) -> mtd.TensorMap:
+    """The map of a store whose root was edited to hold ``{"note": text}`` as its info
+    (``set_info`` refuses such text; older versions and other tools wrote it)."""
+    mtd.from_metatensor(_tensor()).to_zarr(path, chunks=5)
+    root = json.loads((path / "zarr.json").read_text())
+    root["attributes"]["info"] = {"note": text}
+    (path / "zarr.json").write_text(json.dumps(root))
+    return mtd.open_zarr(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"), [("x\0y", "NUL character"), ("\ud800x", "unpaired surrogate")]
+)
+def test_to_metatensor_refuses_info_metatensor_can_not_hold(tmp_path, text, match):
+    tensor = _opened_with_info(tmp_path / "t.zarr", text)
+    # a NUL: the info became 'x' silently (metatensor's set_info cuts the text there);
+    # a surrogate: a bare UnicodeEncodeError, once every array was computed
+    with pytest.raises(mtd.MetatensorDaskError, match=rf"{match}.*nothing was computed"):
+        mtd.to_metatensor(tensor)
+    with pytest.raises(mtd.MetatensorDaskError, match=match):
+        tensor.save_buffer()
