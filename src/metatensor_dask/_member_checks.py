@@ -5,11 +5,12 @@ A values member of a metatensor file read in several chunks
 its dask array (named ``mts-load-<token>``), a read task per chunk
 (``("mts-read-<token>", i)``) and a check task (``"mts-check-<token>"``) that combines
 the chunks' CRC-32s. The check is no key of any array: a computation runs it only when
-it asks for it, which it should when it reads every chunk of the member. A block's
-array computed alone asks for it through :func:`checked_optimize`, its optimisation; a
-map or block asks for the checks of its arrays (:func:`member_checks`), and its
-optimisation makes a chunk of each array wait for them (:func:`arrays_checked`), so
-that a map rebuilt from the optimised graph carries them.
+it asks for it, which it should when it reads every chunk of the member. A map or
+block asks for the checks of its arrays (:func:`member_checks`); the optimisation of
+maps, blocks and the arrays of blocks (:func:`metatensor_dask._graph.optimize_flat`)
+makes a chunk of each array wait for the checks of the members it reads whole
+(:func:`arrays_checked`): a block's array computed alone is checked, and a map rebuilt
+from the optimised graph carries them.
 """
 
 from __future__ import annotations
