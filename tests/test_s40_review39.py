@@ -1,19 +1,24 @@
-"""Cases the changes of the previous session missed.
+"""Cases the previous changes to stores, reads and info missed.
 
 A ``DirFileSystem`` given the file system it wraps by position (``DirFileSystem(path,
 fs)``), or zarr's asynchronous wrapper given it by name, failed every read and write
 with a ``TypeError``: the instance that keeps no listings was made with that file system
 given twice. A blosc chunk cut short in a store of format 1 with a compressor was read
 without the check of its stated size (those stores are read allowing missing chunks,
-through no checked view at all), and ``verify`` passed it.
+through no checked view at all), and ``verify`` passed it. ``to_metatensor`` of a map
+whose info metatensor can not hold (from a store) cut a NUL's text silently, or failed
+with a bare ``UnicodeEncodeError`` once everything was computed. A store in a zip
+archive in memory was named by the archive's path alone, as a local file.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import dask
+import fsspec
 import metatensor
 import numpy as np
 import pytest
@@ -143,3 +148,27 @@ def test_to_metatensor_refuses_info_metatensor_can_not_hold(tmp_path, text, matc
         mtd.to_metatensor(tensor)
     with pytest.raises(mtd.MetatensorDaskError, match=match):
         tensor.save_buffer()
+
+
+# -- stores in zip archives on other file systems than the local one -------------------
+
+
+def test_a_store_in_a_zip_archive_in_memory_is_named_with_its_file_system(tmp_path):
+    folder = tmp_path / "t.zarr"
+    mtd.from_metatensor(_tensor()).to_zarr(folder, chunks=5)
+    archive = tmp_path / "t.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for path in sorted(folder.rglob("*")):
+            name = path.relative_to(folder).as_posix()
+            if path.is_file() and name != "blocks/0/values/c.1.0.0":
+                zipped.write(path, name)
+    # the same path in memory: the archive there, the local one removed
+    with fsspec.open(f"memory://{archive}", "wb") as copy:
+        copy.write(archive.read_bytes())
+    archive.unlink()
+    try:
+        # was named 'zip://::/.../t.zip', a local file (which is not there)
+        with pytest.raises(mtd.DamagedStoreError, match=f"the store at zip://::memory://{archive}"):
+            mtd.to_metatensor(mtd.open_zarr(f"zip://::memory://{archive}"))
+    finally:
+        fsspec.filesystem("memory").rm(f"memory://{archive}")

@@ -577,7 +577,13 @@ def _fsspec_location(fs: Any, path: str) -> str:
     fs, path = _unwrapped(fs, path)
     url = str(fs.unstrip_protocol(path))
     archive = fs.storage_options.get("fo") if isinstance(fs, AbstractArchiveFileSystem) else None
-    return f"{url}::{archive}" if isinstance(archive, str) else url
+    if not isinstance(archive, str):
+        return url
+    # the archive's path on the file system holding it (fsspec strips its protocol)
+    protocol = fs.storage_options.get("target_protocol")
+    if isinstance(protocol, str) and "://" not in archive:
+        archive = f"{protocol}://{archive}"
+    return f"{url}::{archive}"
 
 
 # -- bulk access to small objects ---------------------------------------------------------
