@@ -122,12 +122,12 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
     read_together: set[Any] = set()
     for name, array_keys in by_array.items():
         if name in members.names:  # a member computed whole: every chunk read
-            checks = [_check(name)]
+            whole = [_check(name)]
         else:
             reads = _reads_needed(tasks, array_keys)
             read_together |= reads
-            checks = members.read_whole(reads)
-        waits.setdefault(array_keys[-1], set()).update(checks)
+            whole = members.read_whole(reads)
+        waits.setdefault(array_keys[-1], set()).update(whole)
     if together is not None and len(by_array) > 1:
         # only the members that no array reads whole alone: an array persisted with
         # others keeps its numbers when another one's member is damaged; the checks
