@@ -5,11 +5,12 @@ A values member of a metatensor file read in several chunks
 its dask array (named ``mts-load-<token>``), a read task per chunk
 (``("mts-read-<token>", i)``) and a check task (``"mts-check-<token>"``) that combines
 the chunks' CRC-32s. The check is no key of any array: a computation runs it only when
-it asks for it, which it should when it reads every chunk of the member. A block's
-array computed alone asks for it through :func:`checked_optimize`, its optimisation; a
-map or block asks for the checks of its arrays (:func:`member_checks`), and its
-optimisation makes a chunk of each array wait for them (:func:`arrays_checked`), so
-that a map rebuilt from the optimised graph carries them.
+it asks for it, which it should when it reads every chunk of the member. A map or
+block asks for the checks of its arrays (:func:`member_checks`); the optimisation of
+maps, blocks and the arrays of blocks (:func:`metatensor_dask._graph.optimize_flat`)
+makes a chunk of each array wait for the checks of the members it reads whole
+(:func:`arrays_checked`): a block's array computed alone is checked, and a map rebuilt
+from the optimised graph carries them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import dask
 import dask.array as da
-from dask._task_spec import Task, TaskRef, convert_legacy_graph
+from dask._task_spec import DataNode, GraphNode, Task, TaskRef, convert_legacy_task
 from dask.core import flatten, keys_in_tasks
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -117,18 +118,28 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
             by_array.setdefault(key[0] if isinstance(key, tuple) else key, []).append(key)
     tasks = ensure_dict(graph)
     waits: dict[Any, set[str]] = {}
+    # the read tasks that the arrays need, together: each array's graph is walked once
+    read_together: set[Any] = set()
     for name, array_keys in by_array.items():
-        waits.setdefault(array_keys[-1], set()).update(members.needed(tasks, array_keys, name))
+        if name in members.names:  # a member computed whole: every chunk read
+            whole = [_check(name)]
+        else:
+            reads = _reads_needed(tasks, array_keys)
+            read_together |= reads
+            whole = members.read_whole(reads)
+        waits.setdefault(array_keys[-1], set()).update(whole)
     if together is not None and len(by_array) > 1:
         # only the members that no array reads whole alone: an array persisted with
-        # others keeps its numbers when another one's member is damaged
+        # others keeps its numbers when another one's member is damaged; the checks
+        # asked for beside the arrays read their members whole too
+        read_together |= _reads_needed(tasks, [key for key in flatten(keys) if _is_check(key)])
         alone = set().union(*waits.values())
-        waits.setdefault(together, set()).update(set(members.needed(tasks, keys, None)) - alone)
+        waits.setdefault(together, set()).update(set(members.read_whole(read_together)) - alone)
     # (a key not in the graph is held elsewhere: the future of a persisted chunk)
     waits = {key: checks for key, checks in waits.items() if checks and key in tasks}
     if not waits:
         return None
-    tasks = convert_legacy_graph(tasks)
+    tasks = dict(tasks)  # (``ensure_dict`` gives a graph that is a dict itself)
     for key, checks in waits.items():
         _wait_for_checks(tasks, key, sorted(checks))
     return tasks
@@ -159,12 +170,17 @@ class _Members:
         are, all of them (None: not known)."""
         if name is not None and name in self.names:  # a member computed whole: every chunk read
             return [_check(name)]
+        return self.read_whole(_reads_needed(tasks, flatten(keys)))
+
+    def read_whole(self, reads: set[Any]) -> list[str]:
+        """The keys of the checks of the members whose every read task is among
+        ``reads`` (sorted)."""
         if self._reads is None:
             self._reads = _read_counts(self.layers)
         every = self._reads
         return sorted(
             CHECK + read[len(READ) :]
-            for read, count in _needed_reads(tasks, flatten(keys)).items()
+            for read, count in _counted(reads).items()
             if LOAD + read[len(READ) :] in self.names and count == every.get(read, 0)
         )
 
@@ -172,8 +188,12 @@ class _Members:
 def _wait_for_checks(tasks: dict[Any, Any], key: Any, checks: list[str]) -> None:
     """Change ``tasks`` so that ``key`` gives its task's result once ``checks`` have
     passed: the task runs inside a task that also takes the checks' results (no task
-    more), or (an alias, data) moves to a key of its own."""
-    node = tasks[key]
+    more), or (an alias, data) moves to a key of its own. Only that task is converted
+    from dask's legacy form (converting the whole graph took half the time of
+    :func:`arrays_checked`)."""
+    node = convert_legacy_task(key, tasks[key], tasks)
+    if not isinstance(node, GraphNode):
+        node = DataNode(key, node)
     waits = [TaskRef(check) for check in checks]
     if isinstance(node, Task):
         tasks[key] = Task(key, _first, node, *waits)
@@ -199,11 +219,11 @@ def _read_counts(layers: Any) -> dict[str, int]:
     return _counted(key for name, layer in layers.items() if name.startswith(LOAD) for key in layer)
 
 
-def _needed_reads(tasks: dict[Any, Any], keys: Iterable[Any]) -> dict[str, int]:
-    """How many read tasks of each member the computation of ``keys`` needs, from the
-    flat graph ``tasks``: a walk of the tasks it reaches, in time proportional to
-    them (culling a graph of layers copies the keys needed once per layer: quadratic
-    for an array derived from many members, as ``keys_to_samples`` or ``join`` make)."""
+def _reads_needed(tasks: dict[Any, Any], keys: Iterable[Any]) -> set[Any]:
+    """The read tasks of members that the computation of ``keys`` needs, from the flat
+    graph ``tasks``: a walk of the tasks it reaches, in time proportional to them
+    (culling a graph of layers copies the keys needed once per layer: quadratic for an
+    array derived from many members, as ``keys_to_samples`` or ``join`` make)."""
     seen: set[Any] = set()
     stack = list(keys)
     while stack:
@@ -212,13 +232,17 @@ def _needed_reads(tasks: dict[Any, Any], keys: Iterable[Any]) -> dict[str, int]:
             continue
         seen.add(key)
         stack += keys_in_tasks(tasks, [tasks[key]], as_list=True)
-    return _counted(seen)
+    return {key for key in seen if _is_read(key)}
+
+
+def _is_read(key: Any) -> bool:
+    return isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(READ)
 
 
 def _counted(keys: Iterable[Any]) -> dict[str, int]:
     """How many of ``keys`` are read tasks of each member, by their name."""
     counts: dict[str, int] = {}
     for key in keys:
-        if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(READ):
+        if _is_read(key):
             counts[key[0]] = counts.get(key[0], 0) + 1
     return counts

@@ -96,6 +96,28 @@ def is_utf8_text(text: str) -> bool:
     return True
 
 
+def info_problem(info: dict[str, str]) -> str:
+    """Why metatensor can not hold ``info``, with the remedy; "" when it can. A key or
+    value holding a NUL character (metatensor keeps info as C strings, cut at the first
+    NUL: the rest would be lost silently), or text that UTF-8 can not encode (an
+    unpaired surrogate, such as ``"\\ud800"``: no ``info.json`` could hold it)."""
+    for key, value in info.items():
+        for what, text in (("key", key), ("value", value)):
+            if "\0" in text:
+                return (
+                    f"the info {what} {text!r} holds a NUL character, which metatensor "
+                    "cuts the text at (its load fails on a file holding one): remove it "
+                    "(or encode the text, e.g. as base64)"
+                )
+            if not is_utf8_text(text):
+                return (
+                    f"the info {what} {text!r} holds an unpaired surrogate, which UTF-8 "
+                    "can not encode, so no file could hold it: give valid Unicode text "
+                    "(e.g. decode bytes with errors='replace')"
+                )
+    return ""
+
+
 class TensorMap(ArrayContainer):
     """Blocks of data, each identified by one entry of ``keys``.
 
@@ -187,18 +209,9 @@ class TensorMap(ArrayContainer):
         ``info.json`` could not hold it."""
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("TensorMap info keys and values must be strings")
-        for what, text in (("key", key), ("value", value)):
-            if "\0" in text:
-                raise ValueError(
-                    f"the info {what} {text!r} holds a NUL character, which metatensor "
-                    "cuts the text at: remove it (or encode the text, e.g. as base64)"
-                )
-            if not is_utf8_text(text):
-                raise ValueError(
-                    f"the info {what} {text!r} holds an unpaired surrogate, which UTF-8 "
-                    "can not encode, so no file could hold it: give valid Unicode text "
-                    "(e.g. decode bytes with errors='replace')"
-                )
+        problem = info_problem({key: value})
+        if problem:
+            raise ValueError(problem)
         self._info[key] = value
         self._forget()
 

@@ -8,9 +8,9 @@ import dask
 import numpy as np
 
 from ..block import TensorBlock, as_block_array
-from ..errors import MetatensorError
+from ..errors import MetatensorDaskError, MetatensorError
 from ..labels import Labels, LabelsEntry
-from ..tensor import TensorMap
+from ..tensor import TensorMap, info_problem
 from . import _core_labels
 from ._core_library import load_core_library
 
@@ -148,7 +148,9 @@ def to_metatensor(data: Any) -> Any:
     """A ``metatensor`` TensorMap, TensorBlock or Labels holding the computed data.
 
     This computes every array (in one ``dask.compute`` call) and loads everything into
-    memory.
+    memory. A map whose info metatensor can not hold (a NUL character, which it cuts
+    the text at, or an unpaired surrogate; such info comes from a store written by
+    other tools) is refused first.
     """
     metatensor = _metatensor()
     if isinstance(data, Labels):
@@ -157,6 +159,9 @@ def to_metatensor(data: Any) -> Any:
         (computed,) = dask.compute(data)
         return _block_to(computed, metatensor)
     if isinstance(data, TensorMap):
+        problem = info_problem(data.info())
+        if problem:
+            raise MetatensorDaskError(f"{problem}; nothing was computed")
         (computed,) = dask.compute(data)
         keys = _labels_to(computed.keys, metatensor)
         tensor = metatensor.TensorMap(keys, [_block_to(b, metatensor) for b in computed.blocks()])

@@ -35,7 +35,7 @@ from ..errors import (
     wrong_type,
 )
 from ..labels import Labels
-from ..tensor import TensorMap, is_utf8_text
+from ..tensor import TensorMap, info_problem
 from . import _npy, _zip
 from ._mts_read import Archive, display_path, io_error, read_file
 from ._mts_write import Encoder, Entry, labels_bytes, write_atomically
@@ -281,22 +281,11 @@ def save(
 
 
 def _check_info(info: dict[str, str]) -> None:
-    """Refuse ``info`` holding a NUL character, which metatensor can not load (its info
-    entries are C strings: its ``set_info`` keeps the text before a NUL), or text that
-    UTF-8 can not encode (``info.json`` could not hold it)."""
-    for key, value in info.items():
-        for what, text in (("key", key), ("value", value)):
-            if "\0" in text:
-                raise MetatensorDaskError(
-                    f"the info {what} {text!r} holds a NUL character, and metatensor can not "
-                    "load a file holding one; nothing was written. Remove it (metatensor's "
-                    "`set_info` keeps the text before it)"
-                )
-            if not is_utf8_text(text):
-                raise MetatensorDaskError(
-                    f"the info {what} {text!r} holds an unpaired surrogate, which UTF-8 can "
-                    "not encode; nothing was written. Give valid Unicode text"
-                )
+    """Refuse ``info`` that metatensor can not hold (see
+    :func:`~metatensor_dask.tensor.info_problem`): it could not load the file."""
+    problem = info_problem(info)
+    if problem:
+        raise MetatensorDaskError(f"{problem}; nothing was written")
 
 
 def _save_to_file_object(file: Any, data: TensorMap | TensorBlock | Labels) -> None:

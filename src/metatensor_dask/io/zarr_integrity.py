@@ -103,7 +103,8 @@ def missing_inner_chunks(index: bytes, document: dict[str, Any], shard: int) -> 
 
 class CheckedStore(WrapperStore[Any]):
     """A read-only view of a store for reading one array, where a missing chunk (or
-    inner chunk of a shard) raises :class:`DamagedStoreError`.
+    inner chunk of a shard) raises :class:`DamagedStoreError`, unless ``missing_ok``,
+    and so does a blosc frame whose header states another size than it has.
 
     Parameters
     ----------
@@ -119,6 +120,9 @@ class CheckedStore(WrapperStore[Any]):
         The chunk table the reader opened (format 4, see
         :class:`~metatensor_dask.io.zarr_identity.ChunkIdentity`), which every chunk
         file read whole (the index of a shard) is checked against; ``None`` for none.
+    missing_ok
+        Read a missing chunk as zarr does, as the fill value (the arrays of format 1
+        stores with a compressor or sharding, which skipped all-zero chunks).
     """
 
     def __init__(
@@ -128,8 +132,10 @@ class CheckedStore(WrapperStore[Any]):
         document: dict[str, Any],
         where: str,
         identity: Any = None,
+        missing_ok: bool = False,
     ):
         super().__init__(store)
+        self._missing_ok = missing_ok
         self._path = path
         self._document = document
         self._where = where
@@ -141,13 +147,17 @@ class CheckedStore(WrapperStore[Any]):
         self._indexes: dict[str, list[tuple[int, int]]] = {}
 
     def _with_store(self, store: Any) -> CheckedStore:
-        return type(self)(store, self._path, self._document, self._where, self._identity)
+        return type(self)(
+            store, self._path, self._document, self._where, self._identity, self._missing_ok
+        )
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
         found = await self._store.get(key, prototype, byte_range)
         if key.endswith("zarr.json"):
             return found
         if found is None:
+            if self._missing_ok:
+                return None
             raise missing_chunk(self._where, self._path, key.rpartition("/")[2])
         whole = byte_range is None or (
             isinstance(byte_range, SuffixByteRequest)
@@ -165,7 +175,7 @@ class CheckedStore(WrapperStore[Any]):
                 )
             index = found.as_numpy_array()[-size:].tobytes()
             empty = missing_inner_chunks(index, self._document, int(name.split(".")[1]))
-            if empty:
+            if empty and not self._missing_ok:
                 raise damaged(
                     self._where,
                     f"{empty} chunk(s) of the shard '{name}' of the array '{self._path}' are "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import json
 import os
 import re
@@ -359,23 +360,28 @@ def _uncached(fs: Any) -> Any:
     in turn."""
     from fsspec.implementations.dirfs import DirFileSystem
 
-    inner = getattr(fs, "sync_fs", None)
+    inner = getattr(fs, "sync_fs", fs.fs if isinstance(fs, DirFileSystem) else None)
     if inner is not None:
         replaced = _uncached(inner)
-        if replaced is inner:
-            return fs
-        return type(fs)(replaced, *fs.storage_args[1:], **fs.storage_options)
-    if isinstance(fs, DirFileSystem):
-        replaced = _uncached(fs.fs)
-        if replaced is fs.fs:
-            return fs
-        return type(fs)(*fs.storage_args, **{**fs.storage_options, "fs": replaced})
+        return fs if replaced is inner else _with_inner(fs, replaced)
     if not getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
         return fs
     try:
         return type(fs)(*fs.storage_args, **{**fs.storage_options, "use_listings_cache": False})
     except TypeError:  # a file system that takes no such option: used as given
         return fs
+
+
+def _with_inner(fs: Any, inner: Any) -> Any:
+    """An instance of the class of the fsspec file system ``fs`` (a wrapper: zarr's
+    asynchronous one, a ``DirFileSystem``) made with the arguments ``fs`` was made with,
+    but wrapping ``inner``: the file system it wraps is its argument ``fs``, given by
+    position or by name."""
+    arguments = inspect.signature(type(fs).__init__).bind(
+        None, *fs.storage_args, **fs.storage_options
+    )
+    arguments.arguments["fs"] = inner
+    return type(fs)(*arguments.args[1:], **arguments.kwargs)
 
 
 def _not_here(reason: str) -> MetatensorDaskError:
@@ -571,7 +577,13 @@ def _fsspec_location(fs: Any, path: str) -> str:
     fs, path = _unwrapped(fs, path)
     url = str(fs.unstrip_protocol(path))
     archive = fs.storage_options.get("fo") if isinstance(fs, AbstractArchiveFileSystem) else None
-    return f"{url}::{archive}" if isinstance(archive, str) else url
+    if not isinstance(archive, str):
+        return url
+    # the archive's path on the file system holding it (fsspec strips its protocol)
+    protocol = fs.storage_options.get("target_protocol")
+    if isinstance(protocol, str) and "://" not in archive:
+        archive = f"{protocol}://{archive}"
+    return f"{url}::{archive}"
 
 
 # -- bulk access to small objects ---------------------------------------------------------
@@ -914,12 +926,13 @@ class ArrayRef:
     def reader(self) -> Array:
         """The array, for reading: a missing chunk is a :class:`DamagedStoreError`."""
         if self._reader is None:
-            store = (
-                self.store
-                if self.missing_ok
-                else CheckedStore(
-                    self.store, self.path, self.document, describe(self.store), self.identity()
-                )
+            store = CheckedStore(
+                self.store,
+                self.path,
+                self.document,
+                describe(self.store),
+                self.identity(),
+                self.missing_ok,
             )
             self._reader = Array(
                 AsyncArray(  # type: ignore[call-overload]
