@@ -67,9 +67,12 @@ def soap(items: list[int]) -> Any:
 
 
 def _tenths(values: list[float]) -> list[float]:
-    """The median of each tenth of ``values``, in order."""
-    n = len(values)
-    return [round(statistics.median(values[i * n // 10 : (i + 1) * n // 10]), 2) for i in range(10)]
+    """The median of each tenth of ``values``, in order (of each value, below 10)."""
+    n, parts = len(values), min(10, len(values))
+    return [
+        round(statistics.median(values[i * n // parts : (i + 1) * n // parts]), 2)
+        for i in range(parts)
+    ]
 
 
 def _io() -> tuple[int, int]:
@@ -125,21 +128,24 @@ def _cluster(kind: str, store: str) -> Any:
 
     here = str(Path(store).resolve().parent)
     path = [str(Path(__file__).resolve().parent), *os.environ.get("PYTHONPATH", "").split(":")]
+    # the jobs are written when the cluster starts them, after this function: what
+    # they need is passed as arguments, not as settings of this call
     settings = {
-        **one_thread,
         "jobqueue.slurm.interface": "lo",
         "jobqueue.slurm.scheduler-options": {"interface": "lo", "dashboard_address": ":0"},
-        "jobqueue.slurm.worker-extra-args": ["--dashboard-address", ":0"],
-        "jobqueue.slurm.log-directory": os.path.join(here, "per-batch-logs"),
-        "jobqueue.slurm.local-directory": here,
     }
     with dask.config.set(settings):
         cluster = dask_jobqueue.SLURMCluster(
             cores=1, processes=1, memory="3GiB", walltime="00:30:00", job_name="per-batch",
-            job_script_prologue=[f"export PYTHONPATH={':'.join(p for p in path if p)}"],
+            log_directory=os.path.join(here, "per-batch-logs"), local_directory=here,
+            worker_extra_args=["--dashboard-address", ":0"],
+            job_script_prologue=[
+                f"export PYTHONPATH={':'.join(p for p in path if p)}",
+                "export RAYON_NUM_THREADS=1",  # featomic on the job's one core
+            ],
         )  # fmt: skip
-        cluster.scale(2)
-        return cluster
+    cluster.scale(2)
+    return cluster
 
 
 def _own_rss() -> int:
@@ -193,7 +199,9 @@ def on_cluster(kind: str, store: str, n_items: int, batch_size: int) -> dict[str
         sampler.join()
     durations = {}
     for task in stream.data:
-        kind_of = "append" if str(task["key"]).startswith("append_batch") else "soap"
+        kind_of = str(task["key"]).split("-")[0]  # append_batch, or soap: the batches
+        if kind_of not in ("append_batch", "soap"):
+            continue
         for part in task["startstops"]:
             if part["action"] == "compute":
                 durations.setdefault(kind_of, []).append((part["start"], part["stop"]))
