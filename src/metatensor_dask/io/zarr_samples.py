@@ -364,9 +364,10 @@ class ChainTails:
                 hashed = kept.chain.copy().feed(since)
                 if hashed.digest() == attributes.get("digest"):
                     with self._lock:
-                        self._bytes -= kept.buffer.nbytes
+                        counted = self._tails.get(key) is kept  # (not evicted since)
+                        self._bytes -= kept.buffer.nbytes if counted else 0
                         kept.add(since, hashed)
-                        self._bytes += kept.buffer.nbytes
+                        self._bytes += kept.buffer.nbytes if counted else 0
                     return StoredTail(kept.rows, hashed.copy(), kept.maxima, start, kept)
         rows = read(start, n_rows)
         hashed = Chain(bytes.fromhex(chain["state"])).feed(rows)
