@@ -83,10 +83,13 @@ def _run(store: str, n_items: int, batch_size: int, jobs: int, name: str) -> Non
         "jobqueue.slurm.worker-extra-args": ["--dashboard-address", ":0"],
         "jobqueue.slurm.log-directory": str(here / f"{name}-logs"),
         "jobqueue.slurm.local-directory": str(here),
-        # featomic on the job's one core
-        "distributed.nanny.pre-spawn-environ": {"RAYON_NUM_THREADS": "1"},
     }
-    prologue = [f"export PYTHONPATH={shlex.quote(':'.join(p for p in path if p))}"]
+    prologue = [
+        f"export PYTHONPATH={shlex.quote(':'.join(p for p in path if p))}",
+        # featomic on the job's one core (the batch job's worker does not read this
+        # process's settings, such as distributed.nanny.pre-spawn-environ)
+        "export RAYON_NUM_THREADS=1",
+    ]
     with (
         dask.config.set(settings),
         dask_jobqueue.SLURMCluster(

@@ -104,16 +104,17 @@ def test_maxima_extended_by_rows_sorting_before_and_after():
 def test_tails_kept_from_pieces_and_checked():
     """The tail kept after an append holds exactly the rows after the chain's whole
     blocks; the next append takes it with the rows stored since, and reads everything
-    again when the kept rows do not hash to the stored digest."""
+    again when the kept chain, extended by them, does not give the stored digest."""
     first = _rows(CHAIN_ROWS - 10, 1)
     attributes = sample_attributes(NAMES, first)
-    added = _rows(30, 2)  # crosses a block: 20 rows left
-    extended = extend_attributes(attributes, first, added)
     tails = ChainTails()
-    tails.remember("key", extended, 0, [first, added])
+    tail = tails.stored_tail("key", attributes, len(first), lambda a, b: first[a:b])
+    added = _rows(30, 2)  # crosses a block: 20 rows left
+    extended = extend_attributes(attributes, tail.rows, added, tail.chain)
+    tails.remember("key", extended, tail, added)
     stored = np.concatenate([first, added])
-    np.testing.assert_array_equal(tails._tails["key"][2], stored[CHAIN_ROWS:])
-    assert tails._tails["key"][2].dtype == np.int32
+    np.testing.assert_array_equal(tails._tails["key"].rows, stored[CHAIN_ROWS:])
+    assert tails._tails["key"].rows.dtype == np.int32
     since = _rows(7, 3)  # appended by another process
     later = extend_attributes(extended, stored[CHAIN_ROWS:], since)
     stored = np.concatenate([stored, since])
@@ -123,22 +124,34 @@ def test_tails_kept_from_pieces_and_checked():
         reads.append((start, stop))
         return stored[start:stop]
 
-    tail, hashed = tails.stored_tail("key", later, len(stored), read)
-    np.testing.assert_array_equal(tail, stored[CHAIN_ROWS:])
+    tail = tails.stored_tail("key", later, len(stored), read)
+    np.testing.assert_array_equal(tail.rows, stored[CHAIN_ROWS:])
+    assert tail.maxima == _maxima_of(stored[CHAIN_ROWS:])
     assert reads == [(len(stored) - 7, len(stored))]
     # the tail checked is hashed once: its chain extended gives the records of all rows
-    assert hashed is not None and hashed.digest() == later["digest"]
+    assert tail.chain.digest() == later["digest"]
     more = _rows(CHAIN_ROWS, 4)  # crosses the next block
     whole = sample_attributes(NAMES, np.concatenate([stored, more]))
-    assert extend_attributes(later, tail, more, hashed) == whole
-    assert extend_attributes(later, tail, more) == whole
-    tails._tails["key"][2][0, 0] += 1  # kept rows that are not the stored ones
+    assert extend_attributes(later, tail.rows, more, tail.chain.copy()) == whole
+    assert extend_attributes(later, tail.rows, more) == whole
+    rewritten = stored.copy()  # the same rows but one after the chain's block
+    rewritten[CHAIN_ROWS, 0] += 1
+    edited = sample_attributes(NAMES, rewritten)
     reads.clear()
-    tail, hashed = tails.stored_tail("key", later, len(stored), read)
-    np.testing.assert_array_equal(tail, stored[CHAIN_ROWS:])
-    assert reads == [(len(stored) - 7, len(stored)), (CHAIN_ROWS, len(stored))]
+    stored = rewritten
+    tail = tails.stored_tail("key", edited, len(stored), read)
+    np.testing.assert_array_equal(tail.rows, rewritten[CHAIN_ROWS:])
+    assert reads == [(len(stored), len(stored)), (CHAIN_ROWS, len(stored))]
     # read again, and checked: its chain extended gives the records of all rows too
-    assert extend_attributes(later, tail, more, hashed) == whole
+    assert extend_attributes(edited, tail.rows, more, tail.chain) == sample_attributes(
+        NAMES, np.concatenate([rewritten, more])
+    )
+
+
+def _maxima_of(rows: np.ndarray) -> tuple[list[int], list[int]]:
+    """The lexicographically largest row and the largest value of each column, sorted."""
+    ordered = sorted(rows.tolist())
+    return ordered[-1], [int(v) for v in rows.max(axis=0)]
 
 
 def test_batches_across_chain_blocks_give_the_digest_of_their_join(tmp_path):

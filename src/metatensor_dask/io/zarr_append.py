@@ -340,7 +340,6 @@ class _Planner:
                 raise self.refuse(what, "would have more than 2**31 rows")
             samples[:, 0] += shift
         info = stored.samples
-        chain_rows = int(info.attributes["chain"]["rows"])
         ref = ArrayRef(self.store, info.path, info.document)
 
         def read(start: int, stop: int) -> np.ndarray:
@@ -350,15 +349,15 @@ class _Planner:
             return np.asarray(found, np.int32)
 
         key = (self.where, info.path)
-        rest, hashed = TAILS.stored_tail(key, info.attributes, n_old, read)
-        if hashed.digest() != info.attributes.get("digest"):
+        tail = TAILS.stored_tail(key, info.attributes, n_old, read)
+        if tail.chain.digest() != info.attributes.get("digest"):
             raise damaged(
                 self.where,
                 f"the Labels '{info.path}' do not match the digest recorded when written "
                 f"(its rows after the first {info.attributes['chain']['rows']}, which an "
                 "append extends)",
             )
-        below = records_below(info.attributes, rest)
+        below = records_below(info.attributes, tail.maxima)
         if below is not None:
             raise damaged(
                 self.where,
@@ -367,10 +366,11 @@ class _Planner:
             )
         if shift is None:
             self.unique(samples, stored, what)
-        attributes = extend_attributes(info.attributes, rest, samples, hashed)
-        TAILS.remember(key, attributes, chain_rows, [rest, samples])
+        attributes = extend_attributes(info.attributes, tail.rows, samples, tail.chain)
+        TAILS.remember(key, attributes, tail, samples)
         self.plan.extend(stored.values.path, n_old, block.values)
-        self.plan.extend(info.path, n_old, samples, attributes, _head(rest, info.document, n_old))
+        head = _head(tail.rows, info.document, n_old)
+        self.plan.extend(info.path, n_old, samples, attributes, head)
         for parameter, gradient in block.gradients():
             child = stored.gradients[parameter]
             if child.row_pointer is not None:

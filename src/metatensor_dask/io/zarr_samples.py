@@ -20,8 +20,11 @@ stores holding the same samples have the same digest.
 The rows of the partial block (up to :data:`CHAIN_ROWS`) are read from the store by
 each append; when the samples are chunked in a few rows (a store grown by small
 batches), that is thousands of chunk files per append. :class:`ChainTails` keeps them
-in the appending process after each append, so that the next append reads only the rows
-stored since; the rows kept are trusted only when the stored digest hashes them.
+in the appending process after each append, with the chain that hashed them and their
+maxima, so that the next append reads and hashes only the rows stored since (its work
+in proportion to the rows appended, not to the up to :data:`CHAIN_ROWS` rows kept);
+the rows kept are trusted only when their chain, extended by the rows stored since,
+gives the stored digest.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +44,7 @@ __all__ = [
     "TAILS",
     "Chain",
     "ChainTails",
+    "StoredTail",
     "chained_digest",
     "extend_attributes",
     "is_chained",
@@ -106,6 +111,12 @@ class Chain:
         """The chained digest of the rows fed."""
         return _PREFIX + self._hasher.digest().hex()
 
+    def copy(self) -> Chain:
+        """An independent chain in the same state: feeding one leaves the other as is."""
+        copied = Chain.__new__(Chain)
+        copied.state, copied._hasher, copied.partial = self.state, self._hasher.copy(), self.partial
+        return copied
+
 
 def _start(names: list[str]) -> Chain:
     return Chain(_hash(repr(list(names)).encode()))
@@ -133,6 +144,20 @@ def _maxima(values: np.ndarray) -> tuple[list[int] | None, list[int] | None]:
     for column in range(values.shape[1]):
         largest = largest[largest[:, column] == largest[:, column].max()]
     return [int(v) for v in largest[0]], [int(v) for v in values.max(axis=0)]
+
+
+Maxima = tuple[list[int] | None, list[int] | None]
+"""The lexicographically largest row and the largest value of each column of some rows
+(both ``None`` without rows), as :func:`_maxima` gives them."""
+
+
+def _merged(first: Maxima, second: Maxima) -> Maxima:
+    """The maxima of two sets of rows, from the maxima of each."""
+    if first[0] is None or second[0] is None:
+        return second if first[0] is None else first
+    assert first[1] is not None and second[1] is not None, "rows have column maxima"
+    columns = [max(a, b) for a, b in zip(first[1], second[1], strict=True)]
+    return max(first[0], second[0]), columns
 
 
 def sample_attributes(names: list[str], values: np.ndarray) -> dict[str, Any]:
@@ -179,12 +204,12 @@ def records_problem(attributes: dict[str, Any], rows: int, dims: int) -> str | N
     return None
 
 
-def records_below(attributes: dict[str, Any], rows: np.ndarray) -> str | None:
+def records_below(attributes: dict[str, Any], maxima: Maxima) -> str | None:
     """The record of a ``samples`` array (``"max"``, ``"column_max"``) that some of its
-    stored ``rows`` exceed, ``None`` when none does. An append trusts both (to skip
-    the search for duplicates, to renumber): one below the entries it reads was
-    edited."""
-    largest, columns = _maxima(rows)
+    stored rows exceed, from their ``maxima`` (see :attr:`StoredTail.maxima`), ``None``
+    when none does. An append trusts both (to skip the search for duplicates, to
+    renumber): one below the entries it reads was edited."""
+    largest, columns = maxima
     if largest is None:
         return None
     recorded = attributes.get("max")
@@ -242,20 +267,73 @@ def extend_attributes(
     }
 
 
+@dataclass
+class StoredTail:
+    """The stored rows of a samples array after its chain's whole blocks, checked."""
+
+    #: The rows (never to be written to: they may be the memory a process keeps).
+    rows: np.ndarray
+    #: The stored chain state with :attr:`rows` fed, this caller's own: the caller
+    #: compares its digest with the stored one, then feeds it the rows appended.
+    chain: Chain
+    #: The maxima of :attr:`rows` (see :func:`records_below`).
+    maxima: Maxima
+    #: The stored rows before :attr:`rows` (the chain's whole blocks).
+    start: int
+    #: The tail kept whose rows these are, ``None`` for rows read.
+    source: _Kept | None = None
+
+
+class _Kept:
+    """The tail of one samples array kept by a process: its rows, in a buffer grown
+    geometrically so that rows added are copied once, the chain with them fed, their
+    maxima, and the chain record (``rows``, ``state``) of the whole blocks before them."""
+
+    def __init__(self, start: int, state: str, rows: np.ndarray, chain: Chain, maxima: Maxima):
+        self.start, self.state = start, state
+        self.buffer = np.array(rows, dtype=np.int32, order="C")
+        self.count = len(rows)
+        self.chain, self.maxima = chain, maxima
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.buffer[: self.count]
+
+    def add(self, rows: np.ndarray, chain: Chain) -> None:
+        """Add ``rows`` after the kept ones, ``chain`` the chain with all of them fed.
+        Rows handed out before (views of the buffer) keep their values."""
+        if len(rows) == 0:
+            self.chain = chain
+            return
+        needed = self.count + len(rows)
+        if needed > len(self.buffer):
+            grown = np.empty((max(needed, 2 * len(self.buffer)), rows.shape[1]), np.int32)
+            grown[: self.count] = self.rows
+            self.buffer = grown
+        self.buffer[self.count : needed] = rows
+        self.count = needed
+        self.chain = chain
+        self.maxima = _merged(self.maxima, _maxima(rows))
+
+
 class ChainTails:
     """The rows after the last chain block of samples arrays this process appended to
     (their *tail*), so that an append reads only the rows stored since it last saw the
     array, instead of up to :data:`CHAIN_ROWS` rows from as many chunk files.
 
-    Kept rows are never trusted blindly: the tail made of them and of the rows read
-    must hash to the stored digest, else the whole tail is read from the store (the
-    array was rewritten, or appended to by another process in another way). At most
-    ``limit`` bytes of rows are kept, the arrays used last.
+    With them are kept the chain that hashed them and their maxima, so that the work of
+    an append is in proportion to the rows stored since and appended, never to the
+    rows kept (re-hashing and copying the kept rows at every append made each append of
+    small batches cost more, up to 2.5 ms per samples array, as the tail grew towards
+    :data:`CHAIN_ROWS`). Kept rows are never trusted blindly: their chain, extended by
+    the rows read, must give the stored digest, else the whole tail is read from the
+    store (the array was rewritten, or appended to by another process in another way).
+    At most ``limit`` bytes of rows are kept, the arrays used last.
     """
 
     def __init__(self, limit: int = 64 * 2**20):
         self._limit = limit
-        self._tails: OrderedDict[Any, tuple[int, str, np.ndarray]] = OrderedDict()
+        self._tails: OrderedDict[Any, _Kept] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -265,56 +343,68 @@ class ChainTails:
         attributes: dict[str, Any],
         n_rows: int,
         read: Callable[[int, int], np.ndarray],
-    ) -> tuple[np.ndarray, Chain]:
+    ) -> StoredTail:
         """The stored rows after ``attributes["chain"]["rows"]`` of the samples array
         ``key`` (``(where, path)``: the store as messages name it, and the array's path;
         of ``n_rows`` rows, with these attributes); ``read(start, stop)`` reads stored
         rows. With them, the stored state with them fed (see :func:`extend_attributes`),
         whose digest the caller compares with the stored one: rows kept in memory are
-        taken when they match it, else read again, and rows read that do not match it
-        are damage (an entry edited with its chunk's checksum, or the ``digest`` or
-        ``chain`` edited), never to be extended into a digest of the damaged rows."""
+        taken when their chain, extended by the rows stored since, gives it, else read
+        again, and rows read that do not match it are damage (an entry edited with its
+        chunk's checksum, or the ``digest`` or ``chain`` edited), never to be extended
+        into a digest of the damaged rows."""
         chain = attributes["chain"]
         start = int(chain["rows"])
         with self._lock:
             kept = self._tails.get(key)
-        if kept is not None and kept[:2] == (start, chain["state"]):
-            known = start + len(kept[2])
+        if kept is not None and (kept.start, kept.state) == (start, chain["state"]):
+            known = start + kept.count
             if known <= n_rows:
                 since = read(known, n_rows)
-                hashed = Chain(bytes.fromhex(chain["state"])).feed(kept[2], since)
+                hashed = kept.chain.copy().feed(since)
                 if hashed.digest() == attributes.get("digest"):
-                    # (never written to: a copy only when rows were stored since)
-                    return np.concatenate([kept[2], since]) if len(since) else kept[2], hashed
+                    with self._lock:
+                        counted = self._tails.get(key) is kept  # (not evicted since)
+                        self._bytes -= kept.buffer.nbytes if counted else 0
+                        kept.add(since, hashed)
+                        self._bytes += kept.buffer.nbytes if counted else 0
+                    return StoredTail(kept.rows, hashed.copy(), kept.maxima, start, kept)
         rows = read(start, n_rows)
-        return rows, Chain(bytes.fromhex(chain["state"])).feed(rows)
+        hashed = Chain(bytes.fromhex(chain["state"])).feed(rows)
+        return StoredTail(rows, hashed, _maxima(rows), start)
 
     def remember(
-        self, key: Any, attributes: dict[str, Any], since: int, parts: list[np.ndarray]
+        self, key: Any, attributes: dict[str, Any], tail: StoredTail, added: np.ndarray
     ) -> None:
-        """Keep the tail of ``key`` after an append that gave it these ``attributes``;
-        ``parts`` are all its rows from row ``since`` on, in pieces (the stored tail the
-        append read, then the rows it appended), copied here once."""
-        chain = attributes["chain"]
-        skip = int(chain["rows"]) - since
-        pieces = []
-        for part in parts:
-            pieces.append(part[min(skip, len(part)) :])
-            skip = max(skip - len(part), 0)
-        tail = np.concatenate(pieces).astype(np.int32, copy=False)
+        """Keep the tail of ``key`` after an append that gave it these ``attributes``:
+        ``tail`` as :meth:`stored_tail` gave it, its chain since fed the rows ``added``
+        (by :func:`extend_attributes`). The rows added to a tail kept are copied once;
+        when the append completed a chain block, only the rows after it are kept."""
+        start = int(attributes["chain"]["rows"])
+        hashed = tail.chain.copy()
         with self._lock:
-            self._forget(key)
-            if tail.nbytes > self._limit:
+            kept = self._tails.pop(key, None)
+            if kept is not None:
+                self._bytes -= kept.buffer.nbytes
+            if start != tail.start:  # a block completed: the rest of ``added`` is the tail
+                rows = added[start - tail.start - len(tail.rows) :]
+                kept = _Kept(start, attributes["chain"]["state"], rows, hashed, _maxima(rows))
+            elif kept is not None and kept is tail.source and kept.count == len(tail.rows):
+                kept.add(added, hashed)
+            else:
+                rows = np.concatenate([tail.rows, added])
+                kept = _Kept(start, attributes["chain"]["state"], rows, hashed, _maxima(rows))
+            if kept.buffer.nbytes > self._limit:
                 return
-            self._tails[key] = (int(chain["rows"]), chain["state"], tail)
-            self._bytes += tail.nbytes
+            self._tails[key] = kept
+            self._bytes += kept.buffer.nbytes
             while self._bytes > self._limit:
                 self._forget(next(iter(self._tails)))
 
     def _forget(self, key: Any) -> None:
         kept = self._tails.pop(key, None)
         if kept is not None:
-            self._bytes -= kept[2].nbytes
+            self._bytes -= kept.buffer.nbytes
 
 
 #: The tails kept by this process (see :class:`ChainTails`).
