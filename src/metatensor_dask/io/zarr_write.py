@@ -62,7 +62,7 @@ from ._names import check_gradient_names
 from ._nothing import nothing_to_write
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
-from .zarr_codecs import check_dtype, stored_dtype
+from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
 from .zarr_progress import recorded_chunks
@@ -156,20 +156,38 @@ def _write_documents(
     the Labels and row pointers, in batches."""
     batch: dict[str, bytes | memoryview] = {}
     size = 0
+    repeated: dict[tuple[int, int], Any] = {}
     items = [(path, None) for path in documents] + [(path, path) for path in small]
     for path, values_path in items:
         if values_path is None:
             batch[f"{path}/zarr.json"] = encoded[path]
         else:
-            document = nodes[path]
-            values = np.asarray(plan.small[path]())
-            chunks = plain_chunks(path, document, values, 0, plan.chunk_format(path, document))
+            chunks = _small_chunks(plan, path, nodes[path], repeated)
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
             set_many(store, batch)
             batch, size = {}, 0
     set_many(store, batch)
+
+
+def _small_chunks(
+    plan: Plan, path: str, document: dict[str, Any], repeated: dict[tuple[int, int], Any]
+) -> dict[str, memoryview]:
+    """The encoded chunks of the Labels or row pointer ``path`` (see
+    :func:`~.zarr_store.plain_chunks`), by store key. The chunks of an array already
+    encoded in ``repeated`` in the same chunk format are reused: the blocks of a map
+    often share their Labels (components and properties mostly, samples often), and a
+    write of 100,000 tiny blocks encodes 700,000 Labels arrays."""
+    values = plan.small[path]()
+    encoding = plan.chunk_format(path, document)
+    if encoding is None:
+        return plain_chunks(path, document, np.asarray(values))
+    key = (id(values), id(encoding))  # (both kept alive in `repeated`: ids not reused)
+    found = repeated.get(key)
+    if found is None:
+        found = repeated[key] = (values, encoding, encode_chunks(values, document, 0, encoding))
+    return {f"{path}/{name}": data for name, data in found[2].items()}
 
 
 def _store_locked(
@@ -234,7 +252,7 @@ class _FinalRoot:
         store: Store,
         root: dict[str, Any],
         nodes: dict[str, Any],
-        encoded: tuple[dict[str, bytes], bytes],
+        encoded: tuple[dict[str, bytes], layout.InlineMetadata],
         paths: list[str],
         kept: bool,
     ):
@@ -242,21 +260,24 @@ class _FinalRoot:
         self.root = root
         self.nodes = nodes
         #: the nodes' documents encoded, and the root's inline metadata made of them
-        self.encoded, metadata = encoded
+        self.encoded, self.metadata = encoded
         self.paths = paths
         #: the id of the store, kept by a write of some blocks (mode "a")
         self.kept_id = root["attributes"][layout.ATTRIBUTE].get(STORE_ID) if kept else None
-        #: the root without tables (they depend on what the tasks store); its store id
-        #: (format 4) is the kept one or, for a store written whole, a placeholder
-        #: replaced by the id of what the tasks stored
-        self.planned = layout.encode_with_metadata(root, metadata)
+        # a digest of the root without tables (they depend on what the tasks store; its
+        # store id, format 4, is the kept one or a placeholder that the completion
+        # replaces) and of the paths: dask's token of bytes or a list goes through their
+        # text (the root of a map of many blocks is megabytes)
+        digest = hashlib.blake2b(self.metadata.root(root), digest_size=16)
+        digest.update(json.dumps(paths).encode())
+        self.digest = digest.hexdigest()
 
     def __call__(self, written: dict[str, int]) -> bytes:
         """The root, ``written``: the crc32c ending each chunk file the storing tasks
         report (see :func:`~.zarr_identity.with_tables`)."""
         ours = self.root["attributes"][layout.ATTRIBUTE]
         if ours["format"] < FIRST_FORMAT:
-            return self.planned
+            return self.metadata.root(self.root)
         where = describe(self.store)
         starts = dict.fromkeys(self.paths, 0)
         tables = with_tables(self.store, where, self.nodes, starts, written=written)
@@ -265,14 +286,10 @@ class _FinalRoot:
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
         if not self.kept_id:  # written whole: the id of what it stored
             ours[STORE_ID] = content_id({**self.nodes, **tables})
-        return layout.encode_root(self.root, {**self.encoded, **own})
+        return self.metadata.replaced(own).root(self.root)
 
     def __dask_tokenize__(self) -> Any:
-        # a digest of the root and paths: dask's token of bytes or a list goes through
-        # their text (the root of a map of many blocks is megabytes)
-        digest = hashlib.blake2b(self.planned, digest_size=16)
-        digest.update(json.dumps(self.paths).encode())
-        return ("_FinalRoot", digest.hexdigest())
+        return ("_FinalRoot", self.digest)
 
 
 def _write_graph(
@@ -638,10 +655,10 @@ def _execute(
             set_many(store, {_PLAN: json.dumps(record).encode()})
             recorded = set()
         encoded = layout.encode_nodes(nodes)
-        metadata = layout.encode_metadata(encoded)  # the same in both roots
+        metadata = layout.InlineMetadata(encoded)  # the same in both roots
         version = kept.get("format", layout.FORMAT)
-        root = layout.root_document(False, info, nodes, version, kept.get(STORE_ID))
-        set_many(store, {"zarr.json": layout.encode_with_metadata(root, metadata)}, atomic=True)
+        root = layout.root_document(False, info, nodes, version, kept.get(STORE_ID), False)
+        set_many(store, {"zarr.json": metadata.root(root)}, atomic=True)
         make_folders(store, documents)
         # the documents of arrays with a chunk table are written once, with it, by the
         # completion task (see _FinalRoot); the root lists them meanwhile
@@ -650,7 +667,7 @@ def _execute(
         _write_documents(store, plan, now, small, nodes, encoded)
         # the id of a store written whole is that of what the tasks store: not worked out
         # here (see _FinalRoot)
-        final_root = layout.root_document(True, info, nodes, version, _PENDING_ID)
+        final_root = layout.root_document(True, info, nodes, version, _PENDING_ID, False)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
         final = _FinalRoot(store, final_root, nodes, (encoded, metadata), data, STORE_ID in kept)
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
