@@ -101,6 +101,9 @@ _MODES = ("w-", "w", "a", "r+")
 _PLAN = layout.PLAN_KEY
 #: Labels and row pointers are written from the client in batches of about this size.
 _BATCH_BYTES = 64 * 2**20
+#: Labels and row pointers of at most this many bytes have their chunks encoded once per
+#: write, however many blocks share them (see :func:`_small_chunks`).
+_REUSED_BYTES = 64 * 2**10
 #: Fields of an array document that describe its content (not its chunking/codecs).
 #: Not ``dimension_names``: they follow from the paths and Labels names, and stores
 #: written before every array carried them are still extended and rewritten.
@@ -178,11 +181,14 @@ def _small_chunks(
     :func:`~.zarr_store.plain_chunks`), by store key. The chunks of an array already
     encoded in ``repeated`` in the same chunk format are reused: the blocks of a map
     often share their Labels (components and properties mostly, samples often), and a
-    write of 100,000 tiny blocks encodes 700,000 Labels arrays."""
+    write of 100,000 tiny blocks encodes 700,000 Labels arrays. Only arrays of at most
+    :data:`_REUSED_BYTES` are kept for reuse: the encoded Labels of big blocks would
+    stay in memory until every document is written, where a batch of them is freed once
+    stored."""
     values = plan.small[path]()
     encoding = plan.chunk_format(path, document)
-    if encoding is None:
-        return plain_chunks(path, document, np.asarray(values))
+    if encoding is None or np.asarray(values).nbytes > _REUSED_BYTES:
+        return plain_chunks(path, document, np.asarray(values), 0, encoding)
     key = (id(values), id(encoding))  # (both kept alive in `repeated`: ids not reused)
     found = repeated.get(key)
     if found is None:
