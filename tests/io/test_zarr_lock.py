@@ -55,7 +55,9 @@ def _race(tmp_path: Path, store: str, writers: list[list[str]]) -> list[tuple[in
         _start(tmp_path, f"writer{i}.log", store, *args, "--go", str(go))
         for i, args in enumerate(writers)
     ]
-    time.sleep(0.5)
+    # every writer ready (its imports done, which take seconds on a loaded machine: a
+    # writer started late found the other's write finished, and no race took place)
+    _wait_for(lambda: len(list(tmp_path.glob("go.ready.*"))) == len(processes))
     go.touch()
     codes = [_finish(p) for p in processes]
     return [

@@ -3,8 +3,9 @@
 ``python zarr_writer_process.py STORE N_CHUNKS DELAY [--mode M] [--scale S] [--key K]
 [--resume] [--go FILE] [--append]`` writes ``S * slow_tensor(N_CHUNKS, DELAY, key=K)`` to ``STORE``
 one chunk at a time, each chunk taking ``DELAY`` seconds, so that a test can kill it in
-the middle of the data phase. With ``--go``, it waits for ``FILE`` to exist before
-writing, so that several writers start together. With ``--append`` it appends the
+the middle of the data phase. With ``--go``, it creates ``FILE.ready.<pid>`` once its
+imports are done, then waits for ``FILE`` to exist before writing, so that several
+writers start together. With ``--append`` it appends the
 samples instead (``append_dim="samples"``, ``renumber={"system": "next"}``). It
 prints ``done`` at the end, or ``locked: <message>`` and exits with 3 when another
 writer holds the store.
@@ -16,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -200,6 +202,8 @@ def main() -> None:
     tensor = slow_tensor(args.n_chunks, args.delay, key=args.key)
     if args.scale != 1.0:
         tensor = mtd.multiply(tensor, args.scale)
+    if args.go is not None:
+        Path(f"{args.go}.ready.{os.getpid()}").touch()
     while args.go is not None and not os.path.exists(args.go):
         time.sleep(0.005)
     # a tiny chunk-size: each chunk is written (and recorded) by a task of its own
