@@ -68,11 +68,11 @@ def _with_chained_digest(store, path: str) -> None:
     document_file = store / path / "zarr.json"
     document = json.loads(document_file.read_text())
     document["attributes"]["digest"] = digest
-    document_file.write_text(json.dumps(document))
+    document_file.write_text(json.dumps(document, separators=(",", ":")))
     root_file = store / "zarr.json"
     root = json.loads(root_file.read_text())
     root["consolidated_metadata"]["metadata"][path]["attributes"]["digest"] = digest
-    root_file.write_text(json.dumps(root))
+    root_file.write_text(json.dumps(root, separators=(",", ":")))
 
 
 #: The non-sample Labels of the result of ``dot``: its properties (the weights'
