@@ -166,3 +166,57 @@ def test_old_dot_store_with_an_edited_entry_fails_verify(tmp_path, capsys, path)
     code, out, err = run(capsys, "verify", store)
     assert code != 0
     assert message in out + err
+
+
+def test_old_dot_store_rewritten_in_place(tmp_path):
+    """mode="r+" refused the old store: "'blocks/0/properties' has attributes {...
+    'digest': 'c1-...'} in the store, {... 'digest': '...'} here"."""
+    store, expected = _old_store(tmp_path)
+    twice = mops.multiply(expected, 2.0)
+    mtd.to_zarr(mtd.from_metatensor(twice), store, mode="r+")
+    assert_equal_to_metatensor(mtd.open_zarr(store), twice)
+    assert mtd.verify(store).problems == []
+
+
+def _with_cell_gradient(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
+    """``tensor`` whose blocks have, besides their gradients, a ``cell`` gradient."""
+    blocks = []
+    for i, original in enumerate(tensor.blocks()):
+        block = original.copy()
+        rows = len(block.samples)
+        samples = metatensor.Labels(["sample"], np.arange(rows, dtype=np.int32)[:, None])
+        values = np.random.default_rng(i).normal(size=(rows, len(block.properties)))
+        block.add_gradient("cell", metatensor.TensorBlock(values, samples, [], block.properties))
+        blocks.append(block)
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def test_old_dot_store_given_a_gradient(tmp_path):
+    """mode="a" adding a gradient to the stored blocks refused the old store, as
+    mode="r+" did."""
+    store, expected = _old_store(tmp_path)
+    more = _with_cell_gradient(expected)
+    mtd.to_zarr(mtd.from_metatensor(more), store, mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(store), more)
+    assert mtd.verify(store).problems == []
+
+
+def test_old_dot_store_not_rewritten_with_other_properties(tmp_path):
+    """The stored chained digest stands for the planned properties only when it is
+    theirs: other entries are other metadata."""
+    store, expected = _old_store(tmp_path)
+    properties = _labels("m", 6, first=10)
+    blocks = []
+    for original in expected.blocks():
+        block = metatensor.TensorBlock(original.values, original.samples, [], properties)
+        gradient = original.gradient("positions")
+        block.add_gradient(
+            "positions",
+            metatensor.TensorBlock(
+                gradient.values, gradient.samples, gradient.components, properties
+            ),
+        )
+        blocks.append(block)
+    other = metatensor.TensorMap(expected.keys, blocks)
+    with pytest.raises(mtd.MetatensorDaskError, match="'blocks/0/properties' has attributes"):
+        mtd.to_zarr(mtd.from_metatensor(other), store, mode="r+")
