@@ -33,7 +33,7 @@ from .zarr_in_place import extended_in_place, stored_head
 from .zarr_integrity import VERIFY_HINT, checked_labels, damaged
 from .zarr_pointers import checked_pointer
 from .zarr_progress import recorded_chunks
-from .zarr_samples import is_chained, sample_attributes
+from .zarr_samples import sample_attributes
 from .zarr_store import (
     ArrayRef,
     _local_keys,
@@ -457,7 +457,7 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
 def _records_problem(info: layout.ArrayInfo, values: np.ndarray) -> str | None:
     """What is wrong with the records that appends trust instead of reading the entries
     (format 3 samples: ``chain``, ``max``, ``column_max``), ``None`` when they agree."""
-    if not is_chained(info.digest):
+    if not info.keeps_records:
         return None
     expected = sample_attributes(info.names, np.asarray(values, dtype=np.int32))
     wrong = [

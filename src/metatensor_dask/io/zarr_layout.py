@@ -658,6 +658,14 @@ class ArrayInfo:
     def digest(self) -> str | None:
         return self.attributes.get("digest")
 
+    @property
+    def keeps_records(self) -> bool:
+        """Whether this is a ``samples`` array with a chained digest, whose records
+        (``chain``, ``max``, ``column_max``) appends extend. Other Labels written before
+        writers recorded their plain digest may carry a chained one without records:
+        it is checked against their entries as read, like any digest."""
+        return is_chained(self.digest) and self.path.rpartition("/")[2] == "samples"
+
 
 @dataclass
 class BlockLayout:
@@ -976,14 +984,13 @@ def _labels_info(
         )
     if dims is not None and info.shape[1] != dims:
         raise _damaged(where, f"the Labels array '{path}' must have {dims} column(s)")
-    digest = info.attributes.get("digest")
-    # every writer records a digest; a chained one (format 3 samples) comes with the
-    # records that appends extend
+    # every writer records a digest; a chained one of samples (format 3) comes with
+    # the records that appends extend
     problem = (
         "digest"
-        if not isinstance(digest, str)
+        if not isinstance(info.digest, str)
         else records_problem(info.attributes, *info.shape)
-        if is_chained(digest)
+        if info.keeps_records
         else None
     )
     if problem is not None:

@@ -31,7 +31,7 @@ from . import chunks as chunking
 from . import zarr_layout as layout
 from .ingest_core import CoreBlock
 from .zarr_codecs import ChunkFormat, small_template, template
-from .zarr_samples import is_chained, sample_attributes
+from .zarr_samples import chained_digest, is_chained, sample_attributes
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
@@ -158,6 +158,24 @@ def _unchained_digest(labels: Labels) -> str:
     map become the properties of its result), the digest of their entries."""
     digest = labels.digest()
     return entries_digest(labels.names, labels.values) if is_chained(digest) else digest
+
+
+def with_planned_digest(plan: Plan, path: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored document of the array ``path``, compared with the one planned there.
+    Writers recorded the chained digest of Labels other than samples made from samples
+    read from a store (before :func:`_unchained_digest`): when the stored digest is the
+    chained digest of the planned entries, the planned digest stands for it (any other
+    stays, and differs from the planned one)."""
+    attributes = stored.get("attributes")
+    planned = plan.nodes[path].get("attributes")
+    if not isinstance(attributes, dict) or not isinstance(planned, dict) or path not in plan.small:
+        return stored
+    digest, names = attributes.get("digest"), attributes.get("names")
+    if not is_chained(digest) or is_chained(planned.get("digest")) or not isinstance(names, list):
+        return stored
+    if chained_digest(names, np.asarray(plan.small[path]())) != digest:
+        return stored
+    return {**stored, "attributes": {**attributes, "digest": planned.get("digest")}}
 
 
 def shard_chunks() -> int | None:

@@ -64,7 +64,7 @@ from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
 from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
-from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows
+from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows, with_planned_digest
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import Renumber, check_dimension, parse_renumber
 from .zarr_rows import write_regions
@@ -139,7 +139,7 @@ def _check_matches(plan: Plan, stored: dict[str, Any], where: str, remedy: str) 
     """Refuse when a planned node exists in the store with different content."""
     for path, document in plan.nodes.items():
         if path in stored:
-            problem = _mismatch(path, stored[path], document)
+            problem = _mismatch(path, with_planned_digest(plan, path, stored[path]), document)
             if problem is not None:
                 raise MetatensorDaskError(
                     f"the metadata stored at {where} does not match this tensor: {problem}; "
