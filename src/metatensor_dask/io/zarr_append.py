@@ -91,6 +91,7 @@ from .zarr_store import (
     set_many,
     write_files,
 )
+from .zarr_store import compute as compute_tasks
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store
@@ -1302,6 +1303,6 @@ def append(
         root["attributes"][layout.ATTRIBUTE][layout.RUN] = ours[layout.RUN]
     delayed = _graph_of(store, plan, root, lock, recorded, drop_behind, raw is None)
     if compute:
-        dask.compute(delayed)
+        compute_tasks(delayed)
         return None
     return delayed

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import dask
 import dask.config
 import numpy as np
 from zarr import Array, AsyncArray
@@ -51,11 +52,14 @@ from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_e
 from .zarr_layout import PROGRESS_PREFIX
 
 if TYPE_CHECKING:
+    from dask.delayed import Delayed
+
     from ..labels import Labels
     from . import zarr_layout as layout
 
 __all__ = [
     "ArrayRef",
+    "compute",
     "delete_prefix",
     "fsspec_folder",
     "get_many",
@@ -127,6 +131,22 @@ def _copying_scheduler(kind: str) -> str | None:
         if kind == "object" or not address.startswith("inproc://"):
             return f"a distributed Client is active (scheduler at {address})"
     return None
+
+
+def compute(delayed: Delayed) -> None:
+    """Run the tasks of ``delayed`` with the scheduler :func:`dask.compute` would pick,
+    without importing ``distributed`` where no Client can be active.
+
+    :func:`dask.compute` given no scheduler imports ``distributed`` (when installed) to
+    look for a Client: a fifth of a second of CPU, the most of what the first write of a
+    process costs beyond the next ones at 1,000 tiny blocks. No module of the process
+    has imported it yet, no Client exists; then, unless dask's configuration names a
+    scheduler, ``delayed``'s own (dask's threads) is the one dask would pick.
+    """
+    if "distributed" in sys.modules or dask.config.get("scheduler", None) is not None:
+        dask.compute(delayed)
+    else:
+        dask.compute(delayed, scheduler=delayed.__dask_scheduler__)
 
 
 def open_store(store: Any, storage_options: dict[str, Any] | None, writable: bool) -> Store:

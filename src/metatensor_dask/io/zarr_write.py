@@ -33,7 +33,6 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
@@ -87,6 +86,7 @@ from .zarr_store import (
     set_many,
 )
 from .zarr_store import _local_root as local_root
+from .zarr_store import compute as compute_tasks
 from .zarr_tiny import group_source
 
 if TYPE_CHECKING:
@@ -678,7 +678,7 @@ def _execute(
         final = _FinalRoot(store, final_root, nodes, (encoded, metadata), data, STORE_ID in kept)
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
-        dask.compute(delayed)
+        compute_tasks(delayed)
         return None
     return delayed
 
