@@ -121,12 +121,8 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
     # the read tasks that the arrays need, together: each array's graph is walked once
     read_together: set[Any] = set()
     for name, array_keys in by_array.items():
-        if name in members.names:  # a member computed whole: every chunk read
-            whole = [_check(name)]
-        else:
-            reads = _reads_needed(tasks, array_keys)
-            read_together |= reads
-            whole = members.read_whole(reads)
+        whole, reads = members.needed(tasks, array_keys, name)
+        read_together |= reads
         waits.setdefault(array_keys[-1], set()).update(whole)
     if together is not None and len(by_array) > 1:
         # only the members that no array reads whole alone: an array persisted with
@@ -152,7 +148,7 @@ def _checks_needed(graph: Any, keys: Any, name: str | None = None) -> list[str]:
     if not members.names:
         return []
     # a flat copy: the graph does not keep it, as its own ``to_dict`` would
-    return members.needed(ensure_dict(graph), keys, name)
+    return members.needed(ensure_dict(graph), keys, name)[0]
 
 
 class _Members:
@@ -164,13 +160,18 @@ class _Members:
         self.names = {n for n in self.layers if n.startswith(LOAD) and _check(n) in self.layers[n]}
         self._reads: dict[str, int] | None = None
 
-    def needed(self, tasks: dict[Any, Any], keys: Any, name: str | None) -> list[str]:
+    def needed(
+        self, tasks: dict[Any, Any], keys: Any, name: str | None
+    ) -> tuple[list[str], set[Any]]:
         """The keys of the checks of the members that ``keys`` read whole (sorted),
-        found in the flat graph ``tasks``; ``name``: that of the array whose keys they
-        are, all of them (None: not known)."""
+        found in the flat graph ``tasks``, and the read tasks that ``keys`` need (none
+        walked for a member computed whole, whose own check is the only one it needs);
+        ``name``: that of the array whose keys they are, all of them (None: not
+        known)."""
         if name is not None and name in self.names:  # a member computed whole: every chunk read
-            return [_check(name)]
-        return self.read_whole(_reads_needed(tasks, flatten(keys)))
+            return [_check(name)], set()
+        reads = _reads_needed(tasks, flatten(keys))
+        return self.read_whole(reads), reads
 
     def read_whole(self, reads: set[Any]) -> list[str]:
         """The keys of the checks of the members whose every read task is among
