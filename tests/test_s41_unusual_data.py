@@ -62,3 +62,73 @@ def test_convert_of_sources_repeating_a_sample_names_the_sample_and_the_convert_
     assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
     assert mtd.verify(store).ok
     assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), stored)
+
+
+def _repeating(where: str) -> mtd.TensorMap:
+    """A map of one block whose ``where`` (samples, properties, a component, the
+    gradient's samples, or keys) are Labels built with ``assume_unique=True`` holding
+    an entry twice."""
+
+    def labels(name: str, rows: list[list[int]], repeat: bool) -> mtd.Labels:
+        values = np.array(rows, dtype=np.int32).reshape(-1, 1)
+        return mtd.Labels([name], values, assume_unique=repeat)
+
+    samples = labels("system", [[0], [1], [0]] if where == "samples" else [[0], [1], [2]], True)
+    component = labels("c", [[0], [0]] if where == "component" else [[0], [1]], True)
+    properties = labels("p", [[3], [3]] if where == "properties" else [[3], [4]], True)
+    block = mtd.TensorBlock(np.ones((3, 2, 2)), samples, [component], properties)
+    rows = [[0], [0]] if where == "gradient" else [[0], [2]]
+    gradient_samples = mtd.Labels(["sample"], np.array(rows, dtype=np.int32), assume_unique=True)
+    block.add_gradient(
+        "positions", mtd.TensorBlock(np.ones((2, 2, 2)), gradient_samples, [component], properties)
+    )
+    blocks = [block, block.copy()] if where == "keys" else [block]
+    keys = labels("k", [[0], [0]] if where == "keys" else [[0]], True)
+    return mtd.TensorMap(keys, blocks)
+
+
+_REPEATS = {
+    "samples": "the samples of the block (k=0) hold the entry {'system': 0} twice",
+    "component": "the component 'c' of the block (k=0) hold the entry {'c': 0} twice",
+    "properties": "the properties of the block (k=0) hold the entry {'p': 3} twice",
+    "gradient": "the samples of the block (k=0), gradient 'positions' hold the entry "
+    "{'sample': 0} twice",
+    "keys": "the keys hold the entry {'k': 0} twice",
+}
+
+
+@pytest.mark.parametrize("where", list(_REPEATS))
+@pytest.mark.parametrize("how", ["to_zarr", "append", "save"])
+def test_labels_built_with_assume_unique_repeating_an_entry_are_not_written(tmp_path, where, how):
+    """Labels built with ``assume_unique=True`` that hold an entry twice were written:
+    ``to_zarr`` (a write or an append) left a store that ``verify``, and ``open_zarr``
+    once it reads those Labels, found damaged ("the Labels 'blocks/0/samples' have
+    repeated entries"), and that later appends extended; ``save`` a file that neither
+    metatensor's ``load`` nor this package's could read. Each is refused before anything
+    is written, naming the Labels, the entry and the remedy."""
+    tensor = _repeating(where)
+    target = tmp_path / ("out.mts" if how == "save" else "out.zarr")
+    with pytest.raises(mtd.MetatensorDaskError, match="nothing was written") as error:
+        if how == "save":
+            mtd.save(target, tensor)
+        else:
+            tensor.to_zarr(target, **({"append_dim": "samples"} if how == "append" else {}))
+    assert _REPEATS[where] in str(error.value)
+    assert "without assume_unique=True" in str(error.value)
+    assert not target.exists()
+
+
+def test_write_batches_refuses_a_batch_repeating_an_entry(tmp_path):
+    """``write_batches`` of a function returning such Labels stored them: the batch is
+    refused, the store left without it."""
+    store = tmp_path / "out.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=r"batch 0 .*hold the entry"):
+        mtd.write_batches(_batch_repeating_samples, [0, 1], store, batch_size=2, quiet=True)
+    assert mtd.verify(store).problems == [
+        "the store is incomplete: a write stopped before the end (0 of 1 batch committed); "
+        "finish it with `write_batches(..., resume=True)` and the same arguments"
+    ]
+
+
+def _batch_repeating_samples(items: list[int]) -> mtd.TensorMap:
+    return _repeating("samples")
