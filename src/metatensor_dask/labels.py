@@ -898,6 +898,12 @@ class Labels:
         _parse_names(names)
         return self._rebuilt(names, self.values[:, list(dimensions_indexes)])
 
+    def _repeated_entry(self) -> np.ndarray | None:
+        """An entry these Labels hold twice (the one metatensor's error would name),
+        which only Labels built with ``assume_unique=True`` may hold: ``None`` for
+        others, whose values are not read."""
+        return _first_duplicate(self.values) if self._may_repeat else None
+
     def _rebuilt(self, names: list[str], values: np.ndarray) -> Labels:
         """New Labels of these entries (``values``, columns moved), checked unique as
         metatensor checks them when these may repeat one (``assume_unique=True``)."""

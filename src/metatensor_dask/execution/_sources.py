@@ -103,6 +103,45 @@ def _misfit(present: list[tuple[mtd.TensorMap, str]], failure: type[Exception]) 
     return present[0][1]
 
 
+def _entries(values: np.ndarray) -> np.ndarray:
+    """Each row of the int32 Labels ``values`` as one comparable item (for ``np.isin``)."""
+    rows = np.ascontiguousarray(values, dtype=np.int32)
+    return rows.view(np.dtype((np.void, 4 * rows.shape[1]))).ravel()
+
+
+def _repeated_text(
+    name: str, other: str, key: mtd.LabelsEntry, names: list[str], entry: list[int]
+) -> str:
+    """The sample ``entry`` (of dimensions ``names``) of the block ``key`` of the source
+    ``name``, which the source ``other`` before it holds too, and the remedy."""
+    where = ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values, strict=True))
+    dimension = "system" if "system" in names else names[0]
+    return (
+        f"from {name} on: the block ({where}) of {name} has the sample "
+        f"{dict(zip(names, entry, strict=True))}, which {other} has too; nothing was "
+        f"written. Number the samples of the sources apart: --renumber {dimension} shifts "
+        f"each source's '{dimension}' past the ones before it"
+    )
+
+
+def _repeated_sample(present: list[tuple[mtd.TensorMap, str]]) -> str | None:
+    """The first source of ``present`` (tensors and their names) holding a sample that
+    a source before it holds in the block of the same key, with that sample and the
+    remedy (see :func:`_repeated_text`), ``None`` when no source repeats a sample."""
+    seen: dict[tuple[int, ...], list[tuple[np.ndarray, str]]] = {}
+    for tensor, name in present:
+        for key, block in tensor.items():
+            mine = _entries(block.samples.values)
+            earlier = seen.setdefault(tuple(int(v) for v in key.values), [])
+            for stored, other in earlier:
+                repeated = np.isin(mine, stored)
+                if np.any(repeated):
+                    entry = [int(v) for v in block.samples.values[np.argmax(repeated)]]
+                    return _repeated_text(name, other, key, block.samples.names, entry)
+            earlier.append((mine, name))
+    return None
+
+
 def _join_remedy(error: Exception) -> str:
     """What to do when the sources of one append do not join (``error``): sources with
     gradients of gradients, which ``join`` does not support, are appended one at a time;
@@ -144,6 +183,11 @@ def joined_sources(
     try:
         joined = mtd.join([t for t, _ in present], axis="samples", different_keys="union")
     except Exception as error:
+        repeated = _repeated_sample(present)
+        if repeated is not None:  # join's remedy (add_dimension) is not convert's
+            raise MetatensorDaskError(
+                f"the sources can not be appended together, {repeated}"
+            ) from error
         raise MetatensorDaskError(
             f"the sources can not be appended together, from {_misfit(present, type(error))} "
             f"on: {error}; nothing was written. {_join_remedy(error)}"

@@ -30,6 +30,7 @@ from . import zarr_layout as layout
 from . import zarr_root_cache as root_cache
 from ._lock import WriteId
 from ._names import check_gradient_names
+from ._repeated_entries import check_unrepeated
 from .chunks import ChunkRequest, default_target
 from .ingest_core import CoreBlock, CoreTensor, core_view
 from .zarr_append import (
@@ -242,6 +243,8 @@ def _plan_batch(
     tensor = _as_tensor(result, index, first, renumber)
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
+    if not isinstance(tensor, CoreTensor):  # (metatensor-core's Labels never repeat)
+        check_unrepeated(tensor)
     where = lock.where
     chunks = _append_chunks(target.chunks, tensor)
     # (a CoreTensor has the part of TensorMap's interface that plan_append reads)

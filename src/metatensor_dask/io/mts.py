@@ -39,6 +39,7 @@ from ..tensor import TensorMap, info_problem
 from . import _npy, _zip
 from ._mts_read import Archive, display_path, io_error, read_file
 from ._mts_write import Encoder, Entry, labels_bytes, write_atomically
+from ._repeated_entries import check_unrepeated
 from .chunks import ChunkRequest, parse_chunks
 
 __all__ = ["check_file", "load", "load_block", "load_labels", "save"]
@@ -257,6 +258,7 @@ def save(
             f"`data` must be one of 'Labels', 'TensorBlock' or 'TensorMap', not {type(data)}",
             data,
         )
+    check_unrepeated(data)
     if not isinstance(path, (str, os.PathLike)):
         _save_to_file_object(path, data)
         return

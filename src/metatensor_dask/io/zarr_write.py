@@ -59,6 +59,7 @@ from ._lock import (
 from ._lock import timeout as lock_timeout
 from ._names import check_gradient_names
 from ._nothing import nothing_to_write
+from ._repeated_entries import check_unrepeated
 from ._zarr_internals import sync
 from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
 from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
@@ -1050,6 +1051,7 @@ def to_zarr(
         check_dimension(renumbering.dimension, tensor.sample_names, len(tensor) > 0)
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
+    check_unrepeated(tensor)
     if len(tensor.keys):
         check_dtype(tensor.block(0).dtype)  # the blocks of a map share their dtype
     request = chunking.parse_chunks(chunks)
