@@ -3,11 +3,14 @@
 Labels built with ``assume_unique=True`` are not checked, and may hold an entry twice;
 a store or a metatensor file holding them can not be opened (``open_zarr`` finds the
 store damaged, metatensor's and this package's ``load`` refuse the file), so
-``to_zarr``, ``write_batches`` and ``save`` refuse to write them.
+``to_zarr``, ``write_batches`` and ``save`` refuse to write them. Only Labels built so
+are read (others are unique by construction): the walk over a map of many blocks costs
+a few attribute reads a Labels, and the text naming them is made only when one repeats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MetatensorDaskError
@@ -19,46 +22,32 @@ if TYPE_CHECKING:
 
 __all__ = ["check_unrepeated"]
 
-
-def _repeat_text(what: str, labels: Labels) -> str | None:
-    """The entry ``labels`` (the ``what`` of some block) hold twice, ``None`` if none."""
-    entry = labels._repeated_entry()
-    if entry is None:
-        return None
-    shown = dict(zip(labels.names, (int(v) for v in entry), strict=True))
-    return f"{what} hold the entry {shown} twice"
+#: Labels, and a function naming them (called only when they repeat an entry).
+_Named = tuple[Labels, Callable[[], str]]
 
 
-def _block_repeat(block: TensorBlock, what: str) -> str | None:
-    """The first Labels of ``block`` (named ``what``), its gradients' included, that
-    hold an entry twice, with that entry; ``None`` when none does."""
-    axes = [("samples", block.samples), ("properties", block.properties)]
-    axes += [(f"component '{c.names[0]}'", c) for c in block.components]
-    for axis, labels in axes:
-        found = _repeat_text(f"the {axis} of {what}", labels)
-        if found is not None:
-            return found
+def _block_labels(block: TensorBlock, what: Callable[[], str]) -> Iterator[_Named]:
+    """The Labels of ``block`` (named ``what()``), its gradients' included."""
+    yield block.samples, lambda: f"the samples of {what()}"
+    for component in block.components:
+        yield component, lambda c=component: f"the component '{c.names[0]}' of {what()}"
+    yield block.properties, lambda: f"the properties of {what()}"
     for parameter, gradient in block.gradients():
-        found = _block_repeat(gradient, f"{what}, gradient '{parameter}'")
-        if found is not None:
-            return found
-    return None
+        yield from _block_labels(gradient, lambda p=parameter: f"{what()}, gradient '{p}'")
 
 
-def _repeat(data: TensorMap | TensorBlock | Labels) -> str | None:
-    """The first Labels of ``data`` that hold an entry twice, ``None`` when none does."""
+def _labels(data: TensorMap | TensorBlock | Labels) -> Iterator[_Named]:
+    """Every Labels of ``data`` with the function naming them."""
     from ..block import TensorBlock  # (imported when used: a worker may not need it)
 
     if isinstance(data, Labels):
-        return _repeat_text("the Labels", data)
-    if isinstance(data, TensorBlock):
-        return _block_repeat(data, "the block")
-    found = _repeat_text("the keys", data.keys)
-    for index, block in enumerate(data.blocks()):
-        if found is not None:
-            break
-        found = _block_repeat(block, f"the block {_key_text(data.keys, index)}")
-    return found
+        yield data, lambda: "the Labels"
+    elif isinstance(data, TensorBlock):
+        yield from _block_labels(data, lambda: "the block")
+    else:
+        yield data.keys, lambda: "the keys"
+        for index, block in enumerate(data.blocks()):
+            yield from _block_labels(block, lambda i=index: f"the block {_key_text(data.keys, i)}")
 
 
 def _key_text(keys: Labels, index: int) -> str:
@@ -69,10 +58,13 @@ def _key_text(keys: Labels, index: int) -> str:
 def check_unrepeated(data: Any) -> None:
     """Refuse to write ``data`` (a map, block or Labels) if some of its Labels hold an
     entry twice, naming them, the entry and the remedy."""
-    found = _repeat(data)
-    if found is not None:
-        raise MetatensorDaskError(
-            f"{found} (Labels built with assume_unique=True are not checked): a store "
-            "or file holding them could not be opened; nothing was written. Build those "
-            "Labels without assume_unique=True, or keep one row per entry"
-        )
+    for labels, what in _labels(data):
+        entry = labels._repeated_entry()
+        if entry is not None:
+            shown = dict(zip(labels.names, (int(v) for v in entry), strict=True))
+            raise MetatensorDaskError(
+                f"{what()} hold the entry {shown} twice (Labels built with "
+                "assume_unique=True are not checked): a store or file holding them could "
+                "not be opened; nothing was written. Build those Labels without "
+                "assume_unique=True, or keep one row per entry"
+            )
