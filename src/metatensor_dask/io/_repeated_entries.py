@@ -30,10 +30,10 @@ def _block_labels(block: TensorBlock, what: Callable[[], str]) -> Iterator[_Name
     """The Labels of ``block`` (named ``what()``), its gradients' included."""
     yield block.samples, lambda: f"the samples of {what()}"
     for component in block.components:
-        yield component, lambda c=component: f"the component '{c.names[0]}' of {what()}"
+        yield component, _named(f"the component '{component.names[0]}' of ", what)
     yield block.properties, lambda: f"the properties of {what()}"
     for parameter, gradient in block.gradients():
-        yield from _block_labels(gradient, lambda p=parameter: f"{what()}, gradient '{p}'")
+        yield from _block_labels(gradient, _named("", what, f", gradient '{parameter}'"))
 
 
 def _labels(data: TensorMap | TensorBlock | Labels) -> Iterator[_Named]:
@@ -47,12 +47,23 @@ def _labels(data: TensorMap | TensorBlock | Labels) -> Iterator[_Named]:
     else:
         yield data.keys, lambda: "the keys"
         for index, block in enumerate(data.blocks()):
-            yield from _block_labels(block, lambda i=index: f"the block {_key_text(data.keys, i)}")
+            yield from _block_labels(block, _block_name(data.keys, index))
 
 
-def _key_text(keys: Labels, index: int) -> str:
-    values = keys.values[index]
-    return "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(keys.names, values, strict=True)) + ")"
+def _named(before: str, what: Callable[[], str], after: str = "") -> Callable[[], str]:
+    """Names ``before``, ``what()`` and ``after`` joined, when called."""
+    return lambda: before + what() + after
+
+
+def _block_name(keys: Labels, index: int) -> Callable[[], str]:
+    """Names the block of the key ``index`` of ``keys``, when called."""
+
+    def name() -> str:
+        values = keys.values[index]
+        pairs = ", ".join(f"{n}={int(v)}" for n, v in zip(keys.names, values, strict=True))
+        return f"the block ({pairs})"
+
+    return name
 
 
 def check_unrepeated(data: Any) -> None:
