@@ -82,7 +82,7 @@ def test_appends_hash_the_rows_appended_not_the_rows_kept(tmp_path, monkeypatch)
         return rows_of(values)
 
     monkeypatch.setattr(zarr_samples, "_rows", counted)
-    n_items = 60 * BATCH
+    n_items = 20 * BATCH
     path = tmp_path / "many.zarr"
     with dask.config.set(scheduler="synchronous"):
         mtd.write_batches(_batch, list(range(n_items)), path, batch_size=BATCH, quiet=True)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -68,16 +69,19 @@ def _failing(tensor: metatensor.TensorMap) -> mtd.TensorMap:
     return mtd.TensorMap(lazy.keys, [failing])
 
 
-def _append_in_another_process(path, first: int, n: int, seed: int) -> None:
+def _append_in_another_process(appends: list[tuple[Path, int, int, int]]) -> None:
+    """Append ``batch(first, n, seed)`` to each ``path`` of ``appends``, in one other
+    process."""
     code = _BATCH + textwrap.dedent(
         f"""
         import dask
         import metatensor_dask as mtd
 
         with dask.config.set(scheduler="synchronous"):
-            mtd.from_metatensor(batch({first}, {n}, {seed})).to_zarr(
-                {str(path)!r}, append_dim="samples", chunks=2
-            )
+            for path, first, n, seed in {[(str(path), *rest) for path, *rest in appends]!r}:
+                mtd.from_metatensor(batch(first, n, seed)).to_zarr(
+                    path, append_dim="samples", chunks=2
+                )
         """
     )
     done = subprocess.run(
@@ -86,21 +90,32 @@ def _append_in_another_process(path, first: int, n: int, seed: int) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize("rows", [3, 7], ids=["within-a-chunk", "across-chunks"])
-def test_rows_of_a_failed_append_are_not_kept_for_the_store(tmp_path, rows):
-    """An append that failed kept its rows as if stored; after another process appended
-    as many other rows, the next append must hash and rewrite what the store holds."""
-    path = tmp_path / "failed.zarr"
+def _stored_then_failed(path: Path, rows: int) -> list[metatensor.TensorMap]:
+    """Store two batches at ``path``, then fail an append of ``rows`` rows there (and
+    discard it); the batches stored."""
     stored = [batch(0, 5, 0), batch(5, 4, 1)]
+    mtd.from_metatensor(stored[0]).to_zarr(path, chunks=2)
+    mtd.from_metatensor(stored[1]).to_zarr(path, append_dim="samples", chunks=2)
+    with pytest.raises(RuntimeError, match="fails while it is stored"):
+        _failing(batch(9, rows, 2)).to_zarr(path, append_dim="samples", chunks=2)
+    mtd.discard_append(path)
+    return stored
+
+
+def test_rows_of_a_failed_append_are_not_kept_for_the_store(tmp_path):
+    """An append that failed kept its rows as if stored; after another process appended
+    as many other rows, the next append must hash and rewrite what the store holds.
+    The failed append's rows end within a chunk (3 rows) and across chunks (7), one
+    store each; the other process appends to both."""
+    paths = {rows: tmp_path / f"failed-{rows}.zarr" for rows in (3, 7)}
     with dask.config.set(scheduler="synchronous"):
-        mtd.from_metatensor(stored[0]).to_zarr(path, chunks=2)
-        mtd.from_metatensor(stored[1]).to_zarr(path, append_dim="samples", chunks=2)
-        with pytest.raises(RuntimeError, match="fails while it is stored"):
-            _failing(batch(9, rows, 2)).to_zarr(path, append_dim="samples", chunks=2)
-        mtd.discard_append(path)
-        _append_in_another_process(path, 100, rows, 3)  # other rows, as many
-        stored.append(batch(100, rows, 3))
-        stored.append(batch(200, 3, 4))
-        mtd.from_metatensor(stored[-1]).to_zarr(path, append_dim="samples", chunks=2)
-    assert_equal_to_metatensor(mtd.open_zarr(path), metatensor.join(stored, axis="samples"))
-    assert mtd.verify(path).problems == []
+        stored = {rows: _stored_then_failed(path, rows) for rows, path in paths.items()}
+        # other rows, as many
+        _append_in_another_process([(path, 100, rows, 3) for rows, path in paths.items()])
+        for rows, path in paths.items():
+            stored[rows] += [batch(100, rows, 3), batch(200, 3, 4)]
+            mtd.from_metatensor(stored[rows][-1]).to_zarr(path, append_dim="samples", chunks=2)
+    for rows, path in paths.items():
+        expected = metatensor.join(stored[rows], axis="samples")
+        assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+        assert mtd.verify(path).problems == [], rows
