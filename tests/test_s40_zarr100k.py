@@ -22,7 +22,7 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 _DOCUMENTS = st.sampled_from([b"{}", b"[1]", b'"x"', b'{"a":[1,2]}'])
 
 
-@settings(max_examples=50, deadline=None)
+@settings(deadline=None)
 @given(st.dictionaries(st.text(max_size=12), _DOCUMENTS), st.data())
 def test_inline_metadata_with_documents_replaced_as_encoded_one_by_one(encoded, data):
     metadata = layout.InlineMetadata(encoded)
