@@ -93,8 +93,9 @@ def _check_int32_range(array: np.ndarray, what: str) -> None:
         )
 
 
-def _rows(values: np.ndarray) -> np.ndarray:
-    """One opaque scalar per row, so that rows compare, sort and hash as a whole."""
+def entry_items(values: np.ndarray) -> np.ndarray:
+    """One opaque scalar per row of the Labels ``values``, so that rows compare, sort,
+    hash and match (``np.isin``) as a whole."""
     values = np.ascontiguousarray(values, dtype=np.int32)
     return values.view(np.dtype((np.void, 4 * values.shape[1]))).reshape(-1)
 
@@ -141,7 +142,7 @@ class _RowKeys:
         """The key of one ``row`` (as :meth:`keys` makes it, in Python numbers), ``None``
         when it is outside the box."""
         if not self.packed:
-            return _rows(row[None, :])[0]
+            return entry_items(row[None, :])[0]
         key = 0
         for value, low, high, span in zip(
             row.tolist(), self._low, self._high, self._spans, strict=True
@@ -156,7 +157,7 @@ class _RowKeys:
         inside the box (None: all of them, or not ``check``-ed because ``values`` are
         those the box was made of; the keys of the others are meaningless)."""
         if not self.packed:
-            return _rows(values), None
+            return entry_items(values), None
         keys = np.zeros(len(values), np.int64)
         inside: np.ndarray | None = None
         for j, span in enumerate(self._spans):
@@ -246,7 +247,7 @@ def _first_duplicate(values: np.ndarray) -> np.ndarray | None:
         # entries without dimensions are all alike; metatensor accepts them
         return None
     if len(values) < PACKED_FROM:
-        keys = _rows(values)
+        keys = entry_items(values)
     else:
         keys, _ = _RowKeys(values).keys(values, check=False)
         if _increasing(keys):
@@ -689,7 +690,7 @@ class Labels:
         if self._positions is None and self._index is None and len(self) <= POSITIONS_IN_A_DICT:
             # filled before it is shared: another thread looking up meanwhile builds its
             # own instead of finding entries missing from a half-filled one
-            rows = _rows(self.values) if self._names else np.array([b""] * len(self))
+            rows = entry_items(self.values) if self._names else np.array([b""] * len(self))
             positions: dict[bytes, int] = {}
             for i, key in enumerate(rows.tolist()):
                 positions.setdefault(bytes(key), i)

@@ -21,7 +21,8 @@ import metatensor_dask as mtd
 from ..errors import MetatensorDaskError
 from ..io._names import is_metatensor_file
 from ..io.zarr_codecs import stored_dtype
-from ..io.zarr_renumber import check_dimension, shifted
+from ..io.zarr_renumber import check_dimension, renumber_hint, shifted
+from ..labels import entry_items
 
 __all__ = ["check_files", "joined_sources"]
 
@@ -103,19 +104,13 @@ def _misfit(present: list[tuple[mtd.TensorMap, str]], failure: type[Exception]) 
     return present[0][1]
 
 
-def _entries(values: np.ndarray) -> np.ndarray:
-    """Each row of the int32 Labels ``values`` as one comparable item (for ``np.isin``)."""
-    rows = np.ascontiguousarray(values, dtype=np.int32)
-    return rows.view(np.dtype((np.void, 4 * rows.shape[1]))).ravel()
-
-
 def _repeated_text(
     name: str, other: str, key: mtd.LabelsEntry, names: list[str], entry: list[int]
 ) -> str:
     """The sample ``entry`` (of dimensions ``names``) of the block ``key`` of the source
     ``name``, which the source ``other`` before it holds too, and the remedy."""
     where = ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values, strict=True))
-    dimension = "system" if "system" in names else names[0]
+    dimension = renumber_hint(names)
     return (
         f"from {name} on: the block ({where}) of {name} has the sample "
         f"{dict(zip(names, entry, strict=True))}, which {other} has too; nothing was "
@@ -131,7 +126,7 @@ def _repeated_sample(present: list[tuple[mtd.TensorMap, str]]) -> str | None:
     seen: dict[tuple[int, ...], list[tuple[np.ndarray, str]]] = {}
     for tensor, name in present:
         for key, block in tensor.items():
-            mine = _entries(block.samples.values)
+            mine = entry_items(block.samples.values)
             earlier = seen.setdefault(tuple(int(v) for v in key.values), [])
             for stored, other in earlier:
                 repeated = np.isin(mine, stored)

@@ -43,7 +43,7 @@ from .. import config
 from .._gc import without_collector
 from .._partition import block_row_pointer
 from ..errors import DamagedStoreError, MetatensorDaskError
-from ..labels import Labels
+from ..labels import Labels, entry_items
 from . import _task_batches
 from . import chunks as chunking
 from . import zarr_layout as layout
@@ -68,7 +68,7 @@ from .zarr_identity import (
 )
 from .zarr_in_place import kept_rows
 from .zarr_integrity import damaged
-from .zarr_renumber import Renumber, renumbered
+from .zarr_renumber import Renumber, renumber_hint, renumbered
 from .zarr_rows import Parts, chunk_parts, extend_files, row_bytes, trailing_crcs, write_parts
 from .zarr_samples import TAILS, extend_attributes, records_below
 from .zarr_store import (
@@ -307,16 +307,11 @@ class _Planner:
         ):
             return
         (old,) = read_arrays([ArrayRef(self.store, stored.samples.path, stored.samples.document)])
-        rows = np.dtype((np.void, 4 * samples.shape[1]))
-        repeated = np.isin(
-            np.ascontiguousarray(samples, np.int32).view(rows).ravel(),
-            np.ascontiguousarray(old, np.int32).view(rows).ravel(),
-        )
+        repeated = np.isin(entry_items(samples), entry_items(old))
         if np.any(repeated):
             entry = [int(v) for v in samples[np.argmax(repeated)]]
             names = stored.samples.names
-            # featomic's batches number their systems: else one of the stored dimensions
-            dimension = "system" if "system" in names else names[0]
+            dimension = renumber_hint(names)
             which = (
                 "" if dimension == "system" else f" (on the dimension of {names} that numbers them)"
             )

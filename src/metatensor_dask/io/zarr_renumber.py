@@ -30,6 +30,7 @@ __all__ = [
     "Renumbering",
     "check_dimension",
     "parse_renumber",
+    "renumber_hint",
     "renumbered",
     "shift",
     "shifted",
@@ -180,6 +181,13 @@ def check_dimension(
         raise MetatensorDaskError(
             f"can not renumber '{dimension}': it is not a sample dimension of {of} ({sample_names})"
         )
+
+
+def renumber_hint(sample_names: list[str]) -> str:
+    """The sample dimension to renumber when batches repeat samples of these names, as
+    errors advise it: ``"system"`` (featomic's batches number their systems from 0),
+    else the first one."""
+    return "system" if "system" in sample_names else sample_names[0]
 
 
 def _stored_sample_names(nodes: dict[str, Any]) -> list[str] | None:
