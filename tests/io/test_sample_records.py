@@ -178,3 +178,36 @@ def test_batches_across_chain_blocks_give_the_digest_of_their_join(tmp_path):
     samples = tensor.block(0).samples
     assert len(samples) == 100_000
     assert samples.digest() == _defined_digest(["system", "atom"], samples.values)
+
+
+def test_a_tail_extended_by_another_thread_meanwhile_is_read_again():
+    """Two appends of one process taking the same kept tail at once: the rows one adds
+    while the other checks its own are not added twice (the second reads the tail from
+    the store instead)."""
+    first = _rows(CHAIN_ROWS - 10, 1)
+    attributes = sample_attributes(NAMES, first)
+    tails = ChainTails()
+    tail = tails.stored_tail("key", attributes, len(first), lambda a, b: first[a:b])
+    tails.remember("key", attributes, tail, np.empty((0, 3), np.int32))
+    since = _rows(5, 2)  # appended by another process
+    stored = np.concatenate([first, since])
+    later = sample_attributes(NAMES, stored)
+
+    class Interleaved(dict):
+        """The stored attributes, whose digest is looked up after the first thread
+        hashed the rows stored since, and before it adds them: the second thread
+        takes the same tail then."""
+
+        seen = False
+
+        def get(self, name, default=None):
+            if name == "digest" and not Interleaved.seen:
+                Interleaved.seen = True
+                tails.stored_tail("key", later, len(stored), lambda a, b: stored[a:b])
+            return super().get(name, default)
+
+    tail = tails.stored_tail("key", Interleaved(later), len(stored), lambda a, b: stored[a:b])
+    assert Interleaved.seen
+    np.testing.assert_array_equal(tail.rows, stored)
+    assert tail.chain.digest() == later["digest"]
+    np.testing.assert_array_equal(tails._tails["key"].rows, stored)

@@ -362,13 +362,15 @@ class ChainTails:
             if known <= n_rows:
                 since = read(known, n_rows)
                 hashed = kept.chain.copy().feed(since)
-                if hashed.digest() == attributes.get("digest"):
-                    with self._lock:
+                matches = hashed.digest() == attributes.get("digest")
+                with self._lock:
+                    # another thread may have added rows to it since ``known`` was taken
+                    if matches and kept.count == known - start:
                         counted = self._tails.get(key) is kept  # (not evicted since)
                         self._bytes -= kept.buffer.nbytes if counted else 0
                         kept.add(since, hashed)
                         self._bytes += kept.buffer.nbytes if counted else 0
-                    return StoredTail(kept.rows, hashed.copy(), kept.maxima, start, kept)
+                        return StoredTail(kept.rows, hashed.copy(), kept.maxima, start, kept)
         rows = read(start, n_rows)
         hashed = Chain(bytes.fromhex(chain["state"])).feed(rows)
         return StoredTail(rows, hashed, _maxima(rows), start)
