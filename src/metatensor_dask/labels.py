@@ -471,6 +471,16 @@ class Labels:
         return labels
 
     @classmethod
+    def _made_from(cls, names: list[str], values: np.ndarray, *sources: Labels) -> Labels:
+        """Labels of rows made from the entries of ``sources`` (taken, reordered, merged,
+        or given more dimensions), without a check: like :meth:`_trusted`, but recording
+        that they may repeat an entry when one of ``sources`` may (it holds rows of
+        Labels built with ``assume_unique=True``), so that the writers check them.
+
+        Costs one attribute read per source, never a read of the entries."""
+        return cls._trusted(names, values, any(source._may_repeat for source in sources))
+
+    @classmethod
     def lazy(
         cls,
         names: Sequence[str],
