@@ -873,7 +873,7 @@ class Labels:
         names.insert(index, name)
         _parse_names(names)  # a bad name is found first, as in metatensor
         new = np.insert(self.values, index, _to_int32(values), axis=1)
-        return Labels(names, new, assume_unique=not self._may_repeat)
+        return self._rebuilt(names, new)
 
     def append(self, name: str, values: np.ndarray) -> Labels:
         """New Labels with a last dimension ``name`` holding ``values``.
