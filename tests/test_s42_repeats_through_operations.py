@@ -417,3 +417,104 @@ def test_an_operation_on_labels_repeating_an_entry_raises_or_gives_an_unwritable
     if compared and not isinstance(theirs, Exception):
         _assert_same(ours, theirs, values=name not in METADATA_ONLY)
     _assert_written_only_without_repeats(ours, tmp_path)
+
+
+#: metatensor-dask with Labels checked unique (``assume_unique`` ignored).
+CHECKED = SimpleNamespace(
+    **{**vars(OURS), "Labels": lambda names, values, assume_unique=False: mtd.Labels(names, values)}
+)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_results_of_labels_checked_unique_are_not_checked_again_by_the_writers(name):
+    """The record that Labels may repeat an entry costs the writers a read of every
+    entry: results made from Labels checked unique do not carry it (a map of 100,000
+    tiny blocks is written without reading its Labels again)."""
+    result = _call(CHECKED, name, "nowhere")
+    assert not isinstance(result, Exception), result
+    for data in result if isinstance(result, list) else [result]:
+        if isinstance(data, (mtd.TensorMap, mtd.TensorBlock, mtd.Labels)):
+            assert not [labels for labels in _labels_of(data) if labels._may_repeat]
+
+
+@pytest.mark.parametrize("name", ["sort", "keys_to_samples", "keys_to_properties", "slice"])
+@pytest.mark.parametrize("where", ["samples", "keys"])
+def test_an_append_of_a_result_repeating_an_entry_leaves_the_store_unchanged(tmp_path, name, where):
+    """Appending such a result (``mode="a"``, ``append_dim="samples"``) to a store of
+    the same operation's result on unrepeated Labels extended the store with the
+    repeated entry; it is refused, every file of the store left as it was."""
+    store = tmp_path / "stored.zarr"
+    _call(OURS, name, "nowhere").to_zarr(store)
+    result = _call(OURS, name, where)
+    entries = _repeated_entries(result)
+    assert entries, "the result repeats an entry"
+    _assert_refused(lambda: result.to_zarr(store, mode="a", append_dim="samples"), store, entries)
+
+
+def _converted(kind: str, where: str) -> Any:
+    """metatensor's map (``kind="map"``), its first block, or the Labels of ``where``,
+    repeating an entry at ``where``, converted by ``from_metatensor``."""
+    tensor = _map(THEIRS, where)
+    if kind == "map":
+        return tensor, mtd.from_metatensor(tensor)
+    block = tensor.block(0)
+    if kind == "block":
+        return block, mtd.from_metatensor(block)
+    labels = {"samples": block.samples, "properties": block.properties}[where]
+    return labels, mtd.from_metatensor(labels)
+
+
+_CONVERTED = [
+    *(("map", where) for where in WHERE),
+    *(("block", where) for where in WHERE if where != "keys"),
+    ("labels", "samples"),
+    ("labels", "properties"),
+]
+
+
+@pytest.mark.parametrize(("kind", "where"), _CONVERTED)
+def test_metatensor_data_repeating_an_entry_is_converted_as_it_is_and_not_written(
+    tmp_path, kind, where
+):
+    """metatensor's Labels built with ``assume_unique=True`` may repeat an entry, and do
+    not tell: ``from_metatensor`` made Labels of metatensor-dask that do not record it,
+    which ``to_zarr`` and ``save`` then wrote. The conversion keeps every row (as
+    metatensor holds them), and records the repetition, so that the writers refuse it."""
+    theirs, ours = _converted(kind, where)
+    _assert_same(ours, theirs)
+    entries = _repeated_entries(ours)
+    assert entries
+    if kind == "map":
+        store = tmp_path / "out.zarr"
+        _assert_refused(lambda: ours.to_zarr(store), store, entries)
+    file = tmp_path / "out.mts"
+    _assert_refused(lambda: mtd.save(file, ours), file, entries)
+
+
+def _metatensor_batch(items: list[int]) -> metatensor.TensorMap:
+    """metatensor's map whose samples repeat an entry in the batch of item 1."""
+    return _map(THEIRS, "samples" if items[0] == 1 else "nowhere")
+
+
+def _renumbered_batch(items: list[int]) -> mtd.TensorMap:
+    """A map whose samples repeat an entry in the batch of item 1 (renumbered there)."""
+    return _map(OURS, "samples" if items[0] == 1 else "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("function", "renumber"),
+    [(_metatensor_batch, None), (_metatensor_batch, "system"), (_renumbered_batch, "system")],
+)
+def test_write_batches_refuses_a_batch_repeating_an_entry(tmp_path, function, renumber):
+    """A batch of metatensor's maps (whose Labels were taken as never repeating an
+    entry), or one renumbered (which lost the record that its samples may repeat one),
+    was stored with its repeated samples, and the store then found damaged: the batch is
+    refused, the store left with the batch before it."""
+    store = tmp_path / "out.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=r"batch 1 .*hold the entry") as error:
+        mtd.write_batches(function, [0, 1], store, batch_size=1, renumber=renumber, quiet=True)
+    assert "nothing was written" in str(error.value)
+    assert mtd.verify(store).problems == [
+        "the store is incomplete: a write stopped before the end (1 of 2 batches committed); "
+        "finish it with `write_batches(..., resume=True)` and the same arguments"
+    ]

@@ -481,6 +481,15 @@ class Labels:
         return cls._trusted(names, values, any(source._may_repeat for source in sources))
 
     @classmethod
+    def _of_unknown_rows(cls, names: list[str], values: np.ndarray) -> Labels:
+        """Labels of rows that may repeat an entry without saying so (metatensor-core's
+        Labels, which may be built with ``assume_unique=True``; their objects do not
+        tell), without copy: their entries are read once, here, and the Labels record
+        that they repeat one when they do, so that the writers refuse them."""
+        values = np.ascontiguousarray(values, dtype=np.int32)
+        return cls._trusted(names, values, _first_duplicate(values) is not None)
+
+    @classmethod
     def lazy(
         cls,
         names: Sequence[str],
