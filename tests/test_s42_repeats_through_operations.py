@@ -230,14 +230,15 @@ def _cases() -> list[Any]:
     for name in CALLS:
         for where in WHERE:
             if name in ("solve", "lstsq", "dot") and where == "component":
-                cases.append(pytest.param(name, where, marks=pytest.mark.skip("no components")))
+                reason = "dot, lstsq and solve take blocks without components"
+                cases.append(pytest.param(name, where, marks=pytest.mark.skip(reason)))
             else:
                 cases.append(pytest.param(name, where))
     return cases
 
 
 #: Operations that find the block of each key of their inputs by a look-up: metatensor
-#: gives each of the blocks of a repeated key the last one (documented in
+#: finds the same block for each of the blocks of a repeated key (documented in
 #: docs/differences.md), so that its results are not those of the blocks given.
 LOOKING_UP_KEYS = [
     *("add", "subtract", "multiply", "divide", "dot", "lstsq", "solve", "sort"),
@@ -245,8 +246,8 @@ LOOKING_UP_KEYS = [
 ]
 
 #: Results that differ from metatensor's on purpose (docs/differences.md), by operation
-#: and where the repeated entry is: metatensor's look-ups of a repeated entry find its
-#: last row, so it fills or drops rows that are kept here.
+#: and where the repeated entry is: metatensor's look-ups find the same row for each of
+#: the repeated entries, so it fills or drops rows that keep their values here.
 DIFFERENT = {
     **{(name, "keys"): "each block of a repeated key is used" for name in LOOKING_UP_KEYS},
     ("keys_to_samples", "samples"): "each repeated sample is kept, metatensor keeps one",
@@ -276,6 +277,25 @@ METADATA_ONLY = {
     "var_over_properties": "metatensor fails on blocks with components",
     "var_over_properties_block": "metatensor fails on blocks with components",
 }
+
+
+#: Reductions over every property (all of them have ``p=0``) compared with numpy's,
+#: metatensor failing on them.
+OVER_PROPERTIES = {
+    "std_over_properties": np.std,
+    "std_over_properties_block": np.std,
+    "var_over_properties": np.var,
+    "var_over_properties_block": np.var,
+}
+
+
+def _assert_reduced_over_properties(result: Any, where: str, reduce: Callable) -> None:
+    """The values of ``result`` are ``reduce`` of each input block's along properties."""
+    tensor = _map(OURS, where)
+    blocks = result.blocks() if isinstance(result, mtd.TensorMap) else [result]
+    for index, block in enumerate(blocks):
+        expected = reduce(_array(tensor.block_by_id(index).values), axis=-1, keepdims=True)
+        np.testing.assert_allclose(_array(block.values), expected)
 
 
 def _array(values: Any) -> np.ndarray:
@@ -418,6 +438,8 @@ def test_an_operation_on_labels_repeating_an_entry_raises_or_gives_an_unwritable
         raise ours
     if compared and not isinstance(theirs, Exception):
         _assert_same(ours, theirs, values=name not in METADATA_ONLY)
+    if name in OVER_PROPERTIES:
+        _assert_reduced_over_properties(ours, where, OVER_PROPERTIES[name])
     if where == "keys" and name in LOOKING_UP_KEYS:
         # each block as metatensor computes it when its key is not repeated
         _assert_same(ours, _call(THEIRS, name, "nowhere"), keys=False)
