@@ -545,3 +545,28 @@ def test_write_batches_refuses_a_batch_repeating_an_entry(tmp_path, function, re
         "the store is incomplete: a write stopped before the end (1 of 2 batches committed); "
         "finish it with `write_batches(..., resume=True)` and the same arguments"
     ]
+
+
+@pytest.mark.parametrize("axis", ["samples", "properties"])
+def test_join_of_an_input_repeating_an_entry_names_that_input_not_two(axis):
+    """``join`` of inputs with entries of their own, one of which repeats an entry
+    (``assume_unique=True``), raised metatensor's error with the remedy of two inputs
+    holding the same entry (``add_dimension="tensor"``, which then fails too): the
+    remedy now names one input holding an entry twice."""
+
+    def block(rows: list[list[int]]) -> mtd.TensorBlock:
+        labels = mtd.Labels(["i"], np.array(rows, dtype=np.int32), assume_unique=True)
+        other = mtd.Labels.range("j", 1)
+        samples, properties = (labels, other) if axis == "samples" else (other, labels)
+        return mtd.TensorBlock(np.ones((len(samples), len(properties))), samples, [], properties)
+
+    tensors = [
+        mtd.TensorMap(mtd.Labels.range("k", 1), [block(rows)]) for rows in ([[0], [0]], [[1]])
+    ]
+    with pytest.raises(mtd.MetatensorError) as error:
+        mtd_operations.join(tensors, axis)
+    assert str(error.value) == (
+        "invalid parameter: can not have the same label entry multiple times: [0] is already "
+        f"present: an input of `join` holds an entry of its {axis} twice (Labels built with "
+        "assume_unique=True); keep one row per entry"
+    )

@@ -69,18 +69,33 @@ def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
     return as_dask(gradient.values), False
 
 
-def _distinct_entries(names: list[str], values: np.ndarray, axis: str, fname: str) -> Labels:
-    """The joined entries of ``axis`` as Labels; an entry held by two of the inputs is
-    refused with metatensor's error, completed with the remedies."""
+def _repeated_in_one_input(axis: str, fname: str) -> str:
+    """The remedy for an entry that an input of ``fname`` holds twice."""
+    return (
+        f"an input of `{fname}` holds an entry of its {axis} twice (Labels built with "
+        "assume_unique=True); keep one row per entry"
+    )
+
+
+def _distinct_entries(
+    names: list[str], values: np.ndarray, sources: list[Labels], axis: str, fname: str
+) -> Labels:
+    """The joined entries of ``axis`` (those of ``sources``, one input after the other)
+    as Labels; an entry held by two of the inputs, or twice by one, is refused with
+    metatensor's error, completed with the remedies."""
     try:
         return Labels(names, values)
     except MetatensorError as error:
-        raise MetatensorError(
-            f"{error}: two inputs of `{fname}` hold this entry of their {axis} "
-            f'({", ".join(names)}); pass add_dimension="tensor" to keep the index of '
-            "the input in a new last dimension, or give the inputs entries of their own "
-            "(renumber a dimension of one of them)"
-        ) from None
+        if any(source._repeated_entry() is not None for source in sources):
+            remedy = _repeated_in_one_input(axis, fname)
+        else:
+            remedy = (
+                f"two inputs of `{fname}` hold this entry of their {axis} "
+                f'({", ".join(names)}); pass add_dimension="tensor" to keep the index of '
+                "the input in a new last dimension, or give the inputs entries of their "
+                "own (renumber a dimension of one of them)"
+            )
+        raise MetatensorError(f"{error}: {remedy}") from None
 
 
 def _indexed_entries(
@@ -95,10 +110,7 @@ def _indexed_entries(
     try:
         return Labels(names, values)
     except MetatensorError as error:
-        raise MetatensorError(
-            f"{error}: an input of `{fname}` holds this entry of its {axis} twice (Labels "
-            "built with assume_unique=True); keep one row per entry"
-        ) from None
+        raise MetatensorError(f"{error}: {_repeated_in_one_input(axis, fname)}") from None
 
 
 def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None, fname: str) -> Labels:
@@ -107,7 +119,8 @@ def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None, fname:
     first = blocks[0]
     values = np.concatenate([block.samples.values for block in blocks])
     if add_dimension is None:
-        return _distinct_entries(first.samples.names, values, "samples", fname)
+        sources = [block.samples for block in blocks]
+        return _distinct_entries(first.samples.names, values, sources, "samples", fname)
     counts = [len(block.samples) for block in blocks]
     index = np.repeat(np.arange(len(blocks), dtype=np.int32), counts)[:, None]
     names = [*first.samples.names, add_dimension]
@@ -329,7 +342,8 @@ def _join_properties(
             .reshape(-1, 2),
         )
     else:
-        pieces = [block.properties.values for block in blocks]
+        sources = [block.properties for block in blocks]
+        pieces = [labels.values for labels in sources]
         names = first.properties.names
         if add_dimension is not None:
             pieces = [
@@ -337,12 +351,13 @@ def _join_properties(
                 for i, v in enumerate(pieces)
             ]
             names = [*names, add_dimension]
-            sources = [block.properties for block in blocks]
             properties = _indexed_entries(
                 names, np.concatenate(pieces), sources, "properties", fname
             )
         else:
-            properties = _distinct_entries(names, np.concatenate(pieces), "properties", fname)
+            properties = _distinct_entries(
+                names, np.concatenate(pieces), sources, "properties", fname
+            )
     arrays = block_arrays(blocks)
     if single_chunk_bytes(arrays) is not None:
         return _grouped_join_properties(blocks, properties)
