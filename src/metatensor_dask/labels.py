@@ -394,7 +394,10 @@ class Labels:
         metatensor): look-ups and mappings give the first of them (metatensor: any).
         As in metatensor, :meth:`insert`, :meth:`append`, :meth:`remove`,
         :meth:`rename` and :meth:`permute` check the entries of such Labels, and
-        refuse a repeated one.
+        refuse a repeated one. The Labels that operations make of their rows (sorted,
+        sliced, moved to samples or properties...) may repeat one too, and
+        ``to_zarr``, ``write_batches`` and ``save`` refuse a map, block or Labels
+        holding an entry twice.
 
     Notes
     -----
