@@ -394,7 +394,10 @@ class Labels:
         metatensor): look-ups and mappings give the first of them (metatensor: any).
         As in metatensor, :meth:`insert`, :meth:`append`, :meth:`remove`,
         :meth:`rename` and :meth:`permute` check the entries of such Labels, and
-        refuse a repeated one.
+        refuse a repeated one. The Labels that operations make of their rows (sorted,
+        sliced, moved to samples or properties...) may repeat one too, and
+        ``to_zarr``, ``write_batches`` and ``save`` refuse a map, block or Labels
+        holding an entry twice.
 
     Notes
     -----
@@ -469,6 +472,25 @@ class Labels:
         labels._index = None
         labels._memo = None
         return labels
+
+    @classmethod
+    def _made_from(cls, names: list[str], values: np.ndarray, *sources: Labels) -> Labels:
+        """Labels of rows made from the entries of ``sources`` (taken, reordered, merged,
+        or given more dimensions), without a check: like :meth:`_trusted`, but recording
+        that they may repeat an entry when one of ``sources`` may (it holds rows of
+        Labels built with ``assume_unique=True``), so that the writers check them.
+
+        Costs one attribute read per source, never a read of the entries."""
+        return cls._trusted(names, values, any(source._may_repeat for source in sources))
+
+    @classmethod
+    def _of_unknown_rows(cls, names: list[str], values: np.ndarray) -> Labels:
+        """Labels of rows that may repeat an entry without saying so (metatensor-core's
+        Labels, which may be built with ``assume_unique=True``; their objects do not
+        tell), without copy: their entries are read once, here, and the Labels record
+        that they repeat one when they do, so that the writers refuse them."""
+        values = np.ascontiguousarray(values, dtype=np.int32)
+        return cls._trusted(names, values, _first_duplicate(values) is not None)
 
     @classmethod
     def lazy(
@@ -863,7 +885,7 @@ class Labels:
         names.insert(index, name)
         _parse_names(names)  # a bad name is found first, as in metatensor
         new = np.insert(self.values, index, _to_int32(values), axis=1)
-        return Labels(names, new, assume_unique=not self._may_repeat)
+        return self._rebuilt(names, new)
 
     def append(self, name: str, values: np.ndarray) -> Labels:
         """New Labels with a last dimension ``name`` holding ``values``.

@@ -42,8 +42,9 @@ def free(labels: Any) -> None:
 
 def read(labels: Any) -> Labels:
     """A metatensor-dask copy of metatensor-core ``labels`` (made or read here), whose
-    handle is then freed (see :func:`free`)."""
+    handle is then freed (see :func:`free`); recorded as repeating an entry when they do
+    (metatensor-core's Labels built with ``assume_unique=True`` may)."""
     names = list(labels.names)
     values = np.array(labels.values, dtype=np.int32)
     free(labels)
-    return Labels._trusted(names, values)
+    return Labels._of_unknown_rows(names, values)

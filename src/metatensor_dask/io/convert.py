@@ -72,8 +72,9 @@ class _SharedLabels:
 
 
 def _labels_from(labels: Any) -> Labels:
-    """metatensor-dask Labels sharing the values of a user's metatensor ``labels``."""
-    return Labels._trusted(list(labels.names), np.asarray(labels.values, dtype=np.int32))
+    """metatensor-dask Labels sharing the values of a user's metatensor ``labels``,
+    recorded as repeating an entry when they do (built with ``assume_unique=True``)."""
+    return Labels._of_unknown_rows(list(labels.names), np.asarray(labels.values))
 
 
 def _block_from(block: Any, shared: _SharedLabels) -> TensorBlock:

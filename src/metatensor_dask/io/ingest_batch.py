@@ -243,8 +243,7 @@ def _plan_batch(
     tensor = _as_tensor(result, index, first, renumber)
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
-    if not isinstance(tensor, CoreTensor):  # (metatensor-core's Labels never repeat)
-        check_unrepeated(tensor)
+    check_unrepeated(tensor)
     where = lock.where
     chunks = _append_chunks(target.chunks, tensor)
     # (a CoreTensor has the part of TensorMap's interface that plan_append reads)

@@ -152,7 +152,7 @@ def shift(
         # few rows at a time: every result was checked to fit in int32
         target = values[:, column]
         np.add(target, np.int64(offset), out=target, casting="unsafe")
-    return Labels._trusted(labels.names, values)
+    return Labels._made_from(labels.names, values, labels)
 
 
 def _block(

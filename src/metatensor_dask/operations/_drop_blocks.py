@@ -23,7 +23,8 @@ def _check_args(tensor: TensorMap, keys: Labels | None, copy: bool) -> None:
         raise TypeError(f"`copy` must be a boolean, not {type(copy)}")
 
 
-def _kept(tensor: TensorMap, positions: np.ndarray, copy: bool) -> TensorMap:
+def _kept(tensor: TensorMap, positions: np.ndarray, copy: bool, keys: Labels) -> TensorMap:
+    """The blocks of ``tensor`` at ``positions``, with ``keys`` (their keys)."""
     blocks = []
     for i in positions:
         block = tensor.block_by_id(int(i))
@@ -32,8 +33,14 @@ def _kept(tensor: TensorMap, positions: np.ndarray, copy: bool) -> TensorMap:
         else:
             check_no_gradients_of_gradients(block)
             blocks.append(block)
-    keys = Labels._trusted(tensor.keys.names, tensor.keys.values[positions])
     return TensorMap._trusted(keys, blocks)
+
+
+def _keys_at(tensor: TensorMap, positions: np.ndarray) -> Labels:
+    """The keys of ``tensor`` at ``positions``, not checked, as metatensor: they repeat
+    an entry only if the keys did (see :meth:`Labels._made_from`)."""
+    keys = tensor.keys
+    return Labels._made_from(keys.names, keys.values[positions], keys)
 
 
 def drop_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMap:
@@ -63,7 +70,8 @@ def drop_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMa
     _check_args(tensor, keys, copy)
     removed = np.zeros(len(tensor), bool)
     removed[tensor.keys.select(keys).astype(np.int64)] = True
-    return _kept(tensor, np.nonzero(~removed)[0], copy)
+    positions = np.nonzero(~removed)[0]
+    return _kept(tensor, positions, copy, _keys_at(tensor, positions))
 
 
 def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> TensorMap:
@@ -91,7 +99,8 @@ def filter_blocks(tensor: TensorMap, keys: Labels, copy: bool = False) -> Tensor
     need ``copy=True`` (metatensor raises ``NotImplementedError`` without it).
     """
     _check_args(tensor, keys, copy)
-    return _kept(tensor, tensor.keys.select(keys).astype(np.int64), copy)
+    positions = tensor.keys.select(keys).astype(np.int64)
+    return _kept(tensor, positions, copy, _keys_at(tensor, positions))
 
 
 def drop_empty_blocks(tensor: TensorMap, copy: bool = False) -> TensorMap:
@@ -113,7 +122,12 @@ def drop_empty_blocks(tensor: TensorMap, copy: bool = False) -> TensorMap:
     -----
     Gradient rule: kept blocks keep their gradients unchanged. Gradients of gradients
     need ``copy=True`` (metatensor raises ``NotImplementedError`` without it).
+
+    As metatensor, the kept keys are checked: keys built with ``assume_unique=True``
+    that repeat an entry raise metatensor's error.
     """
     _check_args(tensor, None, copy)
     full = [i for i, block in enumerate(tensor.blocks()) if 0 not in block.shape]
-    return _kept(tensor, np.array(full, dtype=np.int64), copy)
+    positions = np.array(full, dtype=np.int64)
+    keys = tensor.keys._rebuilt(tensor.keys.names, tensor.keys.values[positions])
+    return _kept(tensor, positions, copy, keys)

@@ -69,18 +69,48 @@ def _rows_of(block: TensorBlock, parameter: str) -> tuple[da.Array, bool]:
     return as_dask(gradient.values), False
 
 
-def _distinct_entries(names: list[str], values: np.ndarray, axis: str, fname: str) -> Labels:
-    """The joined entries of ``axis`` as Labels; an entry held by two of the inputs is
-    refused with metatensor's error, completed with the remedies."""
+def _repeated_in_one_input(axis: str, fname: str) -> str:
+    """The remedy for an entry that an input of ``fname`` holds twice."""
+    return (
+        f"an input of `{fname}` holds an entry of its {axis} twice (Labels built with "
+        "assume_unique=True); keep one row per entry"
+    )
+
+
+def _distinct_entries(
+    names: list[str], values: np.ndarray, sources: list[Labels], axis: str, fname: str
+) -> Labels:
+    """The joined entries of ``axis`` (those of ``sources``, one input after the other)
+    as Labels; an entry held by two of the inputs, or twice by one, is refused with
+    metatensor's error, completed with the remedies."""
     try:
         return Labels(names, values)
     except MetatensorError as error:
-        raise MetatensorError(
-            f"{error}: two inputs of `{fname}` hold this entry of their {axis} "
-            f'({", ".join(names)}); pass add_dimension="tensor" to keep the index of '
-            "the input in a new last dimension, or give the inputs entries of their own "
-            "(renumber a dimension of one of them)"
-        ) from None
+        if any(source._repeated_entry() is not None for source in sources):
+            remedy = _repeated_in_one_input(axis, fname)
+        else:
+            remedy = (
+                f"two inputs of `{fname}` hold this entry of their {axis} "
+                f'({", ".join(names)}); pass add_dimension="tensor" to keep the index of '
+                "the input in a new last dimension, or give the inputs entries of their "
+                "own (renumber a dimension of one of them)"
+            )
+        raise MetatensorError(f"{error}: {remedy}") from None
+
+
+def _indexed_entries(
+    names: list[str], values: np.ndarray, sources: list[Labels], axis: str, fname: str
+) -> Labels:
+    """Joined entries given the index of their input as a new dimension, unique by
+    construction unless one of ``sources`` (the inputs' entries) repeats an entry (Labels
+    built with ``assume_unique=True``): these are checked, as metatensor checks every
+    joined Labels, and a repeated entry refused with its error."""
+    if not any(source._may_repeat for source in sources):
+        return Labels._trusted(names, values)
+    try:
+        return Labels(names, values)
+    except MetatensorError as error:
+        raise MetatensorError(f"{error}: {_repeated_in_one_input(axis, fname)}") from None
 
 
 def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None, fname: str) -> Labels:
@@ -89,20 +119,26 @@ def _joined_samples(blocks: list[TensorBlock], add_dimension: str | None, fname:
     first = blocks[0]
     values = np.concatenate([block.samples.values for block in blocks])
     if add_dimension is None:
-        return _distinct_entries(first.samples.names, values, "samples", fname)
+        sources = [block.samples for block in blocks]
+        return _distinct_entries(first.samples.names, values, sources, "samples", fname)
     counts = [len(block.samples) for block in blocks]
     index = np.repeat(np.arange(len(blocks), dtype=np.int32), counts)[:, None]
-    return Labels._trusted([*first.samples.names, add_dimension], np.hstack([values, index]))
+    names = [*first.samples.names, add_dimension]
+    sources = [block.samples for block in blocks]
+    return _indexed_entries(names, np.hstack([values, index]), sources, "samples", fname)
 
 
-def _joined_gradient_samples(blocks: list[TensorBlock], parameter: str) -> Labels:
+def _joined_gradient_samples(blocks: list[TensorBlock], parameter: str, fname: str) -> Labels:
     """The gradient samples of the blocks one after the other, ``"sample"`` shifted by
-    the samples before each block (unique: the blocks' samples do not overlap)."""
-    pieces = [block.gradient(parameter).samples.values for block in blocks]
+    the samples before each block (unique: the blocks' samples do not overlap, unless a
+    block's gradient samples repeat an entry)."""
+    sources = [block.gradient(parameter).samples for block in blocks]
+    pieces = [samples.values for samples in sources]
     shifts = np.cumsum([0] + [len(block.samples) for block in blocks[:-1]])
     values = np.concatenate(pieces)
     values[:, 0] += np.repeat(shifts, [len(piece) for piece in pieces]).astype(np.int32)
-    return Labels._trusted(blocks[0].gradient(parameter).samples.names, values)
+    names = sources[0].names
+    return _indexed_entries(names, values, sources, f"samples of the gradient '{parameter}'", fname)
 
 
 def _joined_pointer(blocks: list[TensorBlock], parameter: str) -> np.ndarray | None:
@@ -153,7 +189,7 @@ def _placement(shared: _Shared, lengths: list[int]) -> Placement:
 
 
 def _grouped_join_samples(
-    blocks: list[TensorBlock], samples: Labels, shared: _Shared
+    blocks: list[TensorBlock], samples: Labels, shared: _Shared, fname: str
 ) -> TensorBlock:
     """The blocks stacked along samples by one numpy call per array (tiny blocks)."""
     first = blocks[0]
@@ -171,7 +207,7 @@ def _grouped_join_samples(
         )
 
         def make(parameter: str = parameter) -> tuple[Labels, np.ndarray | None]:
-            gradient_samples = _joined_gradient_samples(blocks, parameter)
+            gradient_samples = _joined_gradient_samples(blocks, parameter, fname)
             pointer = row_pointer(gradient_samples.values[:, 0], len(samples))
             return gradient_samples, pointer
 
@@ -238,7 +274,7 @@ def _join_samples(
         lambda: _joined_samples(blocks, add_dimension, fname),
     )
     if single_chunk_bytes(block_arrays(blocks)) is not None:
-        return _grouped_join_samples(blocks, samples, shared)
+        return _grouped_join_samples(blocks, samples, shared, fname)
 
     values = [as_dask(block.values) for block in blocks]
     joined_values = concatenate_rows(values)
@@ -252,7 +288,7 @@ def _join_samples(
             pieces.append(array)
             all_aligned &= block_aligned
         joined = concatenate_rows(pieces)
-        joined_samples = _joined_gradient_samples(blocks, parameter)
+        joined_samples = _joined_gradient_samples(blocks, parameter, fname)
         gradients[parameter] = (joined, joined_samples, first_gradient._components, None)
         if all_aligned:
             pointer = _joined_pointer(blocks, parameter)
@@ -306,7 +342,8 @@ def _join_properties(
             .reshape(-1, 2),
         )
     else:
-        pieces = [block.properties.values for block in blocks]
+        sources = [block.properties for block in blocks]
+        pieces = [labels.values for labels in sources]
         names = first.properties.names
         if add_dimension is not None:
             pieces = [
@@ -314,9 +351,13 @@ def _join_properties(
                 for i, v in enumerate(pieces)
             ]
             names = [*names, add_dimension]
-            properties = Labels._trusted(names, np.concatenate(pieces))
+            properties = _indexed_entries(
+                names, np.concatenate(pieces), sources, "properties", fname
+            )
         else:
-            properties = _distinct_entries(names, np.concatenate(pieces), "properties", fname)
+            properties = _distinct_entries(
+                names, np.concatenate(pieces), sources, "properties", fname
+            )
     arrays = block_arrays(blocks)
     if single_chunk_bytes(arrays) is not None:
         return _grouped_join_properties(blocks, properties)

@@ -167,11 +167,12 @@ def _keys_moved(
     tensor: TensorMap,
     keys_to_move: Any,
     function: str,
-    merge: Callable[[list[TensorBlock], np.ndarray, list[str], Labels | None], TensorBlock],
+    merge: Callable[[list[TensorBlock], Labels, list[str], Labels | None], TensorBlock],
 ) -> TensorMap:
     """Check the arguments of ``function``, then build each new block with ``merge(blocks,
-    their moved key values, moved names, selected key entries or None)``; ``info`` is
-    kept."""
+    their moved key entries, moved names, selected key entries or None)``; ``info`` is
+    kept. The moved key entries may repeat one when the keys may (see
+    :meth:`Labels._made_from`)."""
     check_tensor(tensor, "tensor")
     names, selected = _names_to_move(keys_to_move, function)
     check_unique_names(names)  # first, as metatensor
@@ -184,7 +185,7 @@ def _keys_moved(
 
     def build() -> list[TensorBlock]:
         return [
-            merge(group, moved[m], names, selected)
+            merge(group, Labels._made_from(names, moved[m], tensor.keys), names, selected)
             for m, group in zip(members, merged, strict=True)
         ]
 
@@ -537,16 +538,18 @@ def _assembled_block(
 
 
 def _merge_along_samples(
-    blocks: list[TensorBlock], moved: np.ndarray, names: list[str], fill: float, sort: bool
+    blocks: list[TensorBlock], moved: Labels, names: list[str], fill: float, sort: bool
 ) -> TensorBlock:
     first = blocks[0]
     sample_values = [block.samples.values for block in blocks]
     counts = np.fromiter((len(v) for v in sample_values), np.int64, len(sample_values))
     stacked_values = np.hstack(
-        [np.concatenate(sample_values), np.repeat(moved.astype(np.int32), counts, axis=0)]
+        [np.concatenate(sample_values), np.repeat(moved.values, counts, axis=0)]
     )
     merged, mappings = _stacked_samples(stacked_values, counts, sort)
-    samples = Labels._trusted(first.samples.names + names, merged)
+    samples = Labels._made_from(
+        first.samples.names + names, merged, moved, *(block.samples for block in blocks)
+    )
     properties, columns = _properties_union(blocks)
     width = len(properties)
     gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
@@ -679,7 +682,7 @@ def _template(rows: int, block: TensorBlock, rows_per_chunk: int) -> da.Array:
 
 def _merge_along_properties(
     blocks: list[TensorBlock],
-    moved: np.ndarray,
+    moved: Labels,
     names: list[str],
     selected: Labels | None,
     fill: float,
@@ -704,24 +707,28 @@ def _merge_along_properties(
             axis=1,
         )
         # the entry of each block's key (-1 for a block left out)
-        keys = Labels._trusted(names, moved.astype(np.int32))
-        where = keys._membership(Labels._trusted(names, entries.astype(np.int32)))
+        where = moved._membership(Labels._trusted(names, entries.astype(np.int32)))
         starts = [int(w) * n_props if w >= 0 and n_props else None for w in where]
     else:
         counts = [len(block.properties) for block in blocks]
         property_values = np.hstack(
             [
-                np.repeat(moved.astype(np.int32), counts, axis=0),
+                np.repeat(moved.values, counts, axis=0),
                 np.concatenate([block.properties.values for block in blocks]),
             ]
         )
         offsets = np.cumsum([0, *counts[:-1]])
         starts = [int(o) if n else None for o, n in zip(offsets, counts, strict=True)]
-    properties = Labels._trusted(names + first.properties.names, property_values.astype(np.int32))
+    sources = (moved, *(block.properties for block in blocks))
+    properties = Labels._made_from(
+        names + first.properties.names,
+        property_values.astype(np.int32),
+        *(sources if selected is None else (selected, first.properties)),
+    )
     width = len(properties)
 
     merged, mappings = _merge_samples([b.samples.values for b in blocks], sort)
-    samples = Labels._trusted(first.samples.names, merged)
+    samples = Labels._made_from(first.samples.names, merged, *(b.samples for b in blocks))
     gradients_of = {p: _gradients_of(blocks, p) for p in first.gradients_list()}
     gradient_rows = {
         parameter: _merged_gradient_samples(gradients, mappings)
@@ -898,11 +905,13 @@ def _component_moved(block: TensorBlock, name: str) -> TensorBlock:
     _check_not_taken([name], block.properties.names, "properties")
     component = block.components[position]
     props = block.properties.values
-    properties = Labels._trusted(
+    properties = Labels._made_from(
         [name, *block.properties.names],
         np.concatenate(
             [np.repeat(component.values, len(props), 0), np.tile(props, (len(component), 1))], 1
         ).reshape(-1, 1 + props.shape[1]),
+        component,
+        block.properties,
     )
     return _with_component_moved(block, len(block.components) - position, properties)
 

@@ -253,7 +253,7 @@ def _sliced_samples(labels: Labels, indices: np.ndarray) -> tuple[bool, np.ndarr
     in_order = bool(np.all(indices[1:] > indices[:-1]))
     sample_map = np.full(len(labels), -1, np.int64)
     sample_map[indices] = np.arange(len(indices))
-    return in_order, sample_map, Labels._trusted(labels.names, labels.values[indices])
+    return in_order, sample_map, Labels._made_from(labels.names, labels.values[indices], labels)
 
 
 def _gradient_rows(
@@ -268,7 +268,8 @@ def _gradient_rows(
     new_samples = samples[kept]
     new_samples[:, 0] = new_column[kept]
     pointer = row_pointer(new_samples[:, 0], n_samples)
-    return kept, Labels._trusted(gradient.samples.names, new_samples), pointer
+    sliced = Labels._made_from(gradient.samples.names, new_samples, gradient.samples)
+    return kept, sliced, pointer
 
 
 def _grouped_samples(
@@ -362,7 +363,7 @@ def _sliced_properties(labels: Labels, indices: np.ndarray) -> tuple[np.ndarray,
     indices = np.asarray(indices)
     increasing = len(indices) < 2 or bool(np.all(indices[1:] > indices[:-1]))
     kept = indices if increasing else np.unique(indices)
-    return kept, Labels._trusted(labels.names, labels.values[kept])
+    return kept, Labels._made_from(labels.names, labels.values[kept], labels)
 
 
 def _columns(array: Any, kept: np.ndarray) -> Any:

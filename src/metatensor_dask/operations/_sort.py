@@ -58,7 +58,7 @@ def _changed(order: np.ndarray) -> np.ndarray | None:
 
 def _sorted_labels(labels: Labels, descending: bool) -> tuple[Labels, np.ndarray]:
     order = lexsort_rows(labels.values, descending)
-    return Labels._trusted(labels.names, labels.values[order]), order
+    return Labels._made_from(labels.names, labels.values[order], labels), order
 
 
 def _sort_trailing(
@@ -133,7 +133,7 @@ def _sorted_gradient_rows(
     renumbered = gradient.samples.values.copy()
     renumbered[:, 0] = inverse[renumbered[:, 0]]
     order = lexsort_rows(renumbered, descending)
-    return Labels._trusted(gradient.samples.names, renumbered[order]), order
+    return Labels._made_from(gradient.samples.names, renumbered[order], gradient.samples), order
 
 
 def _sort_one(block: TensorBlock, axes: list[str], descending: bool) -> TensorBlock:
