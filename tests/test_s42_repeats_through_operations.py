@@ -570,3 +570,17 @@ def test_join_of_an_input_repeating_an_entry_names_that_input_not_two(axis):
         f"present: an input of `join` holds an entry of its {axis} twice (Labels built with "
         "assume_unique=True); keep one row per entry"
     )
+
+
+def test_maps_repeating_an_entry_go_to_metatensor_and_back():
+    """to_metatensor builds metatensor's Labels as the user built them (with
+    assume_unique=True) instead of refusing the repeated entry, and from_metatensor of
+    the result still records it, so the writers refuse it."""
+    samples = mtd.Labels(["s"], np.array([[0], [1], [0]]), assume_unique=True)
+    block = mtd.TensorBlock(np.arange(3.0)[:, None], samples, [], mtd.Labels.range("p", 1))
+    tensor = mtd.TensorMap(mtd.Labels.range("k", 1), [block])
+    theirs = mtd.to_metatensor(tensor)
+    np.testing.assert_array_equal(theirs.block(0).samples.values, [[0], [1], [0]])
+    np.testing.assert_array_equal(theirs.block(0).values, [[0.0], [1.0], [2.0]])
+    back = mtd.from_metatensor(theirs)
+    assert back.block(0).samples._repeated_entry() is not None

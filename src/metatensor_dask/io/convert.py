@@ -121,7 +121,10 @@ def from_metatensor(data: Any) -> Any:
 
 
 def _labels_to(labels: Labels, metatensor: Any) -> Any:
-    return metatensor.Labels(labels.names, np.array(labels.values))
+    """metatensor's copy of ``labels``, built with ``assume_unique=True`` as they were
+    when they may repeat an entry (metatensor would refuse the repeated one)."""
+    values = np.array(labels.values)
+    return metatensor.Labels(labels.names, values, assume_unique=labels._may_repeat)
 
 
 def _block_to(block: TensorBlock, metatensor: Any) -> Any:
