@@ -4,14 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench venv docs test-lowest typecheck
+.PHONY: demo test bench venv docs docs-env test-lowest lowest-env typecheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(BIN)/python
+# Each environment is installed again only when pyproject.toml changed since (the
+# package itself is installed editable: changes to src/ need no install). The
+# `.installed` files record the installs.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,hpc]'
+	touch $@
 
 demo: venv
 	$(BIN)/metatensor-dask demo
@@ -34,9 +39,12 @@ bench: venv
 # The documentation site, warnings as errors: the tutorials of examples/ run while it
 # builds, then the snippets of the pages and docstrings run as doctests.
 DOCS_VENV ?= .venv-docs
-docs:
+docs-env: $(DOCS_VENV)/.installed
+$(DOCS_VENV)/.installed: pyproject.toml
 	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
 	$(DOCS_VENV)/bin/python -m pip install --quiet -e '.[docs]'
+	touch $@
+docs: docs-env
 	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b html docs docs/_build/html
 	$(DOCS_VENV)/bin/python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
 
@@ -46,9 +54,12 @@ LOWEST_VENV ?= .venv-lowest
 LOWEST_TESTS = tests/test_labels.py tests/test_block.py tests/test_tensor.py \
 	tests/operations/test_multiply.py tests/operations/test_equal.py tests/io/test_zarr.py \
 	tests/io/test_mts.py tests/test_examples.py tests/test_readme.py
-test-lowest:
+lowest-env: $(LOWEST_VENV)/.installed
+$(LOWEST_VENV)/.installed: pyproject.toml .ci/lowest_versions.py
 	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
 	$(PYTHON) .ci/lowest_versions.py > $(LOWEST_VENV)/constraints.txt
 	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(LOWEST_VENV)/constraints.txt -e '.[test]'
 	$(LOWEST_VENV)/bin/python .ci/lowest_versions.py --check
+	touch $@
+test-lowest: lowest-env
 	$(LOWEST_VENV)/bin/python -m pytest -m "not slurm" $(LOWEST_TESTS)
