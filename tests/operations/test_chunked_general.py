@@ -6,7 +6,7 @@ with gradient-specific components; an empty block and a block without positions 
 among the others (``chunked_arithmetic_maps.py``). Finite differences decide where metatensor is
 wrong (docs/operations-ii.md)."""
 
-import itertools
+import hashlib
 import tempfile
 import warnings
 
@@ -26,16 +26,28 @@ LAYOUTS = ["irregular", "zarr"]
 REDUCTIONS = ["sum", "mean", "var", "std"]
 
 
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """The Zarr stores written in this module, by the bytes of the map each holds (the
+    tests only read them), and the folder of new ones."""
+    return {}, tmp_path_factory.mktemp("stores")
+
+
 @pytest.fixture(params=LAYOUTS)
-def chunked(request, tmp_path):
+def chunked(request, stores):
     """A function giving the metatensor-dask copy of a metatensor map in the layout of
-    the parameter (each call writes its own store)."""
-    counter = itertools.count()
+    the parameter (a map already stored by an earlier test is opened again from its
+    store: each call gets its own lazy map)."""
+    written, folder = stores
 
     def make(theirs):
         if request.param == "irregular":
             return irregular(theirs)
-        return stored(theirs, tmp_path / f"{next(counter)}.zarr")
+        key = hashlib.sha256(metatensor.io.save_buffer(theirs)).hexdigest()
+        if key not in written:
+            written[key] = folder / f"{len(written)}.zarr"
+            return stored(theirs, written[key])
+        return mtd.open_zarr(written[key])
 
     return make
 

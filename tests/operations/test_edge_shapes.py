@@ -415,25 +415,46 @@ def _arrays(tensor: mtd.TensorMap) -> list[Any]:
     return arrays
 
 
-def assert_array_is_sound(array: Any) -> None:
-    """``array`` has one task per chunk, and each task gives an array of the declared
-    chunk shape (so the assembled array has the declared shape)."""
+def _chunk_tasks(array: Any) -> tuple[list[Any], dict]:
+    """The keys of ``array``'s chunks and its graph, asserting one task per chunk."""
     assert isinstance(array, da.Array)
     keys = list(flatten(array.__dask_keys__()))
     graph = dict(array.__dask_graph__())
     assert len(keys) == int(np.prod(array.numblocks)), "missing chunks"
     assert all(key in graph for key in keys), "missing tasks"
-    chunks = dask.get(graph, keys)
-    for key, chunk in zip(keys, chunks, strict=True):
-        expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
-        assert np.shape(chunk) == expected, (key, np.shape(chunk), expected)
-    assert np.shape(array.compute()) == array.shape
+    return keys, graph
+
+
+def assert_arrays_are_sound_together(arrays: list[Any]) -> None:
+    """Each of ``arrays`` has one task per chunk, and each task gives an array of the
+    declared chunk shape (so the assembled array has the declared shape). The tasks of
+    every array run in one ``dask.get``, the arrays are assembled in one
+    ``dask.compute``."""
+    keys: list[list[Any]] = []
+    graph: dict = {}
+    for array in arrays:
+        array_keys, array_graph = _chunk_tasks(array)
+        keys.append(array_keys)
+        graph.update(array_graph)
+    chunks = iter(dask.get(graph, [key for array_keys in keys for key in array_keys]))
+    for array, array_keys in zip(arrays, keys, strict=True):
+        for key in array_keys:
+            expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
+            shape = np.shape(next(chunks))
+            assert shape == expected, (key, shape, expected)
+    for array, computed in zip(arrays, dask.compute(*arrays), strict=True):
+        assert np.shape(computed) == array.shape
+
+
+def assert_array_is_sound(array: Any) -> None:
+    """``array`` is sound (see :func:`assert_arrays_are_sound_together`)."""
+    assert_arrays_are_sound_together([array])
 
 
 def assert_arrays_are_sound(tensor: mtd.TensorMap) -> None:
-    """Every values and gradient array of ``tensor`` is sound (see above)."""
-    for array in _arrays(tensor):
-        assert_array_is_sound(array)
+    """Every values and gradient array of ``tensor`` is sound (see
+    :func:`assert_arrays_are_sound_together`)."""
+    assert_arrays_are_sound_together(_arrays(tensor))
 
 
 def _compare(ours: Any, theirs: Any, tolerant: bool) -> None:

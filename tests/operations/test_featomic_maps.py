@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import dask
 import dask.array as da
 import metatensor
 import numpy as np
@@ -264,11 +265,25 @@ def operations(buffer: bytes) -> dict[str, Operation]:
 ROUNDED = ("sum-", "mean-", "var-", "std-", "dot")
 
 
-def check_operation(name: str, operation: Operation, buffer: bytes, t: Any, u: Any) -> None:
-    """``operation`` built lazily on our maps equals metatensor's on the same data."""
-    with raise_if_dask_computes():
-        ours = operation(mtd, t, u)
-    theirs = operation(metatensor, fresh(buffer), fresh(buffer))
+def check_operations(
+    names: list[str], operations: dict[str, Operation], buffer: bytes, t: Any, u: Any
+) -> None:
+    """The ``operations`` of ``names``, built lazily on our maps, equal metatensor's on
+    the same data (our results computed together, in one ``dask.compute``)."""
+    ours = {}
+    for name in names:
+        with raise_if_dask_computes():
+            ours[name] = operations[name](mtd, t, u)
+    (computed,) = dask.compute(ours)
+    for name in names:
+        theirs = operations[name](metatensor, fresh(buffer), fresh(buffer))
+        try:
+            _assert_same(name, computed[name], theirs)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from error
+
+
+def _assert_same(name: str, ours: Any, theirs: Any) -> None:
     tolerance = (1e-10, 1e-13) if name.startswith(ROUNDED) else (0.0, 0.0)
     if isinstance(theirs, list):
         assert len(ours) == len(theirs)
@@ -291,20 +306,15 @@ LAYOUTS = {
 def test_operations_like_metatensor(how: str, kind: str, buffer: bytes, maps: dict) -> None:
     if how not in LAYOUTS[kind]:
         pytest.skip("covered by the other maps and loaders (keeps the test fast)")
-    for name, operation in operations(buffer).items():
-        try:
-            check_operation(name, operation, buffer, maps[how], maps["memory"])
-        except AssertionError as error:
-            raise AssertionError(f"{name}: {error}") from error
+    ops = operations(buffer)
+    check_operations(list(ops), ops, buffer, maps[how], maps["memory"])
 
 
 @pytest.mark.parametrize("pair", [("zarr", "cut-gradients"), ("mts", "uneven")])
 def test_operations_between_chunkings(pair: tuple[str, str], buffer: bytes, maps: dict) -> None:
     """Binary operations on two maps of the same data chunked differently."""
     binary = ["add", "multiply", "divide", "operators", "join-samples", "join-properties"]
-    ops = operations(buffer)
-    for name in binary:
-        check_operation(name, ops[name], buffer, maps[pair[0]], maps[pair[1]])
+    check_operations(binary, operations(buffer), buffer, maps[pair[0]], maps[pair[1]])
 
 
 def test_comparisons(buffer: bytes, maps: dict) -> None:

@@ -90,6 +90,21 @@ def ours(source: str, n_blocks: int, maps: dict, files: dict) -> mtd.TensorMap:
     return mtd.from_metatensor(maps[n_blocks])
 
 
+@pytest.fixture(scope="module")
+def shared(maps: dict, files: dict) -> Callable[[str, int], mtd.TensorMap]:
+    """:func:`ours`, made once per source and size for the tests that only build
+    operations on it (none changes its map; converting or computing 400 blocks takes
+    a third of a second)."""
+    made: dict[tuple[str, int], mtd.TensorMap] = {}
+
+    def get(source: str, n_blocks: int) -> mtd.TensorMap:
+        if (source, n_blocks) not in made:
+            made[source, n_blocks] = ours(source, n_blocks, maps, files)
+        return made[source, n_blocks]
+
+    return get
+
+
 def tasks(results: Any) -> int:
     """The tasks (data and aliases excluded) of the graph that computes ``results`` (a
     map, a block or a list of maps), counted once when the maps share them."""
@@ -254,9 +269,9 @@ def test_every_public_operation_is_counted_or_says_why_not():
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("case", list(MAP_OPERATIONS))
-def test_graph_does_not_grow_with_the_blocks(case, source, maps, files):
+def test_graph_does_not_grow_with_the_blocks(case, source, shared):
     build = MAP_OPERATIONS[case][1]
-    counts = [tasks(build(ours(source, n, maps, files))) for n in SIZES]
+    counts = [tasks(build(shared(source, n))) for n in SIZES]
     assert counts[1] <= counts[0] + SLACK, counts
 
 
@@ -270,10 +285,10 @@ def tasks_run(call: Callable[[], Any]) -> int:
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("name", list(COMPUTING))
-def test_comparisons_compute_a_graph_that_does_not_grow(name, source, maps, files):
+def test_comparisons_compute_a_graph_that_does_not_grow(name, source, shared):
     counts = []
     for n in SIZES:
-        t = ours(source, n, maps, files)
+        t = shared(source, n)
         other = mtd.multiply(t, 1.0)
         counts.append(tasks_run(functools.partial(COMPUTING[name], t, other)))
     assert counts[1] <= counts[0] + SLACK, counts
@@ -281,9 +296,9 @@ def test_comparisons_compute_a_graph_that_does_not_grow(name, source, maps, file
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("name", list(METADATA_ONLY))
-def test_metadata_operations_do_not_compute(name, source, maps, files):
+def test_metadata_operations_do_not_compute(name, source, shared):
     for n in SIZES:
-        t = ours(source, n, maps, files)
+        t = shared(source, n)
         with raise_if_dask_computes():
             METADATA_ONLY[name](t, t)
 

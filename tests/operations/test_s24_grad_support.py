@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import metatensor
 import numpy as np
@@ -215,10 +216,15 @@ def derivative(block: Any, parameter: str, direction: dict) -> np.ndarray:
     return result
 
 
-def _moved(tensor: mtd.TensorMap, parameter: str, direction: dict, step: float) -> mtd.TensorMap:
-    """``tensor`` with its values moved by ``step`` along ``direction``, in the same
-    chunks, with the same gradients."""
-    theirs = mtd.to_metatensor(tensor)
+def _moved(
+    tensor: mtd.TensorMap,
+    theirs: metatensor.TensorMap,
+    parameter: str,
+    direction: dict,
+    step: float,
+) -> mtd.TensorMap:
+    """``tensor`` (computed: ``theirs``) with its values moved by ``step`` along
+    ``direction``, in the same chunks, with the same gradients."""
     blocks = []
     for block, lazy in zip(theirs.blocks(), tensor.blocks(), strict=True):
         values = np.asarray(block.values)
@@ -236,7 +242,12 @@ def _moved(tensor: mtd.TensorMap, parameter: str, direction: dict, step: float) 
 
 
 def _as_list(result: Any) -> list:
-    return [mtd.to_metatensor(t) for t in (result if isinstance(result, list) else [result])]
+    return result if isinstance(result, list) else [result]
+
+
+def _values(result: Any) -> list:
+    """The lazy values of every block of ``result`` (a map or a list of maps)."""
+    return [block.values for tensor in _as_list(result) for block in tensor.blocks()]
 
 
 def check_finite_differences(
@@ -249,30 +260,37 @@ def check_finite_differences(
 ) -> None:
     """Check the gradients of ``function(*inputs)`` (a map or a list of maps) for
     every parameter of the first input, by central finite differences (see the module
-    docstring)."""
+    docstring).
+
+    The result is computed whole (its gradients are the ones checked); of the moved
+    inputs' results only the values are needed, and they are computed in one
+    ``dask.compute`` for every parameter and both steps.
+    """
     differentiable = differentiable or [True] * len(inputs)
-    result = _as_list(function(*inputs))
+    result = [mtd.to_metatensor(t) for t in _as_list(function(*inputs))]
+    blocks = [(key, block) for tensor in result for key, block in tensor.items()]
+    moving = [t for t, d in zip(inputs, differentiable, strict=True) if d]
+    computed = {id(t): mtd.to_metatensor(t) for t in moving}
     rng = np.random.default_rng(11)
-    for parameter in inputs[0].block(0).gradients_list():
-        moving = [t for t, d in zip(inputs, differentiable, strict=True) if d]
-        direction = _directions(rng, moving, parameter)
+    directions = {
+        p: _directions(rng, [computed[id(t)] for t in moving], p)
+        for p in inputs[0].block(0).gradients_list()
+    }
 
-        def at(step: float, parameter: str = parameter, direction: dict = direction) -> list:
-            moved = [
-                _moved(t, parameter, direction, step) if d else t
-                for t, d in zip(inputs, differentiable, strict=True)
-            ]
-            return _as_list(function(*moved))
+    def at(step: float, parameter: str) -> list:
+        moved = [
+            _moved(t, computed[id(t)], parameter, directions[parameter], step) if d else t
+            for t, d in zip(inputs, differentiable, strict=True)
+        ]
+        return _values(function(*moved))
 
-        plus, minus = at(eps), at(-eps)
-        for tensor, up, down in zip(result, plus, minus, strict=True):
-            for key, block in tensor.items():
-                after = np.asarray(up.block(key).values, dtype=np.float64)
-                before = np.asarray(down.block(key).values, dtype=np.float64)
-                np.testing.assert_allclose(
-                    derivative(block, parameter, direction),
-                    (after - before) / (2 * eps),
-                    rtol=rtol,
-                    atol=atol,
-                    err_msg=f"gradient '{parameter}' of block {key}",
-                )
+    (steps,) = dask.compute({p: (at(eps, p), at(-eps, p)) for p in directions})
+    for parameter, (plus, minus) in steps.items():
+        for (key, block), after, before in zip(blocks, plus, minus, strict=True):
+            np.testing.assert_allclose(
+                derivative(block, parameter, directions[parameter]),
+                (after.astype(np.float64) - before.astype(np.float64)) / (2 * eps),
+                rtol=rtol,
+                atol=atol,
+                err_msg=f"gradient '{parameter}' of block {key}",
+            )
