@@ -294,10 +294,10 @@ def _run(runs: list[tuple[str, int, Path]]) -> list[dict[str, float]]:
     done = subprocess.run(
         [sys.executable, "-c", _script(names), str(BATCH), json.dumps(cases)],
         env=_environment(names[0]),
-        check=True,
         capture_output=True,
         text=True,
     )
+    assert done.returncode == 0, f"the cases {names} failed:\n{done.stderr}"
     results = [json.loads(line) for line in done.stdout.strip().splitlines()[-len(runs) :]]
     for (name, n_items, _), result in zip(runs, results, strict=True):
         _RESULTS[(name, n_items)] = result
