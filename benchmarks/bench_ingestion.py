@@ -40,7 +40,9 @@ rows to 150 arrays: the cost per array of an append, rather than per byte):
 Both run at two dataset sizes, ``ITEMS`` and ``4 * ITEMS`` structures: the overhead
 target is at most 25% of the featomic time, with the same peak memory at both sizes.
 Sizes come from environment variables, so that CI runs this quickly (the defaults, 2
-structures in batches of 2, only check that everything runs). The figures of
+structures in batches of 2, only check that everything runs). With timing off (CI's
+run), the cases sharing an environment run one after the other in one process, on one
+cluster: that checks every case at the cost of two clusters, not nine. The figures of
 ``docs/ingestion.md`` and ``docs/ingestion-measurements.md`` come from::
 
     MTD_BENCH_INGEST_ITEMS=128 MTD_BENCH_INGEST_BATCH=16 \\
@@ -57,6 +59,7 @@ memory is that of a full window at both sizes; the whole runs in a few minutes.
 from __future__ import annotations
 
 import compileall
+import functools
 import importlib.util
 import json
 import os
@@ -80,7 +83,7 @@ SYSTEMS = os.environ.get("MTD_BENCH_INGEST_SYSTEMS", "silicon")
 _RESULTS: dict[tuple[str, int], dict[str, float]] = {}
 
 _PRELUDE = """
-import json, os, sys, threading, time
+import functools, json, os, sys, threading, time
 import psutil
 from distributed import Client, LocalCluster
 import metatensor_dask as mtd
@@ -157,56 +160,64 @@ def cpu_seconds():
             pass
     return found
 
-peak = 0
-# each process's own peak, by pid: the peak of the sum also depends on whether the
-# workers' highs (a batch computed while another is appended) fall on the same sample,
-# which is likelier the longer the run; these tell which process grows
-peaks = {}
-stop = threading.Event()
-def sample():
-    # the processes are listed once a second: listing a process's children reads every
-    # process of the machine, which cost this (client) process more CPU than the run
-    # measured, in proportion to its wall time
-    global peak
+def measured(run):
+    # run() timed: its wall time, the CPU seconds of this process (client and
+    # scheduler) and of its workers, the peak resident memory of them all, sampled every
+    # 20 ms, and each one's own peak, by pid: the peak of the sum also depends on
+    # whether the workers' highs (a batch computed while another is appended) fall on
+    # the same sample, which is likelier the longer the run; each one's own peak tells
+    # which process grows
     me = psutil.Process()
-    processes, listed = [], 0.0
-    while not stop.wait(0.02):
-        if time.monotonic() - listed > 1.0:
-            processes, listed = [me, *me.children(recursive=True)], time.monotonic()
-        total = 0
-        for process in processes:
-            try:
-                rss = process.memory_info().rss
-            except psutil.Error:
-                continue
-            total += rss
-            peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
-        peak = max(peak, total)
-
-n_items, batch, target = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-items = list(range(n_items))
-with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \\
-        Client(cluster) as client:
-    client.run(soap, [0])  # warm up: imports in the workers
-    threading.Thread(target=sample, daemon=True).start()
+    peak, peaks = [0], {}
+    stop = threading.Event()
+    def sample():
+        # the processes are listed once a second: listing a process's children reads
+        # every process of the machine, which cost this (client) process more CPU than
+        # the run measured, in proportion to its wall time
+        processes, listed = [], 0.0
+        while not stop.wait(0.02):
+            if time.monotonic() - listed > 1.0:
+                processes, listed = [me, *me.children(recursive=True)], time.monotonic()
+            total = 0
+            for process in processes:
+                try:
+                    rss = process.memory_info().rss
+                except psutil.Error:
+                    continue
+                total += rss
+                peaks[process.pid] = max(peaks.get(process.pid, 0), rss)
+            peak[0] = max(peak[0], total)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     cpu_start = cpu_seconds()
     start = time.perf_counter()
-"""
-
-_REPORT = """
+    run()
     seconds = time.perf_counter() - start
     cpu_end = cpu_seconds()
     stop.set()
-used = {pid: cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_end.items()}
-client_cpu = used.pop(psutil.Process().pid)
-workers_cpu = sum(used.values())
-client_peak = peaks.pop(psutil.Process().pid, 0)
-print(json.dumps({
-    "seconds": seconds, "peak_mib": peak / 2**20, "cpu_s": client_cpu + workers_cpu,
-    "client_cpu_s": client_cpu, "workers_cpu_s": workers_cpu,
-    "client_peak_mib": client_peak / 2**20,
-    "worker_peak_mib": max(peaks.values(), default=0) / 2**20,
-}))
+    sampler.join()
+    used = {pid: cpu - cpu_start.get(pid, 0.0) for pid, cpu in cpu_end.items()}
+    client_cpu = used.pop(me.pid)
+    workers_cpu = sum(used.values())
+    client_peak = peaks.pop(me.pid, 0)
+    return {
+        "seconds": seconds, "peak_mib": peak[0] / 2**20, "cpu_s": client_cpu + workers_cpu,
+        "client_cpu_s": client_cpu, "workers_cpu_s": workers_cpu,
+        "client_peak_mib": client_peak / 2**20,
+        "worker_peak_mib": max(peaks.values(), default=0) / 2**20,
+    }
+"""
+
+_MAIN = """
+# each case (an index of CASES, its number of items, its target) measured in turn on
+# one cluster; a line of JSON each
+batch, cases = int(sys.argv[1]), json.loads(sys.argv[2])
+with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \\
+        Client(cluster) as client:
+    client.run(soap, [0])  # warm up: imports in the workers
+    for case, n_items, target in cases:
+        run = functools.partial(CASES[case], client, list(range(n_items)), n_items, target)
+        print(json.dumps(measured(run)), flush=True)
 """
 
 _ALONE = """
@@ -261,21 +272,41 @@ def _environment(name: str) -> dict[str, str]:
     return {**kept, "RAYON_NUM_THREADS": "1", **ENVIRONMENT.get(name, {})}
 
 
-def _run(name: str, n_items: int, target: Path) -> dict[str, float]:
+def _script(names: list[str]) -> str:
+    """The script measuring the cases ``names``: its ``CASES``, in that order."""
+    functions = [
+        f"\ndef case_{i}(client, items, n_items, target):\n"
+        + textwrap.indent(textwrap.dedent(SCRIPTS[name]), "    ")
+        for i, name in enumerate(names)
+    ]
+    listed = ", ".join(f"case_{i}" for i in range(len(names)))
+    return _PRELUDE + "".join(functions) + f"\nCASES = [{listed}]\n" + _MAIN
+
+
+def _run(runs: list[tuple[str, int, Path]]) -> list[dict[str, float]]:
+    """Measure each case ``(name, n_items, target)`` of ``runs`` in turn, in one new
+    process on one cluster, with the environment of the first case; their figures."""
     # compiled before the first case, which would otherwise pay for compiling them
     package = importlib.util.find_spec("metatensor_dask").submodule_search_locations[0]
     compileall.compile_dir(package, quiet=1)
-    body = textwrap.indent(textwrap.dedent(SCRIPTS[name]), "    ")
+    names = [name for name, _, _ in runs]
+    cases = [[i, n_items, str(target)] for i, (_, n_items, target) in enumerate(runs)]
     done = subprocess.run(
-        [sys.executable, "-c", _PRELUDE + body + _REPORT, str(n_items), str(BATCH), str(target)],
-        env=_environment(name),
-        check=True,
+        [sys.executable, "-c", _script(names), str(BATCH), json.dumps(cases)],
+        env=_environment(names[0]),
         capture_output=True,
         text=True,
     )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    _RESULTS[(name, n_items)] = result
-    return result
+    assert done.returncode == 0, f"the cases {names} failed:\n{done.stderr}"
+    results = [json.loads(line) for line in done.stdout.strip().splitlines()[-len(runs) :]]
+    for (name, n_items, _), result in zip(runs, results, strict=True):
+        _RESULTS[(name, n_items)] = result
+    return results
+
+
+def _run_alone(name: str, n_items: int, target: Path) -> dict[str, float]:
+    """The case ``name`` at ``n_items`` measured in a process of its own."""
+    return _run([(name, n_items, target)])[0]
 
 
 SUMMARISED_AT_BOTH_SIZES = ("featomic alone", "write_batches")
@@ -287,15 +318,46 @@ CASES = [
     for name in SCRIPTS
     if MEASURING or n_items == ITEMS or name in SUMMARISED_AT_BOTH_SIZES
 ]
-"""Every case at both sizes when measuring; in the quick check (each case a process
-with its own cluster), the larger size only for the cases the summary compares."""
+"""Every case at both sizes when measuring; in the quick check, the larger size only
+for the cases the summary compares."""
+
+
+@pytest.fixture(scope="module")
+def checked_together(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, int], tuple[dict[str, float], Path]]:
+    """With timing off (the check that every case runs, as in CI): every case of
+    :data:`CASES` run at once, those of one environment in one process on one cluster
+    (a process and a cluster of its own for each case took most of the check's time),
+    by ``(name, n_items)``: its figures and its target. Empty with timing on: each case
+    is then measured alone, in a process of its own."""
+    config = request.config
+    if not config.getoption("benchmark_disable") or config.getoption("benchmark_enable"):
+        return {}
+    folder = tmp_path_factory.mktemp("ingestion")
+    by_environment: dict[tuple[tuple[str, str], ...], list[tuple[str, int, Path]]] = {}
+    for i, (name, n_items) in enumerate(CASES):
+        environment = tuple(sorted(ENVIRONMENT.get(name, {}).items()))
+        by_environment.setdefault(environment, []).append((name, n_items, folder / f"{i}.zarr"))
+    found = {}
+    for runs in by_environment.values():
+        for (name, n_items, target), result in zip(runs, _run(runs), strict=True):
+            found[(name, n_items)] = (result, target)
+    return found
 
 
 @pytest.mark.parametrize(("name", "n_items"), CASES)
-def test_ingestion(benchmark, tmp_path, name, n_items):
-    target = tmp_path / "soap.zarr"
+def test_ingestion(benchmark, tmp_path, checked_together, name, n_items):
+    checked = checked_together.get((name, n_items))
+    target = tmp_path / "soap.zarr" if checked is None else checked[1]
     try:
-        result = benchmark.pedantic(_run, args=(name, n_items, target), rounds=1, iterations=1)
+        # (run already: the fixture gives its figures, as pytest-benchmark wants it used)
+        measure = (
+            (lambda: checked[0])
+            if checked
+            else functools.partial(_run_alone, name, n_items, target)
+        )
+        result = benchmark.pedantic(measure, rounds=1, iterations=1)
         benchmark.extra_info.update(result, n_items=n_items, batch=BATCH)
         if name.startswith("write_batches"):
             import metatensor_dask as mtd

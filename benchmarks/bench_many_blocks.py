@@ -120,9 +120,27 @@ default run, which CI runs with timing off, stays quick)."""
 _ROWS: list[tuple[str, int, dict[str, float]]] = []
 
 
+_TIMED = [True]
+"""Whether this run times the cases (set for the module by :func:`_timing`)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _timing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """:data:`_TIMED` as pytest-benchmark's timing: off (CI's check that every case runs
+    and is right), :func:`_collect` is left out, its cost not a check (80 ms a case in
+    a test process's heap, a third of the check)."""
+    config = request.config
+    _TIMED[0] = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
+    yield
+    _TIMED[0] = True
+
+
 def _collect() -> None:
     """A full garbage collection, then the memory that the C library holds freed given
-    back to the system (glibc's ``malloc_trim``, where there is one)."""
+    back to the system (glibc's ``malloc_trim``, where there is one); nothing when the
+    run is not timed (:data:`_TIMED`)."""
+    if not _TIMED[0]:
+        return
     gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)

@@ -13,7 +13,9 @@ Sizes come from environment variables so that CI runs this quickly::
         .venv/bin/python -m pytest benchmarks/bench_pipeline_memory.py --benchmark-enable -s
 
 Defaults: 48 and 96 MiB (one and two systems of 48 atoms), 2 workers of 1 GiB (above
-the data: the small default only keeps the benchmark working). ``-s`` shows the table
+the data: the small default only keeps the benchmark working); with timing off (CI's
+run, a check that it works), the first size only: the second runs the same code on
+twice the data. ``-s`` shows the table
 (copied to ``docs/cli.md``).
 """
 
@@ -84,7 +86,14 @@ def workdir(tmp_path_factory):
         print("\n".join(ROWS))
 
 
-@pytest.mark.parametrize("size", SIZES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every size of :data:`SIZES` with timing on; the first alone with timing off."""
+    config = metafunc.config
+    timed = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
+    if "size" in metafunc.fixturenames:
+        metafunc.parametrize("size", SIZES if timed else SIZES[:1])
+
+
 def test_pipeline_memory(benchmark, workdir, size):
     source = workdir / f"x-{size}.zarr"
     with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):

@@ -59,38 +59,36 @@ def test_process_environment_wins(no_slurm_env, monkeypatch):
     assert found == [{**WORKER_ENVIRONMENT, "MALLOC_ARENA_MAX": "4"}]
 
 
-def test_rows_stay_on_one_worker(no_slurm_env):
+def test_rows_stay_on_one_worker(where):
     """Chunk ``i`` of two arrays read independently (different chunks, as the values and
     a gradient stored on their own grid) and of what combines them are on one worker."""
     rows = np.arange(160.0).reshape(80, 2)
-    with execution("local", workers=2) as where:
-        values = da.from_array(rows, chunks=(10, 2), name="values-x")
-        # stored on another grid: each task of `combined` joins pieces of two chunks
-        gradient = da.from_array(3 * rows, chunks=(16, 2), name="gradient-x").rechunk((10, 2))
-        combined = values * gradient + 1
-        persisted = where.client.persist([values, gradient, combined])
-        wait(persisted)
-        holders = where.client.who_has(persisted)
-        names = [array.name for array in persisted]
-        workers = [[holders[(name, i, 0)] for name in names] for i in range(8)]
-        for i, found in enumerate(workers):
-            assert found[0] == found[1] == found[2], f"chunk {i} on {found}"
-        # contiguous halves of the rows, one per worker
-        first = [w[0][0] for w in workers]
-        assert first[:4] == [first[0]] * 4 and first[4:] == [first[4]] * 4
-        assert first[0] != first[4]
-        np.testing.assert_array_equal(dask.compute(persisted[2])[0], 3 * rows * rows + 1)
+    values = da.from_array(rows, chunks=(10, 2), name="values-x")
+    # stored on another grid: each task of `combined` joins pieces of two chunks
+    gradient = da.from_array(3 * rows, chunks=(16, 2), name="gradient-x").rechunk((10, 2))
+    combined = values * gradient + 1
+    persisted = where.client.persist([values, gradient, combined])
+    wait(persisted)
+    holders = where.client.who_has(persisted)
+    names = [array.name for array in persisted]
+    workers = [[holders[(name, i, 0)] for name in names] for i in range(8)]
+    for i, found in enumerate(workers):
+        assert found[0] == found[1] == found[2], f"chunk {i} on {found}"
+    # contiguous halves of the rows, one per worker
+    first = [w[0][0] for w in workers]
+    assert first[:4] == [first[0]] * 4 and first[4:] == [first[4]] * 4
+    assert first[0] != first[4]
+    np.testing.assert_array_equal(dask.compute(persisted[2])[0], 3 * rows * rows + 1)
 
 
-def test_user_restrictions_are_kept(no_slurm_env):
-    with execution("local", workers=2) as where:
-        workers = sorted(where.client.scheduler_info()["workers"])
-        array = da.from_array(np.arange(40.0), chunks=5, name="restricted-x") + 1
-        with dask.annotate(workers=[workers[1]]):
-            persisted = where.client.persist(array)
-        wait(persisted)
-        holders = where.client.who_has(persisted)
-        assert {w for found in holders.values() for w in found} == {workers[1]}
+def test_user_restrictions_are_kept(where):
+    workers = sorted(where.client.scheduler_info()["workers"])
+    array = da.from_array(np.arange(40.0), chunks=5, name="restricted-x") + 1
+    with dask.annotate(workers=[workers[1]]):
+        persisted = where.client.persist(array)
+    wait(persisted)
+    holders = where.client.who_has(persisted)
+    assert {w for found in holders.values() for w in found} == {workers[1]}
 
 
 class RootsInMemory(SchedulerPlugin):
@@ -140,13 +138,35 @@ def _observe(where, prefix: str) -> RootsInMemory:
     return observer
 
 
-def test_roots_released_a_few_at_a_time(no_slurm_env):
+@pytest.fixture(scope="module")
+def two_workers():
+    """A LocalCluster of 2 workers started by ``execution`` (its placement plugin, the
+    workers' settings), shared by the tests that leave both workers running: starting
+    one took a few seconds per test. See :func:`where`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE", "NCPUS"):
+            monkeypatch.delenv(name, raising=False)
+        with execution("local", workers=2) as started:
+            yield started
+
+
+@pytest.fixture
+def where(two_workers):
+    """The shared cluster as ``execution`` leaves it: a new default placement plugin
+    (a test may replace it), and the observer of the test before removed."""
+    _replace_placement(two_workers, RowPlacement())
+    yield two_workers
+    scheduler = two_workers.client.cluster.scheduler
+    if RootsInMemory.name in scheduler.plugins:
+        scheduler.remove_plugin(name=RootsInMemory.name)
+
+
+def test_roots_released_a_few_at_a_time(where):
     """Each worker holds a bounded number of root results, however many roots it has."""
-    with execution("local", workers=2) as where:
-        _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
-        observer = _observe(where, "ones-paced")
-        total = _chain(4000, 100, "ones-paced")
-        result = where.client.compute(total, optimize_graph=False).result()
+    _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
+    observer = _observe(where, "ones-paced")
+    total = _chain(4000, 100, "ones-paced")
+    result = where.client.compute(total, optimize_graph=False).result()
     assert result == 4000 * 1000 * 30.0
     # 20 roots per worker, one thread each: one active root, and one more when the
     # worker has nothing else to run
@@ -155,14 +175,13 @@ def test_roots_released_a_few_at_a_time(no_slurm_env):
     assert observer.kept_back == 40
 
 
-def test_roots_left_to_their_worker_without_pacing(no_slurm_env):
+def test_roots_left_to_their_worker_without_pacing(where):
     """The same graph, every root sent at once: the reads run ahead (what pacing is for;
     this checks that the test above can fail)."""
-    with execution("local", workers=2) as where:
-        _replace_placement(where, RowPlacement(False))
-        observer = _observe(where, "ones-unpaced")
-        total = _chain(4000, 100, "ones-unpaced")
-        result = where.client.compute(total, optimize_graph=False).result()
+    _replace_placement(where, RowPlacement(False))
+    observer = _observe(where, "ones-unpaced")
+    total = _chain(4000, 100, "ones-unpaced")
+    result = where.client.compute(total, optimize_graph=False).result()
     assert result == 4000 * 1000 * 30.0
     assert max(observer.most.values()) > 2, observer.most
 
@@ -181,23 +200,21 @@ def test_no_pacing_where_tasks_without_worker_fail(no_slurm_env):
     assert observer.kept_back == 0
 
 
-def test_task_needing_many_held_roots(no_slurm_env):
+def test_task_needing_many_held_roots(where):
     """A task combining more roots than pacing lets a worker hold still runs: a worker
     with nothing to run gets its next root."""
-    with execution("local", workers=2) as where:
-        _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
-        x = da.ones(4000, chunks=100, name="ones-many") * 3.0
-        total = x.sum(split_every=40)
-        assert where.client.compute(total).result(timeout=60) == 12000.0
+    _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
+    x = da.ones(4000, chunks=100, name="ones-many") * 3.0
+    total = x.sum(split_every=40)
+    assert where.client.compute(total).result(timeout=60) == 12000.0
 
 
-def test_held_roots_resubmitted_after_cancel(no_slurm_env):
-    with execution("local", workers=2) as where:
-        total = _chain(4000, 100, "ones-cancelled")
-        future = where.client.compute(total, optimize_graph=False)
-        future.cancel()
-        again = where.client.compute(total, optimize_graph=False)
-        assert again.result(timeout=60) == 4000 * 1000 * 30.0
+def test_held_roots_resubmitted_after_cancel(where):
+    total = _chain(4000, 100, "ones-cancelled")
+    future = where.client.compute(total, optimize_graph=False)
+    future.cancel()
+    again = where.client.compute(total, optimize_graph=False)
+    assert again.result(timeout=60) == 4000 * 1000 * 30.0
 
 
 def test_held_roots_of_a_retired_worker(no_slurm_env):
@@ -226,19 +243,18 @@ def _late_inputs(name: str, through: bool):
 @pytest.mark.parametrize(
     ("with_rule", "through"), [(True, False), (True, True), (False, False), (False, True)]
 )
-def test_inputs_kept_back_released_with_their_data(no_slurm_env, with_rule, through):
+def test_inputs_kept_back_released_with_their_data(where, with_rule, through):
     """A chunk in memory whose task waits only for a kept-back root (directly, or
     through one task) gets that root first: each worker holds a few chunks, not all
     those read before the late roots. The same graph, that rule switched off, holds
     many (the test can fail)."""
-    with execution("local", workers=2) as where:
-        pacing = Pacing(fraction=0.0)
-        if not with_rule:
-            pacing.needed = lambda ts: {}  # type: ignore[method-assign]
-        _replace_placement(where, RowPlacement(pacing))
-        name = f"ones-late-{with_rule}-{through}"
-        observer = _observe(where, f"{name}-big")
-        total = where.client.compute(_late_inputs(name, through), optimize_graph=False).result()
+    pacing = Pacing(fraction=0.0)
+    if not with_rule:
+        pacing.needed = lambda ts: {}  # type: ignore[method-assign]
+    _replace_placement(where, RowPlacement(pacing))
+    name = f"ones-late-{with_rule}-{through}"
+    observer = _observe(where, f"{name}-big")
+    total = where.client.compute(_late_inputs(name, through), optimize_graph=False).result()
     assert total == 4000 * 1000 * 2.0
     assert len(observer.most) == 2
     if with_rule:
