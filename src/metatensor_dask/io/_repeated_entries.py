@@ -10,6 +10,7 @@ a few attribute reads a Labels, and the text naming them is made only when one r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +39,12 @@ def _block_labels(block: TensorBlock, what: Callable[[], str]) -> Iterator[_Name
 
 def _labels(data: TensorMap | TensorBlock | Labels) -> Iterator[_Named]:
     """Every Labels of ``data`` with the function naming them."""
-    from ..block import TensorBlock  # (imported when used: a worker may not need it)
-
+    # a block of this package exists only once its module is imported: a worker writing
+    # metatensor-core batches does not import it (nor dask.array, which it imports)
+    blocks = sys.modules.get("metatensor_dask.block")
     if isinstance(data, Labels):
         yield data, lambda: "the Labels"
-    elif isinstance(data, TensorBlock):
+    elif blocks is not None and isinstance(data, blocks.TensorBlock):
         yield from _block_labels(data, lambda: "the block")
     else:
         yield data.keys, lambda: "the keys"
