@@ -19,7 +19,6 @@ from ..labels import Labels
 
 if TYPE_CHECKING:
     from ..block import TensorBlock
-    from ..tensor import TensorMap
 
 __all__ = ["check_unrepeated"]
 
@@ -37,8 +36,9 @@ def _block_labels(block: TensorBlock, what: Callable[[], str]) -> Iterator[_Name
         yield from _block_labels(gradient, _named("", what, f", gradient '{parameter}'"))
 
 
-def _labels(data: TensorMap | TensorBlock | Labels) -> Iterator[_Named]:
-    """Every Labels of ``data`` with the function naming them."""
+def _labels(data: Any) -> Iterator[_Named]:
+    """Every Labels of ``data`` (a map, also one of metatensor-core seen through
+    ``ingest_core.core_view``, a block, or Labels) with the function naming them."""
     # a block of this package exists only once its module is imported: a worker writing
     # metatensor-core batches does not import it (nor dask.array, which it imports)
     blocks = sys.modules.get("metatensor_dask.block")
