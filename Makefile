@@ -25,8 +25,8 @@ demo: venv
 
 # Three pytest-xdist workers on CI's 2 cores: many tests wait on other processes (SLURM
 # jobs, cluster workers starting, processes killed and resumed), which a third worker
-# fills; the tests marked xdist_group("serial") run one after another on one worker,
-# beside the others.
+# fills; the tests of each xdist_group ("slurm", "clusters", "serial": see the README)
+# run one after another on one worker, beside the others.
 test: venv
 	$(BIN)/python -m pytest -n 3 --dist loadgroup
 

@@ -72,7 +72,7 @@ from pathlib import Path
 import pytest
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 ITEMS = int(os.environ.get("MTD_BENCH_INGEST_ITEMS", "2"))
 MEASURING = "MTD_BENCH_INGEST_ITEMS" in os.environ

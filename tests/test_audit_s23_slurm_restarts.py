@@ -26,7 +26,7 @@ from metatensor_dask.execution.cli import main
 from metatensor_dask.io.convert import to_metatensor
 from metatensor_dask.operations import multiply
 
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("slurm")
 
 CLI = [sys.executable, "-m", "metatensor_dask"]
 PIPELINE = """\

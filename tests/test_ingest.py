@@ -27,7 +27,7 @@ from metatensor_dask.io.ingest_schedule import Batches
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
 

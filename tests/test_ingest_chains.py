@@ -16,7 +16,7 @@ from metatensor_dask.io import ingest_cluster
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 ITEMS = 60
 BATCH = 2

@@ -19,7 +19,7 @@ from metatensor_dask.io._lock import Holder
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 
 def _cluster():

@@ -22,7 +22,7 @@ import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 CLI = [sys.executable, "-m", "metatensor_dask"]
 

@@ -14,7 +14,7 @@ from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 #: In each process: how many times a :class:`Counted` function was unpickled.
 UNPICKLED: list[int] = []

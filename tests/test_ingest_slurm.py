@@ -18,7 +18,7 @@ from slurm_support import require_module, require_slurm, sh
 import metatensor_dask as mtd
 
 # SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
 

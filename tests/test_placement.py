@@ -13,7 +13,7 @@ from metatensor_dask.execution._placement import Pacing, RowPlacement, row_posit
 from metatensor_dask.execution.cluster import WORKER_ENVIRONMENT, execution
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 #: Seconds a run may take before it is taken for hung: generous, since on a loaded
 #: machine (load average 11 on 2 cores) a batch that kills four workers in turn, each

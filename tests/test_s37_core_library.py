@@ -55,7 +55,7 @@ print("loaded in every batch" if loaded_in_every_batch(path) else "a batch ran f
 """
 
 
-@pytest.mark.xdist_group("serial")
+@pytest.mark.xdist_group("clusters")
 @pytest.mark.parametrize("where", ["threads", "cluster"])
 def test_no_batch_runs_before_metatensor_core_is_loaded(tmp_path, where):
     finished = subprocess.run(

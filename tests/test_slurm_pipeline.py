@@ -23,7 +23,7 @@ from metatensor_dask.datasets import featomic_like
 from metatensor_dask.execution.cli import main
 
 # SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 CLI = [sys.executable, "-m", "metatensor_dask"]
 PIPELINE = """\

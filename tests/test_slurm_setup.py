@@ -11,7 +11,7 @@ import pytest
 from slurm_support import require_module, require_slurm, sh
 
 # SLURM jobs, one test at a time: the test SLURM has the 2 CPUs of this machine
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("serial")]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 # generous: the first batch job after slurmctld starts waits ~3 s for the scheduler
 JOB_TIMEOUT = 120

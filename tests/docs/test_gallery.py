@@ -65,7 +65,7 @@ def test_featomic_batches_make_one_verified_store(tmp_path):
 
 
 # dask workers started as jobs of this machine: one such test at a time
-@pytest.mark.xdist_group("serial")
+@pytest.mark.xdist_group("clusters")
 def test_the_pipeline_runs_on_jobqueue_workers(tmp_path):
     # dask-jobqueue's local jobs are killed without being waited for when the cluster
     # closes (ResourceWarning from its own code, after the result is printed)

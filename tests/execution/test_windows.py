@@ -19,7 +19,7 @@ from metatensor_dask.execution.windows import compute_windowed, split
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
-pytestmark = pytest.mark.xdist_group("serial")
+pytestmark = pytest.mark.xdist_group("clusters")
 
 
 def _blocks_graph(blocks=6, rows=4):
