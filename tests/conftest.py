@@ -33,6 +33,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
+def two_worker_processes():
+    """A LocalCluster of 2 worker processes (one thread each), shared by the tests of a
+    module whose runs leave its workers alive, each connecting a client of its own
+    (starting one takes a few seconds)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
 def client():
     """A ``distributed`` client of a cluster in this process (one worker, two threads),
     shared by the tests of a module."""

@@ -14,7 +14,7 @@ import logging
 
 import metatensor
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import tutorial_file
@@ -78,21 +78,12 @@ class _RunSpecWarnings(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
-def two_workers():
-    """A LocalCluster of 2 worker processes shared by the maps of this module (their
-    tasks have keys of their own: each map is read from a store of its own), each
-    computed with a client of its own; starting one took a few seconds per map."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local:
-        yield local
-
-
-def test_operations_submitted_one_after_another_on_a_cluster(stored, two_workers):
+def test_operations_submitted_one_after_another_on_a_cluster(stored, two_worker_processes):
     warnings = _RunSpecWarnings()
     logger = logging.getLogger("distributed.scheduler")
     logger.addHandler(warnings)
     try:
-        with Client(two_workers) as client:
+        with Client(two_worker_processes) as client:
             # each compute is its own graph; the scheduler still knows the tasks of
             # the ones before when the next arrives
             futures = [client.compute(build(stored)) for build in OPERATIONS.values()]

@@ -117,22 +117,11 @@ def test_progress_in_a_log_is_a_line_per_tenth():
     assert "\r" not in out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def two_workers():
-    """A LocalCluster of 2 worker processes (one thread each), shared by the tests of
-    this module whose runs leave its workers alive (each connects a client of its own):
-    starting one took a few seconds per test."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local:
-        yield local
-
-
-def test_progress_shown_from_a_cluster(tmp_path, capfd, two_workers):
+def test_progress_shown_from_a_cluster(tmp_path, capfd, two_worker_processes):
     from distributed import Client
 
     with (
-        Client(two_workers),
+        Client(two_worker_processes),
         dask.config.set({"metatensor_dask.progress": True}),
     ):
         mtd.write_batches(soap, list(range(4)), tmp_path / "t.zarr", batch_size=1, window=2)
@@ -143,7 +132,7 @@ def test_progress_shown_from_a_cluster(tmp_path, capfd, two_workers):
 
 
 @pytest.mark.parametrize("chunks", [None, 3], ids=["default-chunks", "3-rows"])
-def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks, two_workers):
+def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks, two_worker_processes):
     """With 3 rows per chunk, batches span whole chunks; on a cluster, each batch is
     computed by one task (named after the function) and appended (planned, stored,
     committed) by one more."""
@@ -156,7 +145,7 @@ def test_local_cluster_writes_the_same_bytes_as_threads(tmp_path, chunks, two_wo
             soap, list(range(8)), threads, batch_size=size, window=3, chunks=chunks, quiet=True
         )
     cluster = tmp_path / "cluster.zarr"
-    with Client(two_workers), get_task_stream() as stream:
+    with Client(two_worker_processes), get_task_stream() as stream:
         mtd.write_batches(soap, list(range(8)), cluster, batch_size=size, chunks=chunks, quiet=True)
     names = sorted(task["key"].split("-")[0] for task in stream.data)
     batches = -(-8 // size)
@@ -222,7 +211,7 @@ def test_a_batch_computed_again_counts_once():
     assert batches.computed == 2
 
 
-def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path, two_workers):
+def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path, two_worker_processes):
     """The futures of a run are released as soon as their batch is committed, not by
     Python's garbage collector (disabled here): a batch kept in a reference cycle stays
     in a worker's memory after its commit, beyond the window."""
@@ -230,7 +219,7 @@ def test_no_batch_outlives_its_commit_on_a_cluster(tmp_path, two_workers):
 
     from distributed import Client
 
-    with Client(two_workers) as client:
+    with Client(two_worker_processes) as client:
         gc.collect()
         gc.disable()
         try:
@@ -331,11 +320,13 @@ def test_a_failing_batch_stops_the_run_and_resume_continues(tmp_path):
     assert store_files(path) == before
 
 
-def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(tmp_path, two_workers):
+def test_a_failing_batch_on_a_cluster_stops_the_run_and_resume_continues(
+    tmp_path, two_worker_processes
+):
     from distributed import Client
 
     path = tmp_path / "t.zarr"
-    with Client(two_workers):
+    with Client(two_worker_processes):
         with pytest.raises(
             mtd.MetatensorDaskError,
             match=r"batch 2 \(items 4 to 5, first item 4\) failed: RuntimeError: no structure "
