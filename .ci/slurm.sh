@@ -95,7 +95,7 @@ ReturnToService=2
 SlurmctldTimeout=10
 SlurmdTimeout=10
 KillWait=5
-MinJobAge=60
+MinJobAge=300
 MaxJobCount=10000
 # the default batch_sched_delay=3 holds back batch jobs for up to 3 s
 SchedulerParameters=batch_sched_delay=0

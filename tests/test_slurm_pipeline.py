@@ -94,7 +94,7 @@ def _jobs(name):
 
 def _known_jobs(name):
     """Every job of that name slurmctld knows, finished or cancelled ones included (it
-    keeps them for MinJobAge = 60 s)."""
+    keeps them for MinJobAge = 300 s)."""
     jobs = sh("scontrol", "show", "job", "--oneliner").splitlines()
     return [job for job in jobs if f" JobName={name} " in f" {job} "]
 
@@ -174,24 +174,35 @@ def submissions(workdir):
     job, so that the jobs run side by side (the node has two CPUs, each job's cluster
     uses one): ``plain`` from
     ``workdir``, ``quoted`` from a directory whose name has spaces, quotes and shell
-    syntax. Each: the directory, the job name and the finished ``submit``."""
+    syntax. Each: the directory, the job name, the finished ``submit`` and the job's
+    final state. Both jobs are waited for here: a test reading its job's state after
+    the other test ran would find it forgotten by slurmctld once MinJobAge passed."""
     directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
     directory.mkdir()
     os.symlink(workdir / "x.zarr", directory / "x.zarr")
     pipeline = directory / "pipeline.yaml"
     pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
-    return {
+    submitted = {
         "plain": (workdir, *_submitted(_pipeline(workdir, "submitted.zarr"))),
         "quoted": (directory, *_submitted(pipeline, directory)),
     }
+    return {
+        case: (where, name, result, _final_state(result))
+        for case, (where, name, result) in submitted.items()
+    }
+
+
+def _final_state(submit: subprocess.CompletedProcess) -> str | None:
+    """The final state of the job ``submit`` printed, ``None`` if it failed."""
+    return wait_for_job(submit.stdout.strip(), TIMEOUT) if submit.returncode == 0 else None
 
 
 def test_submit_runs_to_completion(workdir, submissions):
-    _, name, result = submissions["plain"]
+    _, name, result, state = submissions["plain"]
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit()
-    assert wait_for_job(job, TIMEOUT) == "COMPLETED"
+    assert state == "COMPLETED"
     log = (workdir / f"{name}-{job}.log").read_text()
     assert f"wrote {workdir / 'submitted.zarr'} in " in log
     assert "on LocalCluster (1 worker x 1 thread, 2.00 GiB each)" in log  # sized from the job
@@ -247,10 +258,10 @@ def test_killed_job_resumes_when_resubmitted(workdir):
 def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submissions):
     """The job starts in, and writes next to, a directory whose name has spaces, quotes
     and shell syntax; nothing of that name runs."""
-    directory, name, result = submissions["quoted"]
+    directory, name, result, state = submissions["quoted"]
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
-    assert wait_for_job(job, TIMEOUT) == "COMPLETED"
+    assert state == "COMPLETED"
     log = (directory / f"{name}-{job}.log").read_text()
     assert f"wrote {directory / 'out.zarr'} in " in log
     assert_equal_stores(directory.parent, os.path.join(directory.name, "out.zarr"))
