@@ -23,6 +23,13 @@ Sizes come from environment variables; the defaults keep the normal test run fas
         .venv/bin/python -m pytest benchmarks/bench_medium_maps.py --benchmark-enable -s
 
 (~260 MiB, 120 MiB and 150 MiB maps of 18, 45 and 18 blocks).
+
+With timing off and no sizes given (CI's check that every operation runs and equals
+metatensor), the maps have fewer blocks: angular momenta up to 1 (18 blocks of the
+spherical expansion, not 45; the power spectrum's keys do not depend on it) and a
+featomic-like map of two atomic types (6 blocks, not 18). Every operation then runs on
+the same kinds of blocks (with and without components, with ``positions`` and
+``strain`` gradients) at a fraction of the tasks.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ MAX_RADIAL = int(os.environ.get("MTD_BENCH_MAX_RADIAL", "1"))
 FEATOMIC_LIKE = os.environ.get("MTD_BENCH_FEATOMIC_LIKE", "128KiB")
 CHUNKS = os.environ.get("MTD_BENCH_CHUNKS", "8MiB")
 REPEATS = int(os.environ.get("MTD_BENCH_REPEATS", "1"))
+SIZES_GIVEN = any(
+    name in os.environ
+    for name in ("MTD_BENCH_MOLECULES", "MTD_BENCH_CELLS", "MTD_BENCH_FEATOMIC_LIKE")
+)
 MODES = ["memory", "chunked", "zarr"]
 
 CUTOFF = {"radius": 4.0, "smoothing": {"type": "ShiftedCosine", "width": 0.5}}
@@ -84,20 +95,23 @@ def _cells(rng: np.random.Generator) -> list[Any]:
     return systems
 
 
-def _descriptors() -> dict[str, metatensor.TensorMap]:
+def _descriptors(small: bool) -> dict[str, metatensor.TensorMap]:
+    """The three maps; with ``small``, those of fewer blocks (the module's docstring)."""
     rng = np.random.default_rng(0)
     radial = {"type": "Gto", "max_radial": MAX_RADIAL}
     power = featomic.SoapPowerSpectrum(
         cutoff=CUTOFF,
         density=DENSITY,
-        basis={"type": "TensorProduct", "max_angular": 3, "radial": radial},
+        basis={"type": "TensorProduct", "max_angular": 1 if small else 3, "radial": radial},
     )
     expansion = featomic.SphericalExpansion(
         cutoff=CUTOFF,
         density=DENSITY,
-        basis={"type": "TensorProduct", "max_angular": 4, "radial": radial},
+        basis={"type": "TensorProduct", "max_angular": 1 if small else 4, "radial": radial},
     )
-    kwargs = {"atoms_per_system": 16, "neighbors": (8, 16)}
+    kwargs: dict[str, Any] = {"atoms_per_system": 16, "neighbors": (8, 16)}
+    if small:
+        kwargs["types"] = (1, 6)
     systems = systems_for_size(FEATOMIC_LIKE, **kwargs)
     generated = featomic_like(systems, chunks=CHUNKS, **kwargs)  # type: ignore[arg-type]
     return {
@@ -115,11 +129,15 @@ def _nbytes(tensor: metatensor.TensorMap) -> int:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[str, Any]]]:
+def inputs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, dict[str, Any]]]:
     """For each map: metatensor's and metatensor-dask's in each of :data:`MODES`."""
+    config = request.config
+    timed = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
     folder = tmp_path_factory.mktemp("medium")
     result = {}
-    for name, theirs in _descriptors().items():
+    for name, theirs in _descriptors(small=not (timed or SIZES_GIVEN)).items():
         path = folder / f"{name.replace(' ', '-')}.mts"
         metatensor.save(str(path), theirs)
         mtd.to_zarr(mtd.load(path, chunks=CHUNKS), folder / path.with_suffix(".zarr").name)

@@ -13,9 +13,11 @@ Sizes come from environment variables so that CI runs this quickly::
         .venv/bin/python -m pytest benchmarks/bench_pipeline_memory.py --benchmark-enable -s
 
 Defaults: 48 and 96 MiB (one and two systems of 48 atoms), 2 workers of 1 GiB (above
-the data: the small default only keeps the benchmark working); with timing off (CI's
-run, a check that it works), the first size only: the second runs the same code on
-twice the data. ``-s`` shows the table
+the data: the small default only keeps the benchmark working). With timing off (CI's
+run, a check that it works), one smaller case instead, :data:`CHECK`: two systems of 8
+atoms (4.5 MiB) in chunks of 1 MiB, so that the same command still runs on a cluster
+over several chunks and several systems per block, at a tenth of the bytes to generate,
+write, compute and check. ``-s`` shows the table
 (copied to ``docs/cli.md``).
 """
 
@@ -45,6 +47,8 @@ MEMORY = os.environ.get("MTD_BENCH_PIPELINE_MEMORY", "1GiB")
 WORKERS = os.environ.get("MTD_BENCH_PIPELINE_WORKERS", "2")
 CHUNK_SIZE = os.environ.get("MTD_BENCH_PIPELINE_CHUNK", "16MiB")
 ROWS: list[str] = []
+CHECK = "check"
+"""The case of a run with timing off: a store of :func:`_dataset` ``(2, 8, "1MiB")``."""
 
 
 def _run_measured(command: list[str]) -> tuple[float, int]:
@@ -87,17 +91,25 @@ def workdir(tmp_path_factory):
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every size of :data:`SIZES` with timing on; the first alone with timing off."""
+    """Every size of :data:`SIZES` with timing on; :data:`CHECK` alone with timing off."""
     config = metafunc.config
     timed = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
     if "size" in metafunc.fixturenames:
-        metafunc.parametrize("size", SIZES if timed else SIZES[:1])
+        metafunc.parametrize("size", SIZES if timed else [CHECK])
+
+
+def _dataset(size: str) -> tuple[int, int, str]:
+    """Systems, atoms per system and chunk size of the store of the case ``size``."""
+    if size == CHECK:
+        return 2, 8, "1MiB"
+    return systems_for_size(size), 48, CHUNK_SIZE
 
 
 def test_pipeline_memory(benchmark, workdir, size):
     source = workdir / f"x-{size}.zarr"
-    with dask.config.set({"metatensor_dask.chunk-size": CHUNK_SIZE}):
-        tensor = featomic_like(systems_for_size(size))
+    systems, atoms, chunk_size = _dataset(size)
+    with dask.config.set({"metatensor_dask.chunk-size": chunk_size}):
+        tensor = featomic_like(systems, atoms)
         nbytes = sum(int(a.nbytes) for a in tensor._arrays())
         tensor.to_zarr(str(source))
     output = workdir / f"out-{size}.zarr"

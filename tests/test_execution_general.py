@@ -6,6 +6,8 @@ import io
 import logging
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import dask
 import metatensor
@@ -17,6 +19,17 @@ from metatensor_dask.datasets import tutorial_file
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 SPHERICAL = tutorial_file("spherical-expansion.npz")
+
+
+@pytest.fixture(scope="module")
+def other_process():
+    """A pool of one spawned process (as dask's ``"processes"`` scheduler starts by
+    default), shared by the tests of the module: each test gives it to
+    ``dask.compute(..., scheduler="processes", pool=...)``, whose tasks then run in
+    another process as they would in a pool of their own, without an interpreter start
+    and imports per test."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        yield pool
 
 
 def _chunk_files(path):
@@ -120,7 +133,9 @@ def test_a_second_write_while_a_delayed_one_waits_says_to_compute_it_first(tmp_p
 
 
 @pytest.mark.parametrize("kind", ["object", "url"])
-def test_a_delayed_write_to_a_memory_store_refuses_tasks_in_other_processes(tmp_path, kind):
+def test_a_delayed_write_to_a_memory_store_refuses_tasks_in_other_processes(
+    tmp_path, kind, other_process
+):
     # the scheduler is chosen when the Delayed is computed, after to_zarr checked it: the
     # tasks stored a copy of a MemoryStore (silently: the store stayed incomplete), or
     # found no lock in their own empty memory:// (and said the Delayed had already run)
@@ -130,7 +145,7 @@ def test_a_delayed_write_to_a_memory_store_refuses_tasks_in_other_processes(tmp_
     tensor = mtd.load(SPHERICAL)
     delayed = mtd.to_zarr(tensor, store, compute=False)
     with pytest.raises(mtd.MetatensorDaskError, match="memory store can not be used here"):
-        dask.compute(delayed, scheduler="processes", num_workers=1)
+        dask.compute(delayed, scheduler="processes", pool=other_process)
     # the threaded scheduler still writes it; its lock was kept
     mtd.to_zarr(tensor, store, resume=True)
     assert mtd.equal(mtd.open_zarr(store), tensor)
@@ -157,7 +172,7 @@ def test_a_lazy_tensor_reading_a_store_is_refused_before_overwriting_it(tmp_path
     assert_equal_to_metatensor(mtd.open_zarr(out), metatensor.load(SPHERICAL))
 
 
-def test_a_delayed_append_to_a_memory_store_refuses_tasks_in_other_processes():
+def test_a_delayed_append_to_a_memory_store_refuses_tasks_in_other_processes(other_process):
     # the append was committed to a copy: dask.compute returned, the rows never came
     from zarr.storage import MemoryStore
 
@@ -168,7 +183,7 @@ def test_a_delayed_append_to_a_memory_store_refuses_tasks_in_other_processes():
     mtd.to_zarr(tensor, store)
     delayed = mtd.to_zarr(other, store, append_dim="samples", compute=False)
     with pytest.raises(mtd.MetatensorDaskError, match="memory store can not be used here"):
-        dask.compute(delayed, scheduler="processes", num_workers=1)
+        dask.compute(delayed, scheduler="processes", pool=other_process)
     mtd.to_zarr(other, store, append_dim="samples", resume=True)
     joined = mtd.join([tensor, other], axis="samples")
     assert mtd.equal(mtd.open_zarr(store), joined)

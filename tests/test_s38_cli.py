@@ -4,6 +4,7 @@ that a killed save of a metatensor file leaves."""
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,11 +25,20 @@ def _tensor():
     return featomic_like(2, 6, neighbors=(2, 4), chunks=4)
 
 
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store of :func:`_tensor`, written once for the module's tests to copy."""
+    path = tmp_path_factory.mktemp("s38-cli") / "f.zarr"
+    _tensor().to_zarr(str(path))
+    return path
+
+
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder with a small featomic-like store, f.zarr, and a pipeline of one step
-    into out.zarr; the current directory."""
-    _tensor().to_zarr(str(tmp_path / "f.zarr"))
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stored: Path) -> Path:
+    """A folder with a small featomic-like store, f.zarr (a copy of the module's: its
+    files as written), and a pipeline of one step into out.zarr; the current
+    directory."""
+    shutil.copytree(stored, tmp_path / "f.zarr")
     (tmp_path / "p.yaml").write_text(
         "inputs: {x: f.zarr}\nsteps: [{op: pow, args: {B: 2}}]\noutput: out.zarr\n"
     )

@@ -9,6 +9,7 @@ nobody held does not look for them (it does not walk the store)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,12 +91,25 @@ def _assert_appended(path: Path) -> None:
     assert_equal_to_join(mtd.open_zarr(path), [first, shifted(second, largest + 1)])
 
 
-@pytest.mark.parametrize("then", ["resume", "discard"])
-def test_a_killed_appends_temporary_files_are_noted_and_removed_after(tmp_path, then):
-    path = tmp_path / "killed.zarr"
+@pytest.fixture(scope="module")
+def killed_append(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of ``make_metatensor(0)`` whose append of ``make_metatensor(1)`` was
+    killed (by :data:`KILLED`) before it renamed a temporary file: made once, each test
+    takes a copy (its files, their contents and times), as if its own writer was
+    killed."""
+    path = tmp_path_factory.mktemp("killed") / "killed.zarr"
     mtd.from_metatensor(make_metatensor(0)).to_zarr(path, chunks=3)
     killed = _run(KILLED.format(folder=str(Path(__file__).parent)), str(path))
     assert killed.returncode == -9, killed.stdout + killed.stderr
+    return path
+
+
+@pytest.mark.parametrize("then", ["resume", "discard"])
+def test_a_killed_appends_temporary_files_are_noted_and_removed_after(
+    tmp_path, killed_append, then
+):
+    path = tmp_path / "killed.zarr"
+    shutil.copytree(killed_append, path)
     (left,) = _temporaries(path)
     # as zarr's local store names its own (the chunk key's last suffix replaced)
     zarrs = path / "blocks/0/properties" / f"c.{uuid.uuid4().hex}.partial"

@@ -6,8 +6,6 @@ differs and how (its name, its number of entries, or the first entry that differ
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import metatensor
@@ -17,6 +15,7 @@ from test_s24_append_refusals import location_state
 
 import metatensor_dask as mtd
 from metatensor_dask.errors import MetatensorDaskError
+from metatensor_dask.execution.cli import main
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 Labels = metatensor.Labels
@@ -201,7 +200,9 @@ def test_write_batches_names_the_component_of_the_batch_that_differs(tmp_path, c
     assert "2 of 3 batches committed" in report.problems[0]
 
 
-def test_convert_append_names_the_component_of_the_source_that_differs(tmp_path):
+def test_convert_append_names_the_component_of_the_source_that_differs(tmp_path, capsys):
+    """The command line's ``main`` in this process (what ``metatensor-dask convert``
+    runs): the refusal and its message are the command's, not the interpreter's."""
     changes, _ = CASES["mu of another size"]
     path = tmp_path / "expansion.zarr"
     _stored(path)
@@ -209,14 +210,9 @@ def test_convert_append_names_the_component_of_the_source_that_differs(tmp_path)
     metatensor.save(str(sources[0]), _tensor([0, 1], changes))
     metatensor.save(str(sources[1]), _tensor([0, 1, 2], changes))
     before = location_state(path)
-    command = [sys.executable, "-m", "metatensor_dask", "convert", *map(str, sources)]
-    done = subprocess.run(
-        [*command, str(path), "--append", "--renumber", "system"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode != 0
-    assert "the block (o3_lambda=2) has other components than the stored ones: its " in done.stderr
-    assert "component 0 (o3_mu): 3 entries, the store's 5" in done.stderr
+    code = main(["convert", *map(str, sources), str(path), "--append", "--renumber", "system"])
+    stderr = capsys.readouterr().err
+    assert code != 0
+    assert "the block (o3_lambda=2) has other components than the stored ones: its " in stderr
+    assert "component 0 (o3_mu): 3 entries, the store's 5" in stderr
     assert location_state(path) == before

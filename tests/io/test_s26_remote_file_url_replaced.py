@@ -45,8 +45,16 @@ def test_an_append_whose_root_does_not_fit_leaves_the_store_as_it_was(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(url), make_metatensor(1))
     assert not list(path.rglob("*.partial"))
 
-    done = run_python(LIMITED, url, str(2**40), APPEND.replace("{resume}", ", resume=True"))
-    assert done == "done"
+    # the resume of a user who made room, in this process (a new interpreter for it took
+    # seconds): the append that failed has exited, as after a full disk
+    appended = mtd.from_metatensor(make_metatensor(2))
+    appended.to_zarr(
+        url,
+        append_dim="samples",
+        renumber={"system": "next"},
+        storage_options={"auto_mkdir": True},
+        resume=True,
+    )
     _assert_appended(url)
 
 

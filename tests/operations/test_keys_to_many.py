@@ -160,16 +160,20 @@ def test_many_row_chunks_are_arrays_of_their_own():
     assert_equal_to_metatensor(result, theirs.keys_to_samples("k"))
 
 
+@pytest.fixture(scope="module")
+def uniform_maps() -> dict[int, mtd.TensorMap]:
+    """``many(n, uniform=True)`` in metatensor-dask for 30 and 600 blocks, built once
+    for the tests of the module (operations leave their inputs as they are)."""
+    return {n: mtd.from_metatensor(many(n, uniform=True)) for n in (30, 600)}
+
+
 @pytest.mark.parametrize("name", ["samples", "properties"])
-def test_tasks_grow_with_chunks_not_blocks(name):
+def test_tasks_grow_with_chunks_not_blocks(name, uniform_maps):
     """The same number of tasks for 30 and 600 blocks when the outputs fit in a chunk;
     with small chunks, one task per row chunk (and one per buffer)."""
-    counts = []
-    for n_blocks in (30, 600):
-        ours = mtd.from_metatensor(many(n_blocks, uniform=True))
-        counts.append(scheduled_tasks(CASES[name][0](ours)))
+    counts = [scheduled_tasks(CASES[name][0](uniform_maps[n])) for n in (30, 600)]
     assert counts[0] == counts[1]
-    ours = mtd.from_metatensor(many(600, uniform=True))
+    ours = uniform_maps[600]
     with dask.config.set({"metatensor_dask.chunk-size": "4KiB"}):
         result = CASES[name][0](ours)
     arrays = [a for block in result.blocks() for a in block._arrays()]
