@@ -6,6 +6,13 @@ must give metatensor's result (values and gradients) and a store that ``verify``
 accepts. A restart whose inputs changed meanwhile must refuse, never mix two inputs in
 one store. On the test SLURM, a second job submitted for the same output while the
 first runs must fail naming the first, which finishes undisturbed.
+
+The stopped runs are processes of their own (the stop is what they test); the refused
+and resumed runs that follow are ``main([...])`` in this process (both refusals come
+before any cluster starts), the resumed ones on the module's 2-worker LocalCluster
+(``--cluster`` its scheduler address): a resume reads the stopped run's records the
+same way on any cluster, and a new interpreter starting a LocalCluster for each took
+several seconds.
 """
 
 import os
@@ -17,7 +24,7 @@ import uuid
 
 import metatensor
 import pytest
-from pipeline_support import is_complete, recorded, wait_for_records
+from pipeline_support import is_complete, recorded, run, wait_for_records
 from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
@@ -61,14 +68,26 @@ def directory(tmp_path):
     return _inputs(tmp_path, 2, 12)
 
 
-def _run(directory, *options):
-    return subprocess.run(
-        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q", *options],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+def _refused(directory, capsys, *options):
+    """``run`` of the pipeline in ``directory`` (in this process), which must refuse to
+    write before it starts its LocalCluster; its stderr."""
+    code, _, err = run_in(directory, capsys, "--cluster", "local", "--workers", "2", *options)
+    assert code == 1, err
+    return err
+
+
+def _resumed(directory, capsys, cluster):
+    """``run --resume`` of the pipeline in ``directory`` (in this process) on the
+    LocalCluster ``cluster``, which must succeed."""
+    code, _, err = run_in(directory, capsys, "--cluster", cluster.scheduler_address, "--resume")
+    assert code == 0, err
+
+
+def run_in(directory, capsys, *options):
+    """``run p.yaml -q *options`` from ``directory``: (exit code, stdout, stderr)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        return run(capsys, "run", "p.yaml", "-q", *options)
 
 
 def _stopped_run(directory, signals):
@@ -101,25 +120,26 @@ def _assert_verified(store):
     assert main(["verify", store, "-q"]) == 0
 
 
-def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
+def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(
+    directory, capsys, two_worker_processes
+):
     store = str(directory / "out.zarr")
     code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
     assert code in (143, -signal.SIGKILL)  # ended by itself, or killed 5 s later
     assert not is_complete(store), "the run ended before it could be stopped"
 
-    refused = _run(directory)
-    assert refused.returncode == 1
-    assert "pass --resume to finish an interrupted run" in refused.stderr
+    assert "pass --resume to finish an interrupted run" in _refused(directory, capsys)
 
-    resumed = _run(directory, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    _resumed(directory, capsys, two_worker_processes)
     _assert_verified(store)
     metatensor.allclose_raise(
         _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
     )
 
 
-def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
+def test_a_restart_with_other_input_values_refuses_to_mix_them(
+    directory, capsys, two_worker_processes
+):
     store = str(directory / "out.zarr")
     _stopped_run(directory, [signal.SIGKILL])
     assert not is_complete(store), "the run ended before it could be killed"
@@ -131,16 +151,14 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
     shutil.rmtree(directory / "x.zarr")
     os.rename(directory / "x2.zarr", directory / "x.zarr")
 
-    refused = _run(directory, "--resume")
-    assert refused.returncode == 1
-    assert f"cannot resume {store}" in refused.stderr
-    assert "another computation" in refused.stderr
-    assert f"delete {store} to start over" in refused.stderr
+    refused = _refused(directory, capsys, "--resume")
+    assert f"cannot resume {store}" in refused
+    assert "another computation" in refused
+    assert f"delete {store} to start over" in refused
     assert not is_complete(store) and recorded(store) == written
 
     shutil.rmtree(store)
-    restarted = _run(directory, "--resume")  # what a requeued job runs
-    assert restarted.returncode == 0, restarted.stderr
+    _resumed(directory, capsys, two_worker_processes)  # what a requeued job runs
     _assert_verified(store)
     metatensor.allclose_raise(
         _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
