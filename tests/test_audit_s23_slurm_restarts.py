@@ -165,23 +165,25 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(
     )
 
 
-def _submitted(submit, directory):
-    """The id of the job that ``submit`` (run in ``directory``) submitted."""
-    return subprocess.run(
-        submit, cwd=directory, capture_output=True, text=True, timeout=60, check=True
-    ).stdout.strip()
+def _submitted(directory, capsys, *options):
+    """The id of the job that ``submit p.yaml *options`` (run in ``directory``, in this
+    process: the job, not the command, is what runs elsewhere) submitted."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        code, out, err = run(capsys, "submit", "p.yaml", *options)
+    assert code == 0, err
+    return out.strip()
 
 
 @pytest.mark.slurm
-def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
+def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path, capsys):
     require_slurm()
     require_module("dask_jobqueue")
     directory = _inputs(tmp_path, 2, 12)
     store = str(directory / "out.zarr")
     name = f"mtd-{uuid.uuid4().hex[:8]}"
-    submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]
-    submit += ["--requeue", "-q"]
-    jobs = [_submitted(submit, directory)]
+    submit = ["--mem", "2G", "--cpus", "1", "--job-name", name, "--requeue", "-q"]
+    jobs = [_submitted(directory, capsys, *submit)]
     try:
         assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
         first = jobs[0]
@@ -189,7 +191,7 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
         # the second one runs: it can not finish first, whatever the machine's speed
         sh("scontrol", "suspend", first)
         try:
-            jobs.append(_submitted(submit, directory))
+            jobs.append(_submitted(directory, capsys, *submit))
             second = jobs[1]
             state = wait_for_job(second, TIMEOUT)
             assert not is_complete(store)
