@@ -15,7 +15,7 @@ import uuid
 import dask
 import numpy as np
 import pytest
-from pipeline_support import is_complete, wait_for_records
+from pipeline_support import is_complete, run, wait_for_records
 from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
@@ -178,16 +178,22 @@ def test_submit_runs_to_completion(submission):
     assert_equal_stores(directory, "out.zarr")
 
 
-def _cancel_while_writing(submit: list[str], store: str) -> None:
+def _job_of(submit: list[str], capsys) -> str:
+    """The id of the job that ``submit`` (the command line's arguments, run by
+    ``main`` in this process: the job is what runs elsewhere) submitted."""
+    code, out, err = run(capsys, *submit)
+    assert code == 0, err
+    return out.strip()
+
+
+def _cancel_while_writing(submit: list[str], store: str, capsys) -> None:
     """Submit the job and cancel it while it writes ``store``. A job whose last chunks
     were written before its cancellation took effect (on a quiet machine they take a
     fraction of a second) left nothing to resume: it is submitted again on a new store,
     up to three times."""
     for _ in range(3):
         shutil.rmtree(store, ignore_errors=True)
-        first = subprocess.run(
-            submit, capture_output=True, text=True, timeout=60, check=True
-        ).stdout.strip()
+        first = _job_of(submit, capsys)
         assert wait_for_records(store, 20, TIMEOUT), "the first job did not start writing"
         sh("scancel", first)
         state = wait_for_job(first, TIMEOUT)
@@ -197,12 +203,12 @@ def _cancel_while_writing(submit: list[str], store: str) -> None:
     pytest.fail("the job finished before its cancellation took effect, three times")
 
 
-def test_killed_job_resumes_when_resubmitted(workdir):
+def test_killed_job_resumes_when_resubmitted(workdir, capsys):
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     store = str(workdir / "resumed.zarr")
     pipeline = _pipeline(workdir, "resumed.zarr")
-    submit = [*CLI, "submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
-    _cancel_while_writing(submit, store)
+    submit = ["submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
+    _cancel_while_writing(submit, store, capsys)
     written = {
         os.path.join(root, f): os.stat(os.path.join(root, f)).st_mtime_ns
         for root, _, files in os.walk(os.path.join(store, "blocks"))
@@ -211,9 +217,7 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     }
     assert written, "the first job wrote no chunk"
 
-    second = subprocess.run(
-        submit, capture_output=True, text=True, timeout=60, check=True
-    ).stdout.strip()
+    second = _job_of(submit, capsys)
     assert wait_for_job(second, TIMEOUT) == "COMPLETED"
     log = (workdir / f"{name}-{second}.log").read_text()
     assert f"resuming {store} (3 steps)" in log
