@@ -71,7 +71,7 @@ def directory(tmp_path):
 def _refused(directory, capsys, *options):
     """``run`` of the pipeline in ``directory`` (in this process), which must refuse to
     write before it starts its LocalCluster; its stderr."""
-    code, _, err = run_in(directory, capsys, "--cluster", "local", "--workers", "2", *options)
+    code, _, err = _run_in(directory, capsys, "--cluster", "local", "--workers", "2", *options)
     assert code == 1, err
     return err
 
@@ -79,23 +79,24 @@ def _refused(directory, capsys, *options):
 def _resumed(directory, capsys, cluster):
     """``run --resume`` of the pipeline in ``directory`` (in this process) on the
     LocalCluster ``cluster``, which must succeed."""
-    code, _, err = run_in(directory, capsys, "--cluster", cluster.scheduler_address, "--resume")
+    code, _, err = _run_in(directory, capsys, "--cluster", cluster.scheduler_address, "--resume")
     assert code == 0, err
 
 
-def run_in(directory, capsys, *options):
+def _run_in(directory, capsys, *options):
     """``run p.yaml -q *options`` from ``directory``: (exit code, stdout, stderr)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(directory)
         return run(capsys, "run", "p.yaml", "-q", *options)
 
 
-def _stopped_run(directory, signals):
-    """A run into ``out.zarr`` sent each of ``signals`` in turn (5 s apart while it
-    lives) once it recorded a few chunks; its exit code."""
+def _stopped_run(directory, signals, workers=2):
+    """A run into ``out.zarr`` on a LocalCluster of ``workers`` worker processes, sent
+    each of ``signals`` in turn (5 s apart while it lives) once it recorded a few chunks;
+    its exit code."""
     store = str(directory / "out.zarr")
     process = subprocess.Popen(
-        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q"],
+        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", str(workers), "-q"],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -141,7 +142,9 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(
     directory, capsys, two_worker_processes
 ):
     store = str(directory / "out.zarr")
-    _stopped_run(directory, [signal.SIGKILL])
+    # (one worker process: what is checked is the restart, and each worker process
+    # started is a new interpreter)
+    _stopped_run(directory, [signal.SIGKILL], workers=1)
     assert not is_complete(store), "the run ended before it could be killed"
     written = recorded(store)
 
