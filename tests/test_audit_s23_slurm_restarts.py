@@ -69,8 +69,8 @@ def directory(tmp_path):
 
 
 def _refused(directory, capsys, *options):
-    """``run`` of the pipeline in ``directory`` (in this process), which must refuse to
-    write before it starts its LocalCluster; its stderr."""
+    """``run --cluster local`` of the pipeline in ``directory`` (in this process: its
+    refusals come before its LocalCluster starts), which must refuse; its stderr."""
     code, _, err = _run_in(directory, capsys, "--cluster", "local", "--workers", "2", *options)
     assert code == 1, err
     return err
