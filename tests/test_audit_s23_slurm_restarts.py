@@ -6,6 +6,13 @@ must give metatensor's result (values and gradients) and a store that ``verify``
 accepts. A restart whose inputs changed meanwhile must refuse, never mix two inputs in
 one store. On the test SLURM, a second job submitted for the same output while the
 first runs must fail naming the first, which finishes undisturbed.
+
+The stopped runs are processes of their own (the stop is what they test); the refused
+and resumed runs that follow are ``main([...])`` in this process (both refusals come
+before any cluster starts), the resumed ones on the module's 2-worker LocalCluster
+(``--cluster`` its scheduler address): a resume reads the stopped run's records the
+same way on any cluster, and a new interpreter starting a LocalCluster for each took
+several seconds.
 """
 
 import os
@@ -17,7 +24,7 @@ import uuid
 
 import metatensor
 import pytest
-from pipeline_support import is_complete, recorded, wait_for_records
+from pipeline_support import is_complete, recorded, run, wait_for_records
 from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
@@ -61,22 +68,35 @@ def directory(tmp_path):
     return _inputs(tmp_path, 2, 12)
 
 
-def _run(directory, *options):
-    return subprocess.run(
-        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q", *options],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+def _refused(directory, capsys, *options):
+    """``run --cluster local`` of the pipeline in ``directory`` (in this process: its
+    refusals come before its LocalCluster starts), which must refuse; its stderr."""
+    code, _, err = _run_in(directory, capsys, "--cluster", "local", "--workers", "2", *options)
+    assert code == 1, err
+    return err
 
 
-def _stopped_run(directory, signals):
-    """A run into ``out.zarr`` sent each of ``signals`` in turn (5 s apart while it
-    lives) once it recorded a few chunks; its exit code."""
+def _resumed(directory, capsys, cluster):
+    """``run --resume`` of the pipeline in ``directory`` (in this process) on the
+    LocalCluster ``cluster``, which must succeed."""
+    code, _, err = _run_in(directory, capsys, "--cluster", cluster.scheduler_address, "--resume")
+    assert code == 0, err
+
+
+def _run_in(directory, capsys, *options):
+    """``run p.yaml -q *options`` from ``directory``: (exit code, stdout, stderr)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        return run(capsys, "run", "p.yaml", "-q", *options)
+
+
+def _stopped_run(directory, signals, workers=2):
+    """A run into ``out.zarr`` on a LocalCluster of ``workers`` worker processes, sent
+    each of ``signals`` in turn (5 s apart while it lives) once it recorded a few chunks;
+    its exit code."""
     store = str(directory / "out.zarr")
     process = subprocess.Popen(
-        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "2", "-q"],
+        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", str(workers), "-q"],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -101,27 +121,30 @@ def _assert_verified(store):
     assert main(["verify", store, "-q"]) == 0
 
 
-def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(directory):
+def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(
+    directory, capsys, two_worker_processes
+):
     store = str(directory / "out.zarr")
     code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
     assert code in (143, -signal.SIGKILL)  # ended by itself, or killed 5 s later
     assert not is_complete(store), "the run ended before it could be stopped"
 
-    refused = _run(directory)
-    assert refused.returncode == 1
-    assert "pass --resume to finish an interrupted run" in refused.stderr
+    assert "pass --resume to finish an interrupted run" in _refused(directory, capsys)
 
-    resumed = _run(directory, "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    _resumed(directory, capsys, two_worker_processes)
     _assert_verified(store)
     metatensor.allclose_raise(
         _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
     )
 
 
-def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
+def test_a_restart_with_other_input_values_refuses_to_mix_them(
+    directory, capsys, two_worker_processes
+):
     store = str(directory / "out.zarr")
-    _stopped_run(directory, [signal.SIGKILL])
+    # (one worker process: what is checked is the restart, and each worker process
+    # started is a new interpreter)
+    _stopped_run(directory, [signal.SIGKILL], workers=1)
     assert not is_complete(store), "the run ended before it could be killed"
     written = recorded(store)
 
@@ -131,39 +154,39 @@ def test_a_restart_with_other_input_values_refuses_to_mix_them(directory):
     shutil.rmtree(directory / "x.zarr")
     os.rename(directory / "x2.zarr", directory / "x.zarr")
 
-    refused = _run(directory, "--resume")
-    assert refused.returncode == 1
-    assert f"cannot resume {store}" in refused.stderr
-    assert "another computation" in refused.stderr
-    assert f"delete {store} to start over" in refused.stderr
+    refused = _refused(directory, capsys, "--resume")
+    assert f"cannot resume {store}" in refused
+    assert "another computation" in refused
+    assert f"delete {store} to start over" in refused
     assert not is_complete(store) and recorded(store) == written
 
     shutil.rmtree(store)
-    restarted = _run(directory, "--resume")  # what a requeued job runs
-    assert restarted.returncode == 0, restarted.stderr
+    _resumed(directory, capsys, two_worker_processes)  # what a requeued job runs
     _assert_verified(store)
     metatensor.allclose_raise(
         _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
     )
 
 
-def _submitted(submit, directory):
-    """The id of the job that ``submit`` (run in ``directory``) submitted."""
-    return subprocess.run(
-        submit, cwd=directory, capture_output=True, text=True, timeout=60, check=True
-    ).stdout.strip()
+def _submitted(directory, capsys, *options):
+    """The id of the job that ``submit p.yaml *options`` (run in ``directory``, in this
+    process: the job, not the command, is what runs elsewhere) submitted."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        code, out, err = run(capsys, "submit", "p.yaml", *options)
+    assert code == 0, err
+    return out.strip()
 
 
 @pytest.mark.slurm
-def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
+def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path, capsys):
     require_slurm()
     require_module("dask_jobqueue")
     directory = _inputs(tmp_path, 2, 12)
     store = str(directory / "out.zarr")
     name = f"mtd-{uuid.uuid4().hex[:8]}"
-    submit = [*CLI, "submit", "p.yaml", "--mem", "2G", "--cpus", "1", "--job-name", name]
-    submit += ["--requeue", "-q"]
-    jobs = [_submitted(submit, directory)]
+    submit = ["--mem", "2G", "--cpus", "1", "--job-name", name, "--requeue", "-q"]
+    jobs = [_submitted(directory, capsys, *submit)]
     try:
         assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
         first = jobs[0]
@@ -171,7 +194,7 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path):
         # the second one runs: it can not finish first, whatever the machine's speed
         sh("scontrol", "suspend", first)
         try:
-            jobs.append(_submitted(submit, directory))
+            jobs.append(_submitted(directory, capsys, *submit))
             second = jobs[1]
             state = wait_for_job(second, TIMEOUT)
             assert not is_complete(store)

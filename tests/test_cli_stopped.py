@@ -11,7 +11,7 @@ import sys
 
 import psutil
 import pytest
-from pipeline_support import is_complete, wait_for_records
+from pipeline_support import is_complete, run, wait_for_records
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
@@ -62,7 +62,7 @@ def _stopped(directory, number, options):
         process.wait()
 
 
-def _assert_left_resumable(directory, err):
+def _assert_left_resumable(directory, err, capsys):
     store = str(directory / "out.zarr")
     assert not is_complete(store), "the run ended before it could be stopped"
     assert (
@@ -74,19 +74,16 @@ def _assert_left_resumable(directory, err):
         )
     ), err
     # released: a resume starts at once, where a lock left behind would be refused
-    resumed = subprocess.run(
-        [*CLI, "run", "p.yaml", "-q", "--resume"],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    # (in this process: a new interpreter took a second or two and checks the same lock)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        code, _, resumed = run(capsys, "run", "p.yaml", "-q", "--resume")
+    assert code == 0, resumed
     assert is_complete(store)
 
 
 @pytest.mark.xdist_group("serial")
-def test_sigterm_ends_a_run_on_a_local_cluster_with_its_remedy(directory):
+def test_sigterm_ends_a_run_on_a_local_cluster_with_its_remedy(directory, capsys):
     code, err, children = _stopped(
         directory, signal.SIGTERM, ["--cluster", "local", "--workers", "2"]
     )
@@ -95,15 +92,15 @@ def test_sigterm_ends_a_run_on_a_local_cluster_with_its_remedy(directory):
     assert children, "the run started no worker processes"
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"worker processes left behind: {alive}"
-    _assert_left_resumable(directory, err)
+    _assert_left_resumable(directory, err, capsys)
 
 
 @pytest.mark.xdist_group("serial")
-def test_ctrl_c_ends_a_threaded_run_with_its_remedy(directory):
+def test_ctrl_c_ends_a_threaded_run_with_its_remedy(directory, capsys):
     code, err, _ = _stopped(directory, signal.SIGINT, ["--workers", "2"])
     assert code == 130, err
     assert "metatensor-dask run: interrupted: " in err
-    _assert_left_resumable(directory, err)
+    _assert_left_resumable(directory, err, capsys)
 
 
 def test_a_stop_before_the_output_exists_says_nothing_was_written(tmp_path):

@@ -24,19 +24,10 @@ SCRIPT = Path(__file__).with_name("ingest_support.py")
 
 
 def _on_threads(path: Path, n_items: int, batch_size: int) -> dict[str, str]:
+    """The files of the store ``write_batches`` writes on threads."""
     with dask.config.set(num_workers=2):
         mtd.write_batches(soap, list(range(n_items)), path, batch_size=batch_size, quiet=True)
     return store_files(path)
-
-
-def test_write_batches_on_slurm_equals_threads(tmp_path):
-    require_slurm()
-    require_module("dask_jobqueue")
-    threads = _on_threads(tmp_path / "threads.zarr", 6, 2)
-    with slurm_client(tmp_path, f"ingest-{uuid.uuid4().hex[:8]}"):
-        slurm = tmp_path / "slurm.zarr"
-        mtd.write_batches(soap, list(range(6)), slurm, batch_size=2, quiet=True)
-    assert store_files(slurm) == threads
 
 
 def _cancelled(name: str) -> None:
@@ -52,7 +43,10 @@ def test_write_batches_killed_on_slurm_resumes_on_new_jobs(tmp_path):
     """The calling process SIGKILLed once two of eight batches are committed, its batch
     jobs cancelled (the workers may be writing), then the same call with resume=True on
     new batch jobs: it computes only the batches not committed, and the store is the
-    one threads write."""
+    one threads write. (Every batch of that store was computed and committed by workers
+    in batch jobs, some by the killed run's, the others by the resumed run's: a run on
+    SLURM that nothing stops, compared with threads byte for byte, was a test of its
+    own that started two more batch jobs.)"""
     require_slurm()
     require_module("dask_jobqueue")
     threads = _on_threads(tmp_path / "threads.zarr", 8, 1)

@@ -15,7 +15,7 @@ import uuid
 import dask
 import numpy as np
 import pytest
-from pipeline_support import is_complete, wait_for_records
+from pipeline_support import is_complete, run, wait_for_records
 from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
@@ -92,48 +92,14 @@ def _jobs(name):
     return sh("squeue", "--noheader", f"--name={name}", "--format=%i").split()
 
 
-def _known_jobs(name):
-    """Every job of that name slurmctld knows, finished or cancelled ones included (it
-    keeps them for MinJobAge = 300 s)."""
-    jobs = sh("scontrol", "show", "job", "--oneliner").splitlines()
-    return [job for job in jobs if f" JobName={name} " in f" {job} "]
-
-
-def test_run_on_slurm_equals_local(workdir):
-    name = f"mtd-{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [*CLI, "run", _pipeline(workdir, "slurm.zarr"), "--cluster", "slurm", "--jobs", "2"],
-        env=_env(workdir, name),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "on SLURMCluster (2 jobs, scheduler tcp://127.0.0.1:" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith(f"wrote {workdir / 'slurm.zarr'} in ")
-    # two batch jobs of that name were submitted; the run starts with the first worker
-    # (dask-jobqueue's way), so on a busy machine it may end before the second job starts
-    assert len(_known_jobs(name)) == 2
-    # the workers ran in those jobs, which wrote their logs
-    logs = os.listdir(workdir / "logs")
-    assert [f for f in logs if f.startswith(name) and f.endswith(".err")]
-    assert_equal_stores(workdir, "slurm.zarr")
-
-
-def test_cancelled_worker_job_does_not_lose_the_run(workdir):
+def test_run_on_slurm_with_a_cancelled_worker_job_equals_local(workdir):
+    """A run on two worker jobs, one of them cancelled mid-run, reports its SLURMCluster
+    and finishes on the other with the threads' result. (One run proves both: a run on
+    SLURM that nothing disturbs goes through the same steps, and was a run of its own.)"""
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     store = str(workdir / "cancelled.zarr")
     process = subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            _pipeline(workdir, "cancelled.zarr"),
-            "--cluster",
-            "slurm",
-            "--jobs",
-            "2",
-            "-q",
-        ],
+        [*CLI, "run", _pipeline(workdir, "cancelled.zarr"), "--cluster", "slurm", "--jobs", "2"],
         env=_env(workdir, name),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -141,6 +107,8 @@ def test_cancelled_worker_job_does_not_lose_the_run(workdir):
     )
     try:
         assert wait_for_records(store, 2, TIMEOUT), "the run did not start writing"
+        # two batch jobs of that name were submitted (the run starts with the first
+        # worker, dask-jobqueue's way: the second may still be pending)
         jobs = _jobs(name)
         assert len(jobs) == 2, jobs
         sh("scancel", jobs[0])
@@ -151,6 +119,11 @@ def test_cancelled_worker_job_does_not_lose_the_run(workdir):
         for job in _jobs(name):
             sh("scancel", job)
     assert process.returncode == 0, err
+    assert "on SLURMCluster (2 jobs, scheduler tcp://127.0.0.1:" in err
+    assert err.splitlines()[-1].startswith(f"wrote {store} in "), err
+    # the workers ran in those jobs, which wrote their logs
+    logs = os.listdir(workdir / "logs")
+    assert [f for f in logs if f.startswith(name) and f.endswith(".err")]
     assert_equal_stores(workdir, "cancelled.zarr")
 
 
@@ -169,27 +142,23 @@ def _submitted(pipeline, directory=None):
 
 
 @pytest.fixture(scope="module")
-def submissions(workdir):
-    """The plain submissions of two tests, both made before either test waits for its
-    job, so that the jobs run side by side (the node has two CPUs, each job's cluster
-    uses one): ``plain`` from
-    ``workdir``, ``quoted`` from a directory whose name has spaces, quotes and shell
-    syntax. Each: the directory, the job name, the finished ``submit`` and the job's
-    final state. Both jobs are waited for here: a test reading its job's state after
-    the other test ran would find it forgotten by slurmctld once MinJobAge passed."""
+def submission(workdir):
+    """``submit`` of a pipeline from a directory whose name has spaces, quotes and shell
+    syntax: the directory, the job name, the finished ``submit`` and the job's final
+    state. The job is waited for here: a test reading its job's state after other tests
+    ran would find it forgotten by slurmctld once MinJobAge passed. (It is also the
+    module's plain submission: a submission from ``workdir`` ran the same script with
+    another path, in a job of its own.) Its input is small, with its own reference
+    (threads): no job is stopped while it runs."""
     directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
     directory.mkdir()
-    os.symlink(workdir / "x.zarr", directory / "x.zarr")
+    featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
+    (directory / "reference.yaml").write_text(PIPELINE.replace("{output}", "reference.zarr"))
+    assert main(["run", str(directory / "reference.yaml"), "--quiet"]) == 0
     pipeline = directory / "pipeline.yaml"
     pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
-    submitted = {
-        "plain": (workdir, *_submitted(_pipeline(workdir, "submitted.zarr"))),
-        "quoted": (directory, *_submitted(pipeline, directory)),
-    }
-    return {
-        case: (where, name, result, _final_state(result))
-        for case, (where, name, result) in submitted.items()
-    }
+    name, result = _submitted(pipeline, directory)
+    return directory, name, result, _final_state(result)
 
 
 def _final_state(submit: subprocess.CompletedProcess) -> str | None:
@@ -197,28 +166,34 @@ def _final_state(submit: subprocess.CompletedProcess) -> str | None:
     return wait_for_job(submit.stdout.strip(), TIMEOUT) if submit.returncode == 0 else None
 
 
-def test_submit_runs_to_completion(workdir, submissions):
-    _, name, result, state = submissions["plain"]
+def test_submit_runs_to_completion(submission):
+    directory, name, result, state = submission
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit()
     assert state == "COMPLETED"
-    log = (workdir / f"{name}-{job}.log").read_text()
-    assert f"wrote {workdir / 'submitted.zarr'} in " in log
+    log = (directory / f"{name}-{job}.log").read_text()
+    assert f"wrote {directory / 'out.zarr'} in " in log
     assert "on LocalCluster (1 worker x 1 thread, 2.00 GiB each)" in log  # sized from the job
-    assert_equal_stores(workdir, "submitted.zarr")
+    assert_equal_stores(directory, "out.zarr")
 
 
-def _cancel_while_writing(submit: list[str], store: str) -> None:
+def _job_of(submit: list[str], capsys) -> str:
+    """The id of the job that ``submit`` (the command line's arguments, run by
+    ``main`` in this process: the job is what runs elsewhere) submitted."""
+    code, out, err = run(capsys, *submit)
+    assert code == 0, err
+    return out.strip()
+
+
+def _cancel_while_writing(submit: list[str], store: str, capsys) -> None:
     """Submit the job and cancel it while it writes ``store``. A job whose last chunks
     were written before its cancellation took effect (on a quiet machine they take a
     fraction of a second) left nothing to resume: it is submitted again on a new store,
     up to three times."""
     for _ in range(3):
         shutil.rmtree(store, ignore_errors=True)
-        first = subprocess.run(
-            submit, capture_output=True, text=True, timeout=60, check=True
-        ).stdout.strip()
+        first = _job_of(submit, capsys)
         assert wait_for_records(store, 20, TIMEOUT), "the first job did not start writing"
         sh("scancel", first)
         state = wait_for_job(first, TIMEOUT)
@@ -228,12 +203,12 @@ def _cancel_while_writing(submit: list[str], store: str) -> None:
     pytest.fail("the job finished before its cancellation took effect, three times")
 
 
-def test_killed_job_resumes_when_resubmitted(workdir):
+def test_killed_job_resumes_when_resubmitted(workdir, capsys):
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     store = str(workdir / "resumed.zarr")
     pipeline = _pipeline(workdir, "resumed.zarr")
-    submit = [*CLI, "submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
-    _cancel_while_writing(submit, store)
+    submit = ["submit", pipeline, "--mem", "2G", "--job-name", name, "--requeue", "-q"]
+    _cancel_while_writing(submit, store, capsys)
     written = {
         os.path.join(root, f): os.stat(os.path.join(root, f)).st_mtime_ns
         for root, _, files in os.walk(os.path.join(store, "blocks"))
@@ -242,9 +217,7 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     }
     assert written, "the first job wrote no chunk"
 
-    second = subprocess.run(
-        submit, capture_output=True, text=True, timeout=60, check=True
-    ).stdout.strip()
+    second = _job_of(submit, capsys)
     assert wait_for_job(second, TIMEOUT) == "COMPLETED"
     log = (workdir / f"{name}-{second}.log").read_text()
     assert f"resuming {store} (3 steps)" in log
@@ -255,14 +228,11 @@ def test_killed_job_resumes_when_resubmitted(workdir):
     assert kept, "every chunk was written again"
 
 
-def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submissions):
+def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submission):
     """The job starts in, and writes next to, a directory whose name has spaces, quotes
-    and shell syntax; nothing of that name runs."""
-    directory, name, result, state = submissions["quoted"]
+    and shell syntax (its log and store are checked above); nothing of that name runs."""
+    directory, _, result, state = submission
     assert result.returncode == 0, result.stderr
-    job = result.stdout.strip()
     assert state == "COMPLETED"
-    log = (directory / f"{name}-{job}.log").read_text()
-    assert f"wrote {directory / 'out.zarr'} in " in log
-    assert_equal_stores(directory.parent, os.path.join(directory.name, "out.zarr"))
+    assert (directory / "out.zarr").is_dir()
     assert not [f for _, _, files in os.walk(workdir) for f in files if "CANARY" in f]
