@@ -157,6 +157,58 @@ def worker_pids(client: Any) -> set[int] | None:
         return None
 
 
+@contextlib.contextmanager
+def local_cluster(**settings: Any) -> Iterator[Any]:
+    """A client of a new LocalCluster of 2 worker processes, under dask ``settings``."""
+    from distributed import LocalCluster
+
+    with dask.config.set(settings):
+        local = LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        )
+        with settled_client(local) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def settled_client(cluster: Any) -> Iterator[Any]:
+    """A client of ``cluster``; both are closed once every worker killed and restarted by
+    its nanny is back (see :func:`restarted`)."""
+    from distributed import Client
+
+    with cluster, Client(cluster) as client:
+        try:
+            yield client
+        finally:
+            back = eventually(lambda: restarted(client, cluster))
+        assert back, "a killed worker was not restarted by its nanny"
+
+
+def restarted(client: Any, cluster: Any) -> bool:
+    """Whether the worker of each nanny of ``cluster`` that has one, or is starting one,
+    is connected: a worker process still starting when the cluster is closed may miss
+    the nanny's 5 s to stop, and the close of the cluster then fails with a bare
+    ``TimeoutError`` (under load, after a worker was killed at the end of a test)."""
+    from distributed.core import Status
+
+    pids = worker_pids(client)
+    return pids is not None and all(
+        nanny.pid in pids
+        for nanny in cluster.workers.values()
+        if nanny.process is not None and nanny.process.status in (Status.starting, Status.running)
+    )
+
+
+def eventually(found: Callable[[], Any]) -> bool:
+    """Whether ``found()`` became true within :data:`HUNG` seconds."""
+    deadline = time.monotonic() + HUNG
+    while not found():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def kill_after_first_commit(tmp_path: Path, client: Any, n_items: int) -> list:
     """Batch 0 and 1 go to one worker each (a window of 2); batch 1 waits. Once batch 0
     is committed, its worker is killed, then batch 1 let go: the commit of batch 1
@@ -177,14 +229,7 @@ def kill_after_first_commit(tmp_path: Path, client: Any, n_items: int) -> list:
 def test_a_worker_killed_after_its_commit_does_not_hang_the_run(tmp_path):
     """The worker comes back at another address: the commit that needed the root held
     there waited for it forever."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local) as client,
-    ):
+    with local_cluster() as client:
         errors = kill_after_first_commit(tmp_path, client, 5)
     assert errors == []
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(5, 1))
@@ -194,9 +239,7 @@ def test_a_worker_killed_after_its_commit_does_not_hang_the_run(tmp_path):
 def test_a_worker_back_at_its_address_commits_no_batch_twice(tmp_path):
     """The worker comes back at its address: the scheduler ran the lost commit again,
     which read the store's root (batch 0 in it) and appended batch 0 a second time."""
-    from distributed import Client
-
-    with fixed_port_cluster(free_ports(2)) as cluster, Client(cluster) as client:
+    with settled_client(fixed_port_cluster(free_ports(2))) as client:
         client.wait_for_workers(2)
         errors = kill_after_first_commit(tmp_path, client, 5)
     assert errors == []
@@ -274,21 +317,6 @@ def lazily_held(folder: str, hold: int, items: list[int]) -> mtd.TensorMap:
             new.add_gradient(parameter, gradient)
         blocks.append(new)
     return mtd.TensorMap(mtd.Labels(core.keys.names, np.array(core.keys.values)), blocks)
-
-
-@contextlib.contextmanager
-def local_cluster(**settings: Any) -> Iterator[Any]:
-    """A client of a new LocalCluster of 2 worker processes, under dask ``settings``."""
-    from distributed import Client, LocalCluster
-
-    with (
-        dask.config.set(settings),
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local) as client,
-    ):
-        yield client
 
 
 def test_a_worker_killed_in_the_middle_of_a_commit_loses_nothing(tmp_path):
