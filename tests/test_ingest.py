@@ -377,23 +377,18 @@ def held_until(marker: str, items):
 
 
 @contextlib.contextmanager
-def held_run(tmp_path: Path, n_workers: int, n_items: int) -> Iterator[tuple[Any, Path]]:
-    """``write_batches`` of ``n_items`` in batches of 2 on a new ``LocalCluster``, in a
-    thread, its first batch held until the block ends; yields the client and the store."""
+def held_run(tmp_path: Path, cluster: Any, n_items: int) -> Iterator[tuple[Any, Path]]:
+    """``write_batches`` of ``n_items`` in batches of 2 on ``cluster``, in a thread, its
+    first batch held until the block ends; yields the client and the store."""
     import functools
     import threading
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     path = tmp_path / "t.zarr"
     marker = tmp_path / "go"
     function = functools.partial(held_until, str(marker))
-    with (
-        LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local) as client,
-    ):
+    with Client(cluster) as client:
         run = threading.Thread(
             target=mtd.write_batches,
             args=(function, list(range(n_items)), path),
@@ -424,7 +419,12 @@ def test_a_commit_is_submitted_with_its_batch(tmp_path):
     def tasks(dask_scheduler) -> list[str]:
         return [str(key) for key in dask_scheduler.tasks]
 
-    with held_run(tmp_path, 1, 6) as (client, path):
+    from distributed import LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        held_run(tmp_path, local, 6) as (client, path),
+    ):
         _until(
             lambda: any(k.startswith("partial-") for k in client.run_on_scheduler(tasks)),
             "the batches never reached the scheduler",
@@ -435,7 +435,7 @@ def test_a_commit_is_submitted_with_its_batch(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(path).compute(), expected(6, 2))
 
 
-def test_batches_may_run_on_their_worker_only(tmp_path):
+def test_batches_may_run_on_their_worker_only(tmp_path, two_worker_processes):
     """Each computation is pinned to the worker it is sent to, strictly: work stealing
     would move it to an idle worker, and the task appending it (pinned to the first)
     would then fetch the whole batch from there. Consecutive batches go to one worker,
@@ -449,7 +449,7 @@ def test_batches_may_run_on_their_worker_only(tmp_path):
             if str(key).startswith("partial-")
         }
 
-    with held_run(tmp_path, 2, 8) as (client, path):
+    with held_run(tmp_path, two_worker_processes, 8) as (client, path):
 
         def four_batches() -> dict[str, tuple[list[str], bool]] | None:
             seen = client.run_on_scheduler(restrictions)

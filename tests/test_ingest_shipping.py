@@ -39,20 +39,15 @@ def _arrivals() -> int:
     return len(UNPICKLED)
 
 
-def _cluster(workers: int):
-    from distributed import Client, LocalCluster
-
-    local = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address="127.0.0.1:0")
-    return local, Client(local)
-
-
-def test_function_reaches_each_worker_once(tmp_path):
+def test_function_reaches_each_worker_once(tmp_path, two_worker_processes):
     """Sent with each batch, the function (and all it refers to: the list of every
     structure, say) was pickled and unpickled once per batch."""
-    local, client = _cluster(2)
-    with local, client:
+    from distributed import Client
+
+    with Client(two_worker_processes) as client:
+        before = sum(client.run(_arrivals).values())
         mtd.write_batches(Counted(), list(range(8)), tmp_path / "t.zarr", batch_size=1, quiet=True)
-        arrivals = sum(client.run(_arrivals).values())
+        arrivals = sum(client.run(_arrivals).values()) - before
     # once per worker (a worker that never computes a batch may not get it)
     assert 1 <= arrivals <= 2
     batches = [renumbered(soap([item]), item) for item in range(8)]
@@ -60,10 +55,12 @@ def test_function_reaches_each_worker_once(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected)
 
 
-def test_function_that_can_not_be_pickled_is_refused_before_writing(tmp_path):
+def test_function_that_can_not_be_pickled_is_refused_before_writing(tmp_path, two_worker_processes):
     """A featomic calculator made outside the function holds ctypes pointers, which do
     not pickle: distributed's own error came from the first batch sent, after the
     store was created."""
+    from distributed import Client
+
     handle = ctypes.pointer(ctypes.c_int(3))
 
     def function(items):
@@ -71,8 +68,7 @@ def test_function_that_can_not_be_pickled_is_refused_before_writing(tmp_path):
         return soap(items)
 
     path = tmp_path / "t.zarr"
-    local, client = _cluster(1)
-    with local, client, pytest.raises(MetatensorDaskError) as raised:
+    with Client(two_worker_processes), pytest.raises(MetatensorDaskError) as raised:
         mtd.write_batches(function, list(range(4)), path, batch_size=2, quiet=True)
     message = str(raised.value)
     assert "can not be sent to the workers" in message

@@ -40,6 +40,12 @@ pytestmark = pytest.mark.xdist_group("clusters")
 #: restarted by its nanny, took 37 s to fail (8 s on a quiet one).
 HUNG = 120
 
+#: A worker lost is hard-closed by its cluster (not restarted by its nanny again) when
+#: no worker of its name has come back within distributed's ``lost-worker-timeout``:
+#: 15 s, which a restart may take under load; with both workers closed so, a
+#: computation waited for workers forever (then the run was taken for hung)
+RESTARTS_WAITED_FOR = {"distributed.deploy.lost-worker-timeout": f"{HUNG}s"}
+
 
 def labels(names: list[str], rows: Any) -> metatensor.Labels:
     return metatensor.Labels(names, np.array(rows, dtype=np.int32).reshape(-1, len(names)))
@@ -157,6 +163,88 @@ def worker_pids(client: Any) -> set[int] | None:
         return None
 
 
+@contextlib.contextmanager
+def local_cluster(**settings: Any) -> Iterator[Any]:
+    """A client of a new LocalCluster of 2 worker processes, under dask ``settings``."""
+    from distributed import Client, LocalCluster
+
+    with (
+        dask.config.set({**RESTARTS_WAITED_FOR, **settings}),
+        closed_patiently(
+            LocalCluster(
+                n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+            )
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
+def closed_patiently(cluster: Any) -> Iterator[Any]:
+    """``cluster``, closed once its nannies have stopped their workers, given
+    :data:`HUNG` seconds each: distributed gives them 5 s, from which a worker being
+    restarted (killed by the test, or taken for dead) first spends the rest of its
+    start; under load the close of the cluster then failed with a bare
+    ``TimeoutError``, after a passed test or in place of the error of a failed one."""
+    try:
+        yield cluster
+    finally:
+        for nanny in list(cluster.workers.values()):
+            cluster.sync(nanny.close, timeout=HUNG)
+        cluster.close()
+
+
+def restarted(client: Any, cluster: Any) -> bool:
+    """Whether the worker of each nanny of ``cluster`` that has one, or is starting one,
+    is connected (a nanny restarts the worker it lost)."""
+    from distributed.core import Status
+
+    pids = worker_pids(client)
+    return pids is not None and all(
+        nanny.pid in pids
+        for nanny in cluster.workers.values()
+        if nanny.process is not None and nanny.process.status in (Status.starting, Status.running)
+    )
+
+
+def eventually(found: Callable[[], Any]) -> bool:
+    """Whether ``found()`` became true within :data:`HUNG` seconds."""
+    deadline = time.monotonic() + HUNG
+    while not found():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture(scope="module")
+def two_workers() -> Iterator[Any]:
+    """A LocalCluster of 2 worker processes shared by the tests that kill one of its
+    workers with dask's default settings (starting one takes seconds): each gets it
+    with both workers connected (see :func:`killing_client`)."""
+    from distributed import LocalCluster
+
+    with dask.config.set(RESTARTS_WAITED_FOR):
+        cluster = LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
+        )
+        with closed_patiently(cluster) as local:
+            yield local
+
+
+@pytest.fixture
+def killing_client(two_workers: Any) -> Iterator[Any]:
+    """A client of :func:`two_workers`, closed once the workers killed by the test are
+    back (see :func:`restarted`): the next test starts on two workers."""
+    from distributed import Client
+
+    with Client(two_workers) as client:
+        client.wait_for_workers(2)
+        yield client
+        assert eventually(lambda: restarted(client, two_workers)), "a killed worker is not back"
+
+
 def kill_after_first_commit(tmp_path: Path, client: Any, n_items: int) -> list:
     """Batch 0 and 1 go to one worker each (a window of 2); batch 1 waits. Once batch 0
     is committed, its worker is killed, then batch 1 let go: the commit of batch 1
@@ -174,18 +262,10 @@ def kill_after_first_commit(tmp_path: Path, client: Any, n_items: int) -> list:
     return errors
 
 
-def test_a_worker_killed_after_its_commit_does_not_hang_the_run(tmp_path):
+def test_a_worker_killed_after_its_commit_does_not_hang_the_run(tmp_path, killing_client):
     """The worker comes back at another address: the commit that needed the root held
     there waited for it forever."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local) as client,
-    ):
-        errors = kill_after_first_commit(tmp_path, client, 5)
+    errors = kill_after_first_commit(tmp_path, killing_client, 5)
     assert errors == []
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr").compute(), expected(5, 1))
     assert mtd.verify(tmp_path / "t.zarr").ok
@@ -196,7 +276,11 @@ def test_a_worker_back_at_its_address_commits_no_batch_twice(tmp_path):
     which read the store's root (batch 0 in it) and appended batch 0 a second time."""
     from distributed import Client
 
-    with fixed_port_cluster(free_ports(2)) as cluster, Client(cluster) as client:
+    with (
+        dask.config.set(RESTARTS_WAITED_FOR),
+        closed_patiently(fixed_port_cluster(free_ports(2))) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2)
         errors = kill_after_first_commit(tmp_path, client, 5)
     assert errors == []
@@ -276,27 +360,13 @@ def lazily_held(folder: str, hold: int, items: list[int]) -> mtd.TensorMap:
     return mtd.TensorMap(mtd.Labels(core.keys.names, np.array(core.keys.values)), blocks)
 
 
-@contextlib.contextmanager
-def local_cluster(**settings: Any) -> Iterator[Any]:
-    """A client of a new LocalCluster of 2 worker processes, under dask ``settings``."""
-    from distributed import Client, LocalCluster
-
-    with (
-        dask.config.set(settings),
-        LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-        ) as local,
-        Client(local) as client,
-    ):
-        yield client
-
-
-def test_a_worker_killed_in_the_middle_of_a_commit_loses_nothing(tmp_path):
+def test_a_worker_killed_in_the_middle_of_a_commit_loses_nothing(tmp_path, killing_client):
     """The worker committing batch 1 is killed after planning it: the batch is computed
     again elsewhere and committed once."""
     path = tmp_path / "t.zarr"
     function = functools.partial(lazily_held, str(tmp_path), 1)
-    with local_cluster() as client, running(function, 5, path, batch_size=1) as errors:
+    client = killing_client
+    with running(function, 5, path, batch_size=1) as errors:
         pid = int(until(lambda: read(tmp_path / "committing"), "batch 1 was not committed"))
         assert committed(path) == 1
         os.kill(pid, signal.SIGKILL)
@@ -335,13 +405,14 @@ def test_a_worker_stopped_longer_than_the_lock_timeout(tmp_path, stalled):
     assert mtd.verify(path).ok
 
 
-def test_a_worker_killed_computing_the_first_batch_loses_nothing(tmp_path):
+def test_a_worker_killed_computing_the_first_batch_loses_nothing(tmp_path, killing_client):
     """The worker computing batch 0 (sent before the store existed, with the batches
     after it) is killed: its batches are computed again elsewhere, their commits
     pinned to the worker holding them then."""
     path = tmp_path / "t.zarr"
     function = functools.partial(held, str(tmp_path), frozenset({0}))
-    with local_cluster() as client, running(function, 7, path, batch_size=1, window=4) as errors:
+    client = killing_client
+    with running(function, 7, path, batch_size=1, window=4) as errors:
         pid = int(until(lambda: read(tmp_path / "started-0"), "batch 0 did not start"))
         (tmp_path / "started-0").unlink()
         os.kill(pid, signal.SIGKILL)
@@ -385,9 +456,17 @@ def test_a_worker_lost_between_two_chains_of_appends(tmp_path, monkeypatch):
 
 def killed_while_computing(folder: Path, client: Any, action: Callable[[], Any]) -> Any:
     """``action()`` in a thread, the worker computing the held values of
-    :func:`lazily_held` killed once they are reached; its result."""
-    found: list[Any] = []
-    thread = threading.Thread(target=lambda: found.append(action()), daemon=True)
+    :func:`lazily_held` killed once they are reached; its result, or its error raised
+    here (so that the test fails naming it, not with a later error of the thread)."""
+    outcome: list[Any] = []
+
+    def act() -> None:
+        try:
+            outcome.append(action())
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=act, daemon=True)
     thread.start()
     pid = int(until(lambda: read(folder / "committing"), "the held values were not reached"))
     os.kill(pid, signal.SIGKILL)
@@ -397,10 +476,13 @@ def killed_while_computing(folder: Path, client: Any, action: Callable[[], Any])
     assert not thread.is_alive(), "hung after a worker was killed"
     (folder / "committing").unlink()
     (folder / "go-commit").unlink()
-    return found[0] if found else None
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
-def test_writes_and_operations_survive_a_killed_worker(tmp_path):
+def test_writes_and_operations_survive_a_killed_worker(tmp_path, killing_client):
     """A worker killed while it computes a chunk: of to_zarr (a new store), of to_zarr
     from a store to another (an operation on a store opened lazily), of an append, and
     of an operation on a map loaded from an ``.mts`` file. distributed computes the
@@ -410,29 +492,27 @@ def test_writes_and_operations_survive_a_killed_worker(tmp_path):
     source = tmp_path / "source.zarr"
     folder = str(tmp_path)
     metatensor.save(str(tmp_path / "t.mts"), core)
-    with local_cluster() as client:
-        lazy = lazily_held(folder, 0, list(range(6)))
-        killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(lazy, source, chunks=2))
-        assert_equal_to_metatensor(mtd.open_zarr(source).compute(), core)
+    client = killing_client
+    lazy = lazily_held(folder, 0, list(range(6)))
+    killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(lazy, source, chunks=2))
+    assert_equal_to_metatensor(mtd.open_zarr(source).compute(), core)
 
-        summed = mtd.add(mtd.open_zarr(source), lazily_held(folder, 0, list(range(6))))
-        copy = tmp_path / "copy.zarr"
-        killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(summed, copy))
-        assert_equal_to_metatensor(mtd.open_zarr(copy).compute(), metatensor.add(core, core))
+    summed = mtd.add(mtd.open_zarr(source), lazily_held(folder, 0, list(range(6))))
+    copy = tmp_path / "copy.zarr"
+    killed_while_computing(tmp_path, client, lambda: mtd.to_zarr(summed, copy))
+    assert_equal_to_metatensor(mtd.open_zarr(copy).compute(), metatensor.add(core, core))
 
-        appended = lazily_held(folder, 6, [6, 7, 8])
-        killed_while_computing(
-            tmp_path,
-            client,
-            lambda: mtd.to_zarr(appended, source, append_dim="samples", renumber={"system": 6}),
-        )
-        joined = metatensor.join(
-            [core, renumbered(more, 6)], axis="samples", different_keys="union"
-        )
-        assert_equal_to_metatensor(mtd.open_zarr(source).compute(), joined)
-        assert mtd.verify(source).ok
+    appended = lazily_held(folder, 6, [6, 7, 8])
+    killed_while_computing(
+        tmp_path,
+        client,
+        lambda: mtd.to_zarr(appended, source, append_dim="samples", renumber={"system": 6}),
+    )
+    joined = metatensor.join([core, renumbered(more, 6)], axis="samples", different_keys="union")
+    assert_equal_to_metatensor(mtd.open_zarr(source).compute(), joined)
+    assert mtd.verify(source).ok
 
-        loaded = mtd.load(tmp_path / "t.mts")
-        product = mtd.multiply(loaded, lazily_held(folder, 0, list(range(6))))
-        found = killed_while_computing(tmp_path, client, product.compute)
-        assert_equal_to_metatensor(found, metatensor.multiply(core, core))
+    loaded = mtd.load(tmp_path / "t.mts")
+    product = mtd.multiply(loaded, lazily_held(folder, 0, list(range(6))))
+    found = killed_while_computing(tmp_path, client, product.compute)
+    assert_equal_to_metatensor(found, metatensor.multiply(core, core))
