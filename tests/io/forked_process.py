@@ -1,0 +1,114 @@
+"""Writer and reader processes forked from one server that imported everything once.
+
+A race test starts many processes and kills most of them (SIGKILL) at random moments.
+Started as new interpreters, each costs its imports (1 to 3 s under load); forked from
+a ``forkserver`` that imported metatensor-dask and the race helpers once, each costs a
+fork. The process is still a process of its own (its own pid, its own lock, killed
+without any cleanup) and holds no thread of the test's process: the server forks
+before any thread is started.
+
+:func:`forked` returns an object used like the :class:`subprocess.Popen` of
+``kill_support`` (``stdout`` with what the process printed, stderr included, ``pid``,
+``kill``, ``poll``, ``wait``, ``returncode`` negative for a signal, a context manager),
+so that its helpers (``ended``, ``killed_after``, ``seconds_to_done``) take either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+from kill_support import _ready
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+# imported once by the server (if this module starts it), not by each process
+_CONTEXT.set_forkserver_preload(["metatensor_dask", "race_process", "cut_writers"])
+
+
+class Forked:
+    """A process forked from the server, running ``target(*arguments)`` with its
+    stdout and stderr sent to :attr:`stdout`."""
+
+    def __init__(self, target: Callable[..., object], *arguments: object) -> None:
+        reading, writing = _CONTEXT.Pipe(duplex=False)
+        self._process = _CONTEXT.Process(
+            target=_with_output_to, args=(writing, target, arguments), daemon=True
+        )
+        self._process.start()
+        writing.close()
+        self.stdout = open(os.dup(reading.fileno()), encoding="utf-8")
+        reading.close()
+        self.pid = self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, ``-signal`` for a process killed by a signal (as
+        :class:`subprocess.Popen`), ``None`` while it runs."""
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, if it still runs."""
+        if self._process.exitcode is None:
+            self._process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"forked {self.pid}", timeout or 0)
+        return self._process.exitcode
+
+    def __enter__(self) -> Forked:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.stdout.close()
+        self.wait()
+
+
+def _with_output_to(writing, target: Callable[..., object], arguments: tuple) -> None:
+    """In the forked process: print to ``writing``, then run ``target(*arguments)``."""
+    os.dup2(writing.fileno(), sys.stdout.fileno())
+    os.dup2(writing.fileno(), sys.stderr.fileno())
+    writing.close()
+    target(*arguments)
+
+
+def run_race_process(*arguments: str) -> None:
+    """``race_process.py arguments...``, in this process."""
+    import race_process
+
+    sys.argv = ["race_process.py", *arguments]
+    race_process.main()
+
+
+def forked(target: Callable[..., object], *arguments: object) -> Forked:
+    """``target(*arguments)`` in a forked process, once it printed ``ready``."""
+    process = Forked(target, *arguments)
+    _ready(process)
+    return process
+
+
+@contextlib.contextmanager
+def forked_together(*commands: list[str]) -> Iterator[list[Forked]]:
+    """``race_process.py arguments...`` for each list of ``arguments`` of ``commands``,
+    forked at once, once each printed ``ready``; those still running at the end are
+    killed. Processes that must not touch a store before a given moment wait for a
+    ``--go`` file."""
+    processes: list[Forked] = []
+    try:
+        for command in commands:
+            processes.append(Forked(run_race_process, *command))
+        for process in processes:
+            _ready(process)
+        yield processes
+    finally:
+        for process in processes:
+            with process:
+                process.kill()
