@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import runpy
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 from kill_support import _ready
 
@@ -31,16 +33,20 @@ _CONTEXT.set_forkserver_preload(["metatensor_dask", "race_process", "cut_writers
 
 class Forked:
     """A process forked from the server, running ``target(*arguments)`` with its
-    stdout and stderr sent to :attr:`stdout`."""
+    stdout and stderr sent to :attr:`stdout` (or, given a ``log``, written to that
+    file, :attr:`stdout` then ``None``)."""
 
-    def __init__(self, target: Callable[..., object], *arguments: object) -> None:
+    def __init__(
+        self, target: Callable[..., object], *arguments: object, log: Path | None = None
+    ) -> None:
         reading, writing = _CONTEXT.Pipe(duplex=False)
+        output = str(log) if log is not None else writing
         self._process = _CONTEXT.Process(
-            target=_with_output_to, args=(writing, target, arguments), daemon=True
+            target=_with_output_to, args=(output, target, arguments), daemon=True
         )
         self._process.start()
         writing.close()
-        self.stdout = open(os.dup(reading.fileno()), encoding="utf-8")
+        self.stdout = open(os.dup(reading.fileno()), encoding="utf-8") if log is None else None
         reading.close()
         self.pid = self._process.pid
 
@@ -52,6 +58,9 @@ class Forked:
 
     def poll(self) -> int | None:
         return self.returncode
+
+    def send_signal(self, number: int) -> None:
+        os.kill(self.pid, number)
 
     def kill(self) -> None:
         """SIGKILL, if it still runs."""
@@ -68,16 +77,59 @@ class Forked:
         return self
 
     def __exit__(self, *exception: object) -> None:
-        self.stdout.close()
+        if self.stdout is not None:
+            self.stdout.close()
         self.wait()
 
 
-def _with_output_to(writing, target: Callable[..., object], arguments: tuple) -> None:
-    """In the forked process: print to ``writing``, then run ``target(*arguments)``."""
-    os.dup2(writing.fileno(), sys.stdout.fileno())
-    os.dup2(writing.fileno(), sys.stderr.fileno())
-    writing.close()
+def _with_output_to(output, target: Callable[..., object], arguments: tuple) -> None:
+    """In the forked process: print to ``output`` (a connection, or the path of a log
+    file), then run ``target(*arguments)``."""
+    file = open(output, "wb") if isinstance(output, str) else output
+    os.dup2(file.fileno(), sys.stdout.fileno())
+    os.dup2(file.fileno(), sys.stderr.fileno())
+    file.close()
     target(*arguments)
+
+
+def run_script(script: str, arguments: list[str], environment: Mapping[str, str]) -> None:
+    """``python script arguments...`` in this process, with ``environment`` added to
+    the variables (dask's settings read again from them)."""
+    if environment:
+        import dask
+
+        os.environ.update(environment)
+        dask.config.refresh()
+    sys.argv = [script, *arguments]
+    sys.path.insert(0, os.path.dirname(script))
+    runpy.run_path(script, run_name="__main__")
+
+
+def forked_script(
+    script: str | Path,
+    *arguments: str,
+    environment: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Forked:
+    """``python script arguments...`` (with ``environment`` added to the variables) in
+    a forked process, just started."""
+    return Forked(run_script, str(script), list(arguments), dict(environment or {}), log=log)
+
+
+def started_script(script: str | Path, *arguments: str) -> Forked:
+    """``python script arguments...`` in a forked process, once it printed ``ready``."""
+    process = forked_script(script, *arguments)
+    _ready(process)
+    return process
+
+
+@contextlib.contextmanager
+def scripts_together(*commands: list[str]) -> Iterator[list[Forked]]:
+    """``python script arguments...`` for each ``[script, *arguments]`` of ``commands``
+    in forked processes, once each printed ``ready``; those still running at the end are
+    killed (as ``kill_support.started_together``)."""
+    with _together([forked_script(*command) for command in commands]) as processes:
+        yield processes
 
 
 def run_race_process(*arguments: str) -> None:
@@ -101,10 +153,13 @@ def forked_together(*commands: list[str]) -> Iterator[list[Forked]]:
     forked at once, once each printed ``ready``; those still running at the end are
     killed. Processes that must not touch a store before a given moment wait for a
     ``--go`` file."""
-    processes: list[Forked] = []
+    with _together([Forked(run_race_process, *command) for command in commands]) as processes:
+        yield processes
+
+
+@contextlib.contextmanager
+def _together(processes: list[Forked]) -> Iterator[list[Forked]]:
     try:
-        for command in commands:
-            processes.append(Forked(run_race_process, *command))
         for process in processes:
             _ready(process)
         yield processes
