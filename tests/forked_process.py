@@ -16,6 +16,7 @@ so that its helpers (``ended``, ``killed_after``, ``seconds_to_done``) take eith
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing
 import os
 import runpy
@@ -41,8 +42,11 @@ class Forked:
     ) -> None:
         reading, writing = _CONTEXT.Pipe(duplex=False)
         output = str(log) if log is not None else writing
+        # the target is imported by name with the folders of this process: the server
+        # knows only those of the process that started it
+        named = (target.__module__, target.__qualname__, list(sys.path))
         self._process = _CONTEXT.Process(
-            target=_with_output_to, args=(output, target, arguments), daemon=True
+            target=_with_output_to, args=(output, named, arguments), daemon=True
         )
         self._process.start()
         writing.close()
@@ -82,14 +86,16 @@ class Forked:
         self.wait()
 
 
-def _with_output_to(output, target: Callable[..., object], arguments: tuple) -> None:
+def _with_output_to(output, named: tuple[str, str, list[str]], arguments: tuple) -> None:
     """In the forked process: print to ``output`` (a connection, or the path of a log
-    file), then run ``target(*arguments)``."""
+    file), then run the target (``named``: its module, its name and the folders to
+    import it from) with ``arguments``."""
     file = open(output, "wb") if isinstance(output, str) else output
     os.dup2(file.fileno(), sys.stdout.fileno())
     os.dup2(file.fileno(), sys.stderr.fileno())
     file.close()
-    target(*arguments)
+    module, name, sys.path[:] = named
+    getattr(importlib.import_module(module), name)(*arguments)
 
 
 def run_script(script: str, arguments: list[str], environment: Mapping[str, str]) -> None:
