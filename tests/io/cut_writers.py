@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import signal
 
+import dask
+import metatensor
 from race_process import CHUNKS, race_tensor
+from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask.io import zarr_append
@@ -73,3 +76,47 @@ def killed_at(path: str, seed: int, moment: str) -> None:
     else:
         zarr_append.set_many = recorded
     _append(path, seed)
+
+
+def _dying_when(name: str, when) -> None:
+    """``zarr_append.<name>`` kills this process, when ``when(*its arguments)``."""
+    original = getattr(zarr_append, name)
+
+    def wrapped(*args, **kwargs):
+        if when(*args):
+            _die()
+        return original(*args, **kwargs)
+
+    setattr(zarr_append, name, wrapped)
+
+
+def killed_at_step(path: str, moment: str) -> None:
+    """Append ``make_metatensor(1)`` to the store ``path`` (3 rows per chunk), killed
+    when the append reaches the step ``moment`` of its commit: ``tail``, while it
+    replaces a partial last chunk; ``documents``, the data and the node documents
+    stored, not the root; ``records``, committed, the records of the append not yet
+    deleted."""
+    if moment == "tail":
+        _dying_when("_replace", lambda store, items: "zarr.json" not in items)
+    if moment == "documents":
+        _dying_when("_replace", lambda store, items: "zarr.json" in items)
+    if moment == "records":
+        _dying_when(
+            "delete_prefix",
+            lambda store, prefix: os.path.exists(f"{path}/{zarr_append.RECORD}"),
+        )
+    mtd.from_metatensor(make_metatensor(1)).to_zarr(
+        path, append_dim="samples", renumber={"system": "next"}, chunks=3
+    )
+    print("done")
+
+
+def append_loaded(store: str, source: str, settings: dict) -> None:
+    """Append the map that metatensor loads from the file ``source`` to the store
+    ``store`` (with the dask ``settings``, 2 rows per chunk); prints ``ready`` once
+    loaded, ``done`` once appended."""
+    tensor = mtd.from_metatensor(metatensor.load(source))
+    print("ready", flush=True)
+    with dask.config.set(settings):
+        tensor.to_zarr(store, append_dim="samples", renumber={"system": "next"}, chunks=2)
+    print("done", flush=True)
