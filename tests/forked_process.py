@@ -98,17 +98,30 @@ def _with_output_to(output, named: tuple[str, str, list[str]], arguments: tuple)
     getattr(importlib.import_module(module), name)(*arguments)
 
 
-def run_script(script: str, arguments: list[str], environment: Mapping[str, str]) -> None:
-    """``python script arguments...`` in this process, with ``environment`` added to
-    the variables (dask's settings read again from them)."""
+def _add_to_environment(environment: Mapping[str, str]) -> None:
+    """``environment`` added to the variables, and dask's settings read again."""
     if environment:
         import dask
 
         os.environ.update(environment)
         dask.config.refresh()
+
+
+def run_script(script: str, arguments: list[str], environment: Mapping[str, str]) -> None:
+    """``python script arguments...`` in this process, with ``environment`` added to
+    the variables (dask's settings read again from them)."""
+    _add_to_environment(environment)
     sys.argv = [script, *arguments]
     sys.path.insert(0, os.path.dirname(script))
     runpy.run_path(script, run_name="__main__")
+
+
+def run_code(code: str, arguments: list[str], environment: Mapping[str, str]) -> None:
+    """``python -c code arguments...`` in this process, with ``environment`` added to
+    the variables (dask's settings read again from them)."""
+    _add_to_environment(environment)
+    sys.argv = ["-c", *arguments]
+    exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
 
 
 def forked_script(
