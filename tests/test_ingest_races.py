@@ -15,8 +15,9 @@ from pathlib import Path
 import dask
 import metatensor
 import pytest
+from forked_process import scripts_together, started_script
 from ingest_support import Slow, renumbered, soap
-from kill_support import KILLS, SEED, killed_after, seconds_to_done, started, started_together
+from kill_support import KILLS, SEED, killed_after, seconds_to_done
 from test_ingest import expected
 
 import metatensor_dask as mtd
@@ -33,14 +34,15 @@ CHUNKS = 3
 
 
 def _run(path: Path, *options: str):
-    """A ``write_batches`` run (``ingest_support.py``) to ``path``, once it is ready."""
-    return started(str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options)
+    """A ``write_batches`` run (``ingest_support.py``) to ``path`` in a process of its
+    own (forked from a server that imported everything once), once it is ready."""
+    return started_script(str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options)
 
 
 def _runs(*commands: tuple[Path, ...]):
-    """A ``write_batches`` run for each ``(path, *options)`` of ``commands``, started at
-    once (their imports overlap), once each is ready; killed at the end if still running."""
-    return started_together(
+    """A ``write_batches`` run for each ``(path, *options)`` of ``commands``, each in a
+    forked process, once each is ready; killed at the end if still running."""
+    return scripts_together(
         *(
             [str(SCRIPT), str(path), str(N_ITEMS), str(BATCH_SIZE), "0", *options]
             for path, *options in commands

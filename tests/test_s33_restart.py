@@ -17,8 +17,11 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import metatensor
+from forked_process import Forked, run_code
+from kill_support import ended
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
@@ -37,13 +40,12 @@ RESUMED = SMALL + "x.to_zarr(sys.argv[1], resume=True)\n"
 
 
 def _python(script, *arguments, env=None):
-    return subprocess.run(
-        [sys.executable, "-c", script, *arguments],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    """``python -c script arguments...`` (with the variables ``env`` added) in a process
+    of its own, forked from a server that imported everything once: its exit code, and
+    its output (stderr included) as ``stderr``."""
+    process = Forked(run_code, script, list(arguments), env or {})
+    output = ended(process, timeout=120)
+    return types.SimpleNamespace(returncode=process.returncode, stderr=output)
 
 
 # the lock as a job on another node would have left it, killed just now: rewritten once
@@ -69,7 +71,7 @@ def test_a_resume_waiting_for_a_lock_of_another_host_says_so(tmp_path):
     assert left.returncode == 0, left.stderr
     # long enough that the lock still looks fresh when the resume reads it, however
     # loaded the machine (the resume waits that long, at most, before taking it over)
-    env = {**os.environ, "DASK_METATENSOR_DASK__LOCK_TIMEOUT": "10"}
+    env = {"DASK_METATENSOR_DASK__LOCK_TIMEOUT": "10"}
     resumed = _python(RESUMED_ELSEWHERE, store, env=env)
     assert resumed.returncode == 0, resumed.stderr
     message = " ".join(resumed.stderr.split())

@@ -6,9 +6,7 @@ the Python work of an append does not grow with the blocks it does not touch."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from forked_process import Forked
+from kill_support import ended
 
 import metatensor_dask as mtd
 from metatensor_dask.io import zarr_root_cache
@@ -66,13 +66,11 @@ def _join(count: int) -> metatensor.TensorMap:
 
 
 def _in_another_process(path: Path, index: int) -> None:
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        "from test_append_metadata_cache import append; "
-        f"append({str(path)!r}, {index})"
-    )
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    subprocess.run([sys.executable, "-c", code], check=True, env=environment, timeout=300)
+    """``append(path, index)`` in a process of its own, forked from a server that never
+    read a store: nothing this process read of the root is known there."""
+    process = Forked(append, str(path), index)
+    output = ended(process, timeout=300)
+    assert process.returncode == 0, output
 
 
 def test_appends_alternating_with_another_process(tmp_path):

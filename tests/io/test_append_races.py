@@ -13,22 +13,14 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import cut_writers
 import dask
 import pytest
-from kill_support import (
-    KILLS,
-    SEED,
-    ended,
-    killed_after,
-    seconds_to_done,
-    started,
-    started_together,
-)
+from forked_process import Forked, forked, forked_together, run_race_process
+from kill_support import KILLS, SEED, ended, killed_after, seconds_to_done
 from race_process import CHUNKS, fingerprint, race_tensor
 from test_zarr_append import assert_equal_to_join, shifted
 from test_zarr_append_codecs import codec_settings
@@ -38,20 +30,20 @@ import metatensor_dask as mtd
 # processes killed, or locks aged, at chosen moments: one such test at a time
 pytestmark = pytest.mark.xdist_group("serial")
 
-SCRIPT = Path(__file__).with_name("race_process.py")
 #: Systems of a race tensor (its samples' largest ``system`` is 7, see ``SAMPLES``).
 SYSTEMS = 8
 
 
-def _writer(*arguments: str):
-    """``race_process.py arguments...`` (a writer or a reader), once it is ready."""
-    return started(str(SCRIPT), *arguments)
+def _writer(*arguments: str) -> Forked:
+    """``race_process.py arguments...`` (a writer or a reader) in a process of its own,
+    once it is ready."""
+    return forked(run_race_process, *arguments)
 
 
 def _writers(*arguments: list[str]):
-    """``race_process.py arguments...`` for each list of ``arguments``, started at once
-    (their imports overlap), once each is ready; killed at the end if still running."""
-    return started_together(*([str(SCRIPT), *each] for each in arguments))
+    """``race_process.py arguments...`` for each list of ``arguments``, each in a
+    process of its own, once each is ready; killed at the end if still running."""
+    return forked_together(*arguments)
 
 
 def _duration(path: Path) -> float:
@@ -73,16 +65,11 @@ def _state(path: Path) -> str:
         return f"refused: {error}"
 
 
-@pytest.fixture(scope="module", params=["default", "sharded-zstd"])
-def states(request, tmp_path_factory):
-    """A store of ``race_tensor(0)`` (``base.zarr``), and the fingerprints of it and of
-    it after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after
-    the other in this process. Written once per module: the tests only copy it."""
-    tmp_path = tmp_path_factory.mktemp(f"states-{request.param}")
-    base = tmp_path / "base.zarr"
-    with dask.config.set(codec_settings(request.param)):
+def _build_states(codec: str, folder: Path) -> tuple[Path, list[str]]:
+    base = folder / "base.zarr"
+    with dask.config.set(codec_settings(codec)):
         mtd.from_metatensor(race_tensor(0)).to_zarr(base, chunks=CHUNKS)
-        reference = tmp_path / "reference.zarr"
+        reference = folder / "reference.zarr"
         shutil.copytree(base, reference)
         found = [_state(reference)]
         for seed in (1, 2):
@@ -92,14 +79,43 @@ def states(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def duration(states, tmp_path_factory):
+def built(tmp_path_factory):
+    """The states (see ``states``) and durations (see ``duration``) of each codec,
+    made on first use: once per module, whichever tests ask for them in any order."""
+    found: dict[str, tuple[Path, list[str]]] = {}
+    durations: dict[str, float] = {}
+
+    def states_of(codec: str) -> tuple[Path, list[str]]:
+        if codec not in found:
+            found[codec] = _build_states(codec, tmp_path_factory.mktemp(f"states-{codec}"))
+        return found[codec]
+
+    def duration_of(codec: str) -> float:
+        if codec not in durations:
+            timed = tmp_path_factory.mktemp("timed") / "timed.zarr"
+            durations[codec] = _duration(shutil.copytree(states_of(codec)[0], timed))
+        return durations[codec]
+
+    return states_of, duration_of
+
+
+@pytest.fixture(params=["default", "sharded-zstd"])
+def states(request, built):
+    """A store of ``race_tensor(0)`` (``base.zarr``), and the fingerprints of it and of
+    it after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after
+    the other in this process. Written once per module and codec: the tests only copy
+    it."""
+    return built[0](request.param)
+
+
+@pytest.fixture
+def duration(request, built, states):
     """Seconds an append of ``race_tensor(1)`` to a copy of the base store takes in a
-    subprocess: the span over which the kills of the tests fall."""
-    base, _ = states
-    return _duration(shutil.copytree(base, tmp_path_factory.mktemp("timed") / "timed.zarr"))
+    process of its own: the span over which the kills of the tests fall."""
+    return built[1](request.node.callspec.params["states"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sequential(states, tmp_path_factory):
     """The orders of the appends of ``race_tensor(1)`` and ``race_tensor(2)`` to the base
     store made one after the other (one of them, or both in either order), by the
@@ -259,7 +275,7 @@ def test_two_resumes_of_a_killed_append_at_random_moments(states, duration, tmp_
         assert _state(path) == after_two, what
 
 
-def _wait_for_reads(log: Path, reader: subprocess.Popen, count: int) -> None:
+def _wait_for_reads(log: Path, reader: Forked, count: int) -> None:
     """Wait until the reader wrote ``count`` more lines to ``log``."""
     start = len(log.read_text().splitlines()) if log.exists() else 0
     deadline = time.monotonic() + 60
@@ -305,54 +321,14 @@ def test_readers_during_appends_see_committed_states(states, tmp_path):
     assert _state(path) == committed[-1]
 
 
-#: Appends ``race_tensor(1)`` to the store ``argv[1]`` (or, with ``argv[2] ==
-#: "batches"`` or ``"first-batch"``, runs write_batches into it), killed (SIGKILL) while
-#: it writes its node documents (of its second batch, or its first): the others are
-#: written, the first one is left cut short, as a kill in the middle of its write
-#: leaves it.
-CUT_SCRIPT = """
-import os, signal, sys
-sys.path.insert(0, {folder!r})
-import metatensor_dask as mtd
-from metatensor_dask.io import zarr_append
-from race_process import CHUNKS, race_tensor
-
-path, what = sys.argv[1], sys.argv[2]
-original = zarr_append._store_documents
-commits = []
-
-def cut(store, items, *args, **kwargs):
-    if items and all(key.endswith("/zarr.json") for key in items):
-        commits.append(1)
-        if len(commits) == (2 if what == "batches" else 1):
-            (key, value), *others = items.items()
-            original(store, dict(others))
-            original(store, {{key: value[: len(value) // 2]}})
-            os.kill(os.getpid(), signal.SIGKILL)
-    return original(store, items, *args, **kwargs)
-
-zarr_append._store_documents = cut
-if what == "append":
-    mtd.from_metatensor(race_tensor(1)).to_zarr(
-        path, append_dim="samples", renumber={{"system": "next"}}, chunks=CHUNKS
-    )
-else:
-    batch = lambda items: race_tensor(items[0])
-    mtd.write_batches(batch, [1, 2, 3], path, chunks=CHUNKS, quiet=True)
-"""
-
-
 def _cut(path: Path, what: str) -> None:
-    script = CUT_SCRIPT.format(folder=str(Path(__file__).parent))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    finished = subprocess.run(
-        [sys.executable, "-c", script, str(path), what],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert finished.returncode == -9, finished.stdout + finished.stderr
+    """``cut_writers.cut_while_writing_documents`` in a process of its own."""
+    _killed_itself(Forked(cut_writers.cut_while_writing_documents, str(path), what))
+
+
+def _killed_itself(process: Forked) -> None:
+    output = ended(process, timeout=300)
+    assert process.returncode == -9, output
 
 
 def _cut_documents(path: Path) -> list[str]:
@@ -419,56 +395,9 @@ def test_an_append_killed_while_creating_a_store_is_incomplete(tmp_path):
     assert mtd.verify(path).ok
 
 
-#: Appends ``race_tensor(SEED)`` (``argv[2]``) to the store ``argv[1]``, killed
-#: (SIGKILL) at the moment ``argv[3]``: ``cleaning``, once committed, while it deletes
-#: its records, the record of the append gone and the chunk records not yet; or
-#: ``recorded``, once the append is recorded, before it stores anything.
-MOMENT_SCRIPT = """
-import os, signal, sys
-sys.path.insert(0, {folder!r})
-import metatensor_dask as mtd
-from metatensor_dask.io import zarr_append
-from race_process import CHUNKS, race_tensor
-
-path, seed, moment = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-set_many, delete_prefix = zarr_append.set_many, zarr_append.delete_prefix
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-def cleaning(store, prefix):
-    record = os.path.join(path, zarr_append.RECORD)
-    if not os.path.exists(record):  # before the append is recorded
-        return delete_prefix(store, prefix)
-    os.unlink(record)
-    die()
-
-def recorded(store, items, *args, **kwargs):
-    set_many(store, items, *args, **kwargs)
-    if zarr_append.RECORD in items:
-        die()
-
-if moment == "cleaning":
-    zarr_append.delete_prefix = cleaning
-else:
-    zarr_append.set_many = recorded
-mtd.from_metatensor(race_tensor(seed)).to_zarr(
-    path, append_dim="samples", renumber={{"system": "next"}}, chunks=CHUNKS
-)
-"""
-
-
 def _killed_at(path: Path, seed: int, moment: str) -> None:
-    script = MOMENT_SCRIPT.format(folder=str(Path(__file__).parent))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    finished = subprocess.run(
-        [sys.executable, "-c", script, str(path), str(seed), moment],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert finished.returncode == -9, finished.stdout + finished.stderr
+    """``cut_writers.killed_at`` in a process of its own."""
+    _killed_itself(Forked(cut_writers.killed_at, str(path), seed, moment))
 
 
 def test_chunk_records_left_by_a_committed_append_are_not_taken_for_the_next(states, tmp_path):

@@ -7,17 +7,16 @@ must know the tensor all the same."""
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import cut_writers
 import dask
 import metatensor
 import numpy as np
 import pytest
+from forked_process import Forked, forked
 from ingest_support import renumbered
 from kill_support import KILLS, SEED, killed_after
 from test_s24_append_random import _batch, _layout
@@ -28,18 +27,6 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 pytestmark = pytest.mark.xdist_group("serial")
 
 SETTINGS = {"metatensor_dask.shard-chunks": 2, "metatensor_dask.compressor": "zstd"}
-
-#: Appends the map of the file ``argv[2]`` to the store ``argv[1]``.
-SCRIPT = """
-import sys, dask, metatensor
-import metatensor_dask as mtd
-store, source = sys.argv[1], sys.argv[2]
-tensor = mtd.from_metatensor(metatensor.load(source))
-print("ready", flush=True)
-with dask.config.set({settings!r}):
-    tensor.to_zarr(store, append_dim="samples", renumber={{"system": "next"}}, chunks=2)
-print("done", flush=True)
-"""
 
 
 def _maps() -> tuple[metatensor.TensorMap, metatensor.TensorMap]:
@@ -69,20 +56,10 @@ def _rows(tensor) -> int:
     return sum(len(block.samples) for block in tensor.blocks())
 
 
-def _appending(store: Path, source: Path) -> subprocess.Popen:
-    """The append of ``source`` to ``store`` in another process, once it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.format(settings=SETTINGS), str(store), str(source)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    line = process.stdout.readline()
-    if line.strip() != "ready":
-        process.kill()
-        raise AssertionError(line + process.stdout.read())
-    return process
+def _appending(store: Path, source: Path) -> Forked:
+    """The append of ``source`` to ``store`` in another process (forked from a server
+    that imported everything once, and never loaded a map), once it is ready."""
+    return forked(cut_writers.append_loaded, str(store), str(source), SETTINGS)
 
 
 def test_an_append_killed_at_random_moments_resumes_in_another_process(tmp_path):

@@ -1,17 +1,17 @@
-"""An append killed (SIGKILL, in a subprocess) at each step of its commit, on stores
+"""An append killed (SIGKILL, in a process of its own) at each step of its commit, on stores
 with the default codecs, compressed and sharded: the store reads as before the append
 or as after it, never half-appended, and ``resume=True`` completes it."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import cut_writers
 import dask
 import metatensor
 import pytest
+from forked_process import Forked
+from kill_support import ended
 from test_zarr_append import assert_equal_to_join, shifted
 from test_zarr_append_codecs import codec_settings
 from zarr_writer_process import make_metatensor
@@ -22,56 +22,15 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 # processes killed, or locks aged, at chosen moments: one such test at a time
 pytestmark = pytest.mark.xdist_group("serial")
 
-#: Appends ``make_metatensor(1)`` to the store ``argv[1]``, killing itself (SIGKILL)
-#: when the append reaches the moment ``argv[2]``.
-SCRIPT = """
-import os, signal, sys
-sys.path.insert(0, {folder!r})
-import metatensor_dask as mtd
-from metatensor_dask.io import zarr_append
-from zarr_writer_process import make_metatensor
-
-path, moment = sys.argv[1], sys.argv[2]
-
-def die():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-def wrap(name, when):
-    original = getattr(zarr_append, name)
-    def wrapped(*args, **kwargs):
-        if when(*args):
-            die()
-        return original(*args, **kwargs)
-    setattr(zarr_append, name, wrapped)
-
-if moment == "tail":  # a partial last chunk (of samples at least), being replaced
-    wrap("_replace", lambda store, items: "zarr.json" not in items)
-if moment == "documents":  # the data and the node documents stored, not the root
-    wrap("_replace", lambda store, items: "zarr.json" in items)
-if moment == "records":  # committed, the records of the append not yet deleted
-    wrap("delete_prefix", lambda store, prefix: os.path.exists(f"{{path}}/{{zarr_append.RECORD}}"))
-mtd.from_metatensor(make_metatensor(1)).to_zarr(
-    path, append_dim="samples", renumber={{"system": "next"}}, chunks=3
-)
-print("done")
-"""
-
-
 CODECS = ["default", "sharded-zstd"]
 MOMENTS = ["tail", "documents", "records"]
 
 
-def _append_killed(path: Path, moment: str) -> subprocess.Popen:
-    """``SCRIPT`` appending to ``path`` until ``moment``, just started."""
-    script = SCRIPT.format(folder=str(Path(__file__).parent))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen(
-        [sys.executable, "-c", script, str(path), moment],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+def _append_killed(path: Path, moment: str) -> Forked:
+    """``cut_writers.killed_at_step`` appending to ``path`` until ``moment``, in a
+    process of its own (forked from a server that imported everything once), just
+    started."""
+    return Forked(cut_writers.killed_at_step, str(path), moment)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +49,7 @@ def killed(tmp_path_factory):
                     mtd.from_metatensor(make_metatensor(0)).to_zarr(path, chunks=4)
                 processes[codecs, moment] = path, _append_killed(path, moment)
         for key, (path, process) in processes.items():
-            output, _ = process.communicate(timeout=300)
+            output = ended(process, timeout=300)
             found[key] = path, process.returncode, output
     finally:
         for _, process in processes.values():

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dask
 import metatensor
 import pytest
+from forked_process import Forked, forked_script
 from test_zarr_append import join, shifted
 from zarr_writer_process import slow_tensor
 
@@ -33,16 +32,15 @@ def _recorded(path: Path) -> int:
     return len([name for name in os.listdir(folder) if name.startswith("blocks%2F0%2Fvalues%2F")])
 
 
-def _start_append(path: Path, log: Path, delay: float) -> subprocess.Popen:
-    with open(log, "wb") as output:
-        return subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(path), str(N_CHUNKS), str(delay), "--append"],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+def _start_append(path: Path, log: Path, delay: float, *options: str) -> Forked:
+    """The append of ``zarr_writer_process.py`` in a process of its own (forked from a
+    server that imported everything once), its output in ``log``."""
+    return forked_script(
+        SCRIPT, str(path), str(N_CHUNKS), str(delay), "--append", *options, log=log
+    )
 
 
-def _wait_for(process: subprocess.Popen, log: Path, condition) -> None:
+def _wait_for(process: Forked, log: Path, condition) -> None:
     deadline = time.monotonic() + 120
     while not condition():
         assert process.poll() is None, log.read_text()
@@ -171,17 +169,9 @@ def test_appenders_started_together_lose_no_rows(store, tmp_path):
     with StoreLockedError (exit 3) before writing anything; retried one after the
     other, the refused ones complete the store, which then holds every batch once."""
     go = tmp_path / "go"
-    command = [sys.executable, str(SCRIPT), str(store), str(N_CHUNKS), "0.0", "--append"]
-    processes = []
-    for i in range(3):
-        with open(tmp_path / f"append{i}.log", "wb") as output:
-            processes.append(
-                subprocess.Popen(
-                    [*command, "--go", str(go)],
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+    processes = [
+        _start_append(store, tmp_path / f"append{i}.log", 0.0, "--go", str(go)) for i in range(3)
+    ]
     go.touch()
     codes = [process.wait(timeout=300) for process in processes]
     logs = [(tmp_path / f"append{i}.log").read_text() for i in range(3)]

@@ -16,6 +16,7 @@ import dask
 import fsspec
 import numpy as np
 import pytest
+from forked_process import Forked, forked_script
 from zarr_writer_process import slow_tensor
 
 import metatensor_dask as mtd
@@ -29,17 +30,12 @@ SCRIPT = Path(__file__).with_name("zarr_writer_process.py")
 
 
 def _start(tmp_path: Path, name: str, store: str, *args: str, env: dict | None = None):
-    """A writer process (see zarr_writer_process.py), its output in ``tmp_path/name``."""
-    with open(tmp_path / name, "wb") as output:
-        return subprocess.Popen(
-            [sys.executable, str(SCRIPT), store, *args],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+    """A writer process (see zarr_writer_process.py, forked from a server that imported
+    everything once), its output in ``tmp_path/name``."""
+    return forked_script(SCRIPT, store, *args, environment=env, log=tmp_path / name)
 
 
-def _finish(process: subprocess.Popen, timeout: float = 180) -> int:
+def _finish(process: Forked, timeout: float = 180) -> int:
     try:
         return process.wait(timeout)
     finally:
@@ -66,7 +62,7 @@ def _race(tmp_path: Path, store: str, writers: list[list[str]]) -> list[tuple[in
     ]
 
 
-def _wait_for(condition, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
+def _wait_for(condition, process: Forked | None = None, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert process is None or process.poll() is None, "the writer ended too early"
