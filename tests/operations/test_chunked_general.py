@@ -14,7 +14,13 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from chunked_arithmetic_maps import entry_finite_differences, featomic_like, irregular, stored
+from chunked_arithmetic_maps import (
+    entry_finite_differences,
+    entry_finite_differences_together,
+    featomic_like,
+    irregular,
+    stored,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from metatensor_compare import with_new_arrays
@@ -231,18 +237,20 @@ def test_mean_var_std_over_samples_values_are_metatensors(chunked, reduction, na
         )
 
 
-@pytest.mark.parametrize("parameter", ["positions", "strain", "cell"])
-@pytest.mark.parametrize("names", ["atom", ["system"], ["atom", "system"]], ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_gradients_over_samples_by_finite_differences(chunked, reduction, names, parameter):
-    theirs = metatensor.remove_gradients(
-        featomic_like(seed=10, grouped=False),
-        [p for p in ("positions", "strain", "cell") if p != parameter],
-    )
-    ours = chunked(theirs)
-    entry_finite_differences(
-        lambda t: getattr(mtd, f"{reduction}_over_samples")(t, names), ours, parameter
-    )
+def test_gradients_over_samples_by_finite_differences(chunked, reduction):
+    """Every gradient (alone in its map) and every group of names, in one computation."""
+    checks = []
+    for parameter in ["positions", "strain", "cell"]:
+        theirs = metatensor.remove_gradients(
+            featomic_like(seed=10, grouped=False),
+            [p for p in ("positions", "strain", "cell") if p != parameter],
+        )
+        ours = chunked(theirs)
+        for names in ["atom", ["system"], ["atom", "system"]]:
+            function = getattr(mtd, f"{reduction}_over_samples")
+            checks.append((lambda t, f=function, n=names: f(t, n), ours, parameter))
+    entry_finite_differences_together(checks)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
