@@ -549,6 +549,23 @@ def test_soundness_check_sees_chunks_of_the_wrong_shape():
     )
     with pytest.raises(AssertionError):
         assert_arrays_are_sound(wrong)
+    expected = metatensor.TensorMap(
+        metatensor.Labels.range("k", 1),
+        [
+            metatensor.TensorBlock(
+                np.full((3, 1), 2.0),
+                metatensor.Labels.range("s", 3),
+                [],
+                metatensor.Labels.range("p", 1),
+            )
+        ],
+    )
+    with pytest.raises(AssertionError):
+        assert_sound_and_equal_to_metatensor(wrong, expected)
+    # the same map in chunks of their declared shape is sound and equal
+    right = da.from_array(np.ones((3, 1)), chunks=((1, 2), (1,))) + 1.0
+    block = mtd.TensorBlock(right, mtd.Labels.range("s", 3), [], mtd.Labels.range("p", 1))
+    assert_sound_and_equal_to_metatensor(mtd.TensorMap(mtd.Labels.range("k", 1), [block]), expected)
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
