@@ -175,35 +175,68 @@ def entry_finite_differences(
     chunks, and the change of the output values must match the output gradients
     contracted with the same direction.
     """
+    entry_finite_differences_together([(function, tensor, parameter)], eps, rtol, atol)
+
+
+def _entry_directions(computed: mtd.TensorMap, parameter: str) -> dict[tuple, np.ndarray]:
+    """A random direction for each ``parameter`` gradient entry of ``computed``."""
     rng = np.random.default_rng(7)
-    computed = tensor.compute()
     direction: dict[tuple, np.ndarray] = {}
     for block in computed.blocks():
         gradient = block.gradient(parameter)
         shape = gradient.values.shape[1 : 1 + _extra_components(block, parameter)]
         for row in gradient.samples.values:
             direction.setdefault(tuple(row[1:]), rng.uniform(-1, 1, shape))
+    return direction
 
-    def moved(sign: float) -> list:
-        blocks = []
-        for block, lazy in zip(computed.blocks(), tensor.blocks(), strict=True):
-            values = np.asarray(block.values, np.float64)
-            values = values + sign * eps * _entry_derivative(block, parameter, direction)
-            new = mtd.TensorBlock(
-                da.from_array(values.astype(block.values.dtype), chunks=lazy.values.chunks),
-                block.samples,
-                block.components,
-                block.properties,
-            )
-            for name, gradient in lazy.gradients():
-                new.add_gradient(name, gradient)
-            blocks.append(new)
+
+def _entry_moved(
+    tensor: mtd.TensorMap, computed: mtd.TensorMap, parameter: str, direction: dict, step: float
+) -> mtd.TensorMap:
+    """``tensor`` (computed: ``computed``) with its values moved by ``step`` along
+    ``direction``, in the same chunks, with the same gradients."""
+    blocks = []
+    for block, lazy in zip(computed.blocks(), tensor.blocks(), strict=True):
+        values = np.asarray(block.values, np.float64)
+        values = values + step * _entry_derivative(block, parameter, direction)
+        new = mtd.TensorBlock(
+            da.from_array(values.astype(block.values.dtype), chunks=lazy.values.chunks),
+            block.samples,
+            block.components,
+            block.properties,
+        )
+        for name, gradient in lazy.gradients():
+            new.add_gradient(name, gradient)
+        blocks.append(new)
+    return mtd.TensorMap(tensor.keys, blocks)
+
+
+def entry_finite_differences_together(
+    checks: list[tuple[Callable[[mtd.TensorMap], mtd.TensorMap], mtd.TensorMap, str]],
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+) -> None:
+    """:func:`entry_finite_differences` of each ``(function, tensor, parameter)`` of
+    ``checks``, in two ``dask.compute``: one of the tensors, one of every result and
+    every moved result's values."""
+    tensors = {id(tensor): tensor for _, tensor, _ in checks}
+    computed = dict(zip(tensors, dask.compute(*tensors.values()), strict=True))
+    directions = [_entry_directions(computed[id(t)], p) for _, t, p in checks]
+    lazy = []
+    for (function, tensor, parameter), direction in zip(checks, directions, strict=True):
+        steps = [
+            _entry_moved(tensor, computed[id(tensor)], parameter, direction, step)
+            for step in (eps, -eps)
+        ]
         # only the values of the moved results are compared
-        return [block.values for block in function(mtd.TensorMap(tensor.keys, blocks)).blocks()]
-
-    result = function(tensor).compute()
-    plus, minus = dask.compute(moved(1.0), moved(-1.0))
-    for block, up, down in zip(result.blocks(), plus, minus, strict=True):
-        finite = (up.astype(np.float64) - down.astype(np.float64)) / (2 * eps)
-        analytic = _entry_derivative(block, parameter, direction)
-        np.testing.assert_allclose(finite, analytic, rtol=rtol, atol=atol)
+        moved = [[block.values for block in function(t).blocks()] for t in steps]
+        lazy.append((function(tensor), *moved))
+    (results,) = dask.compute(lazy)
+    for (_, _, parameter), direction, (result, plus, minus) in zip(
+        checks, directions, results, strict=True
+    ):
+        for block, up, down in zip(result.blocks(), plus, minus, strict=True):
+            finite = (up.astype(np.float64) - down.astype(np.float64)) / (2 * eps)
+            analytic = _entry_derivative(block, parameter, direction)
+            np.testing.assert_allclose(finite, analytic, rtol=rtol, atol=atol)

@@ -14,7 +14,13 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from chunked_arithmetic_maps import entry_finite_differences, featomic_like, irregular, stored
+from chunked_arithmetic_maps import (
+    entry_finite_differences,
+    entry_finite_differences_together,
+    featomic_like,
+    irregular,
+    stored,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from metatensor_compare import with_new_arrays
@@ -79,16 +85,20 @@ def test_the_maps_are_chunked_as_described(chunked):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("grouped", [True, False])
-@pytest.mark.parametrize("operation", ["add", "subtract", "multiply", "divide"])
-def test_binary_operations_are_metatensors(chunked, operation, grouped, dtype):
+def test_binary_operations_are_metatensors(chunked, grouped, dtype):
+    """Every binary operation, computed together."""
     first = featomic_like(dtype, 0, grouped)
     second = featomic_like(dtype, 1, grouped)
     ours = chunked(first), chunked(second)
+    operations = ["add", "subtract", "multiply", "divide"]
     with raise_if_dask_computes():
-        result = getattr(mtd, operation)(*ours)
+        results = [getattr(mtd, operation)(*ours) for operation in operations]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0 / 0 in both
-        assert_equal_to_metatensor(result, getattr(metatensor, operation)(first, second))
+        computed = dask.compute(*results)
+        for operation, result in zip(operations, computed, strict=True):
+            expected = getattr(metatensor, operation)(first, second)
+            assert_equal_to_metatensor(result, expected)
 
 
 @pytest.mark.parametrize("scalar", [2, -0.5, 0, 0.0, np.float64(3.5)])
@@ -231,18 +241,20 @@ def test_mean_var_std_over_samples_values_are_metatensors(chunked, reduction, na
         )
 
 
-@pytest.mark.parametrize("parameter", ["positions", "strain", "cell"])
-@pytest.mark.parametrize("names", ["atom", ["system"], ["atom", "system"]], ids=str)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_gradients_over_samples_by_finite_differences(chunked, reduction, names, parameter):
-    theirs = metatensor.remove_gradients(
-        featomic_like(seed=10, grouped=False),
-        [p for p in ("positions", "strain", "cell") if p != parameter],
-    )
-    ours = chunked(theirs)
-    entry_finite_differences(
-        lambda t: getattr(mtd, f"{reduction}_over_samples")(t, names), ours, parameter
-    )
+def test_gradients_over_samples_by_finite_differences(chunked, reduction):
+    """Every gradient (alone in its map) and every group of names, in one computation."""
+    checks = []
+    for parameter in ["positions", "strain", "cell"]:
+        theirs = metatensor.remove_gradients(
+            featomic_like(seed=10, grouped=False),
+            [p for p in ("positions", "strain", "cell") if p != parameter],
+        )
+        ours = chunked(theirs)
+        for names in ["atom", ["system"], ["atom", "system"]]:
+            function = getattr(mtd, f"{reduction}_over_samples")
+            checks.append((lambda t, f=function, n=names: f(t, n), ours, parameter))
+    entry_finite_differences_together(checks)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -514,31 +526,35 @@ def _integers(theirs, dtype):
     return with_new_arrays(theirs, lambda array: _times_three(array, dtype))
 
 
-@pytest.mark.parametrize(
-    "operation",
-    [
-        lambda m, a, b: m.add(a, b),
-        lambda m, a, b: m.multiply(a, 3),
-        lambda m, a, b: m.divide(a, b),
-        lambda m, a, b: m.pow(a, 2),
-        lambda m, a, b: m.abs(a),
-        lambda m, a, b: m.sum_over_samples(a, "atom"),
-        lambda m, a, b: m.sum_over_properties(a, "n"),
-        lambda m, a, b: m.zeros_like(a),
-    ],
-    ids=["add", "multiply", "divide", "pow", "abs", "sum_samples", "sum_props", "zeros_like"],
-)
+INTEGER_OPERATIONS = {
+    "add": lambda m, a, b: m.add(a, b),
+    "multiply": lambda m, a, b: m.multiply(a, 3),
+    "divide": lambda m, a, b: m.divide(a, b),
+    "pow": lambda m, a, b: m.pow(a, 2),
+    "abs": lambda m, a, b: m.abs(a),
+    "sum_samples": lambda m, a, b: m.sum_over_samples(a, "atom"),
+    "sum_props": lambda m, a, b: m.sum_over_properties(a, "n"),
+    "zeros_like": lambda m, a, b: m.zeros_like(a),
+}
+
+
 @pytest.mark.parametrize(
     "dtypes", [(np.int32, np.int32), (np.int32, np.int64)], ids=["int32,int32", "int32,int64"]
 )
-def test_integer_maps_keep_metatensors_dtypes(chunked, dtypes, operation):
+def test_integer_maps_keep_metatensors_dtypes(chunked, dtypes):
+    """Every operation of ``INTEGER_OPERATIONS``, computed together."""
     first = _integers(featomic_like(seed=24), dtypes[0])
     second = _integers(featomic_like(seed=25), dtypes[1])
+    a, b = chunked(first), chunked(second)
+    results = {name: operation(mtd, a, b) for name, operation in INTEGER_OPERATIONS.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 0 / 0 in both
-        expected = operation(metatensor, first, second)
-        computed = assert_declared_dtypes(operation(mtd, chunked(first), chunked(second)))
-    assert_equal_to_metatensor(computed, expected)
+        (computed,) = dask.compute(results)
+        for name, operation in INTEGER_OPERATIONS.items():
+            declared = [array.dtype for array in _arrays(results[name])]
+            assert [np.asarray(x).dtype for x in _arrays(computed[name])] == declared, name
+            expected = operation(metatensor, first, second)
+            assert_equal_to_metatensor(computed[name], expected)
 
 
 def _with_a_block_without_properties(theirs):
@@ -584,16 +600,18 @@ def test_integer_means_are_float64_in_every_block(chunked, axis, reduction):
 def test_random_maps_through_a_store(pair, rows):
     """Random maps (gradient rows shuffled) written in chunks of ``rows`` and opened."""
     first, second = pair
-    theirs = mtd.to_metatensor(first), mtd.to_metatensor(second)
     with tempfile.TemporaryDirectory() as directory:
         mtd.to_zarr(first, f"{directory}/first.zarr", chunks=rows)
         opened = mtd.open_zarr(f"{directory}/first.zarr")
         with raise_if_dask_computes():
-            results = [
+            lazy = [
                 mtd.multiply(opened, second),
                 mtd.divide(opened, second),
                 mtd.sum_over_samples(opened, "atom"),
             ]
+        # the inputs and every result in one computation
+        *results, first_computed, second_computed = dask.compute(*lazy, first, second)
+        theirs = mtd.to_metatensor(first_computed), mtd.to_metatensor(second_computed)
         expected = [
             metatensor.multiply(*theirs),
             metatensor.divide(*theirs),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from chunked_maps import pair
 from oracle2 import assert_co_partitioned
-from test_edge_shapes import assert_arrays_are_sound
+from test_edge_shapes import assert_sound_and_equal_to_metatensor
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
@@ -88,10 +88,11 @@ def assert_same(ours: Any, theirs: Any) -> None:
     elif isinstance(theirs, (bool, type(None))):
         assert ours == theirs
     else:
-        assert_equal_to_metatensor(ours, theirs)
         if isinstance(ours, (mtd.TensorMap, mtd.TensorBlock)):
-            assert_arrays_are_sound(_as_map(ours))
+            assert_sound_and_equal_to_metatensor(ours, theirs)
             assert_co_partitioned(_as_map(ours))
+        else:
+            assert_equal_to_metatensor(ours, theirs)
 
 
 def check(build: Callable[[Any, Any], Any], maps: tuple[mtd.TensorMap, Any]) -> None:

@@ -457,14 +457,81 @@ def assert_arrays_are_sound(tensor: mtd.TensorMap) -> None:
     assert_arrays_are_sound_together(_arrays(tensor))
 
 
+def _sound_chunks(arrays: list[Any]) -> list[list[Any]]:
+    """The chunks of each of ``arrays``, in the order of their keys, from one
+    ``dask.get`` of every chunk task, asserting each has its declared shape."""
+    keys: list[list[Any]] = []
+    graph: dict = {}
+    for array in arrays:
+        array_keys, array_graph = _chunk_tasks(array)
+        keys.append(array_keys)
+        graph.update(array_graph)
+    chunks = iter(dask.get(graph, [key for array_keys in keys for key in array_keys]))
+    result = []
+    for array, array_keys in zip(arrays, keys, strict=True):
+        result.append([next(chunks) for _ in array_keys])
+        for key, chunk in zip(array_keys, result[-1], strict=True):
+            expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
+            assert np.shape(chunk) == expected, (key, np.shape(chunk), expected)
+    return result
+
+
+def _assembled(array: Any, chunks: list[Any]) -> np.ndarray:
+    """``array``'s value from its ``chunks`` (in the order of its keys)."""
+    grid = np.empty(array.numblocks, dtype=object)
+    for index, chunk in zip(np.ndindex(*array.numblocks), chunks, strict=True):
+        grid[index] = np.asarray(chunk)
+    assembled = np.block(grid.tolist()) if grid.size > 1 else grid.flat[0]
+    assert assembled.shape == array.shape, (assembled.shape, array.shape)
+    return assembled
+
+
+def _block_with(block: Any, arrays: Any) -> Any:
+    """``block`` with its values and gradients replaced by the next of ``arrays``."""
+    new = mtd.TensorBlock(
+        da.from_array(next(arrays), chunks=-1), block.samples, block.components, block.properties
+    )
+    for parameter, gradient in block.gradients():
+        new.add_gradient(parameter, _block_with(gradient, arrays))
+    return new
+
+
+def assert_sound_and_equal_to_metatensor(
+    ours: Any, theirs: Any, rtol: float = 0.0, atol: float = 0.0
+) -> None:
+    """:func:`assert_arrays_are_sound` and ``assert_equal_to_metatensor`` of ``ours``
+    (a map or a block) in one computation: the arrays compared are the ones assembled
+    from the chunk tasks that the soundness check runs."""
+    as_map = ours if isinstance(ours, mtd.TensorMap) else None
+    blocks = list(as_map.blocks()) if as_map is not None else [ours]
+    arrays = [a for block in blocks for a in _arrays_of_block(block)]
+    computed = iter(_assembled(a, c) for a, c in zip(arrays, _sound_chunks(arrays), strict=True))
+    new_blocks = [_block_with(block, computed) for block in blocks]
+    if as_map is None:
+        assert_equal_to_metatensor(new_blocks[0], theirs, rtol=rtol, atol=atol)
+        return
+    result = mtd.TensorMap(as_map.keys, new_blocks)
+    for key, value in as_map.info().items():
+        result.set_info(key, value)
+    assert_equal_to_metatensor(result, theirs, rtol=rtol, atol=atol)
+
+
+def _arrays_of_block(block: Any) -> list[Any]:
+    """The values of ``block`` then of each gradient (recursively), as
+    :func:`_block_with` consumes them."""
+    arrays = [block.values]
+    for _, gradient in block.gradients():
+        arrays.extend(_arrays_of_block(gradient))
+    return arrays
+
+
 def _compare(ours: Any, theirs: Any, tolerant: bool) -> None:
     if isinstance(ours, mtd.Labels):
         assert_equal_to_metatensor(ours, theirs)
         return
     assert isinstance(ours, mtd.TensorMap), type(ours)
-    assert_arrays_are_sound(ours)
     tolerance = {"rtol": 1e-9, "atol": 1e-12} if tolerant else {}
-    assert_equal_to_metatensor(ours, theirs, **tolerance)
+    assert_sound_and_equal_to_metatensor(ours, theirs, **tolerance)
 
 
 @pytest.fixture(scope="module", params=list(LAYOUTS))
@@ -482,6 +549,23 @@ def test_soundness_check_sees_chunks_of_the_wrong_shape():
     )
     with pytest.raises(AssertionError):
         assert_arrays_are_sound(wrong)
+    expected = metatensor.TensorMap(
+        metatensor.Labels.range("k", 1),
+        [
+            metatensor.TensorBlock(
+                np.full((3, 1), 2.0),
+                metatensor.Labels.range("s", 3),
+                [],
+                metatensor.Labels.range("p", 1),
+            )
+        ],
+    )
+    with pytest.raises(AssertionError):
+        assert_sound_and_equal_to_metatensor(wrong, expected)
+    # the same map in chunks of their declared shape is sound and equal
+    right = da.from_array(np.ones((3, 1)), chunks=((1, 2), (1,))) + 1.0
+    block = mtd.TensorBlock(right, mtd.Labels.range("s", 3), [], mtd.Labels.range("p", 1))
+    assert_sound_and_equal_to_metatensor(mtd.TensorMap(mtd.Labels.range("k", 1), [block]), expected)
 
 
 @pytest.mark.parametrize("name", list(OPERATIONS))

@@ -265,8 +265,20 @@ def operations(buffer: bytes) -> dict[str, Operation]:
 ROUNDED = ("sum-", "mean-", "var-", "std-", "dot")
 
 
+@pytest.fixture(scope="module")
+def references(kind: str) -> dict[str, Any]:
+    """metatensor's result of each operation on this kind's map, computed by the first
+    test that needs it (the tests only read them)."""
+    return {}
+
+
 def check_operations(
-    names: list[str], operations: dict[str, Operation], buffer: bytes, t: Any, u: Any
+    names: list[str],
+    operations: dict[str, Operation],
+    buffer: bytes,
+    t: Any,
+    u: Any,
+    references: dict[str, Any],
 ) -> None:
     """The ``operations`` of ``names``, built lazily on our maps, equal metatensor's on
     the same data (our results computed together, in one ``dask.compute``)."""
@@ -276,7 +288,9 @@ def check_operations(
             ours[name] = operations[name](mtd, t, u)
     (computed,) = dask.compute(ours)
     for name in names:
-        theirs = operations[name](metatensor, fresh(buffer), fresh(buffer))
+        if name not in references:
+            references[name] = operations[name](metatensor, fresh(buffer), fresh(buffer))
+        theirs = references[name]
         try:
             _assert_same(name, computed[name], theirs)
         except AssertionError as error:
@@ -303,18 +317,23 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("how", LOADERS)
-def test_operations_like_metatensor(how: str, kind: str, buffer: bytes, maps: dict) -> None:
+def test_operations_like_metatensor(
+    how: str, kind: str, buffer: bytes, maps: dict, references: dict
+) -> None:
     if how not in LAYOUTS[kind]:
         pytest.skip("covered by the other maps and loaders (keeps the test fast)")
     ops = operations(buffer)
-    check_operations(list(ops), ops, buffer, maps[how], maps["memory"])
+    check_operations(list(ops), ops, buffer, maps[how], maps["memory"], references)
 
 
 @pytest.mark.parametrize("pair", [("zarr", "cut-gradients"), ("mts", "uneven")])
-def test_operations_between_chunkings(pair: tuple[str, str], buffer: bytes, maps: dict) -> None:
+def test_operations_between_chunkings(
+    pair: tuple[str, str], buffer: bytes, maps: dict, references: dict
+) -> None:
     """Binary operations on two maps of the same data chunked differently."""
     binary = ["add", "multiply", "divide", "operators", "join-samples", "join-properties"]
-    check_operations(binary, operations(buffer), buffer, maps[pair[0]], maps[pair[1]])
+    ops = operations(buffer)
+    check_operations(binary, ops, buffer, maps[pair[0]], maps[pair[1]], references)
 
 
 def test_comparisons(buffer: bytes, maps: dict) -> None:
@@ -371,20 +390,31 @@ FINITE_DIFFERENCES: dict[str, Callable[[mtd.TensorMap], mtd.TensorMap]] = {
 }
 
 
+EPS = 1e-5
+
+
+def _results(operation: Callable[[mtd.TensorMap], mtd.TensorMap], maps: list) -> list:
+    """``operation`` of each of ``maps``, computed together, as metatensor maps."""
+    return [mtd.to_metatensor(t) for t in dask.compute(*[operation(t) for t in maps])]
+
+
+@pytest.fixture(scope="module")
+def moved_radial_spectra() -> list[mtd.TensorMap]:
+    """featomic's radial spectrum (``positions`` gradients) of the structures, then with
+    atoms moved by +EPS and -EPS, chunked unevenly (the tests only read them)."""
+    return [
+        rechunked(mtd.from_metatensor(fresh(descriptor("radial-spectrum", ["positions"], e))), None)
+        for e in (0.0, EPS, -EPS)
+    ]
+
+
 @pytest.mark.parametrize("name", sorted(FINITE_DIFFERENCES))
-def test_gradients_by_finite_differences(name: str) -> None:
+def test_gradients_by_finite_differences(name: str, moved_radial_spectra: list) -> None:
     """The ``positions`` gradient of an operation on featomic's radial spectrum,
     chunked unevenly, equals the change of the operation's values when featomic is run
     again on moved atoms (mean/var/std over samples: where metatensor is wrong)."""
-    operation = FINITE_DIFFERENCES[name]
-    kind, eps = "radial-spectrum", 1e-5
-
-    def run(shift: float) -> metatensor.TensorMap:
-        buffer = descriptor(kind, ["positions"], shift)
-        tensor = rechunked(mtd.from_metatensor(fresh(buffer)), None)
-        return mtd.to_metatensor(operation(tensor).compute())
-
-    result, up, down = run(0.0), run(eps), run(-eps)
+    eps = EPS
+    result, up, down = _results(FINITE_DIFFERENCES[name], moved_radial_spectra)
     for block, plus, minus in zip(result.blocks(), up.blocks(), down.blocks(), strict=True):
         finite = (plus.values - minus.values) / (2 * eps)
         np.testing.assert_allclose(directional(block, moves()), finite, rtol=1e-5, atol=1e-8)
@@ -412,22 +442,26 @@ STRAIN_DIFFERENCES: dict[str, Callable[[mtd.TensorMap], mtd.TensorMap]] = {
 }
 
 
+@pytest.fixture(scope="module")
+def strained_radial_spectra() -> list[mtd.TensorMap]:
+    """featomic's radial spectrum (``strain`` gradients) of the structures, then
+    strained by +EPS and -EPS, chunked unevenly (the tests only read them)."""
+    result = []
+    for eps in (0.0, EPS, -EPS):
+        computed = calculator("radial-spectrum").compute(strained(eps), gradients=["strain"])
+        buffer = bytes(metatensor.io.save_buffer(computed))
+        result.append(rechunked(mtd.from_metatensor(fresh(buffer)), None))
+    return result
+
+
 @pytest.mark.parametrize("name", sorted(STRAIN_DIFFERENCES))
-def test_strain_gradients_by_finite_differences(name: str) -> None:
+def test_strain_gradients_by_finite_differences(name: str, strained_radial_spectra: list) -> None:
     """The ``strain`` gradient (components ``xyz_2``, ``xyz_1``; samples ``sample``
     only) of an operation on the radial spectrum equals the change of its values when
     featomic is run again on strained structures (a symmetric strain, so that the order
     of the two components does not matter)."""
-    operation = STRAIN_DIFFERENCES[name]
-    eps = 1e-5
-
-    def run(shift: float) -> metatensor.TensorMap:
-        computed = calculator("radial-spectrum").compute(strained(shift), gradients=["strain"])
-        buffer = bytes(metatensor.io.save_buffer(computed))
-        tensor = rechunked(mtd.from_metatensor(fresh(buffer)), None)
-        return mtd.to_metatensor(operation(tensor).compute())
-
-    result, up, down = run(0.0), run(eps), run(-eps)
+    eps = EPS
+    result, up, down = _results(STRAIN_DIFFERENCES[name], strained_radial_spectra)
     for block, plus, minus in zip(result.blocks(), up.blocks(), down.blocks(), strict=True):
         gradient = block.gradient("strain")
         analytic = np.zeros(block.values.shape)

@@ -6,13 +6,16 @@ real perturbations of the inputs, and against metatensor-operations on the same 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import metatensor
 import numpy as np
 import pytest
 from oracle2 import densified
 from test_s24_grad_support import (
+    Check,
     check_finite_differences,
+    check_together,
     chunked,
     generated,
     labels,
@@ -22,7 +25,6 @@ from test_s24_grad_support import (
 
 import metatensor_dask as mtd
 from metatensor_dask.operations import _value_rows
-from metatensor_dask.testing import assert_equal_to_metatensor
 
 SEEDS = [0, 1, 2]
 
@@ -37,47 +39,67 @@ def _pair(seed: int, zeros: float = 0.2):
     return (first, second), (chunked(rng, first), chunked(rng, second))
 
 
-@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("operation", ["add", "subtract", "multiply", "divide"])
-def test_binary_operations(seed, operation):
-    (first, second), (a, b) = _pair(seed)
+def test_binary_operations(operation):
     ours = getattr(mtd, operation)
-    assert_equal_to_metatensor(ours(a, b), getattr(metatensor, operation)(first, second))
-    check_finite_differences(ours, [a, b])
-    check_finite_differences(lambda x: ours(x, -1.75), [a])
+    checks = []
+    for seed in SEEDS:
+        (first, second), (a, b) = _pair(seed)
+        expected = getattr(metatensor, operation)(first, second)
+        checks.append(Check(ours, [a, b], expected))
+        checks.append(Check(lambda x: ours(x, -1.75), [a]))
+    check_together(checks)
+
+
+def test_the_same_map_on_both_sides():
+    checks = []
+    for seed in SEEDS:
+        (first, _), (a, _) = _pair(seed)
+        for operation in ["multiply", "subtract"]:
+            ours = getattr(mtd, operation)
+            expected = getattr(metatensor, operation)(first, first)
+            checks.append(Check(lambda x, f=ours: f(x, x), [a], expected))
+    check_together(checks)
+
+
+def test_divide_by_values_near_zero():
+    checks = []
+    for seed in SEEDS:
+        _, (a, b) = _pair(seed)
+        near_zero = mtd.multiply(b, 1e-3)
+        checks.append(Check(mtd.divide, [a, near_zero], differences={"eps": 1e-9, "rtol": 1e-4}))
+    check_together(checks)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_the_same_map_on_both_sides(seed):
-    (first, _), (a, _) = _pair(seed)
-    for operation in ["multiply", "subtract"]:
-        ours = getattr(mtd, operation)
-        assert_equal_to_metatensor(ours(a, a), getattr(metatensor, operation)(first, first))
-        check_finite_differences(lambda x, f=ours: f(x, x), [a])
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_divide_by_values_near_zero(seed):
-    _, (a, b) = _pair(seed)
-    near_zero = mtd.multiply(b, 1e-3)
-    check_finite_differences(mtd.divide, [a, near_zero], eps=1e-9, rtol=1e-4)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("exponent", [2, 3, -1, 0.5, -1.5, 0, 1])
-def test_pow(seed, exponent):
+def test_pow(seed):
     (_, second), (_, b) = _pair(seed)
-    assert_equal_to_metatensor(mtd.pow(b, exponent), metatensor.pow(second, exponent))
-    check_finite_differences(lambda x: mtd.pow(x, exponent), [b])
+    check_together(
+        [
+            Check(lambda x, e=exponent: mtd.pow(x, e), [b], metatensor.pow(second, exponent))
+            for exponent in [2, 3, -1, 0.5, -1.5, 0, 1]
+        ]
+    )
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("exponent", [2, 3, -1, 0.5, -1.5, 1])
-def test_pow_of_zero_and_negative_values_is_metatensors(seed, exponent):
-    (first, _), (a, _) = _pair(seed)
+def test_pow_of_zero_and_negative_values_is_metatensors():
+    checks = []
+    for seed in SEEDS:
+        (first, _), (a, _) = _pair(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # 0 ** -1, (-1) ** 0.5
+            checks.extend(
+                Check(
+                    lambda x, e=exponent: mtd.pow(x, e),
+                    [a],
+                    metatensor.pow(first, exponent),
+                    differences=None,
+                )
+                for exponent in [2, 3, -1, 0.5, -1.5, 1]
+            )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # 0 ** -1, (-1) ** 0.5
-        assert_equal_to_metatensor(mtd.pow(a, exponent), metatensor.pow(first, exponent))
+        warnings.simplefilter("ignore", RuntimeWarning)
+        check_together(checks)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
@@ -105,38 +127,49 @@ def test_pow_zero_has_zero_gradients_at_zero_values(dtype, exponent):
         check_finite_differences(lambda x: mtd.pow(x, exponent), [ours])
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_abs_with_zero_values(seed):
-    (first, _), (a, _) = _pair(seed)
-    assert_equal_to_metatensor(mtd.abs(a), metatensor.abs(first))
-    # |x| moves by |eps| both ways at 0: the central difference is 0, as sign(0) is
-    check_finite_differences(mtd.abs, [a])
+def test_abs_with_zero_values():
+    checks = []
+    for seed in SEEDS:
+        (first, _), (a, _) = _pair(seed)
+        # |x| moves by |eps| both ways at 0: the central difference is 0, as sign(0) is
+        checks.append(Check(mtd.abs, [a], metatensor.abs(first)))
+    check_together(checks)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+TIGHT = {"rtol": 1e-12, "atol": 1e-14}
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean", "var", "std"])
-@pytest.mark.parametrize("names", [["atom"], ["system"], ["system", "atom"]], ids=str)
-def test_reductions_over_samples(seed, reduction, names):
-    (first, _), (a, _) = _pair(seed, zeros=0.0)
+def test_reductions_over_samples(reduction):
+    """Every seed and every group of sample names, in one computation."""
     ours = getattr(mtd, f"{reduction}_over_samples")
-    # metatensor normalizes sparse gradients by the merged rows: give it explicit zeros
-    theirs = first if reduction == "sum" else densified(first, names)
-    expected = getattr(metatensor, f"{reduction}_over_samples")(theirs, names)
-    assert_equal_to_metatensor(ours(a, names), expected, rtol=1e-12, atol=1e-14)
-    check_finite_differences(lambda x: ours(x, names), [a])
+    checks = []
+    for seed in SEEDS:
+        (first, _), (a, _) = _pair(seed, zeros=0.0)
+        for names in [["atom"], ["system"], ["system", "atom"]]:
+            # metatensor normalizes sparse gradients by the merged rows: give it
+            # explicit zeros
+            theirs = first if reduction == "sum" else densified(first, names)
+            expected = getattr(metatensor, f"{reduction}_over_samples")(theirs, names)
+            checks.append(Check(lambda x, n=names: ours(x, n), [a], expected, TIGHT))
+    check_together(checks)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("reduction", ["sum", "mean", "var", "std"])
-@pytest.mark.parametrize("names", [["p"], ["q"], ["p", "q"]], ids=str)
-def test_reductions_over_properties(seed, reduction, names):
-    (first, _), (a, _) = _pair(seed, zeros=0.0)
+def test_reductions_over_properties(reduction):
+    """Every seed and every group of property names, in one computation."""
     ours = getattr(mtd, f"{reduction}_over_properties")
-    if reduction == "sum" or not first.block(0).components:
-        # metatensor-operations 0.5.0 fails on blocks with components for the others
-        expected = getattr(metatensor, f"{reduction}_over_properties")(first, names)
-        assert_equal_to_metatensor(ours(a, names), expected, rtol=1e-12, atol=1e-14)
-    check_finite_differences(lambda x: ours(x, names), [a])
+    checks = []
+    for seed in SEEDS:
+        (first, _), (a, _) = _pair(seed, zeros=0.0)
+        for names in [["p"], ["q"], ["p", "q"]]:
+            expected = None
+            if reduction == "sum" or not first.block(0).components:
+                # metatensor-operations 0.5.0 fails on blocks with components for the
+                # others
+                expected = getattr(metatensor, f"{reduction}_over_properties")(first, names)
+            checks.append(Check(lambda x, n=names: ours(x, n), [a], expected, TIGHT))
+    check_together(checks)
 
 
 @pytest.mark.parametrize("reduction", ["var", "std"])
@@ -155,8 +188,7 @@ def test_var_and_std_of_one_sample_or_one_property_have_zero_gradients(reduction
         check_finite_differences(lambda x, r=result: r, [a])
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_dot(seed):
+def _dot_check(seed: int) -> Check:
     rng = np.random.default_rng(seed)
     first = generated(rng, structure(rng))
     properties = first.block(0).properties
@@ -171,41 +203,58 @@ def test_dot(seed):
     )
     a, w = chunked(rng, first), chunked(rng, weights)
     expected = metatensor.dot(first, weights)
-    assert_equal_to_metatensor(mtd.dot(a, w), expected, rtol=1e-12, atol=1e-14)
-    check_finite_differences(mtd.dot, [a, w], differentiable=[True, False])
+    return Check(mtd.dot, [a, w], expected, TIGHT, {"differentiable": [True, False]})
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_lstsq_with_gradient_equations(seed):
-    (first, second), (a, b) = _pair(seed)
-    expected = metatensor.lstsq(first, second, rcond=1e-10)
-    assert_equal_to_metatensor(mtd.lstsq(a, b, rcond=1e-10), expected, rtol=1e-8, atol=1e-10)
+def test_dot():
+    check_together([_dot_check(seed) for seed in SEEDS])
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("kind", ["float32", "zarr"])
-def test_float32_and_stored_inputs(seed, kind, tmp_path):
+def test_lstsq_with_gradient_equations():
+    checks = []
+    for seed in SEEDS:
+        (first, second), (a, b) = _pair(seed)
+        expected = metatensor.lstsq(first, second, rcond=1e-10)
+        lstsq = lambda x, y: mtd.lstsq(x, y, rcond=1e-10)  # noqa: E731
+        checks.append(Check(lstsq, [a, b], expected, {"rtol": 1e-8, "atol": 1e-10}, None))
+    check_together(checks)
+
+
+def _float32_and_stored_checks(seed: int, kind: str, path: Path) -> list[Check]:
     rng = np.random.default_rng(seed)
     meta = structure(rng)
     dtype = np.float32 if kind == "float32" else np.float64
     first = generated(rng, meta, dtype=dtype)
     second = generated(rng, meta, dtype=dtype, positive=True, zeros=0.0)
     if kind == "zarr":
-        a, b = stored(rng, first, tmp_path / "a.zarr"), stored(rng, second, tmp_path / "b.zarr")
+        a, b = stored(rng, first, path / "a.zarr"), stored(rng, second, path / "b.zarr")
     else:
         a, b = chunked(rng, first), chunked(rng, second)
-    for operation in ["add", "multiply", "divide"]:
-        expected = getattr(metatensor, operation)(first, second)
-        assert_equal_to_metatensor(getattr(mtd, operation)(a, b), expected)
-    assert_equal_to_metatensor(mtd.pow(b, -1.5), metatensor.pow(second, -1.5))
-    assert_equal_to_metatensor(mtd.abs(a), metatensor.abs(first))
-    sums = mtd.sum_over_samples(a, "atom")
+    # the finite differences of stored inputs: of multiply, and std below
+    differences = {} if kind == "zarr" else None
+    checks = [
+        Check(mtd.add, [a, b], metatensor.add(first, second), differences=None),
+        Check(mtd.multiply, [a, b], metatensor.multiply(first, second), differences=differences),
+        Check(mtd.divide, [a, b], metatensor.divide(first, second), differences=None),
+        Check(lambda x: mtd.pow(x, -1.5), [b], metatensor.pow(second, -1.5), differences=None),
+        Check(mtd.abs, [a], metatensor.abs(first), differences=None),
+    ]
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if kind == "float32" else {}
     expected = metatensor.sum_over_samples(first, "atom")
-    assert_equal_to_metatensor(sums, expected, **tolerance)
+    sums = lambda x: mtd.sum_over_samples(x, "atom")  # noqa: E731
+    checks.append(Check(sums, [a], expected, tolerance, None))
     if kind == "zarr":
-        check_finite_differences(mtd.multiply, [a, b])
-        check_finite_differences(lambda x: mtd.std_over_samples(x, "atom"), [a])
+        checks.append(Check(lambda x: mtd.std_over_samples(x, "atom"), [a]))
+    return checks
+
+
+@pytest.mark.parametrize("kind", ["float32", "zarr"])
+def test_float32_and_stored_inputs(kind, tmp_path):
+    checks = []
+    for seed in SEEDS:
+        (tmp_path / str(seed)).mkdir()
+        checks.extend(_float32_and_stored_checks(seed, kind, tmp_path / str(seed)))
+    check_together(checks)
 
 
 def _regular(meta: dict, rows_per_sample: int) -> dict:
@@ -223,23 +272,25 @@ def _regular(meta: dict, rows_per_sample: int) -> dict:
     return {**meta, "blocks": blocks}
 
 
-@pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("layout", ["any", "regular"])
-def test_kernels_working_block_by_block(monkeypatch, seed, layout):
+def test_kernels_working_block_by_block(monkeypatch, layout):
     """Gradients of more than a block of rows are computed block by block: with blocks
     of a few rows, every kernel takes that path."""
     monkeypatch.setattr(_value_rows, "ROW_BLOCK_BYTES", 100)
-    rng = np.random.default_rng(seed)
-    meta = structure(rng)
-    if layout == "regular":
-        meta = _regular(meta, 1 + seed % 2)
-    first = generated(rng, meta)
-    second = generated(rng, meta, positive=True, zeros=0.0)
-    a, b = chunked(rng, first), chunked(rng, second)
-    for name in ["multiply", "square", "divide", "pow", "abs"]:
-        expected = _kernel(metatensor, name, first, second)
-        assert_equal_to_metatensor(_kernel(mtd, name, a, b), expected)
-        check_finite_differences(lambda x, y, n=name: _kernel(mtd, n, x, y), [a, b])
+    checks = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        meta = structure(rng)
+        if layout == "regular":
+            meta = _regular(meta, 1 + seed % 2)
+        first = generated(rng, meta)
+        second = generated(rng, meta, positive=True, zeros=0.0)
+        a, b = chunked(rng, first), chunked(rng, second)
+        for name in ["multiply", "square", "divide", "pow", "abs"]:
+            expected = _kernel(metatensor, name, first, second)
+            function = lambda x, y, n=name: _kernel(mtd, n, x, y)  # noqa: E731
+            checks.append(Check(function, [a, b], expected))
+    check_together(checks)
 
 
 def _kernel(module, name: str, x, y):

@@ -26,9 +26,10 @@ values must equal the output gradients contracted with that direction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -294,3 +295,79 @@ def check_finite_differences(
                 atol=atol,
                 err_msg=f"gradient '{parameter}' of block {key}",
             )
+
+
+class Check(NamedTuple):
+    """One check of :func:`check_together`: ``function(*inputs)`` equals ``expected``
+    (a metatensor map, within ``tolerance``) unless it is None, and its gradients pass
+    :func:`check_finite_differences` with the keyword arguments ``differences`` unless
+    they are None."""
+
+    function: Callable[..., Any]
+    inputs: list[mtd.TensorMap]
+    expected: metatensor.TensorMap | None = None
+    tolerance: Mapping[str, float] = MappingProxyType({})
+    differences: Mapping[str, Any] | None = MappingProxyType({})
+
+
+def _moving(check: Check) -> list[mtd.TensorMap]:
+    if check.differences is None:
+        return []
+    differentiable = check.differences.get("differentiable") or [True] * len(check.inputs)
+    return [t for t, d in zip(check.inputs, differentiable, strict=True) if d]
+
+
+def _steps(check: Check, computed: dict) -> tuple[dict, dict]:
+    """The directions of every parameter, and the lazy values of ``check.function``
+    at both steps along them (see :func:`check_finite_differences`)."""
+    options = check.differences or {}
+    differentiable = options.get("differentiable") or [True] * len(check.inputs)
+    eps = options.get("eps", 1e-6)
+    rng = np.random.default_rng(11)
+    directions = {
+        p: _directions(rng, [computed[id(t)] for t in _moving(check)], p)
+        for p in check.inputs[0].block(0).gradients_list()
+    }
+
+    def at(step: float, parameter: str) -> list:
+        moved = [
+            _moved(t, computed[id(t)], parameter, directions[parameter], step) if d else t
+            for t, d in zip(check.inputs, differentiable, strict=True)
+        ]
+        return _values(check.function(*moved))
+
+    return directions, {p: (at(eps, p), at(-eps, p)) for p in directions}
+
+
+def _assert_differences(check: Check, result: list, directions: dict, steps: dict) -> None:
+    options = check.differences or {}
+    eps = options.get("eps", 1e-6)
+    blocks = [(key, block) for tensor in result for key, block in tensor.items()]
+    for parameter, (plus, minus) in steps.items():
+        for (key, block), after, before in zip(blocks, plus, minus, strict=True):
+            np.testing.assert_allclose(
+                derivative(block, parameter, directions[parameter]),
+                (after.astype(np.float64) - before.astype(np.float64)) / (2 * eps),
+                rtol=options.get("rtol", 1e-5),
+                atol=options.get("atol", 1e-7),
+                err_msg=f"gradient '{parameter}' of block {key}",
+            )
+
+
+def check_together(checks: list[Check]) -> None:
+    """Every one of ``checks``, in two ``dask.compute``: one of the inputs that move,
+    one of every result and every moved result's values. The same comparisons as
+    ``assert_equal_to_metatensor`` and :func:`check_finite_differences` one by one."""
+    from metatensor_dask.testing import assert_equal_to_metatensor
+
+    inputs = {id(t): t for check in checks for t in _moving(check)}
+    computed = dict(zip(inputs, dask.compute(*inputs.values()), strict=True))
+    computed = {k: mtd.to_metatensor(t) for k, t in computed.items()}
+    lazy = [_as_list(check.function(*check.inputs)) for check in checks]
+    steps = [_steps(c, computed) if c.differences is not None else ({}, {}) for c in checks]
+    results, values = dask.compute(lazy, [s for _, s in steps])
+    for check, result, (directions, _), moved in zip(checks, results, steps, values, strict=True):
+        if check.expected is not None:
+            (ours,) = result
+            assert_equal_to_metatensor(ours, check.expected, **check.tolerance)
+        _assert_differences(check, [mtd.to_metatensor(t) for t in result], directions, moved)
