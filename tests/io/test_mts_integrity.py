@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import shutil
 import struct
 import zipfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dask
@@ -103,8 +105,17 @@ def test_a_clean_file_computes_as_metatensor_loads_it(chunks):
     assert (len(checks) > 0) == (chunks is not None)
 
 
+@pytest.fixture(scope="module")
+def process_pool():
+    """Two worker processes for dask's ``processes`` scheduler, started once for the
+    module (spawning them for each computation took a few seconds)."""
+    context = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        yield pool
+
+
 @pytest.mark.parametrize("chunks", [None, 1, 7])
-def test_computing_a_damaged_map_or_block_fails(damaged, chunks):
+def test_computing_a_damaged_map_or_block_fails(damaged, process_pool, chunks):
     _metatensor_refuses(damaged)
     with raise_if_dask_computes():
         tensor = mtd.load(damaged, chunks=chunks)
@@ -113,7 +124,7 @@ def test_computing_a_damaged_map_or_block_fails(damaged, chunks):
     with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
         tensor.block(8).compute()
     with pytest.raises(mtd.DamagedFileError):
-        dask.compute(tensor.block(8), scheduler="processes", num_workers=2)
+        dask.compute(tensor.block(8), scheduler="processes", pool=process_pool)
     with pytest.raises(mtd.DamagedFileError):
         tensor.persist()
     # an array computed alone reads its member alone: other blocks are still read;

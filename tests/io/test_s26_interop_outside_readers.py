@@ -177,42 +177,73 @@ def _parts(
         yield from _parts(block.gradient(parameter), f"{prefix}/gradients/{parameter}")
 
 
+class _Readers:
+    """The store at ``path`` as the other tools open it, each once: zarr alone (each
+    node from its own document), zarr through the root's consolidated metadata, and
+    ``dask.array.from_zarr`` of each node, whose reads are computed together by
+    :meth:`check_lazy` (one computation, not one a node)."""
+
+    def __init__(self, path: Path) -> None:
+        self.alone = zarr.open_group(path, mode="r", use_consolidated=False)
+        self.consolidated = zarr.open_group(path, mode="r", use_consolidated=True)
+        self.arrays: dict[str, zarr.Array] = {}
+        self._lazy: list[tuple[str, da.Array, np.ndarray]] = []
+
+    def read(self, node: str) -> np.ndarray:
+        """The array at ``node`` read by zarr alone and through the consolidated
+        metadata (the same), its read by dask kept for :meth:`check_lazy`."""
+        array = self.arrays[node] = self.alone[node]
+        alone = array[...]
+        consolidated = self.consolidated[node][...]
+        assert alone.dtype == consolidated.dtype, node
+        np.testing.assert_array_equal(consolidated, alone, err_msg=node)
+        self._lazy.append((node, da.from_zarr(array), alone))
+        return alone
+
+    def check_lazy(self) -> None:
+        """``dask.array.from_zarr`` read every node read so far as zarr did."""
+        computed = dask.compute(*(lazy for _, lazy, _ in self._lazy))
+        for (node, _, alone), lazy in zip(self._lazy, computed, strict=True):
+            assert lazy.dtype == alone.dtype, node
+            np.testing.assert_array_equal(lazy, alone, err_msg=node)
+        self._lazy.clear()
+
+
 def _read(path: Path, node: str) -> np.ndarray:
     """The array at ``node`` read by zarr alone, through the root's consolidated
     metadata, and by ``dask.array.from_zarr``: all three the same."""
-    alone = zarr.open_array(path, path=node, mode="r")[...]
-    consolidated = zarr.open_group(path, mode="r", use_consolidated=True)[node][...]
-    lazy = da.from_zarr(str(path), component=node).compute()
-    assert alone.dtype == consolidated.dtype == lazy.dtype, node
-    np.testing.assert_array_equal(consolidated, alone, err_msg=node)
-    np.testing.assert_array_equal(lazy, alone, err_msg=node)
+    readers = _Readers(path)
+    alone = readers.read(node)
+    readers.check_lazy()
     return alone
 
 
-def _check_labels(path: Path, node: str, labels: metatensor.Labels) -> None:
-    stored = _read(path, node)
+def _check_labels(readers: _Readers, node: str, labels: metatensor.Labels) -> None:
+    stored = readers.read(node)
     assert stored.dtype == np.int32
     assert stored.shape == labels.values.shape, node
     np.testing.assert_array_equal(stored, labels.values, err_msg=node)
-    assert zarr.open_array(path, path=node, mode="r").attrs["names"] == list(labels.names)
+    assert readers.arrays[node].attrs["names"] == list(labels.names)
 
 
-def _check_block(path: Path, prefix: str, block: metatensor.TensorBlock, parent_rows: int) -> None:
-    values = _read(path, f"{prefix}/values")
+def _check_block(
+    readers: _Readers, prefix: str, block: metatensor.TensorBlock, parent_rows: int
+) -> None:
+    values = readers.read(f"{prefix}/values")
     expected = np.asarray(block.values)
     assert values.dtype == expected.dtype and values.shape == expected.shape, prefix
     np.testing.assert_array_equal(values, expected, err_msg=prefix)
-    _check_labels(path, f"{prefix}/samples", block.samples)
+    _check_labels(readers, f"{prefix}/samples", block.samples)
     for j, component in enumerate(block.components):
-        _check_labels(path, f"{prefix}/components/{j}", component)
+        _check_labels(readers, f"{prefix}/components/{j}", component)
     if "/gradients/" not in prefix:
-        _check_labels(path, f"{prefix}/properties", block.properties)
+        _check_labels(readers, f"{prefix}/properties", block.properties)
         return
     pointer = f"{prefix}/row_pointer"
-    if pointer in zarr.open_group(path, mode="r").metadata.consolidated_metadata.metadata:
+    if pointer in readers.consolidated.metadata.consolidated_metadata.metadata:
         rows = np.bincount(block.samples.values[:, 0], minlength=parent_rows)
         expected_pointer = np.concatenate([[0], np.cumsum(rows)])
-        np.testing.assert_array_equal(_read(path, pointer), expected_pointer, err_msg=pointer)
+        np.testing.assert_array_equal(readers.read(pointer), expected_pointer, err_msg=pointer)
 
 
 def _parents(block: metatensor.TensorBlock, prefix: str) -> dict[str, int]:
@@ -262,13 +293,15 @@ def test_other_tools_read_every_kind_of_store(tmp_path, kind):
     path = tmp_path / "t.zarr"
     expected = KINDS[kind](path)
     assert isinstance(expected, metatensor.TensorMap)
-    np.testing.assert_array_equal(_read(path, "keys"), expected.keys.values)
+    readers = _Readers(path)
+    np.testing.assert_array_equal(readers.read("keys"), expected.keys.values)
     group = zarr.open_group(path, mode="r")
     assert len(group["blocks"]) == len(expected)
     for i, block in enumerate(expected.blocks()):
         parents = _parents(block, f"blocks/{i}")
         for prefix, part in _parts(block, f"blocks/{i}"):
-            _check_block(path, prefix, part, parents.get(prefix, 0))
+            _check_block(readers, prefix, part, parents.get(prefix, 0))
+    readers.check_lazy()
     _check_documents(path)
     _check_xarray(path, expected)
 

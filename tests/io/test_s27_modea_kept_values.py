@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import dask
 import metatensor
@@ -292,28 +293,55 @@ def test_nan_of_other_bits_are_the_same_values(tmp_path, full):
 
 _REWRITE = (
     "import sys, metatensor_dask as mtd\n"
-    "stored = mtd.open_zarr(sys.argv[1]).compute()\n"
-    "mtd.multiply(stored, 2.0).to_zarr(sys.argv[1], mode='r+')\n"
+    "for path in sys.argv[1:]:\n"
+    "    stored = mtd.open_zarr(path).compute()\n"
+    "    mtd.multiply(stored, 2.0).to_zarr(path, mode='r+')\n"
 )
 
 
-def _rewrite_doubled(path, elsewhere: bool) -> None:
-    """Rewrite the values of the store at ``path`` doubled (``mode="r+"``), in this
-    process or in another one."""
-    if elsewhere:
-        subprocess.run([sys.executable, "-c", _REWRITE, str(path)], check=True)
-    else:
-        mtd.multiply(mtd.open_zarr(path).compute(), 2.0).to_zarr(path, mode="r+")
+def _written(path: Path, full: metatensor.TensorMap) -> None:
+    mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
+
+
+REWRITTEN_CHUNKS = (None, 3)
+
+
+@pytest.fixture(scope="module")
+def opened_then_rewritten_elsewhere(
+    tmp_path_factory,
+) -> dict[int | None, tuple[Path, mtd.TensorMap]]:
+    """For each ``chunks``: a store and the tensor opened from it, the store then
+    rewritten with its values doubled (``mode="r+"``) by another process, one for all
+    the stores (an interpreter each took a second or two more)."""
+    full = make_metatensor(seed=27, nested=False)
+    opened = {}
+    for chunks in REWRITTEN_CHUNKS:
+        path = tmp_path_factory.mktemp("rewritten") / "t.zarr"
+        _written(path, full)
+        opened[chunks] = (path, _opened(path, full, chunks))
+    paths = [str(path) for path, _ in opened.values()]
+    subprocess.run([sys.executable, "-c", _REWRITE, *paths], check=True)
+    return opened
+
+
+def _opened_then_rewritten_here(path: Path, full: metatensor.TensorMap, chunks):
+    """The tensor opened from a store at ``path``, the store then rewritten with its
+    values doubled (``mode="r+"``) in this process."""
+    _written(path, full)
+    tensor = _opened(path, full, chunks)
+    mtd.multiply(mtd.open_zarr(path).compute(), 2.0).to_zarr(path, mode="r+")
+    return tensor
 
 
 @pytest.mark.xdist_group("serial")
-@pytest.mark.parametrize("chunks", [None, 3])
+@pytest.mark.parametrize("chunks", REWRITTEN_CHUNKS)
 @pytest.mark.parametrize("elsewhere", [False, True], ids=["here", "other-process"])
-def test_a_store_rewritten_since_opened_is_refused(tmp_path, full, chunks, elsewhere):
-    path = tmp_path / "t.zarr"
-    mtd.from_metatensor(_without(full)).to_zarr(path, chunks=CHUNK_ROWS)
-    tensor = _opened(path, full, chunks)
-    _rewrite_doubled(path, elsewhere)
+def test_a_store_rewritten_since_opened_is_refused(request, tmp_path, full, chunks, elsewhere):
+    if elsewhere:
+        path, tensor = request.getfixturevalue("opened_then_rewritten_elsewhere")[chunks]
+    else:
+        path = tmp_path / "t.zarr"
+        tensor = _opened_then_rewritten_here(path, full, chunks)
     before = _contents(path)
     with pytest.raises(mtd.MetatensorDaskError, match=r"overwritten .*since this tensor"):
         tensor.to_zarr(path, mode="a")
