@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from kill_support import _ready
+from kill_support import _ready, all_ready
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 # imported once by the server (if this module starts it), not by each process
@@ -146,8 +146,8 @@ def started_script(script: str | Path, *arguments: str) -> Forked:
 def scripts_together(*commands: list[str]) -> Iterator[list[Forked]]:
     """``python script arguments...`` for each ``[script, *arguments]`` of ``commands``
     in forked processes, once each printed ``ready``; those still running at the end are
-    killed (as ``kill_support.started_together``)."""
-    with _together([forked_script(*command) for command in commands]) as processes:
+    killed (see ``kill_support.all_ready``)."""
+    with all_ready([forked_script(*command) for command in commands]) as processes:
         yield processes
 
 
@@ -172,17 +172,5 @@ def forked_together(*commands: list[str]) -> Iterator[list[Forked]]:
     forked at once, once each printed ``ready``; those still running at the end are
     killed. Processes that must not touch a store before a given moment wait for a
     ``--go`` file."""
-    with _together([Forked(run_race_process, *command) for command in commands]) as processes:
+    with all_ready([Forked(run_race_process, *command) for command in commands]) as processes:
         yield processes
-
-
-@contextlib.contextmanager
-def _together(processes: list[Forked]) -> Iterator[list[Forked]]:
-    try:
-        for process in processes:
-            _ready(process)
-        yield processes
-    finally:
-        for process in processes:
-            with process:
-                process.kill()

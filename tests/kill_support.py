@@ -1,4 +1,4 @@
-"""Processes killed at random moments: start one that says ``ready``, kill it after a
+"""Processes killed at random moments: wait until each says ``ready``, kill it after a
 delay, read what it printed.
 
 The kills of the race suites fall at random delays, seeded by ``MTD_RACE_SEED``; the
@@ -15,19 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 KILLS = int(os.environ.get("MTD_RACE_KILLS", "2"))
 SEED = int(os.environ.get("MTD_RACE_SEED", "2027"))
-
-
-def _spawn(script: str, *arguments: str) -> subprocess.Popen:
-    """``python script arguments...``, just started."""
-    return subprocess.Popen(
-        [sys.executable, script, *arguments],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _ready(process: subprocess.Popen) -> None:
@@ -38,20 +29,10 @@ def _ready(process: subprocess.Popen) -> None:
         raise AssertionError(line + process.stdout.read())
 
 
-def started(script: str, *arguments: str) -> subprocess.Popen:
-    """``python script arguments...``, once it printed ``ready`` (its imports done)."""
-    process = _spawn(script, *arguments)
-    _ready(process)
-    return process
-
-
 @contextlib.contextmanager
-def started_together(*commands: list[str]) -> Iterator[list[subprocess.Popen]]:
-    """``python script arguments...`` for each ``[script, *arguments]`` of ``commands``,
-    started at once (their imports overlap), once each printed ``ready``; those still
-    running at the end are killed. Processes that must not touch a store before a given
-    moment wait for a ``--go`` file."""
-    processes = [_spawn(*command) for command in commands]
+def all_ready(processes: list[Any]) -> Iterator[list[Any]]:
+    """``processes`` (``subprocess.Popen`` or alike), once each printed ``ready``; those
+    still running at the end are killed."""
     try:
         for process in processes:
             _ready(process)

@@ -430,18 +430,7 @@ def assert_arrays_are_sound_together(arrays: list[Any]) -> None:
     declared chunk shape (so the assembled array has the declared shape). The tasks of
     every array run in one ``dask.get``, the arrays are assembled in one
     ``dask.compute``."""
-    keys: list[list[Any]] = []
-    graph: dict = {}
-    for array in arrays:
-        array_keys, array_graph = _chunk_tasks(array)
-        keys.append(array_keys)
-        graph.update(array_graph)
-    chunks = iter(dask.get(graph, [key for array_keys in keys for key in array_keys]))
-    for array, array_keys in zip(arrays, keys, strict=True):
-        for key in array_keys:
-            expected = tuple(c[i] for c, i in zip(array.chunks, key[1:], strict=True))
-            shape = np.shape(next(chunks))
-            assert shape == expected, (key, shape, expected)
+    _sound_chunks(arrays)
     for array, computed in zip(arrays, dask.compute(*arrays), strict=True):
         assert np.shape(computed) == array.shape
 
