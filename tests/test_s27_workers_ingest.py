@@ -308,15 +308,19 @@ def test_a_batch_that_kills_its_workers_fails_naming_it_and_resume_completes(tmp
         (error,) = errors
         assert isinstance(error, MetatensorDaskError)
         message = str(error)
-        # batch 2 kills its worker; batch 1, sent to the same worker (consecutive
-        # batches go to one worker) and not yet committed, is lost with it each time:
-        # distributed counts the death against it too, and the run may stop naming it
-        # first (a known limitation: the batch named is one the deaths hit)
+        # batch 2 kills its worker; batches 0 and 1, sent to the same worker and not
+        # yet committed (under load), are lost with it each time: the deaths may be
+        # counted against them too, and the run may stop naming one of them first (a
+        # known limitation: the batch named is one the deaths hit, never a later one
+        # than the batch that kills)
         named = re.search(r"batch (\d) \(items \1 to \1, first item \1\) failed", message)
-        assert named is not None and named.group(1) in ("1", "2"), message
+        assert named is not None and named.group(1) in ("0", "1", "2"), message
         # counted here, or by distributed for a batch sent to no worker in particular
-        # (none was running when it was sent again)
+        # (none was running when it was sent again), which counts a death against
+        # every batch the worker held: the message then says a later batch may kill
         assert re.search("died 4 times .*allowed-failures=3|on 4 different workers", message)
+        if "on 4 different workers" in message:
+            assert "this batch or a later one computed by the same worker" in message
         assert "memory limit" in message and "resume=True" in message
         assert committed(path) <= int(named.group(1))  # the batches before it, at most
     # a new job's cluster: under load, the nannies of workers killed four times may not

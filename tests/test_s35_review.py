@@ -1,6 +1,8 @@
 """Checks of the session's review: the wording of write_batches' failures, and
 keys_to_properties spreading a tiny block over a large one's rows."""
 
+import types
+
 import dask
 import dask.array as da
 import metatensor
@@ -26,6 +28,21 @@ def test_a_failed_batch_counts_the_batches_committed_before_it(index, said):
     assert f"batch {index} (items {2 * index} to {2 * index + 1}" in message
     assert f"ValueError: bad structure; {said} out.zarr" in message
     assert "resume=True" in message
+
+
+def test_a_batch_stopped_by_distributed_says_a_later_batch_may_kill_its_workers():
+    """distributed counts a worker's death against every task it held: the batch its
+    ``KilledWorker`` names may be one computed before the batch that kills."""
+    from distributed.scheduler import KilledWorker
+
+    batches = Batches(len, list(range(10)), size=2, committed=0, window=None)
+    # (the scheduler gives it a cleaned-up WorkerState; its message reads the address)
+    last = types.SimpleNamespace(address="tcp://127.0.0.1:1")
+    error = KilledWorker(task="partial-1", last_worker=last, allowed_failures=3)
+    message = str(batches.failure(0, error, "out.zarr"))
+    assert message.startswith("batch 0 (items 0 to 1, first item 0) failed: KilledWorker")
+    assert "computes this batch or a later one computed by the same worker" in message
+    assert "memory limit" in message and "resume=True" in message
 
 
 def _labels(names, rows):

@@ -145,13 +145,15 @@ class Batches:
     def failure(self, index: int, error: Exception, where: str) -> MetatensorDaskError:
         """The error of batch ``index``, failed with ``error``: which items, why, and
         what to do. A batch that distributed stopped after the workers computing it
-        died (``KilledWorker``, sent to no worker in particular) says why they die."""
+        died (``KilledWorker``, sent to no worker in particular) says why they die, and
+        that a later batch may be the cause: distributed counts the deaths against all
+        the batches the worker held."""
         last = min((index + 1) * self.size, len(self.items)) - 1
         cause = f"{type(error).__name__}: {error}"
         if type(error).__name__ == "KilledWorker":
-            from .ingest_worker import KILLED
+            from .ingest_worker import KILLED_BESIDE
 
-            cause = f"{cause} ({KILLED})"
+            cause = f"{cause} ({KILLED_BESIDE})"
         before = {0: "no batch before it is", 1: "the batch before it is"}
         return MetatensorDaskError(
             f"batch {index} (items {index * self.size} to {last}, first item "

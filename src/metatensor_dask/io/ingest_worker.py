@@ -24,7 +24,7 @@ from dask.sizeof import sizeof
 from ._core_library import load_core_library
 from ._first_call import FirstCallAlone
 
-__all__ = ["KILLED", "Shipped", "call", "killed"]
+__all__ = ["KILLED", "KILLED_BESIDE", "Shipped", "call", "killed"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,13 @@ KILLED = (
     "the function kills the process that computes this batch, by exceeding the memory "
     "limit of the workers (make the batches smaller or the memory of the workers "
     "larger), a crash in compiled code or an exit"
+)
+
+#: The same, for a batch that distributed stopped (``KilledWorker``): it counts a death
+#: against every task the dead worker held and had not finished, so the batch that
+#: kills may be a later one sent to the same worker.
+KILLED_BESIDE = KILLED.replace(
+    "computes this batch", "computes this batch or a later one computed by the same worker"
 )
 
 
