@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -190,20 +191,20 @@ def _entry_directions(computed: mtd.TensorMap, parameter: str) -> dict[tuple, np
     return direction
 
 
-def _entry_moved(
-    tensor: mtd.TensorMap, computed: mtd.TensorMap, parameter: str, direction: dict, step: float
+def values_moved(
+    tensor: mtd.TensorMap, computed: Any, shift: Callable[[Any], np.ndarray]
 ) -> mtd.TensorMap:
-    """``tensor`` (computed: ``computed``) with its values moved by ``step`` along
-    ``direction``, in the same chunks, with the same gradients."""
+    """``tensor`` with the values of each block moved by ``shift(computed_block)``
+    (``computed``: ``tensor`` computed, metatensor's or ours), in the same chunks, with
+    the same labels and gradients."""
     blocks = []
     for block, lazy in zip(computed.blocks(), tensor.blocks(), strict=True):
-        values = np.asarray(block.values, np.float64)
-        values = values + step * _entry_derivative(block, parameter, direction)
+        values = np.asarray(block.values, np.float64) + shift(block)
         new = mtd.TensorBlock(
-            da.from_array(values.astype(block.values.dtype), chunks=lazy.values.chunks),
-            block.samples,
-            block.components,
-            block.properties,
+            da.from_array(values.astype(lazy.values.dtype), chunks=lazy.values.chunks),
+            lazy.samples,
+            lazy.components,
+            lazy.properties,
         )
         for name, gradient in lazy.gradients():
             new.add_gradient(name, gradient)
@@ -226,7 +227,13 @@ def entry_finite_differences_together(
     lazy = []
     for (function, tensor, parameter), direction in zip(checks, directions, strict=True):
         steps = [
-            _entry_moved(tensor, computed[id(tensor)], parameter, direction, step)
+            values_moved(
+                tensor,
+                computed[id(tensor)],
+                lambda block, step=step, direction=direction, parameter=parameter: (
+                    step * _entry_derivative(block, parameter, direction)
+                ),
+            )
             for step in (eps, -eps)
         ]
         # only the values of the moved results are compared

@@ -35,6 +35,7 @@ import dask
 import dask.array as da
 import metatensor
 import numpy as np
+from chunked_arithmetic_maps import values_moved
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import gradient_row_chunks, row_pointer
@@ -218,28 +219,11 @@ def derivative(block: Any, parameter: str, direction: dict) -> np.ndarray:
 
 
 def _moved(
-    tensor: mtd.TensorMap,
-    theirs: metatensor.TensorMap,
-    parameter: str,
-    direction: dict,
-    step: float,
+    t: mtd.TensorMap, theirs: metatensor.TensorMap, parameter: str, direction: dict, step: float
 ) -> mtd.TensorMap:
-    """``tensor`` (computed: ``theirs``) with its values moved by ``step`` along
-    ``direction``, in the same chunks, with the same gradients."""
-    blocks = []
-    for block, lazy in zip(theirs.blocks(), tensor.blocks(), strict=True):
-        values = np.asarray(block.values)
-        moved = values + step * derivative(block, parameter, direction)
-        new = mtd.TensorBlock(
-            da.from_array(moved.astype(values.dtype), chunks=lazy.values.chunks),
-            lazy.samples,
-            lazy.components,
-            lazy.properties,
-        )
-        for name, gradient in lazy.gradients():
-            new.add_gradient(name, gradient)
-        blocks.append(new)
-    return mtd.TensorMap(tensor.keys, blocks)
+    """``t`` (computed: ``theirs``) with its values moved by ``step`` along
+    ``direction``."""
+    return values_moved(t, theirs, lambda block: step * derivative(block, parameter, direction))
 
 
 def _as_list(result: Any) -> list:
