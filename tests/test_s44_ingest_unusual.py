@@ -492,3 +492,35 @@ def test_renumbering_samples_named_sample_says_why_it_is_refused(tmp_path, how):
     assert "can not renumber 'sample', a sample dimension of " in message
     assert "every gradient names 'sample' its first sample dimension" in message
     assert "rename_dimension(tensor, 'samples', 'sample', NEW)" in message
+
+
+class AtTheLimits:
+    """Keys and samples (other than ``system``) at both ends of the int32 range, keys
+    in either order, a key new in every other batch."""
+
+    def __call__(self, items: list[int]) -> metatensor.TensorMap:
+        low, high = -(2**31), 2**31 - 1
+        keys = [(high,), (low,)] if items[0] % 2 == 0 else [(low,), (0,)]
+        n = len(items)
+        rows = [(low, s, high) for s in range(n)] + [(high, s, low) for s in range(n)]
+        names = ["atom", "system", "x"]
+        blocks = [
+            _block(rows, names, items[0] + i, components=(), gradients=("positions", "cell"))
+            for i in range(len(keys))
+        ]
+        return _map(keys, blocks)
+
+
+def test_labels_at_the_int32_limits_are_stored_exactly(tmp_path):
+    """Renumbering ``system`` leaves the other columns as they are, at the limits too,
+    in the batches and in an append after them."""
+    items = list(range(5))
+    path = tmp_path / "limits.zarr"
+    mtd.write_batches(AtTheLimits(), items, path, batch_size=2, quiet=True)
+    parts = [_renumbered(AtTheLimits()(items[s : s + 2]), s) for s in range(0, 5, 2)]
+    _assert_store(path, metatensor.join(parts, axis="samples", different_keys="union"))
+    mtd.from_metatensor(AtTheLimits()([0])).to_zarr(
+        path, append_dim="samples", renumber={"system": "next"}
+    )
+    parts.append(_renumbered(AtTheLimits()([0]), 5))
+    _assert_store(path, metatensor.join(parts, axis="samples", different_keys="union"))
