@@ -404,6 +404,26 @@ def test_convert_of_sources_without_blocks_then_of_other_keys(tmp_path):
     _assert_store(out, metatensor.join(parts, axis="samples", different_keys="union"))
 
 
+def test_convert_without_renumbering_of_sources_of_other_keys(tmp_path):
+    """Samples apart already (their systems differ where a key is in both sources), keys
+    in another order, a key in the second source only: stored as they are."""
+    names = ["system", "atom"]
+    gradients = ("positions", "strain")
+    first = _map([(0,)], [_block([(0, 0), (1, 0)], names, 1, gradients=gradients)])
+    second = _map(
+        [(1,), (0,)],
+        [
+            _block([(0, 0)], names, 2, gradients=gradients),
+            _block([(2, 0)], names, 3, gradients=gradients),
+        ],
+    )
+    out = tmp_path / "all.zarr"
+    sources = _saved(tmp_path, [first, second], "s")
+    assert main(["convert", *sources, str(out), "--append", "--quiet"]) == 0
+    joined = metatensor.join([first, second], axis="samples", different_keys="union")
+    _assert_store(out, joined)
+
+
 class Overlapping:
     """Samples ``(atom, system)`` with systems 0 to 3 in every batch (of 2 items):
     the atom of every batch is 0 when ``repeat``, else the index of its first item,
