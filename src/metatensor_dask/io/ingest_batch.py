@@ -35,6 +35,7 @@ from .chunks import ChunkRequest, default_target
 from .ingest_core import CoreBlock, CoreTensor, core_view
 from .zarr_append import (
     AppendPlan,
+    RepeatedSampleError,
     commit,
     documents,
     plan_append,
@@ -97,6 +98,21 @@ def _renumbering(dimension: str, start: int) -> Renumbering:
         "number it apart already"
     )
     return (dimension, start, " (the index of the batch's first item)", remedy)
+
+
+def _overlapping(run: dict[str, Any], start: int) -> str:
+    """Why batches renumbered by the index of their first item (``start`` for this one)
+    repeat a sample, and the remedy: the function numbers the renumbered dimension past
+    the items of its batches."""
+    dimension = run["renumber"]
+    size = min(run["batch_size"], run["n_items"] - start)
+    return (
+        f"renumber={dimension!r} adds the index of the batch's first item ({start}) to its "
+        f"'{dimension}': the function must number '{dimension}' from 0 to {size - 1}, one "
+        "per item of the batch, as featomic numbers the systems it computes, or the batches "
+        "overlap. Number it so, or pass renumber=None and number it apart in the function "
+        "(from the items, when an item makes several)"
+    )
 
 
 def _as_tensor(
@@ -246,8 +262,13 @@ def _plan_batch(
     check_unrepeated(tensor)
     where = lock.where
     chunks = _append_chunks(target.chunks, tensor)
-    # (a CoreTensor has the part of TensorMap's interface that plan_append reads)
-    plan = plan_append(tensor, store, where, existing, chunks, plan_whole)  # type: ignore[arg-type]
+    try:
+        # (a CoreTensor has the part of TensorMap's interface that plan_append reads)
+        plan = plan_append(tensor, store, where, existing, chunks, plan_whole)  # type: ignore[arg-type]
+    except RepeatedSampleError as error:
+        if renumber is None:
+            raise
+        raise MetatensorDaskError(f"{error.problem}. {_overlapping(run, start)}") from None
     if not isinstance(tensor, CoreTensor):
         _computed(plan)
     lock.check(stored=False)

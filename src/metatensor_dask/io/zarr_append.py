@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppendPlan",
+    "RepeatedSampleError",
     "append",
     "interrupted",
     "plan_append",
@@ -181,6 +182,32 @@ class AppendPlan:
             self.changed.append(path)
         if data.shape[0]:
             self.rows.append(_Rows(path, offset, document, data, head))
+
+
+class RepeatedSampleError(MetatensorDaskError):
+    """An append of a sample that the store holds already. ``problem`` names it and
+    ``names`` are the stored sample names, from which the message words the remedy of
+    an append not renumbered (number the batches apart); a caller that renumbers its
+    batches already words its own remedy after ``problem``."""
+
+    def __init__(self, problem: str, names: list[str]) -> None:
+        self.problem, self.names = problem, names
+        super().__init__(f"{problem}. {_number_apart(names)}")
+
+    def __reduce__(self) -> tuple[type, tuple]:
+        # the arguments, not the message: a worker's error is sent to the client
+        return (type(self), (self.problem, self.names))
+
+
+def _number_apart(names: list[str]) -> str:
+    """The remedy of a repeated sample of the sample dimensions ``names``: renumber."""
+    dimension = renumber_hint(names)
+    which = "" if dimension == "system" else f" (on the dimension of {names} that numbers them)"
+    return (
+        f"Number the batches apart{which}: --renumber {dimension} (convert --append), "
+        f"renumber={{{dimension!r}: 'next'}} (to_zarr), renumber={dimension!r} "
+        "(write_batches, in a new run: resume keeps the run's renumber)"
+    )
 
 
 def _key_text(key: Any) -> str:
@@ -311,17 +338,11 @@ class _Planner:
         if np.any(repeated):
             entry = [int(v) for v in samples[np.argmax(repeated)]]
             names = stored.samples.names
-            dimension = renumber_hint(names)
-            which = (
-                "" if dimension == "system" else f" (on the dimension of {names} that numbers them)"
-            )
-            raise MetatensorDaskError(
+            raise RepeatedSampleError(
                 f"can not append to {self.where}: {what} has the sample "
                 f"{dict(zip(names, entry, strict=True))}, which is already stored; nothing "
-                f"was written. Number the batches apart{which}: --renumber {dimension} "
-                f"(convert --append), renumber={{{dimension!r}: 'next'}} (to_zarr), "
-                f"renumber={dimension!r} (write_batches, in a new run: resume keeps the run's "
-                "renumber)"
+                "was written",
+                names,
             )
 
     def extend_block(

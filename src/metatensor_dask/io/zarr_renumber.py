@@ -177,6 +177,14 @@ def check_dimension(
     """Refuse to renumber ``dimension`` of a tensor (or of what ``of`` names) whose
     blocks have the samples ``sample_names`` when it is not one of them, or is a
     gradient's ``"sample"``."""
+    if dimension == "sample" and "sample" in sample_names:
+        raise MetatensorDaskError(
+            f"can not renumber 'sample', a sample dimension of {of}: every gradient names "
+            "'sample' its first sample dimension, which indexes the rows of its block and is "
+            "not renumbered; give the dimension another name first "
+            "(rename_dimension(tensor, 'samples', 'sample', NEW)) and renumber "
+            "that one"
+        )
     if dimension == "sample" or (has_blocks and dimension not in sample_names):
         raise MetatensorDaskError(
             f"can not renumber '{dimension}': it is not a sample dimension of {of} ({sample_names})"
