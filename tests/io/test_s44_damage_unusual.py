@@ -132,6 +132,60 @@ def test_a_format_4_root_without_inline_metadata_is_refused_and_says_why(store):
     )
 
 
+def _later_samples(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
+    """``tensor`` with its systems moved past those of ``THEIRS``: an append of it."""
+    blocks = []
+    for block in tensor.blocks():
+        samples = block.samples.values + np.array([100, 100], np.int32)
+        moved = metatensor.TensorBlock(
+            block.values.copy(),
+            metatensor.Labels(block.samples.names, samples),
+            block.components,
+            block.properties,
+        )
+        for parameter, gradient in block.gradients():
+            moved.add_gradient(parameter, gradient.copy())
+        blocks.append(moved)
+    return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def _new_key(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
+    """The first block of ``tensor`` under a key ``THEIRS`` does not have."""
+    keys = metatensor.Labels(tensor.keys.names, np.array([[8, 8]], np.int32))
+    return metatensor.TensorMap(keys, [tensor.block(0).copy()])
+
+
+def _append_later_samples(path: Path) -> None:
+    later = _later_samples(make_metatensor(seed=3, **SHAPES))
+    mtd.from_metatensor(later).to_zarr(path, append_dim="samples")
+
+
+def _add_a_key(path: Path) -> None:
+    mtd.from_metatensor(_new_key(make_metatensor(seed=3, **SHAPES))).to_zarr(path, mode="a")
+
+
+@pytest.mark.parametrize("write", [_append_later_samples, _add_a_key])
+def test_writes_into_a_format_4_root_without_inline_metadata_are_refused(store, written, write):
+    # they stored a root holding the nodes' documents again, consolidated: the copied
+    # block's chunk tables and digests became the store's, and every read and verify
+    # took the other store's numbers for this one's
+    _block_from(store, written["other"])
+    _without_inline_metadata(store)
+    root = (store / "zarr.json").read_bytes()
+    with pytest.raises(mtd.DamagedStoreError, match="holds no inline"):
+        write(store)
+    assert (store / "zarr.json").read_bytes() == root
+    assert not mtd.verify(store).ok
+
+
+def test_mode_w_replaces_a_format_4_root_without_inline_metadata(store, written):
+    _block_from(store, written["other"])
+    _without_inline_metadata(store)
+    mtd.from_metatensor(THEIRS).to_zarr(store, mode="w", chunks=4)
+    assert_equal_to_metatensor(mtd.open_zarr(store), THEIRS)
+    assert mtd.verify(store).ok
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="zarr.consolidate_metadata copies the block's documents from the other store "
