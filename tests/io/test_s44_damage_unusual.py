@@ -255,6 +255,31 @@ def test_gradient_samples_from_another_store_are_refused(store, written, read):
 # --- files that are not where they should be ------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "keys/c.0.0",
+        "blocks/0/values/c.1.0.0",
+        "blocks/0/samples/c.1.0",
+        "blocks/0/components/0/c.0.0",
+        "blocks/0/properties/c.0.0",
+        "blocks/1/gradients/positions/values/c.1.0.0.0",
+        "blocks/1/gradients/positions/samples/c.1.0",
+        "blocks/1/gradients/positions/row_pointer/c.1",
+    ],
+)
+def test_a_folder_in_place_of_a_chunk_is_a_missing_chunk(store, chunk):
+    # a folder opens read-only: reading it raised a bare IsADirectoryError, naming no
+    # file, from every read and from verify (zarr reads it as no chunk)
+    (store / chunk).unlink()
+    (store / chunk).mkdir()
+    with pytest.raises(mtd.DamagedStoreError, match=f"'{chunk.rpartition('/')[2]}'.* is missing"):
+        with dask.config.set(scheduler="synchronous"):
+            mtd.to_metatensor(mtd.open_zarr(store))
+    report = mtd.verify(store)
+    assert any(chunk.rpartition("/")[0] in problem for problem in report.problems)
+
+
 def test_a_store_half_copied_is_refused(tmp_path, written):
     half = tmp_path / "half.zarr"
     files = sorted(p for p in written["theirs"].rglob("*") if p.is_file())

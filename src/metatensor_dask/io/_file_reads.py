@@ -21,9 +21,10 @@ READ_SIZE = 8 * 2**20
 
 
 def read_whole_files(names: list[str]) -> list[np.ndarray | None]:
-    """The content of each local file ``names[i]`` (``None`` where there is none), each
-    in a new uint8 buffer (writable, so that the arrays viewing it are too), read up to
-    the size the file had when opened."""
+    """The content of each local file ``names[i]`` (``None`` where there is none, as
+    zarr's local store reads it: nothing there, a folder there, or a file where a folder
+    of the path should be), each in a new uint8 buffer (writable, so that the arrays
+    viewing it are too), read up to the size the file had when opened."""
     found: list[np.ndarray | None] = []
     for name in names:
         try:
@@ -33,6 +34,8 @@ def read_whole_files(names: list[str]) -> list[np.ndarray | None]:
             continue
         try:
             found.append(read_whole(descriptor))
+        except IsADirectoryError:  # opened (a folder opens read-only), but not read
+            found.append(None)
         finally:
             os.close(descriptor)
     return found

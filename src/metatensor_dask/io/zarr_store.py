@@ -634,24 +634,32 @@ def _local_folder(store: Store) -> Path | None:
 
 
 def _read_file(name: str) -> bytes | None:
-    """The bytes of a local file (``None`` when there is none), with plain system calls:
-    opening thousands of tiny files (Labels, row pointers) through ``pathlib`` and
-    buffered files cost twice as much."""
+    """The bytes of a local file (``None`` when there is none, as zarr's local store
+    reads it: a folder in its place is none either), with plain system calls: opening
+    thousands of tiny files (Labels, row pointers) through ``pathlib`` and buffered
+    files cost twice as much."""
     try:
         descriptor = os.open(name, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        size = os.fstat(descriptor).st_size
-        data = os.read(descriptor, size + 1)  # one call for a file of that size
-        if len(data) == size:
-            return data
-        pieces = [data]  # read short, or the file changed meanwhile: read to its end
-        while piece := os.read(descriptor, 2**20):
-            pieces.append(piece)
-        return b"".join(pieces)
+        return _read_open(descriptor)
+    except IsADirectoryError:  # opened (a folder opens read-only), but not read
+        return None
     finally:
         os.close(descriptor)
+
+
+def _read_open(descriptor: int) -> bytes:
+    """The bytes of the open file ``descriptor``, read to its end."""
+    size = os.fstat(descriptor).st_size
+    data = os.read(descriptor, size + 1)  # one call for a file of that size
+    if len(data) == size:
+        return data
+    pieces = [data]  # read short, or the file changed meanwhile: read to its end
+    while piece := os.read(descriptor, 2**20):
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
