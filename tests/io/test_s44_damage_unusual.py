@@ -195,6 +195,7 @@ def test_mode_w_replaces_a_format_4_root_without_inline_metadata(store, written)
     "Proposed fix: every writer records in the root a digest of the node attributes it "
     "leaves (content_id), which readers and verify compare with the documents they read",
 )
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part")
 def test_a_block_from_another_store_then_consolidated_by_zarr_is_refused(store, written):
     _block_from(store, written["other"])
     zarr.consolidate_metadata(str(store))
@@ -242,6 +243,36 @@ def test_a_row_pointer_edited_with_its_checksum_is_refused(store, gradient, read
     _move_a_gradient_row_to_the_sample_before(store, gradient)
     _refused(store, read, "damaged")
     assert not mtd.verify(store).ok
+
+
+def _edit_chunk(path: Path, dtype: str, columns: int, change) -> None:
+    """Apply ``change`` to the entries of a plain chunk and recompute its crc32c."""
+    entries = np.frombuffer(path.read_bytes()[:-4], dtype=dtype).reshape(-1, columns).copy()
+    change(entries)
+    path.write_bytes(_with_crc32c(entries))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a task pairing value and gradient rows checks the 'sample' column of its "
+    "gradient rows against the row pointer, and both were edited to agree; the digest "
+    "of the gradient samples, which no longer matches, is only checked when the whole "
+    "Labels are loaded (a whole map computed is refused). Proposed fix: record a crc32c "
+    "table for the chunks of Labels and row pointers too (as for values), which the "
+    "chunk-wise tasks compare with the chunks they read",
+)
+def test_a_gradient_row_moved_to_another_sample_in_two_files_is_refused(store):
+    # the strain gradient has one row per sample: its row 4 becomes sample 5's
+    gradient = store / "blocks" / "0" / "gradients" / "strain"
+    _edit_chunk(gradient / "row_pointer" / "c.1", "<i8", 4, lambda p: p.__setitem__((0, 1), 4))
+    _edit_chunk(gradient / "samples" / "c.1.0", "<i4", 3, lambda s: s.__setitem__((0, 0), 5))
+    with dask.config.set(scheduler="synchronous"):
+        with pytest.raises(mtd.DamagedStoreError):
+            mtd.to_metatensor(mtd.multiply(*[mtd.open_zarr(store)] * 2))
+        tensor = mtd.open_zarr(store)
+        ours = mtd.multiply(tensor, tensor).block(0).gradient("strain").values.compute()
+    theirs = reference.multiply(THEIRS, THEIRS).block(0).gradient("strain").values
+    np.testing.assert_array_equal(ours, theirs)
 
 
 @pytest.mark.parametrize("read", sorted(READS))
