@@ -6,6 +6,7 @@ gives metatensor's numbers or raises a clear error; never other numbers."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -309,6 +310,24 @@ def test_a_folder_in_place_of_a_chunk_is_a_missing_chunk(store, chunk):
             mtd.to_metatensor(mtd.open_zarr(store))
     report = mtd.verify(store)
     assert any(chunk.rpartition("/")[0] in problem for problem in report.problems)
+
+
+@pytest.mark.parametrize("chunk", ["blocks/0/values/c.1.0.0", "blocks/0/samples/c.1.0"])
+def test_a_named_pipe_in_place_of_a_chunk_is_a_missing_chunk(store, chunk):
+    # opening it waited for a writer forever; with one (held here, writing nothing), a
+    # pipe was read as an empty chunk file
+    (store / chunk).unlink()
+    os.mkfifo(store / chunk)
+    writer = os.open(store / chunk, os.O_RDWR)
+    try:
+        with pytest.raises(mtd.DamagedStoreError, match="is missing"):
+            with dask.config.set(scheduler="synchronous"):
+                mtd.to_metatensor(mtd.open_zarr(store))
+    finally:
+        os.close(writer)
+    os.unlink(store / chunk)
+    os.mkfifo(store / chunk)  # without a writer
+    assert any("is missing" in problem for problem in mtd.verify(store).problems)
 
 
 def test_a_store_half_copied_is_refused(tmp_path, written):
