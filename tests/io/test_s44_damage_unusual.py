@@ -165,7 +165,11 @@ def _add_a_key(path: Path) -> None:
     mtd.from_metatensor(_new_key(make_metatensor(seed=3, **SHAPES))).to_zarr(path, mode="a")
 
 
-@pytest.mark.parametrize("write", [_append_later_samples, _add_a_key])
+def _rewrite_values(path: Path) -> None:
+    mtd.from_metatensor(THEIRS).to_zarr(path, mode="r+", chunks=4)
+
+
+@pytest.mark.parametrize("write", [_append_later_samples, _add_a_key, _rewrite_values])
 def test_writes_into_a_format_4_root_without_inline_metadata_are_refused(store, written, write):
     # they stored a root holding the nodes' documents again, consolidated: the copied
     # block's chunk tables and digests became the store's, and every read and verify
