@@ -37,9 +37,9 @@ def test_files_larger_than_one_read_call_are_read_in_pieces(tmp_path, monkeypatc
 
 
 def test_a_directory_is_not_read_as_a_file(tmp_path):
+    # but as no file, as zarr's local store reads it: a chunk missing, named so
     os.mkdir(tmp_path / "folder")
-    with pytest.raises(IsADirectoryError):
-        read_whole_files([str(tmp_path / "folder")])
+    assert read_whole_files([str(tmp_path / "folder")]) == [None]
 
 
 def _document(dtype: str, shape: list, chunks: list) -> dict:

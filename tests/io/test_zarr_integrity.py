@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from older_formats import drop_chunk_tables
+from older_formats import drop_chunk_tables, make_format_3
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -257,10 +257,13 @@ def test_per_array_metadata_checked_by_verify(tmp_path):
     ]
     document.write_text("{not json")
     assert "'blocks/1/values/zarr.json' is not valid JSON" in mtd.verify(path).problems[0]
-    # a store without consolidated metadata reads every document: a clear error
+    # a store without consolidated metadata (of a format before 4, which has no chunk
+    # tables) reads every document: a clear error
+    make_format_3(path)
     root = _root(path)
     del root["consolidated_metadata"]
     (path / "zarr.json").write_text(json.dumps(root))
+    document.write_text("{not json")
     with pytest.raises(mtd.DamagedStoreError, match=r"'blocks/1/values/zarr\.json' is not valid"):
         mtd.open_zarr(path)
 

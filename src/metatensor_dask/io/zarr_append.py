@@ -109,6 +109,7 @@ __all__ = [
     "read_root",
     "recorded_token",
     "refuse_foreign",
+    "refuse_nodes_of_documents",
     "store_now",
 ]
 
@@ -442,8 +443,18 @@ def read_root(store: Store, where: str) -> tuple[dict[str, Any], dict[str, Any]]
         return None
     stored = root_cache.parse_root(raw, where)
     if stored[1] is None:
-        return root_cache.Stored(stored[0], read_nodes(store))
+        return root_cache.Stored(stored[0], read_nodes(store), from_documents=True)
     return stored
+
+
+def refuse_nodes_of_documents(existing: tuple[dict[str, Any], Any] | None, where: str) -> None:
+    """Refuse to write into a complete format 4 store whose root has no inline metadata
+    (``existing``, as :func:`read_root` gives it): its nodes' own documents can not tell
+    its blocks from blocks copied from another store, and the root the write stores
+    would list them, consolidated, as this store's (see
+    :func:`~.zarr_layout.refuse_without_inline_metadata`)."""
+    if isinstance(existing, root_cache.Stored) and existing.from_documents:
+        layout.refuse_without_inline_metadata(existing[0], where)
 
 
 def refuse_foreign(store: Store, where: str) -> None:
@@ -1260,6 +1271,7 @@ def append(
     ours = existing[0][layout.ATTRIBUTE] if existing is not None else {}
     if existing is not None and ours.get("complete") is not True:
         raise _incomplete(where, ours)
+    refuse_nodes_of_documents(existing, where)
     appended = _appended(ours)
     (raw,) = get_many(store, [RECORD])
     recorded: set[str] = set()

@@ -61,6 +61,7 @@ __all__ = [
     "loads_root",
     "parse_layout",
     "parse_root",
+    "refuse_without_inline_metadata",
     "root_document",
     "stored_info",
 ]
@@ -627,6 +628,26 @@ def check_root(document: Any, where: str) -> tuple[dict[str, Any], dict[str, Any
     consolidated = document.get("consolidated_metadata")
     nodes = consolidated.get("metadata") if isinstance(consolidated, dict) else None
     return attributes, nodes if isinstance(nodes, dict) else None
+
+
+def refuse_without_inline_metadata(attributes: dict[str, Any], where: str) -> None:
+    """Refuse a format 4 store whose root (``attributes``) holds no inline metadata.
+
+    Every writer of format 4 stores each node's document in the root too, with the
+    chunk tables of the values arrays and the digests of the Labels: they are what
+    tells this store's chunks and Labels from those of another store of the same
+    shapes. A node's own document travels with its folder: read from them, a blocks
+    folder copied from another such store would be read as this store's. Older
+    formats have no tables, and keep being read from their nodes' documents.
+    """
+    if attributes[ATTRIBUTE]["format"] >= FIRST_FORMAT:
+        raise _damaged(
+            where,
+            "its root 'zarr.json' holds no inline (consolidated) metadata, which every "
+            f"format {FIRST_FORMAT} writer stores with the chunk tables and Labels digests "
+            "of every array: the nodes' own documents, which move with their folders, can "
+            "not tell this store's blocks from blocks copied from another store",
+        )
 
 
 @dataclass

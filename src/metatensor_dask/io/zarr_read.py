@@ -313,6 +313,7 @@ def read_layout(store: Store, where: str) -> tuple[layout.TensorLayout, str]:
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
         raise incomplete(store, where)
     if nodes is None:
+        layout.refuse_without_inline_metadata(attributes, where)
         nodes = read_nodes(store)
         metadata = metadata_digest(raw, nodes)
     else:

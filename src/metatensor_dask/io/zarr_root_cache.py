@@ -95,24 +95,32 @@ _RUNS_READ: dict[bytes, _Run] = {}
 
 class Stored(tuple):
     """``(attributes, nodes)`` of a store's root (see :func:`~.zarr_layout.parse_root`),
-    with the runs its metadata was read from (``None`` when read the usual way)."""
+    with the runs its metadata was read from (``None`` when read the usual way), and
+    whether its nodes were read from their own documents (``from_documents``: a root
+    without inline metadata)."""
 
     runs: list[_Run] | None
     known: dict[int, layout.BlockNodes] | None
+    from_documents: bool
 
     def __new__(
-        cls, attributes: dict[str, Any], nodes: dict[str, Any], runs: list[_Run] | None = None
+        cls,
+        attributes: dict[str, Any],
+        nodes: dict[str, Any],
+        runs: list[_Run] | None = None,
+        from_documents: bool = False,
     ) -> Stored:
         stored = super().__new__(cls, (attributes, nodes))
         stored.runs = runs
         stored.known = None
+        stored.from_documents = from_documents
         if runs is not None:
             stored.known = {run.block: run.known for run in runs if run.known is not None}
         return stored
 
     def __reduce__(self) -> tuple[Any, ...]:
         # (a tuple's own reduction gives __new__ the tuple as one argument)
-        return (Stored, (self[0], self[1], self.runs))
+        return (Stored, (self[0], self[1], self.runs, self.from_documents))
 
 
 def parse_root(raw: bytes, where: str) -> Stored:

@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import re
+import stat
 import sys
 import time
 import uuid
@@ -35,7 +36,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
-from ._file_reads import read_whole_files
+from ._file_reads import open_file, read_whole_files
 from ._file_writes import write_all
 from ._names import is_metatensor_file
 from ._zarr_internals import make_store_path, sync
@@ -634,24 +635,29 @@ def _local_folder(store: Store) -> Path | None:
 
 
 def _read_file(name: str) -> bytes | None:
-    """The bytes of a local file (``None`` when there is none), with plain system calls:
-    opening thousands of tiny files (Labels, row pointers) through ``pathlib`` and
-    buffered files cost twice as much."""
-    try:
-        descriptor = os.open(name, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
+    """The bytes of a local file (``None`` when there is none, as zarr's local store
+    reads it: a folder or anything but a regular file in its place is none either), with
+    plain system calls: opening thousands of tiny files (Labels, row pointers) through
+    ``pathlib`` and buffered files cost twice as much."""
+    descriptor = open_file(name)
+    if descriptor is None:
         return None
     try:
-        size = os.fstat(descriptor).st_size
-        data = os.read(descriptor, size + 1)  # one call for a file of that size
-        if len(data) == size:
-            return data
-        pieces = [data]  # read short, or the file changed meanwhile: read to its end
-        while piece := os.read(descriptor, 2**20):
-            pieces.append(piece)
-        return b"".join(pieces)
+        status = os.fstat(descriptor)
+        return _read_open(descriptor, status.st_size) if stat.S_ISREG(status.st_mode) else None
     finally:
         os.close(descriptor)
+
+
+def _read_open(descriptor: int, size: int) -> bytes:
+    """The bytes of the open file ``descriptor`` of ``size`` bytes, read to its end."""
+    data = os.read(descriptor, size + 1)  # one call for a file of that size
+    if len(data) == size:
+        return data
+    pieces = [data]  # read short, or the file changed meanwhile: read to its end
+    while piece := os.read(descriptor, 2**20):
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 def get_many(store: Store, keys: list[str]) -> list[bytes | None]:

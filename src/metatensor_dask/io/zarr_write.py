@@ -61,7 +61,14 @@ from ._names import check_gradient_names
 from ._nothing import nothing_to_write
 from ._repeated_entries import check_unrepeated
 from ._zarr_internals import sync
-from .zarr_append import append, interrupted, read_root, refuse_foreign, refuse_resume
+from .zarr_append import (
+    append,
+    interrupted,
+    read_root,
+    refuse_foreign,
+    refuse_nodes_of_documents,
+    refuse_resume,
+)
 from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
 from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows, with_planned_digest
@@ -1238,6 +1245,8 @@ def _write(
                 "resume=True) with the same tensor and mode to finish it, or use mode='w' "
                 "to overwrite it"
             )
+    if complete and mode in ("a", "r+"):
+        refuse_nodes_of_documents(existing, where)
     if existing is not None and complete and resume:
         if _refuse_other_write(tensor, mode, request, store, existing, where):
             return _done(compute, lock)
