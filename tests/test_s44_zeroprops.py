@@ -1,9 +1,12 @@
-"""Blocks without properties grown by appends.
+"""Blocks without properties grown by appends, and sources of ``convert --append`` of
+other sample names.
 
 A block whose values have no properties (shape ``(n, 0)`` or ``(n, c, 0)``) holds no
 bytes per row: the rows per chunk that an append gives it when it creates it follow the
 rule of every block (at most 16 times its first rows), not one row per chunk, and its
-gradients stay co-partitioned with its values when read.
+gradients stay co-partitioned with its values when read. Sources of ``convert
+--append`` whose sample names are in another order are refused naming both orders and
+the permutation.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.cli import main
 from metatensor_dask.io.zarr_plan import GROWTH
 from metatensor_dask.testing import assert_equal_to_metatensor
 
@@ -122,3 +126,43 @@ def test_write_batches_of_blocks_without_properties(tmp_path):
     assert_equal_to_metatensor(
         stored, metatensor.join(expected, axis="samples", different_keys="union")
     )
+
+
+def _system_map(order: list[str], systems: range) -> metatensor.TensorMap:
+    """A block of two atoms per system of ``systems``, samples named in ``order``: the
+    ``atom`` column holds the atom, any other the system."""
+    pairs = [(s, a) for s in systems for a in range(2)]
+    rows = [[a if name == "atom" else s for name in order] for s, a in pairs]
+    values = np.arange(2 * len(rows), dtype=np.float64).reshape(-1, 2)
+    block = metatensor.TensorBlock(values, _labels(order, rows), [], _labels(["p"], [[0], [1]]))
+    return metatensor.TensorMap(_labels(["k"], [[0]]), [block])
+
+
+def test_convert_of_sources_with_sample_names_in_another_order(tmp_path, capsys):
+    """metatensor's join refused them with its text and stray punctuation, naming
+    neither the names nor the files."""
+    first, second = tmp_path / "first.mts", tmp_path / "second.mts"
+    metatensor.save(str(first), _system_map(["system", "atom"], range(2)))
+    metatensor.save(str(second), _system_map(["atom", "system"], range(2, 4)))
+    out = tmp_path / "out.zarr"
+    assert main(["convert", str(first), str(second), str(out), "--append", "--quiet"]) != 0
+    error = capsys.readouterr().err
+    assert f"{second} has the sample names ['atom', 'system'], {first} ['system', 'atom']" in error
+    assert "nothing was written" in error
+    assert "metatensor.permute_dimensions(tensor, 'samples', [1, 0])" in error
+    assert ".;" not in error
+    assert not out.exists()
+
+
+def test_convert_of_sources_with_other_sample_names(tmp_path, capsys):
+    first, second = tmp_path / "first.mts", tmp_path / "second.mts"
+    metatensor.save(str(first), _system_map(["system", "atom"], range(2)))
+    metatensor.save(str(second), _system_map(["structure", "atom"], range(2, 4)))
+    out = tmp_path / "out.zarr"
+    assert main(["convert", str(first), str(second), str(out), "--append", "--quiet"]) != 0
+    error = capsys.readouterr().err
+    assert (
+        f"{second} has the sample names ['structure', 'atom'], {first} ['system', 'atom']" in error
+    )
+    assert "metatensor.rename_dimension" in error
+    assert not out.exists()
