@@ -1,12 +1,12 @@
-"""Blocks without properties grown by appends, and sources of ``convert --append`` of
-other sample names.
+"""Blocks without properties grown by appends, and two errors of appends.
 
 A block whose values have no properties (shape ``(n, 0)`` or ``(n, c, 0)``) holds no
 bytes per row: the rows per chunk that an append gives it when it creates it follow the
 rule of every block (at most 16 times its first rows), not one row per chunk, and its
-gradients stay co-partitioned with its values when read. Sources of ``convert
---append`` whose sample names are in another order are refused naming both orders and
-the permutation.
+gradients stay co-partitioned with its values when read. Sources of ``convert --append``
+whose sample names are in another order are refused naming both orders and the
+permutation; renumbering a key dimension is refused saying that key dimensions are
+never renumbered, by ``to_zarr``, ``write_batches`` and ``convert``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.errors import MetatensorDaskError
 from metatensor_dask.execution.cli import main
 from metatensor_dask.io.zarr_plan import GROWTH
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -165,4 +166,68 @@ def test_convert_of_sources_with_other_sample_names(tmp_path, capsys):
         f"{second} has the sample names ['structure', 'atom'], {first} ['system', 'atom']" in error
     )
     assert "metatensor.rename_dimension" in error
+    assert not out.exists()
+
+
+def _keyed_by_system(items: list[int]) -> metatensor.TensorMap:
+    """A block per item, keyed by its ``system``, samples ``atom`` only."""
+    blocks = [
+        metatensor.TensorBlock(
+            np.ones((2, 1)), _labels(["atom"], [[0], [1]]), [], _labels(["p"], [[0]])
+        )
+        for _ in items
+    ]
+    return metatensor.TensorMap(_labels(["system"], [[i] for i in items]), blocks)
+
+
+KEY_DIMENSION = "it is a key dimension of"
+NEVER = "key dimensions are never renumbered"
+REMEDY = "keys_to_samples(tensor, 'system')"
+
+
+def _assert_key_dimension_error(text: str) -> None:
+    assert KEY_DIMENSION in text and NEVER in text and REMEDY in text, text
+    assert "number the keys apart" in text and "not a sample dimension (['atom'])" in text
+
+
+def test_to_zarr_renumbering_a_key_dimension(tmp_path):
+    path = tmp_path / "keys.zarr"
+    tensor = mtd.from_metatensor(_keyed_by_system([0]))
+    with pytest.raises(MetatensorDaskError) as new:
+        tensor.to_zarr(path, append_dim="samples", renumber={"system": "next"})
+    _assert_key_dimension_error(str(new.value))
+    assert not path.exists()
+    tensor.to_zarr(path)
+    with pytest.raises(MetatensorDaskError) as existing:
+        mtd.from_metatensor(_keyed_by_system([1])).to_zarr(
+            path, append_dim="samples", renumber={"system": 5}
+        )
+    _assert_key_dimension_error(str(existing.value))
+
+
+def test_to_zarr_of_no_blocks_renumbering_a_key_dimension_of_the_store(tmp_path):
+    """A tensor without blocks is checked against the store's samples and keys."""
+    path = tmp_path / "keys.zarr"
+    mtd.from_metatensor(_keyed_by_system([0])).to_zarr(path)
+    empty = mtd.from_metatensor(_keyed_by_system([]))
+    with pytest.raises(MetatensorDaskError) as found:
+        empty.to_zarr(path, append_dim="samples", renumber={"system": "next"})
+    _assert_key_dimension_error(str(found.value))
+    assert f"the store {path}" in str(found.value)
+
+
+def test_write_batches_renumbering_a_key_dimension(tmp_path):
+    path = tmp_path / "keys.zarr"
+    with pytest.raises(MetatensorDaskError) as found:
+        mtd.write_batches(_keyed_by_system, [0, 1], path, renumber="system", quiet=True)
+    _assert_key_dimension_error(str(found.value))
+
+
+def test_convert_renumbering_a_key_dimension(tmp_path, capsys):
+    source = tmp_path / "keys.mts"
+    metatensor.save(str(source), _keyed_by_system([0, 1]))
+    out = tmp_path / "out.zarr"
+    argv = ["convert", str(source), str(source), str(out), "--append", "--renumber", "system"]
+    assert main([*argv, "--quiet"]) != 0
+    _assert_key_dimension_error(capsys.readouterr().err)
     assert not out.exists()
