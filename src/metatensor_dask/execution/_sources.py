@@ -69,6 +69,38 @@ def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> Non
                 )
 
 
+def _check_sample_names(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> None:
+    """The blocks of every source with blocks have the sample names of the first one, in
+    the same order: metatensor's join refuses others without naming them."""
+    first: tuple[list[str], str] | None = None
+    for tensor, name in zip(tensors, names, strict=True):
+        if not len(tensor):
+            continue
+        mine = tensor.sample_names
+        if first is None:
+            first = (mine, name)
+        elif mine != first[0]:
+            raise MetatensorDaskError(
+                f"{name} has the sample names {mine}, {first[1]} {first[0]}: the sources of "
+                "one append must have the same sample names, in the same order; nothing was "
+                f"written. {_names_remedy(mine, first[0], name)}"
+            )
+
+
+def _names_remedy(mine: list[str], wanted: list[str], name: str) -> str:
+    """How to give the source ``name`` of sample names ``mine`` the names ``wanted``."""
+    if sorted(mine) == sorted(wanted):
+        order = [mine.index(n) for n in wanted]
+        return (
+            f"Save {name} again with its sample dimensions in that order: "
+            f"metatensor.permute_dimensions(tensor, 'samples', {order})"
+        )
+    return (
+        f"Save {name} again with those sample names (metatensor.rename_dimension, "
+        "append_dimension or remove_dimension on 'samples')"
+    )
+
+
 def _after(tensor: mtd.TensorMap, name: str, dimension: str, largest: int | None) -> mtd.TensorMap:
     """``tensor`` (the source ``name``) with its ``dimension`` shifted to one past
     ``largest``, the largest value of the sources before it (``None``: none has any)."""
@@ -85,7 +117,13 @@ def _check_renumbered(
     """Every source with blocks has the sample dimension ``dimension`` to renumber."""
     for tensor, name in zip(tensors, names, strict=True):
         try:
-            check_dimension(dimension, tensor.sample_names, len(tensor) > 0, f"the source {name}")
+            check_dimension(
+                dimension,
+                tensor.sample_names,
+                len(tensor) > 0,
+                f"the source {name}",
+                tensor.keys.names,
+            )
         except MetatensorDaskError as error:
             raise MetatensorDaskError(
                 f"{error}; nothing was written. Give --renumber a sample dimension of every source"
@@ -164,6 +202,7 @@ def joined_sources(
     if len(tensors) == 1:
         return tensors[0]
     _check_dtypes(tensors, names)
+    _check_sample_names(tensors, names)
     renumbered = []
     largest: int | None = None
     for tensor, name in zip(tensors, names, strict=True):

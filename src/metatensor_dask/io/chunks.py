@@ -115,10 +115,13 @@ def data_sizes(block: Any) -> list[tuple[int, int]]:
 
 
 def target_rows(
-    n_rows: int, arrays: Iterable[tuple[int, int]], target: int, capped: bool = True
+    n_rows: int, arrays: Iterable[tuple[int, int]], target: int, most: int | None = None
 ) -> int:
-    """Value rows per chunk so that every co-partitioned array meets ``target`` bytes
-    (at most ``n_rows`` when ``capped``).
+    """Value rows per chunk so that every co-partitioned array meets ``target`` bytes,
+    at most ``most`` (``n_rows`` when not given).
+
+    Rows of no bytes (a block without properties, and its gradients) meet any target:
+    they get ``most`` rows per chunk, whatever the target, never one chunk per row.
 
     Parameters
     ----------
@@ -129,14 +132,16 @@ def target_rows(
         chunk of ``r`` value rows holds on average ``r * rows / n_rows`` of their rows.
     target
         Bytes per chunk.
+    most
+        The most value rows per chunk; ``n_rows`` when ``None``.
     """
     if n_rows == 0:
         return 1
+    limit = n_rows if most is None else most
     per_value_row = max((rows / n_rows) * size for rows, size in arrays)
     if per_value_row <= 0:
-        return n_rows
-    rows = int(max(target // per_value_row, 1))
-    return min(rows, n_rows) if capped else rows
+        return limit
+    return min(int(max(target // per_value_row, 1)), limit)
 
 
 def regular(n: int, step: int) -> tuple[int, ...]:

@@ -119,13 +119,12 @@ def core_view(tensor: Any, renumber: Renumbering | None) -> CoreTensor:
     ``(dimension, offset)`` (and the wording of its error: see
     :func:`~metatensor_dask.io.zarr_renumber.shift`)."""
     blocks = list(tensor.blocks())
+    keys = _core_labels.read(tensor.keys)
     if renumber is not None:
         names = []
         if blocks:
             samples = blocks[0].samples
             names = list(samples.names)
             _core_labels.free(samples)
-        check_dimension(renumber[0], names, bool(blocks))
-    return CoreTensor(
-        _core_labels.read(tensor.keys), [_block(b, renumber, None) for b in blocks], tensor.info()
-    )
+        check_dimension(renumber[0], names, bool(blocks), key_names=keys.names)
+    return CoreTensor(keys, [_block(b, renumber, None) for b in blocks], tensor.info())

@@ -219,8 +219,8 @@ def value_rows(
     if request.kind == "bytes":
         sizes = chunking.data_sizes(block)
         if growing:
-            rows = chunking.target_rows(max(n, 1), sizes, request.amount, capped=False)
-            return min(rows, GROWTH * max(n, 1))
+            most = GROWTH * max(n, 1)
+            return chunking.target_rows(max(n, 1), sizes, request.amount, most)
         return chunking.target_rows(n, sizes, request.amount)
     sizes = chunking.data_sizes(block)
     target = chunking.default_target()

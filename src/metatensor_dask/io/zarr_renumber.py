@@ -10,6 +10,7 @@ records (format 3), so it costs no read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,11 +173,15 @@ def _block(
 
 
 def check_dimension(
-    dimension: str, sample_names: list[str], has_blocks: bool, of: str = "this tensor"
+    dimension: str,
+    sample_names: list[str],
+    has_blocks: bool,
+    of: str = "this tensor",
+    key_names: Sequence[str] = (),
 ) -> None:
     """Refuse to renumber ``dimension`` of a tensor (or of what ``of`` names) whose
     blocks have the samples ``sample_names`` when it is not one of them, or is a
-    gradient's ``"sample"``."""
+    gradient's ``"sample"``; a dimension of its keys ``key_names`` is named so."""
     if dimension == "sample" and "sample" in sample_names:
         raise MetatensorDaskError(
             f"can not renumber 'sample', a sample dimension of {of}: every gradient names "
@@ -185,10 +190,26 @@ def check_dimension(
             "(rename_dimension(tensor, 'samples', 'sample', NEW)) and renumber "
             "that one"
         )
+    if has_blocks and dimension not in sample_names and dimension in key_names:
+        raise MetatensorDaskError(_key_dimension_text(dimension, sample_names, of, key_names))
     if dimension == "sample" or (has_blocks and dimension not in sample_names):
         raise MetatensorDaskError(
             f"can not renumber '{dimension}': it is not a sample dimension of {of} ({sample_names})"
         )
+
+
+def _key_dimension_text(
+    dimension: str, sample_names: list[str], of: str, key_names: Sequence[str]
+) -> str:
+    """Why a key dimension ``dimension`` is not renumbered, and what to do instead."""
+    return (
+        f"can not renumber '{dimension}': it is a key dimension of {of} (keys "
+        f"{list(key_names)}), not a sample dimension ({sample_names}); key dimensions are "
+        f"never renumbered. Move it to the samples first (keys_to_samples(tensor, "
+        f"'{dimension}')) to renumber it there, or number the keys apart yourself (for "
+        "write_batches, in the function, from the items of each batch) and append "
+        "without renumbering"
+    )
 
 
 def renumber_hint(sample_names: list[str]) -> str:
@@ -208,6 +229,11 @@ def _stored_sample_names(nodes: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def _stored_key_names(nodes: dict[str, Any]) -> list[str]:
+    """The key names of a store whose nodes are ``nodes``."""
+    return list(((nodes.get("keys") or {}).get("attributes") or {}).get("names") or [])
+
+
 def shifted(
     tensor: TensorMap, dimension: str, offset: int, origin: str = "", remedy: str = ""
 ) -> TensorMap:
@@ -216,7 +242,7 @@ def shifted(
     ``origin`` and ``remedy`` as in :func:`shift`."""
     from ..tensor import TensorMap
 
-    check_dimension(dimension, tensor.sample_names, len(tensor) > 0)
+    check_dimension(dimension, tensor.sample_names, len(tensor) > 0, key_names=tensor.keys.names)
     blocks = [_block(block, dimension, offset, origin, remedy) for block in tensor.blocks()]
     return TensorMap._trusted(tensor.keys, blocks, tensor.info())
 
@@ -234,7 +260,8 @@ def renumbered(
         # not have is a mistake all the same, found before the batches that have blocks
         names = _stored_sample_names(existing[1])
         if names is not None:
-            check_dimension(renumber.dimension, names, True, f"the store {where}")
+            keys = _stored_key_names(existing[1])
+            check_dimension(renumber.dimension, names, True, f"the store {where}", keys)
     offset, origin = renumber.offset, ""
     if offset == "next":
         offset = _next(existing, renumber.dimension, where)

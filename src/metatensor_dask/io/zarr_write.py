@@ -1055,7 +1055,12 @@ def to_zarr(
     if renumbering is not None:
         if append_dim is None:
             raise MetatensorDaskError("`renumber` is only used with append_dim='samples'")
-        check_dimension(renumbering.dimension, tensor.sample_names, len(tensor) > 0)
+        check_dimension(
+            renumbering.dimension,
+            tensor.sample_names,
+            len(tensor) > 0,
+            key_names=tensor.keys.names,
+        )
     for block in tensor.blocks():
         check_gradient_names(block, zarr=True)
     check_unrepeated(tensor)
