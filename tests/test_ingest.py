@@ -19,7 +19,15 @@ from typing import Any
 import dask
 import metatensor
 import pytest
-from ingest_support import Slow, committed_batches, renumbered, soap, store_files
+from ingest_support import (
+    RESTARTS_WAITED_FOR,
+    Slow,
+    closed_patiently,
+    committed_batches,
+    renumbered,
+    soap,
+    store_files,
+)
 
 import metatensor_dask as mtd
 from metatensor_dask.io import ingest_progress
@@ -358,8 +366,13 @@ def test_a_worker_dying_mid_run_loses_nothing(tmp_path):
 
     path = tmp_path / "t.zarr"
     marker = tmp_path / "died"
+    # the run may end on the other worker while the dead one's nanny restarts it, which
+    # under load outlasts the 5 s a close or a lost-worker-timeout gives it to stop
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
+        dask.config.set(RESTARTS_WAITED_FOR),
+        closed_patiently(
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0")
+        ) as local,
         Client(local),
     ):
         function = functools.partial(dying_once, str(marker))

@@ -26,7 +26,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import renumbered
+from ingest_support import RESTARTS_WAITED_FOR, closed_patiently, renumbered
 
 import metatensor_dask as mtd
 from metatensor_dask.errors import MetatensorDaskError
@@ -39,17 +39,6 @@ pytestmark = pytest.mark.xdist_group("clusters")
 #: machine (load average 11 on 2 cores) a batch that kills four workers in turn, each
 #: restarted by its nanny, took 37 s to fail (8 s on a quiet one).
 HUNG = 120
-
-#: distributed's ``lost-worker-timeout`` after a worker is lost, its cluster closes the
-#: worker's nanny for good (with 5 s for its worker to stop) if no worker of its name is
-#: connected at that moment, even one lost again later and still restarting. With the
-#: default 15 s a restart under load was closed so, and with both workers closed a
-#: computation waited forever; with 120 s, a worker killed by a test of the module's
-#: shared cluster was closed so 120 s later while a later test's kill of it restarted,
-#: and the TimeoutError of that close, kept by the cluster, failed its close at the end
-#: of the module. Longer than any cluster of these tests lives: a restart is waited for
-#: by the tests themselves, at most :data:`HUNG` seconds.
-RESTARTS_WAITED_FOR = {"distributed.deploy.lost-worker-timeout": "1 day"}
 
 
 def labels(names: list[str], rows: Any) -> metatensor.Labels:
@@ -178,26 +167,12 @@ def local_cluster(**settings: Any) -> Iterator[Any]:
         closed_patiently(
             LocalCluster(
                 n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-            )
+            ),
+            HUNG,
         ) as local,
         Client(local) as client,
     ):
         yield client
-
-
-@contextlib.contextmanager
-def closed_patiently(cluster: Any) -> Iterator[Any]:
-    """``cluster``, closed once its nannies have stopped their workers, given
-    :data:`HUNG` seconds each: distributed gives them 5 s, from which a worker being
-    restarted (killed by the test, or taken for dead) first spends the rest of its
-    start; under load the close of the cluster then failed with a bare
-    ``TimeoutError``, after a passed test or in place of the error of a failed one."""
-    try:
-        yield cluster
-    finally:
-        for nanny in list(cluster.workers.values()):
-            cluster.sync(nanny.close, timeout=HUNG)
-        cluster.close()
 
 
 def restarted(client: Any, cluster: Any) -> bool:
@@ -234,7 +209,7 @@ def two_workers() -> Iterator[Any]:
         cluster = LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
         )
-        with closed_patiently(cluster) as local:
+        with closed_patiently(cluster, HUNG) as local:
             yield local
 
 
@@ -283,7 +258,7 @@ def test_a_worker_back_at_its_address_commits_no_batch_twice(tmp_path):
 
     with (
         dask.config.set(RESTARTS_WAITED_FOR),
-        closed_patiently(fixed_port_cluster(free_ports(2))) as cluster,
+        closed_patiently(fixed_port_cluster(free_ports(2)), HUNG) as cluster,
         Client(cluster) as client,
     ):
         client.wait_for_workers(2)
