@@ -140,6 +140,33 @@ class Slow:
         return soap(items)
 
 
+#: distributed's ``lost-worker-timeout`` after a worker is lost, its cluster closes the
+#: worker's nanny for good (with 5 s for its worker to stop) if no worker of its name is
+#: connected at that moment, even one lost again later and still restarting. With the
+#: default 15 s a restart under load was closed so, and with both workers closed a
+#: computation waited forever; with 120 s, a worker killed by a test of a module's shared
+#: cluster was closed so 120 s later while a later test's kill of it restarted, and the
+#: TimeoutError of that close, kept by the cluster, failed its close at the end of the
+#: module. Longer than any cluster of the tests lives: the tests that kill workers wait
+#: for their restarts themselves, for a bounded time.
+RESTARTS_WAITED_FOR = {"distributed.deploy.lost-worker-timeout": "1 day"}
+
+
+@contextlib.contextmanager
+def closed_patiently(cluster: Any, seconds: float = 120) -> Iterator[Any]:
+    """``cluster``, closed once its nannies have stopped their workers, given
+    ``seconds`` each: distributed gives them 5 s, from which a worker being restarted
+    (killed by the test, or taken for dead) first spends the rest of its start; under
+    load the close of the cluster then failed with a bare ``TimeoutError``, after a
+    passed test or in place of the error of a failed one."""
+    try:
+        yield cluster
+    finally:
+        for nanny in list(cluster.workers.values()):
+            cluster.sync(nanny.close, timeout=seconds)
+        cluster.close()
+
+
 @contextlib.contextmanager
 def slurm_client(folder: Path, name: str) -> Iterator[Any]:
     """A distributed client of two one-core batch jobs named ``name`` on the test SLURM

@@ -26,7 +26,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
-from ingest_support import renumbered
+from ingest_support import RESTARTS_WAITED_FOR, closed_patiently, renumbered
 
 import metatensor_dask as mtd
 from metatensor_dask.errors import MetatensorDaskError
@@ -39,16 +39,6 @@ pytestmark = pytest.mark.xdist_group("clusters")
 #: machine (load average 11 on 2 cores) a batch that kills four workers in turn, each
 #: restarted by its nanny, took 37 s to fail (8 s on a quiet one).
 HUNG = 120
-
-#: A worker lost is hard-closed by its cluster (not restarted by its nanny again) when
-#: no worker of its name is connected ``lost-worker-timeout`` after it left: 15 s by
-#: default, which a restart may take under load; with both workers closed so, a
-#: computation waited for workers forever (then the run was taken for hung). Longer
-#: than a module's tests: the check runs once, at that time, so that a worker killed
-#: by one test was closed when another test had just killed the worker of its name
-#: again (the close, given 5 s, then failed the cluster's close with a TimeoutError).
-#: A worker that does not come back fails the tests that wait for it (:data:`HUNG`).
-RESTARTS_WAITED_FOR = {"distributed.deploy.lost-worker-timeout": "1h"}
 
 
 def labels(names: list[str], rows: Any) -> metatensor.Labels:
@@ -177,26 +167,12 @@ def local_cluster(**settings: Any) -> Iterator[Any]:
         closed_patiently(
             LocalCluster(
                 n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
-            )
+            ),
+            HUNG,
         ) as local,
         Client(local) as client,
     ):
         yield client
-
-
-@contextlib.contextmanager
-def closed_patiently(cluster: Any) -> Iterator[Any]:
-    """``cluster``, closed once its nannies have stopped their workers, given
-    :data:`HUNG` seconds each: distributed gives them 5 s, from which a worker being
-    restarted (killed by the test, or taken for dead) first spends the rest of its
-    start; under load the close of the cluster then failed with a bare
-    ``TimeoutError``, after a passed test or in place of the error of a failed one."""
-    try:
-        yield cluster
-    finally:
-        for nanny in list(cluster.workers.values()):
-            cluster.sync(nanny.close, timeout=HUNG)
-        cluster.close()
 
 
 def restarted(client: Any, cluster: Any) -> bool:
@@ -233,7 +209,7 @@ def two_workers() -> Iterator[Any]:
         cluster = LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address="127.0.0.1:0"
         )
-        with closed_patiently(cluster) as local:
+        with closed_patiently(cluster, HUNG) as local:
             yield local
 
 
@@ -282,7 +258,7 @@ def test_a_worker_back_at_its_address_commits_no_batch_twice(tmp_path):
 
     with (
         dask.config.set(RESTARTS_WAITED_FOR),
-        closed_patiently(fixed_port_cluster(free_ports(2))) as cluster,
+        closed_patiently(fixed_port_cluster(free_ports(2)), HUNG) as cluster,
         Client(cluster) as client,
     ):
         client.wait_for_workers(2)

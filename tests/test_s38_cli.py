@@ -159,10 +159,13 @@ def test_a_killed_save_leaves_nothing_behind_the_next_one(work, capsys):
     """SIGKILL of a save (`convert` to .mts, `mtd.save`) left its hidden temporary file
     next to the output forever: the next save removes it."""
     process = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE], cwd=work)
+    # its imports alone may take 10 to 20 s on a loaded machine: waited for until the
+    # save ends by itself (its values take a minute), two minutes at most
+    deadline = time.monotonic() + 120
     try:
-        for _ in range(600):
+        while True:
             left = [name for name in os.listdir(work) if name.endswith(".tmp")]
-            if left or process.poll() is not None:
+            if left or process.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
     finally:
