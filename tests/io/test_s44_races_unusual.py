@@ -13,6 +13,8 @@ saying that the store changed, never other numbers under its labels.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import metatensor
@@ -140,11 +142,11 @@ def _new_keys_waiting(path: str, go: str) -> None:
 
 
 def _wait_for(go: str) -> None:
-    import os
-    import time
-
+    """Say ``ready``, then wait for the file ``go`` (:data:`WRITER_TIMEOUT` seconds at
+    most)."""
     print("ready", flush=True)
-    while not os.path.exists(go):
+    deadline = time.monotonic() + WRITER_TIMEOUT
+    while not os.path.exists(go) and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
@@ -153,14 +155,18 @@ def test_an_append_racing_a_write_of_new_keys(tmp_path):
     mtd.to_zarr(mtd.from_metatensor(_plain(1)), path, chunks=2)
     go = tmp_path / "go"
     writers = [Forked(_append_waiting, path, str(go)), Forked(_new_keys_waiting, path, str(go))]
-    for writer in writers:
-        assert writer.stdout.readline().strip() == "ready"
-    go.touch()
     codes, outputs = [], []
-    for writer in writers:
-        with writer:
-            codes.append(writer.wait(WRITER_TIMEOUT))
-            outputs.append(writer.stdout.read())
+    with writers[0], writers[1]:
+        try:
+            for writer in writers:
+                assert writer.stdout.readline().strip() == "ready"
+            go.touch()
+            for writer in writers:
+                codes.append(writer.wait(WRITER_TIMEOUT))
+                outputs.append(writer.stdout.read())
+        finally:
+            for writer in writers:
+                writer.kill()
     # a writer that found the other's lock is refused as locked, and nothing else
     for code, output in zip(codes, outputs, strict=True):
         assert code == 0 or "StoreLockedError" in output, output
@@ -187,3 +193,53 @@ def _sequential(folder: Path, order: str) -> metatensor.TensorMap:
         else:
             mtd.to_zarr(mtd.from_metatensor(_new_keys(_plain(3))), path, mode="a", chunks=2)
     return _computed(mtd.open_zarr(path))
+
+
+def _rewrites_and_appends(path: str, go: str, rounds: int) -> None:
+    """``rounds`` times: write ``_plain(1)`` over ``path``, then append ``_plain(3)``
+    (other rows than those opened) or ``_plain(2)`` (the rows opened), in turn."""
+    _wait_for(go)
+    for round in range(rounds):
+        _rewrite_then_append(path, 1, 2, False) if round % 2 == 0 else _rewrite_as_opened(path)
+    print("done", flush=True)
+
+
+def _rewrite_as_opened(path: str) -> None:
+    mtd.to_zarr(mtd.from_metatensor(_plain(1)), path, mode="w", chunks=2)
+    mtd.to_zarr(mtd.from_metatensor(_plain(2)), path, chunks=2, **APPEND)
+
+
+def test_a_map_computed_while_its_store_is_rewritten_and_appended_again(tmp_path):
+    """Every computation of a map opened after an append, made while another process
+    writes the store whole again and appends other rows or the same ones, gives the
+    numbers opened or says that the store was overwritten."""
+    path = str(tmp_path / "store.zarr")
+    _rewrite_as_opened(path)
+    opened = mtd.open_zarr(path)
+    expected = _computed(mtd.open_zarr(path))
+    go = tmp_path / "go"
+    writer = Forked(_rewrites_and_appends, path, str(go), 2)
+    with writer:
+        try:
+            assert writer.stdout.readline().strip() == "ready"
+            go.touch()
+            _compute_while_running(opened, expected, writer)
+            assert writer.wait(WRITER_TIMEOUT) == 0, writer.stdout.read()
+        finally:
+            writer.kill()
+
+
+def _compute_while_running(
+    opened: mtd.TensorMap, expected: metatensor.TensorMap, writer: Forked
+) -> None:
+    """Compute ``opened`` again and again while ``writer`` runs (once at least, for
+    :data:`WRITER_TIMEOUT` seconds at most): each time, ``expected`` or the error of a
+    store overwritten since it was opened."""
+    deadline = time.monotonic() + WRITER_TIMEOUT
+    computed = 0
+    while (writer.poll() is None or not computed) and time.monotonic() < deadline:
+        try:
+            assert metatensor.equal(_computed(opened), expected)
+        except mtd.MetatensorDaskError as error:
+            assert "since this tensor was opened" in str(error), error
+        computed += 1
