@@ -673,9 +673,9 @@ class ArrayInfo:
     #: Whether its chunks are plain (see
     #: :func:`~metatensor_dask.io.zarr_codecs.is_plain`): decoded without zarr.
     plain: bool = False
-    #: The id of its store as opened (:func:`~.zarr_identity.opened_id`), for a values
-    #: array listing its chunk files (format 4): every chunk file read is checked
-    #: against the list.
+    #: The id of its store as opened (:func:`~.zarr_identity.opened_id`: by the first
+    #: read of the block's documents as they are), for a values array listing its chunk
+    #: files (format 4): every chunk file read is checked against the list.
     store_id: str | None = None
 
     @property
@@ -1263,7 +1263,10 @@ def parse_layout(
     _check_format_records(ours, version, where)
     # (an incomplete store is not read; its writer lists its chunks once complete)
     identified = version >= FIRST_FORMAT and ours.get("complete") is True
-    context = (version, opened_id(ours) if identified else None, identified)
+    # (the store id, not the last append: an append leaves the documents of the blocks
+    # it does not touch as they were, which keep the append they were opened with, no
+    # older than the last one that changed them)
+    context = (version, ours.get(STORE_ID) if identified else None, identified)
     if version == 1:
         known = None  # (its arrays are marked below)
     blocks, signatures, fresh = _parse_blocks(nodes, keys.shape[0], where, known, context)
