@@ -47,6 +47,7 @@ from ._zarr_internals import sync
 from .zarr_integrity import damaged, index_pairs
 
 __all__ = [
+    "APPENDED",
     "FIRST_FORMAT",
     "STORE_ID",
     "TABLE",
@@ -64,6 +65,7 @@ __all__ = [
     "note",
     "noted",
     "noted_crc",
+    "opened_id",
     "overwrite_told",
     "rewritten_key",
     "table_problem",
@@ -77,6 +79,11 @@ FIRST_FORMAT = 4
 TABLE = "chunk_crc32c"
 #: Root attribute (under ``metatensor_dask``): the id of the store's last whole write.
 STORE_ID = "store_id"
+#: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
+#: since the store was last written whole, oldest first.
+APPENDED = "appended"
+#: Between the store id and the token of the last append of an :func:`opened_id`.
+_AFTER = "+"
 
 
 def content_id(nodes: dict[str, Any]) -> str:
@@ -421,10 +428,40 @@ _PROGRESS = ".progress/"
 _APPEND_KEY = _PROGRESS + "append.json"
 
 
+def opened_id(ours: dict[str, Any]) -> str:
+    """The id a reader is bound to when it opens a complete format 4 store whose root
+    attributes (under ``metatensor_dask``) are ``ours``: the store id, followed by the
+    token of the last append the store holds, if any.
+
+    Appends keep the store id, and a whole write of a tensor written before gives its
+    id again: the store id alone would take a store rewritten then appended to with
+    other rows for the store opened before (its chunks listed by the current tables,
+    read as the rows opened). The token of the append opened last tells them apart
+    (see :func:`_is_opened`)."""
+    store_id = ours.get(STORE_ID)
+    appended = ours.get(APPENDED)
+    if isinstance(appended, list) and appended and isinstance(appended[-1], str):
+        return f"{store_id}{_AFTER}{appended[-1]}"
+    return store_id  # type: ignore[return-value]
+
+
+def _is_opened(current: dict[str, Any], opened: str) -> bool:
+    """Whether a store whose current root attributes are ``current`` is still the one
+    opened with the id ``opened`` (a store id, or an :func:`opened_id`): the same store
+    id, and the last append opened still listed (appends add their tokens to the list,
+    a whole write starts it again)."""
+    store_id, _, token = opened.partition(_AFTER)
+    if current.get(STORE_ID) != store_id:
+        return False
+    appended = current.get(APPENDED)
+    return not token or (isinstance(appended, list) and token in appended)
+
+
 def _current(root: bytes | None, node: bytes | None, path: str) -> tuple[Any, Any, bool]:
-    """The store id, the document of ``path`` (from the array's own ``zarr.json``
-    ``node`` when the root holds no inline metadata) and whether the store is complete,
-    by a store's current ``root``; no id for a store without root."""
+    """The root attributes (under ``metatensor_dask``), the document of ``path`` (from
+    the array's own ``zarr.json`` ``node`` when the root holds no inline metadata) and
+    whether the store is complete, by a store's current ``root``; no attributes for a
+    store without root."""
     try:
         parsed = json.loads(root) if root is not None else {}
         ours = parsed["attributes"][_ATTRIBUTE]
@@ -432,9 +469,11 @@ def _current(root: bytes | None, node: bytes | None, path: str) -> tuple[Any, An
         document = nodes.get(path) if isinstance(nodes, dict) else None
         if document is None and node is not None:
             document = json.loads(node)
-        return ours.get(STORE_ID), document, ours.get("complete") is True
+        if not isinstance(ours, dict):
+            return {}, document, False
+        return ours, document, ours.get("complete") is True
     except (ValueError, TypeError, KeyError, AttributeError):
-        return None, None, False
+        return {}, None, False
 
 
 def _overwritten(where: str, what: str) -> MetatensorDaskError:
@@ -447,15 +486,17 @@ def _overwritten(where: str, what: str) -> MetatensorDaskError:
 
 def check_not_overwritten(store: Any, where: str, store_id: str, what: str) -> None:
     """Raise when the store's current id is not ``store_id`` (its id when a tensor was
-    opened): for Labels read on first use that do not match their digest, ``what``."""
-    if _current_id(store) != store_id:
+    opened, or an :func:`opened_id`): for Labels read on first use that do not match
+    their digest, ``what``."""
+    if not _is_opened(_current_attributes(store), store_id):
         raise _overwritten(where, what)
 
 
-def _current_id(store: Any) -> Any:
-    """The id the store's current root records (``None`` without one)."""
-    current_id, _, _ = _current(sync(_get(store, "zarr.json")), None, "")
-    return current_id
+def _current_attributes(store: Any) -> dict[str, Any]:
+    """The attributes (under ``metatensor_dask``) of the store's current root (``{}``
+    without one)."""
+    current, _, _ = _current(sync(_get(store, "zarr.json")), None, "")
+    return current
 
 
 @contextmanager
@@ -469,7 +510,7 @@ def overwrite_told(store: Any, where: str, store_id: str | None, what: str) -> I
     try:
         yield
     except DamagedStoreError as error:
-        if store_id is not None and _current_id(store) != store_id:
+        if store_id is not None and not _is_opened(_current_attributes(store), store_id):
             raise _overwritten(where, what) from error
         raise
 
@@ -550,8 +591,8 @@ class ChunkIdentity:
         root, node = await asyncio.gather(
             _get(self.store, "zarr.json"), _get(self.store, f"{self.path}/zarr.json")
         )
-        current_id, document, complete = _current(root, node, self.path)
-        if current_id != self.store_id:
+        current, document, complete = _current(root, node, self.path)
+        if not _is_opened(current, self.store_id):
             name = chunk_name(self.path, self.document, index)
             raise _overwritten(self.where, f"the chunk {name} of the array '{self.path}'")
         attributes = document.get("attributes") if isinstance(document, dict) else None

@@ -38,7 +38,16 @@ import numpy as np
 
 from ..errors import MetatensorDaskError
 from .zarr_codecs import KEY_ENCODING, is_plain
-from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, table_problem
+from .zarr_identity import APPENDED as APPENDED  # (the appends' writers name it here)
+from .zarr_identity import (
+    FIRST_FORMAT,
+    STORE_ID,
+    TABLE,
+    content_id,
+    has_table,
+    opened_id,
+    table_problem,
+)
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
 
@@ -78,9 +87,6 @@ FORMAT = 4
 ATTRIBUTE = "metatensor_dask"
 #: Attribute (under :data:`ATTRIBUTE`) recording a run of ``write_batches``.
 RUN = "batches"
-#: Root attribute (under ``metatensor_dask``) listing the tokens of the appends stored
-#: since the store was last written whole, oldest first.
-APPENDED = "appended"
 #: Root attribute (under ``metatensor_dask``) that appends keep: the token of the write
 #: (not an append) that last wrote the store, whose ``resume=True`` then finds it done.
 WRITTEN = "written"
@@ -667,8 +673,9 @@ class ArrayInfo:
     #: Whether its chunks are plain (see
     #: :func:`~metatensor_dask.io.zarr_codecs.is_plain`): decoded without zarr.
     plain: bool = False
-    #: The id of its store, for a values array listing its chunk files (format 4, see
-    #: :mod:`.zarr_identity`): every chunk file read is checked against the list.
+    #: The id of its store as opened (:func:`~.zarr_identity.opened_id`: by the first
+    #: read of the block's documents as they are), for a values array listing its chunk
+    #: files (format 4): every chunk file read is checked against the list.
     store_id: str | None = None
 
     @property
@@ -729,7 +736,8 @@ class TensorLayout:
     info: dict[str, str]
     nodes: dict[str, dict[str, Any]]
     format: int = FORMAT
-    #: The id of a complete format 4 store (see :mod:`.zarr_identity`).
+    #: The id of a complete format 4 store as opened (its store id and its last append,
+    #: see :func:`~.zarr_identity.opened_id`).
     store_id: str | None = None
 
 
@@ -1161,12 +1169,13 @@ def _refuse_tables(blocks: list[BlockLayout], version: int, where: str) -> None:
 
 def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
     """Check the store id and the chunk tables of a format 4 store, and give its values
-    arrays the id (see :mod:`.zarr_identity`; those without table, written without
-    checksums, to tell a read of a store overwritten since from damage); returns the
-    id."""
+    arrays the id a reader binds to (:func:`~.zarr_identity.opened_id`; those without
+    table, written without checksums, to tell a read of a store overwritten since from
+    damage); returns that id."""
     store_id = ours.get(STORE_ID)
     if not isinstance(store_id, str) or not store_id:
         raise _damaged(where, f"it has no valid '{ATTRIBUTE}.{STORE_ID}' attribute")
+    store_id = opened_id(ours)
     for block in blocks:
         for info in block.arrays():
             if has_table(info.path, info.document):
@@ -1254,6 +1263,9 @@ def parse_layout(
     _check_format_records(ours, version, where)
     # (an incomplete store is not read; its writer lists its chunks once complete)
     identified = version >= FIRST_FORMAT and ours.get("complete") is True
+    # (the store id, not the last append: an append leaves the documents of the blocks
+    # it does not touch as they were, which keep the append they were opened with, no
+    # older than the last one that changed them)
     context = (version, ours.get(STORE_ID) if identified else None, identified)
     if version == 1:
         known = None  # (its arrays are marked below)
