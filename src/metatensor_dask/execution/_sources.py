@@ -12,7 +12,8 @@ that only that file could finish.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,38 +54,49 @@ def _largest(tensor: mtd.TensorMap, dimension: str) -> int | None:
     return max(found, default=None)
 
 
+def _first_different(found: Iterable[tuple[Any, str]]) -> tuple[Any, str, Any, str] | None:
+    """The first ``(value, source)`` of ``found`` whose value differs from the first
+    one's, followed by that first one; ``None`` when they all agree."""
+    first: tuple[Any, str] | None = None
+    for value, name in found:
+        if first is None:
+            first = (value, name)
+        elif value != first[0]:
+            return (value, name, *first)
+    return None
+
+
 def _check_dtypes(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> None:
     """The values of every source have one dtype (in any byte order)."""
-    first = None
-    for tensor, name in zip(tensors, names, strict=True):
-        for block in tensor.blocks():
-            dtype = stored_dtype(block.values.dtype)
-            if first is None:
-                first = (dtype, name)
-            elif dtype != first[0]:
-                raise MetatensorDaskError(
-                    f"{name} has the dtype {dtype}, {first[1]} {first[0]}: the sources of one "
-                    "append must have the same dtype; nothing was written. Convert them to "
-                    "one dtype first"
-                )
+    different = _first_different(
+        (stored_dtype(block.values.dtype), name)
+        for tensor, name in zip(tensors, names, strict=True)
+        for block in tensor.blocks()
+    )
+    if different is not None:
+        dtype, name, first, first_name = different
+        raise MetatensorDaskError(
+            f"{name} has the dtype {dtype}, {first_name} {first}: the sources of one "
+            "append must have the same dtype; nothing was written. Convert them to "
+            "one dtype first"
+        )
 
 
 def _check_sample_names(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) -> None:
     """The blocks of every source with blocks have the sample names of the first one, in
     the same order: metatensor's join refuses others without naming them."""
-    first: tuple[list[str], str] | None = None
-    for tensor, name in zip(tensors, names, strict=True):
-        if not len(tensor):
-            continue
-        mine = tensor.sample_names
-        if first is None:
-            first = (mine, name)
-        elif mine != first[0]:
-            raise MetatensorDaskError(
-                f"{name} has the sample names {mine}, {first[1]} {first[0]}: the sources of "
-                "one append must have the same sample names, in the same order; nothing was "
-                f"written. {_names_remedy(mine, first[0], name)}"
-            )
+    different = _first_different(
+        (tensor.sample_names, name)
+        for tensor, name in zip(tensors, names, strict=True)
+        if len(tensor)
+    )
+    if different is not None:
+        mine, name, first, first_name = different
+        raise MetatensorDaskError(
+            f"{name} has the sample names {mine}, {first_name} {first}: the sources of "
+            "one append must have the same sample names, in the same order; nothing was "
+            f"written. {_names_remedy(mine, first, name)}"
+        )
 
 
 def _names_remedy(mine: list[str], wanted: list[str], name: str) -> str:
