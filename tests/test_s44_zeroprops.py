@@ -231,3 +231,34 @@ def test_convert_renumbering_a_key_dimension(tmp_path, capsys):
     assert main([*argv, "--quiet"]) != 0
     _assert_key_dimension_error(capsys.readouterr().err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("order", "remedy"),
+    [
+        (["atom", "system"], "permute_dimensions(tensor, 'samples', [1, 0])"),
+        (["structure", "atom"], "rename_dimension, append_dimension or remove_dimension"),
+    ],
+)
+def test_an_append_of_other_sample_names_says_how_to_give_it_the_stored_ones(
+    tmp_path, order, remedy
+):
+    """The refusal gave the remedy of other components or properties ("only samples can
+    be appended"), which does not fit samples named otherwise; it names the stored order
+    now, and the remedy it names gives an append equal to metatensor's join."""
+    store = str(tmp_path / "s.zarr")
+    first = _system_map(["system", "atom"], range(2))
+    mtd.from_metatensor(first).to_zarr(store)
+    other = _system_map(order, range(2, 4))
+    with pytest.raises(MetatensorDaskError) as raised:
+        mtd.from_metatensor(other).to_zarr(store, append_dim="samples")
+    message = str(raised.value)
+    assert f"has the samples {order}, the store ['system', 'atom']" in message
+    assert remedy in message and "Only samples can be appended" not in message
+    assert "nothing was written" in message
+    assert_equal_to_metatensor(mtd.open_zarr(store).compute(), first)
+    if order == ["atom", "system"]:
+        fixed = metatensor.permute_dimensions(other, "samples", [1, 0])
+        mtd.from_metatensor(fixed).to_zarr(store, append_dim="samples")
+        joined = metatensor.join([first, fixed], axis="samples", different_keys="union")
+        assert_equal_to_metatensor(mtd.open_zarr(store).compute(), joined)

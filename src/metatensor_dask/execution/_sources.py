@@ -21,6 +21,7 @@ import metatensor_dask as mtd
 
 from ..errors import MetatensorDaskError
 from ..io._names import is_metatensor_file
+from ..io.zarr_append import reordering
 from ..io.zarr_codecs import stored_dtype
 from ..io.zarr_renumber import check_dimension, renumber_hint, shifted
 from ..labels import entry_items
@@ -101,8 +102,8 @@ def _check_sample_names(tensors: Sequence[mtd.TensorMap], names: Sequence[str]) 
 
 def _names_remedy(mine: list[str], wanted: list[str], name: str) -> str:
     """How to give the source ``name`` of sample names ``mine`` the names ``wanted``."""
-    if sorted(mine) == sorted(wanted):
-        order = [mine.index(n) for n in wanted]
+    order = reordering(mine, wanted)
+    if order is not None:
         return (
             f"Save {name} again with its sample dimensions in that order: "
             f"metatensor.permute_dimensions(tensor, 'samples', {order})"

@@ -110,6 +110,7 @@ __all__ = [
     "recorded_token",
     "refuse_foreign",
     "refuse_nodes_of_documents",
+    "reordering",
     "store_now",
 ]
 
@@ -211,6 +212,15 @@ def _number_apart(names: list[str]) -> str:
     )
 
 
+def reordering(names: list[str], wanted: list[str]) -> list[int] | None:
+    """The order in which ``names`` become ``wanted`` (the positions of ``wanted`` in
+    ``names``, as ``permute_dimensions`` takes them); ``None`` when they are not the
+    same names."""
+    if sorted(names) != sorted(wanted) or len(set(names)) != len(names):
+        return None
+    return [names.index(name) for name in wanted]
+
+
 def _key_text(key: Any) -> str:
     return (
         "(" + ", ".join(f"{n}={int(v)}" for n, v in zip(key.names, key.values, strict=True)) + ")"
@@ -240,11 +250,13 @@ class _Planner:
         self.plan = AppendPlan(dict(stored.nodes), info=dict(stored.info))
         self.labels: dict[str, Labels] = {}
 
-    def refuse(self, what: str, problem: str) -> MetatensorDaskError:
+    def refuse(self, what: str, problem: str, remedy: str = "") -> MetatensorDaskError:
+        remedy = remedy or (
+            "Only samples can be appended: components, properties, gradients and dtype "
+            "must be the stored ones"
+        )
         return MetatensorDaskError(
-            f"can not append to {self.where}: {what} {problem}; nothing was written. Only "
-            "samples can be appended: components, properties, gradients and dtype must be "
-            "the stored ones"
+            f"can not append to {self.where}: {what} {problem}; nothing was written. {remedy}"
         )
 
     def check(
@@ -254,9 +266,16 @@ class _Planner:
         names, dtype and gradients, and with ``labels`` (a stored key) the component and
         property entries too."""
         if block.samples.names != stored.samples.names:
-            raise self.refuse(
-                what, f"has the samples {block.samples.names}, the store {stored.samples.names}"
+            mine, theirs = list(block.samples.names), list(stored.samples.names)
+            order = reordering(mine, theirs)
+            remedy = (
+                f"Put its sample dimensions in the stored order first: "
+                f"permute_dimensions(tensor, 'samples', {order})"
+                if order is not None
+                else "Give it the stored sample names first (rename_dimension, "
+                "append_dimension or remove_dimension on 'samples')"
             )
+            raise self.refuse(what, f"has the samples {mine}, the store {theirs}", remedy)
         dtype = stored_dtype(block.values.dtype)
         if dtype != stored_dtype(stored.values.dtype):
             raise self.refuse(
