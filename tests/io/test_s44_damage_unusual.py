@@ -428,3 +428,19 @@ def test_a_wrong_crc_in_the_central_directory_only_is_refused(mts_files):
     theirs.write_bytes(bytes(data))  # the member's local header keeps the right CRC-32
     with pytest.raises(mtd.DamagedFileError, match=re.escape("blocks/0/values.npy")):
         mtd.to_metatensor(mtd.load(theirs))
+
+
+@pytest.mark.parametrize("chunk", ["blocks/0/values/c.1.0.0", "blocks/0/samples/c.1.0"])
+def test_a_chunk_the_system_refuses_to_read_is_reported_by_verify(store, chunk):
+    # a loop of symbolic links in place of a chunk (as root, the way to make a file that
+    # the system refuses to open, as it does an unreadable file to other users): verify
+    # raised the OSError instead of reporting it with the rest of the store's problems
+    (store / chunk).unlink()
+    os.symlink(chunk.rpartition("/")[2], store / chunk)
+    report = mtd.verify(store)
+    assert not report.ok
+    (problem,) = [p for p in report.problems if "can not read" in p]
+    assert str(store / chunk) in problem and "symbolic links" in problem
+    with pytest.raises(OSError, match=re.escape(str(store / chunk))):
+        with dask.config.set(scheduler="synchronous"):
+            mtd.to_metatensor(mtd.open_zarr(store))

@@ -401,7 +401,19 @@ def _read_regions(items: list[tuple[ArrayRef, tuple[slice, ...] | None]]) -> tup
                 total += read_region(ref, region).nbytes
         except DamagedStoreError as error:
             problems.append(str(error))
+        except OSError as error:
+            problems.append(_unreadable(ref, error))
     return total, problems
+
+
+def _unreadable(ref: ArrayRef, error: OSError) -> str:
+    """The problem of a file of the array ``ref`` that the system refuses to read
+    (its permissions, a loop of symbolic links, an input/output error)."""
+    name = error.filename or f"a chunk of the array '{ref.path}'"
+    return (
+        f"{describe(ref.store)}: can not read {name}: {error.strerror or error} (give the "
+        "reader access to it, or write the store again if it is damaged)"
+    )
 
 
 @dataclass
@@ -427,6 +439,9 @@ def _check_labels(store: Any, checks: list[_LabelsCheck]) -> list[str]:
             arrays = read_arrays(refs)
         except DamagedStoreError as error:
             problems.append(str(error))
+            continue
+        except OSError as error:
+            problems.append(_unreadable(refs[0], error))
             continue
         pointer = None
         if check.pointer is not None and check.parent_rows is not None:

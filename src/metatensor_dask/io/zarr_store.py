@@ -829,7 +829,12 @@ def _local_keys(root: str, prefix: str) -> list[str]:
             return
         for entry in entries:
             key = above + entry.name
-            if entry.is_dir():
+            try:
+                is_folder = entry.is_dir()
+            except OSError:  # a link the system can not resolve (a loop): a file whose
+                keys.append(key)  # read reports it, rather than a failed listing
+                continue
+            if is_folder:
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
                     if target in followed:
