@@ -15,7 +15,6 @@ import inspect
 import json
 import os
 import re
-import stat
 import sys
 import time
 import uuid
@@ -36,7 +35,7 @@ from zarr.buffer import default_buffer_prototype
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
-from ._file_reads import open_file, read_whole_files
+from ._file_reads import open_regular, read_whole_files
 from ._file_writes import write_all
 from ._names import is_metatensor_file
 from ._zarr_internals import make_store_path, sync
@@ -639,25 +638,20 @@ def _read_file(name: str) -> bytes | None:
     reads it: a folder or anything but a regular file in its place is none either), with
     plain system calls: opening thousands of tiny files (Labels, row pointers) through
     ``pathlib`` and buffered files cost twice as much."""
-    descriptor = open_file(name)
-    if descriptor is None:
+    opened = open_regular(name)
+    if opened is None:
         return None
+    descriptor, size = opened
     try:
-        status = os.fstat(descriptor)
-        return _read_open(descriptor, status.st_size) if stat.S_ISREG(status.st_mode) else None
+        data = os.read(descriptor, size + 1)  # one call for a file of that size
+        if len(data) == size:
+            return data
+        pieces = [data]  # read short, or the file changed meanwhile: read to its end
+        while piece := os.read(descriptor, 2**20):
+            pieces.append(piece)
+        return b"".join(pieces)
     finally:
         os.close(descriptor)
-
-
-def _read_open(descriptor: int, size: int) -> bytes:
-    """The bytes of the open file ``descriptor`` of ``size`` bytes, read to its end."""
-    data = os.read(descriptor, size + 1)  # one call for a file of that size
-    if len(data) == size:
-        return data
-    pieces = [data]  # read short, or the file changed meanwhile: read to its end
-    while piece := os.read(descriptor, 2**20):
-        pieces.append(piece)
-    return b"".join(pieces)
 
 
 def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
