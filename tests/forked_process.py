@@ -137,9 +137,7 @@ def forked_script(
 
 def started_script(script: str | Path, *arguments: str) -> Forked:
     """``python script arguments...`` in a forked process, once it printed ``ready``."""
-    process = forked_script(script, *arguments)
-    _ready(process)
-    return process
+    return forked(run_script, str(script), list(arguments), {})
 
 
 @contextlib.contextmanager
