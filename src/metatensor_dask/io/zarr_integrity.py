@@ -3,9 +3,9 @@
 Since format 2 every chunk of every array is stored, all-zero ones too (and every inner
 chunk of a shard), so a chunk that is not there always means damage. zarr itself reads
 a missing chunk as the fill value; :class:`CheckedStore` is the store arrays are read
-through, and turns a missing chunk, or a shard whose index lists a missing inner
-chunk, into a :class:`~metatensor_dask.errors.DamagedStoreError` before any data is
-decoded.
+through, and turns a missing chunk (or, in a local store, anything but a regular file in
+its place), or a shard whose index lists a missing inner chunk, into a
+:class:`~metatensor_dask.errors.DamagedStoreError` before any data is decoded.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.storage import WrapperStore
+from zarr.storage import LocalStore, WrapperStore
 
 from .._partition import misplaced_row
 from ..errors import DamagedStoreError
 from ..labels import Labels, repeats_an_entry
+from ._file_reads import is_special
 from .zarr_samples import chained_digest, is_chained
 
 __all__ = [
@@ -152,7 +153,9 @@ class CheckedStore(WrapperStore[Any]):
         )
 
     async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        found = await self._store.get(key, prototype, byte_range)
+        found = None
+        if not self._special(key):
+            found = await self._store.get(key, prototype, byte_range)
         if key.endswith("zarr.json"):
             return found
         if found is None:
@@ -194,6 +197,13 @@ class CheckedStore(WrapperStore[Any]):
                 if len(chunk) >= 4:
                     await self._check(index, chunk)
         return found
+
+    def _special(self, key: str) -> bool:
+        """Whether a local store holds something other than a file at ``key``: a
+        missing chunk, which zarr's local store would open and read (a named pipe
+        waits for a writer forever)."""
+        store = self._store
+        return isinstance(store, LocalStore) and is_special(str(store.root / key))
 
     def _whole_chunks(
         self, key: str, byte_range: Any, raw: np.ndarray, whole: bool
