@@ -262,3 +262,33 @@ def test_refused_as_metatensor_refuses_before_computing(full, name):
             REFUSED[name](mtd, ours)
         assert type(raised.value).__name__ == type(expected.value).__name__
         assert str(raised.value) == str(expected.value)
+
+
+def _first_sample_named(theirs: Any, name: str) -> Any:
+    """``theirs`` with its first sample dimension named ``name``, gradients as they are."""
+    blocks = []
+    for block in theirs.blocks():
+        samples = metatensor.Labels([name, "a"], np.asarray(block.samples.values))
+        renamed = metatensor.TensorBlock(block.values, samples, block.components, block.properties)
+        renamed.add_gradient("positions", block.gradient("positions").copy())
+        blocks.append(renamed)
+    return metatensor.TensorMap(theirs.keys, blocks)
+
+
+def test_renaming_a_sample_dimension_named_sample_keeps_the_gradient_rows(tmp_path):
+    """The gradients' ``"sample"`` dimension is the value row of each gradient row, not
+    the values' dimension of that name. Renaming the latter (the remedy ``to_zarr``
+    names for appending such samples) renamed the former too: the result failed later,
+    in ``to_zarr``, ``multiply`` and the reductions ("'sample' not found in the
+    dimensions of these Labels"). metatensor-operations renames it too, and fails on the
+    gradient it built."""
+    base = _unusual([(4, 3), (0, 2)])
+    theirs, expected = _first_sample_named(base, "sample"), _first_sample_named(base, "x")
+    for source, ours in _sources(theirs, tmp_path).items():
+        with raise_if_dask_computes():
+            renamed = mtd.rename_dimension(ours, "samples", "sample", "x")
+        assert_equal_to_metatensor(renamed, expected)
+        assert_equal_to_metatensor(
+            mtd.multiply(renamed, renamed), metatensor.multiply(expected, expected)
+        )
+        mtd.to_zarr(renamed, tmp_path / f"{source}-renamed.zarr")
