@@ -293,3 +293,26 @@ def test_renaming_a_sample_dimension_named_sample_keeps_the_gradient_rows(tmp_pa
             mtd.multiply(renamed, renamed), metatensor.multiply(expected, expected)
         )
         mtd.to_zarr(renamed, tmp_path / f"{source}-renamed.zarr")
+
+
+@pytest.mark.parametrize("different_keys", ["error", "union", "intersection"])
+def test_join_of_other_key_dimensions_names_a_remedy_that_works(full, different_keys):
+    """Keys of other dimensions can be neither joined by entry nor united: the error
+    named ``different_keys="union"`` as the remedy, which fails the same way (or, with
+    ``different_keys`` given, metatensor's error alone)."""
+    theirs, sources = full
+    renamed = metatensor.rename_dimension(theirs, "keys", "k", "key")
+    with pytest.raises(Exception) as expected:
+        metatensor.join([theirs, renamed], "samples", different_keys, add_dimension="x")
+    ours = sources["zarr-3"]
+    other = mtd.rename_dimension(ours, "keys", "k", "key")
+    with raise_if_dask_computes(), pytest.raises(Exception) as raised:
+        mtd.join([ours, other], "samples", different_keys, add_dimension="x")
+    assert type(raised.value).__name__ == type(expected.value).__name__
+    assert str(raised.value).startswith(f"{expected.value}: give the inputs the same key")
+    assert "`rename_dimension`" in str(raised.value)
+    assert "different_keys=" not in str(raised.value)
+    fixed = mtd.rename_dimension(other, "keys", "key", "k")
+    joined = mtd.join([ours, fixed], "samples", different_keys, add_dimension="x")
+    expected_join = metatensor.join([theirs, theirs], "samples", different_keys, add_dimension="x")
+    assert_equal_to_metatensor(joined, expected_join)
