@@ -1,5 +1,5 @@
-"""Operations on data shaped as users may have it and as these tests' authors did not
-plan it, from every source a user has: the map in memory, the same map in a Zarr store
+"""Operations on data of the shapes and labels users may have and other tests do not
+use, from every source a user has: the map in memory, the same map in a Zarr store
 opened with odd chunks (one row, three rows, a size below one row) and in ``.mts`` files
 written by metatensor and by this package, read in chunks.
 
@@ -127,12 +127,8 @@ def _matches_metatensor(operation: Callable, theirs: Any, sources: dict[str, Any
             raise AssertionError(f"from {name}: {error}") from error
 
 
-def _selection(module: Any, names: list[str], rows: Any) -> Any:
-    return _labels(module, names, rows)
-
-
 def _without(module: Any, tensor: Any, key: int) -> Any:
-    return module.drop_blocks(tensor, _selection(module, ["k"], [key]))
+    return module.drop_blocks(tensor, _labels(module, ["k"], [key]))
 
 
 #: operations and their less common arguments, on the map with a block of no samples
@@ -143,19 +139,19 @@ OPERATIONS: dict[str, Callable[[Any, Any], Any]] = {
     "sum_over_samples": lambda m, t: m.sum_over_samples(t, "s"),
     "mean_over_samples": lambda m, t: m.mean_over_samples(t, ["s"]),
     "sum_over_properties": lambda m, t: m.sum_over_properties(t, "p"),
-    "slice-nothing": lambda m, t: m.slice(t, "samples", _selection(m, ["s"], [99])),
-    "slice-empty-selection": lambda m, t: m.slice(t, "samples", _selection(m, ["s"], [])),
+    "slice-nothing": lambda m, t: m.slice(t, "samples", _labels(m, ["s"], [99])),
+    "slice-empty-selection": lambda m, t: m.slice(t, "samples", _labels(m, ["s"], [])),
     "slice-two-names": lambda m, t: m.slice(
-        t, "samples", _selection(m, ["a", "s"], [[0, -2], [1, 0]])
+        t, "samples", _labels(m, ["a", "s"], [[0, -2], [1, 0]])
     ),
     "slice-positions": lambda m, t: m.slice(t, "samples", np.array([], dtype=np.int64)),
     "split-empty-groups": lambda m, t: m.split(
         t,
         "samples",
-        [_selection(m, ["a"], [0]), _selection(m, ["a"], []), _selection(m, ["s"], [2, -2])],
+        [_labels(m, ["a"], [0]), _labels(m, ["a"], []), _labels(m, ["s"], [2, -2])],
     ),
     "split-properties": lambda m, t: m.split(
-        t, "properties", [_selection(m, ["p"], [-1]), _selection(m, ["p"], [77])]
+        t, "properties", [_labels(m, ["p"], [-1]), _labels(m, ["p"], [77])]
     ),
     "keys_to_samples-unsorted": lambda m, t: t.keys_to_samples("k", sort_samples=False),
     "keys_to_properties-nan": lambda m, t: t.keys_to_properties("k", fill_value=np.nan),
@@ -174,12 +170,12 @@ OPERATIONS: dict[str, Callable[[Any, Any], Any]] = {
     "unique_metadata-gradient": lambda m, t: m.unique_metadata(
         t, "samples", ["atom", "sample"], gradient="positions"
     ),
-    "filter_blocks": lambda m, t: m.filter_blocks(t, _selection(m, ["k"], [INT32.min, -5])),
+    "filter_blocks": lambda m, t: m.filter_blocks(t, _labels(m, ["k"], [INT32.min, -5])),
     "drop_blocks-all": lambda m, t: m.drop_blocks(t, t.keys, copy=True),
     "insert_dimension": lambda m, t: m.insert_dimension(t, "properties", 0, "n", INT32.max),
     "zeros_like-named": lambda m, t: m.zeros_like(t, gradients="positions"),
     "one_hot": lambda m, t: m.one_hot(
-        _selection(m, ["k"], [INT32.max, INT32.min, -5]), _selection(m, ["k"], KEYS)
+        _labels(m, ["k"], [INT32.max, INT32.min, -5]), _labels(m, ["k"], KEYS)
     ),
 }
 
@@ -247,7 +243,7 @@ REFUSED: dict[str, Callable[[Any, Any], Any]] = {
     "zeros_like-missing-gradient": lambda m, t: m.zeros_like(t, gradients=["cell"]),
     "unique_metadata-components": lambda m, t: m.unique_metadata(t, "components", "c0"),
     "one_hot-absent": lambda m, t: m.one_hot(
-        _selection(m, ["k"], [INT32.max]), _selection(m, ["k"], [0])
+        _labels(m, ["k"], [INT32.max]), _labels(m, ["k"], [0])
     ),
     "equal_metadata-check": lambda m, t: m.equal_metadata(t, t, check=["keys"]),
 }
