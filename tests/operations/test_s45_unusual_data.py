@@ -281,14 +281,23 @@ def test_renaming_a_sample_dimension_named_sample_keeps_the_gradient_rows(tmp_pa
     gradient it built."""
     base = _unusual([(4, 3), (0, 2)])
     theirs, expected = _first_sample_named(base, "sample"), _first_sample_named(base, "x")
-    for source, ours in _sources(theirs, tmp_path).items():
+    sources = _sources(theirs, tmp_path)
+    for ours in sources.values():
         with raise_if_dask_computes():
             renamed = mtd.rename_dimension(ours, "samples", "sample", "x")
         assert_equal_to_metatensor(renamed, expected)
         assert_equal_to_metatensor(
             mtd.multiply(renamed, renamed), metatensor.multiply(expected, expected)
         )
-        mtd.to_zarr(renamed, tmp_path / f"{source}-renamed.zarr")
+    # the remedy: appending with the renamed dimension renumbered
+    renamed = mtd.rename_dimension(sources["zarr-3"], "samples", "sample", "x")
+    store = tmp_path / "renamed.zarr"
+    renamed.to_zarr(store)
+    renamed.to_zarr(store, append_dim="samples", renumber={"x": "next"})
+    appended = mtd.open_zarr(store).block(0)
+    assert appended.samples.column("x").tolist() == [-2, 0, 2, -1, 1, 3, 5, 2]
+    assert appended.gradient("positions").samples.names == ["sample", "atom"]
+    assert len(appended.gradient("positions").samples) == 16
 
 
 @pytest.mark.parametrize("different_keys", ["error", "union", "intersection"])
