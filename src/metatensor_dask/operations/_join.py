@@ -519,15 +519,37 @@ def _empty_like(block: TensorBlock, axis: str) -> TensorBlock:
     )
 
 
+#: the remedy for inputs whose keys have other dimensions
+_SAME_KEY_DIMENSIONS = (
+    "give the inputs the same key dimensions first, with `rename_dimension`, "
+    '`permute_dimensions`, `insert_dimension` or `remove_dimension` on axis="keys"'
+)
+
+
 def _check_same_keys(first: TensorMap, other: TensorMap) -> None:
     """Refuse maps of other keys with metatensor's error, completed with the remedies."""
     message = check_same_keys_impl(first, other, "join")
-    if message:
-        raise NotEqualError(
-            f'{message}: pass different_keys="union" to keep every key (a block '
-            'missing from an input counts as an empty one) or different_keys="intersection" '
-            "to keep the keys every input has"
-        )
+    if not message:
+        return
+    if first.keys.names != other.keys.names:
+        # `different_keys` compares key entries: it needs the same key dimensions too
+        raise NotEqualError(f"{message}: {_SAME_KEY_DIMENSIONS}")
+    raise NotEqualError(
+        f'{message}: pass different_keys="union" to keep every key (a block '
+        'missing from an input counts as an empty one) or different_keys="intersection" '
+        "to keep the keys every input has"
+    )
+
+
+def _combined_keys(keys: Labels, other: Labels, different_keys: str) -> Labels:
+    """The union or intersection of two inputs' keys; keys of other dimensions raise
+    metatensor's error, completed with the remedy."""
+    try:
+        return keys.intersection(other) if different_keys == "intersection" else keys.union(other)
+    except MetatensorError as error:
+        if keys.names == other.names:
+            raise
+        raise MetatensorError(f"{error}: {_SAME_KEY_DIMENSIONS}") from error
 
 
 def _aligned_keys(
@@ -541,11 +563,7 @@ def _aligned_keys(
     elif different_keys in ("intersection", "union"):
         keys = tensors[0].keys
         for tensor in tensors[1:]:
-            keys = (
-                keys.intersection(tensor.keys)
-                if different_keys == "intersection"
-                else (keys.union(tensor.keys))
-            )
+            keys = _combined_keys(keys, tensor.keys, different_keys)
     else:
         raise ValueError(
             f"'{different_keys}' is not a valid option for `different_keys`. Choose "

@@ -261,8 +261,11 @@ def rename_dimension(tensor: TensorMap, axis: str, old: str, new: str) -> Tensor
     Notes
     -----
     Gradient rule: labels do not change values, so gradients are unchanged. Renaming a
-    sample dimension also renames it in the gradient samples when they have it;
-    renaming a component renames it in the gradient components too.
+    sample dimension also renames it in the gradient samples when they have it, except
+    a sample dimension named ``"sample"``: the gradients' own ``"sample"`` dimension
+    (the value row of each gradient row) keeps its name, which every gradient's first
+    sample dimension must have (metatensor-operations renames it too, and fails on the
+    gradient it built). Renaming a component renames it in the gradient components too.
     """
     check_tensor(tensor, "tensor")
     _check_axis(axis, "rename_dimension")
@@ -270,5 +273,18 @@ def rename_dimension(tensor: TensorMap, axis: str, old: str, new: str) -> Tensor
         tensor,
         axis,
         lambda labels: labels.rename(old, new),
-        lambda labels: labels.rename(old, new) if old in labels.names else labels,
+        _renamed_in_gradients(axis, old, new),
     )
+
+
+def _renamed_in_gradients(axis: str, old: str, new: str) -> Change:
+    """The renaming of ``old`` to ``new`` in gradient labels that have ``old``, except
+    the gradient samples' ``"sample"`` dimension, which indexes value rows and is not
+    the values' dimension of that name."""
+    if axis == "samples" and old == "sample":
+        return _unchanged
+
+    def renamed(labels: Labels) -> Labels:
+        return labels.rename(old, new) if old in labels.names else labels
+
+    return renamed
