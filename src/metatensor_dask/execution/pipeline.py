@@ -163,16 +163,20 @@ def tensor_file(path: str) -> Iterator[None]:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading numbers in exponent notation without a dot
-    (``1e-3``, ``2E5``) as floats, as YAML 1.2 does: YAML 1.1 reads them as strings,
-    which operations refuse (``multiply(tensor, "1e-3")``)."""
+    """PyYAML's safe loader, reading every number in exponent notation as a float, as
+    YAML 1.2 does: YAML 1.1 reads those without a dot (``1e-3``, ``2E5``) or with an
+    exponent without its sign (``2.5e3``, ``.5e3``) as strings, which operations refuse
+    (``multiply(tensor, "2.5e3")``)."""
 
 
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^[-+]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
 )
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_yaml_value(text: str) -> Any:
@@ -201,6 +205,8 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
                 "or move it to a file of its own"
             ) from None
         problem = getattr(error, "problem", None) or str(error)
+        if "'\\t'" in problem:
+            problem += ": YAML indents with spaces only, replace the tabs with spaces"
         raise PipelineError(f"{source}{where}: this is not valid YAML: {problem}") from None
     finally:
         loader.dispose()
@@ -210,16 +216,24 @@ def _construct(
     loader: YamlLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
+        merged, own = _merged_and_own(loader, node)
         result = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in merged:
+            # (what a mapping merged with `<<` gives, the later merged one first)
+            key = loader.construct_object(key_node, deep=True)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _construct(loader, value_node, (*path, key), lines, source)
+        given: set[Any] = set()
+        for key_node, value_node in own:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if key in result:
+            if key in given:
                 # YAML would keep the last silently: a typo or a forgotten copy
                 raise PipelineError(
                     f"{source}, line {line} ({_field_name((*path, key))}): '{key}' is given "
                     f"twice (first at line {lines[(*path, key)]}): keep one"
                 )
+            given.add(key)
             lines[(*path, key)] = line
             result[key] = _construct(loader, value_node, (*path, key), lines, source)
         return result
@@ -230,6 +244,18 @@ def _construct(
             items.append(_construct(loader, item, (*path, i), lines, source))
         return items
     return loader.construct_object(node, deep=True)
+
+
+def _merged_and_own(
+    loader: YamlLoader, node: yaml.MappingNode
+) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.Node]]]:
+    """The pairs of ``node`` that mappings merged into it with YAML's merge key give
+    (``<<: *defaults``), and its own pairs, which replace them, as YAML reads a merge."""
+    own = [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
+    if len(own) == len(node.value):
+        return [], own
+    loader.flatten_mapping(node)  # the merged pairs, then the own ones, merge keys gone
+    return node.value[: len(node.value) - len(own)], node.value[len(node.value) - len(own) :]
 
 
 def _field_name(path: tuple) -> str:
