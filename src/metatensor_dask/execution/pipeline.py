@@ -292,6 +292,9 @@ class Step:
     where: str = ""
 
 
+#: Words that Python's ``float`` reads as a number and YAML as a string.
+_FLOAT_WORDS = ("inf", "infinity", "nan")
+
 #: The arguments that name dimensions of the first input (as the TensorMap property of
 #: the same name lists them), and the axis they name.
 _NAMING_ARGUMENTS = {"sample_names": "samples", "property_names": "properties"}
@@ -311,6 +314,22 @@ def _unknown_names(step: Step, tensors: list[Any]) -> str:
         if isinstance(requested, list) and any(name not in present for name in requested):
             return f"; the {axis} of its input are named {present}"
     return ""
+
+
+def _float_words(step: Step) -> str:
+    """How YAML writes the floats that the args of ``step`` give as words it reads as
+    strings (``inf``, ``-Infinity``, ``nan``), as ``"; ..."``; ``""`` when none does."""
+    words = [
+        f"the value '{value}' of `{name}`"
+        for name, value in step.args.items()
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in _FLOAT_WORDS
+    ]
+    if not words:
+        return ""
+    return (
+        f"; {', '.join(words)} {'is' if len(words) == 1 else 'are'} read as a string: "
+        "YAML writes infinity .inf (or -.inf) and not-a-number .nan"
+    )
 
 
 def _returned(function: Callable[..., Any]) -> str:
@@ -357,7 +376,9 @@ def _operation(name: str) -> Callable[..., Any]:
             f"TensorMap, and a pipeline step must give a tensor to write: {remedy}; the "
             f"operations a step can use are {listing}"
         )
-    close = difflib.get_close_matches(name, available, n=1)
+    # (every operation is named in lower case with underscores; a name typed in
+    # capitals or with dashes, `POW`, `sum-over-samples`, is compared as such)
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), available, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise PipelineError(
         f"unknown operation '{name}': {hint}operations are the functions of "
@@ -500,7 +521,7 @@ class Pipeline:
             except Exception as error:
                 raise PipelineError(
                     f"{step.where}: {step.op} failed: {describe(error)}"
-                    f"{_unknown_names(step, tensors)}"
+                    f"{_unknown_names(step, tensors)}{_float_words(step)}"
                 ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
