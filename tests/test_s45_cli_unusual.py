@@ -4,6 +4,7 @@ operation that takes options, with metatensor's results (values and every gradie
 the reference."""
 
 import os
+import shutil
 
 import metatensor
 import numpy as np
@@ -225,3 +226,21 @@ def test_every_operation_with_options_typed_as_a_user_would(tmp_path, capsys, st
         code, _, err = run(capsys, "apply", op, *inputs, *args, "-o", out, "-q")
         assert (code, err) == (0, ""), op
         assert_equal_to_metatensor(mtd.open_zarr(out).compute(), expected(r, s))
+
+
+def test_a_metatensor_file_inside_a_store_is_refused(tmp_path, capsys, stores):
+    """`convert r.zarr r.zarr/r.mts` wrote the file into the store it read (and into any
+    other store), where it is an unknown node that overwriting the store deletes: a
+    Zarr destination there was refused, a metatensor file was not."""
+    store = tmp_path / "r.zarr"
+    shutil.copytree(stores["r"], store)
+    for source, destination in [
+        (store, store / "r.mts"),
+        (RADIAL, store / "blocks" / "r.mts"),
+    ]:
+        code, _, err = run(capsys, "convert", source, destination, "-q")
+        assert code == 1
+        assert f"can not write {destination}: it is inside the Zarr store {store}" in err
+        assert "Write the file outside of the store" in err
+        assert not os.path.exists(destination)
+    assert run(capsys, "convert", store, tmp_path / "r.mts", "-q")[:2] == (0, "")

@@ -288,6 +288,7 @@ def _convert(args: argparse.Namespace) -> int:
         if to_file:
             if "://" not in destination:
                 _refuse_unwritable_file(destination)
+                _refuse_file_inside_store(destination)
         elif output.set_up_first(args.resume, args.append):
             delayed = _zarr_write(tensors, sources, destination, args)
             output.set_up(appended=args.append and not args.resume)
@@ -453,6 +454,23 @@ def _refuse_unwritable_file(destination: str) -> None:
         f"can not write {destination}: {why}; nothing was read or written. Write the "
         "file to a folder that can be written"
     )
+
+
+def _refuse_file_inside_store(destination: str) -> None:
+    """Refuse a metatensor file ``destination`` inside a Zarr store (the source or
+    another), which would hold it as an unknown node and delete it when overwritten, as
+    a store written inside another is refused."""
+    from zarr.storage import LocalStore
+
+    from ..io.zarr_store import outer_store
+
+    outer = outer_store(LocalStore(os.path.realpath(destination), read_only=True))
+    if outer is not None:
+        raise MetatensorDaskError(
+            f"can not write {destination}: it is inside the Zarr store {outer}, which would "
+            "hold the file as an unknown node (and delete it when overwritten); nothing was "
+            "read or written. Write the file outside of the store"
+        )
 
 
 def _zarr_write(
