@@ -244,3 +244,24 @@ def test_a_metatensor_file_inside_a_store_is_refused(tmp_path, capsys, stores):
         assert "Write the file outside of the store" in err
         assert not os.path.exists(destination)
     assert run(capsys, "convert", store, tmp_path / "r.mts", "-q")[:2] == (0, "")
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
+    tmp_path, capsys, monkeypatch, stores
+):
+    """`apply abs in.zarr -o "$OUT"` with OUT unset (and `convert in.mts "$DST"`) wrote
+    the store into the current folder when it was empty, as a new job's folder is: the
+    empty path named it."""
+    job = tmp_path / "job"
+    job.mkdir()
+    monkeypatch.chdir(job)
+    for argv, argument in [
+        (["apply", "abs", stores["r"], "-o", ""], "-o/--output"),
+        (["convert", RADIAL, ""], "PATH"),
+        (["convert", stores["r"], "", "--append"], "PATH"),
+        (["verify", ""], "STORE"),
+    ]:
+        code, _, err = run(capsys, *argv, "-q")
+        assert code == 2, argv
+        assert f"argument {argument}: an empty path (an unset shell variable?)" in err
+        assert list(job.iterdir()) == []

@@ -58,6 +58,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _path(text: str) -> str:
+    """A path or URL given on the command line, refused when empty: an unset shell
+    variable (``-o "$OUT"``) would otherwise name the current directory, into which
+    a store would be written."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "an empty path (an unset shell variable?): give the path or URL"
+        )
+    return text
+
+
 def _max_blocks(text: str) -> int:
     """``--max-blocks``: a number of blocks, or -1 for all of them."""
     try:
@@ -957,7 +968,10 @@ def _parser() -> argparse.ArgumentParser:
         "its write completed. No values or sample labels are read.",
     )
     info.add_argument(
-        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+        "store",
+        type=_path,
+        metavar="STORE",
+        help="Zarr store (directory or URL), or .mts/.npz file",
     )
     info.add_argument(
         "--max-blocks",
@@ -980,6 +994,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "paths",
         nargs="+",
+        type=_path,
         metavar="PATH",
         help="SRC... DST: the Zarr stores or .mts/.npz files to read (several with --append), "
         "then the Zarr store or .mts file to write",
@@ -1026,7 +1041,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a pipeline file: input stores, a sequence of operations, an output "
         "Zarr store. See docs/cli.md for the file format.",
     )
-    run.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    run.add_argument("pipeline", type=_path, metavar="PIPELINE", help="YAML pipeline file")
     run.set_defaults(func=_run, parser=run)
 
     apply = commands.add_parser(
@@ -1040,10 +1055,14 @@ def _parser() -> argparse.ArgumentParser:
         "operation", metavar="OP", help="operation name (multiply, pow, sum_over_samples, ...)"
     )
     apply.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="input stores, passed as the first arguments"
+        "inputs",
+        nargs="+",
+        type=_path,
+        metavar="INPUT",
+        help="input stores, passed as the first arguments",
     )
     apply.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="Zarr store to write"
+        "-o", "--output", required=True, type=_path, metavar="OUTPUT", help="Zarr store to write"
     )
     apply.add_argument(
         "--arg",
@@ -1063,7 +1082,7 @@ def _parser() -> argparse.ArgumentParser:
         "SLURM_MEM_PER_NODE, or NCPUS under PBS), submit it with sbatch or qsub, and print "
         "the job id. Every value is checked before anything is written or submitted.",
     )
-    submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    submit.add_argument("pipeline", type=_path, metavar="PIPELINE", help="YAML pipeline file")
     submit.add_argument(
         "--scheduler",
         choices=["slurm", "pbs"],
@@ -1092,7 +1111,7 @@ def _parser() -> argparse.ArgumentParser:
         "--job-name", default="metatensor-dask", metavar="NAME", help="the job's name"
     )
     submit.add_argument(
-        "--log", metavar="PATH", help="the job's output (default: next to the pipeline)"
+        "--log", type=_path, metavar="PATH", help="the job's output (default: next to the pipeline)"
     )
     submit.add_argument(
         "--option",
@@ -1108,7 +1127,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job"
     )
-    submit.add_argument("--script", metavar="PATH", help="where to write the batch script")
+    submit.add_argument(
+        "--script", type=_path, metavar="PATH", help="where to write the batch script"
+    )
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     submit.set_defaults(func=_submit, parser=submit)
 
@@ -1121,7 +1142,10 @@ def _parser() -> argparse.ArgumentParser:
         "is wrong.",
     )
     verify.add_argument(
-        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+        "store",
+        type=_path,
+        metavar="STORE",
+        help="Zarr store (directory or URL), or .mts/.npz file",
     )
     verify.set_defaults(func=_verify, parser=verify)
 
@@ -1135,6 +1159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--workdir",
+        type=_path,
         default="metatensor-dask-demo",
         metavar="DIR",
         help="where the stores go (default: ./metatensor-dask-demo)",
