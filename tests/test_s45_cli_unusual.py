@@ -265,3 +265,25 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(
         assert code == 2, argv
         assert f"argument {argument}: an empty path (an unset shell variable?)" in err
         assert list(job.iterdir()) == []
+
+
+def test_words_in_the_wrong_place_are_named_with_their_place(tmp_path, capsys, stores):
+    """Three slips of the command line that got a message without the remedy: a store
+    given to `add` as `--arg B=b.zarr` ("`B` must be a metatensor TensorMap or a
+    scalar value, not <class 'str'>"), the operation after its input ("unknown
+    operation 'r.zarr'"), and `--traceback` after the command ("unrecognized
+    arguments")."""
+    out = tmp_path / "out.zarr"
+    code, _, err = run(capsys, "apply", "add", stores["r"], "--arg", f"B={stores['r']}", "-o", out)
+    assert code == 1
+    assert f"`B: {stores['r']}` passes the path as a string: tensors are the inputs" in err
+    assert "`apply OP A.zarr B.zarr` on the command line" in err
+
+    code, _, err = run(capsys, "apply", stores["r"], "abs", "-o", out)
+    assert code == 2
+    assert f"'{stores['r']}' is no operation and 'abs' is: the operation comes first" in err
+
+    code, _, err = run(capsys, "apply", "abs", stores["r"], "-o", out, "--traceback")
+    assert code == 2
+    assert "--traceback is an option of the program, given before the command" in err
+    assert not os.path.exists(out)

@@ -777,6 +777,7 @@ def _apply(args: argparse.Namespace) -> int:
         if name in arguments:
             raise UsageError(f"--arg {name} is given twice: keep one")
         arguments[name] = value
+    _refuse_operation_after_inputs(args.operation, args.inputs)
     try:
         pipeline = Pipeline.single(args.operation, args.inputs, args.output, arguments)
         return _run_pipeline(pipeline, args)
@@ -786,6 +787,20 @@ def _apply(args: argparse.Namespace) -> int:
         if not hint or not str(error).startswith(f"operation {args.operation}"):
             raise
         raise PipelineError(f"{error}{hint}") from error
+
+
+def _refuse_operation_after_inputs(operation: str, inputs: Sequence[str]) -> None:
+    """Refuse ``apply INPUT OP ...``: the first word is no operation and an input is."""
+    from .. import operations
+
+    if operation in operations.__all__:
+        return
+    named = next((name for name in inputs if name in operations.__all__), None)
+    if named is not None:
+        raise UsageError(
+            f"'{operation}' is no operation and '{named}' is: the operation comes first, "
+            f"then the inputs: {PROG} apply {named} INPUT... -o OUTPUT"
+        )
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -1181,7 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # named by the command's own parser, so that its usage is the one printed
-        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        getattr(args, "parser", parser).error(_unrecognized(unknown))
     try:
         if hasattr(args, "cluster"):
             _check_cluster_options(args)
@@ -1203,6 +1218,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return 1
     return 2  # not reached: error() exits
+
+
+def _unrecognized(unknown: list[str]) -> str:
+    """The message of arguments no parser took, with the place of ``--traceback``, an
+    option of the program given before the command, when it is among them."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    if "--traceback" in unknown:
+        message += (
+            "; --traceback is an option of the program, given before the command: "
+            f"{PROG} --traceback COMMAND ..."
+        )
+    return message
 
 
 def _message(error: BaseException, args: argparse.Namespace) -> str:

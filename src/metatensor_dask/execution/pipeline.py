@@ -332,6 +332,25 @@ def _float_words(step: Step) -> str:
     )
 
 
+def _paths_as_arguments(step: Step) -> str:
+    """Where tensors go, as ``"; ..."``, when an arg of ``step`` is a string naming a
+    store or a metatensor file (``add`` with ``B: b.zarr``): the operation got the
+    path, not a tensor. ``""`` when none is."""
+    named = [
+        f"`{name}: {value}`"
+        for name, value in step.args.items()
+        if isinstance(value, str)
+        and (value.lower().endswith(".zarr") or "://" in value or is_metatensor_file(value))
+    ]
+    if not named:
+        return ""
+    return (
+        f"; {', '.join(named)} passes the path as a string: tensors are the inputs of the "
+        "step, passed first (`inputs: [a, b]` in a pipeline, with each store named under "
+        "`inputs:`; `apply OP A.zarr B.zarr` on the command line)"
+    )
+
+
 def _returned(function: Callable[..., Any]) -> str:
     """The name of the type ``function`` is annotated to return, ``""`` when it has none."""
     try:
@@ -522,6 +541,7 @@ class Pipeline:
                 raise PipelineError(
                     f"{step.where}: {step.op} failed: {describe(error)}"
                     f"{_unknown_names(step, tensors)}{_float_words(step)}"
+                    f"{_paths_as_arguments(step)}"
                 ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
