@@ -287,3 +287,27 @@ def test_words_in_the_wrong_place_are_named_with_their_place(tmp_path, capsys, s
     assert code == 2
     assert "--traceback is an option of the program, given before the command" in err
     assert not os.path.exists(out)
+
+
+def test_a_url_with_one_slash_is_refused_not_written_to_a_local_folder(
+    tmp_path, capsys, monkeypatch, stores
+):
+    """`-o s3:/bucket/t.zarr` (one slash) wrote the store into the local folder `s3:`
+    of the current one, with exit code 0: the user thought it on S3."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "apply", "abs", stores["r"], "-o", "s3:/bucket/t.zarr", "-q")
+    assert code == 2
+    assert "'s3:/bucket/t.zarr' is a URL with one slash after 's3:'" in err
+    assert "write s3://bucket/t.zarr (or ./s3:/bucket/t.zarr for a local folder" in err
+    code, _, err = run(capsys, "convert", stores["r"], f"file:{tmp_path}/t.zarr", "-q")
+    assert code == 2 and f"write file://{tmp_path}/t.zarr" in err
+    pipeline = write_pipeline(
+        tmp_path, f"inputs: {{x: {stores['r']}}}\nsteps: [{{op: abs}}]\noutput: gs:/b/t.zarr\n"
+    )
+    code, _, err = run(capsys, "run", pipeline, "-q")
+    assert code == 1 and "line 3 (output): 'gs:/b/t.zarr' is a URL with one slash" in err
+    assert sorted(os.listdir(tmp_path)) == ["pipeline.yaml"]
+    # a local folder so named is written when the path says it is one
+    code, _, err = run(capsys, "apply", "abs", stores["r"], "-o", "./s3:/t.zarr", "-q")
+    assert (code, err) == (0, "")
+    assert mtd.open_zarr(tmp_path / "s3:" / "t.zarr").keys.names == ["center_type", "neighbor_type"]

@@ -28,7 +28,7 @@ from dask.utils import parse_bytes
 from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
 from ._stopping import Terminated, exit_code, sigterm_raises, stop_message, unfinished
-from .pipeline import describe, load_yaml_value
+from .pipeline import describe, load_yaml_value, url_with_one_slash
 
 __all__ = ["main"]
 
@@ -59,13 +59,16 @@ def _positive(text: str) -> int:
 
 
 def _path(text: str) -> str:
-    """A path or URL given on the command line, refused when empty: an unset shell
-    variable (``-o "$OUT"``) would otherwise name the current directory, into which
-    a store would be written."""
+    """A path or URL given on the command line, refused when empty (an unset shell
+    variable, ``-o "$OUT"``, which would name the current directory, into which a store
+    would be written) or a URL with one slash (see :func:`.pipeline.url_with_one_slash`)."""
     if not text:
         raise argparse.ArgumentTypeError(
             "an empty path (an unset shell variable?): give the path or URL"
         )
+    one_slash = url_with_one_slash(text)
+    if one_slash:
+        raise argparse.ArgumentTypeError(one_slash)
     return text
 
 

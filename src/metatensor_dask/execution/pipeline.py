@@ -56,6 +56,7 @@ __all__ = [
     "load_yaml_value",
     "open_tensor",
     "tensor_file",
+    "url_with_one_slash",
 ]
 
 _TOP_FIELDS = ("inputs", "steps", "output")
@@ -98,6 +99,30 @@ def describe(error: BaseException) -> str:
 
 def _is_local(path: str) -> bool:
     return "://" not in path
+
+
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+def url_with_one_slash(path: str) -> str:
+    """Why ``path`` is refused when it is a URL written with one slash (``s3:/bucket/t.zarr``,
+    ``file:/scratch/t.zarr``), which names a local folder (``./s3:``) and would be
+    written there silently; ``""`` for any other path, and for a local path of this form
+    whose first folder exists."""
+    match = _ONE_SLASH.match(path)
+    if match is None or os.path.lexists(match.group(0).rstrip("/")):
+        return ""
+    import fsspec
+
+    protocol = match.group(1)
+    if protocol.lower() not in fsspec.available_protocols():
+        return ""
+    # (a local file system's URL names an absolute path: file:///scratch/t.zarr)
+    rest = path[match.end() - (protocol.lower() in ("file", "local")) :]
+    return (
+        f"'{path}' is a URL with one slash after '{protocol}:', which names the local folder "
+        f"'{protocol}:': write {protocol}://{rest} (or ./{path} for a local folder so named)"
+    )
 
 
 def occupied(path: str) -> bool:
@@ -597,6 +622,9 @@ class _Parser:
     def path(self, value: Any, path: tuple, what: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"{what} must be a path or URL (a string), got {value!r}")
+        one_slash = url_with_one_slash(value)
+        if one_slash:
+            raise self.fail(path, one_slash)
         if _is_local(value):
             return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
         return value
