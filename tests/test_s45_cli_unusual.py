@@ -311,3 +311,20 @@ def test_a_url_with_one_slash_is_refused_not_written_to_a_local_folder(
     code, _, err = run(capsys, "apply", "abs", stores["r"], "-o", "./s3:/t.zarr", "-q")
     assert (code, err) == (0, "")
     assert mtd.open_zarr(tmp_path / "s3:" / "t.zarr").keys.names == ["center_type", "neighbor_type"]
+
+
+def test_a_tilde_the_shell_left_names_the_home_folder_for_metatensor_files_too(
+    tmp_path, capsys, monkeypatch, stores
+):
+    """`convert t.zarr '~/t.mts'` (a `~` quoted, or after `=` where shells leave it)
+    failed with "its folder .../~ does not exist", and `convert '~/t.mts' ...` with "no
+    such store or file", while Zarr stores at `~/...` were read and written in the home
+    folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "convert", stores["r"], "~/t.mts", "-q")[:2] == (0, "")
+    assert run(capsys, "convert", "~/t.mts", "~/t.zarr", "-q")[:2] == (0, "")
+    assert sorted(os.listdir(home)) == ["t.mts", "t.zarr"]
+    assert_equal_to_metatensor(mtd.open_zarr(home / "t.zarr").compute(), metatensor.load(RADIAL))

@@ -61,7 +61,8 @@ def _positive(text: str) -> int:
 def _path(text: str) -> str:
     """A path or URL given on the command line, refused when empty (an unset shell
     variable, ``-o "$OUT"``, which would name the current directory, into which a store
-    would be written) or a URL with one slash (see :func:`.pipeline.url_with_one_slash`)."""
+    would be written) or a URL with one slash (see :func:`.pipeline.url_with_one_slash`);
+    a local path with ``~`` expanded."""
     if not text:
         raise argparse.ArgumentTypeError(
             "an empty path (an unset shell variable?): give the path or URL"
@@ -69,7 +70,9 @@ def _path(text: str) -> str:
     one_slash = url_with_one_slash(text)
     if one_slash:
         raise argparse.ArgumentTypeError(one_slash)
-    return text
+    # `~` that the shell left (quoted, or after `=`) names the home folder, as stores
+    # and pipelines read it, for metatensor files too
+    return text if "://" in text else os.path.expanduser(text)
 
 
 def _max_blocks(text: str) -> int:
