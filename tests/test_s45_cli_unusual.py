@@ -328,3 +328,18 @@ def test_a_tilde_the_shell_left_names_the_home_folder_for_metatensor_files_too(
     assert run(capsys, "convert", "~/t.mts", "~/t.zarr", "-q")[:2] == (0, "")
     assert sorted(os.listdir(home)) == ["t.mts", "t.zarr"]
     assert_equal_to_metatensor(mtd.open_zarr(home / "t.zarr").compute(), metatensor.load(RADIAL))
+
+
+def test_a_dashed_name_or_a_list_with_commas_says_how_to_write_it(tmp_path, capsys, stores):
+    """`--arg sample-names=atom` got "--arg expects NAME=VALUE", and `sample_names:
+    atom, system` (one string for YAML) the operation's refusal of a name `atom,
+    system`, neither saying how to write them."""
+    out = tmp_path / "out.zarr"
+    argv = ["apply", "sum_over_samples", stores["r"], "-o", out]
+    code, _, err = run(capsys, *argv, "--arg", "sample-names=atom")
+    assert code == 2
+    assert "written with underscores: --arg sample_names=atom" in err
+    code, _, err = run(capsys, *argv, "--arg", "sample_names=atom,system")
+    assert code == 1
+    assert "`sample_names: atom,system` is one string: YAML writes a list [atom, system]" in err
+    assert not os.path.exists(out)

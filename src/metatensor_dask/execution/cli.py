@@ -742,6 +742,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _parse_arg(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
+    if sep and name.replace("-", "_").isidentifier() and not name.isidentifier():
+        raise UsageError(
+            f"--arg {text}: the names of arguments are written with underscores: "
+            f"--arg {name.replace('-', '_')}={value}"
+        )
     if not sep or not name.isidentifier():
         raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
     try:

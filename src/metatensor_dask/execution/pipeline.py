@@ -376,6 +376,17 @@ def _paths_as_arguments(step: Step) -> str:
     )
 
 
+def _comma_lists(step: Step) -> str:
+    """How YAML writes a list, as ``"; ..."``, when an arg of ``step`` is a string of
+    words separated by commas (``sample_names: atom,system``), which is one string;
+    ``""`` when none is."""
+    for name, value in step.args.items():
+        if isinstance(value, str) and "," in value and "://" not in value:
+            items = ", ".join(part.strip() for part in value.split(","))
+            return f"; `{name}: {value}` is one string: YAML writes a list [{items}]"
+    return ""
+
+
 def _returned(function: Callable[..., Any]) -> str:
     """The name of the type ``function`` is annotated to return, ``""`` when it has none."""
     try:
@@ -566,7 +577,7 @@ class Pipeline:
                 raise PipelineError(
                     f"{step.where}: {step.op} failed: {describe(error)}"
                     f"{_unknown_names(step, tensors)}{_float_words(step)}"
-                    f"{_paths_as_arguments(step)}"
+                    f"{_paths_as_arguments(step)}{_comma_lists(step)}"
                 ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
