@@ -244,7 +244,7 @@ def _construct(
         merged, own = _merged_and_own(loader, node)
         result = {}
         for key_node, value_node in merged:
-            # (what a mapping merged with `<<` gives, the later merged one first)
+            # (in PyYAML's order: a mapping earlier in `<<: [*a, *b]` replaces a later one)
             key = loader.construct_object(key_node, deep=True)
             lines[(*path, key)] = key_node.start_mark.line + 1
             result[key] = _construct(loader, value_node, (*path, key), lines, source)
