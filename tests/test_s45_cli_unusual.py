@@ -38,7 +38,7 @@ def test_numbers_in_exponent_notation_with_a_dot_are_numbers(tmp_path, capsys, s
     without a dot (`1e3`) was read as YAML 1.2 reads it."""
     for text, number in [("2.5e3", 2500.0), ("-1.e2", -100.0), (".5E1", 5.0), ("1_0.5e1", 105.0)]:
         assert load_yaml_value(text) == number, text
-    # words and dates that only look like numbers stay what they are
+    # strings that only look like numbers stay strings
     assert load_yaml_value("1.2.3e4") == "1.2.3e4"
     assert load_yaml_value(".e3") == ".e3"
 
