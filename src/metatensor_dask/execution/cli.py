@@ -28,7 +28,7 @@ from dask.utils import parse_bytes
 from ..errors import MetatensorDaskError, StoreLockedError
 from ..io.chunks import parse_chunks
 from ._stopping import Terminated, exit_code, sigterm_raises, stop_message, unfinished
-from .pipeline import describe, load_yaml_value
+from .pipeline import describe, load_yaml_value, url_with_one_slash
 
 __all__ = ["main"]
 
@@ -56,6 +56,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
     return value
+
+
+def _path(text: str) -> str:
+    """A path or URL given on the command line, refused when empty (an unset shell
+    variable, ``-o "$OUT"``, which would name the current directory, into which a store
+    would be written) or a URL with one slash (see :func:`.pipeline.url_with_one_slash`);
+    a local path with ``~`` expanded."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "an empty path (an unset shell variable?): give the path or URL"
+        )
+    one_slash = url_with_one_slash(text)
+    if one_slash:
+        raise argparse.ArgumentTypeError(one_slash)
+    # `~` that the shell left (quoted, or after `=`) names the home folder, as stores
+    # and pipelines read it, for metatensor files too
+    return text if "://" in text else os.path.expanduser(text)
 
 
 def _max_blocks(text: str) -> int:
@@ -288,6 +305,7 @@ def _convert(args: argparse.Namespace) -> int:
         if to_file:
             if "://" not in destination:
                 _refuse_unwritable_file(destination)
+                _refuse_file_inside_store(destination)
         elif output.set_up_first(args.resume, args.append):
             delayed = _zarr_write(tensors, sources, destination, args)
             output.set_up(appended=args.append and not args.resume)
@@ -453,6 +471,23 @@ def _refuse_unwritable_file(destination: str) -> None:
         f"can not write {destination}: {why}; nothing was read or written. Write the "
         "file to a folder that can be written"
     )
+
+
+def _refuse_file_inside_store(destination: str) -> None:
+    """Refuse a metatensor file ``destination`` inside a Zarr store (the source or
+    another), which would hold it as an unknown node and delete it when overwritten, as
+    a store written inside another is refused."""
+    from zarr.storage import LocalStore
+
+    from ..io.zarr_store import outer_store
+
+    outer = outer_store(LocalStore(os.path.realpath(destination), read_only=True))
+    if outer is not None:
+        raise MetatensorDaskError(
+            f"can not write {destination}: it is inside the Zarr store {outer}, which would "
+            "hold the file as an unknown node (and delete it when overwritten); nothing was "
+            "read or written. Write the file outside of the store"
+        )
 
 
 def _zarr_write(
@@ -707,6 +742,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _parse_arg(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
+    if sep and name.replace("-", "_").isidentifier() and not name.isidentifier():
+        raise UsageError(
+            f"--arg {text}: the names of arguments are written with underscores: "
+            f"--arg {name.replace('-', '_')}={value}"
+        )
     if not sep or not name.isidentifier():
         raise UsageError(f"--arg expects NAME=VALUE (e.g. --arg B=2), got '{text}'")
     try:
@@ -748,6 +788,7 @@ def _apply(args: argparse.Namespace) -> int:
         if name in arguments:
             raise UsageError(f"--arg {name} is given twice: keep one")
         arguments[name] = value
+    _refuse_operation_after_inputs(args.operation, args.inputs)
     try:
         pipeline = Pipeline.single(args.operation, args.inputs, args.output, arguments)
         return _run_pipeline(pipeline, args)
@@ -757,6 +798,20 @@ def _apply(args: argparse.Namespace) -> int:
         if not hint or not str(error).startswith(f"operation {args.operation}"):
             raise
         raise PipelineError(f"{error}{hint}") from error
+
+
+def _refuse_operation_after_inputs(operation: str, inputs: Sequence[str]) -> None:
+    """Refuse ``apply INPUT OP ...``: the first word is no operation and an input is."""
+    from .. import operations
+
+    if operation in operations.__all__:
+        return
+    named = next((name for name in inputs if name in operations.__all__), None)
+    if named is not None:
+        raise UsageError(
+            f"'{operation}' is no operation and '{named}' is: the operation comes first, "
+            f"then the inputs: {PROG} apply {named} INPUT... -o OUTPUT"
+        )
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -939,7 +994,10 @@ def _parser() -> argparse.ArgumentParser:
         "its write completed. No values or sample labels are read.",
     )
     info.add_argument(
-        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+        "store",
+        type=_path,
+        metavar="STORE",
+        help="Zarr store (directory or URL), or .mts/.npz file",
     )
     info.add_argument(
         "--max-blocks",
@@ -962,6 +1020,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "paths",
         nargs="+",
+        type=_path,
         metavar="PATH",
         help="SRC... DST: the Zarr stores or .mts/.npz files to read (several with --append), "
         "then the Zarr store or .mts file to write",
@@ -1008,7 +1067,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a pipeline file: input stores, a sequence of operations, an output "
         "Zarr store. See docs/cli.md for the file format.",
     )
-    run.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    run.add_argument("pipeline", type=_path, metavar="PIPELINE", help="YAML pipeline file")
     run.set_defaults(func=_run, parser=run)
 
     apply = commands.add_parser(
@@ -1022,10 +1081,14 @@ def _parser() -> argparse.ArgumentParser:
         "operation", metavar="OP", help="operation name (multiply, pow, sum_over_samples, ...)"
     )
     apply.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="input stores, passed as the first arguments"
+        "inputs",
+        nargs="+",
+        type=_path,
+        metavar="INPUT",
+        help="input stores, passed as the first arguments",
     )
     apply.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="Zarr store to write"
+        "-o", "--output", required=True, type=_path, metavar="OUTPUT", help="Zarr store to write"
     )
     apply.add_argument(
         "--arg",
@@ -1045,7 +1108,7 @@ def _parser() -> argparse.ArgumentParser:
         "SLURM_MEM_PER_NODE, or NCPUS under PBS), submit it with sbatch or qsub, and print "
         "the job id. Every value is checked before anything is written or submitted.",
     )
-    submit.add_argument("pipeline", metavar="PIPELINE", help="YAML pipeline file")
+    submit.add_argument("pipeline", type=_path, metavar="PIPELINE", help="YAML pipeline file")
     submit.add_argument(
         "--scheduler",
         choices=["slurm", "pbs"],
@@ -1074,7 +1137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--job-name", default="metatensor-dask", metavar="NAME", help="the job's name"
     )
     submit.add_argument(
-        "--log", metavar="PATH", help="the job's output (default: next to the pipeline)"
+        "--log", type=_path, metavar="PATH", help="the job's output (default: next to the pipeline)"
     )
     submit.add_argument(
         "--option",
@@ -1090,7 +1153,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--memory-limit", type=_size, metavar="SIZE", help="memory of one worker in the job"
     )
-    submit.add_argument("--script", metavar="PATH", help="where to write the batch script")
+    submit.add_argument(
+        "--script", type=_path, metavar="PATH", help="where to write the batch script"
+    )
     submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
     submit.set_defaults(func=_submit, parser=submit)
 
@@ -1103,7 +1168,10 @@ def _parser() -> argparse.ArgumentParser:
         "is wrong.",
     )
     verify.add_argument(
-        "store", metavar="STORE", help="Zarr store (directory or URL), or .mts/.npz file"
+        "store",
+        type=_path,
+        metavar="STORE",
+        help="Zarr store (directory or URL), or .mts/.npz file",
     )
     verify.set_defaults(func=_verify, parser=verify)
 
@@ -1117,6 +1185,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--workdir",
+        type=_path,
         default="metatensor-dask-demo",
         metavar="DIR",
         help="where the stores go (default: ./metatensor-dask-demo)",
@@ -1138,7 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # named by the command's own parser, so that its usage is the one printed
-        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        getattr(args, "parser", parser).error(_unrecognized(unknown))
     try:
         if hasattr(args, "cluster"):
             _check_cluster_options(args)
@@ -1160,6 +1229,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_message(error, args)}", file=sys.stderr)
         return 1
     return 2  # not reached: error() exits
+
+
+def _unrecognized(unknown: list[str]) -> str:
+    """The message of arguments no parser took, with the place of ``--traceback``, an
+    option of the program given before the command, when it is among them."""
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    if "--traceback" in unknown:
+        message += (
+            "; --traceback is an option of the program, given before the command: "
+            f"{PROG} --traceback COMMAND ..."
+        )
+    return message
 
 
 def _message(error: BaseException, args: argparse.Namespace) -> str:

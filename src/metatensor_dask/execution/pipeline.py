@@ -56,6 +56,7 @@ __all__ = [
     "load_yaml_value",
     "open_tensor",
     "tensor_file",
+    "url_with_one_slash",
 ]
 
 _TOP_FIELDS = ("inputs", "steps", "output")
@@ -98,6 +99,30 @@ def describe(error: BaseException) -> str:
 
 def _is_local(path: str) -> bool:
     return "://" not in path
+
+
+_ONE_SLASH = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+def url_with_one_slash(path: str) -> str:
+    """Why ``path`` is refused when it is a URL written with one slash (``s3:/bucket/t.zarr``,
+    ``file:/scratch/t.zarr``), which names a local folder (``./s3:``) and would be
+    written there silently; ``""`` for any other path, and for a local path of this form
+    whose first folder exists."""
+    match = _ONE_SLASH.match(path)
+    if match is None or os.path.lexists(match.group(0).rstrip("/")):
+        return ""
+    import fsspec
+
+    protocol = match.group(1)
+    if protocol.lower() not in fsspec.available_protocols():
+        return ""
+    # (a local file system's URL names an absolute path: file:///scratch/t.zarr)
+    rest = path[match.end() - (protocol.lower() in ("file", "local")) :]
+    return (
+        f"'{path}' is a URL with one slash after '{protocol}:', which names the local folder "
+        f"'{protocol}:': write {protocol}://{rest} (or ./{path} for a local folder so named)"
+    )
 
 
 def occupied(path: str) -> bool:
@@ -163,16 +188,20 @@ def tensor_file(path: str) -> Iterator[None]:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading numbers in exponent notation without a dot
-    (``1e-3``, ``2E5``) as floats, as YAML 1.2 does: YAML 1.1 reads them as strings,
-    which operations refuse (``multiply(tensor, "1e-3")``)."""
+    """PyYAML's safe loader, reading every number in exponent notation as a float, as
+    YAML 1.2 does: YAML 1.1 reads those without a dot (``1e-3``, ``2E5``) or with an
+    exponent without its sign (``2.5e3``, ``.5e3``) as strings, which operations refuse
+    (``multiply(tensor, "2.5e3")``)."""
 
 
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^[-+]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
 )
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_yaml_value(text: str) -> Any:
@@ -201,6 +230,8 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
                 "or move it to a file of its own"
             ) from None
         problem = getattr(error, "problem", None) or str(error)
+        if "'\\t'" in problem:
+            problem += ": YAML indents with spaces only, replace the tabs with spaces"
         raise PipelineError(f"{source}{where}: this is not valid YAML: {problem}") from None
     finally:
         loader.dispose()
@@ -210,16 +241,24 @@ def _construct(
     loader: YamlLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
     if isinstance(node, yaml.MappingNode):
+        merged, own = _merged_and_own(loader, node)
         result = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in merged:
+            # (in PyYAML's order: a mapping earlier in `<<: [*a, *b]` replaces a later one)
+            key = loader.construct_object(key_node, deep=True)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = _construct(loader, value_node, (*path, key), lines, source)
+        given: set[Any] = set()
+        for key_node, value_node in own:
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if key in result:
+            if key in given:
                 # YAML would keep the last silently: a typo or a forgotten copy
                 raise PipelineError(
                     f"{source}, line {line} ({_field_name((*path, key))}): '{key}' is given "
                     f"twice (first at line {lines[(*path, key)]}): keep one"
                 )
+            given.add(key)
             lines[(*path, key)] = line
             result[key] = _construct(loader, value_node, (*path, key), lines, source)
         return result
@@ -230,6 +269,18 @@ def _construct(
             items.append(_construct(loader, item, (*path, i), lines, source))
         return items
     return loader.construct_object(node, deep=True)
+
+
+def _merged_and_own(
+    loader: YamlLoader, node: yaml.MappingNode
+) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.Node]]]:
+    """The pairs of ``node`` that mappings merged into it with YAML's merge key give
+    (``<<: *defaults``), and its own pairs, which replace them, as YAML reads a merge."""
+    own = [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
+    if len(own) == len(node.value):
+        return [], own
+    loader.flatten_mapping(node)  # the merged pairs, then the own ones, merge keys gone
+    return node.value[: len(node.value) - len(own)], node.value[len(node.value) - len(own) :]
 
 
 def _field_name(path: tuple) -> str:
@@ -266,6 +317,9 @@ class Step:
     where: str = ""
 
 
+#: Words that Python's ``float`` reads as a number and YAML as a string.
+_FLOAT_WORDS = ("inf", "infinity", "nan")
+
 #: The arguments that name dimensions of the first input (as the TensorMap property of
 #: the same name lists them), and the axis they name.
 _NAMING_ARGUMENTS = {"sample_names": "samples", "property_names": "properties"}
@@ -284,6 +338,52 @@ def _unknown_names(step: Step, tensors: list[Any]) -> str:
         requested = [value] if isinstance(value, str) else value
         if isinstance(requested, list) and any(name not in present for name in requested):
             return f"; the {axis} of its input are named {present}"
+    return ""
+
+
+def _float_words(step: Step) -> str:
+    """How YAML writes the floats that the args of ``step`` give as words it reads as
+    strings (``inf``, ``-Infinity``, ``nan``), as ``"; ..."``; ``""`` when none does."""
+    words = [
+        f"the value '{value}' of `{name}`"
+        for name, value in step.args.items()
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in _FLOAT_WORDS
+    ]
+    if not words:
+        return ""
+    return (
+        f"; {', '.join(words)} {'is' if len(words) == 1 else 'are'} read as a string: "
+        "YAML writes infinity .inf (or -.inf) and not-a-number .nan"
+    )
+
+
+def _paths_as_arguments(step: Step) -> str:
+    """Where tensors go, as ``"; ..."``, when an arg of ``step`` is a string naming a
+    store or a metatensor file (``add`` with ``B: b.zarr``): the operation got the
+    path, not a tensor. ``""`` when none is."""
+    named = [
+        f"`{name}: {value}`"
+        for name, value in step.args.items()
+        if isinstance(value, str)
+        and (value.lower().endswith(".zarr") or "://" in value or is_metatensor_file(value))
+    ]
+    if not named:
+        return ""
+    return (
+        f"; {', '.join(named)} passes the path as a string: tensors are the inputs of the "
+        "step, passed first (`inputs: [a, b]` in a pipeline, with each store named under "
+        "`inputs:`; `apply OP A.zarr B.zarr` on the command line)"
+    )
+
+
+def _comma_lists(step: Step) -> str:
+    """How YAML writes a list, as ``"; ..."``, when an arg of ``step`` is a string of
+    words separated by commas (``sample_names: atom,system``), which is one string;
+    ``""`` when none is."""
+    for name, value in step.args.items():
+        if isinstance(value, str) and "," in value and "://" not in value:
+            items = ", ".join(part.strip() for part in value.split(","))
+            return f"; `{name}: {value}` is one string: YAML writes a list [{items}]"
     return ""
 
 
@@ -331,7 +431,9 @@ def _operation(name: str) -> Callable[..., Any]:
             f"TensorMap, and a pipeline step must give a tensor to write: {remedy}; the "
             f"operations a step can use are {listing}"
         )
-    close = difflib.get_close_matches(name, available, n=1)
+    # (every operation is named in lower case with underscores; a name typed in
+    # capitals or with dashes, `POW`, `sum-over-samples`, is compared as such)
+    close = difflib.get_close_matches(name.lower().replace("-", "_"), available, n=1)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise PipelineError(
         f"unknown operation '{name}': {hint}operations are the functions of "
@@ -474,7 +576,8 @@ class Pipeline:
             except Exception as error:
                 raise PipelineError(
                     f"{step.where}: {step.op} failed: {describe(error)}"
-                    f"{_unknown_names(step, tensors)}"
+                    f"{_unknown_names(step, tensors)}{_float_words(step)}"
+                    f"{_paths_as_arguments(step)}{_comma_lists(step)}"
                 ) from error
             if not isinstance(result, TensorMap):
                 raise PipelineError(
@@ -530,6 +633,9 @@ class _Parser:
     def path(self, value: Any, path: tuple, what: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"{what} must be a path or URL (a string), got {value!r}")
+        one_slash = url_with_one_slash(value)
+        if one_slash:
+            raise self.fail(path, one_slash)
         if _is_local(value):
             return os.path.normpath(os.path.join(self.base, os.path.expanduser(value)))
         return value
