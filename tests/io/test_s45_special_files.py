@@ -1,6 +1,7 @@
-"""A named pipe in place of a chunk of a compressed or sharded array: such chunks are read
-through zarr's own store, which opened the pipe and waited for a writer forever. It is a
-missing chunk, as it is for arrays of plain chunks."""
+"""Unusual locations: a named pipe in place of a chunk of a compressed or sharded array
+(such chunks are read through zarr's own store, which opened the pipe and waited for a
+writer forever: it is a missing chunk, as it is for arrays of plain chunks), and URLs
+of a protocol no file system is known for."""
 
 from __future__ import annotations
 
@@ -59,3 +60,14 @@ def test_a_named_pipe_in_place_of_an_encoded_chunk_is_a_missing_chunk(tmp_path, 
     assert isinstance(raised, mtd.DamagedStoreError), raised
     assert "'c.1.0.0'" in str(raised) and "is missing" in str(raised)
     assert any("is missing" in problem for problem in mtd.verify(store).problems)
+
+
+@pytest.mark.parametrize("mode", ["read", "write"])
+def test_an_unknown_url_protocol_names_the_remedy(mode):
+    # fsspec's own message, "Protocol not known: bogus", named no remedy
+    with pytest.raises(mtd.MetatensorDaskError, match=r"protocol 'bogus' .* check its spelling"):
+        if mode == "read":
+            mtd.open_zarr("bogus://t.zarr")
+        else:
+            tensor = make_metatensor(seed=1, n_samples=(2,), n_properties=(1,), nested=False)
+            mtd.from_metatensor(tensor).to_zarr("bogus://t.zarr")

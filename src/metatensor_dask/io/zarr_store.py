@@ -177,7 +177,8 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
         ) from None
     except (FileExistsError, NotADirectoryError):  # zarr creates the folder to write
         raise _not_a_folder(store) from None
-    except ValueError:
+    except ValueError as error:
+        _refuse_unknown_protocol(store, error)
         if writable and getattr(store, "read_only", False):
             if not getattr(store, "supports_deletes", True):  # writable, still refused
                 raise _no_deletes(store) from None
@@ -199,6 +200,19 @@ def open_store(store: Any, storage_options: dict[str, Any] | None, writable: boo
     if reason is not None:
         raise _not_here(reason)
     return resolved
+
+
+def _refuse_unknown_protocol(store: Any, error: ValueError) -> None:
+    """Name the remedy when fsspec knows no file system for the protocol of the URL
+    ``store`` (its own message: "Protocol not known: NAME")."""
+    if not str(error).startswith("Protocol not known") or not isinstance(store, str):
+        return
+    protocol = store.partition("://")[0]
+    raise MetatensorDaskError(
+        f"no file system is known for the protocol '{protocol}' of {store!r}: check its "
+        "spelling (`fsspec.available_protocols()` lists the protocols fsspec knows), or "
+        "install the fsspec package that provides it"
+    ) from None
 
 
 def _absolute(location: Any, real: bool = False) -> Any:
