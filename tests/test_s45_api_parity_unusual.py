@@ -243,3 +243,37 @@ def test_unusual_calls_raise_metatensors_error_type(build, store):
         assert isinstance(ours, TypeError), ours
     else:
         assert type(ours).__name__ == type(theirs).__name__, (ours, theirs)
+
+
+# -- objects of both libraries side by side ---------------------------------------------
+
+
+def test_comparing_an_entry_with_metatensors_names_the_remedy(store):
+    # Labels == metatensor's Labels named the remedy, LabelsEntry == metatensor's did not
+    ours = mtd.open_zarr(store).keys[0]
+    theirs = tensor_of(metatensor).keys[0]
+    with pytest.raises(TypeError, match="can only compare between LabelsEntry") as error:
+        ours == theirs  # noqa: B015
+    assert "convert it with `metatensor_dask.from_metatensor`" in str(error.value)
+    assert mtd.from_metatensor(tensor_of(metatensor)).keys[0] == ours
+
+
+# -- names are a new list at each access -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "names_of",
+    [lambda t: t.keys, lambda t: t.block(0).samples, lambda t: t.keys[1]],
+    ids=["keys", "samples", "an entry"],
+)
+def test_changing_the_list_of_names_leaves_the_labels_alone(names_of, store):
+    # metatensor gives its own list: appending to it changes the names it reports
+    # (not its entries); docs/differences.md
+    theirs = names_of(tensor_of(metatensor))
+    theirs.names.append("z")
+    assert theirs.names[-1] == "z"
+    ours = names_of(mtd.open_zarr(store))
+    before = ours.names
+    ours.names.append("z")
+    ours.names.clear()
+    assert ours.names == before == theirs.names[:-1]

@@ -350,7 +350,9 @@ class LabelsEntry:
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LabelsEntry):
-            raise TypeError(f"can only compare between LabelsEntry for equality, got {type(other)}")
+            raise wrong_type(
+                f"can only compare between LabelsEntry for equality, got {type(other)}", other
+            )
         return self._names == other._names and np.array_equal(self._values, other._values)
 
     def __ne__(self, other: object) -> bool:
