@@ -277,3 +277,23 @@ def test_changing_the_list_of_names_leaves_the_labels_alone(names_of, store):
     ours.names.append("z")
     ours.names.clear()
     assert ours.names == before == theirs.names[:-1]
+
+
+# -- Labels of lists (metatensor takes arrays only) -------------------------------------
+
+
+@pytest.mark.parametrize("rows", [[[1], [2, 3]], [[1, 2], [3]]], ids=["longer", "shorter"])
+def test_rows_of_other_lengths_name_the_problem(rows):
+    # metatensor refuses every list; the lists taken here failed with numpy's "setting
+    # an array element with a sequence", which names neither Labels nor the remedy
+    with pytest.raises(ValueError, match="Labels values must be a rectangular array of integers"):
+        mtd.Labels(["a", "b"], rows)
+    with pytest.raises(ValueError, match="`values` must be a numpy ndarray"):
+        metatensor.Labels(["a", "b"], rows)
+
+
+def test_lists_give_the_labels_of_their_array(store):
+    rows = [[0, 0], [1, 1], [2, 1]]
+    ours = mtd.Labels(["s", "t"], rows)
+    assert_equal_to_metatensor(ours, metatensor.Labels(["s", "t"], np.array(rows)))
+    assert ours == mtd.open_zarr(store).block(1).samples

@@ -63,6 +63,18 @@ def check_unique_names(names: list[str]) -> None:
     raise invalid_parameter(f"label dimensions must be unique, got '{repeated}' multiple times")
 
 
+def _values_array(values: Any) -> np.ndarray:
+    """``numpy.asarray`` of the values given to ``Labels``, naming the problem where rows
+    of other lengths (an entry with a missing value) make no array."""
+    try:
+        return np.asarray(values)
+    except ValueError as error:  # numpy's "inhomogeneous shape"
+        raise ValueError(
+            "Labels values must be a rectangular array of integers, one row per entry with "
+            f"a value for each dimension: {error}"
+        ) from None
+
+
 def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
     """Convert to int32, refusing values that would be truncated (metatensor truncates)."""
     array = np.asarray(values)
@@ -419,7 +431,7 @@ class Labels:
     ):
         # as metatensor: the types of the names, then the values, then the names' rules
         listed = _names_list(names)
-        array = np.asarray(values)
+        array = _values_array(values)
         if array.ndim >= 1 and len(array) == 0:
             # as metatensor: any array without entries means "no entries"
             array = np.empty((0, len(listed)), np.int32)
