@@ -297,3 +297,36 @@ def test_lists_give_the_labels_of_their_array(store):
     ours = mtd.Labels(["s", "t"], rows)
     assert_equal_to_metatensor(ours, metatensor.Labels(["s", "t"], np.array(rows)))
     assert ours == mtd.open_zarr(store).block(1).samples
+
+
+# -- gradients of a map read back --------------------------------------------------------
+
+
+def test_gradients_read_back_are_in_the_order_of_their_names(tmp_path):
+    # added "positions" then "cell": metatensor's load gives them in an arbitrary
+    # order, another from one load to the next; here in the order of their names
+    def tensor(module):
+        block = block_of(module, 0, first_property=0)
+        reordered = module.TensorBlock(
+            block.values, block.samples, block.components, block.properties
+        )
+        for parameter in ("positions", "cell"):
+            gradient = block.gradient(parameter)
+            reordered.add_gradient(
+                parameter,
+                module.TensorBlock(
+                    gradient.values, gradient.samples, gradient.components, gradient.properties
+                ),
+            )
+        return module.TensorMap(labels_of(module, ["k"], [[0]]), [reordered])
+
+    ours = tensor(mtd)
+    assert ours.block(0).gradients_list() == ["positions", "cell"]
+    metatensor.save(tmp_path / "theirs.mts", tensor(metatensor))
+    mtd.to_zarr(ours, tmp_path / "ours.zarr")
+    theirs = metatensor.load(tmp_path / "theirs.mts")
+    assert sorted(theirs.block(0).gradients_list()) == ["cell", "positions"]
+    for read in (mtd.load(tmp_path / "theirs.mts"), mtd.open_zarr(tmp_path / "ours.zarr")):
+        assert read.block(0).gradients_list() == ["cell", "positions"]
+        assert [name for name, _ in read.block(0).gradients()] == ["cell", "positions"]
+        assert_equal_to_metatensor(read, theirs)
