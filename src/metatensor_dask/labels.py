@@ -29,7 +29,7 @@ def _check_name(name: Any) -> str:
         raise TypeError(f"Labels names must be strings, got {type(name)} instead")
     if not name.isidentifier() or not name.isascii():
         raise invalid_parameter(f"'{name}' is not a valid label name")
-    return name
+    return str(name)  # a numpy string becomes str, as metatensor's names are
 
 
 def _names_list(names: str | Sequence[str]) -> list[str]:
@@ -468,11 +468,10 @@ class Labels:
         from the user's, and a name that is not a string, not a valid identifier or
         given twice raises here, with metatensor's message.
         """
-        for name in names:
-            _check_name(name)
+        names = [_check_name(name) for name in names]
         check_unique_names(names)
         labels = cls.__new__(cls)
-        labels._names = list(names)
+        labels._names = names
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
         labels._count = len(values)
         labels._may_repeat = may_repeat

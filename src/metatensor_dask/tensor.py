@@ -213,7 +213,7 @@ class TensorMap(ArrayContainer):
         problem = info_problem({key: value})
         if problem:
             raise ValueError(problem)
-        self._info[key] = value
+        self._info[str(key)] = str(value)  # numpy strings become str, as in metatensor
         self._forget()
 
     def get_info(self, key: str) -> str | None:
