@@ -378,6 +378,16 @@ NUMPY_STRING_NAMES = {
 }
 
 
+@pytest.mark.parametrize("like", ["zeros_like", "empty_like", "random_uniform_like"])
+def test_gradients_to_create_named_by_a_numpy_array_are_str(like, store):
+    # metatensor's creation functions give str gradient names; np.str_ was kept here
+    theirs, ours = run_on_store(
+        lambda m, t: getattr(m, like)(t, gradients=np.array(["cell"])).block(0), store
+    )
+    assert ours.gradients_list() == theirs.gradients_list() == ["cell"]
+    assert type(ours.gradients_list()[0]) is type(theirs.gradients_list()[0]) is str
+
+
 @pytest.mark.parametrize("build", NUMPY_STRING_NAMES.values(), ids=NUMPY_STRING_NAMES.keys())
 def test_numpy_strings_become_names_of_type_str(build, store):
     # metatensor's operations give str names; here the numpy string was kept
