@@ -409,3 +409,44 @@ def test_numpy_strings_become_gradient_names_and_info_of_type_str(store):
     tensor = mtd.open_zarr(store)
     tensor.set_info(np.str_("creator"), np.str_("test"))
     assert [(type(key), type(value)) for key, value in tensor.info().items()] == [(str, str)]
+
+
+# -- entries to look for ------------------------------------------------------------------
+
+
+ENTRIES = {
+    "Python booleans": lambda m, t: t.keys.position([True, False]),
+    "Python booleans in a tuple": lambda m, t: (True, False) in t.keys,
+    "numpy integers": lambda m, t: (np.int8(0), np.uint16(1)) in t.keys,
+}
+
+
+@pytest.mark.parametrize("build", ENTRIES.values(), ids=ENTRIES.keys())
+def test_entries_of_python_booleans_are_integers_as_in_metatensor(build, store):
+    theirs, ours = run_on_store(build, store)
+    assert_same_value(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [np.array([True, False]), [np.bool_(True), 0]],
+    ids=["a boolean array", "numpy booleans in a list"],
+)
+def test_entries_of_numpy_booleans_are_refused_as_in_metatensor(entry, store):
+    # metatensor: "'numpy.bool' object cannot be interpreted as an integer"; here they
+    # were taken as 1 and 0, and the entry (1, 0) found
+    theirs, ours = run_on_store(lambda m, t: t.keys.position(entry), store)
+    assert isinstance(theirs, TypeError), theirs
+    assert isinstance(ours, TypeError), ours
+    assert "a 1-D sequence of integers" in str(ours) and "of booleans" in str(ours)
+
+
+@pytest.mark.parametrize("entry", [{"k": 0, "l": 0}, None, "k"], ids=["a dict", "None", "a string"])
+def test_the_remedy_of_a_single_value_is_only_given_for_an_integer(entry, store):
+    # "use [{'k': 0, 'l': 0}]" was suggested for a dict, "use [k]" for a string
+    keys = mtd.open_zarr(store).keys
+    with pytest.raises(TypeError, match="a 1-D sequence of integers") as error:
+        keys.position(entry)
+    assert "use [" not in str(error.value)
+    with pytest.raises(TypeError, match=r"of 0 dimensions; use \[1\]$"):
+        mtd.Labels(["k"], [[1]]).position(1)

@@ -705,12 +705,11 @@ class Labels:
 
     def _entry_row(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> np.ndarray:
         values = np.asarray(entry.values if isinstance(entry, LabelsEntry) else entry)
-        if values.ndim != 1:
-            hint = f"; use [{entry}]" if values.ndim == 0 and entry is not None else ""
+        if values.ndim != 1 or _holds_numpy_booleans(entry):
             raise TypeError(
                 "the entry to look for must be a LabelsEntry or a 1-D sequence of integers "
                 f"(one per dimension of {self._names}), got {type(entry)} of "
-                f"{values.ndim} dimensions{hint}"
+                f"{_kind_of(values)}{_single_value_hint(entry)}"
             )
         if len(values) != len(self._names):
             raise invalid_parameter(
@@ -1018,6 +1017,28 @@ def _unpickled(
     labels = Labels._trusted(names, values, may_repeat)
     labels._digest = digest
     return labels
+
+
+def _holds_numpy_booleans(entry: Any) -> bool:
+    """Whether an entry holds numpy booleans, which metatensor refuses as entry values
+    (Python's ``True`` is the integer 1 for both)."""
+    if isinstance(entry, np.ndarray):
+        return entry.dtype.kind == "b"
+    return isinstance(entry, (list, tuple)) and any(isinstance(v, np.bool_) for v in entry)
+
+
+def _kind_of(values: np.ndarray) -> str:
+    """What a wrong entry holds, for its error: booleans, or its number of dimensions."""
+    if values.ndim == 1:
+        return "booleans"
+    return f"{values.ndim} dimensions"
+
+
+def _single_value_hint(entry: Any) -> str:
+    """The remedy for an entry given as one integer (Labels of one dimension)."""
+    if _is_integer(entry):
+        return f"; use [{entry}]"
+    return ""
 
 
 def _no_dimension(present: bool) -> Labels:
