@@ -450,3 +450,29 @@ def test_the_remedy_of_a_single_value_is_only_given_for_an_integer(entry, store)
     assert "use [" not in str(error.value)
     with pytest.raises(TypeError, match=r"of 0 dimensions; use \[1\]$"):
         mtd.Labels(["k"], [[1]]).position(1)
+
+
+# -- values of a block selection ----------------------------------------------------------
+
+
+SELECTION_VALUES = {
+    "a numpy boolean in a dict": lambda m, t: t.block({"k": np.bool_(True), "l": 0}),
+    "a numpy boolean as keyword": lambda m, t: t.blocks(k=np.bool_(False)),
+    "a Python boolean": lambda m, t: t.block({"k": True, "l": False}),
+}
+
+
+@pytest.mark.parametrize("build", SELECTION_VALUES.values(), ids=SELECTION_VALUES.keys())
+def test_boolean_selection_values_are_zero_and_one_as_in_metatensor(build, store):
+    # numpy booleans were refused ("expected integer values in selection")
+    theirs, ours = run_on_store(build, store)
+    assert_same_value(ours, theirs)
+
+
+def test_a_numpy_selection_value_out_of_the_int32_range_raises(store):
+    # metatensor wraps np.int64(2**40) to 0 and gives the block of k=0; docs/differences.md
+    theirs, ours = run_on_store(lambda m, t: t.block({"k": np.int64(2**40), "l": 0}), store)
+    assert isinstance(theirs, metatensor.TensorBlock)
+    assert isinstance(ours, OverflowError), ours
+    python_int, _ = run_on_store(lambda m, t: t.block({"k": 2**40, "l": 0}), store)
+    assert type(python_int) is type(ours)

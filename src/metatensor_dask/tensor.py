@@ -599,10 +599,10 @@ def _block_position(index: Any) -> int:
 
 def _selection_value(name: str, value: Any) -> int:
     """One value of a dict or keyword selection: an integer, or (as metatensor) an
-    integer numpy array of one value."""
+    integer numpy array of one value; booleans are 0 and 1, numpy's as Python's."""
     if isinstance(value, np.ndarray) and value.size == 1 and value.ndim <= 1:
         value = value.reshape(())[()]
-    if not isinstance(value, (int, np.integer)):
+    if not isinstance(value, (int, np.integer, np.bool_)):
         raise TypeError(
             f"expected integer values in selection, got {name}={value} of type {type(value)}"
         )
