@@ -295,6 +295,7 @@ class TensorBlock(ArrayContainer):
             )
         if not isinstance(parameter, str):
             raise TypeError(f"`parameter` must be a string, not {type(parameter)}")
+        parameter = str(parameter)  # a numpy string becomes str, as in metatensor
         if parameter in self._gradients:
             raise invalid_parameter(
                 f"gradient with respect to '{parameter}' already exists for this block"

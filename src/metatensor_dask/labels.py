@@ -29,7 +29,7 @@ def _check_name(name: Any) -> str:
         raise TypeError(f"Labels names must be strings, got {type(name)} instead")
     if not name.isidentifier() or not name.isascii():
         raise invalid_parameter(f"'{name}' is not a valid label name")
-    return name
+    return str(name)  # a numpy string becomes str, as metatensor's names are
 
 
 def _names_list(names: str | Sequence[str]) -> list[str]:
@@ -61,6 +61,18 @@ def check_unique_names(names: list[str]) -> None:
         return
     repeated = next(name for name in names if names.count(name) > 1)
     raise invalid_parameter(f"label dimensions must be unique, got '{repeated}' multiple times")
+
+
+def _values_array(values: Any) -> np.ndarray:
+    """``numpy.asarray`` of the values given to ``Labels``, naming the problem where rows
+    of other lengths (an entry with a missing value) make no array."""
+    try:
+        return np.asarray(values)
+    except ValueError as error:  # numpy's "inhomogeneous shape"
+        raise ValueError(
+            "Labels values must be a rectangular array of integers, one row per entry with "
+            f"a value for each dimension: {error}"
+        ) from None
 
 
 def _to_int32(values: Any, what: str = "Labels values") -> np.ndarray:
@@ -350,7 +362,9 @@ class LabelsEntry:
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LabelsEntry):
-            raise TypeError(f"can only compare between LabelsEntry for equality, got {type(other)}")
+            raise wrong_type(
+                f"can only compare between LabelsEntry for equality, got {type(other)}", other
+            )
         return self._names == other._names and np.array_equal(self._values, other._values)
 
     def __ne__(self, other: object) -> bool:
@@ -417,7 +431,7 @@ class Labels:
     ):
         # as metatensor: the types of the names, then the values, then the names' rules
         listed = _names_list(names)
-        array = np.asarray(values)
+        array = _values_array(values)
         if array.ndim >= 1 and len(array) == 0:
             # as metatensor: any array without entries means "no entries"
             array = np.empty((0, len(listed)), np.int32)
@@ -454,11 +468,10 @@ class Labels:
         from the user's, and a name that is not a string, not a valid identifier or
         given twice raises here, with metatensor's message.
         """
-        for name in names:
-            _check_name(name)
+        names = [_check_name(name) for name in names]
         check_unique_names(names)
         labels = cls.__new__(cls)
-        labels._names = list(names)
+        labels._names = names
         labels._values = _frozen(np.ascontiguousarray(values, dtype=np.int32))
         labels._count = len(values)
         labels._may_repeat = may_repeat
@@ -692,12 +705,11 @@ class Labels:
 
     def _entry_row(self, entry: LabelsEntry | Sequence[int] | np.ndarray) -> np.ndarray:
         values = np.asarray(entry.values if isinstance(entry, LabelsEntry) else entry)
-        if values.ndim != 1:
-            hint = f"; use [{entry}]" if values.ndim == 0 and entry is not None else ""
+        if values.ndim != 1 or _holds_numpy_booleans(entry):
             raise TypeError(
                 "the entry to look for must be a LabelsEntry or a 1-D sequence of integers "
                 f"(one per dimension of {self._names}), got {type(entry)} of "
-                f"{values.ndim} dimensions{hint}"
+                f"{_kind_of(values)}{_single_value_hint(entry)}"
             )
         if len(values) != len(self._names):
             raise invalid_parameter(
@@ -1005,6 +1017,28 @@ def _unpickled(
     labels = Labels._trusted(names, values, may_repeat)
     labels._digest = digest
     return labels
+
+
+def _holds_numpy_booleans(entry: Any) -> bool:
+    """Whether an entry holds numpy booleans, which metatensor refuses as entry values
+    (Python's ``True`` is the integer 1 for both)."""
+    if isinstance(entry, np.ndarray):
+        return entry.dtype.kind == "b"
+    return isinstance(entry, (list, tuple)) and any(isinstance(v, np.bool_) for v in entry)
+
+
+def _kind_of(values: np.ndarray) -> str:
+    """What a wrong entry holds, for its error: booleans, or its number of dimensions."""
+    if values.ndim == 1:
+        return "booleans"
+    return f"{values.ndim} dimensions"
+
+
+def _single_value_hint(entry: Any) -> str:
+    """The remedy for an entry given as one integer (Labels of one dimension)."""
+    if _is_integer(entry):
+        return f"; use [{entry}]"
+    return ""
 
 
 def _no_dimension(present: bool) -> Labels:

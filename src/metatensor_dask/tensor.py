@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -212,7 +213,7 @@ class TensorMap(ArrayContainer):
         problem = info_problem({key: value})
         if problem:
             raise ValueError(problem)
-        self._info[key] = value
+        self._info[str(key)] = str(value)  # numpy strings become str, as in metatensor
         self._forget()
 
     def get_info(self, key: str) -> str | None:
@@ -228,14 +229,14 @@ class TensorMap(ArrayContainer):
     # -- blocks -----------------------------------------------------------------------
 
     def block_by_id(self, index: int) -> TensorBlock:
-        """The block at position ``index`` (negative indices count from the end)."""
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise TypeError(f"block index must be an integer, got {type(index)}")
+        """The block at position ``index`` (negative indices count from the end): an
+        integer, a numpy integer or a 0-D integer array, as metatensor takes."""
+        index = _block_position(index)
         if not -len(self) <= index < len(self):
             raise IndexError(
                 f"block index out of bounds: we have {len(self)} blocks but the index is {index}"
             )
-        return self._blocks[int(index)]
+        return self._blocks[index]
 
     def blocks_by_id(self, indices: Sequence[int]) -> list[TensorBlock]:
         return [self.block_by_id(i) for i in indices]
@@ -308,6 +309,12 @@ class TensorMap(ArrayContainer):
             return list(self._blocks)
         if isinstance(selection, (int, np.integer)) and not isinstance(selection, bool):
             return [self.block_by_id(int(selection))]
+        if isinstance(selection, np.ndarray) and selection.ndim != 1:
+            raise TypeError(
+                f"invalid type for block selection: an array of {selection.ndim} "
+                "dimensions; give the positions as a 1-D array or a list, or one position "
+                "as an integer"
+            )
         if isinstance(selection, (list, tuple, np.ndarray)):
             return self.blocks_by_id(list(selection))
         matches, labels = self._matching(selection, kwargs)
@@ -322,6 +329,18 @@ class TensorMap(ArrayContainer):
 
     def __iter__(self) -> Iterator[TensorBlock]:
         return iter(self._blocks)
+
+    def __contains__(self, block: object) -> bool:
+        """Whether ``block`` is, or equals, one of the blocks: ``in`` looks among the
+        blocks, as iteration does. A key is looked for in the keys, ``key in
+        tensor.keys``."""
+        if not isinstance(block, TensorBlock):
+            raise wrong_type(
+                f"`in` looks for a TensorBlock among the blocks of a TensorMap, got "
+                f"{type(block)}; to look for a key, use `key in tensor.keys`",
+                block,
+            )
+        return any(candidate is block or candidate == block for candidate in self._blocks)
 
     def items(self) -> Iterator[tuple[LabelsEntry, TensorBlock]]:
         """``(key, block)`` pairs in key order."""
@@ -567,12 +586,23 @@ def _check_one_selection(selection: Any, kwargs: dict[str, Any]) -> None:
         )
 
 
+def _block_position(index: Any) -> int:
+    """``index`` as a block position: what ``operator.index`` takes (integers, numpy
+    integers, 0-D integer arrays), but not a bool."""
+    if not isinstance(index, bool):
+        try:
+            return operator.index(index)
+        except TypeError:
+            pass
+    raise TypeError(f"block index must be an integer, got {type(index)}")
+
+
 def _selection_value(name: str, value: Any) -> int:
     """One value of a dict or keyword selection: an integer, or (as metatensor) an
-    integer numpy array of one value."""
+    integer numpy array of one value; booleans are 0 and 1, numpy's as Python's."""
     if isinstance(value, np.ndarray) and value.size == 1 and value.ndim <= 1:
         value = value.reshape(())[()]
-    if not isinstance(value, (int, np.integer)):
+    if not isinstance(value, (int, np.integer, np.bool_)):
         raise TypeError(
             f"expected integer values in selection, got {name}={value} of type {type(value)}"
         )

@@ -142,7 +142,8 @@ def _like_block(
     if isinstance(gradients, str):
         gradients = [gradients]
     if gradients is not None:
-        gradients = list(gradients)
+        # numpy strings (the items of `np.array(["positions"])`) become str, as in metatensor
+        gradients = [str(name) if isinstance(name, str) else name for name in gradients]
         check_gradient_presence_raise(block, gradients, fname)
     new_gradients = {
         parameter: fill(gradient._held_values())

@@ -64,15 +64,35 @@ def _names_to_move(keys_to_move: Any, function: str) -> tuple[list[str], Labels 
                 "`keys_to_move` should not contain any entry when calling keys_to_samples"
             )
         return keys_to_move.names, keys_to_move
-    if isinstance(keys_to_move, str):
-        return [keys_to_move], None
-    if isinstance(keys_to_move, Sequence) and all(isinstance(n, str) for n in keys_to_move):
-        return list(keys_to_move), None
+    names = _names_given(keys_to_move)
+    if names is not None:
+        return names, None
     raise wrong_type(
         "`keys_to_move` must be a string, a sequence of strings or Labels, "
-        f"not {type(keys_to_move)}",
+        f"not {type(keys_to_move)}{_set_hint(keys_to_move)}",
         keys_to_move,
     )
+
+
+def _names_given(value: Any) -> list[str] | None:
+    """``value`` as a list of dimension names, as metatensor takes them: a string, a
+    sequence of strings or a 1-D numpy array of strings (numpy strings become ``str``);
+    ``None`` for anything else."""
+    if isinstance(value, str):
+        return [str(value)]
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "U":
+        return [str(name) for name in value]
+    if isinstance(value, Sequence) and all(isinstance(name, str) for name in value):
+        return [str(name) for name in value]
+    return None
+
+
+def _set_hint(value: Any) -> str:
+    """The remedy for names given as a set, whose order changes from one run to the next
+    (metatensor takes it, and moves the dimensions in that order)."""
+    if isinstance(value, (set, frozenset)):
+        return "; a set has no order: give the names in a list, in the order to move them"
+    return ""
 
 
 def _check_not_taken(names: list[str], taken: list[str], axis: str) -> None:
@@ -936,13 +956,12 @@ def _with_component_moved(block: TensorBlock, from_end: int, properties: Labels)
 
 
 def _component_names(dimensions: Any) -> list[str]:
-    if isinstance(dimensions, str):
-        return [dimensions]
-    if isinstance(dimensions, Sequence) and all(isinstance(name, str) for name in dimensions):
-        return list(dimensions)
+    names = _names_given(dimensions)
+    if names is not None:
+        return names
     raise TypeError(
         f"`dimensions` must be a string or a sequence of strings (component names), not "
-        f"{type(dimensions)}"
+        f"{type(dimensions)}{_set_hint(dimensions)}"
     )
 
 
