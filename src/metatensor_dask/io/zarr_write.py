@@ -294,7 +294,8 @@ class _FinalRoot:
             return self.metadata.root(self.root)
         where = describe(self.store)
         starts = dict.fromkeys(self.paths, 0)
-        tables = with_tables(self.store, where, self.nodes, starts, written=written)
+        version = ours["format"]
+        tables = with_tables(self.store, where, self.nodes, starts, version, written=written)
         planned = self.encoded
         own = {path: layout.encode_tabled(doc, planned[path]) for path, doc in tables.items()}
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
@@ -676,14 +677,17 @@ def _execute(
         make_folders(store, documents)
         # the documents of arrays with a chunk table are written once, with it, by the
         # completion task (see _FinalRoot); the root lists them meanwhile
-        tabled = _tabled(data, nodes) if version >= FIRST_FORMAT else set()
+        tabled = _tabled([*data, *small], nodes, version)
         now = [path for path in documents if path not in tabled]
         _write_documents(store, plan, now, small, nodes, encoded)
         # the id of a store written whole is that of what the tasks store: not worked out
         # here (see _FinalRoot)
         final_root = layout.root_document(True, info, nodes, version, _PENDING_ID, False)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
-        final = _FinalRoot(store, final_root, nodes, (encoded, metadata), data, STORE_ID in kept)
+        final_paths = [*data, *(path for path in small if path in tabled)]
+        final = _FinalRoot(
+            store, final_root, nodes, (encoded, metadata), final_paths, STORE_ID in kept
+        )
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         compute_tasks(delayed)
@@ -691,19 +695,20 @@ def _execute(
     return delayed
 
 
-def _tabled(data: list[str], nodes: dict[str, Any]) -> set[str]:
-    """The arrays of ``data`` that record a chunk table (see
-    :func:`~.zarr_identity.has_table`): a table depends on the codecs, which the
-    documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`), and on
-    whether the array is a values array."""
-    by_kind: dict[tuple[int, bool], bool] = {}
+def _tabled(paths: list[str], nodes: dict[str, Any], version: int) -> set[str]:
+    """The arrays of ``paths`` that record a chunk table in a store of format
+    ``version`` (see :func:`~.zarr_identity.has_table`): a table depends on the codecs,
+    which the documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`),
+    and on the kind of array (values, samples, row pointer, others: the end of its
+    path)."""
+    by_kind: dict[tuple[int, str], bool] = {}
     found = set()
-    for path in data:
+    for path in paths:
         document = nodes[path]
-        kind = (id(document.get("codecs")), path.endswith("/values"))
+        kind = (id(document.get("codecs")), path.rpartition("/")[2])
         has = by_kind.get(kind)
         if has is None:
-            has = by_kind[kind] = has_table(path, document)
+            has = by_kind[kind] = has_table(path, document, version)
         if has:
             found.add(path)
     return found
