@@ -2,7 +2,8 @@
 
 A chunk's trailing crc32c covers its bytes, not its place nor its version: two chunk
 files of the same size swapped, or an older copy of a chunk put back, decode without
-error. Since format 4, every values array whose chunks end with a crc32c records in its
+error. Since format 4, every values array whose chunks end with a crc32c (since format
+5, every sample Labels array and row pointer too: see :func:`has_table`) records in its
 document the crc32c ending each chunk, in order (:data:`TABLE`; for a sharded array,
 each inner chunk: the checksum of a shard's index depends on the sizes of its chunks
 only), and the root an id (:data:`STORE_ID`) that every whole write (``mode="w"``,
@@ -21,8 +22,9 @@ The writers read the checksums from the chunk files they wrote (the last 4 bytes
 each, or of each inner chunk of a shard, see :func:`with_tables`), in the commit that
 writes the documents; a whole write's storing tasks report those of the plain chunk
 files they stored, and each such file read back must still end with its own (missing,
-cut short or written over, it keeps the store incomplete). Labels arrays are not
-listed: their content is covered by their digests.
+cut short or written over, it keeps the store incomplete). The other Labels arrays
+(keys, components, properties), always read whole, are not listed: their content is
+covered by their digests.
 """
 
 from __future__ import annotations
