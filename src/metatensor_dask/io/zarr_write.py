@@ -70,7 +70,15 @@ from .zarr_append import (
     refuse_resume,
 )
 from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
-from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
+from .zarr_identity import (
+    FIRST_FORMAT,
+    STORE_ID,
+    TABLE,
+    content_id,
+    has_table,
+    last_crc,
+    with_tables,
+)
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows, with_planned_digest
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import Renumber, check_dimension, parse_renumber
@@ -162,9 +170,14 @@ def _write_documents(
     small: list[str],
     nodes: dict[str, Any],
     encoded: dict[str, bytes],
-) -> None:
+    tabled: set[str],
+) -> dict[str, int]:
     """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
-    the Labels and row pointers, in batches."""
+    the Labels and row pointers, in batches; returns the crc32c ending each chunk file
+    written of the arrays ``tabled`` (which record a chunk table), by key, which the
+    completion lists without reading the files again (see
+    :func:`~.zarr_identity.with_tables`)."""
+    crcs: dict[str, int] = {}
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     repeated: dict[tuple[int, int], Any] = {}
@@ -174,12 +187,15 @@ def _write_documents(
             batch[f"{path}/zarr.json"] = encoded[path]
         else:
             chunks = _small_chunks(plan, path, nodes[path], repeated)
+            if path in tabled:
+                crcs.update((key, last_crc(data)) for key, data in chunks.items())
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
             set_many(store, batch)
             batch, size = {}, 0
     set_many(store, batch)
+    return crcs
 
 
 def _small_chunks(
@@ -269,8 +285,12 @@ class _FinalRoot:
         encoded: tuple[dict[str, bytes], layout.InlineMetadata],
         paths: list[str],
         kept: bool,
+        known: dict[str, int],
     ):
         self.store = store
+        #: the crc32c ending the chunk files (by key) that the write stored from its own
+        #: process (Labels and row pointers with a table)
+        self.known = known
         self.root = root
         self.nodes = nodes
         #: the nodes' documents encoded, and the root's inline metadata made of them
@@ -295,7 +315,9 @@ class _FinalRoot:
         where = describe(self.store)
         starts = dict.fromkeys(self.paths, 0)
         version = ours["format"]
-        tables = with_tables(self.store, where, self.nodes, starts, version, written=written)
+        tables = with_tables(
+            self.store, where, self.nodes, starts, version, self.known, written=written
+        )
         planned = self.encoded
         own = {path: layout.encode_tabled(doc, planned[path]) for path, doc in tables.items()}
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
@@ -679,14 +701,14 @@ def _execute(
         # completion task (see _FinalRoot); the root lists them meanwhile
         tabled = _tabled([*data, *small], nodes, version)
         now = [path for path in documents if path not in tabled]
-        _write_documents(store, plan, now, small, nodes, encoded)
+        known = _write_documents(store, plan, now, small, nodes, encoded, tabled)
         # the id of a store written whole is that of what the tasks store: not worked out
         # here (see _FinalRoot)
         final_root = layout.root_document(True, info, nodes, version, _PENDING_ID, False)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
         final_paths = [*data, *(path for path in small if path in tabled)]
         final = _FinalRoot(
-            store, final_root, nodes, (encoded, metadata), final_paths, STORE_ID in kept
+            store, final_root, nodes, (encoded, metadata), final_paths, STORE_ID in kept, known
         )
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
