@@ -121,7 +121,7 @@ def test_info(capsys, store):
     code, out, err = run(capsys, "info", store, "--max-blocks", "2")
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == f"store:       {store} (format 4, complete)"
+    assert lines[0] == f"store:       {store} (format 5, complete)"
     assert lines[1] == "keys:        5 blocks, names [center_type, neighbor_type]"
     assert lines[5] == "gradients:   [positions]"
     assert lines[8].split() == [

@@ -1,4 +1,4 @@
-"""Stores made to look as written by an older format of metatensor-dask (1 to 3)."""
+"""Stores made to look as written by an older format of metatensor-dask (1 to 4)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,16 @@ def make_format_3(path: Path) -> None:
     del ours["store_id"]
     (path / "zarr.json").write_text(json.dumps(root))
     drop_chunk_tables(path)
+
+
+def make_format_4(path: Path) -> None:
+    """Make the store at ``path`` look written by format 4: its sample Labels and row
+    pointers record no chunk table (format 5 adds them), and its format says 4. The
+    content checks of the Labels and row pointers are what find their damage then."""
+    root = json.loads((path / "zarr.json").read_text())
+    root["attributes"]["metatensor_dask"]["format"] = 4
+    for name, document in root["consolidated_metadata"]["metadata"].items():
+        if not name.endswith("/values") and TABLE in document.get("attributes", {}):
+            del document["attributes"][TABLE]
+            (path / name / "zarr.json").write_text(json.dumps(document))
+    (path / "zarr.json").write_text(json.dumps(root))

@@ -298,13 +298,13 @@ def test_info_of_a_store_with_an_interrupted_append_names_it(tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(store)]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert "(format 4, complete, but an append to" in header, header
+    assert "(format 5, complete, but an append to" in header, header
     assert "was interrupted" in header and "discard_append" in header, header
     assert main(["info", str(store), "--json"]) == 0
     assert "was interrupted" in json.loads(capsys.readouterr().out)["append"]
     mtd.discard_append(store)
     assert main(["info", str(store)]) == 0
-    assert capsys.readouterr().out.splitlines()[0].endswith("(format 4, complete)")
+    assert capsys.readouterr().out.splitlines()[0].endswith("(format 5, complete)")
 
 
 def _failing_batches(items):

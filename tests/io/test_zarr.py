@@ -123,7 +123,7 @@ def test_layout(tmp_path, generated):
     group = zarr.open_group(tmp_path / "t.zarr", mode="r")
     ours = group.attrs["metatensor_dask"]
     assert ours == {
-        "format": 4,
+        "format": 5,
         "complete": True,
         "store_id": ours["store_id"],
         "dtype": "float64",

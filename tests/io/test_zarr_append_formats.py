@@ -86,7 +86,7 @@ def test_convert_upgrades_then_appends(old, capsys):
     new = path.parent / "new.zarr"
     assert main(["convert", "-q", str(path), str(new)]) == 0
     assert (
-        json.loads((new / "zarr.json").read_text())["attributes"]["metatensor_dask"]["format"] == 4
+        json.loads((new / "zarr.json").read_text())["attributes"]["metatensor_dask"]["format"] == 5
     )
     first, second = make_metatensor(0), make_metatensor(1)
     mtd.from_metatensor(second).to_zarr(new, append_dim="samples", renumber={"system": "next"})

@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from older_formats import drop_chunk_tables, make_format_3
+from older_formats import drop_chunk_tables, make_format_3, make_format_4
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -80,7 +80,7 @@ def _damaged(path, match: str) -> None:
 def test_every_chunk_is_stored_and_a_lost_one_is_an_error(tmp_path, codecs):
     theirs = _zeroed()
     _write(tmp_path / "t.zarr", theirs, codecs)
-    assert _root(tmp_path / "t.zarr")["attributes"]["metatensor_dask"]["format"] == 4
+    assert _root(tmp_path / "t.zarr")["attributes"]["metatensor_dask"]["format"] == 5
     # every chunk (or inner chunk of a shard) holding rows is read through checks that
     # refuse missing ones: reading everything proves that all-zero ones are stored
     assert_equal_to_metatensor(mtd.open_zarr(tmp_path / "t.zarr"), theirs)
@@ -158,7 +158,7 @@ def test_format_1_stores_open_with_a_warning_and_convert_upgrades_them(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         assert main(["convert", "-q", str(old), str(new)]) == 0
-    assert _root(new)["attributes"]["metatensor_dask"]["format"] == 4
+    assert _root(new)["attributes"]["metatensor_dask"]["format"] == 5
     assert (new / "blocks/0/values/c.1.0.0").exists()
     assert_equal_to_metatensor(mtd.open_zarr(new), theirs)
     # format 1 with the default codecs stored every chunk: no warning, losses are errors
@@ -306,6 +306,7 @@ def _rewrite_labels(path, array: str, change) -> None:
 def test_labels_checked_when_read(tmp_path, array, change, match):
     path = tmp_path / "t.zarr"
     _write(path, make_metatensor(seed=2))
+    make_format_4(path)  # (its Labels' content checks: no chunk table to find it first)
     _rewrite_labels(path, array, change)
     with pytest.raises(mtd.DamagedStoreError, match=match):
         _read_everything(path)
@@ -315,6 +316,7 @@ def test_labels_checked_when_read(tmp_path, array, change, match):
 def test_labels_against_their_digest(tmp_path):
     path = tmp_path / "t.zarr"
     _write(path, make_metatensor(seed=2))
+    make_format_4(path)  # (its Labels' content checks: no chunk table to find it first)
     stored = zarr.open_array(path / "blocks/2/samples", mode="r+")
     stored[0, 1] = 1000  # still unique, checksum rewritten by zarr
     _damaged(path, "'blocks/2/samples' do not match the digest recorded")
@@ -333,6 +335,7 @@ def test_checksum_errors_name_the_array(tmp_path):
 def test_operations_on_out_of_range_gradient_samples_raise_damage(tmp_path):
     path = tmp_path / "t.zarr"
     _write(path, make_metatensor(seed=2, nested=False))
+    make_format_4(path)  # (its Labels' content checks: no chunk table to find it first)
     _rewrite_labels(
         path, "blocks/0/gradients/positions/samples", lambda v: v.__setitem__((-1, 0), 30)
     )

@@ -9,6 +9,7 @@ import json
 import metatensor
 import pytest
 import zarr
+from older_formats import make_format_4
 from store_support import CountingStore
 from zarr.storage import LocalStore
 from zarr_writer_process import make_metatensor
@@ -44,7 +45,9 @@ def _move_a_boundary(path) -> tuple[int, int, int]:
     """Give the first gradient row of some value row ``k`` (inside the values chunk
     ``k // 4``) to value row ``k - 1`` in the stored row pointer, which stays a valid
     pointer (zarr rewrites its checksum). Returns ``(k, that gradient row, its stored
-    samples chunk)``."""
+    samples chunk)``. The store is made format 4 first: its pointer records no chunk
+    table, which would find the edit before the checks of the samples."""
+    make_format_4(path)
     stored = zarr.open_array(path / GRADIENT / "row_pointer", mode="r+")
     pointer = stored[...]
     k = next(k for k in range(9, 12) if pointer[k] < pointer[k + 1])

@@ -63,6 +63,7 @@ from .zarr_identity import (
     has_table,
     note,
     noted,
+    records_table,
     rewritten_key,
     with_tables,
 )
@@ -158,11 +159,11 @@ class AppendPlan:
         return layout.root_document(complete, self.info, self.nodes, self.version, self.store_id)
 
     def starts(self) -> dict[str, int]:
-        """The first row of each values array that the plan stores."""
+        """The first row of each array that the plan stores (those that record a chunk
+        table are listed anew from it, see :func:`~.zarr_identity.with_tables`)."""
         found: dict[str, int] = {}
         for rows in self.rows:
-            if rows.path.endswith("/values"):
-                found[rows.path] = min(found.get(rows.path, rows.offset), rows.offset)
+            found[rows.path] = min(found.get(rows.path, rows.offset), rows.offset)
         return found
 
     def extend(
@@ -690,7 +691,7 @@ def _write_encoded(
     disks); a compressed chunk listed in a table is noted first (see :class:`_Noting`)."""
     region = (slice(offset, offset + values.shape[0]), *(slice(0, n) for n in values.shape[1:]))
     inner = chunk_rows(document)
-    if offset % inner and noted(path, document):
+    if offset % inner and noted(document):
         store = _Noting(store, path, document, offset // inner)
     ArrayRef(store, path, document).array()[region] = values
 
@@ -789,7 +790,7 @@ def _stored_ref(
     missing, does not decode, or is not the one listed.
     """
     stored = {**document, "shape": [offset, *document["shape"][1:]]}
-    listed = store_id if has_table(path, document) else None
+    listed = store_id if records_table(document) else None
     return ArrayRef(store, path, stored, store_id=listed, strict=strict)
 
 
@@ -877,7 +878,7 @@ def store_now(
             )
             partial.update(first)
         whole.update(chunks)
-        if has_table(path, document):
+        if has_table(path, document, plan.version):
             crcs.update(trailing_crcs({**chunks, **first}))
     # written once every partial chunk is read and checked: one damaged is refused
     # with nothing written
@@ -914,7 +915,11 @@ def _read_heads(store: Store, where: str, plan: AppendPlan, strict: bool) -> Non
         if not is_dask_collection(rows.data):
             ref = _stored_ref(store, rows.path, rows.document, rows.offset, plan.store_id, strict)
             reads.append((rows, ref, region))
-        elif strict and plan.store_id is not None and has_table(rows.path, rows.document):
+        elif (
+            strict
+            and plan.store_id is not None
+            and has_table(rows.path, rows.document, plan.version)
+        ):
             index = (rows.offset - 1) // chunk_rows(rows.document)
             listed.append((rows.path, rows.document, index))
     plain = [(ref, region) for _, ref, region in reads if is_plain(ref.document)]
@@ -964,7 +969,8 @@ class Commit:
         """The node documents the plan changes, and the root document, by key."""
         nodes, changed = self.nodes, list(self.changed)
         if self.root["attributes"][layout.ATTRIBUTE]["format"] >= FIRST_FORMAT:
-            tables = with_tables(store, describe(store), nodes, self.starts, self.crcs)
+            version = self.root["attributes"][layout.ATTRIBUTE]["format"]
+            tables = with_tables(store, describe(store), nodes, self.starts, version, self.crcs)
             nodes = {**nodes, **tables}
             changed += [path for path in tables if path not in self.changed]
             self.root["consolidated_metadata"]["metadata"].update(tables)

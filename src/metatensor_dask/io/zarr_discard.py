@@ -168,19 +168,20 @@ def _list_partial_chunks(
     store: Any, attributes: dict[str, Any], nodes: dict[str, dict[str, Any]]
 ) -> None:
     """In a format 4 store, list in the chunk tables the partial last chunk of each
-    values array as it is stored: the discarded append may have replaced it, keeping
+    array with a table (values; sample Labels and row pointers since format 5) as it is
+    stored: the discarded append may have replaced it, keeping
     its stored rows (readers accept it while the append's record is there; so is it
     checked here first, see :func:`~.zarr_identity.check_partial_chunks`)."""
-    ours = attributes[layout.ATTRIBUTE]
-    if ours.get("format", layout.FORMAT) < FIRST_FORMAT:
+    version = attributes[layout.ATTRIBUTE].get("format", layout.FORMAT)
+    if version < FIRST_FORMAT:
         return
     starts = {}
     for path, document in nodes.items():
-        if document.get("node_type") == "array" and has_table(path, document):
+        if document.get("node_type") == "array" and has_table(path, document, version):
             rows = int(document["shape"][0])
             if rows and rows % chunk_rows(document):
                 starts[path] = rows - 1  # the partial last chunk (its shard)
-    tables = with_tables(store, describe(store), nodes, starts)
+    tables = with_tables(store, describe(store), nodes, starts, version)
     changed = {path: table for path, table in tables.items() if table != nodes[path]}
     if not changed:
         return

@@ -2,7 +2,8 @@
 
 A chunk's trailing crc32c covers its bytes, not its place nor its version: two chunk
 files of the same size swapped, or an older copy of a chunk put back, decode without
-error. Since format 4, every values array whose chunks end with a crc32c records in its
+error. Since format 4, every values array whose chunks end with a crc32c (since format
+5, every sample Labels array and row pointer too: see :func:`has_table`) records in its
 document the crc32c ending each chunk, in order (:data:`TABLE`; for a sharded array,
 each inner chunk: the checksum of a shard's index depends on the sizes of its chunks
 only), and the root an id (:data:`STORE_ID`) that every whole write (``mode="w"``,
@@ -21,8 +22,9 @@ The writers read the checksums from the chunk files they wrote (the last 4 bytes
 each, or of each inner chunk of a shard, see :func:`with_tables`), in the commit that
 writes the documents; a whole write's storing tasks report those of the plain chunk
 files they stored, and each such file read back must still end with its own (missing,
-cut short or written over, it keeps the store incomplete). Labels arrays are not
-listed: their content is covered by their digests.
+cut short or written over, it keeps the store incomplete). The other Labels arrays
+(keys, components, properties), always read whole, are not listed: their content is
+covered by their digests.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .zarr_integrity import damaged, index_pairs
 __all__ = [
     "APPENDED",
     "FIRST_FORMAT",
+    "LABELS_FORMAT",
     "STORE_ID",
     "TABLE",
     "ChunkIdentity",
@@ -67,6 +70,7 @@ __all__ = [
     "noted_crc",
     "opened_id",
     "overwrite_told",
+    "records_table",
     "rewritten_key",
     "table_problem",
     "with_tables",
@@ -74,6 +78,13 @@ __all__ = [
 
 #: The first format version recording chunk tables and store ids.
 FIRST_FORMAT = 4
+#: The first format version recording chunk tables for the sample Labels and row
+#: pointers too (:data:`_LABELS_TABLED`).
+LABELS_FORMAT = 5
+#: The ends of the paths of the arrays, besides values, that record a chunk table
+#: since :data:`LABELS_FORMAT`: tasks read their chunks one by one, which their
+#: Labels digests (checked only when Labels are read whole) do not cover.
+_LABELS_TABLED = ("/samples", "/row_pointer")
 #: Array attribute: the crc32c ending each chunk (inner chunk of a shard) of a values
 #: array, in order.
 TABLE = "chunk_crc32c"
@@ -103,11 +114,26 @@ def _sharding(document: dict[str, Any]) -> dict[str, Any] | None:
     return first.get("configuration") if first.get("name") == "sharding_indexed" else None
 
 
-def has_table(path: str, document: dict[str, Any]) -> bool:
-    """Whether the array ``path`` (of a format 4 store) records a chunk table: values
-    arrays (of blocks and gradients) whose chunks (inner chunks of shards) end with a
-    crc32c."""
-    return path.endswith("/values") and _crc_ended(document)
+def has_table(path: str, document: dict[str, Any], version: int) -> bool:
+    """Whether the array ``path`` of a store of format ``version`` records a chunk
+    table: arrays whose chunks (inner chunks of shards) end with a crc32c, among the
+    values arrays (of blocks and gradients) since format 4, and the sample Labels and
+    row pointers (read chunk by chunk) since format 5."""
+    return _tabled_path(path, version) and _crc_ended(document)
+
+
+def _tabled_path(path: str, version: int) -> bool:
+    """Whether the array ``path`` is of a kind that records a chunk table in a store of
+    format ``version``, when its chunks end with a crc32c (see :func:`has_table`)."""
+    if path.endswith("/values"):
+        return version >= FIRST_FORMAT
+    return version >= LABELS_FORMAT and path.endswith(_LABELS_TABLED)
+
+
+def records_table(document: dict[str, Any]) -> bool:
+    """Whether an array's ``document`` records a chunk table (as every array that
+    :func:`has_table` names does, in a store a reader checked)."""
+    return TABLE in (document.get("attributes") or {})
 
 
 def _inner_codecs(document: dict[str, Any]) -> Any:
@@ -294,16 +320,17 @@ def with_tables(
     where: str,
     nodes: dict[str, Any],
     starts: dict[str, int],
+    version: int,
     known: dict[str, int] | None = None,
     written: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """New documents of the arrays ``starts`` (path: the first row a write stored; the
-    chunks of the files before it keep their entries) that record a table (see
-    :func:`has_table`), with their table: the crc32c ending each chunk, read from the
-    store once the write stored them (the last 4 bytes of each chunk file; of each
-    inner chunk of a shard, which its index locates), but for the chunk files (not
-    shards) in ``known`` (key: the crc32c ending the file), which the caller wrote from
-    its own process.
+    chunks of the files before it keep their entries) that record a table in a store
+    of format ``version`` (see :func:`has_table`), with their table: the crc32c ending
+    each chunk, read from the store once the write stored them (the last 4 bytes of
+    each chunk file; of each inner chunk of a shard, which its index locates), but for
+    the chunk files (not shards) in ``known`` (key: the crc32c ending the file), which
+    the caller wrote from its own process.
 
     The chunk files (not shards) in ``written`` (key: the crc32c ending the file) are
     those that the write's tasks stored and reported: read too, each must still end
@@ -340,7 +367,7 @@ def with_tables(
     plans = []  # (path, its first chunk stored, its chunks, the keys of their files)
     files: list[tuple[str, int | None, int]] = []  # read: key, inner chunks per shard, chunks
     for path in sorted(starts):
-        if not path.endswith("/values"):
+        if not _tabled_path(path, version):
             continue
         has, chunk, grid, chunks, ending, sharded = kind(nodes[path])
         if not has:
@@ -630,11 +657,11 @@ def rewritten_key(path: str, index: int) -> str:
     return f"{_PROGRESS}rewritten-{quote(f'{path}/{index}', safe='')}.json"
 
 
-def noted(path: str, document: dict[str, Any]) -> bool:
+def noted(document: dict[str, Any]) -> bool:
     """Whether an append notes the partial last chunk of the array it writes in its
     place (see :func:`rewritten_key`): an array with a table whose chunks are not
     plain (compressed), which readers can not check by its rows."""
-    return has_table(path, document) and _plain_sizes(document) is None
+    return records_table(document) and _plain_sizes(document) is None
 
 
 def note(crc: int) -> bytes:

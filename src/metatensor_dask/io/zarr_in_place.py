@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import DamagedStoreError
 from ._crc32c_zeros import extend_zeros
 from .zarr_codecs import _chunk_shape, _dtype, chunk_key, is_plain
-from .zarr_identity import TABLE, chunk_name, has_table
+from .zarr_identity import TABLE, chunk_name
 from .zarr_integrity import damaged
 from .zarr_rows import Kept
 
@@ -46,8 +46,9 @@ __all__ = ["extended_in_place", "kept_rows", "stored_head"]
 
 def _listed_crc(path: str, document: dict[str, Any], index: int) -> int | None:
     """The checksum that the array's table lists for its chunk ``index``, ``None`` when
-    the array has no table (then its partial chunk is replaced, not extended)."""
-    if not has_table(path, document):
+    the array has no table, or is not a values array (then its partial chunk is
+    replaced, not extended)."""
+    if not path.endswith("/values"):
         return None
     table = (document.get("attributes") or {}).get(TABLE)
     if not isinstance(table, list) or index >= len(table):

@@ -41,11 +41,13 @@ from .zarr_codecs import KEY_ENCODING, is_plain
 from .zarr_identity import APPENDED as APPENDED  # (the appends' writers name it here)
 from .zarr_identity import (
     FIRST_FORMAT,
+    LABELS_FORMAT,
     STORE_ID,
     TABLE,
     content_id,
     has_table,
     opened_id,
+    records_table,
     table_problem,
 )
 from .zarr_integrity import damaged as _damaged
@@ -81,8 +83,9 @@ __all__ = [
 #: Labels carry records an append extends (:mod:`.zarr_samples`) and that row pointers
 #: are chunked as their parent's values; format 4 that values arrays list the crc32c
 #: of each chunk file and the root holds the id of its last whole write
-#: (:mod:`.zarr_identity`). Formats 1 to 3 are still read.
-FORMAT = 4
+#: (:mod:`.zarr_identity`); format 5 that the sample Labels and row pointers list them
+#: too. Formats 1 to 4 are still read.
+FORMAT = 5
 #: Root attribute holding this package's own metadata.
 ATTRIBUTE = "metatensor_dask"
 #: Attribute (under :data:`ATTRIBUTE`) recording a run of ``write_batches``.
@@ -1152,37 +1155,44 @@ def _check_format_records(ours: dict[str, Any], version: int, where: str) -> Non
 
 
 def _refuse_tables(blocks: list[BlockLayout], version: int, where: str) -> None:
-    """Refuse arrays recording a chunk table in a store of an older format: only format
-    4 writes them, so its format number was edited (its store id removed too, else
-    :func:`_check_format_records` saw it), which would read the store without the
-    checks of the tables."""
+    """Refuse arrays recording a chunk table in a store of a format that does not
+    record one for them (values arrays before format 4, sample Labels and row pointers
+    before format 5): its format number was edited (for values, its store id removed
+    too, else :func:`_check_format_records` saw it), which would read the store without
+    the checks of the tables."""
     for block in blocks:
         for info in block.arrays():
-            if TABLE in (info.document.get("attributes") or {}):
+            if not records_table(info.document):
+                continue
+            first = FIRST_FORMAT if info.path.endswith("/values") else LABELS_FORMAT
+            if version < first:
                 raise _damaged(
                     where,
                     f"its '{ATTRIBUTE}.format' attribute is {version}, but the array "
-                    f"'{info.path}' records a '{TABLE}', which only format {FIRST_FORMAT} "
+                    f"'{info.path}' records a '{TABLE}', which only format {first} "
                     "stores have: the format number was edited",
                 )
 
 
-def _identify(ours: dict[str, Any], blocks: list[BlockLayout], where: str) -> str:
-    """Check the store id and the chunk tables of a format 4 store, and give its values
-    arrays the id a reader binds to (:func:`~.zarr_identity.opened_id`; those without
-    table, written without checksums, to tell a read of a store overwritten since from
-    damage); returns that id."""
+def _identify(ours: dict[str, Any], blocks: list[BlockLayout], version: int, where: str) -> str:
+    """Check the store id and the chunk tables of a store of format ``version`` (4 or
+    newer), and give its values arrays the id a reader binds to
+    (:func:`~.zarr_identity.opened_id`; those without table, written without
+    checksums, to tell a read of a store overwritten since from damage), and the other
+    arrays with a table (sample Labels and row pointers, format 5) too; returns that
+    id."""
     store_id = ours.get(STORE_ID)
     if not isinstance(store_id, str) or not store_id:
         raise _damaged(where, f"it has no valid '{ATTRIBUTE}.{STORE_ID}' attribute")
     store_id = opened_id(ours)
     for block in blocks:
         for info in block.arrays():
-            if has_table(info.path, info.document):
+            tabled = has_table(info.path, info.document, version)
+            if tabled:
                 problem = table_problem(info.document)
                 if problem is not None:
                     raise _damaged(where, f"the array '{info.path}' has {problem}")
-            if info.path.endswith("/values"):
+            if tabled or info.path.endswith("/values"):
                 info.store_id = store_id
     return store_id
 
@@ -1297,11 +1307,11 @@ def parse_layout(
         for block in blocks:
             for info in block.arrays():
                 info.missing_ok = not is_plain(info.document)
-    if version < FIRST_FORMAT:
+    if version < LABELS_FORMAT:
         _refuse_tables([blocks[i] for i in fresh], version, where)
     store_id = None
     if identified:
-        store_id = _identify(ours, [blocks[i] for i in fresh], where)
+        store_id = _identify(ours, [blocks[i] for i in fresh], version, where)
     if known is not None:
         for i in fresh:
             if i in known:

@@ -195,7 +195,7 @@ class StoredPointers:
         return overwrite_told(self._store, self._where, self._store_id, what)
 
     def _ref(self, info: ArrayInfo) -> ArrayRef:
-        return ArrayRef(self._store, info.path, info.document)
+        return ArrayRef(self._store, info.path, info.document, store_id=info.store_id)
 
 
 def _nbytes(info: ArrayInfo) -> int:

@@ -75,7 +75,7 @@ def _lazy_samples(
     reading it on first use, see :mod:`.zarr_pointers`) also carry their stored
     ``"sample"`` column, which chunk-wise operations read and check chunk by chunk (see
     :class:`~metatensor_dask.io.zarr_columns.StoredSampleColumn`)."""
-    ref = ArrayRef(store, info.path, info.document)
+    ref = ArrayRef(store, info.path, info.document, store_id=info.store_id)
     where = describe(store)
 
     def load() -> np.ndarray:

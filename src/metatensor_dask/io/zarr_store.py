@@ -47,7 +47,7 @@ from .zarr_codecs import (
     decode_rows,
     encode_chunks,
 )
-from .zarr_identity import ChunkIdentity, has_table, last_crc, overwrite_told
+from .zarr_identity import ChunkIdentity, last_crc, overwrite_told, records_table
 from .zarr_integrity import CheckedStore, checked_labels, damaged, shard_index_entries
 from .zarr_layout import PROGRESS_PREFIX
 
@@ -931,11 +931,7 @@ class ArrayRef:
     def identity(self) -> ChunkIdentity | None:
         """The check of the chunk files read against the table of ``document``
         (``None`` without one)."""
-        if (
-            self._identity is None
-            and self.store_id is not None
-            and has_table(self.path, self.document)
-        ):
+        if self._identity is None and self.store_id is not None and records_table(self.document):
             self._identity = ChunkIdentity(
                 self.store,
                 self.path,
@@ -1072,6 +1068,7 @@ def _read_arrays(refs: list[ArrayRef], skip_damaged: bool) -> list[np.ndarray | 
         chunks = [next(raw) for _ in keys]
         try:
             results[i] = decode_chunks(chunks, refs[i].document, refs[i].path, where, encoding)
+            _check_identity(refs[i], chunks)
         except MetatensorDaskError:
             if not skip_damaged:
                 raise
@@ -1083,6 +1080,15 @@ def _read_arrays(refs: list[ArrayRef], skip_damaged: bool) -> list[np.ndarray | 
                 if not skip_damaged:
                     raise
     return results
+
+
+def _check_identity(ref: ArrayRef, chunks: list[Any], first: int = 0) -> None:
+    """Check each chunk of ``ref`` decoded from ``chunks`` (from its chunk ``first``)
+    against its table (see :class:`~.zarr_identity.ChunkIdentity`), if it has one."""
+    identity = ref.identity()
+    if identity is not None:
+        for index, data in enumerate(chunks, start=first):
+            identity.check(index, last_crc(data), memoryview(data)[:-4])
 
 
 def plain_chunks(
@@ -1172,11 +1178,9 @@ def _decoded_region(
         # decodes a thousand arrays
         with ref.overwrite_told(region):
             raise
-    identity = ref.identity()
-    if identity is not None:  # each chunk decoded: present, its size and checksum right
-        first = start // int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
-        for index, data in enumerate(raw, start=first):
-            identity.check(index, last_crc(data), memoryview(data)[:-4])
+    # each chunk decoded: present, its size and checksum right
+    first = start // int(ref.document["chunk_grid"]["configuration"]["chunk_shape"][0])
+    _check_identity(ref, raw, first)
     return rows_read
 
 

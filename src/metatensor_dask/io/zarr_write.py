@@ -70,7 +70,15 @@ from .zarr_append import (
     refuse_resume,
 )
 from .zarr_codecs import check_dtype, encode_chunks, stored_dtype
-from .zarr_identity import FIRST_FORMAT, STORE_ID, TABLE, content_id, has_table, with_tables
+from .zarr_identity import (
+    FIRST_FORMAT,
+    STORE_ID,
+    TABLE,
+    content_id,
+    has_table,
+    last_crc,
+    with_tables,
+)
 from .zarr_plan import Plan, plan_block, plan_keys, plan_whole, value_rows, with_planned_digest
 from .zarr_progress import recorded_chunks
 from .zarr_renumber import Renumber, check_dimension, parse_renumber
@@ -162,9 +170,14 @@ def _write_documents(
     small: list[str],
     nodes: dict[str, Any],
     encoded: dict[str, bytes],
-) -> None:
+    tabled: set[str],
+) -> dict[str, int]:
     """Write node documents (``encoded``, see :func:`~.zarr_layout.encode_nodes`), then
-    the Labels and row pointers, in batches."""
+    the Labels and row pointers, in batches; returns the crc32c ending each chunk file
+    written of the arrays ``tabled`` (which record a chunk table), by key, which the
+    completion lists without reading the files again (see
+    :func:`~.zarr_identity.with_tables`)."""
+    crcs: dict[str, int] = {}
     batch: dict[str, bytes | memoryview] = {}
     size = 0
     repeated: dict[tuple[int, int], Any] = {}
@@ -174,12 +187,15 @@ def _write_documents(
             batch[f"{path}/zarr.json"] = encoded[path]
         else:
             chunks = _small_chunks(plan, path, nodes[path], repeated)
+            if path in tabled:
+                crcs.update((key, last_crc(data)) for key, data in chunks.items())
             batch.update(chunks)
             size += sum(len(c) for c in chunks.values())
         if size > _BATCH_BYTES or len(batch) > 50_000:
             set_many(store, batch)
             batch, size = {}, 0
     set_many(store, batch)
+    return crcs
 
 
 def _small_chunks(
@@ -269,8 +285,12 @@ class _FinalRoot:
         encoded: tuple[dict[str, bytes], layout.InlineMetadata],
         paths: list[str],
         kept: bool,
+        known: dict[str, int],
     ):
         self.store = store
+        #: the crc32c ending the chunk files (by key) that the write stored from its own
+        #: process (Labels and row pointers with a table)
+        self.known = known
         self.root = root
         self.nodes = nodes
         #: the nodes' documents encoded, and the root's inline metadata made of them
@@ -294,7 +314,10 @@ class _FinalRoot:
             return self.metadata.root(self.root)
         where = describe(self.store)
         starts = dict.fromkeys(self.paths, 0)
-        tables = with_tables(self.store, where, self.nodes, starts, written=written)
+        version = ours["format"]
+        tables = with_tables(
+            self.store, where, self.nodes, starts, version, self.known, written=written
+        )
         planned = self.encoded
         own = {path: layout.encode_tabled(doc, planned[path]) for path, doc in tables.items()}
         set_many(self.store, {f"{path}/zarr.json": raw for path, raw in own.items()})
@@ -676,14 +699,17 @@ def _execute(
         make_folders(store, documents)
         # the documents of arrays with a chunk table are written once, with it, by the
         # completion task (see _FinalRoot); the root lists them meanwhile
-        tabled = _tabled(data, nodes) if version >= FIRST_FORMAT else set()
+        tabled = _tabled([*data, *small], nodes, version)
         now = [path for path in documents if path not in tabled]
-        _write_documents(store, plan, now, small, nodes, encoded)
+        known = _write_documents(store, plan, now, small, nodes, encoded, tabled)
         # the id of a store written whole is that of what the tasks store: not worked out
         # here (see _FinalRoot)
         final_root = layout.root_document(True, info, nodes, version, _PENDING_ID, False)
         final_root["attributes"][layout.ATTRIBUTE].update({**kept, _TOKEN: token})
-        final = _FinalRoot(store, final_root, nodes, (encoded, metadata), data, STORE_ID in kept)
+        final_paths = [*data, *(path for path in small if path in tabled)]
+        final = _FinalRoot(
+            store, final_root, nodes, (encoded, metadata), final_paths, STORE_ID in kept, known
+        )
         delayed = _write_graph(store, plan, data, nodes, recorded, final, lock)
     if compute:
         compute_tasks(delayed)
@@ -691,19 +717,20 @@ def _execute(
     return delayed
 
 
-def _tabled(data: list[str], nodes: dict[str, Any]) -> set[str]:
-    """The arrays of ``data`` that record a chunk table (see
-    :func:`~.zarr_identity.has_table`): a table depends on the codecs, which the
-    documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`), and on
-    whether the array is a values array."""
-    by_kind: dict[tuple[int, bool], bool] = {}
+def _tabled(paths: list[str], nodes: dict[str, Any], version: int) -> set[str]:
+    """The arrays of ``paths`` that record a chunk table in a store of format
+    ``version`` (see :func:`~.zarr_identity.has_table`): a table depends on the codecs,
+    which the documents of a kind of array share (see :meth:`~.zarr_plan.Plan.array`),
+    and on the kind of array (values, samples, row pointer, others: the end of its
+    path)."""
+    by_kind: dict[tuple[int, str], bool] = {}
     found = set()
-    for path in data:
+    for path in paths:
         document = nodes[path]
-        kind = (id(document.get("codecs")), path.endswith("/values"))
+        kind = (id(document.get("codecs")), path.rpartition("/")[2])
         has = by_kind.get(kind)
         if has is None:
-            has = by_kind[kind] = has_table(path, document)
+            has = by_kind[kind] = has_table(path, document, version)
         if has:
             found.add(path)
     return found
