@@ -115,6 +115,28 @@ def test_a_tab_in_a_pipeline_names_the_remedy(tmp_path, capsys, stores):
 
 
 @pytest.mark.parametrize(
+    "value, tag",
+    [
+        ("!!python/object/apply:os.system [echo hi]", "python/object/apply:os.system"),
+        ("!!set {a, b}", "set"),
+    ],
+)
+def test_a_tag_on_a_mapping_or_list_is_refused(tmp_path, capsys, stores, value, tag):
+    """Mappings and lists are built as plain ones: a tag on them was dropped without a
+    word (the argument became a list or a mapping, nothing ran)."""
+    output = tmp_path / "out.zarr"
+    text = (
+        f"inputs: {{x: {stores['r']}}}\nsteps:\n  - op: multiply\n    args: {{B: {value}}}\n"
+        f"output: {output}\n"
+    )
+    code, _, err = run(capsys, "run", write_pipeline(tmp_path, text))
+    assert code == 1
+    assert f"line 4: the YAML tag 'tag:yaml.org,2002:{tag}' is not supported" in err
+    assert "remove it" in err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
     "typed, meant", [("POW", "pow"), ("MEAN-OVER-SAMPLES", "mean_over_samples")]
 )
 def test_an_operation_in_capitals_or_with_dashes_is_suggested(

@@ -237,9 +237,19 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
         loader.dispose()
 
 
+#: The tags of the plain YAML mappings and lists that pipelines are made of.
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 def _construct(
     loader: YamlLoader, node: yaml.Node, path: tuple, lines: dict[tuple, int], source: str
 ) -> Any:
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTIONS:
+        # built here as plain mappings and lists, a tag would be dropped without a word
+        raise PipelineError(
+            f"{source}, line {node.start_mark.line + 1}: the YAML tag '{node.tag}' is not "
+            "supported: pipelines hold plain mappings, lists, strings and numbers; remove it"
+        )
     if isinstance(node, yaml.MappingNode):
         merged, own = _merged_and_own(loader, node)
         result = {}
