@@ -20,6 +20,7 @@ from typing import Any
 import metatensor
 import numpy as np
 import pytest
+from test_chunked_metadata import assert_same
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
@@ -102,19 +103,6 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, mtd.T
     return theirs, _sources(theirs, tmp_path_factory.mktemp("full"))
 
 
-def _assert_same(ours: Any, theirs: Any) -> None:
-    """Maps, Labels, lists of maps and numpy arrays compared with metatensor's."""
-    if isinstance(theirs, list):
-        assert len(ours) == len(theirs)
-        for mine, other in zip(ours, theirs, strict=True):
-            _assert_same(mine, other)
-    elif isinstance(theirs, np.ndarray):
-        assert ours.dtype == theirs.dtype
-        np.testing.assert_array_equal(ours, theirs)
-    else:
-        assert_equal_to_metatensor(ours, theirs)
-
-
 def _matches_metatensor(operation: Callable, theirs: Any, sources: dict[str, Any]) -> None:
     """``operation(module, map)`` of every source equals metatensor's, built lazily."""
     expected = operation(metatensor, theirs)
@@ -122,7 +110,7 @@ def _matches_metatensor(operation: Callable, theirs: Any, sources: dict[str, Any
         with raise_if_dask_computes():
             result = operation(mtd, ours)
         try:
-            _assert_same(result, expected)
+            assert_same(result, expected)
         except AssertionError as error:
             raise AssertionError(f"from {name}: {error}") from error
 
