@@ -260,6 +260,7 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
         written or submitted).
     """
     command = job.submit_command
+    named_here = script_path is None
     if script_path is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         script_path = os.path.join(
@@ -280,7 +281,13 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
     argv = [executable, "--parsable", script_path] if job.slurm else [executable, script_path]
     result = subprocess.run(argv, capture_output=True, text=True, cwd=job.workdir)
     if result.returncode != 0:
-        raise SubmitError(f"{command} refused the job ({script_path}): {result.stderr.strip()}")
+        if named_here:
+            # a script named for this submission only: nothing will run it
+            os.remove(script_path)
+            kept = "the script was removed; `submit --dry-run` prints it"
+        else:
+            kept = f"the script is kept in {script_path}"
+        raise SubmitError(f"{command} refused the job ({kept}): {result.stderr.strip()}")
     # sbatch --parsable prints "jobid" or "jobid;cluster"; qsub prints "jobid.server"
     return result.stdout.strip().split(";")[0], script_path
 

@@ -974,6 +974,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
+        allow_abbrev=False,
         description="Inspect, convert and process metatensor tensors stored in Zarr, "
         "out of core, on threads, a LocalCluster or an HPC batch system.",
         epilog="Settings (chunk size, codecs, progress) come from dask's configuration, "
@@ -988,6 +989,7 @@ def _parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info",
+        allow_abbrev=False,
         help="show a store's keys, blocks, shapes, chunks and bytes (reads no values)",
         description="Show what a Zarr store (or a .mts/.npz file) holds: keys, blocks, "
         "shapes, dtypes, chunks, gradients, bytes in memory and on disk, and whether "
@@ -1011,6 +1013,7 @@ def _parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert",
+        allow_abbrev=False,
         parents=[cluster, quiet],
         help="convert between .mts/.npz files and Zarr stores",
         description="Convert a metatensor file (.mts/.npz) to a Zarr store, a store to a "
@@ -1062,6 +1065,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = commands.add_parser(
         "run",
+        allow_abbrev=False,
         parents=[cluster, resumable, quiet],
         help="run a YAML pipeline of operations",
         description="Run a pipeline file: input stores, a sequence of operations, an output "
@@ -1072,6 +1076,7 @@ def _parser() -> argparse.ArgumentParser:
 
     apply = commands.add_parser(
         "apply",
+        allow_abbrev=False,
         parents=[cluster, resumable, quiet],
         help="apply one operation to stores",
         description="Apply one operation of metatensor_dask.operations to input stores and "
@@ -1101,6 +1106,7 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = commands.add_parser(
         "submit",
+        allow_abbrev=False,
         parents=[resumable, quiet],
         help="submit a pipeline as a SLURM or PBS batch job",
         description="Write a batch script running `run PIPELINE --cluster local` in the "
@@ -1161,6 +1167,7 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser(
         "verify",
+        allow_abbrev=False,
         parents=[cluster, quiet],
         help="check that a store is complete and intact",
         description="Read every chunk of every array of a store (Zarr checks each chunk's "
@@ -1177,6 +1184,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        allow_abbrev=False,
         parents=[cluster, quiet],
         help="the end-to-end demonstration (no setup needed)",
         description="Convert the tutorial data and a generated featomic-like tensor to Zarr, "
@@ -1207,7 +1215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # named by the command's own parser, so that its usage is the one printed
-        getattr(args, "parser", parser).error(_unrecognized(unknown))
+        command_parser = getattr(args, "parser", parser)
+        command_parser.error(_unrecognized(unknown, command_parser))
     try:
         if hasattr(args, "cluster"):
             _check_cluster_options(args)
@@ -1231,10 +1240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2  # not reached: error() exits
 
 
-def _unrecognized(unknown: list[str]) -> str:
-    """The message of arguments no parser took, with the place of ``--traceback``, an
+def _unrecognized(unknown: list[str], parser: argparse.ArgumentParser) -> str:
+    """The message of arguments no parser took, with the options of ``parser`` that an
+    unknown option starts or nearly spells (options are not abbreviated: ``--over``
+    would otherwise be taken for ``--overwrite``), and the place of ``--traceback``, an
     option of the program given before the command, when it is among them."""
+    import difflib
+
     message = f"unrecognized arguments: {' '.join(unknown)}"
+    options = sorted(parser._option_string_actions)
+    for word in unknown:
+        name = word.split("=", 1)[0]
+        if not name.startswith("--") or name == "--traceback":
+            continue
+        meant = [option for option in options if option.startswith(name)]
+        meant = meant or difflib.get_close_matches(name, options, n=1)
+        if meant:
+            message += f"; did you mean {' or '.join(meant)}? (options are spelled in full)"
     if "--traceback" in unknown:
         message += (
             "; --traceback is an option of the program, given before the command: "

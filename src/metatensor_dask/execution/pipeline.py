@@ -188,17 +188,48 @@ def tensor_file(path: str) -> Iterator[None]:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading every number in exponent notation as a float, as
-    YAML 1.2 does: YAML 1.1 reads those without a dot (``1e-3``, ``2E5``) or with an
-    exponent without its sign (``2.5e3``, ``.5e3``) as strings, which operations refuse
-    (``multiply(tensor, "2.5e3")``)."""
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does.
+
+    YAML 1.1, PyYAML's default, reads numbers in exponent notation without a dot
+    (``1e-3``, ``2E5``) or with an exponent without its sign (``2.5e3``) as strings,
+    which operations refuse (``multiply(tensor, "2.5e3")``); it reads ``1:30`` as the
+    base-60 number 90 and ``010`` as the octal 8, silently other numbers than written.
+    Here those are floats, the string ``"1:30"`` and the decimal 10 (``0o10`` is 8).
+    """
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node)).replace("_", "")
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        for prefix, base in (("0b", 2), ("0o", 8), ("0x", 16)):
+            if digits.startswith(prefix):
+                return sign * int(digits[len(prefix) :], base)
+        return sign * int(digits, 10)
 
 
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    _INT_TAG,
+    re.compile(r"^[-+]?(0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*)$"),
+    list("-+0123456789"),
+)
+YamlLoader.add_implicit_resolver(
+    _FLOAT_TAG,
+    re.compile(
+        r"""^([-+]?[0-9][0-9_]*\.[0-9_]*([eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9][0-9_]*([eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |[-+]?\.(inf|Inf|INF)
+        |\.(nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+.0123456789"),
 )
+YamlLoader.add_constructor(_INT_TAG, YamlLoader.construct_yaml_int)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -364,6 +395,26 @@ def _float_words(step: Step) -> str:
     return (
         f"; {', '.join(words)} {'is' if len(words) == 1 else 'are'} read as a string: "
         "YAML writes infinity .inf (or -.inf) and not-a-number .nan"
+    )
+
+
+#: A value YAML 1.1 reads as a base-60 number (``1:30`` as 90), and YAML 1.2 as a string.
+_BASE_60 = re.compile(r"^[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?$")
+
+
+def _base_60_words(step: Step) -> str:
+    """What the args of ``step`` written like base-60 numbers (``1:30``) are, as
+    ``"; ..."``; ``""`` when none is."""
+    words = [
+        f"the value '{value}' of `{name}`"
+        for name, value in step.args.items()
+        if isinstance(value, str) and _BASE_60.match(value.strip())
+    ]
+    if not words:
+        return ""
+    return (
+        f"; {', '.join(words)} {'is' if len(words) == 1 else 'are'} read as a string, as "
+        "YAML 1.2 reads it (YAML 1.1 read it as a base-60 number): write the number itself"
     )
 
 
@@ -586,7 +637,7 @@ class Pipeline:
             except Exception as error:
                 raise PipelineError(
                     f"{step.where}: {step.op} failed: {describe(error)}"
-                    f"{_unknown_names(step, tensors)}{_float_words(step)}"
+                    f"{_unknown_names(step, tensors)}{_float_words(step)}{_base_60_words(step)}"
                     f"{_paths_as_arguments(step)}{_comma_lists(step)}"
                 ) from error
             if not isinstance(result, TensorMap):
