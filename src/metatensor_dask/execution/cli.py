@@ -1248,7 +1248,9 @@ def _unrecognized(unknown: list[str], parser: argparse.ArgumentParser) -> str:
     import difflib
 
     message = f"unrecognized arguments: {' '.join(unknown)}"
-    options = sorted(parser._option_string_actions)
+    # argparse lists no options publicly; its private table, or no suggestion (the tests
+    # of the suggestions fail if a Python release removes it)
+    options = sorted(getattr(parser, "_option_string_actions", {}))
     for word in unknown:
         name = word.split("=", 1)[0]
         if not name.startswith("--") or name == "--traceback":
