@@ -435,3 +435,41 @@ def test_complex_values_follow_the_derivatives_of_their_functions(tmp_path):
     for function in functions:
         result = mtd.to_metatensor(function(a, b))
         _check_finite_differences(function, [A, B], result, rtol=1e-5, atol=1e-7)
+
+
+def _two_samples(values: list[float], gradients: list[float]) -> metatensor.TensorMap:
+    """One group of two samples of one property, with an ``x`` gradient row each."""
+    block = metatensor.TensorBlock(
+        np.array(values).reshape(-1, 1),
+        _labels(["system", "atom"], [[0, 0], [0, 1]]),
+        [],
+        _labels(["n"], [[0]]),
+    )
+    block.add_gradient(
+        "x",
+        metatensor.TensorBlock(
+            np.array(gradients).reshape(-1, 1),
+            _labels(["sample"], [[0], [1]]),
+            [],
+            _labels(["n"], [[0]]),
+        ),
+    )
+    return metatensor.TensorMap(_labels(["k"], [[0]]), [block])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the squared deviations under- or overflow (numpy's and metatensor's std are "
+    "0 and inf there, with gradient 0); proposed fix: where the plain sum of squares "
+    "under- or overflows, take the variance from deviations divided by their mean "
+    "absolute value (two more sums over the values), for values and gradients, keeping "
+    "numpy's bits elsewhere",
+)
+@pytest.mark.parametrize(("values", "std"), [([1e-200, 3e-200], 1e-200), ([1e200, -1e200], 1e200)])
+def test_std_of_deviations_whose_squares_leave_the_float_range(values, std):
+    """The standard deviation of [1e-200, 3e-200] is 1e-200, and its gradient along
+    gradients [1, -1] is -1 (and 1 for [1e200, -1e200])."""
+    result = mtd.std_over_samples(mtd.from_metatensor(_two_samples(values, [1.0, -1.0])), "atom")
+    block = mtd.to_metatensor(result).block()
+    np.testing.assert_allclose(block.values, std, rtol=1e-12)
+    np.testing.assert_allclose(block.gradient("x").values, np.sign(values[0] - values[1]))
