@@ -20,6 +20,7 @@ from typing import Any
 import metatensor
 import numpy as np
 import pytest
+from test_audit_s21_gradients_of_gradients import _tensor as nested_gradients
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -394,6 +395,26 @@ def test_lstsq_of_a_rank_deficient_x_with_gradient_equations(dtype, tmp_path):
         {"rtol": 1e-9, "atol": 1e-12} if dtype is np.float64 else {"rtol": 1e-3, "atol": 1e-5}
     )
     assert_equal_to_metatensor(mtd.lstsq(x, y, rcond=rcond), expected, **tolerance)
+
+
+def test_lstsq_of_gradients_that_have_gradients_of_their_own():
+    """The only operation metatensor-operations lets gradients of gradients through:
+    ``lstsq`` takes the gradient rows as equations and the gradients of gradients as
+    nothing, as metatensor does (``Y`` without them)."""
+    X = nested_gradients(metatensor)
+    rng = np.random.default_rng(7)
+    Y = metatensor.TensorMap(
+        X.keys, [_with_gradient_rows_of(_revalued(block, rng), block) for block in X.blocks()]
+    )
+    expected = metatensor.lstsq(X, Y, rcond=1e-10)
+    result = mtd.lstsq(mtd.from_metatensor(X), mtd.from_metatensor(Y), rcond=1e-10)
+    assert_equal_to_metatensor(result, expected, rtol=1e-10, atol=1e-12)
+
+
+def _revalued(block: metatensor.TensorBlock, rng: np.random.Generator) -> metatensor.TensorBlock:
+    """``block``'s metadata with random values and no gradient."""
+    values = rng.uniform(-1, 1, block.values.shape)
+    return metatensor.TensorBlock(values, block.samples, block.components, block.properties)
 
 
 def _complex(tensor: metatensor.TensorMap, rng: np.random.Generator) -> metatensor.TensorMap:
