@@ -111,6 +111,14 @@ class _Groups:
     def var(self, array: np.ndarray) -> np.ndarray:
         return self.divided(self.sum((array - self.mean(array)[..., self.group]) ** 2))
 
+    def centre(self, array: np.ndarray) -> np.ndarray:
+        """The mean refined by the mean deviation from it, from which the var and std
+        gradients take deviations: a group of equal values has this value as its centre
+        exactly, where its rounded mean may differ from it (three 0.1 average to
+        0.1 + 1.4e-17), and so no deviation (gradients 0, as of a group of no spread)."""
+        mean = self.mean(array)
+        return mean + self.mean(array - mean[..., self.group])
+
 
 def _reduce_values(array: np.ndarray, groups: _Groups, reduction: str) -> np.ndarray:
     """The ``reduction`` of ``array`` over each group of its last axis."""
@@ -126,7 +134,7 @@ def _reduce_gradient(
     gradient: np.ndarray, values: np.ndarray, groups: _Groups, reduction: str
 ) -> np.ndarray:
     """The var or std gradient of a chunk of gradient rows, given their value rows."""
-    centered = values - groups.mean(values)[..., groups.group]
+    centered = values - groups.centre(values)[..., groups.group]
     moment = groups.divided(groups.sum(gradient * broadcast_rows(centered, gradient.ndim)))
     if reduction == "var":
         return 2 * moment
@@ -313,13 +321,20 @@ _MEAN = (
     r":math:`\nabla \bar{x} = \frac{1}{n} \sum_p \nabla x_p` over the :math:`n` "
     "properties of the group. " + _ON_COMPONENTS
 )
+_CENTRE = (
+    r" The deviations are taken from the mean refined once, :math:`\bar{x} + \frac{1}{n} "
+    r"\sum_p (x_p - \bar{x})`, exactly the common value of a group of equal values (whose "
+    "rounded mean may not be: three 0.1 average to 0.1 + 1.4e-17), which so gets gradients "
+    "0, as finite differences give; metatensor-operations 0.5.0 gives minus the mean of "
+    "their gradients to its standard deviation."
+)
 _VAR = (
     r":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_p (x_p - \bar{x}) \nabla x_p`, with "
-    "the values of the gradient row's sample. " + _ON_COMPONENTS
+    "the values of the gradient row's sample. " + _ON_COMPONENTS + _CENTRE
 )
 _STD = (
     r":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_p (x_p - \bar{x}) \nabla x_p`, 0 "
-    "where :math:`\\sigma = 0`. " + _ON_COMPONENTS
+    "where :math:`\\sigma = 0`. " + _ON_COMPONENTS + _CENTRE
 )
 
 

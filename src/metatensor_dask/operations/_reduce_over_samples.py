@@ -65,6 +65,19 @@ def _squared_deviation(rows: np.ndarray, mean: np.ndarray, group: np.ndarray) ->
     return (rows - mean[group]) ** 2
 
 
+def _deviation(rows: np.ndarray, mean: np.ndarray, group: np.ndarray) -> np.ndarray:
+    return rows - mean[group]
+
+
+def _refined(mean: np.ndarray, deviations: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``mean`` plus the mean of the deviations from it (``deviations`` are their sums,
+    ``counts`` the group sizes as rows): the centre from which the var and std gradients
+    take deviations. A group of equal values has this value as its centre exactly, where
+    its rounded mean may differ from it (three 0.1 average to 0.1 + 1.4e-17), and so no
+    deviation: gradients 0, as of a group of no spread."""
+    return mean + deviations / counts
+
+
 def _centered_gradient(
     gradient: np.ndarray, values: np.ndarray, mean: np.ndarray, group: np.ndarray
 ) -> np.ndarray:
@@ -87,6 +100,28 @@ def _divided_by_counts(array: da.Array, counts: np.ndarray, scale: float = 1.0) 
 
 def _scaled_quotient(array: np.ndarray, counts: np.ndarray, scale: float) -> np.ndarray:
     return scale * array / counts if scale != 1.0 else array / counts
+
+
+def _centre(
+    values: da.Array, mean: da.Array, group: np.ndarray, chunks: tuple[int, ...], counts: np.ndarray
+) -> da.Array:
+    """The groups' means refined by their mean deviation (see :func:`_refined`), in the
+    output chunks of ``mean``."""
+    shape = mean.shape
+    deviations = segment_sum(
+        _deviation,
+        [values],
+        group,
+        chunks,
+        shape,
+        mean.dtype,
+        out_operands=[mean],
+        extras=[_local(group, chunks)],
+    )
+    column = counts.astype(mean.dtype).reshape((-1,) + (1,) * (mean.ndim - 1))
+    column = da.from_array(column, chunks=(mean.chunks[0],) + ((1,),) * (mean.ndim - 1))
+    # chunk by chunk (see `_divided_by_counts`)
+    return da.map_blocks(_refined, mean, deviations, column, dtype=mean.dtype)
 
 
 def _std_gradient(
@@ -193,7 +228,9 @@ def _reduced_gradient(
         return summed / _as_rows(merged_counts, summed)
     column = merged.column
     mean = _reduced_values(values, grouping, "mean")
-    rows = _centered_gradient(gradient, values[column], mean, grouping.group[column])
+    deviations = grouping.segments.sum(_deviation(values, mean, grouping.group))
+    centre = _refined(mean, deviations, _as_rows(grouping.counts, mean))
+    rows = _centered_gradient(gradient, values[column], centre, grouping.group[column])
     centered = merged.segments.sum(rows)
     if reduction == "var":
         return 2 * centered / _as_rows(merged_counts, centered)
@@ -369,6 +406,8 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
         result = _divided_by_counts(squares, counts)
         if reduction == "std":
             result = da.sqrt(result)
+        if block.gradients_list():
+            centre = _centre(values, mean, group, chunks, counts)
 
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -398,7 +437,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
                 gradient_chunks,
                 gradient_shape,
                 mean.dtype,
-                out_operands=[mean],
+                out_operands=[centre],
                 extras=[_local(group[column], chunks)],
             )
             if reduction == "var":
@@ -497,15 +536,29 @@ _MEAN = r""":math:`\nabla \bar{x} = \frac{1}{n} \sum_i \nabla x_i`, with :math:`
     samples in the group. metatensor-operations 0.5.0 divides by the number of gradient
     rows merged instead, which is wrong when some samples have no gradient row for an
     entry (sparse gradients); this follows the math."""
-_VAR = r""":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_i (x_i - \bar{x}) \nabla x_i = 2
+_CENTRE = r"""
+
+    The deviations in gradients are taken from the mean refined once,
+    :math:`\bar{x} + \frac{1}{n} \sum_i (x_i - \bar{x})`, exactly the common value of a
+    group of equal values (whose rounded mean may not be: three 0.1 average to
+    0.1 + 1.4e-17), which so gets gradients 0, as finite differences give;
+    metatensor-operations 0.5.0 gives minus the mean of their gradients to its standard
+    deviation."""
+_VAR = (
+    r""":math:`\nabla \mathrm{Var} = \frac{2}{n} \sum_i (x_i - \bar{x}) \nabla x_i = 2
     (E[x \nabla x] - E[x] E[\nabla x])` over the :math:`n` samples of the group (a sample
     without a gradient row contributes zero). metatensor-operations 0.5.0 normalizes by
     the number of merged gradient rows (wrong for sparse gradients); this follows the
     math."""
-_STD = r""":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_i (x_i - \bar{x}) \nabla x_i`, set
+    + _CENTRE
+)
+_STD = (
+    r""":math:`\nabla \sigma = \frac{1}{n \sigma} \sum_i (x_i - \bar{x}) \nabla x_i`, set
     to 0 where :math:`\sigma = 0` (as metatensor does); normalized by the group size
     (metatensor-operations 0.5.0 uses the number of merged gradient rows, wrong for
     sparse gradients)."""
+    + _CENTRE
+)
 
 
 @_documented("TensorBlock", _SUM)
