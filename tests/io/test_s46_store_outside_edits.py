@@ -1,0 +1,82 @@
+"""Stores touched by other tools and users: hard-linked snapshots and deduplicated
+chunks (a write never changes the bytes of another name of a file it rewrites), and
+nodes added, resized or written by zarr-python and xarray (read as written, or refused;
+``verify`` names what is damage and what is only another tool's node)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import metatensor
+import metatensor.operations as mops
+import numpy as np
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+TENSOR = make_metatensor(1, nested=False, n_samples=(9, 0, 5), n_properties=(3, 2, 0))
+MORE = make_metatensor(2, nested=False, n_samples=(3, 0, 2), n_properties=(3, 2, 0))
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+WRITES = {
+    "r+": lambda store: mtd.from_metatensor(mops.multiply(TENSOR, 3.0)).to_zarr(store, mode="r+"),
+    "append": lambda store: mtd.from_metatensor(MORE).to_zarr(
+        store, append_dim="samples", renumber={"system": "next"}
+    ),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_a_write_leaves_a_hard_linked_snapshot_as_it_was(tmp_path, write):
+    """``cp -al`` or ``rsync --link-dest`` snapshots share the files of the store: a
+    write into the store replaces them, never writes into them."""
+    store, snapshot = tmp_path / "s.zarr", tmp_path / "snapshot.zarr"
+    mtd.from_metatensor(TENSOR).to_zarr(store, chunks=4)
+    shutil.copytree(store, snapshot, copy_function=os.link)
+    before = _contents(snapshot)
+    WRITES[write](store)
+    assert _contents(snapshot) == before
+    assert mtd.verify(snapshot).problems == []
+    assert_equal_to_metatensor(mtd.open_zarr(snapshot), TENSOR)
+    assert mtd.verify(store).problems == []
+
+
+def _block(values: np.ndarray) -> metatensor.TensorBlock:
+    return metatensor.TensorBlock(
+        values,
+        metatensor.Labels(["system"], np.arange(len(values), dtype=np.int32)[:, None]),
+        [],
+        metatensor.Labels(["n"], np.arange(values.shape[1], dtype=np.int32)[:, None]),
+    )
+
+
+def _two_blocks(first: np.ndarray, second: np.ndarray) -> metatensor.TensorMap:
+    keys = metatensor.Labels(["key"], np.array([[0], [1]], dtype=np.int32))
+    return metatensor.TensorMap(keys, [_block(first), _block(second)])
+
+
+def test_chunks_deduplicated_by_hard_links_are_rewritten_apart(tmp_path):
+    """A deduplicating tool links the equal chunk files of two blocks into one file:
+    ``mode="r+"`` giving the blocks other values stores each block's own."""
+    store = tmp_path / "s.zarr"
+    values = np.arange(600.0).reshape(20, 30)
+    mtd.from_metatensor(_two_blocks(values, values.copy())).to_zarr(store, chunks=8)
+    chunks = sorted((store / "blocks/1/values").glob("c.*"))
+    assert len(chunks) == 3
+    for chunk in chunks:
+        twin = store / "blocks/0/values" / chunk.name
+        assert twin.read_bytes() == chunk.read_bytes()
+        chunk.unlink()
+        os.link(twin, chunk)
+    rewritten = _two_blocks(2 * values, 3 * values)
+    mtd.from_metatensor(rewritten).to_zarr(store, mode="r+")
+    assert_equal_to_metatensor(mtd.open_zarr(store), rewritten)
+    assert mtd.verify(store).problems == []
