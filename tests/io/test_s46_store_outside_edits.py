@@ -13,6 +13,8 @@ import metatensor
 import metatensor.operations as mops
 import numpy as np
 import pytest
+import xarray as xr
+import zarr
 from zarr_writer_process import make_metatensor
 
 import metatensor_dask as mtd
@@ -80,3 +82,25 @@ def test_chunks_deduplicated_by_hard_links_are_rewritten_apart(tmp_path):
     mtd.from_metatensor(rewritten).to_zarr(store, mode="r+")
     assert_equal_to_metatensor(mtd.open_zarr(store), rewritten)
     assert mtd.verify(store).problems == []
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_an_array_xarray_adds_to_a_block_is_another_tools_not_damage(tmp_path):
+    """xarray's ``to_zarr(group=..., mode="a")`` adds a variable to a block's group and
+    consolidates the root: the tensor reads, appends and verifies as before; ``verify``
+    notes the array instead of reporting the store damaged."""
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(TENSOR).to_zarr(store, chunks=4)
+    energy = xr.Dataset({"energy": ("system", np.arange(3.0))})
+    energy.to_zarr(store, group="blocks/0", mode="a")
+    assert_equal_to_metatensor(mtd.open_zarr(store), TENSOR)
+    report = mtd.verify(store)
+    assert report.problems == []
+    assert any("('blocks/0/energy')" in note and "another tool" in note for note in report.notes)
+    control = tmp_path / "control.zarr"
+    mtd.from_metatensor(TENSOR).to_zarr(control, chunks=4)
+    for path in [store, control]:
+        WRITES["append"](path)
+    assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
+    assert mtd.verify(store).problems == []
+    assert zarr.open_array(store, path="blocks/0/energy")[:].tolist() == [0.0, 1.0, 2.0]
