@@ -716,7 +716,7 @@ def _without_nested_index(document: Any) -> Any:
 
 def _groups_above(arrays: set[str]) -> set[str]:
     """The paths of the groups that hold ``arrays``: every folder above each of them."""
-    groups = set()
+    groups: set[str] = set()
     for path in arrays:
         parts = path.split("/")
         groups.update("/".join(parts[:end]) for end in range(1, len(parts)))
