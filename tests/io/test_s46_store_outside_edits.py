@@ -65,9 +65,11 @@ def _two_blocks(first: np.ndarray, second: np.ndarray) -> metatensor.TensorMap:
     return metatensor.TensorMap(keys, [_block(first), _block(second)])
 
 
-def test_chunks_deduplicated_by_hard_links_are_rewritten_apart(tmp_path):
-    """A deduplicating tool links the equal chunk files of two blocks into one file:
-    ``mode="r+"`` giving the blocks other values stores each block's own."""
+@pytest.mark.parametrize("link", [os.link, os.symlink], ids=["hard", "symbolic"])
+def test_chunks_deduplicated_by_links_are_rewritten_apart(tmp_path, link):
+    """A deduplicating tool links the equal chunk files of two blocks into one file
+    (``rdfind -makehardlinks``, ``-makesymlinks``): ``mode="r+"`` giving the blocks
+    other values stores each block's own."""
     store = tmp_path / "s.zarr"
     values = np.arange(600.0).reshape(20, 30)
     mtd.from_metatensor(_two_blocks(values, values.copy())).to_zarr(store, chunks=8)
@@ -77,7 +79,7 @@ def test_chunks_deduplicated_by_hard_links_are_rewritten_apart(tmp_path):
         twin = store / "blocks/0/values" / chunk.name
         assert twin.read_bytes() == chunk.read_bytes()
         chunk.unlink()
-        os.link(twin, chunk)
+        link(twin, chunk)
     rewritten = _two_blocks(2 * values, 3 * values)
     mtd.from_metatensor(rewritten).to_zarr(store, mode="r+")
     assert_equal_to_metatensor(mtd.open_zarr(store), rewritten)
