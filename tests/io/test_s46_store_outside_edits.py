@@ -106,3 +106,20 @@ def test_an_array_xarray_adds_to_a_block_is_another_tools_not_damage(tmp_path):
     assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
     assert mtd.verify(store).problems == []
     assert zarr.open_array(store, path="blocks/0/energy")[:].tolist() == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_a_root_whose_attributes_xarray_replaced_is_named_damaged(tmp_path):
+    """xarray's ``to_zarr(mode="a")`` into the root of a store writes the dataset's
+    attributes in place of the root's, ours and the tensor's info with them: the store
+    is refused as damaged, saying so, not as some other Zarr data."""
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(TENSOR).to_zarr(store, chunks=4)
+    xr.Dataset({"energy": ("system", np.arange(3.0))}).to_zarr(store, mode="a")
+    lost = "lost its 'metatensor_dask' attribute"
+    with pytest.raises(mtd.DamagedStoreError, match=f"{lost}.*xarray's Dataset.to_zarr"):
+        mtd.open_zarr(store)
+    with pytest.raises(mtd.DamagedStoreError, match=lost):
+        WRITES["append"](store)
+    (problem,) = mtd.verify(store).problems
+    assert lost in problem and "delete the store and write" in problem
