@@ -1,11 +1,14 @@
-"""Stores touched by other tools and users: hard-linked snapshots and deduplicated
-chunks (a write never changes the bytes of another name of a file it rewrites), and
-nodes added, resized or written by zarr-python and xarray (read as written, or refused;
-``verify`` names what is damage and what is only another tool's node)."""
+"""Stores touched by other tools and users: hard-linked snapshots and chunks linked by
+deduplicating tools (a write never changes the bytes of another name of a file it
+rewrites, nor of a file a link points to); nodes added, resized or written by
+zarr-python and xarray (read as written, or refused naming the cause; ``verify`` tells
+damage from another tool's array); a store named with spaces, non-ASCII letters,
+``..``, a trailing slash and as a ``file://`` URL."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -123,3 +126,74 @@ def test_a_root_whose_attributes_xarray_replaced_is_named_damaged(tmp_path):
         WRITES["append"](store)
     (problem,) = mtd.verify(store).problems
     assert lost in problem and "delete the store and write" in problem
+
+
+def _grown(group: zarr.Group) -> None:
+    values = group["blocks/0/values"]
+    values.resize((values.shape[0] + 2, *values.shape[1:]))
+
+
+ZARR_EDITS = {
+    # edit, what open_zarr says (None: reads the tensor as written)
+    "values written": (lambda group: group["blocks/0/values"].__setitem__(0, 42.0), "c.0.0.0"),
+    "values resized and consolidated": (
+        lambda group: (_grown(group), zarr.consolidate_metadata(group.store)),
+        "'blocks/0/samples' has 9 entries but 'blocks/0/values' has 11 rows",
+    ),
+    "properties deleted": (lambda group: group["blocks/0"].__delitem__("properties"), "missing"),
+    "values resized": (_grown, None),
+    "attribute added and consolidated": (
+        lambda group: (
+            group["blocks/0/values"].attrs.__setitem__("unit", "eV"),
+            zarr.consolidate_metadata(group.store),
+        ),
+        None,
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+@pytest.mark.parametrize("edit", list(ZARR_EDITS))
+def test_edits_by_zarr_python_read_as_written_or_are_refused(tmp_path, edit):
+    """zarr-python's ``open_group(mode="a")`` edits: the tensor reads as stored and an
+    append goes on, or every reader, ``verify`` and appends refuse it naming what is
+    wrong; never other numbers."""
+    store = tmp_path / "s.zarr"
+    mtd.from_metatensor(TENSOR).to_zarr(store, chunks=4)
+    change, refusal = ZARR_EDITS[edit]
+    change(zarr.open_group(store, mode="a"))
+    if refusal is None:
+        assert_equal_to_metatensor(mtd.open_zarr(store), TENSOR)
+        control = tmp_path / "control.zarr"
+        mtd.from_metatensor(TENSOR).to_zarr(control, chunks=4)
+        for path in [store, control]:
+            WRITES["append"](path)
+        assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
+        assert mtd.verify(store).problems == []
+        return
+    with pytest.raises(mtd.DamagedStoreError, match=re.escape(refusal)):
+        mtd.to_metatensor(mtd.open_zarr(store))
+    assert any(refusal in problem for problem in mtd.verify(store).problems)
+
+
+def test_a_store_named_with_spaces_unicode_dots_and_as_a_url_is_one_store(tmp_path):
+    """A store at a path with spaces, non-ASCII letters, ``..`` and a trailing slash, and
+    the same store as a ``file://`` URL: written, appended to and verified under either
+    name, and one store for the refusal of a write over what a tensor reads."""
+    (tmp_path / "run 1").mkdir()
+    folder = tmp_path / "données à partager"
+    path = f"{tmp_path / 'run 1' / '..' / folder.name / 's é.zarr'}/"
+    url = f"file://{folder / 's é.zarr'}"
+    options = {"storage_options": {"auto_mkdir": True}}
+    mtd.from_metatensor(TENSOR).to_zarr(path, chunks=4)
+    assert_equal_to_metatensor(mtd.open_zarr(url, **options), TENSOR)
+    mtd.from_metatensor(MORE).to_zarr(
+        url, append_dim="samples", renumber={"system": "next"}, **options
+    )
+    assert mtd.verify(path).problems == []
+    appended = mtd.to_metatensor(mtd.open_zarr(path))
+    assert [len(block.samples) for block in appended.blocks()] == [12, 0, 7]
+    with pytest.raises(mtd.MetatensorDaskError, match="reads the store it would overwrite"):
+        mtd.multiply(mtd.open_zarr(path), 2.0).to_zarr(url, mode="w", **options)
+    assert_equal_to_metatensor(mtd.open_zarr(url, **options), appended)
+    assert sorted(os.listdir(folder)) == ["s é.zarr"]
