@@ -508,7 +508,8 @@ class Verification:
         One message per problem found (empty when the data is intact).
     notes
         What could not be checked, e.g. missing chunks of format 1 stores with a
-        compressor or sharding (whose writer skipped all-zero chunks).
+        compressor or sharding (whose writer skipped all-zero chunks), and what was
+        found that is not damage, e.g. arrays another tool added to the store.
     arrays
         Number of arrays checked.
     regions
