@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from .. import config
 from .._huge_pages import free_page_reporting
 from ..errors import MetatensorDaskError
-from ._file_writes import write_all
+from ._file_writes import open_own, write_all
 
 __all__ = ["ALIGNMENT", "on_local_disk", "setting", "suits", "write_new_file"]
 
@@ -271,9 +271,10 @@ def write_new_file(name: str, pieces: Iterable[memoryview | int]) -> int | None:
 
 def _open_direct(name: str, direct: int) -> int | None:
     """``name`` opened to be written with the flag ``direct`` (``O_DIRECT``), created or
-    emptied; ``None`` when its file system refuses direct I/O."""
+    emptied (one with other names, hard links, created anew: see
+    :func:`~._file_writes.open_own`); ``None`` when its file system refuses direct I/O."""
     try:
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | direct, 0o644)
+        return open_own(name, direct)
     except OSError as error:
         if error.errno == errno.EINVAL:
             return None

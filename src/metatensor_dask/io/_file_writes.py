@@ -20,6 +20,15 @@ written again has its write-back started when it is closed (the ``auto_da_alloc`
 heuristic, which protects files replaced without ``fsync``), which cost 60 to 80 us of
 system time per file (150 documents of 500 bytes written again: 8 to 12 ms of system
 time emptied first, 1 ms in place).
+
+A file written again that has other names (hard links: a snapshot of the store made
+with ``cp -al`` or ``rsync --link-dest``, equal files linked by a deduplicating tool),
+or that is a symbolic link to a file (a deduplicating tool's, or a chunk shared from
+another store), is removed first and created anew, so that the other names and the
+file linked to keep their bytes (:func:`open_own`): written into, a snapshot would
+hold the new chunks under its old metadata, as if damaged (or, without checksums, read
+them as its own), and two chunks linked into one file would get the bytes of the one
+written last.
 """
 
 from __future__ import annotations
@@ -29,7 +38,15 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["MOST_BUFFERS", "NO_ROOM", "PIECE_BYTES", "no_room", "overwrite", "write_all"]
+__all__ = [
+    "MOST_BUFFERS",
+    "NO_ROOM",
+    "PIECE_BYTES",
+    "no_room",
+    "open_own",
+    "overwrite",
+    "write_all",
+]
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
@@ -118,12 +135,47 @@ def write_all(descriptor: int, buffers: Iterable[Any], offset: int | None = None
     return total
 
 
+def _open_unlinked(name: str, flags: int) -> int:
+    """``name`` removed, then created and opened to be written with ``flags``."""
+    os.unlink(name)
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
+
+
+def open_own(name: str, flags: int = 0, empty: bool = True) -> int:
+    """The file ``name`` opened to be written (``O_WRONLY | O_CREAT | flags``), created
+    when missing, and emptied when ``empty``. A file with other names (hard links), or
+    a symbolic link, is removed and created anew, never written into: the other names,
+    or the file linked to, keep their bytes (see the module's documentation). ``flags``
+    must not hold ``O_TRUNC``, which would empty a linked file before it is seen to be
+    one."""
+    try:
+        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        return _open_unlinked(name, flags)
+    try:
+        status = os.fstat(descriptor)
+        if status.st_nlink > 1:
+            os.close(descriptor)
+            descriptor = -1
+            return _open_unlinked(name, flags)
+        if empty and status.st_size:
+            os.ftruncate(descriptor, 0)
+    except BaseException:
+        if descriptor >= 0:
+            os.close(descriptor)
+        raise
+    return descriptor
+
+
 def overwrite(name: str, data: Any) -> None:
     """Write the file ``name`` (created when missing) so that it holds ``data``
     (bytes-like, C-contiguous): written over its bytes from the start, then cut after
-    them, never emptied first (see the module's documentation). Not atomic: as with
-    ``O_TRUNC``, a reader or a kill meanwhile may see a mix of the old and new bytes."""
-    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644)
+    them, never emptied first (see the module's documentation); a file with other names
+    is created anew (:func:`open_own`). Not atomic: as with ``O_TRUNC``, a reader or a
+    kill meanwhile may see a mix of the old and new bytes."""
+    descriptor = open_own(name, empty=False)
     try:
         os.ftruncate(descriptor, write_all(descriptor, [data], offset=0))
     finally:

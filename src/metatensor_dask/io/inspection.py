@@ -508,7 +508,8 @@ class Verification:
         One message per problem found (empty when the data is intact).
     notes
         What could not be checked, e.g. missing chunks of format 1 stores with a
-        compressor or sharding (whose writer skipped all-zero chunks).
+        compressor or sharding (whose writer skipped all-zero chunks), and what was
+        found that is not damage, e.g. arrays another tool added to the store.
     arrays
         Number of arrays checked.
     regions
@@ -714,14 +715,57 @@ def _without_nested_index(document: Any) -> Any:
     return document
 
 
+def _groups_above(arrays: set[str]) -> set[str]:
+    """The paths of the groups that hold ``arrays``: every folder above each of them."""
+    groups: set[str] = set()
+    for path in arrays:
+        parts = path.split("/")
+        groups.update("/".join(parts[:end]) for end in range(1, len(parts)))
+    return groups
+
+
+def _is_zarr_array(document: Any) -> bool:
+    """Whether ``document`` is a Zarr v3 array's."""
+    return (
+        isinstance(document, dict)
+        and document.get("zarr_format") == 3
+        and document.get("node_type") == "array"
+    )
+
+
+def _other_arrays(nodes: dict[str, Any], arrays: set[str]) -> list[str]:
+    """The consolidated nodes that are Zarr v3 arrays outside the tensor: neither one of
+    its ``arrays`` nor a group above them (another tool's, such as a variable that
+    xarray's ``to_zarr(mode="a")`` added to a block's group). Readers ignore them."""
+    groups = _groups_above(arrays)
+    return sorted(
+        path
+        for path, document in nodes.items()
+        if path not in arrays and path not in groups and _is_zarr_array(document)
+    )
+
+
+def _other_arrays_note(others: list[str]) -> list[str]:
+    """The note on the arrays outside the tensor (:func:`_other_arrays`), if any."""
+    if not others:
+        return []
+    return [
+        f"{counted(len(others), 'array')} not part of the tensor ({_first_three(others)}), "
+        "written by another tool (zarr, xarray): metatensor-dask ignores them, appends "
+        "keep them, and a write with mode='w' deletes them"
+    ]
+
+
 def _group_problems(nodes: dict[str, Any], arrays: set[str]) -> list[str]:
     """The consolidated documents of the nodes that are not ``arrays`` of the tensor
     (its groups: ``blocks``, ``blocks/<i>``, ``components``, ``gradients``...) that are
-    not Zarr v3 group documents. Readers do not use them, but zarr and xarray open the
+    not Zarr v3 group documents, but for arrays outside the tensor (see
+    :func:`_other_arrays`). Readers do not use them, but zarr and xarray open the
     hierarchy through them."""
     problems = []
+    others = set(_other_arrays(nodes, arrays))
     for path, document in nodes.items():
-        if path in arrays:
+        if path in arrays or path in others:
             continue
         found = document if isinstance(document, dict) else {}
         if found.get("zarr_format") != 3 or found.get("node_type") != "group":
@@ -934,7 +978,9 @@ def verify_store(
     else:
         notes.extend(_beyond_shapes_notes(store, nodes))
     infos = [parsed.keys] + [a for block in parsed.blocks for a in block.arrays()]
-    problems.extend(_group_problems(nodes, {info.path for info in infos}))
+    paths = {info.path for info in infos}
+    problems.extend(_group_problems(nodes, paths))
+    notes.extend(_other_arrays_note(_other_arrays(nodes, paths)))
     lenient = [info.path for info in infos if info.missing_ok]
     if lenient:
         notes.append(

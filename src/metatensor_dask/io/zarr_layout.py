@@ -36,7 +36,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import MetatensorDaskError
+from ..errors import DamagedStoreError, MetatensorDaskError
 from .zarr_codecs import KEY_ENCODING, is_plain
 from .zarr_identity import APPENDED as APPENDED  # (the appends' writers name it here)
 from .zarr_identity import (
@@ -50,6 +50,7 @@ from .zarr_identity import (
     records_table,
     table_problem,
 )
+from .zarr_integrity import VERIFY_HINT
 from .zarr_integrity import damaged as _damaged
 from .zarr_samples import is_chained, records_problem
 
@@ -609,6 +610,37 @@ def parse_root(raw: bytes | None, where: str) -> tuple[dict[str, Any], dict[str,
     return check_root(document, where)
 
 
+def _holds_a_tensor(document: dict[str, Any]) -> bool:
+    """Whether the inline metadata of the root ``document`` lists a tensor's layout: a
+    ``keys`` array with the Labels attributes this package writes, and a ``blocks``
+    group."""
+    consolidated = document.get("consolidated_metadata")
+    nodes = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+    if not isinstance(nodes, dict):
+        return False
+    keys, blocks = nodes.get("keys"), nodes.get("blocks")
+    keys_attributes = keys.get("attributes") if isinstance(keys, dict) else None
+    return (
+        isinstance(keys_attributes, dict)
+        and {"names", "digest"} <= keys_attributes.keys()
+        and isinstance(blocks, dict)
+        and blocks.get("node_type") == "group"
+    )
+
+
+def _lost_attribute(where: str) -> DamagedStoreError:
+    """The error for a store whose root lists a tensor but lost this package's
+    attribute (see :func:`_holds_a_tensor`)."""
+    return DamagedStoreError(
+        f"the store at {where} is damaged: its root lists a tensor's arrays but lost its "
+        f"'{ATTRIBUTE}' attribute (format, store id) and the tensor's info: another tool "
+        "replaced the root's attributes (xarray's Dataset.to_zarr(mode='a') into the "
+        "root of a store writes the dataset's attributes in their place; write other "
+        f"data into a store of its own){VERIFY_HINT}; delete the store and write or "
+        "convert the tensor again from its source"
+    )
+
+
 def check_root(document: Any, where: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """:func:`parse_root` of the root document once read as JSON."""
     attributes = document.get("attributes") if isinstance(document, dict) else None
@@ -619,6 +651,9 @@ def check_root(document: Any, where: str) -> tuple[dict[str, Any], dict[str, Any
         or not isinstance(attributes, dict)
         or not isinstance(attributes.get(ATTRIBUTE), dict)
     ):
+        if isinstance(attributes, dict) and ATTRIBUTE not in attributes:
+            if _holds_a_tensor(document):
+                raise _lost_attribute(where)
         raise MetatensorDaskError(
             f"{where} is not a metatensor-dask store: its root is not a Zarr v3 group with "
             f"a '{ATTRIBUTE}' attribute; open other Zarr data with zarr.open_group"

@@ -35,7 +35,7 @@ from ._crc32c_zeros import extend_zeros, replace_zeros
 from ._direct_writes import suits as direct_writes_suit
 from ._direct_writes import write_new_file
 from ._file_holes import reads_as_zeros
-from ._file_writes import write_all
+from ._file_writes import open_own, write_all
 from ._zarr_internals import sync
 from .zarr_codecs import ChunkFormat, _dtype, _plain_format, chunk_key
 from .zarr_layout import batch_record
@@ -189,7 +189,9 @@ def _write(
     :mod:`._direct_writes`).
 
     With ``kept``, the file exists and its first ``kept`` bytes are kept as they are,
-    and the parts are written from there (see :func:`_cut_unless_clean`)."""
+    and the parts are written from there (see :func:`_cut_unless_clean`). Without, a
+    file with other names (hard links) is created anew, not written into (see
+    :func:`~._file_writes.open_own`)."""
     if direct and not kept and sum(part.size for part in parts) >= _page_cache.SMALLEST_FILE:
         pieces = [part.size if _is_padding(part) else part.data for part in parts if part.size]
         if write_new_file(str(name), pieces) is not None:
@@ -197,7 +199,7 @@ def _write(
     if kept:
         descriptor = os.open(name, os.O_RDWR)
     else:
-        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        descriptor = open_own(str(name))
     try:
         if kept:
             _cut_unless_clean(descriptor, kept, parts)

@@ -36,7 +36,7 @@ from zarr.storage import FsspecStore, LocalStore, MemoryStore, StorePath
 
 from ..errors import DamagedStoreError, MetatensorDaskError
 from ._file_reads import open_regular, read_whole_files
-from ._file_writes import write_all
+from ._file_writes import open_own, write_all
 from ._names import is_metatensor_file
 from ._zarr_internals import make_store_path, sync
 from .zarr_codecs import (
@@ -683,7 +683,9 @@ def get_many(store: Store, keys: list[str]) -> list[bytes | None]:
 
 
 def _write_bytes(path: str, data: bytes | memoryview) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    """Write the file ``path`` so that it holds ``data``; a file with other names (hard
+    links) is created anew, not written into (see :func:`~._file_writes.open_own`)."""
+    descriptor = open_own(path)
     try:
         write_all(descriptor, [data])
     finally:
