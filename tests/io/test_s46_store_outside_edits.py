@@ -125,7 +125,11 @@ def test_a_root_whose_attributes_xarray_replaced_is_named_damaged(tmp_path):
     with pytest.raises(mtd.DamagedStoreError, match=lost):
         WRITES["append"](store)
     (problem,) = mtd.verify(store).problems
-    assert lost in problem and "delete the store and write" in problem
+    assert lost in problem and "mode='w' replaces the store" in problem
+    # which it does: the remedy works
+    mtd.from_metatensor(TENSOR).to_zarr(store, mode="w", chunks=4)
+    assert_equal_to_metatensor(mtd.open_zarr(store), TENSOR)
+    assert mtd.verify(store).ok
 
 
 def _grown(group: zarr.Group) -> None:
@@ -197,3 +201,22 @@ def test_a_store_named_with_spaces_unicode_dots_and_as_a_url_is_one_store(tmp_pa
         mtd.multiply(mtd.open_zarr(path), 2.0).to_zarr(url, mode="w", **options)
     assert_equal_to_metatensor(mtd.open_zarr(url, **options), appended)
     assert sorted(os.listdir(folder)) == ["s é.zarr"]
+
+
+def test_mode_w_replaces_a_store_whose_root_is_not_json_as_the_damage_remedy_says(tmp_path):
+    """The damage error's remedy, "write or convert the tensor again", failed with the
+    same error: a whole write read the damaged root before replacing the store. Other
+    modes keep refusing it, and so does a tensor that reads the store it replaces."""
+    store = tmp_path / "s.zarr"
+    tensor = mtd.from_metatensor(TENSOR)
+    tensor.to_zarr(store, chunks=4)
+    lazy = mtd.open_zarr(store)
+    (store / "zarr.json").write_text("{not json")
+    for mode in ("a", "r+", "w-"):
+        with pytest.raises(mtd.DamagedStoreError, match="write or convert the tensor again"):
+            tensor.to_zarr(store, mode=mode)
+    with pytest.raises(mtd.MetatensorDaskError, match="reads the store it would overwrite"):
+        lazy.to_zarr(store, mode="w")
+    tensor.to_zarr(store, mode="w", chunks=4)
+    assert_equal_to_metatensor(mtd.open_zarr(store), TENSOR)
+    assert mtd.verify(store).ok

@@ -636,8 +636,8 @@ def _lost_attribute(where: str) -> DamagedStoreError:
         f"'{ATTRIBUTE}' attribute (format, store id) and the tensor's info: another tool "
         "replaced the root's attributes (xarray's Dataset.to_zarr(mode='a') into the "
         "root of a store writes the dataset's attributes in their place; write other "
-        f"data into a store of its own){VERIFY_HINT}; delete the store and write or "
-        "convert the tensor again from its source"
+        f"data into a store of its own){VERIFY_HINT}; write or convert the tensor again "
+        "from its source (mode='w' replaces the store)"
     )
 
 

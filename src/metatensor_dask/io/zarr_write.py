@@ -42,7 +42,7 @@ from .. import _graph
 from .._gc import collector_paused, without_collector
 from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
-from ..errors import MetatensorDaskError, wrong_type
+from ..errors import DamagedStoreError, MetatensorDaskError, wrong_type
 from ..labels import Labels
 from . import _direct_writes, _page_cache, _task_batches
 from . import chunks as chunking
@@ -1242,6 +1242,20 @@ def _refuse_other_write(
     return False
 
 
+def _stored_root(
+    store: Store, where: str, mode: str
+) -> tuple[tuple[dict[str, Any], dict[str, Any]] | None, bool]:
+    """The stored root (:func:`read_root`) and whether it is damaged: only
+    ``mode="w"`` writes over a damaged root (the whole store is written again, so no
+    damaged part is kept); the other modes raise its :class:`DamagedStoreError`."""
+    try:
+        return read_root(store, where), False
+    except DamagedStoreError:
+        if mode != "w":
+            raise
+        return None, True
+
+
 def _complete(store: Store, where: str) -> bool:
     """Whether ``store`` holds a complete tensor (a write that failed before marking it
     incomplete left it so)."""
@@ -1263,8 +1277,8 @@ def _write(
 ) -> Delayed | None:
     """:func:`to_zarr` once the lock is taken."""
     where = lock.where
-    existing = read_root(store, where)
-    if existing is None:
+    existing, damaged = _stored_root(store, where, mode)
+    if existing is None and not damaged:
         refuse_foreign(store, where)
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
@@ -1283,13 +1297,13 @@ def _write(
         if _refuse_other_write(tensor, mode, request, store, existing, where):
             return _done(compute, lock)
     plan = None
-    if existing is not None and mode == "w":
+    if (existing is not None or damaged) and mode == "w":
         # what the tensor reads from the store is read before the store is emptied
         plan = _plan_tensor(tensor, request)
         _refuse_reading(plan, store, where, "mode='w' empties the store before computing it")
         plan.small = {path: _held(load()) for path, load in plan.small.items()}
         # incomplete first, so that a reader opening it from now on is refused
-        stored = existing[1]
+        stored = existing[1] if existing is not None else {}
         # the info of the tensor written: the stored one may be what made the store
         # damaged, which mode='w' replaces
         incomplete = layout.root_document(False, tensor.info(), stored)
