@@ -169,3 +169,44 @@ def test_a_file_cut_short_or_appended_to_names_the_cause(tmp_path, source, cut, 
             load(path)
         assert "it was cut short" in str(error.value), cause
         assert "copy or write it again from its source" in str(error.value)
+
+
+def _values_header(text: str, array: np.ndarray) -> bytes:
+    header = text.encode() + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + array.tobytes()
+
+
+HEADERS = {
+    "leading whitespace": (
+        "\n  {'descr': '<f8', 'fortran_order': False, 'shape': (5, 3, 2), }",
+        "starts with whitespace",
+    ),
+    "another key": (
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 3, 2), 'order': 'C'}",
+        "its keys are 'descr', 'fortran_order', 'order', 'shape'",
+    ),
+    "a list for the shape": (
+        "{'descr': '<f8', 'fortran_order': False, 'shape': [5, 3, 2]}",
+        "'shape' must be a tuple",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HEADERS))
+def test_a_values_header_outside_the_format_says_what_is_wrong(tmp_path, source, case):
+    # the message showed the header stripped, "{'descr': '<f8', ...}", which looked valid
+    text, problem = HEADERS[case]
+    values = np.zeros((5, 3, 2))
+    path = tmp_path / "header.mts"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in _members(source):
+            if name == "blocks/0/values.npy":
+                data = _values_header(text, values)
+            archive.writestr(zipfile.ZipInfo(name, _DATE), data)
+    with pytest.raises(metatensor.MetatensorError):
+        metatensor.load(path)
+    with pytest.raises(mtd.MetatensorError, match=r"invalid \.npy header") as error:
+        mtd.load(path)
+    assert problem in str(error.value)
+    assert "write the array again" in str(error.value)
+    assert not isinstance(error.value, mtd.DamagedFileError)
