@@ -154,6 +154,17 @@ def test_members_compressed_otherwise_than_with_deflate_are_refused(tmp_path, so
         assert "archive the file again" in str(error.value)
 
 
+def test_a_note_of_another_tool_compressed_with_bzip2_is_ignored(tmp_path, source):
+    # metatensor reads the file, ignoring the note; so do load and check_file
+    path = _rezip(source, tmp_path / "noted.mts")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("NOTES.txt", b"notes " * 100, compress_type=zipfile.ZIP_BZIP2)
+    theirs = metatensor.load(path)
+    assert_equal_to_metatensor(mtd.load(path, chunks=2), theirs)
+    check_file(path)
+    assert mtd.verify(path).ok
+
+
 @pytest.mark.parametrize(
     ("cut", "cause"), [(-30, "directory cut"), (200, "member cut"), (70_000, "appended")]
 )

@@ -369,8 +369,16 @@ class Archive:
         """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
         member = self.member(name)
         if not member.stored:
-            with self._inflating(member) as stream:
-                while stream.read(_INFLATE_READ):
+            try:
+                stream = _zip.open_compressed(self.path, member)
+            except _zip.UnsupportedCompression:
+                # `load` refuses such a member where it reads it, and ignores it
+                # elsewhere (a note of another tool), as metatensor does
+                return
+            except _zip.ZipError as error:
+                raise self.error(f"{error}: at '{member.name}'") from None
+            with _Inflating(self, member, stream) as inflating:
+                while inflating.read(_INFLATE_READ):
                     pass
             return
         buffer = memoryview(bytearray(min(member.size, _INFLATE_READ)))

@@ -28,6 +28,7 @@ from ._zip_tables import with_names
 __all__ = [
     "Member",
     "Members",
+    "UnsupportedCompression",
     "ZipError",
     "central_directory",
     "crc32_combine",
@@ -68,6 +69,10 @@ _LOCAL_EXTRA = struct.Struct("<HHQQ")
 
 class ZipError(Exception):
     """A malformed archive; the caller adds which file it was."""
+
+
+class UnsupportedCompression(ZipError):
+    """A member compressed with a method that metatensor does not read (not DEFLATE)."""
 
 
 class ZipDamage(ZipError):
@@ -745,7 +750,7 @@ def _check_compression(member: Member, method: int) -> None:
     method), or declaring more bytes than DEFLATE can produce from its stored ones."""
     if method != zipfile.ZIP_DEFLATED:
         what = _METHOD_NAMES.get(method, "an unknown method")
-        raise ZipError(
+        raise UnsupportedCompression(
             f"unsupported Zip archive: Compression method not supported: '{member.name}' "
             f"is compressed with {what} (method {method}); metatensor reads members "
             "stored or compressed with DEFLATE only: archive the file again with one of "
