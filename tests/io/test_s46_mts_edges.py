@@ -221,3 +221,26 @@ def test_a_values_header_outside_the_format_says_what_is_wrong(tmp_path, source,
     assert problem in str(error.value)
     assert "write the array again" in str(error.value)
     assert not isinstance(error.value, mtd.DamagedFileError)
+
+
+def _older_name(name: str) -> str:
+    """The name of member ``name`` in the layout of files written before April 2023."""
+    if "/gradients/" in name:
+        return name.replace("/values.npy", "/data.npy")
+    block, number, rest = name.split("/", 2)
+    return f"{block}/{number}/values/{'data.npy' if rest == 'values.npy' else rest}"
+
+
+def test_a_file_of_the_layout_before_april_2023_names_it(tmp_path, source):
+    # metatensor says only "specified file not found in archive: at 'blocks/0/values.npy'"
+    path = tmp_path / "older.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in _members(source):
+            older = name if not name.startswith("blocks/") else _older_name(name)
+            archive.writestr(zipfile.ZipInfo(older, _DATE), data)
+    with pytest.raises(metatensor.MetatensorError, match="not found in archive"):
+        metatensor.load(path)
+    with pytest.raises(mtd.MetatensorError, match="not found in archive") as error:
+        mtd.load(path)
+    assert "holds 'blocks/0/values/data.npy' instead" in str(error.value)
+    assert "load it with the version that wrote it" in str(error.value)

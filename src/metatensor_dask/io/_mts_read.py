@@ -307,8 +307,25 @@ class Archive:
         where the members of a file written by metatensor are asked for, in order)."""
         k = self.members.find(name)
         if k < 0:
-            raise self.error(f"specified file not found in archive: at '{name}'")
+            problem = f"specified file not found in archive: at '{name}'"
+            raise self.error(problem + self._older_layout(name))
         return k
+
+    def _older_layout(self, name: str) -> str:
+        """Why the values member ``name`` may be missing: the archive has the layout of
+        metatensor files before April 2023 (``blocks/<i>/values/data.npy``), which
+        metatensor reads no more; empty for other members or archives."""
+        if not name.endswith("values.npy"):
+            return ""
+        older = name[: -len(".npy")] + "/data.npy"
+        if self.members.find(older) < 0:
+            return ""
+        return (
+            f": the file holds '{older}' instead, the layout of metatensor (then "
+            "equistore) files written before April 2023, which metatensor no longer "
+            "reads; load it with the version that wrote it, and save it again with a "
+            "current one"
+        )
 
     def __enter__(self) -> Archive:
         return self
