@@ -244,3 +244,18 @@ def test_a_file_of_the_layout_before_april_2023_names_it(tmp_path, source):
         mtd.load(path)
     assert "holds 'blocks/0/values/data.npy' instead" in str(error.value)
     assert "load it with the version that wrote it" in str(error.value)
+
+
+def test_an_archive_with_windows_separators_says_so(tmp_path, source):
+    # some Windows tools write 'blocks\0\values.npy'; the error called the file damaged,
+    # or written with a gradient name holding '\'
+    path = tmp_path / "windows.mts"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in _members(source):
+            archive.writestr(zipfile.ZipInfo(name.replace("/", "\\"), _DATE), data)
+    with pytest.raises(metatensor.MetatensorError):
+        metatensor.load(path)
+    with pytest.raises(mtd.UnsafeNameError) as error:
+        mtd.load(path)
+    assert "separates folders with '\\'" in str(error.value)
+    assert "archive the file again with a tool that writes '/'" in str(error.value)

@@ -265,9 +265,7 @@ class Archive:
                 f"unable to load {self.what} from '{self.display}': member '{name}' has a "
                 f"name component {component!r} that is not a single safe path component "
                 "(not empty, '.' or '..', without '/', '\\', control characters or leading "
-                "or trailing spaces): the file is damaged, or was written with such a "
-                "gradient name, which metatensor-dask refuses; write it again from its "
-                "source, with plain gradient names"
+                f"or trailing spaces): {_unsafe_name_cause(name)}"
             ) from None
 
     @classmethod
@@ -658,6 +656,30 @@ class Archive:
         )
         name, tasks = _mts_integrity.values_graph(token, reads, inner, check)
         return _graph.array_from_tasks(name, tasks, (), chunks, native)
+
+
+def _unsafe_name_cause(name: str) -> str:
+    """The likely cause of the unsafe member ``name``, and the remedy."""
+    # such tools write every separator so: a gradient name holding '\\' has '/' around it
+    if "/" not in name and all(map(_is_safe_component, name.split("\\"))):
+        return (
+            "the archive separates folders with '\\' (as some Windows tools do), where "
+            "ZIP archives and metatensor use '/'; archive the file again with a tool "
+            "that writes '/' (Python's zipfile, `zip -r`, 7-Zip)"
+        )
+    return (
+        "the file is damaged, or was written with such a gradient name, which "
+        "metatensor-dask refuses; write it again from its source, with plain gradient "
+        "names"
+    )
+
+
+def _is_safe_component(component: str) -> bool:
+    try:
+        check_path_component(component, "a member name component")
+    except UnsafeNameError:
+        return False
+    return True
 
 
 class _Inflating:
