@@ -265,9 +265,7 @@ class Archive:
                 f"unable to load {self.what} from '{self.display}': member '{name}' has a "
                 f"name component {component!r} that is not a single safe path component "
                 "(not empty, '.' or '..', without '/', '\\', control characters or leading "
-                "or trailing spaces): the file is damaged, or was written with such a "
-                "gradient name, which metatensor-dask refuses; write it again from its "
-                "source, with plain gradient names"
+                f"or trailing spaces): {_unsafe_name_cause(name)}"
             ) from None
 
     @classmethod
@@ -307,8 +305,25 @@ class Archive:
         where the members of a file written by metatensor are asked for, in order)."""
         k = self.members.find(name)
         if k < 0:
-            raise self.error(f"specified file not found in archive: at '{name}'")
+            problem = f"specified file not found in archive: at '{name}'"
+            raise self.error(problem + self._older_layout(name))
         return k
+
+    def _older_layout(self, name: str) -> str:
+        """Why the values member ``name`` may be missing: the archive has the layout of
+        metatensor files before April 2023 (``blocks/<i>/values/data.npy``), which
+        metatensor reads no more; empty for other members or archives."""
+        if not name.endswith("values.npy"):
+            return ""
+        older = name[: -len(".npy")] + "/data.npy"
+        if self.members.find(older) < 0:
+            return ""
+        return (
+            f": the file holds '{older}' instead, the layout of metatensor (then "
+            "equistore) files written before April 2023, which metatensor no longer "
+            "reads; load it with the version that wrote it, and save it again with a "
+            "current one"
+        )
 
     def __enter__(self) -> Archive:
         return self
@@ -369,8 +384,16 @@ class Archive:
         """Read member ``name`` once, in pieces of bounded size, and check its CRC-32."""
         member = self.member(name)
         if not member.stored:
-            with self._inflating(member) as stream:
-                while stream.read(_INFLATE_READ):
+            try:
+                stream = _zip.open_compressed(self.path, member)
+            except _zip.UnsupportedCompression:
+                # `load` refuses such a member where it reads it, and ignores it
+                # elsewhere (a note of another tool), as metatensor does
+                return
+            except _zip.ZipError as error:
+                raise self.error(f"{error}: at '{member.name}'") from None
+            with _Inflating(self, member, stream) as inflating:
+                while inflating.read(_INFLATE_READ):
                     pass
             return
         buffer = memoryview(bytearray(min(member.size, _INFLATE_READ)))
@@ -633,6 +656,30 @@ class Archive:
         )
         name, tasks = _mts_integrity.values_graph(token, reads, inner, check)
         return _graph.array_from_tasks(name, tasks, (), chunks, native)
+
+
+def _unsafe_name_cause(name: str) -> str:
+    """The likely cause of the unsafe member ``name``, and the remedy."""
+    # such tools write every separator so: a gradient name holding '\\' has '/' around it
+    if "/" not in name and all(map(_is_safe_component, name.split("\\"))):
+        return (
+            "the archive separates folders with '\\' (as some Windows tools do), where "
+            "ZIP archives and metatensor use '/'; archive the file again with a tool "
+            "that writes '/' (Python's zipfile, `zip -r`, 7-Zip)"
+        )
+    return (
+        "the file is damaged, or was written with such a gradient name, which "
+        "metatensor-dask refuses; write it again from its source, with plain gradient "
+        "names"
+    )
+
+
+def _is_safe_component(component: str) -> bool:
+    try:
+        check_path_component(component, "a member name component")
+    except UnsafeNameError:
+        return False
+    return True
 
 
 class _Inflating:

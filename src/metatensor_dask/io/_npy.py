@@ -99,16 +99,23 @@ def _parse_dict(text: str) -> tuple[np.dtype, tuple[int, ...], bool]:
     try:
         header = ast.literal_eval(text)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-        raise NpyError(f"invalid .npy header: {text.strip()!r}") from None
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise NpyError(f"invalid .npy header: {text.strip()!r}")
+        raise _invalid_header(text, _why_not_a_literal(text)) from None
+    if not isinstance(header, dict):
+        raise _invalid_header(text, "it is not a dict")
+    if set(header) != {"descr", "fortran_order", "shape"}:
+        keys = ", ".join(sorted(repr(key) for key in header))
+        raise _invalid_header(
+            text, f"its keys are {keys}, the format's are 'descr', 'fortran_order', 'shape'"
+        )
     shape, fortran_order = header["shape"], header["fortran_order"]
     if (
         not isinstance(shape, tuple)
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
         or not isinstance(fortran_order, bool)
     ):
-        raise NpyError(f"invalid .npy header: {text.strip()!r}")
+        raise _invalid_header(
+            text, "'shape' must be a tuple of integers (>= 0) and 'fortran_order' a bool"
+        )
     try:
         dtype = np.lib.format.descr_to_dtype(header["descr"])
     except (TypeError, ValueError, KeyError, IndexError):
@@ -120,6 +127,24 @@ def _parse_dict(text: str) -> tuple[np.dtype, tuple[int, ...], bool]:
             "numeric values)"
         )
     return dtype, shape, fortran_order
+
+
+def _why_not_a_literal(text: str) -> str:
+    """Why ``text`` is not the Python literal of a header's dict."""
+    if text[:1].isspace():
+        return "it starts with whitespace, where the format puts the dict's '{'"
+    return "it is not a Python literal"
+
+
+def _invalid_header(text: str, problem: str) -> NpyError:
+    """The error for a header that is not the format's dict: what it holds (its start,
+    for a long one), what is wrong and the remedy."""
+    shown = text.rstrip()
+    shown = shown if len(shown) <= 300 else shown[:300] + "..."
+    return NpyError(
+        f"invalid .npy header: {shown!r}: {problem}; write the array again (numpy.save "
+        "and metatensor.save write valid headers)"
+    )
 
 
 _parse_dict_cached = functools.lru_cache(maxsize=1024)(_parse_dict)

@@ -28,6 +28,7 @@ from ._zip_tables import with_names
 __all__ = [
     "Member",
     "Members",
+    "UnsupportedCompression",
     "ZipError",
     "central_directory",
     "crc32_combine",
@@ -68,6 +69,10 @@ _LOCAL_EXTRA = struct.Struct("<HHQQ")
 
 class ZipError(Exception):
     """A malformed archive; the caller adds which file it was."""
+
+
+class UnsupportedCompression(ZipError):
+    """A member compressed with a method that metatensor does not read (not DEFLATE)."""
 
 
 class ZipDamage(ZipError):
@@ -245,6 +250,25 @@ def _find_end(tail: bytes, tail_start: int) -> int:
     raise ZipError("invalid Zip archive: File is not a zip file")
 
 
+def _end_or_cut_short(fd: int, tail: bytes, tail_start: int) -> int:
+    """:func:`_find_end`, naming the likely cause when a file that starts as a ZIP
+    archive (with a local header) has no end record: it was cut short, or bytes were
+    appended after it (beyond where the end record is looked for)."""
+    try:
+        return _find_end(tail, tail_start)
+    except ZipDamage:
+        raise
+    except ZipError as error:
+        start = tail[:4] if tail_start == 0 else os.pread(fd, 4, 0)
+        if start != b"PK\x03\x04":
+            raise
+        raise ZipError(
+            f"{error}: it starts as a ZIP archive but has no end record closing its "
+            "directory: it was cut short (an interrupted copy, download or save), or "
+            "more than 64 KiB were appended to it; copy or write it again from its source"
+        ) from None
+
+
 def _check_one_disk(disk: int, start_disk: int, directory: bytes, count: int) -> None:
     """Refuse an archive whose end record numbers other disks than the first: damage
     when its whole directory is where that record puts it in this file."""
@@ -263,7 +287,7 @@ def _central_directory(fd: int, file_size: int) -> _Directory:
     """The records of the central directory, in file order of their local headers."""
     tail_start = max(0, file_size - _END_SEARCH)
     tail = os.pread(fd, file_size - tail_start, tail_start)
-    end = _find_end(tail, tail_start)
+    end = _end_or_cut_short(fd, tail, tail_start)
     _, disk, start_disk, on_disk, count, size, offset, _ = _END.unpack_from(tail, end)
     location = tail_start + end
     locator = end - _LOCATOR64.size
@@ -698,24 +722,46 @@ def open_compressed(path: str, member: Member) -> IO[bytes]:
     """A stream of the uncompressed content of a compressed ``member``.
 
     The stream stops at the size declared in the archive's directory and checks the
-    CRC-32 once read to its end (``zipfile.BadZipFile`` when it differs). Declared
-    sizes that DEFLATE cannot reach from the stored bytes (a "zip bomb") are refused.
+    CRC-32 once read to its end (``zipfile.BadZipFile`` when it differs). Members
+    compressed otherwise than with DEFLATE are refused, as metatensor refuses them, and
+    so are declared sizes that DEFLATE cannot reach from the stored bytes (a "zip
+    bomb").
     """
-    if member.uncompressed_size > MAX_DEFLATE_RATIO * member.size + 1024:
-        raise ZipError(
-            f"'{member.name}' declares {member.uncompressed_size} uncompressed bytes from "
-            f"{member.size} compressed ones, more than DEFLATE can produce: the archive is "
-            "damaged or crafted"
-        )
     try:
         archive = zipfile.ZipFile(path)
         try:
+            _check_compression(member, archive.getinfo(member.name).compress_type)
             return archive.open(member.name)
         finally:
             # the member stream keeps the file open on its own
             archive.close()
     except (zipfile.BadZipFile, NotImplementedError) as error:
         raise ZipError(f"can not decompress '{member.name}': {error}") from None
+
+
+# names of the compression methods that other ZIP tools may use, by number
+_METHOD_NAMES = {
+    zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 9: "DEFLATE64", 93: "Zstandard",
+}  # fmt: skip
+
+
+def _check_compression(member: Member, method: int) -> None:
+    """Refuse a member compressed otherwise than with DEFLATE (metatensor reads no other
+    method), or declaring more bytes than DEFLATE can produce from its stored ones."""
+    if method != zipfile.ZIP_DEFLATED:
+        what = _METHOD_NAMES.get(method, "an unknown method")
+        raise UnsupportedCompression(
+            f"unsupported Zip archive: Compression method not supported: '{member.name}' "
+            f"is compressed with {what} (method {method}); metatensor reads members "
+            "stored or compressed with DEFLATE only: archive the file again with one of "
+            "them (`zip -r`, `zipfile.ZIP_DEFLATED`), or save the data again"
+        )
+    if member.uncompressed_size > MAX_DEFLATE_RATIO * member.size + 1024:
+        raise ZipError(
+            f"'{member.name}' declares {member.uncompressed_size} uncompressed bytes from "
+            f"{member.size} compressed ones, more than DEFLATE can produce: the archive is "
+            "damaged or crafted"
+        )
 
 
 def _encoded(name: str) -> tuple[bytes, int]:
