@@ -259,3 +259,15 @@ def test_an_archive_with_windows_separators_says_so(tmp_path, source):
         mtd.load(path)
     assert "separates folders with '\\'" in str(error.value)
     assert "archive the file again with a tool that writes '/'" in str(error.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello\n"])
+def test_a_file_that_is_no_zip_archive_says_what_metatensor_files_are(tmp_path, content):
+    """``info text.mts`` said only metatensor's "File is not a zip file"."""
+    path = tmp_path / "text.mts"
+    path.write_bytes(content)
+    remedy = "metatensor files are ZIP archives .* neither starts nor ends as one: check the path"
+    with pytest.raises(mtd.MetatensorError, match=remedy):
+        mtd.load(path)
+    with pytest.raises(mtd.MetatensorError, match=remedy):
+        check_file(path)

@@ -251,9 +251,9 @@ def _find_end(tail: bytes, tail_start: int) -> int:
 
 
 def _end_or_cut_short(fd: int, tail: bytes, tail_start: int) -> int:
-    """:func:`_find_end`, naming the likely cause when a file that starts as a ZIP
-    archive (with a local header) has no end record: it was cut short, or bytes were
-    appended after it (beyond where the end record is looked for)."""
+    """:func:`_find_end`, naming the likely cause when a file has no end record: it is
+    not a ZIP archive at all, or, starting as one (with a local header), it was cut
+    short, or bytes were appended after it (beyond where the end record is looked for)."""
     try:
         return _find_end(tail, tail_start)
     except ZipDamage:
@@ -261,7 +261,11 @@ def _end_or_cut_short(fd: int, tail: bytes, tail_start: int) -> int:
     except ZipError as error:
         start = tail[:4] if tail_start == 0 else os.pread(fd, 4, 0)
         if start != b"PK\x03\x04":
-            raise
+            raise ZipError(
+                f"{error}: metatensor files are ZIP archives (written by metatensor.save "
+                "or metatensor_dask.save), and this file neither starts nor ends as one: "
+                "check the path, or save the tensor again"
+            ) from None
         raise ZipError(
             f"{error}: it starts as a ZIP archive but has no end record closing its "
             "directory: it was cut short (an interrupted copy, download or save), or "
