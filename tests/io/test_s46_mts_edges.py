@@ -271,3 +271,11 @@ def test_a_file_that_is_no_zip_archive_says_what_metatensor_files_are(tmp_path, 
         mtd.load(path)
     with pytest.raises(mtd.MetatensorError, match=remedy):
         check_file(path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="Linux's /proc only")
+def test_a_file_whose_start_can_not_be_read_gets_the_format_error_not_an_os_error():
+    """A file that fails to read at its start (``/proc/self/mem`` gives EIO there)
+    raised the bare ``OSError`` of the look for a ``.npy`` start, without the path."""
+    with pytest.raises(mtd.MetatensorError, match="unable to load a TensorMap from '/proc"):
+        mtd.load("/proc/self/mem")

@@ -280,10 +280,7 @@ class Archive:
         except _zip.ZipDamage as error:
             raise _mts_integrity.damaged(display, error.member, str(error)) from None
         except _zip.ZipError as error:
-            hint = ""
-            with open(absolute, "rb") as file:
-                if file.read(6) == _npy.MAGIC:
-                    hint = ", use `load_labels` to load Labels"
+            hint = ", use `load_labels` to load Labels" if _starts_as_npy(absolute) else ""
             raise format_error(
                 f"unable to load {what} from '{display}'{hint}: {error}: at '<root>'"
             ) from None
@@ -656,6 +653,16 @@ class Archive:
         )
         name, tasks = _mts_integrity.values_graph(token, reads, inner, check)
         return _graph.array_from_tasks(name, tasks, (), chunks, native)
+
+
+def _starts_as_npy(path: str) -> bool:
+    """Whether the file ``path`` starts as a ``.npy`` file (``False`` when it can not be
+    read: the error being raised says what is wrong with it)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(6) == _npy.MAGIC
+    except OSError:
+        return False
 
 
 def _unsafe_name_cause(name: str) -> str:
