@@ -27,10 +27,10 @@ import dask.array as da
 import dask.array.core
 import numpy as np
 from dask._task_spec import Alias, GraphNode, _execute_subgraph, convert_legacy_graph
-from dask.base import tokenize
+from dask.base import clone_key, tokenize
 from dask.core import flatten
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
 from dask.optimization import cull
 from dask.task_spec import DataNode, Task, TaskRef
 from dask.utils import ensure_dict
@@ -267,7 +267,7 @@ def _layered_graph(
         layers.update(graph.layers)
         layer_dependencies.update(graph.dependencies)
         below.update(collection.__dask_layers__())
-    layers[name] = MaterializedLayer(tasks)
+    layers[name] = CloningLayer(tasks)
     layer_dependencies[name] = below
     merged = HighLevelGraph.__new__(HighLevelGraph)
     merged.layers = layers
@@ -375,7 +375,7 @@ def in_memory_array(values: np.ndarray) -> BlockValues:
     millisecond each)."""
     name = f"array-{tokenize(values)}"
     key = (name, *((0,) * values.ndim))
-    graph = HighLevelGraph({name: MaterializedLayer({key: values})}, {name: set()})
+    graph = HighLevelGraph({name: CloningLayer({key: values})}, {name: set()})
     array = _new_array(graph, name, tuple((n,) for n in values.shape), values.dtype)
     array.held = values if type(values) is np.ndarray else None  # see `held_chunk`
     return array
@@ -494,7 +494,7 @@ def flat_tasks(arrays: Iterable[da.Array]) -> dict[Any, Any]:
 def group_layer(tasks: dict[Any, Any]) -> Any:
     """The graph of a group of tiny blocks: its task and everything it needs, shared
     by the arrays of its items (see :func:`item_array`)."""
-    return MaterializedLayer(tasks)
+    return CloningLayer(tasks)
 
 
 def layer_tasks(layer: Any) -> dict[Any, Any]:
@@ -504,12 +504,75 @@ def layer_tasks(layer: Any) -> dict[Any, Any]:
 
 def collection_graph(arrays: Sequence[da.Array], groups: Mapping[str, Any]) -> Any:
     """The graph of a tensor: that of its dask ``arrays`` merged with the graphs of
-    ``groups`` (``{group key: group_layer(...)}``); None when both are empty."""
+    ``groups`` (``{group key: group_layer(...)}``); None when both are empty. Its
+    materialized layers are :class:`CloningLayer`, so that ``dask.graph_manipulation``
+    can clone and bind it."""
     graphs = [array.__dask_graph__() for array in arrays]
     graphs += [HighLevelGraph({key: layer}, {key: set()}) for key, layer in groups.items()]
     if not graphs:
         return None
-    return HighLevelGraph.merge(*graphs)
+    merged = HighLevelGraph.merge(*graphs)
+    merged.layers = {name: _cloning(layer) for name, layer in merged.layers.items()}
+    return merged
+
+
+def _cloning(layer: Layer) -> Layer:
+    """``layer`` as a :class:`CloningLayer` when it is a plain materialized layer (made
+    by dask: ``from_array``, ``rechunk``...), else unchanged."""
+    if type(layer) is not MaterializedLayer:
+        return layer
+    return CloningLayer(layer.mapping, layer.annotations, layer.collection_annotations)
+
+
+class CloningLayer(MaterializedLayer):
+    """A materialized layer that ``dask.graph_manipulation`` (``clone``, ``bind``) can
+    copy under new keys.
+
+    dask's ``Layer.clone`` renames the keys that tasks refer to inside tasks written as
+    tuples only: the tasks of this package (and those of ``rechunk`` and of indexing
+    with arrays) are ``Task`` objects, whose references it left to the keys replaced,
+    so that the clone failed with a missing dependency.
+    """
+
+    def clone(self, keys: set, seed: Any, bind_to: Any = None) -> tuple[Layer, bool]:
+        """The layer with its tasks among ``keys`` renamed by ``clone_key``, and their
+        references to ``keys`` with them; those that refer to none wait for
+        ``bind_to`` when given. Returns the layer and whether any task waits.
+
+        Tuple tasks, data and futures are cloned by dask's ``Layer.clone``, which
+        leaves their references to keys not in ``keys`` (those of collections given
+        as ``omit``) as they are."""
+        others = {key: v for key, v in self.mapping.items() if not isinstance(v, GraphNode)}
+        cloned, bound = MaterializedLayer(others).clone(keys, seed, bind_to)
+        tasks = dict(cloned)
+        for key, node in self.mapping.items():
+            if not isinstance(node, GraphNode):
+                continue
+            if key not in keys:
+                tasks[key] = node
+                continue
+            new, waits = _cloned_node(node, keys, seed, bind_to)
+            tasks[new.key] = new
+            bound = bound or waits
+        return MaterializedLayer(tasks, self.annotations, self.collection_annotations), bound
+
+
+def _cloned_node(node: GraphNode, keys: set, seed: Any, bind_to: Any) -> tuple[GraphNode, bool]:
+    """``node`` under its cloned key, referring to the clones of its dependencies among
+    ``keys``; when it refers to none and ``bind_to`` is given, a task that waits for
+    ``bind_to`` too. Returns the node and whether it waits."""
+    new_key = clone_key(node.key, seed)
+    renamed = {key: clone_key(key, seed) for key in node.dependencies if key in keys}
+    if isinstance(node, Alias):
+        new: GraphNode = Alias(new_key, renamed.get(node.target, node.target))
+    else:
+        new = node.substitute(renamed, key=new_key)
+    if renamed or bind_to is None:
+        return new, False
+    from dask.graph_manipulation import chunks  # (imports dask.delayed's helpers)
+
+    inner = TaskRef(node.target) if isinstance(node, Alias) else new.substitute({}, key=None)
+    return Task(new_key, chunks.bind, inner, TaskRef(bind_to)), True
 
 
 @without_collector
@@ -746,10 +809,10 @@ def item_array(
     key = (name, *((0,) * len(shape)))
     own = Task(key, func, *arguments)
     if own.dependencies:
-        layers = {name: {key: own}, group_key: layer}
+        layers = {name: CloningLayer({key: own}), group_key: layer}
         graph = HighLevelGraph(layers, {name: {group_key}, group_key: set()})
     else:  # its inputs are data (see `chunk_ref`)
-        graph = HighLevelGraph({name: MaterializedLayer({key: own})}, {name: set()})
+        graph = HighLevelGraph({name: CloningLayer({key: own})}, {name: set()})
     array = _new_array(graph, name, tuple((n,) for n in shape), np.dtype(dtype))
     array.item, array.group = item, group
     return array

@@ -361,9 +361,10 @@ def open_zarr(
         Chunking of each block's values along samples: ``None`` for the stored
         chunks, an int for value rows per chunk, a size string such as ``"64MiB"``
         for a target size of the largest co-partitioned array (``"auto"``: the
-        ``chunk-size`` setting). Gradients whose rows are grouped by sample are
-        chunked to match (gradient chunk *i* holds the rows of values chunk *i*);
-        other gradients keep their stored chunks.
+        ``metatensor_dask.chunk-size`` setting, not dask's ``array.chunk-size``).
+        Gradients whose rows are grouped by sample are chunked to match (gradient
+        chunk *i* holds the rows of values chunk *i*); other gradients keep their
+        stored chunks.
     storage_options
         Options of the fsspec filesystem, for URLs.
 
