@@ -161,7 +161,7 @@ def chunk_inputs(array: da.Array) -> list[Any]:
 
 
 def private_tasks(
-    tasks: Mapping[Any, Any], keys: Iterable[Any], suffix: str
+    tasks: Mapping[Any, Any], keys: Iterable[Any], suffix: str, reads: bool = False
 ) -> tuple[dict[Any, Any], dict[Any, Any]]:
     """The tasks of ``tasks`` that ``keys`` need, each task that depends on others
     renamed (``suffix`` added to its name), and the new key of each renamed one.
@@ -173,19 +173,39 @@ def private_tasks(
     scheduler that still knows the key (a collection persisted, a future held) another
     task for it, with other dependencies, which distributed warns may cause failures
     and deadlocks. Renamed, the task is only ever given as here. A task without
-    dependencies (a read) is given alike everywhere and keeps its key, and so do data
-    and the futures of persisted results (not tasks): a scheduler holding them reuses
-    them.
+    dependencies (a read) is given alike everywhere and keeps its key, unless ``reads``,
+    and so do data and the futures of persisted results (not tasks): a scheduler holding
+    them reuses them.
     """
     culled, _ = cull(dict(tasks), list(keys))
     converted = convert_legacy_graph(culled)
-    renamed = {key: _suffixed(key, suffix) for key, node in converted.items() if node.dependencies}
+    renamed = {
+        key: _suffixed(key, suffix) for key, node in converted.items() if node.dependencies or reads
+    }
     # a future of a persisted result, left out of the conversion: the scheduler holds it
     copy = {key: value for key, value in culled.items() if key not in converted}
     for key, node in converted.items():
         new = renamed.get(key, key)
         copy[new] = node.substitute(renamed, key=new)
     return copy, renamed
+
+
+def computed_apart(array: da.Array, suffix: str) -> da.Array:
+    """``array`` computed by tasks of its own: every task it needs, reads included,
+    under a new key (``suffix`` added to its name).
+
+    Two passes over the same chunks that share their tasks hold each chunk from the
+    first pass until the second, and dask runs the first pass over a whole array before
+    the second when the second waits for the first pass's results: every chunk is then
+    held at once. Apart, each pass reads (or computes) its chunks again and releases
+    them. ``dask.graph_manipulation.clone`` would do it, but fails on rechunked arrays
+    (dask 2026.7: its clones of a rechunk's keys refer to the original ones)."""
+    if held_chunk(array) is not None:
+        return array
+    tasks, _ = private_tasks(flat_tasks([array]), chunk_keys(array), suffix, reads=True)
+    name = _suffixed(array.name, suffix)
+    graph = HighLevelGraph({name: MaterializedLayer(tasks)}, {name: set()})
+    return _new_array(graph, name, array.chunks, array.dtype)
 
 
 def item_group_tasks(

@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 
 from .._gc import without_collector
+from .._graph import computed_apart
 from .._partition import gradient_row_chunks, row_pointer, split_row_chunks
 from ..block import TensorBlock
 from ..labels import Labels
@@ -122,6 +123,55 @@ def _centre(
     column = da.from_array(column, chunks=(mean.chunks[0],) + ((1,),) * (mean.ndim - 1))
     # chunk by chunk (see `_divided_by_counts`)
     return da.map_blocks(_refined, mean, deviations, column, dtype=mean.dtype)
+
+
+def _moments_for_gradients(
+    block: TensorBlock,
+    group: np.ndarray,
+    chunks: tuple[int, ...],
+    counts: np.ndarray,
+    reduction: str,
+) -> tuple[TensorBlock, da.Array, da.Array]:
+    """``block`` with its values computed apart (:func:`computed_apart`), and from these
+    the reduced values and the groups' centres that the gradients of a variance or
+    standard deviation need.
+
+    Sharing the values with the reduced values' pass, the gradients' pass held every
+    values chunk of the block at once. Values are the smallest array of a block with
+    gradients: reading them twice costs little (a chain of operations before the
+    reduction computes its values twice)."""
+    values = computed_apart(rows_only(as_dask(block.values)), "for-gradients")
+    block = block._with_arrays([values, *(g.values for _, g in block.gradients())])
+    shape = (len(counts), *values.shape[1:])
+    mean = _divided_by_counts(
+        segment_sum(_identity, [values], group, chunks, shape, values.dtype), counts
+    )
+    result = _spread(values, mean, group, chunks, counts, reduction)
+    return block, result, _centre(values, mean, group, chunks, counts)
+
+
+def _spread(
+    values: da.Array,
+    mean: da.Array,
+    group: np.ndarray,
+    chunks: tuple[int, ...],
+    counts: np.ndarray,
+    reduction: str,
+) -> da.Array:
+    """The groups' variance (``reduction`` ``"var"``) or standard deviation (``"std"``),
+    from the squared deviations of ``values`` from the groups' ``mean``."""
+    squares = segment_sum(
+        _squared_deviation,
+        [values],
+        group,
+        chunks,
+        mean.shape,
+        mean.dtype,
+        out_operands=[mean],
+        extras=[_local(group, chunks)],
+    )
+    result = _divided_by_counts(squares, counts)
+    return da.sqrt(result) if reduction == "std" else result
 
 
 def _std_gradient(
@@ -393,21 +443,11 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
     elif reduction == "mean":
         result = mean
     else:
-        squares = segment_sum(
-            _squared_deviation,
-            [values],
-            group,
-            chunks,
-            shape,
-            mean.dtype,
-            out_operands=[mean],
-            extras=[_local(group, chunks)],
-        )
-        result = _divided_by_counts(squares, counts)
-        if reduction == "std":
-            result = da.sqrt(result)
+        result = _spread(values, mean, group, chunks, counts, reduction)
         if block.gradients_list():
-            centre = _centre(values, mean, group, chunks, counts)
+            block, result_for_gradients, centre = _moments_for_gradients(
+                block, group, chunks, counts, reduction
+            )
 
     gradients = {}
     for parameter, gradient in block.gradients():
@@ -454,7 +494,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedLabels, reduction: str) -> 
                     centered.chunks[0],
                     centered.shape[1:],
                     centered,
-                    result,
+                    result_for_gradients,
                     local_group,
                     count_rows,
                     dtype=result.dtype,
