@@ -302,15 +302,18 @@ def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int)
     gradient rows per sample), so that operations read each gradient chunk with its
     values chunk and no rechunking; otherwise an even split in ``n_chunks``. Values
     chunks with room for more rows than ``n`` (appends fill them) give the gradient
-    as much room, at its rows per value row."""
+    as much room, at its rows per value row. A gradient without rows gets the rows per
+    chunk of its values, so that the rows appended later are not one chunk each."""
+    if m == 0:
+        return rows
     if rows > n:
-        return max(-(-rows * m // n), 1) if m and n else rows
+        return -(-rows * m // n)
     if rows == n:  # one values chunk: the gradient's rows in one chunk too
-        return max(m, 1)
+        return m
     co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
     if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
         return co_partitioned[0]
-    return max(-(-m // n_chunks), 1)
+    return -(-m // n_chunks)
 
 
 def plan_keys(plan: Plan, keys: Labels) -> None:
