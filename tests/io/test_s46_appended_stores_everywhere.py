@@ -377,21 +377,29 @@ def test_a_store_of_write_batches_with_empty_batches(tmp_path, batch_size):
     assert mtd.verify(path).ok, mtd.verify(path).problems
 
 
-@pytest.mark.parametrize("chunks", [None, 2], ids=["stored chunks of the first rows", "chunks=2"])
-def test_a_gradient_created_without_rows_is_not_stored_a_row_per_chunk(tmp_path, chunks):
+@pytest.mark.parametrize(
+    ("chunks", "chunk_size", "expected"),
+    [(None, "64MiB", 4), (2, "64MiB", 2), (None, "300B", 2)],
+    ids=["stored chunks of the first rows", "chunks=2", "gradient rows beyond the chunk size"],
+)
+def test_a_gradient_created_without_rows_is_not_stored_a_row_per_chunk(
+    tmp_path, chunks, chunk_size, expected
+):
     """A block whose first write gives its gradient no rows (an isolated atom has no
     neighbours) took 1-row gradient chunks: every gradient row appended later was a
     file of its own (24 chunks here, against 4 of values). It takes the rows per
-    chunk of its values."""
+    chunk of its values, at most the ``chunk-size`` setting (2 rows of 144 bytes in
+    300 bytes)."""
     from metatensor_dask.io.inspection import describe_store
 
     path = tmp_path / "store.zarr"
     rng = np.random.default_rng(5)
     stored: list[metatensor.TensorMap] = []
-    _append(path, _batch(rng, {0: (4, 1, 0)}, np.float64), stored, chunks=chunks)
+    with dask.config.set({"metatensor_dask.chunk-size": chunk_size}):
+        _append(path, _batch(rng, {0: (4, 1, 0)}, np.float64), stored, chunks=chunks)
     for _ in range(3):
         _append(path, _batch(rng, {0: (4, 1, 2)}, np.float64), stored)
     _same(mtd.open_zarr(path), _joined(stored))
     values, gradient = describe_store(path).blocks[0]
     assert gradient.name == "positions" and gradient.shape[0] == 24
-    assert gradient.chunk_rows == values.chunk_rows, (gradient.n_chunks, values.n_chunks)
+    assert gradient.chunk_rows == expected, (gradient.n_chunks, values.n_chunks)

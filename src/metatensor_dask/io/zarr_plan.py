@@ -277,6 +277,8 @@ def plan_block(
         m = gradient.values.shape[0]
         if pointer is not None:
             chunk_rows = gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
+            if m == 0:  # its rows per chunk are the values': not beyond the chunk size
+                chunk_rows = _within_chunk_size(chunk_rows, gradient)
             plan.array(
                 f"{path}/{layout.ROW_POINTER}",
                 _ROW_POINTER,
@@ -294,6 +296,13 @@ def plan_block(
                 chunking.target_rows(m, chunking.data_sizes(gradient), chunking.default_target()),
             )
         plan_block(plan, gradient, path, chunk_rows, True)
+
+
+def _within_chunk_size(rows: int, gradient: TensorBlock | CoreBlock) -> int:
+    """``rows``, at most the rows of ``gradient`` that fill the ``chunk-size`` setting
+    (at least one; rows of no bytes fill nothing)."""
+    size = chunking.row_bytes(gradient.values.shape, gradient.values.dtype)
+    return min(rows, max(chunking.default_target() // size, 1)) if size else rows
 
 
 def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int) -> int:
