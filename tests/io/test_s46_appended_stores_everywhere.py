@@ -405,17 +405,13 @@ def test_a_gradient_created_without_rows_is_not_stored_a_row_per_chunk(
     assert gradient.chunk_rows == expected, (gradient.n_chunks, values.n_chunks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a gradient created with fewer rows than its values (here 1 row for 4 samples) "
-    "takes that many rows per chunk, so that every later gradient row is a chunk file of "
-    "its own; proposed fix: pass `growing` from plan_whole to plan_block and give, in "
-    "plans that appends fill, a gradient at least the values' rows per chunk (within the "
-    "chunk-size setting); plain writes keep exact chunks (no padding of sparse gradients)",
-)
 def test_a_gradient_created_with_fewer_rows_than_its_values_is_not_stored_a_row_per_chunk(
     tmp_path,
 ):
+    """The block of an append whose gradient has 1 row for 4 samples took 1-row gradient
+    chunks too (25 chunks here, against 4 of values). An append gives it at least the
+    rows per chunk of its values; a plain write keeps exact chunks (a sparse gradient
+    is not padded)."""
     from metatensor_dask.io.inspection import describe_store
 
     path = tmp_path / "store.zarr"
@@ -432,10 +428,13 @@ def test_a_gradient_created_with_fewer_rows_than_its_values_is_not_stored_a_row_
             block.properties,
         ),
     )
+    sparse_map = metatensor.TensorMap(first.keys, [sparse])
     stored: list[metatensor.TensorMap] = []
-    _append(path, metatensor.TensorMap(first.keys, [sparse]), stored)
+    _append(path, sparse_map, stored)
     for _ in range(3):
         _append(path, _batch(rng, {0: (4, 1, 2)}, np.float64), stored)
     _same(mtd.open_zarr(path), _joined(stored))
     values, gradient = describe_store(path).blocks[0]
     assert gradient.chunk_rows == values.chunk_rows, (gradient.n_chunks, values.n_chunks)
+    mtd.from_metatensor(sparse_map).to_zarr(tmp_path / "plain.zarr")
+    assert describe_store(tmp_path / "plain.zarr").blocks[0][1].chunk_rows == 1

@@ -243,11 +243,18 @@ def _row_pointer(block: TensorBlock | CoreBlock, parameter: str) -> np.ndarray |
 
 
 def plan_block(
-    plan: Plan, block: TensorBlock | CoreBlock, prefix: str, rows: int, is_gradient: bool
+    plan: Plan,
+    block: TensorBlock | CoreBlock,
+    prefix: str,
+    rows: int,
+    is_gradient: bool,
+    growing: bool = False,
 ) -> None:
     """Plan ``block`` (a gradient when ``is_gradient``: no properties of its own) and
     its gradients at ``prefix``, its values in chunks of ``rows`` rows; the values
-    arrays are planned as they are (dask or numpy)."""
+    arrays are planned as they are (dask or numpy). When ``growing`` (appends fill the
+    chunks), a gradient grouped by sample has room for at least as many rows per chunk
+    as the values (within the ``chunk-size`` setting), however few rows it has now."""
     values = block.values
     shards = plan.sharding(rows)
     plan.group(prefix)
@@ -279,6 +286,8 @@ def plan_block(
             chunk_rows = gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
             if m == 0:  # its rows per chunk are the values': not beyond the chunk size
                 chunk_rows = _within_chunk_size(chunk_rows, gradient)
+            elif growing:  # room for the rows appends bring: at least the values'
+                chunk_rows = max(chunk_rows, _within_chunk_size(rows, gradient))
             plan.array(
                 f"{path}/{layout.ROW_POINTER}",
                 _ROW_POINTER,
@@ -295,7 +304,7 @@ def plan_block(
                 max(-(-m // n_chunks), 1),
                 chunking.target_rows(m, chunking.data_sizes(gradient), chunking.default_target()),
             )
-        plan_block(plan, gradient, path, chunk_rows, True)
+        plan_block(plan, gradient, path, chunk_rows, True, growing)
 
 
 def _within_chunk_size(rows: int, gradient: TensorBlock | CoreBlock) -> int:
@@ -350,7 +359,7 @@ def plan_whole(
         chosen = _rows_of_empty_blocks([block for _, block in blocks], chosen, target)
     with collector_paused():
         for (index, block), rows in zip(blocks, chosen, strict=True):
-            plan_block(plan, block, layout.block_prefix(index), rows, False)
+            plan_block(plan, block, layout.block_prefix(index), rows, False, growing)
     return plan
 
 
