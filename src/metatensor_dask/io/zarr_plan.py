@@ -243,11 +243,18 @@ def _row_pointer(block: TensorBlock | CoreBlock, parameter: str) -> np.ndarray |
 
 
 def plan_block(
-    plan: Plan, block: TensorBlock | CoreBlock, prefix: str, rows: int, is_gradient: bool
+    plan: Plan,
+    block: TensorBlock | CoreBlock,
+    prefix: str,
+    rows: int,
+    is_gradient: bool,
+    growing: bool = False,
 ) -> None:
     """Plan ``block`` (a gradient when ``is_gradient``: no properties of its own) and
     its gradients at ``prefix``, its values in chunks of ``rows`` rows; the values
-    arrays are planned as they are (dask or numpy)."""
+    arrays are planned as they are (dask or numpy). When ``growing`` (appends fill the
+    chunks), a gradient grouped by sample has room for at least as many rows per chunk
+    as the values (within the ``chunk-size`` setting), however few rows it has now."""
     values = block.values
     shards = plan.sharding(rows)
     plan.group(prefix)
@@ -277,6 +284,10 @@ def plan_block(
         m = gradient.values.shape[0]
         if pointer is not None:
             chunk_rows = gradient_rows(pointer, values.shape[0], rows, m, n_chunks)
+            if m == 0:  # its rows per chunk are the values': not beyond the chunk size
+                chunk_rows = _within_chunk_size(chunk_rows, gradient)
+            elif growing:  # room for the rows appends bring: at least the values'
+                chunk_rows = max(chunk_rows, _within_chunk_size(rows, gradient))
             plan.array(
                 f"{path}/{layout.ROW_POINTER}",
                 _ROW_POINTER,
@@ -293,7 +304,14 @@ def plan_block(
                 max(-(-m // n_chunks), 1),
                 chunking.target_rows(m, chunking.data_sizes(gradient), chunking.default_target()),
             )
-        plan_block(plan, gradient, path, chunk_rows, True)
+        plan_block(plan, gradient, path, chunk_rows, True, growing)
+
+
+def _within_chunk_size(rows: int, gradient: TensorBlock | CoreBlock) -> int:
+    """``rows``, at most the rows of ``gradient`` that fill the ``chunk-size`` setting
+    (at least one; rows of no bytes fill nothing)."""
+    size = chunking.row_bytes(gradient.values.shape, gradient.values.dtype)
+    return min(rows, max(chunking.default_target() // size, 1)) if size else rows
 
 
 def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int) -> int:
@@ -302,15 +320,18 @@ def gradient_rows(pointer: np.ndarray, n: int, rows: int, m: int, n_chunks: int)
     gradient rows per sample), so that operations read each gradient chunk with its
     values chunk and no rechunking; otherwise an even split in ``n_chunks``. Values
     chunks with room for more rows than ``n`` (appends fill them) give the gradient
-    as much room, at its rows per value row."""
+    as much room, at its rows per value row. A gradient without rows gets the rows per
+    chunk of its values, so that the rows appended later are not one chunk each."""
+    if m == 0:
+        return rows
     if rows > n:
-        return max(-(-rows * m // n), 1) if m and n else rows
+        return -(-rows * m // n)
     if rows == n:  # one values chunk: the gradient's rows in one chunk too
-        return max(m, 1)
+        return m
     co_partitioned = gradient_row_chunks(pointer, chunking.regular(n, rows))
     if co_partitioned[0] > 0 and chunking.regular(m, co_partitioned[0]) == co_partitioned:
         return co_partitioned[0]
-    return max(-(-m // n_chunks), 1)
+    return -(-m // n_chunks)
 
 
 def plan_keys(plan: Plan, keys: Labels) -> None:
@@ -338,7 +359,7 @@ def plan_whole(
         chosen = _rows_of_empty_blocks([block for _, block in blocks], chosen, target)
     with collector_paused():
         for (index, block), rows in zip(blocks, chosen, strict=True):
-            plan_block(plan, block, layout.block_prefix(index), rows, False)
+            plan_block(plan, block, layout.block_prefix(index), rows, False, growing)
     return plan
 
 
