@@ -824,6 +824,18 @@ def _resumed(
     return plan, token, record
 
 
+def _starts_over(tensor: TensorMap, mode: str, store: Store) -> bool:
+    """Whether ``resume=True`` in ``mode`` writes an interrupted store anew: with
+    ``mode="w"``, when the write left no readable record of its plan (killed before
+    it, as it emptied the store, or while it wrote it), so that none of its data was
+    stored; the overwrite that the error of other modes names as the remedy is the one
+    asked for."""
+    if mode != "w":
+        return False
+    (raw,) = get_many(store, [_PLAN])
+    return raw is None or _plan_record(raw, len(tensor.keys.names)) is None
+
+
 def _resume(
     tensor: TensorMap,
     mode: str,
@@ -1230,7 +1242,8 @@ def _refuse_other_write(
     another. Returns whether the store is complete and written by this write."""
     attributes, nodes = existing
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        _resumed(tensor, mode, request, store, nodes, where)
+        if not _starts_over(tensor, mode, store):
+            _resumed(tensor, mode, request, store, nodes, where)
         return False
     if _stored_token(tensor, mode, request, store, existing, where):
         return True
@@ -1283,7 +1296,7 @@ def _write(
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:
-        if resume:
+        if resume and not _starts_over(tensor, mode, store):
             return _resume(tensor, mode, request, store, existing, where, compute, lock)
         if mode != "w":
             raise MetatensorDaskError(

@@ -1,0 +1,59 @@
+"""Writers stopped at moments that random kills found, then run again as a requeued
+job does: with the same call and ``resume=True``.
+
+- ``mode="w"`` over a complete store, stopped after it emptied the store and before its
+  plan was recorded (or while it was recorded): the store reads as incomplete, and the
+  same call with ``resume=True`` writes it anew (it said to use ``mode='w'``, the mode
+  it was given, and failed again on every requeue).
+"""
+
+from __future__ import annotations
+
+import pytest
+from zarr_writer_process import make_metatensor
+
+import metatensor_dask as mtd
+from metatensor_dask.io import zarr_write
+from metatensor_dask.io._lock import StoreLock
+from metatensor_dask.io.zarr_store import describe, open_store
+from metatensor_dask.testing import assert_equal_to_metatensor
+
+SAMPLES = (5, 0, 3)
+
+
+def _leave_lock(path) -> None:
+    """Leave the lock of a write of this process that stopped before deleting it, as a
+    killed writer leaves its lock: stale, to take over."""
+    store = open_store(str(path), None, writable=True)
+    lock = StoreLock(store, describe(store), 60.0)
+    lock.acquire(takeover=False)
+    lock.stop()
+
+
+@pytest.mark.parametrize("plan", ["missing", "cut short"])
+def test_mode_w_stopped_while_emptying_the_store_is_resumed(tmp_path, monkeypatch, plan):
+    path = tmp_path / "t.zarr"
+    mtd.from_metatensor(make_metatensor(0, n_samples=SAMPLES)).to_zarr(path, chunks=1)
+    expected = make_metatensor(1, n_samples=SAMPLES)
+    clear = zarr_write._clear
+
+    def stopped(store):
+        clear(store)
+        if plan == "cut short":
+            (path / ".progress").mkdir()
+            (path / ".progress" / "plan.json").write_text('{"data": ["blocks/0/val')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zarr_write, "_clear", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        mtd.from_metatensor(expected).to_zarr(path, mode="w", chunks=1, resume=True)
+    monkeypatch.undo()
+    _leave_lock(path)
+    with pytest.raises(mtd.IncompleteStoreError, match="resume=True"):
+        mtd.open_zarr(path)
+    assert not mtd.verify(path).ok
+
+    mtd.from_metatensor(expected).to_zarr(path, mode="w", chunks=1, resume=True)
+    assert_equal_to_metatensor(mtd.open_zarr(path), expected)
+    assert not (path / ".lock").exists() and not (path / ".progress").exists()
+    assert mtd.verify(path).ok
