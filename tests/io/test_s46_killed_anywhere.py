@@ -5,10 +5,14 @@ job does: with the same call and ``resume=True``.
   plan was recorded (or while it was recorded): the store reads as incomplete, and the
   same call with ``resume=True`` writes it anew (it said to use ``mode='w'``, the mode
   it was given, and failed again on every requeue).
+- A write stopped once the store was complete, before it deleted its lock: its
+  ``resume=True`` finds the store written and removes the lock it left (kept, the lock
+  refused the next write, naming ``resume=True`` as the remedy that had just run).
 """
 
 from __future__ import annotations
 
+import metatensor
 import pytest
 from zarr_writer_process import make_metatensor
 
@@ -56,4 +60,21 @@ def test_mode_w_stopped_while_emptying_the_store_is_resumed(tmp_path, monkeypatc
     mtd.from_metatensor(expected).to_zarr(path, mode="w", chunks=1, resume=True)
     assert_equal_to_metatensor(mtd.open_zarr(path), expected)
     assert not (path / ".lock").exists() and not (path / ".progress").exists()
+    assert mtd.verify(path).ok
+
+
+def test_resume_of_a_complete_store_removes_the_lock_its_killed_writer_left(tmp_path):
+    first, second = (mtd.from_metatensor(make_metatensor(s, n_samples=SAMPLES)) for s in (0, 1))
+    path, uninterrupted = tmp_path / "t.zarr", tmp_path / "uninterrupted.zarr"
+    for store in (path, uninterrupted):
+        first.to_zarr(store, chunks=1)
+    _leave_lock(path)
+
+    first.to_zarr(path, mode="w", chunks=1, resume=True)
+    assert not (path / ".lock").exists()
+    for store in (path, uninterrupted):
+        second.to_zarr(store, append_dim="samples", renumber={"system": "next"}, chunks=1)
+    assert metatensor.equal(
+        mtd.to_metatensor(mtd.open_zarr(path)), mtd.to_metatensor(mtd.open_zarr(uninterrupted))
+    )
     assert mtd.verify(path).ok

@@ -26,6 +26,7 @@ the data tasks that are not recorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ from .. import _graph
 from .._gc import collector_paused, without_collector
 from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
-from ..errors import DamagedStoreError, MetatensorDaskError, wrong_type
+from ..errors import DamagedStoreError, MetatensorDaskError, StoreLockedError, wrong_type
 from ..labels import Labels
 from . import _direct_writes, _page_cache, _task_batches
 from . import chunks as chunking
@@ -1143,7 +1144,9 @@ def _locked_write(
         if _refuse_before_takeover(
             tensor, store, live, mode, request, resume, append_dim, renumbering
         ):
-            # done already: the lock stays with the writer that holds it
+            # done already: the lock stays with the writer that holds it, if it runs
+            if not live:
+                _release_left_lock(lock, store)
             return None if compute else nothing_to_write(_nothing)
     lock.acquire(takeover=resume or mode == "w")
     try:
@@ -1178,6 +1181,19 @@ def _locked_write(
     else:
         lock.hand_over()
     return delayed
+
+
+def _release_left_lock(lock: StoreLock, store: Store) -> None:
+    """Take over and release the lock that a writer gone left on a store that
+    ``resume=True`` finds holding its write already (that write, or a resume of it,
+    killed before it deleted its lock): kept, it would refuse the next write, naming as
+    the remedy the ``resume=True`` that just ran. The lock of an interrupted append
+    stays: it names the append to finish or discard."""
+    if get_many(store, [layout.APPEND_KEY])[0] is not None:
+        return
+    with contextlib.suppress(StoreLockedError):  # another writer took it meanwhile
+        lock.acquire(takeover=True)
+        lock.release()
 
 
 def _refuse_before_takeover(
