@@ -7,7 +7,9 @@ job does: with the same call and ``resume=True``.
   it was given, and failed again on every requeue).
 - A write stopped once the store was complete, before it deleted its lock: its
   ``resume=True`` finds the store written and removes the lock it left (kept, the lock
-  refused the next write, naming ``resume=True`` as the remedy that had just run).
+  refused the next write, naming ``resume=True`` as the remedy that had just run), and
+  the progress records it left (kept for ever before: "already complete: nothing was
+  written").
 """
 
 from __future__ import annotations
@@ -77,4 +79,26 @@ def test_resume_of_a_complete_store_removes_the_lock_its_killed_writer_left(tmp_
     assert metatensor.equal(
         mtd.to_metatensor(mtd.open_zarr(path)), mtd.to_metatensor(mtd.open_zarr(uninterrupted))
     )
+    assert mtd.verify(path).ok
+
+
+def test_resume_of_a_write_stopped_once_complete_forgets_its_progress(tmp_path, monkeypatch):
+    path = tmp_path / "t.zarr"
+    tensor = make_metatensor(0, n_samples=SAMPLES)
+    delete_prefix = zarr_write.delete_prefix
+
+    def stopped(store, prefix):
+        if prefix == ".progress/" and mtd.verify(path).ok:  # once the store is complete
+            raise KeyboardInterrupt
+        delete_prefix(store, prefix)
+
+    monkeypatch.setattr(zarr_write, "delete_prefix", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        mtd.from_metatensor(tensor).to_zarr(path, chunks=1)
+    monkeypatch.undo()
+    assert_equal_to_metatensor(mtd.open_zarr(path), tensor)
+    assert (path / ".progress" / "plan.json").exists()
+
+    mtd.from_metatensor(tensor).to_zarr(path, mode="w-", chunks=1, resume=True)
+    assert not (path / ".progress").exists() and not (path / ".lock").exists()
     assert mtd.verify(path).ok

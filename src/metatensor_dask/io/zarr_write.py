@@ -1193,7 +1193,16 @@ def _release_left_lock(lock: StoreLock, store: Store) -> None:
         return
     with contextlib.suppress(StoreLockedError):  # another writer took it meanwhile
         lock.acquire(takeover=True)
+        _forget_finished_write(store)
         lock.release()
+
+
+def _forget_finished_write(store: Store) -> None:
+    """Delete the progress records that a write stopped once its store was complete
+    left (its root written, ``.progress/`` not deleted yet): they name nothing left to
+    write. The record of an interrupted append is kept, for its resume or discard."""
+    if get_many(store, [layout.APPEND_KEY])[0] is None:
+        delete_prefix(store, layout.PROGRESS_PREFIX)
 
 
 def _refuse_before_takeover(
@@ -1324,6 +1333,7 @@ def _write(
         refuse_nodes_of_documents(existing, where)
     if existing is not None and complete and resume:
         if _refuse_other_write(tensor, mode, request, store, existing, where):
+            _forget_finished_write(store)
             return _done(compute, lock)
     plan = None
     if (existing is not None or damaged) and mode == "w":
