@@ -2,9 +2,10 @@
 job does: with the same call and ``resume=True``.
 
 - ``mode="w"`` over a complete store, stopped after it emptied the store and before its
-  plan was recorded (or while it was recorded): the store reads as incomplete, and the
-  same call with ``resume=True`` writes it anew (it said to use ``mode='w'``, the mode
-  it was given, and failed again on every requeue).
+  plan was recorded (or while it was recorded, or before its root replaced the one
+  listing the emptied store): the store reads as incomplete, and the same call with
+  ``resume=True`` writes it anew (it said to use ``mode='w'``, the mode it was given,
+  or that the store's metadata did not match the tensor, and failed on every requeue).
 - A write stopped once the store was complete, before it deleted its lock: its
   ``resume=True`` finds the store written and removes the lock it left (kept, the lock
   refused the next write, naming ``resume=True`` as the remedy that had just run), and
@@ -36,21 +37,29 @@ def _leave_lock(path) -> None:
     lock.stop()
 
 
-@pytest.mark.parametrize("plan", ["missing", "cut short"])
+@pytest.mark.parametrize("plan", ["missing", "cut short", "recorded"])
 def test_mode_w_stopped_while_emptying_the_store_is_resumed(tmp_path, monkeypatch, plan):
     path = tmp_path / "t.zarr"
     mtd.from_metatensor(make_metatensor(0, n_samples=SAMPLES)).to_zarr(path, chunks=1)
     expected = make_metatensor(1, n_samples=SAMPLES)
-    clear = zarr_write._clear
+    clear, set_many = zarr_write._clear, zarr_write.set_many
 
     def stopped(store):
         clear(store)
         if plan == "cut short":
             (path / ".progress").mkdir()
             (path / ".progress" / "plan.json").write_text('{"data": ["blocks/0/val')
-        raise KeyboardInterrupt
+        if plan != "recorded":
+            raise KeyboardInterrupt
+
+    def root_not_written(store, items, *args, **kwargs):
+        # stopped once its plan is recorded, before its root replaces the emptied one's
+        if "zarr.json" in items and (path / ".progress" / "plan.json").exists():
+            raise KeyboardInterrupt
+        return set_many(store, items, *args, **kwargs)
 
     monkeypatch.setattr(zarr_write, "_clear", stopped)
+    monkeypatch.setattr(zarr_write, "set_many", root_not_written)
     with pytest.raises(KeyboardInterrupt):
         mtd.from_metatensor(expected).to_zarr(path, mode="w", chunks=1, resume=True)
     monkeypatch.undo()

@@ -825,16 +825,24 @@ def _resumed(
     return plan, token, record
 
 
-def _starts_over(tensor: TensorMap, mode: str, store: Store) -> bool:
+def _starts_over(
+    tensor: TensorMap, mode: str, request: chunking.ChunkRequest, store: Store
+) -> bool:
     """Whether ``resume=True`` in ``mode`` writes an interrupted store anew: with
-    ``mode="w"``, when the write left no readable record of its plan (killed before
-    it, as it emptied the store, or while it wrote it), so that none of its data was
-    stored; the overwrite that the error of other modes names as the remedy is the one
-    asked for."""
+    ``mode="w"``, when the write stored no data to keep: it left no readable record of
+    its plan (killed before it, as it emptied the store, or while it wrote it), or the
+    plan of this very write with no chunk recorded (killed before it wrote its root
+    over the one that still lists the store it emptied). The overwrite that the error
+    of other modes names as the remedy is the one asked for."""
     if mode != "w":
         return False
     (raw,) = get_many(store, [_PLAN])
-    return raw is None or _plan_record(raw, len(tensor.keys.names)) is None
+    record = None if raw is None else _plan_record(raw, len(tensor.keys.names))
+    if record is None:
+        return True
+    if recorded_chunks(store) - {_PLAN}:
+        return False
+    return record.get("token") == _token(_plan_tensor(tensor, request), tensor)
 
 
 def _resume(
@@ -1267,7 +1275,7 @@ def _refuse_other_write(
     another. Returns whether the store is complete and written by this write."""
     attributes, nodes = existing
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        if not _starts_over(tensor, mode, store):
+        if not _starts_over(tensor, mode, request, store):
             _resumed(tensor, mode, request, store, nodes, where)
         return False
     if _stored_token(tensor, mode, request, store, existing, where):
@@ -1321,7 +1329,7 @@ def _write(
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:
-        if resume and not _starts_over(tensor, mode, store):
+        if resume and not _starts_over(tensor, mode, request, store):
             return _resume(tensor, mode, request, store, existing, where, compute, lock)
         if mode != "w":
             raise MetatensorDaskError(
