@@ -26,6 +26,7 @@ the data tasks that are not recorded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,7 +43,7 @@ from .. import _graph
 from .._gc import collector_paused, without_collector
 from .._member_checks import member_checks
 from .._typing import ChunksLike, StoreLike, ZarrMode
-from ..errors import DamagedStoreError, MetatensorDaskError, wrong_type
+from ..errors import DamagedStoreError, MetatensorDaskError, StoreLockedError, wrong_type
 from ..labels import Labels
 from . import _direct_writes, _page_cache, _task_batches
 from . import chunks as chunking
@@ -824,6 +825,26 @@ def _resumed(
     return plan, token, record
 
 
+def _starts_over(
+    tensor: TensorMap, mode: str, request: chunking.ChunkRequest, store: Store
+) -> bool:
+    """Whether ``resume=True`` in ``mode`` writes an interrupted store anew: with
+    ``mode="w"``, when the write stored no data to keep: it left no readable record of
+    its plan (killed before it, as it emptied the store, or while it wrote it), or the
+    plan of this very write with no chunk recorded (killed before it wrote its root
+    over the one that still lists the store it emptied). The overwrite that the error
+    of other modes names as the remedy is the one asked for."""
+    if mode != "w":
+        return False
+    (raw,) = get_many(store, [_PLAN])
+    record = None if raw is None else _plan_record(raw, len(tensor.keys.names))
+    if record is None:
+        return True
+    if recorded_chunks(store) - {_PLAN}:
+        return False
+    return record.get("token") == _token(_plan_tensor(tensor, request), tensor)
+
+
 def _resume(
     tensor: TensorMap,
     mode: str,
@@ -1131,7 +1152,9 @@ def _locked_write(
         if _refuse_before_takeover(
             tensor, store, live, mode, request, resume, append_dim, renumbering
         ):
-            # done already: the lock stays with the writer that holds it
+            # done already: the lock stays with the writer that holds it, if it runs
+            if not live:
+                _release_left_lock(lock, store)
             return None if compute else nothing_to_write(_nothing)
     lock.acquire(takeover=resume or mode == "w")
     try:
@@ -1166,6 +1189,28 @@ def _locked_write(
     else:
         lock.hand_over()
     return delayed
+
+
+def _release_left_lock(lock: StoreLock, store: Store) -> None:
+    """Take over and release the lock that a writer gone left on a store that
+    ``resume=True`` finds holding its write already (that write, or a resume of it,
+    killed before it deleted its lock): kept, it would refuse the next write, naming as
+    the remedy the ``resume=True`` that just ran. The lock of an interrupted append
+    stays: it names the append to finish or discard."""
+    if get_many(store, [layout.APPEND_KEY])[0] is not None:
+        return
+    with contextlib.suppress(StoreLockedError):  # another writer took it meanwhile
+        lock.acquire(takeover=True)
+        _forget_finished_write(store)
+        lock.release()
+
+
+def _forget_finished_write(store: Store) -> None:
+    """Delete the progress records that a write stopped once its store was complete
+    left (its root written, ``.progress/`` not deleted yet): they name nothing left to
+    write. The record of an interrupted append is kept, for its resume or discard."""
+    if get_many(store, [layout.APPEND_KEY])[0] is None:
+        delete_prefix(store, layout.PROGRESS_PREFIX)
 
 
 def _refuse_before_takeover(
@@ -1230,7 +1275,8 @@ def _refuse_other_write(
     another. Returns whether the store is complete and written by this write."""
     attributes, nodes = existing
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        _resumed(tensor, mode, request, store, nodes, where)
+        if not _starts_over(tensor, mode, request, store):
+            _resumed(tensor, mode, request, store, nodes, where)
         return False
     if _stored_token(tensor, mode, request, store, existing, where):
         return True
@@ -1283,7 +1329,7 @@ def _write(
     complete = existing is not None and existing[0][layout.ATTRIBUTE].get("complete") is True
 
     if existing is not None and not complete:
-        if resume:
+        if resume and not _starts_over(tensor, mode, request, store):
             return _resume(tensor, mode, request, store, existing, where, compute, lock)
         if mode != "w":
             raise MetatensorDaskError(
@@ -1295,6 +1341,7 @@ def _write(
         refuse_nodes_of_documents(existing, where)
     if existing is not None and complete and resume:
         if _refuse_other_write(tensor, mode, request, store, existing, where):
+            _forget_finished_write(store)
             return _done(compute, lock)
     plan = None
     if (existing is not None or damaged) and mode == "w":
