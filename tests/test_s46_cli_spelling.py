@@ -70,7 +70,13 @@ def test_a_base_60_looking_value_in_a_pipeline_is_a_string_the_operation_refuses
 
 
 @pytest.mark.parametrize(
-    "typed, meant", [("--over", "--overwrite"), ("--chunk=3", "--chunks"), ("--work", "--workers")]
+    "typed, meant",
+    [
+        ("--over", "--overwrite"),
+        ("--chunk=3", "--chunks"),
+        ("--work", "--workers"),
+        ("--apend", "--append"),
+    ],
 )
 def test_an_abbreviated_option_is_refused_with_its_full_spelling(tmp_path, capsys, typed, meant):
     out = tmp_path / "out.zarr"
@@ -79,6 +85,12 @@ def test_an_abbreviated_option_is_refused_with_its_full_spelling(tmp_path, capsy
     assert f"unrecognized arguments: {typed}" in err
     assert f"did you mean {meant}? (options are spelled in full)" in err
     assert not os.path.exists(out)
+
+
+def test_an_unknown_option_like_no_other_gets_no_suggestion(tmp_path, capsys):
+    code, _, err = run(capsys, "convert", "--bogus", RADIAL, tmp_path / "out.zarr")
+    assert code == 2
+    assert err.endswith("unrecognized arguments: --bogus\n")
 
 
 def test_a_job_sbatch_refuses_leaves_no_script_of_its_own_and_keeps_a_named_one(tmp_path, capsys):

@@ -1256,7 +1256,10 @@ def _unrecognized(unknown: list[str], parser: argparse.ArgumentParser) -> str:
         if not name.startswith("--") or name == "--traceback":
             continue
         meant = [option for option in options if option.startswith(name)]
-        meant = meant or difflib.get_close_matches(name, options, n=1)
+        if not meant:  # (compared without their dashes, which every option shares)
+            spelled = {option[2:]: option for option in options if option.startswith("--")}
+            near = difflib.get_close_matches(name[2:], list(spelled), n=1, cutoff=0.75)
+            meant = [spelled[match] for match in near]
         if meant:
             message += f"; did you mean {' or '.join(meant)}? (options are spelled in full)"
     if "--traceback" in unknown:
