@@ -12,6 +12,7 @@ import metatensor
 import metatensor.operations as mo
 import numpy as np
 import pytest
+from ingest_support import renumbered
 
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor
@@ -83,35 +84,6 @@ def _piece(rng, keys, systems, empty_key, shape, dtype) -> metatensor.TensorMap:
     return metatensor.TensorMap(_labels(["k"], [(k,) for k in keys]), blocks)
 
 
-def _shifted(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``tensor`` with ``offset`` added to every ``system`` column (values, gradients)."""
-    blocks = []
-    for block in tensor.blocks():
-        samples = block.samples.values.copy()
-        samples[:, 0] += offset
-        new = metatensor.TensorBlock(
-            block.values,
-            metatensor.Labels(block.samples.names, samples),
-            block.components,
-            block.properties,
-        )
-        for parameter, gradient in block.gradients():
-            rows = gradient.samples.values.copy()
-            if "system" in gradient.samples.names:
-                rows[:, gradient.samples.names.index("system")] += offset
-            new.add_gradient(
-                parameter,
-                _gradient(
-                    gradient.values,
-                    metatensor.Labels(gradient.samples.names, rows),
-                    gradient.components,
-                    gradient.properties,
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
-
-
 def _next_system(tensors: list[metatensor.TensorMap]) -> int:
     stored = [int(b.samples.column("system").max()) for t in tensors for b in t.blocks() if len(b)]
     return max(stored) + 1
@@ -123,15 +95,15 @@ def _grown(path, shape, dtype) -> metatensor.TensorMap:
     rng = np.random.default_rng(33)
     plan = [([0], 3, None, NEXT), ([1, 0], 1, None, NEXT), ([2, 0, 1], 2, 2, {"system": 40}),
             ([1, 3], 3, None, NEXT)]  # fmt: skip
-    renumbered: list[metatensor.TensorMap] = []
+    pieces: list[metatensor.TensorMap] = []
     for keys, systems, empty_key, renumber in plan:
         piece = _piece(rng, keys, systems, empty_key, shape, dtype)
         mtd.from_metatensor(piece).to_zarr(path, append_dim="samples", renumber=renumber, chunks=2)
         offset = renumber["system"]
         if offset == "next":
-            offset = _next_system(renumbered) if renumbered else 0
-        renumbered.append(_shifted(piece, offset))
-    return metatensor.join(renumbered, axis="samples", different_keys="union")
+            offset = _next_system(pieces) if pieces else 0
+        pieces.append(renumbered(piece, offset))
+    return metatensor.join(pieces, axis="samples", different_keys="union")
 
 
 def _same(ours, theirs, rtol: float = 0.0) -> None:
@@ -210,7 +182,7 @@ def test_an_operation_written_then_appended_to_reads_in_other_chunks(tmp_path):
     squares.to_zarr(tmp_path / "product.zarr", append_dim="samples", renumber={"system": 1000})
     first = mo.multiply(joined, 2.0)
     expected = metatensor.join(
-        [first, _shifted(more, _next_system([first])), _shifted(mo.pow(more, 2.0), 1000)],
+        [first, renumbered(more, _next_system([first])), renumbered(mo.pow(more, 2.0), 1000)],
         axis="samples",
         different_keys="union",
     )

@@ -22,6 +22,7 @@ import metatensor
 import metatensor.operations as mo
 import numpy as np
 import pytest
+from ingest_support import renumbered
 
 import metatensor_dask as mtd
 from metatensor_dask.__main__ import main
@@ -98,36 +99,6 @@ def _empty_map() -> metatensor.TensorMap:
     return metatensor.TensorMap(_labels(["k"], []), [])
 
 
-def _shifted(tensor: metatensor.TensorMap, offset: int) -> metatensor.TensorMap:
-    """``tensor`` with ``offset`` added to the ``system`` column of its samples and of
-    its gradients' samples."""
-    blocks = []
-    for block in tensor.blocks():
-        samples = block.samples.values.copy()
-        samples[:, block.samples.names.index("system")] += offset
-        new = metatensor.TensorBlock(
-            block.values,
-            metatensor.Labels(block.samples.names, samples),
-            block.components,
-            block.properties,
-        )
-        for parameter, gradient in block.gradients():
-            rows = gradient.samples.values.copy()
-            if "system" in gradient.samples.names:
-                rows[:, gradient.samples.names.index("system")] += offset
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    gradient.values,
-                    metatensor.Labels(gradient.samples.names, rows),
-                    gradient.components,
-                    gradient.properties,
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
-
-
 def _next_system(tensors: list[metatensor.TensorMap]) -> int:
     """What ``renumber={"system": "next"}`` adds after ``tensors``."""
     stored = [int(b.samples.column("system").max()) for t in tensors for b in t.blocks() if len(b)]
@@ -144,7 +115,7 @@ def _append(path, tensor: metatensor.TensorMap, stored: list[metatensor.TensorMa
     """Append ``tensor`` renumbered ``"next"``; add what it became to ``stored``."""
     offset = _next_system(stored)
     mtd.from_metatensor(tensor).to_zarr(path, append_dim="samples", renumber=NEXT, **kwargs)
-    stored.append(_shifted(tensor, offset))
+    stored.append(renumbered(tensor, offset))
 
 
 def _grow(path, dtype, chunks: int) -> metatensor.TensorMap:
@@ -219,7 +190,7 @@ def test_operations_on_a_grown_store_equal_metatensor(grown, tmp_path, name):
     """In chunks of 1 row; with the whole store in its own chunks."""
     path, joined, _ = grown[name]
     whole_path = grown[f"whole {name}"][0]
-    other = _shifted(joined, 1000)
+    other = renumbered(joined, 1000)
     mtd.from_metatensor(other).to_zarr(tmp_path / "other.zarr", chunks=2)
     stored = mtd.open_zarr(path, chunks=1)
     whole = mtd.open_zarr(whole_path)
@@ -330,7 +301,7 @@ def test_a_store_converted_to_other_chunks_then_appended_to(grown, tmp_path):
     more = _batch(rng, {2: (2, 1, 1), 4: (1, 2, 0)}, np.float64)
     metatensor.save(tmp_path / "more.mts", more)
     assert _cli("convert", tmp_path / "more.mts", path, "--append", "--renumber", "system") == 0
-    stored = [joined, _shifted(more, _next_system([joined]))]
+    stored = [joined, renumbered(more, _next_system([joined]))]
     _append(path, _batch(rng, {0: (1, 1, 0), 4: (3, 1, 1)}, np.float64), stored)
     for chunks in (None, 1, 3):
         tensor = mtd.open_zarr(path, chunks=chunks)
@@ -353,7 +324,7 @@ def _items_batch(items: list[int]) -> metatensor.TensorMap:
     """The systems of ``items`` numbered from 0 in the batch (``write_batches`` adds the
     index of the first)."""
     return (
-        _joined([_shifted(_item(i), j) for j, i in enumerate(items)])
+        _joined([renumbered(_item(i), j) for j, i in enumerate(items)])
         if any(ITEMS[i] for i in items)
         else _empty_map()
     )
@@ -365,7 +336,7 @@ def test_a_store_of_write_batches_with_empty_batches(tmp_path, batch_size):
     path = tmp_path / "batches.zarr"
     with dask.config.set(scheduler="synchronous"):
         mtd.write_batches(_items_batch, list(range(len(ITEMS))), path, batch_size, quiet=True)
-    stored = [_joined([_shifted(_item(i), i) for i in range(len(ITEMS))])]
+    stored = [_joined([renumbered(_item(i), i) for i in range(len(ITEMS))])]
     for chunks in (None, 1, "1KiB"):
         tensor = mtd.open_zarr(path, chunks=chunks)
         _same(tensor, stored[0])
