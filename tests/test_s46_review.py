@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import metatensor_dask as mtd
+from metatensor_dask.execution.pipeline import Pipeline, PipelineError, load_yaml_value
 from metatensor_dask.testing import assert_equal_to_metatensor
 
 CLOSE = {"rtol": 1e-10, "atol": 1e-12}
@@ -55,3 +56,22 @@ def test_var_and_std_gradients_of_a_map_a_cluster_holds(reduction, client, tmp_p
 
     expected = getattr(metatensor, reduction)(reference, "atom")
     assert_equal_to_metatensor(reduced.compute(), expected, **CLOSE)
+
+
+@pytest.mark.parametrize("text", ["0x_", "-0b_", "0o_"])
+def test_a_base_prefix_without_digits_is_a_string(text):
+    # YAML 1.2 reads these as strings; they were taken for integers, whose reading then
+    # failed with a bare "invalid literal for int() with base 16: ''"
+    assert load_yaml_value(text) == text
+
+
+def test_an_int_tag_on_a_base_60_number_is_named_with_its_line(tmp_path: Path):
+    # YAML 1.1 read `!!int 1:30` as 90; read as YAML 1.2, it failed with "invalid
+    # literal for int() with base 10: '1:30'", without the line
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        "inputs:\n  a: a.zarr\nsteps:\n  - op: multiply\n    args: {A: a, B: !!int 1:30}\n"
+        "output: out.zarr\n"
+    )
+    with pytest.raises(PipelineError, match=r"line 5: .*'1:30' is not an integer"):
+        Pipeline.from_file(str(pipeline))
