@@ -199,10 +199,17 @@ def computed_apart(array: da.Array, suffix: str) -> da.Array:
     the second when the second waits for the first pass's results: every chunk is then
     held at once. Apart, each pass reads (or computes) its chunks again and releases
     them. ``dask.graph_manipulation.clone`` would do it, but fails on rechunked arrays
-    (dask 2026.7: its clones of a rechunk's keys refer to the original ones)."""
+    (dask 2026.7: its clones of a rechunk's keys refer to the original ones).
+
+    ``array`` itself when its chunks are held (in memory, or by a ``distributed``
+    cluster as the futures of a persisted result): nothing computes them, and a held
+    chunk is not read again."""
     if held_chunk(array) is not None:
         return array
-    tasks, _ = private_tasks(flat_tasks([array]), chunk_keys(array), suffix, reads=True)
+    keys = chunk_keys(array)
+    tasks, renamed = private_tasks(flat_tasks([array]), keys, suffix, reads=True)
+    if not all(key in renamed for key in keys):
+        return array
     name = _suffixed(array.name, suffix)
     graph = HighLevelGraph({name: MaterializedLayer(tasks)}, {name: set()})
     return _new_array(graph, name, array.chunks, array.dtype)

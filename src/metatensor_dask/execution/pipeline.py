@@ -198,13 +198,28 @@ class YamlLoader(yaml.SafeLoader):
     """
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        text = str(self.construct_scalar(node)).replace("_", "")
+        """The integer of ``node`` (decimal, or ``0b``, ``0o``, ``0x`` and its digits);
+        a ``ConstructorError`` at the node's place when a ``!!int`` tag marks other
+        text (``!!int 1:30``, a base-60 number YAML 1.2 does not read)."""
+        written = str(self.construct_scalar(node))
+        text = written.replace("_", "")
         sign = -1 if text.startswith("-") else 1
         digits = text.lstrip("+-")
-        for prefix, base in (("0b", 2), ("0o", 8), ("0x", 16)):
+        base = 10
+        for prefix, prefix_base in (("0b", 2), ("0o", 8), ("0x", 16)):
             if digits.startswith(prefix):
-                return sign * int(digits[len(prefix) :], base)
-        return sign * int(digits, 10)
+                digits, base = digits[len(prefix) :], prefix_base
+        try:
+            return sign * int(digits, base)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"'{written}' is not an integer as YAML 1.2 writes them (digits, or 0b, "
+                "0o, 0x and digits; no base-60 numbers such as 1:30): write the number "
+                "itself",
+                node.start_mark,
+            ) from None
 
 
 _INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
@@ -214,7 +229,9 @@ YamlLoader.yaml_implicit_resolvers = {
 }
 YamlLoader.add_implicit_resolver(
     _INT_TAG,
-    re.compile(r"^[-+]?(0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*)$"),
+    re.compile(
+        r"^[-+]?(0b_*[01][01_]*|0o_*[0-7][0-7_]*|0x_*[0-9a-fA-F][0-9a-fA-F_]*|[0-9][0-9_]*)$"
+    ),
     list("-+0123456789"),
 )
 YamlLoader.add_implicit_resolver(
