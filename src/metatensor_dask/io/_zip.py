@@ -26,6 +26,7 @@ from ._zip_members import TABLE, Member, Members
 from ._zip_tables import with_names
 
 __all__ = [
+    "UNSUPPORTED",
     "Member",
     "Members",
     "UnsupportedCompression",
@@ -73,6 +74,10 @@ class ZipError(Exception):
 
 class UnsupportedCompression(ZipError):
     """A member compressed with a method that metatensor does not read (not DEFLATE)."""
+
+
+#: How the message of :class:`UnsupportedCompression` starts (metatensor's words).
+UNSUPPORTED = "unsupported Zip archive: "
 
 
 class ZipDamage(ZipError):
@@ -755,7 +760,7 @@ def _check_compression(member: Member, method: int) -> None:
     if method != zipfile.ZIP_DEFLATED:
         what = _METHOD_NAMES.get(method, "an unknown method")
         raise UnsupportedCompression(
-            f"unsupported Zip archive: Compression method not supported: '{member.name}' "
+            f"{UNSUPPORTED}Compression method not supported: '{member.name}' "
             f"is compressed with {what} (method {method}); metatensor reads members "
             "stored or compressed with DEFLATE only: archive the file again with one of "
             "them (`zip -r`, `zipfile.ZIP_DEFLATED`), or save the data again"

@@ -188,7 +188,9 @@ def check_file(path: str | os.PathLike) -> None:
         When a CRC-32 does not match or the content breaks a rule; the message names
         the file and the member.
     MetatensorError
-        ``io error: ...`` when the file can not be read.
+        ``io error: ...`` when the file can not be read, and metatensor's "unsupported
+        Zip archive" when a member needed is compressed with a method metatensor does
+        not read (bzip2, LZMA...): the file is whole, written by another tool.
     """
     display = display_path(path)
     try:
@@ -210,8 +212,8 @@ def check_file(path: str | os.PathLike) -> None:
     except DamagedFileError:
         raise
     except MetatensorError as error:
-        if error.message.startswith("io error"):
-            raise
+        if error.message.startswith("io error") or _zip.UNSUPPORTED in error.message:
+            raise  # a file that can not be read, or read by metatensor: not damaged
         raise DamagedFileError(
             f"'{display}' is damaged: {error.message}; write it again from its source"
         ) from error
