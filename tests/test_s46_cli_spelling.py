@@ -109,3 +109,19 @@ def test_a_job_sbatch_refuses_leaves_no_script_of_its_own_and_keeps_a_named_one(
     assert f"the script is kept in {named}" in err
     assert named.read_text().startswith("#!")
     assert "#SBATCH --partition=no-such-partition" in named.read_text()
+
+
+def test_a_submit_command_that_fails_to_start_leaves_no_script(tmp_path, capsys, monkeypatch):
+    """An ``sbatch`` that can not be started (here: its interpreter is missing) raised
+    the bare OSError and left the script named for the submission."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    broken = bin_dir / "sbatch"
+    broken.write_text("#!/no/such/interpreter\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pipeline = write_pipeline(tmp_path, input="x.zarr", output="out.zarr")
+    code, _, err = run(capsys, "submit", pipeline)
+    assert code == 1
+    assert "could not be started" in err and "nothing was submitted" in err
+    assert glob.glob(str(tmp_path / "*.sbatch")) == []

@@ -279,14 +279,26 @@ def submit(job: BatchJob, script_path: str | None = None) -> tuple[str, str]:
     with open(script_path, "w", encoding="utf-8") as file:
         file.write(job.script())
     argv = [executable, "--parsable", script_path] if job.slurm else [executable, script_path]
-    result = subprocess.run(argv, capture_output=True, text=True, cwd=job.workdir)
-    if result.returncode != 0:
-        if named_here:
-            # a script named for this submission only: nothing will run it
+    submitted = False
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=job.workdir)
+        submitted = result.returncode == 0
+    except OSError as error:
+        raise SubmitError(
+            f"{executable} could not be started ({error}); nothing was submitted: check "
+            f"the {command} of this machine (`{command} --version`)"
+        ) from None
+    finally:
+        if not submitted and named_here:
+            # a script named for this submission only, refused or never submitted
+            # (the command failed to start, Ctrl-C): nothing will run it
             os.remove(script_path)
-            kept = "the script was removed; `submit --dry-run` prints it"
-        else:
-            kept = f"the script is kept in {script_path}"
+    if not submitted:
+        kept = (
+            "the script was removed; `submit --dry-run` prints it"
+            if named_here
+            else f"the script is kept in {script_path}"
+        )
         raise SubmitError(f"{command} refused the job ({kept}): {result.stderr.strip()}")
     # sbatch --parsable prints "jobid" or "jobid;cluster"; qsub prints "jobid.server"
     return result.stdout.strip().split(";")[0], script_path
