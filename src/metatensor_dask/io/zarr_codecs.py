@@ -143,7 +143,30 @@ def _zarr_template(dtype: str, ndim: int, settings: str, sharded: bool) -> str:
             f"zarr refused the codecs {compressors} for {dtype} arrays ({error}); change "
             "the metatensor_dask.compressor setting"
         ) from None
+    _check_round_trip(array, compressors)
     return json.dumps(array.metadata.to_dict())
+
+
+def _check_round_trip(array: Any, compressors: list[dict[str, Any]]) -> None:
+    """Encode and decode one chunk of ``array`` (in memory): zarr checks a codec's
+    configuration only when it builds the codec, and a level it takes (blosc's
+    ``clevel: 42``, numcodecs' ``zlib`` level 10...) may fail only when a chunk is
+    compressed, which would stop a write with its store half written."""
+    ones = np.ones(array.shape, dtype=array.dtype)
+    try:
+        array[...] = ones
+        decoded = array[...]
+    except Exception as error:  # the codecs of numcodecs raise errors of their own
+        raise MetatensorDaskError(
+            f"the codecs {compressors} could not compress a chunk of {array.dtype} values "
+            f"({type(error).__name__}: {error}); change the metatensor_dask.compressor "
+            "setting (a level or option out of the codec's range?)"
+        ) from None
+    if not np.array_equal(decoded, ones):
+        raise MetatensorDaskError(
+            f"the codecs {compressors} do not give back the {array.dtype} values they "
+            "compress; change the metatensor_dask.compressor setting to a lossless codec"
+        )
 
 
 #: The dtypes of Zarr v3 (in either byte order: values are stored little endian).
