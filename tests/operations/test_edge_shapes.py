@@ -327,9 +327,10 @@ def _sorted_samples(tensor: Any, descending: bool = False) -> Any:
 
 def _over_no_properties(tensor: Any) -> Any:
     """A reduction over all of zero properties: zero groups, so zero output columns
-    (as metatensor reduces zero samples to zero samples), without dimensions, as
-    metatensor labels them on blocks without gradients."""
-    properties = metatensor.Labels([], np.zeros((0, 0), dtype=np.int32))
+    (as metatensor reduces zero samples to zero samples), named ``_`` as the single
+    column of a reduction over all properties (metatensor gives them no name, which
+    ``metatensor.load`` refuses once saved)."""
+    properties = metatensor.Labels(["_"], np.zeros((0, 1), dtype=np.int32))
     blocks = []
     for block in tensor.blocks():
         new = metatensor.TensorBlock(block.values, block.samples, block.components, properties)

@@ -248,22 +248,19 @@ def in_reduction_dtype(block: TensorBlock, reduction: str) -> TensorBlock:
     )
 
 
-def reduction_groups(
-    labels: Labels, reduced: Sequence[str], placeholder: bool = False
-) -> tuple[Labels, np.ndarray]:
+def reduction_groups(labels: Labels, reduced: Sequence[str]) -> tuple[Labels, np.ndarray]:
     """The entries left when the ``reduced`` dimensions of ``labels`` are summed over, and
     the group (left entry) of each entry of ``labels``.
 
     Left entries are the sorted unique values of the remaining dimensions, ``_=0`` when
-    none remains. Empty ``labels`` give no entry, with the remaining names; when none
-    remains, no name (as metatensor), or ``_`` with ``placeholder``: the name that the
-    other blocks of a map get from their entries (metatensor fails on such a map, its
-    blocks having different names).
+    none remains. Empty ``labels`` give no entry, with the remaining names, or ``_`` when
+    none remains: the name that non-empty blocks get from their entries. (metatensor
+    gives no name there: a map of such and other blocks fails, and a map of such blocks
+    only is saved to a file that metatensor cannot load.)
     """
     remaining = [n for n in labels.names if n not in reduced]
     if len(labels) == 0:
-        names = remaining or (["_"] if placeholder else [])
-        return Labels.empty(names), np.zeros(0, np.int64)
+        return Labels.empty(remaining or ["_"]), np.zeros(0, np.int64)
     if not remaining:
         return Labels.single(), np.zeros(len(labels), np.int64)
     columns = [labels.names.index(n) for n in remaining]

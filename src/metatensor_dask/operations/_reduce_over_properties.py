@@ -177,16 +177,14 @@ class _SharedGroups:
     blocks of a map usually share their properties, and on maps of many tiny blocks
     this costs more than the sums."""
 
-    def __init__(self, names: list[str], placeholder: bool = False):
+    def __init__(self, names: list[str]):
         self.names = names
-        # see `reduction_groups`
-        self.placeholder = placeholder
         self._groups: dict[str, tuple[Labels, _Groups]] = {}
 
     def __call__(self, properties: Labels) -> tuple[Labels, _Groups]:
         key = properties.digest()
         if key not in self._groups:
-            reduced, group = reduction_groups(properties, self.names, self.placeholder)
+            reduced, group = reduction_groups(properties, self.names)
             self._groups[key] = (reduced, _Groups(group, len(reduced)))
         return self._groups[key]
 
@@ -287,7 +285,7 @@ def _reduce_block(block: TensorBlock, shared: _SharedGroups, reduction: str) -> 
 def _reduce(tensor: TensorMap, property_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     names = checked_names(property_names, tensor.property_names, "property")
-    shared = _SharedGroups(names, any(len(block.properties) for block in tensor.blocks()))
+    shared = _SharedGroups(names)
     tensor = lazy_arrays(tensor)
     return float16_in_float32(
         lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),

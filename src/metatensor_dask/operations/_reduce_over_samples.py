@@ -306,10 +306,8 @@ class _SharedLabels:
     by their digest.
     """
 
-    def __init__(self, names: list[str], placeholder: bool = False):
+    def __init__(self, names: list[str]):
         self.names = names
-        # see `reduction_groups`
-        self.placeholder = placeholder
         self._groups: dict[str, tuple[Labels, _Grouping]] = {}
         self._merged: dict[tuple[str, str], _Merged] = {}
 
@@ -317,7 +315,7 @@ class _SharedLabels:
         """The output samples, and the group (output sample) of each sample."""
         key = samples.digest()
         if key not in self._groups:
-            reduced, group = reduction_groups(samples, self.names, self.placeholder)
+            reduced, group = reduction_groups(samples, self.names)
             counts = np.bincount(group, minlength=len(reduced))
             self._groups[key] = (reduced, _Grouping(_frozen(group), _frozen(counts)))
         return self._groups[key]
@@ -547,7 +545,7 @@ def float16_in_float32(reduce: Callable[[Data], Data], data: Data, reduction: st
 def _reduce(tensor: TensorMap, sample_names: Names, reduction: str) -> TensorMap:
     check_tensor(tensor, "tensor")
     names = checked_names(sample_names, tensor.sample_names, "sample")
-    shared = _SharedLabels(names, any(len(block.samples) for block in tensor.blocks()))
+    shared = _SharedLabels(names)
     tensor = lazy_arrays(tensor)
     return float16_in_float32(
         lambda t: map_blocks(t, lambda block: _reduce_block(block, shared, reduction)),
