@@ -89,6 +89,16 @@ def test_chunks_deduplicated_by_links_are_rewritten_apart(tmp_path, link):
     assert mtd.verify(store).problems == []
 
 
+def _appends_as_a_store_of_the_tensor_alone(store: Path, control: Path) -> None:
+    """An append to ``store`` reads as the same append to ``control``, a store of
+    ``TENSOR`` alone written here, and leaves ``store`` without problem."""
+    mtd.from_metatensor(TENSOR).to_zarr(control, chunks=4)
+    for path in [store, control]:
+        WRITES["append"](path)
+    assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
+    assert mtd.verify(store).problems == []
+
+
 @pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 def test_an_array_xarray_adds_to_a_block_is_another_tools_not_damage(tmp_path):
     """xarray's ``to_zarr(group=..., mode="a")`` adds a variable to a block's group and
@@ -102,12 +112,7 @@ def test_an_array_xarray_adds_to_a_block_is_another_tools_not_damage(tmp_path):
     report = mtd.verify(store)
     assert report.problems == []
     assert any("('blocks/0/energy')" in note and "another tool" in note for note in report.notes)
-    control = tmp_path / "control.zarr"
-    mtd.from_metatensor(TENSOR).to_zarr(control, chunks=4)
-    for path in [store, control]:
-        WRITES["append"](path)
-    assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
-    assert mtd.verify(store).problems == []
+    _appends_as_a_store_of_the_tensor_alone(store, tmp_path / "control.zarr")
     assert zarr.open_array(store, path="blocks/0/energy")[:].tolist() == [0.0, 1.0, 2.0]
 
 
@@ -168,12 +173,7 @@ def test_edits_by_zarr_python_read_as_written_or_are_refused(tmp_path, edit):
     change(zarr.open_group(store, mode="a"))
     if refusal is None:
         assert_equal_to_metatensor(mtd.open_zarr(store), TENSOR)
-        control = tmp_path / "control.zarr"
-        mtd.from_metatensor(TENSOR).to_zarr(control, chunks=4)
-        for path in [store, control]:
-            WRITES["append"](path)
-        assert_equal_to_metatensor(mtd.open_zarr(store), mtd.to_metatensor(mtd.open_zarr(control)))
-        assert mtd.verify(store).problems == []
+        _appends_as_a_store_of_the_tensor_alone(store, tmp_path / "control.zarr")
         return
     with pytest.raises(mtd.DamagedStoreError, match=re.escape(refusal)):
         mtd.to_metatensor(mtd.open_zarr(store))

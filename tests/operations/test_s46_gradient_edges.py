@@ -357,24 +357,40 @@ def test_chains_from_stores_in_chunks_of_three_rows(dtype, tmp_path):
     assert_equal_to_metatensor(mtd.from_metatensor(result), _summed(metatensor, A, B), rtol=1e-6)
 
 
-def _twice_the_first_column(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
-    """``tensor`` whose last property is twice the first, in values and gradients."""
+def _with_arrays(
+    tensor: metatensor.TensorMap,
+    values: Callable[[np.ndarray], np.ndarray],
+    gradients: Callable[[np.ndarray], np.ndarray],
+) -> metatensor.TensorMap:
+    """``tensor`` with ``values(...)`` of its values and ``gradients(...)`` of its
+    gradients' values, its metadata kept."""
     blocks = []
     for block in tensor.blocks():
-        values = np.array(block.values)
-        values[..., -1] = 2 * values[..., 0]
-        new = metatensor.TensorBlock(values, block.samples, block.components, block.properties)
+        new = metatensor.TensorBlock(
+            values(np.array(block.values)), block.samples, block.components, block.properties
+        )
         for parameter, gradient in block.gradients():
-            rows = np.array(gradient.values)
-            rows[..., -1] = 2 * rows[..., 0]
             new.add_gradient(
                 parameter,
                 metatensor.TensorBlock(
-                    rows, gradient.samples, gradient.components, gradient.properties
+                    gradients(np.array(gradient.values)),
+                    gradient.samples,
+                    gradient.components,
+                    gradient.properties,
                 ),
             )
         blocks.append(new)
     return metatensor.TensorMap(tensor.keys, blocks)
+
+
+def _twice_the_first_column(tensor: metatensor.TensorMap) -> metatensor.TensorMap:
+    """``tensor`` whose last property is twice the first, in values and gradients."""
+
+    def twice(array: np.ndarray) -> np.ndarray:
+        array[..., -1] = 2 * array[..., 0]
+        return array
+
+    return _with_arrays(tensor, twice, twice)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -419,20 +435,11 @@ def _revalued(block: metatensor.TensorBlock, rng: np.random.Generator) -> metate
 
 def _complex(tensor: metatensor.TensorMap, rng: np.random.Generator) -> metatensor.TensorMap:
     """``tensor`` with random imaginary parts added to its values and gradients."""
-    blocks = []
-    for block in tensor.blocks():
-        values = np.asarray(block.values) + 1j * rng.uniform(0.5, 1, block.values.shape)
-        new = metatensor.TensorBlock(values, block.samples, block.components, block.properties)
-        for parameter, gradient in block.gradients():
-            rows = np.asarray(gradient.values) + 1j * rng.uniform(-1, 1, gradient.values.shape)
-            new.add_gradient(
-                parameter,
-                metatensor.TensorBlock(
-                    rows, gradient.samples, gradient.components, gradient.properties
-                ),
-            )
-        blocks.append(new)
-    return metatensor.TensorMap(tensor.keys, blocks)
+    return _with_arrays(
+        tensor,
+        lambda values: values + 1j * rng.uniform(0.5, 1, values.shape),
+        lambda rows: rows + 1j * rng.uniform(-1, 1, rows.shape),
+    )
 
 
 def test_complex_values_follow_the_derivatives_of_their_functions(tmp_path):
