@@ -9,9 +9,13 @@ order walked back from it and ran the storing tasks sorted by how many tasks eac
 needs, scattered over the arrays, and every gap between the tasks run held chunks:
 the results held grew with the store.
 
-A fresh process builds two stores, the second four times the first, reduces each and
+A fresh process builds two stores, the second eight times the first, reduces each and
 writes the result to a store, counting the bytes of the task results that the
-scheduler holds at any time (a scheduler callback)."""
+scheduler holds at any time (a scheduler callback). The arrays that are data of the
+graph itself (which input row goes to which output row, built from the labels) are not
+counted: they are held with the graph, as the labels are, and grow with the samples;
+counted with the results, they made a bound that held at one run and failed at the next,
+as the order of tasks of equal priority changes with their keys."""
 
 from __future__ import annotations
 
@@ -53,15 +57,21 @@ SCRIPT = textwrap.dedent(
         def __init__(self):
             super().__init__()
             self.most = 0
+        def _start_state(self, dsk, state):
+            # the graph's own data (index arrays built from the labels), held with it
+            self.literals = set(state["cache"])
         def _posttask(self, key, result, dsk, state, id):
-            held = sum(v.nbytes for v in state["cache"].values() if isinstance(v, np.ndarray))
+            held = sum(
+                v.nbytes for k, v in state["cache"].items()
+                if isinstance(v, np.ndarray) and k not in self.literals
+            )
             self.most = max(self.most, held)
 
     folder, reductions = sys.argv[1], sys.argv[2:]
     held = {}
     with dask.config.set({"metatensor_dask.chunk-size": CHUNK}, scheduler="sync"):
         head = store(f"{folder}/head.zarr", 8)
-        for n in (1000, 4000):
+        for n in (1000, 8000):
             tensor = store(f"{folder}/{n}.zarr", n)
             for reduction in reductions:
                 reduced = getattr(mtd, f"{reduction}_over_samples")(tensor, "atom")
@@ -105,8 +115,9 @@ def held(tmp_path_factory) -> dict[str, int]:
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_results_held_while_writing_do_not_grow_with_the_store(held, reduction, appended):
     end = "-appended" if appended else ""
-    small, large = held[f"{reduction}-1000{end}"], held[f"{reduction}-4000{end}"]
-    # the results of a few tasks per chunk: the same on a store four times larger
-    # (a little more where a group of chunks ends later); they were held 3.3 (sum) and
-    # 3.7 (var) times as many
-    assert large < 2 * small, (small, large)
+    small, large = held[f"{reduction}-1000{end}"], held[f"{reduction}-8000{end}"]
+    # the results of a few tasks per chunk: about the same on a store eight times larger
+    # (up to twice as many, as the order of tasks of equal priority varies from run to
+    # run); before the storing tasks were chained in the order of the rows, 6 to 9
+    # times as many were held
+    assert large < 3 * small, (small, large)
