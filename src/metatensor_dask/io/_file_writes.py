@@ -24,8 +24,8 @@ time emptied first, 1 ms in place).
 A file written again that has other names (hard links: a snapshot of the store made
 with ``cp -al`` or ``rsync --link-dest``, equal files linked by a deduplicating tool),
 or that is a symbolic link to a file (a deduplicating tool's, or a chunk shared from
-another store), is removed first and created anew, so that the other names and the
-file linked to keep their bytes (:func:`open_own`): written into, a snapshot would
+another store), is removed first and created anew with its permissions, so that the
+other names and the file linked to keep their bytes (:func:`open_own`): written into, a snapshot would
 hold the new chunks under its old metadata, as if damaged (or, without checksums, read
 them as its own), and two chunks linked into one file would get the bytes of the one
 written last.
@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 __all__ = [
     "MOST_BUFFERS",
+    "NEW_FILE_MODE",
     "NO_ROOM",
     "PIECE_BYTES",
     "no_room",
@@ -47,6 +49,12 @@ __all__ = [
     "overwrite",
     "write_all",
 ]
+
+NEW_FILE_MODE = 0o666
+"""The permissions a new file is created with, before the process's umask takes its
+bits away, as Python's ``open`` and zarr-python's local store create files: with the
+umask ``002`` of a group sharing a project folder, the files are writable by the group
+(``0o664``), so that another member of it can append to the store."""
 
 PIECE_BYTES = 128 * 2**10
 """Bytes written by one system call at most."""
@@ -136,9 +144,21 @@ def write_all(descriptor: int, buffers: Iterable[Any], offset: int | None = None
 
 
 def _open_unlinked(name: str, flags: int) -> int:
-    """``name`` removed, then created and opened to be written with ``flags``."""
+    """``name`` removed, then created and opened to be written with ``flags``, with the
+    permissions of the file it named (a symbolic link's target, when there is one)."""
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(name).st_mode)
+    except OSError:  # a dangling link
+        mode = None
     os.unlink(name)
-    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, NEW_FILE_MODE)
+    if mode is not None:
+        try:
+            os.fchmod(descriptor, mode)
+        except BaseException:
+            os.close(descriptor)
+            raise
+    return descriptor
 
 
 def open_own(name: str, flags: int = 0, empty: bool = True) -> int:
@@ -149,7 +169,7 @@ def open_own(name: str, flags: int = 0, empty: bool = True) -> int:
     must not hold ``O_TRUNC``, which would empty a linked file before it is seen to be
     one."""
     try:
-        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, 0o644)
+        descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | flags, NEW_FILE_MODE)
     except OSError as error:
         if error.errno != errno.ELOOP:
             raise

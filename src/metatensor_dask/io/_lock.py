@@ -50,7 +50,7 @@ from ..errors import (
     StoreLockedError,
 )
 from ._file_reads import read_whole
-from ._file_writes import no_room, write_all
+from ._file_writes import NEW_FILE_MODE, no_room, write_all
 from ._zarr_internals import sync
 from .zarr_layout import APPEND_KEY
 from .zarr_store import _local_root as local_root
@@ -914,7 +914,7 @@ def _create_in_place(path: Path, data: bytes) -> bool:
     """Create ``path`` holding ``data`` unless it exists (then False); the file is
     removed again when writing it fails."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
     except FileExistsError:
         return False
     try:
