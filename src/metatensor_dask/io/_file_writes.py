@@ -25,10 +25,10 @@ A file written again that has other names (hard links: a snapshot of the store m
 with ``cp -al`` or ``rsync --link-dest``, equal files linked by a deduplicating tool),
 or that is a symbolic link to a file (a deduplicating tool's, or a chunk shared from
 another store), is removed first and created anew with its permissions, so that the
-other names and the file linked to keep their bytes (:func:`open_own`): written into, a snapshot would
-hold the new chunks under its old metadata, as if damaged (or, without checksums, read
-them as its own), and two chunks linked into one file would get the bytes of the one
-written last.
+other names and the file linked to keep their bytes (:func:`open_own`): written into,
+a snapshot would hold the new chunks under its old metadata, as if damaged (or, without
+checksums, read them as its own), and two chunks linked into one file would get the
+bytes of the one written last.
 """
 
 from __future__ import annotations
