@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import metatensor
 import numpy as np
 import pytest
 from dask.callbacks import Callback
+from forked_process import Forked, run_code
+from kill_support import ended
 from older_formats import make_format_3
 from zarr_writer_process import make_metatensor, with_strain_of
 
@@ -312,7 +312,8 @@ def opened_then_rewritten_elsewhere(
 ) -> dict[int | None, tuple[Path, mtd.TensorMap]]:
     """For each ``chunks``: a store and the tensor opened from it, the store then
     rewritten with its values doubled (``mode="r+"``) by another process, one for all
-    the stores (an interpreter each took a second or two more)."""
+    the stores (forked from a server that imported metatensor-dask once: an
+    interpreter each took a second or two more)."""
     full = make_metatensor(seed=27, nested=False)
     opened = {}
     for chunks in REWRITTEN_CHUNKS:
@@ -320,7 +321,9 @@ def opened_then_rewritten_elsewhere(
         _written(path, full)
         opened[chunks] = (path, _opened(path, full, chunks))
     paths = [str(path) for path, _ in opened.values()]
-    subprocess.run([sys.executable, "-c", _REWRITE, *paths], check=True)
+    process = Forked(run_code, _REWRITE, paths, {})
+    output = ended(process)
+    assert process.returncode == 0, output
     return opened
 
 
