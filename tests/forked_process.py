@@ -16,8 +16,10 @@ so that its helpers (``ended``, ``killed_after``, ``seconds_to_done``) take eith
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import runpy
 import subprocess
@@ -28,8 +30,35 @@ from pathlib import Path
 from kill_support import _ready, all_ready
 
 _CONTEXT = multiprocessing.get_context("forkserver")
-# imported once by the server (if this module starts it), not by each process
-_CONTEXT.set_forkserver_preload(["metatensor_dask", "race_process", "cut_writers"])
+#: Imported once by the server (if this module starts it), not by each process: the
+#: package, the modules its first append imports (``distributed`` among them, which
+#: dask imports to look for a Client; it starts no thread), and the race helpers.
+_PRELOAD = [
+    "metatensor_dask",
+    "metatensor_dask.tensor",
+    "metatensor_dask.io.convert",
+    "metatensor_dask.io.zarr_write",
+    "distributed",
+    "race_process",
+    "cut_writers",
+]
+_CONTEXT.set_forkserver_preload(_PRELOAD)
+
+
+@functools.cache
+def _start_server() -> None:
+    """Start the server, once, with the folders of this process (those of the tests
+    among them) as its ``PYTHONPATH``: a new interpreter, it does not take them over
+    (Python 3.11), and would silently skip the preloads it can not import."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 class Forked:
@@ -40,6 +69,7 @@ class Forked:
     def __init__(
         self, target: Callable[..., object], *arguments: object, log: Path | None = None
     ) -> None:
+        _start_server()
         reading, writing = _CONTEXT.Pipe(duplex=False)
         output = str(log) if log is not None else writing
         # the target is imported by name with the folders of this process: the server

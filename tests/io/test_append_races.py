@@ -9,6 +9,7 @@ an append; the suite makes a few, ``MTD_RACE_KILLS=30`` makes more.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -65,68 +66,81 @@ def _state(path: Path) -> str:
         return f"refused: {error}"
 
 
-def _build_states(codec: str, folder: Path) -> tuple[Path, list[str]]:
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    """A store of ``race_tensor(0)``, ``base``, and the fingerprints of it and of it
+    after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after the
+    other: ``states``. ``reference`` is a copy of ``base`` holding both appends (which
+    tests copy to append more), ``duration`` the seconds the first took in a process of
+    its own, from ``ready`` to ``done``."""
+
+    base: Path
+    states: list[str]
+    reference: Path
+    duration: float
+
+
+def _build(codec: str, folder: Path) -> _Built:
     base = folder / "base.zarr"
     with dask.config.set(codec_settings(codec)):
         mtd.from_metatensor(race_tensor(0)).to_zarr(base, chunks=CHUNKS)
-        reference = folder / "reference.zarr"
-        shutil.copytree(base, reference)
-        found = [_state(reference)]
-        for seed in (1, 2):
-            _append(reference, seed)
-            found.append(_state(reference))
-    return base, found
+    reference = shutil.copytree(base, folder / "reference.zarr")
+    states = [_state(reference)]
+    # the first append in a process of its own, as the tests' writers (the appends
+    # keep the stored codecs)
+    duration = _duration(reference)
+    states.append(_state(reference))
+    _append(reference, 2)
+    states.append(_state(reference))
+    return _Built(base, states, reference, duration)
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The states (see ``states``) and durations (see ``duration``) of each codec,
-    made on first use: once per module, whichever tests ask for them in any order."""
-    found: dict[str, tuple[Path, list[str]]] = {}
-    durations: dict[str, float] = {}
+    """The stores and states of each codec (see ``_Built``), made on first use: once
+    per module, whichever tests ask for them in any order."""
+    found: dict[str, _Built] = {}
 
-    def states_of(codec: str) -> tuple[Path, list[str]]:
+    def of(codec: str) -> _Built:
         if codec not in found:
-            found[codec] = _build_states(codec, tmp_path_factory.mktemp(f"states-{codec}"))
+            found[codec] = _build(codec, tmp_path_factory.mktemp(f"states-{codec}"))
         return found[codec]
 
-    def duration_of(codec: str) -> float:
-        if codec not in durations:
-            timed = tmp_path_factory.mktemp("timed") / "timed.zarr"
-            durations[codec] = _duration(shutil.copytree(states_of(codec)[0], timed))
-        return durations[codec]
-
-    return states_of, duration_of
+    return of
 
 
 @pytest.fixture(params=["default", "sharded-zstd"])
-def states(request, built):
+def codec(request, built) -> _Built:
+    """The stores and states of a codec (see ``_Built``), written once per module and
+    codec: the tests only copy them."""
+    return built(request.param)
+
+
+@pytest.fixture
+def states(codec):
     """A store of ``race_tensor(0)`` (``base.zarr``), and the fingerprints of it and of
     it after the appends of ``race_tensor(1)`` and ``race_tensor(2)``, made one after
-    the other in this process. Written once per module and codec: the tests only copy
-    it."""
-    return built[0](request.param)
+    the other."""
+    return codec.base, codec.states
 
 
 @pytest.fixture
-def duration(request, built, states):
-    """Seconds an append of ``race_tensor(1)`` to a copy of the base store takes in a
-    process of its own: the span over which the kills of the tests fall."""
-    return built[1](request.node.callspec.params["states"])
+def duration(codec):
+    """Seconds an append of ``race_tensor(1)`` to the base store takes in a process of
+    its own: the span over which the kills of the tests fall."""
+    return codec.duration
 
 
 @pytest.fixture
-def sequential(states, tmp_path_factory):
+def sequential(codec, tmp_path_factory):
     """The orders of the appends of ``race_tensor(1)`` and ``race_tensor(2)`` to the base
     store made one after the other (one of them, or both in either order), by the
-    fingerprint of the store each leaves."""
-    base, _ = states
-    folder = tmp_path_factory.mktemp("sequential")
-    reference = {}
-    for order in [(1,), (2,), (1, 2), (2, 1)]:
-        path = shutil.copytree(base, folder / ("reference" + "".join(map(str, order))))
-        for seed in order:
-            _append(path, seed)
+    fingerprint of the store each leaves (those of 1 then 2 are the built states)."""
+    _, after, after_two = codec.states
+    reference = {after: (1,), after_two: (1, 2)}
+    path = shutil.copytree(codec.base, tmp_path_factory.mktemp("sequential") / "reference.zarr")
+    for order in [(2,), (2, 1)]:
+        _append(path, order[-1])
         reference[_state(path)] = order
     return reference
 
@@ -182,13 +196,13 @@ def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
     """An append to a path where no store exists (it creates the store) killed at a
     random moment: nothing there, or refused as incomplete, or the store; resumed, the
     store; a plain append after it works."""
+    # the store created in a process of its own, as the tests' writers
     reference = tmp_path / "reference.zarr"
-    _append(reference, 1)
+    duration = _duration(reference)
     created = _state(reference)
     _append(reference, 2)
     both = _state(reference)
     rng = random.Random(SEED + 3)
-    duration = _duration(tmp_path / "timed.zarr")
     for kill in range(KILLS):
         path = tmp_path / f"killed{kill}.zarr"
         delay = rng.uniform(0.0, 1.2 * duration)
@@ -208,7 +222,7 @@ def test_appends_creating_a_store_killed_at_random_moments_resume(tmp_path):
 
 # one codec each for the two races below (a few seconds of processes per kill):
 # the kills of one append above run with both
-@pytest.mark.parametrize("states", ["sharded-zstd"], indirect=True)
+@pytest.mark.parametrize("codec", ["sharded-zstd"], indirect=True)
 def test_two_appenders_at_random_moments_lose_no_rows(states, sequential, duration, tmp_path):
     """Two appends started at random moments of each other: one gets StoreLockedError
     before writing anything (or both append, one after the other); the store is one
@@ -241,7 +255,7 @@ def test_two_appenders_at_random_moments_lose_no_rows(states, sequential, durati
         assert mtd.verify(path).ok, what
 
 
-@pytest.mark.parametrize("states", ["default"], indirect=True)
+@pytest.mark.parametrize("codec", ["default"], indirect=True)
 def test_two_resumes_of_a_killed_append_at_random_moments(states, duration, tmp_path):
     """An append killed at a random moment, then resumed by two processes started at
     random moments of each other (two requeued jobs): one takes the killed writer's
@@ -285,18 +299,15 @@ def _wait_for_reads(log: Path, reader: Forked, count: int) -> None:
         time.sleep(0.01)
 
 
-def test_readers_during_appends_see_committed_states(states, tmp_path):
+def test_readers_during_appends_see_committed_states(codec, tmp_path):
     """A reader process computes values and gradients (sample labels too) in a loop
     while appends happen: each read equals a committed state; a reader that opened the
     store before the appends reads it as it was then, also when it reads its sample
     labels and row pointers after an append."""
-    base, _ = states
-    path = shutil.copytree(base, tmp_path / "read.zarr")
-    reference = shutil.copytree(base, tmp_path / "reference3.zarr")
-    committed = [_state(reference)]
-    for seed in (1, 2, 3):
-        _append(reference, seed)
-        committed.append(_state(reference))
+    path = shutil.copytree(codec.base, tmp_path / "read.zarr")
+    reference = shutil.copytree(codec.reference, tmp_path / "reference3.zarr")
+    _append(reference, 3)
+    committed = [*codec.states, _state(reference)]
     log = tmp_path / "reads.log"
     reader = _writer("read", str(path), str(log), "600")
     try:

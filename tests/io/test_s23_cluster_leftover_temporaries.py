@@ -1,5 +1,5 @@
 """Temporary files of atomic writes (``<name>.<uuid hex>.partial``) left by a writer
-killed (SIGKILL, in a subprocess) between writing one and renaming it over its file:
+killed (SIGKILL, in a process of its own) between writing one and renaming it over its file:
 ``verify`` notes them with the remedy, and the writer taking the killed one's lock over
 (an append's ``resume=True`` or ``discard_append``, a whole write's ``resume=True``, a
 resumed run of ``write_batches``) removes them, and nothing else. A writer that fails
@@ -8,7 +8,6 @@ nobody held does not look for them (it does not walk the store)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from forked_process import Forked, run_code
+from kill_support import ended
 from test_zarr_append import assert_equal_to_join, shifted
 from zarr_writer_process import make_metatensor
 
@@ -68,15 +69,12 @@ except OSError as error:
 """
 
 
-def _run(script: str, *arguments: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(
-        [sys.executable, "-c", script, *arguments],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+def _run(script: str, *arguments: str) -> tuple[int, str]:
+    """``python -c script arguments...`` in a process forked from a server that
+    imported metatensor-dask once: its exit code (``-9`` killed) and output."""
+    process = Forked(run_code, script, list(arguments), {})
+    output = ended(process, timeout=300)
+    return process.returncode, output
 
 
 def _temporaries(path: Path) -> list[Path]:
@@ -99,8 +97,8 @@ def killed_append(tmp_path_factory: pytest.TempPathFactory) -> Path:
     killed."""
     path = tmp_path_factory.mktemp("killed") / "killed.zarr"
     mtd.from_metatensor(make_metatensor(0)).to_zarr(path, chunks=3)
-    killed = _run(KILLED.format(folder=str(Path(__file__).parent)), str(path))
-    assert killed.returncode == -9, killed.stdout + killed.stderr
+    code, output = _run(KILLED.format(folder=str(Path(__file__).parent)), str(path))
+    assert code == -9, output
     return path
 
 
@@ -162,8 +160,8 @@ def test_a_failed_replacement_removes_its_temporary_file(tmp_path):
     (path / "array").mkdir(parents=True)
     chunk = path / "array" / "c.0"
     chunk.write_bytes(b"stored")
-    failed = _run(TOO_BIG, str(path), "array/c.0")
-    assert failed.stdout.strip() == "OSError 27", failed.stdout + failed.stderr  # EFBIG
+    _, output = _run(TOO_BIG, str(path), "array/c.0")
+    assert output.strip() == "OSError 27", output  # EFBIG
     assert chunk.read_bytes() == b"stored"
     assert _temporaries(path) == []
 
@@ -196,9 +194,9 @@ def test_a_resumed_run_of_batches_removes_them(tmp_path):
     first = make_metatensor(0)
     mtd.write_batches(lambda items: first, [0], path, batch_size=1, quiet=True)
     # the lock a killed run leaves: its process is gone
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    holder = Holder("me", socket.gethostname(), ended.pid, 1.0, 1.0, "a" * 32, "write_batches")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = Holder("me", socket.gethostname(), gone.pid, 1.0, 1.0, "a" * 32, "write_batches")
     (path / LOCK_KEY).write_bytes(holder.encode())
     left = _leave_temporaries(path)
     mtd.write_batches(lambda items: first, [0], path, batch_size=1, quiet=True, resume=True)

@@ -2,7 +2,7 @@
 then written), so the documents and chunks a write replaces (the root of an append,
 the partial last chunk it extends) are written aside and renamed over them, as in a
 store given by its path. An append whose new root does not fit (a file size limit, in
-a subprocess, standing for a full disk or a writer killed while it wrote) leaves the
+a process of its own, standing for a full disk or a writer killed while it wrote) leaves the
 store reading as before it, and its resume finishes it with metatensor's result."""
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import sys
 import time
 
 import pytest
+from forked_process import Forked, run_code
 from ingest_support import renumbered
-from test_s25_fs_full_disk import LIMITED, run_python
+from kill_support import ended
+from test_s25_fs_full_disk import LIMITED
 from test_zarr_append import assert_equal_to_join
 from zarr_writer_process import make_metatensor
 
@@ -39,7 +41,11 @@ def test_an_append_whose_root_does_not_fit_leaves_the_store_as_it_was(tmp_path):
     root = path / "zarr.json"
     # every file of the append fits but its root, longer than the one it replaces
     limit = root.stat().st_size
-    printed = run_python(LIMITED, url, str(limit), APPEND.replace("{resume}", ""))
+    # in a process forked from a server that imported metatensor-dask once (a new
+    # interpreter took seconds)
+    process = Forked(run_code, LIMITED, [url, str(limit), APPEND.replace("{resume}", "")], {})
+    printed = ended(process).strip()
+    assert process.returncode == 0, printed
     assert printed.startswith(f"{errno.EFBIG} "), printed
     assert root.stat().st_size == limit
     assert_equal_to_metatensor(mtd.open_zarr(url), make_metatensor(1))
@@ -71,10 +77,10 @@ def test_taking_a_killed_writers_lock_over_removes_its_temporary_files(tmp_path)
     url, options = f"file://{path}", {"auto_mkdir": True}
     mtd.from_metatensor(make_metatensor(1)).to_zarr(url, chunks=4, storage_options=options)
     # what an append killed while it replaced files leaves: its lock, temporary files
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
     now = time.time()
-    holder = Holder(getpass.getuser(), socket.gethostname(), ended.pid, now, now, "0" * 32)
+    holder = Holder(getpass.getuser(), socket.gethostname(), gone.pid, now, now, "0" * 32)
     (path / ".lock").write_bytes(holder.encode())
     left = [
         path / f"zarr.json.{'a' * 32}.partial",

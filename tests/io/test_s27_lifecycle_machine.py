@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from forked_process import Forked, run_code
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -31,6 +30,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from kill_support import ended
 from test_s24_append_refusals import location_state
 
 import metatensor_dask as mtd
@@ -511,8 +511,10 @@ class StoreLife(RuleBasedStateMachine):
         """The append of the metatensor file ``source``, by a process killed once
         ``to_zarr(..., compute=False)`` returned: the metadata written, no chunk."""
         argv = [str(source), str(self.path), json.dumps(arguments), json.dumps(self.codecs)]
-        done = subprocess.run([sys.executable, "-c", KILLED, *argv], check=False, timeout=120)
-        assert done.returncode == -9, done
+        # forked from a server that imported metatensor-dask once (not a new interpreter)
+        process = Forked(run_code, KILLED, argv, {})
+        output = ended(process)
+        assert process.returncode == -9, output
 
     @precondition(lambda self: self.blocks is not None)
     @rule()
