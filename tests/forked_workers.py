@@ -6,13 +6,16 @@ costs its imports: on 2 loaded cores, a cluster of 2 workers took 5 to 6 s to st
 2 s to close, and a worker killed by a test as long to come back. Forked, a cluster
 starts in under a second once the server runs. A forked worker is still a process of
 its own (its own pid, killed without cleanup, restarted by its nanny), with the
-environment and dask settings its nanny gives it, and it imports metatensor-dask and
-the test's modules itself when it unpickles its first task.
+environment and dask settings its nanny gives it; it imports what the server did not
+preload when it unpickles its first task. The memory allocator's variables
+(``MALLOC_*``) are those the server started with: a test of the workers' environment
+or of a fresh interpreter's first imports keeps distributed's ``spawn``.
 
 One server serves every ``forkserver`` process of the test process: ``forked_process``
-asks it to preload modules of its own (its race processes then cost a fork), which
-distributed's first ``forkserver`` worker would replace with its list; the modules
-asked for before are kept beside distributed's.
+asks it to preload modules of its own (metatensor-dask and its race helpers, so that
+its race processes cost a fork), which distributed's first ``forkserver`` worker would
+replace with its list (dask, distributed, numpy, pandas, ...); the modules asked for
+before are kept beside distributed's.
 """
 
 from __future__ import annotations
