@@ -19,6 +19,7 @@ from typing import Any
 import dask
 import metatensor
 import pytest
+from forked_workers import forked_workers
 from ingest_support import (
     RESTARTS_WAITED_FOR,
     Slow,
@@ -38,6 +39,14 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 pytestmark = pytest.mark.xdist_group("clusters")
 
 SCRIPT = Path(__file__).with_name("ingest_support.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workers_forked() -> Iterator[None]:
+    """The worker processes of this module's clusters forked (see ``forked_workers``):
+    each took seconds to start as a new interpreter."""
+    with forked_workers():
+        yield
 
 
 def expected(n_items: int, batch_size: int) -> metatensor.TensorMap:
@@ -279,7 +288,10 @@ def test_workers_know_the_size_of_batches_computed_before_the_run(tmp_path):
     batch for a few bytes, distributed's scheduler would copy it to idle workers."""
     from distributed import Client, LocalCluster
 
+    # a new interpreter: a worker forked from a server that imported metatensor-dask's
+    # ingestion (another module's preload) would register the sizes before measuring
     with (
+        dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}),
         LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local) as client,
     ):

@@ -15,6 +15,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from forked_workers import forked_workers
 from ingest_support import renumbered, store_files
 from pipeline_support import run
 
@@ -135,6 +136,7 @@ def test_a_scheduler_setting_comes_before_the_default_client(tmp_path):
     function = Recorded()
     path = tmp_path / "t.zarr"
     with (
+        forked_workers(),  # a second to start, not seconds (see forked_workers)
         LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address="127.0.0.1:0") as local,
         Client(local),
         dask.config.set(scheduler="threads"),

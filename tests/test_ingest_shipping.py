@@ -4,9 +4,11 @@ function that can not reach them is refused before anything is written."""
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
 
 import metatensor
 import pytest
+from forked_workers import forked_workers
 from ingest_support import renumbered, soap
 
 import metatensor_dask as mtd
@@ -15,6 +17,15 @@ from metatensor_dask.testing import assert_equal_to_metatensor
 
 # LocalClusters of worker processes: one such test at a time (2 cores)
 pytestmark = pytest.mark.xdist_group("clusters")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workers_forked() -> Iterator[None]:
+    """The worker processes of this module's cluster forked (see ``forked_workers``):
+    each took seconds to start as a new interpreter."""
+    with forked_workers():
+        yield
+
 
 #: In each process: how many times a :class:`Counted` function was unpickled.
 UNPICKLED: list[int] = []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from distributed import wait
 from distributed.diagnostics.plugin import SchedulerPlugin
+from forked_workers import forked_workers
 
 from metatensor_dask.execution._placement import Pacing, RowPlacement, row_positions
 from metatensor_dask.execution.cluster import WORKER_ENVIRONMENT, execution
@@ -35,7 +36,11 @@ def test_row_positions():
 
 
 def _workers_environment(names: list[str]) -> list[dict[str, str | None]]:
-    with execution("local", workers=1) as where:
+    """The values of the environment variables ``names`` in the worker processes of a
+    new local cluster, started as new interpreters (a forked process keeps the memory
+    allocator its server started with)."""
+    spawned = {"distributed.worker.multiprocessing-method": "spawn"}
+    with dask.config.set(spawned), execution("local", workers=1) as where:
         found = where.client.run(lambda: {name: os.environ.get(name) for name in names})
     return list(found.values())
 
@@ -142,11 +147,14 @@ def _observe(where, prefix: str) -> RootsInMemory:
 def two_workers():
     """A LocalCluster of 2 workers started by ``execution`` (its placement plugin, the
     workers' settings), shared by the tests that leave both workers running: starting
-    one took a few seconds per test. See :func:`where`."""
+    one took a few seconds per test. See :func:`where`. Its worker processes are forked
+    (see ``forked_workers``), as are those of the tests that start a cluster of their
+    own but for the tests of the workers' environment (new interpreters, as users'
+    workers are)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         for name in ("SLURM_CPUS_ON_NODE", "SLURM_MEM_PER_NODE", "NCPUS"):
             monkeypatch.delenv(name, raising=False)
-        with execution("local", workers=2) as started:
+        with forked_workers(), execution("local", workers=2) as started:
             yield started
 
 
@@ -191,6 +199,7 @@ def test_no_pacing_where_tasks_without_worker_fail(no_slurm_env):
     roots: nothing is held there."""
     with (
         dask.config.set({"distributed.scheduler.no-workers-timeout": "1s"}),
+        forked_workers(),
         execution("local", workers=2) as where,
     ):
         observer = _observe(where, "ones-timeout")
@@ -219,7 +228,7 @@ def test_held_roots_resubmitted_after_cancel(where):
 
 def test_held_roots_of_a_retired_worker(no_slurm_env):
     """What was kept back for a worker that leaves runs on the others."""
-    with execution("local", workers=2) as where:
+    with forked_workers(), execution("local", workers=2) as where:
         _replace_placement(where, RowPlacement(Pacing(fraction=0.0)))
         workers = sorted(where.client.scheduler_info()["workers"])
         total = _chain(4000, 100, "ones-retired")

@@ -6,6 +6,9 @@ Each batch reports the worker computing it (its pid, in a file) and the batches 
 in ``holds`` wait for a file before returning, so that a worker is killed at a moment
 the test sees: after the batch it held was committed, while the next commit waits for
 a batch held elsewhere.
+
+The worker processes of the clusters are forked from a server that imported their
+modules once (``forked_workers``), their restarts too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import dask
 import metatensor
 import numpy as np
 import pytest
+from forked_workers import forked_workers
 from ingest_support import RESTARTS_WAITED_FOR, closed_patiently, renumbered
 
 import metatensor_dask as mtd
@@ -39,6 +43,15 @@ pytestmark = pytest.mark.xdist_group("clusters")
 #: machine (load average 11 on 2 cores) a batch that kills four workers in turn, each
 #: restarted by its nanny, took 37 s to fail (8 s on a quiet one).
 HUNG = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workers_forked() -> Iterator[None]:
+    """The worker processes of this module's clusters, and those their nannies restart
+    after a test kills them, forked (see ``forked_workers``): each took seconds to start
+    as a new interpreter."""
+    with forked_workers():
+        yield
 
 
 def labels(names: list[str], rows: Any) -> metatensor.Labels:

@@ -8,6 +8,7 @@ import shlex
 
 import metatensor
 import pytest
+from forked_workers import forked_workers
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import tutorial_file
@@ -50,22 +51,23 @@ def test_the_command_line_quick_start_runs_in_an_empty_folder(tmp_path, monkeypa
         "cli.md", "yaml", "## Pipelines: `run PIPELINE` and `apply OP INPUT... -o OUTPUT`"
     )[:1]
     (tmp_path / "pipeline.yaml").write_text(pipeline)
-    for line in commands.splitlines():
-        words = shlex.split(line, comments=True)
-        assert words[0] == "metatensor-dask", line
-        if words[1] == "demo":
-            # the demo's stores without its generated tensor (seconds of data): the
-            # demo converts the shipped tutorial files the same way
-            demo_store = "metatensor-dask-demo/spherical-expansion.zarr"
-            words = [
-                "metatensor-dask",
-                "convert",
-                tutorial_file("spherical-expansion.npz"),
-                demo_store,
-            ]
-        if words[1] == "submit":
-            words.append("--dry-run")  # no batch system here; the script is checked
-        assert main(words[1:]) == 0, line
+    with forked_workers():  # run's local cluster: a second to start, not seconds
+        for line in commands.splitlines():
+            words = shlex.split(line, comments=True)
+            assert words[0] == "metatensor-dask", line
+            if words[1] == "demo":
+                # the demo's stores without its generated tensor (seconds of data): the
+                # demo converts the shipped tutorial files the same way
+                demo_store = "metatensor-dask-demo/spherical-expansion.zarr"
+                words = [
+                    "metatensor-dask",
+                    "convert",
+                    tutorial_file("spherical-expansion.npz"),
+                    demo_store,
+                ]
+            if words[1] == "submit":
+                words.append("--dry-run")  # no batch system here; the script is checked
+            assert main(words[1:]) == 0, line
     tensor = _tutorial()
     expected = metatensor.sum_over_samples(
         metatensor.multiply(metatensor.pow(tensor, 2), tensor), sample_names="atom"

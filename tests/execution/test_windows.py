@@ -128,12 +128,13 @@ def featomic(tmp_path_factory):
     """A featomic-like store whose write takes many tasks (small chunks) in four
     independent parts (four windows), and the demo pipeline's result computed by
     metatensor. Written once: the tests only read it, and write their results next to
-    it under names of their own. One system of 24 atoms with few neighbours: the
-    pipeline's graph has about 2,500 tasks (5,000 for the 1 MiB of the default 48 atoms,
-    which took twice as long for no other path)."""
+    it under names of their own. One system of 12 atoms with few neighbours: the
+    pipeline's graph has about 1,200 tasks, still many windows of 50 (2,500 for 24
+    atoms, 5,000 for the 1 MiB of the default 48, which took 2 and 4 times as long on a
+    cluster for no other path)."""
     tmp_path = tmp_path_factory.mktemp("featomic")
     with dask.config.set({"metatensor_dask.chunk-size": "32KiB"}):
-        featomic_like(1, atoms_per_system=24, neighbors=(10, 14)).to_zarr(str(tmp_path / "x.zarr"))
+        featomic_like(1, atoms_per_system=12, neighbors=(10, 14)).to_zarr(str(tmp_path / "x.zarr"))
         x = mtd.to_metatensor(mtd.open_zarr(tmp_path / "x.zarr").compute())
         expected = metatensor.sum_over_samples(metatensor.multiply(metatensor.pow(x, 2), x), "atom")
         yield tmp_path, expected
