@@ -145,14 +145,16 @@ def _submitted(pipeline, name, directory, *options):
 class Submission:
     """A submitted pipeline: its directory, job name, finished ``submit`` and the job's
     final state; and the second job submitted for the same output while it ran (its
-    finished ``submit`` and final state)."""
+    finished ``submit``, final state, and whether the output was complete when it
+    ended)."""
 
     directory: Path
     name: str
     result: subprocess.CompletedProcess
     state: str | None
-    second: subprocess.CompletedProcess
+    second: subprocess.CompletedProcess | None
     second_state: str | None
+    complete_after_second: bool
 
 
 @pytest.fixture(scope="module")
@@ -175,23 +177,23 @@ def submission(workdir):
     pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
     name = f"mtd-{uuid.uuid4().hex[:8]}"
     result = _submitted(pipeline, name, directory)
-    second, second_state = None, None
+    second, second_state, complete = None, None, False
     try:
         if result.returncode == 0:
-            second, second_state = _second_submission(pipeline, name, directory, result)
+            second, second_state, complete = _second_submission(pipeline, name, directory, result)
         state = _final_state(result)
     finally:
         for submitted in (result, second):
             if submitted is not None and submitted.returncode == 0:
                 sh("scancel", submitted.stdout.strip())
-    return Submission(directory, name, result, state, second, second_state)
+    return Submission(directory, name, result, state, second, second_state, complete)
 
 
 def _second_submission(pipeline, name, directory, first):
     """``submit pipeline --requeue`` (the same job name; a requeued job resumes) while
     the job ``first`` submitted is suspended, once it started writing: the finished
-    ``submit`` and the second job's final state. The first job is resumed before this
-    returns."""
+    ``submit``, the second job's final state and whether the output was complete when
+    it ended. The first job is resumed before this returns."""
     store = str(directory / "out.zarr")
     assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
     job = first.stdout.strip()
@@ -199,10 +201,10 @@ def _second_submission(pipeline, name, directory, first):
     try:
         second = _submitted(pipeline, name, directory, "--requeue")
         state = _final_state(second)
-        assert not is_complete(store), "the first job finished before it was suspended"
+        complete = is_complete(store)
     finally:
         sh("scontrol", "resume", job)
-    return second, state
+    return second, state, complete
 
 
 def _final_state(submit: subprocess.CompletedProcess) -> str | None:
@@ -227,8 +229,10 @@ def test_a_second_job_for_the_same_output_fails_naming_the_first(submission):
     """The second job fails, saying the output is being written (the first job,
     resumed, finished undisturbed: checked above)."""
     second = submission.second
+    assert second is not None, "the first submit failed"
     assert second.returncode == 0, second.stderr
     assert submission.second_state == "FAILED"
+    assert not submission.complete_after_second, "the output was finished while suspended"
     log = submission.directory / f"{submission.name}-{second.stdout.strip()}.log"
     store = submission.directory / "out.zarr"
     assert f"{store} is being written by another writer" in log.read_text()
