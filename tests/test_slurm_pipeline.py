@@ -45,8 +45,9 @@ def workdir(tmp_path_factory):
     require_slurm()
     require_module("dask_jobqueue")
     directory = tmp_path_factory.mktemp("slurm")
-    # ~44 MiB in 216 chunks: long enough (several seconds on two workers) to cancel a job mid-run
-    featomic_like(4, 24, neighbors=(10, 20), chunks=4).to_zarr(str(directory / "x.zarr"))
+    # ~22 MiB in 108 chunks: long enough (several seconds on two workers) to cancel a job
+    # mid-run (under load 7, the job cancelled after its 20th chunk had run 23% of its tasks)
+    featomic_like(2, 24, neighbors=(10, 20), chunks=4).to_zarr(str(directory / "x.zarr"))
     (directory / "reference.yaml").write_text(PIPELINE.replace("{output}", "reference.zarr"))
     assert main(["run", str(directory / "reference.yaml"), "--quiet"]) == 0
     config = directory / "dask"
