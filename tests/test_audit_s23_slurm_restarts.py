@@ -4,15 +4,16 @@ A ``run --cluster local`` is stopped with SIGTERM (what SLURM sends at the time 
 or on ``scancel``), then SIGKILL if it is still there; the restart with ``--resume``
 must give metatensor's result (values and gradients) and a store that ``verify``
 accepts. A restart whose inputs changed meanwhile must refuse, never mix two inputs in
-one store. On the test SLURM, a second job submitted for the same output while the
-first runs must fail naming the first, which finishes undisturbed.
+one store. (A second SLURM job for the same output is in ``test_slurm_pipeline.py``,
+beside the other submissions.)
 
-The stopped runs are processes of their own (the stop is what they test); the refused
+The stopped run is a process of its own (the stop is what is tested), and one stopped
+run serves every restart: each refused restart leaves the store as it was. The refused
 and resumed runs that follow are ``main([...])`` in this process (both refusals come
-before any cluster starts), the resumed ones on the module's 2-worker LocalCluster
+before any cluster starts), the resume on the module's 2-worker LocalCluster
 (``--cluster`` its scheduler address): a resume reads the stopped run's records the
-same way on any cluster, and a new interpreter starting a LocalCluster for each took
-several seconds.
+same way on any cluster, and a new interpreter starting a LocalCluster took several
+seconds. The run started over once the store is deleted runs on threads.
 """
 
 import os
@@ -20,12 +21,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 
 import metatensor
 import pytest
 from pipeline_support import is_complete, recorded, run, wait_for_records
-from slurm_support import require_module, require_slurm, sh, wait_for_job
 
 import metatensor_dask as mtd
 from metatensor_dask.datasets import featomic_like
@@ -76,10 +75,10 @@ def _refused(directory, capsys, *options):
     return err
 
 
-def _resumed(directory, capsys, cluster):
-    """``run --resume`` of the pipeline in ``directory`` (in this process) on the
-    LocalCluster ``cluster``, which must succeed."""
-    code, _, err = _run_in(directory, capsys, "--cluster", cluster.scheduler_address, "--resume")
+def _resumed(directory, capsys, *options):
+    """``run --resume *options`` of the pipeline in ``directory`` (in this process),
+    which must succeed."""
+    code, _, err = _run_in(directory, capsys, "--resume", *options)
     assert code == 0, err
 
 
@@ -90,13 +89,14 @@ def _run_in(directory, capsys, *options):
         return run(capsys, "run", "p.yaml", "-q", *options)
 
 
-def _stopped_run(directory, signals, workers=2):
-    """A run into ``out.zarr`` on a LocalCluster of ``workers`` worker processes, sent
-    each of ``signals`` in turn (5 s apart while it lives) once it recorded a few chunks;
-    its exit code."""
+def _stopped_run(directory, signals):
+    """A run into ``out.zarr`` on a LocalCluster of one worker process (what is checked
+    is the restart, and each worker process is a new interpreter), sent each of
+    ``signals`` in turn (5 s apart while it lives) once it recorded a few chunks; its
+    exit code."""
     store = str(directory / "out.zarr")
     process = subprocess.Popen(
-        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", str(workers), "-q"],
+        [*CLI, "run", "p.yaml", "--cluster", "local", "--workers", "1", "-q"],
         cwd=directory,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -121,94 +121,68 @@ def _assert_verified(store):
     assert main(["verify", store, "-q"]) == 0
 
 
-def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(
-    directory, capsys, two_worker_processes
-):
+def _replace_input(directory, replacement):
+    """Put the store ``replacement`` (in ``directory``) in place of the input
+    ``x.zarr``, which is kept as ``x-before.zarr``."""
+    os.rename(directory / "x.zarr", directory / "x-before.zarr")
+    os.rename(directory / replacement, directory / "x.zarr")
+
+
+def _restore_input(directory, kept_as):
+    """Put the input kept as ``x-before.zarr`` back, keeping the current ``x.zarr`` as
+    ``kept_as``."""
+    os.rename(directory / "x.zarr", directory / kept_as)
+    os.rename(directory / "x-before.zarr", directory / "x.zarr")
+
+
+def _assert_refuses_other_input_values(directory, capsys):
+    """With the input written again (the same labels and shapes, other values), a
+    ``--resume`` of the stopped run refuses and leaves its store as it was."""
     store = str(directory / "out.zarr")
-    code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
-    assert code in (143, -signal.SIGKILL)  # ended by itself, or killed 5 s later
-    assert not is_complete(store), "the run ended before it could be stopped"
-
-    assert "pass --resume to finish an interrupted run" in _refused(directory, capsys)
-
-    _resumed(directory, capsys, two_worker_processes)
-    _assert_verified(store)
-    metatensor.allclose_raise(
-        _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
-    )
-
-
-def test_a_restart_with_other_input_values_refuses_to_mix_them(
-    directory, capsys, two_worker_processes
-):
-    store = str(directory / "out.zarr")
-    # (one worker process: what is checked is the restart, and each worker process
-    # started is a new interpreter)
-    _stopped_run(directory, [signal.SIGKILL], workers=1)
-    assert not is_complete(store), "the run ended before it could be killed"
     written = recorded(store)
-
-    # the input written again: the same labels and shapes, other values
-    doubled = multiply(mtd.open_zarr(str(directory / "x.zarr")), 2.0)
-    doubled.to_zarr(str(directory / "x2.zarr"))
-    shutil.rmtree(directory / "x.zarr")
-    os.rename(directory / "x2.zarr", directory / "x.zarr")
+    multiply(mtd.open_zarr(str(directory / "x.zarr")), 2.0).to_zarr(str(directory / "x2.zarr"))
+    _replace_input(directory, "x2.zarr")
 
     refused = _refused(directory, capsys, "--resume")
     assert f"cannot resume {store}" in refused
     assert "another computation" in refused
     assert f"delete {store} to start over" in refused
     assert not is_complete(store) and recorded(store) == written
-
-    shutil.rmtree(store)
-    _resumed(directory, capsys, two_worker_processes)  # what a requeued job runs
-    _assert_verified(store)
-    metatensor.allclose_raise(
-        _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
-    )
+    _restore_input(directory, "x2.zarr")
 
 
-def _submitted(directory, capsys, *options):
-    """The id of the job that ``submit p.yaml *options`` (run in ``directory``, in this
-    process: the job, not the command, is what runs elsewhere) submitted."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        code, out, err = run(capsys, "submit", "p.yaml", *options)
-    assert code == 0, err
-    return out.strip()
-
-
-@pytest.mark.slurm
-def test_a_second_job_for_the_same_output_fails_naming_the_first(tmp_path, capsys):
-    require_slurm()
-    require_module("dask_jobqueue")
-    directory = _inputs(tmp_path, 2, 12)
+def _assert_metatensors_result(directory):
+    """``out.zarr`` in ``directory`` passes ``verify`` and holds metatensor-operations'
+    result of the pipeline on the input stored now (values and gradients)."""
     store = str(directory / "out.zarr")
-    name = f"mtd-{uuid.uuid4().hex[:8]}"
-    submit = ["--mem", "2G", "--cpus", "1", "--job-name", name, "--requeue", "-q"]
-    jobs = [_submitted(directory, capsys, *submit)]
-    try:
-        assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
-        first = jobs[0]
-        # the first job suspended (its processes stopped, as alive as before) while
-        # the second one runs: it can not finish first, whatever the machine's speed
-        sh("scontrol", "suspend", first)
-        try:
-            jobs.append(_submitted(directory, capsys, *submit))
-            second = jobs[1]
-            state = wait_for_job(second, TIMEOUT)
-            assert not is_complete(store)
-        finally:
-            sh("scontrol", "resume", first)
-        assert state == "FAILED", state
-        assert wait_for_job(first, TIMEOUT) == "COMPLETED"
-    finally:
-        for job in jobs:
-            sh("scancel", job)
-    log = (directory / f"{name}-{second}.log").read_text()
-    assert f"{store} is being written by another writer" in log
-    assert "wait for it to finish" in log
     _assert_verified(store)
     metatensor.allclose_raise(
         _oracle(directory), to_metatensor(mtd.open_zarr(store)), rtol=1e-12, atol=1e-14
     )
+
+
+def test_a_run_stopped_by_sigterm_resumes_to_metatensors_result(
+    directory, capsys, two_worker_processes
+):
+    """One stopped run serves the three restarts a requeued job may make: without
+    ``--resume`` (refused), with other input values (refused, nothing mixed), and the
+    resume of the same input (metatensor's result). Then the store deleted, as the
+    refusal tells, a ``--resume`` of the new input starts over (what a requeued job
+    runs)."""
+    store = str(directory / "out.zarr")
+    code = _stopped_run(directory, [signal.SIGTERM, signal.SIGKILL])
+    assert code in (143, -signal.SIGKILL)  # ended by itself, or killed 5 s later
+    assert not is_complete(store), "the run ended before it could be stopped"
+
+    assert "pass --resume to finish an interrupted run" in _refused(directory, capsys)
+    _assert_refuses_other_input_values(directory, capsys)
+
+    _resumed(directory, capsys, "--cluster", two_worker_processes.scheduler_address)
+    _assert_metatensors_result(directory)
+
+    # (on threads: this run starts over, and the 1,294 small tasks of the pipeline took
+    # 5 to 10 s on the LocalCluster, half a second on threads)
+    _replace_input(directory, "x2.zarr")
+    shutil.rmtree(store)
+    _resumed(directory, capsys)
+    _assert_metatensors_result(directory)

@@ -84,7 +84,10 @@ def _hostile_workdir(tmp_path):
 
 def test_a_script_with_hostile_paths_runs_the_pipeline_and_nothing_else(tmp_path):
     directory, pipeline = _hostile_workdir(tmp_path)
-    job = BatchJob(pipeline, workdir=str(directory), log="my log.txt", options=["--comment=a b"])
+    # (one worker: the paths are what is checked, and each worker is a new interpreter)
+    job = BatchJob(
+        pipeline, workdir=str(directory), log="my log.txt", options=["--comment=a b"], workers=1
+    )
     script = job.script()
     lines = script.splitlines()
     # exactly the expected lines: nothing was split off a value
@@ -100,7 +103,7 @@ def test_a_script_with_hostile_paths_runs_the_pipeline_and_nothing_else(tmp_path
     assert shlex.split(lines[5]) == ["#SBATCH", "--comment=a b"]
     assert shlex.split(lines[-2]) == ["cd", str(directory)]
     assert shlex.split(lines[-1])[1:] == ["exec", *job.command()][1:]
-    # the script itself runs the pipeline (here without SLURM: sized from this machine)
+    # the script itself runs the pipeline (here without SLURM)
     path = tmp_path / "job.sh"
     path.write_text(script)
     result = subprocess.run(

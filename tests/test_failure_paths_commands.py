@@ -13,7 +13,7 @@ from pathlib import Path
 import metatensor
 import numpy as np
 import pytest
-from kill_support import writer_holding
+from forked_writer import forked_writer_holding
 
 import metatensor_dask as mtd
 from metatensor_dask.execution.cli import main
@@ -203,7 +203,7 @@ def _killed(
     def wanted() -> bool:
         return (not append or recorded()) and (after is None or (store / after).exists())
 
-    with writer_holding(WRITER, arguments, store, wanted):
+    with forked_writer_holding(WRITER, arguments, store, wanted):
         pass
 
 

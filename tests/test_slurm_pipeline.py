@@ -5,12 +5,14 @@ SLURMCluster is configured through dask-jobqueue's own settings (a ``jobqueue.ya
 ``DASK_CONFIG``), bound to the loopback interface as this single-machine SLURM needs.
 """
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -43,8 +45,9 @@ def workdir(tmp_path_factory):
     require_slurm()
     require_module("dask_jobqueue")
     directory = tmp_path_factory.mktemp("slurm")
-    # ~44 MiB in 216 chunks: long enough (several seconds on two workers) to cancel a job mid-run
-    featomic_like(4, 24, neighbors=(10, 20), chunks=4).to_zarr(str(directory / "x.zarr"))
+    # ~22 MiB in 108 chunks: long enough (several seconds on two workers) to cancel a job
+    # mid-run (under load 7, the job cancelled after its 20th chunk had run 23% of its tasks)
+    featomic_like(2, 24, neighbors=(10, 20), chunks=4).to_zarr(str(directory / "x.zarr"))
     (directory / "reference.yaml").write_text(PIPELINE.replace("{output}", "reference.zarr"))
     assert main(["run", str(directory / "reference.yaml"), "--quiet"]) == 0
     config = directory / "dask"
@@ -127,29 +130,45 @@ def test_run_on_slurm_with_a_cancelled_worker_job_equals_local(workdir):
     assert_equal_stores(workdir, "cancelled.zarr")
 
 
-def _submitted(pipeline, directory=None):
-    """``submit pipeline`` (from ``directory``, or the current one) under a new job
-    name: the name and the finished ``submit`` command."""
-    name = f"mtd-{uuid.uuid4().hex[:8]}"
-    result = subprocess.run(
-        [*CLI, "submit", str(pipeline), "--mem", "2G", "--job-name", name],
+def _submitted(pipeline, name, directory, *options):
+    """``submit pipeline *options`` from ``directory`` as the job ``name``: the finished
+    ``submit`` command."""
+    return subprocess.run(
+        [*CLI, "submit", str(pipeline), "--mem", "2G", "--job-name", name, *options],
         cwd=directory,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    return name, result
+
+
+@dataclasses.dataclass
+class Submission:
+    """A submitted pipeline: its directory, job name, finished ``submit`` and the job's
+    final state; and the second job submitted for the same output while it ran (its
+    finished ``submit``, final state, and whether the output was complete when it
+    ended)."""
+
+    directory: Path
+    name: str
+    result: subprocess.CompletedProcess
+    state: str | None
+    second: subprocess.CompletedProcess | None
+    second_state: str | None
+    complete_after_second: bool
 
 
 @pytest.fixture(scope="module")
 def submission(workdir):
     """``submit`` of a pipeline from a directory whose name has spaces, quotes and shell
-    syntax: the directory, the job name, the finished ``submit`` and the job's final
-    state. The job is waited for here: a test reading its job's state after other tests
-    ran would find it forgotten by slurmctld once MinJobAge passed. (It is also the
-    module's plain submission: a submission from ``workdir`` ran the same script with
-    another path, in a job of its own.) Its input is small, with its own reference
-    (threads): no job is stopped while it runs."""
+    syntax, and a second ``submit`` of it while the first job runs (suspended, its
+    processes stopped but alive: it can not finish first, whatever the machine's
+    speed), which must fail. The jobs are waited for here: a test reading a job's state
+    after other tests ran would find it forgotten by slurmctld once MinJobAge passed.
+    (It is also the module's plain submission: a submission from ``workdir`` ran the
+    same script with another path, in a job of its own; and the first job, resumed
+    after the second failed, must finish undisturbed.) Its input is small, with its own
+    reference (threads): no job is stopped while it runs."""
     directory = workdir / "job dir 'single' \"double\" $(touch CANARY1) `touch CANARY2`; x"
     directory.mkdir()
     featomic_like(2, 12, neighbors=(4, 8), chunks=2).to_zarr(str(directory / "x.zarr"))
@@ -157,8 +176,36 @@ def submission(workdir):
     assert main(["run", str(directory / "reference.yaml"), "--quiet"]) == 0
     pipeline = directory / "pipeline.yaml"
     pipeline.write_text(PIPELINE.replace("{output}", "out.zarr"))
-    name, result = _submitted(pipeline, directory)
-    return directory, name, result, _final_state(result)
+    name = f"mtd-{uuid.uuid4().hex[:8]}"
+    result = _submitted(pipeline, name, directory)
+    second, second_state, complete = None, None, False
+    try:
+        if result.returncode == 0:
+            second, second_state, complete = _second_submission(pipeline, name, directory, result)
+        state = _final_state(result)
+    finally:
+        for submitted in (result, second):
+            if submitted is not None and submitted.returncode == 0:
+                sh("scancel", submitted.stdout.strip())
+    return Submission(directory, name, result, state, second, second_state, complete)
+
+
+def _second_submission(pipeline, name, directory, first):
+    """``submit pipeline --requeue`` (the same job name; a requeued job resumes) while
+    the job ``first`` submitted is suspended, once it started writing: the finished
+    ``submit``, the second job's final state and whether the output was complete when
+    it ended. The first job is resumed before this returns."""
+    store = str(directory / "out.zarr")
+    assert wait_for_records(store, 1, TIMEOUT), "the first job did not start writing"
+    job = first.stdout.strip()
+    sh("scontrol", "suspend", job)
+    try:
+        second = _submitted(pipeline, name, directory, "--requeue")
+        state = _final_state(second)
+        complete = is_complete(store)
+    finally:
+        sh("scontrol", "resume", job)
+    return second, state, complete
 
 
 def _final_state(submit: subprocess.CompletedProcess) -> str | None:
@@ -167,15 +214,30 @@ def _final_state(submit: subprocess.CompletedProcess) -> str | None:
 
 
 def test_submit_runs_to_completion(submission):
-    directory, name, result, state = submission
+    directory, result = submission.directory, submission.result
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit()
-    assert state == "COMPLETED"
-    log = (directory / f"{name}-{job}.log").read_text()
+    assert submission.state == "COMPLETED"
+    log = (directory / f"{submission.name}-{job}.log").read_text()
     assert f"wrote {directory / 'out.zarr'} in " in log
     assert "on LocalCluster (1 worker x 1 thread, 2.00 GiB each)" in log  # sized from the job
+    assert main(["verify", str(directory / "out.zarr"), "-q"]) == 0
     assert_equal_stores(directory, "out.zarr")
+
+
+def test_a_second_job_for_the_same_output_fails_naming_the_first(submission):
+    """The second job fails, saying the output is being written (the first job,
+    resumed, finished undisturbed: checked above)."""
+    second = submission.second
+    assert second is not None, "the first submit failed"
+    assert second.returncode == 0, second.stderr
+    assert submission.second_state == "FAILED"
+    assert not submission.complete_after_second, "the output was finished while suspended"
+    log = submission.directory / f"{submission.name}-{second.stdout.strip()}.log"
+    store = submission.directory / "out.zarr"
+    assert f"{store} is being written by another writer" in log.read_text()
+    assert "wait for it to finish" in log.read_text()
 
 
 def _job_of(submit: list[str], capsys) -> str:
@@ -231,8 +293,8 @@ def test_killed_job_resumes_when_resubmitted(workdir, capsys):
 def test_submit_from_a_directory_with_spaces_and_quotes(workdir, submission):
     """The job starts in, and writes next to, a directory whose name has spaces, quotes
     and shell syntax (its log and store are checked above); nothing of that name runs."""
-    directory, _, result, state = submission
-    assert result.returncode == 0, result.stderr
-    assert state == "COMPLETED"
+    directory = submission.directory
+    assert submission.result.returncode == 0, submission.result.stderr
+    assert submission.state == "COMPLETED"
     assert (directory / "out.zarr").is_dir()
     assert not [f for _, _, files in os.walk(workdir) for f in files if "CANARY" in f]

@@ -10,7 +10,7 @@ import metatensor
 import numpy as np
 import pytest
 from dask.callbacks import Callback
-from kill_support import writer_holding
+from forked_writer import forked_writer_holding
 
 import metatensor_dask as mtd
 from metatensor_dask._partition import block_row_pointer
@@ -184,7 +184,7 @@ def _killed(kind: str, store, source, while_running=None) -> None:
     it holds the lock and wrote the root of the store (incomplete); before, call
     ``while_running()``, if given."""
     arguments = [kind, str(store), str(source)]
-    with writer_holding(WRITER, arguments, store, (store / "zarr.json").exists) as process:
+    with forked_writer_holding(WRITER, arguments, store, (store / "zarr.json").exists) as process:
         if while_running is not None:
             while_running()
             assert process.poll() is None, "the writer ended: the test saw no write in progress"
