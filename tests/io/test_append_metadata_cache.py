@@ -74,16 +74,18 @@ def _in_another_process(path: Path, index: int) -> None:
 
 
 def test_appends_alternating_with_another_process(tmp_path):
+    """Appends 1 and 3 here, 2 and 4 in processes of their own: each root this process
+    reads after its own was written by another process."""
     path = tmp_path / "alternating.zarr"
     append(path, 0)
-    for index in range(1, 7):
+    for index in range(1, 5):
         if index % 2:
             append(path, index)
         else:
             # the root this process reads next was written by another one, whose
             # blocks (new and touched) it has never seen
             _in_another_process(path, index)
-    assert_equal_to_metatensor(mtd.open_zarr(path), _join(7))
+    assert_equal_to_metatensor(mtd.open_zarr(path), _join(5))
     assert mtd.verify(path).problems == []
 
 
@@ -208,7 +210,7 @@ def _python_calls(function) -> int:
 
 def test_the_python_work_of_an_append_does_not_grow_with_untouched_blocks(tmp_path):
     calls = {}
-    for blocks in (20, 400):
+    for blocks in (20, 200):
         path = tmp_path / f"{blocks}.zarr"
         with dask.config.set(scheduler="synchronous"):
             mtd.from_metatensor(batch(0, blocks=blocks)).to_zarr(path, append_dim="samples")
@@ -222,7 +224,7 @@ def test_the_python_work_of_an_append_does_not_grow_with_untouched_blocks(tmp_pa
             )
     # the whole root tokenized, parsed, checked and encoded: a thousand calls per block;
     # what is left grows with the bytes of the root written (its pieces of 128 KiB)
-    assert calls[400] - calls[20] < 400 - 20, calls
+    assert calls[200] - calls[20] < 200 - 20, calls
 
 
 def test_an_append_computed_elsewhere_takes_what_was_read_with_it(tmp_path):

@@ -72,11 +72,16 @@ def _rewrite_then_append(path: str, seed: int, chunks: int | str, gradients: boo
     mtd.to_zarr(other, path, chunks=chunks, **APPEND)
 
 
-@pytest.mark.parametrize("chunks", [2, "1MiB"], ids=["many-chunks", "one-chunk"])
-@pytest.mark.parametrize("gradients", [False, True], ids=["values", "gradients"])
+@pytest.mark.parametrize(
+    ("chunks", "gradients"),
+    [(2, False), ("1MiB", True)],
+    ids=["values-many-chunks", "gradients-one-chunk"],
+)
 def test_a_store_rewritten_as_before_its_append_then_appended_other_rows(
     tmp_path, chunks, gradients
 ):
+    """Rows appended in chunks of their own (values only), and into the partial last
+    chunk of each array (gradients too): once each."""
     path = str(tmp_path / "store.zarr")
     first = mtd.from_metatensor(_tensor(1, gradients))
     mtd.to_zarr(first, path, chunks=chunks)

@@ -67,10 +67,27 @@ def _arrays(tensor):
 
 def assert_declared_dtypes(result):
     """The dtypes computed are the dtypes the lazy arrays declare."""
-    declared = [array.dtype for array in _arrays(result)]
-    (computed,) = dask.compute(result)
-    assert [np.asarray(a).dtype for a in _arrays(computed)] == declared
+    (computed,) = assert_declared_dtypes_together([result])
     return computed
+
+
+def assert_declared_dtypes_together(results):
+    """:func:`assert_declared_dtypes` of each map of ``results``, computed together."""
+    computed = dask.compute(*results)
+    for result, values in zip(results, computed, strict=True):
+        declared = [array.dtype for array in _arrays(result)]
+        assert [np.asarray(a).dtype for a in _arrays(values)] == declared
+    return computed
+
+
+def assert_each_equal_to_metatensor(cases, results, expected):
+    """Each of ``results`` equals metatensor's map of ``expected``, a failure naming its
+    case of ``cases``."""
+    for case, result, theirs in zip(cases, results, expected, strict=True):
+        try:
+            assert_equal_to_metatensor(result, theirs)
+        except AssertionError as error:
+            raise AssertionError(f"{case!r}: {error}") from error
 
 
 def test_the_maps_are_chunked_as_described(chunked):
@@ -101,16 +118,20 @@ def test_binary_operations_are_metatensors(chunked, grouped, dtype):
             assert_equal_to_metatensor(result, expected)
 
 
-@pytest.mark.parametrize("scalar", [2, -0.5, 0, 0.0, np.float64(3.5)])
+SCALARS = [2, -0.5, 0, 0.0, np.float64(3.5)]
+
+
 @pytest.mark.parametrize("operation", ["add", "subtract", "multiply", "divide"])
-def test_scalar_operations_are_metatensors(chunked, operation, scalar):
+def test_scalar_operations_are_metatensors(chunked, operation):
+    """Every scalar of :data:`SCALARS`, computed together."""
     theirs = featomic_like(np.float32, 2, grouped=False)
     ours = chunked(theirs)
     with raise_if_dask_computes():
-        result = getattr(mtd, operation)(ours, scalar)
+        results = [getattr(mtd, operation)(ours, scalar) for scalar in SCALARS]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        assert_equal_to_metatensor(result, getattr(metatensor, operation)(theirs, scalar))
+        expected = [getattr(metatensor, operation)(theirs, scalar) for scalar in SCALARS]
+        assert_each_equal_to_metatensor(SCALARS, dask.compute(*results), expected)
 
 
 def test_scalars_on_the_left_are_refused_as_by_metatensor(chunked):
@@ -257,15 +278,16 @@ def test_gradients_over_samples_by_finite_differences(chunked, reduction):
     entry_finite_differences_together(checks)
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("axis", ["samples", "properties"])
-def test_reductions_keep_the_float_dtype_they_declare(chunked, axis, dtype, reduction):
+def test_reductions_keep_the_float_dtype_they_declare(chunked, axis, dtype):
+    """Every reduction of :data:`REDUCTIONS`, computed together."""
     ours = chunked(featomic_like(dtype, seed=11))
     name = "atom" if axis == "samples" else "n"
-    result = getattr(mtd, f"{reduction}_over_{axis}")(ours, name)
-    assert_declared_dtypes(result)
-    assert {array.dtype for array in _arrays(result)} == {np.dtype(dtype)}
+    results = [getattr(mtd, f"{reduction}_over_{axis}")(ours, name) for reduction in REDUCTIONS]
+    assert_declared_dtypes_together(results)
+    for reduction, result in zip(REDUCTIONS, results, strict=True):
+        assert {array.dtype for array in _arrays(result)} == {np.dtype(dtype)}, reduction
 
 
 @pytest.mark.parametrize("components", [True, False])
@@ -422,16 +444,20 @@ def test_solve_is_metatensors(chunked, dtype):
     assert_equal_to_metatensor(result, metatensor.solve(x, y), rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("gradients", [None, ["strain"], "cell", []], ids=str)
+LIKE_GRADIENTS = [None, ["strain"], "cell", []]
+
+
 @pytest.mark.parametrize("function", ["zeros_like", "ones_like"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_zeros_and_ones_like_are_metatensors(chunked, dtype, function, gradients):
+def test_zeros_and_ones_like_are_metatensors(chunked, dtype, function):
+    """Every choice of gradients of :data:`LIKE_GRADIENTS`, computed together."""
     theirs = featomic_like(dtype, seed=19, grouped=False)
     ours = chunked(theirs)
     with raise_if_dask_computes():
-        result = getattr(mtd, function)(ours, gradients)
-    computed = assert_declared_dtypes(result)
-    assert_equal_to_metatensor(computed, getattr(metatensor, function)(theirs, gradients))
+        results = [getattr(mtd, function)(ours, gradients) for gradients in LIKE_GRADIENTS]
+    computed = assert_declared_dtypes_together(results)
+    expected = [getattr(metatensor, function)(theirs, gradients) for gradients in LIKE_GRADIENTS]
+    assert_each_equal_to_metatensor(LIKE_GRADIENTS, computed, expected)
 
 
 @pytest.mark.parametrize("gradients", [None, ["positions", "cell"], []], ids=str)

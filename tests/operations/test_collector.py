@@ -2,7 +2,7 @@
 
 Its passes walk every object alive: on maps of 10,000 blocks and more, they cost more
 than the operation and grow faster than the blocks. With a collector that would run
-every 100 allocations, an operation on 20 or 400 blocks, built and computed, must
+every 100 allocations, an operation on 20 or 200 blocks, built and computed, must
 trigger about as few collections (only between the paused parts), not one more per
 few blocks.
 """
@@ -56,9 +56,9 @@ COMPARISONS = ["equal", "allclose"]
 
 @pytest.fixture(scope="module")
 def maps() -> tuple[mtd.TensorMap, mtd.TensorMap]:
-    """A map of 20 tiny blocks and one of 400, shared by the tests (which only read
+    """A map of 20 tiny blocks and one of 200, shared by the tests (which only read
     them)."""
-    small, large = (mtd.from_metatensor(tiny(n)) for n in (20, 400))
+    small, large = (mtd.from_metatensor(tiny(n)) for n in (20, 200))
     return small, large
 
 
@@ -74,7 +74,7 @@ def test_collections_do_not_grow_with_the_blocks(name, maps):
 
 @pytest.mark.parametrize("name", COMPARISONS)
 def test_comparisons_trigger_no_collection_per_block(name, maps):
-    """Comparing maps is paused from the keys to the answer: 400 blocks trigger no
+    """Comparing maps is paused from the keys to the answer: 200 blocks trigger no
     more collections than 20 (they triggered one per 100 blocks)."""
     function = OPERATIONS[name]
     small, large = maps

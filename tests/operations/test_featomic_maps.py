@@ -326,11 +326,13 @@ def test_operations_like_metatensor(
     check_operations(list(ops), ops, buffer, maps[how], maps["memory"], references)
 
 
+@pytest.mark.parametrize("kind", [kind for kind in KINDS if LAYOUTS[kind]], indirect=True)
 @pytest.mark.parametrize("pair", [("zarr", "cut-gradients"), ("mts", "uneven")])
 def test_operations_between_chunkings(
-    pair: tuple[str, str], buffer: bytes, maps: dict, references: dict
+    pair: tuple[str, str], kind: str, buffer: bytes, maps: dict, references: dict
 ) -> None:
-    """Binary operations on two maps of the same data chunked differently."""
+    """Binary operations on two maps of the same data chunked differently (of the kinds
+    whose layouts the others share, see :data:`LAYOUTS`)."""
     binary = ["add", "multiply", "divide", "operators", "join-samples", "join-properties"]
     ops = operations(buffer)
     check_operations(binary, ops, buffer, maps[pair[0]], maps[pair[1]], references)

@@ -1,7 +1,7 @@
 """Every public operation on maps of many tiny blocks: graphs grow with the chunks, not
 with the blocks.
 
-Maps of 50 and of 400 tiny blocks (values ``(3, 2, 4)``, one ``positions`` gradient
+Maps of 50 and of 200 tiny blocks (values ``(3, 2, 4)``, one ``positions`` gradient
 with components), written by metatensor and loaded, built in memory, or computed
 (numpy arrays, which the operations of manipulation make lazy): the tasks of
 each result's graph (what ``compute`` runs) are counted at both sizes. Operations whose
@@ -24,9 +24,9 @@ from dask.task_spec import Task
 import metatensor_dask as mtd
 from metatensor_dask.testing import assert_equal_to_metatensor, raise_if_dask_computes
 
-SIZES = (50, 400)
+SIZES = (50, 200)
 SOURCES = ("file", "memory", "computed")
-#: tasks that the map of 400 blocks may have beyond the map of 50
+#: tasks that the map of 200 blocks may have beyond the map of 50
 SLACK = 3
 
 
@@ -93,8 +93,7 @@ def ours(source: str, n_blocks: int, maps: dict, files: dict) -> mtd.TensorMap:
 @pytest.fixture(scope="module")
 def shared(maps: dict, files: dict) -> Callable[[str, int], mtd.TensorMap]:
     """:func:`ours`, made once per source and size for the tests that only build
-    operations on it (none changes its map; converting or computing 400 blocks takes
-    a third of a second)."""
+    operations on it (none changes its map: each is converted or computed once)."""
     made: dict[tuple[str, int], mtd.TensorMap] = {}
 
     def get(source: str, n_blocks: int) -> mtd.TensorMap:
