@@ -82,10 +82,14 @@ def _opened(path: Path, batch: metatensor.TensorMap) -> mtd.TensorMap:
     return mtd.open_zarr(path)
 
 
+#: Every codec in float64 but two in float32 (the dtype changes only the bytes of the
+#: chunks, not how an append completes them).
+IN_FLOAT32 = ("zstd", "sharded-gzip-no-checksum")
+
+
 @pytest.mark.parametrize(
     ("codecs", "dtype"),
-    [(name, np.float64) for name in CODECS]
-    + [("zstd", np.float32), ("sharded-gzip-no-checksum", np.float32)],
+    [(name, np.float32 if name in IN_FLOAT32 else np.float64) for name in CODECS],
 )
 def test_appends_keep_codecs_and_chunking(tmp_path, codecs, dtype):
     """Appended with other chunk sizes, and with the settings of the append differing
