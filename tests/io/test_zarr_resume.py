@@ -49,7 +49,10 @@ def _assert_same(a: mtd.TensorMap, b: mtd.TensorMap) -> None:
             assert gradient.samples == y.gradient(parameter).samples
 
 
-def test_killed_writer_resumes(tmp_path):
+def test_killed_writer_resumes_and_refuses_another_computation(tmp_path):
+    """One killed writer for the refusals before a resume (the killed writer's lock is
+    stale, another computation would mix both), then the resume, then the refusal of
+    another computation by the complete store."""
     path = tmp_path / "killed.zarr"
     log = tmp_path / "writer.log"
     with open(log, "wb") as output:
@@ -70,6 +73,7 @@ def test_killed_writer_resumes(tmp_path):
     assert process.returncode == -signal.SIGKILL
     recorded = _recorded(path)
     assert 3 <= recorded < N_CHUNKS
+    records = sorted(os.listdir(path / ".progress"))
 
     with pytest.raises(mtd.MetatensorDaskError, match=r"incomplete.*resume=True"):
         mtd.open_zarr(path)
@@ -83,6 +87,7 @@ def test_killed_writer_resumes(tmp_path):
         slow_tensor(N_CHUNKS, 0.0).to_zarr(path)
     with pytest.raises(mtd.StoreLockedError, match="looks gone"):
         slow_tensor(N_CHUNKS, 0.0).to_zarr(path, mode="a")
+    _another_computation_is_refused_before_the_lock(path, records)
 
     counter = Counter()
     slow_tensor(N_CHUNKS, 0.0, counter).to_zarr(path, resume=True)
@@ -94,6 +99,34 @@ def test_killed_writer_resumes(tmp_path):
     reference = tmp_path / "reference.zarr"
     slow_tensor(N_CHUNKS, 0.0).to_zarr(reference)
     _assert_same(mtd.open_zarr(path), mtd.open_zarr(reference))
+    _a_complete_store_refuses_another_computation(path, tmp_path / "expected.zarr")
+
+
+def _doubled() -> mtd.TensorMap:
+    """The tensor of the writer process times two: same shapes, labels and dtypes, other
+    values, that a resume would mix with the stored ones."""
+    return mtd.multiply(slow_tensor(N_CHUNKS, 0.0), 2.0)
+
+
+def _another_computation_is_refused_before_the_lock(path: Path, records: list[str]) -> None:
+    """A resume of another computation onto the interrupted write at ``path`` (with
+    these ``records`` of progress) is refused, before taking the lock over."""
+    with pytest.raises(
+        mtd.MetatensorDaskError, match=r"another computation.*use mode='w' to overwrite"
+    ):
+        _doubled().to_zarr(path, resume=True)
+    assert sorted(os.listdir(path / ".progress")) == records
+    assert (path / ".lock").exists()
+
+
+def _a_complete_store_refuses_another_computation(path: Path, expected: Path) -> None:
+    """The complete store at ``path`` refuses a resume of another computation, which
+    ``mode="w"`` writes over it."""
+    with pytest.raises(mtd.MetatensorDaskError, match=r"complete, but holds another computation"):
+        _doubled().to_zarr(path, resume=True)
+    _doubled().to_zarr(path, mode="w", resume=True)
+    _doubled().to_zarr(expected)
+    _assert_same(mtd.open_zarr(path), mtd.open_zarr(expected))
 
 
 def test_resume_refuses_another_tensor(tmp_path):
@@ -195,30 +228,6 @@ def _kill_after_progress(command: list[str], path: Path, log: Path, env: dict | 
         process.wait()
     assert process.returncode == -signal.SIGKILL
     return count()
-
-
-def test_resume_refuses_another_computation(tmp_path):
-    path = tmp_path / "t.zarr"
-    command = [sys.executable, str(SCRIPT), str(path), str(N_CHUNKS), "0.1"]
-    recorded = _kill_after_progress(command, path, tmp_path / "writer.log")
-    # same shapes, labels and dtypes, other values: it would mix both
-    doubled = mtd.multiply(slow_tensor(N_CHUNKS, 0.0), 2.0)
-    with pytest.raises(
-        mtd.MetatensorDaskError, match=r"another computation.*use mode='w' to overwrite"
-    ):
-        doubled.to_zarr(path, resume=True)
-    assert len(os.listdir(path / ".progress")) == recorded
-    # refused before taking the lock over: the lock of the killed writer is left
-    assert (path / ".lock").exists()
-    # the same computation resumes; then a complete store refuses another one too
-    slow_tensor(N_CHUNKS, 0.0).to_zarr(path, resume=True)
-    assert not (path / ".lock").exists()
-    with pytest.raises(mtd.MetatensorDaskError, match=r"complete, but holds another computation"):
-        doubled.to_zarr(path, resume=True)
-    doubled.to_zarr(path, mode="w", resume=True)
-    expected = tmp_path / "expected.zarr"
-    doubled.to_zarr(expected)
-    _assert_same(mtd.open_zarr(path), mtd.open_zarr(expected))
 
 
 def test_cli_resume_refuses_other_arguments(tmp_path, capsys):
