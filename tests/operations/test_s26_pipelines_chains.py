@@ -1,9 +1,14 @@
 """Long chains of operations: the cost of one more operation does not grow with the
 chain, and random chains mixing every kind of operation, on maps from memory, from
-``.mts`` files and from Zarr stores, with gradients, equal metatensor's same chain."""
+``.mts`` files and from Zarr stores, with gradients, equal metatensor's same chain.
+
+Each random chain starts from one of the three sources in turn;
+``MTD_CHAINS_FROM_EVERY_SOURCE=1`` runs every chain from every source (three times as
+many)."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -188,8 +193,19 @@ def _source(kind: str, theirs: Any, directory: Any) -> Any:
     return mtd.open_zarr(str(directory / "source.zarr"))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("kind", ["memory", "mts", "zarr"])
+SOURCES = ["memory", "mts", "zarr"]
+
+
+def _chains() -> list[tuple[str, int]]:
+    """The source and seed of each random chain: the chains of seeds 1 to 3, each from
+    one source in turn (every chain and every source once); with
+    ``MTD_CHAINS_FROM_EVERY_SOURCE=1``, every chain from every source."""
+    if os.environ.get("MTD_CHAINS_FROM_EVERY_SOURCE") == "1":
+        return [(kind, seed) for kind in SOURCES for seed in (1, 2, 3)]
+    return [(kind, seed) for seed, kind in enumerate(SOURCES, start=1)]
+
+
+@pytest.mark.parametrize(("kind", "seed"), _chains())
 def test_random_chains_equal_metatensor(tmp_path, kind, seed):
     theirs = reference(seed=seed, same_properties=True)
     ours, theirs, _ = random_chain(seed, 15, _source(kind, theirs, tmp_path), theirs)
