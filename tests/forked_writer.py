@@ -9,12 +9,11 @@ lock, killed (SIGKILL) without any cleanup.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from forked_process import Forked, run_code
-from kill_support import lock_holder
+from kill_support import holding_the_lock
 
 
 @contextlib.contextmanager
@@ -25,12 +24,6 @@ def forked_writer_holding(
     writes ``store``: given once it holds the store's lock and ``wanted()`` is true,
     killed (SIGKILL) when the block ends."""
     with Forked(run_code, code, list(arguments), {}) as process:
-        line = process.stdout.readline()
-        assert line.strip() == "ready", line + process.stdout.read()
-        deadline = time.monotonic() + 60
-        while lock_holder(store) != process.pid or not wanted():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        holding_the_lock(process, store, wanted)
         yield process
         process.kill()

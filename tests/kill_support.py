@@ -91,13 +91,20 @@ def writer_holding(
         text=True,
     )
     with process:
-        line = process.stdout.readline()
-        assert line.strip() == "ready", line + process.stdout.read()
-        deadline = time.monotonic() + 60
-        while lock_holder(store) != process.pid or not wanted():
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        holding_the_lock(process, store, wanted)
         yield process
         process.kill()
         process.wait()
+
+
+def holding_the_lock(process: Any, store: Path, wanted: Callable[[], bool]) -> None:
+    """Return once ``process`` (a ``Popen`` or a forked process, which prints ``ready``
+    first) holds the lock of ``store`` and ``wanted()`` is true; fail when it ends
+    before, or after 60 s."""
+    line = process.stdout.readline()
+    assert line.strip() == "ready", line + process.stdout.read()
+    deadline = time.monotonic() + 60
+    while lock_holder(store) != process.pid or not wanted():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
