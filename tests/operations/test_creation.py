@@ -82,3 +82,23 @@ def test_block_from_array_errors():
         ValueError, match="does not have enough dimensions to match the given sample, component"
     ):
         mtd.block_from_array(np.zeros((3, 3, 3)), component_names=["a", "b"])
+
+
+@pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "computed"])
+def test_random_uniform_values_stay_below_one_in_narrow_floats(lazy):
+    # a float64 draw within half a float16 step of one (one in 2**12) rounds up to 1.0
+    # when cast: 40,000 draws hold about ten of them, which must stay below one
+    values = np.zeros((4000, 10), dtype=np.float16)
+    if lazy:
+        values = da.from_array(values, chunks=(1000, 10))
+    block = mtd.TensorBlock(
+        values,
+        mtd.Labels.range("sample", 4000),
+        [],
+        mtd.Labels.range("property", 10),
+    )
+    np.random.seed(7)
+    drawn = np.asarray(mtd.random_uniform_like_block(block).values)
+    assert drawn.dtype == np.float16
+    assert drawn.max() == np.nextafter(np.float16(1), np.float16(0))
+    assert drawn.min() >= 0

@@ -87,8 +87,23 @@ def _ones_chunk(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.ones(shape, dtype)
 
 
+def _below_one(drawn: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``drawn`` (float64 in [0, 1)) as ``dtype``, still below one.
+
+    Casting rounds to nearest, so a float64 draw within half a unit of one rounds up to
+    exactly 1.0 in a narrower float (float32: one draw in 2**25). metatensor's
+    ``np.random.rand(...).astype(dtype)`` returns these ones; the interval is [0, 1), so
+    they become the largest ``dtype`` value below one instead (float64 draws are kept).
+    """
+    values = drawn.astype(dtype)
+    if values.dtype.kind == "f":
+        below = np.nextafter(values.dtype.type(1), values.dtype.type(0))
+        np.minimum(values, below, out=values)
+    return values
+
+
 def _uniform_chunk(shape: tuple[int, ...], dtype: np.dtype, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random(shape).astype(dtype)
+    return _below_one(np.random.default_rng(seed).random(shape), dtype)
 
 
 def _empty(array: Any) -> Any:
@@ -106,7 +121,7 @@ def _ones(array: Any) -> Any:
 def _uniform(array: Any) -> Any:
     if isinstance(array, np.ndarray):
         # numpy's global generator, as metatensor
-        return np.random.rand(*array.shape).astype(array.dtype)
+        return _below_one(np.random.rand(*array.shape), array.dtype)
     chunks = _chunks(array)
     dtype = np.dtype(array.dtype)
     n_chunks = int(np.prod([len(c) for c in chunks]))
