@@ -391,3 +391,27 @@ def test_an_operation_on_a_store_bound_to_another_computes_as_metatensor(tmp_pat
     # alone: computed with the map it was made from, the tasks of that map stood for
     # the clones missing
     assert_equal_to_metatensor(bound.compute(), metatensor.pow(reference, 2))
+
+
+@pytest.mark.parametrize("chunks", [None, 2], ids=["tiny blocks grouped", "row chunks"])
+@pytest.mark.parametrize("how", ["clone", "bind"])
+def test_clone_and_bind_keep_the_arrays_shared_with_an_omitted_map(stored, chunks, how):
+    # `add` of a number passes the gradients of its input on: the result shares those
+    # arrays with the omitted map, which keep their keys (dask renamed them to keys
+    # missing from the new graph: "Missing dependency")
+    from dask import graph_manipulation
+
+    opened = mtd.open_zarr(stored, chunks=chunks)
+    doubled = mtd.multiply(opened, 2.0)
+    shifted = mtd.add(doubled, 1.0)
+    if how == "clone":
+        copied = graph_manipulation.clone(shifted, omit=doubled)
+    else:
+        copied = graph_manipulation.bind(shifted, mtd.pow(opened, 2), omit=doubled)
+
+    graph = _keys(copied)
+    assert _keys(doubled) <= graph
+    assert not (_keys(shifted) - _keys(doubled)) & graph  # the values are new tasks
+    expected = metatensor.add(metatensor.multiply(_reference(5), 2.0), 1.0)
+    for computed in [copied.compute(), dask.compute(shifted, copied)[1]]:
+        assert_equal_to_metatensor(computed, expected, **CLOSE)

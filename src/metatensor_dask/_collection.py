@@ -292,9 +292,9 @@ class ArrayContainer(DaskMethodsMixin):
         for kind, _, array in self._requested()[1]:
             if kind == "array":
                 keys = _graph.chunk_keys(array)
-                plan.append((kind, *array.__dask_postpersist__(), keys))
+                plan.append((kind, *array.__dask_postpersist__(), keys, array))
             else:
-                plan.append((kind, array, (), ()))
+                plan.append((kind, array, (), (), array))
         return self._rebuild, (plan,)
 
     @without_collector
@@ -302,18 +302,41 @@ class ArrayContainer(DaskMethodsMixin):
         rename = rename or {}
         arrays = []
         persisted_groups: dict[Any, Any] = {}
-        for kind, func, args, keys in plan:
+        # every key at once: looking keys up in a layered graph walks its layers
+        present = dsk.get_all_external_keys() if rename and hasattr(dsk, "layers") else dsk
+        for kind, func, args, keys, original in plan:
             if kind == "data":
                 arrays.append(func)
-                continue
-            if kind == "item":
+            elif _omitted(rename, present, func.group_key if kind == "item" else keys):
+                arrays.append(original)
+            elif kind == "item":
                 arrays.append(_persisted_item(func, dsk, rename, persisted_groups))
-                continue
-            # each array keeps its own chunks only (and what they need): sharing the
-            # whole graph would make merging the graphs of N arrays cost N * N
-            own = [(rename.get(k[0], k[0]), *k[1:]) for k in keys]
-            arrays.append(func(_needed(dsk, own), *args, rename=rename))
+            else:
+                # each array keeps its own chunks only (and what they need): sharing the
+                # whole graph would make merging the graphs of N arrays cost N * N
+                own = [(rename.get(k[0], k[0]), *k[1:]) for k in keys]
+                arrays.append(func(_needed(dsk, own), *args, rename=rename))
         return self._with_arrays(arrays)
+
+
+def _omitted(rename: dict, present: Any, keys: Any) -> bool:
+    """Whether an array of chunk ``keys`` (or a group of key ``keys``) was left out of
+    a renaming: the graph's keys ``present`` hold it under its own name and not under
+    the new one.
+
+    ``dask.graph_manipulation.clone`` and ``bind`` rename every array of a collection
+    but keep the keys of the collections given as ``omit``, so that a map sharing arrays
+    with an omitted map (gradients that an operation passes on unchanged) keeps those
+    arrays as they are. dask's clone does not always copy what such an array depends on
+    into the new graph, so the array is kept whole, graph included."""
+    if not rename or not keys:
+        return False
+    key = keys[0] if isinstance(keys, list) else keys
+    name = key[0] if isinstance(key, tuple) else key
+    if name not in rename:
+        return False
+    new_key = (rename[name], *key[1:]) if isinstance(key, tuple) else rename[name]
+    return new_key not in present and key in present
 
 
 def _sent_to_workers(container: ArrayContainer) -> bool:
