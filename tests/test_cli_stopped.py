@@ -5,6 +5,7 @@ remedy, with 128 plus the signal's number as exit code, its lock released (a res
 needs no wait for the lock to go stale) and no process of its cluster left behind.
 """
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,6 +110,52 @@ def test_a_stop_before_the_output_exists_says_nothing_was_written(tmp_path):
         with unfinished(output, "run it again"):
             raise Terminated
     assert stop_message(raised.value) == f"terminated (SIGTERM) before writing {output}"
+
+
+@pytest.mark.parametrize("command", ["run", "convert --append"])
+def test_a_stop_once_the_output_is_complete_says_it_is_complete(
+    tmp_path, capsys, monkeypatch, command
+):
+    # SIGTERM while the cluster closes, after the write finished (the computation
+    # returned), leaves nothing to resume
+    featomic_like(2, 4, neighbors=(2, 3), chunks=1).to_zarr(str(tmp_path / "x.zarr"))
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    monkeypatch.chdir(tmp_path)
+    computed = cli._compute
+
+    def computed_then_terminated(*args, **kwargs):
+        computed(*args, **kwargs)
+        raise Terminated
+
+    monkeypatch.setattr(cli, "_compute", computed_then_terminated)
+    if command == "run":
+        output, argv = "out.zarr", ["run", "p.yaml", "-q"]
+    else:
+        featomic_like(2, 4, neighbors=(2, 3), chunks=1, seed=1).to_zarr("all.zarr")
+        output, argv = "all.zarr", ["convert", "x.zarr", "all.zarr", "--append", "-q"]
+        argv += ["--renumber", "system"]
+    code, _, err = run(capsys, *argv)
+    assert code == 143, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"metatensor-dask {command.split()[0]}: terminated (SIGTERM) after ")
+    assert last.endswith(f"{output} was written whole; it is complete"), err
+    assert is_complete(output)
+    assert mtd.open_zarr(output).block(0).values.shape[0] > 0
+
+    # stopped before its computation returned, it is left to resume
+    monkeypatch.setattr(cli, "_compute", lambda *args, **kwargs: _raise(Terminated()))
+    if command == "run":
+        shutil.rmtree(output)
+    else:  # another source: the same one again is an append the store already holds
+        featomic_like(2, 4, neighbors=(2, 3), chunks=1, seed=2).to_zarr("y.zarr")
+        argv[1] = "y.zarr"
+    code, _, err = run(capsys, *argv)
+    assert code == 143, err
+    assert "is incomplete; " in err.strip().splitlines()[-1], err
+
+
+def _raise(error):
+    raise error
 
 
 def test_main_restores_the_handler_of_sigterm(tmp_path, capsys):

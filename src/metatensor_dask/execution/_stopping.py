@@ -48,14 +48,23 @@ def sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def unfinished(output: str, remedy: str, left: Callable[[], bool] = lambda: True) -> Iterator[None]:
+def unfinished(
+    output: str,
+    remedy: str,
+    left: Callable[[], bool] = lambda: True,
+    finished: Callable[[], bool] = lambda: False,
+) -> Iterator[None]:
     """A Ctrl-C or SIGTERM raised within the block is marked with ``output``, left
     unfinished, and ``remedy``, what finishes it, for :func:`stop_message`, unless
-    ``left()`` says the output was not left unfinished (its write undone)."""
+    ``left()`` says the output was not left unfinished (its write undone), or
+    ``finished()`` that its write was complete when the stop came (while the cluster
+    closed): the mark then says so."""
     try:
         yield
     except (KeyboardInterrupt, Terminated) as stop:
-        if left():
+        if finished():
+            stop.finished = output  # type: ignore[union-attr]
+        elif left():
             stop.unfinished = (output, remedy)  # type: ignore[union-attr]
         raise
 
@@ -63,6 +72,9 @@ def unfinished(output: str, remedy: str, left: Callable[[], bool] = lambda: True
 def stop_message(stop: BaseException) -> str:
     """The line saying why the command stopped, and what it left unfinished."""
     reason = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+    finished = getattr(stop, "finished", None)
+    if finished is not None:
+        return f"{reason} after {finished} was written whole; it is complete"
     left = getattr(stop, "unfinished", None)
     if left is None:
         return reason

@@ -294,7 +294,9 @@ def _convert(args: argparse.Namespace) -> int:
     with (
         contextlib.nullcontext()
         if to_file
-        else unfinished(destination, RESUME_APPEND if args.append else RESUME, output.left),
+        else unfinished(
+            destination, RESUME_APPEND if args.append else RESUME, output.left, output.finished
+        ),
         dask.config.set(settings),
         released_on_failure(output.undo),
         locked_as(command),
@@ -401,6 +403,22 @@ class _Output:
     def left(self) -> bool:
         """Whether a command stopped now leaves its output unfinished (not undone)."""
         return not self.undone
+
+    def finished(self) -> bool:
+        """Whether the computation of the write ran and the output now reads complete,
+        with no append left to finish (a stop while the cluster closes)."""
+        from ..io import zarr_layout as layout
+        from ..io.zarr_append import interrupted
+
+        if not self.computing:
+            return False
+        found = _stored_root(self.location)
+        if found is None:
+            return False
+        store, attributes = found
+        return attributes[layout.ATTRIBUTE].get("complete") is True and not interrupted(
+            store, attributes
+        )
 
 
 def _give_up_append(location: str) -> bool:
@@ -674,7 +692,12 @@ def _run_pipeline(pipeline: Any, args: argparse.Namespace) -> int:
     resuming = args.resume and ("://" in pipeline.output or os.path.exists(pipeline.output))
     output = _Output(pipeline.output)
     with (
-        unfinished(pipeline.output, RESUME if args.command == "apply" else RESUME_RUN, output.left),
+        unfinished(
+            pipeline.output,
+            RESUME if args.command == "apply" else RESUME_RUN,
+            output.left,
+            output.finished,
+        ),
         released_on_failure(output.undo),
         locked_as(f"metatensor-dask {args.command}"),
     ):
