@@ -82,3 +82,52 @@ def test_mode_a_leaves_the_store_as_it_was(tmp_path: Path):
     assert json.loads((store / "zarr.json").read_text()) == keys_before
     assert mtd.verify(store).ok
     assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), _tensor(0))
+
+
+@pytest.mark.parametrize(
+    "compressor",
+    ["crc32c", "numcodecs.adler32", {"name": "numcodecs.crc32", "configuration": {}}],
+    ids=str,
+)
+def test_a_checksum_given_as_compressor_is_refused_naming_the_checksum_setting(
+    tmp_path: Path, compressor
+):
+    store = tmp_path / "new.zarr"
+    with (
+        dask.config.set(_compressor(compressor)),
+        pytest.raises(
+            mtd.MetatensorDaskError, match=r"names a checksum.*metatensor_dask\.checksum"
+        ),
+    ):
+        mtd.to_zarr(mtd.from_metatensor(_tensor(0)), store)
+    assert not store.exists()
+
+
+def test_a_store_written_with_a_checksum_as_compressor_takes_appends(tmp_path: Path, monkeypatch):
+    # earlier versions took "crc32c" as a compressor: their stores keep taking appends
+    # (a new key gets the current settings' codecs)
+    # (zarr_append imported first: it binds the set of checksum codecs when imported)
+    from metatensor_dask.io import zarr_append, zarr_codecs
+
+    assert zarr_append.CHECKSUM_CODECS
+    store = tmp_path / "old.zarr"
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr_codecs, "CHECKSUM_CODECS", frozenset())
+        with dask.config.set(_compressor("crc32c")):
+            mtd.to_zarr(mtd.from_metatensor(_tensor(0)), store)
+    document = json.loads((store / "blocks" / "0" / "values" / "zarr.json").read_text())
+    assert [codec["name"] for codec in document["codecs"]] == ["bytes", "crc32c", "crc32c"]
+
+    appended = [_tensor(0), _tensor(7)]
+    for tensor in appended:
+        shifted = mtd.from_metatensor(tensor)
+        mtd.to_zarr(shifted, store, append_dim="samples", renumber={"s": "next"})
+    assert mtd.verify(store).ok
+    result = mtd.to_metatensor(mtd.open_zarr(store).compute())
+    values = _tensor(0).block(0).values
+    np.testing.assert_array_equal(result.block(k=0).values, np.concatenate([values] * 2))
+    np.testing.assert_array_equal(result.block(k=7).values, _tensor(7).block(0).values)
+    np.testing.assert_array_equal(
+        result.block(k=7).gradient("positions").values,
+        _tensor(7).block(0).gradient("positions").values,
+    )

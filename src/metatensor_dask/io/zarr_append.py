@@ -51,7 +51,7 @@ from . import zarr_root_cache as root_cache
 from ._file_writes import overwrite
 from ._lock import LOCK_KEY, WriteId
 from ._nothing import nothing_to_write
-from .zarr_codecs import is_plain, stored_dtype
+from .zarr_codecs import CHECKSUM_CODECS, is_plain, stored_dtype
 from .zarr_identity import (
     FIRST_FORMAT,
     STORE_ID,
@@ -528,7 +528,8 @@ def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
     values array ``document``, with which new keys are written: a store keeps its
     codecs whatever the settings of an append (given for the append's thread only, see
     :func:`~metatensor_dask.config.overridden`). ``{}`` (the current settings) when
-    they can not give them (several compressors)."""
+    they can not give them (several compressors, or a checksum as compressor, which the
+    settings refuse)."""
     codecs, shards = document["codecs"], None
     if codecs[0]["name"] == "sharding_indexed":
         configuration = codecs[0]["configuration"]
@@ -538,7 +539,7 @@ def _codec_settings(document: dict[str, Any]) -> dict[str, Any]:
     after = codecs[1:]  # after "bytes"
     checksum = bool(after) and after[-1]["name"] == "crc32c"
     compressors = after[:-1] if checksum else after
-    if len(compressors) > 1:
+    if len(compressors) > 1 or any(c["name"] in CHECKSUM_CODECS for c in compressors):
         return {}
     return {
         "compressor": compressors[0] if compressors else None,

@@ -23,15 +23,36 @@ from .. import config
 from ..errors import MetatensorDaskError
 from .zarr_integrity import damaged, missing_chunk
 
-__all__ = ["KEY_ENCODING", "check_dtype", "codec_settings", "template"]
+__all__ = ["CHECKSUM_CODECS", "KEY_ENCODING", "check_dtype", "codec_settings", "template"]
 
 #: Chunk keys such as ``c.3.0.0``: every chunk file sits in its array's folder.
 KEY_ENCODING: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
 
 
+#: Codecs that add a checksum and compress nothing: the ``checksum`` setting adds one.
+CHECKSUM_CODECS = frozenset(
+    {
+        "crc32c",
+        "numcodecs.crc32",
+        "numcodecs.crc32c",
+        "numcodecs.adler32",
+        "numcodecs.fletcher32",
+        "numcodecs.jenkins_lookup3",
+    }
+)
+
+
 def _compressor(value: Any) -> dict[str, Any] | None:
     if value is None or value is False:
         return None
+    name = value.get("name") if isinstance(value, dict) else value
+    if isinstance(name, str) and name.strip().lower() in CHECKSUM_CODECS:
+        raise MetatensorDaskError(
+            f"the setting metatensor_dask.compressor={value!r} names a checksum, which "
+            "compresses nothing: set metatensor_dask.checksum to true for a checksum of "
+            "every chunk (the default), and metatensor_dask.compressor to a compressor "
+            "such as 'zstd', or to null for none"
+        )
     if isinstance(value, str) and value.lstrip().startswith("{"):
         raise MetatensorDaskError(
             f"the setting metatensor_dask.compressor is the text {value!r}, not a mapping: "
