@@ -142,8 +142,8 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
     """The tasks of ``graph`` where the last key of each array among ``keys`` (the keys
     of one name; any other key alone) waits for the checks of the members the array
     reads (see :func:`arrays_checked`), and the key ``together`` (None: no key) for
-    those that only all ``keys`` together read whole, which then need no streamed
-    check; None when no key waits."""
+    those that only all ``keys`` together read whole; a member read whole needs no
+    streamed check (see :func:`_served`). None when no key waits."""
     members = _Members(graph)
     if not members.any():
         return None
@@ -170,18 +170,37 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
         alone = set().union(*waits.values())
         whole_together = set(members.read_whole(read_together)) - alone
         waits.setdefault(together, set()).update(whole_together)
-        # a member that the arrays read whole together needs no streamed check
-        needless = {STREAMED + check[len(CHECK) :] for check in whole_together}
-        for checks in waits.values():
-            checks -= needless
+    served = _served(waits)
     # (a key not in the graph is held elsewhere: the future of a persisted chunk)
     waits = {key: checks for key, checks in waits.items() if checks and key in tasks}
-    if not waits:
+    # those asked for beside the arrays (by a map, or dask's finalize task of several)
+    asked = [key for key in served if key in tasks]
+    if not waits and not asked:
         return None
     tasks = dict(tasks)  # (``ensure_dict`` gives a graph that is a dict itself)
     for key, checks in waits.items():
         _wait_for_checks(tasks, key, sorted(checks))
+    for key in asked:  # it passes when the check does
+        tasks[key] = Task(key, _first, None, TaskRef(served[key]))
     return tasks
+
+
+def _served(waits: dict[Any, set[str]]) -> dict[str, str]:
+    """The streamed checks of the members that some key among ``waits`` waits for the
+    check of (a member read whole, by an array or by all together), each with that
+    check, which serves in its place at no second read: they are replaced by it in
+    ``waits``."""
+    served = {
+        STREAMED + check[len(CHECK) :]: check
+        for checks in waits.values()
+        for check in checks
+        if not check.startswith(STREAMED)
+    }
+    for checks in waits.values():
+        for streamed in checks & served.keys():
+            checks.discard(streamed)
+            checks.add(served[streamed])
+    return served
 
 
 class _Members:

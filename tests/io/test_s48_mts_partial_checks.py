@@ -175,6 +175,27 @@ def test_halves_read_together_are_checked_at_no_second_read(clean, damaged, read
         halves(damaged).compute()
 
 
+def test_parts_computed_together_share_the_check_of_their_member(tmp_path, damaged, reads):
+    # each part (each map) asks for the member's streamed check; the computation reads
+    # the member whole, so its check serves instead, at no second read
+    def parts(path: Path) -> list[mtd.TensorMap]:
+        tensor = mtd.load(path, chunks=CHUNK_ROWS)
+        first, second = _rows(*range(ROWS // 2)), _rows(*range(ROWS // 2, ROWS))
+        return mtd.split(tensor, "samples", [first, second])
+
+    for name in ["split", "whole-and-slice"]:
+        path = tmp_path / f"{name}.mts"
+        metatensor.save(str(path), _tensor())
+        reads.clear()
+        if name == "split":
+            dask.compute(*parts(path))
+        else:
+            dask.compute(mtd.load(path, chunks=CHUNK_ROWS), _first_row(path))
+        assert _read_bytes(reads, path) == _data(path)[1], name
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{MEMBER}'"):
+        dask.compute(*parts(damaged))
+
+
 def test_a_partial_read_holds_about_one_chunk(tmp_path):
     # a member of 64 chunks of 64 KiB (4 MiB): its streamed check holds one chunk at a
     # time, never the member
