@@ -93,6 +93,14 @@ def test_a_partial_read_of_a_damaged_member_fails_every_time(damaged, tmp_path, 
             mtd.open_zarr(tmp_path / "part.zarr")
 
 
+def test_write_batches_of_a_partial_read_of_a_damaged_member_fails(damaged, tmp_path):
+    store = tmp_path / "batches.zarr"
+    with pytest.raises(mtd.MetatensorDaskError, match=f"damaged.mts' is damaged.*{MEMBER}"):
+        mtd.write_batches(lambda items: _first_row(damaged), [0], store, quiet=True)
+    with pytest.raises(mtd.IncompleteStoreError):
+        mtd.open_zarr(store)
+
+
 def test_a_partial_read_of_a_clean_member_computes_as_metatensor(clean):
     expected = metatensor.slice(
         _tensor(), "samples", metatensor.Labels(["system"], np.array([[5], [900]]))
