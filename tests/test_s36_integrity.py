@@ -111,13 +111,6 @@ def test_append_refuses_sample_records_below_the_entries_it_reads(tmp_path, name
     assert metatensor.equal(mtd.to_metatensor(mtd.open_zarr(store)), _tensor(0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a partial read of a .mts member of several chunks is not checked: a member has "
-    "one CRC-32, which only a read of all its chunks can check. Proposed fix: a computation "
-    "reading part of such a member also runs the member's check (its other chunks read for "
-    "their CRC-32 only), at most once per member and process, or behind a setting",
-)
 def test_a_slice_of_a_damaged_file_read_in_chunks_is_refused(damaged_file):
     loaded = mtd.load(damaged_file, chunks=2)
     last = mtd.Labels(["system"], np.array([[105]], dtype=np.int32))

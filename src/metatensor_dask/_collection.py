@@ -225,7 +225,7 @@ class ArrayContainer(DaskMethodsMixin):
         return _graph.collection_graph(arrays, groups)
 
     def __dask_keys__(self) -> list[Any]:
-        # the CRC checks of the file members read whole come last: their results
+        # the CRC checks of the file members read come last: their results
         # (None) are not part of the computed container
         from ._member_checks import member_checks
 

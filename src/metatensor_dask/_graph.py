@@ -608,7 +608,7 @@ def optimize_flat(graph: Any, keys: Any, **kwargs: Any) -> Any:
     a layered graph of thousands of layers, one per block array, is quadratic in their
     number, culling the flat graph is linear), with the tasks it changed under keys of
     their own (see :func:`stable_keys`). A chunk of each array waits for the CRC
-    checks of the file members it reads whole (see
+    checks of the file members it reads, whole or in part (see
     :func:`~metatensor_dask._member_checks.arrays_checked`)."""
     wanted = list(flatten(keys))
     checked = arrays_checked(graph, keys)

@@ -128,8 +128,8 @@ def test_computing_a_damaged_map_or_block_fails(damaged, process_pool, chunks):
     with pytest.raises(mtd.DamagedFileError):
         tensor.persist()
     # an array computed alone reads its member alone: other blocks are still read;
-    # so is a slice of a member of several chunks (which can not be checked), while
-    # a member of one chunk is checked by any read
+    # so is a slice that dask makes of a member of several chunks (dask optimises
+    # its own arrays: no check), while a member of one chunk is checked by any read
     tensor.block(1).values.compute()
     damaged_group = _group_key(tensor.block(8).gradient("positions"))
     if damaged_group is not None and _group_key(tensor.block(1)) == damaged_group:
@@ -170,20 +170,24 @@ def test_an_operation_reading_a_damaged_member_whole_fails(damaged, tmp_path, ch
             mtd.open_zarr(tmp_path / "p.zarr")
 
 
-def test_an_operation_reading_part_of_a_damaged_member_reads_no_more(tmp_path):
-    # a member read in part can not be checked: its check would read the chunks that
-    # the computation does not need (and fail here, the last one being damaged)
+def test_an_operation_reading_part_of_a_damaged_member_fails(tmp_path):
+    # a member read in part is checked by its streamed check, which reads the chunks
+    # that the computation does not need (the last one, damaged here); before, the
+    # first sample was read without an error
     source = Path(shutil.copy(SPHERICAL, tmp_path / "source.npz"))
     _, size = _data_offset(source, GRADIENT)
     tensor = mtd.load(_flip(source, GRADIENT, size - 3), chunks=1)
     assert tensor.block(8).gradient("positions").values.npartitions > 1
     first = tensor.block(8).samples.values[:1]
     selection = mtd.Labels(tensor.block(8).samples.names, first)
-    sliced = mtd.slice(mtd.multiply(tensor, 2.0), "samples", selection)
+    with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+        mtd.slice(mtd.multiply(tensor, 2.0), "samples", selection).compute()
+    # the same slice of the clean file computes as metatensor's
+    clean = mtd.slice(mtd.multiply(mtd.load(source, chunks=1), 2.0), "samples", selection)
     expected = mops.multiply(metatensor.load(str(SPHERICAL)), 2.0)
     names = tensor.block(8).samples.names
     expected = mops.slice(expected, "samples", metatensor.Labels(names, first))
-    assert_equal_to_metatensor(sliced.compute(), expected)
+    assert_equal_to_metatensor(clean.compute(), expected)
 
 
 def _group_key(block) -> str | None:
@@ -241,6 +245,14 @@ def test_process_workers_of_a_local_cluster_check_too(damaged, tmp_path):
             tensor.to_zarr(tmp_path / "copy.zarr")
         with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
             mtd.save(tmp_path / "copy.mts", tensor)
+        # a slice reading the gradient's last chunk only: its streamed check runs on a
+        # worker, whose record of checked members is its own
+        rows = mtd.load(damaged, chunks=1)
+        assert rows.block(8).gradient("positions").values.npartitions > 1
+        last = rows.block(8).samples.values[-1:]
+        sliced = mtd.slice(rows, "samples", mtd.Labels(rows.block(8).samples.names, last))
+        with pytest.raises(mtd.DamagedFileError, match=f"in member '{GRADIENT}'"):
+            sliced.compute()
         clean = mtd.load(SPHERICAL, chunks=5).compute()
     assert_equal_to_metatensor(clean, metatensor.load(str(SPHERICAL)))
     with pytest.raises(mtd.MetatensorDaskError, match="is incomplete"):

@@ -649,7 +649,14 @@ class Archive:
             lengths.append(rows * part.row_bytes)
             start += rows * part.row_bytes
         check = _mts_integrity.MemberCheck(
-            self.display, part.member.name, part.member.crc, part.header_crc, tuple(lengths)
+            self.display,
+            part.member.name,
+            part.member.crc,
+            part.header_crc,
+            tuple(lengths),
+            self.path,
+            self.stamp,
+            part.member.offset + header.data_start,
         )
         name, tasks = _mts_integrity.values_graph(token, reads, inner, check)
         return _graph.array_from_tasks(name, tasks, (), chunks, native)

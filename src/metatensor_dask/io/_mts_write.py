@@ -489,7 +489,7 @@ class _WritePlan:
             group = _graph.ref(renamed.get(group_key, group_key))
             graph[key] = _graph.task(key, _write_group, group, self.path, places)
             write_keys.append(key)
-        # the CRC checks of the members read whole from a file run with the writes (a
+        # the CRC checks of the members read from a file run with the writes (a
         # group's task checks its members itself)
         checks = member_checks(self.arrays)
         graph[self.name] = (_concatenated, write_keys)

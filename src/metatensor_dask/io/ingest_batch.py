@@ -137,7 +137,7 @@ def _as_tensor(
 def _computed(plan: AppendPlan) -> None:
     """The dask rows of ``plan`` (a metatensor-dask result) computed here, in one pass:
     their values and gradients may share the computation. The CRCs of the ``.mts``
-    members they read whole are checked with them."""
+    members they read (whole or in part) are checked with them."""
     from .._member_checks import checked_compute  # imports dask.array, which this has
 
     lazy = [rows for rows in plan.rows if is_dask_collection(rows.data)]

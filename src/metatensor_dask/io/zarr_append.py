@@ -1099,7 +1099,7 @@ def _graph_of(
     # `_graph.in_order`): scattered, they held the pieces rechunking shares
     ordered, last = _graph.in_order(name, sorted(graph, key=spots.__getitem__))
     every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
-    # committed only once the CRCs of the .mts members read whole match, as a whole
+    # committed only once the CRCs of the .mts members read match, as a whole
     # write (those this graph holds: a group's task checks its members itself)
     checks = [key for key in member_checks(rows.data for rows, _ in arrays) if key in every]
     needed = [*graph, *checks, *last]

@@ -405,7 +405,7 @@ def _write_graph(
     # their last, side by side (see `_task_batches.place`)
     ordered, last = _graph.in_order(name, sorted(graph, key=places.__getitem__))
     every = {**_graph.flat_tasks(sources), **tasks, **graph, **ordered}
-    # the store is complete only once the CRCs of the .mts members read whole match:
+    # the store is complete only once the CRCs of the .mts members read match:
     # the checks this graph holds (not those of arrays it takes from their groups'
     # results instead of running their own tasks; dask took such keys for data)
     checks = [key for key in member_checks(plan.data[path] for path in paths) if key in every]

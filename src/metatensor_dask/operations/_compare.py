@@ -166,7 +166,7 @@ class _Plan:
             arguments = [argument for argument, _ in sources]
             tasks[key] = _graph.task(key, _compare_group, func, kwargs, picks, *arguments)
             refs.append(_graph.ref(key))
-        # the CRC checks of the metatensor file members that the comparisons read whole
+        # the CRC checks of the metatensor file members that the comparisons read
         from .._member_checks import member_checks
 
         refs += [_graph.ref(key) for key in member_checks(self.arrays) if key in tasks]
