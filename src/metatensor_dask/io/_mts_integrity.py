@@ -31,6 +31,7 @@ from .._member_checks import READ as _READ
 from .._member_checks import STREAMED as _STREAMED
 from ..errors import DamagedFileError
 from . import _zip
+from ._stamped_reads import read_into
 
 __all__ = [
     "MemberCheck",
@@ -78,7 +79,7 @@ class MemberCheck:
     path: str
     """The file's absolute path."""
     stamp: tuple[int, int, int]
-    """The file's stamp at load (see :func:`~._mts_tiny.file_stamp`)."""
+    """The file's stamp at load (see :func:`~._stamped_reads.file_stamp`)."""
     start: int
     """Where the member's data (after its header) starts in the file."""
 
@@ -120,8 +121,6 @@ def _check_streamed(check: MemberCheck) -> None:
     check in this process (:data:`_PASSED`)."""
     if check.identity in _PASSED:
         return
-    from ._mts_tiny import read_into  # (it imports this module)
-
     crc = check.header_crc
     position, end = check.start, check.start + sum(check.lengths)
     piece = memoryview(bytearray(min(max(check.lengths), _PIECE_BYTES, end - position)))

@@ -30,7 +30,7 @@ from ..block import TensorBlock, _check_shape
 from ..errors import MetatensorDaskError, MetatensorError, UnsafeNameError, format_error
 from ..labels import Labels
 from ..tensor import is_utf8_text
-from . import _mts_integrity, _mts_tiny, _npy, _zip
+from . import _mts_integrity, _mts_tiny, _npy, _stamped_reads, _zip
 from . import chunks as chunking
 from ._names import check_path_component
 
@@ -168,7 +168,7 @@ class Archive:
         display: str,
         what: str,
         members: _zip.Members,
-        stamp: _mts_tiny.Stamp,
+        stamp: _stamped_reads.Stamp,
     ):
         self.path = path
         self.display = display
@@ -273,7 +273,7 @@ class Archive:
         display = display_path(path)
         absolute = os.path.abspath(display)
         try:
-            stamp = _mts_tiny.file_stamp(os.stat(absolute))
+            stamp = _stamped_reads.file_stamp(os.stat(absolute))
             members = _zip.read_members(absolute, _wanted)
         except OSError as error:
             raise io_error(error, absolute) from None
@@ -336,7 +336,7 @@ class Archive:
                 stat = os.stat(self.path)
             except OSError as error:
                 raise io_error(error, self.path) from None
-            _mts_tiny.check_unchanged(self.path, stat, self.stamp)
+            _stamped_reads.check_unchanged(self.path, stat, self.stamp)
 
     def _pread(self, size: int, offset: int) -> bytes:
         # one descriptor for all the reads (opened once: a file holds 5 or more
@@ -902,7 +902,7 @@ def _assign_chunks(part: _Part, chunks: tuple[int, ...], size: int) -> None:
 
 
 def _read_rows(
-    path: str, stamp: _mts_tiny.Stamp, offset: int, descr: str, shape: tuple[int, ...]
+    path: str, stamp: _stamped_reads.Stamp, offset: int, descr: str, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, int]:
     """Read one chunk of values: ``shape`` array of ``descr`` at ``offset`` in ``path``,
     and the CRC-32 of the bytes read."""
@@ -910,7 +910,7 @@ def _read_rows(
     out = np.empty(shape, dtype)
     view = out.reshape(-1).view(np.uint8).data
     if out.nbytes:
-        _mts_tiny.read_into(path, stamp, offset, view)
+        _stamped_reads.read_into(path, stamp, offset, view)
     crc = zlib.crc32(view)
     if not dtype.isnative:
         out = out.astype(dtype.newbyteorder("="))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -21,41 +20,10 @@ import numpy as np
 
 from .. import _graph
 from .._collection import GroupItem
-from ..errors import MetatensorDaskError
 from . import _mts_integrity
+from ._stamped_reads import Stamp, read_into
 
-__all__ = [
-    "GROUP_BYTES",
-    "TINY_BYTES",
-    "MemberRead",
-    "Stamp",
-    "check_unchanged",
-    "file_stamp",
-    "group_items",
-]
-
-#: What the read tasks compare with the file they read: its size, modification time and
-#: status change time at load. A file replaced by another of the same size whose times
-#: were copied (``rsync -a``, ``cp -p``) keeps the first two, never the third (set by
-#: the system on every write, rename or time change).
-Stamp = tuple[int, int, int]
-
-
-def file_stamp(stat: os.stat_result) -> Stamp:
-    """The :data:`Stamp` of a file from its ``os.stat`` result."""
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def check_unchanged(path: str, stat: os.stat_result, stamp: Stamp) -> None:
-    """Raise :class:`MetatensorDaskError` when ``stat`` (of ``path``) is not that of the
-    file ``stamp`` was taken of."""
-    if file_stamp(stat) != stamp:
-        raise MetatensorDaskError(
-            f"'{path}' changed since it was loaded (its size, modification or status "
-            "change time differs: written, or replaced by another file), so its values "
-            "can no longer be read; load it again"
-        )
-
+__all__ = ["GROUP_BYTES", "TINY_BYTES", "MemberRead", "group_items"]
 
 TINY_BYTES = 256 * 1024
 """Blocks whose values and gradients hold at most this many bytes (each in one chunk)
@@ -186,29 +154,3 @@ def _read(path: str, stamp: Stamp, offset: int, length: int) -> memoryview:
     view = memoryview(bytearray(length))
     read_into(path, stamp, offset, view)
     return view
-
-
-def read_into(path: str, stamp: Stamp, offset: int, view: memoryview) -> None:
-    """Fill ``view`` with the bytes at ``offset`` of ``path``, which must not have
-    changed since ``stamp`` (:func:`file_stamp`) was taken.
-
-    The file is checked before and after the read: a writer rewriting it in place
-    while it is read (same size or not) would otherwise give its new bytes, or a
-    file cut short, under the labels of the file loaded.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        check_unchanged(path, os.fstat(fd), stamp)
-        done = 0
-        while done < len(view):
-            count = os.preadv(fd, [view[done:]], offset + done)
-            if count == 0:
-                check_unchanged(path, os.fstat(fd), stamp)
-                raise MetatensorDaskError(
-                    f"'{path}' ended before the expected end of its data: the file is "
-                    "truncated; write it again"
-                )
-            done += count
-        check_unchanged(path, os.fstat(fd), stamp)
-    finally:
-        os.close(fd)
