@@ -71,7 +71,7 @@ def member_checks(arrays: Iterable[Any]) -> list[str]:
             continue
         # a flat copy: the graph does not keep it, as its own ``to_dict`` would
         tasks = ensure_dict(members.graph)
-        found, needed = members.needed(tasks, array.__dask_keys__(), array.name)
+        found, _, needed = members.needed(tasks, array.__dask_keys__(), array.name)
         whole.update(dict.fromkeys(found))
         if needed:  # (none for a member computed whole: its layers are not counted)
             reads |= needed
@@ -158,17 +158,17 @@ def _checked(graph: Any, keys: Any, together: Any) -> dict[Any, Any] | None:
     # the read tasks that the arrays need, together: each array's graph is walked once
     read_together: set[Any] = set()
     for name, array_keys in by_array.items():
-        whole, reads = members.needed(tasks, array_keys, name)
+        whole, part, reads = members.needed(tasks, array_keys, name)
         read_together |= reads
         # a member read in part: its streamed check
-        waits.setdefault(array_keys[-1], set()).update(whole, members.read_part(reads))
+        waits.setdefault(array_keys[-1], set()).update(whole, part)
     if together is not None and len(by_array) > 1:
         # only the members that no array reads whole alone: an array persisted with
         # others keeps its numbers when another one's member is damaged; the checks
         # asked for beside the arrays read their members whole too
         read_together |= _reads_needed(tasks, [key for key in flatten(keys) if _is_check(key)])
         alone = set().union(*waits.values())
-        whole_together = set(members.read_whole(read_together)) - alone
+        whole_together = set(members.classified(read_together)[0]) - alone
         waits.setdefault(together, set()).update(whole_together)
     served = _served(waits)
     # (a key not in the graph is held elsewhere: the future of a persisted chunk)
@@ -228,26 +228,22 @@ class _Members:
 
     def needed(
         self, tasks: dict[Any, Any], keys: Any, name: str | None
-    ) -> tuple[list[str], set[Any]]:
-        """The keys of the checks of the members that ``keys`` read whole (sorted),
-        found in the flat graph ``tasks``, and the read tasks that ``keys`` need (none
-        walked for a member computed whole, whose own check is the only one it needs);
-        ``name``: that of the array whose keys they are, all of them (None: not
-        known)."""
+    ) -> tuple[list[str], list[str], set[Any]]:
+        """The keys of the checks of the members that ``keys`` read whole and of the
+        streamed checks of those they read in part (see :meth:`classified`), found in
+        the flat graph ``tasks``, and the read tasks that ``keys`` need (none walked for
+        a member computed whole, whose own check is the only one it needs); ``name``:
+        that of the array whose keys they are, all of them (None: not known)."""
         if name is not None and name in self.names:  # a member computed whole: every chunk read
-            return [_check(name)], set()
+            return [_check(name)], [], set()
         reads = _reads_needed(tasks, flatten(keys))
-        return self.read_whole(reads), reads
+        return (*self.classified(reads), reads)
 
-    def read_whole(self, reads: set[Any]) -> list[str]:
+    def classified(self, reads: set[Any]) -> tuple[list[str], list[str]]:
         """The keys of the checks of the members whose every read task is among
-        ``reads`` (sorted)."""
-        return _classified(reads, self.counts(), self.names, self.streamed)[0]
-
-    def read_part(self, reads: set[Any]) -> list[str]:
-        """The keys of the streamed checks of the members of which some read tasks, not
-        all, are among ``reads`` (sorted)."""
-        return _classified(reads, self.counts(), self.names, self.streamed)[1]
+        ``reads``, and of the streamed checks of those of which some only are (each
+        sorted)."""
+        return _classified(reads, self.counts(), self.names, self.streamed)
 
 
 def _classified(

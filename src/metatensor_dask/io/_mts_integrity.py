@@ -31,7 +31,7 @@ from .._member_checks import READ as _READ
 from .._member_checks import STREAMED as _STREAMED
 from ..errors import DamagedFileError
 from . import _zip
-from ._stamped_reads import read_into
+from ._stamped_reads import Stamp, read_into
 
 __all__ = [
     "MemberCheck",
@@ -78,18 +78,18 @@ class MemberCheck:
     """Bytes read by each chunk task, in order."""
     path: str
     """The file's absolute path."""
-    stamp: tuple[int, int, int]
+    stamp: Stamp
     """The file's stamp at load (see :func:`~._stamped_reads.file_stamp`)."""
     start: int
     """Where the member's data (after its header) starts in the file."""
 
     @property
-    def identity(self) -> tuple[str, tuple[int, int, int], int]:
+    def identity(self) -> tuple[str, Stamp, int]:
         """What names the member in :data:`_PASSED`: the file as loaded, and where."""
         return (self.path, self.stamp, self.start)
 
 
-_PASSED: set[tuple[str, tuple[int, int, int], int]] = set()
+_PASSED: set[tuple[str, Stamp, int]] = set()
 """The members of several chunks whose check passed in this process (by
 :attr:`MemberCheck.identity`): their streamed check reads nothing. The read tasks refuse
 a file whose stamp changed, so a member is known by the file's stamp at load. A damaged
