@@ -407,18 +407,7 @@ class _Output:
     def finished(self) -> bool:
         """Whether the computation of the write ran and the output now reads complete,
         with no append left to finish (a stop while the cluster closes)."""
-        from ..io import zarr_layout as layout
-        from ..io.zarr_append import interrupted
-
-        if not self.computing:
-            return False
-        found = _stored_root(self.location)
-        if found is None:
-            return False
-        store, attributes = found
-        return attributes[layout.ATTRIBUTE].get("complete") is True and not interrupted(
-            store, attributes
-        )
+        return self.computing and _append_left(self.location) is False
 
 
 def _give_up_append(location: str) -> bool:
@@ -604,20 +593,29 @@ def _stored_root(destination: str) -> tuple[Any, dict[str, Any]] | None:
     return store, attributes
 
 
-def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
-    """Refuse a convert (``resuming``: with ``--resume``) into a complete store that
-    holds an interrupted append: neither writes it (the store exists; a resume of its
-    complete convert does nothing), and the append is what is left to finish."""
+def _append_left(destination: str) -> bool | None:
+    """Whether the complete store at ``destination`` holds an interrupted append (its
+    record left, the store reading as before it); ``None`` when there is no complete
+    store of ours there."""
     from ..io import zarr_layout as layout
     from ..io.zarr_append import interrupted
 
     found = _stored_root(destination)
     if found is None:
-        return
+        return None
     store, attributes = found
     if attributes[layout.ATTRIBUTE].get("complete") is not True:
-        return
-    if not interrupted(store, attributes):
+        return None
+    return interrupted(store, attributes)
+
+
+def _refuse_interrupted_append(destination: str, resuming: bool) -> None:
+    """Refuse a convert (``resuming``: with ``--resume``) into a complete store that
+    holds an interrupted append: neither writes it (the store exists; a resume of its
+    complete convert does nothing), and the append is what is left to finish."""
+    from ..io import zarr_layout as layout
+
+    if not _append_left(destination):
         return
     state = (
         "holds a complete convert (--resume has nothing to finish) and"
